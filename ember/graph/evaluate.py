@@ -1,4 +1,4 @@
-"""Run a Model with the ops' numpy reference kernels: the executable spec of every op."""
+"""Evaluate a Model with the ops' numpy reference kernels (the REFERENCE device and body ops use it)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,321 @@
+"""Read OpenVINO IR (v10 and v11): ``.xml`` topology + headerless ``.bin`` weights.
+
+The reader is hardened: DOCTYPE and entity declarations are refused before the XML is
+parsed, every Const's offset and size are checked against the weights, edges must join
+existing ports, cycles are reported, and unknown op or element types are named.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from xml.parsers import expat
+
+import numpy as np
+
+from ember.errors import EmberError, GraphError, IRFormatError, UnsupportedOpError
+from ember.graph.core_ops import Constant, Parameter, Result
+from ember.graph.model import Model
+from ember.graph.node import Node, Output
+from ember.graph.registry import get_op
+from ember.graph.shape import PartialShape
+from ember.graph.types import Type
+from ember.io.elements import byte_size, decode
+
+log = logging.getLogger("ember.io")
+
+SUPPORTED_VERSIONS = (10, 11)
+
+
+def _refuse_declarations(xml: bytes) -> None:
+    """Parse once with expat, refusing any DOCTYPE or entity declaration (billion laughs,
+    external entities) before ElementTree sees the document."""
+
+    def refuse(*_: Any) -> None:
+        raise IRFormatError("ember: the IR .xml declares a DOCTYPE or entities; refused "
+                            "(OpenVINO IR never needs them)")
+
+    p = expat.ParserCreate()
+    p.StartDoctypeDeclHandler = refuse
+    p.EntityDeclHandler = refuse
+    p.UnparsedEntityDeclHandler = refuse
+    p.ExternalEntityRefHandler = lambda *a: refuse()
+    try:
+        p.Parse(xml, True)
+    except expat.ExpatError as e:
+        raise IRFormatError(f"ember: the IR .xml is not well-formed XML: {e}") from None
+
+
+def read_ir(xml_path: str | os.PathLike[str], bin_path: str | os.PathLike[str] | None = None) -> Model:
+    """Read an IR pair. ``bin_path`` defaults to the ``.xml`` path with a ``.bin`` suffix;
+    a model without constants needs no ``.bin``. Weights are memory-mapped, not copied."""
+    xml_path = Path(xml_path)
+    try:
+        xml = xml_path.read_bytes()
+    except OSError as e:
+        raise IRFormatError(f"ember: cannot read '{xml_path}': {e.strerror}") from None
+    bpath = Path(bin_path) if bin_path is not None else xml_path.with_suffix(".bin")
+    weights: Any = b""
+    if bpath.exists() and bpath.stat().st_size > 0:
+        with open(bpath, "rb") as f:
+            weights = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    elif bin_path is not None:
+        raise IRFormatError(f"ember: weights file '{bpath}' does not exist")
+    return read_ir_bytes(xml, weights, source=str(xml_path))
+
+
+def read_ir_bytes(xml: bytes | str, weights: bytes | memoryview | Any = b"", source: str = "<memory>") -> Model:
+    """Read an IR from memory (``xml`` text and ``weights`` bytes)."""
+    if isinstance(xml, str):
+        xml = xml.encode("utf-8")
+    _refuse_declarations(xml)
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as e:
+        raise IRFormatError(f"ember: cannot parse IR xml '{source}': {e}") from None
+    if root.tag != "net":
+        raise IRFormatError(f"ember: '{source}' is not an OpenVINO IR (root element <{root.tag}>, expected <net>)")
+    version = root.get("version")
+    if version is None or not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
+        raise IRFormatError(f"ember: IR version {version!r} in '{source}' is not supported; ember reads "
+                            f"IR versions {', '.join(map(str, SUPPORTED_VERSIONS))}")
+    buf = memoryview(weights) if not isinstance(weights, memoryview) else weights
+    reader = _NetReader(buf, source)
+    model, _ = reader.read(root, root.get("name", "model"))
+    model.rt_info = _read_model_rt_info(root.find("rt_info"))
+    return model
+
+
+class _Layer:
+    __slots__ = ("id", "elem", "type", "version", "name", "in_ports", "out_ports")
+
+    def __init__(self, elem: ET.Element, where: str) -> None:
+        self.elem = elem
+        try:
+            self.id = int(elem.get("id", ""))
+        except ValueError:
+            raise IRFormatError(f"ember: {where}: a layer has a bad id {elem.get('id')!r}") from None
+        self.type = elem.get("type") or ""
+        self.version = elem.get("version") or "opset1"
+        self.name = elem.get("name") or f"{self.type}_{self.id}"
+        self.in_ports = [int(p.get("id", "-1")) for p in elem.findall("input/port")]
+        self.out_ports = [int(p.get("id", "-1")) for p in elem.findall("output/port")]
+
+
+class _NetReader:
+    def __init__(self, weights: memoryview, source: str) -> None:
+        self.weights = weights
+        self.source = source
+
+    def read(self, net: ET.Element, name: str) -> tuple[Model, dict[int, Node]]:
+        layers: dict[int, _Layer] = {}
+        for elem in net.findall("layers/layer"):
+            layer = _Layer(elem, self.source)
+            if layer.id in layers:
+                raise IRFormatError(f"ember: '{self.source}': two layers have id {layer.id}")
+            layers[layer.id] = layer
+        sources: dict[tuple[int, int], tuple[int, int]] = {}
+        for e in net.findall("edges/edge"):
+            try:
+                fl, fp = int(e.get("from-layer", "")), int(e.get("from-port", ""))
+                tl, tp = int(e.get("to-layer", "")), int(e.get("to-port", ""))
+            except ValueError:
+                raise IRFormatError(f"ember: '{self.source}': an edge has a non-integer attribute") from None
+            if fl not in layers or tl not in layers:
+                missing = fl if fl not in layers else tl
+                raise GraphError(f"ember: '{self.source}': an edge refers to a missing layer {missing}")
+            if fp not in layers[fl].out_ports:
+                raise GraphError(f"ember: '{self.source}': edge from layer '{layers[fl].name}' ({fl}) port {fp}: "
+                                 "no such output port")
+            if tp not in layers[tl].in_ports:
+                raise GraphError(f"ember: '{self.source}': edge to layer '{layers[tl].name}' ({tl}) port {tp}: "
+                                 "no such input port")
+            if (tl, tp) in sources:
+                raise GraphError(f"ember: '{self.source}': input port {tp} of layer '{layers[tl].name}' has two edges")
+            sources[(tl, tp)] = (fl, fp)
+        order = self._topological(layers, sources)
+        nodes: dict[int, Node] = {}
+        params: list[tuple[int, Parameter]] = []
+        results: list[tuple[int, Result]] = []
+        for lid in order:
+            layer = layers[lid]
+            inputs = []
+            for p in layer.in_ports:
+                if (lid, p) not in sources:
+                    raise GraphError(f"ember: '{self.source}': input port {p} of layer '{layer.name}' "
+                                     f"({layer.type}) is not connected")
+                fl, fp = sources[(lid, p)]
+                inputs.append(Output(nodes[fl], layers[fl].out_ports.index(fp)))
+            node = self._make_node(layer, inputs)
+            nodes[lid] = node
+            self._read_ports(layer, node)
+            if isinstance(node, Parameter):
+                params.append((lid, node))
+            elif isinstance(node, Result):
+                results.append((lid, node))
+        model = Model([r for _, r in results], [p for _, p in params], name, validate=False)
+        return model, nodes
+
+    def _topological(self, layers: dict[int, _Layer], sources: dict[tuple[int, int], tuple[int, int]]) -> list[int]:
+        indeg = {lid: 0 for lid in layers}
+        users: dict[int, list[int]] = {lid: [] for lid in layers}
+        for (tl, _), (fl, _) in sources.items():
+            indeg[tl] += 1
+            users[fl].append(tl)
+        ready = sorted(lid for lid, d in indeg.items() if d == 0)
+        order: list[int] = []
+        while ready:
+            lid = ready.pop()
+            order.append(lid)
+            for u in users[lid]:
+                indeg[u] -= 1
+                if indeg[u] == 0:
+                    ready.append(u)
+        if len(order) != len(layers):
+            stuck = sorted(f"'{layers[lid].name}' ({lid})" for lid, d in indeg.items() if d > 0)
+            raise GraphError(f"ember: '{self.source}': the edges form a cycle through layers {', '.join(stuck[:5])}")
+        return order
+
+    def _make_node(self, layer: _Layer, inputs: list[Output]) -> Node:
+        where = f" in layer '{layer.name}' (id {layer.id})"
+        data = layer.elem.find("data")
+        attrs = dict(data.attrib) if data is not None else {}
+        try:
+            if layer.type == "Parameter":
+                et = Type.from_name(_req(attrs, "element_type", layer))
+                node: Node = Parameter(et, PartialShape(_req(attrs, "shape", layer)), layer.name)
+            elif layer.type == "Const":
+                node = self._constant(layer, attrs)
+            elif layer.type == "Result":
+                node = Result(inputs, None, layer.name)
+            else:
+                cls = get_op(layer.type, layer.version, where=where)
+                parsed: dict[str, Any] = {}
+                known = {a.name: a for a in cls.attributes}
+                for key, text in attrs.items():
+                    a = known.get(key)
+                    if a is None:
+                        log.debug("ember: ignoring attribute %s of %s%s", key, layer.type, where)
+                        continue
+                    try:
+                        parsed[key] = a.parse(text)
+                    except (ValueError, KeyError):
+                        raise IRFormatError(f"ember: bad value {text!r} for attribute '{key}'{where}") from None
+                from_ir: Callable[..., Node] | None = getattr(cls, "from_ir", None)
+                if from_ir is not None:
+                    node = from_ir(layer.elem, inputs, parsed, layer.name, self.read_body)
+                else:
+                    node = cls(inputs, parsed, layer.name)
+        except UnsupportedOpError as e:
+            msg = str(e)
+            raise UnsupportedOpError(msg if where in msg else f"{msg}{where}") from None
+        except EmberError:
+            raise
+        except (ValueError, KeyError, TypeError) as e:
+            raise IRFormatError(f"ember: '{self.source}': cannot read layer '{layer.name}' ({layer.type}): {e}") from None
+        rt = _read_attributes(layer.elem.find("rt_info"))
+        if rt:
+            node.rt_info.update(rt)
+        return node
+
+    def read_body(self, elem: ET.Element, name: str) -> tuple[Model, dict[int, Node]]:
+        """Read a nested body network (If/Loop/TensorIterator) sharing this file's weights."""
+        return self.read(elem, name)
+
+    def _constant(self, layer: _Layer, attrs: dict[str, str]) -> Constant:
+        et = Type.from_name(_req(attrs, "element_type", layer))
+        shape = PartialShape(attrs.get("shape", ""))
+        if not shape.is_static:
+            raise IRFormatError(f"ember: Const '{layer.name}' has a non-static shape {shape}")
+        dims = tuple(shape.to_shape())
+        try:
+            offset, size = int(_req(attrs, "offset", layer)), int(_req(attrs, "size", layer))
+        except ValueError:
+            raise IRFormatError(f"ember: Const '{layer.name}' has a non-integer offset or size") from None
+        total = len(self.weights)
+        if offset < 0 or size < 0 or offset + size > total:
+            raise IRFormatError(f"ember: Const '{layer.name}' reads bytes {offset}..{offset + size} but the "
+                                f".bin has {total} bytes (truncated or wrong offsets)")
+        count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+        if et is not Type.string:
+            need = byte_size(et, count)
+            if size != need:
+                raise IRFormatError(f"ember: Const '{layer.name}' of {et} shape {list(dims)} needs {need} bytes, "
+                                    f"the IR says size={size}")
+        arr = decode(self.weights[offset: offset + size], et, dims)
+        return Constant.from_array(arr, et, layer.name)
+
+    def _read_ports(self, layer: _Layer, node: Node) -> None:
+        for k, port in enumerate(layer.elem.findall("output/port")):
+            if k >= node.get_output_size():
+                raise IRFormatError(f"ember: layer '{layer.name}' ({layer.type}) declares more outputs "
+                                    f"than the op has ({node.get_output_size()})")
+            names = port.get("names")
+            out = node.output(k)
+            if names and not isinstance(node, Result):
+                out.set_names(_split_names(names))
+            rt = _read_attributes(port.find("rt_info"))
+            if rt:
+                out.rt_info.update(rt)
+
+
+def _req(attrs: dict[str, str], key: str, layer: _Layer) -> str:
+    if key not in attrs:
+        raise IRFormatError(f"ember: layer '{layer.name}' ({layer.type}) lacks the '{key}' attribute")
+    return attrs[key]
+
+
+def _split_names(text: str) -> set[str]:
+    """Tensor names are comma-separated; a comma inside a name is written ``\\,``."""
+    names, cur, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] == ",":
+            cur.append(",")
+            i += 2
+            continue
+        if ch == ",":
+            names.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    names.append("".join(cur).strip())
+    return {n for n in names if n}
+
+
+def _read_attributes(rt: ET.Element | None) -> dict[str, Any]:
+    """``<rt_info><attribute name="x" version="0" .../></rt_info>`` as {name: {attrs}}."""
+    if rt is None:
+        return {}
+    out: dict[str, Any] = {}
+    for a in rt.findall("attribute"):
+        attrs = dict(a.attrib)
+        name = attrs.pop("name", None)
+        if name:
+            out[name] = attrs
+    return out
+
+
+def _read_model_rt_info(rt: ET.Element | None) -> dict[str, Any]:
+    if rt is None:
+        return {}
+    return _rt_children(rt)
+
+
+def _rt_children(elem: ET.Element) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for child in elem:
+        key = child.get("name") if child.tag == "info" else child.tag
+        if key is None:
+            continue
+        if len(child):
+            out[key] = _rt_children(child)
+        else:
+            out[key] = child.get("value", "")
+    return out
