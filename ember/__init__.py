@@ -1,6 +1,46 @@
-"""ember: convert, optimize and run neural networks fast on the hardware at hand."""
+"""ember: convert, optimize and run neural networks fast on the CPU at hand.
 
+Code written for OpenVINO runs with ``import ember as ov``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ember import opset
+from ember.errors import EmberError
 from ember.graph import Dimension, Layout, Model, PartialShape, Shape, Type
+from ember.runtime import CompiledModel, Core, InferRequest, Tensor, read_model
 
 __version__ = "0.1.0"
-__all__ = ["Dimension", "Layout", "Model", "PartialShape", "Shape", "Type"]
+
+# `import ember.opset8 as ops` works like `import openvino.opset8 as ops`.
+for _n in range(1, 17):
+    sys.modules[f"{__name__}.opset{_n}"] = opset
+    globals()[f"opset{_n}"] = opset
+
+
+def save_model(model: Model, output_model: Any, compress_to_fp16: bool = True) -> None:
+    """Write ``model`` as OpenVINO IR v11 (``.xml`` + ``.bin`` beside it). Like OpenVINO,
+    f32 weights are stored as f16 by default (``compress_to_fp16=False`` keeps f32)."""
+    from ember.io import write_ir
+
+    write_ir(model, output_model, compress_to_fp16=compress_to_fp16)
+
+
+def serialize(model: Model, xml_path: Any, bin_path: Any = None) -> None:
+    """Write ``model`` as IR without weight compression (OpenVINO's ``serialize``)."""
+    from ember.io import write_ir
+
+    write_ir(model, xml_path, bin_path, compress_to_fp16=False)
+
+
+def compile_model(model: Any, device_name: str | None = None, config: Any = None) -> CompiledModel:
+    """Shortcut for ``Core().compile_model`` (as ``openvino.compile_model``)."""
+    return Core().compile_model(model, device_name, config)
+
+
+__all__ = ["CompiledModel", "Core", "Dimension", "EmberError", "InferRequest", "Layout", "Model",
+           "PartialShape", "Shape", "Tensor", "Type", "compile_model", "opset", "read_model", "save_model",
+           "serialize"]

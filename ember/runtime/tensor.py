@@ -1,0 +1,94 @@
+"""``Tensor``: an n-dimensional array with an element type, as OpenVINO's Python API has it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ember.errors import EmberError
+from ember.graph.shape import PartialShape, Shape
+from ember.graph.types import Type, as_type
+
+
+class Tensor:
+    """Data for one input or output.
+
+    ``Tensor(array)`` copies the array; ``Tensor(array, shared_memory=True)`` wraps it without
+    copying (changes to the array are seen by the tensor and the other way round).
+    ``Tensor(Type.f32, [1, 3])`` allocates zeros.
+    """
+
+    __slots__ = ("_data", "_type")
+
+    def __init__(self, array: Any = None, shape: Any = None, *, shared_memory: bool = False,
+                 element_type: Any = None) -> None:
+        if isinstance(array, (Type, str)) or (array is not None and isinstance(array, type)):
+            et = as_type(array)
+            dims = tuple(Shape(shape if shape is not None else ()))
+            self._type = et
+            self._data = np.zeros(dims, dtype=et.dtype if et is not Type.string else object)
+            return
+        if isinstance(array, Tensor):
+            self._type, self._data = array._type, array._data
+            return
+        if array is None:
+            raise EmberError("ember: Tensor needs an array or an element type and shape")
+        arr = np.asarray(array)
+        et = as_type(element_type) if element_type is not None else Type.from_dtype(arr.dtype)
+        if et is Type.string and arr.dtype.kind in "US":
+            arr = arr.astype(object)
+        self._type = et
+        self._data = arr if shared_memory else np.array(arr, copy=True)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The tensor's array (no copy: writes go into the tensor)."""
+        return self._data
+
+    @property
+    def element_type(self) -> Type:
+        return self._type
+
+    def get_element_type(self) -> Type:
+        return self._type
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(self._data.shape)
+
+    @shape.setter
+    def shape(self, value: Any) -> None:
+        self.set_shape(value)
+
+    def get_shape(self) -> Shape:
+        return self.shape
+
+    def set_shape(self, shape: Any) -> None:
+        dims = tuple(PartialShape(shape).to_shape()) if not isinstance(shape, Shape) else tuple(shape)
+        if dims != self._data.shape:
+            self._data = np.zeros(dims, dtype=self._data.dtype)
+
+    @property
+    def size(self) -> int:
+        return int(self._data.size)
+
+    def get_size(self) -> int:
+        return self.size
+
+    @property
+    def byte_size(self) -> int:
+        return int(self._data.nbytes)
+
+    def get_byte_size(self) -> int:
+        return self.byte_size
+
+    def copy_to(self, other: Tensor) -> None:
+        other._data = np.array(self._data, copy=True)
+        other._type = self._type
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return self._data if dtype is None else self._data.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<Tensor: shape{self.shape} type: {self._type.name}>"
