@@ -74,3 +74,64 @@ def normalize_axis(axis: int, rank: int, node: str = "") -> int:
 
 def static_ints(value: Any) -> list[int]:
     return [int(x) for x in np.asarray(value).reshape(-1)]
+
+
+# -- interval arithmetic on dimensions, as OpenVINO's shape inference does it ---------------
+# A max_length of -1 means unbounded; subtraction clips at 0 like OpenVINO's Interval.
+
+def _hi(d: Dimension) -> int | None:
+    return None if d.max_length == -1 else d.max_length
+
+
+def _dim(lo: int, hi: int | None) -> Dimension:
+    return Dimension(lo) if hi == lo else Dimension(lo, -1 if hi is None else hi)
+
+
+def dim_sub(a: Dimension, b: Dimension | int) -> Dimension:
+    """``a - b`` on intervals, clipped at zero."""
+    b = b if isinstance(b, Dimension) else Dimension(int(b))
+    a_hi, b_hi = _hi(a), _hi(b)
+    lo = 0 if b_hi is None else max(a.min_length - b_hi, 0)
+    hi = None if a_hi is None else max(a_hi - b.min_length, 0)
+    return _dim(lo, hi)
+
+
+def dim_floor_div(a: Dimension, k: int) -> Dimension:
+    hi = _hi(a)
+    return _dim(a.min_length // k, None if hi is None else hi // k)
+
+
+def dim_ceil_div(a: Dimension, k: int) -> Dimension:
+    hi = _hi(a)
+    return _dim(-(-a.min_length // k), None if hi is None else -(-hi // k))
+
+
+def dim_div_exact(a: Dimension, k: int) -> Dimension | None:
+    """``a / k`` keeping only exact quotients; None when no multiple of ``k`` fits ``a``."""
+    hi = _hi(a)
+    lo, top = -(-a.min_length // k), None if hi is None else hi // k
+    if top is not None and top < lo:
+        return None
+    return _dim(lo, top)
+
+
+def broadcast_merge(a: Dimension, b: Dimension) -> Dimension | None:
+    """One broadcast dimension of two (None when they cannot broadcast)."""
+    a1, b1 = a.contains(1), b.contains(1)
+    if a1 and b1:
+        ha, hb = _hi(a), _hi(b)
+        return _dim(min(a.min_length, b.min_length), None if None in (ha, hb) else max(ha, hb))
+    if a1:
+        return b
+    if b1:
+        return a
+    return a.merge(b) if a.compatible(b) else None
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1, upper: bool = True) -> tuple[int, int]:
+    """(begin, end) padding for auto_pad same_upper (extra at the end) or same_lower."""
+    eff = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max(0, (out - 1) * stride + eff - size)
+    small = total // 2
+    return (small, total - small) if upper else (total - small, small)
