@@ -55,14 +55,24 @@ class Attr:
     name: str
     kind: str
     default: Any = REQUIRED
+    #: allowed values of a "str" attribute (compared lower-case), empty for any
+    choices: tuple[str, ...] = ()
 
     def parse(self, text: str) -> Any:
-        return _ATTR_KINDS[self.kind][0](text)
+        return self._check(_ATTR_KINDS[self.kind][0](text))
+
+    def _check(self, value: Any) -> Any:
+        if self.choices and str(value).lower() not in self.choices:
+            raise ValueError(f"attribute '{self.name}' is {value!r}; allowed: {', '.join(self.choices)}")
+        return value
 
     def format(self, value: Any) -> str:
         return _ATTR_KINDS[self.kind][1](value)
 
     def coerce(self, value: Any) -> Any:
+        return self._check(self._coerce(value))
+
+    def _coerce(self, value: Any) -> Any:
         if isinstance(value, str) and self.kind not in ("str", "type", "shape"):
             return self.parse(value)
         if self.kind == "type":
@@ -268,7 +278,10 @@ class Node:
         given = dict(attrs or {})
         for a in self.attributes:
             if a.name in given:
-                self.attrs[a.name] = a.coerce(given.pop(a.name))
+                try:
+                    self.attrs[a.name] = a.coerce(given.pop(a.name))
+                except (ValueError, TypeError) as e:
+                    raise ShapeInferenceError(f"ember: {self.type_name} '{self.friendly_name}': {e}") from None
             elif a.default is REQUIRED:
                 raise ShapeInferenceError(
                     f"ember: {self.type_name} '{self.friendly_name}': attribute '{a.name}' is required")

@@ -204,8 +204,9 @@ class _NetReader:
                         continue
                     try:
                         parsed[key] = a.parse(text)
-                    except (ValueError, KeyError):
-                        raise IRFormatError(f"ember: bad value {text!r} for attribute '{key}'{where}") from None
+                    except (ValueError, KeyError) as e:
+                        why = f": {e}" if isinstance(e, ValueError) and "allowed" in str(e) else ""
+                        raise IRFormatError(f"ember: bad value {text!r} for attribute '{key}'{where}{why}") from None
                 from_ir: Callable[..., Node] | None = getattr(cls, "from_ir", None)
                 if from_ir is not None:
                     node = from_ir(layer.elem, inputs, parsed, layer.name, self.read_body)

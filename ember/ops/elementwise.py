@@ -18,7 +18,7 @@ from ember.graph.shape import PartialShape
 from ember.graph.types import Type
 from ember.ops._util import broadcast_shapes, numpy_broadcast
 
-_BROADCAST = Attr("auto_broadcast", "str", "numpy")
+_BROADCAST = Attr("auto_broadcast", "str", "numpy", ("numpy", "none", "pdpd", "explicit"))
 
 
 class BinaryElementwise(Node):

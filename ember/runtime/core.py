@@ -143,7 +143,7 @@ class InferRequest:
         return self._compiled._input_index(key)
 
     def set_tensor(self, key: Any, tensor: Tensor | np.ndarray) -> None:
-        for i, p in enumerate(self._compiled.outputs):
+        for p in self._compiled.outputs:
             if (isinstance(key, Output) and key == p) or (isinstance(key, str) and key in p.names
                                                           and not self._compiled._has_input_name(key)):
                 raise EmberError("ember: set_tensor on an output is not supported; read results instead")

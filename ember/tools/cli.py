@@ -1,0 +1,164 @@
+"""The ``ember`` command: a thin shell over the library. Each subcommand is a small function
+over library calls; argument parsing stays here."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.errors import EmberError
+
+
+def _load(path: str) -> Any:
+    from ember.runtime import read_model
+
+    return read_model(path)
+
+
+def describe_model(model: Any) -> str:
+    """A readable summary: inputs, outputs and op counts."""
+    lines = [f"model: {model.friendly_name}"]
+    lines.append("inputs:")
+    for p in model.inputs:
+        lines.append(f"  {', '.join(sorted(p.names)) or p.node.friendly_name}: {p.element_type.name}{p.partial_shape}")
+    lines.append("outputs:")
+    for p in model.outputs:
+        lines.append(f"  {', '.join(sorted(p.names)) or p.node.friendly_name}: {p.element_type.name}{p.partial_shape}")
+    counts = collections.Counter(n.type_name for n in model.get_ordered_ops())
+    lines.append(f"ops: {sum(counts.values())} nodes")
+    for t, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {t:<28}{c:>6}")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(describe_model(_load(args.model)))
+    return 0
+
+
+def parse_input_specs(specs: Sequence[str]) -> dict[str, np.ndarray]:
+    """``NAME=path.npy`` pairs (or a bare ``path.npy`` for a one-input model, keyed ``""``)."""
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, path = spec.rpartition("=")
+        if not sep:
+            name, path = "", spec
+        p = Path(path)
+        if not p.exists():
+            raise EmberError(f"ember: input file '{p}' does not exist")
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                feeds.update({k: z[k] for k in z.files})
+            continue
+        try:
+            feeds[name] = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise EmberError(f"ember: cannot read '{p}' as a .npy array (object arrays are refused): {e}") from None
+    return feeds
+
+
+def random_inputs(model: Any, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for every model input with a static shape (dynamic dims become 1)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for p in model.inputs:
+        dims = [d.get_length() if d.is_static else max(1, d.min_length) for d in p.partial_shape]
+        et = p.element_type
+        if et.is_real:
+            arr = rng.standard_normal(dims).astype(et.dtype)
+        elif et.name == "boolean":
+            arr = rng.integers(0, 2, dims).astype(bool)
+        else:
+            arr = rng.integers(0, 10, dims).astype(et.dtype)
+        feeds[sorted(p.names)[0] if p.names else p.node.friendly_name] = arr
+    return feeds
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ember.runtime import Core
+
+    core = Core()
+    model = _load(args.model)
+    feeds = parse_input_specs(args.input or [])
+    if "" in feeds:
+        if len(model.inputs) != 1:
+            raise EmberError("ember: name the input (NAME=path.npy): the model has several inputs")
+        feeds = {0: feeds.pop("")} | feeds  # type: ignore[dict-item]
+    if not feeds and args.random:
+        feeds = random_inputs(model, args.seed)  # type: ignore[assignment]
+    compiled = core.compile_model(model, args.device)
+    results = compiled(feeds)
+    out_dir = Path(args.output) if args.output else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    np.set_printoptions(threshold=20, edgeitems=3, precision=5)
+    for i, port in enumerate(compiled.outputs):
+        name = sorted(port.names)[0] if port.names else f"output{i}"
+        value = results[i]
+        print(f"{name}: {value.dtype}{list(value.shape)}")
+        if out_dir:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+            np.save(out_dir / f"{safe}.npy", value, allow_pickle=False)
+        else:
+            print(value)
+    if out_dir:
+        print(f"saved {len(compiled.outputs)} outputs to {out_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ember", description="Convert, optimize and run neural networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="show a model's inputs, outputs and op counts")
+    p.add_argument("model", help="IR .xml or .onnx file")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("run", help="run a model once and print or save its outputs")
+    p.add_argument("model", help="IR .xml or .onnx file")
+    p.add_argument("--input", "-i", action="append", metavar="NAME=path.npy",
+                   help="an input array (repeat for several inputs; .npz gives several at once)")
+    p.add_argument("--random", action="store_true", help="feed random inputs when none are given")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", "-d", default="AUTO", help="device name (default AUTO)")
+    p.add_argument("--output", "-o", help="folder to save outputs as .npy (default: print them)")
+    p.set_defaults(func=cmd_run)
+
+    _add_optional(sub)
+    return parser
+
+
+def _add_optional(sub: Any) -> None:
+    """Subcommands that live in other modules register here when those modules exist."""
+    import importlib
+
+    for module in ("ember.tools.convert", "ember.tools.benchmark", "ember.tools.zoo_cli", "ember.tools.graph_cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.add_parser(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EmberError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
