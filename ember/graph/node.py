@@ -324,9 +324,9 @@ class Node:
         self._const_cache = None
         try:
             outs = self.infer()
-        except ShapeInferenceError:
-            raise
         except EmberError as e:
+            if isinstance(e, ShapeInferenceError) and f"'{self.friendly_name}'" in str(e):
+                raise
             raise ShapeInferenceError(f"ember: {self.type_name} '{self.friendly_name}': {_strip(e)}") from e
         except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError) as e:
             raise ShapeInferenceError(

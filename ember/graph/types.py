@@ -114,7 +114,7 @@ class Type:
 
     @property
     def is_signed(self) -> bool:
-        return self._info.kind in ("int", "float")
+        return self._info.kind in ("int", "float", "bool")  # OpenVINO counts boolean as signed
 
     @property
     def is_dynamic(self) -> bool:

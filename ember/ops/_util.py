@@ -47,7 +47,10 @@ def broadcast_shapes(a: PartialShape, b: PartialShape, mode: str = "numpy") -> P
 
 
 def _loose(x: Dimension, y: Dimension) -> Dimension:
-    # One side may be 1 at run time: the result is at least the larger minimum.
+    # One side may be 1 at run time. A static side other than 1 decides the result.
+    for d in (x, y):
+        if d.is_static and d.get_length() != 1:
+            return d
     lo = max(x.min_length, y.min_length)
     hi = -1 if -1 in (x.max_length, y.max_length) else max(x.max_length, y.max_length)
     return Dimension(lo, hi)
