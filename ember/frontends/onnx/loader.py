@@ -1,0 +1,184 @@
+"""Reading ONNX files: the model proto, tensors (with path-checked external data), types.
+
+External data is read by ember itself, never by ``onnx.load``: every ``location`` is resolved
+against the model's folder and refused when it would leave that folder (absolute paths,
+``..``, symbolic links pointing outside).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from ember.errors import ConversionError, UnsupportedOpError
+from ember.graph.shape import Dimension, PartialShape
+from ember.graph.types import Type
+
+_TYPES: dict[int, Type] = {
+    TensorProto.FLOAT: Type.f32, TensorProto.UINT8: Type.u8, TensorProto.INT8: Type.i8,
+    TensorProto.UINT16: Type.u16, TensorProto.INT16: Type.i16, TensorProto.INT32: Type.i32,
+    TensorProto.INT64: Type.i64, TensorProto.STRING: Type.string, TensorProto.BOOL: Type.boolean,
+    TensorProto.FLOAT16: Type.f16, TensorProto.DOUBLE: Type.f64, TensorProto.UINT32: Type.u32,
+    TensorProto.UINT64: Type.u64, TensorProto.BFLOAT16: Type.bf16,
+    TensorProto.FLOAT8E4M3FN: Type.f8e4m3, TensorProto.FLOAT8E5M2: Type.f8e5m2,
+    TensorProto.UINT4: Type.u4, TensorProto.INT4: Type.i4, TensorProto.FLOAT4E2M1: Type.f4e2m1,
+    TensorProto.FLOAT8E8M0: Type.f8e8m0, TensorProto.UINT2: Type.u2,
+}
+_ONNX_OF: dict[Type, int] = {t: k for k, t in _TYPES.items()}
+
+
+def element_type(onnx_type: int, where: str = "") -> Type:
+    """The ember element type of an ONNX ``TensorProto.DataType`` value."""
+    t = _TYPES.get(onnx_type)
+    if t is None:
+        name = TensorProto.DataType.Name(onnx_type) if onnx_type in TensorProto.DataType.values() \
+            else str(onnx_type)
+        raise UnsupportedOpError(f"ember: ONNX element type {name}{where} is not supported")
+    return t
+
+
+def onnx_type(t: Type) -> int:
+    """The ONNX ``TensorProto.DataType`` of an ember element type."""
+    if t not in _ONNX_OF:
+        raise UnsupportedOpError(f"ember: element type {t} has no ONNX equivalent")
+    return _ONNX_OF[t]
+
+
+def load_model(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
+    """Parse an ONNX file (external data is left for ``tensor_value`` to read) or take a proto."""
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    if isinstance(model, (bytes, bytearray)):
+        try:
+            return onnx.load_from_string(bytes(model)), None
+        except Exception as e:  # noqa: BLE001 - protobuf raises several kinds
+            raise ConversionError(f"ember: the bytes given are not an ONNX model: {e}") from None
+    path = Path(model)
+    if not path.is_file():
+        raise ConversionError(f"ember: ONNX model file '{path}' does not exist")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001
+        raise ConversionError(f"ember: '{path}' is not a readable ONNX model: {e}") from None
+    return proto, path.resolve().parent
+
+
+def _external_bytes(t: TensorProto, base_dir: Path | None) -> bytes:
+    info = {e.key: e.value for e in t.external_data}
+    location = info.get("location", "")
+    if base_dir is None:
+        raise ConversionError(
+            f"ember: tensor '{t.name}' keeps its data in the external file '{location}', but the "
+            "model was given as a ModelProto; pass the model's file path instead")
+    if not location or os.path.isabs(location) or Path(location).drive:
+        raise ConversionError(f"ember: tensor '{t.name}': external data location '{location}' must be "
+                              "a path relative to the model's folder")
+    root = os.path.realpath(base_dir)
+    full = os.path.realpath(os.path.join(root, location))
+    if os.path.commonpath([root, full]) != root:
+        raise ConversionError(f"ember: tensor '{t.name}': external data location '{location}' points "
+                              f"outside the model's folder '{root}'; refused")
+    if not os.path.isfile(full):
+        raise ConversionError(f"ember: tensor '{t.name}': external data file '{location}' not found "
+                              f"next to the model")
+    offset = int(info.get("offset", 0) or 0)
+    length = info.get("length")
+    size = os.path.getsize(full)
+    n = size - offset if length is None else int(length)
+    if offset < 0 or n < 0 or offset + n > size:
+        raise ConversionError(f"ember: tensor '{t.name}': external data range {offset}+{n} is beyond the "
+                              f"end of '{location}' ({size} bytes)")
+    with open(full, "rb") as f:
+        f.seek(offset)
+        return f.read(n)
+
+
+def tensor_value(t: TensorProto, base_dir: Path | None = None) -> tuple[np.ndarray, Type]:
+    """A TensorProto's data as an ndarray in ember's in-memory form, and its element type."""
+    et = element_type(t.data_type, f" (tensor '{t.name}')")
+    if t.data_location == TensorProto.EXTERNAL:
+        proto = TensorProto()
+        proto.CopyFrom(t)
+        del proto.external_data[:]
+        proto.data_location = TensorProto.DEFAULT
+        proto.raw_data = _external_bytes(t, base_dir)
+        t = proto
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001 - malformed protos raise ValueError/TypeError
+        raise ConversionError(f"ember: tensor '{t.name}' cannot be read: {e}") from None
+    return to_ember_array(arr, et), et
+
+
+def to_ember_array(arr: np.ndarray, et: Type) -> np.ndarray:
+    """Bring an array as onnx/numpy hold it (ml_dtypes int4, bytes) into ember's memory form."""
+    if et is Type.string:
+        flat = [s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in arr.reshape(-1)]
+        return np.array(flat, dtype=object).reshape(arr.shape)
+    if arr.dtype != et.dtype:
+        arr = arr.astype(et.dtype)
+    return arr
+
+
+def from_ember_array(arr: np.ndarray, onnx_dtype: int) -> np.ndarray:
+    """The inverse of ``to_ember_array``: the dtype onnx's own numpy helpers use."""
+    want = onnx.helper.tensor_dtype_to_np_dtype(onnx_dtype)
+    if want == np.dtype(object) or arr.dtype == want:
+        return arr
+    return arr.astype(want)
+
+
+def sparse_value(s: onnx.SparseTensorProto, base_dir: Path | None = None) -> tuple[np.ndarray, Type]:
+    """A dense ndarray from a SparseTensorProto (COO, linear or per-dimension indices)."""
+    values, et = tensor_value(s.values, base_dir)
+    indices, _ = tensor_value(s.indices, base_dir)
+    dims = tuple(int(d) for d in s.dims)
+    dense = np.zeros(dims, dtype=values.dtype)
+    if values.size:
+        if indices.ndim == 1:
+            dense.reshape(-1)[indices] = values
+        else:
+            dense[tuple(indices.T)] = values
+    return dense, et
+
+
+def value_info_type(vi: onnx.ValueInfoProto) -> tuple[str, Type | None, PartialShape]:
+    """``(kind, element type, shape)`` of a graph input/output; kind is tensor, sequence, optional."""
+    tp = vi.type
+    kind = tp.WhichOneof("value")
+    if kind == "sequence_type":
+        return "sequence", _elem(tp.sequence_type.elem_type), PartialShape.dynamic()
+    if kind == "optional_type":
+        return "optional", _elem(tp.optional_type.elem_type), PartialShape.dynamic()
+    if kind == "sparse_tensor_type":
+        raise UnsupportedOpError(f"ember: sparse tensor input '{vi.name}' is not supported")
+    if kind != "tensor_type":
+        return "tensor", None, PartialShape.dynamic()
+    tt = tp.tensor_type
+    et = element_type(tt.elem_type, f" (value '{vi.name}')") if tt.elem_type else None
+    return "tensor", et, shape_of(tt)
+
+
+def _elem(tp: onnx.TypeProto) -> Type | None:
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type" and tp.tensor_type.elem_type:
+        return element_type(tp.tensor_type.elem_type)
+    return None
+
+
+def shape_of(tt: Any) -> PartialShape:
+    """The PartialShape of an ONNX tensor type: ``dim_param`` and unset dims are dynamic."""
+    if not tt.HasField("shape"):
+        return PartialShape.dynamic()
+    dims = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(Dimension(int(d.dim_value)))
+        else:
+            dims.append(Dimension())
+    return PartialShape(dims)

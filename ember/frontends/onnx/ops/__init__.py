@@ -1,0 +1,1 @@
+"""ONNX op converters, one module per family; each registers itself with ``@converter``."""
