@@ -1,0 +1,283 @@
+"""Extended passes (level 2): fold BatchNorm and scales into convolutions, recognize GELU,
+LayerNorm (as MVN), Swish, HSwish, HSigmoid, Mish and attention from their decomposed forms,
+and mark Conv/MatMul + bias + activation groups for devices to fuse."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import ember.opset as ops
+from ember.graph.core_ops import Constant
+from ember.graph.model import Model
+from ember.graph.node import Node, Output
+from ember.passes.matcher import Any_, Const, Match, Pattern, rewrite, rule, scalar_close
+from ember.passes.pipeline import note_fired, register_pass
+
+_CONVS = ("Convolution", "GroupConvolution")
+
+
+def _const_weights(n: Node) -> bool:
+    return isinstance(n._inputs[1].node, Constant) and n._out_shapes[0].rank_is_static
+
+
+def _scaled_weights(conv: Node, scale: np.ndarray) -> np.ndarray:
+    """Weights of ``conv`` multiplied per output channel by ``scale`` (length C_out)."""
+    w = conv._inputs[1].node.data.astype(np.float64)
+    if conv.type_name == "GroupConvolution":  # [G, C_out/G, C_in/G, k...]
+        s = scale.reshape((w.shape[0], w.shape[1]) + (1,) * (w.ndim - 2))
+    else:  # [C_out, C_in, k...]
+        s = scale.reshape((w.shape[0],) + (1,) * (w.ndim - 1))
+    return (w * s).astype(conv._inputs[1].node.data.dtype)
+
+
+def _rebuild_conv(conv: Node, weights: np.ndarray) -> Node:
+    w = ops.constant(weights, name=conv._inputs[1].node.friendly_name + "/fused")
+    return conv.clone_with_inputs([conv._inputs[0], w.output(0)])
+
+
+def _bn_inputs(bn: Node) -> tuple[Output, list[Node]]:
+    """(data port, [gamma, beta, mean, var] nodes) for BatchNormInference v0 and v5 orders."""
+    ins = bn._inputs
+    if bn.version == "opset1":
+        return ins[2], [ins[0].node, ins[1].node, ins[3].node, ins[4].node]
+    return ins[0], [ins[1].node, ins[2].node, ins[3].node, ins[4].node]
+
+
+def _bn_is_foldable(bn: Node) -> bool:
+    data, params = _bn_inputs(bn)
+    return data.node.type_name in _CONVS and all(isinstance(p, Constant) for p in params) \
+        and _const_weights(data.node) and len(data.node._consumers[data.index]) == 1
+
+
+@rule(Pattern("BatchNormInference", name="bn", pred=_bn_is_foldable))
+def conv_batchnorm(m: Match) -> Output | None:
+    bn = m["bn"]
+    data, (gamma, beta, mean, var) = _bn_inputs(bn)
+    conv = data.node
+    g, b, mu, v = (p.data.astype(np.float64).reshape(-1) for p in (gamma, beta, mean, var))  # type: ignore[attr-defined]
+    scale = g / np.sqrt(v + bn.attrs["epsilon"])
+    shift = b - mu * scale
+    new_conv = _rebuild_conv(conv, _scaled_weights(conv, scale))
+    rank = conv._out_shapes[0].rank.get_length()
+    bias = ops.constant(shift.astype(conv._out_types[0].dtype).reshape((1, -1) + (1,) * (rank - 2)),
+                        name=bn.friendly_name + "/bias")
+    return ops.add(new_conv, bias, name=bn.friendly_name).output(0)
+
+
+@register_pass("fold_conv_batchnorm", level=2)
+def fold_conv_batchnorm(model: Model) -> Model:
+    """Fold BatchNormInference after a convolution into its weights and a bias Add."""
+    note_fired(sum(rewrite(model, [conv_batchnorm]).values()))
+    return model
+
+
+def _per_channel(conv_pattern_name: str):  # noqa: ANN202
+    def check(data: np.ndarray) -> bool:
+        return data.dtype.kind == "f" and data.ndim >= 2 and all(d == 1 for i, d in enumerate(data.shape) if i != 1)
+    return check
+
+
+@rule(Pattern("Multiply", Pattern(_CONVS, name="conv", consumers=1, pred=_const_weights),
+              Const(name="s", pred=_per_channel("conv")), name="mul"))
+def conv_scale(m: Match) -> Output | None:
+    conv, s = m["conv"], m.const("s")
+    c_out = conv._out_shapes[0][1]
+    if s.ndim != conv._out_shapes[0].rank.get_length() or not c_out.is_static or s.shape[1] not in (1, c_out.get_length()):
+        return None
+    scale = np.broadcast_to(s.reshape(-1).astype(np.float64), (c_out.get_length(),))
+    return _rebuild_conv(conv, _scaled_weights(conv, scale)).output(0)
+
+
+@register_pass("fold_conv_scale", level=2)
+def fold_conv_scale(model: Model) -> Model:
+    """Fold a per-channel constant Multiply after a convolution into its weights."""
+    note_fired(sum(rewrite(model, [conv_scale]).values()))
+    return model
+
+
+# -- GELU -------------------------------------------------------------------------------------
+
+def _erf_arg() -> Pattern:
+    return Pattern(("Divide", "Multiply"), Any_("x"), Const(name="k"), name="scaled")
+
+
+def _erf_ok(m: Match) -> bool:
+    k = float(m.const("k").reshape(-1)[0]) if m.const("k").size == 1 else float("nan")
+    want = math.sqrt(2.0) if m["scaled"].type_name == "Divide" else 1 / math.sqrt(2.0)
+    return abs(k - want) < 1e-3 * want
+
+
+def _one_plus_erf() -> Pattern:
+    return Pattern("Add", Pattern("Erf", _erf_arg()), Const(pred=scalar_close(1.0)), commutative=True)
+
+
+def _gelu(m: Match) -> Output | None:
+    if not _erf_ok(m):
+        return None
+    return ops.gelu(m.port("x"), "erf", name=m["root"].friendly_name).output(0)
+
+
+_HALF = Const(pred=scalar_close(0.5))
+gelu_a = rule(Pattern("Multiply", Pattern("Multiply", Any_("x"), _one_plus_erf(), commutative=True), _HALF,
+                      name="root", commutative=True), "gelu")(_gelu)
+gelu_b = rule(Pattern("Multiply", Pattern("Multiply", Any_("x"), _HALF, commutative=True), _one_plus_erf(),
+                      name="root", commutative=True), "gelu")(_gelu)
+gelu_c = rule(Pattern("Multiply", Any_("x"), Pattern("Multiply", _one_plus_erf(), _HALF, commutative=True),
+                      name="root", commutative=True), "gelu")(_gelu)
+
+
+@register_pass("recognize_gelu", level=2)
+def recognize_gelu(model: Model) -> Model:
+    """x * 0.5 * (1 + erf(x / sqrt 2)) in its usual orders -> Gelu."""
+    note_fired(sum(rewrite(model, [gelu_a, gelu_b, gelu_c]).values()))
+    return model
+
+
+# -- LayerNorm ----------------------------------------------------------------------------------
+
+def _last_axis_mean(n: Node) -> bool:
+    axes = n.input_value(1)
+    rank = n.input_shape(0).rank
+    return axes is not None and n.attrs.get("keep_dims", False) and rank.is_static and \
+        sorted(int(a) % rank.get_length() for a in np.asarray(axes).reshape(-1)) == [rank.get_length() - 1]
+
+
+def _centered() -> Pattern:
+    return Pattern("Subtract", Any_("x"), Pattern("ReduceMean", Any_("x"), name="mean", pred=_last_axis_mean),
+                   name="d")
+
+
+def _variance() -> Pattern:
+    sq = Pattern(("Power", "Multiply"), _centered(), name="sq")
+    return Pattern("ReduceMean", sq, name="var", pred=_last_axis_mean)
+
+
+_LN = Pattern("Divide", _centered(),
+              Pattern("Sqrt", Pattern("Add", _variance(), Const(name="eps"), commutative=True)), name="root")
+
+
+@rule(_LN)
+def layernorm(m: Match) -> Output | None:
+    sq = m["sq"]
+    if sq.type_name == "Power":
+        e = sq.input_value(1)
+        if e is None or e.size != 1 or float(e.reshape(-1)[0]) != 2.0:
+            return None
+    elif sq._inputs[0] != sq._inputs[1]:
+        return None
+    eps = m.const("eps")
+    if eps.size != 1:
+        return None
+    rank = m.port("x").partial_shape.rank.get_length()
+    axes = ops.constant(np.array([rank - 1], np.int64))
+    return ops.mvn(m.port("x"), axes, True, float(eps.reshape(-1)[0]), "inside_sqrt",
+                   name=m["root"].friendly_name).output(0)
+
+
+@register_pass("recognize_layernorm", level=2)
+def recognize_layernorm(model: Model) -> Model:
+    """(x - mean) / sqrt(var + eps) over the last axis -> MVN (LayerNorm's scale and shift stay)."""
+    note_fired(sum(rewrite(model, [layernorm]).values()))
+    return model
+
+
+# -- Swish, HSwish, HSigmoid, Mish ---------------------------------------------------------------
+
+@rule(Pattern("Multiply", Any_("x"), Pattern("Sigmoid", Any_("x")), name="root", commutative=True))
+def swish(m: Match) -> Output | None:
+    return ops.swish(m.port("x"), name=m["root"].friendly_name).output(0)
+
+
+@register_pass("recognize_swish", level=2)
+def recognize_swish(model: Model) -> Model:
+    """x * sigmoid(x) -> Swish."""
+    note_fired(sum(rewrite(model, [swish]).values()))
+    return model
+
+
+def _relu6_of_x_plus_3() -> Pattern:
+    plus3 = Pattern("Add", Any_("x"), Const(pred=scalar_close(3.0)), commutative=True)
+    return Pattern("Clamp", plus3, pred=lambda n: n.attrs["min"] == 0.0 and n.attrs["max"] == 6.0)
+
+
+def _div6(inner: Pattern) -> list[Pattern]:
+    return [Pattern("Divide", inner, Const(pred=scalar_close(6.0)), name="root"),
+            Pattern("Multiply", inner, Const(pred=scalar_close(1 / 6.0)), name="root", commutative=True)]
+
+
+def _hswish(m: Match) -> Output | None:
+    return ops.hswish(m.port("x"), name=m["root"].friendly_name).output(0)
+
+
+def _hsigmoid(m: Match) -> Output | None:
+    return ops.hsigmoid(m.port("x"), name=m["root"].friendly_name).output(0)
+
+
+_HSWISH_RULES = [rule(p, "hswish")(_hswish) for p in
+                 _div6(Pattern("Multiply", Any_("x"), _relu6_of_x_plus_3(), commutative=True))]
+_HSWISH_RULES += [rule(Pattern("Multiply", Any_("x"), p, name="root", commutative=True), "hswish")(_hswish)
+                  for p in [Pattern("Divide", _relu6_of_x_plus_3(), Const(pred=scalar_close(6.0))),
+                            Pattern("Multiply", _relu6_of_x_plus_3(), Const(pred=scalar_close(1 / 6.0)),
+                                    commutative=True)]]
+_HSIGMOID_RULES = [rule(p, "hsigmoid")(_hsigmoid) for p in _div6(_relu6_of_x_plus_3())]
+
+
+@register_pass("recognize_hswish", level=2)
+def recognize_hswish(model: Model) -> Model:
+    """x * relu6(x + 3) / 6 -> HSwish; relu6(x + 3) / 6 -> HSigmoid."""
+    fired = rewrite(model, _HSWISH_RULES)
+    fired2 = rewrite(model, _HSIGMOID_RULES)
+    note_fired(sum(fired.values()) + sum(fired2.values()))
+    return model
+
+
+_SOFTPLUS = Pattern("SoftPlus", Any_("x"))
+_SOFTPLUS_LOG = Pattern("Log", Pattern("Add", Pattern("Exp", Any_("x")), Const(pred=scalar_close(1.0)),
+                                       commutative=True))
+
+
+def _mish(m: Match) -> Output | None:
+    return ops.mish(m.port("x"), name=m["root"].friendly_name).output(0)
+
+
+_MISH_RULES = [rule(Pattern("Multiply", Any_("x"), Pattern("Tanh", sp), name="root", commutative=True), "mish")(_mish)
+               for sp in (_SOFTPLUS, _SOFTPLUS_LOG)]
+
+
+@register_pass("recognize_mish", level=2)
+def recognize_mish(model: Model) -> Model:
+    """x * tanh(softplus(x)) (softplus also as log(1 + exp(x))) -> Mish."""
+    note_fired(sum(rewrite(model, _MISH_RULES).values()))
+    return model
+
+
+# -- bias + activation markers ----------------------------------------------------------------------
+
+_ACTIVATIONS = ("ReLU", "Clamp", "Sigmoid", "Tanh", "Swish", "HSwish", "HSigmoid", "Mish", "Gelu", "Elu", "PRelu")
+_PRODUCERS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
+
+
+@register_pass("mark_bias_activation", level=2)
+def mark_bias_activation(model: Model) -> Model:
+    """Mark Conv/MatMul -> Add(constant bias) -> activation groups in rt_info (``fused_group``)
+    so that devices fuse them into one kernel's epilogue. The graph itself is unchanged."""
+    fired = 0
+    for node in model.get_ordered_ops():
+        if node.type_name not in _PRODUCERS or len(node._consumers[0]) != 1:
+            continue
+        group = [node]
+        nxt = node._consumers[0][0].node
+        if nxt.type_name == "Add" and any(isinstance(s.node, Constant) for s in nxt._inputs):
+            group.append(nxt)
+            nxt = nxt._consumers[0][0].node if len(nxt._consumers[0]) == 1 else None
+        if nxt is not None and nxt.type_name in _ACTIVATIONS and len(group) <= 2:
+            group.append(nxt)
+        if len(group) == 1:
+            continue
+        for i, n in enumerate(group):
+            n.rt_info["fused_group"] = {"version": "0", "value": node.friendly_name, "position": str(i)}
+        fired += 1
+    note_fired(fired)
+    return model
