@@ -87,7 +87,9 @@ def run_case(case: Any) -> tuple[str, str]:
     """``(status, reason)`` of one case: pass or fail."""
     from ember.devices.reference import run_model
     from ember.frontends.onnx import convert
-    from ember.frontends.onnx.loader import element_type, from_ember_array, onnx_type, to_ember_array
+    import onnx
+
+    from ember.frontends.onnx.loader import element_type, from_ember_array, onnx_type, tensor_value, to_ember_array
 
     inputs, expected = case.data_sets[0]
     stage = "convert"
@@ -102,6 +104,9 @@ def run_case(case: Any) -> tuple[str, str]:
             for vi, arr in zip(graph_inputs, inputs):
                 if isinstance(arr, np.generic):
                     arr = np.asarray(arr)
+                if isinstance(arr, onnx.TensorProto):
+                    feeds[vi.name] = tensor_value(arr)[0]
+                    continue
                 if not isinstance(arr, np.ndarray):
                     return "fail", f"run: input '{vi.name}' is a {type(arr).__name__}, not a tensor"
                 et = element_type(vi.type.tensor_type.elem_type)
@@ -113,6 +118,10 @@ def run_case(case: Any) -> tuple[str, str]:
         if len(outs) != len(expected):
             return "fail", f"compare: {len(outs)} outputs, expected {len(expected)}"
         for i, (got, ref) in enumerate(zip(outs, expected)):
+            if isinstance(ref, onnx.TensorProto):
+                ref = onnx.numpy_helper.to_array(ref)
+            if isinstance(ref, np.generic):
+                ref = np.asarray(ref)
             if isinstance(ref, (list, tuple)) or ref is None:
                 return "fail", f"compare: expected output {i} is a {type(ref).__name__}"
             et = model.outputs[i].element_type

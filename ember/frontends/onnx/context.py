@@ -144,6 +144,17 @@ class NodeContext:
             return default
         return self.graph.attribute_value(a)
 
+    def attr_tensor(self, name: str) -> tuple[np.ndarray, Type] | None:
+        """A tensor attribute with its element type (sub-byte types keep their identity)."""
+        from ember.frontends.onnx import loader
+
+        a = self._attrs.get(name)
+        if a is None:
+            return None
+        if a.type == AttributeProto.SPARSE_TENSOR:
+            return loader.sparse_value(a.sparse_tensor, self.graph.base_dir)
+        return loader.tensor_value(a.t, self.graph.base_dir)
+
     def attr_type(self, name: str) -> int | None:
         a = self._attrs.get(name)
         return None if a is None else a.type

@@ -55,10 +55,7 @@ def rank_of(x: Output, what: str = "input") -> int:
 
 
 def shape_of(x: Output, et: Type = Type.i64) -> Output:
-    """ShapeOf, folded to a constant when the shape is static."""
-    ps = x.partial_shape
-    if ps.is_static:
-        return const(np.array([d.get_length() for d in ps], dtype=np.int64), et)
+    """ShapeOf (kept in the graph so that a later reshape of the model stays correct)."""
     return ops.shape_of(x, et.name).output(0)
 
 

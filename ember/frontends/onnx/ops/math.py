@@ -61,8 +61,6 @@ def mod(ctx: NodeContext) -> Output:
     a, b = ctx.req(0), ctx.req(1)
     if ctx.attr("fmod", 0):
         return ops.mod(a, b).output(0)
-    if a.element_type.is_real:
-        raise ctx.fail("fmod=0 is defined for integer inputs only")
     return ops.floor_mod(a, b).output(0)
 
 
