@@ -21,6 +21,14 @@ for _n in range(1, 17):
     globals()[f"opset{_n}"] = opset
 
 
+def convert_model(input_model: Any, **kwargs: Any) -> Model:
+    """Convert a model (``.onnx`` path or ``onnx.ModelProto``) into an optimized ember Model;
+    see ``ember.convert.convert_model`` for the options."""
+    from ember.convert import convert_model as _convert
+
+    return _convert(input_model, **kwargs)
+
+
 def save_model(model: Model, output_model: Any, compress_to_fp16: bool = True) -> None:
     """Write ``model`` as OpenVINO IR v11 (``.xml`` + ``.bin`` beside it). Like OpenVINO,
     f32 weights are stored as f16 by default (``compress_to_fp16=False`` keeps f32)."""
@@ -42,5 +50,5 @@ def compile_model(model: Any, device_name: str | None = None, config: Any = None
 
 
 __all__ = ["CompiledModel", "Core", "Dimension", "EmberError", "InferRequest", "Layout", "Model",
-           "PartialShape", "Shape", "Tensor", "Type", "compile_model", "opset", "read_model", "save_model",
+           "PartialShape", "Shape", "Tensor", "Type", "compile_model", "convert_model", "opset", "read_model", "save_model",
            "serialize"]
