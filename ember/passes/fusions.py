@@ -281,3 +281,77 @@ def mark_bias_activation(model: Model) -> Model:
         fired += 1
     note_fired(fired)
     return model
+
+
+# -- attention ------------------------------------------------------------------------------------
+
+def _last_axis_softmax(n: Node) -> bool:
+    rank = n._out_shapes[0].rank
+    return rank.is_static and n.attrs["axis"] % rank.get_length() == rank.get_length() - 1
+
+
+def _plain_matmul(n: Node) -> bool:
+    return not n.attrs.get("transpose_a", False) and not n.attrs.get("transpose_b", False)
+
+
+def _attention_patterns() -> list[Pattern]:
+    out = []
+    for scaled in (True, False):
+        for masked in (True, False):
+            x: Pattern = Pattern("MatMul", Any_("q"), Any_("kt"), name="qk",
+                                 pred=lambda n: not n.attrs.get("transpose_a", False))
+            if scaled:
+                x = Pattern(("Divide", "Multiply"), x, Const(name="s", pred=lambda d: d.size == 1), name="scaled")
+            if masked:
+                x = Pattern("Add", x, Any_("mask"), commutative=True)
+            sm = Pattern("SoftMax", x, pred=_last_axis_softmax)
+            out.append(Pattern("MatMul", sm, Any_("v"), name="root", pred=_plain_matmul))
+    return out
+
+
+def _key_from(m: Match) -> Output | None:
+    qk, kt = m["qk"], m.port("kt")
+    if qk.attrs.get("transpose_b", False):
+        return kt
+    rank = kt.partial_shape.rank
+    if not rank.is_static or rank.get_length() < 2:
+        return None
+    r = rank.get_length()
+    swap = np.arange(r, dtype=np.int64)
+    swap[[-2, -1]] = swap[[-1, -2]]
+    node = kt.node
+    if node.type_name == "Transpose" and isinstance(node._inputs[1].node, Constant) and \
+            np.array_equal(node._inputs[1].node.data.reshape(-1), swap):
+        return node._inputs[0]
+    return ops.transpose(kt, ops.constant(swap)).output(0)
+
+
+def _attention(m: Match) -> Output | None:
+    key = _key_from(m)
+    if key is None:
+        return None
+    scale = 1.0
+    if "s" in m:
+        c = float(m.const("s").reshape(-1)[0])
+        if m["scaled"].type_name == "Divide":
+            if c == 0:
+                return None
+            c = 1.0 / c
+        scale = c
+    q = m.port("q")
+    dtype = q.element_type.dtype
+    mask = m.port("mask") if "mask" in m else ops.constant(np.zeros((), dtype)).output(0)
+    if mask.element_type is not q.element_type:
+        return None
+    return ops.scaled_dot_product_attention(q, key, m.port("v"), mask, ops.constant(np.asarray(scale, dtype)),
+                                            False, name=m["root"].friendly_name).output(0)
+
+
+_ATTENTION_RULES = [rule(p, "attention")(_attention) for p in _attention_patterns()]
+
+
+@register_pass("recognize_attention", level=2)
+def recognize_attention(model: Model) -> Model:
+    """MatMul(Q, K^T) [* scale] [+ mask] -> SoftMax -> MatMul(., V) -> ScaledDotProductAttention."""
+    note_fired(sum(rewrite(model, _ATTENTION_RULES).values()))
+    return model

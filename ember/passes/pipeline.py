@@ -48,6 +48,7 @@ PIPELINE: list[str] = [
     "recognize_swish",
     "recognize_hswish",
     "recognize_mish",
+    "recognize_attention",
     "fold_constants",
     "eliminate_common_subexpressions",
     "mark_bias_activation",

@@ -196,3 +196,22 @@ def test_pipeline_report_and_levels() -> None:
         optimize(m, 7)
     with pytest.raises(EmberError, match="unknown pass"):
         optimize(m, 2, disabled=["nope"])
+
+
+@pytest.mark.parametrize("variant", ["div_mask", "mul_nomask", "plain", "transpose_b"])
+def test_attention(variant: str) -> None:
+    def build() -> Model:
+        q = ops.parameter([2, 4, 6, 8], np.float32, name="q")
+        k = ops.parameter([2, 4, 6, 8], np.float32, name="k")
+        v = ops.parameter([2, 4, 6, 8], np.float32, name="v")
+        if variant == "transpose_b":
+            s = ops.matmul(q, k, False, True)
+        else:
+            s = ops.matmul(q, ops.transpose(k, ops.constant(np.int64([0, 1, 3, 2]))), False, False)
+        if variant == "div_mask":
+            s = ops.add(ops.divide(s, np.float32(math.sqrt(8))), RNG.standard_normal((2, 1, 1, 6)).astype(np.float32))
+        elif variant == "mul_nomask":
+            s = ops.multiply(s, np.float32(0.125))
+        y = ops.matmul(ops.softmax(s, -1), v, False, False)
+        return Model([y], [q, k, v])
+    _check(build, "recognize_attention", {"ScaledDotProductAttention": 1, "SoftMax": 0, "MatMul": 0}, rtol=1e-4)
