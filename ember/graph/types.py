@@ -265,7 +265,11 @@ def cast_array(data: np.ndarray, src: Type, dst: Type) -> np.ndarray:
             lo, hi = integer_range(dst)
             arr = np.nan_to_num(arr, nan=0.0, posinf=hi, neginf=lo)
             arr = np.clip(np.trunc(arr), lo, hi)
-            return arr.astype(dst.dtype)
+            with np.errstate(invalid="ignore"):
+                out = arr.astype(dst.dtype)
+            if dst.bitwidth == 64:  # float64 rounds the 64-bit maximum up past the range
+                out[arr >= float(hi)] = hi
+            return out
         if dst.is_sub_byte:
             lo, hi = integer_range(dst)
             return np.clip(arr, lo, hi).astype(dst.dtype)
