@@ -158,6 +158,9 @@ class _NetReader:
                 params.append((lid, node))
             elif isinstance(node, Result):
                 results.append((lid, node))
+        # Inputs and outputs in layer-id order, as OpenVINO reads them (not in visiting order).
+        params.sort(key=lambda t: t[0])
+        results.sort(key=lambda t: t[0])
         model = Model([r for _, r in results], [p for _, p in params], name, validate=False)
         return model, nodes
 
