@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 from onnx import AttributeProto
 
@@ -26,7 +25,7 @@ from ember.frontends.onnx.registry import find_converter, function_version, norm
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
-from ember.graph.shape import PartialShape, as_partial_shape
+from ember.graph.shape import as_partial_shape
 from ember.graph.types import Type
 
 _unique = itertools.count()
@@ -90,6 +89,8 @@ class GraphConverter:
         self.parent = parent
         self.values: dict[str, Any] = {}
         self.captures: list[tuple[Parameter, Output]] = []
+        #: what converters leave for later ones (e.g. QuantizeLinear for DequantizeLinear)
+        self.notes: dict[Output, Any] = parent.notes if parent is not None else {}
 
     # -- values -------------------------------------------------------------------------
     def define(self, name: str, value: Any) -> None:
@@ -371,11 +372,3 @@ def _as_list(result: Any) -> list[Any]:
 def _strip(e: Exception) -> str:
     msg = str(e)
     return msg[len("ember: "):] if msg.startswith("ember: ") else msg
-
-
-def static_shape_or_none(ps: PartialShape) -> list[int] | None:
-    return [d.get_length() for d in ps] if ps.is_static else None
-
-
-def as_array(x: Any) -> np.ndarray:
-    return np.asarray(x)

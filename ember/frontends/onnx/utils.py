@@ -23,7 +23,7 @@ def const(value: Any, et: Type) -> Output:
     if arr.dtype.kind in "iu" and arr.dtype != np.int64:
         src = Type.from_dtype(arr.dtype)
     data = arr.astype(et.dtype) if et.is_real else cast_array(arr.astype(src.dtype), src, et)
-    return Constant.from_array(np.ascontiguousarray(data), et).output(0)
+    return Constant.from_array(np.asarray(data, order="C"), et).output(0)
 
 
 def const_like(value: Any, like: Output) -> Output:

@@ -22,7 +22,7 @@ def constant(ctx: NodeContext) -> Output:
         t = ctx.attr_tensor(name)
         if t is not None:
             arr, et = t
-            return Constant.from_array(np.ascontiguousarray(arr), et).output(0)
+            return Constant.from_array(np.asarray(arr, order="C"), et).output(0)
     if ctx.has_attr("value_float"):
         return const(np.float32(ctx.attr("value_float")), Type.f32)
     if ctx.has_attr("value_floats"):
@@ -42,7 +42,7 @@ def constant(ctx: NodeContext) -> Output:
 def constant_of_shape(ctx: NodeContext) -> Output:
     t = ctx.attr_tensor("value")
     arr, et = t if t is not None else (np.zeros(1, np.float32), Type.f32)
-    value = Constant.from_array(np.ascontiguousarray(arr.reshape(())), et).output(0)
+    value = Constant.from_array(np.asarray(arr.reshape(()), order="C"), et).output(0)
     return ops.broadcast(value, convert(ctx.req(0), Type.i64)).output(0)
 
 
