@@ -377,12 +377,13 @@ def test_reference_ir_examples(name: str) -> None:
 # -- type and shape inference ------------------------------------------------------------------
 
 
-def _dyn_loop(trip: Any, x_shape: Any) -> tuple[Loop, Any]:
-    x = eo.parameter(x_shape, F32, name="x")
-    bs = eo.parameter([1, 3], F32)
-    rc, rs = eo.result(eo.constant(True)), eo.result(eo.relu(bs))
-    node = eo.loop(trip, eo.constant(True))
-    node.set_function(Model([rc, rs], [bs]))
+def _sliced_loop(ops: Any, M: Any, trip: Any, x_shape: Any) -> tuple[Any, Any]:
+    x = ops.parameter(x_shape, F32, name="x")
+    bs = ops.parameter([1, 3], F32)
+    rc, rs = ops.result(ops.constant(True)), ops.result(ops.relu(bs))
+    t = ops.parameter([], np.int64) if trip is None else ops.constant(trip)
+    node = ops.loop(t, ops.constant(True))
+    node.set_function(M([rc, rs], [bs]))
     node.set_special_body_ports([-1, 0])
     node.set_sliced_input(bs, x.output(0), 0, 1, 1, -1, 0)
     node.get_concatenated_slices(rs.output(0), 0, 1, 1, -1, 0)
@@ -390,19 +391,45 @@ def _dyn_loop(trip: Any, x_shape: Any) -> tuple[Loop, Any]:
     return node, bs
 
 
-@pytest.mark.parametrize("trip, x_shape, param, cat, last", [
-    (np.int64(4), [6, 3], "[1,3]", "[4,3]", "[1,3]"),
-    (np.int64(-1), [6, 3], "[1,3]", "[?,3]", "[1,3]"),
-    (None, [6, 3], "[1,3]", "[?,3]", "[1,3]"),
-    (np.int64(4), [-1, -1], "[1,?]", "[4,?]", "[1,?]"),
-    (np.int64(4), "...", "[...]", "[...]", "[...]"),
+@pytest.mark.parametrize("trip, x_shape, param, cat, last, n", [
+    (np.int64(4), [6, 3], "[1,3]", "[4,3]", "[1,3]", 4),
+    (np.int64(-1), [6, 3], "[1,3]", "[?,3]", "[1,3]", -1),
+    (None, [6, 3], "[1,3]", "[?,3]", "[1,3]", -1),
+    (np.int64(4), [-1, -1], "[1,?]", "[4,?]", "[1,?]", 4),
+    (np.int64(4), "...", "[...]", "[...]", "[...]", 4),
 ])
-def test_loop_shapes(trip: Any, x_shape: Any, param: str, cat: str, last: str) -> None:
-    t = eo.parameter([], np.int64) if trip is None else eo.constant(trip)
-    node, bs = _dyn_loop(t, x_shape)
-    assert str(bs.get_partial_shape()) == param
-    assert str(node.get_output_partial_shape(0)) == cat
-    assert str(node.get_output_partial_shape(1)) == last
+def test_loop_shapes(trip: Any, x_shape: Any, param: str, cat: str, last: str, n: int) -> None:
+    ov_shape = ov.PartialShape.dynamic() if x_shape == "..." else x_shape
+    for node, bs in (_sliced_loop(eo, Model, trip, x_shape), _sliced_loop(oo, ov.Model, trip, ov_shape)):
+        assert str(bs.get_partial_shape()) == param
+        assert str(node.get_output_partial_shape(0)) == cat
+        assert str(node.get_output_partial_shape(1)) == last
+        assert node.get_num_iterations() == n
+
+
+def test_slices_with_offsets_follow_the_spec() -> None:
+    """start/end inside the axis pick the parts between them (both ends included).
+
+    OpenVINO's CPU plugin counts the parts the same way but always starts cutting at index 0
+    (or at the end for negative strides), so these cases are checked against numpy."""
+    x = np.arange(10, dtype=F32)[None]
+    for start, stride, part, end, expected in [
+        (1, 1, 1, -2, [1, 2, 3, 4, 5, 6, 7, 8]),
+        (2, 2, 2, 7, [2, 3, 4, 5, 6, 7]),
+        (-2, -1, 1, 0, [8, 7, 6, 5, 4, 3, 2, 1, 0]),
+        (-1, -3, 2, 0, [8, 9, 5, 6, 2, 3]),
+        (0, 3, 2, -1, [0, 1, 3, 4, 6, 7]),
+    ]:
+        X = eo.parameter([1, 10], F32)
+        bx = eo.parameter([1, part], F32)
+        r = eo.result(eo.relu(bx))
+        ti = eo.tensor_iterator()
+        ti.set_body(Model([r], [bx]))
+        ti.set_sliced_input(bx, X.output(0), start, stride, part, end, 1)
+        out = ti.get_concatenated_slices(r.output(0), 0, 1, part, -1, 1)
+        assert str(out.partial_shape) == f"[1,{len(expected)}]"
+        got = run_model(Model([eo.result(out)], [X]), [x])[0]
+        np.testing.assert_array_equal(got[0], np.array(expected, F32))
 
 
 def test_if_reinfers_bodies_on_reshape() -> None:
@@ -489,7 +516,7 @@ def test_negative_trip_count_is_an_error() -> None:
     with pytest.raises(InferenceError, match="trip count is -2"):
         run_model(model, [_rand(6, 3), np.int64(-2), np.bool_(True)])
     with pytest.raises(ShapeInferenceError, match="trip count is -3"):
-        _dyn_loop(eo.constant(np.int64(-3)), [6, 3])
+        _sliced_loop(eo, Model, np.int64(-3), [6, 3])
 
 
 def test_running_out_of_slices_is_an_error() -> None:
@@ -546,3 +573,36 @@ def test_partial_shape_of_branches_with_different_ranks() -> None:
     node.set_then_body(Model([tr], [tp]))
     node.set_else_body(Model([er], [ep]))
     assert node.set_output(tr, er).partial_shape == PartialShape.dynamic()
+
+
+def test_unfed_body_parameter_is_an_error() -> None:
+    c = eo.parameter([], np.bool_)
+    a = eo.parameter([2], F32)
+    tp, tq, ep = eo.parameter([2], F32), eo.parameter([2], F32, name="lonely"), eo.parameter([2], F32)
+    tr, er = eo.result(eo.add(tp, tq)), eo.result(ep)
+    node = eo.if_op(c)
+    node.set_then_body(Model([tr], [tp, tq]))
+    node.set_else_body(Model([er], [ep]))
+    node.set_input(a.output(0), tp, ep)
+    model = Model([eo.result(node.set_output(tr, er))], [c, a])
+    np.testing.assert_array_equal(run_model(model, [np.bool_(False), np.ones(2, F32)])[0], np.ones(2, F32))
+    with pytest.raises(InferenceError, match="parameter 'lonely' of its then_body receives no value"):
+        run_model(model, [np.bool_(True), np.ones(2, F32)])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("<port_map>", "<port_mop>").replace("</port_map>", "</port_mop>"), "has no port map"),
+    (lambda t: t.replace('internal_layer_id="1"', 'internal_layer_id="99"', 1), "names no layer"),
+    (lambda t: t.replace(' purpose="execution_condition"', ""), "names no port of the layer"),
+    (lambda t: t.replace('<edge from-layer="5" to-layer="1"', '<edge from-layer="0" to-layer="1"'),
+     "does not start at a Result"),
+    (lambda t: t.replace("<body>", "<bodie>").replace("</body>", "</bodie>"), "has no <body>"),
+])
+def test_malformed_port_maps_are_refused(edit: Callable[[str], str], message: str) -> None:
+    from ember.errors import IRFormatError
+    from ember.io import read_ir_bytes
+
+    model, _ = loop_accumulate(eo, Model)
+    xml, weights = serialize(model)
+    with pytest.raises(IRFormatError, match=message):
+        read_ir_bytes(edit(xml.decode()), weights)
