@@ -49,6 +49,7 @@ PIPELINE: list[str] = [
     "recognize_hswish",
     "recognize_mish",
     "recognize_attention",
+    "merge_transposes",
     "fold_constants",
     "eliminate_common_subexpressions",
     "mark_bias_activation",
