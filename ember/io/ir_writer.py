@@ -19,6 +19,11 @@ from ember.io.elements import encode
 
 IR_VERSION = "11"
 _F16_MAX = 65504.0
+# Inputs whose values steer computation rather than feed it: kept f32 when compressing.
+_KEEP_F32_INPUTS: dict[str, tuple[int, ...]] = {
+    "Interpolate": (1, 2, 3), "Range": (0, 1, 2), "Power": (1,), "FakeQuantize": (1, 2, 3, 4),
+    "Clamp": (), "RandomUniform": (1, 2),
+}
 
 
 class _Weights:
@@ -195,8 +200,10 @@ def _rt_value(value: Any) -> str:
 def compress_model_to_fp16(model: Model) -> Model:
     """A copy of ``model`` whose f32 constants are stored as f16 + decompression Convert.
 
-    A constant stays f32 when a finite value would overflow f16, when it already feeds a
-    decompression Convert, or when its rt_info carries ``disable_fp16_compression``.
+    A constant stays f32 when f16 would change what it means: a finite value would overflow,
+    or a non-zero value would underflow to zero (epsilons such as 1e-12); when it feeds a
+    precision-sensitive input (``_KEEP_F32_INPUTS``: scales, ranges, exponents); or when its
+    rt_info carries ``disable_fp16_compression``.
     """
     from ember.graph.registry import get_op
 
@@ -210,8 +217,10 @@ def compress_model_to_fp16(model: Model) -> Model:
         finite = node.data[np.isfinite(node.data)]
         if finite.size and float(np.abs(finite).max()) > _F16_MAX:
             continue
+        if np.any((finite != 0) & (finite.astype(np.float16) == 0)):
+            continue
         targets = node.output(0).targets
-        if not targets:
+        if not targets or any(t.index in _KEEP_F32_INPUTS.get(t.node.type_name, ()) for t in targets):
             continue
         half = Constant.from_array(node.data.astype(np.float16), Type.f16, node.friendly_name + "_compressed")
         half.output(0).set_names(node.output(0).names)
