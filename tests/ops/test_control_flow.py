@@ -606,3 +606,48 @@ def test_malformed_port_maps_are_refused(edit: Callable[[str], str], message: st
     xml, weights = serialize(model)
     with pytest.raises(IRFormatError, match=message):
         read_ir_bytes(edit(xml.decode()), weights)
+
+
+def test_loop_body_reads_the_trip_count_port(tmp_path: Path) -> None:
+    """A port map entry may name input 0 (the trip count) directly, without a duplicate input."""
+    trip = oo.constant(np.int64(3))
+    x = oo.parameter([1], np.int64, name="x")
+    bt, bx = oo.parameter([], np.int64, name="bt"), oo.parameter([1], np.int64, name="bx")
+    rc, rv = oo.result(oo.constant(True)), oo.result(oo.add(bx, bt))
+    node = oo.loop(trip, oo.constant(True))
+    node.set_function(ov.Model([rc, rv], [bt, bx]))
+    node.set_special_body_ports([-1, 0])
+    node.set_invariant_input(bt, trip.output(0))
+    node.set_merged_input(bx, x.output(0), rv.output(0))
+    ov.save_model(ov.Model([oo.result(node.get_iter_value(rv.output(0)))], [x]), str(tmp_path / "t.xml"))
+    root = ET.parse(tmp_path / "t.xml").getroot()
+    loop = next(la for la in root.iter("layer") if la.get("type") == "Loop")
+    entry = next(e for e in loop.find("port_map") if e.get("internal_layer_id") == "0")
+    dup = int(entry.get("external_port_id", ""))
+    entry.set("external_port_id", "0")
+    # Drop the duplicate input port and renumber the ports after it.
+    lid = loop.get("id")
+    inputs = loop.find("input")
+    inputs.remove(next(p for p in inputs if p.get("id") == str(dup)))
+    edges = root.find("edges")
+    edges.remove(next(e for e in edges if e.get("to-layer") == lid and e.get("to-port") == str(dup)))
+
+    def shift(value: str | None) -> str:
+        return str(int(value) - 1) if value is not None and int(value) > dup else str(value)
+
+    for p in loop.iter("port"):
+        p.set("id", shift(p.get("id")))
+    for e in loop.find("port_map"):
+        if e.get("external_port_id") != "-1":
+            e.set("external_port_id", shift(e.get("external_port_id")))
+    for e in edges:
+        if e.get("to-layer") == lid:
+            e.set("to-port", shift(e.get("to-port")))
+        if e.get("from-layer") == lid:
+            e.set("from-port", shift(e.get("from-port")))
+    ET.ElementTree(root).write(tmp_path / "t.xml")
+    ours = read_ir(tmp_path / "t.xml")
+    assert next(n for n in ours.get_ordered_ops() if isinstance(n, Loop)).get_input_size() == 3
+    np.testing.assert_array_equal(_ember(ours, [np.array([1])])[0], [10])
+    # OpenVINO reads it too (its CPU plugin cannot compile a body fed by the trip count).
+    assert str(ov.Core().read_model(str(tmp_path / "t.xml")).output(0).get_partial_shape()) == "[1]"
