@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +116,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ember", description="Convert, optimize and run neural networks.")
+    parser.add_argument("--log-level", default=os.environ.get("EMBER_LOG_LEVEL", "WARNING"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="DEBUG prints each pass that fired and each kernel chosen (env EMBER_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="show a model's inputs, outputs and op counts")
@@ -151,6 +156,7 @@ def _add_optional(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), format="%(message)s")
     try:
         return int(args.func(args) or 0)
     except EmberError as e:
