@@ -77,7 +77,9 @@ class Pattern:
             if all(p.match(node._inputs[i], trial) for p, i in zip(self.inputs, order)):
                 if self.name is not None:
                     trial.ports[self.name] = port
-                m.ports = trial.ports
+                if self.ops is not None:
+                    trial.nodes.append(node)
+                m.ports, m.nodes = trial.ports, trial.nodes
                 return True
         return False
 
@@ -110,9 +112,11 @@ class Match:
     """Captured ports by pattern name; ``m["conv"]`` is the node, ``m.port("conv")`` the port."""
 
     ports: dict[str, Output] = field(default_factory=dict)
+    #: every node a typed pattern matched (for fused_names)
+    nodes: list[Node] = field(default_factory=list)
 
     def copy(self) -> Match:
-        return Match(dict(self.ports))
+        return Match(dict(self.ports), list(self.nodes))
 
     def __getitem__(self, name: str) -> Node:
         return self.ports[name].node
@@ -182,6 +186,7 @@ def rewrite(model: Model, rules: Iterable[Rule], max_rounds: int = 20) -> dict[s
                 new_port = new if isinstance(new, Output) else new.output(0)
                 if new_port == port:
                     continue
+                _record_fused_names(new_port.node, node, m)
                 replace_output(port, new_port)
                 fired[r.name] = fired.get(r.name, 0) + 1
                 log.debug("ember: rule %s fired on %s '%s'", r.name, node.type_name, node.friendly_name)
@@ -192,6 +197,18 @@ def rewrite(model: Model, rules: Iterable[Rule], max_rounds: int = 20) -> dict[s
         else:
             break
     return fired
+
+
+def _record_fused_names(new: Node, root: Node, m: Match) -> None:
+    """The new node remembers the friendly names of what it replaced (OpenVINO's
+    ``fused_names`` rt_info), so profiles and errors still point at the source model."""
+    if isinstance(new, Constant) or new is root:
+        return
+    names = [root.friendly_name] + [n.friendly_name for n in m.nodes
+                                    if n is not root and not isinstance(n, Constant) and n.type_name != "Parameter"]
+    old = new.rt_info.get("fused_names", {}).get("value", "")
+    merged = [n for n in old.split(",") if n] + names
+    new.rt_info["fused_names"] = {"version": "0", "value": ",".join(dict.fromkeys(merged))}
 
 
 def prune_dead_consumers(model: Model) -> int:

@@ -215,3 +215,13 @@ def test_attention(variant: str) -> None:
         y = ops.matmul(ops.softmax(s, -1), v, False, False)
         return Model([y], [q, k, v])
     _check(build, "recognize_attention", {"ScaledDotProductAttention": 1, "SoftMax": 0, "MatMul": 0}, rtol=1e-4)
+
+
+def test_fused_node_keeps_replaced_names() -> None:
+    x = _x([2, 5])
+    s = ops.sigmoid(x, name="sig")
+    y = ops.multiply(x, s, name="mul")
+    m = get_pass("recognize_swish").fn(Model([y], [x]))
+    swish = [n for n in m.get_ordered_ops() if n.type_name == "Swish"][0]
+    assert swish.friendly_name == "mul"
+    assert set(swish.rt_info["fused_names"]["value"].split(",")) == {"mul", "sig"}
