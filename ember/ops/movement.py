@@ -698,6 +698,7 @@ def _scatter_reduce(node: Node, out: np.ndarray, flat_targets: np.ndarray, value
                     use_init: bool) -> np.ndarray:
     """Apply ``values`` at the flat positions ``flat_targets`` of ``out`` (rows of a 2-D view)."""
     view = out.reshape(out.shape[0], -1) if out.ndim > 1 else out
+    values = values.reshape((len(flat_targets),) + view.shape[1:])
     if kind == "none":
         last = _last_occurrence(flat_targets)
         view[flat_targets[last]] = values[last]
