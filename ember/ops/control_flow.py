@@ -15,7 +15,14 @@ the body, then add inputs and outputs one by one::
 Shape inference gives body Parameters the shapes of the outer inputs (one slice for sliced
 inputs) and re-infers the bodies; a merged input whose shape changes across iterations gets
 dynamic dimensions. The reference kernels run the bodies with ``ReferenceExecutor``, built
-once per body.
+once per body and shared by every call (it keeps no state between runs).
+
+Where OpenVINO leaves behaviour undefined, ember chooses and says so: after zero iterations
+a merged output is its initial value, a concatenated output is empty along its axis and any
+other last-iteration output is zeros of its inferred shape; sliced inputs honour ``start``
+and ``end`` as the Loop/TensorIterator spec states (OpenVINO's CPU plugin counts the parts
+the same way but always cuts from index 0); a Loop that needs more parts than a sliced input
+has, or gets a trip count below -1, raises ``InferenceError``.
 """
 
 from __future__ import annotations
@@ -380,8 +387,6 @@ class _SubGraphOp(Node):
                         shape = self.input_shape(m.input_index)
                     elif n_iter is None:  # zero iterations would return the initial value
                         shape = _hull(shape, self.input_shape(m.input_index))
-                elif n_iter == 0 and shape.rank_is_static and len(shape):
-                    shape = PartialShape([Dimension(0)] + list(shape)[1:])
             outs.append((v.element_type, shape))
         return outs
 
@@ -469,22 +474,31 @@ class _SubGraphOp(Node):
             elif d.body_value_index in merged:
                 out = np.asarray(inputs[merged[d.body_value_index].input_index])
             else:
-                out = self._empty(d, axis_of=0)
+                out = self._zeros(d)
             outs[d.output_index] = out if et.is_dynamic else np.asarray(out, dtype=et.dtype)
         return outs
 
     def _empty(self, d: Any, axis_of: int) -> np.ndarray:
-        """The value of an output after zero iterations: empty along ``axis_of``."""
+        """A concatenated output after zero iterations: empty along its axis."""
+        dims = self._zeros(d).shape
+        if not dims:
+            dims = (0,)
+        dims = list(dims)
+        dims[self._axis(axis_of, len(dims), f"output {d.output_index}")] = 0
+        return np.empty(dims, dtype=self._out_types[d.output_index].dtype)
+
+    def _zeros(self, d: Any) -> np.ndarray:
+        """A body value that no iteration computed (zero iterations, not a merged input):
+        zeros of its inferred shape, dynamic dimensions taken as 0."""
         shape = self._out_shapes[d.output_index]
         et = self._out_types[d.output_index]
-        if not shape.rank_is_static or len(shape) == 0:
-            shape = self._body_value(0, d.body_value_index).partial_shape
-        if not shape.rank_is_static or len(shape) == 0:
+        if not shape.rank_is_static:
             raise InferenceError(f"ember: {self.type_name} '{self.friendly_name}': output {d.output_index} has "
                                  "no value after zero iterations (its rank is unknown)")
-        dims = [x.get_length() if x.is_static else 0 for x in shape]
-        dims[self._axis(axis_of, len(dims), f"output {d.output_index}")] = 0
-        return np.empty(dims, dtype=et.dtype if not et.is_dynamic else np.float32)
+        if et.is_dynamic:
+            raise InferenceError(f"ember: {self.type_name} '{self.friendly_name}': output {d.output_index} has "
+                                 "no value after zero iterations (its element type is unknown)")
+        return np.zeros([x.get_length() if x.is_static else 0 for x in shape], dtype=et.dtype)
 
     # -- IR ------------------------------------------------------------------------------
     def _write_port_map(self, parent: ET.Element, b: int, ids: dict[int, int],

@@ -453,6 +453,19 @@ def test_zero_iterations_return_initial_values() -> None:
         assert cat.shape == (0, 3)
 
 
+def test_zero_iterations_leave_other_outputs_zero() -> None:
+    """A last-iteration output that no iteration computed (not a merged input) is zeros of
+    its inferred shape (OpenVINO leaves it undefined)."""
+    node, _ = _sliced_loop(eo, Model, None, [6, 3])
+    x, trip = node.input_value(2), node.input_value(0)
+    assert x is None and trip is None
+    model = Model([eo.result(node.output(0)), eo.result(node.output(1))],
+                  [node._inputs[2].node, node._inputs[0].node])
+    cat, last = run_model(model, [_rand(6, 3), np.int64(0)])
+    assert cat.shape == (0, 3)
+    np.testing.assert_array_equal(last, np.zeros((1, 3), F32))
+
+
 def test_zero_iterations_known_statically() -> None:
     x = eo.parameter([2], F32, name="x")
     bp = eo.parameter([2], F32)
