@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ember import opset
+from ember import opset, properties  # noqa: F401 - properties: `ov.properties.hint...` as in openvino
 from ember.errors import EmberError
 from ember.graph import Dimension, Layout, Model, PartialShape, Shape, Type
 from ember.runtime import CompiledModel, Core, InferRequest, Tensor, read_model

@@ -19,21 +19,44 @@ from ember.graph.model import Model
 
 
 class Executable(Protocol):
-    """A compiled model on one device. ``run`` may be called from several threads at once
-    only if the device says so (``Device.thread_safe_executables``); otherwise each infer
-    request gets its own executable through ``Device.compile``/``clone``."""
+    """A compiled model on one device. The runtime gives each stream its own executable and
+    never runs one on two threads at once, unless the device says its executables are thread
+    safe (``Device.thread_safe_executables``): then all streams share one. Extra streams get
+    ``executable.clone()`` when it exists, else another ``Device.compile``.
+
+    Optional attributes the runtime reads: ``thread_safe`` (overrides the device's flag),
+    ``execution_devices`` (list of device names, for EXECUTION_DEVICES), ``preferred_streams``
+    (a stream count used when neither NUM_STREAMS nor a throughput hint asks for one).
+    ``run`` fills ``profile`` (``{node friendly name: seconds}``) when it is not None.
+    """
 
     def run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None = None) -> list[np.ndarray]:
         ...
 
 
 class Device:
-    """Base class of device plugins."""
+    """Base class of device plugins.
+
+    A plugin implements ``compile`` and ``supported_nodes``; everything else has a default.
+    The runtime calls, in order: ``transform`` (the device's own graph passes, on a copy of
+    the user's model), ``compile``, and, with a model cache, ``export_model`` /
+    ``import_model``. Property values arrive typed, keyed by OpenVINO's names
+    (``config["INFERENCE_PRECISION_HINT"]`` is an ``ember.Type``, ``config["PERFORMANCE_HINT"]``
+    a ``str`` enum, ``config["NUM_STREAMS"]``/``INFERENCE_NUM_THREADS`` resolved counts).
+    """
 
     name: str = ""
     full_name: str = ""
     #: whether one Executable may run concurrently on several threads
     thread_safe_executables: bool = True
+    #: AUTO, HETERO, MULTI: not a device of its own (not in ``Core.available_devices``)
+    virtual: bool = False
+    #: AUTO tries devices in increasing rank (REFERENCE, the slow spec, is last)
+    auto_rank: int = 50
+    #: an upper bound on streams (None: as many as the hint asks)
+    max_streams: int | None = None
+    #: device-specific properties and their defaults (accepted by Core.set_property/compile_model)
+    extra_properties: Mapping[str, Any] = {}
 
     def compile(self, model: Model, config: Mapping[str, Any]) -> Executable:
         raise NotImplementedError
@@ -42,13 +65,41 @@ class Device:
         """Friendly names of the nodes this device can run (``Core.query_model``)."""
         raise NotImplementedError
 
+    def query_model(self, model: Model, config: Mapping[str, Any]) -> dict[str, str]:
+        """``{node friendly name: device name}`` for the nodes this device would run."""
+        return {n: self.name for n in self.supported_nodes(model)}
+
     def capabilities(self) -> list[str]:
         return ["FP32"]
+
+    def available_ids(self) -> list[str]:
+        """``AVAILABLE_DEVICES``: the ids of the physical devices behind this plugin."""
+        return [""]
+
+    def transform(self, model: Model, config: Mapping[str, Any]) -> Model:
+        """The device's graph passes; gets a private copy of the model (may change it in place)."""
+        return model
+
+    def export_model(self, executable: Executable) -> bytes | None:
+        """Device data to store in the model cache besides the transformed IR (``b""``: none,
+        the IR is all ``import_model`` needs); ``None``: this executable cannot be cached."""
+        return b""
+
+    def import_model(self, model: Model, blob: bytes, config: Mapping[str, Any]) -> Executable:
+        """Rebuild an executable from the cached transformed IR and ``export_model``'s data."""
+        return self.compile(model, config)
+
+    def cache_fingerprint(self) -> str:
+        """What, besides the model and config, makes a cached artefact valid (e.g. CPU features)."""
+        return f"{self.name}|{self.full_name}"
 
 
 _FACTORIES: dict[str, str] = {
     # name -> "module:attribute" of a zero-argument factory, imported on first use
     "REFERENCE": "ember.devices.reference.device:ReferenceDevice",
+    "AUTO": "ember.devices.virtual.auto:AutoDevice",
+    "HETERO": "ember.devices.virtual.hetero:HeteroDevice",
+    "MULTI": "ember.devices.virtual.multi:MultiDevice",
 }
 _INSTANCES: dict[str, Device] = {}
 _LOCK = threading.Lock()
@@ -56,15 +107,24 @@ _LOCK = threading.Lock()
 
 def register_device(name: str, factory: str | Callable[[], Device]) -> None:
     """Register a device under ``name``; ``factory`` is a callable or ``"module:attr"``."""
+    with _LOCK:
+        _INSTANCES.pop(name, None)
     if callable(factory):
-        with _LOCK:
-            _INSTANCES.pop(name, None)
         _CALLABLES[name] = factory
     else:
+        _CALLABLES.pop(name, None)
         _FACTORIES[name] = factory
 
 
 _CALLABLES: dict[str, Callable[[], Device]] = {}
+
+
+def unregister_device(name: str) -> None:
+    """Forget device ``name`` (tests register fake devices and remove them again)."""
+    with _LOCK:
+        _INSTANCES.pop(name, None)
+    _CALLABLES.pop(name, None)
+    _FACTORIES.pop(name, None)
 
 
 def device_names() -> list[str]:

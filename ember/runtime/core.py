@@ -1,25 +1,37 @@
-"""``Core``, ``CompiledModel`` and ``InferRequest``: OpenVINO's runtime API over ember devices."""
+"""``Core`` and ``CompiledModel``: OpenVINO's runtime API over ember devices.
+
+``Core`` reads models, holds properties (per device, or for all devices) and compiles;
+``CompiledModel`` owns the compiled executables and the streams that run them (see
+``ember.runtime.streams``). Requests are in ``ember.runtime.request``.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ember.devices.base import device_names, get_device
-from ember.errors import EmberError, InferenceError
+from ember.devices.base import Device, device_names, get_device
+from ember.errors import EmberError, PropertyError
 from ember.graph.core_ops import Parameter
 from ember.graph.model import Model
 from ember.graph.node import Input, Output
-from ember.graph.types import Type
+from ember.runtime import properties as P
+from ember.runtime.cache import CacheEntryError, ModelCache, cache_key, files_digest, model_digest, pack, unpack
+from ember.runtime.properties import CompileConfig, LogLevel, PropertySpec
+from ember.runtime.request import AsyncInferQueue, InferRequest, OVDict
+from ember.runtime.streams import StreamExecutor, StreamPlan, available_cores, plan_streams
 from ember.runtime.tensor import Tensor
 
 log = logging.getLogger("ember.runtime")
+
+__all__ = ["AsyncInferQueue", "CompiledModel", "Core", "InferRequest", "OVDict", "read_model"]
 
 
 def read_model(model: Any, weights: Any = None) -> Model:
@@ -46,215 +58,64 @@ def read_model(model: Any, weights: Any = None) -> Model:
     raise EmberError(f"ember: cannot read '{path}': expected an OpenVINO IR .xml or an .onnx file")
 
 
-class OVDict(Mapping):
-    """Inference results: look up by output port, by index, or by tensor name."""
-
-    def __init__(self, ports: list[Output], values: list[np.ndarray]) -> None:
-        self._ports = ports
-        self._values = values
-
-    def _index(self, key: Any) -> int:
-        if isinstance(key, int):
-            if not -len(self._ports) <= key < len(self._ports):
-                raise KeyError(f"ember: there are {len(self._ports)} outputs; no output {key}")
-            return key % len(self._ports)
-        if isinstance(key, Output):
-            for i, p in enumerate(self._ports):
-                if p == key:
-                    return i
-            names = key.names if key.node._outputs_desc else set()
-            for i, p in enumerate(self._ports):
-                if names and names & p.names:
-                    return i
-            raise KeyError(f"ember: {key} is not an output of this model")
-        if isinstance(key, str):
-            for i, p in enumerate(self._ports):
-                if key in p.names:
-                    return i
-            for i, p in enumerate(self._ports):
-                if key == p.node.friendly_name:
-                    return i
-            raise KeyError(f"ember: no output named '{key}'; outputs: "
-                           f"{', '.join(sorted(n for p in self._ports for n in p.names))}")
-        raise KeyError(f"ember: cannot look up results by {type(key).__name__}")
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return self._values[self._index(key)]
-
-    def __iter__(self) -> Iterator[Output]:
-        return iter(self._ports)
-
-    def __len__(self) -> int:
-        return len(self._ports)
-
-    def to_tuple(self) -> tuple[np.ndarray, ...]:
-        return tuple(self._values)
-
-    def to_dict(self) -> dict[Output, np.ndarray]:
-        return dict(zip(self._ports, self._values))
-
-    def names(self) -> tuple[set[str], ...]:
-        return tuple(p.names for p in self._ports)
-
-    def __repr__(self) -> str:
-        return "<OVDict " + ", ".join(f"{sorted(p.names)}: {v.shape}" for p, v in zip(self._ports, self._values)) + ">"
+def split_device_name(name: str) -> tuple[str, tuple[str, ...]]:
+    """``"HETERO:CPU,REFERENCE"`` -> ``("HETERO", ("CPU", "REFERENCE"))``."""
+    base, _, rest = name.strip().partition(":")
+    devices = tuple(d.strip().upper() for d in rest.split(",") if d.strip())
+    if _ and not devices:
+        raise EmberError(f"ember: device name '{name}' lists no devices after ':'")
+    return base.strip().upper(), devices
 
 
-def _convert_input(value: Any, param: Parameter, where: str) -> np.ndarray:
-    arr = value.data if isinstance(value, Tensor) else np.asarray(value)
-    et = param.element_type
-    if et is Type.string:
-        if arr.dtype.kind not in "USO":
-            raise InferenceError(f"ember: input '{where}' expects strings, got {arr.dtype}")
-        arr = arr.astype(object)
-    elif arr.dtype != et.dtype and not et.is_dynamic:
-        src = arr.dtype
-        ok = np.can_cast(src, et.dtype, "same_kind") or (src.kind in "biu" and et.is_real) or \
-            (src.kind == "f" and et.is_real)
-        if not ok:
-            raise InferenceError(f"ember: input '{where}' expects element type {et.name}, got {src}; "
-                                 f"convert it first (e.g. arr.astype(np.{et.dtype.name}))")
-        arr = arr.astype(et.dtype)
-    if not param.partial_shape.accepts(arr.shape):
-        raise InferenceError(f"ember: input '{where}' expects shape {param.partial_shape}, got "
-                             f"{list(arr.shape)}")
-    return arr
+_HANDLER: logging.Handler | None = None
 
 
-class InferRequest:
-    """One inference at a time on a compiled model; create several for concurrency.
-
-    ``infer`` runs on the calling thread. With ``share_inputs=False`` (default) inputs are
-    copied into the request's tensors; with ``True`` the given arrays are read in place and
-    must not change until ``infer`` returns. Results are fresh arrays unless
-    ``share_outputs=True`` (then they are the request's own buffers, overwritten by the next
-    inference).
-    """
-
-    def __init__(self, compiled: CompiledModel) -> None:
-        self._compiled = compiled
-        self._inputs: list[np.ndarray | None] = [None] * len(compiled.inputs)
-        self._outputs: list[np.ndarray] | None = None
-        self._profile: dict[str, float] | None = None
-        self.userdata: Any = None
-
-    # -- tensors ------------------------------------------------------------------------
-    def _in_index(self, key: Any) -> int:
-        return self._compiled._input_index(key)
-
-    def set_tensor(self, key: Any, tensor: Tensor | np.ndarray) -> None:
-        for p in self._compiled.outputs:
-            if (isinstance(key, Output) and key == p) or (isinstance(key, str) and key in p.names
-                                                          and not self._compiled._has_input_name(key)):
-                raise EmberError("ember: set_tensor on an output is not supported; read results instead")
-        i = self._in_index(key)
-        self._inputs[i] = _convert_input(tensor, self._compiled._params[i], self._compiled._input_label(i))
-
-    def set_input_tensor(self, *args: Any) -> None:
-        if len(args) == 1:
-            self.set_tensor(0, args[0])
-        else:
-            self.set_tensor(args[0], args[1])
-
-    def set_input_tensors(self, tensors: Mapping[Any, Any]) -> None:
-        for k, v in tensors.items():
-            self.set_tensor(k, v)
-
-    def get_tensor(self, key: Any) -> Tensor:
-        try:
-            o = self._compiled._output_index(key)
-        except EmberError:
-            i = self._in_index(key)
-            value = self._inputs[i]
-            if value is None:
-                raise EmberError(f"ember: input '{self._compiled._input_label(i)}' has no tensor yet") from None
-            return Tensor(value, shared_memory=True)
-        if self._outputs is None:
-            raise EmberError("ember: no inference has run yet, so there are no output tensors")
-        return Tensor(self._outputs[o], shared_memory=True)
-
-    def get_input_tensor(self, index: int = 0) -> Tensor:
-        return self.get_tensor(self._compiled.inputs[index])
-
-    def get_output_tensor(self, index: int = 0) -> Tensor:
-        return self.get_tensor(self._compiled.outputs[index])
-
-    # -- inference ----------------------------------------------------------------------
-    def _feed(self, inputs: Any) -> None:
-        if inputs is None:
-            return
-        c = self._compiled
-        if isinstance(inputs, Mapping):
-            for k, v in inputs.items():
-                self.set_tensor(k, v)
-        elif isinstance(inputs, (list, tuple)):
-            if len(inputs) != len(c.inputs):
-                raise InferenceError(f"ember: the model has {len(c.inputs)} inputs, {len(inputs)} were given")
-            for i, v in enumerate(inputs):
-                self.set_tensor(i, v)
-        else:
-            if len(c.inputs) != 1:
-                raise InferenceError(f"ember: the model has {len(c.inputs)} inputs; pass a list or a dict")
-            self.set_tensor(0, inputs)
-
-    def infer(self, inputs: Any = None, share_inputs: bool = False, share_outputs: bool = False) -> OVDict:
-        """Run one inference and return the results (see the class docstring on copies)."""
-        self._feed(inputs)
-        missing = [self._compiled._input_label(i) for i, v in enumerate(self._inputs) if v is None]
-        if missing:
-            raise InferenceError(f"ember: no value for input(s) {', '.join(missing)}")
-        profile: dict[str, float] | None = {} if self._compiled._profiling else None
-        outs = self._compiled._run([v for v in self._inputs if v is not None], profile)  # type: ignore[misc]
-        self._profile = profile
-        self._outputs = outs
-        values = outs if share_outputs else [np.array(o, copy=True) for o in outs]
-        return OVDict(self._compiled.outputs, values)
-
-    @property
-    def results(self) -> OVDict:
-        if self._outputs is None:
-            raise EmberError("ember: no inference has run yet")
-        return OVDict(self._compiled.outputs, self._outputs)
-
-    @property
-    def model_inputs(self) -> list[Output]:
-        return self._compiled.inputs
-
-    @property
-    def model_outputs(self) -> list[Output]:
-        return self._compiled.outputs
-
-    def get_compiled_model(self) -> CompiledModel:
-        return self._compiled
-
-    def get_profiling_info(self) -> list[Any]:
-        from types import SimpleNamespace
-
-        if self._profile is None:
-            return []
-        nodes = {n.friendly_name: n for n in self._compiled._model.get_ordered_ops()}
-        return [SimpleNamespace(node_name=k, node_type=nodes[k].type_name if k in nodes else "",
-                                real_time=v, cpu_time=v, status="EXECUTED", exec_type="ref")
-                for k, v in self._profile.items()]
+def apply_log_level(level: LogLevel) -> None:
+    """Make the ``ember`` logger print at ``level`` (to stderr unless the application has
+    configured logging itself)."""
+    global _HANDLER
+    logger = logging.getLogger("ember")
+    logger.setLevel(level.logging_level)
+    if level is not LogLevel.NO and not logger.handlers and _HANDLER is None:
+        _HANDLER = logging.StreamHandler(sys.stderr)
+        _HANDLER.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+        logger.addHandler(_HANDLER)
 
 
 class CompiledModel:
     """A model compiled for a device. Calling it runs a synchronous inference on an internal
-    request: ``compiled_model([input_image])[output_port]``."""
+    request: ``compiled_model([input_image])[output_layer]`` (thread safe, serialized).
 
-    def __init__(self, model: Model, device: str, config: Mapping[str, Any]) -> None:
+    A compiled model owns its streams' worker threads (daemon threads, started by the first
+    asynchronous request); they stop when it is closed (``close()`` or ``with``) or
+    garbage-collected.
+    """
+
+    def __init__(self, model: Model, device: str, config: CompileConfig, executable: Any,
+                 plan: StreamPlan, device_plugin: Device, loaded_from_cache: bool = False) -> None:
         self._model = model
         self._device_name = device
-        self._config = dict(config)
+        self._cfg = config
+        self._plan = plan
+        self._loaded_from_cache = loaded_from_cache
         self._params: list[Parameter] = model.get_parameters()
-        self._profiling = str(self._config.get("PERF_COUNT", self._config.get("ENABLE_PROFILING", "NO"))).upper() \
-            in ("YES", "TRUE", "1")
-        self._executable = get_device(device).compile(model, self._config)
+        self._profiling = config.enable_profiling
+        self._node_types = {n.friendly_name: n.type_name for n in model.get_ordered_ops()}
+        self._exec_type = str(getattr(executable, "exec_type", device.lower()))
+        self._executable = executable
+        exes = [executable]
+        thread_safe = getattr(executable, "thread_safe", device_plugin.thread_safe_executables)
+        for _ in range(plan.streams - 1):
+            if thread_safe:
+                exes.append(executable)
+            elif hasattr(executable, "clone"):
+                exes.append(executable.clone())
+            else:
+                exes.append(device_plugin.compile(model, _with_plan(config, plan)))
+        self._executor = StreamExecutor(exes, f"{device}-{id(self):x}")
+        self._finalizer = weakref.finalize(self, self._executor.close)
         self._lock = threading.Lock()
         self._request: InferRequest | None = None
-
-    def _run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None) -> list[np.ndarray]:
-        return self._executable.run(inputs, profile)
 
     # -- ports --------------------------------------------------------------------------
     @property
@@ -300,9 +161,12 @@ class CompiledModel:
 
     # -- inference ----------------------------------------------------------------------
     def create_infer_request(self) -> InferRequest:
+        """A new request; each may run one inference at a time."""
         return InferRequest(self)
 
     def __call__(self, inputs: Any = None, share_inputs: bool = True, share_outputs: bool = False) -> OVDict:
+        """Run one inference on an internal request (see ``InferRequest.infer``; inputs are
+        shared by default, as in OpenVINO)."""
         with self._lock:
             if self._request is None:
                 self._request = self.create_infer_request()
@@ -314,69 +178,308 @@ class CompiledModel:
     def get_runtime_model(self) -> Model:
         return self._model
 
-    def get_property(self, name: str) -> Any:
-        if name in self._config:
-            return self._config[name]
-        if name == "EXECUTION_DEVICES":
-            return [self._device_name]
-        raise EmberError(f"ember: compiled model has no property '{name}'")
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def stream_plan(self) -> StreamPlan:
+        return self._plan
+
+    def get_property(self, name: Any) -> Any:
+        """A property of the compiled model (``NUM_STREAMS``, ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``,
+        ``EXECUTION_DEVICES``, the hints it was compiled with ...)."""
+        key = P.canonical_key(name)
+        cfg = self._cfg
+        if key == "SUPPORTED_PROPERTIES":
+            return {k: "RO" for k in P.COMPILED_KEYS} | {k: "RO" for k, _ in cfg.extra}
+        if key == "NETWORK_NAME":
+            return self._model.friendly_name
+        if key == "OPTIMAL_NUMBER_OF_INFER_REQUESTS":
+            return self._plan.optimal_requests
+        if key == "NUM_STREAMS":
+            return self._plan.streams
+        if key == "INFERENCE_NUM_THREADS":
+            return self._plan.total_threads
+        if key == "EXECUTION_DEVICES":
+            return list(getattr(self._executable, "execution_devices", [self._device_name]))
+        if key == "LOADED_FROM_CACHE":
+            return self._loaded_from_cache
+        if key == "INFERENCE_PRECISION_HINT":
+            return cfg.effective_precision
+        if key in P.COMPILED_KEYS or key in dict(cfg.extra):
+            return cfg.value_of(key)
+        raise PropertyError(f"ember: compiled model has no property '{name}'; it has: "
+                            f"{', '.join(sorted(self.get_property('SUPPORTED_PROPERTIES')))}")
+
+    def set_property(self, properties: Any) -> None:
+        raise PropertyError("ember: a compiled model's properties are fixed; pass them to compile_model")
+
+    # -- export and lifetime -------------------------------------------------------------
+    def export_model(self) -> bytes:
+        """The compiled model as bytes for ``Core.import_model`` (same format as the cache)."""
+        plugin = get_device(self._device_name)
+        blob = plugin.export_model(self._executable)
+        if blob is None:
+            raise EmberError(f"ember: models compiled for {self._device_name} cannot be exported")
+        return pack("", self._device_name, self._model, blob)
+
+    def close(self) -> None:
+        """Stop this model's worker threads (requests still queued run first)."""
+        self._finalizer()
+
+    def release_memory(self) -> None:
+        return None
+
+    def __enter__(self) -> CompiledModel:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
-        return f"<CompiledModel on {self._device_name}: {len(self.inputs)} inputs, {len(self.outputs)} outputs>"
+        return (f"<CompiledModel on {self._device_name}: {len(self.inputs)} inputs, {len(self.outputs)} outputs, "
+                f"{self._plan.streams} streams>")
 
 
 class Core:
-    """Entry point: reads models and compiles them for devices."""
+    """Entry point: reads models, holds properties, compiles models for devices.
+
+    Properties set without a device apply to every device; ``CACHE_DIR`` and ``LOG_LEVEL``
+    are the Core's own. Device names: ``REFERENCE``, ``CPU`` (when registered), and the
+    virtual ``AUTO``, ``AUTO:CPU,REFERENCE``, ``HETERO:CPU,REFERENCE``, ``MULTI:CPU,REFERENCE``.
+    """
 
     def __init__(self, xml_config_file: str | None = None) -> None:
-        self._properties: dict[str, dict[str, Any]] = {}
+        self._properties: dict[str, dict[str, Any]] = {"": {}}
 
+    # -- devices ------------------------------------------------------------------------
     @property
     def available_devices(self) -> list[str]:
-        return [d for d in device_names() if d not in ("AUTO", "HETERO", "MULTI", "BATCH")]
+        """Registered devices that run models themselves (not AUTO/HETERO/MULTI)."""
+        out = []
+        for d in device_names():
+            try:
+                if not get_device(d).virtual:
+                    out.append(d)
+            except Exception as e:  # noqa: BLE001 - a plugin that fails to load is not available
+                log.warning("ember: device %s is registered but failed to load: %s", d, e)
+        return out
 
     def get_available_devices(self) -> list[str]:
         return self.available_devices
 
+    def _device(self, name: str) -> tuple[str, tuple[str, ...], Device]:
+        base, listed = split_device_name(name)
+        if base not in device_names():
+            raise EmberError(f"ember: unknown device '{name}'; available: {', '.join(device_names())}")
+        return base, listed, get_device(base)
+
+    @staticmethod
+    def _extra_specs(dev: Device) -> dict[str, PropertySpec]:
+        return {k: PropertySpec(k, lambda v: v, default) for k, default in dict(dev.extra_properties).items()}
+
+    # -- properties ---------------------------------------------------------------------
+    def set_property(self, device_name: Any = None, properties: Any = None) -> None:
+        """``set_property({key: value})`` for every device, ``set_property("CPU", {...})`` for one.
+        Keys are OpenVINO's names or ``ember.properties`` objects; values are validated."""
+        if properties is None and not isinstance(device_name, str):
+            device_name, properties = "", device_name
+        device = (device_name or "").upper()
+        if device:
+            base, listed, dev = self._device(device)
+            parsed = P.parse_properties(properties, self._extra_specs(dev), f" (device {base})")
+            if listed:
+                parsed["MULTI_DEVICE_PRIORITIES"] = listed
+            device = base
+        else:
+            parsed = P.parse_properties(properties)
+        if "LOG_LEVEL" in parsed:
+            apply_log_level(parsed["LOG_LEVEL"])
+        self._properties.setdefault(device, {}).update(parsed)
+
+    def get_property(self, device_name: str, name: Any = None) -> Any:
+        """A device's property (``core.get_property("REFERENCE", props.supported_properties)``),
+        or with one argument a Core-wide one (``core.get_property(props.cache_dir)``)."""
+        if name is None:
+            device_name, name = "", device_name
+        key = P.canonical_key(name)
+        if not device_name:
+            if key in P.CORE_KEYS or key in ("PERFORMANCE_HINT", "PERF_COUNT"):
+                return self._properties[""].get(key, P.default_of(key))
+            if key == "AVAILABLE_DEVICES":
+                return self.available_devices
+            raise PropertyError(f"ember: Core has no property '{name}' of its own; name a device")
+        base, _, dev = self._device(device_name)
+        extra = dict(dev.extra_properties)
+        if key == "SUPPORTED_PROPERTIES":
+            out = {k: "RO" for k in P.DEVICE_RO_KEYS} | {k: "RW" for k in P.DEVICE_RW_KEYS}
+            if dev.virtual:
+                out["MULTI_DEVICE_PRIORITIES"] = "RW"
+            return out | {k: "RW" for k in extra}
+        if key == "AVAILABLE_DEVICES":
+            return dev.available_ids()
+        if key == "FULL_DEVICE_NAME":
+            return dev.full_name
+        if key == "OPTIMIZATION_CAPABILITIES":
+            return dev.capabilities()
+        if key == "DEVICE_TYPE":
+            return P.DeviceType.INTEGRATED
+        if key == "RANGE_FOR_STREAMS":
+            return (1, dev.max_streams or available_cores())
+        if key == "RANGE_FOR_ASYNC_INFER_REQUESTS":
+            return (1, 1, 1)
+        if key in P.DEVICE_RW_KEYS or key in extra or (dev.virtual and key == "MULTI_DEVICE_PRIORITIES"):
+            for scope in (base, ""):
+                if key in self._properties.get(scope, {}):
+                    return self._properties[scope][key]
+            return extra[key] if key in extra else P.default_of(key)
+        supported = self.get_property(base, "SUPPORTED_PROPERTIES")
+        raise PropertyError(f"ember: device {base} has no property '{name}'; supported: {', '.join(sorted(supported))}")
+
+    def _merged(self, base: str, listed: tuple[str, ...], dev: Device, config: Any) -> dict[str, Any]:
+        """Core-wide, then this device's, then the call's properties, validated."""
+        merged = dict(self._properties.get("", {}))
+        merged.update(self._properties.get(base, {}))
+        call = P.parse_properties(config, self._extra_specs(dev), f" (device {base})")
+        merged.update(call)
+        if listed:
+            merged["MULTI_DEVICE_PRIORITIES"] = listed
+        if "LOG_LEVEL" in call:
+            apply_log_level(call["LOG_LEVEL"])
+        return merged
+
+    def _config(self, base: str, listed: tuple[str, ...], dev: Device, config: Any) -> CompileConfig:
+        return CompileConfig.from_properties(self._merged(base, listed, dev, config))
+
+    # -- models -------------------------------------------------------------------------
     def read_model(self, model: Any, weights: Any = None, config: Any = None) -> Model:
         """Read an IR ``.xml`` (weights from ``weights`` or the ``.bin`` beside it), an ``.onnx``
         file, or IR xml given as bytes/str."""
         return read_model(model, weights)
 
-    def compile_model(self, model: Any, device_name: str | None = None, config: Mapping[str, Any] | None = None
-                      ) -> CompiledModel:
-        """Compile ``model`` (a Model or a path) for ``device_name`` (default ``AUTO``)."""
+    def compile_model(self, model: Any, device_name: Any = None, config: Any = None) -> CompiledModel:
+        """Compile ``model`` (a Model or a file path) for ``device_name`` (default ``AUTO``).
+
+        ``config`` holds properties for this compilation (they override those set on the
+        Core). With ``CACHE_DIR`` set, the device's result is stored, and a later compile of
+        the same model, device and config loads it instead (a file path is hashed without
+        being parsed, so a cache hit skips reading and converting the model too).
+        """
+        if isinstance(device_name, Mapping) and config is None:
+            device_name, config = None, device_name
+        base, listed, dev = self._device(device_name or "AUTO")
+        merged = self._merged(base, listed, dev, config)
+        # A chooser (AUTO) picks the device that really compiles, so that caching and the
+        # stream plan apply to that device; the properties given to AUTO go along.
+        source: Path | None = None
         if not isinstance(model, Model):
-            model = self.read_model(model)
-        device = (device_name or "AUTO").upper()
-        merged = dict(self._properties.get(device, {}))
-        merged.update(config or {})
-        if device == "AUTO" or device.startswith("AUTO:"):
-            choices = device[5:].split(",") if ":" in device else ["CPU", "REFERENCE"]
-            device = next((d for d in choices if d in device_names()), "REFERENCE")
-            log.info("ember: AUTO chose %s", device)
-        return CompiledModel(model.clone(), device, merged)
+            if isinstance(model, (str, os.PathLike)) and not str(model).lstrip().startswith("<"):
+                source = Path(os.fspath(model))
+            else:
+                model = self.read_model(model)
+        for _ in range(4):
+            if not hasattr(dev, "select"):
+                break
+            if not isinstance(model, Model):
+                model = self.read_model(source)
+            choice, updates = dev.select(model, CompileConfig.from_properties(merged).as_mapping())
+            if choice == base:
+                break
+            chosen = get_device(choice)
+            own = {k: v for k, v in merged.items() if k != "MULTI_DEVICE_PRIORITIES"}
+            merged = dict(self._properties.get("", {}))
+            merged.update(self._properties.get(choice, {}))
+            merged.update(own)
+            merged.update(updates)
+            base, dev = choice, chosen
+        return self._compile_on(model, source, base, dev, CompileConfig.from_properties(merged))
 
-    def set_property(self, device_name: Any = None, properties: Any = None) -> None:
-        if isinstance(device_name, Mapping):
-            device_name, properties = "", device_name
-        self._properties.setdefault((device_name or "").upper(), {}).update(properties or {})
+    def _compile_on(self, model: Any, source: Path | None, base: str, dev: Device, cfg: CompileConfig
+                    ) -> CompiledModel:
+        cache = ModelCache(cfg.cache_dir) if cfg.cache_dir and not dev.virtual else None
+        key = None
+        if cache is not None:
+            try:
+                if isinstance(model, Model):
+                    digest = model_digest(model)
+                else:
+                    assert source is not None
+                    digest = files_digest(_model_files(source))
+                key = cache_key(digest, base, dev.cache_fingerprint(), cfg)
+            except EmberError as e:
+                log.warning("ember: not caching this model: %s", e)
+                cache = None
+        plan = plan_streams(cfg, max_streams=dev.max_streams)
+        cfg_for_device = _with_plan(cfg, plan)
+        if cache is not None and key is not None:
+            entry = cache.load(key, base)
+            if entry is not None:
+                try:
+                    exe = dev.import_model(entry.model, entry.blob, cfg_for_device)
+                    return self._finish(entry.model, base, cfg, exe, dev, plan, True)
+                except EmberError as e:
+                    log.warning("ember: ignoring model cache entry %s: %s", cache.path(key), e)
+        if not isinstance(model, Model):
+            assert source is not None
+            model = self.read_model(source)
+        runtime_model = dev.transform(model.clone(), cfg_for_device)
+        exe = dev.compile(runtime_model, cfg_for_device)
+        if cache is not None and key is not None:
+            blob = dev.export_model(exe)
+            if blob is not None:
+                cache.store(key, base, runtime_model, blob)
+        return self._finish(runtime_model, base, cfg, exe, dev, plan, False)
 
-    def get_property(self, device_name: str, name: str) -> Any:
-        if name == "FULL_DEVICE_NAME":
-            return get_device(device_name.upper()).full_name
-        if name == "OPTIMIZATION_CAPABILITIES":
-            return get_device(device_name.upper()).capabilities()
-        props = self._properties.get(device_name.upper(), {})
-        if name in props:
-            return props[name]
-        raise EmberError(f"ember: device '{device_name}' has no property '{name}' set")
+    @staticmethod
+    def _finish(model: Model, base: str, cfg: CompileConfig, exe: Any, dev: Device, plan: StreamPlan,
+                cached: bool) -> CompiledModel:
+        preferred = getattr(exe, "preferred_streams", None)
+        if preferred and cfg.num_streams is None and plan.streams < preferred:
+            plan = StreamPlan(preferred, preferred, plan.threads_per_stream)
+        log.info("ember: compiled '%s' for %s: %d stream(s), %d request(s) optimal%s", model.friendly_name, base,
+                 plan.streams, plan.optimal_requests, " (from cache)" if cached else "")
+        return CompiledModel(model, base, cfg, exe, plan, dev, cached)
 
-    def query_model(self, model: Model, device_name: str, config: Mapping[str, Any] | None = None) -> dict[str, str]:
-        dev = device_name.upper()
-        return {name: dev for name in get_device(dev).supported_nodes(model)}
+    def import_model(self, model_stream: Any, device_name: str = "REFERENCE", config: Any = None) -> CompiledModel:
+        """Load a model written by ``CompiledModel.export_model`` (bytes or a binary file)."""
+        data = model_stream.read() if isinstance(model_stream, io.IOBase) else bytes(model_stream)
+        base, listed, dev = self._device(device_name)
+        cfg = self._config(base, listed, dev, config)
+        try:
+            entry = unpack(data, expected_device=base)
+        except CacheEntryError as e:
+            raise EmberError(f"ember: cannot import this model for {base}: {e}") from None
+        plan = plan_streams(cfg, max_streams=dev.max_streams)
+        exe = dev.import_model(entry.model, entry.blob, _with_plan(cfg, plan))
+        return self._finish(entry.model, base, cfg, exe, dev, plan, False)
+
+    def query_model(self, model: Model, device_name: str, config: Any = None) -> dict[str, str]:
+        """``{node friendly name: device}`` for the nodes ``device_name`` can run (for HETERO:
+        where each node would go)."""
+        base, listed, dev = self._device(device_name)
+        cfg = self._config(base, listed, dev, config)
+        return dev.query_model(model, cfg.as_mapping())
 
     def get_versions(self, device_name: str) -> dict[str, str]:
         from ember import __version__
 
         return {device_name: __version__}
+
+    def register_plugin(self, plugin_name: str, device_name: str, config: Any = None) -> None:
+        """Register a device factory given as ``"module:attribute"``."""
+        from ember.devices.base import register_device
+
+        register_device(device_name.upper(), plugin_name)
+
+
+def _with_plan(cfg: CompileConfig, plan: StreamPlan) -> Mapping[str, Any]:
+    """What a device's compile sees: the config with streams and threads resolved."""
+    m = dict(cfg.as_mapping())
+    m["NUM_STREAMS"] = plan.streams
+    m["INFERENCE_NUM_THREADS"] = plan.threads_per_stream
+    return m
+
+
+def _model_files(source: Path) -> list[Path]:
+    if source.suffix.lower() == ".xml":
+        return [source, source.with_suffix(".bin")]
+    files = [source]
+    return files

@@ -15,6 +15,7 @@ class ReferenceDevice(Device):
     name = "REFERENCE"
     full_name = "ember numpy reference"
     thread_safe_executables = True
+    auto_rank = 100  # the executable spec: AUTO picks it only when nothing faster runs the model
 
     def compile(self, model: Model, config: Mapping[str, Any]) -> ReferenceExecutor:
         return ReferenceExecutor(model)

@@ -1,0 +1,531 @@
+"""``InferRequest``, ``AsyncInferQueue`` and ``OVDict``: running a compiled model.
+
+Threads and copies, in one place:
+
+* ``InferRequest.infer`` runs on the calling thread, on the first free stream of the compiled
+  model. ``start_async`` returns at once; the inference runs on a stream's worker thread, and
+  the callback (if any) runs on that worker thread right after, before ``wait`` returns.
+* Inputs given as ``numpy`` arrays are copied into the request when ``share_inputs=False``
+  (the default of ``infer``/``start_async``), so the caller may reuse its arrays at once.
+  With ``share_inputs=True`` the request reads the caller's arrays in place: they must not
+  change until ``infer`` returns (or, for ``start_async``, until ``wait`` returns). A dtype
+  conversion (e.g. f64 data for an f32 input) is always a copy. ``Tensor`` inputs, and
+  ``set_tensor``, are always shared: the request uses the tensor's memory.
+* Results are fresh arrays with ``share_outputs=False`` (the default). With
+  ``share_outputs=True`` they are the request's own output buffers, valid until the next
+  inference of this request overwrites them. ``get_tensor``/``results`` are always the
+  request's buffers. An output tensor set with ``set_tensor`` receives a copy of the result.
+* One request runs one inference at a time and is not meant to be shared between threads;
+  create one request per thread (or use ``AsyncInferQueue``). ``CompiledModel.__call__`` is
+  thread safe (it serializes on an internal request).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ember.errors import EmberError, InferenceError
+from ember.graph.core_ops import Parameter
+from ember.graph.node import Input, Output
+from ember.graph.types import Type
+from ember.runtime.tensor import Tensor
+
+if TYPE_CHECKING:
+    from ember.runtime.core import CompiledModel
+
+log = logging.getLogger("ember.runtime")
+
+
+class OVDict(Mapping):
+    """Inference results: look up by output port, by index, or by tensor name."""
+
+    def __init__(self, ports: list[Output], values: list[np.ndarray]) -> None:
+        self._ports = ports
+        self._values = values
+
+    def _index(self, key: Any) -> int:
+        if isinstance(key, int):
+            if not -len(self._ports) <= key < len(self._ports):
+                raise KeyError(f"ember: there are {len(self._ports)} outputs; no output {key}")
+            return key % len(self._ports)
+        if isinstance(key, Output):
+            for i, p in enumerate(self._ports):
+                if p == key:
+                    return i
+            names = key.names if key.node._outputs_desc else set()
+            for i, p in enumerate(self._ports):
+                if names and names & p.names:
+                    return i
+            raise KeyError(f"ember: {key} is not an output of this model")
+        if isinstance(key, str):
+            for i, p in enumerate(self._ports):
+                if key in p.names:
+                    return i
+            for i, p in enumerate(self._ports):
+                if key == p.node.friendly_name:
+                    return i
+            raise KeyError(f"ember: no output named '{key}'; outputs: "
+                           f"{', '.join(sorted(n for p in self._ports for n in p.names))}")
+        raise KeyError(f"ember: cannot look up results by {type(key).__name__}")
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._values[self._index(key)]
+
+    def __iter__(self) -> Iterator[Output]:
+        return iter(self._ports)
+
+    def __len__(self) -> int:
+        return len(self._ports)
+
+    def to_tuple(self) -> tuple[np.ndarray, ...]:
+        return tuple(self._values)
+
+    def to_dict(self) -> dict[Output, np.ndarray]:
+        return dict(zip(self._ports, self._values))
+
+    def names(self) -> tuple[set[str], ...]:
+        return tuple(p.names for p in self._ports)
+
+    def __repr__(self) -> str:
+        return "<OVDict " + ", ".join(f"{sorted(p.names)}: {v.shape}" for p, v in zip(self._ports, self._values)) + ">"
+
+
+class ProfilingStatus(Enum):
+    NOT_RUN = 0
+    OPTIMIZED_OUT = 1
+    EXECUTED = 2
+
+
+@dataclass(frozen=True)
+class ProfilingInfo:
+    """Time spent in one op during the last inference (``PERF_COUNT`` / ``enable_profiling``)."""
+
+    node_name: str
+    node_type: str
+    exec_type: str
+    real_time: timedelta
+    cpu_time: timedelta
+    status: ProfilingStatus = ProfilingStatus.EXECUTED
+
+    Status = ProfilingStatus
+
+
+def convert_input(value: Any, param: Parameter, where: str, copy: bool) -> np.ndarray:
+    """``value`` as an array the model accepts for ``param``; copied when ``copy`` or converted."""
+    if isinstance(value, Tensor):
+        arr, copy = value.data, False
+    else:
+        arr = np.asarray(value)
+    et = param.element_type
+    if et is Type.string:
+        if arr.dtype.kind not in "USO":
+            raise InferenceError(f"ember: input '{where}' expects strings, got {arr.dtype}")
+        if arr.dtype.kind != "O":
+            arr, copy = arr.astype(object), False
+    elif not et.is_dynamic and arr.dtype != et.dtype:
+        src = arr.dtype
+        ok = np.can_cast(src, et.dtype, "same_kind") or (src.kind in "biuf" and et.is_real)
+        if not ok:
+            raise InferenceError(f"ember: input '{where}' expects element type {et.name}, got {src}; "
+                                 f"convert it first (e.g. arr.astype(np.{et.dtype.name}))")
+        arr, copy = arr.astype(et.dtype), False
+    if not param.partial_shape.accepts(arr.shape):
+        raise InferenceError(f"ember: input '{where}' expects shape {param.partial_shape}, got {list(arr.shape)}")
+    return np.array(arr, copy=True) if copy else arr
+
+
+class InferRequest:
+    """One inference at a time on a compiled model (see the module docstring for threads and
+    copies). Create with ``compiled_model.create_infer_request()``."""
+
+    def __init__(self, compiled: CompiledModel) -> None:
+        self._compiled = compiled
+        n_in, n_out = len(compiled.inputs), len(compiled.outputs)
+        self._inputs: list[np.ndarray | None] = [None] * n_in
+        self._outputs: list[np.ndarray] | None = None
+        self._output_tensors: list[Tensor | None] = [None] * n_out
+        self._profile: dict[str, float] | None = None
+        self._latency_ms = 0.0
+        self._callback: Callable[[Any], None] | None = None
+        self._hook: Callable[[InferRequest], None] | None = None  # AsyncInferQueue's callback
+        self._on_idle: Callable[[], None] | None = None  # AsyncInferQueue's bookkeeping
+        self.userdata: Any = None
+        self._done = threading.Event()
+        self._done.set()
+        self._error: BaseException | None = None
+        self._callback_thread: int | None = None
+
+    # -- tensors ------------------------------------------------------------------------
+    def _check_idle(self, what: str) -> None:
+        if not self._done.is_set():
+            raise EmberError(f"ember: cannot {what} while this request is running; wait() first")
+
+    def _output_key(self, key: Any) -> int | None:
+        """The output index for ``key`` when it names an output and not an input."""
+        c = self._compiled
+        if isinstance(key, Output):
+            for i, p in enumerate(c.outputs):
+                if p == key:
+                    return i
+            return None
+        if isinstance(key, str) and not c._has_input_name(key):
+            try:
+                return c._output_index(key)
+            except EmberError:
+                return None
+        return None
+
+    def set_tensor(self, key: Any, tensor: Tensor | np.ndarray) -> None:
+        """Give input (or output) ``key`` (a name, a port, or an input index) a tensor. The
+        request uses the tensor's memory: later writes to it are seen by the next inference.
+        An output tensor receives a copy of each result."""
+        self._check_idle("set a tensor")
+        o = self._output_key(key)
+        if o is not None:
+            self._output_tensors[o] = tensor if isinstance(tensor, Tensor) else Tensor(tensor, shared_memory=True)
+            return
+        i = self._compiled._input_index(key)
+        self._inputs[i] = convert_input(tensor, self._compiled._params[i], self._compiled._input_label(i), copy=False)
+
+    def set_tensors(self, tensors: Mapping[Any, Any]) -> None:
+        for k, v in tensors.items():
+            self.set_tensor(k, v)
+
+    def set_input_tensor(self, *args: Any) -> None:
+        """``set_input_tensor(tensor)`` for a one-input model, or ``set_input_tensor(index, tensor)``."""
+        if len(args) == 1:
+            self.set_tensor(0, args[0])
+        else:
+            self.set_tensor(int(args[0]), args[1])
+
+    def set_input_tensors(self, tensors: Mapping[Any, Any]) -> None:
+        self.set_tensors(tensors)
+
+    def set_output_tensor(self, *args: Any) -> None:
+        index, tensor = (0, args[0]) if len(args) == 1 else (int(args[0]), args[1])
+        self.set_tensor(self._compiled.outputs[index], tensor)
+
+    def set_output_tensors(self, tensors: Mapping[int, Any]) -> None:
+        for k, v in tensors.items():
+            self.set_output_tensor(k, v)
+
+    def get_tensor(self, key: Any) -> Tensor:
+        """The tensor of input or output ``key`` (name or port); it shares the request's memory."""
+        o = self._output_key(key)
+        if o is not None:
+            return self.get_output_tensor(o)
+        i = self._compiled._input_index(key)
+        value = self._inputs[i]
+        if value is None:
+            raise EmberError(f"ember: input '{self._compiled._input_label(i)}' has no tensor yet")
+        return Tensor(value, shared_memory=True)
+
+    def get_input_tensor(self, index: int = 0) -> Tensor:
+        return self.get_tensor(self._compiled.inputs[index])
+
+    def get_output_tensor(self, index: int = 0) -> Tensor:
+        if not -len(self._compiled.outputs) <= index < len(self._compiled.outputs):
+            raise EmberError(f"ember: the model has {len(self._compiled.outputs)} outputs; no output {index}")
+        preset = self._output_tensors[index]
+        if preset is not None:
+            return preset
+        if self._outputs is None:
+            raise EmberError("ember: no inference has run yet, so there are no output tensors")
+        return Tensor(self._outputs[index], shared_memory=True)
+
+    @property
+    def input_tensors(self) -> list[Tensor]:
+        return [self.get_input_tensor(i) for i in range(len(self._inputs))]
+
+    @property
+    def output_tensors(self) -> list[Tensor]:
+        return [self.get_output_tensor(i) for i in range(len(self._compiled.outputs))]
+
+    # -- inference ----------------------------------------------------------------------
+    def _feed(self, inputs: Any, share: bool) -> None:
+        if inputs is None:
+            return
+        c = self._compiled
+        if isinstance(inputs, Mapping):
+            items = list(inputs.items())
+        elif isinstance(inputs, (list, tuple)):
+            if len(inputs) != len(c.inputs):
+                raise InferenceError(f"ember: the model has {len(c.inputs)} inputs, {len(inputs)} were given")
+            items = list(enumerate(inputs))
+        else:
+            if len(c.inputs) != 1:
+                raise InferenceError(f"ember: the model has {len(c.inputs)} inputs; pass a list or a dict")
+            items = [(0, inputs)]
+        for k, v in items:
+            if isinstance(k, Input):
+                k = k.source
+            i = c._input_index(k)
+            self._inputs[i] = convert_input(v, c._params[i], c._input_label(i), copy=not share)
+
+    def _ready_inputs(self) -> list[np.ndarray]:
+        missing = [self._compiled._input_label(i) for i, v in enumerate(self._inputs) if v is None]
+        if missing:
+            raise InferenceError(f"ember: no value for input(s) {', '.join(missing)}")
+        return list(self._inputs)  # type: ignore[arg-type]
+
+    def _execute(self, inputs: list[np.ndarray]) -> None:
+        profile: dict[str, float] | None = {} if self._compiled._profiling else None
+        t0 = time.perf_counter()
+        outs = self._compiled._executor.run(inputs, profile)
+        self._latency_ms = (time.perf_counter() - t0) * 1e3
+        for k, t in enumerate(self._output_tensors):
+            if t is not None:
+                if t.data.shape == outs[k].shape and t.data.flags.writeable:
+                    np.copyto(t.data, outs[k], casting="unsafe")
+                else:
+                    t._data = np.array(outs[k], copy=True)
+                outs[k] = t.data
+        self._profile = profile
+        self._outputs = outs
+
+    def _results(self, share_outputs: bool) -> OVDict:
+        outs = self._outputs or []
+        values = list(outs) if share_outputs else [np.array(o, copy=True) for o in outs]
+        return OVDict(self._compiled.outputs, values)
+
+    def infer(self, inputs: Any = None, share_inputs: bool = False, share_outputs: bool = False) -> OVDict:
+        """Run one inference on the calling thread and return the results.
+
+        ``inputs``: one array (one-input models), a list in input order, or a dict keyed by
+        input name, index or port. See the module docstring for ``share_inputs`` and
+        ``share_outputs``.
+        """
+        self._check_idle("call infer")
+        self._feed(inputs, share_inputs)
+        self._execute(self._ready_inputs())
+        return self._results(share_outputs)
+
+    def start_async(self, inputs: Any = None, userdata: Any = None, share_inputs: bool = False) -> None:
+        """Start one inference on a worker thread and return at once; ``wait`` for it. The
+        callback set with ``set_callback`` runs on the worker thread when it finishes (with
+        ``userdata`` when given here, else the one given to ``set_callback``)."""
+        self._check_idle("start another inference")
+        self._feed(inputs, share_inputs)
+        ins = self._ready_inputs()
+        if userdata is not None:
+            self.userdata = userdata
+        self._error = None
+        self._done.clear()
+        try:
+            self._compiled._executor.submit(lambda: self._run_job(ins))
+        except BaseException:
+            self._done.set()
+            raise
+
+    def _run_job(self, inputs: list[np.ndarray]) -> None:
+        try:
+            self._execute(inputs)
+        except BaseException as e:  # noqa: BLE001 - handed to wait()
+            self._error = e
+        self._callback_thread = threading.get_ident()
+        try:
+            if self._callback is not None:
+                self._callback(self.userdata)
+            if self._hook is not None:
+                self._hook(self)
+        except BaseException as e:  # noqa: BLE001 - a failing callback is reported by wait()
+            log.error("ember: an inference callback raised %s: %s", type(e).__name__, e)
+            if self._error is None:
+                self._error = e
+        finally:
+            self._callback_thread = None
+            self._done.set()
+            if self._on_idle is not None:
+                self._on_idle()
+
+    def wait(self) -> None:
+        """Block until the running inference (and its callback) is done; re-raise its error."""
+        if self._callback_thread == threading.get_ident():
+            raise EmberError("ember: wait() called from this request's own callback would never return")
+        self._done.wait()
+        self._raise_error()
+
+    def wait_for(self, timeout: int) -> bool:
+        """Wait at most ``timeout`` milliseconds (-1: forever); True when the request is done."""
+        if timeout < 0:
+            self.wait()
+            return True
+        if self._callback_thread == threading.get_ident():
+            return False
+        done = self._done.wait(timeout / 1000.0)
+        if done:
+            self._raise_error()
+        return done
+
+    def _raise_error(self) -> None:
+        err, self._error = self._error, None
+        if err is not None:
+            raise err
+
+    def set_callback(self, callback: Callable[[Any], None] | None, userdata: Any = None) -> None:
+        """Call ``callback(userdata)`` on the worker thread after each ``start_async``
+        (on success and on failure; ``wait`` reports the failure)."""
+        self._check_idle("set a callback")
+        self._callback = callback
+        self.userdata = userdata
+
+    def cancel(self) -> None:
+        """Requests cannot be interrupted once started; this waits for the running one."""
+        self._done.wait()
+
+    @property
+    def latency(self) -> float:
+        """Duration of the last inference, in milliseconds."""
+        return self._latency_ms
+
+    @property
+    def results(self) -> OVDict:
+        if self._outputs is None:
+            raise EmberError("ember: no inference has run yet")
+        return OVDict(self._compiled.outputs, list(self._outputs))
+
+    @property
+    def model_inputs(self) -> list[Output]:
+        return self._compiled.inputs
+
+    @property
+    def model_outputs(self) -> list[Output]:
+        return self._compiled.outputs
+
+    def get_compiled_model(self) -> CompiledModel:
+        return self._compiled
+
+    def get_profiling_info(self) -> list[ProfilingInfo]:
+        """Per-op times of the last inference, in execution order; empty unless the model was
+        compiled with ``PERF_COUNT``/``enable_profiling`` on."""
+        if self._profile is None:
+            return []
+        types = self._compiled._node_types
+        out = []
+        for name, secs in self._profile.items():
+            t = timedelta(seconds=secs)
+            out.append(ProfilingInfo(name, types.get(name, ""), self._compiled._exec_type, t, t))
+        return out
+
+    @property
+    def profiling_info(self) -> list[ProfilingInfo]:
+        return self.get_profiling_info()
+
+    def query_state(self) -> list[Any]:
+        return []
+
+    def reset_state(self) -> None:
+        return None
+
+
+class AsyncInferQueue:
+    """A pool of ``jobs`` infer requests fed round the clock: ``start_async`` takes the next
+    idle request (waiting for one if all are busy), and the callback set with
+    ``set_callback(fn)`` runs as ``fn(request, userdata)`` on a worker thread when each
+    inference ends. ``jobs=0`` uses the compiled model's OPTIMAL_NUMBER_OF_INFER_REQUESTS.
+    """
+
+    def __init__(self, model: CompiledModel, jobs: int = 0) -> None:
+        if jobs < 0:
+            raise EmberError(f"ember: AsyncInferQueue needs jobs >= 0, got {jobs}")
+        n = jobs or int(model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._requests = [model.create_infer_request() for _ in range(n)]
+        self._userdata: list[Any] = [None] * n
+        self._idle: collections.deque[int] = collections.deque(range(n))
+        self._cond = threading.Condition()
+        self._callback: Callable[[InferRequest, Any], None] | None = None
+        self._errors: list[BaseException] = []
+        for i, r in enumerate(self._requests):
+            r._hook = self._make_hook(i)
+            r._on_idle = self._make_release(i)
+
+    def _make_hook(self, i: int) -> Callable[[InferRequest], None]:
+        def hook(request: InferRequest) -> None:
+            try:
+                if request._error is not None:
+                    with self._cond:
+                        self._errors.append(request._error)
+                    request._error = None
+                if self._callback is not None:
+                    self._callback(request, self._userdata[i])
+            except BaseException as e:  # noqa: BLE001 - reported by wait_all
+                log.error("ember: an AsyncInferQueue callback raised %s: %s", type(e).__name__, e)
+                with self._cond:
+                    self._errors.append(e)
+        return hook
+
+    def _make_release(self, i: int) -> Callable[[], None]:
+        def release() -> None:
+            with self._cond:
+                self._idle.append(i)
+                self._cond.notify_all()
+        return release
+
+    def set_callback(self, callback: Callable[[InferRequest, Any], None] | None) -> None:
+        """Call ``callback(request, userdata)`` after each inference, on a worker thread."""
+        self._callback = callback
+
+    def _take_idle(self) -> int:
+        with self._cond:
+            while not self._idle:
+                self._cond.wait()
+            return self._idle.popleft()
+
+    def get_idle_request_id(self) -> int:
+        """The id of an idle request, waiting for one to finish if all are busy."""
+        with self._cond:
+            while not self._idle:
+                self._cond.wait()
+            return self._idle[0]
+
+    def start_async(self, inputs: Any = None, userdata: Any = None, share_inputs: bool = False) -> None:
+        """Start an inference on the next idle request (blocks while all are busy)."""
+        i = self._take_idle()
+        self._userdata[i] = userdata
+        try:
+            self._requests[i].start_async(inputs, share_inputs=share_inputs)
+        except BaseException:
+            with self._cond:
+                self._idle.appendleft(i)
+                self._cond.notify_all()
+            raise
+
+    def is_ready(self) -> bool:
+        """True when at least one request is idle (``start_async`` would not block)."""
+        with self._cond:
+            return bool(self._idle)
+
+    def wait_all(self) -> None:
+        """Block until every request is idle; re-raise the first error any of them met."""
+        with self._cond:
+            while len(self._idle) < len(self._requests):
+                self._cond.wait()
+            errors, self._errors = self._errors, []
+        if errors:
+            raise errors[0]
+
+    @property
+    def userdata(self) -> list[Any]:
+        return list(self._userdata)
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __getitem__(self, i: int) -> InferRequest:
+        return self._requests[i]
+
+    def __iter__(self) -> Iterator[InferRequest]:
+        return iter(self._requests)
+
+    def __repr__(self) -> str:
+        return f"<AsyncInferQueue: {len(self._requests)} jobs>"
