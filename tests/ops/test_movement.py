@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from openvino.utils.node_factory import NodeFactory  # noqa: E402
 from test_shape_ops import C, P, compare_numpy, compare_pair, f32, i32, i64, listed, old  # noqa: E402
 
 import ember.opset as eo  # noqa: E402
@@ -65,6 +66,8 @@ CASES: list[tuple[str, Any, list[Any], tuple, dict]] = [
      ss([1, 0, 0], [1, 1, 0])),
     ("ss_clamped", "strided_slice", [x234, i64([-100, 1]), i64([100, 1000]), i64([1, 1])], (), ss([0, 0], [0, 0])),
     ("ss_empty_result", "strided_slice", [x234, i64([2, 0]), i64([1, 3]), i64([1, 1])], (), ss([0, 0], [0, 0])),
+    ("ss_runtime_begin_end", "strided_slice", [x234, np.array([1, -2], np.int64), np.array([2, 3], np.int64),
+                                               i64([1, 1])], (), ss([0, 0], [0, 1])),
     ("ss_i32_short_masks", "strided_slice", [x234, i32([0, 1, 1]), i32([1, 3, 3]), i32([1, 1, 1])], (),
      ss([0], [1])),
     # OpenVINO 2026.4's CPU plugin returns garbage for this mix of shrink and new axis: numpy is the oracle
@@ -395,3 +398,91 @@ def test_runtime_errors(case: tuple) -> None:
     args = (0, 1) if op == "reverse_sequence" else ()
     with pytest.raises(EmberError, match="out of range|outside"):
         run_ember(op, inputs, *args)
+
+
+# -- IR: a model OpenVINO saves with every op version here loads in ember, and back --------------
+
+
+def _ir_model(o: Any, factory: Callable[[str, str, list, dict], Any]) -> tuple[list, list, list[np.ndarray]]:
+    """One graph with each shape and movement op version, built with opset module ``o`` and
+    ``factory(opset, type, inputs, attrs)`` for versions no builder makes."""
+    x = o.parameter([2, 3, 4], np.float32, name="x")
+    idx = o.parameter([2, 2], np.int64, name="idx")
+    outs = [
+        o.reshape(x, C(o, [4, -1]), False), o.squeeze(o.unsqueeze(x, C(o, [0])), C(o, [0]), True),
+        factory("opset1", "Squeeze", [o.unsqueeze(x, C(o, [1])), C(o, [1])], {}),
+        o.shape_of(x, "i32"), factory("opset1", "ShapeOf", [x], {}),
+        o.broadcast(C(o, [1.0], np.float32), C(o, [2, 3]), None, "BIDIRECTIONAL"),
+        factory("opset1", "Broadcast", [C(o, [1.0, 2.0, 3.0], np.float32), C(o, [3, 2]), C(o, [0])],
+                {"mode": "explicit"}),
+        o.tile(x, C(o, [1, 2, 1])), o.range(C(o, 0), C(o, 6), C(o, 2), "i32"),
+        factory("opset1", "Range", [C(o, 1.0, np.float32), C(o, 2.0, np.float32), C(o, 0.25, np.float32)], {}),
+        o.convert(x, "f16"), o.convert_like(idx, x), o.non_zero(idx, "i32"), o.concat([x, x], -1),
+        o.split(x, C(o, 2), 2).output(1), o.variadic_split(x, C(o, 1), C(o, [1, -1])).output(1),
+        o.transpose(x, C(o, [2, 0, 1])),
+        o.strided_slice(x, C(o, [0, 1]), C(o, [0, 3]), C(o, [1, 1]), [1, 0], [1, 0], [0, 0], [0, 1], [0, 0]),
+        o.slice(x, C(o, [-1]), C(o, [0]), C(o, [-1]), C(o, [2])),
+        o.slice_scatter(x, o.negative(x), C(o, [0]), C(o, [9]), C(o, [1])),
+        o.gather(x, idx, C(o, 1), 1), factory("opset7", "Gather", [x, idx, C(o, 1)], {"batch_dims": 0}),
+        factory("opset1", "Gather", [x, idx, C(o, 2)], {}),
+        o.gather_elements(x, C(o, np.zeros((2, 3, 4))), 2), o.gather_nd(x, idx, 1),
+        factory("opset5", "GatherND", [x, C(o, [[1], [0]]), ], {"batch_dims": 1}),
+        o.scatter_update(x, C(o, [1, 0]), o.slice(x, C(o, [0]), C(o, [2]), C(o, [1]), C(o, [1])), C(o, 1)),
+        o.scatter_elements_update(x, C(o, np.ones((2, 3, 4))), x, C(o, 0), "max", False),
+        factory("opset3", "ScatterElementsUpdate", [x, C(o, np.ones((2, 3, 4))), o.negative(x), C(o, 0)], {}),
+        o.scatter_nd_update(x, C(o, [[0, 1], [0, 1]]), C(o, np.ones((2, 4)), np.float32), "sum"),
+        factory("opset4", "ScatterNDUpdate", [x, C(o, [[1]]), C(o, np.zeros((1, 3, 4)), np.float32)], {}),
+        o.pad(x, C(o, [0, -1, 2]), C(o, [1, 0, 1]), "reflect"),
+        factory("opset1", "Pad", [x, C(o, [0, 1, 0]), C(o, [0, 0, 2]), C(o, 5.0, np.float32)], {"pad_mode": "constant"}),
+        o.depth_to_space(o.reshape(x, C(o, [1, 8, 3, 1]), False), "depth_first", 2),
+        o.space_to_depth(o.reshape(x, C(o, [1, 1, 4, 6]), False), "blocks_first", 2),
+        factory("opset1", "Reverse", [x, C(o, [0, 2])], {"mode": "index"}),
+        o.reverse_sequence(x, C(o, [2, 3]), 0, 1), o.roll(x, C(o, [1, -1]), C(o, [0, 2])),
+        o.one_hot(idx, C(o, 3), C(o, 1.0, np.float32), C(o, 0.0, np.float32), -1, "normalize"),
+        factory("opset1", "OneHot", [idx, C(o, 3), C(o, 1.0, np.float32), C(o, 0.0, np.float32)], {"axis": 0}),
+        o.einsum([x, x], "abc,abd->acd"),
+    ]
+    feeds = [f32(2, 3, 4), np.array([[0, 2], [1, -1]], np.int64)]
+    return [n.output(0) if hasattr(n, "outputs") else n for n in outs], [x, idx], feeds
+
+
+def _ov_factory(opset: str, type_name: str, ins: list, attrs: dict) -> Any:
+    return NodeFactory(opset).create(type_name, [i.output(0) if hasattr(i, "output") else i for i in ins], attrs)
+
+
+def _ember_factory(opset: str, type_name: str, ins: list, attrs: dict) -> Any:
+    from ember.graph.registry import get_op
+
+    return get_op(type_name, opset)(ins, attrs)
+
+
+def test_ir_written_by_openvino_runs_in_ember(tmp_path: Path) -> None:
+    from ember.devices.reference import run_model
+    from ember.io.ir_reader import read_ir
+
+    outs, params, feeds = _ir_model(ov16, _ov_factory)
+    model = ov.Model([ov16.result(o) for o in outs], params, "moves")
+    ov.save_model(model, tmp_path / "m.xml", compress_to_fp16=False)
+    theirs = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(feeds)
+    ours = run_model(read_ir(tmp_path / "m.xml"), feeds)
+    for k, (a, b) in enumerate(zip(ours, theirs.values())):
+        assert a.shape == b.shape, (k, outs[k].get_node().get_type_name())
+        np.testing.assert_allclose(a.astype(np.float64), np.asarray(b).astype(np.float64), rtol=1e-3, atol=1e-5,
+                                   err_msg=f"output {k}: {outs[k].get_node().get_type_name()}")
+
+
+def test_ir_written_by_ember_loads_in_openvino(tmp_path: Path) -> None:
+    from ember.devices.reference import run_model
+    from ember.graph import Model
+    from ember.io.ir_writer import write_ir
+
+    outs, params, feeds = _ir_model(eo, _ember_factory)
+    model = Model([eo.result(o) for o in outs], params, "moves")
+    write_ir(model, tmp_path / "m.xml")
+    theirs = ov.Core().compile_model(ov.Core().read_model(tmp_path / "m.xml"), "CPU",
+                                     {"INFERENCE_PRECISION_HINT": "f32"})(feeds)
+    ours = run_model(model, feeds)
+    for k, (a, b) in enumerate(zip(ours, theirs.values())):
+        assert a.shape == b.shape, (k, outs[k].node.type_name)
+        np.testing.assert_allclose(a.astype(np.float64), np.asarray(b).astype(np.float64), rtol=1e-3, atol=1e-5,
+                                   err_msg=f"output {k}: {outs[k].node.type_name}")

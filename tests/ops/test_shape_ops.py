@@ -236,6 +236,15 @@ INFER: list[tuple[str, Callable[[Any], Any], str | None]] = [
     ("reshape_gather_concat",
      lambda o: o.reshape(P(o, "2..5,3,4"), o.concat([o.gather(o.shape_of(P(o, "2..5,3,4")), C(o, [0]), C(o, 0)),
                                                      C(o, [-1])], 0), False), None),
+    *[(f"reshape_onnx_flatten_{i}",
+       lambda o, s=shape: o.reshape(P(o, s), o.concat([o.unsqueeze(o.gather(o.shape_of(P(o, s)), C(o, 0), C(o, 0)),
+                                                                  C(o, [0])), C(o, [-1])], 0), False), None)
+      for i, shape in enumerate(["?,3,4", "2..5,3,4", "2,3,4"])],
+    *[(f"reshape_multiplied_dims_{i}",
+       lambda o, s=shape: o.reshape(P(o, s), o.concat([C(o, [-1]), o.multiply(
+           o.gather(o.shape_of(P(o, s)), C(o, [1]), C(o, 0)), o.gather(o.shape_of(P(o, s)), C(o, [2]), C(o, 0)))],
+           0), False), None)
+      for i, shape in enumerate(["?,3,4", "2..5,3,4"])],
     ("reshape_target_param", lambda o: o.reshape(P(o, "2,3"), P(o, "3", np.int64), True), None),
     ("reshape_dynamic_rank_in", lambda o: o.reshape(P(o, "..."), C(o, [0, -1]), True), None),
     ("reshape_minus1_dynamic", lambda o: o.reshape(P(o, "?,3,4"), C(o, [-1, 6]), False), None),
