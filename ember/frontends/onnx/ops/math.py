@@ -6,6 +6,7 @@ import math
 from functools import reduce
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 import ember.opset as ops
@@ -223,11 +224,29 @@ def where(ctx: NodeContext) -> Output:
     return ops.select(ctx.req(0), ctx.req(1), ctx.req(2)).output(0)
 
 
+_WRAPPED = {Type.i4: (4, True), Type.u4: (4, False), Type.u2: (2, False)}
+
+
+def _cast(ctx: NodeContext, x: Output, to: Type) -> Output:
+    """ONNX Cast: sub-byte integers wrap around, float8 targets saturate unless saturate=0."""
+    if x.element_type is to:
+        return x
+    if to in _WRAPPED and x.element_type is not Type.boolean:
+        bits, signed = _WRAPPED[to]
+        v = convert(x, Type.i64)
+        span, off = 1 << bits, (1 << (bits - 1)) if signed else 0
+        v = ops.subtract(ops.floor_mod(ops.add(v, const(off, Type.i64)), const(span, Type.i64)),
+                         const(off, Type.i64)).output(0)
+        return convert(v, to)
+    if to in (Type.f8e4m3, Type.f8e5m2) and x.element_type.is_real and ctx.attr("saturate", 1):
+        hi = float(ml_dtypes.finfo(to.dtype).max)
+        x = ops.clamp(x, -hi, hi).output(0)
+    return convert(x, to)
+
+
 @converter("Cast")
 def cast(ctx: NodeContext) -> Output:
-    x = ctx.req(0)
-    to = element_type(ctx.attr("to"))
-    return convert(x, to) if x.element_type is not to else x
+    return _cast(ctx, ctx.req(0), element_type(ctx.attr("to")))
 
 
 @converter("CastLike")
@@ -235,7 +254,7 @@ def cast_like(ctx: NodeContext) -> Output:
     x, like = ctx.req(0), ctx.req(1)
     if like.element_type.is_dynamic:
         return ops.convert_like(x, like).output(0)
-    return convert(x, like.element_type)
+    return _cast(ctx, x, like.element_type)
 
 
 def _limits(et: Type) -> tuple[float, float]:

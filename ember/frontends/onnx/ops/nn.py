@@ -326,3 +326,10 @@ def lp_norm(ctx: NodeContext) -> Output:
 def mean_variance_norm(ctx: NodeContext) -> Output:
     axes = ctx.attr("axes", [0, 2, 3])
     return ops.mvn(ctx.req(0), i64(axes), True, 1e-9, "outside_sqrt").output(0)
+
+
+@converter("Col2Im")
+def col2im(ctx: NodeContext) -> Output:
+    pads = ctx.attr("pads", [0, 0, 0, 0])
+    return ops.col2im(ctx.req(0), convert(ctx.req(1), Type.i64), convert(ctx.req(2), Type.i64),
+                      ctx.attr("strides", [1, 1]), ctx.attr("dilations", [1, 1]), pads[:2], pads[2:]).output(0)

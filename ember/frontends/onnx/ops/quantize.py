@@ -105,10 +105,11 @@ def quantize_linear(ctx: NodeContext) -> Output:
     z = const(0.0, work) if zp is None else _broadcastable(convert(zp, work), r, axis, block, x)
     in_low = ops.multiply(ops.subtract(const(float(lo), work), z), s).output(0)
     in_high = ops.multiply(ops.subtract(const(float(hi), work), z), s).output(0)
-    levels = hi - lo + 1
-    fq = ops.fake_quantize(xf, in_low, in_high, const(float(lo), work), const(float(hi), work), levels).output(0)
-    y = convert(fq, et)
-    ctx.graph.notes[y] = _Quantized(xf, in_low, in_high, levels, scale, zp)
+    # the integer result is computed exactly as ONNX defines it (round half to even of x / scale);
+    # a following DequantizeLinear fuses with this into one FakeQuantize (see dequantize_linear)
+    q = ops.add(ops.round(ops.divide(xf, s), "half_to_even"), z).output(0)
+    y = convert(ops.clamp(q, float(lo), float(hi)).output(0), et)
+    ctx.graph.notes[y] = _Quantized(xf, in_low, in_high, hi - lo + 1, scale, zp)
     return y
 
 

@@ -79,7 +79,7 @@ def _arg(ctx: NodeContext, mode: str) -> Output:
     data = x
     if last:
         data = ops.reverse(x, i64([axis]), "index").output(0)
-    idx = ops.topk(data, i64(1), axis, mode, "none", "i64", True).output(1)
+    idx = ops.topk(data, i64(1), axis, mode, "value", "i64", True).output(1)
     if last:
         dim = ops.gather(shape_of(x), i64([axis]), i64(0)).output(0)
         idx = ops.subtract(ops.subtract(dim, i64(1)), idx).output(0)
@@ -103,13 +103,13 @@ def topk(ctx: NodeContext) -> list[Output]:
     x = ctx.req(0)
     k = i64(ctx.attr("k")) if ctx.opset < 10 else ops.reshape(convert(ctx.req(1), Type.i64), i64([]), False)
     mode = "max" if ctx.attr("largest", 1) else "min"
-    sort = "value" if ctx.attr("sorted", 1) else "none"
-    node = ops.topk(x, k, ctx.attr("axis", -1), mode, sort, "i64", True)
+    # ONNX breaks ties by the lower index; OpenVINO's stable sort by value does the same
+    node = ops.topk(x, k, ctx.attr("axis", -1), mode, "value", "i64", True)
     return node.outputs()
 
 
 def _hardmax_last(x: Output, axis: int) -> Output:
-    idx = ops.topk(x, i64(1), axis, "max", "none", "i64", True).output(1)
+    idx = ops.topk(x, i64(1), axis, "max", "value", "i64", True).output(1)
     depth = ops.reshape(ops.gather(shape_of(x), i64([axis]), i64(0)), i64([]), False).output(0)
     hot = ops.one_hot(ops.squeeze(idx, i64([axis])), depth, const_like(1, x), const_like(0, x), axis).output(0)
     return hot

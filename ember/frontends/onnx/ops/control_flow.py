@@ -1,0 +1,144 @@
+"""If, Loop and Scan onto OpenVINO's If, Loop and TensorIterator.
+
+Each ONNX subgraph becomes a body Model; the outer values a body reads become extra body
+Parameters fed as invariant inputs. Loop and Scan stack per-iteration outputs along a new
+axis, so their bodies get an Unsqueeze before the concatenated output (and Scan an Squeeze
+after each sliced input), as OpenVINO's ONNX frontend builds them.
+"""
+
+from __future__ import annotations
+
+import ember.opset as ops
+from ember.frontends.onnx.context import NodeContext
+from ember.frontends.onnx.graph import Subgraph
+from ember.frontends.onnx.registry import converter
+from ember.frontends.onnx.utils import const, i64, reshape
+from ember.graph.core_ops import Parameter, Result
+from ember.graph.node import Output
+from ember.graph.shape import PartialShape
+from ember.graph.types import Type
+
+
+def _scalar(x: Output) -> Output:
+    ps = x.partial_shape
+    return x if ps.rank_is_static and len(ps) == 0 else reshape(x, [])
+
+
+@converter("If")
+def if_(ctx: NodeContext) -> list[Output]:
+    cond = _scalar(ctx.req(0))
+    then = ctx.subgraph("then_branch")
+    other = ctx.subgraph("else_branch")
+    if len(then.outputs) != len(other.outputs):
+        raise ctx.fail("the branches have different numbers of outputs")
+    node = ops.if_op(cond)
+    node.set_then_body(then.model)
+    node.set_else_body(other.model)
+    for p, outer in then.captures:
+        node.set_input(outer, p, None)
+    for p, outer in other.captures:
+        node.set_input(outer, None, p)
+    return [node.set_output(tr, er) for tr, er in zip(then.model.get_results(), other.model.get_results())]
+
+
+def _stacking_result(body: Subgraph, out: Output, axis: int) -> Result:
+    """A new body Result holding ``out`` with a length-1 ``axis`` to concatenate on."""
+    r = Result([ops.unsqueeze(out, i64([axis])).output(0)])
+    body.model.add_results([r])
+    return r
+
+
+def _squeezed_parameter(body: Subgraph, k: int, axis: int) -> Parameter:
+    """Replace formal input ``k`` by a Parameter with a length-1 ``axis``, squeezed for the body."""
+    old = body.inputs[k]
+    ps = old.partial_shape
+    dims = list(ps) if ps.rank_is_static else None
+    shape = PartialShape(dims[:axis] + [1] + dims[axis:]) if dims is not None else PartialShape.dynamic()
+    new = Parameter(old.element_type, shape, old.friendly_name)
+    new.output(0).set_names(old.output(0).names)
+    old.output(0).replace(ops.squeeze(new, i64([axis])).output(0))
+    index = body.model.get_parameter_index(old)
+    body.model.replace_parameter(index, new)
+    body.inputs[k] = new
+    return new
+
+
+@converter("Loop")
+def loop(ctx: NodeContext) -> list[Output]:
+    trip = _scalar(ops.convert(ctx.req(0), Type.i64).output(0)) if ctx.has_input(0) else const(-1, Type.i64)
+    cond = _scalar(ctx.req(1)) if ctx.has_input(1) else const(True, Type.boolean)
+    carried = [ctx.req(i) for i in range(2, ctx.num_inputs)]
+    specs = [(Type.i64, PartialShape([])), (Type.boolean, PartialShape([]))] + \
+        [(v.element_type, v.partial_shape) for v in carried]
+    body = ctx.subgraph("body", specs)
+    n = len(carried)
+    results = body.model.get_results()
+    if len(results) < 1 + n:
+        raise ctx.fail("the body has fewer outputs than loop-carried values")
+    scans = [_stacking_result(body, r.input_values()[0], 0) for r in results[1 + n:]]
+    node = ops.loop(trip, cond)
+    node.set_function(body.model)
+    node.set_special_body_ports([0, 0])
+    node.set_merged_input(body.inputs[1], cond, results[0].output(0))
+    for k, v in enumerate(carried):
+        node.set_merged_input(body.inputs[2 + k], v, results[1 + k].output(0))
+    for p, outer in body.captures:
+        node.set_invariant_input(p, outer)
+    outs = [node.get_iter_value(results[1 + k].output(0), -1) for k in range(n)]
+    outs += [node.get_concatenated_slices(r.output(0), 0, 1, 1, -1, 0) for r in scans]
+    return outs
+
+
+@converter("Scan", since=9)
+def scan(ctx: NodeContext) -> list[Output]:
+    m = ctx.attr("num_scan_inputs")
+    values = [ctx.req(i) for i in range(ctx.num_inputs)]
+    n = len(values) - m
+    states, scanned = values[:n], values[n:]
+    in_axes = ctx.attr("scan_input_axes", [0] * m)
+    in_dirs = ctx.attr("scan_input_directions", [0] * m)
+    specs: list[tuple[Type, PartialShape] | None] = [(v.element_type, v.partial_shape) for v in states]
+    norm_axes = []
+    for v, a in zip(scanned, in_axes):
+        ps = v.partial_shape
+        r = len(ps) if ps.rank_is_static else None
+        if a < 0 and r is None:
+            raise ctx.fail("a negative scan axis needs inputs of known rank")
+        a = a + r if a < 0 else a
+        norm_axes.append(a)
+        sliced = PartialShape([d for i, d in enumerate(ps) if i != a]) if r is not None else PartialShape.dynamic()
+        specs.append((v.element_type, sliced))
+    body = ctx.subgraph("body", specs)
+    results = body.model.get_results()
+    k_out = len(results) - n
+    out_axes = ctx.attr("scan_output_axes", [0] * k_out)
+    out_dirs = ctx.attr("scan_output_directions", [0] * k_out)
+    node = ops.tensor_iterator()
+    stacks = []
+    for j, r in enumerate(results[n:]):
+        src = r.input_values()[0]
+        rank = len(src.partial_shape) + 1 if src.partial_shape.rank_is_static else None
+        a = out_axes[j]
+        if a < 0:
+            if rank is None:
+                raise ctx.fail("a negative scan output axis needs outputs of known rank")
+            a += rank
+        stacks.append((_stacking_result(body, src, a), a, out_dirs[j]))
+    params = [_squeezed_parameter(body, n + j, norm_axes[j]) for j in range(m)]
+    node.set_body(body.model)
+    for k in range(n):
+        node.set_merged_input(body.inputs[k], states[k], results[k].output(0))
+    for j, (p, v) in enumerate(zip(params, scanned)):
+        if in_dirs[j]:
+            node.set_sliced_input(p, v, -1, -1, 1, 0, norm_axes[j])
+        else:
+            node.set_sliced_input(p, v, 0, 1, 1, -1, norm_axes[j])
+    for p, outer in body.captures:
+        node.set_invariant_input(p, outer)
+    outs = [node.get_iter_value(results[k].output(0), -1) for k in range(n)]
+    for r, a, d in stacks:
+        if d:
+            outs.append(node.get_concatenated_slices(r.output(0), -1, -1, 1, 0, a))
+        else:
+            outs.append(node.get_concatenated_slices(r.output(0), 0, 1, 1, -1, a))
+    return outs
