@@ -1,0 +1,592 @@
+"""FP32 GEMM and implicit-GEMM convolution: the register-blocked micro-kernel and its loop nest.
+
+One native task function, ``igemm_task(ctx, task)``, computes a block of
+
+    Y[p, n] = clamp(sum_{tap, c} X[row(p, tap), c] * B[tap, c, n] + bias[n] + R[p, n], lo, hi)
+
+where ``row(p, tap)`` maps output pixel ``p`` and kernel tap to an input pixel (or to a row
+of zeros for padding). A plain GEMM is the 1x1 case (``row(p) = p``, stride ``lda``); a
+convolution over NHWC activations is the general case, so convolution needs no im2col.
+Each task fills a small table of row pointers for its pixels once, then runs the
+micro-kernel over (K chunk, N panel, M tile). All loops run in native code; Python makes
+one call per operation (``ThreadPool.parallel_for`` over the tasks).
+
+B (the weights) is packed once into panels ``NR = nv * lanes`` columns wide:
+``[group][panel][chunk][tap][c][NR]``, zero padded, 64-byte aligned. The micro-kernel keeps
+an ``MR x NR`` tile of C in vector registers, broadcasts one A element per row and k, and
+does ``MR * nv`` FMAs per k. Tile sizes per ISA level are in :data:`TILES`.
+
+Parameters of a call live in a *context*, an int64 array (field names in
+:data:`CTX_FIELDS`), built once when the operation is bound to its buffers; a lowered plan
+keeps contexts alive and calls ``parallel_for(task, ctx, n_tasks)`` per op.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu import jit
+from ember.devices.cpu.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.isa import Isa, host_isa
+from ember.devices.cpu.threadpool import ThreadPool, default_pool
+from ember.errors import EmberError
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Register tile of the micro-kernel: ``mr`` rows by ``nv`` vectors of ``lanes`` floats."""
+
+    mr: int
+    nv: int
+    lanes: int
+    unroll: int = 4  # k steps per iteration of the inner loop
+
+    @property
+    def nr(self) -> int:
+        return self.nv * self.lanes
+
+
+TILES = {"avx512": Tile(14, 2, 16, 1), "avx2": Tile(6, 2, 8, 4), "generic": Tile(6, 2, 4, 1)}
+
+CTX_FIELDS = (
+    "x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
+    "cin", "xg", "y", "ldy", "yg", "cout", "bp", "bg", "bias", "res", "ldr", "zero", "m",
+    "cb", "tm", "tn", "gm", "gn", "flags", "lo", "hi",
+)
+F = {name: i for i, name in enumerate(CTX_FIELDS)}
+FLAG_BIAS, FLAG_RES = 1, 2
+# micro-kernel mode bits
+_ACC, _FINAL, _BIAS, _RES = 1, 2, 4, 8
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """Elementwise tail fused into a kernel: ``y = min(max(acc + bias + residual, lo), hi)``.
+
+    Bias and residual buffers are given when the kernel is bound; ``lo``/``hi`` make ReLU
+    (``lo=0``), ReLU6 (``0, 6``) or any clamp. NaN passes through the clamp unchanged.
+    """
+
+    lo: float = -math.inf
+    hi: float = math.inf
+
+    @staticmethod
+    def relu() -> Epilogue:
+        return Epilogue(0.0)
+
+    @staticmethod
+    def clamp(lo: float, hi: float) -> Epilogue:
+        return Epilogue(float(lo), float(hi))
+
+    def apply(self, y: np.ndarray) -> np.ndarray:
+        """The numpy twin (for tests and fallbacks)."""
+        if self.lo != -math.inf:
+            y = np.where(y < self.lo, np.float32(self.lo), y)
+        if self.hi != math.inf:
+            y = np.where(y > self.hi, np.float32(self.hi), y)
+        return y
+
+
+NO_EPILOGUE = Epilogue()
+
+
+# --------------------------------------------------------------------------- code generation
+def _fmuladd(e: Emitter, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+    t = a.type
+    return e.call(f"llvm.fmuladd.v{t.count}f32", t, [a, b, c])
+
+
+def _lane_mask(e: Emitter, count: ir.Value, lanes: int) -> ir.Value:
+    """<lanes x i1> with the first ``count`` lanes set (count may be <= 0 or > lanes)."""
+    idx = ir.Constant(vec(I64, lanes), list(range(lanes)))
+    return e.b.icmp_signed("<", idx, e.splat(count, lanes))
+
+
+def _masked_load(e: Emitter, vt: ir.VectorType, ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
+    if mask is None:
+        return e.load(vt, ptr, align=4)
+    return e.call(f"llvm.masked.load.v{vt.count}f32.p0", vt, [ptr, c32(4), mask, ir.Constant(vt, None)])
+
+
+def _masked_store(e: Emitter, v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+    if mask is None:
+        e.b.store(v, ptr, align=4)
+    else:
+        e.call(f"llvm.masked.store.v{v.type.count}f32.p0", VOID, [v, ptr, c32(4), mask])
+
+
+def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask: bool) -> ir.Function:
+    """ukr(rows, ntaps, koff, kc, bp, c, ldc, ncols, mode, bias, res, ldr, lo, hi).
+
+    rows: ntaps groups of tile.mr row pointers (first mr used); B micro-panel at bp is
+    [tap][kc][NR]; C tile at c with row stride ldc; ncols <= NR valid columns."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, PTR, PTR, I64, I64, I32, PTR, PTR, I64, F32, F32],
+                          internal=True, noinline=True)
+    rows, ntaps, koff, kc, bp, cp, ldc, ncols, mode, biasp, resp, ldr, lo, hi = fn.args
+    for a in (bp, cp):
+        a.add_attribute("noalias")
+    e = Emitter(m, fn)
+    b = e.b
+    L, NR, U = tile.lanes, tile.nr, tile.unroll
+    vt = vec(F32, L)
+    zero = ir.Constant(vt, None)
+    acc = [[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)]
+    bcur = e.var(PTR, bp)
+
+    def ksteps(arow: list[ir.Value], bpt: ir.Value, k: ir.Value, count: int) -> None:
+        vals = [[e.load(vt, acc[r][v]) for v in range(nv)] for r in range(mr)]
+        for u in range(count):
+            kk = b.add(k, c64(u)) if u else k
+            bvec = [e.load(vt, e.gep(F32, bpt, b.add(b.mul(kk, c64(NR)), c64(v * L))), align=64)
+                    for v in range(nv)]
+            for r in range(mr):
+                a = e.splat(e.load(F32, e.gep(F32, arow[r], kk), align=4), L)
+                for v in range(nv):
+                    vals[r][v] = _fmuladd(e, a, bvec[v], vals[r][v])
+        for r in range(mr):
+            for v in range(nv):
+                b.store(vals[r][v], acc[r][v])
+
+    with e.loop(0, ntaps, name="tap") as t:
+        base = b.mul(t, c64(tile.mr))
+        arow = [e.gep(F32, e.load(PTR, e.gep(PTR, rows, b.add(base, c64(r)))), koff) for r in range(mr)]
+        bpt = e.load(PTR, bcur)
+        kmain = b.mul(b.sdiv(kc, c64(U)), c64(U))
+        with e.loop(0, kmain, U, name="k") as k:
+            ksteps(arow, bpt, k, U)
+        with e.loop(kmain, kc, name="kr") as k:
+            ksteps(arow, bpt, k, 1)
+        b.store(e.gep(F32, bpt, b.mul(kc, c64(NR))), bcur)
+
+    def flag(bit: int) -> ir.Value:
+        return b.icmp_unsigned("!=", b.and_(mode, c32(bit)), c32(0))
+
+    def epilogue(masked: bool) -> None:
+        masks = [_lane_mask(e, b.sub(ncols, c64(v * L)), L) if masked else None for v in range(nv)]
+        crow = [e.gep(F32, cp, b.mul(ldc, c64(r))) for r in range(mr)]
+        with b.if_then(flag(_ACC)):
+            for r in range(mr):
+                for v in range(nv):
+                    old = _masked_load(e, vt, e.gep(F32, crow[r], v * L), masks[v])
+                    b.store(b.fadd(e.load(vt, acc[r][v]), old), acc[r][v])
+        with b.if_then(flag(_FINAL)):
+            with b.if_then(flag(_BIAS)):
+                for v in range(nv):
+                    bv = _masked_load(e, vt, e.gep(F32, biasp, v * L), masks[v])
+                    for r in range(mr):
+                        b.store(b.fadd(e.load(vt, acc[r][v]), bv), acc[r][v])
+            with b.if_then(flag(_RES)):
+                for r in range(mr):
+                    rrow = e.gep(F32, resp, b.mul(ldr, c64(r)))
+                    for v in range(nv):
+                        rv = _masked_load(e, vt, e.gep(F32, rrow, v * L), masks[v])
+                        b.store(b.fadd(e.load(vt, acc[r][v]), rv), acc[r][v])
+            vlo, vhi = e.splat(lo, L), e.splat(hi, L)
+            for r in range(mr):
+                for v in range(nv):
+                    x = e.load(vt, acc[r][v])
+                    x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
+                    x = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
+                    b.store(x, acc[r][v])
+        for r in range(mr):
+            for v in range(nv):
+                _masked_store(e, e.load(vt, acc[r][v]), e.gep(F32, crow[r], v * L), masks[v])
+
+    if always_mask:
+        epilogue(True)
+    else:
+        with b.if_else(b.icmp_signed(">=", ncols, c64(NR))) as (full, part):
+            with full:
+                epilogue(False)
+            with part:
+                epilogue(True)
+    b.ret_void()
+    return fn
+
+
+def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function]) -> None:
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    MR, NR, L = tile.mr, tile.nr, tile.lanes
+
+    def f(name: str, typ: ir.Type = I64) -> ir.Value:
+        return e.field(ctx, F[name], typ)
+
+    gm, gn, tm, tn = f("gm"), f("gn"), f("tm"), f("tn")
+    per_group = b.mul(gm, gn)
+    g = b.sdiv(task, per_group)
+    rest = b.srem(task, per_group)
+    bm, bn = b.sdiv(rest, gn), b.srem(rest, gn)
+    M, N, cin, cb = f("m"), f("cout"), f("cin"), f("cb")
+    m0 = b.mul(bm, b.mul(tm, c64(MR)))
+    m1 = e.min(M, b.add(m0, b.mul(tm, c64(MR))))
+    npan = e.cdiv(N, NR)
+    j0 = b.mul(bn, tn)
+    j1 = e.min(npan, b.add(j0, tn))
+    kh, kw = f("kh"), f("kw")
+    ntaps = b.mul(kh, kw)
+    ntiles = e.cdiv(b.sub(m1, m0), MR)
+    rows = b.alloca(PTR, size=b.mul(b.mul(ntiles, ntaps), c64(MR)))
+
+    # ---- row pointer table: rows[(tile * ntaps + tap) * MR + r]
+    x, ldx, xn, H, W = f("x", PTR), f("ldx"), f("xn"), f("h"), f("w")
+    OH, OW = f("oh"), f("ow")
+    sh, sw, dh, dw, pt, pl = f("sh"), f("sw"), f("dh"), f("dw"), f("pt"), f("pl")
+    zero_row = f("zero", PTR)
+    xgroup = e.gep(F32, x, b.mul(g, f("xg")))
+    ohw = b.mul(OH, OW)
+    with e.loop(m0, m1, name="p") as p:
+        i = b.sub(p, m0)
+        slot0 = b.add(b.mul(b.mul(b.sdiv(i, c64(MR)), ntaps), c64(MR)), b.srem(i, c64(MR)))
+        img = b.udiv(p, ohw)
+        q = b.urem(p, ohw)
+        oy, ox = b.udiv(q, OW), b.urem(q, OW)
+        iy0 = b.sub(b.mul(oy, sh), pt)
+        ix0 = b.sub(b.mul(ox, sw), pl)
+        ximg = e.gep(F32, xgroup, b.mul(img, xn))
+        with e.loop(0, kh, name="ky") as ky:
+            iy = b.add(iy0, b.mul(ky, dh))
+            yok = b.icmp_unsigned("<", iy, H)
+            with e.loop(0, kw, name="kx") as kx:
+                ix = b.add(ix0, b.mul(kx, dw))
+                ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
+                pix = b.add(b.mul(iy, W), ix)
+                ptr = b.select(ok, e.gep(F32, ximg, b.mul(pix, ldx)), zero_row)
+                tap = b.add(b.mul(ky, kw), kx)
+                b.store(ptr, e.gep(PTR, rows, b.add(slot0, b.mul(tap, c64(MR)))))
+
+    # ---- compute: chunk -> panel -> tile
+    y, ldy, yg = f("y", PTR), f("ldy"), f("yg")
+    bias, res, ldr = f("bias", PTR), f("res", PTR), f("ldr")
+    bgroup = e.gep(F32, f("bp", PTR), b.mul(g, f("bg")))
+    ygroup = e.gep(F32, y, b.mul(g, yg))
+    bias_g = e.gep(F32, bias, b.mul(g, yg))
+    res_g = e.gep(F32, res, b.mul(g, yg))
+    flags = b.trunc(f("flags"), I32)
+    lo, hi = f("lo", F32), f("hi", F32)
+    epi_bits = b.or_(b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0)), c32(_BIAS), c32(0)),
+                     b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0)), c32(_RES), c32(0)))
+    panel_stride = b.mul(b.mul(ntaps, cin), c64(NR))
+    kend = e.max(cin, c64(1))  # cin == 0 still runs one (empty) chunk to write the epilogue
+    with e.loop(0, kend, cb, name="c0") as c0:
+        kc = e.max(e.min(cb, b.sub(cin, c0)), c64(0))
+        first = b.icmp_signed("==", c0, c64(0))
+        last = b.icmp_signed(">=", b.add(c0, cb), cin)
+        mode = b.or_(b.select(first, c32(0), c32(_ACC)), b.select(last, b.or_(epi_bits, c32(_FINAL)), c32(0)))
+        koff_b = b.mul(b.mul(ntaps, c0), c64(NR))
+        with e.loop(j0, j1, name="jp") as jp:
+            ncols = e.min(c64(NR), b.sub(N, b.mul(jp, c64(NR))))
+            bpan = e.gep(F32, bgroup, b.add(b.mul(jp, panel_stride), koff_b))
+            col = b.mul(jp, c64(NR))
+            nvec = e.cdiv(ncols, L)
+            with e.loop(0, ntiles, name="tile") as it:
+                p0 = b.add(m0, b.mul(it, c64(MR)))
+                mr = e.min(c64(MR), b.sub(m1, p0))
+                args = [e.gep(PTR, rows, b.mul(b.mul(it, ntaps), c64(MR))), ntaps, c0, kc, bpan,
+                        e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col)), ldy, ncols, mode,
+                        e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi]
+                sel = b.add(b.mul(b.sub(nvec, c64(1)), c64(MR)), b.sub(mr, c64(1)))
+                done = fn.append_basic_block("ukr.done")
+                sw_ = b.switch(sel, done)
+                for (r, v), u in ukrs.items():
+                    blk = fn.append_basic_block(f"ukr.{r}x{v}")
+                    sw_.add_case(c64((v - 1) * MR + r - 1), blk)
+                    b.position_at_end(blk)
+                    b.call(u, args)
+                    b.branch(done)
+                b.position_at_end(done)
+    b.ret_void()
+
+
+def _build_module(prefix: str, isa: Isa, tile: Tile) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    always_mask = isa.level == "avx512"
+    ukrs = {(r, v): _emit_ukr(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask)
+            for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
+    _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs)
+    return m
+
+
+class IGemmKernels:
+    """The compiled implicit-GEMM module for one ISA level."""
+
+    def __init__(self, isa: Isa):
+        self.isa = isa
+        self.tile = TILES[isa.level]
+        t = self.tile
+        sig = f"igemm|v{VERSION}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}"
+        self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t))
+        self.task_address = self.lib.address("igemm_task")
+        self._task = self.lib.cfunc("igemm_task", None, ctypes.c_void_p, ctypes.c_int64)
+
+
+@functools.cache
+def _kernels_for(isa: Isa) -> IGemmKernels:
+    return IGemmKernels(isa)
+
+
+def igemm_kernels(isa: Isa | None = None) -> IGemmKernels:
+    """The implicit-GEMM kernels for ``isa`` (default: the host's best, see ``EMBER_CPU_ISA``)."""
+    return _kernels_for(isa or host_isa())
+
+
+# --------------------------------------------------------------------------- weights
+def aligned_empty(shape: tuple[int, ...] | int, dtype: np.dtype | type = np.float32, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts on an ``align``-byte boundary."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape)) * dt.itemsize
+    raw = np.empty(n + align, np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off:off + n].view(dt).reshape(shape)
+
+
+def default_chunk(ntaps: int, cin: int) -> int:
+    """Channels per K chunk: keeps one packed micro-panel (taps x chunk x NR) near 64 KB."""
+    return max(1, min(cin, max(16, 512 // max(ntaps, 1))))
+
+
+@dataclass(frozen=True)
+class PackedWeights:
+    """Weights packed for the micro-kernel: ``[groups][panels][chunks][taps][chunk][NR]``.
+
+    ``data`` is a flat, 64-byte aligned float32 array; ``group_stride`` its length per group.
+    """
+
+    data: np.ndarray
+    groups: int
+    taps: int
+    cin: int
+    cout: int
+    chunk: int
+    nr: int
+    isa: Isa
+
+    @property
+    def group_stride(self) -> int:
+        return self.data.size // self.groups
+
+
+def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None) -> PackedWeights:
+    """Pack ``w[groups, taps, cin, cout]`` (float32) for the micro-kernel of ``isa``."""
+    isa = isa or host_isa()
+    tile = TILES[isa.level]
+    w = np.asarray(w, np.float32)
+    if w.ndim != 4:
+        raise EmberError(f"ember: pack_weights wants w[groups, taps, cin, cout], got shape {w.shape}")
+    groups, taps, cin, cout = w.shape
+    nr = tile.nr
+    npan = -(-cout // nr)
+    cb = chunk or default_chunk(taps, cin)
+    wp = np.zeros((groups, taps, cin, npan * nr), np.float32)
+    wp[..., :cout] = w
+    # [g, tap, c, panel, nr] -> [g, panel, (chunk, tap, c_in_chunk), nr]
+    wp = wp.reshape(groups, taps, cin, npan, nr).transpose(0, 3, 1, 2, 4)
+    parts = []
+    for c0 in range(0, cin, cb):
+        parts.append(wp[:, :, :, c0:c0 + cb, :].reshape(groups, npan, -1, nr))
+    flat = np.concatenate(parts, axis=2) if parts else np.zeros((groups, npan, 0, nr), np.float32)
+    data = aligned_empty(max(flat.size, 1))
+    data[:flat.size] = flat.reshape(-1)
+    if flat.size == 0:
+        data[:] = 0
+    return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa)
+
+
+def pack_b(B: np.ndarray, isa: Isa | None = None, chunk: int | None = None) -> PackedWeights:
+    """Pack a GEMM right-hand side ``B[K, N]`` (a 1x1, one-group convolution weight)."""
+    B = np.asarray(B, np.float32)
+    if B.ndim != 2:
+        raise EmberError(f"ember: pack_b wants a 2-D B[K, N], got shape {B.shape}")
+    return pack_weights(B[None, None], isa, chunk)
+
+
+# --------------------------------------------------------------------------- scheduling
+PEAK_FLOPS_PER_THREAD = 250e9
+TASK_OVERHEAD_S = 1.5e-6
+MEM_BYTES_PER_S = 40e9
+
+
+def _makespan(costs: list[float], threads: int) -> float:
+    heap = [0.0] * threads
+    for c in costs:
+        t = heapq.heappop(heap)
+        heapq.heappush(heap, t + c)
+    return max(heap)
+
+
+def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Tile, threads: int,
+                max_tm: int = 8) -> tuple[int, int, int, int]:
+    """Choose tiles per M block (tm), panels per N block (tn) and the block counts (gm, gn).
+
+    Minimizes a simple makespan model of dynamic scheduling over ``threads`` threads:
+    FMA time + per-task overhead + the bytes of A and B each task streams."""
+    ntm = max(1, -(-m // tile.mr))
+    ntn = max(1, -(-n // tile.nr))
+    max_tm = max(1, min(max_tm, ntm, 4096 // max(taps, 1)))
+    kdepth = k_per_tap * taps
+    if threads <= 1:
+        tm = max_tm
+        return tm, ntn, -(-ntm // tm), 1
+    best = None
+    for tm in range(1, max_tm + 1):
+        gm = -(-ntm // tm)
+        for gn in range(1, min(ntn, 8 * threads) + 1):
+            tn = -(-ntn // gn)
+            if -(-ntn // tn) != gn:
+                continue
+            costs = []
+            for im in range(gm):
+                rows = min(m, (im + 1) * tm * tile.mr) - im * tm * tile.mr
+                for jn in range(gn):
+                    cols = min(ntn, (jn + 1) * tn) - jn * tn
+                    flops = 2.0 * rows * cols * tile.nr * kdepth
+                    mem = 4.0 * (cols * tile.nr * kdepth + rows * kdepth)
+                    costs.append(flops / PEAK_FLOPS_PER_THREAD + TASK_OVERHEAD_S + mem / MEM_BYTES_PER_S)
+            span = _makespan(costs * groups, threads)
+            key = (round(span * 1e8), gm * gn)
+            if best is None or key < best[0]:
+                best = (key, (tm, tn, gm, gn))
+    return best[1]
+
+
+# --------------------------------------------------------------------------- binding
+class IGemmCall:
+    """An implicit-GEMM operation bound to its geometry, weights and schedule.
+
+    Build it once (at compile time), :meth:`bind` buffer addresses into a context (an int64
+    array), then :meth:`run` it; a plan can keep bound contexts and call
+    ``pool.parallel_for(task_address, ctx.ctypes.data, n_tasks)`` itself.
+    """
+
+    def __init__(self, packed: PackedWeights, *, m: int, x_geometry: dict[str, int],
+                 ldx: int, ldy: int, epilogue: Epilogue = NO_EPILOGUE, ldr: int | None = None,
+                 num_threads: int | None = None):
+        self.packed = packed
+        self.kernels = igemm_kernels(packed.isa)
+        self.tile = self.kernels.tile
+        if packed.nr != self.tile.nr:
+            raise EmberError("ember: weights were packed for another ISA level")
+        self.threads = num_threads or default_pool().num_threads
+        ctx = np.zeros(len(CTX_FIELDS), np.int64)
+        self.ctx = ctx
+        geo = dict(h=m, w=1, oh=m, ow=1, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, pt=0, pl=0, xn=0)
+        geo.update(x_geometry)
+        for key, val in geo.items():
+            ctx[F[key]] = val
+        if geo["kh"] * geo["kw"] != packed.taps:
+            raise EmberError("ember: packed weights do not match the kernel size")
+        ctx[F["ldx"]] = ldx
+        ctx[F["ldy"]] = ldy
+        ctx[F["ldr"]] = ldy if ldr is None else ldr
+        ctx[F["cin"]] = packed.cin
+        ctx[F["xg"]] = packed.cin
+        ctx[F["cout"]] = packed.cout
+        ctx[F["yg"]] = packed.cout
+        ctx[F["m"]] = m
+        ctx[F["cb"]] = packed.chunk
+        ctx[F["bp"]] = packed.data.ctypes.data
+        ctx[F["bg"]] = packed.group_stride
+        self._zero = aligned_empty(max(packed.cin, 1) + 16)
+        self._zero[:] = 0
+        ctx[F["zero"]] = self._zero.ctypes.data
+        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile,
+                                     self.threads)
+        ctx[F["tm"]], ctx[F["tn"]], ctx[F["gm"]], ctx[F["gn"]] = tm, tn, gm, gn
+        self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
+        lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
+        ctx[F["lo"]], ctx[F["hi"]] = int(lohi[0]), int(lohi[1])
+        self.task_address = self.kernels.task_address
+
+    def bind(self, x: int, y: int, bias: int = 0, residual: int = 0) -> np.ndarray:
+        """A context for these buffer addresses (0 = no bias / no residual).
+
+        Each bound context is independent, so several threads (streams) can run the same
+        operation on their own buffers at once."""
+        ctx = self.ctx.copy()
+        ctx[F["x"]], ctx[F["y"]] = x, y
+        ctx[F["bias"]], ctx[F["res"]] = bias, residual
+        ctx[F["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0)
+        return ctx
+
+    def run(self, ctx: np.ndarray, pool: ThreadPool | None = None) -> None:
+        """Run on a context from :meth:`bind`; ``pool`` defaults to the process-wide pool."""
+        if self.n_tasks:
+            (pool or default_pool()).parallel_for(self.task_address, ctx.ctypes.data, self.n_tasks, self.threads)
+
+
+def _check_f32(name: str, a: np.ndarray, ndim: int) -> None:
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != ndim:
+        raise EmberError(f"ember: {name} must be a {ndim}-D float32 array")
+    if a.size and ((a.shape[-1] > 1 and a.strides[-1] != 4) or a.strides[0] % 4):
+        raise EmberError(f"ember: {name} must have contiguous rows")
+
+
+class Gemm:
+    """``C[M, N] = epilogue(A[M, K] @ B[K, N] + bias[N] + R[M, N])`` with B packed once.
+
+    ``A`` and ``C`` (and ``R``) may have any row stride (``lda``, ``ldc``), rows contiguous.
+    """
+
+    def __init__(self, packed: PackedWeights, m: int, epilogue: Epilogue = NO_EPILOGUE,
+                 num_threads: int | None = None):
+        if packed.groups != 1 or packed.taps != 1:
+            raise EmberError("ember: Gemm needs weights packed with pack_b")
+        self.packed, self.m, self.epilogue, self.num_threads = packed, m, epilogue, num_threads
+        self._calls: dict[tuple[int, int, int], IGemmCall] = {}
+
+    def _call(self, lda: int, ldc: int, ldr: int) -> IGemmCall:
+        key = (lda, ldc, ldr)
+        call = self._calls.get(key)
+        if call is None:
+            call = IGemmCall(self.packed, m=self.m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr,
+                             epilogue=self.epilogue, num_threads=self.num_threads)
+            self._calls[key] = call
+        return call
+
+    def __call__(self, a: np.ndarray, c: np.ndarray, bias: np.ndarray | None = None,
+                 residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
+        m, k, n = self.m, self.packed.cin, self.packed.cout
+        _check_f32("A", a, 2)
+        _check_f32("C", c, 2)
+        if a.shape != (m, k) or c.shape != (m, n):
+            raise EmberError(f"ember: Gemm of {m}x{k}x{n} got A{a.shape}, C{c.shape}")
+        if bias is not None and (bias.dtype != np.float32 or bias.shape != (n,) or not bias.flags.c_contiguous):
+            raise EmberError(f"ember: bias must be a contiguous float32 vector of {n}")
+        if residual is not None:
+            _check_f32("residual", residual, 2)
+            if residual.shape != (m, n):
+                raise EmberError(f"ember: residual must be {m}x{n}")
+        ldr = residual.strides[0] // 4 if residual is not None else c.strides[0] // 4
+        call = self._call(a.strides[0] // 4, c.strides[0] // 4, ldr)
+        ctx = call.bind(a.ctypes.data, c.ctypes.data, 0 if bias is None else bias.ctypes.data,
+                        0 if residual is None else residual.ctypes.data)
+        call.run(ctx, pool)
+        return c
+
+
+def gemm(a: np.ndarray, b: np.ndarray | PackedWeights, bias: np.ndarray | None = None,
+         epilogue: Epilogue = NO_EPILOGUE, residual: np.ndarray | None = None, out: np.ndarray | None = None,
+         num_threads: int | None = None, isa: Isa | None = None) -> np.ndarray:
+    """One-shot GEMM (packs ``b`` if needed): ``epilogue(a @ b + bias + residual)``."""
+    packed = b if isinstance(b, PackedWeights) else pack_b(b, isa)
+    a = np.asarray(a, np.float32)
+    if a.ndim != 2 or a.shape[1] != packed.cin:
+        raise EmberError(f"ember: gemm of A{a.shape} with B of {packed.cin}x{packed.cout}")
+    if a.strides[-1] != 4:
+        a = np.ascontiguousarray(a)
+    if out is None:
+        out = np.empty((a.shape[0], packed.cout), np.float32)
+    return Gemm(packed, a.shape[0], epilogue, num_threads)(a, out, bias, residual)

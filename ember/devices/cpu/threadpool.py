@@ -1,0 +1,356 @@
+"""A native worker pool generated in LLVM IR.
+
+Workers are native threads (``pthread_create`` from libc) that never touch Python. A job is
+``parallel_for(pool, fn, ctx, n_tasks, n_threads)``: ``fn(ctx, task)`` runs once for every
+``task`` in ``range(n_tasks)``; tasks are handed out one at a time from an atomic counter, so
+a thread that was descheduled simply takes fewer of them. The calling thread takes part.
+
+Waiting, both for work (workers) and for stragglers (the caller), spins on ``pause`` for a
+short while (``spin_us``, default 100 microseconds) and then sleeps on a Linux futex, so an
+idle pool costs no CPU time. Each worker has its own futex word: a job wakes only the
+workers it uses. If the pool is busy (another Python thread's job, or a nested call from a
+task), ``parallel_for`` runs the tasks on the calling thread instead of waiting.
+
+Calling :meth:`ThreadPool.parallel_for` from Python is one ctypes call that releases the GIL.
+Native code (a plan runner) can call the ``parallel_for`` function at
+:attr:`ThreadPool.parallel_for_address` directly with :attr:`ThreadPool.handle`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import platform
+import sys
+import threading
+import time
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu import jit
+from ember.devices.cpu.codegen import I32, I64, PTR, VOID, Emitter, c32, c64
+from ember.devices.cpu.isa import host_isa
+from ember.errors import EmberError
+
+VERSION = 2
+
+# Pool state: a 64-byte aligned block of i64 words. Hot, shared fields sit on their own
+# cache lines (8 words). Worker w's private line starts at word _W0 + 8 * w.
+_GEN = 0          # unused by workers; keeps line 0 cold
+_FN, _CTX, _NTASKS = 8, 9, 10
+_NEXT = 16        # atomic task counter
+_PENDING = 24     # i32 futex: workers still running the current job
+_CALLER_WAITS = 25
+_BUSY = 32        # i64 lock word taken by the caller for a job
+_SHUTDOWN = 33
+_NWORKERS = 34
+_SPIN = 35        # pause iterations before sleeping
+_W0 = 64          # per worker: [gen (i32 futex) | sleeping | pool ptr | id | thread handle]
+_WSTRIDE = 8
+_W_GEN, _W_SLEEPING, _W_POOL, _W_ID, _W_THREAD = 0, 1, 2, 3, 4
+
+_FUTEX_WAIT_PRIVATE, _FUTEX_WAKE_PRIVATE = 128, 129
+_SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98, "ppc64le": 221,
+              "s390x": 238}
+
+TASK_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+
+
+def _futex_number() -> int:
+    if sys.platform != "linux":
+        raise EmberError(f"ember: the native thread pool needs Linux futexes; this is {sys.platform}")
+    nr = _SYS_FUTEX.get(platform.machine().lower())
+    if nr is None:
+        raise EmberError(f"ember: unknown futex syscall number for {platform.machine()}")
+    return nr
+
+
+def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = triple
+    x86 = triple.startswith(("x86_64", "i386", "i686"))
+    task_ptr = ir.PointerType(ir.FunctionType(VOID, [PTR, I64]))
+
+    def word(e: Emitter, base: ir.Value, i: int | ir.Value) -> ir.Value:
+        return e.gep(I64, base, i)
+
+    def pause(e: Emitter) -> None:
+        if x86:
+            e.call("llvm.x86.sse2.pause", VOID, [])
+
+    def futex(e: Emitter, addr: ir.Value, op: int, val: ir.Value) -> None:
+        fn = e.declare("syscall", I64, [I64], var_arg=True)
+        e.b.call(fn, [c64(sys_futex), addr, c32(op), val, ir.Constant(PTR, None), ir.Constant(PTR, None), c32(0)])
+
+    def wait_change(e: Emitter, pool: ir.Value, addr: ir.Value, old: ir.Value, flag: ir.Value) -> ir.Value:
+        """Spin, then futex-sleep, until the i32 at addr differs from old; returns the new value.
+        flag (an i64 word) is 1 while sleeping so wakers know to call futex_wake."""
+        b = e.b
+        spin_limit = e.load(I64, word(e, pool, _SPIN))
+        spins = e.var(I64, c64(0))
+        hdr = e.fn.append_basic_block("wait.hdr")
+        spin = e.fn.append_basic_block("wait.spin")
+        sleep = e.fn.append_basic_block("wait.sleep")
+        done = e.fn.append_basic_block("wait.done")
+        b.branch(hdr)
+        b.position_at_end(hdr)
+        cur = b.load_atomic(addr, "acquire", 4, typ=I32)
+        b.cbranch(b.icmp_unsigned("!=", cur, old), done, spin)
+        b.position_at_end(spin)
+        n = e.load(I64, spins)
+        b.store(b.add(n, c64(1)), spins)
+        spin2 = e.fn.append_basic_block("wait.pause")
+        b.cbranch(b.icmp_signed(">=", n, spin_limit), sleep, spin2)
+        b.position_at_end(spin2)
+        pause(e)
+        b.branch(hdr)
+        b.position_at_end(sleep)
+        e.store_atomic(c64(1), flag, "seq_cst")
+        again = b.load_atomic(addr, "seq_cst", 4, typ=I32)
+        with b.if_then(b.icmp_unsigned("==", again, old)):
+            futex(e, addr, _FUTEX_WAIT_PRIVATE, old)
+        e.store_atomic(c64(0), flag, "seq_cst")
+        b.store(c64(0), spins)
+        b.branch(hdr)
+        b.position_at_end(done)
+        return cur
+
+    def run_tasks(e: Emitter, pool: ir.Value, fnp: ir.Value, ctx: ir.Value, n: ir.Value) -> None:
+        b = e.b
+        hdr = e.fn.append_basic_block("tasks.hdr")
+        body = e.fn.append_basic_block("tasks.body")
+        done = e.fn.append_basic_block("tasks.done")
+        b.branch(hdr)
+        b.position_at_end(hdr)
+        t = b.atomic_rmw("add", word(e, pool, _NEXT), c64(1), "monotonic")
+        b.cbranch(b.icmp_signed("<", t, n), body, done)
+        b.position_at_end(body)
+        b.call(fnp, [ctx, t])
+        b.branch(hdr)
+        b.position_at_end(done)
+
+    # ---- worker thread: void* worker_main(void* wline)
+    fn = Emitter.function(m, f"{prefix}_worker_main", PTR, [PTR])
+    e = Emitter(m, fn)
+    b = e.b
+    wl = fn.args[0]
+    pool = e.load(PTR, word(e, wl, _W_POOL))
+    gen_addr = word(e, wl, _W_GEN)
+    local = e.var(I32, c32(0))  # the state starts zeroed; a wake may come before we run
+    top = fn.append_basic_block("top")
+    quit_ = fn.append_basic_block("quit")
+    b.branch(top)
+    b.position_at_end(top)
+    cur = wait_change(e, pool, gen_addr, e.load(I32, local), word(e, wl, _W_SLEEPING))
+    b.store(cur, local)
+    stop = b.load_atomic(word(e, pool, _SHUTDOWN), "acquire", 8, typ=I64)
+    work = fn.append_basic_block("work")
+    b.cbranch(b.icmp_signed("!=", stop, c64(0)), quit_, work)
+    b.position_at_end(work)
+    fnp = e.load(task_ptr, word(e, pool, _FN))
+    ctx = e.load(PTR, word(e, pool, _CTX))
+    n = e.load(I64, word(e, pool, _NTASKS))
+    run_tasks(e, pool, fnp, ctx, n)
+    left = b.atomic_rmw("sub", word(e, pool, _PENDING), c32(1), "seq_cst")
+    with b.if_then(b.icmp_signed("==", left, c32(1))):
+        waits = b.load_atomic(word(e, pool, _CALLER_WAITS), "seq_cst", 8, typ=I64)
+        with b.if_then(b.icmp_signed("!=", waits, c64(0))):
+            futex(e, word(e, pool, _PENDING), _FUTEX_WAKE_PRIVATE, c32(1))
+    b.branch(top)
+    b.position_at_end(quit_)
+    b.ret(ir.Constant(PTR, None))
+
+    def wake_worker(e: Emitter, pool: ir.Value, i: ir.Value) -> None:
+        b = e.b
+        line = word(e, pool, b.add(c64(_W0), b.mul(i, c64(_WSTRIDE))))
+        b.atomic_rmw("add", word(e, line, _W_GEN), c32(1), "seq_cst")
+        sleeping = b.load_atomic(word(e, line, _W_SLEEPING), "seq_cst", 8, typ=I64)
+        with b.if_then(b.icmp_signed("!=", sleeping, c64(0))):
+            futex(e, word(e, line, _W_GEN), _FUTEX_WAKE_PRIVATE, c32(1))
+
+    # ---- void parallel_for(pool, fn, ctx, n_tasks, n_threads)
+    fn = Emitter.function(m, f"{prefix}_parallel_for", VOID, [PTR, task_ptr, PTR, I64, I64])
+    e = Emitter(m, fn)
+    b = e.b
+    pool, fnp, ctx, n, nthreads = fn.args
+    serial = fn.append_basic_block("serial")
+    try_lock = fn.append_basic_block("try_lock")
+    par = fn.append_basic_block("parallel")
+    nw = e.min(e.min(b.sub(nthreads, c64(1)), e.load(I64, word(e, pool, _NWORKERS))), b.sub(n, c64(1)))
+    b.cbranch(b.icmp_signed("<=", nw, c64(0)), serial, try_lock)
+    b.position_at_end(try_lock)
+    got = b.cmpxchg(word(e, pool, _BUSY), c64(0), c64(1), "acquire", "monotonic")
+    b.cbranch(b.extract_value(got, 1), par, serial)
+    b.position_at_end(serial)
+    with e.loop(0, n, name="t") as t:
+        b.call(fnp, [ctx, t])
+    b.ret_void()
+    b.position_at_end(par)
+    b.store(fnp, word(e, pool, _FN))
+    b.store(ctx, word(e, pool, _CTX))
+    b.store(n, word(e, pool, _NTASKS))
+    e.store_atomic(c64(0), word(e, pool, _NEXT), "release")
+    e.store_atomic(b.trunc(nw, I32), word(e, pool, _PENDING), "seq_cst")
+    with e.loop(0, nw, name="w") as i:
+        wake_worker(e, pool, i)
+    run_tasks(e, pool, fnp, ctx, n)
+    pend = word(e, pool, _PENDING)
+    cur = b.load_atomic(pend, "acquire", 4, typ=I32)
+    with b.if_then(b.icmp_signed("!=", cur, c32(0))):
+        hdr = fn.append_basic_block("join.hdr")
+        b.branch(hdr)
+        b.position_at_end(hdr)
+        now = b.load_atomic(pend, "acquire", 4, typ=I32)
+        body = fn.append_basic_block("join.body")
+        joined = fn.append_basic_block("join.done")
+        b.cbranch(b.icmp_signed("==", now, c32(0)), joined, body)
+        b.position_at_end(body)
+        wait_change(e, pool, pend, now, word(e, pool, _CALLER_WAITS))
+        b.branch(hdr)
+        b.position_at_end(joined)
+    e.store_atomic(c64(0), word(e, pool, _BUSY), "release")
+    b.ret_void()
+
+    # ---- i64 start(pool): create the worker threads; returns the number that failed
+    fn = Emitter.function(m, f"{prefix}_start", I64, [PTR])
+    e = Emitter(m, fn)
+    b = e.b
+    pool = fn.args[0]
+    failed = e.var(I64, c64(0))
+    create = e.declare("pthread_create", I32, [PTR, PTR, PTR, PTR])
+    worker_main = m.get_global(f"{prefix}_worker_main")
+    with e.loop(0, e.load(I64, word(e, pool, _NWORKERS)), name="w") as i:
+        line = word(e, pool, b.add(c64(_W0), b.mul(i, c64(_WSTRIDE))))
+        b.store(pool, word(e, line, _W_POOL))
+        b.store(i, word(e, line, _W_ID))
+        rc = b.call(create, [word(e, line, _W_THREAD), ir.Constant(PTR, None), worker_main, line])
+        with b.if_then(b.icmp_signed("!=", rc, c32(0))):
+            b.store(b.add(e.load(I64, failed), c64(1)), failed)
+    b.ret(e.load(I64, failed))
+
+    # ---- void stop(pool): ask every worker to quit and join it
+    fn = Emitter.function(m, f"{prefix}_stop", VOID, [PTR])
+    e = Emitter(m, fn)
+    b = e.b
+    pool = fn.args[0]
+    join = e.declare("pthread_join", I32, [I64, PTR])
+    e.store_atomic(c64(1), word(e, pool, _SHUTDOWN), "seq_cst")
+    nwk = e.load(I64, word(e, pool, _NWORKERS))
+    with e.loop(0, nwk, name="w") as i:
+        wake_worker(e, pool, i)
+    with e.loop(0, nwk, name="j") as i:
+        line = word(e, pool, b.add(c64(_W0), b.mul(i, c64(_WSTRIDE))))
+        b.call(join, [e.load(I64, word(e, line, _W_THREAD)), ir.Constant(PTR, None)])
+    b.ret_void()
+
+    # ---- void spin(n): n pause instructions (to calibrate the spin budget)
+    fn = Emitter.function(m, f"{prefix}_spin", VOID, [I64])
+    e = Emitter(m, fn)
+    with e.loop(0, fn.args[0], name="s"):
+        pause(e)
+    e.b.ret_void()
+    return m
+
+
+_lib_lock = threading.Lock()
+
+
+def _library() -> jit.Library:
+    isa = host_isa("generic")
+    nr = _futex_number()
+    return jit.load(f"threadpool|v{VERSION}|futex{nr}", isa, lambda p: _build(p, isa.triple, nr))
+
+
+_spin_ns: float | None = None
+
+
+def _pause_ns(lib: jit.Library) -> float:
+    """Measured cost of one ``pause`` instruction, in nanoseconds."""
+    global _spin_ns
+    if _spin_ns is None:
+        spin = lib.cfunc("spin", None, ctypes.c_int64)
+        spin(1000)
+        n = 20000
+        t0 = time.perf_counter_ns()
+        spin(n)
+        _spin_ns = max((time.perf_counter_ns() - t0) / n, 0.5)
+    return _spin_ns
+
+
+def available_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class ThreadPool:
+    """A pool of ``num_threads - 1`` native workers plus the calling thread.
+
+    ``spin_us`` is how long a waiting thread spins before it sleeps on a futex.
+    """
+
+    def __init__(self, num_threads: int | None = None, spin_us: float = 100.0):
+        if num_threads is None:
+            num_threads = available_cores()
+        if num_threads < 1:
+            raise EmberError(f"ember: a thread pool needs at least 1 thread, got {num_threads}")
+        self._lib = _library()
+        workers = num_threads - 1
+        words = _W0 + _WSTRIDE * max(workers, 1)
+        raw = np.zeros(words + 8, np.int64)  # +8 words of slack for 64-byte alignment
+        off = (-raw.ctypes.data % 64) // 8
+        self._state = raw[off:off + words]
+        self._state[_NWORKERS] = workers
+        self._state[_SPIN] = max(1, int(spin_us * 1000 / _pause_ns(self._lib)))
+        self.num_threads = num_threads
+        self.handle = self._state.ctypes.data
+        self.parallel_for_address = self._lib.address("parallel_for")
+        self._pfor = self._lib.cfunc("parallel_for", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.c_int64, ctypes.c_int64)
+        self._stop = self._lib.cfunc("stop", None, ctypes.c_void_p)
+        failed = self._lib.cfunc("start", ctypes.c_int64, ctypes.c_void_p)(self.handle)
+        self._closed = False
+        if failed:
+            self._stop(self.handle)
+            self._closed = True
+            raise EmberError(f"ember: could not start {failed} of {workers} worker threads")
+
+    def parallel_for(self, fn: int, ctx: int, n_tasks: int, num_threads: int | None = None) -> None:
+        """Run native ``fn(ctx, task)`` for every task in ``range(n_tasks)``; returns when all ran.
+
+        ``fn`` and ``ctx`` are addresses. ``num_threads`` (default: the pool's) caps how
+        many threads, the caller included, take part. The GIL is released meanwhile.
+        """
+        if self._closed:
+            raise EmberError("ember: the thread pool is closed")
+        self._pfor(self.handle, fn, ctx, n_tasks, self.num_threads if num_threads is None else num_threads)
+
+    def close(self) -> None:
+        """Stop and join the workers. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._stop(self.handle)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+_default: ThreadPool | None = None
+
+
+def default_pool() -> ThreadPool:
+    """The process-wide pool, sized to the available cores (``EMBER_NUM_THREADS`` overrides)."""
+    global _default
+    with _lib_lock:
+        if _default is None:
+            env = os.environ.get("EMBER_NUM_THREADS")
+            _default = ThreadPool(int(env) if env else None)
+            atexit.register(_default.close)
+        return _default

@@ -1,0 +1,151 @@
+"""FP32 GEMM kernel vs numpy (float64), every ISA level this CPU supports."""
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ember.devices.cpu.gemm import TILES, Epilogue, Gemm, gemm, pack_b, plan_blocks
+from ember.devices.cpu.isa import host_isa, supported_levels
+from ember.errors import EmberError
+
+LEVELS = supported_levels()
+
+# (M, K, N, epilogue, bias, residual, chunk)
+CASES = [
+    (1, 1, 1, "none", False, False, None),
+    (1, 17, 3, "relu", True, False, None),
+    (3, 1000, 17, "none", True, False, None),
+    (17, 3, 1000, "relu", True, False, None),
+    (1000, 17, 3, "clamp", True, True, None),
+    (17, 17, 17, "none", False, True, None),
+    (14, 32, 32, "relu", True, False, None),
+    (15, 33, 31, "clamp", False, False, 7),       # K split into chunks: accumulate path
+    (29, 200, 65, "relu", True, True, 64),
+    (1, 1000, 1000, "none", True, False, None),
+    (100, 64, 256, "relu", True, False, None),
+    (5, 0, 7, "relu", True, False, None),         # K == 0: the output is the epilogue of the bias
+]
+
+EPILOGUES = {"none": Epilogue(), "relu": Epilogue.relu(), "clamp": Epilogue.clamp(-0.5, 0.75)}
+
+
+def reference(a, b, bias, residual, epi):
+    y = a.astype(np.float64) @ b.astype(np.float64)
+    if bias is not None:
+        y = y + bias
+    if residual is not None:
+        y = y + residual
+    return epi.apply(y)
+
+
+def tolerance(k):
+    return 1e-5 * max(1.0, math.sqrt(k)) * 4
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-{c[3]}")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemm_matches_numpy(level, case, threads):
+    m, k, n, epi_name, has_bias, has_res, chunk = case
+    rng = np.random.default_rng(m * 7919 + k * 31 + n)
+    a = rng.standard_normal((m, k), np.float32)
+    b = rng.standard_normal((k, n), np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if has_bias else None
+    res = rng.standard_normal((m, n)).astype(np.float32) if has_res else None
+    epi = EPILOGUES[epi_name]
+    packed = pack_b(b, host_isa(level), chunk)
+    c = np.full((m, n), np.nan, np.float32)
+    Gemm(packed, m, epi, num_threads=threads)(a, c, bias, res)
+    want = reference(a, b, bias, res, epi)
+    np.testing.assert_allclose(c, want, rtol=tolerance(k), atol=tolerance(k))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_strided_rows(level):
+    """A, C and the residual may be row slices of wider buffers (lda, ldc, ldr)."""
+    rng = np.random.default_rng(3)
+    m, k, n = 37, 45, 50
+    abig = rng.standard_normal((m, k + 19), np.float32)
+    cbig = np.full((m, n + 13), 7.0, np.float32)
+    rbig = rng.standard_normal((m, n + 5)).astype(np.float32)
+    b = rng.standard_normal((k, n), np.float32)
+    a, c, r = abig[:, 3:3 + k], cbig[:, 6:6 + n], rbig[:, :n]
+    Gemm(pack_b(b, host_isa(level)), m, Epilogue.relu())(a, c, None, r)
+    np.testing.assert_allclose(c, reference(a, b, None, r, Epilogue.relu()), rtol=1e-4, atol=1e-4)
+    assert (cbig[:, :6] == 7).all() and (cbig[:, 6 + n:] == 7).all()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_nan_and_inf_propagate(level):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((20, 16), np.float32)
+    b = rng.standard_normal((16, 40), np.float32)
+    a[3, 5] = np.nan
+    a[7, 2] = np.inf
+    c = gemm(a, pack_b(b, host_isa(level)), epilogue=Epilogue.relu())
+    want = reference(a, b, None, None, Epilogue.relu())
+    np.testing.assert_array_equal(np.isnan(c), np.isnan(want))
+    assert np.isnan(c[3]).all()  # ReLU keeps NaN, as numpy's maximum does
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(c[ok], want[ok], rtol=1e-4, atol=1e-4)
+
+
+def test_empty_m():
+    b = np.ones((4, 5), np.float32)
+    c = gemm(np.zeros((0, 4), np.float32), b)
+    assert c.shape == (0, 5)
+
+
+def test_bad_arguments():
+    packed = pack_b(np.ones((4, 5), np.float32))
+    g = Gemm(packed, 3)
+    with pytest.raises(EmberError):
+        g(np.ones((3, 5), np.float32), np.empty((3, 5), np.float32))
+    with pytest.raises(EmberError):
+        g(np.ones((3, 4), np.float64), np.empty((3, 5), np.float32))
+    with pytest.raises(EmberError):
+        g(np.ones((3, 4), np.float32), np.empty((3, 5), np.float32), bias=np.ones(4, np.float32))
+    with pytest.raises(EmberError):
+        pack_b(np.ones(3, np.float32))
+
+
+def test_schedule_covers_work():
+    """Blocks chosen by the scheduler tile the whole output, for any thread count."""
+    tile = TILES["avx512"]
+    for m, n, k, threads in [(3136, 256, 64, 2), (49, 512, 4608, 2), (128, 1536, 384, 2), (1, 3, 5, 4),
+                             (1000, 17, 3, 1)]:
+        tm, tn, gm, gn = plan_blocks(m, n, k, 1, 1, tile, threads)
+        assert gm * tm * tile.mr >= m and (gm - 1) * tm * tile.mr < m
+        npan = -(-n // tile.nr)
+        assert gn * tn >= npan and (gn - 1) * tn < npan
+
+
+def test_kernel_call_releases_gil():
+    """While a long GEMM runs in one Python thread, another Python thread keeps running."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2000, 1024), np.float32)
+    b = pack_b(rng.standard_normal((1024, 1024), np.float32))
+    c = np.empty((2000, 1024), np.float32)
+    g = Gemm(b, 2000, num_threads=1)
+    g(a, c)  # warm up
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=ticker)
+    t0 = time.perf_counter()
+    t.start()
+    for _ in range(5):
+        g(a, c)
+    t1 = time.perf_counter()
+    stop.set()
+    t.join()
+    inside = [x for x in ticks if t0 < x < t1]
+    assert len(inside) >= 0.3 * (t1 - t0) / 0.0012, (len(inside), t1 - t0)

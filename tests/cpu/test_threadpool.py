@@ -1,0 +1,107 @@
+"""The native thread pool: every task runs once, thread counts are honoured, idle costs nothing."""
+
+import ctypes
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ember.devices.cpu.gemm import Gemm, pack_b
+from ember.devices.cpu.threadpool import TASK_FN, ThreadPool
+from ember.errors import EmberError
+
+
+def _counter_task(counts, thread_ids):
+    @TASK_FN
+    def task(ctx, t):
+        counts[t] += 1
+        thread_ids.add(threading.get_native_id())
+
+    return task
+
+
+@pytest.mark.parametrize("pool_threads", [1, 2, 3])
+@pytest.mark.parametrize("n_tasks", [0, 1, 2, 3, 17, 1000])
+def test_every_task_runs_once(pool_threads, n_tasks):
+    pool = ThreadPool(pool_threads)
+    try:
+        counts = np.zeros(max(n_tasks, 1), np.int64)
+        ids = set()
+        task = _counter_task(counts, ids)
+        addr = ctypes.cast(task, ctypes.c_void_p).value
+        for _ in range(3):
+            counts[:] = 0
+            pool.parallel_for(addr, 0, n_tasks)
+            assert (counts[:n_tasks] == 1).all()
+        counts[:] = 0
+        pool.parallel_for(addr, 0, n_tasks, num_threads=1)  # capped: only the caller runs
+        assert (counts[:n_tasks] == 1).all()
+    finally:
+        pool.close()
+
+
+def test_caller_takes_part_and_workers_help():
+    pool = ThreadPool(2)
+    try:
+        counts = np.zeros(2000, np.int64)
+        ids = set()
+        task = _counter_task(counts, ids)
+        pool.parallel_for(ctypes.cast(task, ctypes.c_void_p).value, 0, 2000)
+        assert (counts == 1).all()
+        assert 1 <= len(ids) <= 2
+    finally:
+        pool.close()
+
+
+def test_idle_pool_burns_no_cpu():
+    """After work, the workers spin briefly, then sleep: about zero CPU time over a second."""
+    pool = ThreadPool(3)  # more threads than this machine has cores: sleeping must still be free
+    try:
+        counts = np.zeros(64, np.int64)
+        task = _counter_task(counts, set())
+        for _ in range(20):
+            pool.parallel_for(ctypes.cast(task, ctypes.c_void_p).value, 0, 64)
+        time.sleep(0.05)  # past the spin budget
+        t0 = time.process_time()
+        time.sleep(1.0)
+        used = time.process_time() - t0
+        assert used < 0.05, f"idle pool used {used:.3f} s of CPU in 1 s"
+    finally:
+        pool.close()
+
+
+def test_concurrent_callers_share_a_pool():
+    """Two Python threads using one pool at once: the busy pool runs the second job inline."""
+    pool = ThreadPool(2)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 200), np.float32)
+    b = rng.standard_normal((200, 150), np.float32)
+    want = a.astype(np.float64) @ b
+    g = Gemm(pack_b(b), 300, num_threads=2)
+    errors = []
+
+    def worker():
+        c = np.empty((300, 150), np.float32)
+        for _ in range(30):
+            g(a, c, pool=pool)
+            if not np.allclose(c, want, rtol=1e-4, atol=1e-3):
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pool.close()
+    assert not errors
+
+
+def test_close():
+    pool = ThreadPool(2)
+    pool.close()
+    pool.close()
+    with pytest.raises(EmberError):
+        pool.parallel_for(0, 0, 1)
+    with pytest.raises(EmberError):
+        ThreadPool(0)
