@@ -33,6 +33,7 @@ from ember.ops.shape_ops import (
     merge_dims,
     merge_types,
     normalize,
+    value_bounds,
 )
 
 
@@ -1213,10 +1214,10 @@ class _OneHotBase(Node):
         if not idx.rank_is_static:
             return [(et, PartialShape.dynamic())]
         axis = normalize(self.attrs["axis"], len(idx) + 1, self)
-        depth = const_ints(self, 1)
-        if depth is not None and depth[0] < 0:
-            raise self.fail(f"depth must be non-negative, got {depth[0]}")
-        d = Dimension() if depth is None else Dimension(depth[0])
+        depth = value_bounds(self._inputs[1])
+        if depth is not None and len(depth) == 1 and depth[0][1] < 0:
+            raise self.fail(f"depth must be non-negative, got {depth[0][0]}")
+        d = dim_of(*depth[0]) if depth is not None and len(depth) == 1 else Dimension()
         out = list(idx)
         out.insert(axis, d)
         return [(et, PartialShape(out))]

@@ -514,12 +514,14 @@ def bidirectional_dim(node: Node, a: Dimension, b: Dimension) -> Dimension:
         return b
     if a.is_static or b.is_static:
         raise node.fail(f"dimensions {a} and {b} do not broadcast")
-    alo, ahi = bounds_of(a)
-    blo, bhi = bounds_of(b)
-    if a.contains(1) and b.contains(1):
-        return dim_of(max(alo, blo), max(ahi, bhi))
     if not a.contains(1) and not b.contains(1):
         return merge_dims(node, a, b, "broadcast")
+    if not a.contains(1):
+        return a  # b is 1 or equal to a
+    if not b.contains(1):
+        return b
+    alo, ahi = bounds_of(a)
+    blo, bhi = bounds_of(b)
     return dim_of(max(alo, blo), max(ahi, bhi))
 
 
@@ -714,9 +716,25 @@ class _RangeBase(Node):
             raise self.fail(f"output type must be numeric, got {et}")
         vals = [self.input_value(i) for i in range(3)]
         if any(v is None for v in vals):
-            return [(et, PartialShape([Dimension()]))]
+            return [(et, PartialShape([self._length_bounds()]))]
         start, stop, step = (self._scalar(v) for v in vals)
         return [(et, PartialShape([_range_length(self, start, stop, step)]))]
+
+    def _length_bounds(self) -> Dimension:
+        """The length when start or stop is only known by bounds (e.g. a dimension of ShapeOf)."""
+        b = [value_bounds(self._inputs[i]) for i in range(3)]
+        if any(x is None or len(x) != 1 for x in b) or b[2][0][0] != b[2][0][1] or b[2][0][0] == 0:
+            return Dimension()
+        (s_lo, s_hi), (e_lo, e_hi), ((step, _),) = b[0][0], b[1][0], b[2]
+        if step < 0:  # mirror to a positive step
+            s_lo, s_hi, e_lo, e_hi, step = -s_hi, -s_lo, -e_hi, -e_lo, -step
+        if max(abs(s_lo), abs(s_hi), abs(e_lo), abs(e_hi)) >= INF:
+            hi = INF
+        else:
+            hi = _range_length(self, s_lo, e_hi, step)
+        if abs(s_hi) >= INF or abs(e_lo) >= INF:
+            return dim_of(0, hi)
+        return dim_of(_range_length(self, s_hi, e_lo, step), hi)
 
     def _scalar(self, v: np.ndarray) -> float:
         x = float(np.asarray(v).reshape(-1)[0])
