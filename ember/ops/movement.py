@@ -21,6 +21,7 @@ from ember.graph.node import Attr, Node
 from ember.graph.registry import builder, register_op
 from ember.graph.shape import Dimension, PartialShape
 from ember.graph.types import Type
+from ember.ops._util import static_ints
 from ember.ops.shape_ops import (
     INF,
     bidirectional_shape,
@@ -30,6 +31,7 @@ from ember.ops.shape_ops import (
     const_ints,
     dim_div,
     dim_of,
+    int_list,
     merge_dims,
     merge_types,
     normalize,
@@ -37,19 +39,9 @@ from ember.ops.shape_ops import (
 )
 
 
-def _ints(a: Any) -> list[int]:
-    return [int(v) for v in np.asarray(a).reshape(-1)]
-
-
 def _upto(d: Dimension) -> Dimension:
     """Any length from 0 up to ``d``'s largest."""
     return dim_of(0, bounds_of(d)[1])
-
-
-def _list_arg(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return np.asarray(value, dtype=np.int64)
-    return value
 
 
 # -- Transpose ----------------------------------------------------------------------------------
@@ -94,12 +86,12 @@ class Transpose(Node):
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x, order = inputs
-        return [np.ascontiguousarray(np.transpose(x, self._order(_ints(order), x.ndim)))]
+        return [np.ascontiguousarray(np.transpose(x, self._order(static_ints(order), x.ndim)))]
 
 
 @builder
 def transpose(data: Any, input_order: Any, name: str | None = None) -> Node:
-    return Transpose([data, _list_arg(input_order)], None, name)
+    return Transpose([data, int_list(input_order)], None, name)
 
 
 # -- slicing helpers ----------------------------------------------------------------------------
@@ -258,8 +250,8 @@ class StridedSlice(Node):
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
-        begin, end = _ints(inputs[1]), _ints(inputs[2])
-        stride = _ints(inputs[3]) if len(inputs) == 4 else [1] * len(begin)
+        begin, end = static_ints(inputs[1]), static_ints(inputs[2])
+        stride = static_ints(inputs[3]) if len(inputs) == 4 else [1] * len(begin)
         items = strided_plan(self, x.ndim, len(begin), begin, end, stride)
         for it in items:
             if it.kind == "shrink" and not -x.shape[it.axis] <= it.start < x.shape[it.axis]:
@@ -275,7 +267,7 @@ def strided_slice(data: Any, begin: Any, end: Any, strides: Any, begin_mask: Seq
                   name: str | None = None) -> Node:
     attrs = {"begin_mask": begin_mask, "end_mask": end_mask, "new_axis_mask": new_axis_mask or [],
              "shrink_axis_mask": shrink_axis_mask or [], "ellipsis_mask": ellipsis_mask or []}
-    return StridedSlice([data, _list_arg(begin), _list_arg(end), _list_arg(strides)], attrs, name)
+    return StridedSlice([data, int_list(begin), int_list(end), int_list(strides)], attrs, name)
 
 
 # -- Slice / SliceScatter -----------------------------------------------------------------------
@@ -330,8 +322,8 @@ def slice_shape(node: Node, data: PartialShape, first: int) -> PartialShape:
 
 
 def _slice_index(node: Node, ndim: int, inputs: Sequence[np.ndarray], first: int) -> tuple[slice, ...]:
-    start, stop, step = (_ints(inputs[first + k]) for k in range(3))
-    axes = _ints(inputs[first + 3]) if len(inputs) > first + 3 else list(range(len(start)))
+    start, stop, step = (static_ints(inputs[first + k]) for k in range(3))
+    axes = static_ints(inputs[first + 3]) if len(inputs) > first + 3 else list(range(len(start)))
     if any(s == 0 for s in step):
         raise InferenceError(f"ember: {node.type_name} '{node.friendly_name}': step must not be 0")
     idx = [slice(None)] * ndim
@@ -358,7 +350,7 @@ class Slice(Node):
 @builder
 def slice_(data: Any, start: Any, stop: Any, step: Any, axes: Any = None, name: str | None = None) -> Node:
     """Slice-8 (``ember.opset.slice``)."""
-    ins = [data, _list_arg(start), _list_arg(stop), _list_arg(step)] + ([] if axes is None else [_list_arg(axes)])
+    ins = [data, int_list(start), int_list(stop), int_list(step)] + ([] if axes is None else [int_list(axes)])
     return Slice(ins, None, name)
 
 
@@ -396,8 +388,8 @@ class SliceScatter(Node):
 @builder
 def slice_scatter(data: Any, updates: Any, start: Any, stop: Any, step: Any, axes: Any = None,
                   name: str | None = None) -> Node:
-    ins = [data, updates, _list_arg(start), _list_arg(stop), _list_arg(step)]
-    ins += [] if axes is None else [_list_arg(axes)]
+    ins = [data, updates, int_list(start), int_list(stop), int_list(step)]
+    ins += [] if axes is None else [int_list(axes)]
     return SliceScatter(ins, None, name)
 
 
@@ -444,7 +436,7 @@ class _GatherBase(Node):
         data, idx, ax = inputs
         idx = np.asarray(idx, dtype=np.int64)
         bd = self._batch_dims(idx.ndim)
-        axis = normalize(_ints(ax)[0], data.ndim, self)
+        axis = normalize(static_ints(ax)[0], data.ndim, self)
         n = data.shape[axis]
         if self.negative_indices:
             idx = np.where(idx < 0, idx + n, idx)
@@ -497,7 +489,7 @@ class Gather(_GatherBase):
 
 @builder
 def gather(data: Any, indices: Any, axis: Any, batch_dims: int | None = 0, name: str | None = None) -> Node:
-    return Gather([data, _list_arg(indices), _list_arg(axis)], {"batch_dims": batch_dims or 0}, name)
+    return Gather([data, int_list(indices), int_list(axis)], {"batch_dims": batch_dims or 0}, name)
 
 
 def _normalize_indices(node: Node, idx: np.ndarray, n: int | np.ndarray, what: str = "index") -> np.ndarray:
@@ -652,7 +644,7 @@ class ScatterUpdate(Node):
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         data, idx, upd, ax = inputs
-        axis = normalize(_ints(ax)[0], data.ndim, self)
+        axis = normalize(static_ints(ax)[0], data.ndim, self)
         n = data.shape[axis]
         flat = np.asarray(idx, dtype=np.int64).reshape(-1)
         if np.any((flat < 0) | (flat >= n)):
@@ -667,7 +659,7 @@ class ScatterUpdate(Node):
 
 @builder
 def scatter_update(data: Any, indices: Any, updates: Any, axis: Any, name: str | None = None) -> Node:
-    return ScatterUpdate([data, _list_arg(indices), updates, _list_arg(axis)], None, name)
+    return ScatterUpdate([data, int_list(indices), updates, int_list(axis)], None, name)
 
 
 def _last_occurrence(flat: np.ndarray) -> np.ndarray:
@@ -754,7 +746,7 @@ class _ScatterElementsBase(Node):
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         data, idx, upd, ax = inputs
-        axis = normalize(_ints(ax)[0], data.ndim, self)
+        axis = normalize(static_ints(ax)[0], data.ndim, self)
         idx = _normalize_indices(self, idx, data.shape[axis])
         coords = list(np.indices(idx.shape, sparse=False)) if idx.ndim else []
         coords[axis] = idx
@@ -791,7 +783,7 @@ class ScatterElementsUpdate(_ScatterElementsBase):
 def scatter_elements_update(data: Any, indices: Any, updates: Any, axis: Any, reduction: str | None = "None",
                             use_init_val: bool | None = True, name: str | None = None) -> Node:
     attrs = {"reduction": (reduction or "none").lower(), "use_init_val": True if use_init_val is None else use_init_val}
-    return ScatterElementsUpdate([data, indices, updates, _list_arg(axis)], attrs, name)
+    return ScatterElementsUpdate([data, indices, updates, int_list(axis)], attrs, name)
 
 
 class _ScatterNDBase(Node):
@@ -908,7 +900,7 @@ class _PadBase(Node):
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
-        begin, end = _ints(inputs[1]), _ints(inputs[2])
+        begin, end = static_ints(inputs[1]), static_ints(inputs[2])
         mode = self.attrs["pad_mode"].lower()
         widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
         if mode == "constant":
@@ -943,7 +935,7 @@ class Pad(_PadBase):
 @builder
 def pad(arg: Any, pads_begin: Any, pads_end: Any, pad_mode: str, arg_pad_value: Any = None,
         name: str | None = None) -> Node:
-    ins = [arg, _list_arg(pads_begin), _list_arg(pads_end)]
+    ins = [arg, int_list(pads_begin), int_list(pads_end)]
     if arg_pad_value is not None:
         ins.append(arg_pad_value)
     return Pad(ins, {"pad_mode": pad_mode.lower()}, name)
@@ -1098,7 +1090,7 @@ class Reverse(Node):
 @builder
 def reverse(data: Any, axis: Any, mode: str, name: str | None = None) -> Node:
     """Reverse-1 (``openvino.opset1`` lists no builder; this follows the op's inputs)."""
-    return Reverse([data, _list_arg(axis)], {"mode": mode.lower()}, name)
+    return Reverse([data, int_list(axis)], {"mode": mode.lower()}, name)
 
 
 @register_op
@@ -1151,7 +1143,7 @@ class ReverseSequence(Node):
 @builder
 def reverse_sequence(input: Any, seq_lengths: Any, batch_axis: int, seq_axis: int,  # noqa: A002
                      name: str | None = None) -> Node:
-    return ReverseSequence([input, _list_arg(seq_lengths)], {"batch_axis": int(batch_axis), "seq_axis": int(seq_axis)},
+    return ReverseSequence([input, int_list(seq_lengths)], {"batch_axis": int(batch_axis), "seq_axis": int(seq_axis)},
                            name)
 
 
@@ -1184,13 +1176,13 @@ class Roll(Node):
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x, shift, axes = inputs
-        s, a = self._pairs(_ints(shift), _ints(axes), x.ndim)
+        s, a = self._pairs(static_ints(shift), static_ints(axes), x.ndim)
         return [np.roll(x, s, a) if a else np.array(x)]
 
 
 @builder
 def roll(data: Any, shift: Any, axes: Any, name: str | None = None) -> Node:
-    return Roll([data, _list_arg(shift), _list_arg(axes)], None, name)
+    return Roll([data, int_list(shift), int_list(axes)], None, name)
 
 
 # -- OneHot -------------------------------------------------------------------------------------

@@ -322,11 +322,11 @@ class Reshape(Node):
 @builder
 def reshape(node: Any, output_shape: Any, special_zero: bool, name: str | None = None) -> Node:
     """Reshape ``node`` to ``output_shape`` (a list or a 1-D integer node)."""
-    return Reshape([node, _int_input(output_shape)], {"special_zero": special_zero}, name)
+    return Reshape([node, int_list(output_shape)], {"special_zero": special_zero}, name)
 
 
-def _int_input(value: Any) -> Any:
-    """Python lists (even empty ones) become i64 constants, as in OpenVINO's builders."""
+def int_list(value: Any) -> Any:
+    """Builder arguments: Python lists (even empty ones) become i64 arrays, as in OpenVINO."""
     if isinstance(value, (list, tuple)):
         return np.asarray(value, dtype=np.int64)
     return value
@@ -403,7 +403,7 @@ class Squeeze15(_SqueezeBase):
 @builder
 def squeeze(data: Any, axes: Any = None, allow_axis_skip: bool = False, name: str | None = None) -> Node:
     """Squeeze-15 on ``data`` (``axes`` optional)."""
-    ins = [data] if axes is None else [data, _int_input(axes)]
+    ins = [data] if axes is None else [data, int_list(axes)]
     return Squeeze15(ins, {"allow_axis_skip": allow_axis_skip}, name)
 
 
@@ -442,7 +442,7 @@ class Unsqueeze(Node):
 
 @builder
 def unsqueeze(data: Any, axes: Any, name: str | None = None) -> Node:
-    return Unsqueeze([data, _int_input(axes)], None, name)
+    return Unsqueeze([data, int_list(axes)], None, name)
 
 
 # -- ShapeOf ------------------------------------------------------------------------------------
@@ -638,7 +638,7 @@ class Broadcast(_BroadcastBase):
 def broadcast(data: Any, target_shape: Any, axes_mapping: Any = None, broadcast_spec: str = "NUMPY",
               name: str | None = None) -> Node:
     """Broadcast-3 of ``data`` to ``target_shape``."""
-    ins = [data, _int_input(target_shape)] + ([] if axes_mapping is None else [_int_input(axes_mapping)])
+    ins = [data, int_list(target_shape)] + ([] if axes_mapping is None else [int_list(axes_mapping)])
     return Broadcast(ins, {"mode": broadcast_spec.lower()}, name)
 
 
@@ -683,7 +683,7 @@ class Tile(Node):
 
 @builder
 def tile(data: Any, repeats: Any, name: str | None = None) -> Node:
-    return Tile([data, _int_input(repeats)], None, name)
+    return Tile([data, int_list(repeats)], None, name)
 
 
 # -- Range --------------------------------------------------------------------------------------
@@ -964,7 +964,7 @@ class Split(Node):
 
 @builder
 def split(data: Any, axis: Any, num_splits: int, name: str | None = None) -> Node:
-    return Split([data, _int_input(axis)], {"num_splits": num_splits}, name)
+    return Split([data, int_list(axis)], {"num_splits": num_splits}, name)
 
 
 def _variadic_lengths(node: Node, dim: Dimension, lengths: list[int]) -> list[Dimension]:
@@ -1030,4 +1030,4 @@ class VariadicSplit(Node):
 
 @builder
 def variadic_split(data: Any, axis: Any, split_lengths: Any, name: str | None = None) -> Node:
-    return VariadicSplit([data, _int_input(axis), _int_input(split_lengths)], None, name)
+    return VariadicSplit([data, int_list(axis), int_list(split_lengths)], None, name)
