@@ -152,14 +152,24 @@ def log_softmax(ctx: NodeContext) -> Output:
 
 @converter("CumProd")
 def cumprod(ctx: NodeContext) -> Output:
-    """Products over a masked square: ``y[i] = prod_j (mask[i, j] ? x[j] : 1)`` along the axis."""
+    """Products over a masked square: ``y[i] = prod_j (mask[i, j] ? x[j] : 1)`` along the axis.
+    A run-time axis selects among the results for every possible axis."""
     x = ctx.req(0)
     r = rank_of(x)
-    axis_v = ctx.const_ints(1)
-    if axis_v is None:
-        raise ctx.fail("axis must be a constant")
-    axis = axis_v[0] + r if axis_v[0] < 0 else axis_v[0]
     exclusive, reverse = bool(ctx.attr("exclusive", 0)), bool(ctx.attr("reverse", 0))
+    axis_v = ctx.const_ints(1)
+    if axis_v is not None:
+        return _cumprod_along(x, axis_v[0] + r if axis_v[0] < 0 else axis_v[0], exclusive, reverse)
+    axis = ops.reshape(convert(ctx.req(1), Type.i64), i64([]), False).output(0)
+    axis = ops.select(ops.less(axis, i64(0)), ops.add(axis, i64(r)), axis).output(0)
+    y = _cumprod_along(x, r - 1, exclusive, reverse)
+    for a in range(r - 1):
+        y = ops.select(ops.equal(axis, i64(a)), _cumprod_along(x, a, exclusive, reverse), y).output(0)
+    return y
+
+
+def _cumprod_along(x: Output, axis: int, exclusive: bool, reverse: bool) -> Output:
+    r = rank_of(x)
     perm = [d for d in range(r) if d != axis] + [axis]
     inv = [perm.index(d) for d in range(r)]
     xt = ops.transpose(x, i64(perm)).output(0)

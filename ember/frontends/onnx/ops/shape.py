@@ -117,8 +117,9 @@ def split(ctx: NodeContext) -> list[Output]:
         num = ctx.attr("num_outputs", n)
         dim = x.partial_shape[axis] if x.partial_shape.rank_is_static else None
         if dim is not None and dim.is_static and dim.get_length() % num:
-            size = -(-dim.get_length() // num)
-            lengths = [size] * (num - 1) + [dim.get_length() - size * (num - 1)]
+            # chunks of ceil(n / num); the last ones take what is left (possibly nothing)
+            size, total = -(-dim.get_length() // num), dim.get_length()
+            lengths = [max(0, min(size, total - size * k)) for k in range(num)]
             return ops.variadic_split(x, i64(axis), i64(lengths)).outputs()
         return ops.split(x, i64(axis), num).outputs()
     return ops.variadic_split(x, i64(axis), split_in).outputs()
@@ -209,12 +210,11 @@ def pad(ctx: NodeContext) -> Output:
         begins, ends = i64(pads[:n]), i64(pads[n:])
     else:
         value = ctx.input(2) if ctx.has_input(2) else None
+        r = rank_of(x)
+        pads_in = convert(ctx.req(1), Type.i64)
         pads_v = ctx.const_ints(1)
         axes = ctx.const_ints(3) if ctx.has_input(3) else None
-        if ctx.has_input(3) and axes is None:
-            raise ctx.fail("axes must be a constant")
-        if pads_v is not None:
-            r = rank_of(x)
+        if pads_v is not None and (axes is not None or not ctx.has_input(3)):
             n = len(pads_v) // 2
             axes = list(range(r)) if axes is None else [a + r if a < 0 else a for a in axes]
             b, e = [0] * r, [0] * r
@@ -224,11 +224,17 @@ def pad(ctx: NodeContext) -> Output:
             if mode == "wrap":
                 return _wrap_pad(x, b, e)
         else:
-            if axes is not None or mode == "wrap":
-                raise ctx.fail("pads must be constant when axes or wrap mode are used")
-            p = convert(ctx.req(1), Type.i64)
-            halves = ops.split(p, i64(0), 2).outputs()
+            if mode == "wrap":
+                raise ctx.fail("wrap padding needs constant pads and axes")
+            halves = ops.split(pads_in, i64(0), 2).outputs()
             begins, ends = halves[0], halves[1]
+            if ctx.has_input(3):
+                # scatter the per-axis pads into full-rank zero vectors
+                ax = convert(ctx.req(3), Type.i64)
+                ax = ops.select(ops.less(ax, i64(0)), ops.add(ax, i64(r)), ax).output(0)
+                zeros = i64([0] * r)
+                begins = ops.scatter_elements_update(zeros, ax, begins, i64(0)).output(0)
+                ends = ops.scatter_elements_update(zeros, ax, ends, i64(0)).output(0)
         if value is not None:
             value = ops.reshape(value, i64([]), False).output(0) if value.partial_shape != [] else value
     if mode == "constant":
