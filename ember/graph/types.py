@@ -266,7 +266,7 @@ def cast_array(data: np.ndarray, src: Type, dst: Type) -> np.ndarray:
             arr = np.nan_to_num(arr, nan=0.0, posinf=hi, neginf=lo)
             arr = np.clip(np.trunc(arr), lo, hi)
             with np.errstate(invalid="ignore"):
-                out = arr.astype(dst.dtype)
+                out = np.asarray(arr.astype(dst.dtype))  # 0-d inputs give numpy scalars
             if dst.bitwidth == 64:  # float64 rounds the 64-bit maximum up past the range
                 out[arr >= float(hi)] = hi
             return out
