@@ -904,3 +904,140 @@ def non_max_suppression(boxes: Any, scores: Any, max_output_boxes_per_class: Any
     return NonMaxSuppression(inputs, {"box_encoding": box_encoding.lower(),
                                       "sort_result_descending": sort_result_descending,
                                       "output_type": output_type}, name)
+
+
+# == SpaceToBatch, BatchToSpace =============================================================
+
+
+def _div_dim(d: Dimension, k: int) -> Dimension:
+    """``d / k`` for a dimension that must divide evenly: bounds round inward."""
+    if d.is_static:
+        return Dimension(d.get_length() // k)
+    hi = -1 if d.max_length == -1 else d.max_length // k
+    return Dimension(-(-d.min_length // k), hi)
+
+
+def _shift_dim(d: Dimension, delta: int) -> Dimension:
+    hi = -1 if d.max_length == -1 else d.max_length + delta
+    return Dimension(hi) if d.is_static else Dimension(max(d.min_length + delta, 0), hi)
+
+
+class _BlockBase(Node):
+    """Shared checks of SpaceToBatch / BatchToSpace: 1-D integer block and pad/crop inputs."""
+
+    num_inputs = (4, 4)
+
+    def _params(self, rank: int | None) -> list[np.ndarray] | None:
+        for p in (1, 2, 3):
+            t = self.input_type(p)
+            if not (t.is_integral_number or t.is_dynamic):
+                raise self.fail(f"input {p} must be an integer tensor, got {t}")
+            s = self.input_shape(p)
+            if s.rank_is_static and len(s) != 1:
+                raise self.fail(f"input {p} must be 1-D, got shape {s}")
+            if rank is not None and s.rank_is_static and s[0].is_static and s[0].get_length() != rank:
+                raise self.fail(f"input {p} has {s[0]} values for a rank-{rank} input")
+        values = [self.input_value(p) for p in (1, 2, 3)]
+        if any(v is None for v in values):
+            return None
+        block, begin, end = (np.asarray(v, np.int64).reshape(-1) for v in values)
+        if (block < 1).any():
+            raise self.fail(f"block_shape values must be positive, got {block.tolist()}")
+        if block.size and block[0] != 1:
+            raise self.fail(f"block_shape[0] must be 1, got {int(block[0])}")
+        if (begin < 0).any() or (end < 0).any():
+            raise self.fail("pads and crops must be non-negative")
+        return [block, begin, end]
+
+
+@register_op
+class SpaceToBatch(_BlockBase):
+    """Zero-pad the spatial dimensions, then move ``block_shape`` blocks of them into the batch."""
+
+    type_name = "SpaceToBatch"
+    version = "opset2"
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        data = self.input_shape(0)
+        rank = len(data) if data.rank_is_static else None
+        params = self._params(rank)
+        if rank is None:
+            return [(self.input_type(0), PartialShape.dynamic())]
+        if params is None:
+            return [(self.input_type(0), PartialShape.dynamic(rank))]
+        block, begin, end = params
+        dims = [_shift_dim(d, int(b + e)) for d, b, e in zip(data, begin, end)]
+        for i in range(1, rank):
+            d = dims[i]
+            if d.is_static and d.get_length() % block[i]:
+                raise self.fail(f"padded dimension {i} ({d}) is not a multiple of the block size {int(block[i])}")
+            dims[i] = _div_dim(d, int(block[i]))
+        dims[0] = dims[0] * int(np.prod(block))
+        return [(self.input_type(0), PartialShape(dims))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x, block, begin, end = inputs[0], *(np.asarray(v, np.int64).reshape(-1) for v in inputs[1:])
+        y = np.pad(x, [(int(b), int(e)) for b, e in zip(begin, end)])
+        k = y.ndim - 1
+        split = [y.shape[0]]
+        for i in range(1, y.ndim):
+            split += [y.shape[i] // int(block[i]), int(block[i])]
+        y = y.reshape(split)
+        # [batch, D1/b1, b1, ..., Dk/bk, bk] -> [b1, ..., bk, batch, D1/b1, ..., Dk/bk]
+        y = y.transpose([2 * i + 2 for i in range(k)] + [0] + [2 * i + 1 for i in range(k)])
+        out = [y.shape[k] * int(np.prod(block))] + [y.shape[k + 1 + i] for i in range(k)]
+        return [np.ascontiguousarray(y).reshape(out)]
+
+
+@register_op
+class BatchToSpace(_BlockBase):
+    """Move ``block_shape`` blocks of the batch back into the spatial dimensions, then crop."""
+
+    type_name = "BatchToSpace"
+    version = "opset2"
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        data = self.input_shape(0)
+        rank = len(data) if data.rank_is_static else None
+        params = self._params(rank)
+        if rank is None:
+            return [(self.input_type(0), PartialShape.dynamic())]
+        if params is None:
+            return [(self.input_type(0), PartialShape.dynamic(rank))]
+        block, begin, end = params
+        total = int(np.prod(block))
+        if data[0].is_static and data[0].get_length() % total:
+            raise self.fail(f"the batch ({data[0]}) is not a multiple of the block volume {total}")
+        dims = [_div_dim(data[0], total)]
+        for i in range(1, rank):
+            d = _shift_dim(data[i] * int(block[i]), -int(begin[i] + end[i]))
+            if d.max_length != -1 and d.max_length < 0:
+                raise self.fail(f"crops of dimension {i} exceed its size")
+            dims.append(d)
+        return [(self.input_type(0), PartialShape(dims))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x, block, begin, end = inputs[0], *(np.asarray(v, np.int64).reshape(-1) for v in inputs[1:])
+        k = x.ndim - 1
+        blocks = [int(b) for b in block[1:]]
+        batch = x.shape[0] // int(np.prod(block))
+        y = x.reshape(blocks + [batch] + list(x.shape[1:]))
+        # [b1, ..., bk, batch, D1, ..., Dk] -> [batch, D1, b1, ..., Dk, bk]
+        order = [k]
+        for i in range(k):
+            order += [k + 1 + i, i]
+        y = y.transpose(order).reshape([batch] + [x.shape[1 + i] * blocks[i] for i in range(k)])
+        crop = tuple(slice(int(b), y.shape[i] - int(e)) for i, (b, e) in enumerate(zip(begin, end)))
+        return [np.ascontiguousarray(y[crop])]
+
+
+@builder
+def space_to_batch(data: Any, block_shape: Any, pads_begin: Any, pads_end: Any, name: str | None = None) -> Node:
+    """Build a SpaceToBatch node."""
+    return SpaceToBatch([data, block_shape, pads_begin, pads_end], None, name)
+
+
+@builder
+def batch_to_space(data: Any, block_shape: Any, crops_begin: Any, crops_end: Any, name: str | None = None) -> Node:
+    """Build a BatchToSpace node."""
+    return BatchToSpace([data, block_shape, crops_begin, crops_end], None, name)

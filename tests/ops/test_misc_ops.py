@@ -346,6 +346,24 @@ CASES.append(case("nms9-iou-at-threshold", same("non_max_suppression"),
                    Const(np.float32(0.0))]))
 
 
+# -- SpaceToBatch, BatchToSpace ------------------------------------------------------------------
+for shape, block, begin, end in (((2, 3, 4, 5), [1, 1, 2, 5], [0, 0, 0, 2], [0, 0, 2, 3]),
+                                 ((1, 2, 6), [1, 2, 3], [0, 0, 0], [0, 0, 0]),
+                                 ((3, 4), [1, 4], [0, 1], [0, 3]),
+                                 ((1, 2, 3, 4, 2), [1, 1, 3, 2, 2], [0, 0, 1, 0, 1], [0, 0, 2, 0, 1])):
+    block_pads = [Const(np.array(v, np.int64)) for v in (block, begin, end)]
+    CASES.append(case(f"space_to_batch-{shape}-{block}", same("space_to_batch"), [f32(*shape), *block_pads]))
+    spaced = run_ember(case("s2b", same("space_to_batch"), [f32(*shape), *block_pads]))[0]
+    CASES.append(case(f"batch_to_space-{spaced.shape}-{block}", same("batch_to_space"), [spaced, *block_pads]))
+CASES += [
+    case("batch_to_space-i32-params", same("batch_to_space"),
+         [f32(12, 3, 4, 5), *(Const(np.array(v, np.int32)) for v in ([1, 1, 2, 3], [0, 0, 0, 1], [0, 0, 1, 1]))]),
+    case("space_to_batch-runtime-block", same("space_to_batch"),
+         [f32(2, 3, 4, 6), np.array([1, 1, 2, 3], np.int64), np.array([0, 0, 0, 0], np.int64),
+          np.array([0, 0, 2, 0], np.int64)]),
+]
+
+
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_matches_openvino(c: Case) -> None:
     assert_close(run_ember(c), run_openvino(c), c.tol)
@@ -433,6 +451,17 @@ INFER: list[Case] = [
          [Dyn("2,5,4"), Dyn("2,3,5"), Const(np.int64(30))]),
     Case("nms1-static", lambda *n: M.NonMaxSuppression1(list(n)), lambda *n: ov1.non_max_suppression(*n),
          [Dyn("2,5,4"), Dyn("2,3,5"), Const(np.int64(1))]),
+    case("space_to_batch-bounded", same("space_to_batch"), [Dyn("?,3,4..8,?"), _i64(1, 1, 2, 5), _i64(0, 0, 0, 2),
+                                                              _i64(0, 0, 2, 3)]),
+    case("space_to_batch-intervals", same("space_to_batch"), [Dyn("2..4,3,4..9,10..20"), _i64(1, 1, 2, 5),
+                                                                _i64(0, 0, 0, 0), _i64(0, 0, 0, 0)]),
+    case("space_to_batch-dyn-rank", same("space_to_batch"), [Dyn("..."), _i64(1, 2), _i64(0, 0), _i64(0, 0)]),
+    case("space_to_batch-runtime-block", same("space_to_batch"), [Dyn("2,3,4,5"), Dyn("4", np.int64),
+                                                                    _i64(0, 0, 0, 0), _i64(0, 0, 0, 0)]),
+    case("batch_to_space-bounded", same("batch_to_space"), [Dyn("?,3,4..8,?"), _i64(1, 1, 2, 3), _i64(0, 0, 0, 1),
+                                                              _i64(0, 0, 1, 1)]),
+    case("batch_to_space-intervals", same("batch_to_space"), [Dyn("6..18,3,4..8,2.."), _i64(1, 1, 2, 3),
+                                                                _i64(0, 0, 0, 1), _i64(0, 0, 1, 1)]),
     Case("nms1-runtime-max", lambda *n: M.NonMaxSuppression1(list(n)), lambda *n: ov1.non_max_suppression(*n),
          [Dyn("2,5,4"), Dyn("2,3,5"), Dyn("", np.int64)]),
 ]
@@ -479,6 +508,13 @@ ERRORS = [
     ("nms boxes", lambda: eo.non_max_suppression(eo.parameter([1, 5, 3]), eo.parameter([1, 2, 5])), "boxes"),
     ("nms boxes vs scores", lambda: eo.non_max_suppression(eo.parameter([1, 5, 4]), eo.parameter([1, 2, 6])),
      "disagree"),
+    ("space_to_batch divisible", lambda: eo.space_to_batch(eo.parameter([2, 3, 5, 5]), np.array([1, 1, 2, 5]),
+                                                           np.zeros(4, np.int64), np.zeros(4, np.int64)), "multiple"),
+    ("batch_to_space divisible", lambda: eo.batch_to_space(eo.parameter([10, 3, 4, 5]), np.array([1, 1, 2, 3]),
+                                                           np.zeros(4, np.int64), np.zeros(4, np.int64)), "multiple"),
+    ("space_to_batch block length", lambda: eo.space_to_batch(eo.parameter([2, 3, 4]), np.array([1, 2]),
+                                                              np.zeros(2, np.int64), np.zeros(2, np.int64)),
+     "2 values for a rank-3"),
 ]
 
 
