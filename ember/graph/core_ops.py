@@ -45,10 +45,13 @@ class Parameter(Node):
         from ember.graph.layout import Layout
 
         lay = self.output(0).rt_info.get("layout")
+        if isinstance(lay, dict):  # as the IR reader gives it: {"version": "0", "layout": "[N,C,H,W]"}
+            lay = lay.get("layout", "")
         return Layout(lay) if isinstance(lay, str) else (lay or Layout())
 
     def set_layout(self, layout: Any) -> None:
-        self.output(0).rt_info["layout"] = str(layout)
+        # stored as OpenVINO writes it: <attribute name="layout" version="0" layout="[N,C,H,W]"/>
+        self.output(0).rt_info["layout"] = {"version": "0", "layout": str(layout)}
 
     @property
     def layout(self) -> Any:
