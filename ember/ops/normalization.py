@@ -29,7 +29,7 @@ def _check_float(node: Node, port: int = 0) -> Type:
 def _axis_in_rank(node: Node, axis: int, shape: PartialShape, allow_negative: bool) -> None:
     if not shape.rank_is_static:
         return
-    rank = len(shape)
+    rank = max(len(shape), 1)  # a scalar takes axis 0 or -1, as in OpenVINO
     lo = -rank if allow_negative else 0
     if not lo <= axis < rank:
         raise node.fail(f"axis {axis} is out of range for rank {rank} (allowed [{lo}, {rank - 1}])")
@@ -56,14 +56,14 @@ class _SoftmaxBase(Node):
         x = inputs[0]
         if x.size == 0:
             return [np.array(x, copy=True)]
-        axis = self.attrs["axis"] % x.ndim
-        x64 = _f64(x)
+        axis = self.attrs["axis"] % x.ndim if x.ndim else 0
+        x64 = _f64(x).reshape(x.shape or (1,))
         with np.errstate(all="ignore"):
             shifted = x64 - np.max(x64, axis=axis, keepdims=True)
             e = np.exp(shifted)
             s = np.sum(e, axis=axis, keepdims=True)
             out = shifted - np.log(s) if self.log else e / s
-        return [out.astype(x.dtype)]
+        return [out.reshape(x.shape).astype(x.dtype)]
 
 
 @register_op

@@ -24,7 +24,9 @@ def reduction_axes(node: Node, axes: Any, rank: int) -> list[int]:
     out: list[int] = []
     for a in np.asarray(axes).reshape(-1).tolist():
         a = int(a)
-        if not -rank <= a < max(rank, 1) or (rank == 0 and a not in (0, -1)):
+        if rank == 0 and a in (0, -1):  # a scalar's only "axis": nothing to reduce
+            continue
+        if not -rank <= a < rank:
             raise node.fail(f"axis {a} is out of range for rank {rank} (allowed [{-rank}, {rank - 1}])")
         a = a + rank if a < 0 else a
         if a not in out:

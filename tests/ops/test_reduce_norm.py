@@ -179,7 +179,13 @@ CASES += [
     Case("softmax-v1", lambda x: N.Softmax1([x], {"axis": 2}), lambda x: ov1.softmax(x, 2), [X4]),
     Case("softmax-v1-default", lambda x: N.Softmax1([x]), lambda x: ov1.softmax(x, 1), [f32(3, 6)]),
     case("softmax-size1", same("softmax", 1), [f32(4, 1)]),
+    case("softmax-scalar", same("softmax", 0), [np.array(3.0, np.float32)]),
+    case("log_softmax-scalar", same("log_softmax", -1), [np.array(3.0, np.float32)]),
 ]
+for r in ("reduce_sum", "reduce_max", "reduce_mean"):
+    for ax in (0, -1):  # OpenVINO infers a scalar's axis 0 / -1 as nothing to reduce; its CPU plugin fails to run it
+        CASES.append(Case(f"{r}-scalar-axis{ax}", *same(r, keep_dims=True), [np.array(2.5, np.float32), _i64(ax)],
+                          numpy=lambda x, a: [x]))
 NORM_TOL = (1e-4, 1e-5)
 for axes in ([2, 3], [1, 2, 3], [-1], [0], [1, -1]):
     for mode in ("inside_sqrt", "outside_sqrt"):
@@ -257,6 +263,10 @@ INFER += [
     case("reduce_logical_or-dyn", same("reduce_logical_or", keep_dims=True), [Dyn("?,3", bool), _i64(0)]),
     case("cumsum-dyn", same("cumsum"), [Dyn("?,2..3"), Const(np.int64(1))]),
     case("cumsum-dyn-rank", same("cumsum"), [Dyn("..."), Dyn("", np.int64)]),
+    case("cumsum-scalar", same("cumsum"), [Dyn(""), Const(np.int64(-1))]),
+    case("reduce_sum-scalar", same("reduce_sum", keep_dims=False), [Dyn(""), _i64(-1)]),
+    case("reduce_l1-scalar", same("reduce_l1"), [Dyn(""), _i64(0)]),
+    case("softmax-scalar", same("softmax", -1), [Dyn("")]),
     case("softmax-dyn", same("softmax", -1), [Dyn("?,1..4")]),
     case("softmax-dyn-rank", same("softmax", 3), [Dyn("...")]),
     case("log_softmax-dyn", same("log_softmax", 0), [Dyn("?,1..4,5")]),
@@ -294,6 +304,7 @@ ERRORS = [
     ("logical on floats", lambda: eo.reduce_logical_and(eo.parameter([2, 3]), np.array([1])), "boolean"),
     ("softmax v1 negative axis", lambda: N.Softmax1([eo.parameter([2, 3])], {"axis": -1}), "axis -1"),
     ("softmax axis", lambda: eo.softmax(eo.parameter([2, 3]), 2), "axis 2"),
+    ("softmax scalar axis", lambda: eo.softmax(eo.parameter([]), 1), "axis 1"),
     ("mvn eps_mode", lambda: eo.mvn(eo.parameter([2, 3]), np.array([1]), True, 1e-9, "bad"), "eps_mode"),
     ("batch norm channels", lambda: eo.batch_norm_inference(eo.parameter([2, 3]), np.ones(4, np.float32),
                                                             np.ones(4, np.float32), np.ones(4, np.float32),
