@@ -109,7 +109,9 @@ def run_case(case: Any) -> tuple[str, str]:
                     continue
                 if not isinstance(arr, np.ndarray):
                     return "fail", f"run: input '{vi.name}' is a {type(arr).__name__}, not a tensor"
-                et = element_type(vi.type.tensor_type.elem_type)
+                tt = vi.type.optional_type.elem_type.tensor_type if vi.type.HasField("optional_type") \
+                    else vi.type.tensor_type
+                et = element_type(tt.elem_type)
                 feeds[vi.name] = to_ember_array(arr, et)
             params = {p.friendly_name for p in model.get_parameters()}
             feeds = {k: v for k, v in feeds.items() if k in params}

@@ -123,8 +123,11 @@ def _convert_proto(proto: onnx.ModelProto, base_dir: Path | None, specs: list[In
         params.append(_parameter(vi.name, value_infos.get(vi.name), by_name.get(vi.name)))
     for name in sorted(cut, key=lambda x: list(by_name).index(x)):
         params.append(_parameter(name, value_infos.get(name), by_name[name]))
+    optional_inputs = {vi.name for vi in graph.input if vi.type.WhichOneof("value") == "optional_type"}
     for p in params:
-        conv.define(p.friendly_name, p.output(0))
+        port = p.output(0)
+        conv.define(p.friendly_name, OptionalValue(port, p.element_type) if p.friendly_name in optional_inputs
+                    else port)
     conv.convert_nodes(nodes, opsets)
 
     results = []
@@ -157,7 +160,9 @@ def _parameter(name: str, vi: onnx.ValueInfoProto | None, spec: InputSpec | None
     shape = PartialShape.dynamic()
     if vi is not None:
         kind, et, shape = loader.value_info_type(vi)
-        if kind != "tensor":
+        if kind == "optional" and vi.type.optional_type.elem_type.WhichOneof("value") == "tensor_type":
+            shape = loader.shape_of(vi.type.optional_type.elem_type.tensor_type)
+        elif kind != "tensor":
             raise UnsupportedOpError(f"ember: model input '{name}' is an ONNX {kind}; only tensor inputs "
                                      "are supported")
     if spec is not None:
