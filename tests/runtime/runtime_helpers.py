@@ -52,6 +52,7 @@ class FakeDevice(Device):
         self.thread_safe_executables = thread_safe
         self.compile_work = compile_work
         self.compiled: list[Model] = []
+        self.imported: list[Model] = []
         self.runs = 0
 
     def supported_nodes(self, model: Model) -> set[str]:
@@ -74,7 +75,23 @@ class FakeDevice(Device):
                 device.runs += 1
                 return super().run(inputs, profile)
 
-        return Exe(model)
+        exe = Exe(model)
+        exe.blob = f"generated code for {model.friendly_name}".encode()
+        return exe
+
+    def export_model(self, executable: Any) -> bytes:
+        return executable.blob  # stands for generated machine code
+
+    def import_model(self, model: Model, blob: bytes, config: Mapping[str, Any]) -> Any:
+        assert blob.startswith(b"generated code")
+        self.imported.append(model)
+        saved, self.compile_work = self.compile_work, 0
+        try:
+            exe = self.compile(model, config)
+        finally:
+            self.compile_work = saved
+        self.compiled.pop()
+        return exe
 
 
 #: the op types of ``small_model``
