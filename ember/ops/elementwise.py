@@ -42,7 +42,8 @@ class BinaryElementwise(Node):
         return [(et, shape)]
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        a, b = numpy_broadcast(inputs, self.attrs["auto_broadcast"], self.attrs.get("axis", -1))
+        # OpenVINO's builders and IR reader leave the pdpd axis at 0 unless one is given
+        a, b = numpy_broadcast(inputs, self.attrs["auto_broadcast"], self.attrs.get("axis", 0))
         with np.errstate(all="ignore"):
             out = type(self).fn(self, a, b)
         et = Type.boolean if self.returns_bool else self.input_type(0)
@@ -96,13 +97,13 @@ def _power(self: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _floor_mod(self: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iu":
         return np.where(b == 0, 0, np.mod(a, np.where(b == 0, 1, b)))
-    return np.mod(a, b)
+    return a - np.floor(a / b) * b  # OpenVINO's formula: an infinite divisor gives NaN
 
 
 def _mod(self: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iu":
         return np.where(b == 0, 0, np.fmod(a, np.where(b == 0, 1, b)))
-    return np.fmod(a, b)
+    return a - np.trunc(a / b) * b  # OpenVINO's formula: an infinite divisor gives NaN
 
 
 _BINARY: list[tuple[str, str, str, Callable[..., Any], str]] = [
@@ -112,8 +113,9 @@ _BINARY: list[tuple[str, str, str, Callable[..., Any], str]] = [
     ("Multiply", "opset1", "multiply", lambda s, a, b: a * b, "same"),
     ("Divide", "opset1", "divide", _divide, "same"),
     ("Power", "opset1", "power", _power, "same"),
-    ("Maximum", "opset1", "maximum", lambda s, a, b: np.maximum(a, b), "same"),
-    ("Minimum", "opset1", "minimum", lambda s, a, b: np.minimum(a, b), "same"),
+    # std::max / std::min as OpenVINO has them: NaN wins only as the first operand
+    ("Maximum", "opset1", "maximum", lambda s, a, b: np.where(a < b, b, a), "same"),
+    ("Minimum", "opset1", "minimum", lambda s, a, b: np.where(b < a, b, a), "same"),
     ("SquaredDifference", "opset1", "squared_difference", lambda s, a, b: (a - b) * (a - b), "same"),
     ("FloorMod", "opset1", "floor_mod", _floor_mod, "same"),
     ("Mod", "opset1", "mod", _mod, "same"),
@@ -157,7 +159,7 @@ for _row in _BINARY:
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    return np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64)).astype(np.float64)
+    return np.asarray(np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64)), dtype=np.float64)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -372,6 +374,9 @@ class Select(Node):
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         c, a, b = inputs
+        if self.attrs["auto_broadcast"].lower() == "pdpd":  # else onto then, cond onto the result
+            a, b = numpy_broadcast([a, b], "pdpd", 0)
+            c = numpy_broadcast([a, c], "pdpd", 0)[1]
         return [np.where(c, a, b).astype(self.output(0).element_type.dtype)]
 
 
