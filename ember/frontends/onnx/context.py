@@ -165,6 +165,13 @@ class NodeContext:
                 raise self.fail(f"attribute '{n}' is not supported")
 
     # -- subgraphs ----------------------------------------------------------------------
+    def inline(self, name: str, inputs: Sequence[Any] = ()) -> list[Any]:
+        """Convert graph attribute ``name`` in place with ``inputs``; returns its outputs."""
+        a = self._attrs.get(name)
+        if a is None or a.type != AttributeProto.GRAPH:
+            raise self.fail(f"graph attribute '{name}' is missing")
+        return self.graph.inline_subgraph(a.g, inputs, self.opsets)
+
     def subgraph(self, name: str, inputs: Sequence[tuple[Type, Any] | None] | None = None) -> Subgraph:
         """Convert the graph attribute ``name`` into a body Model; ``inputs`` overrides the
         (element type, shape) of its formal inputs where the ONNX graph leaves them open."""

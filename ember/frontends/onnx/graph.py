@@ -83,10 +83,12 @@ class GraphConverter:
     """Converts the nodes of one graph; a subgraph's converter has the outer one as parent."""
 
     def __init__(self, base_dir: Path | None, functions: dict[tuple[str, str], onnx.FunctionProto],
-                 parent: GraphConverter | None = None) -> None:
+                 parent: GraphConverter | None = None, inline: bool = False) -> None:
         self.base_dir = base_dir
         self.functions = functions
         self.parent = parent
+        #: an inlined subgraph reads outer values directly instead of capturing them
+        self.inline = inline
         self.values: dict[str, Any] = {}
         self.captures: list[tuple[Parameter, Output]] = []
         #: what converters leave for later ones (e.g. QuantizeLinear for DequantizeLinear)
@@ -101,7 +103,7 @@ class GraphConverter:
             return self.values[name]
         if self.parent is not None:
             outer = self.parent.lookup(name, who)
-            value = self._capture(name, outer)
+            value = outer if self.inline else self._capture(name, outer)
             self.values[name] = value
             return value
         raise ConversionError(f"ember: ONNX tensor '{name}'{who} is used but never defined")
@@ -266,6 +268,16 @@ class GraphConverter:
                 self.define(node.output[i], self.lookup(prefix + formal))
 
     # -- subgraphs ----------------------------------------------------------------------
+    def inline_subgraph(self, g: onnx.GraphProto, inputs: Sequence[Any], opsets: dict[str, int]) -> list[Any]:
+        """Convert a subgraph in place (no body Model): its inputs are ``inputs``, its outer
+        references resolve to this graph's values; returns its output values."""
+        sub = GraphConverter(self.base_dir, self.functions, parent=self, inline=True)
+        sub.add_initializers(g)
+        for vi, v in zip(g.input, inputs):
+            sub.define(vi.name, v)
+        sub.convert_nodes(g.node, opsets)
+        return [sub.lookup(vo.name) for vo in g.output]
+
     def convert_subgraph(self, g: onnx.GraphProto, inputs: Sequence[tuple[Type, Any] | None] | None,
                          opsets: dict[str, int], name: str) -> Subgraph:
         sub = GraphConverter(self.base_dir, self.functions, parent=self)

@@ -8,6 +8,10 @@ after each sliced input), as OpenVINO's ONNX frontend builds them.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 import ember.opset as ops
 from ember.frontends.onnx.context import NodeContext
 from ember.frontends.onnx.graph import Subgraph
@@ -25,7 +29,11 @@ def _scalar(x: Output) -> Output:
 
 
 @converter("If")
-def if_(ctx: NodeContext) -> list[Output]:
+def if_(ctx: NodeContext) -> list[Any]:
+    known = ctx.const(0)
+    if known is not None:
+        # a condition known at conversion time keeps only the branch taken
+        return ctx.inline("then_branch" if bool(np.asarray(known).reshape(-1)[0]) else "else_branch")
     cond = _scalar(ctx.req(0))
     then = ctx.subgraph("then_branch")
     other = ctx.subgraph("else_branch")

@@ -224,8 +224,10 @@ def pad(ctx: NodeContext) -> Output:
             if mode == "wrap":
                 return _wrap_pad(x, b, e)
         else:
+            if mode == "wrap" and ctx.has_input(3):
+                raise ctx.fail("wrap padding with run-time pads needs all axes")
             if mode == "wrap":
-                raise ctx.fail("wrap padding needs constant pads and axes")
+                return _wrap_pad_dynamic(x, pads_in, r)
             halves = ops.split(pads_in, i64(0), 2).outputs()
             begins, ends = halves[0], halves[1]
             if ctx.has_input(3):
@@ -260,6 +262,51 @@ def _wrap_pad(x: Output, begins: list[int], ends: list[int]) -> Output:
             parts.append(ops.slice(y, i64([0]), i64([e]), i64([1]), i64([axis])).output(0))
         y = ops.concat(parts, axis).output(0) if len(parts) > 1 else parts[0]
     return y
+
+
+def _wrap_pad_dynamic(x: Output, pads: Output, rank: int) -> Output:
+    """Cyclic padding with pads known at run time: per axis, the tail, the (cropped) core and
+    the head, each a Slice whose bounds are computed in the graph."""
+    y = x
+    zero = i64([0])
+    for axis in range(rank):
+        b = ops.gather(pads, i64([axis]), i64(0)).output(0)
+        e = ops.gather(pads, i64([axis + rank]), i64(0)).output(0)
+        dim = ops.gather(shape_of(y), i64([axis]), i64(0)).output(0)
+        bp, ep = ops.maximum(b, zero).output(0), ops.maximum(e, zero).output(0)
+        bn = ops.maximum(ops.negative(b), zero).output(0)
+        en = ops.maximum(ops.negative(e), zero).output(0)
+        ax = i64([axis])
+        one = i64([1])
+        tail = ops.slice(y, ops.subtract(dim, bp), dim, one, ax).output(0)
+        core = ops.slice(y, bn, ops.subtract(dim, en), one, ax).output(0)
+        head = ops.slice(y, zero, ep, one, ax).output(0)
+        y = ops.concat([tail, core, head], axis).output(0)
+    return y
+
+
+@converter("TensorScatter", since=24)
+def tensor_scatter(ctx: NodeContext) -> Output:
+    """Write ``update`` into ``past_cache`` at per-batch positions along ``axis`` (wrapping
+    around in circular mode), as one ScatterElementsUpdate with computed indices."""
+    past, update = ctx.req(0), ctx.req(1)
+    r = rank_of(past)
+    axis = ctx.attr("axis", -2)
+    axis = axis + r if axis < 0 else axis
+    ushape = shape_of(update)
+    length = ops.reshape(ops.gather(ushape, i64([axis]), i64(0)), i64([]), False).output(0)
+    steps = ops.range(i64(0), length, i64(1), "i64").output(0)
+    steps = ops.reshape(steps, i64([1] * axis + [-1] + [1] * (r - axis - 1)), False).output(0)
+    if ctx.has_input(2):
+        start = ops.reshape(convert(ctx.req(2), Type.i64), i64([-1] + [1] * (r - 1)), False).output(0)
+        idx = ops.add(steps, start).output(0)
+    else:
+        idx = steps
+    if ctx.attr("mode", "linear") == "circular":
+        size = ops.gather(shape_of(past), i64([axis]), i64(0)).output(0)
+        idx = ops.floor_mod(idx, size).output(0)
+    idx = ops.broadcast(idx, ushape).output(0)
+    return ops.scatter_elements_update(past, idx, update, i64(axis)).output(0)
 
 
 @converter("DepthToSpace")
