@@ -270,7 +270,7 @@ _STRIDES = Attr("strides", "ints")
 _DILATIONS = Attr("dilations", "ints", [])
 _PADS_BEGIN = Attr("pads_begin", "ints", [])
 _PADS_END = Attr("pads_end", "ints", [])
-_AUTO_PAD = Attr("auto_pad", "str", "explicit")
+_AUTO_PAD = Attr("auto_pad", "str", "explicit", ("explicit", "same_upper", "same_lower", "valid", "notset"))
 _OUTPUT_PADDING = Attr("output_padding", "ints", [])
 
 
