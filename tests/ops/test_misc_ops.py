@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,18 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
+from test_reduce_norm import (  # noqa: E402
+    Case,
+    Dyn,
+    assert_close,
+    case,
+    check_infer,
+    run_ember_case,
+    run_oracle_case,
+    same,
+)
+
 from oracle import Const  # noqa: E402
 
 ov = pytest.importorskip("openvino")
@@ -30,9 +41,7 @@ import openvino.opset10 as ov10  # noqa: E402
 import openvino.opset16 as oo  # noqa: E402
 
 import ember.opset as eo  # noqa: E402
-from ember.devices.reference import run_model  # noqa: E402
 from ember.errors import EmberError, ShapeInferenceError  # noqa: E402
-from ember.graph import Model  # noqa: E402
 from ember.ops import misc as M  # noqa: E402
 
 rng = np.random.default_rng(11)
@@ -42,93 +51,10 @@ def f32(*shape: int, scale: float = 1.0) -> np.ndarray:
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@dataclass
-class Dyn:
-    """A Parameter of a partial shape, for inference-only cases."""
-
-    shape: str
-    dtype: Any = np.float32
-
-
-@dataclass
-class Case:
-    id: str
-    ember: Callable[..., Any]
-    ov: Callable[..., Any]
-    inputs: list[Any]
-    tol: tuple[float, float] = (1e-5, 1e-6)
-    oracle: str = "cpu"  # "cpu": OpenVINO's CPU plugin; "ref": OpenVINO's reference evaluate
-
-
-def same(builder: str, *args: Any, **kwargs: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """The same opset16 builder call on both sides."""
-    return (lambda *n: getattr(eo, builder)(*n, *args, **kwargs),
-            lambda *n: getattr(oo, builder)(*n, *args, **kwargs))
-
-
 def interp(**kw: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """Interpolate-11 on both sides; a third input is the axes."""
     return (lambda x, s, a=None: eo.interpolate(x, s, axes=a, **kw),
             lambda x, s, a=None: oo.interpolate(x, s, axes=a, **kw))
-
-
-def case(id: str, fns: tuple[Callable[..., Any], Callable[..., Any]], inputs: list[Any],
-         tol: tuple[float, float] = (1e-5, 1e-6), oracle: str = "cpu") -> Case:
-    return Case(id, fns[0], fns[1], inputs, tol, oracle)
-
-
-def _graph(ns: Any, fn: Callable[..., Any], inputs: list[Any], all_const: bool = False) -> tuple[Any, list, list]:
-    params, feeds, args = [], [], []
-    for i, x in enumerate(inputs):
-        if isinstance(x, Const) or all_const:
-            args.append(ns.constant(np.asarray(x.value if isinstance(x, Const) else x)))
-        elif isinstance(x, Dyn):
-            p = ns.parameter(x.shape if ns is eo else ov.PartialShape(x.shape), x.dtype, name=f"in{i}")
-            params.append(p)
-            args.append(p)
-        else:
-            arr = np.asarray(x)
-            p = ns.parameter(list(arr.shape), arr.dtype, name=f"in{i}")
-            params.append(p)
-            feeds.append(arr)
-            args.append(p)
-    return fn(*args), params, feeds
-
-
-def run_ember(c: Case) -> list[np.ndarray]:
-    node, params, feeds = _graph(eo, c.ember, c.inputs)
-    model = Model([eo.result(o) for o in node.outputs()], params, "t")
-    outs = run_model(model, feeds)
-    for o, r in zip(outs, model.get_results()):  # inference must agree with the kernel
-        ps, et = r.output(0).partial_shape, r.output(0).element_type
-        assert ps.accepts(o.shape), f"inferred {ps} but computed {o.shape}"
-        assert o.dtype == et.dtype, f"inferred {et} but computed {o.dtype}"
-    return outs
-
-
-def run_openvino(c: Case) -> list[np.ndarray]:
-    if c.oracle == "ref":
-        node, _, _ = _graph(oo, c.ov, c.inputs, all_const=True)
-        outs = [ov.Tensor(node.get_output_element_type(i), node.get_output_partial_shape(i).to_shape())
-                for i in range(node.get_output_size())]
-        values = [np.ascontiguousarray(x.value if isinstance(x, Const) else x) for x in c.inputs]
-        assert node.evaluate(outs, [ov.Tensor(v) for v in values]), "OpenVINO has no reference for this case"
-        return [t.data.copy() for t in outs]
-    node, params, feeds = _graph(oo, c.ov, c.inputs)
-    model = ov.Model([node.output(i) for i in range(node.get_output_size())], params, "t")
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    res = compiled(feeds)
-    return [np.asarray(res[o]) for o in compiled.outputs]
-
-
-def assert_close(ours: list[np.ndarray], theirs: list[np.ndarray], tol: tuple[float, float]) -> None:
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-        assert a.shape == b.shape, f"shape {a.shape} != OpenVINO's {b.shape}"
-        assert a.dtype.kind == b.dtype.kind and a.dtype.itemsize == b.dtype.itemsize, \
-            f"dtype {a.dtype} != OpenVINO's {b.dtype}"
-        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=tol[0], atol=tol[1],
-                                   equal_nan=True)
 
 
 def _i64(*v: int) -> Const:
@@ -353,7 +279,7 @@ for shape, block, begin, end in (((2, 3, 4, 5), [1, 1, 2, 5], [0, 0, 0, 2], [0, 
                                  ((1, 2, 3, 4, 2), [1, 1, 3, 2, 2], [0, 0, 1, 0, 1], [0, 0, 2, 0, 1])):
     block_pads = [Const(np.array(v, np.int64)) for v in (block, begin, end)]
     CASES.append(case(f"space_to_batch-{shape}-{block}", same("space_to_batch"), [f32(*shape), *block_pads]))
-    spaced = run_ember(case("s2b", same("space_to_batch"), [f32(*shape), *block_pads]))[0]
+    spaced = run_ember_case(case("s2b", same("space_to_batch"), [f32(*shape), *block_pads]))[0]
     CASES.append(case(f"batch_to_space-{spaced.shape}-{block}", same("batch_to_space"), [spaced, *block_pads]))
 CASES += [
     case("batch_to_space-i32-params", same("batch_to_space"),
@@ -366,7 +292,7 @@ CASES += [
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_matches_openvino(c: Case) -> None:
-    assert_close(run_ember(c), run_openvino(c), c.tol)
+    assert_close(run_ember_case(c), run_oracle_case(c), c.tol)
 
 
 STATIC_NMS = [
@@ -385,7 +311,7 @@ def test_static_nms_pads_with_minus_one(ours: Callable[..., Any], theirs: Callab
     boxes, scores = _boxes(1, 12, 3)
     c = Case("nms-static", ours, theirs, [boxes, scores, Const(np.int64(4)), Const(np.float32(0.3)),
                                           Const(np.float32(0.2))])
-    (mine,), (cpu,) = run_ember(c), run_openvino(c)
+    (mine,), (cpu,) = run_ember_case(c), run_oracle_case(c)
     assert mine.dtype == cpu.dtype
     np.testing.assert_array_equal(mine[: len(cpu)], cpu)
     assert (mine[len(cpu):] == -1).all()
@@ -394,7 +320,7 @@ def test_static_nms_pads_with_minus_one(ours: Callable[..., Any], theirs: Callab
 def test_topk_k_beyond_the_axis_is_an_error() -> None:
     c = case("topk-k-too-big", same("topk", axis=1, mode="max", sort="value"), [f32(2, 3), Const(np.int64(5))])
     with pytest.raises(EmberError, match="exceeds"):
-        run_ember(c)
+        run_ember_case(c)
 
 
 # -- inference with dynamic, bounded and dynamic-rank shapes -----------------------------------
@@ -469,11 +395,7 @@ INFER: list[Case] = [
 
 @pytest.mark.parametrize("c", INFER, ids=[c.id for c in INFER])
 def test_inference_matches_openvino(c: Case) -> None:
-    node, _, _ = _graph(eo, c.ember, c.inputs)
-    onode, _, _ = _graph(oo, c.ov, c.inputs)
-    ours = [(o.element_type.name, str(o.partial_shape)) for o in node.outputs()]
-    theirs = [(o.get_element_type().get_type_name(), str(o.get_partial_shape())) for o in onode.outputs()]
-    assert ours == theirs
+    check_infer(c)
 
 
 def test_interpolate_writes_pads_like_openvino() -> None:
