@@ -25,6 +25,7 @@ from test_reduce_norm import (  # noqa: E402
     assert_close,
     case,
     check_infer,
+    check_ir_round_trip,
     run_ember_case,
     run_oracle_case,
     same,
@@ -396,6 +397,25 @@ INFER: list[Case] = [
 @pytest.mark.parametrize("c", INFER, ids=[c.id for c in INFER])
 def test_inference_matches_openvino(c: Case) -> None:
     check_infer(c)
+
+
+def test_ir_round_trip_with_openvino(tmp_path: Path) -> None:
+    check_ir_round_trip(tmp_path, lambda p: [
+        eo.interpolate(p, np.array([3, 9], np.int64), "cubic", "sizes", axes=np.array([2, 3], np.int64)),
+        eo.interpolate(p, np.array([0.5, 2], np.float32), "bilinear_pillow", "scales", axes=np.array([2, 3])),
+        M.Interpolate4([p, np.array([12], np.int64), np.array([2.0], np.float32), np.array([3], np.int64)],
+                       {"mode": "linear", "shape_calculation_mode": "scales", "pads_begin": [0, 0, 1, 0]}),
+        M.Interpolate0([p, np.array([8, 8], np.int64)], {"axes": [2, 3], "mode": "nearest", "align_corners": False}),
+        eo.topk(p, np.int64(3), 1, "max", "value", "i64", True).output(0),
+        M.TopK1([p, np.int64(2)], {"axis": -1, "mode": "min", "sort": "index"}).output(1),
+        M.TopK3([p, np.int32(2)], {"axis": 2, "mode": "max", "sort": "none", "index_element_type": "i64"}).output(1),
+        eo.fake_quantize(p, np.float32(-1), np.float32(1), np.float32(0), np.float32(255), 256),
+        eo.bucketize(p, np.array([-1, 0, 1], np.float32), "i32", False),
+        eo.space_to_batch(p, np.array([1, 1, 2, 3]), np.zeros(4, np.int64), np.array([0, 0, 0, 3])),
+        eo.batch_to_space(p, np.array([1, 1, 2, 1]), np.array([0, 0, 1, 0]), np.array([0, 0, 0, 2])),
+        eo.non_max_suppression(eo.reshape(p, np.array([2, 72, 4]), False), eo.reshape(p, np.array([2, 4, 72]), False),
+                               np.int64(5), np.float32(0.5), np.float32(0.1), box_encoding="center").output(0),
+    ], [2, 4, 6, 12])
 
 
 def test_interpolate_writes_pads_like_openvino() -> None:

@@ -355,3 +355,37 @@ def test_mvn0_writes_reduction_axes_like_openvino() -> None:
     assert node.attrs["reduction_axes"] == [2, 3]
     assert node.get_type_info() == ("MVN", "opset2")
     assert N.Softmax.type_name == "SoftMax"
+
+
+def check_ir_round_trip(tmp_path: Path, outputs: Callable[[Any], list[Any]], shape: list[int]) -> None:
+    """ember writes IR that OpenVINO runs to ember's results, and reads back OpenVINO's IR of it."""
+    from ember.io import read_ir, write_ir
+
+    p = eo.parameter(shape, np.float32, name="x")
+    model = Model([eo.result(o) for o in outputs(p)], [p], "t")
+    x = f32(*shape)
+    ours = run_model(model, [x])
+    write_ir(model, tmp_path / "ember.xml")
+    core = ov.Core()
+    ov_model = core.read_model(tmp_path / "ember.xml")
+    compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    res = compiled([x])
+    assert_close(ours, [res[o] for o in compiled.outputs], (1e-4, 1e-5))
+    ov.save_model(ov_model, tmp_path / "openvino.xml", compress_to_fp16=False)
+    # attributes come back as OpenVINO stores them (eps as f32), so allow an ulp
+    assert_close(run_model(read_ir(tmp_path / "openvino.xml"), [x]), ours, (1e-6, 1e-7))
+
+
+def test_ir_round_trip_with_openvino(tmp_path: Path) -> None:
+    gamma = np.abs(f32(4)) + 0.1
+    check_ir_round_trip(tmp_path, lambda p: [
+        eo.reduce_mean(p, np.array([1, -1]), True), eo.reduce_l2(p, np.array([2])), eo.reduce_max(p, np.array(0)),
+        eo.reduce_logical_or(eo.greater(p, np.float32(0)), np.array([0])),
+        eo.cumsum(p, np.int64(2), True, True), eo.softmax(p, -2), N.Softmax1([p], {"axis": 1}), eo.log_softmax(p, 3),
+        eo.mvn(p, np.array([2, 3]), True, 1e-5, "outside_sqrt"),
+        N.MVN0([p], {"across_channels": False, "normalize_variance": True, "eps": 1e-3}),
+        eo.normalize_l2(p, np.array([1]), 1e-3, "add"), eo.grn(p, 0.1), eo.lrn(p, np.array([1]), 0.1, 0.75, 1.0, 3),
+        eo.batch_norm_inference(p, gamma, f32(4), f32(4), gamma, 1e-3),
+        N.BatchNormInference0([gamma, f32(4), p, f32(4), gamma], {"epsilon": 1e-3}),
+    ], [2, 4, 6, 6])
+
