@@ -68,13 +68,6 @@ def _resized_pads(pads: Sequence[int], rank: int) -> list[int]:
     return (list(pads) + [0] * rank)[:rank]
 
 
-def _pad_dim(d: Dimension, pad: int) -> Dimension:
-    if pad == 0:
-        return d
-    hi = -1 if d.max_length == -1 else d.max_length + pad
-    return Dimension(hi) if d.is_static else Dimension(d.min_length + pad, hi)
-
-
 def _scaled_length(n: int, scale: float) -> int:
     """OpenVINO's output length for ``scales`` mode: float32 ``n * (scale + 1e-6)``, truncated."""
     s = _F32(scale)
@@ -290,7 +283,7 @@ class _InterpolateBase(Node):
         axes = self._axes(rank)
         if axes is None:
             return [(t, PartialShape.dynamic(rank))]
-        dims = [_pad_dim(d, b + e) for d, b, e in zip(data, self.attrs["pads_begin"], self.attrs["pads_end"])]
+        dims = [d + (b + e) for d, b, e in zip(data, self.attrs["pads_begin"], self.attrs["pads_end"])]
         values = self.input_value(port)
         if values is None:
             for a in axes:
@@ -918,6 +911,7 @@ def _div_dim(d: Dimension, k: int) -> Dimension:
 
 
 def _shift_dim(d: Dimension, delta: int) -> Dimension:
+    """``d + delta`` for a negative ``delta`` too (the lower bound stops at 0)."""
     hi = -1 if d.max_length == -1 else d.max_length + delta
     return Dimension(hi) if d.is_static else Dimension(max(d.min_length + delta, 0), hi)
 
@@ -966,7 +960,7 @@ class SpaceToBatch(_BlockBase):
         if params is None:
             return [(self.input_type(0), PartialShape.dynamic(rank))]
         block, begin, end = params
-        dims = [_shift_dim(d, int(b + e)) for d, b, e in zip(data, begin, end)]
+        dims = [d + int(b + e) for d, b, e in zip(data, begin, end)]
         for i in range(1, rank):
             d = dims[i]
             if d.is_static and d.get_length() % block[i]:
