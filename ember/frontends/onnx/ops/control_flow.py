@@ -102,9 +102,34 @@ def scan(ctx: NodeContext) -> list[Output]:
     m = ctx.attr("num_scan_inputs")
     values = [ctx.req(i) for i in range(ctx.num_inputs)]
     n = len(values) - m
-    states, scanned = values[:n], values[n:]
-    in_axes = ctx.attr("scan_input_axes", [0] * m)
-    in_dirs = ctx.attr("scan_input_directions", [0] * m)
+    return _scan(ctx, values[:n], values[n:], ctx.attr("scan_input_axes", [0] * m),
+                 ctx.attr("scan_input_directions", [0] * m), ctx.attr("scan_output_axes", None),
+                 ctx.attr("scan_output_directions", None))
+
+
+@converter("Scan", since=8, until=8)
+def scan8(ctx: NodeContext) -> list[Output]:
+    """Scan-8 has a leading batch axis on every input: one TensorIterator per batch item."""
+    if ctx.has_input(0):
+        raise ctx.fail("sequence_lens is not supported")
+    m = ctx.attr("num_scan_inputs")
+    values = [ctx.req(i) for i in range(1, ctx.num_inputs)]
+    n = len(values) - m
+    batch = values[0].partial_shape[0]
+    if not batch.is_static:
+        raise ctx.fail("the batch dimension must be static")
+    dirs = ctx.attr("directions", [0] * m)
+    per_item = []
+    for b in range(batch.get_length()):
+        items = [ops.gather(v, i64(b), i64(0)).output(0) for v in values]
+        per_item.append(_scan(ctx, items[:n], items[n:], [0] * m, dirs, None, None))
+    return [ops.concat([ops.unsqueeze(outs[k], i64([0])) for outs in per_item], 0).output(0)
+            for k in range(len(per_item[0]))]
+
+
+def _scan(ctx: NodeContext, states: list[Output], scanned: list[Output], in_axes: list[int], in_dirs: list[int],
+          out_axes: list[int] | None, out_dirs: list[int] | None) -> list[Output]:
+    n, m = len(states), len(scanned)
     specs: list[tuple[Type, PartialShape] | None] = [(v.element_type, v.partial_shape) for v in states]
     norm_axes = []
     for v, a in zip(scanned, in_axes):
@@ -119,8 +144,8 @@ def scan(ctx: NodeContext) -> list[Output]:
     body = ctx.subgraph("body", specs)
     results = body.model.get_results()
     k_out = len(results) - n
-    out_axes = ctx.attr("scan_output_axes", [0] * k_out)
-    out_dirs = ctx.attr("scan_output_directions", [0] * k_out)
+    out_axes = out_axes if out_axes is not None else [0] * k_out
+    out_dirs = out_dirs if out_dirs is not None else [0] * k_out
     node = ops.tensor_iterator()
     stacks = []
     for j, r in enumerate(results[n:]):

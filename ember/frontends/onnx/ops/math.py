@@ -57,12 +57,27 @@ def power(ctx: NodeContext) -> Output:
     return ops.power(a, convert(b, a.element_type)).output(0)
 
 
+def _c_remainder(a: Output, b: Output) -> Output:
+    """fmod for floats, exact where OpenVINO's Mod gives NaN: x % +-inf is x for finite x."""
+    r = ops.mod(a, b).output(0)
+    inf = const_like(np.inf, b)
+    keep = ops.logical_and(ops.equal(ops.absolute(b), inf), ops.less(ops.absolute(a), const_like(np.inf, a)))
+    return ops.select(keep, a, r).output(0)
+
+
 @converter("Mod")
 def mod(ctx: NodeContext) -> Output:
     a, b = ctx.req(0), ctx.req(1)
+    if not a.element_type.is_real:
+        return (ops.mod if ctx.attr("fmod", 0) else ops.floor_mod)(a, b).output(0)
+    r = _c_remainder(a, b)
     if ctx.attr("fmod", 0):
-        return ops.mod(a, b).output(0)
-    return ops.floor_mod(a, b).output(0)
+        return r
+    # Python's float %: the C remainder moved onto the divisor's side
+    zero = const_like(0, r)
+    flip = ops.logical_and(ops.not_equal(r, zero),
+                           ops.not_equal(ops.less(r, zero), ops.less(b, const_like(0, b)))).output(0)
+    return ops.select(flip, ops.add(r, b), r).output(0)
 
 
 @converter("BitShift")
