@@ -48,6 +48,8 @@ CASES = [
     (1, 12, 12, 40, 40, 3, 3, (2, 2), (1, 1), (0, 0), (1, 1), 40),
     (2, 19, 23, 3, 3, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 3),       # depthwise, 3 channels, long rows
     (1, 4, 4, 8, 8, 5, 5, (1, 1), (1, 1), (2, 2), (2, 2), 8),         # depthwise, no interior columns
+    (1, 12, 13, 20, 20, 9, 9, (1, 2), (1, 1), (4, 3), (4, 5), 20),    # depthwise, taps not unrolled
+    (1, 9, 9, 1000, 1000, 3, 3, (2, 2), (1, 1), (1, 1), (1, 1), 1000),  # depthwise, 1000 channels
 ]
 
 EPILOGUES = [Epilogue(), Epilogue.relu(), Epilogue.clamp(0.0, 6.0)]

@@ -38,8 +38,7 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 1
-DW_PIXELS = 8  # output pixels kept in registers by the depthwise kernel
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -104,122 +103,207 @@ def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None) ->
 
 
 # --------------------------------------------------------------------------- depthwise kernel
+# One task per output row. Columns whose taps all fall inside the input ("interior") run
+# without bounds tests; border columns test each tap. Kernel sizes up to 7x7 get a module
+# of their own with the taps unrolled and the weights of a channel vector in registers.
 DW_FIELDS = ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
-             "c", "y", "ldy", "wp", "cp", "bias", "res", "ldr", "flags", "lo", "hi", "ox_lo", "ox_hi")
+             "c", "y", "ldy", "wp", "cp", "bias", "res", "ldr", "flags", "lo", "hi", "ox_lo", "ox_hi",
+             "oy_lo", "oy_hi")
 DWF = {name: i for i, name in enumerate(DW_FIELDS)}
 _DW_BIAS, _DW_RES = 1, 2
+DW_MAX_UNROLLED_TAPS = 49
+DW_BLOCK = 32  # output pixels per block
+DW_PIXELS = 1  # output pixels in registers at once
 
 
-def _emit_dw_block(m: ir.Module, name: str, lanes: int, px: int, checked: bool, masked: bool) -> ir.Function:
-    """block(ctx, img, oy, ox, cv): ``px`` output pixels from ``ox``, channel vector ``cv``."""
-    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, I64], internal=True, noinline=True)
-    ctx, img, oy, ox, cv = fn.args
-    e = Emitter(m, fn)
-    b = e.b
+class _DwEmitter(Emitter):
+    """Emitter with the depthwise context's fields at hand."""
 
-    def f(key: str, typ: ir.Type = I64) -> ir.Value:
-        return e.field(ctx, DWF[key], typ)
+    def __init__(self, m: ir.Module, fn: ir.Function, lanes: int):
+        super().__init__(m, fn)
+        self.ctx = fn.args[0]
+        self.ctx.add_attribute("noalias")
+        self.lanes = lanes
+        self.vt = vec(F32, lanes)
+        self._fields: dict[tuple[str, str], ir.Value] = {}
 
-    vt = vec(F32, lanes)
-    zero = ir.Constant(vt, None)
-    H, W, kh, kw = f("h"), f("w"), f("kh"), f("kw")
-    sh, sw, dh, dw, pt, pl = f("sh"), f("sw"), f("dh"), f("dw"), f("pt"), f("pl")
-    ldx, cp = f("ldx"), f("cp")
-    ch = b.mul(cv, c64(lanes))
-    mask = _lane_mask(e, b.sub(f("c"), ch), lanes) if masked else None
-    xbase = e.gep(F32, f("x", PTR), b.add(b.mul(img, f("xn")), ch))
-    wbase = e.gep(F32, f("wp", PTR), ch)
-    acc = [e.var(vt, zero) for _ in range(px)]
-    iy0 = b.sub(b.mul(oy, sh), pt)
-    ix0 = [b.sub(b.mul(b.add(ox, c64(p)), sw), pl) for p in range(px)]
-    with e.loop(0, kh, name="ky") as ky:
-        iy = b.add(iy0, b.mul(ky, dh))
-        with b.if_then(b.icmp_unsigned("<", iy, H)):
-            xrow = e.gep(F32, xbase, b.mul(b.mul(iy, W), ldx))
-            with e.loop(0, kw, name="kx") as kx:
-                wv = e.load(vt, e.gep(F32, wbase, b.mul(b.add(b.mul(ky, kw), kx), cp)), align=4)
-                kxd = b.mul(kx, dw)
-                for p in range(px):
-                    ix = b.add(ix0[p], kxd)
+    def f(self, key: str, typ: ir.Type = I64) -> ir.Value:
+        """Context field ``key``, loaded once in the entry block."""
+        v = self._fields.get((key, str(typ)))
+        if v is None:
+            with self.b.goto_block(self.entry):
+                v = self.field(self.ctx, DWF[key], typ)
+            self._fields[(key, str(typ))] = v
+        return v
 
-                    def tap(p: int = p, ix: ir.Value = ix) -> None:
-                        xv = _masked_load(e, vt, e.gep(F32, xrow, b.mul(ix, ldx)), mask)
-                        b.store(_fmuladd(e, xv, wv, e.load(vt, acc[p])), acc[p])
+    def flag(self, bit: int) -> ir.Value:
+        return self.b.icmp_unsigned("!=", self.b.and_(self.b.trunc(self.f("flags"), I32), c32(bit)), c32(0))
 
-                    if checked:
-                        with b.if_then(b.icmp_unsigned("<", ix, W)):
-                            tap()
-                    else:
-                        tap()
-    flags = b.trunc(f("flags"), I32)
-    with b.if_then(b.icmp_unsigned("!=", b.and_(flags, c32(_DW_BIAS)), c32(0))):
-        bv = _masked_load(e, vt, e.gep(F32, f("bias", PTR), ch), mask)
-        for p in range(px):
-            b.store(b.fadd(e.load(vt, acc[p]), bv), acc[p])
-    pix0 = b.add(b.mul(b.add(b.mul(img, f("oh")), oy), f("ow")), ox)
-    with b.if_then(b.icmp_unsigned("!=", b.and_(flags, c32(_DW_RES)), c32(0))):
-        rbase = e.gep(F32, f("res", PTR), b.add(b.mul(pix0, f("ldr")), ch))
-        for p in range(px):
-            rv = _masked_load(e, vt, e.gep(F32, rbase, b.mul(c64(p), f("ldr"))), mask)
-            b.store(b.fadd(e.load(vt, acc[p]), rv), acc[p])
-    vlo, vhi = e.splat(f("lo", F32), lanes), e.splat(f("hi", F32), lanes)
-    ybase = e.gep(F32, f("y", PTR), b.add(b.mul(pix0, f("ldy")), ch))
-    for p in range(px):
-        x = e.load(vt, acc[p])
+    def finish(self, acc: ir.Value, mask: ir.Value | None, ch: ir.Value, pix: ir.Value) -> ir.Value:
+        """acc + residual, clamped (bias is added by the caller)."""
+        b = self.b
+        out = self.var(self.vt, acc)
+        with b.if_then(self.flag(_DW_RES)):
+            rp = self.gep(F32, self.f("res", PTR), b.add(b.mul(pix, self.f("ldr")), ch))
+            b.store(b.fadd(self.load(self.vt, out), _masked_load(self, self.vt, rp, mask)), out)
+        x = self.load(self.vt, out)
+        vlo, vhi = self.splat(self.f("lo", F32), self.lanes), self.splat(self.f("hi", F32), self.lanes)
         x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
-        x = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
-        _masked_store(e, x, e.gep(F32, ybase, b.mul(c64(p), f("ldy"))), mask)
+        return b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
+
+    def bias_vec(self, ch: ir.Value, mask: ir.Value | None) -> ir.Value:
+        b = self.b
+        bv = self.var(self.vt, ir.Constant(self.vt, None))
+        with b.if_then(self.flag(_DW_BIAS)):
+            b.store(_masked_load(self, self.vt, self.gep(F32, self.f("bias", PTR), ch), mask), bv)
+        return self.load(self.vt, bv)
+
+
+def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | None, check_rows: bool,
+                 check_cols: bool, px: int) -> ir.Function:
+    """row(ctx, img, oy, ox0, ox1): output pixels [ox0, ox1) of row oy, all channels.
+
+    Pixel blocks of DW_BLOCK, channel vectors inside: with a specialized kernel size the
+    weights of one channel vector stay in registers while ``px`` pixels at a time stream
+    by. ``check_rows``/``check_cols`` test each tap's input row/column against the image."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, I64], internal=True, noinline=True)
+    _, img, oy, ox0, ox1 = fn.args
+    e = _DwEmitter(m, fn, lanes)
+    b, vt, L = e.b, e.vt, lanes
+    H, W, ldx, cp, ldy = e.f("h"), e.f("w"), e.f("ldx"), e.f("cp"), e.f("ldy")
+    sw, dw, pl = e.f("sw"), e.f("dw"), e.f("pl")
+    iy0 = b.sub(b.mul(oy, e.f("sh")), e.f("pt"))
+    ximg = e.gep(F32, e.f("x", PTR), b.mul(img, e.f("xn")))
+    pixrow = b.mul(b.add(b.mul(img, e.f("oh")), oy), e.f("ow"))
+    wp = e.f("wp", PTR)
+
+    def row_of(ky: ir.Value) -> tuple[ir.Value, ir.Value]:
+        iy = b.add(iy0, b.mul(ky, e.f("dh")))
+        return b.icmp_unsigned("<", iy, H), e.gep(F32, ximg, b.mul(b.mul(iy, W), ldx))
+
+    kh, kw = taps if taps is not None else (1, 1)
+    if taps is not None:
+        rows = [row_of(c64(ky)) for ky in range(kh)]
+
+    def guarded(cond: ir.Value | None, body) -> None:
+        if cond is None:
+            body()
+        else:
+            with b.if_then(cond):
+                body()
+
+    def pixels(ox: ir.Value, n: int, ch: ir.Value, mask: ir.Value | None, wv: list[ir.Value] | None,
+               bv: ir.Value) -> None:
+        ix0 = [b.sub(b.mul(b.add(ox, c64(p)), sw), pl) for p in range(n)]
+        # one accumulator per pixel and kernel row: short FMA chains, latency hidden
+        nparts = kh if wv is not None else 1
+        acc = [[e.var(vt, bv if part == 0 else ir.Constant(vt, None)) for part in range(nparts)]
+               for _ in range(n)]
+
+        def tap(xrow: ir.Value, kx: ir.Value, w: ir.Value, part: int) -> None:
+            for p in range(n):
+                ix = b.add(ix0[p], b.mul(kx, dw))
+
+                def fma(p: int = p, ix: ir.Value = ix) -> None:
+                    xv = _masked_load(e, vt, e.gep(F32, xrow, b.add(b.mul(ix, ldx), ch)), mask)
+                    b.store(_fmuladd(e, xv, w, e.load(vt, acc[p][part])), acc[p][part])
+
+                guarded(b.icmp_unsigned("<", ix, W) if check_cols else None, fma)
+
+        if wv is not None:
+            for ky in range(kh):
+                ok, xrow = rows[ky]
+                guarded(ok if check_rows else None,
+                        lambda xrow=xrow, ky=ky: [tap(xrow, c64(kx), wv[ky * kw + kx], ky) for kx in range(kw)])
+        else:
+            kwr = e.f("kw")
+            with e.loop(0, e.f("kh"), name="ky") as ky:
+                ok, xrow = row_of(ky)
+
+                def taps_of_row(ky: ir.Value = ky, xrow: ir.Value = xrow) -> None:
+                    with e.loop(0, kwr, name="kx") as kx:
+                        t = b.add(b.mul(ky, kwr), kx)
+                        tap(xrow, kx, e.load(vt, e.gep(F32, wp, b.add(b.mul(t, cp), ch)), align=4), 0)
+
+                guarded(ok if check_rows else None, taps_of_row)
+        for p in range(n):
+            total = e.load(vt, acc[p][0])
+            for part in acc[p][1:]:
+                total = b.fadd(total, e.load(vt, part))
+            pix = b.add(pixrow, b.add(ox, c64(p)))
+            y = e.finish(total, mask, ch, pix)
+            _masked_store(e, y, e.gep(F32, e.f("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
+
+    def channel_block(ch: ir.Value, mask: ir.Value | None, ob: ir.Value, oe: ir.Value) -> None:
+        wv = None
+        if taps is not None:
+            wv = [e.load(vt, e.gep(F32, wp, b.add(b.mul(c64(t), cp), ch)), align=4) for t in range(kh * kw)]
+        bv = e.bias_vec(ch, mask)
+        main_end = b.add(ob, b.mul(b.sdiv(b.sub(oe, ob), c64(px)), c64(px)))
+        with e.loop(ob, main_end, px, name="ox") as ox:
+            pixels(ox, px, ch, mask, wv, bv)
+        if px > 1:
+            with e.loop(main_end, oe, name="oxr") as ox:
+                pixels(ox, 1, ch, mask, wv, bv)
+
+    c = e.f("c")
+    nfull = b.sdiv(c, c64(L))
+    with e.loop(ox0, ox1, DW_BLOCK, name="ob") as ob:
+        oe = e.min(ox1, b.add(ob, c64(DW_BLOCK)))
+        with e.loop(0, nfull, name="cv") as cv:
+            channel_block(b.mul(cv, c64(L)), None, ob, oe)
+        with b.if_then(b.icmp_signed("!=", b.srem(c, c64(L)), c64(0))):
+            ch = b.mul(nfull, c64(L))
+            channel_block(ch, _lane_mask(e, b.sub(c, ch), L), ob, oe)
     b.ret_void()
     return fn
 
 
-def _emit_dw_task(m: ir.Module, prefix: str, lanes: int) -> None:
-    blocks = {(px, chk, msk): _emit_dw_block(m, f"{prefix}_dw_{px}_{int(chk)}_{int(msk)}", lanes, px, chk, msk)
-              for px, chk in ((DW_PIXELS, False), (1, False), (1, True)) for msk in (False, True)}
-    fn = Emitter.function(m, f"{prefix}_dw_task", VOID, [PTR, I64])
-    ctx, task = fn.args
-    e = Emitter(m, fn)
-    b = e.b
-    oh = e.field(ctx, DWF["oh"])
-    img, oy = b.sdiv(task, oh), b.srem(task, oh)
-    c = e.field(ctx, DWF["c"])
-    nfull = b.sdiv(c, c64(lanes))
-    has_tail = b.icmp_signed("!=", b.srem(c, c64(lanes)), c64(0))
-
-    def channels(px: int, checked: bool, ox: ir.Value) -> None:
-        with e.loop(0, nfull, name="cv") as cv:
-            b.call(blocks[(px, checked, False)], [ctx, img, oy, ox, cv])
-        with b.if_then(has_tail):
-            b.call(blocks[(px, checked, True)], [ctx, img, oy, ox, nfull])
-
-    ox_lo, ox_hi, ow = e.field(ctx, DWF["ox_lo"]), e.field(ctx, DWF["ox_hi"]), e.field(ctx, DWF["ow"])
-    with e.loop(0, ox_lo, name="left") as ox:
-        channels(1, True, ox)
-    span = b.sub(ox_hi, ox_lo)
-    main_end = b.add(ox_lo, b.mul(b.sdiv(e.max(span, c64(0)), c64(DW_PIXELS)), c64(DW_PIXELS)))
-    with e.loop(ox_lo, main_end, DW_PIXELS, name="mid") as ox:
-        channels(DW_PIXELS, False, ox)
-    with e.loop(main_end, ox_hi, name="midr") as ox:
-        channels(1, False, ox)
-    with e.loop(e.max(ox_hi, ox_lo), ow, name="right") as ox:
-        channels(1, True, ox)
-    b.ret_void()
-
-
-def _build_dw(prefix: str, isa: Isa) -> ir.Module:
+def _build_dw(prefix: str, isa: Isa, taps: tuple[int, int] | None) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
-    _emit_dw_task(m, prefix, isa.f32_lanes)
+    lanes = isa.f32_lanes
+    inner = _emit_dw_row(m, f"{prefix}_row", lanes, taps, False, False, DW_PIXELS)
+    inner_rows = _emit_dw_row(m, f"{prefix}_row_r", lanes, taps, True, False, DW_PIXELS)
+    edge = _emit_dw_row(m, f"{prefix}_row_rc", lanes, taps, True, True, 1)
+    fn = Emitter.function(m, f"{prefix}_dw_task", VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = _DwEmitter(m, fn, lanes)
+    b = e.b
+    oh = e.f("oh")
+    img, oy = b.sdiv(task, oh), b.srem(task, oh)
+    ox_lo, ox_hi = e.f("ox_lo"), e.f("ox_hi")
+    b.call(edge, [ctx, img, oy, c64(0), ox_lo])
+    inside = b.and_(b.icmp_signed(">=", oy, e.f("oy_lo")), b.icmp_signed("<", oy, e.f("oy_hi")))
+    with b.if_else(inside) as (row_in, row_edge):
+        with row_in:
+            b.call(inner, [ctx, img, oy, ox_lo, ox_hi])
+        with row_edge:
+            b.call(inner_rows, [ctx, img, oy, ox_lo, ox_hi])
+    b.call(edge, [ctx, img, oy, ox_hi, e.f("ow")])
+    b.ret_void()
     return m
 
 
 @functools.cache
-def _dw_library(isa: Isa) -> jit.Library:
-    return jit.load(f"depthwise|v{VERSION}|{isa.level}|px{DW_PIXELS}", isa, lambda p: _build_dw(p, isa))
+def _dw_library(isa: Isa, taps: tuple[int, int] | None) -> jit.Library:
+    tag = "any" if taps is None else f"{taps[0]}x{taps[1]}"
+    return jit.load(f"depthwise|v{VERSION}|{isa.level}|k{tag}|b{DW_BLOCK}|p{DW_PIXELS}", isa,
+                    lambda p: _build_dw(p, isa, taps))
 
 
-def depthwise_task_address(isa: Isa | None = None) -> int:
-    return _dw_library(isa or host_isa()).address("dw_task")
+def depthwise_task_address(kh: int, kw: int, isa: Isa | None = None) -> int:
+    """Address of the depthwise task for a ``kh x kw`` kernel (specialized when small)."""
+    taps = (kh, kw) if kh * kw <= DW_MAX_UNROLLED_TAPS else None
+    return _dw_library(isa or host_isa(), taps).address("dw_task")
+
+
+def _interior(n_out: int, n_in: int, k: int, stride: int, dilation: int, pad: int) -> tuple[int, int]:
+    """[lo, hi) of output positions whose k taps all land inside [0, n_in)."""
+    lo = min(n_out, -(-pad // stride))
+    last = n_in - 1 - (k - 1) * dilation + pad  # position * stride <= last
+    hi = min(n_out, last // stride + 1) if last >= 0 else 0
+    return lo, max(lo, hi)
 
 
 # --------------------------------------------------------------------------- Python-facing ops
@@ -263,7 +347,7 @@ class Conv2d:
             wp[:g.kh * g.kw * cp].reshape(g.kh * g.kw, cp)[:, :g.cin] = w.reshape(g.cin, -1).T
             self._dw_weights, self._cp = wp, cp
             self.packed = None
-            self.task_address = depthwise_task_address(self.isa)
+            self.task_address = depthwise_task_address(g.kh, g.kw, self.isa)
         else:
             self.packed = pack_conv_weights(w, g.groups, self.isa)
 
@@ -274,11 +358,9 @@ class Conv2d:
         vals = dict(ldx=ldx, xn=xn, h=g.h, w=g.w, oh=g.oh, ow=g.ow, kh=g.kh, kw=g.kw, sh=sh, sw=sw, dh=dh,
                     dw=dw, pt=pt, pl=pl, c=g.cin, ldy=ldy, wp=self._dw_weights.ctypes.data, cp=self._cp,
                     ldr=ldr)
-        # interior columns: every kx tap lands inside the row
-        ox_lo = min(g.ow, -(-pl // sw))
-        last = g.w - 1 - (g.kw - 1) * dw + pl  # ox * sw <= last
-        ox_hi = max(ox_lo, min(g.ow, last // sw + 1)) if last >= 0 else ox_lo
-        vals.update(ox_lo=ox_lo, ox_hi=ox_hi)
+        ox_lo, ox_hi = _interior(g.ow, g.w, g.kw, sw, dw, pl)
+        oy_lo, oy_hi = _interior(g.oh, g.h, g.kh, sh, dh, pt)
+        vals.update(ox_lo=ox_lo, ox_hi=ox_hi, oy_lo=oy_lo, oy_hi=oy_hi)
         for k, v in vals.items():
             ctx[DWF[k]] = v
         lohi = np.array([self.epilogue.lo, self.epilogue.hi], np.float32).view(np.uint32)
@@ -298,7 +380,7 @@ class Conv2d:
         g = self.geometry
         ldx, xn = _pixel_stride("x", x, (g.batch, g.h, g.w, g.cin))
         if y is None:
-            y = np.empty(g.output_shape, np.float32)
+            y = aligned_empty(g.output_shape)
         ldy, _ = _pixel_stride("y", y, g.output_shape)
         if y.strides[0] // 4 != g.oh * g.ow * ldy:
             raise EmberError("ember: the output's images must be contiguous")

@@ -38,7 +38,7 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -245,26 +245,42 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     sh, sw, dh, dw, pt, pl = f("sh"), f("sw"), f("dh"), f("dw"), f("pt"), f("pl")
     zero_row = f("zero", PTR)
     xgroup = e.gep(F32, x, b.mul(g, f("xg")))
+    # (img, oy, ox) of pixel p, advanced incrementally: one division per task, not per pixel
     ohw = b.mul(OH, OW)
+    v_img = e.var(I64, b.udiv(m0, ohw))
+    q0 = b.urem(m0, ohw)
+    v_oy = e.var(I64, b.udiv(q0, OW))
+    v_ox = e.var(I64, b.urem(q0, OW))
+    v_slot = e.var(I64, c64(0))  # slot of (tile, tap 0, row r)
+    tap_stride = c64(MR)
+    tile_stride = b.mul(ntaps, c64(MR))
     with e.loop(m0, m1, name="p") as p:
-        i = b.sub(p, m0)
-        slot0 = b.add(b.mul(b.mul(b.sdiv(i, c64(MR)), ntaps), c64(MR)), b.srem(i, c64(MR)))
-        img = b.udiv(p, ohw)
-        q = b.urem(p, ohw)
-        oy, ox = b.udiv(q, OW), b.urem(q, OW)
+        img, oy, ox = e.load(I64, v_img), e.load(I64, v_oy), e.load(I64, v_ox)
+        slot0 = e.load(I64, v_slot)
         iy0 = b.sub(b.mul(oy, sh), pt)
         ix0 = b.sub(b.mul(ox, sw), pl)
         ximg = e.gep(F32, xgroup, b.mul(img, xn))
         with e.loop(0, kh, name="ky") as ky:
             iy = b.add(iy0, b.mul(ky, dh))
             yok = b.icmp_unsigned("<", iy, H)
+            xrow = e.gep(F32, ximg, b.mul(b.mul(iy, W), ldx))
+            trow = b.mul(b.mul(ky, kw), tap_stride)
             with e.loop(0, kw, name="kx") as kx:
                 ix = b.add(ix0, b.mul(kx, dw))
                 ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
-                pix = b.add(b.mul(iy, W), ix)
-                ptr = b.select(ok, e.gep(F32, ximg, b.mul(pix, ldx)), zero_row)
-                tap = b.add(b.mul(ky, kw), kx)
-                b.store(ptr, e.gep(PTR, rows, b.add(slot0, b.mul(tap, c64(MR)))))
+                ptr = b.select(ok, e.gep(F32, xrow, b.mul(ix, ldx)), zero_row)
+                b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, tap_stride))))
+        # advance pixel and table slot
+        r = b.srem(b.sub(p, m0), c64(MR))
+        b.store(b.select(b.icmp_signed("==", r, c64(MR - 1)), b.add(slot0, b.sub(tile_stride, c64(MR - 1))),
+                         b.add(slot0, c64(1))), v_slot)
+        nx = b.add(ox, c64(1))
+        wrap_x = b.icmp_signed(">=", nx, OW)
+        b.store(b.select(wrap_x, c64(0), nx), v_ox)
+        ny = b.select(wrap_x, b.add(oy, c64(1)), oy)
+        wrap_y = b.icmp_signed(">=", ny, OH)
+        b.store(b.select(wrap_y, c64(0), ny), v_oy)
+        b.store(b.select(wrap_y, b.add(img, c64(1)), img), v_img)
 
     # ---- compute: chunk -> panel -> tile
     y, ldy, yg = f("y", PTR), f("ldy"), f("yg")
@@ -588,5 +604,5 @@ def gemm(a: np.ndarray, b: np.ndarray | PackedWeights, bias: np.ndarray | None =
     if a.strides[-1] != 4:
         a = np.ascontiguousarray(a)
     if out is None:
-        out = np.empty((a.shape[0], packed.cout), np.float32)
+        out = aligned_empty((a.shape[0], packed.cout))
     return Gemm(packed, a.shape[0], epilogue, num_threads)(a, out, bias, residual)
