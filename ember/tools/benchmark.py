@@ -1,0 +1,500 @@
+"""``ember benchmark MODEL``: measure latency and throughput like OpenVINO's ``benchmark_app``.
+
+The library part is ``Benchmark``: one method per step (read, reshape, compile, make inputs,
+run, summarize, per-op counters, report, histogram), each usable and testable alone. The
+command line (``add_parser`` for ``ember``, or ``main(argv)``) only parses flags into a
+``BenchmarkConfig`` and prints.
+
+As in benchmark_app: the default hint is THROUGHPUT with ``-api async`` and LATENCY with
+``-api sync``; the first inference is timed apart and left out of the statistics; with
+``-api sync`` throughput is ``batch * 1000 / median latency``, with ``-api async`` it is
+``batch * iterations / duration``; async latency runs from ``start_async`` to the callback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ember.errors import EmberError
+from ember.graph.model import Model
+from ember.graph.shape import PartialShape
+
+DEFAULT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to measure. ``duration_s``/``niter``: stop after that time or that many
+    inferences (``niter`` wins; neither: 60 s as benchmark_app)."""
+
+    model: str
+    device: str = "AUTO"
+    hint: str | None = None  # LATENCY, THROUGHPUT, CUMULATIVE_THROUGHPUT, NONE; None: from api
+    num_streams: int | None = None
+    num_requests: int | None = None
+    duration_s: float | None = None
+    niter: int | None = None
+    shape: str | None = None  # "[1,3,224,224]" or "data[1,3,224,224],mask[1,?]"
+    api: str = "async"
+    perf_counts: bool = False
+    inference_precision: str | None = None
+    cache_dir: str | None = None
+    report_folder: str | None = None
+    histogram: str | None = None  # PNG path
+    progress: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.api not in ("sync", "async"):
+            raise EmberError(f"ember: -api must be sync or async, got {self.api!r}")
+        if self.hint is not None and self.hint.upper() not in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT",
+                                                                "NONE"):
+            raise EmberError(f"ember: -hint must be latency, throughput, cumulative_throughput or none, "
+                             f"got {self.hint!r}")
+        for name in ("num_streams", "num_requests", "niter"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise EmberError(f"ember: {name} must be >= 1, got {v}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise EmberError(f"ember: -t must be > 0 seconds, got {self.duration_s}")
+
+    @property
+    def effective_hint(self) -> str | None:
+        if self.hint is None:
+            return "THROUGHPUT" if self.api == "async" else "LATENCY"
+        return None if self.hint.upper() == "NONE" else self.hint.upper()
+
+
+@dataclass
+class LatencyStats:
+    median: float
+    average: float
+    min: float
+    max: float
+    p90: float
+
+    @classmethod
+    def of(cls, latencies_ms: Sequence[float]) -> LatencyStats:
+        if not latencies_ms:
+            raise EmberError("ember: no inference was measured; raise -t or -niter")
+        a = np.asarray(latencies_ms, dtype=np.float64)
+        return cls(float(np.median(a)), float(a.mean()), float(a.min()), float(a.max()), float(np.percentile(a, 90)))
+
+
+@dataclass
+class OpCounter:
+    node_name: str
+    node_type: str
+    exec_type: str
+    real_time_ms: float
+
+
+@dataclass
+class BenchmarkResult:
+    model: str
+    device: str
+    execution_devices: list[str]
+    api: str
+    hint: str | None
+    streams: int
+    requests: int
+    batch: int
+    iterations: int
+    duration_ms: float
+    read_ms: float
+    compile_ms: float
+    first_inference_ms: float
+    latency_ms: LatencyStats
+    throughput_fps: float
+    latencies_ms: list[float] = field(repr=False, default_factory=list)
+    per_op: list[OpCounter] = field(default_factory=list)
+
+    def to_dict(self, with_latencies: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_latencies:
+            d.pop("latencies_ms")
+        return d
+
+
+class Progress:
+    """A one-line progress bar on a terminal (silent elsewhere)."""
+
+    def __init__(self, total: float, unit: str, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.total = total
+        self.unit = unit
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last = 0.0
+
+    def update(self, done: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._last < 0.1):
+            return
+        self._last = now
+        frac = min(1.0, done / self.total) if self.total else 1.0
+        bar = "#" * int(frac * 40)
+        self.stream.write(f"\r[{bar:<40}] {frac * 100:5.1f}% {done:.0f}/{self.total:.0f} {self.unit}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+_SHAPE_ITEM = re.compile(r"([^\[\],]*)\[([^\]]*)\]")
+
+
+def parse_shapes(text: str) -> dict[str, PartialShape] | PartialShape:
+    """``"[1,3,224,224]"`` (one-input models) or ``"data[1,3,224,224],mask[1,?]"``; dims may be
+    ``?``, ``-1`` or ``1..8``."""
+    items = [(m.group(1).strip(), m.group(2)) for m in _SHAPE_ITEM.finditer(text)]
+    rest = _SHAPE_ITEM.sub("", text).replace(",", "").strip()
+    if not items or rest:
+        raise EmberError(f"ember: cannot parse -shape {text!r}; expected [1,3,224,224] or name[1,3,224,224],...")
+    if len(items) > 1 and any(not name for name, _ in items):
+        raise EmberError(f"ember: -shape {text!r}: name every input when giving several shapes")
+    try:
+        if len(items) == 1 and not items[0][0]:
+            return PartialShape(items[0][1])
+        return {name: PartialShape(dims) for name, dims in items}
+    except Exception as e:  # noqa: BLE001 - a bad dimension
+        raise EmberError(f"ember: cannot parse -shape {text!r}: {str(e).removeprefix('ember: ')}") from None
+
+
+def random_inputs(model_inputs: Sequence[Any], count: int, seed: int = 0) -> list[dict[int, np.ndarray]]:
+    """``count`` sets of random inputs; a dynamic dimension takes its lower bound (at least 1)."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for _ in range(max(1, count)):
+        feeds = {}
+        for i, port in enumerate(model_inputs):
+            ps = port.partial_shape
+            if not ps.rank_is_static:
+                raise EmberError(f"ember: input {i} has a dynamic rank; give its shape with -shape")
+            dims = [d.get_length() if d.is_static else max(1, d.min_length) for d in ps]
+            et = port.element_type
+            if et.is_real:
+                feeds[i] = rng.random(dims).astype(et.dtype)
+            elif et.name == "boolean":
+                feeds[i] = rng.integers(0, 2, dims).astype(bool)
+            else:
+                feeds[i] = rng.integers(0, 10, dims).astype(et.dtype)
+        sets.append(feeds)
+    return sets
+
+
+class Benchmark:
+    """Measures one model on one device; ``run_all()`` does every step in order."""
+
+    def __init__(self, config: BenchmarkConfig, core: Any = None, log: Callable[[str], None] | None = None) -> None:
+        from ember.runtime import Core
+
+        self.config = config
+        self.core = core or Core()
+        self.log = log or (lambda line: print(f"[ INFO ] {line}"))
+
+    # -- steps ---------------------------------------------------------------------------
+    def read_model(self) -> tuple[Model, float]:
+        t0 = time.perf_counter()
+        model = self.core.read_model(self.config.model)
+        return model, (time.perf_counter() - t0) * 1e3
+
+    def reshape(self, model: Model) -> Model:
+        if self.config.shape:
+            shapes = parse_shapes(self.config.shape)
+            model.reshape(shapes)
+        return model
+
+    def properties(self) -> dict[str, Any]:
+        c = self.config
+        props: dict[str, Any] = {}
+        if c.effective_hint:
+            props["PERFORMANCE_HINT"] = c.effective_hint
+        if c.num_streams:
+            props["NUM_STREAMS"] = c.num_streams
+        if c.num_requests and c.effective_hint:
+            props["PERFORMANCE_HINT_NUM_REQUESTS"] = c.num_requests
+        if c.perf_counts:
+            props["PERF_COUNT"] = True
+        if c.inference_precision:
+            props["INFERENCE_PRECISION_HINT"] = c.inference_precision
+        if c.cache_dir:
+            props["CACHE_DIR"] = c.cache_dir
+        return props
+
+    def compile(self, model: Model) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        compiled = self.core.compile_model(model, self.config.device, self.properties())
+        return compiled, (time.perf_counter() - t0) * 1e3
+
+    def num_requests(self, compiled: Any) -> int:
+        if self.config.api == "sync":
+            return 1
+        return self.config.num_requests or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+    @staticmethod
+    def batch_size(compiled: Any) -> int:
+        for port in compiled.inputs:
+            layout = port.node.get_layout() if hasattr(port.node, "get_layout") else None
+            if layout is not None and not layout.empty and layout.has_name("N"):
+                d = port.partial_shape[layout.get_index_by_name("N")]
+                return d.get_length() if d.is_static else 1
+        return 1
+
+    def run(self, compiled: Any, inputs: list[dict[int, np.ndarray]]) -> tuple[list[float], float, float]:
+        """Run until ``niter`` inferences or ``duration_s`` seconds. Returns (latencies in ms
+        without the first inference, total duration in ms, first inference in ms)."""
+        c = self.config
+        first_req = compiled.create_infer_request()
+        t0 = time.perf_counter()
+        first_req.infer(inputs[0], share_inputs=True)
+        first_ms = (time.perf_counter() - t0) * 1e3
+        limit_s = None if c.niter else (c.duration_s or DEFAULT_SECONDS)
+        progress = Progress(c.niter or limit_s or 0, "iterations" if c.niter else "s", enabled=c.progress)
+        run = self._run_sync if c.api == "sync" else self._run_async
+        try:
+            latencies, total_ms = run(compiled, inputs, c.niter, limit_s, progress)
+        finally:
+            progress.close()
+        return latencies, total_ms, first_ms
+
+    def _run_sync(self, compiled: Any, inputs: list[dict[int, np.ndarray]], niter: int | None,
+                  limit_s: float | None, progress: Progress) -> tuple[list[float], float]:
+        req = compiled.create_infer_request()
+        latencies: list[float] = []
+        start = time.perf_counter()
+        i = 0
+        while True:
+            elapsed = time.perf_counter() - start
+            if (niter is not None and i >= niter) or (limit_s is not None and elapsed >= limit_s):
+                break
+            t0 = time.perf_counter()
+            req.infer(inputs[i % len(inputs)], share_inputs=True)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            i += 1
+            progress.update(i if niter else elapsed)
+        return latencies, (time.perf_counter() - start) * 1e3
+
+    def _run_async(self, compiled: Any, inputs: list[dict[int, np.ndarray]], niter: int | None,
+                   limit_s: float | None, progress: Progress) -> tuple[list[float], float]:
+        from ember.runtime import AsyncInferQueue
+
+        queue = AsyncInferQueue(compiled, self.num_requests(compiled))
+        latencies: list[float] = []
+        lock = threading.Lock()
+
+        def done(request: Any, started: float) -> None:
+            ms = (time.perf_counter() - started) * 1e3
+            with lock:
+                latencies.append(ms)
+
+        queue.set_callback(done)
+        start = time.perf_counter()
+        i = 0
+        while True:
+            elapsed = time.perf_counter() - start
+            if (niter is not None and i >= niter) or (limit_s is not None and elapsed >= limit_s):
+                break
+            queue.start_async(inputs[i % len(inputs)], time.perf_counter(), share_inputs=True)
+            i += 1
+            progress.update(i if niter else elapsed)
+        queue.wait_all()
+        return latencies, (time.perf_counter() - start) * 1e3
+
+    @staticmethod
+    def per_op_counters(requests: Sequence[Any]) -> list[OpCounter]:
+        """Per-op times of each request's last inference, averaged over the requests, slowest first."""
+        acc: dict[str, list[Any]] = {}
+        for r in requests:
+            for p in r.get_profiling_info():
+                entry = acc.setdefault(p.node_name, [p.node_type, p.exec_type, 0.0, 0])
+                entry[2] += p.real_time.total_seconds() * 1e3
+                entry[3] += 1
+        out = [OpCounter(n, t, e, total / count) for n, (t, e, total, count) in acc.items()]
+        return sorted(out, key=lambda o: -o.real_time_ms)
+
+    def summarize(self, compiled: Any, latencies: list[float], total_ms: float, first_ms: float, read_ms: float,
+                  compile_ms: float, per_op: list[OpCounter]) -> BenchmarkResult:
+        c = self.config
+        stats = LatencyStats.of(latencies)
+        batch = self.batch_size(compiled)
+        fps = batch * 1000.0 / stats.median if c.api == "sync" else batch * len(latencies) * 1000.0 / total_ms
+        return BenchmarkResult(
+            model=str(c.model), device=c.device, execution_devices=list(compiled.get_property("EXECUTION_DEVICES")),
+            api=c.api, hint=c.effective_hint, streams=int(compiled.get_property("NUM_STREAMS")),
+            requests=self.num_requests(compiled), batch=batch, iterations=len(latencies), duration_ms=total_ms,
+            read_ms=read_ms, compile_ms=compile_ms, first_inference_ms=first_ms, latency_ms=stats,
+            throughput_fps=fps, latencies_ms=latencies, per_op=per_op)
+
+    def format(self, result: BenchmarkResult, top_ops: int = 20) -> list[str]:
+        s = result.latency_ms
+        lines = [f"Device: {result.device} ({', '.join(result.execution_devices)}), api {result.api}, "
+                 f"hint {result.hint or 'none'}, {result.streams} stream(s), {result.requests} request(s)",
+                 f"Read model took {result.read_ms:.2f} ms",
+                 f"Compile model took {result.compile_ms:.2f} ms",
+                 f"First inference took {result.first_inference_ms:.2f} ms",
+                 f"Count:            {result.iterations} iterations",
+                 f"Duration:         {result.duration_ms:.2f} ms",
+                 "Latency:",
+                 f"   Median:        {s.median:.2f} ms",
+                 f"   Average:       {s.average:.2f} ms",
+                 f"   Min:           {s.min:.2f} ms",
+                 f"   Max:           {s.max:.2f} ms",
+                 f"   90 percentile: {s.p90:.2f} ms",
+                 f"Throughput:   {result.throughput_fps:.2f} FPS"]
+        if result.per_op:
+            total = sum(o.real_time_ms for o in result.per_op) or 1.0
+            lines.append(f"Per-op counters (average of a few inferences after the measurement; top {top_ops}):")
+            lines.append(f"   {'node':<40}{'type':<22}{'exec':<12}{'ms':>10}{'%':>7}")
+            for o in result.per_op[:top_ops]:
+                lines.append(f"   {o.node_name[:39]:<40}{o.node_type[:21]:<22}{o.exec_type[:11]:<12}"
+                             f"{o.real_time_ms:>10.3f}{o.real_time_ms * 100 / total:>7.1f}")
+            lines.append(f"   total {total:.3f} ms in {len(result.per_op)} ops")
+        return lines
+
+    def write_report(self, result: BenchmarkResult, folder: str | Path) -> Path:
+        """``benchmark_report.json`` in ``folder``: the config, the statistics and every latency."""
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        out = path / "benchmark_report.json"
+        data = {"config": asdict(self.config), "result": result.to_dict(with_latencies=True)}
+        out.write_text(json.dumps(data, indent=2))
+        return out
+
+    @staticmethod
+    def check_histogram_support() -> None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise EmberError("ember: the latency histogram needs matplotlib: pip install matplotlib") from None
+
+    @staticmethod
+    def write_histogram(result: BenchmarkResult, path: str | Path) -> Path:
+        """A PNG histogram of the latencies, with the median and p90 marked."""
+        Benchmark.check_histogram_support()
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.hist(result.latencies_ms, bins=min(50, max(5, len(result.latencies_ms) // 5)), color="#d95f02")
+        ax.axvline(result.latency_ms.median, color="k", linestyle="--", label=f"median {result.latency_ms.median:.2f} ms")
+        ax.axvline(result.latency_ms.p90, color="gray", linestyle=":", label=f"p90 {result.latency_ms.p90:.2f} ms")
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("inferences")
+        ax.set_title(f"{Path(result.model).name} on {result.device} ({result.api}, {result.iterations} inferences)")
+        ax.legend()
+        fig.tight_layout()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out
+
+    # -- everything ----------------------------------------------------------------------
+    def run_all(self) -> BenchmarkResult:
+        c = self.config
+        if c.histogram:
+            self.check_histogram_support()  # fail before a long run, not after
+        model, read_ms = self.read_model()
+        model = self.reshape(model)
+        compiled, compile_ms = self.compile(model)
+        try:
+            nreq = self.num_requests(compiled)
+            inputs = random_inputs(compiled.inputs, nreq, c.seed)
+            self.log(f"Measuring {'for ' + str(c.niter) + ' iterations' if c.niter else 'for ' + str(c.duration_s or DEFAULT_SECONDS) + ' s'}"
+                     f" on {c.device} ({c.api}, {nreq} request(s))")
+            latencies, total_ms, first_ms = self.run(compiled, inputs)
+            per_op: list[OpCounter] = []
+            if c.perf_counts:
+                probe = [compiled.create_infer_request() for _ in range(max(1, min(nreq, 4)))]
+                for r, feeds in zip(probe, inputs * len(probe)):
+                    r.infer(feeds, share_inputs=True)
+                per_op = self.per_op_counters(probe)
+            result = self.summarize(compiled, latencies, total_ms, first_ms, read_ms, compile_ms, per_op)
+        finally:
+            compiled.close()
+        for line in self.format(result):
+            self.log(line)
+        if c.report_folder:
+            self.log(f"Report: {self.write_report(result, c.report_folder)}")
+        if c.histogram:
+            self.log(f"Latency histogram: {self.write_histogram(result, c.histogram)}")
+        return result
+
+
+# -- command line ----------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="IR .xml or .onnx file")
+    p.add_argument("-d", "--device", default="AUTO", help="device: REFERENCE, CPU, AUTO, HETERO:..., MULTI:... "
+                   "(default AUTO)")
+    p.add_argument("-hint", "--hint", default=None, type=str.lower,
+                   choices=["latency", "throughput", "cumulative_throughput", "none"],
+                   help="performance hint (default: throughput for -api async, latency for -api sync)")
+    p.add_argument("-nstreams", "--nstreams", type=int, default=None, help="number of streams")
+    p.add_argument("-nireq", "--nireq", type=int, default=None, help="number of infer requests (async)")
+    p.add_argument("-t", "--time", type=float, default=None, help=f"seconds to run (default {DEFAULT_SECONDS:g})")
+    p.add_argument("-niter", "--niter", type=int, default=None, help="number of inferences (overrides -t)")
+    p.add_argument("-shape", "--shape", default=None, help="input shapes: [1,3,224,224] or data[1,3,224,224],...")
+    p.add_argument("-api", "--api", default="async", choices=["sync", "async"])
+    p.add_argument("-pc", "--perf_counts", action="store_true", help="print per-op time")
+    p.add_argument("-infer_precision", "--infer_precision", default=None, help="f32, f16 or bf16")
+    p.add_argument("-cdir", "--cache_dir", default=None, help="model cache folder")
+    p.add_argument("-report_folder", "--report_folder", default=None, help="write benchmark_report.json here")
+    p.add_argument("-histogram", "--histogram", nargs="?", const="latency_histogram.png", default=None,
+                   metavar="PNG", help="save a latency histogram (needs matplotlib)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
+    return BenchmarkConfig(model=args.model, device=args.device, hint=args.hint, num_streams=args.nstreams,
+                           num_requests=args.nireq, duration_s=args.time, niter=args.niter, shape=args.shape,
+                           api=args.api, perf_counts=args.perf_counts, inference_precision=args.infer_precision,
+                           cache_dir=args.cache_dir, report_folder=args.report_folder, histogram=args.histogram,
+                           progress=args.progress, seed=args.seed)
+
+
+def _run(args: argparse.Namespace) -> int:
+    Benchmark(config_from_args(args)).run_all()
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``ember benchmark`` on the ``ember`` command's subparsers."""
+    p = sub.add_parser("benchmark", help="measure latency and throughput (like benchmark_app)")
+    add_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run as a program of its own: ``python -m ember.tools.benchmark MODEL ...``."""
+    parser = argparse.ArgumentParser(prog="ember benchmark", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except EmberError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+
+
+__all__ = ["Benchmark", "BenchmarkConfig", "BenchmarkResult", "LatencyStats", "OpCounter", "add_parser", "main",
+           "parse_shapes", "random_inputs"]
+
+if __name__ == "__main__":
+    sys.exit(main())
