@@ -142,14 +142,20 @@ def dim_div(d: Dimension, k: int) -> Dimension:
 
 def select_rule(node: Node, index: int) -> Bounds | None:
     """Bounds of an op that only moves elements of its data inputs: run its kernel on positions."""
+    return _select(node, index, value_bounds, (0, 0))
+
+
+def _select(node: Node, index: int, per_input: Callable[[Any], list | None], filler: Any = None) -> list | None:
+    """Per-element facts (``per_input`` of each data input) carried through an op that only
+    moves elements: its kernel runs on element positions and the facts are looked up."""
     data_inputs = getattr(node, "data_inputs", (0,))
     if data_inputs is None:
         data_inputs = tuple(range(len(node._inputs)))
     args: list[np.ndarray] = []
-    table: list[tuple[int, int]] = [(0, 0)]
+    table: list[Any] = [filler]  # position 0: values an op makes up (pads, fills)
     for i, src in enumerate(node._inputs):
         if i in data_inputs:
-            b = value_bounds(src)
+            b = per_input(src)
             shape = node.input_shape(i)
             if b is None or not shape.is_static or math.prod(shape.to_shape()) != len(b):
                 return None
@@ -169,6 +175,28 @@ def select_rule(node: Node, index: int) -> Bounds | None:
 
 value_rule("Squeeze", "Unsqueeze", "Reshape", "Concat", "Gather", "StridedSlice", "Slice", "Split",
            "VariadicSplit", "Transpose", "Tile", "Broadcast", "Reverse", "Roll")(select_rule)
+
+
+Origin = tuple[Any, int, int] | None  # (node, output index, dimension) a shape element came from
+
+
+def value_origins(out: Any) -> list[Origin] | None:
+    """For each element of a small integer tensor, the tensor dimension it was read from by
+    ShapeOf (through element moves like Gather, Slice, Concat, Convert), or None."""
+    out = as_output(out)
+    node = out.node
+    if node.type_name == "ShapeOf":
+        s = node.input_shape(0)
+        src = node._inputs[0]
+        return [(src.node, src.index, j) for j in range(len(s))] if s.rank_is_static else None
+    if node.type_name in ("Convert", "ConvertLike") and node.output(0).element_type.is_integral_number:
+        return value_origins(node._inputs[0])
+    value = constant_value(out)
+    if value is not None:
+        return [None] * int(np.asarray(value).size) if np.asarray(value).size <= 4096 else None
+    if _VALUE_RULES.get(node.type_name) is not select_rule:
+        return None
+    return _select(node, out.index, value_origins)
 
 
 @value_rule("ShapeOf")
@@ -227,13 +255,24 @@ def _product(dims: Sequence[Dimension]) -> tuple[int, int]:
     return lo, hi
 
 
-def reshape_dims(node: Node, in_shape: PartialShape, target: Bounds, special_zero: bool) -> list[Dimension]:
-    """Output dimensions of Reshape for target values (or bounds), with -1 and special_zero."""
+def reshape_dims(node: Node, in_shape: PartialShape, target: Bounds, special_zero: bool,
+                 origins: dict[int, int] | None = None) -> list[Dimension]:
+    """Output dimensions of Reshape for target values (or bounds), with -1 and special_zero.
+
+    ``origins`` maps target elements known to be input dimensions (read by ShapeOf of the
+    data itself) to those dimensions: like special_zero copies, they cancel out of the count."""
     dims: list[Dimension | None] = []
     minus_one: int | None = None
-    copied: set[int] = set()  # output dims that are input dims (special_zero): they cancel out
+    copied_in: set[int] = set()  # input dims that reappear as output dims: they cancel out
+    copied_out: set[int] = set()
+    origins = origins or {}
     for i, (lo, hi) in enumerate(target):
-        if lo == hi:
+        j = origins.get(i)
+        if j is not None and lo != hi and in_shape.rank_is_static and j < len(in_shape) and j not in copied_in:
+            dims.append(in_shape[j])
+            copied_in.add(j)
+            copied_out.add(i)
+        elif lo == hi:
             if lo == -1:
                 if minus_one is not None:
                     raise node.fail(f"more than one -1 in the target shape {[b[0] for b in target]}")
@@ -248,7 +287,8 @@ def reshape_dims(node: Node, in_shape: PartialShape, target: Bounds, special_zer
                     raise node.fail(f"special_zero copies input dimension {i}, but the input rank is {len(in_shape)}")
                 else:
                     dims.append(in_shape[i])
-                    copied.add(i)
+                    copied_in.add(i)
+                    copied_out.add(i)
             else:
                 dims.append(Dimension(lo))
         elif lo < 0:
@@ -261,8 +301,8 @@ def reshape_dims(node: Node, in_shape: PartialShape, target: Bounds, special_zer
                 dims.append(Dimension())
         else:
             dims.append(dim_of(lo, hi))
-    total = _product([d for i, d in enumerate(in_shape) if i not in copied]) if in_shape.rank_is_static else (0, INF)
-    known = _product([d for i, d in enumerate(dims) if d is not None and i not in copied])
+    total = _product([d for i, d in enumerate(in_shape) if i not in copied_in]) if in_shape.rank_is_static else (0, INF)
+    known = _product([d for i, d in enumerate(dims) if d is not None and i not in copied_out])
     if minus_one is not None:
         if total[0] == total[1] and known[0] == known[1]:
             if known[0] == 0:
@@ -282,8 +322,8 @@ def reshape_dims(node: Node, in_shape: PartialShape, target: Bounds, special_zer
         raise node.fail(f"cannot reshape {in_shape} ({total[0]} elements) into {_show(dims)} ({known[0]} elements)")
     elif total[0] == total[1]:
         # one unknown output dimension is fixed by the element count
-        free = [i for i, d in enumerate(dims) if d is not None and d.is_dynamic and i not in copied]
-        rest = _product([d for i, d in enumerate(dims) if d is not None and i not in copied and i not in free])
+        free = [i for i, d in enumerate(dims) if d is not None and d.is_dynamic and i not in copied_out]
+        rest = _product([d for i, d in enumerate(dims) if d is not None and i not in copied_out and i not in free])
         if len(free) == 1 and rest[0] == rest[1] and rest[0] > 0 and total[0] % rest[0] == 0:
             dims[free[0]] = merge_dims(node, dims[free[0]], Dimension(total[0] // rest[0]), "reshape")
     return [d for d in dims if d is not None]
@@ -309,8 +349,11 @@ class Reshape(Node):
         target = value_bounds(self._inputs[1])
         if target is None:
             return [(self.input_type(0), shape_input(self, 1))]
+        data = self._inputs[0]
+        origins = {i: o[2] for i, o in enumerate(value_origins(self._inputs[1]) or [])
+                   if o is not None and o[0] is data.node and o[1] == data.index}
         return [(self.input_type(0), PartialShape(reshape_dims(self, self.input_shape(0), target,
-                                                               self.attrs["special_zero"])))]
+                                                               self.attrs["special_zero"], origins)))]
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x, target = inputs
