@@ -42,7 +42,12 @@ class Device:
     the user's model), ``compile``, and, with a model cache, ``export_model`` /
     ``import_model``. Property values arrive typed, keyed by OpenVINO's names
     (``config["INFERENCE_PRECISION_HINT"]`` is an ``ember.Type``, ``config["PERFORMANCE_HINT"]``
-    a ``str`` enum, ``config["NUM_STREAMS"]``/``INFERENCE_NUM_THREADS`` resolved counts).
+    a ``str`` enum, ``config["NUM_STREAMS"]`` the stream count and ``INFERENCE_NUM_THREADS`` the
+    threads each stream may use).
+
+    A virtual device that only picks another device (AUTO) defines
+    ``select(model, config) -> (device name, property updates)``; the runtime then compiles on
+    the chosen device, so that the model cache and the stream plan apply to it.
     """
 
     name: str = ""

@@ -168,8 +168,8 @@ class CompiledModel:
         """Run one inference on an internal request (see ``InferRequest.infer``; inputs are
         shared by default, as in OpenVINO)."""
         with self._lock:
-            if self._request is None:
-                self._request = self.create_infer_request()
+            if self._request is None:  # holds this model weakly: no cycle keeps it (and its threads) alive
+                self._request = InferRequest(weakref.proxy(self))
             return self._request.infer(inputs, share_inputs=share_inputs, share_outputs=share_outputs)
 
     def infer_new_request(self, inputs: Any = None) -> OVDict:

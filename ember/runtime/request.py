@@ -26,6 +26,7 @@ import collections
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -449,26 +450,37 @@ class AsyncInferQueue:
             r._hook = self._make_hook(i)
             r._on_idle = self._make_release(i)
 
+    # The hooks hold the queue weakly: no reference cycle, so a queue nobody uses is freed at
+    # once (and with it, its requests and possibly the compiled model and its threads).
     def _make_hook(self, i: int) -> Callable[[InferRequest], None]:
+        ref = weakref.ref(self)
+
         def hook(request: InferRequest) -> None:
+            queue = ref()
+            if queue is None:
+                return
             try:
                 if request._error is not None:
-                    with self._cond:
-                        self._errors.append(request._error)
+                    with queue._cond:
+                        queue._errors.append(request._error)
                     request._error = None
-                if self._callback is not None:
-                    self._callback(request, self._userdata[i])
+                if queue._callback is not None:
+                    queue._callback(request, queue._userdata[i])
             except BaseException as e:  # noqa: BLE001 - reported by wait_all
                 log.error("ember: an AsyncInferQueue callback raised %s: %s", type(e).__name__, e)
-                with self._cond:
-                    self._errors.append(e)
+                with queue._cond:
+                    queue._errors.append(e)
         return hook
 
     def _make_release(self, i: int) -> Callable[[], None]:
+        ref = weakref.ref(self)
+
         def release() -> None:
-            with self._cond:
-                self._idle.append(i)
-                self._cond.notify_all()
+            queue = ref()
+            if queue is not None:
+                with queue._cond:
+                    queue._idle.append(i)
+                    queue._cond.notify_all()
         return release
 
     def set_callback(self, callback: Callable[[InferRequest, Any], None] | None) -> None:

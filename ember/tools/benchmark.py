@@ -391,8 +391,9 @@ class Benchmark:
 
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.hist(result.latencies_ms, bins=min(50, max(5, len(result.latencies_ms) // 5)), color="#d95f02")
-        ax.axvline(result.latency_ms.median, color="k", linestyle="--", label=f"median {result.latency_ms.median:.2f} ms")
-        ax.axvline(result.latency_ms.p90, color="gray", linestyle=":", label=f"p90 {result.latency_ms.p90:.2f} ms")
+        s = result.latency_ms
+        ax.axvline(s.median, color="k", linestyle="--", label=f"median {s.median:.2f} ms")
+        ax.axvline(s.p90, color="gray", linestyle=":", label=f"p90 {s.p90:.2f} ms")
         ax.set_xlabel("latency (ms)")
         ax.set_ylabel("inferences")
         ax.set_title(f"{Path(result.model).name} on {result.device} ({result.api}, {result.iterations} inferences)")
@@ -415,8 +416,8 @@ class Benchmark:
         try:
             nreq = self.num_requests(compiled)
             inputs = random_inputs(compiled.inputs, nreq, c.seed)
-            self.log(f"Measuring {'for ' + str(c.niter) + ' iterations' if c.niter else 'for ' + str(c.duration_s or DEFAULT_SECONDS) + ' s'}"
-                     f" on {c.device} ({c.api}, {nreq} request(s))")
+            limit = f"{c.niter} iterations" if c.niter else f"{c.duration_s or DEFAULT_SECONDS:g} s"
+            self.log(f"Measuring for {limit} on {c.device} ({c.api}, {nreq} request(s))")
             latencies, total_ms, first_ms = self.run(compiled, inputs)
             per_op: list[OpCounter] = []
             if c.perf_counts:

@@ -234,6 +234,58 @@ def test_no_thread_left_after_the_compiled_model_is_gone():
     assert set(_ember_threads()) - before == set()
 
 
+def test_threads_stop_without_a_gc_pass():
+    """No reference cycle keeps a compiled model alive: dropping the last reference is enough."""
+    import gc as _gc
+
+    before = set(_ember_threads())
+    _gc.disable()
+    try:
+        cm = Core().compile_model(small_model(), "REFERENCE", {props.num_streams: 2})
+        cm(_inputs(1)[0])
+        q = AsyncInferQueue(cm, 2)
+        q.set_callback(lambda r, u: None)
+        for x in _inputs(4):
+            q.start_async(x)
+        q.wait_all()
+        assert set(_ember_threads()) - before
+        del q, cm
+        deadline = time.monotonic() + 5
+        while set(_ember_threads()) - before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert set(_ember_threads()) - before == set()
+    finally:
+        _gc.enable()
+
+
+def test_streams_run_in_parallel_when_kernels_release_the_gil():
+    class Sleepy(FakeDevice):
+        def compile(self, model, config):
+            exe = super().compile(model, config)
+            run = exe.run
+
+            def sleepy_run(inputs, profile=None):
+                time.sleep(0.05)  # a native kernel that releases the GIL
+                return run(inputs, profile)
+            exe.run = sleepy_run
+            return exe
+
+    register_device("SLEEPY", lambda: Sleepy("SLEEPY", SMALL_OPS, thread_safe=False))
+    try:
+        cm = Core().compile_model(small_model(), "SLEEPY", {props.num_streams: 4})
+        q = AsyncInferQueue(cm, 4)
+        t0 = time.perf_counter()
+        for x in _inputs(8):
+            q.start_async(x)
+        q.wait_all()
+        elapsed = time.perf_counter() - t0
+        assert elapsed < 0.3, f"8 x 50 ms on 4 streams took {elapsed:.3f} s (serial would be 0.4 s)"
+        assert len(cm._executor.threads) == 4
+        cm.close()
+    finally:
+        unregister_device("SLEEPY")
+
+
 def test_close_stops_workers_and_refuses_new_async():
     cm = Core().compile_model(small_model(), "REFERENCE")
     req = cm.create_infer_request()
