@@ -138,11 +138,12 @@ def identity(ctx: NodeContext) -> list[Any]:
 def dropout(ctx: NodeContext) -> list[Output]:
     x = ctx.req(0)
     training = ctx.const(2) if ctx.has_input(2) else np.array(False)
-    ratio = ctx.const(1) if ctx.has_input(1) else np.array(ctx.attr("ratio", 0.5))
-    if training is None or ratio is None:
-        raise ctx.fail("training_mode and ratio must be constants")
-    if bool(np.asarray(training).reshape(-1)[0]) and float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
-        raise ctx.fail("training-mode dropout is random; only inference (or ratio 0) is supported")
+    if training is None:
+        raise ctx.fail("training_mode must be known at conversion time")
+    if bool(np.asarray(training).reshape(-1)[0]):
+        ratio = ctx.const(1) if ctx.has_input(1) else np.array(ctx.attr("ratio", 0.5))
+        if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
+            raise ctx.fail("training-mode dropout is random; only inference (or ratio 0) is supported")
     outs = [x]
     if ctx.output_used(1):
         outs.append(ops.broadcast(const(True, Type.boolean), shape_of(x)).output(0))
