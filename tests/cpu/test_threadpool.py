@@ -97,6 +97,32 @@ def test_concurrent_callers_share_a_pool():
     assert not errors
 
 
+def test_straggling_worker_makes_the_pool_go_serial():
+    """A worker that keeps finishing late (its core busy elsewhere) is left out for a while."""
+    pool = ThreadPool(2, backoff_ms=10_000)
+    main = threading.get_native_id()
+    ran_on = []
+
+    @TASK_FN
+    def task(ctx, t):
+        ran_on.append(threading.get_native_id())
+        if threading.get_native_id() != main:
+            time.sleep(0.02)  # the worker is "descheduled"
+        elif t == 0:
+            time.sleep(0.002)  # let the worker wake up and take a task
+
+    try:
+        addr = ctypes.cast(task, ctypes.c_void_p).value
+        for _ in range(3):
+            pool.parallel_for(addr, 0, 50)
+        assert pool.serial_fallbacks == 1
+        ran_on.clear()
+        pool.parallel_for(addr, 0, 50)
+        assert set(ran_on) == {main} and len(ran_on) == 50
+    finally:
+        pool.close()
+
+
 def test_close():
     pool = ThreadPool(2)
     pool.close()

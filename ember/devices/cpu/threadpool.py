@@ -34,7 +34,7 @@ from ember.devices.cpu.codegen import I32, I64, PTR, VOID, Emitter, c32, c64
 from ember.devices.cpu.isa import host_isa
 from ember.errors import EmberError
 
-VERSION = 2
+VERSION = 3
 
 # Pool state: a 64-byte aligned block of i64 words. Hot, shared fields sit on their own
 # cache lines (8 words). Worker w's private line starts at word _W0 + 8 * w.
@@ -47,6 +47,11 @@ _BUSY = 32        # i64 lock word taken by the caller for a job
 _SHUTDOWN = 33
 _NWORKERS = 34
 _SPIN = 35        # pause iterations before sleeping
+_STRAGGLE = 36    # consecutive jobs whose caller waited longer than it worked
+_SERIAL_UNTIL = 37  # cycle-counter deadline: until then jobs run on the caller alone
+_BACKOFF = 38     # ticks to stay serial after repeated straggling
+_MIN_WAIT = 39    # waits shorter than this many ticks never count as straggling
+_FALLBACKS = 40   # times the pool went serial (for tests and profiling)
 _W0 = 64          # per worker: [gen (i32 futex) | sleeping | pool ptr | id | thread handle]
 _WSTRIDE = 8
 _W_GEN, _W_SLEEPING, _W_POOL, _W_ID, _W_THREAD = 0, 1, 2, 3, 4
@@ -117,6 +122,9 @@ def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
         b.position_at_end(done)
         return cur
 
+    def ticks(e: Emitter) -> ir.Value:
+        return e.call("llvm.readcyclecounter", I64, [])
+
     def run_tasks(e: Emitter, pool: ir.Value, fnp: ir.Value, ctx: ir.Value, n: ir.Value) -> None:
         b = e.b
         hdr = e.fn.append_basic_block("tasks.hdr")
@@ -179,7 +187,12 @@ def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
     try_lock = fn.append_basic_block("try_lock")
     par = fn.append_basic_block("parallel")
     nw = e.min(e.min(b.sub(nthreads, c64(1)), e.load(I64, word(e, pool, _NWORKERS))), b.sub(n, c64(1)))
-    b.cbranch(b.icmp_signed("<=", nw, c64(0)), serial, try_lock)
+    check_clock = fn.append_basic_block("check_clock")
+    b.cbranch(b.icmp_signed("<=", nw, c64(0)), serial, check_clock)
+    b.position_at_end(check_clock)
+    t_start = ticks(e)
+    backing_off = b.icmp_unsigned("<", t_start, e.load(I64, word(e, pool, _SERIAL_UNTIL)))
+    b.cbranch(backing_off, serial, try_lock)
     b.position_at_end(try_lock)
     got = b.cmpxchg(word(e, pool, _BUSY), c64(0), c64(1), "acquire", "monotonic")
     b.cbranch(b.extract_value(got, 1), par, serial)
@@ -196,6 +209,7 @@ def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
     with e.loop(0, nw, name="w") as i:
         wake_worker(e, pool, i)
     run_tasks(e, pool, fnp, ctx, n)
+    t_own = ticks(e)
     pend = word(e, pool, _PENDING)
     cur = b.load_atomic(pend, "acquire", 4, typ=I32)
     with b.if_then(b.icmp_signed("!=", cur, c32(0))):
@@ -210,6 +224,23 @@ def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
         wait_change(e, pool, pend, now, word(e, pool, _CALLER_WAITS))
         b.branch(hdr)
         b.position_at_end(joined)
+    # Busy cores: a worker that was descheduled holds its task while the caller waits.
+    # After a few such jobs in a row, run jobs on the caller alone for a while.
+    t_end = ticks(e)
+    waited = b.sub(t_end, t_own)
+    limit = e.max(b.sub(t_own, t_start), e.load(I64, word(e, pool, _MIN_WAIT)))
+    straggle = word(e, pool, _STRAGGLE)
+    with b.if_else(b.icmp_unsigned(">", waited, limit)) as (slow, fine):
+        with slow:
+            count = b.add(e.load(I64, straggle), c64(1))
+            b.store(count, straggle)
+            with b.if_then(b.icmp_signed(">=", count, c64(3))):
+                b.store(b.add(t_end, e.load(I64, word(e, pool, _BACKOFF))), word(e, pool, _SERIAL_UNTIL))
+                b.store(c64(0), straggle)
+                fallbacks = word(e, pool, _FALLBACKS)
+                b.store(b.add(e.load(I64, fallbacks), c64(1)), fallbacks)
+        with fine:
+            b.store(c64(0), straggle)
     e.store_atomic(c64(0), word(e, pool, _BUSY), "release")
     b.ret_void()
 
@@ -245,6 +276,11 @@ def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
         b.call(join, [e.load(I64, word(e, line, _W_THREAD)), ir.Constant(PTR, None)])
     b.ret_void()
 
+    # ---- i64 ticks(): the cycle counter (0 where the target has none)
+    fn = Emitter.function(m, f"{prefix}_ticks", I64, [])
+    e = Emitter(m, fn)
+    e.b.ret(ticks(e))
+
     # ---- void spin(n): n pause instructions (to calibrate the spin budget)
     fn = Emitter.function(m, f"{prefix}_spin", VOID, [I64])
     e = Emitter(m, fn)
@@ -279,6 +315,21 @@ def _pause_ns(lib: jit.Library) -> float:
     return _spin_ns
 
 
+_tick_hz: float | None = None
+
+
+def _ticks_per_second(lib: jit.Library) -> float:
+    """Rate of the native cycle counter (0.0 if the target has none)."""
+    global _tick_hz
+    if _tick_hz is None:
+        ticks = lib.cfunc("ticks", ctypes.c_int64)
+        t0, c0 = time.perf_counter(), ticks()
+        time.sleep(0.01)
+        t1, c1 = time.perf_counter(), ticks()
+        _tick_hz = max(0.0, (c1 - c0) / (t1 - t0))
+    return _tick_hz
+
+
 def available_cores() -> int:
     """Cores this process may run on."""
     try:
@@ -290,10 +341,13 @@ def available_cores() -> int:
 class ThreadPool:
     """A pool of ``num_threads - 1`` native workers plus the calling thread.
 
-    ``spin_us`` is how long a waiting thread spins before it sleeps on a futex.
+    ``spin_us`` is how long a waiting thread spins before it sleeps on a futex. When the
+    caller of a job keeps waiting for a worker much longer than it worked itself (the
+    worker's core is busy with another process), the pool runs jobs on the caller alone
+    for ``backoff_ms`` before it tries its workers again (:attr:`serial_fallbacks` counts).
     """
 
-    def __init__(self, num_threads: int | None = None, spin_us: float = 100.0):
+    def __init__(self, num_threads: int | None = None, spin_us: float = 100.0, backoff_ms: float = 50.0):
         if num_threads is None:
             num_threads = available_cores()
         if num_threads < 1:
@@ -306,6 +360,9 @@ class ThreadPool:
         self._state = raw[off:off + words]
         self._state[_NWORKERS] = workers
         self._state[_SPIN] = max(1, int(spin_us * 1000 / _pause_ns(self._lib)))
+        hz = _ticks_per_second(self._lib)
+        self._state[_BACKOFF] = int(hz * backoff_ms / 1000)
+        self._state[_MIN_WAIT] = int(hz * 20e-6) if hz else 2**62  # 20 us
         self.num_threads = num_threads
         self.handle = self._state.ctypes.data
         self.parallel_for_address = self._lib.address("parallel_for")
@@ -328,6 +385,11 @@ class ThreadPool:
         if self._closed:
             raise EmberError("ember: the thread pool is closed")
         self._pfor(self.handle, fn, ctx, n_tasks, self.num_threads if num_threads is None else num_threads)
+
+    @property
+    def serial_fallbacks(self) -> int:
+        """How many times the pool fell back to running jobs on the caller alone."""
+        return int(self._state[_FALLBACKS])
 
     def close(self) -> None:
         """Stop and join the workers. Idempotent."""

@@ -1,0 +1,243 @@
+"""GFLOP/s of ember's native CPU kernels next to numpy (OpenBLAS), at 1 and 2 threads.
+
+    python benchmarks/kernels.py            # every shape
+    python benchmarks/kernels.py --quick    # a few shapes, fewer rounds
+    python benchmarks/kernels.py --isa avx2 --threads 1
+
+GEMM shapes are the matrix products of ResNet-50, MobileNetV2 and a BERT-like encoder
+(hidden 384, sequence 128); convolution shapes are their layers (NHWC, batch 1). ember runs
+the way a compiled plan does: weights packed and buffers bound once, then one
+``parallel_for`` per call. numpy computes ``A @ B``; for convolutions it does im2col
+(``sliding_window_view``) + matmul, and an einsum over the windows for depthwise layers.
+Runs alternate ember / numpy in rounds (the machine is shared and noisy) and report medians.
+The peak is measured here with a tight FMA loop (per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from llvmlite import ir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ember.devices.cpu import jit  # noqa: E402
+from ember.devices.cpu.codegen import F32, I64, Emitter, vec  # noqa: E402
+from ember.devices.cpu.conv import Conv2d, ConvGeometry  # noqa: E402
+from ember.devices.cpu.gemm import Epilogue, Gemm, aligned_empty, pack_b  # noqa: E402
+from ember.devices.cpu.isa import Isa, host_isa  # noqa: E402
+from ember.devices.cpu.threadpool import ThreadPool  # noqa: E402
+
+GEMMS = [  # (label, M, K, N)
+    ("resnet50 res2 1x1 64->256", 3136, 64, 256),
+    ("resnet50 res3 1x1 512->128", 784, 512, 128),
+    ("resnet50 res4 1x1 256->1024", 196, 256, 1024),
+    ("resnet50 res5 3x3 as GEMM", 49, 4608, 512),
+    ("resnet50 fc", 1, 2048, 1000),
+    ("mobilenetv2 expand 24->144", 3136, 24, 144),
+    ("mobilenetv2 project 384->64", 196, 384, 64),
+    ("mobilenetv2 last 320->1280", 49, 320, 1280),
+    ("bert qkv", 128, 384, 1152),
+    ("bert ffn up", 128, 384, 1536),
+    ("bert ffn down", 128, 1536, 384),
+    ("bert attn out", 128, 384, 384),
+]
+
+CONVS = [  # (label, h, w, cin, cout, k, stride, groups)
+    ("resnet50 stem 7x7/2", 224, 224, 3, 64, 7, 2, 1),
+    ("resnet50 res2 3x3", 56, 56, 64, 64, 3, 1, 1),
+    ("resnet50 res3 3x3", 28, 28, 128, 128, 3, 1, 1),
+    ("resnet50 res4 3x3", 14, 14, 256, 256, 3, 1, 1),
+    ("resnet50 res5 3x3", 7, 7, 512, 512, 3, 1, 1),
+    ("resnet50 down 1x1/2", 56, 56, 256, 512, 1, 2, 1),
+    ("mobilenetv2 stem 3x3/2", 224, 224, 3, 32, 3, 2, 1),
+    ("mobilenetv2 dw 112x32", 112, 112, 32, 32, 3, 1, 32),
+    ("mobilenetv2 dw 112x96/2", 112, 112, 96, 96, 3, 2, 96),
+    ("mobilenetv2 dw 56x144", 56, 56, 144, 144, 3, 1, 144),
+    ("mobilenetv2 dw 14x576", 14, 14, 576, 576, 3, 1, 576),
+    ("mobilenetv2 dw 7x960", 7, 7, 960, 960, 3, 1, 960),
+]
+
+QUICK = {"resnet50 res2 1x1 64->256", "resnet50 res5 3x3 as GEMM", "bert ffn up", "resnet50 res2 3x3",
+         "mobilenetv2 dw 56x144"}
+
+
+# --------------------------------------------------------------------------- helpers
+def openblas_threads(n: int) -> bool:
+    """Set OpenBLAS's thread count through its C API; False if not found."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    for path in sorted({line.split()[-1] for line in maps.splitlines() if "openblas" in line.lower()}):
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                     "scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                return True
+    return False
+
+
+def peak_gflops(isa: Isa) -> float:
+    """FP32 GFLOP/s of one core: 12 independent FMA chains in a loop."""
+    lanes = isa.f32_lanes
+    vt = vec(F32, lanes)
+
+    def build(prefix: str) -> ir.Module:
+        m = ir.Module(name=prefix)
+        m.triple = isa.triple
+        fn = Emitter.function(m, f"{prefix}_peak", F32, [I64])
+        e = Emitter(m, fn)
+        one = ir.Constant(vt, [1.0000001] * lanes)
+        accs = [e.var(vt, ir.Constant(vt, [0.5] * lanes)) for _ in range(12)]
+        with e.loop(0, fn.args[0]):
+            for a in accs:
+                e.b.store(e.call(f"llvm.fmuladd.v{lanes}f32", vt, [e.load(vt, a), one, one]), a)
+        s = e.load(vt, accs[0])
+        for a in accs[1:]:
+            s = e.b.fadd(s, e.load(vt, a))
+        e.b.ret(e.b.extract_element(s, ir.Constant(ir.IntType(32), 0)))
+        return m
+
+    lib = jit.load(f"bench-peak|v1|{isa.level}", isa, build)
+    f = lib.cfunc("peak", ctypes.c_float, ctypes.c_int64)
+    n = 20_000_000
+    f(n // 10)
+    best = min(_timed(lambda: f(n)) for _ in range(5))
+    return n * 12 * lanes * 2 / best / 1e9
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def alternate(a: Callable[[], object], b: Callable[[], object], rounds: int,
+              target_s: float = 0.02) -> tuple[float, float]:
+    """Median seconds per call of a and b, timed in alternating rounds (A B A B ...)."""
+    a()
+    b()
+    per = min(_timed(a), _timed(b))
+    reps = max(1, min(200, int(target_s / max(per, 1e-7))))
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(_timed(lambda: [a() for _ in range(reps)]) / reps)
+        tb.append(_timed(lambda: [b() for _ in range(reps)]) / reps)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def numpy_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: int) -> np.ndarray:
+    """im2col + matmul (or einsum for depthwise) in numpy, NHWC in and out."""
+    n, h, wd, c = x.shape
+    oc, cg, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    if groups == c == oc:
+        return np.einsum("nhwckl,ckl->nhwc", win, w[:, 0], optimize=True)
+    cols = win.reshape(-1, c * k * k)
+    return (cols @ w.reshape(oc, -1).T).reshape(n, win.shape[1], win.shape[2], oc)
+
+
+# --------------------------------------------------------------------------- runs
+def bench_gemm(label: str, m: int, k: int, n: int, threads: int, pool: ThreadPool, isa: Isa,
+               rounds: int) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    a = aligned_empty((m, k))
+    a[...] = rng.standard_normal((m, k))
+    bmat = rng.standard_normal((k, n)).astype(np.float32)
+    c = aligned_empty((m, n))
+    op = Gemm(pack_b(bmat, isa), m, Epilogue(), num_threads=threads)
+    call = op._call(k, n, n)
+    ctx = call.bind(a.ctypes.data, c.ctypes.data)
+    run_ember = lambda: pool.parallel_for(call.task_address, ctx.ctypes.data, call.n_tasks, threads)
+    run_ember()
+    np.testing.assert_allclose(c, a @ bmat, rtol=1e-3, atol=1e-3 * np.sqrt(k))
+    return alternate(run_ember, lambda: a @ bmat, rounds)
+
+
+def bench_conv(label: str, h: int, w: int, cin: int, cout: int, k: int, stride: int, groups: int,
+               threads: int, pool: ThreadPool, isa: Isa, rounds: int) -> tuple[float, float, int]:
+    rng = np.random.default_rng(0)
+    pad = k // 2
+    geo = ConvGeometry(1, h, w, cin, cout, k, k, (stride, stride), (1, 1), (pad, pad), (pad, pad), groups)
+    x = aligned_empty((1, h, w, cin))
+    x[...] = rng.standard_normal(x.shape)
+    wt = rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32)
+    y = aligned_empty(geo.output_shape)
+    op = Conv2d(geo, wt, num_threads=threads, isa=isa)
+    op(x, y, pool=pool)
+    np.testing.assert_allclose(y, numpy_conv(x, wt, stride, pad, groups), rtol=1e-3, atol=1e-3 * np.sqrt(cin * k * k))
+    call = next(iter(op._calls.values()))
+    if isinstance(call, np.ndarray):  # depthwise: a context array
+        ctx = call.copy()
+        from ember.devices.cpu.conv import DWF
+        ctx[DWF["x"]], ctx[DWF["y"]] = x.ctypes.data, y.ctypes.data
+        task, n_tasks = op.task_address, geo.batch * geo.oh
+    else:
+        ctx = call.bind(x.ctypes.data, y.ctypes.data)
+        task, n_tasks = call.task_address, call.n_tasks
+    run_ember = lambda: pool.parallel_for(task, ctx.ctypes.data, n_tasks, threads)
+    te, tn = alternate(run_ember, lambda: numpy_conv(x, wt, stride, pad, groups), rounds)
+    return te, tn, geo.flops
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few shapes, fewer rounds")
+    ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
+    ap.add_argument("--isa", default=None, help="avx512, avx2 or generic (default: best)")
+    ap.add_argument("--rounds", type=int, default=None)
+    args = ap.parse_args(argv)
+    isa = host_isa(args.isa)
+    threads = [int(t) for t in args.threads.split(",")]
+    rounds = args.rounds or (3 if args.quick else 7)
+    pool = ThreadPool(max(threads))
+    has_blas_ctl = openblas_threads(1)
+    peak = peak_gflops(isa)
+    print(f"ember CPU kernels, ISA {isa.level} ({isa.cpu}); measured peak {peak:.0f} GFLOP/s per core; "
+          f"numpy {np.__version__}{'' if has_blas_ctl else ' (OpenBLAS thread count not settable)'}")
+    print(f"kernel cache: {jit.get_jit().cache_dir}; medians of {rounds} alternating rounds\n")
+    head = f"{'shape':34s} {'MxKxN / HxWxC->OC':>20s} " + " ".join(
+        f"{f'ember {t}T':>12s} {f'numpy {t}T':>9s} {'x':>5s}" for t in threads)
+    print(head + "\n" + "-" * len(head))
+
+    def cell(flops: float, te: float, tn: float, t: int) -> str:
+        ge, gn = flops / te / 1e9, flops / tn / 1e9
+        return f"{ge:7.1f}{100 * ge / (peak * t):4.0f}% {gn:9.1f} {tn / te:5.2f}"
+
+    for label, m, k, n in GEMMS:
+        if args.quick and label not in QUICK:
+            continue
+        cells = []
+        for t in threads:
+            openblas_threads(t)
+            te, tn = bench_gemm(label, m, k, n, t, pool, isa, rounds)
+            cells.append(cell(2.0 * m * k * n, te, tn, t))
+        print(f"{label:34s} {f'{m}x{k}x{n}':>20s} " + " ".join(cells), flush=True)
+    for label, h, w, cin, cout, k, s, g in CONVS:
+        if args.quick and label not in QUICK:
+            continue
+        cells = []
+        for t in threads:
+            openblas_threads(t)
+            te, tn, flops = bench_conv(label, h, w, cin, cout, k, s, g, t, pool, isa, rounds)
+            cells.append(cell(flops, te, tn, t))
+        print(f"{label:34s} {f'{h}x{w}x{cin}->{cout}':>20s} " + " ".join(cells), flush=True)
+    print("\nGFLOP/s (percent of the measured per-core peak times threads); x = numpy time / ember time")
+    pool.close()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    main()
