@@ -117,8 +117,10 @@ def _convert_proto(proto: onnx.ModelProto, base_dir: Path | None, specs: list[In
         value_infos.setdefault(vi.name, vi)
     for vi in graph.output:
         value_infos.setdefault(vi.name, vi)
+    if any(name not in value_infos for name in cut):
+        value_infos.update(_inferred_value_infos(proto, set(cut) - set(value_infos)))
     for vi in graph_inputs:
-        if outputs is not None and vi.name not in reads:
+        if (outputs is not None or cut) and vi.name not in reads:
             continue
         params.append(_parameter(vi.name, value_infos.get(vi.name), by_name.get(vi.name)))
     for name in sorted(cut, key=lambda x: list(by_name).index(x)):
@@ -144,6 +146,15 @@ def _convert_proto(proto: onnx.ModelProto, base_dir: Path | None, specs: list[In
         results.append(Result([v], None, f"{name}/sink_port_0"))
     m = Model(results, params, graph.name or "onnx_model")
     return m
+
+
+def _inferred_value_infos(proto: onnx.ModelProto, names: set[str]) -> dict[str, onnx.ValueInfoProto]:
+    """Types of internal tensors the model does not annotate, from onnx's shape inference."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - inference is a best effort; the caller reports what is missing
+        return {}
+    return {vi.name: vi for vi in inferred.graph.value_info if vi.name in names}
 
 
 def _opsets(proto: onnx.ModelProto) -> dict[str, int]:
