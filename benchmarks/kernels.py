@@ -157,10 +157,8 @@ def bench_gemm(label: str, m: int, k: int, n: int, threads: int, pool: ThreadPoo
     a[...] = rng.standard_normal((m, k))
     bmat = rng.standard_normal((k, n)).astype(np.float32)
     c = aligned_empty((m, n))
-    op = Gemm(pack_b(bmat, isa), m, Epilogue(), num_threads=threads)
-    call = op._call(k, n, n)
-    ctx = call.bind(a.ctypes.data, c.ctypes.data)
-    run_ember = lambda: pool.parallel_for(call.task_address, ctx.ctypes.data, call.n_tasks, threads)
+    bound = Gemm(pack_b(bmat, isa), m, Epilogue(), num_threads=threads).bind(a, c)
+    run_ember = lambda: bound.run(pool)
     run_ember()
     np.testing.assert_allclose(c, a @ bmat, rtol=1e-3, atol=1e-3 * np.sqrt(k))
     return alternate(run_ember, lambda: a @ bmat, rounds)
@@ -175,19 +173,10 @@ def bench_conv(label: str, h: int, w: int, cin: int, cout: int, k: int, stride: 
     x[...] = rng.standard_normal(x.shape)
     wt = rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32)
     y = aligned_empty(geo.output_shape)
-    op = Conv2d(geo, wt, num_threads=threads, isa=isa)
-    op(x, y, pool=pool)
+    bound = Conv2d(geo, wt, num_threads=threads, isa=isa).bind(x, y)
+    run_ember = lambda: bound.run(pool)
+    run_ember()
     np.testing.assert_allclose(y, numpy_conv(x, wt, stride, pad, groups), rtol=1e-3, atol=1e-3 * np.sqrt(cin * k * k))
-    call = next(iter(op._calls.values()))
-    if isinstance(call, np.ndarray):  # depthwise: a context array
-        ctx = call.copy()
-        from ember.devices.cpu.conv import DWF
-        ctx[DWF["x"]], ctx[DWF["y"]] = x.ctypes.data, y.ctypes.data
-        task, n_tasks = op.task_address, geo.batch * geo.oh
-    else:
-        ctx = call.bind(x.ctypes.data, y.ctypes.data)
-        task, n_tasks = call.task_address, call.n_tasks
-    run_ember = lambda: pool.parallel_for(task, ctx.ctypes.data, n_tasks, threads)
     te, tn = alternate(run_ember, lambda: numpy_conv(x, wt, stride, pad, groups), rounds)
     return te, tn, geo.flops
 

@@ -24,9 +24,11 @@ from ember.devices.cpu import jit
 from ember.devices.cpu.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.gemm import (
     NO_EPILOGUE,
+    BoundKernel,
     Epilogue,
     IGemmCall,
     PackedWeights,
+    _check_bias,
     _fmuladd,
     _lane_mask,
     _masked_load,
@@ -375,22 +377,20 @@ class Conv2d:
         return IGemmCall(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
                          epilogue=self.epilogue, num_threads=self.num_threads)
 
-    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, bias: np.ndarray | None = None,
-                 residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
+    def bind(self, x: np.ndarray, y: np.ndarray, bias: np.ndarray | None = None,
+             residual: np.ndarray | None = None) -> BoundKernel:
+        """Fix the buffers (arrays, or views of a plan's arena) of a call; checks shapes once."""
         g = self.geometry
         ldx, xn = _pixel_stride("x", x, (g.batch, g.h, g.w, g.cin))
-        if y is None:
-            y = aligned_empty(g.output_shape)
-        ldy, _ = _pixel_stride("y", y, g.output_shape)
-        if y.strides[0] // 4 != g.oh * g.ow * ldy:
+        ldy, yn = _pixel_stride("y", y, g.output_shape)
+        if yn != g.oh * g.ow * ldy:
             raise EmberError("ember: the output's images must be contiguous")
         ldr = ldy
         if residual is not None:
             ldr, rn = _pixel_stride("residual", residual, g.output_shape)
             if rn != g.oh * g.ow * ldr:
                 raise EmberError("ember: the residual's images must be contiguous")
-        if bias is not None and (bias.dtype != np.float32 or bias.shape != (g.cout,) or not bias.flags.c_contiguous):
-            raise EmberError(f"ember: bias must be a contiguous float32 vector of {g.cout}")
+        _check_bias(bias, g.cout)
         key = (ldx, xn, ldy, ldr)
         call = self._calls.get(key)
         if call is None:
@@ -399,13 +399,18 @@ class Conv2d:
         bias_p = 0 if bias is None else bias.ctypes.data
         res_p = 0 if residual is None else residual.ctypes.data
         if isinstance(call, IGemmCall):
-            call.run(call.bind(x.ctypes.data, y.ctypes.data, bias_p, res_p), pool)
-        else:
-            ctx = call.copy()
-            ctx[DWF["x"]], ctx[DWF["y"]], ctx[DWF["bias"]], ctx[DWF["res"]] = x.ctypes.data, y.ctypes.data, bias_p, res_p
-            ctx[DWF["flags"]] = (_DW_BIAS if bias_p else 0) | (_DW_RES if res_p else 0)
-            (pool or default_pool()).parallel_for(self.task_address, ctx.ctypes.data, g.batch * g.oh,
-                                                  self.num_threads)
+            return call.bind(x.ctypes.data, y.ctypes.data, bias_p, res_p, keep=(bias,))
+        ctx = call.copy()
+        ctx[DWF["x"]], ctx[DWF["y"]], ctx[DWF["bias"]], ctx[DWF["res"]] = x.ctypes.data, y.ctypes.data, bias_p, res_p
+        ctx[DWF["flags"]] = (_DW_BIAS if bias_p else 0) | (_DW_RES if res_p else 0)
+        return BoundKernel(self.task_address, ctx, g.batch * g.oh, self.num_threads, (self._dw_weights, bias))
+
+    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, bias: np.ndarray | None = None,
+                 residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
+        """Compute into ``y`` (allocated when None) and return it."""
+        if y is None:
+            y = aligned_empty(self.geometry.output_shape)
+        self.bind(x, y, bias, residual).run(pool)
         return y
 
 

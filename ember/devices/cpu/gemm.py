@@ -479,12 +479,32 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
 
 
 # --------------------------------------------------------------------------- binding
+@dataclass
+class BoundKernel:
+    """A kernel call with every address fixed: ``fn(ctx, task)`` for task in ``range(n_tasks)``.
+
+    This is what a lowered plan stores per op: :meth:`run` is one ``parallel_for``; a native
+    plan runner can use ``task``, ``ctx.ctypes.data`` and ``n_tasks`` directly. ``keep``
+    holds the arrays whose addresses are in ``ctx`` (weights, bias), so they stay alive.
+    """
+
+    task: int
+    ctx: np.ndarray
+    n_tasks: int
+    num_threads: int
+    keep: tuple = ()
+
+    def run(self, pool: ThreadPool | None = None) -> None:
+        """Run it (the GIL is released while it runs)."""
+        if self.n_tasks:
+            (pool or default_pool()).parallel_for(self.task, self.ctx.ctypes.data, self.n_tasks, self.num_threads)
+
+
 class IGemmCall:
     """An implicit-GEMM operation bound to its geometry, weights and schedule.
 
-    Build it once (at compile time), :meth:`bind` buffer addresses into a context (an int64
-    array), then :meth:`run` it; a plan can keep bound contexts and call
-    ``pool.parallel_for(task_address, ctx.ctypes.data, n_tasks)`` itself.
+    Build it once (at compile time), then :meth:`bind` buffer addresses into a
+    :class:`BoundKernel` and run that as often as needed.
     """
 
     def __init__(self, packed: PackedWeights, *, m: int, x_geometry: dict[str, int],
@@ -526,21 +546,16 @@ class IGemmCall:
         ctx[F["lo"]], ctx[F["hi"]] = int(lohi[0]), int(lohi[1])
         self.task_address = self.kernels.task_address
 
-    def bind(self, x: int, y: int, bias: int = 0, residual: int = 0) -> np.ndarray:
-        """A context for these buffer addresses (0 = no bias / no residual).
+    def bind(self, x: int, y: int, bias: int = 0, residual: int = 0, keep: tuple = ()) -> BoundKernel:
+        """The call for these buffer addresses (0 = no bias / no residual).
 
-        Each bound context is independent, so several threads (streams) can run the same
+        Each bound call has its own context, so several threads (streams) can run the same
         operation on their own buffers at once."""
         ctx = self.ctx.copy()
         ctx[F["x"]], ctx[F["y"]] = x, y
         ctx[F["bias"]], ctx[F["res"]] = bias, residual
         ctx[F["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0)
-        return ctx
-
-    def run(self, ctx: np.ndarray, pool: ThreadPool | None = None) -> None:
-        """Run on a context from :meth:`bind`; ``pool`` defaults to the process-wide pool."""
-        if self.n_tasks:
-            (pool or default_pool()).parallel_for(self.task_address, ctx.ctypes.data, self.n_tasks, self.threads)
+        return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads, (self.packed, self._zero, *keep))
 
 
 def _check_f32(name: str, a: np.ndarray, ndim: int) -> None:
@@ -572,25 +587,35 @@ class Gemm:
             self._calls[key] = call
         return call
 
-    def __call__(self, a: np.ndarray, c: np.ndarray, bias: np.ndarray | None = None,
-                 residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
+    def bind(self, a: np.ndarray, c: np.ndarray, bias: np.ndarray | None = None,
+             residual: np.ndarray | None = None) -> BoundKernel:
+        """Fix the buffers (arrays, or views of a plan's arena) of a call; checks shapes once."""
         m, k, n = self.m, self.packed.cin, self.packed.cout
         _check_f32("A", a, 2)
         _check_f32("C", c, 2)
         if a.shape != (m, k) or c.shape != (m, n):
             raise EmberError(f"ember: Gemm of {m}x{k}x{n} got A{a.shape}, C{c.shape}")
-        if bias is not None and (bias.dtype != np.float32 or bias.shape != (n,) or not bias.flags.c_contiguous):
-            raise EmberError(f"ember: bias must be a contiguous float32 vector of {n}")
+        _check_bias(bias, n)
         if residual is not None:
             _check_f32("residual", residual, 2)
             if residual.shape != (m, n):
                 raise EmberError(f"ember: residual must be {m}x{n}")
         ldr = residual.strides[0] // 4 if residual is not None else c.strides[0] // 4
         call = self._call(a.strides[0] // 4, c.strides[0] // 4, ldr)
-        ctx = call.bind(a.ctypes.data, c.ctypes.data, 0 if bias is None else bias.ctypes.data,
-                        0 if residual is None else residual.ctypes.data)
-        call.run(ctx, pool)
+        return call.bind(a.ctypes.data, c.ctypes.data, 0 if bias is None else bias.ctypes.data,
+                         0 if residual is None else residual.ctypes.data, keep=(bias,))
+
+    def __call__(self, a: np.ndarray, c: np.ndarray, bias: np.ndarray | None = None,
+                 residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
+        """Compute into ``c`` and return it."""
+        self.bind(a, c, bias, residual).run(pool)
         return c
+
+
+def _check_bias(bias: np.ndarray | None, n: int) -> None:
+    if bias is not None and (not isinstance(bias, np.ndarray) or bias.dtype != np.float32
+                             or bias.shape != (n,) or not bias.flags.c_contiguous):
+        raise EmberError(f"ember: bias must be a contiguous float32 vector of {n}")
 
 
 def gemm(a: np.ndarray, b: np.ndarray | PackedWeights, bias: np.ndarray | None = None,
