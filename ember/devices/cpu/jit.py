@@ -36,7 +36,7 @@ log = logging.getLogger("ember.cpu")
 
 CACHE_ENV = "EMBER_KERNEL_CACHE"
 DUMP_ENV = "EMBER_KERNEL_DUMP"
-_FORMAT = b"EMBEROBJ1"  # header of a cache file; bump when the file layout changes
+_FORMAT = b"EMBEROBJ2"  # header of a cache file; bump when the file layout changes
 
 # libc functions generated code may call; resolved through ctypes, registered with LLVM.
 _LIBC_SYMBOLS = ("pthread_create", "pthread_join", "syscall", "sched_yield", "memset", "memcpy")
@@ -159,6 +159,7 @@ class Jit:
         pto = llvm.create_pipeline_tuning_options(speed_level=2)
         pto.loop_vectorization = False  # kernels are vectorized by construction
         pto.slp_vectorization = False
+        pto.loop_unrolling = False  # unrolled by construction; LLVM's unroller only adds register pressure
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
         dump = os.environ.get(DUMP_ENV)
@@ -204,7 +205,7 @@ class Jit:
 
 
 def _digest(signature: str, isa: Isa) -> str:
-    text = "\n".join([signature, isa.key, f"llvmlite {llvmlite.__version__}",
+    text = "\n".join([_FORMAT.decode(), signature, isa.key, f"llvmlite {llvmlite.__version__}",
                       "llvm " + ".".join(map(str, llvm.llvm_version_info))])
     return hashlib.sha256(text.encode()).hexdigest()
 
