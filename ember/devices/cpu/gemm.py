@@ -38,7 +38,7 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 2
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -136,25 +136,32 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
         a.add_attribute("noalias")
     e = Emitter(m, fn)
     b = e.b
-    L, NR, U = tile.lanes, tile.nr, tile.unroll
+    L, NR = tile.lanes, tile.nr
     vt = vec(F32, L)
     zero = ir.Constant(vt, None)
-    acc = [[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)]
+    # Small tiles have too few independent FMA chains to hide the FMA latency: give them
+    # several accumulator sets that take turns over k, summed before the epilogue.
+    copies = max(1, min(4, 8 // (mr * nv)))
+    U = max(tile.unroll, copies)
+    sets = [[[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)] for _ in range(copies)]
+    acc = sets[0]
     bcur = e.var(PTR, bp)
 
     def ksteps(arow: list[ir.Value], bpt: ir.Value, k: ir.Value, count: int) -> None:
-        vals = [[e.load(vt, acc[r][v]) for v in range(nv)] for r in range(mr)]
+        vals = [[[e.load(vt, s[r][v]) for v in range(nv)] for r in range(mr)] for s in sets]
         for u in range(count):
             kk = b.add(k, c64(u)) if u else k
+            cur = vals[u % copies]
             bvec = [e.load(vt, e.gep(F32, bpt, b.add(b.mul(kk, c64(NR)), c64(v * L))), align=64)
                     for v in range(nv)]
             for r in range(mr):
                 a = e.splat(e.load(F32, e.gep(F32, arow[r], kk), align=4), L)
                 for v in range(nv):
-                    vals[r][v] = _fmuladd(e, a, bvec[v], vals[r][v])
-        for r in range(mr):
-            for v in range(nv):
-                b.store(vals[r][v], acc[r][v])
+                    cur[r][v] = _fmuladd(e, a, bvec[v], cur[r][v])
+        for s_, vs in zip(sets, vals):
+            for r in range(mr):
+                for v in range(nv):
+                    b.store(vs[r][v], s_[r][v])
 
     with e.loop(0, ntaps, name="tap") as t:
         base = b.mul(t, c64(tile.mr))
@@ -166,6 +173,10 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
         with e.loop(kmain, kc, name="kr") as k:
             ksteps(arow, bpt, k, 1)
         b.store(e.gep(F32, bpt, b.mul(kc, c64(NR))), bcur)
+    for extra in sets[1:]:
+        for r in range(mr):
+            for v in range(nv):
+                b.store(b.fadd(e.load(vt, acc[r][v]), e.load(vt, extra[r][v])), acc[r][v])
 
     def flag(bit: int) -> ir.Value:
         return b.icmp_unsigned("!=", b.and_(mode, c32(bit)), c32(0))
