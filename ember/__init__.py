@@ -8,10 +8,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ember import opset, properties  # noqa: F401 - properties: `ov.properties.hint...` as in openvino
+from ember import opset, preprocess, properties  # noqa: F401 - `ov.properties.hint...`, `ov.preprocess`
 from ember.errors import EmberError
 from ember.graph import Dimension, Layout, Model, PartialShape, Shape, Type
-from ember.runtime import CompiledModel, Core, InferRequest, Tensor, read_model
+from ember.runtime import AsyncInferQueue, CompiledModel, Core, InferRequest, ProfilingInfo, Tensor, read_model
 
 __version__ = "0.1.0"
 
@@ -49,6 +49,6 @@ def compile_model(model: Any, device_name: str | None = None, config: Any = None
     return Core().compile_model(model, device_name, config)
 
 
-__all__ = ["CompiledModel", "Core", "Dimension", "EmberError", "InferRequest", "Layout", "Model",
-           "PartialShape", "Shape", "Tensor", "Type", "compile_model", "convert_model", "opset", "read_model", "save_model",
+__all__ = ["AsyncInferQueue", "CompiledModel", "Core", "Dimension", "EmberError", "InferRequest", "Layout", "Model",
+           "PartialShape", "ProfilingInfo", "Shape", "Tensor", "Type", "compile_model", "convert_model", "opset", "read_model", "save_model",
            "serialize"]

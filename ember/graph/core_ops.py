@@ -180,4 +180,8 @@ def constant(value: Any, dtype: Any = None, name: str | None = None) -> Constant
 
 @builder
 def result(data: Any, name: str | None = None) -> Result:
-    return Result([data], None, name)
+    """A model output. Like OpenVINO 2026, a named Result names an unnamed output tensor."""
+    r = Result([data], None, name)
+    if name and not r.output(0).names:
+        r.output(0).set_names({name})
+    return r
