@@ -1,6 +1,7 @@
 """The native thread pool: every task runs once, thread counts are honoured, idle costs nothing."""
 
 import ctypes
+import os
 import threading
 import time
 
@@ -119,6 +120,27 @@ def test_straggling_worker_makes_the_pool_go_serial():
         ran_on.clear()
         pool.parallel_for(addr, 0, 50)
         assert set(ran_on) == {main} and len(ran_on) == 50
+    finally:
+        pool.close()
+
+
+def test_pool_works_in_a_forked_child():
+    pool = ThreadPool(2)
+    try:
+        g = Gemm(pack_b(np.eye(8, dtype=np.float32)), 40, num_threads=2)
+        a = np.arange(320, dtype=np.float32).reshape(40, 8)
+        g(a, np.empty((40, 8), np.float32), pool=pool)
+        pid = os.fork()
+        if pid == 0:  # child: no worker threads exist; jobs must still complete
+            try:
+                c = np.empty((40, 8), np.float32)
+                g(a, c, pool=pool)
+                pool.close()
+                os._exit(0 if np.array_equal(c, a) else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
     finally:
         pool.close()
 

@@ -25,6 +25,7 @@ import platform
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 from llvmlite import ir
@@ -371,6 +372,7 @@ class ThreadPool:
         self._stop = self._lib.cfunc("stop", None, ctypes.c_void_p)
         failed = self._lib.cfunc("start", ctypes.c_int64, ctypes.c_void_p)(self.handle)
         self._closed = False
+        _pools.add(self)
         if failed:
             self._stop(self.handle)
             self._closed = True
@@ -405,6 +407,20 @@ class ThreadPool:
 
 
 _default: ThreadPool | None = None
+_pools: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's worker threads: its pools run jobs serially."""
+    global _default
+    for pool in list(_pools):
+        pool._state[_NWORKERS] = 0  # so stop() joins nothing and parallel_for runs on the caller
+        pool._state[_BUSY] = 0
+    _default = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def default_pool() -> ThreadPool:
