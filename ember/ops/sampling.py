@@ -19,22 +19,6 @@ def _dims(shape: PartialShape, n: int) -> list[Dimension]:
     return list(shape) if shape.rank_is_static and len(shape) == n else [Dimension()] * n
 
 
-def _reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Reflect coordinates off the borders ``lo``/``hi`` until they fall inside."""
-    span = hi - lo
-    if span <= 0:
-        return np.full_like(x, lo)
-    out = x.copy()
-    below, above = x < lo, x > hi
-    d = np.where(below, lo - x, x - hi)
-    n = np.floor(d / span)
-    r = d - n * span
-    even = np.mod(n, 2) == 0
-    out = np.where(below, np.where(even, lo + r, hi - r), out)
-    out = np.where(above, np.where(even, hi - r, lo + r), out)
-    return out
-
-
 def _cubic_weights(t: np.ndarray, a: float = -0.75) -> list[np.ndarray]:
     def near(x: np.ndarray) -> np.ndarray:
         return ((a + 2) * x - (a + 3)) * x * x + 1
@@ -77,34 +61,34 @@ class GridSample(Node):
         mode = self.attrs["mode"]
 
         def denorm(v: np.ndarray, size: int) -> np.ndarray:
-            return (v + 1) / 2 * (size - 1) if align else ((v + 1) * size - 1) / 2
+            return (v + 1) * (size - 1) / 2 if align else ((v + 1) * size - 1) / 2
+
+        def fold(i: np.ndarray, size: int) -> np.ndarray:
+            """Padding applied to integer tap positions (OpenVINO's reference)."""
+            if pad == "border":
+                return np.clip(i, 0, size - 1)
+            if pad == "reflection":
+                if align:
+                    period = 1 if size == 1 else 2 * (size - 1)
+                    i = np.abs(i) % period
+                    return np.where(i >= size, period - i, i)
+                period = 2 * size
+                i = (i % period + period) % period
+                return np.where(i >= size, period - 1 - i, i)
+            return i
 
         x, y = denorm(g[..., 0], w), denorm(g[..., 1], h)
-        if mode == "nearest":
-            x, y = np.rint(x), np.rint(y)
-        lo_x, hi_x = (0.0, w - 1.0) if align else (-0.5, w - 0.5)
-        lo_y, hi_y = (0.0, h - 1.0) if align else (-0.5, h - 0.5)
-        if pad == "border":
-            x = np.where((x < lo_x) | (x > hi_x), np.clip(x, 0, w - 1), x)
-            y = np.where((y < lo_y) | (y > hi_y), np.clip(y, 0, h - 1), y)
-        elif pad == "reflection":
-            x, y = _reflect(x, lo_x, hi_x), _reflect(y, lo_y, hi_y)
         batch = np.arange(n)[:, None, None]
 
         def fetch(iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
             """Pixels at integer positions ``[N, Ho, Wo]`` for every channel: ``[N, Ho, Wo, C]``."""
-            if pad == "zeros":
-                ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
-                vals = x_in[batch, :, np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1)]
-                return np.where(ok[..., None], vals, 0.0)
-            if pad == "border":
-                return x_in[batch, :, np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1)]
-            ry = np.clip(_reflect(iy.astype(np.float64), lo_y, hi_y).astype(np.int64), 0, h - 1)
-            rx = np.clip(_reflect(ix.astype(np.float64), lo_x, hi_x).astype(np.int64), 0, w - 1)
-            return x_in[batch, :, ry, rx]
+            iy, ix = fold(iy, h), fold(ix, w)
+            ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+            vals = x_in[batch, :, np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1)]
+            return np.where(ok[..., None], vals, 0.0)
 
         if mode == "nearest":
-            out = fetch(y.astype(np.int64), x.astype(np.int64))
+            out = fetch(np.rint(y).astype(np.int64), np.rint(x).astype(np.int64))
         else:
             x0, y0 = np.floor(x), np.floor(y)
             tx, ty = x - x0, y - y0
@@ -179,33 +163,32 @@ class ROIAlign(Node):
         ph, pw = self.attrs["pooled_h"], self.attrs["pooled_w"]
         scale = self.attrs["spatial_scale"]
         ratio = self.attrs["sampling_ratio"]
-        half = self.attrs["aligned_mode"] != "asymmetric"
-        offset = 0.5 if half else 0.0
+        mode = self.attrs["aligned_mode"]
+        # half_pixel shifts the box by half a pixel before and after scaling, half_pixel_for_nn after
+        src, dst = {"asymmetric": (0.0, 0.0), "half_pixel_for_nn": (0.0, -0.5), "half_pixel": (0.5, -0.5)}[mode]
         out = np.zeros((rois.shape[0], x.shape[1], ph, pw))
         for r in range(rois.shape[0]):
-            x1, y1, x2, y2 = (float(v) * scale - offset for v in rois[r])
+            x1, y1, x2, y2 = ((float(v) + src) * scale + dst for v in rois[r])
             rw, rh = x2 - x1, y2 - y1
-            if not half:
+            if mode == "asymmetric":
                 rw, rh = max(rw, 1.0), max(rh, 1.0)
             bh, bw = rh / ph, rw / pw
-            gh = ratio if ratio > 0 else int(np.ceil(rh / ph))
-            gw = ratio if ratio > 0 else int(np.ceil(rw / pw))
-            count = max(gh * gw, 1)
+            gh = ratio if ratio > 0 else int(np.ceil(bh))
+            gw = ratio if ratio > 0 else int(np.ceil(bw))
             if gh * gw == 0:
                 continue
-            iy = (np.arange(gh) + 0.5) * bh / max(gh, 1)
-            ix = (np.arange(gw) + 0.5) * bw / max(gw, 1)
+            iy = (np.arange(gh) + 0.5) * (bh / gh)
+            ix = (np.arange(gw) + 0.5) * (bw / gw)
             ys = y1 + np.arange(ph)[:, None] * bh + iy[None, :]          # [ph, gh]
             xs = x1 + np.arange(pw)[:, None] * bw + ix[None, :]          # [pw, gw]
             yy = np.broadcast_to(ys[:, None, :, None], (ph, pw, gh, gw))
             xx = np.broadcast_to(xs[None, :, None, :], (ph, pw, gh, gw))
             weights, values = _bilinear_points(x[int(batch[r])], yy, xx)
+            samples = sum(wt[None] * v for wt, v in zip(weights, values)).reshape(x.shape[1], ph, pw, -1)
             if self.attrs["mode"] == "avg":
-                acc = sum(wt[None] * v for wt, v in zip(weights, values))
-                out[r] = acc.reshape(x.shape[1], ph, pw, -1).sum(-1) / count
-            else:
-                taps = np.stack([wt[None] * v for wt, v in zip(weights, values)], 0).max(0)
-                out[r] = taps.reshape(x.shape[1], ph, pw, -1).max(-1)
+                out[r] = samples.sum(-1) / (gh * gw)
+            else:  # the running maximum starts at 0, as OpenVINO's reference does
+                out[r] = np.maximum(samples.max(-1), 0.0)
         return [out.astype(data.dtype)]
 
 
@@ -293,19 +276,27 @@ class DeformableConvolution(Node):
 
 
 def _sample(chans: np.ndarray, ys: np.ndarray, xs: np.ndarray, pad: bool) -> np.ndarray:
-    """Bilinear samples ``[N, C, Ho, Wo]`` of ``chans [N, C, H, W]`` at per-batch points."""
+    """Bilinear samples ``[N, C, Ho, Wo]`` of ``chans [N, C, H, W]`` at per-batch points.
+
+    With ``pad`` a point in ``(-1, H) x (-1, W)`` mixes its four neighbours, those outside the
+    image being zero; without it only points in ``[0, H) x [0, W)`` count and the neighbours
+    are clamped into the image."""
     n, c, h, w = chans.shape
-    if pad:
-        valid = (ys > -1) & (ys < h) & (xs > -1) & (xs < w)
-    else:
-        valid = (ys >= 0) & (ys <= h - 1) & (xs >= 0) & (xs <= w - 1)
-    y0, x0 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
-    ly, lx = ys - y0, xs - x0
-    out = np.zeros((n, c) + ys.shape[1:])
     b = np.arange(n)[:, None, None]
-    for dy, wy in ((0, 1 - ly), (1, ly)):
-        for dx, wx in ((0, 1 - lx), (1, lx)):
-            yy, xx = y0 + dy, x0 + dx
+    out = np.zeros((n, c) + ys.shape[1:])
+    if pad:
+        valid = (np.trunc(ys) > -1) & (np.trunc(ys) < h) & (np.trunc(xs) > -1) & (np.trunc(xs) < w)
+        y1, x1 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
+        y2, x2 = y1 + 1, x1 + 1
+    else:
+        valid = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        y1 = np.maximum(np.floor(ys), 0).astype(np.int64)
+        x1 = np.maximum(np.floor(xs), 0).astype(np.int64)
+        y2 = np.minimum(np.ceil(ys), h - 1).astype(np.int64)
+        x2 = np.minimum(np.ceil(xs), w - 1).astype(np.int64)
+    dy, dx = ys - y1, xs - x1
+    for yy, wy in ((y1, 1 - dy), (y2, dy)):
+        for xx, wx in ((x1, 1 - dx), (x2, dx)):
             ok = valid & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
             v = chans[b, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # [N, Ho, Wo, C]
             out += np.moveaxis(np.where(ok[..., None], v, 0.0) * (wy * wx)[..., None], -1, 1)

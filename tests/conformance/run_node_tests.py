@@ -217,7 +217,7 @@ def run(pattern: str | None = None, jobs: int = 1, out: Path | None = DEFAULT_OU
             if status == "pass":
                 stale.append(name)
             continue
-        results[name] = {"status": status, "reason": reason, "seconds": round(secs, 3)}
+        results[name] = {"status": status, "reason": reason}
         if verbose and status != "pass":
             print(f"FAIL {name}: {reason}")
     counts = Counter(r["status"] for r in results.values())

@@ -91,7 +91,8 @@ def grid_sample(ctx: NodeContext) -> Output:
 def roi_align(ctx: NodeContext) -> Output:
     x, rois, batch = ctx.req(0), ctx.req(1), ctx.req(2)
     coord = ctx.attr("coordinate_transformation_mode", "half_pixel" if ctx.opset >= 16 else "output_half_pixel")
-    aligned = "half_pixel" if coord == "half_pixel" else "asymmetric"
+    # ONNX half_pixel shifts by -0.5 after scaling: OpenVINO's half_pixel_for_nn
+    aligned = "half_pixel_for_nn" if coord == "half_pixel" else "asymmetric"
     return ops.roi_align(x, rois, convert(batch, Type.i32), ctx.attr("output_height", 1),
                          ctx.attr("output_width", 1), ctx.attr("sampling_ratio", 0), ctx.attr("spatial_scale", 1.0),
                          ctx.attr("mode", "avg"), aligned).output(0)

@@ -145,8 +145,9 @@ def average_pool(ctx: NodeContext) -> Output:
     n = len(kernel)
     strides, dilations, pb, pe, auto_pad = _window_attrs(ctx, n)
     exclude = not ctx.attr("count_include_pad", 0)
-    return ops.avg_pool(x, strides, pb, pe, kernel, exclude, _rounding(ctx), auto_pad,
-                        dilations if any(d != 1 for d in dilations) else None).output(0)
+    # dilations written out even when all ones: OpenVINO 2026.4's CPU plugin crashes on an
+    # AvgPool-16 whose dilations are empty
+    return ops.avg_pool(x, strides, pb, pe, kernel, exclude, _rounding(ctx), auto_pad, dilations).output(0)
 
 
 @converter(["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"])
@@ -170,8 +171,7 @@ def lp_pool(ctx: NodeContext) -> Output:
     strides, dilations, pb, pe, auto_pad = _window_attrs(ctx, n)
     p = float(ctx.attr("p", 2))
     powered = ops.power(ops.absolute(x), const_like(p, x)).output(0)
-    avg = ops.avg_pool(powered, strides, pb, pe, kernel, False, _rounding(ctx), auto_pad,
-                       dilations if any(d != 1 for d in dilations) else None).output(0)
+    avg = ops.avg_pool(powered, strides, pb, pe, kernel, False, _rounding(ctx), auto_pad, dilations).output(0)
     total = ops.multiply(avg, const_like(float(np.prod(kernel)), x)).output(0)
     return ops.power(total, const_like(1.0 / p, x)).output(0)
 
