@@ -464,9 +464,8 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
     ntn = max(1, -(-n // tile.nr))
     max_tm = max(1, min(max_tm, ntm, 4096 // max(taps, 1)))
     kdepth = k_per_tap * taps
-    if threads <= 1:
-        tm = max_tm
-        return tm, ntn, -(-ntm // tm), 1
+    if threads <= 1 or -(-ntm // max_tm) >= 4 * threads:  # one thread, or plenty of row blocks
+        return max_tm, ntn, -(-ntm // max_tm), 1
     best = None
     for tm in range(1, max_tm + 1):
         gm = -(-ntm // tm)
