@@ -212,7 +212,7 @@ def run(pattern: str | None = None, jobs: int = 1, out: Path | None = DEFAULT_OU
     else:
         outcomes = [_worker(t) for t in todo]
     stale = []
-    for name, status, reason, secs in outcomes:
+    for name, status, reason, _secs in outcomes:
         if name in results:  # an excluded test run to check the exclusion still holds
             if status == "pass":
                 stale.append(name)
