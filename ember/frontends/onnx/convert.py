@@ -345,9 +345,11 @@ def _one_spec(v: Any) -> InputSpec:
         name = items.pop(0) if items and isinstance(items[0], str) and not _looks_like_shape(items[0]) else None
         shape = et = None
         for it in items:
+            if it is None:  # ("x", None, "i64"): the type only, the model's shape
+                continue
             if isinstance(it, (Type, np.dtype)) or (isinstance(it, type) and issubclass(it, np.generic)):
                 et = as_type(it)
-            elif isinstance(it, str) and not _looks_like_shape(it):
+            elif isinstance(it, str) and it.strip(" []") and not _looks_like_shape(it):  # "" or "[]": a scalar
                 et = as_type(it)
             else:
                 shape = _shape(it)

@@ -254,10 +254,43 @@ def _cast(ctx: NodeContext, x: Output, to: Type) -> Output:
         v = ops.subtract(ops.floor_mod(ops.add(v, const(off, Type.i64)), const(span, Type.i64)),
                          const(off, Type.i64)).output(0)
         return convert(v, to)
+    if to is Type.f8e8m0 and x.element_type.is_real:
+        return _to_e8m0(ctx, x)
     if to in (Type.f8e4m3, Type.f8e5m2) and x.element_type.is_real and ctx.attr("saturate", 1):
         hi = float(ml_dtypes.finfo(to.dtype).max)
         x = ops.clamp(x, -hi, hi).output(0)
     return convert(x, to)
+
+
+def _to_e8m0(ctx: NodeContext, x: Output) -> Output:
+    """float8 E8M0 keeps a power of two: the f32 exponent, rounded by ``round_mode`` (the sign is
+    dropped; zero and subnormals have exponent -127; NaN and inf become NaN)."""
+    mode = ctx.attr("round_mode", "up")
+    f = ops.absolute(convert(x, Type.f32)).output(0)
+    tiny = const(2.0 ** -126, Type.f32)
+    normal = ops.greater_equal(f, tiny).output(0)
+    safe = ops.select(normal, f, const(1.0, Type.f32)).output(0)
+    e = ops.floor(ops.divide(ops.log(safe), const(np.log(2.0), Type.f32))).output(0)
+    # log2 may land one off near powers of two: fix e so that 2^e <= f < 2^(e+1)
+    p = ops.power(const(2.0, Type.f32), e).output(0)
+    e = ops.select(ops.greater(p, safe), ops.subtract(e, const(1.0, Type.f32)), e).output(0)
+    e = ops.select(ops.less_equal(ops.multiply(ops.power(const(2.0, Type.f32), e), const(2.0, Type.f32)), safe),
+                   ops.add(e, const(1.0, Type.f32)), e).output(0)
+    exact = ops.equal(ops.power(const(2.0, Type.f32), e), safe).output(0)
+    if mode == "up":
+        e = ops.select(exact, e, ops.add(e, const(1.0, Type.f32))).output(0)
+    elif mode == "nearest":
+        mant = ops.divide(safe, ops.power(const(2.0, Type.f32), e)).output(0)  # in [1, 2)
+        e = ops.select(ops.greater_equal(mant, const(1.5, Type.f32)), ops.add(e, const(1.0, Type.f32)), e).output(0)
+    sub = ops.select(ops.equal(f, const(0.0, Type.f32)), const(-127.0, Type.f32),
+                     const(-126.0 if mode == "up" else -127.0, Type.f32)).output(0)
+    e = ops.select(normal, e, sub).output(0)
+    if ctx.attr("saturate", 1):
+        e = ops.minimum(e, const(127.0, Type.f32)).output(0)
+    y = ops.power(const(2.0, Type.f32), e).output(0)
+    special = ops.logical_or(ops.is_nan(f), ops.equal(f, const(np.inf, Type.f32))).output(0)
+    y = ops.select(special, const(np.nan, Type.f32), y).output(0)
+    return convert(y, Type.f8e8m0)
 
 
 @converter("Cast")

@@ -201,7 +201,12 @@ def gemm(ctx: NodeContext) -> Output:
 @converter("Einsum")
 def einsum(ctx: NodeContext) -> Output:
     xs = [x for x in ctx.inputs() if x is not None]
-    return ops.einsum(xs, ctx.attr("equation").replace(" ", "")).output(0)
+    eq = ctx.attr("equation").replace(" ", "")
+    et = xs[0].element_type
+    if et is Type.bf16:  # accumulate in f32, as OpenVINO's CPU plugin does for bf16
+        y = ops.einsum([convert(x, Type.f32) for x in xs], eq).output(0)
+        return convert(y, et)
+    return ops.einsum(xs, eq).output(0)
 
 
 # -- normalization ---------------------------------------------------------------------
