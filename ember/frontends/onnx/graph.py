@@ -245,6 +245,28 @@ class GraphConverter:
             raise ctx.fail("the op's ONNX function could not be built for these input types")
         self.expand_function(node, fp, ctx.opsets, default_attrs={})
 
+    def expand_with(self, ctx: NodeContext, values: Sequence[Any]) -> list[Any]:
+        """Expand ``ctx``'s op from its ONNX function body on other input ``values``; returns the
+        values of its outputs (a converter can so wrap the function, e.g. to compute in f32)."""
+        sch = schema(ctx.domain, ctx.op_type, ctx.opset)
+        if sch is None or function_version(sch, ctx.opset) is None:
+            raise ctx.fail("the op has no ONNX function body to expand")
+        tag = f"{ctx.name}/wrapped_{next(_unique)}/"
+        node = onnx.NodeProto()
+        node.CopyFrom(ctx.node)
+        del node.input[:]
+        del node.output[:]
+        for i, v in enumerate(values):
+            if v is None:
+                node.input.append("")
+            else:
+                self.define(f"{tag}in{i}", v)
+                node.input.append(f"{tag}in{i}")
+        node.output.extend(f"{tag}out{i}" if o else "" for i, o in enumerate(ctx.node.output))
+        inner = NodeContext(node, list(values), self, ctx.opsets)
+        self.expand_schema_function(inner, sch)
+        return [self.lookup(o) if o else None for o in node.output]
+
     def expand_function(self, node: onnx.NodeProto, fp: onnx.FunctionProto, opsets: dict[str, int],
                         default_attrs: dict[str, AttributeProto]) -> None:
         """Convert ``node`` by converting the body of function ``fp`` in its place."""
