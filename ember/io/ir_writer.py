@@ -200,19 +200,27 @@ def _rt_value(value: Any) -> str:
 def compress_model_to_fp16(model: Model) -> Model:
     """A copy of ``model`` whose f32 constants are stored as f16 + decompression Convert.
 
-    A constant stays f32 when f16 would change what it means: a finite value would overflow,
-    or a non-zero value would underflow to zero (epsilons such as 1e-12); when it feeds a
-    precision-sensitive input (``_KEEP_F32_INPUTS``: scales, ranges, exponents); or when its
-    rt_info carries ``disable_fp16_compression``.
+    A constant stays f32 when it holds one value (scales and epsilons, as OpenVINO keeps
+    them); when f16 would change what it means: a finite value would overflow, or a non-zero
+    value would underflow to zero; when it feeds a precision-sensitive input
+    (``_KEEP_F32_INPUTS``: scales, ranges, exponents); or when its rt_info carries
+    ``disable_fp16_compression``. Bodies of If/Loop/TensorIterator are compressed too.
     """
+    m = model.clone()
+    _compress_in_place(m)
+    return m
+
+
+def _compress_in_place(m: Model) -> None:
     from ember.graph.registry import get_op
 
     convert_cls = get_op("Convert", "opset1")
-    m = model.clone()
     for node in m.get_ordered_ops():
+        for body in node.bodies():
+            _compress_in_place(body)
         if not isinstance(node, Constant) or node.element_type is not Type.f32:
             continue
-        if "disable_fp16_compression" in node.rt_info or node.data.size == 0:
+        if "disable_fp16_compression" in node.rt_info or node.data.size <= 1:
             continue
         finite = node.data[np.isfinite(node.data)]
         if finite.size and float(np.abs(finite).max()) > _F16_MAX:
@@ -228,4 +236,3 @@ def compress_model_to_fp16(model: Model) -> Model:
         conv.rt_info["decompression"] = {"version": "0"}
         for inp in targets:
             inp.replace_source_output(conv.output(0))
-    return m

@@ -384,3 +384,28 @@ class Select(Node):
 def select(cond: Any, then_node: Any, else_node: Any, auto_broadcast: str = "numpy",
            name: str | None = None) -> Node:
     return Select([cond, then_node, else_node], {"auto_broadcast": auto_broadcast.lower()}, name)
+
+
+@register_op
+class HardSigmoid(Node):
+    """max(0, min(1, alpha * x + beta)); alpha and beta are scalar inputs."""
+
+    type_name = "HardSigmoid"
+    num_inputs = (3, 3)
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        for i in (1, 2):
+            s = self.input_shape(i)
+            if s.is_static and int(np.prod(s.to_shape())) != 1:
+                raise self.fail(f"input {i} must hold one value, got shape {s}")
+        return [(self.input_type(0), self.input_shape(0))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x, alpha, beta = inputs
+        a, b = alpha.reshape(-1)[0], beta.reshape(-1)[0]
+        return [np.clip(a * x + b, 0, 1).astype(x.dtype)]
+
+
+@builder
+def hard_sigmoid(data: Any, alpha: Any, beta: Any, name: str | None = None) -> Node:
+    return HardSigmoid([data, alpha, beta], None, name)

@@ -31,3 +31,28 @@ def test_compression_rules(tmp_path: Path) -> None:
     size_f32 = (tmp_path / "m.bin").stat().st_size
     ov.save_model(m, tmp_path / "f.xml", compress_to_fp16=False)
     assert size_f32 < (tmp_path / "f.bin").stat().st_size
+
+
+def test_bodies_are_compressed_and_scalars_kept(tmp_path: Path) -> None:
+    import openvino  # noqa: F401 - only to be sure the oracle is there
+    c = ops.parameter([], np.bool_, name="c")
+    a = ops.parameter([8], np.float32, name="a")
+    tp = ops.parameter([8], np.float32, name="tp")
+    then = ov.Model([ops.result(ops.multiply(tp, np.arange(8, dtype=np.float32)))], [tp])
+    ep = ops.parameter([8], np.float32, name="ep")
+    other = ov.Model([ops.result(ops.multiply(ep, np.float32(0.2)))], [ep])
+    node = ops.if_op(c)
+    node.set_then_body(then)
+    node.set_else_body(other)
+    node.set_input(a.output(0), tp, ep)
+    out = node.set_output(then.get_results()[0], other.get_results()[0])
+    m = ov.Model([ops.result(out, name="y")], [c, a])
+    ov.save_model(m, tmp_path / "if.xml")
+    xml = (tmp_path / "if.xml").read_text()
+    assert 'element_type="f16" shape="8"' in xml
+    assert 'element_type="f32" shape=""' in xml
+    back = read_ir(tmp_path / "if.xml")
+    feed = np.arange(8, dtype=np.float32)
+    for cond in (True, False):
+        np.testing.assert_allclose(run_model(back, [np.array(cond), feed])[0], run_model(m, [np.array(cond), feed])[0],
+                                   rtol=1e-3)

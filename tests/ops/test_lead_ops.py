@@ -20,3 +20,9 @@ BOOL_MASK[:, 0] = True
 ])
 def test_sdpa_matches_openvino(inputs: list, kwargs: dict) -> None:
     compare_with_openvino("scaled_dot_product_attention", inputs, rtol=1e-4, atol=1e-5, **kwargs)
+
+
+@pytest.mark.parametrize("x", [R.standard_normal((2, 7)).astype(np.float32) * 5,
+                               np.array([np.inf, -np.inf, 0.0, 2.5, -2.5], np.float32)])
+def test_hard_sigmoid_matches_openvino(x: np.ndarray) -> None:
+    compare_with_openvino("hard_sigmoid", [x, Const(np.float32(0.2)), Const(np.float32(0.5))])
