@@ -1,0 +1,708 @@
+"""ember against OpenVINO and ONNX Runtime on the same ONNX networks, in one process.
+
+    python benchmarks/compare.py                              # every network, f32, ~10 s an engine
+    python benchmarks/compare.py --models resnet50 --time 3 --rounds 3
+    python benchmarks/compare.py --precision f32,bf16 --out results/compare
+    python benchmarks/compare.py --device REFERENCE --skip-throughput
+
+ember runs on ``--device`` (default CPU when the CPU device is registered, else REFERENCE,
+the numpy spec device, which is far slower); OpenVINO 2026.4 on its CPU plugin with
+``INFERENCE_PRECISION_HINT`` set (f32 unless ``--precision bf16``: OpenVINO picks bf16 by
+itself on this CPU); ONNX Runtime with its defaults (f32 always). ember converts the ONNX with
+``convert_model`` (opt level 2), OpenVINO reads the same file, ONNX Runtime runs it.
+
+For each network, in this order:
+  1. compile time: ``compile_model`` without a model cache (cold) and again from a filled
+     ``CACHE_DIR`` (cached); ONNX Runtime's session creation as its cold compile;
+  2. outputs: every engine runs the same seeded inputs; the largest difference to ONNX Runtime,
+     relative to the output's magnitude, must stay under 1e-3 (f32) or 3e-2 (bf16), else the
+     network is not timed (a benchmark of wrong results is worthless);
+  3. batch-1 synchronous latency (hint LATENCY): warm-up runs, then ``--rounds`` rounds that
+     each give every engine an equal time slice in turn (A B C A B C, so machine noise hits all
+     alike); median, mean and p90 per engine;
+  4. throughput (hint THROUGHPUT): ember and OpenVINO fill an ``AsyncInferQueue`` of
+     ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` requests; ONNX Runtime's default session is called
+     from ``--ort-threads`` Python threads (default: one per core; 1 means sequential calls);
+     inferences per second, in alternating rounds as above.
+Ratios are ember / peer: median latency ember / peer, and for throughput peer inf/s / ember
+inf/s, so that above 1 means ember is slower in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BUILTIN_MODELS = ("resnet50", "mobilenet_v2", "bert_like")
+ALIASES = {"resnet": "resnet50", "resnet-50": "resnet50", "mobilenetv2": "mobilenet_v2", "mobilenet": "mobilenet_v2",
+           "bert": "bert_like", "bert-like": "bert_like", "minilm": "bert_like"}
+PRECISIONS = ("f32", "bf16")
+TOLERANCE = {"f32": 1e-3, "bf16": 3e-2}
+Feeds = dict[str, np.ndarray]
+
+
+# -- what to measure -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network to compare: its ONNX file. ``inputs`` makes the feeds from a seed (default:
+    :func:`default_inputs`)."""
+
+    name: str
+    path: Path
+    inputs: Callable[[Path, int], Feeds] | None = None
+
+    def make_inputs(self, seed: int) -> Feeds:
+        return (self.inputs or default_inputs)(self.path, seed)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Options of one comparison. ``time_s`` is each engine's measuring time per network and
+    phase, split into ``rounds`` slices; ``warmup`` runs (at most ``warmup_s`` seconds) come first."""
+
+    models: tuple[ModelSpec, ...]
+    device: str = "REFERENCE"
+    precisions: tuple[str, ...] = ("f32",)
+    time_s: float = 10.0
+    rounds: int = 10
+    warmup: int = 10
+    warmup_s: float = 3.0
+    throughput: bool = True
+    compile_time: bool = True
+    ort_threads: int = 0  # 0: one per core
+    seed: int = 0
+    pause_s: float = 0.05  # between slices, so that a pool that spins after its work sleeps first
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("no model to compare")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or not self.precisions:
+            raise ValueError(f"precision must be among {', '.join(PRECISIONS)}, got {', '.join(self.precisions)}")
+        if self.time_s <= 0 or self.rounds < 1 or self.warmup < 0 or self.ort_threads < 0:
+            raise ValueError("time must be > 0, rounds >= 1, warmup >= 0, ort threads >= 0")
+
+    @property
+    def ort_thread_count(self) -> int:
+        return self.ort_threads or os.cpu_count() or 1
+
+
+def builtin_model(name: str) -> ModelSpec:
+    """One of ``BUILTIN_MODELS``, exported once from tests/models/torch_models.py (needs torch)."""
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in BUILTIN_MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(BUILTIN_MODELS)}, or an .onnx path")
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from models.torch_models import export
+
+    return ModelSpec(key, Path(export(key)))
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name.lower().endswith(".onnx"):
+        path = Path(name)
+        if not path.exists():
+            raise ValueError(f"model file {path} does not exist")
+        return ModelSpec(path.stem, path)
+    return builtin_model(name)
+
+
+def default_inputs(path: Path, seed: int) -> Feeds:
+    """Seeded inputs for every graph input of the ONNX file: floats from a standard normal,
+    integer inputs named like a mask all ones, other integers (token ids) in [0, 1000)."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    init = {i.name for i in graph.initializer}
+    rng = np.random.default_rng(seed)
+    feeds: Feeds = {}
+    for inp in graph.input:
+        if inp.name in init:
+            continue
+        t = inp.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
+        if dtype.kind == "f":
+            feeds[inp.name] = rng.standard_normal(dims).astype(dtype)
+        elif dtype.kind == "b" or "mask" in inp.name.lower():
+            feeds[inp.name] = np.ones(dims, dtype)
+        else:
+            feeds[inp.name] = rng.integers(0, 1000, dims).astype(dtype)
+    return feeds
+
+
+# -- engines -------------------------------------------------------------------------------------
+
+class Compiled:
+    """A model compiled by one engine: ``infer`` (synchronous, one request) and
+    ``throughput_slice`` (as many inferences as fit in a time slice, all requests busy)."""
+
+    requests: int = 1
+    precision: str = "f32"
+    note: str = ""
+
+    def infer(self, feeds: Feeds) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def throughput_slice(self, feeds: Feeds, seconds: float) -> tuple[int, float]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+
+class Engine:
+    """One column of the comparison. ``prepare`` reads the network once; ``compile`` makes a
+    ``Compiled`` for a hint (LATENCY or THROUGHPUT), optionally with a model cache."""
+
+    kind = ""
+    label = ""
+    precision = "f32"
+
+    def prepare(self, spec: ModelSpec) -> float:
+        """Read or convert the network; returns seconds."""
+        raise NotImplementedError
+
+    def compile(self, hint: str, cache_dir: str | None = None) -> Compiled:
+        raise NotImplementedError
+
+    @property
+    def has_cache(self) -> bool:
+        return True
+
+
+def _type_name(t: Any) -> str:
+    return t.to_string() if hasattr(t, "to_string") else str(t)
+
+
+class _OVApiCompiled(Compiled):
+    """ember and OpenVINO share this: the same API, different modules."""
+
+    def __init__(self, module: Any, compiled: Any) -> None:
+        self.module, self.compiled = module, compiled
+        self.request = compiled.create_infer_request()
+        self.requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        try:
+            self.from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
+        except Exception:  # noqa: BLE001 - a plugin without the property
+            self.from_cache = False
+        self.note = f"AsyncInferQueue of {self.requests} request(s), NUM_STREAMS {compiled.get_property('NUM_STREAMS')}"
+        self._queue: Any = None
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def infer(self, feeds: Feeds) -> list[np.ndarray]:
+        return [np.array(v) for v in self.request.infer(feeds, share_inputs=True).to_tuple()]
+
+    def _count(self, request: Any, userdata: Any) -> None:
+        with self._lock:
+            self._done += 1
+
+    def throughput_slice(self, feeds: Feeds, seconds: float) -> tuple[int, float]:
+        if self._queue is None:
+            self._queue = self.module.AsyncInferQueue(self.compiled, self.requests)
+            self._queue.set_callback(self._count)
+        before = self._done
+        start = time.perf_counter()
+        submitted = 0
+        while submitted < self.requests or time.perf_counter() - start < seconds:
+            self._queue.start_async(feeds, share_inputs=True)  # blocks while every request is busy
+            submitted += 1
+        self._queue.wait_all()
+        return self._done - before, time.perf_counter() - start
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.wait_all()
+        self._queue = self.request = None
+        close = getattr(self.compiled, "close", None)
+        if close is not None:
+            close()
+        self.compiled = None
+
+
+class EmberEngine(Engine):
+    """ember on ``device``: ``convert_model`` (opt level 2), then ``Core.compile_model``."""
+
+    kind = "ember"
+
+    def __init__(self, device: str, precision: str) -> None:
+        import ember
+
+        self.ember, self.device, self.precision = ember, device, precision
+        self.label = f"ember {device} {precision}"
+        self.model: Any = None
+
+    def prepare(self, spec: ModelSpec) -> float:
+        t0 = time.perf_counter()
+        self.model = self.ember.convert_model(str(spec.path), opt_level=2)
+        return time.perf_counter() - t0
+
+    def compile(self, hint: str, cache_dir: str | None = None) -> Compiled:
+        config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": self.precision}
+        if cache_dir:
+            config["CACHE_DIR"] = cache_dir
+        return _OVApiCompiled(self.ember, self.ember.Core().compile_model(self.model, self.device, config))
+
+
+class OpenVINOEngine(Engine):
+    """OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT`` set (it would pick bf16 itself)."""
+
+    kind = "openvino"
+
+    def __init__(self, precision: str) -> None:
+        import openvino
+
+        self.ov, self.precision = openvino, precision
+        self.label = f"OpenVINO {openvino.__version__.split('-')[0]} CPU {precision}"
+        self.model: Any = None
+
+    def prepare(self, spec: ModelSpec) -> float:
+        t0 = time.perf_counter()
+        self.model = self.ov.Core().read_model(str(spec.path))
+        return time.perf_counter() - t0
+
+    def compile(self, hint: str, cache_dir: str | None = None) -> Compiled:
+        config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": self.precision}
+        if cache_dir:
+            config["CACHE_DIR"] = cache_dir
+        return _OVApiCompiled(self.ov, self.ov.Core().compile_model(self.model, "CPU", config))
+
+
+class _OrtCompiled(Compiled):
+    def __init__(self, session: Any, threads: int) -> None:
+        self.session, self.requests = session, threads
+        self.note = f"one default session, run from {threads} Python threads" if threads > 1 else \
+            "one default session, sequential calls"
+
+    def infer(self, feeds: Feeds) -> list[np.ndarray]:
+        return list(self.session.run(None, feeds))
+
+    def throughput_slice(self, feeds: Feeds, seconds: float) -> tuple[int, float]:
+        counts = [0] * self.requests
+        start = time.perf_counter()
+
+        def loop(i: int) -> None:
+            while counts[i] == 0 or time.perf_counter() - start < seconds:
+                self.session.run(None, feeds)
+                counts[i] += 1
+
+        if self.requests == 1:
+            loop(0)
+        else:
+            threads = [threading.Thread(target=loop, args=(i,)) for i in range(self.requests)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        return sum(counts), time.perf_counter() - start
+
+
+class OrtEngine(Engine):
+    """ONNX Runtime with default session options (CPU provider, f32); no model cache."""
+
+    kind = "onnxruntime"
+
+    def __init__(self, threads: int) -> None:
+        import onnxruntime
+
+        self.ort, self.threads = onnxruntime, threads
+        self.label = f"ONNX Runtime {onnxruntime.__version__} f32"
+        self.path = ""
+
+    def prepare(self, spec: ModelSpec) -> float:
+        self.path = str(spec.path)
+        return 0.0
+
+    def compile(self, hint: str, cache_dir: str | None = None) -> Compiled:
+        session = self.ort.InferenceSession(self.path, providers=["CPUExecutionProvider"])
+        return _OrtCompiled(session, self.threads if hint == "THROUGHPUT" else 1)
+
+    @property
+    def has_cache(self) -> bool:
+        return False
+
+
+def default_device() -> str:
+    """CPU when ember's CPU device is registered and loads, else REFERENCE."""
+    import ember
+
+    return "CPU" if "CPU" in ember.Core().available_devices else "REFERENCE"
+
+
+def make_engines(config: CompareConfig) -> list[Engine]:
+    """ember and OpenVINO for each precision, then ONNX Runtime (f32); ember first."""
+    engines: list[Engine] = [EmberEngine(config.device, p) for p in config.precisions]
+    engines += [OpenVINOEngine(p) for p in config.precisions]
+    engines.append(OrtEngine(config.ort_thread_count))
+    return engines
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+@dataclass
+class LatencyStats:
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    min_ms: float
+    runs: int
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> LatencyStats:
+        ms = np.asarray(seconds, dtype=np.float64) * 1e3
+        return cls(float(np.median(ms)), float(ms.mean()), float(np.percentile(ms, 90)), float(ms.min()), len(ms))
+
+
+@dataclass
+class EngineResult:
+    engine: str
+    kind: str
+    precision: str  # the precision the compiled model reports (REFERENCE ignores bf16)
+    prepare_s: float = 0.0
+    compile_cold_s: float | None = None
+    compile_cache_store_s: float | None = None
+    compile_cached_s: float | None = None
+    loaded_from_cache: bool | None = None
+    max_rel_diff: float | None = None
+    latency: LatencyStats | None = None
+    throughput_ips: float | None = None
+    throughput_runs: int = 0
+    throughput_setup: str = ""
+    latency_ratio: float | None = None  # ember median / this median
+    throughput_ratio: float | None = None  # this inf/s / ember inf/s
+
+
+@dataclass
+class ModelResult:
+    model: str
+    path: str
+    tolerance: dict[str, float]
+    check_passed: bool = True
+    engines: list[EngineResult] = field(default_factory=list)
+    error: str = ""
+
+
+def max_rel_diff(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
+    """The largest ``|a - b|`` over all outputs, each relative to its reference's largest magnitude."""
+    if len(outputs) != len(reference):
+        return float("inf")
+    worst = 0.0
+    for a, b in zip(outputs, reference):
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a64.shape != b64.shape:
+            return float("inf")
+        if a64.size == 0:
+            continue
+        if not np.array_equal(np.isfinite(a64), np.isfinite(b64)):
+            return float("inf")
+        fin = np.isfinite(b64)
+        scale = max(float(np.abs(b64[fin]).max(initial=0.0)), 1e-30)
+        worst = max(worst, float(np.abs(a64[fin] - b64[fin]).max(initial=0.0)) / scale)
+    return worst
+
+
+def warm_up(fn: Callable[[], Any], runs: int, max_s: float) -> None:
+    """``runs`` calls, stopping early after ``max_s`` seconds (but at least one call)."""
+    start = time.perf_counter()
+    for i in range(max(1, runs)):
+        fn()
+        if i >= 1 and time.perf_counter() - start > max_s:
+            break
+
+
+def latency_slice(fn: Callable[[], Any], seconds: float) -> list[float]:
+    """Call ``fn`` back to back for ``seconds`` (at least once); each call's seconds."""
+    out: list[float] = []
+    start = time.perf_counter()
+    while not out or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def alternate(jobs: Sequence[Callable[[], Any]], rounds: int, pause_s: float = 0.0) -> list[list[Any]]:
+    """Run ``jobs`` A B C A B C ... for ``rounds`` rounds; each job's results in order."""
+    results: list[list[Any]] = [[] for _ in jobs]
+    for _ in range(rounds):
+        for i, job in enumerate(jobs):
+            results[i].append(job())
+            if pause_s:
+                time.sleep(pause_s)
+    return results
+
+
+def measure_compile(engine: Engine, result: EngineResult) -> None:
+    """Cold compile (no model cache), then a compile that fills a fresh CACHE_DIR, then one from it."""
+    t0 = time.perf_counter()
+    engine.compile("LATENCY").close()
+    result.compile_cold_s = time.perf_counter() - t0
+    if not engine.has_cache:
+        return
+    with tempfile.TemporaryDirectory(prefix="compare-cache-") as cache:
+        t0 = time.perf_counter()
+        engine.compile("LATENCY", cache).close()
+        result.compile_cache_store_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        c = engine.compile("LATENCY", cache)
+        result.compile_cached_s = time.perf_counter() - t0
+        result.loaded_from_cache = getattr(c, "from_cache", None)
+        c.close()
+
+
+def compare_model(spec: ModelSpec, engines: Sequence[Engine], config: CompareConfig,
+                  log: Callable[[str], None] = print) -> ModelResult:
+    """Every phase for one network (see the module docstring); engines[0] is ember."""
+    result = ModelResult(spec.name, str(spec.path), {p: TOLERANCE[p] for p in config.precisions})
+    rows = [EngineResult(e.label, e.kind, e.precision) for e in engines]
+    result.engines = rows
+    for e, r in zip(engines, rows):
+        r.prepare_s = e.prepare(spec)
+    log(f"{spec.name}: read/convert " + ", ".join(f"{e.label} {r.prepare_s:.2f} s" for e, r in zip(engines, rows)
+                                                  if e.kind != "onnxruntime"))
+    if config.compile_time:
+        for e, r in zip(engines, rows):
+            measure_compile(e, r)
+        log(f"{spec.name}: compile " + ", ".join(
+            f"{r.engine} {r.compile_cold_s:.2f} s" + (f" / cached {r.compile_cached_s:.2f} s"
+                                                       if r.compile_cached_s is not None else "") for r in rows))
+    feeds = spec.make_inputs(config.seed)
+    slice_s = config.time_s / config.rounds
+    compiled = [e.compile("LATENCY") for e in engines]
+    try:
+        for c, r in zip(compiled, rows):
+            r.precision = c.precision
+        outputs = [c.infer(feeds) for c in compiled]
+        reference = outputs[-1]  # ONNX Runtime, f32
+        for e, r, out in zip(engines, rows, outputs):
+            r.max_rel_diff = max_rel_diff(out, reference)
+            if r.max_rel_diff > TOLERANCE[e.precision]:
+                result.check_passed = False
+        log(f"{spec.name}: max |diff| / max |ORT| " + ", ".join(
+            f"{r.engine} {r.max_rel_diff:.1e}" for r in rows[:-1]))
+        if not result.check_passed:
+            result.error = "outputs disagree with ONNX Runtime beyond the tolerance; not timed"
+            log(f"{spec.name}: MISMATCH: {result.error}")
+            return result
+        for c in compiled:
+            warm_up(lambda c=c: c.infer(feeds), config.warmup, config.warmup_s)
+        jobs = [lambda c=c: latency_slice(lambda: c.infer(feeds), slice_s) for c in compiled]
+        for r, slices in zip(rows, alternate(jobs, config.rounds, config.pause_s)):
+            r.latency = LatencyStats.of([s for sl in slices for s in sl])
+    finally:
+        for c in compiled:
+            c.close()
+        del compiled
+        gc.collect()
+    if config.throughput:
+        compiled = [e.compile("THROUGHPUT") for e in engines]
+        try:
+            for c, r in zip(compiled, rows):
+                r.throughput_setup = c.note
+                c.throughput_slice(feeds, min(slice_s, 0.5))  # warm-up: every request runs once
+            jobs = [lambda c=c: c.throughput_slice(feeds, slice_s) for c in compiled]
+            for r, slices in zip(rows, alternate(jobs, config.rounds, config.pause_s)):
+                r.throughput_runs = sum(n for n, _ in slices)
+                r.throughput_ips = r.throughput_runs / sum(t for _, t in slices)
+        finally:
+            for c in compiled:
+                c.close()
+            del compiled
+            gc.collect()
+    add_ratios(engines, rows)
+    return result
+
+
+def add_ratios(engines: Sequence[Engine], rows: Sequence[EngineResult]) -> None:
+    """Each peer row gets ember / peer, against the ember row of its precision (else the first)."""
+    ember_rows = {e.precision: r for e, r in zip(engines, rows) if e.kind == "ember"}
+    first = next(iter(ember_rows.values()), None)
+    for e, r in zip(engines, rows):
+        if e.kind == "ember":
+            continue
+        base = ember_rows.get(e.precision, first)
+        if base is None:
+            continue
+        if base.latency and r.latency:
+            r.latency_ratio = base.latency.median_ms / r.latency.median_ms
+        if base.throughput_ips and r.throughput_ips:
+            r.throughput_ratio = r.throughput_ips / base.throughput_ips
+
+
+def run_compare(config: CompareConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every network of ``config``; the result as a JSON-ready dict (``environment``, ``config``, ``models``)."""
+    env = environment(config)
+    engines = make_engines(config)
+    models = [compare_model(spec, engines, config, log) for spec in config.models]
+    env["loadavg_end"] = _loadavg()
+    cfg = asdict(config) | {"models": [m.name for m in config.models]}
+    return {"environment": env, "config": cfg, "models": [asdict(m) for m in models]}
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on this platform
+        return []
+
+
+def environment(config: CompareConfig) -> dict[str, Any]:
+    import onnxruntime
+    import openvino
+
+    import ember
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
+            "python": platform.python_version(), "ember": ember.__version__, "openvino": openvino.__version__,
+            "onnxruntime": onnxruntime.__version__, "ember_device": config.device,
+            "ember_kernel_cache": os.environ.get("EMBER_KERNEL_CACHE", "default"), "loadavg_start": _loadavg()}
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+COLUMNS = ("model", "engine", "median ms", "mean ms", "p90 ms", "runs", "ember/x lat", "inf/s", "ember/x thr",
+           "compile s", "cached s", "max diff")
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row per (network, engine), cells as strings (see ``COLUMNS``)."""
+    rows = []
+    for m in result["models"]:
+        for r in m["engines"]:
+            lat = r["latency"] or {}
+            ms_fmt = ".1f" if (lat.get("median_ms") or 0) >= 100 else ".2f"
+            rows.append([m["model"], r["engine"] if r["precision"] in r["engine"] else f"{r['engine']} (runs {r['precision']})",
+                         _f(lat.get("median_ms"), ms_fmt), _f(lat.get("mean_ms"), ms_fmt), _f(lat.get("p90_ms"), ms_fmt),
+                         _f(lat.get("runs"), "d"), _f(r["latency_ratio"], ".2f"), _f(r["throughput_ips"], ".1f"),
+                         _f(r["throughput_ratio"], ".2f"), _f(r["compile_cold_s"], ".2f"),
+                         _f(r["compile_cached_s"], ".2f"), _f(r["max_rel_diff"], ".0e")])
+            if not m["check_passed"]:
+                rows[-1][2] = "MISMATCH"
+    return rows
+
+
+def format_table(result: dict[str, Any]) -> str:
+    rows = [list(COLUMNS)] + table_rows(result)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    env, cfg = result["environment"], result["config"]
+    out = [f"# ember vs OpenVINO vs ONNX Runtime ({env['date']})", "",
+           f"CPU: {env['cpu']}, {env['cores']} cores; ember {env['ember']} on {env['ember_device']}, "
+           f"OpenVINO {env['openvino']}, ONNX Runtime {env['onnxruntime']}; load average "
+           f"{env['loadavg_start']} at start, {env.get('loadavg_end')} at end.",
+           f"Latency: {cfg['rounds']} alternating rounds, {cfg['time_s']:g} s per engine; "
+           f"throughput likewise (hint THROUGHPUT).", "",
+           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out += ["| " + " | ".join(r) + " |" for r in table_rows(result)]
+    setups = {r["engine"]: r["throughput_setup"] for m in result["models"] for r in m["engines"] if r["throughput_setup"]}
+    if setups:
+        out += ["", "Throughput setup: " + "; ".join(f"{k}: {v}" for k, v in setups.items()) + "."]
+    return "\n".join(out) + "\n"
+
+
+def write_results(result: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
+    """``out`` (.json added when missing) and the same name with .md."""
+    path = Path(out)
+    json_path = path if path.suffix == ".json" else path.with_name(path.name + ".json")
+    md_path = json_path.with_suffix(".md")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md_path.write_text(format_markdown(result))
+    return json_path, md_path
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="compare.py", description=__doc__.split("\n")[0])
+    p.add_argument("--models", default=",".join(BUILTIN_MODELS),
+                   help=f"comma-separated: {', '.join(BUILTIN_MODELS)} or .onnx paths (default: all)")
+    p.add_argument("--device", default=None, help="ember's device (default CPU when registered, else REFERENCE)")
+    p.add_argument("--precision", default="f32", help="f32, bf16 or f32,bf16 (ember and OpenVINO; ORT stays f32)")
+    p.add_argument("--time", type=float, default=10.0, help="seconds per engine, network and phase (default 10)")
+    p.add_argument("--rounds", type=int, default=10, help="alternating rounds those seconds are split into")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up runs per engine (at most 3 s)")
+    p.add_argument("--skip-throughput", action="store_true", help="measure latency only")
+    p.add_argument("--skip-compile", action="store_true", help="do not time compile_model")
+    p.add_argument("--ort-threads", type=int, default=0, help="threads calling ORT for throughput (default: cores)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs")
+    p.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> CompareConfig:
+    device = (args.device or default_device()).upper()
+    return CompareConfig(models=tuple(model_spec(n.strip()) for n in args.models.split(",") if n.strip()),
+                         device=device, precisions=tuple(p.strip().lower() for p in args.precision.split(",")),
+                         time_s=args.time, rounds=args.rounds, warmup=args.warmup,
+                         throughput=not args.skip_throughput, compile_time=not args.skip_compile,
+                         ort_threads=args.ort_threads, seed=args.seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"compare.py: {e}", file=sys.stderr)
+        return 2
+    log = lambda line: print(line, flush=True)
+    if config.device == "REFERENCE":
+        log("ember runs on REFERENCE (the numpy spec device, far slower than a real CPU device)"
+            + ("" if args.device else ": the CPU device is not registered"))
+    result = run_compare(config, log)
+    log("")
+    log(format_table(result))
+    setups = {r["engine"]: r["throughput_setup"] for m in result["models"] for r in m["engines"] if r["throughput_setup"]}
+    for k, v in setups.items():
+        log(f"throughput {k}: {v}")
+    log("ratios are ember / peer (above 1: ember slower); max diff is relative to ONNX Runtime's output magnitude")
+    if args.out:
+        j, m = write_results(result, args.out)
+        log(f"wrote {j} and {m}")
+    return 0 if all(m["check_passed"] for m in result["models"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

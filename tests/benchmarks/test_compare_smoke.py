@@ -1,0 +1,141 @@
+"""benchmarks/compare.py end to end on a tiny network, so that the tool does not rot.
+
+Asserts the structure of what it measures and writes, never speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("ember_benchmarks_compare", ROOT / "benchmarks" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = _load_tool()
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Conv 3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm: a CNN in five nodes."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), "fc")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], [w, fc])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("compare") / "tiny.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _config(path: Path, **kw) -> compare.CompareConfig:
+    base = dict(models=(compare.ModelSpec("tiny", path),), device=compare.default_device(), time_s=0.04, rounds=2,
+                warmup=1, warmup_s=0.1, ort_threads=2, pause_s=0.0)
+    return compare.CompareConfig(**(base | kw))
+
+
+def test_run_compare_structure(tiny_onnx: Path, tmp_path: Path) -> None:
+    result = compare.run_compare(_config(tiny_onnx), log=lambda line: None)
+    assert set(result) == {"environment", "config", "models"}
+    (model,) = result["models"]
+    assert model["model"] == "tiny" and model["check_passed"] and not model["error"]
+    kinds = [r["kind"] for r in model["engines"]]
+    assert kinds == ["ember", "openvino", "onnxruntime"]
+    for r in model["engines"]:
+        assert r["latency"]["runs"] >= 2
+        assert 0 < r["latency"]["min_ms"] <= r["latency"]["median_ms"] <= r["latency"]["p90_ms"]
+        assert r["throughput_ips"] > 0 and r["throughput_runs"] >= 2 and r["throughput_setup"]
+        assert r["compile_cold_s"] > 0
+        assert r["max_rel_diff"] <= 1e-3
+    ember, ov, ort = model["engines"]
+    assert ember["latency_ratio"] is None and ov["latency_ratio"] > 0 and ort["throughput_ratio"] > 0
+    assert ember["compile_cached_s"] > 0 and ov["compile_cached_s"] > 0 and ort["compile_cached_s"] is None
+    assert ov["loaded_from_cache"] is True
+
+    table = compare.format_table(result)
+    assert "tiny" in table and "median ms" in table and len(table.splitlines()) == 2 + 3
+    json_path, md_path = compare.write_results(result, tmp_path / "out" / "res")
+    assert json.loads(json_path.read_text())["models"][0]["model"] == "tiny"
+    assert md_path.read_text().count("| tiny |") == 3
+
+
+def test_bf16_adds_columns_and_skip_flags(tiny_onnx: Path) -> None:
+    config = _config(tiny_onnx, precisions=("f32", "bf16"), throughput=False, compile_time=False, rounds=1)
+    (model,) = compare.run_compare(config, log=lambda line: None)["models"]
+    engines = model["engines"]
+    assert [(r["kind"], r["engine"].split()[-1]) for r in engines] == [
+        ("ember", "f32"), ("ember", "bf16"), ("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")]
+    assert model["check_passed"]
+    assert all(r["throughput_ips"] is None and r["compile_cold_s"] is None for r in engines)
+    # each peer is compared with the ember engine of its precision
+    assert engines[3]["latency_ratio"] == pytest.approx(engines[1]["latency"]["median_ms"]
+                                                        / engines[3]["latency"]["median_ms"])
+
+
+def test_main_end_to_end(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cmp.json"
+    code = compare.main(["--models", str(tiny_onnx), "--time", "0.02", "--rounds", "1", "--warmup", "1",
+                         "--skip-compile", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "ember/x lat" in text and out.exists() and out.with_suffix(".md").exists()
+    assert compare.main(["--models", "no_such_net"]) == 2
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ([np.array([1.0, 2.0])], [np.array([1.0, 2.0])], 0.0),
+    ([np.array([1.0, 2.1])], [np.array([1.0, 2.0])], 0.05),       # relative to the largest magnitude
+    ([np.array([1e-6, 0.0])], [np.zeros(2)], 1e24),                # a zero reference: absolute over a tiny scale
+    ([np.array([1.0])], [np.array([1.0, 2.0])], float("inf")),    # shapes differ
+    ([np.array([np.nan, 1.0])], [np.array([0.0, 1.0])], float("inf")),
+    ([np.array([np.inf, 1.0])], [np.array([np.inf, 1.0])], 0.0),
+    ([np.zeros((0, 3))], [np.zeros((0, 3))], 0.0),
+    ([np.ones(2)], [np.ones(2), np.ones(2)], float("inf")),        # output counts differ
+])
+def test_max_rel_diff(a: list[np.ndarray], b: list[np.ndarray], expected: float) -> None:
+    assert compare.max_rel_diff(a, b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_default_inputs_by_type(tmp_path: Path) -> None:
+    graph = helper.make_graph([helper.make_node("Identity", ["input_ids"], ["o"])], "g",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 4]),
+                               helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, 4]),
+                               helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+                              [helper.make_tensor_value_info("o", TensorProto.INT64, [1, 4])])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    feeds = compare.default_inputs(path, 0)
+    assert feeds["attention_mask"].tolist() == [[1, 1, 1, 1]] and feeds["input_ids"].dtype == np.int64
+    assert feeds["x"].shape == (1, 2) and feeds["x"].dtype == np.float32
+    assert np.array_equal(compare.default_inputs(path, 0)["x"], feeds["x"])
+
+
+def test_config_validation(tiny_onnx: Path) -> None:
+    with pytest.raises(ValueError, match="precision"):
+        _config(tiny_onnx, precisions=("f16",))
+    with pytest.raises(ValueError):
+        _config(tiny_onnx, rounds=0)
