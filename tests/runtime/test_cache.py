@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import time
 
 import numpy as np
 import pytest
@@ -61,19 +60,16 @@ def slow_device():
 def test_second_compile_is_faster(tmp_path, slow_device):
     core = Core()
     cfg = {props.cache_dir: str(tmp_path)}
-    t0 = time.perf_counter()
     core.compile_model(SMALL, "SLOWCOMPILE", cfg)
-    cold = time.perf_counter() - t0
-    t0 = time.perf_counter()
     warm_model = core.compile_model(SMALL, "SLOWCOMPILE", cfg)
-    warm = time.perf_counter() - t0
     assert warm_model.get_property(props.loaded_from_cache)
-    assert len(slow_device.compiled) == 1 and len(slow_device.imported) == 1  # no second code generation
-    assert warm < cold, (cold, warm)
+    # The speed-up is structural: the second compile generates no code (the slow part), it
+    # imports the cached artefact. Timing is measured by benchmarks, not asserted here.
+    assert len(slow_device.compiled) == 1 and len(slow_device.imported) == 1
     np.testing.assert_array_equal(warm_model([X])["y"], small_expected(X))
 
 
-def test_onnx_path_skips_conversion_on_a_hit(tmp_path):
+def test_onnx_path_skips_conversion_on_a_hit(tmp_path, monkeypatch):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
@@ -91,16 +87,16 @@ def test_onnx_path_skips_conversion_on_a_hit(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     core = Core()
     cfg = {props.cache_dir: str(tmp_path / "cache")}
-    t0 = time.perf_counter()
     cold = core.compile_model(path, "REFERENCE", cfg)
-    t_cold = time.perf_counter() - t0
-    t0 = time.perf_counter()
+
+    def no_conversion(*a, **k):
+        raise AssertionError("a cache hit must not convert the ONNX model again")
+    import ember.frontends.onnx as onnx_frontend
+    monkeypatch.setattr(onnx_frontend, "convert", no_conversion)
     warm = core.compile_model(path, "REFERENCE", cfg)
-    t_warm = time.perf_counter() - t0
     assert warm.get_property(props.loaded_from_cache) and not cold.get_property(props.loaded_from_cache)
     feed = rng.standard_normal((1, 16)).astype(np.float32)
     np.testing.assert_array_equal(cold([feed])[0], warm([feed])[0])
-    assert t_warm < t_cold, (t_cold, t_warm)
 
 
 def _corrupt(path):
