@@ -347,3 +347,66 @@ def test_opset_ranges_pick_the_right_converter() -> None:
     for opset in (7, 11, 13, 18):
         n = helper.make_node("Softmax", ["x"], ["y"], axis=1)
         _check(_model([n], [_vi("x", [2, 3, 4])], [_vi("y", None)], opset=opset), {"x": x})
+
+
+# -- older opsets: attribute forms that later became inputs ------------------------------------------
+def _legacy(op: str, opset: int, inputs: dict[str, np.ndarray], outs: int = 1,
+            out_types: tuple[int, ...] = (), **attrs: Any) -> tuple:
+    names = list(inputs)
+    n = helper.make_node(op, names, [f"y{i}" for i in range(outs)], **attrs)
+    vis = [_vi(k, list(v.shape), helper.np_dtype_to_tensor_dtype(v.dtype)) for k, v in inputs.items()]
+    types = list(out_types) + [TensorProto.FLOAT] * (outs - len(out_types))
+    return _model([n], vis, [_vi(f"y{i}", None, t) for i, t in enumerate(types)], opset=opset), inputs
+
+
+LEGACY = {
+    "slice_1": lambda: _legacy("Slice", 7, {"x": _x(4, 5)}, starts=[1, -3], ends=[3, 100], axes=[0, 1]),
+    "pad_2": lambda: _legacy("Pad", 7, {"x": _x(2, 3)}, pads=[0, 1, 1, 2], mode="reflect"),
+    "upsample_7": lambda: _legacy("Upsample", 7, {"x": _x(1, 1, 2, 3)}, scales=[1.0, 1.0, 2.0, 3.0]),
+    "split_2": lambda: _legacy("Split", 7, {"x": _x(6, 2)}, outs=2, split=[2, 4]),
+    "squeeze_1": lambda: _legacy("Squeeze", 7, {"x": _x(1, 3, 1)}, axes=[0, 2]),
+    "reducesum_11": lambda: _legacy("ReduceSum", 11, {"x": _x(2, 3, 4)}, axes=[1], keepdims=0),
+    "topk_1": lambda: _legacy("TopK", 7, {"x": _x(3, 5)}, outs=2, out_types=(TensorProto.FLOAT, TensorProto.INT64),
+                              k=2),
+    "clip_6": lambda: _legacy("Clip", 7, {"x": _x(3, 5)}, min=-0.3, max=0.4),
+    "batchnorm_7": lambda: _legacy("BatchNormalization", 7, {
+        "x": _x(2, 3, 4), "s": _x(3), "b": _x(3), "m": _x(3), "v": np.abs(_x(3)) + 0.1}),
+    "hardmax_11": lambda: _legacy("Hardmax", 11, {"x": _x(2, 3, 4)}, axis=1),
+    "argmax_last_12": lambda: _legacy("ArgMax", 12, {"x": np.float32([[1, 3, 3], [2, 2, 0]])},
+                                      out_types=(TensorProto.INT64,), axis=1, select_last_index=1),
+    "resize_10": lambda: _legacy("Resize", 10, {"x": _x(1, 1, 2, 2), "s": np.float32([1, 1, 2, 2])}),
+}
+
+
+@pytest.mark.parametrize("name", list(LEGACY))
+def test_older_opsets_against_onnxruntime(name: str) -> None:
+    model, feeds = LEGACY[name]()
+    _check(model, feeds)
+
+
+def test_model_local_function() -> None:
+    body = [helper.make_node("Mul", ["a", "a"], ["sq"]),
+            helper.make_node("Add", ["sq", "b"], ["out"])]
+    fn = helper.make_function("my.domain", "SquarePlus", ["a", "b"], ["out"], body,
+                              [helper.make_operatorsetid("", 17)])
+    n = helper.make_node("SquarePlus", ["x", "y"], ["z"], domain="my.domain")
+    g = helper.make_graph([n], "g", [_vi("x", [3]), _vi("y", [3])], [_vi("z", None)])
+    m = helper.make_model(g, functions=[fn], opset_imports=[helper.make_operatorsetid("", 17),
+                                                            helper.make_operatorsetid("my.domain", 1)])
+    _check(m, {"x": _x(3), "y": _x(3)})
+
+
+# -- what ember converts, OpenVINO reads back from ember's IR ---------------------------------------
+@pytest.mark.parametrize("name", ["lstm", "gru_seq_lens", "if", "loop", "qdq", "resize", "group_conv"])
+def test_converted_ir_runs_in_openvino(name: str) -> None:
+    ov = pytest.importorskip("openvino")
+    from ember.io.ir_writer import serialize
+
+    model, feeds = CASES[name]()
+    xml, weights = serialize(convert(model))
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, np.uint8))),
+                                  "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    res = compiled(feeds)
+    for out, want in zip(compiled.outputs, _ort(model, feeds)):
+        np.testing.assert_allclose(res[out], want, rtol=1e-4, atol=1e-5)
