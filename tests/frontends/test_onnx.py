@@ -200,6 +200,14 @@ def test_qdq_becomes_fake_quantize_and_weight_decompression() -> None:
     assert chain.type_name == "Convert" and chain.input_values()[0].node.get_element_type() == Type.i8
     fq = conv.input_values()[0].node
     assert fq.type_name == "FakeQuantize" and fq.attrs["levels"] == 256
+    # the same ops and FakeQuantize ranges as OpenVINO's own conversion of qdq.onnx
+    from ember.io import read_ir
+
+    ref = read_ir(Path("/work/shared/reference/ir_examples/onnx_qdq_converted.xml"))
+    assert {n.type_name for n in m.get_ordered_ops()} == {n.type_name for n in ref.get_ordered_ops()}
+    ref_fq = next(n for n in ref.get_ordered_ops() if n.type_name == "FakeQuantize")
+    for ours, theirs in zip(fq.input_values()[1:], ref_fq.input_values()[1:]):
+        np.testing.assert_allclose(ours.node.get_data(), theirs.node.get_data())
 
 
 # -- external data --------------------------------------------------------------------------------

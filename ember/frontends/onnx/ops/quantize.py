@@ -103,14 +103,27 @@ def quantize_linear(ctx: NodeContext) -> Output:
         raise ctx.fail(f"quantizing to {et} is not supported")
     lo, hi = integer_range(et)
     z = const(0.0, work) if zp is None else _broadcastable(convert(zp, work), r, axis, block, x)
-    in_low = ops.multiply(ops.subtract(const(float(lo), work), z), s).output(0)
-    in_high = ops.multiply(ops.subtract(const(float(hi), work), z), s).output(0)
+    in_low, in_high = _range(lo, hi, z, s, r, work)
     # the integer result is computed exactly as ONNX defines it (round half to even of x / scale);
     # a following DequantizeLinear fuses with this into one FakeQuantize (see dequantize_linear)
     q = ops.add(ops.round(ops.divide(xf, s), "half_to_even"), z).output(0)
     y = convert(ops.clamp(q, float(lo), float(hi)).output(0), et)
     ctx.graph.notes[y] = _Quantized(xf, in_low, in_high, hi - lo + 1, scale, zp)
     return y
+
+
+def _range(lo: int, hi: int, z: Output, s: Output, rank: int, work: Type) -> tuple[Output, Output]:
+    """FakeQuantize's input range ``(lo - zp) * scale .. (hi - zp) * scale``: constants shaped to
+    the data's rank when scale and zero point are known (as OpenVINO's IR has them), else nodes."""
+    zv, sv = constant_value(z), constant_value(s)
+    if zv is not None and sv is not None:
+        low = (np.float64(lo) - zv.astype(np.float64)) * sv.astype(np.float64)
+        high = (np.float64(hi) - zv.astype(np.float64)) * sv.astype(np.float64)
+        shape = (1,) * (rank - low.ndim) + low.shape if low.ndim < rank else low.shape
+        return (Constant.from_array(np.asarray(low.reshape(shape), dtype=work.dtype, order="C"), work).output(0),
+                Constant.from_array(np.asarray(high.reshape(shape), dtype=work.dtype, order="C"), work).output(0))
+    return (ops.multiply(ops.subtract(const(float(lo), work), z), s).output(0),
+            ops.multiply(ops.subtract(const(float(hi), work), z), s).output(0))
 
 
 def _same(a: Output | None, b: Output | None) -> bool:
@@ -162,8 +175,7 @@ def _requantized(y: Output, scale: Output, zp: Output | None, et: Type) -> Outpu
     lo, hi = integer_range(et)
     s = convert(scale, Type.f32)
     z = const(0.0, Type.f32) if zp is None else convert(zp, Type.f32)
-    in_low = ops.multiply(ops.subtract(const(float(lo), Type.f32), z), s).output(0)
-    in_high = ops.multiply(ops.subtract(const(float(hi), Type.f32), z), s).output(0)
+    in_low, in_high = _range(lo, hi, z, s, rank_of(y), Type.f32)
     fq = ops.fake_quantize(y, in_low, in_high, const(float(lo), Type.f32), const(float(hi), Type.f32),
                            hi - lo + 1).output(0)
     return convert(fq, et)
