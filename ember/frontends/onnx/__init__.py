@@ -6,6 +6,6 @@ and registers itself with ``@converter``.
 """
 
 from ember.frontends.onnx.convert import convert, unsupported_ops
-from ember.frontends.onnx.registry import converter
+from ember.frontends.onnx.registry import converter, supported_ops
 
-__all__ = ["convert", "converter", "unsupported_ops"]
+__all__ = ["convert", "converter", "supported_ops", "unsupported_ops"]

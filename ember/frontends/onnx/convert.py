@@ -282,7 +282,9 @@ def _unsupported_message(missing: dict[tuple[str, str, int], str]) -> str:
     for (dom, op, opset), first in sorted(missing.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         where = f"opset {opset}" if opset >= 0 else "domain not imported by the model"
         parts.append(f"{op} (domain '{dom or 'ai.onnx'}', {where}, first node '{first}')")
-    return (f"ember: the ONNX model uses {len(parts)} unsupported op type(s): " + "; ".join(parts))
+    return (f"ember: the ONNX model uses {len(parts)} unsupported op type(s): " + "; ".join(parts) +
+            ". ember.frontends.onnx.supported_ops() lists what converts (plus any op ONNX defines by a "
+            "function body)")
 
 
 def unsupported_ops(model: str | os.PathLike | onnx.ModelProto) -> list[tuple[str, str, int, str]]:
