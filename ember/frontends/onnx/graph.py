@@ -358,18 +358,14 @@ def _rename_node(n: onnx.NodeProto, mapping: dict[str, str], prefix: str,
         b = AttributeProto()
         b.CopyFrom(a)
         for g in _graphs_of(b):
-            _rename_graph(g, rn, prefix, attrs)
+            _rename_graph(g, rn, attrs)
         new.attribute.append(b)
     return new
 
 
-def _rename_graph(g: onnx.GraphProto, outer: Any, prefix: str, attrs: dict[str, AttributeProto]) -> None:
-    local = {i.name for i in g.input} | {t.name for t in g.initializer}
-    for n in g.node:
-        local.update(o for o in n.output if o)
-    mapping = {}
-    for name in free_names(g):
-        mapping[name] = outer(name)
+def _rename_graph(g: onnx.GraphProto, outer: Any, attrs: dict[str, AttributeProto]) -> None:
+    """Rename a function body's subgraph in place: its outer references through ``outer``."""
+    mapping = {name: outer(name) for name in free_names(g)}
     for n in list(g.node):
         renamed = _rename_node(n, mapping, "", attrs)
         renamed.name = n.name
