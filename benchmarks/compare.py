@@ -474,65 +474,103 @@ def measure_compile(engine: Engine, result: EngineResult) -> None:
         c.close()
 
 
+class _CompiledSet:
+    """Every engine's model compiled for one hint, closed (and collected) on exit, so that
+    only one hint's models are in memory at a time."""
+
+    def __init__(self, engines: Sequence[Engine], hint: str) -> None:
+        self.items: list[Compiled] = []
+        try:
+            for e in engines:
+                self.items.append(e.compile(hint))
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __enter__(self) -> list[Compiled]:
+        return self.items
+
+    def __exit__(self, *exc: Any) -> None:
+        for c in self.items:
+            c.close()
+        self.items.clear()
+        gc.collect()
+
+
+def check_outputs(compiled: Sequence[Compiled], engines: Sequence[Engine], rows: Sequence[EngineResult],
+                  feeds: Feeds) -> bool:
+    """Run every engine once; each row's ``max_rel_diff`` against the last engine (ONNX Runtime,
+    f32). True when all are within ``TOLERANCE`` of their precision."""
+    outputs = [c.infer(feeds) for c in compiled]
+    ok = True
+    for e, r, out in zip(engines, rows, outputs):
+        r.max_rel_diff = max_rel_diff(out, outputs[-1])
+        ok = ok and r.max_rel_diff <= TOLERANCE[e.precision]
+    return ok
+
+
+def measure_latency(compiled: Sequence[Compiled], rows: Sequence[EngineResult], feeds: Feeds,
+                    config: CompareConfig) -> None:
+    """Warm-up, then alternating rounds of synchronous inferences; fills ``rows[i].latency``."""
+    slice_s = config.time_s / config.rounds
+    for c in compiled:
+        warm_up(lambda c=c: c.infer(feeds), config.warmup, config.warmup_s)
+    jobs = [lambda c=c: latency_slice(lambda: c.infer(feeds), slice_s) for c in compiled]
+    for r, slices in zip(rows, alternate(jobs, config.rounds, config.pause_s)):
+        r.latency = LatencyStats.of([s for sl in slices for s in sl])
+
+
+def measure_throughput(compiled: Sequence[Compiled], rows: Sequence[EngineResult], feeds: Feeds,
+                       config: CompareConfig) -> None:
+    """A short warm-up slice, then alternating rounds of full-queue slices; fills ``throughput_ips``."""
+    slice_s = config.time_s / config.rounds
+    for c, r in zip(compiled, rows):
+        r.throughput_setup = c.note
+        c.throughput_slice(feeds, min(slice_s, 0.5))
+    jobs = [lambda c=c: c.throughput_slice(feeds, slice_s) for c in compiled]
+    for r, slices in zip(rows, alternate(jobs, config.rounds, config.pause_s)):
+        r.throughput_runs = sum(n for n, _ in slices)
+        r.throughput_ips = r.throughput_runs / sum(t for _, t in slices)
+
+
 def compare_model(spec: ModelSpec, engines: Sequence[Engine], config: CompareConfig,
                   log: Callable[[str], None] = print) -> ModelResult:
-    """Every phase for one network (see the module docstring); engines[0] is ember."""
+    """Every phase for one network (see the module docstring). An engine that fails (or
+    outputs that disagree) end this network's measurement with ``check_passed`` False and
+    ``error`` set; what was measured until then stays."""
     result = ModelResult(spec.name, str(spec.path), {p: TOLERANCE[p] for p in config.precisions})
-    rows = [EngineResult(e.label, e.kind, e.precision) for e in engines]
-    result.engines = rows
-    for e, r in zip(engines, rows):
-        r.prepare_s = e.prepare(spec)
-    log(f"{spec.name}: read/convert " + ", ".join(f"{e.label} {r.prepare_s:.2f} s" for e, r in zip(engines, rows)
-                                                  if e.kind != "onnxruntime"))
-    if config.compile_time:
-        for e, r in zip(engines, rows):
-            measure_compile(e, r)
-        log(f"{spec.name}: compile " + ", ".join(
-            f"{r.engine} {r.compile_cold_s:.2f} s" + (f" / cached {r.compile_cached_s:.2f} s"
-                                                       if r.compile_cached_s is not None else "") for r in rows))
-    feeds = spec.make_inputs(config.seed)
-    slice_s = config.time_s / config.rounds
-    compiled = [e.compile("LATENCY") for e in engines]
+    result.engines = rows = [EngineResult(e.label, e.kind, e.precision) for e in engines]
     try:
-        for c, r in zip(compiled, rows):
-            r.precision = c.precision
-        outputs = [c.infer(feeds) for c in compiled]
-        reference = outputs[-1]  # ONNX Runtime, f32
-        for e, r, out in zip(engines, rows, outputs):
-            r.max_rel_diff = max_rel_diff(out, reference)
-            if r.max_rel_diff > TOLERANCE[e.precision]:
-                result.check_passed = False
-        log(f"{spec.name}: max |diff| / max |ORT| " + ", ".join(
-            f"{r.engine} {r.max_rel_diff:.1e}" for r in rows[:-1]))
-        if not result.check_passed:
-            result.error = "outputs disagree with ONNX Runtime beyond the tolerance; not timed"
-            log(f"{spec.name}: MISMATCH: {result.error}")
-            return result
-        for c in compiled:
-            warm_up(lambda c=c: c.infer(feeds), config.warmup, config.warmup_s)
-        jobs = [lambda c=c: latency_slice(lambda: c.infer(feeds), slice_s) for c in compiled]
-        for r, slices in zip(rows, alternate(jobs, config.rounds, config.pause_s)):
-            r.latency = LatencyStats.of([s for sl in slices for s in sl])
-    finally:
-        for c in compiled:
-            c.close()
-        del compiled
-        gc.collect()
-    if config.throughput:
-        compiled = [e.compile("THROUGHPUT") for e in engines]
-        try:
+        for e, r in zip(engines, rows):
+            r.prepare_s = e.prepare(spec)
+        log(f"{spec.name}: read/convert " + ", ".join(f"{r.engine} {r.prepare_s:.2f} s" for r in rows
+                                                      if r.kind != "onnxruntime"))
+        if config.compile_time:
+            for e, r in zip(engines, rows):
+                measure_compile(e, r)
+            log(f"{spec.name}: compile " + ", ".join(
+                f"{r.engine} {r.compile_cold_s:.2f} s" + (f" / cached {r.compile_cached_s:.2f} s"
+                                                           if r.compile_cached_s is not None else "") for r in rows))
+        feeds = spec.make_inputs(config.seed)
+        with _CompiledSet(engines, "LATENCY") as compiled:
             for c, r in zip(compiled, rows):
-                r.throughput_setup = c.note
-                c.throughput_slice(feeds, min(slice_s, 0.5))  # warm-up: every request runs once
-            jobs = [lambda c=c: c.throughput_slice(feeds, slice_s) for c in compiled]
-            for r, slices in zip(rows, alternate(jobs, config.rounds, config.pause_s)):
-                r.throughput_runs = sum(n for n, _ in slices)
-                r.throughput_ips = r.throughput_runs / sum(t for _, t in slices)
-        finally:
-            for c in compiled:
-                c.close()
-            del compiled
-            gc.collect()
+                r.precision = c.precision
+            result.check_passed = check_outputs(compiled, engines, rows, feeds)
+            log(f"{spec.name}: max |diff| / max |ORT| " + ", ".join(
+                f"{r.engine} {r.max_rel_diff:.1e}" for r in rows[:-1]))
+            if not result.check_passed:
+                result.error = "outputs disagree with ONNX Runtime beyond the tolerance; not timed"
+                log(f"{spec.name}: MISMATCH: {result.error}")
+                return result
+            measure_latency(compiled, rows, feeds, config)
+        if config.throughput:
+            with _CompiledSet(engines, "THROUGHPUT") as compiled:
+                measure_throughput(compiled, rows, feeds, config)
+    except Exception as e:  # noqa: BLE001 - one network's failure must not end the others' measurement
+        result.check_passed = False
+        result.error = f"{type(e).__name__}: {e}".strip()
+        log(f"{spec.name}: FAILED: {result.error}")
+        return result
     add_ratios(engines, rows)
     return result
 
@@ -593,7 +631,7 @@ def environment(config: CompareConfig) -> dict[str, Any]:
 # -- reporting -----------------------------------------------------------------------------------
 
 COLUMNS = ("model", "engine", "median ms", "mean ms", "p90 ms", "runs", "ember/x lat", "inf/s", "ember/x thr",
-           "compile s", "cached s", "max diff")
+           "read s", "compile s", "cached s", "max diff")
 
 
 def _f(v: float | None, fmt: str) -> str:
@@ -601,20 +639,37 @@ def _f(v: float | None, fmt: str) -> str:
 
 
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """One row per (network, engine), cells as strings (see ``COLUMNS``)."""
+    """One row per (network, engine), cells as strings (see ``COLUMNS``). A network that was
+    not timed shows MISMATCH (outputs disagree) or FAILED (an engine raised) instead of its median."""
     rows = []
     for m in result["models"]:
         for r in m["engines"]:
             lat = r["latency"] or {}
-            ms_fmt = ".1f" if (lat.get("median_ms") or 0) >= 100 else ".2f"
-            rows.append([m["model"], r["engine"] if r["precision"] in r["engine"] else f"{r['engine']} (runs {r['precision']})",
-                         _f(lat.get("median_ms"), ms_fmt), _f(lat.get("mean_ms"), ms_fmt), _f(lat.get("p90_ms"), ms_fmt),
-                         _f(lat.get("runs"), "d"), _f(r["latency_ratio"], ".2f"), _f(r["throughput_ips"], ".1f"),
-                         _f(r["throughput_ratio"], ".2f"), _f(r["compile_cold_s"], ".2f"),
-                         _f(r["compile_cached_s"], ".2f"), _f(r["max_rel_diff"], ".0e")])
-            if not m["check_passed"]:
-                rows[-1][2] = "MISMATCH"
+            ms = ".1f" if (lat.get("median_ms") or 0) >= 100 else ".2f"
+            engine = r["engine"] if r["precision"] in r["engine"].split() else f"{r['engine']} (runs {r['precision']})"
+            row = [m["model"], engine, _f(lat.get("median_ms"), ms), _f(lat.get("mean_ms"), ms),
+                   _f(lat.get("p90_ms"), ms), _f(lat.get("runs"), "d"), _f(r["latency_ratio"], ".2f"),
+                   _f(r["throughput_ips"], ".1f"), _f(r["throughput_ratio"], ".2f"),
+                   _f(r["prepare_s"] if r["kind"] != "onnxruntime" else None, ".2f"), _f(r["compile_cold_s"], ".2f"),
+                   _f(r["compile_cached_s"], ".2f"), _f(r["max_rel_diff"], ".0e")]
+            if m["error"] and r["latency"] is None:
+                row[2] = "MISMATCH" if m["error"].startswith("outputs disagree") else "FAILED"
+            rows.append(row)
     return rows
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    """The lines that go under the table: how throughput ran, what the ratios mean, the load, errors."""
+    env = result["environment"]
+    setups = {r["engine"]: r["throughput_setup"] for m in result["models"] for r in m["engines"] if r["throughput_setup"]}
+    out = [f"throughput {k}: {v}" for k, v in setups.items()]
+    out += ["ratios are ember / peer (above 1: ember slower); max diff: largest |x - ONNX Runtime| over the "
+            "largest |ONNX Runtime| of each output; read s: ember convert_model (opt level 2) or OpenVINO "
+            "read_model; compile s: compile_model without a cache (ORT: session creation); cached s: compile_model "
+            "from a filled CACHE_DIR",
+            f"load average {env['loadavg_start']} at start, {env.get('loadavg_end')} at end ({env['cores']} cores)"]
+    out += [f"{m['model']}: {m['error']}" for m in result["models"] if m["error"]]
+    return out
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -629,15 +684,12 @@ def format_markdown(result: dict[str, Any]) -> str:
     env, cfg = result["environment"], result["config"]
     out = [f"# ember vs OpenVINO vs ONNX Runtime ({env['date']})", "",
            f"CPU: {env['cpu']}, {env['cores']} cores; ember {env['ember']} on {env['ember_device']}, "
-           f"OpenVINO {env['openvino']}, ONNX Runtime {env['onnxruntime']}; load average "
-           f"{env['loadavg_start']} at start, {env.get('loadavg_end')} at end.",
+           f"OpenVINO {env['openvino']}, ONNX Runtime {env['onnxruntime']}.",
            f"Latency: {cfg['rounds']} alternating rounds, {cfg['time_s']:g} s per engine; "
            f"throughput likewise (hint THROUGHPUT).", "",
            "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     out += ["| " + " | ".join(r) + " |" for r in table_rows(result)]
-    setups = {r["engine"]: r["throughput_setup"] for m in result["models"] for r in m["engines"] if r["throughput_setup"]}
-    if setups:
-        out += ["", "Throughput setup: " + "; ".join(f"{k}: {v}" for k, v in setups.items()) + "."]
+    out += [""] + [f"- {line}" for line in notes(result)]
     return "\n".join(out) + "\n"
 
 
@@ -694,10 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_compare(config, log)
     log("")
     log(format_table(result))
-    setups = {r["engine"]: r["throughput_setup"] for m in result["models"] for r in m["engines"] if r["throughput_setup"]}
-    for k, v in setups.items():
-        log(f"throughput {k}: {v}")
-    log("ratios are ember / peer (above 1: ember slower); max diff is relative to ONNX Runtime's output magnitude")
+    for line in notes(result):
+        log(line)
     if args.out:
         j, m = write_results(result, args.out)
         log(f"wrote {j} and {m}")

@@ -139,3 +139,35 @@ def test_config_validation(tiny_onnx: Path) -> None:
         _config(tiny_onnx, precisions=("f16",))
     with pytest.raises(ValueError):
         _config(tiny_onnx, rounds=0)
+
+
+def test_mismatch_is_not_timed(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs that disagree stop the network before timing, and show as MISMATCH."""
+    real = compare._OVApiCompiled.infer
+    monkeypatch.setattr(compare._OVApiCompiled, "infer", lambda self, feeds: [o + 1.0 for o in real(self, feeds)])
+    result = compare.run_compare(_config(tiny_onnx, compile_time=False), log=lambda line: None)
+    (model,) = result["models"]
+    assert not model["check_passed"] and model["error"].startswith("outputs disagree")
+    assert all(r["latency"] is None and r["throughput_ips"] is None for r in model["engines"])
+    assert model["engines"][0]["max_rel_diff"] > 1e-3
+    assert compare.table_rows(result)[0][2] == "MISMATCH"
+
+
+def test_failing_engine_keeps_other_models(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine that raises on one network marks it FAILED; the next network is still measured."""
+    real = compare.EmberEngine.prepare
+
+    def prepare(self, spec):
+        if spec.name == "broken":
+            raise RuntimeError("no kernel for Foo")
+        return real(self, spec)
+
+    monkeypatch.setattr(compare.EmberEngine, "prepare", prepare)
+    specs = (compare.ModelSpec("broken", tiny_onnx), compare.ModelSpec("tiny", tiny_onnx))
+    result = compare.run_compare(_config(tiny_onnx, models=specs, compile_time=False, throughput=False),
+                                 log=lambda line: None)
+    broken, tiny = result["models"]
+    assert not broken["check_passed"] and broken["error"] == "RuntimeError: no kernel for Foo"
+    assert tiny["check_passed"] and tiny["engines"][0]["latency"]["runs"] >= 2
+    assert compare.table_rows(result)[0][2] == "FAILED"
+    assert any("no kernel for Foo" in line for line in compare.notes(result))
