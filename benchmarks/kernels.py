@@ -7,9 +7,10 @@
 GEMM shapes are the matrix products of ResNet-50, MobileNetV2 and a BERT-like encoder
 (hidden 384, sequence 128); convolution shapes are their layers (NHWC, batch 1). ember runs
 the way a compiled plan does: weights packed and buffers bound once, then one
-``parallel_for`` per call. numpy computes ``A @ B``; for convolutions it does im2col
+``parallel_for`` per call. numpy computes ``matmul(A, B, out=C)``; for convolutions it does im2col
 (``sliding_window_view``) + matmul, and an einsum over the windows for depthwise layers.
-Runs alternate ember / numpy in rounds (the machine is shared and noisy) and report medians.
+Runs alternate ember / numpy in rounds (the machine is shared and noisy), with a pause
+before each timed block so neither side's idle threads still spin, and report medians.
 The peak is measured here with a tight FMA loop (per core).
 """
 
@@ -124,16 +125,21 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def alternate(a: Callable[[], object], b: Callable[[], object], rounds: int,
-              target_s: float = 0.02) -> tuple[float, float]:
-    """Median seconds per call of a and b, timed in alternating rounds (A B A B ...)."""
+              target_s: float = 0.02, gap_s: float = 0.12) -> tuple[float, float]:
+    """Median seconds per call of a and b, timed in alternating rounds (A B A B ...).
+
+    Each timed block starts after ``gap_s`` of sleep, so the other side's thread pool has
+    gone idle (OpenBLAS workers busy-wait about 2**28 cycles after a call; ember's 100 us)."""
     a()
     b()
     per = min(_timed(a), _timed(b))
     reps = max(1, min(200, int(target_s / max(per, 1e-7))))
     ta, tb = [], []
     for _ in range(rounds):
-        ta.append(_timed(lambda: [a() for _ in range(reps)]) / reps)
-        tb.append(_timed(lambda: [b() for _ in range(reps)]) / reps)
+        for fn, out in ((a, ta), (b, tb)):
+            time.sleep(gap_s)
+            fn()
+            out.append(_timed(lambda fn=fn: [fn() for _ in range(reps)]) / reps)
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -161,7 +167,8 @@ def bench_gemm(label: str, m: int, k: int, n: int, threads: int, pool: ThreadPoo
     run_ember = lambda: bound.run(pool)
     run_ember()
     np.testing.assert_allclose(c, a @ bmat, rtol=1e-3, atol=1e-3 * np.sqrt(k))
-    return alternate(run_ember, lambda: a @ bmat, rounds)
+    c_np = aligned_empty((m, n))  # numpy also writes into a preallocated output
+    return alternate(run_ember, lambda: np.matmul(a, bmat, out=c_np), rounds)
 
 
 def bench_conv(label: str, h: int, w: int, cin: int, cout: int, k: int, stride: int, groups: int,
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     isa = host_isa(args.isa)
     threads = [int(t) for t in args.threads.split(",")]
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (3 if args.quick else 5)
     pool = ThreadPool(max(threads))
     has_blas_ctl = openblas_threads(1)
     peak = peak_gflops(isa)
