@@ -614,16 +614,20 @@ def environment(config: CompareConfig) -> dict[str, Any]:
 
     import ember
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                    if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        cpu = f"{info.get('model name', cpu)} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
+        flags = set(info.get("flags", "").split())
     except OSError:
         pass
-    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
-            "python": platform.python_version(), "ember": ember.__version__, "openvino": openvino.__version__,
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu, "isa": isa,
+            "cores": os.cpu_count(),
+            "python": platform.python_version(), "ember": ember.__version__,
+            "openvino": openvino.__version__.split("-")[0],
             "onnxruntime": onnxruntime.__version__, "ember_device": config.device,
             "ember_kernel_cache": os.environ.get("EMBER_KERNEL_CACHE", "default"), "loadavg_start": _loadavg()}
 
@@ -683,7 +687,7 @@ def format_table(result: dict[str, Any]) -> str:
 def format_markdown(result: dict[str, Any]) -> str:
     env, cfg = result["environment"], result["config"]
     out = [f"# ember vs OpenVINO vs ONNX Runtime ({env['date']})", "",
-           f"CPU: {env['cpu']}, {env['cores']} cores; ember {env['ember']} on {env['ember_device']}, "
+           f"CPU: {env['cpu']}, {env['cores']} cores, {' '.join(env['isa'])}; ember {env['ember']} on {env['ember_device']}, "
            f"OpenVINO {env['openvino']}, ONNX Runtime {env['onnxruntime']}.",
            f"Latency: {cfg['rounds']} alternating rounds, {cfg['time_s']:g} s per engine; "
            f"throughput likewise (hint THROUGHPUT).", "",
