@@ -171,3 +171,24 @@ def test_failing_engine_keeps_other_models(tiny_onnx: Path, monkeypatch: pytest.
     assert tiny["check_passed"] and tiny["engines"][0]["latency"]["runs"] >= 2
     assert compare.table_rows(result)[0][2] == "FAILED"
     assert any("no kernel for Foo" in line for line in compare.notes(result))
+
+
+def test_default_device_switches_to_cpu_when_registered() -> None:
+    import ember
+    from ember.devices.base import register_device, unregister_device
+
+    if "CPU" in ember.Core().available_devices:
+        assert compare.default_device() == "CPU"
+        return
+    assert compare.default_device() == "REFERENCE"
+    from ember.devices.reference.device import ReferenceDevice
+
+    class FakeCpu(ReferenceDevice):
+        name = "CPU"
+
+    register_device("CPU", FakeCpu)
+    try:
+        assert compare.default_device() == "CPU"
+    finally:
+        unregister_device("CPU")
+    assert compare.default_device() == "REFERENCE"
