@@ -89,8 +89,13 @@ def _divide(self: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _power(self: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iu":
-        # integer powers with negative exponents are computed in float and truncated
-        return np.trunc(np.power(a.astype(np.float64), b.astype(np.float64)))
+        # integer powers with negative exponents are computed in float, truncated and
+        # saturated to the type (0 ** -1 is inf: the type's maximum), never undefined
+        from ember.graph.types import Type, cast_array
+
+        with np.errstate(all="ignore"):
+            f = np.trunc(np.power(a.astype(np.float64), b.astype(np.float64)))
+        return cast_array(f, Type.f64, Type.from_dtype(a.dtype))
     return np.power(a, b)
 
 
