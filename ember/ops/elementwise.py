@@ -89,13 +89,14 @@ def _divide(self: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _power(self: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iu":
-        # integer powers with negative exponents are computed in float, truncated and
-        # saturated to the type (0 ** -1 is inf: the type's maximum), never undefined
-        from ember.graph.types import Type, cast_array
-
+        # Integer powers are computed in float and truncated, then wrap into the type like C;
+        # a value no integer holds (0 ** -1 = inf) becomes the minimum, as x86 (and OpenVINO)
+        # convert it, without numpy's undefined cast.
         with np.errstate(all="ignore"):
             f = np.trunc(np.power(a.astype(np.float64), b.astype(np.float64)))
-        return cast_array(f, Type.f64, Type.from_dtype(a.dtype))
+        small = np.iinfo(np.int32 if a.dtype.itemsize <= 4 else np.int64)
+        ok = np.isfinite(f) & (f >= small.min) & (f <= small.max)
+        return np.where(ok, f, small.min).astype(small.dtype).astype(a.dtype)
     return np.power(a, b)
 
 
