@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
     ap.add_argument("--isa", default=None, help="avx512, avx2 or generic (default: best)")
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--only", default=None, help="run shapes whose label contains this text")
     args = ap.parse_args(argv)
     isa = host_isa(args.isa)
     threads = [int(t) for t in args.threads.split(",")]
@@ -212,8 +213,11 @@ def main(argv: list[str] | None = None) -> None:
         ge, gn = flops / te / 1e9, flops / tn / 1e9
         return f"{ge:7.1f}{100 * ge / (peak * t):4.0f}% {gn:9.1f} {tn / te:5.2f}"
 
+    def skip(label: str) -> bool:
+        return (args.quick and label not in QUICK) or (args.only is not None and args.only not in label)
+
     for label, m, k, n in GEMMS:
-        if args.quick and label not in QUICK:
+        if skip(label):
             continue
         cells = []
         for t in threads:
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
             cells.append(cell(2.0 * m * k * n, te, tn, t))
         print(f"{label:34s} {f'{m}x{k}x{n}':>20s} " + " ".join(cells), flush=True)
     for label, h, w, cin, cout, k, s, g in CONVS:
-        if args.quick and label not in QUICK:
+        if skip(label):
             continue
         cells = []
         for t in threads:

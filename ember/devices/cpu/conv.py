@@ -9,7 +9,8 @@ and are packed once, when the convolution is built.
 
 The general path is the GEMM module's ``igemm_task`` (see :mod:`ember.devices.cpu.gemm`);
 depthwise convolution (groups == input channels == output channels) has its own kernel
-that vectorizes over channels and keeps a row of output pixels in registers.
+that vectorizes over channels, one task per output row; for kernels up to 7x7 the taps
+are unrolled and a channel vector's weights stay in registers while the pixels stream by.
 """
 
 from __future__ import annotations
@@ -105,9 +106,9 @@ def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None) ->
 
 
 # --------------------------------------------------------------------------- depthwise kernel
-# One task per output row. Columns whose taps all fall inside the input ("interior") run
-# without bounds tests; border columns test each tap. Kernel sizes up to 7x7 get a module
-# of their own with the taps unrolled and the weights of a channel vector in registers.
+# One task per output row. Rows and columns whose taps all fall inside the input
+# ("interior") run without bounds tests; border rows test each kernel row, border columns
+# each tap. Kernel sizes up to 7x7 get a module of their own (taps unrolled).
 DW_FIELDS = ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
              "c", "y", "ldy", "wp", "cp", "bias", "res", "ldr", "flags", "lo", "hi", "ox_lo", "ox_hi",
              "oy_lo", "oy_hi")

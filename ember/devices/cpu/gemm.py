@@ -23,7 +23,6 @@ keeps contexts alive and calls ``parallel_for(task, ctx, n_tasks)`` per op.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import heapq
 import math
@@ -356,7 +355,6 @@ class IGemmKernels:
         sig = f"igemm|v{VERSION}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t))
         self.task_address = self.lib.address("igemm_task")
-        self._task = self.lib.cfunc("igemm_task", None, ctypes.c_void_p, ctypes.c_int64)
 
 
 @functools.cache
