@@ -102,6 +102,7 @@ class Device:
 _FACTORIES: dict[str, str] = {
     # name -> "module:attribute" of a zero-argument factory, imported on first use
     "REFERENCE": "ember.devices.reference.device:ReferenceDevice",
+    "CPU": "ember.devices.cpu.device:CPUDevice",
     "AUTO": "ember.devices.virtual.auto:AutoDevice",
     "HETERO": "ember.devices.virtual.hetero:HeteroDevice",
     "MULTI": "ember.devices.virtual.multi:MultiDevice",

@@ -1,0 +1,358 @@
+"""Lowering a static-shaped Model to a :class:`~ember.devices.cpu.plan.Program`.
+
+Nodes are visited in topological order. A *rule* (registered per op type with
+:func:`lowers`) turns a node, and possibly the elementwise tail after it, into native ops;
+it returns False when it cannot (an unsupported attribute, dtype or shape), and the node then
+runs its numpy reference kernel inside the plan (logged once per op type at INFO).
+
+Layouts: 4-D tensors that convolutions and pooling produce are kept NHWC (``nhwc`` tensors);
+consumers that need the logical NCHW order get a conversion, made once per tensor. Views:
+Reshape and friends on a contiguous computed tensor alias its memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ember.devices.cpu.isa import Isa
+from ember.devices.cpu.plan import NHWC, PLAIN, Op, Program, Tensor
+from ember.errors import EmberError
+from ember.graph.core_ops import Constant, Parameter, Result
+from ember.graph.model import Model
+from ember.graph.node import Node, Output
+
+log = logging.getLogger("ember.cpu")
+
+Rule = Callable[["Lowering", Node], bool]
+RULES: dict[str, Rule] = {}
+
+
+def lowers(*type_names: str) -> Callable[[Rule], Rule]:
+    """Register a lowering rule for op types ``type_names``."""
+    def wrap(fn: Rule) -> Rule:
+        for t in type_names:
+            RULES[t] = fn
+        return fn
+    return wrap
+
+
+F32 = np.dtype(np.float32)
+
+
+class Lowering:
+    """State of one lowering: the program being built and the tensor of every graph port."""
+
+    def __init__(self, model: Model, threads: int, isa: Isa) -> None:
+        self.model = model
+        self.threads = threads
+        self.isa = isa
+        self.p = Program(threads=threads)
+        self.ports: dict[tuple[int, int], Tensor] = {}
+        self.done: set[int] = set()
+        self.results: set[tuple[int, int]] = {(id(r._inputs[0].node), r._inputs[0].index) for r in model.get_results()}
+        self._converted: dict[tuple[int, str], Tensor] = {}
+        self.fallbacks: dict[str, int] = {}
+        self.native_nodes = 0
+
+    # -- ports and tensors ----------------------------------------------------------------
+    def tensor(self, port: Output) -> Tensor:
+        return self.ports[(id(port.node), port.index)]
+
+    def has(self, port: Output) -> bool:
+        return (id(port.node), port.index) in self.ports
+
+    def bind_port(self, port: Output, t: Tensor) -> None:
+        self.ports[(id(port.node), port.index)] = t
+
+    def is_result(self, port: Output) -> bool:
+        return (id(port.node), port.index) in self.results
+
+    def sole_consumer(self, node: Node) -> Node | None:
+        """The only node reading ``node``'s single output, if its value is not a model output."""
+        if len(node._consumers) != 1 or len(node._consumers[0]) != 1 or self.is_result(node.output(0)):
+            return None
+        return node._consumers[0][0].node
+
+    def value(self, shape: Any, layout: str = PLAIN, dtype: Any = F32, name: str = "") -> Tensor:
+        return self.p.tensor(shape, dtype, layout, "value", name)
+
+    # -- conversions -------------------------------------------------------------------------
+    def native_input(self, t: Tensor, layout: str = PLAIN, contiguous: bool = True) -> Tensor:
+        """``t`` as a native op can read it: in the arena (or a constant), in ``layout``,
+        contiguous (unless ``contiguous=False`` and it is a strided view)."""
+        if t.kind == "input":
+            t = self._cached(t, "arena", lambda: self._copy(t, t.layout))
+        if layout == NHWC and t.layout != NHWC:
+            return self._cached(t, NHWC, lambda: self._to_nhwc(t))
+        if layout == PLAIN and t.layout == NHWC:
+            return self.plain(t)
+        if contiguous and not t.contiguous:
+            return self._cached(t, "contiguous", lambda: self._copy(t, t.layout))
+        return t
+
+    def plain(self, t: Tensor) -> Tensor:
+        """``t`` in the logical (plain) layout: free for NHWC tensors with H = W = 1."""
+        if t.layout != NHWC:
+            return t
+        n, h, w, c = t.shape
+        if h == 1 and w == 1:
+            shape = (n, c, 1, 1)
+            return self._cached(t, PLAIN, lambda: self.p.view(t, shape, lambda a: a.reshape(shape),
+                                                              contiguous=t.contiguous))
+        return self._cached(t, PLAIN, lambda: self._to_plain(t))
+
+    def _cached(self, t: Tensor, key: str, make: Callable[[], Tensor]) -> Tensor:
+        k = (t.id, key)
+        if k not in self._converted:
+            self._converted[k] = make()
+        return self._converted[k]
+
+    def _copy(self, t: Tensor, layout: str) -> Tensor:
+        out = self.value(t.shape, layout, t.dtype, t.name + "/copy")
+        self.p.add(Op(t.name + "/copy", "Copy", [t], [out], native=False, physical=True,
+                      fn=lambda a: [a[0]]))
+        return out
+
+    def _to_nhwc(self, t: Tensor) -> Tensor:
+        from ember.devices.cpu.eltwise import copy_op
+
+        n, c, h, w = t.shape
+        out = self.value((n, h, w, c), NHWC, t.dtype, t.name + "/nhwc")
+        src = self.native_input(t, PLAIN, contiguous=False) if t.kind == "input" else t
+        self.p.add(copy_op(t.name + "/to_nhwc", src, out, (0, 2, 3, 1), self.threads))
+        return out
+
+    def _to_plain(self, t: Tensor) -> Tensor:
+        from ember.devices.cpu.eltwise import copy_op
+
+        out = self.value(t.logical_shape, PLAIN, t.dtype, t.name + "/nchw")
+        self.p.add(copy_op(t.name + "/to_nchw", t, out, (0, 3, 1, 2), self.threads))
+        return out
+
+    # -- driving ----------------------------------------------------------------------------
+    def run(self) -> Program:
+        params = {id(p): i for i, p in enumerate(self.model.get_parameters())}
+        for node in self.model.get_ordered_ops():
+            if id(node) in self.done:
+                continue
+            self.done.add(id(node))
+            if isinstance(node, Parameter):
+                t = self.p.tensor(_static(node.output(0)), node.output(0).element_type.dtype, PLAIN, "input",
+                                  node.friendly_name)
+                t.index = params[id(node)]
+                self.p.inputs.append(t)
+                self.bind_port(node.output(0), t)
+            elif isinstance(node, Constant):
+                self.bind_port(node.output(0), self.p.const(node.data, node.friendly_name))
+            elif isinstance(node, Result):
+                continue
+            else:
+                rule = RULES.get(node.type_name)
+                ok = False
+                if rule is not None:
+                    try:
+                        ok = rule(self, node)
+                    except _NotHere:
+                        ok = False
+                if ok:
+                    self.native_nodes += 1
+                else:
+                    self.reference(node)
+        self.p.inputs.sort(key=lambda t: t.index)
+        for r in self.model.get_results():
+            self.p.outputs.append(self.tensor(r._inputs[0]))
+        self.p.stats["fallbacks"] = dict(self.fallbacks)
+        self.p.stats["native_nodes"] = self.native_nodes
+        return self.p
+
+    def reference(self, node: Node) -> None:
+        """Run ``node`` through its numpy reference kernel inside the plan."""
+        if node.type_name not in self.fallbacks:
+            log.info("CPU: no native kernel for %s, using the reference kernel", node.type_name)
+        self.fallbacks[node.type_name] = self.fallbacks.get(node.type_name, 0) + 1
+        ins = [self.tensor(s) for s in node._inputs]
+        outs = []
+        for o in node.outputs():
+            t = self.value(_static(o), PLAIN, o.element_type.dtype, node.friendly_name)
+            outs.append(t)
+            self.bind_port(o, t)
+        evaluate = node.evaluate
+        self.p.add(Op(node.friendly_name, node.type_name, ins, outs, native=False, fn=evaluate))
+
+    def finish(self, last: Node, out: Tensor, fused: list[Node]) -> None:
+        """``out`` is the value of ``last``'s output; ``fused`` nodes are done."""
+        for n in fused:
+            self.done.add(id(n))
+        self.bind_port(last.output(0), out)
+
+
+class _NotHere(Exception):
+    """A rule found it cannot lower this node after all."""
+
+
+def _static(port: Output) -> tuple[int, ...]:
+    ps = port.partial_shape
+    if not ps.is_static:
+        raise EmberError(f"ember: CPU plan needs static shapes; {port.node.type_name} "
+                         f"'{port.node.friendly_name}' has {ps}")
+    return tuple(int(d) for d in ps.to_shape())
+
+
+def const_of(port: Output) -> np.ndarray | None:
+    return port.node.data if isinstance(port.node, Constant) else None
+
+
+# -- epilogue chains --------------------------------------------------------------------------
+
+def _channel_vector(c: np.ndarray, rank: int, axis: int, channels: int) -> np.ndarray | None:
+    """``c`` as a float32 vector of ``channels`` if it broadcasts along ``axis`` only."""
+    if c.dtype != F32 or c.ndim > rank:
+        return None
+    full = (1,) * (rank - c.ndim) + c.shape
+    if any(d != 1 for i, d in enumerate(full) if i != axis):
+        return None
+    v = c.reshape(-1)
+    if v.size == 1:
+        return np.full(channels, v[0], np.float32)
+    return np.ascontiguousarray(v, np.float32) if v.size == channels else None
+
+
+def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: str
+                   ) -> tuple[np.ndarray | None, Tensor | None, tuple[float, float], Node, list[Node]]:
+    """The elementwise tail after ``node`` that a kernel epilogue can take:
+    ``(bias vector, residual tensor, (lo, hi), last node, fused nodes)``."""
+    out_shape = node.output(0).partial_shape
+    rank = len(out_shape)
+    bias: np.ndarray | None = None
+    residual: Tensor | None = None
+    lo, hi = -math.inf, math.inf
+    last, fused = node, []
+    while True:
+        nxt = L.sole_consumer(last)
+        if nxt is None or nxt.output(0).partial_shape != out_shape or nxt.output(0).element_type.dtype != F32:
+            break
+        if nxt.type_name == "Add" and len(nxt._inputs) == 2:
+            other = nxt._inputs[1] if nxt._inputs[0].node is last else nxt._inputs[0]
+            if other.node is last:
+                break
+            c = const_of(other)
+            if c is not None:
+                vec = _channel_vector(c, rank, axis, channels)
+                if vec is None or bias is not None:
+                    break
+                bias = vec
+            else:
+                if residual is not None or not L.has(other) or other.partial_shape != out_shape \
+                        or other.element_type.dtype != F32:
+                    break
+                residual = L.tensor(other)
+            last = nxt
+            fused.append(nxt)
+            continue
+        if nxt.type_name == "ReLU":
+            lo = 0.0
+        elif nxt.type_name == "Clamp":
+            lo, hi = float(nxt.attrs["min"]), float(nxt.attrs["max"])
+        else:
+            break
+        last = nxt
+        fused.append(nxt)
+        break
+    if residual is not None:
+        residual = L.native_input(residual, layout)
+    return bias, residual, (lo, hi), last, fused
+
+
+# -- convolution ------------------------------------------------------------------------------
+
+@lowers("Convolution", "GroupConvolution")
+def lower_conv(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.conv import Conv2d, ConvGeometry
+    from ember.devices.cpu.gemm import Epilogue
+
+    w = const_of(node._inputs[1])
+    xport = node._inputs[0]
+    if w is None or w.dtype != F32 or xport.element_type.dtype != F32 or len(xport.partial_shape) != 4:
+        return False
+    n, c, h, wd = _static(xport)
+    groups = 1
+    if node.type_name == "GroupConvolution":
+        groups = w.shape[0]
+        w = w.reshape(w.shape[0] * w.shape[1], *w.shape[2:])
+    oc, _, kh, kw = w.shape
+    pb, pe = node.resolved_pads((n, c, h, wd), (kh, kw))
+    if min(*pb, *pe) < 0:
+        return False
+    dil = list(node.attrs["dilations"]) or [1, 1]
+    geo = ConvGeometry(n, h, wd, c, oc, kh, kw, tuple(node.attrs["strides"]), tuple(dil), tuple(pb), tuple(pe),
+                       groups)
+    bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, 1, oc, NHWC)
+    kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=L.threads, isa=L.isa)
+    x = L.native_input(L.tensor(xport), NHWC, contiguous=False)
+    y = L.value(geo.output_shape, NHWC, name=last.friendly_name)
+    ins = [x] + ([residual] if residual is not None else [])
+
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        return [kernel.bind(a[0], o[0], bias, a[1] if residual is not None else None)]
+
+    L.p.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
+    L.finish(last, y, fused)
+    return True
+
+
+# -- matrix products --------------------------------------------------------------------------
+
+@lowers("MatMul")
+def lower_matmul(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.gemm import Epilogue, Gemm, pack_b
+
+    a_port, b_port = node._inputs
+    w = const_of(b_port)
+    if w is None or w.dtype != F32 or a_port.element_type.dtype != F32 or node.attrs["transpose_a"]:
+        return False
+    a_shape = _static(a_port)
+    if w.ndim < 2 or len(a_shape) < 2 or w.ndim > len(a_shape) or any(d != 1 for d in w.shape[:-2]):
+        return False
+    w2 = w.reshape(w.shape[-2:])
+    if node.attrs["transpose_b"]:
+        w2 = w2.T
+    k, nn = w2.shape
+    if a_shape[-1] != k:
+        return False
+    out_shape = _static(node.output(0))
+    m = int(np.prod(a_shape[:-1]))
+    bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, len(out_shape) - 1, nn, PLAIN)
+    gemm = Gemm(pack_b(np.ascontiguousarray(w2), L.isa), m, Epilogue(lo, hi), num_threads=L.threads)
+    a = L.native_input(L.tensor(a_port), PLAIN)
+    y = L.value(out_shape, PLAIN, name=last.friendly_name)
+    ins = [a] + ([residual] if residual is not None else [])
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        r = arrs[1].reshape(m, nn) if residual is not None else None
+        return [gemm.bind(arrs[0].reshape(m, k), outs[0].reshape(m, nn), bias, r)]
+
+    L.p.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind))
+    L.finish(last, y, fused)
+    return True
+
+
+# -- views ------------------------------------------------------------------------------------
+
+@lowers("Reshape", "Squeeze", "Unsqueeze")
+def lower_reshape(L: Lowering, node: Node) -> bool:
+    src = L.tensor(node._inputs[0])
+    if src.kind not in ("value", "view"):
+        return False
+    if src.layout == NHWC:
+        src = L.plain(src)
+    if not src.contiguous:
+        return False
+    shape = _static(node.output(0))
+    t = L.p.view(src, shape, lambda a: a.reshape(shape), name=node.friendly_name)
+    L.finish(node, t, [])
+    return True

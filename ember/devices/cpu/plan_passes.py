@@ -1,0 +1,82 @@
+"""The CPU device's own graph passes, run after the optimizer's level-2 pipeline."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ember.graph.core_ops import Constant, Parameter
+from ember.graph.model import Model
+from ember.graph.node import Output
+from ember.graph.types import Type
+
+log = logging.getLogger("ember.cpu")
+
+# op types whose input 1 is a weight the CPU kernels want as one f32 constant
+_WEIGHT_USERS = ("Convolution", "GroupConvolution", "MatMul", "Gather")
+_MAX_FOLD_BYTES = 1 << 31
+
+
+def _constant_subgraph_value(port: Output, memo: dict[tuple[int, int], np.ndarray | None]) -> np.ndarray | None:
+    """The value of ``port`` if it depends on constants only (evaluated with reference kernels)."""
+    key = (id(port.node), port.index)
+    if key in memo:
+        return memo[key]
+    node = port.node
+    val: np.ndarray | None = None
+    if isinstance(node, Constant):
+        val = node.data
+    elif not isinstance(node, Parameter) and node.foldable and not node.bodies() and node._inputs:
+        args = [_constant_subgraph_value(s, memo) for s in node._inputs]
+        if all(a is not None for a in args):
+            try:
+                val = node.evaluate(args)[port.index]  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - not foldable after all
+                val = None
+    memo[key] = val
+    return val
+
+
+def fold_weight_decompression(model: Model) -> int:
+    """Replace constant subgraphs that feed weights (f16 ``Convert``, int8/int4
+    ``Convert -> Subtract -> Multiply`` decompression) by one f32 constant each, so that the
+    kernels pack plain f32 weights once. Returns how many were folded."""
+    memo: dict[tuple[int, int], np.ndarray | None] = {}
+    folded = 0
+    for node in model.get_ordered_ops():
+        if node.type_name not in _WEIGHT_USERS:
+            continue
+        idx = 0 if node.type_name == "Gather" else 1
+        if len(node._inputs) <= idx:
+            continue
+        port = node._inputs[idx]
+        if isinstance(port.node, Constant):
+            continue
+        val = _constant_subgraph_value(port, memo)
+        if val is None or val.dtype.kind != "f" or val.nbytes > _MAX_FOLD_BYTES:
+            continue
+        c = Constant.from_array(np.ascontiguousarray(val), Type.from_dtype(val.dtype),
+                                name=port.node.friendly_name + "/folded")
+        port.replace(c.output(0))
+        folded += 1
+    if folded:
+        log.debug("CPU: folded %d weight decompression subgraphs", folded)
+    return folded
+
+
+def _node_count(model: Model) -> int:
+    return len(model.get_ordered_ops())
+
+
+def device_passes(model: Model) -> Model:
+    """Everything the CPU device does to a model before lowering."""
+    from ember.passes import optimize
+
+    model = optimize(model, 2, copy=False)
+    if fold_weight_decompression(model):
+        model = optimize(model, 1, copy=False)
+    return model
+
+
+__all__ = ["device_passes", "fold_weight_decompression"]
