@@ -155,7 +155,7 @@ class CPUDevice(Device):
 
     name = "CPU"
     thread_safe_executables = False
-    auto_rank = 10
+    auto_rank = 20  # before REFERENCE (100); after devices that declare themselves faster
 
     def __init__(self) -> None:
         from ember.devices.cpu.isa import host_isa
