@@ -36,7 +36,7 @@ def _model(out, params) -> Model:  # noqa: ANN001
 # -- graph builders ---------------------------------------------------------------------------
 
 def conv_chain(n: int, c: int, h: int, w: int, oc: int, k: int, stride: int = 1, pad: int = 0, dil: int = 1,
-               groups: int = 1, bias: bool = True, act: str | None = "relu", residual: bool = False):  # noqa: ANN201
+               groups: int = 1, bias: bool = True, act: str | None = "relu", residual: str | None = None):  # noqa: ANN201
     def build() -> Model:
         x = _param((n, c, h, w))
         if groups == 1:
@@ -46,9 +46,11 @@ def conv_chain(n: int, c: int, h: int, w: int, oc: int, k: int, stride: int = 1,
                                       [pad] * 2, [dil] * 2)
         if bias:
             y = ops.add(y, _f(1, oc, 1, 1))
-        if residual:
-            y = ops.add(y, ops.relu(ops.convolution(x, _w(oc, c, k, k), [stride] * 2, [pad] * 2, [pad] * 2,
-                                                    [dil] * 2)))
+        if residual == "input":
+            y = ops.add(x, y)
+        elif residual == "conv":  # as ResNet's downsample branch: conv + bias, added to the main one
+            z = ops.convolution(x, _w(oc, c, 1, 1), [stride] * 2, [0, 0], [0, 0], [1, 1])
+            y = ops.add(y, ops.add(z, _f(1, oc, 1, 1)))
         if act == "relu":
             y = ops.relu(y)
         elif act == "relu6":
@@ -56,7 +58,7 @@ def conv_chain(n: int, c: int, h: int, w: int, oc: int, k: int, stride: int = 1,
         elif act == "sigmoid":
             y = ops.sigmoid(y)
         return _model(y, [x])
-    return build, [(n, c, h, w)]
+    return build, [(n, c, h, w)], {"Convolution", "GroupConvolution", "Add", "ReLU", "Clamp"}
 
 
 def matmul_chain(shape: tuple[int, ...], n: int, transpose_b: bool = False, bias: bool = True,
@@ -75,7 +77,30 @@ def matmul_chain(shape: tuple[int, ...], n: int, transpose_b: bool = False, bias
         elif act == "gelu":
             y = ops.gelu(y)
         return _model(y, [x])
-    return build, [shape]
+    return build, [shape], {"MatMul", "Add", "ReLU"}
+
+
+def pool_case(shape: tuple[int, ...], kind: str, k: int, stride: int, pad: tuple[int, int] = (0, 0),
+              rounding: str = "floor", exclude_pad: bool = True, after_conv: bool = True):  # noqa: ANN201
+    def build() -> Model:
+        x = _param(shape)
+        y = ops.convolution(x, _w(shape[1], shape[1], 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]) if after_conv else x
+        pb, pe = [pad[0]] * 2, [pad[1]] * 2
+        if kind == "max":
+            y = ops.max_pool(y, [stride] * 2, [1, 1], pb, pe, [k, k], rounding)
+        else:
+            y = ops.avg_pool(y, [stride] * 2, pb, pe, [k, k], exclude_pad, rounding)
+        return _model(y.output(0), [x])
+    return build, [shape], {"MaxPool", "AvgPool", "Convolution"}
+
+
+def reduce_case(shape: tuple[int, ...], op: str, axes: list[int], keep: bool, after_conv: bool = False):  # noqa: ANN201
+    def build() -> Model:
+        x = _param(shape)
+        y = ops.convolution(x, _w(shape[1], shape[1], 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]) if after_conv else x
+        y = getattr(ops, op)(y, np.array(axes, np.int64), keep)
+        return _model(y, [x])
+    return build, [shape], {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "Convolution"}
 
 
 CASES = {
@@ -84,7 +109,8 @@ CASES = {
     "conv1x1-17ch": conv_chain(1, 17, 5, 7, 17, 1, act=None),
     "conv-stride2-relu6": conv_chain(2, 8, 9, 9, 16, 3, stride=2, pad=1, act="relu6"),
     "conv-dilated-nobias": conv_chain(1, 4, 11, 11, 3, 3, pad=2, dil=2, bias=False),
-    "conv-residual-relu": conv_chain(1, 8, 6, 6, 8, 3, pad=1, residual=True),
+    "conv-residual-input-relu": conv_chain(1, 8, 6, 6, 8, 3, pad=1, residual="input"),
+    "conv-residual-conv-relu": conv_chain(1, 8, 6, 6, 16, 3, stride=2, pad=1, residual="conv"),
     "conv-sigmoid-tail": conv_chain(1, 3, 7, 7, 4, 3, pad=1, act="sigmoid"),
     "conv-7x7-stem": conv_chain(1, 3, 20, 20, 16, 7, stride=2, pad=3),
     "conv-1x1-1ch": conv_chain(1, 1, 1, 1, 1, 1),
@@ -98,6 +124,20 @@ CASES = {
     "matmul-residual": matmul_chain((4, 32), 32, residual=True),
     "matmul-gelu": matmul_chain((5, 24), 40, act="gelu"),
     "matmul-1x1000": matmul_chain((1, 64), 1000, bias=True),
+    # pooling
+    "maxpool-3x3s2-pad": pool_case((1, 17, 11, 11), "max", 3, 2, (1, 1)),
+    "maxpool-ceil": pool_case((2, 3, 8, 8), "max", 3, 2, rounding="ceil"),
+    "maxpool-plain-input": pool_case((1, 5, 7, 6), "max", 2, 2, after_conv=False),
+    "avgpool-exclude-pad": pool_case((1, 20, 9, 9), "avg", 3, 1, (1, 1), exclude_pad=True),
+    "avgpool-include-pad": pool_case((1, 20, 9, 9), "avg", 3, 2, (1, 1), exclude_pad=False),
+    "avgpool-ceil-nopad": pool_case((1, 3, 7, 7), "avg", 2, 2, rounding="ceil"),
+    # reductions: global pooling over NHWC, rows of plain tensors
+    "global-avgpool-keep": reduce_case((1, 33, 7, 7), "reduce_mean", [2, 3], True, after_conv=True),
+    "global-avgpool-drop": reduce_case((2, 17, 3, 5), "reduce_mean", [-1, -2], False, after_conv=True),
+    "reduce-mean-last": reduce_case((3, 5, 17), "reduce_mean", [2], True),
+    "reduce-sum-middle": reduce_case((3, 5, 17), "reduce_sum", [1], False),
+    "reduce-max-rows": reduce_case((4, 33), "reduce_max", [1], False),
+    "reduce-min-middle2": reduce_case((2, 3, 4, 19), "reduce_min", [1, 2], True),
 }
 
 
@@ -106,18 +146,24 @@ def _inputs(shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
 
 
 def _run(model: Model, device: str, inputs: list[np.ndarray], config: dict | None = None) -> list[np.ndarray]:
-    cm = ember.Core().compile_model(model, device, config or {})
+    return _run_compiled(ember.Core().compile_model(model, device, config or {}), inputs)
+
+
+def _run_compiled(cm: ember.CompiledModel, inputs: list[np.ndarray]) -> list[np.ndarray]:
     res = cm(inputs)
-    return [res[i] for i in range(len(model.outputs))]
+    return [res[i] for i in range(len(cm.outputs))]
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_case_matches_reference(name: str) -> None:
-    build, shapes = CASES[name]
+    build, shapes, native = CASES[name]
     model = build()
     inputs = _inputs(shapes)
     want = _run(model, "REFERENCE", inputs)
-    got = _run(model, "CPU", inputs)
+    cm = ember.Core().compile_model(model, "CPU")
+    fallbacks = set(cm._executable.program.stats["fallbacks"])
+    assert not fallbacks & native, f"ran on reference kernels: {fallbacks & native}"
+    got = _run_compiled(cm, inputs)
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5 * max(1.0, float(np.abs(w).max())))
@@ -133,6 +179,6 @@ def test_registered_without_importing_llvmlite() -> None:
 
 
 def test_auto_prefers_cpu() -> None:
-    build, shapes = CASES["conv3x3-bias-relu"]
+    build, _, _ = CASES["conv3x3-bias-relu"]
     cm = ember.Core().compile_model(build(), "AUTO")
     assert cm.get_property("EXECUTION_DEVICES") == ["CPU"]

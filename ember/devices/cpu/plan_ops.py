@@ -356,3 +356,88 @@ def lower_reshape(L: Lowering, node: Node) -> bool:
     t = L.p.view(src, shape, lambda a: a.reshape(shape), name=node.friendly_name)
     L.finish(node, t, [])
     return True
+
+
+# -- pooling and reductions -------------------------------------------------------------------
+
+@lowers("MaxPool", "AvgPool")
+def lower_pool(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.pool import pool2d
+
+    xport = node._inputs[0]
+    if xport.element_type.dtype != F32 or len(xport.partial_shape) != 4:
+        return False
+    if len(node._consumers) > 1 and any(node._consumers[1:]) or any(L.is_result(o) for o in node.outputs()[1:]):
+        return False  # MaxPool-8 indices are used
+    pb, pe, _ = node.plan(xport.partial_shape)
+    kernel = tuple(node.attrs["kernel"])
+    if len(kernel) != 2 or min(*pb, *pe) < 0:
+        return False
+    strides = tuple(node.attrs["strides"])
+    dil = tuple(node._dilations(2))
+    n, c, oh, ow = _static(node.output(0))
+    mode = "max" if node.type_name == "MaxPool" else "avg"
+    exclude = bool(node.attrs.get("exclude-pad", False))
+    x = L.native_input(L.tensor(xport), NHWC, contiguous=False)
+    y = L.value((n, oh, ow, c), NHWC, name=node.friendly_name)
+    threads = L.threads
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [pool2d(ins[0], outs[0], kernel, strides, dil, tuple(pb), tuple(pe), mode, exclude, threads, L.isa)]
+
+    L.p.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
+    for o in node.outputs()[1:]:  # unused indices: never computed
+        L.bind_port(o, L.value(_static(o), PLAIN, o.element_type.dtype))
+    L.finish(node, y, [])
+    return True
+
+
+_REDUCE_OPS = {"ReduceMean": "sum", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min"}
+
+
+@lowers(*_REDUCE_OPS)
+def lower_reduce(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.pool import reduce_middle
+
+    xport = node._inputs[0]
+    axes_v = const_of(node._inputs[1])
+    if xport.element_type.dtype != F32 or axes_v is None:
+        return False
+    shape = _static(xport)
+    rank = len(shape)
+    if rank == 0:
+        return False
+    axes = sorted({int(a) % rank for a in np.asarray(axes_v).reshape(-1)})
+    if not axes:
+        return False
+    keep = bool(node.attrs["keep_dims"])
+    out_shape = _static(node.output(0))
+    src = L.tensor(xport)
+    op = _REDUCE_OPS[node.type_name]
+    if src.layout == NHWC and axes == [2, 3]:
+        n, h, w, c = src.shape
+        outer, r, inner = n, h * w, c
+        layout = NHWC if keep else PLAIN
+        phys_out = (n, 1, 1, c) if keep else out_shape
+        src = L.native_input(src, NHWC, contiguous=True)
+    else:
+        if axes != list(range(axes[0], axes[-1] + 1)):
+            return False
+        src = L.native_input(src, PLAIN)
+        outer = int(np.prod(shape[:axes[0]]))
+        r = int(np.prod([shape[a] for a in axes]))
+        inner = int(np.prod(shape[axes[-1] + 1:]))
+        layout, phys_out = PLAIN, out_shape
+    if r == 0 and op != "sum":
+        return False
+    scale = 1.0 / r if node.type_name == "ReduceMean" and r else (math.nan if node.type_name == "ReduceMean" else 1.0)
+    y = L.value(phys_out, layout, name=node.friendly_name)
+    threads = L.threads
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        x3 = ins[0].reshape(outer, r, inner)
+        return [reduce_middle(x3, outs[0].reshape(outer, inner), op, scale, threads, L.isa)]
+
+    L.p.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind))
+    L.finish(node, y, [])
+    return True
