@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ember.devices.cpu.conv import Conv2d, ConvGeometry, conv2d
-from ember.devices.cpu.gemm import Epilogue
+from ember.devices.cpu.gemm import Epilogue, Precision, bf16_supported
 from ember.devices.cpu.isa import host_isa, supported_levels
 from ember.errors import EmberError
 
@@ -73,9 +73,44 @@ def test_conv_matches_reference(level, case):
 
 
 @pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:7])) + f"-s{c[7][0]}g{c[11]}")
+def test_conv_bf16_matches_reference(level, case):
+    """bf16 convolution = exact convolution of the bf16-rounded input and weights, within f32
+    summation error; depthwise convolutions run in f32."""
+    n, h, w, c, oc, kh, kw, s, d, pb, pe, g = case
+    isa = host_isa(level)
+    rng = np.random.default_rng(h * 131 + c * 7 + oc + kh)
+    x = rng.standard_normal((n, h, w, c), np.float32)
+    wt = rng.standard_normal((oc, c // g, kh, kw), np.float32)
+    geo = ConvGeometry(n, h, w, c, oc, kh, kw, s, d, pb, pe, g)
+    if not bf16_supported(isa):
+        if not geo.depthwise:
+            with pytest.raises(EmberError, match="AVX512_BF16"):
+                Conv2d(geo, wt, isa=isa, precision="bf16")
+        return
+    bias = rng.standard_normal(oc).astype(np.float32)
+    epi = EPILOGUES[(h + c) % 3]
+    conv = Conv2d(geo, wt, epi, isa=isa, precision="bf16")
+    assert conv.precision is (Precision.F32 if geo.depthwise else Precision.BF16)
+    if geo.depthwise:
+        xr, wr = x, wt
+    else:
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        xr, wr = (t.astype(ml_dtypes.bfloat16).astype(np.float32) for t in (x, wt))
+    for threads in (1, 2):
+        y = Conv2d(geo, wt, epi, threads, isa, "bf16")(x, None, bias)
+        want = epi.apply(reference(xr, wr, bias, s, d, pb, pe, g))
+        tol = 2e-5 * np.sqrt(c // g * kh * kw) + 1e-5
+        np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("groups", [1, 24])
-def test_channel_slices_and_residual(level, groups):
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_channel_slices_and_residual(level, groups, precision):
     """Input and output may be channel slices of wider NHWC buffers; residual add is fused."""
+    if precision == "bf16" and not bf16_supported(host_isa(level)):
+        pytest.skip("no AVX512_BF16 at this level")
     rng = np.random.default_rng(groups)
     xbig = rng.standard_normal((2, 9, 10, 40), np.float32)
     x = xbig[..., 5:29]  # 24 channels, pixel stride 40
@@ -84,7 +119,10 @@ def test_channel_slices_and_residual(level, groups):
     ybig = np.full((2, 9, 10, 50), 3.0, np.float32)
     y = ybig[..., 10:34]
     res = rng.standard_normal((2, 9, 10, 24)).astype(np.float32)
-    Conv2d(geo, wt, Epilogue.relu(), isa=host_isa(level))(x, y, None, res)
+    Conv2d(geo, wt, Epilogue.relu(), isa=host_isa(level), precision=precision)(x, y, None, res)
+    if precision == "bf16" and groups == 1:
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        x, wt = (t.astype(ml_dtypes.bfloat16).astype(np.float32) for t in (x, wt))
     want = np.maximum(reference(x, wt, None, (1, 1), (1, 1), (1, 1), (1, 1), groups) + res, 0)
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
     assert (ybig[..., :10] == 3).all() and (ybig[..., 34:] == 3).all()

@@ -7,7 +7,18 @@ import time
 import numpy as np
 import pytest
 
-from ember.devices.cpu.gemm import TILES, Epilogue, Gemm, gemm, pack_b, plan_blocks
+from ember.devices.cpu.gemm import (
+    TILES,
+    Epilogue,
+    Gemm,
+    Precision,
+    bf16_supported,
+    gemm,
+    pack_b,
+    plan_blocks,
+    round_to_bf16,
+    to_bf16_bits,
+)
 from ember.devices.cpu.isa import host_isa, supported_levels
 from ember.errors import EmberError
 
@@ -61,6 +72,79 @@ def test_gemm_matches_numpy(level, case, threads):
     Gemm(packed, m, epi, num_threads=threads)(a, c, bias, res)
     want = reference(a, b, bias, res, epi)
     np.testing.assert_allclose(c, want, rtol=tolerance(k), atol=tolerance(k))
+
+
+def bf16_inputs(*arrays):
+    """The inputs as the bf16 kernels see them: rounded to bf16 (by ml_dtypes, independently)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    return [None if a is None else a.astype(ml_dtypes.bfloat16).astype(np.float64) for a in arrays]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-{c[3]}")
+def test_gemm_bf16_matches_numpy(level, case):
+    """bf16 products of bf16-rounded inputs, summed in f32: equal to exact math on the rounded
+    inputs within f32 summation error, and within bf16 rounding of the unrounded product."""
+    m, k, n, epi_name, has_bias, has_res, chunk = case
+    isa = host_isa(level)
+    rng = np.random.default_rng(m * 7919 + k * 31 + n)
+    a = rng.standard_normal((m, k), np.float32)
+    b = rng.standard_normal((k, n), np.float32)
+    if not bf16_supported(isa):
+        with pytest.raises(EmberError, match="AVX512_BF16"):
+            pack_b(b, isa, precision="bf16")
+        return
+    bias = rng.standard_normal(n).astype(np.float32) if has_bias else None
+    res = rng.standard_normal((m, n)).astype(np.float32) if has_res else None
+    epi = EPILOGUES[epi_name]
+    packed = pack_b(b, isa, None if chunk is None else chunk + chunk % 2, precision=Precision.BF16)
+    for threads in (1, 2):
+        c = np.full((m, n), np.nan, np.float32)
+        Gemm(packed, m, epi, num_threads=threads)(a, c, bias, res)
+        ar, br = bf16_inputs(a, b)
+        np.testing.assert_allclose(c, reference(ar, br, bias, res, epi), rtol=tolerance(k), atol=tolerance(k))
+        # rounding each input to bf16 (unit roundoff 2**-8) moves a product by at most 2**-7 of it
+        bound = (np.abs(a).astype(np.float64) @ np.abs(b)) * 2.0**-7 + tolerance(k)
+        assert (np.abs(c - reference(a, b, bias, res, epi)) <= bound).all()
+
+
+def test_bf16_rounding_matches_ml_dtypes():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    specials = np.array([0.0, -0.0, 1.0, np.inf, -np.inf, np.nan, 3.4e38, -3.4e38, 1e-40, 1.00390625,
+                         1.01171875, 1.0 + 2**-8 + 2**-20, 65504.0], np.float32)  # ties, overflow, denormal
+    x = np.concatenate([specials, np.random.default_rng(0).standard_normal(1000).astype(np.float32) * 1e3])
+    want = x.astype(ml_dtypes.bfloat16)
+    got = to_bf16_bits(x)
+    ok = ~np.isnan(x)
+    np.testing.assert_array_equal(got[ok], want.view(np.uint16)[ok])
+    assert np.isnan(round_to_bf16(x)[~ok]).all()
+    np.testing.assert_array_equal(round_to_bf16(x)[ok], want.astype(np.float32)[ok])
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="no AVX512_BF16")
+def test_bf16_arguments():
+    b = np.ones((40, 5), np.float32)
+    with pytest.raises(EmberError, match="even"):
+        pack_b(b, chunk=7, precision="bf16")
+    with pytest.raises(EmberError, match="precision"):
+        pack_b(b, precision="fp8")
+    with pytest.raises(EmberError, match="packed for bf16"):
+        gemm(np.ones((2, 40), np.float32), pack_b(b, precision="bf16"), precision="f32")
+    c = gemm(np.ones((2, 40), np.float32), b, precision="BF16")
+    np.testing.assert_array_equal(c, np.full((2, 5), 40.0, np.float32))
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="no AVX512_BF16")
+def test_bf16_nan_and_inf_propagate():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((20, 16), np.float32)
+    b = rng.standard_normal((16, 40), np.float32)
+    a[3, 5] = np.nan
+    a[7, 2] = np.inf
+    c = gemm(a, b, precision="bf16")
+    want = reference(*bf16_inputs(a, b), None, None, Epilogue())
+    np.testing.assert_array_equal(np.isnan(c), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(c), np.isinf(want))
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -21,6 +21,22 @@ PTR = ir.PointerType()
 VOID = ir.VoidType()
 
 
+class _BFloat(ir.Type):
+    """LLVM's ``bfloat`` (llvmlite has no type for it; IR is text, so its name is enough)."""
+
+    def _to_string(self) -> str:
+        return "bfloat"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _BFloat)
+
+    def __hash__(self) -> int:
+        return hash("bfloat")
+
+
+BF16 = _BFloat()
+
+
 def c64(x: int) -> ir.Constant:
     return ir.Constant(I64, x)
 

@@ -29,12 +29,14 @@ from ember.devices.cpu.gemm import (
     Epilogue,
     IGemmCall,
     PackedWeights,
+    Precision,
     _check_bias,
     _fmuladd,
     _lane_mask,
     _masked_load,
     _masked_store,
     aligned_empty,
+    as_precision,
     pack_weights,
 )
 from ember.devices.cpu.isa import Isa, host_isa
@@ -95,14 +97,15 @@ class ConvGeometry:
         return 2 * self.batch * self.oh * self.ow * self.cout * (self.cin // self.groups) * self.kh * self.kw
 
 
-def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None) -> PackedWeights:
-    """Pack ``w[OC, IC / groups, KH, KW]`` for the implicit-GEMM kernel."""
+def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None,
+                      precision: Precision | str = Precision.F32) -> PackedWeights:
+    """Pack ``w[OC, IC / groups, KH, KW]`` for the implicit-GEMM kernel (f32 or bf16)."""
     w = np.asarray(w, np.float32)
     if w.ndim != 4 or w.shape[0] % groups:
         raise EmberError(f"ember: convolution weights must be [OC, IC/groups, KH, KW], got {w.shape}")
     oc, cg, kh, kw = w.shape
     wg = w.reshape(groups, oc // groups, cg, kh, kw).transpose(0, 3, 4, 2, 1)
-    return pack_weights(wg.reshape(groups, kh * kw, cg, oc // groups), isa)
+    return pack_weights(wg.reshape(groups, kh * kw, cg, oc // groups), isa, precision=precision)
 
 
 # --------------------------------------------------------------------------- depthwise kernel
@@ -329,13 +332,21 @@ class Conv2d:
     OC) use the depthwise kernel; everything else the implicit-GEMM kernel.
     Calling it writes into ``y`` (allocated when omitted) and returns it; ``bias`` is a
     float32 vector of OC, ``residual`` an NHWC tensor of the output's shape.
+
+    ``precision="bf16"`` runs the implicit GEMM in bf16 (weights rounded once, activations
+    converted as they are read, f32 accumulation and epilogue; activations stay f32 in
+    memory). It raises :class:`~ember.errors.EmberError` without AVX512_BF16 (see
+    :func:`~ember.devices.cpu.gemm.bf16_supported`). Depthwise convolutions are memory
+    bound and always run in f32 (``self.precision`` says which was used).
     """
 
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, epilogue: Epilogue = NO_EPILOGUE,
-                 num_threads: int | None = None, isa: Isa | None = None):
+                 num_threads: int | None = None, isa: Isa | None = None,
+                 precision: Precision | str = Precision.F32):
         g = geometry
         self.geometry, self.epilogue = g, epilogue
         self.isa = isa or host_isa()
+        self.precision = as_precision(precision)
         self.num_threads = num_threads or default_pool().num_threads
         w = np.asarray(weights, np.float32)
         if w.shape != (g.cout, g.cin // g.groups, g.kh, g.kw):
@@ -351,8 +362,9 @@ class Conv2d:
             self._dw_weights, self._cp = wp, cp
             self.packed = None
             self.task_address = depthwise_task_address(g.kh, g.kw, self.isa)
+            self.precision = Precision.F32
         else:
-            self.packed = pack_conv_weights(w, g.groups, self.isa)
+            self.packed = pack_conv_weights(w, g.groups, self.isa, self.precision)
 
     def _dw_ctx(self, ldx: int, xn: int, ldy: int, ldr: int) -> np.ndarray:
         g = self.geometry
@@ -418,7 +430,8 @@ class Conv2d:
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None, strides: tuple[int, int] = (1, 1),
            dilations: tuple[int, int] = (1, 1), pads_begin: tuple[int, int] = (0, 0),
            pads_end: tuple[int, int] = (0, 0), groups: int = 1, epilogue: Epilogue = NO_EPILOGUE,
-           residual: np.ndarray | None = None, num_threads: int | None = None, isa: Isa | None = None) -> np.ndarray:
+           residual: np.ndarray | None = None, num_threads: int | None = None, isa: Isa | None = None,
+           precision: Precision | str = Precision.F32) -> np.ndarray:
     """One-shot convolution of NHWC ``x`` with ``w[OC, IC/groups, KH, KW]``; returns NHWC."""
     x = np.asarray(x, np.float32)
     if x.ndim != 4:
@@ -426,7 +439,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None, strides
     n, h, wd, c = x.shape
     geo = ConvGeometry(n, h, wd, c, w.shape[0], w.shape[2], w.shape[3], tuple(strides), tuple(dilations),
                        tuple(pads_begin), tuple(pads_end), groups)
-    return Conv2d(geo, w, epilogue, num_threads, isa)(x, None, bias, residual)
+    return Conv2d(geo, w, epilogue, num_threads, isa, precision)(x, None, bias, residual)
 
 
 __all__ = ["Conv2d", "ConvGeometry", "conv2d", "pack_conv_weights"]

@@ -27,17 +27,18 @@ import functools
 import heapq
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.codegen import BF16, F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 3
+VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ CTX_FIELDS = (
 F = {name: i for i, name in enumerate(CTX_FIELDS)}
 FLAG_BIAS, FLAG_RES = 1, 2
 # micro-kernel mode bits
-_ACC, _FINAL, _BIAS, _RES = 1, 2, 4, 8
+_ACC, _FINAL, _BIAS, _RES, _SCALE = 1, 2, 4, 8, 16
 
 
 @dataclass(frozen=True)
@@ -123,14 +124,51 @@ def _masked_store(e: Emitter, v: ir.Value, ptr: ir.Value, mask: ir.Value | None)
         e.call(f"llvm.masked.store.v{v.type.count}f32.p0", VOID, [v, ptr, c32(4), mask])
 
 
-def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask: bool) -> ir.Function:
-    """ukr(rows, ntaps, koff, kc, bp, c, ldc, ncols, mode, bias, res, ldr, lo, hi).
+def _aligned_alloca(e: Emitter, typ: ir.Type, count: ir.Value, align: int = 64) -> ir.Value:
+    """A stack buffer of ``count`` elements starting on an ``align``-byte boundary."""
+    b = e.b
+    size = typ.width // 8 if isinstance(typ, ir.IntType) else 4
+    raw = b.alloca(I8, size=b.add(b.mul(count, c64(size)), c64(align)))
+    addr = b.ptrtoint(raw, I64)
+    return b.inttoptr(b.and_(b.add(addr, c64(align - 1)), c64(-align)), PTR)
 
-    rows: ntaps groups of tile.mr row pointers (first mr used); B micro-panel at bp is
-    [tap][kc][NR]; C tile at c with row stride ldc; ncols <= NR valid columns."""
-    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, PTR, PTR, I64, I64, I32, PTR, PTR, I64, F32, F32],
-                          internal=True, noinline=True)
-    rows, ntaps, koff, kc, bp, cp, ldc, ncols, mode, biasp, resp, ldr, lo, hi = fn.args
+
+@dataclass(frozen=True)
+class UkrKind:
+    """How a micro-kernel reads A and multiplies.
+
+    ``"rows"``: A is a table of MR row pointers per tap, k contiguous, f32 FMA.
+    ``"strided"``: the same with a runtime k stride (A may be transposed or any view).
+    ``"bf16"``: A is packed bf16 pairs ``[tap][MR][rs]`` (i32 units), B bf16 pairs, ``vdpbf16ps``.
+    """
+
+    a: str = "rows"
+
+    @property
+    def bf16(self) -> bool:
+        return self.a == "bf16"
+
+
+def _dpbf16(e: Emitter, acc: ir.Value, a: ir.Value, b: ir.Value) -> ir.Value:
+    lanes = acc.type.count
+    bt = vec(BF16, 2 * lanes)
+    bits = {16: 512, 8: 256, 4: 128}[lanes]
+    return e.call(f"llvm.x86.avx512bf16.dpbf16ps.{bits}", acc.type, [acc, e.b.bitcast(a, bt), e.b.bitcast(b, bt)])
+
+
+def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask: bool,
+              kind: UkrKind = UkrKind()) -> ir.Function:
+    """ukr(a, ntaps, koff, kc, bp, c, ldc, ncols, mode, bias, res, ldr, lo, hi, ks, alpha).
+
+    rows/strided: ``a`` holds ntaps groups of tile.mr row pointers (first mr used), row r
+    of tap t reads A at ``a[t][r] + (koff + k) * ks`` (ks = 1 for "rows"). bf16: ``a`` is
+    the packed tile, row r of tap t at ``a + (t * MR + r) * koff`` (i32 units), kc counts
+    k pairs. The B micro-panel at bp is [tap][kc][NR] (4-byte units: floats or bf16 pairs).
+    The C tile is at c with row stride ldc; ncols <= NR valid columns; alpha scales the
+    product when mode has _SCALE."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, PTR, PTR, I64, I64, I32, PTR, PTR, I64, F32, F32,
+                                          I64, F32], internal=True, noinline=True)
+    ap, ntaps, koff, kc, bp, cp, ldc, ncols, mode, biasp, resp, ldr, lo, hi, ks, alpha = fn.args
     for a in (bp, cp):
         a.add_attribute("noalias")
     e = Emitter(m, fn)
@@ -145,18 +183,26 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
     sets = [[[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)] for _ in range(copies)]
     acc = sets[0]
     bcur = e.var(PTR, bp)
+    bvt = vec(I32, L) if kind.bf16 else vt
+
+    def a_value(arow: ir.Value, kk: ir.Value) -> ir.Value:
+        if kind.bf16:
+            return e.splat(e.load(I32, e.gep(I32, arow, kk), align=4), L)
+        idx = b.mul(kk, ks) if kind.a == "strided" else kk
+        return e.splat(e.load(F32, e.gep(F32, arow, idx), align=4), L)
 
     def ksteps(arow: list[ir.Value], bpt: ir.Value, k: ir.Value, count: int) -> None:
         vals = [[[e.load(vt, s[r][v]) for v in range(nv)] for r in range(mr)] for s in sets]
         for u in range(count):
             kk = b.add(k, c64(u)) if u else k
             cur = vals[u % copies]
-            bvec = [e.load(vt, e.gep(F32, bpt, b.add(b.mul(kk, c64(NR)), c64(v * L))), align=64)
+            bvec = [e.load(bvt, e.gep(F32, bpt, b.add(b.mul(kk, c64(NR)), c64(v * L))), align=64)
                     for v in range(nv)]
             for r in range(mr):
-                a = e.splat(e.load(F32, e.gep(F32, arow[r], kk), align=4), L)
+                a = a_value(arow[r], kk)
                 for v in range(nv):
-                    cur[r][v] = _fmuladd(e, a, bvec[v], cur[r][v])
+                    cur[r][v] = (_dpbf16(e, cur[r][v], bvec[v], a) if kind.bf16
+                                 else _fmuladd(e, a, bvec[v], cur[r][v]))
         for s_, vs in zip(sets, vals):
             for r in range(mr):
                 for v in range(nv):
@@ -164,7 +210,11 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
 
     with e.loop(0, ntaps, name="tap") as t:
         base = b.mul(t, c64(tile.mr))
-        arow = [e.gep(F32, e.load(PTR, e.gep(PTR, rows, b.add(base, c64(r)))), koff) for r in range(mr)]
+        if kind.bf16:
+            arow = [e.gep(I32, ap, b.mul(b.add(base, c64(r)), koff)) for r in range(mr)]
+        else:
+            start = b.mul(koff, ks) if kind.a == "strided" else koff
+            arow = [e.gep(F32, e.load(PTR, e.gep(PTR, ap, b.add(base, c64(r)))), start) for r in range(mr)]
         bpt = e.load(PTR, bcur)
         kmain = b.mul(b.sdiv(kc, c64(U)), c64(U))
         with e.loop(0, kmain, U, name="k") as k:
@@ -189,6 +239,11 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
                     old = _masked_load(e, vt, e.gep(F32, crow[r], v * L), masks[v])
                     b.store(b.fadd(e.load(vt, acc[r][v]), old), acc[r][v])
         with b.if_then(flag(_FINAL)):
+            with b.if_then(flag(_SCALE)):
+                va = e.splat(alpha, L)
+                for r in range(mr):
+                    for v in range(nv):
+                        b.store(b.fmul(e.load(vt, acc[r][v]), va), acc[r][v])
             with b.if_then(flag(_BIAS)):
                 for v in range(nv):
                     bv = _masked_load(e, vt, e.gep(F32, biasp, v * L), masks[v])
@@ -223,7 +278,39 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
     return fn
 
 
-def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function]) -> None:
+def _call_ukr(e: Emitter, ukrs: dict[tuple[int, int], ir.Function], MR: int, mr: ir.Value, nvec: ir.Value,
+              args: list[ir.Value]) -> None:
+    """Call the micro-kernel specialised for ``mr`` rows and ``nvec`` vectors (runtime values)."""
+    b = e.b
+    sel = b.add(b.mul(b.sub(nvec, c64(1)), c64(MR)), b.sub(mr, c64(1)))
+    done = e.fn.append_basic_block("ukr.done")
+    sw_ = b.switch(sel, done)
+    for (r, v), u in ukrs.items():
+        blk = e.fn.append_basic_block(f"ukr.{r}x{v}")
+        sw_.add_case(c64((v - 1) * MR + r - 1), blk)
+        b.position_at_end(blk)
+        b.call(u, args)
+        b.branch(done)
+    b.position_at_end(done)
+
+
+def _emit_to_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lanes: int) -> None:
+    """Convert ``count`` floats at src to bf16 (round to nearest even) at dst, 64-byte aligned.
+
+    Writes whole blocks of ``2 * lanes`` values; the tail of the last block is zero."""
+    b = e.b
+    vt = vec(F32, lanes)
+    both = ir.Constant(vec(I32, 2 * lanes), list(range(2 * lanes)))
+    with e.loop(0, count, 2 * lanes, name="cvt") as j:
+        rest = b.sub(count, j)
+        lo = _masked_load(e, vt, e.gep(F32, src, j), _lane_mask(e, rest, lanes))
+        hi = _masked_load(e, vt, e.gep(F32, src, b.add(j, c64(lanes))), _lane_mask(e, b.sub(rest, c64(lanes)), lanes))
+        v = b.fptrunc(b.shuffle_vector(lo, hi, both), vec(BF16, 2 * lanes))
+        b.store(v, e.gep(I32, dst, b.sdiv(j, c64(2))), align=64)
+
+
+def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
+                     bf16: bool = False) -> None:
     fn = Emitter.function(m, name, VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
@@ -248,6 +335,9 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     ntaps = b.mul(kh, kw)
     ntiles = e.cdiv(b.sub(m1, m0), MR)
     rows = b.alloca(PTR, size=b.mul(b.mul(ntiles, ntaps), c64(MR)))
+    if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
+        rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
+        apack = _aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
 
     # ---- row pointer table: rows[(tile * ntaps + tap) * MR + r]
     x, ldx, xn, H, W = f("x", PTR), f("ldx"), f("xn"), f("h"), f("w")
@@ -303,14 +393,23 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     lo, hi = f("lo", F32), f("hi", F32)
     epi_bits = b.or_(b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0)), c32(_BIAS), c32(0)),
                      b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0)), c32(_RES), c32(0)))
-    panel_stride = b.mul(b.mul(ntaps, cin), c64(NR))
+    kdepth = e.cdiv(cin, 2) if bf16 else cin  # B rows per tap, in 4-byte units
+    panel_stride = b.mul(b.mul(ntaps, kdepth), c64(NR))
     kend = e.max(cin, c64(1))  # cin == 0 still runs one (empty) chunk to write the epilogue
     with e.loop(0, kend, cb, name="c0") as c0:
         kc = e.max(e.min(cb, b.sub(cin, c0)), c64(0))
         first = b.icmp_signed("==", c0, c64(0))
         last = b.icmp_signed(">=", b.add(c0, cb), cin)
         mode = b.or_(b.select(first, c32(0), c32(_ACC)), b.select(last, b.or_(epi_bits, c32(_FINAL)), c32(0)))
-        koff_b = b.mul(b.mul(ntaps, c0), c64(NR))
+        koff_b = b.mul(b.mul(ntaps, b.sdiv(c0, c64(2)) if bf16 else c0), c64(NR))
+        if bf16:
+            with e.loop(0, ntiles, name="pt") as it:
+                mr = e.min(c64(MR), b.sub(m1, b.add(m0, b.mul(it, c64(MR)))))
+                with e.loop(0, ntaps, name="ptap") as tap:
+                    with e.loop(0, mr, name="pr") as r:
+                        slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)
+                        src = e.gep(F32, e.load(PTR, e.gep(PTR, rows, slot)), c0)
+                        _emit_to_bf16(e, src, e.gep(I32, apack, b.mul(slot, rs)), kc, L)
         with e.loop(j0, j1, name="jp") as jp:
             ncols = e.min(c64(NR), b.sub(N, b.mul(jp, c64(NR))))
             bpan = e.gep(F32, bgroup, b.add(b.mul(jp, panel_stride), koff_b))
@@ -319,52 +418,82 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
             with e.loop(0, ntiles, name="tile") as it:
                 p0 = b.add(m0, b.mul(it, c64(MR)))
                 mr = e.min(c64(MR), b.sub(m1, p0))
-                args = [e.gep(PTR, rows, b.mul(b.mul(it, ntaps), c64(MR))), ntaps, c0, kc, bpan,
-                        e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col)), ldy, ncols, mode,
-                        e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi]
-                sel = b.add(b.mul(b.sub(nvec, c64(1)), c64(MR)), b.sub(mr, c64(1)))
-                done = fn.append_basic_block("ukr.done")
-                sw_ = b.switch(sel, done)
-                for (r, v), u in ukrs.items():
-                    blk = fn.append_basic_block(f"ukr.{r}x{v}")
-                    sw_.add_case(c64((v - 1) * MR + r - 1), blk)
-                    b.position_at_end(blk)
-                    b.call(u, args)
-                    b.branch(done)
-                b.position_at_end(done)
+                tile_slot = b.mul(b.mul(it, ntaps), c64(MR))
+                if bf16:
+                    a_args = [e.gep(I32, apack, b.mul(tile_slot, rs)), ntaps, rs, e.cdiv(kc, 2)]
+                else:
+                    a_args = [e.gep(PTR, rows, tile_slot), ntaps, c0, kc]
+                args = [*a_args, bpan, e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col)), ldy, ncols, mode,
+                        e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi,
+                        c64(1), ir.Constant(F32, 1.0)]
+                _call_ukr(e, ukrs, MR, mr, nvec, args)
     b.ret_void()
 
 
-def _build_module(prefix: str, isa: Isa, tile: Tile) -> ir.Module:
+def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     always_mask = isa.level == "avx512"
-    ukrs = {(r, v): _emit_ukr(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask)
+    kind = UkrKind("bf16" if bf16 else "rows")
+    ukrs = {(r, v): _emit_ukr(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
-    _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs)
+    _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, bf16)
     return m
 
 
-class IGemmKernels:
-    """The compiled implicit-GEMM module for one ISA level."""
+class Precision(StrEnum):
+    """Arithmetic of a GEMM or convolution: ``F32``, or ``BF16`` (inputs rounded to bf16,
+    products and sums in f32; needs AVX512_BF16, see :func:`bf16_supported`)."""
 
-    def __init__(self, isa: Isa):
+    F32 = "f32"
+    BF16 = "bf16"
+
+
+def as_precision(precision: Precision | str) -> Precision:
+    """``precision`` as a :class:`Precision` (accepts ``"f32"``/``"bf16"``, any case)."""
+    try:
+        return Precision(str(getattr(precision, "value", precision)).lower())
+    except ValueError:
+        raise EmberError(f"ember: unknown kernel precision {precision!r}; known: f32, bf16") from None
+
+
+def bf16_supported(isa: Isa | None = None) -> bool:
+    """Whether ``isa`` (default: the host's) runs the bf16 kernels (AVX-512 with AVX512_BF16)."""
+    isa = isa or host_isa()
+    return isa.level == "avx512" and isa.bf16
+
+
+def _check_bf16(isa: Isa) -> None:
+    if not bf16_supported(isa):
+        raise EmberError(f"ember: bf16 kernels need AVX512_BF16, which ISA level {isa.level!r} on "
+                         f"{isa.cpu} lacks; use precision='f32' (check bf16_supported() first)")
+
+
+class IGemmKernels:
+    """The compiled implicit-GEMM module for one ISA level and precision."""
+
+    def __init__(self, isa: Isa, precision: Precision | str = Precision.F32):
         self.isa = isa
+        self.precision = as_precision(precision)
         self.tile = TILES[isa.level]
         t = self.tile
-        sig = f"igemm|v{VERSION}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}"
-        self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t))
+        bf16 = self.precision is Precision.BF16
+        if bf16:
+            _check_bf16(isa)
+        name = "igemm-bf16" if bf16 else "igemm"
+        sig = f"{name}|v{VERSION}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}"
+        self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
         self.task_address = self.lib.address("igemm_task")
 
 
 @functools.cache
-def _kernels_for(isa: Isa) -> IGemmKernels:
-    return IGemmKernels(isa)
+def _kernels_for(isa: Isa, precision: Precision) -> IGemmKernels:
+    return IGemmKernels(isa, precision)
 
 
-def igemm_kernels(isa: Isa | None = None) -> IGemmKernels:
+def igemm_kernels(isa: Isa | None = None, precision: Precision | str = Precision.F32) -> IGemmKernels:
     """The implicit-GEMM kernels for ``isa`` (default: the host's best, see ``EMBER_CPU_ISA``)."""
-    return _kernels_for(isa or host_isa())
+    return _kernels_for(isa or host_isa(), as_precision(precision))
 
 
 # --------------------------------------------------------------------------- weights
@@ -378,16 +507,40 @@ def aligned_empty(shape: tuple[int, ...] | int, dtype: np.dtype | type = np.floa
     return raw[off:off + n].view(dt).reshape(shape)
 
 
-def default_chunk(ntaps: int, cin: int) -> int:
-    """Channels per K chunk: keeps one packed micro-panel (taps x chunk x NR) near 64 KB."""
+def default_chunk(ntaps: int, cin: int, precision: Precision | str = Precision.F32) -> int:
+    """Channels per K chunk: keeps one packed micro-panel (taps x chunk x NR) near 64 KB.
+
+    bf16 chunks are twice as long (half the bytes per channel) and even, so that every
+    chunk but the last holds whole k pairs."""
+    if as_precision(precision) is Precision.BF16:
+        c = max(16, 1024 // max(ntaps, 1))
+        return max(1, cin if c >= cin else c - c % 2)
     return max(1, min(cin, max(16, 512 // max(ntaps, 1))))
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """The bf16 bit patterns (uint16) of float32 ``x``, rounded to nearest even (as the
+    hardware converts); NaN stays NaN (quieted), values beyond bf16's range become inf."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    rounded = np.where(nan, (bits >> np.uint32(16)) | np.uint32(0x40), rounded)
+    return rounded.astype(np.uint16)
+
+
+def round_to_bf16(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to bf16 precision, as float32 (the values the bf16 kernels multiply)."""
+    return (to_bf16_bits(x).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 @dataclass(frozen=True)
 class PackedWeights:
-    """Weights packed for the micro-kernel: ``[groups][panels][chunks][taps][chunk][NR]``.
+    """Weights packed for the micro-kernel.
 
-    ``data`` is a flat, 64-byte aligned float32 array; ``group_stride`` its length per group.
+    f32: ``[groups][panels][chunks][taps][chunk][NR]`` floats. bf16:
+    ``[groups][panels][chunks][taps][chunk / 2][NR][2]`` bf16 bits (uint16; channel pairs,
+    an odd last chunk padded with zero). ``data`` is flat and 64-byte aligned;
+    ``group_stride`` is its length per group, in elements of ``data``.
     """
 
     data: np.ndarray
@@ -398,15 +551,24 @@ class PackedWeights:
     chunk: int
     nr: int
     isa: Isa
+    precision: Precision = Precision.F32
 
     @property
     def group_stride(self) -> int:
         return self.data.size // self.groups
 
 
-def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None) -> PackedWeights:
-    """Pack ``w[groups, taps, cin, cout]`` (float32) for the micro-kernel of ``isa``."""
+def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None,
+                 precision: Precision | str = Precision.F32) -> PackedWeights:
+    """Pack ``w[groups, taps, cin, cout]`` (float32) for the micro-kernel of ``isa``.
+
+    ``precision="bf16"`` rounds the weights to bf16 (nearest even) and packs channel pairs;
+    it raises :class:`~ember.errors.EmberError` when ``isa`` lacks AVX512_BF16."""
     isa = isa or host_isa()
+    prec = as_precision(precision)
+    bf16 = prec is Precision.BF16
+    if bf16:
+        _check_bf16(isa)
     tile = TILES[isa.level]
     w = np.asarray(w, np.float32)
     if w.ndim != 4:
@@ -414,28 +576,37 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
     groups, taps, cin, cout = w.shape
     nr = tile.nr
     npan = -(-cout // nr)
-    cb = chunk or default_chunk(taps, cin)
+    cb = chunk or default_chunk(taps, cin, prec)
+    if bf16 and cb < cin and cb % 2:
+        raise EmberError(f"ember: a bf16 K chunk must be even, got {cb}")
     wp = np.zeros((groups, taps, cin, npan * nr), np.float32)
     wp[..., :cout] = w
     # [g, tap, c, panel, nr] -> [g, panel, (chunk, tap, c_in_chunk), nr]
     wp = wp.reshape(groups, taps, cin, npan, nr).transpose(0, 3, 1, 2, 4)
     parts = []
     for c0 in range(0, cin, cb):
-        parts.append(wp[:, :, :, c0:c0 + cb, :].reshape(groups, npan, -1, nr))
-    flat = np.concatenate(parts, axis=2) if parts else np.zeros((groups, npan, 0, nr), np.float32)
-    data = aligned_empty(max(flat.size, 1))
+        part = wp[:, :, :, c0:c0 + cb, :]
+        if bf16:  # [.., kc, nr] -> [.., kc / 2, nr, 2] with an odd kc padded by a zero channel
+            kc = part.shape[3]
+            part = np.concatenate([part, np.zeros_like(part[:, :, :, :kc % 2])], axis=3)
+            part = part.reshape(groups, npan, taps, -1, 2, nr).transpose(0, 1, 2, 3, 5, 4)
+            part = to_bf16_bits(part)
+        parts.append(part.reshape(groups, npan, -1))
+    dtype = np.uint16 if bf16 else np.float32
+    flat = np.concatenate(parts, axis=2) if parts else np.zeros((groups, npan, 0), dtype)
+    data = aligned_empty(max(flat.size, 2), dtype)
+    data[:] = 0
     data[:flat.size] = flat.reshape(-1)
-    if flat.size == 0:
-        data[:] = 0
-    return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa)
+    return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa, prec)
 
 
-def pack_b(B: np.ndarray, isa: Isa | None = None, chunk: int | None = None) -> PackedWeights:
+def pack_b(B: np.ndarray, isa: Isa | None = None, chunk: int | None = None,
+           precision: Precision | str = Precision.F32) -> PackedWeights:
     """Pack a GEMM right-hand side ``B[K, N]`` (a 1x1, one-group convolution weight)."""
     B = np.asarray(B, np.float32)
     if B.ndim != 2:
         raise EmberError(f"ember: pack_b wants a 2-D B[K, N], got shape {B.shape}")
-    return pack_weights(B[None, None], isa, chunk)
+    return pack_weights(B[None, None], isa, chunk, precision)
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -519,7 +690,7 @@ class IGemmCall:
                  ldx: int, ldy: int, epilogue: Epilogue = NO_EPILOGUE, ldr: int | None = None,
                  num_threads: int | None = None):
         self.packed = packed
-        self.kernels = igemm_kernels(packed.isa)
+        self.kernels = igemm_kernels(packed.isa, packed.precision)
         self.tile = self.kernels.tile
         if packed.nr != self.tile.nr:
             raise EmberError("ember: weights were packed for another ISA level")
@@ -542,7 +713,8 @@ class IGemmCall:
         ctx[F["m"]] = m
         ctx[F["cb"]] = packed.chunk
         ctx[F["bp"]] = packed.data.ctypes.data
-        ctx[F["bg"]] = packed.group_stride
+        # in 4-byte units: floats, or bf16 pairs
+        ctx[F["bg"]] = packed.group_stride // (2 if packed.precision is Precision.BF16 else 1)
         self._zero = aligned_empty(max(packed.cin, 1) + 16)
         self._zero[:] = 0
         ctx[F["zero"]] = self._zero.ctypes.data
@@ -577,6 +749,9 @@ class Gemm:
     """``C[M, N] = epilogue(A[M, K] @ B[K, N] + bias[N] + R[M, N])`` with B packed once.
 
     ``A`` and ``C`` (and ``R``) may have any row stride (``lda``, ``ldc``), rows contiguous.
+    The arithmetic is the packed weights' precision: B packed with ``precision="bf16"``
+    gives the bf16 kernel (A converted to bf16 as it is read, f32 accumulation, the same
+    epilogue in f32).
     """
 
     def __init__(self, packed: PackedWeights, m: int, epilogue: Epilogue = NO_EPILOGUE,
@@ -628,9 +803,17 @@ def _check_bias(bias: np.ndarray | None, n: int) -> None:
 
 def gemm(a: np.ndarray, b: np.ndarray | PackedWeights, bias: np.ndarray | None = None,
          epilogue: Epilogue = NO_EPILOGUE, residual: np.ndarray | None = None, out: np.ndarray | None = None,
-         num_threads: int | None = None, isa: Isa | None = None) -> np.ndarray:
-    """One-shot GEMM (packs ``b`` if needed): ``epilogue(a @ b + bias + residual)``."""
-    packed = b if isinstance(b, PackedWeights) else pack_b(b, isa)
+         num_threads: int | None = None, isa: Isa | None = None,
+         precision: Precision | str | None = None) -> np.ndarray:
+    """One-shot GEMM (packs ``b`` if needed): ``epilogue(a @ b + bias + residual)``.
+
+    ``precision`` (default f32, or the precision ``b`` was packed with) may be ``"bf16"``."""
+    if isinstance(b, PackedWeights):
+        packed = b
+        if precision is not None and as_precision(precision) is not packed.precision:
+            raise EmberError(f"ember: B was packed for {packed.precision.value}, not {as_precision(precision).value}")
+    else:
+        packed = pack_b(b, isa, precision=precision or Precision.F32)
     a = np.asarray(a, np.float32)
     if a.ndim != 2 or a.shape[1] != packed.cin:
         raise EmberError(f"ember: gemm of A{a.shape} with B of {packed.cin}x{packed.cout}")
