@@ -103,6 +103,39 @@ def reduce_case(shape: tuple[int, ...], op: str, axes: list[int], keep: bool, af
     return build, [shape], {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "Convolution"}
 
 
+EDGE = np.array([0.0, -0.0, 1e-30, -1e-30, 1e-6, 0.3, -0.45, 0.55, 1.0, -2.5, 9.5, 20.0, -30.0, 88.0,
+                 -100.0, 200.0, np.inf, -np.inf, np.nan], np.float32)
+
+
+def eltwise_case(fn, shapes: list[tuple[int, ...]], edge: bool = False, positive: bool = False,  # noqa: ANN001
+                 native: frozenset[str] = frozenset({"Eltwise"})):  # noqa: ANN201
+    """``fn(*params) -> node``; ``edge`` puts special values (inf, NaN, huge, tiny) in input 0."""
+    def build() -> Model:
+        params = [_param(s, f"x{i}") for i, s in enumerate(shapes)]
+        return _model(fn(*params), params)
+
+    def inputs() -> list[np.ndarray]:
+        arrs = [_f(*s) for s in shapes]
+        if positive:
+            arrs = [np.abs(a) + np.float32(0.01) for a in arrs]
+        if edge:
+            flat = arrs[0].reshape(-1)
+            flat[:min(flat.size, EDGE.size)] = EDGE[:flat.size]
+        return arrs
+    return build, inputs, set(native)
+
+
+UNARY_BUILDERS = {
+    "relu": ops.relu, "sigmoid": ops.sigmoid, "tanh": ops.tanh, "exp": ops.exp, "erf": ops.erf,
+    "neg": ops.negative, "floor": ops.floor, "ceil": ops.ceiling, "hswish": ops.hswish, "hsigmoid": ops.hsigmoid,
+    "softplus": ops.softplus, "mish": ops.mish, "swish": ops.swish,
+    "gelu-erf": ops.gelu, "gelu-tanh": lambda x: ops.gelu(x, "tanh"),
+    "clamp": lambda x: ops.clamp(x, -0.5, 2.0), "elu": lambda x: ops.elu(x, 0.7),
+    "abs": lambda x: ops.absolute(x), "square": lambda x: ops.power(x, np.float32(2.0)),
+}
+POSITIVE_BUILDERS = {"log": ops.log, "sqrt": ops.sqrt, "pow-2.5": lambda x: ops.power(x, np.float32(2.5))}
+
+
 CASES = {
     # convolutions with their fused tails
     "conv3x3-bias-relu": conv_chain(1, 3, 8, 8, 5, 3, pad=1),
@@ -138,11 +171,35 @@ CASES = {
     "reduce-sum-middle": reduce_case((3, 5, 17), "reduce_sum", [1], False),
     "reduce-max-rows": reduce_case((4, 33), "reduce_max", [1], False),
     "reduce-min-middle2": reduce_case((2, 3, 4, 19), "reduce_min", [1, 2], True),
+    # elementwise chains with broadcasting
+    "add-broadcast-rows": eltwise_case(lambda a, b: ops.add(a, b), [(3, 17), (17,)]),
+    "sub-broadcast-cols": eltwise_case(lambda a, b: ops.subtract(a, b), [(3, 17), (3, 1)]),
+    "div-scalar-lhs": eltwise_case(lambda a: ops.divide(np.float32(3.0), ops.add(a, np.float32(10.0))), [(1000,)]),
+    "max-min-nan-order": eltwise_case(lambda a, b: ops.minimum(ops.maximum(a, b), b), [(19,), (19,)], edge=True),
+    "sqdiff-3d": eltwise_case(lambda a, b: ops.squared_difference(a, b), [(2, 3, 5), (2, 1, 5)]),
+    "chain-mul-add-sigmoid": eltwise_case(
+        lambda a, b: ops.sigmoid(ops.add(ops.multiply(a, np.float32(0.5)), b)), [(4, 1, 33), (4, 7, 33)]),
+    "prelu-channels": eltwise_case(lambda a: ops.prelu(a, _f(5)), [(2, 5, 3, 4)]),
+    "mask-like-int-chain": eltwise_case(
+        lambda a: ops.multiply(ops.subtract(np.float32(1.0), a), np.float32(-10000.0)), [(1, 1, 1, 128)]),
+    "odd-5d-broadcast-falls-back": eltwise_case(lambda a, b: ops.add(a, b), [(2, 3, 1, 5, 2), (1, 3, 4, 1, 2)],
+                                                native=frozenset()),
+    "se-scale-nhwc": (lambda: _se_model(), lambda: [_f(1, 8, 5, 5)], {"Eltwise", "Convolution"}),
+    **{f"unary-{k}": eltwise_case(fn, [(3, 41)], edge=True) for k, fn in UNARY_BUILDERS.items()},
+    **{f"unary-{k}": eltwise_case(fn, [(2, 33)], positive=True) for k, fn in POSITIVE_BUILDERS.items()},
 }
 
 
-def _inputs(shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-    return [_f(*s) for s in shapes]
+def _se_model() -> Model:
+    """Squeeze-and-excitation: conv, global pool, sigmoid scale back onto the NHWC tensor."""
+    x = _param((1, 8, 5, 5))
+    y = ops.relu(ops.convolution(x, _w(8, 8, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1]))
+    s = ops.sigmoid(ops.reduce_mean(y, np.array([2, 3], np.int64), True))
+    return _model(ops.multiply(y, s), [x])
+
+
+def _inputs(shapes) -> list[np.ndarray]:  # noqa: ANN001
+    return shapes() if callable(shapes) else [_f(*s) for s in shapes]
 
 
 def _run(model: Model, device: str, inputs: list[np.ndarray], config: dict | None = None) -> list[np.ndarray]:
@@ -161,12 +218,19 @@ def test_case_matches_reference(name: str) -> None:
     inputs = _inputs(shapes)
     want = _run(model, "REFERENCE", inputs)
     cm = ember.Core().compile_model(model, "CPU")
-    fallbacks = set(cm._executable.program.stats["fallbacks"])
+    prog = cm._executable.program
+    fallbacks = set(prog.stats["fallbacks"])
     assert not fallbacks & native, f"ran on reference kernels: {fallbacks & native}"
+    if "Eltwise" in native:
+        assert any(op.type_name.startswith("Eltwise") for op in prog.ops)
     got = _run_compiled(cm, inputs)
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5 * max(1.0, float(np.abs(w).max())))
+        finite = np.isfinite(w)
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        np.testing.assert_array_equal(g[~finite & ~np.isnan(w)], w[~finite & ~np.isnan(w)])
+        scale = max(1.0, float(np.abs(w[finite]).max())) if finite.any() else 1.0
+        np.testing.assert_allclose(g[finite], w[finite], rtol=2e-5, atol=2e-6 * scale)
 
 
 # -- the device itself ------------------------------------------------------------------------

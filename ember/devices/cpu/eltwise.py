@@ -1,14 +1,21 @@
-"""Memory movement kernels: a strided copy (transposes, layout conversions, slices, concat).
+"""Memory movement and elementwise kernels.
+
+Movement: a strided copy (transposes, layout conversions, slices, concat).
 
 ``copy_task(ctx, task)`` copies a tensor of up to 6 dimensions with arbitrary element
 strides on both sides (4-byte elements). The innermost loop is chosen where it is cheapest:
 contiguous on both sides (vector copy), contiguous on one side (vector load + scatter, or
 gather + vector store), else scalar. A task is a block of rows of the outer dimensions.
+
+Elementwise: ``eltwise_task(ctx, task)`` runs a small program (a fused chain of unary and
+binary ops with broadcasting) over blocks of the output; see :func:`eltwise_kernel`.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -192,3 +199,449 @@ def copy_op(name: str, src: Tensor, dst: Tensor, perm: tuple[int, ...] | None, t
 
 class _Unbindable(Exception):
     pass
+
+
+# =========================================================================== elementwise programs
+# A fused elementwise chain runs as a small program over blocks of BLOCK elements: each
+# instruction loops over the block in vector registers (scratch rows on the stack), so one
+# compiled kernel serves every chain. Inputs broadcast by strides (0 along broadcast dims);
+# the output is collapsed to [d0, d1, d2, inner] with contiguous or broadcast inner loads.
+
+BLOCK = 256
+MAX_INPUTS = 8
+MAX_INSTR = 24
+REGS = 4
+EW_HEAD = ("y", "d0", "d1", "d2", "inner", "ys0", "ys1", "ys2", "rpt", "nrows", "cb", "ncb", "ninstr")
+EH = {n: i for i, n in enumerate(EW_HEAD)}
+EW_IN0, EW_IN_WORDS = 16, 5       # per input: ptr, s0, s1, s2, inner stride (0 or 1)
+EW_PROG0, EW_INSTR_WORDS = EW_IN0 + MAX_INPUTS * EW_IN_WORDS, 6  # op, dst, a, b, imm0, imm1
+EW_WORDS = EW_PROG0 + MAX_INSTR * EW_INSTR_WORDS
+
+UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "tanh", "erf", "gelu_erf",
+             "gelu_tanh", "swish", "hswish", "hsigmoid", "elu", "floor", "ceil", "softplus", "mish", "square",
+             "mulc", "addc", "rsubc", "rdivc", "powc")
+BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu")
+OPCODES = {"load": 0, "store": 1}
+for _i, _n in enumerate(UNARY_OPS):
+    OPCODES[_n] = 10 + _i
+for _i, _n in enumerate(BINARY_OPS):
+    OPCODES[_n] = 60 + _i
+
+
+class _Math:
+    """Vector math in LLVM IR for ``lanes`` x f32 (polynomials; no libm calls)."""
+
+    def __init__(self, e: Emitter, lanes: int):
+        self.e, self.b, self.lanes = e, e.b, lanes
+        self.vt = vec(F32, lanes)
+        self.vi = vec(I32, lanes)
+
+    def c(self, x: float) -> ir.Constant:
+        return ir.Constant(self.vt, [float(x)] * self.lanes)
+
+    def ci(self, x: int) -> ir.Constant:
+        return ir.Constant(self.vi, [int(x)] * self.lanes)
+
+    def poly(self, x: ir.Value, coeffs: list[float]) -> ir.Value:
+        """coeffs[0] * x^n + ... + coeffs[n] (Horner)."""
+        acc = self.c(coeffs[0])
+        for k in coeffs[1:]:
+            acc = _fma(self.e, acc, x, self.c(k))
+        return acc
+
+    def sel(self, cond: ir.Value, a: ir.Value, c: ir.Value) -> ir.Value:
+        return self.b.select(cond, a, c)
+
+    def lt(self, a: ir.Value, c: ir.Value) -> ir.Value:
+        return self.b.fcmp_ordered("<", a, c)
+
+    def gt(self, a: ir.Value, c: ir.Value) -> ir.Value:
+        return self.b.fcmp_ordered(">", a, c)
+
+    def isnan(self, a: ir.Value) -> ir.Value:
+        return self.b.fcmp_unordered("uno", a, a)
+
+    def abs(self, x: ir.Value) -> ir.Value:
+        return self.e.call(f"llvm.fabs.v{self.lanes}f32", self.vt, [x])
+
+    def floor(self, x: ir.Value) -> ir.Value:
+        return self.e.call(f"llvm.floor.v{self.lanes}f32", self.vt, [x])
+
+    def ceil(self, x: ir.Value) -> ir.Value:
+        return self.e.call(f"llvm.ceil.v{self.lanes}f32", self.vt, [x])
+
+    def sqrt(self, x: ir.Value) -> ir.Value:
+        return self.e.call(f"llvm.sqrt.v{self.lanes}f32", self.vt, [x])
+
+    def copysign(self, mag: ir.Value, sign: ir.Value) -> ir.Value:
+        b = self.b
+        bits = b.or_(b.and_(b.bitcast(mag, self.vi), self.ci(0x7FFFFFFF)),
+                     b.and_(b.bitcast(sign, self.vi), self.ci(-0x80000000)))
+        return b.bitcast(bits, self.vt)
+
+    def exp(self, x: ir.Value) -> ir.Value:
+        b = self.b
+        xc = self.sel(self.lt(x, self.c(-87.33654)), self.c(-87.33654), x)
+        xc = self.sel(self.gt(xc, self.c(88.72283)), self.c(88.72283), xc)
+        k = self.floor(_fma(self.e, xc, self.c(1.4426950408889634), self.c(0.5)))
+        r = _fma(self.e, k, self.c(-0.693359375), xc)
+        r = _fma(self.e, k, self.c(2.12194440e-4), r)
+        p = self.poly(r, [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                          1.6666665459e-1, 5.0000001201e-1])
+        p = _fma(self.e, p, b.fmul(r, r), b.fadd(r, self.c(1.0)))
+        ki = b.fptosi(k, self.vi)
+        scale = b.bitcast(b.shl(b.add(ki, self.ci(127)), self.ci(23)), self.vt)
+        y = b.fmul(p, scale)
+        y = self.sel(self.gt(x, self.c(88.72283)), self.c(math.inf), y)
+        y = self.sel(self.lt(x, self.c(-87.33654)), self.c(0.0), y)
+        return self.sel(self.isnan(x), x, y)
+
+    def log(self, x: ir.Value) -> ir.Value:
+        b = self.b
+        bits = b.bitcast(x, self.vi)
+        e_ = b.sub(b.and_(b.lshr(bits, self.ci(23)), self.ci(0xFF)), self.ci(126))
+        m = b.bitcast(b.or_(b.and_(bits, self.ci(0x007FFFFF)), self.ci(0x3F000000)), self.vt)
+        ef = b.sitofp(e_, self.vt)
+        small = self.lt(m, self.c(0.707106781186547524))
+        ef = self.sel(small, b.fsub(ef, self.c(1.0)), ef)
+        m = self.sel(small, b.fsub(b.fadd(m, m), self.c(1.0)), b.fsub(m, self.c(1.0)))
+        z = b.fmul(m, m)
+        y = self.poly(m, [7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                          1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                          3.3333331174e-1])
+        y = b.fmul(b.fmul(y, m), z)
+        y = _fma(self.e, ef, self.c(-2.12194440e-4), y)
+        y = _fma(self.e, z, self.c(-0.5), y)
+        r = b.fadd(m, y)
+        r = _fma(self.e, ef, self.c(0.693359375), r)
+        r = self.sel(b.fcmp_ordered("==", x, self.c(0.0)), self.c(-math.inf), r)
+        r = self.sel(self.lt(x, self.c(0.0)), self.c(math.nan), r)
+        r = self.sel(b.fcmp_ordered("==", x, self.c(math.inf)), x, r)
+        return self.sel(self.isnan(x), x, r)
+
+    def sigmoid(self, x: ir.Value) -> ir.Value:
+        b = self.b
+        return b.fdiv(self.c(1.0), b.fadd(self.c(1.0), self.exp(b.fneg(x))))
+
+    def tanh(self, x: ir.Value) -> ir.Value:
+        b = self.b
+        a = self.abs(x)
+        big = b.fsub(self.c(1.0), b.fdiv(self.c(2.0), b.fadd(self.exp(b.fadd(a, a)), self.c(1.0))))
+        x2 = b.fmul(x, x)
+        small = b.fmul(x, self.poly(x2, [-1382 / 155925, 62 / 2835, -17 / 315, 2 / 15, -1 / 3, 1.0]))
+        return self.sel(self.lt(a, self.c(0.4)), small, self.copysign(big, x))
+
+    def erf(self, x: ir.Value) -> ir.Value:
+        b = self.b
+        a = self.abs(x)
+        t = b.fdiv(self.c(1.0), _fma(self.e, a, self.c(0.3275911), self.c(1.0)))
+        p = b.fmul(t, self.poly(t, [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592]))
+        big = b.fsub(self.c(1.0), b.fmul(p, self.exp(b.fneg(b.fmul(a, a)))))
+        x2 = b.fmul(x, x)
+        c = 2 / math.sqrt(math.pi)
+        small = b.fmul(x, self.poly(x2, [-c / 1320, c / 216, -c / 42, c / 10, -c / 3, c]))
+        return self.sel(self.lt(a, self.c(0.5)), small, self.copysign(big, x))
+
+    def softplus(self, x: ir.Value) -> ir.Value:
+        b = self.b
+        y = self.log(b.fadd(self.c(1.0), self.exp(x)))
+        return self.sel(self.gt(x, self.c(20.0)), x, y)
+
+
+def _fma(e: Emitter, a: ir.Value, b_: ir.Value, c: ir.Value) -> ir.Value:
+    t = a.type
+    return e.call(f"llvm.fmuladd.v{t.count}f32", t, [a, b_, c])
+
+
+def _unary(mth: _Math, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> ir.Value:
+    b = mth.b
+    c = mth.c
+    if name == "neg":
+        return b.fneg(x)
+    if name == "abs":
+        return mth.abs(x)
+    if name == "relu":
+        return mth.sel(mth.lt(x, c(0.0)), c(0.0), x)
+    if name == "clamp":
+        y = mth.sel(mth.lt(x, imm0), imm0, x)
+        return mth.sel(mth.gt(y, imm1), imm1, y)
+    if name == "exp":
+        return mth.exp(x)
+    if name == "log":
+        return mth.log(x)
+    if name == "sqrt":
+        return mth.sqrt(x)
+    if name == "sigmoid":
+        return mth.sigmoid(x)
+    if name == "tanh":
+        return mth.tanh(x)
+    if name == "erf":
+        return mth.erf(x)
+    if name == "gelu_erf":
+        return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), mth.erf(b.fmul(x, c(1 / math.sqrt(2))))))
+    if name == "gelu_tanh":
+        inner = b.fmul(c(math.sqrt(2 / math.pi)), _fma(mth.e, b.fmul(b.fmul(x, x), x), c(0.044715), x))
+        return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), mth.tanh(inner)))
+    if name == "swish":
+        return b.fmul(x, mth.sigmoid(b.fmul(x, imm0)))
+    if name in ("hswish", "hsigmoid"):
+        r = b.fadd(x, c(3.0))
+        r = mth.sel(mth.lt(r, c(0.0)), c(0.0), r)
+        r = mth.sel(mth.gt(r, c(6.0)), c(6.0), r)
+        return b.fdiv(b.fmul(x, r), c(6.0)) if name == "hswish" else b.fdiv(r, c(6.0))
+    if name == "elu":
+        return mth.sel(mth.gt(x, c(0.0)), x, b.fmul(imm0, b.fsub(mth.exp(x), c(1.0))))
+    if name == "floor":
+        return mth.floor(x)
+    if name == "ceil":
+        return mth.ceil(x)
+    if name == "softplus":
+        return mth.softplus(x)
+    if name == "mish":
+        return b.fmul(x, mth.tanh(mth.softplus(x)))
+    if name == "square":
+        return b.fmul(x, x)
+    if name == "mulc":
+        return b.fmul(x, imm0)
+    if name == "addc":
+        return b.fadd(x, imm0)
+    if name == "rsubc":
+        return b.fsub(imm0, x)
+    if name == "rdivc":
+        return b.fdiv(imm0, x)
+    if name == "powc":  # x ** imm0 for x > 0 (other cases are lowered differently)
+        return mth.exp(b.fmul(imm0, mth.log(x)))
+    raise AssertionError(name)
+
+
+def _binary(mth: _Math, name: str, x: ir.Value, y: ir.Value) -> ir.Value:
+    b = mth.b
+    if name == "add":
+        return b.fadd(x, y)
+    if name == "sub":
+        return b.fsub(x, y)
+    if name == "mul":
+        return b.fmul(x, y)
+    if name == "div":
+        return b.fdiv(x, y)
+    if name == "max":  # OpenVINO's std::max: NaN wins only as the first operand
+        return mth.sel(mth.lt(x, y), y, x)
+    if name == "min":
+        return mth.sel(mth.lt(y, x), y, x)
+    if name == "sqdiff":
+        d = b.fsub(x, y)
+        return b.fmul(d, d)
+    if name == "prelu":
+        return mth.sel(mth.lt(x, mth.c(0.0)), b.fmul(x, y), x)
+    raise AssertionError(name)
+
+
+def _emit_eltwise(m: ir.Module, prefix: str, lanes: int) -> None:
+    fn = Emitter.function(m, f"{prefix}_eltwise_task", VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    vt = vec(F32, lanes)
+    nvec = BLOCK // lanes
+    mth = _Math(e, lanes)
+    h = {k: e.field(ctx, i) for k, i in EH.items()}
+    regs = e.var(vt, count=REGS * nvec)
+    rb, cbk = b.sdiv(task, h["ncb"]), b.srem(task, h["ncb"])
+    r0 = b.mul(rb, h["rpt"])
+    r1 = e.min(h["nrows"], b.add(r0, h["rpt"]))
+    c0 = b.mul(cbk, h["cb"])
+    c1 = e.min(h["inner"], b.add(c0, h["cb"]))
+    ninstr = h["ninstr"]
+    y = b.inttoptr(h["y"], PTR)
+
+    def reg(r: ir.Value, v: int | ir.Value) -> ir.Value:
+        return e.gep(vt, regs, b.add(b.mul(r, c64(nvec)), v if isinstance(v, ir.Value) else c64(v)))
+
+    def word(i: ir.Value) -> ir.Value:
+        return e.load(I64, e.gep(I64, ctx, i))
+
+    with e.loop(r0, r1, name="row") as row:
+        i2 = b.srem(row, h["d2"])
+        t = b.sdiv(row, h["d2"])
+        i1, i0 = b.srem(t, h["d1"]), b.sdiv(t, h["d1"])
+        yrow = e.gep(F32, y, b.add(b.add(b.mul(i0, h["ys0"]), b.mul(i1, h["ys1"])), b.mul(i2, h["ys2"])))
+        with e.loop(c0, c1, BLOCK, name="blk") as col:
+            n = e.min(c64(BLOCK), b.sub(c1, col))
+            nv = e.cdiv(n, lanes)
+            tail_mask = _lane_mask(e, b.sub(n, b.mul(b.sub(nv, c64(1)), c64(lanes))), lanes)
+            with e.loop(0, ninstr, name="ins") as ins:
+                base = b.add(c64(EW_PROG0), b.mul(ins, c64(EW_INSTR_WORDS)))
+                op = word(base)
+                dst = word(b.add(base, c64(1)))
+                ra = word(b.add(base, c64(2)))
+                rb_ = word(b.add(base, c64(3)))
+                imm0 = e.splat(b.bitcast(b.trunc(word(b.add(base, c64(4))), I32), F32), lanes)
+                imm1 = e.splat(b.bitcast(b.trunc(word(b.add(base, c64(5))), I32), F32), lanes)
+                done = fn.append_basic_block("op.done")
+                sw = b.switch(op, done)
+
+                def case(code: int, body) -> None:  # noqa: ANN001
+                    blk = fn.append_basic_block(f"op.{code}")
+                    sw.add_case(c64(code), blk)
+                    b.position_at_end(blk)
+                    body()
+                    b.branch(done)
+
+                def load_input() -> None:
+                    ib = b.add(c64(EW_IN0), b.mul(ra, c64(EW_IN_WORDS)))
+                    ptr = b.inttoptr(word(ib), PTR)
+                    off = b.add(b.add(b.mul(i0, word(b.add(ib, c64(1)))), b.mul(i1, word(b.add(ib, c64(2))))),
+                                b.mul(i2, word(b.add(ib, c64(3)))))
+                    src = e.gep(F32, ptr, off)
+                    si = word(b.add(ib, c64(4)))
+                    with b.if_else(b.icmp_signed("==", si, c64(0))) as (bcast, contig):
+                        with bcast:
+                            v = e.splat(e.load(F32, src), lanes)
+                            with e.loop(0, nv, name="lv") as k:
+                                b.store(v, reg(dst, k))
+                        with contig:
+                            p = e.gep(F32, src, col)
+                            last = b.sub(nv, c64(1))
+                            with e.loop(0, last, name="lc") as k:
+                                b.store(e.load(vt, e.gep(F32, p, b.mul(k, c64(lanes))), align=4), reg(dst, k))
+                            b.store(_masked_load(e, vt, e.gep(F32, p, b.mul(last, c64(lanes))), tail_mask),
+                                    reg(dst, last))
+
+                def store() -> None:
+                    p = e.gep(F32, yrow, col)
+                    last = b.sub(nv, c64(1))
+                    with e.loop(0, last, name="sc") as k:
+                        b.store(e.load(vt, reg(ra, k)), e.gep(F32, p, b.mul(k, c64(lanes))), align=4)
+                    _masked_store(e, e.load(vt, reg(ra, last)), e.gep(F32, p, b.mul(last, c64(lanes))), tail_mask)
+
+                def unary(name: str) -> Any:
+                    def body() -> None:
+                        with e.loop(0, nv, name="u") as k:
+                            b.store(_unary(mth, name, e.load(vt, reg(ra, k)), imm0, imm1), reg(dst, k))
+                    return body
+
+                def binary(name: str) -> Any:
+                    def body() -> None:
+                        with e.loop(0, nv, name="bi") as k:
+                            b.store(_binary(mth, name, e.load(vt, reg(ra, k)), e.load(vt, reg(rb_, k))),
+                                    reg(dst, k))
+                    return body
+
+                case(OPCODES["load"], load_input)
+                case(OPCODES["store"], store)
+                for name in UNARY_OPS:
+                    case(OPCODES[name], unary(name))
+                for name in BINARY_OPS:
+                    case(OPCODES[name], binary(name))
+                b.position_at_end(done)
+    b.ret_void()
+
+
+def _build_eltwise(prefix: str, isa: Isa) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    _emit_eltwise(m, prefix, isa.f32_lanes)
+    return m
+
+
+@functools.cache
+def _eltwise_library(isa: Isa) -> jit.Library:
+    return jit.load(f"eltwise|v{VERSION}|{isa.level}|b{BLOCK}|r{REGS}", isa, lambda p: _build_eltwise(p, isa))
+
+
+def _f32_bits(v: float) -> int:
+    return int(np.array([v], np.float32).view(np.uint32)[0])
+
+
+def _collapse_operands(shape: tuple[int, ...], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Merge adjacent dims where every operand is contiguous across them; drop size-1 dims."""
+    dims: list[int] = []
+    st: list[list[int]] = [[] for _ in strides]
+    for i, d in enumerate(shape):
+        if d == 1:
+            continue
+        if dims and all(s[-1] == o[i] * d for s, o in zip(st, strides)):
+            dims[-1] *= d
+            for s, o in zip(st, strides):
+                s[-1] = o[i]
+            continue
+        dims.append(d)
+        for s, o in zip(st, strides):
+            s.append(o[i])
+    return dims, st
+
+
+def eltwise_fits(out_shape: tuple[int, ...], input_shapes: list[tuple[int, ...]]) -> bool:
+    """Whether contiguous inputs of these shapes, broadcast to ``out_shape``, fit the kernel."""
+    if len(input_shapes) > MAX_INPUTS:
+        return False
+    def contiguous(shape: tuple[int, ...]) -> list[int]:
+        out, acc = [], 1
+        for d in reversed(shape):
+            out.append(acc if d != 1 else 0)
+            acc *= d
+        return list(reversed(out))
+
+    rank = len(out_shape)
+    strides = [contiguous(out_shape)]
+    for shp in input_shapes:
+        full = (1,) * (rank - len(shp)) + tuple(shp)
+        if any(d not in (1, o) for d, o in zip(full, out_shape)):
+            return False
+        st = contiguous(full)
+        strides.append([0 if d == 1 else s for d, s in zip(full, st)])
+    dims, st = _collapse_operands(out_shape, strides)
+    return len(dims) <= 4 and (not dims or all(s[-1] in (0, 1) for s in st))
+
+
+def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple], threads: int,
+                   isa: Isa | None = None) -> BoundKernel | None:
+    """A bound elementwise program writing ``y`` (float32, contiguous innermost axis).
+
+    ``inputs`` are float32 arrays broadcastable to ``y``; ``program`` is a list of
+    ``(op, dst, a, b, imm0, imm1)`` with ``op`` a name in :data:`OPCODES` (``load``: register
+    ``dst`` = input ``a``; ``store``: ``y`` = register ``a``). None when the shapes do not fit
+    the kernel (more than 4 collapsed dims, an input whose innermost stride is not 0 or 1)."""
+    if len(inputs) > MAX_INPUTS or len(program) > MAX_INSTR:
+        return None
+    views = [np.broadcast_to(a, y.shape) for a in inputs]
+    strides = [[s // 4 for s in y.strides]] + [[s // 4 for s in v.strides] for v in views]
+    dims, st = _collapse_operands(y.shape, strides)
+    if not dims:
+        dims, st = [1], [[1] for _ in strides]
+    if len(dims) > 4 or st[0][-1] != 1 or any(s[-1] not in (0, 1) for s in st[1:]):
+        return None
+    pad = 4 - len(dims)
+    dims = [1] * pad + dims
+    st = [[0] * pad + s for s in st]
+    isa = isa or host_isa()
+    ctx = np.zeros(EW_WORDS, np.int64)
+    inner = dims[3]
+    nrows = dims[0] * dims[1] * dims[2]
+    target = 1 << 14
+    if inner >= target:
+        cb, rpt = target, 1
+    else:
+        cb, rpt = max(inner, 1), max(1, target // max(inner, 1))
+    ncb = -(-inner // cb)
+    want = 4 * threads
+    if -(-nrows // rpt) * ncb < want and nrows * inner > 4096:
+        if nrows >= want:
+            rpt = -(-nrows // want)
+        else:
+            rpt = 1
+            per = -(-inner * nrows // want)
+            cb = max(BLOCK, -(-per // BLOCK) * BLOCK)
+            ncb = -(-inner // cb)
+    head = dict(y=y.ctypes.data, d0=dims[0], d1=dims[1], d2=dims[2], inner=inner, ys0=st[0][0], ys1=st[0][1],
+                ys2=st[0][2], rpt=rpt, nrows=nrows, cb=cb, ncb=ncb, ninstr=len(program))
+    for k, v in head.items():
+        ctx[EH[k]] = v
+    for i, v in enumerate(views):
+        base = EW_IN0 + i * EW_IN_WORDS
+        ctx[base:base + EW_IN_WORDS] = [v.ctypes.data, st[i + 1][0], st[i + 1][1], st[i + 1][2], st[i + 1][3]]
+    for j, (op, dst, a, b_, imm0, imm1) in enumerate(program):
+        base = EW_PROG0 + j * EW_INSTR_WORDS
+        ctx[base:base + EW_INSTR_WORDS] = [OPCODES[op], dst, a, b_, _f32_bits(imm0), _f32_bits(imm1)]
+    n_tasks = -(-nrows // rpt) * ncb if y.size else 0
+    return BoundKernel(_eltwise_library(isa).address("eltwise_task"), ctx, n_tasks, threads, (y, *inputs))
