@@ -650,3 +650,104 @@ def _dies_here(L: Lowering, t: Tensor, node: Node) -> bool:
         if (id(s.node), s.index) == keys[0]:
             return all(c.node is node for c in s.node._consumers[s.index]) and not L.is_result(s)
     return False
+
+
+# -- rows: SoftMax, LogSoftmax, MVN -----------------------------------------------------------
+
+def _row_source(L: Lowering, port: Output, axis: int) -> tuple[Tensor, int, int, str] | None:
+    """The input of a last-axis row op as ``(tensor, rows, n, layout)``: NHWC tensors
+    normalized over channels are rows already; otherwise plain and contiguous."""
+    shape = _static(port)
+    t = L.tensor(port)
+    if t.layout == NHWC and axis == 1:
+        n, c, h, w = shape
+        return L.native_input(t, NHWC), n * h * w, c, NHWC
+    if axis != len(shape) - 1:
+        return None
+    t = L.native_input(t, PLAIN)
+    n = shape[-1] if shape else 1
+    return t, int(np.prod(shape[:-1])), n, PLAIN
+
+
+@lowers("Softmax", "SoftMax", "LogSoftmax")
+def lower_softmax(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.norm import row_kernel
+
+    port = node._inputs[0]
+    if port.element_type.dtype != F32 or len(port.partial_shape) == 0:
+        return False
+    rank = len(port.partial_shape)
+    src = _row_source(L, port, node.attrs["axis"] % rank)
+    if src is None:
+        return False
+    x, rows, n, layout = src
+    if rows * n == 0:
+        return False
+    y = L.value(x.shape, layout, name=node.friendly_name)
+    kind = "logsoftmax" if node.type_name == "LogSoftmax" else "softmax"
+    threads = L.threads
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [row_kernel(ins[0].reshape(rows, n), outs[0].reshape(rows, n), kind, threads, isa=L.isa)]
+
+    L.p.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
+    L.finish(node, y, [])
+    return True
+
+
+@lowers("MVN")
+def lower_mvn(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.norm import row_kernel
+    from ember.ops.reduce import reduction_axes
+
+    port = node._inputs[0]
+    axes_v = const_of(node._inputs[1])
+    if port.element_type.dtype != F32 or node.version != "opset6" or axes_v is None:
+        return False
+    shape = _static(port)
+    rank = len(shape)
+    if rank == 0:
+        return False
+    axes = reduction_axes(node, axes_v, rank)
+    if sorted(axes) != list(range(rank - len(axes), rank)):  # the trailing axes only
+        return False
+    n = int(np.prod([shape[a] for a in axes]))
+    rows = int(np.prod(shape)) // n if n else 0
+    if rows * n == 0:
+        return False
+    x = L.native_input(L.tensor(port), PLAIN)
+    # LayerNorm's affine tail: * scale (per column or scalar), + shift (per column or scalar)
+    scale = shift = None
+    last, fused = node, []
+    for kind in ("Multiply", "Add"):
+        nxt = L.sole_consumer(last)
+        if nxt is None or nxt.type_name != kind or len(nxt._inputs) != 2:
+            break
+        other = nxt._inputs[1] if nxt._inputs[0].node is last else nxt._inputs[0]
+        c = const_of(other)
+        if c is None or c.dtype != F32 or nxt.output(0).partial_shape != node.output(0).partial_shape:
+            break
+        full = (1,) * (rank - c.ndim) + c.shape if c.ndim <= rank else None
+        if full is None or any(d != 1 for d in full[:rank - len(axes)]):
+            break
+        vec_ = np.ascontiguousarray(np.broadcast_to(c.reshape(full[rank - len(axes):]),
+                                                    [shape[a] for a in axes]).reshape(-1), np.float32)
+        if kind == "Multiply":
+            scale = vec_
+        else:
+            shift = vec_
+        last = nxt
+        fused.append(nxt)
+    y = L.value(shape, PLAIN, name=last.friendly_name)
+    eps = float(np.float32(node.attrs["eps"]))
+    variance = bool(node.attrs["normalize_variance"])
+    inside = str(node.attrs["eps_mode"]).lower() == "inside_sqrt"
+    threads = L.threads
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [row_kernel(ins[0].reshape(rows, n), outs[0].reshape(rows, n), "mvn", threads, eps=eps,
+                           normalize_variance=variance, eps_inside=inside, scale=scale, shift=shift, isa=L.isa)]
+
+    L.p.add(Op(node.friendly_name, "MVN", [x], [y], native=True, bind=bind))
+    L.finish(last, y, fused)
+    return True

@@ -1,0 +1,188 @@
+"""Row kernels: SoftMax / LogSoftmax and MVN (LayerNorm) over the contiguous last axis.
+
+``row_task(ctx, task)`` handles a block of rows of ``x[rows, n]`` (row strides ``ldx``,
+``ldy``). SoftMax: max, ``exp(x - max)`` and its sum, then a division (LogSoftmax:
+``x - max - log(sum)``). MVN: the mean, then the variance of ``x - mean`` (two passes, as
+the reference computes it), then ``(x - mean) / sqrt(var + eps)`` (or ``sqrt(var) + eps``),
+optionally times a per-column scale plus a per-column shift (LayerNorm's affine tail).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu import jit
+from ember.devices.cpu.codegen import F32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.eltwise import _Math
+from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
+from ember.devices.cpu.isa import Isa, host_isa
+from ember.devices.cpu.pool import _Ctx
+
+VERSION = 1
+ROW_FIELDS = ("x", "y", "rows", "n", "ldx", "ldy", "kind", "eps", "flags", "scale", "shift", "rpt")
+RF = {k: i for i, k in enumerate(ROW_FIELDS)}
+KINDS = {"softmax": 0, "logsoftmax": 1, "mvn": 2}
+F_VARIANCE, F_EPS_INSIDE, F_SCALE, F_SHIFT = 1, 2, 4, 8
+
+
+def _hsum(e: Emitter, v: ir.Value, lanes: int) -> ir.Value:
+    b = e.b
+    s = b.extract_element(v, ir.Constant(ir.IntType(32), 0))
+    for i in range(1, lanes):
+        s = b.fadd(s, b.extract_element(v, ir.Constant(ir.IntType(32), i)))
+    return s
+
+
+def _hmax(e: Emitter, v: ir.Value, lanes: int) -> ir.Value:
+    b = e.b
+    s = b.extract_element(v, ir.Constant(ir.IntType(32), 0))
+    for i in range(1, lanes):
+        x = b.extract_element(v, ir.Constant(ir.IntType(32), i))
+        s = b.select(b.fcmp_ordered(">", x, s), x, s)
+    return s
+
+
+def _emit_rows(m: ir.Module, prefix: str, lanes: int) -> None:
+    fn = Emitter.function(m, f"{prefix}_row_task", VOID, [PTR, I64])
+    e = _Ctx(m, fn, RF)
+    b = e.b
+    task = fn.args[1]
+    vt = vec(F32, lanes)
+    mth = _Math(e, lanes)
+    n, rpt = e.f("n"), e.f("rpt")
+    r0 = b.mul(task, rpt)
+    r1 = e.min(e.f("rows"), b.add(r0, rpt))
+    kind = e.f("kind")
+    flags = e.f("flags")
+
+    def flag(bit: int) -> ir.Value:
+        return b.icmp_unsigned("!=", b.and_(flags, c64(bit)), c64(0))
+
+    nmain = b.mul(b.sdiv(n, c64(lanes)), c64(lanes))
+    has_tail = b.icmp_signed("<", nmain, n)
+    tail = _lane_mask(e, b.sub(n, nmain), lanes)
+    nf = b.sitofp(n, F32)
+
+    def over_row(body) -> None:  # noqa: ANN001 - body(i, mask)
+        with e.loop(0, nmain, lanes, name="c") as i:
+            body(i, None)
+        with b.if_then(has_tail):
+            body(nmain, tail)
+
+    def reduce(load_fn, combine, init: ir.Value, hreduce) -> ir.Value:  # noqa: ANN001
+        acc = e.var(vt, e.splat(init, lanes))
+
+        def body(i: ir.Value, mask: ir.Value | None) -> None:
+            v = load_fn(i, mask)
+            if mask is not None:
+                v = b.select(mask, v, e.splat(init, lanes))
+            b.store(combine(e.load(vt, acc), v), acc)
+
+        over_row(body)
+        return hreduce(e, e.load(vt, acc), lanes)
+
+    with e.loop(r0, r1, name="row") as r:
+        x = e.gep(F32, e.f("x", PTR), b.mul(r, e.f("ldx")))
+        y = e.gep(F32, e.f("y", PTR), b.mul(r, e.f("ldy")))
+
+        def xload(i: ir.Value, mask: ir.Value | None) -> ir.Value:
+            return _masked_load(e, vt, e.gep(F32, x, i), mask)
+
+        with b.if_else(b.icmp_signed("<", kind, c64(KINDS["mvn"]))) as (soft, mvn):
+            with soft:
+                mx = reduce(xload, lambda a, v: b.select(b.fcmp_ordered(">", v, a), v, a),
+                            ir.Constant(F32, float("-inf")), _hmax)
+                vmx = e.splat(mx, lanes)
+                total = e.var(vt, ir.Constant(vt, None))
+
+                def expo(i: ir.Value, mask: ir.Value | None) -> None:
+                    ex = mth.exp(b.fsub(xload(i, mask), vmx))
+                    if mask is not None:
+                        ex = b.select(mask, ex, ir.Constant(vt, None))
+                    b.store(b.fadd(e.load(vt, total), ex), total)
+                    with b.if_then(b.icmp_signed("==", kind, c64(KINDS["softmax"]))):
+                        _masked_store(e, ex, e.gep(F32, y, i), mask)
+
+                over_row(expo)
+                s = e.splat(_hsum(e, e.load(vt, total), lanes), lanes)
+                with b.if_else(b.icmp_signed("==", kind, c64(KINDS["softmax"]))) as (sm, lsm):
+                    with sm:
+                        def divide(i: ir.Value, mask: ir.Value | None) -> None:
+                            p = e.gep(F32, y, i)
+                            _masked_store(e, b.fdiv(_masked_load(e, vt, p, mask), s), p, mask)
+                        over_row(divide)
+                    with lsm:
+                        shift = b.fadd(vmx, mth.log(s))
+
+                        def logsub(i: ir.Value, mask: ir.Value | None) -> None:
+                            _masked_store(e, b.fsub(xload(i, mask), shift), e.gep(F32, y, i), mask)
+                        over_row(logsub)
+            with mvn:
+                mean = b.fdiv(reduce(xload, b.fadd, ir.Constant(F32, 0.0), _hsum), nf)
+                vmean = e.splat(mean, lanes)
+
+                def centered_sq(i: ir.Value, mask: ir.Value | None) -> ir.Value:
+                    d = b.fsub(xload(i, mask), vmean)
+                    return b.fmul(d, d)
+
+                var = b.fdiv(reduce(centered_sq, b.fadd, ir.Constant(F32, 0.0), _hsum), nf)
+                eps = e.f("eps", F32)
+                one = ir.Constant(F32, 1.0)
+                sq_in = e.call("llvm.sqrt.f32", F32, [b.fadd(var, eps)])
+                sq_out = b.fadd(e.call("llvm.sqrt.f32", F32, [var]), eps)
+                denom = b.select(flag(F_EPS_INSIDE), sq_in, sq_out)
+                rstd = b.select(flag(F_VARIANCE), b.fdiv(one, denom), one)
+                vr = e.splat(rstd, lanes)
+                scale, shift = e.f("scale", PTR), e.f("shift", PTR)
+                has_scale, has_shift = flag(F_SCALE), flag(F_SHIFT)
+
+                def normalize(i: ir.Value, mask: ir.Value | None) -> None:
+                    v = b.fmul(b.fsub(xload(i, mask), vmean), vr)
+                    out = e.var(vt, v)
+                    with b.if_then(has_scale):
+                        b.store(b.fmul(e.load(vt, out), _masked_load(e, vt, e.gep(F32, scale, i), mask)), out)
+                    with b.if_then(has_shift):
+                        b.store(b.fadd(e.load(vt, out), _masked_load(e, vt, e.gep(F32, shift, i), mask)), out)
+                    _masked_store(e, e.load(vt, out), e.gep(F32, y, i), mask)
+
+                over_row(normalize)
+    b.ret_void()
+
+
+def _build(prefix: str, isa: Isa) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    _emit_rows(m, prefix, isa.f32_lanes)
+    return m
+
+
+@functools.cache
+def _library(isa: Isa) -> jit.Library:
+    return jit.load(f"rows|v{VERSION}|{isa.level}", isa, lambda p: _build(p, isa))
+
+
+def row_kernel(x: np.ndarray, y: np.ndarray, kind: str, threads: int, *, eps: float = 0.0,
+               normalize_variance: bool = True, eps_inside: bool = True, scale: np.ndarray | None = None,
+               shift: np.ndarray | None = None, isa: Isa | None = None) -> BoundKernel:
+    """A bound row kernel over ``x[rows, n]`` into ``y[rows, n]`` (rows contiguous, any row
+    stride). ``kind``: ``softmax``, ``logsoftmax`` or ``mvn`` (with ``eps``, ``scale``/``shift``
+    float32 vectors of ``n``)."""
+    rows, n = x.shape
+    isa = isa or host_isa()
+    ctx = np.zeros(len(ROW_FIELDS), np.int64)
+    rpt = max(1, (1 << 13) // max(n, 1))
+    if -(-rows // rpt) < 4 * threads:
+        rpt = max(1, -(-rows // (4 * threads)))
+    flags = (F_VARIANCE if normalize_variance else 0) | (F_EPS_INSIDE if eps_inside else 0) | \
+        (F_SCALE if scale is not None else 0) | (F_SHIFT if shift is not None else 0)
+    vals = dict(x=x.ctypes.data, y=y.ctypes.data, rows=rows, n=n, ldx=x.strides[0] // 4, ldy=y.strides[0] // 4,
+                kind=KINDS[kind], eps=int(np.array([eps], np.float32).view(np.uint32)[0]), flags=flags,
+                scale=0 if scale is None else scale.ctypes.data, shift=0 if shift is None else shift.ctypes.data,
+                rpt=rpt)
+    for k, v in vals.items():
+        ctx[RF[k]] = v
+    n_tasks = -(-rows // rpt) if x.size else 0
+    return BoundKernel(_library(isa).address("row_task"), ctx, n_tasks, threads, (x, y, scale, shift))
