@@ -38,7 +38,7 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 4
+VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class UkrKind:
     """How a micro-kernel reads A and multiplies.
 
     ``"rows"``: A is a table of MR row pointers per tap, k contiguous, f32 FMA.
-    ``"strided"``: the same with a runtime k stride (A may be transposed or any view).
+    ``"cols"``: A is stored transposed (m contiguous): one pointer per tap, a runtime k stride.
     ``"bf16"``: A is packed bf16 pairs ``[tap][MR][rs]`` (i32 units), B bf16 pairs, ``vdpbf16ps``.
     """
 
@@ -160,8 +160,9 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
               kind: UkrKind = UkrKind()) -> ir.Function:
     """ukr(a, ntaps, koff, kc, bp, c, ldc, ncols, mode, bias, res, ldr, lo, hi, ks, alpha).
 
-    rows/strided: ``a`` holds ntaps groups of tile.mr row pointers (first mr used), row r
-    of tap t reads A at ``a[t][r] + (koff + k) * ks`` (ks = 1 for "rows"). bf16: ``a`` is
+    rows: ``a`` holds ntaps groups of tile.mr row pointers (first mr used), row r of tap t
+    reads A at ``a[t][r] + koff + k``. cols: only ``a[t][0]`` is used, row r at
+    ``a[t][0] + r + (koff + k) * ks``. bf16: ``a`` is
     the packed tile, row r of tap t at ``a + (t * MR + r) * koff`` (i32 units), kc counts
     k pairs. The B micro-panel at bp is [tap][kc][NR] (4-byte units: floats or bf16 pairs).
     The C tile is at c with row stride ldc; ncols <= NR valid columns; alpha scales the
@@ -188,8 +189,7 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
     def a_value(arow: ir.Value, kk: ir.Value) -> ir.Value:
         if kind.bf16:
             return e.splat(e.load(I32, e.gep(I32, arow, kk), align=4), L)
-        idx = b.mul(kk, ks) if kind.a == "strided" else kk
-        return e.splat(e.load(F32, e.gep(F32, arow, idx), align=4), L)
+        return e.splat(e.load(F32, e.gep(F32, arow, kk), align=4), L)
 
     def ksteps(arow: list[ir.Value], bpt: ir.Value, k: ir.Value, count: int) -> None:
         vals = [[[e.load(vt, s[r][v]) for v in range(nv)] for r in range(mr)] for s in sets]
@@ -198,8 +198,10 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
             cur = vals[u % copies]
             bvec = [e.load(bvt, e.gep(F32, bpt, b.add(b.mul(kk, c64(NR)), c64(v * L))), align=64)
                     for v in range(nv)]
+            if kind.a == "cols":
+                acol = e.gep(F32, arow[0], b.mul(kk, ks))
             for r in range(mr):
-                a = a_value(arow[r], kk)
+                a = e.splat(e.load(F32, e.gep(F32, acol, r), align=4), L) if kind.a == "cols" else a_value(arow[r], kk)
                 for v in range(nv):
                     cur[r][v] = (_dpbf16(e, cur[r][v], bvec[v], a) if kind.bf16
                                  else _fmuladd(e, a, bvec[v], cur[r][v]))
@@ -212,9 +214,10 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
         base = b.mul(t, c64(tile.mr))
         if kind.bf16:
             arow = [e.gep(I32, ap, b.mul(b.add(base, c64(r)), koff)) for r in range(mr)]
+        elif kind.a == "cols":
+            arow = [e.gep(F32, e.load(PTR, e.gep(PTR, ap, base)), b.mul(koff, ks))]
         else:
-            start = b.mul(koff, ks) if kind.a == "strided" else koff
-            arow = [e.gep(F32, e.load(PTR, e.gep(PTR, ap, b.add(base, c64(r)))), start) for r in range(mr)]
+            arow = [e.gep(F32, e.load(PTR, e.gep(PTR, ap, b.add(base, c64(r)))), koff) for r in range(mr)]
         bpt = e.load(PTR, bcur)
         kmain = b.mul(b.sdiv(kc, c64(U)), c64(U))
         with e.loop(0, kmain, U, name="k") as k:
@@ -255,13 +258,16 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
                     for v in range(nv):
                         rv = _masked_load(e, vt, e.gep(F32, rrow, v * L), masks[v])
                         b.store(b.fadd(e.load(vt, acc[r][v]), rv), acc[r][v])
-            vlo, vhi = e.splat(lo, L), e.splat(hi, L)
-            for r in range(mr):
-                for v in range(nv):
-                    x = e.load(vt, acc[r][v])
-                    x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
-                    x = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
-                    b.store(x, acc[r][v])
+            bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
+                            b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
+            with b.if_then(bounded):  # no clamp: skip 2 compares and selects per vector
+                vlo, vhi = e.splat(lo, L), e.splat(hi, L)
+                for r in range(mr):
+                    for v in range(nv):
+                        x = e.load(vt, acc[r][v])
+                        x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
+                        x = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
+                        b.store(x, acc[r][v])
         for r in range(mr):
             for v in range(nv):
                 _masked_store(e, e.load(vt, acc[r][v]), e.gep(F32, crow[r], v * L), masks[v])
