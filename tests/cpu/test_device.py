@@ -201,6 +201,19 @@ CASES = {
     "mvn-outside-sqrt": eltwise_case(
         lambda a: ops.mvn(a, np.array([1, 2], np.int64), True, 1e-3, "outside_sqrt"), [(2, 3, 17)],
         native=frozenset({"MVN"})),
+    # attention (heads split and merged by transposes) and transposes as views
+    "attention-bert-like": (lambda: _attention_model(2, 3, 17, 8, mask="row"), lambda: [_f(2, 17, 24)],
+                            {"ScaledDotProductAttention", "MatMul"}),
+    "attention-causal": (lambda: _attention_model(1, 2, 13, 5, causal=True), lambda: [_f(1, 13, 10)],
+                         {"ScaledDotProductAttention", "MatMul"}),
+    "attention-scalar-scale-full-mask": (lambda: _attention_model(1, 4, 33, 16, mask="full", scale=0.3),
+                                         lambda: [_f(1, 33, 64)], {"ScaledDotProductAttention", "MatMul"}),
+    "attention-edge-mask": (lambda: _attention_model(1, 1, 3, 1, mask="edge"), lambda: [_f(1, 3, 1)],
+                            {"ScaledDotProductAttention", "MatMul"}),
+    "transpose-nhwc-view": (lambda: _conv_then(lambda y: ops.transpose(y, np.array([0, 2, 3, 1]))),
+                            lambda: [_f(1, 3, 5, 5)], {"Convolution", "Transpose"}),
+    "transpose-copy": eltwise_case(lambda a: ops.relu(ops.transpose(ops.exp(a), np.array([2, 0, 1]))),
+                                   [(3, 5, 17)], native=frozenset({"Transpose", "Eltwise"})),
     "se-scale-nhwc": (lambda: _se_model(), lambda: [_f(1, 8, 5, 5)], {"Eltwise", "Convolution"}),
     **{f"unary-{k}": eltwise_case(fn, [(3, 41)], edge=True) for k, fn in UNARY_BUILDERS.items()},
     **{f"unary-{k}": eltwise_case(fn, [(2, 33)], positive=True) for k, fn in POSITIVE_BUILDERS.items()},
@@ -213,6 +226,29 @@ def _se_model() -> Model:
     y = ops.relu(ops.convolution(x, _w(8, 8, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1]))
     s = ops.sigmoid(ops.reduce_mean(y, np.array([2, 3], np.int64), True))
     return _model(ops.multiply(y, s), [x])
+
+
+def _attention_model(b: int, heads: int, seq: int, d: int, mask: str | None = None, causal: bool = False,
+                     scale: float | None = None) -> Model:
+    """q, k, v projections of x [b, seq, heads*d], split into heads, attention, heads merged."""
+    x = _param((b, seq, heads * d))
+    hid = heads * d
+
+    def split(t):  # noqa: ANN001, ANN202
+        r = ops.reshape(t, np.array([b, seq, heads, d], np.int64), False)
+        return ops.transpose(r, np.array([0, 2, 1, 3]))
+
+    q, k, v = (split(ops.add(ops.matmul(x, _w(hid, hid), False, False), _f(hid))) for _ in range(3))
+    m = None
+    if mask == "row":
+        m = _f(b, 1, 1, seq)
+    elif mask == "full":
+        m = _f(1, heads, seq, seq)
+    elif mask == "edge":  # one key masked out with -inf, large finite offsets elsewhere
+        m = np.array([[[[-np.inf, 30.0, -30.0]]]], np.float32)
+    a = ops.scaled_dot_product_attention(q, k, v, m, None if scale is None else np.float32(scale), causal)
+    merged = ops.reshape(ops.transpose(a, np.array([0, 2, 1, 3])), np.array([b, seq, hid], np.int64), False)
+    return _model(ops.matmul(merged, _w(hid, hid), False, False), [x])
 
 
 def _conv_then(fn) -> Model:  # noqa: ANN001

@@ -203,6 +203,16 @@ def _static(port: Output) -> tuple[int, ...]:
     return tuple(int(d) for d in ps.to_shape())
 
 
+def probe_array(t: Tensor) -> np.ndarray:
+    """An array with ``t``'s physical shape and strides (memory reserved, never touched)."""
+    if t.kind == "view":
+        assert t.base is not None and t.make_view is not None
+        return t.make_view(probe_array(t.base))
+    if t.kind == "const":
+        return t.data  # type: ignore[return-value]
+    return np.empty(t.shape, t.dtype)
+
+
 def const_of(port: Output) -> np.ndarray | None:
     return port.node.data if isinstance(port.node, Constant) else None
 
@@ -751,3 +761,109 @@ def lower_mvn(L: Lowering, node: Node) -> bool:
     L.p.add(Op(node.friendly_name, "MVN", [x], [y], native=True, bind=bind))
     L.finish(last, y, fused)
     return True
+
+
+# -- transposes and attention -----------------------------------------------------------------
+
+def _is_identity(perm: list[int], shape: tuple[int, ...]) -> bool:
+    """Whether permuting axes ``perm`` of ``shape`` keeps the memory order (size-1 axes move freely)."""
+    moved = [p for p in perm if shape[p] != 1]
+    return moved == sorted(moved)
+
+
+@lowers("Transpose")
+def lower_transpose(L: Lowering, node: Node) -> bool:
+    src = L.tensor(node._inputs[0])
+    perm_v = const_of(node._inputs[1])
+    if src.kind not in ("value", "view") or perm_v is None:
+        return False
+    rank = len(src.logical_shape)
+    perm = [int(p) % rank for p in np.asarray(perm_v).reshape(-1)] if perm_v.size else list(range(rank))[::-1]
+    shape = _static(node.output(0))
+    if src.layout == NHWC:  # permute the logical axes of the physical NHWC array
+        full = [(0, 3, 1, 2)[p] for p in perm]
+        contiguous = src.contiguous and _is_identity(full, src.shape)
+        t = L.p.view(src, shape, lambda a, f=tuple(full): a.transpose(f), contiguous=contiguous,
+                     name=node.friendly_name)
+    else:
+        contiguous = src.contiguous and _is_identity(perm, src.shape)
+        t = L.p.view(src, shape, lambda a, f=tuple(perm): a.transpose(f), contiguous=contiguous,
+                     name=node.friendly_name)
+    L.finish(node, t, [])
+    return True
+
+
+@lowers("ScaledDotProductAttention")
+def lower_attention(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.attention import attention_kernel, fits
+
+    ports = node._inputs
+    if any(p.element_type.dtype != F32 for p in ports[:3]) or node.output(0).element_type.dtype != F32:
+        return False
+    shapes = [_static(p) for p in ports[:3]]
+    out_shape = _static(node.output(0))
+    if any(len(s) < 2 or len(s) > 4 for s in shapes) or len(out_shape) > 4:
+        return False
+    causal = bool(node.attrs["causal"])
+    mask_t = None
+    if len(ports) > 3 and not causal:
+        mc = const_of(ports[3])
+        if ports[3].element_type.dtype != F32 or len(ports[3].partial_shape) > 4:
+            return False
+        if mc is None or np.any(mc != 0):
+            mask_t = L.p.const(np.ascontiguousarray(mc, np.float32)) if mc is not None \
+                else L.native_input(L.tensor(ports[3]), PLAIN)
+    if len(ports) > 4:
+        s = _scalar(ports[4])
+        if s is None:
+            return False
+        scale = s
+    else:
+        scale = 1.0 / math.sqrt(shapes[0][-1])
+    e, s_len = shapes[0][-1], shapes[1][-2]
+    if not fits(s_len, e, L.isa) or s_len == 0 or shapes[1][-1] != e:
+        return False
+
+    def four(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (1,) * (4 - len(shape)) + tuple(shape)
+
+    ins = []
+    for p in ports[:3]:  # strided views are fine while their last axis is contiguous
+        t = L.native_input(L.tensor(p), PLAIN, contiguous=False)
+        probe = probe_array(t)
+        if probe.shape[-1] > 1 and probe.strides[-1] != probe.itemsize:
+            t = L.native_input(t, PLAIN, contiguous=True)
+        ins.append(t)
+    o4 = four(out_shape)
+    # the usual consumer merges heads back: Transpose(0, 2, 1, 3); write into its layout directly
+    nxt = L.sole_consumer(node)
+    merged = None
+    if nxt is not None and nxt.type_name == "Transpose" and len(out_shape) == 4:
+        pv = const_of(nxt._inputs[1])
+        if pv is not None and [int(x) for x in np.asarray(pv).reshape(-1)] == [0, 2, 1, 3]:
+            merged = nxt
+    z = L.value(_static(merged.output(0)) if merged is not None else out_shape, PLAIN, name=node.friendly_name)
+    mask_shape = None if mask_t is None else four(tuple(mask_t.logical_shape))
+    threads = L.threads
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        q, k, v = (_contig_last(a.reshape(four(a.shape)) if a.ndim < 4 else a) for a in arrs[:3])
+        m = arrs[3].reshape(mask_shape) if mask_t is not None else None
+        o = outs[0].transpose(0, 2, 1, 3) if merged is not None else outs[0].reshape(o4)
+        bshape = o4[:2]
+        q, k, v = (np.broadcast_to(x, bshape + x.shape[2:]) for x in (q, k, v))
+        return [attention_kernel(q, k, v, m, o, scale, causal, threads, L.isa)]
+
+    all_ins = ins + ([mask_t] if mask_t is not None else [])
+    L.p.add(Op(node.friendly_name, "ScaledDotProductAttention", all_ins, [z], native=True, bind=bind))
+    if merged is not None:
+        L.finish(merged, z, [merged])
+    else:
+        L.finish(node, z, [])
+    return True
+
+
+def _contig_last(a: np.ndarray) -> np.ndarray:
+    if a.shape[-1] > 1 and a.strides[-1] != 4:
+        raise EmberError("ember: internal: attention operand without a contiguous last axis")
+    return a

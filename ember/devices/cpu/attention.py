@@ -1,0 +1,250 @@
+"""Scaled dot-product attention: ``softmax(Q K^T * scale + mask) V`` in one kernel.
+
+``attention_task(ctx, task)`` computes a block of query rows of one (batch, head). It first
+transposes that head's K into a stack buffer (``kt[e][s]``, gathered), then for each tile of
+``MR`` query rows: the scores ``Q K^T`` in registers (``MR x NV`` vectors, broadcasting one
+Q element per row), scaled and masked into a row buffer; a softmax over each row (the sums
+kept aside); and ``P V`` accumulated in registers, divided by the row sums when stored.
+
+Q, K, V and the output are strided views (the head's vectors contiguous), so the Transposes
+that split and merge heads around attention cost nothing; the mask broadcasts by strides.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu import jit
+from ember.devices.cpu.codegen import F32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.eltwise import _addresses, _fma, _Math
+from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
+from ember.devices.cpu.isa import Isa, host_isa
+from ember.devices.cpu.pool import _Ctx
+
+VERSION = 1
+FIELDS = ("q", "k", "v", "m", "o", "B", "H", "L", "S", "E", "Ev", "qb", "qh", "ql", "kb", "kh", "ks", "vb", "vh",
+          "vs", "mb", "mh", "ml", "ms", "ob", "oh", "ol", "scale", "causal", "hasmask", "lblk", "nlb", "spad")
+AF = {k: i for i, k in enumerate(FIELDS)}
+MAX_STACK_FLOATS = 1 << 18  # K^T and the score rows live on the stack
+
+
+def tiles(isa: Isa) -> tuple[int, int]:
+    """(MR query rows, NV vectors of columns) per register tile."""
+    return (6, 4) if isa.registers >= 32 else (3, 2)
+
+
+def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
+    lanes = isa.f32_lanes
+    MR, NV = tiles(isa)
+    fn = Emitter.function(m, f"{prefix}_attention_task", VOID, [PTR, I64])
+    e = _Ctx(m, fn, AF)
+    b = e.b
+    task = fn.args[1]
+    vt = vec(F32, lanes)
+    mth = _Math(e, lanes)
+    zero = ir.Constant(vt, None)
+    neg_inf = ir.Constant(vt, [-math.inf] * lanes)
+    lane_idx = ir.Constant(vec(I64, lanes), list(range(lanes)))
+    nlb, H, L, S, E, Ev = e.f("nlb"), e.f("H"), e.f("L"), e.f("S"), e.f("E"), e.f("Ev")
+    lb = b.srem(task, nlb)
+    bh = b.sdiv(task, nlb)
+    h, bb = b.srem(bh, H), b.sdiv(bh, H)
+    l0 = b.mul(lb, e.f("lblk"))
+    l1 = e.min(L, b.add(l0, e.f("lblk")))
+
+    def base(ptr: str, sb: str, sh: str) -> ir.Value:
+        return e.gep(F32, e.f(ptr, PTR), b.add(b.mul(bb, e.f(sb)), b.mul(h, e.f(sh))))
+
+    q, k, v = base("q", "qb", "qh"), base("k", "kb", "kh"), base("v", "vb", "vh")
+    mk, o = base("m", "mb", "mh"), base("o", "ob", "oh")
+    ql, ks, vs, ml, ms, ol = e.f("ql"), e.f("ks"), e.f("vs"), e.f("ml"), e.f("ms"), e.f("ol")
+    spad = e.f("spad")
+    scale = e.splat(e.f("scale", F32), lanes)
+    causal = b.icmp_signed("!=", e.f("causal"), c64(0))
+    hasmask = b.icmp_signed("!=", e.f("hasmask"), c64(0))
+    kt_slot = b.alloca(F32, size=b.mul(E, spad))
+    kt_slot.align = 64
+    st_slot = b.alloca(F32, size=b.mul(c64(MR), spad))
+    st_slot.align = 64
+
+    def opaque(p: ir.Value) -> ir.Value:  # llvmlite types allocas; the buffers hold vectors and floats
+        return b.inttoptr(b.ptrtoint(p, I64), PTR)
+
+    kt, st = opaque(kt_slot), opaque(st_slot)
+    rowsum = opaque(b.alloca(F32, size=c64(MR)))
+
+    # ---- K^T: kt[e * spad + s] = K[s, e] (zero for s >= S)
+    with e.loop(0, E, name="pe") as ee:
+        with e.loop(0, spad, lanes, name="ps") as s0:
+            sidx = b.add(e.splat(s0, lanes), lane_idx)
+            valid = b.icmp_signed("<", sidx, e.splat(S, lanes))
+            ptrs = _addresses(e, k, b.add(b.mul(sidx, e.splat(ks, lanes)), e.splat(ee, lanes)), lanes)
+            g = e.call(f"llvm.masked.gather.v{lanes}f32.v{lanes}p0", vt, [ptrs, c32(4), valid, zero])
+            b.store(g, e.gep(F32, kt, b.add(b.mul(ee, spad), s0)), align=4)
+
+    ncv = b.sdiv(spad, c64(lanes))
+
+    def qk_block(mr: int, nv: int, r0: ir.Value, cv: ir.Value) -> None:
+        accs = [[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)]
+        qrows = [e.gep(F32, q, b.mul(b.add(r0, c64(r)), ql)) for r in range(mr)]
+        with e.loop(0, E, name="qe") as ee:
+            krow = e.gep(F32, kt, b.add(b.mul(ee, spad), b.mul(cv, c64(lanes))))
+            kv = [e.load(vt, e.gep(F32, krow, j * lanes), align=4) for j in range(nv)]
+            for r in range(mr):
+                a = e.splat(e.load(F32, e.gep(F32, qrows[r], ee)), lanes)
+                for j in range(nv):
+                    b.store(_fma(e, a, kv[j], e.load(vt, accs[r][j])), accs[r][j])
+        for r in range(mr):
+            row = b.add(r0, c64(r))
+            mrow = e.gep(F32, mk, b.mul(row, ml))
+            for j in range(nv):
+                col = b.mul(b.add(cv, c64(j)), c64(lanes))
+                cidx = b.add(e.splat(col, lanes), lane_idx)
+                sc = e.var(vt, b.fmul(e.load(vt, accs[r][j]), scale))
+                with b.if_then(hasmask):
+                    inside = b.icmp_signed("<", cidx, e.splat(S, lanes))
+                    with b.if_else(b.icmp_signed("==", ms, c64(0))) as (scalar, row_vec):
+                        with scalar:
+                            mv = e.splat(e.load(F32, mrow), lanes)
+                            b.store(b.fadd(e.load(vt, sc), mv), sc)
+                        with row_vec:
+                            mv = _masked_load(e, vt, e.gep(F32, mrow, col), inside)
+                            b.store(b.fadd(e.load(vt, sc), mv), sc)
+                x = e.load(vt, sc)
+                future = b.and_(b.icmp_signed(">", cidx, e.splat(row, lanes)), e.splat(causal, lanes))
+                x = b.select(future, neg_inf, x)
+                x = b.select(b.icmp_signed("<", cidx, e.splat(S, lanes)), x, neg_inf)
+                b.store(x, e.gep(F32, st, b.add(b.mul(c64(r), spad), col)), align=4)
+
+    def softmax_rows(mr: int) -> None:
+        for r in range(mr):
+            srow = e.gep(F32, st, b.mul(c64(r), spad))
+            mx = e.var(vt, neg_inf)
+            with e.loop(0, spad, lanes, name="sm") as c:
+                x = e.load(vt, e.gep(F32, srow, c), align=4)
+                cur = e.load(vt, mx)
+                b.store(b.select(b.fcmp_ordered(">", x, cur), x, cur), mx)
+            mv = e.load(vt, mx)
+            hm = b.extract_element(mv, c32(0))
+            for i in range(1, lanes):
+                xi = b.extract_element(mv, c32(i))
+                hm = b.select(b.fcmp_ordered(">", xi, hm), xi, hm)
+            # a fully masked row (max -inf) gives NaN, as the reference does
+            vmax = e.splat(hm, lanes)
+            tot = e.var(vt, zero)
+            with e.loop(0, spad, lanes, name="se") as c:
+                p = e.gep(F32, srow, c)
+                ex = mth.exp(b.fsub(e.load(vt, p, align=4), vmax))
+                b.store(ex, p, align=4)
+                b.store(b.fadd(e.load(vt, tot), ex), tot)
+            tv = e.load(vt, tot)
+            s_ = b.extract_element(tv, c32(0))
+            for i in range(1, lanes):
+                s_ = b.fadd(s_, b.extract_element(tv, c32(i)))
+            b.store(s_, e.gep(F32, rowsum, c64(r)))
+
+    def pv_block(mr: int, nv: int, r0: ir.Value, ev0: ir.Value) -> None:
+        accs = [[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)]
+        masks = [_lane_mask(e, b.sub(Ev, b.add(ev0, c64(j * lanes))), lanes) for j in range(nv)]
+        with e.loop(0, S, name="pv") as s:
+            vrow = e.gep(F32, v, b.add(b.mul(s, vs), ev0))
+            vv = [_masked_load(e, vt, e.gep(F32, vrow, j * lanes), masks[j]) for j in range(nv)]
+            for r in range(mr):
+                p = e.splat(e.load(F32, e.gep(F32, st, b.add(b.mul(c64(r), spad), s))), lanes)
+                for j in range(nv):
+                    b.store(_fma(e, p, vv[j], e.load(vt, accs[r][j])), accs[r][j])
+        for r in range(mr):
+            inv = e.splat(b.fdiv(ir.Constant(F32, 1.0), e.load(F32, e.gep(F32, rowsum, c64(r)))), lanes)
+            orow = e.gep(F32, o, b.add(b.mul(b.add(r0, c64(r)), ol), ev0))
+            for j in range(nv):
+                _masked_store(e, b.fmul(e.load(vt, accs[r][j]), inv), e.gep(F32, orow, j * lanes), masks[j])
+
+    def tile(mr: int, r0: ir.Value) -> None:
+        cmain = b.mul(b.sdiv(ncv, c64(NV)), c64(NV))
+        with e.loop(0, cmain, NV, name="cv") as cv:
+            qk_block(mr, NV, r0, cv)
+        with e.loop(cmain, ncv, name="cr") as cv:
+            qk_block(mr, 1, r0, cv)
+        softmax_rows(mr)
+        with e.loop(0, Ev, NV * lanes, name="ev") as ev0:
+            left = e.cdiv(b.sub(Ev, ev0), lanes)
+            done = fn.append_basic_block("pv.done")
+            sw = b.switch(e.min(left, c64(NV)), done)
+            for nv in range(1, NV + 1):
+                blk = fn.append_basic_block(f"pv.{mr}x{nv}")
+                sw.add_case(c64(nv), blk)
+                b.position_at_end(blk)
+                pv_block(mr, nv, r0, ev0)
+                b.branch(done)
+            b.position_at_end(done)
+
+    rmain = b.add(l0, b.mul(b.sdiv(b.sub(l1, l0), c64(MR)), c64(MR)))
+    with e.loop(l0, rmain, MR, name="rt") as r0:
+        tile(MR, r0)
+    with e.loop(rmain, l1, name="rr") as r0:
+        tile(1, r0)
+    b.ret_void()
+
+
+def _build(prefix: str, isa: Isa) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    _emit(m, prefix, isa)
+    return m
+
+
+@functools.cache
+def _library(isa: Isa) -> jit.Library:
+    mr, nv = tiles(isa)
+    return jit.load(f"attention|v{VERSION}|{isa.level}|mr{mr}|nv{nv}", isa, lambda p: _build(p, isa))
+
+
+def fits(s: int, e: int, isa: Isa | None = None) -> bool:
+    """Whether a head with ``s`` keys of width ``e`` fits the kernel's stack buffers."""
+    isa = isa or host_isa()
+    lanes = isa.f32_lanes
+    spad = -(-max(s, 1) // lanes) * lanes
+    return spad * (e + tiles(isa)[0]) <= MAX_STACK_FLOATS
+
+
+def _strides4(a: np.ndarray) -> list[int]:
+    return [s // 4 for s in a.strides]
+
+
+def attention_kernel(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, out: np.ndarray,
+                     scale: float, causal: bool, threads: int, isa: Isa | None = None) -> BoundKernel:
+    """A bound attention kernel. ``q [B,H,L,E]``, ``k [B,H,S,E]``, ``v [B,H,S,Ev]`` and ``out
+    [B,H,L,Ev]`` are float32 views with a contiguous last axis (batch and head axes may
+    broadcast with stride 0); ``mask`` broadcasts to ``[B,H,L,S]`` (last stride 1 or 0)."""
+    isa = isa or host_isa()
+    B, H, L, Ev = out.shape
+    S, E = k.shape[2], k.shape[3]
+    lanes = isa.f32_lanes
+    mr, _ = tiles(isa)
+    spad = -(-max(S, 1) // lanes) * lanes
+    ctx = np.zeros(len(FIELDS), np.int64)
+    qs, ks_, vs_, os_ = _strides4(q), _strides4(k), _strides4(v), _strides4(out)
+    if mask is not None:
+        mask = np.broadcast_to(mask, (B, H, L, S))
+        ms_ = _strides4(mask)
+    else:
+        ms_ = [0, 0, 0, 0]
+    groups = B * H
+    lblk = L
+    if groups < 4 * threads and L > mr:
+        per = -(-L // max(1, -(-4 * threads // groups)))
+        lblk = max(mr, -(-per // mr) * mr)
+    nlb = -(-L // lblk)
+    vals = dict(q=q.ctypes.data, k=k.ctypes.data, v=v.ctypes.data, m=0 if mask is None else mask.ctypes.data,
+                o=out.ctypes.data, B=B, H=H, L=L, S=S, E=E, Ev=Ev, qb=qs[0], qh=qs[1], ql=qs[2], kb=ks_[0],
+                kh=ks_[1], ks=ks_[2], vb=vs_[0], vh=vs_[1], vs=vs_[2], mb=ms_[0], mh=ms_[1], ml=ms_[2], ms=ms_[3],
+                ob=os_[0], oh=os_[1], ol=os_[2], scale=int(np.array([scale], np.float32).view(np.uint32)[0]),
+                causal=int(causal), hasmask=int(mask is not None), lblk=lblk, nlb=nlb, spad=spad)
+    for key, val in vals.items():
+        ctx[AF[key]] = val
+    n_tasks = groups * nlb if out.size else 0
+    return BoundKernel(_library(isa).address("attention_task"), ctx, n_tasks, threads, (q, k, v, mask, out))
