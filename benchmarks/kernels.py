@@ -5,13 +5,17 @@
     python benchmarks/kernels.py --isa avx2 --threads 1
 
 GEMM shapes are the matrix products of ResNet-50, MobileNetV2 and a BERT-like encoder
-(hidden 384, sequence 128); convolution shapes are their layers (NHWC, batch 1). ember runs
+(hidden 384, sequence 128), including the batched attention products of two activations
+(12 heads); convolution shapes are their layers (NHWC, batch 1). ember runs
 the way a compiled plan does: weights packed and buffers bound once, then one
 ``parallel_for`` per call. numpy computes ``matmul(A, B, out=C)``; for convolutions it does im2col
 (``sliding_window_view``) + matmul, and an einsum over the windows for depthwise layers.
 Runs alternate ember / numpy in rounds (the machine is shared and noisy), with a pause
 before each timed block so neither side's idle threads still spin, and report medians.
-The peak is measured here with a tight FMA loop (per core).
+The peak is measured here with a tight FMA loop (per core), and for bf16 with a tight
+``vdpbf16ps`` loop (twice the f32 peak in theory). bf16 columns (when the CPU has
+AVX512_BF16, or with ``--precision``) run the same weights rounded to bf16; depthwise
+convolutions stay f32 and show "-".
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from llvmlite import ir
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ember.devices.cpu import jit  # noqa: E402
-from ember.devices.cpu.codegen import F32, I64, Emitter, vec  # noqa: E402
+from ember.devices.cpu.batched_gemm import BatchedGemm  # noqa: E402
+from ember.devices.cpu.codegen import BF16, F32, I64, Emitter, vec  # noqa: E402
 from ember.devices.cpu.conv import Conv2d, ConvGeometry  # noqa: E402
-from ember.devices.cpu.gemm import Epilogue, Gemm, aligned_empty, pack_b  # noqa: E402
+from ember.devices.cpu.gemm import Epilogue, Gemm, aligned_empty, bf16_supported, pack_b  # noqa: E402
 from ember.devices.cpu.isa import Isa, host_isa  # noqa: E402
 from ember.devices.cpu.threadpool import ThreadPool  # noqa: E402
 
@@ -52,6 +57,11 @@ GEMMS = [  # (label, M, K, N)
     ("bert attn out", 128, 384, 384),
 ]
 
+BATCHED = [  # (label, shape A, shape B, transpose A, transpose B): MatMul of two activations
+    ("bert attention Q.K^T", (1, 12, 128, 32), (1, 12, 128, 32), False, True),
+    ("bert attention P.V", (1, 12, 128, 128), (1, 12, 128, 32), False, False),
+]
+
 CONVS = [  # (label, h, w, cin, cout, k, stride, groups)
     ("resnet50 stem 7x7/2", 224, 224, 3, 64, 7, 2, 1),
     ("resnet50 res2 3x3", 56, 56, 64, 64, 3, 1, 1),
@@ -68,7 +78,7 @@ CONVS = [  # (label, h, w, cin, cout, k, stride, groups)
 ]
 
 QUICK = {"resnet50 res2 1x1 64->256", "resnet50 res5 3x3 as GEMM", "bert ffn up", "resnet50 res2 3x3",
-         "mobilenetv2 dw 56x144"}
+         "mobilenetv2 dw 56x144", "bert attention Q.K^T"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -89,10 +99,11 @@ def openblas_threads(n: int) -> bool:
     return False
 
 
-def peak_gflops(isa: Isa) -> float:
-    """FP32 GFLOP/s of one core: 12 independent FMA chains in a loop."""
+def peak_gflops(isa: Isa, bf16: bool = False) -> float:
+    """GFLOP/s of one core: 12 independent FMA (or bf16 dot-product) chains in a loop."""
     lanes = isa.f32_lanes
     vt = vec(F32, lanes)
+    bt = vec(BF16, 2 * lanes)
 
     def build(prefix: str) -> ir.Module:
         m = ir.Module(name=prefix)
@@ -103,19 +114,24 @@ def peak_gflops(isa: Isa) -> float:
         accs = [e.var(vt, ir.Constant(vt, [0.5] * lanes)) for _ in range(12)]
         with e.loop(0, fn.args[0]):
             for a in accs:
-                e.b.store(e.call(f"llvm.fmuladd.v{lanes}f32", vt, [e.load(vt, a), one, one]), a)
+                if bf16:
+                    ob = e.b.bitcast(one, bt)
+                    x = e.call("llvm.x86.avx512bf16.dpbf16ps.512", vt, [e.load(vt, a), ob, ob])
+                else:
+                    x = e.call(f"llvm.fmuladd.v{lanes}f32", vt, [e.load(vt, a), one, one])
+                e.b.store(x, a)
         s = e.load(vt, accs[0])
         for a in accs[1:]:
             s = e.b.fadd(s, e.load(vt, a))
         e.b.ret(e.b.extract_element(s, ir.Constant(ir.IntType(32), 0)))
         return m
 
-    lib = jit.load(f"bench-peak|v1|{isa.level}", isa, build)
+    lib = jit.load(f"bench-peak|v2|{isa.level}|{'bf16' if bf16 else 'f32'}", isa, build)
     f = lib.cfunc("peak", ctypes.c_float, ctypes.c_int64)
     n = 20_000_000
     f(n // 10)
     best = min(_timed(lambda: f(n)) for _ in range(5))
-    return n * 12 * lanes * 2 / best / 1e9
+    return n * 12 * lanes * 2 * (2 if bf16 else 1) / best / 1e9
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -124,23 +140,23 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def alternate(a: Callable[[], object], b: Callable[[], object], rounds: int,
-              target_s: float = 0.02, gap_s: float = 0.12) -> tuple[float, float]:
-    """Median seconds per call of a and b, timed in alternating rounds (A B A B ...).
+def alternate(*fns: Callable[[], object], rounds: int = 5, target_s: float = 0.02,
+              gap_s: float = 0.12) -> list[float]:
+    """Median seconds per call of each function, timed in alternating rounds (A B C A B C ...).
 
     Each timed block starts after ``gap_s`` of sleep, so the other side's thread pool has
     gone idle (OpenBLAS workers busy-wait about 2**28 cycles after a call; ember's 100 us)."""
-    a()
-    b()
-    per = min(_timed(a), _timed(b))
+    for fn in fns:
+        fn()
+    per = min(_timed(fn) for fn in fns)
     reps = max(1, min(200, int(target_s / max(per, 1e-7))))
-    ta, tb = [], []
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        for fn, out in ((a, ta), (b, tb)):
+        for fn, out in zip(fns, times):
             time.sleep(gap_s)
             fn()
             out.append(_timed(lambda fn=fn: [fn() for _ in range(reps)]) / reps)
-    return statistics.median(ta), statistics.median(tb)
+    return [statistics.median(t) for t in times]
 
 
 def numpy_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: int) -> np.ndarray:
@@ -156,36 +172,76 @@ def numpy_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: int)
 
 
 # --------------------------------------------------------------------------- runs
-def bench_gemm(label: str, m: int, k: int, n: int, threads: int, pool: ThreadPool, isa: Isa,
-               rounds: int) -> tuple[float, float]:
+def _check_bf16(got: np.ndarray, want: np.ndarray, depth: int) -> None:
+    np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * np.sqrt(depth))
+
+
+def bench_gemm(label: str, m: int, k: int, n: int, threads: int, pool: ThreadPool, isa: Isa, rounds: int,
+               precisions: list[str]) -> tuple[float, dict[str, float], float]:
     rng = np.random.default_rng(0)
     a = aligned_empty((m, k))
     a[...] = rng.standard_normal((m, k))
     bmat = rng.standard_normal((k, n)).astype(np.float32)
-    c = aligned_empty((m, n))
-    bound = Gemm(pack_b(bmat, isa), m, Epilogue(), num_threads=threads).bind(a, c)
-    run_ember = lambda: bound.run(pool)
-    run_ember()
-    np.testing.assert_allclose(c, a @ bmat, rtol=1e-3, atol=1e-3 * np.sqrt(k))
+    want = a @ bmat
+    runs = []
+    for prec in precisions:
+        c = aligned_empty((m, n))
+        bound = Gemm(pack_b(bmat, isa, precision=prec), m, Epilogue(), num_threads=threads).bind(a, c)
+        bound.run(pool)
+        if prec == "f32":
+            np.testing.assert_allclose(c, want, rtol=1e-3, atol=1e-3 * np.sqrt(k))
+        else:
+            _check_bf16(c, want, k)
+        runs.append(lambda bound=bound, c=c: bound.run(pool))  # c: bound kernels do not keep buffers alive
     c_np = aligned_empty((m, n))  # numpy also writes into a preallocated output
-    return alternate(run_ember, lambda: np.matmul(a, bmat, out=c_np), rounds)
+    *te, tn = alternate(*runs, lambda: np.matmul(a, bmat, out=c_np), rounds=rounds)
+    return 2.0 * m * k * n, dict(zip(precisions, te)), tn
+
+
+def bench_batched(label: str, sa: tuple[int, ...], sb: tuple[int, ...], ta: bool, tb: bool, threads: int,
+                  pool: ThreadPool, isa: Isa, rounds: int) -> tuple[float, dict[str, float], float]:
+    rng = np.random.default_rng(0)
+    a, b = aligned_empty(sa), aligned_empty(sb)
+    a[...] = rng.standard_normal(sa)
+    b[...] = rng.standard_normal(sb)
+    an = np.swapaxes(a, -1, -2) if ta else a
+    bn = np.swapaxes(b, -1, -2) if tb else b
+    op = BatchedGemm(sa, sb, ta, tb, threads, isa=isa)
+    c = aligned_empty(op.output_shape)
+    bound = op.bind(a, b, c)
+    bound.run(pool)
+    np.testing.assert_allclose(c, np.matmul(an, bn), rtol=1e-3, atol=1e-3 * np.sqrt(op.shapes.k))
+    c_np = aligned_empty(op.output_shape)
+    te, tn = alternate(lambda: bound.run(pool), lambda: np.matmul(an, bn, out=c_np), rounds=rounds)
+    return float(op.flops), {"f32": te}, tn
 
 
 def bench_conv(label: str, h: int, w: int, cin: int, cout: int, k: int, stride: int, groups: int,
-               threads: int, pool: ThreadPool, isa: Isa, rounds: int) -> tuple[float, float, int]:
+               threads: int, pool: ThreadPool, isa: Isa, rounds: int,
+               precisions: list[str]) -> tuple[float, dict[str, float], float]:
     rng = np.random.default_rng(0)
     pad = k // 2
     geo = ConvGeometry(1, h, w, cin, cout, k, k, (stride, stride), (1, 1), (pad, pad), (pad, pad), groups)
     x = aligned_empty((1, h, w, cin))
     x[...] = rng.standard_normal(x.shape)
     wt = rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32)
-    y = aligned_empty(geo.output_shape)
-    bound = Conv2d(geo, wt, num_threads=threads, isa=isa).bind(x, y)
-    run_ember = lambda: bound.run(pool)
-    run_ember()
-    np.testing.assert_allclose(y, numpy_conv(x, wt, stride, pad, groups), rtol=1e-3, atol=1e-3 * np.sqrt(cin * k * k))
-    te, tn = alternate(run_ember, lambda: numpy_conv(x, wt, stride, pad, groups), rounds)
-    return te, tn, geo.flops
+    want = numpy_conv(x, wt, stride, pad, groups)
+    runs, used = [], []
+    for prec in precisions:
+        conv = Conv2d(geo, wt, num_threads=threads, isa=isa, precision=prec)
+        if conv.precision.value != prec:  # depthwise stays f32
+            continue
+        y = aligned_empty(geo.output_shape)
+        bound = conv.bind(x, y)
+        bound.run(pool)
+        if prec == "f32":
+            np.testing.assert_allclose(y, want, rtol=1e-3, atol=1e-3 * np.sqrt(cin * k * k))
+        else:
+            _check_bf16(y, want, cin * k * k)
+        runs.append(lambda bound=bound, y=y: bound.run(pool))
+        used.append(prec)
+    *te, tn = alternate(*runs, lambda: numpy_conv(x, wt, stride, pad, groups), rounds=rounds)
+    return float(geo.flops), dict(zip(used, te)), tn
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,48 +249,60 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="a few shapes, fewer rounds")
     ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
     ap.add_argument("--isa", default=None, help="avx512, avx2 or generic (default: best)")
+    ap.add_argument("--precision", default=None, help="f32, bf16 or f32,bf16 (default: both if the CPU has bf16)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--only", default=None, help="run shapes whose label contains this text")
     args = ap.parse_args(argv)
     isa = host_isa(args.isa)
+    precisions = (args.precision or ("f32,bf16" if bf16_supported(isa) else "f32")).split(",")
     threads = [int(t) for t in args.threads.split(",")]
     rounds = args.rounds or (3 if args.quick else 5)
     pool = ThreadPool(max(threads))
     has_blas_ctl = openblas_threads(1)
-    peak = peak_gflops(isa)
-    print(f"ember CPU kernels, ISA {isa.level} ({isa.cpu}); measured peak {peak:.0f} GFLOP/s per core; "
-          f"numpy {np.__version__}{'' if has_blas_ctl else ' (OpenBLAS thread count not settable)'}")
+    peak = {"f32": peak_gflops(isa)}
+    if "bf16" in precisions:
+        peak["bf16"] = peak_gflops(isa, bf16=True)
+    print(f"ember CPU kernels, ISA {isa.level} ({isa.cpu}); measured peak per core "
+          + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peak.items())
+          + f"; numpy {np.__version__}{'' if has_blas_ctl else ' (OpenBLAS thread count not settable)'}")
     print(f"kernel cache: {jit.get_jit().cache_dir}; medians of {rounds} alternating rounds\n")
-    head = f"{'shape':34s} {'MxKxN / HxWxC->OC':>20s} " + " ".join(
-        f"{f'ember {t}T':>12s} {f'numpy {t}T':>9s} {'x':>5s}" for t in threads)
+    head = f"{'shape':30s} {'MxKxN / HxWxC->OC':>20s} " + " ".join(
+        "".join(f"{f'{p} {t}T':>13s}" for p in precisions) + f"{f'numpy {t}T':>10s} {'x':>5s}" for t in threads)
     print(head + "\n" + "-" * len(head))
 
-    def cell(flops: float, te: float, tn: float, t: int) -> str:
-        ge, gn = flops / te / 1e9, flops / tn / 1e9
-        return f"{ge:7.1f}{100 * ge / (peak * t):4.0f}% {gn:9.1f} {tn / te:5.2f}"
+    def cells(flops: float, times: dict[str, float], tn: float, t: int) -> str:
+        out = ""
+        for p in precisions:
+            if p in times:
+                g = flops / times[p] / 1e9
+                out += f"{g:8.1f}{100 * g / (peak[p] * t):4.0f}%"
+            else:
+                out += f"{'-':>13s}"
+        best = min(times.values())
+        return out + f"{flops / tn / 1e9:10.1f} {tn / best:5.2f}"
 
     def skip(label: str) -> bool:
         return (args.quick and label not in QUICK) or (args.only is not None and args.only not in label)
 
+    def row(label: str, dims: str, run: Callable[[int], tuple[float, dict[str, float], float]]) -> None:
+        if skip(label):
+            return
+        out = []
+        for t in threads:
+            openblas_threads(t)
+            out.append(cells(*run(t), t))
+        print(f"{label:30s} {dims:>20s} " + " ".join(out), flush=True)
+
     for label, m, k, n in GEMMS:
-        if skip(label):
-            continue
-        cells = []
-        for t in threads:
-            openblas_threads(t)
-            te, tn = bench_gemm(label, m, k, n, t, pool, isa, rounds)
-            cells.append(cell(2.0 * m * k * n, te, tn, t))
-        print(f"{label:34s} {f'{m}x{k}x{n}':>20s} " + " ".join(cells), flush=True)
+        row(label, f"{m}x{k}x{n}", lambda t: bench_gemm(label, m, k, n, t, pool, isa, rounds, precisions))
+    for label, sa, sb, ta, tb in BATCHED:
+        dims = f"{sa[-2]}x{sa[-1]}x{sb[-2] if tb else sb[-1]} x{sa[-3]}"
+        row(label, dims, lambda t: bench_batched(label, sa, sb, ta, tb, t, pool, isa, rounds))
     for label, h, w, cin, cout, k, s, g in CONVS:
-        if skip(label):
-            continue
-        cells = []
-        for t in threads:
-            openblas_threads(t)
-            te, tn, flops = bench_conv(label, h, w, cin, cout, k, s, g, t, pool, isa, rounds)
-            cells.append(cell(flops, te, tn, t))
-        print(f"{label:34s} {f'{h}x{w}x{cin}->{cout}':>20s} " + " ".join(cells), flush=True)
-    print("\nGFLOP/s (percent of the measured per-core peak times threads); x = numpy time / ember time")
+        row(label, f"{h}x{w}x{cin}->{cout}",
+            lambda t: bench_conv(label, h, w, cin, cout, k, s, g, t, pool, isa, rounds, precisions))
+    print("\nGFLOP/s and percent of the measured per-core peak of that precision times threads; "
+          "x = numpy time / best ember time")
     pool.close()
 
 
