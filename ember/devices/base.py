@@ -26,7 +26,9 @@ class Executable(Protocol):
 
     Optional attributes the runtime reads: ``thread_safe`` (overrides the device's flag),
     ``execution_devices`` (list of device names, for EXECUTION_DEVICES), ``preferred_streams``
-    (a stream count used when neither NUM_STREAMS nor a throughput hint asks for one).
+    (a stream count used when neither NUM_STREAMS nor a throughput hint asks for one),
+    ``inference_precision`` (the ``Type`` it computes in, reported as the compiled model's
+    INFERENCE_PRECISION_HINT instead of the hint it was given).
     ``run`` fills ``profile`` (``{node friendly name: seconds}``) when it is not None.
     """
 

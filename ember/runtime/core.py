@@ -202,8 +202,8 @@ class CompiledModel:
             return list(getattr(self._executable, "execution_devices", [self._device_name]))
         if key == "LOADED_FROM_CACHE":
             return self._loaded_from_cache
-        if key == "INFERENCE_PRECISION_HINT":
-            return cfg.effective_precision
+        if key == "INFERENCE_PRECISION_HINT":  # what the device really computes in, when it says
+            return getattr(self._executable, "inference_precision", None) or cfg.effective_precision
         if key in P.COMPILED_KEYS or key in dict(cfg.extra):
             return cfg.value_of(key)
         raise PropertyError(f"ember: compiled model has no property '{name}'; it has: "

@@ -305,3 +305,99 @@ def test_auto_prefers_cpu() -> None:
     build, _, _ = CASES["conv3x3-bias-relu"]
     cm = ember.Core().compile_model(build(), "AUTO")
     assert cm.get_property("EXECUTION_DEVICES") == ["CPU"]
+
+
+def _small_conv_model() -> Model:
+    build, _, _ = CASES["conv-residual-conv-relu"]
+    return build()
+
+
+def test_precision_is_reported_honestly(caplog: pytest.LogCaptureFixture) -> None:
+    model = _small_conv_model()
+    with caplog.at_level("WARNING", logger="ember"):
+        cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    assert cm.get_property("INFERENCE_PRECISION_HINT") == ember.Type.f32
+    assert any("bf16" in r.getMessage() and "f32" in r.getMessage() for r in caplog.records)
+    x = _f(1, 8, 6, 6)
+    np.testing.assert_allclose(_run_compiled(cm, [x])[0], _run(model, "REFERENCE", [x])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_threads_follow_inference_num_threads() -> None:
+    model = _small_conv_model()
+    cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1})
+    exe = cm._executable
+    assert exe.pool.num_threads == 1 and exe.program.threads == 1
+    x = _f(1, 8, 6, 6)
+    np.testing.assert_allclose(_run_compiled(cm, [x])[0], _run(model, "REFERENCE", [x])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_streams_get_their_own_executors_and_agree() -> None:
+    model = _small_conv_model()
+    cm = ember.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2})
+    exes = cm._executor._free
+    got = [exes.get() for _ in range(2)]
+    for e in got:
+        exes.put(e)
+    assert got[0] is not got[1] and got[0].program is got[1].program  # shared plan, own arena and pool
+    assert got[0]._instances[()].arena is not got[1]._instances[()].arena
+    inputs = [_f(1, 8, 6, 6) for _ in range(8)]
+    want = [_run(model, "REFERENCE", [x])[0] for x in inputs]
+    results: dict[int, np.ndarray] = {}
+    queue = ember.AsyncInferQueue(cm, 4)
+    queue.set_callback(lambda req, i: results.__setitem__(i, req.get_output_tensor(0).data.copy()))
+    for i, x in enumerate(inputs):
+        queue.start_async([x], userdata=i)
+    queue.wait_all()
+    for i, w in enumerate(want):
+        np.testing.assert_allclose(results[i], w, rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_shapes_replan_per_input_shape() -> None:
+    x = ops.parameter([-1, 3, -1, -1], np.float32, name="x")
+    y = ops.relu(ops.add(ops.convolution(x, _w(4, 3, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1]), _f(1, 4, 1, 1)))
+    model = _model(ops.reduce_mean(y, np.array([2, 3], np.int64), True), [x])
+    cm = ember.Core().compile_model(model, "CPU")
+    for shape in [(1, 3, 5, 5), (2, 3, 7, 4), (1, 3, 5, 5)]:
+        a = _f(*shape)
+        np.testing.assert_allclose(_run_compiled(cm, [a])[0], _run(model, "REFERENCE", [a])[0], rtol=1e-5,
+                                   atol=1e-5)
+    assert len(cm._executable._instances) == 2
+
+
+def test_profiling_names_every_node() -> None:
+    model = _small_conv_model()
+    cm = ember.Core().compile_model(model, "CPU", {"PERF_COUNT": True})
+    req = cm.create_infer_request()
+    req.infer([_f(1, 8, 6, 6)])
+    names = {p.node_name for p in req.profiling_info}
+    assert any("Convolution" in n for n in names)
+
+
+def test_wrong_input_shape_is_an_error() -> None:
+    cm = ember.Core().compile_model(_small_conv_model(), "CPU")
+    with pytest.raises(ember.EmberError, match="shape"):
+        cm([_f(1, 8, 7, 6)])
+
+
+def test_model_cache_round_trip(tmp_path) -> None:  # noqa: ANN001
+    model = _small_conv_model()
+    x = _f(1, 8, 6, 6)
+    core = ember.Core()
+    first = core.compile_model(model, "CPU", {"CACHE_DIR": str(tmp_path)})
+    second = core.compile_model(model, "CPU", {"CACHE_DIR": str(tmp_path)})
+    assert not first.get_property("LOADED_FROM_CACHE") and second.get_property("LOADED_FROM_CACHE")
+    np.testing.assert_array_equal(_run_compiled(first, [x])[0], _run_compiled(second, [x])[0])
+    blob = second.export_model()
+    third = core.import_model(blob, "CPU")
+    np.testing.assert_array_equal(_run_compiled(third, [x])[0], _run_compiled(first, [x])[0])
+
+
+def test_weight_decompression_is_folded() -> None:
+    x = _param((1, 16))
+    w = (RNG.integers(-8, 8, (16, 8))).astype(np.int8)
+    wf = ops.multiply(ops.subtract(ops.convert(w, "f32"), np.float32(1.0)), np.float32(0.05))
+    model = _model(ops.matmul(x, wf, False, False), [x])
+    cm = ember.Core().compile_model(model, "CPU")
+    assert not cm._executable.program.stats["fallbacks"]
+    a = _f(1, 16)
+    np.testing.assert_allclose(_run_compiled(cm, [a])[0], _run(model, "REFERENCE", [a])[0], rtol=1e-5, atol=1e-6)
