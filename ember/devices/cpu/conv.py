@@ -44,6 +44,7 @@ from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
 VERSION = 2
+MERGE_BELOW_CHANNELS = 16  # input channels per group under which taps are folded into K
 
 
 @dataclass(frozen=True)
@@ -97,15 +98,26 @@ class ConvGeometry:
         return 2 * self.batch * self.oh * self.ow * self.cout * (self.cin // self.groups) * self.kh * self.kw
 
 
+def merge_taps_for(cin_per_group: int, taps: int) -> bool:
+    """Whether a convolution runs with its taps folded into K (few channels per tap, as in a
+    network's stem): each task gathers its pixels' taps into contiguous rows first."""
+    return taps > 1 and cin_per_group < MERGE_BELOW_CHANNELS and cin_per_group * taps <= 4096
+
+
 def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None,
-                      precision: Precision | str = Precision.F32) -> PackedWeights:
-    """Pack ``w[OC, IC / groups, KH, KW]`` for the implicit-GEMM kernel (f32 or bf16)."""
+                      precision: Precision | str = Precision.F32, merge_taps: bool | None = None) -> PackedWeights:
+    """Pack ``w[OC, IC / groups, KH, KW]`` for the implicit-GEMM kernel (f32 or bf16).
+
+    ``merge_taps`` (default: :func:`merge_taps_for`) folds the taps into K."""
     w = np.asarray(w, np.float32)
     if w.ndim != 4 or w.shape[0] % groups:
         raise EmberError(f"ember: convolution weights must be [OC, IC/groups, KH, KW], got {w.shape}")
     oc, cg, kh, kw = w.shape
     wg = w.reshape(groups, oc // groups, cg, kh, kw).transpose(0, 3, 4, 2, 1)
-    return pack_weights(wg.reshape(groups, kh * kw, cg, oc // groups), isa, precision=precision)
+    if merge_taps is None:
+        merge_taps = merge_taps_for(cg, kh * kw)
+    return pack_weights(wg.reshape(groups, kh * kw, cg, oc // groups), isa, precision=precision,
+                        merge_taps=merge_taps)
 
 
 # --------------------------------------------------------------------------- depthwise kernel

@@ -142,9 +142,14 @@ class _Programs:
 
         model = self.model
         if key:
-            model = model.clone()
-            model.reshape({i: list(s) for i, s in enumerate(key)})
-            model = device_passes(model)
+            try:
+                model = model.clone()
+                model.reshape({i: list(s) for i, s in enumerate(key)})
+                model = device_passes(model)
+            except EmberError as e:  # e.g. an If branch that is invalid for these shapes
+                log.info("CPU: cannot specialize '%s' to input shapes %s (%s); running it with dynamic shapes",
+                         self.model.friendly_name, list(key), e)
+                model = self.model
         prog = Lowering(model, self.threads, host_isa()).run()
         prog.plan_memory()
         return prog

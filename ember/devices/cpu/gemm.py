@@ -38,7 +38,7 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 5
+VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ TILES = {"avx512": Tile(14, 2, 16, 1), "avx2": Tile(6, 2, 8, 4), "generic": Tile
 CTX_FIELDS = (
     "x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
     "cin", "xg", "y", "ldy", "yg", "cout", "bp", "bg", "bias", "res", "ldr", "zero", "m",
-    "cb", "tm", "tn", "gm", "gn", "flags", "lo", "hi",
+    "cb", "tm", "tn", "gm", "gn", "flags", "lo", "hi", "merge",
 )
 F = {name: i for i, name in enumerate(CTX_FIELDS)}
 FLAG_BIAS, FLAG_RES = 1, 2
@@ -341,28 +341,39 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     ntaps = b.mul(kh, kw)
     ntiles = e.cdiv(b.sub(m1, m0), MR)
     rows = b.alloca(PTR, size=b.mul(b.mul(ntiles, ntaps), c64(MR)))
-    if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
-        rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
-        apack = _aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
+    merge = b.icmp_signed("!=", f("merge"), c64(0))
 
-    # ---- row pointer table: rows[(tile * ntaps + tap) * MR + r]
     x, ldx, xn, H, W = f("x", PTR), f("ldx"), f("xn"), f("h"), f("w")
     OH, OW = f("oh"), f("ow")
     sh, sw, dh, dw, pt, pl = f("sh"), f("sw"), f("dh"), f("dw"), f("pt"), f("pl")
     zero_row = f("zero", PTR)
     xgroup = e.gep(F32, x, b.mul(g, f("xg")))
-    # (img, oy, ox) of pixel p, advanced incrementally: one division per task, not per pixel
-    ohw = b.mul(OH, OW)
-    v_img = e.var(I64, b.udiv(m0, ohw))
-    q0 = b.urem(m0, ohw)
-    v_oy = e.var(I64, b.udiv(q0, OW))
-    v_ox = e.var(I64, b.urem(q0, OW))
-    v_slot = e.var(I64, c64(0))  # slot of (tile, tap 0, row r)
+
+    def pixels(body) -> None:
+        """body(p, img, oy, ox) for the task's pixels; coordinates advance incrementally
+        (one division per task, not per pixel)."""
+        ohw = b.mul(OH, OW)
+        v_img = e.var(I64, b.udiv(m0, ohw))
+        q0 = b.urem(m0, ohw)
+        v_oy = e.var(I64, b.udiv(q0, OW))
+        v_ox = e.var(I64, b.urem(q0, OW))
+        with e.loop(m0, m1, name="p") as p:
+            img, oy, ox = e.load(I64, v_img), e.load(I64, v_oy), e.load(I64, v_ox)
+            body(p, img, oy, ox)
+            nx = b.add(ox, c64(1))
+            wrap_x = b.icmp_signed(">=", nx, OW)
+            b.store(b.select(wrap_x, c64(0), nx), v_ox)
+            ny = b.select(wrap_x, b.add(oy, c64(1)), oy)
+            wrap_y = b.icmp_signed(">=", ny, OH)
+            b.store(b.select(wrap_y, c64(0), ny), v_oy)
+            b.store(b.select(wrap_y, b.add(img, c64(1)), img), v_img)
+
+    # ---- row pointer table: rows[(tile * ntaps + tap) * MR + r]
     tap_stride = c64(MR)
-    tile_stride = b.mul(ntaps, c64(MR))
-    with e.loop(m0, m1, name="p") as p:
-        img, oy, ox = e.load(I64, v_img), e.load(I64, v_oy), e.load(I64, v_ox)
-        slot0 = e.load(I64, v_slot)
+
+    def table_row(p: ir.Value, img: ir.Value, oy: ir.Value, ox: ir.Value) -> None:
+        q = b.sub(p, m0)
+        slot0 = b.add(b.mul(b.mul(b.sdiv(q, c64(MR)), ntaps), c64(MR)), b.srem(q, c64(MR)))
         iy0 = b.sub(b.mul(oy, sh), pt)
         ix0 = b.sub(b.mul(ox, sw), pl)
         ximg = e.gep(F32, xgroup, b.mul(img, xn))
@@ -376,17 +387,57 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
                 ptr = b.select(ok, e.gep(F32, xrow, b.mul(ix, ldx)), zero_row)
                 b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, tap_stride))))
-        # advance pixel and table slot
-        r = b.srem(b.sub(p, m0), c64(MR))
-        b.store(b.select(b.icmp_signed("==", r, c64(MR - 1)), b.add(slot0, b.sub(tile_stride, c64(MR - 1))),
-                         b.add(slot0, c64(1))), v_slot)
-        nx = b.add(ox, c64(1))
-        wrap_x = b.icmp_signed(">=", nx, OW)
-        b.store(b.select(wrap_x, c64(0), nx), v_ox)
-        ny = b.select(wrap_x, b.add(oy, c64(1)), oy)
-        wrap_y = b.icmp_signed(">=", ny, OH)
-        b.store(b.select(wrap_y, c64(0), ny), v_oy)
-        b.store(b.select(wrap_y, b.add(img, c64(1)), img), v_img)
+
+    # ---- merged taps (few channels per tap): gather each pixel's taps into one contiguous
+    # row of ntaps * cin values (a kernel row at once where it lies inside a dense image),
+    # then run as a one-tap GEMM with K = ntaps * cin
+    kmerged = b.mul(ntaps, cin)
+    vt = vec(F32, L)
+
+    def copy(dst: ir.Value, src: ir.Value, count: ir.Value) -> None:
+        with e.loop(0, count, L, name="cp") as c:
+            mask = _lane_mask(e, b.sub(count, c), L)
+            _masked_store(e, _masked_load(e, vt, e.gep(F32, src, c), mask), e.gep(F32, dst, c), mask)
+
+    with b.if_else(merge) as (merged, per_tap):
+        with per_tap:
+            pixels(table_row)
+        with merged:
+            kpad = b.mul(e.cdiv(kmerged, L), c64(L))
+            gbuf = _aligned_alloca(e, F32, b.mul(b.mul(ntiles, c64(MR)), kpad))
+            dense = b.and_(b.icmp_signed("==", ldx, cin), b.icmp_signed("==", dw, c64(1)))
+            span = b.mul(b.sub(kw, c64(1)), dw)
+            krow = b.mul(kw, cin)
+
+            def gather_row(p: ir.Value, img: ir.Value, oy: ir.Value, ox: ir.Value) -> None:
+                dst = e.gep(F32, gbuf, b.mul(b.sub(p, m0), kpad))
+                iy0 = b.sub(b.mul(oy, sh), pt)
+                ix0 = b.sub(b.mul(ox, sw), pl)
+                inside_x = b.and_(b.icmp_signed(">=", ix0, c64(0)), b.icmp_signed("<", b.add(ix0, span), W))
+                ximg = e.gep(F32, xgroup, b.mul(img, xn))
+                with e.loop(0, kh, name="gky") as ky:
+                    iy = b.add(iy0, b.mul(ky, dh))
+                    yok = b.icmp_unsigned("<", iy, H)
+                    xrow = e.gep(F32, ximg, b.mul(b.mul(iy, W), ldx))
+                    drow = e.gep(F32, dst, b.mul(ky, krow))
+                    with b.if_else(b.and_(b.and_(yok, inside_x), dense)) as (whole, taps):
+                        with whole:
+                            copy(drow, e.gep(F32, xrow, b.mul(ix0, ldx)), krow)
+                        with taps:
+                            with e.loop(0, kw, name="gkx") as kx:
+                                ix = b.add(ix0, b.mul(kx, dw))
+                                ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
+                                src = b.select(ok, e.gep(F32, xrow, b.mul(ix, ldx)), zero_row)
+                                copy(e.gep(F32, drow, b.mul(kx, cin)), src, cin)
+
+            pixels(gather_row)
+            with e.loop(0, b.mul(ntiles, c64(MR)), name="gp") as q:
+                b.store(e.gep(F32, gbuf, b.mul(q, kpad)), e.gep(PTR, rows, q))
+    ntaps = b.select(merge, c64(1), ntaps)
+    cin = b.select(merge, kmerged, cin)
+    if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
+        rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
+        apack = _aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
 
     # ---- compute: chunk -> panel -> tile
     y, ldy, yg = f("y", PTR), f("ldy"), f("yg")
@@ -547,6 +598,9 @@ class PackedWeights:
     ``[groups][panels][chunks][taps][chunk / 2][NR][2]`` bf16 bits (uint16; channel pairs,
     an odd last chunk padded with zero). ``data`` is flat and 64-byte aligned;
     ``group_stride`` is its length per group, in elements of ``data``.
+    With ``merged_taps > 1`` the taps are folded into K (``taps == 1``, ``cin`` = taps x
+    channels, tap-major): the kernel gathers each output pixel's taps into one row first,
+    which suits convolutions with few input channels (a network's stem).
     """
 
     data: np.ndarray
@@ -558,6 +612,12 @@ class PackedWeights:
     nr: int
     isa: Isa
     precision: Precision = Precision.F32
+    merged_taps: int = 1
+
+    @property
+    def taps_per_row(self) -> int:
+        """Kernel taps behind one packed row of K: ``taps``, or the merged count."""
+        return self.taps * self.merged_taps
 
     @property
     def group_stride(self) -> int:
@@ -565,11 +625,12 @@ class PackedWeights:
 
 
 def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None,
-                 precision: Precision | str = Precision.F32) -> PackedWeights:
+                 precision: Precision | str = Precision.F32, merge_taps: bool = False) -> PackedWeights:
     """Pack ``w[groups, taps, cin, cout]`` (float32) for the micro-kernel of ``isa``.
 
     ``precision="bf16"`` rounds the weights to bf16 (nearest even) and packs channel pairs;
-    it raises :class:`~ember.errors.EmberError` when ``isa`` lacks AVX512_BF16."""
+    it raises :class:`~ember.errors.EmberError` when ``isa`` lacks AVX512_BF16.
+    ``merge_taps`` folds the taps into K (see :class:`PackedWeights`)."""
     isa = isa or host_isa()
     prec = as_precision(precision)
     bf16 = prec is Precision.BF16
@@ -579,6 +640,10 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
     w = np.asarray(w, np.float32)
     if w.ndim != 4:
         raise EmberError(f"ember: pack_weights wants w[groups, taps, cin, cout], got shape {w.shape}")
+    merged = 1
+    if merge_taps and w.shape[1] > 1:
+        merged = w.shape[1]
+        w = w.reshape(w.shape[0], 1, -1, w.shape[3])
     groups, taps, cin, cout = w.shape
     nr = tile.nr
     npan = -(-cout // nr)
@@ -603,7 +668,7 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
     data = aligned_empty(max(flat.size, 2), dtype)
     data[:] = 0
     data[:flat.size] = flat.reshape(-1)
-    return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa, prec)
+    return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa, prec, merged)
 
 
 def pack_b(B: np.ndarray, isa: Isa | None = None, chunk: int | None = None,
@@ -707,13 +772,14 @@ class IGemmCall:
         geo.update(x_geometry)
         for key, val in geo.items():
             ctx[F[key]] = val
-        if geo["kh"] * geo["kw"] != packed.taps:
+        if geo["kh"] * geo["kw"] != packed.taps_per_row:
             raise EmberError("ember: packed weights do not match the kernel size")
         ctx[F["ldx"]] = ldx
         ctx[F["ldy"]] = ldy
         ctx[F["ldr"]] = ldy if ldr is None else ldr
-        ctx[F["cin"]] = packed.cin
-        ctx[F["xg"]] = packed.cin
+        ctx[F["cin"]] = packed.cin // packed.merged_taps  # channels per tap
+        ctx[F["xg"]] = packed.cin // packed.merged_taps
+        ctx[F["merge"]] = int(packed.merged_taps > 1)
         ctx[F["cout"]] = packed.cout
         ctx[F["yg"]] = packed.cout
         ctx[F["m"]] = m

@@ -42,10 +42,10 @@ class Tensor:
     __slots__ = ("id", "shape", "dtype", "layout", "kind", "data", "index", "producer", "arena", "base",
                  "make_view", "contiguous", "first", "last", "offset", "name")
 
-    def __init__(self, tid: int, shape: Sequence[int], dtype: Any, layout: str = PLAIN, kind: str = "value",
-                 name: str = "") -> None:
+    def __init__(self, tid: int, shape: Sequence[int] | None, dtype: Any, layout: str = PLAIN,
+                 kind: str = "value", name: str = "") -> None:
         self.id = tid
-        self.shape = tuple(int(d) for d in shape)
+        self.shape: tuple[int, ...] = tuple(int(d) for d in shape) if shape is not None else None  # type: ignore
         self.dtype = np.dtype(dtype)
         self.layout = layout
         self.kind = kind
@@ -146,6 +146,9 @@ class Program:
                 if op.native:
                     t.arena = True
         if op.native:
+            for t in op.inputs + op.outputs:
+                if t.shape is None:
+                    raise EmberError(f"ember: internal: native op {op.name} on a dynamic shape")
             for t in op.inputs:
                 r = t.root()
                 if r.kind == "value":

@@ -142,8 +142,8 @@ class Lowering:
                 continue
             self.done.add(id(node))
             if isinstance(node, Parameter):
-                t = self.p.tensor(_static(node.output(0)), node.output(0).element_type.dtype, PLAIN, "input",
-                                  node.friendly_name)
+                t = self.p.tensor(_shape_or_none(node.output(0)), node.output(0).element_type.dtype, PLAIN,
+                                  "input", node.friendly_name)
                 t.index = params[id(node)]
                 self.p.inputs.append(t)
                 self.bind_port(node.output(0), t)
@@ -177,8 +177,8 @@ class Lowering:
         self.fallbacks[node.type_name] = self.fallbacks.get(node.type_name, 0) + 1
         ins = [self.tensor(s) for s in node._inputs]
         outs = []
-        for o in node.outputs():
-            t = self.value(_static(o), PLAIN, o.element_type.dtype, node.friendly_name)
+        for o in node.outputs():  # a dynamic shape is fine here: the value stays a Python array
+            t = self.value(_shape_or_none(o), PLAIN, o.element_type.dtype, node.friendly_name)
             outs.append(t)
             self.bind_port(o, t)
         evaluate = node.evaluate
@@ -196,11 +196,16 @@ class _NotHere(Exception):
 
 
 def _static(port: Output) -> tuple[int, ...]:
+    """The static shape of ``port``; a native rule meeting a dynamic one gives up (_NotHere)."""
     ps = port.partial_shape
     if not ps.is_static:
-        raise EmberError(f"ember: CPU plan needs static shapes; {port.node.type_name} "
-                         f"'{port.node.friendly_name}' has {ps}")
+        raise _NotHere
     return tuple(int(d) for d in ps.to_shape())
+
+
+def _shape_or_none(port: Output) -> tuple[int, ...] | None:
+    ps = port.partial_shape
+    return tuple(int(d) for d in ps.to_shape()) if ps.is_static else None
 
 
 def probe_array(t: Tensor) -> np.ndarray:
