@@ -128,6 +128,30 @@ def test_channel_slices_and_residual(level, groups, precision):
     assert (ybig[..., :10] == 3).all() and (ybig[..., 34:] == 3).all()
 
 
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_merged_taps_on_channel_slice(level, precision):
+    """Few input channels fold the taps into K; the gather handles a non-dense input (a
+    channel slice), dilation and padding on every side."""
+    if precision == "bf16" and not bf16_supported(host_isa(level)):
+        pytest.skip("no AVX512_BF16 at this level")
+    rng = np.random.default_rng(11)
+    xbig = rng.standard_normal((2, 13, 11, 7)).astype(np.float32)
+    x = xbig[..., 2:5]
+    wt = rng.standard_normal((20, 3, 5, 5)).astype(np.float32)
+    for dil in (1, 2):
+        geo = ConvGeometry(2, 13, 11, 3, 20, 5, 5, (2, 1), (dil, dil), (2, 3), (3, 2))
+        conv = Conv2d(geo, wt, isa=host_isa(level), precision=precision)
+        assert conv.packed.merged_taps == 25
+        y = conv(x)
+        xr, wr = x, wt
+        if precision == "bf16":
+            ml_dtypes = pytest.importorskip("ml_dtypes")
+            xr, wr = (t.astype(ml_dtypes.bfloat16).astype(np.float32) for t in (x, wt))
+        want = reference(xr, wr, None, (2, 1), (dil, dil), (2, 3), (3, 2), 1)
+        np.testing.assert_allclose(y, want, rtol=2e-4, atol=2e-4)
+
+
 def test_nan_propagates():
     x = np.ones((1, 5, 5, 16), np.float32)
     x[0, 2, 2, 3] = np.nan
