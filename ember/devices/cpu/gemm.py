@@ -38,7 +38,7 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 7
+VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -307,12 +307,20 @@ def _emit_to_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lan
     b = e.b
     vt = vec(F32, lanes)
     both = ir.Constant(vec(I32, 2 * lanes), list(range(2 * lanes)))
-    with e.loop(0, count, 2 * lanes, name="cvt") as j:
+    def block(j: ir.Value, masked: bool) -> None:
         rest = b.sub(count, j)
-        lo = _masked_load(e, vt, e.gep(F32, src, j), _lane_mask(e, rest, lanes))
-        hi = _masked_load(e, vt, e.gep(F32, src, b.add(j, c64(lanes))), _lane_mask(e, b.sub(rest, c64(lanes)), lanes))
+        m_lo = _lane_mask(e, rest, lanes) if masked else None
+        m_hi = _lane_mask(e, b.sub(rest, c64(lanes)), lanes) if masked else None
+        lo = _masked_load(e, vt, e.gep(F32, src, j), m_lo)
+        hi = _masked_load(e, vt, e.gep(F32, src, b.add(j, c64(lanes))), m_hi)
         v = b.fptrunc(b.shuffle_vector(lo, hi, both), vec(BF16, 2 * lanes))
         b.store(v, e.gep(I32, dst, b.sdiv(j, c64(2))), align=64)
+
+    full = b.mul(b.sdiv(count, c64(2 * lanes)), c64(2 * lanes))
+    with e.loop(0, full, 2 * lanes, name="cvt") as j:
+        block(j, False)
+    with b.if_then(b.icmp_signed("<", full, count)):
+        block(full, True)
 
 
 def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
