@@ -184,6 +184,16 @@ CASES = {
         lambda a: ops.multiply(ops.subtract(np.float32(1.0), a), np.float32(-10000.0)), [(1, 1, 1, 128)]),
     "odd-5d-broadcast-falls-back": eltwise_case(lambda a, b: ops.add(a, b), [(2, 3, 1, 5, 2), (1, 3, 4, 1, 2)],
                                                 native=frozenset()),
+    # products of two runtime tensors
+    "batched-matmul": eltwise_case(lambda a, b: ops.matmul(a, b, False, False), [(2, 3, 17, 9), (2, 3, 9, 5)],
+                                   native=frozenset({"MatMul"})),
+    "batched-matmul-transposes-broadcast": eltwise_case(
+        lambda a, b: ops.matmul(a, b, True, True), [(4, 9, 17), (1, 5, 9)], native=frozenset({"MatMul"})),
+    "batched-matmul-scale-mask": eltwise_case(
+        lambda a, b, m: ops.add(ops.multiply(ops.matmul(a, b, False, True), np.float32(0.25)), m),
+        [(1, 2, 7, 16), (1, 2, 11, 16), (1, 1, 1, 11)], native=frozenset({"MatMul"})),
+    "batched-matmul-1d": eltwise_case(lambda a, b: ops.matmul(a, b, False, False), [(17,), (3, 17, 4)],
+                                      native=frozenset({"MatMul"})),
     # rows
     "softmax-last": eltwise_case(lambda a: ops.softmax(a, -1), [(3, 4, 17)], native=frozenset({"Softmax"})),
     "softmax-edge": eltwise_case(lambda a: ops.softmax(a, 1), [(1, 19)], edge=True, native=frozenset({"Softmax"})),
@@ -312,12 +322,37 @@ def _small_conv_model() -> Model:
     return build()
 
 
-def test_precision_is_reported_honestly(caplog: pytest.LogCaptureFixture) -> None:
+def test_f32_is_the_default_precision() -> None:
+    cm = ember.Core().compile_model(_small_conv_model(), "CPU")
+    assert cm.get_property("INFERENCE_PRECISION_HINT") == ember.Type.f32
+    assert cm._executable.program.stats["bf16_ops"] == 0
+
+
+def test_bf16_when_asked_and_supported() -> None:
+    from ember.devices.cpu.gemm import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("this CPU has no AVX512_BF16")
+    build, _, _ = CASES["matmul-3d-bias-relu"]
+    model = build()
+    cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    assert cm.get_property("INFERENCE_PRECISION_HINT") == ember.Type.bf16
+    x = _f(1, 17, 33)
+    want = _run(model, "REFERENCE", [x])[0]
+    got = _run_compiled(cm, [x])[0]
+    assert not np.array_equal(got, _run(model, "CPU", [x])[0])  # really computed differently
+    np.testing.assert_allclose(got, want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()))
+
+
+def test_bf16_without_support_runs_f32_and_says_so(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:  # noqa: ANN001
+    import ember.devices.cpu.gemm as gemm
+
+    monkeypatch.setattr(gemm, "bf16_supported", lambda isa=None: False)
     model = _small_conv_model()
     with caplog.at_level("WARNING", logger="ember"):
         cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     assert cm.get_property("INFERENCE_PRECISION_HINT") == ember.Type.f32
-    assert any("bf16" in r.getMessage() and "f32" in r.getMessage() for r in caplog.records)
+    assert any("bf16" in r.getMessage().lower() and "f32" in r.getMessage() for r in caplog.records)
     x = _f(1, 8, 6, 6)
     np.testing.assert_allclose(_run_compiled(cm, [x])[0], _run(model, "REFERENCE", [x])[0], rtol=1e-5, atol=1e-5)
 

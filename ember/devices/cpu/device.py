@@ -10,9 +10,11 @@ stream's ``INFERENCE_NUM_THREADS``; its kernels run with the GIL released, so st
 separate Python threads run in parallel. Executables are not thread safe: the runtime gives
 each stream its own (``clone``, which shares the packed weights).
 
-Precision: f32. A request for bf16 or f16 (``INFERENCE_PRECISION_HINT``) is logged and runs
-in f32; the compiled model reports f32 as its ``INFERENCE_PRECISION_HINT``, never silently
-claiming a precision it does not compute in.
+Precision: f32 by default. ``INFERENCE_PRECISION_HINT=bf16`` on a CPU with AVX512_BF16 runs
+the weight GEMMs and convolutions in bf16 (f32 accumulation; depthwise convolutions,
+attention, elementwise and normalization stay f32, as in OpenVINO). Without AVX512_BF16,
+or for f16, the model runs in f32 with a warning. The compiled model's
+``INFERENCE_PRECISION_HINT`` reports what really runs, never a precision it does not use.
 """
 
 from __future__ import annotations
@@ -68,15 +70,23 @@ class CPUExecutable:
 
         self.model = model
         self.threads = threads
-        self.inference_precision = precision
+        self.precision = precision
         self.exec_type = "cpu"
-        self._programs = programs or _Programs(model, threads)
+        self._programs = programs or _Programs(model, threads, "bf16" if precision is Type.bf16 else "f32")
         self.pool = ThreadPool(threads)
         self._instances: OrderedDict[tuple, Any] = OrderedDict()
         self._params = model.get_parameters()
         self._static = self._programs.static
         if self._static:
             self._instances[()] = self._programs.get(()).instantiate(self.pool)
+
+    @property
+    def inference_precision(self) -> Type:
+        """bf16 when asked for and the heavy kernels (GEMMs, convolutions) run in bf16, else f32."""
+        prog = self.program
+        if self.precision is Type.bf16 and (prog is None or prog.stats.get("bf16_ops")):
+            return Type.bf16
+        return Type.f32
 
     @property
     def program(self) -> Any:
@@ -109,7 +119,7 @@ class CPUExecutable:
 
     def clone(self) -> CPUExecutable:
         """Another executor of the same plans (shared packed weights, own arena and pool)."""
-        return CPUExecutable(self.model, self.threads, self.inference_precision, self._programs)
+        return CPUExecutable(self.model, self.threads, self.precision, self._programs)
 
     def close(self) -> None:
         self.pool.close()
@@ -118,9 +128,10 @@ class CPUExecutable:
 class _Programs:
     """Lowered programs of one model, shared by the executables of its streams."""
 
-    def __init__(self, model: Model, threads: int) -> None:
+    def __init__(self, model: Model, threads: int, precision: str = "f32") -> None:
         self.model = model
         self.threads = threads
+        self.precision = precision
         self.static = all(p.get_partial_shape().is_static for p in model.get_parameters())
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
@@ -150,7 +161,7 @@ class _Programs:
                 log.info("CPU: cannot specialize '%s' to input shapes %s (%s); running it with dynamic shapes",
                          self.model.friendly_name, list(key), e)
                 model = self.model
-        prog = Lowering(model, self.threads, host_isa()).run()
+        prog = Lowering(model, self.threads, host_isa(), self.precision).run()
         prog.plan_memory()
         return prog
 
@@ -169,7 +180,9 @@ class CPUDevice(Device):
         self.full_name = _cpu_name()
 
     def capabilities(self) -> list[str]:
-        return ["FP32", "EXPORT_IMPORT"]
+        from ember.devices.cpu.gemm import bf16_supported
+
+        return ["FP32", *(["BF16"] if bf16_supported(self.isa) else []), "EXPORT_IMPORT"]
 
     def cache_fingerprint(self) -> str:
         return f"{self.name}|{self.isa.key}"
@@ -193,12 +206,15 @@ class CPUDevice(Device):
         threads = int(config.get("INFERENCE_NUM_THREADS") or 0) or _cores()
         return CPUExecutable(model, threads, self._precision(config))
 
-    @staticmethod
-    def _precision(config: Mapping[str, Any]) -> Type:
+    def _precision(self, config: Mapping[str, Any]) -> Type:
+        from ember.devices.cpu.gemm import bf16_supported
+
         want = config.get("INFERENCE_PRECISION_HINT") or Type.f32
+        if want is Type.bf16 and bf16_supported(self.isa):
+            return Type.bf16
         if want is not Type.f32:
-            log.warning("ember: CPU has no %s kernels yet; this model runs in f32 (its INFERENCE_PRECISION_HINT "
-                        "property says f32)", want)
+            why = "this CPU lacks AVX512_BF16" if want is Type.bf16 else f"CPU has no {want} kernels"
+            log.warning("ember: %s; this model runs in f32 (its INFERENCE_PRECISION_HINT property says f32)", why)
         return Type.f32
 
     def export_model(self, executable: Any) -> bytes | None:

@@ -47,10 +47,13 @@ F32 = np.dtype(np.float32)
 class Lowering:
     """State of one lowering: the program being built and the tensor of every graph port."""
 
-    def __init__(self, model: Model, threads: int, isa: Isa) -> None:
+    def __init__(self, model: Model, threads: int, isa: Isa, precision: str = "f32") -> None:
         self.model = model
         self.threads = threads
         self.isa = isa
+        #: "f32" or "bf16": the arithmetic of the weight GEMMs and convolutions
+        self.precision = precision
+        self.bf16_ops = 0
         self.p = Program(threads=threads)
         self.ports: dict[tuple[int, int], Tensor] = {}
         self.done: set[int] = set()
@@ -168,6 +171,7 @@ class Lowering:
             self.p.outputs.append(self.tensor(r._inputs[0]))
         self.p.stats["fallbacks"] = dict(self.fallbacks)
         self.p.stats["native_nodes"] = self.native_nodes
+        self.p.stats["bf16_ops"] = self.bf16_ops
         return self.p
 
     def reference(self, node: Node) -> None:
@@ -237,10 +241,11 @@ def _channel_vector(c: np.ndarray, rank: int, axis: int, channels: int) -> np.nd
     return np.ascontiguousarray(v, np.float32) if v.size == channels else None
 
 
-def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: str
+def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: str, broadcast_residual: bool = False
                    ) -> tuple[np.ndarray | None, Tensor | None, tuple[float, float], Node, list[Node]]:
     """The elementwise tail after ``node`` that a kernel epilogue can take:
-    ``(bias vector, residual tensor, (lo, hi), last node, fused nodes)``."""
+    ``(bias vector, residual tensor, (lo, hi), last node, fused nodes)``. With
+    ``broadcast_residual`` the residual may broadcast to the output (not along ``axis``)."""
     out_shape = node.output(0).partial_shape
     rank = len(out_shape)
     bias: np.ndarray | None = None
@@ -262,8 +267,10 @@ def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: st
                     break
                 bias = vec
             else:
-                if residual is not None or not L.has(other) or other.partial_shape != out_shape \
-                        or other.element_type.dtype != F32:
+                if residual is not None or not L.has(other) or other.element_type.dtype != F32:
+                    break
+                if other.partial_shape != out_shape and not (
+                        broadcast_residual and _broadcasts_to(other, out_shape, axis)):
                     break
                 residual = L.tensor(other)
             last = nxt
@@ -281,6 +288,18 @@ def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: st
     if residual is not None:
         residual = L.native_input(residual, layout)
     return bias, residual, (lo, hi), last, fused
+
+
+def _broadcasts_to(port: Output, out_shape: Any, axis: int) -> bool:
+    """Whether ``port`` broadcasts to ``out_shape`` while keeping the full extent of ``axis``."""
+    if not port.partial_shape.is_static or not out_shape.is_static:
+        return False
+    shp = _static(port)
+    out = tuple(int(d) for d in out_shape.to_shape())
+    if len(shp) > len(out):
+        return False
+    full = (1,) * (len(out) - len(shp)) + shp
+    return all(d in (1, o) for d, o in zip(full, out)) and full[axis] == out[axis]
 
 
 # -- convolution ------------------------------------------------------------------------------
@@ -307,7 +326,8 @@ def lower_conv(L: Lowering, node: Node) -> bool:
     geo = ConvGeometry(n, h, wd, c, oc, kh, kw, tuple(node.attrs["strides"]), tuple(dil), tuple(pb), tuple(pe),
                        groups)
     bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, 1, oc, NHWC)
-    kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=L.threads, isa=L.isa)
+    kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=L.threads, isa=L.isa, precision=L.precision)
+    L.bf16_ops += kernel.precision.value == "bf16"
     x = L.native_input(L.tensor(xport), NHWC, contiguous=False)
     y = L.value(geo.output_shape, NHWC, name=last.friendly_name)
     ins = [x] + ([residual] if residual is not None else [])
@@ -328,7 +348,9 @@ def lower_matmul(L: Lowering, node: Node) -> bool:
 
     a_port, b_port = node._inputs
     w = const_of(b_port)
-    if w is None or w.dtype != F32 or a_port.element_type.dtype != F32 or node.attrs["transpose_a"]:
+    if w is None or const_of(a_port) is not None:
+        return _lower_batched_matmul(L, node)
+    if w.dtype != F32 or a_port.element_type.dtype != F32 or node.attrs["transpose_a"]:
         return False
     a_shape = _static(a_port)
     if w.ndim < 2 or len(a_shape) < 2 or w.ndim > len(a_shape) or any(d != 1 for d in w.shape[:-2]):
@@ -342,7 +364,9 @@ def lower_matmul(L: Lowering, node: Node) -> bool:
     out_shape = _static(node.output(0))
     m = int(np.prod(a_shape[:-1]))
     bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, len(out_shape) - 1, nn, PLAIN)
-    gemm = Gemm(pack_b(np.ascontiguousarray(w2), L.isa), m, Epilogue(lo, hi), num_threads=L.threads)
+    gemm = Gemm(pack_b(np.ascontiguousarray(w2), L.isa, precision=L.precision), m, Epilogue(lo, hi),
+                num_threads=L.threads)
+    L.bf16_ops += L.precision == "bf16"
     a = L.native_input(L.tensor(a_port), PLAIN)
     y = L.value(out_shape, PLAIN, name=last.friendly_name)
     ins = [a] + ([residual] if residual is not None else [])
@@ -352,6 +376,56 @@ def lower_matmul(L: Lowering, node: Node) -> bool:
         return [gemm.bind(arrs[0].reshape(m, k), outs[0].reshape(m, nn), bias, r)]
 
     L.p.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind))
+    L.finish(last, y, fused)
+    return True
+
+
+def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
+    """MatMul of two runtime tensors (attention scores, context): strided views, no copies."""
+    from ember.devices.cpu.batched_gemm import BatchedGemm
+    from ember.devices.cpu.gemm import Epilogue
+
+    a_port, b_port = node._inputs
+    if a_port.element_type.dtype != F32 or b_port.element_type.dtype != F32:
+        return False
+    sa, sb = _static(a_port), _static(b_port)
+    out_shape = _static(node.output(0))
+    if not sa or not sb or 0 in out_shape:
+        return False
+    ta, tb = bool(node.attrs["transpose_a"]), bool(node.attrs["transpose_b"])
+    # a scalar scale right after the product becomes the kernel's alpha
+    alpha, start = 1.0, node
+    nxt = L.sole_consumer(node)
+    if nxt is not None and nxt.type_name in ("Multiply", "Divide") and len(nxt._inputs) == 2 \
+            and _static(nxt.output(0)) == out_shape and nxt._inputs[0].node is node:
+        s = _scalar(nxt._inputs[1])
+        if s is not None and (nxt.type_name == "Multiply" or s != 0):
+            alpha, start = (s if nxt.type_name == "Multiply" else 1.0 / s), nxt
+    n_axis = len(out_shape) - 1
+    bias, residual, (lo, hi), last, fused = epilogue_chain(L, start, n_axis, out_shape[-1], PLAIN,
+                                                           broadcast_residual=True)
+    if start is not node:
+        fused = [start, *fused]
+    ins = []
+    for port in (a_port, b_port):
+        t = L.native_input(L.tensor(port), PLAIN, contiguous=False)
+        probe = probe_array(t)
+        st = [x // probe.itemsize for x in probe.strides]
+        if probe.ndim >= 2 and st[-1] != 1 and st[-2] != 1 and probe.shape[-1] > 1 and probe.shape[-2] > 1:
+            t = L.native_input(t, PLAIN, contiguous=True)
+        ins.append(t)
+    if residual is not None:
+        rp = probe_array(residual)
+        if rp.shape[-1] > 1 and rp.strides[-1] != rp.itemsize:
+            residual = L.native_input(residual, PLAIN, contiguous=True)
+    kernel = BatchedGemm(sa, sb, ta, tb, num_threads=L.threads, epilogue=Epilogue(lo, hi), alpha=alpha, isa=L.isa)
+    y = L.value(out_shape, PLAIN, name=last.friendly_name)
+    all_ins = ins + ([residual] if residual is not None else [])
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [kernel.bind(arrs[0], arrs[1], outs[0], bias, arrs[2] if residual is not None else None)]
+
+    L.p.add(Op(node.friendly_name, "MatMul", all_ins, [y], native=True, bind=bind))
     L.finish(last, y, fused)
     return True
 
