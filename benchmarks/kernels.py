@@ -199,21 +199,29 @@ def bench_gemm(label: str, m: int, k: int, n: int, threads: int, pool: ThreadPoo
 
 
 def bench_batched(label: str, sa: tuple[int, ...], sb: tuple[int, ...], ta: bool, tb: bool, threads: int,
-                  pool: ThreadPool, isa: Isa, rounds: int) -> tuple[float, dict[str, float], float]:
+                  pool: ThreadPool, isa: Isa, rounds: int,
+                  precisions: list[str]) -> tuple[float, dict[str, float], float]:
     rng = np.random.default_rng(0)
     a, b = aligned_empty(sa), aligned_empty(sb)
     a[...] = rng.standard_normal(sa)
     b[...] = rng.standard_normal(sb)
     an = np.swapaxes(a, -1, -2) if ta else a
     bn = np.swapaxes(b, -1, -2) if tb else b
-    op = BatchedGemm(sa, sb, ta, tb, threads, isa=isa)
-    c = aligned_empty(op.output_shape)
-    bound = op.bind(a, b, c)
-    bound.run(pool)
-    np.testing.assert_allclose(c, np.matmul(an, bn), rtol=1e-3, atol=1e-3 * np.sqrt(op.shapes.k))
+    want = np.matmul(an, bn)
+    runs = []
+    for prec in precisions:
+        op = BatchedGemm(sa, sb, ta, tb, threads, isa=isa, precision=prec)
+        c = aligned_empty(op.output_shape)
+        bound = op.bind(a, b, c)
+        bound.run(pool)
+        if prec == "f32":
+            np.testing.assert_allclose(c, want, rtol=1e-3, atol=1e-3 * np.sqrt(op.shapes.k))
+        else:
+            _check_bf16(c, want, op.shapes.k)
+        runs.append(lambda bound=bound, c=c: bound.run(pool))
     c_np = aligned_empty(op.output_shape)
-    te, tn = alternate(lambda: bound.run(pool), lambda: np.matmul(an, bn, out=c_np), rounds=rounds)
-    return float(op.flops), {"f32": te}, tn
+    *te, tn = alternate(*runs, lambda: np.matmul(an, bn, out=c_np), rounds=rounds)
+    return float(op.flops), dict(zip(precisions, te)), tn
 
 
 def bench_conv(label: str, h: int, w: int, cin: int, cout: int, k: int, stride: int, groups: int,
@@ -297,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         row(label, f"{m}x{k}x{n}", lambda t: bench_gemm(label, m, k, n, t, pool, isa, rounds, precisions))
     for label, sa, sb, ta, tb in BATCHED:
         dims = f"{sa[-2]}x{sa[-1]}x{sb[-2] if tb else sb[-1]} x{sa[-3]}"
-        row(label, dims, lambda t: bench_batched(label, sa, sb, ta, tb, t, pool, isa, rounds))
+        row(label, dims, lambda t: bench_batched(label, sa, sb, ta, tb, t, pool, isa, rounds, precisions))
     for label, h, w, cin, cout, k, s, g in CONVS:
         row(label, f"{h}x{w}x{cin}->{cout}",
             lambda t: bench_conv(label, h, w, cin, cout, k, s, g, t, pool, isa, rounds, precisions))

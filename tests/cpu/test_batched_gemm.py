@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ember.devices.cpu.batched_gemm import BatchedGemm, batched_matmul, matmul_shapes
-from ember.devices.cpu.gemm import Epilogue
+from ember.devices.cpu.gemm import Epilogue, bf16_supported
 from ember.devices.cpu.isa import host_isa, supported_levels
 from ember.errors import EmberError
 
@@ -79,6 +79,33 @@ def test_batched_gemm_matches_numpy(level, case):
         op = BatchedGemm(sa, sb, ta, tb, threads, epi, alpha, host_isa(level))
         c = np.full(out_shape, np.nan, np.float32)
         assert op(a, b, c, bias, res) is c
+        np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_batched_gemm_bf16(level, case):
+    """bf16: exact products of the bf16-rounded operands (rounded by ml_dtypes), f32 sums."""
+    sa, sb, ta, tb, rshape, has_bias, alpha, epi_name = case
+    isa = host_isa(level)
+    if not bf16_supported(isa):
+        with pytest.raises(EmberError, match="AVX512_BF16"):
+            BatchedGemm(sa, sb, ta, tb, isa=isa, precision="bf16")
+        return
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(sum(sa) * 31 + sum(sb))
+    a = rng.standard_normal(sa).astype(np.float32)
+    b = rng.standard_normal(sb).astype(np.float32)
+    n = 1 if len(sb) == 1 else (sb[-2] if tb else sb[-1])
+    bias = rng.standard_normal(n).astype(np.float32) if has_bias else None
+    res = rng.standard_normal(rshape).astype(np.float32) if rshape else None
+    epi = EPILOGUES[epi_name]
+    ar, br = (t.astype(ml_dtypes.bfloat16).astype(np.float32) for t in (a, b))
+    want = reference(ar, br, ta, tb, bias, res, alpha, epi)
+    k = sa[0] if len(sa) == 1 else sa[-2] if ta else sa[-1]
+    tol = 4e-5 * max(1.0, math.sqrt(k))
+    for threads in (1, 2):
+        c = BatchedGemm(sa, sb, ta, tb, threads, epi, alpha, isa, "bf16")(a, b, None, bias, res)
         np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
 
 

@@ -11,6 +11,7 @@ from a table built when the call is bound, so operands may be arbitrary strided 
 (e.g. the heads of a ``[seq, 3 * hidden]`` QKV projection, read without a transpose),
 as long as B, C and the residual are contiguous along their innermost matrix dimension.
 
+A bf16 variant converts A's rows and B's panels to bf16 pairs in the same places.
 One native call (a ``parallel_for``) runs the whole batch: tasks are
 ``batch x M blocks x N blocks``. The fused epilogue is ``clamp(alpha * acc + bias[N] +
 R[..., M, N], lo, hi)``; the residual broadcasts over batch and rows (an attention mask).
@@ -26,7 +27,7 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.codegen import BF16, F32, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.gemm import (
     _ACC,
     _BIAS,
@@ -44,7 +45,9 @@ from ember.devices.cpu.gemm import (
     UkrKind,
     _aligned_alloca,
     _call_ukr,
+    _check_bf16,
     _check_bias,
+    _emit_to_bf16,
     _emit_ukr,
     _lane_mask,
     _masked_load,
@@ -56,7 +59,7 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 1
+VERSION = 2
 
 BG_FIELDS = ("a", "b", "c", "off", "m", "n", "k", "a_ms", "a_ks", "b_ks", "b_ns", "ldc", "bias", "res",
              "ldr", "flags", "lo", "hi", "alpha", "cb", "tm", "tn", "gm", "gn", "b_trans")
@@ -114,8 +117,40 @@ def _emit_pack_b(e: Emitter, tile: Tile, dst: ir.Value, src: ir.Value, b_ks: ir.
                                     align=64)
 
 
+def _emit_pairs_bf16(e: Emitter, tile: Tile, dst: ir.Value, src: ir.Value, kc: ir.Value) -> None:
+    """Convert a packed f32 panel src[k][NR] (k < kc) into bf16 pairs dst[k / 2][NR][2]; an odd
+    last k is paired with zero."""
+    b = e.b
+    L, NR = tile.lanes, tile.nr
+    vt = vec(F32, L)
+    zip_ = ir.Constant(vec(I32, 2 * L), [j for i in range(L) for j in (i, i + L)])
+    with e.loop(0, e.cdiv(kc, 2), name="pair") as p:
+        k0 = b.mul(p, c64(2))
+        has_k1 = b.icmp_signed("<", b.add(k0, c64(1)), kc)
+        for v in range(tile.nv):
+            r0 = e.load(vt, e.gep(F32, src, b.add(b.mul(k0, c64(NR)), c64(v * L))), align=64)
+            r1 = e.load(vt, e.gep(F32, src, b.add(b.mul(b.add(k0, c64(1)), c64(NR)), c64(v * L))), align=64)
+            r1 = b.select(has_k1, r1, ir.Constant(vt, None))
+            pairs = b.fptrunc(b.shuffle_vector(r0, r1, zip_), vec(BF16, 2 * L))
+            b.store(pairs, e.gep(I32, dst, b.add(b.mul(p, c64(NR)), c64(v * L))), align=64)
+
+
+def _emit_a_bf16(e: Emitter, dst: ir.Value, src: ir.Value, ks: ir.Value, kc: ir.Value, lanes: int,
+                 a_cols: bool) -> None:
+    """One row of A (k < kc, element k at src + k * ks) as bf16 at dst, zero padded to pairs."""
+    b = e.b
+    if not a_cols:
+        _emit_to_bf16(e, src, dst, kc, lanes)
+        return
+    with e.loop(0, kc, name="acv") as k:  # A stored transposed: one strided element at a time
+        x = e.load(F32, e.gep(F32, src, b.mul(k, ks)), align=4)
+        b.store(b.fptrunc(x, BF16), e.gep(BF16, dst, k), align=2)
+    with b.if_then(b.icmp_signed("!=", b.srem(kc, c64(2)), c64(0))):
+        b.store(ir.Constant(I16, 0), e.gep(I16, dst, kc), align=2)
+
+
 def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
-               a_cols: bool) -> None:
+               a_cols: bool, bf16: bool = False) -> None:
     fn = Emitter.function(m, name, VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
@@ -155,52 +190,68 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     epi_bits = b.or_(b.or_(bit(FLAG_BIAS, _BIAS), bit(FLAG_RES, _RES)), bit(FLAG_SCALE, _SCALE))
     rows = b.alloca(PTR, size=c64(MR))
     bpack = _aligned_alloca(e, F32, b.mul(b.mul(e.cdiv(cb, L), c64(L)), c64(NR)))
+    if bf16:  # A as bf16 rows [tile][MR][rs] per chunk; B panels as bf16 pairs
+        rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
+        apack = _aligned_alloca(e, I32, b.mul(b.mul(ntiles, c64(MR)), rs))
+        bpack16 = _aligned_alloca(e, I32, b.mul(e.cdiv(cb, 2), c64(NR)))
     kend = e.max(K, c64(1))  # K == 0 still runs one (empty) chunk to write the epilogue
     with e.loop(0, kend, cb, name="c0") as c0:
         kc = e.max(e.min(cb, b.sub(K, c0)), c64(0))
         first = b.icmp_signed("==", c0, c64(0))
         last = b.icmp_signed(">=", b.add(c0, cb), K)
         mode = b.or_(b.select(first, c32(0), c32(_ACC)), b.select(last, b.or_(epi_bits, c32(_FINAL)), c32(0)))
+        if bf16:
+            with e.loop(0, b.sub(m1, m0), name="arow") as q:
+                row = e.gep(F32, a, b.add(b.mul(b.add(m0, q), a_ms), b.mul(c0, a_ks)))
+                _emit_a_bf16(e, e.gep(I32, apack, b.mul(q, rs)), row, a_ks, kc, L, a_cols)
         with e.loop(j0, j1, name="jp") as jp:
             col = b.mul(jp, c64(NR))
             ncols = e.min(c64(NR), b.sub(N, col))
             _emit_pack_b(e, tile, bpack, e.gep(F32, bsrc, b.add(b.mul(c0, b_ks), b.mul(col, b_ns))), b_ks, b_ns,
                          trans, kc, ncols)
+            if bf16:
+                _emit_pairs_bf16(e, tile, bpack16, bpack, kc)
             nvec = e.cdiv(ncols, L)
             with e.loop(0, ntiles, name="tile") as it:
                 p0 = b.add(m0, b.mul(it, c64(MR)))
                 mr = e.min(c64(MR), b.sub(m1, p0))
-                if a_cols:
-                    b.store(e.gep(F32, a, p0), rows)
+                if bf16:
+                    args = [e.gep(I32, apack, b.mul(b.mul(it, c64(MR)), rs)), c64(1), rs, e.cdiv(kc, 2), bpack16,
+                            e.gep(F32, c, b.add(b.mul(p0, ldc), col)), ldc, ncols, mode, e.gep(F32, bias, col),
+                            e.gep(F32, res, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, c64(1), alpha]
                 else:
-                    last_row = b.sub(M, c64(1))
-                    for r in range(MR):  # rows past M repeat the last row (never stored)
-                        row = e.min(b.add(p0, c64(r)), last_row)
-                        b.store(e.gep(F32, a, b.mul(row, a_ms)), e.gep(PTR, rows, r))
-                args = [rows, c64(1), c0, kc, bpack, e.gep(F32, c, b.add(b.mul(p0, ldc), col)), ldc, ncols, mode,
-                        e.gep(F32, bias, col), e.gep(F32, res, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, a_ks,
-                        alpha]
+                    if a_cols:
+                        b.store(e.gep(F32, a, p0), rows)
+                    else:
+                        last_row = b.sub(M, c64(1))
+                        for r in range(MR):  # rows past M repeat the last row (never stored)
+                            row = e.min(b.add(p0, c64(r)), last_row)
+                            b.store(e.gep(F32, a, b.mul(row, a_ms)), e.gep(PTR, rows, r))
+                    args = [rows, c64(1), c0, kc, bpack, e.gep(F32, c, b.add(b.mul(p0, ldc), col)), ldc, ncols,
+                            mode, e.gep(F32, bias, col), e.gep(F32, res, b.add(b.mul(p0, ldr), col)), ldr, lo, hi,
+                            a_ks, alpha]
                 _call_ukr(e, ukrs, MR, mr, nvec, args)
     b.ret_void()
 
 
-def _build_module(prefix: str, isa: Isa, tile: Tile, a_cols: bool) -> ir.Module:
+def _build_module(prefix: str, isa: Isa, tile: Tile, a_cols: bool, bf16: bool) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     always_mask = isa.level == "avx512"
-    kind = UkrKind("cols" if a_cols else "rows")
+    kind = UkrKind("bf16" if bf16 else "cols" if a_cols else "rows")
     ukrs = {(r, v): _emit_ukr(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
-    _emit_task(m, f"{prefix}_bgemm_task", tile, ukrs, a_cols)
+    _emit_task(m, f"{prefix}_bgemm_task", tile, ukrs, a_cols, bf16)
     return m
 
 
 @functools.cache
-def _task_address(isa: Isa, a_cols: bool = False) -> int:
+def _task_address(isa: Isa, a_cols: bool = False, bf16: bool = False) -> int:
     """The task for A contiguous along K (``a_cols`` False) or along M (a transposed A)."""
     t = TILES[isa.level]
-    sig = f"bgemm|v{VERSION}|{isa.level}|{'cols' if a_cols else 'rows'}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}"
-    return jit.load(sig, isa, lambda p: _build_module(p, isa, t, a_cols)).address("bgemm_task")
+    sig = (f"bgemm{'-bf16' if bf16 else ''}|v{VERSION}|{isa.level}|{'cols' if a_cols else 'rows'}|mr{t.mr}|"
+           f"nv{t.nv}|l{t.lanes}|u{t.unroll}")
+    return jit.load(sig, isa, lambda p: _build_module(p, isa, t, a_cols, bf16)).address("bgemm_task")
 
 
 # --------------------------------------------------------------------------- shapes
@@ -273,6 +324,10 @@ class BatchedGemm:
     is packed into a small per-thread buffer inside the kernel, panel by panel. The residual
     may be any shape that broadcasts to the output except along N.
     Threads split ``batch x M blocks x N blocks``; one ``parallel_for`` per call.
+
+    ``precision="bf16"`` (AVX512_BF16 only, else :class:`~ember.errors.EmberError`; see
+    :func:`~ember.devices.cpu.gemm.bf16_supported`) rounds both operands to bf16 as they are
+    packed and accumulates in f32; the epilogue is f32.
     """
 
     def __init__(self, shape_a: tuple[int, ...], shape_b: tuple[int, ...], transpose_a: bool = False,
@@ -284,14 +339,18 @@ class BatchedGemm:
         self.epilogue, self.alpha = epilogue, float(alpha)
         self.isa = isa or host_isa()
         self.precision = as_precision(precision)
-        if self.precision is not Precision.F32:
-            raise EmberError("ember: the batched GEMM runs in f32 only (bf16 is for packed weights)")
+        self._bf16 = self.precision is Precision.BF16
+        if self._bf16:
+            _check_bf16(self.isa)
         self.tile = TILES[self.isa.level]
         self.num_threads = num_threads or default_pool().num_threads
         s = self.shapes
         self.nb = math.prod(s.batch)
         self.chunk = max(1, s.k if s.k <= MAX_CHUNK else MAX_CHUNK // 2)
         ntm = max(1, -(-s.m // self.tile.mr))
+        if self._bf16:  # the task's A block, converted to bf16, stays within ~128 KB of stack
+            rs = -(-(self.chunk + 1) // 2 // self.tile.lanes) * self.tile.lanes
+            ntm = max(1, min(ntm, 32768 // (self.tile.mr * rs)))
         self.blocks = plan_blocks(s.m, s.n, s.k, 1, max(self.nb, 1), self.tile, self.num_threads, max_tm=ntm)
         tm, tn, gm, gn = self.blocks
         self.n_tasks = self.nb * gm * gn if s.m > 0 and s.n > 0 else 0
@@ -383,7 +442,8 @@ class BatchedGemm:
             ctx[BF[key]] = val
         bits = np.array([self.epilogue.lo, self.epilogue.hi, self.alpha], np.float32).view(np.uint32)
         ctx[BF["lo"]], ctx[BF["hi"]], ctx[BF["alpha"]] = (int(x) for x in bits)
-        return BoundKernel(_task_address(self.isa, a_cols), ctx, self.n_tasks, self.num_threads, (offs, bias))
+        task = _task_address(self.isa, a_cols, self._bf16)
+        return BoundKernel(task, ctx, self.n_tasks, self.num_threads, (offs, bias))
 
     def __call__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, bias: np.ndarray | None = None,
                  residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
