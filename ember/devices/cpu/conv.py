@@ -45,6 +45,7 @@ from ember.errors import EmberError
 
 VERSION = 2
 MERGE_BELOW_CHANNELS = 16  # input channels per group under which taps are folded into K
+MERGE_MAX_K = 1024  # the gathered rows of a task (tiles x 14 x K floats) stay under ~0.5 MB of stack
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class ConvGeometry:
 def merge_taps_for(cin_per_group: int, taps: int) -> bool:
     """Whether a convolution runs with its taps folded into K (few channels per tap, as in a
     network's stem): each task gathers its pixels' taps into contiguous rows first."""
-    return taps > 1 and cin_per_group < MERGE_BELOW_CHANNELS and cin_per_group * taps <= 4096
+    return taps > 1 and cin_per_group < MERGE_BELOW_CHANNELS and cin_per_group * taps <= MERGE_MAX_K
 
 
 def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None,
