@@ -224,6 +224,21 @@ CASES = {
                             lambda: [_f(1, 3, 5, 5)], {"Convolution", "Transpose"}),
     "transpose-copy": eltwise_case(lambda a: ops.relu(ops.transpose(ops.exp(a), np.array([2, 0, 1]))),
                                    [(3, 5, 17)], native=frozenset({"Transpose", "Eltwise"})),
+    # memory movement
+    "gather-embedding": (lambda: _gather_model((50, 17), 0, (2, 7)), lambda: [_ids((2, 7), -50, 55)],
+                         {"Gather"}),
+    "gather-axis1-i32": (lambda: _gather_model((3, 9, 5), 1, (4,), np.int32), lambda: [_ids((4,), -9, 9, np.int32)],
+                         {"Gather"}),
+    "concat-plain": eltwise_case(lambda a, b: ops.concat([ops.exp(a), b, _f(2, 1, 5)], 1), [(2, 3, 5), (2, 4, 5)],
+                                 native=frozenset({"Concat", "Eltwise"})),
+    "concat-nhwc-channels": (lambda: _conv_then(lambda y: ops.relu(ops.concat([y, ops.negative(y)], 1))),
+                             lambda: [_f(1, 3, 5, 5)], {"Concat", "Convolution"}),
+    "slice-split-views": eltwise_case(
+        lambda a: ops.add(ops.slice(ops.exp(a), np.array([1, 0], np.int64), np.array([3, 18], np.int64),
+                                    np.array([1, 2], np.int64)),
+                          ops.slice(ops.split(ops.relu(a), np.int64(1), 2).output(1), np.array([0], np.int64),
+                                    np.array([2], np.int64), np.array([1], np.int64))), [(4, 18)],
+        native=frozenset({"Slice", "Split", "Eltwise"})),
     "se-scale-nhwc": (lambda: _se_model(), lambda: [_f(1, 8, 5, 5)], {"Eltwise", "Convolution"}),
     **{f"unary-{k}": eltwise_case(fn, [(3, 41)], edge=True) for k, fn in UNARY_BUILDERS.items()},
     **{f"unary-{k}": eltwise_case(fn, [(2, 33)], positive=True) for k, fn in POSITIVE_BUILDERS.items()},
@@ -259,6 +274,15 @@ def _attention_model(b: int, heads: int, seq: int, d: int, mask: str | None = No
     a = ops.scaled_dot_product_attention(q, k, v, m, None if scale is None else np.float32(scale), causal)
     merged = ops.reshape(ops.transpose(a, np.array([0, 2, 1, 3])), np.array([b, seq, hid], np.int64), False)
     return _model(ops.matmul(merged, _w(hid, hid), False, False), [x])
+
+
+def _gather_model(data_shape: tuple[int, ...], axis: int, idx_shape: tuple[int, ...], dtype=np.int64) -> Model:  # noqa: ANN001
+    ids = _param(idx_shape, "ids", dtype)
+    return _model(ops.relu(ops.gather(_f(*data_shape), ids, np.int64(axis))), [ids])
+
+
+def _ids(shape: tuple[int, ...], lo: int, hi: int, dtype=np.int64) -> np.ndarray:  # noqa: ANN001
+    return RNG.integers(lo, hi, shape).astype(dtype)
 
 
 def _conv_then(fn) -> Model:  # noqa: ANN001

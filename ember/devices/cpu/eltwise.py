@@ -113,16 +113,73 @@ def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
     b.ret_void()
 
 
+GATHER_FIELDS = ("data", "idx", "out", "outer", "n", "inner", "k", "idx64", "neg", "rpt", "rows")
+GF = {n: i for i, n in enumerate(GATHER_FIELDS)}
+
+
+def _emit_gather(m: ir.Module, prefix: str, lanes: int) -> None:
+    """gather_task(ctx, task): out[o, j, :] = data[o, idx[j], :] for a block of (o, j) rows
+    (4-byte units; an index out of [0, n) gives zeros; negative ones count from the end
+    when ``neg``)."""
+    fn = Emitter.function(m, f"{prefix}_gather_task", VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    vt = vec(I32, lanes)
+    f = {k: e.field(ctx, i) for k, i in GF.items()}
+    data, idxp, out = (b.inttoptr(f[k], PTR) for k in ("data", "idx", "out"))
+    n, inner, k = f["n"], f["inner"], f["k"]
+    r0 = b.mul(task, f["rpt"])
+    r1 = e.min(f["rows"], b.add(r0, f["rpt"]))
+    nmain = b.mul(b.sdiv(inner, c64(lanes)), c64(lanes))
+    tail = _lane_mask(e, b.sub(inner, nmain), lanes)
+    zero = ir.Constant(vt, None)
+    with e.loop(r0, r1, name="row") as row:
+        o, j = b.sdiv(row, k), b.srem(row, k)
+        i64v = e.load(I64, e.gep(I64, idxp, j))
+        i32v = b.sext(e.load(I32, e.gep(I32, idxp, j)), I64)
+        i = b.select(b.icmp_signed("!=", f["idx64"], c64(0)), i64v, i32v)
+        i = b.select(b.and_(b.icmp_signed("!=", f["neg"], c64(0)), b.icmp_signed("<", i, c64(0))), b.add(i, n), i)
+        ok = b.icmp_unsigned("<", i, n)
+        dst = e.gep(I32, out, b.mul(row, inner))
+        src = e.gep(I32, data, b.mul(b.add(b.mul(o, n), i), inner))
+
+        def masked(ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
+            if mask is None:
+                return e.load(vt, ptr, align=4)
+            return e.call(f"llvm.masked.load.v{lanes}i32.p0", vt, [ptr, c32(4), mask, zero])
+
+        def put(v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+            if mask is None:
+                b.store(v, ptr, align=4)
+            else:
+                e.call(f"llvm.masked.store.v{lanes}i32.p0", VOID, [v, ptr, c32(4), mask])
+
+        with b.if_else(ok) as (good, bad):
+            with good:
+                with e.loop(0, nmain, lanes, name="c") as c:
+                    put(masked(e.gep(I32, src, c), None), e.gep(I32, dst, c), None)
+                with b.if_then(b.icmp_signed("<", nmain, inner)):
+                    put(masked(e.gep(I32, src, nmain), tail), e.gep(I32, dst, nmain), tail)
+            with bad:
+                with e.loop(0, nmain, lanes, name="z") as c:
+                    put(zero, e.gep(I32, dst, c), None)
+                with b.if_then(b.icmp_signed("<", nmain, inner)):
+                    put(zero, e.gep(I32, dst, nmain), tail)
+    b.ret_void()
+
+
 def _build(prefix: str, isa: Isa) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     _emit_copy(m, prefix, isa.f32_lanes)
+    _emit_gather(m, prefix, isa.f32_lanes)
     return m
 
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"movement|v{VERSION}|{isa.level}", isa, lambda p: _build(p, isa))
+    return jit.load(f"movement|v{VERSION}|{isa.level}|gather", isa, lambda p: _build(p, isa))
 
 
 def _collapse(shape: list[int], ss: list[int], ts: list[int]) -> tuple[list[int], list[int], list[int]]:
@@ -177,6 +234,30 @@ def strided_copy(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None
     if src.size == 0:
         n_tasks = 0
     return BoundKernel(lib.address("copy_task"), ctx, n_tasks, threads, (src, dst))
+
+
+def gather_rows(data: np.ndarray, idx: np.ndarray, out: np.ndarray, axis: int, negative: bool, threads: int,
+                isa: Isa | None = None) -> BoundKernel:
+    """A bound Gather (batch_dims 0): ``out = take(data, idx, axis)`` with zeros for indices out
+    of range. ``data`` and ``out`` contiguous with items of a multiple of 4 bytes; ``idx``
+    contiguous int32 or int64."""
+    unit = data.dtype.itemsize // 4
+    outer = int(np.prod(data.shape[:axis]))
+    n = data.shape[axis]
+    inner = int(np.prod(data.shape[axis + 1:])) * unit
+    k = idx.size
+    rows = outer * k
+    rpt = max(1, (1 << 13) // max(inner, 1))
+    if -(-rows // rpt) < 4 * threads:
+        rpt = max(1, -(-rows // (4 * threads)))
+    isa = isa or host_isa()
+    ctx = np.zeros(len(GATHER_FIELDS), np.int64)
+    vals = dict(data=data.ctypes.data, idx=idx.ctypes.data, out=out.ctypes.data, outer=outer, n=n, inner=inner,
+                k=k, idx64=int(idx.dtype.itemsize == 8), neg=int(negative), rpt=rpt, rows=rows)
+    for key, v in vals.items():
+        ctx[GF[key]] = v
+    n_tasks = -(-rows // rpt) if rows and inner else 0
+    return BoundKernel(_library(isa).address("gather_task"), ctx, n_tasks, threads, (data, idx, out))
 
 
 def copy_op(name: str, src: Tensor, dst: Tensor, perm: tuple[int, ...] | None, threads: int) -> Op:
