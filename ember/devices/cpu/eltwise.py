@@ -260,6 +260,103 @@ def gather_rows(data: np.ndarray, idx: np.ndarray, out: np.ndarray, axis: int, n
     return BoundKernel(_library(isa).address("gather_task"), ctx, n_tasks, threads, (data, idx, out))
 
 
+# --------------------------------------------------------------------------- NCHW -> NHWC, few channels
+IL_FIELDS = ("src", "dst", "hw", "plane", "xn", "yn", "pb", "nblk")
+ILF = {n: i for i, n in enumerate(IL_FIELDS)}
+IL_MAX_C = 16
+IL_PIXELS = 1024  # pixels per task
+
+
+def _concat(b: ir.IRBuilder, vs: list[ir.Value], lanes: int) -> ir.Value:
+    """One vector holding ``vs`` (each ``lanes`` wide) one after another."""
+    acc = vs[0]
+    for v in vs[1:]:
+        n = acc.type.count
+        w = max(n, lanes)
+        ext = b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
+                               ir.Constant(vec(I32, w), list(range(lanes)) + [0] * (w - lanes)))
+        if n < w:
+            acc = b.shuffle_vector(acc, ir.Constant(acc.type, ir.Undefined),
+                                   ir.Constant(vec(I32, w), list(range(n)) + [0] * (w - n)))
+        acc = b.shuffle_vector(acc, ext, ir.Constant(vec(I32, n + lanes), list(range(n)) +
+                                                      [w + i for i in range(lanes)]))
+    return acc
+
+
+def _emit_interleave(m: ir.Module, prefix: str, lanes: int, c: int) -> None:
+    """il_task(ctx, task): dst[n, p, ch] = src[n, ch, p] for a block of pixels p, C = c."""
+    fn = Emitter.function(m, f"{prefix}_il_task", VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    vt = vec(F32, lanes)
+    f = {k: e.field(ctx, i) for k, i in ILF.items()}
+    nblk, pb, hw = f["nblk"], f["pb"], f["hw"]
+    img = b.sdiv(task, nblk)
+    p0 = b.mul(b.srem(task, nblk), pb)
+    p1 = e.min(hw, b.add(p0, pb))
+    src = e.gep(F32, b.inttoptr(f["src"], PTR), b.mul(img, f["xn"]))
+    dst = e.gep(F32, b.inttoptr(f["dst"], PTR), b.mul(img, f["yn"]))
+    plane = f["plane"]
+    order = [ch * lanes + p for p in range(lanes) for ch in range(c)]
+
+    def block(p: ir.Value, count: ir.Value | None) -> None:
+        mask = None if count is None else _lane_mask(e, count, lanes)
+        vs = [_masked_load(e, vt, e.gep(F32, src, b.add(b.mul(c64(ch), plane), p)), mask) for ch in range(c)]
+        allv = _concat(b, vs, lanes) if c > 1 else vs[0]
+        out = b.shuffle_vector(allv, ir.Constant(allv.type, ir.Undefined), ir.Constant(vec(I32, lanes * c), order))
+        ptr = e.gep(F32, dst, b.mul(p, c64(c)))
+        if count is None:
+            b.store(out, ptr, align=4)
+        else:
+            e.call(f"llvm.masked.store.v{lanes * c}f32.p0", VOID,
+                   [out, ptr, c32(4), _lane_mask(e, b.mul(count, c64(c)), lanes * c)])
+
+    pmain = b.add(p0, b.mul(b.sdiv(b.sub(p1, p0), c64(lanes)), c64(lanes)))
+    with e.loop(p0, pmain, lanes, name="p") as p:
+        block(p, None)
+    with b.if_then(b.icmp_signed("<", pmain, p1)):
+        block(pmain, b.sub(p1, pmain))
+    b.ret_void()
+
+
+@functools.cache
+def _interleave_library(isa: Isa, c: int) -> jit.Library:
+    def build(prefix: str) -> ir.Module:
+        m = ir.Module(name=prefix)
+        m.triple = isa.triple
+        _emit_interleave(m, prefix, isa.f32_lanes, c)
+        return m
+    return jit.load(f"interleave|v{VERSION}|{isa.level}|c{c}", isa, build)
+
+
+def nchw_to_nhwc(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None = None) -> BoundKernel | None:
+    """A bound kernel writing NCHW ``src`` (each image contiguous) as NHWC ``dst`` (contiguous)
+    for at most 16 channels, interleaving in registers; None otherwise."""
+    if src.ndim != 4 or src.dtype.itemsize != 4 or dst.dtype.itemsize != 4:
+        return None
+    n, c, h, w = src.shape
+    if not 1 < c <= IL_MAX_C or dst.shape != (n, h, w, c):
+        return None
+    st = [x // 4 for x in src.strides]
+    if st[3] != 1 or st[2] != w or st[1] != h * w or not dst.flags.c_contiguous:
+        return None
+    isa = isa or host_isa()
+    hw = h * w
+    pb = IL_PIXELS
+    nblk = -(-hw // pb)
+    if n * nblk < 4 * threads:
+        per = -(-hw // max(1, -(-4 * threads // n)))
+        pb = max(isa.f32_lanes, -(-per // isa.f32_lanes) * isa.f32_lanes)
+        nblk = -(-hw // pb)
+    ctx = np.zeros(len(IL_FIELDS), np.int64)
+    vals = dict(src=src.ctypes.data, dst=dst.ctypes.data, hw=hw, plane=st[1], xn=st[0], yn=hw * c, pb=pb, nblk=nblk)
+    for k, v in vals.items():
+        ctx[ILF[k]] = v
+    return BoundKernel(_interleave_library(isa, c).address("il_task"), ctx, n * nblk if src.size else 0, threads,
+                       (src, dst))
+
+
 def copy_op(name: str, src: Tensor, dst: Tensor, perm: tuple[int, ...] | None, threads: int) -> Op:
     """An op writing ``transpose(src, perm)`` (physical arrays) into ``dst``."""
 
@@ -267,7 +364,8 @@ def copy_op(name: str, src: Tensor, dst: Tensor, perm: tuple[int, ...] | None, t
         return a if perm is None else a.transpose(perm)
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[BoundKernel]:
-        k = strided_copy(view(ins[0]), outs[0], threads)
+        k = nchw_to_nhwc(ins[0], outs[0], threads) if perm == (0, 2, 3, 1) else None
+        k = k or strided_copy(view(ins[0]), outs[0], threads)
         if k is None:
             raise _Unbindable
         return [k]

@@ -40,7 +40,7 @@ class Tensor:
     """
 
     __slots__ = ("id", "shape", "dtype", "layout", "kind", "data", "index", "producer", "arena", "base",
-                 "make_view", "contiguous", "first", "last", "offset", "name")
+                 "make_view", "contiguous", "external", "first", "last", "offset", "name")
 
     def __init__(self, tid: int, shape: Sequence[int] | None, dtype: Any, layout: str = PLAIN,
                  kind: str = "value", name: str = "") -> None:
@@ -56,6 +56,8 @@ class Tensor:
         self.base: Tensor | None = None
         self.make_view: Callable[[np.ndarray], np.ndarray] | None = None
         self.contiguous = True
+        #: a buffer of its own (not in the arena), e.g. the copy of a model input
+        self.external = False
         self.first = 1 << 60
         self.last = -1
         self.offset = -1
@@ -158,6 +160,19 @@ class Program:
         self.ops.append(op)
         return op
 
+    def prune(self) -> int:
+        """Drop ops whose results nobody reads (left behind by rules that gave up)."""
+        live = {t.root().id for t in self.outputs}
+        kept: list[Op] = []
+        for op in reversed(self.ops):
+            if any(t.root().id in live or t.id in live for t in op.outputs):
+                kept.append(op)
+                live.update(t.root().id for t in op.inputs)
+                live.update(t.id for t in op.inputs)
+        dropped = len(self.ops) - len(kept)
+        self.ops = kept[::-1]
+        return dropped
+
     # -- memory ---------------------------------------------------------------------------
     def plan_memory(self) -> None:
         """Give every arena value an offset; values alive at the same step never overlap."""
@@ -175,7 +190,7 @@ class Program:
                 r.last = max(r.last, i)
         for t in self.outputs:
             t.root().last = n
-        roots = [t for t in self.tensors if t.kind == "value" and t.arena and t.last >= 0]
+        roots = [t for t in self.tensors if t.kind == "value" and t.arena and t.last >= 0 and not t.external]
         roots.sort(key=lambda t: (-t.nbytes, t.first))
         placed: list[tuple[int, int, int, int]] = []  # offset, end, first, last
         top = 0
@@ -212,6 +227,8 @@ class Instance:
         for t in program.tensors:
             if t.kind == "const":
                 arrays[t.id] = t.data  # type: ignore[assignment]
+            elif t.kind == "value" and t.arena and t.external:
+                arrays[t.id] = aligned_empty(max(t.nbytes, 1), np.uint8)[:t.nbytes].view(t.dtype).reshape(t.shape)
             elif t.kind == "value" and t.arena and t.offset >= 0:
                 arrays[t.id] = self.arena[t.offset:t.offset + t.nbytes].view(t.dtype).reshape(t.shape)
         for t in program.tensors:  # views come after their bases
@@ -226,7 +243,11 @@ class Instance:
         keep: list[Any] = []
         segments: list[Any] = []  # (first, count) native runs, or python callables
         self.op_spans: list[tuple[Op, Any]] = []
+        patchable = self._patchable_inputs(program)
+        self.patches: list[tuple[int, np.dtype, tuple[int, ...], list[tuple[np.ndarray, int, int]]]] = []
         for op in program.ops:
+            if op.type_name == "InputCopy" and op.outputs[0].id in patchable:
+                continue  # the kernels read the caller's array (pointers patched per run)
             if op.native:
                 assert op.bind is not None
                 kernels = op.bind([arrays[t.id] for t in op.inputs], [arrays[t.id] for t in op.outputs])
@@ -245,10 +266,36 @@ class Instance:
                 segments.append(step)
                 self.op_spans.append((op, step))
         self._keep = keep
+        for tid, index in patchable.items():
+            t = program.tensors[tid]
+            start = arrays[tid].ctypes.data
+            fields = []
+            for k in keep:
+                hit = np.nonzero((k.ctx >= start) & (k.ctx < start + max(t.nbytes, 1)))[0]
+                fields += [(k.ctx, int(f), int(k.ctx[f]) - start) for f in hit]
+            self.patches.append((index, t.dtype, t.shape, fields))
         self.table = np.array(rows if rows else [[0] * STEP_WORDS], np.int64).reshape(-1, STEP_WORDS)
         self.segments = [tuple(s) if isinstance(s, list) else s for s in segments]
         self._runner = run_steps_function()
         self._input_ids = [t.id for t in program.inputs]
+
+    @staticmethod
+    def _patchable_inputs(program: Program) -> dict[int, int]:
+        """{copy tensor id: input index} of model inputs that only native ops read (directly
+        or through views): their kernels can read the caller's array in place."""
+        readers: dict[int, list[Op]] = {}
+        for op in program.ops:
+            for t in op.inputs:
+                readers.setdefault(t.root().id, []).append(op)
+        out = {}
+        for op in program.ops:
+            if op.type_name == "InputCopy":
+                t = op.outputs[0]
+                if t in program.outputs or any(v.root() is t for v in program.outputs):
+                    continue
+                if t.arena and readers.get(t.id) and all(r.native for r in readers[t.id]):
+                    out[t.id] = op.inputs[0].index
+        return out
 
     # -- python steps ---------------------------------------------------------------------
     def _getter(self, t: Tensor, physical: bool) -> Callable[[dict[int, np.ndarray]], np.ndarray]:
@@ -298,6 +345,15 @@ class Instance:
 
     def run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None = None) -> list[np.ndarray]:
         slots: dict[int, np.ndarray] = dict(zip(self._input_ids, inputs))
+        held = []
+        for index, dtype, shape, fields in self.patches:
+            a = np.ascontiguousarray(inputs[index], dtype)
+            if a.shape != shape:
+                raise InferenceError(f"ember: input {index} has shape {list(a.shape)}, expected {list(shape)}")
+            held.append(a)
+            addr = a.ctypes.data
+            for ctx, f, delta in fields:
+                ctx[f] = addr + delta
         if profile is not None:
             self._run_profiled(slots, profile)
         else:

@@ -89,7 +89,7 @@ class Lowering:
         """``t`` as a native op can read it: in the arena (or a constant), in ``layout``,
         contiguous (unless ``contiguous=False`` and it is a strided view)."""
         if t.kind == "input":
-            t = self._cached(t, "arena", lambda: self._copy(t, t.layout))
+            t = self._cached(t, "arena", lambda: self._input_copy(t))
         if layout == NHWC and t.layout != NHWC:
             return self._cached(t, NHWC, lambda: self._to_nhwc(t))
         if layout == PLAIN and t.layout == NHWC:
@@ -116,8 +116,18 @@ class Lowering:
         return self._converted[k]
 
     def _copy(self, t: Tensor, layout: str) -> Tensor:
+        from ember.devices.cpu.eltwise import copy_op
+
         out = self.value(t.shape, layout, t.dtype, t.name + "/copy")
-        self.p.add(Op(t.name + "/copy", "Copy", [t], [out], native=False, physical=True,
+        self.p.add(copy_op(t.name + "/copy", t, out, None, self.threads))
+        return out
+
+    def _input_copy(self, t: Tensor) -> Tensor:
+        """A model input as native ops read it: a buffer of its own, outside the arena. The
+        instance points the kernels at the caller's array instead when it can (no copy)."""
+        out = self.value(t.shape, t.layout, t.dtype, t.name)
+        out.external = True
+        self.p.add(Op(t.name + "/input", "InputCopy", [t], [out], native=False, physical=True,
                       fn=lambda a: [a[0]]))
         return out
 
@@ -169,6 +179,7 @@ class Lowering:
         self.p.inputs.sort(key=lambda t: t.index)
         for r in self.model.get_results():
             self.p.outputs.append(self.tensor(r._inputs[0]))
+        self.p.stats["pruned"] = self.p.prune()
         self.p.stats["fallbacks"] = dict(self.fallbacks)
         self.p.stats["native_nodes"] = self.native_nodes
         self.p.stats["bf16_ops"] = self.bf16_ops
