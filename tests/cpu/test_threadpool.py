@@ -155,3 +155,37 @@ def test_close():
         pool.parallel_for(0, 0, 1)
     with pytest.raises(EmberError):
         ThreadPool(0)
+
+
+def _new_threads(make):
+    before = set(os.listdir("/proc/self/task"))
+    obj = make()
+    return obj, [int(t) for t in set(os.listdir("/proc/self/task")) - before]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+@pytest.mark.parametrize("pin", [True, False])
+def test_workers_pinned_to_their_own_cpu(pin):
+    """Pinned workers each get one CPU of the process's set, not the first (the caller's)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    pool, tids = _new_threads(lambda: ThreadPool(2, pin=pin))
+    try:
+        assert len(tids) == 1
+        got = os.sched_getaffinity(tids[0])
+        if pin and len(allowed) > 1:
+            assert pool.pinned_cpus == sorted(got) and len(got) == 1 and allowed[0] not in got
+        elif not pin:
+            assert pool.pinned_cpus == [] and sorted(got) == allowed
+        counts = np.zeros(64, np.int64)
+        task = _counter_task(counts, set())
+        pool.parallel_for(ctypes.cast(task, ctypes.c_void_p).value, 0, 64)
+        assert (counts == 1).all()
+    finally:
+        pool.close()
+
+
+def test_pinning_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("EMBER_PIN_THREADS", "0")
+    pool = ThreadPool(2)
+    assert pool.pinned_cpus == []
+    pool.close()
