@@ -460,3 +460,17 @@ def test_weight_decompression_is_folded() -> None:
     assert not cm._executable.program.stats["fallbacks"]
     a = _f(1, 16)
     np.testing.assert_allclose(_run_compiled(cm, [a])[0], _run(model, "REFERENCE", [a])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_inputs_read_in_place_each_run_and_left_untouched() -> None:
+    build, _, _ = CASES["conv3x3-bias-relu"]
+    model = build()
+    cm = ember.Core().compile_model(model, "CPU")
+    assert cm._executable._instances[()].patches  # the stem reads the caller's array directly
+    base = _f(1, 8, 8, 3)
+    for x in (_f(1, 3, 8, 8), np.ascontiguousarray(base.transpose(0, 3, 1, 2)), base.transpose(0, 3, 1, 2),
+              _f(1, 3, 8, 8).astype(np.float64)):
+        before = x.copy()
+        got = _run_compiled(cm, [x])[0]
+        np.testing.assert_array_equal(x, before)
+        np.testing.assert_allclose(got, _run(model, "REFERENCE", [x.astype(np.float32)])[0], rtol=1e-5, atol=1e-5)
