@@ -182,6 +182,8 @@ CASES = {
     "prelu-channels": eltwise_case(lambda a: ops.prelu(a, _f(5)), [(2, 5, 3, 4)]),
     "mask-like-int-chain": eltwise_case(
         lambda a: ops.multiply(ops.subtract(np.float32(1.0), a), np.float32(-10000.0)), [(1, 1, 1, 128)]),
+    "convert-int-inputs": (lambda: _convert_model(), lambda: [_ids((1, 37), -3, 3), _ids((3, 1), 0, 2, np.int32),
+                                                             _ids((37,), 0, 2, np.bool_)], {"Eltwise"}),
     "odd-5d-broadcast-falls-back": eltwise_case(lambda a, b: ops.add(a, b), [(2, 3, 1, 5, 2), (1, 3, 4, 1, 2)],
                                                 native=frozenset()),
     # products of two runtime tensors
@@ -274,6 +276,17 @@ def _attention_model(b: int, heads: int, seq: int, d: int, mask: str | None = No
     a = ops.scaled_dot_product_attention(q, k, v, m, None if scale is None else np.float32(scale), causal)
     merged = ops.reshape(ops.transpose(a, np.array([0, 2, 1, 3])), np.array([b, seq, hid], np.int64), False)
     return _model(ops.matmul(merged, _w(hid, hid), False, False), [x])
+
+
+def _convert_model() -> Model:
+    """BERT's mask: reshape an int64 input, convert to f32, (1 - m) * -10000; plus i32 and bool."""
+    m = _param((1, 37), "m", np.int64)
+    i = _param((3, 1), "i", np.int32)
+    flag = _param((37,), "flag", np.bool_)
+    r = ops.reshape(m, np.array([1, 1, 1, 37], np.int64), False)
+    y = ops.multiply(ops.subtract(np.float32(1.0), ops.convert(r, "f32")), np.float32(-10000.0))
+    y = ops.add(y, ops.convert(i, "f32"))
+    return _model(ops.multiply(y, ops.convert(flag, "f32")), [m, i, flag])
 
 
 def _gather_model(data_shape: tuple[int, ...], axis: int, idx_shape: tuple[int, ...], dtype=np.int64) -> Model:  # noqa: ANN001

@@ -400,7 +400,10 @@ UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "ta
              "gelu_tanh", "swish", "hswish", "hsigmoid", "elu", "floor", "ceil", "softplus", "mish", "square",
              "mulc", "addc", "rsubc", "rdivc", "powc")
 BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu")
-OPCODES = {"load": 0, "store": 1}
+OPCODES = {"load": 0, "store": 1, "load_i32": 2, "load_i64": 3, "load_u8": 4}
+#: the LOAD opcode for an input's numpy dtype (converted to f32 as it is read)
+LOAD_FOR = {np.dtype(np.float32): "load", np.dtype(np.int32): "load_i32", np.dtype(np.int64): "load_i64",
+            np.dtype(np.uint8): "load_u8", np.dtype(np.bool_): "load_u8"}
 for _i, _n in enumerate(UNARY_OPS):
     OPCODES[_n] = 10 + _i
 for _i, _n in enumerate(BINARY_OPS):
@@ -666,25 +669,43 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int) -> None:
                     body()
                     b.branch(done)
 
-                def load_input() -> None:
-                    ib = b.add(c64(EW_IN0), b.mul(ra, c64(EW_IN_WORDS)))
-                    ptr = b.inttoptr(word(ib), PTR)
-                    off = b.add(b.add(b.mul(i0, word(b.add(ib, c64(1)))), b.mul(i1, word(b.add(ib, c64(2))))),
-                                b.mul(i2, word(b.add(ib, c64(3)))))
-                    src = e.gep(F32, ptr, off)
-                    si = word(b.add(ib, c64(4)))
-                    with b.if_else(b.icmp_signed("==", si, c64(0))) as (bcast, contig):
-                        with bcast:
-                            v = e.splat(e.load(F32, src), lanes)
-                            with e.loop(0, nv, name="lv") as k:
-                                b.store(v, reg(dst, k))
-                        with contig:
-                            p = e.gep(F32, src, col)
-                            last = b.sub(nv, c64(1))
-                            with e.loop(0, last, name="lc") as k:
-                                b.store(e.load(vt, e.gep(F32, p, b.mul(k, c64(lanes))), align=4), reg(dst, k))
-                            b.store(_masked_load(e, vt, e.gep(F32, p, b.mul(last, c64(lanes))), tail_mask),
-                                    reg(dst, last))
+                def load_input(etype: ir.Type, kind: str) -> Any:
+                    """LOAD of an input of element type ``etype`` (converted to f32)."""
+                    ivt = vec(etype, lanes)
+
+                    def convert(v: ir.Value) -> ir.Value:
+                        if kind == "f":
+                            return v
+                        return b.sitofp(v, vt) if kind == "i" else b.uitofp(v, vt)
+
+                    def vload(p: ir.Value, mask: ir.Value | None) -> ir.Value:
+                        if mask is None:
+                            return e.load(ivt, p, align=1)
+                        name = f"llvm.masked.load.v{lanes}{'f32' if kind == 'f' else f'i{etype.width}'}.p0"
+                        return e.call(name, ivt, [p, c32(1), mask, ir.Constant(ivt, None)])
+
+                    def body() -> None:
+                        ib = b.add(c64(EW_IN0), b.mul(ra, c64(EW_IN_WORDS)))
+                        ptr = b.inttoptr(word(ib), PTR)
+                        off = b.add(b.add(b.mul(i0, word(b.add(ib, c64(1)))), b.mul(i1, word(b.add(ib, c64(2))))),
+                                    b.mul(i2, word(b.add(ib, c64(3)))))
+                        src = e.gep(etype, ptr, off)
+                        si = word(b.add(ib, c64(4)))
+                        with b.if_else(b.icmp_signed("==", si, c64(0))) as (bcast, contig):
+                            with bcast:
+                                x = e.load(etype, src)
+                                x = x if kind == "f" else (b.sitofp(x, F32) if kind == "i" else b.uitofp(x, F32))
+                                v = e.splat(x, lanes)
+                                with e.loop(0, nv, name="lv") as k:
+                                    b.store(v, reg(dst, k))
+                            with contig:
+                                p = e.gep(etype, src, col)
+                                last = b.sub(nv, c64(1))
+                                with e.loop(0, last, name="lc") as k:
+                                    b.store(convert(vload(e.gep(etype, p, b.mul(k, c64(lanes))), None)), reg(dst, k))
+                                b.store(convert(vload(e.gep(etype, p, b.mul(last, c64(lanes))), tail_mask)),
+                                        reg(dst, last))
+                    return body
 
                 def store() -> None:
                     p = e.gep(F32, yrow, col)
@@ -706,7 +727,10 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int) -> None:
                                     reg(dst, k))
                     return body
 
-                case(OPCODES["load"], load_input)
+                case(OPCODES["load"], load_input(F32, "f"))
+                case(OPCODES["load_i32"], load_input(I32, "i"))
+                case(OPCODES["load_i64"], load_input(I64, "i"))
+                case(OPCODES["load_u8"], load_input(ir.IntType(8), "u"))
                 case(OPCODES["store"], store)
                 for name in UNARY_OPS:
                     case(OPCODES[name], unary(name))
@@ -725,7 +749,7 @@ def _build_eltwise(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _eltwise_library(isa: Isa) -> jit.Library:
-    return jit.load(f"eltwise|v{VERSION}|{isa.level}|b{BLOCK}|r{REGS}", isa, lambda p: _build_eltwise(p, isa))
+    return jit.load(f"eltwise|v{VERSION}|{isa.level}|b{BLOCK}|r{REGS}|ld2", isa, lambda p: _build_eltwise(p, isa))
 
 
 def _f32_bits(v: float) -> int:
@@ -777,14 +801,15 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
                    isa: Isa | None = None) -> BoundKernel | None:
     """A bound elementwise program writing ``y`` (float32, contiguous innermost axis).
 
-    ``inputs`` are float32 arrays broadcastable to ``y``; ``program`` is a list of
-    ``(op, dst, a, b, imm0, imm1)`` with ``op`` a name in :data:`OPCODES` (``load``: register
-    ``dst`` = input ``a``; ``store``: ``y`` = register ``a``). None when the shapes do not fit
+    ``inputs`` are arrays broadcastable to ``y`` (float32, or int32/int64/uint8/bool read
+    with ``load_i32``/``load_i64``/``load_u8``); ``program`` is a list of ``(op, dst, a, b,
+    imm0, imm1)`` with ``op`` a name in :data:`OPCODES` (``load``: register ``dst`` = input
+    ``a``; ``store``: ``y`` = register ``a``). None when the shapes do not fit
     the kernel (more than 4 collapsed dims, an input whose innermost stride is not 0 or 1)."""
     if len(inputs) > MAX_INPUTS or len(program) > MAX_INSTR:
         return None
     views = [np.broadcast_to(a, y.shape) for a in inputs]
-    strides = [[s // 4 for s in y.strides]] + [[s // 4 for s in v.strides] for v in views]
+    strides = [[s // 4 for s in y.strides]] + [[s // v.itemsize for s in v.strides] for v in views]
     dims, st = _collapse_operands(y.shape, strides)
     if not dims:
         dims, st = [1], [[1] for _ in strides]

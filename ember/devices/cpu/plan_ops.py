@@ -446,6 +446,8 @@ def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
 @lowers("Reshape", "Squeeze", "Unsqueeze")
 def lower_reshape(L: Lowering, node: Node) -> bool:
     src = L.tensor(node._inputs[0])
+    if src.kind == "input" and src.shape is not None:
+        src = L.native_input(src, PLAIN)
     if src.kind not in ("value", "view"):
         return False
     if src.layout == NHWC:
@@ -557,9 +559,14 @@ def _scalar(port: Output) -> float | None:
     return float(c.reshape(-1)[0]) if c is not None and c.size == 1 and c.dtype.kind == "f" else None
 
 
+LOADABLE = {np.dtype(d) for d in (np.float32, np.int32, np.int64, np.uint8, np.bool_)}
+
+
 def _ew_unary(node: Node) -> tuple[str, float, float] | None:
     """(op, imm0, imm1) of a unary elementwise node, or None."""
     t = node.type_name
+    if t == "Convert":  # to f32 from an integer or bool input: the load converts
+        return "mulc", 1.0, 0.0
     if t in _EW_UNARY and len(node._inputs) == 1:
         return _EW_UNARY[t], 0.0, 0.0
     if t == "Clamp":
@@ -592,6 +599,8 @@ def _ew_unary(node: Node) -> tuple[str, float, float] | None:
 def _ew_ok(node: Node) -> bool:
     if len(node.outputs()) != 1 or node.output(0).element_type.dtype != F32:
         return False
+    if node.type_name == "Convert":
+        return node._inputs[0].element_type.dtype in LOADABLE
     if any(s.element_type.dtype != F32 for s in node._inputs):
         return False
     mode = str(node.attrs.get("auto_broadcast", "numpy")).lower()
@@ -607,7 +616,7 @@ def _prelu_slope(node: Node, slope: np.ndarray | None, slope_shape: tuple[int, .
     return slope_shape
 
 
-@lowers(*_EW_UNARY, *_EW_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power")
+@lowers(*_EW_UNARY, *_EW_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power", "Convert")
 def lower_eltwise(L: Lowering, node: Node) -> bool:
     from ember.devices.cpu.eltwise import eltwise_fits, eltwise_kernel
 
@@ -623,7 +632,8 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
         c = const_of(port)
         shape = shape_override or _static(port)
         if c is not None:
-            operands.append(("const", np.ascontiguousarray(c, np.float32).reshape(shape), shape))
+            keep = c.dtype if c.dtype in LOADABLE else F32
+            operands.append(("const", np.ascontiguousarray(c, keep).reshape(shape), shape))
         else:
             operands.append(("tensor", L.tensor(port), shape))
         return len(operands) - 1
@@ -635,7 +645,8 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
         if u is not None and (n.type_name != "Power" or chain is None or n._inputs[0] == chain):
             if chain is None:
                 prog.append(("load", 0, operand(n._inputs[0]), 0, 0.0, 0.0))
-            prog.append((u[0], 0, 0, 0, u[1], u[2]))
+            if n.type_name != "Convert":
+                prog.append((u[0], 0, 0, 0, u[1], u[2]))
             return True
         if n.type_name not in _EW_BINARY or len(n._inputs) != 2:
             return False
@@ -686,6 +697,10 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
     if len(operands) > 8:
         return False
     prog.append(("store", 0, 0, 0, 0.0, 0.0))
+    from ember.devices.cpu.eltwise import LOAD_FOR
+
+    prog = [(LOAD_FOR[operands[a][1].dtype], dst, a, *rest) if op == "load" else (op, dst, a, *rest)
+            for op, dst, a, *rest in prog]
     # layout: NHWC when a full-size input is NHWC and every other tensor input can be viewed so
     tensors = [t for kind, t, _ in operands if kind == "tensor"]
     nhwc = rank == 4 and any(t.layout == NHWC and shp == out_shape for (kind, t, shp) in operands
