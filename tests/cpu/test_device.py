@@ -241,6 +241,9 @@ CASES = {
                           ops.slice(ops.split(ops.relu(a), np.int64(1), 2).output(1), np.array([0], np.int64),
                                     np.array([2], np.int64), np.array([1], np.int64))), [(4, 18)],
         native=frozenset({"Slice", "Split", "Eltwise"})),
+    "batchnorm-standalone": eltwise_case(
+        lambda a: ops.batch_norm_inference(a, np.abs(_f(5)) + 0.5, _f(5), _f(5), np.abs(_f(5)) + 0.1, 1e-3),
+        [(2, 5, 3, 3)], native=frozenset({"Eltwise"})),
     "se-scale-nhwc": (lambda: _se_model(), lambda: [_f(1, 8, 5, 5)], {"Eltwise", "Convolution"}),
     **{f"unary-{k}": eltwise_case(fn, [(3, 41)], edge=True) for k, fn in UNARY_BUILDERS.items()},
     **{f"unary-{k}": eltwise_case(fn, [(2, 33)], positive=True) for k, fn in POSITIVE_BUILDERS.items()},
@@ -379,6 +382,28 @@ def test_bf16_when_asked_and_supported() -> None:
     got = _run_compiled(cm, [x])[0]
     assert not np.array_equal(got, _run(model, "CPU", [x])[0])  # really computed differently
     np.testing.assert_allclose(got, want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()))
+
+
+def test_bf16_convnet_within_bf16_tolerance() -> None:
+    from ember.devices.cpu.gemm import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("this CPU has no AVX512_BF16")
+    build, _, _ = CASES["conv-residual-conv-relu"]
+    model = build()
+    cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    assert cm.get_property("INFERENCE_PRECISION_HINT") == ember.Type.bf16
+    x = _f(1, 8, 6, 6)
+    want = _run(model, "REFERENCE", [x])[0]
+    np.testing.assert_allclose(_run_compiled(cm, [x])[0], want, rtol=3e-2, atol=3e-2 * float(np.abs(want).max()))
+
+
+def test_hetero_over_cpu() -> None:
+    model = _small_conv_model()
+    x = _f(1, 8, 6, 6)
+    cm = ember.Core().compile_model(model, "HETERO:CPU,REFERENCE")
+    assert "CPU" in cm.get_property("EXECUTION_DEVICES")
+    np.testing.assert_allclose(_run_compiled(cm, [x])[0], _run(model, "REFERENCE", [x])[0], rtol=1e-5, atol=1e-5)
 
 
 def test_bf16_without_support_runs_f32_and_says_so(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:  # noqa: ANN001

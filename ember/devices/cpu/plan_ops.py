@@ -174,6 +174,9 @@ class Lowering:
                         ok = False
                 if ok:
                     self.native_nodes += 1
+                    last = self.p.ops[-1] if self.p.ops else None
+                    log.debug("CPU: %s '%s' -> %s", node.type_name, node.friendly_name,
+                              last.type_name if last is not None and last.native else "view")
                 else:
                     self.reference(node)
         self.p.inputs.sort(key=lambda t: t.index)

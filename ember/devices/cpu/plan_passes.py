@@ -65,6 +65,31 @@ def fold_weight_decompression(model: Model) -> int:
     return folded
 
 
+def decompose_batchnorm(model: Model) -> int:
+    """BatchNormInference with constant parameters (one the optimizer could not fold into a
+    convolution) -> ``x * scale + shift`` per channel, which the elementwise kernel runs."""
+    import ember.opset as ops
+
+    done = 0
+    for node in model.get_ordered_ops():
+        if node.type_name != "BatchNormInference":
+            continue
+        data = node._inputs[node.data_port]
+        params = [node._inputs[p].node for p in node.param_ports]
+        rank = data.partial_shape.rank
+        if not all(isinstance(c, Constant) for c in params) or not rank.is_static or rank.get_length() < 2:
+            continue
+        gamma, beta, mean, var = (c.data.astype(np.float64).reshape(-1) for c in params)  # type: ignore[attr-defined]
+        scale = gamma / np.sqrt(var + node.attrs["epsilon"])
+        shape = (1, -1) + (1,) * (rank.get_length() - 2)
+        dtype = data.element_type.dtype
+        y = ops.add(ops.multiply(data, (scale.reshape(shape)).astype(dtype)),
+                    (beta - mean * scale).reshape(shape).astype(dtype), name=node.friendly_name)
+        node.output(0).replace(y.output(0))
+        done += 1
+    return done
+
+
 def _node_count(model: Model) -> int:
     return len(model.get_ordered_ops())
 
@@ -74,9 +99,9 @@ def device_passes(model: Model) -> Model:
     from ember.passes import optimize
 
     model = optimize(model, 2, copy=False)
-    if fold_weight_decompression(model):
+    if fold_weight_decompression(model) + decompose_batchnorm(model):
         model = optimize(model, 1, copy=False)
     return model
 
 
-__all__ = ["device_passes", "fold_weight_decompression"]
+__all__ = ["decompose_batchnorm", "device_passes", "fold_weight_decompression"]
