@@ -38,7 +38,7 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 8
+VERSION = 9
 
 
 @dataclass(frozen=True)
@@ -402,10 +402,16 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     kmerged = b.mul(ntaps, cin)
     vt = vec(F32, L)
 
-    def copy(dst: ir.Value, src: ir.Value, count: ir.Value) -> None:
-        with e.loop(0, count, L, name="cp") as c:
-            mask = _lane_mask(e, b.sub(count, c), L)
-            _masked_store(e, _masked_load(e, vt, e.gep(F32, src, c), mask), e.gep(F32, dst, c), mask)
+    def copy(dst: ir.Value, src: ir.Value, count: ir.Value, small: tuple[ir.Value, ir.Value]) -> None:
+        """count floats; ``small`` = (count <= L, its lane mask), computed once per task."""
+        fits, mask0 = small
+        with b.if_else(fits) as (one, loop):
+            with one:
+                _masked_store(e, _masked_load(e, vt, src, mask0), dst, mask0)
+            with loop:
+                with e.loop(0, count, L, name="cp") as c:
+                    mask = _lane_mask(e, b.sub(count, c), L)
+                    _masked_store(e, _masked_load(e, vt, e.gep(F32, src, c), mask), e.gep(F32, dst, c), mask)
 
     with b.if_else(merge) as (merged, per_tap):
         with per_tap:
@@ -416,6 +422,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
             dense = b.and_(b.icmp_signed("==", ldx, cin), b.icmp_signed("==", dw, c64(1)))
             span = b.mul(b.sub(kw, c64(1)), dw)
             krow = b.mul(kw, cin)
+            small_row = (b.icmp_signed("<=", krow, c64(L)), _lane_mask(e, krow, L))
+            small_tap = (b.icmp_signed("<=", cin, c64(L)), _lane_mask(e, cin, L))
 
             def gather_row(p: ir.Value, img: ir.Value, oy: ir.Value, ox: ir.Value) -> None:
                 dst = e.gep(F32, gbuf, b.mul(b.sub(p, m0), kpad))
@@ -430,13 +438,13 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                     drow = e.gep(F32, dst, b.mul(ky, krow))
                     with b.if_else(b.and_(b.and_(yok, inside_x), dense)) as (whole, taps):
                         with whole:
-                            copy(drow, e.gep(F32, xrow, b.mul(ix0, ldx)), krow)
+                            copy(drow, e.gep(F32, xrow, b.mul(ix0, ldx)), krow, small_row)
                         with taps:
                             with e.loop(0, kw, name="gkx") as kx:
                                 ix = b.add(ix0, b.mul(kx, dw))
                                 ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
                                 src = b.select(ok, e.gep(F32, xrow, b.mul(ix, ldx)), zero_row)
-                                copy(e.gep(F32, drow, b.mul(kx, cin)), src, cin)
+                                copy(e.gep(F32, drow, b.mul(kx, cin)), src, cin, small_tap)
 
             pixels(gather_row)
             with e.loop(0, b.mul(ntiles, c64(MR)), name="gp") as q:
