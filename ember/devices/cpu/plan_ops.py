@@ -455,10 +455,14 @@ def lower_reshape(L: Lowering, node: Node) -> bool:
         return False
     if src.layout == NHWC:
         src = L.plain(src)
-    if not src.contiguous:
-        return False
     shape = _static(node.output(0))
-    t = L.p.view(src, shape, lambda a: a.reshape(shape), name=node.friendly_name)
+    try:  # a strided view (a column slice, say) often reshapes without a copy too
+        contiguous = np.reshape(probe_array(src), shape, copy=False).flags.c_contiguous
+    except ValueError:
+        src = L.native_input(src, PLAIN, contiguous=True)
+        contiguous = True
+    t = L.p.view(src, shape, lambda a: np.reshape(a, shape, copy=False), contiguous=contiguous,
+                 name=node.friendly_name)
     L.finish(node, t, [])
     return True
 
