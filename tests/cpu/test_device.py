@@ -241,6 +241,9 @@ CASES = {
                           ops.slice(ops.split(ops.relu(a), np.int64(1), 2).output(1), np.array([0], np.int64),
                                     np.array([2], np.int64), np.array([1], np.int64))), [(4, 18)],
         native=frozenset({"Slice", "Split", "Eltwise"})),
+    "matmul-on-column-slice": eltwise_case(
+        lambda a: ops.matmul(ops.split(ops.relu(a), np.int64(-1), 3).output(1), _w(5, 7), False, False),
+        [(2, 4, 15)], native=frozenset({"MatMul", "Split"})),
     "batchnorm-standalone": eltwise_case(
         lambda a: ops.batch_norm_inference(a, np.abs(_f(5)) + 0.5, _f(5), _f(5), np.abs(_f(5)) + 0.1, 1e-3),
         [(2, 5, 3, 3)], native=frozenset({"Eltwise"})),

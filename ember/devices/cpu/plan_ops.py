@@ -381,13 +381,19 @@ def lower_matmul(L: Lowering, node: Node) -> bool:
     gemm = Gemm(pack_b(np.ascontiguousarray(w2), L.isa, precision=L.precision), m, Epilogue(lo, hi),
                 num_threads=L.threads)
     L.bf16_ops += L.precision == "bf16"
-    a = L.native_input(L.tensor(a_port), PLAIN)
+    a = L.native_input(L.tensor(a_port), PLAIN, contiguous=False)
+    try:  # rows of A may be strided (a column slice): the GEMM takes any row stride
+        rows = np.reshape(probe_array(a), (m, k), copy=False)
+        if k > 1 and rows.strides[-1] != rows.itemsize:
+            raise ValueError
+    except ValueError:
+        a = L.native_input(a, PLAIN, contiguous=True)
     y = L.value(out_shape, PLAIN, name=last.friendly_name)
     ins = [a] + ([residual] if residual is not None else [])
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         r = arrs[1].reshape(m, nn) if residual is not None else None
-        return [gemm.bind(arrs[0].reshape(m, k), outs[0].reshape(m, nn), bias, r)]
+        return [gemm.bind(np.reshape(arrs[0], (m, k), copy=False), outs[0].reshape(m, nn), bias, r)]
 
     L.p.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind))
     L.finish(last, y, fused)
