@@ -1,4 +1,4 @@
-"""FP32 GEMM and implicit-GEMM convolution: the register-blocked micro-kernel and its loop nest.
+"""FP32/BF16 GEMM and implicit-GEMM convolution: the register-blocked micro-kernel and its loop nest.
 
 One native task function, ``igemm_task(ctx, task)``, computes a block of
 
@@ -15,6 +15,17 @@ B (the weights) is packed once into panels ``NR = nv * lanes`` columns wide:
 ``[group][panel][chunk][tap][c][NR]``, zero padded, 64-byte aligned. The micro-kernel keeps
 an ``MR x NR`` tile of C in vector registers, broadcasts one A element per row and k, and
 does ``MR * nv`` FMAs per k. Tile sizes per ISA level are in :data:`TILES`.
+
+Few input channels per tap (a network's stem): with weights packed ``merge_taps=True``,
+each task first gathers its pixels' taps into contiguous rows (im2col for its own tiles
+only, a kernel row at a time where it lies inside a dense image) and runs as a one-tap
+GEMM with K = taps x channels.
+
+bf16 (``precision="bf16"``, AVX512_BF16): weights are packed once as bf16 channel pairs
+``[..][chunk / 2][NR][2]``; each task converts its A rows per K chunk into a bf16 buffer
+``[tile][tap][MR][pairs]`` (round to nearest even, as ``vcvtneps2bf16``) and the
+micro-kernel runs ``vdpbf16ps`` (two products per lane, f32 accumulation) with the same f32
+epilogue. Activations stay f32 in memory.
 
 Parameters of a call live in a *context*, an int64 array (field names in
 :data:`CTX_FIELDS`), built once when the operation is bound to its buffers; a lowered plan
