@@ -1,0 +1,420 @@
+"""Lowering rules for the compute kernels: convolution, GEMM (weights or two runtime tensors),
+attention, pooling and reductions, and the row kernels (SoftMax, MVN)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ember.devices.cpu.plan import NHWC, PLAIN, Op, Tensor
+from ember.devices.cpu.plan_ops import (
+    F32,
+    Lowering,
+    const_of,
+    epilogue_chain,
+    lowers,
+    probe_array,
+    scalar_of,
+    static_shape,
+)
+from ember.errors import EmberError
+from ember.graph.node import Node, Output
+
+# -- convolution ------------------------------------------------------------------------------
+
+@lowers("Convolution", "GroupConvolution")
+def lower_conv(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.conv import Conv2d, ConvGeometry
+    from ember.devices.cpu.gemm import Epilogue
+
+    w = const_of(node._inputs[1])
+    xport = node._inputs[0]
+    if w is None or w.dtype != F32 or xport.element_type.dtype != F32 or len(xport.partial_shape) != 4:
+        return False
+    n, c, h, wd = static_shape(xport)
+    groups = 1
+    if node.type_name == "GroupConvolution":
+        groups = w.shape[0]
+        w = w.reshape(w.shape[0] * w.shape[1], *w.shape[2:])
+    oc, _, kh, kw = w.shape
+    pb, pe = node.resolved_pads((n, c, h, wd), (kh, kw))
+    if min(*pb, *pe) < 0:
+        return False
+    dil = list(node.attrs["dilations"]) or [1, 1]
+    geo = ConvGeometry(n, h, wd, c, oc, kh, kw, tuple(node.attrs["strides"]), tuple(dil), tuple(pb), tuple(pe),
+                       groups)
+    bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, 1, oc, NHWC)
+    kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=L.threads, isa=L.isa, precision=L.precision)
+    L.bf16_ops += kernel.precision.value == "bf16"
+    x = L.native_input(L.tensor(xport), NHWC, contiguous=False)
+    y = L.value(geo.output_shape, NHWC, name=last.friendly_name)
+    ins = [x] + ([residual] if residual is not None else [])
+
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        return [kernel.bind(a[0], o[0], bias, a[1] if residual is not None else None)]
+
+    L.p.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
+    L.finish(last, y, fused)
+    return True
+
+
+# -- matrix products --------------------------------------------------------------------------
+
+@lowers("MatMul")
+def lower_matmul(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.gemm import Epilogue, Gemm, pack_b
+
+    a_port, b_port = node._inputs
+    w = const_of(b_port)
+    if w is None or const_of(a_port) is not None:
+        return _lower_batched_matmul(L, node)
+    if w.dtype != F32 or a_port.element_type.dtype != F32 or node.attrs["transpose_a"]:
+        return False
+    a_shape = static_shape(a_port)
+    if w.ndim < 2 or len(a_shape) < 2 or w.ndim > len(a_shape) or any(d != 1 for d in w.shape[:-2]):
+        return False
+    w2 = w.reshape(w.shape[-2:])
+    if node.attrs["transpose_b"]:
+        w2 = w2.T
+    k, nn = w2.shape
+    if a_shape[-1] != k:
+        return False
+    out_shape = static_shape(node.output(0))
+    m = int(np.prod(a_shape[:-1]))
+    bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, len(out_shape) - 1, nn, PLAIN)
+    gemm = Gemm(pack_b(np.ascontiguousarray(w2), L.isa, precision=L.precision), m, Epilogue(lo, hi),
+                num_threads=L.threads)
+    L.bf16_ops += L.precision == "bf16"
+    a = L.native_input(L.tensor(a_port), PLAIN, contiguous=False)
+    try:  # rows of A may be strided (a column slice): the GEMM takes any row stride
+        rows = np.reshape(probe_array(a), (m, k), copy=False)
+        if k > 1 and rows.strides[-1] != rows.itemsize:
+            raise ValueError
+    except ValueError:
+        a = L.native_input(a, PLAIN, contiguous=True)
+    y = L.value(out_shape, PLAIN, name=last.friendly_name)
+    ins = [a] + ([residual] if residual is not None else [])
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        r = arrs[1].reshape(m, nn) if residual is not None else None
+        return [gemm.bind(np.reshape(arrs[0], (m, k), copy=False), outs[0].reshape(m, nn), bias, r)]
+
+    L.p.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind))
+    L.finish(last, y, fused)
+    return True
+
+
+def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
+    """MatMul of two runtime tensors (attention scores, context): strided views, no copies."""
+    from ember.devices.cpu.batched_gemm import BatchedGemm
+    from ember.devices.cpu.gemm import Epilogue
+
+    a_port, b_port = node._inputs
+    if a_port.element_type.dtype != F32 or b_port.element_type.dtype != F32:
+        return False
+    sa, sb = static_shape(a_port), static_shape(b_port)
+    out_shape = static_shape(node.output(0))
+    if not sa or not sb or 0 in out_shape:
+        return False
+    ta, tb = bool(node.attrs["transpose_a"]), bool(node.attrs["transpose_b"])
+    # a scalar scale right after the product becomes the kernel's alpha
+    alpha, start = 1.0, node
+    nxt = L.sole_consumer(node)
+    if nxt is not None and nxt.type_name in ("Multiply", "Divide") and len(nxt._inputs) == 2 \
+            and static_shape(nxt.output(0)) == out_shape and nxt._inputs[0].node is node:
+        s = scalar_of(nxt._inputs[1])
+        if s is not None and (nxt.type_name == "Multiply" or s != 0):
+            alpha, start = (s if nxt.type_name == "Multiply" else 1.0 / s), nxt
+    n_axis = len(out_shape) - 1
+    bias, residual, (lo, hi), last, fused = epilogue_chain(L, start, n_axis, out_shape[-1], PLAIN,
+                                                           broadcast_residual=True)
+    if start is not node:
+        fused = [start, *fused]
+    ins = []
+    for port in (a_port, b_port):
+        t = L.native_input(L.tensor(port), PLAIN, contiguous=False)
+        probe = probe_array(t)
+        st = [x // probe.itemsize for x in probe.strides]
+        if probe.ndim >= 2 and st[-1] != 1 and st[-2] != 1 and probe.shape[-1] > 1 and probe.shape[-2] > 1:
+            t = L.native_input(t, PLAIN, contiguous=True)
+        ins.append(t)
+    if residual is not None:
+        rp = probe_array(residual)
+        if rp.shape[-1] > 1 and rp.strides[-1] != rp.itemsize:
+            residual = L.native_input(residual, PLAIN, contiguous=True)
+    kernel = BatchedGemm(sa, sb, ta, tb, num_threads=L.threads, epilogue=Epilogue(lo, hi), alpha=alpha, isa=L.isa)
+    y = L.value(out_shape, PLAIN, name=last.friendly_name)
+    all_ins = ins + ([residual] if residual is not None else [])
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [kernel.bind(arrs[0], arrs[1], outs[0], bias, arrs[2] if residual is not None else None)]
+
+    L.p.add(Op(node.friendly_name, "MatMul", all_ins, [y], native=True, bind=bind))
+    L.finish(last, y, fused)
+    return True
+
+
+# -- attention -----------------------------------------------------------------
+
+@lowers("ScaledDotProductAttention")
+def lower_attention(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.attention import attention_kernel, fits
+
+    ports = node._inputs
+    if any(p.element_type.dtype != F32 for p in ports[:3]) or node.output(0).element_type.dtype != F32:
+        return False
+    shapes = [static_shape(p) for p in ports[:3]]
+    out_shape = static_shape(node.output(0))
+    if any(len(s) < 2 or len(s) > 4 for s in shapes) or len(out_shape) > 4:
+        return False
+    causal = bool(node.attrs["causal"])
+    mask_t = None
+    if len(ports) > 3 and not causal:
+        mc = const_of(ports[3])
+        if ports[3].element_type.dtype != F32 or len(ports[3].partial_shape) > 4:
+            return False
+        if mc is None or np.any(mc != 0):
+            mask_t = L.p.const(np.ascontiguousarray(mc, np.float32)) if mc is not None \
+                else L.native_input(L.tensor(ports[3]), PLAIN)
+    if len(ports) > 4:
+        s = scalar_of(ports[4])
+        if s is None:
+            return False
+        scale = s
+    else:
+        scale = 1.0 / math.sqrt(shapes[0][-1])
+    e, s_len = shapes[0][-1], shapes[1][-2]
+    if not fits(s_len, e, L.isa) or s_len == 0 or shapes[1][-1] != e:
+        return False
+
+    def four(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (1,) * (4 - len(shape)) + tuple(shape)
+
+    ins = []
+    for p in ports[:3]:  # strided views are fine while their last axis is contiguous
+        t = L.native_input(L.tensor(p), PLAIN, contiguous=False)
+        probe = probe_array(t)
+        if probe.shape[-1] > 1 and probe.strides[-1] != probe.itemsize:
+            t = L.native_input(t, PLAIN, contiguous=True)
+        ins.append(t)
+    o4 = four(out_shape)
+    # the usual consumer merges heads back: Transpose(0, 2, 1, 3); write into its layout directly
+    nxt = L.sole_consumer(node)
+    merged = None
+    if nxt is not None and nxt.type_name == "Transpose" and len(out_shape) == 4:
+        pv = const_of(nxt._inputs[1])
+        if pv is not None and [int(x) for x in np.asarray(pv).reshape(-1)] == [0, 2, 1, 3]:
+            merged = nxt
+    z = L.value(static_shape(merged.output(0)) if merged is not None else out_shape, PLAIN, name=node.friendly_name)
+    mask_shape = None if mask_t is None else four(tuple(mask_t.logical_shape))
+    threads = L.threads
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        q, k, v = (_contig_last(a.reshape(four(a.shape)) if a.ndim < 4 else a) for a in arrs[:3])
+        m = arrs[3].reshape(mask_shape) if mask_t is not None else None
+        o = outs[0].transpose(0, 2, 1, 3) if merged is not None else outs[0].reshape(o4)
+        bshape = o4[:2]
+        q, k, v = (np.broadcast_to(x, bshape + x.shape[2:]) for x in (q, k, v))
+        return [attention_kernel(q, k, v, m, o, scale, causal, threads, L.isa)]
+
+    all_ins = ins + ([mask_t] if mask_t is not None else [])
+    L.p.add(Op(node.friendly_name, "ScaledDotProductAttention", all_ins, [z], native=True, bind=bind))
+    if merged is not None:
+        L.finish(merged, z, [merged])
+    else:
+        L.finish(node, z, [])
+    return True
+
+
+def _contig_last(a: np.ndarray) -> np.ndarray:
+    if a.shape[-1] > 1 and a.strides[-1] != 4:
+        raise EmberError("ember: internal: attention operand without a contiguous last axis")
+    return a
+
+
+# -- pooling and reductions -------------------------------------------------------------------
+
+@lowers("MaxPool", "AvgPool")
+def lower_pool(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.pool import pool2d
+
+    xport = node._inputs[0]
+    if xport.element_type.dtype != F32 or len(xport.partial_shape) != 4:
+        return False
+    if len(node._consumers) > 1 and any(node._consumers[1:]) or any(L.is_result(o) for o in node.outputs()[1:]):
+        return False  # MaxPool-8 indices are used
+    pb, pe, _ = node.plan(xport.partial_shape)
+    kernel = tuple(node.attrs["kernel"])
+    if len(kernel) != 2 or min(*pb, *pe) < 0:
+        return False
+    strides = tuple(node.attrs["strides"])
+    dil = tuple(node._dilations(2))
+    n, c, oh, ow = static_shape(node.output(0))
+    mode = "max" if node.type_name == "MaxPool" else "avg"
+    exclude = bool(node.attrs.get("exclude-pad", False))
+    x = L.native_input(L.tensor(xport), NHWC, contiguous=False)
+    y = L.value((n, oh, ow, c), NHWC, name=node.friendly_name)
+    threads = L.threads
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [pool2d(ins[0], outs[0], kernel, strides, dil, tuple(pb), tuple(pe), mode, exclude, threads, L.isa)]
+
+    L.p.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
+    for o in node.outputs()[1:]:  # unused indices: never computed
+        L.bind_port(o, L.value(static_shape(o), PLAIN, o.element_type.dtype))
+    L.finish(node, y, [])
+    return True
+
+
+_REDUCE_OPS = {"ReduceMean": "sum", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min"}
+
+
+@lowers(*_REDUCE_OPS)
+def lower_reduce(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.pool import reduce_middle
+
+    xport = node._inputs[0]
+    axes_v = const_of(node._inputs[1])
+    if xport.element_type.dtype != F32 or axes_v is None:
+        return False
+    shape = static_shape(xport)
+    rank = len(shape)
+    if rank == 0:
+        return False
+    axes = sorted({int(a) % rank for a in np.asarray(axes_v).reshape(-1)})
+    if not axes:
+        return False
+    keep = bool(node.attrs["keep_dims"])
+    out_shape = static_shape(node.output(0))
+    src = L.tensor(xport)
+    op = _REDUCE_OPS[node.type_name]
+    if src.layout == NHWC and axes == [2, 3]:
+        n, h, w, c = src.shape
+        outer, r, inner = n, h * w, c
+        layout = NHWC if keep else PLAIN
+        phys_out = (n, 1, 1, c) if keep else out_shape
+        src = L.native_input(src, NHWC, contiguous=True)
+    else:
+        if axes != list(range(axes[0], axes[-1] + 1)):
+            return False
+        src = L.native_input(src, PLAIN)
+        outer = int(np.prod(shape[:axes[0]]))
+        r = int(np.prod([shape[a] for a in axes]))
+        inner = int(np.prod(shape[axes[-1] + 1:]))
+        layout, phys_out = PLAIN, out_shape
+    if r == 0 and op != "sum":
+        return False
+    scale = 1.0 / r if node.type_name == "ReduceMean" and r else (math.nan if node.type_name == "ReduceMean" else 1.0)
+    y = L.value(phys_out, layout, name=node.friendly_name)
+    threads = L.threads
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        x3 = ins[0].reshape(outer, r, inner)
+        return [reduce_middle(x3, outs[0].reshape(outer, inner), op, scale, threads, L.isa)]
+
+    L.p.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind))
+    L.finish(node, y, [])
+    return True
+
+
+# -- rows: SoftMax, LogSoftmax, MVN -----------------------------------------------------------
+
+def _row_source(L: Lowering, port: Output, axis: int) -> tuple[Tensor, int, int, str] | None:
+    """The input of a last-axis row op as ``(tensor, rows, n, layout)``: NHWC tensors
+    normalized over channels are rows already; otherwise plain and contiguous."""
+    shape = static_shape(port)
+    t = L.tensor(port)
+    if t.layout == NHWC and axis == 1:
+        n, c, h, w = shape
+        return L.native_input(t, NHWC), n * h * w, c, NHWC
+    if axis != len(shape) - 1:
+        return None
+    t = L.native_input(t, PLAIN)
+    n = shape[-1] if shape else 1
+    return t, int(np.prod(shape[:-1])), n, PLAIN
+
+
+@lowers("Softmax", "SoftMax", "LogSoftmax")
+def lower_softmax(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.norm import row_kernel
+
+    port = node._inputs[0]
+    if port.element_type.dtype != F32 or len(port.partial_shape) == 0:
+        return False
+    rank = len(port.partial_shape)
+    src = _row_source(L, port, node.attrs["axis"] % rank)
+    if src is None:
+        return False
+    x, rows, n, layout = src
+    if rows * n == 0:
+        return False
+    y = L.value(x.shape, layout, name=node.friendly_name)
+    kind = "logsoftmax" if node.type_name == "LogSoftmax" else "softmax"
+    threads = L.threads
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [row_kernel(ins[0].reshape(rows, n), outs[0].reshape(rows, n), kind, threads, isa=L.isa)]
+
+    L.p.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
+    L.finish(node, y, [])
+    return True
+
+
+@lowers("MVN")
+def lower_mvn(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.norm import row_kernel
+    from ember.ops.reduce import reduction_axes
+
+    port = node._inputs[0]
+    axes_v = const_of(node._inputs[1])
+    if port.element_type.dtype != F32 or node.version != "opset6" or axes_v is None:
+        return False
+    shape = static_shape(port)
+    rank = len(shape)
+    if rank == 0:
+        return False
+    axes = reduction_axes(node, axes_v, rank)
+    if sorted(axes) != list(range(rank - len(axes), rank)):  # the trailing axes only
+        return False
+    n = int(np.prod([shape[a] for a in axes]))
+    rows = int(np.prod(shape)) // n if n else 0
+    if rows * n == 0:
+        return False
+    x = L.native_input(L.tensor(port), PLAIN)
+    # LayerNorm's affine tail: * scale (per column or scalar), + shift (per column or scalar)
+    scale = shift = None
+    last, fused = node, []
+    for kind in ("Multiply", "Add"):
+        nxt = L.sole_consumer(last)
+        if nxt is None or nxt.type_name != kind or len(nxt._inputs) != 2:
+            break
+        other = nxt._inputs[1] if nxt._inputs[0].node is last else nxt._inputs[0]
+        c = const_of(other)
+        if c is None or c.dtype != F32 or nxt.output(0).partial_shape != node.output(0).partial_shape:
+            break
+        full = (1,) * (rank - c.ndim) + c.shape if c.ndim <= rank else None
+        if full is None or any(d != 1 for d in full[:rank - len(axes)]):
+            break
+        vec_ = np.ascontiguousarray(np.broadcast_to(c.reshape(full[rank - len(axes):]),
+                                                    [shape[a] for a in axes]).reshape(-1), np.float32)
+        if kind == "Multiply":
+            scale = vec_
+        else:
+            shift = vec_
+        last = nxt
+        fused.append(nxt)
+    y = L.value(shape, PLAIN, name=last.friendly_name)
+    eps = float(np.float32(node.attrs["eps"]))
+    variance = bool(node.attrs["normalize_variance"])
+    inside = str(node.attrs["eps_mode"]).lower() == "inside_sqrt"
+    threads = L.threads
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [row_kernel(ins[0].reshape(rows, n), outs[0].reshape(rows, n), "mvn", threads, eps=eps,
+                           normalize_variance=variance, eps_inside=inside, scale=scale, shift=shift, isa=L.isa)]
+
+    L.p.add(Op(node.friendly_name, "MVN", [x], [y], native=True, bind=bind))
+    L.finish(last, y, fused)
+    return True

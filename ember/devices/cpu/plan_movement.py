@@ -1,0 +1,220 @@
+"""Lowering rules for memory movement: views (Reshape, Transpose, slices, splits) and copies
+(Gather, Concat)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ember.devices.cpu.plan import NHWC, PLAIN, Op, Tensor
+from ember.devices.cpu.plan_ops import (
+    Lowering,
+    const_of,
+    lowers,
+    probe_array,
+    static_shape,
+)
+from ember.errors import EmberError
+from ember.graph.node import Node
+
+# -- views ------------------------------------------------------------------------------------
+
+@lowers("Reshape", "Squeeze", "Unsqueeze")
+def lower_reshape(L: Lowering, node: Node) -> bool:
+    src = L.tensor(node._inputs[0])
+    if src.kind == "input" and src.shape is not None:
+        src = L.native_input(src, PLAIN)
+    if src.kind not in ("value", "view"):
+        return False
+    if src.layout == NHWC:
+        src = L.plain(src)
+    shape = static_shape(node.output(0))
+    try:  # a strided view (a column slice, say) often reshapes without a copy too
+        contiguous = np.reshape(probe_array(src), shape, copy=False).flags.c_contiguous
+    except ValueError:
+        src = L.native_input(src, PLAIN, contiguous=True)
+        contiguous = True
+    t = L.p.view(src, shape, lambda a: np.reshape(a, shape, copy=False), contiguous=contiguous,
+                 name=node.friendly_name)
+    L.finish(node, t, [])
+    return True
+
+
+def _is_identity(perm: list[int], shape: tuple[int, ...]) -> bool:
+    """Whether permuting axes ``perm`` of ``shape`` keeps the memory order (size-1 axes move freely)."""
+    moved = [p for p in perm if shape[p] != 1]
+    return moved == sorted(moved)
+
+
+@lowers("Transpose")
+def lower_transpose(L: Lowering, node: Node) -> bool:
+    src = L.tensor(node._inputs[0])
+    perm_v = const_of(node._inputs[1])
+    if src.kind not in ("value", "view") or perm_v is None:
+        return False
+    rank = len(src.logical_shape)
+    perm = [int(p) % rank for p in np.asarray(perm_v).reshape(-1)] if perm_v.size else list(range(rank))[::-1]
+    shape = static_shape(node.output(0))
+    if src.layout == NHWC:  # permute the logical axes of the physical NHWC array
+        full = [(0, 3, 1, 2)[p] for p in perm]
+        contiguous = src.contiguous and _is_identity(full, src.shape)
+        t = L.p.view(src, shape, lambda a, f=tuple(full): a.transpose(f), contiguous=contiguous,
+                     name=node.friendly_name)
+    else:
+        contiguous = src.contiguous and _is_identity(perm, src.shape)
+        t = L.p.view(src, shape, lambda a, f=tuple(perm): a.transpose(f), contiguous=contiguous,
+                     name=node.friendly_name)
+    L.finish(node, t, [])
+    return True
+
+
+# -- memory movement: Gather, Concat, slices as views -----------------------------------------
+
+@lowers("Gather")
+def lower_gather(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.eltwise import gather_rows
+
+    data_p, idx_p, ax_p = node._inputs
+    ax = const_of(ax_p)
+    if ax is None or data_p.element_type.dtype.itemsize % 4 or idx_p.element_type.dtype not in (
+            np.dtype(np.int32), np.dtype(np.int64)):
+        return False
+    dshape, ishape = static_shape(data_p), static_shape(idx_p)
+    axis = int(np.asarray(ax).reshape(-1)[0]) % max(len(dshape), 1)
+    bd = int(node.attrs.get("batch_dims", 0))
+    if bd < 0:
+        bd += len(ishape)
+    if bd != 0 or not dshape:
+        return False
+    out_shape = static_shape(node.output(0))
+    data = L.tensor(data_p)
+    data = data if data.kind == "const" else L.native_input(data, PLAIN)
+    idx = L.tensor(idx_p)
+    idx = idx if idx.kind == "const" else L.native_input(idx, PLAIN)
+    if data.kind == "const":
+        data = L.p.const(np.ascontiguousarray(data.data))
+    if idx.kind == "const":
+        idx = L.p.const(np.ascontiguousarray(idx.data))
+    y = L.value(out_shape, PLAIN, data_p.element_type.dtype, name=node.friendly_name)
+    negative = node.version == "opset8"
+    threads = L.threads
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [gather_rows(arrs[0], arrs[1], outs[0], axis, negative, threads, L.isa)]
+
+    L.p.add(Op(node.friendly_name, "Gather", [data, idx], [y], native=True, bind=bind))
+    L.finish(node, y, [])
+    return True
+
+
+@lowers("Concat")
+def lower_concat(L: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.eltwise import strided_copy
+
+    dtype = node.output(0).element_type.dtype
+    if dtype.itemsize != 4 or any(s.element_type.dtype != dtype for s in node._inputs):
+        return False
+    out_shape = static_shape(node.output(0))
+    rank = len(out_shape)
+    if rank == 0:
+        return False
+    axis = int(node.attrs["axis"]) % rank
+    tensors = [L.tensor(s) for s in node._inputs]
+    nhwc = rank == 4 and axis == 1 and all(t.layout == NHWC for t in tensors if t.kind != "const") \
+        and any(t.layout == NHWC for t in tensors)
+    srcs: list[Tensor] = []
+    for t in tensors:
+        if t.kind == "const":
+            arr = np.ascontiguousarray(t.data.transpose(0, 2, 3, 1)) if nhwc else t.data
+            srcs.append(L.p.const(arr))
+        else:
+            srcs.append(L.native_input(t, NHWC if nhwc else PLAIN, contiguous=False))
+    phys_axis = 3 if nhwc else axis
+    phys = (out_shape[0], out_shape[2], out_shape[3], out_shape[1]) if nhwc else out_shape
+    y = L.value(phys, NHWC if nhwc else PLAIN, dtype, name=node.friendly_name)
+    sizes = [t.shape[phys_axis] for t in srcs]
+    threads = L.threads
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        kernels, start = [], 0
+        for a, size in zip(arrs, sizes):
+            dst = outs[0][(slice(None),) * phys_axis + (slice(start, start + size),)]
+            start += size
+            if a.size:
+                k = strided_copy(a, dst, threads, L.isa)
+                if k is None:
+                    raise EmberError(f"ember: internal: Concat '{node.friendly_name}' input does not fit the copy kernel")
+                kernels.append(k)
+        return kernels
+
+    L.p.add(Op(node.friendly_name, "Concat", srcs, [y], native=True, bind=bind))
+    L.finish(node, y, [])
+    return True
+
+
+_MAX_INDEX_MAP = 1 << 24
+
+
+def _affine(index_map: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
+    """(offset, element strides) when ``index_map`` is a strided view of a flat buffer."""
+    if index_map.size == 0:
+        return 0, (0,) * index_map.ndim
+    off = int(index_map.reshape(-1)[0])
+    strides = []
+    for ax, d in enumerate(index_map.shape):
+        if d > 1:
+            sl = [0] * index_map.ndim
+            sl[ax] = 1
+            strides.append(int(index_map[tuple(sl)]) - off)
+        else:
+            strides.append(0)
+    grid = np.full(index_map.shape, off, np.int64)
+    for ax, st in enumerate(strides):
+        shape = [1] * index_map.ndim
+        shape[ax] = index_map.shape[ax]
+        grid = grid + (np.arange(index_map.shape[ax], dtype=np.int64) * st).reshape(shape)
+    return (off, tuple(strides)) if np.array_equal(grid, index_map) else None
+
+
+@lowers("Slice", "StridedSlice", "Split", "VariadicSplit")
+def lower_slice_view(L: Lowering, node: Node) -> bool:
+    """Slices and splits with constant parameters: views of their input (an index map
+    computed once with the op's reference kernel says where each element comes from)."""
+    consts = [const_of(p) for p in node._inputs[1:]]
+    if any(c is None for c in consts):
+        return False
+    src = L.tensor(node._inputs[0])
+    if src.kind not in ("value", "view"):
+        return False
+    shape = static_shape(node._inputs[0])
+    size = int(np.prod(shape))
+    if size > _MAX_INDEX_MAP:
+        return False
+    src = L.native_input(src, PLAIN, contiguous=True)
+    maps = node.evaluate([np.arange(size, dtype=np.int64).reshape(shape), *consts])  # type: ignore[list-item]
+    views = []
+    for port, imap in zip(node.outputs(), maps):
+        aff = _affine(np.asarray(imap))
+        if aff is None or tuple(imap.shape) != static_shape(port):
+            return False
+        views.append((port, tuple(imap.shape), aff))
+    item = src.dtype.itemsize
+    for port, shp, (off, st) in views:
+        contiguous = all(s == e for s, e, d in zip(st, _c_strides(shp), shp) if d > 1)
+
+        def make(a: np.ndarray, off: int = off, st: tuple[int, ...] = st, shp: tuple[int, ...] = shp) -> np.ndarray:
+            flat = a.reshape(-1)
+            return np.lib.stride_tricks.as_strided(flat[off:] if flat.size else flat, shp,
+                                                   tuple(s * item for s in st), writeable=False)
+
+        L.bind_port(port, L.p.view(src, shp, make, contiguous=contiguous, name=node.friendly_name))
+    return True
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
