@@ -244,6 +244,13 @@ CASES = {
     "matmul-on-column-slice": eltwise_case(
         lambda a: ops.matmul(ops.split(ops.relu(a), np.int64(-1), 3).output(1), _w(5, 7), False, False),
         [(2, 4, 15)], native=frozenset({"MatMul", "Split"})),
+    # empty tensors
+    "empty-eltwise": eltwise_case(lambda a: ops.relu(ops.add(a, _f(5))), [(0, 5)]),
+    "empty-matmul": eltwise_case(lambda a: ops.matmul(a, _w(5, 3), False, False), [(0, 5)],
+                                 native=frozenset({"MatMul"})),
+    "empty-batch-conv": (lambda: _empty_conv(), lambda: [_f(0, 3, 5, 5)], {"Convolution"}),
+    "empty-concat-part": eltwise_case(lambda a: ops.concat([ops.exp(a), _f(2, 3)], 1), [(2, 0)],
+                                      native=frozenset({"Concat"})),
     "batchnorm-standalone": eltwise_case(
         lambda a: ops.batch_norm_inference(a, np.abs(_f(5)) + 0.5, _f(5), _f(5), np.abs(_f(5)) + 0.1, 1e-3),
         [(2, 5, 3, 3)], native=frozenset({"Eltwise"})),
@@ -282,6 +289,11 @@ def _attention_model(b: int, heads: int, seq: int, d: int, mask: str | None = No
     a = ops.scaled_dot_product_attention(q, k, v, m, None if scale is None else np.float32(scale), causal)
     merged = ops.reshape(ops.transpose(a, np.array([0, 2, 1, 3])), np.array([b, seq, hid], np.int64), False)
     return _model(ops.matmul(merged, _w(hid, hid), False, False), [x])
+
+
+def _empty_conv() -> Model:
+    x = _param((0, 3, 5, 5))
+    return _model(ops.relu(ops.convolution(x, _w(2, 3, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1])), [x])
 
 
 def _convert_model() -> Model:

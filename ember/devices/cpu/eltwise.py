@@ -336,7 +336,7 @@ def nchw_to_nhwc(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None
     if src.ndim != 4 or src.dtype.itemsize != 4 or dst.dtype.itemsize != 4:
         return None
     n, c, h, w = src.shape
-    if not 1 < c <= IL_MAX_C or dst.shape != (n, h, w, c):
+    if not 1 < c <= IL_MAX_C or dst.shape != (n, h, w, c) or src.size == 0:
         return None
     st = [x // 4 for x in src.strides]
     if st[3] != 1 or st[2] != w or st[1] != h * w or not dst.flags.c_contiguous:

@@ -153,7 +153,7 @@ def lower_concat(L: Lowering, node: Node) -> bool:
     return True
 
 
-_MAX_INDEX_MAP = 1 << 24
+_MAX_INDEX_MAP = 1 << 22
 
 
 def _affine(index_map: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
