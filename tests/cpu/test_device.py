@@ -244,6 +244,7 @@ CASES = {
     "matmul-on-column-slice": eltwise_case(
         lambda a: ops.matmul(ops.split(ops.relu(a), np.int64(-1), 3).output(1), _w(5, 7), False, False),
         [(2, 4, 15)], native=frozenset({"MatMul", "Split"})),
+    "scalar-input": eltwise_case(lambda a, s: ops.multiply(ops.add(a, s), s), [(3, 7), ()]),
     # empty tensors
     "empty-eltwise": eltwise_case(lambda a: ops.relu(ops.add(a, _f(5))), [(0, 5)]),
     "empty-matmul": eltwise_case(lambda a: ops.matmul(a, _w(5, 3), False, False), [(0, 5)],

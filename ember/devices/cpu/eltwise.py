@@ -372,7 +372,7 @@ def copy_op(name: str, src: Tensor, dst: Tensor, perm: tuple[int, ...] | None, t
 
     if src.dtype.itemsize != 4 or len(src.shape) > MAX_DIMS:
         return Op(name, "Reorder", [src], [dst], native=False, physical=True,
-                  fn=lambda a: [np.ascontiguousarray(view(a[0]))])
+                  fn=lambda a: [np.asarray(view(a[0]), order="C")])
     return Op(name, "Reorder", [src], [dst], native=True, bind=bind)
 
 

@@ -347,7 +347,7 @@ class Instance:
         slots: dict[int, np.ndarray] = dict(zip(self._input_ids, inputs))
         held = []
         for index, dtype, shape, fields in self.patches:
-            a = np.ascontiguousarray(inputs[index], dtype)
+            a = np.asarray(inputs[index], dtype=dtype, order="C")  # keeps 0-d arrays 0-d
             if a.shape != shape:
                 raise InferenceError(f"ember: input {index} has shape {list(a.shape)}, expected {list(shape)}")
             held.append(a)

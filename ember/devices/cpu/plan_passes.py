@@ -56,7 +56,7 @@ def fold_weight_decompression(model: Model) -> int:
         val = _constant_subgraph_value(port, memo)
         if val is None or val.dtype.kind != "f" or val.nbytes > _MAX_FOLD_BYTES:
             continue
-        c = Constant.from_array(np.ascontiguousarray(val), Type.from_dtype(val.dtype),
+        c = Constant.from_array(np.asarray(val, order="C"), Type.from_dtype(val.dtype),
                                 name=port.node.friendly_name + "/folded")
         port.replace(c.output(0))
         folded += 1
