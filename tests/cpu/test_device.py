@@ -148,6 +148,8 @@ CASES = {
     "conv-7x7-stem": conv_chain(1, 3, 20, 20, 16, 7, stride=2, pad=3),
     "conv-1x1-1ch": conv_chain(1, 1, 1, 1, 1, 1),
     "grouped-conv": conv_chain(1, 8, 9, 9, 12, 3, pad=1, groups=4),
+    "conv1d-bias-relu": (lambda: _conv1d_model(1), lambda: [_f(2, 6, 17)], {"Convolution"}),
+    "conv1d-grouped-strided": (lambda: _conv1d_model(3, stride=2), lambda: [_f(1, 6, 17)], {"GroupConvolution"}),
     "depthwise-relu6": conv_chain(1, 17, 10, 10, 17, 3, pad=1, groups=17, act="relu6"),
     "depthwise-stride2": conv_chain(1, 32, 12, 12, 32, 3, stride=2, pad=1, groups=32),
     # matrix products
@@ -290,6 +292,17 @@ def _attention_model(b: int, heads: int, seq: int, d: int, mask: str | None = No
     a = ops.scaled_dot_product_attention(q, k, v, m, None if scale is None else np.float32(scale), causal)
     merged = ops.reshape(ops.transpose(a, np.array([0, 2, 1, 3])), np.array([b, seq, hid], np.int64), False)
     return _model(ops.matmul(merged, _w(hid, hid), False, False), [x])
+
+
+def _conv1d_model(groups: int, stride: int = 1) -> Model:
+    x = _param((2 if groups == 1 else 1, 6, 17))
+    if groups == 1:
+        y = ops.convolution(x, _w(5, 6, 3), [stride], [1], [2], [1])
+        oc = 5
+    else:
+        y = ops.group_convolution(x, _w(3, 3, 2, 3), [stride], [1], [1], [2])
+        oc = 9
+    return _model(ops.relu(ops.add(y, _f(1, oc, 1))), [x])
 
 
 def _empty_conv() -> Model:

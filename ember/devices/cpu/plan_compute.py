@@ -26,29 +26,42 @@ from ember.graph.node import Node, Output
 
 @lowers("Convolution", "GroupConvolution")
 def lower_conv(L: Lowering, node: Node) -> bool:
+    """2-D convolutions on NHWC tensors; 1-D ones as 2-D with a height of 1 (converted back to
+    the plain layout after)."""
     from ember.devices.cpu.conv import Conv2d, ConvGeometry
     from ember.devices.cpu.gemm import Epilogue
 
     w = const_of(node._inputs[1])
     xport = node._inputs[0]
-    if w is None or w.dtype != F32 or xport.element_type.dtype != F32 or len(xport.partial_shape) != 4:
+    rank = len(xport.partial_shape)
+    if w is None or w.dtype != F32 or xport.element_type.dtype != F32 or rank not in (3, 4):
         return False
-    n, c, h, wd = static_shape(xport)
+    one_d = rank == 3
+    xs = static_shape(xport)
+    n, c, h, wd = (xs[0], xs[1], 1, xs[2]) if one_d else xs
     groups = 1
     if node.type_name == "GroupConvolution":
         groups = w.shape[0]
         w = w.reshape(w.shape[0] * w.shape[1], *w.shape[2:])
+    if one_d:
+        w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
     oc, _, kh, kw = w.shape
-    pb, pe = node.resolved_pads((n, c, h, wd), (kh, kw))
+    pb, pe = node.resolved_pads(xs, w.shape[3:] if one_d else (kh, kw))
     if min(*pb, *pe) < 0:
         return False
-    dil = list(node.attrs["dilations"]) or [1, 1]
-    geo = ConvGeometry(n, h, wd, c, oc, kh, kw, tuple(node.attrs["strides"]), tuple(dil), tuple(pb), tuple(pe),
-                       groups)
-    bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, 1, oc, NHWC)
+    dil = list(node.attrs["dilations"]) or [1] * (rank - 2)
+    strides = list(node.attrs["strides"])
+    if one_d:
+        pb, pe, dil, strides = [0, *pb], [0, *pe], [1, *dil], [1, *strides]
+    geo = ConvGeometry(n, h, wd, c, oc, kh, kw, tuple(strides), tuple(dil), tuple(pb), tuple(pe), groups)
+    bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, 1, oc, NHWC, residual=not one_d)
     kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=L.threads, isa=L.isa, precision=L.precision)
     L.bf16_ops += kernel.precision.value == "bf16"
-    x = L.native_input(L.tensor(xport), NHWC, contiguous=False)
+    src = L.tensor(xport)
+    if one_d:
+        src = L.native_input(src, PLAIN)
+        src = L.p.view(src, (n, c, 1, wd), lambda a: a.reshape(n, c, 1, wd), contiguous=src.contiguous)
+    x = L.native_input(src, NHWC, contiguous=False)
     y = L.value(geo.output_shape, NHWC, name=last.friendly_name)
     ins = [x] + ([residual] if residual is not None else [])
 
@@ -56,6 +69,10 @@ def lower_conv(L: Lowering, node: Node) -> bool:
         return [kernel.bind(a[0], o[0], bias, a[1] if residual is not None else None)]
 
     L.p.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
+    if one_d:  # back to [N, C, W]
+        flat = L.plain(y)
+        out3 = (n, oc, geo.ow)
+        y = L.p.view(flat, out3, lambda a: a.reshape(out3), name=last.friendly_name)
     L.finish(last, y, fused)
     return True
 

@@ -263,15 +263,17 @@ def _channel_vector(c: np.ndarray, rank: int, axis: int, channels: int) -> np.nd
     return np.ascontiguousarray(v, np.float32) if v.size == channels else None
 
 
-def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: str, broadcast_residual: bool = False
-                   ) -> tuple[np.ndarray | None, Tensor | None, tuple[float, float], Node, list[Node]]:
+def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: str, broadcast_residual: bool = False,
+                   residual: bool = True) -> tuple[np.ndarray | None, Tensor | None, tuple[float, float], Node,
+                                                    list[Node]]:
     """The elementwise tail after ``node`` that a kernel epilogue can take:
     ``(bias vector, residual tensor, (lo, hi), last node, fused nodes)``. With
     ``broadcast_residual`` the residual may broadcast to the output (not along ``axis``)."""
     out_shape = node.output(0).partial_shape
     rank = len(out_shape)
+    allow_residual = residual
     bias: np.ndarray | None = None
-    residual: Tensor | None = None
+    residual: Tensor | None = None  # type: ignore[no-redef]
     lo, hi = -math.inf, math.inf
     last, fused = node, []
     while True:
@@ -289,7 +291,8 @@ def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: st
                     break
                 bias = vec
             else:
-                if residual is not None or not L.has(other) or other.element_type.dtype != F32:
+                if not allow_residual or residual is not None or not L.has(other) \
+                        or other.element_type.dtype != F32:
                     break
                 if other.partial_shape != out_shape and not (
                         broadcast_residual and _broadcasts_to(other, out_shape, axis)):
