@@ -226,6 +226,10 @@ CASES = {
                             {"ScaledDotProductAttention", "MatMul"}),
     "transpose-nhwc-view": (lambda: _conv_then(lambda y: ops.transpose(y, np.array([0, 2, 3, 1]))),
                             lambda: [_f(1, 3, 5, 5)], {"Convolution", "Transpose"}),
+    "transpose-nhwc-to-nchw-many-channels": (lambda: _conv_then(lambda y: ops.softmax(y, 3), 33, (17, 19)),
+                                             lambda: [_f(1, 3, 17, 19)], {"Convolution", "Softmax"}),
+    "transpose-batched-tiles": eltwise_case(lambda a: ops.exp(ops.transpose(ops.relu(a), np.array([0, 2, 1]))),
+                                            [(3, 37, 20)], native=frozenset({"Transpose", "Eltwise"})),
     "transpose-copy": eltwise_case(lambda a: ops.relu(ops.transpose(ops.exp(a), np.array([2, 0, 1]))),
                                    [(3, 5, 17)], native=frozenset({"Transpose", "Eltwise"})),
     # memory movement
@@ -330,9 +334,9 @@ def _ids(shape: tuple[int, ...], lo: int, hi: int, dtype=np.int64) -> np.ndarray
     return RNG.integers(lo, hi, shape).astype(dtype)
 
 
-def _conv_then(fn) -> Model:  # noqa: ANN001
-    x = _param((1, 3, 5, 5))
-    return _model(fn(ops.convolution(x, _w(6, 3, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1])), [x])
+def _conv_then(fn, channels: int = 6, size: tuple[int, int] = (5, 5)) -> Model:  # noqa: ANN001
+    x = _param((1, 3, *size))
+    return _model(fn(ops.convolution(x, _w(channels, 3, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1])), [x])
 
 
 def _inputs(shapes) -> list[np.ndarray]:  # noqa: ANN001

@@ -260,6 +260,126 @@ def gather_rows(data: np.ndarray, idx: np.ndarray, out: np.ndarray, axis: int, n
     return BoundKernel(_library(isa).address("gather_task"), ctx, n_tasks, threads, (data, idx, out))
 
 
+# --------------------------------------------------------------------------- batched 2-D transposes
+TR_FIELDS = ("src", "dst", "nb", "sb", "db", "y", "x", "lds", "ldd", "ntile_y", "ntile_x", "tpt", "ntiles")
+TRF = {n: i for i, n in enumerate(TR_FIELDS)}
+
+
+def _transpose_rows(b: ir.IRBuilder, rows: list[ir.Value], lanes: int) -> list[ir.Value]:
+    """Transpose a lanes x lanes tile held as ``lanes`` vectors (recursive block swaps)."""
+    rows = list(rows)
+    blk = lanes // 2
+    while blk >= 1:
+        lo = ir.Constant(vec(I32, lanes), [k if not k & blk else lanes + k - blk for k in range(lanes)])
+        hi = ir.Constant(vec(I32, lanes), [k + blk if not k & blk else lanes + k for k in range(lanes)])
+        for i in range(lanes):
+            if i & blk:
+                continue
+            a, c = rows[i], rows[i + blk]
+            rows[i], rows[i + blk] = b.shuffle_vector(a, c, lo), b.shuffle_vector(a, c, hi)
+        blk //= 2
+    return rows
+
+
+def _emit_transpose(m: ir.Module, prefix: str, lanes: int) -> None:
+    """tr_task(ctx, task): dst[n][j][i] = src[n][i][j] (src rows of x floats, stride lds;
+    dst rows of y floats, stride ldd) for a run of lanes x lanes tiles."""
+    fn = Emitter.function(m, f"{prefix}_tr_task", VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    vt = vec(F32, lanes)
+    f = {k: e.field(ctx, i) for k, i in TRF.items()}
+    Y, X, lds, ldd = f["y"], f["x"], f["lds"], f["ldd"]
+    t0 = b.mul(task, f["tpt"])
+    t1 = e.min(f["ntiles"], b.add(t0, f["tpt"]))
+    per_batch = b.mul(f["ntile_y"], f["ntile_x"])
+    zero = ir.Constant(vt, None)
+    with e.loop(t0, t1, name="t") as t:
+        n = b.sdiv(t, per_batch)
+        r = b.srem(t, per_batch)
+        ty, tx = b.sdiv(r, f["ntile_x"]), b.srem(r, f["ntile_x"])
+        i0, j0 = b.mul(ty, c64(lanes)), b.mul(tx, c64(lanes))
+        ni = e.min(c64(lanes), b.sub(Y, i0))  # valid src rows in the tile
+        nj = e.min(c64(lanes), b.sub(X, j0))  # valid src columns
+        src = e.gep(F32, b.inttoptr(f["src"], PTR), b.add(b.mul(n, f["sb"]), b.add(b.mul(i0, lds), j0)))
+        dst = e.gep(F32, b.inttoptr(f["dst"], PTR), b.add(b.mul(n, f["db"]), b.add(b.mul(j0, ldd), i0)))
+        cmask = _lane_mask(e, nj, lanes)
+        rmask = _lane_mask(e, ni, lanes)
+        full = b.and_(b.icmp_signed("==", ni, c64(lanes)), b.icmp_signed("==", nj, c64(lanes)))
+        with b.if_else(full) as (whole, edge):
+            with whole:
+                rows = [e.load(vt, e.gep(F32, src, b.mul(c64(k), lds)), align=4) for k in range(lanes)]
+                for k, v in enumerate(_transpose_rows(b, rows, lanes)):
+                    b.store(v, e.gep(F32, dst, b.mul(c64(k), ldd)), align=4)
+            with edge:
+                rows = []
+                for k in range(lanes):
+                    ok = b.icmp_signed("<", c64(k), ni)
+                    slot = e.var(vt, zero)
+                    with b.if_then(ok):
+                        b.store(_masked_load(e, vt, e.gep(F32, src, b.mul(c64(k), lds)), cmask), slot)
+                    rows.append(e.load(vt, slot))
+                for k, v in enumerate(_transpose_rows(b, rows, lanes)):
+                    with b.if_then(b.icmp_signed("<", c64(k), nj)):
+                        _masked_store(e, v, e.gep(F32, dst, b.mul(c64(k), ldd)), rmask)
+    b.ret_void()
+
+
+@functools.cache
+def _transpose_library(isa: Isa) -> jit.Library:
+    def build(prefix: str) -> ir.Module:
+        m = ir.Module(name=prefix)
+        m.triple = isa.triple
+        _emit_transpose(m, prefix, isa.f32_lanes)
+        return m
+    return jit.load(f"transpose|v{VERSION}|{isa.level}", isa, build)
+
+
+def transpose_copy(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None = None) -> BoundKernel | None:
+    """A bound kernel for a copy that is a batch of 2-D transposes (NCHW <-> NHWC with many
+    channels, K^T...): register-tile transposes, contiguous loads and stores. None otherwise."""
+    if src.shape != dst.shape or src.dtype.itemsize != 4 or dst.dtype.itemsize != 4 or src.size == 0:
+        return None
+    if any(x % 4 for x in src.strides + dst.strides):
+        return None
+    dims, ss, ts = _merge(list(src.shape), [x // 4 for x in src.strides], [x // 4 for x in dst.strides])
+    if len(dims) == 2:
+        dims, ss, ts = [1] + dims, [0] + ss, [0] + ts
+    if len(dims) != 3:
+        return None
+    (nb, a, c), (sb, sa, sc), (db, da, dc) = dims, ss, ts
+    # src contiguous along a (its rows run over c), dst contiguous along c
+    if sa != 1 or dc != 1 or sc == 1 or da == 1:
+        return None
+    isa = isa or host_isa()
+    lanes = isa.f32_lanes
+    if a < lanes or c < lanes:
+        return None
+    ntile_y, ntile_x = -(-c // lanes), -(-a // lanes)
+    ntiles = nb * ntile_y * ntile_x
+    tpt = max(1, min(64, -(-ntiles // (8 * threads))))
+    ctx = np.zeros(len(TR_FIELDS), np.int64)
+    vals = dict(src=src.ctypes.data, dst=dst.ctypes.data, nb=nb, sb=sb, db=db, y=c, x=a, lds=sc, ldd=da,
+                ntile_y=ntile_y, ntile_x=ntile_x, tpt=tpt, ntiles=ntiles)
+    for k, v in vals.items():
+        ctx[TRF[k]] = v
+    return BoundKernel(_transpose_library(isa).address("tr_task"), ctx, -(-ntiles // tpt), threads, (src, dst))
+
+
+def _merge(shape: list[int], ss: list[int], ts: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """Drop size-1 dims and merge neighbours contiguous on both sides (order kept)."""
+    out: list[tuple[int, int, int]] = []
+    for d, s, t in zip(shape, ss, ts):
+        if d == 1:
+            continue
+        if out and out[-1][1] == s * d and out[-1][2] == t * d:
+            out[-1] = (out[-1][0] * d, s, t)
+        else:
+            out.append((d, s, t))
+    return [x[0] for x in out], [x[1] for x in out], [x[2] for x in out]
+
+
 # --------------------------------------------------------------------------- NCHW -> NHWC, few channels
 IL_FIELDS = ("src", "dst", "hw", "plane", "xn", "yn", "pb", "nblk")
 ILF = {n: i for i, n in enumerate(IL_FIELDS)}
@@ -365,6 +485,7 @@ def copy_op(name: str, src: Tensor, dst: Tensor, perm: tuple[int, ...] | None, t
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[BoundKernel]:
         k = nchw_to_nhwc(ins[0], outs[0], threads) if perm == (0, 2, 3, 1) else None
+        k = k or transpose_copy(view(ins[0]), outs[0], threads)
         k = k or strided_copy(view(ins[0]), outs[0], threads)
         if k is None:
             raise _Unbindable
