@@ -230,6 +230,19 @@ CASES = {
                                              lambda: [_f(1, 3, 17, 19)], {"Convolution", "Softmax"}),
     "transpose-batched-tiles": eltwise_case(lambda a: ops.exp(ops.transpose(ops.relu(a), np.array([0, 2, 1]))),
                                             [(3, 37, 20)], native=frozenset({"Transpose", "Eltwise"})),
+    "conv-transpose-2x2s2-bias-relu": (lambda: _conv_then(lambda y: ops.relu(ops.add(
+        ops.convolution_backprop_data(y, _w(6, 5, 2, 2), [2, 2], pads_begin=[0, 0], pads_end=[0, 0]), _f(1, 5, 1, 1)))),
+        lambda: [_f(1, 3, 5, 5)], {"Convolution", "ConvolutionBackpropData"}),
+    "conv-transpose-3x3s3-1ch": (lambda: _conv_then(lambda y: ops.convolution_backprop_data(
+        y, _w(6, 1, 3, 3), [3, 3], pads_begin=[0, 0], pads_end=[0, 0])), lambda: [_f(1, 3, 5, 5)],
+        {"Convolution", "ConvolutionBackpropData"}),
+    "resize-nearest-2x": (lambda: _conv_then(lambda y: ops.interpolate(y, np.array([1, 1, 2, 2], np.float32),
+                                                                       "nearest", "scales")),
+                          lambda: [_f(1, 3, 5, 5)], {"Convolution", "Interpolate"}),
+    "resize-nearest-sizes-odd": (lambda: _conv_then(
+        lambda y: ops.interpolate(y, np.array([1, 6, 7, 3], np.int64), "nearest", "sizes",
+                                  coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil"),
+        6, (5, 5)), lambda: [_f(1, 3, 5, 5)], {"Convolution", "Interpolate"}),
     "transpose-copy": eltwise_case(lambda a: ops.relu(ops.transpose(ops.exp(a), np.array([2, 0, 1]))),
                                    [(3, 5, 17)], native=frozenset({"Transpose", "Eltwise"})),
     # memory movement

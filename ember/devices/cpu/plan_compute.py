@@ -77,6 +77,53 @@ def lower_conv(L: Lowering, node: Node) -> bool:
     return True
 
 
+@lowers("ConvolutionBackpropData")
+def lower_conv_transpose(L: Lowering, node: Node) -> bool:
+    """A transposed convolution whose kernel equals its stride (upsampling, no overlap): one
+    GEMM to ``[pixels, kh * kw * Cout]`` (bias and clamp fused), then a strided copy that
+    puts each pixel's kh x kw block in place."""
+    from ember.devices.cpu.eltwise import strided_copy
+    from ember.devices.cpu.gemm import Epilogue, Gemm, pack_b
+
+    w = const_of(node._inputs[1])
+    xport = node._inputs[0]
+    if len(node._inputs) != 2 or w is None or w.dtype != F32 or xport.element_type.dtype != F32 \
+            or len(xport.partial_shape) != 4:
+        return False
+    n, cin, h, wd = static_shape(xport)
+    _, cout, kh, kw = w.shape
+    attrs = node.attrs
+    if list(attrs["strides"]) != [kh, kw] or any(d != 1 for d in attrs["dilations"] or [1]) \
+            or any(attrs["pads_begin"]) or any(attrs["pads_end"]) or any(attrs.get("output_padding") or []) \
+            or str(attrs["auto_pad"]).lower() not in ("explicit", "notset", "valid"):
+        return False
+    if static_shape(node.output(0)) != (n, cout, h * kh, wd * kw):
+        return False
+    bias, _, (lo, hi), last, fused = epilogue_chain(L, node, 1, cout, NHWC, residual=False)
+    b_mat = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(cin, kh * kw * cout))
+    m = n * h * wd
+    gemm = Gemm(pack_b(b_mat, L.isa, precision=L.precision), m, Epilogue(lo, hi), num_threads=L.threads)
+    L.bf16_ops += L.precision == "bf16"
+    tiled_bias = None if bias is None else np.ascontiguousarray(np.tile(bias, kh * kw))
+    x = L.native_input(L.tensor(xport), NHWC)
+    tmp = L.value((m, kh * kw * cout), PLAIN, name=node.friendly_name + "/blocks")
+    L.p.add(Op(node.friendly_name, "ConvolutionBackpropData", [x], [tmp], native=True,
+               bind=lambda a, o: [gemm.bind(a[0].reshape(m, cin), o[0], tiled_bias)]))
+    y = L.value((n, h * kh, wd * kw, cout), NHWC, name=last.friendly_name)
+    threads = L.threads
+
+    def place(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        src = a[0].reshape(n, h, wd, kh, kw, cout).transpose(0, 1, 3, 2, 4, 5)
+        k = strided_copy(src, o[0].reshape(n, h, kh, wd, kw, cout), threads, L.isa)
+        if k is None:
+            raise EmberError(f"ember: internal: '{node.friendly_name}' blocks do not fit the copy kernel")
+        return [k]
+
+    L.p.add(Op(node.friendly_name + "/place", "Reorder", [tmp], [y], native=True, bind=place))
+    L.finish(last, y, fused)
+    return True
+
+
 # -- matrix products --------------------------------------------------------------------------
 
 @lowers("MatMul")

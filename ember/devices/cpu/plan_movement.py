@@ -218,3 +218,44 @@ def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         out.append(acc)
         acc *= d
     return tuple(reversed(out))
+
+
+@lowers("Interpolate")
+def lower_resize_nearest(L: Lowering, node: Node) -> bool:
+    """Nearest-neighbour resizes of NHWC tensors: a gather of whole pixels, with the source
+    pixel of each output pixel found once from the reference kernel (an index map)."""
+    from ember.devices.cpu.eltwise import gather_rows
+
+    if str(node.attrs.get("mode", "")).lower() != "nearest" or node._inputs[0].element_type.dtype.itemsize % 4:
+        return False
+    consts = [const_of(p) for p in node._inputs[1:]]
+    if any(c is None for c in consts) or len(node._inputs[0].partial_shape) != 4:
+        return False
+    n, c, h, w = static_shape(node._inputs[0])
+    out = static_shape(node.output(0))
+    if n * c * h * w > _MAX_INDEX_MAP or 0 in out or out[:2] != (n, c):
+        return False
+    index = np.arange(n * c * h * w, dtype=np.float64).reshape(n, c, h, w)
+    imap = np.asarray(node.evaluate([index, *consts])[0])  # type: ignore[list-item]
+    if imap.shape != out or not np.array_equal(imap, np.floor(imap)):
+        return False
+    imap = imap.astype(np.int64)
+    img, rest = np.divmod(imap, c * h * w)
+    chan, pix = np.divmod(rest, h * w)
+    if not (np.array_equal(img, np.broadcast_to(np.arange(n).reshape(n, 1, 1, 1), out))
+            and np.array_equal(chan, np.broadcast_to(np.arange(c).reshape(1, c, 1, 1), out))
+            and np.array_equal(pix, np.broadcast_to(pix[:, :1], out))):
+        return False  # not a gather of whole pixels
+    table = L.p.const(np.ascontiguousarray((pix[:, 0] + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1)))
+    src = L.native_input(L.tensor(node._inputs[0]), NHWC)
+    oh, ow = out[2], out[3]
+    y = L.value((n, oh, ow, c), NHWC, src.dtype, name=node.friendly_name)
+    threads = L.threads
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [gather_rows(arrs[0].reshape(1, n * h * w, c), arrs[1], outs[0].reshape(1, n * oh * ow, c), 1,
+                            False, threads, L.isa)]
+
+    L.p.add(Op(node.friendly_name, "Interpolate", [src, table], [y], native=True, bind=bind))
+    L.finish(node, y, [])
+    return True
