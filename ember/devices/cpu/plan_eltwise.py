@@ -20,8 +20,6 @@ from ember.devices.cpu.plan_ops import (
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
 
-# -- elementwise chains -----------------------------------------------------------------------
-
 _EW_UNARY = {"Negative": "neg", "Abs": "abs", "ReLU": "relu", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
              "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "HSwish": "hswish", "HSigmoid": "hsigmoid",
              "Floor": "floor", "Ceiling": "ceil", "SoftPlus": "softplus", "Mish": "mish"}
@@ -77,7 +75,7 @@ def _ew_ok(node: Node) -> bool:
     return mode in ("numpy", "none")
 
 
-def _prelu_slope(node: Node, slope: np.ndarray | None, slope_shape: tuple[int, ...]) -> tuple[int, ...]:
+def _prelu_slope(node: Node, slope_shape: tuple[int, ...]) -> tuple[int, ...]:
     """PRelu's 1-D slope applies along axis 1 (as its reference kernel does)."""
     x = node.input_shape(0)
     if len(slope_shape) == 1 and len(x) >= 2 and x[1].is_static and slope_shape[0] == x[1].get_length() \
@@ -124,7 +122,7 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
         a, b_ = n._inputs
         if chain is None:
             prog.append(("load", 0, operand(a), 0, 0.0, 0.0))
-            shape = _prelu_slope(n, None, static_shape(b_)) if op == "prelu" else None
+            shape = _prelu_slope(n, static_shape(b_)) if op == "prelu" else None
             prog.append(("load", 1, operand(b_, shape), 0, 0.0, 0.0))
             prog.append((op, 0, 0, 1, 0.0, 0.0))
             return True
@@ -143,7 +141,7 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
             return True
         if op == "prelu" and not first:
             return False
-        shape = _prelu_slope(n, None, static_shape(other)) if op == "prelu" else None
+        shape = _prelu_slope(n, static_shape(other)) if op == "prelu" else None
         if const_of(other) is None and not L.has(other):
             return False
         prog.append(("load", 1, operand(other, shape), 0, 0.0, 0.0))
