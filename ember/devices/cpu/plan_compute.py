@@ -180,7 +180,7 @@ def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
         return False
     sa, sb = static_shape(a_port), static_shape(b_port)
     out_shape = static_shape(node.output(0))
-    if not sa or not sb or 0 in out_shape:
+    if not sa or not sb or not out_shape or 0 in out_shape:
         return False
     ta, tb = bool(node.attrs["transpose_a"]), bool(node.attrs["transpose_b"])
     # a scalar scale right after the product becomes the kernel's alpha

@@ -175,7 +175,8 @@ class Lowering:
             else:
                 rule = RULES.get(node.type_name)
                 ok = False
-                if rule is not None:
+                # a dynamic-shaped input (a Python value) keeps a node on its reference kernel
+                if rule is not None and all(self.tensor(s).shape is not None for s in node._inputs):
                     try:
                         ok = rule(self, node)
                     except NotHere:
