@@ -59,7 +59,7 @@ def _as_openvino(tmp_path: Path, name: str, swaps: dict[str, str]) -> Path:
     return out
 
 
-@pytest.mark.parametrize("device", ["AUTO", "REFERENCE", None])
+@pytest.mark.parametrize("device", ["CPU", "AUTO", "REFERENCE", None])
 def test_classic_example(files, device, capsys, tmp_path):
     mod = _load(EXAMPLES / "classify.py", "ember_example_classify")
     argv = [str(files / "model.xml"), str(files / "image.npy")] + (["--device", device] if device else [])
@@ -73,7 +73,7 @@ def test_classic_example(files, device, capsys, tmp_path):
     assert top5 == theirs
 
 
-@pytest.mark.parametrize("device", ["AUTO", "REFERENCE"])
+@pytest.mark.parametrize("device", ["CPU", "AUTO", "REFERENCE"])
 def test_newer_style_example(files, device, capsys, tmp_path):
     mod = _load(EXAMPLES / "classify_ov.py", "ember_example_classify_ov")
     argv = [str(files / "model.xml"), str(files / "image.npy"), "--device", device]
