@@ -546,6 +546,36 @@ def test_weight_decompression_is_folded() -> None:
     np.testing.assert_allclose(_run_compiled(cm, [a])[0], _run(model, "REFERENCE", [a])[0], rtol=1e-5, atol=1e-6)
 
 
+def _if_model(dynamic: bool) -> Model:
+    """If on a boolean input: then = conv + relu, else = matmul-free elementwise; one-sided input."""
+    c = ops.parameter([], np.bool_, name="c")
+    x = ops.parameter([1, 3, -1, -1] if dynamic else [1, 3, 6, 6], np.float32, name="x")
+    y = ops.parameter([1, 3, -1, -1] if dynamic else [1, 3, 6, 6], np.float32, name="y")
+    tp = ops.parameter([1, 3, -1, -1] if dynamic else [1, 3, 6, 6], np.float32, name="tp")
+    ep = ops.parameter([1, 3, -1, -1] if dynamic else [1, 3, 6, 6], np.float32, name="ep")
+    tr = ops.result(ops.relu(ops.convolution(tp, _w(3, 3, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1])))
+    er = ops.result(ops.sigmoid(ops.multiply(ep, np.float32(2.0))))
+    node = ops.if_op(c)
+    node.set_then_body(Model([tr], [tp], "then"))
+    node.set_else_body(Model([er], [ep], "else"))
+    node.set_input(x.output(0), tp, None)
+    node.set_input(y.output(0), None, ep)
+    return _model(ops.add(node.set_output(tr, er), np.float32(1.0)), [c, x, y])
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_if_branches_run_native_plans(dynamic: bool) -> None:
+    model = _if_model(dynamic)
+    cm = ember.Core().compile_model(model, "CPU")
+    for cond in (True, False, True):
+        for size in ((6, 6), (4, 5)) if dynamic else ((6, 6),):
+            feeds = [np.bool_(cond), _f(1, 3, *size), _f(1, 3, *size)]
+            want = _run(model, "REFERENCE", feeds)[0]
+            np.testing.assert_allclose(_run_compiled(cm, feeds)[0], want, rtol=1e-5, atol=1e-5)
+    prog = cm._executable.program
+    assert any(op.type_name == "If" for op in prog.ops) and "If" not in prog.stats["fallbacks"]
+
+
 def test_inputs_read_in_place_each_run_and_left_untouched() -> None:
     build, _, _ = CASES["conv3x3-bias-relu"]
     model = build()

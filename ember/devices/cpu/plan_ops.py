@@ -35,14 +35,22 @@ log = logging.getLogger("ember.cpu")
 Rule = Callable[["Lowering", Node], bool]
 RULES: dict[str, Rule] = {}
 # modules whose rules register themselves (imported when the first lowering starts)
-RULE_MODULES = ("ember.devices.cpu.plan_compute", "ember.devices.cpu.plan_eltwise", "ember.devices.cpu.plan_movement")
+RULE_MODULES = ("ember.devices.cpu.plan_compute", "ember.devices.cpu.plan_eltwise", "ember.devices.cpu.plan_movement",
+                "ember.devices.cpu.plan_control")
 
 
-def lowers(*type_names: str) -> Callable[[Rule], Rule]:
-    """Register a lowering rule for op types ``type_names``."""
+#: op types whose rules also take inputs of dynamic shape
+DYNAMIC_OK: set[str] = set()
+
+
+def lowers(*type_names: str, dynamic: bool = False) -> Callable[[Rule], Rule]:
+    """Register a lowering rule for op types ``type_names`` (``dynamic``: the rule copes with
+    inputs whose shapes are only known at run time)."""
     def wrap(fn: Rule) -> Rule:
         for t in type_names:
             RULES[t] = fn
+            if dynamic:
+                DYNAMIC_OK.add(t)
         return fn
     return wrap
 
@@ -176,7 +184,8 @@ class Lowering:
                 rule = RULES.get(node.type_name)
                 ok = False
                 # a dynamic-shaped input (a Python value) keeps a node on its reference kernel
-                if rule is not None and all(self.tensor(s).shape is not None for s in node._inputs):
+                if rule is not None and (node.type_name in DYNAMIC_OK
+                                         or all(self.tensor(s).shape is not None for s in node._inputs)):
                     try:
                         ok = rule(self, node)
                     except NotHere:

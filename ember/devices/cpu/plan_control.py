@@ -1,0 +1,86 @@
+"""Lowering rule for If: each branch is a model of its own, compiled for the CPU device (native
+plans, lowered again per input shape when its shapes are dynamic); the plan step evaluates
+the condition and runs the chosen branch."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ember.devices.cpu.plan import PLAIN, Op
+from ember.devices.cpu.plan_ops import Lowering, lowers, shape_or_none
+from ember.graph.model import Model
+from ember.graph.node import Node
+
+
+class Branch:
+    """One body of an If on the CPU device. Executables are not thread safe, so concurrent
+    callers (streams) each take one from a free list, made on first need."""
+
+    def __init__(self, body: Model, threads: int, precision: str) -> None:
+        from ember.devices.cpu.plan_passes import device_passes
+
+        self.model = device_passes(body.clone())
+        self.threads = threads
+        self.precision = precision
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._first: Any = None
+
+    def _make(self) -> Any:
+        from ember.devices.cpu.device import CPUExecutable
+        from ember.graph.types import Type
+
+        if self._first is None:
+            self._first = CPUExecutable(self.model, self.threads, Type.bf16 if self.precision == "bf16" else Type.f32)
+            return self._first
+        return self._first.clone()
+
+    def run(self, feed: Sequence[np.ndarray]) -> list[np.ndarray]:
+        try:
+            exe = self._free.get_nowait()
+        except queue.Empty:
+            exe = self._make()
+        try:
+            return exe.run(feed)
+        finally:
+            self._free.put(exe)
+
+
+@lowers("If", dynamic=True)
+def lower_if(L: Lowering, node: Node) -> bool:
+    bodies = node.bodies()
+    if len(bodies) != 2 or any(b is None for b in bodies):
+        return False
+    branches = [Branch(b, L.threads, L.precision) for b in bodies]
+    in_descs = [[(d.input_index, d.body_parameter_index) for d in node.get_input_descriptions(b)] for b in (0, 1)]
+    out_descs = [[(d.body_value_index, d.output_index) for d in node.get_output_descriptions(b)] for b in (0, 1)]
+    n_params = [len(b.get_parameters()) for b in bodies]
+    dtypes = [o.element_type.dtype for o in node.outputs()]
+    name = node.friendly_name
+
+    def run(args: list[np.ndarray]) -> list[np.ndarray]:
+        b = 0 if bool(np.asarray(args[0]).reshape(-1)[0]) else 1
+        feed: list[Any] = [None] * n_params[b]
+        for i, p in in_descs[b]:
+            feed[p] = np.asarray(args[i])
+        values = branches[b].run(feed)
+        outs: list[Any] = [None] * len(dtypes)
+        for v, o in out_descs[b]:
+            outs[o] = np.asarray(values[v], dtype=dtypes[o])
+        if any(x is None for x in outs):
+            from ember.errors import InferenceError
+
+            raise InferenceError(f"ember: If '{name}': its {('then', 'else')[b]} branch does not produce every output")
+        return outs
+
+    ins = [L.tensor(s) for s in node._inputs]
+    outs = []
+    for o in node.outputs():
+        t = L.value(shape_or_none(o), PLAIN, o.element_type.dtype, node.friendly_name)
+        outs.append(t)
+        L.bind_port(o, t)
+    L.p.add(Op(node.friendly_name, "If", ins, outs, native=False, fn=run))
+    return True
