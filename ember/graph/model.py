@@ -8,7 +8,7 @@ from typing import Any
 from ember.errors import EmberError, GraphError
 from ember.graph.core_ops import Parameter, Result
 from ember.graph.node import Node, Output, as_output
-from ember.graph.shape import PartialShape, as_partial_shape
+from ember.graph.shape import as_partial_shape
 
 
 class Model:
@@ -272,6 +272,3 @@ def _deep_copy(v: Any) -> Any:
         return [_deep_copy(x) for x in v]
     return v
 
-
-def shape_of(value: Any) -> PartialShape:
-    return as_partial_shape(value)

@@ -73,14 +73,13 @@ def fold_conv_batchnorm(model: Model) -> Model:
     return model
 
 
-def _per_channel(conv_pattern_name: str):  # noqa: ANN202
-    def check(data: np.ndarray) -> bool:
-        return data.dtype.kind == "f" and data.ndim >= 2 and all(d == 1 for i, d in enumerate(data.shape) if i != 1)
-    return check
+def _per_channel(data: np.ndarray) -> bool:
+    """A float constant shaped [1, C, 1, ...]: one value per channel."""
+    return data.dtype.kind == "f" and data.ndim >= 2 and all(d == 1 for i, d in enumerate(data.shape) if i != 1)
 
 
 @rule(Pattern("Multiply", Pattern(_CONVS, name="conv", consumers=1, pred=_const_weights),
-              Const(name="s", pred=_per_channel("conv")), name="mul"))
+              Const(name="s", pred=_per_channel), name="mul"))
 def conv_scale(m: Match) -> Output | None:
     conv, s = m["conv"], m.const("s")
     c_out = conv._out_shapes[0][1]
