@@ -43,7 +43,7 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 2
+VERSION = 3
 MERGE_BELOW_CHANNELS = 16  # input channels per group under which taps are folded into K
 MERGE_MAX_K = 1024  # the gathered rows of a task (tiles x 14 x K floats) stay under ~0.5 MB of stack
 
@@ -179,17 +179,21 @@ class _DwEmitter(Emitter):
 
 
 def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | None, check_rows: bool,
-                 check_cols: bool, px: int) -> ir.Function:
+                 px: int) -> ir.Function:
     """row(ctx, img, oy, ox0, ox1): output pixels [ox0, ox1) of row oy, all channels.
 
     Pixel blocks of DW_BLOCK, channel vectors inside: with a specialized kernel size the
-    weights of one channel vector stay in registers while ``px`` pixels at a time stream
-    by. ``check_rows``/``check_cols`` test each tap's input row/column against the image."""
+    weights of one channel vector stay in registers while its pixels stream by, the border
+    columns (outside [ox_lo, ox_hi), one at a time, each tap's column tested) then the
+    interior ones (``px`` at a time, untested), so that small maps, whose borders are a
+    large share of the pixels, load a channel vector's weights once per block rather than
+    once per border pixel. ``check_rows`` tests each kernel row against the image."""
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, I64], internal=True, noinline=True)
     _, img, oy, ox0, ox1 = fn.args
     e = _DwEmitter(m, fn, lanes)
     b, vt, L = e.b, e.vt, lanes
     H, W, ldx, cp, ldy = e.f("h"), e.f("w"), e.f("ldx"), e.f("cp"), e.f("ldy")
+    ox_lo, ox_hi = e.f("ox_lo"), e.f("ox_hi")
     sw, dw, pl = e.f("sw"), e.f("dw"), e.f("pl")
     iy0 = b.sub(b.mul(oy, e.f("sh")), e.f("pt"))
     ximg = e.gep(F32, e.f("x", PTR), b.mul(img, e.f("xn")))
@@ -212,7 +216,7 @@ def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | No
                 body()
 
     def pixels(ox: ir.Value, n: int, ch: ir.Value, mask: ir.Value | None, wv: list[ir.Value] | None,
-               bv: ir.Value) -> None:
+               bv: ir.Value, check_cols: bool) -> None:
         ix0 = [b.sub(b.mul(b.add(ox, c64(p)), sw), pl) for p in range(n)]
         # one accumulator per pixel and kernel row: short FMA chains, latency hidden
         nparts = kh if wv is not None else 1
@@ -258,12 +262,18 @@ def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | No
         if taps is not None:
             wv = [e.load(vt, e.gep(F32, wp, b.add(b.mul(c64(t), cp), ch)), align=4) for t in range(kh * kw)]
         bv = e.bias_vec(ch, mask)
-        main_end = b.add(ob, b.mul(b.sdiv(b.sub(oe, ob), c64(px)), c64(px)))
-        with e.loop(ob, main_end, px, name="ox") as ox:
-            pixels(ox, px, ch, mask, wv, bv)
+        ib, ie = e.max(ob, ox_lo), e.min(oe, ox_hi)  # interior part of the block (may be empty)
+        ie = e.max(ib, ie)
+        with e.loop(ob, e.min(oe, ib), name="oxl") as ox:
+            pixels(ox, 1, ch, mask, wv, bv, True)
+        main_end = b.add(ib, b.mul(b.sdiv(b.sub(ie, ib), c64(px)), c64(px)))
+        with e.loop(ib, main_end, px, name="ox") as ox:
+            pixels(ox, px, ch, mask, wv, bv, False)
         if px > 1:
-            with e.loop(main_end, oe, name="oxr") as ox:
-                pixels(ox, 1, ch, mask, wv, bv)
+            with e.loop(main_end, ie, name="oxr") as ox:
+                pixels(ox, 1, ch, mask, wv, bv, False)
+        with e.loop(e.max(ob, ie), oe, name="oxe") as ox:
+            pixels(ox, 1, ch, mask, wv, bv, True)
 
     c = e.f("c")
     nfull = b.sdiv(c, c64(L))
@@ -282,24 +292,21 @@ def _build_dw(prefix: str, isa: Isa, taps: tuple[int, int] | None) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     lanes = isa.f32_lanes
-    inner = _emit_dw_row(m, f"{prefix}_row", lanes, taps, False, False, DW_PIXELS)
-    inner_rows = _emit_dw_row(m, f"{prefix}_row_r", lanes, taps, True, False, DW_PIXELS)
-    edge = _emit_dw_row(m, f"{prefix}_row_rc", lanes, taps, True, True, 1)
+    inner = _emit_dw_row(m, f"{prefix}_row", lanes, taps, False, DW_PIXELS)
+    inner_rows = _emit_dw_row(m, f"{prefix}_row_r", lanes, taps, True, DW_PIXELS)
     fn = Emitter.function(m, f"{prefix}_dw_task", VOID, [PTR, I64])
     ctx, task = fn.args
     e = _DwEmitter(m, fn, lanes)
     b = e.b
     oh = e.f("oh")
     img, oy = b.sdiv(task, oh), b.srem(task, oh)
-    ox_lo, ox_hi = e.f("ox_lo"), e.f("ox_hi")
-    b.call(edge, [ctx, img, oy, c64(0), ox_lo])
+    ow = e.f("ow")
     inside = b.and_(b.icmp_signed(">=", oy, e.f("oy_lo")), b.icmp_signed("<", oy, e.f("oy_hi")))
     with b.if_else(inside) as (row_in, row_edge):
         with row_in:
-            b.call(inner, [ctx, img, oy, ox_lo, ox_hi])
+            b.call(inner, [ctx, img, oy, c64(0), ow])
         with row_edge:
-            b.call(inner_rows, [ctx, img, oy, ox_lo, ox_hi])
-    b.call(edge, [ctx, img, oy, ox_hi, e.f("ow")])
+            b.call(inner_rows, [ctx, img, oy, c64(0), ow])
     b.ret_void()
     return m
 
