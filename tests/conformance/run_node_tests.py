@@ -120,6 +120,7 @@ def run_case(case: Any) -> tuple[str, str]:
         stage = "compare"
         if len(outs) != len(expected):
             return "fail", f"compare: {len(outs)} outputs, expected {len(expected)}"
+        undefined = _spec_undefined(case.model, inputs)
         for i, (got, ref) in enumerate(zip(outs, expected)):
             if isinstance(ref, onnx.TensorProto):
                 ref = onnx.numpy_helper.to_array(ref)
@@ -129,6 +130,8 @@ def run_case(case: Any) -> tuple[str, str]:
                 return "fail", f"compare: expected output {i} is a {type(ref).__name__}"
             et = model.outputs[i].element_type
             got = from_ember_array(np.asarray(got), onnx_type(et)) if not et.is_dynamic else np.asarray(got)
+            if undefined is not None and i == 0 and got.shape == undefined.shape:
+                got = np.where(undefined, ref, got)
             _compare(ref, got, case.rtol, case.atol, i)
     except Exception as e:  # noqa: BLE001 - every failure becomes a recorded reason
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -137,6 +140,38 @@ def run_case(case: Any) -> tuple[str, str]:
             msg = f"{type(e).__name__}: {msg} ({Path(tb.filename).name}:{tb.lineno})"
         return "fail", f"{stage}: {msg[:400]}"
     return "pass", ""
+
+
+_SUB_BYTE_RANGES = {"INT4": (-8, 7), "UINT4": (0, 15), "INT2": (-2, 1), "UINT2": (0, 3)}
+
+
+def _spec_undefined(model: Any, inputs: list[Any]) -> np.ndarray | None:
+    """Elements whose expected value the ONNX spec leaves undefined, or None.
+
+    Cast/CastLike from a float type to an integer type is "undefined if out of range" in the
+    spec; onnx's case generator fills those elements with whatever the installed ``ml_dtypes``
+    does (0.5 wraps, 0.7 gives 0), so they say nothing about the backend. ember saturates them
+    (``tests/ops`` checks that); here they are left out of the comparison so the baseline does not
+    move with ``ml_dtypes``.
+    """
+    import onnx
+
+    nodes = [n for n in model.graph.node if n.op_type not in ("Constant",)]
+    if not nodes or nodes[0].op_type not in ("Cast", "CastLike") or not inputs:
+        return None
+    x = inputs[0]
+    if isinstance(x, onnx.TensorProto):
+        x = onnx.numpy_helper.to_array(x)
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" and x.dtype.name not in ("bfloat16",):
+        return None
+    out_type = model.graph.output[0].type.tensor_type.elem_type
+    name = onnx.TensorProto.DataType.Name(out_type)
+    if name not in _SUB_BYTE_RANGES:
+        return None
+    lo, hi = _SUB_BYTE_RANGES[name]
+    xf = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return ~((xf >= lo) & (xf < hi + 1)) | np.isnan(xf)
 
 
 def _is_ember_error(e: Exception) -> bool:

@@ -244,10 +244,13 @@ _WRAPPED = {Type.i4: (4, True), Type.u4: (4, False), Type.u2: (2, False)}
 
 
 def _cast(ctx: NodeContext, x: Output, to: Type) -> Output:
-    """ONNX Cast: sub-byte integers wrap around, float8 targets saturate unless saturate=0."""
+    """ONNX Cast: integers into sub-byte integers wrap around (the spec: "discard higher bits"),
+    floats into integers saturate (the spec leaves out-of-range undefined; ember's Convert
+    saturates everywhere, as ONNX Runtime does for int4), float8 targets saturate unless
+    saturate=0."""
     if x.element_type is to:
         return x
-    if to in _WRAPPED and x.element_type is not Type.boolean:
+    if to in _WRAPPED and x.element_type.is_integral_number:
         bits, signed = _WRAPPED[to]
         v = convert(x, Type.i64)
         span, off = 1 << bits, (1 << (bits - 1)) if signed else 0
