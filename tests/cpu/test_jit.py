@@ -1,13 +1,16 @@
 """ISA detection and the JIT's on-disk object cache."""
 
 import ctypes
+import hashlib
+import json
+import os
 
 import pytest
 from llvmlite import ir
 
 from ember.devices.cpu import isa as isa_mod
 from ember.devices.cpu.codegen import I64, Emitter
-from ember.devices.cpu.jit import Jit
+from ember.devices.cpu.jit import CacheRecord, Jit, cache_key
 from ember.errors import EmberError
 
 
@@ -44,7 +47,15 @@ def _build_add(prefix: str, triple: str, k: int) -> ir.Module:
     return m
 
 
-def test_object_cache_hit_and_corruption(tmp_path):
+def _addk(lib) -> ctypes._CFuncPtr:
+    return lib.cfunc("addk", ctypes.c_int64, ctypes.c_int64)
+
+
+def _entry(folder, lib):
+    return folder / f"{lib.key}.o", folder / f"{lib.key}.json"
+
+
+def test_object_cache_hit_and_corruption(tmp_path, caplog):
     isa = isa_mod.host_isa()
     built = []
 
@@ -52,27 +63,134 @@ def test_object_cache_hit_and_corruption(tmp_path):
         built.append(prefix)
         return _build_add(prefix, isa.triple, 5)
 
-    sig = "test-addk|v1|k5"
+    sig = "test-addk|k5"
     lib = Jit(tmp_path).load(sig, isa, build)
     assert not lib.from_cache and len(built) == 1
-    assert lib.cfunc("addk", ctypes.c_int64, ctypes.c_int64)(10) == 15
-    files = list(tmp_path.glob("*.o"))
-    assert len(files) == 1
+    assert _addk(lib)(10) == 15
+    obj, rec = _entry(tmp_path, lib)
+    assert obj.exists() and rec.exists()
+    record = json.loads(rec.read_text())
+    assert record["signature"] == sig and record["symbols"] == [f"{lib.prefix}_addk"]
+    assert record["object_sha256"] == hashlib.sha256(obj.read_bytes()).hexdigest()
 
     lib = Jit(tmp_path).load(sig, isa, build)  # a fresh engine: served from disk
-    assert lib.from_cache and len(built) == 1
-    assert lib.cfunc("addk", ctypes.c_int64, ctypes.c_int64)(1) == 6
+    assert lib.from_cache and _addk(lib)(1) == 6
 
-    data = bytearray(files[0].read_bytes())
-    data[-10] ^= 0xFF
-    files[0].write_bytes(bytes(data))
-    lib = Jit(tmp_path).load(sig, isa, build)  # corrupt entry: ignored, rebuilt, rewritten
-    assert not lib.from_cache and len(built) == 2
-    assert lib.cfunc("addk", ctypes.c_int64, ctypes.c_int64)(2) == 7
-    files[0].write_bytes(b"junk")
-    lib = Jit(tmp_path).load(sig, isa, build)
-    assert not lib.from_cache and lib.cfunc("addk", ctypes.c_int64, ctypes.c_int64)(0) == 5
+    good = obj.read_bytes()
+    for bad in (good[:-10] + bytes(b ^ 0xFF for b in good[-10:]), b"junk", good[:len(good) // 2], b""):
+        obj.write_bytes(bad)
+        jit = Jit(tmp_path)
+        with caplog.at_level("WARNING", "ember.cpu"):
+            lib = jit.load(sig, isa, build)  # refused with a log line, rebuilt, rewritten
+        assert not lib.from_cache and _addk(lib)(2) == 7
+        assert jit.stats["cache_refused"] == 1 and "ignoring kernel cache entry" in caplog.text
+        assert Jit(tmp_path).load(sig, isa, build).from_cache
+    rec.write_text("{not json")
+    assert not Jit(tmp_path).load(sig, isa, build).from_cache
+    rec.unlink()
+    assert not Jit(tmp_path).load(sig, isa, build).from_cache
     assert Jit(tmp_path).load(sig, isa, build).from_cache
+
+
+def test_editing_an_emitter_changes_the_key(tmp_path):
+    """Same signature, different IR text (an edited emitter): a new key, never the old code."""
+    isa = isa_mod.host_isa()
+    old = Jit(tmp_path).load("test-addk|edited", isa, lambda p: _build_add(p, isa.triple, 5))
+    new = Jit(tmp_path).load("test-addk|edited", isa, lambda p: _build_add(p, isa.triple, 6))
+    assert old.key != new.key and not new.from_cache
+    assert _addk(new)(0) == 6
+    assert cache_key("x", isa) != cache_key("y", isa)
+
+
+def test_tampered_object_with_recomputed_checksum_is_refused(tmp_path):
+    isa = isa_mod.host_isa()
+    lib = Jit(tmp_path).load("test-addk|tamper", isa, lambda p: _build_add(p, isa.triple, 5))
+    obj, rec = _entry(tmp_path, lib)
+    data = bytearray(obj.read_bytes())
+    data[data.index(b"ELF") + 20] ^= 0x5A
+    obj.write_bytes(bytes(data))
+    record = json.loads(rec.read_text())
+    record["object_sha256"] = hashlib.sha256(bytes(data)).hexdigest()  # checksum recomputed
+    rec.write_text(json.dumps(record))
+    jit = Jit(tmp_path)
+    lib = jit.load("test-addk|tamper", isa, lambda p: _build_add(p, isa.triple, 5))
+    assert not lib.from_cache and jit.stats["cache_refused"] == 1 and _addk(lib)(1) == 6
+
+
+def test_swapped_entries_recompile(tmp_path):
+    isa = isa_mod.host_isa()
+    libs = [Jit(tmp_path).load(f"test-addk|swap{k}", isa, lambda p, k=k: _build_add(p, isa.triple, k))
+            for k in (1, 2)]
+    (o1, r1), (o2, r2) = (_entry(tmp_path, lib) for lib in libs)
+    for a, b in ((o1, o2), (r1, r2)):  # objects swapped; then (entries rewritten) records swapped
+        da, db = a.read_bytes(), b.read_bytes()
+        a.write_bytes(db)
+        b.write_bytes(da)
+        for k in (1, 2):
+            jit = Jit(tmp_path)
+            lib = jit.load(f"test-addk|swap{k}", isa, lambda p, k=k: _build_add(p, isa.triple, k))
+            assert not lib.from_cache and jit.stats["cache_refused"] == 1 and _addk(lib)(0) == k
+
+
+def test_planted_object_with_the_right_symbol_is_never_loaded(tmp_path):
+    """An object with the genuine symbol name but other code (another IR hash), with a record
+    that is otherwise perfect (even MAC'd with the user's secret), is refused."""
+    isa = isa_mod.host_isa()
+    sig = "test-addk|planted"
+    genuine = Jit(tmp_path).load(sig, isa, lambda p: _build_add(p, isa.triple, 5))
+    obj, rec = _entry(tmp_path, genuine)
+    evil_dir = tmp_path / "evil"
+    evil_dir.mkdir()
+    (evil_dir / ".secret").write_bytes((tmp_path / ".secret").read_bytes())
+    evil = Jit(evil_dir).load(sig, isa, lambda p: _build_add(p, isa.triple, 1000))
+    assert evil.prefix == genuine.prefix  # same symbol names
+    eobj, erec = _entry(evil_dir, evil)
+    obj.write_bytes(eobj.read_bytes())
+    record = json.loads(erec.read_text())
+    record["key"] = genuine.key
+    body = {k: v for k, v in record.items() if k != "mac"}
+    body["symbols"], body["versions"] = tuple(body["symbols"]), tuple(tuple(v) for v in body["versions"])
+    rec.write_bytes(CacheRecord(**body).to_json((tmp_path / ".secret").read_bytes()))
+    jit = Jit(tmp_path)
+    lib = jit.load(sig, isa, lambda p: _build_add(p, isa.triple, 5))
+    assert not lib.from_cache and jit.stats["cache_refused"] == 1 and _addk(lib)(0) == 5
+    # without the secret, a record is refused whatever it says
+    (tmp_path / ".secret").write_bytes(b"another user's secret, 32 bytes!")
+    assert not Jit(tmp_path).load(sig, isa, lambda p: _build_add(p, isa.triple, 5)).from_cache
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX ownership")
+def test_unsafe_folders_and_files_are_refused(tmp_path, caplog):
+    isa = isa_mod.host_isa()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    jit = Jit(shared)
+    with caplog.at_level("WARNING", "ember.cpu"):
+        lib = jit.load("test-addk|shared", isa, lambda p: _build_add(p, isa.triple, 3))
+    assert _addk(lib)(0) == 3 and not lib.from_cache
+    assert "not using the kernel cache folder" in caplog.text and "group or others can write" in caplog.text
+    assert list(shared.iterdir()) == []  # compiled in memory only, nothing written
+    if os.geteuid() == 0:  # a folder of another user
+        other = tmp_path / "other"
+        other.mkdir(mode=0o755)
+        os.chown(other, 12345, 12345)
+        jit = Jit(other)
+        assert _addk(jit.load("test-addk|other", isa, lambda p: _build_add(p, isa.triple, 4)))(0) == 4
+        assert "owned by uid 12345" in (jit.cache.refused or "") and list(other.iterdir()) == []
+    own = tmp_path / "own"
+    lib = Jit(own).load("test-addk|own", isa, lambda p: _build_add(p, isa.triple, 2))
+    obj, rec = _entry(own, lib)
+    assert (own.stat().st_mode & 0o777) == 0o700 and ((own / ".secret").stat().st_mode & 0o077) == 0
+    obj.chmod(0o666)  # an entry others can write
+    assert not Jit(own).load("test-addk|own", isa, lambda p: _build_add(p, isa.triple, 2)).from_cache
+    assert Jit(own).load("test-addk|own", isa, lambda p: _build_add(p, isa.triple, 2)).from_cache
+    target = tmp_path / "elsewhere.json"
+    target.write_bytes(rec.read_bytes())
+    rec.unlink()
+    rec.symlink_to(target)  # a symlinked entry
+    lib = Jit(own).load("test-addk|own", isa, lambda p: _build_add(p, isa.triple, 2))
+    assert not lib.from_cache and _addk(lib)(0) == 2
 
 
 def test_cache_off_and_distinct_signatures(tmp_path, monkeypatch):
@@ -80,11 +198,11 @@ def test_cache_off_and_distinct_signatures(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBER_KERNEL_CACHE", "off")
     j = Jit()
     assert j.cache_dir is None
-    a = j.load("test-addk|v1|k1", isa, lambda p: _build_add(p, isa.triple, 1))
-    b = j.load("test-addk|v1|k2", isa, lambda p: _build_add(p, isa.triple, 2))
+    a = j.load("test-addk|k1", isa, lambda p: _build_add(p, isa.triple, 1))
+    b = j.load("test-addk|k2", isa, lambda p: _build_add(p, isa.triple, 2))
     assert a.prefix != b.prefix
-    assert a.cfunc("addk", ctypes.c_int64, ctypes.c_int64)(0) == 1
-    assert b.cfunc("addk", ctypes.c_int64, ctypes.c_int64)(0) == 2
-    assert j.load("test-addk|v1|k1", isa, lambda p: None) is a  # loaded once per process
+    assert _addk(a)(0) == 1
+    assert _addk(b)(0) == 2
+    assert j.load("test-addk|k1", isa, lambda p: None) is a  # loaded once per process
     monkeypatch.setenv("EMBER_KERNEL_CACHE", str(tmp_path / "k"))
     assert Jit().cache_dir == tmp_path / "k"

@@ -25,7 +25,6 @@ from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _maske
 from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.pool import _Ctx
 
-VERSION = 1
 FIELDS = ("q", "k", "v", "m", "o", "B", "H", "L", "S", "E", "Ev", "qb", "qh", "ql", "kb", "kh", "ks", "vb", "vh",
           "vs", "mb", "mh", "ml", "ms", "ob", "oh", "ol", "scale", "causal", "hasmask", "lblk", "nlb", "spad")
 AF = {k: i for i, k in enumerate(FIELDS)}
@@ -200,7 +199,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
     mr, nv = tiles(isa)
-    return jit.load(f"attention|v{VERSION}|{isa.level}|mr{mr}|nv{nv}", isa, lambda p: _build(p, isa))
+    return jit.load(f"attention|{isa.level}|mr{mr}|nv{nv}", isa, lambda p: _build(p, isa))
 
 
 def fits(s: int, e: int, isa: Isa | None = None) -> bool:

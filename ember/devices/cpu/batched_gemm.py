@@ -59,8 +59,6 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 2
-
 BG_FIELDS = ("a", "b", "c", "off", "m", "n", "k", "a_ms", "a_ks", "b_ks", "b_ns", "ldc", "bias", "res",
              "ldr", "flags", "lo", "hi", "alpha", "cb", "tm", "tn", "gm", "gn", "b_trans")
 BF = {name: i for i, name in enumerate(BG_FIELDS)}
@@ -249,7 +247,7 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, a_cols: bool, bf16: bool) -
 def _task_address(isa: Isa, a_cols: bool = False, bf16: bool = False) -> int:
     """The task for A contiguous along K (``a_cols`` False) or along M (a transposed A)."""
     t = TILES[isa.level]
-    sig = (f"bgemm{'-bf16' if bf16 else ''}|v{VERSION}|{isa.level}|{'cols' if a_cols else 'rows'}|mr{t.mr}|"
+    sig = (f"bgemm{'-bf16' if bf16 else ''}|{isa.level}|{'cols' if a_cols else 'rows'}|mr{t.mr}|"
            f"nv{t.nv}|l{t.lanes}|u{t.unroll}")
     return jit.load(sig, isa, lambda p: _build_module(p, isa, t, a_cols, bf16)).address("bgemm_task")
 

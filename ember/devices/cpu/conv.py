@@ -43,7 +43,6 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 3
 MERGE_BELOW_CHANNELS = 16  # input channels per group under which taps are folded into K
 MERGE_MAX_K = 1024  # the gathered rows of a task (tiles x 14 x K floats) stay under ~0.5 MB of stack
 
@@ -314,7 +313,7 @@ def _build_dw(prefix: str, isa: Isa, taps: tuple[int, int] | None) -> ir.Module:
 @functools.cache
 def _dw_library(isa: Isa, taps: tuple[int, int] | None) -> jit.Library:
     tag = "any" if taps is None else f"{taps[0]}x{taps[1]}"
-    return jit.load(f"depthwise|v{VERSION}|{isa.level}|k{tag}|b{DW_BLOCK}|p{DW_PIXELS}", isa,
+    return jit.load(f"depthwise|{isa.level}|k{tag}|b{DW_BLOCK}|p{DW_PIXELS}", isa,
                     lambda p: _build_dw(p, isa, taps))
 
 

@@ -26,7 +26,6 @@ from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _maske
 from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.plan import Op, Tensor
 
-VERSION = 1
 MAX_DIMS = 6
 COPY_FIELDS = ("src", "dst", "rpt", "rows", *(f"d{i}" for i in range(MAX_DIMS)),
                *(f"s{i}" for i in range(MAX_DIMS)), *(f"t{i}" for i in range(MAX_DIMS)))
@@ -179,7 +178,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"movement|v{VERSION}|{isa.level}|gather", isa, lambda p: _build(p, isa))
+    return jit.load(f"movement|{isa.level}|gather", isa, lambda p: _build(p, isa))
 
 
 def _collapse(shape: list[int], ss: list[int], ts: list[int]) -> tuple[list[int], list[int], list[int]]:
@@ -333,7 +332,7 @@ def _transpose_library(isa: Isa) -> jit.Library:
         m.triple = isa.triple
         _emit_transpose(m, prefix, isa.f32_lanes)
         return m
-    return jit.load(f"transpose|v{VERSION}|{isa.level}", isa, build)
+    return jit.load(f"transpose|{isa.level}", isa, build)
 
 
 def transpose_copy(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None = None) -> BoundKernel | None:
@@ -447,7 +446,7 @@ def _interleave_library(isa: Isa, c: int) -> jit.Library:
         m.triple = isa.triple
         _emit_interleave(m, prefix, isa.f32_lanes, c)
         return m
-    return jit.load(f"interleave|v{VERSION}|{isa.level}|c{c}", isa, build)
+    return jit.load(f"interleave|{isa.level}|c{c}", isa, build)
 
 
 def nchw_to_nhwc(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None = None) -> BoundKernel | None:
@@ -870,7 +869,7 @@ def _build_eltwise(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _eltwise_library(isa: Isa) -> jit.Library:
-    return jit.load(f"eltwise|v{VERSION}|{isa.level}|b{BLOCK}|r{REGS}|ld2", isa, lambda p: _build_eltwise(p, isa))
+    return jit.load(f"eltwise|{isa.level}|b{BLOCK}|r{REGS}", isa, lambda p: _build_eltwise(p, isa))
 
 
 def _f32_bits(v: float) -> int:

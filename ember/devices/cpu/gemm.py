@@ -49,8 +49,6 @@ from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-VERSION = 9
-
 
 @dataclass(frozen=True)
 class Tile:
@@ -565,7 +563,7 @@ class IGemmKernels:
         if bf16:
             _check_bf16(isa)
         name = "igemm-bf16" if bf16 else "igemm"
-        sig = f"{name}|v{VERSION}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}"
+        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
         self.task_address = self.lib.address("igemm_task")
 

@@ -32,7 +32,8 @@ _AVX_PREFIXES = (*_AVX512_PREFIXES, "avx", "fma", "f16c", "vaes", "vpclmulqdq", 
 
 
 @functools.cache
-def _llvm_init() -> None:
+def llvm_init() -> None:
+    """Initialise LLVM for the host target (once per process)."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     llvm.initialize_native_asmparser()
@@ -69,7 +70,7 @@ class Isa:
 
 def host_features() -> dict[str, bool]:
     """The host CPU's LLVM feature flags, e.g. ``{"avx512f": True, ...}``."""
-    _llvm_init()
+    llvm_init()
     try:
         feats = llvm.get_host_cpu_features()
     except RuntimeError:  # some hosts cannot report features
@@ -94,7 +95,7 @@ def _host_supports(level: str, feats: dict[str, bool], triple: str) -> bool:
 
 def supported_levels() -> list[str]:
     """The ISA levels this host can run, best first (always ends with ``generic``)."""
-    _llvm_init()
+    llvm_init()
     feats = host_features()
     triple = llvm.get_process_triple()
     return [lv for lv in LEVELS if _host_supports(lv, feats, triple)]
@@ -111,7 +112,7 @@ def _feature_string(feats: dict[str, bool], off_prefixes: tuple[str, ...]) -> st
 
 @functools.cache
 def _make_isa(level: str) -> Isa:
-    _llvm_init()
+    llvm_init()
     feats = host_features()
     triple = llvm.get_process_triple()
     cpu = llvm.get_host_cpu_name()

@@ -1,15 +1,31 @@
 """The process-wide LLVM JIT: compile generated modules, cache their object code on disk.
 
-There is one MCJIT execution engine per process. A kernel module is identified by a
-*signature* (a string that fully determines the IR its builder emits, including the
-generator's version) and an :class:`~ember.devices.cpu.isa.Isa`. :func:`load` returns the
-already-loaded module, or the object code from the disk cache, or builds, optimizes and
-compiles the IR and stores the object code in the cache.
+There is one MCJIT execution engine per process. A kernel module is asked for by a
+*signature* (a short string naming the kernel and its parameters, used to find a module
+already loaded in this process) and an :class:`~ember.devices.cpu.isa.Isa`. :func:`load`
+returns the already-loaded module, or else builds the module's LLVM IR and then loads the
+object code from the disk cache or compiles it.
+
+The disk cache is a trust boundary: its files are executable code.
+
+- An entry is keyed by a hash of what is compiled: the LLVM IR text, the target triple, the
+  CPU name and features, and the llvmlite and LLVM versions. Editing an emitter changes the
+  IR text and so the key; there is no hand-kept version to forget.
+- Beside each object (``<key>.o``) a record (``<key>.json``) says what it is: the key, the
+  kernel signature, the IR hash, the exported symbols, the versions, the CPU features, the
+  object's size and SHA-256, and a MAC of all that under a per-user secret
+  (``.secret`` in the cache folder, readable by the user only), so a foreign or edited file
+  is never taken for one ember wrote.
+- Before loading, the record is checked against what this process would compile, the object
+  against the record, and the object's own symbol table against the symbol list. Any doubt
+  (a bad digest, a missing symbol, swapped or truncated files, a planted object) is logged
+  and the module is compiled again; a cache problem never raises.
+- A cache folder or file that is not owned by the current user, or that group or others can
+  write, is refused (one warning); kernels are then compiled in memory only.
 
 The cache lives in ``$EMBER_KERNEL_CACHE`` (default ``~/.cache/ember/kernels``; set it to
-``off`` to disable). An entry is keyed by signature, CPU name and features and the llvmlite
-and LLVM versions; entries that fail their checksum are ignored and rewritten.
-Set ``EMBER_KERNEL_DUMP`` to a directory to get each compiled module's IR and assembly.
+``off`` to disable). Set ``EMBER_KERNEL_DUMP`` to a directory to get each compiled module's
+IR and assembly.
 """
 
 from __future__ import annotations
@@ -17,26 +33,37 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+import hmac
+import json
 import logging
 import os
 import re
+import stat
+import struct
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from ember.devices.cpu.isa import Isa, _llvm_init
+from ember.devices.cpu.isa import Isa, llvm_init
 
 log = logging.getLogger("ember.cpu")
 
 CACHE_ENV = "EMBER_KERNEL_CACHE"
 DUMP_ENV = "EMBER_KERNEL_DUMP"
-_FORMAT = b"EMBEROBJ2"  # header of a cache file; bump when the file layout changes
+#: the layout of a cache entry (object file + JSON record); part of every key
+CACHE_FORMAT = "ember-kernel-cache-3"
+#: largest object file read from the cache
+MAX_OBJECT_BYTES = 256 << 20
+_MAX_RECORD_BYTES = 1 << 20
+_SECRET_NAME = ".secret"
 
 # libc functions generated code may call; resolved through ctypes, registered with LLVM.
 _LIBC_SYMBOLS = ("pthread_create", "pthread_join", "syscall", "sched_yield", "memset", "memcpy")
@@ -53,17 +80,88 @@ def default_cache_dir() -> Path | None:
     return Path(base) / "ember" / "kernels"
 
 
+def versions() -> dict[str, str]:
+    """The code generator's versions that a cached object depends on."""
+    return {"format": CACHE_FORMAT, "llvmlite": llvmlite.__version__,
+            "llvm": ".".join(map(str, llvm.llvm_version_info))}
+
+
+def cache_key(ir_text: str, isa: Isa) -> str:
+    """The cache key of a module: SHA-256 of its IR text, the target and the versions."""
+    h = hashlib.sha256()
+    for part in (*versions().values(), isa.triple, isa.cpu, isa.features):
+        h.update(part.encode())
+        h.update(b"\0")
+    h.update(ir_text.encode())
+    return h.hexdigest()
+
+
+def exported_symbols(module: ir.Module) -> list[str]:
+    """Names of the functions and globals ``module`` defines with external linkage."""
+    names = []
+    for g in module.global_values:
+        if getattr(g, "is_declaration", False) or isinstance(g, ir.Function) and not g.blocks:
+            continue
+        if g.linkage in ("", "external"):
+            names.append(g.name)
+    return sorted(names)
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """What a cache entry claims to be (stored as JSON beside the object file)."""
+
+    key: str
+    signature: str
+    ir_sha256: str
+    symbols: tuple[str, ...]
+    triple: str
+    cpu: str
+    features: str
+    versions: tuple[tuple[str, str], ...]
+    object_size: int
+    object_sha256: str
+
+    def to_json(self, secret: bytes) -> bytes:
+        body = asdict(self)
+        body["mac"] = _mac(secret, self)
+        return json.dumps(body, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, secret: bytes) -> CacheRecord:
+        body = json.loads(data)
+        mac = body.pop("mac")
+        body["symbols"] = tuple(body["symbols"])
+        body["versions"] = tuple(tuple(v) for v in body["versions"])
+        rec = cls(**body)
+        if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(secret, rec)):
+            raise CacheRefused("the record's MAC does not match (not written by this user's ember)")
+        return rec
+
+
+def _mac(secret: bytes, rec: CacheRecord) -> str:
+    text = json.dumps(asdict(rec), sort_keys=True).encode()
+    return hmac.new(secret, text, hashlib.sha256).hexdigest()
+
+
+class CacheRefused(Exception):
+    """A cache entry or folder that must not be used (the reason is the message)."""
+
+
 class Library:
     """The functions of one compiled module: symbol addresses and ctypes callables.
 
     Symbol names are ``<prefix>_<name>``; :meth:`address` takes the short name.
     """
 
-    def __init__(self, engine: llvm.ExecutionEngine, prefix: str, from_cache: bool, seconds: float):
+    def __init__(self, engine: llvm.ExecutionEngine, prefix: str, from_cache: bool, seconds: float,
+                 key: str = "") -> None:
         self._engine = engine
         self.prefix = prefix
         self.from_cache = from_cache
         self.seconds = seconds
+        #: the cache key (hash of the IR text, target and versions)
+        self.key = key
         self._addr: dict[str, int] = {}
 
     def address(self, name: str) -> int:
@@ -81,23 +179,186 @@ class Library:
         return ctypes.CFUNCTYPE(restype, *argtypes)(self.address(name))
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(what: str, message: str) -> None:
+    if what not in _WARNED:
+        _WARNED.add(what)
+        log.warning(message)
+
+
+def _owned_and_private(st: os.stat_result) -> str | None:
+    """Why a file or folder with this stat must not be trusted, or None."""
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        return f"it is owned by uid {st.st_uid}, not by the current user ({os.geteuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"group or others can write it (mode {stat.filemode(st.st_mode)})"
+    return None
+
+
+def _read_trusted(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of this user that nobody else can write."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheRefused("not a regular file")
+        why = _owned_and_private(st)
+        if why:
+            raise CacheRefused(why)
+        if st.st_size > limit:
+            raise CacheRefused(f"{st.st_size} bytes (more than {limit})")
+        chunks, left = [], st.st_size
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def elf_defined_symbols(obj: bytes) -> set[str] | None:
+    """Global symbols an ELF64 little-endian object defines; None when it is not one."""
+    if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
+        return None
+    shoff, = struct.unpack_from("<Q", obj, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
+    if shentsize < 64 or shoff + shnum * shentsize > len(obj):
+        raise CacheRefused("truncated ELF section table")
+    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
+    names: set[str] = set()
+    for _name, sh_type, _f, _a, off, size, link, _i, _al, entsize in sections:
+        if sh_type != 2:  # SHT_SYMTAB
+            continue
+        if entsize < 24 or off + size > len(obj) or link >= shnum:
+            raise CacheRefused("bad ELF symbol table")
+        str_off, str_size = sections[link][4], sections[link][5]
+        if str_off + str_size > len(obj):
+            raise CacheRefused("bad ELF string table")
+        for pos in range(off, off + size - entsize + 1, entsize):
+            st_name, st_info, _other, st_shndx = struct.unpack_from("<IBBH", obj, pos)
+            if st_info >> 4 not in (1, 2) or st_shndx == 0:  # global/weak, defined
+                continue
+            end = obj.find(b"\0", str_off + st_name, str_off + str_size)
+            if st_name >= str_size or end < 0:
+                raise CacheRefused("bad ELF symbol name")
+            names.add(obj[str_off + st_name:end].decode("utf-8", "replace"))
+    return names
+
+
+class KernelCache:
+    """The on-disk object cache in one folder (see the module docstring for the checks)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._secret: bytes | None = None
+        self.refused: str | None = None  # why the folder is not used
+
+    def usable(self) -> bool:
+        """Whether the folder can be used (made if missing; refused with one warning if unsafe)."""
+        if self._secret is not None:
+            return True
+        if self.refused is not None:
+            return False
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            st = os.stat(self.folder)
+            if not stat.S_ISDIR(st.st_mode):
+                raise CacheRefused("it is not a folder")
+            why = _owned_and_private(st)
+            if why:
+                raise CacheRefused(why)
+            self._secret = self._load_secret()
+            return True
+        except (OSError, CacheRefused, ValueError) as e:
+            self.refused = str(e)
+            _warn_once(str(self.folder), f"ember: not using the kernel cache folder {self.folder}: {e}; "
+                                         "kernels are compiled in memory")
+            return False
+
+    def _load_secret(self) -> bytes:
+        path = self.folder / _SECRET_NAME
+        try:
+            secret = _read_trusted(path, 4096)
+        except FileNotFoundError:
+            secret = os.urandom(32)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(secret)
+            try:
+                os.link(tmp, path)  # first writer wins, never replaced
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+            secret = _read_trusted(path, 4096)
+        if len(secret) < 16:
+            raise CacheRefused(f"{path} is too short to be a cache secret")
+        return secret
+
+    def read(self, key: str, expect: CacheRecord) -> bytes | None:
+        """The verified object of entry ``key``, or None (missing, or refused with a log line)."""
+        if not self.usable():
+            return None
+        obj_path, rec_path = self.folder / f"{key}.o", self.folder / f"{key}.json"
+        try:
+            rec = CacheRecord.from_json(_read_trusted(rec_path, _MAX_RECORD_BYTES), self._secret or b"")
+            for name in ("key", "signature", "ir_sha256", "symbols", "triple", "cpu", "features", "versions"):
+                if getattr(rec, name) != getattr(expect, name):
+                    raise CacheRefused(f"its record is for another {name.replace('_', ' ')}")
+            if rec.object_size > MAX_OBJECT_BYTES:
+                raise CacheRefused("its record claims too large an object")
+            obj = _read_trusted(obj_path, MAX_OBJECT_BYTES)
+            if len(obj) != rec.object_size or hashlib.sha256(obj).hexdigest() != rec.object_sha256:
+                raise CacheRefused("the object does not match its record's size and SHA-256")
+            defined = elf_defined_symbols(obj)
+            if defined is not None and defined != set(rec.symbols):
+                raise CacheRefused(f"the object defines {sorted(defined)}, not the record's {list(rec.symbols)}")
+            return obj
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, struct.error, CacheRefused) as e:
+            log.warning("ember: ignoring kernel cache entry %s (%s): %s", obj_path.name, expect.signature,
+                        f"{type(e).__name__}: {e}" if not isinstance(e, CacheRefused) else e)
+            return None
+
+    def write(self, key: str, record: CacheRecord, obj: bytes) -> None:
+        if not self.usable():
+            return
+        try:
+            for path, data in ((self.folder / f"{key}.o", obj),
+                               (self.folder / f"{key}.json", record.to_json(self._secret or b""))):
+                fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+        except OSError as e:  # a read-only or full disk only costs the next compile
+            log.warning("ember: cannot write kernel cache entry %s: %s", key, e)
+
+
 class Jit:
     """The single execution engine of this process and its module table."""
 
     def __init__(self, cache_dir: Path | str | None | bool = True) -> None:
         """``cache_dir``: True for :func:`default_cache_dir`, a path, or None/False for no cache."""
-        _llvm_init()
+        llvm_init()
         _register_libc()
         self._lock = threading.RLock()
         self._machines: dict[str, llvm.TargetMachine] = {}
         self._engine: llvm.ExecutionEngine | None = None
         self._libraries: dict[str, Library] = {}
-        self._keep: list = []  # object buffers and modules the engine points into
+        self._keep: list[Any] = []  # object buffers and modules the engine points into
         if cache_dir is True:
             self.cache_dir = default_cache_dir()
         else:
             self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self.stats = {"compiled": 0, "cache_hits": 0, "compile_seconds": 0.0}
+        self.cache = KernelCache(self.cache_dir) if self.cache_dir is not None else None
+        self.stats = {"compiled": 0, "cache_hits": 0, "cache_refused": 0, "compile_seconds": 0.0}
 
     def target_machine(self, isa: Isa) -> llvm.TargetMachine:
         tm = self._machines.get(isa.key)
@@ -119,27 +380,40 @@ class Jit:
         """The module for ``signature`` on ``isa``: loaded, from the disk cache, or compiled.
 
         ``build(prefix)`` must return an ``ir.Module`` whose exported functions are named
-        ``<prefix>_<name>``; everything else in it should have internal linkage.
+        ``<prefix>_<name>``; everything else in it should have internal linkage. The same
+        signature must always build the same IR within one process.
         """
-        digest = _digest(signature, isa)
-        prefix = "ember_" + re.sub(r"[^A-Za-z0-9]+", "_", signature.split("|", 1)[0])[:40] + "_" + digest[:12]
+        tag = hashlib.sha256(f"{signature}\0{isa.key}".encode()).hexdigest()[:12]
+        prefix = "ember_" + re.sub(r"[^A-Za-z0-9]+", "_", signature.split("|", 1)[0])[:40] + "_" + tag
         with self._lock:
             lib = self._libraries.get(prefix)
             if lib is not None:
                 return lib
             t0 = time.perf_counter()
-            obj = self._cache_read(digest)
+            module = build(prefix)
+            module.triple = isa.triple
+            text = str(module)
+            key = cache_key(text, isa)
+            expect = CacheRecord(key, signature, hashlib.sha256(text.encode()).hexdigest(),
+                                 tuple(exported_symbols(module)), isa.triple, isa.cpu, isa.features,
+                                 tuple(versions().items()), 0, "")
+            obj = self.cache.read(key, expect) if self.cache is not None else None
             from_cache = obj is not None
             if obj is None:
-                obj = self._compile(build(prefix), isa, prefix)
-                self._cache_write(digest, obj)
+                if self.cache is not None and self.cache.usable() and (self.cache.folder / f"{key}.o").exists():
+                    self.stats["cache_refused"] += 1
+                obj = self._compile(text, isa, prefix)
+                if self.cache is not None:
+                    record = CacheRecord(**{**asdict(expect), "object_size": len(obj),
+                                            "object_sha256": hashlib.sha256(obj).hexdigest()})
+                    self.cache.write(key, record, obj)
             engine = self._get_engine(isa)
             objref = llvm.ObjectFileRef.from_data(obj)
             self._keep.append((obj, objref))
             engine.add_object_file(objref)
             engine.finalize_object()
             dt = time.perf_counter() - t0
-            lib = Library(engine, prefix, from_cache, dt)
+            lib = Library(engine, prefix, from_cache, dt, key)
             self._libraries[prefix] = lib
             if from_cache:
                 self.stats["cache_hits"] += 1
@@ -149,10 +423,8 @@ class Jit:
             log.debug("kernel module %s: %s in %.3f s", prefix, "cache" if from_cache else "compiled", dt)
             return lib
 
-    def _compile(self, module: ir.Module, isa: Isa, prefix: str) -> bytes:
+    def _compile(self, text: str, isa: Isa, prefix: str) -> bytes:
         tm = self.target_machine(isa)
-        module.triple = isa.triple
-        text = str(module)
         mod = llvm.parse_assembly(text)
         mod.data_layout = str(tm.target_data)
         mod.verify()
@@ -168,46 +440,6 @@ class Jit:
             Path(dump, prefix + ".ll").write_text(text)
             Path(dump, prefix + ".s").write_text(tm.emit_assembly(mod))
         return tm.emit_object(mod)
-
-    def _cache_path(self, digest: str) -> Path | None:
-        return None if self.cache_dir is None else self.cache_dir / f"{digest}.o"
-
-    def _cache_read(self, digest: str) -> bytes | None:
-        path = self._cache_path(digest)
-        if path is None:
-            return None
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        head = len(_FORMAT)
-        if len(data) < head + 32 or data[:head] != _FORMAT:
-            log.warning("ember: ignoring corrupt kernel cache entry %s", path)
-            return None
-        check, payload = data[head:head + 32], data[head + 32:]
-        if hashlib.sha256(payload).digest() != check:
-            log.warning("ember: ignoring corrupt kernel cache entry %s", path)
-            return None
-        return payload
-
-    def _cache_write(self, digest: str, obj: bytes) -> None:
-        path = self._cache_path(digest)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(_FORMAT + hashlib.sha256(obj).digest() + obj)
-            os.replace(tmp, path)
-        except OSError as e:  # a read-only or full disk only costs the next compile
-            log.warning("ember: cannot write kernel cache entry %s: %s", path, e)
-
-
-def _digest(signature: str, isa: Isa) -> str:
-    text = "\n".join([_FORMAT.decode(), signature, isa.key, f"llvmlite {llvmlite.__version__}",
-                      "llvm " + ".".join(map(str, llvm.llvm_version_info))])
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _register_libc() -> None:

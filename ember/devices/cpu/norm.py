@@ -21,7 +21,6 @@ from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _maske
 from ember.devices.cpu.isa import Isa, host_isa
 from ember.devices.cpu.pool import _Ctx
 
-VERSION = 1
 ROW_FIELDS = ("x", "y", "rows", "n", "ldx", "ldy", "kind", "eps", "flags", "scale", "shift", "rpt")
 RF = {k: i for i, k in enumerate(ROW_FIELDS)}
 KINDS = {"softmax": 0, "logsoftmax": 1, "mvn": 2}
@@ -161,7 +160,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"rows|v{VERSION}|{isa.level}", isa, lambda p: _build(p, isa))
+    return jit.load(f"rows|{isa.level}", isa, lambda p: _build(p, isa))
 
 
 def row_kernel(x: np.ndarray, y: np.ndarray, kind: str, threads: int, *, eps: float = 0.0,

@@ -21,7 +21,6 @@ from ember.devices.cpu.codegen import F32, I64, PTR, VOID, Emitter, c64, vec
 from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store, aligned_empty
 from ember.devices.cpu.isa import Isa, host_isa
 
-VERSION = 1
 LOWEST = -3.4028234663852886e38
 
 POOL_FIELDS = ("x", "y", "h", "w", "c", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "ldx", "xn",
@@ -186,7 +185,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"pool|v{VERSION}|{isa.level}", isa, lambda p: _build(p, isa))
+    return jit.load(f"pool|{isa.level}", isa, lambda p: _build(p, isa))
 
 
 def _f32_bits(v: float) -> int:

@@ -17,7 +17,6 @@ from ember.devices.cpu import jit
 from ember.devices.cpu.codegen import I64, PTR, VOID, Emitter, c64
 from ember.devices.cpu.isa import host_isa
 
-VERSION = 1
 STEP_WORDS = 4
 
 
@@ -47,6 +46,6 @@ def _build(prefix: str, triple: str) -> ir.Module:
 def run_steps_function() -> ctypes._CFuncPtr:
     """``run_steps(pool, parallel_for, table, first, count)`` as a ctypes function (releases the GIL)."""
     isa = host_isa("generic")
-    lib = jit.load(f"runner|v{VERSION}", isa, lambda p: _build(p, isa.triple))
+    lib = jit.load("runner", isa, lambda p: _build(p, isa.triple))
     return lib.cfunc("run_steps", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                      ctypes.c_int64)

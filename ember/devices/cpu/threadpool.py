@@ -40,8 +40,6 @@ from ember.devices.cpu.codegen import I32, I64, PTR, VOID, Emitter, c32, c64
 from ember.devices.cpu.isa import host_isa
 from ember.errors import EmberError
 
-VERSION = 3
-
 # Pool state: a 64-byte aligned block of i64 words. Hot, shared fields sit on their own
 # cache lines (8 words). Worker w's private line starts at word _W0 + 8 * w.
 _GEN = 0          # unused by workers; keeps line 0 cold
@@ -302,7 +300,7 @@ _lib_lock = threading.Lock()
 def _library() -> jit.Library:
     isa = host_isa("generic")
     nr = _futex_number()
-    return jit.load(f"threadpool|v{VERSION}|futex{nr}", isa, lambda p: _build(p, isa.triple, nr))
+    return jit.load(f"threadpool|futex{nr}", isa, lambda p: _build(p, isa.triple, nr))
 
 
 _spin_ns: float | None = None
