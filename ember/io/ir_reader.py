@@ -2,34 +2,48 @@
 
 The reader is hardened: DOCTYPE and entity declarations are refused before the XML is
 parsed, every Const's offset and size are checked against the weights, edges must join
-existing ports, cycles are reported, and unknown op or element types are named.
+existing ports, cycles are reported, unknown op or element types are named, every port's
+declared ``<dim>`` must parse (as OpenVINO requires) and agree with the shape ember infers,
+and nesting (bodies, rt_info) is bounded. Any failure is an ``EmberError`` naming the layer.
+
+Weights are read into private memory, not memory-mapped: a mapped ``.bin`` that is
+truncated or rewritten while a model uses it kills the process with SIGBUS (Python cannot
+recover from that), and a model must not die because its file changed. Reading costs one
+pass over the file; constants are read-only views of that one buffer (no second copy).
 """
 
 from __future__ import annotations
 
 import logging
-import mmap
+import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 
-import numpy as np
-
 from ember.errors import EmberError, GraphError, IRFormatError, UnsupportedOpError
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
 from ember.graph.registry import get_op
-from ember.graph.shape import PartialShape
+from ember.graph.shape import Dimension, PartialShape
 from ember.graph.types import Type
 from ember.io.elements import byte_size, decode
+from ember.io.files import read_regular
 
 log = logging.getLogger("ember.io")
 
 SUPPORTED_VERSIONS = (10, 11)
+#: how deeply If/Loop/TensorIterator bodies may nest, and rt_info elements
+MAX_BODY_DEPTH = 64
+MAX_RT_INFO_DEPTH = 64
+_INT64_MAX = (1 << 63) - 1
+# OpenVINO reads a <dim> as a leading integer (an interval "a..b" is kept as one here).
+_DIM = re.compile(r"\s*([+-]?\d+)")
+_INTERVAL = re.compile(r"\s*(-?\d*)\.\.(-?\d*)\s*$")
 
 
 def _refuse_declarations(xml: bytes) -> None:
@@ -53,19 +67,15 @@ def _refuse_declarations(xml: bytes) -> None:
 
 def read_ir(xml_path: str | os.PathLike[str], bin_path: str | os.PathLike[str] | None = None) -> Model:
     """Read an IR pair. ``bin_path`` defaults to the ``.xml`` path with a ``.bin`` suffix;
-    a model without constants needs no ``.bin``. Weights are memory-mapped, not copied."""
+    a model without constants needs no ``.bin``. Both files must be regular files (not a
+    FIFO or device); the weights are read into memory (see the module docstring), so later
+    changes to the files do not affect the returned model."""
     xml_path = Path(xml_path)
-    try:
-        xml = xml_path.read_bytes()
-    except OSError as e:
-        raise IRFormatError(f"ember: cannot read '{xml_path}': {e.strerror}") from None
+    xml = bytes(read_regular(xml_path, "IR file", IRFormatError))
     bpath = Path(bin_path) if bin_path is not None else xml_path.with_suffix(".bin")
     weights: Any = b""
-    if bpath.exists() and bpath.stat().st_size > 0:
-        with open(bpath, "rb") as f:
-            weights = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    elif bin_path is not None:
-        raise IRFormatError(f"ember: weights file '{bpath}' does not exist")
+    if bin_path is not None or os.path.lexists(bpath):
+        weights = read_regular(bpath, "weights file", IRFormatError)
     return read_ir_bytes(xml, weights, source=str(xml_path))
 
 
@@ -86,8 +96,13 @@ def read_ir_bytes(xml: bytes | str, weights: bytes | memoryview | Any = b"", sou
                             f"IR versions {', '.join(map(str, SUPPORTED_VERSIONS))}")
     buf = memoryview(weights) if not isinstance(weights, memoryview) else weights
     reader = _NetReader(buf, source)
-    model, _ = reader.read(root, root.get("name", "model"))
-    model.rt_info = _read_model_rt_info(root.find("rt_info"))
+    try:
+        model, _ = reader.read(root, root.get("name", "model"))
+        model.rt_info = _read_model_rt_info(root.find("rt_info"), source)
+    except RecursionError:
+        raise IRFormatError(f"ember: '{source}' nests too deeply to read (Python's recursion limit)") from None
+    except MemoryError:
+        raise IRFormatError(f"ember: '{source}' needs more memory than is available to read") from None
     return model
 
 
@@ -103,14 +118,24 @@ class _Layer:
         self.type = elem.get("type") or ""
         self.version = elem.get("version") or "opset1"
         self.name = elem.get("name") or f"{self.type}_{self.id}"
-        self.in_ports = [int(p.get("id", "-1")) for p in elem.findall("input/port")]
-        self.out_ports = [int(p.get("id", "-1")) for p in elem.findall("output/port")]
+        self.in_ports = [self._port_id(p, where) for p in elem.findall("input/port")]
+        self.out_ports = [self._port_id(p, where) for p in elem.findall("output/port")]
+        if len(set(self.in_ports + self.out_ports)) != len(self.in_ports) + len(self.out_ports):
+            raise IRFormatError(f"ember: {where}: layer '{self.name}' ({self.type}) has two ports with one id")
+
+    def _port_id(self, port: ET.Element, where: str) -> int:
+        text = port.get("id", "")
+        if not text.strip().isdigit() or int(text) > _INT64_MAX:
+            raise IRFormatError(f"ember: {where}: layer '{self.name}' ({self.type}) has a port with a bad "
+                                f"id {text!r} (expected an integer >= 0)")
+        return int(text)
 
 
 class _NetReader:
     def __init__(self, weights: memoryview, source: str) -> None:
         self.weights = weights
         self.source = source
+        self.depth = 0
 
     def read(self, net: ET.Element, name: str) -> tuple[Model, dict[int, Node]]:
         layers: dict[int, _Layer] = {}
@@ -220,8 +245,11 @@ class _NetReader:
             raise UnsupportedOpError(msg if where in msg else f"{msg}{where}") from None
         except EmberError:
             raise
-        except (ValueError, KeyError, TypeError) as e:
-            raise IRFormatError(f"ember: '{self.source}': cannot read layer '{layer.name}' ({layer.type}): {e}") from None
+        except RecursionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any other failure is a bad layer, never a raw exception
+            raise IRFormatError(f"ember: '{self.source}': cannot read layer '{layer.name}' ({layer.type}): "
+                                f"{type(e).__name__}: {e}") from None
         rt = _read_attributes(layer.elem.find("rt_info"))
         if rt:
             node.rt_info.update(rt)
@@ -229,14 +257,21 @@ class _NetReader:
 
     def read_body(self, elem: ET.Element, name: str) -> tuple[Model, dict[int, Node]]:
         """Read a nested body network (If/Loop/TensorIterator) sharing this file's weights."""
-        return self.read(elem, name)
+        if self.depth >= MAX_BODY_DEPTH:
+            raise IRFormatError(f"ember: '{self.source}': body '{name}' nests more than {MAX_BODY_DEPTH} "
+                                "If/Loop/TensorIterator bodies deep; refused")
+        self.depth += 1
+        try:
+            return self.read(elem, name)
+        finally:
+            self.depth -= 1
 
     def _constant(self, layer: _Layer, attrs: dict[str, str]) -> Constant:
         et = Type.from_name(_req(attrs, "element_type", layer))
         shape = PartialShape(attrs.get("shape", ""))
         if not shape.is_static:
             raise IRFormatError(f"ember: Const '{layer.name}' has a non-static shape {shape}")
-        dims = tuple(shape.to_shape())
+        dims = tuple(int(d) for d in shape.to_shape())
         try:
             offset, size = int(_req(attrs, "offset", layer)), int(_req(attrs, "size", layer))
         except ValueError:
@@ -245,7 +280,10 @@ class _NetReader:
         if offset < 0 or size < 0 or offset + size > total:
             raise IRFormatError(f"ember: Const '{layer.name}' reads bytes {offset}..{offset + size} but the "
                                 f".bin has {total} bytes (truncated or wrong offsets)")
-        count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+        count = math.prod(dims)  # Python ints: a huge shape cannot wrap around
+        if et is Type.string and count > size:
+            raise IRFormatError(f"ember: Const '{layer.name}' of shape {list(dims)} holds more strings than "
+                                f"its {size} bytes can")
         if et is not Type.string:
             need = byte_size(et, count)
             if size != need:
@@ -255,17 +293,58 @@ class _NetReader:
         return Constant.from_array(arr, et, layer.name)
 
     def _read_ports(self, layer: _Layer, node: Node) -> None:
+        for k, port in enumerate(layer.elem.findall("input/port")):
+            self._check_dims(layer, port, node.input_shape(k))
         for k, port in enumerate(layer.elem.findall("output/port")):
             if k >= node.get_output_size():
                 raise IRFormatError(f"ember: layer '{layer.name}' ({layer.type}) declares more outputs "
                                     f"than the op has ({node.get_output_size()})")
             names = port.get("names")
             out = node.output(k)
+            self._check_dims(layer, port, out.partial_shape)
             if names and not isinstance(node, Result):
                 out.set_names(_split_names(names))
             rt = _read_attributes(port.find("rt_info"))
             if rt:
                 out.rt_info.update(rt)
+
+
+    def _check_dims(self, layer: _Layer, port: ET.Element, inferred: PartialShape) -> None:
+        """Each ``<dim>`` must be an integer >= -1 (or an interval), as OpenVINO requires,
+        and the declared shape must be compatible with the inferred one."""
+        dims = port.findall("dim")
+        declared = []
+        for d in dims:
+            declared.append(_parse_dim(d.text or "", layer, port.get("id", "?"), self.source))
+        if not dims or not inferred.rank_is_static:
+            # OpenVINO writes no <dim> for a dynamic rank (and for a scalar): nothing to compare.
+            return
+        decl = PartialShape(declared)
+        if not decl.compatible(inferred):
+            raise IRFormatError(f"ember: '{self.source}': layer '{layer.name}' ({layer.type}) port "
+                                f"{port.get('id')} declares shape {decl}, but its inputs give {inferred}")
+
+
+def _parse_dim(text: str, layer: _Layer, port: str, source: str) -> Dimension:
+    def bad(why: str) -> IRFormatError:
+        return IRFormatError(f"ember: '{source}': layer '{layer.name}' ({layer.type}) port {port} has a bad "
+                             f"<dim> {text[:40]!r}: {why}")
+
+    m = _INTERVAL.match(text)
+    if m:
+        lo, hi = (int(g) if g else None for g in m.groups())
+        lo = 0 if lo is None or lo == -1 else lo
+        hi = -1 if hi is None else hi
+        if lo < 0 or hi < -1 or max(lo, hi) > _INT64_MAX or (hi != -1 and hi < lo):
+            raise bad("not a valid interval")
+        return Dimension(lo, hi)
+    m = _DIM.match(text)
+    if not m:
+        raise bad("expected an integer >= -1")
+    v = int(m.group(1))
+    if v < -1 or v > _INT64_MAX:
+        raise bad(f"expected an integer from -1 to {_INT64_MAX}")
+    return Dimension(v)
 
 
 def _req(attrs: dict[str, str], key: str, layer: _Layer) -> str:
@@ -306,20 +385,23 @@ def _read_attributes(rt: ET.Element | None) -> dict[str, Any]:
     return out
 
 
-def _read_model_rt_info(rt: ET.Element | None) -> dict[str, Any]:
+def _read_model_rt_info(rt: ET.Element | None, source: str = "<memory>") -> dict[str, Any]:
     if rt is None:
         return {}
-    return _rt_children(rt)
+    return _rt_children(rt, source, 0)
 
 
-def _rt_children(elem: ET.Element) -> dict[str, Any]:
+def _rt_children(elem: ET.Element, source: str, depth: int) -> dict[str, Any]:
+    if depth >= MAX_RT_INFO_DEPTH:
+        raise IRFormatError(f"ember: '{source}': the model's rt_info nests more than {MAX_RT_INFO_DEPTH} "
+                            "elements deep; refused")
     out: dict[str, Any] = {}
     for child in elem:
         key = child.get("name") if child.tag == "info" else child.tag
         if key is None:
             continue
         if len(child):
-            out[key] = _rt_children(child)
+            out[key] = _rt_children(child, source, depth + 1)
         else:
             out[key] = child.get("value", "")
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -65,13 +66,35 @@ def serialize(model: Model, compress_to_fp16: bool = False) -> tuple[bytes, byte
 
 def write_ir(model: Model, xml_path: str | os.PathLike[str], bin_path: str | os.PathLike[str] | None = None,
              compress_to_fp16: bool = False) -> None:
-    """Write ``model`` to ``xml_path`` and its ``.bin`` beside it (or to ``bin_path``)."""
+    """Write ``model`` to ``xml_path`` and its ``.bin`` beside it (or to ``bin_path``).
+
+    Each file is written to a new temporary file in the same folder and renamed into place,
+    so a file that is already there (which a live model, in this process or another, may be
+    reading) is never changed in place: readers keep the old contents, new readers get the
+    new ones, and a failed write leaves the old files as they were."""
     xml_path = Path(xml_path)
     bpath = Path(bin_path) if bin_path is not None else xml_path.with_suffix(".bin")
     xml, blob = serialize(model, compress_to_fp16)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    bpath.write_bytes(blob)
-    xml_path.write_bytes(xml)
+    bpath.parent.mkdir(parents=True, exist_ok=True)
+    _replace_file(bpath, blob)
+    _replace_file(xml_path, xml)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a fresh file beside ``path`` and rename it over ``path`` (atomic)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL: never reuse an existing file; mode 0o666 minus the umask, as a plain write gets.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_net(net: ET.Element, model: Model, weights: _Weights) -> dict[int, int]:

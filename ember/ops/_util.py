@@ -14,7 +14,7 @@ from ember.graph.shape import Dimension, PartialShape
 def broadcast_shapes(a: PartialShape, b: PartialShape, mode: str = "numpy") -> PartialShape:
     """The result shape of an elementwise op under ``auto_broadcast`` ``mode``."""
     mode = mode.lower()
-    if mode == "none":
+    if mode in ("none", "explicit"):  # OpenVINO: EXPLICIT is NONE for elementwise ops
         if a.rank_is_static and b.rank_is_static:
             if len(a) != len(b):
                 raise ShapeInferenceError(f"ember: auto_broadcast=none needs equal shapes, got {a} and {b}")
