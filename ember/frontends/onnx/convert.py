@@ -311,8 +311,30 @@ def parse_input(value: Any) -> list[InputSpec]:
     if isinstance(value, (list, tuple)):
         if _is_shape(value):
             return [InputSpec(None, _shape(value), None)]
+        if isinstance(value, tuple) and _is_single_entry(value):
+            return [_one_spec(value)]  # ("x", [1, 3, 48, 192]) or ("x", shape, type): one input, as OpenVINO
         return [_one_spec(v) for v in value]
     raise ConversionError(f"ember: cannot read input={value!r}")
+
+
+def _is_single_entry(v: tuple) -> bool:
+    """A tuple that describes one input (a name followed by a shape and/or a type, or a shape with a
+    type) rather than a sequence of inputs."""
+    def is_type(x: Any) -> bool:
+        return isinstance(x, (Type, np.dtype)) or (isinstance(x, type) and issubclass(x, np.generic))
+
+    if any(is_type(x) for x in v):
+        return True
+    def is_type_name(x: str) -> bool:
+        try:
+            as_type(x)
+        except Exception:  # noqa: BLE001 - not a type name
+            return False
+        return True
+
+    return len(v) >= 2 and isinstance(v[0], str) and not _looks_like_shape(v[0]) and all(
+        x is None or isinstance(x, PartialShape) or _is_shape(x) or
+        (isinstance(x, str) and (_looks_like_shape(x) or not x.strip(" []") or is_type_name(x))) for x in v[1:])
 
 
 def _spec_from(name: str, v: Any) -> InputSpec:
