@@ -38,9 +38,41 @@ def convert_model(input_model: Any, *, input: Any = None, output: Any = None, ex
     return model
 
 
+def _reshape_inputs(model: Model, input: Any) -> Model:
+    """``input=`` on a model that is already ember's (IR or ``Model``): the shapes reshape it, as
+    ``ovc --input`` does; names must be the model's inputs."""
+    from ember.frontends.onnx.convert import parse_input
+
+    specs = parse_input(input)
+    shapes: dict[Any, Any] = {}
+    for i, spec in enumerate(specs):
+        if spec.element_type is not None:
+            raise ConversionError(f"ember: input= cannot change the element type of input "
+                                  f"'{spec.name or i}' of an IR model; use PrePostProcessor "
+                                  f"(ppp.input().tensor().set_element_type(...))")
+        if spec.shape is None:
+            continue
+        if spec.name is None:
+            if len(specs) > len(model.inputs):
+                raise ConversionError(f"ember: input= gives {len(specs)} shapes but the model has "
+                                      f"{len(model.inputs)} inputs")
+            shapes[i] = spec.shape
+        else:
+            names = {n for p in model.inputs for n in p.names} | {p.node.friendly_name for p in model.inputs}
+            if spec.name not in names:
+                raise ConversionError(f"ember: the model has no input named '{spec.name}'; its inputs are: "
+                                      + ", ".join(sorted(p.any_name for p in model.inputs)))
+            shapes[spec.name] = spec.shape
+    if shapes:
+        model.reshape(shapes)
+    return model
+
+
 def _frontend(src: Any, input: Any, output: Any, example_input: Any) -> Model:
     if isinstance(src, Model):
-        return src.clone()
+        if output is not None:
+            raise ConversionError("ember: output= selection applies to framework models, not to an ember Model")
+        return _reshape_inputs(src.clone(), input) if input is not None else src.clone()
     try:
         import onnx
 
@@ -62,10 +94,10 @@ def _frontend(src: Any, input: Any, output: Any, example_input: Any) -> Model:
         if suffix == ".xml":
             from ember.io import read_ir
 
-            if input is not None or output is not None:
-                raise ConversionError("ember: input/output selection applies to framework models, not IR; "
-                                      "use Model.reshape for shapes")
-            return read_ir(path)
+            if output is not None:
+                raise ConversionError("ember: output= selection applies to framework models, not IR")
+            model = read_ir(path)
+            return _reshape_inputs(model, input) if input is not None else model
         raise ConversionError(f"ember: cannot convert '{path}': supported formats are .onnx and IR .xml")
     kind = type(src).__module__.split(".")[0]
     if kind == "torch":

