@@ -271,6 +271,13 @@ CASES = {
     "empty-batch-conv": (lambda: _empty_conv(), lambda: [_f(0, 3, 5, 5)], {"Convolution"}),
     "empty-concat-part": eltwise_case(lambda a: ops.concat([ops.exp(a), _f(2, 3)], 1), [(2, 0)],
                                       native=frozenset({"Concat"})),
+    # CPU vs REFERENCE differences found by the reliability audit (issue 18)
+    "reduce-mean-empty-axis": reduce_case((2, 0, 3), "reduce_mean", [1], False),  # 0, not NaN
+    "reduce-mean-empty-axes-keep": reduce_case((2, 3, 0, 4), "reduce_mean", [2, 3], True),
+    "matvec-runtime-vector-bias": eltwise_case(lambda a, v: ops.add(ops.matmul(a, v, False, False), _f(2)),
+                                               [(2, 65), (65,)], native=frozenset({"MatMul"})),
+    "matvec-runtime-vector-relu": eltwise_case(lambda a, v: ops.relu(ops.matmul(a, v, False, False)),
+                                               [(3, 2, 9), (9,)], native=frozenset({"MatMul"})),
     "batchnorm-standalone": eltwise_case(
         lambda a: ops.batch_norm_inference(a, np.abs(_f(5)) + 0.5, _f(5), _f(5), np.abs(_f(5)) + 0.1, 1e-3),
         [(2, 5, 3, 3)], native=frozenset({"Eltwise"})),
@@ -386,6 +393,22 @@ def test_case_matches_reference(name: str) -> None:
         np.testing.assert_array_equal(g[~finite & ~np.isnan(w)], w[~finite & ~np.isnan(w)])
         scale = max(1.0, float(np.abs(w[finite]).max())) if finite.any() else 1.0
         np.testing.assert_allclose(g[finite], w[finite], rtol=2e-5, atol=2e-6 * scale)
+
+
+@pytest.mark.parametrize("out_shape, other", [((0,), (1,)), ((0, 3), (3,)), ((3, 0), (3, 1)), ((2, 0, 3), ()),
+                                              ((1, 0), (1, 0)), ((2, 3, 4, 0), (1, 3, 1, 1))])
+def test_eltwise_kernel_on_empty_outputs(out_shape: tuple[int, ...], other: tuple[int, ...]) -> None:
+    """A zero-size output (any broadcast partner) binds to a kernel with no tasks (issue 18:
+    'elementwise ops on zero-size tensors fail on CPU with an internal error')."""
+    from ember.devices.cpu.eltwise import eltwise_fits, eltwise_kernel
+
+    prog = [("load", 0, 0, 0, 0.0, 0.0), ("load", 1, 1, 0, 0.0, 0.0), ("add", 0, 0, 1, 0.0, 0.0),
+            ("store", 0, 0, 0, 0.0, 0.0)]
+    y = np.empty(out_shape, np.float32)
+    assert eltwise_fits(out_shape, [out_shape, other])
+    k = eltwise_kernel(y, [np.empty(out_shape, np.float32), np.ones(other, np.float32)], prog, 2)
+    assert k is not None and k.n_tasks == 0
+    k.run()
 
 
 # -- the device itself ------------------------------------------------------------------------

@@ -928,6 +928,10 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
     the kernel (more than 4 collapsed dims, an input whose innermost stride is not 0 or 1)."""
     if len(inputs) > MAX_INPUTS or len(program) > MAX_INSTR:
         return None
+    isa = isa or host_isa()
+    if y.size == 0:  # nothing to compute (numpy gives empty arrays arbitrary strides)
+        return BoundKernel(_eltwise_library(isa).address("eltwise_task"), np.zeros(EW_WORDS, np.int64), 0,
+                           threads, (y, *inputs))
     views = [np.broadcast_to(a, y.shape) for a in inputs]
     strides = [[s // 4 for s in y.strides]] + [[s // v.itemsize for s in v.strides] for v in views]
     dims, st = _collapse_operands(y.shape, strides)
@@ -938,7 +942,6 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
     pad = 4 - len(dims)
     dims = [1] * pad + dims
     st = [[0] * pad + s for s in st]
-    isa = isa or host_isa()
     ctx = np.zeros(EW_WORDS, np.int64)
     inner = dims[3]
     nrows = dims[0] * dims[1] * dims[2]

@@ -192,8 +192,11 @@ def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
         if s is not None and (nxt.type_name == "Multiply" or s != 0):
             alpha, start = (s if nxt.type_name == "Multiply" else 1.0 / s), nxt
     n_axis = len(out_shape) - 1
-    bias, residual, (lo, hi), last, fused = epilogue_chain(L, start, n_axis, out_shape[-1], PLAIN,
-                                                           broadcast_residual=True)
+    if len(sb) == 1:  # a matrix-vector product: the output's last axis is M, the epilogue's vectors run along N
+        bias, residual, (lo, hi), last, fused = None, None, (-math.inf, math.inf), start, []
+    else:
+        bias, residual, (lo, hi), last, fused = epilogue_chain(L, start, n_axis, out_shape[-1], PLAIN,
+                                                               broadcast_residual=True)
     if start is not node:
         fused = [start, *fused]
     ins = []
@@ -370,7 +373,8 @@ def lower_reduce(L: Lowering, node: Node) -> bool:
         layout, phys_out = PLAIN, out_shape
     if r == 0 and op != "sum":
         return False
-    scale = 1.0 / r if node.type_name == "ReduceMean" and r else (math.nan if node.type_name == "ReduceMean" else 1.0)
+    # the mean of nothing is 0, as REFERENCE and OpenVINO give (a sum of nothing, scaled by 0)
+    scale = (1.0 / r if r else 0.0) if node.type_name == "ReduceMean" else 1.0
     y = L.value(phys_out, layout, name=node.friendly_name)
     threads = L.threads
 
