@@ -30,18 +30,20 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ember.errors import EmberError, InferenceError, IRFormatError
 from ember.graph.core_ops import Parameter, Result
-from ember.graph.evaluate import ReferenceExecutor
 from ember.graph.model import Model
 from ember.graph.node import _FOLD_LIMIT, Input, Node, Output, as_output, constant_value
 from ember.graph.registry import builder, register_op
 from ember.graph.shape import Dimension, PartialShape
 from ember.graph.types import Type
+
+if TYPE_CHECKING:  # bodies run on the REFERENCE device's executor, imported when first run
+    from ember.devices.reference.executor import ReferenceExecutor
 
 # -- port descriptions (``openvino.op.util.*Description``) ------------------------------------
 
@@ -394,6 +396,8 @@ class _SubGraphOp(Node):
     def _executor(self, b: int) -> ReferenceExecutor:
         ex = self._executors[b]
         if ex is None:
+            from ember.devices.reference.executor import ReferenceExecutor
+
             ex = ReferenceExecutor(self.get_function(b))
             self._executors[b] = ex
         return ex

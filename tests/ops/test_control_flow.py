@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import ember.opset as eo
+from ember.devices.reference.executor import run_model
 from ember.errors import EmberError, InferenceError, ShapeInferenceError
 from ember.graph import Model, PartialShape
-from ember.graph.evaluate import run_model
 from ember.io import read_ir, serialize, write_ir
 from ember.ops.control_flow import If, Loop
 

@@ -9,7 +9,7 @@ import numpy as np
 
 import ember.opset as ops
 from ember.devices.base import Device
-from ember.graph.evaluate import ReferenceExecutor
+from ember.devices.reference.executor import ReferenceExecutor
 from ember.graph.model import Model
 
 

@@ -1,5 +1,5 @@
 """The REFERENCE device: every op through its numpy reference kernel."""
 
-from ember.graph.evaluate import ReferenceExecutor, run_model
+from ember.devices.reference.executor import ReferenceExecutor, run_model
 
 __all__ = ["ReferenceExecutor", "run_model"]

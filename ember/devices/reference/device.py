@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ember.devices.base import Device
-from ember.graph.evaluate import ReferenceExecutor
+from ember.devices.reference.executor import ReferenceExecutor
 from ember.graph.model import Model
 from ember.graph.registry import get_op
 

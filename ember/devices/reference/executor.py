@@ -1,4 +1,5 @@
-"""Evaluate a Model with the ops' numpy reference kernels (the REFERENCE device and body ops use it)."""
+"""The REFERENCE device's executor: evaluate a Model with the ops' numpy reference kernels
+(the REFERENCE device and the bodies of control-flow ops use it)."""
 
 from __future__ import annotations
 
