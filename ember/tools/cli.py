@@ -143,7 +143,8 @@ def _add_optional(sub: Any) -> None:
     """Subcommands that live in other modules register here when those modules exist."""
     import importlib
 
-    for module in ("ember.tools.convert", "ember.tools.benchmark", "ember.tools.zoo_cli", "ember.tools.demo", "ember.tools.graph_cli"):
+    for module in ("ember.tools.convert", "ember.tools.benchmark", "ember.tools.zoo_cli", "ember.tools.demo", "ember.tools.graph_cli",
+                   "ember.tools.serve_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
