@@ -21,7 +21,10 @@ _loaded = False
 
 
 def opset_number(version: str) -> int:
-    """``"opset8"`` -> 8. The IR's ``version`` attribute names the opset an op version came in."""
+    """``"opset8"`` -> 8. The IR's ``version`` attribute names the opset an op version came in;
+    ember's own ops (no OpenVINO counterpart) use ``"ember_opsetN"``."""
+    if version.startswith("ember_"):
+        version = version[len("ember_"):]
     if not version.startswith("opset") or not version[5:].isdigit():
         raise UnsupportedOpError(f"ember: unknown op version '{version}' (expected 'opsetN')")
     return int(version[5:])

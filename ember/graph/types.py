@@ -59,6 +59,7 @@ class Type:
     f8e8m0: Type
     f4e2m1: Type
     string: Type
+    sequence: Type
     undefined: Type
 
     def __init__(self, info: _TypeInfo) -> None:
@@ -205,6 +206,8 @@ _TYPES = [
     _TypeInfo("f8e8m0", 8, ml_dtypes.float8_e8m0fnu, "F8E8M0", "float"),
     _TypeInfo("f4e2m1", 4, ml_dtypes.float4_e2m1fn, "F4E2M1", "float"),
     _TypeInfo("string", 8 * 32, object, "STRING", "string"),
+    # ember's own: an ONNX sequence or optional at run time, a 1-D object array of arrays
+    _TypeInfo("sequence", 64, object, "SEQUENCE", "sequence"),
 ]
 
 for _info in _TYPES:

@@ -98,7 +98,8 @@ class OVDict(Mapping):
         return tuple(p.names for p in self._ports)
 
     def __repr__(self) -> str:
-        return "<OVDict " + ", ".join(f"{sorted(p.names)}: {v.shape}" for p, v in zip(self._ports, self._values)) + ">"
+        return "<OVDict " + ", ".join(f"{sorted(p.names)}: {getattr(v, 'shape', type(v).__name__)}"
+                                      for p, v in zip(self._ports, self._values)) + ">"
 
 
 class ProfilingStatus(Enum):
@@ -123,6 +124,8 @@ class ProfilingInfo:
 
 def convert_input(value: Any, param: Parameter, where: str, copy: bool) -> np.ndarray:
     """``value`` as an array the model accepts for ``param``; copied when ``copy`` or converted."""
+    if param.element_type is Type.sequence:  # an ONNX sequence or optional: a list, None or a value
+        return _sequence_input(value, param, where)
     if isinstance(value, Tensor):
         arr, copy = value.data, False
     else:
@@ -143,6 +146,35 @@ def convert_input(value: Any, param: Parameter, where: str, copy: bool) -> np.nd
     if not param.partial_shape.accepts(arr.shape):
         raise InferenceError(f"ember: input '{where}' expects shape {param.partial_shape}, got {list(arr.shape)}")
     return np.array(arr, copy=True) if copy else arr
+
+
+def _sequence_input(value: Any, param: Parameter, where: str) -> np.ndarray:
+    from ember.ops.sequence import ITEM_TYPE, boundary_kind, pack_value
+
+    item = param.rt_info.get(ITEM_TYPE)
+    et = Type.from_name(item) if item else None
+
+    def conv(v: Any) -> np.ndarray:
+        arr = v.data if isinstance(v, Tensor) else np.asarray(v)
+        if et is Type.string and arr.dtype.kind in "US":
+            return arr.astype(object)
+        if et is not None and et is not Type.string and arr.dtype != et.dtype:
+            if not (np.can_cast(arr.dtype, et.dtype, "same_kind") or (arr.dtype.kind in "biuf" and et.is_real)):
+                raise InferenceError(f"ember: input '{where}' holds {et.name} items, got {arr.dtype}")
+            arr = arr.astype(et.dtype)
+        return np.array(arr, copy=True)
+
+    try:
+        return pack_value(boundary_kind(param) or "sequence", value, conv)
+    except TypeError as e:
+        raise InferenceError(f"ember: input '{where}': {e}") from None
+
+
+def _user_value(result: Any, value: Any) -> Any:
+    """An output as the user sees it: a list for a sequence, None or a value for an optional."""
+    from ember.ops.sequence import boundary_kind, unpack_value
+
+    return unpack_value(boundary_kind(result), value)
 
 
 class InferRequest:
@@ -297,6 +329,9 @@ class InferRequest:
     def _results(self, share_outputs: bool) -> OVDict:
         outs = self._outputs or []
         values = list(outs) if share_outputs else [np.array(o, copy=True) for o in outs]
+        results = self._compiled._model.get_results()
+        values = [_user_value(r, v) if r.get_output_element_type(0) is Type.sequence else v
+                  for r, v in zip(results, values)]
         return OVDict(self._compiled.outputs, values)
 
     def infer(self, inputs: Any = None, share_inputs: bool = False, share_outputs: bool = False) -> OVDict:

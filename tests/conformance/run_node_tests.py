@@ -91,6 +91,7 @@ def run_case(case: Any) -> tuple[str, str]:
     from ember.devices.reference import run_model
     from ember.frontends.onnx import convert
     from ember.frontends.onnx.loader import element_type, from_ember_array, onnx_type, tensor_value, to_ember_array
+    from ember.ops.sequence import boundary_kind, unpack_value
 
     inputs, expected = case.data_sets[0]
     stage = "convert"
@@ -102,7 +103,11 @@ def run_case(case: Any) -> tuple[str, str]:
             graph_inputs = [vi for vi in case.model.graph.input
                             if vi.name not in {t.name for t in case.model.graph.initializer}]
             feeds = {}
+            kinds = {p.friendly_name: p for p in model.get_parameters() if boundary_kind(p)}
             for vi, arr in zip(graph_inputs, inputs):
+                if vi.name in kinds:  # a sequence or an optional
+                    feeds[vi.name] = _pack(kinds[vi.name], arr)
+                    continue
                 if isinstance(arr, np.generic):
                     arr = np.asarray(arr)
                 if isinstance(arr, onnx.TensorProto):
@@ -126,6 +131,10 @@ def run_case(case: Any) -> tuple[str, str]:
                 ref = onnx.numpy_helper.to_array(ref)
             if isinstance(ref, np.generic):
                 ref = np.asarray(ref)
+            kind = boundary_kind(model.get_results()[i])
+            if kind is not None:
+                _compare_value(ref, unpack_value(kind, got), case.rtol, case.atol, i)
+                continue
             if isinstance(ref, (list, tuple)) or ref is None:
                 return "fail", f"compare: expected output {i} is a {type(ref).__name__}"
             et = model.outputs[i].element_type
@@ -172,6 +181,46 @@ def _spec_undefined(model: Any, inputs: list[Any]) -> np.ndarray | None:
     xf = x.astype(np.float64)
     with np.errstate(invalid="ignore"):
         return ~((xf >= lo) & (xf < hi + 1)) | np.isnan(xf)
+
+
+def _pack(param: Any, value: Any) -> np.ndarray:
+    """A sequence or optional input as ember takes it, items in ember's memory form."""
+    from ember.frontends.onnx.loader import to_ember_array
+    from ember.graph.types import Type
+    from ember.ops.sequence import ITEM_TYPE, boundary_kind, pack_value
+
+    item = param.rt_info.get(ITEM_TYPE)
+
+    def conv(a: Any) -> np.ndarray:
+        a = np.asarray(a)
+        return to_ember_array(a, Type.from_name(item)) if item else a
+
+    return pack_value(boundary_kind(param), value, conv)
+
+
+def _compare_value(ref: Any, got: Any, rtol: float, atol: float, i: int) -> None:
+    """Compare a sequence (list), an optional (None or a value) or a tensor."""
+    import onnx
+
+    if ref is None or got is None:
+        if ref is not got:
+            raise AssertionError(f"output {i}: got {type(got).__name__}, expected {type(ref).__name__}")
+        return
+    if isinstance(ref, (list, tuple)):
+        if not isinstance(got, list) or len(got) != len(ref):
+            raise AssertionError(f"output {i}: got {got!r:.80}, expected a sequence of {len(ref)}")
+        for r, g in zip(ref, got):
+            _compare_value(r, g, rtol, atol, i)
+        return
+    if isinstance(ref, onnx.TensorProto):
+        ref = onnx.numpy_helper.to_array(ref)
+    ref = np.asarray(ref)
+    got = np.asarray(got)
+    if ref.dtype.kind in "OSU":
+        got = got.astype(object)
+    elif got.dtype != ref.dtype and got.dtype.kind in "biuf" and ref.dtype.kind in "biuf":
+        raise AssertionError(f"output {i}: dtype {got.dtype}, expected {ref.dtype}")
+    _compare(ref, got, rtol, atol, i)
 
 
 def _is_ember_error(e: Exception) -> bool:

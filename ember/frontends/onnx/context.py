@@ -35,11 +35,16 @@ class SequenceValue:
 
 @dataclass
 class OptionalValue:
-    """An ONNX optional: ``value`` is None when it holds nothing."""
+    """An ONNX optional: ``value`` is None when it holds nothing.
+
+    With ``runtime`` set, whether it holds something is known only at run time: ``value`` is
+    then a ``Type.sequence`` port of zero or one item (``kind`` says what the item is).
+    """
 
     value: Any = None
     elem_type: Type | None = None
     kind: str = "tensor"
+    runtime: bool = False
 
 
 class NodeContext:
@@ -100,9 +105,13 @@ class NodeContext:
         v = self.value(i)
         if v is None or isinstance(v, Output):
             return v
-        if isinstance(v, OptionalValue):
+        if isinstance(v, OptionalValue) and not v.runtime:
             if v.value is None or isinstance(v.value, Output):
                 return v.value
+        if isinstance(v, OptionalValue):
+            from ember.frontends.onnx.ops.sequence import optional_get
+
+            return optional_get(self, v)
         raise self.fail(f"input {i} ('{self.node.input[i]}') is a sequence, a tensor was expected")
 
     def req(self, i: int) -> Output:
@@ -172,10 +181,12 @@ class NodeContext:
             raise self.fail(f"graph attribute '{name}' is missing")
         return self.graph.inline_subgraph(a.g, inputs, self.opsets)
 
-    def subgraph(self, name: str, inputs: Sequence[tuple[Type, Any] | None] | None = None) -> Subgraph:
+    def subgraph(self, name: str, inputs: Sequence[tuple[Any, ...] | None] | None = None,
+                 optional_outputs: Sequence[int] = ()) -> Subgraph:
         """Convert the graph attribute ``name`` into a body Model; ``inputs`` overrides the
-        (element type, shape) of its formal inputs where the ONNX graph leaves them open."""
+        (element type, shape[, item type]) of its formal inputs where the ONNX graph leaves them
+        open; outputs listed in ``optional_outputs`` are made run-time optionals."""
         a = self._attrs.get(name)
         if a is None or a.type != AttributeProto.GRAPH:
             raise self.fail(f"graph attribute '{name}' is missing")
-        return self.graph.convert_subgraph(a.g, inputs, self.opsets, f"{self.name}/{name}")
+        return self.graph.convert_subgraph(a.g, inputs, self.opsets, f"{self.name}/{name}", optional_outputs)

@@ -19,8 +19,15 @@ import onnx
 
 from ember.errors import ConversionError, UnsupportedOpError
 from ember.frontends.onnx import loader
-from ember.frontends.onnx.context import OptionalValue, SequenceValue
-from ember.frontends.onnx.graph import GraphConverter, _graphs_of, node_reads
+from ember.frontends.onnx.graph import (
+    GraphConverter,
+    _graphs_of,
+    boundary_input,
+    boundary_output,
+    mark_boundary,
+    node_reads,
+    value_kind,
+)
 from ember.frontends.onnx.registry import (
     find_converter,
     function_version,
@@ -30,9 +37,9 @@ from ember.frontends.onnx.registry import (
 )
 from ember.graph.core_ops import Parameter, Result
 from ember.graph.model import Model
-from ember.graph.node import Output
 from ember.graph.shape import Dimension, PartialShape, as_partial_shape
 from ember.graph.types import Type, as_type
+from ember.ops.sequence import SEQUENCE_SHAPE
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,10 @@ def convert(model: str | os.PathLike | onnx.ModelProto, input: Any = None, outpu
     ``ConversionError`` for malformed models.
     """
     proto, base_dir = loader.load_model(model)
+    if not proto.graph.output:
+        where = f"'{model}'" if isinstance(model, (str, os.PathLike)) else "the model given"
+        raise ConversionError(f"ember: {where} is not an ONNX model: it has no graph outputs "
+                              f"({'an empty file' if not proto.ByteSize() else 'nothing to compute'})")
     specs = parse_input(input)
     specs = _merge_examples(specs, example_input, proto.graph)
     outputs = _parse_output(output)
@@ -96,10 +107,14 @@ def _convert_proto(proto: onnx.ModelProto, base_dir: Path | None, specs: list[In
             if o:
                 producers[o] = n
     known = init_names | {vi.name for vi in graph.input} | set(producers)
-    for name in list(by_name) + list(outputs or []):
+    for name in list(by_name):
         if name not in known:
-            raise ConversionError(f"ember: the model has no tensor named '{name}'; its inputs are: "
+            raise ConversionError(f"ember: input=: the model has no tensor named '{name}'; its inputs are: "
                                   f"{', '.join(vi.name for vi in graph_inputs)}")
+    for name in outputs or []:
+        if name not in known:
+            raise ConversionError(f"ember: output=: the model has no tensor named '{name}'; its outputs are: "
+                                  f"{', '.join(o.name for o in graph.output)}")
     out_names = outputs if outputs is not None else [o.name for o in graph.output]
     cut = {n for n in by_name if n in producers}
     nodes = _needed_nodes(graph, out_names, cut, producers)
@@ -125,25 +140,17 @@ def _convert_proto(proto: onnx.ModelProto, base_dir: Path | None, specs: list[In
         params.append(_parameter(vi.name, value_infos.get(vi.name), by_name.get(vi.name)))
     for name in sorted(cut, key=lambda x: list(by_name).index(x)):
         params.append(_parameter(name, value_infos.get(name), by_name[name]))
-    optional_inputs = {vi.name for vi in graph.input if vi.type.WhichOneof("value") == "optional_type"}
     for p in params:
-        port = p.output(0)
-        conv.define(p.friendly_name, OptionalValue(port, p.element_type) if p.friendly_name in optional_inputs
-                    else port)
+        conv.define(p.friendly_name, boundary_input(p))
     conv.convert_nodes(nodes, opsets)
 
     results = []
     for name in out_names:
-        v = conv.lookup(name)
-        if isinstance(v, OptionalValue) and isinstance(v.value, Output):
-            v = v.value
-        if isinstance(v, SequenceValue):
-            raise UnsupportedOpError(f"ember: model output '{name}' is an ONNX sequence; OpenVINO models "
-                                     "have tensor outputs only")
-        if not isinstance(v, Output):
-            raise UnsupportedOpError(f"ember: model output '{name}' is an empty ONNX optional")
+        v, kind, item = boundary_output(conv.lookup(name))
         v.add_names({name})
-        results.append(Result([v], None, f"{name}/sink_port_0"))
+        r = Result([v], None, f"{name}/sink_port_0")
+        mark_boundary(r, kind, item)
+        results.append(r)
     m = Model(results, params, graph.name or "onnx_model")
     return m
 
@@ -171,11 +178,11 @@ def _parameter(name: str, vi: onnx.ValueInfoProto | None, spec: InputSpec | None
     shape = PartialShape.dynamic()
     if vi is not None:
         kind, et, shape = loader.value_info_type(vi)
-        if kind == "optional" and vi.type.optional_type.elem_type.WhichOneof("value") == "tensor_type":
-            shape = loader.shape_of(vi.type.optional_type.elem_type.tensor_type)
-        elif kind != "tensor":
-            raise UnsupportedOpError(f"ember: model input '{name}' is an ONNX {kind}; only tensor inputs "
-                                     "are supported")
+        if kind != "tensor":
+            p = Parameter(Type.sequence, SEQUENCE_SHAPE, name)
+            p.output(0).set_names({name})
+            mark_boundary(p, value_kind(vi.type), et)
+            return p
     if spec is not None:
         if spec.shape is not None:
             if shape.rank_is_static and spec.shape.rank_is_static and len(shape) != len(spec.shape) and \

@@ -27,6 +27,7 @@ from ember.graph.model import Model
 from ember.graph.node import Node, Output
 from ember.graph.shape import as_partial_shape
 from ember.graph.types import Type
+from ember.ops.sequence import SEQUENCE_SHAPE
 
 _unique = itertools.count()
 
@@ -116,13 +117,15 @@ class GraphConverter:
                 return c.output(0)
             p = Parameter(outer.element_type, outer.partial_shape, name)
             p.output(0).set_names({name})
+            if "sequence_element_type" in outer.rt_info:
+                p.output(0).rt_info["sequence_element_type"] = outer.rt_info["sequence_element_type"]
             self.captures.append((p, outer))
             return p.output(0)
         if isinstance(outer, SequenceValue):
             return SequenceValue([self._capture(name, o) for o in outer.items], outer.elem_type)
         if isinstance(outer, OptionalValue):
             return OptionalValue(None if outer.value is None else self._capture(name, outer.value),
-                                 outer.elem_type, outer.kind)
+                                 outer.elem_type, outer.kind, outer.runtime)
         return outer
 
     # -- attributes ---------------------------------------------------------------------
@@ -300,8 +303,8 @@ class GraphConverter:
         sub.convert_nodes(g.node, opsets)
         return [sub.lookup(vo.name) for vo in g.output]
 
-    def convert_subgraph(self, g: onnx.GraphProto, inputs: Sequence[tuple[Type, Any] | None] | None,
-                         opsets: dict[str, int], name: str) -> Subgraph:
+    def convert_subgraph(self, g: onnx.GraphProto, inputs: Sequence[tuple[Any, ...] | None] | None,
+                         opsets: dict[str, int], name: str, optional_outputs: Sequence[int] = ()) -> Subgraph:
         sub = GraphConverter(self.base_dir, self.functions, parent=self)
         sub.add_initializers(g)
         params: list[Parameter] = []
@@ -313,16 +316,23 @@ class GraphConverter:
                 shape = as_partial_shape(given[1]) if given[1] is not None else shape
             if et is None:
                 raise ConversionError(f"ember: subgraph '{name}' input '{vi.name}' has no element type")
+            if kind != "tensor" or et is Type.sequence:
+                et, shape = Type.sequence, SEQUENCE_SHAPE
             p = Parameter(et, shape, vi.name)
             p.output(0).set_names({vi.name})
+            if et is Type.sequence:
+                item = given[2] if given is not None and len(given) > 2 else loader.value_info_type(vi)[1]
+                mark_boundary(p, value_kind(vi.type) if kind != "tensor" else "sequence", item)
             params.append(p)
-            sub.define(vi.name, p.output(0))
+            sub.define(vi.name, boundary_input(p))
         sub.convert_nodes(g.node, opsets)
         outs: list[Output] = []
-        for vo in g.output:
+        for k, vo in enumerate(g.output):
             v = sub.lookup(vo.name)
-            if not isinstance(v, Output):
-                raise ConversionError(f"ember: subgraph '{name}' output '{vo.name}' is not a tensor")
+            if k in optional_outputs and not isinstance(v, OptionalValue):
+                v = OptionalValue(v, None, "sequence" if isinstance(v, SequenceValue) or (
+                    isinstance(v, Output) and v.element_type is Type.sequence) else "tensor")
+            v, _, _ = boundary_output(v)
             outs.append(v)
         results = [Result([o], None, f"{vo.name}/sink_port_0") for o, vo in zip(outs, g.output)]
         all_params = params + [p for p, _ in sub.captures]
@@ -380,13 +390,84 @@ def _type_proto(v: Any) -> onnx.TypeProto:
         et = v.element_type
         ps = v.partial_shape
         shape = None if not ps.rank_is_static else [d.get_length() if d.is_static else None for d in ps]
-        if et.is_dynamic:
-            return onnx.TypeProto()
-        return onnx.helper.make_tensor_type_proto(loader.onnx_type(et), shape)
+        if et.is_dynamic or et is Type.sequence:
+            pass
+        else:
+            return onnx.helper.make_tensor_type_proto(loader.onnx_type(et), shape)
     if isinstance(v, SequenceValue) and v.elem_type is not None:
         return onnx.helper.make_sequence_type_proto(
             onnx.helper.make_tensor_type_proto(loader.onnx_type(v.elem_type), None))
+    if isinstance(v, Output) and v.element_type is Type.sequence:
+        item = _item_type(v)
+        if not item.is_dynamic:
+            return onnx.helper.make_sequence_type_proto(
+                onnx.helper.make_tensor_type_proto(loader.onnx_type(item), None))
     return onnx.TypeProto()
+
+
+# -- sequences and optionals at a graph's boundary -------------------------------------------
+def value_kind(tp: onnx.TypeProto) -> str:
+    """"tensor", "sequence", "optional" or "optional.sequence" for an ONNX value type."""
+    kind = tp.WhichOneof("value")
+    if kind == "sequence_type":
+        return "sequence"
+    if kind == "optional_type":
+        inner = tp.optional_type.elem_type.WhichOneof("value")
+        return "optional.sequence" if inner == "sequence_type" else "optional"
+    return "tensor"
+
+
+def mark_boundary(node: Node, kind: str | None, item: Type | None) -> None:
+    """Note on a Parameter or Result that its value is a sequence or an optional."""
+    from ember.ops.sequence import ITEM_TYPE, VALUE_KIND
+
+    if kind is None or kind == "tensor":
+        return
+    node.rt_info[VALUE_KIND] = kind
+    if item is not None and not item.is_dynamic:
+        node.rt_info[ITEM_TYPE] = item.name
+        if kind == "sequence" and isinstance(node, Parameter):
+            node.output(0).rt_info["sequence_element_type"] = item
+
+
+def _item_type(port: Output) -> Type:
+    from ember.frontends.onnx.ops.sequence import item_type
+
+    return item_type(port)
+
+
+def boundary_input(p: Parameter) -> Any:
+    """The converter value of a Parameter: the port, or a run-time optional around it."""
+    from ember.ops.sequence import ITEM_TYPE, VALUE_KIND
+
+    kind = p.rt_info.get(VALUE_KIND)
+    port = p.output(0)
+    if kind in ("optional", "optional.sequence"):
+        item = p.rt_info.get(ITEM_TYPE)
+        et = Type.from_name(item) if item else None
+        return OptionalValue(port, et, "sequence" if kind == "optional.sequence" else "tensor", runtime=True)
+    return port
+
+
+def boundary_output(v: Any) -> tuple[Output, str | None, Type | None]:
+    """``(port, value kind, item type)`` for a value leaving a graph: a sequence or an optional
+    known at conversion time becomes a run-time value (``ember.ops.sequence``)."""
+    from ember.frontends.onnx.ops.sequence import item_type, materialize
+
+    if isinstance(v, OptionalValue):
+        if not v.runtime and isinstance(v.value, Output) and v.value.element_type is not Type.sequence:
+            return v.value, None, None
+        seq = v.kind == "sequence" or isinstance(v.value, SequenceValue) or \
+            (isinstance(v.value, Output) and v.value.element_type is Type.sequence)
+        item = v.elem_type if v.elem_type is not None else (item_type(v.value) if v.value is not None else None)
+        return materialize(v), "optional.sequence" if seq else "optional", item
+    if isinstance(v, SequenceValue):
+        return materialize(v), "sequence", v.elem_type
+    if isinstance(v, Output):
+        if v.element_type is Type.sequence:
+            return v, "sequence", _item_type(v)
+        return v, None, None
+    raise ConversionError(f"ember: graph output {v!r} is not a value")
 
 
 def _as_list(result: Any) -> list[Any]:

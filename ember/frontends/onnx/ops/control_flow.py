@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 import ember.opset as ops
-from ember.frontends.onnx.context import NodeContext
-from ember.frontends.onnx.graph import Subgraph
+from ember.frontends.onnx.context import NodeContext, OptionalValue, SequenceValue
+from ember.frontends.onnx.graph import Subgraph, value_kind
+from ember.frontends.onnx.ops.sequence import is_runtime_sequence, item_type, materialize, optional_get
 from ember.frontends.onnx.registry import converter
 from ember.frontends.onnx.utils import const, i64, reshape
 from ember.graph.core_ops import Parameter, Result
@@ -35,8 +36,10 @@ def if_(ctx: NodeContext) -> list[Any]:
         # a condition known at conversion time keeps only the branch taken
         return ctx.inline("then_branch" if bool(np.asarray(known).reshape(-1)[0]) else "else_branch")
     cond = _scalar(ctx.req(0))
-    then = ctx.subgraph("then_branch")
-    other = ctx.subgraph("else_branch")
+    declared = [value_kind(o.type) for o in ctx.attr("then_branch").output]
+    optional = [k for k, kind in enumerate(declared) if kind.startswith("optional")]
+    then = ctx.subgraph("then_branch", None, optional)
+    other = ctx.subgraph("else_branch", None, optional)
     if len(then.outputs) != len(other.outputs):
         raise ctx.fail("the branches have different numbers of outputs")
     node = ops.if_op(cond)
@@ -46,7 +49,17 @@ def if_(ctx: NodeContext) -> list[Any]:
         node.set_input(outer, p, None)
     for p, outer in other.captures:
         node.set_input(outer, None, p)
-    return [node.set_output(tr, er) for tr, er in zip(then.model.get_results(), other.model.get_results())]
+    outs: list[Any] = []
+    for k, (tr, er) in enumerate(zip(then.model.get_results(), other.model.get_results())):
+        o = node.set_output(tr, er)
+        item = item_type(tr.input_values()[0])
+        if k in optional:
+            o = OptionalValue(o, None if item.is_dynamic else item,
+                              "sequence" if declared[k] == "optional.sequence" else "tensor", runtime=True)
+        elif o.element_type is Type.sequence and not item.is_dynamic:
+            o.rt_info["sequence_element_type"] = item
+        outs.append(o)
+    return outs
 
 
 def _stacking_result(body: Subgraph, out: Output, axis: int) -> Result:
@@ -75,10 +88,13 @@ def _squeezed_parameter(body: Subgraph, k: int, axis: int) -> Parameter:
 def loop(ctx: NodeContext) -> list[Output]:
     trip = _scalar(ops.convert(ctx.req(0), Type.i64).output(0)) if ctx.has_input(0) else const(-1, Type.i64)
     cond = _scalar(ctx.req(1)) if ctx.has_input(1) else const(True, Type.boolean)
-    carried = [ctx.req(i) for i in range(2, ctx.num_inputs)]
-    specs = [(Type.i64, PartialShape([])), (Type.boolean, PartialShape([]))] + \
-        [(v.element_type, v.partial_shape) for v in carried]
-    body = ctx.subgraph("body", specs)
+    values = [ctx.value(i) for i in range(2, ctx.num_inputs)]
+    kinds = [_kind(v) for v in values]
+    carried = [materialize(v) for v in values]
+    specs: list[tuple[Any, ...]] = [(Type.i64, PartialShape([])), (Type.boolean, PartialShape([]))]
+    specs += [(v.element_type, v.partial_shape, _item(val)) for v, val in zip(carried, values)]
+    optional = [1 + k for k, kind in enumerate(kinds) if kind.startswith("optional")]
+    body = ctx.subgraph("body", specs, optional)
     n = len(carried)
     results = body.model.get_results()
     if len(results) < 1 + n:
@@ -92,9 +108,41 @@ def loop(ctx: NodeContext) -> list[Output]:
         node.set_merged_input(body.inputs[2 + k], v, results[1 + k].output(0))
     for p, outer in body.captures:
         node.set_invariant_input(p, outer)
-    outs = [node.get_iter_value(results[1 + k].output(0), -1) for k in range(n)]
-    outs += [node.get_concatenated_slices(r.output(0), 0, 1, 1, -1, 0) for r in scans]
+    outs: list[Any] = []
+    for k in range(n):
+        o = node.get_iter_value(results[1 + k].output(0), -1)
+        if kinds[k].startswith("optional"):
+            o = OptionalValue(o, _item(values[k]), "sequence" if kinds[k] == "optional.sequence" else "tensor",
+                              runtime=True)
+            declared = ctx.node.output[k] if k < ctx.num_outputs else ""
+            if declared and _body_output_kind(ctx, 1 + k) == "sequence":
+                o = optional_get(ctx, o)
+        outs.append(o)
+    for r in scans:
+        if r.input_values()[0].element_type is Type.sequence:
+            raise ctx.fail("a scan output of sequences is not supported")
+        outs.append(node.get_concatenated_slices(r.output(0), 0, 1, 1, -1, 0))
     return outs
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, OptionalValue):
+        return "optional.sequence" if v.kind == "sequence" else "optional"
+    if isinstance(v, SequenceValue) or is_runtime_sequence(v):
+        return "sequence"
+    return "tensor"
+
+
+def _item(v: Any) -> Type | None:
+    if isinstance(v, OptionalValue):
+        return v.elem_type
+    return item_type(v) if isinstance(v, SequenceValue) or is_runtime_sequence(v) else None
+
+
+def _body_output_kind(ctx: NodeContext, k: int) -> str:
+    """The kind the Loop body declares for output ``k`` ("tensor" when it does not say)."""
+    g = ctx.attr("body")
+    return value_kind(g.output[k].type) if k < len(g.output) else "tensor"
 
 
 @converter("Scan", since=9)
