@@ -34,13 +34,13 @@ from llvmlite import ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ember.devices.cpu import jit  # noqa: E402
-from ember.devices.cpu.batched_gemm import BatchedGemm  # noqa: E402
-from ember.devices.cpu.codegen import BF16, F32, I64, Emitter, vec  # noqa: E402
-from ember.devices.cpu.conv import Conv2d, ConvGeometry  # noqa: E402
-from ember.devices.cpu.gemm import Epilogue, Gemm, aligned_empty, bf16_supported, pack_b  # noqa: E402
-from ember.devices.cpu.isa import Isa, host_isa  # noqa: E402
-from ember.devices.cpu.threadpool import ThreadPool  # noqa: E402
+from ember.devices.cpu.kernels.batched_gemm import BatchedGemm  # noqa: E402
+from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry  # noqa: E402
+from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, aligned_empty, bf16_supported, pack_b  # noqa: E402
+from ember.devices.cpu.llvm import jit  # noqa: E402
+from ember.devices.cpu.llvm.codegen import BF16, F32, I64, Emitter, vec  # noqa: E402
+from ember.devices.cpu.llvm.isa import Isa, host_isa  # noqa: E402
+from ember.devices.cpu.runtime.threadpool import ThreadPool  # noqa: E402
 
 GEMMS = [  # (label, M, K, N)
     ("resnet50 res2 1x1 64->256", 3136, 64, 256),

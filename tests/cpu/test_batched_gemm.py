@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from ember.devices.cpu.batched_gemm import BatchedGemm, batched_matmul, matmul_shapes
-from ember.devices.cpu.gemm import Epilogue, bf16_supported
-from ember.devices.cpu.isa import host_isa, supported_levels
+from ember.devices.cpu.kernels.batched_gemm import BatchedGemm, batched_matmul, matmul_shapes
+from ember.devices.cpu.kernels.gemm import Epilogue, bf16_supported
+from ember.devices.cpu.llvm.isa import host_isa, supported_levels
 from ember.errors import EmberError
 
 LEVELS = supported_levels()

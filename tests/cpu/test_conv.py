@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ember.devices.cpu.conv import Conv2d, ConvGeometry, conv2d
-from ember.devices.cpu.gemm import Epilogue, Precision, bf16_supported
-from ember.devices.cpu.isa import host_isa, supported_levels
+from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry, conv2d
+from ember.devices.cpu.kernels.gemm import Epilogue, Precision, bf16_supported
+from ember.devices.cpu.llvm.isa import host_isa, supported_levels
 from ember.errors import EmberError
 
 LEVELS = supported_levels()

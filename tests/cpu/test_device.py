@@ -400,7 +400,7 @@ def test_case_matches_reference(name: str) -> None:
 def test_eltwise_kernel_on_empty_outputs(out_shape: tuple[int, ...], other: tuple[int, ...]) -> None:
     """A zero-size output (any broadcast partner) binds to a kernel with no tasks (issue 18:
     'elementwise ops on zero-size tensors fail on CPU with an internal error')."""
-    from ember.devices.cpu.eltwise import eltwise_fits, eltwise_kernel
+    from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernel
 
     prog = [("load", 0, 0, 0, 0.0, 0.0), ("load", 1, 1, 0, 0.0, 0.0), ("add", 0, 0, 1, 0.0, 0.0),
             ("store", 0, 0, 0, 0.0, 0.0)]
@@ -438,7 +438,7 @@ def test_f32_is_the_default_precision() -> None:
 
 
 def test_bf16_when_asked_and_supported() -> None:
-    from ember.devices.cpu.gemm import bf16_supported
+    from ember.devices.cpu.kernels.gemm import bf16_supported
 
     if not bf16_supported():
         pytest.skip("this CPU has no AVX512_BF16")
@@ -454,7 +454,7 @@ def test_bf16_when_asked_and_supported() -> None:
 
 
 def test_bf16_convnet_within_bf16_tolerance() -> None:
-    from ember.devices.cpu.gemm import bf16_supported
+    from ember.devices.cpu.kernels.gemm import bf16_supported
 
     if not bf16_supported():
         pytest.skip("this CPU has no AVX512_BF16")
@@ -476,7 +476,7 @@ def test_hetero_over_cpu() -> None:
 
 
 def test_bf16_without_support_runs_f32_and_says_so(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:  # noqa: ANN001
-    import ember.devices.cpu.gemm as gemm
+    import ember.devices.cpu.kernels.gemm as gemm
 
     monkeypatch.setattr(gemm, "bf16_supported", lambda isa=None: False)
     model = _small_conv_model()

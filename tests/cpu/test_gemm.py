@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from ember.devices.cpu.gemm import (
+from ember.devices.cpu.kernels.gemm import (
     TILES,
     Epilogue,
     Gemm,
@@ -19,7 +19,7 @@ from ember.devices.cpu.gemm import (
     round_to_bf16,
     to_bf16_bits,
 )
-from ember.devices.cpu.isa import host_isa, supported_levels
+from ember.devices.cpu.llvm.isa import host_isa, supported_levels
 from ember.errors import EmberError
 
 LEVELS = supported_levels()

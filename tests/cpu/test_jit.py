@@ -8,9 +8,9 @@ import os
 import pytest
 from llvmlite import ir
 
-from ember.devices.cpu import isa as isa_mod
-from ember.devices.cpu.codegen import I64, Emitter
-from ember.devices.cpu.jit import CacheRecord, Jit, cache_key
+from ember.devices.cpu.llvm import isa as isa_mod
+from ember.devices.cpu.llvm.codegen import I64, Emitter
+from ember.devices.cpu.llvm.jit import CacheRecord, Jit, cache_key
 from ember.errors import EmberError
 
 

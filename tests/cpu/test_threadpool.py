@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from ember.devices.cpu.gemm import Gemm, pack_b
-from ember.devices.cpu.threadpool import TASK_FN, ThreadPool
+from ember.devices.cpu.kernels.gemm import Gemm, pack_b
+from ember.devices.cpu.runtime.threadpool import TASK_FN, ThreadPool
 from ember.errors import EmberError
 
 

@@ -1,7 +1,7 @@
 """The CPU device plugin: lowers a Model to a plan of native kernels (see ``plan_ops``).
 
 ``compile`` runs the optimizer (level 2) and the device's passes, then lowers the model to a
-:class:`~ember.devices.cpu.plan.Program` (weights packed once, memory planned once) and binds
+:class:`~ember.devices.cpu.runtime.plan.Program` (weights packed once, memory planned once) and binds
 it to an arena and a native thread pool. Models with dynamic input shapes are lowered again
 for each new input shape (a small cache of plans keyed by the shapes).
 
@@ -66,7 +66,7 @@ class CPUExecutable:
     execution_devices = ["CPU"]
 
     def __init__(self, model: Model, threads: int, precision: Type, programs: _Programs | None = None) -> None:
-        from ember.devices.cpu.threadpool import ThreadPool
+        from ember.devices.cpu.runtime.threadpool import ThreadPool
 
         self.model = model
         self.threads = threads
@@ -147,9 +147,9 @@ class _Programs:
             return prog
 
     def _lower(self, key: tuple) -> Any:
-        from ember.devices.cpu.isa import host_isa
-        from ember.devices.cpu.plan_ops import Lowering
-        from ember.devices.cpu.plan_passes import device_passes
+        from ember.devices.cpu.llvm.isa import host_isa
+        from ember.devices.cpu.lowering.driver import Lowering
+        from ember.devices.cpu.lowering.passes import device_passes
 
         model = self.model
         if key:
@@ -174,13 +174,13 @@ class CPUDevice(Device):
     auto_rank = 20  # before REFERENCE (100); after devices that declare themselves faster
 
     def __init__(self) -> None:
-        from ember.devices.cpu.isa import host_isa
+        from ember.devices.cpu.llvm.isa import host_isa
 
         self.isa = host_isa()
         self.full_name = _cpu_name()
 
     def capabilities(self) -> list[str]:
-        from ember.devices.cpu.gemm import bf16_supported
+        from ember.devices.cpu.kernels.gemm import bf16_supported
 
         return ["FP32", *(["BF16"] if bf16_supported(self.isa) else []), "EXPORT_IMPORT"]
 
@@ -194,7 +194,7 @@ class CPUDevice(Device):
         return get_device("REFERENCE").supported_nodes(model)
 
     def transform(self, model: Model, config: Mapping[str, Any]) -> Model:
-        from ember.devices.cpu.plan_passes import device_passes
+        from ember.devices.cpu.lowering.passes import device_passes
 
         model = device_passes(model)
         model.rt_info[_TRANSFORMED] = "1"
@@ -207,7 +207,7 @@ class CPUDevice(Device):
         return CPUExecutable(model, threads, self._precision(config))
 
     def _precision(self, config: Mapping[str, Any]) -> Type:
-        from ember.devices.cpu.gemm import bf16_supported
+        from ember.devices.cpu.kernels.gemm import bf16_supported
 
         want = config.get("INFERENCE_PRECISION_HINT") or Type.f32
         if want is Type.bf16 and bf16_supported(self.isa):

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.gemm import BoundKernel, aligned_empty
-from ember.devices.cpu.runner import STEP_WORDS, run_steps_function
-from ember.devices.cpu.threadpool import ThreadPool
+from ember.devices.cpu.kernels.gemm import BoundKernel, aligned_empty
+from ember.devices.cpu.runtime.runner import STEP_WORDS, run_steps_function
+from ember.devices.cpu.runtime.threadpool import ThreadPool
 from ember.errors import EmberError, InferenceError
 
 ALIGN = 64

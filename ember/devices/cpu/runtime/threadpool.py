@@ -35,9 +35,9 @@ import weakref
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import I32, I64, PTR, VOID, Emitter, c32, c64
-from ember.devices.cpu.isa import host_isa
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import I32, I64, PTR, VOID, Emitter, c32, c64
+from ember.devices.cpu.llvm.isa import host_isa
 from ember.errors import EmberError
 
 # Pool state: a 64-byte aligned block of i64 words. Hot, shared fields sit on their own

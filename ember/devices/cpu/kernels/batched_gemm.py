@@ -26,9 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import BF16, F32, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
-from ember.devices.cpu.gemm import (
+from ember.devices.cpu.kernels.gemm import (
     _ACC,
     _BIAS,
     _FINAL,
@@ -55,8 +53,10 @@ from ember.devices.cpu.gemm import (
     as_precision,
     plan_blocks,
 )
-from ember.devices.cpu.isa import Isa, host_isa
-from ember.devices.cpu.threadpool import ThreadPool, default_pool
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import BF16, F32, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
 BG_FIELDS = ("a", "b", "c", "off", "m", "n", "k", "a_ms", "a_ks", "b_ks", "b_ns", "ldc", "bias", "res",
@@ -324,7 +324,7 @@ class BatchedGemm:
     Threads split ``batch x M blocks x N blocks``; one ``parallel_for`` per call.
 
     ``precision="bf16"`` (AVX512_BF16 only, else :class:`~ember.errors.EmberError`; see
-    :func:`~ember.devices.cpu.gemm.bf16_supported`) rounds both operands to bf16 as they are
+    :func:`~ember.devices.cpu.kernels.gemm.bf16_supported`) rounds both operands to bf16 as they are
     packed and accumulates in f32; the epilogue is f32.
     """
 

@@ -2,7 +2,7 @@
 
 There is one MCJIT execution engine per process. A kernel module is asked for by a
 *signature* (a short string naming the kernel and its parameters, used to find a module
-already loaded in this process) and an :class:`~ember.devices.cpu.isa.Isa`. :func:`load`
+already loaded in this process) and an :class:`~ember.devices.cpu.llvm.isa.Isa`. :func:`load`
 returns the already-loaded module, or else builds the module's LLVM IR and then loads the
 object code from the disk cache or compiles it.
 
@@ -52,7 +52,7 @@ import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from ember.devices.cpu.isa import Isa, llvm_init
+from ember.devices.cpu.llvm.isa import Isa, llvm_init
 
 log = logging.getLogger("ember.cpu")
 

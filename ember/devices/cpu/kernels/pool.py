@@ -16,10 +16,10 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import F32, I64, PTR, VOID, Emitter, c64, vec
-from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store, aligned_empty
-from ember.devices.cpu.isa import Isa, host_isa
+from ember.devices.cpu.kernels.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store, aligned_empty
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.isa import Isa, host_isa
 
 LOWEST = -3.4028234663852886e38
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.plan import NHWC, PLAIN, Op, Tensor
-from ember.devices.cpu.plan_ops import (
+from ember.devices.cpu.lowering.driver import (
     F32,
     Lowering,
     const_of,
@@ -19,6 +18,7 @@ from ember.devices.cpu.plan_ops import (
     scalar_of,
     static_shape,
 )
+from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
 
@@ -28,8 +28,8 @@ from ember.graph.node import Node, Output
 def lower_conv(L: Lowering, node: Node) -> bool:
     """2-D convolutions on NHWC tensors; 1-D ones as 2-D with a height of 1 (converted back to
     the plain layout after)."""
-    from ember.devices.cpu.conv import Conv2d, ConvGeometry
-    from ember.devices.cpu.gemm import Epilogue
+    from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
+    from ember.devices.cpu.kernels.gemm import Epilogue
 
     w = const_of(node._inputs[1])
     xport = node._inputs[0]
@@ -82,8 +82,8 @@ def lower_conv_transpose(L: Lowering, node: Node) -> bool:
     """A transposed convolution whose kernel equals its stride (upsampling, no overlap): one
     GEMM to ``[pixels, kh * kw * Cout]`` (bias and clamp fused), then a strided copy that
     puts each pixel's kh x kw block in place."""
-    from ember.devices.cpu.eltwise import strided_copy
-    from ember.devices.cpu.gemm import Epilogue, Gemm, pack_b
+    from ember.devices.cpu.kernels.eltwise import strided_copy
+    from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
 
     w = const_of(node._inputs[1])
     xport = node._inputs[0]
@@ -128,7 +128,7 @@ def lower_conv_transpose(L: Lowering, node: Node) -> bool:
 
 @lowers("MatMul")
 def lower_matmul(L: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.gemm import Epilogue, Gemm, pack_b
+    from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
 
     a_port, b_port = node._inputs
     w = const_of(b_port)
@@ -172,8 +172,8 @@ def lower_matmul(L: Lowering, node: Node) -> bool:
 
 def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
     """MatMul of two runtime tensors (attention scores, context): strided views, no copies."""
-    from ember.devices.cpu.batched_gemm import BatchedGemm
-    from ember.devices.cpu.gemm import Epilogue
+    from ember.devices.cpu.kernels.batched_gemm import BatchedGemm
+    from ember.devices.cpu.kernels.gemm import Epilogue
 
     a_port, b_port = node._inputs
     if a_port.element_type.dtype != F32 or b_port.element_type.dtype != F32:
@@ -227,7 +227,7 @@ def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
 
 @lowers("ScaledDotProductAttention")
 def lower_attention(L: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.attention import attention_kernel, fits
+    from ember.devices.cpu.kernels.attention import attention_kernel, fits
 
     ports = node._inputs
     if any(p.element_type.dtype != F32 for p in ports[:3]) or node.output(0).element_type.dtype != F32:
@@ -305,7 +305,7 @@ def _contig_last(a: np.ndarray) -> np.ndarray:
 
 @lowers("MaxPool", "AvgPool")
 def lower_pool(L: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.pool import pool2d
+    from ember.devices.cpu.kernels.pool import pool2d
 
     xport = node._inputs[0]
     if xport.element_type.dtype != F32 or len(xport.partial_shape) != 4:
@@ -340,7 +340,7 @@ _REDUCE_OPS = {"ReduceMean": "sum", "ReduceSum": "sum", "ReduceMax": "max", "Red
 
 @lowers(*_REDUCE_OPS)
 def lower_reduce(L: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.pool import reduce_middle
+    from ember.devices.cpu.kernels.pool import reduce_middle
 
     xport = node._inputs[0]
     axes_v = const_of(node._inputs[1])
@@ -406,7 +406,7 @@ def _row_source(L: Lowering, port: Output, axis: int) -> tuple[Tensor, int, int,
 
 @lowers("Softmax", "SoftMax", "LogSoftmax")
 def lower_softmax(L: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.norm import row_kernel
+    from ember.devices.cpu.kernels.norm import row_kernel
 
     port = node._inputs[0]
     if port.element_type.dtype != F32 or len(port.partial_shape) == 0:
@@ -432,7 +432,7 @@ def lower_softmax(L: Lowering, node: Node) -> bool:
 
 @lowers("MVN")
 def lower_mvn(L: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.norm import row_kernel
+    from ember.devices.cpu.kernels.norm import row_kernel
     from ember.ops.reduce import reduction_axes
 
     port = node._inputs[0]

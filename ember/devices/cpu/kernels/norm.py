@@ -14,12 +14,12 @@ import functools
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import F32, I64, PTR, VOID, Emitter, c64, vec
-from ember.devices.cpu.eltwise import _Math
-from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
-from ember.devices.cpu.isa import Isa, host_isa
-from ember.devices.cpu.pool import _Ctx
+from ember.devices.cpu.kernels.eltwise import _Math
+from ember.devices.cpu.kernels.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
+from ember.devices.cpu.kernels.pool import _Ctx
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.isa import Isa, host_isa
 
 ROW_FIELDS = ("x", "y", "rows", "n", "ldx", "ldy", "kind", "eps", "flags", "scale", "shift", "rpt")
 RF = {k: i for i, k in enumerate(ROW_FIELDS)}

@@ -1,4 +1,4 @@
-"""Lowering a static-shaped Model to a :class:`~ember.devices.cpu.plan.Program`.
+"""Lowering a static-shaped Model to a :class:`~ember.devices.cpu.runtime.plan.Program`.
 
 Nodes are visited in topological order. A *rule* (registered per op type with
 :func:`lowers`) turns a node, and possibly the elementwise tail after it, into native ops;
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.isa import Isa
-from ember.devices.cpu.plan import NHWC, PLAIN, Op, Program, Tensor
+from ember.devices.cpu.llvm.isa import Isa
+from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Program, Tensor
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
@@ -35,8 +35,8 @@ log = logging.getLogger("ember.cpu")
 Rule = Callable[["Lowering", Node], bool]
 RULES: dict[str, Rule] = {}
 # modules whose rules register themselves (imported when the first lowering starts)
-RULE_MODULES = ("ember.devices.cpu.plan_compute", "ember.devices.cpu.plan_eltwise", "ember.devices.cpu.plan_movement",
-                "ember.devices.cpu.plan_control")
+RULE_MODULES = ("ember.devices.cpu.lowering.compute", "ember.devices.cpu.lowering.eltwise", "ember.devices.cpu.lowering.movement",
+                "ember.devices.cpu.lowering.control")
 
 
 #: op types whose rules also take inputs of dynamic shape
@@ -132,7 +132,7 @@ class Lowering:
         return self._converted[k]
 
     def _copy(self, t: Tensor, layout: str) -> Tensor:
-        from ember.devices.cpu.eltwise import copy_op
+        from ember.devices.cpu.kernels.eltwise import copy_op
 
         out = self.value(t.shape, layout, t.dtype, t.name + "/copy")
         self.p.add(copy_op(t.name + "/copy", t, out, None, self.threads))
@@ -148,7 +148,7 @@ class Lowering:
         return out
 
     def _to_nhwc(self, t: Tensor) -> Tensor:
-        from ember.devices.cpu.eltwise import copy_op
+        from ember.devices.cpu.kernels.eltwise import copy_op
 
         n, c, h, w = t.shape
         out = self.value((n, h, w, c), NHWC, t.dtype, t.name + "/nhwc")
@@ -157,7 +157,7 @@ class Lowering:
         return out
 
     def _to_plain(self, t: Tensor) -> Tensor:
-        from ember.devices.cpu.eltwise import copy_op
+        from ember.devices.cpu.kernels.eltwise import copy_op
 
         out = self.value(t.logical_shape, PLAIN, t.dtype, t.name + "/nchw")
         self.p.add(copy_op(t.name + "/to_nchw", t, out, (0, 3, 1, 2), self.threads))

@@ -43,10 +43,10 @@ from enum import StrEnum
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import BF16, F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
-from ember.devices.cpu.isa import Isa, host_isa
-from ember.devices.cpu.threadpool import ThreadPool, default_pool
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import BF16, F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
 

@@ -13,9 +13,9 @@ import functools
 
 from llvmlite import ir
 
-from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import I64, PTR, VOID, Emitter, c64
-from ember.devices.cpu.isa import host_isa
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import I64, PTR, VOID, Emitter, c64
+from ember.devices.cpu.llvm.isa import host_isa
 
 STEP_WORDS = 4
 

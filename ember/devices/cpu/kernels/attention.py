@@ -18,12 +18,12 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import F32, I64, PTR, VOID, Emitter, c32, c64, vec
-from ember.devices.cpu.eltwise import _addresses, _fma, _Math
-from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
-from ember.devices.cpu.isa import Isa, host_isa
-from ember.devices.cpu.pool import _Ctx
+from ember.devices.cpu.kernels.eltwise import _addresses, _fma, _Math
+from ember.devices.cpu.kernels.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
+from ember.devices.cpu.kernels.pool import _Ctx
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.isa import Isa, host_isa
 
 FIELDS = ("q", "k", "v", "m", "o", "B", "H", "L", "S", "E", "Ev", "qb", "qh", "ql", "kb", "kh", "ks", "vb", "vh",
           "vs", "mb", "mh", "ml", "ms", "ob", "oh", "ol", "scale", "causal", "hasmask", "lblk", "nlb", "spad")

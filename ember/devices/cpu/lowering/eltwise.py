@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.plan import NHWC, PLAIN, Op, Tensor
-from ember.devices.cpu.plan_ops import (
+from ember.devices.cpu.lowering.driver import (
     F32,
     Lowering,
     const_of,
@@ -17,6 +16,7 @@ from ember.devices.cpu.plan_ops import (
     scalar_of,
     static_shape,
 )
+from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
 
@@ -86,7 +86,7 @@ def _prelu_slope(node: Node, slope_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 @lowers(*_EW_UNARY, *_EW_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power", "Convert")
 def lower_eltwise(L: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.eltwise import eltwise_fits, eltwise_kernel
+    from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernel
 
     if not _ew_ok(node):
         return False
@@ -165,7 +165,7 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
     if len(operands) > 8:
         return False
     prog.append(("store", 0, 0, 0, 0.0, 0.0))
-    from ember.devices.cpu.eltwise import LOAD_FOR
+    from ember.devices.cpu.kernels.eltwise import LOAD_FOR
 
     prog = [(LOAD_FOR[operands[a][1].dtype], dst, a, *rest) if op == "load" else (op, dst, a, *rest)
             for op, dst, a, *rest in prog]

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
-from ember.devices.cpu.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
-from ember.devices.cpu.isa import Isa, host_isa
-from ember.devices.cpu.plan import Op, Tensor
+from ember.devices.cpu.kernels.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.runtime.plan import Op, Tensor
 
 MAX_DIMS = 6
 COPY_FIELDS = ("src", "dst", "rpt", "rows", *(f"d{i}" for i in range(MAX_DIMS)),

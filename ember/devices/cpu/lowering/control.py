@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.plan import PLAIN, Op
-from ember.devices.cpu.plan_ops import Lowering, lowers, shape_or_none
+from ember.devices.cpu.lowering.driver import Lowering, lowers, shape_or_none
+from ember.devices.cpu.runtime.plan import PLAIN, Op
 from ember.graph.model import Model
 from ember.graph.node import Node
 
@@ -21,7 +21,7 @@ class Branch:
     callers (streams) each take one from a free list, made on first need."""
 
     def __init__(self, body: Model, threads: int, precision: str) -> None:
-        from ember.devices.cpu.plan_passes import device_passes
+        from ember.devices.cpu.lowering.passes import device_passes
 
         self.model = device_passes(body.clone())
         self.threads = threads

@@ -7,7 +7,7 @@ stride larger than its channel count), so a convolution can read from or write i
 of a concatenation. Weights come in the ONNX/OpenVINO layout ``[OC, IC / groups, KH, KW]``
 and are packed once, when the convolution is built.
 
-The general path is the GEMM module's ``igemm_task`` (see :mod:`ember.devices.cpu.gemm`);
+The general path is the GEMM module's ``igemm_task`` (see :mod:`ember.devices.cpu.kernels.gemm`);
 depthwise convolution (groups == input channels == output channels) has its own kernel
 that vectorizes over channels, one task per output row; for kernels up to 7x7 the taps
 are unrolled and a channel vector's weights stay in registers while the pixels stream by.
@@ -21,9 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu import jit
-from ember.devices.cpu.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
-from ember.devices.cpu.gemm import (
+from ember.devices.cpu.kernels.gemm import (
     NO_EPILOGUE,
     BoundKernel,
     Epilogue,
@@ -39,8 +37,10 @@ from ember.devices.cpu.gemm import (
     as_precision,
     pack_weights,
 )
-from ember.devices.cpu.isa import Isa, host_isa
-from ember.devices.cpu.threadpool import ThreadPool, default_pool
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
 MERGE_BELOW_CHANNELS = 16  # input channels per group under which taps are folded into K
@@ -355,7 +355,7 @@ class Conv2d:
     ``precision="bf16"`` runs the implicit GEMM in bf16 (weights rounded once, activations
     converted as they are read, f32 accumulation and epilogue; activations stay f32 in
     memory). It raises :class:`~ember.errors.EmberError` without AVX512_BF16 (see
-    :func:`~ember.devices.cpu.gemm.bf16_supported`). Depthwise convolutions are memory
+    :func:`~ember.devices.cpu.kernels.gemm.bf16_supported`). Depthwise convolutions are memory
     bound and always run in f32 (``self.precision`` says which was used).
     """
 
