@@ -98,11 +98,20 @@ def _frontend(src: Any, input: Any, output: Any, example_input: Any) -> Model:
                 raise ConversionError("ember: output= selection applies to framework models, not IR")
             model = read_ir(path)
             return _reshape_inputs(model, input) if input is not None else model
-        raise ConversionError(f"ember: cannot convert '{path}': supported formats are .onnx and IR .xml")
-    kind = type(src).__module__.split(".")[0]
-    if kind == "torch":
-        raise ConversionError("ember: PyTorch models are not supported yet; export to ONNX with "
-                              "torch.onnx.export and convert the .onnx file")
+        if suffix == ".tflite":
+            from ember.frontends.tflite import convert as convert_tflite
+
+            return convert_tflite(path, input=input, output=output, example_input=example_input)
+        if suffix in (".pt", ".pth", ".jit", ".torchscript"):
+            from ember.frontends.pytorch import convert as convert_torch
+
+            return convert_torch(path, example_input=example_input, input=input, output=output)
+        raise ConversionError(f"ember: cannot convert '{path}': supported formats are .onnx, .tflite, "
+                              "TorchScript .pt and IR .xml")
+    if any(c.__module__.split(".")[0] == "torch" for c in type(src).__mro__):
+        from ember.frontends.pytorch import convert as convert_torch
+
+        return convert_torch(src, example_input=example_input, input=input, output=output)
     raise ConversionError(f"ember: cannot convert an object of type {type(src).__name__}")
 
 

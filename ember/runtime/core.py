@@ -55,7 +55,11 @@ def read_model(model: Any, weights: Any = None) -> Model:
         from ember.frontends.onnx import convert
 
         return convert(path)
-    raise EmberError(f"ember: cannot read '{path}': expected an OpenVINO IR .xml or an .onnx file")
+    if suffix == ".tflite":
+        from ember.frontends.tflite import convert as convert_tflite
+
+        return convert_tflite(path)
+    raise EmberError(f"ember: cannot read '{path}': expected an OpenVINO IR .xml, an .onnx or a .tflite file")
 
 
 def split_device_name(name: str) -> tuple[str, tuple[str, ...]]:
@@ -438,9 +442,17 @@ class Core:
                  plan.streams, plan.optimal_requests, " (from cache)" if cached else "")
         return CompiledModel(model, base, cfg, exe, plan, dev, cached)
 
-    def import_model(self, model_stream: Any, device_name: str = "REFERENCE", config: Any = None) -> CompiledModel:
-        """Load a model written by ``CompiledModel.export_model`` (bytes or a binary file)."""
+    def import_model(self, model_stream: Any, device_name: str | None = None, config: Any = None) -> CompiledModel:
+        """Load a model written by ``CompiledModel.export_model`` (bytes or a binary file).
+
+        ``device_name`` defaults to the device the model was exported for; naming another
+        device raises an error that names both."""
         data = model_stream.read() if isinstance(model_stream, io.IOBase) else bytes(model_stream)
+        if device_name is None:
+            try:
+                device_name = unpack(data).device
+            except CacheEntryError as e:
+                raise EmberError(f"ember: cannot import this model: {e}") from None
         base, listed, dev = self._device(device_name)
         cfg = self._config(base, listed, dev, config)
         try:
