@@ -71,6 +71,9 @@ _RAPIDOCR = WheelSource("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime-1
 _SILERO = WheelSource("silero-vad", "6.2.3", "silero_vad-6.2.3-py3-none-any.whl",
                       "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8")
 _ONNX = "ember.zoo.onnx_models:convert"
+_MEDIAPIPE = WheelSource("mediapipe", "0.10.21", "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
+                         "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3")
+_TFLITE = "ember.zoo.tflite_models:convert"
 
 ENTRIES: tuple[ZooEntry, ...] = (
     ZooEntry(
@@ -138,6 +141,44 @@ ENTRIES: tuple[ZooEntry, ...] = (
         outputs=(TensorInfo("save_infer_model/scale_0.tmp_1", "f32", "[?,2]", "probabilities of 0 and 180 degrees"),),
         preprocessing="resize to 48x192 keeping aspect, pad right; pixel / 255; (x - 0.5) / 0.5",
         labels="'0', '180'",
+    ),
+    ZooEntry(
+        name="mediapipe-hand-landmark",
+        task="hand landmarks",
+        summary="MediaPipe hand landmark (lite): 21 3-D hand keypoints of a hand crop, presence and handedness",
+        source=_MEDIAPIPE, licence="Apache-2.0 (Google MediaPipe)",
+        files=("mediapipe/modules/hand_landmark/hand_landmark_lite.tflite",), converter=_TFLITE,
+        inputs=(TensorInfo("input_1", "f32", "[1,224,224,3]", "RGB hand crop, NHWC"),),
+        outputs=(TensorInfo("Identity", "f32", "[1,63]", "21 landmarks (x, y, z) in crop pixels"),
+                 TensorInfo("Identity_1", "f32", "[1,1]", "hand presence"),
+                 TensorInfo("Identity_2", "f32", "[1,1]", "handedness (right-hand probability)"),
+                 TensorInfo("Identity_3", "f32", "[1,63]", "world landmarks in metres")),
+        preprocessing="RGB pixel / 255 (range [0, 1]), 224x224, NHWC",
+        labels="none (landmarks)",
+    ),
+    ZooEntry(
+        name="mediapipe-palm-detection",
+        task="palm detection",
+        summary="MediaPipe palm detection (lite): SSD-style boxes and 7 keypoints over 2016 anchors",
+        source=_MEDIAPIPE, licence="Apache-2.0 (Google MediaPipe)",
+        files=("mediapipe/modules/palm_detection/palm_detection_lite.tflite",), converter=_TFLITE,
+        inputs=(TensorInfo("input_1", "f32", "[1,192,192,3]", "RGB image, NHWC"),),
+        outputs=(TensorInfo("Identity", "f32", "[1,2016,18]", "box and keypoint offsets per anchor"),
+                 TensorInfo("Identity_1", "f32", "[1,2016,1]", "palm score logits per anchor")),
+        preprocessing="RGB pixel / 255 (range [0, 1]), letterboxed to 192x192, NHWC",
+        labels="none (detections; decode with MediaPipe's SSD anchors)",
+    ),
+    ZooEntry(
+        name="mediapipe-face-landmark",
+        task="face mesh",
+        summary="MediaPipe face landmark: 468 3-D face mesh points of a face crop and a face score",
+        source=_MEDIAPIPE, licence="Apache-2.0 (Google MediaPipe)",
+        files=("mediapipe/modules/face_landmark/face_landmark.tflite",), converter=_TFLITE,
+        inputs=(TensorInfo("input_1", "f32", "[1,192,192,3]", "RGB face crop, NHWC"),),
+        outputs=(TensorInfo("conv2d_21", "f32", "[1,1,1,1404]", "468 landmarks (x, y, z) in crop pixels"),
+                 TensorInfo("conv2d_31", "f32", "[1,1,1,1]", "face presence logit")),
+        preprocessing="RGB pixel / 255 (range [0, 1]), 192x192, NHWC",
+        labels="none (landmarks)",
     ),
     ZooEntry(
         name="silero-vad",
