@@ -99,7 +99,8 @@ def test_cache_folder_from_argument_env_and_default(tmp_path, monkeypatch) -> No
 
 def test_every_entry_records_source_licence_interface_and_labels() -> None:
     names = [e.name for e in zoo.entries()]
-    assert names == ["efficientnet-lite0", "all-minilm-l6-v2", "ppocr-det", "ppocr-rec", "ppocr-cls", "silero-vad"]
+    assert names == ["efficientnet-lite0", "all-minilm-l6-v2", "ppocr-det", "ppocr-rec", "ppocr-cls",
+                     "mediapipe-hand-landmark", "mediapipe-palm-detection", "mediapipe-face-landmark", "silero-vad"]
     for e in zoo.entries():
         assert len(e.source.sha256) == 64 and e.source.version in e.source.filename.replace("_", "-")
         assert e.licence and e.inputs and e.outputs and e.preprocessing and e.labels and e.files
