@@ -138,12 +138,14 @@ def identity(ctx: NodeContext) -> list[Any]:
 def dropout(ctx: NodeContext) -> list[Output]:
     x = ctx.req(0)
     training = ctx.const(2) if ctx.has_input(2) else np.array(False)
-    if training is None:
-        raise ctx.fail("training_mode must be known at conversion time")
-    if bool(np.asarray(training).reshape(-1)[0]):
-        ratio = ctx.const(1) if ctx.has_input(1) else np.array(ctx.attr("ratio", 0.5))
-        if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
-            raise ctx.fail("training-mode dropout is random; only inference (or ratio 0) is supported")
+    ratio = ctx.const(1) if ctx.has_input(1) else np.array(ctx.attr("ratio", 0.5))
+    if training is None or bool(np.asarray(training).reshape(-1)[0]) and (
+            ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0):
+        # training mode (or a mode known only at run time): ember's random TrainingDropout
+        r = convert(ctx.req(1), Type.f32) if ctx.has_input(1) else const(ctx.attr("ratio", 0.5), Type.f32)
+        t = ctx.req(2) if ctx.has_input(2) else const(False, Type.boolean)
+        node = ops.training_dropout(x, r, t, ctx.attr("seed", None))
+        return node.outputs()[: max(1, ctx.num_outputs)]
     outs = [x]
     if ctx.output_used(1):
         outs.append(ops.broadcast(const(True, Type.boolean), shape_of(x)).output(0))
