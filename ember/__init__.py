@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ember import opset, preprocess, properties  # noqa: F401 - `ov.properties.hint...`, `ov.preprocess`
+from ember import layout_helpers, opset, preprocess, properties  # noqa: F401 - `ov.properties.hint...`, `ov.preprocess`
 from ember.errors import EmberError
 from ember.graph import Dimension, Layout, Model, PartialShape, Shape, Type
 from ember.runtime import AsyncInferQueue, CompiledModel, Core, InferRequest, ProfilingInfo, Tensor, read_model

@@ -45,7 +45,11 @@ class BenchmarkConfig:
     num_requests: int | None = None
     duration_s: float | None = None
     niter: int | None = None
-    shape: str | None = None  # "[1,3,224,224]" or "data[1,3,224,224],mask[1,?]"
+    shape: str | None = None  # "[1,3,224,224]" or "data[1,3,224,224],mask[1,?]": reshapes the model
+    data_shape: str | None = None  # same syntax: the model stays dynamic, inputs get these shapes
+    batch: int | None = None  # -b: the batch dimension (N of the layout, else the first) of every input
+    input_files: tuple[str, ...] = ()  # -i: .npy/.npz arrays or image files, per input or for all
+    report_type: str | None = None  # no_counters, average_counters, detailed_counters (CSV, as benchmark_app)
     api: str = "async"
     perf_counts: bool = False
     inference_precision: str | None = None
@@ -68,6 +72,11 @@ class BenchmarkConfig:
                 raise EmberError(f"ember: {name} must be >= 1, got {v}")
         if self.duration_s is not None and self.duration_s <= 0:
             raise EmberError(f"ember: -t must be > 0 seconds, got {self.duration_s}")
+        if self.batch is not None and not 1 <= self.batch <= 1 << 16:
+            raise EmberError(f"ember: -b must be between 1 and 65536, got {self.batch}")
+        if self.report_type not in (None, "no_counters", "average_counters", "detailed_counters"):
+            raise EmberError(f"ember: -report_type must be no_counters, average_counters or detailed_counters, "
+                             f"got {self.report_type!r}")
 
     @property
     def effective_hint(self) -> str | None:
@@ -173,17 +182,59 @@ def parse_shapes(text: str) -> dict[str, PartialShape] | PartialShape:
         raise EmberError(f"ember: cannot parse -shape {text!r}: {str(e).removeprefix('ember: ')}") from None
 
 
-def random_inputs(model_inputs: Sequence[Any], count: int, seed: int = 0) -> list[dict[int, np.ndarray]]:
-    """``count`` sets of random inputs; a dynamic dimension takes its lower bound (at least 1)."""
+def _port_name(port: Any, i: int) -> str:
+    return port.get_any_name() if port.names else f"input {i}"
+
+
+def dynamic_inputs(model_inputs: Sequence[Any]) -> list[str]:
+    """``name[shape]`` of each input whose shape is not static."""
+    return [f"{_port_name(p, i)}{p.partial_shape}" for i, p in enumerate(model_inputs) if not p.partial_shape.is_static]
+
+
+def shapes_for_inputs(model_inputs: Sequence[Any], text: str, flag: str = "-data_shape") -> dict[int, list[int]]:
+    """``-data_shape`` text as a static shape per input index (checked against the model's shapes)."""
+    parsed = parse_shapes(text)
+    if isinstance(parsed, PartialShape):
+        if len(model_inputs) != 1:
+            raise EmberError(f"ember: {flag} {text!r}: the model has {len(model_inputs)} inputs; name each one")
+        parsed = {_port_name(model_inputs[0], 0): parsed}
+    out: dict[int, list[int]] = {}
+    for name, shape in parsed.items():
+        idx = [i for i, p in enumerate(model_inputs) if name in p.names or name == p.node.friendly_name]
+        if not idx:
+            raise EmberError(f"ember: {flag}: the model has no input '{name}'; its inputs are "
+                             f"{', '.join(_port_name(p, i) for i, p in enumerate(model_inputs))}")
+        port = model_inputs[idx[0]]
+        if not shape.is_static:
+            raise EmberError(f"ember: {flag} for '{name}' must be static, got {shape}")
+        if not port.partial_shape.compatible(shape):
+            raise EmberError(f"ember: {flag} for '{name}': {shape} does not fit the model's {port.partial_shape}")
+        out[idx[0]] = [int(d) for d in shape.to_shape()]
+    return out
+
+
+def random_inputs(model_inputs: Sequence[Any], count: int, seed: int = 0,
+                  shapes: dict[int, list[int]] | None = None) -> list[dict[int, np.ndarray]]:
+    """``count`` sets of random inputs; ``shapes`` gives the shape of inputs whose model shape is
+    dynamic (a bounded interval takes its lower bound; an unbounded dimension without a shape is
+    an error naming it and the flags that fix it)."""
     rng = np.random.default_rng(seed)
+    shapes = shapes or {}
     sets = []
     for _ in range(max(1, count)):
         feeds = {}
         for i, port in enumerate(model_inputs):
             ps = port.partial_shape
-            if not ps.rank_is_static:
-                raise EmberError(f"ember: input {i} has a dynamic rank; give its shape with -shape")
-            dims = [d.get_length() if d.is_static else max(1, d.min_length) for d in ps]
+            if i in shapes:
+                dims = shapes[i]
+            elif ps.rank_is_static and all(d.is_static or d.max_length != -1 for d in ps):
+                # static, or bounded intervals (``2..5``): the lower bound is a valid shape
+                dims = [d.get_length() if d.is_static else max(1, d.min_length) for d in ps]
+            else:
+                raise EmberError(f"ember: the model has dynamic dimensions ({', '.join(dynamic_inputs(model_inputs))}); "
+                                 f"give shapes with -shape (reshapes the model, e.g. -shape "
+                                 f"{_port_name(port, i).replace(' ', '_')}[1,...]) or -data_shape (keeps it "
+                                 f"dynamic, feeds that shape)")
             et = port.element_type
             if et.is_real:
                 feeds[i] = rng.random(dims).astype(et.dtype)
@@ -193,6 +244,83 @@ def random_inputs(model_inputs: Sequence[Any], count: int, seed: int = 0) -> lis
                 feeds[i] = rng.integers(0, 10, dims).astype(et.dtype)
         sets.append(feeds)
     return sets
+
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """An image file as ``[H, W, 3]`` uint8 in BGR order (as benchmark_app reads it with OpenCV)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise EmberError("ember: reading image files needs Pillow: pip install pillow (or give .npy arrays)") from None
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except OSError as e:
+        raise EmberError(f"ember: cannot read image '{path}': {e}") from None
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _image_for(port: Any, image: np.ndarray, shape: list[int] | None, name: str) -> np.ndarray:
+    """``image`` resized (nearest) and laid out for an NCHW or NHWC image input."""
+    dims = shape or [d.get_length() if d.is_static else -1 for d in port.partial_shape]
+    if len(dims) != 4 or not (dims[1] == 3 or dims[3] == 3):
+        raise EmberError(f"ember: -i: input '{name}' {port.partial_shape} is not an image input "
+                         f"([N,3,H,W] or [N,H,W,3]); give a .npy array")
+    nchw = dims[1] == 3
+    h, w = (dims[2], dims[3]) if nchw else (dims[1], dims[2])
+    h, w = (image.shape[0] if h < 0 else h), (image.shape[1] if w < 0 else w)
+    rows = np.arange(h) * image.shape[0] // h
+    cols = np.arange(w) * image.shape[1] // w
+    img = image[rows][:, cols]
+    img = img.transpose(2, 0, 1) if nchw else img
+    batch = dims[0] if dims[0] > 0 else 1
+    return np.repeat(img[None], batch, axis=0).astype(port.element_type.dtype)
+
+
+def load_input_files(model_inputs: Sequence[Any], specs: Sequence[str],
+                     shapes: dict[int, list[int]] | None = None) -> dict[int, np.ndarray]:
+    """``-i`` values (``path``, ``name=path`` or a folder) as arrays per input index: ``.npy``,
+    ``.npz`` (arrays by input name) or image files (resized to the input, BGR)."""
+    from ember.tools.cli import load_array_file
+
+    names = {n: i for i, p in enumerate(model_inputs) for n in (*p.names, p.node.friendly_name)}
+    paths: list[tuple[str, Path]] = []
+    for spec in specs:
+        name, sep, path = spec.rpartition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
+        p = Path(path)
+        if p.is_dir():
+            paths += [("", f) for f in sorted(p.iterdir()) if f.suffix.lower() in (*_IMAGE_SUFFIXES, ".npy")]
+        elif not p.exists():
+            raise EmberError(f"ember: -i: '{p}' does not exist")
+        else:
+            paths.append((name, p))
+    out: dict[int, np.ndarray] = {}
+    free = [i for i in range(len(model_inputs))]
+    for name, path in paths:
+        if path.suffix == ".npz":
+            for k, arr in load_array_file(path).items():
+                if k not in names:
+                    raise EmberError(f"ember: -i {path}: the model has no input '{k}'")
+                out[names[k]] = arr
+            continue
+        if name:
+            if name not in names:
+                raise EmberError(f"ember: -i: the model has no input '{name}'")
+            idx = names[name]
+        else:
+            left = [i for i in free if i not in out]
+            if not left:
+                break  # more files than inputs: the first ones are used
+            idx = left[0]
+        port = model_inputs[idx]
+        if path.suffix.lower() in _IMAGE_SUFFIXES:
+            out[idx] = _image_for(port, _read_image(path), (shapes or {}).get(idx), name or str(idx))
+        else:
+            out[idx] = np.asarray(load_array_file(path)[""]).astype(port.element_type.dtype, copy=False)
+    return out
 
 
 class Benchmark:
@@ -212,10 +340,37 @@ class Benchmark:
         return model, (time.perf_counter() - t0) * 1e3
 
     def reshape(self, model: Model) -> Model:
+        """Apply ``-shape`` and ``-b`` (the batch: the N axis of the input's layout, else axis 0)."""
         if self.config.shape:
             shapes = parse_shapes(self.config.shape)
             model.reshape(shapes)
+        if self.config.batch:
+            new = {}
+            for i, port in enumerate(model.inputs):
+                ps = port.partial_shape
+                if not ps.rank_is_static or len(ps) == 0:
+                    continue
+                layout = port.node.get_layout() if hasattr(port.node, "get_layout") else None
+                axis = layout.get_index_by_name("N") if layout is not None and not layout.empty and \
+                    layout.has_name("N") else 0
+                dims = list(ps)
+                dims[axis] = self.config.batch
+                new[i] = PartialShape(dims)
+            model.reshape(new)
         return model
+
+    def make_inputs(self, compiled: Any, count: int) -> list[dict[int, np.ndarray]]:
+        """Inputs for ``count`` requests: ``-i`` files where given, random data elsewhere
+        (``-data_shape`` sets the shape of dynamic inputs)."""
+        c = self.config
+        shapes = shapes_for_inputs(compiled.inputs, c.data_shape) if c.data_shape else {}
+        files = load_input_files(compiled.inputs, c.input_files, shapes) if c.input_files else {}
+        for i, arr in files.items():
+            shapes.setdefault(i, list(arr.shape))
+        sets = random_inputs(compiled.inputs, count, c.seed, shapes)
+        for feeds in sets:
+            feeds.update(files)
+        return sets
 
     def properties(self) -> dict[str, Any]:
         c = self.config
@@ -340,7 +495,9 @@ class Benchmark:
 
     def format(self, result: BenchmarkResult, top_ops: int = 20) -> list[str]:
         s = result.latency_ms
-        lines = [f"Device: {result.device} ({', '.join(result.execution_devices)}), api {result.api}, "
+        running = ", ".join(result.execution_devices)
+        device = result.device if running in ("", result.device) else f"{result.device} ({running})"
+        lines = [f"Device: {device}, api {result.api}, "
                  f"hint {result.hint or 'none'}, {result.streams} stream(s), {result.requests} request(s)",
                  f"Read model took {result.read_ms:.2f} ms",
                  f"Compile model took {result.compile_ms:.2f} ms",
@@ -365,12 +522,41 @@ class Benchmark:
         return lines
 
     def write_report(self, result: BenchmarkResult, folder: str | Path) -> Path:
-        """``benchmark_report.json`` in ``folder``: the config, the statistics and every latency."""
+        """``benchmark_report.json`` in ``folder``: the config, the statistics and every latency;
+        with ``report_type`` also benchmark_app's CSV files (``benchmark_report.csv`` and, for
+        counters, ``benchmark_average_counters_report.csv`` / ``benchmark_detailed_counters_report.csv``)."""
+        import csv
+
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
         out = path / "benchmark_report.json"
         data = {"config": asdict(self.config), "result": result.to_dict(with_latencies=True)}
         out.write_text(json.dumps(data, indent=2))
+        if self.config.report_type:
+            s = result.latency_ms
+            with open(path / "benchmark_report.csv", "w", newline="") as f:
+                w = csv.writer(f, delimiter=";")
+                w.writerow(["Command line parameters"])
+                for k, v in asdict(self.config).items():
+                    w.writerow([k, v])
+                w.writerow([])
+                w.writerow(["Execution results"])
+                for k, v in [("read model time (ms)", result.read_ms), ("compile model time (ms)", result.compile_ms),
+                             ("first inference time (ms)", result.first_inference_ms),
+                             ("total execution time (ms)", result.duration_ms),
+                             ("total number of iterations", result.iterations), ("latency (ms)", s.median),
+                             ("avg latency", s.average), ("min latency", s.min), ("max latency", s.max),
+                             ("throughput", result.throughput_fps)]:
+                    w.writerow([k, f"{v:.2f}" if isinstance(v, float) else v])
+            if self.config.report_type != "no_counters" and result.per_op:
+                kind = "average" if self.config.report_type == "average_counters" else "detailed"
+                with open(path / f"benchmark_{kind}_counters_report.csv", "w", newline="") as f:
+                    w = csv.writer(f, delimiter=";")
+                    w.writerow(["layerName", "execStatus", "layerType", "execType", "realTime (ms)", "cpuTime (ms)"])
+                    for o in result.per_op:
+                        w.writerow([o.node_name, "EXECUTED", o.node_type, o.exec_type, f"{o.real_time_ms:.3f}",
+                                    f"{o.real_time_ms:.3f}"])
+                    w.writerow(["Total", "", "", "", f"{sum(o.real_time_ms for o in result.per_op):.3f}", ""])
         return out
 
     @staticmethod
@@ -415,7 +601,7 @@ class Benchmark:
         compiled, compile_ms = self.compile(model)
         try:
             nreq = self.num_requests(compiled)
-            inputs = random_inputs(compiled.inputs, nreq, c.seed)
+            inputs = self.make_inputs(compiled, nreq)
             limit = f"{c.niter} iterations" if c.niter else f"{c.duration_s or DEFAULT_SECONDS:g} s"
             self.log(f"Measuring for {limit} on {c.device} ({c.api}, {nreq} request(s))")
             latencies, total_ms, first_ms = self.run(compiled, inputs)
@@ -440,7 +626,17 @@ class Benchmark:
 # -- command line ----------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="IR .xml or .onnx file")
+    p.add_argument("model", nargs="?", help="IR .xml or .onnx file (or -m)")
+    p.add_argument("-m", "--path_to_model", dest="model_flag", help="the model, as benchmark_app's -m")
+    p.add_argument("-b", "--batch_size", dest="batch", type=int, default=None,
+                   help="batch size: sets the N dimension (of the layout, else the first) of every input")
+    p.add_argument("-data_shape", "--data_shape", default=None,
+                   help="shapes of the input data for a dynamic model (kept dynamic): [1,3,224,224] or x[1,3,224,224],...")
+    p.add_argument("-i", "--input", dest="input_files", action="append", default=[], metavar="PATH",
+                   help=".npy/.npz arrays or image files (NAME=path, a path, or a folder); random data otherwise")
+    p.add_argument("-report_type", "--report_type", default=None,
+                   choices=["no_counters", "average_counters", "detailed_counters"],
+                   help="CSV reports in -report_folder, as benchmark_app (counters imply -pc)")
     p.add_argument("-d", "--device", default="AUTO", help="device: REFERENCE, CPU, AUTO, HETERO:..., MULTI:... "
                    "(default AUTO)")
     p.add_argument("-hint", "--hint", default=None, type=str.lower,
@@ -463,10 +659,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
-    return BenchmarkConfig(model=args.model, device=args.device, hint=args.hint, num_streams=args.nstreams,
+    model = args.model_flag or args.model
+    if not model:
+        raise EmberError("ember benchmark: give the model (ember benchmark MODEL or -m MODEL)")
+    if args.model_flag and args.model and args.model_flag != args.model:
+        raise EmberError("ember benchmark: the model is given twice (positional and -m)")
+    counters = args.report_type in ("average_counters", "detailed_counters")
+    return BenchmarkConfig(model=model, device=args.device, hint=args.hint, num_streams=args.nstreams,
                            num_requests=args.nireq, duration_s=args.time, niter=args.niter, shape=args.shape,
-                           api=args.api, perf_counts=args.perf_counts, inference_precision=args.infer_precision,
-                           cache_dir=args.cache_dir, report_folder=args.report_folder, histogram=args.histogram,
+                           data_shape=args.data_shape, batch=args.batch, input_files=tuple(args.input_files),
+                           report_type=args.report_type,
+                           api=args.api, perf_counts=args.perf_counts or counters,
+                           inference_precision=args.infer_precision,
+                           cache_dir=args.cache_dir, report_folder=args.report_folder or (
+                               "." if args.report_type else None), histogram=args.histogram,
                            progress=args.progress, seed=args.seed)
 
 

@@ -44,6 +44,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_array_file(path: Path) -> dict[str, np.ndarray]:
+    """A ``.npy`` file as ``{"": array}`` or a ``.npz`` as its named arrays; pickled (object)
+    arrays are refused."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        return {"": np.load(path, allow_pickle=False)}
+    except (ValueError, OSError, EOFError) as e:
+        raise EmberError(f"ember: cannot read '{path}' as a .npy/.npz array (object arrays are refused): "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
 def parse_input_specs(specs: Sequence[str]) -> dict[str, np.ndarray]:
     """``NAME=path.npy`` pairs (or a bare ``path.npy`` for a one-input model, keyed ``""``)."""
     feeds: dict[str, np.ndarray] = {}
@@ -54,22 +67,26 @@ def parse_input_specs(specs: Sequence[str]) -> dict[str, np.ndarray]:
         p = Path(path)
         if not p.exists():
             raise EmberError(f"ember: input file '{p}' does not exist")
+        arrays = load_array_file(p)
         if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                feeds.update({k: z[k] for k in z.files})
-            continue
-        try:
-            feeds[name] = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise EmberError(f"ember: cannot read '{p}' as a .npy array (object arrays are refused): {e}") from None
+            feeds.update(arrays)
+        else:
+            feeds[name] = arrays[""]
     return feeds
 
 
 def random_inputs(model: Any, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for every model input with a static shape (dynamic dims become 1)."""
+    """Random inputs for every model input; the inputs' shapes must be static (reshape first)."""
     rng = np.random.default_rng(seed)
     feeds = {}
-    for p in model.inputs:
+    dynamic = [f"{p.get_any_name() if p.names else p.node.friendly_name}{p.partial_shape}"
+               for p in model.inputs if not p.partial_shape.rank_is_static
+               or any(d.is_dynamic and d.max_length == -1 for d in p.partial_shape)]
+    if dynamic:
+        raise EmberError(f"ember: the model has dynamic dimensions ({', '.join(dynamic)}); give static shapes "
+                         f"for random inputs with --shape (e.g. --shape \"{dynamic[0].split('[')[0]}[1,...]\") "
+                         f"or real inputs with -i NAME=path.npy")
+    for p in model.inputs:  # bounded intervals (2..5) take their lower bound
         dims = [d.get_length() if d.is_static else max(1, d.min_length) for d in p.partial_shape]
         et = p.element_type
         if et.is_real:
@@ -87,6 +104,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     core = Core()
     model = _load(args.model)
+    if args.shape:
+        from ember.tools.benchmark import parse_shapes
+
+        model.reshape(parse_shapes(args.shape))
     feeds = parse_input_specs(args.input or [])
     if "" in feeds:
         if len(model.inputs) != 1:
@@ -94,10 +115,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         feeds = {0: feeds.pop("")} | feeds  # type: ignore[dict-item]
     if not feeds and args.random:
         feeds = random_inputs(model, args.seed)  # type: ignore[assignment]
+    if not feeds and model.inputs:
+        names = ", ".join(p.get_any_name() if p.names else p.node.friendly_name for p in model.inputs)
+        raise EmberError(f"ember: no inputs given; the model takes {names}: give them with -i NAME=path.npy "
+                         f"(or a .npz), or use --random")
     compiled = core.compile_model(model, args.device)
     results = compiled(feeds)
     out_dir = Path(args.output) if args.output else None
     if out_dir:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise EmberError(f"ember: --output '{out_dir}' is a file; give a folder for the .npy outputs")
         out_dir.mkdir(parents=True, exist_ok=True)
     np.set_printoptions(threshold=20, edgeitems=3, precision=5)
     for i, port in enumerate(compiled.outputs):
@@ -114,10 +141,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+_LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("ember")
+    except Exception:  # noqa: BLE001 - running from a source tree without metadata
+        return "unknown"
+
+
+def _log_level_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--log-level`` after any subcommand too (``ember convert m.onnx --log-level DEBUG``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                if not any("--log-level" in a.option_strings for a in sub._actions):
+                    sub.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper, choices=_LOG_LEVELS,
+                                     help="DEBUG prints each pass that fired and each kernel chosen")
+                _log_level_everywhere(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ember", description="Convert, optimize and run neural networks.")
-    parser.add_argument("--log-level", default=os.environ.get("EMBER_LOG_LEVEL", "WARNING"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    parser.add_argument("--version", action="version", version=f"ember {_version()}")
+    parser.add_argument("--log-level", default=os.environ.get("EMBER_LOG_LEVEL", "WARNING").upper(),
+                        type=str.upper, choices=_LOG_LEVELS,
                         help="DEBUG prints each pass that fired and each kernel chosen (env EMBER_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -130,12 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", action="append", metavar="NAME=path.npy",
                    help="an input array (repeat for several inputs; .npz gives several at once)")
     p.add_argument("--random", action="store_true", help="feed random inputs when none are given")
+    p.add_argument("-shape", "--shape", default=None,
+                   help="reshape dynamic inputs first: [1,3,224,224] or x[1,3,224,224],mask[1,16]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", "-d", default="AUTO", help="device name (default AUTO)")
     p.add_argument("--output", "-o", help="folder to save outputs as .npy (default: print them)")
     p.set_defaults(func=cmd_run)
 
     _add_optional(sub)
+    _log_level_everywhere(parser)
     return parser
 
 
@@ -165,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (``ember info m.xml | head``): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ember import zoo
-
     from ember.zoo.deploy import export
 
     names = [e.name for e in zoo.entries()] if args.name == "all" else [args.name]
