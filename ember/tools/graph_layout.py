@@ -31,7 +31,7 @@ CHAR_W, LINE_H, PAD = 6.4, 14, 8
 MIN_W, MAX_W = 110, 250
 GAP_X, GAP_Y, BEND_W = 28, 44, 10
 MAX_CONST_LINES = 3
-SWEEPS = 6
+SWEEPS = 7  # odd: the last sweep goes down, so bends line up under their source
 
 
 @dataclass(frozen=True)

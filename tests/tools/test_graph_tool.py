@@ -200,3 +200,31 @@ def test_html_renders_in_chromium(tmp_path: Path, f16_ir: Path) -> None:
     assert io_fill.sum() > 500, "the drawing did not render"
     ink = np.where((image < 200).any(axis=-1).any(axis=0))[0]
     assert ink.max() < 1000 - 20  # nothing cut off on the right: the page fits a narrow window
+
+
+def _edge_models() -> dict[str, ember.Model]:
+    """Odd shapes of graph: a constant-only output, multi-output nodes, dynamic dimensions, an unused input."""
+    x = ops.parameter([-1, 6, 4], np.float32, name="x")
+    unused = ops.parameter([2], np.float32, name="unused")
+    parts = ops.split(x, ops.constant(np.int64(1)), 3, name="split")
+    joined = ops.concat([parts.output(2), parts.output(0), parts.output(1)], 1, name="join")
+    table = ops.multiply(ops.constant(np.arange(3, dtype=np.float32)), ops.constant(np.float32(2)), name="folded")
+    return {
+        "multi_output": ember.Model([ops.result(joined)], [x], "multi_output"),
+        "constant_output": ember.Model([ops.result(table), ops.result(x)], [x, unused], "constant_output"),
+    }
+
+
+@pytest.mark.parametrize("name", ["multi_output", "constant_output"])
+def test_odd_graphs_draw(name: str) -> None:
+    model = _edge_models()[name]
+    layout = layout_graph(model)
+    types = Counter(it.node.type_name for it in layout.boxes)
+    assert types["Result"] == len(model.get_results()) and types["Parameter"] == len(model.get_parameters())
+    assert "Multiply" not in types  # computed from constants only: folded into the Result
+    for edge in layout.edges:  # every edge goes one row down per step
+        assert [it.level for it in edge.path] == list(range(edge.path[0].level, edge.path[-1].level + 1))
+    ET.fromstring(graph_cli.render_svg(model, layout))
+    if name == "constant_output":
+        results = [it for it in layout.boxes if it.node.type_name == "Result"]
+        assert any("const [0, 2, 4] f32" in it.lines for it in results)
