@@ -299,22 +299,27 @@ class ModelRepository:
         elif not model.failed.get(0):
             model.failed[0] = (None, f"base path {cfg.base_path} is not a folder")
             log.error("ember serve: model '%s': base path %s is not a folder", cfg.name, cfg.base_path)
-        wanted = cfg.version_policy.select(list(found))
-        for v in wanted:
-            if v in model.versions:
-                continue
-            sig = _signature(found[v].parent)
-            if v in model.failed and model.failed[v][0] == sig:
-                continue  # same files that failed before: wait for them to change
-            try:
-                mv = ModelVersion(cfg, v, found[v], self._core, self._metrics)
-            except Exception as e:  # noqa: BLE001 - a bad version must not stop the others
-                model.failed[v] = (sig, str(e))
-                log.error("ember serve: model '%s' version %d failed to load: %s", cfg.name, v, e)
-                continue
-            model.failed.pop(v, None)
-            with self._lock:
-                model.versions[v] = mv
+        for v in [v for v in model.failed if v and v not in found]:
+            model.failed.pop(v)
+        while True:
+            # versions whose files failed to load (unchanged since) do not count: a broken
+            # newest folder leaves the previous version serving
+            loadable = [v for v in found if v not in model.failed or model.failed[v][0] != _signature(found[v].parent)]
+            wanted = cfg.version_policy.select(loadable)
+            new = [v for v in wanted if v not in model.versions]
+            if not new:
+                break
+            for v in new:
+                sig = _signature(found[v].parent)
+                try:
+                    mv = ModelVersion(cfg, v, found[v], self._core, self._metrics)
+                except Exception as e:  # noqa: BLE001 - a bad version must not stop the others
+                    model.failed[v] = (sig, str(e))
+                    log.error("ember serve: model '%s' version %d failed to load: %s", cfg.name, v, e)
+                    continue
+                model.failed.pop(v, None)
+                with self._lock:
+                    model.versions[v] = mv
         for v in [v for v in model.versions if v not in wanted]:
             mv = model.versions[v]
             mv.retire()

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import Gate
+from serve_helpers import Gate
 
 tritonclient = pytest.importorskip("tritonclient")
 import tritonclient.grpc as grpcclient  # noqa: E402
