@@ -1,0 +1,31 @@
+"""NNCF's API on ember: code written for NNCF runs with ``import ember.nncf as nncf``.
+
+``nncf.quantize(model, nncf.Dataset(items, transform_fn))`` returns an ember Model with
+FakeQuantize on activations and int8 weights, the IR NNCF writes; ``nncf.compress_weights``
+writes OpenVINO's int8/int4 weight-decompression patterns. See ``ember.quantize``.
+"""
+
+from __future__ import annotations
+
+from ember.quantize import (
+    AdvancedAccuracyRestorerParameters,
+    AdvancedQuantizationParameters,
+    CompressWeightsMode,
+    Dataset,
+    DropType,
+    IgnoredScope,
+    ModelType,
+    OverflowFix,
+    QuantizationError,
+    QuantizationMode,
+    QuantizationPreset,
+    SmoothQuantParameters,
+    Subgraph,
+    TargetDevice,
+    compress_weights,
+    quantize,
+)
+
+__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedQuantizationParameters", "CompressWeightsMode", "Dataset",
+           "DropType", "IgnoredScope", "ModelType", "OverflowFix", "QuantizationError", "QuantizationMode",
+           "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compress_weights", "quantize"]

@@ -1,0 +1,28 @@
+"""Post-training quantization and weight compression with NNCF's API (``ember.nncf`` is the
+NNCF-named facade). Quantized models are ordinary IR: FakeQuantize on activations, int8/int4
+weight constants with Convert / Subtract / Multiply."""
+
+from __future__ import annotations
+
+from ember.quantize.algorithm import quantize
+from ember.quantize.dataset import Dataset
+from ember.quantize.parameters import (
+    AdvancedAccuracyRestorerParameters,
+    AdvancedQuantizationParameters,
+    CompressWeightsMode,
+    DropType,
+    IgnoredScope,
+    ModelType,
+    OverflowFix,
+    QuantizationError,
+    QuantizationMode,
+    QuantizationPreset,
+    SmoothQuantParameters,
+    Subgraph,
+    TargetDevice,
+)
+from ember.quantize.weights import compress_weights  # noqa: I001 - after parameters
+
+__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedQuantizationParameters", "CompressWeightsMode", "Dataset",
+           "DropType", "IgnoredScope", "ModelType", "OverflowFix", "QuantizationError", "QuantizationMode",
+           "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compress_weights", "quantize"]

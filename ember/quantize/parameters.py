@@ -1,0 +1,140 @@
+"""Typed options of the quantization API, with NNCF's names and values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ember.errors import EmberError
+
+
+class QuantizationError(EmberError):
+    """Quantization could not run: an empty dataset, inputs that do not fit the model, an
+    ignored scope that matches nothing, a model with nothing to quantize."""
+
+
+class QuantizationPreset(Enum):
+    """PERFORMANCE: symmetric activations; MIXED: asymmetric activations (weights symmetric)."""
+
+    PERFORMANCE = "performance"
+    MIXED = "mixed"
+
+
+class ModelType(Enum):
+    """TRANSFORMER: asymmetric activations by default, no quantizers on elementwise, MVN,
+    reductions and comparisons, SmoothQuant before the range search."""
+
+    TRANSFORMER = "transformer"
+
+
+class TargetDevice(Enum):
+    """The device the quantized model is for. ember uses one rule set (the CPU one) for all,
+    as NNCF does for INT8 (GPU/NPU 8-bit requests switch to CPU rules)."""
+
+    ANY = "ANY"
+    CPU = "CPU"
+    GPU = "GPU"
+    NPU = "NPU"
+    CPU_SPR = "CPU_SPR"
+
+
+class QuantizationMode(Enum):
+    """Only the INT8 default is implemented; FP8 modes are refused loudly."""
+
+    FP8_E4M3 = "fp8_e4m3"
+    FP8_E5M2 = "fp8_e5m2"
+
+
+class OverflowFix(Enum):
+    """Half-range weights for the first convolutions (NNCF's default FIRST_LAYER) avoid the
+    int16 accumulator overflow of pre-VNNI CPUs."""
+
+    ENABLE = "enable"
+    DISABLE = "disable"
+    FIRST_LAYER = "first_layer_only"
+
+
+class CompressWeightsMode(Enum):
+    """Weight-only compression formats of ``compress_weights``."""
+
+    INT8_SYM = "int8_sym"
+    INT8_ASYM = "int8_asym"
+    INT4_SYM = "int4_sym"
+    INT4_ASYM = "int4_asym"
+    INT8 = "int8"  # NNCF's deprecated alias of INT8_ASYM
+
+
+class DropType(Enum):
+    """How ``quantize_with_accuracy_control`` measures the drop: ABSOLUTE (metric points) or
+    RELATIVE (fraction of the float metric)."""
+
+    ABSOLUTE = "absolute"
+    RELATIVE = "relative"
+
+
+@dataclass(frozen=True)
+class IgnoredScope:
+    """Nodes to keep in float: exact ``names``, regex ``patterns`` (``re.fullmatch`` on the
+    friendly name), op ``types`` (IR type names, e.g. ``"Multiply"``) and ``subgraphs``
+    (``Subgraph(inputs=[...], outputs=[...])``: every node between). With ``validate=True``
+    a name, pattern, type or subgraph that matches nothing is an error."""
+
+    names: Sequence[str] = ()
+    patterns: Sequence[str] = ()
+    types: Sequence[str] = ()
+    subgraphs: Sequence[Subgraph] = ()
+    validate: bool = True
+
+    def __post_init__(self) -> None:
+        for f in ("names", "patterns", "types", "subgraphs"):
+            v = getattr(self, f)
+            if isinstance(v, str):
+                object.__setattr__(self, f, (v,))
+            else:
+                object.__setattr__(self, f, tuple(v or ()))
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.patterns or self.types or self.subgraphs)
+
+
+@dataclass(frozen=True)
+class Subgraph:
+    """Every node on a path from one of ``inputs`` to one of ``outputs`` (friendly names)."""
+
+    inputs: Sequence[str] = ()
+    outputs: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class SmoothQuantParameters:
+    """SmoothQuant strength per op family (negative disables it, as in NNCF)."""
+
+    matmul: float = 0.95
+    convolution: float = -1.0
+
+
+@dataclass(frozen=True)
+class AdvancedQuantizationParameters:
+    """The knobs of NNCF's ``AdvancedQuantizationParameters`` that ember implements."""
+
+    overflow_fix: OverflowFix | None = None
+    inplace_statistics: bool = True
+    disable_bias_correction: bool = False
+    batchwise_statistics: bool | None = None
+    smooth_quant_alphas: SmoothQuantParameters = field(default_factory=SmoothQuantParameters)
+    smooth_quant_alpha: float | None = None
+    #: FastBiasCorrection applies a shift only when max |shift / bias| stays under this
+    bias_correction_threshold: float = 2.0
+    #: show a progress bar (tqdm when installed, else log lines)
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class AdvancedAccuracyRestorerParameters:
+    """Options of ``quantize_with_accuracy_control``."""
+
+    max_num_iterations: int = 2**31 - 1
+    ranking_subset_size: int | None = None
+    num_ranking_workers: int | None = None
+    restore_mode: str = "activations_and_weights"

@@ -1,0 +1,344 @@
+"""Where quantizers go, decided as NNCF's propagation solver decides for OpenVINO models.
+
+Quantizers start at the activation inputs of the ops the CPU runs in int8 (convolutions,
+MatMul, and elementwise/pooling/normalization ops fed by two activations), move up through
+precision-preserving ops (MaxPool, Reshape, Transpose, Split, Pad, ...), merge at a fork when
+every branch wants the same quantizer, and become one shared-scale group at a Concat's inputs.
+Weights of convolutions and MatMuls are quantized per output channel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ember.graph.model import Model
+from ember.graph.node import Input, Node, Output
+from ember.quantize.graph_utils import Constants
+from ember.quantize.parameters import IgnoredScope, ModelType, QuantizationError
+
+LINEAR = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
+          "DeformableConvolution", "MatMul"}
+#: ops whose weights get the first-layer overflow fix (NNCF: the Convolution metatype only)
+CONVOLUTIONS = {"Convolution"}
+#: quantized when at least two inputs are activations (a constant operand makes them a fused
+#: scale/shift, which NNCF never quantizes)
+BINARY_QUANTIZABLE = {"Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum", "Power", "FloorMod",
+                      "Less", "LessEqual", "Greater", "GreaterEqual", "Equal", "NotEqual", "LogicalAnd",
+                      "LogicalOr", "LogicalXor", "SquaredDifference"}
+#: quantized on their data input
+UNARY_QUANTIZABLE = {"AvgPool", "AdaptiveAvgPool", "ReduceMean", "MVN", "NormalizeL2", "Interpolate", "LogicalNot",
+                     "GroupNormalization", "ReduceL2", "ReduceSum"}
+SEQUENCES = {"LSTMSequence": (0, 1, 2), "GRUSequence": (0, 1)}
+#: precision-preserving ops a quantizer moves up through: {type: data input port}
+AGNOSTIC = {t: 0 for t in ("MaxPool", "AdaptiveMaxPool", "ReduceMax", "Reshape", "Squeeze", "Unsqueeze", "Split",
+                           "VariadicSplit", "Transpose", "Tile", "StridedSlice", "ShuffleChannels", "Broadcast", "Pad",
+                           "ConvertLike", "Gather", "GatherND", "GatherElements", "DepthToSpace", "SpaceToDepth",
+                           "BatchToSpace", "SpaceToBatch")}
+#: agnostic ops that keep the channel axis where it is (a per-channel quantizer may pass them)
+CHANNEL_PRESERVING = {"MaxPool", "Pad", "ConvertLike"}
+#: what TRANSFORMER models keep in float (NNCF's ignored metatypes for that model type)
+TRANSFORMER_IGNORED = {"Add", "Power", "Squeeze", "Multiply", "Subtract", "ReduceMean", "SquaredDifference", "MVN",
+                       "Divide", "Maximum", "Minimum", "Less", "LessEqual", "Greater", "GreaterEqual", "Equal",
+                       "NotEqual", "LogicalAnd", "LogicalOr", "LogicalXor", "LogicalNot", "ReduceL2", "ReduceSum",
+                       "GroupNormalization", "NormalizeL2", "FloorMod", "Interpolate"}
+FLOATS = {"f32", "f16", "bf16", "f64"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """How one activation quantizer is shaped: per tensor, or per channel along ``axis``;
+    quantizers with the same ``group`` share one range (a Concat's inputs)."""
+
+    axis: int | None = None
+    group: int | None = None
+
+
+@dataclass
+class ActivationQuantizer:
+    """A FakeQuantize on ``output``, read by ``consumers`` (all of the port's consumers when
+    ``shared``, else the one edge)."""
+
+    output: Output
+    consumers: list[Input]
+    config: Config
+    shared: bool
+
+    @property
+    def name(self) -> str:
+        if self.shared:
+            return f"{self.output.node.friendly_name}/fq_output_{self.output.index}"
+        c = self.consumers[0]
+        return f"{c.node.friendly_name}/fq_input_{c.index}"
+
+
+@dataclass
+class WeightQuantizer:
+    """Per-output-channel quantization of the constant on input ``port`` of ``node``."""
+
+    node: Node
+    port: int
+    channel_axes: tuple[int, ...]
+    half_range: bool = False
+
+
+@dataclass
+class Placement:
+    activations: list[ActivationQuantizer] = field(default_factory=list)
+    weights: list[WeightQuantizer] = field(default_factory=list)
+    #: quantizable ops left in float, with the reason ("ignored scope", "transformer rules", ...)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+# -- the graph questions ------------------------------------------------------------------------
+
+_CONSTS = Constants()
+
+
+def _is_const(out: Output) -> bool:
+    return _CONSTS.is_const(out)
+
+
+def _is_float(out: Output) -> bool:
+    return out.element_type.name in FLOATS
+
+
+def _activation(node: Node, port: int) -> bool:
+    src = node._inputs[port]
+    return _is_float(src) and not _is_const(src)
+
+
+def is_depthwise(node: Node) -> bool:
+    """A GroupConvolution with one input channel per group and more than one group."""
+    if node.type_name != "GroupConvolution":
+        return False
+    w = node.input_shape(1)
+    return w.rank.is_static and len(w) >= 3 and w[0].is_static and w[2].is_static and \
+        w[2].get_length() == 1 and w[0].get_length() > 1
+
+
+def weight_channel_axes(node: Node, port: int) -> tuple[int, ...]:
+    """The axes kept (not reduced) when a weight is quantized per output channel."""
+    rank = len(node.input_shape(port))
+    t = node.type_name
+    if t in ("Convolution", "DeformableConvolution"):
+        return (0,)
+    if t == "GroupConvolution":
+        return (0, 1)
+    if t == "ConvolutionBackpropData":
+        return (1,)
+    if t == "GroupConvolutionBackpropData":
+        return (0, 2)
+    # MatMul: reduce over the contracted axis of the constant, keep the others
+    if rank == 1:
+        return ()
+    if port == 1:
+        contracted = rank - 1 if node.attrs["transpose_b"] else rank - 2
+    else:
+        contracted = rank - 2 if node.attrs["transpose_a"] else rank - 1
+    return tuple(a for a in range(rank) if a != contracted)
+
+
+# -- ignored scope -----------------------------------------------------------------------------
+
+def ignored_nodes(model: Model, scope: IgnoredScope | None) -> set[int]:
+    """ids of the nodes ``scope`` names; with ``scope.validate`` a rule matching nothing is an error."""
+    if not scope:
+        return set()
+    nodes = model.get_ordered_ops()
+    by_name = {n.friendly_name: n for n in nodes}
+    out: set[int] = set()
+    missing: list[str] = []
+    for name in scope.names:
+        if name in by_name:
+            out.add(id(by_name[name]))
+        else:
+            missing.append(f"name '{name}'")
+    for pat in scope.patterns:
+        rx = re.compile(pat)
+        hit = [n for n in nodes if rx.fullmatch(n.friendly_name) or rx.match(n.friendly_name)]
+        out |= {id(n) for n in hit}
+        if not hit:
+            missing.append(f"pattern '{pat}'")
+    for t in scope.types:
+        hit = [n for n in nodes if n.type_name == t]
+        out |= {id(n) for n in hit}
+        if not hit:
+            missing.append(f"type '{t}'")
+    for sg in scope.subgraphs:
+        inner = _between(nodes, by_name, sg.inputs, sg.outputs)
+        if not inner:
+            missing.append(f"subgraph {list(sg.inputs)} -> {list(sg.outputs)}")
+        out |= inner
+    if missing and scope.validate:
+        raise QuantizationError(f"ember: the ignored scope matches nothing for: {', '.join(missing)} "
+                                "(pass IgnoredScope(..., validate=False) to allow this)")
+    return out
+
+
+def _between(nodes: list[Node], by_name: dict[str, Node], inputs: Iterable[str], outputs: Iterable[str]) -> set[int]:
+    down: set[int] = set()
+    for n in nodes:  # topological: a node is below an input when one of its sources is
+        if n.friendly_name in inputs or any(id(o.node) in down for o in n._inputs):
+            down.add(id(n))
+    up: set[int] = set()
+    for n in reversed(nodes):
+        if n.friendly_name in outputs or any(id(c.node) in up for o in n.outputs() for c in o.targets):
+            up.add(id(n))
+    return down & up
+
+
+def _se_blocks(nodes: list[Node]) -> set[int]:
+    """Squeeze-and-excitation blocks (ReduceMean -> conv -> act -> conv -> sigmoid -> Multiply):
+    NNCF leaves them in float."""
+    found: set[int] = set()
+    for mul in nodes:
+        if mul.type_name != "Multiply":
+            continue
+        for gate_port in (0, 1):
+            chain: list[Node] = []
+            n = mul._inputs[gate_port].node
+            while n.type_name in ("Sigmoid", "HSigmoid", "HardSigmoid", "Add", "Convolution", "MatMul", "ReLU",
+                                  "PRelu", "Swish", "Clamp", "Multiply", "Reshape") and len(chain) < 10:
+                chain.append(n)
+                data = [o for o in n._inputs if not _is_const(o)]
+                if len(data) != 1:
+                    break
+                n = data[0].node
+            if n.type_name == "ReduceMean" and n._inputs[0] == mul._inputs[1 - gate_port] and \
+                    any(c.type_name in ("Sigmoid", "HSigmoid", "HardSigmoid") for c in chain[:2]):
+                found |= {id(x) for x in chain} | {id(n), id(mul)}
+    return found
+
+
+# -- the solver ----------------------------------------------------------------------------------
+
+def place(model: Model, ignored: set[int], model_type: ModelType | None = None) -> Placement:
+    """Decide every quantizer of ``model``; ``ignored`` holds ids of nodes kept in float."""
+    global _CONSTS
+    _CONSTS = Constants()
+    nodes = model.get_ordered_ops()
+    placement = Placement()
+    ignored = set(ignored) | _se_blocks(nodes)
+    transformer = model_type == ModelType.TRANSFORMER
+    requests: dict[Input, Config] = {}
+    groups = itertools.count()
+
+    for n in nodes:
+        t = n.type_name
+        if t in LINEAR or t in BINARY_QUANTIZABLE or t in UNARY_QUANTIZABLE or t in SEQUENCES:
+            if id(n) in ignored:
+                placement.skipped[n.friendly_name] = "ignored scope"
+                continue
+            if transformer and t in TRANSFORMER_IGNORED:
+                placement.skipped[n.friendly_name] = "transformer rules"
+                continue
+        else:
+            continue
+        if t in LINEAR:
+            ports = (0, 1) if t == "MatMul" else (0,)
+            for p in ports:
+                if _activation(n, p):
+                    requests[Input(n, p)] = Config(axis=1 if is_depthwise(n) else None)
+            wport = 1
+            if t == "MatMul" and _is_const(n._inputs[0]) and not _is_const(n._inputs[1]):
+                wport = 0
+            src = n._inputs[wport]
+            if _is_const(src) and _is_float(src):
+                placement.weights.append(WeightQuantizer(n, wport, weight_channel_axes(n, wport)))
+        elif t in BINARY_QUANTIZABLE:
+            acts = [p for p in range(len(n._inputs)) if _activation(n, p)]
+            if len(acts) >= 2:
+                for p in acts:
+                    requests[Input(n, p)] = Config()
+        elif t in SEQUENCES:
+            for p in SEQUENCES[t]:
+                if p < len(n._inputs) and _activation(n, p):
+                    requests[Input(n, p)] = Config()
+        elif _activation(n, 0):
+            requests[Input(n, 0)] = Config()
+
+    # move requests up: merge at forks, pass precision-preserving ops, unify Concat inputs
+    shared: dict[Output, Config] = {}
+    changed = True
+    while changed:
+        changed = False
+        for n in reversed(nodes):
+            for out in n.outputs():
+                targets = out.targets
+                if out in shared or not targets:
+                    continue
+                cfgs = [requests.get(c) for c in targets]
+                if any(c is None for c in cfgs) or len(set(cfgs)) != 1:
+                    continue
+                for c in targets:
+                    del requests[c]
+                shared[out] = cfgs[0]  # type: ignore[assignment]
+                changed = True
+            if _pass_through(n, shared, requests, groups, ignored):
+                changed = True
+
+    for out, cfg in shared.items():
+        placement.activations.append(ActivationQuantizer(out, out.targets, cfg, True))
+    for inp, cfg in requests.items():
+        placement.activations.append(ActivationQuantizer(inp.source, [inp], cfg, False))
+    _mark_first_layer(model, placement)
+    return placement
+
+
+def _pass_through(n: Node, shared: dict[Output, Config], requests: dict[Input, Config], groups: itertools.count,
+                  ignored: set[int]) -> bool:
+    """Move a request on ``n``'s outputs to ``n``'s data input when ``n`` preserves precision."""
+    outs = n.outputs()
+    if id(n) in ignored or not outs or any(o not in shared for o in outs if o.targets):
+        return False
+    live = [o for o in outs if o.targets]
+    cfgs = {shared[o] for o in live}
+    if len(cfgs) != 1 or (n.type_name in ("MaxPool",) and live != [outs[0]]):
+        return False
+    cfg = cfgs.pop()
+    t = n.type_name
+    if t == "Concat":
+        if cfg.axis is not None:
+            return False
+        ports = [p for p in range(len(n._inputs)) if _activation(n, p)]
+        if len(ports) != len(n._inputs):
+            return False
+        group = cfg.group if cfg.group is not None else next(groups)
+        for o in live:
+            del shared[o]
+        for p in ports:
+            requests[Input(n, p)] = Config(None, group)
+        return True
+    port = AGNOSTIC.get(t)
+    if t in ("Maximum", "Minimum"):
+        consts = [p for p in (0, 1) if _is_const(n._inputs[p])]
+        port = 1 - consts[0] if len(consts) == 1 else None
+    if port is None or not _activation(n, port) or (cfg.axis is not None and t not in CHANNEL_PRESERVING):
+        return False
+    if len(live) > 1 and t not in ("Split", "VariadicSplit"):
+        return False
+    for o in live:
+        del shared[o]
+    requests[Input(n, port)] = cfg
+    return True
+
+
+def _mark_first_layer(model: Model, placement: Placement) -> None:
+    """NNCF's overflow fix: the first quantized convolutions met from each input get
+    half-range weights."""
+    convs = {id(w.node): w for w in placement.weights if w.node.type_name in CONVOLUTIONS}
+    for param in model.get_parameters():
+        queue = [c.node for c in param.output(0).targets]
+        seen: set[int] = set()
+        while queue:
+            n = queue.pop(0)
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if id(n) in convs:
+                convs[id(n)].half_range = True
+                continue
+            queue.extend(c.node for o in n.outputs() for c in o.targets)

@@ -1,0 +1,175 @@
+"""Statistics of activations, collected by running the float model on the calibration set.
+
+The model runs on the CPU device with every observed port added as an extra output; each
+sample is reduced to a few numbers right away (per-sample min/max/abs-max, per-channel
+min/max/mean), so memory stays bounded however many samples there are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ember.errors import EmberError
+from ember.graph.core_ops import Result
+from ember.graph.model import Model
+from ember.graph.node import Output
+from ember.quantize.parameters import QuantizationError
+from ember.quantize.progress import track
+
+log = logging.getLogger("ember.quantize")
+
+
+@dataclass
+class TensorStats:
+    """What was seen on one port: means over samples of per-sample min / max / abs-max, and
+    per-channel min / max / abs-max / mean along ``axis`` when asked for."""
+
+    axis: int | None = None
+    count: int = 0
+    sum_min: float = 0.0
+    sum_max: float = 0.0
+    sum_absmax: float = 0.0
+    ch_min: np.ndarray | None = None
+    ch_max: np.ndarray | None = None
+    ch_absmax: np.ndarray | None = None
+    ch_sum_mean: np.ndarray | None = None
+    shape: tuple[int, ...] = ()
+    raw: list[np.ndarray] = field(default_factory=list)
+    keep_raw: bool = False
+    #: each batch item is a sample (NNCF's batchwise_statistics); else each dataset item is
+    batchwise: bool = False
+
+    @property
+    def mean_min(self) -> float:
+        return self.sum_min / self.count
+
+    @property
+    def mean_max(self) -> float:
+        return self.sum_max / self.count
+
+    @property
+    def mean_absmax(self) -> float:
+        return self.sum_absmax / self.count
+
+    @property
+    def channel_mean(self) -> np.ndarray:
+        assert self.ch_sum_mean is not None
+        return self.ch_sum_mean / self.count
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32)
+        if x.size == 0:
+            return
+        self.shape = x.shape
+        if self.keep_raw:
+            self.raw.append(x.copy())
+        items = x.reshape(x.shape[0], -1) if x.ndim > 1 and self.batchwise else x.reshape(1, -1)
+        self.count += items.shape[0]
+        mn, mx = items.min(axis=1), items.max(axis=1)
+        self.sum_min += float(mn.sum())
+        self.sum_max += float(mx.sum())
+        self.sum_absmax += float(np.maximum(-mn, mx).sum())
+        if self.axis is not None:
+            axis = self.axis % x.ndim
+            other = tuple(a for a in range(x.ndim) if a != axis)
+            cmin, cmax = x.min(axis=other), x.max(axis=other)
+            if axis == 0:
+                cmean = x.mean(axis=other) * items.shape[0]
+            else:  # per sample, mean over everything but the channel axis, summed over samples
+                moved = np.moveaxis(x, axis, -1).reshape(items.shape[0], -1, x.shape[axis])
+                cmean = moved.mean(axis=1).sum(axis=0)
+            cabs = np.maximum(-cmin, cmax)
+            if self.ch_min is None:
+                self.ch_min, self.ch_max, self.ch_absmax, self.ch_sum_mean = cmin, cmax, cabs, cmean
+            else:
+                self.ch_min = np.minimum(self.ch_min, cmin)
+                self.ch_max = np.maximum(self.ch_max, cmax)
+                self.ch_absmax = np.maximum(self.ch_absmax, cabs)
+                self.ch_sum_mean = self.ch_sum_mean + cmean
+
+
+class Collector:
+    """Ports to observe, then one pass over the data that fills a ``TensorStats`` per port."""
+
+    def __init__(self, model: Model, batchwise: bool = False) -> None:
+        self.model = model
+        self.batchwise = batchwise
+        self.stats: dict[Output, TensorStats] = {}
+
+    def observe(self, out: Output, axis: int | None = None, keep_raw: bool = False) -> TensorStats:
+        st = self.stats.get(out)
+        if st is None:
+            st = self.stats[out] = TensorStats(axis=axis, keep_raw=keep_raw, batchwise=self.batchwise)
+        if axis is not None and st.axis is None:
+            st.axis = axis
+        st.keep_raw = st.keep_raw or keep_raw
+        return st
+
+    def run(self, data: Iterable[Any], total: int | None, show_progress: bool = True) -> int:
+        """Run the model on every item of ``data``; returns the number of items."""
+        ports = list(self.stats)
+        extra = [Result([p]) for p in ports]
+        self.model.add_results(extra)
+        try:
+            compiled = compile_for_statistics(self.model)
+        finally:
+            for r in extra:
+                self.model.remove_result(r)
+                r._inputs[0].node._consumers[r._inputs[0].index] = [
+                    c for c in r._inputs[0].node._consumers[r._inputs[0].index] if c.node is not r]
+        base = len(compiled.outputs) - len(extra)
+        request = compiled.create_infer_request()
+        n = 0
+        for item in track(data, "Statistics collection", total, show_progress):
+            outputs = infer(request, item, self.model)
+            for k, p in enumerate(ports):
+                self.stats[p].update(outputs[base + k])
+            n += 1
+        if n == 0:
+            raise QuantizationError("ember: the calibration dataset is empty: it yielded no items")
+        return n
+
+
+def compile_for_statistics(model: Model) -> Any:
+    """The model compiled on the CPU device; REFERENCE (logged) when the CPU device cannot
+    compile it."""
+    from ember.runtime import Core
+
+    core = Core()
+    try:
+        return core.compile_model(model, "CPU")
+    except Exception as e:  # noqa: BLE001 - any CPU failure: the reference device still gives exact statistics
+        log.warning("ember: statistics run on REFERENCE: the CPU device failed to compile the model (%s: %s)",
+                    type(e).__name__, e)
+        return core.compile_model(model, "REFERENCE")
+
+
+def infer(request: Any, item: Any, model: Model) -> list[np.ndarray]:
+    """One inference; a ``transform_fn`` result that does not fit the model's inputs becomes a
+    QuantizationError naming what the model expects."""
+    if isinstance(item, tuple):
+        item = list(item)
+    try:
+        res = request.infer(item)
+    except (EmberError, KeyError, ValueError, TypeError, IndexError) as e:
+        want = ", ".join(f"{sorted(p.names)[0] if p.names else p.node.friendly_name}: "
+                         f"{p.element_type.name}{p.partial_shape}" for p in model.inputs)
+        got = _describe(item)
+        raise QuantizationError(f"ember: a calibration item does not fit the model's inputs ({e}); the model "
+                                f"takes [{want}], transform_fn gave {got}") from None
+    return [res[i] for i in range(len(res))]
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, np.ndarray):
+        return f"an array {item.dtype}{list(item.shape)}"
+    if isinstance(item, dict):
+        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in item.items()) + "}"
+    if isinstance(item, (list, tuple)):
+        return "[" + ", ".join(_describe(v) for v in item) + "]"
+    return type(item).__name__

@@ -1,0 +1,189 @@
+"""ember.nncf.quantize against real NNCF 3.4 (placement, ranges, bias correction), the IR it
+writes against real OpenVINO, and FakeQuantize semantics against numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ember
+import ember.nncf as nncf
+import ember.opset as ops
+from ember.graph.model import Model
+from ember.io import read_ir
+
+from .nncf_oracle import compare_placement, fake_quantizers, nncf_quantize
+
+pytest.importorskip("nncf")
+ov = pytest.importorskip("openvino")
+
+RNG = np.random.default_rng(0)
+
+
+def _w(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) * 0.3).astype(np.float32)
+
+
+def _conv(x: object, cin: int, cout: int, name: str) -> object:
+    return ops.convolution(x, _w(cout, cin, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1], name=name)
+
+
+def _biased(x: object, cin: int, cout: int, name: str) -> object:
+    return ops.add(_conv(x, cin, cout, name), (RNG.standard_normal((1, cout, 1, 1)) * 0.5).astype(np.float32),
+                   name=f"{name}/bias")
+
+
+def g_scale_shift_input() -> Model:
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    a = ops.add(ops.multiply(x, np.float32(0.5), name="mulin"), np.float32(0.1), name="addin")
+    return Model([_conv(a, 4, 4, "c1")], [x])
+
+
+def g_sigmoid_then_const_multiply() -> Model:
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    s = ops.multiply(ops.sigmoid(_biased(x, 4, 4, "c1"), name="sig"), np.float32(2.0), name="mulc")
+    return Model([_conv(s, 4, 4, "c2")], [x])
+
+
+def g_concat() -> Model:
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    c1 = ops.relu(_biased(x, 4, 4, "c1"), name="r1")
+    cat = ops.concat([c1, _biased(x, 4, 4, "c2")], 1, name="cat")
+    return Model([_conv(cat, 8, 4, "c3")], [x])
+
+
+def g_two_activation_matmul() -> Model:
+    x = ops.parameter([1, 16, 32], np.float32, name="x")
+    y = ops.parameter([1, 32, 16], np.float32, name="y")
+    mm = ops.matmul(ops.relu(x, name="rx"), y, False, False, name="mm")
+    return Model([ops.softmax(mm, -1, name="sm")], [x, y])
+
+
+def g_fork_to_result() -> Model:
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    c1 = _biased(x, 4, 4, "c1")
+    return Model([ops.result(ops.sigmoid(c1, name="sig"), name="out1"), _conv(c1, 4, 4, "c2")], [x])
+
+
+def g_residual_add_of_input() -> Model:
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    add = ops.add(_biased(x, 4, 4, "c1"), x, name="res")
+    return Model([_conv(ops.relu(add, name="r"), 4, 4, "c2")], [x])
+
+
+def g_maxpool_fork() -> Model:
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    mp = ops.max_pool(x, [1, 1], [1, 1], [0, 0], [0, 0], [2, 2], name="mp").output(0)
+    return Model([_conv(mp, 4, 4, "c1"), ops.sigmoid(mp, name="s")], [x])
+
+
+def g_pool_reshape_fc() -> Model:
+    x = ops.parameter([2, 8, 6, 6], np.float32, name="x")
+    r = ops.relu(_biased(x, 8, 8, "c1"), name="r")
+    mp = ops.max_pool(r, [2, 2], [1, 1], [0, 0], [0, 0], [2, 2], name="mp").output(0)
+    flat = ops.reshape(mp, [2, -1], False, name="flat")
+    fc = ops.add(ops.matmul(flat, _w(10, 72), False, True, name="fc"), _w(10), name="fc/bias")
+    return Model([fc], [x])
+
+
+def g_depthwise() -> Model:
+    x = ops.parameter([1, 6, 8, 8], np.float32, name="x")
+    c = ops.clamp(_biased(x, 6, 6, "c1"), 0.0, 6.0, name="relu6")
+    dw = ops.group_convolution(c, _w(6, 1, 1, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1], name="dw")
+    return Model([ops.add(_conv(dw, 6, 4, "c2"), _w(1, 4, 1, 1), name="c2/bias")], [x])
+
+
+GRAPHS: list[Callable[[], Model]] = [g_scale_shift_input, g_sigmoid_then_const_multiply, g_concat,
+                                     g_two_activation_matmul, g_fork_to_result, g_residual_add_of_input,
+                                     g_maxpool_fork, g_pool_reshape_fc, g_depthwise]
+
+
+def _data(model: Model, n: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{sorted(p.names)[0] if p.names else p.node.friendly_name: rng.standard_normal(tuple(p.shape)).astype(np.float32)
+             for p in model.inputs} for _ in range(n)]
+
+
+def _named(model: Model) -> Model:
+    for p in model.get_parameters():
+        if not p.output(0).names:
+            p.output(0).set_names({p.friendly_name})
+    return model
+
+
+@pytest.mark.parametrize("build", GRAPHS, ids=[g.__name__[2:] for g in GRAPHS])
+@pytest.mark.parametrize("preset", [None, nncf.QuantizationPreset.MIXED], ids=["performance", "mixed"])
+def test_placement_ranges_and_biases_match_nncf(build: Callable[[], Model], preset: object, tmp_path: Path) -> None:
+    import nncf as real_nncf
+
+    model = _named(build())
+    data = _data(model, 3)
+    real_preset = None if preset is None else real_nncf.QuantizationPreset.MIXED
+    theirs = nncf_quantize(model, data, tmp_path, preset=real_preset)
+    ours = nncf.quantize(model, nncf.Dataset(data), preset=preset, subset_size=3)
+    compare_placement(ours, theirs, model)
+
+
+def test_quantized_reference_output_is_fake_quantize_semantics() -> None:
+    """conv(FQ(x), (q - 0) * scale) + bias with numpy, against the quantized model on REFERENCE."""
+    model = _named(g_scale_shift_input())
+    data = _data(model, 4)
+    q = nncf.quantize(model, nncf.Dataset(data), subset_size=4, fast_bias_correction=False)
+    fq = next(n for n in q.get_ordered_ops() if n.type_name == "FakeQuantize")
+    il, ih = float(fq.input_value(1)), float(fq.input_value(2))
+    x = data[0]["x"] * np.float32(0.5) + np.float32(0.1)
+    steps = np.float32(255)
+    xq = np.where(x <= il, il, np.where(x > ih, ih,
+                  np.rint((x - il) / (ih - il) * steps) / steps * (ih - il) + il)).astype(np.float32)
+    mul = next(n for n in q.get_ordered_ops() if n.friendly_name == "c1/fq_weights_1")
+    w = mul._inputs[0].node._inputs[0].node.data.astype(np.float32) * mul.input_value(1)
+    ref = ember.compile_model(Model([ops.convolution(ops.parameter([1, 4, 8, 8], np.float32, name="x"),
+                                                     w, [1, 1], [1, 1], [1, 1], [1, 1])]), "REFERENCE")
+    expected = ref([xq])[0]
+    got = ember.compile_model(q, "REFERENCE")(data[0])[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ember_ir_runs_in_openvino_and_nncf_ir_runs_in_ember(tmp_path: Path) -> None:
+    model = _named(g_concat())
+    data = _data(model, 4)
+    q = nncf.quantize(model, nncf.Dataset(data), subset_size=4)
+    ember.save_model(q, tmp_path / "q.xml")
+    core = ov.Core()
+    ov_model = core.read_model(tmp_path / "q.xml")
+    assert sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ordered_ops()) == 3
+    ov_out = core.compile_model(ov_model, "CPU")(data[0])[0]
+    ours = ember.compile_model(q, "REFERENCE")(data[0])[0]
+    step = max(abs(float(np.max(ours))), 1e-3) / 127
+    assert np.max(np.abs(ov_out - ours)) <= 2 * step  # within int8 rounding of the last layer's input
+    theirs = nncf_quantize(model, data, tmp_path)
+    ov_theirs = core.compile_model(core.read_model(tmp_path / "nncf.xml"), "CPU")(data[0])[0]
+    ember_theirs = ember.compile_model(read_ir(tmp_path / "nncf.xml"), "REFERENCE")(data[0])[0]
+    assert np.max(np.abs(ov_theirs - ember_theirs)) <= 2 * step
+
+
+def test_ignored_scope_keeps_layers_float_and_validates() -> None:
+    model = _named(g_concat())
+    data = _data(model, 2)
+    q = nncf.quantize(model, nncf.Dataset(data), ignored_scope=nncf.IgnoredScope(names=["c3"]))
+    assert all(c != ("c3", 0) for cons, *_ in fake_quantizers(q).values() for c in cons)
+    assert not any(n.friendly_name == "c3/fq_weights_1" for n in q.get_ordered_ops())
+    with pytest.raises(nncf.QuantizationError, match="name 'nope'"):
+        nncf.quantize(model, nncf.Dataset(data), ignored_scope=nncf.IgnoredScope(names=["nope"]))
+    q2 = nncf.quantize(model, nncf.Dataset(data), ignored_scope=nncf.IgnoredScope(patterns=["c[12]"], validate=False))
+    assert not any(n.friendly_name in ("c1/fq_weights_1", "c2/fq_weights_1") for n in q2.get_ordered_ops())
+
+
+def test_user_errors_are_clear() -> None:
+    model = _named(g_concat())
+    with pytest.raises(nncf.QuantizationError, match="empty"):
+        nncf.quantize(model, nncf.Dataset([]))
+    with pytest.raises(nncf.QuantizationError, match=r"transform_fn gave .*\[1, 4, 4\]"):
+        nncf.quantize(model, nncf.Dataset([0], lambda _: np.zeros((1, 4, 4), np.float32)))
+    x = ops.parameter([2, 3], np.float32, name="x")
+    with pytest.raises(nncf.QuantizationError, match="nothing to quantize"):
+        nncf.quantize(Model([ops.relu(x)], [x]), nncf.Dataset([np.zeros((2, 3), np.float32)]))
+    assert ember.quantize is nncf.quantize and ember.Dataset is nncf.Dataset
