@@ -36,10 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ember.devices.cpu.kernels.batched_gemm import BatchedGemm  # noqa: E402
 from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry  # noqa: E402
-from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, aligned_empty, bf16_supported, pack_b  # noqa: E402
+from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, bf16_supported, pack_b  # noqa: E402
 from ember.devices.cpu.llvm import jit  # noqa: E402
 from ember.devices.cpu.llvm.codegen import BF16, F32, I64, Emitter, vec  # noqa: E402
 from ember.devices.cpu.llvm.isa import Isa, host_isa  # noqa: E402
+from ember.devices.cpu.runtime.memory import aligned_empty  # noqa: E402
 from ember.devices.cpu.runtime.threadpool import ThreadPool  # noqa: E402
 
 GEMMS = [  # (label, M, K, N)

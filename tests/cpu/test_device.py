@@ -603,7 +603,10 @@ def test_inputs_read_in_place_each_run_and_left_untouched() -> None:
     build, _, _ = CASES["conv3x3-bias-relu"]
     model = build()
     cm = ember.Core().compile_model(model, "CPU")
-    assert cm._executable._instances[()].patches  # the stem reads the caller's array directly
+    bindings = cm._executable._instances[()].bindings  # the stem reads the caller's array directly
+    assert len(bindings) == 1 and bindings[0].slots
+    for ctx, word, delta in bindings[0].slots:  # explicit slots: declared pointer words of its readers
+        assert delta == 0 and ctx[word] != 0
     base = _f(1, 8, 8, 3)
     for x in (_f(1, 3, 8, 8), np.ascontiguousarray(base.transpose(0, 3, 1, 2)), base.transpose(0, 3, 1, 2),
               _f(1, 3, 8, 8).astype(np.float64)):

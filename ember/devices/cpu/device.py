@@ -66,6 +66,7 @@ class CPUExecutable:
     execution_devices = ["CPU"]
 
     def __init__(self, model: Model, threads: int, precision: Type, programs: _Programs | None = None) -> None:
+        from ember.devices.cpu.runtime.instance import instantiate
         from ember.devices.cpu.runtime.threadpool import ThreadPool
 
         self.model = model
@@ -78,7 +79,7 @@ class CPUExecutable:
         self._params = model.get_parameters()
         self._static = self._programs.static
         if self._static:
-            self._instances[()] = self._programs.get(()).instantiate(self.pool)
+            self._instances[()] = instantiate(self._programs.get(()), self.pool)
 
     @property
     def inference_precision(self) -> Type:
@@ -104,7 +105,9 @@ class CPUExecutable:
         key = tuple(tuple(x.shape) for x in inputs)
         inst = self._instances.get(key)
         if inst is None:
-            inst = self._programs.get(key).instantiate(self.pool)
+            from ember.devices.cpu.runtime.instance import instantiate
+
+            inst = instantiate(self._programs.get(key), self.pool)
             self._instances[key] = inst
             while len(self._instances) > MAX_SHAPE_PLANS:
                 self._instances.popitem(last=False)

@@ -18,16 +18,23 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu.kernels.eltwise import _addresses, _fma, _Math
-from ember.devices.cpu.kernels.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
-from ember.devices.cpu.kernels.pool import _Ctx
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import (
+    VectorMath,
+    fmuladd,
+    lane_mask,
+    masked_load,
+    masked_store,
+    vector_addresses,
+)
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
-FIELDS = ("q", "k", "v", "m", "o", "B", "H", "L", "S", "E", "Ev", "qb", "qh", "ql", "kb", "kh", "ks", "vb", "vh",
-          "vs", "mb", "mh", "ml", "ms", "ob", "oh", "ol", "scale", "causal", "hasmask", "lblk", "nlb", "spad")
-AF = {k: i for i, k in enumerate(FIELDS)}
+ATTENTION_CONTEXT = ContextLayout("attention", ("q", "k", "v", "m", "o", "B", "H", "L", "S", "E", "Ev", "qb", "qh", "ql", "kb", "kh", "ks", "vb", "vh",
+          "vs", "mb", "mh", "ml", "ms", "ob", "oh", "ol", "scale", "causal", "hasmask", "lblk", "nlb", "spad"),
+                   pointers=('q', 'k', 'v', 'm', 'o'))
 MAX_STACK_FLOATS = 1 << 18  # K^T and the score rows live on the stack
 
 
@@ -40,31 +47,31 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
     lanes = isa.f32_lanes
     MR, NV = tiles(isa)
     fn = Emitter.function(m, f"{prefix}_attention_task", VOID, [PTR, I64])
-    e = _Ctx(m, fn, AF)
+    e = ContextEmitter(m, fn, ATTENTION_CONTEXT)
     b = e.b
     task = fn.args[1]
     vt = vec(F32, lanes)
-    mth = _Math(e, lanes)
+    mth = VectorMath(e, lanes)
     zero = ir.Constant(vt, None)
     neg_inf = ir.Constant(vt, [-math.inf] * lanes)
     lane_idx = ir.Constant(vec(I64, lanes), list(range(lanes)))
-    nlb, H, L, S, E, Ev = e.f("nlb"), e.f("H"), e.f("L"), e.f("S"), e.f("E"), e.f("Ev")
+    nlb, H, L, S, E, Ev = e.arg("nlb"), e.arg("H"), e.arg("L"), e.arg("S"), e.arg("E"), e.arg("Ev")
     lb = b.srem(task, nlb)
     bh = b.sdiv(task, nlb)
     h, bb = b.srem(bh, H), b.sdiv(bh, H)
-    l0 = b.mul(lb, e.f("lblk"))
-    l1 = e.min(L, b.add(l0, e.f("lblk")))
+    l0 = b.mul(lb, e.arg("lblk"))
+    l1 = e.min(L, b.add(l0, e.arg("lblk")))
 
     def base(ptr: str, sb: str, sh: str) -> ir.Value:
-        return e.gep(F32, e.f(ptr, PTR), b.add(b.mul(bb, e.f(sb)), b.mul(h, e.f(sh))))
+        return e.gep(F32, e.arg(ptr, PTR), b.add(b.mul(bb, e.arg(sb)), b.mul(h, e.arg(sh))))
 
     q, k, v = base("q", "qb", "qh"), base("k", "kb", "kh"), base("v", "vb", "vh")
     mk, o = base("m", "mb", "mh"), base("o", "ob", "oh")
-    ql, ks, vs, ml, ms, ol = e.f("ql"), e.f("ks"), e.f("vs"), e.f("ml"), e.f("ms"), e.f("ol")
-    spad = e.f("spad")
-    scale = e.splat(e.f("scale", F32), lanes)
-    causal = b.icmp_signed("!=", e.f("causal"), c64(0))
-    hasmask = b.icmp_signed("!=", e.f("hasmask"), c64(0))
+    ql, ks, vs, ml, ms, ol = e.arg("ql"), e.arg("ks"), e.arg("vs"), e.arg("ml"), e.arg("ms"), e.arg("ol")
+    spad = e.arg("spad")
+    scale = e.splat(e.arg("scale", F32), lanes)
+    causal = b.icmp_signed("!=", e.arg("causal"), c64(0))
+    hasmask = b.icmp_signed("!=", e.arg("hasmask"), c64(0))
     kt_slot = b.alloca(F32, size=b.mul(E, spad))
     kt_slot.align = 64
     st_slot = b.alloca(F32, size=b.mul(c64(MR), spad))
@@ -81,7 +88,7 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
         with e.loop(0, spad, lanes, name="ps") as s0:
             sidx = b.add(e.splat(s0, lanes), lane_idx)
             valid = b.icmp_signed("<", sidx, e.splat(S, lanes))
-            ptrs = _addresses(e, k, b.add(b.mul(sidx, e.splat(ks, lanes)), e.splat(ee, lanes)), lanes)
+            ptrs = vector_addresses(e, k, b.add(b.mul(sidx, e.splat(ks, lanes)), e.splat(ee, lanes)), lanes)
             g = e.call(f"llvm.masked.gather.v{lanes}f32.v{lanes}p0", vt, [ptrs, c32(4), valid, zero])
             b.store(g, e.gep(F32, kt, b.add(b.mul(ee, spad), s0)), align=4)
 
@@ -96,7 +103,7 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
             for r in range(mr):
                 a = e.splat(e.load(F32, e.gep(F32, qrows[r], ee)), lanes)
                 for j in range(nv):
-                    b.store(_fma(e, a, kv[j], e.load(vt, accs[r][j])), accs[r][j])
+                    b.store(fmuladd(e, a, kv[j], e.load(vt, accs[r][j])), accs[r][j])
         for r in range(mr):
             row = b.add(r0, c64(r))
             mrow = e.gep(F32, mk, b.mul(row, ml))
@@ -111,7 +118,7 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
                             mv = e.splat(e.load(F32, mrow), lanes)
                             b.store(b.fadd(e.load(vt, sc), mv), sc)
                         with row_vec:
-                            mv = _masked_load(e, vt, e.gep(F32, mrow, col), inside)
+                            mv = masked_load(e, vt, e.gep(F32, mrow, col), inside)
                             b.store(b.fadd(e.load(vt, sc), mv), sc)
                 x = e.load(vt, sc)
                 future = b.and_(b.icmp_signed(">", cidx, e.splat(row, lanes)), e.splat(causal, lanes))
@@ -148,19 +155,19 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
 
     def pv_block(mr: int, nv: int, r0: ir.Value, ev0: ir.Value) -> None:
         accs = [[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)]
-        masks = [_lane_mask(e, b.sub(Ev, b.add(ev0, c64(j * lanes))), lanes) for j in range(nv)]
+        masks = [lane_mask(e, b.sub(Ev, b.add(ev0, c64(j * lanes))), lanes) for j in range(nv)]
         with e.loop(0, S, name="pv") as s:
             vrow = e.gep(F32, v, b.add(b.mul(s, vs), ev0))
-            vv = [_masked_load(e, vt, e.gep(F32, vrow, j * lanes), masks[j]) for j in range(nv)]
+            vv = [masked_load(e, vt, e.gep(F32, vrow, j * lanes), masks[j]) for j in range(nv)]
             for r in range(mr):
                 p = e.splat(e.load(F32, e.gep(F32, st, b.add(b.mul(c64(r), spad), s))), lanes)
                 for j in range(nv):
-                    b.store(_fma(e, p, vv[j], e.load(vt, accs[r][j])), accs[r][j])
+                    b.store(fmuladd(e, p, vv[j], e.load(vt, accs[r][j])), accs[r][j])
         for r in range(mr):
             inv = e.splat(b.fdiv(ir.Constant(F32, 1.0), e.load(F32, e.gep(F32, rowsum, c64(r)))), lanes)
             orow = e.gep(F32, o, b.add(b.mul(b.add(r0, c64(r)), ol), ev0))
             for j in range(nv):
-                _masked_store(e, b.fmul(e.load(vt, accs[r][j]), inv), e.gep(F32, orow, j * lanes), masks[j])
+                masked_store(e, b.fmul(e.load(vt, accs[r][j]), inv), e.gep(F32, orow, j * lanes), masks[j])
 
     def tile(mr: int, r0: ir.Value) -> None:
         cmain = b.mul(b.sdiv(ncv, c64(NV)), c64(NV))
@@ -225,7 +232,7 @@ def attention_kernel(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarr
     lanes = isa.f32_lanes
     mr, _ = tiles(isa)
     spad = -(-max(S, 1) // lanes) * lanes
-    ctx = np.zeros(len(FIELDS), np.int64)
+    ctx = ATTENTION_CONTEXT.new()
     qs, ks_, vs_, os_ = _strides4(q), _strides4(k), _strides4(v), _strides4(out)
     if mask is not None:
         mask = np.broadcast_to(mask, (B, H, L, S))
@@ -244,6 +251,6 @@ def attention_kernel(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarr
                 ob=os_[0], oh=os_[1], ol=os_[2], scale=int(np.array([scale], np.float32).view(np.uint32)[0]),
                 causal=int(causal), hasmask=int(mask is not None), lblk=lblk, nlb=nlb, spad=spad)
     for key, val in vals.items():
-        ctx[AF[key]] = val
+        ctx[ATTENTION_CONTEXT[key]] = val
     n_tasks = groups * nlb if out.size else 0
-    return BoundKernel(_library(isa).address("attention_task"), ctx, n_tasks, threads, (q, k, v, mask, out))
+    return BoundKernel(_library(isa).address("attention_task"), ctx, n_tasks, threads, (q, k, v, mask, out), layout=ATTENTION_CONTEXT)

@@ -27,41 +27,40 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.kernels.gemm import (
-    _ACC,
-    _BIAS,
-    _FINAL,
-    _RES,
-    _SCALE,
     FLAG_BIAS,
     FLAG_RES,
+    MODE_ACC,
+    MODE_BIAS,
+    MODE_FINAL,
+    MODE_RES,
+    MODE_SCALE,
     NO_EPILOGUE,
     TILES,
-    BoundKernel,
     Epilogue,
     Precision,
     Tile,
     UkrKind,
-    _aligned_alloca,
-    _call_ukr,
-    _check_bf16,
-    _check_bias,
-    _emit_to_bf16,
-    _emit_ukr,
-    _lane_mask,
-    _masked_load,
-    aligned_empty,
     as_precision,
+    call_microkernel,
+    check_bf16,
+    check_bias,
+    emit_microkernel,
+    emit_to_bf16,
     plan_blocks,
 )
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import BF16, F32, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.context import ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import aligned_alloca, lane_mask, masked_load
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-BG_FIELDS = ("a", "b", "c", "off", "m", "n", "k", "a_ms", "a_ks", "b_ks", "b_ns", "ldc", "bias", "res",
-             "ldr", "flags", "lo", "hi", "alpha", "cb", "tm", "tn", "gm", "gn", "b_trans")
-BF = {name: i for i, name in enumerate(BG_FIELDS)}
+BGEMM_CONTEXT = ContextLayout("batched_gemm", ("a", "b", "c", "off", "m", "n", "k", "a_ms", "a_ks", "b_ks", "b_ns", "ldc", "bias", "res",
+             "ldr", "flags", "lo", "hi", "alpha", "cb", "tm", "tn", "gm", "gn", "b_trans"),
+                   pointers=('a', 'b', 'c', 'off', 'bias', 'res'))
 FLAG_SCALE = 4
 MAX_CHUNK = 512  # K values per packed B panel (a 64 KB stack buffer at most)
 
@@ -92,11 +91,11 @@ def _emit_pack_b(e: Emitter, tile: Tile, dst: ir.Value, src: ir.Value, b_ks: ir.
     vt = vec(F32, L)
     with b.if_else(b.icmp_unsigned("!=", trans, c64(0))) as (by_k, by_n):
         with by_n:
-            masks = [_lane_mask(e, b.sub(ncols, c64(v * L)), L) for v in range(nv)]
+            masks = [lane_mask(e, b.sub(ncols, c64(v * L)), L) for v in range(nv)]
             with e.loop(0, kc, name="pbk") as k:
                 row = e.gep(F32, src, b.mul(k, b_ks))
                 for v in range(nv):
-                    x = _masked_load(e, vt, e.gep(F32, row, v * L), masks[v])
+                    x = masked_load(e, vt, e.gep(F32, row, v * L), masks[v])
                     b.store(x, e.gep(F32, dst, b.add(b.mul(k, c64(NR)), c64(v * L))), align=64)
         with by_k:
             none = ir.Constant(vec(ir.IntType(1), L), None)
@@ -104,12 +103,12 @@ def _emit_pack_b(e: Emitter, tile: Tile, dst: ir.Value, src: ir.Value, b_ks: ir.
                 nvalid = b.sub(ncols, c64(v * L))
                 with b.if_then(b.icmp_signed(">", nvalid, c64(0))):
                     with e.loop(0, kc, L, name=f"pbt{v}") as kb:
-                        kmask = _lane_mask(e, b.sub(kc, kb), L)
+                        kmask = lane_mask(e, b.sub(kc, kb), L)
                         vals = []
                         for i in range(L):
                             n_i = c64(v * L + i)
                             mask = b.select(b.icmp_signed("<", n_i, ncols), kmask, none)
-                            vals.append(_masked_load(e, vt, e.gep(F32, src, b.add(b.mul(n_i, b_ns), kb)), mask))
+                            vals.append(masked_load(e, vt, e.gep(F32, src, b.add(b.mul(n_i, b_ns), kb)), mask))
                         for j, x in enumerate(_transpose(e, vals)):
                             b.store(x, e.gep(F32, dst, b.add(b.mul(b.add(kb, c64(j)), c64(NR)), c64(v * L))),
                                     align=64)
@@ -138,7 +137,7 @@ def _emit_a_bf16(e: Emitter, dst: ir.Value, src: ir.Value, ks: ir.Value, kc: ir.
     """One row of A (k < kc, element k at src + k * ks) as bf16 at dst, zero padded to pairs."""
     b = e.b
     if not a_cols:
-        _emit_to_bf16(e, src, dst, kc, lanes)
+        emit_to_bf16(e, src, dst, kc, lanes)
         return
     with e.loop(0, kc, name="acv") as k:  # A stored transposed: one strided element at a time
         x = e.load(F32, e.gep(F32, src, b.mul(k, ks)), align=4)
@@ -156,7 +155,7 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     MR, NR, L = tile.mr, tile.nr, tile.lanes
 
     def f(key: str, typ: ir.Type = I64) -> ir.Value:
-        return e.field(ctx, BF[key], typ)
+        return e.field(ctx, BGEMM_CONTEXT[key], typ)
 
     gm, gn, tm, tn = f("gm"), f("gn"), f("tm"), f("tn")
     per_batch = b.mul(gm, gn)
@@ -185,19 +184,19 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     def bit(flag: int, mode_bit: int) -> ir.Value:
         return b.select(b.icmp_unsigned("!=", b.and_(flags, c32(flag)), c32(0)), c32(mode_bit), c32(0))
 
-    epi_bits = b.or_(b.or_(bit(FLAG_BIAS, _BIAS), bit(FLAG_RES, _RES)), bit(FLAG_SCALE, _SCALE))
+    epi_bits = b.or_(b.or_(bit(FLAG_BIAS, MODE_BIAS), bit(FLAG_RES, MODE_RES)), bit(FLAG_SCALE, MODE_SCALE))
     rows = b.alloca(PTR, size=c64(MR))
-    bpack = _aligned_alloca(e, F32, b.mul(b.mul(e.cdiv(cb, L), c64(L)), c64(NR)))
+    bpack = aligned_alloca(e, F32, b.mul(b.mul(e.cdiv(cb, L), c64(L)), c64(NR)))
     if bf16:  # A as bf16 rows [tile][MR][rs] per chunk; B panels as bf16 pairs
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
-        apack = _aligned_alloca(e, I32, b.mul(b.mul(ntiles, c64(MR)), rs))
-        bpack16 = _aligned_alloca(e, I32, b.mul(e.cdiv(cb, 2), c64(NR)))
+        apack = aligned_alloca(e, I32, b.mul(b.mul(ntiles, c64(MR)), rs))
+        bpack16 = aligned_alloca(e, I32, b.mul(e.cdiv(cb, 2), c64(NR)))
     kend = e.max(K, c64(1))  # K == 0 still runs one (empty) chunk to write the epilogue
     with e.loop(0, kend, cb, name="c0") as c0:
         kc = e.max(e.min(cb, b.sub(K, c0)), c64(0))
         first = b.icmp_signed("==", c0, c64(0))
         last = b.icmp_signed(">=", b.add(c0, cb), K)
-        mode = b.or_(b.select(first, c32(0), c32(_ACC)), b.select(last, b.or_(epi_bits, c32(_FINAL)), c32(0)))
+        mode = b.or_(b.select(first, c32(0), c32(MODE_ACC)), b.select(last, b.or_(epi_bits, c32(MODE_FINAL)), c32(0)))
         if bf16:
             with e.loop(0, b.sub(m1, m0), name="arow") as q:
                 row = e.gep(F32, a, b.add(b.mul(b.add(m0, q), a_ms), b.mul(c0, a_ks)))
@@ -228,7 +227,7 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
                     args = [rows, c64(1), c0, kc, bpack, e.gep(F32, c, b.add(b.mul(p0, ldc), col)), ldc, ncols,
                             mode, e.gep(F32, bias, col), e.gep(F32, res, b.add(b.mul(p0, ldr), col)), ldr, lo, hi,
                             a_ks, alpha]
-                _call_ukr(e, ukrs, MR, mr, nvec, args)
+                call_microkernel(e, ukrs, MR, mr, nvec, args)
     b.ret_void()
 
 
@@ -237,7 +236,7 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, a_cols: bool, bf16: bool) -
     m.triple = isa.triple
     always_mask = isa.level == "avx512"
     kind = UkrKind("bf16" if bf16 else "cols" if a_cols else "rows")
-    ukrs = {(r, v): _emit_ukr(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
+    ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
     _emit_task(m, f"{prefix}_bgemm_task", tile, ukrs, a_cols, bf16)
     return m
@@ -339,7 +338,7 @@ class BatchedGemm:
         self.precision = as_precision(precision)
         self._bf16 = self.precision is Precision.BF16
         if self._bf16:
-            _check_bf16(self.isa)
+            check_bf16(self.isa)
         self.tile = TILES[self.isa.level]
         self.num_threads = num_threads or default_pool().num_threads
         s = self.shapes
@@ -423,7 +422,7 @@ class BatchedGemm:
             raise EmberError("ember: MatMul output rows overlap")
         offs[:self.nb, 0] = _batch_offsets(a_batch, a_bst, s.batch)
         offs[:self.nb, 1] = _batch_offsets(b_batch, b_bst, s.batch)
-        _check_bias(bias, s.n)
+        check_bias(bias, s.n)
         ldr = 0
         if residual is not None:
             offs[:self.nb, 3], ldr, _ = self._output_like("residual", residual, a.ndim, b.ndim)
@@ -435,13 +434,13 @@ class BatchedGemm:
                     bias=0 if bias is None else bias.ctypes.data,
                     res=0 if residual is None else residual.ctypes.data,
                     cb=self.chunk, tm=tm, tn=tn, gm=gm, gn=gn, b_trans=b_trans)
-        ctx = np.zeros(len(BG_FIELDS), np.int64)
+        ctx = BGEMM_CONTEXT.new()
         for key, val in vals.items():
-            ctx[BF[key]] = val
+            ctx[BGEMM_CONTEXT[key]] = val
         bits = np.array([self.epilogue.lo, self.epilogue.hi, self.alpha], np.float32).view(np.uint32)
-        ctx[BF["lo"]], ctx[BF["hi"]], ctx[BF["alpha"]] = (int(x) for x in bits)
+        ctx[BGEMM_CONTEXT["lo"]], ctx[BGEMM_CONTEXT["hi"]], ctx[BGEMM_CONTEXT["alpha"]] = (int(x) for x in bits)
         task = _task_address(self.isa, a_cols, self._bf16)
-        return BoundKernel(task, ctx, self.n_tasks, self.num_threads, (offs, bias))
+        return BoundKernel(task, ctx, self.n_tasks, self.num_threads, (offs, bias), layout=BGEMM_CONTEXT)
 
     def __call__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, bias: np.ndarray | None = None,
                  residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:

@@ -23,23 +23,21 @@ from llvmlite import ir
 
 from ember.devices.cpu.kernels.gemm import (
     NO_EPILOGUE,
-    BoundKernel,
     Epilogue,
     IGemmCall,
     PackedWeights,
     Precision,
-    _check_bias,
-    _fmuladd,
-    _lane_mask,
-    _masked_load,
-    _masked_store,
-    aligned_empty,
     as_precision,
+    check_bias,
     pack_weights,
 )
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import fmuladd, lane_mask, masked_load, masked_store
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
@@ -124,48 +122,37 @@ def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None,
 # One task per output row. Rows and columns whose taps all fall inside the input
 # ("interior") run without bounds tests; border rows test each kernel row, border columns
 # each tap. Kernel sizes up to 7x7 get a module of their own (taps unrolled).
-DW_FIELDS = ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
+DEPTHWISE_CONTEXT = ContextLayout("depthwise", ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
              "c", "y", "ldy", "wp", "cp", "bias", "res", "ldr", "flags", "lo", "hi", "ox_lo", "ox_hi",
-             "oy_lo", "oy_hi")
-DWF = {name: i for i, name in enumerate(DW_FIELDS)}
+             "oy_lo", "oy_hi"),
+                   pointers=('x', 'y', 'wp', 'bias', 'res'))
 _DW_BIAS, _DW_RES = 1, 2
 DW_MAX_UNROLLED_TAPS = 49
 DW_BLOCK = 32  # output pixels per block
 DW_PIXELS = 1  # output pixels in registers at once
 
 
-class _DwEmitter(Emitter):
-    """Emitter with the depthwise context's fields at hand."""
+class DepthwiseEmitter(ContextEmitter):
+    """A context emitter for the depthwise kernel, with its epilogue helpers."""
 
     def __init__(self, m: ir.Module, fn: ir.Function, lanes: int):
-        super().__init__(m, fn)
-        self.ctx = fn.args[0]
+        super().__init__(m, fn, DEPTHWISE_CONTEXT)
         self.ctx.add_attribute("noalias")
         self.lanes = lanes
         self.vt = vec(F32, lanes)
-        self._fields: dict[tuple[str, str], ir.Value] = {}
-
-    def f(self, key: str, typ: ir.Type = I64) -> ir.Value:
-        """Context field ``key``, loaded once in the entry block."""
-        v = self._fields.get((key, str(typ)))
-        if v is None:
-            with self.b.goto_block(self.entry):
-                v = self.field(self.ctx, DWF[key], typ)
-            self._fields[(key, str(typ))] = v
-        return v
 
     def flag(self, bit: int) -> ir.Value:
-        return self.b.icmp_unsigned("!=", self.b.and_(self.b.trunc(self.f("flags"), I32), c32(bit)), c32(0))
+        return self.b.icmp_unsigned("!=", self.b.and_(self.b.trunc(self.arg("flags"), I32), c32(bit)), c32(0))
 
     def finish(self, acc: ir.Value, mask: ir.Value | None, ch: ir.Value, pix: ir.Value) -> ir.Value:
         """acc + residual, clamped (bias is added by the caller)."""
         b = self.b
         out = self.var(self.vt, acc)
         with b.if_then(self.flag(_DW_RES)):
-            rp = self.gep(F32, self.f("res", PTR), b.add(b.mul(pix, self.f("ldr")), ch))
-            b.store(b.fadd(self.load(self.vt, out), _masked_load(self, self.vt, rp, mask)), out)
+            rp = self.gep(F32, self.arg("res", PTR), b.add(b.mul(pix, self.arg("ldr")), ch))
+            b.store(b.fadd(self.load(self.vt, out), masked_load(self, self.vt, rp, mask)), out)
         x = self.load(self.vt, out)
-        vlo, vhi = self.splat(self.f("lo", F32), self.lanes), self.splat(self.f("hi", F32), self.lanes)
+        vlo, vhi = self.splat(self.arg("lo", F32), self.lanes), self.splat(self.arg("hi", F32), self.lanes)
         x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
         return b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
 
@@ -173,7 +160,7 @@ class _DwEmitter(Emitter):
         b = self.b
         bv = self.var(self.vt, ir.Constant(self.vt, None))
         with b.if_then(self.flag(_DW_BIAS)):
-            b.store(_masked_load(self, self.vt, self.gep(F32, self.f("bias", PTR), ch), mask), bv)
+            b.store(masked_load(self, self.vt, self.gep(F32, self.arg("bias", PTR), ch), mask), bv)
         return self.load(self.vt, bv)
 
 
@@ -189,18 +176,18 @@ def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | No
     once per border pixel. ``check_rows`` tests each kernel row against the image."""
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, I64], internal=True, noinline=True)
     _, img, oy, ox0, ox1 = fn.args
-    e = _DwEmitter(m, fn, lanes)
+    e = DepthwiseEmitter(m, fn, lanes)
     b, vt, L = e.b, e.vt, lanes
-    H, W, ldx, cp, ldy = e.f("h"), e.f("w"), e.f("ldx"), e.f("cp"), e.f("ldy")
-    ox_lo, ox_hi = e.f("ox_lo"), e.f("ox_hi")
-    sw, dw, pl = e.f("sw"), e.f("dw"), e.f("pl")
-    iy0 = b.sub(b.mul(oy, e.f("sh")), e.f("pt"))
-    ximg = e.gep(F32, e.f("x", PTR), b.mul(img, e.f("xn")))
-    pixrow = b.mul(b.add(b.mul(img, e.f("oh")), oy), e.f("ow"))
-    wp = e.f("wp", PTR)
+    H, W, ldx, cp, ldy = e.arg("h"), e.arg("w"), e.arg("ldx"), e.arg("cp"), e.arg("ldy")
+    ox_lo, ox_hi = e.arg("ox_lo"), e.arg("ox_hi")
+    sw, dw, pl = e.arg("sw"), e.arg("dw"), e.arg("pl")
+    iy0 = b.sub(b.mul(oy, e.arg("sh")), e.arg("pt"))
+    ximg = e.gep(F32, e.arg("x", PTR), b.mul(img, e.arg("xn")))
+    pixrow = b.mul(b.add(b.mul(img, e.arg("oh")), oy), e.arg("ow"))
+    wp = e.arg("wp", PTR)
 
     def row_of(ky: ir.Value) -> tuple[ir.Value, ir.Value]:
-        iy = b.add(iy0, b.mul(ky, e.f("dh")))
+        iy = b.add(iy0, b.mul(ky, e.arg("dh")))
         return b.icmp_unsigned("<", iy, H), e.gep(F32, ximg, b.mul(b.mul(iy, W), ldx))
 
     kh, kw = taps if taps is not None else (1, 1)
@@ -227,8 +214,8 @@ def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | No
                 ix = b.add(ix0[p], b.mul(kx, dw))
 
                 def fma(p: int = p, ix: ir.Value = ix) -> None:
-                    xv = _masked_load(e, vt, e.gep(F32, xrow, b.add(b.mul(ix, ldx), ch)), mask)
-                    b.store(_fmuladd(e, xv, w, e.load(vt, acc[p][part])), acc[p][part])
+                    xv = masked_load(e, vt, e.gep(F32, xrow, b.add(b.mul(ix, ldx), ch)), mask)
+                    b.store(fmuladd(e, xv, w, e.load(vt, acc[p][part])), acc[p][part])
 
                 guarded(b.icmp_unsigned("<", ix, W) if check_cols else None, fma)
 
@@ -238,8 +225,8 @@ def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | No
                 guarded(ok if check_rows else None,
                         lambda xrow=xrow, ky=ky: [tap(xrow, c64(kx), wv[ky * kw + kx], ky) for kx in range(kw)])
         else:
-            kwr = e.f("kw")
-            with e.loop(0, e.f("kh"), name="ky") as ky:
+            kwr = e.arg("kw")
+            with e.loop(0, e.arg("kh"), name="ky") as ky:
                 ok, xrow = row_of(ky)
 
                 def taps_of_row(ky: ir.Value = ky, xrow: ir.Value = xrow) -> None:
@@ -254,7 +241,7 @@ def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | No
                 total = b.fadd(total, e.load(vt, part))
             pix = b.add(pixrow, b.add(ox, c64(p)))
             y = e.finish(total, mask, ch, pix)
-            _masked_store(e, y, e.gep(F32, e.f("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
+            masked_store(e, y, e.gep(F32, e.arg("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
 
     def channel_block(ch: ir.Value, mask: ir.Value | None, ob: ir.Value, oe: ir.Value) -> None:
         wv = None
@@ -274,7 +261,7 @@ def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | No
         with e.loop(e.max(ob, ie), oe, name="oxe") as ox:
             pixels(ox, 1, ch, mask, wv, bv, True)
 
-    c = e.f("c")
+    c = e.arg("c")
     nfull = b.sdiv(c, c64(L))
     with e.loop(ox0, ox1, DW_BLOCK, name="ob") as ob:
         oe = e.min(ox1, b.add(ob, c64(DW_BLOCK)))
@@ -282,7 +269,7 @@ def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | No
             channel_block(b.mul(cv, c64(L)), None, ob, oe)
         with b.if_then(b.icmp_signed("!=", b.srem(c, c64(L)), c64(0))):
             ch = b.mul(nfull, c64(L))
-            channel_block(ch, _lane_mask(e, b.sub(c, ch), L), ob, oe)
+            channel_block(ch, lane_mask(e, b.sub(c, ch), L), ob, oe)
     b.ret_void()
     return fn
 
@@ -295,12 +282,12 @@ def _build_dw(prefix: str, isa: Isa, taps: tuple[int, int] | None) -> ir.Module:
     inner_rows = _emit_dw_row(m, f"{prefix}_row_r", lanes, taps, True, DW_PIXELS)
     fn = Emitter.function(m, f"{prefix}_dw_task", VOID, [PTR, I64])
     ctx, task = fn.args
-    e = _DwEmitter(m, fn, lanes)
+    e = DepthwiseEmitter(m, fn, lanes)
     b = e.b
-    oh = e.f("oh")
+    oh = e.arg("oh")
     img, oy = b.sdiv(task, oh), b.srem(task, oh)
-    ow = e.f("ow")
-    inside = b.and_(b.icmp_signed(">=", oy, e.f("oy_lo")), b.icmp_signed("<", oy, e.f("oy_hi")))
+    ow = e.arg("ow")
+    inside = b.and_(b.icmp_signed(">=", oy, e.arg("oy_lo")), b.icmp_signed("<", oy, e.arg("oy_hi")))
     with b.if_else(inside) as (row_in, row_edge):
         with row_in:
             b.call(inner, [ctx, img, oy, c64(0), ow])
@@ -387,7 +374,7 @@ class Conv2d:
 
     def _dw_ctx(self, ldx: int, xn: int, ldy: int, ldr: int) -> np.ndarray:
         g = self.geometry
-        ctx = np.zeros(len(DW_FIELDS), np.int64)
+        ctx = DEPTHWISE_CONTEXT.new()
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
         vals = dict(ldx=ldx, xn=xn, h=g.h, w=g.w, oh=g.oh, ow=g.ow, kh=g.kh, kw=g.kw, sh=sh, sw=sw, dh=dh,
                     dw=dw, pt=pt, pl=pl, c=g.cin, ldy=ldy, wp=self._dw_weights.ctypes.data, cp=self._cp,
@@ -396,9 +383,9 @@ class Conv2d:
         oy_lo, oy_hi = _interior(g.oh, g.h, g.kh, sh, dh, pt)
         vals.update(ox_lo=ox_lo, ox_hi=ox_hi, oy_lo=oy_lo, oy_hi=oy_hi)
         for k, v in vals.items():
-            ctx[DWF[k]] = v
+            ctx[DEPTHWISE_CONTEXT[k]] = v
         lohi = np.array([self.epilogue.lo, self.epilogue.hi], np.float32).view(np.uint32)
-        ctx[DWF["lo"]], ctx[DWF["hi"]] = int(lohi[0]), int(lohi[1])
+        ctx[DEPTHWISE_CONTEXT["lo"]], ctx[DEPTHWISE_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
         return ctx
 
     def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int) -> IGemmCall:
@@ -422,7 +409,7 @@ class Conv2d:
             ldr, rn = _pixel_stride("residual", residual, g.output_shape)
             if rn != g.oh * g.ow * ldr:
                 raise EmberError("ember: the residual's images must be contiguous")
-        _check_bias(bias, g.cout)
+        check_bias(bias, g.cout)
         key = (ldx, xn, ldy, ldr)
         call = self._calls.get(key)
         if call is None:
@@ -433,9 +420,9 @@ class Conv2d:
         if isinstance(call, IGemmCall):
             return call.bind(x.ctypes.data, y.ctypes.data, bias_p, res_p, keep=(bias,))
         ctx = call.copy()
-        ctx[DWF["x"]], ctx[DWF["y"]], ctx[DWF["bias"]], ctx[DWF["res"]] = x.ctypes.data, y.ctypes.data, bias_p, res_p
-        ctx[DWF["flags"]] = (_DW_BIAS if bias_p else 0) | (_DW_RES if res_p else 0)
-        return BoundKernel(self.task_address, ctx, g.batch * g.oh, self.num_threads, (self._dw_weights, bias))
+        ctx[DEPTHWISE_CONTEXT["x"]], ctx[DEPTHWISE_CONTEXT["y"]], ctx[DEPTHWISE_CONTEXT["bias"]], ctx[DEPTHWISE_CONTEXT["res"]] = x.ctypes.data, y.ctypes.data, bias_p, res_p
+        ctx[DEPTHWISE_CONTEXT["flags"]] = (_DW_BIAS if bias_p else 0) | (_DW_RES if res_p else 0)
+        return BoundKernel(self.task_address, ctx, g.batch * g.oh, self.num_threads, (self._dw_weights, bias), layout=DEPTHWISE_CONTEXT)
 
     def __call__(self, x: np.ndarray, y: np.ndarray | None = None, bias: np.ndarray | None = None,
                  residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ micro-kernel runs ``vdpbf16ps`` (two products per lane, f32 accumulation) with t
 epilogue. Activations stay f32 in memory.
 
 Parameters of a call live in a *context*, an int64 array (field names in
-:data:`CTX_FIELDS`), built once when the operation is bound to its buffers; a lowered plan
+:data:`IGEMM_CONTEXT`), built once when the operation is bound to its buffers; a lowered plan
 keeps contexts alive and calls ``parallel_for(task, ctx, n_tasks)`` per op.
 """
 
@@ -44,8 +44,12 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import BF16, F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import BF16, F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.context import ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import aligned_alloca, fmuladd, lane_mask, masked_load, masked_store
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
@@ -66,15 +70,13 @@ class Tile:
 
 TILES = {"avx512": Tile(14, 2, 16, 1), "avx2": Tile(6, 2, 8, 4), "generic": Tile(6, 2, 4, 1)}
 
-CTX_FIELDS = (
-    "x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
+IGEMM_CONTEXT = ContextLayout("igemm", ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
     "cin", "xg", "y", "ldy", "yg", "cout", "bp", "bg", "bias", "res", "ldr", "zero", "m",
-    "cb", "tm", "tn", "gm", "gn", "flags", "lo", "hi", "merge",
-)
-F = {name: i for i, name in enumerate(CTX_FIELDS)}
+    "cb", "tm", "tn", "gm", "gn", "flags", "lo", "hi", "merge"),
+                   pointers=('x', 'y', 'bias', 'res', 'bp', 'zero'))
 FLAG_BIAS, FLAG_RES = 1, 2
 # micro-kernel mode bits
-_ACC, _FINAL, _BIAS, _RES, _SCALE = 1, 2, 4, 8, 16
+MODE_ACC, MODE_FINAL, MODE_BIAS, MODE_RES, MODE_SCALE = 1, 2, 4, 8, 16
 
 
 @dataclass(frozen=True)
@@ -109,39 +111,6 @@ NO_EPILOGUE = Epilogue()
 
 
 # --------------------------------------------------------------------------- code generation
-def _fmuladd(e: Emitter, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
-    t = a.type
-    return e.call(f"llvm.fmuladd.v{t.count}f32", t, [a, b, c])
-
-
-def _lane_mask(e: Emitter, count: ir.Value, lanes: int) -> ir.Value:
-    """<lanes x i1> with the first ``count`` lanes set (count may be <= 0 or > lanes)."""
-    idx = ir.Constant(vec(I64, lanes), list(range(lanes)))
-    return e.b.icmp_signed("<", idx, e.splat(count, lanes))
-
-
-def _masked_load(e: Emitter, vt: ir.VectorType, ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
-    if mask is None:
-        return e.load(vt, ptr, align=4)
-    return e.call(f"llvm.masked.load.v{vt.count}f32.p0", vt, [ptr, c32(4), mask, ir.Constant(vt, None)])
-
-
-def _masked_store(e: Emitter, v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
-    if mask is None:
-        e.b.store(v, ptr, align=4)
-    else:
-        e.call(f"llvm.masked.store.v{v.type.count}f32.p0", VOID, [v, ptr, c32(4), mask])
-
-
-def _aligned_alloca(e: Emitter, typ: ir.Type, count: ir.Value, align: int = 64) -> ir.Value:
-    """A stack buffer of ``count`` elements starting on an ``align``-byte boundary."""
-    b = e.b
-    size = typ.width // 8 if isinstance(typ, ir.IntType) else 4
-    raw = b.alloca(I8, size=b.add(b.mul(count, c64(size)), c64(align)))
-    addr = b.ptrtoint(raw, I64)
-    return b.inttoptr(b.and_(b.add(addr, c64(align - 1)), c64(-align)), PTR)
-
-
 @dataclass(frozen=True)
 class UkrKind:
     """How a micro-kernel reads A and multiplies.
@@ -165,7 +134,7 @@ def _dpbf16(e: Emitter, acc: ir.Value, a: ir.Value, b: ir.Value) -> ir.Value:
     return e.call(f"llvm.x86.avx512bf16.dpbf16ps.{bits}", acc.type, [acc, e.b.bitcast(a, bt), e.b.bitcast(b, bt)])
 
 
-def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask: bool,
+def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask: bool,
               kind: UkrKind = UkrKind()) -> ir.Function:
     """ukr(a, ntaps, koff, kc, bp, c, ldc, ncols, mode, bias, res, ldr, lo, hi, ks, alpha).
 
@@ -175,7 +144,7 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
     the packed tile, row r of tap t at ``a + (t * MR + r) * koff`` (i32 units), kc counts
     k pairs. The B micro-panel at bp is [tap][kc][NR] (4-byte units: floats or bf16 pairs).
     The C tile is at c with row stride ldc; ncols <= NR valid columns; alpha scales the
-    product when mode has _SCALE."""
+    product when mode has MODE_SCALE."""
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, PTR, PTR, I64, I64, I32, PTR, PTR, I64, F32, F32,
                                           I64, F32], internal=True, noinline=True)
     ap, ntaps, koff, kc, bp, cp, ldc, ncols, mode, biasp, resp, ldr, lo, hi, ks, alpha = fn.args
@@ -213,7 +182,7 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
                 a = e.splat(e.load(F32, e.gep(F32, acol, r), align=4), L) if kind.a == "cols" else a_value(arow[r], kk)
                 for v in range(nv):
                     cur[r][v] = (_dpbf16(e, cur[r][v], bvec[v], a) if kind.bf16
-                                 else _fmuladd(e, a, bvec[v], cur[r][v]))
+                                 else fmuladd(e, a, bvec[v], cur[r][v]))
         for s_, vs in zip(sets, vals):
             for r in range(mr):
                 for v in range(nv):
@@ -243,29 +212,29 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
         return b.icmp_unsigned("!=", b.and_(mode, c32(bit)), c32(0))
 
     def epilogue(masked: bool) -> None:
-        masks = [_lane_mask(e, b.sub(ncols, c64(v * L)), L) if masked else None for v in range(nv)]
+        masks = [lane_mask(e, b.sub(ncols, c64(v * L)), L) if masked else None for v in range(nv)]
         crow = [e.gep(F32, cp, b.mul(ldc, c64(r))) for r in range(mr)]
-        with b.if_then(flag(_ACC)):
+        with b.if_then(flag(MODE_ACC)):
             for r in range(mr):
                 for v in range(nv):
-                    old = _masked_load(e, vt, e.gep(F32, crow[r], v * L), masks[v])
+                    old = masked_load(e, vt, e.gep(F32, crow[r], v * L), masks[v])
                     b.store(b.fadd(e.load(vt, acc[r][v]), old), acc[r][v])
-        with b.if_then(flag(_FINAL)):
-            with b.if_then(flag(_SCALE)):
+        with b.if_then(flag(MODE_FINAL)):
+            with b.if_then(flag(MODE_SCALE)):
                 va = e.splat(alpha, L)
                 for r in range(mr):
                     for v in range(nv):
                         b.store(b.fmul(e.load(vt, acc[r][v]), va), acc[r][v])
-            with b.if_then(flag(_BIAS)):
+            with b.if_then(flag(MODE_BIAS)):
                 for v in range(nv):
-                    bv = _masked_load(e, vt, e.gep(F32, biasp, v * L), masks[v])
+                    bv = masked_load(e, vt, e.gep(F32, biasp, v * L), masks[v])
                     for r in range(mr):
                         b.store(b.fadd(e.load(vt, acc[r][v]), bv), acc[r][v])
-            with b.if_then(flag(_RES)):
+            with b.if_then(flag(MODE_RES)):
                 for r in range(mr):
                     rrow = e.gep(F32, resp, b.mul(ldr, c64(r)))
                     for v in range(nv):
-                        rv = _masked_load(e, vt, e.gep(F32, rrow, v * L), masks[v])
+                        rv = masked_load(e, vt, e.gep(F32, rrow, v * L), masks[v])
                         b.store(b.fadd(e.load(vt, acc[r][v]), rv), acc[r][v])
             bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
                             b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
@@ -279,7 +248,7 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
                         b.store(x, acc[r][v])
         for r in range(mr):
             for v in range(nv):
-                _masked_store(e, e.load(vt, acc[r][v]), e.gep(F32, crow[r], v * L), masks[v])
+                masked_store(e, e.load(vt, acc[r][v]), e.gep(F32, crow[r], v * L), masks[v])
 
     if always_mask:
         epilogue(True)
@@ -293,7 +262,7 @@ def _emit_ukr(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask
     return fn
 
 
-def _call_ukr(e: Emitter, ukrs: dict[tuple[int, int], ir.Function], MR: int, mr: ir.Value, nvec: ir.Value,
+def call_microkernel(e: Emitter, ukrs: dict[tuple[int, int], ir.Function], MR: int, mr: ir.Value, nvec: ir.Value,
               args: list[ir.Value]) -> None:
     """Call the micro-kernel specialised for ``mr`` rows and ``nvec`` vectors (runtime values)."""
     b = e.b
@@ -309,7 +278,7 @@ def _call_ukr(e: Emitter, ukrs: dict[tuple[int, int], ir.Function], MR: int, mr:
     b.position_at_end(done)
 
 
-def _emit_to_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lanes: int) -> None:
+def emit_to_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lanes: int) -> None:
     """Convert ``count`` floats at src to bf16 (round to nearest even) at dst, 64-byte aligned.
 
     Writes whole blocks of ``2 * lanes`` values; the tail of the last block is zero."""
@@ -318,10 +287,10 @@ def _emit_to_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lan
     both = ir.Constant(vec(I32, 2 * lanes), list(range(2 * lanes)))
     def block(j: ir.Value, masked: bool) -> None:
         rest = b.sub(count, j)
-        m_lo = _lane_mask(e, rest, lanes) if masked else None
-        m_hi = _lane_mask(e, b.sub(rest, c64(lanes)), lanes) if masked else None
-        lo = _masked_load(e, vt, e.gep(F32, src, j), m_lo)
-        hi = _masked_load(e, vt, e.gep(F32, src, b.add(j, c64(lanes))), m_hi)
+        m_lo = lane_mask(e, rest, lanes) if masked else None
+        m_hi = lane_mask(e, b.sub(rest, c64(lanes)), lanes) if masked else None
+        lo = masked_load(e, vt, e.gep(F32, src, j), m_lo)
+        hi = masked_load(e, vt, e.gep(F32, src, b.add(j, c64(lanes))), m_hi)
         v = b.fptrunc(b.shuffle_vector(lo, hi, both), vec(BF16, 2 * lanes))
         b.store(v, e.gep(I32, dst, b.sdiv(j, c64(2))), align=64)
 
@@ -341,7 +310,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     MR, NR, L = tile.mr, tile.nr, tile.lanes
 
     def f(name: str, typ: ir.Type = I64) -> ir.Value:
-        return e.field(ctx, F[name], typ)
+        return e.field(ctx, IGEMM_CONTEXT[name], typ)
 
     gm, gn, tm, tn = f("gm"), f("gn"), f("tm"), f("tn")
     per_group = b.mul(gm, gn)
@@ -416,23 +385,23 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         fits, mask0 = small
         with b.if_else(fits) as (one, loop):
             with one:
-                _masked_store(e, _masked_load(e, vt, src, mask0), dst, mask0)
+                masked_store(e, masked_load(e, vt, src, mask0), dst, mask0)
             with loop:
                 with e.loop(0, count, L, name="cp") as c:
-                    mask = _lane_mask(e, b.sub(count, c), L)
-                    _masked_store(e, _masked_load(e, vt, e.gep(F32, src, c), mask), e.gep(F32, dst, c), mask)
+                    mask = lane_mask(e, b.sub(count, c), L)
+                    masked_store(e, masked_load(e, vt, e.gep(F32, src, c), mask), e.gep(F32, dst, c), mask)
 
     with b.if_else(merge) as (merged, per_tap):
         with per_tap:
             pixels(table_row)
         with merged:
             kpad = b.mul(e.cdiv(kmerged, L), c64(L))
-            gbuf = _aligned_alloca(e, F32, b.mul(b.mul(ntiles, c64(MR)), kpad))
+            gbuf = aligned_alloca(e, F32, b.mul(b.mul(ntiles, c64(MR)), kpad))
             dense = b.and_(b.icmp_signed("==", ldx, cin), b.icmp_signed("==", dw, c64(1)))
             span = b.mul(b.sub(kw, c64(1)), dw)
             krow = b.mul(kw, cin)
-            small_row = (b.icmp_signed("<=", krow, c64(L)), _lane_mask(e, krow, L))
-            small_tap = (b.icmp_signed("<=", cin, c64(L)), _lane_mask(e, cin, L))
+            small_row = (b.icmp_signed("<=", krow, c64(L)), lane_mask(e, krow, L))
+            small_tap = (b.icmp_signed("<=", cin, c64(L)), lane_mask(e, cin, L))
 
             def gather_row(p: ir.Value, img: ir.Value, oy: ir.Value, ox: ir.Value) -> None:
                 dst = e.gep(F32, gbuf, b.mul(b.sub(p, m0), kpad))
@@ -462,7 +431,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     cin = b.select(merge, kmerged, cin)
     if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
-        apack = _aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
+        apack = aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
 
     # ---- compute: chunk -> panel -> tile
     y, ldy, yg = f("y", PTR), f("ldy"), f("yg")
@@ -473,8 +442,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     res_g = e.gep(F32, res, b.mul(g, yg))
     flags = b.trunc(f("flags"), I32)
     lo, hi = f("lo", F32), f("hi", F32)
-    epi_bits = b.or_(b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0)), c32(_BIAS), c32(0)),
-                     b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0)), c32(_RES), c32(0)))
+    epi_bits = b.or_(b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0)), c32(MODE_BIAS), c32(0)),
+                     b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0)), c32(MODE_RES), c32(0)))
     kdepth = e.cdiv(cin, 2) if bf16 else cin  # B rows per tap, in 4-byte units
     panel_stride = b.mul(b.mul(ntaps, kdepth), c64(NR))
     kend = e.max(cin, c64(1))  # cin == 0 still runs one (empty) chunk to write the epilogue
@@ -482,7 +451,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         kc = e.max(e.min(cb, b.sub(cin, c0)), c64(0))
         first = b.icmp_signed("==", c0, c64(0))
         last = b.icmp_signed(">=", b.add(c0, cb), cin)
-        mode = b.or_(b.select(first, c32(0), c32(_ACC)), b.select(last, b.or_(epi_bits, c32(_FINAL)), c32(0)))
+        mode = b.or_(b.select(first, c32(0), c32(MODE_ACC)), b.select(last, b.or_(epi_bits, c32(MODE_FINAL)), c32(0)))
         koff_b = b.mul(b.mul(ntaps, b.sdiv(c0, c64(2)) if bf16 else c0), c64(NR))
         if bf16:
             with e.loop(0, ntiles, name="pt") as it:
@@ -491,7 +460,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                     with e.loop(0, mr, name="pr") as r:
                         slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)
                         src = e.gep(F32, e.load(PTR, e.gep(PTR, rows, slot)), c0)
-                        _emit_to_bf16(e, src, e.gep(I32, apack, b.mul(slot, rs)), kc, L)
+                        emit_to_bf16(e, src, e.gep(I32, apack, b.mul(slot, rs)), kc, L)
         with e.loop(j0, j1, name="jp") as jp:
             ncols = e.min(c64(NR), b.sub(N, b.mul(jp, c64(NR))))
             bpan = e.gep(F32, bgroup, b.add(b.mul(jp, panel_stride), koff_b))
@@ -508,7 +477,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 args = [*a_args, bpan, e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col)), ldy, ncols, mode,
                         e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi,
                         c64(1), ir.Constant(F32, 1.0)]
-                _call_ukr(e, ukrs, MR, mr, nvec, args)
+                call_microkernel(e, ukrs, MR, mr, nvec, args)
     b.ret_void()
 
 
@@ -517,7 +486,7 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False) -> ir.M
     m.triple = isa.triple
     always_mask = isa.level == "avx512"
     kind = UkrKind("bf16" if bf16 else "rows")
-    ukrs = {(r, v): _emit_ukr(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
+    ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
     _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, bf16)
     return m
@@ -545,7 +514,7 @@ def bf16_supported(isa: Isa | None = None) -> bool:
     return isa.level == "avx512" and isa.bf16
 
 
-def _check_bf16(isa: Isa) -> None:
+def check_bf16(isa: Isa) -> None:
     if not bf16_supported(isa):
         raise EmberError(f"ember: bf16 kernels need AVX512_BF16, which ISA level {isa.level!r} on "
                          f"{isa.cpu} lacks; use precision='f32' (check bf16_supported() first)")
@@ -561,7 +530,7 @@ class IGemmKernels:
         t = self.tile
         bf16 = self.precision is Precision.BF16
         if bf16:
-            _check_bf16(isa)
+            check_bf16(isa)
         name = "igemm-bf16" if bf16 else "igemm"
         sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
@@ -579,16 +548,6 @@ def igemm_kernels(isa: Isa | None = None, precision: Precision | str = Precision
 
 
 # --------------------------------------------------------------------------- weights
-def aligned_empty(shape: tuple[int, ...] | int, dtype: np.dtype | type = np.float32, align: int = 64) -> np.ndarray:
-    """An uninitialised array whose data starts on an ``align``-byte boundary."""
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    dt = np.dtype(dtype)
-    n = int(np.prod(shape)) * dt.itemsize
-    raw = np.empty(n + align, np.uint8)
-    off = (-raw.ctypes.data) % align
-    return raw[off:off + n].view(dt).reshape(shape)
-
-
 def default_chunk(ntaps: int, cin: int, precision: Precision | str = Precision.F32) -> int:
     """Channels per K chunk: keeps one packed micro-panel (taps x chunk x NR) near 64 KB.
 
@@ -660,7 +619,7 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
     prec = as_precision(precision)
     bf16 = prec is Precision.BF16
     if bf16:
-        _check_bf16(isa)
+        check_bf16(isa)
     tile = TILES[isa.level]
     w = np.asarray(w, np.float32)
     if w.ndim != 4:
@@ -754,27 +713,6 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
 
 
 # --------------------------------------------------------------------------- binding
-@dataclass
-class BoundKernel:
-    """A kernel call with every address fixed: ``fn(ctx, task)`` for task in ``range(n_tasks)``.
-
-    This is what a lowered plan stores per op: :meth:`run` is one ``parallel_for``; a native
-    plan runner can use ``task``, ``ctx.ctypes.data`` and ``n_tasks`` directly. ``keep``
-    holds the arrays whose addresses are in ``ctx`` (weights, bias), so they stay alive.
-    """
-
-    task: int
-    ctx: np.ndarray
-    n_tasks: int
-    num_threads: int
-    keep: tuple = ()
-
-    def run(self, pool: ThreadPool | None = None) -> None:
-        """Run it (the GIL is released while it runs)."""
-        if self.n_tasks:
-            (pool or default_pool()).parallel_for(self.task, self.ctx.ctypes.data, self.n_tasks, self.num_threads)
-
-
 class IGemmCall:
     """An implicit-GEMM operation bound to its geometry, weights and schedule.
 
@@ -791,36 +729,36 @@ class IGemmCall:
         if packed.nr != self.tile.nr:
             raise EmberError("ember: weights were packed for another ISA level")
         self.threads = num_threads or default_pool().num_threads
-        ctx = np.zeros(len(CTX_FIELDS), np.int64)
+        ctx = IGEMM_CONTEXT.new()
         self.ctx = ctx
         geo = dict(h=m, w=1, oh=m, ow=1, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, pt=0, pl=0, xn=0)
         geo.update(x_geometry)
         for key, val in geo.items():
-            ctx[F[key]] = val
+            ctx[IGEMM_CONTEXT[key]] = val
         if geo["kh"] * geo["kw"] != packed.taps_per_row:
             raise EmberError("ember: packed weights do not match the kernel size")
-        ctx[F["ldx"]] = ldx
-        ctx[F["ldy"]] = ldy
-        ctx[F["ldr"]] = ldy if ldr is None else ldr
-        ctx[F["cin"]] = packed.cin // packed.merged_taps  # channels per tap
-        ctx[F["xg"]] = packed.cin // packed.merged_taps
-        ctx[F["merge"]] = int(packed.merged_taps > 1)
-        ctx[F["cout"]] = packed.cout
-        ctx[F["yg"]] = packed.cout
-        ctx[F["m"]] = m
-        ctx[F["cb"]] = packed.chunk
-        ctx[F["bp"]] = packed.data.ctypes.data
+        ctx[IGEMM_CONTEXT["ldx"]] = ldx
+        ctx[IGEMM_CONTEXT["ldy"]] = ldy
+        ctx[IGEMM_CONTEXT["ldr"]] = ldy if ldr is None else ldr
+        ctx[IGEMM_CONTEXT["cin"]] = packed.cin // packed.merged_taps  # channels per tap
+        ctx[IGEMM_CONTEXT["xg"]] = packed.cin // packed.merged_taps
+        ctx[IGEMM_CONTEXT["merge"]] = int(packed.merged_taps > 1)
+        ctx[IGEMM_CONTEXT["cout"]] = packed.cout
+        ctx[IGEMM_CONTEXT["yg"]] = packed.cout
+        ctx[IGEMM_CONTEXT["m"]] = m
+        ctx[IGEMM_CONTEXT["cb"]] = packed.chunk
+        ctx[IGEMM_CONTEXT["bp"]] = packed.data.ctypes.data
         # in 4-byte units: floats, or bf16 pairs
-        ctx[F["bg"]] = packed.group_stride // (2 if packed.precision is Precision.BF16 else 1)
+        ctx[IGEMM_CONTEXT["bg"]] = packed.group_stride // (2 if packed.precision is Precision.BF16 else 1)
         self._zero = aligned_empty(max(packed.cin, 1) + 16)
         self._zero[:] = 0
-        ctx[F["zero"]] = self._zero.ctypes.data
+        ctx[IGEMM_CONTEXT["zero"]] = self._zero.ctypes.data
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile,
                                      self.threads)
-        ctx[F["tm"]], ctx[F["tn"]], ctx[F["gm"]], ctx[F["gn"]] = tm, tn, gm, gn
+        ctx[IGEMM_CONTEXT["tm"]], ctx[IGEMM_CONTEXT["tn"]], ctx[IGEMM_CONTEXT["gm"]], ctx[IGEMM_CONTEXT["gn"]] = tm, tn, gm, gn
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
-        ctx[F["lo"]], ctx[F["hi"]] = int(lohi[0]), int(lohi[1])
+        ctx[IGEMM_CONTEXT["lo"]], ctx[IGEMM_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
         self.task_address = self.kernels.task_address
 
     def bind(self, x: int, y: int, bias: int = 0, residual: int = 0, keep: tuple = ()) -> BoundKernel:
@@ -829,10 +767,10 @@ class IGemmCall:
         Each bound call has its own context, so several threads (streams) can run the same
         operation on their own buffers at once."""
         ctx = self.ctx.copy()
-        ctx[F["x"]], ctx[F["y"]] = x, y
-        ctx[F["bias"]], ctx[F["res"]] = bias, residual
-        ctx[F["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0)
-        return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads, (self.packed, self._zero, *keep))
+        ctx[IGEMM_CONTEXT["x"]], ctx[IGEMM_CONTEXT["y"]] = x, y
+        ctx[IGEMM_CONTEXT["bias"]], ctx[IGEMM_CONTEXT["res"]] = bias, residual
+        ctx[IGEMM_CONTEXT["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0)
+        return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads, (self.packed, self._zero, *keep), layout=IGEMM_CONTEXT)
 
 
 def _check_f32(name: str, a: np.ndarray, ndim: int) -> None:
@@ -875,7 +813,7 @@ class Gemm:
         _check_f32("C", c, 2)
         if a.shape != (m, k) or c.shape != (m, n):
             raise EmberError(f"ember: Gemm of {m}x{k}x{n} got A{a.shape}, C{c.shape}")
-        _check_bias(bias, n)
+        check_bias(bias, n)
         if residual is not None:
             _check_f32("residual", residual, 2)
             if residual.shape != (m, n):
@@ -892,7 +830,7 @@ class Gemm:
         return c
 
 
-def _check_bias(bias: np.ndarray | None, n: int) -> None:
+def check_bias(bias: np.ndarray | None, n: int) -> None:
     if bias is not None and (not isinstance(bias, np.ndarray) or bias.dtype != np.float32
                              or bias.shape != (n,) or not bias.flags.c_contiguous):
         raise EmberError(f"ember: bias must be a contiguous float32 vector of {n}")

@@ -14,55 +14,38 @@ import functools
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu.kernels.eltwise import _Math
-from ember.devices.cpu.kernels.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store
-from ember.devices.cpu.kernels.pool import _Ctx
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import VectorMath, hmax, hsum, lane_mask, masked_load, masked_store
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
-ROW_FIELDS = ("x", "y", "rows", "n", "ldx", "ldy", "kind", "eps", "flags", "scale", "shift", "rpt")
-RF = {k: i for i, k in enumerate(ROW_FIELDS)}
+ROWS_CONTEXT = ContextLayout("rows", ("x", "y", "rows", "n", "ldx", "ldy", "kind", "eps", "flags", "scale", "shift", "rpt"),
+                   pointers=('x', 'y', 'scale', 'shift'))
 KINDS = {"softmax": 0, "logsoftmax": 1, "mvn": 2}
 F_VARIANCE, F_EPS_INSIDE, F_SCALE, F_SHIFT = 1, 2, 4, 8
 
 
-def _hsum(e: Emitter, v: ir.Value, lanes: int) -> ir.Value:
-    b = e.b
-    s = b.extract_element(v, ir.Constant(ir.IntType(32), 0))
-    for i in range(1, lanes):
-        s = b.fadd(s, b.extract_element(v, ir.Constant(ir.IntType(32), i)))
-    return s
-
-
-def _hmax(e: Emitter, v: ir.Value, lanes: int) -> ir.Value:
-    b = e.b
-    s = b.extract_element(v, ir.Constant(ir.IntType(32), 0))
-    for i in range(1, lanes):
-        x = b.extract_element(v, ir.Constant(ir.IntType(32), i))
-        s = b.select(b.fcmp_ordered(">", x, s), x, s)
-    return s
-
-
 def _emit_rows(m: ir.Module, prefix: str, lanes: int) -> None:
     fn = Emitter.function(m, f"{prefix}_row_task", VOID, [PTR, I64])
-    e = _Ctx(m, fn, RF)
+    e = ContextEmitter(m, fn, ROWS_CONTEXT)
     b = e.b
     task = fn.args[1]
     vt = vec(F32, lanes)
-    mth = _Math(e, lanes)
-    n, rpt = e.f("n"), e.f("rpt")
+    mth = VectorMath(e, lanes)
+    n, rpt = e.arg("n"), e.arg("rpt")
     r0 = b.mul(task, rpt)
-    r1 = e.min(e.f("rows"), b.add(r0, rpt))
-    kind = e.f("kind")
-    flags = e.f("flags")
+    r1 = e.min(e.arg("rows"), b.add(r0, rpt))
+    kind = e.arg("kind")
+    flags = e.arg("flags")
 
     def flag(bit: int) -> ir.Value:
         return b.icmp_unsigned("!=", b.and_(flags, c64(bit)), c64(0))
 
     nmain = b.mul(b.sdiv(n, c64(lanes)), c64(lanes))
     has_tail = b.icmp_signed("<", nmain, n)
-    tail = _lane_mask(e, b.sub(n, nmain), lanes)
+    tail = lane_mask(e, b.sub(n, nmain), lanes)
     nf = b.sitofp(n, F32)
 
     def over_row(body) -> None:  # noqa: ANN001 - body(i, mask)
@@ -84,16 +67,16 @@ def _emit_rows(m: ir.Module, prefix: str, lanes: int) -> None:
         return hreduce(e, e.load(vt, acc), lanes)
 
     with e.loop(r0, r1, name="row") as r:
-        x = e.gep(F32, e.f("x", PTR), b.mul(r, e.f("ldx")))
-        y = e.gep(F32, e.f("y", PTR), b.mul(r, e.f("ldy")))
+        x = e.gep(F32, e.arg("x", PTR), b.mul(r, e.arg("ldx")))
+        y = e.gep(F32, e.arg("y", PTR), b.mul(r, e.arg("ldy")))
 
         def xload(i: ir.Value, mask: ir.Value | None) -> ir.Value:
-            return _masked_load(e, vt, e.gep(F32, x, i), mask)
+            return masked_load(e, vt, e.gep(F32, x, i), mask)
 
         with b.if_else(b.icmp_signed("<", kind, c64(KINDS["mvn"]))) as (soft, mvn):
             with soft:
                 mx = reduce(xload, lambda a, v: b.select(b.fcmp_ordered(">", v, a), v, a),
-                            ir.Constant(F32, float("-inf")), _hmax)
+                            ir.Constant(F32, float("-inf")), hmax)
                 vmx = e.splat(mx, lanes)
                 total = e.var(vt, ir.Constant(vt, None))
 
@@ -103,49 +86,49 @@ def _emit_rows(m: ir.Module, prefix: str, lanes: int) -> None:
                         ex = b.select(mask, ex, ir.Constant(vt, None))
                     b.store(b.fadd(e.load(vt, total), ex), total)
                     with b.if_then(b.icmp_signed("==", kind, c64(KINDS["softmax"]))):
-                        _masked_store(e, ex, e.gep(F32, y, i), mask)
+                        masked_store(e, ex, e.gep(F32, y, i), mask)
 
                 over_row(expo)
-                s = e.splat(_hsum(e, e.load(vt, total), lanes), lanes)
+                s = e.splat(hsum(e, e.load(vt, total), lanes), lanes)
                 with b.if_else(b.icmp_signed("==", kind, c64(KINDS["softmax"]))) as (sm, lsm):
                     with sm:
                         def divide(i: ir.Value, mask: ir.Value | None) -> None:
                             p = e.gep(F32, y, i)
-                            _masked_store(e, b.fdiv(_masked_load(e, vt, p, mask), s), p, mask)
+                            masked_store(e, b.fdiv(masked_load(e, vt, p, mask), s), p, mask)
                         over_row(divide)
                     with lsm:
                         shift = b.fadd(vmx, mth.log(s))
 
                         def logsub(i: ir.Value, mask: ir.Value | None) -> None:
-                            _masked_store(e, b.fsub(xload(i, mask), shift), e.gep(F32, y, i), mask)
+                            masked_store(e, b.fsub(xload(i, mask), shift), e.gep(F32, y, i), mask)
                         over_row(logsub)
             with mvn:
-                mean = b.fdiv(reduce(xload, b.fadd, ir.Constant(F32, 0.0), _hsum), nf)
+                mean = b.fdiv(reduce(xload, b.fadd, ir.Constant(F32, 0.0), hsum), nf)
                 vmean = e.splat(mean, lanes)
 
                 def centered_sq(i: ir.Value, mask: ir.Value | None) -> ir.Value:
                     d = b.fsub(xload(i, mask), vmean)
                     return b.fmul(d, d)
 
-                var = b.fdiv(reduce(centered_sq, b.fadd, ir.Constant(F32, 0.0), _hsum), nf)
-                eps = e.f("eps", F32)
+                var = b.fdiv(reduce(centered_sq, b.fadd, ir.Constant(F32, 0.0), hsum), nf)
+                eps = e.arg("eps", F32)
                 one = ir.Constant(F32, 1.0)
                 sq_in = e.call("llvm.sqrt.f32", F32, [b.fadd(var, eps)])
                 sq_out = b.fadd(e.call("llvm.sqrt.f32", F32, [var]), eps)
                 denom = b.select(flag(F_EPS_INSIDE), sq_in, sq_out)
                 rstd = b.select(flag(F_VARIANCE), b.fdiv(one, denom), one)
                 vr = e.splat(rstd, lanes)
-                scale, shift = e.f("scale", PTR), e.f("shift", PTR)
+                scale, shift = e.arg("scale", PTR), e.arg("shift", PTR)
                 has_scale, has_shift = flag(F_SCALE), flag(F_SHIFT)
 
                 def normalize(i: ir.Value, mask: ir.Value | None) -> None:
                     v = b.fmul(b.fsub(xload(i, mask), vmean), vr)
                     out = e.var(vt, v)
                     with b.if_then(has_scale):
-                        b.store(b.fmul(e.load(vt, out), _masked_load(e, vt, e.gep(F32, scale, i), mask)), out)
+                        b.store(b.fmul(e.load(vt, out), masked_load(e, vt, e.gep(F32, scale, i), mask)), out)
                     with b.if_then(has_shift):
-                        b.store(b.fadd(e.load(vt, out), _masked_load(e, vt, e.gep(F32, shift, i), mask)), out)
-                    _masked_store(e, e.load(vt, out), e.gep(F32, y, i), mask)
+                        b.store(b.fadd(e.load(vt, out), masked_load(e, vt, e.gep(F32, shift, i), mask)), out)
+                    masked_store(e, e.load(vt, out), e.gep(F32, y, i), mask)
 
                 over_row(normalize)
     b.ret_void()
@@ -171,7 +154,7 @@ def row_kernel(x: np.ndarray, y: np.ndarray, kind: str, threads: int, *, eps: fl
     float32 vectors of ``n``)."""
     rows, n = x.shape
     isa = isa or host_isa()
-    ctx = np.zeros(len(ROW_FIELDS), np.int64)
+    ctx = ROWS_CONTEXT.new()
     rpt = max(1, (1 << 13) // max(n, 1))
     if -(-rows // rpt) < 4 * threads:
         rpt = max(1, -(-rows // (4 * threads)))
@@ -182,6 +165,6 @@ def row_kernel(x: np.ndarray, y: np.ndarray, kind: str, threads: int, *, eps: fl
                 scale=0 if scale is None else scale.ctypes.data, shift=0 if shift is None else shift.ctypes.data,
                 rpt=rpt)
     for k, v in vals.items():
-        ctx[RF[k]] = v
+        ctx[ROWS_CONTEXT[k]] = v
     n_tasks = -(-rows // rpt) if x.size else 0
-    return BoundKernel(_library(isa).address("row_task"), ctx, n_tasks, threads, (x, y, scale, shift))
+    return BoundKernel(_library(isa).address("row_task"), ctx, n_tasks, threads, (x, y, scale, shift), layout=ROWS_CONTEXT)

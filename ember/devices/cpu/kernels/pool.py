@@ -16,96 +16,73 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu.kernels.gemm import BoundKernel, _lane_mask, _masked_load, _masked_store, aligned_empty
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store, vmax, vmin
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.devices.cpu.runtime.memory import aligned_empty
 
 LOWEST = -3.4028234663852886e38
 
-POOL_FIELDS = ("x", "y", "h", "w", "c", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "ldx", "xn",
-               "ldy", "yn", "avg", "invh", "invw", "cb", "ncb")
-PF = {n: i for i, n in enumerate(POOL_FIELDS)}
-RED_FIELDS = ("x", "y", "r", "inner", "xs_o", "xs_r", "ys_o", "op", "scale", "ib", "nib")
-RF = {n: i for i, n in enumerate(RED_FIELDS)}
+POOL_CONTEXT = ContextLayout("pool", ("x", "y", "h", "w", "c", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "ldx", "xn",
+               "ldy", "yn", "avg", "invh", "invw", "cb", "ncb"),
+                   pointers=('x', 'y', 'invh', 'invw'))
+REDUCE_CONTEXT = ContextLayout("reduce", ("x", "y", "r", "inner", "xs_o", "xs_r", "ys_o", "op", "scale", "ib", "nib"),
+                   pointers=('x', 'y'))
 RED_OPS = {"sum": 0, "max": 1, "min": 2}
-
-
-class _Ctx(Emitter):
-    """An emitter whose context fields are loaded once, in the entry block."""
-
-    def __init__(self, m: ir.Module, fn: ir.Function, fields: dict[str, int]):
-        super().__init__(m, fn)
-        self.ctx = fn.args[0]
-        self.fields = fields
-        self._cache: dict[tuple[str, str], ir.Value] = {}
-
-    def f(self, key: str, typ: ir.Type = I64) -> ir.Value:
-        v = self._cache.get((key, str(typ)))
-        if v is None:
-            with self.b.goto_block(self.entry):
-                v = self.field(self.ctx, self.fields[key], typ)
-            self._cache[(key, str(typ))] = v
-        return v
-
-
-def _vmax(b: ir.IRBuilder, acc: ir.Value, x: ir.Value) -> ir.Value:
-    return b.select(b.fcmp_ordered(">", x, acc), x, acc)
-
-
-def _vmin(b: ir.IRBuilder, acc: ir.Value, x: ir.Value) -> ir.Value:
-    return b.select(b.fcmp_ordered("<", x, acc), x, acc)
 
 
 def _emit_pool(m: ir.Module, prefix: str, lanes: int) -> None:
     """pool_task(ctx, task): task -> (image, output row, channel block)."""
     fn = Emitter.function(m, f"{prefix}_pool_task", VOID, [PTR, I64])
-    e = _Ctx(m, fn, PF)
+    e = ContextEmitter(m, fn, POOL_CONTEXT)
     b = e.b
     task = fn.args[1]
     vt = vec(F32, lanes)
-    oh, ncb, cb, c = e.f("oh"), e.f("ncb"), e.f("cb"), e.f("c")
+    oh, ncb, cb, c = e.arg("oh"), e.arg("ncb"), e.arg("cb"), e.arg("c")
     blk = b.srem(task, ncb)
     rest = b.sdiv(task, ncb)
     oy, img = b.srem(rest, oh), b.sdiv(rest, oh)
     c0 = b.mul(blk, cb)
     c1 = e.min(c, b.add(c0, cb))
-    avg = b.icmp_signed("!=", e.f("avg"), c64(0))
-    H, W, kh, kw = e.f("h"), e.f("w"), e.f("kh"), e.f("kw")
-    ldx, ldy = e.f("ldx"), e.f("ldy")
-    x = e.gep(F32, e.f("x", PTR), b.mul(img, e.f("xn")))
-    y = e.gep(F32, e.f("y", PTR), b.add(b.mul(img, e.f("yn")), b.mul(b.mul(oy, e.f("ow")), ldy)))
-    iy0 = b.sub(b.mul(oy, e.f("sh")), e.f("pt"))
-    fh = e.load(F32, e.gep(F32, e.f("invh", PTR), oy))
+    avg = b.icmp_signed("!=", e.arg("avg"), c64(0))
+    H, W, kh, kw = e.arg("h"), e.arg("w"), e.arg("kh"), e.arg("kw")
+    ldx, ldy = e.arg("ldx"), e.arg("ldy")
+    x = e.gep(F32, e.arg("x", PTR), b.mul(img, e.arg("xn")))
+    y = e.gep(F32, e.arg("y", PTR), b.add(b.mul(img, e.arg("yn")), b.mul(b.mul(oy, e.arg("ow")), ldy)))
+    iy0 = b.sub(b.mul(oy, e.arg("sh")), e.arg("pt"))
+    fh = e.load(F32, e.gep(F32, e.arg("invh", PTR), oy))
     lowest = ir.Constant(vt, [LOWEST] * lanes)
     zero = ir.Constant(vt, None)
-    with e.loop(0, e.f("ow"), name="ox") as ox:
-        ix0 = b.sub(b.mul(ox, e.f("sw")), e.f("pl"))
-        factor = e.splat(b.fmul(fh, e.load(F32, e.gep(F32, e.f("invw", PTR), ox))), lanes)
+    with e.loop(0, e.arg("ow"), name="ox") as ox:
+        ix0 = b.sub(b.mul(ox, e.arg("sw")), e.arg("pl"))
+        factor = e.splat(b.fmul(fh, e.load(F32, e.gep(F32, e.arg("invw", PTR), ox))), lanes)
         yrow = e.gep(F32, y, b.mul(ox, ldy))
 
         def channels(ch: ir.Value, mask: ir.Value | None) -> None:
             acc = e.var(vt)
             b.store(b.select(avg, zero, lowest), acc)
             with e.loop(0, kh, name="ky") as ky:
-                iy = b.add(iy0, b.mul(ky, e.f("dh")))
+                iy = b.add(iy0, b.mul(ky, e.arg("dh")))
                 with b.if_then(b.icmp_unsigned("<", iy, H)):
                     xrow = e.gep(F32, x, b.mul(b.mul(iy, W), ldx))
                     with e.loop(0, kw, name="kx") as kx:
-                        ix = b.add(ix0, b.mul(kx, e.f("dw")))
+                        ix = b.add(ix0, b.mul(kx, e.arg("dw")))
                         with b.if_then(b.icmp_unsigned("<", ix, W)):
-                            v = _masked_load(e, vt, e.gep(F32, xrow, b.add(b.mul(ix, ldx), ch)), mask)
+                            v = masked_load(e, vt, e.gep(F32, xrow, b.add(b.mul(ix, ldx), ch)), mask)
                             a = e.load(vt, acc)
-                            b.store(b.select(avg, b.fadd(a, v), _vmax(b, a, v)), acc)
+                            b.store(b.select(avg, b.fadd(a, v), vmax(b, a, v)), acc)
             a = e.load(vt, acc)
             out = b.select(avg, b.fmul(a, factor), a)
-            _masked_store(e, out, e.gep(F32, yrow, ch), mask)
+            masked_store(e, out, e.gep(F32, yrow, ch), mask)
 
         nfull = b.add(c0, b.mul(b.sdiv(b.sub(c1, c0), c64(lanes)), c64(lanes)))
         with e.loop(c0, nfull, lanes, name="cv") as ch:
             channels(ch, None)
         with b.if_then(b.icmp_signed("<", nfull, c1)):
-            channels(nfull, _lane_mask(e, b.sub(c1, nfull), lanes))
+            channels(nfull, lane_mask(e, b.sub(c1, nfull), lanes))
     b.ret_void()
 
 
@@ -113,28 +90,28 @@ def _emit_reduce(m: ir.Module, prefix: str, lanes: int) -> None:
     """reduce_task(ctx, task): y[o, i] = op over r of x[o, r, i] (times scale); task ->
     (outer index, inner block). inner == 1 reduces along contiguous rows."""
     fn = Emitter.function(m, f"{prefix}_reduce_task", VOID, [PTR, I64])
-    e = _Ctx(m, fn, RF)
+    e = ContextEmitter(m, fn, REDUCE_CONTEXT)
     b = e.b
     task = fn.args[1]
     vt = vec(F32, lanes)
-    nib, ib, inner, R = e.f("nib"), e.f("ib"), e.f("inner"), e.f("r")
+    nib, ib, inner, R = e.arg("nib"), e.arg("ib"), e.arg("inner"), e.arg("r")
     o = b.sdiv(task, nib)
     i0 = b.mul(b.srem(task, nib), ib)
     i1 = e.min(inner, b.add(i0, ib))
-    op = e.f("op")
+    op = e.arg("op")
     is_sum, is_max = b.icmp_signed("==", op, c64(0)), b.icmp_signed("==", op, c64(1))
-    scale = e.f("scale", F32)
-    x = e.gep(F32, e.f("x", PTR), b.mul(o, e.f("xs_o")))
-    y = e.gep(F32, e.f("y", PTR), b.mul(o, e.f("ys_o")))
-    xs_r = e.f("xs_r")
+    scale = e.arg("scale", F32)
+    x = e.gep(F32, e.arg("x", PTR), b.mul(o, e.arg("xs_o")))
+    y = e.gep(F32, e.arg("y", PTR), b.mul(o, e.arg("ys_o")))
+    xs_r = e.arg("xs_r")
     init_s = b.select(is_sum, ir.Constant(F32, 0.0), b.select(is_max, ir.Constant(F32, -math.inf),
                                                                ir.Constant(F32, math.inf)))
     init = e.splat(init_s, lanes)
 
     def combine(a: ir.Value, v: ir.Value) -> ir.Value:
         nan = b.fcmp_unordered("uno", v, v)
-        mx = b.select(nan, v, _vmax(b, a, v))
-        mn = b.select(nan, v, _vmin(b, a, v))
+        mx = b.select(nan, v, vmax(b, a, v))
+        mn = b.select(nan, v, vmin(b, a, v))
         # NaN sticks once seen (as numpy's max/min)
         mx = b.select(b.fcmp_unordered("uno", a, a), a, mx)
         mn = b.select(b.fcmp_unordered("uno", a, a), a, mn)
@@ -147,8 +124,8 @@ def _emit_reduce(m: ir.Module, prefix: str, lanes: int) -> None:
             with e.loop(0, rmain, lanes, name="r") as r:
                 b.store(combine(e.load(vt, acc), e.load(vt, e.gep(F32, x, r), align=4)), acc)
             with b.if_then(b.icmp_signed("<", rmain, R)):
-                mask = _lane_mask(e, b.sub(R, rmain), lanes)
-                v = _masked_load(e, vt, e.gep(F32, x, rmain), mask)
+                mask = lane_mask(e, b.sub(R, rmain), lanes)
+                v = masked_load(e, vt, e.gep(F32, x, rmain), mask)
                 v = b.select(mask, v, init)
                 b.store(combine(e.load(vt, acc), v), acc)
             vals = e.load(vt, acc)
@@ -162,16 +139,16 @@ def _emit_reduce(m: ir.Module, prefix: str, lanes: int) -> None:
             def block(i: ir.Value, mask: ir.Value | None) -> None:
                 acc = e.var(vt, init)
                 with e.loop(0, R, name="r") as r:
-                    v = _masked_load(e, vt, e.gep(F32, x, b.add(b.mul(r, xs_r), i)), mask)
+                    v = masked_load(e, vt, e.gep(F32, x, b.add(b.mul(r, xs_r), i)), mask)
                     b.store(combine(e.load(vt, acc), v), acc)
                 a = e.load(vt, acc)
-                _masked_store(e, b.select(is_sum, b.fmul(a, e.splat(scale, lanes)), a), e.gep(F32, y, i), mask)
+                masked_store(e, b.select(is_sum, b.fmul(a, e.splat(scale, lanes)), a), e.gep(F32, y, i), mask)
 
             nfull = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), c64(lanes)), c64(lanes)))
             with e.loop(i0, nfull, lanes, name="iv") as i:
                 block(i, None)
             with b.if_then(b.icmp_signed("<", nfull, i1)):
-                block(nfull, _lane_mask(e, b.sub(i1, nfull), lanes))
+                block(nfull, lane_mask(e, b.sub(i1, nfull), lanes))
     b.ret_void()
 
 
@@ -186,10 +163,6 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
     return jit.load(f"pool|{isa.level}", isa, lambda p: _build(p, isa))
-
-
-def _f32_bits(v: float) -> int:
-    return int(np.array([v], np.float32).view(np.uint32)[0])
 
 
 def _avg_factors(n_in: int, n_out: int, k: int, s: int, d: int, pb: int, full: bool) -> np.ndarray:
@@ -212,7 +185,7 @@ def pool2d(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: tuple
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
     isa = isa or host_isa()
-    ctx = np.zeros(len(POOL_FIELDS), np.int64)
+    ctx = POOL_CONTEXT.new()
     lanes = isa.f32_lanes
     cb = max(lanes, min(c, 256) // lanes * lanes) if c >= lanes else lanes
     ncb = -(-c // cb)
@@ -231,9 +204,9 @@ def pool2d(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: tuple
                 yn=y.strides[0] // 4, avg=int(mode == "avg"), invh=invh.ctypes.data, invw=invw.ctypes.data, cb=cb,
                 ncb=ncb)
     for k, v in vals.items():
-        ctx[PF[k]] = v
+        ctx[POOL_CONTEXT[k]] = v
     n_tasks = n * oh * ncb if y.size else 0
-    return BoundKernel(_library(isa).address("pool_task"), ctx, n_tasks, threads, (x, y, invh, invw))
+    return BoundKernel(_library(isa).address("pool_task"), ctx, n_tasks, threads, (x, y, invh, invw), layout=POOL_CONTEXT)
 
 
 def reduce_middle(x: np.ndarray, y: np.ndarray, op: str, scale: float, threads: int,
@@ -243,7 +216,7 @@ def reduce_middle(x: np.ndarray, y: np.ndarray, op: str, scale: float, threads: 
     outer, r, inner = x.shape
     isa = isa or host_isa()
     lanes = isa.f32_lanes
-    ctx = np.zeros(len(RED_FIELDS), np.int64)
+    ctx = REDUCE_CONTEXT.new()
     if inner == 1:
         ib, nib = 1, 1
         xs_r = 1
@@ -253,7 +226,7 @@ def reduce_middle(x: np.ndarray, y: np.ndarray, op: str, scale: float, threads: 
         nib = -(-inner // ib)
         xs_r = x.strides[1] // 4
     vals = dict(x=x.ctypes.data, y=y.ctypes.data, r=r, inner=inner, xs_o=x.strides[0] // 4, xs_r=xs_r,
-                ys_o=y.strides[0] // 4, op=RED_OPS[op], scale=_f32_bits(scale), ib=ib, nib=nib)
+                ys_o=y.strides[0] // 4, op=RED_OPS[op], scale=f32_bits(scale), ib=ib, nib=nib)
     for k, v in vals.items():
-        ctx[RF[k]] = v
-    return BoundKernel(_library(isa).address("reduce_task"), ctx, outer * nib if y.size else 0, threads, (x, y))
+        ctx[REDUCE_CONTEXT[k]] = v
+    return BoundKernel(_library(isa).address("reduce_task"), ctx, outer * nib if y.size else 0, threads, (x, y), layout=REDUCE_CONTEXT)

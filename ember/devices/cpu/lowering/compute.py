@@ -82,8 +82,8 @@ def lower_conv_transpose(L: Lowering, node: Node) -> bool:
     """A transposed convolution whose kernel equals its stride (upsampling, no overlap): one
     GEMM to ``[pixels, kh * kw * Cout]`` (bias and clamp fused), then a strided copy that
     puts each pixel's kh x kw block in place."""
-    from ember.devices.cpu.kernels.eltwise import strided_copy
     from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
+    from ember.devices.cpu.kernels.movement import strided_copy
 
     w = const_of(node._inputs[1])
     xport = node._inputs[0]

@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from ember.devices.cpu.llvm.isa import Isa
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Program, Tensor
+from ember.errors import EmberError
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
@@ -132,8 +134,6 @@ class Lowering:
         return self._converted[k]
 
     def _copy(self, t: Tensor, layout: str) -> Tensor:
-        from ember.devices.cpu.kernels.eltwise import copy_op
-
         out = self.value(t.shape, layout, t.dtype, t.name + "/copy")
         self.p.add(copy_op(t.name + "/copy", t, out, None, self.threads))
         return out
@@ -148,8 +148,6 @@ class Lowering:
         return out
 
     def _to_nhwc(self, t: Tensor) -> Tensor:
-        from ember.devices.cpu.kernels.eltwise import copy_op
-
         n, c, h, w = t.shape
         out = self.value((n, h, w, c), NHWC, t.dtype, t.name + "/nhwc")
         src = self.native_input(t, PLAIN, contiguous=False) if t.kind == "input" else t
@@ -157,8 +155,6 @@ class Lowering:
         return out
 
     def _to_plain(self, t: Tensor) -> Tensor:
-        from ember.devices.cpu.kernels.eltwise import copy_op
-
         out = self.value(t.logical_shape, PLAIN, t.dtype, t.name + "/nchw")
         self.p.add(copy_op(t.name + "/to_nchw", t, out, (0, 3, 1, 2), self.threads))
         return out
@@ -225,6 +221,28 @@ class Lowering:
         for n in fused:
             self.done.add(id(n))
         self.bind_port(last.output(0), out)
+
+
+def copy_op(name: str, src: Tensor, dst: Tensor, perm: tuple[int, ...] | None, threads: int) -> Op:
+    """An op writing ``transpose(src, perm)`` (physical arrays) into ``dst``."""
+
+    def view(a: np.ndarray) -> np.ndarray:
+        return a if perm is None else a.transpose(perm)
+
+    from ember.devices.cpu.kernels.movement import MAX_DIMS, nchw_to_nhwc, strided_copy, transpose_copy
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[BoundKernel]:
+        k = nchw_to_nhwc(ins[0], outs[0], threads) if perm == (0, 2, 3, 1) else None
+        k = k or transpose_copy(view(ins[0]), outs[0], threads)
+        k = k or strided_copy(view(ins[0]), outs[0], threads)
+        if k is None:
+            raise EmberError(f"ember: internal: no copy kernel fits the reorder '{name}'")
+        return [k]
+
+    if src.dtype.itemsize != 4 or len(src.shape) > MAX_DIMS:
+        return Op(name, "Reorder", [src], [dst], native=False, physical=True,
+                  fn=lambda a: [np.asarray(view(a[0]), order="C")])
+    return Op(name, "Reorder", [src], [dst], native=True, bind=bind)
 
 
 class NotHere(Exception):

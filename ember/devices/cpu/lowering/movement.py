@@ -73,7 +73,7 @@ def lower_transpose(L: Lowering, node: Node) -> bool:
 
 @lowers("Gather")
 def lower_gather(L: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.kernels.eltwise import gather_rows
+    from ember.devices.cpu.kernels.movement import gather_rows
 
     data_p, idx_p, ax_p = node._inputs
     ax = const_of(ax_p)
@@ -110,7 +110,7 @@ def lower_gather(L: Lowering, node: Node) -> bool:
 
 @lowers("Concat")
 def lower_concat(L: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.kernels.eltwise import strided_copy
+    from ember.devices.cpu.kernels.movement import strided_copy
 
     dtype = node.output(0).element_type.dtype
     if dtype.itemsize != 4 or any(s.element_type.dtype != dtype for s in node._inputs):
@@ -224,7 +224,7 @@ def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 def lower_resize_nearest(L: Lowering, node: Node) -> bool:
     """Nearest-neighbour resizes of NHWC tensors: a gather of whole pixels, with the source
     pixel of each output pixel found once from the reference kernel (an index map)."""
-    from ember.devices.cpu.kernels.eltwise import gather_rows
+    from ember.devices.cpu.kernels.movement import gather_rows
 
     if str(node.attrs.get("mode", "")).lower() != "nearest" or node._inputs[0].element_type.dtype.itemsize % 4:
         return False

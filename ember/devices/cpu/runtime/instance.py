@@ -1,0 +1,224 @@
+"""A plan bound to memory and a thread pool: the object that runs inferences.
+
+:func:`instantiate` binds a :class:`~ember.devices.cpu.runtime.plan.Program` to a fresh arena:
+native ops become rows of the native runner's step table (one foreign call, GIL released,
+per run of consecutive native steps); python ops become callables. A model input that only
+native kernels read is not copied: its kernels read the caller's array, re-pointed before
+each run through the input's binding slots (the declared pointer words of those kernels,
+recorded once here). An instance is used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.devices.cpu.runtime.memory import ALIGN, aligned_empty
+from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Program, Tensor
+from ember.devices.cpu.runtime.runner import STEP_WORDS, run_steps_function
+from ember.devices.cpu.runtime.threadpool import ThreadPool
+from ember.errors import EmberError, InferenceError
+
+
+@dataclass
+class InputBinding:
+    """Where model input ``index`` is read in place: ``slots`` are ``(context, word, offset)``
+    triples, each context word set to the caller's array address plus ``offset`` per run."""
+
+    index: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    slots: list[tuple[np.ndarray, int, int]] = field(default_factory=list)
+
+
+def instantiate(program: Program, pool: ThreadPool) -> Instance:
+    """Bind ``program`` to a fresh arena and ``pool`` (memory planned first if needed)."""
+    if program.arena_bytes == 0 and any(t.kind == "value" and t.arena for t in program.tensors):
+        program.plan_memory()
+    return Instance(program, pool)
+
+
+class Instance:
+    """A program bound to its own arena: runs inferences, one at a time."""
+
+    def __init__(self, program: Program, pool: ThreadPool) -> None:
+        self.program = program
+        self.pool = pool
+        self.arena = aligned_empty(max(program.arena_bytes, ALIGN), np.uint8)
+        arrays: dict[int, np.ndarray] = {}
+        for t in program.tensors:
+            if t.kind == "const":
+                arrays[t.id] = t.data  # type: ignore[assignment]
+            elif t.kind == "value" and t.arena and t.external:
+                arrays[t.id] = aligned_empty(max(t.nbytes, 1), np.uint8)[:t.nbytes].view(t.dtype).reshape(t.shape)
+            elif t.kind == "value" and t.arena and t.offset >= 0:
+                arrays[t.id] = self.arena[t.offset:t.offset + t.nbytes].view(t.dtype).reshape(t.shape)
+        for t in program.tensors:  # views come after their bases
+            if t.kind == "view" and t.base is not None and t.base.id in arrays:
+                assert t.make_view is not None
+                v = t.make_view(arrays[t.base.id])
+                if v.shape != t.shape:
+                    raise EmberError(f"ember: internal: view {t} has shape {v.shape}")
+                arrays[t.id] = v
+        self.arrays = arrays
+        rows: list[list[int]] = []
+        keep: list[Any] = []
+        segments: list[Any] = []  # (first, count) native runs, or python callables
+        self.op_spans: list[tuple[Op, Any]] = []
+        patchable = self._patchable_inputs(program)
+        self.bindings: list[InputBinding] = []
+        kernels_of: dict[int, list[BoundKernel]] = {}  # op index -> its bound kernels
+        for op_index, op in enumerate(program.ops):
+            if op.type_name == "InputCopy" and op.outputs[0].id in patchable:
+                continue  # the kernels read the caller's array (pointers patched per run)
+            if op.native:
+                assert op.bind is not None
+                kernels = op.bind([arrays[t.id] for t in op.inputs], [arrays[t.id] for t in op.outputs])
+                kernels_of[op_index] = kernels
+                first = len(rows)
+                for k in kernels:
+                    rows.append([k.task, k.ctx.ctypes.data, k.n_tasks, k.num_threads])
+                    keep.append(k)
+                span = (first, len(kernels))
+                if segments and isinstance(segments[-1], list):
+                    segments[-1][1] += len(kernels)
+                else:
+                    segments.append([first, len(kernels)])
+                self.op_spans.append((op, span))
+            else:
+                step = self._python_step(op)
+                segments.append(step)
+                self.op_spans.append((op, step))
+        self._keep = keep
+        for tid, index in patchable.items():
+            self.bindings.append(self._input_binding(program, tid, index, kernels_of))
+        self.table = np.array(rows if rows else [[0] * STEP_WORDS], np.int64).reshape(-1, STEP_WORDS)
+        self.segments = [tuple(s) if isinstance(s, list) else s for s in segments]
+        self._runner = run_steps_function()
+        self._input_ids = [t.id for t in program.inputs]
+
+    def _input_binding(self, program: Program, tid: int, index: int,
+                       kernels_of: dict[int, list[BoundKernel]]) -> InputBinding:
+        """The binding slots of model input ``index`` (read in place through tensor ``tid``):
+        the declared pointer words of the kernels of its readers that point into its buffer."""
+        t = program.tensors[tid]
+        start = self.arrays[tid].ctypes.data
+        end = start + max(t.nbytes, 1)
+        slots: list[tuple[np.ndarray, int, int]] = []
+        for op_index, op in enumerate(program.ops):
+            if not any(s.root().id == tid for s in op.inputs):
+                continue
+            for k in kernels_of.get(op_index, ()):
+                for word in k.pointer_words:
+                    addr = int(k.ctx[word])
+                    if start <= addr < end:
+                        slots.append((k.ctx, word, addr - start))
+        return InputBinding(index, t.dtype, t.shape, slots)
+
+    @staticmethod
+    def _patchable_inputs(program: Program) -> dict[int, int]:
+        """{copy tensor id: input index} of model inputs that only native ops read (directly
+        or through views): their kernels can read the caller's array in place."""
+        readers: dict[int, list[Op]] = {}
+        for op in program.ops:
+            for t in op.inputs:
+                readers.setdefault(t.root().id, []).append(op)
+        out = {}
+        for op in program.ops:
+            if op.type_name == "InputCopy":
+                t = op.outputs[0]
+                if t in program.outputs or any(v.root() is t for v in program.outputs):
+                    continue
+                if t.arena and readers.get(t.id) and all(r.native for r in readers[t.id]):
+                    out[t.id] = op.inputs[0].index
+        return out
+
+    # -- python steps ---------------------------------------------------------------------
+    def _getter(self, t: Tensor, physical: bool) -> Callable[[dict[int, np.ndarray]], np.ndarray]:
+        arr = self.arrays.get(t.id)
+        if arr is not None:
+            if t.layout == NHWC and not physical:
+                logical = arr.transpose(0, 3, 1, 2)
+                return lambda slots: logical
+            return lambda slots: arr
+        tid = t.id
+        return lambda slots: slots[tid]
+
+    def _python_step(self, op: Op) -> Callable[[dict[int, np.ndarray]], None]:
+        getters = [self._getter(t, op.physical) for t in op.inputs]
+        fn = op.fn
+        assert fn is not None
+        arena = self.arena
+        targets: list[tuple[int, np.ndarray | None]] = []
+        for t in op.outputs:
+            if t.layout != PLAIN and not op.physical:
+                raise EmberError(f"ember: internal: python op {op.name} writes a {t.layout} tensor")
+            targets.append((t.id, self.arrays.get(t.id)))
+
+        def step(slots: dict[int, np.ndarray]) -> None:
+            try:
+                outs = fn([g(slots) for g in getters])
+            except EmberError:
+                raise
+            except Exception as e:  # a kernel failure names the node that failed
+                raise InferenceError(f"ember: {op.type_name} '{op.name}' failed: {type(e).__name__}: {e}") from e
+            for (tid, dst), val in zip(targets, outs):
+                if dst is not None:
+                    if val.shape != dst.shape:
+                        val = np.broadcast_to(val, dst.shape) if val.size == dst.size else val
+                    np.copyto(dst, val.reshape(dst.shape), casting="unsafe")
+                else:
+                    if isinstance(val, np.ndarray) and np.may_share_memory(val, arena):
+                        val = val.copy()
+                    slots[tid] = val
+
+        step.op = op  # type: ignore[attr-defined]
+        return step
+
+    # -- running --------------------------------------------------------------------------
+    def _native(self, first: int, count: int) -> None:
+        self._runner(self.pool.handle, self.pool.parallel_for_address, self.table.ctypes.data, first, count)
+
+    def run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None = None) -> list[np.ndarray]:
+        slots: dict[int, np.ndarray] = dict(zip(self._input_ids, inputs))
+        held = []
+        for binding in self.bindings:
+            a = np.asarray(inputs[binding.index], dtype=binding.dtype, order="C")  # keeps 0-d arrays 0-d
+            if a.shape != binding.shape:
+                raise InferenceError(f"ember: input {binding.index} has shape {list(a.shape)}, "
+                                     f"expected {list(binding.shape)}")
+            held.append(a)
+            addr = a.ctypes.data
+            for ctx, word, delta in binding.slots:
+                ctx[word] = addr + delta
+        if profile is not None:
+            self._run_profiled(slots, profile)
+        else:
+            for seg in self.segments:
+                if isinstance(seg, tuple):
+                    self._native(seg[0], seg[1])
+                else:
+                    seg(slots)
+        return [self._fetch(t, slots) for t in self.program.outputs]
+
+    def _run_profiled(self, slots: dict[int, np.ndarray], profile: dict[str, float]) -> None:
+        for op, span in self.op_spans:
+            t0 = time.perf_counter()
+            if isinstance(span, tuple):
+                self._native(*span)
+            else:
+                span(slots)
+            profile[op.name] = profile.get(op.name, 0.0) + time.perf_counter() - t0
+
+    def _fetch(self, t: Tensor, slots: dict[int, np.ndarray]) -> np.ndarray:
+        arr = self.arrays.get(t.id)
+        if arr is None:
+            return np.array(slots[t.id], copy=True)
+        if t.layout == NHWC:
+            return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+        return np.array(arr, copy=True)
