@@ -1,8 +1,10 @@
-"""The classic OpenVINO image-classification script, running on ember.
+"""The classic OpenVINO image-classification flow as a small command-line program, on ember.
 
-Only the import differs from the OpenVINO original (``from openvino.runtime import Core``);
-the rest is the familiar flow: read the model, compile it, unpack the input's ``N, C, H, W``,
-resize the image, run ``compiled_model([input_image])[output_layer]`` and take the argmax.
+The flow is OpenVINO's classic one (read the model, compile it, unpack the input's
+``N, C, H, W``, resize the image, run ``compiled_model([input_image])[output_layer]``, argmax);
+unlike the original it reads images without OpenCV and takes its arguments from the command
+line. ``examples/openvino_classic.py`` is the original script itself, with only its import
+changed.
 
     python examples/classify.py MODEL.xml [IMAGE] [--device CPU|AUTO|REFERENCE|...]
 

@@ -1,7 +1,7 @@
 """OpenVINO's newer-style classification sample (``hello_classification.py``), on ember.
 
-Only the imports differ from the original (``import openvino as ov`` and
-``from openvino.preprocess import ...``): preprocessing (u8 NHWC input of any size, linear
+The OpenVINO calls are the sample's, with ``import ember as ov`` for ``import openvino as ov``
+(the argument handling and the image reader are this example's own): preprocessing (u8 NHWC input of any size, linear
 resize, layout conversion) is built into the model with ``PrePostProcessor``.
 
     python examples/classify_ov.py MODEL.xml [IMAGE] [--device CPU|AUTO|REFERENCE|...]
