@@ -7,7 +7,8 @@ A ``config.json`` is OpenVINO Model Server's::
                     "model_version_policy": {"latest": {"num_versions": 2}},
                     "target_device": "CPU", "nireq": 4,
                     "plugin_config": {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2},
-                    "dynamic_batching": {"max_batch_size": 8, "max_queue_delay_microseconds": 2000},
+                    "dynamic_batching": {"max_batch_size": 8, "max_queue_delay_microseconds": 2000,
+                                         "preferred_batch_size": [1, 2, 4, 8]},
                     "max_queue_size": 256}}]}
 
 ``dynamic_batching`` and ``max_queue_size`` are ember's additions (OVMS has no dynamic batcher;
@@ -86,10 +87,25 @@ class BatchingConfig:
 
     max_batch_size: int = 1
     max_queue_delay_us: int = 1000
+    #: a joined batch is padded up to the smallest of these sizes (default: powers of two up to
+    #: max_batch_size), so the device sees a few shapes only and each is compiled (and warmed
+    #: up at load) once
+    preferred_batch_sizes: tuple[int, ...] = ()
 
     @property
     def enabled(self) -> bool:
         return self.max_batch_size > 1
+
+    def buckets(self) -> tuple[int, ...]:
+        if self.preferred_batch_sizes:
+            return tuple(sorted({b for b in self.preferred_batch_sizes if b < self.max_batch_size}
+                                | {self.max_batch_size}))
+        sizes = []
+        b = 1
+        while b < self.max_batch_size:
+            sizes.append(b)
+            b *= 2
+        return (*sizes, self.max_batch_size)
 
 
 @dataclass(frozen=True)
@@ -141,7 +157,8 @@ class ModelConfig:
                    target_device=str(cfg.get("target_device", "CPU")), plugin_config=dict(plugin),
                    nireq=int(cfg.get("nireq", 0)),
                    batching=BatchingConfig(int(db.get("max_batch_size", 1)),
-                                           int(db.get("max_queue_delay_microseconds", 1000))),
+                                           int(db.get("max_queue_delay_microseconds", 1000)),
+                                           tuple(int(b) for b in db.get("preferred_batch_size", ()))),
                    max_queue_size=int(cfg.get("max_queue_size", 256)))
 
 

@@ -90,6 +90,9 @@ class ModelVersion:
                         "needs a dynamic first dimension", self.name, version)
             self.max_batch = 1
         self._delay = config.batching.max_queue_delay_us / 1e6
+        self.buckets = config.batching.buckets() if self.max_batch > 1 else (1,)
+        if self.max_batch > 1:
+            self._warm_up()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending = 0
@@ -107,6 +110,21 @@ class ModelVersion:
     def _batchable(self) -> bool:
         specs = self.inputs + self.outputs
         return all(s.shape is not None and len(s.shape) >= 1 and s.shape[0] == -1 for s in specs)
+
+    def _warm_up(self) -> None:
+        """Run each padded batch size once so its plan is compiled before the first request."""
+        if any(s.shape is None or -1 in s.shape[1:] for s in self.inputs):
+            return  # other dynamic dimensions: shapes are not known ahead
+        request = self.compiled.create_infer_request()
+        for b in self.buckets:
+            feeds = {}
+            for i, s in enumerate(self.inputs):
+                dtype = np.dtype(self.compiled.inputs[i].element_type.dtype)
+                arr = np.zeros((b, *s.shape[1:]), dtype)
+                if dtype.kind == "O":
+                    arr[...] = ""
+                feeds[i] = arr
+            request.infer(feeds)
 
     @property
     def ready(self) -> bool:
@@ -202,11 +220,19 @@ class ModelVersion:
         m.active.labels(self.name, self.label).inc()
         m.queue_depth.labels(self.name, self.label).set(self._queue.qsize())
         try:
-            if len(batch) == 1:
+            if len(batch) == 1 and (rows in self.buckets or rows > self.max_batch):
                 results = [self._execute(request, batch[0].feeds)]
             else:
-                joined = {i: np.concatenate([j.feeds[i] for j in batch]) for i in batch[0].feeds}
+                padded = next((b for b in self.buckets if b >= rows), rows)
+                joined = {}
+                for i in batch[0].feeds:
+                    parts = [j.feeds[i] for j in batch]
+                    if padded > rows:  # repeat a real row: padding must not produce NaN or errors
+                        parts.append(np.repeat(parts[0][:1], padded - rows, axis=0))
+                    joined[i] = np.concatenate(parts)
                 out = self._execute(request, joined)
+                if padded > rows:
+                    out = {n: a[:rows] if a.ndim and a.shape[0] == padded else a for n, a in out.items()}
                 if any(a.ndim == 0 or a.shape[0] != rows for a in out.values()):
                     results = [self._execute(request, j.feeds) for j in batch]  # outputs not per row
                 else:

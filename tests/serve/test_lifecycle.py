@@ -171,3 +171,22 @@ def test_ember_serve_command_runs_and_stops_on_sigterm(tmp_path):
     access = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(a["method"] == "ModelInfer" and a["status"] == 200 and a["model"] == "m" for a in access)
     assert "stopped" in err
+
+
+def test_batches_padded_to_preferred_sizes(tmp_path):
+    """Odd row counts run padded to the next preferred size (plans warmed up at load) and
+    every caller still gets exactly its rows."""
+    from ember.serve import BatchingConfig
+
+    save_version(tmp_path / "m", 1, scale_model(2.0))
+    cfg = ServerConfig(models=(ModelConfig("m", tmp_path / "m", target_device="REFERENCE", nireq=1,
+                                           batching=BatchingConfig(8, 1000)),), rest_port=None, grpc_port=None,
+                       poll_wait_seconds=0)
+    with Server(cfg) as s:
+        mv = s.repository.get("m")
+        assert mv.buckets == (1, 2, 4, 8)
+        for rows in (3, 5, 7, 8, 9):
+            x = np.random.default_rng(rows).standard_normal((rows, 4)).astype(np.float32)
+            out = mv.infer({0: x}, timeout=30)
+            np.testing.assert_array_equal(out["y"], x * 2)
+            np.testing.assert_allclose(out["row_sum"], x.sum(1, keepdims=True), rtol=1e-6)
