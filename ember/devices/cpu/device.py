@@ -164,9 +164,14 @@ class _Programs:
                 log.info("CPU: cannot specialize '%s' to input shapes %s (%s); running it with dynamic shapes",
                          self.model.friendly_name, list(key), e)
                 model = self.model
-        prog = Lowering(model, self.threads, host_isa(), self.precision).run()
+        prog = Lowering(model, self.threads, host_isa(), self.precision, compile_body=self._compile_body).run()
         prog.plan_memory()
         return prog
+
+
+    def _compile_body(self, body: Model) -> CPUExecutable:
+        """An executable for a control-flow body (an If branch) with this model's settings."""
+        return CPUExecutable(body, self.threads, Type.bf16 if self.precision == "bf16" else Type.f32)
 
 
 class CPUDevice(Device):

@@ -25,7 +25,7 @@ from ember.graph.node import Node, Output
 # -- convolution ------------------------------------------------------------------------------
 
 @lowers("Convolution", "GroupConvolution")
-def lower_conv(L: Lowering, node: Node) -> bool:
+def lower_conv(lowering: Lowering, node: Node) -> bool:
     """2-D convolutions on NHWC tensors; 1-D ones as 2-D with a height of 1 (converted back to
     the plain layout after)."""
     from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
@@ -54,31 +54,31 @@ def lower_conv(L: Lowering, node: Node) -> bool:
     if one_d:
         pb, pe, dil, strides = [0, *pb], [0, *pe], [1, *dil], [1, *strides]
     geo = ConvGeometry(n, h, wd, c, oc, kh, kw, tuple(strides), tuple(dil), tuple(pb), tuple(pe), groups)
-    bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, 1, oc, NHWC, residual=not one_d)
-    kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=L.threads, isa=L.isa, precision=L.precision)
-    L.bf16_ops += kernel.precision.value == "bf16"
-    src = L.tensor(xport)
+    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, oc, NHWC, residual=not one_d)
+    kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa, precision=lowering.precision)
+    lowering.bf16_ops += kernel.precision.value == "bf16"
+    src = lowering.tensor(xport)
     if one_d:
-        src = L.native_input(src, PLAIN)
-        src = L.p.view(src, (n, c, 1, wd), lambda a: a.reshape(n, c, 1, wd), contiguous=src.contiguous)
-    x = L.native_input(src, NHWC, contiguous=False)
-    y = L.value(geo.output_shape, NHWC, name=last.friendly_name)
+        src = lowering.native_input(src, PLAIN)
+        src = lowering.program.view(src, (n, c, 1, wd), lambda a: a.reshape(n, c, 1, wd), contiguous=src.contiguous)
+    x = lowering.native_input(src, NHWC, contiguous=False)
+    y = lowering.value(geo.output_shape, NHWC, name=last.friendly_name)
     ins = [x] + ([residual] if residual is not None else [])
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
         return [kernel.bind(a[0], o[0], bias, a[1] if residual is not None else None)]
 
-    L.p.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
     if one_d:  # back to [N, C, W]
-        flat = L.plain(y)
+        flat = lowering.plain(y)
         out3 = (n, oc, geo.ow)
-        y = L.p.view(flat, out3, lambda a: a.reshape(out3), name=last.friendly_name)
-    L.finish(last, y, fused)
+        y = lowering.program.view(flat, out3, lambda a: a.reshape(out3), name=last.friendly_name)
+    lowering.finish(last, y, fused)
     return True
 
 
 @lowers("ConvolutionBackpropData")
-def lower_conv_transpose(L: Lowering, node: Node) -> bool:
+def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
     """A transposed convolution whose kernel equals its stride (upsampling, no overlap): one
     GEMM to ``[pixels, kh * kw * Cout]`` (bias and clamp fused), then a strided copy that
     puts each pixel's kh x kw block in place."""
@@ -99,41 +99,41 @@ def lower_conv_transpose(L: Lowering, node: Node) -> bool:
         return False
     if static_shape(node.output(0)) != (n, cout, h * kh, wd * kw):
         return False
-    bias, _, (lo, hi), last, fused = epilogue_chain(L, node, 1, cout, NHWC, residual=False)
+    bias, _, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, cout, NHWC, residual=False)
     b_mat = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(cin, kh * kw * cout))
     m = n * h * wd
-    gemm = Gemm(pack_b(b_mat, L.isa, precision=L.precision), m, Epilogue(lo, hi), num_threads=L.threads)
-    L.bf16_ops += L.precision == "bf16"
+    gemm = Gemm(pack_b(b_mat, lowering.isa, precision=lowering.precision), m, Epilogue(lo, hi), num_threads=lowering.threads)
+    lowering.bf16_ops += lowering.precision == "bf16"
     tiled_bias = None if bias is None else np.ascontiguousarray(np.tile(bias, kh * kw))
-    x = L.native_input(L.tensor(xport), NHWC)
-    tmp = L.value((m, kh * kw * cout), PLAIN, name=node.friendly_name + "/blocks")
-    L.p.add(Op(node.friendly_name, "ConvolutionBackpropData", [x], [tmp], native=True,
+    x = lowering.native_input(lowering.tensor(xport), NHWC)
+    tmp = lowering.value((m, kh * kw * cout), PLAIN, name=node.friendly_name + "/blocks")
+    lowering.program.add(Op(node.friendly_name, "ConvolutionBackpropData", [x], [tmp], native=True,
                bind=lambda a, o: [gemm.bind(a[0].reshape(m, cin), o[0], tiled_bias)]))
-    y = L.value((n, h * kh, wd * kw, cout), NHWC, name=last.friendly_name)
-    threads = L.threads
+    y = lowering.value((n, h * kh, wd * kw, cout), NHWC, name=last.friendly_name)
+    threads = lowering.threads
 
     def place(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
         src = a[0].reshape(n, h, wd, kh, kw, cout).transpose(0, 1, 3, 2, 4, 5)
-        k = strided_copy(src, o[0].reshape(n, h, kh, wd, kw, cout), threads, L.isa)
+        k = strided_copy(src, o[0].reshape(n, h, kh, wd, kw, cout), threads, lowering.isa)
         if k is None:
             raise EmberError(f"ember: internal: '{node.friendly_name}' blocks do not fit the copy kernel")
         return [k]
 
-    L.p.add(Op(node.friendly_name + "/place", "Reorder", [tmp], [y], native=True, bind=place))
-    L.finish(last, y, fused)
+    lowering.program.add(Op(node.friendly_name + "/place", "Reorder", [tmp], [y], native=True, bind=place))
+    lowering.finish(last, y, fused)
     return True
 
 
 # -- matrix products --------------------------------------------------------------------------
 
 @lowers("MatMul")
-def lower_matmul(L: Lowering, node: Node) -> bool:
+def lower_matmul(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
 
     a_port, b_port = node._inputs
     w = const_of(b_port)
     if w is None or const_of(a_port) is not None:
-        return _lower_batched_matmul(L, node)
+        return _lower_batched_matmul(lowering, node)
     if w.dtype != F32 or a_port.element_type.dtype != F32 or node.attrs["transpose_a"]:
         return False
     a_shape = static_shape(a_port)
@@ -147,30 +147,30 @@ def lower_matmul(L: Lowering, node: Node) -> bool:
         return False
     out_shape = static_shape(node.output(0))
     m = int(np.prod(a_shape[:-1]))
-    bias, residual, (lo, hi), last, fused = epilogue_chain(L, node, len(out_shape) - 1, nn, PLAIN)
-    gemm = Gemm(pack_b(np.ascontiguousarray(w2), L.isa, precision=L.precision), m, Epilogue(lo, hi),
-                num_threads=L.threads)
-    L.bf16_ops += L.precision == "bf16"
-    a = L.native_input(L.tensor(a_port), PLAIN, contiguous=False)
+    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, len(out_shape) - 1, nn, PLAIN)
+    gemm = Gemm(pack_b(np.ascontiguousarray(w2), lowering.isa, precision=lowering.precision), m, Epilogue(lo, hi),
+                num_threads=lowering.threads)
+    lowering.bf16_ops += lowering.precision == "bf16"
+    a = lowering.native_input(lowering.tensor(a_port), PLAIN, contiguous=False)
     try:  # rows of A may be strided (a column slice): the GEMM takes any row stride
         rows = np.reshape(probe_array(a), (m, k), copy=False)
         if k > 1 and rows.strides[-1] != rows.itemsize:
             raise ValueError
     except ValueError:
-        a = L.native_input(a, PLAIN, contiguous=True)
-    y = L.value(out_shape, PLAIN, name=last.friendly_name)
+        a = lowering.native_input(a, PLAIN, contiguous=True)
+    y = lowering.value(out_shape, PLAIN, name=last.friendly_name)
     ins = [a] + ([residual] if residual is not None else [])
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         r = arrs[1].reshape(m, nn) if residual is not None else None
         return [gemm.bind(np.reshape(arrs[0], (m, k), copy=False), outs[0].reshape(m, nn), bias, r)]
 
-    L.p.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind))
-    L.finish(last, y, fused)
+    lowering.program.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind))
+    lowering.finish(last, y, fused)
     return True
 
 
-def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
+def _lower_batched_matmul(lowering: Lowering, node: Node) -> bool:
     """MatMul of two runtime tensors (attention scores, context): strided views, no copies."""
     from ember.devices.cpu.kernels.batched_gemm import BatchedGemm
     from ember.devices.cpu.kernels.gemm import Epilogue
@@ -185,7 +185,7 @@ def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
     ta, tb = bool(node.attrs["transpose_a"]), bool(node.attrs["transpose_b"])
     # a scalar scale right after the product becomes the kernel's alpha
     alpha, start = 1.0, node
-    nxt = L.sole_consumer(node)
+    nxt = lowering.sole_consumer(node)
     if nxt is not None and nxt.type_name in ("Multiply", "Divide") and len(nxt._inputs) == 2 \
             and static_shape(nxt.output(0)) == out_shape and nxt._inputs[0].node is node:
         s = scalar_of(nxt._inputs[1])
@@ -195,38 +195,38 @@ def _lower_batched_matmul(L: Lowering, node: Node) -> bool:
     if len(sb) == 1:  # a matrix-vector product: the output's last axis is M, the epilogue's vectors run along N
         bias, residual, (lo, hi), last, fused = None, None, (-math.inf, math.inf), start, []
     else:
-        bias, residual, (lo, hi), last, fused = epilogue_chain(L, start, n_axis, out_shape[-1], PLAIN,
+        bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, start, n_axis, out_shape[-1], PLAIN,
                                                                broadcast_residual=True)
     if start is not node:
         fused = [start, *fused]
     ins = []
     for port in (a_port, b_port):
-        t = L.native_input(L.tensor(port), PLAIN, contiguous=False)
+        t = lowering.native_input(lowering.tensor(port), PLAIN, contiguous=False)
         probe = probe_array(t)
         st = [x // probe.itemsize for x in probe.strides]
         if probe.ndim >= 2 and st[-1] != 1 and st[-2] != 1 and probe.shape[-1] > 1 and probe.shape[-2] > 1:
-            t = L.native_input(t, PLAIN, contiguous=True)
+            t = lowering.native_input(t, PLAIN, contiguous=True)
         ins.append(t)
     if residual is not None:
         rp = probe_array(residual)
         if rp.shape[-1] > 1 and rp.strides[-1] != rp.itemsize:
-            residual = L.native_input(residual, PLAIN, contiguous=True)
-    kernel = BatchedGemm(sa, sb, ta, tb, num_threads=L.threads, epilogue=Epilogue(lo, hi), alpha=alpha, isa=L.isa)
-    y = L.value(out_shape, PLAIN, name=last.friendly_name)
+            residual = lowering.native_input(residual, PLAIN, contiguous=True)
+    kernel = BatchedGemm(sa, sb, ta, tb, num_threads=lowering.threads, epilogue=Epilogue(lo, hi), alpha=alpha, isa=lowering.isa)
+    y = lowering.value(out_shape, PLAIN, name=last.friendly_name)
     all_ins = ins + ([residual] if residual is not None else [])
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         return [kernel.bind(arrs[0], arrs[1], outs[0], bias, arrs[2] if residual is not None else None)]
 
-    L.p.add(Op(node.friendly_name, "MatMul", all_ins, [y], native=True, bind=bind))
-    L.finish(last, y, fused)
+    lowering.program.add(Op(node.friendly_name, "MatMul", all_ins, [y], native=True, bind=bind))
+    lowering.finish(last, y, fused)
     return True
 
 
 # -- attention -----------------------------------------------------------------
 
 @lowers("ScaledDotProductAttention")
-def lower_attention(L: Lowering, node: Node) -> bool:
+def lower_attention(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.attention import attention_kernel, fits
 
     ports = node._inputs
@@ -243,8 +243,8 @@ def lower_attention(L: Lowering, node: Node) -> bool:
         if ports[3].element_type.dtype != F32 or len(ports[3].partial_shape) > 4:
             return False
         if mc is None or np.any(mc != 0):
-            mask_t = L.p.const(np.ascontiguousarray(mc, np.float32)) if mc is not None \
-                else L.native_input(L.tensor(ports[3]), PLAIN)
+            mask_t = lowering.program.const(np.ascontiguousarray(mc, np.float32)) if mc is not None \
+                else lowering.native_input(lowering.tensor(ports[3]), PLAIN)
     if len(ports) > 4:
         s = scalar_of(ports[4])
         if s is None:
@@ -253,7 +253,7 @@ def lower_attention(L: Lowering, node: Node) -> bool:
     else:
         scale = 1.0 / math.sqrt(shapes[0][-1])
     e, s_len = shapes[0][-1], shapes[1][-2]
-    if not fits(s_len, e, L.isa) or s_len == 0 or shapes[1][-1] != e:
+    if not fits(s_len, e, lowering.isa) or s_len == 0 or shapes[1][-1] != e:
         return False
 
     def four(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -261,22 +261,22 @@ def lower_attention(L: Lowering, node: Node) -> bool:
 
     ins = []
     for p in ports[:3]:  # strided views are fine while their last axis is contiguous
-        t = L.native_input(L.tensor(p), PLAIN, contiguous=False)
+        t = lowering.native_input(lowering.tensor(p), PLAIN, contiguous=False)
         probe = probe_array(t)
         if probe.shape[-1] > 1 and probe.strides[-1] != probe.itemsize:
-            t = L.native_input(t, PLAIN, contiguous=True)
+            t = lowering.native_input(t, PLAIN, contiguous=True)
         ins.append(t)
     o4 = four(out_shape)
     # the usual consumer merges heads back: Transpose(0, 2, 1, 3); write into its layout directly
-    nxt = L.sole_consumer(node)
+    nxt = lowering.sole_consumer(node)
     merged = None
     if nxt is not None and nxt.type_name == "Transpose" and len(out_shape) == 4:
         pv = const_of(nxt._inputs[1])
         if pv is not None and [int(x) for x in np.asarray(pv).reshape(-1)] == [0, 2, 1, 3]:
             merged = nxt
-    z = L.value(static_shape(merged.output(0)) if merged is not None else out_shape, PLAIN, name=node.friendly_name)
+    z = lowering.value(static_shape(merged.output(0)) if merged is not None else out_shape, PLAIN, name=node.friendly_name)
     mask_shape = None if mask_t is None else four(tuple(mask_t.logical_shape))
-    threads = L.threads
+    threads = lowering.threads
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         q, k, v = (_contig_last(a.reshape(four(a.shape)) if a.ndim < 4 else a) for a in arrs[:3])
@@ -284,14 +284,14 @@ def lower_attention(L: Lowering, node: Node) -> bool:
         o = outs[0].transpose(0, 2, 1, 3) if merged is not None else outs[0].reshape(o4)
         bshape = o4[:2]
         q, k, v = (np.broadcast_to(x, bshape + x.shape[2:]) for x in (q, k, v))
-        return [attention_kernel(q, k, v, m, o, scale, causal, threads, L.isa)]
+        return [attention_kernel(q, k, v, m, o, scale, causal, threads, lowering.isa)]
 
     all_ins = ins + ([mask_t] if mask_t is not None else [])
-    L.p.add(Op(node.friendly_name, "ScaledDotProductAttention", all_ins, [z], native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, "ScaledDotProductAttention", all_ins, [z], native=True, bind=bind))
     if merged is not None:
-        L.finish(merged, z, [merged])
+        lowering.finish(merged, z, [merged])
     else:
-        L.finish(node, z, [])
+        lowering.finish(node, z, [])
     return True
 
 
@@ -304,13 +304,13 @@ def _contig_last(a: np.ndarray) -> np.ndarray:
 # -- pooling and reductions -------------------------------------------------------------------
 
 @lowers("MaxPool", "AvgPool")
-def lower_pool(L: Lowering, node: Node) -> bool:
+def lower_pool(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.pool import pool2d
 
     xport = node._inputs[0]
     if xport.element_type.dtype != F32 or len(xport.partial_shape) != 4:
         return False
-    if len(node._consumers) > 1 and any(node._consumers[1:]) or any(L.is_result(o) for o in node.outputs()[1:]):
+    if len(node._consumers) > 1 and any(node._consumers[1:]) or any(lowering.is_result(o) for o in node.outputs()[1:]):
         return False  # MaxPool-8 indices are used
     pb, pe, _ = node.plan(xport.partial_shape)
     kernel = tuple(node.attrs["kernel"])
@@ -321,17 +321,17 @@ def lower_pool(L: Lowering, node: Node) -> bool:
     n, c, oh, ow = static_shape(node.output(0))
     mode = "max" if node.type_name == "MaxPool" else "avg"
     exclude = bool(node.attrs.get("exclude-pad", False))
-    x = L.native_input(L.tensor(xport), NHWC, contiguous=False)
-    y = L.value((n, oh, ow, c), NHWC, name=node.friendly_name)
-    threads = L.threads
+    x = lowering.native_input(lowering.tensor(xport), NHWC, contiguous=False)
+    y = lowering.value((n, oh, ow, c), NHWC, name=node.friendly_name)
+    threads = lowering.threads
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [pool2d(ins[0], outs[0], kernel, strides, dil, tuple(pb), tuple(pe), mode, exclude, threads, L.isa)]
+        return [pool2d(ins[0], outs[0], kernel, strides, dil, tuple(pb), tuple(pe), mode, exclude, threads, lowering.isa)]
 
-    L.p.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
     for o in node.outputs()[1:]:  # unused indices: never computed
-        L.bind_port(o, L.value(static_shape(o), PLAIN, o.element_type.dtype))
-    L.finish(node, y, [])
+        lowering.bind_port(o, lowering.value(static_shape(o), PLAIN, o.element_type.dtype))
+    lowering.finish(node, y, [])
     return True
 
 
@@ -339,7 +339,7 @@ _REDUCE_OPS = {"ReduceMean": "sum", "ReduceSum": "sum", "ReduceMax": "max", "Red
 
 
 @lowers(*_REDUCE_OPS)
-def lower_reduce(L: Lowering, node: Node) -> bool:
+def lower_reduce(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.pool import reduce_middle
 
     xport = node._inputs[0]
@@ -355,18 +355,18 @@ def lower_reduce(L: Lowering, node: Node) -> bool:
         return False
     keep = bool(node.attrs["keep_dims"])
     out_shape = static_shape(node.output(0))
-    src = L.tensor(xport)
+    src = lowering.tensor(xport)
     op = _REDUCE_OPS[node.type_name]
     if src.layout == NHWC and axes == [2, 3]:
         n, h, w, c = src.shape
         outer, r, inner = n, h * w, c
         layout = NHWC if keep else PLAIN
         phys_out = (n, 1, 1, c) if keep else out_shape
-        src = L.native_input(src, NHWC, contiguous=True)
+        src = lowering.native_input(src, NHWC, contiguous=True)
     else:
         if axes != list(range(axes[0], axes[-1] + 1)):
             return False
-        src = L.native_input(src, PLAIN)
+        src = lowering.native_input(src, PLAIN)
         outer = int(np.prod(shape[:axes[0]]))
         r = int(np.prod([shape[a] for a in axes]))
         inner = int(np.prod(shape[axes[-1] + 1:]))
@@ -375,63 +375,63 @@ def lower_reduce(L: Lowering, node: Node) -> bool:
         return False
     # the mean of nothing is 0, as REFERENCE and OpenVINO give (a sum of nothing, scaled by 0)
     scale = (1.0 / r if r else 0.0) if node.type_name == "ReduceMean" else 1.0
-    y = L.value(phys_out, layout, name=node.friendly_name)
-    threads = L.threads
+    y = lowering.value(phys_out, layout, name=node.friendly_name)
+    threads = lowering.threads
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         x3 = ins[0].reshape(outer, r, inner)
-        return [reduce_middle(x3, outs[0].reshape(outer, inner), op, scale, threads, L.isa)]
+        return [reduce_middle(x3, outs[0].reshape(outer, inner), op, scale, threads, lowering.isa)]
 
-    L.p.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind))
-    L.finish(node, y, [])
+    lowering.program.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
     return True
 
 
 # -- rows: SoftMax, LogSoftmax, MVN -----------------------------------------------------------
 
-def _row_source(L: Lowering, port: Output, axis: int) -> tuple[Tensor, int, int, str] | None:
+def _row_source(lowering: Lowering, port: Output, axis: int) -> tuple[Tensor, int, int, str] | None:
     """The input of a last-axis row op as ``(tensor, rows, n, layout)``: NHWC tensors
     normalized over channels are rows already; otherwise plain and contiguous."""
     shape = static_shape(port)
-    t = L.tensor(port)
+    t = lowering.tensor(port)
     if t.layout == NHWC and axis == 1:
         n, c, h, w = shape
-        return L.native_input(t, NHWC), n * h * w, c, NHWC
+        return lowering.native_input(t, NHWC), n * h * w, c, NHWC
     if axis != len(shape) - 1:
         return None
-    t = L.native_input(t, PLAIN)
+    t = lowering.native_input(t, PLAIN)
     n = shape[-1] if shape else 1
     return t, int(np.prod(shape[:-1])), n, PLAIN
 
 
 @lowers("Softmax", "SoftMax", "LogSoftmax")
-def lower_softmax(L: Lowering, node: Node) -> bool:
+def lower_softmax(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.norm import row_kernel
 
     port = node._inputs[0]
     if port.element_type.dtype != F32 or len(port.partial_shape) == 0:
         return False
     rank = len(port.partial_shape)
-    src = _row_source(L, port, node.attrs["axis"] % rank)
+    src = _row_source(lowering, port, node.attrs["axis"] % rank)
     if src is None:
         return False
     x, rows, n, layout = src
     if rows * n == 0:
         return False
-    y = L.value(x.shape, layout, name=node.friendly_name)
+    y = lowering.value(x.shape, layout, name=node.friendly_name)
     kind = "logsoftmax" if node.type_name == "LogSoftmax" else "softmax"
-    threads = L.threads
+    threads = lowering.threads
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [row_kernel(ins[0].reshape(rows, n), outs[0].reshape(rows, n), kind, threads, isa=L.isa)]
+        return [row_kernel(ins[0].reshape(rows, n), outs[0].reshape(rows, n), kind, threads, isa=lowering.isa)]
 
-    L.p.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
-    L.finish(node, y, [])
+    lowering.program.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
     return True
 
 
 @lowers("MVN")
-def lower_mvn(L: Lowering, node: Node) -> bool:
+def lower_mvn(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.norm import row_kernel
     from ember.ops.reduce import reduction_axes
 
@@ -450,12 +450,12 @@ def lower_mvn(L: Lowering, node: Node) -> bool:
     rows = int(np.prod(shape)) // n if n else 0
     if rows * n == 0:
         return False
-    x = L.native_input(L.tensor(port), PLAIN)
+    x = lowering.native_input(lowering.tensor(port), PLAIN)
     # LayerNorm's affine tail: * scale (per column or scalar), + shift (per column or scalar)
     scale = shift = None
     last, fused = node, []
     for kind in ("Multiply", "Add"):
-        nxt = L.sole_consumer(last)
+        nxt = lowering.sole_consumer(last)
         if nxt is None or nxt.type_name != kind or len(nxt._inputs) != 2:
             break
         other = nxt._inputs[1] if nxt._inputs[0].node is last else nxt._inputs[0]
@@ -473,16 +473,16 @@ def lower_mvn(L: Lowering, node: Node) -> bool:
             shift = vec_
         last = nxt
         fused.append(nxt)
-    y = L.value(shape, PLAIN, name=last.friendly_name)
+    y = lowering.value(shape, PLAIN, name=last.friendly_name)
     eps = float(np.float32(node.attrs["eps"]))
     variance = bool(node.attrs["normalize_variance"])
     inside = str(node.attrs["eps_mode"]).lower() == "inside_sqrt"
-    threads = L.threads
+    threads = lowering.threads
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         return [row_kernel(ins[0].reshape(rows, n), outs[0].reshape(rows, n), "mvn", threads, eps=eps,
-                           normalize_variance=variance, eps_inside=inside, scale=scale, shift=shift, isa=L.isa)]
+                           normalize_variance=variance, eps_inside=inside, scale=scale, shift=shift, isa=lowering.isa)]
 
-    L.p.add(Op(node.friendly_name, "MVN", [x], [y], native=True, bind=bind))
-    L.finish(last, y, fused)
+    lowering.program.add(Op(node.friendly_name, "MVN", [x], [y], native=True, bind=bind))
+    lowering.finish(last, y, fused)
     return True

@@ -1,6 +1,7 @@
 """Lowering rule for If: each branch is a model of its own, compiled for the CPU device (native
-plans, lowered again per input shape when its shapes are dynamic); the plan step evaluates
-the condition and runs the chosen branch."""
+plans, lowered again per input shape when its shapes are dynamic) by the ``compile_body``
+callback the device gives the lowering (so rules never import the device); the plan step
+evaluates the condition and runs the chosen branch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.lowering.driver import Lowering, lowers, shape_or_none
+from ember.devices.cpu.lowering.driver import BodyCompiler, Lowering, lowers, shape_or_none
 from ember.devices.cpu.runtime.plan import PLAIN, Op
 from ember.graph.model import Model
 from ember.graph.node import Node
@@ -20,21 +21,17 @@ class Branch:
     """One body of an If on the CPU device. Executables are not thread safe, so concurrent
     callers (streams) each take one from a free list, made on first need."""
 
-    def __init__(self, body: Model, threads: int, precision: str) -> None:
+    def __init__(self, body: Model, compile_body: BodyCompiler) -> None:
         from ember.devices.cpu.lowering.passes import device_passes
 
         self.model = device_passes(body.clone())
-        self.threads = threads
-        self.precision = precision
+        self.compile_body = compile_body
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         self._first: Any = None
 
     def _make(self) -> Any:
-        from ember.devices.cpu.device import CPUExecutable
-        from ember.graph.types import Type
-
         if self._first is None:
-            self._first = CPUExecutable(self.model, self.threads, Type.bf16 if self.precision == "bf16" else Type.f32)
+            self._first = self.compile_body(self.model)
             return self._first
         return self._first.clone()
 
@@ -50,11 +47,13 @@ class Branch:
 
 
 @lowers("If", dynamic=True)
-def lower_if(L: Lowering, node: Node) -> bool:
+def lower_if(lowering: Lowering, node: Node) -> bool:
     bodies = node.bodies()
     if len(bodies) != 2 or any(b is None for b in bodies):
         return False
-    branches = [Branch(b, L.threads, L.precision) for b in bodies]
+    if lowering.compile_body is None:
+        return False
+    branches = [Branch(b, lowering.compile_body) for b in bodies]
     in_descs = [[(d.input_index, d.body_parameter_index) for d in node.get_input_descriptions(b)] for b in (0, 1)]
     out_descs = [[(d.body_value_index, d.output_index) for d in node.get_output_descriptions(b)] for b in (0, 1)]
     n_params = [len(b.get_parameters()) for b in bodies]
@@ -76,11 +75,11 @@ def lower_if(L: Lowering, node: Node) -> bool:
             raise InferenceError(f"ember: If '{name}': its {('then', 'else')[b]} branch does not produce every output")
         return outs
 
-    ins = [L.tensor(s) for s in node._inputs]
+    ins = [lowering.tensor(s) for s in node._inputs]
     outs = []
     for o in node.outputs():
-        t = L.value(shape_or_none(o), PLAIN, o.element_type.dtype, node.friendly_name)
+        t = lowering.value(shape_or_none(o), PLAIN, o.element_type.dtype, node.friendly_name)
         outs.append(t)
-        L.bind_port(o, t)
-    L.p.add(Op(node.friendly_name, "If", ins, outs, native=False, fn=run))
+        lowering.bind_port(o, t)
+    lowering.program.add(Op(node.friendly_name, "If", ins, outs, native=False, fn=run))
     return True

@@ -16,9 +16,11 @@ rules are in ``plan_compute`` (convolution, GEMM, attention, pooling, rows),
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
@@ -35,10 +37,21 @@ from ember.graph.node import Node, Output
 log = logging.getLogger("ember.cpu")
 
 Rule = Callable[["Lowering", Node], bool]
+#: compiles a body model (an If branch) for this device, with this lowering's threads and precision
+BodyCompiler = Callable[[Model], Any]
 RULES: dict[str, Rule] = {}
-# modules whose rules register themselves (imported when the first lowering starts)
-RULE_MODULES = ("ember.devices.cpu.lowering.compute", "ember.devices.cpu.lowering.eltwise", "ember.devices.cpu.lowering.movement",
-                "ember.devices.cpu.lowering.control")
+# modules of this package that hold no rules; every other module registers its rules itself
+_NOT_RULES = ("driver", "passes")
+
+
+@functools.cache
+def load_rules() -> None:
+    """Import every rule module of ``ember.devices.cpu.lowering`` (once, at the first lowering)."""
+    import ember.devices.cpu.lowering as package
+
+    for mod in pkgutil.iter_modules(package.__path__):
+        if mod.name not in _NOT_RULES:
+            importlib.import_module(f"{package.__name__}.{mod.name}")
 
 
 #: op types whose rules also take inputs of dynamic shape
@@ -50,6 +63,10 @@ def lowers(*type_names: str, dynamic: bool = False) -> Callable[[Rule], Rule]:
     inputs whose shapes are only known at run time)."""
     def wrap(fn: Rule) -> Rule:
         for t in type_names:
+            other = RULES.get(t)
+            if other is not None and other.__qualname__ != fn.__qualname__:
+                raise EmberError(f"ember: internal: two CPU lowering rules for {t}: "
+                                 f"{other.__module__}.{other.__qualname__} and {fn.__module__}.{fn.__qualname__}")
             RULES[t] = fn
             if dynamic:
                 DYNAMIC_OK.add(t)
@@ -63,16 +80,18 @@ F32 = np.dtype(np.float32)
 class Lowering:
     """State of one lowering: the program being built and the tensor of every graph port."""
 
-    def __init__(self, model: Model, threads: int, isa: Isa, precision: str = "f32") -> None:
-        for mod in RULE_MODULES:
-            importlib.import_module(mod)
+    def __init__(self, model: Model, threads: int, isa: Isa, precision: str = "f32",
+                 compile_body: BodyCompiler | None = None) -> None:
+        load_rules()
         self.model = model
         self.threads = threads
         self.isa = isa
         #: "f32" or "bf16": the arithmetic of the weight GEMMs and convolutions
         self.precision = precision
+        #: compiles control-flow bodies into executables (None: control flow stays on reference kernels)
+        self.compile_body = compile_body
         self.bf16_ops = 0
-        self.p = Program(threads=threads)
+        self.program = Program(threads=threads)
         self.ports: dict[tuple[int, int], Tensor] = {}
         self.done: set[int] = set()
         self.results: set[tuple[int, int]] = {(id(r._inputs[0].node), r._inputs[0].index) for r in model.get_results()}
@@ -100,7 +119,7 @@ class Lowering:
         return node._consumers[0][0].node
 
     def value(self, shape: Any, layout: str = PLAIN, dtype: Any = F32, name: str = "") -> Tensor:
-        return self.p.tensor(shape, dtype, layout, "value", name)
+        return self.program.tensor(shape, dtype, layout, "value", name)
 
     # -- conversions -------------------------------------------------------------------------
     def native_input(self, t: Tensor, layout: str = PLAIN, contiguous: bool = True) -> Tensor:
@@ -123,7 +142,7 @@ class Lowering:
         n, h, w, c = t.shape
         if h == 1 and w == 1:
             shape = (n, c, 1, 1)
-            return self._cached(t, PLAIN, lambda: self.p.view(t, shape, lambda a: a.reshape(shape),
+            return self._cached(t, PLAIN, lambda: self.program.view(t, shape, lambda a: a.reshape(shape),
                                                               contiguous=t.contiguous))
         return self._cached(t, PLAIN, lambda: self._to_plain(t))
 
@@ -135,7 +154,7 @@ class Lowering:
 
     def _copy(self, t: Tensor, layout: str) -> Tensor:
         out = self.value(t.shape, layout, t.dtype, t.name + "/copy")
-        self.p.add(copy_op(t.name + "/copy", t, out, None, self.threads))
+        self.program.add(copy_op(t.name + "/copy", t, out, None, self.threads))
         return out
 
     def _input_copy(self, t: Tensor) -> Tensor:
@@ -143,7 +162,7 @@ class Lowering:
         instance points the kernels at the caller's array instead when it can (no copy)."""
         out = self.value(t.shape, t.layout, t.dtype, t.name)
         out.external = True
-        self.p.add(Op(t.name + "/input", "InputCopy", [t], [out], native=False, physical=True,
+        self.program.add(Op(t.name + "/input", "InputCopy", [t], [out], native=False, physical=True,
                       fn=lambda a: [a[0]]))
         return out
 
@@ -151,12 +170,12 @@ class Lowering:
         n, c, h, w = t.shape
         out = self.value((n, h, w, c), NHWC, t.dtype, t.name + "/nhwc")
         src = self.native_input(t, PLAIN, contiguous=False) if t.kind == "input" else t
-        self.p.add(copy_op(t.name + "/to_nhwc", src, out, (0, 2, 3, 1), self.threads))
+        self.program.add(copy_op(t.name + "/to_nhwc", src, out, (0, 2, 3, 1), self.threads))
         return out
 
     def _to_plain(self, t: Tensor) -> Tensor:
         out = self.value(t.logical_shape, PLAIN, t.dtype, t.name + "/nchw")
-        self.p.add(copy_op(t.name + "/to_nchw", t, out, (0, 3, 1, 2), self.threads))
+        self.program.add(copy_op(t.name + "/to_nchw", t, out, (0, 3, 1, 2), self.threads))
         return out
 
     # -- driving ----------------------------------------------------------------------------
@@ -167,13 +186,13 @@ class Lowering:
                 continue
             self.done.add(id(node))
             if isinstance(node, Parameter):
-                t = self.p.tensor(shape_or_none(node.output(0)), node.output(0).element_type.dtype, PLAIN,
+                t = self.program.tensor(shape_or_none(node.output(0)), node.output(0).element_type.dtype, PLAIN,
                                   "input", node.friendly_name)
                 t.index = params[id(node)]
-                self.p.inputs.append(t)
+                self.program.inputs.append(t)
                 self.bind_port(node.output(0), t)
             elif isinstance(node, Constant):
-                self.bind_port(node.output(0), self.p.const(node.data, node.friendly_name))
+                self.bind_port(node.output(0), self.program.const(node.data, node.friendly_name))
             elif isinstance(node, Result):
                 continue
             else:
@@ -188,19 +207,19 @@ class Lowering:
                         ok = False
                 if ok:
                     self.native_nodes += 1
-                    last = self.p.ops[-1] if self.p.ops else None
+                    last = self.program.ops[-1] if self.program.ops else None
                     log.debug("CPU: %s '%s' -> %s", node.type_name, node.friendly_name,
                               last.type_name if last is not None and last.native else "view")
                 else:
                     self.reference(node)
-        self.p.inputs.sort(key=lambda t: t.index)
+        self.program.inputs.sort(key=lambda t: t.index)
         for r in self.model.get_results():
-            self.p.outputs.append(self.tensor(r._inputs[0]))
-        self.p.stats["pruned"] = self.p.prune()
-        self.p.stats["fallbacks"] = dict(self.fallbacks)
-        self.p.stats["native_nodes"] = self.native_nodes
-        self.p.stats["bf16_ops"] = self.bf16_ops
-        return self.p
+            self.program.outputs.append(self.tensor(r._inputs[0]))
+        self.program.stats["pruned"] = self.program.prune()
+        self.program.stats["fallbacks"] = dict(self.fallbacks)
+        self.program.stats["native_nodes"] = self.native_nodes
+        self.program.stats["bf16_ops"] = self.bf16_ops
+        return self.program
 
     def reference(self, node: Node) -> None:
         """Run ``node`` through its numpy reference kernel inside the plan."""
@@ -214,7 +233,7 @@ class Lowering:
             outs.append(t)
             self.bind_port(o, t)
         evaluate = node.evaluate
-        self.p.add(Op(node.friendly_name, node.type_name, ins, outs, native=False, fn=evaluate))
+        self.program.add(Op(node.friendly_name, node.type_name, ins, outs, native=False, fn=evaluate))
 
     def finish(self, last: Node, out: Tensor, fused: list[Node]) -> None:
         """``out`` is the value of ``last``'s output; ``fused`` nodes are done."""
@@ -291,7 +310,7 @@ def _channel_vector(c: np.ndarray, rank: int, axis: int, channels: int) -> np.nd
     return np.ascontiguousarray(v, np.float32) if v.size == channels else None
 
 
-def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: str, broadcast_residual: bool = False,
+def epilogue_chain(lowering: Lowering, node: Node, axis: int, channels: int, layout: str, broadcast_residual: bool = False,
                    residual: bool = True) -> tuple[np.ndarray | None, Tensor | None, tuple[float, float], Node,
                                                     list[Node]]:
     """The elementwise tail after ``node`` that a kernel epilogue can take:
@@ -305,7 +324,7 @@ def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: st
     lo, hi = -math.inf, math.inf
     last, fused = node, []
     while True:
-        nxt = L.sole_consumer(last)
+        nxt = lowering.sole_consumer(last)
         if nxt is None or nxt.output(0).partial_shape != out_shape or nxt.output(0).element_type.dtype != F32:
             break
         if nxt.type_name == "Add" and len(nxt._inputs) == 2:
@@ -319,13 +338,13 @@ def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: st
                     break
                 bias = vec
             else:
-                if not allow_residual or residual is not None or not L.has(other) \
+                if not allow_residual or residual is not None or not lowering.has(other) \
                         or other.element_type.dtype != F32:
                     break
                 if other.partial_shape != out_shape and not (
                         broadcast_residual and _broadcasts_to(other, out_shape, axis)):
                     break
-                residual = L.tensor(other)
+                residual = lowering.tensor(other)
             last = nxt
             fused.append(nxt)
             continue
@@ -339,7 +358,7 @@ def epilogue_chain(L: Lowering, node: Node, axis: int, channels: int, layout: st
         fused.append(nxt)
         break
     if residual is not None:
-        residual = L.native_input(residual, layout)
+        residual = lowering.native_input(residual, layout)
     return bias, residual, (lo, hi), last, fused
 
 

@@ -85,7 +85,7 @@ def _prelu_slope(node: Node, slope_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @lowers(*_EW_UNARY, *_EW_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power", "Convert")
-def lower_eltwise(L: Lowering, node: Node) -> bool:
+def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernel
 
     if not _ew_ok(node):
@@ -103,7 +103,7 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
             keep = c.dtype if c.dtype in LOADABLE else F32
             operands.append(("const", np.ascontiguousarray(c, keep).reshape(shape), shape))
         else:
-            operands.append(("tensor", L.tensor(port), shape))
+            operands.append(("tensor", lowering.tensor(port), shape))
         return len(operands) - 1
 
     prog: list[tuple] = []  # (op, dst, a, b, imm0, imm1) with operand indices in 'load'
@@ -142,7 +142,7 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
         if op == "prelu" and not first:
             return False
         shape = _prelu_slope(n, static_shape(other)) if op == "prelu" else None
-        if const_of(other) is None and not L.has(other):
+        if const_of(other) is None and not lowering.has(other):
             return False
         prog.append(("load", 1, operand(other, shape), 0, 0.0, 0.0))
         prog.append((op, 0, 0, 1, 0.0, 0.0) if first else (op, 0, 1, 0, 0.0, 0.0))
@@ -152,7 +152,7 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
         return False
     last, fused = node, []
     while len(prog) < 20:
-        nxt = L.sole_consumer(last)
+        nxt = lowering.sole_consumer(last)
         if nxt is None or not _ew_ok(nxt) or static_shape(nxt.output(0)) != out_shape:
             break
         mark = (len(prog), len(operands))
@@ -181,21 +181,21 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
             arr = t.reshape(full)
             if nhwc:
                 arr = np.ascontiguousarray(arr.transpose(0, 2, 3, 1))
-            ins.append(L.p.const(arr))
+            ins.append(lowering.program.const(arr))
             makers.append(lambda a: a)
             continue
         if nhwc:
             if t.layout == NHWC:
-                src = L.native_input(t, NHWC)
+                src = lowering.native_input(t, NHWC)
                 makers.append(lambda a: a)
             elif full[2] == 1 and full[3] == 1:  # [n, c, 1, 1] has the same memory in both layouts
-                src = L.native_input(t, PLAIN)
+                src = lowering.native_input(t, PLAIN)
                 makers.append(lambda a, f=full: a.reshape(f[0], 1, 1, f[1]))
             else:
-                src = L.native_input(t, NHWC)
+                src = lowering.native_input(t, NHWC)
                 makers.append(lambda a: a)
         else:
-            src = L.native_input(t, PLAIN)
+            src = lowering.native_input(t, PLAIN)
             makers.append(lambda a, f=full: a.reshape(f))
         ins.append(src)
     phys = (out_shape[0], out_shape[2], out_shape[3], out_shape[1]) if nhwc else out_shape
@@ -205,31 +205,31 @@ def lower_eltwise(L: Lowering, node: Node) -> bool:
     y: Tensor | None = None
     for (kind, t, _), src in zip(operands, ins):  # in place over a dying full-size input
         if kind == "tensor" and src is t and t.kind == "value" and t.producer is not None and t.producer.native \
-                and t.shape == phys and t.layout == layout and len(tensors) >= 1 and _dies_here(L, t, node):
-            y = L.p.view(t, phys, lambda a: a, layout=layout, name=last.friendly_name)
+                and t.shape == phys and t.layout == layout and len(tensors) >= 1 and _dies_here(lowering, t, node):
+            y = lowering.program.view(t, phys, lambda a: a, layout=layout, name=last.friendly_name)
             break
     if y is None:
-        y = L.value(phys, layout, name=last.friendly_name)
-    threads = L.threads
+        y = lowering.value(phys, layout, name=last.friendly_name)
+    threads = lowering.threads
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        k = eltwise_kernel(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, L.isa)
+        k = eltwise_kernel(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa)
         if k is None:
             raise EmberError(f"ember: internal: elementwise chain at '{node.friendly_name}' does not fit the kernel")
         return [k]
 
-    L.p.add(Op(node.friendly_name, "Eltwise:" + "+".join(n.type_name for n in [node, *fused]), ins, [y],
+    lowering.program.add(Op(node.friendly_name, "Eltwise:" + "+".join(n.type_name for n in [node, *fused]), ins, [y],
                native=True, bind=bind))
-    L.finish(last, y, fused)
+    lowering.finish(last, y, fused)
     return True
 
 
-def _dies_here(L: Lowering, t: Tensor, node: Node) -> bool:
+def _dies_here(lowering: Lowering, t: Tensor, node: Node) -> bool:
     """Whether ``node`` is the last reader of ``t`` (so its output may reuse t's memory)."""
-    keys = [key for key, v in L.ports.items() if v is t]
-    if len(keys) != 1 or any(v.base is t for v in L.p.tensors if v.kind == "view"):
+    keys = [key for key, v in lowering.ports.items() if v is t]
+    if len(keys) != 1 or any(v.base is t for v in lowering.program.tensors if v.kind == "view"):
         return False
     for s in node._inputs:
         if (id(s.node), s.index) == keys[0]:
-            return all(c.node is node for c in s.node._consumers[s.index]) and not L.is_result(s)
+            return all(c.node is node for c in s.node._consumers[s.index]) and not lowering.is_result(s)
     return False

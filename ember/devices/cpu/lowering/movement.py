@@ -21,23 +21,23 @@ from ember.graph.node import Node
 # -- views ------------------------------------------------------------------------------------
 
 @lowers("Reshape", "Squeeze", "Unsqueeze")
-def lower_reshape(L: Lowering, node: Node) -> bool:
-    src = L.tensor(node._inputs[0])
+def lower_reshape(lowering: Lowering, node: Node) -> bool:
+    src = lowering.tensor(node._inputs[0])
     if src.kind == "input" and src.shape is not None:
-        src = L.native_input(src, PLAIN)
+        src = lowering.native_input(src, PLAIN)
     if src.kind not in ("value", "view"):
         return False
     if src.layout == NHWC:
-        src = L.plain(src)
+        src = lowering.plain(src)
     shape = static_shape(node.output(0))
     try:  # a strided view (a column slice, say) often reshapes without a copy too
         contiguous = np.reshape(probe_array(src), shape, copy=False).flags.c_contiguous
     except ValueError:
-        src = L.native_input(src, PLAIN, contiguous=True)
+        src = lowering.native_input(src, PLAIN, contiguous=True)
         contiguous = True
-    t = L.p.view(src, shape, lambda a: np.reshape(a, shape, copy=False), contiguous=contiguous,
+    t = lowering.program.view(src, shape, lambda a: np.reshape(a, shape, copy=False), contiguous=contiguous,
                  name=node.friendly_name)
-    L.finish(node, t, [])
+    lowering.finish(node, t, [])
     return True
 
 
@@ -48,8 +48,8 @@ def _is_identity(perm: list[int], shape: tuple[int, ...]) -> bool:
 
 
 @lowers("Transpose")
-def lower_transpose(L: Lowering, node: Node) -> bool:
-    src = L.tensor(node._inputs[0])
+def lower_transpose(lowering: Lowering, node: Node) -> bool:
+    src = lowering.tensor(node._inputs[0])
     perm_v = const_of(node._inputs[1])
     if src.kind not in ("value", "view") or perm_v is None:
         return False
@@ -59,20 +59,20 @@ def lower_transpose(L: Lowering, node: Node) -> bool:
     if src.layout == NHWC:  # permute the logical axes of the physical NHWC array
         full = [(0, 3, 1, 2)[p] for p in perm]
         contiguous = src.contiguous and _is_identity(full, src.shape)
-        t = L.p.view(src, shape, lambda a, f=tuple(full): a.transpose(f), contiguous=contiguous,
+        t = lowering.program.view(src, shape, lambda a, f=tuple(full): a.transpose(f), contiguous=contiguous,
                      name=node.friendly_name)
     else:
         contiguous = src.contiguous and _is_identity(perm, src.shape)
-        t = L.p.view(src, shape, lambda a, f=tuple(perm): a.transpose(f), contiguous=contiguous,
+        t = lowering.program.view(src, shape, lambda a, f=tuple(perm): a.transpose(f), contiguous=contiguous,
                      name=node.friendly_name)
-    L.finish(node, t, [])
+    lowering.finish(node, t, [])
     return True
 
 
 # -- memory movement: Gather, Concat, slices as views -----------------------------------------
 
 @lowers("Gather")
-def lower_gather(L: Lowering, node: Node) -> bool:
+def lower_gather(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.movement import gather_rows
 
     data_p, idx_p, ax_p = node._inputs
@@ -88,28 +88,28 @@ def lower_gather(L: Lowering, node: Node) -> bool:
     if bd != 0 or not dshape:
         return False
     out_shape = static_shape(node.output(0))
-    data = L.tensor(data_p)
-    data = data if data.kind == "const" else L.native_input(data, PLAIN)
-    idx = L.tensor(idx_p)
-    idx = idx if idx.kind == "const" else L.native_input(idx, PLAIN)
+    data = lowering.tensor(data_p)
+    data = data if data.kind == "const" else lowering.native_input(data, PLAIN)
+    idx = lowering.tensor(idx_p)
+    idx = idx if idx.kind == "const" else lowering.native_input(idx, PLAIN)
     if data.kind == "const":
-        data = L.p.const(np.ascontiguousarray(data.data))
+        data = lowering.program.const(np.ascontiguousarray(data.data))
     if idx.kind == "const":
-        idx = L.p.const(np.ascontiguousarray(idx.data))
-    y = L.value(out_shape, PLAIN, data_p.element_type.dtype, name=node.friendly_name)
+        idx = lowering.program.const(np.ascontiguousarray(idx.data))
+    y = lowering.value(out_shape, PLAIN, data_p.element_type.dtype, name=node.friendly_name)
     negative = node.version == "opset8"
-    threads = L.threads
+    threads = lowering.threads
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [gather_rows(arrs[0], arrs[1], outs[0], axis, negative, threads, L.isa)]
+        return [gather_rows(arrs[0], arrs[1], outs[0], axis, negative, threads, lowering.isa)]
 
-    L.p.add(Op(node.friendly_name, "Gather", [data, idx], [y], native=True, bind=bind))
-    L.finish(node, y, [])
+    lowering.program.add(Op(node.friendly_name, "Gather", [data, idx], [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
     return True
 
 
 @lowers("Concat")
-def lower_concat(L: Lowering, node: Node) -> bool:
+def lower_concat(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.movement import strided_copy
 
     dtype = node.output(0).element_type.dtype
@@ -120,21 +120,21 @@ def lower_concat(L: Lowering, node: Node) -> bool:
     if rank == 0:
         return False
     axis = int(node.attrs["axis"]) % rank
-    tensors = [L.tensor(s) for s in node._inputs]
+    tensors = [lowering.tensor(s) for s in node._inputs]
     nhwc = rank == 4 and axis == 1 and all(t.layout == NHWC for t in tensors if t.kind != "const") \
         and any(t.layout == NHWC for t in tensors)
     srcs: list[Tensor] = []
     for t in tensors:
         if t.kind == "const":
             arr = np.ascontiguousarray(t.data.transpose(0, 2, 3, 1)) if nhwc else t.data
-            srcs.append(L.p.const(arr))
+            srcs.append(lowering.program.const(arr))
         else:
-            srcs.append(L.native_input(t, NHWC if nhwc else PLAIN, contiguous=False))
+            srcs.append(lowering.native_input(t, NHWC if nhwc else PLAIN, contiguous=False))
     phys_axis = 3 if nhwc else axis
     phys = (out_shape[0], out_shape[2], out_shape[3], out_shape[1]) if nhwc else out_shape
-    y = L.value(phys, NHWC if nhwc else PLAIN, dtype, name=node.friendly_name)
+    y = lowering.value(phys, NHWC if nhwc else PLAIN, dtype, name=node.friendly_name)
     sizes = [t.shape[phys_axis] for t in srcs]
-    threads = L.threads
+    threads = lowering.threads
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         kernels, start = [], 0
@@ -142,14 +142,14 @@ def lower_concat(L: Lowering, node: Node) -> bool:
             dst = outs[0][(slice(None),) * phys_axis + (slice(start, start + size),)]
             start += size
             if a.size:
-                k = strided_copy(a, dst, threads, L.isa)
+                k = strided_copy(a, dst, threads, lowering.isa)
                 if k is None:
                     raise EmberError(f"ember: internal: Concat '{node.friendly_name}' input does not fit the copy kernel")
                 kernels.append(k)
         return kernels
 
-    L.p.add(Op(node.friendly_name, "Concat", srcs, [y], native=True, bind=bind))
-    L.finish(node, y, [])
+    lowering.program.add(Op(node.friendly_name, "Concat", srcs, [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
     return True
 
 
@@ -178,20 +178,20 @@ def _affine(index_map: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
 
 
 @lowers("Slice", "StridedSlice", "Split", "VariadicSplit")
-def lower_slice_view(L: Lowering, node: Node) -> bool:
+def lower_slice_view(lowering: Lowering, node: Node) -> bool:
     """Slices and splits with constant parameters: views of their input (an index map
     computed once with the op's reference kernel says where each element comes from)."""
     consts = [const_of(p) for p in node._inputs[1:]]
     if any(c is None for c in consts):
         return False
-    src = L.tensor(node._inputs[0])
+    src = lowering.tensor(node._inputs[0])
     if src.kind not in ("value", "view"):
         return False
     shape = static_shape(node._inputs[0])
     size = int(np.prod(shape))
     if size > _MAX_INDEX_MAP:
         return False
-    src = L.native_input(src, PLAIN, contiguous=True)
+    src = lowering.native_input(src, PLAIN, contiguous=True)
     maps = node.evaluate([np.arange(size, dtype=np.int64).reshape(shape), *consts])  # type: ignore[list-item]
     views = []
     for port, imap in zip(node.outputs(), maps):
@@ -208,7 +208,7 @@ def lower_slice_view(L: Lowering, node: Node) -> bool:
             return np.lib.stride_tricks.as_strided(flat[off:] if flat.size else flat, shp,
                                                    tuple(s * item for s in st), writeable=False)
 
-        L.bind_port(port, L.p.view(src, shp, make, contiguous=contiguous, name=node.friendly_name))
+        lowering.bind_port(port, lowering.program.view(src, shp, make, contiguous=contiguous, name=node.friendly_name))
     return True
 
 
@@ -221,7 +221,7 @@ def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @lowers("Interpolate")
-def lower_resize_nearest(L: Lowering, node: Node) -> bool:
+def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
     """Nearest-neighbour resizes of NHWC tensors: a gather of whole pixels, with the source
     pixel of each output pixel found once from the reference kernel (an index map)."""
     from ember.devices.cpu.kernels.movement import gather_rows
@@ -246,16 +246,16 @@ def lower_resize_nearest(L: Lowering, node: Node) -> bool:
             and np.array_equal(chan, np.broadcast_to(np.arange(c).reshape(1, c, 1, 1), out))
             and np.array_equal(pix, np.broadcast_to(pix[:, :1], out))):
         return False  # not a gather of whole pixels
-    table = L.p.const(np.ascontiguousarray((pix[:, 0] + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1)))
-    src = L.native_input(L.tensor(node._inputs[0]), NHWC)
+    table = lowering.program.const(np.ascontiguousarray((pix[:, 0] + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1)))
+    src = lowering.native_input(lowering.tensor(node._inputs[0]), NHWC)
     oh, ow = out[2], out[3]
-    y = L.value((n, oh, ow, c), NHWC, src.dtype, name=node.friendly_name)
-    threads = L.threads
+    y = lowering.value((n, oh, ow, c), NHWC, src.dtype, name=node.friendly_name)
+    threads = lowering.threads
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         return [gather_rows(arrs[0].reshape(1, n * h * w, c), arrs[1], outs[0].reshape(1, n * oh * ow, c), 1,
-                            False, threads, L.isa)]
+                            False, threads, lowering.isa)]
 
-    L.p.add(Op(node.friendly_name, "Interpolate", [src, table], [y], native=True, bind=bind))
-    L.finish(node, y, [])
+    lowering.program.add(Op(node.friendly_name, "Interpolate", [src, table], [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
     return True
