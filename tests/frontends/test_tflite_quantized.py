@@ -1,0 +1,88 @@
+"""TFLite files made with TensorFlow (a small CNN and Keras MobileNetV2, seeded weights) in
+float32, float16 (DEQUANTIZE), dynamic-range int8 and full-integer int8, against LiteRT.
+
+Float models match within 1e-4 of the output's magnitude. LiteRT's quantized kernels compute
+in integers (dynamic-range ones quantize activations on the fly), so those are compared within
+a few quantization steps of the output; on the CPU device the full-integer model runs through
+the low-precision path that reads its FakeQuantize / decompression patterns.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_tflite import litert_run, run_on
+from tflite_makers import MODES, photos, tflite_file
+
+import ember as ov
+from ember.frontends.tflite import convert
+from ember.frontends.tflite.schema import read_model
+
+pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is a test extra")
+pytest.importorskip("tensorflow", reason="tensorflow-cpu is a test extra")
+
+# (limit relative to the output's magnitude, limit in output quantization steps)
+LIMITS = {"float32": (1e-4, None), "float16": (1e-4, None), "dynamic_int8": (3e-2, None), "full_int8": (None, 3)}
+
+
+@functools.cache
+def _file(name: str, mode: str) -> Path:
+    return tflite_file(name, mode)
+
+
+def _output_step(path: Path) -> float:
+    """The quantization scale of the tensor the model's float output is dequantized from."""
+    sg = read_model(path.read_bytes()).subgraphs[0]
+    out = sg.outputs[0]
+    for op in sg.operators:
+        if out in op.outputs and op.op == "DEQUANTIZE":
+            q = sg.tensors[op.inputs[0]].quant
+            assert q is not None
+            return float(q.scale.max())
+    q = sg.tensors[out].quant
+    return float(q.scale.max()) if q is not None else 0.0
+
+
+def _check(path: Path, device: str, mode: str) -> None:
+    model = convert(path)
+    shape = tuple(d.get_length() if d.is_static else 1 for d in model.inputs[0].partial_shape)
+    rel, steps = LIMITS[mode]
+    for x in photos(shape[1:3], 2, seed=7):
+        got, want = run_on(model, [x], device)[0], litert_run(path, [x])[0]
+        err = np.abs(got.astype(np.float64) - want).max()
+        if rel is not None:
+            assert err <= rel * np.abs(want).max(), f"{err / np.abs(want).max():.2e} of the output's magnitude"
+        else:
+            step = _output_step(path)
+            assert err <= steps * step + 1e-7, f"{err / step:.1f} quantization steps"
+        assert np.argmax(got) == np.argmax(want) or mode != "float32"
+
+
+@pytest.mark.parametrize("device", ["REFERENCE", "CPU"])
+@pytest.mark.parametrize("mode", MODES)
+def test_small_cnn(mode: str, device: str) -> None:
+    _check(_file("small_cnn", mode), device, mode)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["REFERENCE", "CPU"])
+@pytest.mark.parametrize("mode", MODES)
+def test_mobilenet_v2(mode: str, device: str) -> None:
+    _check(_file("mobilenet_v2", mode), device, mode)
+
+
+def test_quantized_patterns() -> None:
+    """f16 weights stay f16 behind a decompression Convert; full-integer weights are int8
+    constants in Convert -> Multiply; activations are FakeQuantize'd (256 levels)."""
+    f16 = convert(_file("small_cnn", "float16"))
+    consts = [n for n in f16.get_ordered_ops() if n.type_name == "Const" and n.element_type == ov.Type.f16]
+    assert len(consts) >= 6
+    assert all(c.output(0).targets[0].node.rt_info.get("decompression") is not None for c in consts)
+    q = convert(_file("small_cnn", "full_int8"))
+    ops = q.get_ordered_ops()
+    assert sum(n.type_name == "Const" and n.element_type == ov.Type.i8 for n in ops) >= 5
+    fqs = [n for n in ops if n.type_name == "FakeQuantize"]
+    assert len(fqs) >= 10 and all(n.attrs["levels"] == 256 for n in fqs)
