@@ -38,6 +38,33 @@ def _channel_mean(x: np.ndarray, axis: int) -> np.ndarray:
     return x.mean(axis=tuple(a for a in range(x.ndim) if a != axis))
 
 
+def _mean_of_channel_constant_input(b: Any, shape: tuple[int, ...], means: np.ndarray, consts: Constants
+                                    ) -> np.ndarray:
+    """Per-output-channel mean of the layer applied to an input that holds each channel's mean
+    everywhere (NNCF's FastBiasCorrection blob). A convolution's mean is computed exactly from
+    how often each kernel tap lands inside the input (the rest is zero padding), without
+    running the convolution; other layers run their reference kernel on the blob."""
+    layer = b.layer
+    if layer.type_name == "Convolution" and len(shape) >= 3 and b.port == 0:
+        w = consts.value(layer._inputs[1]).astype(np.float64)  # [O, C, k...]
+        kernel = w.shape[2:]
+        pb, _ = layer.resolved_pads(shape, kernel)
+        out_spatial = [int(d.get_length()) for d in layer.output(0).partial_shape[2:]] \
+            if layer.output(0).partial_shape.is_static else None
+        if out_spatial is not None:
+            dil = list(layer.attrs["dilations"]) or [1] * len(kernel)
+            weights = None
+            for size, k, s, d, p, o in zip(shape[2:], kernel, layer.attrs["strides"], dil, pb, out_spatial):
+                pos = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - p
+                frac = ((pos >= 0) & (pos < size)).mean(axis=0)  # share of outputs where each tap is inside
+                weights = frac if weights is None else np.multiply.outer(weights, frac)
+            per_tap = (w * weights).reshape(w.shape[0], w.shape[1], -1).sum(axis=2)  # [O, C]
+            return (per_tap @ means.astype(np.float64)).astype(np.float32)
+    x = _channel_blob(shape, means, b.in_axis)
+    args = [consts.value(o) if i != b.port else x for i, o in enumerate(layer._inputs)]
+    return _channel_mean(layer.evaluate(args)[0], b.out_axis)
+
+
 def _apply_shift(b: Any, shift: np.ndarray, threshold: float, consts: Constants) -> bool:
     bias_out = b.add._inputs[b.bias_port]
     bias = consts.value(bias_out).astype(np.float32)
@@ -66,10 +93,8 @@ def fast_bias_correction(biases: Sequence[Any], stats: dict[Any, TensorStats], t
         out_stats = stats.get(b.layer.output(0))
         if in_stats is None or out_stats is None or in_stats.ch_sum_mean is None or not in_stats.shape:
             continue
-        x = _channel_blob(in_stats.shape, in_stats.channel_mean, b.in_axis)
-        args = [consts.value(o) if i != b.port else x for i, o in enumerate(b.layer._inputs)]
-        y = b.layer.evaluate(args)[0]
-        shift = out_stats.channel_mean - _channel_mean(y, b.out_axis)
+        q_mean = _mean_of_channel_constant_input(b, in_stats.shape, in_stats.channel_mean, consts)
+        shift = out_stats.channel_mean - q_mean
         done += _apply_shift(b, shift, threshold, consts)
     return done
 

@@ -13,7 +13,6 @@ import ember
 import ember.nncf as nncf
 import ember.opset as ops
 from ember.graph.model import Model
-from ember.io import read_ir
 
 from .nncf_oracle import compare_placement, fake_quantizers, nncf_quantize
 
@@ -161,7 +160,7 @@ def test_ember_ir_runs_in_openvino_and_nncf_ir_runs_in_ember(tmp_path: Path) -> 
     assert np.max(np.abs(ov_out - ours)) <= 2 * step  # within int8 rounding of the last layer's input
     theirs = nncf_quantize(model, data, tmp_path)
     ov_theirs = core.compile_model(core.read_model(tmp_path / "nncf.xml"), "CPU")(data[0])[0]
-    ember_theirs = ember.compile_model(read_ir(tmp_path / "nncf.xml"), "REFERENCE")(data[0])[0]
+    ember_theirs = ember.compile_model(theirs, "REFERENCE")(data[0])[0]
     assert np.max(np.abs(ov_theirs - ember_theirs)) <= 2 * step
 
 
