@@ -183,6 +183,12 @@ class Output:
     def get_target_inputs(self) -> set[Input]:
         return set(self.targets)
 
+    def remove_target_input(self, target: Input) -> None:
+        """Forget consumer ``target`` of this port (as OpenVINO's ``Output.remove_target_input``):
+        for unlinking dead nodes; ``target``'s node keeps its own input link."""
+        users = self.node._consumers[self.index]
+        self.node._consumers[self.index] = [i for i in users if not (i.node is target.node and i.index == target.index)]
+
     def replace(self, new: Output) -> None:
         """Reconnect every consumer of this port to ``new`` (Results keep their names)."""
         new = as_output(new)

@@ -23,7 +23,7 @@ _NOT_FOLDED = {"If", "Loop", "TensorIterator", "Parameter", "Const", "Result", "
 
 def _static_size(node: Node) -> int | None:
     total = 0
-    for s in node._out_shapes:
+    for s in (o.partial_shape for o in node.outputs()):
         if not s.is_static:
             return None
         total += int(np.prod(s.to_shape(), dtype=np.int64))
@@ -49,13 +49,13 @@ def fold_constants(model: Model) -> Model:
     for node in model.get_ordered_ops():
         if node.type_name in _NOT_FOLDED or not node.foldable or "decompression" in node.rt_info:
             continue
-        if not node._inputs or not all(isinstance(s.node, Constant) for s in node._inputs):
+        if not node.input_values() or not all(isinstance(s.node, Constant) for s in node.input_values()):
             continue
         size = _static_size(node)
         if size is None or size > FOLD_MAX_ELEMENTS:
             continue
         try:
-            outs = node.evaluate([s.node.data for s in node._inputs])  # type: ignore[attr-defined]
+            outs = node.evaluate([s.node.data for s in node.input_values()])  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - a node that cannot be evaluated now is left as it is
             continue
         for k, out in enumerate(outs):
@@ -102,7 +102,7 @@ def _cse_key(node: Node) -> tuple | None:
         digest = hashlib.sha1(np.ascontiguousarray(node.data).view(np.uint8).reshape(-1)).hexdigest()
         return ("Const", node.element_type.name, node.data.shape, digest)
     attrs = tuple(sorted((k, repr(v)) for k, v in node.attrs.items()))
-    srcs = tuple((id(s.node), s.index) for s in node._inputs)
+    srcs = tuple((id(s.node), s.index) for s in node.input_values())
     return (node.type_name, node.version, attrs, srcs)
 
 
@@ -128,15 +128,15 @@ def eliminate_common_subexpressions(model: Model) -> Model:
 
 
 def _same_static_shape(node: Node) -> bool:
-    a, b = node.input_shape(0), node._out_shapes[0]
+    a, b = node.input_shape(0), node.output(0).partial_shape
     return a.is_static and b.is_static and a == b
 
 
 def _keeps_input(m) -> Output | None:  # noqa: ANN001 - Match
     node = m["op"]
-    if node.input_type(0) is not node._out_types[0] or not _same_static_shape(node):
+    if node.input_type(0) is not node.output(0).element_type or not _same_static_shape(node):
         return None
-    return node._inputs[0]
+    return node.input_values()[0]
 
 
 _noop_shape = rule(Pattern(("Reshape", "Squeeze", "Unsqueeze", "Broadcast", "Tile", "ConvertLike"), name="op"),
@@ -146,19 +146,19 @@ _noop_shape = rule(Pattern(("Reshape", "Squeeze", "Unsqueeze", "Broadcast", "Til
 @rule(Pattern("Convert", name="op"))
 def convert_to_same_type(m) -> Output | None:  # noqa: ANN001
     node = m["op"]
-    return node._inputs[0] if node.input_type(0) is node._out_types[0] else None
+    return node.input_values()[0] if node.input_type(0) is node.output(0).element_type else None
 
 
-@rule(Pattern("Transpose", name="op", pred=lambda n: isinstance(n._inputs[1].node, Constant)))
+@rule(Pattern("Transpose", name="op", pred=lambda n: isinstance(n.input_values()[1].node, Constant)))
 def identity_transpose(m) -> Output | None:  # noqa: ANN001
     node = m["op"]
-    perm = node._inputs[1].node.data.reshape(-1)
-    return node._inputs[0] if np.array_equal(perm, np.arange(perm.size)) else None
+    perm = node.input_values()[1].node.data.reshape(-1)
+    return node.input_values()[0] if np.array_equal(perm, np.arange(perm.size)) else None
 
 
-@rule(Pattern("Concat", name="op", pred=lambda n: len(n._inputs) == 1))
+@rule(Pattern("Concat", name="op", pred=lambda n: len(n.input_values()) == 1))
 def single_input_concat(m) -> Output | None:  # noqa: ANN001
-    return m["op"]._inputs[0]
+    return m["op"].input_values()[0]
 
 
 def _neutral(value: float):  # noqa: ANN202
@@ -191,10 +191,10 @@ _RESHAPES = ("Reshape", "Squeeze", "Unsqueeze")
 
 
 @rule(Pattern(_RESHAPES, Pattern(_RESHAPES, Pattern(None, name="x"), name="inner"), name="outer",
-              pred=lambda n: n._out_shapes[0].is_static))
+              pred=lambda n: n.output(0).partial_shape.is_static))
 def reshape_chain(m) -> Output | None:  # noqa: ANN001
     outer = m["outer"]
-    shape = np.asarray(outer._out_shapes[0].to_shape(), dtype=np.int64)
+    shape = np.asarray(outer.output(0).partial_shape.to_shape(), dtype=np.int64)
     new = ops.reshape(m.port("x"), ops.constant(shape), False, name=outer.friendly_name)
     return new.output(0)
 
@@ -207,14 +207,14 @@ def merge_reshapes(model: Model) -> Model:
 
 
 def _const_perm(n: Node) -> bool:
-    return isinstance(n._inputs[1].node, Constant)
+    return isinstance(n.input_values()[1].node, Constant)
 
 
 @rule(Pattern("Transpose", Pattern("Transpose", Pattern(None, name="x"), name="inner", pred=_const_perm),
               name="outer", pred=_const_perm))
 def transpose_chain(m) -> Output | None:  # noqa: ANN001
-    p1 = m["inner"]._inputs[1].node.data.reshape(-1).astype(np.int64)
-    p2 = m["outer"]._inputs[1].node.data.reshape(-1).astype(np.int64)
+    p1 = m["inner"].input_values()[1].node.data.reshape(-1).astype(np.int64)
+    p2 = m["outer"].input_values()[1].node.data.reshape(-1).astype(np.int64)
     perm = p1[p2]
     if np.array_equal(perm, np.arange(perm.size)):
         return m.port("x")

@@ -19,27 +19,27 @@ _CONVS = ("Convolution", "GroupConvolution")
 
 
 def _const_weights(n: Node) -> bool:
-    return isinstance(n._inputs[1].node, Constant) and n._out_shapes[0].rank_is_static
+    return isinstance(n.input_values()[1].node, Constant) and n.output(0).partial_shape.rank_is_static
 
 
 def _scaled_weights(conv: Node, scale: np.ndarray) -> np.ndarray:
     """Weights of ``conv`` multiplied per output channel by ``scale`` (length C_out)."""
-    w = conv._inputs[1].node.data.astype(np.float64)
+    w = conv.input_values()[1].node.data.astype(np.float64)
     if conv.type_name == "GroupConvolution":  # [G, C_out/G, C_in/G, k...]
         s = scale.reshape((w.shape[0], w.shape[1]) + (1,) * (w.ndim - 2))
     else:  # [C_out, C_in, k...]
         s = scale.reshape((w.shape[0],) + (1,) * (w.ndim - 1))
-    return (w * s).astype(conv._inputs[1].node.data.dtype)
+    return (w * s).astype(conv.input_values()[1].node.data.dtype)
 
 
 def _rebuild_conv(conv: Node, weights: np.ndarray) -> Node:
-    w = ops.constant(weights, name=conv._inputs[1].node.friendly_name + "/fused")
-    return conv.clone_with_inputs([conv._inputs[0], w.output(0)])
+    w = ops.constant(weights, name=conv.input_values()[1].node.friendly_name + "/fused")
+    return conv.clone_with_inputs([conv.input_values()[0], w.output(0)])
 
 
 def _bn_inputs(bn: Node) -> tuple[Output, list[Node]]:
     """(data port, [gamma, beta, mean, var] nodes) for BatchNormInference v0 and v5 orders."""
-    ins = bn._inputs
+    ins = bn.input_values()
     if bn.version == "opset1":
         return ins[2], [ins[0].node, ins[1].node, ins[3].node, ins[4].node]
     return ins[0], [ins[1].node, ins[2].node, ins[3].node, ins[4].node]
@@ -48,7 +48,7 @@ def _bn_inputs(bn: Node) -> tuple[Output, list[Node]]:
 def _bn_is_foldable(bn: Node) -> bool:
     data, params = _bn_inputs(bn)
     return data.node.type_name in _CONVS and all(isinstance(p, Constant) for p in params) \
-        and _const_weights(data.node) and len(data.node._consumers[data.index]) == 1
+        and _const_weights(data.node) and len(data.targets) == 1
 
 
 @rule(Pattern("BatchNormInference", name="bn", pred=_bn_is_foldable))
@@ -60,8 +60,8 @@ def conv_batchnorm(m: Match) -> Output | None:
     scale = g / np.sqrt(v + bn.attrs["epsilon"])
     shift = b - mu * scale
     new_conv = _rebuild_conv(conv, _scaled_weights(conv, scale))
-    rank = conv._out_shapes[0].rank.get_length()
-    bias = ops.constant(shift.astype(conv._out_types[0].dtype).reshape((1, -1) + (1,) * (rank - 2)),
+    rank = conv.output(0).partial_shape.rank.get_length()
+    bias = ops.constant(shift.astype(conv.output(0).element_type.dtype).reshape((1, -1) + (1,) * (rank - 2)),
                         name=bn.friendly_name + "/bias")
     return ops.add(new_conv, bias, name=bn.friendly_name).output(0)
 
@@ -82,8 +82,8 @@ def _per_channel(data: np.ndarray) -> bool:
               Const(name="s", pred=_per_channel), name="mul"))
 def conv_scale(m: Match) -> Output | None:
     conv, s = m["conv"], m.const("s")
-    c_out = conv._out_shapes[0][1]
-    if s.ndim != conv._out_shapes[0].rank.get_length() or not c_out.is_static or s.shape[1] not in (1, c_out.get_length()):
+    c_out = conv.output(0).partial_shape[1]
+    if s.ndim != conv.output(0).partial_shape.rank.get_length() or not c_out.is_static or s.shape[1] not in (1, c_out.get_length()):
         return None
     scale = np.broadcast_to(s.reshape(-1).astype(np.float64), (c_out.get_length(),))
     return _rebuild_conv(conv, _scaled_weights(conv, scale)).output(0)
@@ -164,7 +164,7 @@ def layernorm(m: Match) -> Output | None:
         e = sq.input_value(1)
         if e is None or e.size != 1 or float(e.reshape(-1)[0]) != 2.0:
             return None
-    elif sq._inputs[0] != sq._inputs[1]:
+    elif sq.input_values()[0] != sq.input_values()[1]:
         return None
     eps = m.const("eps")
     if eps.size != 1:
@@ -264,13 +264,13 @@ def mark_bias_activation(model: Model) -> Model:
     so that devices fuse them into one kernel's epilogue. The graph itself is unchanged."""
     fired = 0
     for node in model.get_ordered_ops():
-        if node.type_name not in _PRODUCERS or len(node._consumers[0]) != 1:
+        if node.type_name not in _PRODUCERS or len(node.output(0).targets) != 1:
             continue
         group = [node]
-        nxt = node._consumers[0][0].node
-        if nxt.type_name == "Add" and any(isinstance(s.node, Constant) for s in nxt._inputs):
+        nxt = node.output(0).targets[0].node
+        if nxt.type_name == "Add" and any(isinstance(s.node, Constant) for s in nxt.input_values()):
             group.append(nxt)
-            nxt = nxt._consumers[0][0].node if len(nxt._consumers[0]) == 1 else None
+            nxt = nxt.output(0).targets[0].node if len(nxt.output(0).targets) == 1 else None
         if nxt is not None and nxt.type_name in _ACTIVATIONS and len(group) <= 2:
             group.append(nxt)
         if len(group) == 1:
@@ -285,7 +285,7 @@ def mark_bias_activation(model: Model) -> Model:
 # -- attention ------------------------------------------------------------------------------------
 
 def _last_axis_softmax(n: Node) -> bool:
-    rank = n._out_shapes[0].rank
+    rank = n.output(0).partial_shape.rank
     return rank.is_static and n.attrs["axis"] % rank.get_length() == rank.get_length() - 1
 
 
@@ -319,9 +319,9 @@ def _key_from(m: Match) -> Output | None:
     swap = np.arange(r, dtype=np.int64)
     swap[[-2, -1]] = swap[[-1, -2]]
     node = kt.node
-    if node.type_name == "Transpose" and isinstance(node._inputs[1].node, Constant) and \
-            np.array_equal(node._inputs[1].node.data.reshape(-1), swap):
-        return node._inputs[0]
+    if node.type_name == "Transpose" and isinstance(node.input_values()[1].node, Constant) and \
+            np.array_equal(node.input_values()[1].node.data.reshape(-1), swap):
+        return node.input_values()[0]
     return ops.transpose(kt, ops.constant(swap)).output(0)
 
 

@@ -56,14 +56,14 @@ class Pattern:
             return False
         if port.index != self.output:
             return False
-        if self.consumers is not None and len(node._consumers[port.index]) > self.consumers:
+        if self.consumers is not None and len(node.output(port.index).targets) > self.consumers:
             return False
         for k, v in self.attrs.items():
             if node.attrs.get(k) != v:
                 return False
         if self.pred is not None and not self.pred(node):
             return False
-        if len(self.inputs) > len(node._inputs):
+        if len(self.inputs) > len(node.input_values()):
             return False
         if self.name is not None:
             prev = m.ports.get(self.name)
@@ -74,7 +74,7 @@ class Pattern:
             orders.append([1, 0])
         for order in orders:
             trial = m.copy()
-            if all(p.match(node._inputs[i], trial) for p, i in zip(self.inputs, order)):
+            if all(p.match(node.input_values()[i], trial) for p, i in zip(self.inputs, order)):
                 if self.name is not None:
                     trial.ports[self.name] = port
                 if self.ops is not None:
@@ -171,11 +171,11 @@ def rewrite(model: Model, rules: Iterable[Rule], max_rounds: int = 20) -> dict[s
     for _ in range(max_rounds):
         changed = False
         for node in model.get_ordered_ops():
-            if not node._consumers or not any(node._consumers):
+            if not any(o.targets for o in node.outputs()):
                 continue  # dead or a Result
             for r in by_op.get(node.type_name, []) + by_op.get(None, []):
                 port = Output(node, r.pattern.output)
-                if r.pattern.output >= len(node._out_types):
+                if r.pattern.output >= node.get_output_size():
                     continue
                 m = Match()
                 if not r.pattern.match(port, m):
@@ -217,8 +217,9 @@ def prune_dead_consumers(model: Model) -> int:
     live = {id(n) for n in model.get_ordered_ops()}
     dead = 0
     for node in model.get_ordered_ops():
-        for k, users in enumerate(node._consumers):
-            keep = [u for u in users if id(u.node) in live]
-            dead += len(users) - len(keep)
-            node._consumers[k] = keep
+        for port in node.outputs():
+            for user in port.targets:
+                if id(user.node) not in live:
+                    port.remove_target_input(user)
+                    dead += 1
     return dead

@@ -75,7 +75,7 @@ def _ports(layout: Layout) -> tuple[dict[int, float], dict[int, float]]:
     incoming: dict[int, list[int]] = {}
     for k, e in enumerate(layout.edges):
         src = e.path[0]
-        n_out = max(len(src.node._out_types), 1)
+        n_out = max(src.node.get_output_size(), 1)
         start[k] = src.x - src.width / 2 + src.width * (e.port + 1) / (n_out + 1)
         incoming.setdefault(id(e.path[-1]), []).append(k)
     end: dict[int, float] = {}
@@ -146,7 +146,7 @@ def render_dot(model: Model) -> str:
         label = "\\n".join(_dot_text(t) for t in text)
         lines.append(f'  {ids[id(n)]} [label="{label}", fillcolor="{colours.fill(n)}"];')
     for n in drawn:
-        for s in n._inputs:
+        for s in n.input_values():
             if id(s.node) in ids:
                 lines.append(f'  {ids[id(s.node)]} -> {ids[id(n)]} [tooltip="{_dot_text(str(s.partial_shape))}"];')
     lines.append("}")

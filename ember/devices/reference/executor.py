@@ -25,10 +25,10 @@ class ReferenceExecutor:
         pos = {id(n): i for i, n in enumerate(self.order)}
         last_use: dict[tuple[int, int], int] = {}
         for i, n in enumerate(self.order):
-            for src in n._inputs:
+            for src in n.input_values():
                 last_use[(id(src.node), src.index)] = i
         self.release_after: list[list[tuple[int, int]]] = [[] for _ in self.order]
-        keep = {(id(r._inputs[0].node), r._inputs[0].index) for r in model.get_results()}
+        keep = {(id(r.input_values()[0].node), r.input_values()[0].index) for r in model.get_results()}
         for key, i in last_use.items():
             if key not in keep and pos.get(key[0], -1) >= 0:
                 self.release_after[i].append(key)
@@ -46,7 +46,7 @@ class ReferenceExecutor:
             if isinstance(node, Constant):
                 values[(id(node), 0)] = node.data
                 continue
-            args = [values[(id(s.node), s.index)] for s in node._inputs]
+            args = [values[(id(s.node), s.index)] for s in node.input_values()]
             if isinstance(node, Result):
                 results[id(node)] = args[0]
                 continue

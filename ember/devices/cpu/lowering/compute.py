@@ -31,8 +31,8 @@ def lower_conv(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
     from ember.devices.cpu.kernels.gemm import Epilogue
 
-    w = const_of(node._inputs[1])
-    xport = node._inputs[0]
+    w = const_of(node.input_values()[1])
+    xport = node.input_values()[0]
     rank = len(xport.partial_shape)
     if w is None or w.dtype != F32 or xport.element_type.dtype != F32 or rank not in (3, 4):
         return False
@@ -85,9 +85,9 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
     from ember.devices.cpu.kernels.movement import strided_copy
 
-    w = const_of(node._inputs[1])
-    xport = node._inputs[0]
-    if len(node._inputs) != 2 or w is None or w.dtype != F32 or xport.element_type.dtype != F32 \
+    w = const_of(node.input_values()[1])
+    xport = node.input_values()[0]
+    if len(node.input_values()) != 2 or w is None or w.dtype != F32 or xport.element_type.dtype != F32 \
             or len(xport.partial_shape) != 4:
         return False
     n, cin, h, wd = static_shape(xport)
@@ -130,7 +130,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
 def lower_matmul(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
 
-    a_port, b_port = node._inputs
+    a_port, b_port = node.input_values()
     w = const_of(b_port)
     if w is None or const_of(a_port) is not None:
         return _lower_batched_matmul(lowering, node)
@@ -175,7 +175,7 @@ def _lower_batched_matmul(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.batched_gemm import BatchedGemm
     from ember.devices.cpu.kernels.gemm import Epilogue
 
-    a_port, b_port = node._inputs
+    a_port, b_port = node.input_values()
     if a_port.element_type.dtype != F32 or b_port.element_type.dtype != F32:
         return False
     sa, sb = static_shape(a_port), static_shape(b_port)
@@ -186,9 +186,9 @@ def _lower_batched_matmul(lowering: Lowering, node: Node) -> bool:
     # a scalar scale right after the product becomes the kernel's alpha
     alpha, start = 1.0, node
     nxt = lowering.sole_consumer(node)
-    if nxt is not None and nxt.type_name in ("Multiply", "Divide") and len(nxt._inputs) == 2 \
-            and static_shape(nxt.output(0)) == out_shape and nxt._inputs[0].node is node:
-        s = scalar_of(nxt._inputs[1])
+    if nxt is not None and nxt.type_name in ("Multiply", "Divide") and len(nxt.input_values()) == 2 \
+            and static_shape(nxt.output(0)) == out_shape and nxt.input_values()[0].node is node:
+        s = scalar_of(nxt.input_values()[1])
         if s is not None and (nxt.type_name == "Multiply" or s != 0):
             alpha, start = (s if nxt.type_name == "Multiply" else 1.0 / s), nxt
     n_axis = len(out_shape) - 1
@@ -229,7 +229,7 @@ def _lower_batched_matmul(lowering: Lowering, node: Node) -> bool:
 def lower_attention(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.attention import attention_kernel, fits
 
-    ports = node._inputs
+    ports = node.input_values()
     if any(p.element_type.dtype != F32 for p in ports[:3]) or node.output(0).element_type.dtype != F32:
         return False
     shapes = [static_shape(p) for p in ports[:3]]
@@ -271,7 +271,7 @@ def lower_attention(lowering: Lowering, node: Node) -> bool:
     nxt = lowering.sole_consumer(node)
     merged = None
     if nxt is not None and nxt.type_name == "Transpose" and len(out_shape) == 4:
-        pv = const_of(nxt._inputs[1])
+        pv = const_of(nxt.input_values()[1])
         if pv is not None and [int(x) for x in np.asarray(pv).reshape(-1)] == [0, 2, 1, 3]:
             merged = nxt
     z = lowering.value(static_shape(merged.output(0)) if merged is not None else out_shape, PLAIN, name=node.friendly_name)
@@ -307,10 +307,10 @@ def _contig_last(a: np.ndarray) -> np.ndarray:
 def lower_pool(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.pool import pool2d
 
-    xport = node._inputs[0]
+    xport = node.input_values()[0]
     if xport.element_type.dtype != F32 or len(xport.partial_shape) != 4:
         return False
-    if len(node._consumers) > 1 and any(node._consumers[1:]) or any(lowering.is_result(o) for o in node.outputs()[1:]):
+    if any(o.targets for o in node.outputs()[1:]) or any(lowering.is_result(o) for o in node.outputs()[1:]):
         return False  # MaxPool-8 indices are used
     pb, pe, _ = node.plan(xport.partial_shape)
     kernel = tuple(node.attrs["kernel"])
@@ -342,8 +342,8 @@ _REDUCE_OPS = {"ReduceMean": "sum", "ReduceSum": "sum", "ReduceMax": "max", "Red
 def lower_reduce(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.pool import reduce_middle
 
-    xport = node._inputs[0]
-    axes_v = const_of(node._inputs[1])
+    xport = node.input_values()[0]
+    axes_v = const_of(node.input_values()[1])
     if xport.element_type.dtype != F32 or axes_v is None:
         return False
     shape = static_shape(xport)
@@ -408,7 +408,7 @@ def _row_source(lowering: Lowering, port: Output, axis: int) -> tuple[Tensor, in
 def lower_softmax(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.norm import row_kernel
 
-    port = node._inputs[0]
+    port = node.input_values()[0]
     if port.element_type.dtype != F32 or len(port.partial_shape) == 0:
         return False
     rank = len(port.partial_shape)
@@ -435,8 +435,8 @@ def lower_mvn(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.norm import row_kernel
     from ember.ops.reduce import reduction_axes
 
-    port = node._inputs[0]
-    axes_v = const_of(node._inputs[1])
+    port = node.input_values()[0]
+    axes_v = const_of(node.input_values()[1])
     if port.element_type.dtype != F32 or node.version != "opset6" or axes_v is None:
         return False
     shape = static_shape(port)
@@ -456,9 +456,9 @@ def lower_mvn(lowering: Lowering, node: Node) -> bool:
     last, fused = node, []
     for kind in ("Multiply", "Add"):
         nxt = lowering.sole_consumer(last)
-        if nxt is None or nxt.type_name != kind or len(nxt._inputs) != 2:
+        if nxt is None or nxt.type_name != kind or len(nxt.input_values()) != 2:
             break
-        other = nxt._inputs[1] if nxt._inputs[0].node is last else nxt._inputs[0]
+        other = nxt.input_values()[1] if nxt.input_values()[0].node is last else nxt.input_values()[0]
         c = const_of(other)
         if c is None or c.dtype != F32 or nxt.output(0).partial_shape != node.output(0).partial_shape:
             break

@@ -75,7 +75,7 @@ def lower_if(lowering: Lowering, node: Node) -> bool:
             raise InferenceError(f"ember: If '{name}': its {('then', 'else')[b]} branch does not produce every output")
         return outs
 
-    ins = [lowering.tensor(s) for s in node._inputs]
+    ins = [lowering.tensor(s) for s in node.input_values()]
     outs = []
     for o in node.outputs():
         t = lowering.value(shape_or_none(o), PLAIN, o.element_type.dtype, node.friendly_name)

@@ -94,7 +94,7 @@ class Lowering:
         self.program = Program(threads=threads)
         self.ports: dict[tuple[int, int], Tensor] = {}
         self.done: set[int] = set()
-        self.results: set[tuple[int, int]] = {(id(r._inputs[0].node), r._inputs[0].index) for r in model.get_results()}
+        self.results: set[tuple[int, int]] = {(id(r.input_values()[0].node), r.input_values()[0].index) for r in model.get_results()}
         self._converted: dict[tuple[int, str], Tensor] = {}
         self.fallbacks: dict[str, int] = {}
         self.native_nodes = 0
@@ -114,9 +114,9 @@ class Lowering:
 
     def sole_consumer(self, node: Node) -> Node | None:
         """The only node reading ``node``'s single output, if its value is not a model output."""
-        if len(node._consumers) != 1 or len(node._consumers[0]) != 1 or self.is_result(node.output(0)):
+        if node.get_output_size() != 1 or len(node.output(0).targets) != 1 or self.is_result(node.output(0)):
             return None
-        return node._consumers[0][0].node
+        return node.output(0).targets[0].node
 
     def value(self, shape: Any, layout: str = PLAIN, dtype: Any = F32, name: str = "") -> Tensor:
         return self.program.tensor(shape, dtype, layout, "value", name)
@@ -200,7 +200,7 @@ class Lowering:
                 ok = False
                 # a dynamic-shaped input (a Python value) keeps a node on its reference kernel
                 if rule is not None and (node.type_name in DYNAMIC_OK
-                                         or all(self.tensor(s).shape is not None for s in node._inputs)):
+                                         or all(self.tensor(s).shape is not None for s in node.input_values())):
                     try:
                         ok = rule(self, node)
                     except NotHere:
@@ -214,7 +214,7 @@ class Lowering:
                     self.reference(node)
         self.program.inputs.sort(key=lambda t: t.index)
         for r in self.model.get_results():
-            self.program.outputs.append(self.tensor(r._inputs[0]))
+            self.program.outputs.append(self.tensor(r.input_values()[0]))
         self.program.stats["pruned"] = self.program.prune()
         self.program.stats["fallbacks"] = dict(self.fallbacks)
         self.program.stats["native_nodes"] = self.native_nodes
@@ -226,7 +226,7 @@ class Lowering:
         if node.type_name not in self.fallbacks:
             log.info("CPU: no native kernel for %s, using the reference kernel", node.type_name)
         self.fallbacks[node.type_name] = self.fallbacks.get(node.type_name, 0) + 1
-        ins = [self.tensor(s) for s in node._inputs]
+        ins = [self.tensor(s) for s in node.input_values()]
         outs = []
         for o in node.outputs():  # a dynamic shape is fine here: the value stays a Python array
             t = self.value(shape_or_none(o), PLAIN, o.element_type.dtype, node.friendly_name)
@@ -327,8 +327,8 @@ def epilogue_chain(lowering: Lowering, node: Node, axis: int, channels: int, lay
         nxt = lowering.sole_consumer(last)
         if nxt is None or nxt.output(0).partial_shape != out_shape or nxt.output(0).element_type.dtype != F32:
             break
-        if nxt.type_name == "Add" and len(nxt._inputs) == 2:
-            other = nxt._inputs[1] if nxt._inputs[0].node is last else nxt._inputs[0]
+        if nxt.type_name == "Add" and len(nxt.input_values()) == 2:
+            other = nxt.input_values()[1] if nxt.input_values()[0].node is last else nxt.input_values()[0]
             if other.node is last:
                 break
             c = const_of(other)

@@ -35,7 +35,7 @@ def _ew_unary(node: Node) -> tuple[str, float, float] | None:
     t = node.type_name
     if t == "Convert":  # to f32 from an integer or bool input: the load converts
         return "mulc", 1.0, 0.0
-    if t in _EW_UNARY and len(node._inputs) == 1:
+    if t in _EW_UNARY and len(node.input_values()) == 1:
         return _EW_UNARY[t], 0.0, 0.0
     if t == "Clamp":
         return "clamp", float(node.attrs["min"]), float(node.attrs["max"])
@@ -45,11 +45,11 @@ def _ew_unary(node: Node) -> tuple[str, float, float] | None:
         mode = str(node.attrs.get("approximation_mode", "ERF")).upper()
         return ("gelu_tanh" if mode == "TANH" else "gelu_erf"), 0.0, 0.0
     if t == "Swish":
-        beta = 1.0 if len(node._inputs) == 1 else scalar_of(node._inputs[1])
+        beta = 1.0 if len(node.input_values()) == 1 else scalar_of(node.input_values()[1])
         return None if beta is None else ("swish", beta, 0.0)
     if t == "Power":
-        ex = scalar_of(node._inputs[1])
-        if ex is None or node._inputs[1].partial_shape.rank.get_length() > len(node.output(0).partial_shape):
+        ex = scalar_of(node.input_values()[1])
+        if ex is None or node.input_values()[1].partial_shape.rank.get_length() > len(node.output(0).partial_shape):
             return None
         if ex == 2.0:
             return "square", 0.0, 0.0
@@ -68,8 +68,8 @@ def _ew_ok(node: Node) -> bool:
     if len(node.outputs()) != 1 or node.output(0).element_type.dtype != F32:
         return False
     if node.type_name == "Convert":
-        return node._inputs[0].element_type.dtype in LOADABLE
-    if any(s.element_type.dtype != F32 for s in node._inputs):
+        return node.input_values()[0].element_type.dtype in LOADABLE
+    if any(s.element_type.dtype != F32 for s in node.input_values()):
         return False
     mode = str(node.attrs.get("auto_broadcast", "numpy")).lower()
     return mode in ("numpy", "none")
@@ -110,16 +110,16 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
 
     def emit(n: Node, chain: Output | None) -> bool:
         u = _ew_unary(n)
-        if u is not None and (n.type_name != "Power" or chain is None or n._inputs[0] == chain):
+        if u is not None and (n.type_name != "Power" or chain is None or n.input_values()[0] == chain):
             if chain is None:
-                prog.append(("load", 0, operand(n._inputs[0]), 0, 0.0, 0.0))
+                prog.append(("load", 0, operand(n.input_values()[0]), 0, 0.0, 0.0))
             if n.type_name != "Convert":
                 prog.append((u[0], 0, 0, 0, u[1], u[2]))
             return True
-        if n.type_name not in _EW_BINARY or len(n._inputs) != 2:
+        if n.type_name not in _EW_BINARY or len(n.input_values()) != 2:
             return False
         op = _EW_BINARY[n.type_name]
-        a, b_ = n._inputs
+        a, b_ = n.input_values()
         if chain is None:
             prog.append(("load", 0, operand(a), 0, 0.0, 0.0))
             shape = _prelu_slope(n, static_shape(b_)) if op == "prelu" else None
@@ -229,7 +229,7 @@ def _dies_here(lowering: Lowering, t: Tensor, node: Node) -> bool:
     keys = [key for key, v in lowering.ports.items() if v is t]
     if len(keys) != 1 or any(v.base is t for v in lowering.program.tensors if v.kind == "view"):
         return False
-    for s in node._inputs:
+    for s in node.input_values():
         if (id(s.node), s.index) == keys[0]:
-            return all(c.node is node for c in s.node._consumers[s.index]) and not lowering.is_result(s)
+            return all(c.node is node for c in s.targets) and not lowering.is_result(s)
     return False

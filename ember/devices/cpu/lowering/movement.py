@@ -22,7 +22,7 @@ from ember.graph.node import Node
 
 @lowers("Reshape", "Squeeze", "Unsqueeze")
 def lower_reshape(lowering: Lowering, node: Node) -> bool:
-    src = lowering.tensor(node._inputs[0])
+    src = lowering.tensor(node.input_values()[0])
     if src.kind == "input" and src.shape is not None:
         src = lowering.native_input(src, PLAIN)
     if src.kind not in ("value", "view"):
@@ -49,8 +49,8 @@ def _is_identity(perm: list[int], shape: tuple[int, ...]) -> bool:
 
 @lowers("Transpose")
 def lower_transpose(lowering: Lowering, node: Node) -> bool:
-    src = lowering.tensor(node._inputs[0])
-    perm_v = const_of(node._inputs[1])
+    src = lowering.tensor(node.input_values()[0])
+    perm_v = const_of(node.input_values()[1])
     if src.kind not in ("value", "view") or perm_v is None:
         return False
     rank = len(src.logical_shape)
@@ -75,7 +75,7 @@ def lower_transpose(lowering: Lowering, node: Node) -> bool:
 def lower_gather(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.movement import gather_rows
 
-    data_p, idx_p, ax_p = node._inputs
+    data_p, idx_p, ax_p = node.input_values()
     ax = const_of(ax_p)
     if ax is None or data_p.element_type.dtype.itemsize % 4 or idx_p.element_type.dtype not in (
             np.dtype(np.int32), np.dtype(np.int64)):
@@ -113,14 +113,14 @@ def lower_concat(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.movement import strided_copy
 
     dtype = node.output(0).element_type.dtype
-    if dtype.itemsize != 4 or any(s.element_type.dtype != dtype for s in node._inputs):
+    if dtype.itemsize != 4 or any(s.element_type.dtype != dtype for s in node.input_values()):
         return False
     out_shape = static_shape(node.output(0))
     rank = len(out_shape)
     if rank == 0:
         return False
     axis = int(node.attrs["axis"]) % rank
-    tensors = [lowering.tensor(s) for s in node._inputs]
+    tensors = [lowering.tensor(s) for s in node.input_values()]
     nhwc = rank == 4 and axis == 1 and all(t.layout == NHWC for t in tensors if t.kind != "const") \
         and any(t.layout == NHWC for t in tensors)
     srcs: list[Tensor] = []
@@ -181,13 +181,13 @@ def _affine(index_map: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
 def lower_slice_view(lowering: Lowering, node: Node) -> bool:
     """Slices and splits with constant parameters: views of their input (an index map
     computed once with the op's reference kernel says where each element comes from)."""
-    consts = [const_of(p) for p in node._inputs[1:]]
+    consts = [const_of(p) for p in node.input_values()[1:]]
     if any(c is None for c in consts):
         return False
-    src = lowering.tensor(node._inputs[0])
+    src = lowering.tensor(node.input_values()[0])
     if src.kind not in ("value", "view"):
         return False
-    shape = static_shape(node._inputs[0])
+    shape = static_shape(node.input_values()[0])
     size = int(np.prod(shape))
     if size > _MAX_INDEX_MAP:
         return False
@@ -226,12 +226,12 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
     pixel of each output pixel found once from the reference kernel (an index map)."""
     from ember.devices.cpu.kernels.movement import gather_rows
 
-    if str(node.attrs.get("mode", "")).lower() != "nearest" or node._inputs[0].element_type.dtype.itemsize % 4:
+    if str(node.attrs.get("mode", "")).lower() != "nearest" or node.input_values()[0].element_type.dtype.itemsize % 4:
         return False
-    consts = [const_of(p) for p in node._inputs[1:]]
-    if any(c is None for c in consts) or len(node._inputs[0].partial_shape) != 4:
+    consts = [const_of(p) for p in node.input_values()[1:]]
+    if any(c is None for c in consts) or len(node.input_values()[0].partial_shape) != 4:
         return False
-    n, c, h, w = static_shape(node._inputs[0])
+    n, c, h, w = static_shape(node.input_values()[0])
     out = static_shape(node.output(0))
     if n * c * h * w > _MAX_INDEX_MAP or 0 in out or out[:2] != (n, c):
         return False
@@ -247,7 +247,7 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
             and np.array_equal(pix, np.broadcast_to(pix[:, :1], out))):
         return False  # not a gather of whole pixels
     table = lowering.program.const(np.ascontiguousarray((pix[:, 0] + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1)))
-    src = lowering.native_input(lowering.tensor(node._inputs[0]), NHWC)
+    src = lowering.native_input(lowering.tensor(node.input_values()[0]), NHWC)
     oh, ow = out[2], out[3]
     y = lowering.value((n, oh, ow, c), NHWC, src.dtype, name=node.friendly_name)
     threads = lowering.threads

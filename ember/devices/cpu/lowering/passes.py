@@ -27,8 +27,8 @@ def _constant_subgraph_value(port: Output, memo: dict[tuple[int, int], np.ndarra
     val: np.ndarray | None = None
     if isinstance(node, Constant):
         val = node.data
-    elif not isinstance(node, Parameter) and node.foldable and not node.bodies() and node._inputs:
-        args = [_constant_subgraph_value(s, memo) for s in node._inputs]
+    elif not isinstance(node, Parameter) and node.foldable and not node.bodies() and node.input_values():
+        args = [_constant_subgraph_value(s, memo) for s in node.input_values()]
         if all(a is not None for a in args):
             try:
                 val = node.evaluate(args)[port.index]  # type: ignore[arg-type]
@@ -48,9 +48,9 @@ def fold_weight_decompression(model: Model) -> int:
         if node.type_name not in _WEIGHT_USERS:
             continue
         idx = 0 if node.type_name == "Gather" else 1
-        if len(node._inputs) <= idx:
+        if len(node.input_values()) <= idx:
             continue
-        port = node._inputs[idx]
+        port = node.input_values()[idx]
         if isinstance(port.node, Constant):
             continue
         val = _constant_subgraph_value(port, memo)
@@ -74,8 +74,8 @@ def decompose_batchnorm(model: Model) -> int:
     for node in model.get_ordered_ops():
         if node.type_name != "BatchNormInference":
             continue
-        data = node._inputs[node.data_port]
-        params = [node._inputs[p].node for p in node.param_ports]
+        data = node.input_values()[node.data_port]
+        params = [node.input_values()[p].node for p in node.param_ports]
         rank = data.partial_shape.rank
         if not all(isinstance(c, Constant) for c in params) or not rank.is_static or rank.get_length() < 2:
             continue
