@@ -72,7 +72,7 @@ def compress_weights(model: Any, mode: CompressWeightsMode = CompressWeightsMode
     modes = {id(t.node): mode for t in targets}
     if int4:
         backup = CompressWeightsMode.INT8_ASYM
-        primary = [t for t in targets if t.kind == "matmul"]
+        primary = [t for t in targets if t.kind == "matmul" or (all_layers and t.kind == "embedding")]
         if not all_layers:
             last = _last_matmul(out, primary)
             primary = [t for t in primary if t is not last]
@@ -130,23 +130,30 @@ def _last_matmul(model: Model, matmuls: list[_Target]) -> _Target | None:
 
 def _mixed_precision(targets: list[_Target], consts: Constants, mode: CompressWeightsMode,
                      backup: CompressWeightsMode, group_size: int, ratio: float, modes: dict[int, Any]) -> None:
-    """INT4 for the layers with the smallest INT4 error until ``ratio`` of the weights is INT4."""
+    """NNCF's data-free rule: a layer's score is 1 / (its INT8 error: the largest per-channel mean
+    squared error); layers go to INT4 in ascending score order while the INT4 share of all
+    weights stays under ``ratio``."""
     if ratio >= 1 or not targets:
         return
-    errors = []
+    scores = []
     for t in targets:
         w = consts.value(t.source).astype(np.float32)
-        q, scale, zp, _ = quantize_weight(w, t.reduction_axis, mode, group_size)
-        deq = _dequantize(q, scale, zp).reshape(w.shape)
-        errors.append(float(np.mean((deq - w) ** 2)) / max(float(np.mean(w ** 2)), 1e-12))
+        q, scale, zp, _ = quantize_weight(w, t.reduction_axis, backup, -1)
+        err = (_dequantize(q, scale, zp).reshape(w.shape) - w) ** 2
+        per_channel = err.reshape(w.shape[0], -1).mean(axis=1) if t.reduction_axis == -1 else \
+            err.mean(axis=t.reduction_axis)
+        scores.append(1.0 / (float(np.max(per_channel)) + float(np.finfo(np.float32).eps)))
     total = sum(t.size for t in targets)
-    budget = ratio * total
     used = 0
-    for i in np.argsort(errors, kind="stable"):
-        t = targets[int(i)]
-        if used + t.size <= budget + 1e-9:
-            used += t.size
-        else:
+    chosen: set[int] = set()
+    for i in sorted(range(len(targets)), key=lambda k: scores[k]):
+        t = targets[i]
+        if (used + t.size) / total >= ratio:
+            break
+        used += t.size
+        chosen.add(i)
+    for i, t in enumerate(targets):
+        if i not in chosen:
             modes[id(t.node)] = backup
 
 
