@@ -4,9 +4,12 @@ An entry is one file ``<CACHE_DIR>/<key>.blob`` holding the model after the devi
 passes (as IR v11, read back with the hardened IR reader) and the device's extra data. The
 key is a SHA-256 of the model's bytes (its files when compile_model got a path, else its
 serialized IR), the device's fingerprint, the config keys that change compilation and
-ember's version. Nothing in an entry is trusted: the header is JSON, every section carries
-its own SHA-256, the key inside must match the file's key, and any failure is logged and
-the entry ignored (then overwritten). Nothing is ever unpickled.
+ember's version. When compile_model gets a path, every file the model reads is hashed: the
+``.xml`` and its ``.bin``, or the ``.onnx`` and each external data file it names, so a
+changed weights file is a cache miss. Nothing in an entry is trusted: only a regular file
+(not a symbolic link, FIFO or device) of at most ``MAX_ENTRY_BYTES`` is read, the header is
+JSON, every section carries its own SHA-256, the key inside must match the file's key, and
+any failure is logged and the entry ignored (then overwritten). Nothing is ever unpickled.
 
 Layout: ``MAGIC`` (10 bytes) | header length (4 bytes, little endian) | header JSON |
 sections, in the header's order.
@@ -26,6 +29,7 @@ from typing import Any
 
 from ember.errors import EmberError
 from ember.graph.model import Model
+from ember.io.files import iter_chunks, read_regular
 from ember.runtime.properties import COMPILE_RELEVANT, CompileConfig
 
 log = logging.getLogger("ember.runtime")
@@ -33,6 +37,8 @@ log = logging.getLogger("ember.runtime")
 MAGIC = b"EMBERBLOB\x01"
 FORMAT = 1
 _MAX_HEADER = 1 << 20
+#: the largest cache entry ember reads (larger files are ignored, never read)
+MAX_ENTRY_BYTES = 1 << 36
 
 
 class CacheEntryError(EmberError):
@@ -66,18 +72,61 @@ def model_digest(model: Model) -> str:
 
 
 def files_digest(paths: list[Path]) -> str:
-    """SHA-256 of the files a model is read from (read in chunks)."""
+    """SHA-256 of the files a model is read from (read in chunks): the files given and, for
+    an ``.onnx`` file, every external data file it names. Only regular files are read (a
+    FIFO or a device raises ``EmberError``: the model is then not cached)."""
     h = hashlib.sha256()
+    todo = list(paths)
     for p in paths:
-        h.update(p.suffix.encode())
-        if not p.exists():
+        if p.suffix.lower() == ".onnx" and p.is_file():
+            todo.extend(onnx_external_files(p))
+    for p in todo:
+        h.update(len(str(p.name)).to_bytes(8, "little") + str(p.name).encode("utf-8", "surrogateescape"))
+        if not os.path.lexists(p):
             h.update(b"\0missing")
             continue
-        h.update(p.stat().st_size.to_bytes(8, "little"))
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
+        n = 0
+        for chunk in iter_chunks(p, "model file"):
+            h.update(chunk)
+            n += len(chunk)
+        h.update(n.to_bytes(8, "little"))
     return h.hexdigest()
+
+
+def onnx_external_files(path: Path) -> list[Path]:
+    """The external data files an ONNX model names (inside its folder; others are refused
+    later by the loader, and hashed here as missing), in first-use order."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several kinds
+        raise EmberError(f"ember: '{path}' is not a readable ONNX model: {e}") from None
+    root = os.path.realpath(path.parent)
+    seen: dict[str, Path] = {}
+    graphs: list[Any] = [proto.graph] + [f for f in proto.functions]
+    tensors: list[Any] = []
+    while graphs:  # iterative: nested subgraphs cannot exhaust the stack
+        g = graphs.pop()
+        tensors.extend(getattr(g, "initializer", ()))
+        for s in getattr(g, "sparse_initializer", ()):
+            tensors.extend([s.values, s.indices])
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    tensors.append(a.t)
+                tensors.extend(a.tensors)
+                if a.HasField("g"):
+                    graphs.append(a.g)
+                graphs.extend(a.graphs)
+    for t in tensors:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        full = os.path.realpath(os.path.join(root, location)) if location and "\0" not in location else ""
+        if full and os.path.commonpath([root, full]) == root and full not in seen:
+            seen[full] = Path(full)
+    return list(seen.values())
 
 
 def cache_key(digest: str, device_name: str, fingerprint: str, config: CompileConfig) -> str:
@@ -162,11 +211,13 @@ class ModelCache:
 
     def load(self, key: str, device: str) -> CachedModel | None:
         p = self.path(key)
-        if not p.exists():
+        if not os.path.lexists(p):
             log.debug("ember: model cache miss %s", p.name)
             return None
         try:
-            entry = unpack(p.read_bytes(), key, device)
+            # Not a symbolic link, FIFO or device (they would read forever or block), bounded.
+            data = read_regular(p, "model cache entry", CacheEntryError, MAX_ENTRY_BYTES, follow_symlinks=False)
+            entry = unpack(bytes(data), key, device)
         except (OSError, CacheEntryError) as e:
             log.warning("ember: ignoring model cache entry %s: %s", p, e)
             return None
