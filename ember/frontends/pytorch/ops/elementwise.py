@@ -103,8 +103,13 @@ def div(call: Call) -> Any:
     return (ops.floor(q) if mode == "floor" else ops.multiply(ops.sign(q), ops.floor(ops.absolute(q)))).output(0)
 
 
-@converter("aten.floor_divide")
-def floor_divide(call: Call) -> Output:
+@converter("aten.floor_divide", "aten.floordiv")
+def floor_divide(call: Call) -> Any:
+    if "a" in call.args:
+        call.args["self"], call.args["other"] = call.args.pop("a"), call.args.pop("b")
+    both = _both_python(call, "self", "other")
+    if both is not None:
+        return both[0] // both[1]
     x, y, t = _operands(call, "self", "other", call.out_type)
     if t.is_real:
         return ops.floor(ops.divide(x, y)).output(0)
@@ -117,7 +122,17 @@ _COMPARE = {"aten.eq": ops.equal, "aten.ne": ops.not_equal, "aten.lt": ops.less,
 
 
 @converter(*_COMPARE)
-def compare(call: Call) -> Output:
+def compare(call: Call) -> Any:
+    both = _both_python(call, "self", "other") if "self" in call.args else _both_python(call, "a", "b")
+    if both is not None:
+        import operator as op_
+
+        fn = {"aten.eq": op_.eq, "aten.ne": op_.ne, "aten.lt": op_.lt, "aten.le": op_.le, "aten.gt": op_.gt,
+              "aten.ge": op_.ge, "aten.logical_and": lambda a, b: bool(a) and bool(b),
+              "aten.logical_or": lambda a, b: bool(a) or bool(b), "aten.logical_xor": lambda a, b: bool(a) != bool(b)}
+        return fn[call.op](*both)
+    if "self" not in call.args:
+        call.args["self"], call.args["other"] = call.args.pop("a"), call.args.pop("b")
     if call.op.startswith("aten.logical"):
         x, y, _ = _operands(call, "self", "other", Type.boolean)
     else:

@@ -336,3 +336,27 @@ def pixel_shuffle(call: Call) -> Output:
     x = call.tensor("self")
     f = call.int("upscale_factor")
     return ops.depth_to_space(x, "depth_first", f).output(0)
+
+
+def _gates_fico(w: Output, hidden: int) -> Output:
+    """torch's gate order (input, forget, cell, output) as OpenVINO's (forget, input, cell, output)."""
+    h = hidden
+    order = np.concatenate([np.arange(h, 2 * h), np.arange(0, h), np.arange(2 * h, 4 * h)])
+    return ops.gather(w, i64(order), i64(0)).output(0)
+
+
+@converter("aten.lstm_cell")
+def lstm_cell(call: Call) -> tuple[Output, Output]:
+    x = call.tensor("input")
+    h, c = call["hx"]
+    w_ih, w_hh = call.tensor("w_ih"), call.tensor("w_hh")
+    hidden = w_hh.partial_shape[1].get_length()
+    if call.has("b_ih"):
+        b = call.tensor("b_ih")
+        if call.has("b_hh"):
+            b = ops.add(b, call.tensor("b_hh")).output(0)
+    else:
+        b = const(np.zeros(4 * hidden), x.element_type)
+    node = ops.lstm_cell(x, h, c, _gates_fico(w_ih, hidden), _gates_fico(w_hh, hidden), _gates_fico(b, hidden),
+                         hidden)
+    return node.output(0), node.output(1)

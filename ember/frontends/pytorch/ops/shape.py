@@ -139,12 +139,13 @@ def _split_lengths(call: Call, x: Output, dim: int, size: int) -> list[int]:
     return lengths or [0]
 
 
-@converter("aten.split", "aten.split_with_sizes", "aten.split_copy", "aten.chunk", "aten.unsafe_split")
+@converter("aten.split", "aten.split_with_sizes", "aten.split_copy", "aten.chunk", "aten.unsafe_split",
+           "aten.unsafe_chunk", "aten.unsafe_split_with_sizes")
 def split(call: Call) -> tuple[Output, ...]:
     x = call.tensor("self")
     r = rank_of(x)
     dim = call.int("dim", 0) % r
-    if call.op == "aten.chunk":
+    if call.op in ("aten.chunk", "aten.unsafe_chunk"):
         total = x.partial_shape[dim]
         if not total.is_static:
             raise call.fail("chunk of a dynamic dimension is not supported")

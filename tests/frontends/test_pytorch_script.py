@@ -1,0 +1,134 @@
+"""The TorchScript path of the PyTorch frontend: scripted and traced modules, saved archives by
+path, and the Silero VAD TorchScript model shipped in ``silero-vad==6.2.3`` against its own ONNX
+variant (state carried between chunks), on REFERENCE and CPU."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import ember  # noqa: E402
+from ember import zoo  # noqa: E402
+from ember.errors import UnsupportedOpError  # noqa: E402
+
+RTOL = 1e-4
+nn = torch.nn
+
+
+def relative_difference(got: np.ndarray, want: np.ndarray) -> float:
+    assert got.shape == want.shape, (got.shape, want.shape)
+    return float(np.abs(got.astype(np.float64) - want).max()) / max(float(np.abs(want).max()), 1e-6)
+
+
+class ShapeDependent(nn.Module):
+    """Branches on ranks and sizes (known at conversion), size arithmetic, lists, an LSTM cell."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 8, 3, padding=1)
+        self.cell = nn.LSTMCell(8, 6)
+        self.proj = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        b, c, t = x.size()
+        y = torch.relu(self.conv(x))
+        y = y[:, :, : t // 2 * 2].reshape(b, 8, t // 2, 2).mean(-1).mean(-1)
+        if len(state) > 0:
+            h, cc = self.cell(y, (state[0], state[1]))
+        else:
+            h, cc = self.cell(y)
+        return torch.sigmoid(self.proj(h)), torch.stack([h, cc])
+
+
+def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(3, 2, 11, generator=g), torch.randn(2, 3, 6, generator=g)
+
+
+@pytest.mark.parametrize("how", ["script", "trace", "archive"])
+def test_torchscript_matches_torch(how: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = ShapeDependent().eval()
+    x, state = _inputs()
+    if how == "script":
+        src = torch.jit.script(module)
+    else:
+        src = torch.jit.trace(module, (x, state))
+        if how == "archive":
+            torch.jit.save(src, str(tmp_path / "model.pt"))
+            src = tmp_path / "model.pt"
+    model = ember.convert_model(src, example_input=(x, state))
+    with torch.no_grad():
+        want = module(x, state)
+    compiled = ember.Core().compile_model(model, "REFERENCE")
+    got = compiled([x.numpy(), state.numpy()])
+    for i, w in enumerate(want):
+        assert relative_difference(got[i], w.numpy()) <= RTOL
+
+
+def test_torchscript_unsupported_ops_listed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ember.frontends.pytorch import registry
+
+    registry.load_converters()
+    monkeypatch.delitem(registry._CONVERTERS, "aten.sigmoid")
+    monkeypatch.delitem(registry._CONVERTERS, "aten.lstm_cell")
+    with pytest.raises(UnsupportedOpError) as e:
+        ember.convert_model(torch.jit.script(ShapeDependent().eval()), example_input=_inputs())
+    msg = str(e.value)
+    assert "2 unsupported op(s)" in msg and "aten.sigmoid" in msg and "aten.lstm_cell" in msg
+    assert "test_pytorch_script.py" in msg
+
+
+def test_runtime_branch_is_refused_with_a_reason() -> None:
+    @torch.jit.script
+    def f(x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > 0):
+            return x * 2
+        return x
+
+    with pytest.raises(UnsupportedOpError, match="known only at run time"):
+        ember.convert_model(f, example_input=(torch.ones(3),))
+
+
+# -- Silero VAD: TorchScript vs its ONNX variant ------------------------------------------------------
+
+@pytest.mark.slow
+def test_silero_vad_torchscript_matches_onnx(tmp_path: Path) -> None:
+    from ember.zoo.download import fetch_wheel
+    from ember.zoo.registry import get_entry
+
+    try:
+        wheel = fetch_wheel(get_entry("silero-vad").source)
+    except zoo.RegistryUnreachableError as e:
+        pytest.skip(f"the package registry cannot be reached: {str(e).splitlines()[0]}")
+    with zipfile.ZipFile(wheel) as zf:
+        for name in ("silero_vad/data/silero_vad.jit", "silero_vad/data/silero_vad.onnx"):
+            zf.extract(name, tmp_path)
+    jit = torch.jit.load(str(tmp_path / "silero_vad/data/silero_vad.jit"), map_location="cpu")
+    context, chunk = 64, 512
+    state = np.zeros((2, 1, 128), np.float32)
+    model = ember.convert_model(jit._model, example_input=(torch.zeros(1, context + chunk), torch.from_numpy(state)))
+    onnx_model = ember.convert_model(tmp_path / "silero_vad/data/silero_vad.onnx")
+    from frontends.test_real_models import speech_clip, vad_chunks
+
+    chunks = vad_chunks(speech_clip(), 16000)
+    for device in ("REFERENCE", "CPU"):
+        ts = ember.Core().compile_model(model, device)
+        ox = ember.Core().compile_model(onnx_model, device)
+        s_ts, s_ox = state, state
+        probs = []
+        for k, x in enumerate(chunks[:, None]):
+            got = ts([x, s_ts])
+            want = ox({"input": x, "state": s_ox, "sr": np.array(16000, np.int64)})
+            assert relative_difference(got[0], want[0]) <= RTOL, (device, k)
+            assert relative_difference(got[1], want[1]) <= RTOL, (device, k)
+            s_ts, s_ox = got[1], want[1]
+            probs.append(float(got[0].ravel()[0]))
+        assert max(probs) > 0.5 and min(probs) < 0.5  # it hears speech and pauses
