@@ -67,6 +67,8 @@ class Server:
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family in (socket.AF_INET, socket.AF_INET6):  # accepted sockets inherit it: no Nagle delay
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((cfg.host, cfg.rest_port))
         sock.listen(2048)
         self.rest_port = sock.getsockname()[1]
