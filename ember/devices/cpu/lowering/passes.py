@@ -90,17 +90,17 @@ def decompose_batchnorm(model: Model) -> int:
     return done
 
 
-def _node_count(model: Model) -> int:
-    return len(model.get_ordered_ops())
-
-
 def device_passes(model: Model) -> Model:
-    """Everything the CPU device does to a model before lowering."""
+    """Everything the CPU device does to a model before lowering, with one optimizer run:
+    weight decompression folded first (so the optimizer's fusions see plain f32 weights),
+    the level-2 pipeline, then what it exposed folded and leftover BatchNorms decomposed."""
     from ember.passes import optimize
+    from ember.passes.matcher import prune_dead_consumers
 
+    fold_weight_decompression(model)
     model = optimize(model, 2, copy=False)
     if fold_weight_decompression(model) + decompose_batchnorm(model):
-        model = optimize(model, 1, copy=False)
+        prune_dead_consumers(model)  # the replaced nodes must not count as consumers when lowering
     return model
 
 

@@ -54,6 +54,8 @@ class Instance:
         for t in program.tensors:
             if t.kind == "const":
                 arrays[t.id] = t.data  # type: ignore[assignment]
+            elif t.kind == "value" and t.arena and np.dtype(t.dtype) == object:  # strings: no bytes to plan
+                arrays[t.id] = np.empty(t.shape, dtype=object)
             elif t.kind == "value" and t.arena and t.external:
                 arrays[t.id] = aligned_empty(max(t.nbytes, 1), np.uint8)[:t.nbytes].view(t.dtype).reshape(t.shape)
             elif t.kind == "value" and t.arena and t.offset >= 0:
