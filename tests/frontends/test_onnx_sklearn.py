@@ -1,0 +1,89 @@
+"""scikit-learn pipelines exported with skl2onnx run on ember and predict what scikit-learn
+predicts: a scaler + tree ensemble on the whole digits set, a TF-IDF text classifier, a linear
+regressor; on REFERENCE and CPU (the ai.onnx.ml ops, strings and com.microsoft Tokenizer)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+import skl2onnx
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.datasets import load_digits
+from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+import ember
+from ember.frontends.onnx import convert
+
+TEXTS = ["the cat sat on the mat", "dogs are great friends", "cats and dogs play", "a great sunny day",
+         "the dog barked at the cat", "rain all day long", "my cat likes the sun", "dogs run in the park",
+         "it is a dull and rainy day", "the park is great for dogs"]
+TOPICS = [0, 1, 1, 2, 1, 2, 0, 1, 2, 1]
+
+
+def _ort(model: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    ort = pytest.importorskip("onnxruntime")
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _export(pipe: Any, initial_types: list) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return skl2onnx.convert_sklearn(pipe, initial_types=initial_types, options={id(pipe): {"zipmap": False}}
+                                        if hasattr(pipe, "predict_proba") else None, target_opset=18)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_digits(return_X_y=True)
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("device", ["REFERENCE", "CPU"])
+def test_scaler_random_forest_on_digits(digits: tuple, device: str) -> None:
+    x, y = digits
+    pipe = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=10, max_depth=8,
+                                                                  random_state=0)).fit(x, y)
+    model = _export(pipe, [("x", FloatTensorType([None, 64]))])
+    labels, probs = ember.Core().compile_model(convert(model), device)({"x": x}).to_tuple()
+    np.testing.assert_array_equal(labels, pipe.predict(x))  # all 1797 digits
+    # the ONNX scaler computes in f32, scikit-learn in f64: a few samples fall on the other side
+    # of a split in one tree, so the probabilities are compared with onnxruntime's
+    np.testing.assert_allclose(probs, _ort(model, {"x": x})[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["REFERENCE", "CPU"])
+def test_tfidf_logistic_regression(device: str) -> None:
+    # the ONNX Tokenizer takes token_pattern as it is; scikit-learn's default pattern (\b\w\w+\b)
+    # has no ONNX equivalent, so the pipeline uses one both sides read the same way
+    vec = TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"[a-zA-Z0-9_]+")
+    pipe = make_pipeline(vec, LogisticRegression(max_iter=500)).fit(TEXTS, TOPICS)
+    model = _export(pipe, [("text", StringTensorType([None, 1]))])
+    queries = TEXTS + ["the cat and the dog", "a rainy park", "unknown words only", ""]
+    feed = np.array(queries, dtype=object).reshape(-1, 1)
+    labels, probs = ember.Core().compile_model(convert(model), device)({"text": feed}).to_tuple()
+    np.testing.assert_array_equal(labels, pipe.predict(queries))
+    np.testing.assert_allclose(probs, pipe.predict_proba(queries), atol=1e-5)
+
+
+def test_binary_logistic_regression(digits: tuple) -> None:
+    x, y = digits
+    pipe = make_pipeline(MinMaxScaler(), LogisticRegression(max_iter=300)).fit(x, y % 2)
+    model = _export(pipe, [("x", FloatTensorType([None, 64]))])
+    labels, probs = ember.Core().compile_model(convert(model), "REFERENCE")({"x": x}).to_tuple()
+    np.testing.assert_array_equal(labels, pipe.predict(x))
+    np.testing.assert_allclose(probs, pipe.predict_proba(x), atol=1e-5)
+
+
+def test_gradient_boosting_regressor(digits: tuple) -> None:
+    x, y = digits
+    model_sk = GradientBoostingRegressor(n_estimators=20, max_depth=3, random_state=0).fit(x, y.astype(float))
+    model = _export(model_sk, [("x", FloatTensorType([None, 64]))])
+    got = ember.Core().compile_model(convert(model), "REFERENCE")({"x": x})[0]
+    np.testing.assert_allclose(got.reshape(-1), model_sk.predict(x), rtol=1e-4, atol=1e-4)
