@@ -57,10 +57,26 @@ def _small_cnn():  # noqa: ANN202
     return tf.keras.Model(i, layers.Softmax()(x))
 
 
+def randomize_batchnorm(model, seed: int = 1):  # noqa: ANN001, ANN201
+    """Give every BatchNormalization layer random statistics: with Keras' initial ones (mean 0,
+    variance 1, scale 1, shift 0) a deep network's features vanish and every output is equal."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            shapes = [w.shape for w in layer.get_weights()]
+            layer.set_weights([rng.uniform(0.5, 1.5, shapes[0]), rng.normal(0, 0.1, shapes[1]),
+                               rng.normal(0, 0.1, shapes[2]), rng.uniform(0.5, 1.5, shapes[3])])
+    return model
+
+
 def _mobilenet_v2():  # noqa: ANN202
     import tensorflow as tf
 
-    return tf.keras.applications.MobileNetV2(input_shape=(128, 128, 3), alpha=0.5, weights=None)
+    model = tf.keras.applications.MobileNetV2(input_shape=(128, 128, 3), alpha=0.5, weights=None,
+                                              classifier_activation=None)
+    return randomize_batchnorm(model)
 
 
 BUILDERS = {"small_cnn": _small_cnn, "mobilenet_v2": _mobilenet_v2}
