@@ -58,6 +58,9 @@ class Type:
     f8e5m2: Type
     f8e8m0: Type
     f4e2m1: Type
+    f8e4m3fnuz: Type
+    f8e5m2fnuz: Type
+    i2: Type
     string: Type
     sequence: Type
     undefined: Type
@@ -205,6 +208,10 @@ _TYPES = [
     _TypeInfo("f8e5m2", 8, ml_dtypes.float8_e5m2, "F8E5M2", "float"),
     _TypeInfo("f8e8m0", 8, ml_dtypes.float8_e8m0fnu, "F8E8M0", "float"),
     _TypeInfo("f4e2m1", 4, ml_dtypes.float4_e2m1fn, "F4E2M1", "float"),
+    # ember's own (ONNX has them, OpenVINO does not): float8 without -0 and inf, 2-bit integers
+    _TypeInfo("f8e4m3fnuz", 8, ml_dtypes.float8_e4m3fnuz, "F8E4M3FNUZ", "float"),
+    _TypeInfo("f8e5m2fnuz", 8, ml_dtypes.float8_e5m2fnuz, "F8E5M2FNUZ", "float"),
+    _TypeInfo("i2", 2, np.int8, "I2", "int"),
     _TypeInfo("string", 8 * 32, object, "STRING", "string"),
     # ember's own: an ONNX sequence or optional at run time, a 1-D object array of arrays
     _TypeInfo("sequence", 64, object, "SEQUENCE", "sequence"),
@@ -223,7 +230,7 @@ _BY_PRECISION.update({"FP8E4M3": Type.f8e4m3, "FP8E5M2": Type.f8e5m2, "UNDEFINED
 # Only the types that own their dtype map back from numpy (u8, not u4).
 _BY_DTYPE: dict[np.dtype, Type] = {}
 for _name in ("boolean", "bf16", "f16", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16",
-              "u32", "u64", "f8e4m3", "f8e5m2", "f8e8m0", "f4e2m1"):
+              "u32", "u64", "f8e4m3", "f8e5m2", "f8e8m0", "f4e2m1", "f8e4m3fnuz", "f8e5m2fnuz"):
     _BY_DTYPE[Type._by_name[_name].dtype] = Type._by_name[_name]
 
 # NF4 code book (the 16 quantiles of a normal distribution, as QLoRA and OpenVINO define it).

@@ -28,6 +28,8 @@ _TYPES: dict[int, Type] = {
     TensorProto.FLOAT8E4M3FN: Type.f8e4m3, TensorProto.FLOAT8E5M2: Type.f8e5m2,
     TensorProto.UINT4: Type.u4, TensorProto.INT4: Type.i4, TensorProto.FLOAT4E2M1: Type.f4e2m1,
     TensorProto.FLOAT8E8M0: Type.f8e8m0, TensorProto.UINT2: Type.u2,
+    TensorProto.FLOAT8E4M3FNUZ: Type.f8e4m3fnuz, TensorProto.FLOAT8E5M2FNUZ: Type.f8e5m2fnuz,
+    TensorProto.INT2: Type.i2,
 }
 _ONNX_OF: dict[Type, int] = {t: k for k, t in _TYPES.items()}
 

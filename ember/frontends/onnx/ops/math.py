@@ -242,7 +242,8 @@ def where(ctx: NodeContext) -> Output:
     return ops.select(ctx.req(0), ctx.req(1), ctx.req(2)).output(0)
 
 
-_WRAPPED = {Type.i4: (4, True), Type.u4: (4, False), Type.u2: (2, False)}
+_WRAPPED = {Type.i4: (4, True), Type.u4: (4, False), Type.u2: (2, False), Type.i2: (2, True)}
+_FLOAT8 = (Type.f8e4m3, Type.f8e5m2, Type.f8e4m3fnuz, Type.f8e5m2fnuz)
 
 
 def _cast(ctx: NodeContext, x: Output, to: Type) -> Output:
@@ -261,7 +262,7 @@ def _cast(ctx: NodeContext, x: Output, to: Type) -> Output:
         return convert(v, to)
     if to is Type.f8e8m0 and x.element_type.is_real:
         return _to_e8m0(ctx, x)
-    if to in (Type.f8e4m3, Type.f8e5m2) and x.element_type.is_real and ctx.attr("saturate", 1):
+    if to in _FLOAT8 and x.element_type.is_real and ctx.attr("saturate", 1):
         hi = float(ml_dtypes.finfo(to.dtype).max)
         x = ops.clamp(x, -hi, hi).output(0)
     return convert(x, to)
