@@ -27,6 +27,11 @@ class InferenceError(EmberError):
     """Inputs given to an inference do not fit the model, or a kernel failed."""
 
 
+class InferenceCancelled(InferenceError):
+    """An inference was stopped: by ``InferRequest.cancel`` or by the ``INFERENCE_TIMEOUT``
+    property."""
+
+
 class ConversionError(EmberError):
     """A frontend could not convert a model."""
 

@@ -24,8 +24,10 @@ range_for_streams = Property("RANGE_FOR_STREAMS")
 supported_properties = Property("SUPPORTED_PROPERTIES")
 #: ember's own: False makes AUTO and HETERO raise instead of falling back to another device
 allow_fallback = Property("ALLOW_FALLBACK")
+inference_timeout = Property("INFERENCE_TIMEOUT")  # ember's own: milliseconds, 0 = no limit
 
 __all__ = ["CacheMode", "Property", "allow_fallback", "available_devices", "cache_dir", "cache_mode", "device",
-           "enable_profiling", "execution_devices", "hint", "inference_num_threads", "loaded_from_cache", "log",
+           "enable_profiling", "execution_devices", "hint", "inference_num_threads", "inference_timeout",
+           "loaded_from_cache", "log",
            "model_name", "num_streams", "optimal_number_of_infer_requests", "range_for_async_infer_requests",
            "range_for_streams", "streams", "supported_properties"]

@@ -140,7 +140,21 @@ def _enum_parser(cls: type[Enum]) -> Callable[[Any], Any]:
     return parse
 
 
-def _int_parser(minimum: int) -> Callable[[Any], int]:
+#: how many streams or threads per core a compiled model may ask for (each is an OS thread)
+THREADS_PER_CORE_LIMIT = 8
+#: an upper bound on request counts (PERFORMANCE_HINT_NUM_REQUESTS, AsyncInferQueue jobs)
+MAX_REQUESTS = 1 << 16
+
+
+def thread_limit() -> int:
+    """The most streams, or threads per stream, a property may ask for on this machine:
+    ``THREADS_PER_CORE_LIMIT`` per available core, at least 16."""
+    from ember.runtime.streams import available_cores
+
+    return max(16, THREADS_PER_CORE_LIMIT * available_cores())
+
+
+def _int_parser(minimum: int, maximum: Callable[[], int] | None = None, what: str = "") -> Callable[[Any], int]:
     def parse(v: Any) -> int:
         if isinstance(v, bool):
             raise ValueError("expected an integer")
@@ -152,6 +166,8 @@ def _int_parser(minimum: int) -> Callable[[Any], int]:
             raise ValueError("expected an integer")
         if n < minimum:
             raise ValueError(f"expected an integer >= {minimum}")
+        if maximum is not None and n > maximum():
+            raise ValueError(f"{n} is more than this machine allows ({what or 'limit'}: at most {maximum()})")
         return n
     return parse
 
@@ -165,6 +181,9 @@ def _parse_streams(v: Any) -> int:
         raise ValueError("expected a count >= 1, AUTO or NUMA") from None
     if n == 0:
         raise ValueError("expected a count >= 1, AUTO or NUMA")
+    if n > thread_limit():
+        raise ValueError(f"{n} streams is more than this machine allows (each stream is a thread; at most "
+                         f"{thread_limit()}: {THREADS_PER_CORE_LIMIT} per available core)")
     return int(StreamsNum(n))
 
 
@@ -238,10 +257,11 @@ def _spec(key: str, parse: Callable[[Any], Any], default: Any = None, mutability
 # Properties a user may set on Core or pass to compile_model ("RW").
 _spec("PERFORMANCE_HINT", _enum_parser(PerformanceMode), PerformanceMode.LATENCY,
       doc="LATENCY, THROUGHPUT or CUMULATIVE_THROUGHPUT")
-_spec("PERFORMANCE_HINT_NUM_REQUESTS", _int_parser(0), 0,
+_spec("PERFORMANCE_HINT_NUM_REQUESTS", _int_parser(0, lambda: MAX_REQUESTS, "requests"), 0,
       doc="an upper bound on the requests the application keeps in flight (0: no bound)")
 _spec("NUM_STREAMS", _parse_streams, 1, doc="a count >= 1, AUTO or NUMA")
-_spec("INFERENCE_NUM_THREADS", _int_parser(0), 0, doc="an integer >= 0 (0: all cores)")
+_spec("INFERENCE_NUM_THREADS", _int_parser(0, thread_limit, f"{THREADS_PER_CORE_LIMIT} threads per available core"),
+      0, doc="an integer >= 0 (0: all cores)")
 _spec("INFERENCE_PRECISION_HINT", _parse_precision, Type.f32, doc="f32, f16 or bf16")
 _spec("EXECUTION_MODE_HINT", _enum_parser(ExecutionMode), ExecutionMode.PERFORMANCE,
       doc="PERFORMANCE or ACCURACY")
@@ -251,6 +271,8 @@ _spec("CACHE_DIR", _parse_str, "", doc="a directory path ('' disables the cache)
 _spec("CACHE_MODE", _enum_parser(CacheMode), CacheMode.OPTIMIZE_SPEED, doc="OPTIMIZE_SIZE or OPTIMIZE_SPEED")
 _spec("LOG_LEVEL", _enum_parser(LogLevel), LogLevel.NO, doc="NO, ERR, WARNING, INFO, DEBUG or TRACE")
 _spec("MULTI_DEVICE_PRIORITIES", _parse_devices, (), doc="a device list such as 'CPU,REFERENCE'")
+_spec("INFERENCE_TIMEOUT", _int_parser(0), 0,
+      doc="milliseconds an inference may run before it is stopped with InferenceCancelled (0: no limit)")
 _spec("ALLOW_FALLBACK", _parse_bool, True,
       doc="True or False (False: AUTO/HETERO raise instead of falling back to another device)")
 # Read-only properties ("RO").
@@ -273,13 +295,13 @@ CORE_KEYS = ("CACHE_DIR", "CACHE_MODE", "LOG_LEVEL")
 #: keys a device reports as read-write in SUPPORTED_PROPERTIES
 DEVICE_RW_KEYS = ("PERFORMANCE_HINT", "PERFORMANCE_HINT_NUM_REQUESTS", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
                   "INFERENCE_PRECISION_HINT", "EXECUTION_MODE_HINT", "MODEL_PRIORITY", "PERF_COUNT",
-                  "CACHE_DIR", "LOG_LEVEL", "ALLOW_FALLBACK")
+                  "CACHE_DIR", "LOG_LEVEL", "ALLOW_FALLBACK", "INFERENCE_TIMEOUT")
 DEVICE_RO_KEYS = ("SUPPORTED_PROPERTIES", "AVAILABLE_DEVICES", "FULL_DEVICE_NAME", "OPTIMIZATION_CAPABILITIES",
                   "DEVICE_TYPE", "RANGE_FOR_STREAMS", "RANGE_FOR_ASYNC_INFER_REQUESTS")
 COMPILED_KEYS = ("SUPPORTED_PROPERTIES", "NETWORK_NAME", "OPTIMAL_NUMBER_OF_INFER_REQUESTS", "NUM_STREAMS",
                  "INFERENCE_NUM_THREADS", "PERF_COUNT", "INFERENCE_PRECISION_HINT", "EXECUTION_MODE_HINT",
                  "PERFORMANCE_HINT", "PERFORMANCE_HINT_NUM_REQUESTS", "MODEL_PRIORITY", "EXECUTION_DEVICES",
-                 "LOG_LEVEL", "CACHE_DIR", "LOADED_FROM_CACHE", "ALLOW_FALLBACK")
+                 "LOG_LEVEL", "CACHE_DIR", "LOADED_FROM_CACHE", "ALLOW_FALLBACK", "INFERENCE_TIMEOUT")
 
 
 def canonical_key(key: Any) -> str:
@@ -376,6 +398,7 @@ class CompileConfig:
     log_level: LogLevel = LogLevel.NO
     device_priorities: tuple[str, ...] = ()
     allow_fallback: bool = True
+    inference_timeout_ms: int = 0  # 0: inferences are not stopped
     extra: tuple[tuple[str, Any], ...] = ()  # device-specific keys, validated by the device
 
     _FIELDS = {
@@ -384,7 +407,7 @@ class CompileConfig:
         "INFERENCE_PRECISION_HINT": "inference_precision", "EXECUTION_MODE_HINT": "execution_mode",
         "MODEL_PRIORITY": "model_priority", "PERF_COUNT": "enable_profiling", "CACHE_DIR": "cache_dir",
         "LOG_LEVEL": "log_level", "MULTI_DEVICE_PRIORITIES": "device_priorities",
-        "ALLOW_FALLBACK": "allow_fallback",
+        "ALLOW_FALLBACK": "allow_fallback", "INFERENCE_TIMEOUT": "inference_timeout_ms",
     }
 
     @classmethod

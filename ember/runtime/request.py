@@ -18,11 +18,19 @@ Threads and copies, in one place:
 * One request runs one inference at a time and is not meant to be shared between threads;
   create one request per thread (or use ``AsyncInferQueue``). ``CompiledModel.__call__`` is
   thread safe (it serializes on an internal request).
+* Stopping an inference: ``cancel()`` (from any thread) or the ``INFERENCE_TIMEOUT``
+  property (milliseconds) stop a running inference; ``infer``/``wait`` then raise
+  ``InferenceCancelled``. The stop takes effect at the next Python step of the device (between
+  kernels, between Loop iterations): a single native kernel call runs to its end first. The
+  request and its compiled model stay usable.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -35,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ember.errors import EmberError, InferenceError
+from ember.errors import EmberError, InferenceCancelled, InferenceError
 from ember.graph.core_ops import Parameter
 from ember.graph.node import Input, Output
 from ember.graph.types import Type
@@ -122,6 +130,127 @@ class ProfilingInfo:
     Status = ProfilingStatus
 
 
+# -- stopping a running inference ---------------------------------------------------------------
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_set_async_exc.restype = ctypes.c_int
+
+
+class _Stoppable:
+    """Brackets one inference so that another thread may stop it.
+
+    ``stop`` raises ``InferenceCancelled`` in the running thread (CPython's asynchronous
+    exception, delivered at the thread's next Python step), at most once, and only while the
+    thread is inside the bracket (``StreamExecutor.run`` places it inside the stream's
+    borrowing, so a stop never leaks a stream). Leaving the bracket withdraws a stop that has
+    not been delivered yet. A stop that comes before the bracket is entered (the inference is
+    queued or converting its inputs) is kept and delivered on entry. ``ticket`` ties a stop
+    to one inference: a late timer cannot stop the next one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: int | None = None
+        self._ticket: object | None = None
+        self._stopped = False
+        self._pending = False
+        self.reason = ""
+
+    def begin(self) -> object:
+        """A new inference of this request: returns its ticket."""
+        with self._lock:
+            self._ticket = object()
+            self._stopped = self._pending = False
+            self.reason = ""
+            return self._ticket
+
+    def end(self) -> None:
+        with self._lock:
+            self._ticket = None
+            self._pending = False
+
+    def __enter__(self) -> _Stoppable:
+        with self._lock:
+            if self._pending:
+                self._stopped = True
+                raise InferenceCancelled("")
+            self._thread = threading.get_ident()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            tid, self._thread = self._thread, None
+            if self._stopped and tid is not None:
+                _set_async_exc(tid, ctypes.py_object())  # NULL: withdraw a stop not delivered yet
+
+    def stop(self, reason: str, ticket: object | None = None) -> bool:
+        """Stop the current inference (only the one of ``ticket`` when given); False when
+        there is none or it is already stopped."""
+        with self._lock:
+            if self._ticket is None or self._stopped or (ticket is not None and ticket is not self._ticket):
+                return False
+            self.reason = reason
+            if self._thread is None:
+                self._pending = True
+                return True
+            self._stopped = True
+            _set_async_exc(self._thread, ctypes.py_object(InferenceCancelled))
+            return True
+
+
+class _Watchdog:
+    """One daemon thread that calls ``fn()`` at deadlines (started when first needed)."""
+
+    _instance: _Watchdog | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._ids = itertools.count()
+        threading.Thread(target=self._loop, daemon=True, name="ember-inference-watchdog").start()
+
+    @classmethod
+    def get(cls) -> _Watchdog:
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def add(self, delay_s: float, fn: Callable[[], None]) -> int:
+        with self._cond:
+            token = next(self._ids)
+            heapq.heappush(self._heap, (time.monotonic() + delay_s, token, fn))
+            self._cond.notify()
+            return token
+
+    def remove(self, token: int) -> None:
+        with self._cond:
+            self._cancelled.add(token)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                when, token, fn = self._heap[0]
+                now = time.monotonic()
+                if token in self._cancelled:
+                    heapq.heappop(self._heap)
+                    self._cancelled.discard(token)
+                    continue
+                if when > now:
+                    self._cond.wait(when - now)
+                    continue
+                heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - the watchdog must survive
+                log.error("ember: inference watchdog: %s", e)
+
+
 def convert_input(value: Any, param: Parameter, where: str, copy: bool) -> np.ndarray:
     """``value`` as an array the model accepts for ``param``; copied when ``copy`` or converted."""
     if param.element_type is Type.sequence:  # an ONNX sequence or optional: a list, None or a value
@@ -142,10 +271,20 @@ def convert_input(value: Any, param: Parameter, where: str, copy: bool) -> np.nd
         if not ok:
             raise InferenceError(f"ember: input '{where}' expects element type {et.name}, got {src}; "
                                  f"convert it first (e.g. arr.astype(np.{et.dtype.name}))")
-        arr, copy = arr.astype(et.dtype), False
+        try:
+            arr, copy = arr.astype(et.dtype), False
+        except MemoryError:
+            raise InferenceError(f"ember: input '{where}' of shape {list(arr.shape)} does not fit in memory once "
+                                 f"converted to {et.name}") from None
     if not param.partial_shape.accepts(arr.shape):
         raise InferenceError(f"ember: input '{where}' expects shape {param.partial_shape}, got {list(arr.shape)}")
-    return np.array(arr, copy=True) if copy else arr
+    if copy:
+        try:
+            return np.array(arr, copy=True)
+        except MemoryError:
+            raise InferenceError(f"ember: input '{where}' of shape {list(arr.shape)} ({arr.nbytes} bytes) does not "
+                                 "fit in memory to be copied; pass share_inputs=True or a smaller batch") from None
+    return arr
 
 
 def _sequence_input(value: Any, param: Parameter, where: str) -> np.ndarray:
@@ -197,6 +336,8 @@ class InferRequest:
         self._done.set()
         self._error: BaseException | None = None
         self._callback_thread: int | None = None
+        self._stoppable = _Stoppable()
+        self._ticket: object | None = None  # begun by start_async, used by the queued job
 
     # -- tensors ------------------------------------------------------------------------
     def _check_idle(self, what: str) -> None:
@@ -313,8 +454,28 @@ class InferRequest:
 
     def _execute(self, inputs: list[np.ndarray]) -> None:
         profile: dict[str, float] | None = {} if self._compiled._profiling else None
+        timeout_ms = int(getattr(self._compiled._cfg, "inference_timeout_ms", 0) or 0)
+        stoppable = self._stoppable
+        ticket = stoppable.begin() if self._ticket is None else self._ticket
+        self._ticket = None
+        token = None
+        if timeout_ms > 0:
+            token = _Watchdog.get().add(timeout_ms / 1000.0, lambda: stoppable.stop(
+                f"it ran longer than INFERENCE_TIMEOUT={timeout_ms} ms", ticket))
         t0 = time.perf_counter()
-        outs = self._compiled._executor.run(inputs, profile)
+        try:
+            outs = self._compiled._executor.run(inputs, profile, stoppable)
+        except InferenceCancelled:
+            raise InferenceCancelled(f"ember: inference of '{self._compiled._model.friendly_name}' was stopped: "
+                                     f"{stoppable.reason or 'cancel() was called'}") from None
+        except MemoryError:
+            shapes = ", ".join(str(list(np.shape(a))) for a in inputs)
+            raise InferenceError(f"ember: inference of '{self._compiled._model.friendly_name}' ran out of memory "
+                                 f"(input shapes {shapes}); use a smaller batch") from None
+        finally:
+            stoppable.end()
+            if token is not None:
+                _Watchdog.get().remove(token)
         self._latency_ms = (time.perf_counter() - t0) * 1e3
         for k, t in enumerate(self._output_tensors):
             if t is not None:
@@ -343,7 +504,12 @@ class InferRequest:
         """
         self._check_idle("call infer")
         self._feed(inputs, share_inputs)
-        self._execute(self._ready_inputs())
+        ins = self._ready_inputs()
+        self._done.clear()  # running: cancel() from another thread reaches it
+        try:
+            self._execute(ins)
+        finally:
+            self._done.set()
         return self._results(share_outputs)
 
     def start_async(self, inputs: Any = None, userdata: Any = None, share_inputs: bool = False) -> None:
@@ -356,10 +522,13 @@ class InferRequest:
         if userdata is not None:
             self.userdata = userdata
         self._error = None
+        self._ticket = self._stoppable.begin()
         self._done.clear()
         try:
             self._compiled._executor.submit(lambda: self._run_job(ins))
         except BaseException:
+            self._ticket = None
+            self._stoppable.end()
             self._done.set()
             raise
 
@@ -416,8 +585,10 @@ class InferRequest:
         self.userdata = userdata
 
     def cancel(self) -> None:
-        """Requests cannot be interrupted once started; this waits for the running one."""
-        self._done.wait()
+        """Stop the running inference (from any thread, including its own callback's), or
+        the one ``start_async`` just queued; ``infer``/``wait`` then raise
+        ``InferenceCancelled``. Does nothing when the request is idle. Returns at once."""
+        self._stoppable.stop("cancel() was called")
 
     @property
     def latency(self) -> float:
@@ -469,11 +640,18 @@ class AsyncInferQueue:
     idle request (waiting for one if all are busy), and the callback set with
     ``set_callback(fn)`` runs as ``fn(request, userdata)`` on a worker thread when each
     inference ends. ``jobs=0`` uses the compiled model's OPTIMAL_NUMBER_OF_INFER_REQUESTS.
+
+    A callback may call ``start_async`` on its own queue: when no request is idle, the job is
+    queued and starts on the first request that finishes (where OpenVINO would deadlock, since
+    the callback's own request is released only after the callback returns). ``wait_all``
+    waits for those queued jobs too; calling it from a callback raises ``EmberError``.
     """
 
     def __init__(self, model: CompiledModel, jobs: int = 0) -> None:
-        if jobs < 0:
-            raise EmberError(f"ember: AsyncInferQueue needs jobs >= 0, got {jobs}")
+        from ember.runtime.properties import MAX_REQUESTS
+
+        if jobs < 0 or jobs > MAX_REQUESTS:
+            raise EmberError(f"ember: AsyncInferQueue needs 0 <= jobs <= {MAX_REQUESTS}, got {jobs}")
         n = jobs or int(model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._requests = [model.create_infer_request() for _ in range(n)]
         self._userdata: list[Any] = [None] * n
@@ -481,6 +659,7 @@ class AsyncInferQueue:
         self._cond = threading.Condition()
         self._callback: Callable[[InferRequest, Any], None] | None = None
         self._errors: list[BaseException] = []
+        self._pending: collections.deque[tuple[Any, Any, bool]] = collections.deque()
         for i, r in enumerate(self._requests):
             r._hook = self._make_hook(i)
             r._on_idle = self._make_release(i)
@@ -512,11 +691,28 @@ class AsyncInferQueue:
 
         def release() -> None:
             queue = ref()
-            if queue is not None:
+            if queue is None:
+                return
+            while True:
                 with queue._cond:
-                    queue._idle.append(i)
-                    queue._cond.notify_all()
+                    if not queue._pending:
+                        queue._idle.append(i)
+                        queue._cond.notify_all()
+                        return
+                    inputs, userdata, share = queue._pending.popleft()
+                # a job a callback queued: run it on this request, which has just become free
+                queue._userdata[i] = userdata
+                try:
+                    queue._requests[i].start_async(inputs, share_inputs=share)
+                    return
+                except BaseException as e:  # noqa: BLE001 - reported by wait_all
+                    with queue._cond:
+                        queue._errors.append(e)
         return release
+
+    def _in_own_callback(self) -> bool:
+        me = threading.get_ident()
+        return any(r._callback_thread == me for r in self._requests)
 
     def set_callback(self, callback: Callable[[InferRequest, Any], None] | None) -> None:
         """Call ``callback(request, userdata)`` after each inference, on a worker thread."""
@@ -536,7 +732,12 @@ class AsyncInferQueue:
             return self._idle[0]
 
     def start_async(self, inputs: Any = None, userdata: Any = None, share_inputs: bool = False) -> None:
-        """Start an inference on the next idle request (blocks while all are busy)."""
+        """Start an inference on the next idle request (blocks while all are busy; from a
+        callback of this queue, queues the job instead of blocking)."""
+        with self._cond:
+            if not self._idle and self._in_own_callback():
+                self._pending.append((inputs, userdata, share_inputs))
+                return
         i = self._take_idle()
         self._userdata[i] = userdata
         try:
@@ -553,9 +754,13 @@ class AsyncInferQueue:
             return bool(self._idle)
 
     def wait_all(self) -> None:
-        """Block until every request is idle; re-raise the first error any of them met."""
+        """Block until every request is idle and no queued job is left; re-raise the first
+        error any of them met."""
+        if self._in_own_callback():
+            raise EmberError("ember: AsyncInferQueue.wait_all() called from one of its callbacks would never "
+                             "return (the callback's request is busy until the callback ends)")
         with self._cond:
-            while len(self._idle) < len(self._requests):
+            while len(self._idle) < len(self._requests) or self._pending:
                 self._cond.wait()
             errors, self._errors = self._errors, []
         if errors:

@@ -126,11 +126,17 @@ class StreamExecutor:
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None) -> list[np.ndarray]:
-        """Run on the calling thread with the first stream that is free (blocks until one is)."""
+    def run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None,
+            guard: Any = None) -> list[np.ndarray]:
+        """Run on the calling thread with the first stream that is free (blocks until one is).
+        ``guard`` (a context manager) brackets the run alone, inside the stream's borrowing:
+        cancellation may interrupt what it brackets, never the borrowing."""
         exe = self._free.get()
         try:
-            return exe.run(inputs, profile)
+            if guard is None:
+                return exe.run(inputs, profile)
+            with guard:
+                return exe.run(inputs, profile)
         finally:
             self._free.put(exe)
 

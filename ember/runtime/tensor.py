@@ -27,7 +27,11 @@ class Tensor:
             et = as_type(array)
             dims = tuple(Shape(shape if shape is not None else ()))
             self._type = et
-            self._data = np.zeros(dims, dtype=et.dtype if et is not Type.string else object)
+            try:
+                self._data = np.zeros(dims, dtype=et.dtype if et is not Type.string else object)
+            except (MemoryError, ValueError) as e:
+                raise EmberError(f"ember: cannot allocate a {et.name} tensor of shape {list(dims)}: "
+                                 f"{type(e).__name__}") from None
             return
         if isinstance(array, Tensor):
             self._type, self._data = array._type, array._data
@@ -39,7 +43,11 @@ class Tensor:
         if et is Type.string and arr.dtype.kind in "US":
             arr = arr.astype(object)
         self._type = et
-        self._data = arr if shared_memory else np.array(arr, copy=True)
+        try:
+            self._data = arr if shared_memory else np.array(arr, copy=True)
+        except MemoryError:
+            raise EmberError(f"ember: a tensor of shape {list(arr.shape)} ({arr.nbytes} bytes) does not fit in "
+                             "memory to be copied; use shared_memory=True or a smaller batch") from None
 
     @property
     def data(self) -> np.ndarray:

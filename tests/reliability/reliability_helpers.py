@@ -105,3 +105,19 @@ def loop_net(depth: int) -> tuple[str, bytes]:
             </edges></{tag}>"""
 
     return '<?xml version="1.0"?>\n' + net(depth, "net"), weights
+
+
+def counting_loop() -> ember.Model:
+    """``x + n`` computed by a Loop of ``n`` iterations, ``n`` an input (a data-driven trip count)."""
+    n = opset.parameter([], np.int64, name="n")
+    x = opset.parameter([4], np.float32, name="x")
+    bx = opset.parameter([4], np.float32, name="bx")
+    step = opset.add(bx, opset.constant(np.ones(4, np.float32)))
+    keep_going = opset.constant(np.array(True))
+    body = ember.Model([step, keep_going], [bx], "body")
+    loop = opset.loop(n, opset.constant(np.array(True)))
+    loop.set_function(body)
+    loop.set_special_body_ports([-1, 1])
+    loop.set_merged_input(bx, x.output(0), step.output(0))
+    out = loop.get_iter_value(step.output(0), -1)
+    return ember.Model([out], [n, x], "counting_loop")
