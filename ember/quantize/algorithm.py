@@ -143,7 +143,7 @@ def _insert_activation_quantizers(placement: Placement, stats: dict[Output, Tens
             group_range[q.config.group] = (min(lo, st.mean_min), max(hi, st.mean_max), max(ab, st.mean_absmax))
     fed: dict[Input, Node] = {}
     for q in placement.activations:
-        low, high = _activation_range(q, stats[q.output], symmetric, group_range)
+        low, high = _activation_range(q, stats[q.output], symmetric or q.symmetric, group_range)
         fq = insert_fake_quantize(q.output, list(q.consumers), low, high, ACTIVATION_LEVELS, q.name)
         for c in fq.output(0).targets:
             fed[c] = fq

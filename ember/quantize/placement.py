@@ -39,11 +39,11 @@ AGNOSTIC = {t: 0 for t in ("MaxPool", "AdaptiveMaxPool", "ReduceMax", "Reshape",
                            "BatchToSpace", "SpaceToBatch")}
 #: agnostic ops that keep the channel axis where it is (a per-channel quantizer may pass them)
 CHANNEL_PRESERVING = {"MaxPool", "Pad", "ConvertLike"}
-#: what TRANSFORMER models keep in float (NNCF's ignored metatypes for that model type)
-TRANSFORMER_IGNORED = {"Add", "Power", "Squeeze", "Multiply", "Subtract", "ReduceMean", "SquaredDifference", "MVN",
-                       "Divide", "Maximum", "Minimum", "Less", "LessEqual", "Greater", "GreaterEqual", "Equal",
-                       "NotEqual", "LogicalAnd", "LogicalOr", "LogicalXor", "LogicalNot", "ReduceL2", "ReduceSum",
-                       "GroupNormalization", "NormalizeL2", "FloorMod", "Interpolate"}
+#: what TRANSFORMER models keep in float (NNCF's ignored metatypes for that model type; quantizers
+#: do not pass through them either)
+TRANSFORMER_IGNORED = {"Add", "Power", "Squeeze", "Subtract", "AvgPool", "ReduceMean", "ReduceL2", "ReduceSum",
+                       "SquaredDifference", "MVN", "GroupNormalization", "BatchNormInference", "Divide", "Sqrt",
+                       "Maximum", "GreaterEqual", "Greater", "LessEqual", "Less", "NotEqual", "Equal", "Multiply"}
 FLOATS = {"f32", "f16", "bf16", "f64"}
 
 
@@ -65,6 +65,8 @@ class ActivationQuantizer:
     consumers: list[Input]
     config: Config
     shared: bool
+    #: forced symmetric whatever the preset (TRANSFORMER: inputs of MatMuls of two activations)
+    symmetric: bool = False
 
     @property
     def name(self) -> str:
@@ -190,6 +192,17 @@ def _between(nodes: list[Node], by_name: dict[str, Node], inputs: Iterable[str],
     return down & up
 
 
+def _reads_softmax(n: Node) -> bool:
+    """A MatMul fed by a SoftMax (directly or through a Reshape): NNCF's attention-output pattern."""
+    for o in n._inputs:
+        src = o.node
+        if src.type_name == "Reshape":
+            src = src._inputs[0].node
+        if src.type_name in ("SoftMax", "Softmax"):
+            return True
+    return False
+
+
 def _se_blocks(nodes: list[Node]) -> set[int]:
     """Squeeze-and-excitation blocks (ReduceMean -> conv -> act -> conv -> sigmoid -> Multiply):
     NNCF leaves them in float."""
@@ -223,17 +236,27 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
     placement = Placement()
     ignored = set(ignored) | _se_blocks(nodes)
     transformer = model_type == ModelType.TRANSFORMER
+    if transformer:
+        for n in nodes:
+            if n.type_name in TRANSFORMER_IGNORED and id(n) not in ignored:
+                ignored.add(id(n))
+                placement.skipped[n.friendly_name] = "transformer rules"
     requests: dict[Input, Config] = {}
     groups = itertools.count()
 
     for n in nodes:
         t = n.type_name
+        if t == "Gather" and id(n) not in ignored and _is_const(n._inputs[0]) and _is_float(n._inputs[0]) and \
+                not _is_const(n._inputs[1]) and len(n._inputs) > 2 and _is_const(n._inputs[2]) and \
+                len(n.input_shape(0)) == 2 and int(_CONSTS.value(n._inputs[2])) == 0:
+            placement.weights.append(WeightQuantizer(n, 0, (0,)))  # an embedding table, per row
+            continue
         if t in LINEAR or t in BINARY_QUANTIZABLE or t in UNARY_QUANTIZABLE or t in SEQUENCES:
             if id(n) in ignored:
-                placement.skipped[n.friendly_name] = "ignored scope"
+                placement.skipped.setdefault(n.friendly_name, "ignored scope")
                 continue
-            if transformer and t in TRANSFORMER_IGNORED:
-                placement.skipped[n.friendly_name] = "transformer rules"
+            if transformer and t == "MatMul" and _reads_softmax(n):
+                placement.skipped[n.friendly_name] = "attention output (softmax x values)"
                 continue
         else:
             continue
@@ -284,8 +307,29 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
         placement.activations.append(ActivationQuantizer(out, out.targets, cfg, True))
     for inp, cfg in requests.items():
         placement.activations.append(ActivationQuantizer(inp.source, [inp], cfg, False))
+    if transformer:
+        for q in placement.activations:
+            q.symmetric = any(m.type_name == "MatMul" and not any(_is_const(o) for o in m._inputs)
+                              for m in _directly_quantized(q.consumers))
     _mark_first_layer(model, placement)
     return placement
+
+
+def _directly_quantized(consumers: list[Input]) -> list[Node]:
+    """The ops a quantizer serves: its consumers, looking through precision-preserving ops."""
+    out: list[Node] = []
+    todo = [c.node for c in consumers]
+    seen: set[int] = set()
+    while todo:
+        n = todo.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.type_name in AGNOSTIC or n.type_name == "Concat":
+            todo.extend(c.node for o in n.outputs() for c in o.targets)
+        else:
+            out.append(n)
+    return out
 
 
 def _pass_through(n: Node, shared: dict[Output, Config], requests: dict[Input, Config], groups: itertools.count,

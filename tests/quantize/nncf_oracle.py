@@ -61,7 +61,7 @@ def biases(model: Model) -> dict[str, np.ndarray]:
 
 
 def compare_placement(ours: Model, theirs: Model, float_model: Model | None = None, rtol: float = 1e-4,
-                      bias_rtol: float = 5e-3) -> None:
+                      bias_rtol: float = 5e-3, weight_rtol: float = 1e-6) -> None:
     """Same FakeQuantize names, consumers, levels and ranges; same weight scales; same bias shifts."""
     a, b = fake_quantizers(ours), fake_quantizers(theirs)
     assert sorted(a) == sorted(b), f"only ember: {sorted(set(a) - set(b))}; only NNCF: {sorted(set(b) - set(a))}"
@@ -74,7 +74,7 @@ def compare_placement(ours: Model, theirs: Model, float_model: Model | None = No
     wa, wb = weight_scales(ours), weight_scales(theirs)
     assert sorted(wa) == sorted(wb)
     for k in wa:
-        np.testing.assert_allclose(np.ravel(wa[k]), np.ravel(wb[k]), rtol=1e-6, err_msg=k)
+        np.testing.assert_allclose(np.ravel(wa[k]), np.ravel(wb[k]), rtol=weight_rtol, err_msg=k)
     if float_model is not None:
         b0, ba, bb = biases(float_model), biases(ours), biases(theirs)
         for k in bb:
