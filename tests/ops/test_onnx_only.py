@@ -1,0 +1,89 @@
+"""ONNX ops OpenVINO lacks (BitCast, Det, MelWeightMatrix as ember ops; the training optimizers
+Adagrad/Adam/Momentum as OpenVINO ops) against onnx's ReferenceEvaluator, REFERENCE and CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+import ember
+from ember.frontends.onnx import convert
+
+F = TensorProto.FLOAT
+TRAINING = "ai.onnx.preview.training"
+RNG = np.random.default_rng(11)
+
+
+def _model(node: onnx.NodeProto, feeds: dict[str, np.ndarray], n_out: int = 1, opset: int = 26) -> onnx.ModelProto:
+    inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+              for k, v in feeds.items()]
+    outputs = [helper.make_value_info(f"y{i}", onnx.TypeProto()) for i in range(n_out)]
+    imports = [helper.make_operatorsetid("", opset)]
+    if node.domain:
+        imports.append(helper.make_operatorsetid(node.domain, 1))
+    m = helper.make_model(helper.make_graph([node], "g", inputs, outputs), opset_imports=imports)
+    m.ir_version = 13
+    return m
+
+
+def _f(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _training(op: str, groups: int, **attrs: Any) -> tuple:
+    xs = {"r": np.array(0.1, np.float32), "t": np.array(3, np.int64)}
+    names = "xgvh"[:groups] if op != "Adagrad" else "xgh"
+    for g in names:
+        for k in range(2):
+            xs[f"{g}{k}"] = np.abs(_f(3, 2)) if g == "h" else _f(3, 2)
+    n_out = (groups - 1) * 2
+    node = helper.make_node(op, list(xs), [f"y{i}" for i in range(n_out)], domain=TRAINING, **attrs)
+    return node, xs, n_out
+
+
+CASES = {
+    "bitcast_f32_i32": (helper.make_node("BitCast", ["x"], ["y0"], to=TensorProto.INT32),
+                        {"x": np.array([1.0, -0.0, np.inf, np.nan, 3e-45], np.float32)}, 1),
+    "bitcast_u16_f16": (helper.make_node("BitCast", ["x"], ["y0"], to=TensorProto.FLOAT16),
+                        {"x": np.array([[0x3C00, 0x7C00], [0xFC01, 0]], np.uint16)}, 1),
+    "bitcast_scalar_i64_f64": (helper.make_node("BitCast", ["x"], ["y0"], to=TensorProto.DOUBLE),
+                               {"x": np.array(4607182418800017408, np.int64)}, 1),
+    "det_batch": (helper.make_node("Det", ["x"], ["y0"]), {"x": _f(2, 3, 4, 4)}, 1),
+    "det_singular": (helper.make_node("Det", ["x"], ["y0"]),
+                     {"x": np.array([[1.0, 2.0], [2.0, 4.0]], np.float32)}, 1),
+    "mel": (helper.make_node("MelWeightMatrix", ["n", "d", "s", "lo", "hi"], ["y0"]),
+            {"n": np.array(10, np.int64), "d": np.array(64, np.int64), "s": np.array(16000, np.int64),
+             "lo": np.array(20.0, np.float32), "hi": np.array(7000.0, np.float32)}, 1),
+    "adagrad": _training("Adagrad", 3, decay_factor=0.1, epsilon=1e-5, norm_coefficient=0.01),
+    "momentum": _training("Momentum", 3, alpha=0.9, beta=0.5, mode="standard", norm_coefficient=0.001),
+    "nesterov": _training("Momentum", 3, alpha=0.8, beta=0.3, mode="nesterov", norm_coefficient=0.0),
+    "adam": _training("Adam", 4, alpha=0.85, beta=0.95, epsilon=1e-4, norm_coefficient=0.01,
+                      norm_coefficient_post=0.02),
+}
+
+
+@pytest.mark.parametrize("device", ["REFERENCE", "CPU"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_against_onnx_reference(case: str, device: str) -> None:
+    node, feeds, n_out = CASES[case]
+    model = _model(node, feeds, n_out, opset=26 if node.op_type == "BitCast" else 18)
+    want = ReferenceEvaluator(model).run(None, feeds)
+    got = ember.Core().compile_model(convert(model), device)(feeds).to_tuple()
+    for g, w in zip(got, want):
+        w = np.asarray(w)
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if case.startswith("bitcast"):
+            np.testing.assert_array_equal(g.reshape(-1).view(np.uint8), w.reshape(-1).view(np.uint8))  # bit for bit, NaNs included
+        else:
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_bitcast_needs_equal_widths() -> None:
+    node = helper.make_node("BitCast", ["x"], ["y0"], to=TensorProto.INT64)
+    with pytest.raises(Exception, match="bits"):
+        convert(_model(node, {"x": np.zeros(3, np.float32)}))
