@@ -10,6 +10,7 @@ from __future__ import annotations
 from ember.quantize import (
     AdvancedAccuracyRestorerParameters,
     AdvancedQuantizationParameters,
+    CompareReport,
     CompressWeightsMode,
     Dataset,
     DropType,
@@ -22,10 +23,13 @@ from ember.quantize import (
     SmoothQuantParameters,
     Subgraph,
     TargetDevice,
+    compare,
     compress_weights,
     quantize,
+    quantize_with_accuracy_control,
 )
 
-__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedQuantizationParameters", "CompressWeightsMode", "Dataset",
+__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedQuantizationParameters", "CompareReport", "CompressWeightsMode", "Dataset",
            "DropType", "IgnoredScope", "ModelType", "OverflowFix", "QuantizationError", "QuantizationMode",
-           "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compress_weights", "quantize"]
+           "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compare", "compress_weights", "quantize",
+           "quantize_with_accuracy_control"]

@@ -4,7 +4,9 @@ weight constants with Convert / Subtract / Multiply."""
 
 from __future__ import annotations
 
+from ember.quantize.accuracy_control import quantize_with_accuracy_control
 from ember.quantize.algorithm import quantize
+from ember.quantize.compare import CompareReport, LayerError, compare
 from ember.quantize.dataset import Dataset
 from ember.quantize.parameters import (
     AdvancedAccuracyRestorerParameters,
@@ -23,6 +25,7 @@ from ember.quantize.parameters import (
 )
 from ember.quantize.weights import compress_weights  # noqa: I001 - after parameters
 
-__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedQuantizationParameters", "CompressWeightsMode", "Dataset",
+__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedQuantizationParameters", "CompareReport", "LayerError", "CompressWeightsMode", "Dataset",
            "DropType", "IgnoredScope", "ModelType", "OverflowFix", "QuantizationError", "QuantizationMode",
-           "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compress_weights", "quantize"]
+           "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compare", "compress_weights", "quantize",
+           "quantize_with_accuracy_control"]

@@ -1,0 +1,68 @@
+"""compare (per-layer error report) against numpy, and quantize_with_accuracy_control reverting
+the layer that hurts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ember
+import ember.nncf as nncf
+import ember.opset as ops
+from ember.graph.model import Model
+
+RNG = np.random.default_rng(5)
+
+
+def _fq(x: np.ndarray, low: float, high: float, levels: int = 256) -> np.ndarray:
+    steps = np.float32(levels - 1)
+    q = np.rint((x - low) / (high - low) * steps) / steps * (high - low) + low
+    return np.where(x <= low, low, np.where(x > high, high, q)).astype(np.float32)
+
+
+def _two_layer(outlier: float = 1.0) -> tuple[Model, np.ndarray, np.ndarray]:
+    w1 = (RNG.standard_normal((16, 8)) * 0.3).astype(np.float32)
+    w2 = (RNG.standard_normal((4, 16)) * 0.3).astype(np.float32)
+    w1[0] *= outlier  # one output channel far larger than the rest feeds fc2's input range
+    x = ops.parameter([4, 8], np.float32, name="x")
+    h = ops.matmul(x, w1, False, True, name="fc1")
+    y = ops.matmul(h, w2, False, True, name="fc2")
+    return Model([y], [x], "two"), w1, w2
+
+
+def test_compare_added_error_is_the_layers_own_quantization_error() -> None:
+    model, w1, _ = _two_layer()
+    data = [RNG.standard_normal((4, 8)).astype(np.float32) for _ in range(3)]
+    q = nncf.quantize(model, nncf.Dataset(data), subset_size=3, fast_bias_correction=False)
+    report = nncf.compare(model, q, nncf.Dataset(data), subset_size=3)
+    fc1 = next(e for e in report.layers if e.name == "fc1")
+    # numpy twin: fc1 with its input FakeQuantize and its int8 weights, on the float input
+    fq = next(n for n in q.get_ordered_ops() if n.type_name == "FakeQuantize" and n.output(0).targets[0].node.friendly_name == "fc1")
+    low, high = float(fq.input_value(1)), float(fq.input_value(2))
+    mul = next(n for n in q.get_ordered_ops() if n.friendly_name == "fc1/fq_weights_1")
+    wq = mul._inputs[0].node._inputs[0].node.data.astype(np.float32) * mul.input_value(1)
+    errs = [np.linalg.norm(_fq(x, low, high) @ wq.T - x @ w1.T) / np.linalg.norm(x @ w1.T) for x in data]
+    assert fc1.added == pytest.approx(float(np.mean(errs)), rel=1e-4)
+    assert {e.name for e in report.layers} == {"fc1", "fc2"}
+    assert report.layers[1].accumulated >= report.layers[1].added * 0.5
+    assert "fc1" in str(report) and "model output" in str(report)
+
+
+def test_accuracy_control_reverts_the_layer_that_hurts() -> None:
+    model, _, _ = _two_layer(outlier=200.0)
+    data = [RNG.standard_normal((4, 8)).astype(np.float32) for _ in range(4)]
+    float_out = [ember.compile_model(model, "REFERENCE")(x)[0] for x in data]
+
+    def validate(compiled: object, items: object) -> float:
+        # higher is better: minus the mean relative error against the float model's outputs
+        errs = [np.linalg.norm(compiled(x)[0] - f) / np.linalg.norm(f) for x, f in zip(items, float_out)]
+        return -float(np.mean(errs))
+
+    q = nncf.quantize(model, nncf.Dataset(data), subset_size=4)
+    assert -validate(ember.compile_model(q, "CPU"), data) > 0.01
+    qa = nncf.quantize_with_accuracy_control(model, nncf.Dataset(data), nncf.Dataset(data), validate, max_drop=0.01)
+    assert -validate(ember.compile_model(qa, "CPU"), data) <= 0.01
+    reverted = qa.rt_info["ember_reverted_layers"]
+    assert reverted and reverted[0] == "fc2"  # fc2 reads the outlier-stretched range
+    fc2 = next(n for n in qa.get_ordered_ops() if n.friendly_name == "fc2")
+    assert all(o.node.type_name not in ("FakeQuantize", "Multiply") for o in fc2._inputs)
