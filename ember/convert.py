@@ -106,12 +106,20 @@ def _frontend(src: Any, input: Any, output: Any, example_input: Any) -> Model:
             from ember.frontends.pytorch import convert as convert_torch
 
             return convert_torch(path, example_input=example_input, input=input, output=output)
+        if suffix == ".pb" or (path.is_dir() and (path / "saved_model.pb").exists()):
+            from ember.frontends.tensorflow import convert as convert_tf
+
+            return convert_tf(path, input=input, output=output, example_input=example_input)
         raise ConversionError(f"ember: cannot convert '{path}': supported formats are .onnx, .tflite, "
-                              "TorchScript .pt and IR .xml")
+                              "TorchScript .pt, TensorFlow SavedModel folders and frozen .pb, and IR .xml")
     if any(c.__module__.split(".")[0] == "torch" for c in type(src).__mro__):
         from ember.frontends.pytorch import convert as convert_torch
 
         return convert_torch(src, example_input=example_input, input=input, output=output)
+    if any(c.__module__.split(".")[0] in ("tensorflow", "keras", "tf_keras") for c in type(src).__mro__):
+        from ember.frontends.tensorflow import convert as convert_tf
+
+        return convert_tf(src, input=input, output=output, example_input=example_input)
     raise ConversionError(f"ember: cannot convert an object of type {type(src).__name__}")
 
 
