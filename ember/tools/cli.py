@@ -198,7 +198,7 @@ def _add_optional(sub: Any) -> None:
     import importlib
 
     for module in ("ember.tools.convert", "ember.tools.benchmark", "ember.tools.zoo_cli", "ember.tools.demo", "ember.tools.graph_cli",
-                   "ember.tools.serve_cli"):
+                   "ember.tools.serve_cli", "ember.tools.quantize_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
