@@ -1,0 +1,75 @@
+"""``ember quantize``: images and .npy folders in, IR that OpenVINO reads out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as ops
+from ember.graph.model import Model
+from ember.io import read_ir
+from ember.tools.cli import main
+
+ov = pytest.importorskip("openvino")
+
+
+def _model(tmp: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 3, 16, 16], np.float32, name="image")
+    c = ops.relu(ops.add(ops.convolution(x, (rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32), [1, 1],
+                                         [1, 1], [1, 1], [1, 1], name="conv"),
+                         (rng.standard_normal((1, 8, 1, 1)) * 0.1).astype(np.float32), name="conv/bias"), name="relu")
+    y = ops.convolution(c, (rng.standard_normal((4, 8, 1, 1)) * 0.2).astype(np.float32), [1, 1], [0, 0], [0, 0],
+                        [1, 1], name="head")
+    path = tmp / "m.xml"
+    ember.save_model(Model([y], [x], "m"), path, compress_to_fp16=False)
+    return path
+
+
+def test_quantize_image_folder_with_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    skio = pytest.importorskip("skimage.io")
+    import skimage.data
+
+    photo = skimage.data.astronaut()
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        skio.imsave(tmp_path / "imgs" / f"{i}.png", photo[i * 100:i * 100 + 120, i * 50:i * 50 + 120])
+    out = tmp_path / "q.xml"
+    rc = main(["quantize", str(_model(tmp_path)), "--data", str(tmp_path / "imgs"), "-o", str(out),
+               "--mean-values", "127,127,127", "--scale-values", "128,128,128", "--report"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "2 activation quantizers" in text and "2 int8/int4 weights" in text and "left float: none" in text
+    assert "per-layer quantization error" in text and "head (Convolution)" in text
+    q = read_ir(out)
+    assert sum(n.type_name == "FakeQuantize" for n in q.get_ordered_ops()) == 2
+    ov_model = ov.Core().read_model(out)
+    assert sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ordered_ops()) == 2
+
+
+def test_quantize_npy_folder_and_compress_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "arrays").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        np.save(tmp_path / "arrays" / f"{i}.npy", rng.standard_normal((1, 3, 16, 16)).astype(np.float32))
+    model = _model(tmp_path)
+    assert main(["quantize", str(model), "--data", str(tmp_path / "arrays"), "--subset-size", "2",
+                 "--ignore", "head"]) == 0
+    assert "Convolution x1" in capsys.readouterr().out  # head stayed float
+    assert (tmp_path / "m_int8.xml").exists()
+    assert main(["quantize", str(model), "--compress-weights", "int8_sym", "-o", str(tmp_path / "w.xml")]) == 0
+    assert ov.Core().compile_model(str(tmp_path / "w.xml"), "CPU")(rng.standard_normal((1, 3, 16, 16)))[0].shape \
+        == (1, 4, 16, 16)
+
+
+def test_quantize_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = _model(tmp_path)
+    assert main(["quantize", str(model)]) == 2
+    assert "needs calibration data" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["quantize", str(model), "--data", str(tmp_path / "empty")]) == 2
+    assert "no images" in capsys.readouterr().err
+    assert main(["quantize", str(model), "--data", str(tmp_path / "empty"), "--ignore", "nope"]) == 2
