@@ -1,6 +1,6 @@
 """Extended passes (level 2): fold BatchNorm and scales into convolutions, recognize GELU,
 LayerNorm (as MVN), Swish, HSwish, HSigmoid, Mish and attention from their decomposed forms,
-and mark Conv/MatMul + bias + activation groups for devices to fuse."""
+and mark the Conv/MatMul epilogue groups (bias, residual, ReLU/Clamp) devices fuse."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import ember.opset as ops
 from ember.graph.core_ops import Constant
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
-from ember.passes.matcher import Any_, Const, Match, Pattern, rewrite, rule, scalar_close
+from ember.passes.matcher import Any_, Const, Match, Pattern, Rule, rewrite, rule, scalar_close
 from ember.passes.pipeline import note_fired, register_pass
 
 _CONVS = ("Convolution", "GroupConvolution")
@@ -252,34 +252,93 @@ def recognize_mish(model: Model) -> Model:
     return model
 
 
-# -- bias + activation markers ----------------------------------------------------------------------
+# -- epilogue groups ------------------------------------------------------------------------------
+# A GEMM-like producer and the elementwise tail its kernel can finish in its epilogue:
+# producer [-> scalar scale (MatMul)] [-> Add] [-> Add] [-> ReLU | Clamp], each link the only
+# consumer of the one before, every member of the producer's shape, the Adds taking one
+# constant (bias) and one computed tensor (residual) at most. These rules are the one
+# description of fusion: this pass marks the groups (``fused_group``), ``ember graph`` draws
+# them and the CPU device fuses what they mark (taking the prefix its kernels support).
 
-_ACTIVATIONS = ("ReLU", "Clamp", "Sigmoid", "Tanh", "Swish", "HSwish", "HSigmoid", "Mish", "Gelu", "Elu", "PRelu")
-_PRODUCERS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
+EPILOGUE_PRODUCERS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
+EPILOGUE_ACTIVATIONS = ("ReLU", "Clamp")
+FUSED_GROUP = "fused_group"
 
 
-@register_pass("mark_bias_activation", level=2)
-def mark_bias_activation(model: Model) -> Model:
-    """Mark Conv/MatMul -> Add(constant bias) -> activation groups in rt_info (``fused_group``)
-    so that devices fuse them into one kernel's epilogue. The graph itself is unchanged."""
-    fired = 0
-    for node in model.get_ordered_ops():
-        if node.type_name not in _PRODUCERS or len(node.output(0).targets) != 1:
+def _scalar_const(n: Node) -> bool:
+    return isinstance(n, Constant) and n.data.size == 1 and n.data.dtype.kind == "f"
+
+
+def _epilogue_patterns() -> list[Pattern]:
+    """Every epilogue chain shape, as matcher patterns rooted at the chain's last node (inner
+    links have one consumer, the next link; the last may have many)."""
+    def scale(consumers: int | None) -> Pattern:
+        return Pattern(("Multiply", "Divide"), Pattern("MatMul", name="producer", consumers=1),
+                       Pattern("Const", name="scale_value", pred=_scalar_const), name="scale", consumers=consumers)
+
+    def adds(k: int, below: list[Pattern], consumers: int | None) -> list[Pattern]:
+        return [p for b in below for p in (Pattern("Add", b, Any_(f"operand{k}"), name=f"add{k}", consumers=consumers),
+                                           Pattern("Add", Any_(f"operand{k}"), b, name=f"add{k}", consumers=consumers))]
+
+    heads = [Pattern(EPILOGUE_PRODUCERS, name="producer", consumers=1), scale(1)]
+    inner = [*heads, *adds(1, heads, 1), *adds(2, adds(1, heads, 1), 1)]
+    roots = [scale(None), *adds(1, heads, None), *adds(2, adds(1, heads, 1), None)]  # a producer alone is no group
+    return roots + [Pattern(EPILOGUE_ACTIVATIONS, b, name="activation") for b in inner]
+
+
+def _epilogue_members(m: Match, order: dict[int, int]) -> list[Node] | None:
+    """The group's nodes in chain order, or None when the match breaks a group rule."""
+    members = [m[name] for name in ("producer", "scale", "add1", "add2", "activation") if name in m]
+    shape = m.port("producer").partial_shape
+    if any(n.output(0).partial_shape != shape for n in members):
+        return None
+    consts = tensors = 0
+    for k in (1, 2):
+        if f"operand{k}" not in m:
             continue
-        group = [node]
-        nxt = node.output(0).targets[0].node
-        if nxt.type_name == "Add" and any(isinstance(s.node, Constant) for s in nxt.input_values()):
-            group.append(nxt)
-            nxt = nxt.output(0).targets[0].node if len(nxt.output(0).targets) == 1 else None
-        if nxt is not None and nxt.type_name in _ACTIVATIONS and len(group) <= 2:
-            group.append(nxt)
-        if len(group) == 1:
-            continue
-        for i, n in enumerate(group):
-            n.rt_info["fused_group"] = {"version": "0", "value": node.friendly_name, "position": str(i)}
-        fired += 1
-    note_fired(fired)
+        operand = m.port(f"operand{k}")
+        if isinstance(operand.node, Constant):
+            consts += 1
+        else:  # a residual: computed before the producer (the producer's kernel reads it)
+            tensors += 1
+            if order.get(id(operand.node), -1) >= order.get(id(m["producer"]), -1):
+                return None
+    return members if consts <= 1 and tensors <= 1 and len(members) > 1 else None
+
+
+@register_pass("mark_epilogue_groups", level=2)
+def mark_epilogue_groups(model: Model) -> Model:
+    """Mark Conv/MatMul + bias/residual Add + ReLU/Clamp epilogue groups in rt_info
+    (``fused_group``) so that devices fuse them into one kernel. The graph itself is unchanged."""
+    ops_in_order = model.get_ordered_ops()
+    order = {id(n): i for i, n in enumerate(ops_in_order)}
+    for n in ops_in_order:
+        n.rt_info.pop(FUSED_GROUP, None)
+    groups: dict[int, list[Node]] = {}  # producer id -> its longest valid chain
+
+    def mark(m: Match) -> None:
+        members = _epilogue_members(m, order)
+        if members is not None and len(members) > len(groups.get(id(members[0]), [])):
+            groups[id(members[0])] = members
+        return None
+
+    rewrite(model, [Rule(p, mark, "mark_epilogue_groups") for p in _epilogue_patterns()], max_rounds=1)
+    for members in groups.values():
+        for i, n in enumerate(members):
+            n.rt_info[FUSED_GROUP] = {"version": "0", "value": members[0].friendly_name, "position": str(i)}
+    note_fired(len(groups))
     return model
+
+
+def same_fused_group(prev: Node, nxt: Node) -> bool:
+    """Whether ``nxt`` follows ``prev`` in the epilogue group the optimizer marked."""
+    a, b = prev.rt_info.get(FUSED_GROUP), nxt.rt_info.get(FUSED_GROUP)
+    if not isinstance(a, dict) or not isinstance(b, dict) or a.get("value") != b.get("value"):
+        return False
+    try:
+        return int(b.get("position", -1)) == int(a.get("position", -1)) + 1
+    except (TypeError, ValueError):
+        return False
 
 
 # -- attention ------------------------------------------------------------------------------------

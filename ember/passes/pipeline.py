@@ -52,7 +52,7 @@ PIPELINE: list[str] = [
     "merge_transposes",
     "fold_constants",
     "eliminate_common_subexpressions",
-    "mark_bias_activation",
+    "mark_epilogue_groups",
     "eliminate_dead_code",
 ]
 

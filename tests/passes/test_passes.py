@@ -170,12 +170,61 @@ def test_swish_hswish_hsigmoid_mish() -> None:
     assert c["HSwish"] == 1 and c["HSigmoid"] == 1 and c["Mish"] == 1 and c["Clamp"] == 0
 
 
-def test_bias_activation_marks() -> None:
+def test_bias_activation_marks() -> None:  # noqa: D103
     x = _x([1, 3, 8, 8])
     y = ops.relu(ops.add(_conv(x, 3, 4), np.zeros((1, 4, 1, 1), np.float32)))
-    m = get_pass("mark_bias_activation").fn(Model([y], [x]))
+    m = get_pass("mark_epilogue_groups").fn(Model([y], [x]))
     marked = [n.type_name for n in m.get_ordered_ops() if "fused_group" in n.rt_info]
     assert marked == ["Convolution", "Add", "ReLU"]
+
+
+def _marked(m: Model) -> list[tuple[str, str]]:
+    return [(n.type_name, n.rt_info["fused_group"]["position"]) for n in m.get_ordered_ops() if "fused_group" in n.rt_info]
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("bias-residual-relu", [("Convolution", "0"), ("Add", "1"), ("Add", "2"), ("ReLU", "3")]),
+    ("residual-first-clamp", [("Convolution", "0"), ("Add", "1"), ("Add", "2"), ("Clamp", "3")]),
+    ("sigmoid-tail", [("Convolution", "0"), ("Add", "1")]),  # a GEMM epilogue clamps, it does not run Sigmoid
+    ("bias-shared", [("Convolution", "0"), ("Add", "1")]),  # the Add has two users: the group ends there
+    ("two-biases", [("Convolution", "0"), ("Add", "1")]),  # one constant per group
+    ("scaled-matmul", [("MatMul", "0"), ("Multiply", "1"), ("Add", "2")]),
+    ("plain-conv", []),
+])
+def test_epilogue_group_marks(case: str, expect: list[tuple[str, str]]) -> None:
+    x = _x([1, 3, 8, 8])
+    bias = np.zeros((1, 4, 1, 1), np.float32)
+    conv = _conv(x, 3, 4)
+    skip = _conv(x, 3, 4)  # computed first, so the second product's kernel may add it
+    if case == "bias-residual-relu":
+        y = ops.relu(ops.add(skip, ops.add(_conv(x, 3, 4), bias)))
+    elif case == "residual-first-clamp":
+        y = ops.clamp(ops.add(bias, ops.add(skip, _conv(x, 3, 4))), 0.0, 6.0)
+    elif case == "sigmoid-tail":
+        y = ops.sigmoid(ops.add(conv, bias))
+    elif case == "bias-shared":
+        b = ops.add(conv, bias)
+        y = ops.multiply(ops.relu(b), b)
+    elif case == "two-biases":
+        y = ops.add(ops.add(conv, bias), bias + 1)
+    elif case == "scaled-matmul":
+        x = _x([2, 5, 7])
+        y = ops.add(ops.multiply(ops.matmul(x, ops.relu(x), False, True), np.float32(0.5)), np.zeros(5, np.float32))
+    else:
+        y = conv
+    marked = _marked(get_pass("mark_epilogue_groups").fn(Model([y], [x])))
+    assert marked == expect
+
+
+def test_epilogue_marks_are_recomputed() -> None:
+    """Marks from an earlier run (or a file) never outlive the graph they described."""
+    x = _x([1, 3, 8, 8])
+    y = ops.relu(ops.add(_conv(x, 3, 4), np.zeros((1, 4, 1, 1), np.float32)))
+    m = Model([y], [x])
+    for n in m.get_ordered_ops():
+        n.rt_info["fused_group"] = {"version": "0", "value": "stale", "position": "7"}
+    m = get_pass("mark_epilogue_groups").fn(m)
+    assert _marked(m) == [("Convolution", "0"), ("Add", "1"), ("ReLU", "2")]
 
 
 def test_pipeline_report_and_levels() -> None:

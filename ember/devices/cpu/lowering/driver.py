@@ -33,6 +33,7 @@ from ember.errors import EmberError
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
+from ember.passes.fusions import same_fused_group
 
 log = logging.getLogger("ember.cpu")
 
@@ -313,7 +314,8 @@ def _channel_vector(c: np.ndarray, rank: int, axis: int, channels: int) -> np.nd
 def epilogue_chain(lowering: Lowering, node: Node, axis: int, channels: int, layout: str, broadcast_residual: bool = False,
                    residual: bool = True) -> tuple[np.ndarray | None, Tensor | None, tuple[float, float], Node,
                                                     list[Node]]:
-    """The elementwise tail after ``node`` that a kernel epilogue can take:
+    """The elementwise tail after ``node`` that a kernel epilogue can take: the members of the
+    epilogue group the optimizer marked (``mark_epilogue_groups``), as far as this kernel supports them:
     ``(bias vector, residual tensor, (lo, hi), last node, fused nodes)``. With
     ``broadcast_residual`` the residual may broadcast to the output (not along ``axis``)."""
     out_shape = node.output(0).partial_shape
@@ -325,7 +327,9 @@ def epilogue_chain(lowering: Lowering, node: Node, axis: int, channels: int, lay
     last, fused = node, []
     while True:
         nxt = lowering.sole_consumer(last)
-        if nxt is None or nxt.output(0).partial_shape != out_shape or nxt.output(0).element_type.dtype != F32:
+        if nxt is None or not same_fused_group(last, nxt):  # the group the optimizer marked
+            break
+        if nxt.output(0).partial_shape != out_shape or nxt.output(0).element_type.dtype != F32:
             break
         if nxt.type_name == "Add" and len(nxt.input_values()) == 2:
             other = nxt.input_values()[1] if nxt.input_values()[0].node is last else nxt.input_values()[0]
