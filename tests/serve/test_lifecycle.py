@@ -104,12 +104,22 @@ def test_config_file_and_policies(tmp_path):
         {"config": {"name": "a", "base_path": "scale", "model_version_policy": {"specific": {"versions": [1, 3]}},
                     "target_device": "REFERENCE", "nireq": 2, "plugin_config": {"PERFORMANCE_HINT": "LATENCY"},
                     "dynamic_batching": {"max_batch_size": 8, "max_queue_delay_microseconds": 500}}},
-        {"config": {"name": "b", "base_path": str(tmp_path / "scale"), "model_version_policy": {"all": {}}}}]}
+        {"config": {"name": "b", "base_path": str(tmp_path / "scale"), "model_version_policy": {"all": {}},
+                    "target_device": "REFERENCE", "plugin_config": {"NUM_STREAMS": 2}}}]}
     (tmp_path / "config.json").write_text(json.dumps(doc))
     a, b = load_config_file(tmp_path / "config.json")
     assert a.base_path == tmp_path / "scale" and a.version_policy.select([1, 2, 3]) == [1, 3]
     assert a.batching.max_batch_size == 8 and a.nireq == 2 and a.plugin_config == {"PERFORMANCE_HINT": "LATENCY"}
     assert b.version_policy.select([3, 1, 2]) == [1, 2, 3]
+    with Server(ServerConfig(models=(a, b), rest_port=None, grpc_port=None, poll_wait_seconds=0)) as s:
+        assert [mv.version for mv in s.repository.versions("a")] == [1, 3]
+        assert [mv.version for mv in s.repository.versions("b")] == [1, 2, 3]
+        va, vb = s.repository.get("a"), s.repository.get("b")
+        assert (va.nireq, va.max_batch, va.buckets) == (2, 8, (1, 2, 4, 8))
+        assert (vb.streams, vb.nireq, vb.max_batch) == (2, 2, 1)  # streams from plugin_config, nireq follows
+        text = s.metrics.exposition()[0].decode()
+        assert 'ovms_streams{name="b",version="2"} 2.0' in text
+        assert 'ovms_infer_req_queue_size{name="a",version="3"} 2.0' in text
     assert VersionPolicy.from_json({"latest": {"num_versions": 2}}).select([5, 1, 9]) == [5, 9]
     bad = [({"latest": {"num_versions": 0}}, "positive"), ({"newest": {}}, "unknown version policy"),
            ({"all": {}, "latest": {}}, "exactly one")]
