@@ -63,8 +63,8 @@ class Item:
     title: str = ""
     x: float = 0.0  # centre
     y: float = 0.0  # top of the row
-    ups: list[Item] = field(default_factory=list)
-    downs: list[Item] = field(default_factory=list)
+    ups: list[Item] = field(default_factory=list, repr=False)  # neighbours in the row above / below
+    downs: list[Item] = field(default_factory=list, repr=False)
 
     @property
     def is_box(self) -> bool:
@@ -93,6 +93,9 @@ class Layout:
     @property
     def boxes(self) -> list[Item]:
         return [it for row in self.rows for it in row if it.is_box]
+
+    def __repr__(self) -> str:  # the rows are linked both ways: a generated repr would never end
+        return f"Layout({len(self.boxes)} boxes in {len(self.rows)} rows, {self.width:.0f}x{self.height:.0f} px)"
 
     def widest_row(self) -> int:
         """The largest number of boxes side by side in one row."""

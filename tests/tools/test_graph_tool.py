@@ -228,3 +228,34 @@ def test_odd_graphs_draw(name: str) -> None:
     if name == "constant_output":
         results = [it for it in layout.boxes if it.node.type_name == "Result"]
         assert any("const [0, 2, 4] f32" in it.lines for it in results)
+
+
+def _onnx_fan_out(path: Path) -> int:
+    """The widest fan-out of a tensor computed from the graph's inputs (not from initializers alone)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    live = {i.name for i in graph.input} - {i.name for i in graph.initializer}
+    uses: Counter[str] = Counter()
+    for node in graph.node:
+        if any(t in live for t in node.input):
+            live.update(node.output)
+            uses.update(t for t in node.input if t in live)
+    return max(uses.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v2", "bert_like"])
+def test_exported_networks_stay_narrow(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from models.torch_models import export
+
+    path = export(name)
+    fan_out = _onnx_fan_out(path)
+    model = read_model(path)
+    ember.save_model(model, tmp_path / "model.xml")  # and the same network as f16-compressed IR
+    drawn = [Counter(), Counter()]
+    for k, m in enumerate((model, read_model(tmp_path / "model.xml"))):
+        layout = layout_graph(m)
+        assert layout.widest_row() <= 2 * fan_out
+        assert layout.width <= 2 * fan_out * (MAX_W + 60)
+        drawn[k].update(it.node.type_name for it in layout.boxes)
+    assert drawn[0] == drawn[1]  # the f16 weights' Converts are folded: the same boxes as the f32 model
