@@ -86,18 +86,27 @@ def test_torchscript_unsupported_ops_listed_at_once(monkeypatch: pytest.MonkeyPa
     assert "test_pytorch_script.py" in msg
 
 
-def test_runtime_branch_is_refused_with_a_reason() -> None:
+def test_runtime_branch_becomes_an_if() -> None:
     @torch.jit.script
-    def f(x: torch.Tensor) -> torch.Tensor:
-        if bool(x.sum() > 0):
-            return x * 2
-        return x
+    def f(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            y = torch.matmul(x, w) * 2
+        else:
+            y = x[:, :3] - 1
+        if x.shape[0] != 4:
+            raise ValueError("four rows")
+        return torch.relu(y)
 
-    with pytest.raises(UnsupportedOpError, match="known only at run time"):
-        ember.convert_model(f, example_input=(torch.ones(3),))
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(5, 3, generator=g)
+    x = torch.randn(4, 5, generator=g)
+    model = ember.convert_model(f, example_input=(x, w))
+    assert "If" in {n.type_name for n in model.get_ordered_ops()}
+    compiled = ember.Core().compile_model(model, "REFERENCE")
+    for sign in (1.0, -1.0):
+        xs = sign * x.abs()
+        assert relative_difference(compiled([xs.numpy(), w.numpy()])[0], f(xs, w).numpy()) <= RTOL
 
-
-# -- Silero VAD: TorchScript vs its ONNX variant ------------------------------------------------------
 
 @pytest.mark.slow
 def test_silero_vad_torchscript_matches_onnx(tmp_path: Path) -> None:

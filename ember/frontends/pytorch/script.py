@@ -189,19 +189,34 @@ def _find_missing(block: Any, missing: dict[tuple[str, str], str]) -> None:
 
 
 class _Converter:
-    def __init__(self, env: dict[Any, Any]) -> None:
+    """Converts the nodes of a block; a branch body converted for an ``If`` has a ``parent`` and
+    captures the parent's tensors it reads as body Parameters."""
+
+    def __init__(self, env: dict[Any, Any], parent: _Converter | None = None) -> None:
         self.env = env
+        self.parent = parent
+        self.captured: list[tuple[Output, Parameter]] = []
 
     def block(self, block: Any) -> None:
         for node in block.nodes():
             self.node(node)
 
-    def value(self, v: Any) -> Any:
-        return self.env[v]
+    def lookup(self, v: Any) -> Any:
+        if v in self.env:
+            return self.env[v]
+        if self.parent is None:
+            return None
+        outer = self.parent.lookup(v)
+        if isinstance(outer, Output):
+            p = Parameter(outer.element_type, outer.partial_shape, f"{_name(v)}_in")
+            self.captured.append((outer, p))
+            self.env[v] = p.output(0)
+            return self.env[v]
+        return outer
 
     def node(self, node: Any) -> None:
         kind = node.kind()
-        ins = [self.env.get(v) for v in node.inputs()]
+        ins = [self.lookup(v) for v in node.inputs()]
         outs = list(node.outputs())
         handler = getattr(self, "prim_" + kind.replace("::", "_"), None)
         if handler is not None:
@@ -257,14 +272,46 @@ class _Converter:
         cond = folded(ins[0])
         if isinstance(cond, list) and len(cond) == 1:
             cond = cond[0]
-        if isinstance(cond, Output):
-            raise UnsupportedOpError(f"ember: the TorchScript model branches on a value known only at run time "
-                                     f"(prim::If at {_where(node)}); fix the inputs that decide it or export the "
-                                     "model with torch.export")
         blocks = list(node.blocks())
+        raises = [any(n.kind() == "prim::RaiseException" for n in b.nodes()) for b in blocks]
+        if isinstance(cond, Output) and any(raises) and not all(raises):
+            cond = not raises[0]  # a run-time check that raises: the model is converted for valid inputs
+        if isinstance(cond, Output):
+            return self._runtime_if(node, cond, blocks)
         chosen = blocks[0] if bool(cond) else blocks[1]
         self.block(chosen)
-        outs = [self.env[v] for v in chosen.outputs()]
+        outs = [self.lookup(v) for v in chosen.outputs()]
+        return outs[0] if len(outs) == 1 else outs
+
+    def _runtime_if(self, node: Any, cond: Output, blocks: list[Any]) -> Any:
+        """An OpenVINO ``If`` with both branches converted as bodies."""
+        bodies = []
+        for block in blocks:
+            sub = _Converter({}, self)
+            sub.block(block)
+            results = []
+            for v in block.outputs():
+                out = sub.lookup(v)
+                if not isinstance(out, Output):
+                    if isinstance(out, (int, float, bool)):
+                        out = _port(out)
+                    else:
+                        raise UnsupportedOpError(f"ember: a run-time branch (prim::If at {_where(node)}) gives a "
+                                                 f"{type(out).__name__}; only tensor results are supported")
+                results.append(Result([out], None))
+            bodies.append((sub, results))
+        c = convert(cond, Type.boolean)
+        if rank_of(c):
+            c = ops.reshape(c, i64([]), False).output(0)
+        if_node = ops.if_op(c)
+        (then, then_results), (other, else_results) = bodies
+        if_node.set_then_body(Model(then_results, [p for _, p in then.captured], "then_body"))
+        if_node.set_else_body(Model(else_results, [p for _, p in other.captured], "else_body"))
+        for outer, p in then.captured:
+            if_node.set_input(outer, p, None)
+        for outer, p in other.captured:
+            if_node.set_input(outer, None, p)
+        outs = [if_node.set_output(t, e) for t, e in zip(then_results, else_results)]
         return outs[0] if len(outs) == 1 else outs
 
     def prim_prim_RaiseException(self, node: Any, ins: list[Any]) -> None:
