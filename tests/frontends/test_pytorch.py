@@ -163,7 +163,7 @@ def test_network_matches_torch(name: str) -> None:
         args[1][0, 28:] = 0
     else:
         module = _seeded(ResNet50() if name == "resnet50" else MobileNetV2(), 0)
-        args = (torch.randn(1, 3, 96, 96),)
+        args = (torch.randn(1, 3, 64, 64),)
     check(module, args, ("REFERENCE", "CPU"))
 
 
@@ -235,3 +235,30 @@ def test_training_mode_model_is_converted_in_eval_mode() -> None:
     x = _x(1, 3, 8, 8)
     model = ember.convert_model(module, example_input=(x,))
     assert relative_difference(run(model, [x.numpy()])[0], torch_outputs(module.eval(), (x,))[0]) <= RTOL
+
+
+def test_importing_ember_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, ember, ember.frontends.pytorch; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_torch_the_error_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    import sys
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not really")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ConversionError, match="pip install torch"):
+        ember.convert_model(path)
+
+
+def test_supported_ops_lists_the_converters() -> None:
+    from ember.frontends.pytorch import supported_ops
+
+    names = supported_ops()
+    for op in ("aten.convolution", "aten.linear", "aten.scaled_dot_product_attention", "aten.layer_norm",
+               "aten.upsample_bilinear2d", "aten._native_batch_norm_legit_no_training", "operator.mul"):
+        assert op in names

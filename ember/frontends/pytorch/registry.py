@@ -38,11 +38,11 @@ def load_converters() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     import ember.frontends.pytorch.ops as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    _loaded = True
 
 
 def find_converter(op: str, overload: str = "") -> Converter | None:
