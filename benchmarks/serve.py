@@ -7,7 +7,8 @@
 For every model, client count and batching setting (off, or dynamic batching up to
 ``--max-batch`` rows waiting at most ``--delay-us``) it prints throughput, p50/p99 latency, the
 rows per executed inference, failed requests, and the server's resident memory before and after;
-then the server's overhead against the same model run in-process (p50 at one client). Each
+and the server's overhead over the same model run in-process (p50 at one client, in alternating
+rounds so the machine's changing load hits both alike). Each
 client is a thread with its own HTTP connection sending binary tensors (tritonclient); every
 answer is checked against the in-process output. Needs ``pip install "ember[serve]"`` and
 ``tritonclient[http]``; the models come from the zoo (downloaded once, cached).
@@ -27,6 +28,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,20 +54,33 @@ def model_inputs(name: str) -> dict[str, np.ndarray]:
     return {k: v[:, :32] for k, v in feeds.items()}
 
 
-def in_process(xml: Path, feeds: dict[str, np.ndarray], seconds: float) -> tuple[np.ndarray, float]:
-    """The reference output and the p50 latency (ms) of the model run in this process."""
+def in_process(xml: Path, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, Any]:
+    """The reference output and an infer request of the model compiled in this process."""
     from ember.runtime import Core
 
-    compiled = Core().compile_model(str(xml), "CPU")
-    req = compiled.create_infer_request()
-    out = np.array(req.infer(feeds)[0])
+    req = Core().compile_model(str(xml), "CPU").create_infer_request()
+    return np.array(req.infer(feeds)[0]), req
+
+
+def local_latencies(req: Any, feeds: dict[str, np.ndarray], seconds: float) -> list[float]:
     times = []
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 5:
+    while time.perf_counter() < end or len(times) < 3:
         t = time.perf_counter()
         req.infer(feeds)
         times.append(time.perf_counter() - t)
-    return out, float(np.median(times) * 1e3)
+    return times
+
+
+def overhead(port: int, model: str, output: str, feeds: dict[str, np.ndarray], want: np.ndarray, req: Any,
+             rounds: int, seconds: float) -> tuple[float, float]:
+    """p50 in-process and through the server at one client, measured in alternating rounds (the
+    machine's load moves between rounds; alternating keeps the two comparable)."""
+    local, served = [], []
+    for _ in range(rounds):
+        local.append(float(np.median(local_latencies(req, feeds, seconds))) * 1e3)
+        served.append(load(port, model, output, feeds, want, 1, seconds)["p50"])
+    return float(np.median(local)), float(np.median(served))
 
 
 def rss_mb(pid: int) -> float:
@@ -142,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each run")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per model and client count")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating 1 s rounds for the overhead figure")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--delay-us", type=int, default=2000)
     ap.add_argument("--out", help="write <out>.json and <out>.md")
@@ -161,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         (folder / "model.xml").symlink_to(xml)
         (folder / "model.bin").symlink_to(xml.with_suffix(".bin"))
         feeds = model_inputs(name)
-        print(f"{name}: in-process reference ({args.seconds:.0f} s)...", flush=True)
-        want, p50 = in_process(folder / "model.xml", feeds, min(args.seconds, 5.0))
-        prepared[name] = (feeds, want, p50)
+        print(f"{name}: compiling the in-process reference...", flush=True)
+        want, req = in_process(folder / "model.xml", feeds)
+        prepared[name] = (feeds, want, req)
         configs.append({"config": {"name": name, "base_path": str(tmp / name)}})
         configs.append({"config": {"name": f"{name}-batched", "base_path": str(tmp / name),
                                    "dynamic_batching": {"max_batch_size": args.max_batch,
@@ -175,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                                "--rest_port", str(rest), "--port", str(grpc_port), "--no-access_log",
                                "--max_queue_size", "1024"], env=env, stderr=subprocess.DEVNULL)
     rows = []
+    overheads: dict[str, tuple[float, float]] = {}
     try:
         import tritonclient.http as httpclient
 
@@ -200,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         rss_start = rss_mb(server.pid)
         print(f"server RSS after loading and warm-up: {rss_start:.0f} MB", flush=True)
         for name in models:
-            feeds, want, p50_local = prepared[name]
+            feeds, want, req = prepared[name]
             output = c.get_model_metadata(name)["outputs"][0]["name"]
+            p50_local, p50_served = overhead(rest, name, output, feeds, want, req, args.rounds, 1.0)
+            overheads[name] = (p50_local, p50_served)
+            print(f"  {name}: p50 in-process {p50_local:.2f} ms, through the server {p50_served:.2f} ms "
+                  f"({args.rounds} alternating rounds)", flush=True)
             for served in (name, f"{name}-batched"):
                 for n in counts:
                     before_rss = rss_mb(server.pid)
@@ -210,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                     b1 = batch_stats(rest, served)
                     r |= {"model": name, "batching": served.endswith("-batched"), "clients": n,
                           "rows_per_inference": (b1[1] - b0[1]) / max(b1[0] - b0[0], 1),
-                          "rss_before_mb": before_rss, "rss_after_mb": rss_mb(server.pid),
-                          "in_process_p50": p50_local}
+                          "rss_before_mb": before_rss, "rss_after_mb": rss_mb(server.pid)}
                     rows.append(r)
                     print(f"  {served:<28} {n:>3} clients: {r['throughput']:7.1f} req/s  p50 {r['p50']:7.2f} ms  "
                           f"p99 {r['p99']:7.2f} ms  rows/inference {r['rows_per_inference']:.2f}  "
@@ -224,19 +244,19 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(60)
         except subprocess.TimeoutExpired:
             server.kill()
-    table = render(rows, rss_start, rss_end)
+    table = render(rows, overheads, rss_start, rss_end)
     print()
     print(table)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps({"rows": rows, "rss_start_mb": rss_start,
-                                                        "rss_end_mb": rss_end}, indent=1))
+        out.with_suffix(".json").write_text(json.dumps({"rows": rows, "overhead": overheads,
+                                                        "rss_start_mb": rss_start, "rss_end_mb": rss_end}, indent=1))
         out.with_suffix(".md").write_text(table + "\n")
     return 1 if any(r["failed"] or r["wrong"] for r in rows) else 0
 
 
-def render(rows: list[dict], rss_start: float, rss_end: float) -> str:
+def render(rows: list[dict], overheads: dict[str, tuple[float, float]], rss_start: float, rss_end: float) -> str:
     lines = ["| model | dynamic batching | clients | throughput (req/s) | p50 (ms) | p99 (ms) | rows per inference "
              "| failed | server RSS (MB) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -246,11 +266,8 @@ def render(rows: list[dict], rss_start: float, rss_end: float) -> str:
     lines.append("")
     lines.append("| model | in-process p50 (ms) | server p50, 1 client (ms) | overhead (ms) |")
     lines.append("|---|---|---|---|")
-    for model in dict.fromkeys(r["model"] for r in rows):
-        one = [r for r in rows if r["model"] == model and not r["batching"] and r["clients"] == 1]
-        if one:
-            local, served = one[0]["in_process_p50"], one[0]["p50"]
-            lines.append(f"| {model} | {local:.2f} | {served:.2f} | {served - local:+.2f} |")
+    for model, (local, served) in overheads.items():
+        lines.append(f"| {model} | {local:.2f} | {served:.2f} | {served - local:+.2f} |")
     lines.append("")
     lines.append(f"server RSS: {rss_start:.0f} MB after loading and warm-up, {rss_end:.0f} MB at the end "
                  f"({rss_end - rss_start:+.0f} MB over {len(rows)} runs); "

@@ -102,8 +102,6 @@ def make_servicer(repository: Any, metrics: Any, server_name: str = "ember") -> 
             code = e.grpc_code
             context.abort(getattr(grpc.StatusCode, code), str(e))
         except Exception as e:  # noqa: BLE001 - answer INTERNAL, keep serving
-            if isinstance(e, grpc.RpcError) or type(e).__name__ == "_AbortError":
-                raise
             code = "INTERNAL"
             log.exception("ember serve: internal error in gRPC %s", method)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {e}")

@@ -4,8 +4,6 @@ so two servers in one process (tests) keep separate counts."""
 
 from __future__ import annotations
 
-from typing import Any
-
 # microsecond buckets like OVMS's (10 us .. ~100 s, roughly x2.5 apart)
 _US_BUCKETS = (10, 18, 32, 56, 100, 180, 320, 560, 1000, 1800, 3200, 5600, 10000, 18000, 32000, 56000,
                100000, 180000, 320000, 560000, 1000000, 1800000, 3200000, 5600000, 10000000, 18000000)
@@ -73,27 +71,3 @@ class Metrics:
                 line = line.replace(name, name[:-len("_total")], 1)
             lines.append(line)
         return ("\n".join(lines) + "\n").encode(), CONTENT_TYPE_LATEST
-
-
-class NoMetrics:
-    """Stands in when the caller wants none (the Ray deployment keeps its own)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return _Null()
-
-    def request(self, *args: Any) -> None:
-        pass
-
-    def version_loaded(self, *args: Any) -> None:
-        pass
-
-    def version_unloaded(self, *args: Any) -> None:
-        pass
-
-
-class _Null:
-    def labels(self, *args: Any) -> _Null:
-        return self
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *a, **k: None

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.errors import InferenceError
 from ember.serve.config import ModelConfig
 from ember.serve.protocol import BadRequest, NotFound, QueueFull, TensorSpec, Unavailable, datatype_of
 
@@ -241,7 +242,9 @@ class ModelVersion:
             m.batch_size.labels(self.name, self.label).observe(rows)
             m.inference_time.labels(self.name, self.label).observe((time.perf_counter() - start) * 1e6)
             outcome: list[Any] = results
-        except Exception as e:  # noqa: BLE001 - handed to the waiting request
+        except InferenceError as e:  # inputs the model refuses at run time: the client's to fix
+            outcome = [BadRequest(f"model '{self.name}' version {self.version}: {e}")] * len(batch)
+        except Exception as e:  # noqa: BLE001 - handed to the waiting request (500 / INTERNAL)
             outcome = [e] * len(batch)
         finally:
             m.active.labels(self.name, self.label).dec()

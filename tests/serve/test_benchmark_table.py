@@ -12,9 +12,9 @@ def test_render_table():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     row = {"model": "m", "batching": False, "clients": 1, "throughput": 10.0, "p50": 12.0, "p99": 20.0,
-           "rows_per_inference": 1.0, "failed": 0, "wrong": 0, "rss_after_mb": 300.0, "in_process_p50": 10.0,
-           "requests": 50}
-    text = bench.render([row, row | {"batching": True, "clients": 8, "rows_per_inference": 3.5}], 290.0, 301.0)
+           "rows_per_inference": 1.0, "failed": 0, "wrong": 0, "rss_after_mb": 300.0, "requests": 50}
+    text = bench.render([row, row | {"batching": True, "clients": 8, "rows_per_inference": 3.5}], {"m": (10.0, 12.0)},
+                        290.0, 301.0)
     assert "| m | off | 1 | 10.0 | 12.00 | 20.00 | 1.00 | 0 | 300 |" in text
     assert "| m | on | 8 |" in text and "| 3.50 |" in text
     assert "| m | 10.00 | 12.00 | +2.00 |" in text

@@ -206,3 +206,28 @@ def test_grpc_bad_requests(server, make, code, words):
         with pytest.raises(grpclib.RpcError) as e:
             stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"), timeout=30)
         assert e.value.code().name == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("raised, status, code", [
+    (lambda: __import__("ember.errors").errors.InferenceError("index 7 is out of range"), 400, "INVALID_ARGUMENT"),
+    (lambda: RuntimeError("kernel exploded"), 500, "INTERNAL")])
+def test_inference_failures(server, raised, status, code):
+    """A model that fails at run time: the client's fault (InferenceError) is 400, anything else
+    500 / INTERNAL with the reason; the version keeps serving afterwards."""
+    mv = server.repository.get("scale", 1)
+    original = mv._execute
+
+    def failing(request, feeds):
+        raise raised()
+
+    mv._execute = failing
+    try:
+        got, body = post(server, "/v2/models/scale/versions/1/infer", GOOD)
+        assert got == status and str(raised()) in body["error"]
+        with grpclib.insecure_channel(f"127.0.0.1:{server.grpc_port}") as ch:
+            with pytest.raises(grpclib.RpcError) as e:
+                pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(_req(version="1"), timeout=30)
+            assert e.value.code().name == code and str(raised()) in e.value.details()
+    finally:
+        mv._execute = original
+    assert post(server, "/v2/models/scale/versions/1/infer", GOOD)[0] == 200
