@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import ember.ops  # noqa: F401 - registers the op modules' loader with ember.graph.registry (first)
 from ember import layout_helpers, opset, preprocess, properties  # noqa: F401 - `ov.properties.hint...`, `ov.preprocess`
 from ember.errors import EmberError
 from ember.graph import Dimension, Layout, Model, PartialShape, Shape, Type
