@@ -1,17 +1,16 @@
 """The op registry: op classes by IR type name and version, and opset builder functions.
 
 Op modules register themselves with ``@register_op`` and ``@builder``; nothing keeps a
-central list. A miss raises an error naming what was asked for and what exists.
+central list. ``ember.ops`` hands this registry a loader that imports its modules (this layer
+never imports the op layer). A miss raises an error naming what was asked for and what exists.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ember.errors import UnsupportedOpError
+from ember.errors import EmberError, UnsupportedOpError
 
 T = TypeVar("T")
 
@@ -38,22 +37,39 @@ def register_op(cls: T) -> T:
 
 
 def builder(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Function decorator: expose ``fn`` as ``ember.opset.<fn name>``."""
-    _BUILDERS[fn.__name__.rstrip("_")] = fn
+    """Function decorator: expose ``fn`` as ``ember.opset.<fn name>``. A second, different
+    function with the same name is refused (it would silently replace the first)."""
+    name = fn.__name__.rstrip("_")
+    other = _BUILDERS.get(name)
+    if other is not None and (other.__module__, other.__qualname__) != (fn.__module__, fn.__qualname__):
+        raise EmberError(f"ember: two opset builders named '{name}': {other.__module__}.{other.__qualname__} "
+                         f"and {fn.__module__}.{fn.__qualname__}")
+    _BUILDERS[name] = fn
     return fn
 
 
+_LOADERS: list[Callable[[], None]] = []
+
+
+def add_op_loader(load: Callable[[], None]) -> None:
+    """Register a function that imports op modules (``ember.ops`` registers its own when it is
+    imported), so this layer never imports the op layer itself."""
+    if load not in _LOADERS:
+        _LOADERS.append(load)
+
+
 def load_ops() -> None:
-    """Import every module of ``ember.ops`` once, so that all ops are registered."""
+    """Run the op loaders once, so that all ops are registered."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
     import ember.graph.core_ops  # noqa: F401
-    import ember.ops as pkg
 
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"ember.ops.{mod.name}")
+    if not _LOADERS:  # nothing registered yet (``ember.ops`` not imported): try again later
+        return
+    _loaded = True
+    for load in list(_LOADERS):
+        load()
 
 
 def get_op(type_name: str, version: str = "opset1", *, where: str = "") -> type:

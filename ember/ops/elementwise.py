@@ -154,9 +154,10 @@ def _make_binary(type_name: str, version: str, bname: str, fn: Callable[..., Any
     def build(left: Any, right: Any, auto_broadcast: str = "NUMPY", name: str | None = None) -> Node:
         return cls([left, right], {"auto_broadcast": auto_broadcast.lower()}, name)
 
-    build.__name__ = bname
-    build.__doc__ = f"Build a {type_name} node."
-    builder(build)
+    if bname is not None:
+        build.__name__ = bname
+        build.__doc__ = f"Build a {type_name} node."
+        builder(build)
     return cls
 
 
@@ -222,8 +223,9 @@ _UNARY: list[tuple[str, str, str, Callable[..., Any], bool]] = [
 ]
 
 
-def _make_unary(type_name: str, version: str, bname: str, fn: Callable[..., Any], float_only: bool,
+def _make_unary(type_name: str, version: str, bname: str | None, fn: Callable[..., Any], float_only: bool,
                 attributes: tuple[Attr, ...] = ()) -> type:
+    """An op class (and its builder ``bname``; None when the op has a hand-written builder)."""
     cls = type(type_name, (UnaryElementwise,), {
         "type_name": type_name, "version": version, "fn": fn, "float_only": float_only,
         "attributes": attributes, "__doc__": f"OpenVINO {type_name} ({version}): elementwise.",
@@ -233,9 +235,10 @@ def _make_unary(type_name: str, version: str, bname: str, fn: Callable[..., Any]
     def build(node: Any, name: str | None = None, **attrs: Any) -> Node:
         return cls([node], attrs, name)
 
-    build.__name__ = bname
-    build.__doc__ = f"Build a {type_name} node."
-    builder(build)
+    if bname is not None:
+        build.__name__ = bname
+        build.__doc__ = f"Build a {type_name} node."
+        builder(build)
     return cls
 
 
@@ -245,7 +248,7 @@ for _row in _UNARY:
 IsNaN.infer = lambda self: [(Type.boolean, self.input_shape(0))]  # type: ignore[name-defined]  # noqa: F821
 IsNaN.evaluate = lambda self, i: [np.isnan(i[0])]  # type: ignore[name-defined]  # noqa: F821
 Round = _make_unary("Round", "opset5", "round", _round, False, (Attr("mode", "str", "half_to_even"),))
-Elu = _make_unary("Elu", "opset1", "elu", lambda s, x: np.where(x > 0, x, s.attrs["alpha"] * (np.exp(x) - 1)),
+Elu = _make_unary("Elu", "opset1", None, lambda s, x: np.where(x > 0, x, s.attrs["alpha"] * (np.exp(x) - 1)),
                   True, (Attr("alpha", "float"),))
 
 
@@ -258,7 +261,7 @@ def _clamp(self: Node, x: np.ndarray) -> np.ndarray:
     return np.clip(x, lo, hi)
 
 
-Clamp = _make_unary("Clamp", "opset1", "clamp", _clamp, False, (Attr("min", "float"), Attr("max", "float")))
+Clamp = _make_unary("Clamp", "opset1", None, _clamp, False, (Attr("min", "float"), Attr("max", "float")))
 
 
 def _gelu(self: Node, x: np.ndarray) -> np.ndarray:
@@ -268,8 +271,8 @@ def _gelu(self: Node, x: np.ndarray) -> np.ndarray:
     return 0.5 * x64 * (1 + _erf(x64 / math.sqrt(2)))
 
 
-Gelu2 = _make_unary("Gelu", "opset2", "gelu", _gelu, True)
-Gelu = _make_unary("Gelu", "opset7", "gelu", _gelu, True, (Attr("approximation_mode", "str", "ERF"),))
+Gelu2 = _make_unary("Gelu", "opset2", None, _gelu, True)
+Gelu = _make_unary("Gelu", "opset7", None, _gelu, True, (Attr("approximation_mode", "str", "ERF"),))
 
 
 @builder

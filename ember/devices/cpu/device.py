@@ -153,6 +153,7 @@ class _Programs:
         from ember.devices.cpu.llvm.isa import host_isa
         from ember.devices.cpu.lowering.driver import Lowering
         from ember.devices.cpu.lowering.passes import device_passes
+        from ember.devices.cpu.runtime.memory import plan_memory
 
         model = self.model
         if key:
@@ -165,7 +166,7 @@ class _Programs:
                          self.model.friendly_name, list(key), e)
                 model = self.model
         prog = Lowering(model, self.threads, host_isa(), self.precision, compile_body=self._compile_body).run()
-        prog.plan_memory()
+        plan_memory(prog)
         return prog
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
-from ember.devices.cpu.runtime.memory import ALIGN, aligned_empty
+from ember.devices.cpu.runtime.memory import ALIGN, aligned_empty, plan_memory
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Program, Tensor
 from ember.devices.cpu.runtime.runner import STEP_WORDS, run_steps_function
 from ember.devices.cpu.runtime.threadpool import ThreadPool
@@ -39,7 +39,7 @@ class InputBinding:
 def instantiate(program: Program, pool: ThreadPool) -> Instance:
     """Bind ``program`` to a fresh arena and ``pool`` (memory planned first if needed)."""
     if program.arena_bytes == 0 and any(t.kind == "value" and t.arena for t in program.tensors):
-        program.plan_memory()
+        plan_memory(program)
     return Instance(program, pool)
 
 

@@ -168,8 +168,3 @@ class Program:
         return dropped
 
     # -- memory ---------------------------------------------------------------------------
-    def plan_memory(self) -> None:
-        """Give every arena value an offset (see :func:`~ember.devices.cpu.runtime.memory.plan_memory`)."""
-        from ember.devices.cpu.runtime.memory import plan_memory
-
-        plan_memory(self)
