@@ -138,6 +138,13 @@ MODULES = {
                                  F.interpolate(a, scale_factor=2, mode="bilinear", align_corners=True),
                                  F.group_norm(a, 2), F.layer_norm(a, (6,)), F.pixel_shuffle(a, 2))),
                (_x(1, 4, 3, 6),)),
+    "sort_scatter": (Lambda(lambda a, i: (a.topk(2, dim=1)[0], a.topk(2, dim=0, largest=False)[1], a.sort(1)[0],
+                                          a.argsort(0, descending=True), a.scatter(1, i, 5.0),
+                                          a.scatter_add(1, i, a[:, :2]), torch.nonzero(a > 0.5),
+                                          a.trunc(), torch.exp2(a), F.glu(a, 1), F.logsigmoid(a),
+                                          torch.var_mean(a, 1)[1], torch.einsum("ij,kj->ik", a, a),
+                                          F.prelu(a, torch.tensor([0.2])))),
+                     (_x(3, 4) * 2, torch.tensor([[0, 3], [1, 1], [2, 0]]))),
     "conv1d": (nn.Sequential(nn.Conv1d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv1d(6, 2, 3, dilation=2)),
                (_x(2, 3, 20),)),
 }

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 import ember.opset as ops
-from ember.frontends.pytorch.context import Call, const, convert, folded, promote
+from ember.frontends.pytorch.context import Call, const, convert, folded, i64, promote, rank_of
 from ember.frontends.pytorch.registry import converter
 from ember.graph.node import Output
 from ember.graph.types import Type
@@ -353,3 +353,57 @@ def to(call: Call) -> Any:
     if not isinstance(x, Output):
         return const(x, et)
     return convert(x, et)
+
+
+@converter("aten.trunc", "aten.fix")
+def trunc(call: Call) -> Output:
+    x = call.tensor("self")
+    if not x.element_type.is_real:
+        return x
+    return ops.multiply(ops.sign(x), ops.floor(ops.absolute(x))).output(0)
+
+
+@converter("aten.exp2")
+def exp2(call: Call) -> Output:
+    x = _float(call)
+    return ops.power(const(2.0, x.element_type), x).output(0)
+
+
+@converter("aten.prelu", "aten._prelu_kernel")
+def prelu(call: Call) -> Output:
+    x = call.tensor("self")
+    w = convert(call.tensor("weight"), x.element_type)
+    r = rank_of(x)
+    wr = rank_of(w)
+    if wr == 1 and r > 2 and w.partial_shape[0].is_static and w.partial_shape[0].get_length() > 1:
+        w = ops.reshape(w, i64([-1] + [1] * (r - 2)), False).output(0)
+    return ops.prelu(x, w).output(0)
+
+
+@converter("aten.glu")
+def glu(call: Call) -> Output:
+    x = call.tensor("self")
+    axis = call.int("dim", -1) % rank_of(x)
+    parts = ops.split(x, const(axis, Type.i64), 2)
+    return ops.multiply(parts.output(0), ops.sigmoid(parts.output(1))).output(0)
+
+
+@converter("aten.log_sigmoid_forward", "aten.log_sigmoid")
+def log_sigmoid(call: Call) -> Any:
+    x = call.tensor("self")
+    y = ops.negative(ops.softplus(ops.negative(x))).output(0)
+    return y if call.op == "aten.log_sigmoid" else (y, None)
+
+
+@converter("aten.native_dropout")
+def native_dropout(call: Call) -> tuple[Output, None]:
+    return call.tensor("input"), None
+
+
+@converter("aten.logit")
+def logit(call: Call) -> Output:
+    x = _float(call)
+    eps = call.args.get("eps")
+    if eps is not None:
+        x = ops.clamp(x, float(eps), 1.0 - float(eps)).output(0)
+    return ops.log(ops.divide(x, ops.subtract(const(1.0, x.element_type), x))).output(0)

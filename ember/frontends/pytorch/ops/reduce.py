@@ -74,8 +74,8 @@ def argmax(call: Call) -> Output:
     return _topk(call, x, mode)[1]
 
 
-@converter("aten.var", "aten.std")
-def var(call: Call) -> Output:
+@converter("aten.var", "aten.std", "aten.var_mean", "aten.std_mean")
+def var(call: Call) -> Any:
     x = call.tensor("self")
     axes = i64(_axes(call, x))
     keep = bool(call.get("keepdim", False))
@@ -88,7 +88,11 @@ def var(call: Call) -> Output:
     n = ops.reduce_prod(ops.gather(ops.shape_of(x), axes, i64(0)), i64([0]), False).output(0)
     n = ops.subtract(convert(n, x.element_type), const(float(correction), x.element_type)).output(0)
     v = ops.divide(sq, n).output(0)
-    return ops.sqrt(v).output(0) if call.op == "aten.std" else v
+    if call.op.startswith("aten.std"):
+        v = ops.sqrt(v).output(0)
+    if call.op.endswith("_mean"):
+        return v, (mean if keep else ops.squeeze(mean, axes).output(0))
+    return v
 
 
 @converter("aten.linalg_vector_norm", "aten.norm")

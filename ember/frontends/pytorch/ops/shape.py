@@ -445,10 +445,8 @@ def _scalar(v: Any) -> Output:
     return v if isinstance(v, Output) else i64(int(v))
 
 
-@converter("aten.masked_scatter", "aten.index_put")
+@converter("aten.index_put")
 def index_put(call: Call) -> Output:
-    if call.op != "aten.index_put":
-        raise call.fail("not supported")
     x = call.tensor("self")
     indices = list(call["indices"])
     values = convert(call.tensor("values"), x.element_type)
@@ -463,3 +461,75 @@ def index_put(call: Call) -> Output:
         upd_shape = ops.concat([ops.shape_of(indices[0]), ops.slice(ops.shape_of(x), i64([1]), i64([INT64_MAX]), i64([1]))], 0)
         return ops.scatter_nd_update(x, idx, ops.broadcast(values, upd_shape)).output(0)
     raise call.fail("this form of index assignment is not supported")
+
+
+@converter("aten.scatter", "aten.scatter_add", "aten.scatter_reduce")
+def scatter(call: Call) -> Output:
+    x = call.tensor("self")
+    dim = call.int("dim") % rank_of(x)
+    index = call.tensor("index")
+    src = call.args.get("src", call.args.get("value"))
+    updates = src if isinstance(src, Output) else ops.broadcast(const(src, x.element_type), ops.shape_of(index)).output(0)
+    updates = convert(updates, x.element_type)
+    reduction = "sum" if call.op == "aten.scatter_add" else call.get("reduce", "none")
+    reduction = {"add": "sum", "multiply": "prod", "amax": "max", "amin": "min"}.get(reduction, reduction)
+    include_self = bool(call.get("include_self", True))
+    return ops.scatter_elements_update(x, index, updates, i64(dim), reduction, include_self).output(0)
+
+
+@converter("aten.slice_scatter")
+def slice_scatter(call: Call) -> Output:
+    x = call.tensor("self")
+    dim = call.int("dim", 0) % rank_of(x)
+    start = _bound(call.args.get("start"), 0)
+    end = _bound(call.args.get("end"), INT64_MAX)
+    step = call.int("step", 1)
+    return ops.slice_scatter(x, convert(call.tensor("src"), x.element_type), shape_tensor([start]),
+                             shape_tensor([end]), i64([step]), i64([dim])).output(0)
+
+
+@converter("aten.select_scatter")
+def select_scatter(call: Call) -> Output:
+    x = call.tensor("self")
+    dim = call.int("dim") % rank_of(x)
+    idx = call.int("index")
+    src = ops.unsqueeze(convert(call.tensor("src"), x.element_type), i64([dim])).output(0)
+    end = idx + 1 if idx != -1 else INT64_MAX
+    return ops.slice_scatter(x, src, i64([idx]), i64([end]), i64([1]), i64([dim])).output(0)
+
+
+@converter("aten.nonzero")
+def nonzero(call: Call) -> Output:
+    return ops.transpose(ops.non_zero(call.tensor("self"), "i64"), i64([1, 0])).output(0)
+
+
+@converter("aten.topk")
+def topk(call: Call) -> tuple[Output, Output]:
+    x = call.tensor("self")
+    axis = call.int("dim", -1) % rank_of(x)
+    k = call["k"]
+    k = convert(k, Type.i64) if isinstance(k, Output) else i64(int(k))
+    mode = "max" if call.get("largest", True) else "min"
+    node = ops.topk(x, k, axis, mode, "value" if call.get("sorted", True) else "none", "i64", True)
+    return node.output(0), node.output(1)
+
+
+@converter("aten.sort", "aten.argsort")
+def sort(call: Call) -> Any:
+    x = call.tensor("self")
+    axis = call.int("dim", -1) % rank_of(x)
+    n = dim_of(x, axis)
+    k = n if isinstance(n, Output) else i64(n)
+    mode = "max" if call.get("descending", False) else "min"
+    node = ops.topk(x, k, axis, mode, "value", "i64", True)
+    return node.output(1) if call.op == "aten.argsort" else (node.output(0), node.output(1))
+
+
+@converter("aten.einsum")
+def einsum(call: Call) -> Output:
+    return ops.einsum(list(call["tensors"]), str(call["equation"]).replace(" ", "")).output(0)
+
+
+@converter("aten.pixel_unshuffle")
+def pixel_unshuffle(call: Call) -> Output:
+    return ops.space_to_depth(call.tensor("self"), "depth_first", call.int("downscale_factor")).output(0)
