@@ -154,6 +154,9 @@ def dequantize_linear(ctx: NodeContext) -> Output:
     block = ctx.attr("block_size", 0)
     work = out_type if out_type.is_real else Type.f32
     y = convert(x, work)
+    if x.node.type_name == "Const" and y.node.type_name == "Convert":
+        # an integer weight stays integer in the IR (folding passes keep decompression Converts)
+        y.node.rt_info["decompression"] = {"version": "0"}
     if zp is not None and not _all_zero(zp) and x.element_type not in _FLOAT8:
         y = ops.subtract(y, _broadcastable(convert(zp, work), r, axis, block, x)).output(0)
     y = ops.multiply(y, _broadcastable(convert(scale, work), r, axis, block, x)).output(0)
