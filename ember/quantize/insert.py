@@ -49,6 +49,7 @@ def compress_weight(node: Node, port: int, w: np.ndarray, low: np.ndarray, high:
     dtype = node._inputs[port].element_type
     const = Constant.from_array(q, Type.i8, name=f"{node.friendly_name}/weights_i8")
     x = ops.convert(const, dtype, name=f"{node.friendly_name}/weights_convert")
+    x.rt_info["decompression"] = {"version": "0"}  # folding passes keep it: the weights stay int8
     zp_r = np.round(zp)
     if np.any(zp_r != 0):
         x = ops.subtract(x, Constant(zp_r.astype(dtype.dtype)), name=f"{node.friendly_name}/fq_weights_{port}/zp")

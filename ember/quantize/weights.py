@@ -217,9 +217,12 @@ def _compress(t: _Target, w: np.ndarray, mode: CompressWeightsMode, group_size: 
     et = _TYPES[mode]
     qc = Constant(q.reshape(grouped), et, name=base)
     x = ops.convert(qc, Type.f16)
+    x.rt_info["decompression"] = {"version": "0"}  # folding passes keep it: the weights stay compressed
     if zp is not None:
         zc = Constant(zp, et, name=f"{base}/zero_point")
-        x = ops.subtract(x, ops.convert(zc, Type.f16), name=f"{base}/zero_point/subtract")
+        zconv = ops.convert(zc, Type.f16)
+        zconv.rt_info["decompression"] = {"version": "0"}
+        x = ops.subtract(x, zconv, name=f"{base}/zero_point/subtract")
     x = ops.multiply(x, Constant(scale.astype(np.float16), Type.f16, name=f"{base}/scale"),
                      name=f"{base}/fq_weights_{t.port}")
     if tuple(grouped) != tuple(w.shape):
