@@ -30,6 +30,8 @@ WEIGHT_PORTS = {
 CHAR_W, LINE_H, PAD = 6.4, 14, 8
 MIN_W, MAX_W = 110, 250
 GAP_X, GAP_Y, BEND_W = 28, 44, 10
+BEND_WEIGHT = 0.02  # how hard a long edge's bend point holds its place against a box
+SIDE_WEIGHT = 0.1  # ... and a box off its neighbour's main path against one on it
 MAX_CONST_LINES = 3
 SWEEPS = 7  # odd: the last sweep goes down, so bends line up under their source
 
@@ -65,6 +67,11 @@ class Item:
     y: float = 0.0  # top of the row
     ups: list[Item] = field(default_factory=list, repr=False)  # neighbours in the row above / below
     downs: list[Item] = field(default_factory=list, repr=False)
+    origin: Item | None = field(default=None, repr=False)  # a bend point's producer box
+    above: int = 0  # boxes upstream of this one (for a bend point: of its producer)
+    below: int = 0  # boxes downstream
+    main_up: Item | None = field(default=None, repr=False)  # the neighbour this box lines up under
+    main_down: Item | None = field(default=None, repr=False)  # the neighbour it lines up over
 
     @property
     def is_box(self) -> bool:
@@ -230,7 +237,7 @@ def layout_graph(model: Model) -> Layout:
             deepest = max(level[id(c)] for c in targets)
             bends = []
             for lv in range(src.level + 1, deepest):
-                bend = Item(None, lv, BEND_W)
+                bend = Item(None, lv, BEND_W, origin=src)
                 rows[lv].append(bend)
                 bends.append(bend)
             chain = [src] + bends
@@ -245,11 +252,40 @@ def layout_graph(model: Model) -> Layout:
                 dst.ups.append(last)
                 edges.append(Edge(chain[: dst.level - src.level] + [dst], label, port))
 
+    _mark_main_paths(drawn, items, consumers)
     _order_rows(rows)
     row_height = _place(rows)
     width = max((row[-1].x + row[-1].width / 2 for row in rows if row), default=0) + GAP_X
     height = sum(row_height) + GAP_Y
     return Layout(rows, edges, width, height, row_height)
+
+
+def _mark_main_paths(drawn: list[Any], items: dict[int, Item], consumers: dict[int, list[tuple[int, Any]]]) -> None:
+    """Choose, for every box, the neighbour it lines up with: above, the input with the most
+    boxes upstream (the main path, not a skip connection's source); below, the consumer with
+    the most boxes downstream. Chains of chosen neighbours are drawn straight."""
+    bit = {id(n): 1 << k for k, n in enumerate(drawn)}
+    ups: dict[int, int] = {}
+    for n in drawn:
+        acc = 0
+        for s in n._inputs:
+            if id(s.node) in ups:
+                acc |= ups[id(s.node)] | bit[id(s.node)]
+        ups[id(n)] = acc
+        items[id(n)].above = acc.bit_count()
+    downs: dict[int, int] = {}
+    for n in reversed(drawn):
+        acc = 0
+        for _, c in consumers[id(n)]:
+            acc |= downs[id(c)] | bit[id(c)]
+        downs[id(n)] = acc
+        items[id(n)].below = acc.bit_count()
+    for it in items.values():
+        if it.ups:
+            it.main_up = max(it.ups, key=lambda o: o.above if o.is_box else o.origin.above)
+        boxes = [o for o in it.downs if o.is_box]
+        if boxes:
+            it.main_down = max(boxes, key=lambda o: o.below)
 
 
 def _order_rows(rows: list[list[Item]]) -> None:
@@ -276,18 +312,30 @@ def _order_rows(rows: list[list[Item]]) -> None:
             number(row)
 
 
-def _spread(row: list[Item], want: list[float]) -> None:
-    """Put the row's centres as near ``want`` as their order and spacing allow."""
-    gaps = [0.0] + [(a.width + b.width) / 2 + (GAP_X if a.is_box and b.is_box else GAP_X / 2)
-                    for a, b in zip(row, row[1:])]
-    left = list(want)
-    for i in range(1, len(row)):
-        left[i] = max(left[i], left[i - 1] + gaps[i])
-    right = list(want)
-    for i in range(len(row) - 2, -1, -1):
-        right[i] = min(right[i], right[i + 1] - gaps[i + 1])
-    for it, a, b in zip(row, left, right):
-        it.x = (a + b) / 2
+def _spread(row: list[Item], want: list[float], weights: list[float]) -> None:
+    """Put the row's centres as near ``want`` as their order and spacing allow, boxes first.
+
+    Least squares under the spacing constraints, weighted so that bend points give way to
+    boxes: shifting each centre by the room its left neighbours need turns this into an
+    isotonic regression, solved exactly by pooling adjacent violators.
+    """
+    shift, acc = [], 0.0
+    for k, it in enumerate(row):
+        if k:
+            prev = row[k - 1]
+            acc += (prev.width + it.width) / 2 + (GAP_X if prev.is_box and it.is_box else GAP_X / 2)
+        shift.append(acc)
+    blocks: list[list[float]] = []  # [weight, weighted sum, count]
+    for w, weight, s in zip(want, weights, shift):
+        blocks.append([weight, weight * (w - s), 1])
+        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][0] > blocks[-1][1] / blocks[-1][0]:
+            last = blocks.pop()
+            blocks[-1] = [a + b for a, b in zip(blocks[-1], last)]
+    k = 0
+    for weight, total, count in blocks:
+        for _ in range(int(count)):
+            row[k].x = total / weight + shift[k]
+            k += 1
 
 
 def _place(rows: list[list[Item]]) -> list[float]:
@@ -301,11 +349,18 @@ def _place(rows: list[list[Item]]) -> list[float]:
         order = range(len(rows)) if down else range(len(rows) - 1, -1, -1)
         for lv in order:
             row = rows[lv]
-            want = []
+            want, weights = [], []
             for it in row:
-                near = it.ups if down else it.downs
-                want.append(sum(o.x for o in near) / len(near) if near else it.x)
-            _spread(row, want)
+                if not it.is_box:  # a bend follows its edge, and gives way to boxes
+                    near = it.ups if down else it.downs
+                    want.append(sum(o.x for o in near) / len(near) if near else it.x)
+                    weights.append(BEND_WEIGHT)
+                    continue
+                main = it.main_up if down else it.main_down
+                back = None if main is None else main.main_down if down else main.main_up
+                want.append(it.x if main is None else main.x)
+                weights.append(1.0 if main is None or back is it else SIDE_WEIGHT)
+            _spread(row, want, weights)
     lo = min((row[0].x - row[0].width / 2 for row in rows if row), default=0.0)
     for row in rows:
         for it in row:
