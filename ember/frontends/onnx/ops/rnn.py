@@ -21,8 +21,8 @@ def _gates(x: Output, n: int, axis: int) -> list[Output]:
     return ops.split(x, i64(axis), n).outputs() if n > 1 else [x]
 
 
-def _activations(ctx: NodeContext, n_dirs: int) -> tuple[list[str], list[float], list[float]]:
-    default = _DEFAULT_ACTS[ctx.op_type]
+def _activations(ctx: NodeContext, n_dirs: int, op: str) -> tuple[list[str], list[float], list[float]]:
+    default = _DEFAULT_ACTS[op]
     acts = ctx.attr("activations", default * n_dirs)
     k = len(default)
     if len(acts) == k * 2 and acts[:k] != acts[k:]:
@@ -38,44 +38,53 @@ def _zeros_state(x_bt: Output, n_dirs: int, hidden: int) -> Output:
     return ops.broadcast(const_like(0, x_bt), shape).output(0)
 
 
-def _state(ctx: NodeContext, i: int, x_bt: Output, n_dirs: int, hidden: int, layout: int) -> Output:
-    if ctx.has_input(i):
-        s = ctx.req(i)
+def _state(s: Output | None, x_bt: Output, n_dirs: int, hidden: int, layout: int) -> Output:
+    if s is not None:
         return s if layout else ops.transpose(s, i64([1, 0, 2])).output(0)
     return _zeros_state(x_bt, n_dirs, hidden)
 
 
 @converter(["LSTM", "GRU", "RNN"], since=7)
 def recurrent(ctx: NodeContext) -> list[Output | None]:
-    op = ctx.op_type
-    x = ctx.req(0)
-    w, r = ctx.req(1), ctx.req(2)
+    return _recurrent(ctx, ctx.op_type, [ctx.input(i) if ctx.has_input(i) else None for i in range(8)])
+
+
+def lstm_from(ctx: NodeContext, x: Output, w: Output, r: Output, *rest: Output | None) -> list[Output | None]:
+    """An ONNX LSTM of ``ctx``'s attributes on given inputs (X, W, R, then B, sequence_lens,
+    initial_h, initial_c, P as ONNX orders them; None where absent)."""
+    values: list[Output | None] = [x, w, r, *rest]
+    return _recurrent(ctx, "LSTM", values + [None] * (8 - len(values)))
+
+
+def _recurrent(ctx: NodeContext, op: str, inputs: list[Output | None]) -> list[Output | None]:
+    x, w, r = inputs[0], inputs[1], inputs[2]
+    if x is None or w is None or r is None:
+        raise ctx.fail("inputs X, W and R are required")
     hidden = ctx.attr("hidden_size")
     direction = ctx.attr("direction", "forward")
     n_dirs = 2 if direction == "bidirectional" else 1
     layout = ctx.attr("layout", 0)
-    acts, alpha, beta = _activations(ctx, n_dirs)
+    acts, alpha, beta = _activations(ctx, n_dirs, op)
     clip = ctx.attr("clip", 0.0)
     if op == "LSTM":
         if ctx.attr("input_forget", 0):
             raise ctx.fail("input_forget=1 is not supported")
-        if ctx.has_input(7):
-            p = constant_value(ctx.req(7))
+        if inputs[7] is not None:
+            p = constant_value(inputs[7])
             if p is None or p.any():
                 raise ctx.fail("peephole weights (input P) are not supported")
     x_bt = x if layout else ops.transpose(x, i64([1, 0, 2])).output(0)
-    if ctx.has_input(4):
-        lens = convert(ctx.req(4), Type.i32)
+    if inputs[4] is not None:
+        lens = convert(inputs[4], Type.i32)
     else:
         b_t = ops.gather(shape_of(x_bt, Type.i32), i64([0, 1]), i64(0)).output(0)
         steps = ops.gather(b_t, i64([1]), i64(0)).output(0)
         lens = ops.broadcast(steps, ops.gather(b_t, i64([0]), i64(0))).output(0)
-    if ctx.has_input(3):
-        bias = ctx.req(3)
-        wb, rb = _gates(bias, 2, 1)
+    if inputs[3] is not None:
+        wb, rb = _gates(inputs[3], 2, 1)
     else:
         wb = rb = None
-    h0 = _state(ctx, 5, x_bt, n_dirs, hidden, layout)
+    h0 = _state(inputs[5], x_bt, n_dirs, hidden, layout)
     if op == "LSTM":
         order = [2, 0, 3, 1]  # ONNX i, o, f, c -> OpenVINO f, i, c, o
         w = ops.concat([_gates(w, 4, 1)[k] for k in order], 1).output(0)
@@ -85,7 +94,7 @@ def recurrent(ctx: NodeContext) -> list[Output | None]:
             b = ops.concat([_gates(b, 4, 1)[k] for k in order], 1).output(0)
         else:
             b = _zero_bias(w, 4 * hidden)
-        c0 = _state(ctx, 6, x_bt, n_dirs, hidden, layout)
+        c0 = _state(inputs[6], x_bt, n_dirs, hidden, layout)
         node = ops.lstm_sequence(x_bt, h0, c0, lens, w, r, b, hidden, direction, acts, alpha, beta, clip)
     elif op == "GRU":
         lbr = bool(ctx.attr("linear_before_reset", 0))
