@@ -52,8 +52,9 @@ class _Colours:
 
 
 def _edge_path(edge_path: list[Item], start_x: float, end_x: float) -> str:
+    """SVG path data from the producer (or from a bend point) through bend points to the consumer."""
     src, dst = edge_path[0], edge_path[-1]
-    x, y = start_x, src.y + src.height
+    x, y = (start_x if src.is_box else src.x), src.y + src.height
     d = [f"M{x:.1f},{y:.1f}"]
 
     def curve(x2: float, y2: float) -> None:
@@ -97,8 +98,14 @@ def render_svg(model: Model, layout: Layout | None = None) -> str:
              '<path d="M0,0 L8,4 L0,8 z" fill="#666"/></marker></defs>',
              '<rect width="100%" height="100%" fill="white"/>']
     start, end = _ports(layout)
-    for k, e in enumerate(layout.edges):
-        parts.append(f'<path d="{_edge_path(e.path, start[k], end[k])}" fill="none" stroke="#777" '
+    drawn_bends: set[int] = set()  # a tensor's consumers share its chain of bends: draw it once
+    for k in sorted(range(len(layout.edges)), key=lambda k: -len(layout.edges[k].path)):
+        e = layout.edges[k]
+        path = e.path
+        if len(path) > 2 and id(path[-2]) in drawn_bends:
+            path = path[-2:]
+        drawn_bends.update(id(it) for it in path[1:-1])
+        parts.append(f'<path d="{_edge_path(path, start[k], end[k])}" fill="none" stroke="#777" '
                      f'stroke-width="1.2" marker-end="url(#a)"><title>{html.escape(e.label)}</title></path>')
     for it in layout.boxes:
         left = it.x - it.width / 2

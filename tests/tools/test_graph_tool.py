@@ -259,3 +259,17 @@ def test_exported_networks_stay_narrow(name: str, tmp_path: Path) -> None:
         assert layout.width <= 2 * fan_out * (MAX_W + 60)
         drawn[k].update(it.node.type_name for it in layout.boxes)
     assert drawn[0] == drawn[1]  # the f16 weights' Converts are folded: the same boxes as the f32 model
+
+
+def test_shared_long_edges_drawn_once() -> None:
+    """An input used all the way down (a mask, a position table) is one line, not one line per use."""
+    x = ops.parameter([1, 8], np.float32, name="x")
+    mask = ops.parameter([1, 8], np.float32, name="mask")
+    h = x
+    for i in range(600):
+        h = ops.add(h, mask) if i % 10 == 0 else ops.relu(h)
+    model = ember.Model([ops.result(h)], [x, mask], "long_chain")
+    layout = layout_graph(model)
+    assert layout.widest_row() == 2 and layout.width <= 2 * (MAX_W + 60)
+    svg = graph_cli.render_svg(model, layout)
+    assert len(svg) < 1000 * len(layout.boxes)  # drawn per use, the mask's edges alone would be ~10 kB a box
