@@ -214,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
     from ember.runtime import read_model
 
     out = Path(args.output)
+    if out.is_dir():
+        raise EmberError(f"ember graph: '{out}' is a folder; give a file name such as {out / 'graph.html'}")
     fmt = output_format(out)
     if fmt == "png" and not shutil.which("dot"):  # fail before the (slow) model read
         run_dot("", fmt)
@@ -222,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         from ember.passes import optimize
 
         model = optimize(model, args.opt_level)
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_drawing(model, out, fmt)
     print(f"wrote {out}")
     return 0

@@ -157,6 +157,13 @@ def test_unknown_suffix_is_refused(tmp_path: Path, f16_ir: Path, capsys: pytest.
     assert ".pdf" in err and ".html" in err and ".png" in err
 
 
+def test_output_paths(tmp_path: Path, f16_ir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", str(f16_ir), "-o", str(tmp_path)]) == 2  # a folder is not a file name
+    assert "is a folder" in capsys.readouterr().err
+    nested = tmp_path / "new" / "dir" / "g.html"
+    assert main(["graph", str(f16_ir), "-o", str(nested)]) == 0 and nested.read_text().startswith("<!doctype html>")
+
+
 def test_dot_source(tmp_path: Path, f16_ir: Path) -> None:
     out = tmp_path / "g.dot"
     assert main(["graph", str(f16_ir), "-o", str(out)]) == 0
