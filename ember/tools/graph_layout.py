@@ -7,7 +7,9 @@ into the node that consumes it and shown as one line of its label ("weights 64x3
 
 The layout is a small Sugiyama-style one: rows by longest path from the inputs, long edges
 routed through bend points (one chain per tensor, shared by its consumers), a few barycenter
-sweeps to order each row, then x positions pulled toward their neighbours.
+sweeps to order each row, then x positions: each box lines up with its main-path neighbour
+(so a backbone stays one straight column and skip connections go beside it), and each row
+is spread by a weighted least-squares fit in which bend points give way to boxes.
 """
 
 from __future__ import annotations
