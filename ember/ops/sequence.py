@@ -284,9 +284,21 @@ VALUE_KIND = "ember_value_kind"
 ITEM_TYPE = "ember_item_type"
 
 
+def _rt_value(node: Any, key: str) -> str | None:
+    v = getattr(node, "rt_info", {}).get(key)
+    if isinstance(v, dict):  # as the IR reader returns rt_info attributes
+        v = v.get("value")
+    return None if v is None else str(v)
+
+
 def boundary_kind(node: Any) -> str | None:
     """The value kind of a Parameter or Result (None for a tensor)."""
-    return getattr(node, "rt_info", {}).get(VALUE_KIND)
+    return _rt_value(node, VALUE_KIND)
+
+
+def item_type_name(node: Any) -> str | None:
+    """The element type name of a sequence or optional Parameter's items, if known."""
+    return _rt_value(node, ITEM_TYPE)
 
 
 def pack_value(kind: str, value: Any, convert_item: Any = None) -> np.ndarray:

@@ -9,6 +9,7 @@ to a subset of it: no look-around or back-references in RE2).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,12 @@ from ember.graph.registry import builder, register_op
 from ember.graph.shape import Dimension, PartialShape
 from ember.graph.types import Type
 from ember.ops._util import broadcast_shapes
+
+
+def _json_list(value: Any) -> str:
+    """A list of strings as one IR attribute (JSON keeps commas and spaces that a plain
+    comma-separated list would lose)."""
+    return value if isinstance(value, str) else json.dumps(list(value), ensure_ascii=False)
 
 
 def _strings(shape: tuple[int, ...], values: Sequence[str]) -> np.ndarray:
@@ -46,7 +53,7 @@ class StringNormalizer(_StringOp):
     type_name = "StringNormalizer"
     num_inputs = (1, 1)
     attributes = (Attr("case_change_action", "str", "NONE"), Attr("is_case_sensitive", "bool", False),
-                  Attr("locale", "str", ""), Attr("stopwords", "strs", []))
+                  Attr("locale", "str", ""), Attr("stopwords", "str", "[]"))
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
         self._check_string(0)
@@ -55,7 +62,7 @@ class StringNormalizer(_StringOp):
             raise self.fail(f"the input must be [C] or [1, C], got {ps}")
         if self.attrs["case_change_action"] not in ("NONE", "LOWER", "UPPER"):
             raise self.fail(f"case_change_action '{self.attrs['case_change_action']}' is not NONE, LOWER or UPPER")
-        if not self.attrs["stopwords"]:
+        if not json.loads(self.attrs["stopwords"]):
             return [(Type.string, ps)]
         return [(Type.string, PartialShape([1, Dimension()]) if ps.rank_is_static and len(ps) == 2
                  else PartialShape([Dimension()]))]
@@ -65,7 +72,7 @@ class StringNormalizer(_StringOp):
         if x.ndim == 2 and x.shape[0] != 1:
             raise self.fail(f"a 2-D input must be [1, C], got {list(x.shape)}")
         words = [str(w) for w in x.reshape(-1)]
-        stop = self.attrs["stopwords"]
+        stop = json.loads(self.attrs["stopwords"])
         if stop:
             if self.attrs["is_case_sensitive"]:
                 drop = set(stop)
@@ -161,11 +168,11 @@ class Tokenizer(_StringOp):
     type_name = "Tokenizer"
     num_inputs = (1, 1)
     attributes = (Attr("mark", "bool", False), Attr("mincharnum", "int", 1), Attr("pad_value", "str", "#"),
-                  Attr("separators", "strs", []), Attr("tokenexp", "str", ""))
+                  Attr("separators", "str", "[]"), Attr("tokenexp", "str", ""))
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
         self._check_string(0)
-        if bool(self.attrs["separators"]) == bool(self.attrs["tokenexp"]):
+        if bool(json.loads(self.attrs["separators"])) == bool(self.attrs["tokenexp"]):
             raise self.fail("exactly one of separators and tokenexp must be given")
         ps = self.input_shape(0)
         return [(Type.string, PartialShape(list(ps) + [Dimension()]) if ps.rank_is_static
@@ -176,7 +183,7 @@ class Tokenizer(_StringOp):
             toks = re.findall(self.attrs["tokenexp"], s)
             toks = [t if isinstance(t, str) else t[0] for t in toks]
         else:
-            rx = "|".join(f"(?:{p})" for p in self.attrs["separators"])
+            rx = "|".join(f"(?:{p})" for p in json.loads(self.attrs["separators"]))
             toks = [t for t in re.split(rx, s) if t]
         toks = [t for t in toks if len(t) >= self.attrs["mincharnum"]]
         if self.attrs["mark"]:
@@ -204,7 +211,7 @@ class TfIdfVectorizer(_StringOp):
     attributes = (Attr("max_gram_length", "int", 1), Attr("min_gram_length", "int", 1),
                   Attr("max_skip_count", "int", 0), Attr("mode", "str", "TF"), Attr("ngram_counts", "ints", []),
                   Attr("ngram_indexes", "ints", []), Attr("pool_int64s", "ints", []),
-                  Attr("pool_strings", "strs", []), Attr("weights", "floats", []))
+                  Attr("pool_strings", "str", "[]"), Attr("weights", "floats", []))
 
     def _size(self) -> int:
         return max(self.attrs["ngram_indexes"], default=-1) + 1
@@ -212,7 +219,7 @@ class TfIdfVectorizer(_StringOp):
     def infer(self) -> list[tuple[Type, PartialShape]]:
         if self.attrs["mode"] not in ("TF", "IDF", "TFIDF"):
             raise self.fail(f"mode '{self.attrs['mode']}' is not TF, IDF or TFIDF")
-        pool = len(self.attrs["pool_strings"]) or len(self.attrs["pool_int64s"])
+        pool = len(json.loads(self.attrs["pool_strings"])) or len(self.attrs["pool_int64s"])
         starts = list(self.attrs["ngram_counts"])
         ends = starts[1:] + [pool]
         grams = sum(max(0, b - a) // n for n, (a, b) in enumerate(zip(starts, ends), start=1))
@@ -230,7 +237,7 @@ class TfIdfVectorizer(_StringOp):
 
     def _pool(self) -> dict[tuple[Any, ...], int]:
         """n-gram -> output index."""
-        pool: list[Any] = list(self.attrs["pool_strings"]) or list(self.attrs["pool_int64s"])
+        pool: list[Any] = list(json.loads(self.attrs["pool_strings"])) or list(self.attrs["pool_int64s"])
         starts = list(self.attrs["ngram_counts"])
         ends = starts[1:] + [len(pool)]
         grams: dict[tuple[Any, ...], int] = {}
@@ -246,7 +253,7 @@ class TfIdfVectorizer(_StringOp):
         rows = x.reshape(1, -1) if x.ndim < 2 else x
         lo, hi = self.attrs["min_gram_length"], self.attrs["max_gram_length"]
         grams = {g: i for g, i in self._pool().items() if lo <= len(g) <= hi}
-        strings = bool(self.attrs["pool_strings"])
+        strings = bool(json.loads(self.attrs["pool_strings"]))
         counts = np.zeros((rows.shape[0], self._size()), dtype=np.float32)
         for r, row in enumerate(rows):
             items = [str(v) for v in row] if strings else [int(v) for v in row]
@@ -276,7 +283,7 @@ def string_normalizer(data: Any, case_change_action: str = "NONE", is_case_sensi
                       locale: str = "", stopwords: Sequence[str] = (), name: str | None = None) -> Node:
     """Drop stop words and change the case of a string tensor."""
     return StringNormalizer([data], {"case_change_action": case_change_action, "is_case_sensitive": is_case_sensitive,
-                                     "locale": locale, "stopwords": list(stopwords)}, name)
+                                     "locale": locale, "stopwords": _json_list(stopwords)}, name)
 
 
 @builder
@@ -302,10 +309,12 @@ def tokenizer(data: Any, mark: bool = False, mincharnum: int = 1, pad_value: str
               separators: Sequence[str] = (), tokenexp: str = "", name: str | None = None) -> Node:
     """Cut strings into tokens (com.microsoft Tokenizer)."""
     return Tokenizer([data], {"mark": mark, "mincharnum": mincharnum, "pad_value": pad_value,
-                              "separators": list(separators), "tokenexp": tokenexp}, name)
+                              "separators": _json_list(separators), "tokenexp": tokenexp}, name)
 
 
 @builder
 def tf_idf_vectorizer(data: Any, name: str | None = None, **attrs: Any) -> Node:
     """Weighted n-gram counts (ONNX TfIdfVectorizer attributes as keywords)."""
+    if "pool_strings" in attrs:
+        attrs["pool_strings"] = _json_list(attrs["pool_strings"])
     return TfIdfVectorizer([data], attrs, name)

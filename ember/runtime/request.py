@@ -207,7 +207,7 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._heap: list[tuple[float, int, Callable[[], object]]] = []
         self._cancelled: set[int] = set()
         self._ids = itertools.count()
         threading.Thread(target=self._loop, daemon=True, name="ember-inference-watchdog").start()
@@ -219,7 +219,7 @@ class _Watchdog:
                 cls._instance = cls()
             return cls._instance
 
-    def add(self, delay_s: float, fn: Callable[[], None]) -> int:
+    def add(self, delay_s: float, fn: Callable[[], object]) -> int:
         with self._cond:
             token = next(self._ids)
             heapq.heappush(self._heap, (time.monotonic() + delay_s, token, fn))
@@ -288,9 +288,9 @@ def convert_input(value: Any, param: Parameter, where: str, copy: bool) -> np.nd
 
 
 def _sequence_input(value: Any, param: Parameter, where: str) -> np.ndarray:
-    from ember.ops.sequence import ITEM_TYPE, boundary_kind, pack_value
+    from ember.ops.sequence import boundary_kind, item_type_name, pack_value
 
-    item = param.rt_info.get(ITEM_TYPE)
+    item = item_type_name(param)
     et = Type.from_name(item) if item else None
 
     def conv(v: Any) -> np.ndarray:

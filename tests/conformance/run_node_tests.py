@@ -187,9 +187,9 @@ def _pack(param: Any, value: Any) -> np.ndarray:
     """A sequence or optional input as ember takes it, items in ember's memory form."""
     from ember.frontends.onnx.loader import to_ember_array
     from ember.graph.types import Type
-    from ember.ops.sequence import ITEM_TYPE, boundary_kind, pack_value
+    from ember.ops.sequence import boundary_kind, item_type_name, pack_value
 
-    item = param.rt_info.get(ITEM_TYPE)
+    item = item_type_name(param)
 
     def conv(a: Any) -> np.ndarray:
         a = np.asarray(a)

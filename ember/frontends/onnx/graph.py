@@ -438,12 +438,12 @@ def _item_type(port: Output) -> Type:
 
 def boundary_input(p: Parameter) -> Any:
     """The converter value of a Parameter: the port, or a run-time optional around it."""
-    from ember.ops.sequence import ITEM_TYPE, VALUE_KIND
+    from ember.ops.sequence import boundary_kind, item_type_name
 
-    kind = p.rt_info.get(VALUE_KIND)
+    kind = boundary_kind(p)
     port = p.output(0)
     if kind in ("optional", "optional.sequence"):
-        item = p.rt_info.get(ITEM_TYPE)
+        item = item_type_name(p)
         et = Type.from_name(item) if item else None
         return OptionalValue(port, et, "sequence" if kind == "optional.sequence" else "tensor", runtime=True)
     return port
