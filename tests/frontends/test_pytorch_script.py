@@ -108,6 +108,22 @@ def test_runtime_branch_becomes_an_if() -> None:
         assert relative_difference(compiled([xs.numpy(), w.numpy()])[0], f(xs, w).numpy()) <= RTOL
 
 
+def test_loop_with_a_known_trip_count_is_unrolled() -> None:
+    @torch.jit.script
+    def f(x: torch.Tensor) -> torch.Tensor:
+        acc = torch.zeros_like(x[0])
+        for i in range(x.shape[0]):
+            acc = acc + x[i] * (i + 1)
+        return acc
+
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    model = ember.convert_model(f, example_input=(x,))
+    got = ember.Core().compile_model(model, "REFERENCE")([x.numpy()])[0]
+    assert relative_difference(got, f(x).numpy()) <= RTOL
+
+
+# -- Silero VAD: the TorchScript archive against its ONNX variant ----------------------------------
+
 @pytest.mark.slow
 def test_silero_vad_torchscript_matches_onnx(tmp_path: Path) -> None:
     from ember.zoo.download import fetch_wheel

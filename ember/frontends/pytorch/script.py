@@ -38,7 +38,8 @@ _PRIM = ("prim::Constant", "prim::ListConstruct", "prim::ListUnpack", "prim::Tup
          "aten::__getitem__", "aten::len", "aten::__not__", "aten::__is__", "aten::__isnot__", "aten::__contains__",
          "aten::format", "aten::Int", "aten::Float", "aten::Bool", "aten::ScalarImplicit", "aten::IntImplicit",
          "aten::FloatImplicit", "aten::__and__", "aten::__or__", "aten::str", "aten::list", "aten::warn",
-         "aten::__range_length", "aten::__derive_index", "prim::Print", "aten::append")
+         "aten::__range_length", "aten::__derive_index", "prim::Print", "aten::append", "prim::Loop")
+MAX_UNROLL = 4096
 
 
 def load_script(path: str | os.PathLike) -> torch.jit.ScriptModule:
@@ -180,9 +181,6 @@ def _find_missing(block: Any, missing: dict[tuple[str, str], str]) -> None:
             _find_missing(b, missing)
         if kind in _PRIM:
             continue
-        if kind == "prim::Loop":
-            missing.setdefault(("prim.Loop", ""), _where(node))
-            continue
         op, overload = _op_of(node)
         if find_converter(op, overload) is None:
             missing.setdefault((op, overload), _where(node))
@@ -313,6 +311,35 @@ class _Converter:
             if_node.set_input(outer, None, p)
         outs = [if_node.set_output(t, e) for t, e in zip(then_results, else_results)]
         return outs[0] if len(outs) == 1 else outs
+
+    def prim_prim_Loop(self, node: Any, ins: list[Any]) -> Any:
+        """A loop whose trip count and condition are known at conversion time, unrolled."""
+        trips, cond = folded(ins[0]), folded(ins[1])
+        carried = list(ins[2:])
+        if isinstance(trips, Output) or isinstance(cond, Output):
+            raise UnsupportedOpError(f"ember: a TorchScript loop whose trip count or condition is known only at "
+                                     f"run time (prim::Loop at {_where(node)}) is not supported")
+        body = list(node.blocks())[0]
+        params = list(body.inputs())
+        i = 0
+        while cond and i < int(trips):
+            if i >= MAX_UNROLL:
+                raise UnsupportedOpError(f"ember: a TorchScript loop runs more than {MAX_UNROLL} times "
+                                         f"(prim::Loop at {_where(node)}); it is not unrolled")
+            self.env[params[0]] = i
+            for p, v in zip(params[1:], carried):
+                self.env[p] = v
+            self.block(body)
+            outs = [self.lookup(v) for v in body.outputs()]
+            cond = folded(outs[0])
+            if isinstance(cond, list) and len(cond) == 1:
+                cond = cond[0]
+            if isinstance(cond, Output):
+                raise UnsupportedOpError(f"ember: a TorchScript loop stops on a value known only at run time "
+                                         f"(prim::Loop at {_where(node)}); it is not supported")
+            carried = outs[1:]
+            i += 1
+        return carried[0] if len(carried) == 1 else carried
 
     def prim_prim_RaiseException(self, node: Any, ins: list[Any]) -> None:
         raise ConversionError(f"ember: the TorchScript model raises for these inputs ({ins[0]!s}) at "
