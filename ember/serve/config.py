@@ -175,6 +175,7 @@ class ServerConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     grpc_workers: int = 64
     shutdown_grace_seconds: float = 30.0
+    config_path: Path | None = None  # an OVMS config.json to re-read when it changes
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]

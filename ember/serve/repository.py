@@ -306,6 +306,8 @@ class ModelRepository:
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._config_path: Path | None = None
+        self._config_stamp: tuple[int, int] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -313,8 +315,53 @@ class ModelRepository:
 
     def sync(self) -> None:
         with self._sync_lock:
-            for model in self._models.values():
+            if self._config_path is not None:
+                self._reload_config()
+            for model in list(self._models.values()):
                 self._sync_model(model)
+
+    def watch_config(self, path: Path) -> None:
+        """Re-read OVMS's ``config.json`` at each poll when it changed: models added to it are
+        loaded, models removed are drained and unloaded, a model whose settings changed is
+        loaded anew beside the old one, which is drained once the new one serves. A config that
+        does not parse is logged and the models keep serving as they were."""
+        self._config_path = Path(path)
+        self._config_stamp = _stamp(self._config_path)
+
+    def _reload_config(self) -> None:
+        from ember.serve.config import load_config_file
+
+        stamp = _stamp(self._config_path)
+        if stamp == self._config_stamp:
+            return
+        self._config_stamp = stamp
+        try:
+            configs = {m.name: m for m in load_config_file(self._config_path)}
+        except Exception as e:  # noqa: BLE001 - a bad edit must not take the server down
+            log.error("ember serve: config %s not applied, models keep serving: %s", self._config_path, e)
+            return
+        old = dict(self._models)
+        for name, cfg in configs.items():
+            if name in old and old[name].config == cfg:
+                continue
+            fresh = _Model(cfg)
+            self._sync_model(fresh)  # load before the swap: no gap in service
+            with self._lock:
+                self._models[name] = fresh
+            log.info("ember serve: config %s: model '%s' %s", self._config_path, name,
+                     "reloaded" if name in old else "added")
+        for name in old:
+            if name not in configs:
+                with self._lock:
+                    del self._models[name]
+                log.info("ember serve: config %s: model '%s' removed", self._config_path, name)
+        for name, model in old.items():
+            fresh = self._models.get(name)
+            if fresh is not model:
+                for mv in list(model.versions.values()):
+                    mv.retire()
+                for mv in (fresh.versions.values() if fresh is not None else ()):
+                    self._metrics.version_loaded(mv.name, mv.label, mv.streams, mv.nireq)  # same labels
 
     def _sync_model(self, model: _Model) -> None:
         cfg = model.config
@@ -427,6 +474,14 @@ class ModelRepository:
                     mv.retire(timeout)
                 with self._lock:
                     m.versions.clear()
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _signature(folder: Path) -> tuple[tuple[str, int, int], ...]:

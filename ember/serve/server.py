@@ -35,6 +35,8 @@ class Server:
         self.config = config
         self.metrics = Metrics()
         self.repository = ModelRepository(config.models, self.metrics, core)
+        if config.config_path is not None:
+            self.repository.watch_config(config.config_path)
         self.rest_port: int | None = None
         self.grpc_port: int | None = None
         self._uvicorn: Any = None

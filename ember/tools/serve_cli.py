@@ -39,7 +39,8 @@ def server_config(args: argparse.Namespace) -> Any:
     return ServerConfig(models=tuple(models), host=args.host, rest_port=args.rest_port or None,
                         grpc_port=args.port or None, poll_wait_seconds=args.file_system_poll_wait_seconds,
                         max_request_bytes=args.max_request_bytes, grpc_workers=args.grpc_workers,
-                        shutdown_grace_seconds=args.shutdown_grace_seconds)
+                        shutdown_grace_seconds=args.shutdown_grace_seconds,
+                        config_path=Path(args.config_path).resolve() if args.config_path else None)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

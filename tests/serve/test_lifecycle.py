@@ -200,3 +200,37 @@ def test_batches_padded_to_preferred_sizes(tmp_path):
             out = mv.infer({0: x}, timeout=30)
             np.testing.assert_array_equal(out["y"], x * 2)
             np.testing.assert_allclose(out["row_sum"], x.sum(1, keepdims=True), rtol=1e-6)
+
+
+def test_config_file_changes_apply_without_restart(tmp_path):
+    """OVMS re-reads config.json: a model added is loaded, a changed one reloaded, a removed
+    one unloaded; a config that does not parse leaves everything serving."""
+    save_version(tmp_path / "two", 1, scale_model(2.0))
+    save_version(tmp_path / "three", 1, scale_model(3.0))
+    path = tmp_path / "config.json"
+
+    def write(entries):
+        doc = {"model_config_list": [{"config": {"name": n, "base_path": b, "target_device": "REFERENCE", **extra}}
+                                     for n, b, extra in entries]}
+        path.write_text(json.dumps(doc))
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))  # a new mtime even on coarse clocks
+
+    write([("a", "two", {})])
+    cfg = ServerConfig(models=tuple(load_config_file(path)), rest_port=0, grpc_port=None, poll_wait_seconds=0.1,
+                       config_path=path)
+    with Server(cfg) as s:
+        port = s.rest_port
+        np.testing.assert_array_equal(infer_y(port, "a"), X * 2)
+        write([("a", "two", {}), ("b", "three", {})])
+        wait_until(lambda: "b" in s.repository.names and s.repository.ready(), what="model b added")
+        np.testing.assert_array_equal(infer_y(port, "b"), X * 3)
+        write([("b", "two", {"nireq": 1})])  # b changes folder, a goes away
+        wait_until(lambda: s.repository.names == ["b"], what="model a removed")
+        wait_until(lambda: s.repository.get("b").nireq == 1, what="model b reloaded")
+        np.testing.assert_array_equal(infer_y(port, "b"), X * 2)
+        with pytest.raises(Exception, match="'a' is not served"):
+            infer_y(port, "a")
+        path.write_text("{not json")
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000))
+        time.sleep(0.5)
+        np.testing.assert_array_equal(infer_y(port, "b"), X * 2)
