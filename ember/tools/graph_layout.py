@@ -114,7 +114,8 @@ class Layout:
 def _is_fixed(node: Any, fixed: dict[int, bool]) -> bool:
     if isinstance(node, Constant):
         return True
-    return bool(node._inputs) and getattr(node, "foldable", True) and all(fixed[id(s.node)] for s in node._inputs)
+    inputs = node.input_values()
+    return bool(inputs) and getattr(node, "foldable", True) and all(fixed[id(s.node)] for s in inputs)
 
 
 def _dims(shape: Any) -> str:
@@ -145,7 +146,7 @@ def fold_constants(model: Model) -> tuple[list[Any], dict[int, list[Folded]]]:
     folded: dict[int, list[Folded]] = {}
     for n in drawn:
         entries = []
-        for port, src in enumerate(n._inputs):
+        for port, src in enumerate(n.input_values()):
             if fixed[id(src.node)]:
                 entries.append(_describe(n, port, src))
         folded[id(n)] = entries
@@ -165,8 +166,8 @@ def _describe(consumer: Any, port: int, src: Any) -> Folded:
         if isinstance(n, Constant):
             roots.append(n)
         else:
-            chain.append(f"{n.type_name} {n._out_types[0].name}" if n._out_types else n.type_name)
-            stack.extend(s.node for s in n._inputs)
+            chain.append(f"{n.type_name} {n.output(0).element_type.name}" if n.get_output_size() else n.type_name)
+            stack.extend(s.node for s in n.input_values())
     big = max(roots, key=lambda c: np.asarray(c.data).size)
     role = "weights" if port in WEIGHT_PORTS.get(consumer.type_name, ()) else "const"
     value = ""
@@ -186,7 +187,7 @@ def _fit(text: str, width: float, keep_end: bool = False) -> str:
 
 def box_lines(node: Any, consts: list[Folded]) -> tuple[list[str], str]:
     """The lines drawn in a node's box (op, name, folded constants, output) and its tooltip."""
-    outputs = ", ".join(f"{t.name}{s}" for t, s in zip(node._out_types, node._out_shapes))
+    outputs = ", ".join(f"{o.element_type.name}{o.partial_shape}" for o in node.outputs())
     lines = [node.type_name, node.friendly_name]
     texts: dict[str, int] = {}
     for c in consts:
@@ -209,15 +210,15 @@ def layout_graph(model: Model) -> Layout:
     index = {id(n): n for n in drawn}
     level: dict[int, int] = {}
     for n in drawn:
-        ups = [level[id(s.node)] for s in n._inputs if id(s.node) in index]
+        ups = [level[id(s.node)] for s in n.input_values() if id(s.node) in index]
         level[id(n)] = max(ups) + 1 if ups else 0
     consumers: dict[int, list[tuple[int, Any]]] = {id(n): [] for n in drawn}
     for n in drawn:
-        for s in n._inputs:
+        for s in n.input_values():
             if id(s.node) in index:
                 consumers[id(s.node)].append((s.index, n))
     for n in drawn:  # a source (an input) sits just above its first consumer
-        if not any(id(s.node) in index for s in n._inputs) and consumers[id(n)]:
+        if not any(id(s.node) in index for s in n.input_values()) and consumers[id(n)]:
             level[id(n)] = max(0, min(level[id(c)] for _, c in consumers[id(n)]) - 1)
 
     items: dict[int, Item] = {}
@@ -246,7 +247,8 @@ def layout_graph(model: Model) -> Layout:
             for a, b in zip(chain, chain[1:]):
                 a.downs.append(b)
                 b.ups.append(a)
-            label = f"{n._out_types[port].name}{n._out_shapes[port]}" if port < len(n._out_types) else ""
+            out = n.output(port)
+            label = f"{out.element_type.name}{out.partial_shape}"
             for c in targets:
                 dst = items[id(c)]
                 last = chain[dst.level - src.level - 1]
@@ -270,7 +272,7 @@ def _mark_main_paths(drawn: list[Any], items: dict[int, Item], consumers: dict[i
     ups: dict[int, int] = {}
     for n in drawn:
         acc = 0
-        for s in n._inputs:
+        for s in n.input_values():
             if id(s.node) in ups:
                 acc |= ups[id(s.node)] | bit[id(s.node)]
         ups[id(n)] = acc
