@@ -75,10 +75,55 @@ def parse_input_specs(specs: Sequence[str]) -> dict[str, np.ndarray]:
     return feeds
 
 
+def sequence_feeds(model: Any, feeds: dict[Any, Any]) -> dict[Any, Any]:
+    """Sequence and optional (ONNX) inputs from an .npz: the items of a sequence input NAME are
+    the arrays ``NAME/0``, ``NAME/1``... (none: an empty sequence); an optional input absent
+    from the files is empty (None)."""
+    from ember.ops.sequence import boundary_kind
+
+    out = dict(feeds)
+    for p in model.get_parameters():
+        kind = boundary_kind(p)
+        if kind is None:
+            continue
+        name = p.output(0).get_any_name() if p.output(0).names else p.friendly_name
+        items = sorted(((int(k.rsplit("/", 1)[1]), out.pop(k)) for k in list(out)
+                        if isinstance(k, str) and k.startswith(name + "/") and k.rsplit("/", 1)[1].isdigit()),
+                       key=lambda kv: kv[0])
+        if kind in ("sequence", "optional.sequence") and (items or kind == "sequence"):
+            out[name] = [a for _, a in items]
+        elif kind == "optional" and name not in out:
+            out[name] = None
+    return out
+
+
+def _show_value(name: str, value: Any, out_dir: Path | None) -> None:
+    """Print (or save) one output: a tensor, a sequence of tensors (a list) or an empty optional."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if value is None:
+        print(f"{name}: empty optional")
+        return
+    if isinstance(value, list):
+        print(f"{name}: sequence of {len(value)}")
+        for k, item in enumerate(value):
+            _show_value(f"{name}/{k}", item, out_dir)
+        return
+    print(f"{name}: {value.dtype}{list(value.shape)}")
+    if out_dir:
+        np.save(out_dir / f"{safe}.npy", value, allow_pickle=False)
+    else:
+        print(value)
+
+
 def random_inputs(model: Any, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs for every model input; the inputs' shapes must be static (reshape first)."""
     rng = np.random.default_rng(seed)
     feeds = {}
+    seqs = [p.get_any_name() if p.names else p.node.friendly_name for p in model.inputs
+            if p.element_type.name == "sequence"]
+    if seqs:
+        raise EmberError(f"ember: input '{seqs[0]}' is a sequence (or optional); random values need item shapes: "
+                         f"give it with -i file.npz holding arrays '{seqs[0]}/0', '{seqs[0]}/1', ...")
     dynamic = [f"{p.get_any_name() if p.names else p.node.friendly_name}{p.partial_shape}"
                for p in model.inputs if not p.partial_shape.rank_is_static
                or any(d.is_dynamic and d.max_length == -1 for d in p.partial_shape)]
@@ -115,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         feeds = {0: feeds.pop("")} | feeds  # type: ignore[dict-item]
     if not feeds and args.random:
         feeds = random_inputs(model, args.seed)  # type: ignore[assignment]
+    feeds = sequence_feeds(model, feeds)
     if not feeds and model.inputs:
         names = ", ".join(p.get_any_name() if p.names else p.node.friendly_name for p in model.inputs)
         raise EmberError(f"ember: no inputs given; the model takes {names}: give them with -i NAME=path.npy "
@@ -129,13 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     np.set_printoptions(threshold=20, edgeitems=3, precision=5)
     for i, port in enumerate(compiled.outputs):
         name = sorted(port.names)[0] if port.names else f"output{i}"
-        value = results[i]
-        print(f"{name}: {value.dtype}{list(value.shape)}")
-        if out_dir:
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-            np.save(out_dir / f"{safe}.npy", value, allow_pickle=False)
-        else:
-            print(value)
+        _show_value(name, results[i], out_dir)
     if out_dir:
         print(f"saved {len(compiled.outputs)} outputs to {out_dir}")
     return 0
