@@ -182,3 +182,18 @@ def test_position_out_of_range_names_the_node() -> None:
     compiled = ember.Core().compile_model(convert(model), "REFERENCE")
     with pytest.raises(Exception, match="out of range"):
         compiled(feeds)
+
+
+def test_cli_run_with_sequence_input_and_output(tmp_path: Any, capsys: Any) -> None:
+    from ember.tools.cli import main
+
+    model, _ = _insert(-1)
+    onnx.save(model, tmp_path / "m.onnx")
+    items = _items((2,), (2,))
+    np.savez(tmp_path / "in.npz", **{"s/0": items[0], "s/1": items[1], "x": np.ones(2, np.float32),
+                                     "p": np.array(-1, np.int64)})
+    assert main(["run", str(tmp_path / "m.onnx"), "-i", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "y: sequence of 3" in out
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "y_1.npy"), np.ones(2, np.float32))
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "y_2.npy"), items[1])
