@@ -108,6 +108,24 @@ def test_runtime_branch_becomes_an_if() -> None:
         assert relative_difference(compiled([xs.numpy(), w.numpy()])[0], f(xs, w).numpy()) <= RTOL
 
 
+class DataDependent(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.mean() > 0:
+            return x * 2
+        return -x
+
+
+def test_module_torch_export_refuses_goes_through_torchscript(caplog: pytest.LogCaptureFixture) -> None:
+    module = DataDependent().eval()
+    x = torch.ones(2, 3)
+    with caplog.at_level("WARNING", logger="ember.frontends.pytorch"):
+        model = ember.convert_model(module, example_input=(x,))
+    assert "TorchScript" in caplog.text
+    compiled = ember.Core().compile_model(model, "REFERENCE")
+    for v in (x, -x):
+        assert relative_difference(compiled([v.numpy()])[0], module(v).numpy()) <= RTOL
+
+
 def test_loop_with_a_known_trip_count_is_unrolled() -> None:
     @torch.jit.script
     def f(x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ registers itself with ``@converter``. torch is imported only when this package i
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ from ember.errors import ConversionError
 from ember.frontends.pytorch.registry import converter, supported_ops
 from ember.graph.model import Model
 
+log = logging.getLogger("ember.frontends.pytorch")
 INSTALL_HINT = "ember: converting PyTorch models needs torch: pip install torch"
 
 
@@ -40,6 +42,10 @@ def convert(model: Any, example_input: Any = None, input: Any = None, output: An
     ``input``: shapes and types as ``ovc`` takes them; a dimension of -1 or a ``Dimension``
     range makes that axis dynamic (``torch.export``'s ``dynamic_shapes``). Without ``input``
     the shapes are the example's (an ExportedProgram keeps its own).
+
+    When ``torch.export`` refuses a module (data-dependent control flow), its TorchScript graph
+    (``torch.jit.script``) is converted instead, with a warning; if scripting fails too, the
+    export error is raised.
 
     Raises ``UnsupportedOpError`` listing every unsupported op (with the source line of its
     first use) before building anything, ``ConversionError`` when torch cannot export the model.
@@ -67,9 +73,26 @@ def convert(model: Any, example_input: Any = None, input: Any = None, output: An
         if example_input is None and not specs:
             raise ConversionError("ember: converting a torch.nn.Module needs example_input (or input= with "
                                   "shapes and types)")
-        ep = exported.export(model, example_input, specs)
+        try:
+            ep = exported.export(model, example_input, specs)
+        except ConversionError as refused:
+            scripted = _script_or_none(torch, model)
+            if scripted is None:
+                raise
+            log.warning("%s; converting the module's TorchScript graph (torch.jit.script) instead",
+                        str(refused).split(";")[0])
+            from ember.frontends.pytorch.script import convert_script
+
+            return convert_script(scripted, example_input, specs)
         return exported.convert_exported(ep, specs)
     raise ConversionError(f"ember: cannot convert a {type(model).__name__} as a PyTorch model")
+
+
+def _script_or_none(torch: Any, model: Any) -> Any:
+    try:
+        return torch.jit.script(model.eval())
+    except Exception:  # noqa: BLE001 - scripting fails in many ways; the export error is the one to show
+        return None
 
 
 def unsupported_ops(model: Any, example_input: Any = None) -> list[tuple[str, str, str]]:
