@@ -8,7 +8,7 @@ never imports the op layer). A miss raises an error naming what was asked for an
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ember.errors import EmberError, UnsupportedOpError
 
@@ -31,8 +31,8 @@ def opset_number(version: str) -> int:
 
 def register_op(cls: T) -> T:
     """Class decorator: make an op class known by its ``type_name`` and ``version``."""
-    versions = _OPS.setdefault(cls.type_name, {})  # type: ignore[attr-defined]
-    versions[opset_number(cls.version)] = cls  # type: ignore[attr-defined]
+    op = cast(Any, cls)  # an op class: it has ``type_name`` and ``version``
+    _OPS.setdefault(op.type_name, {})[opset_number(op.version)] = op
     return cls
 
 

@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ember.devices.base import Device, device_names, get_device
 from ember.errors import EmberError, PropertyError
@@ -173,7 +173,7 @@ class CompiledModel:
         shared by default, as in OpenVINO)."""
         with self._lock:
             if self._request is None:  # holds this model weakly: no cycle keeps it (and its threads) alive
-                self._request = InferRequest(weakref.proxy(self))
+                self._request = InferRequest(cast("CompiledModel", weakref.proxy(self)))
             return self._request.infer(inputs, share_inputs=share_inputs, share_outputs=share_outputs)
 
     def infer_new_request(self, inputs: Any = None) -> OVDict:

@@ -48,8 +48,8 @@ def place(model: Model, devices: Sequence[str], config: Mapping[str, Any]) -> di
     Parameters and Constants go with their first consumer, Results with their producer."""
     placement: dict[str, str] = {}
     for name in devices:
-        for n in load(name, "HETERO").query_model(model, config):
-            placement.setdefault(n, name)
+        for node_name in load(name, "HETERO").query_model(model, config):
+            placement.setdefault(node_name, name)
     ops = model.get_ordered_ops()
     out: dict[str, str] = {}
     for n in ops:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -287,7 +288,7 @@ def matmul_shapes(shape_a: tuple[int, ...], shape_b: tuple[int, ...], transpose_
     return MatmulShapes(a2[0], a2[1], b2[1], batch, out)
 
 
-def _batch_offsets(shape: tuple[int, ...], strides: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
+def _batch_offsets(shape: tuple[int, ...], strides: Sequence[int], batch: tuple[int, ...]) -> np.ndarray:
     """Element offset of each batch entry (row-major over ``batch``) of an operand whose
     leading dims broadcast to ``batch``."""
     off = np.zeros((1,) * len(batch), np.int64)

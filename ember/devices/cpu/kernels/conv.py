@@ -159,7 +159,7 @@ class Conv2d:
         if w.shape != (g.cout, g.cin // g.groups, g.kh, g.kw):
             raise EmberError(f"ember: convolution weights have shape {w.shape}, expected "
                              f"{(g.cout, g.cin // g.groups, g.kh, g.kw)}")
-        self._calls: dict[tuple[int, ...], object] = {}
+        self._calls: dict[tuple[int, ...], IGemmCall | np.ndarray] = {}  # a GEMM call, or a depthwise context
         if g.depthwise:
             lanes = self.isa.f32_lanes
             cp = -(-g.cin // lanes) * lanes
@@ -194,6 +194,7 @@ class Conv2d:
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
         geo = dict(h=g.h, w=g.w, oh=g.oh, ow=g.ow, kh=g.kh, kw=g.kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl,
                    xn=xn)
+        assert self.packed is not None  # not a depthwise convolution
         return IGemmCall(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
                          epilogue=self.epilogue, num_threads=self.num_threads)
 
@@ -223,7 +224,8 @@ class Conv2d:
         ctx = call.copy()
         DEPTHWISE_CONTEXT.fill(ctx, x=x.ctypes.data, y=y.ctypes.data, bias=bias_p, res=res_p,
                                flags=(DW_FLAG_BIAS if bias_p else 0) | (DW_FLAG_RES if res_p else 0))
-        return BoundKernel(self.task_address, ctx, g.batch * g.oh, self.num_threads, (self._dw_weights, bias), layout=DEPTHWISE_CONTEXT)
+        return BoundKernel(self.task_address, ctx, g.batch * g.oh, self.num_threads, (self._dw_weights, bias),
+                           layout=DEPTHWISE_CONTEXT)
 
     def __call__(self, x: np.ndarray, y: np.ndarray | None = None, bias: np.ndarray | None = None,
                  residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
@@ -244,8 +246,11 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None, strides
     if x.ndim != 4:
         raise EmberError(f"ember: conv2d wants NHWC input, got shape {x.shape}")
     n, h, wd, c = x.shape
-    geo = ConvGeometry(n, h, wd, c, w.shape[0], w.shape[2], w.shape[3], tuple(strides), tuple(dilations),
-                       tuple(pads_begin), tuple(pads_end), groups)
+    sh, sw = strides
+    dh, dw = dilations
+    pt, pl = pads_begin
+    pb, pr = pads_end
+    geo = ConvGeometry(n, h, wd, c, w.shape[0], w.shape[2], w.shape[3], (sh, sw), (dh, dw), (pt, pl), (pb, pr), groups)
     return Conv2d(geo, w, epilogue, num_threads, isa, precision)(x, None, bias, residual)
 
 

@@ -118,10 +118,15 @@ def _emit_dw_row(m: ir.Module, name: str, lanes: int, taps: tuple[int, int] | No
                 guarded(b.icmp_unsigned("<", ix, W) if check_cols else None, fma)
 
         if wv is not None:
+            weights_all: list[ir.Value] = wv
             for ky in range(kh):
                 ok, xrow = rows[ky]
-                guarded(ok if check_rows else None,
-                        lambda xrow=xrow, ky=ky: [tap(xrow, c64(kx), wv[ky * kw + kx], ky) for kx in range(kw)])
+
+                def kernel_row(xrow: ir.Value = xrow, ky: int = ky, weights: list[ir.Value] = weights_all) -> None:
+                    for kx in range(kw):
+                        tap(xrow, c64(kx), weights[ky * kw + kx], ky)
+
+                guarded(ok if check_rows else None, kernel_row)
         else:
             kwr = e.arg("kw")
             with e.loop(0, e.arg("kh"), name="ky") as ky:

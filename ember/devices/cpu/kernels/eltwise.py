@@ -295,7 +295,8 @@ def eltwise_fits(out_shape: tuple[int, ...], input_shapes: list[tuple[int, ...]]
     if len(input_shapes) > MAX_INPUTS:
         return False
     def contiguous(shape: tuple[int, ...]) -> list[int]:
-        out, acc = [], 1
+        out: list[int] = []
+        acc = 1
         for d in reversed(shape):
             out.append(acc if d != 1 else 0)
             acc *= d
@@ -307,8 +308,8 @@ def eltwise_fits(out_shape: tuple[int, ...], input_shapes: list[tuple[int, ...]]
         full = (1,) * (rank - len(shp)) + tuple(shp)
         if any(d not in (1, o) for d, o in zip(full, out_shape)):
             return False
-        st = contiguous(full)
-        strides.append([0 if d == 1 else s for d, s in zip(full, st)])
+        full_strides = contiguous(full)
+        strides.append([0 if d == 1 else s for d, s in zip(full, full_strides)])
     dims, st = _collapse_operands(out_shape, strides)
     return len(dims) <= 4 and (not dims or all(s[-1] in (0, 1) for s in st))
 
@@ -360,9 +361,9 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
                 ys2=st[0][2], rpt=rpt, nrows=nrows, cb=cb, ncb=ncb, ninstr=len(program))
     for k, v in head.items():
         ctx[ELTWISE_CONTEXT[k]] = v
-    for i, v in enumerate(views):
+    for i, view in enumerate(views):
         base = EW_IN0 + i * EW_IN_WORDS
-        ctx[base:base + EW_IN_WORDS] = [v.ctypes.data, st[i + 1][0], st[i + 1][1], st[i + 1][2], st[i + 1][3]]
+        ctx[base:base + EW_IN_WORDS] = [view.ctypes.data, st[i + 1][0], st[i + 1][1], st[i + 1][2], st[i + 1][3]]
     for j, (op, dst, a, b_, imm0, imm1) in enumerate(program):
         base = EW_PROG0 + j * EW_INSTR_WORDS
         ctx[base:base + EW_INSTR_WORDS] = [OPCODES[op], dst, a, b_, f32_bits(imm0), f32_bits(imm1)]

@@ -690,7 +690,7 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
     kdepth = k_per_tap * taps
     if threads <= 1 or -(-ntm // max_tm) >= 4 * threads:  # one thread, or plenty of row blocks
         return max_tm, ntn, -(-ntm // max_tm), 1
-    best = None
+    best: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
     for tm in range(1, max_tm + 1):
         gm = -(-ntm // tm)
         for gn in range(1, min(ntn, 8 * threads) + 1):
@@ -709,6 +709,7 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
             key = (round(span * 1e8), gm * gn)
             if best is None or key < best[0]:
                 best = (key, (tm, tn, gm, gn))
+    assert best is not None  # tm = 1, gn = 1 always fits
     return best[1]
 
 

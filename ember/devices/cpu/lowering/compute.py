@@ -54,7 +54,7 @@ def lower_conv(lowering: Lowering, node: Node) -> bool:
     if one_d:
         pb, pe, dil, strides = [0, *pb], [0, *pe], [1, *dil], [1, *strides]
     geo = ConvGeometry(n, h, wd, c, oc, kh, kw, tuple(strides), tuple(dil), tuple(pb), tuple(pe), groups)
-    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, oc, NHWC, residual=not one_d)
+    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, oc, NHWC, allow_residual=not one_d)
     kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa, precision=lowering.precision)
     lowering.bf16_ops += kernel.precision.value == "bf16"
     src = lowering.tensor(xport)
@@ -99,7 +99,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
         return False
     if static_shape(node.output(0)) != (n, cout, h * kh, wd * kw):
         return False
-    bias, _, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, cout, NHWC, residual=False)
+    bias, _, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, cout, NHWC, allow_residual=False)
     b_mat = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(cin, kh * kw * cout))
     m = n * h * wd
     gemm = Gemm(pack_b(b_mat, lowering.isa, precision=lowering.precision), m, Epilogue(lo, hi), num_threads=lowering.threads)
@@ -139,10 +139,10 @@ def lower_matmul(lowering: Lowering, node: Node) -> bool:
     a_shape = static_shape(a_port)
     if w.ndim < 2 or len(a_shape) < 2 or w.ndim > len(a_shape) or any(d != 1 for d in w.shape[:-2]):
         return False
-    w2 = w.reshape(w.shape[-2:])
+    w2: np.ndarray = w.reshape(w.shape[-2:])
     if node.attrs["transpose_b"]:
         w2 = w2.T
-    k, nn = w2.shape
+    k, nn = int(w2.shape[0]), int(w2.shape[1])
     if a_shape[-1] != k:
         return False
     out_shape = static_shape(node.output(0))
@@ -192,6 +192,7 @@ def _lower_batched_matmul(lowering: Lowering, node: Node) -> bool:
         if s is not None and (nxt.type_name == "Multiply" or s != 0):
             alpha, start = (s if nxt.type_name == "Multiply" else 1.0 / s), nxt
     n_axis = len(out_shape) - 1
+    fused: list[Node]
     if len(sb) == 1:  # a matrix-vector product: the output's last axis is M, the epilogue's vectors run along N
         bias, residual, (lo, hi), last, fused = None, None, (-math.inf, math.inf), start, []
     else:

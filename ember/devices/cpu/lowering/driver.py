@@ -188,7 +188,7 @@ class Lowering:
             self.done.add(id(node))
             if isinstance(node, Parameter):
                 t = self.program.tensor(shape_or_none(node.output(0)), node.output(0).element_type.dtype, PLAIN,
-                                  "input", node.friendly_name)
+                                    "input", node.friendly_name)
                 t.index = params[id(node)]
                 self.program.inputs.append(t)
                 self.bind_port(node.output(0), t)
@@ -288,7 +288,8 @@ def probe_array(t: Tensor) -> np.ndarray:
         assert t.base is not None and t.make_view is not None
         return t.make_view(probe_array(t.base))
     if t.kind == "const":
-        return t.data  # type: ignore[return-value]
+        assert t.data is not None
+        return t.data
     return np.empty(t.shape, t.dtype)
 
 
@@ -312,7 +313,7 @@ def _channel_vector(c: np.ndarray, rank: int, axis: int, channels: int) -> np.nd
 
 
 def epilogue_chain(lowering: Lowering, node: Node, axis: int, channels: int, layout: str, broadcast_residual: bool = False,
-                   residual: bool = True) -> tuple[np.ndarray | None, Tensor | None, tuple[float, float], Node,
+                   allow_residual: bool = True) -> tuple[np.ndarray | None, Tensor | None, tuple[float, float], Node,
                                                     list[Node]]:
     """The elementwise tail after ``node`` that a kernel epilogue can take: the members of the
     epilogue group the optimizer marked (``mark_epilogue_groups``), as far as this kernel supports them:
@@ -320,9 +321,8 @@ def epilogue_chain(lowering: Lowering, node: Node, axis: int, channels: int, lay
     ``broadcast_residual`` the residual may broadcast to the output (not along ``axis``)."""
     out_shape = node.output(0).partial_shape
     rank = len(out_shape)
-    allow_residual = residual
     bias: np.ndarray | None = None
-    residual: Tensor | None = None  # type: ignore[no-redef]
+    residual: Tensor | None = None
     lo, hi = -math.inf, math.inf
     last, fused = node, []
     while True:
@@ -376,6 +376,16 @@ def _broadcasts_to(port: Output, out_shape: Any, axis: int) -> bool:
         return False
     full = (1,) * (len(out) - len(shp)) + shp
     return all(d in (1, o) for d, o in zip(full, out)) and full[axis] == out[axis]
+
+
+def reshaper(shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """A view maker: ``a.reshape(shape)``."""
+    return lambda a: a.reshape(shape)
+
+
+def transposer(perm: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """A view maker: ``a.transpose(perm)``."""
+    return lambda a: a.transpose(perm)
 
 
 def scalar_of(port: Output) -> float | None:

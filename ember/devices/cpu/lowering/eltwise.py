@@ -13,6 +13,7 @@ from ember.devices.cpu.lowering.driver import (
     Lowering,
     const_of,
     lowers,
+    reshaper,
     scalar_of,
     static_shape,
 )
@@ -190,13 +191,13 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
                 makers.append(lambda a: a)
             elif full[2] == 1 and full[3] == 1:  # [n, c, 1, 1] has the same memory in both layouts
                 src = lowering.native_input(t, PLAIN)
-                makers.append(lambda a, f=full: a.reshape(f[0], 1, 1, f[1]))
+                makers.append(reshaper((full[0], 1, 1, full[1])))
             else:
                 src = lowering.native_input(t, NHWC)
                 makers.append(lambda a: a)
         else:
             src = lowering.native_input(t, PLAIN)
-            makers.append(lambda a, f=full: a.reshape(f))
+            makers.append(reshaper(full))
         ins.append(src)
     phys = (out_shape[0], out_shape[2], out_shape[3], out_shape[1]) if nhwc else out_shape
     layout = NHWC if nhwc else PLAIN

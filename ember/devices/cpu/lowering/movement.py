@@ -13,6 +13,7 @@ from ember.devices.cpu.lowering.driver import (
     lowers,
     probe_array,
     static_shape,
+    transposer,
 )
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
@@ -59,12 +60,10 @@ def lower_transpose(lowering: Lowering, node: Node) -> bool:
     if src.layout == NHWC:  # permute the logical axes of the physical NHWC array
         full = [(0, 3, 1, 2)[p] for p in perm]
         contiguous = src.contiguous and _is_identity(full, src.shape)
-        t = lowering.program.view(src, shape, lambda a, f=tuple(full): a.transpose(f), contiguous=contiguous,
-                     name=node.friendly_name)
+        t = lowering.program.view(src, shape, transposer(tuple(full)), contiguous=contiguous, name=node.friendly_name)
     else:
         contiguous = src.contiguous and _is_identity(perm, src.shape)
-        t = lowering.program.view(src, shape, lambda a, f=tuple(perm): a.transpose(f), contiguous=contiguous,
-                     name=node.friendly_name)
+        t = lowering.program.view(src, shape, transposer(tuple(perm)), contiguous=contiguous, name=node.friendly_name)
     lowering.finish(node, t, [])
     return True
 
@@ -126,6 +125,7 @@ def lower_concat(lowering: Lowering, node: Node) -> bool:
     srcs: list[Tensor] = []
     for t in tensors:
         if t.kind == "const":
+            assert t.data is not None
             arr = np.ascontiguousarray(t.data.transpose(0, 2, 3, 1)) if nhwc else t.data
             srcs.append(lowering.program.const(arr))
         else:
@@ -181,8 +181,9 @@ def _affine(index_map: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
 def lower_slice_view(lowering: Lowering, node: Node) -> bool:
     """Slices and splits with constant parameters: views of their input (an index map
     computed once with the op's reference kernel says where each element comes from)."""
-    consts = [const_of(p) for p in node.input_values()[1:]]
-    if any(c is None for c in consts):
+    maybe = [const_of(p) for p in node.input_values()[1:]]
+    consts = [c for c in maybe if c is not None]
+    if len(consts) != len(maybe):
         return False
     src = lowering.tensor(node.input_values()[0])
     if src.kind not in ("value", "view"):
@@ -192,7 +193,7 @@ def lower_slice_view(lowering: Lowering, node: Node) -> bool:
     if size > _MAX_INDEX_MAP:
         return False
     src = lowering.native_input(src, PLAIN, contiguous=True)
-    maps = node.evaluate([np.arange(size, dtype=np.int64).reshape(shape), *consts])  # type: ignore[list-item]
+    maps = node.evaluate([np.arange(size, dtype=np.int64).reshape(shape), *consts])
     views = []
     for port, imap in zip(node.outputs(), maps):
         aff = _affine(np.asarray(imap))
@@ -228,15 +229,16 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
 
     if str(node.attrs.get("mode", "")).lower() != "nearest" or node.input_values()[0].element_type.dtype.itemsize % 4:
         return False
-    consts = [const_of(p) for p in node.input_values()[1:]]
-    if any(c is None for c in consts) or len(node.input_values()[0].partial_shape) != 4:
+    maybe = [const_of(p) for p in node.input_values()[1:]]
+    consts = [c for c in maybe if c is not None]
+    if len(consts) != len(maybe) or len(node.input_values()[0].partial_shape) != 4:
         return False
     n, c, h, w = static_shape(node.input_values()[0])
     out = static_shape(node.output(0))
     if n * c * h * w > _MAX_INDEX_MAP or 0 in out or out[:2] != (n, c):
         return False
     index = np.arange(n * c * h * w, dtype=np.float64).reshape(n, c, h, w)
-    imap = np.asarray(node.evaluate([index, *consts])[0])  # type: ignore[list-item]
+    imap = np.asarray(node.evaluate([index, *consts])[0])
     if imap.shape != out or not np.array_equal(imap, np.floor(imap)):
         return False
     imap = imap.astype(np.int64)

@@ -29,9 +29,10 @@ def _constant_subgraph_value(port: Output, memo: dict[tuple[int, int], np.ndarra
         val = node.data
     elif not isinstance(node, Parameter) and node.foldable and not node.bodies() and node.input_values():
         args = [_constant_subgraph_value(s, memo) for s in node.input_values()]
-        if all(a is not None for a in args):
+        known = [a for a in args if a is not None]
+        if len(known) == len(args):
             try:
-                val = node.evaluate(args)[port.index]  # type: ignore[arg-type]
+                val = node.evaluate(known)[port.index]
             except Exception:  # noqa: BLE001 - not foldable after all
                 val = None
     memo[key] = val
@@ -79,7 +80,7 @@ def decompose_batchnorm(model: Model) -> int:
         rank = data.partial_shape.rank
         if not all(isinstance(c, Constant) for c in params) or not rank.is_static or rank.get_length() < 2:
             continue
-        gamma, beta, mean, var = (c.data.astype(np.float64).reshape(-1) for c in params)  # type: ignore[attr-defined]
+        gamma, beta, mean, var = (c.data.astype(np.float64).reshape(-1) for c in params)
         scale = gamma / np.sqrt(var + node.attrs["epsilon"])
         shape = (1, -1) + (1,) * (rank.get_length() - 2)
         dtype = data.element_type.dtype

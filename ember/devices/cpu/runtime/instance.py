@@ -53,7 +53,8 @@ class Instance:
         arrays: dict[int, np.ndarray] = {}
         for t in program.tensors:
             if t.kind == "const":
-                arrays[t.id] = t.data  # type: ignore[assignment]
+                assert t.data is not None
+                arrays[t.id] = t.data
             elif t.kind == "value" and t.arena and np.dtype(t.dtype) == object:  # strings: no bytes to plan
                 arrays[t.id] = np.empty(t.shape, dtype=object)
             elif t.kind == "value" and t.arena and t.external:
@@ -179,7 +180,6 @@ class Instance:
                         val = val.copy()
                     slots[tid] = val
 
-        step.op = op  # type: ignore[attr-defined]
         return step
 
     # -- running --------------------------------------------------------------------------

@@ -39,7 +39,8 @@ class Tensor:
     def __init__(self, tid: int, shape: Sequence[int] | None, dtype: Any, layout: str = PLAIN,
                  kind: str = "value", name: str = "") -> None:
         self.id = tid
-        self.shape: tuple[int, ...] = tuple(int(d) for d in shape) if shape is not None else None  # type: ignore
+        # None only for a python-side value of dynamic shape (native ops refuse those, Program.add)
+        self.shape: tuple[int, ...] = tuple(int(d) for d in shape) if shape is not None else None  # type: ignore[assignment]
         self.dtype = np.dtype(dtype)
         self.layout = layout
         self.kind = kind
@@ -113,7 +114,7 @@ class Program:
     stats: dict[str, Any] = field(default_factory=dict)
 
     # -- building -------------------------------------------------------------------------
-    def tensor(self, shape: Sequence[int], dtype: Any, layout: str = PLAIN, kind: str = "value",
+    def tensor(self, shape: Sequence[int] | None, dtype: Any, layout: str = PLAIN, kind: str = "value",
                name: str = "") -> Tensor:
         t = Tensor(len(self.tensors), shape, dtype, layout, kind, name)
         self.tensors.append(t)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
 
 from llvmlite import ir
 
@@ -43,7 +44,7 @@ def _build(prefix: str, triple: str) -> ir.Module:
 
 
 @functools.cache
-def run_steps_function() -> ctypes._CFuncPtr:
+def run_steps_function() -> Callable[..., None]:
     """``run_steps(pool, parallel_for, table, first, count)`` as a ctypes function (releases the GIL)."""
     isa = host_isa("generic")
     lib = jit.load("runner", isa, lambda p: _build(p, isa.triple))

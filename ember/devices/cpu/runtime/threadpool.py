@@ -370,7 +370,7 @@ def _pin_workers(handles: list[int]) -> list[int]:
         return []
     setaff.argtypes = [ctypes.c_ulong, ctypes.c_size_t, ctypes.c_void_p]
     order = cpus[1:] + cpus[:1]
-    used = []
+    used: list[int] = []
     with _pin_lock:
         for handle in handles:
             cpu = min(order, key=lambda c: (_pinned.get(c, 0) + used.count(c), order.index(c)))
