@@ -24,8 +24,8 @@ def prepare_model(cache: str | None = None) -> Any:
 
     prepared = zoo.fetch(MODEL, cache)
     how = "converted to IR" if prepared.converted else "reused cached IR"
-    fetched = f"downloaded in {prepared.download_seconds:.1f} s, " if prepared.download_seconds >= 0.05 else ""
-    print(f"{MODEL}: {fetched}{how} in {prepared.seconds:.1f} s  ({prepared.entry.source.requirement}, "
+    fetched = f", downloaded in {prepared.download_seconds:.1f} s" if prepared.download_seconds >= 0.05 else ""
+    print(f"{MODEL}: {how} in {prepared.seconds:.1f} s{fetched}  ({prepared.entry.source.requirement}, "
           f"{prepared.entry.licence.split(' ')[0]})")
     return prepared
 

@@ -42,8 +42,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     for name in names:
         prepared = zoo.fetch(name, args.cache, force=args.force)
         how = "converted" if prepared.converted else "already cached"
-        fetched = f"downloaded in {prepared.download_seconds:.1f} s, " if prepared.download_seconds >= 0.05 else ""
-        print(f"{name}: {fetched}{how} in {prepared.seconds:.1f} s -> {prepared.xml}")
+        fetched = f" (downloaded in {prepared.download_seconds:.1f} s)" if prepared.download_seconds >= 0.05 else ""
+        print(f"{name}: {how} in {prepared.seconds:.1f} s{fetched} -> {prepared.xml}")
         out = args.output_dir if len(names) == 1 or args.output_dir is None else f"{args.output_dir}/{name}"
         if out is None:
             out = str(prepared.xml.parent / "openvino")
