@@ -53,10 +53,15 @@ def skip_layer_norm(ctx: NodeContext) -> list[Output | None]:
     if ctx.has_input(bias_at):
         s = ops.add(s, ctx.req(bias_at)).output(0)
     beta = ctx.input(3) if not rms and ctx.has_input(3) else None
-    y = _layer_norm(s, ctx.req(2), beta, ctx.attr("epsilon", 1e-12), rms)
+    eps = ctx.attr("epsilon", 1e-12)
+    y = _layer_norm(s, ctx.req(2), beta, eps, rms)
+    mean = inv = None
     if ctx.output_used(1) or ctx.output_used(2):
-        raise ctx.fail("the mean and inverse standard deviation outputs are not supported")
-    return [y, None, None, s]
+        xs = convert(s, Type.f32)
+        mean = ops.reduce_mean(xs, i64([-1]), True).output(0)
+        var = ops.reduce_mean(ops.squared_difference(xs, mean), i64([-1]), True).output(0)
+        inv = ops.divide(const(1.0, Type.f32), ops.sqrt(ops.add(var, const(eps, Type.f32)))).output(0)
+    return [y, mean, inv, s]
 
 
 @converter("SimplifiedLayerNormalization", domain="")
@@ -515,3 +520,78 @@ def dynamic_quantize_lstm(ctx: NodeContext) -> list[Any]:
     r = dequant(2, 10, 11)
     optional = [ctx.input(i) if ctx.has_input(i) else None for i in (3, 4, 5, 6, 7)]
     return lstm_from(ctx, ctx.req(0), w, r, *optional)
+
+
+def _repeat_heads(x: Output, groups: int) -> Output:
+    """[B, Nkv, T, H] -> [B, Nkv * groups, T, H], each kv head serving ``groups`` query heads."""
+    if groups == 1:
+        return x
+    n_kv = x.partial_shape[1].get_length()
+    return ops.gather(x, i64([h // groups for h in range(n_kv * groups)]), i64(1)).output(0)
+
+
+@converter("GroupQueryAttention", domain=MS)
+def group_query_attention(ctx: NodeContext) -> list[Output]:
+    """Causal attention with fewer key/value heads than query heads, a key/value cache
+    (past_key/past_value [B, Nkv, P, H] -> present [B, Nkv, P+S, H]), per-batch valid lengths
+    (seqlens_k = total length - 1) and optional rotary embeddings of q and k at positions P..P+S-1."""
+    for name, default in (("local_window_size", -1), ("softcap", 0.0), ("smooth_softmax", 0)):
+        if ctx.attr(name, default) != default:
+            raise ctx.fail(f"{name} is not supported")
+    if not ctx.has_input(1):
+        raise ctx.fail("a packed QKV input is not supported")
+    if ctx.has_input(11) or ctx.has_input(10):
+        raise ctx.fail("position_ids and attention_bias inputs are not supported")
+    n, n_kv = ctx.attr("num_heads"), ctx.attr("kv_num_heads")
+    q, k, v = _heads(ctx.req(0), n), _heads(ctx.req(1), n_kv), _heads(ctx.req(2), n_kv)
+    if ctx.has_input(3):
+        k = ops.concat([ctx.req(3), k], 2).output(0)
+        v = ops.concat([ctx.req(4), v], 2).output(0)
+    present_k, present_v = k, v
+    s = ops.gather(shape_of(q), i64(2), i64(0)).output(0)
+    t = ops.gather(shape_of(k), i64(2), i64(0)).output(0)
+    if ctx.attr("do_rotary", 0):
+        past = ops.subtract(t, s).output(0)
+        cos, sin = ctx.req(7), ctx.req(8)
+        interleaved = bool(ctx.attr("rotary_interleaved", 0))
+        q = _rotate(q, past, cos, sin, interleaved)
+        k_new = _rotate(_heads(ctx.req(1), n_kv), past, cos, sin, interleaved)
+        if ctx.has_input(3):
+            k = ops.concat([ctx.req(3), k_new], 2).output(0)
+        else:
+            k = k_new
+        present_k = k
+    head = ctx.req(0).partial_shape[2].get_length() // n if ctx.req(0).partial_shape[2].is_static else None
+    valid = ops.add(convert(ctx.req(5), Type.i64), i64(1)).output(0)
+    masks = [_key_mask(ctx, valid, q, k, float(np.finfo(np.float32).min))]
+    y = _attend(ctx, q, _repeat_heads(k, n // n_kv), _repeat_heads(v, n // n_kv), head, masks, True,
+                float(np.finfo(np.float32).min))
+    return [_merge_heads(y), present_k, present_v]
+
+
+def _rotate(x: Output, start: Output, cos: Output, sin: Output, interleaved: bool) -> Output:
+    """Rotary embedding of [B, N, S, H] heads at positions start..start+S-1."""
+    s = ops.gather(shape_of(x), i64(2), i64(0)).output(0)
+    pos = ops.range(start, ops.add(start, s), i64(1), "i64").output(0)  # [S]
+    c = convert(ops.gather(cos, pos, i64(0)).output(0), x.element_type)  # [S, rot/2]
+    sn = convert(ops.gather(sin, pos, i64(0)).output(0), x.element_type)
+    half = cos.partial_shape[1].get_length()
+    head = x.partial_shape[3].get_length()
+    rot = 2 * half
+    rest = None
+    xr = x
+    if head > rot:
+        xr, rest = ops.variadic_split(x, i64(3), i64([rot, head - rot])).outputs()
+    if interleaved:
+        pairs = reshape(xr, [0, 0, 0, half, 2], True)
+        x1, x2 = (ops.squeeze(p, i64([4])).output(0) for p in ops.split(pairs, i64(4), 2).outputs())
+    else:
+        x1, x2 = ops.split(xr, i64(3), 2).outputs()
+    y1 = ops.subtract(ops.multiply(x1, c), ops.multiply(x2, sn)).output(0)
+    y2 = ops.add(ops.multiply(x2, c), ops.multiply(x1, sn)).output(0)
+    if interleaved:
+        y = reshape(ops.concat([ops.unsqueeze(y1, i64([4])), ops.unsqueeze(y2, i64([4]))], 4).output(0),
+                    [0, 0, 0, rot], True)
+    else:
+        y = ops.concat([y1, y2], 3).output(0)
+    return ops.concat([y, rest], 3).output(0) if rest is not None else y
