@@ -1,4 +1,4 @@
-"""The CPU device plugin: lowers a Model to a plan of native kernels (see ``plan_ops``).
+"""The CPU device plugin: lowers a Model to a plan of native kernels (see ``lowering``).
 
 ``compile`` runs the optimizer (level 2) and the device's passes, then lowers the model to a
 :class:`~ember.devices.cpu.runtime.plan.Program` (weights packed once, memory planned once) and binds

@@ -32,9 +32,11 @@ from ember.devices.cpu.llvm.vector import (
 )
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
-ATTENTION_CONTEXT = ContextLayout("attention", ("q", "k", "v", "m", "o", "B", "H", "L", "S", "E", "Ev", "qb", "qh", "ql", "kb", "kh", "ks", "vb", "vh",
-          "vs", "mb", "mh", "ml", "ms", "ob", "oh", "ol", "scale", "causal", "hasmask", "lblk", "nlb", "spad"),
-                   pointers=('q', 'k', 'v', 'm', 'o'))
+ATTENTION_CONTEXT = ContextLayout(
+    "attention",
+    ("q", "k", "v", "m", "o", "B", "H", "L", "S", "E", "Ev", "qb", "qh", "ql", "kb", "kh", "ks", "vb", "vh",
+     "vs", "mb", "mh", "ml", "ms", "ob", "oh", "ol", "scale", "causal", "hasmask", "lblk", "nlb", "spad"),
+    pointers=("q", "k", "v", "m", "o"))
 MAX_STACK_FLOATS = 1 << 18  # K^T and the score rows live on the stack
 
 

@@ -59,9 +59,11 @@ from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
 from ember.errors import EmberError
 
-BGEMM_CONTEXT = ContextLayout("batched_gemm", ("a", "b", "c", "off", "m", "n", "k", "a_ms", "a_ks", "b_ks", "b_ns", "ldc", "bias", "res",
-             "ldr", "flags", "lo", "hi", "alpha", "cb", "tm", "tn", "gm", "gn", "b_trans"),
-                   pointers=('a', 'b', 'c', 'off', 'bias', 'res'))
+BGEMM_CONTEXT = ContextLayout(
+    "batched_gemm",
+    ("a", "b", "c", "off", "m", "n", "k", "a_ms", "a_ks", "b_ks", "b_ns", "ldc", "bias", "res", "ldr", "flags",
+     "lo", "hi", "alpha", "cb", "tm", "tn", "gm", "gn", "b_trans"),
+    pointers=("a", "b", "c", "off", "bias", "res"))
 FLAG_SCALE = 4
 MAX_CHUNK = 512  # K values per packed B panel (a 64 KB stack buffer at most)
 

@@ -20,10 +20,11 @@ from ember.devices.cpu.llvm.vector import fmuladd, lane_mask, masked_load, maske
 # One task per output row. Rows and columns whose taps all fall inside the input
 # ("interior") run without bounds tests; border rows test each kernel row, border columns
 # each tap. Kernel sizes up to 7x7 get a module of their own (taps unrolled).
-DEPTHWISE_CONTEXT = ContextLayout("depthwise", ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
-             "c", "y", "ldy", "wp", "cp", "bias", "res", "ldr", "flags", "lo", "hi", "ox_lo", "ox_hi",
-             "oy_lo", "oy_hi"),
-                   pointers=('x', 'y', 'wp', 'bias', 'res'))
+DEPTHWISE_CONTEXT = ContextLayout(
+    "depthwise",
+    ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "c", "y", "ldy",
+     "wp", "cp", "bias", "res", "ldr", "flags", "lo", "hi", "ox_lo", "ox_hi", "oy_lo", "oy_hi"),
+    pointers=("x", "y", "wp", "bias", "res"))
 DW_FLAG_BIAS, DW_FLAG_RES = 1, 2
 DW_MAX_UNROLLED_TAPS = 49
 DW_BLOCK = 32  # output pixels per block

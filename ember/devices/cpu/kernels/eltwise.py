@@ -45,6 +45,14 @@ UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "ta
              "gelu_tanh", "swish", "hswish", "hsigmoid", "elu", "floor", "ceil", "softplus", "mish", "square",
              "mulc", "addc", "rsubc", "rdivc", "powc")
 BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu")
+#: op types that run as one opcode of the program (the elementwise lowering rule reads these
+#: tables: a new native unary op is a row here, a name in UNARY_OPS and its IR in ``_unary``)
+NATIVE_UNARY = {"Negative": "neg", "Abs": "abs", "ReLU": "relu", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
+                "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "HSwish": "hswish", "HSigmoid": "hsigmoid",
+                "Floor": "floor", "Ceiling": "ceil", "SoftPlus": "softplus", "Mish": "mish"}
+NATIVE_BINARY = {"Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Maximum": "max",
+                 "Minimum": "min", "SquaredDifference": "sqdiff", "PRelu": "prelu"}
+assert set(NATIVE_UNARY.values()) <= set(UNARY_OPS) and set(NATIVE_BINARY.values()) <= set(BINARY_OPS)
 OPCODES = {"load": 0, "store": 1, "load_i32": 2, "load_i64": 3, "load_u8": 4}
 #: the LOAD opcode for an input's numpy dtype (converted to f32 as it is read)
 LOAD_FOR = {np.dtype(np.float32): "load", np.dtype(np.int32): "load_i32", np.dtype(np.int64): "load_i64",

@@ -70,10 +70,12 @@ class Tile:
 
 TILES = {"avx512": Tile(14, 2, 16, 1), "avx2": Tile(6, 2, 8, 4), "generic": Tile(6, 2, 4, 1)}
 
-IGEMM_CONTEXT = ContextLayout("igemm", ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
-    "cin", "xg", "y", "ldy", "yg", "cout", "bp", "bg", "bias", "res", "ldr", "zero", "m",
-    "cb", "tm", "tn", "gm", "gn", "flags", "lo", "hi", "merge"),
-                   pointers=('x', 'y', 'bias', 'res', 'bp', 'zero'))
+IGEMM_CONTEXT = ContextLayout(
+    "igemm",
+    ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "cin", "xg", "y",
+     "ldy", "yg", "cout", "bp", "bg", "bias", "res", "ldr", "zero", "m", "cb", "tm", "tn", "gm", "gn", "flags",
+     "lo", "hi", "merge"),
+    pointers=("x", "y", "bias", "res", "bp", "zero"))
 FLAG_BIAS, FLAG_RES = 1, 2
 # micro-kernel mode bits
 MODE_ACC, MODE_FINAL, MODE_BIAS, MODE_RES, MODE_SCALE = 1, 2, 4, 8, 16

@@ -24,9 +24,11 @@ from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store, 
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 MAX_DIMS = 6
-COPY_CONTEXT = ContextLayout("copy", ("src", "dst", "rpt", "rows", *(f"d{i}" for i in range(MAX_DIMS)),
-               *(f"s{i}" for i in range(MAX_DIMS)), *(f"t{i}" for i in range(MAX_DIMS))),
-                   pointers=('src', 'dst'))
+COPY_CONTEXT = ContextLayout(
+    "copy",
+    ("src", "dst", "rpt", "rows", *(f"d{i}" for i in range(MAX_DIMS)), *(f"s{i}" for i in range(MAX_DIMS)),
+     *(f"t{i}" for i in range(MAX_DIMS))),
+    pointers=("src", "dst"))
 
 
 def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
@@ -102,8 +104,10 @@ def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
     b.ret_void()
 
 
-GATHER_CONTEXT = ContextLayout("gather", ("data", "idx", "out", "outer", "n", "inner", "k", "idx64", "neg", "rpt", "rows"),
-                   pointers=('data', 'idx', 'out'))
+GATHER_CONTEXT = ContextLayout(
+    "gather",
+    ("data", "idx", "out", "outer", "n", "inner", "k", "idx64", "neg", "rpt", "rows"),
+    pointers=("data", "idx", "out"))
 
 
 def _emit_gather(m: ir.Module, prefix: str, lanes: int) -> None:
@@ -250,8 +254,10 @@ def gather_rows(data: np.ndarray, idx: np.ndarray, out: np.ndarray, axis: int, n
 
 
 # --------------------------------------------------------------------------- batched 2-D transposes
-TRANSPOSE_CONTEXT = ContextLayout("transpose", ("src", "dst", "nb", "sb", "db", "y", "x", "lds", "ldd", "ntile_y", "ntile_x", "tpt", "ntiles"),
-                   pointers=('src', 'dst'))
+TRANSPOSE_CONTEXT = ContextLayout(
+    "transpose",
+    ("src", "dst", "nb", "sb", "db", "y", "x", "lds", "ldd", "ntile_y", "ntile_x", "tpt", "ntiles"),
+    pointers=("src", "dst"))
 
 
 def _transpose_rows(b: ir.IRBuilder, rows: list[ir.Value], lanes: int) -> list[ir.Value]:
@@ -370,8 +376,10 @@ def _merge(shape: list[int], ss: list[int], ts: list[int]) -> tuple[list[int], l
 
 
 # --------------------------------------------------------------------------- NCHW -> NHWC, few channels
-INTERLEAVE_CONTEXT = ContextLayout("interleave", ("src", "dst", "hw", "plane", "xn", "yn", "pb", "nblk"),
-                   pointers=('src', 'dst'))
+INTERLEAVE_CONTEXT = ContextLayout(
+    "interleave",
+    ("src", "dst", "hw", "plane", "xn", "yn", "pb", "nblk"),
+    pointers=("src", "dst"))
 IL_MAX_C = 16
 IL_PIXELS = 1024  # pixels per task
 

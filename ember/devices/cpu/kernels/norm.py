@@ -21,8 +21,10 @@ from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import VectorMath, hmax, hsum, lane_mask, masked_load, masked_store
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
-ROWS_CONTEXT = ContextLayout("rows", ("x", "y", "rows", "n", "ldx", "ldy", "kind", "eps", "flags", "scale", "shift", "rpt"),
-                   pointers=('x', 'y', 'scale', 'shift'))
+ROWS_CONTEXT = ContextLayout(
+    "rows",
+    ("x", "y", "rows", "n", "ldx", "ldy", "kind", "eps", "flags", "scale", "shift", "rpt"),
+    pointers=("x", "y", "scale", "shift"))
 KINDS = {"softmax": 0, "logsoftmax": 1, "mvn": 2}
 F_VARIANCE, F_EPS_INSIDE, F_SCALE, F_SHIFT = 1, 2, 4, 8
 

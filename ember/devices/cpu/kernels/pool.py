@@ -26,11 +26,15 @@ from ember.devices.cpu.runtime.memory import aligned_empty
 
 LOWEST = -3.4028234663852886e38
 
-POOL_CONTEXT = ContextLayout("pool", ("x", "y", "h", "w", "c", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "ldx", "xn",
-               "ldy", "yn", "avg", "invh", "invw", "cb", "ncb"),
-                   pointers=('x', 'y', 'invh', 'invw'))
-REDUCE_CONTEXT = ContextLayout("reduce", ("x", "y", "r", "inner", "xs_o", "xs_r", "ys_o", "op", "scale", "ib", "nib"),
-                   pointers=('x', 'y'))
+POOL_CONTEXT = ContextLayout(
+    "pool",
+    ("x", "y", "h", "w", "c", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "ldx", "xn", "ldy",
+     "yn", "avg", "invh", "invw", "cb", "ncb"),
+    pointers=("x", "y", "invh", "invw"))
+REDUCE_CONTEXT = ContextLayout(
+    "reduce",
+    ("x", "y", "r", "inner", "xs_o", "xs_r", "ys_o", "op", "scale", "ib", "nib"),
+    pointers=("x", "y"))
 RED_OPS = {"sum": 0, "max": 1, "min": 2}
 
 

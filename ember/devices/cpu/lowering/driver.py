@@ -9,9 +9,11 @@ Layouts: 4-D tensors that convolutions and pooling produce are kept NHWC (``nhwc
 consumers that need the logical NCHW order get a conversion, made once per tensor. Views:
 Reshape and friends on a contiguous computed tensor alias its memory.
 
-This module holds the driver and what rules share (epilogue chains, shapes, constants); the
-rules are in ``plan_compute`` (convolution, GEMM, attention, pooling, rows),
-``plan_eltwise`` (fused elementwise chains) and ``plan_movement`` (views and copies).
+This module holds the driver, the rule table (:data:`RULES`) and what rules share (epilogue
+chains, shapes, constants, the reorder op); the rules are in ``compute`` (convolution, GEMM,
+attention, pooling, reductions, rows), ``eltwise`` (fused elementwise chains), ``movement``
+(views and copies) and ``control`` (If); every module of this package but ``driver`` and
+``passes`` is imported when the first lowering starts.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Lowering rule for fused elementwise chains (one program per chain, see ``eltwise``)."""
+"""Lowering rule for fused elementwise chains (one program per chain, see
+:mod:`ember.devices.cpu.kernels.eltwise`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.devices.cpu.kernels.eltwise import NATIVE_BINARY, NATIVE_UNARY
 from ember.devices.cpu.lowering.driver import (
     F32,
     Lowering,
@@ -21,13 +23,6 @@ from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
 
-_EW_UNARY = {"Negative": "neg", "Abs": "abs", "ReLU": "relu", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
-             "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "HSwish": "hswish", "HSigmoid": "hsigmoid",
-             "Floor": "floor", "Ceiling": "ceil", "SoftPlus": "softplus", "Mish": "mish"}
-_EW_BINARY = {"Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Maximum": "max",
-              "Minimum": "min", "SquaredDifference": "sqdiff", "PRelu": "prelu"}
-
-
 LOADABLE = {np.dtype(d) for d in (np.float32, np.int32, np.int64, np.uint8, np.bool_)}
 
 
@@ -36,8 +31,8 @@ def _ew_unary(node: Node) -> tuple[str, float, float] | None:
     t = node.type_name
     if t == "Convert":  # to f32 from an integer or bool input: the load converts
         return "mulc", 1.0, 0.0
-    if t in _EW_UNARY and len(node.input_values()) == 1:
-        return _EW_UNARY[t], 0.0, 0.0
+    if t in NATIVE_UNARY and len(node.input_values()) == 1:
+        return NATIVE_UNARY[t], 0.0, 0.0
     if t == "Clamp":
         return "clamp", float(node.attrs["min"]), float(node.attrs["max"])
     if t == "Elu":
@@ -85,7 +80,7 @@ def _prelu_slope(node: Node, slope_shape: tuple[int, ...]) -> tuple[int, ...]:
     return slope_shape
 
 
-@lowers(*_EW_UNARY, *_EW_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power", "Convert")
+@lowers(*NATIVE_UNARY, *NATIVE_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power", "Convert")
 def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernel
 
@@ -117,9 +112,9 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
             if n.type_name != "Convert":
                 prog.append((u[0], 0, 0, 0, u[1], u[2]))
             return True
-        if n.type_name not in _EW_BINARY or len(n.input_values()) != 2:
+        if n.type_name not in NATIVE_BINARY or len(n.input_values()) != 2:
             return False
-        op = _EW_BINARY[n.type_name]
+        op = NATIVE_BINARY[n.type_name]
         a, b_ = n.input_values()
         if chain is None:
             prog.append(("load", 0, operand(a), 0, 0.0, 0.0))
