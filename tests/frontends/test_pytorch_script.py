@@ -73,6 +73,24 @@ def test_torchscript_matches_torch(how: str, tmp_path: Path) -> None:
         assert relative_difference(got[i], w.numpy()) <= RTOL
 
 
+def test_ember_convert_command_on_a_torchscript_archive(tmp_path: Path) -> None:
+    from ember.tools.cli import main
+
+    torch.manual_seed(0)
+    module = ShapeDependent().eval()
+    x, state = _inputs()
+    torch.jit.save(torch.jit.script(module), str(tmp_path / "net.pt"))
+    assert main(["convert", str(tmp_path / "net.pt"), "--input", "x[3,2,11],state[2,3,6]",
+                 "--compress_to_fp16=false", "-o", str(tmp_path / "ir")]) == 0
+    core = ember.Core()
+    compiled = core.compile_model(core.read_model(str(tmp_path / "ir" / "net.xml")), "REFERENCE")
+    got = compiled([x.numpy(), state.numpy()])
+    with torch.no_grad():
+        want = module(x, state)
+    for i, w in enumerate(want):
+        assert relative_difference(got[i], w.numpy()) <= RTOL
+
+
 def test_torchscript_unsupported_ops_listed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from ember.frontends.pytorch import registry
 

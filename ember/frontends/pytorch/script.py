@@ -147,9 +147,11 @@ def _input_value(v: Any, name: str, example: Any, spec: Any) -> Any:
             shape = spec.shape
         if spec.element_type is not None:
             et = spec.element_type
+    if et is None and spec is not None and spec.shape is not None:
+        et = Type.f32  # a shape without a type: f32, as ovc assumes
     if et is None:
-        raise ConversionError(f"ember: TorchScript input '{name}' needs an example (example_input) or a type "
-                              "(input=)")
+        raise ConversionError(f"ember: TorchScript input '{name}' needs an example (example_input) or a shape "
+                              "and type (input=)")
     p = Parameter(et, shape, name)
     p.output(0).set_names({name})
     return p
