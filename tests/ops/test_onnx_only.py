@@ -87,3 +87,19 @@ def test_bitcast_needs_equal_widths() -> None:
     node = helper.make_node("BitCast", ["x"], ["y0"], to=TensorProto.INT64)
     with pytest.raises(Exception, match="bits"):
         convert(_model(node, {"x": np.zeros(3, np.float32)}))
+
+
+@pytest.mark.parametrize("fmt", ["RGB", "BGR", "Grayscale"])
+def test_image_decoder_png(fmt: str) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 256, (5, 7, 3)).astype(np.uint8)).save(buf, format="PNG")
+    feeds = {"x": np.frombuffer(buf.getvalue(), dtype=np.uint8).copy()}
+    model = _model(helper.make_node("ImageDecoder", ["x"], ["y0"], pixel_format=fmt), feeds, 1, opset=20)
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
+    for device in ("REFERENCE", "CPU"):
+        got = ember.Core().compile_model(convert(model), device)(feeds)[0]
+        np.testing.assert_array_equal(got, want)

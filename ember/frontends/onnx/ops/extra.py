@@ -111,3 +111,8 @@ def adam(ctx: NodeContext) -> list[Output]:
         new_v.append(v2)
         new_h.append(h2)
     return new_x + new_v + new_h
+
+
+@converter("ImageDecoder", since=20)
+def image_decoder(ctx: NodeContext) -> Output:
+    return ops.image_decoder(ctx.req(0), ctx.attr("pixel_format", "RGB")).output(0)
