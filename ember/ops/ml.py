@@ -248,6 +248,50 @@ def _post_transform(s: np.ndarray, how: str) -> np.ndarray:
     return s
 
 
+@register_op
+class ZipMap(Node):
+    """ai.onnx.ml ZipMap: each row of [N, C] scores as a dict {class label: score}; the output
+    is a sequence (``Type.sequence``) of N dicts. Labels come from ``classlabels_int64s`` or
+    ``classlabels_strings`` (JSON, so any characters survive the IR)."""
+
+    type_name = "ZipMap"
+    version = "ember_opset1"
+    num_inputs = (1, 1)
+    foldable = False
+    attributes = (Attr("classlabels_int64s", "ints", []), Attr("classlabels_strings", "str", "[]"))
+
+    def _labels(self) -> list[Any]:
+        import json
+
+        return list(self.attrs["classlabels_int64s"]) or json.loads(self.attrs["classlabels_strings"])
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        ps = self.input_shape(0)
+        n = len(self._labels())
+        if ps.rank_is_static and (len(ps) != 2 or (ps[1].is_static and ps[1].get_length() != n)):
+            raise self.fail(f"the scores must be [N, {n}], got {ps}")
+        return [(Type.sequence, PartialShape([ps[0] if ps.rank_is_static else Dimension()]))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        labels = self._labels()
+        rows = np.asarray(inputs[0], dtype=np.float32)
+        out = np.empty(rows.shape[0], dtype=object)
+        for i, row in enumerate(rows):
+            out[i] = {k: float(v) for k, v in zip(labels, row)}
+        return [out]
+
+
+@builder
+def zip_map(scores: Any, classlabels_int64s: Sequence[int] = (), classlabels_strings: Sequence[str] = (),
+            name: str | None = None) -> Node:
+    """Rows of scores as {label: score} dicts."""
+    import json
+
+    return ZipMap([scores], {"classlabels_int64s": list(classlabels_int64s),
+                             "classlabels_strings": json.dumps(list(classlabels_strings), ensure_ascii=False)},
+                  name)
+
+
 @builder
 def label_encoder(data: Any, keys: Any, values: Any, default: Any, name: str | None = None) -> Node:
     """Map ``data`` through ``keys`` -> ``values`` (``default`` for misses)."""

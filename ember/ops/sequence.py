@@ -278,7 +278,8 @@ def split_to_sequence(data: Any, split: Any = None, axis: int = 0, keepdims: boo
 
 # -- values at a model's boundary ---------------------------------------------------------
 #: rt_info key on a Parameter or Result whose value is a sequence or an optional; the value is
-#: "sequence", "optional" (of a tensor) or "optional.sequence" (of a sequence).
+#: "sequence", "optional" (of a tensor), "optional.sequence" (of a sequence) or "sequence.map"
+#: (an output of dicts, as ai.onnx.ml ZipMap makes).
 VALUE_KIND = "ember_value_kind"
 #: rt_info key with the element type of the items (of a sequence or an optional)
 ITEM_TYPE = "ember_item_type"
@@ -326,6 +327,8 @@ def unpack_value(kind: str | None, value: Any) -> Any:
     if kind is None:
         return value
     items = sequence_items(value)
+    if kind == "sequence.map":
+        return [dict(v) for v in items]
     if kind == "sequence":
         return [np.asarray(v) for v in items]
     if not items:

@@ -87,3 +87,21 @@ def test_gradient_boosting_regressor(digits: tuple) -> None:
     model = _export(model_sk, [("x", FloatTensorType([None, 64]))])
     got = ember.Core().compile_model(convert(model), "REFERENCE")({"x": x})[0]
     np.testing.assert_allclose(got.reshape(-1), model_sk.predict(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", ["REFERENCE", "CPU"])
+def test_default_export_with_zipmap(digits: tuple, device: str) -> None:
+    """skl2onnx's default classifier output is ZipMap's list of {label: probability} dicts."""
+    x, y = digits
+    clf = RandomForestClassifier(n_estimators=3, max_depth=4, random_state=0).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = skl2onnx.convert_sklearn(clf, initial_types=[("x", FloatTensorType([None, 64]))], target_opset=18)
+    assert any(n.op_type == "ZipMap" for n in model.graph.node)
+    labels, probs = ember.Core().compile_model(convert(model), device)({"x": x[:20]}).to_tuple()
+    want_labels, want_probs = _ort(model, {"x": x[:20]})
+    np.testing.assert_array_equal(labels, want_labels)
+    assert isinstance(probs, list) and len(probs) == 20
+    for got, want in zip(probs, want_probs):
+        assert got.keys() == want.keys()
+        np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], atol=1e-6)

@@ -147,6 +147,8 @@ def _convert_proto(proto: onnx.ModelProto, base_dir: Path | None, specs: list[In
     results = []
     for name in out_names:
         v, kind, item = boundary_output(conv.lookup(name))
+        if kind == "sequence" and v.rt_info.get("sequence_of_maps"):
+            kind = "sequence.map"  # ZipMap's list of {label: probability} dicts
         v.add_names({name})
         r = Result([v], None, f"{name}/sink_port_0")
         mark_boundary(r, kind, item)

@@ -279,3 +279,11 @@ def tree_ensemble(ctx: NodeContext) -> Output:
     if any(m >= len(MODES) for m in attrs["nodes_modes"]):
         raise ctx.fail("unknown node mode")
     return ops.tree_ensemble(x, **attrs).output(0)
+
+
+@converter("ZipMap", domain=ML)
+def zip_map(ctx: NodeContext) -> Output:
+    """Per-row {label: probability} dicts: a sequence ember returns as a list of dicts."""
+    port = ops.zip_map(ctx.req(0), ctx.attr("classlabels_int64s", []), ctx.attr("classlabels_strings", [])).output(0)
+    port.rt_info["sequence_of_maps"] = True
+    return port
