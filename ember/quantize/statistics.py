@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,8 +39,6 @@ class TensorStats:
     ch_absmax: np.ndarray | None = None
     ch_sum_mean: np.ndarray | None = None
     shape: tuple[int, ...] = ()
-    raw: list[np.ndarray] = field(default_factory=list)
-    keep_raw: bool = False
     #: each batch item is a sample (NNCF's batchwise_statistics); else each dataset item is
     batchwise: bool = False
 
@@ -61,13 +59,43 @@ class TensorStats:
         assert self.ch_sum_mean is not None
         return self.ch_sum_mean / self.count
 
+    def update_reduced(self, mn: np.ndarray, mx: np.ndarray, cmin: np.ndarray | None = None,
+                       cmax: np.ndarray | None = None, cmean: np.ndarray | None = None,
+                       shape: np.ndarray | None = None) -> None:
+        """Fold in one sample's reductions computed in the graph (see ``Collector``)."""
+        mn = np.asarray(mn, np.float32).reshape(-1)
+        mx = np.asarray(mx, np.float32).reshape(-1)
+        self.count += mn.shape[0]
+        self.sum_min += float(mn.sum())
+        self.sum_max += float(mx.sum())
+        self.sum_absmax += float(np.maximum(-mn, mx).sum())
+        if cmin is None or self.axis is None:
+            return
+        assert cmax is not None and cmean is not None and shape is not None
+        self.shape = tuple(int(d) for d in shape)
+        axis = self.axis % len(self.shape)
+        cmin = np.asarray(cmin, np.float32).reshape(-1)
+        cmax = np.asarray(cmax, np.float32).reshape(-1)
+        cm = np.asarray(cmean, np.float32)
+        if axis == 0:
+            cmean_sum = cm.reshape(-1) * mn.shape[0]
+        else:
+            per_item = np.moveaxis(cm, axis, -1).reshape(cm.shape[0], -1)  # [batch, channels]
+            cmean_sum = per_item.sum(axis=0) if self.batchwise else per_item.mean(axis=0)
+        cabs = np.maximum(-cmin, cmax)
+        if self.ch_min is None:
+            self.ch_min, self.ch_max, self.ch_absmax, self.ch_sum_mean = cmin, cmax, cabs, cmean_sum
+        else:
+            self.ch_min = np.minimum(self.ch_min, cmin)
+            self.ch_max = np.maximum(self.ch_max, cmax)
+            self.ch_absmax = np.maximum(self.ch_absmax, cabs)
+            self.ch_sum_mean = self.ch_sum_mean + cmean_sum
+
     def update(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float32)
         if x.size == 0:
             return
         self.shape = x.shape
-        if self.keep_raw:
-            self.raw.append(x.copy())
         items = x.reshape(x.shape[0], -1) if x.ndim > 1 and self.batchwise else x.reshape(1, -1)
         self.count += items.shape[0]
         mn, mx = items.min(axis=1), items.max(axis=1)
@@ -94,41 +122,76 @@ class TensorStats:
 
 
 class Collector:
-    """Ports to observe, then one pass over the data that fills a ``TensorStats`` per port."""
+    """Ports to observe, then one pass over the data that fills a ``TensorStats`` per port.
+
+    As NNCF's in-place statistics, the reductions (min, max, per-channel min/max/mean) are added
+    to the graph, so the run returns a few numbers per port instead of whole activations: the
+    device keeps its memory plan and the statistics pass needs little more memory than one
+    inference. Ports of unknown rank are returned whole and reduced in numpy.
+    """
 
     def __init__(self, model: Model, batchwise: bool = False) -> None:
         self.model = model
         self.batchwise = batchwise
         self.stats: dict[Output, TensorStats] = {}
 
-    def observe(self, out: Output, axis: int | None = None, keep_raw: bool = False) -> TensorStats:
+    def observe(self, out: Output, axis: int | None = None) -> TensorStats:
         st = self.stats.get(out)
         if st is None:
-            st = self.stats[out] = TensorStats(axis=axis, keep_raw=keep_raw, batchwise=self.batchwise)
+            st = self.stats[out] = TensorStats(axis=axis, batchwise=self.batchwise)
         if axis is not None and st.axis is None:
             st.axis = axis
-        st.keep_raw = st.keep_raw or keep_raw
         return st
+
+    def _reductions(self, port: Output, st: TensorStats) -> list[Output] | None:
+        """[min, max] (per sample) + [ch_min, ch_max, ch_mean, shape] when per channel."""
+        import ember.opset as ops
+
+        shape = port.partial_shape
+        if not shape.rank.is_static or len(shape) == 0 or not port.element_type.is_real:
+            return None
+        rank = len(shape)
+        keep = [0] if self.batchwise and rank > 1 else []
+        axes = np.array([a for a in range(rank) if a not in keep], np.int64)
+        outs = [ops.reduce_min(port, axes, False).output(0), ops.reduce_max(port, axes, False).output(0)]
+        if st.axis is not None:
+            axis = st.axis % rank
+            other = np.array([a for a in range(rank) if a != axis], np.int64)
+            outs += [ops.reduce_min(port, other, False).output(0), ops.reduce_max(port, other, False).output(0)]
+            mean_axes = np.array([a for a in range(rank) if a not in (0, axis)], np.int64)
+            mean = ops.reduce_mean(port, mean_axes, True).output(0) if len(mean_axes) else port
+            outs += [mean, ops.shape_of(port).output(0)]
+        return outs
 
     def run(self, data: Iterable[Any], total: int | None, show_progress: bool = True) -> int:
         """Run the model on every item of ``data``; returns the number of items."""
         ports = list(self.stats)
-        extra = [Result([p]) for p in ports]
+        layout: list[tuple[Output, int, int]] = []  # port, first extra output, how many (0: raw)
+        extra_ports: list[Output] = []
+        for p in ports:
+            red = self._reductions(p, self.stats[p])
+            layout.append((p, len(extra_ports), 0 if red is None else len(red)))
+            extra_ports += red if red is not None else [p]
+        extra = [Result([p]) for p in extra_ports]
         self.model.add_results(extra)
         try:
             compiled = compile_for_statistics(self.model)
         finally:
             for r in extra:
                 self.model.remove_result(r)
-                r._inputs[0].node._consumers[r._inputs[0].index] = [
-                    c for c in r._inputs[0].node._consumers[r._inputs[0].index] if c.node is not r]
+                src = r._inputs[0]
+                src.node._consumers[src.index] = [c for c in src.node._consumers[src.index] if c.node is not r]
         base = len(compiled.outputs) - len(extra)
         request = compiled.create_infer_request()
         n = 0
         for item in track(data, "Statistics collection", total, show_progress):
             outputs = infer(request, item, self.model)
-            for k, p in enumerate(ports):
-                self.stats[p].update(outputs[base + k])
+            for p, first, count in layout:
+                vals = outputs[base + first:base + first + max(count, 1)]
+                if count == 0:
+                    self.stats[p].update(vals[0])
+                else:
+                    self.stats[p].update_reduced(*vals)
             n += 1
         if n == 0:
             raise QuantizationError("ember: the calibration dataset is empty: it yielded no items")

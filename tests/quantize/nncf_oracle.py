@@ -80,4 +80,5 @@ def compare_placement(ours: Model, theirs: Model, float_model: Model | None = No
         for k in bb:
             shift_n, shift_e = (bb[k] - b0[k]).ravel(), (ba[k] - b0[k]).ravel()
             scale = max(float(np.max(np.abs(shift_n))), 1e-7)
-            assert float(np.max(np.abs(shift_e - shift_n))) <= bias_rtol * scale + 1e-7, f"bias shift of {k}"
+            diff = float(np.max(np.abs(shift_e - shift_n)))
+            assert diff <= bias_rtol * scale + 1e-5, f"bias shift of {k}: off by {diff:.3g}, NNCF shift up to {scale:.3g}"
