@@ -183,9 +183,11 @@ def _attend(ctx: NodeContext, q: Output, k: Output, v: Output, head_size: int | 
 
 @converter("Attention", domain=MS)
 def ms_attention(ctx: NodeContext) -> list[Output | None]:
-    """Self-attention with a packed QKV projection: input [B, S, D] @ weights [D, Dq+Dk+Dv]."""
-    if ctx.has_input(4) or ctx.output_used(1):
-        raise ctx.fail("past/present key-value caches are not supported")
+    """Self-attention with a packed QKV projection: input [B, S, D] @ weights [D, Dq+Dk+Dv];
+    input 4 ``past`` [2, B, N, P, H] is prepended to the keys and values, output 1 ``present``
+    [2, B, N, P+S, H] holds them."""
+    if ctx.has_input(6) or ctx.attr("do_rotary", 0) or ctx.attr("past_present_share_buffer", 0):
+        raise ctx.fail("past_sequence_length, do_rotary and past_present_share_buffer are not supported")
     n = ctx.attr("num_heads")
     x, w = ctx.req(0), ctx.req(1)
     qkv = ops.matmul(x, w, False, False).output(0)
@@ -199,20 +201,26 @@ def ms_attention(ctx: NodeContext) -> list[Output | None]:
         sizes = [width.get_length() // 3] * 3
     q, k, v = ops.variadic_split(qkv, i64(2), i64(sizes)).outputs()
     q, k, v = _heads(q, n), _heads(k, n), _heads(v, n)
+    if ctx.has_input(4):
+        past_k, past_v = (ops.squeeze(p, i64([0])).output(0) for p in ops.split(ctx.req(4), i64(0), 2).outputs())
+        k = ops.concat([past_k, k], 2).output(0)
+        v = ops.concat([past_v, v], 2).output(0)
+    present = ops.concat([ops.unsqueeze(k, i64([0])), ops.unsqueeze(v, i64([0]))], 0).output(0) \
+        if ctx.output_used(1) else None
     filter_value = ctx.attr("mask_filter_value", -10000.0)
     masks = [_key_mask(ctx, ctx.req(3), q, k, filter_value)] if ctx.has_input(3) else []
     if ctx.has_input(5):
         masks.append(convert(ctx.req(5), Type.f32))
     y = _attend(ctx, q, k, v, sizes[0] // n, masks, bool(ctx.attr("unidirectional", 0)), filter_value)
-    return [_merge_heads(y), None]
+    return [_merge_heads(y), present]
 
 
 @converter("MultiHeadAttention", domain=MS)
 def multi_head_attention(ctx: NodeContext) -> list[Output | None]:
     """Attention over separate query [B, S, D], key [B, L, D] and value [B, L, Dv] (optionally
-    biased by input 3 = [Dq + Dk + Dv]), key_padding_mask (input 4) and attention_bias (input 5)."""
-    if ctx.has_input(6) or ctx.has_input(7) or ctx.output_used(1):
-        raise ctx.fail("past/present key-value caches are not supported")
+    biased by input 3 = [Dq + Dk + Dv]), key_padding_mask (input 4) and attention_bias (input 5);
+    past_key/past_value (inputs 6, 7: [B, N, P, H]) are prepended, present_key/present_value
+    (outputs 1, 2) hold the result."""
     n = ctx.attr("num_heads")
     q, k, v = ctx.req(0), ctx.req(1), ctx.req(2)
     if rank_of(k) != 3 or rank_of(q) != 3:
@@ -224,12 +232,15 @@ def multi_head_attention(ctx: NodeContext) -> list[Output | None]:
         q, k, v = ops.add(q, bq).output(0), ops.add(k, bk).output(0), ops.add(v, bv).output(0)
     head = q.partial_shape[2].get_length() // n if q.partial_shape[2].is_static else None
     qh, kh, vh = _heads(q, n), _heads(k, n), _heads(v, n)
+    if ctx.has_input(6) and ctx.has_input(7):
+        kh = ops.concat([ctx.req(6), kh], 2).output(0)
+        vh = ops.concat([ctx.req(7), vh], 2).output(0)
     filter_value = ctx.attr("mask_filter_value", -10000.0)
     masks = [_key_mask(ctx, ctx.req(4), qh, kh, filter_value)] if ctx.has_input(4) else []
     if ctx.has_input(5):
         masks.append(convert(ctx.req(5), Type.f32))
     y = _attend(ctx, qh, kh, vh, head, masks, bool(ctx.attr("unidirectional", 0)), filter_value)
-    return [_merge_heads(y), None, None]
+    return [_merge_heads(y), kh, vh]
 
 
 # -- fused linear ops --------------------------------------------------------------------------
