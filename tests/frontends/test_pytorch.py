@@ -145,6 +145,13 @@ MODULES = {
                                           torch.var_mean(a, 1)[1], torch.einsum("ij,kj->ik", a, a),
                                           F.prelu(a, torch.tensor([0.2])))),
                      (_x(3, 4) * 2, torch.tensor([[0, 3], [1, 1], [2, 0]]))),
+    "advanced_index": (Lambda(lambda a, i, j: (a[:, i, j], a[i, :, j], a[:, i], a[..., j], a[i, j],
+                                               F.unfold(a, 2, padding=1),
+                                               F.grid_sample(a, a[:, :2].permute(0, 2, 3, 1).tanh(),
+                                                             align_corners=False),
+                                               F.grid_sample(a, a[:, 1:3].permute(0, 2, 3, 1).tanh(), mode="nearest",
+                                                             padding_mode="border", align_corners=True))),
+                       (_x(3, 4, 4, 4), torch.tensor([[0, 2], [1, 1]]), torch.tensor([3, 0]))),
     "conv1d": (nn.Sequential(nn.Conv1d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv1d(6, 2, 3, dilation=2)),
                (_x(2, 3, 20),)),
 }

@@ -360,3 +360,13 @@ def lstm_cell(call: Call) -> tuple[Output, Output]:
     node = ops.lstm_cell(x, h, c, _gates_fico(w_ih, hidden), _gates_fico(w_hh, hidden), _gates_fico(b, hidden),
                          hidden)
     return node.output(0), node.output(1)
+
+
+@converter("aten.grid_sampler_2d", "aten.grid_sampler")
+def grid_sampler(call: Call) -> Output:
+    mode = {0: "bilinear", 1: "nearest", 2: "bicubic"}[call.int("interpolation_mode", 0)]
+    padding = {0: "zeros", 1: "border", 2: "reflection"}[call.int("padding_mode", 0)]
+    x = call.tensor("input")
+    grid = convert(call.tensor("grid"), x.element_type)
+    attrs = {"align_corners": bool(call.get("align_corners", False)), "mode": mode, "padding_mode": padding}
+    return ops.grid_sample(x, grid, attrs).output(0)

@@ -250,18 +250,27 @@ def index(call: Call) -> Output:
         return ops.gather_nd(x, nz, 0).output(0) if k else x
     if len(present) == 1:
         return ops.gather(x, tensors[0], i64(present[0])).output(0)
-    if present != list(range(present[0], present[0] + len(present))):
-        raise call.fail("indices on non-adjacent axes are not supported")
-    if present[0] != 0:
-        raise call.fail("several advanced indices after the first axis are not supported")
-    # adjacent advanced indices from axis 0: broadcast them, stack on a last axis, GatherND
-    idx64 = [convert(t, Type.i64) for t in tensors]
+    # several advanced indices: move their axes first, GatherND with the broadcast indices stacked on a
+    # last axis; torch keeps the result where adjacent indices were, else puts it first
+    r = rank_of(x)
+    idx64 = [convert(t_, Type.i64) for t_ in tensors]
+    b = max(rank_of(t_) for t_ in idx64)
     acc = idx64[0]
     for t_ in idx64[1:]:
         acc = ops.add(acc, t_).output(0)
     target = ops.shape_of(acc)
     nd = ops.concat([ops.unsqueeze(ops.broadcast(t_, target), i64([-1])).output(0) for t_ in idx64], -1).output(0)
-    return ops.gather_nd(x, nd, 0).output(0)
+    rest = [a for a in range(r) if a not in present]
+    if present != list(range(len(present))):
+        x = ops.transpose(x, i64(present + rest)).output(0)
+    y = ops.gather_nd(x, nd, 0).output(0)
+    k = present[0]
+    adjacent = present == list(range(k, k + len(present)))
+    if adjacent and k > 0:
+        n_rest = r - len(present)
+        order = list(range(b, b + k)) + list(range(b)) + list(range(b + k, b + n_rest))
+        y = ops.transpose(y, i64(order)).output(0)
+    return y
 
 
 @converter("aten.flatten")
