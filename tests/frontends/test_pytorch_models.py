@@ -70,7 +70,7 @@ def test_efficientnet_lite0(files: Path) -> None:
     module = efficientnet.EfficientNet.from_name("efficientnet-lite0")
     module.load_state_dict(torch.load(pth, map_location="cpu", weights_only=True))
     module.eval()
-    images = [preprocess(img) for _, img in sample_images()[:2]]
+    images = [preprocess(img) for _, img in sample_images()[:1]]
     model = ember.convert_model(module, example_input=(torch.from_numpy(images[0]),))
     for device in ("REFERENCE", "CPU"):
         compiled = ember.Core().compile_model(model, device)
@@ -147,3 +147,39 @@ def test_gpt2_shaped_decoder_dynamic_length() -> None:
         assert relative_difference(run(reference, [ids.numpy()]), want) <= RTOL, (batch, length)
         # causal: the first token's logits do not depend on what follows
         assert relative_difference(run(compiled, [ids[:, :1].numpy()])[:, 0], want[:, 0]) <= RTOL
+
+
+def _llama(transformers):  # noqa: ANN001, ANN202
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=300, max_position_embeddings=128)
+    return transformers.LlamaForCausalLM(cfg), "logits", (torch.randint(0, 300, (1, 10)),)
+
+
+def _swin(transformers):  # noqa: ANN001, ANN202
+    cfg = transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4],
+                                  window_size=4)
+    return transformers.SwinModel(cfg), "last_hidden_state", (torch.randn(1, 3, 32, 32),)
+
+
+@pytest.mark.parametrize("build", [_llama, _swin], ids=["llama-gqa-rope-rmsnorm", "swin-shifted-windows"])
+def test_more_transformers_architectures(build) -> None:  # noqa: ANN001
+    """Llama (rotary embeddings, RMSNorm, grouped-query attention) and Swin (shifted windows:
+    roll, window partition views, relative position bias), seeded, on CPU."""
+    transformers = pytest.importorskip("transformers")
+
+    class Field(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module, key: str) -> None:
+            super().__init__()
+            self.net, self.key = net, key
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)[self.key]
+
+    torch.manual_seed(0)
+    net, key, args = build(transformers)
+    module = Field(net, key).eval()
+    model = ember.convert_model(module, example_input=args)
+    with torch.no_grad():
+        want = module(*args).numpy()
+    got = run(ember.Core().compile_model(model, "CPU"), [a.numpy() for a in args])
+    assert relative_difference(got, want) <= RTOL
