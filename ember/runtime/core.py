@@ -424,8 +424,13 @@ class Core:
         if not isinstance(model, Model):
             assert source is not None
             model = self.read_model(source)
-        runtime_model = dev.transform(model.clone(), cfg_for_device)
-        exe = dev.compile(runtime_model, cfg_for_device)
+        try:
+            runtime_model = dev.transform(model.clone(), cfg_for_device)
+            exe = dev.compile(runtime_model, cfg_for_device)
+        except MemoryError:
+            from ember.runtime.limits import out_of_memory
+
+            raise out_of_memory(model, base) from None
         if cache is not None and key is not None:
             blob = dev.export_model(exe)
             if blob is not None:

@@ -2,7 +2,11 @@
 
 External data is read by ember itself, never by ``onnx.load``: every ``location`` is resolved
 against the model's folder and refused when it would leave that folder (absolute paths,
-``..``, symbolic links pointing outside).
+``..``, symbolic links pointing outside, NUL bytes), must name a regular file, and its
+``offset``/``length`` must be integers within the file. ``check_structure`` refuses model-local
+functions that call themselves (directly or through others) and subgraphs nested deeper than
+``MAX_GRAPH_DEPTH``; sparse initializers are checked (index ranges, counts, size) before a
+dense array is made. Every failure is a ``ConversionError`` naming the tensor or function.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from ember.errors import ConversionError, UnsupportedOpError
+from ember.errors import ConversionError, EmberError, UnsupportedOpError
 from ember.graph.shape import Dimension, PartialShape
 from ember.graph.types import Type
 
@@ -32,6 +36,10 @@ _TYPES: dict[int, Type] = {
     TensorProto.INT2: Type.i2,
 }
 _ONNX_OF: dict[Type, int] = {t: k for k, t in _TYPES.items()}
+#: how deeply subgraphs (If/Loop/Scan bodies) may nest
+MAX_GRAPH_DEPTH = 64
+#: the largest dense array a sparse initializer may expand to
+MAX_SPARSE_DENSE_BYTES = 1 << 32
 
 
 def element_type(onnx_type: int, where: str = "") -> Type:
@@ -54,20 +62,88 @@ def onnx_type(t: Type) -> int:
 def load_model(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
     """Parse an ONNX file (external data is left for ``tensor_value`` to read) or take a proto."""
     if isinstance(model, onnx.ModelProto):
+        check_structure(model)
         return model, None
     if isinstance(model, (bytes, bytearray)):
         try:
-            return onnx.load_from_string(bytes(model)), None
+            proto = onnx.load_from_string(bytes(model))
         except Exception as e:  # noqa: BLE001 - protobuf raises several kinds
             raise ConversionError(f"ember: the bytes given are not an ONNX model: {e}") from None
+        check_structure(proto)
+        return proto, None
     path = Path(model)
     if not path.is_file():
-        raise ConversionError(f"ember: ONNX model file '{path}' does not exist")
+        raise ConversionError(f"ember: ONNX model file '{path}' does not exist or is not a regular file")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001
         raise ConversionError(f"ember: '{path}' is not a readable ONNX model: {e}") from None
+    check_structure(proto, str(path))
     return proto, path.resolve().parent
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    out = []
+    for a in node.attribute:
+        if a.HasField("g"):
+            out.append(a.g)
+        out.extend(a.graphs)
+    return out
+
+
+def check_structure(proto: onnx.ModelProto, source: str = "the model") -> None:
+    """Refuse what would recurse without end when converted: model-local functions that call
+    themselves (directly or through other functions) and subgraphs nested too deeply. The
+    walk is iterative, so a hostile model cannot exhaust Python's stack here."""
+    stack: list[tuple[onnx.GraphProto, int]] = [(proto.graph, 0)]
+    while stack:
+        g, depth = stack.pop()
+        if depth > MAX_GRAPH_DEPTH:
+            raise ConversionError(f"ember: {source}: subgraphs nest more than {MAX_GRAPH_DEPTH} deep (graph "
+                                  f"'{g.name}'); refused")
+        for n in g.node:
+            stack.extend((sub, depth + 1) for sub in _subgraphs(n))
+    local = {(f.domain, f.name): f for f in proto.functions}
+    if not local:
+        return
+
+    def calls(f: onnx.FunctionProto) -> set[tuple[str, str]]:
+        out: set[tuple[str, str]] = set()
+        todo: list[tuple[Any, int]] = [(f, 0)]
+        while todo:
+            g, depth = todo.pop()
+            if depth > MAX_GRAPH_DEPTH:
+                raise ConversionError(f"ember: {source}: function '{f.name}' nests subgraphs more than "
+                                      f"{MAX_GRAPH_DEPTH} deep; refused")
+            for n in g.node:
+                if (n.domain, n.op_type) in local:
+                    out.add((n.domain, n.op_type))
+                todo.extend((sub, depth + 1) for sub in _subgraphs(n))
+        return out
+
+    edges = {k: calls(f) for k, f in local.items()}
+    state: dict[tuple[str, str], int] = {}  # 1: on the current path, 2: done
+    for start in edges:
+        if start in state:
+            continue
+        path = [start]
+        iters = [iter(sorted(edges[start]))]
+        state[start] = 1
+        while iters:
+            nxt = next(iters[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                iters.pop()
+                continue
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                names = " -> ".join(f"{d + '.' if d else ''}{n}" for d, n in cycle)
+                raise ConversionError(f"ember: {source}: model-local functions call themselves ({names}); "
+                                      "such a model cannot be expanded")
+            if nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                iters.append(iter(sorted(edges[nxt])))
 
 
 def _external_bytes(t: TensorProto, base_dir: Path | None) -> bytes:
@@ -77,6 +153,9 @@ def _external_bytes(t: TensorProto, base_dir: Path | None) -> bytes:
         raise ConversionError(
             f"ember: tensor '{t.name}' keeps its data in the external file '{location}', but the "
             "model was given as a ModelProto; pass the model's file path instead")
+    if "\0" in location:
+        raise ConversionError(f"ember: tensor '{t.name}': external data location {location!r} contains a NUL "
+                              "byte; refused")
     if not location or os.path.isabs(location) or Path(location).drive:
         raise ConversionError(f"ember: tensor '{t.name}': external data location '{location}' must be "
                               "a path relative to the model's folder")
@@ -88,16 +167,30 @@ def _external_bytes(t: TensorProto, base_dir: Path | None) -> bytes:
     if not os.path.isfile(full):
         raise ConversionError(f"ember: tensor '{t.name}': external data file '{location}' not found "
                               f"next to the model")
-    offset = int(info.get("offset", 0) or 0)
-    length = info.get("length")
-    size = os.path.getsize(full)
-    n = size - offset if length is None else int(length)
+    try:
+        offset = int(info.get("offset", 0) or 0)
+        length = info.get("length")
+        n_given = None if length is None or length == "" else int(length)
+    except ValueError:
+        raise ConversionError(f"ember: tensor '{t.name}': external data offset {info.get('offset')!r} or length "
+                              f"{info.get('length')!r} is not an integer") from None
+    from ember.io.files import open_regular
+
+    try:
+        f, size = open_regular(full, f"external data file of tensor '{t.name}'", ConversionError)
+    except EmberError as e:
+        raise ConversionError(str(e)) from None
+    n = size - offset if n_given is None else n_given
     if offset < 0 or n < 0 or offset + n > size:
+        f.close()
         raise ConversionError(f"ember: tensor '{t.name}': external data range {offset}+{n} is beyond the "
                               f"end of '{location}' ({size} bytes)")
-    with open(full, "rb") as f:
+    with f:
         f.seek(offset)
-        return f.read(n)
+        data = f.read(n)
+    if len(data) != n:
+        raise ConversionError(f"ember: tensor '{t.name}': '{location}' changed while it was read")
+    return data
 
 
 def tensor_value(t: TensorProto, base_dir: Path | None = None) -> tuple[np.ndarray, Type]:
@@ -136,12 +229,40 @@ def from_ember_array(arr: np.ndarray, onnx_dtype: int) -> np.ndarray:
 
 
 def sparse_value(s: onnx.SparseTensorProto, base_dir: Path | None = None) -> tuple[np.ndarray, Type]:
-    """A dense ndarray from a SparseTensorProto (COO, linear or per-dimension indices)."""
+    """A dense ndarray from a SparseTensorProto (COO, linear or per-dimension indices), after
+    checking its dims, the index array's shape and every index against the dims."""
+    name = s.values.name or "?"
     values, et = tensor_value(s.values, base_dir)
     indices, _ = tensor_value(s.indices, base_dir)
     dims = tuple(int(d) for d in s.dims)
-    dense = np.zeros(dims, dtype=values.dtype)
-    if values.size:
+
+    def bad(why: str) -> ConversionError:
+        return ConversionError(f"ember: sparse initializer '{name}' (dims {list(dims)}): {why}")
+
+    if any(d < 0 for d in dims):
+        raise bad("negative dimension")
+    count = int(np.prod(dims, dtype=object)) if dims else 1
+    if count * max(1, values.dtype.itemsize) > MAX_SPARSE_DENSE_BYTES:
+        raise bad(f"the dense tensor would take more than {MAX_SPARSE_DENSE_BYTES} bytes")
+    if values.ndim != 1:
+        raise bad(f"values must be 1-D, got shape {list(values.shape)}")
+    nnz = values.shape[0]
+    if indices.dtype.kind not in "iu":
+        raise bad(f"indices must be integers, got {indices.dtype}")
+    indices = indices.astype(np.int64, copy=False)
+    if indices.ndim == 1 and indices.shape[0] == nnz:
+        if nnz and (indices.min() < 0 or indices.max() >= count):
+            raise bad(f"an index is outside 0..{count - 1}")
+    elif indices.ndim == 2 and indices.shape == (nnz, len(dims)):
+        if nnz and (indices.min() < 0 or np.any(indices >= np.array(dims, np.int64))):
+            raise bad("an index is outside the dims")
+    else:
+        raise bad(f"indices of shape {list(indices.shape)} do not fit {nnz} values of rank {len(dims)}")
+    try:
+        dense = np.zeros(dims, dtype=values.dtype)
+    except (MemoryError, ValueError):
+        raise bad("the dense tensor does not fit in memory") from None
+    if nnz:
         if indices.ndim == 1:
             dense.reshape(-1)[indices] = values
         else:
