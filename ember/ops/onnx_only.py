@@ -127,3 +127,160 @@ def mel_weight_matrix(num_mel_bins: Any, dft_length: Any, sample_rate: Any, lowe
     """Mel filter bank weights."""
     return MelWeightMatrix([num_mel_bins, dft_length, sample_rate, lower_edge_hertz, upper_edge_hertz],
                            {"output_type": as_type(output_type)}, name)
+
+
+def _reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Reflect coordinates outside [lo, hi] back inside, bouncing off both borders."""
+    span = hi - lo
+    below, above = x < lo, x > hi
+    dx = np.where(below, lo - x, np.where(above, x - hi, 0.0))
+    turns = np.floor(dx / span) if span > 0 else np.zeros_like(dx)
+    r = dx - turns * span
+    even = turns % 2 == 0
+    out = np.where(below, np.where(even, lo + r, hi - r), x)
+    return np.where(above, np.where(even, hi - r, lo + r), out)
+
+
+@register_op
+class GridSampleND(Node):
+    """ONNX GridSample for any number of spatial dimensions (OpenVINO's GridSample is 2-D):
+    data [N, C, D1..Dk], grid [N, O1..Om, k] with the coordinates of the last axis first (x, y,
+    z...), normalized to [-1, 1]; modes ``linear`` and ``nearest`` (rounding half to even),
+    padding ``zeros``, ``border`` or ``reflection``."""
+
+    type_name = "GridSampleND"
+    version = "ember_opset1"
+    num_inputs = (2, 2)
+    attributes = (Attr("mode", "str", "linear"), Attr("padding_mode", "str", "zeros"),
+                  Attr("align_corners", "bool", False))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        if self.attrs["mode"] not in ("linear", "nearest"):
+            raise self.fail(f"mode '{self.attrs['mode']}' is not linear or nearest")
+        if self.attrs["padding_mode"] not in ("zeros", "border", "reflection"):
+            raise self.fail(f"padding_mode '{self.attrs['padding_mode']}' is not zeros, border or reflection")
+        xs, gs = self.input_shape(0), self.input_shape(1)
+        if not (xs.rank_is_static and gs.rank_is_static):
+            return [(self.input_type(0), PartialShape.dynamic())]
+        if len(gs) != len(xs) or (gs[-1].is_static and gs[-1].get_length() != len(xs) - 2):
+            raise self.fail(f"grid {gs} does not fit data {xs}")
+        return [(self.input_type(0), PartialShape([xs[0], xs[1]] + list(gs)[1:-1]))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x, grid = np.asarray(inputs[0]), np.asarray(inputs[1], dtype=np.float64)
+        dims = x.shape[2:]
+        k = len(dims)
+        align = self.attrs["align_corners"]
+        pad = self.attrs["padding_mode"]
+        coords = []
+        for d in range(k):  # grid's last axis lists x (the last spatial axis) first
+            g = grid[..., k - 1 - d]
+            c = (g + 1) / 2 * (dims[d] - 1) if align else ((g + 1) * dims[d] - 1) / 2
+            coords.append(c)
+        lo = [0.0 if align else -0.5 for _ in dims]
+        hi = [dims[d] - 1.0 if align else dims[d] - 0.5 for d in range(k)]
+        if self.attrs["mode"] == "nearest":
+            coords = [np.rint(c) for c in coords]
+        for d in range(k):
+            out = (coords[d] < lo[d]) | (coords[d] > hi[d])
+            if pad == "border":
+                coords[d] = np.where(out, np.clip(coords[d], 0, dims[d] - 1), coords[d])
+            elif pad == "reflection":
+                coords[d] = np.where(out, _reflect(coords[d], lo[d], hi[d]), coords[d])
+        xt = np.moveaxis(x, 1, -1)  # [N, D1..Dk, C]
+        batch = np.arange(x.shape[0]).reshape((-1,) + (1,) * (grid.ndim - 2))
+
+        def pixels(index: list[np.ndarray]) -> np.ndarray:
+            valid = np.ones(index[0].shape, dtype=bool)
+            fixed = []
+            for d, i in enumerate(index):
+                if pad == "zeros":
+                    valid &= (i >= 0) & (i < dims[d])
+                elif pad == "border":
+                    i = np.clip(i, 0, dims[d] - 1)
+                else:
+                    i = np.trunc(_reflect(i.astype(np.float64), lo[d], hi[d])).astype(np.int64)
+                fixed.append(np.clip(i, 0, dims[d] - 1))
+            v = xt[(batch, *fixed)].astype(np.float64)
+            return v * valid[..., None]
+
+        if self.attrs["mode"] == "nearest":
+            y = pixels([c.astype(np.int64) for c in coords])
+        else:
+            base = [np.floor(c).astype(np.int64) for c in coords]
+            frac = [c - b for c, b in zip(coords, base)]
+            y = 0.0
+            for corner in range(1 << k):
+                bits = [(corner >> (k - 1 - d)) & 1 for d in range(k)]
+                w = np.ones(base[0].shape)
+                for d, b in enumerate(bits):
+                    w = w * (frac[d] if b else 1 - frac[d])
+                y = y + pixels([base[d] + bits[d] for d in range(k)]) * w[..., None]
+        return [np.moveaxis(np.asarray(y), -1, 1).astype(x.dtype)]
+
+
+@register_op
+class Col2ImND(Node):
+    """ONNX Col2Im for any number of spatial dimensions (OpenVINO's Col2Im is 2-D): columns
+    [N, C * prod(block_shape), L] summed back into an image [N, C, *image_shape]. Inputs: data,
+    image_shape, block_shape."""
+
+    type_name = "Col2ImND"
+    version = "ember_opset1"
+    num_inputs = (3, 3)
+    attributes = (Attr("strides", "ints", []), Attr("dilations", "ints", []), Attr("pads", "ints", []))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        image, block = self.input_value(1), self.input_value(2)
+        ps, ips = self.input_shape(0), self.input_shape(1)
+        n = ps[0] if ps.rank_is_static else Dimension()
+        c = Dimension()
+        if block is not None and ps.rank_is_static and ps[1].is_static:
+            c = Dimension(ps[1].get_length() // int(np.prod(block)))
+        if image is not None:
+            spatial = [Dimension(int(v)) for v in np.asarray(image).reshape(-1)]
+        elif ips.rank_is_static and len(ips) == 1 and ips[0].is_static:
+            spatial = [Dimension() for _ in range(ips[0].get_length())]
+        else:
+            return [(self.input_type(0), PartialShape.dynamic())]
+        return [(self.input_type(0), PartialShape([n, c] + spatial))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        cols = np.asarray(inputs[0])
+        image = [int(v) for v in np.asarray(inputs[1]).reshape(-1)]
+        block = [int(v) for v in np.asarray(inputs[2]).reshape(-1)]
+        k = len(image)
+        strides = self.attrs["strides"] or [1] * k
+        dil = self.attrs["dilations"] or [1] * k
+        pads = self.attrs["pads"] or [0] * (2 * k)
+        n, cb, length = cols.shape
+        c = cb // int(np.prod(block))
+        padded = [image[d] + pads[d] + pads[k + d] for d in range(k)]
+        counts = [(padded[d] - (dil[d] * (block[d] - 1) + 1)) // strides[d] + 1 for d in range(k)]
+        if int(np.prod(counts)) != length:
+            raise self.fail(f"{length} columns do not fit {counts} block positions")
+        out = np.zeros((n, c, *padded), dtype=np.float64)
+        cols = cols.reshape(n, c, *block, *counts).astype(np.float64)
+        for offset in np.ndindex(*block):
+            index = tuple(slice(offset[d] * dil[d], offset[d] * dil[d] + strides[d] * (counts[d] - 1) + 1, strides[d])
+                          for d in range(k))
+            out[(slice(None), slice(None), *index)] += cols[(slice(None), slice(None), *offset)]
+        crop = tuple(slice(pads[d], pads[d] + image[d]) for d in range(k))
+        return [out[(slice(None), slice(None), *crop)].astype(cols.dtype if cols.dtype != np.float64
+                                                              else inputs[0].dtype)]
+
+
+@builder
+def grid_sample_nd(data: Any, grid: Any, mode: str = "linear", padding_mode: str = "zeros",
+                   align_corners: bool = False, name: str | None = None) -> Node:
+    """GridSample over any number of spatial dimensions."""
+    return GridSampleND([data, grid], {"mode": mode, "padding_mode": padding_mode, "align_corners": align_corners},
+                        name)
+
+
+@builder
+def col2im_nd(data: Any, image_shape: Any, block_shape: Any, strides: Sequence[int] = (),
+              dilations: Sequence[int] = (), pads: Sequence[int] = (), name: str | None = None) -> Node:
+    """Col2Im over any number of spatial dimensions."""
+    return Col2ImND([data, image_shape, block_shape], {"strides": list(strides), "dilations": list(dilations),
+                                                      "pads": list(pads)}, name)

@@ -59,6 +59,21 @@ CASES = {
     "mel": (helper.make_node("MelWeightMatrix", ["n", "d", "s", "lo", "hi"], ["y0"]),
             {"n": np.array(10, np.int64), "d": np.array(64, np.int64), "s": np.array(16000, np.int64),
              "lo": np.array(20.0, np.float32), "hi": np.array(7000.0, np.float32)}, 1),
+    "gridsample_3d_linear_reflection": (helper.make_node("GridSample", ["x", "g"], ["y0"], mode="linear",
+                                                         padding_mode="reflection", align_corners=0),
+                                        {"x": _f(1, 2, 3, 4, 5), "g": (RNG.random((1, 2, 3, 4, 3)) * 3 - 1.5
+                                                                       ).astype(np.float32)}, 1),
+    "gridsample_3d_nearest_border": (helper.make_node("GridSample", ["x", "g"], ["y0"], mode="nearest",
+                                                      padding_mode="border", align_corners=1),
+                                     {"x": _f(2, 1, 3, 3, 4), "g": (RNG.random((2, 2, 2, 2, 3)) * 3 - 1.5
+                                                                    ).astype(np.float32)}, 1),
+    "gridsample_3d_linear_zeros": (helper.make_node("GridSample", ["x", "g"], ["y0"], mode="linear"),
+                                   {"x": _f(1, 1, 2, 3, 3), "g": (RNG.random((1, 1, 2, 5, 3)) * 2.4 - 1.2
+                                                                  ).astype(np.float32)}, 1),
+    "col2im_3d_strided_padded": (helper.make_node("Col2Im", ["x", "img", "blk"], ["y0"], strides=[1, 2, 1],
+                                                  dilations=[1, 1, 2], pads=[0, 1, 1, 0, 1, 0]),
+                                 {"x": _f(1, 2 * 2 * 2 * 2, 3 * 3 * 4), "img": np.array([4, 4, 5], np.int64),
+                                  "blk": np.array([2, 2, 2], np.int64)}, 1),
     "adagrad": _training("Adagrad", 3, decay_factor=0.1, epsilon=1e-5, norm_coefficient=0.01),
     "momentum": _training("Momentum", 3, alpha=0.9, beta=0.5, mode="standard", norm_coefficient=0.001),
     "nesterov": _training("Momentum", 3, alpha=0.8, beta=0.3, mode="nesterov", norm_coefficient=0.0),

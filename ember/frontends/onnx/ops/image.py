@@ -79,9 +79,13 @@ def _keep_aspect(ctx: NodeContext, x: Output, sizes: Output, axes: list[int] | N
 @converter("GridSample", since=16)
 def grid_sample(ctx: NodeContext) -> Output:
     mode = ctx.attr("mode", "bilinear" if ctx.opset < 20 else "linear")
+    if rank_of(ctx.req(0)) != 4:  # OpenVINO's GridSample is 2-D: ember's own N-D op
+        nd_mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+        if nd_mode == "cubic":
+            raise ctx.fail("cubic mode needs 4-D inputs")
+        return ops.grid_sample_nd(ctx.req(0), ctx.req(1), nd_mode, ctx.attr("padding_mode", "zeros"),
+                                  bool(ctx.attr("align_corners", 0))).output(0)
     mode = {"linear": "bilinear", "cubic": "bicubic"}.get(mode, mode)
-    if rank_of(ctx.req(0)) != 4:
-        raise ctx.fail("only 4-D inputs are supported (OpenVINO's GridSample is 2-D)")
     attrs = {"align_corners": bool(ctx.attr("align_corners", 0)), "mode": mode,
              "padding_mode": ctx.attr("padding_mode", "zeros")}
     return ops.grid_sample(ctx.req(0), ctx.req(1), attrs).output(0)

@@ -335,6 +335,11 @@ def mean_variance_norm(ctx: NodeContext) -> Output:
 
 @converter("Col2Im")
 def col2im(ctx: NodeContext) -> Output:
+    ps = ctx.req(1).partial_shape
+    k = ps[0].get_length() if ps.rank_is_static and len(ps) == 1 and ps[0].is_static else 2
+    if k != 2:  # OpenVINO's Col2Im is 2-D: ember's own N-D op
+        return ops.col2im_nd(ctx.req(0), ctx.req(1), ctx.req(2), ctx.attr("strides", [1] * k),
+                             ctx.attr("dilations", [1] * k), ctx.attr("pads", [0] * (2 * k))).output(0)
     pads = ctx.attr("pads", [0, 0, 0, 0])
     return ops.col2im(ctx.req(0), convert(ctx.req(1), Type.i64), convert(ctx.req(2), Type.i64),
                       ctx.attr("strides", [1, 1]), ctx.attr("dilations", [1, 1]), pads[:2], pads[2:]).output(0)
