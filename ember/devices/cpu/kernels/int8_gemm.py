@@ -1,0 +1,623 @@
+"""INT8 GEMM and implicit-GEMM convolution: u8 activations x s8 weights -> s32, f32 epilogue;
+and the quantize kernel that makes the u8 activations (FakeQuantize's arithmetic).
+
+One native task function, ``int8_task(ctx, task)``, computes a block of
+
+    Y[p, n] = clamp(float(sum_{tap, c} X[row(p, tap), c] * W[tap, c, n] + comp[n]) * scale[n]
+                    + shift[n] + R[p, n], lo, hi)
+
+with ``X`` u8 (NHWC pixels, or GEMM rows), ``W`` s8 and integer accumulation. ``comp[n]`` is
+the zero-point compensation ``-zp * sum(W[:, :, n])``, computed when the weights are packed,
+so that the sum is over ``X - zp``; a padding tap reads a row filled with ``zp`` and so adds
+exactly nothing (the activation 0.0). The epilogue is f32 and stores f32.
+
+Like the f32 kernel (:mod:`ember.devices.cpu.kernels.gemm`), each task fills a table of
+row pointers for its pixels once (no im2col), then runs a register-blocked micro-kernel over
+(N panel, M tile). The micro-kernel broadcasts 4 bytes of a row (4 consecutive k) and
+multiplies them with a vector of ``lanes`` columns x 4 k of W:
+
+- AVX512-VNNI: ``vpdpbusd`` on zmm (14 x 32 tile), AVX-VNNI: ``vpdpbusd`` on ymm (6 x 16);
+- without VNNI (and on non-x86 targets): the same dot product written as widening multiplies
+  and adds, which LLVM turns into ``pmaddwd``-style code. It is exact (no ``vpmaddubsw``
+  saturation, so no 7-bit rule is needed), and slower.
+
+Weights ``W[groups, taps, cin, cout]`` are packed once as ``[group][panel][tap][k4][NR][4]``
+(``k4 = ceil(cin / 4)``, zero padded). A row must be readable for ``4 * k4`` bytes past its
+start: the activations of a convolution have their pixel stride padded to a multiple of 4
+(:func:`padded_channels`), as the quantize kernel writes them.
+
+The quantize kernel, ``quantize_task``, computes FakeQuantize's ``q = rint((x - il) / (ih - il)
+* (levels - 1))`` (0 below ``il``, ``levels - 1`` above ``ih``) in f32 with the reference's
+operation order and round-half-to-even, and stores ``q`` as u8 (padding channels filled with
+the zero point), or ``q / (levels - 1) * (oh - ol) + ol`` as f32 (a plain FakeQuantize).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu.kernels.conv import ConvGeometry
+from ember.devices.cpu.kernels.gemm import NO_EPILOGUE, Epilogue, Tile, call_microkernel, plan_blocks
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.devices.cpu.runtime.memory import aligned_empty
+from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
+from ember.errors import EmberError
+
+#: register tiles: ``mr`` rows x ``nv`` vectors of ``lanes`` i32 accumulators
+INT8_TILES = {"avx512": Tile(14, 2, 16, 1), "avx2": Tile(6, 2, 8, 1), "generic": Tile(4, 2, 4, 1)}
+
+INT8_CONTEXT = ContextLayout(
+    "int8_gemm",
+    ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "k4", "xg", "y",
+     "ldy", "yg", "cout", "bp", "bg", "comp", "scale", "shift", "res", "ldr", "zero", "m", "tm", "tn", "gm", "gn",
+     "flags", "lo", "hi"),
+    pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero"))
+FLAG_RES = 1
+
+QUANT_CONTEXT = ContextLayout(
+    "quantize",
+    ("x", "ldx", "y", "ldy", "rows", "c", "cpad", "per_task", "il", "rng", "steps", "lo", "hi", "ol", "oh",
+     "orng", "fill", "mode"),
+    pointers=("x", "y"))
+QUANT_U8, QUANT_F32 = 0, 1
+
+
+def padded_channels(c: int) -> int:
+    """The pixel stride (bytes) of u8 activations with ``c`` channels: a multiple of 4."""
+    return -(-c // 4) * 4
+
+
+# --------------------------------------------------------------------------- code generation
+def _dot4(e: Emitter, isa: Isa, acc: ir.Value, a: ir.Value, w: ir.Value) -> ir.Value:
+    """acc[l] += sum_j u8(a[l] byte j) * s8(w[l] byte j), lane by lane (<L x i32> each)."""
+    lanes = acc.type.count
+    if isa.vnni and isa.level in ("avx512", "avx2"):
+        return e.call(f"llvm.x86.avx512.vpdpbusd.{32 * lanes}", acc.type, [acc, a, w])
+    b = e.b
+    bytes_t = vec(I8, 4 * lanes)
+    wide = vec(I32, 4 * lanes)
+    prod = b.mul(b.zext(b.bitcast(a, bytes_t), wide), b.sext(b.bitcast(w, bytes_t), wide))
+    for j in range(4):
+        part = b.shuffle_vector(prod, ir.Constant(wide, ir.Undefined),
+                                ir.Constant(vec(I32, lanes), [4 * i + j for i in range(lanes)]))
+        acc = b.add(acc, part)
+    return acc
+
+
+def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa: Isa) -> ir.Function:
+    """ukr(rows, ntaps, k4, bp, c, ldc, ncols, comp, scale, shift, res, ldr, lo, hi, flags).
+
+    ``rows`` holds ntaps groups of tile.mr row pointers (first mr used); the B micro-panel at
+    bp is [tap][k4][NR][4] bytes; the C tile (f32) at c has row stride ldc; ncols <= NR."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, PTR, PTR, I64, I64, PTR, PTR, PTR, PTR, I64, F32, F32, I32],
+                          internal=True, noinline=True)
+    rows, ntaps, k4, bp, cp, ldc, ncols, compp, scalep, shiftp, resp, ldr, lo, hi, flags = fn.args
+    for arg in (bp, cp):
+        arg.add_attribute("noalias")
+    e = Emitter(m, fn)
+    b = e.b
+    L, NR, MR = tile.lanes, tile.nr, tile.mr
+    vi, vf = vec(I32, L), vec(F32, L)
+    acc = [[e.var(vi, ir.Constant(vi, None)) for _ in range(nv)] for _ in range(mr)]
+    bcur = e.var(PTR, bp)
+    with e.loop(0, ntaps, name="tap") as t:
+        base = b.mul(t, c64(MR))
+        arow = [e.load(PTR, e.gep(PTR, rows, b.add(base, c64(r)))) for r in range(mr)]
+        bpt = e.load(PTR, bcur)
+        with e.loop(0, k4, name="k") as k:
+            vals = [[e.load(vi, acc[r][v]) for v in range(nv)] for r in range(mr)]
+            wv = [e.load(vi, e.gep(I32, bpt, b.add(b.mul(k, c64(NR)), c64(v * L))), align=64) for v in range(nv)]
+            for r in range(mr):
+                a = e.splat(e.load(I32, e.gep(I32, arow[r], k), align=1), L)
+                for v in range(nv):
+                    vals[r][v] = _dot4(e, isa, vals[r][v], a, wv[v])
+            for r in range(mr):
+                for v in range(nv):
+                    b.store(vals[r][v], acc[r][v])
+        b.store(e.gep(I32, bpt, b.mul(k4, c64(NR))), bcur)
+
+    def epilogue(masked: bool) -> None:
+        masks = [lane_mask(e, b.sub(ncols, c64(v * L)), L) if masked else None for v in range(nv)]
+        comp = [b.bitcast(masked_load(e, vf, e.gep(I32, compp, v * L), masks[v]), vi) for v in range(nv)]
+        scale = [masked_load(e, vf, e.gep(F32, scalep, v * L), masks[v]) for v in range(nv)]
+        shift = [masked_load(e, vf, e.gep(F32, shiftp, v * L), masks[v]) for v in range(nv)]
+        out = [[e.var(vf) for _ in range(nv)] for _ in range(mr)]
+        for r in range(mr):
+            for v in range(nv):
+                x = b.sitofp(b.add(e.load(vi, acc[r][v]), comp[v]), vf)
+                b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[r][v])
+        with b.if_then(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0))):
+            for r in range(mr):
+                rrow = e.gep(F32, resp, b.mul(ldr, c64(r)))
+                for v in range(nv):
+                    rv = masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])
+                    b.store(b.fadd(e.load(vf, out[r][v]), rv), out[r][v])
+        bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
+                        b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
+        with b.if_then(bounded):
+            vlo, vhi = e.splat(lo, L), e.splat(hi, L)
+            for r in range(mr):
+                for v in range(nv):
+                    x = e.load(vf, out[r][v])
+                    x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
+                    b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[r][v])
+        for r in range(mr):
+            crow = e.gep(F32, cp, b.mul(ldc, c64(r)))
+            for v in range(nv):
+                masked_store(e, e.load(vf, out[r][v]), e.gep(F32, crow, v * L), masks[v])
+
+    with b.if_else(b.icmp_signed(">=", ncols, c64(NR))) as (full, part):
+        with full:
+            epilogue(False)
+        with part:
+            epilogue(True)
+    b.ret_void()
+    return fn
+
+
+def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function]) -> None:
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, INT8_CONTEXT)
+    task = fn.args[1]
+    b = e.b
+    MR, NR = tile.mr, tile.nr
+    a = e.arg
+    gm, gn, tm, tn = a("gm"), a("gn"), a("tm"), a("tn")
+    per_group = b.mul(gm, gn)
+    g = b.sdiv(task, per_group)
+    rest = b.srem(task, per_group)
+    bm, bn = b.sdiv(rest, gn), b.srem(rest, gn)
+    M, N = a("m"), a("cout")
+    m0 = b.mul(bm, b.mul(tm, c64(MR)))
+    m1 = e.min(M, b.add(m0, b.mul(tm, c64(MR))))
+    npan = e.cdiv(N, NR)
+    j0 = b.mul(bn, tn)
+    j1 = e.min(npan, b.add(j0, tn))
+    kh, kw = a("kh"), a("kw")
+    ntaps = b.mul(kh, kw)
+    ntiles = e.cdiv(b.sub(m1, m0), MR)
+    rows = b.alloca(PTR, size=b.mul(b.mul(ntiles, ntaps), c64(MR)))
+    H, W, OH, OW = a("h"), a("w"), a("oh"), a("ow")
+    ldx, xn = a("ldx"), a("xn")
+    sh, sw, dh, dw, pt, pl = a("sh"), a("sw"), a("dh"), a("dw"), a("pt"), a("pl")
+    zero_row = a("zero", PTR)
+    xgroup = e.gep(I8, a("x", PTR), b.mul(g, a("xg")))
+    ohw = b.mul(OH, OW)
+    # the row table: rows[(tile * ntaps + tap) * MR + r], a padding tap points at the zero-point row
+    with e.loop(m0, m1, name="p") as p:
+        img = b.udiv(p, ohw)
+        q = b.urem(p, ohw)
+        oy, ox = b.udiv(q, OW), b.urem(q, OW)
+        rel = b.sub(p, m0)
+        slot0 = b.add(b.mul(b.mul(b.sdiv(rel, c64(MR)), ntaps), c64(MR)), b.srem(rel, c64(MR)))
+        iy0 = b.sub(b.mul(oy, sh), pt)
+        ix0 = b.sub(b.mul(ox, sw), pl)
+        ximg = e.gep(I8, xgroup, b.mul(img, xn))
+        with e.loop(0, kh, name="ky") as ky:
+            iy = b.add(iy0, b.mul(ky, dh))
+            yok = b.icmp_unsigned("<", iy, H)
+            xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
+            trow = b.mul(b.mul(ky, kw), c64(MR))
+            with e.loop(0, kw, name="kx") as kx:
+                ix = b.add(ix0, b.mul(kx, dw))
+                ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
+                ptr = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
+                b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, c64(MR)))))
+    k4 = a("k4")
+    ldy, yg, ldr = a("ldy"), a("yg"), a("ldr")
+    ygroup = e.gep(F32, a("y", PTR), b.mul(g, yg))
+    res_g = e.gep(F32, a("res", PTR), b.mul(g, yg))
+    comp_g = e.gep(I32, a("comp", PTR), b.mul(g, yg))
+    scale_g = e.gep(F32, a("scale", PTR), b.mul(g, yg))
+    shift_g = e.gep(F32, a("shift", PTR), b.mul(g, yg))
+    bgroup = e.gep(I8, a("bp", PTR), b.mul(g, a("bg")))
+    panel_bytes = b.mul(b.mul(ntaps, k4), c64(NR * 4))
+    flags = b.trunc(a("flags"), I32)
+    lo, hi = a("lo", F32), a("hi", F32)
+    with e.loop(j0, j1, name="jp") as jp:
+        ncols = e.min(c64(NR), b.sub(N, b.mul(jp, c64(NR))))
+        nvec = e.cdiv(ncols, tile.lanes)
+        bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
+        col = b.mul(jp, c64(NR))
+        with e.loop(0, ntiles, name="tile") as it:
+            p0 = b.add(m0, b.mul(it, c64(MR)))
+            mr = e.min(c64(MR), b.sub(m1, p0))
+            args = [e.gep(PTR, rows, b.mul(b.mul(it, ntaps), c64(MR))), ntaps, k4, bpan,
+                    e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col)), ldy, ncols,
+                    e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
+                    e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags]
+            call_microkernel(e, ukrs, MR, mr, nvec, args)
+    b.ret_void()
+
+
+def _emit_quantize(m: ir.Module, name: str, lanes: int) -> None:
+    """quantize_task(ctx, task): rows [task * per_task, ...) of FakeQuantize, u8 or f32 out."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, QUANT_CONTEXT)
+    b = e.b
+    a = e.arg
+    vf = vec(F32, lanes)
+    L = lanes
+    x, y = a("x", PTR), a("y", PTR)
+    ldx, ldy, c, cpad = a("ldx"), a("ldy"), a("c"), a("cpad")
+    il, rng, steps = e.splat(a("il", F32), L), e.splat(a("rng", F32), L), e.splat(a("steps", F32), L)
+    vlo, vhi = e.splat(a("lo", F32), L), e.splat(a("hi", F32), L)
+    ol, oh, orng = e.splat(a("ol", F32), L), e.splat(a("oh", F32), L), e.splat(a("orng", F32), L)
+    fill = a("fill", I8)
+    as_u8 = b.icmp_signed("==", a("mode"), c64(QUANT_U8))
+    r0 = b.mul(fn.args[1], a("per_task"))
+    r1 = e.min(a("rows"), b.add(r0, a("per_task")))
+    zero = ir.Constant(vf, None)
+    with e.loop(r0, r1, name="row") as r:
+        src = e.gep(F32, x, b.mul(r, ldx))
+        with e.loop(0, c, L, name="c") as j:
+            mask = lane_mask(e, b.sub(c, j), L)
+            xv = masked_load(e, vf, e.gep(F32, src, j), mask)
+            t = b.fmul(b.fdiv(b.fsub(xv, il), rng), steps)
+            q = e.call(f"llvm.roundeven.v{L}f32", vf, [t])
+            low = b.fcmp_ordered("<=", xv, vlo)
+            high = b.fcmp_ordered(">", xv, vhi)
+            with b.if_else(as_u8) as (u8, f32):
+                with u8:
+                    qc = b.select(low, zero, b.select(high, steps, q))
+                    qb = b.fptoui(qc, vec(I8, L))
+                    dst = e.gep(I8, y, b.add(b.mul(r, ldy), j))
+                    e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, dst, c32(1), mask])
+                with f32:
+                    deq = b.fadd(b.fmul(b.fdiv(q, steps), orng), ol)
+                    out = b.select(low, ol, b.select(high, oh, deq))
+                    masked_store(e, out, e.gep(F32, y, b.add(b.mul(r, ldy), j)), mask)
+        with b.if_then(as_u8):
+            with e.loop(c, cpad, name="pad") as j:
+                b.store(fill, e.gep(I8, y, b.add(b.mul(r, ldy), j)))
+    b.ret_void()
+
+
+def _build_module(prefix: str, isa: Isa, tile: Tile) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    ukrs = {(r, v): _emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, isa)
+            for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
+    _emit_task(m, f"{prefix}_int8_task", tile, ukrs)
+    _emit_quantize(m, f"{prefix}_quantize_task", isa.f32_lanes)
+    return m
+
+
+class Int8Kernels:
+    """The compiled int8 module for one ISA level (VNNI or not)."""
+
+    def __init__(self, isa: Isa):
+        self.isa = isa
+        self.tile = INT8_TILES[isa.level]
+        t = self.tile
+        sig = f"int8gemm|{isa.level}|vnni{int(isa.vnni)}|mr{t.mr}|nv{t.nv}|l{t.lanes}"
+        self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t))
+        self.task_address = self.lib.address("int8_task")
+        self.quantize_address = self.lib.address("quantize_task")
+
+    @property
+    def exec_type(self) -> str:
+        """How the kernels multiply, OpenVINO-style (``jit_avx512_vnni_I8``, ``jit_avx2_I8`` ...)."""
+        vnni = "_vnni" if self.isa.vnni and self.isa.level != "generic" else ""
+        return f"jit_{self.isa.level}{vnni}_I8"
+
+
+@functools.cache
+def _kernels_for(isa: Isa) -> Int8Kernels:
+    return Int8Kernels(isa)
+
+
+def int8_kernels(isa: Isa | None = None) -> Int8Kernels:
+    """The int8 kernels for ``isa`` (default: the host's best)."""
+    return _kernels_for(isa or host_isa())
+
+
+# --------------------------------------------------------------------------- weights
+@dataclass(frozen=True)
+class Int8Weights:
+    """s8 weights packed for the micro-kernel: ``[groups][panels][taps][k4][NR][4]`` bytes.
+
+    ``sums[g, n]`` is the sum of the weights of output channel ``n`` of group ``g`` (for the
+    zero-point compensation)."""
+
+    data: np.ndarray
+    sums: np.ndarray
+    groups: int
+    taps: int
+    cin: int
+    cout: int
+    nr: int
+    isa: Isa
+
+    @property
+    def k4(self) -> int:
+        return -(-self.cin // 4)
+
+    @property
+    def group_stride(self) -> int:
+        return self.data.size // self.groups
+
+
+def pack_int8_weights(w: np.ndarray, isa: Isa | None = None) -> Int8Weights:
+    """Pack ``w[groups, taps, cin, cout]`` (integers in [-128, 127]) for ``isa``."""
+    isa = isa or host_isa()
+    w = np.asarray(w)
+    if w.ndim != 4 or w.dtype.kind not in "iu":
+        raise EmberError(f"ember: pack_int8_weights wants integer w[groups, taps, cin, cout], got {w.dtype}{w.shape}")
+    if w.size and (w.min() < -128 or w.max() > 127):
+        raise EmberError("ember: int8 weights must lie in [-128, 127]")
+    nr = INT8_TILES[isa.level].nr
+    groups, taps, cin, cout = w.shape
+    k4, npan = -(-cin // 4), -(-cout // nr)
+    wp = np.zeros((groups, taps, k4 * 4, npan * nr), np.int8)
+    wp[:, :, :cin, :cout] = w
+    wp = wp.reshape(groups, taps, k4, 4, npan, nr).transpose(0, 4, 1, 2, 5, 3)
+    data = aligned_empty(max(wp.size, 64), np.int8)
+    data[:] = 0
+    data[:wp.size] = wp.reshape(-1)
+    sums = w.astype(np.int64).sum(axis=(1, 2))
+    return Int8Weights(data, sums, groups, taps, cin, cout, nr, isa)
+
+
+# --------------------------------------------------------------------------- binding
+class Int8Call:
+    """An int8 implicit-GEMM operation bound to its geometry, weights, scales and schedule.
+
+    ``y = clamp(scale * sum((x - zero_point) * w) + shift + residual, lo, hi)`` per output
+    channel; ``scale`` and ``shift`` are f32 vectors of ``groups * cout``. Build once, then
+    :meth:`bind` buffer addresses (x: bytes with pixel stride ``ldx``; y, residual: floats)."""
+
+    def __init__(self, packed: Int8Weights, *, m: int, x_geometry: dict[str, int], ldx: int, ldy: int,
+                 scale: np.ndarray, shift: np.ndarray, zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE,
+                 ldr: int | None = None, xg: int | None = None, num_threads: int | None = None):
+        self.packed = packed
+        self.kernels = int8_kernels(packed.isa)
+        self.tile = self.kernels.tile
+        if packed.nr != self.tile.nr:
+            raise EmberError("ember: int8 weights were packed for another ISA level")
+        if not 0 <= zero_point <= 255:
+            raise EmberError(f"ember: an u8 zero point must lie in [0, 255], got {zero_point}")
+        total = packed.groups * packed.cout
+        self.scale = _f32_vector("scale", scale, total)
+        self.shift = _f32_vector("shift", shift, total)
+        self.comp = np.ascontiguousarray((-zero_point * packed.sums).reshape(-1), np.int32)
+        self.threads = num_threads or default_pool().num_threads
+        geo = dict(h=m, w=1, oh=m, ow=1, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, pt=0, pl=0, xn=0)
+        geo.update(x_geometry)
+        if geo["kh"] * geo["kw"] != packed.taps:
+            raise EmberError("ember: packed int8 weights do not match the kernel size")
+        self._zero = aligned_empty(max(4 * packed.k4, 1) + 64, np.uint8)
+        self._zero[:] = zero_point
+        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
+        lo, hi = epilogue.lo, epilogue.hi
+        self.ctx = INT8_CONTEXT.new(
+            **geo, ldx=ldx, ldy=ldy, ldr=ldy if ldr is None else ldr, k4=packed.k4,
+            xg=packed.cin if xg is None else xg, yg=packed.cout, cout=packed.cout, m=m,
+            bp=packed.data.ctypes.data, bg=packed.group_stride, comp=self.comp.ctypes.data,
+            scale=self.scale.ctypes.data, shift=self.shift.ctypes.data, zero=self._zero.ctypes.data,
+            tm=tm, tn=tn, gm=gm, gn=gn, lo=f32_bits(lo), hi=f32_bits(hi))
+        self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
+
+    def bind(self, x: int, y: int, residual: int = 0, keep: tuple = ()) -> BoundKernel:
+        """The call for these buffer addresses (residual 0: none); each bound call has its own
+        context, so streams can run the same operation on their own buffers at once."""
+        ctx = self.ctx.copy()
+        INT8_CONTEXT.fill(ctx, x=x, y=y, res=residual, flags=FLAG_RES if residual else 0)
+        return BoundKernel(self.kernels.task_address, ctx, self.n_tasks, self.threads,
+                           (self.packed, self._zero, self.comp, self.scale, self.shift, *keep), layout=INT8_CONTEXT)
+
+
+def _f32_vector(name: str, v: np.ndarray, n: int) -> np.ndarray:
+    v = np.asarray(v, np.float32).reshape(-1)
+    if v.size == 1:
+        v = np.full(n, v[0], np.float32)
+    if v.shape != (n,):
+        raise EmberError(f"ember: int8 {name} must be a vector of {n}, got {v.shape}")
+    out = aligned_empty(max(n, 1) + 16)  # masked loads never reach past it, but keep it padded
+    out[:n] = v
+    return out
+
+
+def _u8_rows(name: str, a: np.ndarray, readable: int) -> int:
+    """Row (pixel) stride in bytes of a u8 array whose rows must be readable for ``readable`` bytes."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.strides[-1] != 1:
+        raise EmberError(f"ember: {name} must be a uint8 array with contiguous channels")
+    ld = a.strides[-2] if a.ndim > 1 else a.shape[-1]
+    if ld < readable:
+        raise EmberError(f"ember: {name} rows must be padded to {readable} bytes (see padded_channels), got {ld}")
+    return ld
+
+
+def _f32_rows(name: str, a: np.ndarray, shape: tuple[int, ...]) -> int:
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != shape or a.strides[-1] != 4:
+        raise EmberError(f"ember: {name} must be a float32 array of shape {shape} with contiguous rows")
+    return a.strides[-2] // 4 if a.ndim > 1 else shape[-1]
+
+
+class Int8Gemm:
+    """``C[M, N] = clamp(scale * ((A - zero_point) @ W) + shift + R, lo, hi)``, A u8, W s8.
+
+    ``A`` rows must be readable for ``4 * ceil(K / 4)`` bytes (pad K to a multiple of 4)."""
+
+    def __init__(self, w: np.ndarray, m: int, scale: np.ndarray, shift: np.ndarray | None = None,
+                 zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
+                 isa: Isa | None = None):
+        w = np.asarray(w)
+        if w.ndim != 2:
+            raise EmberError(f"ember: Int8Gemm wants W[K, N], got shape {w.shape}")
+        self.packed = pack_int8_weights(w[None, None], isa)
+        self.m, self.k, self.n = m, w.shape[0], w.shape[1]
+        self.scale, self.zero_point, self.epilogue = scale, zero_point, epilogue
+        self.shift = np.zeros(self.n, np.float32) if shift is None else shift
+        self.num_threads = num_threads
+        self._calls: dict[tuple[int, int, int], Int8Call] = {}
+
+    def bind(self, a: np.ndarray, c: np.ndarray, residual: np.ndarray | None = None) -> BoundKernel:
+        if a.ndim != 2 or a.shape[0] != self.m or a.shape[1] < self.k:
+            raise EmberError(f"ember: Int8Gemm of {self.m}x{self.k} got A{a.shape}")
+        lda = _u8_rows("A", a, 4 * self.packed.k4)
+        ldc = _f32_rows("C", c, (self.m, self.n))
+        ldr = _f32_rows("residual", residual, (self.m, self.n)) if residual is not None else ldc
+        key = (lda, ldc, ldr)
+        call = self._calls.get(key)
+        if call is None:
+            call = Int8Call(self.packed, m=self.m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr, scale=self.scale,
+                            shift=self.shift, zero_point=self.zero_point, epilogue=self.epilogue,
+                            num_threads=self.num_threads)
+            self._calls[key] = call
+        return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data)
+
+    def __call__(self, a: np.ndarray, c: np.ndarray | None = None, residual: np.ndarray | None = None,
+                 pool: ThreadPool | None = None) -> np.ndarray:
+        if c is None:
+            c = aligned_empty((self.m, self.n))
+        self.bind(a, c, residual).run(pool)
+        return c
+
+
+class Int8Conv2d:
+    """A 2-D int8 convolution on NHWC u8 activations (pixel stride a multiple of 4 bytes, see
+    :func:`padded_channels`), f32 NHWC output.
+
+    ``weights`` are integers ``[OC, IC / groups, KH, KW]`` in [-128, 127]; ``scale``/``shift``
+    f32 vectors of OC; padding reads the activation ``zero_point``. Grouped convolutions need
+    ``IC / groups`` to be a multiple of 4 (or one group)."""
+
+    def __init__(self, geometry: ConvGeometry, weights: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None,
+                 zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
+                 isa: Isa | None = None):
+        g = geometry
+        self.geometry = g
+        w = np.asarray(weights)
+        cg = g.cin // g.groups
+        if w.shape != (g.cout, cg, g.kh, g.kw):
+            raise EmberError(f"ember: int8 convolution weights have shape {w.shape}, expected "
+                             f"{(g.cout, cg, g.kh, g.kw)}")
+        if g.groups > 1 and cg % 4:
+            raise EmberError("ember: a grouped int8 convolution needs a multiple of 4 input channels per group")
+        groups = g.groups
+        wg = w.reshape(groups, g.cout // groups, cg, g.kh * g.kw).transpose(0, 3, 2, 1)
+        self.packed = pack_int8_weights(wg, isa)
+        self.scale, self.zero_point, self.epilogue = scale, zero_point, epilogue
+        self.shift = np.zeros(g.cout, np.float32) if shift is None else shift
+        self.num_threads = num_threads
+        self._calls: dict[tuple[int, ...], Int8Call] = {}
+
+    def bind(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None = None) -> BoundKernel:
+        g = self.geometry
+        if x.ndim != 4 or x.shape[:3] != (g.batch, g.h, g.w) or x.shape[3] < g.cin:
+            raise EmberError(f"ember: int8 convolution input has shape {x.shape}, expected {(g.batch, g.h, g.w, g.cin)}")
+        ldx = _u8_rows("x", x, 4 * self.packed.k4 + (g.groups - 1) * (g.cin // g.groups))
+        if x.strides[1] != g.w * ldx:
+            raise EmberError("ember: int8 convolution input pixels must be uniformly strided")
+        ldy = _f32_rows("y", y, g.output_shape)
+        if y.strides[0] != g.oh * g.ow * ldy * 4 or y.strides[1] != g.ow * ldy * 4:
+            raise EmberError("ember: int8 convolution output images must be contiguous")
+        ldr = ldy
+        if residual is not None:
+            ldr = _f32_rows("residual", residual, g.output_shape)
+            if residual.strides[0] != g.oh * g.ow * ldr * 4 or residual.strides[1] != g.ow * ldr * 4:
+                raise EmberError("ember: the residual's images must be contiguous")
+        key = (ldx, x.strides[0], ldy, ldr)
+        call = self._calls.get(key)
+        if call is None:
+            (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
+            geo = dict(h=g.h, w=g.w, oh=g.oh, ow=g.ow, kh=g.kh, kw=g.kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl,
+                       xn=x.strides[0])
+            call = Int8Call(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
+                            xg=g.cin // g.groups, scale=self.scale, shift=self.shift, zero_point=self.zero_point,
+                            epilogue=self.epilogue, num_threads=self.num_threads)
+            self._calls[key] = call
+        return call.bind(x.ctypes.data, y.ctypes.data, 0 if residual is None else residual.ctypes.data)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, residual: np.ndarray | None = None,
+                 pool: ThreadPool | None = None) -> np.ndarray:
+        if y is None:
+            y = aligned_empty(self.geometry.output_shape)
+        self.bind(x, y, residual).run(pool)
+        return y
+
+
+# --------------------------------------------------------------------------- quantize
+@dataclass(frozen=True)
+class QuantizeParams:
+    """FakeQuantize with scalar ranges: ``q = rint((x - il) / (ih - il) * (levels - 1))``,
+    0 for ``x <= il`` and ``levels - 1`` for ``x > ih``; its value is ``q * scale + ol``."""
+
+    il: float
+    ih: float
+    ol: float
+    oh: float
+    levels: int
+
+    @property
+    def steps(self) -> int:
+        return self.levels - 1
+
+    @property
+    def scale(self) -> float:
+        """The value of one step (the activation scale)."""
+        return (np.float32(self.oh) - np.float32(self.ol)) / np.float32(self.steps)
+
+    @property
+    def zero_point(self) -> float:
+        """The step that stands for 0.0 (an integer when 0.0 is exactly representable)."""
+        return -self.ol / self.scale if self.scale else 0.0
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """The numpy twin of the u8 kernel (the reference's f32 arithmetic)."""
+        f = np.float32
+        with np.errstate(all="ignore"):
+            q = np.rint((x.astype(f) - f(self.il)) / (f(self.ih) - f(self.il)) * f(self.steps))
+            q = np.where(x <= f(self.il), f(0), np.where(x > f(self.ih), f(self.steps), q))
+        return q.astype(np.uint8)
+
+
+class Quantize:
+    """FakeQuantize over ``rows`` rows of ``c`` floats: u8 steps (``mode=QUANT_U8``, rows
+    padded with ``fill`` up to the output's row length) or the f32 FakeQuantize value."""
+
+    def __init__(self, params: QuantizeParams, rows: int, c: int, mode: int = QUANT_U8, fill: int = 0,
+                 num_threads: int | None = None, isa: Isa | None = None):
+        if not params.il < params.ih or not 1 < params.levels <= 256:
+            raise EmberError("ember: the quantize kernel needs il < ih and 2..256 levels")
+        self.kernels = int8_kernels(isa)
+        self.params, self.rows, self.c, self.mode, self.fill = params, rows, c, mode, fill
+        self.threads = num_threads or default_pool().num_threads
+        f = np.float32
+        per_task = max(1, -(-rows // (8 * self.threads)), 4096 // max(c, 1))
+        self.per_task = per_task
+        p = params
+        self.ctx = QUANT_CONTEXT.new(
+            rows=rows, c=c, per_task=per_task, il=f32_bits(p.il), rng=f32_bits(f(p.ih) - f(p.il)),
+            steps=f32_bits(p.steps), lo=f32_bits(p.il), hi=f32_bits(p.ih), ol=f32_bits(p.ol), oh=f32_bits(p.oh),
+            orng=f32_bits(f(p.oh) - f(p.ol)), fill=fill, mode=mode)
+
+    def bind(self, x: np.ndarray, y: np.ndarray) -> BoundKernel:
+        ldx = _f32_rows("x", x, (self.rows, self.c))
+        want = np.uint8 if self.mode == QUANT_U8 else np.float32
+        if y.dtype != want or y.ndim != 2 or y.shape[0] != self.rows or y.shape[1] < self.c or y.strides[-1] != y.itemsize:
+            raise EmberError(f"ember: quantize output must be {np.dtype(want)} rows of at least {self.c}")
+        ctx = self.ctx.copy()
+        QUANT_CONTEXT.fill(ctx, x=x.ctypes.data, ldx=ldx, y=y.ctypes.data, ldy=y.strides[0] // y.itemsize,
+                           cpad=y.shape[1] if self.mode == QUANT_U8 else self.c)
+        n_tasks = -(-self.rows // self.per_task) if self.c else 0
+        return BoundKernel(self.kernels.quantize_address, ctx, n_tasks, self.threads, (), layout=QUANT_CONTEXT)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, pool: ThreadPool | None = None) -> np.ndarray:
+        self.bind(x, y).run(pool)
+        return y
+
+
+__all__ = ["INT8_TILES", "Int8Call", "Int8Conv2d", "Int8Gemm", "Int8Kernels", "Int8Weights", "Quantize",
+           "QuantizeParams", "int8_kernels", "pack_int8_weights", "padded_channels"]

@@ -1,0 +1,166 @@
+"""INT8 kernels (u8 x s8 GEMM, implicit-GEMM convolution, quantize) vs numpy integer math, on
+every ISA level this CPU supports, with and without VNNI."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ember.devices.cpu.kernels.conv import ConvGeometry
+from ember.devices.cpu.kernels.gemm import Epilogue
+from ember.devices.cpu.kernels.int8_gemm import (
+    QUANT_F32,
+    Int8Conv2d,
+    Int8Gemm,
+    Quantize,
+    QuantizeParams,
+    int8_kernels,
+    padded_channels,
+)
+from ember.devices.cpu.llvm.isa import host_isa, supported_levels
+from ember.errors import EmberError
+
+
+def _isas():
+    out = []
+    for level in supported_levels():
+        isa = host_isa(level)
+        out.append(pytest.param(isa, id=f"{level}-vnni" if isa.vnni else level))
+        if isa.vnni:  # the portable dot product, as on a CPU without VNNI
+            out.append(pytest.param(dataclasses.replace(isa, vnni=False), id=f"{level}-novnni"))
+    return out
+
+
+ISAS = _isas()
+EPILOGUES = {"none": Epilogue(), "relu": Epilogue.relu(), "clamp": Epilogue.clamp(-0.5, 0.75)}
+
+# (M, K, N, zero point, epilogue, residual)
+GEMM_CASES = [
+    (1, 1, 1, 0, "none", False),
+    (1, 3, 33, 128, "relu", False),
+    (13, 45, 70, 7, "none", True),
+    (29, 64, 32, 255, "clamp", False),
+    (100, 257, 65, 3, "relu", True),
+    (3, 1000, 17, 128, "none", False),
+    (15, 4, 31, 0, "none", False),
+]
+
+
+def _scales(rng, n):
+    return (rng.random(n) * 0.02 + 0.001).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-zp{c[3]}-{c[4]}")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int8_gemm_matches_numpy(isa, case, threads):
+    m, k, n, zp, epi_name, has_res = case
+    rng = np.random.default_rng(m * 7919 + k * 31 + n)
+    a = np.zeros((m, padded_channels(k)), np.uint8)
+    a[:, :k] = rng.integers(0, 256, (m, k))
+    a[:, k:] = rng.integers(0, 256, (m, a.shape[1] - k))  # padding bytes: any value, never counted
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    w[0, 0], w[-1, -1] = -128, 127
+    scale, shift = _scales(rng, n)
+    res = rng.standard_normal((m, n)).astype(np.float32) if has_res else None
+    epi = EPILOGUES[epi_name]
+    c = np.full((m, n), np.nan, np.float32)
+    Int8Gemm(w, m, scale, shift, zp, epi, num_threads=threads, isa=isa)(a, c, res)
+    acc = (a[:, :k].astype(np.int64) - zp) @ w.astype(np.int64)
+    want = acc * scale.astype(np.float64) + shift + (0 if res is None else res)
+    want = epi.apply(want)
+    np.testing.assert_allclose(c, want, rtol=1e-6, atol=1e-5 * np.abs(want).max() + 1e-6)
+
+
+def conv_reference(x, w, geo, zp):
+    """Integer convolution of NHWC u8 ``x`` minus ``zp`` (padding = ``zp``) with w[OC, IC/g, KH, KW]."""
+    (sh, sw), (dh, dw), (pt, pl), (pb, pr) = geo.strides, geo.dilations, geo.pads_begin, geo.pads_end
+    xi = np.pad(x[..., :geo.cin].astype(np.int64) - zp, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    cg, og = geo.cin // geo.groups, geo.cout // geo.groups
+    out = np.zeros((geo.batch, geo.oh, geo.ow, geo.cout), np.int64)
+    for ky in range(geo.kh):
+        for kx in range(geo.kw):
+            patch = xi[:, ky * dh: ky * dh + sh * (geo.oh - 1) + 1: sh, kx * dw: kx * dw + sw * (geo.ow - 1) + 1: sw]
+            for g in range(geo.groups):
+                wt = w[g * og:(g + 1) * og, :, ky, kx].astype(np.int64).T  # [cg, og]
+                out[..., g * og:(g + 1) * og] += patch[..., g * cg:(g + 1) * cg] @ wt
+    return out
+
+
+# (batch, h, w, cin, cout, kh, kw, strides, dilations, pads_begin, pads_end, groups, zp, epilogue, residual)
+CONV_CASES = [
+    (1, 7, 9, 3, 17, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1, 128, "relu", False),   # a stem: cin 3 padded
+    (2, 9, 11, 8, 40, 3, 3, (2, 1), (1, 2), (1, 2), (1, 0), 2, 7, "none", False),   # strided, dilated, grouped
+    (1, 6, 6, 16, 33, 1, 1, (1, 1), (1, 1), (0, 0), (0, 0), 1, 0, "none", True),    # 1x1 + residual
+    (1, 5, 5, 12, 8, 5, 5, (2, 2), (1, 1), (2, 2), (2, 2), 1, 255, "clamp", False),
+    (1, 3, 3, 64, 64, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 4, 3, "relu", True),
+    (3, 4, 5, 5, 7, 1, 3, (1, 2), (1, 1), (0, 1), (0, 1), 1, 200, "none", False),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[3]}to{c[4]}-k{c[5]}x{c[6]}-s{c[7][0]}-g{c[11]}")
+def test_int8_conv_matches_numpy(isa, case):
+    n, h, wd, cin, cout, kh, kw, s, d, pb, pe, groups, zp, epi_name, has_res = case
+    geo = ConvGeometry(n, h, wd, cin, cout, kh, kw, s, d, pb, pe, groups)
+    rng = np.random.default_rng(cin * 131 + cout)
+    x = rng.integers(0, 256, (n, h, wd, padded_channels(cin))).astype(np.uint8)
+    w = rng.integers(-128, 128, (cout, cin // groups, kh, kw)).astype(np.int8)
+    scale, shift = _scales(rng, cout)
+    res = rng.standard_normal(geo.output_shape).astype(np.float32) if has_res else None
+    epi = EPILOGUES[epi_name]
+    want = epi.apply(conv_reference(x, w, geo, zp) * scale.astype(np.float64) + shift + (0 if res is None else res))
+    for threads in (1, 2):
+        y = np.full(geo.output_shape, np.nan, np.float32)
+        Int8Conv2d(geo, w, scale, shift, zp, epi, num_threads=threads, isa=isa)(x, y, res)
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-5 * np.abs(want).max() + 1e-6)
+
+
+def test_int8_rows_must_be_padded():
+    geo = ConvGeometry(1, 4, 4, 3, 8, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1)
+    conv = Int8Conv2d(geo, np.ones((8, 3, 3, 3), np.int8), np.ones(8, np.float32))
+    with pytest.raises(EmberError, match="padded"):
+        conv(np.zeros((1, 4, 4, 3), np.uint8))
+    with pytest.raises(EmberError, match=r"\[-128, 127\]"):
+        Int8Gemm(np.full((4, 4), 200), 1, np.ones(4, np.float32))
+    with pytest.raises(EmberError, match="multiple of 4"):
+        Int8Conv2d(ConvGeometry(1, 4, 4, 6, 6, 1, 1, groups=3), np.ones((6, 2, 1, 1), np.int8), np.ones(6, np.float32))
+
+
+QUANT_CASES = [
+    QuantizeParams(-1.0, 2.0, -1.0, 2.0, 256),
+    QuantizeParams(0.0, 6.0, 0.0, 6.0, 256),
+    QuantizeParams(-1.28, 1.27, -1.28, 1.27, 256),
+    QuantizeParams(-0.5, 0.5, -0.25, 0.75, 255),
+    QuantizeParams(0.1, 0.9, 0.0, 1.0, 16),
+]
+
+
+@pytest.mark.parametrize("isa", [p for p in ISAS if "novnni" not in p.id])
+@pytest.mark.parametrize("params", QUANT_CASES, ids=str)
+def test_quantize_matches_fakequantize(isa, params):
+    """u8 steps equal the reference FakeQuantize's (same f32 arithmetic, ties to even); the f32
+    mode equals the reference op's output bit for bit."""
+    import ember.opset as ops
+
+    rng = np.random.default_rng(1)
+    rows, c = 37, 21
+    x = (rng.standard_normal((rows, c)) * 1.5).astype(np.float32)
+    steps = np.float32(params.steps)
+    grid = (np.arange(c, dtype=np.float32) + 0.5) / steps * (np.float32(params.ih) - np.float32(params.il))
+    x[0] = grid + np.float32(params.il)  # exact ties
+    x[1, :4] = [params.il, params.ih, np.inf, -np.inf]
+    y = np.full((rows, padded_channels(c) + 4), 9, np.uint8)
+    Quantize(params, rows, c, fill=77, isa=isa)(x, y)
+    np.testing.assert_array_equal(y[:, :c], params.quantize(x))
+    assert (y[:, c:] == 77).all()
+    ranges = [np.array(v, np.float32) for v in (params.il, params.ih, params.ol, params.oh)]
+    want = ops.fake_quantize(x, *ranges, params.levels).evaluate([x, *ranges])[0]
+    out = np.full((rows, c), np.nan, np.float32)
+    Quantize(params, rows, c, mode=QUANT_F32, isa=isa)(x, out)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_exec_type_names_the_instruction_set():
+    k = int8_kernels()
+    assert k.exec_type.endswith("_I8") and k.exec_type.startswith("jit_")
