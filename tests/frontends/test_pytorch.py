@@ -236,6 +236,9 @@ def test_every_unsupported_op_listed_at_once(monkeypatch: pytest.MonkeyPatch) ->
     msg = str(e.value)
     assert "2 unsupported op(s)" in msg and "aten.sigmoid.default" in msg and "aten.cos.default" in msg
     assert "test_pytorch.py:" in msg  # the source line of the first use
+    from ember.frontends.pytorch import unsupported_ops
+
+    assert [op for op, _, _ in unsupported_ops(module, (_x(2, 3),))] == ["aten.cos", "aten.sigmoid"]
 
 
 def test_module_without_example_input_is_refused() -> None:

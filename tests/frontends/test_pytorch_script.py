@@ -73,6 +73,26 @@ def test_torchscript_matches_torch(how: str, tmp_path: Path) -> None:
         assert relative_difference(got[i], w.numpy()) <= RTOL
 
 
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_dynamic_shapes(how: str) -> None:
+    """Sizes read at run time (``x.size()`` unpacked, ``t // 2 * 2``) become shape subgraphs."""
+    torch.manual_seed(0)
+    module = ShapeDependent().eval()
+    x, state = _inputs()
+    src = torch.jit.script(module) if how == "script" else torch.jit.trace(module, (x, state))
+    model = ember.convert_model(src, example_input=(x, state), input=[[-1, 2, -1], [2, -1, 6]])
+    assert model.inputs[0].partial_shape.is_dynamic
+    compiled = ember.Core().compile_model(model, "REFERENCE")
+    g = torch.Generator().manual_seed(1)
+    for b, t in ((1, 6), (5, 20)):
+        xx, ss = torch.randn(b, 2, t, generator=g), torch.randn(2, b, 6, generator=g)
+        got = compiled([xx.numpy(), ss.numpy()])
+        with torch.no_grad():
+            want = module(xx, ss)
+        for i, w in enumerate(want):
+            assert relative_difference(got[i], w.numpy()) <= RTOL, (b, t)
+
+
 def test_ember_convert_command_on_a_torchscript_archive(tmp_path: Path) -> None:
     from ember.tools.cli import main
 

@@ -113,7 +113,7 @@ def floor_divide(call: Call) -> Any:
     x, y, t = _operands(call, "self", "other", call.out_type)
     if t.is_real:
         return ops.floor(ops.divide(x, y)).output(0)
-    return convert(ops.floor(ops.divide(convert(x, Type.f64), convert(y, Type.f64))), t)
+    return convert(ops.floor(ops.divide(convert(x, Type.f64), convert(y, Type.f64))).output(0), t)
 
 
 _COMPARE = {"aten.eq": ops.equal, "aten.ne": ops.not_equal, "aten.lt": ops.less, "aten.le": ops.less_equal,
