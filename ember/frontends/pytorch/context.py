@@ -126,9 +126,7 @@ def promote(a: Any, b: Any) -> Type:
     rb = b.partial_shape.rank_is_static and len(b.partial_shape) == 0
     if ra != rb:
         t, z = (tb, ta) if ra else (ta, tb)
-        if category(z) <= category(t):
-            return t
-        return z if category(z) > category(t) else t
+        return t if category(z) <= category(t) else z
     inv = {v: k for k, v in _TORCH_TYPES.items()}
     pa, pb = getattr(torch, inv[ta]), getattr(torch, inv[tb])
     return element_type(torch.promote_types(pa, pb))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ember.errors import ConversionError, UnsupportedOpError
-from ember.frontends.pytorch.context import Call, element_type, folded
+from ember.frontends.pytorch.context import Call, element_type
 from ember.frontends.pytorch.registry import find_converter
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
@@ -375,4 +375,4 @@ def tensor_constant(t: torch.Tensor, name: str | None = None) -> Output:
     return c.output(0)
 
 
-__all__ = ["KEPT_OPS", "convert_exported", "decompose", "export", "folded", "tensor_constant"]
+__all__ = ["KEPT_OPS", "convert_exported", "decompose", "export", "missing_ops", "tensor_constant"]

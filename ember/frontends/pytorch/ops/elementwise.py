@@ -35,16 +35,13 @@ def _both_python(call: Call, a: str, b: str) -> tuple[Any, Any] | None:
 
 _ARITH = {"aten.add": (ops.add, operator.add), "aten.sub": (ops.subtract, operator.sub),
           "aten.mul": (ops.multiply, operator.mul), "aten.maximum": (ops.maximum, max),
-          "aten.minimum": (ops.minimum, min), "aten.pow": (ops.power, operator.pow),
-          "aten.remainder": (ops.floor_mod, operator.mod), "aten.fmod": (ops.mod, math.fmod),
-          "aten.atan2": (None, math.atan2)}
+          "aten.minimum": (ops.minimum, min),
+          "aten.remainder": (ops.floor_mod, operator.mod), "aten.fmod": (ops.mod, math.fmod)}
 
 
 @converter("aten.add", "aten.sub", "aten.mul", "aten.maximum", "aten.minimum", "aten.remainder", "aten.fmod")
 def arithmetic(call: Call) -> Any:
     a, b = ("self", "other") if "other" in call.args else ("a", "b")
-    if call.op == "aten.pow":
-        a, b = "self", "exponent"
     build, py = _ARITH[call.op]
     alpha = call.get("alpha", 1)
     both = _both_python(call, a, b)
