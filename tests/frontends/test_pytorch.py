@@ -152,6 +152,11 @@ MODULES = {
                                                F.grid_sample(a, a[:, 1:3].permute(0, 2, 3, 1).tanh(), mode="nearest",
                                                              padding_mode="border", align_corners=True))),
                        (_x(3, 4, 4, 4), torch.tensor([[0, 2], [1, 1]]), torch.tensor([3, 0]))),
+    "fake_quantize": (Lambda(lambda a: (torch.fake_quantize_per_tensor_affine(a, 0.1, 3, 0, 255),
+                                        torch.fake_quantize_per_channel_affine(
+                                            a, torch.tensor([0.1, 0.2, 0.05]), torch.tensor([0, 1, -2], dtype=torch.int32),
+                                            1, -128, 127))),
+                      (_x(2, 3, 4) * 4 + 0.013,)),
     "conv1d": (nn.Sequential(nn.Conv1d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv1d(6, 2, 3, dilation=2)),
                (_x(2, 3, 20),)),
 }
