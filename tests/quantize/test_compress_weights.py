@@ -96,3 +96,53 @@ def test_compress_weights_errors() -> None:
     x = ops.parameter([2, 3], np.float32, name="x")
     with pytest.raises(nncf.QuantizationError, match="no weights"):
         nncf.compress_weights(Model([ops.relu(x)], [x]))
+
+
+def _gpt2() -> tuple[Model, np.ndarray]:
+    """A GPT-2-shaped decoder (transformers' GPT2LMHeadModel from a small config, seeded random
+    weights, tied embedding / LM head) through ember's PyTorch frontend."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=512, n_positions=64,
+                                  bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    lm = transformers.GPT2LMHeadModel(cfg).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, ids: object) -> object:
+            return self.lm(input_ids=ids, use_cache=False).logits
+
+    ids = torch.randint(0, 512, (1, 16))
+    return ember.convert_model(Logits(), example_input=ids), ids.numpy()
+
+
+def _minilm() -> tuple[Model, dict[str, np.ndarray]]:
+    from ember import zoo
+
+    try:
+        model = zoo.load("all-minilm-l6-v2")
+    except zoo.RegistryUnreachableError as e:  # pragma: no cover - offline
+        pytest.skip(f"zoo model cannot be fetched: {e}")
+    enc = zoo.load_tokenizer().encode(["Weight compression keeps the embeddings close."])
+    return model, {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
+                   "token_type_ids": enc.token_type_ids}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("which", "mode"), [("gpt2", "INT4_SYM"), ("minilm", "INT8_ASYM")])
+def test_real_models_compressed_run_in_openvino_as_in_ember(which: str, mode: str, tmp_path: Path) -> None:
+    model, inputs = _gpt2() if which == "gpt2" else _minilm()
+    kwargs = {"group_size": 64} if mode == "INT4_SYM" else {}
+    compressed = nncf.compress_weights(model, mode=getattr(nncf.CompressWeightsMode, mode), **kwargs)
+    stored = {n.element_type.name for n in compressed.get_ordered_ops() if n.type_name == "Const"}
+    assert ("i4" if mode == "INT4_SYM" else "u8") in stored
+    ember.save_model(compressed, tmp_path / "c.xml")
+    ov_out = ov.Core().compile_model(str(tmp_path / "c.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(inputs)[0]
+    ref = ember.compile_model(compressed, "REFERENCE")(inputs)[0]
+    np.testing.assert_allclose(ov_out, ref, rtol=1e-3, atol=1e-3 * float(np.max(np.abs(ref))))
+    float_out = ember.compile_model(model, "REFERENCE")(inputs)[0]
+    assert np.max(np.abs(ref - float_out)) < (0.3 if mode == "INT4_SYM" else 0.05) * np.max(np.abs(float_out))
