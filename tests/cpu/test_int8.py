@@ -164,3 +164,92 @@ def test_quantize_matches_fakequantize(isa, params):
 def test_exec_type_names_the_instruction_set():
     k = int8_kernels()
     assert k.exec_type.endswith("_I8") and k.exec_type.startswith("jit_")
+
+
+# --------------------------------------------------------------------------- whole graphs
+def _fq(x, lo, hi, levels=256, out=None):
+    import ember.opset as ops
+
+    f = np.float32
+    olo, ohi = out or (lo, hi)
+    return ops.fake_quantize(x, f(lo), f(hi), f(olo), f(ohi), levels)
+
+
+def _weights(q, scale, zp=None):
+    """NNCF/OpenVINO weight form: integer Const -> Convert -> (Subtract zero point) -> Multiply scale."""
+    import ember.opset as ops
+
+    c = ops.convert(ops.constant(q), "f32")
+    if zp is not None:
+        c = ops.subtract(c, ops.constant(np.asarray(zp, np.float32)))
+    return ops.multiply(c, ops.constant(np.asarray(scale, np.float32)))
+
+
+def _graph(kind, rng):
+    """A small quantized graph of ``kind``: (model, input, int8 ops expected)."""
+    import ember as ov
+    import ember.opset as ops
+    from ember.graph.types import Type
+
+    x = ops.parameter([2, 8, 11, 13], Type.f32, name="x")
+    xin = (rng.standard_normal((2, 8, 11, 13)) * 1.5).astype(np.float32)
+    if kind == "conv-chain":  # symmetric signed input, bias + ReLU, ReLU-range u8, strided, then a MatMul
+        a = _fq(x, -2.0, 2.0 * 127 / 128)
+        w1 = rng.integers(-127, 128, (16, 8, 3, 3)).astype(np.int8)
+        c = ops.convolution(a, _weights(w1, rng.random((16, 1, 1, 1)) * 0.02), [1, 1], [1, 1], [1, 1], [1, 1])
+        c = ops.relu(ops.add(c, ops.constant(rng.standard_normal((1, 16, 1, 1)).astype(np.float32))))
+        w2 = rng.integers(-127, 128, (24, 16, 3, 3)).astype(np.int8)
+        c = ops.convolution(_fq(c, 0.0, 4.0), _weights(w2, rng.random((24, 1, 1, 1)) * 0.02), [2, 2], [0, 0], [1, 1],
+                            [1, 1])
+        g = ops.reshape(ops.reduce_mean(c, ops.constant(np.array([2, 3], np.int64)), True),
+                        ops.constant(np.array([2, 24], np.int64)), False)
+        w3 = rng.integers(-127, 128, (10, 24)).astype(np.int8)
+        out, n_int8 = ops.matmul(_fq(g, -1.0, 1.0), _weights(w3, rng.random((10, 1)) * 0.05), False, True), 3
+    elif kind == "asymmetric":  # u8 with zero point 77, weights with a per-channel zero point, residual add
+        a = _fq(x, -77 * 0.02, 178 * 0.02)
+        w = rng.integers(-100, 100, (8, 8, 3, 3)).astype(np.int8)
+        zp = rng.integers(-20, 20, (8, 1, 1, 1))
+        c = ops.convolution(a, _weights(w, rng.random((8, 1, 1, 1)) * 0.03, zp), [1, 1], [1, 1], [1, 1], [1, 1])
+        out, n_int8 = ops.relu(ops.add(c, x)), 1
+    elif kind == "grouped":  # GroupConvolution, 4 channels per group (+ a depthwise one that stays f32)
+        a = _fq(x, -1.5, 1.5, 255)
+        w = rng.integers(-127, 128, (2, 6, 4, 3, 3)).astype(np.int8)
+        c = ops.group_convolution(a, _weights(w, rng.random((2, 6, 1, 1, 1)) * 0.05), [1, 2], [1, 1], [1, 0], [1, 1])
+        wd = rng.integers(-127, 128, (12, 1, 1, 3, 3)).astype(np.int8)
+        out = ops.group_convolution(_fq(c, -3.0, 3.0), _weights(wd, rng.random((12, 1, 1, 1, 1)) * 0.05), [1, 1],
+                                    [1, 1], [1, 1], [1, 1])
+        n_int8 = 1
+    elif kind == "fractional-zero-point":  # 0.0 is not a step: 1x1 and MatMul take it, a padded 3x3 stays f32
+        a = _fq(x, -0.333, 1.0)
+        w = rng.integers(-127, 128, (8, 8, 1, 1)).astype(np.int8)
+        c = ops.convolution(a, _weights(w, rng.random((8, 1, 1, 1)) * 0.1), [1, 1], [0, 0], [0, 0], [1, 1])
+        w3 = rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8)
+        c3 = ops.convolution(a, _weights(w3, rng.random((8, 1, 1, 1)) * 0.1), [1, 1], [1, 1], [1, 1], [1, 1])
+        wm = rng.integers(-127, 128, (13, 5)).astype(np.int8)
+        m = ops.matmul(a, _weights(wm, rng.random(5) * 0.1), False, False)
+        out, n_int8 = [c, c3, m], 2
+    else:
+        raise AssertionError(kind)
+    outs = out if isinstance(out, list) else [out]
+    return ov.Model(outs, [x], kind), xin, n_int8
+
+
+@pytest.mark.parametrize("kind", ["conv-chain", "asymmetric", "grouped", "fractional-zero-point"])
+def test_quantized_graph_matches_reference(kind):
+    """The int8 lowering against REFERENCE running the FakeQuantize graph in float: the same
+    rounding, so equal within f32 summation error; the runtime model says which ops are int8."""
+    import ember as ov
+
+    rng = np.random.default_rng(len(kind))
+    model, xin, n_int8 = _graph(kind, rng)
+    core = ov.Core()
+    want = core.compile_model(model, "REFERENCE")(xin)
+    cm = core.compile_model(model, "CPU")
+    got = cm(xin)
+    for g, w in zip(got.values(), want.values()):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()))
+    types = [n.type_name for n in cm.get_runtime_model().get_ordered_ops()]
+    assert types.count("Int8Convolution") + types.count("Int8MatMul") == n_int8
+    stats = cm._executable.program.stats
+    assert stats.get("int8_ops", 0) == n_int8 and not stats["fallbacks"]
+    assert all(t.endswith("_I8") for t in stats["exec_types"].values())

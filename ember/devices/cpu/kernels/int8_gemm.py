@@ -567,7 +567,7 @@ class QuantizeParams:
     @property
     def scale(self) -> float:
         """The value of one step (the activation scale)."""
-        return (np.float32(self.oh) - np.float32(self.ol)) / np.float32(self.steps)
+        return float((np.float32(self.oh) - np.float32(self.ol)) / np.float32(self.steps))
 
     @property
     def zero_point(self) -> float:
@@ -599,9 +599,9 @@ class Quantize:
         self.per_task = per_task
         p = params
         self.ctx = QUANT_CONTEXT.new(
-            rows=rows, c=c, per_task=per_task, il=f32_bits(p.il), rng=f32_bits(f(p.ih) - f(p.il)),
+            rows=rows, c=c, per_task=per_task, il=f32_bits(p.il), rng=f32_bits(float(f(p.ih) - f(p.il))),
             steps=f32_bits(p.steps), lo=f32_bits(p.il), hi=f32_bits(p.ih), ol=f32_bits(p.ol), oh=f32_bits(p.oh),
-            orng=f32_bits(f(p.oh) - f(p.ol)), fill=fill, mode=mode)
+            orng=f32_bits(float(f(p.oh) - f(p.ol))), fill=fill, mode=mode)
 
     def bind(self, x: np.ndarray, y: np.ndarray) -> BoundKernel:
         ldx = _f32_rows("x", x, (self.rows, self.c))

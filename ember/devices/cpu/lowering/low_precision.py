@@ -1,0 +1,515 @@
+"""Low-precision lowering: quantized patterns -> int8 kernels (what OpenVINO's low-precision
+transformations do for its CPU plugin), first slice.
+
+:func:`lower_precision` (the first of the CPU's device passes, before weights are folded to
+f32) finds
+
+    FakeQuantize(x, scalar ranges, levels <= 256)  ->  Convolution / GroupConvolution / MatMul
+    weights: integer Const -> Convert [-> Subtract(zero point)] -> Multiply(per-channel scale)
+             [-> Reshape]
+
+and rewrites each into two ops of this device: ``Int8Quantize`` (x -> u8 steps of the
+FakeQuantize, laid out for its consumers: NHWC pixels or GEMM rows) and ``Int8Convolution`` / ``Int8MatMul`` (u8 x s8 with integer accumulation,
+then ``scale[n] * acc + shift[n]`` in f32). The arithmetic is the FakeQuantize graph's own:
+``x_fq = s_a * (q - zp)`` and ``w = s_w[n] * wq``, so ``conv(x_fq, w) = s_a * s_w[n] *
+conv(q - zp, wq)``; padding reads ``zp`` (the step that stands for 0.0). When 0.0 is not
+exactly a step (a non-integer zero point) only convolutions without padding and MatMuls are
+rewritten, the offset going into ``shift``. Depthwise convolutions, per-channel activation
+ranges, weights with a zero point that leaves [-128, 127], and everything else stay f32.
+
+The new ops carry a numpy reference kernel (integer math in int64), so a node the native rule
+cannot take still computes in int8 arithmetic. The lowering rules fuse the elementwise tail
+(a per-channel bias Add, a residual Add, ReLU/Clamp) into the f32 epilogue. FakeQuantize nodes
+that stay in the graph run on the native quantize kernel in f32 mode.
+
+The compiled model reports what runs: the runtime model has the ``Int8*`` ops, and the plan's
+``stats["exec_types"]`` names the int8 kernel per op (``jit_avx512_vnni_I8`` ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, static_shape
+from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
+from ember.graph.core_ops import Constant
+from ember.graph.model import Model
+from ember.graph.node import Attr, Node, Output
+from ember.graph.shape import Dimension, PartialShape
+from ember.graph.types import Type
+
+log = logging.getLogger("ember.cpu")
+
+_ZP_TOLERANCE = 1e-3  # in steps: a zero point this close to an integer is that integer
+
+
+# --------------------------------------------------------------------------- the int8 ops
+def _fq_params(node: Node) -> Any:
+    from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
+
+    a = node.attrs
+    return QuantizeParams(a["il"], a["ih"], a["ol"], a["oh"], a["levels"])
+
+
+class Int8Quantize(Node):
+    """The u8 steps of a FakeQuantize with scalar ranges: ``rint((x - il) / (ih - il) *
+    (levels - 1))``, 0 at or below ``il``, ``levels - 1`` above ``ih`` (a CPU device op)."""
+
+    type_name = "Int8Quantize"
+    version = "ember_cpu"
+    num_inputs = (1, 1)
+    attributes = (Attr("il", "float"), Attr("ih", "float"), Attr("ol", "float"), Attr("oh", "float"),
+                  Attr("levels", "int"), Attr("layout", "str", "rows", ("rows", "nhwc")))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        return [(Type.u8, self.input_shape(0))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [_fq_params(self).quantize(np.asarray(inputs[0]))]
+
+
+class Int8Convolution(Node):
+    """``scale[n] * conv(x - zero_point, w)[n] + shift[n]``: u8 NCHW ``x``, integer weights
+    ``[OC, IC / groups, KH, KW]``, explicit pads (padding reads ``zero_point``); f32 out."""
+
+    type_name = "Int8Convolution"
+    version = "ember_cpu"
+    num_inputs = (4, 4)
+    attributes = (Attr("strides", "ints"), Attr("pads_begin", "ints"), Attr("pads_end", "ints"),
+                  Attr("dilations", "ints"), Attr("groups", "int", 1), Attr("zero_point", "int", 0))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        xs = self.input_shape(0)
+        w = self.input_value(1)
+        if w is None or not xs.rank.is_static or xs.rank.get_length() != 4:
+            raise self.fail("needs 4-D data and constant weights")
+        a = self.attrs
+        dims = [xs[0], Dimension(w.shape[0])]
+        for i in range(2):
+            d = xs[2 + i]
+            span = a["dilations"][i] * (w.shape[2 + i] - 1) + 1
+            if d.is_static:
+                dims.append(Dimension((d.get_length() + a["pads_begin"][i] + a["pads_end"][i] - span) // a["strides"][i] + 1))
+            else:
+                dims.append(Dimension.dynamic())
+        return [(Type.f32, PartialShape(dims))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x, w, scale, shift = inputs
+        a = self.attrs
+        groups, zp = a["groups"], a["zero_point"]
+        (sh, sw), (dh, dw) = a["strides"], a["dilations"]
+        cin = w.shape[1] * groups
+        xi = np.asarray(x)[:, :cin].astype(np.int64) - zp
+        xi = np.pad(xi, ((0, 0), (0, 0), (a["pads_begin"][0], a["pads_end"][0]), (a["pads_begin"][1], a["pads_end"][1])))
+        oh, ow = (int(d) for d in self.output(0).partial_shape.to_shape()[2:]) if self.output(0).partial_shape.is_static \
+            else ((xi.shape[2] - dh * (w.shape[2] - 1) - 1) // sh + 1, (xi.shape[3] - dw * (w.shape[3] - 1) - 1) // sw + 1)
+        cg, og = w.shape[1], w.shape[0] // groups
+        out = np.zeros((x.shape[0], w.shape[0], oh, ow), np.int64)
+        wi = w.astype(np.int64)
+        for ky in range(w.shape[2]):
+            for kx in range(w.shape[3]):
+                patch = xi[:, :, ky * dh: ky * dh + sh * (oh - 1) + 1: sh, kx * dw: kx * dw + sw * (ow - 1) + 1: sw]
+                for g in range(groups):
+                    out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch[:, g * cg:(g + 1) * cg],
+                                                             wi[g * og:(g + 1) * og, :, ky, kx])
+        y = out.astype(np.float32) * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        return [y.astype(np.float32)]
+
+
+class Int8MatMul(Node):
+    """``scale[n] * ((x - zero_point) @ w)[n] + shift[n]``: u8 ``x[..., K]``, integer ``w[K, N]``; f32 out."""
+
+    type_name = "Int8MatMul"
+    version = "ember_cpu"
+    num_inputs = (4, 4)
+    attributes = (Attr("zero_point", "int", 0),)
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        xs = self.input_shape(0)
+        w = self.input_value(1)
+        if w is None or not xs.rank.is_static:
+            raise self.fail("needs data of static rank and constant weights")
+        return [(Type.f32, PartialShape([*list(xs)[:-1], Dimension(w.shape[1])]))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x, w, scale, shift = inputs
+        k = w.shape[0]
+        acc = (np.asarray(x)[..., :k].astype(np.int64) - self.attrs["zero_point"]) @ w.astype(np.int64)
+        return [(acc.astype(np.float32) * scale + shift).astype(np.float32)]
+
+
+# --------------------------------------------------------------------------- the graph pass
+def _value(port: Output, depth: int = 0) -> np.ndarray | None:
+    """The value of a constant subgraph (reference kernels), else None."""
+    node = port.node
+    if isinstance(node, Constant):
+        return node.data
+    if depth > 8 or not node.foldable or not node.input_values() or node.type_name == "Parameter":
+        return None
+    args = []
+    for s in node.input_values():
+        v = _value(s, depth + 1)
+        if v is None:
+            return None
+        args.append(v)
+    try:
+        return node.evaluate(args)[port.index]
+    except Exception:  # noqa: BLE001 - not a constant subgraph after all
+        return None
+
+
+def _int_weights(port: Output, out_axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(wq, s_w)`` with ``value(port) == wq * s_w`` (s_w broadcast along ``out_axes`` of the
+    value), wq integers in [-128, 127], for ``Convert(int Const) [- zp] * scale [-> Reshape]``."""
+    reshape: tuple[int, ...] | None = None
+    node = port.node
+    if node.type_name == "Reshape":
+        target = _value(port)
+        if target is None:
+            return None
+        reshape = tuple(target.shape)
+        node = node.input_values()[0].node
+    if node.type_name != "Multiply":
+        return None
+    a, b = node.input_values()
+    for q_port, s_port in ((a, b), (b, a)):
+        src = q_port.node
+        if src.type_name == "Subtract":
+            src = src.input_values()[0].node
+        if src.type_name != "Convert" or not isinstance(src.input_values()[0].node, Constant) \
+                or src.input_values()[0].element_type.dtype.kind not in "iu":
+            continue
+        q, s = _value(q_port), _value(s_port)
+        if q is None or s is None or q.dtype.kind != "f":
+            return None
+        s_full = np.broadcast_to(s.astype(np.float64), q.shape)
+        if reshape is not None:
+            if int(np.prod(reshape)) != q.size:
+                return None
+            q, s_full = q.reshape(reshape), np.ascontiguousarray(s_full).reshape(reshape)
+        if q.size == 0 or np.any(q != np.rint(q)) or q.min() < -128 or q.max() > 127:
+            return None
+        other = tuple(i for i in range(q.ndim) if i not in out_axes)
+        first = s_full[tuple(slice(0, 1) if i in other else slice(None) for i in range(q.ndim))]
+        if not np.array_equal(np.broadcast_to(first, s_full.shape), s_full):
+            return None  # the scale varies along an input axis: not per output channel
+        return q.astype(np.int8), first.reshape(-1)
+    return None
+
+
+def _activation_fq(port: Output) -> Any:
+    """QuantizeParams of a FakeQuantize with scalar constant ranges producing ``port``, else None."""
+    from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
+
+    fq = port.node
+    if fq.type_name != "FakeQuantize" or fq.input_values()[0].element_type.dtype != F32:
+        return None
+    ranges = [const_of(s) for s in fq.input_values()[1:]]
+    if any(r is None or r.size != 1 for r in ranges):
+        return None
+    il, ih, ol, oh = (float(np.asarray(r).reshape(-1)[0]) for r in ranges)
+    levels = int(fq.attrs["levels"])
+    if not (il < ih and 1 < levels <= 256 and ol < oh and all(map(math.isfinite, (il, ih, ol, oh)))):
+        return None
+    return QuantizeParams(il, ih, ol, oh, levels)
+
+
+def _quantize_node(fq: Node, params: Any, memo: dict[tuple[int, str], Node], kind: str) -> Node:
+    key = (id(fq), kind)
+    q = memo.get(key)
+    if q is None:
+        q = Int8Quantize([fq.input_values()[0]], dict(il=params.il, ih=params.ih, ol=params.ol, oh=params.oh,
+                                                     levels=params.levels, layout=kind), fq.friendly_name + "/u8")
+        memo[key] = q
+    return q
+
+
+def _zero_point(params: Any) -> tuple[int, float]:
+    """(integer zero point, offset left over) for an activation FakeQuantize."""
+    zpf = params.zero_point
+    zp = int(round(zpf))
+    if not 0 <= zp <= params.steps:
+        zp = min(max(zp, 0), params.steps)
+    return zp, float(params.ol) + zp * float(params.scale)
+
+
+def _rewrite_conv(node: Node, memo: dict[tuple[int, str], Node]) -> bool:
+    xport, wport = node.input_values()
+    params = _activation_fq(xport)
+    if params is None or not xport.partial_shape.is_static or len(xport.partial_shape) != 4:
+        return False
+    grouped = node.type_name == "GroupConvolution"
+    got = _int_weights(wport, (0, 1) if grouped else (0,))
+    if got is None:
+        return False
+    wq, s_w = got
+    groups = 1
+    if grouped:
+        groups = wq.shape[0]
+        wq = wq.reshape(wq.shape[0] * wq.shape[1], *wq.shape[2:])
+    if wq.ndim != 4 or (groups > 1 and wq.shape[1] % 4):
+        return False  # depthwise and odd grouped convolutions stay f32 for now
+    xs = tuple(int(d) for d in xport.partial_shape.to_shape())
+    pb, pe = node.resolved_pads(xs, wq.shape[2:])
+    zp, offset = _zero_point(params)
+    exact = abs(offset) <= _ZP_TOLERANCE * float(params.scale)
+    if not exact and any(pb + pe):
+        return False
+    if min(pb + pe) < 0:
+        return False
+    scale = np.float64(params.scale) * s_w
+    shift = np.zeros(wq.shape[0]) if exact else offset * s_w * wq.astype(np.int64).sum(axis=(1, 2, 3))
+    q = _quantize_node(xport.node, params, memo, "nhwc")
+    attrs = dict(strides=list(node.attrs["strides"]), pads_begin=list(pb), pads_end=list(pe),
+                 dilations=list(node.attrs["dilations"]) or [1, 1], groups=groups, zero_point=zp)
+    new = Int8Convolution([q.output(0), Constant.from_array(wq, Type.i8), _f32_const(scale), _f32_const(shift)],
+                          attrs, node.friendly_name)
+    _replace(node, new)
+    return True
+
+
+def _rewrite_matmul(node: Node, memo: dict[tuple[int, str], Node]) -> bool:
+    xport, wport = node.input_values()
+    params = _activation_fq(xport)
+    if params is None or node.attrs["transpose_a"] or not xport.partial_shape.rank.is_static \
+            or len(xport.partial_shape) < 2:
+        return False
+    wshape = wport.partial_shape
+    if not wshape.is_static or len(wshape) < 2 or any(int(d) != 1 for d in wshape.to_shape()[:-2]) \
+            or len(wshape) > len(xport.partial_shape):
+        return False
+    tb = bool(node.attrs["transpose_b"])
+    rank = len(wshape)
+    got = _int_weights(wport, (rank - 2,) if tb else (rank - 1,))
+    if got is None:
+        return False
+    wq, s_w = got
+    w2 = wq.reshape(wq.shape[-2:])
+    w2 = np.ascontiguousarray(w2.T if tb else w2)
+    zp, offset = _zero_point(params)
+    scale = np.float64(params.scale) * s_w
+    shift = offset * s_w * w2.astype(np.int64).sum(axis=0)
+    q = _quantize_node(xport.node, params, memo, "rows")
+    new = Int8MatMul([q.output(0), Constant.from_array(w2, Type.i8), _f32_const(scale), _f32_const(shift)],
+                     dict(zero_point=zp), node.friendly_name)
+    if new.output(0).partial_shape.compatible(node.output(0).partial_shape) is False:
+        return False
+    _replace(node, new)
+    return True
+
+
+def _f32_const(v: np.ndarray) -> Constant:
+    return Constant.from_array(np.ascontiguousarray(v, np.float32).reshape(-1), Type.f32)
+
+
+def _replace(old: Node, new: Node) -> None:
+    from ember.passes.matcher import replace_output
+
+    new.rt_info.update({k: v for k, v in old.rt_info.items() if k != "fused_group"})
+    replace_output(old.output(0), new.output(0))
+
+
+def lower_precision(model: Model) -> int:
+    """Rewrite the quantized convolutions and MatMuls of ``model`` into int8 ops (in place);
+    returns how many were rewritten."""
+    memo: dict[tuple[int, str], Node] = {}
+    done = 0
+    for node in model.get_ordered_ops():
+        if node.type_name in ("Convolution", "GroupConvolution"):
+            done += _rewrite_conv(node, memo)
+        elif node.type_name == "MatMul":
+            done += _rewrite_matmul(node, memo)
+    if done:
+        from ember.passes.matcher import prune_dead_consumers
+
+        prune_dead_consumers(model)
+        log.info("CPU: %d convolutions/MatMuls run in int8", done)
+    return done
+
+
+# --------------------------------------------------------------------------- lowering rules
+def _exec_type(lowering: Lowering, name: str) -> None:
+    from ember.devices.cpu.kernels.int8_gemm import int8_kernels
+
+    lowering.program.stats.setdefault("exec_types", {})[name] = int8_kernels(lowering.isa).exec_type
+    lowering.program.stats["int8_ops"] = lowering.program.stats.get("int8_ops", 0) + 1
+
+
+@lowers("Int8Quantize")
+def lower_quantize(lowering: Lowering, node: Node) -> bool:
+    """u8 steps, rows padded to a multiple of 4 bytes (filled with the zero point): NHWC for
+    the convolutions, plain rows for the MatMuls."""
+    from ember.devices.cpu.kernels.int8_gemm import Quantize, padded_channels
+
+    users = {t.node.type_name for t in node.output(0).targets}
+    want = "Int8Convolution" if node.attrs["layout"] == "nhwc" else "Int8MatMul"
+    if users != {want} or lowering.is_result(node.output(0)):
+        return False
+    shape = static_shape(node.output(0))
+    params = _fq_params(node)
+    zp = _zero_point(params)[0]
+    src = lowering.tensor(node.input_values()[0])
+    if want == "Int8Convolution":
+        x = lowering.native_input(src, NHWC)
+        n, h, w, c = x.shape
+        rows = n * h * w
+        phys: tuple[int, ...] = (n, h, w, padded_channels(c))
+        layout = NHWC
+    else:
+        x = lowering.native_input(src, PLAIN)
+        c = shape[-1]
+        rows = int(np.prod(shape[:-1]))
+        phys = (*shape[:-1], padded_channels(c))
+        layout = PLAIN
+    kernel = Quantize(params, rows, c, fill=zp, num_threads=lowering.threads, isa=lowering.isa)
+    y = lowering.value(phys, layout, np.uint8, node.friendly_name)
+    cp = phys[-1]
+    lowering.program.add(Op(node.friendly_name, "Int8Quantize", [x], [y], native=True,
+                            bind=lambda a, o: [kernel.bind(a[0].reshape(rows, c), o[0].reshape(rows, cp))]))
+    lowering.bind_port(node.output(0), y)
+    return True
+
+
+def _tail(lowering: Lowering, node: Node, channels: int, axis: int) -> tuple[np.ndarray | None, Output | None,
+                                                                         tuple[float, float], Node, list[Node]]:
+    """The elementwise tail the int8 epilogue takes: [Add(per-channel const)] [Add(tensor)] [ReLU | Clamp]."""
+    bias: np.ndarray | None = None
+    residual: Output | None = None
+    lo, hi = -math.inf, math.inf
+    last, fused = node, []
+    shape = node.output(0).partial_shape
+    rank = len(shape)
+    while True:
+        nxt = lowering.sole_consumer(last)
+        if nxt is None or nxt.output(0).partial_shape != shape or nxt.output(0).element_type.dtype != F32:
+            break
+        if nxt.type_name == "Add" and len(nxt.input_values()) == 2 and lo == -math.inf:
+            other = nxt.input_values()[1] if nxt.input_values()[0].node is last else nxt.input_values()[0]
+            if other.node is last:
+                break
+            c = const_of(other)
+            if c is not None and bias is None and residual is None and c.dtype == F32 and c.ndim <= rank:
+                full = (1,) * (rank - c.ndim) + c.shape
+                if any(d != 1 for i, d in enumerate(full) if i != axis) or c.size not in (1, channels):
+                    break
+                bias = np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
+            elif c is None and residual is None and lowering.has(other) and other.partial_shape == shape \
+                    and other.element_type.dtype == F32:
+                residual = other
+            else:
+                break
+        elif nxt.type_name == "ReLU":
+            lo = 0.0
+        elif nxt.type_name == "Clamp":
+            lo, hi = float(nxt.attrs["min"]), float(nxt.attrs["max"])
+        else:
+            break
+        last = nxt
+        fused.append(nxt)
+        if nxt.type_name in ("ReLU", "Clamp"):
+            break
+    return bias, residual, (lo, hi), last, fused
+
+
+def _scale_shift(node: Node, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    scale = const_of(node.input_values()[2])
+    shift = const_of(node.input_values()[3])
+    assert scale is not None and shift is not None
+    shift = shift.astype(np.float32) + (0 if bias is None else bias)
+    return scale.astype(np.float32), np.asarray(shift, np.float32)
+
+
+@lowers("Int8Convolution")
+def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.kernels.conv import ConvGeometry
+    from ember.devices.cpu.kernels.gemm import Epilogue
+    from ember.devices.cpu.kernels.int8_gemm import Int8Conv2d, padded_channels
+
+    x = lowering.tensor(node.input_values()[0])
+    w = const_of(node.input_values()[1])
+    if x.dtype != np.uint8 or x.layout != NHWC or w is None \
+            or x.shape[3] < padded_channels(w.shape[1] * node.attrs["groups"]):
+        return False
+    a = node.attrs
+    n, h, wd, _ = x.shape
+    cin = w.shape[1] * a["groups"]
+    geo = ConvGeometry(n, h, wd, cin, w.shape[0], w.shape[2], w.shape[3], tuple(a["strides"]), tuple(a["dilations"]),
+                       tuple(a["pads_begin"]), tuple(a["pads_end"]), a["groups"])
+    bias, res_port, (lo, hi), last, fused = _tail(lowering, node, w.shape[0], 1)
+    scale, shift = _scale_shift(node, bias)
+    kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(lo, hi), lowering.threads, lowering.isa)
+    ins: list[Tensor] = [x]
+    if res_port is not None:
+        ins.append(lowering.native_input(lowering.tensor(res_port), NHWC))
+    y = lowering.value(geo.output_shape, NHWC, name=last.friendly_name)
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [kernel.bind(arrs[0], outs[0], arrs[1] if len(arrs) > 1 else None)]
+
+    lowering.program.add(Op(node.friendly_name, "Int8Convolution", ins, [y], native=True, bind=bind))
+    _exec_type(lowering, node.friendly_name)
+    lowering.finish(last, y, fused)
+    return True
+
+
+@lowers("Int8MatMul")
+def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.kernels.gemm import Epilogue
+    from ember.devices.cpu.kernels.int8_gemm import Int8Gemm, padded_channels
+
+    x = lowering.tensor(node.input_values()[0])
+    w = const_of(node.input_values()[1])
+    if x.dtype != np.uint8 or x.layout != PLAIN or w is None or x.shape[-1] < padded_channels(w.shape[0]):
+        return False
+    out_shape = static_shape(node.output(0))
+    k, nn = w.shape
+    m = int(np.prod(out_shape[:-1]))
+    bias, res_port, (lo, hi), last, fused = _tail(lowering, node, nn, len(out_shape) - 1)
+    scale, shift = _scale_shift(node, bias)
+    kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(lo, hi), lowering.threads, lowering.isa)
+    ins: list[Tensor] = [x]
+    if res_port is not None:
+        ins.append(lowering.native_input(lowering.tensor(res_port), PLAIN))
+    y = lowering.value(out_shape, PLAIN, name=last.friendly_name)
+    kp = x.shape[-1]
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        r = arrs[1].reshape(m, nn) if len(arrs) > 1 else None
+        return [kernel.bind(arrs[0].reshape(m, kp), outs[0].reshape(m, nn), r)]
+
+    lowering.program.add(Op(node.friendly_name, "Int8MatMul", ins, [y], native=True, bind=bind))
+    _exec_type(lowering, node.friendly_name)
+    lowering.finish(last, y, fused)
+    return True
+
+
+@lowers("FakeQuantize")
+def lower_fake_quantize(lowering: Lowering, node: Node) -> bool:
+    """A FakeQuantize with scalar ranges that stays f32 (not in front of an int8 op): the
+    quantize kernel in f32 mode, in the data's own layout."""
+    from ember.devices.cpu.kernels.int8_gemm import QUANT_F32, Quantize
+
+    params = _activation_fq(node.output(0))
+    if params is None:
+        return False
+    src = lowering.tensor(node.input_values()[0])
+    x = lowering.native_input(src, src.layout)
+    if not x.shape or 0 in x.shape:
+        return False
+    c = x.shape[-1]
+    rows = int(np.prod(x.shape[:-1]))
+    kernel = Quantize(params, rows, c, mode=QUANT_F32, num_threads=lowering.threads, isa=lowering.isa)
+    y = lowering.value(x.shape, x.layout, name=node.friendly_name)
+    lowering.program.add(Op(node.friendly_name, "FakeQuantize", [x], [y], native=True,
+                            bind=lambda a, o: [kernel.bind(a[0].reshape(rows, c), o[0].reshape(rows, c))]))
+    lowering.bind_port(node.output(0), y)
+    return True
+
+
+__all__ = ["Int8Convolution", "Int8MatMul", "Int8Quantize", "lower_precision"]
