@@ -93,11 +93,14 @@ def decompose_batchnorm(model: Model) -> int:
 
 def device_passes(model: Model) -> Model:
     """Everything the CPU device does to a model before lowering, with one optimizer run:
-    weight decompression folded first (so the optimizer's fusions see plain f32 weights),
+    quantized convolutions and MatMuls made int8 ops first (``low_precision``), weight
+    decompression folded next (so the optimizer's fusions see plain f32 weights),
     the level-2 pipeline, then what it exposed folded and leftover BatchNorms decomposed."""
+    from ember.devices.cpu.lowering.low_precision import lower_precision
     from ember.passes import optimize
     from ember.passes.matcher import prune_dead_consumers
 
+    lower_precision(model)  # quantized patterns -> int8 ops, before their weights are folded to f32
     fold_weight_decompression(model)
     model = optimize(model, 2, copy=False)
     if fold_weight_decompression(model) + decompose_batchnorm(model):
