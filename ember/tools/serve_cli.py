@@ -36,6 +36,8 @@ def server_config(args: argparse.Namespace) -> Any:
             target_device=args.target_device, plugin_config=plugin, nireq=args.nireq,
             batching=BatchingConfig(args.max_batch_size, args.max_queue_delay_us),
             max_queue_size=args.max_queue_size)]
+    if not args.rest_port and not args.port:
+        raise EmberError("ember serve: --rest_port and --port are both 0: nothing would listen")
     return ServerConfig(models=tuple(models), host=args.host, rest_port=args.rest_port or None,
                         grpc_port=args.port or None, poll_wait_seconds=args.file_system_poll_wait_seconds,
                         max_request_bytes=args.max_request_bytes, grpc_workers=args.grpc_workers,

@@ -77,6 +77,9 @@ def test_health_and_server_metadata(http, grpc):
     assert meta["name"] == "ember" and "binary_tensor_data" in meta["extensions"]
     gmeta = grpc.get_server_metadata(as_json=True)
     assert gmeta["name"] == "ember" and gmeta["version"] == meta["version"]
+    index = http.get_model_repository_index()
+    assert {"name": "latest2", "version": "2", "state": "AVAILABLE"} in index
+    assert not any(e["name"] == "latest2" and e["version"] == "1" for e in index)
 
 
 @pytest.mark.parametrize("name, versions, default", [

@@ -234,3 +234,27 @@ def test_config_file_changes_apply_without_restart(tmp_path):
         os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000))
         time.sleep(0.5)
         np.testing.assert_array_equal(infer_y(port, "b"), X * 2)
+
+
+def test_command_line_flags_parse_into_typed_config(tmp_path):
+    from ember.errors import EmberError
+    from ember.tools.cli import build_parser
+    from ember.tools.serve_cli import server_config
+
+    parse = build_parser().parse_args
+    cfg = server_config(parse(["serve", "--model_path", str(tmp_path), "--model_name", "m", "--rest_port", "0",
+                               "--port", "9100", "--max_batch_size", "8", "--max_queue_delay_us", "500",
+                               "--model_version_policy", '{"all": {}}', "--plugin_config",
+                               '{"PERFORMANCE_HINT": "THROUGHPUT"}', "--nireq", "3", "--host", "0.0.0.0"]))
+    (m,) = cfg.models
+    assert (cfg.rest_port, cfg.grpc_port, cfg.host, cfg.config_path) == (None, 9100, "0.0.0.0", None)
+    assert (m.name, m.base_path, m.nireq, m.version_policy.kind) == ("m", tmp_path.resolve(), 3, "all")
+    assert (m.batching.max_batch_size, m.batching.max_queue_delay_us) == (8, 500)
+    assert m.plugin_config == {"PERFORMANCE_HINT": "THROUGHPUT"}
+    for argv, words in ((["serve"], "either --config_path or --model_path"),
+                        (["serve", "--model_path", "x"], "needs --model_name"),
+                        (["serve", "--model_path", "x", "--model_name", "m", "--rest_port", "0", "--port", "0"],
+                         "nothing would listen"),
+                        (["serve", "--model_path", "x", "--model_name", "m", "--plugin_config", "{bad"], "not JSON")):
+        with pytest.raises(EmberError, match=words):
+            server_config(parse(argv))
