@@ -74,29 +74,39 @@ class Model:
                                  "model's parameters")
 
     def get_ordered_ops(self) -> list[Node]:
+        """Every node that leads to an output, in topological order (inputs before their users)."""
         return self._walk()
 
     def get_ops(self) -> list[Node]:
+        """Every node that leads to an output, inputs before their users (the same list as
+        ``get_ordered_ops``)."""
         return self._walk()
 
     def get_parameters(self) -> list[Parameter]:
+        """The model's Parameter nodes, in input order (a new list; the nodes are shared)."""
         return list(self._parameters)
 
     def get_results(self) -> list[Result]:
+        """The model's Result nodes, in output order (a new list; the nodes are shared)."""
         return list(self._results)
 
     @property
     def parameters(self) -> list[Parameter]:
+        """The model's Parameter nodes, in input order."""
         return list(self._parameters)
 
     @property
     def results(self) -> list[Result]:
+        """The model's Result nodes, in output order."""
         return list(self._results)
 
     def add_results(self, results: Iterable[Result]) -> None:
+        """Append Result nodes to the model's outputs (in place)."""
         self._results.extend(results)
 
     def add_outputs(self, outputs: Any) -> list[Output]:
+        """Make internal tensors (an Output, ``(node name, port)`` or a tensor name, or a list of
+        them) extra model outputs; returns the new outputs. The model is changed in place."""
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         added = []
@@ -109,9 +119,11 @@ class Model:
         return added
 
     def remove_result(self, result: Result) -> None:
+        """Drop a Result from the model's outputs (in place)."""
         self._results = [r for r in self._results if r is not result]
 
     def replace_parameter(self, index: int, new: Parameter) -> None:
+        """Put Parameter ``new`` in place of input ``index``: its users now read ``new`` (in place)."""
         old = self._parameters[index]
         old.output(0).replace(new.output(0))
         self._parameters[index] = new
@@ -126,31 +138,41 @@ class Model:
     # -- ports --------------------------------------------------------------------------
     @property
     def inputs(self) -> list[Output]:
+        """The model's input ports (the Parameters' outputs), in order."""
         return [p.output(0) for p in self._parameters]
 
     @property
     def outputs(self) -> list[Output]:
+        """The model's output ports (what the Results read), in order."""
         return [r.output(0) for r in self._results]
 
     def input(self, key: int | str | None = None) -> Output:
+        """One model input port, by index, tensor name, or none when the model has exactly one
+        input."""
         return _pick(self.inputs, key, "input", self.friendly_name)
 
     def output(self, key: int | str | None = None) -> Output:
+        """One model output port, by index, tensor name, or none when the model has exactly one
+        output."""
         return _pick(self.outputs, key, "output", self.friendly_name)
 
     def get_output_size(self) -> int:
+        """How many outputs the model has."""
         return len(self._results)
 
     def get_output_op(self, i: int) -> Result:
+        """The Result node of output ``i``."""
         return self._results[i]
 
     def get_parameter_index(self, p: Parameter) -> int:
+        """The input index of Parameter ``p``, or -1 when it is not one of this model's."""
         for i, q in enumerate(self._parameters):
             if q is p:
                 return i
         return -1
 
     def get_result_index(self, out: Any) -> int:
+        """The output index of a Result node or an Output port, or -1."""
         for i, r in enumerate(self._results):
             if (isinstance(out, Result) and r is out) or (isinstance(out, Output) and r.output(0) == out):
                 return i
@@ -158,19 +180,25 @@ class Model:
 
     @property
     def is_dynamic(self) -> bool:
+        """Whether any input or output shape has a dynamic dimension or rank."""
         return any(p.partial_shape.is_dynamic for p in self._parameters) or \
             any(r.output(0).partial_shape.is_dynamic for r in self._results)
 
     def get_friendly_name(self) -> str:
+        """The model's readable name (``friendly_name``)."""
         return self.friendly_name
 
     def set_friendly_name(self, name: str) -> None:
+        """Set the model's readable name."""
         self.friendly_name = name
 
     def get_name(self) -> str:
+        """The model's unique name."""
         return self.name
 
     def get_rt_info(self, path: Any = None) -> Any:
+        """Runtime info: the whole dict (no ``path``) or the value at ``path`` (a key or a list of
+        keys); a missing key raises EmberError."""
         if path is None:
             return self.rt_info
         keys = [path] if isinstance(path, str) else list(path)
@@ -182,6 +210,7 @@ class Model:
         return cur
 
     def has_rt_info(self, path: Any) -> bool:
+        """Whether runtime info has a value at ``path`` (a key or a list of keys)."""
         try:
             self.get_rt_info(path)
             return True
@@ -189,6 +218,8 @@ class Model:
             return False
 
     def set_rt_info(self, value: Any, path: Any) -> None:
+        """Store ``value`` in runtime info at ``path`` (a key or a list of keys; missing levels are
+        created). Saved with the IR."""
         keys = [path] if isinstance(path, str) else list(path)
         cur = self.rt_info
         for k in keys[:-1]:
@@ -202,6 +233,8 @@ class Model:
             node.validate_and_infer_types()
 
     def validate(self) -> None:
+        """Check the graph (inputs are Parameters of this model, every node's types and shapes
+        infer); raises EmberError naming the node."""
         self._check_parameters()
         self.validate_nodes_and_infer_types()
 

@@ -124,16 +124,22 @@ class CompiledModel:
     # -- ports --------------------------------------------------------------------------
     @property
     def inputs(self) -> list[Output]:
+        """The compiled model's input ports, in order."""
         return self._model.inputs
 
     @property
     def outputs(self) -> list[Output]:
+        """The compiled model's output ports, in order."""
         return self._model.outputs
 
     def input(self, key: Any = None) -> Output:
+        """One input port of the compiled model, by index, tensor name, or none for a one-input
+        model."""
         return self._model.input(key)
 
     def output(self, key: Any = None) -> Output:
+        """One output port of the compiled model, by index, tensor name, or none for a one-output
+        model."""
         return self._model.output(key)
 
     def _input_index(self, key: Any) -> int:
@@ -177,14 +183,19 @@ class CompiledModel:
             return self._request.infer(inputs, share_inputs=share_inputs, share_outputs=share_outputs)
 
     def infer_new_request(self, inputs: Any = None) -> OVDict:
+        """Run one inference on a new request (thread-safe: nothing is shared with other requests)
+        and return its outputs."""
         return self.create_infer_request().infer(inputs)
 
     def get_runtime_model(self) -> Model:
+        """The model as the device runs it (after its passes); read-only in spirit: changing it does
+        not change the compiled code."""
         return self._model
 
     # -- properties ---------------------------------------------------------------------
     @property
     def stream_plan(self) -> StreamPlan:
+        """How the hints became streams, requests and threads per stream for this compiled model."""
         return self._plan
 
     def get_property(self, name: Any) -> Any:
@@ -214,6 +225,8 @@ class CompiledModel:
                             f"{', '.join(sorted(self.get_property('SUPPORTED_PROPERTIES')))}")
 
     def set_property(self, properties: Any) -> None:
+        """Compiled models' properties are fixed: always raises PropertyError (pass properties to
+        ``compile_model``)."""
         raise PropertyError("ember: a compiled model's properties are fixed; pass them to compile_model")
 
     # -- export and lifetime -------------------------------------------------------------
@@ -230,6 +243,8 @@ class CompiledModel:
         self._finalizer()
 
     def release_memory(self) -> None:
+        """Release memory held between inferences (ember plans its arena per request, so nothing is
+        held here)."""
         return None
 
     def __enter__(self) -> CompiledModel:
@@ -268,6 +283,8 @@ class Core:
         return out
 
     def get_available_devices(self) -> list[str]:
+        """The device names ``compile_model`` accepts on this machine (e.g. ``['CPU',
+        'REFERENCE']``)."""
         return self.available_devices
 
     def _device(self, name: str) -> tuple[str, tuple[str, ...], Device]:
@@ -476,6 +493,7 @@ class Core:
         return dev.query_model(model, cfg.as_mapping())
 
     def get_versions(self, device_name: str) -> dict[str, str]:
+        """``{device_name: ember version}``."""
         from ember import __version__
 
         return {device_name: __version__}

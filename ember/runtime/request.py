@@ -372,6 +372,7 @@ class InferRequest:
         self._inputs[i] = convert_input(tensor, self._compiled._params[i], self._compiled._input_label(i), copy=False)
 
     def set_tensors(self, tensors: Mapping[Any, Any]) -> None:
+        """Set several tensors at once: ``{index, name or port: Tensor or array}``."""
         for k, v in tensors.items():
             self.set_tensor(k, v)
 
@@ -383,13 +384,18 @@ class InferRequest:
             self.set_tensor(int(args[0]), args[1])
 
     def set_input_tensors(self, tensors: Mapping[Any, Any]) -> None:
+        """Set several inputs at once: ``{index, name or port: Tensor or array}`` (see
+        ``set_tensor`` for what is copied)."""
         self.set_tensors(tensors)
 
     def set_output_tensor(self, *args: Any) -> None:
+        """Give output ``index`` (default 0) a preallocated tensor; the next inference writes into
+        it."""
         index, tensor = (0, args[0]) if len(args) == 1 else (int(args[0]), args[1])
         self.set_tensor(self._compiled.outputs[index], tensor)
 
     def set_output_tensors(self, tensors: Mapping[int, Any]) -> None:
+        """Give several outputs preallocated tensors: ``{index: tensor}``."""
         for k, v in tensors.items():
             self.set_output_tensor(k, v)
 
@@ -405,9 +411,12 @@ class InferRequest:
         return Tensor(value, shared_memory=True)
 
     def get_input_tensor(self, index: int = 0) -> Tensor:
+        """The tensor of input ``index``; it shares the request's memory (see ``get_tensor``)."""
         return self.get_tensor(self._compiled.inputs[index])
 
     def get_output_tensor(self, index: int = 0) -> Tensor:
+        """The tensor of output ``index`` from the last inference (shared with ``results``, not
+        copied)."""
         if not -len(self._compiled.outputs) <= index < len(self._compiled.outputs):
             raise EmberError(f"ember: the model has {len(self._compiled.outputs)} outputs; no output {index}")
         preset = self._output_tensors[index]
@@ -419,10 +428,12 @@ class InferRequest:
 
     @property
     def input_tensors(self) -> list[Tensor]:
+        """The tensors of every input, in order (see ``get_input_tensor``)."""
         return [self.get_input_tensor(i) for i in range(len(self._inputs))]
 
     @property
     def output_tensors(self) -> list[Tensor]:
+        """The tensors of every output from the last inference, in order."""
         return [self.get_output_tensor(i) for i in range(len(self._compiled.outputs))]
 
     # -- inference ----------------------------------------------------------------------
@@ -597,19 +608,25 @@ class InferRequest:
 
     @property
     def results(self) -> OVDict:
+        """The outputs of the last inference as a dict-like by port, name or index; raises
+        EmberError before the first inference. The arrays are the request's own: copy them before
+        the next inference if you keep them."""
         if self._outputs is None:
             raise EmberError("ember: no inference has run yet")
         return OVDict(self._compiled.outputs, list(self._outputs))
 
     @property
     def model_inputs(self) -> list[Output]:
+        """The compiled model's input ports."""
         return self._compiled.inputs
 
     @property
     def model_outputs(self) -> list[Output]:
+        """The compiled model's output ports."""
         return self._compiled.outputs
 
     def get_compiled_model(self) -> CompiledModel:
+        """The CompiledModel this request belongs to."""
         return self._compiled
 
     def get_profiling_info(self) -> list[ProfilingInfo]:
@@ -626,12 +643,17 @@ class InferRequest:
 
     @property
     def profiling_info(self) -> list[ProfilingInfo]:
+        """Per-node timings of the last inference (needs ``ENABLE_PROFILING``/``PERF_COUNT``)."""
         return self.get_profiling_info()
 
     def query_state(self) -> list[Any]:
+        """Variable states of stateful models; ember's models keep state in explicit inputs and
+        outputs, so this is empty."""
         return []
 
     def reset_state(self) -> None:
+        """Reset variable states (a no-op: ember's models carry state in explicit inputs and
+        outputs)."""
         return None
 
 
@@ -768,6 +790,7 @@ class AsyncInferQueue:
 
     @property
     def userdata(self) -> list[Any]:
+        """The userdata of each job slot, as last passed to ``start_async``."""
         return list(self._userdata)
 
     def __len__(self) -> int:

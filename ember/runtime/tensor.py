@@ -56,13 +56,16 @@ class Tensor:
 
     @property
     def element_type(self) -> Type:
+        """The tensor's element type."""
         return self._type
 
     def get_element_type(self) -> Type:
+        """The tensor's element type."""
         return self._type
 
     @property
     def shape(self) -> Shape:
+        """The tensor's shape."""
         return Shape(self._data.shape)
 
     @shape.setter
@@ -70,28 +73,37 @@ class Tensor:
         self.set_shape(value)
 
     def get_shape(self) -> Shape:
+        """The tensor's shape."""
         return self.shape
 
     def set_shape(self, shape: Any) -> None:
+        """Change the shape; a different shape allocates new zeroed storage (the old data is not
+        kept)."""
         dims = tuple(PartialShape(shape).to_shape()) if not isinstance(shape, Shape) else tuple(shape)
         if dims != self._data.shape:
             self._data = np.zeros(dims, dtype=self._data.dtype)
 
     @property
     def size(self) -> int:
+        """Number of elements."""
         return int(self._data.size)
 
     def get_size(self) -> int:
+        """Number of elements."""
         return self.size
 
     @property
     def byte_size(self) -> int:
+        """Bytes of storage (for sub-byte types: of the unpacked in-memory array)."""
         return int(self._data.nbytes)
 
     def get_byte_size(self) -> int:
+        """Bytes of storage (see ``byte_size``)."""
         return self.byte_size
 
     def copy_to(self, other: Tensor) -> None:
+        """Copy this tensor's data, shape and type into ``other`` (a real copy: later changes to
+        either do not show in the other)."""
         other._data = np.array(self._data, copy=True)
         other._type = self._type
 
