@@ -2,6 +2,7 @@
 
 import ctypes
 import hashlib
+import hmac
 import json
 import os
 
@@ -73,8 +74,8 @@ def test_object_cache_hit_and_corruption(tmp_path, caplog):
     assert record["signature"] == sig and record["symbols"] == [f"{lib.prefix}_addk"]
     assert record["object_sha256"] == hashlib.sha256(obj.read_bytes()).hexdigest()
 
-    lib = Jit(tmp_path).load(sig, isa, build)  # a fresh engine: served from disk
-    assert lib.from_cache and _addk(lib)(1) == 6
+    lib = Jit(tmp_path).load(sig, isa, build)  # a fresh engine: served from disk, no IR built (index)
+    assert lib.from_cache and _addk(lib)(1) == 6 and len(built) == 1
 
     good = obj.read_bytes()
     for bad in (good[:-10] + bytes(b ^ 0xFF for b in good[-10:]), b"junk", good[:len(good) // 2], b""):
@@ -100,6 +101,31 @@ def test_editing_an_emitter_changes_the_key(tmp_path):
     assert old.key != new.key and not new.from_cache
     assert _addk(new)(0) == 6
     assert cache_key("x", isa) != cache_key("y", isa)
+
+
+def test_index_entry_is_checked(tmp_path, caplog):
+    """The index (builder key -> IR key) only saves building IR: a forged or foreign entry is
+    refused, and one pointing at another valid entry fails that entry's record check."""
+    isa = isa_mod.host_isa()
+    a = Jit(tmp_path).load("test-addk|idx1", isa, lambda p: _build_add(p, isa.triple, 1))
+    Jit(tmp_path).load("test-addk|idx2", isa, lambda p: _build_add(p, isa.triple, 2))
+    index = {json.loads(f.read_text())["key"]: f for f in tmp_path.glob("*.index")}
+    assert a.key in index and len(index) == 2
+    one, two = index[a.key], next(f for k, f in index.items() if k != a.key)
+    forged = json.loads(one.read_text())
+    forged["key"] = json.loads(two.read_text())["key"]  # points idx1's builder at idx2's object
+    one.write_text(json.dumps(forged))
+    with caplog.at_level("WARNING", "ember.cpu"):
+        lib = Jit(tmp_path).load("test-addk|idx1", isa, lambda p: _build_add(p, isa.triple, 1))
+    assert _addk(lib)(0) == 1 and "index" in caplog.text
+    body = json.loads(one.read_text())  # rewritten by the rebuild: valid again, then re-pointed with its MAC
+    body["key"] = json.loads(two.read_text())["key"]
+    body.pop("mac")
+    body["mac"] = hmac.new((tmp_path / ".secret").read_bytes(), json.dumps(body, sort_keys=True).encode(),
+                           hashlib.sha256).hexdigest()
+    one.write_text(json.dumps(body))
+    lib = Jit(tmp_path).load("test-addk|idx1", isa, lambda p: _build_add(p, isa.triple, 1))
+    assert _addk(lib)(0) == 1  # idx2's record names another signature: refused, rebuilt
 
 
 def test_tampered_object_with_recomputed_checksum_is_refused(tmp_path):

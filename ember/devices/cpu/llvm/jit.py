@@ -11,6 +11,11 @@ The disk cache is a trust boundary: its files are executable code.
 - An entry is keyed by a hash of what is compiled: the LLVM IR text, the target triple, the
   CPU name and features, and the llvmlite and LLVM versions. Editing an emitter changes the
   IR text and so the key; there is no hand-kept version to forget.
+- Building IR costs time (a GEMM module: about 0.3 s), so an index entry (``<hash>.index``,
+  MAC'd like the records) remembers which key a builder produced, under a hash of the
+  signature, target, versions, the CPU device's source files and the builder's constants and
+  captured values: a later process loads the object without building IR, and any edit to an
+  emitter's source misses the index and builds the IR again.
 - Beside each object (``<key>.o``) a record (``<key>.json``) says what it is: the key, the
   kernel signature, the IR hash, the exported symbols, the versions, the CPU features, the
   object's size and SHA-256, and a MAC of all that under a per-user secret
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import hmac
 import json
@@ -40,6 +46,7 @@ import os
 import re
 import stat
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -94,6 +101,45 @@ def cache_key(ir_text: str, isa: Isa) -> str:
         h.update(b"\0")
     h.update(ir_text.encode())
     return h.hexdigest()
+
+
+@functools.cache
+def _file_digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+@functools.cache
+def generator_digest() -> str:
+    """SHA-256 of the CPU device's source files: every kernel emitter lives there, so an edit
+    anywhere in them is seen without building any IR."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(_file_digest(str(path)).encode())
+    return h.hexdigest()
+
+
+def builder_key(signature: str, isa: Isa, build: Callable[[str], ir.Module]) -> str | None:
+    """What determines the IR ``build`` emits, without running it: the signature, the target,
+    the versions, the generator's sources (``generator_digest`` and the builder's own module)
+    and the builder's constants and captured values. None when those have no stable form."""
+    try:
+        module = sys.modules.get(getattr(build, "__module__", "") or "")
+        code = getattr(build, "__code__", None)
+        cells = [c.cell_contents for c in getattr(build, "__closure__", None) or ()]
+        parts = [CACHE_FORMAT, signature, isa.key, *versions().values(), generator_digest(),
+                 _file_digest(getattr(module, "__file__", "") or ""),
+                 repr(code.co_consts) if code is not None else "", repr(cells)]
+    except Exception:  # noqa: BLE001 - an unprintable capture: no shortcut, the IR is built
+        return None
+    text = "\0".join(parts)
+    if " at 0x" in text:  # a default repr names an address: not stable across processes
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def exported_symbols(module: ir.Module) -> list[str]:
@@ -327,6 +373,44 @@ class KernelCache:
                         f"{type(e).__name__}: {e}" if not isinstance(e, CacheRefused) else e)
             return None
 
+    def read_index(self, memo: str) -> tuple[str, str, tuple[str, ...]] | None:
+        """``(key, IR hash, symbols)`` recorded for a builder key, or None (missing or refused)."""
+        if not self.usable():
+            return None
+        path = self.folder / f"{memo}.index"
+        try:
+            body = json.loads(_read_trusted(path, _MAX_RECORD_BYTES))
+            mac = body.pop("mac")
+            text = json.dumps(body, sort_keys=True).encode()
+            if not isinstance(mac, str) or not hmac.compare_digest(mac, hmac.new(self._secret or b"", text,
+                                                                                 hashlib.sha256).hexdigest()):
+                raise CacheRefused("the index entry's MAC does not match")
+            if body["memo"] != memo:
+                raise CacheRefused("the index entry is for another builder")
+            return str(body["key"]), str(body["ir_sha256"]), tuple(str(x) for x in body["symbols"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, CacheRefused) as e:
+            log.warning("ember: ignoring kernel cache index %s: %s", path.name, e)
+            return None
+
+    def write_index(self, memo: str, key: str, ir_sha256: str, symbols: tuple[str, ...]) -> None:
+        if not self.usable():
+            return
+        body = {"memo": memo, "key": key, "ir_sha256": ir_sha256, "symbols": list(symbols)}
+        body["mac"] = hmac.new(self._secret or b"", json.dumps(body, sort_keys=True).encode(),
+                               hashlib.sha256).hexdigest()
+        self._write_file(self.folder / f"{memo}.index", json.dumps(body, sort_keys=True).encode())
+
+    def _write_file(self, path: Path, data: bytes) -> None:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as e:  # a read-only or full disk only costs the next compile
+            log.warning("ember: cannot write kernel cache file %s: %s", path.name, e)
+
     def write(self, key: str, record: CacheRecord, obj: bytes) -> None:
         if not self.usable():
             return
@@ -390,23 +474,10 @@ class Jit:
             if lib is not None:
                 return lib
             t0 = time.perf_counter()
-            module = build(prefix)
-            module.triple = isa.triple
-            text = str(module)
-            key = cache_key(text, isa)
-            expect = CacheRecord(key, signature, hashlib.sha256(text.encode()).hexdigest(),
-                                 tuple(exported_symbols(module)), isa.triple, isa.cpu, isa.features,
-                                 tuple(versions().items()), 0, "")
-            obj = self.cache.read(key, expect) if self.cache is not None else None
-            from_cache = obj is not None
-            if obj is None:
-                if self.cache is not None and self.cache.usable() and (self.cache.folder / f"{key}.o").exists():
-                    self.stats["cache_refused"] += 1
-                obj = self._compile(text, isa, prefix)
-                if self.cache is not None:
-                    record = CacheRecord(**{**asdict(expect), "object_size": len(obj),
-                                            "object_sha256": hashlib.sha256(obj).hexdigest()})
-                    self.cache.write(key, record, obj)
+            found, key = self._from_index(signature, isa, build)
+            if found is None:  # no index entry, or a refused one: build the IR (cache or compile)
+                found, key = self._build_and_compile(signature, isa, build, prefix)
+            obj, from_cache = found
             engine = self._get_engine(isa)
             objref = llvm.ObjectFileRef.from_data(obj)
             self._keep.append((obj, objref))
@@ -422,6 +493,46 @@ class Jit:
                 self.stats["compile_seconds"] += dt
             log.debug("kernel module %s: %s in %.3f s", prefix, "cache" if from_cache else "compiled", dt)
             return lib
+
+    def _from_index(self, signature: str, isa: Isa, build: Callable[[str], ir.Module]
+                    ) -> tuple[tuple[bytes, bool] | None, str]:
+        """The cached object found through the builder key's index entry (no IR built)."""
+        if self.cache is None:
+            return None, ""
+        memo = builder_key(signature, isa, build)
+        found = self.cache.read_index(memo) if memo is not None else None
+        if found is None:
+            return None, ""
+        key, ir_sha256, symbols = found
+        expect = CacheRecord(key, signature, ir_sha256, symbols, isa.triple, isa.cpu, isa.features,
+                             tuple(versions().items()), 0, "")
+        obj = self.cache.read(key, expect)
+        return ((obj, True), key) if obj is not None else (None, "")
+
+    def _build_and_compile(self, signature: str, isa: Isa, build: Callable[[str], ir.Module],
+                           prefix: str) -> tuple[tuple[bytes, bool], str]:
+        """Build the IR; the object from the cache under the IR's key, or compiled and stored."""
+        module = build(prefix)
+        module.triple = isa.triple
+        text = str(module)
+        key = cache_key(text, isa)
+        expect = CacheRecord(key, signature, hashlib.sha256(text.encode()).hexdigest(),
+                             tuple(exported_symbols(module)), isa.triple, isa.cpu, isa.features,
+                             tuple(versions().items()), 0, "")
+        obj = self.cache.read(key, expect) if self.cache is not None else None
+        from_cache = obj is not None
+        if obj is None:
+            if self.cache is not None and self.cache.usable() and (self.cache.folder / f"{key}.o").exists():
+                self.stats["cache_refused"] += 1
+            obj = self._compile(text, isa, prefix)
+            if self.cache is not None:
+                record = CacheRecord(**{**asdict(expect), "object_size": len(obj),
+                                        "object_sha256": hashlib.sha256(obj).hexdigest()})
+                self.cache.write(key, record, obj)
+        memo = builder_key(signature, isa, build) if self.cache is not None else None
+        if self.cache is not None and memo is not None:
+            self.cache.write_index(memo, key, expect.ir_sha256, expect.symbols)
+        return (obj, from_cache), key
 
     def _compile(self, text: str, isa: Isa, prefix: str) -> bytes:
         tm = self.target_machine(isa)
