@@ -258,3 +258,24 @@ def test_command_line_flags_parse_into_typed_config(tmp_path):
                         (["serve", "--model_path", "x", "--model_name", "m", "--plugin_config", "{bad"], "not JSON")):
         with pytest.raises(EmberError, match=words):
             server_config(parse(argv))
+
+
+def test_onnx_version_folder(tmp_path):
+    """A version folder may hold model.onnx instead of IR (converted when the version loads)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])], "double",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])])
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m" / "1" / "model.onnx")
+    cfg = ServerConfig(models=(ModelConfig("m", tmp_path / "m", target_device="REFERENCE"),), rest_port=0,
+                       grpc_port=None, poll_wait_seconds=0)
+    with Server(cfg) as s:
+        c = httpclient.InferenceServerClient(f"127.0.0.1:{s.rest_port}")
+        assert c.get_model_metadata("m")["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+        np.testing.assert_array_equal(infer_y(s.rest_port, "m"), X * 2)
+        c.close()
