@@ -11,6 +11,10 @@ changed weights file is a cache miss. Nothing in an entry is trusted: only a reg
 JSON, every section carries its own SHA-256, the key inside must match the file's key, and
 any failure is logged and the entry ignored (then overwritten). Nothing is ever unpickled.
 
+The folder is a trust boundary: a folder (or entry) that another user owns or that others
+may write is not used (a warning is logged and the model is compiled without the cache),
+since whoever can write an entry decides what model a later compile gets.
+
 Layout: ``MAGIC`` (10 bytes) | header length (4 bytes, little endian) | header JSON |
 sections, in the header's order.
 """
@@ -21,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -200,19 +205,49 @@ def unpack(data: bytes, expected_key: str | None = None, expected_device: str | 
     return CachedModel(str(header.get("device")), model, secs["device"], header)
 
 
+def untrusted_reason(path: Path) -> str | None:
+    """Why ``path`` (a cache folder or entry) must not be trusted, or None: owned by another
+    user, or writable by the group or by others."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # not there (yet): nothing to trust or distrust
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        return f"it is owned by user id {st.st_uid}, not by this user"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"others may write it (mode {stat.filemode(st.st_mode)})"
+    return None
+
+
 class ModelCache:
     """A directory of entries, written atomically (a reader never sees half an entry)."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory)
+        self._refused = False
+
+    def _usable(self) -> bool:
+        why = untrusted_reason(self.dir)
+        if why is not None:
+            if not self._refused:
+                log.warning("ember: not using model cache folder %s: %s; compiling without the cache", self.dir, why)
+            self._refused = True
+            return False
+        return True
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.blob"
 
     def load(self, key: str, device: str) -> CachedModel | None:
         p = self.path(key)
+        if not self._usable():
+            return None
         if not os.path.lexists(p):
             log.debug("ember: model cache miss %s", p.name)
+            return None
+        why = untrusted_reason(p) if not p.is_symlink() else None
+        if why is not None:
+            log.warning("ember: ignoring model cache entry %s: %s", p, why)
             return None
         try:
             # Not a symbolic link, FIFO or device (they would read forever or block), bounded.
@@ -225,6 +260,8 @@ class ModelCache:
         return entry
 
     def store(self, key: str, device: str, model: Model, blob: bytes) -> None:
+        if not self._usable():
+            return
         try:
             data = pack(key, device, model, blob)
             self.dir.mkdir(parents=True, exist_ok=True)

@@ -107,11 +107,30 @@ def test_model_file_that_is_a_device_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m.bin").unlink()
     os.symlink("/dev/zero", tmp_path / "m.bin")
     r = run_child("""
-        import ember, ember.properties as props
-                try:
+        import ember
+        import ember.properties as props
+        from ember.errors import EmberError
+        try:
             ember.Core().compile_model("m.xml", "REFERENCE", {props.cache_dir: "cache"})
         except EmberError as e:
             print("refused:", e)
         """, timeout=30, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "refused:" in r.stdout and "regular file" in r.stdout
+
+
+def test_folder_others_may_write_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    m = small_model()
+    ember.Core().compile_model(m, "REFERENCE", {props.cache_dir: str(folder)})
+    entry, = folder.glob("*.blob")
+    folder.chmod(0o777)  # anyone may now plant or replace entries
+    with caplog.at_level("WARNING", logger="ember"):
+        c = ember.Core().compile_model(m, "REFERENCE", {props.cache_dir: str(folder)})
+    assert c.get_property(props.loaded_from_cache) is False
+    assert "others may write" in caplog.text
+    folder.chmod(0o700)
+    entry.chmod(0o666)  # an entry others may write is not loaded either
+    c = ember.Core().compile_model(m, "REFERENCE", {props.cache_dir: str(folder)})
+    assert c.get_property(props.loaded_from_cache) is False
