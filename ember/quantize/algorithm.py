@@ -125,7 +125,9 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
         else:
             from ember.quantize.bias_correction import bias_correction
 
-            bias_correction(qmodel, biases, collector.stats, dataset, subset_size, adv.bias_correction_threshold, adv.show_progress)
+            # NNCF's BiasCorrection threshold is 1000 (2 for the fast one)
+            bias_correction(qmodel, biases, collector.stats, dataset, subset_size,
+                            max(adv.bias_correction_threshold, 1000.0), adv.show_progress)
 
     qmodel.validate_nodes_and_infer_types()
     _summary(qmodel, placement)

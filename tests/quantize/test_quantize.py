@@ -186,3 +186,33 @@ def test_user_errors_are_clear() -> None:
     with pytest.raises(nncf.QuantizationError, match="nothing to quantize"):
         nncf.quantize(Model([ops.relu(x)], [x]), nncf.Dataset([np.zeros((2, 3), np.float32)]))
     assert ember.quantize is nncf.quantize and ember.Dataset is nncf.Dataset
+
+
+def test_bias_correction_modes_reduce_the_mean_output_error() -> None:
+    """BiasCorrection brings the quantized output's per-channel mean closer to the float model's
+    than no correction does (FastBiasCorrection only corrects the mean error of the weight
+    rounding on a mean input, as NNCF's; it is checked against NNCF above)."""
+    model = _named(g_pool_reshape_fc())
+    data = _data(model, 6, seed=4)
+    ref = np.stack([ember.compile_model(model, "REFERENCE")(d)[0] for d in data])
+
+    def mean_error(q: Model) -> float:
+        out = np.stack([ember.compile_model(q, "REFERENCE")(d)[0] for d in data])
+        return float(np.abs((out - ref).mean(axis=(0, 1))).mean())
+
+    none = nncf.quantize(model, nncf.Dataset(data), advanced_parameters=nncf.AdvancedQuantizationParameters(
+        disable_bias_correction=True))
+    full = nncf.quantize(model, nncf.Dataset(data), fast_bias_correction=False)
+    assert mean_error(full) < 0.5 * mean_error(none)
+
+
+def test_ignored_scope_types_and_subgraphs() -> None:
+    model = _named(g_residual_add_of_input())
+    data = _data(model, 2)
+    q = nncf.quantize(model, nncf.Dataset(data), ignored_scope=nncf.IgnoredScope(types=["Add"]))
+    assert not any(c[0] == "res" for cons, *_ in fake_quantizers(q).values() for c in cons)
+    sub = nncf.IgnoredScope(subgraphs=[nncf.Subgraph(inputs=["c1"], outputs=["res"])])
+    q2 = nncf.quantize(model, nncf.Dataset(data), ignored_scope=sub)
+    assert not any(n.friendly_name == "c1/fq_weights_1" for n in q2.get_ordered_ops())
+    with pytest.raises(nncf.QuantizationError, match="type 'Softmax'"):
+        nncf.quantize(model, nncf.Dataset(data), ignored_scope=nncf.IgnoredScope(types=["Softmax"]))
