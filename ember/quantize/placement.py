@@ -96,20 +96,13 @@ class Placement:
 
 # -- the graph questions ------------------------------------------------------------------------
 
-_CONSTS = Constants()
-
-
-def _is_const(out: Output) -> bool:
-    return _CONSTS.is_const(out)
-
-
 def _is_float(out: Output) -> bool:
     return out.element_type.name in FLOATS
 
 
-def _activation(node: Node, port: int) -> bool:
+def _activation(consts: Constants, node: Node, port: int) -> bool:
     src = node._inputs[port]
-    return _is_float(src) and not _is_const(src)
+    return _is_float(src) and not consts.is_const(src)
 
 
 def is_depthwise(node: Node) -> bool:
@@ -203,7 +196,7 @@ def _reads_softmax(n: Node) -> bool:
     return False
 
 
-def _se_blocks(nodes: list[Node]) -> set[int]:
+def _se_blocks(nodes: list[Node], consts: Constants) -> set[int]:
     """Squeeze-and-excitation blocks (ReduceMean -> conv -> act -> conv -> sigmoid -> Multiply):
     NNCF leaves them in float."""
     found: set[int] = set()
@@ -216,7 +209,7 @@ def _se_blocks(nodes: list[Node]) -> set[int]:
             while n.type_name in ("Sigmoid", "HSigmoid", "HardSigmoid", "Add", "Convolution", "MatMul", "ReLU",
                                   "PRelu", "Swish", "Clamp", "Multiply", "Reshape") and len(chain) < 10:
                 chain.append(n)
-                data = [o for o in n._inputs if not _is_const(o)]
+                data = [o for o in n._inputs if not consts.is_const(o)]
                 if len(data) != 1:
                     break
                 n = data[0].node
@@ -230,11 +223,10 @@ def _se_blocks(nodes: list[Node]) -> set[int]:
 
 def place(model: Model, ignored: set[int], model_type: ModelType | None = None) -> Placement:
     """Decide every quantizer of ``model``; ``ignored`` holds ids of nodes kept in float."""
-    global _CONSTS
-    _CONSTS = Constants()
+    consts = Constants()
     nodes = model.get_ordered_ops()
     placement = Placement()
-    ignored = set(ignored) | _se_blocks(nodes)
+    ignored = set(ignored) | _se_blocks(nodes, consts)
     transformer = model_type == ModelType.TRANSFORMER
     if transformer:
         for n in nodes:
@@ -246,9 +238,9 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
 
     for n in nodes:
         t = n.type_name
-        if t == "Gather" and id(n) not in ignored and _is_const(n._inputs[0]) and _is_float(n._inputs[0]) and \
-                not _is_const(n._inputs[1]) and len(n._inputs) > 2 and _is_const(n._inputs[2]) and \
-                len(n.input_shape(0)) == 2 and int(_CONSTS.value(n._inputs[2])) == 0:
+        if t == "Gather" and id(n) not in ignored and consts.is_const(n._inputs[0]) and _is_float(n._inputs[0]) and \
+                not consts.is_const(n._inputs[1]) and len(n._inputs) > 2 and consts.is_const(n._inputs[2]) and \
+                len(n.input_shape(0)) == 2 and int(consts.value(n._inputs[2])) == 0:
             placement.weights.append(WeightQuantizer(n, 0, (0,)))  # an embedding table, per row
             continue
         if t in LINEAR or t in BINARY_QUANTIZABLE or t in UNARY_QUANTIZABLE or t in SEQUENCES:
@@ -263,24 +255,24 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
         if t in LINEAR:
             ports = (0, 1) if t == "MatMul" else (0,)
             for p in ports:
-                if _activation(n, p):
+                if _activation(consts, n, p):
                     requests[Input(n, p)] = Config(axis=1 if is_depthwise(n) else None)
             wport = 1
-            if t == "MatMul" and _is_const(n._inputs[0]) and not _is_const(n._inputs[1]):
+            if t == "MatMul" and consts.is_const(n._inputs[0]) and not consts.is_const(n._inputs[1]):
                 wport = 0
             src = n._inputs[wport]
-            if _is_const(src) and _is_float(src):
+            if consts.is_const(src) and _is_float(src):
                 placement.weights.append(WeightQuantizer(n, wport, weight_channel_axes(n, wport)))
         elif t in BINARY_QUANTIZABLE:
-            acts = [p for p in range(len(n._inputs)) if _activation(n, p)]
+            acts = [p for p in range(len(n._inputs)) if _activation(consts, n, p)]
             if len(acts) >= 2:
                 for p in acts:
                     requests[Input(n, p)] = Config()
         elif t in SEQUENCES:
             for p in SEQUENCES[t]:
-                if p < len(n._inputs) and _activation(n, p):
+                if p < len(n._inputs) and _activation(consts, n, p):
                     requests[Input(n, p)] = Config()
-        elif _activation(n, 0):
+        elif _activation(consts, n, 0):
             requests[Input(n, 0)] = Config()
 
     # move requests up: merge at forks, pass precision-preserving ops, unify Concat inputs
@@ -300,7 +292,7 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
                     del requests[c]
                 shared[out] = cfgs[0]  # type: ignore[assignment]
                 changed = True
-            if _pass_through(n, shared, requests, groups, ignored):
+            if _pass_through(consts, n, shared, requests, groups, ignored):
                 changed = True
 
     for out, cfg in shared.items():
@@ -309,7 +301,7 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
         placement.activations.append(ActivationQuantizer(inp.source, [inp], cfg, False))
     if transformer:
         for q in placement.activations:
-            q.symmetric = any(m.type_name == "MatMul" and not any(_is_const(o) for o in m._inputs)
+            q.symmetric = any(m.type_name == "MatMul" and not any(consts.is_const(o) for o in m._inputs)
                               for m in _directly_quantized(q.consumers))
     _mark_first_layer(model, placement)
     return placement
@@ -332,7 +324,7 @@ def _directly_quantized(consumers: list[Input]) -> list[Node]:
     return out
 
 
-def _pass_through(n: Node, shared: dict[Output, Config], requests: dict[Input, Config], groups: itertools.count,
+def _pass_through(consts: Constants, n: Node, shared: dict[Output, Config], requests: dict[Input, Config], groups: itertools.count,
                   ignored: set[int]) -> bool:
     """Move a request on ``n``'s outputs to ``n``'s data input when ``n`` preserves precision."""
     outs = n.outputs()
@@ -347,7 +339,7 @@ def _pass_through(n: Node, shared: dict[Output, Config], requests: dict[Input, C
     if t == "Concat":
         if cfg.axis is not None:
             return False
-        ports = [p for p in range(len(n._inputs)) if _activation(n, p)]
+        ports = [p for p in range(len(n._inputs)) if _activation(consts, n, p)]
         if len(ports) != len(n._inputs):
             return False
         group = cfg.group if cfg.group is not None else next(groups)
@@ -358,9 +350,9 @@ def _pass_through(n: Node, shared: dict[Output, Config], requests: dict[Input, C
         return True
     port = AGNOSTIC.get(t)
     if t in ("Maximum", "Minimum"):
-        consts = [p for p in (0, 1) if _is_const(n._inputs[p])]
-        port = 1 - consts[0] if len(consts) == 1 else None
-    if port is None or not _activation(n, port) or (cfg.axis is not None and t not in CHANNEL_PRESERVING):
+        const_ports = [p for p in (0, 1) if consts.is_const(n._inputs[p])]
+        port = 1 - const_ports[0] if len(const_ports) == 1 else None
+    if port is None or not _activation(consts, n, port) or (cfg.axis is not None and t not in CHANNEL_PRESERVING):
         return False
     if len(live) > 1 and t not in ("Split", "VariadicSplit"):
         return False
