@@ -169,7 +169,7 @@ def test_ember_serve_command_runs_and_stops_on_sigterm(tmp_path):
             except Exception:  # noqa: BLE001 - not listening yet
                 return False
 
-        wait_until(ready, 60, "ember serve to listen")
+        wait_until(ready, 180, "ember serve to listen")
         np.testing.assert_array_equal(infer_y(rest, "m"), X * 2)
         c.close()
         proc.send_signal(signal.SIGTERM)
