@@ -161,6 +161,26 @@ def test_quantize_matches_fakequantize(isa, params):
     np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.parametrize("isa", [p for p in ISAS if "novnni" not in p.id])
+def test_quantize_per_channel(isa):
+    rng = np.random.default_rng(2)
+    rows, c = 23, 19
+    il = -rng.random(c).astype(np.float32)
+    ih = (rng.random(c) + 0.1).astype(np.float32)
+    params = QuantizeParams(il, ih, il * 2, ih * 2, 256)
+    x = rng.standard_normal((rows, c)).astype(np.float32)
+    y = np.zeros((rows, padded_channels(c)), np.uint8)
+    Quantize(params, rows, c, isa=isa)(x, y)
+    np.testing.assert_array_equal(y[:, :c], params.quantize(x))
+    import ember.opset as ops
+
+    ranges = [il, ih, il * 2, ih * 2]
+    want = ops.fake_quantize(x, *ranges, 256).evaluate([x, *ranges])[0]
+    out = np.zeros((rows, c), np.float32)
+    Quantize(params, rows, c, mode=QUANT_F32, isa=isa)(x, out)
+    np.testing.assert_array_equal(out, want)
+
+
 def test_exec_type_names_the_instruction_set():
     k = int8_kernels()
     assert k.exec_type.endswith("_I8") and k.exec_type.startswith("jit_")
@@ -228,13 +248,25 @@ def _graph(kind, rng):
         wm = rng.integers(-127, 128, (13, 5)).astype(np.int8)
         m = ops.matmul(a, _weights(wm, rng.random(5) * 0.1), False, False)
         out, n_int8 = [c, c3, m], 2
+    elif kind == "maxpool-per-channel":  # FQ -> MaxPool -> conv: int8 on the FQ grid; per-channel FQ stays f32
+        a = ops.max_pool(_fq(x, 0.0, 3.0), [2, 2], [1, 1], [0, 0], [1, 1], [3, 3], "floor", "explicit")
+        w = rng.integers(-127, 128, (8, 8, 1, 1)).astype(np.int8)
+        c = ops.convolution(a.output(0), _weights(w, rng.random((8, 1, 1, 1)) * 0.1), [1, 1], [0, 0], [0, 0], [1, 1])
+        lo = np.float32(-rng.random((1, 8, 1, 1)).astype(np.float32))
+        hi = np.float32(rng.random((1, 8, 1, 1)).astype(np.float32) + 0.5)
+        pc = ops.fake_quantize(c, lo, hi, lo, hi, 256)
+        wd = rng.integers(-127, 128, (8, 1, 1, 3, 3)).astype(np.int8)
+        out = ops.group_convolution(pc, _weights(wd, rng.random((8, 1, 1, 1, 1)) * 0.05), [1, 1], [1, 1], [1, 1],
+                                    [1, 1])
+        n_int8 = 1
     else:
         raise AssertionError(kind)
     outs = out if isinstance(out, list) else [out]
     return ov.Model(outs, [x], kind), xin, n_int8
 
 
-@pytest.mark.parametrize("kind", ["conv-chain", "asymmetric", "grouped", "fractional-zero-point"])
+@pytest.mark.parametrize("kind", ["conv-chain", "asymmetric", "grouped", "fractional-zero-point",
+                                  "maxpool-per-channel"])
 def test_quantized_graph_matches_reference(kind):
     """The int8 lowering against REFERENCE running the FakeQuantize graph in float: the same
     rounding, so equal within f32 summation error; the runtime model says which ops are int8."""

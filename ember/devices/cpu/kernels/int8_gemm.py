@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -66,9 +67,8 @@ FLAG_RES = 1
 
 QUANT_CONTEXT = ContextLayout(
     "quantize",
-    ("x", "ldx", "y", "ldy", "rows", "c", "cpad", "per_task", "il", "rng", "steps", "lo", "hi", "ol", "oh",
-     "orng", "fill", "mode"),
-    pointers=("x", "y"))
+    ("x", "ldx", "y", "ldy", "rows", "c", "cpad", "per_task", "ranges", "rstride", "steps", "fill", "mode"),
+    pointers=("x", "y", "ranges"))
 QUANT_U8, QUANT_F32 = 0, 1
 
 
@@ -250,9 +250,8 @@ def _emit_quantize(m: ir.Module, name: str, lanes: int) -> None:
     L = lanes
     x, y = a("x", PTR), a("y", PTR)
     ldx, ldy, c, cpad = a("ldx"), a("ldy"), a("c"), a("cpad")
-    il, rng, steps = e.splat(a("il", F32), L), e.splat(a("rng", F32), L), e.splat(a("steps", F32), L)
-    vlo, vhi = e.splat(a("lo", F32), L), e.splat(a("hi", F32), L)
-    ol, oh, orng = e.splat(a("ol", F32), L), e.splat(a("oh", F32), L), e.splat(a("orng", F32), L)
+    ranges, rstride = a("ranges", PTR), a("rstride")
+    steps = e.splat(a("steps", F32), L)
     fill = a("fill", I8)
     as_u8 = b.icmp_signed("==", a("mode"), c64(QUANT_U8))
     r0 = b.mul(fn.args[1], a("per_task"))
@@ -262,11 +261,13 @@ def _emit_quantize(m: ir.Module, name: str, lanes: int) -> None:
         src = e.gep(F32, x, b.mul(r, ldx))
         with e.loop(0, c, L, name="c") as j:
             mask = lane_mask(e, b.sub(c, j), L)
+            il, ih, rng, ol, oh, orng = (masked_load(e, vf, e.gep(F32, ranges, b.add(b.mul(c64(i), rstride), j)), mask)
+                                         for i in range(6))
             xv = masked_load(e, vf, e.gep(F32, src, j), mask)
             t = b.fmul(b.fdiv(b.fsub(xv, il), rng), steps)
             q = e.call(f"llvm.roundeven.v{L}f32", vf, [t])
-            low = b.fcmp_ordered("<=", xv, vlo)
-            high = b.fcmp_ordered(">", xv, vhi)
+            low = b.fcmp_ordered("<=", xv, il)
+            high = b.fcmp_ordered(">", xv, ih)
             with b.if_else(as_u8) as (u8, f32):
                 with u8:
                     qc = b.select(low, zero, b.select(high, steps, q))
@@ -551,13 +552,14 @@ class Int8Conv2d:
 # --------------------------------------------------------------------------- quantize
 @dataclass(frozen=True)
 class QuantizeParams:
-    """FakeQuantize with scalar ranges: ``q = rint((x - il) / (ih - il) * (levels - 1))``,
-    0 for ``x <= il`` and ``levels - 1`` for ``x > ih``; its value is ``q * scale + ol``."""
+    """FakeQuantize: ``q = rint((x - il) / (ih - il) * (levels - 1))``, 0 for ``x <= il`` and
+    ``levels - 1`` for ``x > ih``; its value is ``q * scale + ol``. The ranges are floats, or
+    float32 vectors along the channel axis (the last axis of a row, the C of NHWC pixels)."""
 
-    il: float
-    ih: float
-    ol: float
-    oh: float
+    il: Any
+    ih: Any
+    ol: Any
+    oh: Any
     levels: int
 
     @property
@@ -565,43 +567,70 @@ class QuantizeParams:
         return self.levels - 1
 
     @property
-    def scale(self) -> float:
-        """The value of one step (the activation scale)."""
-        return float((np.float32(self.oh) - np.float32(self.ol)) / np.float32(self.steps))
+    def per_channel(self) -> bool:
+        return any(np.ndim(v) for v in (self.il, self.ih, self.ol, self.oh))
 
     @property
-    def zero_point(self) -> float:
-        """The step that stands for 0.0 (an integer when 0.0 is exactly representable)."""
-        return -self.ol / self.scale if self.scale else 0.0
-
-    def quantize(self, x: np.ndarray) -> np.ndarray:
-        """The numpy twin of the u8 kernel (the reference's f32 arithmetic)."""
+    def scale(self) -> Any:
+        """The value of one step (the activation scale), float64 of the f32 difference."""
         f = np.float32
+        return ((np.asarray(self.oh, f) - np.asarray(self.ol, f)) / f(self.steps)).astype(np.float64)
+
+    @property
+    def zero_point(self) -> Any:
+        """The step that stands for 0.0 (an integer when 0.0 is exactly representable)."""
+        sc = self.scale
+        return np.where(sc != 0, -np.asarray(self.ol, np.float64) / np.where(sc != 0, sc, 1.0), 0.0)
+
+    def valid(self) -> bool:
+        """Whether the kernel takes these ranges (il < ih, ol < oh, finite, 2..256 levels)."""
+        il, ih, ol, oh = (np.asarray(v, np.float64) for v in (self.il, self.ih, self.ol, self.oh))
+        return bool(1 < self.levels <= 256 and np.all(il < ih) and np.all(ol < oh)
+                    and all(np.all(np.isfinite(v)) for v in (il, ih, ol, oh)))
+
+    def vectors(self, c: int) -> np.ndarray:
+        """``[6, c]`` float32 rows il, ih, ih - il, ol, oh, oh - ol (each difference in f32)."""
+        f = np.float32
+        il, ih, ol, oh = (np.broadcast_to(np.asarray(v, f).reshape(-1), (c,)) for v in (self.il, self.ih, self.ol, self.oh))
+        return np.stack([il, ih, ih - il, ol, oh, oh - ol]).astype(f)
+
+    def quantize(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
+        """The numpy twin of the u8 kernel (the reference's f32 arithmetic); vector ranges lie
+        along ``axis`` of ``x``."""
+        f = np.float32
+        shape = [1] * x.ndim
+        shape[axis] = -1
+
+        def r(v: Any) -> np.ndarray:
+            return np.asarray(v, f).reshape(shape) if np.ndim(v) else np.asarray(v, f)
+
+        il, ih = r(self.il), r(self.ih)
         with np.errstate(all="ignore"):
-            q = np.rint((x.astype(f) - f(self.il)) / (f(self.ih) - f(self.il)) * f(self.steps))
-            q = np.where(x <= f(self.il), f(0), np.where(x > f(self.ih), f(self.steps), q))
+            q = np.rint((x.astype(f) - il) / (ih - il) * f(self.steps))
+            q = np.where(x <= il, f(0), np.where(x > ih, f(self.steps), q))
         return q.astype(np.uint8)
 
 
 class Quantize:
     """FakeQuantize over ``rows`` rows of ``c`` floats: u8 steps (``mode=QUANT_U8``, rows
-    padded with ``fill`` up to the output's row length) or the f32 FakeQuantize value."""
+    padded with ``fill`` up to the output's row length) or the f32 FakeQuantize value.
+    Vector ranges run along the row (one value per channel)."""
 
     def __init__(self, params: QuantizeParams, rows: int, c: int, mode: int = QUANT_U8, fill: int = 0,
                  num_threads: int | None = None, isa: Isa | None = None):
-        if not params.il < params.ih or not 1 < params.levels <= 256:
-            raise EmberError("ember: the quantize kernel needs il < ih and 2..256 levels")
+        if not params.valid():
+            raise EmberError("ember: the quantize kernel needs finite ranges with il < ih, ol < oh and 2..256 levels")
         self.kernels = int8_kernels(isa)
         self.params, self.rows, self.c, self.mode, self.fill = params, rows, c, mode, fill
         self.threads = num_threads or default_pool().num_threads
-        f = np.float32
         per_task = max(1, -(-rows // (8 * self.threads)), 4096 // max(c, 1))
         self.per_task = per_task
-        p = params
-        self.ctx = QUANT_CONTEXT.new(
-            rows=rows, c=c, per_task=per_task, il=f32_bits(p.il), rng=f32_bits(float(f(p.ih) - f(p.il))),
-            steps=f32_bits(p.steps), lo=f32_bits(p.il), hi=f32_bits(p.ih), ol=f32_bits(p.ol), oh=f32_bits(p.oh),
-            orng=f32_bits(float(f(p.oh) - f(p.ol))), fill=fill, mode=mode)
+        stride = -(-max(c, 1) // 16) * 16 + 16
+        self.ranges = aligned_empty((6, stride))
+        self.ranges[:] = 0
+        self.ranges[:, :c] = params.vectors(c)
+        self.ctx = QUANT_CONTEXT.new(rows=rows, c=c, per_task=per_task, ranges=self.ranges.ctypes.data,
+                                     rstride=stride, steps=f32_bits(params.steps), fill=fill, mode=mode)
 
     def bind(self, x: np.ndarray, y: np.ndarray) -> BoundKernel:
         ldx = _f32_rows("x", x, (self.rows, self.c))
@@ -612,7 +641,8 @@ class Quantize:
         QUANT_CONTEXT.fill(ctx, x=x.ctypes.data, ldx=ldx, y=y.ctypes.data, ldy=y.strides[0] // y.itemsize,
                            cpad=y.shape[1] if self.mode == QUANT_U8 else self.c)
         n_tasks = -(-self.rows // self.per_task) if self.c else 0
-        return BoundKernel(self.kernels.quantize_address, ctx, n_tasks, self.threads, (), layout=QUANT_CONTEXT)
+        return BoundKernel(self.kernels.quantize_address, ctx, n_tasks, self.threads, (self.ranges,),
+                           layout=QUANT_CONTEXT)
 
     def __call__(self, x: np.ndarray, y: np.ndarray, pool: ThreadPool | None = None) -> np.ndarray:
         self.bind(x, y).run(pool)

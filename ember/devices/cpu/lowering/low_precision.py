@@ -49,28 +49,54 @@ _ZP_TOLERANCE = 1e-3  # in steps: a zero point this close to an integer is that 
 
 
 # --------------------------------------------------------------------------- the int8 ops
-def _fq_params(node: Node) -> Any:
+def ranges_along(node: Node, axis: int, first: int = 1) -> Any:
+    """QuantizeParams of a FakeQuantize-like ``node`` (inputs ``first..first+3`` are constant
+    il, ih, ol, oh) with each range a scalar or a vector along ``axis`` of the data; else None."""
     from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
 
-    a = node.attrs
-    return QuantizeParams(a["il"], a["ih"], a["ol"], a["oh"], a["levels"])
+    data = node.input_values()[0].partial_shape
+    if not data.rank.is_static:
+        return None
+    rank = len(data)
+    axis = axis % rank
+    vals: list[Any] = []
+    for port in node.input_values()[first:first + 4]:
+        c = const_of(port)
+        if c is None or c.dtype.kind != "f" or c.ndim > rank:
+            return None
+        if c.size == 1:
+            vals.append(float(c.reshape(-1)[0]))
+            continue
+        full = (1,) * (rank - c.ndim) + c.shape
+        if any(d != 1 for i, d in enumerate(full) if i != axis) or not data[axis].is_static \
+                or full[axis] != data[axis].get_length():
+            return None
+        vals.append(np.ascontiguousarray(c.reshape(-1), np.float32))
+    params = QuantizeParams(vals[0], vals[1], vals[2], vals[3], int(node.attrs["levels"]))
+    return params if params.valid() else None
 
 
 class Int8Quantize(Node):
-    """The u8 steps of a FakeQuantize with scalar ranges: ``rint((x - il) / (ih - il) *
-    (levels - 1))``, 0 at or below ``il``, ``levels - 1`` above ``ih`` (a CPU device op)."""
+    """The u8 steps of a FakeQuantize (inputs: data, il, ih, ol, oh, as FakeQuantize's):
+    ``rint((x - il) / (ih - il) * (levels - 1))``, 0 at or below ``il``, ``levels - 1`` above
+    ``ih``. ``layout`` says which kernels read it (NHWC pixels or GEMM rows). A CPU device op."""
 
     type_name = "Int8Quantize"
     version = "ember_cpu"
-    num_inputs = (1, 1)
-    attributes = (Attr("il", "float"), Attr("ih", "float"), Attr("ol", "float"), Attr("oh", "float"),
-                  Attr("levels", "int"), Attr("layout", "str", "rows", ("rows", "nhwc")))
+    num_inputs = (5, 5)
+    attributes = (Attr("levels", "int"), Attr("layout", "str", "rows", ("rows", "nhwc")))
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
         return [(Type.u8, self.input_shape(0))]
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return [_fq_params(self).quantize(np.asarray(inputs[0]))]
+        f = np.float32
+        x, il, ih = (np.asarray(v, f) for v in inputs[:3])
+        steps = f(self.attrs["levels"] - 1)
+        with np.errstate(all="ignore"):
+            q = np.rint((x - il) / (ih - il) * steps)
+            q = np.where(x <= il, f(0), np.where(x > ih, steps, q))
+        return [np.broadcast_to(q, x.shape).astype(np.uint8)]
 
 
 class Int8Convolution(Node):
@@ -203,47 +229,59 @@ def _int_weights(port: Output, out_axes: tuple[int, ...]) -> tuple[np.ndarray, n
     return None
 
 
-def _activation_fq(port: Output) -> Any:
-    """QuantizeParams of a FakeQuantize with scalar constant ranges producing ``port``, else None."""
-    from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
+# ops that only move or select values: a FakeQuantize grid survives them, so the values after
+# them quantize back to the same steps (OpenVINO's precision-preserving ops)
+_PRESERVING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
+
+def _activation_fq(port: Output, axis: int | None = None) -> tuple[Any, Node, Output, list[Output]] | None:
+    """``(params, FakeQuantize, data to quantize, range ports)`` when ``port`` is a FakeQuantize's output,
+    or that output moved only by precision-preserving ops (then the ranges are the output
+    grid's: the values are on it already). Ranges scalar, or along ``axis`` when given."""
+    walked, data = False, port
+    while port.node.type_name in _PRESERVING and port.index == 0 \
+            and (port.node.get_output_size() == 1 or port.node.type_name == "MaxPool"):
+        port = port.node.input_values()[0]
+        walked = True
     fq = port.node
     if fq.type_name != "FakeQuantize" or fq.input_values()[0].element_type.dtype != F32:
         return None
-    ranges = [const_of(s) for s in fq.input_values()[1:]]
-    if any(r is None or r.size != 1 for r in ranges):
+    if walked and axis is not None:
         return None
-    il, ih, ol, oh = (float(np.asarray(r).reshape(-1)[0]) for r in ranges)
-    levels = int(fq.attrs["levels"])
-    if not (il < ih and 1 < levels <= 256 and ol < oh and all(map(math.isfinite, (il, ih, ol, oh)))):
+    params = ranges_along(fq, 1 if axis is None else axis)
+    if params is None or (axis is None and params.per_channel):
         return None
-    return QuantizeParams(il, ih, ol, oh, levels)
+    ins = fq.input_values()
+    if walked:
+        from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
+
+        params = QuantizeParams(params.ol, params.oh, params.ol, params.oh, params.levels)
+        return params, fq, data, [ins[3], ins[4], ins[3], ins[4]]
+    return params, fq, ins[0], list(ins[1:])
 
 
-def _quantize_node(fq: Node, params: Any, memo: dict[tuple[int, str], Node], kind: str) -> Node:
-    key = (id(fq), kind)
+def _quantize_node(data: Output, fq: Node, ranges: list[Output], memo: dict[tuple[int, int, str], Node],
+                   kind: str) -> Node:
+    key = (id(data.node), data.index, kind)
     q = memo.get(key)
     if q is None:
-        q = Int8Quantize([fq.input_values()[0]], dict(il=params.il, ih=params.ih, ol=params.ol, oh=params.oh,
-                                                     levels=params.levels, layout=kind), fq.friendly_name + "/u8")
+        q = Int8Quantize([data, *ranges], dict(levels=fq.attrs["levels"], layout=kind), fq.friendly_name + "/u8")
         memo[key] = q
     return q
 
 
 def _zero_point(params: Any) -> tuple[int, float]:
-    """(integer zero point, offset left over) for an activation FakeQuantize."""
-    zpf = params.zero_point
-    zp = int(round(zpf))
-    if not 0 <= zp <= params.steps:
-        zp = min(max(zp, 0), params.steps)
+    """(integer zero point, offset left over) for a per-tensor activation FakeQuantize."""
+    zp = min(max(int(round(float(params.zero_point))), 0), params.steps)
     return zp, float(params.ol) + zp * float(params.scale)
 
 
-def _rewrite_conv(node: Node, memo: dict[tuple[int, str], Node]) -> bool:
+def _rewrite_conv(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     xport, wport = node.input_values()
-    params = _activation_fq(xport)
-    if params is None or not xport.partial_shape.is_static or len(xport.partial_shape) != 4:
+    found = _activation_fq(xport)
+    if found is None or not xport.partial_shape.is_static or len(xport.partial_shape) != 4:
         return False
+    params, fq, data, ranges = found
     grouped = node.type_name == "GroupConvolution"
     got = _int_weights(wport, (0, 1) if grouped else (0,))
     if got is None:
@@ -265,7 +303,7 @@ def _rewrite_conv(node: Node, memo: dict[tuple[int, str], Node]) -> bool:
         return False
     scale = np.float64(params.scale) * s_w
     shift = np.zeros(wq.shape[0]) if exact else offset * s_w * wq.astype(np.int64).sum(axis=(1, 2, 3))
-    q = _quantize_node(xport.node, params, memo, "nhwc")
+    q = _quantize_node(data, fq, ranges, memo, "nhwc")
     attrs = dict(strides=list(node.attrs["strides"]), pads_begin=list(pb), pads_end=list(pe),
                  dilations=list(node.attrs["dilations"]) or [1, 1], groups=groups, zero_point=zp)
     new = Int8Convolution([q.output(0), Constant.from_array(wq, Type.i8), _f32_const(scale), _f32_const(shift)],
@@ -274,16 +312,17 @@ def _rewrite_conv(node: Node, memo: dict[tuple[int, str], Node]) -> bool:
     return True
 
 
-def _rewrite_matmul(node: Node, memo: dict[tuple[int, str], Node]) -> bool:
+def _rewrite_matmul(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     xport, wport = node.input_values()
-    params = _activation_fq(xport)
-    if params is None or node.attrs["transpose_a"] or not xport.partial_shape.rank.is_static \
+    found = _activation_fq(xport)
+    if found is None or node.attrs["transpose_a"] or not xport.partial_shape.rank.is_static \
             or len(xport.partial_shape) < 2:
         return False
     wshape = wport.partial_shape
     if not wshape.is_static or len(wshape) < 2 or any(int(d) != 1 for d in wshape.to_shape()[:-2]) \
             or len(wshape) > len(xport.partial_shape):
         return False
+    params, fq, data, ranges = found
     tb = bool(node.attrs["transpose_b"])
     rank = len(wshape)
     got = _int_weights(wport, (rank - 2,) if tb else (rank - 1,))
@@ -295,7 +334,7 @@ def _rewrite_matmul(node: Node, memo: dict[tuple[int, str], Node]) -> bool:
     zp, offset = _zero_point(params)
     scale = np.float64(params.scale) * s_w
     shift = offset * s_w * w2.astype(np.int64).sum(axis=0)
-    q = _quantize_node(xport.node, params, memo, "rows")
+    q = _quantize_node(data, fq, ranges, memo, "rows")
     new = Int8MatMul([q.output(0), Constant.from_array(w2, Type.i8), _f32_const(scale), _f32_const(shift)],
                      dict(zero_point=zp), node.friendly_name)
     if new.output(0).partial_shape.compatible(node.output(0).partial_shape) is False:
@@ -318,7 +357,7 @@ def _replace(old: Node, new: Node) -> None:
 def lower_precision(model: Model) -> int:
     """Rewrite the quantized convolutions and MatMuls of ``model`` into int8 ops (in place);
     returns how many were rewritten."""
-    memo: dict[tuple[int, str], Node] = {}
+    memo: dict[tuple[int, int, str], Node] = {}
     done = 0
     for node in model.get_ordered_ops():
         if node.type_name in ("Convolution", "GroupConvolution"):
@@ -352,8 +391,10 @@ def lower_quantize(lowering: Lowering, node: Node) -> bool:
     if users != {want} or lowering.is_result(node.output(0)):
         return False
     shape = static_shape(node.output(0))
-    params = _fq_params(node)
-    zp = _zero_point(params)[0]
+    params = ranges_along(node, 1 if want == "Int8Convolution" else -1)
+    if params is None:
+        return False
+    zp = _zero_point(params)[0] if not params.per_channel else 0
     src = lowering.tensor(node.input_values()[0])
     if want == "Int8Convolution":
         x = lowering.native_input(src, NHWC)
@@ -495,13 +536,15 @@ def lower_fake_quantize(lowering: Lowering, node: Node) -> bool:
     quantize kernel in f32 mode, in the data's own layout."""
     from ember.devices.cpu.kernels.int8_gemm import QUANT_F32, Quantize
 
-    params = _activation_fq(node.output(0))
+    src = lowering.tensor(node.input_values()[0])
+    if not src.shape or 0 in src.shape or node.input_values()[0].element_type.dtype != F32:
+        return False
+    # the ranges may vary along the physical last axis: C of an NHWC tensor, else the last axis
+    layout = NHWC if len(src.shape) == 4 and (src.layout == NHWC or ranges_along(node, -1) is None) else PLAIN
+    params = ranges_along(node, 1 if layout == NHWC else -1)
     if params is None:
         return False
-    src = lowering.tensor(node.input_values()[0])
-    x = lowering.native_input(src, src.layout)
-    if not x.shape or 0 in x.shape:
-        return False
+    x = lowering.native_input(src, layout)
     c = x.shape[-1]
     rows = int(np.prod(x.shape[:-1]))
     kernel = Quantize(params, rows, c, mode=QUANT_F32, num_threads=lowering.threads, isa=lowering.isa)

@@ -1,0 +1,151 @@
+"""ember's int8 execution against OpenVINO's on the same NNCF-quantized IR, in one process.
+
+    python benchmarks/int8.py                                  # resnet50 and mobilenet_v2
+    python benchmarks/int8.py --models resnet50 --time 3 --rounds 3
+    python benchmarks/int8.py --out benchmarks/results/int8.md
+
+For each network (torchvision's ResNet-50 / MobileNetV2 architectures from tests/models, seeded
+weights, exported to ONNX): ember converts the ONNX and saves the float IR; real NNCF quantizes
+that IR on OpenVINO (``nncf.quantize``, 10 seeded calibration inputs, default preset) and saves
+the int8 IR; both IRs are cached in ``~/.cache/ember/int8``. Then, batch 1, hint LATENCY,
+``INFERENCE_PRECISION_HINT=f32`` on both engines (OpenVINO would otherwise run the float parts
+in bf16 on a CPU with AVX512_BF16, ember would not):
+
+1. outputs on one seeded input: ember CPU int8 against ember REFERENCE on the int8 IR (the
+   FakeQuantize graph in float) and against OpenVINO's int8 output, relative to the logits'
+   magnitude; how many convolutions/MatMuls ember runs in int8;
+2. latency: ember int8, ember f32 (the float IR), OpenVINO int8 and OpenVINO f32, in rounds
+   that give every engine an equal time slice in turn; median per engine and the ratios the
+   issue asks for (ember int8 / OpenVINO int8, ember f32 / ember int8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+CACHE = Path.home() / ".cache" / "ember" / "int8"
+
+
+def quantized_ir(name: str, calib: int = 10) -> tuple[Path, Path]:
+    """(float IR, NNCF int8 IR) of test network ``name``, made once and cached."""
+    import nncf
+    import openvino as ov
+    from models.torch_models import export
+
+    import ember
+
+    onnx_path = export(name)
+    key = hashlib.sha1(f"{onnx_path.name}-{calib}-{nncf.__version__}-{ov.__version__}".encode()).hexdigest()[:10]
+    folder = CACHE / f"{name}-{key}"
+    fp, q = folder / "float.xml", folder / "int8.xml"
+    if q.exists():
+        return fp, q
+    folder.mkdir(parents=True, exist_ok=True)
+    ember.save_model(ember.convert_model(onnx_path), fp, compress_to_fp16=False)
+    model = ov.Core().read_model(fp)
+    shape = [int(d) for d in model.inputs[0].get_partial_shape().to_shape()]
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal(shape).astype(np.float32) for _ in range(calib)]
+    qm = nncf.quantize(model, nncf.Dataset(data), subset_size=calib)
+    ov.save_model(qm, q, compress_to_fp16=False)
+    return fp, q
+
+
+def _time_rounds(fns: dict[str, Callable[[], Any]], seconds: float, rounds: int) -> dict[str, list[float]]:
+    """Per-call latencies of each function, in alternating rounds of ``seconds`` each."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        for _ in range(3):
+            fn()
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                fn()
+                out[k].append(time.perf_counter() - t0)
+    return out
+
+
+def run(name: str, seconds: float, rounds: int, threads: int | None) -> dict[str, Any]:
+    import openvino as ov
+
+    import ember
+
+    fp, q = quantized_ir(name)
+    cfg_e: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    cfg_o: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        cfg_e["INFERENCE_NUM_THREADS"] = cfg_o["INFERENCE_NUM_THREADS"] = threads
+    core_e, core_o = ember.Core(), ov.Core()
+    e_int8 = core_e.compile_model(core_e.read_model(q), "CPU", cfg_e)
+    e_f32 = core_e.compile_model(core_e.read_model(fp), "CPU", cfg_e)
+    o_int8 = core_o.compile_model(core_o.read_model(q), "CPU", cfg_o)
+    o_f32 = core_o.compile_model(core_o.read_model(fp), "CPU", cfg_o)
+    x = np.random.default_rng(7).standard_normal([1, 3, 224, 224]).astype(np.float32)
+    got = e_int8(x)[0]
+    ref = ember.compile_model(core_e.read_model(q), "REFERENCE")(x)[0]
+    theirs = o_int8(x)[0]
+    mag = float(np.abs(ref).max())
+    types = [n.type_name for n in e_int8.get_runtime_model().get_ordered_ops()]
+    quantized = sum(t in ("Convolution", "GroupConvolution", "MatMul") for t in types)
+    int8 = sum(t in ("Int8Convolution", "Int8MatMul") for t in types)
+    reqs = {k: m.create_infer_request() for k, m in
+            (("ember int8", e_int8), ("ember f32", e_f32), ("OpenVINO int8", o_int8), ("OpenVINO f32", o_f32))}
+    fns = {k: (lambda r=r: r.infer({0: x})) for k, r in reqs.items()}
+    lat = {k: statistics.median(v) * 1e3 for k, v in _time_rounds(fns, seconds, rounds).items()}
+    return {"name": name, "int8_ops": int8, "float_ops": quantized, "err_ref": float(np.abs(got - ref).max()) / mag,
+            "err_ov": float(np.abs(got - theirs).max()) / mag, "ov_vs_ref": float(np.abs(theirs - ref).max()) / mag,
+            "top1_same": bool(np.argmax(got) == np.argmax(theirs)), "latency_ms": lat}
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = ["| network | int8 ops (f32 left) | max err vs REFERENCE / vs OpenVINO (OpenVINO vs REFERENCE) "
+             "| ember int8 ms | ember f32 ms | OpenVINO int8 ms | OpenVINO f32 ms | ember int8 / OV int8 "
+             "| ember f32 / ember int8 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {r['name']} | {r['int8_ops']} ({r['float_ops']}) | {r['err_ref']:.1e} / {r['err_ov']:.1e} "
+            f"({r['ov_vs_ref']:.1e}) | {lat['ember int8']:.2f} | {lat['ember f32']:.2f} | {lat['OpenVINO int8']:.2f} "
+            f"| {lat['OpenVINO f32']:.2f} | {lat['ember int8'] / lat['OpenVINO int8']:.2f} "
+            f"| {lat['ember f32'] / lat['ember int8']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="resnet50,mobilenet_v2")
+    p.add_argument("--time", type=float, default=2.0, help="seconds per engine per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="INFERENCE_NUM_THREADS for both engines")
+    p.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    args = p.parse_args(argv)
+    results = []
+    for name in args.models.split(","):
+        results.append(run(name.strip(), args.time, args.rounds, args.threads))
+        print(table(results[-1:]).splitlines()[-1], flush=True)
+    text = table(results)
+    print()
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
