@@ -272,9 +272,10 @@ def sdpa(call: Call) -> Output:
     args: list[Any] = [q, k, v]
     if mask is not None:
         mask = mask if isinstance(mask, Output) else const(mask, et)
-        if mask.element_type is not Type.boolean:
-            mask = convert(mask, et)
-        args.append(mask)
+        if mask.element_type is Type.boolean:
+            # as the additive mask the boolean one means (True attends), which the CPU kernel takes
+            mask = ops.select(mask, const(0.0, et), const(-np.inf, et)).output(0)
+        args.append(convert(mask, et))
     elif scale is not None or causal:
         args.append(const(0.0, et))
     if scale is not None:
