@@ -10,6 +10,7 @@ from ember.devices.cpu.kernels.conv import ConvGeometry
 from ember.devices.cpu.kernels.gemm import Epilogue
 from ember.devices.cpu.kernels.int8_gemm import (
     QUANT_F32,
+    FusedQuantize,
     Int8Conv2d,
     Int8Gemm,
     Quantize,
@@ -48,6 +49,47 @@ GEMM_CASES = [
 
 def _scales(rng, n):
     return (rng.random(n) * 0.02 + 0.001).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+
+
+FUSED = QuantizeParams(-0.7, 0.8, -0.7, 0.8, 256)
+
+
+def _fake_quantize(v, params):
+    import ember.opset as ops
+
+    ranges = [np.array(r, np.float32) for r in (params.il, params.ih, params.ol, params.oh)]
+    v = v.astype(np.float32)
+    return ops.fake_quantize(v, *ranges, params.levels).evaluate([v, *ranges])[0]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("at", ["mid", "end", "u8"])
+@pytest.mark.parametrize("case", GEMM_CASES[2:5], ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-zp{c[3]}-{c[4]}")
+def test_int8_gemm_fused_fake_quantize(isa, at, case):
+    """A FakeQuantize fused into the epilogue: before the residual, last, or as u8 steps."""
+    m, k, n, zp, epi_name, has_res = case
+    rng = np.random.default_rng(m + k + n)
+    a = rng.integers(0, 256, (m, padded_channels(k))).astype(np.uint8)
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    scale = np.full(n, 2.0 / (k * 128 * 60), np.float32)
+    shift = (rng.standard_normal(n) * 0.3).astype(np.float32)
+    res = (rng.standard_normal((m, n)) * 0.2).astype(np.float32) if has_res else None
+    epi = EPILOGUES[epi_name]
+    fused = FusedQuantize(FUSED, "mid" if at == "mid" else "end", at == "u8")
+    acc = ((a[:, :k].astype(np.int64) - zp) @ w.astype(np.int64)).astype(np.float32)
+    v = acc * scale + shift  # f32, as the kernel computes it
+    if at == "mid":
+        v = _fake_quantize(v, FUSED)
+    if res is not None:
+        v = v + res
+    v = epi.apply(v).astype(np.float32)
+    got = Int8Gemm(w, m, scale, shift, zp, epi, num_threads=2, isa=isa, quantize=fused)(a, None, res)
+    if at == "u8":
+        assert got.dtype == np.uint8 and got.shape == (m, padded_channels(n))
+        np.testing.assert_array_equal(got[:, :n], FUSED.quantize(v))
+    else:
+        want = _fake_quantize(v, FUSED) if at == "end" else v
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("isa", ISAS)

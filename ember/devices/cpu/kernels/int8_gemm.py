@@ -45,7 +45,7 @@ from llvmlite import ir
 from ember.devices.cpu.kernels.conv import ConvGeometry
 from ember.devices.cpu.kernels.gemm import NO_EPILOGUE, Epilogue, Tile, call_microkernel, plan_blocks
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I1, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store
@@ -61,9 +61,11 @@ INT8_CONTEXT = ContextLayout(
     "int8_gemm",
     ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "k4", "xg", "y",
      "ldy", "yg", "cout", "bp", "bg", "comp", "scale", "shift", "res", "ldr", "zero", "m", "tm", "tn", "gm", "gn",
-     "flags", "lo", "hi"),
-    pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero"))
-FLAG_RES = 1
+     "flags", "lo", "hi", "fq"),
+    pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq"))
+FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8 = 1, 2, 4, 8
+#: the f32 words of a fused FakeQuantize: il, ih, ih - il, steps, ol, oh, oh - ol
+FQ_WORDS = 7
 
 QUANT_CONTEXT = ContextLayout(
     "quantize",
@@ -95,13 +97,15 @@ def _dot4(e: Emitter, isa: Isa, acc: ir.Value, a: ir.Value, w: ir.Value) -> ir.V
 
 
 def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa: Isa) -> ir.Function:
-    """ukr(rows, ntaps, k4, bp, c, ldc, ncols, comp, scale, shift, res, ldr, lo, hi, flags).
+    """ukr(rows, ntaps, k4, bp, c, ldc, ncols, comp, scale, shift, res, ldr, lo, hi, flags, fq).
 
     ``rows`` holds ntaps groups of tile.mr row pointers (first mr used); the B micro-panel at
-    bp is [tap][k4][NR][4] bytes; the C tile (f32) at c has row stride ldc; ncols <= NR."""
-    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, PTR, PTR, I64, I64, PTR, PTR, PTR, PTR, I64, F32, F32, I32],
-                          internal=True, noinline=True)
-    rows, ntaps, k4, bp, cp, ldc, ncols, compp, scalep, shiftp, resp, ldr, lo, hi, flags = fn.args
+    bp is [tap][k4][NR][4] bytes; the C tile at c (f32, or u8 with FLAG_U8) has row stride
+    ldc elements; ncols <= NR. ``fq`` points at the FQ_WORDS of a fused FakeQuantize, applied
+    before the residual (FLAG_FQ_MID) or last (FLAG_FQ_END; with FLAG_U8 its steps are stored)."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, PTR, PTR, I64, I64, PTR, PTR, PTR, PTR, I64, F32, F32, I32,
+                                          PTR], internal=True, noinline=True)
+    rows, ntaps, k4, bp, cp, ldc, ncols, compp, scalep, shiftp, resp, ldr, lo, hi, flags, fqp = fn.args
     for arg in (bp, cp):
         arg.add_attribute("noalias")
     e = Emitter(m, fn)
@@ -136,7 +140,28 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
             for v in range(nv):
                 x = b.sitofp(b.add(e.load(vi, acc[r][v]), comp[v]), vf)
                 b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[r][v])
-        with b.if_then(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0))):
+        def flag(bit: int) -> ir.Value:
+            return b.icmp_unsigned("!=", b.and_(flags, c32(bit)), c32(0))
+
+        fqv = [e.splat(e.load(F32, e.gep(F32, fqp, i)), L) for i in range(FQ_WORDS)]
+        il, ih, rng, steps, ol, oh, orng = fqv
+
+        def steps_of(x: ir.Value) -> ir.Value:
+            q = e.call(f"llvm.roundeven.v{L}f32", vf, [b.fmul(b.fdiv(b.fsub(x, il), rng), steps)])
+            return b.select(b.fcmp_ordered("<=", x, il), ir.Constant(vf, None),
+                            b.select(b.fcmp_ordered(">", x, ih), steps, q))
+
+        def fake_quantize() -> None:
+            for r in range(mr):
+                for v in range(nv):
+                    x = e.load(vf, out[r][v])
+                    deq = b.fadd(b.fmul(b.fdiv(steps_of(x), steps), orng), ol)
+                    deq = b.select(b.fcmp_ordered("<=", x, il), ol, b.select(b.fcmp_ordered(">", x, ih), oh, deq))
+                    b.store(deq, out[r][v])
+
+        with b.if_then(flag(FLAG_FQ_MID)):
+            fake_quantize()
+        with b.if_then(flag(FLAG_RES)):
             for r in range(mr):
                 rrow = e.gep(F32, resp, b.mul(ldr, c64(r)))
                 for v in range(nv):
@@ -151,10 +176,21 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
                     x = e.load(vf, out[r][v])
                     x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
                     b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[r][v])
-        for r in range(mr):
-            crow = e.gep(F32, cp, b.mul(ldc, c64(r)))
-            for v in range(nv):
-                masked_store(e, e.load(vf, out[r][v]), e.gep(F32, crow, v * L), masks[v])
+        with b.if_else(flag(FLAG_U8)) as (as_u8, as_f32):
+            with as_u8:
+                for r in range(mr):
+                    crow = e.gep(I8, cp, b.mul(ldc, c64(r)))
+                    for v in range(nv):
+                        qb = b.fptoui(steps_of(e.load(vf, out[r][v])), vec(I8, L))
+                        mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
+                        e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, e.gep(I8, crow, v * L), c32(1), mask])
+            with as_f32:
+                with b.if_then(flag(FLAG_FQ_END)):
+                    fake_quantize()
+                for r in range(mr):
+                    crow = e.gep(F32, cp, b.mul(ldc, c64(r)))
+                    for v in range(nv):
+                        masked_store(e, e.load(vf, out[r][v]), e.gep(F32, crow, v * L), masks[v])
 
     with b.if_else(b.icmp_signed(">=", ncols, c64(NR))) as (full, part):
         with full:
@@ -215,7 +251,8 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
                 b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, c64(MR)))))
     k4 = a("k4")
     ldy, yg, ldr = a("ldy"), a("yg"), a("ldr")
-    ygroup = e.gep(F32, a("y", PTR), b.mul(g, yg))
+    esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
+    ygroup = e.gep(I8, a("y", PTR), b.mul(b.mul(g, yg), esz))
     res_g = e.gep(F32, a("res", PTR), b.mul(g, yg))
     comp_g = e.gep(I32, a("comp", PTR), b.mul(g, yg))
     scale_g = e.gep(F32, a("scale", PTR), b.mul(g, yg))
@@ -233,9 +270,9 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
             p0 = b.add(m0, b.mul(it, c64(MR)))
             mr = e.min(c64(MR), b.sub(m1, p0))
             args = [e.gep(PTR, rows, b.mul(b.mul(it, ntaps), c64(MR))), ntaps, k4, bpan,
-                    e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col)), ldy, ncols,
+                    e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy, ncols,
                     e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
-                    e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags]
+                    e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags, a("fq", PTR)]
             call_microkernel(e, ukrs, MR, mr, nvec, args)
     b.ret_void()
 
@@ -371,16 +408,43 @@ def pack_int8_weights(w: np.ndarray, isa: Isa | None = None) -> Int8Weights:
 
 
 # --------------------------------------------------------------------------- binding
+@dataclass(frozen=True)
+class FusedQuantize:
+    """A FakeQuantize with scalar ranges fused into the int8 epilogue: ``at="mid"`` right
+    after scale and shift (before the residual and the clamp), ``at="end"`` last; with
+    ``u8=True`` (only at the end) the output holds its u8 steps instead of f32 values."""
+
+    params: QuantizeParams
+    at: str = "end"
+    u8: bool = False
+
+    def __post_init__(self) -> None:
+        if self.at not in ("mid", "end") or (self.u8 and self.at != "end"):
+            raise EmberError(f"ember: a fused FakeQuantize goes 'mid' or 'end' (u8 only at the end), got {self}")
+        if self.params.per_channel or not self.params.valid():
+            raise EmberError("ember: a fused FakeQuantize needs valid scalar ranges")
+
+    def words(self) -> np.ndarray:
+        v = self.params.vectors(1)[:, 0]  # il, ih, ih - il, ol, oh, oh - ol
+        return np.array([v[0], v[1], v[2], self.params.steps, v[3], v[4], v[5]], np.float32)
+
+    @property
+    def flags(self) -> int:
+        return (FLAG_FQ_MID if self.at == "mid" else FLAG_FQ_END) | (FLAG_U8 if self.u8 else 0)
+
+
 class Int8Call:
     """An int8 implicit-GEMM operation bound to its geometry, weights, scales and schedule.
 
     ``y = clamp(scale * sum((x - zero_point) * w) + shift + residual, lo, hi)`` per output
-    channel; ``scale`` and ``shift`` are f32 vectors of ``groups * cout``. Build once, then
-    :meth:`bind` buffer addresses (x: bytes with pixel stride ``ldx``; y, residual: floats)."""
+    channel; ``scale`` and ``shift`` are f32 vectors of ``groups * cout``; ``quantize`` fuses a
+    FakeQuantize (:class:`FusedQuantize`). Build once, then :meth:`bind` buffer addresses
+    (x: bytes with pixel stride ``ldx``; residual: floats; y: floats, or bytes for u8 output)."""
 
     def __init__(self, packed: Int8Weights, *, m: int, x_geometry: dict[str, int], ldx: int, ldy: int,
                  scale: np.ndarray, shift: np.ndarray, zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE,
-                 ldr: int | None = None, xg: int | None = None, num_threads: int | None = None):
+                 ldr: int | None = None, xg: int | None = None, num_threads: int | None = None,
+                 quantize: FusedQuantize | None = None):
         self.packed = packed
         self.kernels = int8_kernels(packed.isa)
         self.tile = self.kernels.tile
@@ -401,7 +465,9 @@ class Int8Call:
         self._zero[:] = zero_point
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
         lo, hi = epilogue.lo, epilogue.hi
-        self.ctx = INT8_CONTEXT.new(
+        self.fq = np.array([0, 1, 1, 1, 0, 1, 1], np.float32) if quantize is None else quantize.words()
+        self.flags = 0 if quantize is None else quantize.flags
+        self.ctx = INT8_CONTEXT.new(fq=self.fq.ctypes.data,
             **geo, ldx=ldx, ldy=ldy, ldr=ldy if ldr is None else ldr, k4=packed.k4,
             xg=packed.cin if xg is None else xg, yg=packed.cout, cout=packed.cout, m=m,
             bp=packed.data.ctypes.data, bg=packed.group_stride, comp=self.comp.ctypes.data,
@@ -413,9 +479,10 @@ class Int8Call:
         """The call for these buffer addresses (residual 0: none); each bound call has its own
         context, so streams can run the same operation on their own buffers at once."""
         ctx = self.ctx.copy()
-        INT8_CONTEXT.fill(ctx, x=x, y=y, res=residual, flags=FLAG_RES if residual else 0)
+        INT8_CONTEXT.fill(ctx, x=x, y=y, res=residual, flags=self.flags | (FLAG_RES if residual else 0))
         return BoundKernel(self.kernels.task_address, ctx, self.n_tasks, self.threads,
-                           (self.packed, self._zero, self.comp, self.scale, self.shift, *keep), layout=INT8_CONTEXT)
+                           (self.packed, self._zero, self.comp, self.scale, self.shift, self.fq, *keep),
+                           layout=INT8_CONTEXT)
 
 
 def _f32_vector(name: str, v: np.ndarray, n: int) -> np.ndarray:
@@ -445,6 +512,16 @@ def _f32_rows(name: str, a: np.ndarray, shape: tuple[int, ...]) -> int:
     return a.strides[-2] // 4 if a.ndim > 1 else shape[-1]
 
 
+def _out_rows(name: str, a: np.ndarray, shape: tuple[int, ...], quantize: FusedQuantize | None) -> int:
+    """Row stride (elements) of an output: f32 of ``shape``, or u8 rows at least as long for u8 steps."""
+    if quantize is None or not quantize.u8:
+        return _f32_rows(name, a, shape)
+    if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape[:-1] != shape[:-1] or a.shape[-1] < shape[-1] \
+            or a.strides[-1] != 1:
+        raise EmberError(f"ember: {name} must be a uint8 array of shape {shape} (rows may be longer)")
+    return a.strides[-2] if a.ndim > 1 else a.shape[-1]
+
+
 class Int8Gemm:
     """``C[M, N] = clamp(scale * ((A - zero_point) @ W) + shift + R, lo, hi)``, A u8, W s8.
 
@@ -452,8 +529,9 @@ class Int8Gemm:
 
     def __init__(self, w: np.ndarray, m: int, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
-                 isa: Isa | None = None):
+                 isa: Isa | None = None, quantize: FusedQuantize | None = None):
         w = np.asarray(w)
+        self.quantize = quantize
         if w.ndim != 2:
             raise EmberError(f"ember: Int8Gemm wants W[K, N], got shape {w.shape}")
         self.packed = pack_int8_weights(w[None, None], isa)
@@ -467,21 +545,22 @@ class Int8Gemm:
         if a.ndim != 2 or a.shape[0] != self.m or a.shape[1] < self.k:
             raise EmberError(f"ember: Int8Gemm of {self.m}x{self.k} got A{a.shape}")
         lda = _u8_rows("A", a, 4 * self.packed.k4)
-        ldc = _f32_rows("C", c, (self.m, self.n))
+        ldc = _out_rows("C", c, (self.m, self.n), self.quantize)
         ldr = _f32_rows("residual", residual, (self.m, self.n)) if residual is not None else ldc
         key = (lda, ldc, ldr)
         call = self._calls.get(key)
         if call is None:
             call = Int8Call(self.packed, m=self.m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr, scale=self.scale,
                             shift=self.shift, zero_point=self.zero_point, epilogue=self.epilogue,
-                            num_threads=self.num_threads)
+                            num_threads=self.num_threads, quantize=self.quantize)
             self._calls[key] = call
         return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data)
 
     def __call__(self, a: np.ndarray, c: np.ndarray | None = None, residual: np.ndarray | None = None,
                  pool: ThreadPool | None = None) -> np.ndarray:
         if c is None:
-            c = aligned_empty((self.m, self.n))
+            u8 = self.quantize is not None and self.quantize.u8
+            c = aligned_empty((self.m, padded_channels(self.n) if u8 else self.n), np.uint8 if u8 else np.float32)
         self.bind(a, c, residual).run(pool)
         return c
 
@@ -496,8 +575,9 @@ class Int8Conv2d:
 
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
-                 isa: Isa | None = None):
+                 isa: Isa | None = None, quantize: FusedQuantize | None = None):
         g = geometry
+        self.quantize = quantize
         self.geometry = g
         w = np.asarray(weights)
         cg = g.cin // g.groups
@@ -521,8 +601,8 @@ class Int8Conv2d:
         ldx = _u8_rows("x", x, 4 * self.packed.k4 + (g.groups - 1) * (g.cin // g.groups))
         if x.strides[1] != g.w * ldx:
             raise EmberError("ember: int8 convolution input pixels must be uniformly strided")
-        ldy = _f32_rows("y", y, g.output_shape)
-        if y.strides[0] != g.oh * g.ow * ldy * 4 or y.strides[1] != g.ow * ldy * 4:
+        ldy = _out_rows("y", y, g.output_shape, self.quantize)
+        if y.strides[0] != g.oh * g.ow * ldy * y.itemsize or y.strides[1] != g.ow * ldy * y.itemsize:
             raise EmberError("ember: int8 convolution output images must be contiguous")
         ldr = ldy
         if residual is not None:
@@ -537,14 +617,18 @@ class Int8Conv2d:
                        xn=x.strides[0])
             call = Int8Call(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
                             xg=g.cin // g.groups, scale=self.scale, shift=self.shift, zero_point=self.zero_point,
-                            epilogue=self.epilogue, num_threads=self.num_threads)
+                            epilogue=self.epilogue, num_threads=self.num_threads, quantize=self.quantize)
             self._calls[key] = call
         return call.bind(x.ctypes.data, y.ctypes.data, 0 if residual is None else residual.ctypes.data)
 
     def __call__(self, x: np.ndarray, y: np.ndarray | None = None, residual: np.ndarray | None = None,
                  pool: ThreadPool | None = None) -> np.ndarray:
         if y is None:
-            y = aligned_empty(self.geometry.output_shape)
+            shape = self.geometry.output_shape
+            if self.quantize is not None and self.quantize.u8:
+                y = aligned_empty((*shape[:3], padded_channels(shape[3])), np.uint8)
+            else:
+                y = aligned_empty(shape)
         self.bind(x, y, residual).run(pool)
         return y
 
@@ -649,5 +733,5 @@ class Quantize:
         return y
 
 
-__all__ = ["INT8_TILES", "Int8Call", "Int8Conv2d", "Int8Gemm", "Int8Kernels", "Int8Weights", "Quantize",
+__all__ = ["INT8_TILES", "FusedQuantize", "Int8Call", "Int8Conv2d", "Int8Gemm", "Int8Kernels", "Int8Weights", "Quantize",
            "QuantizeParams", "int8_kernels", "pack_int8_weights", "padded_channels"]
