@@ -52,7 +52,7 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(3, 2, 11, generator=g), torch.randn(2, 3, 6, generator=g)
 
 
-@pytest.mark.parametrize("how", ["script", "trace", "archive"])
+@pytest.mark.parametrize("how", ["script", "trace", "archive", "by-name"])
 def test_torchscript_matches_torch(how: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     module = ShapeDependent().eval()
@@ -64,7 +64,8 @@ def test_torchscript_matches_torch(how: str, tmp_path: Path) -> None:
         if how == "archive":
             torch.jit.save(src, str(tmp_path / "model.pt"))
             src = tmp_path / "model.pt"
-    model = ember.convert_model(src, example_input=(x, state))
+    example = {"state": state, "x": x} if how == "by-name" else (x, state)
+    model = ember.convert_model(src, example_input=example)
     with torch.no_grad():
         want = module(x, state)
     compiled = ember.Core().compile_model(model, "REFERENCE")

@@ -82,10 +82,17 @@ def convert_script(module: Any, example_input: Any, specs: Sequence[Any] = ()) -
     inputs = list(graph.inputs())
     if inputs and inputs[0].type().kind() == "ClassType":
         inputs = inputs[1:]
-    examples = _examples(example_input, len(inputs))
     from ember.frontends.pytorch.exported import _specs_by_name
 
     names = [_name(v) for v in inputs]
+    if isinstance(example_input, dict):
+        unknown = set(example_input) - set(names)
+        if unknown:
+            raise ConversionError(f"ember: example_input names {', '.join(sorted(unknown))}, but the TorchScript "
+                                  f"model's inputs are: {', '.join(names)}")
+        examples = [example_input.get(n) for n in names]
+    else:
+        examples = _examples(example_input, len(inputs))
     by_name = _specs_by_name(specs, names)
     env: dict[Any, Any] = {}
     params: list[Parameter] = []
@@ -122,8 +129,6 @@ def _name(v: Any) -> str:
 def _examples(example_input: Any, n: int) -> list[Any]:
     if example_input is None:
         return []
-    if isinstance(example_input, dict):
-        return list(example_input.values())
     if isinstance(example_input, (list, tuple)):
         return list(example_input)
     return [example_input]
