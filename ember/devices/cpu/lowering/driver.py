@@ -201,9 +201,13 @@ class Lowering:
             else:
                 rule = RULES.get(node.type_name)
                 ok = False
-                # a dynamic-shaped input (a Python value) keeps a node on its reference kernel
-                if rule is not None and (node.type_name in DYNAMIC_OK
-                                         or all(self.tensor(s).shape is not None for s in node.input_values())):
+                # a dynamic-shaped input (a Python value) keeps a node on its reference kernel, and so
+                # do strings and sequences: object arrays hold Python references native code must not copy
+                objects = any(p.element_type.name in ("string", "sequence")
+                              for p in list(node.input_values()) + list(node.outputs()))
+                if rule is not None and not objects and (node.type_name in DYNAMIC_OK or
+                                                         all(self.tensor(s).shape is not None
+                                                             for s in node.input_values())):
                     try:
                         ok = rule(self, node)
                     except NotHere:
