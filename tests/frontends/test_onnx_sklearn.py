@@ -105,3 +105,73 @@ def test_default_export_with_zipmap(digits: tuple, device: str) -> None:
     for got, want in zip(probs, want_probs):
         assert got.keys() == want.keys()
         np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], atol=1e-6)
+
+
+def test_column_transformer_imputer_one_hot() -> None:
+    """Numeric columns imputed and scaled, a string column one-hot encoded (unknowns: zeros)."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    num = rng.standard_normal((80, 3)).astype(np.float32)
+    num[rng.random((80, 3)) < 0.15] = np.nan
+    cat = rng.choice(["red", "green", "blue"], 80)
+    y = ((np.nan_to_num(num[:, 0]) > 0) ^ (cat == "red")).astype(int)
+    frame = pd.DataFrame({"n0": num[:, 0], "n1": num[:, 1], "n2": num[:, 2], "c": cat})
+    ct = ColumnTransformer([("num", make_pipeline(SimpleImputer(), StandardScaler()), ["n0", "n1", "n2"]),
+                            ("cat", OneHotEncoder(handle_unknown="ignore"), ["c"])])
+    pipe = Pipeline([("ct", ct), ("lr", LogisticRegression())]).fit(frame, y)
+    types = [(n, FloatTensorType([None, 1])) for n in ("n0", "n1", "n2")] + [("c", StringTensorType([None, 1]))]
+    model = _export(pipe, types)
+    test = frame.copy()
+    test.loc[:4, "c"] = "purple"  # unseen category
+    feeds = {n: test[n].to_numpy(np.float32).reshape(-1, 1) for n in ("n0", "n1", "n2")}
+    feeds["c"] = test["c"].to_numpy(object).reshape(-1, 1)
+    for device in ("REFERENCE", "CPU"):
+        labels, probs = ember.Core().compile_model(convert(model), device)(feeds).to_tuple()
+        np.testing.assert_array_equal(labels, pipe.predict(test))
+        np.testing.assert_allclose(probs, pipe.predict_proba(test), atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "poly", "linear", "sigmoid"])
+def test_support_vector_machines(digits: tuple, kernel: str) -> None:
+    from sklearn.svm import SVC, SVR
+
+    x, y = digits
+    x = x[:300] / 16.0
+    y = y[:300] % 4
+    clf = SVC(kernel=kernel, gamma=0.05, degree=2).fit(x, y)
+    reg = SVR(kernel=kernel, gamma=0.05, degree=2).fit(x, y.astype(float))
+    feeds = {"x": x.astype(np.float32)}
+    for est in (clf, reg):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = skl2onnx.convert_sklearn(est, initial_types=[("x", FloatTensorType([None, 64]))],
+                                             options={id(clf): {"zipmap": False}}, target_opset=18)
+        want = _ort(model, feeds)
+        got = ember.Core().compile_model(convert(model), "CPU")(feeds).to_tuple()
+        if est is clf:
+            np.testing.assert_array_equal(got[0], clf.predict(x))
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-4)
+        else:
+            np.testing.assert_allclose(got[0].reshape(-1), reg.predict(x), rtol=1e-4, atol=1e-4)
+
+
+def test_category_mapper_both_ways() -> None:
+    from onnx import TensorProto, helper
+
+    for src, dst, x in ((TensorProto.STRING, TensorProto.INT64, np.array(["b", "zz", "a"], dtype=object)),
+                        (TensorProto.INT64, TensorProto.STRING, np.array([7, 3, 9], np.int64))):
+        node = helper.make_node("CategoryMapper", ["x"], ["y"], domain="ai.onnx.ml", cats_strings=["a", "b"],
+                                cats_int64s=[3, 7], default_int64=-5, default_string="none")
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", src, [3])],
+                              [helper.make_tensor_value_info("y", dst, [3])])
+        m = helper.make_model(g, opset_imports=[helper.make_operatorsetid("", 18),
+                                                helper.make_operatorsetid("ai.onnx.ml", 3)])
+        m.ir_version = 9
+        want = _ort(m, {"x": x})[0]
+        got = ember.Core().compile_model(convert(m), "REFERENCE")({"x": x})[0]
+        assert np.asarray(got).tolist() == np.asarray(want).tolist()

@@ -114,3 +114,25 @@ def test_bad_pattern_names_the_node() -> None:
                    [_vi("x")], [_vi("y", TensorProto.BOOL)])
     with pytest.raises(Exception, match="not a valid regular expression"):
         convert(model)
+
+
+def test_string_movement_on_cpu_stays_on_reference_kernels() -> None:
+    """Gather/Concat/Transpose/Reshape of strings on CPU: a native copy of an object array would
+    copy Python references without counting them (a crash some runs later), so these nodes run
+    their reference kernels; the results match REFERENCE run after run."""
+    nodes = [helper.make_node("Gather", ["x", "i"], ["g"], axis=0),
+             helper.make_node("Concat", ["g", "x"], ["c"], axis=0),
+             helper.make_node("Transpose", ["c"], ["t"], perm=[1, 0]),
+             helper.make_node("Reshape", ["t", "s"], ["y"])]
+    inits = [onnx.numpy_helper.from_array(np.array([2, 0, 2, 1], np.int64), "i"),
+             onnx.numpy_helper.from_array(np.array([-1], np.int64), "s")]
+    g = helper.make_graph(nodes, "g", [_vi("x", S, [3, 2])], [_vi("y", S)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_operatorsetid("", 18)])
+    m.ir_version = 9
+    x = np.array([["w", "a"], ["b", "c"], ["é", "d"]], dtype=object)
+    compiled = ember.Core().compile_model(convert(m), "CPU")
+    fallbacks = set(compiled._executable.program.stats["fallbacks"])
+    assert {"Gather", "Concat", "Transpose", "Reshape"} <= fallbacks
+    want = ember.Core().compile_model(convert(m), "REFERENCE")({"x": x})[0]
+    for _ in range(20):
+        assert compiled({"x": x})[0].tolist() == want.tolist()

@@ -287,3 +287,149 @@ def zip_map(ctx: NodeContext) -> Output:
     port = ops.zip_map(ctx.req(0), ctx.attr("classlabels_int64s", []), ctx.attr("classlabels_strings", [])).output(0)
     port.rt_info["sequence_of_maps"] = True
     return port
+
+
+@converter("Imputer", domain=ML)
+def imputer(ctx: NodeContext) -> Output:
+    """Replaces ``replaced_value_*`` (NaN by default for floats) with ``imputed_value_*`` (one
+    value, or one per feature of the last axis)."""
+    x = ctx.req(0)
+    if x.element_type.is_real:
+        imputed = np.asarray(ctx.attr("imputed_value_floats", []), dtype=np.float32)
+        replaced = float(ctx.attr("replaced_value_float", float("nan")))
+        target = ops.is_nan(x).output(0) if np.isnan(replaced) else \
+            ops.equal(x, const(replaced, x.element_type)).output(0)
+    else:
+        imputed = np.asarray(ctx.attr("imputed_value_int64s", []), dtype=np.int64)
+        target = ops.equal(x, const(ctx.attr("replaced_value_int64", 0), x.element_type)).output(0)
+    if imputed.size == 0:
+        raise ctx.fail("imputed values are required")
+    return ops.select(target, const(imputed, x.element_type), x).output(0)
+
+
+@converter("CategoryMapper", domain=ML)
+def category_mapper(ctx: NodeContext) -> Output:
+    """Strings to integers (``cats_strings`` -> ``cats_int64s``) or back, by position."""
+    x = ctx.req(0)
+    strings, ints = ctx.attr("cats_strings"), ctx.attr("cats_int64s")
+    if x.element_type is Type.string:
+        return ops.label_encoder(x, _strings(strings), const(np.asarray(ints, np.int64), Type.i64),
+                                 const(np.asarray([ctx.attr("default_int64", -1)]), Type.i64)).output(0)
+    return ops.label_encoder(convert(x, Type.i64), const(np.asarray(ints, np.int64), Type.i64), _strings(strings),
+                             _strings([ctx.attr("default_string", "_Unused")])).output(0)
+
+
+@converter("FeatureVectorizer", domain=ML)
+def feature_vectorizer(ctx: NodeContext) -> Output:
+    """The inputs as [N, d_k] f32 columns, concatenated (``inputdimensions`` = each d_k)."""
+    dims = ctx.attr("inputdimensions", [])
+    parts = []
+    for i in range(ctx.num_inputs):
+        x = convert(ctx.req(i), Type.f32)
+        parts.append(reshape(x, [-1, dims[i]] if i < len(dims) else [0, -1], i >= len(dims)))
+    return ops.concat(parts, 1).output(0)
+
+
+@converter("OneHotEncoder", domain=ML)
+def one_hot_encoder(ctx: NodeContext) -> Output:
+    """One f32 column per category (``cats_int64s`` or ``cats_strings``) after the input's axes;
+    unknown values give zeros (``zeros=1``, the default)."""
+    x = ctx.req(0)
+    if ctx.has_attr("cats_strings"):
+        cats: list[Any] = ctx.attr("cats_strings")
+        keys = _strings(cats)
+        x_keys = x
+    else:
+        cats = ctx.attr("cats_int64s")
+        keys = const(np.asarray(cats, np.int64), Type.i64)
+        x_keys = convert(x, Type.i64)
+    idx = ops.label_encoder(x_keys, keys, const(np.arange(len(cats), dtype=np.int64), Type.i64),
+                            const(np.asarray([-1]), Type.i64)).output(0)
+    return ops.one_hot(idx, i64(len(cats)), const(1.0, Type.f32), const(0.0, Type.f32), -1).output(0)
+
+
+def _kernel(ctx: NodeContext, x: Output, sv: np.ndarray) -> Output:
+    """[N, n_sv] kernel values of the rows of ``x`` against the support vectors."""
+    kind = ctx.attr("kernel_type", "LINEAR")
+    gamma, coef0, degree = (list(ctx.attr("kernel_params", [])) + [0.0, 0.0, 0.0])[:3]
+    svc = const(sv, Type.f32)
+    if kind == "RBF":
+        diff = ops.subtract(ops.unsqueeze(x, i64([1])), svc).output(0)
+        d2 = ops.reduce_sum(ops.multiply(diff, diff), i64([2]), False).output(0)
+        return ops.exp(ops.multiply(d2, const(-gamma, Type.f32))).output(0)
+    dot = ops.matmul(x, svc, False, True).output(0)
+    if kind == "LINEAR":
+        return dot
+    z = ops.add(ops.multiply(dot, const(gamma, Type.f32)), const(coef0, Type.f32)).output(0)
+    if kind == "POLY":
+        return ops.power(z, const(float(degree), Type.f32)).output(0)
+    if kind == "SIGMOID":
+        return ops.tanh(z).output(0)
+    raise ctx.fail(f"kernel_type '{kind}' is not LINEAR, POLY, RBF or SIGMOID")
+
+
+@converter("SVMRegressor", domain=ML)
+def svm_regressor(ctx: NodeContext) -> Output:
+    """sum_i coefficients[i] * K(x, support_vector[i]) + rho; +1/-1 for a one-class SVM."""
+    x = convert(ctx.req(0), Type.f32)
+    n_sv = ctx.attr("n_supports", 0)
+    coef = np.asarray(ctx.attr("coefficients"), dtype=np.float32)
+    if n_sv:
+        sv = np.asarray(ctx.attr("support_vectors"), dtype=np.float32).reshape(n_sv, -1)
+        k = _kernel(ctx, x, sv)
+        y = ops.matmul(k, const(coef.reshape(-1, 1), Type.f32), False, False).output(0)
+    else:  # a linear SVM: coefficients are the weights
+        y = ops.matmul(x, const(coef.reshape(-1, 1), Type.f32), False, False).output(0)
+    y = ops.add(y, const(np.asarray(ctx.attr("rho", [0.0]), dtype=np.float32)[:1], Type.f32)).output(0)
+    if ctx.attr("one_class", 0):
+        y = ops.select(ops.greater(y, const(0.0, Type.f32)), const(1.0, Type.f32), const(-1.0, Type.f32)).output(0)
+    return _post(ctx, y, ctx.attr("post_transform", "NONE"))
+
+
+@converter("SVMClassifier", domain=ML)
+def svm_classifier(ctx: NodeContext) -> list[Output]:
+    """One-vs-one support-vector classification (``vectors_per_class`` given): the pairwise
+    decision values (class i vs j, i < j: coefficients of row j-1 over class i's vectors plus
+    row i over class j's, plus rho) are the scores; each pair votes, the most votes win (the
+    lowest class on ties). Linear SVMs (no support vectors): one score per class, the largest
+    wins. Platt probabilities (prob_a/prob_b) are not supported."""
+    if ctx.attr("prob_a", []):
+        raise ctx.fail("probability estimates (prob_a, prob_b) are not supported")
+    x = convert(ctx.req(0), Type.f32)
+    per_class = ctx.attr("vectors_per_class", [])
+    coef = np.asarray(ctx.attr("coefficients"), dtype=np.float32)
+    rho = np.asarray(ctx.attr("rho", []), dtype=np.float32)
+    n_labels = _num_labels(ctx)
+    if not per_class:
+        w = coef.reshape(-1, coef.size // max(1, len(rho) or n_labels))
+        scores = ops.matmul(x, const(w, Type.f32), False, True).output(0)
+        if rho.size:
+            scores = ops.add(scores, const(rho, Type.f32)).output(0)
+        scores = _post(ctx, scores, ctx.attr("post_transform", "NONE"))
+        return [_labels(ctx, scores), scores]
+    n_sv = int(sum(per_class))
+    sv = np.asarray(ctx.attr("support_vectors"), dtype=np.float32).reshape(n_sv, -1)
+    k = _kernel(ctx, x, sv)  # [N, n_sv]
+    coef = coef.reshape(-1, n_sv)
+    starts = np.concatenate([[0], np.cumsum(per_class)]).astype(int)
+    n_classes = len(per_class)
+    pair_weights = []
+    wins, losses = [], []
+    for i in range(n_classes):
+        for j in range(i + 1, n_classes):
+            w = np.zeros(n_sv, dtype=np.float32)
+            w[starts[i]:starts[i + 1]] = coef[j - 1, starts[i]:starts[i + 1]]
+            w[starts[j]:starts[j + 1]] = coef[i, starts[j]:starts[j + 1]]
+            pair_weights.append(w)
+            wins.append(np.eye(n_classes, dtype=np.float32)[i])
+            losses.append(np.eye(n_classes, dtype=np.float32)[j])
+    scores = ops.matmul(k, const(np.stack(pair_weights, 1), Type.f32), False, False).output(0)
+    scores = ops.add(scores, const(rho[:len(pair_weights)], Type.f32)).output(0)
+    positive = convert(ops.greater(scores, const(0.0, Type.f32)).output(0), Type.f32)
+    negative = ops.subtract(const(1.0, Type.f32), positive).output(0)
+    votes = ops.add(ops.matmul(positive, const(np.stack(wins), Type.f32), False, False),
+                    ops.matmul(negative, const(np.stack(losses), Type.f32), False, False)).output(0)
+    # the lowest class wins a tie: a tiny bonus that never outweighs a vote
+    votes = ops.subtract(votes, const(np.arange(n_classes, dtype=np.float32) * 1e-3, Type.f32)).output(0)
+    scores = _post(ctx, scores, ctx.attr("post_transform", "NONE"))
+    return [_labels(ctx, votes), scores]
