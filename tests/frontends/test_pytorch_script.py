@@ -201,6 +201,8 @@ def test_silero_vad_torchscript_matches_onnx(tmp_path: Path) -> None:
     from frontends.test_real_models import speech_clip, vad_chunks
 
     chunks = vad_chunks(speech_clip(), 16000)
+    with pytest.raises(UnsupportedOpError, match="jit._model"):  # the stateful wrapper: a clear refusal
+        ember.convert_model(tmp_path / "silero_vad/data/silero_vad.jit", example_input=(torch.zeros(1, chunk), 16000))
     for device in ("REFERENCE", "CPU"):
         ts = ember.Core().compile_model(model, device)
         ox = ember.Core().compile_model(onnx_model, device)

@@ -75,6 +75,12 @@ def convert_script(module: Any, example_input: Any, specs: Sequence[Any] = ()) -
     """Convert a ScriptModule / ScriptFunction; input shapes and types come from ``example_input``
     (and ``input=``)."""
     graph = freeze(module)
+    stateful = sorted({n.s("name") for n in _all_nodes(graph.block()) if n.kind() == "prim::SetAttr"})
+    if stateful:
+        raise UnsupportedOpError(f"ember: the TorchScript module changes its own attributes in forward "
+                                 f"({', '.join(stateful)}): a stateful module cannot be one OpenVINO model; "
+                                 "convert the submodule that takes the state as an input and returns the new "
+                                 "one (for Silero VAD: jit._model)")
     missing: dict[tuple[str, str], str] = {}
     _find_missing(graph.block(), missing)
     if missing:
@@ -179,6 +185,15 @@ def _where(node: Any) -> str:
     rng = node.sourceRange() if hasattr(node, "sourceRange") else ""
     first = str(rng).splitlines()[0] if rng else ""
     return first.strip().lstrip("#").strip() or node.kind()
+
+
+def _all_nodes(block: Any) -> list[Any]:
+    out = []
+    for node in block.nodes():
+        out.append(node)
+        for b in node.blocks():
+            out.extend(_all_nodes(b))
+    return out
 
 
 def _find_missing(block: Any, missing: dict[tuple[str, str], str]) -> None:
