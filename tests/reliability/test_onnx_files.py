@@ -152,3 +152,15 @@ def test_constant_bombs(kind: str, device: str) -> None:
         ember.compile_model(model, device)(X)
     msg = str(info.value)
     assert "\n" not in msg and "'c'" in msg, msg
+
+
+@pytest.mark.parametrize("where", ["tensor", "op_type"])
+def test_names_that_are_not_utf8(tmp_path: Path, where: str) -> None:
+    # protobuf hands a string field that is not valid UTF-8 back as bytes (found by fuzzing)
+    model = _model([helper.make_node("Relu", ["x"], ["QQQQ"]), helper.make_node("Relu", ["QQQQ"], ["y"])])
+    data = model.SerializeToString()
+    data = data.replace(b"QQQQ", b"Q\x99QQ") if where == "tensor" else data.replace(b"Relu", b"R\xe9lu", 1)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    with pytest.raises(EmberError, match="not valid UTF-8"):
+        ember.convert_model(path)

@@ -91,6 +91,22 @@ def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     return out
 
 
+def _check_names(g: Any, source: str) -> None:
+    """Every tensor name must be text: protobuf hands a name that is not valid UTF-8 back
+    as ``bytes``, which nothing downstream expects."""
+    groups = [("graph input", [v.name for v in getattr(g, "input", ())]),
+              ("graph output", [v.name for v in getattr(g, "output", ())]),
+              ("initializer", [t.name for t in getattr(g, "initializer", ())]),
+              ("value_info", [v.name for v in getattr(g, "value_info", ())])]
+    for n in g.node:
+        groups.append((f"node '{n.name}' ({n.op_type!r})", [*n.input, *n.output, n.name, n.op_type, n.domain]))
+    for what, names in groups:
+        for name in names:
+            if not isinstance(name, str):
+                raise ConversionError(f"ember: {source}: {what} has a name or op type that is not valid UTF-8 "
+                                      f"({bytes(name)[:40]!r}); refused")
+
+
 def check_structure(proto: onnx.ModelProto, source: str = "the model") -> None:
     """Refuse what would recurse without end when converted: model-local functions that call
     themselves (directly or through other functions) and subgraphs nested too deeply. The
@@ -101,8 +117,14 @@ def check_structure(proto: onnx.ModelProto, source: str = "the model") -> None:
         if depth > MAX_GRAPH_DEPTH:
             raise ConversionError(f"ember: {source}: subgraphs nest more than {MAX_GRAPH_DEPTH} deep (graph "
                                   f"'{g.name}'); refused")
+        _check_names(g, source)
         for n in g.node:
             stack.extend((sub, depth + 1) for sub in _subgraphs(n))
+    for f in proto.functions:
+        _check_names(f, source)
+    for o in proto.opset_import:
+        if not isinstance(o.domain, str):
+            raise ConversionError(f"ember: {source}: an opset domain is not valid UTF-8; refused")
     local = {(f.domain, f.name): f for f in proto.functions}
     if not local:
         return
