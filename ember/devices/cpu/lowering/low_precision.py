@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -417,45 +418,80 @@ def lower_quantize(lowering: Lowering, node: Node) -> bool:
     return True
 
 
-def _tail(lowering: Lowering, node: Node, channels: int, axis: int) -> tuple[np.ndarray | None, Output | None,
-                                                                         tuple[float, float], Node, list[Node]]:
-    """The elementwise tail the int8 epilogue takes: [Add(per-channel const)] [Add(tensor)] [ReLU | Clamp]."""
+@dataclass
+class _Tail:
+    """The elementwise tail an int8 epilogue takes (see :func:`_tail`)."""
+
+    last: Node
+    fused: list[Node] = field(default_factory=list)
     bias: np.ndarray | None = None
     residual: Output | None = None
-    lo, hi = -math.inf, math.inf
-    last, fused = node, []
+    lo: float = -math.inf
+    hi: float = math.inf
+    quantize: Any = None  # FusedQuantize
+    requantized: Node | None = None  # the Int8Quantize whose u8 steps the kernel writes
+
+
+def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str) -> _Tail:
+    """[Add(per-channel const)] [FakeQuantize] [Add(tensor)] [ReLU | Clamp], then a last
+    FakeQuantize, or the Int8Quantize of the next int8 op (the kernel then writes u8 steps)."""
+    from ember.devices.cpu.kernels.int8_gemm import FusedQuantize
+
+    tail = _Tail(node)
     shape = node.output(0).partial_shape
     rank = len(shape)
+    clamped = False
     while True:
+        last = tail.last
+        if lowering.is_result(last.output(0)) or last.get_output_size() != 1:
+            break
+        users = [t.node for t in last.output(0).targets]
+        if len(users) == 1 and users[0].type_name == "Int8Quantize" and tail.quantize is None \
+                and users[0].attrs["layout"] == layout and not lowering.is_result(users[0].output(0)):
+            params = ranges_along(users[0], -1)
+            if params is not None and not params.per_channel:
+                tail.quantize = FusedQuantize(params, "end", u8=True)
+                tail.requantized = users[0]
+            break
         nxt = lowering.sole_consumer(last)
         if nxt is None or nxt.output(0).partial_shape != shape or nxt.output(0).element_type.dtype != F32:
             break
-        if nxt.type_name == "Add" and len(nxt.input_values()) == 2 and lo == -math.inf:
+        if nxt.type_name == "Add" and len(nxt.input_values()) == 2 and not clamped:
             other = nxt.input_values()[1] if nxt.input_values()[0].node is last else nxt.input_values()[0]
             if other.node is last:
                 break
             c = const_of(other)
-            if c is not None and bias is None and residual is None and c.dtype == F32 and c.ndim <= rank:
+            if c is not None and tail.bias is None and tail.residual is None and tail.quantize is None \
+                    and c.dtype == F32 and c.ndim <= rank:
                 full = (1,) * (rank - c.ndim) + c.shape
                 if any(d != 1 for i, d in enumerate(full) if i != axis) or c.size not in (1, channels):
                     break
-                bias = np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
-            elif c is None and residual is None and lowering.has(other) and other.partial_shape == shape \
+                tail.bias = np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
+            elif c is None and tail.residual is None and lowering.has(other) and other.partial_shape == shape \
                     and other.element_type.dtype == F32:
-                residual = other
+                tail.residual = other
             else:
                 break
-        elif nxt.type_name == "ReLU":
-            lo = 0.0
-        elif nxt.type_name == "Clamp":
-            lo, hi = float(nxt.attrs["min"]), float(nxt.attrs["max"])
+        elif nxt.type_name in ("ReLU", "Clamp") and not clamped:
+            tail.lo, tail.hi = (0.0, math.inf) if nxt.type_name == "ReLU" else (float(nxt.attrs["min"]),
+                                                                                float(nxt.attrs["max"]))
+            clamped = True
+        elif nxt.type_name == "FakeQuantize" and tail.quantize is None:
+            params = ranges_along(nxt, -1)
+            if params is None or params.per_channel:
+                break
+            late = clamped or tail.residual is not None
+            tail.quantize = FusedQuantize(params, "end" if late else "mid")
+            tail.last = nxt
+            tail.fused.append(nxt)
+            if late:
+                break
+            continue
         else:
             break
-        last = nxt
-        fused.append(nxt)
-        if nxt.type_name in ("ReLU", "Clamp"):
-            break
-    return bias, residual, (lo, hi), last, fused
+        tail.last = nxt
+        tail.fused.append(nxt)
+    return tail
 
 
 def _scale_shift(node: Node, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -482,21 +518,33 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     cin = w.shape[1] * a["groups"]
     geo = ConvGeometry(n, h, wd, cin, w.shape[0], w.shape[2], w.shape[3], tuple(a["strides"]), tuple(a["dilations"]),
                        tuple(a["pads_begin"]), tuple(a["pads_end"]), a["groups"])
-    bias, res_port, (lo, hi), last, fused = _tail(lowering, node, w.shape[0], 1)
-    scale, shift = _scale_shift(node, bias)
-    kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(lo, hi), lowering.threads, lowering.isa)
+    tail = _tail(lowering, node, w.shape[0], 1, "nhwc")
+    scale, shift = _scale_shift(node, tail.bias)
+    kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
+                        lowering.isa, tail.quantize)
     ins: list[Tensor] = [x]
-    if res_port is not None:
-        ins.append(lowering.native_input(lowering.tensor(res_port), NHWC))
-    y = lowering.value(geo.output_shape, NHWC, name=last.friendly_name)
+    if tail.residual is not None:
+        ins.append(lowering.native_input(lowering.tensor(tail.residual), NHWC))
+    if tail.requantized is not None:
+        n_, oh, ow, oc = geo.output_shape
+        y = lowering.value((n_, oh, ow, padded_channels(oc)), NHWC, np.uint8, tail.requantized.friendly_name)
+    else:
+        y = lowering.value(geo.output_shape, NHWC, name=tail.last.friendly_name)
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         return [kernel.bind(arrs[0], outs[0], arrs[1] if len(arrs) > 1 else None)]
 
     lowering.program.add(Op(node.friendly_name, "Int8Convolution", ins, [y], native=True, bind=bind))
     _exec_type(lowering, node.friendly_name)
-    lowering.finish(last, y, fused)
+    _finish(lowering, tail, y)
     return True
+
+
+def _finish(lowering: Lowering, tail: _Tail, y: Tensor) -> None:
+    if tail.requantized is not None:
+        lowering.finish(tail.requantized, y, [*tail.fused, tail.requantized])
+    else:
+        lowering.finish(tail.last, y, tail.fused)
 
 
 @lowers("Int8MatMul")
@@ -511,22 +559,28 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     out_shape = static_shape(node.output(0))
     k, nn = w.shape
     m = int(np.prod(out_shape[:-1]))
-    bias, res_port, (lo, hi), last, fused = _tail(lowering, node, nn, len(out_shape) - 1)
-    scale, shift = _scale_shift(node, bias)
-    kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(lo, hi), lowering.threads, lowering.isa)
+    tail = _tail(lowering, node, nn, len(out_shape) - 1, "rows")
+    scale, shift = _scale_shift(node, tail.bias)
+    kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
+                      lowering.isa, tail.quantize)
     ins: list[Tensor] = [x]
-    if res_port is not None:
-        ins.append(lowering.native_input(lowering.tensor(res_port), PLAIN))
-    y = lowering.value(out_shape, PLAIN, name=last.friendly_name)
+    if tail.residual is not None:
+        ins.append(lowering.native_input(lowering.tensor(tail.residual), PLAIN))
     kp = x.shape[-1]
+    if tail.requantized is not None:
+        ldy = padded_channels(nn)
+        y = lowering.value((*out_shape[:-1], ldy), PLAIN, np.uint8, tail.requantized.friendly_name)
+    else:
+        ldy = nn
+        y = lowering.value(out_shape, PLAIN, name=tail.last.friendly_name)
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         r = arrs[1].reshape(m, nn) if len(arrs) > 1 else None
-        return [kernel.bind(arrs[0].reshape(m, kp), outs[0].reshape(m, nn), r)]
+        return [kernel.bind(arrs[0].reshape(m, kp), outs[0].reshape(m, ldy), r)]
 
     lowering.program.add(Op(node.friendly_name, "Int8MatMul", ins, [y], native=True, bind=bind))
     _exec_type(lowering, node.friendly_name)
-    lowering.finish(last, y, fused)
+    _finish(lowering, tail, y)
     return True
 
 
