@@ -94,6 +94,24 @@ def test_torchscript_dynamic_shapes(how: str) -> None:
             assert relative_difference(got[i], w.numpy()) <= RTOL, (b, t)
 
 
+@pytest.mark.parametrize("layer", [nn.LSTM(4, 6, num_layers=2, batch_first=True, bidirectional=True),
+                                   nn.LSTM(4, 5, bias=False), nn.GRU(4, 6, num_layers=2, bidirectional=True),
+                                   nn.GRU(4, 3, batch_first=True)], ids=["lstm-2-bi", "lstm-nobias", "gru-2-bi", "gru"])
+def test_recurrent_layers_as_sequences(layer: nn.Module) -> None:
+    """``aten::lstm`` / ``aten::gru`` of traced modules as LSTMSequence / GRUSequence per layer."""
+    torch.manual_seed(0)
+    layer = layer.eval()
+    x = torch.randn(2, 7, 4) if layer.batch_first else torch.randn(7, 2, 4)
+    model = ember.convert_model(torch.jit.trace(layer, (x,)), example_input=(x,))
+    assert {n.type_name for n in model.get_ordered_ops()} & {"LSTMSequence", "GRUSequence"}
+    with torch.no_grad():
+        y, state = layer(x)
+    states = state if isinstance(state, tuple) else (state,)
+    got = ember.Core().compile_model(model, "REFERENCE")([x.numpy()])
+    for i, want in enumerate((y, *states)):
+        assert relative_difference(got[i], want.numpy()) <= RTOL, i
+
+
 def test_ember_convert_command_on_a_torchscript_archive(tmp_path: Path) -> None:
     from ember.tools.cli import main
 

@@ -112,8 +112,15 @@ def convert_script(module: Any, example_input: Any, specs: Sequence[Any] = ()) -
     conv.block(graph.block())
     outs = [conv.env[o] for o in graph.outputs()]
     flat: list[Any] = []
-    for o in outs:
-        flat.extend(o if isinstance(o, (list, tuple)) else [o])
+
+    def flatten(v: Any) -> None:
+        if isinstance(v, (list, tuple)):
+            for item in v:
+                flatten(item)
+        else:
+            flat.append(v)
+
+    flatten(outs)
     results = []
     for i, v in enumerate(flat):
         if not isinstance(v, Output):
