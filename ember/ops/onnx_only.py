@@ -284,3 +284,154 @@ def col2im_nd(data: Any, image_shape: Any, block_shape: Any, strides: Sequence[i
     """Col2Im over any number of spatial dimensions."""
     return Col2ImND([data, image_shape, block_shape], {"strides": list(strides), "dilations": list(dilations),
                                                       "pads": list(pads)}, name)
+
+
+def _cubic(r: np.ndarray, a: float) -> np.ndarray:
+    """Keys cubic convolution weights of the 4 taps around a point at fraction ``r``."""
+    d = [r + 1, r, 1 - r, 2 - r]  # distances to the taps
+
+    def near(t: np.ndarray) -> np.ndarray:
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+
+    def far(t: np.ndarray) -> np.ndarray:
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+
+    return np.stack([far(d[0]), near(d[1]), near(d[2]), far(d[3])], -1)
+
+
+@register_op
+class ResizeONNX(Node):
+    """ONNX Resize (opset 11+) for the modes OpenVINO's Interpolate lacks: coordinate modes
+    ``tf_crop_and_resize`` (with ``roi`` and ``extrapolation_value``) and
+    ``half_pixel_symmetric``, and ``exclude_outside`` for cubic; the other coordinate modes too.
+    Inputs: data, roi, scales, sizes (empty tensors where not given). Axes are resized one after
+    the other, as the ONNX reference does."""
+
+    type_name = "ResizeONNX"
+    version = "ember_opset1"
+    num_inputs = (4, 4)
+    attributes = (Attr("mode", "str", "nearest"), Attr("coordinate_transformation_mode", "str", "half_pixel"),
+                  Attr("nearest_mode", "str", "round_prefer_floor"), Attr("cubic_coeff_a", "float", -0.75),
+                  Attr("exclude_outside", "bool", False), Attr("extrapolation_value", "float", 0.0),
+                  Attr("axes", "ints", []))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        if self.attrs["mode"] not in ("nearest", "linear", "cubic"):
+            raise self.fail(f"mode '{self.attrs['mode']}' is not nearest, linear or cubic")
+        ps = self.input_shape(0)
+        if not ps.rank_is_static:
+            return [(self.input_type(0), PartialShape.dynamic())]
+        r = len(ps)
+        axes = [a + r if a < 0 else a for a in self.attrs["axes"]] or list(range(r))
+        dims = list(ps)
+        sizes, scales = self.input_value(3), self.input_value(2)
+        for k, a in enumerate(axes):
+            if sizes is not None and np.asarray(sizes).size:
+                dims[a] = Dimension(int(np.asarray(sizes).reshape(-1)[k]))
+            elif scales is not None and np.asarray(scales).size and dims[a].is_static:
+                dims[a] = Dimension(int(dims[a].get_length() * float(np.asarray(scales).reshape(-1)[k])))
+            else:
+                dims[a] = Dimension()
+        return [(self.input_type(0), PartialShape(dims))]
+
+    def _coords(self, out: int, length: int, scale: float, roi: tuple[float, float] | None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+        mode = self.attrs["coordinate_transformation_mode"]
+        y = np.arange(out, dtype=np.float64)
+        width = scale * length  # the output length before rounding
+        if mode == "align_corners":
+            return (np.zeros(out) if width == 1 else y * (length - 1) / (width - 1)), None
+        if mode == "asymmetric":
+            return y / scale, None
+        if mode == "pytorch_half_pixel":
+            return (np.full(out, -0.5) if width == 1 else (y + 0.5) / scale - 0.5), None
+        if mode == "half_pixel":
+            return (y + 0.5) / scale - 0.5, None
+        if mode == "half_pixel_symmetric":
+            offset = length / 2 * (1 - out / width)
+            return offset + (y + 0.5) / scale - 0.5, None
+        if mode == "tf_crop_and_resize":
+            lo, hi = roi if roi is not None else (0.0, 1.0)
+            x = np.full(out, (hi - lo) * (length - 1) / 2) if width == 1 else \
+                y * (hi - lo) * (length - 1) / (width - 1)
+            x = x + lo * (length - 1)
+            return x, (x < 0) | (x > length - 1)
+        raise self.fail(f"coordinate_transformation_mode '{mode}' is not supported")
+
+    def _weights(self, x: np.ndarray) -> np.ndarray:
+        whole = np.floor(x)
+        r = np.where(x == whole, 1.0, x - whole)
+        mode = self.attrs["mode"]
+        if mode == "linear":
+            return np.stack([1 - r, r], -1)
+        if mode == "cubic":
+            return _cubic(r, self.attrs["cubic_coeff_a"])
+        how = self.attrs["nearest_mode"]
+        integer = x == whole
+        if how == "round_prefer_floor":
+            first = r <= 0.5
+        elif how == "round_prefer_ceil":
+            first = r < 0.5
+        elif how == "floor":
+            first = np.ones_like(r, dtype=bool)
+        elif how == "ceil":
+            first = np.zeros_like(r, dtype=bool)
+        else:
+            raise self.fail(f"nearest_mode '{how}' is not supported")
+        first = first & ~integer
+        return np.stack([first, ~first], -1).astype(np.float64)
+
+    def _along(self, data: np.ndarray, axis: int, out: int, scale: float, roi: tuple[float, float] | None
+               ) -> np.ndarray:
+        length = data.shape[axis]
+        x, outside = self._coords(out, length, scale, roi)
+        w = self._weights(x)
+        n = w.shape[-1]
+        pad = (n + 1) // 2
+        xp = x + pad
+        p = np.floor(xp)
+        frac = xp - p
+        if n % 2 == 0:
+            first = np.where(frac == 0, -(n // 2), -(n // 2) + 1)
+        else:
+            first = np.where(frac <= 0.5, -((n - 1) // 2), -((n - 1) // 2) + 1)
+        idx = (p + first).astype(np.int64)[:, None] + np.arange(n)[None, :] - pad
+        if self.attrs["exclude_outside"]:
+            w = np.where((idx < 0) | (idx >= length), 0.0, w)
+            total = w.sum(-1, keepdims=True)
+            w = w / np.where(total == 0, 1.0, total)
+        taps = np.take(data, np.clip(idx, 0, length - 1), axis=axis)  # [.., out, n, ..]
+        shape = (1,) * axis + w.shape + (1,) * (data.ndim - axis - 1)
+        result = (taps * w.reshape(shape)).sum(axis=axis + 1)
+        if outside is not None and outside.any():
+            mask = outside.reshape((1,) * axis + (out,) + (1,) * (data.ndim - axis - 1))
+            result = np.where(mask, self.attrs["extrapolation_value"], result)
+        return result
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        roi, scales, sizes = (np.asarray(v).reshape(-1) for v in inputs[1:4])
+        r = x.ndim
+        axes = [a + r if a < 0 else a for a in self.attrs["axes"]] or list(range(r))
+        y = x.astype(np.float64)
+        for k, a in enumerate(axes):
+            if sizes.size:
+                out = int(sizes[k])
+                scale = out / x.shape[a]
+            else:
+                scale = float(scales[k])
+                out = int(x.shape[a] * scale)
+            box = (float(roi[k]), float(roi[len(axes) + k])) if roi.size else None
+            if np.isclose(scale, 1.0) and out == y.shape[a] and (box is None or (np.isclose(box[0], 0.0)
+                                                                                and np.isclose(box[1], 1.0))):
+                continue
+            y = self._along(y, a, out, scale, box)
+        if x.dtype.kind in "iu":
+            y = np.clip(np.rint(y), np.iinfo(x.dtype).min, np.iinfo(x.dtype).max)
+        return [y.astype(x.dtype)]
+
+
+@builder
+def resize_onnx(data: Any, roi: Any, scales: Any, sizes: Any, name: str | None = None, **attrs: Any) -> Node:
+    """ONNX Resize semantics (ember's own op, for modes OpenVINO's Interpolate lacks)."""
+    return ResizeONNX([data, roi, scales, sizes], attrs, name)

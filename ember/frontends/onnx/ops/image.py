@@ -43,10 +43,10 @@ def upsample(ctx: NodeContext) -> Output:
 @converter("Resize", since=11)
 def resize(ctx: NodeContext) -> Output:
     x = ctx.req(0)
-    if ctx.attr("exclude_outside", 0):
-        raise ctx.fail("exclude_outside=1 is not supported by OpenVINO's Interpolate")
     coord = ctx.attr("coordinate_transformation_mode", "half_pixel")
     mode = ctx.attr("mode", "nearest")
+    if coord in ("tf_crop_and_resize", "half_pixel_symmetric") or (ctx.attr("exclude_outside", 0) and mode == "cubic"):
+        return _resize_onnx(ctx, x, coord, mode)
     nearest = ctx.attr("nearest_mode", "round_prefer_floor")
     axes = ctx.attr("axes", None)
     if axes is not None:
@@ -63,6 +63,24 @@ def resize(ctx: NodeContext) -> Output:
         return _interpolate(ctx, x, sizes, True, mode, coord, nearest, axes)
     scales = ctx.req(2)
     return _interpolate(ctx, x, convert(scales, Type.f32), False, mode, coord, nearest, axes)
+
+
+def _resize_onnx(ctx: NodeContext, x: Output, coord: str, mode: str) -> Output:
+    """Modes OpenVINO's Interpolate lacks: ember's own ResizeONNX op (ONNX semantics)."""
+    if ctx.attr("antialias", 0):
+        raise ctx.fail(f"antialias with coordinate_transformation_mode '{coord}' is not supported")
+    if ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise ctx.fail(f"keep_aspect_ratio_policy with coordinate_transformation_mode '{coord}' is not supported")
+
+    def given(i: int, et: Type) -> Output:
+        return convert(ctx.req(i), et) if ctx.has_input(i) else const(np.zeros(0), et)
+
+    attrs = {"mode": mode, "coordinate_transformation_mode": coord,
+             "nearest_mode": ctx.attr("nearest_mode", "round_prefer_floor"),
+             "cubic_coeff_a": float(ctx.attr("cubic_coeff_a", -0.75)),
+             "exclude_outside": bool(ctx.attr("exclude_outside", 0)),
+             "extrapolation_value": float(ctx.attr("extrapolation_value", 0.0)), "axes": ctx.attr("axes", [])}
+    return ops.resize_onnx(x, given(1, Type.f32), given(2, Type.f32), given(3, Type.i64), **attrs).output(0)
 
 
 def _keep_aspect(ctx: NodeContext, x: Output, sizes: Output, axes: list[int] | None, policy: str) -> Output:
