@@ -94,8 +94,8 @@ def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
 def _check_names(g: Any, source: str) -> None:
     """Every tensor name must be text: protobuf hands a name that is not valid UTF-8 back
     as ``bytes``, which nothing downstream expects."""
-    groups = [("graph input", [v.name for v in getattr(g, "input", ())]),
-              ("graph output", [v.name for v in getattr(g, "output", ())]),
+    groups = [("graph input", [getattr(v, "name", v) for v in getattr(g, "input", ())]),
+              ("graph output", [getattr(v, "name", v) for v in getattr(g, "output", ())]),
               ("initializer", [t.name for t in getattr(g, "initializer", ())]),
               ("value_info", [v.name for v in getattr(g, "value_info", ())])]
     for n in g.node:
