@@ -635,10 +635,11 @@ class InferRequest:
         if self._profile is None:
             return []
         types = self._compiled._node_types
+        per_op = getattr(self._compiled._executable, "exec_types", None) or {}  # e.g. the CPU's int8 kernels
         out = []
         for name, secs in self._profile.items():
             t = timedelta(seconds=secs)
-            out.append(ProfilingInfo(name, types.get(name, ""), self._compiled._exec_type, t, t))
+            out.append(ProfilingInfo(name, types.get(name, ""), per_op.get(name, self._compiled._exec_type), t, t))
         return out
 
     @property

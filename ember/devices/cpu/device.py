@@ -90,6 +90,13 @@ class CPUExecutable:
         return Type.f32
 
     @property
+    def exec_types(self) -> dict[str, str]:
+        """Op name -> how it runs, for ops not run by the f32 kernels (``exec_type``): the int8
+        kernels report ``jit_<isa>[_vnni]_I8``, as OpenVINO's profiling does."""
+        prog = self.program
+        return dict(prog.stats.get("exec_types", {})) if prog is not None else {}
+
+    @property
     def program(self) -> Any:
         """The plan for the static input shapes (or the last one used)."""
         return next(reversed(self._instances.values())).program if self._instances else None
