@@ -318,8 +318,9 @@ def test_quantized_graph_matches_reference(kind):
     model, xin, n_int8 = _graph(kind, rng)
     core = ov.Core()
     want = core.compile_model(model, "REFERENCE")(xin)
-    cm = core.compile_model(model, "CPU")
-    got = cm(xin)
+    cm = core.compile_model(model, "CPU", {"PERF_COUNT": True})
+    request = cm.create_infer_request()
+    got = request.infer({0: xin})
     for g, w in zip(got.values(), want.values()):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()))
     types = [n.type_name for n in cm.get_runtime_model().get_ordered_ops()]
@@ -327,6 +328,11 @@ def test_quantized_graph_matches_reference(kind):
     stats = cm._executable.program.stats
     assert stats.get("int8_ops", 0) == n_int8 and not stats["fallbacks"]
     assert all(t.endswith("_I8") for t in stats["exec_types"].values())
+    # profiling names the int8 kernel for the int8 ops, and nothing else claims int8
+    exec_types = {p.node_name: p.exec_type for p in request.get_profiling_info()}
+    assert sorted(k for k, v in exec_types.items() if v.endswith("_I8")) == sorted(stats["exec_types"])
+    assert all(n.rt_info.get("runtimePrecision") == "I8" for n in cm.get_runtime_model().get_ordered_ops()
+               if n.type_name in ("Int8Convolution", "Int8MatMul"))
 
 
 # --------------------------------------------------------------------------- NNCF-quantized networks

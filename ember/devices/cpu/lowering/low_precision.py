@@ -374,11 +374,16 @@ def lower_precision(model: Model) -> int:
 
 
 # --------------------------------------------------------------------------- lowering rules
-def _exec_type(lowering: Lowering, name: str) -> None:
+def _exec_type(lowering: Lowering, node: Node) -> None:
+    """Record that ``node`` runs on the int8 kernels: the plan's stats (profiling's exec type)
+    and the runtime model's rt_info (``execType``, ``runtimePrecision`` as OpenVINO writes them)."""
     from ember.devices.cpu.kernels.int8_gemm import int8_kernels
 
-    lowering.program.stats.setdefault("exec_types", {})[name] = int8_kernels(lowering.isa).exec_type
+    exec_type = int8_kernels(lowering.isa).exec_type
+    lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
     lowering.program.stats["int8_ops"] = lowering.program.stats.get("int8_ops", 0) + 1
+    node.rt_info["execType"] = exec_type
+    node.rt_info["runtimePrecision"] = "I8"
 
 
 @lowers("Int8Quantize")
@@ -535,7 +540,7 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
         return [kernel.bind(arrs[0], outs[0], arrs[1] if len(arrs) > 1 else None)]
 
     lowering.program.add(Op(node.friendly_name, "Int8Convolution", ins, [y], native=True, bind=bind))
-    _exec_type(lowering, node.friendly_name)
+    _exec_type(lowering, node)
     _finish(lowering, tail, y)
     return True
 
@@ -579,7 +584,7 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
         return [kernel.bind(arrs[0].reshape(m, kp), outs[0].reshape(m, ldy), r)]
 
     lowering.program.add(Op(node.friendly_name, "Int8MatMul", ins, [y], native=True, bind=bind))
-    _exec_type(lowering, node.friendly_name)
+    _exec_type(lowering, node)
     _finish(lowering, tail, y)
     return True
 
