@@ -102,6 +102,20 @@ class Attention(nn.Module):
         return F.gelu(y.transpose(1, 2).reshape(b, s, 16), approximate="tanh")
 
 
+class Recurrent(nn.Module):
+    """Kept whole by the export path: LSTMSequence and GRUSequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, num_layers=2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(12, 5)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        y, (h, c) = self.lstm(x)
+        z, hg = self.gru(y.transpose(0, 1))
+        return z, h, c, hg
+
+
 MODULES = {
     "arith": (Lambda(lambda a, b: (a + 2 * b - 1.5, a * b / (b.abs() + 1), torch.maximum(a, b), a ** 2,
                                    torch.where(a > b, a, b), torch.rsqrt(b.abs() + 0.1), (a > 0) & (b < 0))),
@@ -157,6 +171,7 @@ MODULES = {
                                             a, torch.tensor([0.1, 0.2, 0.05]), torch.tensor([0, 1, -2], dtype=torch.int32),
                                             1, -128, 127))),
                       (_x(2, 3, 4) * 4 + 0.013,)),
+    "rnn": (Recurrent(), (_x(2, 5, 4),)),
     "conv1d": (nn.Sequential(nn.Conv1d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv1d(6, 2, 3, dilation=2)),
                (_x(2, 3, 20),)),
 }

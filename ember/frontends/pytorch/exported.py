@@ -30,7 +30,8 @@ from ember.graph.shape import Dimension, PartialShape
 KEPT_OPS = ("linear.default", "scaled_dot_product_attention.default", "layer_norm.default", "gelu.default",
             "silu.default", "hardswish.default", "hardsigmoid.default", "upsample_nearest2d.vec",
             "upsample_bilinear2d.vec", "upsample_nearest2d.default", "upsample_bilinear2d.default",
-            "batch_norm.default", "matmul.default", "group_norm.default", "pixel_shuffle.default")
+            "batch_norm.default", "matmul.default", "group_norm.default", "pixel_shuffle.default", "lstm.input",
+            "gru.input")
 
 # Python-level ops on sizes (SymInt arithmetic) that torch.export graphs contain.
 _PY_OPS = {operator.add: "add", operator.sub: "sub", operator.mul: "mul", operator.floordiv: "floordiv",

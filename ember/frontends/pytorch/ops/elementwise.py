@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 import ember.opset as ops
-from ember.frontends.pytorch.context import Call, const, convert, folded, i64, promote, rank_of
+from ember.frontends.pytorch.context import Call, const, convert, folded, i64, promote, rank_of, shape_tensor
 from ember.frontends.pytorch.registry import converter
 from ember.graph.node import Output
 from ember.graph.types import Type
@@ -130,6 +130,30 @@ def compare(call: Call) -> Any:
         return fn[call.op](*both)
     if "self" not in call.args:
         call.args["self"], call.args["other"] = call.args.pop("a"), call.args.pop("b")
+    a, b = call.args.get("self"), call.args.get("other")
+    if isinstance(a, list) or isinstance(b, list):  # int lists (sizes) in TorchScript checks
+        if call.op not in ("aten.eq", "aten.ne"):
+            raise call.fail("ordering comparisons of lists are not supported")
+        def items(v: Any) -> Any:
+            return [folded(x) for x in v] if isinstance(v, list) else v
+
+        def length(v: Any) -> int | None:
+            if isinstance(v, list):
+                return len(v)
+            d = v.partial_shape[0] if v.partial_shape.rank_is_static and len(v.partial_shape) == 1 else None
+            return d.get_length() if d is not None and d.is_static else None
+
+        la, lb = items(a), items(b)
+        if None not in (length(la), length(lb)) and length(la) != length(lb):
+            return call.op == "aten.ne"
+        if isinstance(la, list) and isinstance(lb, list) and not any(isinstance(v, Output) for v in la + lb):
+            return (la == lb) == (call.op == "aten.eq")
+
+        def port(v: Any) -> Output:
+            return shape_tensor(v) if isinstance(v, list) else convert(v, Type.i64)
+
+        same = ops.reduce_logical_and(ops.equal(port(la), port(lb)), i64([0]), False).output(0)
+        return same if call.op == "aten.eq" else ops.logical_not(same).output(0)
     if call.op.startswith("aten.logical"):
         x, y, _ = _operands(call, "self", "other", Type.boolean)
     else:
