@@ -435,3 +435,99 @@ class ResizeONNX(Node):
 def resize_onnx(data: Any, roi: Any, scales: Any, sizes: Any, name: str | None = None, **attrs: Any) -> Node:
     """ONNX Resize semantics (ember's own op, for modes OpenVINO's Interpolate lacks)."""
     return ResizeONNX([data, roi, scales, sizes], attrs, name)
+
+
+def _activation(name: str, alpha: float | None, beta: float | None) -> Any:
+    """An ONNX RNN activation function by name (lower case), with its alpha/beta."""
+    a, b = alpha, beta
+    table = {
+        "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+        "tanh": np.tanh,
+        "relu": lambda x: np.maximum(x, 0),
+        "affine": lambda x: (1.0 if a is None else a) * x + (0.0 if b is None else b),
+        "leakyrelu": lambda x: np.where(x >= 0, x, (0.01 if a is None else a) * x),
+        "thresholdedrelu": lambda x: np.where(x > (1.0 if a is None else a), x, 0),
+        "scaledtanh": lambda x: (1.0 if a is None else a) * np.tanh((1.0 if b is None else b) * x),
+        "hardsigmoid": lambda x: np.clip((0.2 if a is None else a) * x + (0.5 if b is None else b), 0, 1),
+        "elu": lambda x: np.where(x >= 0, x, (1.0 if a is None else a) * (np.exp(x) - 1)),
+        "softsign": lambda x: x / (1 + np.abs(x)),
+        "softplus": lambda x: np.log1p(np.exp(x)),
+    }
+    if name not in table:
+        raise ValueError(f"activation '{name}' is not supported")
+    return table[name]
+
+
+@register_op
+class LSTMONNX(Node):
+    """ONNX LSTM with what OpenVINO's LSTMSequence lacks: peephole weights P and
+    ``input_forget`` (coupled input and forget gates). Inputs as ONNX orders them (X [T, B, I]
+    time first, W [D, 4H, I], R [D, 4H, H], B [D, 8H], sequence_lens [B], initial_h, initial_c
+    [D, B, H], P [D, 3H]; gates i, o, f, c); outputs Y [T, D, B, H], Y_h and Y_c [D, B, H]."""
+
+    type_name = "LSTMONNX"
+    version = "ember_opset1"
+    num_inputs = (8, 8)
+    attributes = (Attr("hidden_size", "int", 1), Attr("direction", "str", "forward"),
+                  Attr("activations", "strs", ["sigmoid", "tanh", "tanh"]), Attr("activations_alpha", "floats", []),
+                  Attr("activations_beta", "floats", []), Attr("clip", "float", 0.0),
+                  Attr("input_forget", "bool", False))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        ps = self.input_shape(0)
+        d = 2 if self.attrs["direction"] == "bidirectional" else 1
+        h = self.attrs["hidden_size"]
+        t, b = (ps[0], ps[1]) if ps.rank_is_static else (Dimension(), Dimension())
+        et = self.input_type(0)
+        return [(et, PartialShape([t, d, b, h])), (et, PartialShape([d, b, h])), (et, PartialShape([d, b, h]))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0], dtype=np.float64)
+        w, r = np.asarray(inputs[1], dtype=np.float64), np.asarray(inputs[2], dtype=np.float64)
+        steps, batch, _ = x.shape
+        hs = self.attrs["hidden_size"]
+        dirs = 2 if self.attrs["direction"] == "bidirectional" else 1
+        bias = np.asarray(inputs[3], dtype=np.float64) if inputs[3].size else np.zeros((dirs, 8 * hs))
+        lens = np.asarray(inputs[4]).astype(np.int64) if inputs[4].size else np.full(batch, steps)
+        h0 = np.asarray(inputs[5], dtype=np.float64) if inputs[5].size else np.zeros((dirs, batch, hs))
+        c0 = np.asarray(inputs[6], dtype=np.float64) if inputs[6].size else np.zeros((dirs, batch, hs))
+        peep = np.asarray(inputs[7], dtype=np.float64) if inputs[7].size else np.zeros((dirs, 3 * hs))
+        names = [n.lower() for n in self.attrs["activations"]]
+        alphas, betas = list(self.attrs["activations_alpha"]), list(self.attrs["activations_beta"])
+        clip = self.attrs["clip"]
+        y = np.zeros((steps, dirs, batch, hs))
+        y_h, y_c = np.zeros((dirs, batch, hs)), np.zeros((dirs, batch, hs))
+        for d in range(dirs):
+            k = 3 * d
+            f, g, hfn = (_activation(names[k + j], alphas[k + j] if k + j < len(alphas) else None,
+                                     betas[k + j] if k + j < len(betas) else None) for j in range(3))
+            reverse = self.attrs["direction"] == "reverse" or d == 1
+            h, c = h0[d].copy(), c0[d].copy()
+            pi, po, pf = np.split(peep[d], 3)
+            wb, rb = np.split(bias[d], 2)
+            for b in range(batch):
+                order = range(lens[b] - 1, -1, -1) if reverse else range(lens[b])
+                hb, cb = h[b], c[b]
+                for t in order:
+                    gates = x[t, b] @ w[d].T + hb @ r[d].T + wb + rb
+                    gi, go, gf, gc = np.split(gates, 4)
+
+                    def clipped(v: np.ndarray) -> np.ndarray:  # clip bounds the inputs of activations
+                        return np.clip(v, -clip, clip) if clip > 0 else v
+
+                    i_t = f(clipped(gi + pi * cb))
+                    f_t = 1 - i_t if self.attrs["input_forget"] else f(clipped(gf + pf * cb))
+                    cb = f_t * cb + i_t * g(clipped(gc))
+                    o_t = f(clipped(go + po * cb))
+                    hb = o_t * hfn(cb)
+                    y[t, d, b] = hb
+                y_h[d, b], y_c[d, b] = hb, cb
+        et = inputs[0].dtype
+        return [y.astype(et), y_h.astype(et), y_c.astype(et)]
+
+
+@builder
+def lstm_onnx(x: Any, w: Any, r: Any, b: Any, sequence_lens: Any, initial_h: Any, initial_c: Any, p: Any,
+              name: str | None = None, **attrs: Any) -> Node:
+    """ONNX LSTM semantics with peepholes and input_forget (absent inputs: empty tensors)."""
+    return LSTMONNX([x, w, r, b, sequence_lens, initial_h, initial_c, p], attrs, name)

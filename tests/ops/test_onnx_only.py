@@ -130,3 +130,19 @@ def test_image_decoder_png(fmt: str) -> None:
     for device in ("REFERENCE", "CPU"):
         got = ember.Core().compile_model(convert(model), device)(feeds)[0]
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("direction, input_forget", [("forward", 0), ("bidirectional", 0), ("reverse", 1)])
+def test_lstm_peepholes_against_onnxruntime(direction: str, input_forget: int) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    d, h, i, t, b = (2 if direction == "bidirectional" else 1), 3, 4, 5, 2
+    feeds = {"x": _f(t, b, i), "w": _f(d, 4 * h, i), "r": _f(d, 4 * h, h), "b": _f(d, 8 * h),
+             "lens": np.array([5, 3], np.int32), "h0": _f(d, b, h), "c0": _f(d, b, h), "p": _f(d, 3 * h)}
+    node = helper.make_node("LSTM", list(feeds), ["y0", "y1", "y2"], hidden_size=h, direction=direction,
+                            input_forget=input_forget, clip=2.5)
+    model = _model(node, feeds, 3, opset=14)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for device in ("REFERENCE", "CPU"):
+        got = ember.Core().compile_model(convert(model), device)(feeds).to_tuple()
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)

@@ -7,6 +7,8 @@ reorder around one sequence op.
 
 from __future__ import annotations
 
+import numpy as np
+
 import ember.opset as ops
 from ember.frontends.onnx.context import NodeContext
 from ember.frontends.onnx.registry import converter
@@ -67,12 +69,9 @@ def _recurrent(ctx: NodeContext, op: str, inputs: list[Output | None]) -> list[O
     acts, alpha, beta = _activations(ctx, n_dirs, op)
     clip = ctx.attr("clip", 0.0)
     if op == "LSTM":
-        if ctx.attr("input_forget", 0):
-            raise ctx.fail("input_forget=1 is not supported")
-        if inputs[7] is not None:
-            p = constant_value(inputs[7])
-            if p is None or p.any():
-                raise ctx.fail("peephole weights (input P) are not supported")
+        p = constant_value(inputs[7]) if inputs[7] is not None else None
+        if ctx.attr("input_forget", 0) or (inputs[7] is not None and (p is None or p.any())):
+            return _lstm_onnx(ctx, inputs)  # LSTMSequence has no peepholes nor coupled gates
     x_bt = x if layout else ops.transpose(x, i64([1, 0, 2])).output(0)
     if inputs[4] is not None:
         lens = convert(inputs[4], Type.i32)
@@ -114,6 +113,25 @@ def _recurrent(ctx: NodeContext, op: str, inputs: list[Output | None]) -> list[O
     y = ops.transpose(outs[0], i64([0, 2, 1, 3] if layout else [2, 1, 0, 3])).output(0)
     states = [s if layout else ops.transpose(s, i64([1, 0, 2])).output(0) for s in outs[1:]]
     return [y, *states]
+
+
+def _lstm_onnx(ctx: NodeContext, inputs: list[Output | None]) -> list[Output | None]:
+    """ember's own LSTMONNX op (peepholes, input_forget), on ONNX's time-first layout."""
+    from ember.frontends.onnx.utils import const
+
+    if ctx.attr("layout", 0):
+        raise ctx.fail("layout=1 with peepholes or input_forget is not supported")
+    x = inputs[0]
+    assert x is not None
+    filled = [v if v is not None else const(np.zeros(0), x.element_type if i != 4 else Type.i32)
+              for i, v in enumerate(inputs)]
+    dirs = 2 if ctx.attr("direction", "forward") == "bidirectional" else 1
+    acts = [a.lower() for a in ctx.attr("activations", ["Sigmoid", "Tanh", "Tanh"] * dirs)]
+    node = ops.lstm_onnx(*filled, hidden_size=ctx.attr("hidden_size"), direction=ctx.attr("direction", "forward"),
+                         activations=acts, activations_alpha=ctx.attr("activations_alpha", []),
+                         activations_beta=ctx.attr("activations_beta", []),
+                         clip=ctx.attr("clip", 0.0), input_forget=bool(ctx.attr("input_forget", 0)))
+    return list(node.outputs())
 
 
 def _zero_bias(w: Output, width: int) -> Output:
