@@ -246,11 +246,11 @@ def multi_head_attention(ctx: NodeContext) -> list[Output | None]:
 # -- fused linear ops --------------------------------------------------------------------------
 @converter("FusedMatMul", domain=MS)
 def fused_matmul(ctx: NodeContext) -> Output:
+    """alpha * op(A) @ op(B) with optional transposes of the two last axes."""
     a, b = ctx.req(0), ctx.req(1)
-    for name, x in (("transBatchA", a), ("transBatchB", b)):
+    for name in ("transBatchA", "transBatchB"):
         if ctx.attr(name, 0):
             raise ctx.fail(f"{name} is not supported")
-        del x
     y = ops.matmul(a, b, bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))).output(0)
     alpha = ctx.attr("alpha", 1.0)
     return y if alpha == 1.0 else ops.multiply(y, const(alpha, y.element_type)).output(0)
