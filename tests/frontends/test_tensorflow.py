@@ -58,7 +58,8 @@ def _freeze(model) -> object:  # noqa: ANN001
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     specs = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
-    return convert_variables_to_constants_v2(tf.function(lambda x: model(x)).get_concrete_function(*specs))
+    func = tf.function(lambda x: model(x)).get_concrete_function(*specs)
+    return convert_variables_to_constants_v2(func, lower_control_flow=False)
 
 
 def as_form(name: str, form: str) -> object:
@@ -119,10 +120,11 @@ def test_resnet50(form: str) -> None:
     check("resnet50", form)
 
 
-@pytest.mark.xfail(raises=UnsupportedOpError, strict=True,
-                   reason="Keras' LSTM freezes into a while loop over TensorLists, not converted yet")
-def test_text_model_embedding_lstm_dense() -> None:
-    check("text", "keras")
+@pytest.mark.parametrize("form", ["keras", "saved_model", "frozen_pb"])
+def test_text_model_embedding_lstm_dense(form: str) -> None:
+    """Keras' LSTM is a While loop over TensorLists: a Loop reading the sequence with Gather."""
+    model = check("text", form)
+    assert sum(n.type_name == "Loop" for n in model.get_ordered_ops()) == 1
 
 
 def test_unsupported_ops_are_listed_at_once() -> None:
@@ -136,14 +138,13 @@ def test_unsupported_ops_are_listed_at_once() -> None:
     assert "Cumprod" in msg and "Lgamma" in msg and "MatrixDiagV3" in msg
 
 
-def test_ir_read_by_openvino(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["mobilenet_v2", "text"])
+def test_ir_read_by_openvino(name: str, tmp_path: Path) -> None:
     openvino = pytest.importorskip("openvino")
-    model = converted("mobilenet_v2", "keras")
+    model = converted(name, "keras")
     ov.save_model(model, tmp_path / "m.xml", compress_to_fp16=False)
     compiled = openvino.Core().compile_model(str(tmp_path / "m.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    x = sample("mobilenet_v2", 1)
-    want = keras_model("mobilenet_v2")(x).numpy()
+    x = sample(name, 1)
+    want = keras_model(name)(x).numpy()
     got = compiled([x])[compiled.output(0)]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
-
-

@@ -17,7 +17,7 @@ import numpy as np
 import ember.opset as ops
 from ember.errors import ConversionError, UnsupportedOpError
 from ember.frontends.tensorflow.loader import Frozen, load
-from ember.frontends.tflite.context import TO_NCHW, TO_NHWC, Value
+from ember.frontends.tflite.context import TO_NCHW, TO_NHWC, Value, _contiguous
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
 from ember.graph.node import Output, constant_value
@@ -48,6 +48,7 @@ def _load() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
+        import ember.frontends.tensorflow.control_flow  # noqa: F401
         import ember.frontends.tensorflow.ops  # noqa: F401
 
 
@@ -95,6 +96,8 @@ class NodeContext:
             return DTYPES.get(a.type)
         if kind == "shape":
             return None if a.shape.unknown_rank else [d.size for d in a.shape.dim]
+        if kind == "func":
+            return a.func.name
         if kind == "tensor":
             from tensorflow import make_ndarray
 
@@ -140,14 +143,14 @@ class NodeContext:
 
     def weight(self, i: int, transform: Callable[[np.ndarray], np.ndarray]) -> Output:
         data = self.req_const(i, "the weights")
-        arr = np.ascontiguousarray(transform(data))
+        arr = _contiguous(transform(data))
         return Constant.from_array(arr, Type.from_dtype(arr.dtype)).output(0)
 
     def plain(self, i: int) -> Output:
         v = self.value(i)
         if v.plain is None:
             if v.is_const:
-                arr = np.ascontiguousarray(v.data)
+                arr = _contiguous(v.data)
                 v.plain = Constant.from_array(arr, Type.from_dtype(arr.dtype)).output(0)
             else:
                 v.plain = ops.transpose(v.nchw, ops.constant(np.array(TO_NHWC, np.int64))).output(0)
@@ -157,7 +160,7 @@ class NodeContext:
         v = self.value(i)
         if v.nchw is None:
             if v.is_const:
-                arr = np.ascontiguousarray(v.data.transpose(TO_NCHW))  # type: ignore[union-attr]
+                arr = _contiguous(v.data.transpose(TO_NCHW))  # type: ignore[union-attr]
                 v.nchw = Constant.from_array(arr, Type.from_dtype(arr.dtype)).output(0)
             else:
                 v.nchw = ops.transpose(self.plain(i), ops.constant(np.array(TO_NCHW, np.int64))).output(0)
@@ -170,7 +173,7 @@ class NodeContext:
         v = self.value(i)
         if v.is_const:
             a = v.data
-            arr = np.ascontiguousarray(a.reshape((1,) * (4 - a.ndim) + a.shape).transpose(TO_NCHW))  # type: ignore
+            arr = _contiguous(a.reshape((1,) * (4 - a.ndim) + a.shape).transpose(TO_NCHW))  # type: ignore
             return Constant.from_array(arr, Type.from_dtype(arr.dtype)).output(0)
         x = self.plain(i)
         if r < 4:
@@ -194,8 +197,49 @@ class NodeContext:
 
 
 class GraphConverter:
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, int], Value] = {}
+    """Values of a graph's tensors while its nodes are converted; ``library``: the GraphDef's
+    functions by name (While bodies and conditions)."""
+
+    def __init__(self, library: dict[str, Any] | None = None) -> None:
+        self.values: dict[tuple[str, int], Any] = {}
+        self.library = library or {}
+
+    def run(self, nodes: dict[str, Any], order: list[Any]) -> None:
+        """Convert ``order`` (nodes not yet defined; Placeholders must be)."""
+        for n in order:
+            if (n.name, 0) in self.values or n.op in _SKIPPED:
+                continue
+            ctx = NodeContext(n, self)
+            if n.op == "Const":
+                self.values[(n.name, 0)] = Value(data=np.asarray(ctx.attr("value")))
+                continue
+            if n.op == "Placeholder":
+                raise ConversionError(f"ember: TensorFlow placeholder '{n.name}' is not a model input; feed it "
+                                      "through input=")
+            _CONVERTERS[n.op](ctx)
+
+
+def function_graph(fdef: Any) -> tuple[dict[str, Any], list[tuple[str, int]], list[str]]:
+    """A library function as ``(nodes by name, output tensors, input placeholder names)``."""
+    from tensorflow.python.framework.function_def_to_graph import function_def_to_graph_def
+
+    gdef, flat = function_def_to_graph_def(fdef)
+    nodes = {n.name: n for n in gdef.node}
+    outs = [_split_name(flat.get(fdef.ret[a.name], fdef.ret[a.name])) for a in fdef.signature.output_arg]
+    return nodes, outs, [a.name for a in fdef.signature.input_arg]
+
+
+def _missing_ops(nodes: dict[str, Any], order: list[Any], library: dict[str, Any], skip: set[str],
+                 missing: dict[str, list[str]]) -> None:
+    for n in order:
+        if n.name in skip or n.op in _SKIPPED or n.op in ("Placeholder", "Const"):
+            continue
+        if n.op not in _CONVERTERS:
+            missing.setdefault(n.op, []).append(n.name)
+        for key in ("body", "cond", "then_branch", "else_branch"):
+            if key in n.attr and n.attr[key].func.name in library:
+                fnodes, outs, args = function_graph(library[n.attr[key].func.name])
+                _missing_ops(fnodes, _needed(fnodes, [o for o, _ in outs], set(args)), library, set(args), missing)
 
 
 def _needed(nodes: dict[str, Any], outputs: list[str], stop: set[str]) -> list[Any]:
@@ -241,6 +285,7 @@ def convert(src: Any, input: Any = None, output: Any = None, example_input: Any 
 def convert_frozen(frozen: Frozen, input: Any = None, output: Any = None) -> Model:
     from ember.frontends.onnx.convert import parse_input
 
+    _load()
     nodes = {n.name: n for n in frozen.graph_def.node}
     outputs = frozen.outputs
     if output is not None:
@@ -248,12 +293,9 @@ def convert_frozen(frozen: Frozen, input: Any = None, output: Any = None) -> Mod
         outputs = [(n if ":" in n else f"{n}:0", n) for n in names]
     input_nodes = {_split_name(t)[0] for t, _ in frozen.inputs}
     order = _needed(nodes, [_split_name(t)[0] for t, _ in outputs], input_nodes)
+    library = {f.signature.name: f for f in frozen.graph_def.library.function}
     missing: dict[str, list[str]] = {}
-    for n in order:
-        if n.name in input_nodes or n.op in _SKIPPED or n.op in ("Placeholder", "Const"):
-            continue
-        if n.op not in _CONVERTERS:
-            missing.setdefault(n.op, []).append(n.name)
+    _missing_ops(nodes, order, library, input_nodes, missing)
     if missing:
         parts = [f"{op} ({len(v)} node{'s' if len(v) > 1 else ''}, first '{v[0]}')" for op, v in sorted(missing.items())]
         raise UnsupportedOpError(f"ember: the TensorFlow model uses {len(parts)} unsupported op type(s): "
@@ -262,7 +304,7 @@ def convert_frozen(frozen: Frozen, input: Any = None, output: Any = None) -> Mod
     specs = parse_input(input) if input is not None else []
     by_name = {s.name: s for s in specs if s.name is not None}
     unnamed = [s for s in specs if s.name is None]
-    g = GraphConverter()
+    g = GraphConverter(library)
     params = []
     for k, (tensor, name) in enumerate(frozen.inputs):
         node = nodes[_split_name(tensor)[0]]
@@ -278,18 +320,7 @@ def convert_frozen(frozen: Frozen, input: Any = None, output: Any = None) -> Mod
         p.output(0).set_names({name})
         params.append(p)
         g.values[(node.name, 0)] = Value(plain=p.output(0))
-    for n in order:
-        if (n.name, 0) in g.values or n.op in _SKIPPED:
-            continue
-        ctx = NodeContext(n, g)
-        if n.op == "Const":
-            data = ctx.attr("value")
-            g.values[(n.name, 0)] = Value(data=np.asarray(data))
-            continue
-        if n.op == "Placeholder":
-            raise ConversionError(f"ember: TensorFlow placeholder '{n.name}' is not a model input; feed it "
-                                  "through input=")
-        _CONVERTERS[n.op](ctx)
+    g.run(nodes, order)
     results = []
     for tensor, name in outputs:
         key = _split_name(tensor)

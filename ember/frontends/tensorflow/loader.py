@@ -47,7 +47,8 @@ def is_tensorflow_object(obj: Any) -> bool:
 def _freeze(func: Any) -> Any:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    return convert_variables_to_constants_v2(func)
+    # control flow stays functional (While with body/cond functions), which converts to Loop
+    return convert_variables_to_constants_v2(func, lower_control_flow=False)
 
 
 def _from_concrete(func: Any, input_names: list[str] | None, output_names: list[str] | None) -> Frozen:

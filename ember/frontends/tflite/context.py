@@ -64,6 +64,11 @@ class Value:
         return _dequantize(self.data, self.quant)
 
 
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """``a`` in C order, keeping its rank (``np.ascontiguousarray`` makes 0-d arrays 1-d)."""
+    return np.asarray(a, order="C")
+
+
 def _expand(q: Quantization, ndim: int, values: np.ndarray) -> np.ndarray:
     if not q.per_axis or ndim == 0:
         return values.reshape(()) if values.size == 1 else values
@@ -85,14 +90,14 @@ def _squeeze_constant_axes(a: np.ndarray) -> np.ndarray:
             first = np.take(a, [0], axis=ax)
             if np.array_equal(np.broadcast_to(first, a.shape), a):
                 a = first
-    return np.ascontiguousarray(a)
+    return _contiguous(a)
 
 
 def decompression(data: np.ndarray, quant: Quantization | None, transform: Callable[[np.ndarray], np.ndarray],
                   name: str) -> Output:
     """A constant ``transform(data)`` as a port in f32: stored in its own type followed by
     OpenVINO's decompression pattern when it is f16 or quantized."""
-    stored = np.ascontiguousarray(transform(data))
+    stored = _contiguous(transform(data))
     if quant is None and data.dtype != np.float16:
         return Constant.from_array(stored, Type.from_dtype(stored.dtype), name=name).output(0)
     c = Constant.from_array(stored, Type.from_dtype(stored.dtype), name=name)
@@ -101,11 +106,11 @@ def decompression(data: np.ndarray, quant: Quantization | None, transform: Calla
     if quant is None:
         return y
     full = np.broadcast_to
-    zp = _squeeze_constant_axes(transform(np.ascontiguousarray(full(_expand(quant, data.ndim, quant.zero_point),
+    zp = _squeeze_constant_axes(transform(_contiguous(full(_expand(quant, data.ndim, quant.zero_point),
                                                                     data.shape))).astype(np.float32))
     if np.any(zp):
         y = ops.subtract(y, Constant.from_array(zp, Type.f32, name=name + "/zero_point")).output(0)
-    scale = _squeeze_constant_axes(transform(np.ascontiguousarray(full(_expand(quant, data.ndim, quant.scale),
+    scale = _squeeze_constant_axes(transform(_contiguous(full(_expand(quant, data.ndim, quant.scale),
                                                                        data.shape))).astype(np.float32))
     return ops.multiply(y, Constant.from_array(scale, Type.f32, name=name + "/scale")).output(0)
 
