@@ -23,6 +23,10 @@ Threads and copies, in one place:
   ``InferenceCancelled``. The stop takes effect at the next Python step of the device (between
   kernels, between Loop iterations): a single native kernel call runs to its end first. The
   request and its compiled model stay usable.
+* ONNX sequence and optional values (inputs or outputs of element type ``sequence``): a
+  sequence input takes a list of arrays, an optional input ``None`` or its value; give them in
+  a dict (a bare list means one value per input). Their items are always copied in. Such
+  outputs come back as a list of arrays, ``None`` or the value (``ember.ops.sequence``).
 """
 
 from __future__ import annotations
