@@ -5,6 +5,7 @@ outside ember/graph uses the public node API, and registries refuse duplicates."
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ ROOT = Path(ember.__file__).parent
 INTERNALS = ("_inputs", "_consumers", "_out_shapes", "_out_types")
 
 
+@functools.cache
 def _modules(package: Path) -> dict[str, ast.Module]:
     out = {}
     for path in sorted(package.rglob("*.py")):
