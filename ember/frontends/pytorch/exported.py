@@ -12,6 +12,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -195,6 +196,8 @@ def location(node: torch.fx.Node) -> str:
     """``file:line`` of the user code that made ``node`` (the last frame of its stack trace)."""
     trace = node.meta.get("stack_trace") or ""
     frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
+    torch_dir = str(Path(torch.__file__).parent)
+    frames = [f for f in frames if not f[0].startswith(torch_dir)] or frames  # the model's code, not torch's
     if frames:
         f, line = frames[-1]
         return f"{f}:{line}"
