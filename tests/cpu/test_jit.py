@@ -232,3 +232,40 @@ def test_cache_off_and_distinct_signatures(tmp_path, monkeypatch):
     assert j.load("test-addk|k1", isa, lambda p: None) is a  # loaded once per process
     monkeypatch.setenv("EMBER_KERNEL_CACHE", str(tmp_path / "k"))
     assert Jit().cache_dir == tmp_path / "k"
+
+
+def test_cache_tampering_fuzz(tmp_path):
+    """Seeded mutations of every cache file kind (bit flips, truncation, junk, another entry's
+    file, deletion): each load gives the genuine function, never an exception or foreign code."""
+    import random
+
+    isa = isa_mod.host_isa()
+    builders = {k: (f"test-addk|fuzz{k}", lambda p, k=k: _build_add(p, isa.triple, k)) for k in (3, 4)}
+    for sig, build in builders.values():
+        Jit(tmp_path).load(sig, isa, build)
+    files = sorted(p for p in tmp_path.iterdir() if p.suffix in (".o", ".json", ".index"))
+    rng = random.Random(1234)
+    outcomes = {"cache": 0, "rebuilt": 0}
+    for _ in range(40):
+        path = rng.choice(files)
+        data = path.read_bytes() if path.exists() else b""
+        how = rng.choice(["flip", "truncate", "junk", "other", "delete"])
+        if how == "flip" and data:
+            i = rng.randrange(len(data))
+            path.write_bytes(data[:i] + bytes([data[i] ^ (1 << rng.randrange(8))]) + data[i + 1:])
+        elif how == "truncate":
+            path.write_bytes(data[:rng.randrange(len(data) + 1)])
+        elif how == "junk":
+            path.write_bytes(data + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))))
+        elif how == "other":
+            other = rng.choice([f for f in files if f.suffix == path.suffix and f != path] or [path])
+            if other.exists():
+                path.write_bytes(other.read_bytes())
+        elif path.exists():
+            path.unlink()
+        k = rng.choice(list(builders))
+        sig, build = builders[k]
+        lib = Jit(tmp_path).load(sig, isa, build)
+        assert _addk(lib)(0) == k
+        outcomes["cache" if lib.from_cache else "rebuilt"] += 1
+    assert outcomes["rebuilt"] > 0 and sum(outcomes.values()) == 40
