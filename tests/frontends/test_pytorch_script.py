@@ -197,6 +197,33 @@ def test_loop_with_a_known_trip_count_is_unrolled() -> None:
     assert relative_difference(got, f(x).numpy()) <= RTOL
 
 
+def test_loops_on_run_time_values_become_a_loop() -> None:
+    @torch.jit.script
+    def f(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        acc = torch.zeros_like(x[0])
+        for i in range(x.shape[0]):  # trip count known only at run time (dynamic first axis)
+            acc = torch.tanh(acc @ w + x[i]) * (i + 1)
+        while bool(acc.abs().sum() < 50.0):  # stops on a value
+            acc = acc * 2 + 0.5
+        k = 0
+        while k < 100:  # unrolled until its condition becomes a run-time value, then a Loop
+            acc = acc + k
+            k += 1
+            if bool(acc.sum() > 200.0):
+                break
+        return acc
+
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(3, 3, generator=g)
+    x = torch.randn(4, 3, generator=g)
+    model = ember.convert_model(f, example_input=(x, w), input=[[-1, 3], [3, 3]])
+    assert [n.type_name for n in model.get_ordered_ops()].count("Loop") == 3
+    compiled = ember.Core().compile_model(model, "REFERENCE")
+    for n in (1, 4, 9):
+        xs = torch.randn(n, 3, generator=g) * 0.1
+        assert relative_difference(compiled([xs.numpy(), w.numpy()])[0], f(xs, w).numpy()) <= RTOL, n
+
+
 # -- Silero VAD: the TorchScript archive against its ONNX variant ----------------------------------
 
 @pytest.mark.slow

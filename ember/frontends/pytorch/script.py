@@ -346,8 +346,7 @@ class _Converter:
         trips, cond = folded(ins[0]), folded(ins[1])
         carried = list(ins[2:])
         if isinstance(trips, Output) or isinstance(cond, Output):
-            raise UnsupportedOpError(f"ember: a TorchScript loop whose trip count or condition is known only at "
-                                     f"run time (prim::Loop at {_where(node)}) is not supported")
+            return self._runtime_loop(node, ins)
         body = list(node.blocks())[0]
         params = list(body.inputs())
         i = 0
@@ -363,12 +362,57 @@ class _Converter:
             cond = folded(outs[0])
             if isinstance(cond, list) and len(cond) == 1:
                 cond = cond[0]
-            if isinstance(cond, Output):
-                raise UnsupportedOpError(f"ember: a TorchScript loop stops on a value known only at run time "
-                                         f"(prim::Loop at {_where(node)}); it is not supported")
+            if isinstance(cond, Output):  # the loop stops on a run-time value: convert it as a Loop
+                for p in params:
+                    self.env.pop(p, None)
+                return self._runtime_loop(node, [int(trips) - i - 1, cond] + outs[1:], offset=i + 1)
             carried = outs[1:]
             i += 1
         return carried[0] if len(carried) == 1 else carried
+
+    def _runtime_loop(self, node: Any, ins: list[Any], offset: int = 0) -> Any:
+        """An OpenVINO ``Loop``: the body converted once, carried values merged, outer tensors invariant
+        (``offset``: iterations already unrolled before the condition became a run-time value)."""
+        body = list(node.blocks())[0]
+        params = list(body.inputs())
+        carried = [_port(folded(v)) if not isinstance(v, Output) else v for v in ins[2:]]
+        if any(isinstance(v, (list, tuple)) for v in ins[2:]):
+            raise UnsupportedOpError(f"ember: a run-time TorchScript loop carries a list (prim::Loop at "
+                                     f"{_where(node)}); only tensors and numbers are supported")
+        sub = _Converter({}, self)
+        iteration = Parameter(Type.i64, PartialShape([]), "iteration")
+        sub.env[params[0]] = ops.add(iteration, i64(offset)).output(0) if offset else iteration.output(0)
+        body_params = []
+        for p, v in zip(params[1:], carried):
+            shape = PartialShape.dynamic(len(v.partial_shape)) if v.partial_shape.rank_is_static else v.partial_shape
+            bp = Parameter(v.element_type, shape, f"{_name(p)}_carried")
+            sub.env[p] = bp.output(0)
+            body_params.append(bp)
+        sub.block(body)
+        outs = [sub.lookup(v) for v in body.outputs()]
+        cond_out = convert(_port(folded(outs[0])) if not isinstance(outs[0], Output) else outs[0], Type.boolean)
+        if rank_of(cond_out):
+            cond_out = ops.reshape(cond_out, i64([]), False).output(0)
+        results = [Result([cond_out], None)]
+        for v, init in zip(outs[1:], carried):
+            v = v if isinstance(v, Output) else _port(folded(v))
+            results.append(Result([convert(v, init.element_type)], None))
+        trips, cond = folded(ins[0]), folded(ins[1])
+        trip = convert(trips, Type.i64) if isinstance(trips, Output) else const(min(int(trips), 2 ** 62), Type.i64)
+        if rank_of(trip):
+            trip = ops.reshape(trip, i64([]), False).output(0)
+        start = convert(cond, Type.boolean) if isinstance(cond, Output) else const(bool(cond), Type.boolean)
+        if rank_of(start):
+            start = ops.reshape(start, i64([]), False).output(0)
+        loop = ops.loop(trip, start)
+        loop.set_function(Model(results, [iteration, *body_params, *(p for _, p in sub.captured)], "loop_body"))
+        loop.set_special_body_ports([0, 0])
+        for bp, init, r in zip(body_params, carried, results[1:]):
+            loop.set_merged_input(bp, init, r.output(0))
+        for outer, p in sub.captured:
+            loop.set_invariant_input(p, outer)
+        finals = [loop.get_iter_value(r.output(0), -1) for r in results[1:]]
+        return finals[0] if len(finals) == 1 else finals
 
     def prim_prim_RaiseException(self, node: Any, ins: list[Any]) -> None:
         raise ConversionError(f"ember: the TorchScript model raises for these inputs ({ins[0]!s}) at "
