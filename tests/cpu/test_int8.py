@@ -65,30 +65,37 @@ def _fake_quantize(v, params):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("at", ["mid", "end", "u8"])
 @pytest.mark.parametrize("case", GEMM_CASES[2:5], ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-zp{c[3]}-{c[4]}")
-def test_int8_gemm_fused_fake_quantize(isa, at, case):
-    """A FakeQuantize fused into the epilogue: before the residual, last, or as u8 steps."""
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_int8_gemm_fused_fake_quantize(isa, at, case, per_channel):
+    """A FakeQuantize fused into the epilogue: before the residual, last, or as u8 steps;
+    ranges per tensor or per output channel."""
     m, k, n, zp, epi_name, has_res = case
     rng = np.random.default_rng(m + k + n)
+    fused_params = FUSED
+    if per_channel:
+        lo = (-rng.random(n) * 0.8).astype(np.float32)
+        hi = (rng.random(n) * 0.8 + 0.1).astype(np.float32)
+        fused_params = QuantizeParams(lo, hi, lo, hi, 256)
     a = rng.integers(0, 256, (m, padded_channels(k))).astype(np.uint8)
     w = rng.integers(-128, 128, (k, n)).astype(np.int8)
     scale = np.full(n, 2.0 / (k * 128 * 60), np.float32)
     shift = (rng.standard_normal(n) * 0.3).astype(np.float32)
     res = (rng.standard_normal((m, n)) * 0.2).astype(np.float32) if has_res else None
     epi = EPILOGUES[epi_name]
-    fused = FusedQuantize(FUSED, "mid" if at == "mid" else "end", at == "u8")
+    fused = FusedQuantize(fused_params, "mid" if at == "mid" else "end", at == "u8")
     acc = ((a[:, :k].astype(np.int64) - zp) @ w.astype(np.int64)).astype(np.float32)
     v = acc * scale + shift  # f32, as the kernel computes it
     if at == "mid":
-        v = _fake_quantize(v, FUSED)
+        v = _fake_quantize(v, fused_params)
     if res is not None:
         v = v + res
     v = epi.apply(v).astype(np.float32)
     got = Int8Gemm(w, m, scale, shift, zp, epi, num_threads=2, isa=isa, quantize=fused)(a, None, res)
     if at == "u8":
         assert got.dtype == np.uint8 and got.shape == (m, padded_channels(n))
-        np.testing.assert_array_equal(got[:, :n], FUSED.quantize(v))
+        np.testing.assert_array_equal(got[:, :n], fused_params.quantize(v))
     else:
-        want = _fake_quantize(v, FUSED) if at == "end" else v
+        want = _fake_quantize(v, fused_params) if at == "end" else v
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,10 +62,10 @@ INT8_CONTEXT = ContextLayout(
     "int8_gemm",
     ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "k4", "xg", "y",
      "ldy", "yg", "cout", "bp", "bg", "comp", "scale", "shift", "res", "ldr", "zero", "m", "tm", "tn", "gm", "gn",
-     "flags", "lo", "hi", "fq"),
+     "flags", "lo", "hi", "fq", "fqs"),
     pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq"))
 FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8 = 1, 2, 4, 8
-#: the f32 words of a fused FakeQuantize: il, ih, ih - il, steps, ol, oh, oh - ol
+#: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh, oh - ol
 FQ_WORDS = 7
 
 QUANT_CONTEXT = ContextLayout(
@@ -96,16 +97,80 @@ def _dot4(e: Emitter, isa: Isa, acc: ir.Value, a: ir.Value, w: ir.Value) -> ir.V
     return acc
 
 
+def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | None], flags: ir.Value,
+                lo: ir.Value, hi: ir.Value, fq: list[list[ir.Value]], res_row: Callable[[int], ir.Value],
+                out_offset: Callable[[int], ir.Value], cp: ir.Value) -> None:
+    """The f32 end of an int8 epilogue, for ``out[r][v]`` (variables of <L x f32>, scale and
+    shift applied): [FakeQuantize (FLAG_FQ_MID)] -> + residual row ``res_row(r)`` (FLAG_RES)
+    -> clamp(lo, hi) -> [FakeQuantize (FLAG_FQ_END)] -> stored at ``cp`` + ``out_offset(r)``
+    elements: f32, or u8 steps with FLAG_U8. ``fq[i][v]``: the FQ_WORDS per-channel vectors."""
+    b = e.b
+    L = fq[0][0].type.count
+    vf = vec(F32, L)
+    mr, nv = len(out), len(out[0])
+
+    def flag(bit: int) -> ir.Value:
+        return b.icmp_unsigned("!=", b.and_(flags, c32(bit)), c32(0))
+
+    def steps_of(x: ir.Value, v: int) -> ir.Value:
+        il, ih, rng, steps = fq[0][v], fq[1][v], fq[2][v], fq[3][v]
+        q = e.call(f"llvm.roundeven.v{L}f32", vf, [b.fmul(b.fdiv(b.fsub(x, il), rng), steps)])
+        return b.select(b.fcmp_ordered("<=", x, il), ir.Constant(vf, None),
+                        b.select(b.fcmp_ordered(">", x, ih), steps, q))
+
+    def fake_quantize() -> None:
+        for r in range(mr):
+            for v in range(nv):
+                il, ih, steps, ol, oh, orng = fq[0][v], fq[1][v], fq[3][v], fq[4][v], fq[5][v], fq[6][v]
+                x = e.load(vf, out[r][v])
+                deq = b.fadd(b.fmul(b.fdiv(steps_of(x, v), steps), orng), ol)
+                deq = b.select(b.fcmp_ordered("<=", x, il), ol, b.select(b.fcmp_ordered(">", x, ih), oh, deq))
+                b.store(deq, out[r][v])
+
+    with b.if_then(flag(FLAG_FQ_MID)):
+        fake_quantize()
+    with b.if_then(flag(FLAG_RES)):
+        for r in range(mr):
+            rrow = res_row(r)
+            for v in range(nv):
+                rv = masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])
+                b.store(b.fadd(e.load(vf, out[r][v]), rv), out[r][v])
+    bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
+                    b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
+    with b.if_then(bounded):
+        vlo, vhi = e.splat(lo, L), e.splat(hi, L)
+        for r in range(mr):
+            for v in range(nv):
+                x = e.load(vf, out[r][v])
+                x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
+                b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[r][v])
+    with b.if_else(flag(FLAG_U8)) as (as_u8, as_f32):
+        with as_u8:
+            for r in range(mr):
+                crow = e.gep(I8, cp, out_offset(r))
+                for v in range(nv):
+                    qb = b.fptoui(steps_of(e.load(vf, out[r][v]), v), vec(I8, L))
+                    mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
+                    e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, e.gep(I8, crow, v * L), c32(1), mask])
+        with as_f32:
+            with b.if_then(flag(FLAG_FQ_END)):
+                fake_quantize()
+            for r in range(mr):
+                crow = e.gep(F32, cp, out_offset(r))
+                for v in range(nv):
+                    masked_store(e, e.load(vf, out[r][v]), e.gep(F32, crow, v * L), masks[v])
+
+
 def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa: Isa) -> ir.Function:
-    """ukr(rows, ntaps, k4, bp, c, ldc, ncols, comp, scale, shift, res, ldr, lo, hi, flags, fq).
+    """ukr(rows, ntaps, k4, bp, c, ldc, ncols, comp, scale, shift, res, ldr, lo, hi, flags, fq, fqs).
 
     ``rows`` holds ntaps groups of tile.mr row pointers (first mr used); the B micro-panel at
     bp is [tap][k4][NR][4] bytes; the C tile at c (f32, or u8 with FLAG_U8) has row stride
-    ldc elements; ncols <= NR. ``fq`` points at the FQ_WORDS of a fused FakeQuantize, applied
+    ldc elements; ncols <= NR. ``fq`` points at the FQ_WORDS rows (stride fqs) of a fused FakeQuantize, applied
     before the residual (FLAG_FQ_MID) or last (FLAG_FQ_END; with FLAG_U8 its steps are stored)."""
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, PTR, PTR, I64, I64, PTR, PTR, PTR, PTR, I64, F32, F32, I32,
-                                          PTR], internal=True, noinline=True)
-    rows, ntaps, k4, bp, cp, ldc, ncols, compp, scalep, shiftp, resp, ldr, lo, hi, flags, fqp = fn.args
+                                          PTR, I64], internal=True, noinline=True)
+    rows, ntaps, k4, bp, cp, ldc, ncols, compp, scalep, shiftp, resp, ldr, lo, hi, flags, fqp, fqs = fn.args
     for arg in (bp, cp):
         arg.add_attribute("noalias")
     e = Emitter(m, fn)
@@ -140,57 +205,10 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
             for v in range(nv):
                 x = b.sitofp(b.add(e.load(vi, acc[r][v]), comp[v]), vf)
                 b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[r][v])
-        def flag(bit: int) -> ir.Value:
-            return b.icmp_unsigned("!=", b.and_(flags, c32(bit)), c32(0))
-
-        fqv = [e.splat(e.load(F32, e.gep(F32, fqp, i)), L) for i in range(FQ_WORDS)]
-        il, ih, rng, steps, ol, oh, orng = fqv
-
-        def steps_of(x: ir.Value) -> ir.Value:
-            q = e.call(f"llvm.roundeven.v{L}f32", vf, [b.fmul(b.fdiv(b.fsub(x, il), rng), steps)])
-            return b.select(b.fcmp_ordered("<=", x, il), ir.Constant(vf, None),
-                            b.select(b.fcmp_ordered(">", x, ih), steps, q))
-
-        def fake_quantize() -> None:
-            for r in range(mr):
-                for v in range(nv):
-                    x = e.load(vf, out[r][v])
-                    deq = b.fadd(b.fmul(b.fdiv(steps_of(x), steps), orng), ol)
-                    deq = b.select(b.fcmp_ordered("<=", x, il), ol, b.select(b.fcmp_ordered(">", x, ih), oh, deq))
-                    b.store(deq, out[r][v])
-
-        with b.if_then(flag(FLAG_FQ_MID)):
-            fake_quantize()
-        with b.if_then(flag(FLAG_RES)):
-            for r in range(mr):
-                rrow = e.gep(F32, resp, b.mul(ldr, c64(r)))
-                for v in range(nv):
-                    rv = masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])
-                    b.store(b.fadd(e.load(vf, out[r][v]), rv), out[r][v])
-        bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
-                        b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
-        with b.if_then(bounded):
-            vlo, vhi = e.splat(lo, L), e.splat(hi, L)
-            for r in range(mr):
-                for v in range(nv):
-                    x = e.load(vf, out[r][v])
-                    x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
-                    b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[r][v])
-        with b.if_else(flag(FLAG_U8)) as (as_u8, as_f32):
-            with as_u8:
-                for r in range(mr):
-                    crow = e.gep(I8, cp, b.mul(ldc, c64(r)))
-                    for v in range(nv):
-                        qb = b.fptoui(steps_of(e.load(vf, out[r][v])), vec(I8, L))
-                        mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
-                        e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, e.gep(I8, crow, v * L), c32(1), mask])
-            with as_f32:
-                with b.if_then(flag(FLAG_FQ_END)):
-                    fake_quantize()
-                for r in range(mr):
-                    crow = e.gep(F32, cp, b.mul(ldc, c64(r)))
-                    for v in range(nv):
-                        masked_store(e, e.load(vf, out[r][v]), e.gep(F32, crow, v * L), masks[v])
+        fq = [[masked_load(e, vf, e.gep(F32, fqp, b.add(b.mul(c64(i), fqs), c64(v * L))), masks[v])
+               for v in range(nv)] for i in range(FQ_WORDS)]
+        finish_tile(e, out, masks, flags, lo, hi, fq, lambda r: e.gep(F32, resp, b.mul(ldr, c64(r))),
+                    lambda r: b.mul(ldc, c64(r)), cp)
 
     with b.if_else(b.icmp_signed(">=", ncols, c64(NR))) as (full, part):
         with full:
@@ -257,6 +275,7 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     comp_g = e.gep(I32, a("comp", PTR), b.mul(g, yg))
     scale_g = e.gep(F32, a("scale", PTR), b.mul(g, yg))
     shift_g = e.gep(F32, a("shift", PTR), b.mul(g, yg))
+    fq_g = e.gep(F32, a("fq", PTR), b.mul(g, yg))
     bgroup = e.gep(I8, a("bp", PTR), b.mul(g, a("bg")))
     panel_bytes = b.mul(b.mul(ntaps, k4), c64(NR * 4))
     flags = b.trunc(a("flags"), I32)
@@ -272,7 +291,8 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
             args = [e.gep(PTR, rows, b.mul(b.mul(it, ntaps), c64(MR))), ntaps, k4, bpan,
                     e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy, ncols,
                     e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
-                    e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags, a("fq", PTR)]
+                    e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags, e.gep(F32, fq_g, col),
+                    a("fqs")]
             call_microkernel(e, ukrs, MR, mr, nvec, args)
     b.ret_void()
 
@@ -408,9 +428,14 @@ def pack_int8_weights(w: np.ndarray, isa: Isa | None = None) -> Int8Weights:
 
 
 # --------------------------------------------------------------------------- binding
+def fq_stride(n: int) -> int:
+    """Floats per row of a fused FakeQuantize's parameters for ``n`` channels."""
+    return -(-max(n, 1) // 16) * 16 + 16
+
+
 @dataclass(frozen=True)
 class FusedQuantize:
-    """A FakeQuantize with scalar ranges fused into the int8 epilogue: ``at="mid"`` right
+    """A FakeQuantize (scalar or per output channel ranges) fused into the int8 epilogue: ``at="mid"`` right
     after scale and shift (before the residual and the clamp), ``at="end"`` last; with
     ``u8=True`` (only at the end) the output holds its u8 steps instead of f32 values."""
 
@@ -421,12 +446,17 @@ class FusedQuantize:
     def __post_init__(self) -> None:
         if self.at not in ("mid", "end") or (self.u8 and self.at != "end"):
             raise EmberError(f"ember: a fused FakeQuantize goes 'mid' or 'end' (u8 only at the end), got {self}")
-        if self.params.per_channel or not self.params.valid():
-            raise EmberError("ember: a fused FakeQuantize needs valid scalar ranges")
+        if not self.params.valid():
+            raise EmberError("ember: a fused FakeQuantize needs valid ranges")
 
-    def words(self) -> np.ndarray:
-        v = self.params.vectors(1)[:, 0]  # il, ih, ih - il, ol, oh, oh - ol
-        return np.array([v[0], v[1], v[2], self.params.steps, v[3], v[4], v[5]], np.float32)
+    def rows(self, n: int) -> np.ndarray:
+        """The FQ_WORDS rows for ``n`` output channels (vector ranges must have ``n`` values),
+        64-byte aligned rows of ``fq_stride(n)`` floats."""
+        v = self.params.vectors(n)  # il, ih, ih - il, ol, oh, oh - ol
+        out = aligned_empty((FQ_WORDS, fq_stride(n)))
+        out[:] = 1
+        out[:, :n] = np.stack([v[0], v[1], v[2], np.full(n, self.params.steps, np.float32), v[3], v[4], v[5]])
+        return out
 
     @property
     def flags(self) -> int:
@@ -465,9 +495,13 @@ class Int8Call:
         self._zero[:] = zero_point
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
         lo, hi = epilogue.lo, epilogue.hi
-        self.fq = np.array([0, 1, 1, 1, 0, 1, 1], np.float32) if quantize is None else quantize.words()
+        if quantize is None:
+            self.fq = aligned_empty((FQ_WORDS, fq_stride(total)))
+            self.fq[:] = 1
+        else:
+            self.fq = quantize.rows(total)
         self.flags = 0 if quantize is None else quantize.flags
-        self.ctx = INT8_CONTEXT.new(fq=self.fq.ctypes.data,
+        self.ctx = INT8_CONTEXT.new(fq=self.fq.ctypes.data, fqs=fq_stride(total),
             **geo, ldx=ldx, ldy=ldy, ldr=ldy if ldr is None else ldr, k4=packed.k4,
             xg=packed.cin if xg is None else xg, yg=packed.cout, cout=packed.cout, m=m,
             bp=packed.data.ctypes.data, bg=packed.group_stride, comp=self.comp.ctypes.data,

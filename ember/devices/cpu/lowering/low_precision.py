@@ -453,8 +453,8 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str)
         users = [t.node for t in last.output(0).targets]
         if len(users) == 1 and users[0].type_name == "Int8Quantize" and tail.quantize is None \
                 and users[0].attrs["layout"] == layout and not lowering.is_result(users[0].output(0)):
-            params = ranges_along(users[0], -1)
-            if params is not None and not params.per_channel:
+            params = ranges_along(users[0], axis)
+            if params is not None:
                 tail.quantize = FusedQuantize(params, "end", u8=True)
                 tail.requantized = users[0]
             break
@@ -482,8 +482,8 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str)
                                                                                 float(nxt.attrs["max"]))
             clamped = True
         elif nxt.type_name == "FakeQuantize" and tail.quantize is None:
-            params = ranges_along(nxt, -1)
-            if params is None or params.per_channel:
+            params = ranges_along(nxt, axis)
+            if params is None:
                 break
             late = clamped or tail.residual is not None
             tail.quantize = FusedQuantize(params, "end" if late else "mid")
