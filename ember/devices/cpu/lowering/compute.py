@@ -108,7 +108,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
     x = lowering.native_input(lowering.tensor(xport), NHWC)
     tmp = lowering.value((m, kh * kw * cout), PLAIN, name=node.friendly_name + "/blocks")
     lowering.program.add(Op(node.friendly_name, "ConvolutionBackpropData", [x], [tmp], native=True,
-               bind=lambda a, o: [gemm.bind(a[0].reshape(m, cin), o[0], tiled_bias)]))
+                            bind=lambda a, o: [gemm.bind(a[0].reshape(m, cin), o[0], tiled_bias)]))
     y = lowering.value((n, h * kh, wd * kw, cout), NHWC, name=last.friendly_name)
     threads = lowering.threads
 

@@ -146,7 +146,7 @@ class Lowering:
         if h == 1 and w == 1:
             shape = (n, c, 1, 1)
             return self._cached(t, PLAIN, lambda: self.program.view(t, shape, lambda a: a.reshape(shape),
-                                                              contiguous=t.contiguous))
+                                                                    contiguous=t.contiguous))
         return self._cached(t, PLAIN, lambda: self._to_plain(t))
 
     def _cached(self, t: Tensor, key: str, make: Callable[[], Tensor]) -> Tensor:
@@ -166,7 +166,7 @@ class Lowering:
         out = self.value(t.shape, t.layout, t.dtype, t.name)
         out.external = True
         self.program.add(Op(t.name + "/input", "InputCopy", [t], [out], native=False, physical=True,
-                      fn=lambda a: [a[0]]))
+                            fn=lambda a: [a[0]]))
         return out
 
     def _to_nhwc(self, t: Tensor) -> Tensor:

@@ -214,8 +214,8 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
             raise EmberError(f"ember: internal: elementwise chain at '{node.friendly_name}' does not fit the kernel")
         return [k]
 
-    lowering.program.add(Op(node.friendly_name, "Eltwise:" + "+".join(n.type_name for n in [node, *fused]), ins, [y],
-               native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, "Eltwise:" + "+".join(n.type_name for n in [node, *fused]), ins,
+                            [y], native=True, bind=bind))
     lowering.finish(last, y, fused)
     return True
 

@@ -37,7 +37,7 @@ def lower_reshape(lowering: Lowering, node: Node) -> bool:
         src = lowering.native_input(src, PLAIN, contiguous=True)
         contiguous = True
     t = lowering.program.view(src, shape, lambda a: np.reshape(a, shape, copy=False), contiguous=contiguous,
-                 name=node.friendly_name)
+                              name=node.friendly_name)
     lowering.finish(node, t, [])
     return True
 
