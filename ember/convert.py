@@ -20,6 +20,10 @@ def convert_model(input_model: Any, *, input: Any = None, output: Any = None, ex
     """Convert ``input_model`` (an ``.onnx`` path or ``onnx.ModelProto``, an IR ``.xml``, or an
     ember Model) into an ember Model optimized at ``opt_level`` (0-2; see ``ember.passes``).
 
+    PyTorch models (a ``torch.nn.Module`` with ``example_input``, a ``torch.export``
+    ``ExportedProgram``, a TorchScript module or ``.pt`` archive) go through
+    ``ember.frontends.pytorch`` (docs/pytorch.md); torch is imported only for them.
+
     ``input``/``output``/``example_input`` select and shape the inputs and outputs as
     ``ovc`` does. ``mean_values``/``scale_values`` (a list for every input, or ``{name: list}``)
     and ``reverse_input_channels`` are embedded as graph ops in front of the model, so the
