@@ -37,6 +37,8 @@ from ember.io.files import read_regular
 log = logging.getLogger("ember.io")
 
 SUPPORTED_VERSIONS = (10, 11)
+#: the newest opset OpenVINO 2026.4 knows (Parameter, Const and Result must name one of 1..this)
+MAX_OPSET = 17
 #: how deeply If/Loop/TensorIterator bodies may nest, and rt_info elements
 MAX_BODY_DEPTH = 64
 MAX_RT_INFO_DEPTH = 64
@@ -220,6 +222,11 @@ class _NetReader:
         where = f" in layer '{layer.name}' (id {layer.id})"
         data = layer.elem.find("data")
         attrs = dict(data.attrib) if data is not None else {}
+        if layer.type in ("Parameter", "Const", "Result"):
+            v = layer.version
+            if not (v.startswith("opset") and v[5:].isdigit() and 1 <= int(v[5:]) <= MAX_OPSET):
+                raise IRFormatError(f"ember: '{self.source}': {layer.type} layer '{layer.name}' names an unknown "
+                                    f"opset {v[:40]!r} (expected opset1 to opset{MAX_OPSET})")
         try:
             if layer.type == "Parameter":
                 et = Type.from_name(_req(attrs, "element_type", layer))
@@ -308,7 +315,7 @@ class _NetReader:
                                     f"than the op has ({node.get_output_size()})")
             names = port.get("names")
             out = node.output(k)
-            self._check_dims(layer, port, out.partial_shape)
+            self._check_dims(layer, port, out.partial_shape, output=True)
             if names and not isinstance(node, Result):
                 out.set_names(_split_names(names))
             rt = _read_attributes(port.find("rt_info"))
@@ -316,9 +323,16 @@ class _NetReader:
                 out.rt_info.update(rt)
 
 
-    def _check_dims(self, layer: _Layer, port: ET.Element, inferred: PartialShape) -> None:
+    def _check_dims(self, layer: _Layer, port: ET.Element, inferred: PartialShape, output: bool = False) -> None:
         """Each ``<dim>`` must be an integer >= -1 (or an interval), as OpenVINO requires,
         and the declared shape must be compatible with the inferred one."""
+        precision = port.get("precision") if output else None  # OpenVINO reads it on outputs only
+        if precision is not None and precision != "BIN":  # BIN: OpenVINO's old name of u1
+            try:
+                Type.from_name(precision)
+            except EmberError:
+                raise IRFormatError(f"ember: '{self.source}': layer '{layer.name}' ({layer.type}) port "
+                                    f"{port.get('id')} has an unknown precision {precision[:40]!r}") from None
         dims = port.findall("dim")
         declared = []
         for d in dims:

@@ -179,3 +179,37 @@ def test_huge_or_bad_const_dims(shape: str) -> None:
     with pytest.raises(EmberError) as info:
         read_ir_bytes(text, w)
     assert "\n" not in str(info.value)
+
+
+_OTHER_MUTANTS = [
+    ("output precision 'numpy'", 'precision="FP32" names="x"', 'precision="numpy" names="x"'),
+    ("output precision ''", 'precision="FP32" names="x"', 'precision="" names="x"'),
+    ("output precision 'BIN'", 'precision="FP32" names="x"', 'precision="BIN" names="x"'),
+    ("output precision 'UNSPECIFIED'", 'precision="FP32" names="x"', 'precision="UNSPECIFIED" names="x"'),
+    ("Parameter opset99", 'type="Parameter" version="opset1"', 'type="Parameter" version="opset99"'),
+    ("Parameter opset17", 'type="Parameter" version="opset1"', 'type="Parameter" version="opset17"'),
+    ("Parameter 'none'", 'type="Parameter" version="opset1"', 'type="Parameter" version="none"'),
+    ("Const opset0", 'type="Const" version="opset1"', 'type="Const" version="opset0"'),
+    ("Result 'Result'", 'type="Result" version="opset1"', 'type="Result" version="Result"'),
+]
+
+
+@pytest.mark.parametrize("case", range(len(_OTHER_MUTANTS)), ids=[m[0] for m in _OTHER_MUTANTS])
+def test_precisions_and_core_op_versions_like_openvino(case: int) -> None:
+    ov = pytest.importorskip("openvino")
+    _, old, new = _OTHER_MUTANTS[case]
+    xml, weights = serialize(small_model(4))
+    text = xml.decode()
+    assert old in text
+    text = text.replace(old, new, 1)
+    try:
+        ov.Core().read_model(text, ov.Tensor(np.frombuffer(weights, np.uint8).copy()))
+        ov_ok = True
+    except Exception:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+        ov_ok = False
+    try:
+        read_ir_bytes(text, weights)
+        ember_ok = True
+    except IRFormatError:
+        ember_ok = False
+    assert ember_ok == ov_ok
