@@ -93,10 +93,20 @@ def _squeeze_constant_axes(a: np.ndarray) -> np.ndarray:
     return _contiguous(a)
 
 
+# Constants up to this many values that are not weights of a convolution or matrix product
+# (biases, PReLU slopes, elementwise operands) are stored dequantized in f32: they are small, and
+# as plain constants the CPU device fuses them into the producing kernel's epilogue.
+SMALL_CONSTANT = 4096
+
+
 def decompression(data: np.ndarray, quant: Quantization | None, transform: Callable[[np.ndarray], np.ndarray],
-                  name: str) -> Output:
+                  name: str, weight: bool = True) -> Output:
     """A constant ``transform(data)`` as a port in f32: stored in its own type followed by
-    OpenVINO's decompression pattern when it is f16 or quantized."""
+    OpenVINO's decompression pattern when it is f16 or quantized (a small non-``weight``
+    constant is dequantized at conversion instead)."""
+    if not weight and data.size <= SMALL_CONSTANT and (quant is not None or data.dtype == np.float16):
+        real = _contiguous(transform(_dequantize(data, quant) if quant is not None else data.astype(np.float32)))
+        return Constant.from_array(real, Type.f32, name=name).output(0)
     stored = _contiguous(transform(data))
     if quant is None and data.dtype != np.float16:
         return Constant.from_array(stored, Type.from_dtype(stored.dtype), name=name).output(0)
@@ -185,21 +195,23 @@ class OpContext:
             raise self.fail(f"{what} (input {i}) must be a constant")
         return c
 
-    def weight(self, i: int, transform: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> Output:
+    def weight(self, i: int, transform: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+               weight: bool = True) -> Output:
         """Constant input ``i`` (a weight) transformed in numpy, kept in its stored precision
         (f16 or quantized) behind a decompression pattern; a non-constant input is transformed
         by a graph op only when ``transform`` is the identity."""
         v = self.value(i)
         if not v.is_const:
             raise self.fail(f"input {i} ('{self.tensor(i).name}') must be a constant")
-        return decompression(v.data, v.quant, transform, self.tensor(i).name)  # type: ignore[arg-type]
+        return decompression(v.data, v.quant, transform, self.tensor(i).name, weight)  # type: ignore[arg-type]
 
     def plain(self, i: int) -> Output:
         """Input ``i`` in TFLite's layout."""
         v = self.value(i)
         if v.plain is None:
             if v.is_const:
-                v.plain = decompression(v.data, v.quant, lambda a: a, self.tensor(i).name)  # type: ignore[arg-type]
+                v.plain = decompression(v.data, v.quant, lambda a: a, self.tensor(i).name,  # type: ignore[arg-type]
+                                        weight=False)
             else:
                 assert v.nchw is not None
                 v.plain = ops.transpose(v.nchw, ops.constant(np.array(TO_NHWC, np.int64))).output(0)
@@ -211,7 +223,7 @@ class OpContext:
         if v.nchw is None:
             if v.is_const:
                 v.nchw = decompression(v.data, v.quant, lambda a: a.transpose(TO_NCHW),  # type: ignore[arg-type]
-                                       self.tensor(i).name + "/nchw")
+                                       self.tensor(i).name + "/nchw", weight=False)
             else:
                 v.nchw = ops.transpose(self.plain(i), ops.constant(np.array(TO_NCHW, np.int64))).output(0)
         return v.nchw
@@ -225,7 +237,8 @@ class OpContext:
         v = self.value(i)
         lift = lambda a: a.reshape((1,) * (4 - a.ndim) + a.shape).transpose(TO_NCHW)
         if v.is_const:
-            return decompression(v.data, v.quant, lift, self.tensor(i).name + "/nchw")  # type: ignore[arg-type]
+            return decompression(v.data, v.quant, lift, self.tensor(i).name + "/nchw",  # type: ignore[arg-type]
+                                 weight=False)
         x = self.plain(i)
         if r < 4:
             x = ops.unsqueeze(x, ops.constant(np.arange(4 - r, dtype=np.int64))).output(0)

@@ -24,7 +24,7 @@ def _pad_mode(ctx: OpContext) -> str:
 def _bias(ctx: OpContext, y: Output, i: int) -> Output:
     if not ctx.has_input(i):
         return y
-    b = ctx.weight(i, lambda a: a.reshape(1, -1, 1, 1))
+    b = ctx.weight(i, lambda a: a.reshape(1, -1, 1, 1), weight=False)
     return ops.add(y, b).output(0)
 
 
@@ -160,7 +160,7 @@ def fully_connected(ctx: OpContext) -> None:
         x = ops.reshape(x, ops.constant(np.array([-1, i], np.int64)), False).output(0)
     y = ops.matmul(x, w, False, True).output(0)
     if ctx.has_input(2):
-        y = ops.add(y, ctx.weight(2) if ctx.value(2).is_const else ctx.plain(2)).output(0)
+        y = ops.add(y, ctx.weight(2, weight=False) if ctx.value(2).is_const else ctx.plain(2)).output(0)
     ctx.out(ctx.activation(y))
 
 
