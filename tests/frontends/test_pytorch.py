@@ -172,6 +172,11 @@ MODULES = {
                                             1, -128, 127))),
                       (_x(2, 3, 4) * 4 + 0.013,)),
     "rnn": (Recurrent(), (_x(2, 5, 4),)),
+    "index_put": (Lambda(lambda a, i: (a.index_put((i,), torch.tensor(7.0)), a.index_put((i,), a[:2] * 3),
+                                      a.index_put((i,), a[1], accumulate=True),
+                                      a.masked_fill(a > 0.5, 2.0).index_put((a[:, 0] > 0,), torch.tensor(-1.0),
+                                                                            accumulate=True))),
+                  (_x(4, 3), torch.tensor([2, 0]))),
     "conv1d": (nn.Sequential(nn.Conv1d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv1d(6, 2, 3, dilation=2)),
                (_x(2, 3, 20),)),
 }

@@ -456,20 +456,31 @@ def _scalar(v: Any) -> Output:
 
 @converter("aten.index_put")
 def index_put(call: Call) -> Output:
+    """``x[indices] = values`` (``+=`` with ``accumulate``): a boolean mask with a scalar value, or
+    one integer index tensor on the first axis."""
     x = call.tensor("self")
     indices = list(call["indices"])
     values = convert(call.tensor("values"), x.element_type)
+    accumulate = bool(call.get("accumulate", False))
     present = [i for i, v in enumerate(indices) if v is not None]
-    if len(present) == 1 and indices[present[0]].element_type is Type.boolean and present[0] == 0:
-        mask = indices[present[0]]
+    if len(present) != 1 or present[0] != 0:
+        raise call.fail("index assignment is supported for one index on the first axis")
+    index = indices[0]
+    if index.element_type is Type.boolean:
+        ps = values.partial_shape
+        if not (ps.rank_is_static and (len(ps) == 0 or (ps.is_static and int(np.prod(ps.to_shape())) == 1))):
+            raise call.fail("a boolean mask assignment needs a single value")
+        mask = index
         while rank_of(mask) < rank_of(x):
             mask = ops.unsqueeze(mask, i64([-1])).output(0)
-        return ops.select(mask, values, x).output(0)
-    if len(present) == 1 and present[0] == 0 and not call.get("accumulate", False):
-        idx = ops.unsqueeze(convert(indices[0], Type.i64), i64([-1])).output(0)
-        upd_shape = ops.concat([ops.shape_of(indices[0]), ops.slice(ops.shape_of(x), i64([1]), i64([INT64_MAX]), i64([1]))], 0)
-        return ops.scatter_nd_update(x, idx, ops.broadcast(values, upd_shape)).output(0)
-    raise call.fail("this form of index assignment is not supported")
+        scalar = ops.reshape(values, i64([]), False).output(0)
+        new = ops.add(x, scalar).output(0) if accumulate else scalar
+        return ops.select(mask, new, x).output(0)
+    idx = ops.unsqueeze(convert(index, Type.i64), i64([-1])).output(0)
+    rest = ops.slice(ops.shape_of(x), i64([1]), i64([INT64_MAX]), i64([1])).output(0)
+    upd_shape = ops.concat([ops.shape_of(index), rest], 0).output(0)
+    updates = ops.broadcast(values, upd_shape).output(0)
+    return ops.scatter_nd_update(x, idx, updates, "sum" if accumulate else None).output(0)
 
 
 @converter("aten.scatter", "aten.scatter_add", "aten.scatter_reduce")
