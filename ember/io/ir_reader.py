@@ -227,6 +227,8 @@ class _NetReader:
             if not (v.startswith("opset") and v[5:].isdigit() and 1 <= int(v[5:]) <= MAX_OPSET):
                 raise IRFormatError(f"ember: '{self.source}': {layer.type} layer '{layer.name}' names an unknown "
                                     f"opset {v[:40]!r} (expected opset1 to opset{MAX_OPSET})")
+        if layer.type in ("Loop", "TensorIterator"):
+            self._check_port_map(layer)
         try:
             if layer.type == "Parameter":
                 et = Type.from_name(_req(attrs, "element_type", layer))
@@ -268,6 +270,18 @@ class _NetReader:
         if rt:
             node.rt_info.update(rt)
         return node
+
+    def _check_port_map(self, layer: _Layer) -> None:
+        """Each data input of a Loop/TensorIterator is described by a port_map entry, as
+        OpenVINO requires (a Loop's trip count and condition, ports 0 and 1, need none)."""
+        if layer.elem.find("port_map") is None:
+            return  # the op itself reports a missing port map
+        described = {m.get("external_port_id") for m in layer.elem.findall("port_map/input")}
+        data = layer.in_ports[2:] if layer.type == "Loop" else layer.in_ports
+        missing = [p for p in data if str(p) not in described]
+        if missing:
+            raise IRFormatError(f"ember: '{self.source}': {layer.type} layer '{layer.name}' input port {missing[0]} "
+                                "has no port_map entry")
 
     def read_body(self, elem: ET.Element, name: str) -> tuple[Model, dict[int, Node]]:
         """Read a nested body network (If/Loop/TensorIterator) sharing this file's weights."""
