@@ -30,7 +30,7 @@ BINARY_QUANTIZABLE = {"Add", "Subtract", "Multiply", "Divide", "Maximum", "Minim
                       "LogicalOr", "LogicalXor", "SquaredDifference"}
 #: quantized on their data input
 UNARY_QUANTIZABLE = {"AvgPool", "AdaptiveAvgPool", "ReduceMean", "MVN", "NormalizeL2", "Interpolate", "LogicalNot",
-                     "GroupNormalization", "ReduceL2", "ReduceSum"}
+                     "GroupNormalization", "ReduceL2", "ReduceSum", "BatchNormInference"}
 SEQUENCES = {"LSTMSequence": (0, 1, 2), "GRUSequence": (0, 1)}
 #: precision-preserving ops a quantizer moves up through: {type: data input port}
 AGNOSTIC = {t: 0 for t in ("MaxPool", "AdaptiveMaxPool", "ReduceMax", "Reshape", "Squeeze", "Unsqueeze", "Split",
@@ -265,7 +265,7 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
                 placement.weights.append(WeightQuantizer(n, wport, weight_channel_axes(n, wport)))
         elif t in BINARY_QUANTIZABLE:
             acts = [p for p in range(len(n._inputs)) if _activation(consts, n, p)]
-            if len(acts) >= 2:
+            if len(acts) >= 2 and not _fused_activation(consts, n):
                 for p in acts:
                     requests[Input(n, p)] = Config()
         elif t in SEQUENCES:
@@ -285,12 +285,12 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
                 targets = out.targets
                 if out in shared or not targets:
                     continue
-                cfgs = [requests.get(c) for c in targets]
-                if any(c is None for c in cfgs) or len(set(cfgs)) != 1:
+                merged = _merge([requests.get(c) for c in targets])
+                if merged is None:
                     continue
                 for c in targets:
                     del requests[c]
-                shared[out] = cfgs[0]  # type: ignore[assignment]
+                shared[out] = merged
                 changed = True
             if _pass_through(consts, n, shared, requests, groups, ignored):
                 changed = True
@@ -305,6 +305,46 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
                               for m in _directly_quantized(q.consumers))
     _mark_first_layer(model, placement)
     return placement
+
+
+def _merge(cfgs: list[Config | None]) -> Config | None:
+    """The one quantizer a fork's branches can share: all must want one; a per-channel wish
+    (depthwise input) gives way to per-tensor when another branch wants that, as NNCF does."""
+    if not cfgs or any(c is None for c in cfgs):
+        return None
+    kinds = set(cfgs)
+    if len(kinds) == 1:
+        return cfgs[0]
+    if all(c.group is None for c in kinds) and Config() in kinds:  # type: ignore[union-attr]
+        return Config()
+    return None
+
+
+#: ops that make a hard-sigmoid out of their input (with constant operands only); NNCF fuses
+#: ``x * hard_sigmoid(x)`` (hswish spellings) but quantizes ``x * sigmoid(x)``
+_ACTIVATION_STEPS = {"Clamp", "HSigmoid", "HardSigmoid", "ReLU", "Add", "Multiply", "Divide", "Subtract", "Minimum",
+                     "Maximum"}
+
+
+def _fused_activation(consts: Constants, n: Node) -> bool:
+    """``x * f(x)`` with ``f`` a hard sigmoid spelled with clamps and constant arithmetic
+    (hswish: ``x * clamp(x + 3, 0, 6) / 6``): one fused activation for NNCF, not quantized inside."""
+    if n.type_name != "Multiply":
+        return False
+    for p in (0, 1):
+        other = n._inputs[1 - p]
+        src = n._inputs[p]
+        for _ in range(6):
+            node = src.node
+            if node.type_name not in _ACTIVATION_STEPS:
+                break
+            data = [o for o in node._inputs if not consts.is_const(o)]
+            if len(data) != 1:
+                break
+            src = data[0]
+            if src == other:
+                return True
+    return False
 
 
 def _directly_quantized(consumers: list[Input]) -> list[Node]:

@@ -216,3 +216,28 @@ def test_ignored_scope_types_and_subgraphs() -> None:
     assert not any(n.friendly_name == "c1/fq_weights_1" for n in q2.get_ordered_ops())
     with pytest.raises(nncf.QuantizationError, match="type 'Softmax'"):
         nncf.quantize(model, nncf.Dataset(data), ignored_scope=nncf.IgnoredScope(types=["Softmax"]))
+
+
+def g_decomposed_swish_and_hswish() -> Model:
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    a = _biased(x, 4, 4, "c1")
+    swish = ops.multiply(a, ops.sigmoid(a, name="sig"), name="swish")
+    b = _biased(swish, 4, 4, "c2")
+    hs = ops.multiply(b, ops.clamp(ops.add(b, np.float32(3.0), name="plus3"), 0.0, 6.0, name="clip"), name="hsw")
+    hs = ops.multiply(hs, np.float32(1 / 6), name="div6")
+    return Model([_conv(hs, 4, 4, "c3")], [x])
+
+
+def g_fork_to_depthwise_and_conv() -> Model:
+    x = ops.parameter([1, 6, 8, 8], np.float32, name="x")
+    a = ops.relu(_biased(x, 6, 6, "c1"), name="r")
+    dw = ops.group_convolution(a, _w(6, 1, 1, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1], name="dw")
+    return Model([ops.add(dw, _conv(a, 6, 6, "c2"), name="sum")], [x])
+
+
+@pytest.mark.parametrize("build", [g_decomposed_swish_and_hswish, g_fork_to_depthwise_and_conv])
+def test_fused_activations_and_mixed_forks_match_nncf(build: Callable[[], Model], tmp_path: Path) -> None:
+    model = _named(build())
+    data = _data(model, 3)
+    compare_placement(nncf.quantize(model, nncf.Dataset(data), subset_size=3), nncf_quantize(model, data, tmp_path),
+                      model)
