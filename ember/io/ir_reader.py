@@ -125,8 +125,11 @@ class _Layer:
         except ValueError:
             raise IRFormatError(f"ember: {where}: a layer has a bad id {elem.get('id')!r}") from None
         self.type = elem.get("type") or ""
-        self.version = elem.get("version") or "opset1"
-        self.name = elem.get("name") or f"{self.type}_{self.id}"
+        self.version = elem.get("version") or ""
+        self.name = elem.get("name") or ""
+        for key in ("name", "type", "version"):  # mandatory in OpenVINO's reader too
+            if not elem.get(key):
+                raise IRFormatError(f"ember: {where}: layer {self.id} ({self.type or '?'}) lacks its '{key}' attribute")
         self.in_ports = [self._port_id(p, where) for p in elem.findall("input/port")]
         self.out_ports = [self._port_id(p, where) for p in elem.findall("output/port")]
         if len(set(self.in_ports + self.out_ports)) != len(self.in_ports) + len(self.out_ports):
@@ -228,10 +231,14 @@ class _NetReader:
                 raise IRFormatError(f"ember: '{self.source}': {layer.type} layer '{layer.name}' names an unknown "
                                     f"opset {v[:40]!r} (expected opset1 to opset{MAX_OPSET})")
         if layer.type in ("Loop", "TensorIterator"):
+            self._check_body_ids(layer)
             self._check_port_map(layer)
         try:
             if layer.type == "Parameter":
                 et = Type.from_name(_req(attrs, "element_type", layer))
+                if any(not d.strip() for d in attrs.get("shape", "").split(",")) and attrs.get("shape", "").strip():
+                    raise IRFormatError(f"ember: Parameter '{layer.name}' has an empty dimension in its shape "
+                                        f"{attrs['shape'][:60]!r}")
                 node: Node = Parameter(et, PartialShape(_req(attrs, "shape", layer)), layer.name)
             elif layer.type == "Const":
                 node = self._constant(layer, attrs)
@@ -270,6 +277,21 @@ class _NetReader:
         if rt:
             node.rt_info.update(rt)
         return node
+
+    def _check_body_ids(self, layer: _Layer) -> None:
+        """Ids in back_edges and port_map are integers (layer/port ids fit in 64 bits)."""
+        for tag, keys in (("back_edges/edge", ("from-layer", "to-layer", "from-port", "to-port")),
+                          ("port_map/input", ("external_port_id", "internal_layer_id")),
+                          ("port_map/output", ("external_port_id", "internal_layer_id"))):
+            for e in layer.elem.findall(tag):
+                for key in keys:
+                    text = e.get(key)
+                    if text is None:
+                        continue
+                    t = text.strip()
+                    if not (t.lstrip("-").isdigit() and -1 <= int(t) <= _INT64_MAX):
+                        raise IRFormatError(f"ember: '{self.source}': {layer.type} layer '{layer.name}': {tag} has a "
+                                            f"bad {key} {text[:40]!r}")
 
     def _check_port_map(self, layer: _Layer) -> None:
         """Each data input of a Loop/TensorIterator is described by a port_map entry, as
