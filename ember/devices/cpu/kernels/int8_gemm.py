@@ -97,6 +97,13 @@ def _dot4(e: Emitter, isa: Isa, acc: ir.Value, a: ir.Value, w: ir.Value) -> ir.V
     return acc
 
 
+def _fixed(value: ir.Value) -> Callable[[int], ir.Value]:
+    """A row function that gives ``value`` for every row (a one-row tile)."""
+    def row(r: int) -> ir.Value:
+        return value
+    return row
+
+
 def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | None], flags: ir.Value,
                 lo: ir.Value, hi: ir.Value, fq: list[list[ir.Value]], res_row: Callable[[int], ir.Value],
                 out_offset: Callable[[int], ir.Value], cp: ir.Value) -> None:
@@ -341,6 +348,129 @@ def _emit_quantize(m: ir.Module, name: str, lanes: int) -> None:
     b.ret_void()
 
 
+DW8_CONTEXT = ContextLayout(
+    "int8_depthwise",
+    ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "c", "y", "ldy", "yn",
+     "wp", "cp", "zp", "scale", "shift", "res", "ldr", "flags", "lo", "hi", "fq", "fqs"),
+    pointers=("x", "y", "wp", "zp", "scale", "shift", "res", "fq"))
+
+
+def _emit_depthwise(m: ir.Module, name: str, lanes: int) -> None:
+    """dw_task(ctx, row): one output row of a depthwise convolution on u8 NHWC pixels,
+    ``sum_taps (x - zp[c]) * w[tap, c]`` in i32 over channel vectors (padding taps skipped:
+    they are the zero point, which adds nothing), then the int8 epilogue (``finish_tile``)."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, DW8_CONTEXT)
+    b = e.b
+    a = e.arg
+    L = lanes
+    vi, vf = vec(I32, L), vec(F32, L)
+    row = fn.args[1]
+    OH, OW, H, W = a("oh"), a("ow"), a("h"), a("w")
+    img, oy = b.sdiv(row, OH), b.srem(row, OH)
+    x, ldx, c, cp = a("x", PTR), a("ldx"), a("c"), a("cp")
+    ximg = e.gep(I8, x, b.mul(img, a("xn")))
+    esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
+    kh, kw, dh, dw = a("kh"), a("kw"), a("dh"), a("dw")
+    iy0 = b.sub(b.mul(oy, a("sh")), a("pt"))
+    flags = b.trunc(a("flags"), I32)
+    acc = e.var(vi)
+    out = e.var(vf)
+    with e.loop(0, OW, name="ox") as ox:
+        ix0 = b.sub(b.mul(ox, a("sw")), a("pl"))
+        pix = b.add(b.mul(img, a("yn")), b.mul(b.add(b.mul(oy, OW), ox), a("ldy")))
+        ypix = e.gep(I8, a("y", PTR), b.mul(pix, esz))
+        rpix = e.gep(F32, a("res", PTR), b.add(b.mul(img, b.mul(b.mul(OH, OW), a("ldr"))),
+                                              b.mul(b.add(b.mul(oy, OW), ox), a("ldr"))))
+        with e.loop(0, c, L, name="cb") as cb:
+            mask = lane_mask(e, b.sub(c, cb), L)
+            zpv = e.load(vi, e.gep(I32, a("zp", PTR), cb), align=4)
+            b.store(ir.Constant(vi, None), acc)
+            with e.loop(0, kh, name="ky") as ky:
+                iy = b.add(iy0, b.mul(ky, dh))
+                with b.if_then(b.icmp_unsigned("<", iy, H)):
+                    xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
+                    with e.loop(0, kw, name="kx") as kx:
+                        ix = b.add(ix0, b.mul(kx, dw))
+                        with b.if_then(b.icmp_unsigned("<", ix, W)):
+                            src = e.gep(I8, xrow, b.add(b.mul(ix, ldx), cb))
+                            xb = e.call(f"llvm.masked.load.v{L}i8.p0", vec(I8, L),
+                                        [src, c32(1), mask, ir.Constant(vec(I8, L), None)])
+                            xv = b.sub(b.zext(xb, vi), zpv)
+                            wv = e.load(vi, e.gep(I32, a("wp", PTR), b.add(b.mul(b.add(b.mul(ky, kw), kx), cp), cb)),
+                                        align=4)
+                            b.store(b.add(e.load(vi, acc), b.mul(xv, wv)), acc)
+            sc = e.load(vf, e.gep(F32, a("scale", PTR), cb), align=4)
+            sh = e.load(vf, e.gep(F32, a("shift", PTR), cb), align=4)
+            b.store(b.fadd(b.fmul(b.sitofp(e.load(vi, acc), vf), sc), sh), out)
+            fq = [[e.load(vf, e.gep(F32, a("fq", PTR), b.add(b.mul(c64(i), a("fqs")), cb)), align=4)]
+                  for i in range(FQ_WORDS)]
+            finish_tile(e, [[out]], [mask], flags, a("lo", F32), a("hi", F32), fq,
+                        _fixed(e.gep(F32, rpix, cb)), _fixed(cb), ypix)
+    b.ret_void()
+
+
+DW_UNROLLED = ((3, 3), (5, 5))
+
+
+def _emit_depthwise_unrolled(m: ir.Module, name: str, lanes: int, KH: int, KW: int) -> None:
+    """The depthwise task for a KH x KW kernel known at compile time: channel vectors outside,
+    pixels inside, the taps' weights in registers; a tap outside the image reads pixel 0 and is
+    masked to zero (no branches)."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, DW8_CONTEXT)
+    b = e.b
+    a = e.arg
+    L = lanes
+    vi, vf = vec(I32, L), vec(F32, L)
+    zero_i = ir.Constant(vi, None)
+    row = fn.args[1]
+    OH, OW, H, W = a("oh"), a("ow"), a("h"), a("w")
+    img, oy = b.sdiv(row, OH), b.srem(row, OH)
+    x, ldx, c, cp = a("x", PTR), a("ldx"), a("c"), a("cp")
+    ximg = e.gep(I8, x, b.mul(img, a("xn")))
+    esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
+    dh, dw, sw, pl = a("dh"), a("dw"), a("sw"), a("pl")
+    iy0 = b.sub(b.mul(oy, a("sh")), a("pt"))
+    rows_ok, rows = [], []
+    for ky in range(KH):
+        iy = b.add(iy0, b.mul(c64(ky), dh))
+        ok = b.icmp_unsigned("<", iy, H)
+        rows_ok.append(ok)
+        rows.append(e.gep(I8, ximg, b.mul(b.mul(b.select(ok, iy, c64(0)), W), ldx)))
+    flags = b.trunc(a("flags"), I32)
+    out = e.var(vf)
+    pix0 = b.add(b.mul(img, a("yn")), b.mul(b.mul(oy, OW), a("ldy")))
+    rrow0 = b.add(b.mul(img, b.mul(b.mul(OH, OW), a("ldr"))), b.mul(b.mul(oy, OW), a("ldr")))
+    with e.loop(0, c, L, name="cb") as cb:
+        mask = lane_mask(e, b.sub(c, cb), L)
+        zpv = e.load(vi, e.gep(I32, a("zp", PTR), cb), align=4)
+        wv = [e.load(vi, e.gep(I32, a("wp", PTR), b.add(b.mul(c64(t), cp), cb)), align=4) for t in range(KH * KW)]
+        sc = e.load(vf, e.gep(F32, a("scale", PTR), cb), align=4)
+        sh = e.load(vf, e.gep(F32, a("shift", PTR), cb), align=4)
+        fq = [[e.load(vf, e.gep(F32, a("fq", PTR), b.add(b.mul(c64(i), a("fqs")), cb)), align=4)]
+              for i in range(FQ_WORDS)]
+        with e.loop(0, OW, name="ox") as ox:
+            ix0 = b.sub(b.mul(ox, sw), pl)
+            acc = zero_i
+            for kx in range(KW):
+                ix = b.add(ix0, b.mul(c64(kx), dw))
+                xok = b.icmp_unsigned("<", ix, W)
+                col = b.add(b.mul(b.select(xok, ix, c64(0)), ldx), cb)
+                for ky in range(KH):
+                    ok = b.and_(xok, rows_ok[ky])
+                    xb = e.call(f"llvm.masked.load.v{L}i8.p0", vec(I8, L),
+                                [e.gep(I8, rows[ky], col), c32(1), mask, ir.Constant(vec(I8, L), None)])
+                    xv = b.select(ok, b.sub(b.zext(xb, vi), zpv), zero_i)
+                    acc = b.add(acc, b.mul(xv, wv[ky * KW + kx]))
+            b.store(b.fadd(b.fmul(b.sitofp(acc, vf), sc), sh), out)
+            ypix = e.gep(I8, a("y", PTR), b.mul(b.add(pix0, b.mul(ox, a("ldy"))), esz))
+            rpix = e.gep(F32, a("res", PTR), b.add(rrow0, b.mul(ox, a("ldr"))))
+            finish_tile(e, [[out]], [mask], flags, a("lo", F32), a("hi", F32), fq,
+                        _fixed(e.gep(F32, rpix, cb)), _fixed(cb), ypix)
+    b.ret_void()
+
+
 def _build_module(prefix: str, isa: Isa, tile: Tile) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
@@ -348,6 +478,9 @@ def _build_module(prefix: str, isa: Isa, tile: Tile) -> ir.Module:
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
     _emit_task(m, f"{prefix}_int8_task", tile, ukrs)
     _emit_quantize(m, f"{prefix}_quantize_task", isa.f32_lanes)
+    _emit_depthwise(m, f"{prefix}_dw_task", isa.f32_lanes)
+    for kh, kw in DW_UNROLLED:
+        _emit_depthwise_unrolled(m, f"{prefix}_dw{kh}x{kw}_task", isa.f32_lanes, kh, kw)
     return m
 
 
@@ -362,6 +495,9 @@ class Int8Kernels:
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t))
         self.task_address = self.lib.address("int8_task")
         self.quantize_address = self.lib.address("quantize_task")
+        self.depthwise_address = self.lib.address("dw_task")
+        #: the depthwise tasks with unrolled taps, by kernel size
+        self.depthwise_unrolled = {k: self.lib.address(f"dw{k[0]}x{k[1]}_task") for k in DW_UNROLLED}
 
     @property
     def exec_type(self) -> str:
@@ -667,6 +803,82 @@ class Int8Conv2d:
         return y
 
 
+class Int8Depthwise:
+    """A depthwise int8 convolution (groups == channels, one filter each) on NHWC u8 pixels:
+    ``y[c] = scale[c] * sum_taps (x[c] - zero_point[c]) * w[c, tap] + shift[c]``, then the int8
+    epilogue (residual, clamp, fused FakeQuantize or u8 steps). Zero points and scales may be
+    per channel (an activation FakeQuantize with per-channel ranges); padding adds nothing."""
+
+    def __init__(self, geometry: ConvGeometry, weights: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None,
+                 zero_point: Any = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
+                 isa: Isa | None = None, quantize: FusedQuantize | None = None):
+        g = geometry
+        if not (g.groups == g.cin == g.cout) or np.shape(weights) != (g.cout, 1, g.kh, g.kw):
+            raise EmberError(f"ember: an int8 depthwise convolution wants weights [C, 1, KH, KW], got {np.shape(weights)}")
+        self.geometry, self.quantize, self.epilogue = g, quantize, epilogue
+        self.kernels = int8_kernels(isa)
+        self.threads = num_threads or default_pool().num_threads
+        c = g.cin
+        cp = -(-c // 16) * 16 + 16
+        w = np.asarray(weights).reshape(c, g.kh * g.kw)
+        if w.size and (w.min() < -128 or w.max() > 127):
+            raise EmberError("ember: int8 weights must lie in [-128, 127]")
+        self.wp = aligned_empty((g.kh * g.kw, cp), np.int32)
+        self.wp[:] = 0
+        self.wp[:, :c] = w.T
+        self.zp = aligned_empty(cp, np.int32)
+        self.zp[:] = 0
+        self.zp[:c] = np.broadcast_to(np.asarray(zero_point, np.int64), (c,))
+        self.scale = _f32_vector("scale", scale, c)
+        self.shift = _f32_vector("shift", np.zeros(c, np.float32) if shift is None else shift, c)
+        if quantize is None:
+            self.fq = aligned_empty((FQ_WORDS, fq_stride(c)))
+            self.fq[:] = 1
+        else:
+            self.fq = quantize.rows(c)
+        (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
+        self.ctx = DW8_CONTEXT.new(h=g.h, w=g.w, oh=g.oh, ow=g.ow, kh=g.kh, kw=g.kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt,
+                                   pl=pl, c=c, cp=cp, wp=self.wp.ctypes.data, zp=self.zp.ctypes.data,
+                                   scale=self.scale.ctypes.data, shift=self.shift.ctypes.data,
+                                   lo=f32_bits(epilogue.lo), hi=f32_bits(epilogue.hi), fq=self.fq.ctypes.data,
+                                   fqs=fq_stride(c))
+        self.flags = 0 if quantize is None else quantize.flags
+
+    def bind(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None = None) -> BoundKernel:
+        g = self.geometry
+        if x.ndim != 4 or x.shape[:3] != (g.batch, g.h, g.w) or x.shape[3] < g.cin:
+            raise EmberError(f"ember: int8 depthwise input has shape {x.shape}, expected {(g.batch, g.h, g.w, g.cin)}")
+        ldx = _u8_rows("x", x, g.cin)
+        if x.strides[1] != g.w * ldx:
+            raise EmberError("ember: int8 depthwise input pixels must be uniformly strided")
+        ldy = _out_rows("y", y, g.output_shape, self.quantize)
+        if y.strides[0] != g.oh * g.ow * ldy * y.itemsize or y.strides[1] != g.ow * ldy * y.itemsize:
+            raise EmberError("ember: int8 depthwise output images must be contiguous")
+        ldr = ldy
+        if residual is not None:
+            ldr = _f32_rows("residual", residual, g.output_shape)
+            if residual.strides[0] != g.oh * g.ow * ldr * 4 or residual.strides[1] != g.ow * ldr * 4:
+                raise EmberError("ember: the residual's images must be contiguous")
+        ctx = self.ctx.copy()
+        DW8_CONTEXT.fill(ctx, x=x.ctypes.data, ldx=ldx, xn=x.strides[0], y=y.ctypes.data, ldy=ldy, yn=g.oh * g.ow * ldy,
+                         res=0 if residual is None else residual.ctypes.data, ldr=ldr,
+                         flags=self.flags | (FLAG_RES if residual is not None else 0))
+        task = self.kernels.depthwise_unrolled.get((g.kh, g.kw), self.kernels.depthwise_address)
+        return BoundKernel(task, ctx, g.batch * g.oh, self.threads,
+                           (self.wp, self.zp, self.scale, self.shift, self.fq), layout=DW8_CONTEXT)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, residual: np.ndarray | None = None,
+                 pool: ThreadPool | None = None) -> np.ndarray:
+        if y is None:
+            shape = self.geometry.output_shape
+            if self.quantize is not None and self.quantize.u8:
+                y = aligned_empty((*shape[:3], padded_channels(shape[3])), np.uint8)
+            else:
+                y = aligned_empty(shape)
+        self.bind(x, y, residual).run(pool)
+        return y
+
+
 # --------------------------------------------------------------------------- quantize
 @dataclass(frozen=True)
 class QuantizeParams:
@@ -767,5 +979,5 @@ class Quantize:
         return y
 
 
-__all__ = ["INT8_TILES", "FusedQuantize", "Int8Call", "Int8Conv2d", "Int8Gemm", "Int8Kernels", "Int8Weights", "Quantize",
+__all__ = ["INT8_TILES", "FusedQuantize", "Int8Call", "Int8Conv2d", "Int8Depthwise", "Int8Gemm", "Int8Kernels", "Int8Weights", "Quantize",
            "QuantizeParams", "int8_kernels", "pack_int8_weights", "padded_channels"]

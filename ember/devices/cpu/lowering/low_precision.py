@@ -102,11 +102,12 @@ class Int8Quantize(Node):
 
 class Int8Convolution(Node):
     """``scale[n] * conv(x - zero_point, w)[n] + shift[n]``: u8 NCHW ``x``, integer weights
-    ``[OC, IC / groups, KH, KW]``, explicit pads (padding reads ``zero_point``); f32 out."""
+    ``[OC, IC / groups, KH, KW]``, explicit pads (padding reads ``zero_point``); f32 out. An
+    optional fifth input gives a zero point per input channel (depthwise convolutions)."""
 
     type_name = "Int8Convolution"
     version = "ember_cpu"
-    num_inputs = (4, 4)
+    num_inputs = (4, 5)
     attributes = (Attr("strides", "ints"), Attr("pads_begin", "ints"), Attr("pads_end", "ints"),
                   Attr("dilations", "ints"), Attr("groups", "int", 1), Attr("zero_point", "int", 0))
 
@@ -127,9 +128,10 @@ class Int8Convolution(Node):
         return [(Type.f32, PartialShape(dims))]
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        x, w, scale, shift = inputs
+        x, w, scale, shift = inputs[:4]
         a = self.attrs
-        groups, zp = a["groups"], a["zero_point"]
+        groups = a["groups"]
+        zp = np.asarray(inputs[4], np.int64).reshape(1, -1, 1, 1) if len(inputs) > 4 else a["zero_point"]
         (sh, sw), (dh, dw) = a["strides"], a["dilations"]
         cin = w.shape[1] * groups
         xi = np.asarray(x)[:, :cin].astype(np.int64) - zp
@@ -279,10 +281,9 @@ def _zero_point(params: Any) -> tuple[int, float]:
 
 def _rewrite_conv(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     xport, wport = node.input_values()
-    found = _activation_fq(xport)
-    if found is None or not xport.partial_shape.is_static or len(xport.partial_shape) != 4:
+    if not xport.partial_shape.is_static or len(xport.partial_shape) != 4:
         return False
-    params, fq, data, ranges = found
+    channels = int(xport.partial_shape[1].get_length())
     grouped = node.type_name == "GroupConvolution"
     got = _int_weights(wport, (0, 1) if grouped else (0,))
     if got is None:
@@ -292,23 +293,38 @@ def _rewrite_conv(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     if grouped:
         groups = wq.shape[0]
         wq = wq.reshape(wq.shape[0] * wq.shape[1], *wq.shape[2:])
-    if wq.ndim != 4 or (groups > 1 and wq.shape[1] % 4):
-        return False  # depthwise and odd grouped convolutions stay f32 for now
+    depthwise = grouped and groups == channels == wq.shape[0] and wq.ndim == 4 and wq.shape[1] == 1
+    if wq.ndim != 4 or (groups > 1 and wq.shape[1] % 4 and not depthwise):
+        return False  # grouped convolutions with an odd number of channels per group stay f32
+    # a depthwise convolution takes per-channel activation ranges (each channel is on its own)
+    found = _activation_fq(xport, 1 if depthwise else None)
+    if found is None:
+        return False
+    params, fq, data, ranges = found
     xs = tuple(int(d) for d in xport.partial_shape.to_shape())
     pb, pe = node.resolved_pads(xs, wq.shape[2:])
-    zp, offset = _zero_point(params)
-    exact = abs(offset) <= _ZP_TOLERANCE * float(params.scale)
-    if not exact and any(pb + pe):
-        return False
     if min(pb + pe) < 0:
         return False
-    scale = np.float64(params.scale) * s_w
-    shift = np.zeros(wq.shape[0]) if exact else offset * s_w * wq.astype(np.int64).sum(axis=(1, 2, 3))
+    s_a = np.broadcast_to(np.asarray(params.scale, np.float64), (channels,))
+    zpf = np.broadcast_to(np.asarray(params.zero_point, np.float64), (channels,))
+    zps = np.clip(np.rint(zpf), 0, params.steps).astype(np.int64)
+    offset = np.broadcast_to(np.asarray(params.ol, np.float64), (channels,)) + zps * s_a  # what zp leaves over
+    exact = bool(np.all(np.abs(offset) <= _ZP_TOLERANCE * s_a))
+    if not exact and any(pb + pe):
+        return False  # border pixels could not be exact
+    if depthwise:
+        scale = s_a * s_w
+        shift = np.zeros(channels) if exact else offset * s_w * wq.astype(np.int64).sum(axis=(1, 2, 3))
+    else:
+        scale = s_a[0] * s_w
+        shift = np.zeros(wq.shape[0]) if exact else offset[0] * s_w * wq.astype(np.int64).sum(axis=(1, 2, 3))
     q = _quantize_node(data, fq, ranges, memo, "nhwc")
     attrs = dict(strides=list(node.attrs["strides"]), pads_begin=list(pb), pads_end=list(pe),
-                 dilations=list(node.attrs["dilations"]) or [1, 1], groups=groups, zero_point=zp)
-    new = Int8Convolution([q.output(0), Constant.from_array(wq, Type.i8), _f32_const(scale), _f32_const(shift)],
-                          attrs, node.friendly_name)
+                 dilations=list(node.attrs["dilations"]) or [1, 1], groups=groups, zero_point=int(zps[0]))
+    ins = [q.output(0), Constant.from_array(wq, Type.i8), _f32_const(scale), _f32_const(shift)]
+    if depthwise and np.any(zps != zps[0]):
+        ins.append(Constant.from_array(zps.astype(np.int32), Type.i32))
+    new = Int8Convolution(ins, attrs, node.friendly_name)
     _replace(node, new)
     return True
 
@@ -511,7 +527,7 @@ def _scale_shift(node: Node, bias: np.ndarray | None) -> tuple[np.ndarray, np.nd
 def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.conv import ConvGeometry
     from ember.devices.cpu.kernels.gemm import Epilogue
-    from ember.devices.cpu.kernels.int8_gemm import Int8Conv2d, padded_channels
+    from ember.devices.cpu.kernels.int8_gemm import Int8Conv2d, Int8Depthwise, padded_channels
 
     x = lowering.tensor(node.input_values()[0])
     w = const_of(node.input_values()[1])
@@ -525,8 +541,14 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
                        tuple(a["pads_begin"]), tuple(a["pads_end"]), a["groups"])
     tail = _tail(lowering, node, w.shape[0], 1, "nhwc")
     scale, shift = _scale_shift(node, tail.bias)
-    kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
-                        lowering.isa, tail.quantize)
+    kernel: Any
+    if geo.depthwise and w.shape[1] == 1:
+        zps = const_of(node.input_values()[4]) if len(node.input_values()) > 4 else a["zero_point"]
+        kernel = Int8Depthwise(geo, w, scale, shift, zps, Epilogue(tail.lo, tail.hi), lowering.threads,
+                               lowering.isa, tail.quantize)
+    else:
+        kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
+                            lowering.isa, tail.quantize)
     ins: list[Tensor] = [x]
     if tail.residual is not None:
         ins.append(lowering.native_input(lowering.tensor(tail.residual), NHWC))
