@@ -496,15 +496,16 @@ class _Worker:
 
 
 def run_cases(kinds: tuple[str, ...] = KINDS, seconds: float = 20.0, start_seed: int = 0, max_cases: int | None = None,
-              case_timeout: float = 20.0) -> Report:
-    """Fuzz for about ``seconds`` (cases of ``kinds`` in turn, seeds from ``start_seed``)."""
+              case_timeout: float = 20.0, min_cases: int = 0) -> Report:
+    """Fuzz for about ``seconds`` once the worker is up (cases of ``kinds`` in turn, seeds
+    from ``start_seed``), and for at least ``min_cases`` cases."""
     report = Report()
-    t0 = time.monotonic()
     worker = _Worker()
+    t0 = time.monotonic()
     seed = start_seed
     n = 0
     try:
-        while time.monotonic() - t0 < seconds and (max_cases is None or n < max_cases):
+        while (time.monotonic() - t0 < seconds or n < min_cases) and (max_cases is None or n < max_cases):
             for kind in kinds:
                 outcome, detail = worker.run(kind, seed, case_timeout)
                 report.add(kind, seed, outcome, detail)
