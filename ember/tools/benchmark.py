@@ -225,6 +225,9 @@ def random_inputs(model_inputs: Sequence[Any], count: int, seed: int = 0,
         feeds = {}
         for i, port in enumerate(model_inputs):
             ps = port.partial_shape
+            if port.element_type.name == "sequence":
+                raise EmberError(f"ember: input '{_port_name(port, i)}' is a sequence of tensors; ember benchmark "
+                                 f"makes random tensors only (run such models with InferRequest or ember run)")
             if i in shapes:
                 dims = shapes[i]
             elif ps.rank_is_static and all(d.is_static or d.max_length != -1 for d in ps):
