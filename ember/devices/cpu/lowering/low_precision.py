@@ -488,7 +488,7 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str)
                 if any(d != 1 for i, d in enumerate(full) if i != axis) or c.size not in (1, channels):
                     break
                 tail.bias = np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
-            elif c is None and tail.residual is None and lowering.has(other) and other.partial_shape == shape \
+            elif c is None and tail.residual is None and _available(lowering, other) and other.partial_shape == shape \
                     and other.element_type.dtype == F32:
                 tail.residual = other
             else:
@@ -513,6 +513,22 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str)
         tail.last = nxt
         tail.fused.append(nxt)
     return tail
+
+
+def _available(lowering: Lowering, port: Output) -> bool:
+    """Whether ``port`` has a tensor now; a FakeQuantize of a tensor that has one (a residual
+    branch NNCF quantized, ordered after this node) is lowered here, ahead of its turn."""
+    if lowering.has(port):
+        return True
+    node = port.node
+    if node.type_name != "FakeQuantize" or id(node) in lowering.done or not lowering.has(node.input_values()[0]) \
+            or any(not lowering.has(s) for s in node.input_values()[1:]):
+        return False
+    if not lower_fake_quantize(lowering, node):
+        return False
+    lowering.done.add(id(node))
+    lowering.native_nodes += 1
+    return True
 
 
 def _scale_shift(node: Node, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
