@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_tflite import litert_run, run_on
-from tflite_makers import MODES, photos, tflite_file
+from tflite_makers import MODES, many_ops_file, photos, tflite_file
 
 import ember as ov
 from ember.frontends.tflite import convert
@@ -86,3 +86,18 @@ def test_quantized_patterns() -> None:
     assert sum(n.type_name == "Const" and n.element_type == ov.Type.i8 for n in ops) >= 5
     fqs = [n for n in ops if n.type_name == "FakeQuantize"]
     assert len(fqs) >= 10 and all(n.attrs["levels"] == 256 for n in fqs)
+
+
+@pytest.mark.parametrize("device", ["REFERENCE", "CPU"])
+def test_many_builtin_ops(device: str) -> None:
+    """About 35 builtin ops (pad, pooling, depth/space moves, resize, reductions with and without
+    kept dims, transpose and strided slice of NCHW-held tensors, split/pack/gather, fully
+    connected, softmax, L2 norm, arg max, mirror pad, tile...) in one TF-made model."""
+    path = many_ops_file()
+    x = photos((8, 8), 1, seed=5)[0][..., :3]
+    x = np.concatenate([x, x[..., :1]], axis=3)
+    got, want = run_on(convert(path), [x], device), litert_run(path, [x])
+    assert len(got) == len(want) == 7
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        assert np.abs(g - w).max() <= 1e-5 * max(np.abs(w).max(), 1.0)

@@ -107,3 +107,55 @@ def tflite_file(name: str, mode: str) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
+
+
+def _many_ops():  # noqa: ANN202
+    """A tf.function using many builtin ops around an NHWC convolution (their NCHW and plain
+    layout paths both), converted to TFLite by TensorFlow."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    w = tf.constant(rng.normal(size=(3, 3, 4, 8)).astype(np.float32))
+    m = tf.constant(rng.normal(size=(8, 6)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 4], tf.float32)])
+    def f(x):  # noqa: ANN001, ANN202
+        y = tf.nn.relu6(tf.nn.conv2d(x, w, 1, "SAME"))                        # [1,8,8,8] NCHW inside
+        a = tf.nn.leaky_relu(y, 0.1) * tf.sqrt(tf.abs(y) + 1.0) - tf.math.rsqrt(y * y + 1.0)
+        a = tf.pad(a, [[0, 0], [1, 0], [0, 1], [0, 0]])                       # [1,9,9,8]
+        a = tf.nn.max_pool2d(a, 3, 2, "VALID")                                # [1,4,4,8]
+        d2s = tf.nn.depth_to_space(a, 2)                                      # [1,8,8,2]
+        s2d = tf.nn.space_to_depth(tf.concat([d2s, d2s], axis=3), 2)          # [1,4,4,16]
+        r = tf.image.resize(s2d, [8, 8], method="nearest")
+        mean = tf.reduce_mean(r, axis=[1, 2])                                 # [1,16]
+        mx = tf.reduce_max(a, axis=3, keepdims=True)                          # [1,4,4,1]
+        t = tf.transpose(a, [0, 3, 1, 2])                                     # plain Transpose of NCHW
+        sl = t[:, 1:7:2, ::-1, 1]                                             # strided slice
+        parts = tf.split(a, 2, axis=3)
+        st = tf.stack([parts[0], parts[1]], axis=1)                           # [1,2,4,4,4]
+        g = tf.gather(tf.reshape(st, [2, 64]), [1, 0, 1], axis=0)             # [3,64]
+        mm = tf.matmul(tf.reshape(a, [16, 8]), m)                             # [16,6]
+        sm = tf.nn.softmax(mm) + tf.nn.l2_normalize(mm, axis=-1)
+        am = tf.cast(tf.argmax(mm, axis=1), tf.float32)
+        mir = tf.pad(x, [[0, 0], [2, 2], [1, 1], [0, 0]], mode="REFLECT")
+        tl = tf.tile(tf.expand_dims(tf.squeeze(mx, 3), 1), [1, 2, 1, 1])
+        return (mean, mx, sl, g, tf.minimum(sm, 0.5) + tf.maximum(am[:, None], 1.0), mir,
+                tf.exp(-tf.abs(tl)) + tf.math.log(tf.abs(tl) + 1.0))
+
+    return f
+
+
+def many_ops_file() -> Path:
+    """The cached ``.tflite`` of ``_many_ops`` (float32)."""
+    import tensorflow as tf
+
+    folder = cache_root() / f"tf-{tf.__version__}"
+    path = folder / "many_ops-float32.tflite"
+    if not path.exists():
+        f = _many_ops()
+        data = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path
