@@ -149,3 +149,18 @@ def test_ir_read_by_openvino(name: str, tmp_path: Path) -> None:
     want = keras_model(name)(x).numpy()
     got = compiled([x])[compiled.output(0)]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_many_ops_tf_function() -> None:
+    """The TFLite tests' many-op tf.function, through the TensorFlow frontend this time."""
+    from tflite_makers import _many_ops
+
+    f = _many_ops()
+    x = np.random.default_rng(4).random((1, 8, 8, 4)).astype(np.float32)
+    want = [t.numpy() for t in f(tf.constant(x))]
+    got = run_model(ov.convert_model(f), [x])
+    assert len(got) == len(want) == 7
+    for g, w in zip(got, want):
+        g = np.asarray(g)
+        assert g.shape == w.shape
+        assert np.abs(g - w).max() <= 1e-5 * max(np.abs(w).max(), 1.0)

@@ -397,3 +397,12 @@ def resize(ctx: NodeContext) -> None:
         coord = "align_corners" if align else "half_pixel" if half else "asymmetric"
         y = ops.interpolate(x, sizes, "linear_onnx", "sizes", coordinate_transformation_mode=coord, axes=_i64([2, 3]))
     ctx.out(y.output(0), nchw=True)
+
+
+@converter(["DepthToSpace", "SpaceToDepth"])
+def depth_space(ctx: NodeContext) -> None:
+    if not _nhwc(ctx):
+        raise ctx.fail("only NHWC DepthToSpace/SpaceToDepth are supported")
+    fn = ops.depth_to_space if ctx.op == "DepthToSpace" else ops.space_to_depth
+    ctx.out(fn(ctx.nchw(0), "blocks_first", ctx.attr("block_size", 1)).output(0), nchw=True)
+
