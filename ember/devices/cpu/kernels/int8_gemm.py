@@ -43,13 +43,13 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu.kernels.conv import ConvGeometry
+from ember.devices.cpu.kernels.conv import MERGE_BELOW_CHANNELS, ConvGeometry
 from ember.devices.cpu.kernels.gemm import NO_EPILOGUE, Epilogue, Tile, call_microkernel, plan_blocks
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I1, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
-from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store
+from ember.devices.cpu.llvm.vector import aligned_alloca, lane_mask, masked_load, masked_store
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
@@ -62,7 +62,7 @@ INT8_CONTEXT = ContextLayout(
     "int8_gemm",
     ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "k4", "xg", "y",
      "ldy", "yg", "cout", "bp", "bg", "comp", "scale", "shift", "res", "ldr", "zero", "m", "tm", "tn", "gm", "gn",
-     "flags", "lo", "hi", "fq", "fqs"),
+     "flags", "lo", "hi", "fq", "fqs", "merge", "cin", "kpad"),
     pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq"))
 FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8 = 1, 2, 4, 8
 #: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh, oh - ol
@@ -255,25 +255,68 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     xgroup = e.gep(I8, a("x", PTR), b.mul(g, a("xg")))
     ohw = b.mul(OH, OW)
     # the row table: rows[(tile * ntaps + tap) * MR + r], a padding tap points at the zero-point row
-    with e.loop(m0, m1, name="p") as p:
-        img = b.udiv(p, ohw)
-        q = b.urem(p, ohw)
-        oy, ox = b.udiv(q, OW), b.urem(q, OW)
-        rel = b.sub(p, m0)
-        slot0 = b.add(b.mul(b.mul(b.sdiv(rel, c64(MR)), ntaps), c64(MR)), b.srem(rel, c64(MR)))
-        iy0 = b.sub(b.mul(oy, sh), pt)
-        ix0 = b.sub(b.mul(ox, sw), pl)
-        ximg = e.gep(I8, xgroup, b.mul(img, xn))
-        with e.loop(0, kh, name="ky") as ky:
-            iy = b.add(iy0, b.mul(ky, dh))
-            yok = b.icmp_unsigned("<", iy, H)
-            xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
-            trow = b.mul(b.mul(ky, kw), c64(MR))
-            with e.loop(0, kw, name="kx") as kx:
-                ix = b.add(ix0, b.mul(kx, dw))
-                ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
-                ptr = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
-                b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, c64(MR)))))
+    merge = b.icmp_signed("!=", a("merge"), c64(0))
+    with b.if_else(merge) as (merged, per_tap):
+        with per_tap:
+            with e.loop(m0, m1, name="p") as p:
+                img = b.udiv(p, ohw)
+                q = b.urem(p, ohw)
+                oy, ox = b.udiv(q, OW), b.urem(q, OW)
+                rel = b.sub(p, m0)
+                slot0 = b.add(b.mul(b.mul(b.sdiv(rel, c64(MR)), ntaps), c64(MR)), b.srem(rel, c64(MR)))
+                iy0 = b.sub(b.mul(oy, sh), pt)
+                ix0 = b.sub(b.mul(ox, sw), pl)
+                ximg = e.gep(I8, xgroup, b.mul(img, xn))
+                with e.loop(0, kh, name="ky") as ky:
+                    iy = b.add(iy0, b.mul(ky, dh))
+                    yok = b.icmp_unsigned("<", iy, H)
+                    xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
+                    trow = b.mul(b.mul(ky, kw), c64(MR))
+                    with e.loop(0, kw, name="kx") as kx:
+                        ix = b.add(ix0, b.mul(kx, dw))
+                        ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
+                        ptr = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
+                        b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, c64(MR)))))
+        with merged:
+            # few channels per tap (a stem): gather each pixel's taps into one row of kpad bytes
+            # (tap-major, cin bytes each: the pixel stride padded to 4), a kernel row at once
+            # where it lies inside a dense image; then run as one tap of kpad / 4 k-groups
+            kpad, cin = a("kpad"), a("cin")
+            words = b.sdiv(cin, c64(4))
+            row_words = b.mul(words, kw)
+            dense = b.and_(b.icmp_signed("==", ldx, cin), b.icmp_signed("==", dw, c64(1)))
+            gbuf = aligned_alloca(e, I8, b.mul(b.mul(ntiles, c64(MR)), kpad))
+            with e.loop(m0, m1, name="gp") as p:
+                img = b.udiv(p, ohw)
+                q = b.urem(p, ohw)
+                oy, ox = b.udiv(q, OW), b.urem(q, OW)
+                dst = e.gep(I8, gbuf, b.mul(b.sub(p, m0), kpad))
+                b.store(dst, e.gep(PTR, rows, b.sub(p, m0)))
+                iy0 = b.sub(b.mul(oy, sh), pt)
+                ix0 = b.sub(b.mul(ox, sw), pl)
+                ximg = e.gep(I8, xgroup, b.mul(img, xn))
+                inside_x = b.and_(b.and_(b.icmp_signed(">=", ix0, c64(0)),
+                                         b.icmp_signed("<", b.add(ix0, b.mul(b.sub(kw, c64(1)), dw)), W)), dense)
+                with e.loop(0, kh, name="gky") as ky:
+                    iy = b.add(iy0, b.mul(ky, dh))
+                    yok = b.icmp_unsigned("<", iy, H)
+                    xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
+                    drow = e.gep(I8, dst, b.mul(b.mul(ky, kw), cin))
+                    with b.if_else(b.and_(yok, inside_x)) as (whole, taps):
+                        with whole:  # the kernel row lies inside a dense image: one contiguous copy
+                            src = e.gep(I8, xrow, b.mul(ix0, ldx))
+                            with e.loop(0, row_words, name="gr") as j:
+                                b.store(e.load(I32, e.gep(I32, src, j), align=4), e.gep(I32, drow, j), align=4)
+                        with taps:
+                            with e.loop(0, kw, name="gkx") as kx:
+                                ix = b.add(ix0, b.mul(kx, dw))
+                                ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
+                                src = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
+                                tdst = e.gep(I8, drow, b.mul(kx, cin))
+                                with e.loop(0, words, name="gw") as j:
+                                    v = e.load(I32, e.gep(I32, src, j), align=4)
+                                    b.store(v, e.gep(I32, tdst, j), align=4)
+    ntaps = b.select(merge, c64(1), ntaps)
     k4 = a("k4")
     ldy, yg, ldr = a("ldy"), a("yg"), a("ldr")
     esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
@@ -610,7 +653,7 @@ class Int8Call:
     def __init__(self, packed: Int8Weights, *, m: int, x_geometry: dict[str, int], ldx: int, ldy: int,
                  scale: np.ndarray, shift: np.ndarray, zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE,
                  ldr: int | None = None, xg: int | None = None, num_threads: int | None = None,
-                 quantize: FusedQuantize | None = None):
+                 quantize: FusedQuantize | None = None, merged_cin: int = 0):
         self.packed = packed
         self.kernels = int8_kernels(packed.isa)
         self.tile = self.kernels.tile
@@ -625,7 +668,7 @@ class Int8Call:
         self.threads = num_threads or default_pool().num_threads
         geo = dict(h=m, w=1, oh=m, ow=1, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, pt=0, pl=0, xn=0)
         geo.update(x_geometry)
-        if geo["kh"] * geo["kw"] != packed.taps:
+        if geo["kh"] * geo["kw"] != packed.taps and not merged_cin:
             raise EmberError("ember: packed int8 weights do not match the kernel size")
         self._zero = aligned_empty(max(4 * packed.k4, 1) + 64, np.uint8)
         self._zero[:] = zero_point
@@ -637,7 +680,8 @@ class Int8Call:
         else:
             self.fq = quantize.rows(total)
         self.flags = 0 if quantize is None else quantize.flags
-        self.ctx = INT8_CONTEXT.new(fq=self.fq.ctypes.data, fqs=fq_stride(total),
+        self.ctx = INT8_CONTEXT.new(fq=self.fq.ctypes.data, fqs=fq_stride(total), merge=int(merged_cin > 0),
+                                    cin=merged_cin, kpad=4 * packed.k4,
             **geo, ldx=ldx, ldy=ldy, ldr=ldy if ldr is None else ldr, k4=packed.k4,
             xg=packed.cin if xg is None else xg, yg=packed.cout, cout=packed.cout, m=m,
             bp=packed.data.ctypes.data, bg=packed.group_stride, comp=self.comp.ctypes.data,
@@ -758,6 +802,15 @@ class Int8Conv2d:
             raise EmberError("ember: a grouped int8 convolution needs a multiple of 4 input channels per group")
         groups = g.groups
         wg = w.reshape(groups, g.cout // groups, cg, g.kh * g.kw).transpose(0, 3, 2, 1)
+        taps = g.kh * g.kw
+        #: bytes per tap when the taps are gathered into one row (a stem), else 0
+        self.merged_cin = cg if groups == 1 and taps > 1 and cg < MERGE_BELOW_CHANNELS and taps * cg <= 1024 else 0
+        if self.merged_cin:  # the gathered row holds each tap's channels padded to 4 bytes
+            ctap = padded_channels(cg)
+            wm = np.zeros((1, taps, ctap, g.cout), np.int8)
+            wm[:, :, :cg] = wg
+            wg = wm.reshape(1, 1, taps * ctap, g.cout)
+            self.merged_cin = ctap
         self.packed = pack_int8_weights(wg, isa)
         self.scale, self.zero_point, self.epilogue = scale, zero_point, epilogue
         self.shift = np.zeros(g.cout, np.float32) if shift is None else shift
@@ -768,7 +821,8 @@ class Int8Conv2d:
         g = self.geometry
         if x.ndim != 4 or x.shape[:3] != (g.batch, g.h, g.w) or x.shape[3] < g.cin:
             raise EmberError(f"ember: int8 convolution input has shape {x.shape}, expected {(g.batch, g.h, g.w, g.cin)}")
-        ldx = _u8_rows("x", x, 4 * self.packed.k4 + (g.groups - 1) * (g.cin // g.groups))
+        readable = padded_channels(g.cin) if self.merged_cin else 4 * self.packed.k4
+        ldx = _u8_rows("x", x, readable + (g.groups - 1) * (g.cin // g.groups))
         if x.strides[1] != g.w * ldx:
             raise EmberError("ember: int8 convolution input pixels must be uniformly strided")
         ldy = _out_rows("y", y, g.output_shape, self.quantize)
@@ -787,7 +841,8 @@ class Int8Conv2d:
                        xn=x.strides[0])
             call = Int8Call(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
                             xg=g.cin // g.groups, scale=self.scale, shift=self.shift, zero_point=self.zero_point,
-                            epilogue=self.epilogue, num_threads=self.num_threads, quantize=self.quantize)
+                            epilogue=self.epilogue, num_threads=self.num_threads, quantize=self.quantize,
+                            merged_cin=self.merged_cin)
             self._calls[key] = call
         return call.bind(x.ctypes.data, y.ctypes.data, 0 if residual is None else residual.ctypes.data)
 
