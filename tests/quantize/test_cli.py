@@ -72,4 +72,6 @@ def test_quantize_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     (tmp_path / "empty").mkdir()
     assert main(["quantize", str(model), "--data", str(tmp_path / "empty")]) == 2
     assert "no images" in capsys.readouterr().err
-    assert main(["quantize", str(model), "--data", str(tmp_path / "empty"), "--ignore", "nope"]) == 2
+    np.save(tmp_path / "one.npy", np.zeros((1, 3, 16, 16), np.float32))
+    assert main(["quantize", str(model), "--data", str(tmp_path / "one.npy"), "--ignore", "nope"]) == 2
+    assert "name 'nope'" in capsys.readouterr().err
