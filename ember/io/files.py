@@ -15,6 +15,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from ember.errors import EmberError
 
 #: the largest file ember reads whole into memory by default (1 TiB: only a sanity bound)
@@ -53,8 +55,7 @@ def read_regular(path: str | os.PathLike[str], what: str, error: type[EmberError
     an error, not a short read."""
     f, size = open_regular(path, what, error, limit, follow_symlinks)
     with f:
-        buf = bytearray(size)
-        view = memoryview(buf)
+        view = memoryview(np.empty(size, np.uint8))  # not zero-filled: every byte is read into it
         got = 0
         while got < size:
             n = f.readinto(view[got:])
