@@ -228,6 +228,25 @@ class OpContext:
                 v.nchw = ops.transpose(self.plain(i), ops.constant(np.array(TO_NCHW, np.int64))).output(0)
         return v.nchw
 
+    def folded_pad(self, i: int) -> tuple[OpContext, list[int], list[int]] | None:
+        """When input ``i`` is made by a PAD of zeros on H and W only (an explicit pad before a
+        VALID convolution), ``(the PAD's context, pads begin, pads end)`` so that the
+        convolution pads by itself and the Pad (a separate pass over memory) is not needed."""
+        prod = self.graph.producers.get(self.op.inputs[i])
+        if prod is None or prod.op not in ("PAD", "PADV2"):
+            return None
+        pad = OpContext(prod, self.graph)
+        pads = pad.const(1)
+        if pads is None or pads.shape != (4, 2) or np.any(pads[[0, 3]]) or np.any(pads < 0):
+            return None
+        if prod.op == "PADV2" and pad.has_input(2):
+            value = pad.const(2)
+            if value is None or np.any(value):
+                return None
+        if pad.value(0).is_const or pad.rank(0) != 4:
+            return None
+        return pad, [int(pads[1, 0]), int(pads[2, 0])], [int(pads[1, 1]), int(pads[2, 1])]
+
     def as4d_nchw(self, i: int) -> Output:
         """Input ``i`` of rank <= 4 broadcast-aligned to rank 4 and put in NCHW, for an
         elementwise op whose other operand is NCHW."""

@@ -151,6 +151,7 @@ class SubgraphConverter:
         self.tensors = sg.tensors
         self.values: dict[int, Value] = {}
         self._named: set[int] = set()
+        self.producers = {t: op for op in sg.operators for t in op.outputs}
 
     def value(self, t: int) -> Value:
         v = self.values.get(t)

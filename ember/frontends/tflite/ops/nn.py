@@ -28,9 +28,20 @@ def _bias(ctx: OpContext, y: Output, i: int) -> Output:
     return ops.add(y, b).output(0)
 
 
+def _input_and_pads(ctx: OpContext) -> tuple[Output, list[int], list[int], str]:
+    """The NCHW input and padding of a convolution, taking over a zero PAD in front of it."""
+    mode = _pad_mode(ctx)
+    if mode == "valid":
+        folded = ctx.folded_pad(0)
+        if folded is not None:
+            pad, pb, pe = folded
+            return pad.nchw(0), pb, pe, "explicit"
+    return ctx.nchw(0), [0, 0], [0, 0], mode
+
+
 @converter("CONV_2D")
 def conv_2d(ctx: OpContext) -> None:
-    x = ctx.nchw(0)
+    x, pb, pe, mode = _input_and_pads(ctx)
     w_shape = ctx.tensor(1).shape  # [O, H, W, I]
     cin = x.partial_shape[1]
     groups = cin.get_length() // w_shape[3] if cin.is_static and w_shape[3] else 1
@@ -38,17 +49,17 @@ def conv_2d(ctx: OpContext) -> None:
     dil = [ctx.opt("dilation_h", 1), ctx.opt("dilation_w", 1)]
     if groups == 1:
         w = ctx.weight(1, lambda a: a.transpose(0, 3, 1, 2))
-        y = ops.convolution(x, w, strides, [0, 0], [0, 0], dil, _pad_mode(ctx)).output(0)
+        y = ops.convolution(x, w, strides, pb, pe, dil, mode).output(0)
     else:
         o = w_shape[0]
         w = ctx.weight(1, lambda a: a.transpose(0, 3, 1, 2).reshape(groups, o // groups, *a.shape[3:], *a.shape[1:3]))
-        y = ops.group_convolution(x, w, strides, [0, 0], [0, 0], dil, _pad_mode(ctx)).output(0)
+        y = ops.group_convolution(x, w, strides, pb, pe, dil, mode).output(0)
     ctx.out(ctx.activation(_bias(ctx, y, 2)), nchw=True)
 
 
 @converter("DEPTHWISE_CONV_2D")
 def depthwise_conv_2d(ctx: OpContext) -> None:
-    x = ctx.nchw(0)
+    x, pb, pe, mode = _input_and_pads(ctx)
     _, kh, kw, cm = ctx.tensor(1).shape  # [1, H, W, C * M]
     cin = x.partial_shape[1]
     c = cin.get_length() if cin.is_static else cm // max(ctx.opt("depth_multiplier", 1), 1)
@@ -56,7 +67,7 @@ def depthwise_conv_2d(ctx: OpContext) -> None:
     w = ctx.weight(1, lambda a: a.reshape(kh, kw, c, m).transpose(2, 3, 0, 1).reshape(c, m, 1, kh, kw))
     strides = [ctx.opt("stride_h", 1), ctx.opt("stride_w", 1)]
     dil = [ctx.opt("dilation_h", 1), ctx.opt("dilation_w", 1)]
-    y = ops.group_convolution(x, w, strides, [0, 0], [0, 0], dil, _pad_mode(ctx)).output(0)
+    y = ops.group_convolution(x, w, strides, pb, pe, dil, mode).output(0)
     ctx.out(ctx.activation(_bias(ctx, y, 2)), nchw=True)
 
 
