@@ -101,3 +101,20 @@ def test_many_builtin_ops(device: str) -> None:
     for g, w in zip(got, want):
         assert g.shape == w.shape
         assert np.abs(g - w).max() <= 1e-5 * max(np.abs(w).max(), 1.0)
+
+
+@pytest.mark.parametrize("device", ["REFERENCE", "CPU"])
+def test_int8_model_inputs_and_outputs(device: str) -> None:
+    """A full-integer model whose input and output are int8 tensors keeps them int8: the input
+    is dequantized after the Parameter, the output quantized before the Result."""
+    path = _file("small_cnn", "full_int8_io")
+    model = convert(path)
+    assert model.inputs[0].element_type == ov.Type.i8 and model.outputs[0].element_type == ov.Type.i8
+    sg = read_model(path.read_bytes()).subgraphs[0]
+    q = sg.tensors[sg.inputs[0]].quant
+    assert q is not None
+    for x in photos((32, 32), 2, seed=9):
+        xq = np.clip(np.round(x / q.scale[0] + q.zero_point[0]), -128, 127).astype(np.int8)
+        got, want = run_on(model, [xq], device)[0], litert_run(path, [xq])[0]
+        assert got.dtype == want.dtype == np.int8
+        assert np.abs(got.astype(np.int32) - want).max() <= 2

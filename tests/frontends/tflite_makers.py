@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 MODES = ("float32", "float16", "dynamic_int8", "full_int8")
+# full_int8_io: full-integer with int8 model inputs and outputs (inference_input/output_type)
 
 
 def cache_root() -> Path:
@@ -97,10 +98,13 @@ def tflite_file(name: str, mode: str) -> Path:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":
         conv.target_spec.supported_types = [tf.float16]
-    if mode == "full_int8":
+    if mode in ("full_int8", "full_int8_io"):
         hw = tuple(model.input_shape[1:3])
         conv.representative_dataset = lambda: ([x] for x in photos(hw, 16, seed=1))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if mode == "full_int8_io":
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
     data = conv.convert()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.part")
