@@ -438,6 +438,10 @@ class Core:
                     return self._finish(entry.model, base, cfg, exe, dev, plan, True)
                 except EmberError as e:
                     log.warning("ember: ignoring model cache entry %s: %s", cache.path(key), e)
+                except MemoryError:
+                    from ember.runtime.limits import out_of_memory
+
+                    raise out_of_memory(entry.model, base) from None
         if not isinstance(model, Model):
             assert source is not None
             model = self.read_model(source)
@@ -482,7 +486,12 @@ class Core:
         except CacheEntryError as e:
             raise EmberError(f"ember: cannot import this model for {base}: {e}") from None
         plan = plan_streams(cfg, max_streams=dev.max_streams)
-        exe = dev.import_model(entry.model, entry.blob, _with_plan(cfg, plan))
+        try:
+            exe = dev.import_model(entry.model, entry.blob, _with_plan(cfg, plan))
+        except MemoryError:
+            from ember.runtime.limits import out_of_memory
+
+            raise out_of_memory(entry.model, base, "import") from None
         return self._finish(entry.model, base, cfg, exe, dev, plan, False)
 
     def query_model(self, model: Model, device_name: str, config: Any = None) -> dict[str, str]:
