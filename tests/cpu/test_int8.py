@@ -444,3 +444,39 @@ def test_nncf_network_int8(name, int8_ops, tmp_path):
     # a rounding flip in one activation moves the logits by about a step of one layer: far below 2%
     assert float(np.abs(got - ref).max()) <= 0.02 * mag
     assert float(np.abs(got - theirs).max()) <= 0.02 * mag
+
+
+@pytest.mark.slow
+def test_ort_qdq_network_int8(tmp_path):
+    """ONNX Runtime's quantize_static (QDQ, u8 activations, per-channel s8 weights) on
+    MobileNetV2: ember converts the Q/DQ pairs to the same patterns and runs them int8,
+    within int8 rounding of ONNX Runtime on the QDQ model."""
+    ort = pytest.importorskip("onnxruntime")
+    quant = pytest.importorskip("onnxruntime.quantization")
+    pytest.importorskip("torch")
+    from models.torch_models import export
+
+    import ember
+
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal([1, 3, 224, 224]).astype(np.float32) for _ in range(4)]
+
+    class Reader(quant.CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input": s} for s in samples])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    pre, q = tmp_path / "pre.onnx", tmp_path / "qdq.onnx"
+    quant.quant_pre_process(str(export("mobilenet_v2")), str(pre))  # ORT's recommended step: BatchNorm folded
+    quant.quantize_static(str(pre), str(q), Reader(), quant_format=quant.QuantFormat.QDQ,
+                          per_channel=True, weight_type=quant.QuantType.QInt8,
+                          activation_type=quant.QuantType.QUInt8)
+    x = np.random.default_rng(7).standard_normal([1, 3, 224, 224]).astype(np.float32)
+    cm = ember.compile_model(ember.convert_model(q), "CPU")
+    got = cm(x)[0]
+    stats = cm._executable.program.stats
+    assert stats["int8_ops"] >= 50 and not stats["fallbacks"]
+    want = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert float(np.abs(got - want).max()) <= 0.05 * float(np.abs(want).max())
