@@ -70,6 +70,10 @@ def test_real_model_matches_nncf(name: str, tmp_path: Path) -> None:
         ref = ember.compile_model(ours, "REFERENCE")(x)[0]
         # int8 rounding may flip a few activations by one step; the logits stay close
         assert np.max(np.abs(ov_out - ref)) <= 0.05 * np.max(np.abs(ref)), np.max(np.abs(ov_out - ref))
+        # and NNCF's IR runs in ember as in OpenVINO
+        ov_theirs = core.compile_model(core.read_model(tmp_path / "nncf.xml"), "CPU")(x)[0]
+        ember_theirs = ember.compile_model(theirs, "CPU")(x)[0]
+        assert np.max(np.abs(ov_theirs - ember_theirs)) <= 0.05 * np.max(np.abs(ember_theirs))
 
 
 @pytest.mark.slow
