@@ -1,0 +1,30 @@
+"""benchmarks/quantize.py's own helpers (the benchmark itself is not part of the test run)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "quantize.py"
+
+
+def _bench():  # noqa: ANN202 - the module
+    spec = importlib.util.spec_from_file_location("quantize_benchmark", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_helpers(tmp_path: Path) -> None:
+    b = _bench()
+    assert b._edit("kitten", "sitting") == 3 and b._edit("", "abc") == 3 and b._edit("same", "same") == 0
+    arrays = [np.full((1, 2), i, np.float32) for i in range(12)]
+    np.savez(tmp_path / "a.npz", *arrays)
+    assert [float(a[0, 0]) for a in b._calib_items(tmp_path / "a.npz")] == list(range(12))
+    dicts = [{"ids": np.array([i]), "mask": np.array([1])} for i in range(3)]
+    np.savez(tmp_path / "d.npz", **{f"{k}_{i}": v for i, d in enumerate(dicts) for k, v in d.items()})
+    items = b._calib_items(tmp_path / "d.npz")
+    assert [int(d["ids"][0]) for d in items] == [0, 1, 2] and set(items[0]) == {"ids", "mask"}
+    assert len(b.sentences(5, 0)) == 5
