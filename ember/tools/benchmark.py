@@ -629,7 +629,7 @@ class Benchmark:
 # -- command line ----------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", help="IR .xml or .onnx file (or -m)")
+    p.add_argument("model", nargs="?", help="IR .xml, .onnx or .tflite (or -m)")
     p.add_argument("-m", "--path_to_model", dest="model_flag", help="the model, as benchmark_app's -m")
     p.add_argument("-b", "--batch_size", dest="batch", type=int, default=None,
                    help="batch size: sets the N dimension (of the layout, else the first) of every input")

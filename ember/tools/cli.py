@@ -213,11 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="show a model's inputs, outputs and op counts")
-    p.add_argument("model", help="IR .xml or .onnx file")
+    p.add_argument("model", help="the model: IR .xml, .onnx or .tflite")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("run", help="run a model once and print or save its outputs")
-    p.add_argument("model", help="IR .xml or .onnx file")
+    p.add_argument("model", help="the model: IR .xml, .onnx or .tflite")
     p.add_argument("--input", "-i", action="append", metavar="NAME=path.npy",
                    help="an input array (repeat for several inputs; .npz gives several at once)")
     p.add_argument("--random", action="store_true", help="feed random inputs when none are given")

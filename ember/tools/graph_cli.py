@@ -202,7 +202,7 @@ def write_drawing(model: Model, out: Path, fmt: str) -> None:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("graph", help="draw a model as HTML (or SVG/PNG with graphviz)")
-    p.add_argument("model", help="IR .xml or .onnx file")
+    p.add_argument("model", help="the model: IR .xml, .onnx or .tflite")
     p.add_argument("-o", "--output", default="graph.html",
                    help="graph.html (default, self-contained), graph.svg, graph.png (needs graphviz) or graph.dot")
     p.add_argument("--opt-level", dest="opt_level", type=int, default=None, choices=[0, 1, 2],
