@@ -16,7 +16,9 @@ in bf16 on a CPU with AVX512_BF16, ember would not):
    magnitude; how many convolutions/MatMuls ember runs in int8;
 2. latency: ember int8, ember f32 (the float IR), OpenVINO int8 and OpenVINO f32, in rounds
    that give every engine an equal time slice in turn; median per engine and the ratios the
-   issue asks for (ember int8 / OpenVINO int8, ember f32 / ember int8).
+   issue asks for (ember int8 / OpenVINO int8, ember f32 / ember int8);
+3. throughput of the int8 IR (hint THROUGHPUT, an AsyncInferQueue of the compiled model's
+   OPTIMAL_NUMBER_OF_INFER_REQUESTS), ember and OpenVINO in alternating rounds.
 """
 
 from __future__ import annotations
@@ -80,6 +82,38 @@ def _time_rounds(fns: dict[str, Callable[[], Any]], seconds: float, rounds: int)
     return out
 
 
+def _throughput(module: Any, compiled: Any, x: np.ndarray, seconds: float) -> float:
+    """Inferences per second through an AsyncInferQueue of OPTIMAL_NUMBER_OF_INFER_REQUESTS."""
+    queue = module.AsyncInferQueue(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    for _ in range(4):
+        queue.start_async({0: x})
+    queue.wait_all()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        queue.start_async({0: x})  # blocks while every request is busy
+        n += 1
+    queue.wait_all()
+    return n / (time.perf_counter() - start)
+
+
+def throughput(name: str, seconds: float, rounds: int) -> dict[str, float]:
+    """int8 throughput (hint THROUGHPUT) of ember and OpenVINO on the NNCF IR, alternating rounds."""
+    import openvino as ov
+
+    import ember
+
+    _, q = quantized_ir(name)
+    cfg = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    engines = {"ember int8": (ember, ember.Core().compile_model(q, "CPU", cfg)),
+               "OpenVINO int8": (ov, ov.Core().compile_model(q, "CPU", cfg))}
+    x = np.random.default_rng(7).standard_normal([1, 3, 224, 224]).astype(np.float32)
+    out: dict[str, list[float]] = {k: [] for k in engines}
+    for _ in range(rounds):
+        for k, (module, compiled) in engines.items():
+            out[k].append(_throughput(module, compiled, x, seconds))
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
 def run(name: str, seconds: float, rounds: int, threads: int | None) -> dict[str, Any]:
     import openvino as ov
 
@@ -107,7 +141,8 @@ def run(name: str, seconds: float, rounds: int, threads: int | None) -> dict[str
             (("ember int8", e_int8), ("ember f32", e_f32), ("OpenVINO int8", o_int8), ("OpenVINO f32", o_f32))}
     fns = {k: (lambda r=r: r.infer({0: x})) for k, r in reqs.items()}
     lat = {k: statistics.median(v) * 1e3 for k, v in _time_rounds(fns, seconds, rounds).items()}
-    return {"name": name, "int8_ops": int8, "float_ops": quantized, "err_ref": float(np.abs(got - ref).max()) / mag,
+    del reqs, fns, e_int8, e_f32, o_int8, o_f32
+    return {"throughput": throughput(name, seconds, rounds),"name": name, "int8_ops": int8, "float_ops": quantized, "err_ref": float(np.abs(got - ref).max()) / mag,
             "err_ov": float(np.abs(got - theirs).max()) / mag, "ov_vs_ref": float(np.abs(theirs - ref).max()) / mag,
             "top1_same": bool(np.argmax(got) == np.argmax(theirs)), "latency_ms": lat}
 
@@ -115,15 +150,16 @@ def run(name: str, seconds: float, rounds: int, threads: int | None) -> dict[str
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["| network | int8 ops (f32 left) | max err vs REFERENCE / vs OpenVINO (OpenVINO vs REFERENCE) "
              "| ember int8 ms | ember f32 ms | OpenVINO int8 ms | OpenVINO f32 ms | ember int8 / OV int8 "
-             "| ember f32 / ember int8 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| ember f32 / ember int8 | int8 inf/s ember / OpenVINO (THROUGHPUT) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lat = r["latency_ms"]
         lines.append(
             f"| {r['name']} | {r['int8_ops']} ({r['float_ops']}) | {r['err_ref']:.1e} / {r['err_ov']:.1e} "
             f"({r['ov_vs_ref']:.1e}) | {lat['ember int8']:.2f} | {lat['ember f32']:.2f} | {lat['OpenVINO int8']:.2f} "
             f"| {lat['OpenVINO f32']:.2f} | {lat['ember int8'] / lat['OpenVINO int8']:.2f} "
-            f"| {lat['ember f32'] / lat['ember int8']:.2f} |")
+            f"| {lat['ember f32'] / lat['ember int8']:.2f} "
+            f"| {r['throughput']['ember int8']:.0f} / {r['throughput']['OpenVINO int8']:.0f} |")
     return "\n".join(lines)
 
 
