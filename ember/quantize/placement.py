@@ -25,12 +25,12 @@ LINEAR = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupCo
 CONVOLUTIONS = {"Convolution"}
 #: quantized when at least two inputs are activations (a constant operand makes them a fused
 #: scale/shift, which NNCF never quantizes)
-BINARY_QUANTIZABLE = {"Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum", "Power", "FloorMod",
+BINARY_QUANTIZABLE = {"Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum", "FloorMod",
                       "Less", "LessEqual", "Greater", "GreaterEqual", "Equal", "NotEqual", "LogicalAnd",
                       "LogicalOr", "LogicalXor", "SquaredDifference"}
 #: quantized on their data input
 UNARY_QUANTIZABLE = {"AvgPool", "AdaptiveAvgPool", "ReduceMean", "MVN", "NormalizeL2", "Interpolate", "LogicalNot",
-                     "GroupNormalization", "ReduceL2", "ReduceSum", "BatchNormInference"}
+                     "GroupNormalization", "ReduceL2", "ReduceSum", "BatchNormInference", "Power"}
 SEQUENCES = {"LSTMSequence": (0, 1, 2), "GRUSequence": (0, 1)}
 #: precision-preserving ops a quantizer moves up through: {type: data input port}
 AGNOSTIC = {t: 0 for t in ("MaxPool", "AdaptiveMaxPool", "ReduceMax", "Reshape", "Squeeze", "Unsqueeze", "Split",
@@ -197,8 +197,8 @@ def _reads_softmax(n: Node) -> bool:
 
 
 def _se_blocks(nodes: list[Node], consts: Constants) -> set[int]:
-    """Squeeze-and-excitation blocks (ReduceMean -> conv -> act -> conv -> sigmoid -> Multiply):
-    NNCF leaves them in float."""
+    """Squeeze-and-excitation blocks (ReduceMean -> conv -> act -> conv -> sigmoid -> Multiply,
+    the gate a Sigmoid/HSigmoid op as NNCF's pattern asks): NNCF leaves them in float."""
     found: set[int] = set()
     for mul in nodes:
         if mul.type_name != "Multiply":
@@ -206,8 +206,10 @@ def _se_blocks(nodes: list[Node], consts: Constants) -> set[int]:
         for gate_port in (0, 1):
             chain: list[Node] = []
             n = mul._inputs[gate_port].node
-            while n.type_name in ("Sigmoid", "HSigmoid", "HardSigmoid", "Add", "Convolution", "MatMul", "ReLU",
-                                  "PRelu", "Swish", "Clamp", "Multiply", "Reshape") and len(chain) < 10:
+            if n.type_name not in ("Sigmoid", "HSigmoid"):
+                continue
+            while n.type_name in ("Sigmoid", "HSigmoid", "Add", "Convolution", "MatMul", "ReLU", "PRelu", "Swish",
+                                  "Reshape") and len(chain) < 10:
                 chain.append(n)
                 data = [o for o in n._inputs if not consts.is_const(o)]
                 if len(data) != 1:
@@ -265,7 +267,15 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
                 placement.weights.append(WeightQuantizer(n, wport, weight_channel_axes(n, wport)))
         elif t in BINARY_QUANTIZABLE:
             acts = [p for p in range(len(n._inputs)) if _activation(consts, n, p)]
-            if len(acts) >= 2 and not _fused_activation(consts, n):
+            fused = _fused_activation(consts, n) if len(acts) >= 2 else None
+            if fused is not None:
+                # an hswish ending a linear layer fuses into it; elsewhere NNCF quantizes the
+                # Multiply's inputs and the input of the hard-sigmoid branch (its Add+Clamp)
+                x, readers = fused
+                if not _after_linear(consts, x):
+                    for r in readers + [Input(n, p) for p in acts]:
+                        requests[r] = Config()
+            elif len(acts) >= 2:
                 for p in acts:
                     requests[Input(n, p)] = Config()
         elif t in SEQUENCES:
@@ -285,10 +295,12 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
                 targets = out.targets
                 if out in shared or not targets:
                     continue
-                merged = _merge([requests.get(c) for c in targets])
+                # a ShapeOf reads only the shape: it neither wants nor blocks a shared quantizer
+                wanting = [c for c in targets if c.node.type_name != "ShapeOf"]
+                merged = _merge([requests.get(c) for c in wanting])
                 if merged is None:
                     continue
-                for c in targets:
+                for c in wanting:
                     del requests[c]
                 shared[out] = merged
                 changed = True
@@ -326,11 +338,12 @@ _ACTIVATION_STEPS = {"Clamp", "HSigmoid", "HardSigmoid", "ReLU", "Add", "Multipl
                      "Maximum"}
 
 
-def _fused_activation(consts: Constants, n: Node) -> bool:
+def _fused_activation(consts: Constants, n: Node) -> tuple[Output, list[Input]] | None:
     """``x * f(x)`` with ``f`` a hard sigmoid spelled with clamps and constant arithmetic
-    (hswish: ``x * clamp(x + 3, 0, 6) / 6``): one fused activation for NNCF, not quantized inside."""
+    (hswish: ``x * clamp(x + 3, 0, 6) / 6``): one fused activation for NNCF, not quantized inside.
+    Returns ``x`` and the group's inputs that read it."""
     if n.type_name != "Multiply":
-        return False
+        return None
     for p in (0, 1):
         other = n._inputs[1 - p]
         src = n._inputs[p]
@@ -338,12 +351,28 @@ def _fused_activation(consts: Constants, n: Node) -> bool:
             node = src.node
             if node.type_name not in _ACTIVATION_STEPS:
                 break
-            data = [o for o in node._inputs if not consts.is_const(o)]
+            data = [i for i, o in enumerate(node._inputs) if not consts.is_const(o)]
             if len(data) != 1:
                 break
-            src = data[0]
+            src = node._inputs[data[0]]
             if src == other:
-                return True
+                return other, [Input(n, 1 - p), Input(node, data[0])]
+    return None
+
+
+def _after_linear(consts: Constants, out: Output) -> bool:
+    """``out`` is a convolution's or MatMul's output, maybe through a constant bias/scale: a
+    following activation fuses into that layer (NNCF's LINEAR + ARITHMETIC + ACTIVATION)."""
+    node = out.node
+    for _ in range(3):
+        if node.type_name in LINEAR:
+            return True
+        if node.type_name not in ("Add", "Multiply", "Subtract", "Divide"):
+            return False
+        data = [o for o in node._inputs if not consts.is_const(o)]
+        if len(data) != 1:
+            return False
+        node = data[0].node
     return False
 
 
