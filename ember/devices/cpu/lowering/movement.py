@@ -221,10 +221,10 @@ def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-@lowers("Interpolate")
 def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
     """Nearest-neighbour resizes of NHWC tensors: a gather of whole pixels, with the source
-    pixel of each output pixel found once from the reference kernel (an index map)."""
+    pixel of each output pixel found once from the reference kernel (an index map). Called by
+    the Interpolate rule in ``resize``."""
     from ember.devices.cpu.kernels.movement import gather_rows
 
     if str(node.attrs.get("mode", "")).lower() != "nearest" or node.input_values()[0].element_type.dtype.itemsize % 4:

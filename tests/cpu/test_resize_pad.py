@@ -1,0 +1,99 @@
+"""Native Interpolate (linear, linear_onnx, cubic; opset 4 and 11) on the CPU device against
+REFERENCE, from one table of cases: every coordinate_transformation_mode, odd sizes, up- and
+downscales, NCHW inputs and NHWC ones (after a convolution), scales and sizes, empty tensors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as ops
+from ember.graph.model import Model
+from ember.ops.misc import Interpolate4
+
+RNG = np.random.default_rng(77)
+COORD_MODES = ("half_pixel", "pytorch_half_pixel", "asymmetric", "tf_half_pixel_for_nn", "align_corners")
+
+
+def _f(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _resize(x, version: int, mode: str, coord: str, out_hw: tuple[int, int] | None, scales: tuple[float, float] | None,
+            axes4: bool):  # noqa: ANN001, ANN202
+    """Interpolate over H, W by sizes (out_hw) or scales, axes given as [2, 3] or (axes4) all four."""
+    shape = [int(d) for d in x.output(0).partial_shape.to_shape()] if hasattr(x, "output") else None
+    calc = "sizes" if out_hw is not None else "scales"
+    if axes4:
+        axes = np.array([0, 1, 2, 3], np.int64)
+        sizes = np.array([*shape[:2], *out_hw] if out_hw else shape, np.int64)
+        sc = np.array([1.0, 1.0, *(scales or (1.0, 1.0))], np.float32)
+    else:
+        axes = np.array([2, 3], np.int64)
+        sizes = np.array(out_hw or (1, 1), np.int64)
+        sc = np.array(scales or (1.0, 1.0), np.float32)
+    attrs = {"mode": mode, "shape_calculation_mode": calc, "coordinate_transformation_mode": coord,
+             "nearest_mode": "round_prefer_floor", "antialias": False, "pads_begin": [0], "pads_end": [0],
+             "cube_coeff": -0.75}
+    if version == 4:
+        return Interpolate4([x, sizes, sc, axes], attrs, "resize")
+    return ops.interpolate(x, sizes if calc == "sizes" else sc, mode, calc, coordinate_transformation_mode=coord,
+                           axes=axes)
+
+
+def _case(shape: tuple[int, ...], version: int, mode: str, coord: str, out_hw=None, scales=None,  # noqa: ANN001
+          axes4: bool = False, after_conv: bool = False):  # noqa: ANN202
+    def build() -> Model:
+        x = ops.parameter(list(shape), np.float32, name="x")
+        y = x
+        if after_conv:  # an NHWC tensor in the plan
+            c = shape[1]
+            y = ops.relu(ops.convolution(x, _f(c, c, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]))
+        return Model([_resize(y, version, mode, coord, out_hw, scales, axes4)], [x], "resize")
+    return build, shape
+
+
+CASES = {}
+for v, mode, coord in itertools.product((4, 11), ("linear", "linear_onnx"), COORD_MODES):
+    CASES[f"v{v}-{mode}-{coord}-up-odd"] = _case((1, 5, 7, 9), v, mode, coord, out_hw=(13, 20))
+    CASES[f"v{v}-{mode}-{coord}-down"] = _case((2, 3, 11, 10), v, mode, coord, out_hw=(4, 7))
+for mode, coord in itertools.product(("linear", "linear_onnx", "cubic"), COORD_MODES):
+    CASES[f"v11-{mode}-{coord}-scales-nhwc"] = _case((1, 19, 6, 5), 11, mode, coord, scales=(2.0, 1.5),
+                                                     after_conv=True)
+CASES.update({
+    "v4-linear-all-axes-scales": _case((1, 3, 5, 5), 4, "linear", "half_pixel", scales=(0.6, 2.5), axes4=True),
+    "v11-linear_onnx-all-axes-sizes": _case((2, 17, 4, 3), 11, "linear_onnx", "align_corners", out_hw=(1, 8),
+                                            axes4=True),
+    "v11-cubic-many-channels-nhwc": _case((1, 35, 8, 8), 11, "cubic", "asymmetric", out_hw=(16, 16), after_conv=True),
+    "v11-linear-to-1x1": _case((1, 4, 5, 6), 11, "linear", "pytorch_half_pixel", out_hw=(1, 1)),
+    "v11-linear-identity": _case((1, 4, 5, 6), 11, "linear_onnx", "half_pixel", out_hw=(5, 6)),
+    "v11-linear-empty-batch": _case((0, 4, 5, 6), 11, "linear_onnx", "half_pixel", out_hw=(9, 3)),
+    "v11-linear-empty-channels": _case((1, 0, 5, 6), 11, "linear", "asymmetric", scales=(2.0, 2.0)),
+})
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_resize_matches_reference(name: str) -> None:
+    build, shape = CASES[name]
+    model = build()
+    x = _f(*shape)
+    want = ember.Core().compile_model(model, "REFERENCE")([x])[0]
+    cm = ember.Core().compile_model(model, "CPU")
+    assert not cm._executable.program.stats["fallbacks"], cm._executable.program.stats["fallbacks"]
+    got = cm([x])[0]
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_antialias_downscale_stays_on_reference() -> None:
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
+    y = ops.interpolate(x, np.array([0.5, 0.5], np.float32), "linear", "scales", antialias=True,
+                        axes=np.array([2, 3], np.int64))
+    model = Model([y], [x], "aa")
+    cm = ember.Core().compile_model(model, "CPU")
+    assert cm._executable.program.stats["fallbacks"] == {"Interpolate": 1}
+    a = _f(1, 3, 8, 8)
+    np.testing.assert_allclose(cm([a])[0], ember.Core().compile_model(model, "REFERENCE")([a])[0], rtol=1e-6)
