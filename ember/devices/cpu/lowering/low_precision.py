@@ -348,14 +348,16 @@ def _rewrite_matmul(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     wq, s_w = got
     w2 = wq.reshape(wq.shape[-2:])
     w2 = np.ascontiguousarray(w2.T if tb else w2)
+    xs = xport.partial_shape
+    if not xs[len(xs) - 1].compatible(Dimension(w2.shape[0])) \
+            or not PartialShape([*list(xs)[:-1], Dimension(w2.shape[1])]).compatible(node.output(0).partial_shape):
+        return False
     zp, offset = _zero_point(params)
     scale = np.float64(params.scale) * s_w
     shift = offset * s_w * w2.astype(np.int64).sum(axis=0)
     q = _quantize_node(data, fq, ranges, memo, "rows")
     new = Int8MatMul([q.output(0), Constant.from_array(w2, Type.i8), _f32_const(scale), _f32_const(shift)],
                      dict(zero_point=zp), node.friendly_name)
-    if new.output(0).partial_shape.compatible(node.output(0).partial_shape) is False:
-        return False
     _replace(node, new)
     return True
 
