@@ -97,3 +97,51 @@ def test_antialias_downscale_stays_on_reference() -> None:
     assert cm._executable.program.stats["fallbacks"] == {"Interpolate": 1}
     a = _f(1, 3, 8, 8)
     np.testing.assert_allclose(cm([a])[0], ember.Core().compile_model(model, "REFERENCE")([a])[0], rtol=1e-6)
+
+
+# -- Pad ----------------------------------------------------------------------------------------
+
+def _pad_case(shape: tuple[int, ...], begin: list[int], end: list[int], mode: str, value: float | None = None,
+              after_conv: bool = False, dtype=np.float32):  # noqa: ANN001, ANN202
+    def build() -> Model:
+        x = ops.parameter(list(shape), dtype, name="x")
+        y = x
+        if after_conv:  # an NHWC tensor in the plan
+            c = shape[1]
+            y = ops.relu(ops.convolution(x, _f(c, c, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]))
+        pv = None if value is None else np.array(value, dtype)
+        return Model([ops.pad(y, begin, end, mode, pv)], [x], "pad")
+    return build, shape, dtype
+
+
+PAD_CASES = {}
+for mode in ("constant", "edge", "reflect", "symmetric"):
+    PAD_CASES[f"{mode}-hw-odd"] = _pad_case((1, 3, 7, 9), [0, 0, 2, 1], [0, 0, 1, 3], mode)
+    PAD_CASES[f"{mode}-channels-nhwc"] = _pad_case((1, 5, 4, 6), [0, 1, 0, 0], [0, 4, 0, 0], mode, after_conv=True)
+    PAD_CASES[f"{mode}-all-axes-nhwc"] = _pad_case((2, 3, 4, 5), [1, 2, 3, 1], [1, 0, 2, 4], mode, after_conv=True)
+    PAD_CASES[f"{mode}-negative-crop"] = _pad_case((2, 6, 5, 19), [0, -1, 2, -3], [0, 2, -1, 3], mode)
+    PAD_CASES[f"{mode}-rank3"] = _pad_case((3, 4, 21), [1, 0, 3], [0, 2, 3], mode)
+    PAD_CASES[f"{mode}-rank2-int32"] = _pad_case((5, 6), [2, 1], [1, 2], mode, dtype=np.int32)
+PAD_CASES.update({
+    "constant-value-nhwc": _pad_case((1, 17, 3, 3), [0, 0, 1, 1], [0, 31, 1, 1], "constant", 2.5, after_conv=True),
+    "constant-value-int32": _pad_case((2, 3, 4, 5), [0, 1, 1, 0], [1, 0, 0, 2], "constant", -7, dtype=np.int32),
+    "constant-empty-input": _pad_case((1, 0, 3, 3), [0, 2, 1, 0], [0, 1, 0, 1], "constant", 1.5),
+    "constant-empty-output": _pad_case((0, 3, 3, 3), [0, 1, 1, 1], [0, 1, 1, 1], "constant"),
+    "reflect-widest": _pad_case((1, 2, 3, 4), [0, 1, 2, 3], [0, 1, 2, 3], "reflect"),
+    "symmetric-widest": _pad_case((1, 2, 3, 4), [0, 2, 3, 4], [0, 2, 3, 4], "symmetric"),
+    "edge-long-rows": _pad_case((1, 2, 3, 70), [0, 0, 0, 5], [0, 0, 0, 40], "edge"),
+})
+
+
+@pytest.mark.parametrize("name", list(PAD_CASES))
+def test_pad_matches_reference(name: str) -> None:
+    build, shape, dtype = PAD_CASES[name]
+    model = build()
+    x = (_f(*shape) * 10).astype(dtype)
+    want = ember.Core().compile_model(model, "REFERENCE")([x])[0]
+    cm = ember.Core().compile_model(model, "CPU")
+    assert not cm._executable.program.stats["fallbacks"], cm._executable.program.stats["fallbacks"]
+    assert any(op.type_name == "Pad" and op.native for op in cm._executable.program.ops) or want.size == 0
+    got = cm([x])[0]
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
