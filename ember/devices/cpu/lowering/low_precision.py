@@ -349,8 +349,9 @@ def _rewrite_matmul(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     w2 = wq.reshape(wq.shape[-2:])
     w2 = np.ascontiguousarray(w2.T if tb else w2)
     xs = xport.partial_shape
-    if not xs[len(xs) - 1].compatible(Dimension(w2.shape[0])) \
-            or not PartialShape([*list(xs)[:-1], Dimension(w2.shape[1])]).compatible(node.output(0).partial_shape):
+    k, n = (int(v) for v in np.shape(w2))
+    if not xs[len(xs) - 1].compatible(Dimension(k)) \
+            or not PartialShape([*list(xs)[:-1], Dimension(n)]).compatible(node.output(0).partial_shape):
         return False
     zp, offset = _zero_point(params)
     scale = np.float64(params.scale) * s_w
