@@ -145,3 +145,18 @@ def test_pad_matches_reference(name: str) -> None:
     got = cm([x])[0]
     assert got.shape == want.shape and got.dtype == want.dtype
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_transpose_of_a_model_input_is_native() -> None:
+    """TFLite models start with an NHWC -> NCHW Transpose of the input image."""
+    x = ops.parameter([1, 9, 11, 3], np.float32, name="x")
+    y = ops.relu(ops.convolution(ops.transpose(x, np.array([0, 3, 1, 2])), _f(4, 3, 3, 3), [1, 1], [1, 1], [1, 1],
+                                 [1, 1]))
+    model = Model([y], [x], "nhwc-input")
+    cm = ember.Core().compile_model(model, "CPU")
+    assert not cm._executable.program.stats["fallbacks"]
+    a = _f(1, 9, 11, 3)
+    for _ in range(2):  # the input is read in place: a second run sees the new array
+        np.testing.assert_allclose(cm([a])[0], ember.Core().compile_model(model, "REFERENCE")([a])[0],
+                                   rtol=1e-5, atol=1e-5)
+        a = _f(1, 9, 11, 3)

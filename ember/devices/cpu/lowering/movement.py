@@ -52,6 +52,8 @@ def _is_identity(perm: list[int], shape: tuple[int, ...]) -> bool:
 def lower_transpose(lowering: Lowering, node: Node) -> bool:
     src = lowering.tensor(node.input_values()[0])
     perm_v = const_of(node.input_values()[1])
+    if src.kind == "input" and src.shape is not None:  # a model input (an NHWC image, say): its arena copy
+        src = lowering.native_input(src, PLAIN)
     if src.kind not in ("value", "view") or perm_v is None:
         return False
     rank = len(src.logical_shape)
