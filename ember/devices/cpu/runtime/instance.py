@@ -10,6 +10,7 @@ recorded once here). An instance is used by one thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.devices.cpu.runtime.blas import BlasGuard
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 from ember.devices.cpu.runtime.memory import ALIGN, aligned_empty, plan_memory
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Program, Tensor
@@ -104,6 +106,9 @@ class Instance:
         self.segments = [tuple(s) if isinstance(s, list) else s for s in segments]
         self._runner = run_steps_function()
         self._input_ids = [t.id for t in program.inputs]
+        # reference kernels run with numpy's BLAS on this thread only (see runtime/blas.py)
+        self._blas_guard: Any = (BlasGuard() if any(not op.native and not op.physical for op in program.ops)
+                                 else contextlib.nullcontext())
 
     def _input_binding(self, program: Program, tid: int, index: int,
                        kernels_of: dict[int, list[BoundKernel]]) -> InputBinding:
@@ -198,14 +203,15 @@ class Instance:
             addr = a.ctypes.data
             for ctx, word, delta in binding.slots:
                 ctx[word] = addr + delta
-        if profile is not None:
-            self._run_profiled(slots, profile)
-        else:
-            for seg in self.segments:
-                if isinstance(seg, tuple):
-                    self._native(seg[0], seg[1])
-                else:
-                    seg(slots)
+        with self._blas_guard:
+            if profile is not None:
+                self._run_profiled(slots, profile)
+            else:
+                for seg in self.segments:
+                    if isinstance(seg, tuple):
+                        self._native(seg[0], seg[1])
+                    else:
+                        seg(slots)
         return [self._fetch(t, slots) for t in self.program.outputs]
 
     def _run_profiled(self, slots: dict[int, np.ndarray], profile: dict[str, float]) -> None:
