@@ -78,6 +78,8 @@ def lowers(*type_names: str, dynamic: bool = False) -> Callable[[Rule], Rule]:
 
 
 F32 = np.dtype(np.float32)
+#: the profiling exec type of a node that runs its numpy reference kernel inside a plan
+REFERENCE_EXEC_TYPE = "ref_any"
 
 
 class Lowering:
@@ -232,7 +234,10 @@ class Lowering:
         """Run ``node`` through its numpy reference kernel inside the plan."""
         if node.type_name not in self.fallbacks:
             log.info("CPU: no native kernel for %s, using the reference kernel", node.type_name)
+        log.debug("CPU: %s '%s' -> reference kernel", node.type_name, node.friendly_name)
         self.fallbacks[node.type_name] = self.fallbacks.get(node.type_name, 0) + 1
+        # profiling names it as OpenVINO's CPU plugin names its reference implementations
+        self.program.stats.setdefault("exec_types", {})[node.friendly_name] = REFERENCE_EXEC_TYPE
         ins = [self.tensor(s) for s in node.input_values()]
         outs = []
         for o in node.outputs():  # a dynamic shape is fine here: the value stays a Python array

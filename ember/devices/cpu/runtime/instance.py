@@ -11,6 +11,7 @@ recorded once here). An instance is used by one thread at a time.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Program, Tensor
 from ember.devices.cpu.runtime.runner import STEP_WORDS, run_steps_function
 from ember.devices.cpu.runtime.threadpool import ThreadPool
 from ember.errors import EmberError, InferenceError
+
+log = logging.getLogger("ember.cpu")
 
 
 @dataclass
@@ -107,8 +110,9 @@ class Instance:
         self._runner = run_steps_function()
         self._input_ids = [t.id for t in program.inputs]
         # reference kernels run with numpy's BLAS on this thread only (see runtime/blas.py)
-        self._blas_guard: Any = (BlasGuard() if any(not op.native and not op.physical for op in program.ops)
-                                 else contextlib.nullcontext())
+        self._reference_ops = [op for op in program.ops if not op.native and not op.physical]
+        self._blas_guard: Any = BlasGuard() if self._reference_ops else contextlib.nullcontext()
+        self._reference_logged = False
 
     def _input_binding(self, program: Program, tid: int, index: int,
                        kernels_of: dict[int, list[BoundKernel]]) -> InputBinding:
@@ -203,6 +207,16 @@ class Instance:
             addr = a.ctypes.data
             for ctx, word, delta in binding.slots:
                 ctx[word] = addr + delta
+        if self._reference_ops and not self._reference_logged and log.isEnabledFor(logging.DEBUG):
+            self._reference_logged = True
+            timed: dict[str, float] = {}
+            with self._blas_guard:
+                self._run_profiled(slots, timed)
+            self._log_reference_share(timed)
+            if profile is not None:
+                for k, v in timed.items():
+                    profile[k] = profile.get(k, 0.0) + v
+            return [self._fetch(t, slots) for t in self.program.outputs]
         with self._blas_guard:
             if profile is not None:
                 self._run_profiled(slots, profile)
@@ -213,6 +227,18 @@ class Instance:
                     else:
                         seg(slots)
         return [self._fetch(t, slots) for t in self.program.outputs]
+
+    def _log_reference_share(self, timed: dict[str, float]) -> None:
+        """DEBUG lines: each op that ran on its reference kernel and its share of this (first) run."""
+        total = sum(timed.values()) or 1e-12
+        ref = 0.0
+        for op in self._reference_ops:
+            t = timed.get(op.name, 0.0)
+            ref += t
+            log.debug("CPU: reference kernel %s '%s': %.3f ms, %.1f%% of the run", op.type_name, op.name, t * 1e3,
+                      100 * t / total)
+        log.debug("CPU: %d op(s) on reference kernels took %.3f ms, %.1f%% of a %.3f ms run",
+                  len(self._reference_ops), ref * 1e3, 100 * ref / total, total * 1e3)
 
     def _run_profiled(self, slots: dict[int, np.ndarray], profile: dict[str, float]) -> None:
         for op, span in self.op_spans:
