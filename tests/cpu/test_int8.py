@@ -99,6 +99,27 @@ def test_int8_gemm_fused_fake_quantize(isa, at, case, per_channel):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("isa", [p for p in ISAS if "novnni" not in p.id])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_residual_fake_quantize(isa, depthwise):
+    """The residual goes through its own FakeQuantize before the add (NNCF's quantized
+    residual branch), per tensor; the output FakeQuantize stays independent."""
+    from ember.devices.cpu.kernels.int8_gemm import Int8Depthwise
+
+    rng = np.random.default_rng(5)
+    res_q = QuantizeParams(-0.5, 0.6, -0.5, 0.6, 256)
+    geo = ConvGeometry(1, 6, 7, 24, 24, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 24 if depthwise else 1)
+    x = rng.integers(0, 256, (1, 6, 7, 24)).astype(np.uint8)
+    w = rng.integers(-128, 128, (24, 1 if depthwise else 24, 3, 3)).astype(np.int8)
+    scale = np.full(24, 1e-4, np.float32)
+    res = (rng.standard_normal(geo.output_shape) * 0.4).astype(np.float32)
+    cls = Int8Depthwise if depthwise else Int8Conv2d
+    got = cls(geo, w, scale, None, 3, Epilogue.relu(), 2, isa, FusedQuantize(FUSED, "end"), res_q)(x, None, res)
+    pre = cls(geo, w, scale, None, 3, Epilogue(), 2, isa)(x)  # the same kernel without the tail
+    want = _fake_quantize(np.maximum(pre + _fake_quantize(res, res_q), np.float32(0)), FUSED)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-zp{c[3]}-{c[4]}")
 @pytest.mark.parametrize("threads", [1, 2])
@@ -327,7 +348,7 @@ def _graph(kind, rng):
         w = rng.integers(-100, 100, (8, 8, 3, 3)).astype(np.int8)
         zp = rng.integers(-20, 20, (8, 1, 1, 1))
         c = ops.convolution(a, _weights(w, rng.random((8, 1, 1, 1)) * 0.03, zp), [1, 1], [1, 1], [1, 1], [1, 1])
-        out, n_int8 = ops.relu(ops.add(c, x)), 1
+        out, n_int8 = ops.relu(ops.add(c, _fq(x, -1.0, 1.0))), 1  # a quantized residual branch
     elif kind == "grouped":  # GroupConvolution, 4 channels per group, then a depthwise one
         a = _fq(x, -1.5, 1.5, 255)
         w = rng.integers(-127, 128, (2, 6, 4, 3, 3)).astype(np.int8)

@@ -64,9 +64,11 @@ INT8_CONTEXT = ContextLayout(
      "ldy", "yg", "cout", "bp", "bg", "comp", "scale", "shift", "res", "ldr", "zero", "m", "tm", "tn", "gm", "gn",
      "flags", "lo", "hi", "fq", "fqs", "merge", "cin", "kpad"),
     pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq"))
-FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8 = 1, 2, 4, 8
-#: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh, oh - ol
+FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8, FLAG_RES_FQ = 1, 2, 4, 8, 16
+#: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh, oh - ol;
+#: a kernel's parameter block holds two: the output's, then the residual's (FLAG_RES_FQ)
 FQ_WORDS = 7
+FQ_ROWS = 2 * FQ_WORDS
 
 QUANT_CONTEXT = ContextLayout(
     "quantize",
@@ -110,7 +112,8 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
     """The f32 end of an int8 epilogue, for ``out[r][v]`` (variables of <L x f32>, scale and
     shift applied): [FakeQuantize (FLAG_FQ_MID)] -> + residual row ``res_row(r)`` (FLAG_RES)
     -> clamp(lo, hi) -> [FakeQuantize (FLAG_FQ_END)] -> stored at ``cp`` + ``out_offset(r)``
-    elements: f32, or u8 steps with FLAG_U8. ``fq[i][v]``: the FQ_WORDS per-channel vectors."""
+    elements: f32, or u8 steps with FLAG_U8. ``fq[i][v]``: the FQ_ROWS per-channel vectors (the
+    residual goes through the second FakeQuantize first with FLAG_RES_FQ)."""
     b = e.b
     L = fq[0][0].type.count
     vf = vec(F32, L)
@@ -119,28 +122,31 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
     def flag(bit: int) -> ir.Value:
         return b.icmp_unsigned("!=", b.and_(flags, c32(bit)), c32(0))
 
-    def steps_of(x: ir.Value, v: int) -> ir.Value:
-        il, ih, rng, steps = fq[0][v], fq[1][v], fq[2][v], fq[3][v]
+    def steps_of(x: ir.Value, v: int, base: int = 0) -> ir.Value:
+        il, ih, rng, steps = (fq[base + i][v] for i in range(4))
         q = e.call(f"llvm.roundeven.v{L}f32", vf, [b.fmul(b.fdiv(b.fsub(x, il), rng), steps)])
         return b.select(b.fcmp_ordered("<=", x, il), ir.Constant(vf, None),
                         b.select(b.fcmp_ordered(">", x, ih), steps, q))
 
+    def fq_value(x: ir.Value, v: int, base: int = 0) -> ir.Value:
+        il, ih, _, steps, ol, oh, orng = (fq[base + i][v] for i in range(FQ_WORDS))
+        deq = b.fadd(b.fmul(b.fdiv(steps_of(x, v, base), steps), orng), ol)
+        return b.select(b.fcmp_ordered("<=", x, il), ol, b.select(b.fcmp_ordered(">", x, ih), oh, deq))
+
     def fake_quantize() -> None:
         for r in range(mr):
             for v in range(nv):
-                il, ih, steps, ol, oh, orng = fq[0][v], fq[1][v], fq[3][v], fq[4][v], fq[5][v], fq[6][v]
-                x = e.load(vf, out[r][v])
-                deq = b.fadd(b.fmul(b.fdiv(steps_of(x, v), steps), orng), ol)
-                deq = b.select(b.fcmp_ordered("<=", x, il), ol, b.select(b.fcmp_ordered(">", x, ih), oh, deq))
-                b.store(deq, out[r][v])
+                b.store(fq_value(e.load(vf, out[r][v]), v), out[r][v])
 
     with b.if_then(flag(FLAG_FQ_MID)):
         fake_quantize()
     with b.if_then(flag(FLAG_RES)):
+        res_fq = flag(FLAG_RES_FQ)
         for r in range(mr):
             rrow = res_row(r)
             for v in range(nv):
                 rv = masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])
+                rv = b.select(res_fq, fq_value(rv, v, FQ_WORDS), rv)
                 b.store(b.fadd(e.load(vf, out[r][v]), rv), out[r][v])
     bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
                     b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
@@ -213,7 +219,7 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
                 x = b.sitofp(b.add(e.load(vi, acc[r][v]), comp[v]), vf)
                 b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[r][v])
         fq = [[masked_load(e, vf, e.gep(F32, fqp, b.add(b.mul(c64(i), fqs), c64(v * L))), masks[v])
-               for v in range(nv)] for i in range(FQ_WORDS)]
+               for v in range(nv)] for i in range(FQ_ROWS)]
         finish_tile(e, out, masks, flags, lo, hi, fq, lambda r: e.gep(F32, resp, b.mul(ldr, c64(r))),
                     lambda r: b.mul(ldc, c64(r)), cp)
 
@@ -447,7 +453,7 @@ def _emit_depthwise(m: ir.Module, name: str, lanes: int) -> None:
             sh = e.load(vf, e.gep(F32, a("shift", PTR), cb), align=4)
             b.store(b.fadd(b.fmul(b.sitofp(e.load(vi, acc), vf), sc), sh), out)
             fq = [[e.load(vf, e.gep(F32, a("fq", PTR), b.add(b.mul(c64(i), a("fqs")), cb)), align=4)]
-                  for i in range(FQ_WORDS)]
+                  for i in range(FQ_ROWS)]
             finish_tile(e, [[out]], [mask], flags, a("lo", F32), a("hi", F32), fq,
                         _fixed(e.gep(F32, rpix, cb)), _fixed(cb), ypix)
     b.ret_void()
@@ -492,7 +498,7 @@ def _emit_depthwise_unrolled(m: ir.Module, name: str, lanes: int, KH: int, KW: i
         sc = e.load(vf, e.gep(F32, a("scale", PTR), cb), align=4)
         sh = e.load(vf, e.gep(F32, a("shift", PTR), cb), align=4)
         fq = [[e.load(vf, e.gep(F32, a("fq", PTR), b.add(b.mul(c64(i), a("fqs")), cb)), align=4)]
-              for i in range(FQ_WORDS)]
+              for i in range(FQ_ROWS)]
         with e.loop(0, OW, name="ox") as ox:
             ix0 = b.sub(b.mul(ox, sw), pl)
             acc = zero_i
@@ -612,6 +618,19 @@ def fq_stride(n: int) -> int:
     return -(-max(n, 1) // 16) * 16 + 16
 
 
+def fq_block(n: int, output: QuantizeParams | None, residual: QuantizeParams | None) -> np.ndarray:
+    """The FQ_ROWS parameter rows for ``n`` channels: the output's FakeQuantize, then the
+    residual's (rows of ones where there is none), 64-byte aligned rows of ``fq_stride(n)``."""
+    out = aligned_empty((FQ_ROWS, fq_stride(n)))
+    out[:] = 1
+    for base, p in ((0, output), (FQ_WORDS, residual)):
+        if p is not None:
+            v = p.vectors(n)  # il, ih, ih - il, ol, oh, oh - ol
+            out[base:base + FQ_WORDS, :n] = np.stack([v[0], v[1], v[2], np.full(n, p.steps, np.float32), v[3], v[4],
+                                                      v[5]])
+    return out
+
+
 @dataclass(frozen=True)
 class FusedQuantize:
     """A FakeQuantize (scalar or per output channel ranges) fused into the int8 epilogue: ``at="mid"`` right
@@ -628,14 +647,6 @@ class FusedQuantize:
         if not self.params.valid():
             raise EmberError("ember: a fused FakeQuantize needs valid ranges")
 
-    def rows(self, n: int) -> np.ndarray:
-        """The FQ_WORDS rows for ``n`` output channels (vector ranges must have ``n`` values),
-        64-byte aligned rows of ``fq_stride(n)`` floats."""
-        v = self.params.vectors(n)  # il, ih, ih - il, ol, oh, oh - ol
-        out = aligned_empty((FQ_WORDS, fq_stride(n)))
-        out[:] = 1
-        out[:, :n] = np.stack([v[0], v[1], v[2], np.full(n, self.params.steps, np.float32), v[3], v[4], v[5]])
-        return out
 
     @property
     def flags(self) -> int:
@@ -647,13 +658,15 @@ class Int8Call:
 
     ``y = clamp(scale * sum((x - zero_point) * w) + shift + residual, lo, hi)`` per output
     channel; ``scale`` and ``shift`` are f32 vectors of ``groups * cout``; ``quantize`` fuses a
-    FakeQuantize (:class:`FusedQuantize`). Build once, then :meth:`bind` buffer addresses
+    FakeQuantize (:class:`FusedQuantize`), ``residual_quantize`` the residual's own FakeQuantize
+    (applied to it before the add). Build once, then :meth:`bind` buffer addresses
     (x: bytes with pixel stride ``ldx``; residual: floats; y: floats, or bytes for u8 output)."""
 
     def __init__(self, packed: Int8Weights, *, m: int, x_geometry: dict[str, int], ldx: int, ldy: int,
                  scale: np.ndarray, shift: np.ndarray, zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE,
                  ldr: int | None = None, xg: int | None = None, num_threads: int | None = None,
-                 quantize: FusedQuantize | None = None, merged_cin: int = 0):
+                 quantize: FusedQuantize | None = None, merged_cin: int = 0,
+                 residual_quantize: QuantizeParams | None = None):
         self.packed = packed
         self.kernels = int8_kernels(packed.isa)
         self.tile = self.kernels.tile
@@ -674,12 +687,8 @@ class Int8Call:
         self._zero[:] = zero_point
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
         lo, hi = epilogue.lo, epilogue.hi
-        if quantize is None:
-            self.fq = aligned_empty((FQ_WORDS, fq_stride(total)))
-            self.fq[:] = 1
-        else:
-            self.fq = quantize.rows(total)
-        self.flags = 0 if quantize is None else quantize.flags
+        self.fq = fq_block(total, None if quantize is None else quantize.params, residual_quantize)
+        self.flags = (0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
         self.ctx = INT8_CONTEXT.new(fq=self.fq.ctypes.data, fqs=fq_stride(total), merge=int(merged_cin > 0),
                                     cin=merged_cin, kpad=4 * packed.k4,
             **geo, ldx=ldx, ldy=ldy, ldr=ldy if ldr is None else ldr, k4=packed.k4,
@@ -743,9 +752,10 @@ class Int8Gemm:
 
     def __init__(self, w: np.ndarray, m: int, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
-                 isa: Isa | None = None, quantize: FusedQuantize | None = None):
+                 isa: Isa | None = None, quantize: FusedQuantize | None = None,
+                 residual_quantize: QuantizeParams | None = None):
         w = np.asarray(w)
-        self.quantize = quantize
+        self.quantize, self.residual_quantize = quantize, residual_quantize
         if w.ndim != 2:
             raise EmberError(f"ember: Int8Gemm wants W[K, N], got shape {w.shape}")
         self.packed = pack_int8_weights(w[None, None], isa)
@@ -766,7 +776,8 @@ class Int8Gemm:
         if call is None:
             call = Int8Call(self.packed, m=self.m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr, scale=self.scale,
                             shift=self.shift, zero_point=self.zero_point, epilogue=self.epilogue,
-                            num_threads=self.num_threads, quantize=self.quantize)
+                            num_threads=self.num_threads, quantize=self.quantize,
+                            residual_quantize=self.residual_quantize)
             self._calls[key] = call
         return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data)
 
@@ -789,9 +800,10 @@ class Int8Conv2d:
 
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
-                 isa: Isa | None = None, quantize: FusedQuantize | None = None):
+                 isa: Isa | None = None, quantize: FusedQuantize | None = None,
+                 residual_quantize: QuantizeParams | None = None):
         g = geometry
-        self.quantize = quantize
+        self.quantize, self.residual_quantize = quantize, residual_quantize
         self.geometry = g
         w = np.asarray(weights)
         cg = g.cin // g.groups
@@ -842,7 +854,7 @@ class Int8Conv2d:
             call = Int8Call(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
                             xg=g.cin // g.groups, scale=self.scale, shift=self.shift, zero_point=self.zero_point,
                             epilogue=self.epilogue, num_threads=self.num_threads, quantize=self.quantize,
-                            merged_cin=self.merged_cin)
+                            merged_cin=self.merged_cin, residual_quantize=self.residual_quantize)
             self._calls[key] = call
         return call.bind(x.ctypes.data, y.ctypes.data, 0 if residual is None else residual.ctypes.data)
 
@@ -866,7 +878,8 @@ class Int8Depthwise:
 
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: Any = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
-                 isa: Isa | None = None, quantize: FusedQuantize | None = None):
+                 isa: Isa | None = None, quantize: FusedQuantize | None = None,
+                 residual_quantize: QuantizeParams | None = None):
         g = geometry
         if not (g.groups == g.cin == g.cout) or np.shape(weights) != (g.cout, 1, g.kh, g.kw):
             raise EmberError(f"ember: an int8 depthwise convolution wants weights [C, 1, KH, KW], got {np.shape(weights)}")
@@ -886,18 +899,14 @@ class Int8Depthwise:
         self.zp[:c] = np.broadcast_to(np.asarray(zero_point, np.int64), (c,))
         self.scale = _f32_vector("scale", scale, c)
         self.shift = _f32_vector("shift", np.zeros(c, np.float32) if shift is None else shift, c)
-        if quantize is None:
-            self.fq = aligned_empty((FQ_WORDS, fq_stride(c)))
-            self.fq[:] = 1
-        else:
-            self.fq = quantize.rows(c)
+        self.fq = fq_block(c, None if quantize is None else quantize.params, residual_quantize)
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
         self.ctx = DW8_CONTEXT.new(h=g.h, w=g.w, oh=g.oh, ow=g.ow, kh=g.kh, kw=g.kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt,
                                    pl=pl, c=c, cp=cp, wp=self.wp.ctypes.data, zp=self.zp.ctypes.data,
                                    scale=self.scale.ctypes.data, shift=self.shift.ctypes.data,
                                    lo=f32_bits(epilogue.lo), hi=f32_bits(epilogue.hi), fq=self.fq.ctypes.data,
                                    fqs=fq_stride(c))
-        self.flags = 0 if quantize is None else quantize.flags
+        self.flags = (0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
 
     def bind(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None = None) -> BoundKernel:
         g = self.geometry

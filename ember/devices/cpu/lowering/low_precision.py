@@ -453,6 +453,7 @@ class _Tail:
     lo: float = -math.inf
     hi: float = math.inf
     quantize: Any = None  # FusedQuantize
+    residual_quantize: Any = None  # QuantizeParams of the residual's own FakeQuantize
     requantized: Node | None = None  # the Int8Quantize whose u8 steps the kernel writes
 
 
@@ -491,6 +492,9 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str)
                 if any(d != 1 for i, d in enumerate(full) if i != axis) or c.size not in (1, channels):
                     break
                 tail.bias = np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
+            elif c is None and tail.residual is None and other.partial_shape == shape and other.element_type.dtype == F32 \
+                    and _residual_fake_quantize(lowering, other, axis, tail):
+                pass  # the residual's FakeQuantize runs in the epilogue (fused holds it)
             elif c is None and tail.residual is None and _available(lowering, other) and other.partial_shape == shape \
                     and other.element_type.dtype == F32:
                 tail.residual = other
@@ -516,6 +520,21 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str)
         tail.last = nxt
         tail.fused.append(nxt)
     return tail
+
+
+def _residual_fake_quantize(lowering: Lowering, port: Output, axis: int, tail: _Tail) -> bool:
+    """A residual that is a FakeQuantize read only here, of a tensor that exists: the kernel
+    reads that tensor and applies the FakeQuantize itself (the f32 pass is never made)."""
+    fq = port.node
+    if fq.type_name != "FakeQuantize" or id(fq) in lowering.done or lowering.is_result(port) \
+            or len(port.targets) != 1 or not lowering.has(fq.input_values()[0]):
+        return False
+    params = ranges_along(fq, axis)
+    if params is None:
+        return False
+    tail.residual, tail.residual_quantize = fq.input_values()[0], params
+    tail.fused.append(fq)
+    return True
 
 
 def _available(lowering: Lowering, port: Output) -> bool:
@@ -564,10 +583,10 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     if geo.depthwise and w.shape[1] == 1:
         zps = const_of(node.input_values()[4]) if len(node.input_values()) > 4 else a["zero_point"]
         kernel = Int8Depthwise(geo, w, scale, shift, zps, Epilogue(tail.lo, tail.hi), lowering.threads,
-                               lowering.isa, tail.quantize)
+                               lowering.isa, tail.quantize, tail.residual_quantize)
     else:
         kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
-                            lowering.isa, tail.quantize)
+                            lowering.isa, tail.quantize, tail.residual_quantize)
     ins: list[Tensor] = [x]
     if tail.residual is not None:
         ins.append(lowering.native_input(lowering.tensor(tail.residual), NHWC))
@@ -608,7 +627,7 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     tail = _tail(lowering, node, nn, len(out_shape) - 1, "rows")
     scale, shift = _scale_shift(node, tail.bias)
     kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
-                      lowering.isa, tail.quantize)
+                      lowering.isa, tail.quantize, tail.residual_quantize)
     ins: list[Tensor] = [x]
     if tail.residual is not None:
         ins.append(lowering.native_input(lowering.tensor(tail.residual), PLAIN))
