@@ -160,3 +160,39 @@ def test_transpose_of_a_model_input_is_native() -> None:
         np.testing.assert_allclose(cm([a])[0], ember.Core().compile_model(model, "REFERENCE")([a])[0],
                                    rtol=1e-5, atol=1e-5)
         a = _f(1, 9, 11, 3)
+
+
+# -- DepthToSpace / SpaceToDepth ------------------------------------------------------------------
+
+def _block_case(op: str, shape: tuple[int, ...], mode: str, bs: int, after_conv: bool = False,
+                dtype=np.float32):  # noqa: ANN001, ANN202
+    def build() -> Model:
+        x = ops.parameter(list(shape), dtype, name="x")
+        y = x
+        if after_conv:
+            c = shape[1]
+            y = ops.relu(ops.convolution(x, _f(c, c, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]))
+        return Model([getattr(ops, op)(y, mode, bs)], [x], op)
+    return build, shape, dtype
+
+
+BLOCK_CASES = {}
+for mode, bs, nhwc in itertools.product(("blocks_first", "depth_first"), (2, 3), (False, True)):
+    tag = f"{mode}-bs{bs}-{'nhwc' if nhwc else 'plain'}"
+    BLOCK_CASES[f"d2s-{tag}"] = _block_case("depth_to_space", (2, 5 * bs * bs, 3, 7), mode, bs, nhwc)
+    BLOCK_CASES[f"s2d-{tag}"] = _block_case("space_to_depth", (1, 5, 3 * bs, 7 * bs), mode, bs, nhwc)
+BLOCK_CASES["d2s-int32"] = _block_case("depth_to_space", (1, 8, 3, 3), "depth_first", 2, dtype=np.int32)
+BLOCK_CASES["s2d-one-channel"] = _block_case("space_to_depth", (1, 1, 4, 6), "blocks_first", 2)
+
+
+@pytest.mark.parametrize("name", list(BLOCK_CASES))
+def test_depth_space_matches_reference(name: str) -> None:
+    build, shape, dtype = BLOCK_CASES[name]
+    model = build()
+    x = (_f(*shape) * 10).astype(dtype)
+    want = ember.Core().compile_model(model, "REFERENCE")([x])[0]
+    cm = ember.Core().compile_model(model, "CPU")
+    assert not cm._executable.program.stats["fallbacks"], cm._executable.program.stats["fallbacks"]
+    got = cm([x])[0]
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
