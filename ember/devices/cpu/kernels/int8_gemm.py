@@ -65,7 +65,8 @@ INT8_CONTEXT = ContextLayout(
      "flags", "lo", "hi", "fq", "fqs", "merge", "cin", "kpad"),
     pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq"))
 FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8, FLAG_RES_FQ = 1, 2, 4, 8, 16
-#: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh, oh - ol;
+#: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh,
+#: (oh - ol) / steps (the steps are exact, as the reference's; the f32 value is within an ulp of it);
 #: a kernel's parameter block holds two: the output's, then the residual's (FLAG_RES_FQ)
 FQ_WORDS = 7
 FQ_ROWS = 2 * FQ_WORDS
@@ -129,8 +130,8 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
                         b.select(b.fcmp_ordered(">", x, ih), steps, q))
 
     def fq_value(x: ir.Value, v: int, base: int = 0) -> ir.Value:
-        il, ih, _, steps, ol, oh, orng = (fq[base + i][v] for i in range(FQ_WORDS))
-        deq = b.fadd(b.fmul(b.fdiv(steps_of(x, v, base), steps), orng), ol)
+        il, ih, _, steps, ol, oh, ostep = (fq[base + i][v] for i in range(FQ_WORDS))
+        deq = b.fadd(b.fmul(steps_of(x, v, base), ostep), ol)  # q * step: within an ulp of q / steps * (oh - ol)
         return b.select(b.fcmp_ordered("<=", x, il), ol, b.select(b.fcmp_ordered(">", x, ih), oh, deq))
 
     def fake_quantize() -> None:
@@ -626,8 +627,8 @@ def fq_block(n: int, output: QuantizeParams | None, residual: QuantizeParams | N
     for base, p in ((0, output), (FQ_WORDS, residual)):
         if p is not None:
             v = p.vectors(n)  # il, ih, ih - il, ol, oh, oh - ol
-            out[base:base + FQ_WORDS, :n] = np.stack([v[0], v[1], v[2], np.full(n, p.steps, np.float32), v[3], v[4],
-                                                      v[5]])
+            steps = np.full(n, p.steps, np.float32)
+            out[base:base + FQ_WORDS, :n] = np.stack([v[0], v[1], v[2], steps, v[3], v[4], v[5] / steps])
     return out
 
 
