@@ -63,7 +63,7 @@ def _fake_quantize(v, params):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("at", ["mid", "end", "u8"])
+@pytest.mark.parametrize("at", ["mid", "end", "u8", "also"])
 @pytest.mark.parametrize("case", GEMM_CASES[2:5], ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-zp{c[3]}-{c[4]}")
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_int8_gemm_fused_fake_quantize(isa, at, case, per_channel):
@@ -82,7 +82,7 @@ def test_int8_gemm_fused_fake_quantize(isa, at, case, per_channel):
     shift = (rng.standard_normal(n) * 0.3).astype(np.float32)
     res = (rng.standard_normal((m, n)) * 0.2).astype(np.float32) if has_res else None
     epi = EPILOGUES[epi_name]
-    fused = FusedQuantize(fused_params, "mid" if at == "mid" else "end", at == "u8")
+    fused = FusedQuantize(fused_params, at if at in ("mid", "also") else "end", at == "u8")
     acc = ((a[:, :k].astype(np.int64) - zp) @ w.astype(np.int64)).astype(np.float32)
     v = acc * scale + shift  # f32, as the kernel computes it
     if at == "mid":
@@ -90,7 +90,15 @@ def test_int8_gemm_fused_fake_quantize(isa, at, case, per_channel):
     if res is not None:
         v = v + res
     v = epi.apply(v).astype(np.float32)
-    got = Int8Gemm(w, m, scale, shift, zp, epi, num_threads=2, isa=isa, quantize=fused)(a, None, res)
+    gemm = Int8Gemm(w, m, scale, shift, zp, epi, num_threads=2, isa=isa, quantize=fused)
+    if at == "also":  # f32 values as they are, and their u8 steps beside
+        got = np.zeros((m, n), np.float32)
+        steps = np.zeros((m, padded_channels(n)), np.uint8)
+        gemm.bind(a, got, res, steps).run()
+        np.testing.assert_allclose(got, v, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(steps[:, :n], fused_params.quantize(v))
+        return
+    got = gemm(a, None, res)
     if at == "u8":
         assert got.dtype == np.uint8 and got.shape == (m, padded_channels(n))
         np.testing.assert_array_equal(got[:, :n], fused_params.quantize(v))
@@ -336,13 +344,14 @@ def _graph(kind, rng):
         w1 = rng.integers(-127, 128, (16, 8, 3, 3)).astype(np.int8)
         c = ops.convolution(a, _weights(w1, rng.random((16, 1, 1, 1)) * 0.02), [1, 1], [1, 1], [1, 1], [1, 1])
         c = ops.relu(ops.add(c, ops.constant(rng.standard_normal((1, 16, 1, 1)).astype(np.float32))))
+        side = ops.multiply(c, ops.constant(np.float32(2.0)))  # a float reader too: f32 and u8 steps both written
         w2 = rng.integers(-127, 128, (24, 16, 3, 3)).astype(np.int8)
         c = ops.convolution(_fq(c, 0.0, 4.0), _weights(w2, rng.random((24, 1, 1, 1)) * 0.02), [2, 2], [0, 0], [1, 1],
                             [1, 1])
         g = ops.reshape(ops.reduce_mean(c, ops.constant(np.array([2, 3], np.int64)), True),
                         ops.constant(np.array([2, 24], np.int64)), False)
         w3 = rng.integers(-127, 128, (10, 24)).astype(np.int8)
-        out, n_int8 = ops.matmul(_fq(g, -1.0, 1.0), _weights(w3, rng.random((10, 1)) * 0.05), False, True), 3
+        out, n_int8 = [ops.matmul(_fq(g, -1.0, 1.0), _weights(w3, rng.random((10, 1)) * 0.05), False, True), side], 3
     elif kind == "asymmetric":  # u8 with zero point 77, weights with a per-channel zero point, residual add
         a = _fq(x, -77 * 0.02, 178 * 0.02)
         w = rng.integers(-100, 100, (8, 8, 3, 3)).astype(np.int8)

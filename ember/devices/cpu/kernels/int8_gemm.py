@@ -62,9 +62,9 @@ INT8_CONTEXT = ContextLayout(
     "int8_gemm",
     ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "k4", "xg", "y",
      "ldy", "yg", "cout", "bp", "bg", "comp", "scale", "shift", "res", "ldr", "zero", "m", "tm", "tn", "gm", "gn",
-     "flags", "lo", "hi", "fq", "fqs", "merge", "cin", "kpad"),
-    pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq"))
-FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8, FLAG_RES_FQ = 1, 2, 4, 8, 16
+     "flags", "lo", "hi", "fq", "fqs", "merge", "cin", "kpad", "q", "ldq"),
+    pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq", "q"))
+FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8, FLAG_RES_FQ, FLAG_ALSO_U8 = 1, 2, 4, 8, 16, 32
 #: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh,
 #: (oh - ol) / steps (the steps are exact, as the reference's; the f32 value is within an ulp of it);
 #: a kernel's parameter block holds two: the output's, then the residual's (FLAG_RES_FQ)
@@ -109,7 +109,8 @@ def _fixed(value: ir.Value) -> Callable[[int], ir.Value]:
 
 def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | None], flags: ir.Value,
                 lo: ir.Value, hi: ir.Value, fq: list[list[ir.Value]], res_row: Callable[[int], ir.Value],
-                out_offset: Callable[[int], ir.Value], cp: ir.Value) -> None:
+                out_offset: Callable[[int], ir.Value], cp: ir.Value,
+                also: tuple[ir.Value, Callable[[int], ir.Value]] | None = None) -> None:
     """The f32 end of an int8 epilogue, for ``out[r][v]`` (variables of <L x f32>, scale and
     shift applied): [FakeQuantize (FLAG_FQ_MID)] -> + residual row ``res_row(r)`` (FLAG_RES)
     -> clamp(lo, hi) -> [FakeQuantize (FLAG_FQ_END)] -> stored at ``cp`` + ``out_offset(r)``
@@ -173,18 +174,28 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
                 crow = e.gep(F32, cp, out_offset(r))
                 for v in range(nv):
                     masked_store(e, e.load(vf, out[r][v]), e.gep(F32, crow, v * L), masks[v])
+            if also is not None:  # FLAG_ALSO_U8: the f32 values, and their u8 steps for the next int8 op
+                qp, q_offset = also
+                with b.if_then(flag(FLAG_ALSO_U8)):
+                    for r in range(mr):
+                        qrow = e.gep(I8, qp, q_offset(r))
+                        for v in range(nv):
+                            qb = b.fptoui(steps_of(e.load(vf, out[r][v]), v), vec(I8, L))
+                            mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
+                            e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, e.gep(I8, qrow, v * L), c32(1), mask])
 
 
 def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa: Isa) -> ir.Function:
-    """ukr(rows, ntaps, k4, bp, c, ldc, ncols, comp, scale, shift, res, ldr, lo, hi, flags, fq, fqs).
+    """ukr(rows, ntaps, k4, bp, c, ldc, ncols, comp, scale, shift, res, ldr, lo, hi, flags, fq, fqs, q, ldq).
 
     ``rows`` holds ntaps groups of tile.mr row pointers (first mr used); the B micro-panel at
     bp is [tap][k4][NR][4] bytes; the C tile at c (f32, or u8 with FLAG_U8) has row stride
     ldc elements; ncols <= NR. ``fq`` points at the FQ_WORDS rows (stride fqs) of a fused FakeQuantize, applied
-    before the residual (FLAG_FQ_MID) or last (FLAG_FQ_END; with FLAG_U8 its steps are stored)."""
+    before the residual (FLAG_FQ_MID) or last (FLAG_FQ_END; with FLAG_U8 its steps are stored); with
+    FLAG_ALSO_U8 the f32 tile is stored and its steps too, at q (row stride ldq bytes)."""
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, PTR, PTR, I64, I64, PTR, PTR, PTR, PTR, I64, F32, F32, I32,
-                                          PTR, I64], internal=True, noinline=True)
-    rows, ntaps, k4, bp, cp, ldc, ncols, compp, scalep, shiftp, resp, ldr, lo, hi, flags, fqp, fqs = fn.args
+                                          PTR, I64, PTR, I64], internal=True, noinline=True)
+    rows, ntaps, k4, bp, cp, ldc, ncols, compp, scalep, shiftp, resp, ldr, lo, hi, flags, fqp, fqs, qp, ldq = fn.args
     for arg in (bp, cp):
         arg.add_attribute("noalias")
     e = Emitter(m, fn)
@@ -222,7 +233,7 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
         fq = [[masked_load(e, vf, e.gep(F32, fqp, b.add(b.mul(c64(i), fqs), c64(v * L))), masks[v])
                for v in range(nv)] for i in range(FQ_ROWS)]
         finish_tile(e, out, masks, flags, lo, hi, fq, lambda r: e.gep(F32, resp, b.mul(ldr, c64(r))),
-                    lambda r: b.mul(ldc, c64(r)), cp)
+                    lambda r: b.mul(ldc, c64(r)), cp, (qp, lambda r: b.mul(ldq, c64(r))))
 
     with b.if_else(b.icmp_signed(">=", ncols, c64(NR))) as (full, part):
         with full:
@@ -333,6 +344,7 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     scale_g = e.gep(F32, a("scale", PTR), b.mul(g, yg))
     shift_g = e.gep(F32, a("shift", PTR), b.mul(g, yg))
     fq_g = e.gep(F32, a("fq", PTR), b.mul(g, yg))
+    q_g = e.gep(I8, a("q", PTR), b.mul(g, yg))
     bgroup = e.gep(I8, a("bp", PTR), b.mul(g, a("bg")))
     panel_bytes = b.mul(b.mul(ntaps, k4), c64(NR * 4))
     flags = b.trunc(a("flags"), I32)
@@ -349,7 +361,7 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
                     e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy, ncols,
                     e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
                     e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags, e.gep(F32, fq_g, col),
-                    a("fqs")]
+                    a("fqs"), e.gep(I8, q_g, b.add(b.mul(p0, a("ldq")), col)), a("ldq")]
             call_microkernel(e, ukrs, MR, mr, nvec, args)
     b.ret_void()
 
@@ -636,21 +648,25 @@ def fq_block(n: int, output: QuantizeParams | None, residual: QuantizeParams | N
 class FusedQuantize:
     """A FakeQuantize (scalar or per output channel ranges) fused into the int8 epilogue: ``at="mid"`` right
     after scale and shift (before the residual and the clamp), ``at="end"`` last; with
-    ``u8=True`` (only at the end) the output holds its u8 steps instead of f32 values."""
+    ``u8=True`` (only at the end) the output holds its u8 steps instead of f32 values;
+    ``at="also"``: the f32 output is unchanged and its u8 steps go to a second output (``q``
+    of ``bind``), for a value that both an int8 op and a float op read."""
 
     params: QuantizeParams
     at: str = "end"
     u8: bool = False
 
     def __post_init__(self) -> None:
-        if self.at not in ("mid", "end") or (self.u8 and self.at != "end"):
-            raise EmberError(f"ember: a fused FakeQuantize goes 'mid' or 'end' (u8 only at the end), got {self}")
+        if self.at not in ("mid", "end", "also") or (self.u8 and self.at != "end"):
+            raise EmberError(f"ember: a fused FakeQuantize goes 'mid', 'end' or 'also' (u8 only at the end), got {self}")
         if not self.params.valid():
             raise EmberError("ember: a fused FakeQuantize needs valid ranges")
 
 
     @property
     def flags(self) -> int:
+        if self.at == "also":
+            return FLAG_ALSO_U8
         return (FLAG_FQ_MID if self.at == "mid" else FLAG_FQ_END) | (FLAG_U8 if self.u8 else 0)
 
 
@@ -699,11 +715,14 @@ class Int8Call:
             tm=tm, tn=tn, gm=gm, gn=gn, lo=f32_bits(lo), hi=f32_bits(hi))
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
 
-    def bind(self, x: int, y: int, residual: int = 0, keep: tuple = ()) -> BoundKernel:
-        """The call for these buffer addresses (residual 0: none); each bound call has its own
+    def bind(self, x: int, y: int, residual: int = 0, keep: tuple = (), q: int = 0, ldq: int = 0) -> BoundKernel:
+        """The call for these buffer addresses (residual 0: none; q: the u8 steps of a fused
+        FakeQuantize ``at="also"``, rows of ``ldq`` bytes); each bound call has its own
         context, so streams can run the same operation on their own buffers at once."""
+        if bool(self.flags & FLAG_ALSO_U8) != bool(q):
+            raise EmberError("ember: a second u8 output goes with a FakeQuantize fused at='also', and only then")
         ctx = self.ctx.copy()
-        INT8_CONTEXT.fill(ctx, x=x, y=y, res=residual, flags=self.flags | (FLAG_RES if residual else 0))
+        INT8_CONTEXT.fill(ctx, x=x, y=y, res=residual, flags=self.flags | (FLAG_RES if residual else 0), q=q, ldq=ldq)
         return BoundKernel(self.kernels.task_address, ctx, self.n_tasks, self.threads,
                            (self.packed, self._zero, self.comp, self.scale, self.shift, self.fq, *keep),
                            layout=INT8_CONTEXT)
@@ -746,6 +765,14 @@ def _out_rows(name: str, a: np.ndarray, shape: tuple[int, ...], quantize: FusedQ
     return a.strides[-2] if a.ndim > 1 else a.shape[-1]
 
 
+def _u8_out(name: str, a: np.ndarray, shape: tuple[int, ...]) -> int:
+    """Row stride (bytes) of a u8 output of ``shape`` whose rows may be longer."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape[:-1] != shape[:-1] or a.shape[-1] < shape[-1] \
+            or a.strides[-1] != 1:
+        raise EmberError(f"ember: {name} must be a uint8 array of shape {shape} (rows may be longer)")
+    return a.strides[-2] if a.ndim > 1 else a.shape[-1]
+
+
 class Int8Gemm:
     """``C[M, N] = clamp(scale * ((A - zero_point) @ W) + shift + R, lo, hi)``, A u8, W s8.
 
@@ -766,7 +793,8 @@ class Int8Gemm:
         self.num_threads = num_threads
         self._calls: dict[tuple[int, int, int], Int8Call] = {}
 
-    def bind(self, a: np.ndarray, c: np.ndarray, residual: np.ndarray | None = None) -> BoundKernel:
+    def bind(self, a: np.ndarray, c: np.ndarray, residual: np.ndarray | None = None,
+             q: np.ndarray | None = None) -> BoundKernel:
         if a.ndim != 2 or a.shape[0] != self.m or a.shape[1] < self.k:
             raise EmberError(f"ember: Int8Gemm of {self.m}x{self.k} got A{a.shape}")
         lda = _u8_rows("A", a, 4 * self.packed.k4)
@@ -780,7 +808,9 @@ class Int8Gemm:
                             num_threads=self.num_threads, quantize=self.quantize,
                             residual_quantize=self.residual_quantize)
             self._calls[key] = call
-        return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data)
+        ldq = _u8_out("q", q, (self.m, self.n)) if q is not None else 0
+        return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data,
+                         q=0 if q is None else q.ctypes.data, ldq=ldq)
 
     def __call__(self, a: np.ndarray, c: np.ndarray | None = None, residual: np.ndarray | None = None,
                  pool: ThreadPool | None = None) -> np.ndarray:
@@ -830,7 +860,8 @@ class Int8Conv2d:
         self.num_threads = num_threads
         self._calls: dict[tuple[int, ...], Int8Call] = {}
 
-    def bind(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None = None) -> BoundKernel:
+    def bind(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None = None,
+             q: np.ndarray | None = None) -> BoundKernel:
         g = self.geometry
         if x.ndim != 4 or x.shape[:3] != (g.batch, g.h, g.w) or x.shape[3] < g.cin:
             raise EmberError(f"ember: int8 convolution input has shape {x.shape}, expected {(g.batch, g.h, g.w, g.cin)}")
@@ -857,7 +888,13 @@ class Int8Conv2d:
                             epilogue=self.epilogue, num_threads=self.num_threads, quantize=self.quantize,
                             merged_cin=self.merged_cin, residual_quantize=self.residual_quantize)
             self._calls[key] = call
-        return call.bind(x.ctypes.data, y.ctypes.data, 0 if residual is None else residual.ctypes.data)
+        ldq = 0
+        if q is not None:
+            ldq = _u8_out("q", q, g.output_shape)
+            if q.strides[0] != g.oh * g.ow * ldq or q.strides[1] != g.ow * ldq:
+                raise EmberError("ember: the u8 output's images must be contiguous")
+        return call.bind(x.ctypes.data, y.ctypes.data, 0 if residual is None else residual.ctypes.data,
+                         q=0 if q is None else q.ctypes.data, ldq=ldq)
 
     def __call__(self, x: np.ndarray, y: np.ndarray | None = None, residual: np.ndarray | None = None,
                  pool: ThreadPool | None = None) -> np.ndarray:
@@ -884,6 +921,8 @@ class Int8Depthwise:
         g = geometry
         if not (g.groups == g.cin == g.cout) or np.shape(weights) != (g.cout, 1, g.kh, g.kw):
             raise EmberError(f"ember: an int8 depthwise convolution wants weights [C, 1, KH, KW], got {np.shape(weights)}")
+        if quantize is not None and quantize.at == "also":
+            raise EmberError("ember: the int8 depthwise kernel has no second u8 output")
         self.geometry, self.quantize, self.epilogue = g, quantize, epilogue
         self.kernels = int8_kernels(isa)
         self.threads = num_threads or default_pool().num_threads

@@ -455,9 +455,10 @@ class _Tail:
     quantize: Any = None  # FusedQuantize
     residual_quantize: Any = None  # QuantizeParams of the residual's own FakeQuantize
     requantized: Node | None = None  # the Int8Quantize whose u8 steps the kernel writes
+    also: Node | None = None  # an Int8Quantize of the f32 output whose steps the kernel writes beside it
 
 
-def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str) -> _Tail:
+def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str, allow_also: bool = True) -> _Tail:
     """[Add(per-channel const)] [FakeQuantize] [Add(tensor)] [ReLU | Clamp], then a last
     FakeQuantize, or the Int8Quantize of the next int8 op (the kernel then writes u8 steps)."""
     from ember.devices.cpu.kernels.int8_gemm import FusedQuantize
@@ -477,6 +478,14 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str)
             if params is not None:
                 tail.quantize = FusedQuantize(params, "end", u8=True)
                 tail.requantized = users[0]
+            break
+        quants = [u for u in users if u.type_name == "Int8Quantize" and u.attrs["layout"] == layout]
+        if len(users) > 1 and len(quants) == 1 and tail.quantize is None and allow_also \
+                and not lowering.is_result(quants[0].output(0)):
+            params = ranges_along(quants[0], axis)
+            if params is not None:  # the f32 value stays for its other readers; the steps come with it
+                tail.quantize = FusedQuantize(params, "also")
+                tail.also = quants[0]
             break
         nxt = lowering.sole_consumer(last)
         if nxt is None or nxt.output(0).partial_shape != shape or nxt.output(0).element_type.dtype != F32:
@@ -577,10 +586,11 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     cin = w.shape[1] * a["groups"]
     geo = ConvGeometry(n, h, wd, cin, w.shape[0], w.shape[2], w.shape[3], tuple(a["strides"]), tuple(a["dilations"]),
                        tuple(a["pads_begin"]), tuple(a["pads_end"]), a["groups"])
-    tail = _tail(lowering, node, w.shape[0], 1, "nhwc")
+    depthwise = geo.depthwise and w.shape[1] == 1
+    tail = _tail(lowering, node, w.shape[0], 1, "nhwc", allow_also=not depthwise)
     scale, shift = _scale_shift(node, tail.bias)
     kernel: Any
-    if geo.depthwise and w.shape[1] == 1:
+    if depthwise:
         zps = const_of(node.input_values()[4]) if len(node.input_values()) > 4 else a["zero_point"]
         kernel = Int8Depthwise(geo, w, scale, shift, zps, Epilogue(tail.lo, tail.hi), lowering.threads,
                                lowering.isa, tail.quantize, tail.residual_quantize)
@@ -595,17 +605,27 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
         y = lowering.value((n_, oh, ow, padded_channels(oc)), NHWC, np.uint8, tail.requantized.friendly_name)
     else:
         y = lowering.value(geo.output_shape, NHWC, name=tail.last.friendly_name)
+    outs = [y]
+    if tail.also is not None:
+        n_, oh, ow, oc = geo.output_shape
+        outs.append(lowering.value((n_, oh, ow, padded_channels(oc)), NHWC, np.uint8, tail.also.friendly_name))
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [kernel.bind(arrs[0], outs[0], arrs[1] if len(arrs) > 1 else None)]
+        residual = arrs[1] if len(arrs) > 1 else None
+        if len(outs) > 1:
+            return [kernel.bind(arrs[0], outs[0], residual, outs[1])]
+        return [kernel.bind(arrs[0], outs[0], residual)]
 
-    lowering.program.add(Op(node.friendly_name, "Int8Convolution", ins, [y], native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, "Int8Convolution", ins, outs, native=True, bind=bind))
     _exec_type(lowering, node)
-    _finish(lowering, tail, y)
+    _finish(lowering, tail, y, outs[1] if len(outs) > 1 else None)
     return True
 
 
-def _finish(lowering: Lowering, tail: _Tail, y: Tensor) -> None:
+def _finish(lowering: Lowering, tail: _Tail, y: Tensor, steps: Tensor | None = None) -> None:
+    if tail.also is not None and steps is not None:
+        lowering.bind_port(tail.also.output(0), steps)
+        lowering.done.add(id(tail.also))
     if tail.requantized is not None:
         lowering.finish(tail.requantized, y, [*tail.fused, tail.requantized])
     else:
@@ -638,14 +658,19 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     else:
         ldy = nn
         y = lowering.value(out_shape, PLAIN, name=tail.last.friendly_name)
+    outs = [y]
+    ldq = padded_channels(nn)
+    if tail.also is not None:
+        outs.append(lowering.value((*out_shape[:-1], ldq), PLAIN, np.uint8, tail.also.friendly_name))
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         r = arrs[1].reshape(m, nn) if len(arrs) > 1 else None
-        return [kernel.bind(arrs[0].reshape(m, kp), outs[0].reshape(m, ldy), r)]
+        q = outs[1].reshape(m, ldq) if len(outs) > 1 else None
+        return [kernel.bind(arrs[0].reshape(m, kp), outs[0].reshape(m, ldy), r, q)]
 
-    lowering.program.add(Op(node.friendly_name, "Int8MatMul", ins, [y], native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, "Int8MatMul", ins, outs, native=True, bind=bind))
     _exec_type(lowering, node)
-    _finish(lowering, tail, y)
+    _finish(lowering, tail, y, outs[1] if len(outs) > 1 else None)
     return True
 
 
