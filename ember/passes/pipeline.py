@@ -148,7 +148,12 @@ def optimize(model: Model, level: int = 2, *, report: OptimizationReport | None 
     rep = report if report is not None else OptimizationReport(level)
     rep.level = level
     rep.nodes_before = _node_count(m)
-    for name in PIPELINE:
+    from ember import progress
+
+    # a bar over the passes for big models (each pass walks the whole graph)
+    steps = progress.bar(PIPELINE, len(PIPELINE), "optimizing", unit="pass",
+                         min_total=0 if rep.nodes_before >= 2000 else len(PIPELINE) + 1)
+    for name in steps:
         info = _PASSES[name]
         if info.level > level or name in skip:
             continue

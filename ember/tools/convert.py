@@ -4,6 +4,7 @@ of ``ovc`` and of the Model Optimizer (``mo --input_model m.onnx --output_dir ou
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -99,8 +100,7 @@ def count_ir_layers(xml: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ember.convert import convert_model, parse_values
-    from ember.io import write_ir
+    from ember import progress
     from ember.passes import OptimizationReport
 
     source = args.input_model or args.model
@@ -111,7 +111,17 @@ def run(args: argparse.Namespace) -> int:
     args.model = source
     report = OptimizationReport(args.opt_level)
     started = time.perf_counter()
-    model = convert_model(
+    with progress.shown(sys.stderr.isatty()):
+        model = _convert(args, report)
+    converted = time.perf_counter()
+    _write(args, model, report, started, converted)
+    return 0
+
+
+def _convert(args: argparse.Namespace, report: Any) -> Any:
+    from ember.convert import convert_model, parse_values
+
+    return convert_model(
         args.model,
         input=input_argument(args.input, args.input_shape),
         output=[s.strip() for s in args.output.split(",")] if args.output else None,
@@ -122,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
         layout=_layouts(args.layout),
         report=report,
     )
-    converted = time.perf_counter()
+
+
+def _write(args: argparse.Namespace, model: Any, report: Any, started: float, converted: float) -> None:
+    from ember.io import write_ir
+
     stem = args.model_name or Path(args.model).stem
     if args.output_model:
         xml = Path(args.output_model)
@@ -144,4 +158,3 @@ def run(args: argparse.Namespace) -> int:
     f16 = " with f16 weights" if args.compress_to_fp16 else ""
     print(f"saved {xml} and {xml.with_suffix('.bin')} ({nodes} nodes{f16}; converted in "
           f"{converted - started:.1f} s, written in {time.perf_counter() - converted:.1f} s)")
-    return 0

@@ -211,3 +211,31 @@ def test_import_model_picks_the_exported_device() -> None:
     core = ov.Core()
     blob = core.compile_model(_conv_model(1), "CPU").export_model()
     assert list(core.import_model(blob).get_property("EXECUTION_DEVICES")) == ["CPU"]
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+def test_progress_bars_only_when_shown_and_worth_it(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tqdm")
+    from ember import progress
+
+    items = list(range(600))
+    assert progress.bar(items, len(items), "converting") is items  # not shown: the iterable itself
+    with progress.shown():
+        assert progress.bar(items[:10], 10, "converting") == items[:10]  # small work: no bar
+        assert sum(progress.bar(items, len(items), "converting")) == sum(items)
+    assert "converting" in capsys.readouterr().err
+
+
+def test_big_onnx_conversion_shows_a_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tqdm")
+    from ember import progress
+
+    nodes = [helper.make_node("Relu" if i % 2 else "Neg", [f"t{i}"], [f"t{i + 1}"]) for i in range(700)]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("t700", TensorProto.FLOAT, [4])])
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with progress.shown():
+        ov.convert_model(path, opt_level=0)
+    assert "converting" in capsys.readouterr().err

@@ -142,7 +142,9 @@ def _convert_proto(proto: onnx.ModelProto, base_dir: Path | None, specs: list[In
         params.append(_parameter(name, value_infos.get(name), by_name[name]))
     for p in params:
         conv.define(p.friendly_name, boundary_input(p))
-    conv.convert_nodes(nodes, opsets)
+    from ember import progress
+
+    conv.convert_nodes(progress.bar(nodes, len(nodes), "converting"), opsets)
 
     results = []
     for name in out_names:
