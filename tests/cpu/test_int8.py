@@ -82,7 +82,7 @@ def test_int8_gemm_fused_fake_quantize(isa, at, case, per_channel):
     shift = (rng.standard_normal(n) * 0.3).astype(np.float32)
     res = (rng.standard_normal((m, n)) * 0.2).astype(np.float32) if has_res else None
     epi = EPILOGUES[epi_name]
-    fused = FusedQuantize(fused_params, at if at in ("mid", "also") else "end", at == "u8")
+    fused = None if at == "also" else FusedQuantize(fused_params, at if at == "mid" else "end", at == "u8")
     acc = ((a[:, :k].astype(np.int64) - zp) @ w.astype(np.int64)).astype(np.float32)
     v = acc * scale + shift  # f32, as the kernel computes it
     if at == "mid":
@@ -90,7 +90,8 @@ def test_int8_gemm_fused_fake_quantize(isa, at, case, per_channel):
     if res is not None:
         v = v + res
     v = epi.apply(v).astype(np.float32)
-    gemm = Int8Gemm(w, m, scale, shift, zp, epi, num_threads=2, isa=isa, quantize=fused)
+    gemm = Int8Gemm(w, m, scale, shift, zp, epi, num_threads=2, isa=isa, quantize=fused,
+                    also_quantize=fused_params if at == "also" else None)
     if at == "also":  # f32 values as they are, and their u8 steps beside
         got = np.zeros((m, n), np.float32)
         steps = np.zeros((m, padded_channels(n)), np.uint8)

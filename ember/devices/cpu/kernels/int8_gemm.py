@@ -67,9 +67,10 @@ INT8_CONTEXT = ContextLayout(
 FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8, FLAG_RES_FQ, FLAG_ALSO_U8 = 1, 2, 4, 8, 16, 32
 #: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh,
 #: (oh - ol) / steps (the steps are exact, as the reference's; the f32 value is within an ulp of it);
-#: a kernel's parameter block holds two: the output's, then the residual's (FLAG_RES_FQ)
+#: a kernel's parameter block holds three: the output's, the residual's (FLAG_RES_FQ), the second
+#: u8 output's (FLAG_ALSO_U8)
 FQ_WORDS = 7
-FQ_ROWS = 2 * FQ_WORDS
+FQ_ROWS = 3 * FQ_WORDS
 
 QUANT_CONTEXT = ContextLayout(
     "quantize",
@@ -180,7 +181,7 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
                     for r in range(mr):
                         qrow = e.gep(I8, qp, q_offset(r))
                         for v in range(nv):
-                            qb = b.fptoui(steps_of(e.load(vf, out[r][v]), v), vec(I8, L))
+                            qb = b.fptoui(steps_of(e.load(vf, out[r][v]), v, 2 * FQ_WORDS), vec(I8, L))
                             mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
                             e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, e.gep(I8, qrow, v * L), c32(1), mask])
 
@@ -631,12 +632,14 @@ def fq_stride(n: int) -> int:
     return -(-max(n, 1) // 16) * 16 + 16
 
 
-def fq_block(n: int, output: QuantizeParams | None, residual: QuantizeParams | None) -> np.ndarray:
-    """The FQ_ROWS parameter rows for ``n`` channels: the output's FakeQuantize, then the
-    residual's (rows of ones where there is none), 64-byte aligned rows of ``fq_stride(n)``."""
+def fq_block(n: int, output: QuantizeParams | None, residual: QuantizeParams | None,
+             also: QuantizeParams | None = None) -> np.ndarray:
+    """The FQ_ROWS parameter rows for ``n`` channels: the output's FakeQuantize, the
+    residual's, the second u8 output's (rows of ones where there is none), 64-byte aligned
+    rows of ``fq_stride(n)``."""
     out = aligned_empty((FQ_ROWS, fq_stride(n)))
     out[:] = 1
-    for base, p in ((0, output), (FQ_WORDS, residual)):
+    for base, p in ((0, output), (FQ_WORDS, residual), (2 * FQ_WORDS, also)):
         if p is not None:
             v = p.vectors(n)  # il, ih, ih - il, ol, oh, oh - ol
             steps = np.full(n, p.steps, np.float32)
@@ -648,25 +651,21 @@ def fq_block(n: int, output: QuantizeParams | None, residual: QuantizeParams | N
 class FusedQuantize:
     """A FakeQuantize (scalar or per output channel ranges) fused into the int8 epilogue: ``at="mid"`` right
     after scale and shift (before the residual and the clamp), ``at="end"`` last; with
-    ``u8=True`` (only at the end) the output holds its u8 steps instead of f32 values;
-    ``at="also"``: the f32 output is unchanged and its u8 steps go to a second output (``q``
-    of ``bind``), for a value that both an int8 op and a float op read."""
+    ``u8=True`` (only at the end) the output holds its u8 steps instead of f32 values."""
 
     params: QuantizeParams
     at: str = "end"
     u8: bool = False
 
     def __post_init__(self) -> None:
-        if self.at not in ("mid", "end", "also") or (self.u8 and self.at != "end"):
-            raise EmberError(f"ember: a fused FakeQuantize goes 'mid', 'end' or 'also' (u8 only at the end), got {self}")
+        if self.at not in ("mid", "end") or (self.u8 and self.at != "end"):
+            raise EmberError(f"ember: a fused FakeQuantize goes 'mid' or 'end' (u8 only at the end), got {self}")
         if not self.params.valid():
             raise EmberError("ember: a fused FakeQuantize needs valid ranges")
 
 
     @property
     def flags(self) -> int:
-        if self.at == "also":
-            return FLAG_ALSO_U8
         return (FLAG_FQ_MID if self.at == "mid" else FLAG_FQ_END) | (FLAG_U8 if self.u8 else 0)
 
 
@@ -676,14 +675,15 @@ class Int8Call:
     ``y = clamp(scale * sum((x - zero_point) * w) + shift + residual, lo, hi)`` per output
     channel; ``scale`` and ``shift`` are f32 vectors of ``groups * cout``; ``quantize`` fuses a
     FakeQuantize (:class:`FusedQuantize`), ``residual_quantize`` the residual's own FakeQuantize
-    (applied to it before the add). Build once, then :meth:`bind` buffer addresses
+    (applied to it before the add), ``also_quantize`` a second output: the u8 steps of the f32
+    output (``q`` of :meth:`bind`), for a value that an int8 op and a float op both read. Build once, then :meth:`bind` buffer addresses
     (x: bytes with pixel stride ``ldx``; residual: floats; y: floats, or bytes for u8 output)."""
 
     def __init__(self, packed: Int8Weights, *, m: int, x_geometry: dict[str, int], ldx: int, ldy: int,
                  scale: np.ndarray, shift: np.ndarray, zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE,
                  ldr: int | None = None, xg: int | None = None, num_threads: int | None = None,
                  quantize: FusedQuantize | None = None, merged_cin: int = 0,
-                 residual_quantize: QuantizeParams | None = None):
+                 residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None):
         self.packed = packed
         self.kernels = int8_kernels(packed.isa)
         self.tile = self.kernels.tile
@@ -704,8 +704,11 @@ class Int8Call:
         self._zero[:] = zero_point
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
         lo, hi = epilogue.lo, epilogue.hi
-        self.fq = fq_block(total, None if quantize is None else quantize.params, residual_quantize)
-        self.flags = (0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
+        if also_quantize is not None and quantize is not None and quantize.u8:
+            raise EmberError("ember: a second u8 output needs the f32 output")
+        self.fq = fq_block(total, None if quantize is None else quantize.params, residual_quantize, also_quantize)
+        self.flags = ((0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
+                      | (FLAG_ALSO_U8 if also_quantize else 0))
         self.ctx = INT8_CONTEXT.new(fq=self.fq.ctypes.data, fqs=fq_stride(total), merge=int(merged_cin > 0),
                                     cin=merged_cin, kpad=4 * packed.k4,
             **geo, ldx=ldx, ldy=ldy, ldr=ldy if ldr is None else ldr, k4=packed.k4,
@@ -716,11 +719,11 @@ class Int8Call:
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
 
     def bind(self, x: int, y: int, residual: int = 0, keep: tuple = (), q: int = 0, ldq: int = 0) -> BoundKernel:
-        """The call for these buffer addresses (residual 0: none; q: the u8 steps of a fused
-        FakeQuantize ``at="also"``, rows of ``ldq`` bytes); each bound call has its own
+        """The call for these buffer addresses (residual 0: none; q: the u8 steps of
+        ``also_quantize``, rows of ``ldq`` bytes); each bound call has its own
         context, so streams can run the same operation on their own buffers at once."""
         if bool(self.flags & FLAG_ALSO_U8) != bool(q):
-            raise EmberError("ember: a second u8 output goes with a FakeQuantize fused at='also', and only then")
+            raise EmberError("ember: a second u8 output goes with also_quantize, and only then")
         ctx = self.ctx.copy()
         INT8_CONTEXT.fill(ctx, x=x, y=y, res=residual, flags=self.flags | (FLAG_RES if residual else 0), q=q, ldq=ldq)
         return BoundKernel(self.kernels.task_address, ctx, self.n_tasks, self.threads,
@@ -781,9 +784,9 @@ class Int8Gemm:
     def __init__(self, w: np.ndarray, m: int, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
                  isa: Isa | None = None, quantize: FusedQuantize | None = None,
-                 residual_quantize: QuantizeParams | None = None):
+                 residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None):
         w = np.asarray(w)
-        self.quantize, self.residual_quantize = quantize, residual_quantize
+        self.quantize, self.residual_quantize, self.also_quantize = quantize, residual_quantize, also_quantize
         if w.ndim != 2:
             raise EmberError(f"ember: Int8Gemm wants W[K, N], got shape {w.shape}")
         self.packed = pack_int8_weights(w[None, None], isa)
@@ -806,7 +809,7 @@ class Int8Gemm:
             call = Int8Call(self.packed, m=self.m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr, scale=self.scale,
                             shift=self.shift, zero_point=self.zero_point, epilogue=self.epilogue,
                             num_threads=self.num_threads, quantize=self.quantize,
-                            residual_quantize=self.residual_quantize)
+                            residual_quantize=self.residual_quantize, also_quantize=self.also_quantize)
             self._calls[key] = call
         ldq = _u8_out("q", q, (self.m, self.n)) if q is not None else 0
         return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data,
@@ -832,9 +835,9 @@ class Int8Conv2d:
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
                  isa: Isa | None = None, quantize: FusedQuantize | None = None,
-                 residual_quantize: QuantizeParams | None = None):
+                 residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None):
         g = geometry
-        self.quantize, self.residual_quantize = quantize, residual_quantize
+        self.quantize, self.residual_quantize, self.also_quantize = quantize, residual_quantize, also_quantize
         self.geometry = g
         w = np.asarray(weights)
         cg = g.cin // g.groups
@@ -886,7 +889,8 @@ class Int8Conv2d:
             call = Int8Call(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
                             xg=g.cin // g.groups, scale=self.scale, shift=self.shift, zero_point=self.zero_point,
                             epilogue=self.epilogue, num_threads=self.num_threads, quantize=self.quantize,
-                            merged_cin=self.merged_cin, residual_quantize=self.residual_quantize)
+                            merged_cin=self.merged_cin, residual_quantize=self.residual_quantize,
+                            also_quantize=self.also_quantize)
             self._calls[key] = call
         ldq = 0
         if q is not None:
@@ -921,8 +925,6 @@ class Int8Depthwise:
         g = geometry
         if not (g.groups == g.cin == g.cout) or np.shape(weights) != (g.cout, 1, g.kh, g.kw):
             raise EmberError(f"ember: an int8 depthwise convolution wants weights [C, 1, KH, KW], got {np.shape(weights)}")
-        if quantize is not None and quantize.at == "also":
-            raise EmberError("ember: the int8 depthwise kernel has no second u8 output")
         self.geometry, self.quantize, self.epilogue = g, quantize, epilogue
         self.kernels = int8_kernels(isa)
         self.threads = num_threads or default_pool().num_threads

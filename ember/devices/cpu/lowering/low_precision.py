@@ -456,6 +456,7 @@ class _Tail:
     residual_quantize: Any = None  # QuantizeParams of the residual's own FakeQuantize
     requantized: Node | None = None  # the Int8Quantize whose u8 steps the kernel writes
     also: Node | None = None  # an Int8Quantize of the f32 output whose steps the kernel writes beside it
+    also_quantize: Any = None  # its QuantizeParams
 
 
 def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str, allow_also: bool = True) -> _Tail:
@@ -480,12 +481,10 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str,
                 tail.requantized = users[0]
             break
         quants = [u for u in users if u.type_name == "Int8Quantize" and u.attrs["layout"] == layout]
-        if len(users) > 1 and len(quants) == 1 and tail.quantize is None and allow_also \
-                and not lowering.is_result(quants[0].output(0)):
+        if len(users) > 1 and len(quants) == 1 and allow_also and not lowering.is_result(quants[0].output(0)):
             params = ranges_along(quants[0], axis)
             if params is not None:  # the f32 value stays for its other readers; the steps come with it
-                tail.quantize = FusedQuantize(params, "also")
-                tail.also = quants[0]
+                tail.also, tail.also_quantize = quants[0], params
             break
         nxt = lowering.sole_consumer(last)
         if nxt is None or nxt.output(0).partial_shape != shape or nxt.output(0).element_type.dtype != F32:
@@ -596,7 +595,7 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
                                lowering.isa, tail.quantize, tail.residual_quantize)
     else:
         kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
-                            lowering.isa, tail.quantize, tail.residual_quantize)
+                            lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize)
     ins: list[Tensor] = [x]
     if tail.residual is not None:
         ins.append(lowering.native_input(lowering.tensor(tail.residual), NHWC))
@@ -647,7 +646,7 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     tail = _tail(lowering, node, nn, len(out_shape) - 1, "rows")
     scale, shift = _scale_shift(node, tail.bias)
     kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
-                      lowering.isa, tail.quantize, tail.residual_quantize)
+                      lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize)
     ins: list[Tensor] = [x]
     if tail.residual is not None:
         ins.append(lowering.native_input(lowering.tensor(tail.residual), PLAIN))
