@@ -18,18 +18,33 @@ from ember.passes.pipeline import note_fired, register_pass
 _CONVS = ("Convolution", "GroupConvolution")
 
 
+def float_value(port: Output) -> np.ndarray | None:
+    """The value of a constant float input: a Constant, or a float Constant behind one Convert
+    to another float type (IR with f16-compressed weights); None for anything else."""
+    node = port.node
+    if isinstance(node, Constant):
+        return node.data
+    if node.type_name == "Convert" and isinstance(node.input_values()[0].node, Constant):
+        src = node.input_values()[0].node.data
+        if src.dtype.kind == "f" and port.element_type.is_real:
+            return src.astype(port.element_type.dtype)
+    return None
+
+
 def _const_weights(n: Node) -> bool:
-    return isinstance(n.input_values()[1].node, Constant) and n.output(0).partial_shape.rank_is_static
+    return float_value(n.input_values()[1]) is not None and n.output(0).partial_shape.rank_is_static
 
 
 def _scaled_weights(conv: Node, scale: np.ndarray) -> np.ndarray:
-    """Weights of ``conv`` multiplied per output channel by ``scale`` (length C_out)."""
-    w = conv.input_values()[1].node.data.astype(np.float64)
+    """Weights of ``conv`` multiplied per output channel by ``scale`` (length C_out), in the
+    convolution's element type (compressed weights come back as full-precision constants; saving
+    with ``compress_to_fp16`` compresses them again)."""
+    w = float_value(conv.input_values()[1]).astype(np.float64)  # type: ignore[union-attr]
     if conv.type_name == "GroupConvolution":  # [G, C_out/G, C_in/G, k...]
         s = scale.reshape((w.shape[0], w.shape[1]) + (1,) * (w.ndim - 2))
     else:  # [C_out, C_in, k...]
         s = scale.reshape((w.shape[0],) + (1,) * (w.ndim - 1))
-    return (w * s).astype(conv.input_values()[1].node.data.dtype)
+    return (w * s).astype(conv.input_values()[1].element_type.dtype)
 
 
 def _rebuild_conv(conv: Node, weights: np.ndarray) -> Node:
@@ -47,7 +62,7 @@ def _bn_inputs(bn: Node) -> tuple[Output, list[Node]]:
 
 def _bn_is_foldable(bn: Node) -> bool:
     data, params = _bn_inputs(bn)
-    return data.node.type_name in _CONVS and all(isinstance(p, Constant) for p in params) \
+    return data.node.type_name in _CONVS and all(float_value(p.output(0)) is not None for p in params) \
         and _const_weights(data.node) and len(data.targets) == 1
 
 
@@ -56,7 +71,8 @@ def conv_batchnorm(m: Match) -> Output | None:
     bn = m["bn"]
     data, (gamma, beta, mean, var) = _bn_inputs(bn)
     conv = data.node
-    g, b, mu, v = (p.data.astype(np.float64).reshape(-1) for p in (gamma, beta, mean, var))  # type: ignore[attr-defined]
+    g, b, mu, v = (float_value(p.output(0)).astype(np.float64).reshape(-1)  # type: ignore[union-attr]
+                   for p in (gamma, beta, mean, var))
     scale = g / np.sqrt(v + bn.attrs["epsilon"])
     shift = b - mu * scale
     new_conv = _rebuild_conv(conv, _scaled_weights(conv, scale))

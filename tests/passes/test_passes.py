@@ -274,3 +274,25 @@ def test_fused_node_keeps_replaced_names() -> None:
     swish = [n for n in m.get_ordered_ops() if n.type_name == "Swish"][0]
     assert swish.friendly_name == "mul"
     assert set(swish.rt_info["fused_names"]["value"].split(",")) == {"mul", "sig"}
+
+
+def test_batchnorm_folds_into_f16_compressed_weights(tmp_path) -> None:
+    """IR saved with f16 weights (Const f16 -> Convert) still gets its BatchNorm folded."""
+    import ember
+    import ember.opset as ops
+    from ember.devices.reference import run_model
+    from ember.passes import optimize
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
+    c = ops.convolution(x, ops.constant(rng.random((4, 3, 3, 3)).astype(np.float32)), [1, 1], [1, 1], [1, 1], [1, 1])
+    params = [ops.constant(rng.random(4).astype(np.float32) + 0.5) for _ in range(4)]
+    model = ember.Model([ops.relu(ops.batch_norm_inference(c, *params, 1e-5))], [x])
+    ember.save_model(model, tmp_path / "m.xml")  # f16 weights by default
+    loaded = ember.Core().read_model(tmp_path / "m.xml")
+    assert any(n.type_name == "Convert" for n in loaded.get_ordered_ops())
+    opt = optimize(loaded, 2)
+    assert not any(n.type_name == "BatchNormInference" for n in opt.get_ordered_ops())
+    data = rng.random((1, 3, 8, 8)).astype(np.float32)
+    want, got = run_model(loaded, [data])[0], run_model(opt, [data])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
