@@ -1,29 +1,36 @@
 """Low-precision lowering: quantized patterns -> int8 kernels (what OpenVINO's low-precision
-transformations do for its CPU plugin), first slice.
+transformations do for its CPU plugin).
 
 :func:`lower_precision` (the first of the CPU's device passes, before weights are folded to
 f32) finds
 
-    FakeQuantize(x, scalar ranges, levels <= 256)  ->  Convolution / GroupConvolution / MatMul
+    FakeQuantize(x, levels <= 256) [-> MaxPool/Reshape/Transpose/Squeeze/Unsqueeze]
+        -> Convolution / GroupConvolution / MatMul
     weights: integer Const -> Convert [-> Subtract(zero point)] -> Multiply(per-channel scale)
              [-> Reshape]
 
 and rewrites each into two ops of this device: ``Int8Quantize`` (x -> u8 steps of the
-FakeQuantize, laid out for its consumers: NHWC pixels or GEMM rows) and ``Int8Convolution`` / ``Int8MatMul`` (u8 x s8 with integer accumulation,
-then ``scale[n] * acc + shift[n]`` in f32). The arithmetic is the FakeQuantize graph's own:
-``x_fq = s_a * (q - zp)`` and ``w = s_w[n] * wq``, so ``conv(x_fq, w) = s_a * s_w[n] *
-conv(q - zp, wq)``; padding reads ``zp`` (the step that stands for 0.0). When 0.0 is not
-exactly a step (a non-integer zero point) only convolutions without padding and MatMuls are
-rewritten, the offset going into ``shift``. Depthwise convolutions, per-channel activation
-ranges, weights with a zero point that leaves [-128, 127], and everything else stay f32.
+FakeQuantize, laid out for its consumers: NHWC pixels or GEMM rows) and ``Int8Convolution`` /
+``Int8MatMul`` (u8 x s8 with integer accumulation, then ``scale[n] * acc + shift[n]`` in f32).
+The arithmetic is the FakeQuantize graph's own: ``x_fq = s_a * (q - zp)`` and
+``w = s_w[n] * wq``, so ``conv(x_fq, w) = s_a * s_w[n] * conv(q - zp, wq)``; padding reads
+``zp`` (the step that stands for 0.0). When 0.0 is not exactly a step (a non-integer zero
+point) only convolutions without padding and MatMuls are rewritten, the offset going into
+``shift``. Activation ranges are per tensor, or per channel for depthwise convolutions (whose
+channels are independent). Grouped convolutions with an odd channel count per group, weights
+whose zero point leaves [-128, 127], and everything else stay f32.
 
 The new ops carry a numpy reference kernel (integer math in int64), so a node the native rule
 cannot take still computes in int8 arithmetic. The lowering rules fuse the elementwise tail
-(a per-channel bias Add, a residual Add, ReLU/Clamp) into the f32 epilogue. FakeQuantize nodes
-that stay in the graph run on the native quantize kernel in f32 mode.
+into the int8 epilogue: a per-channel bias Add, a FakeQuantize (before the residual or last),
+a residual Add (through its own FakeQuantize when NNCF quantized the residual branch),
+ReLU/Clamp; the output is f32, or the u8 steps of the next int8 op's Int8Quantize, or both
+(when a float op reads the value too). FakeQuantize nodes left in the graph run on the
+native quantize kernel in f32 mode.
 
-The compiled model reports what runs: the runtime model has the ``Int8*`` ops, and the plan's
-``stats["exec_types"]`` names the int8 kernel per op (``jit_avx512_vnni_I8`` ...).
+The compiled model reports what runs: the runtime model has the ``Int8*`` ops (with
+``rt_info`` ``execType`` and ``runtimePrecision``), the plan's ``stats["exec_types"]`` names
+the int8 kernel per op (``jit_avx512_vnni_I8`` ...) and profiling info shows it.
 """
 
 from __future__ import annotations
