@@ -9,7 +9,15 @@ One native task function, ``int8_task(ctx, task)``, computes a block of
 with ``X`` u8 (NHWC pixels, or GEMM rows), ``W`` s8 and integer accumulation. ``comp[n]`` is
 the zero-point compensation ``-zp * sum(W[:, :, n])``, computed when the weights are packed,
 so that the sum is over ``X - zp``; a padding tap reads a row filled with ``zp`` and so adds
-exactly nothing (the activation 0.0). The epilogue is f32 and stores f32.
+exactly nothing (the activation 0.0). The epilogue (``finish_tile``) is f32: scale and shift,
+then optionally a FakeQuantize, the residual (optionally through its own FakeQuantize), the
+clamp, a last FakeQuantize; it stores f32, or the u8 steps of a FakeQuantize (requantize), or
+both (a second u8 output). Fused FakeQuantize steps are computed as the reference does.
+
+Few channels per tap (a network's stem): each task gathers its pixels' taps into one row
+(``merge``) and runs as a single tap. Depthwise convolutions have their own task
+(``dw_task``, and ``dw3x3``/``dw5x5`` with the taps unrolled): channel vectors in i32 with a
+zero point per channel, padding taps skipped, the same epilogue.
 
 Like the f32 kernel (:mod:`ember.devices.cpu.kernels.gemm`), each task fills a table of
 row pointers for its pixels once (no im2col), then runs a register-blocked micro-kernel over
