@@ -115,10 +115,11 @@ def test_mobilenet_v2_frozen_pb() -> None:
 
 
 @pytest.mark.slow
-def test_resnet50_frozen_pb() -> None:
-    """ResNet50 as a frozen graph; its SavedModel and in-memory forms take TensorFlow 20-30 s to
-    load and freeze, beyond this suite's budget (the same paths are covered by MobileNetV2)."""
-    check("resnet50", "frozen_pb")
+@pytest.mark.parametrize("form", ["frozen_pb", "saved_model", "keras"])
+def test_resnet50(form: str) -> None:
+    """ResNet50 (weights=None, seeded) in every form; the SavedModel and in-memory forms take
+    TensorFlow 20-30 s to load and freeze (slow tier)."""
+    check("resnet50", form)
 
 
 @pytest.mark.parametrize("form", ["keras", "saved_model", "frozen_pb"])
