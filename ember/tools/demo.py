@@ -84,9 +84,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for caption, image in photos:
         ranked, ms = classify(compiled, image, args.top, args.runs)
         print_result(caption, image, ranked, ms)
-    print(f"\nIR saved at {prepared.xml} (+ .bin); try: ember info {prepared.xml}")
-    print(f"For OpenVINO-style scripts (u8 BGR input, preprocessing inside): "
+    print(f"\nFor OpenVINO-style scripts (u8 BGR input, preprocessing inside): "
           f"ember zoo fetch {MODEL} --output_dir openvino_model/")
+    print(f"IR saved at {prepared.xml} (+ .bin); try: ember info {prepared.xml}")
     return 0
 
 
