@@ -395,6 +395,17 @@ class Node:
         for i, o in enumerate(outputs):
             self.set_argument(i, o)
 
+    def append_input(self, value: Any) -> int:
+        """Connect ``value`` as a new last input and return its index: for ops whose inputs
+        grow as they are built (TensorIterator/Loop's ``set_invariant_input`` ...). Inference
+        is not re-run; call ``validate_and_infer_types`` when the node is complete."""
+        out = as_output(value)
+        index = len(self._inputs)
+        self._inputs.append(out)
+        out.node._add_consumer(out.index, Input(self, index))
+        self._const_cache = None
+        return index
+
     def output(self, i: int) -> Output:
         if not 0 <= i < len(self._out_types):
             raise EmberError(f"ember: {self.type_name} '{self.friendly_name}' has no output {i}")

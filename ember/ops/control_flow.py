@@ -37,7 +37,7 @@ import numpy as np
 from ember.errors import EmberError, InferenceError, IRFormatError
 from ember.graph.core_ops import Parameter, Result
 from ember.graph.model import Model
-from ember.graph.node import _FOLD_LIMIT, Input, Node, Output, as_output, constant_value
+from ember.graph.node import _FOLD_LIMIT, Node, Output, as_output, constant_value
 from ember.graph.registry import builder, register_op
 from ember.graph.shape import Dimension, PartialShape
 from ember.graph.types import Type
@@ -265,12 +265,7 @@ class _SubGraphOp(Node):
         self._out_descs = [[d.copy() for d in ds] for ds in other._out_descs]
 
     def _append_input(self, value: Any) -> int:
-        out = as_output(value)
-        index = len(self._inputs)
-        self._inputs.append(out)
-        out.node._add_consumer(out.index, Input(self, index))
-        self._const_cache = None
-        return index
+        return self.append_input(value)
 
     def _param_index(self, b: int, param: Any) -> int:
         body = self.get_function(b)
@@ -289,7 +284,7 @@ class _SubGraphOp(Node):
         if isinstance(value, Node) and not isinstance(value, Result):
             value = as_output(value)
         for i, r in enumerate(body.get_results()):
-            if value is r or (isinstance(value, Output) and (r.output(0) == value or r._inputs[0] == value)):
+            if value is r or (isinstance(value, Output) and (r.output(0) == value or r.input(0).source == value)):
                 return i
         raise EmberError(f"ember: {self.type_name} '{self.friendly_name}': {value!r} is not a Result of its "
                          f"{self.body_tags[b]}")
@@ -301,7 +296,7 @@ class _SubGraphOp(Node):
         for d in self._in_descs[b]:
             if not 0 <= d.body_parameter_index < len(params):
                 raise self.fail(f"{self.body_tags[b]} has no parameter {d.body_parameter_index}")
-            if not 0 <= d.input_index < len(self._inputs):
+            if not 0 <= d.input_index < self.get_input_size():
                 raise self.fail(f"no input {d.input_index}")
             p = params[d.body_parameter_index]
             shape = self.input_shape(d.input_index)
@@ -332,7 +327,7 @@ class _SubGraphOp(Node):
         results = self.get_function(b).get_results()
         if not 0 <= index < len(results):
             raise self.fail(f"{self.body_tags[b]} has no result {index}")
-        return results[index]._inputs[0]
+        return results[index].input(0).source
 
     def _settle_merged(self, b: int) -> None:
         """Widen merged Parameters until the body's back-edge values fit them."""
@@ -462,7 +457,7 @@ class _SubGraphOp(Node):
         merged = {d.body_value_index: d for d in self._in_descs[0] if isinstance(d, MergedInputDescription)}
         outs: list[np.ndarray] = [np.empty(0)] * len(self._out_descs[0])
         for d in self._out_descs[0]:
-            et = self._out_types[d.output_index]
+            et = self.get_output_element_type(d.output_index)
             if isinstance(d, ConcatOutputDescription):
                 values = parts[d.output_index]
                 if d.stride < 0:
@@ -489,13 +484,13 @@ class _SubGraphOp(Node):
             dims = (0,)
         dims = list(dims)
         dims[self._axis(axis_of, len(dims), f"output {d.output_index}")] = 0
-        return np.empty(dims, dtype=self._out_types[d.output_index].dtype)
+        return np.empty(dims, dtype=self.get_output_element_type(d.output_index).dtype)
 
     def _zeros(self, d: Any) -> np.ndarray:
         """A body value that no iteration computed (zero iterations, not a merged input):
         zeros of its inferred shape, dynamic dimensions taken as 0."""
-        shape = self._out_shapes[d.output_index]
-        et = self._out_types[d.output_index]
+        shape = self.get_output_partial_shape(d.output_index)
+        et = self.get_output_element_type(d.output_index)
         if not shape.rank_is_static:
             raise InferenceError(f"ember: {self.type_name} '{self.friendly_name}': output {d.output_index} has "
                                  "no value after zero iterations (its rank is unknown)")
@@ -509,7 +504,7 @@ class _SubGraphOp(Node):
                         extra: Sequence[tuple[str, dict[str, str]]] = ()) -> None:
         body = self.get_function(b)
         params, results = body.get_parameters(), body.get_results()
-        n_in = len(self._inputs)
+        n_in = self.get_input_size()
         for d in self._in_descs[b]:
             attrs: dict[str, str] = {}
             if isinstance(d, SliceInputDescription):
@@ -672,7 +667,7 @@ class If(_SubGraphOp):
             raise EmberError(f"ember: If '{self.friendly_name}': set_input needs a then or an else parameter")
         indices = [None if p is None else self._param_index(b, p)
                    for b, p in enumerate((then_parameter, else_parameter))]
-        if not self._inputs:
+        if not self.get_input_size():
             raise EmberError(f"ember: If '{self.friendly_name}' has no condition input yet")
         index = self._append_input(value)
         for b, pi in enumerate(indices):
@@ -692,7 +687,7 @@ class If(_SubGraphOp):
     # -- inference -----------------------------------------------------------------------
     def infer(self) -> list[tuple[Type, PartialShape]]:
         self._executors = [None, None]
-        if not self._inputs:
+        if not self.get_input_size():
             return []
         ct, cs = self.input_type(0), self.input_shape(0)
         if not (ct is Type.boolean or ct.is_dynamic):
@@ -737,7 +732,7 @@ class If(_SubGraphOp):
             for n in body.get_ordered_ops():
                 if not isinstance(n, (Parameter, Result)) and not n.foldable:
                     return None
-        values = [constant_value(o) for o in self._inputs]
+        values = [constant_value(o) for o in self.input_values()]
         if not values or any(v is None for v in values):
             return None
         if sum(int(np.asarray(v).size) for v in values) > _FOLD_LIMIT:
@@ -753,12 +748,12 @@ class If(_SubGraphOp):
         for d in self._in_descs[b]:
             feed[d.body_parameter_index] = np.asarray(inputs[d.input_index])
         values = self._run_body(b, feed)
-        outs: list[np.ndarray] = [np.empty(0)] * len(self._out_types)
-        if len(self._out_descs[b]) != len(self._out_types):
+        outs: list[np.ndarray] = [np.empty(0)] * self.get_output_size()
+        if len(self._out_descs[b]) != self.get_output_size():
             raise InferenceError(f"ember: If '{self.friendly_name}': its {self.body_tags[b]} does not produce "
                                  "every output")
         for d in self._out_descs[b]:
-            et = self._out_types[d.output_index]
+            et = self.get_output_element_type(d.output_index)
             v = values[d.body_value_index]
             outs[d.output_index] = v if et.is_dynamic else np.asarray(v, dtype=et.dtype)
         return outs
@@ -927,7 +922,7 @@ class Loop(_IterationOp):
     def set_arguments(self, outputs: Sequence[Any]) -> None:
         """Set every input; on a Loop built without arguments this adds them."""
         for i, o in enumerate(outputs):
-            if i < len(self._inputs):
+            if i < self.get_input_size():
                 self.set_argument(i, o)
             else:
                 self._append_input(o)
@@ -935,7 +930,7 @@ class Loop(_IterationOp):
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
         self._executors = [None]
-        if len(self._inputs) < 2:
+        if self.get_input_size() < 2:
             return []
         for i, what in ((0, "trip count"), (1, "execution condition")):
             s = self.input_shape(i)
@@ -971,7 +966,7 @@ class Loop(_IterationOp):
             return []
         if cond >= len(results):
             raise self.fail(f"the condition port {cond} is not a body result (it has {len(results)})")
-        cv = results[cond]._inputs[0]
+        cv = results[cond].input(0).source
         if cv.partial_shape.rank_is_static and len(cv.partial_shape) > 1:
             raise self.fail(f"the body's condition must be a scalar or 1D, got {cv.partial_shape}")
         if not (cv.element_type.is_dynamic or cv.element_type is Type.boolean):
@@ -979,7 +974,7 @@ class Loop(_IterationOp):
         return self._iteration_outputs(0, self._num_iterations())
 
     def _num_iterations(self) -> int | None:
-        if len(self._inputs) < 2 or self._bodies[0] is None or self.special_body_ports[1] < 0:
+        if self.get_input_size() < 2 or self._bodies[0] is None or self.special_body_ports[1] < 0:
             return None
         first = self.input_value(1)
         trip = self.input_value(0)
@@ -999,7 +994,7 @@ class Loop(_IterationOp):
     def _body_condition(self) -> bool | None:
         """The body's condition when it is the same in every iteration."""
         body = self.get_function(0)
-        src = body.get_results()[self.special_body_ports[1]]._inputs[0]
+        src = body.get_results()[self.special_body_ports[1]].input(0).source
         value = constant_value(src)
         if value is not None:
             return bool(_first_value(value))

@@ -317,7 +317,7 @@ class _ConvBackprop(_ConvBase):
 
     def _out_spatial_input(self) -> PartialShape | None:
         """The spatial output shape given as input 2, as far as it is known (None: no input)."""
-        if len(self._inputs) < 3:
+        if self.get_input_size() < 3:
             return None
         t, shape = self.input_type(2), self.input_shape(2)
         if not (t.is_integral_number or t.is_dynamic):

@@ -264,7 +264,7 @@ class _InterpolateBase(Node):
     def infer(self) -> list[tuple[Type, PartialShape]]:
         self._check_attrs()
         t = self.input_type(0)
-        for port in range(1, len(self._inputs)):
+        for port in range(1, self.get_input_size()):
             s = self.input_shape(port)
             if s.rank_is_static and len(s) != 1:
                 raise self.fail(f"input {port} must be 1-D, got shape {s}")
@@ -298,7 +298,7 @@ class _InterpolateBase(Node):
         return [(t, PartialShape(dims))]
 
     def _axes(self, rank: int) -> list[int] | None:
-        if len(self._inputs) <= self.axes_port:
+        if self.get_input_size() <= self.axes_port:
             return list(range(rank))
         it = self.input_type(self.axes_port)
         if not (it.is_integral_number or it.is_dynamic):
@@ -741,7 +741,7 @@ class _NMSBase(Node):
     soft = False  # has the soft_nms_sigma input
 
     def _value(self, port: int, default: Any) -> Any:
-        if len(self._inputs) <= port:
+        if self.get_input_size() <= port:
             return default
         s = self.input_shape(port)
         if s.rank_is_static and (len(s) > 1 or (len(s) == 1 and s[0].is_static and s[0].get_length() != 1)):

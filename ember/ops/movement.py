@@ -229,7 +229,7 @@ class StridedSlice(Node):
     def infer(self) -> list[tuple[Type, PartialShape]]:
         n = None
         for i, what in ((1, "begin"), (2, "end"), (3, "strides")):
-            if i >= len(self._inputs):
+            if i >= self.get_input_size():
                 continue
             check_int_input(self, i, what)
             s = self.input_shape(i)
@@ -244,7 +244,7 @@ class StridedSlice(Node):
         if not data.rank_is_static or n is None:
             return [(et, PartialShape.dynamic())]
         begin, end = const_ints(self, 1), const_ints(self, 2)
-        stride = const_ints(self, 3) if len(self._inputs) == 4 else [1] * n
+        stride = const_ints(self, 3) if self.get_input_size() == 4 else [1] * n
         items = strided_plan(self, len(data), n, begin, end, stride)
         return [(et, _plan_shape(self, data, items))]
 
@@ -280,7 +280,7 @@ def _slice_params(node: Node, first: int) -> tuple[int | None, list[int] | None,
     names = ("start", "stop", "step", "axes")
     for k, what in enumerate(names):
         i = first + k
-        if i >= len(node._inputs):
+        if i >= node.get_input_size():
             continue
         check_int_input(node, i, what)
         s = node.input_shape(i)
@@ -291,7 +291,7 @@ def _slice_params(node: Node, first: int) -> tuple[int | None, list[int] | None,
                 raise node.fail(f"start, stop, step and axes differ in length ({n} and {s[0]})")
             n = s[0].get_length()
     vals = [const_ints(node, first + k) for k in range(3)]
-    axes = const_ints(node, first + 3) if len(node._inputs) > first + 3 else (
+    axes = const_ints(node, first + 3) if node.get_input_size() > first + 3 else (
         None if n is None else list(range(n)))
     if vals[2] is not None and any(v == 0 for v in vals[2]):
         raise node.fail("step must not be 0")
@@ -860,7 +860,7 @@ class _PadBase(Node):
             s = self.input_shape(i)
             if s.rank_is_static and len(s) != 1:
                 raise self.fail(f"{what} must be 1-D, got shape {s}")
-        if len(self._inputs) == 4:
+        if self.get_input_size() == 4:
             s = self.input_shape(3)
             if s.rank_is_static and len(s) != 0:
                 raise self.fail(f"pad_value must be a scalar, got shape {s}")
@@ -1206,7 +1206,7 @@ class _OneHotBase(Node):
         if not idx.rank_is_static:
             return [(et, PartialShape.dynamic())]
         axis = normalize(self.attrs["axis"], len(idx) + 1, self)
-        depth = value_bounds(self._inputs[1])
+        depth = value_bounds(self.input(1).source)
         if depth is not None and len(depth) == 1 and depth[0][1] < 0:
             raise self.fail(f"depth must be non-negative, got {depth[0][0]}")
         d = dim_of(*depth[0]) if depth is not None and len(depth) == 1 else Dimension()
@@ -1281,7 +1281,7 @@ class Einsum(Node):
     attributes = (Attr("equation", "str"),)
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
-        n = len(self._inputs)
+        n = self.get_input_size()
         et = merge_types(self, [self.input_type(i) for i in range(n)])
         terms, out_labels = _parse_einsum(self, self.attrs["equation"], n)
         if out_labels is None:

@@ -47,7 +47,7 @@ class _Distribution(_RandomOp):
 
     def _out_type(self) -> Type:
         et = self.attrs["element_type"]
-        if et.is_dynamic and self._inputs:
+        if et.is_dynamic and self.get_input_size():
             et = self.input_type(0)
         if et.is_dynamic:
             et = Type.f32
@@ -56,7 +56,7 @@ class _Distribution(_RandomOp):
         return et
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
-        shape = self.input_shape(0) if self._inputs else PartialShape(self.attrs["shape"])
+        shape = self.input_shape(0) if self.get_input_size() else PartialShape(self.attrs["shape"])
         return [(self._out_type(), shape)]
 
     def _shape(self, inputs: Sequence[np.ndarray]) -> tuple[int, ...]:

@@ -202,7 +202,7 @@ class CumSum(Node):
         t = self.input_type(0)
         if t in (Type.boolean, Type.string):
             raise self.fail(f"data must be numeric, got {t}")
-        if len(self._inputs) > 1:
+        if self.get_input_size() > 1:
             _check_axes_type(self, 1)
             s = self.input_shape(1)
             if s.rank_is_static and len(s) != 0:

@@ -80,7 +80,7 @@ class SequenceConstruct(_SequenceOp):
     num_inputs = (0, None)
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
-        return [(Type.sequence, PartialShape([len(self._inputs)]))]
+        return [(Type.sequence, PartialShape([self.get_input_size()]))]
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [make_sequence(inputs)]

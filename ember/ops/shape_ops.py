@@ -78,7 +78,7 @@ def bounds_of(d: Dimension) -> tuple[int, int]:
 
 def shape_input(node: Node, i: int) -> PartialShape:
     """The best PartialShape a 1-D shape-carrying input ``i`` describes."""
-    b = value_bounds(node._inputs[i])
+    b = value_bounds(node.input(i).source)
     if b is not None:
         if any(lo == hi and lo < 0 for lo, hi in b):
             raise node.fail(f"input {i} holds a negative dimension: {[lo for lo, _ in b]}")
@@ -150,10 +150,10 @@ def _select(node: Node, index: int, per_input: Callable[[Any], list | None], fil
     moves elements: its kernel runs on element positions and the facts are looked up."""
     data_inputs = getattr(node, "data_inputs", (0,))
     if data_inputs is None:
-        data_inputs = tuple(range(len(node._inputs)))
+        data_inputs = tuple(range(node.get_input_size()))
     args: list[np.ndarray] = []
     table: list[Any] = [filler]  # position 0: values an op makes up (pads, fills)
-    for i, src in enumerate(node._inputs):
+    for i, src in enumerate(node.input_values()):
         if i in data_inputs:
             b = per_input(src)
             shape = node.input_shape(i)
@@ -187,10 +187,10 @@ def value_origins(out: Any) -> list[Origin] | None:
     node = out.node
     if node.type_name == "ShapeOf":
         s = node.input_shape(0)
-        src = node._inputs[0]
+        src = node.input(0).source
         return [(src.node, src.index, j) for j in range(len(s))] if s.rank_is_static else None
     if node.type_name in ("Convert", "ConvertLike") and node.output(0).element_type.is_integral_number:
-        return value_origins(node._inputs[0])
+        return value_origins(node.input(0).source)
     value = constant_value(out)
     if value is not None:
         return [None] * int(np.asarray(value).size) if np.asarray(value).size <= 4096 else None
@@ -207,12 +207,12 @@ def _shape_of_rule(node: Node, index: int) -> Bounds | None:
 
 @value_rule("Convert", "ConvertLike")
 def _convert_rule(node: Node, index: int) -> Bounds | None:
-    return value_bounds(node._inputs[0]) if node.output(0).element_type.is_integral_number else None
+    return value_bounds(node.input(0).source) if node.output(0).element_type.is_integral_number else None
 
 
 def _elementwise_bounds(node: Node, fn: Callable[[tuple[int, int], tuple[int, int]], tuple[int, int]]
                         ) -> Bounds | None:
-    a, b = value_bounds(node._inputs[0]), value_bounds(node._inputs[1])
+    a, b = value_bounds(node.input(0).source), value_bounds(node.input(1).source)
     if a is None or b is None:
         return None
     if len(a) == 1:
@@ -346,11 +346,11 @@ class Reshape(Node):
     def infer(self) -> list[tuple[Type, PartialShape]]:
         check_int_input(self, 1, "the target shape")
         check_rank_at_most(self, 1, 1, "the target shape")
-        target = value_bounds(self._inputs[1])
+        target = value_bounds(self.input(1).source)
         if target is None:
             return [(self.input_type(0), shape_input(self, 1))]
-        data = self._inputs[0]
-        origins = {i: o[2] for i, o in enumerate(value_origins(self._inputs[1]) or [])
+        data = self.input(0).source
+        origins = {i: o[2] for i, o in enumerate(value_origins(self.input(1).source) or [])
                    if o is not None and o[0] is data.node and o[1] == data.index}
         return [(self.input_type(0), PartialShape(reshape_dims(self, self.input_shape(0), target,
                                                                self.attrs["special_zero"], origins)))]
@@ -388,10 +388,10 @@ class _SqueezeBase(Node):
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
         data = self.input_shape(0)
-        if len(self._inputs) == 2:
+        if self.get_input_size() == 2:
             check_int_input(self, 1, "axes")
             check_rank_at_most(self, 1, 1, "axes")
-        axes = const_ints(self, 1) if len(self._inputs) == 2 else []
+        axes = const_ints(self, 1) if self.get_input_size() == 2 else []
         if not data.rank_is_static:
             return [(self.input_type(0), PartialShape.dynamic())]
         if axes is None:
@@ -588,9 +588,9 @@ class _BroadcastBase(Node):
         if mode not in self.modes:
             raise self.fail(f"unknown mode '{self.attrs['mode']}'; {self.type_name}-{self.version} has "
                             f"{', '.join(self.modes)}")
-        if mode == "explicit" and len(self._inputs) != 3:
+        if mode == "explicit" and self.get_input_size() != 3:
             raise self.fail("explicit mode needs the axes_mapping input")
-        if mode != "explicit" and len(self._inputs) == 3 and self.version == "opset3":
+        if mode != "explicit" and self.get_input_size() == 3 and self.version == "opset3":
             raise self.fail(f"axes_mapping is only used in explicit mode, not '{mode}'")
         check_int_input(self, 1, "target_shape")
         ts = self.input_shape(1)
@@ -700,7 +700,7 @@ class Tile(Node):
         check_int_input(self, 1, "repeats")
         check_rank_at_most(self, 1, 1, "repeats")
         data = self.input_shape(0)
-        reps = value_bounds(self._inputs[1])
+        reps = value_bounds(self.input(1).source)
         et = self.input_type(0)
         if reps is None:
             rs = self.input_shape(1)
@@ -765,7 +765,7 @@ class _RangeBase(Node):
 
     def _length_bounds(self) -> Dimension:
         """The length when start or stop is only known by bounds (e.g. a dimension of ShapeOf)."""
-        b = [value_bounds(self._inputs[i]) for i in range(3)]
+        b = [value_bounds(self.input(i).source) for i in range(3)]
         if any(x is None or len(x) != 1 for x in b) or b[2][0][0] != b[2][0][1] or b[2][0][0] == 0:
             return Dimension()
         (s_lo, s_hi), (e_lo, e_hi), ((step, _),) = b[0][0], b[1][0], b[2]
@@ -925,8 +925,8 @@ class Concat(Node):
     data_inputs = None  # every input carries data
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
-        et = merge_types(self, [self.input_type(i) for i in range(len(self._inputs))])
-        shapes = [self.input_shape(i) for i in range(len(self._inputs))]
+        et = merge_types(self, [self.input_type(i) for i in range(self.get_input_size())])
+        shapes = [self.input_shape(i) for i in range(self.get_input_size())]
         static = [s for s in shapes if s.rank_is_static]
         if not static:
             return [(et, PartialShape.dynamic())]

@@ -109,9 +109,9 @@ def revert_layer(node: Node, float_node: Node | None) -> bool:
         raise QuantizationError(f"ember: the float model has no layer '{node.friendly_name}' to restore")
     consts = Constants()
     changed = False
-    for port, src in enumerate(node._inputs):
+    for port, src in enumerate(node.input_values()):
         if _is_compressed_weight(src):
-            value = consts.value(float_node._inputs[port])
+            value = consts.value(float_node.input(port).source)
             node.set_argument(port, Constant(value).output(0))
             changed = True
             continue
@@ -119,18 +119,18 @@ def revert_layer(node: Node, float_node: Node | None) -> bool:
         if fq is None:
             continue
         if src.node is fq:
-            Input(node, port).replace_source_output(fq._inputs[0])
+            Input(node, port).replace_source_output(fq.input(0).source)
             changed = True
         elif all(c.node is src.node or c.node is node for c in fq.output(0).targets) and \
                 len(fq.output(0).targets) == 1:
-            fq.output(0).replace(fq._inputs[0])  # only this layer reads it, through the agnostic op
+            fq.output(0).replace(fq.input(0).source)  # only this layer reads it, through the agnostic op
             changed = True
     targets = node.output(0).targets
     f_targets = float_node.output(0).targets
     if changed and len(targets) == 1 and targets[0].node.type_name == "Add" and len(f_targets) == 1:
         add, fadd = targets[0].node, f_targets[0].node
         for p in (0, 1):
-            if consts.is_const(add._inputs[p]) and consts.is_const(fadd._inputs[p]):
-                original = np.asarray(consts.value(fadd._inputs[p]))
+            if consts.is_const(add.input(p).source) and consts.is_const(fadd.input(p).source):
+                original = np.asarray(consts.value(fadd.input(p).source))
                 add.set_argument(p, Constant(original).output(0))
     return changed

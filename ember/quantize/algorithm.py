@@ -112,7 +112,7 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
     consts = Constants()
     originals = {}
     for w in placement.weights:
-        value = consts.value(w.node._inputs[w.port]).astype(np.float32)
+        value = consts.value(w.node.input(w.port).source).astype(np.float32)
         originals[id(w.node)] = value
         low, high, levels = ranges.weight_ranges(value, w.channel_axes, w.half_range)
         compress_weight(w.node, w.port, value, low, high, levels)
@@ -184,11 +184,11 @@ def _biased_layers(model: Model, placement: Placement) -> list[_Bias]:
             continue
         add = targets[0].node
         bias_port = 1 - targets[0].index
-        if not consts.is_const(add._inputs[bias_port]) or not add.output(0).partial_shape.rank.is_static:
+        if not consts.is_const(add.input(bias_port).source) or not add.output(0).partial_shape.rank.is_static:
             continue
         rank = len(add.output(0).partial_shape)
         out_axis = 1 if n.type_name != "MatMul" else rank - 1
-        bias = consts.value(add._inputs[bias_port])
+        bias = consts.value(add.input(bias_port).source)
         if bias.ndim and bias.size != max(bias.shape):
             continue  # not a per-channel bias
         port = 0 if w.port == 1 else 1
@@ -198,7 +198,7 @@ def _biased_layers(model: Model, placement: Placement) -> list[_Bias]:
             in_axis = in_rank - 2 if transposed else in_rank - 1
         else:
             in_axis = 1
-        out.append(_Bias(n, port, add, bias_port, out_axis, in_axis, n._inputs[port]))
+        out.append(_Bias(n, port, add, bias_port, out_axis, in_axis, n.input(port).source))
     return out
 
 

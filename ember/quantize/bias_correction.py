@@ -46,7 +46,7 @@ def _mean_of_channel_constant_input(b: Any, shape: tuple[int, ...], means: np.nd
     running the convolution; other layers run their reference kernel on the blob."""
     layer = b.layer
     if layer.type_name == "Convolution" and len(shape) >= 3 and b.port == 0:
-        w = consts.value(layer._inputs[1]).astype(np.float64)  # [O, C, k...]
+        w = consts.value(layer.input(1).source).astype(np.float64)  # [O, C, k...]
         kernel = w.shape[2:]
         pb, _ = layer.resolved_pads(shape, kernel)
         out_spatial = [int(d.get_length()) for d in layer.output(0).partial_shape[2:]] \
@@ -61,12 +61,12 @@ def _mean_of_channel_constant_input(b: Any, shape: tuple[int, ...], means: np.nd
             per_tap = (w * weights).reshape(w.shape[0], w.shape[1], -1).sum(axis=2)  # [O, C]
             return (per_tap @ means.astype(np.float64)).astype(np.float32)
     x = _channel_blob(shape, means, b.in_axis)
-    args = [consts.value(o) if i != b.port else x for i, o in enumerate(layer._inputs)]
+    args = [consts.value(o) if i != b.port else x for i, o in enumerate(layer.input_values())]
     return _channel_mean(layer.evaluate(args)[0], b.out_axis)
 
 
 def _apply_shift(b: Any, shift: np.ndarray, threshold: float, consts: Constants) -> bool:
-    bias_out = b.add._inputs[b.bias_port]
+    bias_out = b.add.input(b.bias_port).source
     bias = consts.value(bias_out).astype(np.float32)
     view = [1] * bias.ndim
     if bias.ndim:

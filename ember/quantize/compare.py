@@ -73,7 +73,7 @@ def quantized_layers(model: Model) -> list[Node]:
         if n.type_name in ("FakeQuantize", "Result", "Const", "Parameter", "Convert") or \
                 n.type_name in AGNOSTIC or "/fq_weights_" in n.friendly_name:
             continue
-        if any(_input_fq(o) is not None or _is_compressed_weight(o) for o in n._inputs):
+        if any(_input_fq(o) is not None or _is_compressed_weight(o) for o in n.input_values()):
             out.append(n)
     return out
 
@@ -84,7 +84,7 @@ def _input_fq(src: Output) -> Node | None:
             return src.node
         if src.node.type_name not in AGNOSTIC:
             return None
-        src = src.node._inputs[0]
+        src = src.node.input(0).source
     return None
 
 
@@ -95,7 +95,7 @@ def _is_compressed_weight(src: Output) -> bool:
             return True
         if n.type_name not in ("Convert", "Reshape"):
             return False
-        n = n._inputs[0].node
+        n = n.input(0).source.node
     return False
 
 
@@ -120,12 +120,12 @@ def compare(float_model: Any, quantized_model: Any, dataset: Any, subset_size: i
         f = by_name[q.friendly_name]
         f_ports[(f.friendly_name, 0)] = f.output(0)
         inputs = []
-        for port, src in enumerate(q._inputs):
+        for port, src in enumerate(q.input_values()):
             fq = _input_fq(src)
             if _is_compressed_weight(src) or (fq is None and Constants().is_const(src)):
                 inputs.append(("const", src))
                 continue
-            fsrc = f._inputs[port]
+            fsrc = f.input(port).source
             f_ports[(fsrc.node.friendly_name, fsrc.index)] = fsrc
             inputs.append(("float", (fsrc.node.friendly_name, fsrc.index), fq))
         plans.append((q, inputs))
@@ -148,7 +148,7 @@ def compare(float_model: Any, quantized_model: Any, dataset: Any, subset_size: i
                 x = f_vals[s][f_index[item[1]]]
                 fq = item[2]
                 if fq is not None:
-                    x = fq.evaluate([x] + [consts.value(o) for o in fq._inputs[1:]])[0]
+                    x = fq.evaluate([x] + [consts.value(o) for o in fq.input_values()[1:]])[0]
                 args.append(x)
             ref = f_vals[s][f_index[(q.friendly_name, 0)]]
             try:
@@ -165,8 +165,8 @@ def compare(float_model: Any, quantized_model: Any, dataset: Any, subset_size: i
     median = float(np.median([e.added for e in ranked])) if ranked else 0.0
     worst = [e.name for e in ranked[:top] if e.added > 2 * median]
     report = CompareReport(errors, first, IgnoredScope(names=worst), n_samples)
-    fo = _run(fmodel, [r._inputs[0] for r in fmodel.get_results()], dataset, subset_size, False, "")
-    qo = _run(qmodel, [r._inputs[0] for r in qmodel.get_results()], dataset, subset_size, False, "")
+    fo = _run(fmodel, [r.input(0).source for r in fmodel.get_results()], dataset, subset_size, False, "")
+    qo = _run(qmodel, [r.input(0).source for r in qmodel.get_results()], dataset, subset_size, False, "")
     for i, o in enumerate(fmodel.outputs):
         name = sorted(o.names)[0] if o.names else o.node.friendly_name
         report.outputs[name] = float(np.mean([_rel(qo[s][i], fo[s][i]) for s in range(len(fo))]))
@@ -188,8 +188,7 @@ def _run(model: Model, ports: list[Output], dataset: Any, subset_size: int, show
     finally:
         for r in extra:
             model.remove_result(r)
-            src = r._inputs[0]
-            src.node._consumers[src.index] = [c for c in src.node._consumers[src.index] if c.node is not r]
+            r.input(0).source.remove_target_input(r.input(0))
     base = len(compiled.outputs) - len(extra)
     request = compiled.create_infer_request()
     out = []

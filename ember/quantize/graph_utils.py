@@ -34,7 +34,7 @@ class Constants:
             stack = [node]
             while stack:  # iterative: chains of constant ops can be long
                 n = stack[-1]
-                pending = [o.node for o in n._inputs if id(o.node) not in self._const]
+                pending = [o.node for o in n.input_values() if id(o.node) not in self._const]
                 if pending:
                     self._keep.extend(pending)
                     stack.extend(pending)
@@ -42,10 +42,10 @@ class Constants:
                 stack.pop()
                 if n.type_name == "Const":
                     self._const[id(n)] = True
-                elif n.type_name in _NOT_FOLDABLE or not n.foldable or not n._inputs:
+                elif n.type_name in _NOT_FOLDABLE or not n.foldable or not n.get_input_size():
                     self._const[id(n)] = False
                 else:
-                    self._const[id(n)] = all(self._const[id(o.node)] for o in n._inputs)
+                    self._const[id(n)] = all(self._const[id(o.node)] for o in n.input_values())
         return self._const[key]
 
     def value(self, out: Output) -> np.ndarray:
@@ -56,7 +56,7 @@ class Constants:
             if node.type_name == "Const":
                 vals = [node.data]
             else:
-                vals = node.evaluate([self.value(o) for o in node._inputs])
+                vals = node.evaluate([self.value(o) for o in node.input_values()])
             for i, v in enumerate(vals):
                 self._values[(id(node), i)] = np.asarray(v)
         return self._values[key]

@@ -46,7 +46,7 @@ def quantize_weight_values(w: np.ndarray, low: np.ndarray, high: np.ndarray, lev
 def compress_weight(node: Node, port: int, w: np.ndarray, low: np.ndarray, high: np.ndarray, levels: int) -> Node:
     """Replace the constant on ``node``'s input ``port`` by i8 -> Convert -> (Subtract) -> Multiply."""
     q, scale, zp = quantize_weight_values(w, low, high, levels)
-    dtype = node._inputs[port].element_type
+    dtype = node.input(port).source.element_type
     const = Constant.from_array(q, Type.i8, name=f"{node.friendly_name}/weights_i8")
     x = ops.convert(const, dtype, name=f"{node.friendly_name}/weights_convert")
     x.rt_info["decompression"] = {"version": "0"}  # folding passes keep it: the weights stay int8

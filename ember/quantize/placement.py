@@ -101,7 +101,7 @@ def _is_float(out: Output) -> bool:
 
 
 def _activation(consts: Constants, node: Node, port: int) -> bool:
-    src = node._inputs[port]
+    src = node.input(port).source
     return _is_float(src) and not consts.is_const(src)
 
 
@@ -176,7 +176,7 @@ def ignored_nodes(model: Model, scope: IgnoredScope | None) -> set[int]:
 def _between(nodes: list[Node], by_name: dict[str, Node], inputs: Iterable[str], outputs: Iterable[str]) -> set[int]:
     down: set[int] = set()
     for n in nodes:  # topological: a node is below an input when one of its sources is
-        if n.friendly_name in inputs or any(id(o.node) in down for o in n._inputs):
+        if n.friendly_name in inputs or any(id(o.node) in down for o in n.input_values()):
             down.add(id(n))
     up: set[int] = set()
     for n in reversed(nodes):
@@ -187,10 +187,10 @@ def _between(nodes: list[Node], by_name: dict[str, Node], inputs: Iterable[str],
 
 def _reads_softmax(n: Node) -> bool:
     """A MatMul fed by a SoftMax (directly or through a Reshape): NNCF's attention-output pattern."""
-    for o in n._inputs:
+    for o in n.input_values():
         src = o.node
         if src.type_name == "Reshape":
-            src = src._inputs[0].node
+            src = src.input(0).source.node
         if src.type_name in ("SoftMax", "Softmax"):
             return True
     return False
@@ -205,17 +205,17 @@ def _se_blocks(nodes: list[Node], consts: Constants) -> set[int]:
             continue
         for gate_port in (0, 1):
             chain: list[Node] = []
-            n = mul._inputs[gate_port].node
+            n = mul.input(gate_port).source.node
             if n.type_name not in ("Sigmoid", "HSigmoid"):
                 continue
             while n.type_name in ("Sigmoid", "HSigmoid", "Add", "Convolution", "MatMul", "ReLU", "PRelu", "Swish",
                                   "Reshape") and len(chain) < 10:
                 chain.append(n)
-                data = [o for o in n._inputs if not consts.is_const(o)]
+                data = [o for o in n.input_values() if not consts.is_const(o)]
                 if len(data) != 1:
                     break
                 n = data[0].node
-            if n.type_name == "ReduceMean" and n._inputs[0] == mul._inputs[1 - gate_port] and \
+            if n.type_name == "ReduceMean" and n.input(0).source == mul.input(1 - gate_port).source and \
                     any(c.type_name in ("Sigmoid", "HSigmoid", "HardSigmoid") for c in chain[:2]):
                 found |= {id(x) for x in chain} | {id(n), id(mul)}
     return found
@@ -240,9 +240,9 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
 
     for n in nodes:
         t = n.type_name
-        if t == "Gather" and id(n) not in ignored and consts.is_const(n._inputs[0]) and _is_float(n._inputs[0]) and \
-                not consts.is_const(n._inputs[1]) and len(n._inputs) > 2 and consts.is_const(n._inputs[2]) and \
-                len(n.input_shape(0)) == 2 and int(consts.value(n._inputs[2])) == 0:
+        if t == "Gather" and id(n) not in ignored and consts.is_const(n.input(0).source) and _is_float(n.input(0).source) and \
+                not consts.is_const(n.input(1).source) and n.get_input_size() > 2 and consts.is_const(n.input(2).source) and \
+                len(n.input_shape(0)) == 2 and int(consts.value(n.input(2).source)) == 0:
             placement.weights.append(WeightQuantizer(n, 0, (0,)))  # an embedding table, per row
             continue
         if t in LINEAR or t in BINARY_QUANTIZABLE or t in UNARY_QUANTIZABLE or t in SEQUENCES:
@@ -260,13 +260,13 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
                 if _activation(consts, n, p):
                     requests[Input(n, p)] = Config(axis=1 if is_depthwise(n) else None)
             wport = 1
-            if t == "MatMul" and consts.is_const(n._inputs[0]) and not consts.is_const(n._inputs[1]):
+            if t == "MatMul" and consts.is_const(n.input(0).source) and not consts.is_const(n.input(1).source):
                 wport = 0
-            src = n._inputs[wport]
+            src = n.input(wport).source
             if consts.is_const(src) and _is_float(src):
                 placement.weights.append(WeightQuantizer(n, wport, weight_channel_axes(n, wport)))
         elif t in BINARY_QUANTIZABLE:
-            acts = [p for p in range(len(n._inputs)) if _activation(consts, n, p)]
+            acts = [p for p in range(n.get_input_size()) if _activation(consts, n, p)]
             fused = _fused_activation(consts, n) if len(acts) >= 2 else None
             if fused is not None:
                 # an hswish ending a linear layer fuses into it; elsewhere NNCF quantizes the
@@ -280,7 +280,7 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
                     requests[Input(n, p)] = Config()
         elif t in SEQUENCES:
             for p in SEQUENCES[t]:
-                if p < len(n._inputs) and _activation(consts, n, p):
+                if p < n.get_input_size() and _activation(consts, n, p):
                     requests[Input(n, p)] = Config()
         elif _activation(consts, n, 0):
             requests[Input(n, 0)] = Config()
@@ -313,7 +313,7 @@ def place(model: Model, ignored: set[int], model_type: ModelType | None = None) 
         placement.activations.append(ActivationQuantizer(inp.source, [inp], cfg, False))
     if transformer:
         for q in placement.activations:
-            q.symmetric = any(m.type_name == "MatMul" and not any(consts.is_const(o) for o in m._inputs)
+            q.symmetric = any(m.type_name == "MatMul" and not any(consts.is_const(o) for o in m.input_values())
                               for m in _directly_quantized(q.consumers))
     _mark_first_layer(model, placement)
     return placement
@@ -345,16 +345,16 @@ def _fused_activation(consts: Constants, n: Node) -> tuple[Output, list[Input]] 
     if n.type_name != "Multiply":
         return None
     for p in (0, 1):
-        other = n._inputs[1 - p]
-        src = n._inputs[p]
+        other = n.input(1 - p).source
+        src = n.input(p).source
         for _ in range(6):
             node = src.node
             if node.type_name not in _ACTIVATION_STEPS:
                 break
-            data = [i for i, o in enumerate(node._inputs) if not consts.is_const(o)]
+            data = [i for i, o in enumerate(node.input_values()) if not consts.is_const(o)]
             if len(data) != 1:
                 break
-            src = node._inputs[data[0]]
+            src = node.input(data[0]).source
             if src == other:
                 return other, [Input(n, 1 - p), Input(node, data[0])]
     return None
@@ -369,7 +369,7 @@ def _after_linear(consts: Constants, out: Output) -> bool:
             return True
         if node.type_name not in ("Add", "Multiply", "Subtract", "Divide"):
             return False
-        data = [o for o in node._inputs if not consts.is_const(o)]
+        data = [o for o in node.input_values() if not consts.is_const(o)]
         if len(data) != 1:
             return False
         node = data[0].node
@@ -408,8 +408,8 @@ def _pass_through(consts: Constants, n: Node, shared: dict[Output, Config], requ
     if t == "Concat":
         if cfg.axis is not None:
             return False
-        ports = [p for p in range(len(n._inputs)) if _activation(consts, n, p)]
-        if len(ports) != len(n._inputs):
+        ports = [p for p in range(n.get_input_size()) if _activation(consts, n, p)]
+        if len(ports) != n.get_input_size():
             return False
         group = cfg.group if cfg.group is not None else next(groups)
         for o in live:
@@ -419,7 +419,7 @@ def _pass_through(consts: Constants, n: Node, shared: dict[Output, Config], requ
         return True
     port = AGNOSTIC.get(t)
     if t in ("Maximum", "Minimum"):
-        const_ports = [p for p in (0, 1) if consts.is_const(n._inputs[p])]
+        const_ports = [p for p in (0, 1) if consts.is_const(n.input(p).source)]
         port = 1 - const_ports[0] if len(const_ports) == 1 else None
     if port is None or not _activation(consts, n, port) or (cfg.axis is not None and t not in CHANNEL_PRESERVING):
         return False

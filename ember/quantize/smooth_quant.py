@@ -41,15 +41,15 @@ def smooth_quant(model: Model, dataset: Any, subset_size: int, alpha: float, ign
     for n in model.get_ordered_ops():
         if n.type_name != "MatMul" or id(n) in ignored:
             continue
-        const_ports = [p for p in (0, 1) if consts.is_const(n._inputs[p])]
+        const_ports = [p for p in (0, 1) if consts.is_const(n.input(p).source)]
         if len(const_ports) != 1:
             continue
         wport = const_ports[0]
         act_port = 1 - wport
-        weight = n._inputs[wport]
+        weight = n.input(wport).source
         if len(weight.targets) > 1 or not weight.element_type.is_real or len(weight.partial_shape) < 2:
             continue  # shared weights are skipped, as NNCF does
-        src = n._inputs[act_port]
+        src = n.input(act_port).source
         if not src.partial_shape.rank.is_static:
             continue
         groups.setdefault((src, _channel_axes(n, act_port)[0] % len(src.partial_shape)), []).append((n, act_port))
@@ -68,7 +68,7 @@ def smooth_quant(model: Model, dataset: Any, subset_size: int, alpha: float, ign
         act = np.maximum(st.ch_absmax.astype(np.float32), 1e-5)
         best, best_ratio = None, 0.0
         for n, act_port in members:
-            w = consts.value(n._inputs[1 - act_port]).astype(np.float32)
+            w = consts.value(n.input(1 - act_port).source).astype(np.float32)
             w_axis = _channel_axes(n, act_port)[1] % w.ndim
             w_stat = np.maximum(np.abs(w).max(axis=tuple(a for a in range(w.ndim) if a != w_axis)), 1e-5)
             eps = np.finfo(np.float32).eps
@@ -81,12 +81,12 @@ def smooth_quant(model: Model, dataset: Any, subset_size: int, alpha: float, ign
             continue
         for n, act_port in members:
             wport = 1 - act_port
-            w = consts.value(n._inputs[wport]).astype(np.float32)
+            w = consts.value(n.input(wport).source).astype(np.float32)
             view = [1] * w.ndim
             view[_channel_axes(n, act_port)[1] % w.ndim] = -1
-            dtype = n._inputs[wport].element_type
+            dtype = n.input(wport).source.element_type
             n.set_argument(wport, Constant((w * best.reshape(view)).astype(dtype.dtype),
-                                           name=n._inputs[wport].node.friendly_name).output(0))
+                                           name=n.input(wport).source.node.friendly_name).output(0))
         rank = len(src.partial_shape)
         view = [1] * rank
         view[axis] = -1

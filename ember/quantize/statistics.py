@@ -179,8 +179,7 @@ class Collector:
         finally:
             for r in extra:
                 self.model.remove_result(r)
-                src = r._inputs[0]
-                src.node._consumers[src.index] = [c for c in src.node._consumers[src.index] if c.node is not r]
+                r.input(0).source.remove_target_input(r.input(0))
         base = len(compiled.outputs) - len(extra)
         request = compiled.create_infer_request()
         n = 0

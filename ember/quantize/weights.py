@@ -106,18 +106,18 @@ def _targets(model: Model, consts: Constants, ignored: set[int]) -> list[_Target
             continue
         t = n.type_name
         if t == "MatMul":
-            src = n._inputs[1]
+            src = n.input(1).source
             rank = len(src.partial_shape)
             if consts.is_const(src) and src.element_type.is_real and rank >= 2:
                 axis = rank - 1 if n.attrs["transpose_b"] else rank - 2
                 found.append(_Target(n, 1, src, axis, "matmul"))
         elif t == "Gather":
-            src = n._inputs[0]
+            src = n.input(0).source
             if consts.is_const(src) and src.element_type.is_real and len(src.partial_shape) == 2 and \
-                    not consts.is_const(n._inputs[1]):
+                    not consts.is_const(n.input(1).source):
                 found.append(_Target(n, 0, src, 1, "embedding"))
         elif t in ("Convolution", "GroupConvolution"):
-            src = n._inputs[1]
+            src = n.input(1).source
             if consts.is_const(src) and src.element_type.is_real:
                 found.append(_Target(n, 1, src, -1, "conv"))
     return found
