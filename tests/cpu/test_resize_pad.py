@@ -56,6 +56,22 @@ def _case(shape: tuple[int, ...], version: int, mode: str, coord: str, out_hw=No
     return build, shape
 
 
+def _case1d(shape: tuple[int, ...], version: int, mode: str, coord: str, out_len: int):  # noqa: ANN202
+    """A 3-D (n, c, w) resize over its last axis."""
+    def build() -> Model:
+        x = ops.parameter(list(shape), np.float32, name="x")
+        attrs = {"mode": mode, "shape_calculation_mode": "sizes", "coordinate_transformation_mode": coord,
+                 "nearest_mode": "round_prefer_floor", "antialias": False, "pads_begin": [0], "pads_end": [0],
+                 "cube_coeff": -0.75}
+        sizes, axes = np.array([out_len], np.int64), np.array([2], np.int64)
+        if version == 4:
+            y = Interpolate4([x, sizes, np.array([out_len / shape[2]], np.float32), axes], attrs, "resize")
+        else:
+            y = ops.interpolate(x, sizes, mode, "sizes", coordinate_transformation_mode=coord, axes=axes)
+        return Model([y], [x], "resize1d")
+    return build, shape
+
+
 CASES = {}
 for v, mode, coord in itertools.product((4, 11), ("linear", "linear_onnx"), COORD_MODES):
     CASES[f"v{v}-{mode}-{coord}-up-odd"] = _case((1, 5, 7, 9), v, mode, coord, out_hw=(13, 20))
@@ -72,7 +88,10 @@ CASES.update({
     "v11-linear-identity": _case((1, 4, 5, 6), 11, "linear_onnx", "half_pixel", out_hw=(5, 6)),
     "v11-linear-empty-batch": _case((0, 4, 5, 6), 11, "linear_onnx", "half_pixel", out_hw=(9, 3)),
     "v11-linear-empty-channels": _case((1, 0, 5, 6), 11, "linear", "asymmetric", scales=(2.0, 2.0)),
+    "v11-linear-plain-many-channels": _case((1, 20, 5, 6), 11, "linear", "half_pixel", out_hw=(9, 13)),
 })
+for v, mode, coord in itertools.product((4, 11), ("linear", "linear_onnx", "cubic"), COORD_MODES):
+    CASES[f"v{v}-{mode}-{coord}-1d"] = _case1d((2, 3, 11), v, mode, coord, 25 if coord != "asymmetric" else 4)
 
 
 @pytest.mark.parametrize("name", list(CASES))

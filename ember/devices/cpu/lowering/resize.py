@@ -1,7 +1,9 @@
 """Lowering rule for Interpolate: nearest resizes are a gather of pixels (``movement``);
-linear, linear_onnx and cubic resizes of 4-D f32 tensors over H and W run the separable tap
-kernel (``kernels/resize.py``) on NHWC data, with tap tables computed once here from the op's
-own per-axis weight matrices (so every coordinate_transformation_mode the op has is covered)."""
+linear, linear_onnx and cubic resizes of 4-D f32 tensors over H and W (and of 3-D ones over
+their last axis) run the separable tap kernel (``kernels/resize.py``), with tap tables computed
+once here from the op's own per-axis weight matrices (so every coordinate_transformation_mode
+the op has is covered): on NHWC data, vectors over channels; with few channels in plain layout,
+on each (n, c) plane as a one-channel image (no layout change)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import numpy as np
 
 from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, static_shape
 from ember.devices.cpu.lowering.movement import lower_resize_nearest
-from ember.devices.cpu.runtime.plan import NHWC, Op
+from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op
 from ember.graph.node import Node
 from ember.ops.misc import interpolate_kernel
 
@@ -54,26 +56,31 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
     if str(attrs["mode"]).lower() not in _SEPARABLE or any(attrs["pads_begin"]) or any(attrs["pads_end"]):
         return False
     data_p = node.input_values()[0]
-    if data_p.element_type.dtype != F32 or len(data_p.partial_shape) != 4:
+    rank = len(data_p.partial_shape)
+    if data_p.element_type.dtype != F32 or rank not in (3, 4):
         return False
     maybe = [const_of(p) for p in node.input_values()[1:]]
     consts = [c for c in maybe if c is not None]
     if len(consts) != len(maybe):
         return False
     in_shape, out_shape = static_shape(data_p), static_shape(node.output(0))
-    n, c, h, w = in_shape
-    if out_shape[:2] != (n, c) or (0 in in_shape and 0 not in out_shape):
+    if out_shape[:2] != in_shape[:2] or (0 in in_shape and 0 not in out_shape):
         return False
     axes, scales = _axes_and_scales(node, consts, in_shape, out_shape)
     if bool(attrs["antialias"]) and any(s < 1 for s in scales):
         return False
     per_axis = dict(zip(axes, scales))
+    # 3-D (n, c, w) data is resized as (n, c, 1, w)
+    n, c, h, w = in_shape if rank == 4 else (in_shape[0], in_shape[1], 1, in_shape[2])
+    oh, ow = (out_shape[2], out_shape[3]) if rank == 4 else (1, out_shape[2])
     taps = []
-    for ax in (2, 3):
-        if ax in per_axis:
-            mat = axis_weights(attrs, in_shape[ax], out_shape[ax], per_axis[ax])
+    for ax, size, out in ((rank - 2, h, oh), (rank - 1, w, ow)):
+        if rank == 3 and ax == 1:
+            mat = np.eye(1)
+        elif ax in per_axis:
+            mat = axis_weights(attrs, size, out, per_axis[ax])
         else:
-            mat = np.eye(in_shape[ax])
+            mat = np.eye(size)
         table = tap_table(mat)
         if table is None:
             return False
@@ -82,15 +89,24 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
         if ax in per_axis and not np.array_equal(axis_weights(attrs, in_shape[ax], out_shape[ax], per_axis[ax]),
                                                  np.eye(in_shape[ax])):
             return False
-    src = lowering.native_input(lowering.tensor(data_p), NHWC)
-    oh, ow = out_shape[2], out_shape[3]
+    t = lowering.tensor(data_p)
     tables = [lowering.program.const(np.ascontiguousarray(a)) for pair in taps for a in pair]
-    y = lowering.value((n, oh, ow, c), NHWC, src.dtype, name=node.friendly_name)
     threads = lowering.threads
+    if rank == 4 and (t.layout == NHWC or c >= lowering.isa.f32_lanes):  # vectors over channels
+        src = lowering.native_input(t, NHWC)
+        y = lowering.value((n, oh, ow, c), NHWC, src.dtype, name=node.friendly_name)
+        planes = None
+    else:  # few channels in plain layout: each (n, c) plane is an image of one channel
+        src = lowering.native_input(t, PLAIN)
+        y = lowering.value(out_shape, PLAIN, src.dtype, name=node.friendly_name)
+        planes = ((n * c, h, w, 1), (n * c, oh, ow, 1))
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         yi, yw, xi, xw = arrs[1:]
-        return [resize_nhwc(arrs[0], outs[0], (yi, yw), (xi, xw), threads, lowering.isa)]
+        x, out = arrs[0], outs[0]
+        if planes is not None:
+            x, out = x.reshape(planes[0]), out.reshape(planes[1])
+        return [resize_nhwc(x, out, (yi, yw), (xi, xw), threads, lowering.isa)]
 
     lowering.program.add(Op(node.friendly_name, "Interpolate", [src, *tables], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
