@@ -5,6 +5,8 @@ downscales, NCHW inputs and NHWC ones (after a convolution), scales and sizes, e
 from __future__ import annotations
 
 import itertools
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +217,23 @@ def test_depth_space_matches_reference(name: str) -> None:
     got = cm([x])[0]
     assert got.shape == want.shape and got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode, coord", [("linear", "half_pixel"), ("linear_onnx", "align_corners"),
+                                         ("linear_onnx", "asymmetric"), ("cubic", "pytorch_half_pixel")])
+def test_resize_nan_reaches_the_outputs_openvino_gives(mode: str, coord: str) -> None:
+    """A NaN reaches the outputs whose taps read it, zero-weight taps included, as in OpenVINO's
+    CPU plugin (the REFERENCE device spreads it along whole rows: a dense matrix product)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from oracle import run_openvino
+
+    x = _f(1, 2, 4, 5)
+    x[0, 0, 1, 2] = np.nan
+    x[0, 1, 3, 0] = np.nan
+    sizes, axes = np.array([8, 9], np.int64), np.array([2, 3], np.int64)
+    want = run_openvino("interpolate", [x, sizes], mode, "sizes", coordinate_transformation_mode=coord, axes=axes)[0]
+    p = ops.parameter([1, 2, 4, 5], np.float32, name="x")
+    model = Model([ops.interpolate(p, sizes, mode, "sizes", coordinate_transformation_mode=coord, axes=axes)], [p], "m")
+    got = ember.Core().compile_model(model, "CPU")([x])[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True)

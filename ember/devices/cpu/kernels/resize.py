@@ -85,10 +85,15 @@ def _library(isa: Isa, ky: int, kx: int) -> jit.Library:
     return jit.load(f"resize|{isa.level}|{ky}x{kx}", isa, build)
 
 
-def tap_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def tap_table(weights: np.ndarray, required: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """An (out, in) weight matrix as (source index, weight) tables of shape (out, K), K the most
-    nonzero weights of a row (rows with fewer are padded with weight 0); None above MAX_TAPS."""
+    nonzero weights of a row (rows with fewer repeat a tap with weight 0); None above MAX_TAPS.
+    ``required`` (out, k) columns are taps even where their weight is 0 (a NaN there still
+    reaches the output, as in OpenVINO's kernels)."""
     nz = weights != 0
+    if required is not None:
+        nz = nz.copy()
+        nz[np.arange(weights.shape[0])[:, None], required] = True
     k = max(1, int(nz.sum(axis=1).max(initial=0)))
     if k > MAX_TAPS:
         return None
@@ -98,6 +103,7 @@ def tap_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     for o in range(out):
         cols = np.nonzero(nz[o])[0]
         idx[o, :cols.size] = cols
+        idx[o, cols.size:] = cols[0] if cols.size else 0  # padding re-reads a tap (a NaN elsewhere stays out)
         wt[o, :cols.size] = weights[o, cols]
     return idx, wt
 

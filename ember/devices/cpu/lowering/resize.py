@@ -15,7 +15,7 @@ from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, s
 from ember.devices.cpu.lowering.movement import lower_resize_nearest
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op
 from ember.graph.node import Node
-from ember.ops.misc import interpolate_kernel
+from ember.ops.misc import _original_coord, interpolate_kernel
 
 _SEPARABLE = ("linear", "linear_onnx", "cubic")
 
@@ -45,6 +45,14 @@ def axis_weights(attrs: dict[str, Any], in_len: int, out_len: int, scale: np.flo
     """The (out_len, in_len) weight matrix of one resized axis, from the reference kernel."""
     probe = interpolate_kernel(np.eye(in_len), (in_len, out_len), [1], [scale], {**attrs, "antialias": False})
     return np.asarray(probe).T
+
+
+def linear_taps(coord_mode: str, in_len: int, out_len: int, scale: np.float32) -> np.ndarray:
+    """(out_len, 2): the two source indices a linear resize reads for each output index
+    (floor of the clipped source coordinate and the next one), zero weight or not."""
+    coords = np.clip(_original_coord(coord_mode, np.arange(out_len), scale, out_len, in_len), 0, in_len - 1)
+    i1 = np.minimum(coords.astype(np.int64), in_len - 1)
+    return np.stack([i1, np.minimum(i1 + 1, in_len - 1)], axis=1)
 
 
 def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
@@ -81,7 +89,10 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
             mat = axis_weights(attrs, size, out, per_axis[ax])
         else:
             mat = np.eye(size)
-        table = tap_table(mat)
+        required = None
+        if ax in per_axis and str(attrs["mode"]).lower() != "cubic" and size != out and size and out:
+            required = linear_taps(str(attrs["coordinate_transformation_mode"]).lower(), size, out, per_axis[ax])
+        table = tap_table(mat, required)
         if table is None:
             return False
         taps.append(table)
