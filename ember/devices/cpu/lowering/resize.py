@@ -15,7 +15,7 @@ from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, s
 from ember.devices.cpu.lowering.movement import lower_resize_nearest
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op
 from ember.graph.node import Node
-from ember.ops.misc import _original_coord, interpolate_kernel
+from ember.ops.misc import interpolate_kernel
 
 _SEPARABLE = ("linear", "linear_onnx", "cubic")
 
@@ -34,7 +34,7 @@ def _axes_and_scales(node: Node, consts: list[np.ndarray], in_shape: tuple[int, 
     inputs = [None, *consts]
     axes = ([int(a) % rank for a in np.asarray(inputs[node.axes_port]).reshape(-1)]
             if len(inputs) > node.axes_port else list(range(rank)))
-    if node._uses_scales():
+    if str(node.attrs["shape_calculation_mode"]).lower() == "scales":
         scales = [np.float32(s) for s in np.asarray(inputs[node.scales_port]).reshape(-1)[: len(axes)]]
     else:
         scales = [np.float32(out_shape[a]) / np.float32(in_shape[a]) if in_shape[a] else np.float32(1) for a in axes]
@@ -47,12 +47,12 @@ def axis_weights(attrs: dict[str, Any], in_len: int, out_len: int, scale: np.flo
     return np.asarray(probe).T
 
 
-def linear_taps(coord_mode: str, in_len: int, out_len: int, scale: np.float32) -> np.ndarray:
-    """(out_len, 2): the two source indices a linear resize reads for each output index
-    (floor of the clipped source coordinate and the next one), zero weight or not."""
-    coords = np.clip(_original_coord(coord_mode, np.arange(out_len), scale, out_len, in_len), 0, in_len - 1)
-    i1 = np.minimum(coords.astype(np.int64), in_len - 1)
-    return np.stack([i1, np.minimum(i1 + 1, in_len - 1)], axis=1)
+def linear_taps(weights: np.ndarray) -> np.ndarray:
+    """(out, 2): the two source indices a linear resize reads for each output index, zero weight
+    or not: its first tap j and j + 1 (clipped), so a source coordinate that falls exactly on j
+    still reads j + 1, as OpenVINO's kernels do."""
+    first = np.argmax(weights != 0, axis=1)
+    return np.stack([first, np.minimum(first + 1, weights.shape[1] - 1)], axis=1)
 
 
 def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
@@ -91,7 +91,7 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
             mat = np.eye(size)
         required = None
         if ax in per_axis and str(attrs["mode"]).lower() != "cubic" and size != out and size and out:
-            required = linear_taps(str(attrs["coordinate_transformation_mode"]).lower(), size, out, per_axis[ax])
+            required = linear_taps(mat)
         table = tap_table(mat, required)
         if table is None:
             return False
