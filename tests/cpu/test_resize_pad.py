@@ -14,7 +14,7 @@ import pytest
 import ember
 import ember.opset as ops
 from ember.graph.model import Model
-from ember.ops.misc import Interpolate4
+from ember.ops.misc import Interpolate0, Interpolate4
 
 RNG = np.random.default_rng(77)
 COORD_MODES = ("half_pixel", "pytorch_half_pixel", "asymmetric", "tf_half_pixel_for_nn", "align_corners")
@@ -92,6 +92,19 @@ CASES.update({
     "v11-linear-empty-channels": _case((1, 0, 5, 6), 11, "linear", "asymmetric", scales=(2.0, 2.0)),
     "v11-linear-plain-many-channels": _case((1, 20, 5, 6), 11, "linear", "half_pixel", out_hw=(9, 13)),
 })
+def _case_v1(shape: tuple[int, ...], mode: str, align_corners: bool, axes: list[int], target: list[int]):  # noqa: ANN202
+    """Interpolate-1 (an axes attribute and target sizes)."""
+    def build() -> Model:
+        x = ops.parameter(list(shape), np.float32, name="x")
+        attrs = {"align_corners": align_corners, "antialias": False, "axes": axes, "mode": mode,
+                 "pads_begin": [0], "pads_end": [0]}
+        return Model([Interpolate0([x, np.array(target, np.int64)], attrs, "resize")], [x], "resize1")
+    return build, shape
+
+
+for mode, corners, axes in itertools.product(("linear", "cubic"), (False, True), ([2, 3], [3])):
+    target = [9, 17] if len(axes) == 2 else [17]
+    CASES[f"v1-{mode}-corners{int(corners)}-axes{len(axes)}"] = _case_v1((1, 3, 5, 7), mode, corners, axes, target)
 for v, mode, coord in itertools.product((4, 11), ("linear", "linear_onnx", "cubic"), COORD_MODES):
     CASES[f"v{v}-{mode}-{coord}-1d"] = _case1d((2, 3, 11), v, mode, coord, 25 if coord != "asymmetric" else 4)
 

@@ -1,4 +1,4 @@
-"""Lowering rule for Interpolate: nearest resizes are a gather of pixels (``movement``);
+"""Lowering rule for Interpolate (opset 1, 4, 11): nearest resizes are a gather of pixels (``movement``);
 linear, linear_onnx and cubic resizes of 4-D f32 tensors over H and W (and of 3-D ones over
 their last axis) run the separable tap kernel (``kernels/resize.py``), with tap tables computed
 once here from the op's own per-axis weight matrices (so every coordinate_transformation_mode
@@ -31,6 +31,10 @@ def _axes_and_scales(node: Node, consts: list[np.ndarray], in_shape: tuple[int, 
                      out_shape: tuple[int, ...]) -> tuple[list[int], list[np.float32]]:
     """The resized axes and their scales, as the op's evaluate computes them."""
     rank = len(in_shape)
+    if node.version == "opset1":  # axes attribute, target sizes
+        axes = [int(a) for a in node.attrs["axes"]]
+        return axes, [np.float32(out_shape[a]) / np.float32(in_shape[a]) if in_shape[a] else np.float32(1)
+                      for a in axes]
     inputs = [None, *consts]
     axes = ([int(a) % rank for a in np.asarray(inputs[node.axes_port]).reshape(-1)]
             if len(inputs) > node.axes_port else list(range(rank)))
@@ -58,14 +62,15 @@ def linear_taps(weights: np.ndarray) -> np.ndarray:
 def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.resize import resize_nhwc, tap_table
 
-    if node.version not in ("opset4", "opset11"):
-        return False
-    attrs = node.attrs
-    if str(attrs["mode"]).lower() not in _SEPARABLE or any(attrs["pads_begin"]) or any(attrs["pads_end"]):
-        return False
     data_p = node.input_values()[0]
     rank = len(data_p.partial_shape)
     if data_p.element_type.dtype != F32 or rank not in (3, 4):
+        return False
+    if any(node.attrs["pads_begin"]) or any(node.attrs["pads_end"]):
+        return False
+    # Interpolate-1 computes as the Interpolate-4 attributes it maps onto
+    attrs = node.v4_attrs(rank) if node.version == "opset1" else node.attrs
+    if str(attrs["mode"]).lower() not in _SEPARABLE:
         return False
     maybe = [const_of(p) for p in node.input_values()[1:]]
     consts = [c for c in maybe if c is not None]
