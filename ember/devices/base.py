@@ -10,12 +10,15 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ember.errors import EmberError
 from ember.graph.model import Model
+
+if TYPE_CHECKING:
+    from ember.runtime.properties import CompileConfig  # the interface's type only: devices read its fields
 
 
 class Executable(Protocol):
@@ -42,13 +45,14 @@ class Device:
     A plugin implements ``compile`` and ``supported_nodes``; everything else has a default.
     The runtime calls, in order: ``transform`` (the device's own graph passes, on a copy of
     the user's model), ``compile``, and, with a model cache, ``export_model`` /
-    ``import_model``. Property values arrive typed, keyed by OpenVINO's names
-    (``config["INFERENCE_PRECISION_HINT"]`` is an ``ember.Type``, ``config["PERFORMANCE_HINT"]``
-    a ``str`` enum, ``config["NUM_STREAMS"]`` the stream count and ``INFERENCE_NUM_THREADS`` the
-    threads each stream may use).
+    ``import_model``. Properties arrive as the typed ``CompileConfig`` (OpenVINO's string keys
+    stop at ``Core.compile_model``): ``config.effective_precision`` is the ``ember.Type`` to
+    compute in, ``config.performance_mode`` a ``PerformanceMode``, ``config.num_streams`` the
+    resolved stream count and ``config.inference_num_threads`` the threads each stream may use;
+    device-specific properties (``extra_properties``) are read with ``config.value_of(key)``.
 
     A virtual device that only picks another device (AUTO) defines
-    ``select(model, config) -> (device name, property updates)``; the runtime then compiles on
+    ``select(model, config) -> (device name, CompileConfig field updates)``; the runtime then compiles on
     the chosen device, so that the model cache and the stream plan apply to it.
     """
 
@@ -65,14 +69,14 @@ class Device:
     #: device-specific properties and their defaults (accepted by Core.set_property/compile_model)
     extra_properties: Mapping[str, Any] = {}
 
-    def compile(self, model: Model, config: Mapping[str, Any]) -> Executable:
+    def compile(self, model: Model, config: CompileConfig) -> Executable:
         raise NotImplementedError
 
     def supported_nodes(self, model: Model) -> set[str]:
         """Friendly names of the nodes this device can run (``Core.query_model``)."""
         raise NotImplementedError
 
-    def query_model(self, model: Model, config: Mapping[str, Any]) -> dict[str, str]:
+    def query_model(self, model: Model, config: CompileConfig) -> dict[str, str]:
         """``{node friendly name: device name}`` for the nodes this device would run."""
         return {n: self.name for n in self.supported_nodes(model)}
 
@@ -83,7 +87,7 @@ class Device:
         """``AVAILABLE_DEVICES``: the ids of the physical devices behind this plugin."""
         return [""]
 
-    def transform(self, model: Model, config: Mapping[str, Any]) -> Model:
+    def transform(self, model: Model, config: CompileConfig) -> Model:
         """The device's graph passes; gets a private copy of the model (may change it in place)."""
         return model
 
@@ -92,7 +96,7 @@ class Device:
         the IR is all ``import_model`` needs); ``None``: this executable cannot be cached."""
         return b""
 
-    def import_model(self, model: Model, blob: bytes, config: Mapping[str, Any]) -> Executable:
+    def import_model(self, model: Model, blob: bytes, config: CompileConfig) -> Executable:
         """Rebuild an executable from the cached transformed IR and ``export_model``'s data."""
         return self.compile(model, config)
 

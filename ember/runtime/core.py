@@ -14,6 +14,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -396,12 +397,13 @@ class Core:
                 source = Path(os.fspath(model))
             else:
                 model = self.read_model(model)
+        updates: dict[str, Any] = {}  # CompileConfig fields the chooser sets (MULTI's device list)
         for _ in range(4):
             if not hasattr(dev, "select"):
                 break
             if not isinstance(model, Model):
                 model = self.read_model(source)
-            choice, updates = dev.select(model, CompileConfig.from_properties(merged).as_mapping())
+            choice, chosen_updates = dev.select(model, replace(CompileConfig.from_properties(merged), **updates))
             if choice == base:
                 break
             chosen = get_device(choice)
@@ -409,9 +411,9 @@ class Core:
             merged = dict(self._properties.get("", {}))
             merged.update(self._properties.get(choice, {}))
             merged.update(own)
-            merged.update(updates)
+            updates = dict(chosen_updates)
             base, dev = choice, chosen
-        return self._compile_on(model, source, base, dev, CompileConfig.from_properties(merged))
+        return self._compile_on(model, source, base, dev, replace(CompileConfig.from_properties(merged), **updates))
 
     def _compile_on(self, model: Any, source: Path | None, base: str, dev: Device, cfg: CompileConfig
                     ) -> CompiledModel:
@@ -499,7 +501,7 @@ class Core:
         where each node would go)."""
         base, listed, dev = self._device(device_name)
         cfg = self._config(base, listed, dev, config)
-        return dev.query_model(model, cfg.as_mapping())
+        return dev.query_model(model, cfg)
 
     def get_versions(self, device_name: str) -> dict[str, str]:
         """``{device_name: ember version}``."""
@@ -514,12 +516,9 @@ class Core:
         register_device(device_name.upper(), plugin_name)
 
 
-def _with_plan(cfg: CompileConfig, plan: StreamPlan) -> Mapping[str, Any]:
+def _with_plan(cfg: CompileConfig, plan: StreamPlan) -> CompileConfig:
     """What a device's compile sees: the config with streams and threads resolved."""
-    m = dict(cfg.as_mapping())
-    m["NUM_STREAMS"] = plan.streams
-    m["INFERENCE_NUM_THREADS"] = plan.threads_per_stream
-    return m
+    return replace(cfg, num_streams=plan.streams, inference_num_threads=plan.threads_per_stream)
 
 
 def _model_files(source: Path) -> list[Path]:

@@ -12,7 +12,7 @@ the ``(key, value)`` pair, exactly as in ``openvino.properties``::
     core.set_property("CPU", dict([props.num_streams(4)]))
 
 ``CompileConfig`` is the typed result of merging Core and ``compile_model`` properties; the
-runtime reads its fields, devices read the same values by key through ``as_mapping()``.
+runtime and the devices read its fields (``as_mapping()`` is the keyed view the model cache hashes).
 """
 
 from __future__ import annotations
@@ -430,7 +430,7 @@ class CompileConfig:
         return Type.f32 if self.execution_mode is ExecutionMode.ACCURACY else self.inference_precision
 
     def as_mapping(self) -> Mapping[str, Any]:
-        """A read-only ``{key: typed value}`` view, the form ``Device.compile`` receives."""
+        """A read-only ``{key: typed value}`` view, what the model cache key hashes."""
         out: dict[str, Any] = {}
         for key, name in self._FIELDS.items():
             v = getattr(self, name)

@@ -440,18 +440,19 @@ def test_cpu_fuses_the_groups_the_optimizer_marks() -> None:
     """One source of truth: the epilogue the CPU fuses is the group ``mark_epilogue_groups``
     marks (and ``ember graph`` draws); without marks nothing is fused."""
     from ember.devices.base import get_device
+    from ember.runtime.properties import CompileConfig
 
     cpu = get_device("CPU")
     build, shapes, _ = CASES["conv-residual-input-relu"]
     original = build()
-    model = cpu.transform(original.clone(), {})
+    model = cpu.transform(original.clone(), CompileConfig())
     marked = [n.type_name for n in model.get_ordered_ops() if "fused_group" in n.rt_info]
     assert marked == ["Convolution", "Add", "Add", "ReLU"]
-    types = [op.type_name for op in cpu.compile(model, {}).program.ops]  # a transformed model compiles as is
+    types = [op.type_name for op in cpu.compile(model, CompileConfig()).program.ops]  # a transformed model compiles as is
     assert "Convolution" in types and not any(t.startswith("Eltwise") for t in types)
     for n in model.get_ordered_ops():
         n.rt_info.pop("fused_group", None)
-    exe = cpu.compile(model, {})
+    exe = cpu.compile(model, CompileConfig())
     assert any(op.type_name.startswith("Eltwise") for op in exe.program.ops)
     x = _inputs(shapes)
     np.testing.assert_allclose(exe.run(x)[0], _run(original, "REFERENCE", x)[0], rtol=1e-5, atol=1e-5)

@@ -8,6 +8,7 @@ import ast
 import functools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import ember
@@ -121,3 +122,49 @@ def test_lowering_rules_one_table_and_no_duplicates() -> None:
     assert {"Convolution", "MatMul", "Add", "Reshape", "If", "Softmax"} <= set(driver.RULES)
     with pytest.raises(EmberError, match="two CPU lowering rules for MatMul"):
         driver.lowers("MatMul")(lambda lowering, node: False)
+
+
+def test_devices_receive_the_typed_compile_config() -> None:
+    """OpenVINO's string keys stop at Core.compile_model: a device's transform/compile get the
+    typed CompileConfig with streams and threads resolved, and AUTO's choice travels as fields."""
+    from ember.devices.base import register_device, unregister_device
+    from ember.devices.reference.device import ReferenceDevice
+    from ember.runtime.properties import CompileConfig, PerformanceMode
+
+    seen: list[tuple[str, object]] = []
+
+    class Recording(ReferenceDevice):
+        name = "RECORDING"
+
+        def transform(self, model, config):  # noqa: ANN001, ANN202
+            seen.append(("transform", config))
+            return model
+
+        def compile(self, model, config):  # noqa: ANN001, ANN202
+            seen.append(("compile", config))
+            return super().compile(model, config)
+
+        def query_model(self, model, config):  # noqa: ANN001, ANN202
+            seen.append(("query", config))
+            return super().query_model(model, config)
+
+    register_device("RECORDING", Recording)
+    try:
+        x = ember.opset.parameter([2, 3], ember.Type.f32, name="x")
+        model = ember.Model([ember.opset.relu(x)], [x], "m")
+        core = ember.Core()
+        compiled = core.compile_model(model, "RECORDING", {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2,
+                                                           "INFERENCE_PRECISION_HINT": "bf16",
+                                                           "EXECUTION_MODE_HINT": "ACCURACY"})
+        assert compiled.create_infer_request().infer({"x": -np.ones((2, 3), np.float32)})[0].max() == 0
+        core.query_model(model, "RECORDING")
+        core.compile_model(model, "AUTO:RECORDING,REFERENCE", {"ALLOW_FALLBACK": False})
+    finally:
+        unregister_device("RECORDING")
+    assert [what for what, _ in seen] == ["transform", "compile", "query", "query", "transform", "compile"]
+    for _, config in seen:
+        assert isinstance(config, CompileConfig)
+    first = seen[1][1]
+    assert isinstance(first, CompileConfig)
+    assert first.performance_mode is PerformanceMode.THROUGHPUT and first.num_streams == 2
+    assert first.inference_num_threads >= 1 and first.effective_precision == ember.Type.f32  # ACCURACY: f32

@@ -23,8 +23,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from ember.devices.base import Device
 from ember.errors import EmberError, InferenceError
 from ember.graph.model import Model
 from ember.graph.types import Type
+
+if TYPE_CHECKING:
+    from ember.runtime.properties import CompileConfig  # the interface's type only: devices read its fields
 
 log = logging.getLogger("ember.cpu")
 
@@ -209,23 +212,23 @@ class CPUDevice(Device):
 
         return get_device("REFERENCE").supported_nodes(model)
 
-    def transform(self, model: Model, config: Mapping[str, Any]) -> Model:
+    def transform(self, model: Model, config: CompileConfig) -> Model:
         from ember.devices.cpu.lowering.passes import device_passes
 
         model = device_passes(model)
         model.rt_info[_TRANSFORMED] = "1"
         return model
 
-    def compile(self, model: Model, config: Mapping[str, Any]) -> CPUExecutable:
+    def compile(self, model: Model, config: CompileConfig) -> CPUExecutable:
         if model.rt_info.get(_TRANSFORMED) != "1":
             model = self.transform(model.clone(), config)
-        threads = int(config.get("INFERENCE_NUM_THREADS") or 0) or _cores()
+        threads = config.inference_num_threads or _cores()
         return CPUExecutable(model, threads, self._precision(config))
 
-    def _precision(self, config: Mapping[str, Any]) -> Type:
+    def _precision(self, config: CompileConfig) -> Type:
         from ember.devices.cpu.kernels.gemm import bf16_supported
 
-        want = config.get("INFERENCE_PRECISION_HINT") or Type.f32
+        want = config.effective_precision
         if want is Type.bf16 and bf16_supported(self.isa):
             return Type.bf16
         if want is not Type.f32:
@@ -236,7 +239,7 @@ class CPUDevice(Device):
     def export_model(self, executable: Any) -> bytes | None:
         return b""
 
-    def import_model(self, model: Model, blob: bytes, config: Mapping[str, Any]) -> CPUExecutable:
+    def import_model(self, model: Model, blob: bytes, config: CompileConfig) -> CPUExecutable:
         if blob:
             raise EmberError("ember: this CPU cache entry has data this version cannot read")
         return self.compile(model, config)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ember.devices.base import Device
 from ember.devices.reference.executor import ReferenceExecutor
 from ember.graph.model import Model
 from ember.graph.registry import get_op
+
+if TYPE_CHECKING:
+    from ember.runtime.properties import CompileConfig  # the interface's type only: devices read its fields
 
 
 class ReferenceDevice(Device):
@@ -17,7 +19,7 @@ class ReferenceDevice(Device):
     thread_safe_executables = True
     auto_rank = 100  # the executable spec: AUTO picks it only when nothing faster runs the model
 
-    def compile(self, model: Model, config: Mapping[str, Any]) -> ReferenceExecutor:
+    def compile(self, model: Model, config: CompileConfig) -> ReferenceExecutor:
         return ReferenceExecutor(model)
 
     def supported_nodes(self, model: Model) -> set[str]:

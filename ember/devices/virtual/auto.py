@@ -11,13 +11,16 @@ them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from ember.devices.base import Device, Executable, get_device
 from ember.devices.virtual.common import concrete_devices, describe, load, unsupported
 from ember.errors import EmberError
 from ember.graph.model import Model
+
+if TYPE_CHECKING:
+    from ember.runtime.properties import CompileConfig  # the interface's type only: devices read its fields
 
 log = logging.getLogger("ember.devices")
 
@@ -27,9 +30,9 @@ class AutoDevice(Device):
     full_name = "ember AUTO (chooses a device per model)"
     virtual = True
 
-    def select(self, model: Model, config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        """``(device name, property updates)`` to compile ``model`` with."""
-        listed = tuple(config.get("MULTI_DEVICE_PRIORITIES") or ())
+    def select(self, model: Model, config: CompileConfig) -> tuple[str, dict[str, Any]]:
+        """``(device name, ``CompileConfig`` field updates)`` to compile ``model`` with."""
+        listed = config.device_priorities
         candidates = list(listed) or concrete_devices()
         capable: list[str] = []
         passed_over: list[tuple[str, str]] = []
@@ -47,17 +50,17 @@ class AutoDevice(Device):
         if not capable:
             raise EmberError(f"ember: AUTO found no device that runs model '{model.friendly_name}': "
                              + "; ".join(r for _, r in passed_over))
-        mode = str(config.get("PERFORMANCE_HINT", "LATENCY"))
+        mode = str(config.performance_mode)
         if mode == "CUMULATIVE_THROUGHPUT" and len(capable) > 1:
             log.info("ember: AUTO runs '%s' on MULTI:%s (CUMULATIVE_THROUGHPUT)", model.friendly_name,
                      ",".join(capable))
-            return "MULTI", {"MULTI_DEVICE_PRIORITIES": tuple(capable)}
+            return "MULTI", {"device_priorities": tuple(capable)}
         choice = capable[0]
         skipped = [r for n, r in passed_over if candidates.index(n) < candidates.index(choice)]
         if skipped:
             msg = (f"ember: AUTO fell back to {choice} for model '{model.friendly_name}': "
                    + "; ".join(skipped))
-            if not config.get("ALLOW_FALLBACK", True):
+            if not config.allow_fallback:
                 raise EmberError(msg + " (ALLOW_FALLBACK is off)")
             log.warning(msg)
         else:
@@ -65,15 +68,15 @@ class AutoDevice(Device):
                      mode, ",".join(candidates))
         return choice, {}
 
-    def compile(self, model: Model, config: Mapping[str, Any]) -> Executable:
+    def compile(self, model: Model, config: CompileConfig) -> Executable:
         choice, updates = self.select(model, config)
         dev = get_device(choice)
-        merged = {**config, **updates}
+        merged = replace(config, **updates)
         return dev.compile(dev.transform(model.clone(), merged), merged)
 
-    def query_model(self, model: Model, config: Mapping[str, Any]) -> dict[str, str]:
+    def query_model(self, model: Model, config: CompileConfig) -> dict[str, str]:
         choice, updates = self.select(model, config)
-        return get_device(choice).query_model(model, {**config, **updates})
+        return get_device(choice).query_model(model, replace(config, **updates))
 
     def supported_nodes(self, model: Model) -> set[str]:
         out: set[str] = set()

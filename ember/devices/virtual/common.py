@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ember.devices.base import Device, device_names, get_device
 from ember.errors import EmberError
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
+
+if TYPE_CHECKING:
+    from ember.runtime.properties import CompileConfig  # the interface's type only: devices read its fields
 from ember.graph.node import Node
 
 STRUCTURAL = (Parameter, Constant, Result)
 
 
-def priorities(config: Mapping[str, Any], who: str, example: str) -> tuple[str, ...]:
+def priorities(config: CompileConfig, who: str, example: str) -> tuple[str, ...]:
     """The device list a virtual device was given (``HETERO:CPU,REFERENCE``), or an error."""
-    listed = tuple(config.get("MULTI_DEVICE_PRIORITIES") or ())
+    listed = config.device_priorities
     if not listed:
         raise EmberError(f"ember: {who} needs a device list, e.g. '{example}' "
                          "(or the MULTI_DEVICE_PRIORITIES property)")
@@ -49,7 +51,7 @@ def compute_nodes(model: Model) -> list[Node]:
     return [n for n in model.get_ordered_ops() if not isinstance(n, STRUCTURAL)]
 
 
-def unsupported(dev: Device, model: Model, config: Mapping[str, Any]) -> list[Node]:
+def unsupported(dev: Device, model: Model, config: CompileConfig) -> list[Node]:
     """The model's compute nodes that ``dev`` cannot run."""
     ok = set(dev.query_model(model, config))
     return [n for n in compute_nodes(model) if n.friendly_name not in ok]

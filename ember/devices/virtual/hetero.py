@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from ember.devices.virtual.common import STRUCTURAL, describe, load, priorities
 from ember.errors import EmberError
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
+
+if TYPE_CHECKING:
+    from ember.runtime.properties import CompileConfig  # the interface's type only: devices read its fields
 from ember.graph.node import Node, Output
 
 log = logging.getLogger("ember.devices")
@@ -43,7 +46,7 @@ class Subgraph:
     outputs: list[Key] = field(default_factory=list)
 
 
-def place(model: Model, devices: Sequence[str], config: Mapping[str, Any]) -> dict[str, str]:
+def place(model: Model, devices: Sequence[str], config: CompileConfig) -> dict[str, str]:
     """``{friendly name: device}``: each compute node on the first device that supports it;
     Parameters and Constants go with their first consumer, Results with their producer."""
     placement: dict[str, str] = {}
@@ -176,13 +179,13 @@ class HeteroDevice(Device):
     full_name = "ember HETERO (splits a model across devices)"
     virtual = True
 
-    def query_model(self, model: Model, config: Mapping[str, Any]) -> dict[str, str]:
+    def query_model(self, model: Model, config: CompileConfig) -> dict[str, str]:
         return place(model, priorities(config, "HETERO", "HETERO:CPU,REFERENCE"), config)
 
     def supported_nodes(self, model: Model) -> set[str]:
         return set()
 
-    def compile(self, model: Model, config: Mapping[str, Any]) -> Executable:
+    def compile(self, model: Model, config: CompileConfig) -> Executable:
         devices = priorities(config, "HETERO", "HETERO:CPU,REFERENCE")
         placement = place(model, devices, config)
         compute = [n for n in model.get_ordered_ops() if not isinstance(n, STRUCTURAL)]
@@ -197,7 +200,7 @@ class HeteroDevice(Device):
                 by_dev.setdefault(placement[n.friendly_name], []).append(n)
             msg = f"ember: HETERO placed ops of '{model.friendly_name}' off {devices[0]}: " + "; ".join(
                 f"{describe(ns)} on {d}" for d, ns in by_dev.items())
-            if not config.get("ALLOW_FALLBACK", True):
+            if not config.allow_fallback:
                 raise EmberError(msg + " (ALLOW_FALLBACK is off)")
             log.warning(msg)
         subgraphs = split_model(model, placement, devices)

@@ -9,9 +9,9 @@ model gets one stream per device and stream of each device, so that concurrent r
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from ember.devices.base import Device, Executable
 from ember.devices.virtual.common import describe, load, priorities, unsupported
 from ember.errors import EmberError
 from ember.graph.model import Model
+
+if TYPE_CHECKING:
+    from ember.runtime.properties import CompileConfig  # the interface's type only: devices read its fields
 
 
 class MultiExecutable:
@@ -55,10 +58,10 @@ class MultiDevice(Device):
     full_name = "ember MULTI (spreads requests across devices)"
     virtual = True
 
-    def compile(self, model: Model, config: Mapping[str, Any]) -> Executable:
+    def compile(self, model: Model, config: CompileConfig) -> Executable:
         names = list(dict.fromkeys(priorities(config, "MULTI", "MULTI:CPU,REFERENCE")))
         exes, locks = [], []
-        per_device = max(1, int(config.get("NUM_STREAMS") or 1))
+        per_device = max(1, config.num_streams or 1)
         for name in names:
             dev = load(name, "MULTI")
             missing = unsupported(dev, model, config)
@@ -71,7 +74,7 @@ class MultiDevice(Device):
             locks.append(None if safe else threading.Lock())
         return MultiExecutable(names, exes, locks, per_device * len(names))
 
-    def query_model(self, model: Model, config: Mapping[str, Any]) -> dict[str, str]:
+    def query_model(self, model: Model, config: CompileConfig) -> dict[str, str]:
         names = priorities(config, "MULTI", "MULTI:CPU,REFERENCE")
         common: set[str] | None = None
         for name in names:
