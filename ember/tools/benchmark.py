@@ -522,7 +522,7 @@ class Benchmark:
                 lines.append(f"   {o.node_name[:39]:<40}{o.node_type[:21]:<22}{o.exec_type[:11]:<12}"
                              f"{o.real_time_ms:>10.3f}{o.real_time_ms * 100 / total:>7.1f}")
             lines.append(f"   total {total:.3f} ms in {len(result.per_op)} ops")
-            ref = [o for o in result.per_op if o.exec_type.startswith("ref")]
+            ref = [o for o in result.per_op if o.exec_type.startswith("ref_")]  # "ref_any": the CPU device
             if ref:  # every op on a reference (numpy) kernel, not only the top ones
                 ref_ms = sum(o.real_time_ms for o in ref)
                 lines.append(f"Reference kernels: {len(ref)} op(s), {ref_ms:.3f} ms, {ref_ms * 100 / total:.1f}% of the total")
