@@ -9,7 +9,8 @@ on the calling thread only; the previous setting comes back when the last concur
 
 The thread count is set through ``threadpoolctl`` when it is installed, else through OpenBLAS's
 own ``*openblas_set_num_threads*`` entry point found in the loaded libraries (Linux); with
-neither, nothing is limited and one INFO line says so.
+neither, nothing is limited and one INFO line says so. The libraries are looked up once, at the
+first guarded run: a BLAS loaded later (another package's) is not limited.
 """
 
 from __future__ import annotations
