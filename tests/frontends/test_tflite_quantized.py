@@ -118,3 +118,23 @@ def test_int8_model_inputs_and_outputs(device: str) -> None:
         got, want = run_on(model, [xq], device)[0], litert_run(path, [xq])[0]
         assert got.dtype == want.dtype == np.int8
         assert np.abs(got.astype(np.int32) - want).max() <= 2
+
+
+@pytest.mark.slow
+def test_full_integer_model_runs_on_the_int8_path() -> None:
+    """A full-integer TFLite MobileNetV2 runs its convolutions on the CPU device's int8 kernels
+    (profiling names the kernel only for ops that really ran in int8)."""
+    import collections
+
+    import ember
+
+    model = convert(_file("mobilenet_v2", "full_int8"))
+    shape = [d.get_length() if d.is_static else 1 for d in model.input(0).partial_shape]
+    model.reshape({0: shape})
+    compiled = ember.Core().compile_model(model, "CPU", {"PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    request.infer([np.random.default_rng(0).random(shape).astype(np.float32)])
+    kinds = collections.Counter((p.node_type, p.exec_type) for p in request.get_profiling_info())
+    int8_convs = sum(n for (t, e), n in kinds.items() if t == "Int8Convolution" and "I8" in e)
+    float_convs = sum(n for (t, _), n in kinds.items() if t in ("Convolution", "GroupConvolution"))
+    assert int8_convs >= 50 and float_convs == 0, kinds
