@@ -250,3 +250,43 @@ def test_resize_nan_reaches_the_outputs_openvino_gives(mode: str, coord: str) ->
     got = ember.Core().compile_model(model, "CPU")([x])[0]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+# -- Broadcast / Tile ---------------------------------------------------------------------------
+
+def _bcast_case(shape: tuple[int, ...], make, after_conv: bool = False, dtype=np.float32):  # noqa: ANN001, ANN202
+    def build() -> Model:
+        x = ops.parameter(list(shape), dtype, name="x")
+        y = x
+        if after_conv:
+            c = shape[1]
+            y = ops.relu(ops.convolution(x, _f(c, c, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]))
+        return Model([make(y)], [x], "bcast")
+    return build, shape, dtype
+
+
+BCAST_CASES = {
+    "broadcast-numpy-rows": _bcast_case((1, 7), lambda y: ops.broadcast(y, [5, 7])),
+    "broadcast-numpy-middle": _bcast_case((3, 1, 5), lambda y: ops.broadcast(y, [2, 3, 4, 5])),
+    "broadcast-bidirectional": _bcast_case((3, 1), lambda y: ops.broadcast(y, [1, 4], broadcast_spec="BIDIRECTIONAL")),
+    "broadcast-explicit": _bcast_case((3,), lambda y: ops.broadcast(y, [2, 3, 4], [1], "EXPLICIT")),
+    "broadcast-scalar-int32": _bcast_case((), lambda y: ops.broadcast(y, [3, 17]), dtype=np.int32),
+    "broadcast-nhwc-input": _bcast_case((1, 4, 1, 3), lambda y: ops.broadcast(y, [2, 4, 5, 3]), after_conv=True),
+    "tile-2d": _bcast_case((3, 5), lambda y: ops.tile(y, [2, 3])),
+    "tile-more-repeats": _bcast_case((4,), lambda y: ops.tile(y, [3, 1, 2])),
+    "tile-fewer-repeats-int32": _bcast_case((2, 3, 5), lambda y: ops.tile(y, [4]), dtype=np.int32),
+    "tile-4d": _bcast_case((1, 2, 3, 1), lambda y: ops.tile(y, [2, 1, 2, 17])),
+}
+
+
+@pytest.mark.parametrize("name", list(BCAST_CASES))
+def test_broadcast_tile_match_reference(name: str) -> None:
+    build, shape, dtype = BCAST_CASES[name]
+    model = build()
+    x = (_f(*shape) * 10).astype(dtype)
+    want = ember.Core().compile_model(model, "REFERENCE")([x])[0]
+    cm = ember.Core().compile_model(model, "CPU")
+    assert not cm._executable.program.stats["fallbacks"], cm._executable.program.stats["fallbacks"]
+    got = cm([x])[0]
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # a copy; after a convolution, its rounding
