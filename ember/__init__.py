@@ -52,7 +52,7 @@ def compile_model(model: Any, device_name: str | None = None, config: Any = None
 
 __all__ = ["AsyncInferQueue", "CompiledModel", "Core", "Dimension", "EmberError", "InferRequest", "Layout", "Model",
            "PartialShape", "ProfilingInfo", "Shape", "Tensor", "Type", "compile_model", "convert_model", "opset", "read_model", "save_model",
-           "serialize"]
+           "serialize", "Dataset", "compress_weights", "quantize"]
 
 # NNCF's functions at the top level. Imported eagerly (the package is light) so that the name
 # `ember.quantize` is the function, not the package `ember/quantize` it lives in.

@@ -52,7 +52,7 @@ def lower_broadcast(lowering: Lowering, node: Node) -> bool:
     else:
         split = out_shape
     probe = np.arange(size, dtype=np.int64).reshape(in_shape)
-    index_map = np.asarray(node.evaluate([probe, *consts])[0])
+    index_map = np.asarray(node.evaluate([probe, *[c for c in consts if c is not None]])[0])
     if index_map.shape != out_shape:
         return False
     strides = zero_offset_strides(index_map.reshape(split))

@@ -64,7 +64,7 @@ def lower_pad(lowering: Lowering, node: Node) -> bool:
     if nhwc:
         src = lowering.native_input(t, NHWC)
         maps = [maps[0], maps[2], maps[3], maps[1]]
-        phys = (out_shape[0], out_shape[2], out_shape[3], out_shape[1])
+        phys: tuple[int, ...] = (out_shape[0], out_shape[2], out_shape[3], out_shape[1])
     else:
         src = lowering.native_input(t, PLAIN)
         pad = 4 - rank

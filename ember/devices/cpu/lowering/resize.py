@@ -47,7 +47,7 @@ def _axes_and_scales(node: Node, consts: list[np.ndarray], in_shape: tuple[int, 
 
 def axis_weights(attrs: dict[str, Any], in_len: int, out_len: int, scale: np.float32) -> np.ndarray:
     """The (out_len, in_len) weight matrix of one resized axis, from the reference kernel."""
-    probe = interpolate_kernel(np.eye(in_len), (in_len, out_len), [1], [scale], {**attrs, "antialias": False})
+    probe = interpolate_kernel(np.eye(in_len), (in_len, out_len), [1], [float(scale)], {**attrs, "antialias": False})
     return np.asarray(probe).T
 
 

@@ -37,7 +37,10 @@ def _threadpoolctl_setters() -> list[_Setter] | None:
     except ImportError:
         return None
     libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    return [(lambda lib=lib: int(lib.num_threads), lib.set_num_threads) for lib in libs]
+    def getter(lib: Any) -> Callable[[], int]:
+        return lambda: int(lib.num_threads)
+
+    return [(getter(lib), lib.set_num_threads) for lib in libs]
 
 
 def _openblas_setters() -> list[_Setter]:
