@@ -52,10 +52,15 @@ def test_openblas_fallback_sets_what_threadpoolctl_sees() -> None:
     if not before or not setters:
         pytest.skip("numpy is not linked with OpenBLAS")
     (get, put), = setters[:1]
-    assert get() == before[0]
+    # several BLAS libraries may be loaded (numpy's, scipy's, torch's): compare as a multiset
+    start = get()
+    assert start in before
+    if start == 1:
+        pytest.skip("the first BLAS library already runs one thread")
     try:
         put(1)
-        assert _blas_threads()[0] == 1
+        after = _blas_threads()
+        assert after.count(1) == before.count(1) + 1 and get() == 1
     finally:
-        put(before[0])
+        put(start)
     assert _blas_threads() == before
