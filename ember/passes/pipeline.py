@@ -37,6 +37,7 @@ _PASSES: dict[str, PassInfo] = {}
 PIPELINE: list[str] = [
     "fold_shapes",
     "fold_constants",
+    "fold_shape_chains",
     "eliminate_noops",
     "merge_reshapes",
     "merge_transposes",
@@ -56,7 +57,7 @@ PIPELINE: list[str] = [
     "eliminate_dead_code",
 ]
 
-_MODULES = ("ember.passes.cleanup", "ember.passes.fusions")
+_MODULES = ("ember.passes.cleanup", "ember.passes.fusions", "ember.passes.shape_chains")
 
 
 def register_pass(name: str, level: int) -> Callable[[PassFn], PassFn]:
