@@ -4,12 +4,21 @@
     python benchmarks/compare.py --models resnet50 --time 3 --rounds 3
     python benchmarks/compare.py --precision f32,bf16 --out results/compare
     python benchmarks/compare.py --device REFERENCE --skip-throughput
+    python benchmarks/compare.py --precision f32,int8 --models resnet50,mobilenet_v2
 
 ember runs on ``--device`` (default CPU when the CPU device is registered, else REFERENCE,
 the numpy spec device, which is far slower); OpenVINO 2026.4 on its CPU plugin with
 ``INFERENCE_PRECISION_HINT`` set (f32 unless ``--precision bf16``: OpenVINO picks bf16 by
 itself on this CPU); ONNX Runtime with its defaults (f32 always). ember converts the ONNX with
 ``convert_model`` (opt level 2), OpenVINO reads the same file, ONNX Runtime runs it.
+
+``int8`` (``--precision f32,int8``): each network is quantized once (cached in
+``~/.cache/ember/int8/compare``, 10 seeded calibration inputs): real NNCF on ember's float IR
+(``ModelType.TRANSFORMER`` when the network has integer inputs) gives the int8 IR that ember and
+OpenVINO both read (reshaped to the inputs' static shapes, ``INFERENCE_PRECISION_HINT=f32`` for
+the float remainder); ONNX Runtime's ``quant_pre_process`` + ``quantize_static`` (QDQ, u8
+activations, per-channel s8 weights) gives the model ONNX Runtime runs in an extra row. int8
+rows are checked against the f32 ONNX Runtime output too, with int8's looser tolerance.
 
 For each network, in this order:
   1. compile time: ``compile_model`` without a model cache (cold) and again from a filled
@@ -54,8 +63,10 @@ if str(ROOT) not in sys.path:
 BUILTIN_MODELS = ("resnet50", "mobilenet_v2", "bert_like")
 ALIASES = {"resnet": "resnet50", "resnet-50": "resnet50", "mobilenetv2": "mobilenet_v2", "mobilenet": "mobilenet_v2",
            "bert": "bert_like", "bert-like": "bert_like", "minilm": "bert_like"}
-PRECISIONS = ("f32", "bf16")
-TOLERANCE = {"f32": 1e-3, "bf16": 3e-2}
+PRECISIONS = ("f32", "bf16", "int8")
+TOLERANCE = {"f32": 1e-3, "bf16": 3e-2, "int8": 0.1}  # int8 against f32: the quantization error
+INT8_CACHE = Path.home() / ".cache" / "ember" / "int8" / "compare"
+INT8_CALIBRATION = 10
 Feeds = dict[str, np.ndarray]
 
 
@@ -151,6 +162,66 @@ def default_inputs(path: Path, seed: int) -> Feeds:
         else:
             feeds[inp.name] = rng.integers(0, 1000, dims).astype(dtype)
     return feeds
+
+
+def _file_hash(path: Path, extra: str) -> str:
+    import hashlib
+
+    h = hashlib.sha1(extra.encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:10]
+
+
+def int8_models(spec: ModelSpec) -> tuple[Path, Path]:
+    """(NNCF int8 IR, ONNX Runtime QDQ model) of ``spec``, made once from ``INT8_CALIBRATION``
+    seeded inputs and cached in ``INT8_CACHE``; each file is written aside and moved in."""
+    import nncf
+    import onnxruntime
+    import openvino
+    from onnxruntime import quantization
+
+    import ember
+
+    versions = f"{INT8_CALIBRATION}-{nncf.__version__}-{openvino.__version__}-{onnxruntime.__version__}"
+    folder = INT8_CACHE / f"{spec.name}-{_file_hash(spec.path, versions)}"
+    ir, qdq = folder / "int8.xml", folder / "qdq.onnx"
+    if ir.exists() and qdq.exists():
+        return ir, qdq
+    folder.mkdir(parents=True, exist_ok=True)
+    calibration = [spec.make_inputs(seed) for seed in range(1, INT8_CALIBRATION + 1)]
+    with tempfile.TemporaryDirectory(dir=folder) as tmp_dir:
+        tmp = Path(tmp_dir)
+        if not ir.exists():
+            ember.save_model(ember.convert_model(str(spec.path)), tmp / "float.xml", compress_to_fp16=False)
+            transformer = any(v.dtype.kind in "iub" for v in calibration[0].values())
+            options = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+            model = openvino.Core().read_model(tmp / "float.xml")
+            quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=INT8_CALIBRATION, **options)
+            openvino.save_model(quantized, tmp / "int8.xml", compress_to_fp16=False)
+            for suffix in (".bin", ".xml"):  # the .xml last: its presence means the pair is complete
+                (tmp / "int8.xml").with_suffix(suffix).replace(ir.with_suffix(suffix))
+        if not qdq.exists():
+
+            class Reader(quantization.CalibrationDataReader):
+                def __init__(self) -> None:
+                    self.items = iter(calibration)
+
+                def get_next(self) -> Feeds | None:
+                    return next(self.items, None)
+
+            quantization.quant_pre_process(str(spec.path), str(tmp / "pre.onnx"))  # BatchNorm folded first
+            quantization.quantize_static(str(tmp / "pre.onnx"), str(tmp / "qdq.onnx"), Reader(),
+                                         quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+                                         weight_type=quantization.QuantType.QInt8,
+                                         activation_type=quantization.QuantType.QUInt8)
+            (tmp / "qdq.onnx").replace(qdq)
+    return ir, qdq
+
+
+def _static_shapes(spec: ModelSpec) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in spec.make_inputs(0).items()}
 
 
 # -- engines -------------------------------------------------------------------------------------
@@ -257,15 +328,18 @@ class EmberEngine(Engine):
         self.model: Any = None
 
     def prepare(self, spec: ModelSpec) -> float:
+        if self.precision == "int8":  # the NNCF IR (made before the clock starts), read and reshaped
+            ir, _ = int8_models(spec)
+            t0 = time.perf_counter()
+            self.model = self.ember.Core().read_model(ir)
+            self.model.reshape(_static_shapes(spec))
+            return time.perf_counter() - t0
         t0 = time.perf_counter()
         self.model = self.ember.convert_model(str(spec.path), opt_level=2)
         return time.perf_counter() - t0
 
     def compile(self, hint: str, cache_dir: str | None = None) -> Compiled:
-        config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": self.precision}
-        if cache_dir:
-            config["CACHE_DIR"] = cache_dir
-        return _OVApiCompiled(self.ember, self.ember.Core().compile_model(self.model, self.device, config))
+        return _compile(self.ember, self.ember.Core(), self.model, self.device, hint, self.precision, cache_dir)
 
 
 class OpenVINOEngine(Engine):
@@ -281,15 +355,29 @@ class OpenVINOEngine(Engine):
         self.model: Any = None
 
     def prepare(self, spec: ModelSpec) -> float:
+        path = int8_models(spec)[0] if self.precision == "int8" else spec.path
         t0 = time.perf_counter()
-        self.model = self.ov.Core().read_model(str(spec.path))
+        self.model = self.ov.Core().read_model(str(path))
+        if self.precision == "int8":
+            self.model.reshape(_static_shapes(spec))
         return time.perf_counter() - t0
 
     def compile(self, hint: str, cache_dir: str | None = None) -> Compiled:
-        config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": self.precision}
-        if cache_dir:
-            config["CACHE_DIR"] = cache_dir
-        return _OVApiCompiled(self.ov, self.ov.Core().compile_model(self.model, "CPU", config))
+        return _compile(self.ov, self.ov.Core(), self.model, "CPU", hint, self.precision, cache_dir)
+
+
+def _compile(module: Any, core: Any, model: Any, device: str, hint: str, precision: str,
+             cache_dir: str | None) -> Compiled:
+    """ember's or OpenVINO's compile_model; int8 is the model's own (its FakeQuantize), the
+    float remainder runs in f32."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": hint,
+                              "INFERENCE_PRECISION_HINT": "f32" if precision == "int8" else precision}
+    if cache_dir:
+        config["CACHE_DIR"] = cache_dir
+    compiled = _OVApiCompiled(module, core.compile_model(model, device, config))
+    if precision == "int8":
+        compiled.precision = "int8"
+    return compiled
 
 
 class _OrtCompiled(Compiled):
@@ -322,24 +410,27 @@ class _OrtCompiled(Compiled):
 
 
 class OrtEngine(Engine):
-    """ONNX Runtime with default session options (CPU provider, f32); no model cache."""
+    """ONNX Runtime with default session options (CPU provider, f32, or the QDQ model for
+    int8); no model cache."""
 
     kind = "onnxruntime"
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, precision: str = "f32") -> None:
         import onnxruntime
 
-        self.ort, self.threads = onnxruntime, threads
-        self.label = f"ONNX Runtime {onnxruntime.__version__} f32"
+        self.ort, self.threads, self.precision = onnxruntime, threads, precision
+        self.label = f"ONNX Runtime {onnxruntime.__version__} {precision}" + (" QDQ" if precision == "int8" else "")
         self.path = ""
 
     def prepare(self, spec: ModelSpec) -> float:
-        self.path = str(spec.path)
+        self.path = str(int8_models(spec)[1] if self.precision == "int8" else spec.path)
         return 0.0
 
     def compile(self, hint: str, cache_dir: str | None = None) -> Compiled:
         session = self.ort.InferenceSession(self.path, providers=["CPUExecutionProvider"])
-        return _OrtCompiled(session, self.threads if hint == "THROUGHPUT" else 1)
+        compiled = _OrtCompiled(session, self.threads if hint == "THROUGHPUT" else 1)
+        compiled.precision = self.precision
+        return compiled
 
     @property
     def has_cache(self) -> bool:
@@ -354,9 +445,12 @@ def default_device() -> str:
 
 
 def make_engines(config: CompareConfig) -> list[Engine]:
-    """ember and OpenVINO for each precision, then ONNX Runtime (f32); ember first."""
+    """ember and OpenVINO for each precision, then ONNX Runtime (its QDQ model for int8, then
+    f32, the reference of the output check); ember first."""
     engines: list[Engine] = [EmberEngine(config.device, p) for p in config.precisions]
     engines += [OpenVINOEngine(p) for p in config.precisions]
+    if "int8" in config.precisions:
+        engines.append(OrtEngine(config.ort_thread_count, "int8"))
     engines.append(OrtEngine(config.ort_thread_count))
     return engines
 
@@ -715,7 +809,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(BUILTIN_MODELS),
                    help=f"comma-separated: {', '.join(BUILTIN_MODELS)} or .onnx paths (default: all)")
     p.add_argument("--device", default=None, help="ember's device (default CPU when registered, else REFERENCE)")
-    p.add_argument("--precision", default="f32", help="f32, bf16 or f32,bf16 (ember and OpenVINO; ORT stays f32)")
+    p.add_argument("--precision", default="f32", help="f32, bf16, int8 or a list such as f32,int8 (ember and OpenVINO; ORT f32, and its "
+                   "QDQ model for int8)")
     p.add_argument("--time", type=float, default=10.0, help="seconds per engine, network and phase (default 10)")
     p.add_argument("--rounds", type=int, default=10, help="alternating rounds those seconds are split into")
     p.add_argument("--warmup", type=int, default=10, help="warm-up runs per engine (at most 3 s)")

@@ -96,6 +96,25 @@ def test_bf16_adds_columns_and_skip_flags(tiny_onnx: Path) -> None:
                                                         / engines[3]["latency"]["median_ms"])
 
 
+def test_int8_rows(tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8: the NNCF IR to ember and OpenVINO, the QDQ model to ONNX Runtime, checked against
+    ONNX Runtime f32 (the last row) and timed; peers compared with ember int8."""
+    pytest.importorskip("nncf")
+    monkeypatch.setattr(compare, "INT8_CACHE", tmp_path / "int8")
+    config = _config(tiny_onnx, precisions=("int8",), throughput=False, compile_time=False, rounds=1)
+    (model,) = compare.run_compare(config, log=lambda line: None)["models"]
+    engines = model["engines"]
+    assert [(r["kind"], r["precision"]) for r in engines] == [
+        ("ember", "int8"), ("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "f32")]
+    assert model["check_passed"], model["error"]
+    assert 0 < engines[0]["max_rel_diff"] <= compare.TOLERANCE["int8"]  # quantized: not the f32 output
+    assert all(r["latency"]["runs"] >= 1 for r in engines)
+    assert engines[2]["latency_ratio"] == pytest.approx(engines[0]["latency"]["median_ms"]
+                                                        / engines[2]["latency"]["median_ms"])
+    ir, qdq = compare.int8_models(config.models[0])  # cached: the same files again
+    assert ir.exists() and qdq.exists() and ir.parent.parent == tmp_path / "int8"
+
+
 def test_main_end_to_end(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cmp.json"
     code = compare.main(["--models", str(tiny_onnx), "--time", "0.02", "--rounds", "1", "--warmup", "1",
