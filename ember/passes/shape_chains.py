@@ -19,6 +19,7 @@ import ember.opset as ops
 from ember.graph.core_ops import Constant
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
+from ember.ops.elementwise import BinaryElementwise, UnaryElementwise
 from ember.passes.matcher import Match, Pattern, rewrite, rule
 from ember.passes.pipeline import note_fired, register_pass
 
@@ -202,12 +203,114 @@ _HANDLERS = {"ShapeOf": _shape_of, "Gather": _gather, "Slice": _slice, "StridedS
              "Reshape": _to_vector, "Convert": _same, "Multiply": _multiply}
 
 
+# --- which dims are the same: walk back through ops that keep a dimension ----------------
+
+_POINTWISE = {"Convert", "Clamp", "Swish", "HardSigmoid", "Selu", "SoftMax", "LogSoftmax", "MVN", "NormalizeL2",
+              "LRN", "GRN", "CumSum", "Reverse", "Roll"}
+_BROADCASTING = {"PRelu", "Select", "FakeQuantize"}
+_KEEP_BATCH = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
+               "DeformableConvolution", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool"}
+_REDUCES = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+            "ReduceLogicalAnd", "ReduceLogicalOr"}
+
+
+def _rank(port: Output) -> int | None:
+    shape = port.partial_shape
+    return len(shape) if shape.rank_is_static else None
+
+
+def _dim_is_one(port: Output, axis: int) -> bool:
+    d = port.partial_shape[axis]
+    return d.is_static and d.get_length() == 1
+
+
+def _step(port: Output, axis: int) -> list[tuple[Output, int]] | None:
+    """Inputs (and their axes) whose dimension ``axis`` of ``port`` is a copy of, or None."""
+    node = port.node
+    ins = node.input_values()
+    t = node.type_name
+    rank = _rank(port)
+    if rank is None or port.index != 0:
+        return None
+    if isinstance(node, UnaryElementwise) or t in _POINTWISE:
+        return [(ins[0], axis)] if _rank(ins[0]) == rank else None
+    if t == "BatchNormInference":
+        data = ins[2] if node.version == "opset1" else ins[0]
+        return [(data, axis)] if _rank(data) == rank else None
+    if isinstance(node, BinaryElementwise) or t in _BROADCASTING:
+        if str(node.attrs.get("auto_broadcast", "numpy")).lower() != "numpy":
+            return None
+        picked = []
+        for p in ins:
+            r = _rank(p)
+            if r is None:
+                return None
+            a = axis - (rank - r)
+            if a >= 0 and not _dim_is_one(p, a):
+                picked.append((p, a))
+        return picked or None
+    if t in _KEEP_BATCH:
+        return [(ins[0], 0)] if axis == 0 else None
+    if t in _REDUCES:
+        axes = _const_ints(ins[1])
+        r = _rank(ins[0])
+        if axes is None or r is None:
+            return None
+        reduced = {int(a) + r if a < 0 else int(a) for a in axes.reshape(-1)}
+        kept = [a for a in range(r) if node.attrs.get("keep_dims") or a not in reduced]
+        src = kept[axis] if axis < len(kept) else None
+        return [(ins[0], src)] if src is not None and src not in reduced else None
+    if t == "Pad":
+        begin, end = _const_ints(ins[1]), _const_ints(ins[2])
+        if begin is None or end is None or axis >= begin.size or axis >= end.size:
+            return None
+        return [(ins[0], axis)] if begin.reshape(-1)[axis] == 0 and end.reshape(-1)[axis] == 0 else None
+    if t == "Transpose":
+        perm = _const_ints(ins[1])
+        return [(ins[0], int(perm.reshape(-1)[axis]))] if perm is not None and perm.size == rank else None
+    if t == "Reshape":
+        target = _const_ints(ins[1])
+        if target is None or not node.attrs.get("special_zero") or axis >= target.size:
+            return None
+        return [(ins[0], axis)] if target.reshape(-1)[axis] == 0 else None
+    if t == "Concat":
+        cat = node.attrs.get("axis", 0)
+        return [(ins[0], axis)] if (cat + rank if cat < 0 else cat) != axis else None
+    return None
+
+
+def origin(port: Output, axis: int, memo: dict[tuple[Output, int], tuple[Output, int]] | None = None
+           ) -> tuple[Output, int]:
+    """The earliest tensor dimension that ``port``'s dimension ``axis`` is known to equal.
+
+    Two dims with the same origin are equal at run time (a batch carried through
+    convolutions, pooling, elementwise ops...). ``memo`` caches answers across calls."""
+    memo = {} if memo is None else memo
+    start = (port, axis)
+    path = []
+    while (port, axis) not in memo:
+        path.append((port, axis))
+        steps = _step(port, axis)
+        if not steps:
+            break
+        first = origin(*steps[0], memo) if len(steps) > 1 else None
+        if first is not None and any(origin(p, a, memo) != first for p, a in steps[1:]):
+            break  # inputs broadcast dims from different places
+        port, axis = steps[0]
+    found = memo.get((port, axis), (port, axis))
+    for key in path:
+        memo[key] = found
+    return memo.get(start, found)
+
+
 def reshape_pattern(data: Output, target: ShapeValue, special_zero: bool) -> list[int] | None:
     """The ``special_zero`` pattern equal to reshaping ``data`` to ``target``, or None."""
     in_shape = data.partial_shape
+    memo: dict[tuple[Output, int], tuple[Output, int]] = {}
     pattern: list[int] = []
     for j, e in enumerate(target.elems):
-        if isinstance(e, Dim) and e.port == data and e.axis == j:
+        if isinstance(e, Dim) and in_shape.rank_is_static and j < len(in_shape) \
+                and origin(e.port, e.axis, memo) == origin(data, j, memo):
             pattern.append(0)
         elif isinstance(e, int) and e == 0:
             # a literal 0 means "copy" only when the original already said so (or the dim is 0)

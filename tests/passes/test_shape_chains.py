@@ -57,6 +57,10 @@ def _torch_case(kind: str) -> Callable[[Path], Model]:
                     return y.flatten(2)
                 if kind == "flatten_batch_channels":
                     return y.flatten(0, 1)
+                if kind == "input_batch":  # EfficientNet-Lite0's head: the batch read at the input
+                    z = torch.nn.functional.pad(x, (0, 1, 0, 1))
+                    z = torch.relu(self.conv(z) * 2.0 + 1.0).mean((2, 3), keepdim=True)
+                    return z.view(x.size(0), -1)
                 if kind == "reshape_sizes":
                     return y.reshape(y.shape[0], y.shape[1], y.shape[2] * y.shape[3])
                 raise ValueError(kind)
@@ -121,6 +125,23 @@ def _swapped_dims(tmp: Path) -> Model:
     return Model([y], [x])
 
 
+def _batch_through_ops(tmp: Path) -> Model:
+    """[x.shape[0], y.shape[1], -1] on y = Transpose(ReduceMean(x + bias)): both dims traced back."""
+    x = ops.parameter([-1, -1, 4, 5], np.float32, name="x")
+    y = ops.transpose(ops.reduce_mean(ops.add(x, np.ones((1, 1, 1, 5), np.float32)), _i(2), False), _i(1, 0, 2))
+    sx, sy = ops.shape_of(x), ops.shape_of(y)
+    target = ops.concat([ops.gather(sx, _i(1), _scalar(0)), ops.gather(sy, _i(1), _scalar(0)), _i(-1)], 0)
+    return Model([ops.reshape(y, target, False)], [x])
+
+
+def _other_parameter(tmp: Path) -> Model:
+    """[z.shape[0], -1] with z another input: its batch may differ, so not a copy (left alone)."""
+    x = ops.parameter([-1, 4], np.float32, name="x")
+    z = ops.parameter([-1, 2], np.float32, name="z")
+    y = ops.reshape(x, ops.concat([ops.gather(ops.shape_of(z), _i(0), _scalar(0)), _i(-1)], 0), False)
+    return Model([ops.add(y, np.float32(0.5))], [x, z])
+
+
 # name, builder, input shapes at two sizes, whether the pass folds the chain
 CASES = [
     ("torch_flatten", _torch_case("flatten"), [(2, 3, 8, 8)], [(5, 3, 8, 8)], True),
@@ -128,11 +149,14 @@ CASES = [
     ("torch_flatten_spatial", _torch_case("flatten_spatial"), [(2, 3, 8, 8)], [(3, 3, 9, 7)], True),
     ("torch_flatten_batch_channels", _torch_case("flatten_batch_channels"), [(2, 3, 8, 8)], [(4, 3, 8, 8)], True),
     ("torch_reshape_sizes", _torch_case("reshape_sizes"), [(2, 3, 8, 8)], [(3, 3, 8, 8)], True),
+    ("torch_input_batch", _torch_case("input_batch"), [(2, 3, 8, 8)], [(3, 3, 8, 8)], True),
     ("gather_unsqueeze_concat", _gather_unsqueeze_concat, [(2, 3, 4, 5)], [(1, 6, 4, 5)], True),
     ("strided_slice_prod", _strided_slice_prod, [(2, 2, 3, 5, 2)], [(7, 2, 3, 5, 2)], True),
     ("dynamic_product", _dynamic_product, [(2, 3, 4, 5)], [(1, 3, 6, 2)], True),
     ("multiply_dims", _multiply_dims, [(2, 2, 6)], [(3, 2, 6)], True),
+    ("batch_through_ops", _batch_through_ops, [(2, 3, 4, 5)], [(3, 2, 4, 5)], True),
     ("swapped_dims", _swapped_dims, [(2, 3, 4)], [(3, 5, 4)], False),
+    ("other_parameter", _other_parameter, [(2, 4), (4, 2)], [(6, 4), (3, 2)], False),
 ]
 
 
