@@ -42,6 +42,7 @@ PIPELINE: list[str] = [
     "merge_reshapes",
     "merge_transposes",
     "eliminate_common_subexpressions",
+    "fold_pad_into_conv",
     "fold_conv_batchnorm",
     "fold_conv_scale",
     "recognize_gelu",
@@ -57,7 +58,8 @@ PIPELINE: list[str] = [
     "eliminate_dead_code",
 ]
 
-_MODULES = ("ember.passes.cleanup", "ember.passes.fusions", "ember.passes.shape_chains")
+_MODULES = ("ember.passes.cleanup", "ember.passes.fusions", "ember.passes.shape_chains",
+            "ember.passes.pad_fusion")
 
 
 def register_pass(name: str, level: int) -> Callable[[PassFn], PassFn]:
