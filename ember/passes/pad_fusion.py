@@ -64,7 +64,6 @@ def pad_into_conv(m: Match) -> Output | None:
 
 @register_pass("fold_pad_into_conv", level=2)
 def fold_pad_into_conv(model: Model) -> Model:
-    """Fold a constant-zero spatial Pad into the padding of the Convolution/GroupConvolution
-    that reads it."""
+    """Fold a constant-zero spatial Pad into the pads of the (group) convolution reading it."""
     note_fired(sum(rewrite(model, [pad_into_conv]).values()))
     return model

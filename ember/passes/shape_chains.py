@@ -348,7 +348,8 @@ def shape_chain_reshape(m: Match) -> Output | None:
 
 @register_pass("fold_shape_chains", level=1)
 def fold_shape_chains(model: Model) -> Model:
-    """Fold ShapeOf/Gather/Slice/ReduceProd/Concat chains feeding a Reshape into a constant
-    ``special_zero`` pattern (0 = copy the input dim, -1 = infer)."""
+    """Fold ShapeOf -> Gather/Slice/ReduceProd -> Concat chains into a constant Reshape pattern.
+
+    The Reshape gets ``special_zero``: 0 copies the input dim, -1 is inferred."""
     note_fired(sum(rewrite(model, [shape_chain_reshape]).values()))
     return model
