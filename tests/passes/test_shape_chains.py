@@ -217,3 +217,39 @@ def test_reshape_pattern(elems: tuple, special_zero: bool, want: list[int] | Non
         return OPAQUE if e == "q" else e
     value = ShapeValue(tuple(elem(e) for e in elems))  # type: ignore[misc]
     assert reshape_pattern(x, value, special_zero) == want
+
+
+# --- real networks: node counts at or below OpenVINO's conversion of the same ONNX file ---------
+
+def _network(name: str) -> object:
+    torch = pytest.importorskip("torch")
+    from tests.models import torch_models
+
+    torch.manual_seed(0)
+    if name == "efficientnet_lite0":  # the architecture with seeded weights (no download)
+        efficientnet = pytest.importorskip("efficientnet_lite_pytorch")
+        net = efficientnet.EfficientNet.from_name("efficientnet-lite0")
+    else:
+        net = {"resnet50": torch_models.ResNet50, "mobilenet_v2": torch_models.MobileNetV2}[name]()
+    return torch_models._seeded(net, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet50", "mobilenet_v2"])
+def test_dynamic_batch_networks_not_larger_than_openvino(name: str, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    ov = pytest.importorskip("openvino")
+    module = _network(name)
+    path = tmp_path / f"{name}.onnx"
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.onnx.export(module, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=17,
+                          dynamo=False, dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}})
+    ours = ember.convert_model(str(path))
+    theirs = len(ov.convert_model(str(path)).get_ordered_ops())
+    counts = _counts(ours)
+    assert counts.get("ShapeOf", 0) == 0 and counts.get("Pad", 0) == 0, dict(counts)
+    assert len(ours.get_ordered_ops()) <= theirs
+    assert str(ours.outputs[0].partial_shape) == "[?,1000]"
+    if name == "efficientnet_lite0":  # the PyTorch frontend's output too
+        assert len(ember.convert_model(module, example_input=(x,)).get_ordered_ops()) <= theirs
