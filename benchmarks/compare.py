@@ -488,6 +488,7 @@ class EngineResult:
     throughput_setup: str = ""
     latency_ratio: float | None = None  # ember median / this median
     throughput_ratio: float | None = None  # this inf/s / ember inf/s
+    int8_ops: int | None = None  # ember int8: the convolutions/MatMuls its CPU device runs in int8
 
 
 @dataclass
@@ -649,6 +650,8 @@ def compare_model(spec: ModelSpec, engines: Sequence[Engine], config: CompareCon
         with _CompiledSet(engines, "LATENCY") as compiled:
             for c, r in zip(compiled, rows):
                 r.precision = c.precision
+                if r.kind == "ember" and r.precision == "int8":
+                    r.int8_ops = _int8_ops(c)
             result.check_passed = check_outputs(compiled, engines, rows, feeds)
             log(f"{spec.name}: max |diff| / max |ORT| " + ", ".join(
                 f"{r.engine} {r.max_rel_diff:.1e}" for r in rows[:-1]))
@@ -667,6 +670,13 @@ def compare_model(spec: ModelSpec, engines: Sequence[Engine], config: CompareCon
         return result
     add_ratios(engines, rows)
     return result
+
+
+def _int8_ops(compiled: Compiled) -> int | None:
+    """How many ops ember's CPU device runs in int8 (None on a device that does not say)."""
+    executable = getattr(getattr(compiled, "compiled", None), "_executable", None)
+    stats = getattr(getattr(executable, "program", None), "stats", None)
+    return int(stats.get("int8_ops", 0)) if isinstance(stats, dict) else None
 
 
 def add_ratios(engines: Sequence[Engine], rows: Sequence[EngineResult]) -> None:
@@ -766,6 +776,8 @@ def notes(result: dict[str, Any]) -> list[str]:
             "read_model; compile s: compile_model without a cache (ORT: session creation); cached s: compile_model "
             "from a filled CACHE_DIR",
             f"load average {env['loadavg_start']} at start, {env.get('loadavg_end')} at end ({env['cores']} cores)"]
+    out += [f"{m['model']}: {r['engine']} runs {r['int8_ops']} convolutions/MatMuls in int8"
+            for m in result["models"] for r in m["engines"] if r.get("int8_ops") is not None]
     out += [f"{m['model']}: {m['error']}" for m in result["models"] if m["error"]]
     return out
 

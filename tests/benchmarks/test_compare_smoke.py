@@ -109,6 +109,8 @@ def test_int8_rows(tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert model["check_passed"], model["error"]
     assert 0 < engines[0]["max_rel_diff"] <= compare.TOLERANCE["int8"]  # quantized: not the f32 output
     assert all(r["latency"]["runs"] >= 1 for r in engines)
+    if engines[0]["engine"].startswith("ember CPU"):  # the tiny CNN's convolution and Gemm
+        assert engines[0]["int8_ops"] == 2
     assert engines[2]["latency_ratio"] == pytest.approx(engines[0]["latency"]["median_ms"]
                                                         / engines[2]["latency"]["median_ms"])
     ir, qdq = compare.int8_models(config.models[0])  # cached: the same files again
