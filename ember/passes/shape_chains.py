@@ -303,14 +303,20 @@ def origin(port: Output, axis: int, memo: dict[tuple[Output, int], tuple[Output,
     return memo.get(start, found)
 
 
+def _same_dim(e: Dim, data: Output, axis: int, memo: dict[tuple[Output, int], tuple[Output, int]]) -> bool:
+    try:
+        return origin(e.port, e.axis, memo) == origin(data, axis, memo)
+    except RecursionError:  # residual branches nested deeper than Python's stack: no proof, no fold
+        return False
+
+
 def reshape_pattern(data: Output, target: ShapeValue, special_zero: bool) -> list[int] | None:
     """The ``special_zero`` pattern equal to reshaping ``data`` to ``target``, or None."""
     in_shape = data.partial_shape
     memo: dict[tuple[Output, int], tuple[Output, int]] = {}
     pattern: list[int] = []
     for j, e in enumerate(target.elems):
-        if isinstance(e, Dim) and in_shape.rank_is_static and j < len(in_shape) \
-                and origin(e.port, e.axis, memo) == origin(data, j, memo):
+        if isinstance(e, Dim) and in_shape.rank_is_static and j < len(in_shape) and _same_dim(e, data, j, memo):
             pattern.append(0)
         elif isinstance(e, int) and e == 0:
             # a literal 0 means "copy" only when the original already said so (or the dim is 0)
