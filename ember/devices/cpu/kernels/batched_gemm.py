@@ -48,6 +48,7 @@ from ember.devices.cpu.kernels.gemm import (
     emit_microkernel,
     emit_to_bf16,
     plan_blocks,
+    task_block,
 )
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import BF16, F32, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
@@ -160,18 +161,9 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     def f(key: str, typ: ir.Type = I64) -> ir.Value:
         return e.field(ctx, BGEMM_CONTEXT[key], typ)
 
-    gm, gn, tm, tn = f("gm"), f("gn"), f("tm"), f("tn")
-    per_batch = b.mul(gm, gn)
-    batch = b.sdiv(task, per_batch)
-    rest = b.srem(task, per_batch)
-    bm, bn = b.sdiv(rest, gn), b.srem(rest, gn)
     M, N, K, cb = f("m"), f("n"), f("k"), f("cb")
-    m0 = b.mul(bm, b.mul(tm, c64(MR)))
-    m1 = e.min(M, b.add(m0, b.mul(tm, c64(MR))))
-    npan = e.cdiv(N, NR)
-    j0 = b.mul(bn, tn)
-    j1 = e.min(npan, b.add(j0, tn))
-    ntiles = e.cdiv(b.sub(m1, m0), MR)
+    blk = task_block(e, task, f("gm"), f("gn"), f("tm"), f("tn"), M, N, tile)
+    batch, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
 
     offs = e.gep(I64, f("off", PTR), b.mul(batch, c64(4)))
     base = [e.load(I64, e.gep(I64, offs, i)) for i in range(4)]

@@ -303,6 +303,36 @@ def emit_to_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lane
         block(full, True)
 
 
+@dataclass(frozen=True)
+class TaskBlock:
+    """The output block one task of a blocked GEMM computes: tasks are numbered over
+    ``(outer, row block, panel block)`` with ``gm x gn`` blocks per outer index (a group, a batch);
+    a block is rows ``m0..m1`` (``ntiles`` tiles of MR rows) and NR-wide panels ``j0..j1``."""
+
+    outer: ir.Value
+    m0: ir.Value
+    m1: ir.Value
+    j0: ir.Value
+    j1: ir.Value
+    ntiles: ir.Value
+
+
+def task_block(e: Emitter, task: ir.Value, gm: ir.Value, gn: ir.Value, tm: ir.Value, tn: ir.Value,
+               m: ir.Value, n: ir.Value, tile: Tile) -> TaskBlock:
+    """Emit the decomposition of ``task`` into its TaskBlock (``tm`` row tiles and ``tn`` panels
+    per block; ``m`` rows and ``n`` columns in all)."""
+    b = e.b
+    per_outer = b.mul(gm, gn)
+    outer = b.sdiv(task, per_outer)
+    rest = b.srem(task, per_outer)
+    bm, bn = b.sdiv(rest, gn), b.srem(rest, gn)
+    m0 = b.mul(bm, b.mul(tm, c64(tile.mr)))
+    m1 = e.min(m, b.add(m0, b.mul(tm, c64(tile.mr))))
+    j0 = b.mul(bn, tn)
+    j1 = e.min(e.cdiv(n, tile.nr), b.add(j0, tn))
+    return TaskBlock(outer, m0, m1, j0, j1, e.cdiv(b.sub(m1, m0), tile.mr))
+
+
 def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
                      bf16: bool = False) -> None:
     fn = Emitter.function(m, name, VOID, [PTR, I64])
@@ -314,20 +344,11 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     def f(name: str, typ: ir.Type = I64) -> ir.Value:
         return e.field(ctx, IGEMM_CONTEXT[name], typ)
 
-    gm, gn, tm, tn = f("gm"), f("gn"), f("tm"), f("tn")
-    per_group = b.mul(gm, gn)
-    g = b.sdiv(task, per_group)
-    rest = b.srem(task, per_group)
-    bm, bn = b.sdiv(rest, gn), b.srem(rest, gn)
     M, N, cin, cb = f("m"), f("cout"), f("cin"), f("cb")
-    m0 = b.mul(bm, b.mul(tm, c64(MR)))
-    m1 = e.min(M, b.add(m0, b.mul(tm, c64(MR))))
-    npan = e.cdiv(N, NR)
-    j0 = b.mul(bn, tn)
-    j1 = e.min(npan, b.add(j0, tn))
+    blk = task_block(e, task, f("gm"), f("gn"), f("tm"), f("tn"), M, N, tile)
+    g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
     kh, kw = f("kh"), f("kw")
     ntaps = b.mul(kh, kw)
-    ntiles = e.cdiv(b.sub(m1, m0), MR)
     rows = b.alloca(PTR, size=b.mul(b.mul(ntiles, ntaps), c64(MR)))
     merge = b.icmp_signed("!=", f("merge"), c64(0))
 

@@ -52,7 +52,7 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.kernels.conv import MERGE_BELOW_CHANNELS, ConvGeometry
-from ember.devices.cpu.kernels.gemm import NO_EPILOGUE, Epilogue, Tile, call_microkernel, plan_blocks
+from ember.devices.cpu.kernels.gemm import NO_EPILOGUE, Epilogue, Tile, call_microkernel, plan_blocks, task_block
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I1, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
@@ -260,20 +260,11 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     b = e.b
     MR, NR = tile.mr, tile.nr
     a = e.arg
-    gm, gn, tm, tn = a("gm"), a("gn"), a("tm"), a("tn")
-    per_group = b.mul(gm, gn)
-    g = b.sdiv(task, per_group)
-    rest = b.srem(task, per_group)
-    bm, bn = b.sdiv(rest, gn), b.srem(rest, gn)
     M, N = a("m"), a("cout")
-    m0 = b.mul(bm, b.mul(tm, c64(MR)))
-    m1 = e.min(M, b.add(m0, b.mul(tm, c64(MR))))
-    npan = e.cdiv(N, NR)
-    j0 = b.mul(bn, tn)
-    j1 = e.min(npan, b.add(j0, tn))
+    blk = task_block(e, task, a("gm"), a("gn"), a("tm"), a("tn"), M, N, tile)
+    g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
     kh, kw = a("kh"), a("kw")
     ntaps = b.mul(kh, kw)
-    ntiles = e.cdiv(b.sub(m1, m0), MR)
     rows = b.alloca(PTR, size=b.mul(b.mul(ntiles, ntaps), c64(MR)))
     H, W, OH, OW = a("h"), a("w"), a("oh"), a("ow")
     ldx, xn = a("ldx"), a("xn")
