@@ -117,14 +117,10 @@ class NodeContext:
         return self.graph.values[self.inputs[i]]
 
     def rank(self, i: int) -> int:
-        v = self.value(i)
-        if v.is_const:
-            return v.data.ndim  # type: ignore[union-attr]
-        port = v.plain if v.plain is not None else v.nchw
-        ps = port.partial_shape  # type: ignore[union-attr]
-        if not ps.rank_is_static:
+        rank = self.value(i).rank()
+        if rank is None:
             raise self.fail(f"input {i} has a dynamic rank")
-        return len(ps)
+        return rank
 
     def is_nchw(self, i: int) -> bool:
         return self.value(i).nchw is not None

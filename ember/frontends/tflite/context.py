@@ -56,6 +56,14 @@ class Value:
     def is_const(self) -> bool:
         return self.data is not None
 
+    def rank(self) -> int | None:
+        """The tensor's rank, or None when it is dynamic."""
+        if self.data is not None:
+            return self.data.ndim
+        port = self.plain if self.plain is not None else self.nchw
+        ps = port.partial_shape  # type: ignore[union-attr]
+        return len(ps) if ps.rank_is_static else None
+
     def float_value(self) -> np.ndarray:
         """The constant's real value (dequantized, as float32 when it was quantized or f16)."""
         assert self.data is not None
@@ -166,14 +174,10 @@ class OpContext:
         return self.graph.value(self.op.inputs[i])
 
     def rank(self, i: int) -> int:
-        v = self.value(i)
-        if v.is_const:
-            return v.data.ndim  # type: ignore[union-attr]
-        port = v.plain if v.plain is not None else v.nchw
-        ps = port.partial_shape  # type: ignore[union-attr]
-        if not ps.rank_is_static:
+        rank = self.value(i).rank()
+        if rank is None:
             raise self.fail(f"input {i} has a dynamic rank")
-        return len(ps)
+        return rank
 
     def is_nchw(self, i: int) -> bool:
         """Whether input ``i`` is already available in NCHW (reading it so costs nothing)."""
