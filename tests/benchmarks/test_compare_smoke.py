@@ -213,3 +213,44 @@ def test_default_device_switches_to_cpu_when_registered() -> None:
     finally:
         unregister_device("CPU")
     assert compare.default_device() == "REFERENCE"
+
+
+def test_load_and_rss_columns(tiny_onnx: Path) -> None:
+    """--load measures latency again under a spinning process; --rss each engine's peak memory
+    in a process of its own; both get ember / peer ratios and table cells."""
+    config = _config(tiny_onnx, models=(compare.model_spec(str(tiny_onnx)),), throughput=False,
+                     compile_time=False, rounds=1, load=True, rss=True)
+    result = compare.run_compare(config, log=lambda line: None)
+    (model,) = result["models"]
+    assert model["check_passed"], model["error"]
+    ember, ov, ort = model["engines"]
+    for r in model["engines"]:
+        assert r["load_latency"]["runs"] >= 1
+        assert r["peak_rss_mb"] is not None and 0 <= r["peak_rss_mb"] < 4096
+    assert ov["load_ratio"] == pytest.approx(ember["load_latency"]["median_ms"] / ov["load_latency"]["median_ms"])
+    assert ort["rss_ratio"] == pytest.approx(ember["peak_rss_mb"] / ort["peak_rss_mb"]) or not ort["peak_rss_mb"]
+    header = compare.format_table(result).splitlines()[0]
+    assert "load ms" in header and "peak MB" in header
+
+
+def test_ir_model_runs_without_onnxruntime(tiny_onnx: Path, tmp_path: Path) -> None:
+    """An IR network (as the zoo writes for models built from weights) runs on ember and
+    OpenVINO only, checked against OpenVINO f32, at the spec's fixed input shapes."""
+    import ember
+
+    xml = tmp_path / "tiny.xml"
+    ember.save_model(ember.convert_model(str(tiny_onnx)), xml, compress_to_fp16=False)
+    spec = compare.ModelSpec("tiny-ir", xml, shapes={"x": [1, 3, 8, 8]})
+    (model,) = compare.run_compare(_config(tiny_onnx, models=(spec,), compile_time=False, throughput=False),
+                                   log=lambda line: None)["models"]
+    assert model["check_passed"], model["error"]
+    assert [r["kind"] for r in model["engines"]] == ["ember", "openvino"]
+    assert model["engines"][1]["max_rel_diff"] == 0.0 and model["engines"][0]["max_rel_diff"] <= 1e-3
+    assert compare.reference_index([compare.EmberEngine("REFERENCE", "f32")]) == 0
+
+
+def test_zoo_names_resolve() -> None:
+    assert set(compare.ZOO_MODELS) <= set(compare.ALL_MODELS)
+    assert compare.ALIASES["all-minilm-l6-v2"] == "minilm"
+    with pytest.raises(ValueError, match="known"):
+        compare.model_spec("no_such_net")
