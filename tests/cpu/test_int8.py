@@ -422,6 +422,71 @@ def test_quantized_graph_matches_reference(kind):
                if n.type_name in ("Int8Convolution", "Int8MatMul"))
 
 
+def test_int8_model_loads_from_cache_dir(tmp_path):
+    """CACHE_DIR with an int8-compiled model: a fresh process reads the cached runtime model
+    (its Int8* ops are registered CPU ops), skips the passes, runs the same int8 kernels and
+    gives identical outputs; an entry whose int8 op is broken is refused and recompiled."""
+    import json
+    import subprocess
+    import sys
+
+    import ember as ov
+
+    model, xin, n_int8 = _graph("conv-chain", np.random.default_rng(3))
+    cache = tmp_path / "cache"
+    first = ov.Core().compile_model(model, "CPU", {"CACHE_DIR": str(cache)})
+    want = first(xin)
+    assert not first._loaded_from_cache
+    ov.save_model(model, tmp_path / "m.xml", compress_to_fp16=False)
+    np.save(tmp_path / "x.npy", xin)
+    script = f"""
+import json, sys, numpy as np, ember as ov
+core = ov.Core()
+cm = core.compile_model(core.read_model({str(tmp_path / "m.xml")!r}), "CPU", {{"CACHE_DIR": {str(cache)!r}}})
+out = cm(np.load({str(tmp_path / "x.npy")!r}))
+for i, v in enumerate(out.values()):
+    np.save({str(tmp_path)!r} + f"/y{{i}}.npy", v)
+types = [n.type_name for n in cm.get_runtime_model().get_ordered_ops()]
+print(json.dumps(dict(cached=cm._loaded_from_cache, int8=cm._executable.program.stats.get("int8_ops", 0),
+                      ops=types.count("Int8Convolution") + types.count("Int8MatMul"))))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == dict(cached=True, int8=n_int8, ops=n_int8)
+    for i, w in enumerate(want.values()):
+        np.testing.assert_array_equal(np.load(tmp_path / f"y{i}.npy"), w)
+    # an entry (checksums redone) with an Int8Quantize of 512 levels: refused, compiled again
+    from ember.io import read_ir_bytes, serialize
+    from ember.runtime import cache as cache_mod
+
+    (entry,) = cache.glob("*.blob")
+    got = cache_mod.unpack(entry.read_bytes())
+    xml, weights = serialize(got.model, compress_to_fp16=False)
+    bad = xml.replace(b'<data levels="256" layout="rows"', b'<data levels="512" layout="rows"')
+    assert bad.count(b'levels="512"') == 1
+    with pytest.raises(ov.EmberError, match="levels 512"):
+        read_ir_bytes(bad, weights)
+    entry.write_bytes(_repacked(cache_mod, entry.stem, bad, weights))
+    again = ov.Core().compile_model(model, "CPU", {"CACHE_DIR": str(cache)})
+    assert not again._loaded_from_cache
+    for g, w in zip(again(xin).values(), want.values()):
+        np.testing.assert_array_equal(g, w)
+
+
+def _repacked(cache_mod, key, xml, weights):
+    """A cache entry with these model bytes and valid checksums (what an attacker with write
+    access to the folder could write; the reader must still refuse a bad op)."""
+    import hashlib
+    import json
+    import struct
+
+    sections = [("model.xml", xml), ("model.bin", weights), ("device", b"")]
+    header = {"format": cache_mod.FORMAT, "key": key, "device": "CPU", "ember": cache_mod._version(),
+              "sections": [{"name": n, "size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in sections]}
+    hb = json.dumps(header, sort_keys=True).encode()
+    return b"".join([cache_mod.MAGIC, struct.pack("<I", len(hb)), hb] + [b for _, b in sections])
+
+
 # --------------------------------------------------------------------------- NNCF-quantized networks
 def _nncf_ir(name, tmp_path):
     """The NNCF int8 IR of test network ``name`` (seeded weights, 10 seeded calibration inputs),

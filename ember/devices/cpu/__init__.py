@@ -11,3 +11,5 @@ host. See README.md in this folder for the map.
 
 Importing this package compiles nothing; modules are built on first use.
 """
+
+from ember.devices.cpu import ops as _ops  # noqa: E402,F401 - registers the device's ops (cached runtime models hold them)

@@ -37,17 +37,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, static_shape
+from ember.devices.cpu.ops import Int8Convolution, Int8MatMul, Int8Quantize
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.graph.core_ops import Constant
 from ember.graph.model import Model
-from ember.graph.node import Attr, Node, Output
+from ember.graph.node import Node, Output
 from ember.graph.shape import Dimension, PartialShape
 from ember.graph.types import Type
 
@@ -82,102 +82,6 @@ def ranges_along(node: Node, axis: int, first: int = 1) -> Any:
         vals.append(np.ascontiguousarray(c.reshape(-1), np.float32))
     params = QuantizeParams(vals[0], vals[1], vals[2], vals[3], int(node.attrs["levels"]))
     return params if params.valid() else None
-
-
-class Int8Quantize(Node):
-    """The u8 steps of a FakeQuantize (inputs: data, il, ih, ol, oh, as FakeQuantize's):
-    ``rint((x - il) / (ih - il) * (levels - 1))``, 0 at or below ``il``, ``levels - 1`` above
-    ``ih``. ``layout`` says which kernels read it (NHWC pixels or GEMM rows). A CPU device op."""
-
-    type_name = "Int8Quantize"
-    version = "ember_cpu"
-    num_inputs = (5, 5)
-    attributes = (Attr("levels", "int"), Attr("layout", "str", "rows", ("rows", "nhwc")))
-
-    def infer(self) -> list[tuple[Type, PartialShape]]:
-        return [(Type.u8, self.input_shape(0))]
-
-    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        f = np.float32
-        x, il, ih = (np.asarray(v, f) for v in inputs[:3])
-        steps = f(self.attrs["levels"] - 1)
-        with np.errstate(all="ignore"):
-            q = np.rint((x - il) / (ih - il) * steps)
-            q = np.where(x <= il, f(0), np.where(x > ih, steps, q))
-        return [np.broadcast_to(q, x.shape).astype(np.uint8)]
-
-
-class Int8Convolution(Node):
-    """``scale[n] * conv(x - zero_point, w)[n] + shift[n]``: u8 NCHW ``x``, integer weights
-    ``[OC, IC / groups, KH, KW]``, explicit pads (padding reads ``zero_point``); f32 out. An
-    optional fifth input gives a zero point per input channel (depthwise convolutions)."""
-
-    type_name = "Int8Convolution"
-    version = "ember_cpu"
-    num_inputs = (4, 5)
-    attributes = (Attr("strides", "ints"), Attr("pads_begin", "ints"), Attr("pads_end", "ints"),
-                  Attr("dilations", "ints"), Attr("groups", "int", 1), Attr("zero_point", "int", 0))
-
-    def infer(self) -> list[tuple[Type, PartialShape]]:
-        xs = self.input_shape(0)
-        w = self.input_value(1)
-        if w is None or not xs.rank.is_static or xs.rank.get_length() != 4:
-            raise self.fail("needs 4-D data and constant weights")
-        a = self.attrs
-        dims = [xs[0], Dimension(w.shape[0])]
-        for i in range(2):
-            d = xs[2 + i]
-            span = a["dilations"][i] * (w.shape[2 + i] - 1) + 1
-            if d.is_static:
-                dims.append(Dimension((d.get_length() + a["pads_begin"][i] + a["pads_end"][i] - span) // a["strides"][i] + 1))
-            else:
-                dims.append(Dimension.dynamic())
-        return [(Type.f32, PartialShape(dims))]
-
-    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        x, w, scale, shift = inputs[:4]
-        a = self.attrs
-        groups = a["groups"]
-        zp = np.asarray(inputs[4], np.int64).reshape(1, -1, 1, 1) if len(inputs) > 4 else a["zero_point"]
-        (sh, sw), (dh, dw) = a["strides"], a["dilations"]
-        cin = w.shape[1] * groups
-        xi = np.asarray(x)[:, :cin].astype(np.int64) - zp
-        xi = np.pad(xi, ((0, 0), (0, 0), (a["pads_begin"][0], a["pads_end"][0]), (a["pads_begin"][1], a["pads_end"][1])))
-        oh, ow = (int(d) for d in self.output(0).partial_shape.to_shape()[2:]) if self.output(0).partial_shape.is_static \
-            else ((xi.shape[2] - dh * (w.shape[2] - 1) - 1) // sh + 1, (xi.shape[3] - dw * (w.shape[3] - 1) - 1) // sw + 1)
-        cg, og = w.shape[1], w.shape[0] // groups
-        out = np.zeros((x.shape[0], w.shape[0], oh, ow), np.int64)
-        wi = w.astype(np.int64)
-        for ky in range(w.shape[2]):
-            for kx in range(w.shape[3]):
-                patch = xi[:, :, ky * dh: ky * dh + sh * (oh - 1) + 1: sh, kx * dw: kx * dw + sw * (ow - 1) + 1: sw]
-                for g in range(groups):
-                    out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch[:, g * cg:(g + 1) * cg],
-                                                             wi[g * og:(g + 1) * og, :, ky, kx])
-        y = out.astype(np.float32) * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
-        return [y.astype(np.float32)]
-
-
-class Int8MatMul(Node):
-    """``scale[n] * ((x - zero_point) @ w)[n] + shift[n]``: u8 ``x[..., K]``, integer ``w[K, N]``; f32 out."""
-
-    type_name = "Int8MatMul"
-    version = "ember_cpu"
-    num_inputs = (4, 4)
-    attributes = (Attr("zero_point", "int", 0),)
-
-    def infer(self) -> list[tuple[Type, PartialShape]]:
-        xs = self.input_shape(0)
-        w = self.input_value(1)
-        if w is None or not xs.rank.is_static:
-            raise self.fail("needs data of static rank and constant weights")
-        return [(Type.f32, PartialShape([*list(xs)[:-1], Dimension(w.shape[1])]))]
-
-    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        x, w, scale, shift = inputs
-        k = w.shape[0]
-        acc = (np.asarray(x)[..., :k].astype(np.int64) - self.attrs["zero_point"]) @ w.astype(np.int64)
-        return [(acc.astype(np.float32) * scale + shift).astype(np.float32)]
 
 
 # --------------------------------------------------------------------------- the graph pass

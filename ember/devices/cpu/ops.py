@@ -1,0 +1,161 @@
+"""The CPU device's own ops: what the low-precision lowering (``lowering/low_precision.py``)
+rewrites quantized patterns into. They appear in the runtime model (``get_runtime_model()``)
+and in the model cache's entries, so they are registered ops (IR version ``ember_opset1``)
+with type and shape inference that checks every input a file could get wrong, and a numpy
+reference kernel (integer math in int64), like any op.
+
+Importing this module registers them; the CPU device package imports it, so a cached
+runtime model reads back in a fresh process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ember.graph.node import Attr, Node
+from ember.graph.registry import register_op
+from ember.graph.shape import Dimension, PartialShape
+from ember.graph.types import Type
+
+
+def _vector(node: Node, i: int, size: int, what: str) -> None:
+    """Input ``i`` is a constant f32 vector of ``size`` elements."""
+    v = node.input_value(i)
+    if v is None or v.dtype != np.float32 or v.ndim != 1 or v.size != size:
+        raise node.fail(f"{what} must be a constant f32 vector of {size} elements")
+
+
+@register_op
+class Int8Quantize(Node):
+    """The u8 steps of a FakeQuantize (inputs: data, il, ih, ol, oh, as FakeQuantize's):
+    ``rint((x - il) / (ih - il) * (levels - 1))``, 0 at or below ``il``, ``levels - 1`` above
+    ``ih``. ``layout`` says which kernels read it (NHWC pixels or GEMM rows). A CPU device op."""
+
+    type_name = "Int8Quantize"
+    version = "ember_opset1"
+    num_inputs = (5, 5)
+    attributes = (Attr("levels", "int"), Attr("layout", "str", "rows", ("rows", "nhwc")))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        if not 2 <= self.attrs["levels"] <= 256:
+            raise self.fail(f"levels {self.attrs['levels']} is not in 2..256")
+        if any(self.input_type(i) != Type.f32 for i in range(5)):
+            raise self.fail("data and ranges must be f32")
+        return [(Type.u8, self.input_shape(0))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        f = np.float32
+        x, il, ih = (np.asarray(v, f) for v in inputs[:3])
+        steps = f(self.attrs["levels"] - 1)
+        with np.errstate(all="ignore"):
+            q = np.rint((x - il) / (ih - il) * steps)
+            q = np.where(x <= il, f(0), np.where(x > ih, steps, q))
+        return [np.broadcast_to(q, x.shape).astype(np.uint8)]
+
+
+@register_op
+class Int8Convolution(Node):
+    """``scale[n] * conv(x - zero_point, w)[n] + shift[n]``: u8 NCHW ``x``, integer weights
+    ``[OC, IC / groups, KH, KW]``, explicit pads (padding reads ``zero_point``); f32 out. An
+    optional fifth input gives a zero point per input channel (depthwise convolutions)."""
+
+    type_name = "Int8Convolution"
+    version = "ember_opset1"
+    num_inputs = (4, 5)
+    attributes = (Attr("strides", "ints"), Attr("pads_begin", "ints"), Attr("pads_end", "ints"),
+                  Attr("dilations", "ints"), Attr("groups", "int", 1), Attr("zero_point", "int", 0))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        xs = self.input_shape(0)
+        w = self.input_value(1)
+        if w is None or w.dtype != np.int8 or w.ndim != 4 or not xs.rank.is_static or xs.rank.get_length() != 4:
+            raise self.fail("needs 4-D data and constant 4-D i8 weights")
+        if self.input_type(0) != Type.u8:
+            raise self.fail(f"data must be u8, not {self.input_type(0)}")
+        a = self.attrs
+        if any(len(a[k]) != 2 for k in ("strides", "pads_begin", "pads_end", "dilations")) \
+                or min(a["strides"] + a["dilations"]) < 1 or min(a["pads_begin"] + a["pads_end"]) < 0:
+            raise self.fail("strides, dilations (>= 1) and pads (>= 0) need two values each")
+        groups = a["groups"]
+        if groups < 1 or w.shape[0] % groups or not 0 <= a["zero_point"] <= 255:
+            raise self.fail(f"groups {groups} do not divide {w.shape[0]} output channels, or zero point "
+                            f"{a['zero_point']} is not a u8")
+        if xs[1].is_static and xs[1].get_length() < w.shape[1] * groups:
+            raise self.fail(f"data has {xs[1]} channels, the weights read {w.shape[1] * groups}")
+        _vector(self, 2, w.shape[0], "scale")
+        _vector(self, 3, w.shape[0], "shift")
+        if len(self.input_values()) > 4:
+            zp = self.input_value(4)
+            if zp is None or zp.dtype != np.int32 or zp.ndim != 1 or zp.size != w.shape[1] * groups \
+                    or zp.min() < 0 or zp.max() > 255:
+                raise self.fail("per-channel zero points must be a constant i32 vector of u8 values, one per channel")
+        dims = [xs[0], Dimension(w.shape[0])]
+        for i in range(2):
+            d = xs[2 + i]
+            span = a["dilations"][i] * (w.shape[2 + i] - 1) + 1
+            if d.is_static:
+                size = (d.get_length() + a["pads_begin"][i] + a["pads_end"][i] - span) // a["strides"][i] + 1
+                if size < 0:
+                    raise self.fail("the kernel is larger than the padded data")
+                dims.append(Dimension(size))
+            else:
+                dims.append(Dimension.dynamic())
+        return [(Type.f32, PartialShape(dims))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x, w, scale, shift = inputs[:4]
+        a = self.attrs
+        groups = a["groups"]
+        zp = np.asarray(inputs[4], np.int64).reshape(1, -1, 1, 1) if len(inputs) > 4 else a["zero_point"]
+        (sh, sw), (dh, dw) = a["strides"], a["dilations"]
+        cin = w.shape[1] * groups
+        xi = np.asarray(x)[:, :cin].astype(np.int64) - zp
+        xi = np.pad(xi, ((0, 0), (0, 0), (a["pads_begin"][0], a["pads_end"][0]), (a["pads_begin"][1], a["pads_end"][1])))
+        oh = (xi.shape[2] - dh * (w.shape[2] - 1) - 1) // sh + 1
+        ow = (xi.shape[3] - dw * (w.shape[3] - 1) - 1) // sw + 1
+        cg, og = w.shape[1], w.shape[0] // groups
+        out = np.zeros((x.shape[0], w.shape[0], oh, ow), np.int64)
+        wi = w.astype(np.int64)
+        for ky in range(w.shape[2]):
+            for kx in range(w.shape[3]):
+                patch = xi[:, :, ky * dh: ky * dh + sh * (oh - 1) + 1: sh, kx * dw: kx * dw + sw * (ow - 1) + 1: sw]
+                for g in range(groups):
+                    out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch[:, g * cg:(g + 1) * cg],
+                                                             wi[g * og:(g + 1) * og, :, ky, kx])
+        y = out.astype(np.float32) * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        return [y.astype(np.float32)]
+
+
+@register_op
+class Int8MatMul(Node):
+    """``scale[n] * ((x - zero_point) @ w)[n] + shift[n]``: u8 ``x[..., K]``, integer ``w[K, N]``; f32 out."""
+
+    type_name = "Int8MatMul"
+    version = "ember_opset1"
+    num_inputs = (4, 4)
+    attributes = (Attr("zero_point", "int", 0),)
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        xs = self.input_shape(0)
+        w = self.input_value(1)
+        if w is None or w.dtype != np.int8 or w.ndim != 2 or not xs.rank.is_static or xs.rank.get_length() < 1:
+            raise self.fail("needs data of static rank and constant 2-D i8 weights")
+        if self.input_type(0) != Type.u8 or not 0 <= self.attrs["zero_point"] <= 255:
+            raise self.fail("data must be u8 and the zero point a u8 value")
+        last = xs[xs.rank.get_length() - 1]
+        if last.is_static and last.get_length() < w.shape[0]:
+            raise self.fail(f"data rows have {last} values, the weights read {w.shape[0]}")
+        _vector(self, 2, w.shape[1], "scale")
+        _vector(self, 3, w.shape[1], "shift")
+        return [(Type.f32, PartialShape([*list(xs)[:-1], Dimension(w.shape[1])]))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x, w, scale, shift = inputs
+        k = w.shape[0]
+        acc = (np.asarray(x)[..., :k].astype(np.int64) - self.attrs["zero_point"]) @ w.astype(np.int64)
+        return [(acc.astype(np.float32) * scale + shift).astype(np.float32)]
+
+
+__all__ = ["Int8Convolution", "Int8MatMul", "Int8Quantize"]
