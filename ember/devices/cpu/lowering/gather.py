@@ -1,0 +1,138 @@
+"""Lowering rules for the index ops: ScatterElementsUpdate, ScatterNDUpdate, ScatterUpdate,
+GatherND, GatherElements, TopK and CumSum (static shapes; f32, i32 and i64 data; i32 and i64
+indices). The index arithmetic that depends on shapes only (the data offset of every outer and
+inner coordinate, row strides) is computed here once, as small int64 tables the kernels read."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ember.devices.cpu.lowering.driver import Lowering, NotHere, const_of, lowers, static_shape
+from ember.devices.cpu.runtime.plan import PLAIN, Op, Tensor
+from ember.graph.node import Node, Output
+
+_INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
+_MAX_TABLE = 1 << 22
+
+
+def _elem_strides(shape: tuple[int, ...]) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def _offsets(shape: tuple[int, ...], strides: list[int]) -> np.ndarray:
+    """The offset ``sum(i * stride)`` of every coordinate of ``shape`` (C order), int64."""
+    off = np.zeros(shape, np.int64)
+    for a, (d, s) in enumerate(zip(shape, strides)):
+        off = off + (np.arange(d, dtype=np.int64) * s).reshape([d if i == a else 1 for i in range(len(shape))])
+    return np.ascontiguousarray(off.reshape(-1))
+
+
+def _input(lowering: Lowering, port: Output) -> Tensor:
+    """A tensor a native kernel can read: a contiguous constant or an arena value."""
+    t = lowering.tensor(port)
+    if t.kind == "const":
+        assert t.data is not None
+        return t if t.data.flags.c_contiguous else lowering.program.const(np.ascontiguousarray(t.data))
+    return lowering.native_input(t, PLAIN)
+
+
+def _axis(node: Node, i: int, rank: int) -> int:
+    c = const_of(node.input_values()[i])
+    if c is None or c.size != 1 or rank == 0:
+        raise NotHere
+    a = int(np.asarray(c).reshape(-1)[0])
+    if not -rank <= a < rank:
+        raise NotHere
+    return a % rank
+
+
+# -- scatters ------------------------------------------------------------------------------------
+
+def _scatter_op(lowering: Lowering, node: Node, *, mode: str, reduction: str, use_init: bool, outer: int, K: int,
+                inner: int, tab_outer: np.ndarray, tab_inner: np.ndarray | None, dims: list[int],
+                astr: list[int], is_o: int = 0, is_j: int = 1) -> bool:
+    from ember.devices.cpu.kernels.scatter import fill_bits, init_output, scatter, supported
+
+    data_p, idx_p, upd_p = node.input_values()[:3]
+    dtype = data_p.element_type.dtype
+    if not supported(dtype, idx_p.element_type.dtype) or upd_p.element_type.dtype != dtype:
+        return False
+    if tab_outer.size > _MAX_TABLE or (tab_inner is not None and tab_inner.size > _MAX_TABLE):
+        return False
+    shape = static_shape(node.output(0))
+    data = lowering.tensor(data_p)
+    fill: int | None = None
+    if data.kind == "const":
+        assert data.data is not None
+        flat = data.data.reshape(-1)
+        if flat.size and np.all(flat == flat[0]) and not (dtype.kind == "f" and np.isnan(flat[0])):
+            fill = fill_bits(flat[0].item(), dtype)
+    ins = [_input(lowering, idx_p), _input(lowering, upd_p)]
+    if fill is None:
+        ins.append(_input(lowering, data_p))
+    y = lowering.value(shape, PLAIN, dtype, name=node.friendly_name)
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        out = outs[0]
+        init = init_output(arrs[2] if fill is None else None, out, fill or 0, threads, isa)
+        return [init, scatter(out, arrs[1], arrs[0], mode=mode, reduction=reduction, use_init=use_init,
+                              outer=outer, K=K, inner=inner, tab_outer=tab_outer, tab_inner=tab_inner,
+                              dims=np.array(dims, np.int64), astr=np.array(astr, np.int64), is_o=is_o, is_j=is_j,
+                              threads=threads, isa=isa)]
+
+    lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
+    return True
+
+
+@lowers("ScatterElementsUpdate")
+def lower_scatter_elements(lowering: Lowering, node: Node) -> bool:
+    dshape, ishape = static_shape(node.input_values()[0]), static_shape(node.input_values()[1])
+    rank = len(dshape)
+    if rank == 0 or len(ishape) != rank:
+        return False
+    axis = _axis(node, 3, rank)
+    red = str(node.attrs.get("reduction", "none")).lower()
+    ds = _elem_strides(dshape)
+    outer, K, inner = math.prod(ishape[:axis]), ishape[axis], math.prod(ishape[axis + 1:])
+    return _scatter_op(lowering, node, mode="elem", reduction=red, use_init=bool(node.attrs.get("use_init_val", True)),
+                       outer=outer, K=K, inner=inner, tab_outer=_offsets(ishape[:axis], ds[:axis]),
+                       tab_inner=_offsets(ishape[axis + 1:], ds[axis + 1:]), dims=[dshape[axis]], astr=[ds[axis]])
+
+
+@lowers("ScatterNDUpdate")
+def lower_scatter_nd(lowering: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.kernels.scatter import MAX_INDEX_DIMS
+
+    dshape, ishape = static_shape(node.input_values()[0]), static_shape(node.input_values()[1])
+    if not ishape:
+        return False
+    k = ishape[-1]
+    if k > len(dshape) or k > MAX_INDEX_DIMS:
+        return False
+    inner = math.prod(dshape[k:])
+    rows = _elem_strides(dshape[:k])
+    red = str(node.attrs.get("reduction", "none")).lower()
+    return _scatter_op(lowering, node, mode="row", reduction=red, use_init=True, outer=1, K=math.prod(ishape[:-1]),
+                       inner=inner, tab_outer=np.zeros(1, np.int64), tab_inner=None, dims=list(dshape[:k]),
+                       astr=[r * inner for r in rows], is_o=0, is_j=k)
+
+
+@lowers("ScatterUpdate")
+def lower_scatter_update(lowering: Lowering, node: Node) -> bool:
+    dshape, ishape = static_shape(node.input_values()[0]), static_shape(node.input_values()[1])
+    rank = len(dshape)
+    axis = _axis(node, 3, rank)
+    outer, n, inner = math.prod(dshape[:axis]), dshape[axis], math.prod(dshape[axis + 1:])
+    return _scatter_op(lowering, node, mode="row", reduction="none", use_init=True, outer=outer,
+                       K=math.prod(ishape), inner=inner,
+                       tab_outer=np.arange(outer, dtype=np.int64) * (n * inner), tab_inner=None, dims=[n],
+                       astr=[inner], is_o=0, is_j=1)

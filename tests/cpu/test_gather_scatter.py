@@ -1,0 +1,166 @@
+"""Native scatter, gather, TopK and CumSum kernels on the CPU device, from one table of cases per op:
+each case runs on CPU (no reference fallback allowed) and on REFERENCE, and the cases whose
+semantics are subtle (reductions over duplicate indices, use_init_val, mean, NaN ordering) on
+real OpenVINO too. Odd sizes, negative and duplicate indices, empty tensors, NaN, i32/i64 data
+and indices, constant and runtime inputs."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as eo
+from ember.graph.model import Model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from oracle import Const, _build, run_openvino  # noqa: E402
+
+RNG = np.random.default_rng(2026)
+
+
+def _f(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _i(lo: int, hi: int, *shape: int, dtype: Any = np.int64) -> np.ndarray:
+    return RNG.integers(lo, hi, shape).astype(dtype)
+
+
+def _perm_rows(n: int, k: int, dtype: Any = np.int64) -> np.ndarray:
+    """``k`` distinct indices in [0, n) (no duplicates: last-write order cannot matter)."""
+    return RNG.permutation(n)[:k].astype(dtype)
+
+
+@dataclass
+class Case:
+    builder: str
+    inputs: list[Any]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    openvino: bool = False  # compare with real OpenVINO too
+    native: str | None = None  # op type that must run natively (default: the builder's op)
+
+
+def _run_cpu(case: Case) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    model, feeds = _build(eo, Model, case.builder, case.inputs, case.args, case.kwargs, None)
+    n = len(model.get_results())
+    ref = ember.Core().compile_model(model, "REFERENCE")(feeds)
+    want = [np.asarray(ref[i]) for i in range(n)]
+    cm = ember.Core().compile_model(model, "CPU")
+    res = cm(feeds)
+    got = [np.array(res[i]) for i in range(n)]
+    res = cm(feeds)  # a second run (scratch buffers, fills) gives the same
+    for i, g in enumerate(got):
+        np.testing.assert_array_equal(np.asarray(res[i]), g)
+    return got, want, cm._executable.program.stats
+
+
+def _check(case: Case, rtol: float = 1e-5, atol: float = 1e-5) -> None:
+    got, want, stats = _run_cpu(case)
+    assert not stats["fallbacks"], stats["fallbacks"]
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, w.shape, g.dtype, w.dtype)
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
+    if case.openvino:
+        theirs = run_openvino(case.builder, case.inputs, *case.args, **case.kwargs)
+        for g, t in zip(got, theirs):
+            assert g.shape == t.shape
+            np.testing.assert_allclose(g.astype(np.float64), t.astype(np.float64), rtol=rtol, atol=atol,
+                                       equal_nan=True)
+
+
+# -- ScatterElementsUpdate ---------------------------------------------------------------------------
+
+SCATTER_ELEMENTS: dict[str, Case] = {}
+for red in ("none", "sum", "prod", "min", "max", "mean"):
+    for init in (True, False):
+        # duplicates along the axis, negative indices; none + duplicates: the last write wins
+        SCATTER_ELEMENTS[f"{red}-init{int(init)}-axis0-dup"] = Case(
+            "scatter_elements_update", [_f(5, 7), _i(-5, 5, 9, 7), _f(9, 7), Const(np.array(0))], (red, init),
+            openvino=red != "none")
+    SCATTER_ELEMENTS[f"{red}-axis-last-smaller-idx"] = Case(
+        "scatter_elements_update", [_f(3, 4, 11), _i(-11, 11, 2, 3, 17), _f(2, 3, 17), Const(np.array(-1))],
+        (red, True), openvino=red != "none")
+    SCATTER_ELEMENTS[f"{red}-int32-data"] = Case(
+        "scatter_elements_update", [_i(-9, 9, 4, 6, dtype=np.int32), _i(0, 4, 7, 6, dtype=np.int32),
+                                    _i(-9, 9, 7, 6, dtype=np.int32), Const(np.array(0))], (red, False),
+        openvino=red != "none")
+    SCATTER_ELEMENTS[f"{red}-int64-data-middle-axis"] = Case(
+        "scatter_elements_update", [_i(-9, 9, 2, 5, 3), _i(-5, 5, 2, 8, 3), _i(-9, 9, 2, 8, 3),
+                                    Const(np.array(1))], (red, True), openvino=red != "none")
+SCATTER_ELEMENTS.update({
+    "sum-const-zero-data-gnn": Case(  # the scatter-add of a graph network: constant zeros, broadcast index
+        "scatter_elements_update", [Const(np.zeros((13, 33), np.float32)),
+                                    np.repeat(_i(0, 13, 40, 1), 33, axis=1), _f(40, 33), Const(np.array(0))],
+        ("sum", True), openvino=True),
+    "sum-const-data-fill": Case(
+        "scatter_elements_update", [Const(np.full((6, 3), 2.5, np.float32)), _i(0, 6, 5, 3), _f(5, 3),
+                                    Const(np.array(0))], ("sum", True)),
+    "none-unique-openvino": Case(
+        "scatter_elements_update", [_f(8, 5), np.stack([_perm_rows(8, 6) for _ in range(5)], 1), _f(6, 5),
+                                    Const(np.array(0))], ("none", True), openvino=True),
+    "max-nan-in-updates": Case(
+        "scatter_elements_update", [_f(4, 4), _i(0, 4, 6, 4), np.where(_f(6, 4) > 1, np.nan, _f(6, 4)).astype(
+            np.float32), Const(np.array(0))], ("max", True)),
+    "sum-empty-updates": Case(
+        "scatter_elements_update", [_f(4, 3), np.zeros((0, 3), np.int64), _f(0, 3), Const(np.array(0))],
+        ("sum", True)),
+    "mean-int32-indices-1d": Case(
+        "scatter_elements_update", [_f(10), _i(-10, 10, 31, dtype=np.int32), _f(31), Const(np.array(0))],
+        ("mean", False), openvino=True),
+    "sum-many-columns-threads": Case(
+        "scatter_elements_update", [_f(50, 300), _i(0, 50, 200, 300), _f(200, 300), Const(np.array(0))],
+        ("sum", True), openvino=True),
+})
+
+
+@pytest.mark.parametrize("name", list(SCATTER_ELEMENTS))
+def test_scatter_elements_update(name: str) -> None:
+    _check(SCATTER_ELEMENTS[name], rtol=1e-4, atol=1e-4)
+
+
+# -- ScatterNDUpdate / ScatterUpdate -----------------------------------------------------------------
+
+SCATTER_ND: dict[str, Case] = {}
+for red in ("none", "sum", "sub", "prod", "min", "max"):
+    dup = np.array([[1], [3], [-1], [1], [0]])
+    SCATTER_ND[f"{red}-rows-dup"] = Case("scatter_nd_update", [_f(6, 5, 3), dup, _f(5, 5, 3)], (red,),
+                                         openvino=red != "none")
+    SCATTER_ND[f"{red}-elements-k2-int32"] = Case(
+        "scatter_nd_update", [_f(4, 9), _i(-4, 4, 3, 7, 2, dtype=np.int32), _f(3, 7)], (red,),
+        openvino=red != "none")
+    SCATTER_ND[f"{red}-int64-data-long-rows"] = Case(
+        "scatter_nd_update", [_i(-50, 50, 5, 37), np.array([[4], [0], [4], [-2]]), _i(-50, 50, 4, 37)], (red,))
+SCATTER_ND.update({
+    "none-unique-openvino": Case("scatter_nd_update", [_f(7, 2, 19), _perm_rows(7, 4).reshape(2, 2, 1),
+                                                       _f(2, 2, 2, 19)], ("none",), openvino=True),
+    "sum-k-full-rank3": Case("scatter_nd_update", [_f(3, 4, 5), _i(0, 3, 6, 3), _f(6)], ("sum",), openvino=True),
+    "none-empty-updates": Case("scatter_nd_update", [_f(3, 4), np.zeros((0, 1), np.int64), _f(0, 4)], ("none",)),
+    "sum-int32-data": Case("scatter_nd_update", [_i(-9, 9, 8, 3, dtype=np.int32), _i(0, 8, 20, 1),
+                                                 _i(-9, 9, 20, 3, dtype=np.int32)], ("sum",), openvino=True),
+})
+SCATTER_UPDATE = {
+    "axis1-2d-indices": Case("scatter_update", [_f(6, 7, 3), np.array([[0, 2], [4, 5]]), _f(6, 2, 2, 3),
+                                                Const(np.array(1))], openvino=True),
+    "axis0-int32": Case("scatter_update", [_f(9, 33), _perm_rows(9, 4, np.int32), _f(4, 33), Const(np.array(0))],
+                        openvino=True),
+    "axis-last-scalar-index": Case("scatter_update", [_f(3, 5), np.array(3), _f(3), Const(np.array(-1))]),
+    "int64-data": Case("scatter_update", [_i(0, 9, 4, 6), np.array([1, 1, 3]), _i(0, 9, 3, 6),
+                                          Const(np.array(0))]),
+}
+
+
+@pytest.mark.parametrize("name", list(SCATTER_ND))
+def test_scatter_nd_update(name: str) -> None:
+    _check(SCATTER_ND[name], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(SCATTER_UPDATE))
+def test_scatter_update(name: str) -> None:
+    _check(SCATTER_UPDATE[name])
