@@ -1,0 +1,184 @@
+"""ember against ONNX Runtime and OpenVINO on the op-coverage networks: recurrent, transposed
+convolution, scatter/gather models (tests/models/op_models.py), with the tail of the latency.
+
+    python benchmarks/op_coverage.py                          # all six, 1,000 runs per engine
+    python benchmarks/op_coverage.py --models gnn,crnn --runs 200 --rounds 4
+    python benchmarks/op_coverage.py --out results/DATE-op-coverage
+
+For each network: every engine reads the same ONNX file (ember with ``convert_model``, opt
+level 2), compiles it with the LATENCY hint, and runs the same seeded inputs once; outputs must
+agree with ONNX Runtime within 1e-3 of their magnitude, else the network is not timed. Then
+``--runs`` synchronous batch-1 inferences per engine in ``--rounds`` alternating rounds
+(A B C A B C, so machine noise hits all alike). Reported per engine: median, p99 and p99 /
+median over all runs, and the spread of the rounds (slowest round's median / fastest round's
+median: a whole round 10x slower than the others shows here); for ember, every op that ran on a
+reference kernel instead of a native one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for extra in (ROOT, ROOT / "tests", ROOT / "benchmarks"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+import compare  # noqa: E402  (benchmarks/compare.py: the engines and the output check)
+
+TOLERANCE = 1e-3
+
+
+def fallback_ops(compiled: compare.Compiled) -> dict[str, int]:
+    """How many ops of each type ember's CPU device runs on a reference kernel (empty on other
+    devices), from the plan's ``stats["fallbacks"]``."""
+    executable = getattr(getattr(compiled, "compiled", None), "_executable", None)
+    stats = getattr(getattr(executable, "program", None), "stats", None)
+    return dict(stats.get("fallbacks", {})) if isinstance(stats, dict) else {}
+
+
+def measure(jobs: Sequence[Callable[[], Any]], runs: int, rounds: int) -> list[list[list[float]]]:
+    """``runs`` calls of each job split into ``rounds`` alternating rounds: [job][round][seconds]."""
+    per_round = max(1, runs // rounds)
+    out: list[list[list[float]]] = [[] for _ in jobs]
+    for _ in range(rounds):
+        for i, job in enumerate(jobs):
+            times = []
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                job()
+                times.append(time.perf_counter() - t0)
+            out[i].append(times)
+            time.sleep(0.05)
+    return out
+
+
+def summarize(rounds: list[list[float]]) -> dict[str, float]:
+    ms = np.concatenate([np.asarray(r) for r in rounds]) * 1e3
+    medians = [float(np.median(r)) * 1e3 for r in rounds]
+    med = float(np.median(ms))
+    p99 = float(np.percentile(ms, 99))
+    return {"median_ms": med, "p99_ms": p99, "p99_over_median": p99 / med, "runs": int(ms.size),
+            "round_spread": max(medians) / min(medians)}
+
+
+def run_network(name: str, runs: int, rounds: int, device: str, log: Callable[[str], None]) -> dict[str, Any]:
+    from models.op_models import example_inputs, export
+
+    spec = compare.ModelSpec(name, export(name), inputs=lambda path, seed, n=name: example_inputs(n, seed))
+    engines: list[compare.Engine] = [compare.EmberEngine(device, "f32"), compare.OrtEngine(1),
+                                     compare.OpenVINOEngine("f32")]
+    feeds = spec.make_inputs(0)
+    result: dict[str, Any] = {"model": name, "engines": [], "error": "", "fallbacks": {}}
+    compiled: list[compare.Compiled] = []
+    try:
+        for e in engines:
+            e.prepare(spec)
+            compiled.append(e.compile("LATENCY"))
+        outputs = [c.infer(feeds) for c in compiled]
+        diffs = [compare.max_rel_diff(o, outputs[1]) for o in outputs]
+        result["fallbacks"] = fallback_ops(compiled[0])
+        for e, d in zip(engines, diffs):
+            result["engines"].append({"engine": e.label, "max_rel_diff": d})
+        if max(diffs) > TOLERANCE:
+            result["error"] = "outputs disagree with ONNX Runtime beyond 1e-3; not timed"
+            log(f"{name}: MISMATCH {diffs}")
+            return result
+        for c in compiled:
+            compare.warm_up(lambda c=c: c.infer(feeds), 10, 3.0)
+        timings = measure([lambda c=c: c.infer(feeds) for c in compiled], runs, rounds)
+        for row, t in zip(result["engines"], timings):
+            row.update(summarize(t))
+        ember = result["engines"][0]["median_ms"]
+        for row in result["engines"][1:]:
+            row["ember_over"] = ember / row["median_ms"]
+        log(f"{name}: " + ", ".join(f"{r['engine']} {r['median_ms']:.2f} ms" for r in result["engines"]))
+    except Exception as e:  # noqa: BLE001 - one network's failure must not end the others'
+        result["error"] = f"{type(e).__name__}: {e}"
+        log(f"{name}: FAILED: {result['error']}")
+    finally:
+        for c in compiled:
+            c.close()
+    return result
+
+
+COLUMNS = ("model", "engine", "median ms", "p99 ms", "p99/median", "round spread", "ember/x", "max diff")
+
+
+def table(results: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for m in results:
+        for r in m["engines"]:
+            f = lambda key, fmt: "-" if r.get(key) is None else format(r[key], fmt)  # noqa: E731
+            rows.append([m["model"], r["engine"], f("median_ms", ".2f"), f("p99_ms", ".2f"),
+                         f("p99_over_median", ".2f"), f("round_spread", ".2f"), f("ember_over", ".2f"),
+                         f("max_rel_diff", ".0e")])
+    return rows
+
+
+def format_text(results: list[dict[str, Any]]) -> str:
+    rows = [list(COLUMNS)] + table(results)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    for m in results:
+        if m["fallbacks"]:
+            lines.append(f"{m['model']}: ember ran {sum(m['fallbacks'].values())} op(s) on reference kernels: "
+                         + ", ".join(f"{k} x{v}" for k, v in sorted(m["fallbacks"].items())))
+        elif not m["error"]:
+            lines.append(f"{m['model']}: every op native on ember")
+        if m["error"]:
+            lines.append(f"{m['model']}: {m['error']}")
+    return "\n".join(lines)
+
+
+def format_markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
+    out = [f"# ember vs ONNX Runtime vs OpenVINO: op-coverage networks ({env['date']})", "",
+           f"CPU: {env['cpu']}, {env['cores']} cores; ember {env['ember']}, OpenVINO {env['openvino']}, "
+           f"ONNX Runtime {env['onnxruntime']}. Batch-1 synchronous latency, alternating rounds.", "",
+           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out += ["| " + " | ".join(r) + " |" for r in table(results)]
+    out += ["", "```", *format_text(results).splitlines()[2 + len(table(results)):], "```"]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from models.op_models import NAMES
+
+    p = argparse.ArgumentParser(prog="op_coverage.py", description=__doc__.split("\n")[0])
+    p.add_argument("--models", default=",".join(NAMES), help=f"comma-separated, among {', '.join(NAMES)}")
+    p.add_argument("--runs", type=int, default=1000, help="inferences per engine and network (default 1000)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds the runs are split into")
+    p.add_argument("--device", default="CPU", help="ember's device (default CPU)")
+    p.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NAMES]
+    if unknown or args.runs < 1 or args.rounds < 1:
+        print(f"op_coverage.py: unknown network(s) {unknown} or runs/rounds < 1; known: {', '.join(NAMES)}",
+              file=sys.stderr)
+        return 2
+    env = compare.environment(compare.CompareConfig(models=(compare.ModelSpec("-", Path("-")),), device=args.device))
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    results = [run_network(n, args.runs, args.rounds, args.device, log) for n in names]
+    print()
+    print(format_text(results))
+    if args.out:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".json").write_text(json.dumps({"environment": env, "models": results}, indent=2) + "\n")
+        path.with_suffix(".md").write_text(format_markdown(results, env))
+        print(f"wrote {path.with_suffix('.json')} and {path.with_suffix('.md')}")
+    return 0 if all(not m["error"] for m in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
