@@ -164,3 +164,31 @@ def test_scatter_nd_update(name: str) -> None:
 @pytest.mark.parametrize("name", list(SCATTER_UPDATE))
 def test_scatter_update(name: str) -> None:
     _check(SCATTER_UPDATE[name])
+
+
+# -- GatherND / GatherElements ------------------------------------------------------------------------
+
+GATHERS: dict[str, Case] = {
+    "nd-rows-negative": Case("gather_nd", [_f(5, 7, 3), _i(-5, 5, 4, 1)], openvino=True),
+    "nd-elements-k2-int32": Case("gather_nd", [_f(6, 9), _i(-6, 6, 3, 5, 2, dtype=np.int32)], openvino=True),
+    "nd-batch1": Case("gather_nd", [_f(2, 5, 4, 3), _i(0, 4, 2, 6, 1)], (1,), openvino=True),
+    "nd-batch2-k1": Case("gather_nd", [_f(2, 3, 5, 4), _i(-5, 5, 2, 3, 2, 1)], (2,), openvino=True),
+    "nd-int64-data-k-full": Case("gather_nd", [_i(-99, 99, 4, 3, 2), _i(0, 2, 7, 3)]),
+    "nd-long-rows": Case("gather_nd", [_f(9, 70), _i(0, 9, 33, 1)], openvino=True),
+    "nd-empty-indices": Case("gather_nd", [_f(4, 3), np.zeros((0, 1), np.int64)]),
+    "nd-nan-data": Case("gather_nd", [np.array([[np.nan, 1.0], [np.inf, -np.inf]], np.float32),
+                                      np.array([[1], [0], [-1]])]),
+    "el-axis0-gnn": Case("gather_elements", [_f(20, 33), np.repeat(_i(0, 20, 57, 1), 33, axis=1)], (0,),
+                         openvino=True),
+    "el-axis-last-negative": Case("gather_elements", [_f(3, 4, 9), _i(-9, 9, 3, 4, 5)], (-1,), openvino=True),
+    "el-middle-int32-idx": Case("gather_elements", [_f(2, 7, 5), _i(0, 7, 2, 11, 5, dtype=np.int32)], (1,),
+                                openvino=True),
+    "el-int64-data": Case("gather_elements", [_i(-99, 99, 6, 4), _i(0, 6, 3, 4)], (0,)),
+    "el-int32-data-1d": Case("gather_elements", [_i(-99, 99, 13, dtype=np.int32), _i(-13, 13, 40)], (0,)),
+    "el-empty": Case("gather_elements", [_f(4, 0), np.zeros((2, 0), np.int64)], (0,)),
+}
+
+
+@pytest.mark.parametrize("name", list(GATHERS))
+def test_gather(name: str) -> None:
+    _check(GATHERS[name])

@@ -136,3 +136,77 @@ def lower_scatter_update(lowering: Lowering, node: Node) -> bool:
                        K=math.prod(ishape), inner=inner,
                        tab_outer=np.arange(outer, dtype=np.int64) * (n * inner), tab_inner=None, dims=[n],
                        astr=[inner], is_o=0, is_j=1)
+
+
+# -- gathers -------------------------------------------------------------------------------------
+
+def _gather_inputs(lowering: Lowering, node: Node) -> tuple[Tensor, Tensor, np.dtype] | None:
+    data_p, idx_p = node.input_values()[:2]
+    dtype = data_p.element_type.dtype
+    if dtype.itemsize not in (4, 8) or dtype.kind not in "fiu" or idx_p.element_type.dtype not in _INDEX_TYPES:
+        return None
+    return _input(lowering, data_p), _input(lowering, idx_p), dtype
+
+
+@lowers("GatherND")
+def lower_gather_nd(lowering: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.kernels.gather import MAX_INDEX_DIMS, gather_nd
+
+    dshape, ishape = static_shape(node.input_values()[0]), static_shape(node.input_values()[1])
+    bd = int(node.attrs.get("batch_dims", 0))
+    if not ishape or ishape[-1] > MAX_INDEX_DIMS:
+        return False
+    k = ishape[-1]
+    got = _gather_inputs(lowering, node)
+    if got is None:
+        return False
+    data, idx, dtype = got
+    unit = dtype.itemsize // 4
+    inner = math.prod(dshape[bd + k:]) * unit
+    rows = math.prod(ishape[:-1])
+    M = math.prod(ishape[bd:-1])
+    addressed = dshape[bd:bd + k]
+    astr = [s * inner for s in _elem_strides(addressed)]
+    bstride = math.prod(dshape[bd:]) * unit
+    if rows and inner and math.prod(dshape) == 0:
+        return False  # every index is out of range: the reference kernel says so
+    y = lowering.value(static_shape(node.output(0)), PLAIN, dtype, name=node.friendly_name)
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [gather_nd(arrs[0], arrs[1], outs[0], rows=rows, M=M, bstride=bstride, dims=list(addressed), astr=astr,
+                          inner=inner, threads=threads, isa=isa)]
+
+    lowering.program.add(Op(node.friendly_name, "GatherND", [data, idx], [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
+    return True
+
+
+@lowers("GatherElements")
+def lower_gather_elements(lowering: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.kernels.gather import gather_elements
+
+    dshape, ishape = static_shape(node.input_values()[0]), static_shape(node.input_values()[1])
+    rank = len(dshape)
+    if rank == 0 or len(ishape) != rank:
+        return False
+    axis = int(node.attrs["axis"]) % rank
+    if any(d != i for a, (d, i) in enumerate(zip(dshape, ishape)) if a != axis):
+        return False
+    got = _gather_inputs(lowering, node)
+    if got is None:
+        return False
+    data, idx, dtype = got
+    outer, K, inner, n = math.prod(ishape[:axis]), ishape[axis], math.prod(ishape[axis + 1:]), dshape[axis]
+    if n == 0 and outer * K * inner:
+        return False
+    y = lowering.value(ishape, PLAIN, dtype, name=node.friendly_name)
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [gather_elements(arrs[0], arrs[1], outs[0], outer=outer, K=K, n=n, inner=inner, threads=threads,
+                                isa=isa)]
+
+    lowering.program.add(Op(node.friendly_name, "GatherElements", [data, idx], [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
+    return True
