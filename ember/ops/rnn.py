@@ -198,6 +198,9 @@ class _Sequence(_Recurrent):
             ho[:, d] = h
             if c is not None:
                 co[:, d] = c
+        # a row of length 0 runs no step: its final states are zeros (as OpenVINO and ONNX Runtime give)
+        ho[lens == 0] = 0.0
+        co[lens == 0] = 0.0
         dt = inputs[0].dtype
         outs = [y.astype(dt), ho.astype(dt)]
         if self.has_cell:
