@@ -1,0 +1,473 @@
+"""Recurrent sequences and cells: LSTM, GRU (both reset orders) and RNN, the whole time loop in
+one native call.
+
+A sequence op runs as two kernel calls. First the input projection of every time step at
+once, ``XW[batch * seq, dirs * gates * H] = X @ W^T + bias``, as one call of the f32 GEMM
+(:mod:`~ember.devices.cpu.kernels.gemm`). Then ``rnn_task(ctx, task)``: one task per
+(direction, block of batch rows) runs the time loop for its rows; directions and batch rows
+are independent, so tasks never wait for each other (the native pool may run them all on one
+thread). A step computes, per block of ``lanes`` hidden units, the recurrent product
+``H_prev @ R^T`` for every gate of the block at once from weights packed gate-interleaved
+(``[block][k][gate][lanes]``, one contiguous stream per step), for up to four batch rows per
+pass over the weights, then the gates and the cell update in registers.
+
+GRU without ``linear_before_reset`` needs ``r`` of every hidden unit before ``(r * h) @ Rh^T``:
+the step runs two passes (z and r, then h with its own packed weights). States ping-pong
+between two scratch rows per batch item; the cell state updates in place.
+
+Sequence lengths: a row is active at step ``s`` while ``s < len``; the forward direction reads
+position ``s``, the reverse one ``len - 1 - s``. An inactive row keeps its states and writes
+zeros to ``Y`` at position ``s``, so every position at or past its length reads zero; a row
+of length 0 ends with zero states (OpenVINO's and ONNX Runtime's result, not its initial ones).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import VectorMath, fmuladd, lane_mask, masked_load, masked_store
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.devices.cpu.runtime.memory import aligned_empty
+from ember.errors import EmberError
+
+RNN_CONTEXT = ContextLayout(
+    "rnn",
+    ("xw", "ldxw", "h0", "c0", "lens", "r", "rdir", "rph", "rb", "y", "ho", "co", "scratch", "sdir",
+     "batch", "seq", "hidden", "hp", "dirs", "reverse", "bpt", "nbt", "clip", "flags"),
+    pointers=("xw", "h0", "c0", "lens", "r", "rb", "y", "ho", "co", "scratch"))
+F_C0, F_LENS, F_LENS64, F_Y, F_CO = 1, 2, 4, 8, 16
+#: batch rows sharing one pass over the recurrent weights
+MB = 4
+
+#: cell kind -> (gates in W and XW, gates per pass over R)
+CELLS = {"lstm": (4, (4,)), "gru": (3, (2, 1)), "gru_lbr": (3, (3,)), "rnn": (1, (1,))}
+
+#: activations the kernel computes natively, with default (alpha, beta) as OpenVINO's spec gives
+NATIVE_ACTIVATIONS = {
+    "sigmoid": (0.0, 0.0), "tanh": (0.0, 0.0), "relu": (0.0, 0.0), "affine": (1.0, 0.0),
+    "leakyrelu": (0.01, 0.0), "thresholdedrelu": (1.0, 0.0), "scaledtanh": (1.0, 1.0),
+    "hardsigmoid": (0.2, 0.5), "elu": (1.0, 0.0), "softsign": (0.0, 0.0), "softplus": (0.0, 0.0),
+}
+_USES = {"affine": (True, True), "leakyrelu": (True, False), "thresholdedrelu": (True, False),
+         "scaledtanh": (True, True), "hardsigmoid": (True, True), "elu": (True, False)}
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation of a cell with its alpha/beta bound (compile-time constants)."""
+
+    name: str
+    alpha: float = 0.0
+    beta: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.alpha!r}:{self.beta!r}"
+
+
+def bind_activations(names: Sequence[str], alphas: Sequence[float], betas: Sequence[float]) -> tuple[Activation, ...] | None:
+    """The activations as the reference kernel binds them (alpha/beta consumed in order by the
+    activations that use them), or None when one has no native code."""
+    alphas, betas = list(alphas), list(betas)
+    out = []
+    for raw in names:
+        name = raw.lower()
+        if name not in NATIVE_ACTIVATIONS:
+            return None
+        da, db = NATIVE_ACTIVATIONS[name]
+        ua, ub = _USES.get(name, (False, False))
+        a = float(alphas.pop(0)) if ua and alphas else da
+        b = float(betas.pop(0)) if ub and betas else db
+        out.append(Activation(name, a, b))
+    return tuple(out)
+
+
+def _activate(m: VectorMath, act: Activation, x: ir.Value) -> ir.Value:
+    b = m.b
+    zero, one = m.c(0.0), m.c(1.0)
+    name, a, bb = act.name, act.alpha, act.beta
+    if name == "sigmoid":
+        return m.sigmoid(x)
+    if name == "tanh":
+        return m.tanh(x)
+    if name == "relu":  # NaN passes: a compare with NaN is false
+        return m.sel(m.lt(x, zero), zero, x)
+    if name == "affine":
+        return fmuladd(m.e, m.c(a), x, m.c(bb))
+    if name == "leakyrelu":
+        return m.sel(m.lt(x, zero), b.fmul(x, m.c(a)), x)
+    if name == "thresholdedrelu":
+        return m.sel(b.fcmp_unordered("ule", x, m.c(a)), zero, x)
+    if name == "scaledtanh":
+        return b.fmul(m.c(a), m.tanh(b.fmul(m.c(bb), x)))
+    if name == "hardsigmoid":
+        y = fmuladd(m.e, m.c(a), x, m.c(bb))
+        y = m.sel(m.lt(y, zero), zero, y)
+        return m.sel(m.gt(y, one), one, y)
+    if name == "elu":
+        neg = b.fmul(m.c(a), b.fsub(m.exp(m.sel(m.lt(x, zero), x, zero)), one))
+        return m.sel(m.lt(x, zero), neg, x)
+    if name == "softsign":
+        return b.fdiv(x, b.fadd(one, m.abs(x)))
+    if name == "softplus":
+        return m.softplus(x)
+    raise EmberError(f"ember: internal: no native RNN activation {name}")
+
+
+# --------------------------------------------------------------------------- code generation
+def _emit_task(m: ir.Module, prefix: str, lanes: int, cell: str, acts: tuple[Activation, ...],
+               clip: bool) -> None:
+    fn = Emitter.function(m, f"{prefix}_rnn_task", VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, RNN_CONTEXT)
+    b = e.b
+    task = fn.args[1]
+    vt = vec(F32, lanes)
+    mth = VectorMath(e, lanes)
+    gx, passes = CELLS[cell]
+
+    flags = e.arg("flags")
+
+    def flag(bit: int) -> ir.Value:
+        return b.icmp_unsigned("!=", b.and_(flags, c64(bit)), c64(0))
+
+    hidden, hp, seq, dirs = e.arg("hidden"), e.arg("hp"), e.arg("seq"), e.arg("dirs")
+    nbt, bpt = e.arg("nbt"), e.arg("bpt")
+    d = b.sdiv(task, nbt)
+    r0 = b.mul(b.srem(task, nbt), bpt)
+    r1 = e.min(e.arg("batch"), b.add(r0, bpt))
+    rev = b.icmp_unsigned("!=", b.and_(b.lshr(e.arg("reverse"), d), c64(1)), c64(0))
+    f32p = lambda base, off: e.gep(F32, base, off)  # noqa: E731
+    scratch = f32p(e.arg("scratch", PTR), b.mul(d, e.arg("sdir")))
+    bh = b.mul(e.arg("batch"), hp)
+    hbuf = [scratch, f32p(scratch, bh)]
+    cbuf = f32p(scratch, b.mul(bh, c64(2)))
+    zbuf = f32p(scratch, b.mul(bh, c64(3)))
+    rhbuf = f32p(scratch, b.mul(bh, c64(4)))
+    rbase = f32p(e.arg("r", PTR), b.mul(d, e.arg("rdir")))
+    rph2 = f32p(rbase, e.arg("rph"))
+    rb = f32p(e.arg("rb", PTR), b.mul(d, hp))
+    xw0 = f32p(e.arg("xw", PTR), b.mul(d, b.mul(c64(gx), hidden)))
+    ldxw = e.arg("ldxw")
+    y = e.arg("y", PTR)
+    lens_p = e.arg("lens", PTR)
+    clipv = e.splat(e.arg("clip", F32), lanes)
+    nclipv = b.fneg(clipv)
+    nblocks = b.sdiv(hp, c64(lanes))
+    zero_v = ir.Constant(vt, None)
+    has_c = cell == "lstm"
+
+    def state_row(base: ir.Value, row: ir.Value) -> ir.Value:  # [batch, dirs, H]
+        return f32p(base, b.mul(b.add(b.mul(row, dirs), d), hidden))
+
+    def over_hidden(body) -> None:  # noqa: ANN001 - body(j0, mask)
+        with e.loop(0, nblocks, name="jb") as jb:
+            j0 = b.mul(jb, c64(lanes))
+            body(j0, lane_mask(e, b.sub(hidden, j0), lanes))
+
+    # initial states into the scratch rows
+    with e.loop(r0, r1, name="init") as row:
+        h0 = state_row(e.arg("h0", PTR), row)
+        c0 = state_row(e.arg("c0", PTR), row)
+        sh = f32p(hbuf[0], b.mul(row, hp))
+        sc = f32p(cbuf, b.mul(row, hp))
+
+        def init(j0: ir.Value, mask: ir.Value) -> None:
+            masked_store(e, masked_load(e, vt, f32p(h0, j0), mask), f32p(sh, j0), None)
+            if has_c:
+                cv = e.var(vt, zero_v)
+                with b.if_then(flag(F_C0)):
+                    b.store(masked_load(e, vt, f32p(c0, j0), mask), cv)
+                masked_store(e, e.load(vt, cv), f32p(sc, j0), None)
+        over_hidden(init)
+
+    def row_length(row: ir.Value) -> ir.Value:
+        ln = e.var(I64, seq)
+        with b.if_then(flag(F_LENS)):
+            with b.if_else(flag(F_LENS64)) as (l64, l32):
+                with l64:
+                    b.store(e.load(I64, e.gep(I64, lens_p, row)), ln)
+                with l32:
+                    b.store(b.sext(e.load(I32, e.gep(I32, lens_p, row)), I64), ln)
+        return e.min(e.max(e.load(I64, ln), c64(0)), seq)
+
+    def clipped(v: ir.Value) -> ir.Value:
+        if not clip:
+            return v
+        v = mth.sel(mth.lt(v, nclipv), nclipv, v)
+        return mth.sel(mth.gt(v, clipv), clipv, v)
+
+    def gemv(rows: list[ir.Value], packed: ir.Value, gp: int) -> list[list[ir.Value]]:
+        """acc[m][g] = sum_k rows[m][k] * packed[k][g][:] over k < hidden."""
+        mb = len(rows)
+        unroll = 2 if mb * gp <= 8 else 1
+        accs = [[[e.var(vt, zero_v) for _ in range(gp)] for _ in range(mb)] for _ in range(unroll)]
+
+        def kstep(k: ir.Value, u: int) -> None:
+            wp = f32p(packed, b.mul(k, c64(gp * lanes)))
+            ws = [e.load(vt, f32p(wp, g * lanes), align=64) for g in range(gp)]
+            for mi, rowp in enumerate(rows):
+                hk = e.splat(e.load(F32, f32p(rowp, k)), lanes)
+                for g in range(gp):
+                    slot = accs[u][mi][g]
+                    b.store(fmuladd(e, hk, ws[g], e.load(vt, slot)), slot)
+
+        kmain = b.mul(b.sdiv(hidden, c64(unroll)), c64(unroll))
+        with e.loop(0, kmain, unroll, name="k") as k:
+            for u in range(unroll):
+                kstep(b.add(k, c64(u)) if u else k, u)
+        if unroll > 1:
+            with b.if_then(b.icmp_signed("<", kmain, hidden)):
+                kstep(kmain, 0)
+        out = []
+        for mi in range(mb):
+            vals = []
+            for g in range(gp):
+                v = e.load(vt, accs[0][mi][g])
+                for u in range(1, unroll):
+                    v = b.fadd(v, e.load(vt, accs[u][mi][g]))
+                vals.append(v)
+            out.append(vals)
+        return out
+
+    def tile(s: ir.Value, cur: ir.Value, b0: ir.Value, mb: int) -> None:
+        nxt = b.xor(cur, c64(1))
+        hprev_buf = b.select(b.icmp_signed("==", cur, c64(0)), hbuf[0], hbuf[1])
+        hnext_buf = b.select(b.icmp_signed("==", nxt, c64(0)), hbuf[0], hbuf[1])
+        rows = []
+        for mi in range(mb):
+            row = b.add(b0, c64(mi))
+            length = row_length(row)
+            active = b.icmp_signed("<", s, length)
+            pos = b.select(b.and_(rev, active), b.sub(b.sub(length, c64(1)), s), s)
+            off = b.mul(row, hp)
+            rows.append(dict(
+                active=e.splat(active, lanes), active1=active,
+                xw=f32p(xw0, b.mul(b.add(b.mul(row, seq), pos), ldxw)),
+                hprev=f32p(hprev_buf, off), hnext=f32p(hnext_buf, off), c=f32p(cbuf, off),
+                z=f32p(zbuf, off), rh=f32p(rhbuf, off),
+                y=f32p(y, b.mul(b.add(b.mul(b.add(b.mul(row, dirs), d), seq), pos), hidden))))
+
+        def xw(rw: dict, g: int, j0: ir.Value, mask: ir.Value) -> ir.Value:
+            return masked_load(e, vt, f32p(rw["xw"], b.add(b.mul(c64(g), hidden), j0)), mask)
+
+        def finish(rw: dict, j0: ir.Value, mask: ir.Value, h_new: ir.Value, h_old: ir.Value) -> None:
+            masked_store(e, mth.sel(rw["active"], h_new, h_old), f32p(rw["hnext"], j0), None)
+            with b.if_then(flag(F_Y)):
+                masked_store(e, mth.sel(rw["active"], h_new, zero_v), f32p(rw["y"], j0), mask)
+
+        npacked0 = b.mul(hidden, c64(passes[0] * lanes))
+
+        def one_pass(j0: ir.Value, mask: ir.Value) -> None:
+            blk = f32p(rbase, b.mul(b.sdiv(j0, c64(lanes)), npacked0))
+            acc = gemv([rw["hprev"] for rw in rows], blk, passes[0])
+            for mi, rw in enumerate(rows):
+                h_old = e.load(vt, f32p(rw["hprev"], j0))
+                if cell == "lstm":
+                    f_act, g_act, h_act = acts
+                    gf, gi, gc, go = (clipped(b.fadd(acc[mi][g], xw(rw, g, j0, mask))) for g in range(4))
+                    cp = f32p(rw["c"], j0)
+                    c_old = e.load(vt, cp)
+                    c_new = fmuladd(e, _activate(mth, f_act, gf), c_old,
+                                    b.fmul(_activate(mth, f_act, gi), _activate(mth, g_act, gc)))
+                    b.store(mth.sel(rw["active"], c_new, c_old), cp)
+                    h_new = b.fmul(_activate(mth, f_act, go), _activate(mth, h_act, c_new))
+                elif cell == "rnn":
+                    h_new = _activate(mth, acts[0], clipped(b.fadd(acc[mi][0], xw(rw, 0, j0, mask))))
+                elif cell == "gru_lbr":
+                    f_act, g_act = acts
+                    z = _activate(mth, f_act, clipped(b.fadd(acc[mi][0], xw(rw, 0, j0, mask))))
+                    r = _activate(mth, f_act, clipped(b.fadd(acc[mi][1], xw(rw, 1, j0, mask))))
+                    rh = b.fmul(r, b.fadd(acc[mi][2], e.load(vt, f32p(rb, j0))))
+                    hh = _activate(mth, g_act, clipped(b.fadd(xw(rw, 2, j0, mask), rh)))
+                    h_new = fmuladd(e, z, b.fsub(h_old, hh), hh)  # (1 - z) * hh + z * h
+                else:  # gru, first pass: z and r * h
+                    f_act = acts[0]
+                    z = _activate(mth, f_act, clipped(b.fadd(acc[mi][0], xw(rw, 0, j0, mask))))
+                    r = _activate(mth, f_act, clipped(b.fadd(acc[mi][1], xw(rw, 1, j0, mask))))
+                    b.store(z, f32p(rw["z"], j0))
+                    b.store(b.fmul(r, h_old), f32p(rw["rh"], j0))
+                    continue
+                finish(rw, j0, mask, h_new, h_old)
+
+        over_hidden(one_pass)
+        if cell == "gru":
+            npacked1 = b.mul(hidden, c64(lanes))
+
+            def second_pass(j0: ir.Value, mask: ir.Value) -> None:
+                blk = f32p(rph2, b.mul(b.sdiv(j0, c64(lanes)), npacked1))
+                acc = gemv([rw["rh"] for rw in rows], blk, 1)
+                for mi, rw in enumerate(rows):
+                    h_old = e.load(vt, f32p(rw["hprev"], j0))
+                    z = e.load(vt, f32p(rw["z"], j0))
+                    hh = _activate(mth, acts[1], clipped(b.fadd(acc[mi][0], xw(rw, 2, j0, mask))))
+                    finish(rw, j0, mask, fmuladd(e, z, b.fsub(h_old, hh), hh), h_old)
+            over_hidden(second_pass)
+
+    with e.loop(0, seq, name="s") as s:
+        cur = b.and_(s, c64(1))
+        with e.loop(r0, r1, MB, name="bt") as b0:
+            mb = e.min(b.sub(r1, b0), c64(MB))
+            sw = b.switch(mb, fn.append_basic_block("mb.none"))
+            after = fn.append_basic_block("mb.after")
+            for k in range(1, MB + 1):
+                blk = fn.append_basic_block(f"mb.{k}")
+                sw.add_case(c64(k), blk)
+                b.position_at_end(blk)
+                tile(s, cur, b0, k)
+                b.branch(after)
+            b.position_at_end(sw.default)
+            b.branch(after)
+            b.position_at_end(after)
+
+    # final states
+    last = b.and_(seq, c64(1))
+    hfin = b.select(b.icmp_signed("==", last, c64(0)), hbuf[0], hbuf[1])
+    with e.loop(r0, r1, name="fin") as row:
+        ho = state_row(e.arg("ho", PTR), row)
+        co = state_row(e.arg("co", PTR), row)
+        sh = f32p(hfin, b.mul(row, hp))
+        sc = f32p(cbuf, b.mul(row, hp))
+        # a row of length 0 runs no step and ends with zero states (as OpenVINO and ONNX Runtime)
+        ran = e.splat(b.icmp_signed(">", row_length(row), c64(0)), lanes)
+
+        def fin(j0: ir.Value, mask: ir.Value) -> None:
+            masked_store(e, mth.sel(ran, e.load(vt, f32p(sh, j0)), zero_v), f32p(ho, j0), mask)
+            if has_c:
+                with b.if_then(flag(F_CO)):
+                    masked_store(e, mth.sel(ran, e.load(vt, f32p(sc, j0)), zero_v), f32p(co, j0), mask)
+        over_hidden(fin)
+    b.ret_void()
+
+
+def _build(prefix: str, isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    _emit_task(m, prefix, isa.f32_lanes, cell, acts, clip)
+    return m
+
+
+@functools.cache
+def _library(isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool) -> jit.Library:
+    sig = f"rnn|{cell}|{','.join(a.key for a in acts)}|{int(clip)}|{isa.level}"
+    return jit.load(sig, isa, lambda p: _build(p, isa, cell, acts, clip))
+
+
+# --------------------------------------------------------------------------- host side
+def _pack_recurrent(r: np.ndarray, gates: Sequence[int], hidden: int, lanes: int) -> np.ndarray:
+    """``r[G * H, H]`` -> ``[block][k][gate][lanes]`` for the gates of one pass (zero padded)."""
+    nb = -(-hidden // lanes)
+    rg = r.reshape(-1, hidden, hidden)[list(gates)]  # [gp, out, in]
+    pad = np.zeros((len(gates), nb * lanes, hidden), np.float32)
+    pad[:, :hidden] = rg
+    return pad.reshape(len(gates), nb, lanes, hidden).transpose(1, 3, 0, 2).reshape(-1)
+
+
+class Recurrent:
+    """A recurrent sequence (or cell, ``seq == 1``) with its weights packed once.
+
+    ``w[dirs, gates * H, I]``, ``r[dirs, gates * H, H]``, ``bias[dirs, gates * H]`` (GRU with
+    ``linear_before_reset``: ``4 * H``) as OpenVINO orders them; ``reverse[d]`` says whether
+    direction ``d`` runs backwards. :meth:`bind` gives the two kernel calls (input projection,
+    time loop) for one set of buffers.
+    """
+
+    def __init__(self, cell: str, w: np.ndarray, r: np.ndarray, bias: np.ndarray, hidden: int,
+                 reverse: Sequence[bool], batch: int, seq: int, acts: tuple[Activation, ...], clip: float,
+                 threads: int, isa: Isa | None = None) -> None:
+        self.isa = isa or host_isa()
+        self.cell, self.hidden, self.batch, self.seq = cell, hidden, batch, seq
+        self.dirs = len(reverse)
+        self.reverse = tuple(bool(x) for x in reverse)
+        self.threads = max(1, threads)
+        self.clip = float(clip)
+        self.acts = acts
+        lanes = self.isa.f32_lanes
+        self.lanes = lanes
+        self.hp = -(-hidden // lanes) * lanes
+        gx, passes = CELLS[cell]
+        self.gx = gx
+        w = np.asarray(w, np.float32)
+        r = np.asarray(r, np.float32)
+        bias = np.asarray(bias, np.float32).reshape(self.dirs, -1)
+        self.input_size = int(w.shape[-1])
+        n = self.dirs * gx * hidden
+        self.ldxw = n
+        self.bias = np.ascontiguousarray(bias[:, :gx * hidden].reshape(-1))
+        self.gemm = Gemm(pack_b(np.ascontiguousarray(w.reshape(n, self.input_size).T), self.isa),
+                         batch * seq, Epilogue(), num_threads=self.threads)
+        # recurrent weights, gate-interleaved per pass
+        if cell == "gru":
+            groups = [(0, 1), (2,)]
+        else:
+            groups = [tuple(range(gx))]
+        per_dir = []
+        for d in range(self.dirs):
+            per_dir.append([_pack_recurrent(r[d], gs, hidden, lanes) for gs in groups])
+        self.rph = per_dir[0][0].size
+        self.rdir = sum(p.size for p in per_dir[0])
+        rp = aligned_empty(max(self.rdir * self.dirs, 1))
+        for d, parts in enumerate(per_dir):
+            rp[d * self.rdir:(d + 1) * self.rdir] = np.concatenate(parts) if parts else []
+        self.packed_r = rp
+        rbh = np.zeros((self.dirs, self.hp), np.float32)
+        if cell == "gru_lbr":
+            rbh[:, :hidden] = bias[:, 3 * hidden:4 * hidden]
+        self.rbh = rbh
+        # tasks: one per direction and block of batch rows
+        per_dir_threads = max(1, self.threads // self.dirs)
+        self.bpt = max(1, -(-batch // per_dir_threads))
+        self.nbt = -(-batch // self.bpt)
+        self.sdir = 5 * batch * self.hp
+        self._library = _library(self.isa, cell, acts, self.clip > 0)
+
+    @property
+    def xw_floats(self) -> int:
+        """Scratch floats of the input projection (``batch * seq * dirs * gates * H``)."""
+        return self.batch * self.seq * self.ldxw
+
+    @property
+    def scratch_floats(self) -> int:
+        """All scratch floats :meth:`bind` needs: the projection, then the states."""
+        return self.xw_floats + 16 + self.dirs * self.sdir
+
+    def bind(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, lens: np.ndarray | None,
+             y: np.ndarray | None, ho: np.ndarray, co: np.ndarray | None, scratch: np.ndarray) -> list[BoundKernel]:
+        """The kernel calls over these buffers: ``x[batch, seq, I]`` (or ``[batch, I]``),
+        states ``[batch, dirs, H]`` (or ``[batch, H]``), ``lens[batch]`` int32/int64 or None,
+        ``y[batch, dirs, seq, H]`` or None, ``scratch`` a float32 vector of
+        :attr:`scratch_floats`. All contiguous."""
+        for name, a in (("x", x), ("h0", h0), ("c0", c0), ("y", y), ("ho", ho), ("co", co), ("lens", lens),
+                        ("scratch", scratch)):
+            if a is not None and not a.flags.c_contiguous:
+                raise EmberError(f"ember: internal: RNN buffer {name} must be contiguous")
+        if scratch.size < self.scratch_floats:
+            raise EmberError("ember: internal: RNN scratch too small")
+        xw = scratch[:self.xw_floats].reshape(self.batch * self.seq, self.ldxw)
+        states = scratch[self.xw_floats:]
+        states = states[(-states.ctypes.data // 4) % 16:]
+        proj = self.gemm.bind(x.reshape(self.batch * self.seq, self.input_size), xw, self.bias)
+        flags = (F_C0 if c0 is not None else 0) | (F_Y if y is not None else 0) | (F_CO if co is not None else 0)
+        if lens is not None:
+            flags |= F_LENS | (F_LENS64 if lens.dtype.itemsize == 8 else 0)
+        ctx = RNN_CONTEXT.new(
+            xw=xw.ctypes.data, ldxw=self.ldxw, h0=h0.ctypes.data, c0=0 if c0 is None else c0.ctypes.data,
+            lens=0 if lens is None else lens.ctypes.data, r=self.packed_r.ctypes.data, rdir=self.rdir,
+            rph=self.rph, rb=self.rbh.ctypes.data, y=0 if y is None else y.ctypes.data, ho=ho.ctypes.data,
+            co=0 if co is None else co.ctypes.data, scratch=states.ctypes.data, sdir=self.sdir,
+            batch=self.batch, seq=self.seq, hidden=self.hidden, hp=self.hp, dirs=self.dirs,
+            reverse=sum(1 << d for d, rv in enumerate(self.reverse) if rv), bpt=self.bpt, nbt=self.nbt,
+            clip=f32_bits(self.clip if self.clip > 0 else math.inf), flags=flags)
+        loop = BoundKernel(self._library.address("rnn_task"), ctx, self.dirs * self.nbt, self.threads,
+                           (self.packed_r, self.rbh, x, h0, c0, lens, y, ho, co, scratch), layout=RNN_CONTEXT)
+        return [proj, loop]
