@@ -51,8 +51,17 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 
+from ember.devices.cpu.kernels.amx import AMX_TILE, amx_int8_kernels, amx_split
 from ember.devices.cpu.kernels.conv import MERGE_BELOW_CHANNELS, ConvGeometry
-from ember.devices.cpu.kernels.gemm import NO_EPILOGUE, Epilogue, Tile, call_microkernel, plan_blocks, task_block
+from ember.devices.cpu.kernels.gemm import (
+    NO_EPILOGUE,
+    Epilogue,
+    TaskBlock,
+    Tile,
+    call_microkernel,
+    plan_blocks,
+    task_block,
+)
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I1, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
@@ -70,7 +79,7 @@ INT8_CONTEXT = ContextLayout(
     "int8_gemm",
     ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "k4", "xg", "y",
      "ldy", "yg", "cout", "bp", "bg", "comp", "scale", "shift", "res", "ldr", "zero", "m", "tm", "tn", "gm", "gn",
-     "flags", "lo", "hi", "fq", "fqs", "merge", "cin", "kpad", "q", "ldq"),
+     "flags", "lo", "hi", "fq", "fqs", "merge", "cin", "kpad", "q", "ldq", "kq", "nck", "ktap", "direct"),
     pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq", "q"))
 FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8, FLAG_RES_FQ, FLAG_ALSO_U8 = 1, 2, 4, 8, 16, 32
 #: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh,
@@ -253,19 +262,23 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
     return fn
 
 
-def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function]) -> None:
-    fn = Emitter.function(m, name, VOID, [PTR, I64])
-    e = ContextEmitter(m, fn, INT8_CONTEXT)
-    task = fn.args[1]
+def emit_row_table(e: ContextEmitter, blk: TaskBlock, MR: int, fill_tail: bool = False) -> tuple[ir.Value, ir.Value]:
+    """The row pointer table of a task's pixels: ``rows[(tile * ntaps + tap) * MR + r]`` (a
+    padding tap points at the zero-point row); with few channels per tap the taps are gathered
+    into one row per pixel first (``merge``). Returns (rows, taps per row: 1 when merged).
+    ``fill_tail`` points the rows of the last tile past the task's pixels at the zero-point row."""
     b = e.b
-    MR, NR = tile.mr, tile.nr
     a = e.arg
-    M, N = a("m"), a("cout")
-    blk = task_block(e, task, a("gm"), a("gn"), a("tm"), a("tn"), M, N, tile)
-    g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
+    g, m0, m1, ntiles = blk.outer, blk.m0, blk.m1, blk.ntiles
     kh, kw = a("kh"), a("kw")
     ntaps = b.mul(kh, kw)
     rows = b.alloca(PTR, size=b.mul(b.mul(ntiles, ntaps), c64(MR)))
+    if fill_tail:
+        # from the last tile's first slot of either layout (merged: one tap) to the end; the
+        # real rows are written over it below
+        last = b.mul(b.sub(ntiles, c64(1)), c64(MR))
+        with e.loop(last, b.mul(b.mul(ntiles, ntaps), c64(MR)), name="zt") as q:
+            b.store(a("zero", PTR), e.gep(PTR, rows, q))
     H, W, OH, OW = a("h"), a("w"), a("oh"), a("ow")
     ldx, xn = a("ldx"), a("xn")
     sh, sw, dh, dw, pt, pl = a("sh"), a("sw"), a("dh"), a("dw"), a("pt"), a("pl")
@@ -334,7 +347,20 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
                                 with e.loop(0, words, name="gw") as j:
                                     v = e.load(I32, e.gep(I32, src, j), align=4)
                                     b.store(v, e.gep(I32, tdst, j), align=4)
-    ntaps = b.select(merge, c64(1), ntaps)
+    return rows, b.select(merge, c64(1), ntaps)
+
+
+def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function]) -> None:
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, INT8_CONTEXT)
+    task = fn.args[1]
+    b = e.b
+    MR, NR = tile.mr, tile.nr
+    a = e.arg
+    M, N = a("m"), a("cout")
+    blk = task_block(e, task, a("gm"), a("gn"), a("tm"), a("tn"), M, N, tile)
+    g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
+    rows, ntaps = emit_row_table(e, blk, MR)
     k4 = a("k4")
     ldy, yg, ldr = a("ldy"), a("yg"), a("ldr")
     esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
@@ -565,7 +591,10 @@ class Int8Kernels:
 
     @property
     def exec_type(self) -> str:
-        """How the kernels multiply, OpenVINO-style (``jit_avx512_vnni_I8``, ``jit_avx2_I8`` ...)."""
+        """How the kernels multiply, OpenVINO-style (``jit_avx512_amx_I8``, ``jit_avx512_vnni_I8``,
+        ``jit_avx2_I8`` ...)."""
+        if self.isa.amx_int8:
+            return "jit_avx512_amx_I8"
         vnni = "_vnni" if self.isa.vnni and self.isa.level != "generic" else ""
         return f"jit_{self.isa.level}{vnni}_I8"
 
@@ -583,10 +612,12 @@ def int8_kernels(isa: Isa | None = None) -> Int8Kernels:
 # --------------------------------------------------------------------------- weights
 @dataclass(frozen=True)
 class Int8Weights:
-    """s8 weights packed for the micro-kernel: ``[groups][panels][taps][k4][NR][4]`` bytes.
+    """s8 weights packed for the micro-kernel: ``[groups][panels][taps][ktap][NR][4]`` bytes
+    (``ktap`` = ``k4``, or for AMX tiles ``k4`` zero padded to whole tile steps, see
+    :func:`~ember.devices.cpu.kernels.amx.amx_split`).
 
     ``sums[g, n]`` is the sum of the weights of output channel ``n`` of group ``g`` (for the
-    zero-point compensation)."""
+    zero-point compensation). ``amx``: packed for the AMX kernel (``isa.amx_int8``)."""
 
     data: np.ndarray
     sums: np.ndarray
@@ -596,6 +627,9 @@ class Int8Weights:
     cout: int
     nr: int
     isa: Isa
+    amx: bool = False
+    ktap: int = 0
+    group_bytes: int = 0
 
     @property
     def k4(self) -> int:
@@ -603,7 +637,7 @@ class Int8Weights:
 
     @property
     def group_stride(self) -> int:
-        return self.data.size // self.groups
+        return self.group_bytes or self.data.size // self.groups
 
 
 def pack_int8_weights(w: np.ndarray, isa: Isa | None = None) -> Int8Weights:
@@ -617,14 +651,16 @@ def pack_int8_weights(w: np.ndarray, isa: Isa | None = None) -> Int8Weights:
     nr = INT8_TILES[isa.level].nr
     groups, taps, cin, cout = w.shape
     k4, npan = -(-cin // 4), -(-cout // nr)
-    wp = np.zeros((groups, taps, k4 * 4, npan * nr), np.int8)
+    amx = isa.amx_int8 and k4 > 0
+    ktap = amx_split(k4)[2] if amx else k4
+    wp = np.zeros((groups, taps, ktap * 4, npan * nr), np.int8)
     wp[:, :, :cin, :cout] = w
-    wp = wp.reshape(groups, taps, k4, 4, npan, nr).transpose(0, 4, 1, 2, 5, 3)
+    wp = wp.reshape(groups, taps, ktap, 4, npan, nr).transpose(0, 4, 1, 2, 5, 3)
     data = aligned_empty(max(wp.size, 64), np.int8)
     data[:] = 0
     data[:wp.size] = wp.reshape(-1)
     sums = w.astype(np.int64).sum(axis=(1, 2))
-    return Int8Weights(data, sums, groups, taps, cin, cout, nr, isa)
+    return Int8Weights(data, sums, groups, taps, cin, cout, nr, isa, amx, ktap, wp.size // max(groups, 1))
 
 
 # --------------------------------------------------------------------------- binding
@@ -687,7 +723,8 @@ class Int8Call:
                  residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None):
         self.packed = packed
         self.kernels = int8_kernels(packed.isa)
-        self.tile = self.kernels.tile
+        self.tile = AMX_TILE if packed.amx else self.kernels.tile
+        self.task_address = amx_int8_kernels(packed.isa).task_address if packed.amx else self.kernels.task_address
         if packed.nr != self.tile.nr:
             raise EmberError("ember: int8 weights were packed for another ISA level")
         if not 0 <= zero_point <= 255:
@@ -710,7 +747,9 @@ class Int8Call:
         self.fq = fq_block(total, None if quantize is None else quantize.params, residual_quantize, also_quantize)
         self.flags = ((0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
                       | (FLAG_ALSO_U8 if also_quantize else 0))
-        self.ctx = INT8_CONTEXT.new(fq=self.fq.ctypes.data, fqs=fq_stride(total), merge=int(merged_cin > 0),
+        kq, nck, ktap = amx_split(packed.k4) if packed.amx else (0, 0, packed.k4)
+        self.ctx = INT8_CONTEXT.new(kq=kq, nck=nck, ktap=ktap, direct=int(ktap == packed.k4),
+                                    fq=self.fq.ctypes.data, fqs=fq_stride(total), merge=int(merged_cin > 0),
                                     cin=merged_cin, kpad=4 * packed.k4,
             **geo, ldx=ldx, ldy=ldy, ldr=ldy if ldr is None else ldr, k4=packed.k4,
             xg=packed.cin if xg is None else xg, yg=packed.cout, cout=packed.cout, m=m,
@@ -727,7 +766,7 @@ class Int8Call:
             raise EmberError("ember: a second u8 output goes with also_quantize, and only then")
         ctx = self.ctx.copy()
         INT8_CONTEXT.fill(ctx, x=x, y=y, res=residual, flags=self.flags | (FLAG_RES if residual else 0), q=q, ldq=ldq)
-        return BoundKernel(self.kernels.task_address, ctx, self.n_tasks, self.threads,
+        return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads,
                            (self.packed, self._zero, self.comp, self.scale, self.shift, self.fq, *keep),
                            layout=INT8_CONTEXT)
 

@@ -1,0 +1,166 @@
+"""AMX tile kernels (int8 ``tdpbusd``) against the AVX-512 VNNI path and numpy integer math,
+from one table of shapes (odd M/N/K, K not a multiple of 4 or 64, tails, convolutions that
+load A straight from the activations and ones that copy it). Both paths run on an AMX host:
+``host_isa("amx")`` and ``host_isa("avx512")`` (what ``EMBER_CPU_ISA=avx512`` gives)."""
+
+import numpy as np
+import pytest
+
+from ember.devices.cpu.kernels.amx import amx_split
+from ember.devices.cpu.kernels.conv import ConvGeometry
+from ember.devices.cpu.kernels.gemm import Epilogue
+from ember.devices.cpu.kernels.int8_gemm import (
+    FusedQuantize,
+    Int8Conv2d,
+    Int8Gemm,
+    QuantizeParams,
+    int8_kernels,
+    pack_int8_weights,
+    padded_channels,
+)
+from ember.devices.cpu.llvm import isa as isa_mod
+from ember.errors import EmberError
+
+AMX = isa_mod.amx_supported()
+needs_amx = pytest.mark.skipif(not AMX, reason="this CPU (or its OS) has no AMX tiles")
+EPILOGUES = {"none": Epilogue(), "relu": Epilogue.relu(), "clamp": Epilogue.clamp(-0.5, 0.75)}
+FUSED = QuantizeParams(-0.7, 0.8, -0.7, 0.8, 256)
+
+
+def test_amx_split_covers_k():
+    """A tap's k4 groups run in nck steps of kq <= 16 groups, exactly when a divisor >= 8 exists."""
+    for k4 in range(1, 300):
+        kq, nck, ktap = amx_split(k4)
+        assert 1 <= kq <= 16 and kq * nck == ktap >= k4
+        if ktap > k4:
+            assert kq == 16 and ktap - k4 < 16
+    assert amx_split(24) == (12, 2, 24) and amx_split(64) == (16, 4, 64) and amx_split(37) == (16, 3, 48)
+
+
+def test_isa_levels_name_amx():
+    """``amx`` is accepted where the host has it; ``avx512`` switches the tiles off."""
+    if "avx512" in isa_mod.supported_levels():
+        plain = isa_mod.host_isa("avx512")
+        assert not plain.amx_int8 and "+amx-tile" not in plain.features.split(",")
+    if AMX:
+        isa = isa_mod.host_isa("amx")
+        assert isa.level == "avx512" and isa.amx_int8 and isa.amx_bf16 and isa == isa_mod.host_isa()
+        assert int8_kernels(isa).exec_type == "jit_avx512_amx_I8"
+        assert isa_mod.amx_permitted()
+    else:
+        with pytest.raises(EmberError, match="AMX"):
+            isa_mod.host_isa("amx")
+
+
+def _scales(rng, n):
+    return (rng.random(n) * 0.02 + 0.001).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+
+
+# (M, K, N, zero point, epilogue, residual, fused: None / "end" / "u8" / "also")
+GEMM_CASES = [
+    (1, 1, 1, 0, "none", False, None),
+    (1, 768, 1000, 3, "none", False, None),       # a classifier row: one A half, many panels
+    (17, 45, 70, 7, "relu", True, None),          # K not a multiple of 4: copied rows
+    (32, 64, 32, 255, "clamp", False, "u8"),      # one whole block, A straight from memory
+    (100, 257, 65, 3, "relu", True, "end"),       # k4 = 65: 5 steps of 13 groups
+    (40, 268, 20, 5, "none", False, None),        # k4 = 67 (prime): padded tap, A copied
+    (33, 1000, 17, 128, "none", False, "also"),   # k4 = 250: steps of 10 groups
+    (77, 96, 16, 0, "none", True, None),          # k4 = 24: two steps of 12, one B tile
+    (130, 520, 300, 9, "relu", False, "u8"),      # several tiles and panels per task
+]
+
+
+@needs_amx
+@pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-{c[6]}")
+def test_amx_int8_gemm_matches_vnni_and_numpy(case):
+    m, k, n, zp, epi_name, has_res, fused = case
+    rng = np.random.default_rng(m * 7919 + k * 31 + n)
+    a = rng.integers(0, 256, (m, padded_channels(k))).astype(np.uint8)  # padding bytes: any value
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    scale = np.full(n, 2.0 / (k * 128 * 60), np.float32)
+    shift = (rng.standard_normal(n) * 0.3).astype(np.float32)
+    res = (rng.standard_normal((m, n)) * 0.2).astype(np.float32) if has_res else None
+    epi = EPILOGUES[epi_name]
+    quantize = FusedQuantize(FUSED, "end", fused == "u8") if fused in ("end", "u8") else None
+    also = FUSED if fused == "also" else None
+    got = {}
+    for level in ("amx", "avx512"):
+        gemm = Int8Gemm(w, m, scale, shift, zp, epi, num_threads=2, isa=isa_mod.host_isa(level), quantize=quantize,
+                        also_quantize=also)
+        assert gemm.packed.amx == (level == "amx")
+        if also is not None:
+            y, q = np.zeros((m, n), np.float32), np.zeros((m, padded_channels(n)), np.uint8)
+            gemm.bind(a, y, res, q).run()
+            got[level] = (y, q)
+        else:
+            got[level] = (gemm(a, None, res),)
+    for x, y in zip(got["amx"], got["avx512"]):
+        np.testing.assert_array_equal(x, y)  # integer sums, the same f32 epilogue: bit for bit
+    if fused is None:
+        acc = ((a[:, :k].astype(np.int64) - zp) @ w.astype(np.int64)).astype(np.float32)
+        want = epi.apply(acc * scale + shift + (0 if res is None else res))
+        np.testing.assert_allclose(got["amx"][0], want, rtol=1e-6, atol=1e-6)
+
+
+def conv_reference(x, w, geo, zp):
+    """Integer convolution of u8 NHWC ``x - zp`` with s8 OIHW weights (numpy, float64)."""
+    n, h, wd, cin = geo.batch, geo.h, geo.w, geo.cin
+    (sh, sw), (dh, dw), (pt, pl) = geo.strides, geo.dilations, geo.pads_begin
+    xs = x[..., :cin].astype(np.float64) - zp
+    out = np.zeros(geo.output_shape, np.float64)
+    cg, og = cin // geo.groups, geo.cout // geo.groups
+    for ky in range(geo.kh):
+        for kx in range(geo.kw):
+            iy = np.arange(geo.oh) * sh - pt + ky * dh
+            ix = np.arange(geo.ow) * sw - pl + kx * dw
+            oky, okx = (iy >= 0) & (iy < h), (ix >= 0) & (ix < wd)
+            patch = np.zeros((n, geo.oh, geo.ow, cin))
+            patch[:, oky[:, None] & okx[None, :]] = xs[:, iy[oky]][:, :, ix[okx]].reshape(n, -1, cin)
+            for g in range(geo.groups):
+                wt = w[g * og:(g + 1) * og, :, ky, kx].astype(np.float64).T
+                out[..., g * og:(g + 1) * og] += patch[..., g * cg:(g + 1) * cg] @ wt
+    return out
+
+
+# (batch, h, w, cin, cout, kh, kw, strides, dilations, pads_begin, pads_end, groups, zp, epilogue, residual)
+CONV_CASES = [
+    (1, 7, 9, 3, 17, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1, 128, "relu", False),    # a stem: taps gathered
+    (2, 9, 11, 8, 40, 3, 3, (2, 1), (1, 2), (1, 2), (1, 0), 2, 7, "none", False),    # strided, dilated, grouped
+    (1, 6, 6, 16, 33, 1, 1, (1, 1), (1, 1), (0, 0), (0, 0), 1, 0, "none", True),     # 1x1 + residual
+    (2, 20, 20, 64, 64, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1, 3, "relu", True),   # rows inside a line: direct
+    (1, 17, 19, 256, 48, 1, 1, (2, 2), (1, 1), (0, 0), (0, 0), 1, 11, "clamp", False),  # strided 1x1
+    (1, 9, 40, 36, 20, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1, 200, "none", False),  # k4 = 9 per tap
+    (1, 23, 21, 3, 64, 7, 7, (2, 2), (1, 1), (3, 3), (3, 3), 1, 128, "relu", False),  # ResNet's stem
+]
+
+
+@needs_amx
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[3]}to{c[4]}-k{c[5]}x{c[6]}-s{c[7][0]}-g{c[11]}")
+def test_amx_int8_conv_matches_vnni_and_numpy(case):
+    n, h, wd, cin, cout, kh, kw, s, d, pb, pe, groups, zp, epi_name, has_res = case
+    geo = ConvGeometry(n, h, wd, cin, cout, kh, kw, s, d, pb, pe, groups)
+    rng = np.random.default_rng(cin * 131 + cout)
+    x = rng.integers(0, 256, (n, h, wd, padded_channels(cin))).astype(np.uint8)
+    w = rng.integers(-128, 128, (cout, cin // groups, kh, kw)).astype(np.int8)
+    scale, shift = _scales(rng, cout)
+    scale = scale / np.float32(kh * kw * cin)
+    res = rng.standard_normal(geo.output_shape).astype(np.float32) if has_res else None
+    epi = EPILOGUES[epi_name]
+    want = epi.apply(conv_reference(x, w, geo, zp) * scale.astype(np.float64) + shift + (0 if res is None else res))
+    got = {}
+    for level in ("amx", "avx512"):
+        y = np.full(geo.output_shape, np.nan, np.float32)
+        Int8Conv2d(geo, w, scale, shift, zp, epi, num_threads=2, isa=isa_mod.host_isa(level))(x, y, res)
+        got[level] = y
+    np.testing.assert_array_equal(got["amx"], got["avx512"])
+    np.testing.assert_allclose(got["amx"], want, rtol=1e-6, atol=1e-5 * np.abs(want).max() + 1e-6)
+
+
+@needs_amx
+def test_amx_weights_pad_a_tap_only_when_needed():
+    isa = isa_mod.host_isa("amx")
+    w = np.ones((1, 9, 64, 8), np.int8)
+    assert pack_int8_weights(w, isa).ktap == 16
+    odd = pack_int8_weights(np.ones((1, 1, 268, 8), np.int8), isa)  # k4 = 67: no divisor >= 8
+    assert odd.k4 == 67 and odd.ktap == 80
+    assert pack_int8_weights(w, isa_mod.host_isa("avx512")).ktap == 16
