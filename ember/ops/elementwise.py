@@ -247,6 +247,55 @@ for _row in _UNARY:
 
 IsNaN.infer = lambda self: [(Type.boolean, self.input_shape(0))]  # type: ignore[name-defined]  # noqa: F821
 IsNaN.evaluate = lambda self, i: [np.isnan(i[0])]  # type: ignore[name-defined]  # noqa: F821
+
+
+class _FloatTest(Node):
+    """A boolean test of each element of a floating-point tensor."""
+
+    num_inputs = (1, 1)
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        t = self.input_type(0)
+        if not (t.is_real or t.is_dynamic):
+            raise self.fail(f"needs a floating-point input, got {t}")
+        return [(Type.boolean, self.input_shape(0))]
+
+
+@register_op
+class IsInf(_FloatTest):
+    """IsInf-10: whether each element is +inf (``detect_positive``) or -inf (``detect_negative``)."""
+
+    type_name = "IsInf"
+    version = "opset10"
+    attributes = (Attr("detect_negative", "bool", True), Attr("detect_positive", "bool", True))
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        pos, neg = bool(self.attrs["detect_positive"]), bool(self.attrs["detect_negative"])
+        return [np.asarray(((x == np.inf) & pos) | ((x == -np.inf) & neg), dtype=np.bool_)]
+
+
+@register_op
+class IsFinite(_FloatTest):
+    """IsFinite-10: whether each element is neither infinite nor NaN."""
+
+    type_name = "IsFinite"
+    version = "opset10"
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [np.isfinite(inputs[0])]
+
+
+@builder
+def is_inf(data: Any, attributes: dict | None = None, name: str | None = None) -> Node:
+    """Build an IsInf (opset10) node; ``attributes`` may set ``detect_negative``/``detect_positive``."""
+    return IsInf([data], dict(attributes or {}), name)
+
+
+@builder
+def is_finite(data: Any, name: str | None = None) -> Node:
+    """Build an IsFinite (opset10) node."""
+    return IsFinite([data], None, name)
 Round = _make_unary("Round", "opset5", "round", _round, False, (Attr("mode", "str", "half_to_even"),))
 Elu = _make_unary("Elu", "opset1", None, lambda s, x: np.where(x > 0, x, s.attrs["alpha"] * (np.exp(x) - 1)),
                   True, (Attr("alpha", "float"),))
