@@ -1,5 +1,12 @@
 """Elementwise kernels: ``eltwise_task(ctx, task)`` runs a small program (a fused chain of
-unary and binary ops with broadcasting) over blocks of the output; see :func:`eltwise_kernel`.
+unary, binary and select ops with broadcasting) over blocks of the output; see
+:func:`eltwise_kernel`.
+
+A program runs in one register type (``f32``, ``f64`` or ``i64``; int32 values live in i64
+registers and wrap to 32 bits after each arithmetic op, ``wrap32``). Booleans are 0/1 in
+registers of any type. Loads convert inputs of any supported element type into the register
+type, stores convert back (floats to integers truncate and saturate, NaN to 0, as ember's
+Convert; integers to narrower integers wrap).
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
-from ember.devices.cpu.llvm.vector import VectorMath, fmuladd, lane_mask, masked_store
+from ember.devices.cpu.llvm.vector import VectorMath, fmuladd, lane_mask
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
+
+F64 = ir.DoubleType()
 
 # =========================================================================== elementwise programs
 # A fused elementwise chain runs as a small program over blocks of BLOCK elements: each
@@ -41,46 +50,163 @@ ELTWISE_CONTEXT = ContextLayout(
 EW_WORDS = ELTWISE_CONTEXT.words
 assert ELTWISE_CONTEXT["in0_ptr"] == EW_IN0 and ELTWISE_CONTEXT["op0_code"] == EW_PROG0
 
+#: register types a program runs in
+RTYPES = ("f32", "f64", "i64")
+#: unary ops of the f32 programs (imm0/imm1: f32 parameters)
 UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "tanh", "erf", "gelu_erf",
              "gelu_tanh", "swish", "hswish", "hsigmoid", "elu", "floor", "ceil", "softplus", "mish", "square",
-             "mulc", "addc", "rsubc", "rdivc", "powc")
-BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu")
+             "mulc", "addc", "rsubc", "rdivc", "powc", "sign", "softsign", "selu", "hardsigmoid", "round_even",
+             "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "wrap32")
+BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu", "mod", "floormod", "pydiv",
+              "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor")
+#: the ops each register type implements (f64 has no transcendental functions; i64 no float ones)
+_F64_UNARY = ("neg", "abs", "relu", "clamp", "floor", "ceil", "sqrt", "square", "sign", "round_even",
+              "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool")
+_I64_UNARY = ("neg", "abs", "relu", "clamp", "square", "sign", "not", "tobool", "wrap32")
+SUPPORTED = {
+    "f32": frozenset(UNARY_OPS) - {"wrap32"} | frozenset(BINARY_OPS) - {"pydiv"},
+    "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pydiv"},
+    "i64": frozenset(_I64_UNARY) | frozenset(BINARY_OPS) - {"prelu"},
+}
 #: op types that run as one opcode of the program (the elementwise lowering rule reads these
 #: tables: a new native unary op is a row here, a name in UNARY_OPS and its IR in ``_unary``)
 NATIVE_UNARY = {"Negative": "neg", "Abs": "abs", "ReLU": "relu", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
                 "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "HSwish": "hswish", "HSigmoid": "hsigmoid",
-                "Floor": "floor", "Ceiling": "ceil", "SoftPlus": "softplus", "Mish": "mish"}
+                "Floor": "floor", "Ceiling": "ceil", "SoftPlus": "softplus", "Mish": "mish", "Sign": "sign",
+                "SoftSign": "softsign", "IsNaN": "isnan", "IsFinite": "isfinite", "LogicalNot": "not"}
 NATIVE_BINARY = {"Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Maximum": "max",
-                 "Minimum": "min", "SquaredDifference": "sqdiff", "PRelu": "prelu"}
+                 "Minimum": "min", "SquaredDifference": "sqdiff", "PRelu": "prelu", "Mod": "mod",
+                 "FloorMod": "floormod", "Equal": "eq", "NotEqual": "ne", "Less": "lt", "LessEqual": "le",
+                 "Greater": "gt", "GreaterEqual": "ge", "LogicalAnd": "and", "LogicalOr": "or",
+                 "LogicalXor": "xor"}
+#: ops whose result is a boolean (0/1 in the register type)
+BOOL_RESULT = frozenset({"isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "eq", "ne",
+                         "lt", "le", "gt", "ge", "and", "or", "xor"})
 assert set(NATIVE_UNARY.values()) <= set(UNARY_OPS) and set(NATIVE_BINARY.values()) <= set(BINARY_OPS)
-OPCODES = {"load": 0, "store": 1, "load_i32": 2, "load_i64": 3, "load_u8": 4}
-#: the LOAD opcode for an input's numpy dtype (converted to f32 as it is read)
-LOAD_FOR = {np.dtype(np.float32): "load", np.dtype(np.int32): "load_i32", np.dtype(np.int64): "load_i64",
-            np.dtype(np.uint8): "load_u8", np.dtype(np.bool_): "load_u8"}
+
+#: element types a program loads and stores (bool is stored as 0/1 bytes)
+_ELEM = {"f32": F32, "f64": F64, "i32": I32, "i64": I64, "u8": I8, "bool": I8}
+LOAD_OPS = {"load": "f32", "load_f64": "f64", "load_i32": "i32", "load_i64": "i64", "load_u8": "u8"}
+STORE_OPS = {"store": "f32", "store_f64": "f64", "store_i32": "i32", "store_i64": "i64", "store_u8": "u8",
+             "store_bool": "bool"}
+OPCODES: dict[str, int] = {}
+for _i, _n in enumerate((*LOAD_OPS, *STORE_OPS)):
+    OPCODES[_n] = _i
 for _i, _n in enumerate(UNARY_OPS):
-    OPCODES[_n] = 10 + _i
+    OPCODES[_n] = 20 + _i
 for _i, _n in enumerate(BINARY_OPS):
-    OPCODES[_n] = 60 + _i
+    OPCODES[_n] = 100 + _i
+#: ``("select", dst, a, b, c, 0)``: dst = a ? b : c (registers; c travels in imm0)
+OPCODES["select"] = 200
+#: the LOAD opcode for an input's numpy dtype (converted to the register type as it is read)
+LOAD_FOR = {np.dtype(np.float32): "load", np.dtype(np.float64): "load_f64", np.dtype(np.int32): "load_i32",
+            np.dtype(np.int64): "load_i64", np.dtype(np.uint8): "load_u8", np.dtype(np.bool_): "load_u8"}
+#: the STORE opcode for an output's numpy dtype
+STORE_FOR = {np.dtype(np.float32): "store", np.dtype(np.float64): "store_f64", np.dtype(np.int32): "store_i32",
+             np.dtype(np.int64): "store_i64", np.dtype(np.uint8): "store_u8", np.dtype(np.bool_): "store_bool"}
 
 
-def _unary(mth: VectorMath, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> ir.Value:
-    b = mth.b
-    c = mth.c
+class _Regs:
+    """Typed vector helpers for one register type (f32 math comes from VectorMath)."""
+
+    def __init__(self, e: Emitter, lanes: int, rtype: str) -> None:
+        self.e, self.b, self.lanes, self.rtype = e, e.b, lanes, rtype
+        self.et = {"f32": F32, "f64": F64, "i64": I64}[rtype]
+        self.vt = vec(self.et, lanes)
+        self.is_float = rtype != "i64"
+        self.sfx = f"v{lanes}{ {'f32': 'f32', 'f64': 'f64', 'i64': 'i64'}[rtype] }"
+        self.mth = VectorMath(e, lanes)
+
+    def c(self, x: float) -> ir.Constant:
+        return ir.Constant(self.vt, [float(x) if self.is_float else int(x)] * self.lanes)
+
+    def intr(self, name: str, *args: ir.Value) -> ir.Value:
+        return self.e.call(f"llvm.{name}.{self.sfx}", self.vt, list(args))
+
+    def cmp(self, op: str, x: ir.Value, y: ir.Value) -> ir.Value:
+        if self.is_float:  # numpy: every comparison with NaN is false except !=
+            return self.b.fcmp_unordered(op, x, y) if op == "!=" else self.b.fcmp_ordered(op, x, y)
+        return self.b.icmp_signed(op, x, y)
+
+    def sel(self, m: ir.Value, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.b.select(m, x, y)
+
+    def truth(self, x: ir.Value) -> ir.Value:
+        return self.cmp("!=", x, self.c(0))
+
+    def from_mask(self, m: ir.Value) -> ir.Value:
+        return self.sel(m, self.c(1), self.c(0))
+
+    def neg(self, x: ir.Value) -> ir.Value:
+        return self.b.fneg(x) if self.is_float else self.b.sub(self.c(0), x)
+
+    def add(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.b.fadd(x, y) if self.is_float else self.b.add(x, y)
+
+    def sub(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.b.fsub(x, y) if self.is_float else self.b.sub(x, y)
+
+    def mul(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.b.fmul(x, y) if self.is_float else self.b.mul(x, y)
+
+    def abs(self, x: ir.Value) -> ir.Value:
+        return self.intr("fabs", x) if self.is_float else self.sel(self.cmp("<", x, self.c(0)), self.neg(x), x)
+
+    def sign(self, x: ir.Value) -> ir.Value:  # numpy's: 0 for +-0, NaN stays NaN
+        rest = self.sel(self.b.fcmp_unordered("uno", x, x), x, self.c(0)) if self.is_float else self.c(0)
+        return self.sel(self.cmp(">", x, self.c(0)), self.c(1), self.sel(self.cmp("<", x, self.c(0)), self.c(-1), rest))
+
+
+def _unary(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> ir.Value:
+    b = r.b
+    mth = r.mth
+    c = r.c
+    # -- every register type
     if name == "neg":
-        return b.fneg(x)
+        return r.neg(x)
     if name == "abs":
-        return mth.abs(x)
+        return r.abs(x)
     if name == "relu":
-        return mth.sel(mth.lt(x, c(0.0)), c(0.0), x)
+        return r.sel(r.cmp("<", x, c(0)), c(0), x)
     if name == "clamp":
-        y = mth.sel(mth.lt(x, imm0), imm0, x)
-        return mth.sel(mth.gt(y, imm1), imm1, y)
+        y = r.sel(r.cmp("<", x, imm0), imm0, x)
+        return r.sel(r.cmp(">", y, imm1), imm1, y)
+    if name == "square":
+        return r.mul(x, x)
+    if name == "sign":
+        return r.sign(x)
+    if name == "not":
+        return r.from_mask(b.not_(r.truth(x)))
+    if name == "tobool":
+        return r.from_mask(r.truth(x))
+    if name == "wrap32":
+        return b.sext(b.trunc(x, vec(I32, r.lanes)), r.vt)
+    # -- floats
+    if name == "floor":
+        return r.intr("floor", x)
+    if name == "ceil":
+        return r.intr("ceil", x)
+    if name == "sqrt":
+        return r.intr("sqrt", x)
+    if name == "round_even":
+        return r.intr("roundeven", x)
+    if name == "round_away":  # OpenVINO's reference: sign(x) * floor(|x| + 0.5)
+        return r.mul(r.sign(x), r.intr("floor", b.fadd(r.abs(x), c(0.5))))
+    if name == "isnan":
+        return r.from_mask(b.fcmp_unordered("uno", x, x))
+    if name == "isinf":
+        return r.from_mask(b.fcmp_ordered("==", r.abs(x), c(math.inf)))
+    if name == "isinf_pos":
+        return r.from_mask(b.fcmp_ordered("==", x, c(math.inf)))
+    if name == "isinf_neg":
+        return r.from_mask(b.fcmp_ordered("==", x, c(-math.inf)))
+    if name == "isfinite":
+        return r.from_mask(b.fcmp_ordered("<", r.abs(x), c(math.inf)))
+    # -- f32 only
     if name == "exp":
         return mth.exp(x)
     if name == "log":
         return mth.log(x)
-    if name == "sqrt":
-        return mth.sqrt(x)
     if name == "sigmoid":
         return mth.sigmoid(x)
     if name == "tanh":
@@ -90,27 +216,29 @@ def _unary(mth: VectorMath, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Val
     if name == "gelu_erf":
         return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), mth.erf(b.fmul(x, c(1 / math.sqrt(2))))))
     if name == "gelu_tanh":
-        inner = b.fmul(c(math.sqrt(2 / math.pi)), fmuladd(mth.e, b.fmul(b.fmul(x, x), x), c(0.044715), x))
+        inner = b.fmul(c(math.sqrt(2 / math.pi)), fmuladd(r.e, b.fmul(b.fmul(x, x), x), c(0.044715), x))
         return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), mth.tanh(inner)))
     if name == "swish":
         return b.fmul(x, mth.sigmoid(b.fmul(x, imm0)))
     if name in ("hswish", "hsigmoid"):
-        r = b.fadd(x, c(3.0))
-        r = mth.sel(mth.lt(r, c(0.0)), c(0.0), r)
-        r = mth.sel(mth.gt(r, c(6.0)), c(6.0), r)
-        return b.fdiv(b.fmul(x, r), c(6.0)) if name == "hswish" else b.fdiv(r, c(6.0))
+        h = b.fadd(x, c(3.0))
+        h = mth.sel(mth.lt(h, c(0.0)), c(0.0), h)
+        h = mth.sel(mth.gt(h, c(6.0)), c(6.0), h)
+        return b.fdiv(b.fmul(x, h), c(6.0)) if name == "hswish" else b.fdiv(h, c(6.0))
     if name == "elu":
         return mth.sel(mth.gt(x, c(0.0)), x, b.fmul(imm0, b.fsub(mth.exp(x), c(1.0))))
-    if name == "floor":
-        return mth.floor(x)
-    if name == "ceil":
-        return mth.ceil(x)
+    if name == "selu":  # imm0 alpha, imm1 lambda
+        return b.fmul(imm1, mth.sel(mth.gt(x, c(0.0)), x, b.fmul(imm0, b.fsub(mth.exp(x), c(1.0)))))
+    if name == "hardsigmoid":  # clip(alpha * x + beta, 0, 1); NaN stays NaN
+        h = b.fadd(b.fmul(imm0, x), imm1)
+        h = mth.sel(mth.lt(h, c(0.0)), c(0.0), h)
+        return mth.sel(mth.gt(h, c(1.0)), c(1.0), h)
+    if name == "softsign":
+        return b.fdiv(x, b.fadd(c(1.0), r.abs(x)))
     if name == "softplus":
         return mth.softplus(x)
     if name == "mish":
         return b.fmul(x, mth.tanh(mth.softplus(x)))
-    if name == "square":
-        return b.fmul(x, x)
     if name == "mulc":
         return b.fmul(x, imm0)
     if name == "addc":
@@ -124,36 +252,91 @@ def _unary(mth: VectorMath, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Val
     raise AssertionError(name)
 
 
-def _binary(mth: VectorMath, name: str, x: ir.Value, y: ir.Value) -> ir.Value:
-    b = mth.b
+def _int_division(r: _Regs, x: ir.Value, y: ir.Value, name: str) -> ir.Value:
+    """OpenVINO's integer Divide/Mod/FloorMod: a zero divisor gives 0; no lane ever traps."""
+    b = r.b
+    zero, one, minus = r.c(0), r.c(1), r.c(-1)
+    is0, ism1 = b.icmp_signed("==", y, zero), b.icmp_signed("==", y, minus)
+    safe = r.sel(b.or_(is0, ism1), one, y)
+    q = b.sdiv(x, safe)
+    rem = b.srem(x, safe)
+    off = b.and_(b.icmp_signed("!=", rem, zero), b.xor(b.icmp_signed("<", rem, zero), b.icmp_signed("<", y, zero)))
+    if name in ("div", "pydiv"):
+        if name == "pydiv":
+            q = r.sel(off, b.sub(q, one), q)
+        q = r.sel(ism1, r.neg(x), q)
+        return r.sel(is0, zero, q)
+    if name == "floormod":
+        rem = r.sel(off, b.add(rem, y), rem)
+    return r.sel(b.or_(is0, ism1), zero, rem)
+
+
+def _binary(r: _Regs, name: str, x: ir.Value, y: ir.Value) -> ir.Value:
+    b = r.b
+    cmps = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+    if name in cmps:
+        return r.from_mask(r.cmp(cmps[name], x, y))
+    if name in ("and", "or", "xor"):
+        tx, ty = r.truth(x), r.truth(y)
+        return r.from_mask({"and": b.and_, "or": b.or_, "xor": b.xor}[name](tx, ty))
     if name == "add":
-        return b.fadd(x, y)
+        return r.add(x, y)
     if name == "sub":
-        return b.fsub(x, y)
+        return r.sub(x, y)
     if name == "mul":
-        return b.fmul(x, y)
+        return r.mul(x, y)
+    if name == "max":  # OpenVINO's std::max: NaN wins only as the first operand
+        return r.sel(r.cmp("<", x, y), y, x)
+    if name == "min":
+        return r.sel(r.cmp("<", y, x), y, x)
+    if name == "sqdiff":
+        d = r.sub(x, y)
+        return r.mul(d, d)
+    if not r.is_float:
+        return _int_division(r, x, y, name)
     if name == "div":
         return b.fdiv(x, y)
-    if name == "max":  # OpenVINO's std::max: NaN wins only as the first operand
-        return mth.sel(mth.lt(x, y), y, x)
-    if name == "min":
-        return mth.sel(mth.lt(y, x), y, x)
-    if name == "sqdiff":
-        d = b.fsub(x, y)
-        return b.fmul(d, d)
+    if name == "mod":  # OpenVINO's formula: a - trunc(a / b) * b
+        return b.fsub(x, b.fmul(r.intr("trunc", b.fdiv(x, y)), y))
+    if name == "floormod":
+        return b.fsub(x, b.fmul(r.intr("floor", b.fdiv(x, y)), y))
     if name == "prelu":
-        return mth.sel(mth.lt(x, mth.c(0.0)), b.fmul(x, y), x)
+        return r.sel(r.cmp("<", x, r.c(0)), b.fmul(x, y), x)
     raise AssertionError(name)
 
 
-def _emit_eltwise(m: ir.Module, prefix: str, lanes: int) -> None:
+def _convert(e: Emitter, v: ir.Value, src: str, dst: str, lanes: int) -> ir.Value:
+    """A vector of element kind ``src`` as kind ``dst`` (kinds: f32 f64 i32 i64 u8 bool)."""
+    b = e.b
+    if src == dst or (src, dst) == ("bool", "u8"):
+        return v
+    st, dt = _ELEM[src], _ELEM[dst]
+    svt, dvt = vec(st, lanes), vec(dt, lanes)
+    sfloat, dfloat = src in ("f32", "f64"), dst in ("f32", "f64")
+    if dst == "bool":
+        m = b.fcmp_unordered("!=", v, ir.Constant(svt, None)) if sfloat else b.icmp_signed("!=", v, ir.Constant(svt, None))
+        return b.zext(m, dvt)
+    if sfloat and dfloat:
+        return b.fpext(v, dvt) if dst == "f64" else b.fptrunc(v, dvt)
+    if sfloat:  # truncate toward zero, saturate, NaN -> 0 (ember's Convert)
+        kind = "fptoui" if dst == "u8" else "fptosi"
+        return e.call(f"llvm.{kind}.sat.v{lanes}i{dt.width}.v{lanes}{src}", dvt, [v])
+    unsigned = src in ("u8", "bool")
+    if dfloat:
+        return b.uitofp(v, dvt) if unsigned else b.sitofp(v, dvt)
+    if dt.width > st.width:
+        return b.zext(v, dvt) if unsigned else b.sext(v, dvt)
+    return b.trunc(v, dvt) if dt.width < st.width else v
+
+
+def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str) -> None:
     fn = Emitter.function(m, f"{prefix}_eltwise_task", VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
     b = e.b
-    vt = vec(F32, lanes)
+    regs_t = _Regs(e, lanes, rtype)
+    vt = regs_t.vt
     nvec = BLOCK // lanes
-    mth = VectorMath(e, lanes)
     h = {k: e.field(ctx, ELTWISE_CONTEXT[k]) for k in EW_HEAD}
     regs = e.var(vt, count=REGS * nvec)
     rb, cbk = b.sdiv(task, h["ncb"]), b.srem(task, h["ncb"])
@@ -163,18 +346,24 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int) -> None:
     c1 = e.min(h["inner"], b.add(c0, h["cb"]))
     ninstr = h["ninstr"]
     y = b.inttoptr(h["y"], PTR)
+    supported = SUPPORTED[rtype]
 
-    def reg(r: ir.Value, v: int | ir.Value) -> ir.Value:
-        return e.gep(vt, regs, b.add(b.mul(r, c64(nvec)), v if isinstance(v, ir.Value) else c64(v)))
+    def reg(rg: ir.Value, v: int | ir.Value) -> ir.Value:
+        return e.gep(vt, regs, b.add(b.mul(rg, c64(nvec)), v if isinstance(v, ir.Value) else c64(v)))
 
     def word(i: ir.Value) -> ir.Value:
         return e.load(I64, e.gep(I64, ctx, i))
+
+    def imm(w: ir.Value) -> ir.Value:
+        if rtype == "f32":
+            return e.splat(b.bitcast(b.trunc(w, I32), F32), lanes)
+        return e.splat(b.bitcast(w, F64) if rtype == "f64" else w, lanes)
 
     with e.loop(r0, r1, name="row") as row:
         i2 = b.srem(row, h["d2"])
         t = b.sdiv(row, h["d2"])
         i1, i0 = b.srem(t, h["d1"]), b.sdiv(t, h["d1"])
-        yrow = e.gep(F32, y, b.add(b.add(b.mul(i0, h["ys0"]), b.mul(i1, h["ys1"])), b.mul(i2, h["ys2"])))
+        yoff = b.add(b.add(b.mul(i0, h["ys0"]), b.mul(i1, h["ys1"])), b.mul(i2, h["ys2"]))
         with e.loop(c0, c1, BLOCK, name="blk") as col:
             n = e.min(c64(BLOCK), b.sub(c1, col))
             nv = e.cdiv(n, lanes)
@@ -185,8 +374,7 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int) -> None:
                 dst = word(b.add(base, c64(1)))
                 ra = word(b.add(base, c64(2)))
                 rb_ = word(b.add(base, c64(3)))
-                imm0 = e.splat(b.bitcast(b.trunc(word(b.add(base, c64(4))), I32), F32), lanes)
-                imm1 = e.splat(b.bitcast(b.trunc(word(b.add(base, c64(5))), I32), F32), lanes)
+                w4, w5 = word(b.add(base, c64(4))), word(b.add(base, c64(5)))
                 done = fn.append_basic_block("op.done")
                 sw = b.switch(op, done)
 
@@ -197,87 +385,100 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int) -> None:
                     body()
                     b.branch(done)
 
-                def load_input(etype: ir.Type, kind: str) -> Any:
-                    """LOAD of an input of element type ``etype`` (converted to f32)."""
-                    ivt = vec(etype, lanes)
+                def vload(kind: str, p: ir.Value, mask: ir.Value | None) -> ir.Value:
+                    et = _ELEM[kind]
+                    ivt = vec(et, lanes)
+                    if mask is None:
+                        return e.load(ivt, p, align=1)
+                    name = "f32" if kind == "f32" else "f64" if kind == "f64" else f"i{et.width}"
+                    return e.call(f"llvm.masked.load.v{lanes}{name}.p0", ivt, [p, c32(1), mask, ir.Constant(ivt, None)])
 
-                    def convert(v: ir.Value) -> ir.Value:
-                        if kind == "f":
-                            return v
-                        return b.sitofp(v, vt) if kind == "i" else b.uitofp(v, vt)
-
-                    def vload(p: ir.Value, mask: ir.Value | None) -> ir.Value:
-                        if mask is None:
-                            return e.load(ivt, p, align=1)
-                        name = f"llvm.masked.load.v{lanes}{'f32' if kind == 'f' else f'i{etype.width}'}.p0"
-                        return e.call(name, ivt, [p, c32(1), mask, ir.Constant(ivt, None)])
+                def load_input(kind: str) -> Any:
+                    """LOAD of an input of element kind ``kind`` (converted to the register type)."""
+                    et = _ELEM[kind]
 
                     def body() -> None:
                         ib = b.add(c64(EW_IN0), b.mul(ra, c64(EW_IN_WORDS)))
                         ptr = b.inttoptr(word(ib), PTR)
                         off = b.add(b.add(b.mul(i0, word(b.add(ib, c64(1)))), b.mul(i1, word(b.add(ib, c64(2))))),
                                     b.mul(i2, word(b.add(ib, c64(3)))))
-                        src = e.gep(etype, ptr, off)
+                        src = e.gep(et, ptr, off)
                         si = word(b.add(ib, c64(4)))
                         with b.if_else(b.icmp_signed("==", si, c64(0))) as (bcast, contig):
                             with bcast:
-                                x = e.load(etype, src)
-                                x = x if kind == "f" else (b.sitofp(x, F32) if kind == "i" else b.uitofp(x, F32))
-                                v = e.splat(x, lanes)
+                                x = e.load(et, src)
+                                v = _convert(e, e.splat(x, lanes), kind, rtype, lanes)
                                 with e.loop(0, nv, name="lv") as k:
                                     b.store(v, reg(dst, k))
                             with contig:
-                                p = e.gep(etype, src, col)
+                                p = e.gep(et, src, col)
                                 last = b.sub(nv, c64(1))
                                 with e.loop(0, last, name="lc") as k:
-                                    b.store(convert(vload(e.gep(etype, p, b.mul(k, c64(lanes))), None)), reg(dst, k))
-                                b.store(convert(vload(e.gep(etype, p, b.mul(last, c64(lanes))), tail_mask)),
-                                        reg(dst, last))
+                                    v = vload(kind, e.gep(et, p, b.mul(k, c64(lanes))), None)
+                                    b.store(_convert(e, v, kind, rtype, lanes), reg(dst, k))
+                                v = vload(kind, e.gep(et, p, b.mul(last, c64(lanes))), tail_mask)
+                                b.store(_convert(e, v, kind, rtype, lanes), reg(dst, last))
                     return body
 
-                def store() -> None:
-                    p = e.gep(F32, yrow, col)
-                    last = b.sub(nv, c64(1))
-                    with e.loop(0, last, name="sc") as k:
-                        b.store(e.load(vt, reg(ra, k)), e.gep(F32, p, b.mul(k, c64(lanes))), align=4)
-                    masked_store(e, e.load(vt, reg(ra, last)), e.gep(F32, p, b.mul(last, c64(lanes))), tail_mask)
+                def store(kind: str) -> Any:
+                    et = _ELEM[kind]
+                    name = "f32" if kind == "f32" else "f64" if kind == "f64" else f"i{et.width}"
+
+                    def body() -> None:
+                        p = e.gep(et, e.gep(et, y, yoff), col)
+                        last = b.sub(nv, c64(1))
+                        with e.loop(0, last, name="sc") as k:
+                            v = _convert(e, e.load(vt, reg(ra, k)), rtype, kind, lanes)
+                            b.store(v, e.gep(et, p, b.mul(k, c64(lanes))), align=1)
+                        v = _convert(e, e.load(vt, reg(ra, last)), rtype, kind, lanes)
+                        e.call(f"llvm.masked.store.v{lanes}{name}.p0", VOID,
+                               [v, e.gep(et, p, b.mul(last, c64(lanes))), c32(1), tail_mask])
+                    return body
 
                 def unary(name: str) -> Any:
                     def body() -> None:
+                        i0_, i1_ = imm(w4), imm(w5)
                         with e.loop(0, nv, name="u") as k:
-                            b.store(_unary(mth, name, e.load(vt, reg(ra, k)), imm0, imm1), reg(dst, k))
+                            b.store(_unary(regs_t, name, e.load(vt, reg(ra, k)), i0_, i1_), reg(dst, k))
                     return body
 
                 def binary(name: str) -> Any:
                     def body() -> None:
                         with e.loop(0, nv, name="bi") as k:
-                            b.store(_binary(mth, name, e.load(vt, reg(ra, k)), e.load(vt, reg(rb_, k))),
+                            b.store(_binary(regs_t, name, e.load(vt, reg(ra, k)), e.load(vt, reg(rb_, k))),
                                     reg(dst, k))
                     return body
 
-                case(OPCODES["load"], load_input(F32, "f"))
-                case(OPCODES["load_i32"], load_input(I32, "i"))
-                case(OPCODES["load_i64"], load_input(I64, "i"))
-                case(OPCODES["load_u8"], load_input(ir.IntType(8), "u"))
-                case(OPCODES["store"], store)
+                def select() -> None:
+                    with e.loop(0, nv, name="sel") as k:
+                        cond = regs_t.truth(e.load(vt, reg(ra, k)))
+                        b.store(b.select(cond, e.load(vt, reg(rb_, k)), e.load(vt, reg(w4, k))), reg(dst, k))
+
+                for name, kind in LOAD_OPS.items():
+                    case(OPCODES[name], load_input(kind))
+                for name, kind in STORE_OPS.items():
+                    case(OPCODES[name], store(kind))
                 for name in UNARY_OPS:
-                    case(OPCODES[name], unary(name))
+                    if name in supported:
+                        case(OPCODES[name], unary(name))
                 for name in BINARY_OPS:
-                    case(OPCODES[name], binary(name))
+                    if name in supported:
+                        case(OPCODES[name], binary(name))
+                case(OPCODES["select"], select)
                 b.position_at_end(done)
     b.ret_void()
 
 
-def _build_eltwise(prefix: str, isa: Isa) -> ir.Module:
+def _build_eltwise(prefix: str, isa: Isa, rtype: str) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
-    _emit_eltwise(m, prefix, isa.f32_lanes)
+    _emit_eltwise(m, prefix, isa.f32_lanes, rtype)
     return m
 
 
 @functools.cache
-def _eltwise_library(isa: Isa) -> jit.Library:
-    return jit.load(f"eltwise|{isa.level}|b{BLOCK}|r{REGS}", isa, lambda p: _build_eltwise(p, isa))
+def _eltwise_library(isa: Isa, rtype: str = "f32") -> jit.Library:
+    return jit.load(f"eltwise|{isa.level}|{rtype}|b{BLOCK}|r{REGS}", isa, lambda p: _build_eltwise(p, isa, rtype))
 
 
 def _collapse_operands(shape: tuple[int, ...], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
@@ -302,6 +503,7 @@ def eltwise_fits(out_shape: tuple[int, ...], input_shapes: list[tuple[int, ...]]
     """Whether contiguous inputs of these shapes, broadcast to ``out_shape``, fit the kernel."""
     if len(input_shapes) > MAX_INPUTS:
         return False
+
     def contiguous(shape: tuple[int, ...]) -> list[int]:
         out: list[int] = []
         acc = 1
@@ -322,23 +524,39 @@ def eltwise_fits(out_shape: tuple[int, ...], input_shapes: list[tuple[int, ...]]
     return len(dims) <= 4 and (not dims or all(s[-1] in (0, 1) for s in st))
 
 
-def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple], threads: int,
-                   isa: Isa | None = None) -> BoundKernel | None:
-    """A bound elementwise program writing ``y`` (float32, contiguous innermost axis).
+def _imm_word(op: str, v: float, rtype: str) -> int:
+    """A context word holding immediate ``v`` as the register type reads it."""
+    if op == "select":  # a register number
+        return int(v)
+    if rtype == "f32":
+        return f32_bits(v)
+    if rtype == "f64":
+        return int(np.array([v], np.float64).view(np.int64)[0])
+    return int(v)
 
-    ``inputs`` are arrays broadcastable to ``y`` (float32, or int32/int64/uint8/bool read
-    with ``load_i32``/``load_i64``/``load_u8``); ``program`` is a list of ``(op, dst, a, b,
-    imm0, imm1)`` with ``op`` a name in :data:`OPCODES` (``load``: register ``dst`` = input
-    ``a``; ``store``: ``y`` = register ``a``). None when the shapes do not fit
-    the kernel (more than 4 collapsed dims, an input whose innermost stride is not 0 or 1)."""
+
+def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple], threads: int,
+                   isa: Isa | None = None, rtype: str = "f32") -> BoundKernel | None:
+    """A bound elementwise program writing ``y`` (contiguous innermost axis; f32, f64, i32,
+    i64, u8 or bool).
+
+    ``inputs`` are arrays broadcastable to ``y`` (read with the ``load*`` opcode of their
+    dtype, :data:`LOAD_FOR`); ``program`` is a list of ``(op, dst, a, b, imm0, imm1)`` with
+    ``op`` a name in :data:`OPCODES` (``load*``: register ``dst`` = input ``a``; ``store*``:
+    ``y`` = register ``a``; ``select``: ``dst = a ? b : imm0``), run in registers of type
+    ``rtype`` (``f32``, ``f64`` or ``i64``). None when the shapes do not fit the kernel (more
+    than 4 collapsed dims, an input whose innermost stride is not 0 or 1)."""
     if len(inputs) > MAX_INPUTS or len(program) > MAX_INSTR:
         return None
     isa = isa or host_isa()
+    lib = _eltwise_library(isa, rtype)
     if y.size == 0:  # nothing to compute (numpy gives empty arrays arbitrary strides)
-        return BoundKernel(_eltwise_library(isa).address("eltwise_task"), ELTWISE_CONTEXT.new(), 0,
+        return BoundKernel(lib.address("eltwise_task"), ELTWISE_CONTEXT.new(), 0,
                            threads, (y, *inputs), layout=ELTWISE_CONTEXT)
     views = [np.broadcast_to(a, y.shape) for a in inputs]
-    strides = [[s // 4 for s in y.strides]] + [[s // v.itemsize for s in v.strides] for v in views]
+    if any(s % v.itemsize for v in (y, *views) for s in v.strides):
+        return None
+    strides = [[s // y.itemsize for s in y.strides]] + [[s // v.itemsize for s in v.strides] for v in views]
     dims, st = _collapse_operands(y.shape, strides)
     if not dims:
         dims, st = [1], [[1] for _ in strides]
@@ -374,6 +592,7 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
         ctx[base:base + EW_IN_WORDS] = [view.ctypes.data, st[i + 1][0], st[i + 1][1], st[i + 1][2], st[i + 1][3]]
     for j, (op, dst, a, b_, imm0, imm1) in enumerate(program):
         base = EW_PROG0 + j * EW_INSTR_WORDS
-        ctx[base:base + EW_INSTR_WORDS] = [OPCODES[op], dst, a, b_, f32_bits(imm0), f32_bits(imm1)]
+        ctx[base:base + EW_INSTR_WORDS] = [OPCODES[op], dst, a, b_, _imm_word(op, imm0, rtype),
+                                           _imm_word(op, imm1, rtype)]
     n_tasks = -(-nrows // rpt) * ncb if y.size else 0
-    return BoundKernel(_eltwise_library(isa).address("eltwise_task"), ctx, n_tasks, threads, (y, *inputs), layout=ELTWISE_CONTEXT)
+    return BoundKernel(lib.address("eltwise_task"), ctx, n_tasks, threads, (y, *inputs), layout=ELTWISE_CONTEXT)

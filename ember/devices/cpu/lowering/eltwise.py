@@ -1,15 +1,22 @@
 """Lowering rule for fused elementwise chains (one program per chain, see
-:mod:`ember.devices.cpu.kernels.eltwise`)."""
+:mod:`ember.devices.cpu.kernels.eltwise`).
+
+A chain runs in one register type: f32, f64, or i64 (int32 values too, wrapped to 32 bits after
+each arithmetic op). Booleans (comparisons, logical ops, IsNaN...) are 0/1 in any register type,
+so ``Select(Less(a, b), x, y)`` is one program. A Convert fuses as the load of a chain (its input
+converted as it is read), inside a chain when the register type stays, or as its store.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.kernels.eltwise import NATIVE_BINARY, NATIVE_UNARY
+from ember.devices.cpu.kernels.eltwise import LOAD_FOR, NATIVE_BINARY, NATIVE_UNARY, STORE_FOR, SUPPORTED
 from ember.devices.cpu.lowering.driver import (
     F32,
     Lowering,
@@ -23,29 +30,63 @@ from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
 
-LOADABLE = {np.dtype(d) for d in (np.float32, np.int32, np.int64, np.uint8, np.bool_)}
+LOADABLE = set(LOAD_FOR)
+BOOL = np.dtype(np.bool_)
+I32 = np.dtype(np.int32)
+#: the register type a value of each dtype computes in (bool fits any; u8 only loads and stores)
+KIND = {F32: "f32", np.dtype(np.float64): "f64", I32: "i64", np.dtype(np.int64): "i64"}
+#: ops after which an int32 result held in i64 registers wraps to 32 bits
+_WRAPS = frozenset({"add", "sub", "mul", "div", "pydiv", "neg", "abs", "sqdiff", "square"})
+#: ops that take boolean operands as they are (0/1 in any register type)
+_BOOL_OK = frozenset({"eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "not", "select"})
+_MAX_PROGRAM = 20
 
 
-def _ew_unary(node: Node) -> tuple[str, float, float] | None:
-    """(op, imm0, imm1) of a unary elementwise node, or None."""
+@dataclass
+class _Spec:
+    """How one node runs in a program: ``op`` over the ``data`` inputs (``""``: nothing to do)."""
+
+    op: str
+    data: tuple[int, ...]
+    kind: str | None   # register type it needs (None: any)
+    imm: tuple[float, float] = (0.0, 0.0)
+    last: bool = False  # a Convert the chain's store performs: the chain ends here
+
+
+def _unary_op(node: Node, kind: str | None) -> tuple[str, float, float] | None:
+    """(op, imm0, imm1) of a one-input node, or None."""
     t = node.type_name
-    if t == "Convert":  # to f32 from an integer or bool input: the load converts
-        return "mulc", 1.0, 0.0
-    if t in NATIVE_UNARY and len(node.input_values()) == 1:
+    ins = node.input_values()
+    if t in NATIVE_UNARY and len(ins) == 1:
         return NATIVE_UNARY[t], 0.0, 0.0
     if t == "Clamp":
-        return "clamp", float(node.attrs["min"]), float(node.attrs["max"])
+        lo, hi = float(node.attrs["min"]), float(node.attrs["max"])
+        if kind == "i64":  # integer clamps round the bounds inwards, within the type
+            info = np.iinfo(ins[0].element_type.dtype)
+            lo, hi = max(math.ceil(lo), info.min), min(math.floor(hi), info.max)
+        return "clamp", lo, hi
     if t == "Elu":
         return "elu", float(node.attrs["alpha"]), 0.0
     if t == "Gelu":
         mode = str(node.attrs.get("approximation_mode", "ERF")).upper()
         return ("gelu_tanh" if mode == "TANH" else "gelu_erf"), 0.0, 0.0
     if t == "Swish":
-        beta = 1.0 if len(node.input_values()) == 1 else scalar_of(node.input_values()[1])
+        beta = 1.0 if len(ins) == 1 else scalar_of(ins[1])
         return None if beta is None else ("swish", beta, 0.0)
+    if t in ("Selu", "HardSigmoid"):
+        a, b = scalar_of(ins[1]), scalar_of(ins[2])
+        return None if a is None or b is None else ("selu" if t == "Selu" else "hardsigmoid", a, b)
+    if t == "Round":
+        mode = str(node.attrs.get("mode", "half_to_even")).lower()
+        return ("round_even" if mode == "half_to_even" else "round_away"), 0.0, 0.0
+    if t == "IsInf":
+        pos, neg = bool(node.attrs.get("detect_positive", True)), bool(node.attrs.get("detect_negative", True))
+        if not (pos or neg):
+            return None
+        return ("isinf" if pos and neg else "isinf_pos" if pos else "isinf_neg"), 0.0, 0.0
     if t == "Power":
-        ex = scalar_of(node.input_values()[1])
-        if ex is None or node.input_values()[1].partial_shape.rank.get_length() > len(node.output(0).partial_shape):
+        ex = scalar_of(ins[1])
+        if ex is None or kind != "f32" or ins[1].partial_shape.rank.get_length() > len(node.output(0).partial_shape):
             return None
         if ex == 2.0:
             return "square", 0.0, 0.0
@@ -60,15 +101,59 @@ def _ew_unary(node: Node) -> tuple[str, float, float] | None:
     return None
 
 
-def _ew_ok(node: Node) -> bool:
-    if len(node.outputs()) != 1 or node.output(0).element_type.dtype != F32:
-        return False
-    if node.type_name == "Convert":
-        return node.input_values()[0].element_type.dtype in LOADABLE
-    if any(s.element_type.dtype != F32 for s in node.input_values()):
-        return False
-    mode = str(node.attrs.get("auto_broadcast", "numpy")).lower()
-    return mode in ("numpy", "none")
+def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
+    """How ``node`` runs in a chain of register type ``kind`` (None: it starts the chain)."""
+    if len(node.outputs()) != 1 or node.output(0).element_type.dtype not in STORE_FOR:
+        return None
+    t = node.type_name
+    ins = node.input_values()
+    out = node.output(0).element_type.dtype
+    if t == "Convert":
+        src = ins[0].element_type.dtype
+        if src not in LOADABLE:
+            return None
+        ks, kd = KIND.get(src), KIND.get(out)
+        to_bool = out == BOOL
+        if chain is None:
+            if ks in ("f32", "f64") and out in (I32, np.dtype(np.uint8)):
+                return _Spec("", (0,), ks, last=True)  # f32 -> i32/u8: the store saturates
+            k = kd or ks or "f32"
+            return _Spec("tobool" if to_bool else "wrap32" if out == I32 and k == "i64" else "", (0,), k)
+        if to_bool:
+            return _Spec("tobool", (0,), kind)
+        if kd == kind:
+            return _Spec("wrap32" if out == I32 else "", (0,), kind)
+        return _Spec("", (0,), kind, last=True)
+    if t == "Select":
+        if ins[0].element_type.dtype != BOOL or str(node.attrs.get("auto_broadcast", "numpy")).lower() not in (
+                "numpy", "none"):
+            return None
+        dt = ins[1].element_type.dtype
+        if dt not in LOADABLE or (dt != BOOL and dt not in KIND):
+            return None
+        return _Spec("select", (0, 1, 2), KIND.get(dt))
+    if t in NATIVE_BINARY and len(ins) == 2:
+        op = NATIVE_BINARY[t]
+        if str(node.attrs.get("auto_broadcast", "numpy")).lower() not in ("numpy", "none"):
+            return None
+        dt = ins[0].element_type.dtype
+        if dt == BOOL:
+            return _Spec(op, (0, 1), None) if op in _BOOL_OK else None
+        if dt not in KIND or ins[1].element_type.dtype != dt:
+            return None
+        k = KIND[dt]
+        if op == "div" and k == "i64" and node.attrs.get("m_pythondiv", True):
+            op = "pydiv"
+        return _Spec(op, (0, 1), k)
+    dt = ins[0].element_type.dtype if ins else None
+    if dt == BOOL and t == "LogicalNot":
+        return _Spec("not", (0,), None)
+    if dt not in KIND:
+        return None
+    u = _unary_op(node, KIND[dt])
+    if u is None:
+        return None
+    return _Spec(u[0], (0,), KIND[dt], (u[1], u[2]))
 
 
 def _prelu_slope(node: Node, slope_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -80,17 +165,20 @@ def _prelu_slope(node: Node, slope_shape: tuple[int, ...]) -> tuple[int, ...]:
     return slope_shape
 
 
-@lowers(*NATIVE_UNARY, *NATIVE_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power", "Convert")
+_TYPES = (*NATIVE_UNARY, *NATIVE_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power", "Convert", "Select", "Selu",
+          "HardSigmoid", "Round", "IsInf")
+
+
+@lowers(*_TYPES)
 def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernel
 
-    if not _ew_ok(node):
-        return False
     out_port = node.output(0)
     out_shape = static_shape(out_port)
     rank = len(out_shape)
     # operands: ("tensor", Tensor, logical shape) or ("const", array)
     operands: list[tuple[str, Any, tuple[int, ...]]] = []
+    state: dict[str, Any] = {"kind": None, "last": False}
 
     def operand(port: Output, shape_override: tuple[int, ...] | None = None) -> int:
         c = const_of(port)
@@ -105,64 +193,84 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     prog: list[tuple] = []  # (op, dst, a, b, imm0, imm1) with operand indices in 'load'
 
     def emit(n: Node, chain: Output | None) -> bool:
-        u = _ew_unary(n)
-        if u is not None and (n.type_name != "Power" or chain is None or n.input_values()[0] == chain):
-            if chain is None:
-                prog.append(("load", 0, operand(n.input_values()[0]), 0, 0.0, 0.0))
-            if n.type_name != "Convert":
-                prog.append((u[0], 0, 0, 0, u[1], u[2]))
-            return True
-        if n.type_name not in NATIVE_BINARY or len(n.input_values()) != 2:
+        spec = _spec(n, chain, state["kind"])
+        if spec is None:
             return False
-        op = NATIVE_BINARY[n.type_name]
-        a, b_ = n.input_values()
-        if chain is None:
-            prog.append(("load", 0, operand(a), 0, 0.0, 0.0))
-            shape = _prelu_slope(n, static_shape(b_)) if op == "prelu" else None
-            prog.append(("load", 1, operand(b_, shape), 0, 0.0, 0.0))
-            prog.append((op, 0, 0, 1, 0.0, 0.0))
-            return True
-        first = a == chain
-        other = b_ if first else a
-        if other == chain:
-            prog.append((op, 0, 0, 0, 0.0, 0.0))
-            return True
-        s = scalar_of(other)
-        if s is not None and op in ("add", "mul") or (s is not None and op == "sub" and first):
-            imm = -s if op == "sub" else s
-            prog.append(("mulc" if op == "mul" else "addc", 0, 0, 0, imm, 0.0))
-            return True
-        if s is not None and op in ("sub", "div") and not first:
-            prog.append(("rsubc" if op == "sub" else "rdivc", 0, 0, 0, s, 0.0))
-            return True
-        if op == "prelu" and not first:
+        kind = state["kind"] if chain is not None else (spec.kind or "f32")
+        if spec.kind is not None and spec.kind != kind:
             return False
-        shape = _prelu_slope(n, static_shape(other)) if op == "prelu" else None
-        if const_of(other) is None and not lowering.has(other):
+        if spec.op and spec.op != "select" and spec.op not in SUPPORTED[kind]:
             return False
-        prog.append(("load", 1, operand(other, shape), 0, 0.0, 0.0))
-        prog.append((op, 0, 0, 1, 0.0, 0.0) if first else (op, 0, 1, 0, 0.0, 0.0))
+        ins = n.input_values()
+        data = [ins[i] for i in spec.data]
+        if chain is not None and chain not in data:
+            return False
+        if any(p.element_type.dtype not in LOADABLE for p in data):
+            return False
+        state["kind"] = kind
+        op = spec.op
+        # f32 chains take scalar constants as immediates (x / s stays a division, as REFERENCE's)
+        if kind == "f32" and chain is not None and op in ("add", "sub", "mul", "div"):
+            first = data[0] == chain
+            other = data[1] if first else data[0]
+            s = scalar_of(other) if other != chain else None
+            if s is not None and (op in ("add", "mul") or (op == "sub" and first)):
+                prog.append(("mulc" if op == "mul" else "addc", 0, 0, 0, -s if op == "sub" else s, 0.0))
+                return True
+            if s is not None and not first:
+                prog.append(("rsubc" if op == "sub" else "rdivc", 0, 0, 0, s, 0.0))
+                return True
+        regs: dict[Any, int] = {}
+        if chain is not None:
+            regs[chain] = 0
+        for i, p in enumerate(data):
+            if p in regs:
+                continue
+            if const_of(p) is None and not lowering.has(p):
+                return False
+            r = len(regs) if chain is not None else i
+            if n.type_name == "PRelu" and i == 1:
+                idx = operand(p, _prelu_slope(n, static_shape(p)))
+            else:
+                idx = operand(p)
+            prog.append(("load", r, idx, 0, 0.0, 0.0))
+            regs[p] = r
+        rr = [regs[p] for p in data]
+        if op == "select":
+            prog.append(("select", 0, rr[0], rr[1], rr[2], 0.0))
+        elif op and len(rr) == 2:
+            prog.append((op, 0, rr[0], rr[1], 0.0, 0.0))
+        elif op:
+            prog.append((op, 0, rr[0], 0, spec.imm[0], spec.imm[1]))
+        if spec.last:
+            state["last"] = True
+        return _after(n, op, kind)
+
+    def _after(n: Node, op: str, kind: str) -> bool:
+        if kind == "i64" and n.output(0).element_type.dtype == I32 and op in _WRAPS:
+            prog.append(("wrap32", 0, 0, 0, 0.0, 0.0))
         return True
 
     if not emit(node, None):
         return False
     last, fused = node, []
-    while len(prog) < 20:
+    while len(prog) < _MAX_PROGRAM and not state["last"]:
         nxt = lowering.sole_consumer(last)
-        if nxt is None or not _ew_ok(nxt) or static_shape(nxt.output(0)) != out_shape:
+        if nxt is None or static_shape(nxt.output(0)) != out_shape:
             break
-        mark = (len(prog), len(operands))
-        if not emit(nxt, last.output(0)):
+        mark = (len(prog), len(operands), dict(state))
+        if not emit(nxt, last.output(0)) or len(prog) > _MAX_PROGRAM:
             del prog[mark[0]:]
             del operands[mark[1]:]
+            state.clear()
+            state.update(mark[2])
             break
         last = nxt
         fused.append(nxt)
-    if len(operands) > 8:
+    if len(operands) > 8 or not operands:
         return False
-    prog.append(("store", 0, 0, 0, 0.0, 0.0))
-    from ember.devices.cpu.kernels.eltwise import LOAD_FOR
-
+    out_dtype = last.output(0).element_type.dtype
+    prog.append((STORE_FOR[out_dtype], 0, 0, 0, 0.0, 0.0))
     prog = [(LOAD_FOR[operands[a][1].dtype], dst, a, *rest) if op == "load" else (op, dst, a, *rest)
             for op, dst, a, *rest in prog]
     # layout: NHWC when a full-size input is NHWC and every other tensor input can be viewed so
@@ -201,15 +309,17 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     y: Tensor | None = None
     for (kind, t, _), src in zip(operands, ins):  # in place over a dying full-size input
         if kind == "tensor" and src is t and t.kind == "value" and t.producer is not None and t.producer.native \
-                and t.shape == phys and t.layout == layout and len(tensors) >= 1 and _dies_here(lowering, t, node):
+                and t.shape == phys and t.layout == layout and t.dtype == out_dtype and len(tensors) >= 1 \
+                and _dies_here(lowering, t, node):
             y = lowering.program.view(t, phys, lambda a: a, layout=layout, name=last.friendly_name)
             break
     if y is None:
-        y = lowering.value(phys, layout, name=last.friendly_name)
+        y = lowering.value(phys, layout, out_dtype, name=last.friendly_name)
     threads = lowering.threads
+    rtype = state["kind"]
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        k = eltwise_kernel(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa)
+        k = eltwise_kernel(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa, rtype)
         if k is None:
             raise EmberError(f"ember: internal: elementwise chain at '{node.friendly_name}' does not fit the kernel")
         return [k]

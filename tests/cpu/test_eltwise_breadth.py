@@ -1,0 +1,188 @@
+"""Elementwise, logical, conversion and reduction breadth of the CPU device against REFERENCE:
+one table per family (comparisons/logical/Select, activations, integer and f64 chains, Convert,
+reductions, movement), with edge values (NaN, inf, -0.0, integer wrap, division by zero, empty
+tensors, broadcasting, rank 0). Every case must run with no op on a reference kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as ops
+from ember.graph.model import Model
+
+RNG = np.random.default_rng(2026)
+EDGE = np.array([0.0, -0.0, 1e-30, 0.5, -0.5, 1.5, -2.5, 2.5, 0.49999997, 1.0, -1.0, 3.0, 20.0, -30.0,
+                 100.0, 1e10, -1e10, np.inf, -np.inf, np.nan], np.float32)
+I32 = np.iinfo(np.int32)
+I64 = np.iinfo(np.int64)
+
+
+def _f(shape: tuple[int, ...], dtype=np.float32, edge: bool = True) -> np.ndarray:  # noqa: ANN001
+    a = (RNG.standard_normal(shape) * 3).astype(dtype)
+    if edge and a.size:
+        flat = a.reshape(-1)
+        k = min(flat.size, EDGE.size)
+        flat[:k] = RNG.permutation(EDGE)[:k]
+    return a
+
+
+def _i(shape: tuple[int, ...], dtype=np.int32, lo: int = -20, hi: int = 20, edge: bool = True) -> np.ndarray:  # noqa: ANN001
+    a = RNG.integers(lo, hi, shape).astype(dtype)
+    if edge and a.size:
+        info = np.iinfo(dtype)
+        vals = np.array([0, 1, -1, info.max, info.min, 7, -7, info.max - 1, info.min + 1], dtype)
+        flat = a.reshape(-1)
+        k = min(flat.size, vals.size)
+        flat[:k] = vals[:k]
+    return a
+
+
+def _b(shape: tuple[int, ...]) -> np.ndarray:
+    return RNG.integers(0, 2, shape).astype(np.bool_)
+
+
+Case = tuple[Callable[..., object], list[np.ndarray]]
+
+
+def _case(fn: Callable[..., object], *inputs: np.ndarray) -> Case:
+    return fn, list(inputs)
+
+
+def _check(fn: Callable[..., object], inputs: list[np.ndarray], rtol: float = 2e-6) -> None:
+    params = [ops.parameter(list(a.shape), a.dtype, name=f"x{i}") for i, a in enumerate(inputs)]
+    out = fn(*params)
+    outs = out if isinstance(out, list) else [out]
+    model = Model(outs, params, "case")
+    core = ember.Core()
+    want = core.compile_model(model, "REFERENCE")(inputs)
+    cm = core.compile_model(model, "CPU")
+    prog = cm._executable.program
+    assert not prog.stats["fallbacks"], f"ran on reference kernels: {prog.stats['fallbacks']}"
+    got = cm(inputs)
+    for k in range(len(outs)):
+        g, w = got[k], want[k]
+        assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, g.dtype, w.shape, w.dtype)
+        if w.dtype.kind != "f":
+            np.testing.assert_array_equal(g, w)
+            continue
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        inf = np.isinf(w)
+        np.testing.assert_array_equal(g[inf], w[inf])
+        fin = np.isfinite(w)
+        np.testing.assert_allclose(g[fin], w[fin], rtol=rtol, atol=rtol)
+
+
+# -- comparisons, logical ops, Select ---------------------------------------------------------
+LOGIC: dict[str, Case] = {
+    **{f"cmp-{name}": _case(getattr(ops, name), _f((3, 41)), _f((3, 41)))
+       for name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")},
+    "cmp-broadcast-scalar-const": _case(lambda a: ops.less(a, np.float32(0.5)), _f((2, 3, 17))),
+    "cmp-nan-self": _case(lambda a: ops.equal(a, a), _f((41,))),
+    "cmp-neg-zero": _case(lambda a: ops.equal(a, np.float32(-0.0)), np.array([0.0, -0.0, 1.0], np.float32)),
+    "logical-and-or-xor-not": _case(lambda a, b: ops.logical_xor(ops.logical_not(ops.logical_and(a, b)),
+                                                                 ops.logical_or(a, b)), _b((4, 33)), _b((1, 33))),
+    "select-from-compare": _case(lambda a, b: ops.select(ops.greater(a, b), a, ops.multiply(b, np.float32(2))),
+                                 _f((3, 37)), _f((3, 37))),
+    "select-broadcast-cond": _case(lambda c, a, b: ops.select(c, a, b), _b((1, 19)), _f((4, 19)), _f((4, 1))),
+    "select-chain-cond-const-branches": _case(
+        lambda a: ops.select(ops.is_nan(a), np.float32(0.0), ops.relu(a)), _f((5, 20))),
+    "select-bool-branches": _case(lambda c, a, b: ops.select(c, a, b), _b((33,)), _b((33,)), _b((33,))),
+    "select-int64": _case(lambda c, a, b: ops.select(c, a, b), _b((2, 9)), _i((2, 9), np.int64), _i((9,), np.int64)),
+    "select-rank0": _case(lambda c, a, b: ops.select(c, a, b), _b(()), _f(()), _f(())),
+    "select-empty": _case(lambda c, a, b: ops.select(c, a, b), _b((0, 3)), _f((0, 3)), _f((1, 3))),
+    "isnan-isinf-isfinite": _case(lambda a: [ops.is_nan(a), ops.is_inf(a), ops.is_finite(a),
+                                             ops.is_inf(a, {"detect_negative": False}),
+                                             ops.is_inf(a, {"detect_positive": False})], _f((2, 21))),
+    "mask-to-float": _case(lambda a: ops.multiply(ops.convert(ops.greater(a, np.float32(0)), "f32"), a), _f((50,))),
+    "int-compare-then-float-select": _case(
+        lambda i, a: ops.select(ops.less(i, np.int64(3)), a, np.float32(-1e9)), _i((2, 1, 7), np.int64),
+        _f((2, 5, 7))),
+}
+
+# -- activations and float ops ----------------------------------------------------------------
+ACTIVATIONS: dict[str, Case] = {
+    "sign": _case(ops.sign, _f((3, 41))),
+    "softsign": _case(ops.softsign, _f((3, 41))),
+    "selu": _case(lambda a: ops.selu(a, np.array([1.6732632], np.float32), np.array([1.0507], np.float32)),
+                  _f((3, 41))),
+    "hard-sigmoid": _case(lambda a: ops.hard_sigmoid(a, np.float32(0.2), np.float32(0.5)), _f((3, 41))),
+    "round-half-even": _case(lambda a: ops.round(a, mode="half_to_even"), _f((3, 41))),
+    "round-half-away": _case(lambda a: ops.round(a, mode="half_away_from_zero"), _f((3, 41))),
+    "leaky-relu-scalar-prelu": _case(lambda a: ops.prelu(a, np.array([0.1], np.float32)), _f((2, 5, 7))),
+    "mod": _case(ops.mod, _f((3, 41)), _f((3, 41))),
+    "floor-mod": _case(ops.floor_mod, _f((3, 41)), _f((41,))),
+    "floor-mod-by-zero": _case(ops.floor_mod, _f((8,)), np.zeros(8, np.float32)),
+    "div-by-zero": _case(ops.divide, _f((20,)), np.array([0.0, -0.0] * 10, np.float32)),
+    "chain-many": _case(lambda a, b: ops.sign(ops.floor_mod(ops.softsign(ops.maximum(a, b)), np.float32(0.3))),
+                        _f((4, 33)), _f((4, 33))),
+}
+
+def _trunc_div(a, b):  # noqa: ANN001, ANN202
+    from ember.ops.elementwise import Divide
+
+    return Divide([a, b], {"auto_broadcast": "numpy", "m_pythondiv": False})
+
+
+# -- integers and f64 -------------------------------------------------------------------------
+INTEGERS: dict[str, Case] = {}
+for _dt in (np.int32, np.int64):
+    _n = np.dtype(_dt).name
+    INTEGERS.update({
+        f"{_n}-add-sub-mul-wrap": _case(lambda a, b: ops.subtract(ops.multiply(ops.add(a, b), b), a),
+                                        _i((3, 17), _dt), _i((3, 17), _dt)),
+        f"{_n}-div-python": _case(ops.divide, _i((60,), _dt), _i((60,), _dt, -5, 5)),
+        f"{_n}-div-trunc": _case(_trunc_div, _i((60,), _dt, -1000, 1000, edge=False), _i((60,), _dt, -5, 5)),
+        f"{_n}-mod-floormod": _case(lambda a, b: [ops.mod(a, b), ops.floor_mod(a, b)], _i((60,), _dt),
+                                    _i((60,), _dt, -5, 5)),
+        f"{_n}-min-max-compare": _case(lambda a, b: [ops.maximum(a, b), ops.minimum(a, b), ops.less_equal(a, b)],
+                                       _i((2, 30), _dt), _i((30,), _dt)),
+        f"{_n}-neg-abs-sign-clamp": _case(lambda a: ops.clamp(ops.sign(ops.absolute(ops.negative(a))), -0.5, 100.7),
+                                          _i((40,), _dt)),
+        f"{_n}-broadcast-rank0": _case(lambda a, b: ops.add(a, b), _i((2, 3), _dt), _i((), _dt)),
+    })
+INTEGERS.update({
+    "int32-min-div-minus-one": _case(ops.divide, np.array([I32.min, I32.max, 7], np.int32), np.full(3, -1, np.int32)),
+    "int64-min-div-minus-one": _case(ops.divide, np.array([I64.min, 5, -5], np.int64), np.full(3, -1, np.int64)),
+    "int-div-by-zero": _case(lambda a, b: [ops.divide(a, b), ops.mod(a, b), ops.floor_mod(a, b)],
+                             _i((20,), np.int32), np.zeros(20, np.int32)),
+    "int64-shape-glue": _case(lambda s: ops.multiply(ops.divide(ops.add(s, np.int64(1)), np.int64(2)), np.int64(3)),
+                              np.array([1, 7, 224, 224], np.int64)),
+    "f64-chain": _case(lambda a, b: ops.sqrt(ops.absolute(ops.add(ops.multiply(a, b), np.array(1e-300, np.float64)))),
+                       _f((3, 33), np.float64), _f((3, 33), np.float64)),
+    "f64-compare-select": _case(lambda a, b: ops.select(ops.greater(a, b), a, b), _f((40,), np.float64),
+                                _f((40,), np.float64)),
+    "f64-floor-ceil-round": _case(lambda a: [ops.floor(a), ops.ceiling(a), ops.round(a, mode="half_to_even")],
+                                  _f((40,), np.float64)),
+    "empty-int": _case(ops.add, _i((0, 4), np.int64), _i((4,), np.int64)),
+})
+
+# -- Convert ----------------------------------------------------------------------------------
+CONVERTS: dict[str, Case] = {
+    **{f"convert-f32-{d}": _case(lambda a, d=d: ops.convert(a, d), _f((3, 41)))
+       for d in ("i32", "i64", "u8", "boolean", "f64")},
+    **{f"convert-i64-{d}": _case(lambda a, d=d: ops.convert(a, d), _i((3, 41), np.int64))
+       for d in ("i32", "f32", "f64", "boolean", "u8")},
+    **{f"convert-i32-{d}": _case(lambda a, d=d: ops.convert(a, d), _i((3, 41), np.int32)) for d in ("i64", "f32")},
+    "convert-bool-i64": _case(lambda a: ops.convert(a, "i64"), _b((2, 19))),
+    "convert-f64-f32": _case(lambda a: ops.convert(a, "f32"), _f((40,), np.float64)),
+    "convert-in-int-chain": _case(lambda a, b: ops.add(ops.convert(a, "i64"), b), _i((30,), np.int32),
+                                  _i((30,), np.int64)),
+    "convert-float-chain-to-int": _case(lambda a: ops.convert(ops.floor(ops.multiply(a, np.float32(10))), "i32"),
+                                        _f((50,))),
+    "convert-int-arith-to-float": _case(lambda a, b: ops.convert(ops.add(a, b), "f32"), _i((30,), np.int64),
+                                        _i((30,), np.int64)),
+    "convert-f32-i64-then-int-math": _case(lambda a: ops.add(ops.convert(a, "i64"), np.int64(5)),
+                                           _f((30,), edge=False)),
+}
+
+TABLES = {**LOGIC, **ACTIVATIONS, **INTEGERS, **CONVERTS}
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_eltwise_matches_reference(name: str) -> None:
+    fn, inputs = TABLES[name]
+    _check(fn, inputs)
