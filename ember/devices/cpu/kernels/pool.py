@@ -180,12 +180,14 @@ def _avg_factors(n_in: int, n_out: int, k: int, s: int, d: int, pb: int, full: b
 
 def pool2d(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
            dilations: tuple[int, int], pads_begin: tuple[int, int], pads_end: tuple[int, int], mode: str,
-           exclude_pad: bool, threads: int, isa: Isa | None = None) -> BoundKernel:
+           exclude_pad: bool, threads: int, isa: Isa | None = None, padded: bool | None = None) -> BoundKernel:
     """A bound NHWC pooling kernel (``mode`` ``max`` or ``avg``) from ``x`` into ``y``.
 
     Average pooling divides like OpenVINO: by the kernel size when there is padding and
     ``exclude_pad`` is off, else by the number of real elements (0 when a window holds none
-    and there is padding, NaN when there is none)."""
+    and there is padding, NaN when there is none). ``padded`` says whether the pooling this
+    call is part of has padding (default: whether this call's pads do; a 3-D pooling runs as
+    two calls that must divide alike)."""
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
     isa = isa or host_isa()
@@ -193,7 +195,8 @@ def pool2d(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: tuple
     lanes = isa.f32_lanes
     cb = max(lanes, min(c, 256) // lanes * lanes) if c >= lanes else lanes
     ncb = -(-c // cb)
-    padded = any(pads_begin) or any(pads_end)
+    if padded is None:
+        padded = any(pads_begin) or any(pads_end)
     full = padded and not exclude_pad
     fh = _avg_factors(h, oh, kernel[0], strides[0], dilations[0], pads_begin[0], full)
     fw = _avg_factors(w, ow, kernel[1], strides[1], dilations[1], pads_begin[1], full)

@@ -2,6 +2,7 @@
 and pooling."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -10,145 +11,309 @@ from ember.devices.cpu.lowering.driver import (
     F32,
     Lowering,
     const_of,
+    copy_op,
     epilogue_chain,
     lowers,
+    reshaper,
     static_shape,
 )
-from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op
-from ember.errors import EmberError
-from ember.graph.node import Node
+from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
+from ember.graph.node import Node, Output
+
+# -- channel-last tensors ---------------------------------------------------------------------
+# Kernels read and write channel-last data: a 4-D tensor is NHWC (the plan's layout), a 1-D
+# one an NHWC tensor of height 1 (a view of its plain [N, C, W] form is made after), a 3-D
+# one a plain [N, D, H, W, C] array, transposed from and to NCDHW around the op.
+
+def _channels_last_input(lowering: Lowering, port: Output) -> Tensor:
+    rank = len(port.partial_shape)
+    src = lowering.tensor(port)
+    if rank == 4:
+        return lowering.native_input(src, NHWC, contiguous=False)
+    if rank == 3:
+        n, c, w = src.shape if src.layout != NHWC else src.logical_shape
+        src = lowering.native_input(src, PLAIN)
+        src = lowering.program.view(src, (n, c, 1, w), reshaper((n, c, 1, w)), contiguous=src.contiguous)
+        return lowering.native_input(src, NHWC, contiguous=False)
+    src = lowering.native_input(src, PLAIN, contiguous=False)
+    n, c, d, h, w = src.shape
+    out = lowering.value((n, d, h, w, c), PLAIN, name=src.name + "/ndhwc")
+    lowering.program.add(copy_op(src.name + "/to_ndhwc", src, out, (0, 2, 3, 4, 1), lowering.threads))
+    return out
+
+
+def _channels_last_value(lowering: Lowering, logical: tuple[int, ...], name: str) -> Tensor:
+    n, c, *sp = logical
+    if len(sp) == 3:
+        return lowering.value((n, *sp, c), PLAIN, name=name + "/ndhwc")
+    h, w = ([1] + sp) if len(sp) == 1 else sp
+    return lowering.value((n, h, w, c), NHWC, name=name)
+
+
+def _from_channels_last(lowering: Lowering, y: Tensor, logical: tuple[int, ...], name: str) -> Tensor:
+    if len(logical) == 4:
+        return y
+    if len(logical) == 3:
+        return lowering.program.view(lowering.plain(y), logical, reshaper(logical), name=name)
+    out = lowering.value(logical, PLAIN, name=name)
+    lowering.program.add(copy_op(name + "/to_ncdhw", y, out, (0, 4, 1, 2, 3), lowering.threads))
+    return out
+
+
+def _kernel_view(a: np.ndarray, rank: int) -> np.ndarray:
+    """A channel-last physical array as a kernel takes it: ``[N, W, C]`` for 1-D (the NHWC
+    buffer has height 1), else as it is."""
+    return a[:, 0] if rank == 3 else a
+
 
 # -- convolution ------------------------------------------------------------------------------
 
 @lowers("Convolution", "GroupConvolution")
 def lower_conv(lowering: Lowering, node: Node) -> bool:
-    """2-D convolutions on NHWC tensors; 1-D ones as 2-D with a height of 1 (converted back to
-    the plain layout after)."""
-    from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
-    from ember.devices.cpu.kernels.gemm import Epilogue
+    """Convolutions on channel-last tensors: 2-D ones on NHWC, 1-D ones as 2-D with a height
+    of 1, 3-D ones as 2-D convolutions over depth slices summed in place."""
+    from ember.devices.cpu.kernels.conv import ConvGeometry
 
     w = const_of(node.input_values()[1])
     xport = node.input_values()[0]
     rank = len(xport.partial_shape)
-    if w is None or w.dtype != F32 or xport.element_type.dtype != F32 or rank not in (3, 4):
+    if w is None or w.dtype != F32 or xport.element_type.dtype != F32 or rank not in (3, 4, 5):
         return False
-    one_d = rank == 3
     xs = static_shape(xport)
-    n, c, h, wd = (xs[0], xs[1], 1, xs[2]) if one_d else xs
     groups = 1
     if node.type_name == "GroupConvolution":
         groups = w.shape[0]
         w = w.reshape(w.shape[0] * w.shape[1], *w.shape[2:])
-    if one_d:
-        w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
-    oc, _, kh, kw = w.shape
-    pb, pe = node.resolved_pads(xs, w.shape[3:] if one_d else (kh, kw))
+    pb, pe = node.resolved_pads(xs, w.shape[2:])
     if min(*pb, *pe) < 0:
         return False
-    dil = list(node.attrs["dilations"]) or [1] * (rank - 2)
-    strides = list(node.attrs["strides"])
-    if one_d:
+    dil = [int(d) for d in (node.attrs["dilations"] or [1] * (rank - 2))]
+    strides = [int(s) for s in node.attrs["strides"]]
+    if rank == 5:
+        return _lower_conv3d(lowering, node, w, groups, strides, dil, pb, pe)
+    n, c, h, wd = (xs[0], xs[1], 1, xs[2]) if rank == 3 else xs
+    if rank == 3:
+        w = w[:, :, None]
         pb, pe, dil, strides = [0, *pb], [0, *pe], [1, *dil], [1, *strides]
-    geo = ConvGeometry(n, h, wd, c, oc, kh, kw, tuple(strides), tuple(dil), tuple(pb), tuple(pe), groups)
-    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, oc, NHWC, allow_residual=not one_d)
-    kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa, precision=lowering.precision)
+    geo = ConvGeometry(n, h, wd, c, w.shape[0], w.shape[2], w.shape[3], tuple(strides), tuple(dil), tuple(pb),
+                       tuple(pe), groups)
+    return _emit_conv2d(lowering, node, geo, w)
+
+
+def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> bool:
+    """``node`` (data input 0, rank 3 or 4) as one Conv2d of ``geo`` with weights ``w``
+    ``[OC, IC / groups, KH, KW]``, its epilogue group fused."""
+    from ember.devices.cpu.kernels.conv import Conv2d
+    from ember.devices.cpu.kernels.gemm import Epilogue
+
+    xport = node.input_values()[0]
+    rank = len(xport.partial_shape)
+    out_logical = static_shape(node.output(0))
+    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, geo.cout, NHWC,
+                                                           allow_residual=rank == 4)
+    kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
+                    precision=lowering.precision)
     lowering.bf16_ops += kernel.precision.value == "bf16"
-    src = lowering.tensor(xport)
-    if one_d:
-        src = lowering.native_input(src, PLAIN)
-        src = lowering.program.view(src, (n, c, 1, wd), lambda a: a.reshape(n, c, 1, wd), contiguous=src.contiguous)
-    x = lowering.native_input(src, NHWC, contiguous=False)
-    y = lowering.value(geo.output_shape, NHWC, name=last.friendly_name)
+    x = _channels_last_input(lowering, xport)
+    y = _channels_last_value(lowering, out_logical, last.friendly_name)
     ins = [x] + ([residual] if residual is not None else [])
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
         return [kernel.bind(a[0], o[0], bias, a[1] if residual is not None else None)]
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
-    if one_d:  # back to [N, C, W]
-        flat = lowering.plain(y)
-        out3 = (n, oc, geo.ow)
-        y = lowering.program.view(flat, out3, lambda a: a.reshape(out3), name=last.friendly_name)
-    lowering.finish(last, y, fused)
+    lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
     return True
 
 
-@lowers("ConvolutionBackpropData")
+def _lower_conv3d(lowering: Lowering, node: Node, w: np.ndarray, groups: int, strides: list[int],
+                  dil: list[int], pb: list[int], pe: list[int]) -> bool:
+    """A 3-D convolution as 2-D convolutions of depth slices: for each depth tap, one Conv2d
+    whose images are the output depths it reaches (the input read every ``stride`` slices);
+    the taps of an output depth add up in place (the first writes, the others add it as a
+    residual, the last clamps)."""
+    from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
+    from ember.devices.cpu.kernels.gemm import Epilogue
+
+    xport = node.input_values()[0]
+    n, c, d, h, wd = static_shape(xport)
+    out_logical = static_shape(node.output(0))
+    od = out_logical[2]
+    kd = w.shape[2]
+    reach = []  # for each depth tap, the output depths [a, b) whose input slice exists
+    for t in range(kd):
+        off = t * dil[0] - pb[0]
+        a = max(0, -(off // strides[0]))
+        b = min(od, (d - 1 - off) // strides[0] + 1) if d - 1 - off >= 0 else 0
+        reach.append((a, max(a, b)))
+    cuts = sorted({0, od, *(x for r in reach for x in r if 0 <= x <= od)})
+    segments = []
+    for a, b in zip(cuts, cuts[1:]):
+        taps = [t for t in range(kd) if reach[t][0] <= a and b <= reach[t][1]]
+        if not taps:
+            return False  # a depth with no tap: bias only (not worth a kernel)
+        segments.append((a, b, taps))
+    bias, _, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, w.shape[0], NHWC, allow_residual=False)
+    geo2 = {}
+    plans = []  # (image, a, b, tap, first, final, Conv2d)
+    for a, b, taps in segments:
+        for i, t in enumerate(taps):
+            first, final = i == 0, i == len(taps) - 1
+            key = (b - a, t, final)
+            if key not in geo2:
+                g = ConvGeometry(b - a, h, wd, c, w.shape[0], w.shape[3], w.shape[4], tuple(strides[1:]),
+                                 tuple(dil[1:]), tuple(pb[1:]), tuple(pe[1:]), groups)
+                epi = Epilogue(lo, hi) if final else Epilogue()
+                geo2[key] = Conv2d(g, np.ascontiguousarray(w[:, :, t]), epi, num_threads=lowering.threads,
+                                   isa=lowering.isa, precision=lowering.precision)
+            plans.append((a, b, t, first, geo2[key]))
+    lowering.bf16_ops += lowering.precision == "bf16"
+    x = _channels_last_input(lowering, xport)
+    y = _channels_last_value(lowering, out_logical, last.friendly_name)
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        xa, ya = ins[0], outs[0]
+        calls = []
+        for img in range(n):
+            for a, b, t, first, conv in plans:
+                start = a * strides[0] + t * dil[0] - pb[0]
+                xv = xa[img, start:start + (b - a - 1) * strides[0] + 1:strides[0]]
+                yv = ya[img, a:b]
+                calls.append(conv.bind(xv, yv, bias if first else None, None if first else yv))
+        return calls
+
+    lowering.program.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
+    lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
+    return True
+
+
+@lowers("ConvolutionBackpropData", "GroupConvolutionBackpropData")
 def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
-    """A transposed convolution whose kernel equals its stride (upsampling, no overlap): one
-    GEMM to ``[pixels, kh * kw * Cout]`` (bias and clamp fused), then a strided copy that
-    puts each pixel's kh x kw block in place."""
-    from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
-    from ember.devices.cpu.kernels.movement import strided_copy
+    """Transposed convolutions, 1-D to 3-D, any strides, dilations, pads, output padding,
+    output shape and groups. Stride 1 without much padding: an ordinary convolution with the
+    kernel flipped. Otherwise a GEMM into per-pixel columns and a gather that sums them
+    (:mod:`~ember.devices.cpu.kernels.deconv`); depthwise ones gather from the input itself."""
+    from ember.devices.cpu.kernels.deconv import ConvTranspose, DeconvGeometry
+    from ember.devices.cpu.kernels.gemm import Epilogue
 
     w = const_of(node.input_values()[1])
     xport = node.input_values()[0]
-    if len(node.input_values()) != 2 or w is None or w.dtype != F32 or xport.element_type.dtype != F32 \
-            or len(xport.partial_shape) != 4:
+    rank = len(xport.partial_shape)
+    if w is None or w.dtype != F32 or xport.element_type.dtype != F32 or rank not in (3, 4, 5):
         return False
-    n, cin, h, wd = static_shape(xport)
-    _, cout, kh, kw = w.shape
+    xs, ys = static_shape(xport), static_shape(node.output(0))
+    n_sp = rank - 2
+    wg = w[None] if node.type_name == "ConvolutionBackpropData" else w  # [G, C/G, O/G, *K]
+    groups = int(wg.shape[0])
     attrs = node.attrs
-    if list(attrs["strides"]) != [kh, kw] or any(d != 1 for d in attrs["dilations"] or [1]) \
-            or any(attrs["pads_begin"]) or any(attrs["pads_end"]) or any(attrs.get("output_padding") or []) \
-            or str(attrs["auto_pad"]).lower() not in ("explicit", "notset", "valid"):
-        return False
-    if static_shape(node.output(0)) != (n, cout, h * kh, wd * kw):
-        return False
-    bias, _, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, cout, NHWC, allow_residual=False)
-    b_mat = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(cin, kh * kw * cout))
-    m = n * h * wd
-    gemm = Gemm(pack_b(b_mat, lowering.isa, precision=lowering.precision), m, Epilogue(lo, hi), num_threads=lowering.threads)
-    lowering.bf16_ops += lowering.precision == "bf16"
-    tiled_bias = None if bias is None else np.ascontiguousarray(np.tile(bias, kh * kw))
-    x = lowering.native_input(lowering.tensor(xport), NHWC)
-    tmp = lowering.value((m, kh * kw * cout), PLAIN, name=node.friendly_name + "/blocks")
-    lowering.program.add(Op(node.friendly_name, "ConvolutionBackpropData", [x], [tmp], native=True,
-                            bind=lambda a, o: [gemm.bind(a[0].reshape(m, cin), o[0], tiled_bias)]))
-    y = lowering.value((n, h * kh, wd * kw, cout), NHWC, name=last.friendly_name)
-    threads = lowering.threads
+    pb = tuple(int(p) for p in (attrs["pads_begin"] or [0] * n_sp))  # inference resolved auto_pad
+    if str(attrs["auto_pad"]).lower() == "valid":
+        pb = (0,) * n_sp
+    geo = DeconvGeometry(xs[0], tuple(xs[2:]), tuple(ys[2:]), xs[1], ys[1], tuple(int(k) for k in wg.shape[3:]),
+                         tuple(int(s) for s in attrs["strides"]),
+                         tuple(int(d) for d in (attrs["dilations"] or [1] * n_sp)), pb, groups)
+    if rank != 5 and _as_convolution(lowering, node, geo, wg):
+        return True
+    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, geo.cout, NHWC,
+                                                           allow_residual=rank == 4)
+    kernel = ConvTranspose(geo, wg, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
+                           precision=lowering.precision)
+    lowering.bf16_ops += kernel.precision.value == "bf16"
+    x = _channels_last_input(lowering, xport)
+    y = _channels_last_value(lowering, ys, last.friendly_name)
+    ins = [x] + ([residual] if residual is not None else [])
+    outs = [y]
+    if not geo.depthwise:
+        outs.append(lowering.value(geo.cols_shape, PLAIN, name=node.friendly_name + "/cols"))
 
-    def place(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
-        src = a[0].reshape(n, h, wd, kh, kw, cout).transpose(0, 1, 3, 2, 4, 5)
-        k = strided_copy(src, o[0].reshape(n, h, kh, wd, kw, cout), threads, lowering.isa)
-        if k is None:
-            raise EmberError(f"ember: internal: '{node.friendly_name}' blocks do not fit the copy kernel")
-        return [k]
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        res = a[1] if residual is not None else None
+        return kernel.bind(_kernel_view(a[0], rank), _kernel_view(o[0], rank), o[1] if len(o) > 1 else None,
+                           bias, res)
 
-    lowering.program.add(Op(node.friendly_name + "/place", "Reorder", [tmp], [y], native=True, bind=place))
-    lowering.finish(last, y, fused)
+    lowering.program.add(Op(node.friendly_name, node.type_name, ins, outs, native=True, bind=bind))
+    lowering.finish(last, _from_channels_last(lowering, y, ys, last.friendly_name), fused)
     return True
+
+
+def _as_convolution(lowering: Lowering, node: Node, geo: Any, wg: np.ndarray) -> bool:
+    """A stride-1 transposed convolution is a convolution with the kernel flipped and the pads
+    ``dilation * (k - 1) - pad``: lower it so when those pads are not negative and few (the
+    implicit GEMM multiplies padding too)."""
+    from ember.devices.cpu.kernels.conv import ConvGeometry
+
+    if any(s != 1 for s in geo.strides):
+        return False
+    begin = [d * (k - 1) - p for d, k, p in zip(geo.dilations, geo.kernel, geo.pads_begin)]
+    end = [o - i + d * (k - 1) - b for o, i, d, k, b in
+           zip(geo.out_spatial, geo.spatial, geo.dilations, geo.kernel, begin)]
+    if min(*begin, *end) < 0 or math.prod(geo.out_spatial) > 1.3 * math.prod(geo.spatial):
+        return False
+    flip = (slice(None),) * 3 + (slice(None, None, -1),) * len(geo.kernel)
+    w = np.ascontiguousarray(wg[flip].transpose(0, 2, 1, *range(3, wg.ndim)).reshape(
+        geo.cout, geo.cin // geo.groups, *geo.kernel))
+    dil = list(geo.dilations)
+    h, wd = ((1,) * (2 - len(geo.spatial)) + geo.spatial)
+    if len(geo.kernel) == 1:
+        w, begin, end, dil = w[:, :, None], [0, *begin], [0, *end], [1, *dil]
+    conv_geo = ConvGeometry(geo.batch, h, wd, geo.cin, geo.cout, w.shape[2], w.shape[3], (1, 1), tuple(dil),
+                            tuple(begin), tuple(end), geo.groups)
+    return _emit_conv2d(lowering, node, conv_geo, w)
 
 
 # -- pooling and reductions -------------------------------------------------------------------
 
 @lowers("MaxPool", "AvgPool")
 def lower_pool(lowering: Lowering, node: Node) -> bool:
+    """Max and average pooling on channel-last tensors: 2-D on NHWC, 1-D as 2-D with a height
+    of 1, 3-D as a 2-D pooling of each depth slice then one over depth (both poolings are
+    separable: the max of maxima, and a divisor that is a product of per-axis counts)."""
     from ember.devices.cpu.kernels.pool import pool2d
 
     xport = node.input_values()[0]
-    if xport.element_type.dtype != F32 or len(xport.partial_shape) != 4:
+    rank = len(xport.partial_shape)
+    if xport.element_type.dtype != F32 or rank not in (3, 4, 5):
         return False
     if any(o.targets for o in node.outputs()[1:]) or any(lowering.is_result(o) for o in node.outputs()[1:]):
         return False  # MaxPool-8 indices are used
     pb, pe, _ = node.plan(xport.partial_shape)
-    kernel = tuple(node.attrs["kernel"])
-    if len(kernel) != 2 or min(*pb, *pe) < 0:
+    kernel = [int(k) for k in node.attrs["kernel"]]
+    if min(*pb, *pe) < 0:
         return False
-    strides = tuple(node.attrs["strides"])
-    dil = tuple(node._dilations(2))
-    n, c, oh, ow = static_shape(node.output(0))
+    strides = [int(s) for s in node.attrs["strides"]]
+    dil = [int(d) for d in node._dilations(rank - 2)]
+    out_logical = static_shape(node.output(0))
     mode = "max" if node.type_name == "MaxPool" else "avg"
     exclude = bool(node.attrs.get("exclude-pad", False))
-    x = lowering.native_input(lowering.tensor(xport), NHWC, contiguous=False)
-    y = lowering.value((n, oh, ow, c), NHWC, name=node.friendly_name)
-    threads = lowering.threads
+    padded = any(pb) or any(pe)
+    threads, isa = lowering.threads, lowering.isa
+    x = _channels_last_input(lowering, xport)
+    y = _channels_last_value(lowering, out_logical, node.friendly_name)
+    if rank == 3:
+        kernel, strides, dil, pb, pe = [1, *kernel], [1, *strides], [1, *dil], [0, *pb], [0, *pe]
+    ins, outs = [x], [y]
+    if rank == 5:
+        n, c = out_logical[:2]
+        d, od = x.shape[1], out_logical[2]
+        oh, ow = out_logical[3:]
+        mid = lowering.value((n, d, oh, ow, c), PLAIN, name=node.friendly_name + "/hw")
+        outs.append(mid)
 
-    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [pool2d(ins[0], outs[0], kernel, strides, dil, tuple(pb), tuple(pe), mode, exclude, threads, lowering.isa)]
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        if rank != 5:
+            return [pool2d(a[0], o[0], tuple(kernel), tuple(strides), tuple(dil), tuple(pb), tuple(pe), mode,
+                           exclude, threads, isa, padded=padded)]
+        xa, ya, ma = a[0], o[0], o[1]
+        hw = pool2d(xa.reshape(n * d, *xa.shape[2:]), ma.reshape(n * d, oh, ow, c), tuple(kernel[1:]),
+                    tuple(strides[1:]), tuple(dil[1:]), tuple(pb[1:]), tuple(pe[1:]), mode, exclude, threads, isa,
+                    padded=padded)
+        depth = pool2d(ma.reshape(n, d, oh * ow, c), ya.reshape(n, od, oh * ow, c), (kernel[0], 1),
+                       (strides[0], 1), (dil[0], 1), (pb[0], 0), (pe[0], 0), mode, exclude, threads, isa,
+                       padded=padded)
+        return [hw, depth]
 
-    lowering.program.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, node.type_name, ins, outs, native=True, bind=bind))
     for o in node.outputs()[1:]:  # unused indices: never computed
         lowering.bind_port(o, lowering.value(static_shape(o), PLAIN, o.element_type.dtype))
-    lowering.finish(node, y, [])
+    lowering.finish(node, _from_channels_last(lowering, y, out_logical, node.friendly_name), [])
     return True

@@ -1,0 +1,366 @@
+"""Transposed convolution (ConvolutionBackpropData, GroupConvolutionBackpropData) on
+channel-last activations, 1-D to 3-D: a GEMM into per-pixel columns, then a gather that sums
+each output pixel's columns (col2im, with the epilogue fused).
+
+Input pixel ``i`` and kernel tap ``t`` land on output ``o = i * stride + t * dilation - pad``
+(per spatial axis). The GEMM (:class:`~ember.devices.cpu.kernels.gemm.IGemmCall`, weights
+packed once) computes ``cols[pixel, group, tap, co] = sum_ci x[pixel, group, ci] * w[group,
+ci, co, tap]``. The gather then writes every output pixel once:
+``y[o, c] = clamp(bias[c] + residual[o, c] + sum over the (tap, i) pairs that land on o of
+cols[i, tap, c])``. Which pairs land on an output position is a small table per axis built at
+bind time (count, then ``(source offset, weight offset)`` pairs), so strides, dilations,
+pads (negative ones too), output padding and an explicit output shape are all one code path,
+and no division runs per pixel.
+
+Depthwise transposed convolutions (groups == input channels == output channels) skip the
+GEMM: the gather reads the input itself (a tap stride of 0) and multiplies by the tap's
+per-channel weight.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu.kernels.gemm import (
+    NO_EPILOGUE,
+    Epilogue,
+    IGemmCall,
+    Precision,
+    as_precision,
+    check_bias,
+    pack_weights,
+)
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import fmuladd, lane_mask, masked_load, masked_store
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.devices.cpu.runtime.memory import aligned_empty
+from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
+from ember.errors import EmberError
+
+COL2IM_CONTEXT = ContextLayout(
+    "col2im",
+    ("src", "dst", "w", "bias", "res", "xt", "yt", "zt", "srcn", "dstn", "resn", "od", "oh", "ow", "jx", "jy",
+     "jz", "cg", "groups", "gs", "ldy", "ldr", "flags", "lo", "hi"),
+    pointers=("src", "dst", "w", "bias", "res", "xt", "yt", "zt"))
+FLAG_BIAS, FLAG_RES = 1, 2
+BLOCK_VECTORS = 4  # channel vectors summed at once (independent chains, one table walk)
+
+
+def _emit_col2im(m: ir.Module, name: str, lanes: int, weighted: bool) -> None:
+    """task(ctx, t): output row t = (image, oz, oy), every column and channel."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, COL2IM_CONTEXT)
+    b = e.b
+    task = fn.args[1]
+    L = lanes
+    vt = vec(F32, L)
+    zero = ir.Constant(vt, None)
+    OD, OH, OW = e.arg("od"), e.arg("oh"), e.arg("ow")
+    rows = b.mul(OD, OH)
+    img, r = b.sdiv(task, rows), b.srem(task, rows)
+    oz, oy = b.sdiv(r, OH), b.srem(r, OH)
+    row = b.mul(b.add(b.mul(oz, OH), oy), OW)
+    src = e.gep(F32, e.arg("src", PTR), b.mul(img, e.arg("srcn")))
+    dst = e.gep(F32, e.arg("dst", PTR), b.add(b.mul(img, e.arg("dstn")), b.mul(row, e.arg("ldy"))))
+    res = e.gep(F32, e.arg("res", PTR), b.add(b.mul(img, e.arg("resn")), b.mul(row, e.arg("ldr"))))
+    wts = e.arg("w", PTR)
+    flags = b.trunc(e.arg("flags"), I32)
+    has_bias = b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0))
+    has_res = b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0))
+    vlo, vhi = e.splat(e.arg("lo", F32), L), e.splat(e.arg("hi", F32), L)
+    cg, gs, ldy, ldr = e.arg("cg"), e.arg("gs"), e.arg("ldy"), e.arg("ldr")
+
+    def entry(table: str, width: str, pos: ir.Value) -> ir.Value:
+        return e.gep(I64, e.arg(table, PTR), b.mul(pos, b.add(b.mul(e.arg(width), c64(2)), c64(1))))
+
+    ztab, ytab = entry("zt", "jz", oz), entry("yt", "jy", oy)
+    nz, ny = e.load(I64, ztab), e.load(I64, ytab)
+
+    def pair(tab: ir.Value, j: ir.Value) -> tuple[ir.Value, ir.Value]:
+        k = b.add(b.mul(j, c64(2)), c64(1))
+        return e.load(I64, e.gep(I64, tab, k)), e.load(I64, e.gep(I64, tab, b.add(k, c64(1))))
+
+    with e.loop(0, OW, name="ox") as ox:
+        xtab = entry("xt", "jx", ox)
+        nx = e.load(I64, xtab)
+        drow = e.gep(F32, dst, b.mul(ox, ldy))
+        rrow = e.gep(F32, res, b.mul(ox, ldr))
+
+        def block(g: ir.Value, co: ir.Value, count: int, mask: ir.Value | None) -> None:
+            ch = b.add(b.mul(g, cg), co)  # output channel of the first lane
+            soff = b.add(b.mul(g, gs), co)
+            accs = []
+            for v in range(count):
+                a = e.var(vt, zero)
+                with b.if_then(has_bias):
+                    b.store(masked_load(e, vt, e.gep(F32, e.arg("bias", PTR), b.add(ch, c64(v * L))), mask), a)
+                accs.append(a)
+            with e.loop(0, nz, name="jz") as jz:
+                zs, zw = pair(ztab, jz)
+                with e.loop(0, ny, name="jy") as jy:
+                    ys, yw = pair(ytab, jy)
+                    szy, wzy = b.add(zs, ys), b.add(zw, yw)
+                    with e.loop(0, nx, name="jx") as jx:
+                        xs, xw = pair(xtab, jx)
+                        sp = e.gep(F32, src, b.add(b.add(szy, xs), soff))
+                        wp = e.gep(F32, wts, b.add(b.add(wzy, xw), ch)) if weighted else None
+                        for v, a in enumerate(accs):
+                            val = masked_load(e, vt, e.gep(F32, sp, v * L), mask)
+                            if weighted:
+                                wv = masked_load(e, vt, e.gep(F32, wp, v * L), mask)
+                                b.store(fmuladd(e, val, wv, e.load(vt, a)), a)
+                            else:
+                                b.store(b.fadd(e.load(vt, a), val), a)
+            for v, a in enumerate(accs):
+                with b.if_then(has_res):
+                    rv = masked_load(e, vt, e.gep(F32, rrow, b.add(ch, c64(v * L))), mask)
+                    b.store(b.fadd(e.load(vt, a), rv), a)
+                x = e.load(vt, a)
+                x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
+                x = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
+                masked_store(e, x, e.gep(F32, drow, b.add(ch, c64(v * L))), mask)
+
+        with e.loop(0, e.arg("groups"), name="g") as g:
+            wide = BLOCK_VECTORS * L
+            nblk = b.mul(b.sdiv(cg, c64(wide)), c64(wide))
+            with e.loop(0, nblk, wide, name="cb") as co:
+                block(g, co, BLOCK_VECTORS, None)
+            nvec = b.mul(b.sdiv(cg, c64(L)), c64(L))
+            with e.loop(nblk, nvec, L, name="cv") as co:
+                block(g, co, 1, None)
+            with b.if_then(b.icmp_signed("<", nvec, cg)):
+                block(g, nvec, 1, lane_mask(e, b.sub(cg, nvec), L))
+    b.ret_void()
+
+
+def _build(prefix: str, isa: Isa) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    _emit_col2im(m, f"{prefix}_col2im_task", isa.f32_lanes, weighted=False)
+    _emit_col2im(m, f"{prefix}_col2im_dw_task", isa.f32_lanes, weighted=True)
+    return m
+
+
+@functools.cache
+def _library(isa: Isa) -> jit.Library:
+    return jit.load(f"deconv|{isa.level}|v{BLOCK_VECTORS}", isa, lambda p: _build(p, isa))
+
+
+# --------------------------------------------------------------------------- geometry
+def axis_table(n_in: int, n_out: int, k: int, s: int, d: int, pad: int, pixel: int, tap: int,
+               wtap: int) -> np.ndarray:
+    """For each output position ``o`` of one axis: the number of (tap, input) pairs landing on
+    it, then ``(i * pixel + t * tap, t * wtap)`` for each, padded to the widest position."""
+    pairs: list[list[tuple[int, int]]] = []
+    for o in range(n_out):
+        here = []
+        for t in range(k):
+            q = o + pad - t * d
+            if q % s == 0 and 0 <= q // s < n_in:
+                here.append((q // s * pixel + t * tap, t * wtap))
+        pairs.append(here)
+    width = max([len(p) for p in pairs] + [1])
+    table = np.zeros((max(n_out, 1), 1 + 2 * width), np.int64)
+    for o, here in enumerate(pairs):
+        table[o, 0] = len(here)
+        for j, (so, wo) in enumerate(here):
+            table[o, 1 + 2 * j], table[o, 2 + 2 * j] = so, wo
+    return table
+
+
+@dataclass(frozen=True)
+class DeconvGeometry:
+    """A transposed convolution over channel-last data ``[batch, *spatial, cin]`` (1 to 3
+    spatial axes) into ``[batch, *out_spatial, cout]``; ``pads_begin`` may be negative and
+    ``out_spatial`` is the output size (output padding and explicit output shapes included)."""
+
+    batch: int
+    spatial: tuple[int, ...]
+    out_spatial: tuple[int, ...]
+    cin: int
+    cout: int
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads_begin: tuple[int, ...]
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        n = len(self.spatial)
+        if not 1 <= n <= 3 or any(len(t) != n for t in (self.out_spatial, self.kernel, self.strides,
+                                                          self.dilations, self.pads_begin)):
+            raise EmberError("ember: transposed convolution wants 1 to 3 spatial axes, the same count everywhere")
+        if self.groups < 1 or self.cin % self.groups or self.cout % self.groups:
+            raise EmberError(f"ember: transposed convolution channels {self.cin}->{self.cout} do not split "
+                             f"into {self.groups} groups")
+        if min(self.strides) < 1 or min(self.dilations) < 1 or min(self.kernel) < 1:
+            raise EmberError("ember: transposed convolution strides, dilations and kernel must be >= 1")
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups == self.cin == self.cout and self.groups > 1
+
+    @property
+    def taps(self) -> int:
+        return math.prod(self.kernel)
+
+    @property
+    def pixels(self) -> int:
+        return self.batch * math.prod(self.spatial)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.spatial, self.cin)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.batch, *self.out_spatial, self.cout)
+
+    @property
+    def cols_shape(self) -> tuple[int, int]:
+        """The GEMM's output: ``[pixels, groups * taps * cout / groups]``."""
+        return (self.pixels, self.taps * self.cout)
+
+    def padded3(self, t: tuple[int, ...], fill: int) -> tuple[int, int, int]:
+        """``t`` with leading ``fill`` values up to three axes (D, H, W)."""
+        return (fill,) * (3 - len(t)) + tuple(t)  # type: ignore[return-value]
+
+
+def _strides(name: str, a: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int]:
+    """(pixel stride, image stride) in floats of a channel-last array, which may be a channel
+    slice of a wider buffer; its pixels must be uniformly strided within each image."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != shape:
+        raise EmberError(f"ember: {name} must be a float32 array of shape {shape}")
+    s = [x // 4 for x in a.strides]
+    if any(x % 4 for x in a.strides) or (shape[-1] > 1 and s[-1] != 1):
+        raise EmberError(f"ember: {name} must have contiguous channels")
+    pix = s[-2]
+    for i in range(len(shape) - 2, 1, -1):
+        if shape[i - 1] > 1 and s[i - 1] != s[i] * shape[i]:
+            raise EmberError(f"ember: {name} must have uniformly strided pixels")
+    return pix, s[0]
+
+
+class ConvTranspose:
+    """A transposed convolution with weights packed once, ready to bind to channel-last buffers.
+
+    ``weights`` are ``[groups, cin / groups, cout / groups, *kernel]`` (OpenVINO's
+    GroupConvolutionBackpropData layout; ConvolutionBackpropData's ``[cin, cout, *kernel]`` is
+    the one-group case). :meth:`bind` returns the kernel calls of one run: the GEMM into
+    ``cols`` (an array of :attr:`DeconvGeometry.cols_shape`) and the gather into ``y``.
+    Depthwise ones need no ``cols``. ``precision="bf16"`` runs the GEMM in bf16 (AVX512_BF16).
+    """
+
+    def __init__(self, geometry: DeconvGeometry, weights: np.ndarray, epilogue: Epilogue = NO_EPILOGUE,
+                 num_threads: int | None = None, isa: Isa | None = None,
+                 precision: Precision | str = Precision.F32):
+        g = geometry
+        self.geometry, self.epilogue = g, epilogue
+        self.isa = isa or host_isa()
+        self.num_threads = num_threads or default_pool().num_threads
+        self.precision = as_precision(precision)
+        cg, og = g.cin // g.groups, g.cout // g.groups
+        w = np.asarray(weights, np.float32)
+        if w.shape != (g.groups, cg, og, *g.kernel):
+            raise EmberError(f"ember: transposed convolution weights have shape {w.shape}, expected "
+                             f"{(g.groups, cg, og, *g.kernel)}")
+        w = w.reshape(g.groups, cg, og, g.taps)
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+        self._gemms: dict[tuple[int, int], IGemmCall] = {}
+        if g.depthwise:
+            lanes = self.isa.f32_lanes
+            self._cp = -(-g.cout // lanes) * lanes
+            wt = aligned_empty(g.taps * self._cp)
+            wt[:] = 0
+            wt.reshape(g.taps, self._cp)[:, :g.cout] = w.reshape(g.cout, g.taps).T
+            self._weights = wt
+            self.packed = None
+            self.precision = Precision.F32
+        else:
+            self._cp = 0
+            self._weights = aligned_empty(16)
+            cols = w.transpose(0, 1, 3, 2).reshape(g.groups, 1, cg, g.taps * og)
+            self.packed = pack_weights(cols, self.isa, precision=self.precision)
+        self._lib = _library(self.isa)
+
+    def _axis_tables(self, src_pixel: int, tap_unit: int) -> tuple[np.ndarray, ...]:
+        """(z, y, x) tables for a source whose pixel stride is ``src_pixel`` floats and whose
+        taps are ``tap_unit`` floats apart (0: the depthwise gather reads the input itself)."""
+        g = self.geometry
+        (id_, ih, iw), (od, oh, ow) = g.padded3(g.spatial, 1), g.padded3(g.out_spatial, 1)
+        (kd, kh, kw), (sd, sh, sw) = g.padded3(g.kernel, 1), g.padded3(g.strides, 1)
+        (dd, dh, dw), (pd, ph, pw) = g.padded3(g.dilations, 1), g.padded3(g.pads_begin, 0)
+        wunit = self._cp
+        return (axis_table(id_, od, kd, sd, dd, pd, ih * iw * src_pixel, kh * kw * tap_unit, kh * kw * wunit),
+                axis_table(ih, oh, kh, sh, dh, ph, iw * src_pixel, kw * tap_unit, kw * wunit),
+                axis_table(iw, ow, kw, sw, dw, pw, src_pixel, tap_unit, wunit))
+
+    def bind(self, x: np.ndarray, y: np.ndarray, cols: np.ndarray | None = None, bias: np.ndarray | None = None,
+             residual: np.ndarray | None = None) -> list[BoundKernel]:
+        """The calls of one run over these buffers (arrays or views of a plan's arena)."""
+        g = self.geometry
+        ldx, xn = _strides("x", x, g.input_shape)
+        ldy, yn = _strides("y", y, g.output_shape)
+        ldr, rn = (ldy, yn) if residual is None else _strides("residual", residual, g.output_shape)
+        check_bias(bias, g.cout)
+        calls = []
+        og = g.cout // g.groups
+        if g.depthwise:
+            src, src_pixel, srcn, tap_unit, gs = x, ldx, xn, 0, 0
+            groups, cg = 1, g.cout
+        else:
+            if cols is None or not isinstance(cols, np.ndarray) or cols.dtype != np.float32 \
+                    or cols.shape != g.cols_shape or not cols.flags.c_contiguous:
+                raise EmberError(f"ember: cols must be a contiguous float32 array of {g.cols_shape}")
+            width = g.cols_shape[1]
+            key = (ldx, xn)
+            gemm = self._gemms.get(key)
+            if gemm is None:
+                size = math.prod(g.spatial)
+                assert self.packed is not None  # not depthwise
+                gemm = IGemmCall(self.packed, m=g.pixels, x_geometry=dict(h=size, oh=size, xn=xn), ldx=ldx,
+                                 ldy=width, num_threads=self.num_threads)
+                self._gemms[key] = gemm
+            calls.append(gemm.bind(x.ctypes.data, cols.ctypes.data))
+            src, src_pixel, srcn, tap_unit, gs = cols, width, width * math.prod(g.spatial), og, g.taps * og
+            groups, cg = g.groups, og
+        tkey = (src_pixel, tap_unit)
+        if tkey not in self._tables:
+            self._tables[tkey] = self._axis_tables(src_pixel, tap_unit)
+        zt, yt, xt = self._tables[tkey]
+        od, oh, ow = g.padded3(g.out_spatial, 1)
+        lohi = np.array([self.epilogue.lo, self.epilogue.hi], np.float32).view(np.uint32)
+        flags = (FLAG_BIAS if bias is not None else 0) | (FLAG_RES if residual is not None else 0)
+        ctx = COL2IM_CONTEXT.new(
+            src=src.ctypes.data, dst=y.ctypes.data, w=self._weights.ctypes.data,
+            bias=0 if bias is None else bias.ctypes.data, res=0 if residual is None else residual.ctypes.data,
+            xt=xt.ctypes.data, yt=yt.ctypes.data, zt=zt.ctypes.data, srcn=srcn, dstn=yn, resn=rn, od=od, oh=oh,
+            ow=ow, jx=(xt.shape[1] - 1) // 2, jy=(yt.shape[1] - 1) // 2, jz=(zt.shape[1] - 1) // 2, cg=cg,
+            groups=groups, gs=gs, ldy=ldy, ldr=ldr, flags=flags, lo=int(lohi[0]), hi=int(lohi[1]))
+        name = "col2im_dw_task" if g.depthwise else "col2im_task"
+        n_tasks = g.batch * od * oh if y.size else 0
+        calls.append(BoundKernel(self._lib.address(name), ctx, n_tasks, self.num_threads,
+                                 (src, self._weights, bias, xt, yt, zt), layout=COL2IM_CONTEXT))
+        return calls
+
+    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, bias: np.ndarray | None = None,
+                 residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
+        """Compute into ``y`` (allocated when None) and return it."""
+        g = self.geometry
+        if y is None:
+            y = aligned_empty(g.output_shape)
+        cols = None if g.depthwise else aligned_empty(g.cols_shape)
+        for k in self.bind(x, y, cols, bias, residual):
+            k.run(pool)
+        return y
+
+
+__all__ = ["COL2IM_CONTEXT", "ConvTranspose", "DeconvGeometry", "axis_table"]

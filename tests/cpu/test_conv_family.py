@@ -1,0 +1,230 @@
+"""The convolution family on the CPU device against REFERENCE, from one table of cases:
+transposed convolutions (1-D to 3-D, strides, dilations, asymmetric and negative pads, output
+padding, output shapes, auto_pad, groups, depthwise), 1-D and 3-D convolutions, 1-D and 3-D
+pooling; odd channels, empty batches, NaN and inf. A few ConvTranspose models also run
+against ONNX Runtime through the ONNX frontend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as ops
+from ember.graph.model import Model
+
+RNG = np.random.default_rng(2026)
+
+
+def _f(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _w(*shape: int, fan: int | None = None) -> np.ndarray:
+    fan = fan or int(np.prod(shape[1:]))
+    return _f(*shape, scale=1.0 / np.sqrt(max(fan, 1)))
+
+
+def _with_tail(y: Any, oc: int, rank: int, tail: str) -> Any:
+    """An epilogue the CPU device fuses: bias, ReLU, clamp (or nothing)."""
+    if "bias" in tail:
+        y = ops.add(y, _f(1, oc, *([1] * (rank - 2))))
+    if "relu" in tail:
+        y = ops.relu(y)
+    if "clamp" in tail:
+        y = ops.clamp(y, -0.5, 0.5)
+    return y
+
+
+def deconv(shape: tuple[int, ...], oc: int, k: tuple[int, ...], s: tuple[int, ...], pb: tuple[int, ...] | None = None,
+           pe: tuple[int, ...] | None = None, dil: tuple[int, ...] | None = None, out_pad: tuple[int, ...] | None = None,
+           groups: int = 0, output_shape: tuple[int, ...] | None = None, auto_pad: str | None = None,
+           tail: str = "bias,relu") -> Callable[[], Model]:
+    """A (Group)ConvolutionBackpropData case; ``groups=0`` builds the ungrouped op."""
+    def build() -> Model:
+        x = ops.parameter(list(shape), np.float32, name="x")
+        c = shape[1]
+        n = len(k)
+        os_ = None if output_shape is None else np.array(output_shape, np.int64)
+        kw = dict(pads_begin=list(pb or [0] * n), pads_end=list(pe or [0] * n), dilations=list(dil or [1] * n),
+                  output_padding=list(out_pad or [0] * n), auto_pad=auto_pad)
+        if groups:
+            w = _w(groups, c // groups, oc // groups, *k, fan=c // groups * int(np.prod(k)))
+            y = ops.group_convolution_backprop_data(x, w, list(s), os_, **kw)
+        else:
+            y = ops.convolution_backprop_data(x, _w(c, oc, *k, fan=c * int(np.prod(k))), list(s), os_, **kw)
+        return Model([_with_tail(y, oc, len(shape), tail)], [x], "deconv")
+    return build
+
+
+def conv(shape: tuple[int, ...], oc: int, k: tuple[int, ...], s: tuple[int, ...], pb: tuple[int, ...],
+         pe: tuple[int, ...], dil: tuple[int, ...] | None = None, groups: int = 1,
+         tail: str = "bias,relu") -> Callable[[], Model]:
+    def build() -> Model:
+        x = ops.parameter(list(shape), np.float32, name="x")
+        c, n = shape[1], len(k)
+        d = list(dil or [1] * n)
+        if groups == 1:
+            y = ops.convolution(x, _w(oc, c, *k), list(s), list(pb), list(pe), d)
+        else:
+            y = ops.group_convolution(x, _w(groups, oc // groups, c // groups, *k), list(s), list(pb), list(pe), d)
+        return Model([_with_tail(y, oc, len(shape), tail)], [x], "conv")
+    return build
+
+
+def pool(shape: tuple[int, ...], kind: str, k: tuple[int, ...], s: tuple[int, ...], pb: tuple[int, ...],
+         pe: tuple[int, ...], rounding: str = "floor", exclude_pad: bool = True,
+         dil: tuple[int, ...] | None = None) -> Callable[[], Model]:
+    def build() -> Model:
+        x = ops.parameter(list(shape), np.float32, name="x")
+        d = list(dil or [1] * len(k))
+        if kind == "max":
+            y = ops.max_pool(x, list(s), d, list(pb), list(pe), list(k), rounding).output(0)
+        else:
+            y = ops.avg_pool(x, list(s), list(pb), list(pe), list(k), exclude_pad, rounding, dilations=d)
+        return Model([y], [x], "pool")
+    return build
+
+
+def _edges(shape: tuple[int, ...]) -> np.ndarray:
+    x = _f(*shape)
+    flat = x.reshape(-1)
+    if flat.size > 8:
+        flat[[1, 5]] = np.nan
+        flat[3], flat[7] = np.inf, -np.inf
+    return x
+
+
+# name -> (model builder, input shape, input maker or None for normals)
+CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.ndarray] | None]] = {
+    # transposed 2-D
+    "deconv-k4s2p1": (deconv((1, 16, 5, 6), 8, (4, 4), (2, 2), (1, 1), (1, 1)), (1, 16, 5, 6), None),
+    "deconv-k3s2-outpad": (deconv((2, 7, 4, 5), 5, (3, 3), (2, 2), (1, 1), (1, 1), out_pad=(1, 1)), (2, 7, 4, 5), None),
+    "deconv-asym-dilated": (deconv((1, 5, 6, 4), 9, (3, 2), (2, 3), (0, 2), (1, 0), dil=(2, 1)), (1, 5, 6, 4), None),
+    "deconv-negative-pads": (deconv((1, 4, 5, 5), 3, (3, 3), (2, 2), (-1, 0), (2, -1)), (1, 4, 5, 5), None),
+    "deconv-1x1-s2": (deconv((1, 6, 4, 4), 6, (1, 1), (2, 2)), (1, 6, 4, 4), None),
+    "deconv-5x5s3": (deconv((1, 3, 3, 4), 17, (5, 5), (3, 3), (2, 1), (1, 2), tail="clamp"), (1, 3, 3, 4), None),
+    "deconv-k2s2": (deconv((1, 12, 4, 3), 7, (2, 2), (2, 2), tail="bias"), (1, 12, 4, 3), None),
+    "deconv-s1-as-conv": (deconv((1, 8, 7, 6), 5, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 8, 7, 6), None),
+    "deconv-s1-1x1-input": (deconv((1, 20, 1, 1), 9, (4, 4), (1, 1)), (1, 20, 1, 1), None),
+    "deconv-output-shape": (deconv((1, 6, 4, 4), 4, (3, 3), (2, 2), output_shape=(9, 8)), (1, 6, 4, 4), None),
+    "deconv-same-upper": (deconv((1, 6, 4, 5), 4, (3, 3), (2, 2), output_shape=(8, 10), auto_pad="same_upper"),
+                          (1, 6, 4, 5), None),
+    "deconv-valid": (deconv((1, 6, 3, 3), 4, (3, 3), (2, 2), (1, 1), (1, 1), auto_pad="valid"), (1, 6, 3, 3), None),
+    "deconv-grouped": (deconv((1, 12, 5, 5), 9, (4, 4), (2, 2), (1, 1), (1, 1), groups=3), (1, 12, 5, 5), None),
+    "deconv-depthwise-s2": (deconv((1, 21, 5, 6), 21, (4, 4), (2, 2), (1, 1), (1, 1), groups=21),
+                            (1, 21, 5, 6), None),
+    "deconv-depthwise-s1": (deconv((1, 19, 6, 6), 19, (3, 3), (1, 1), (1, 1), (1, 1), groups=19),
+                            (1, 19, 6, 6), None),
+    "deconv-empty-batch": (deconv((0, 6, 4, 4), 4, (4, 4), (2, 2), (1, 1), (1, 1)), (0, 6, 4, 4), None),
+    "deconv-nan-inf": (deconv((1, 3, 4, 4), 5, (3, 3), (2, 2), (1, 1), (1, 1), tail="bias"), (1, 3, 4, 4), _edges),
+    "deconv-batch3-odd": (deconv((3, 33, 3, 5), 31, (4, 3), (2, 1), (1, 1), (1, 1)), (3, 33, 3, 5), None),
+    # transposed 1-D and 3-D
+    "deconv1d-k4s2p1": (deconv((2, 10, 9), 6, (4,), (2,), (1,), (1,)), (2, 10, 9), None),
+    "deconv1d-s1": (deconv((1, 7, 11), 5, (5,), (1,), (2,), (2,)), (1, 7, 11), None),
+    "deconv1d-grouped-outpad": (deconv((1, 8, 7), 6, (3,), (3,), (1,), (0,), out_pad=(2,), groups=2),
+                                (1, 8, 7), None),
+    "deconv1d-depthwise": (deconv((1, 16, 9), 16, (4,), (2,), (1,), (1,), groups=16), (1, 16, 9), None),
+    "deconv3d-k2s2": (deconv((1, 6, 3, 4, 3), 5, (2, 2, 2), (2, 2, 2)), (1, 6, 3, 4, 3), None),
+    "deconv3d-k3s2p1": (deconv((1, 4, 3, 3, 4), 3, (3, 3, 3), (2, 1, 2), (1, 1, 1), (1, 0, 1), out_pad=(1, 0, 0)),
+                        (1, 4, 3, 3, 4), None),
+    # forward 1-D and 3-D convolutions
+    "conv1d-dilated-strided": (conv((2, 9, 20), 7, (3,), (2,), (2,), (1,), dil=(2,)), (2, 9, 20), None),
+    "conv1d-depthwise": (conv((1, 12, 15), 12, (5,), (1,), (2,), (2,), groups=12), (1, 12, 15), None),
+    "conv1d-grouped": (conv((1, 6, 13), 9, (3,), (1,), (0,), (1,), groups=3), (1, 6, 13), None),
+    "conv3d-k3p1": (conv((1, 5, 4, 5, 6), 7, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)), (1, 5, 4, 5, 6), None),
+    "conv3d-strided-dilated": (conv((2, 3, 7, 6, 5), 4, (3, 2, 3), (2, 1, 2), (2, 0, 1), (0, 1, 1), dil=(2, 1, 1)),
+                               (2, 3, 7, 6, 5), None),
+    "conv3d-depthwise": (conv((1, 8, 4, 4, 4), 8, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), groups=8),
+                         (1, 8, 4, 4, 4), None),
+    "conv3d-nan-inf": (conv((1, 3, 3, 4, 4), 2, (2, 2, 2), (1, 1, 1), (0, 0, 0), (0, 0, 0), tail="bias"),
+                       (1, 3, 3, 4, 4), _edges),
+    # pooling 1-D and 3-D
+    "maxpool1d": (pool((2, 5, 17), "max", (3,), (2,), (1,), (1,)), (2, 5, 17), _edges),
+    "avgpool1d-ceil": (pool((1, 7, 10), "avg", (3,), (2,), (0,), (0,), rounding="ceil"), (1, 7, 10), None),
+    "avgpool1d-include-pad": (pool((1, 4, 9), "avg", (4,), (3,), (2,), (1,), exclude_pad=False), (1, 4, 9), None),
+    "maxpool3d": (pool((1, 6, 5, 6, 7), "max", (2, 3, 3), (2, 2, 2), (0, 1, 1), (1, 1, 0)), (1, 6, 5, 6, 7), _edges),
+    "avgpool3d-exclude": (pool((1, 3, 4, 5, 5), "avg", (3, 3, 3), (1, 2, 2), (1, 1, 1), (1, 1, 1)),
+                          (1, 3, 4, 5, 5), None),
+    "avgpool3d-include-ceil": (pool((2, 4, 5, 4, 6), "avg", (2, 2, 3), (2, 2, 2), (1, 0, 1), (0, 0, 1),
+                                    rounding="ceil", exclude_pad=False), (2, 4, 5, 4, 6), None),
+    "maxpool3d-dilated": (pool((1, 3, 6, 6, 6), "max", (2, 2, 2), (1, 2, 1), (0, 0, 0), (0, 0, 0), dil=(2, 1, 2)),
+                          (1, 3, 6, 6, 6), None),
+}
+
+
+def _run(model: Model, device: str, x: np.ndarray) -> tuple[np.ndarray, Any]:
+    cm = ember.Core().compile_model(model, device)
+    return cm([x])[cm.output(0)], cm
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_conv_family_matches_reference(name: str) -> None:
+    build, shape, make = CASES[name]
+    model = build()
+    x = make(shape) if make is not None else _f(*shape)
+    want, _ = _run(model, "REFERENCE", x)
+    got, cm = _run(model, "CPU", x)
+    fallbacks = cm._executable.program.stats["fallbacks"]
+    assert not fallbacks, f"ran on reference kernels: {fallbacks}"
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite], want[~finite])
+    scale = max(1.0, float(np.abs(want[finite]).max())) if finite.any() else 1.0
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-5, atol=1e-5 * scale)
+
+
+def test_conv_transpose_kernel_channel_slices_and_residual() -> None:
+    """The kernel reads a channel slice of a wider NHWC buffer and fuses a residual add."""
+    from ember.devices.cpu.kernels.deconv import ConvTranspose, DeconvGeometry
+    from ember.devices.cpu.kernels.gemm import Epilogue
+    from ember.ops.conv import conv_backprop
+
+    wide = _f(2, 5, 4, 20)
+    x = wide[..., 3:15]  # 12 channels, pixel stride 20
+    geo = DeconvGeometry(2, (5, 4), (10, 8), 12, 8, (4, 4), (2, 2), (1, 1), (1, 1), 2)
+    w = _w(2, 6, 4, 4, 4)
+    bias, res = _f(8), _f(2, 10, 8, 8)
+    y = ConvTranspose(geo, w, Epilogue.relu(), num_threads=2)(x, None, bias, res)
+    want = np.moveaxis(conv_backprop(np.moveaxis(x, -1, 1), w, (2, 2), (1, 1), (1, 1), (10, 8)), 1, -1)
+    np.testing.assert_allclose(y, np.maximum(want + bias + res, 0), rtol=1e-5, atol=1e-5)
+
+
+# -- against ONNX Runtime through the ONNX frontend --------------------------------------------
+
+ORT_CASES = [
+    # (input shape, out channels, kernel, strides, pads, output_padding, dilations, group)
+    ((1, 8, 5, 5), 6, (4, 4), (2, 2), (1, 1, 1, 1), (0, 0), (1, 1), 1),
+    ((1, 6, 4, 7), 4, (3, 3), (2, 3), (1, 0, 0, 2), (1, 2), (1, 1), 2),
+    ((1, 10, 12), 10, (4,), (2,), (1, 1), (0,), (1,), 10),
+    ((2, 4, 3, 3, 3), 3, (3, 3, 3), (2, 2, 2), (1, 1, 1, 1, 1, 1), (1, 1, 1), (1, 1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("case", ORT_CASES, ids=lambda c: f"{len(c[0]) - 2}d-g{c[7]}-s{c[3][0]}")
+def test_conv_transpose_against_onnxruntime(case: tuple) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape, oc, k, s, pads, out_pad, dil, group = case
+    w = _w(shape[1], oc // group, *k)
+    b = _f(oc)
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=list(k), strides=list(s),
+                            pads=list(pads), output_padding=list(out_pad), dilations=list(dil), group=group)
+    graph = helper.make_graph([node], "deconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = _f(*shape)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})[0]
+    model = ember.convert_model(onnx.load_from_string(proto.SerializeToString()))
+    cm = ember.Core().compile_model(model, "CPU")
+    assert not cm._executable.program.stats["fallbacks"]
+    got = cm([x])[cm.output(0)]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
