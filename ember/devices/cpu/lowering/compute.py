@@ -45,8 +45,9 @@ def lower_matmul(lowering: Lowering, node: Node) -> bool:
     out_shape = static_shape(node.output(0))
     m = int(np.prod(a_shape[:-1]))
     bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, len(out_shape) - 1, nn, PLAIN)
-    gemm = Gemm(pack_b(np.ascontiguousarray(w2), lowering.isa, precision=lowering.precision), m, Epilogue(lo, hi),
-                num_threads=lowering.threads)
+    packed = lowering.packed(w, ("gemm", bool(node.attrs["transpose_b"])),  # once per model, not per input shape
+                             lambda: pack_b(np.ascontiguousarray(w2), lowering.isa, precision=lowering.precision))
+    gemm = Gemm(packed, m, Epilogue(lo, hi), num_threads=lowering.threads)
     lowering.bf16_ops += lowering.precision == "bf16"
     a = lowering.native_input(lowering.tensor(a_port), PLAIN, contiguous=False)
     try:  # rows of A may be strided (a column slice): the GEMM takes any row stride
