@@ -2,8 +2,16 @@
 
 ``compile`` runs the optimizer (level 2) and the device's passes, then lowers the model to a
 :class:`~ember.devices.cpu.runtime.plan.Program` (weights packed once, memory planned once) and binds
-it to an arena and a native thread pool. Models with dynamic input shapes are lowered again
-for each new input shape (a small cache of plans keyed by the shapes).
+it to an arena and a native thread pool.
+
+Dynamic input shapes: the optimizer and the device's passes run once, at compile time, on the
+dynamic model. A new input shape costs a *specialization*: the transformed model cloned with
+static inputs, shape-only folding (``SPECIALIZE_PASSES``), lowering with the weights packed
+by the first lowering (:class:`~ember.devices.cpu.lowering.driver.SharedWeights`), a memory
+plan and binding; kernels are shared by signature in the process. Plans are kept in an LRU of
+at most ``MAX_SHAPE_PLANS`` shapes and ``MAX_SHAPE_PLAN_BYTES`` of memory they own; all plans
+of one executable run in one arena (an executable runs one inference at a time), grown when a
+larger shape comes. ``dynamic_stats(compiled)`` reports the counters (docs/cpu-dynamic-shapes.md).
 
 Threads: each executable (one per stream) owns a native :class:`ThreadPool` with the
 stream's ``INFERENCE_NUM_THREADS``; its kernels run with the GIL released, so streams on
@@ -30,6 +38,7 @@ import numpy as np
 
 from ember.devices.base import Device
 from ember.errors import EmberError, InferenceError
+from ember.graph.core_ops import Constant
 from ember.graph.model import Model
 from ember.graph.types import Type
 
@@ -39,7 +48,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("ember.cpu")
 
 _TRANSFORMED = "ember_cpu_passes"
-MAX_SHAPE_PLANS = 8
+#: at most this many input shapes keep a plan (per compiled model, and per executable)
+MAX_SHAPE_PLANS = 256
+#: ... and the memory those plans own (packed weights and the arena are shared, not counted)
+MAX_SHAPE_PLAN_BYTES = 64 << 20
+#: the passes a specialization to static input shapes runs (the optimizer ran at compile time):
+#: what static shapes make foldable (ShapeOf chains, Reshape targets), and the cleanup after it
+SPECIALIZE_PASSES = ("fold_shapes", "fold_constants", "fold_shape_chains", "eliminate_noops", "merge_reshapes",
+                     "merge_transposes", "fold_constants", "eliminate_dead_code")
+#: op types that make a specialization run the full device passes again (int8 needs static shapes)
+_FULL_PASSES_FOR = frozenset({"FakeQuantize"})
+#: a shared arena grows to at least this multiple of its old size (few re-bindings)
+_ARENA_GROWTH = 1.5
 
 
 def _cpu_name() -> str:
@@ -69,7 +89,6 @@ class CPUExecutable:
     execution_devices = ["CPU"]
 
     def __init__(self, model: Model, threads: int, precision: Type, programs: _Programs | None = None) -> None:
-        from ember.devices.cpu.runtime.instance import instantiate
         from ember.devices.cpu.runtime.threadpool import ThreadPool
 
         self.model = model
@@ -81,8 +100,29 @@ class CPUExecutable:
         self._instances: OrderedDict[tuple, Any] = OrderedDict()
         self._params = model.get_parameters()
         self._static = self._programs.static
+        #: one arena for every plan of this executable (it runs one inference at a time)
+        self._arena: np.ndarray | None = None
+        self.arena_growths = 0
         if self._static:
-            self._instances[()] = instantiate(self._programs.get(()), self.pool)
+            self._instances[()] = self._bind(self._programs.get(()))
+
+    def _bind(self, program: Any) -> Any:
+        """``program`` bound to this executable's pool and arena (grown first if too small; the
+        plans bound to the old arena are dropped then, and bound again when next used)."""
+        from ember.devices.cpu.runtime.instance import instantiate
+        from ember.devices.cpu.runtime.memory import ALIGN, aligned_empty, plan_memory
+
+        if program.arena_bytes == 0 and any(t.kind == "value" and t.arena for t in program.tensors):
+            plan_memory(program)
+        need = max(program.arena_bytes, ALIGN)
+        if self._arena is None or self._arena.nbytes < need:
+            if self._arena is not None:
+                need = max(need, int(self._arena.nbytes * _ARENA_GROWTH))
+                self._instances.clear()
+                self.arena_growths += 1
+            self._arena = None  # freed before the larger one is taken
+            self._arena = aligned_empty(need, np.uint8)
+        return instantiate(program, self.pool, self._arena)
 
     @property
     def inference_precision(self) -> Type:
@@ -115,9 +155,7 @@ class CPUExecutable:
         key = tuple(tuple(x.shape) for x in inputs)
         inst = self._instances.get(key)
         if inst is None:
-            from ember.devices.cpu.runtime.instance import instantiate
-
-            inst = instantiate(self._programs.get(key), self.pool)
+            inst = self._bind(self._programs.get(key))
             self._instances[key] = inst
             while len(self._instances) > MAX_SHAPE_PLANS:
                 self._instances.popitem(last=False)
@@ -139,15 +177,29 @@ class CPUExecutable:
 
 
 class _Programs:
-    """Lowered programs of one model, shared by the executables of its streams."""
+    """Lowered programs of one model, shared by the executables of its streams: one per input
+    shape for a dynamic model (an LRU bounded in count and owned bytes), with the packed weights
+    shared by all of them."""
 
     def __init__(self, model: Model, threads: int, precision: str = "f32") -> None:
+        from ember.devices.cpu.lowering.driver import SharedWeights
+
         self.model = model
         self.threads = threads
         self.precision = precision
         self.static = all(p.get_partial_shape().is_static for p in model.get_parameters())
+        self.weights = SharedWeights()
+        ops = model.get_ordered_ops()
+        self._full_passes = any(n.type_name in _FULL_PASSES_FOR for n in ops)
+        self._model_arrays = {id(n.data) for n in ops if isinstance(n, Constant)}
+        self._shared_ids: set[int] | None = None
+        self._shared_count = -1
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._owned: dict[tuple, int] = {}
+        #: what specializations cost: counters and seconds per phase (``dynamic_stats``)
+        self.stats: dict[str, Any] = {"specializations": 0, "optimizer_runs": 0, "evictions": 0,
+                                      "seconds": {"clone": 0.0, "passes": 0.0, "lowering": 0.0, "memory": 0.0}}
 
     def get(self, key: tuple) -> Any:
         with self._lock:
@@ -155,34 +207,131 @@ class _Programs:
             if prog is None:
                 prog = self._lower(key)
                 self._cache[key] = prog
-                while len(self._cache) > MAX_SHAPE_PLANS:
-                    self._cache.popitem(last=False)
+                self._owned[key] = _owned_bytes(prog, self._shared_arrays())
+                self._evict()
+            else:
+                self._cache.move_to_end(key)
             return prog
 
+    def _evict(self) -> None:
+        while len(self._cache) > 1 and (len(self._cache) > MAX_SHAPE_PLANS
+                                        or sum(self._owned.values()) > MAX_SHAPE_PLAN_BYTES):
+            key, _ = self._cache.popitem(last=False)
+            self._owned.pop(key, None)
+            self.stats["evictions"] += 1
+
+    def _shared_arrays(self) -> set[int]:
+        if self._shared_ids is None or self._shared_count != len(self.weights):
+            found: dict[int, np.ndarray] = {}
+            _arrays_in(list(self.weights.values()), 3, found)
+            self._shared_ids = self._model_arrays | set(found)
+            self._shared_count = len(self.weights)
+        return self._shared_ids
+
+    @property
+    def owned_bytes(self) -> int:
+        """Memory the cached plans own (beyond the shared weights and arenas)."""
+        return sum(self._owned.values())
+
     def _lower(self, key: tuple) -> Any:
+        import time
+
         from ember.devices.cpu.llvm.isa import host_isa
         from ember.devices.cpu.lowering.driver import Lowering
-        from ember.devices.cpu.lowering.passes import device_passes
         from ember.devices.cpu.runtime.memory import plan_memory
 
+        seconds = self.stats["seconds"]
         model = self.model
         if key:
-            try:
-                model = model.clone()
-                model.reshape({i: list(s) for i, s in enumerate(key)})
-                model = device_passes(model)
-            except EmberError as e:  # e.g. an If branch that is invalid for these shapes
-                log.info("CPU: cannot specialize '%s' to input shapes %s (%s); running it with dynamic shapes",
-                         self.model.friendly_name, list(key), e)
-                model = self.model
-        prog = Lowering(model, self.threads, host_isa(), self.precision, compile_body=self._compile_body).run()
+            self.stats["specializations"] += 1
+            model = self._specialize(key)
+        t0 = time.perf_counter()
+        prog = Lowering(model, self.threads, host_isa(), self.precision, compile_body=self._compile_body,
+                        weights=self.weights).run()
+        t1 = time.perf_counter()
         plan_memory(prog)
+        seconds["lowering"] += t1 - t0
+        seconds["memory"] += time.perf_counter() - t1
+        self.stats["weights_packed"], self.stats["weights_reused"] = self.weights.packed, self.weights.reused
         return prog
 
+    def _specialize(self, key: tuple) -> Model:
+        """The transformed model with static input shapes ``key``, folded for them."""
+        import time
+
+        from ember.devices.cpu.lowering.passes import device_passes
+        from ember.passes import get_pass
+
+        seconds = self.stats["seconds"]
+        t0 = time.perf_counter()
+        try:
+            model = self.model.clone()
+            model.reshape({i: list(s) for i, s in enumerate(key)})
+            t1 = time.perf_counter()
+            seconds["clone"] += t1 - t0
+            if self._full_passes:
+                self.stats["optimizer_runs"] += 1
+                model = device_passes(model)
+            else:
+                for name in SPECIALIZE_PASSES:
+                    model = get_pass(name).fn(model)
+            seconds["passes"] += time.perf_counter() - t1
+        except EmberError as e:  # e.g. an If branch that is invalid for these shapes
+            log.info("CPU: cannot specialize '%s' to input shapes %s (%s); running it with dynamic shapes",
+                     self.model.friendly_name, list(key), e)
+            return self.model
+        return model
 
     def _compile_body(self, body: Model) -> CPUExecutable:
         """An executable for a control-flow body (an If branch) with this model's settings."""
         return CPUExecutable(body, self.threads, Type.bf16 if self.precision == "bf16" else Type.f32)
+
+
+def _arrays_in(obj: Any, depth: int, out: dict[int, np.ndarray]) -> None:
+    """The numpy arrays ``obj`` holds (itself, its attributes, ``depth`` levels deep)."""
+    if isinstance(obj, np.ndarray):
+        out[id(obj)] = obj
+    elif depth > 0 and isinstance(obj, (list, tuple)):
+        for v in obj:
+            _arrays_in(v, depth - 1, out)
+    elif depth > 0 and hasattr(obj, "__dict__") and not isinstance(obj, type):
+        for v in vars(obj).values():
+            _arrays_in(v, depth - 1, out)
+
+
+def _owned_bytes(program: Any, shared: set[int]) -> int:
+    """A plan's own memory: arrays its ops hold (e.g. weights a kernel packed for this shape)
+    and constants made for it, except ``shared`` ones (the model's constants, the packed
+    weights every plan shares), plus an allowance per tensor and op for Python objects and
+    kernel contexts."""
+    found: dict[int, np.ndarray] = {}
+    for t in program.tensors:
+        if t.kind == "const" and t.data is not None:
+            found[id(t.data)] = t.data
+    for op in program.ops:
+        for fn in (op.bind, op.fn):
+            for cell in getattr(fn, "__closure__", None) or ():
+                try:
+                    _arrays_in(cell.cell_contents, 2, found)
+                except ValueError:  # an empty cell
+                    continue
+    own = sum(a.nbytes for i, a in found.items() if i not in shared and a.base is None)
+    return own + 600 * len(program.tensors) + 2000 * len(program.ops)
+
+
+def dynamic_stats(compiled: Any) -> dict[str, Any]:
+    """Counters of a compiled model's shape specializations on the CPU device: how many
+    shapes were lowered, optimizer runs after compile, weights packed and reused, plans
+    cached and evicted, the bytes they own, arena size and growths, and seconds per phase."""
+    exe = getattr(compiled, "_executable", compiled)
+    programs: _Programs = exe._programs
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in programs.stats.items()}
+    out["weights_packed"], out["weights_reused"] = programs.weights.packed, programs.weights.reused
+    out["plans_cached"] = len(programs._cache)
+    out["plans_owned_bytes"] = programs.owned_bytes
+    out["arena_bytes"] = exe._arena.nbytes if exe._arena is not None else 0
+    out["arena_growths"] = exe.arena_growths
+    return out
 
 
 class CPUDevice(Device):

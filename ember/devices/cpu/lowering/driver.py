@@ -23,8 +23,8 @@ import importlib
 import logging
 import math
 import pkgutil
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -78,6 +78,43 @@ def lowers(*type_names: str, dynamic: bool = False) -> Callable[[Rule], Rule]:
 
 
 F32 = np.dtype(np.float32)
+_T = TypeVar("_T")
+
+
+class SharedWeights:
+    """Packed weights of one compiled model, shared by the plans of all its input shapes.
+
+    A model with dynamic dimensions is lowered once per input shape; the constants it reads
+    are the same arrays each time (a model clone shares constant data), so a rule packs a
+    weight once and later lowerings reuse it. Entries are keyed by the source array's identity
+    (held here, so the identity stays unique) and a tag naming everything else the packing
+    depends on. ``packed`` and ``reused`` count misses and hits (tests and benchmarks read them).
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[int, Hashable], tuple[np.ndarray, Any]] = {}
+        self.packed = 0
+        self.reused = 0
+
+    def get(self, source: np.ndarray, tag: Hashable, make: Callable[[], _T]) -> _T:
+        key = (id(source), tag)
+        hit = self._items.get(key)
+        if hit is not None and hit[0] is source:
+            self.reused += 1
+            return hit[1]
+        value = make()
+        self._items[key] = (source, value)
+        self.packed += 1
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def values(self) -> list[Any]:
+        """Everything packed so far."""
+        return [v for _, v in self._items.values()]
+
+
 #: the profiling exec type of a node that runs its numpy reference kernel inside a plan
 REFERENCE_EXEC_TYPE = "ref_any"
 
@@ -86,7 +123,7 @@ class Lowering:
     """State of one lowering: the program being built and the tensor of every graph port."""
 
     def __init__(self, model: Model, threads: int, isa: Isa, precision: str = "f32",
-                 compile_body: BodyCompiler | None = None) -> None:
+                 compile_body: BodyCompiler | None = None, weights: SharedWeights | None = None) -> None:
         load_rules()
         self.model = model
         self.threads = threads
@@ -95,6 +132,8 @@ class Lowering:
         self.precision = precision
         #: compiles control-flow bodies into executables (None: control flow stays on reference kernels)
         self.compile_body = compile_body
+        #: packed weights shared with the other lowerings of the same compiled model (other input shapes)
+        self.weights = weights if weights is not None else SharedWeights()
         self.bf16_ops = 0
         self.program = Program(threads=threads)
         self.ports: dict[tuple[int, int], Tensor] = {}
@@ -125,6 +164,12 @@ class Lowering:
 
     def value(self, shape: Any, layout: str = PLAIN, dtype: Any = F32, name: str = "") -> Tensor:
         return self.program.tensor(shape, dtype, layout, "value", name)
+
+    def packed(self, source: np.ndarray, tag: Hashable, make: Callable[[], _T]) -> _T:
+        """``make()`` (packing constant ``source`` for a kernel), done once per compiled model:
+        ``tag`` names whatever else the result depends on (layout, transposition); the ISA and
+        precision of this lowering are added to it."""
+        return self.weights.get(source, (tag, self.isa.key, self.precision), make)
 
     # -- conversions -------------------------------------------------------------------------
     def native_input(self, t: Tensor, layout: str = PLAIN, contiguous: bool = True) -> Tensor:

@@ -41,20 +41,27 @@ class InputBinding:
     slots: list[tuple[np.ndarray, int, int]] = field(default_factory=list)
 
 
-def instantiate(program: Program, pool: ThreadPool) -> Instance:
-    """Bind ``program`` to a fresh arena and ``pool`` (memory planned first if needed)."""
+def instantiate(program: Program, pool: ThreadPool, arena: np.ndarray | None = None) -> Instance:
+    """Bind ``program`` to ``pool`` and an arena: ``arena`` (uint8, at least the plan's
+    ``arena_bytes``, 64-byte aligned; shared by instances that never run at the same time) or a
+    fresh one. Memory is planned first if needed."""
     if program.arena_bytes == 0 and any(t.kind == "value" and t.arena for t in program.tensors):
         plan_memory(program)
-    return Instance(program, pool)
+    return Instance(program, pool, arena)
 
 
 class Instance:
     """A program bound to its own arena: runs inferences, one at a time."""
 
-    def __init__(self, program: Program, pool: ThreadPool) -> None:
+    def __init__(self, program: Program, pool: ThreadPool, arena: np.ndarray | None = None) -> None:
         self.program = program
         self.pool = pool
-        self.arena = aligned_empty(max(program.arena_bytes, ALIGN), np.uint8)
+        if arena is None:
+            arena = aligned_empty(max(program.arena_bytes, ALIGN), np.uint8)
+        elif arena.nbytes < program.arena_bytes or arena.ctypes.data % ALIGN:
+            raise EmberError(f"ember: internal: an arena of {arena.nbytes} bytes for a plan that needs "
+                             f"{program.arena_bytes} (aligned to {ALIGN})")
+        self.arena = arena
         arrays: dict[int, np.ndarray] = {}
         for t in program.tensors:
             if t.kind == "const":

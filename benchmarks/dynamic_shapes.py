@@ -1,0 +1,267 @@
+"""One compiled model, many input shapes: ember against OpenVINO on a dynamic-shape model.
+
+    python benchmarks/dynamic_shapes.py                        # MiniLM, 200 sentences, both engines
+    python benchmarks/dynamic_shapes.py --models minilm,ppocr-det --calls 200
+    python benchmarks/dynamic_shapes.py --engines ember --profile   # where ember's new-shape time goes
+
+Each engine runs in a process of its own (so that its peak resident memory is its own): it
+reads the zoo model's IR (dynamic dimensions kept: MiniLM ``[batch, seq]``, the PP-OCRv4
+detector ``[batch, 3, H, W]``), compiles it once (LATENCY hint, f32), then runs ``--calls``
+seeded inputs of changing shape (MiniLM: batch 1, sentence lengths uniform in 5..128 tokens;
+the detector: images whose sides are multiples of 32 between 320 and 960). It reports the
+total time of all calls, the first call at each new shape against the warm calls (a shape seen
+before), and the peak resident memory above the process's imports. Outputs of the first calls
+are compared between the engines (relative to the output's magnitude) before any figure is
+printed: a benchmark of wrong results is worthless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MODELS = {"minilm": "all-minilm-l6-v2", "ppocr-det": "ppocr-det"}
+ENGINES = ("ember", "openvino")
+CHECKED_CALLS = 4  # outputs of the first calls are compared between engines
+TOLERANCE = 1e-3
+
+
+@dataclass
+class Run:
+    """What one engine measured on one model."""
+
+    engine: str
+    model: str
+    version: str = ""
+    compile_s: float = 0.0
+    calls: int = 0
+    new_shapes: int = 0
+    total_s: float = 0.0
+    first_ms: list[float] = field(default_factory=list)  # first call at each new shape
+    warm_ms: list[float] = field(default_factory=list)   # calls at a shape seen before
+    peak_mb: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def first_median(self) -> float:
+        return statistics.median(self.first_ms) if self.first_ms else float("nan")
+
+    @property
+    def warm_median(self) -> float:
+        return statistics.median(self.warm_ms) if self.warm_ms else float("nan")
+
+
+def shapes_for(model: str, calls: int, seed: int) -> list[list[list[int]]]:
+    """The input shapes of each call (one list per model input)."""
+    rng = np.random.default_rng(seed)
+    if model == "minilm":
+        return [[[1, int(n)]] * 3 for n in rng.integers(5, 129, calls)]
+    sides = rng.integers(10, 31, (calls, 2)) * 32
+    return [[[1, 3, int(h), int(w)]] for h, w in sides]
+
+
+def inputs_for(model: str, shapes: list[list[int]], seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if model == "minilm":
+        (b, n), _, _ = shapes
+        ids = rng.integers(1000, 30000, (b, n)).astype(np.int64)
+        ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+        return [ids, np.ones((b, n), np.int64), np.zeros((b, n), np.int64)]
+    return [rng.random(shapes[0], dtype=np.float32)]
+
+
+def _status_kb(name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def worker(engine: str, model: str, calls: int, seed: int, outputs: Path | None, profile: bool) -> Run:
+    """One engine on one model, in this process."""
+    from ember.zoo import fetch
+
+    xml = str(fetch(MODELS[model]).xml)
+    if engine == "ember":
+        import ember as ov
+    else:
+        import openvino as ov  # type: ignore[no-redef]
+    base = _status_kb("VmRSS")
+    core = ov.Core()
+    run = Run(engine, model, version=getattr(ov, "__version__", ""))
+    t0 = time.perf_counter()
+    compiled = core.compile_model(core.read_model(xml), "CPU",
+                                  {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    run.compile_s = time.perf_counter() - t0
+    request = compiled.create_infer_request()
+    seen: set[str] = set()
+    kept: dict[str, np.ndarray] = {}
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    start = time.perf_counter()
+    for i, shapes in enumerate(shapes_for(model, calls, seed)):
+        feeds = inputs_for(model, shapes, seed + i)
+        key = repr(shapes)
+        new = key not in seen
+        if profiler is not None and new:
+            profiler.enable()
+        t0 = time.perf_counter()
+        request.infer(feeds)
+        dt = (time.perf_counter() - t0) * 1e3
+        if profiler is not None and new:
+            profiler.disable()
+        (run.first_ms if new else run.warm_ms).append(dt)
+        seen.add(key)
+        if i < CHECKED_CALLS:
+            kept[f"call{i}"] = np.array(request.get_output_tensor(0).data, copy=True)
+    run.total_s = time.perf_counter() - start
+    run.calls, run.new_shapes = calls, len(seen)
+    run.peak_mb = (_status_kb("VmHWM") - base) / 1024
+    if engine == "ember":
+        run.stats = _ember_stats(compiled)
+    if outputs is not None:
+        np.savez(outputs, **kept)
+    if profiler is not None:
+        import pstats
+
+        print(f"-- {engine} {model}: where the first calls at new shapes went (cumulative) --", file=sys.stderr)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(35)
+    return run
+
+
+def _ember_stats(compiled: Any) -> dict[str, Any]:
+    """The CPU device's counters of shape specializations, if it keeps them."""
+    try:
+        from ember.devices.cpu.device import dynamic_stats
+
+        return dynamic_stats(compiled)
+    except (ImportError, AttributeError, TypeError):
+        return {}
+
+
+def run_engine(engine: str, model: str, calls: int, seed: int, outputs: Path) -> Run:
+    """``worker`` in a fresh process (its own peak memory)."""
+    cmd = [sys.executable, __file__, "--worker", engine, "--models", model, "--calls", str(calls),
+           "--seed", str(seed), "--outputs", str(outputs)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return Run(**data)
+
+
+def check(outputs: dict[str, Path]) -> dict[str, float]:
+    """Largest difference of each engine's first outputs to the first engine's, relative to
+    the output's magnitude."""
+    names = list(outputs)
+    ref = np.load(outputs[names[0]])
+    out = {names[0]: 0.0}
+    for name in names[1:]:
+        got = np.load(outputs[name])
+        worst = 0.0
+        for k in ref.files:
+            a, b = ref[k].astype(np.float64), got[k].astype(np.float64)
+            worst = max(worst, float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-12))
+        out[name] = worst
+    return out
+
+
+def table(runs: list[Run], diffs: dict[tuple[str, str], float]) -> str:
+    lines = ["| model | engine | compile | calls (new shapes) | total | first call at a new shape | warm call "
+             "| first / warm | total / OpenVINO | peak RSS | max rel. diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        peer = next((p for p in runs if p.model == r.model and p.engine == "openvino"), None)
+        ratio = f"{r.total_s / peer.total_s:.2f}" if peer is not None else "-"
+        lines.append(f"| {r.model} | {r.engine} | {r.compile_s:.2f} s | {r.calls} ({r.new_shapes}) | {r.total_s:.2f} s "
+                     f"| {r.first_median:.1f} ms | {r.warm_median:.2f} ms | {r.first_median / r.warm_median:.1f} "
+                     f"| {ratio} | {r.peak_mb:.0f} MB | {diffs.get((r.model, r.engine), 0.0):.1e} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{len(os.sched_getaffinity(0))} cores of {cpu}, load {os.getloadavg()[0]:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="minilm", help=f"comma-separated: {', '.join(MODELS)}")
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="also write the table (markdown) here")
+    ap.add_argument("--profile", action="store_true", help="cProfile the first calls at new shapes (in-process)")
+    ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    ap.add_argument("--outputs", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        ap.error(f"unknown model(s) {', '.join(bad)}; known: {', '.join(MODELS)}")
+    if args.worker:
+        run = worker(args.worker, models[0], args.calls, args.seed, Path(args.outputs) if args.outputs else None,
+                     args.profile)
+        print(json.dumps(asdict(run)))
+        return 0
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.profile:
+        for model in models:
+            for engine in engines:
+                worker(engine, model, args.calls, args.seed, None, True)
+        return 0
+    runs: list[Run] = []
+    diffs: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models:
+            outputs = {}
+            for engine in engines:
+                path = Path(tmp) / f"{model}-{engine}.npz"
+                print(f"{model}: {engine} ...", file=sys.stderr, flush=True)
+                runs.append(run_engine(engine, model, args.calls, args.seed, path))
+                outputs[engine] = path
+            for engine, d in check(outputs).items():
+                diffs[(model, engine)] = d
+                if d > TOLERANCE:
+                    print(f"{model}: {engine}'s outputs differ from {engines[0]}'s by {d:.1e} (relative)",
+                          file=sys.stderr)
+    text = table(runs, diffs)
+    versions = ", ".join(sorted({f"{r.engine} {r.version}" for r in runs}))
+    text += (f"\n\n{args.calls} calls per model, one compile, seed {args.seed}, batch 1, LATENCY hint, f32; "
+             f"{machine()}; {versions}. 'first call': median over the calls at a shape not seen before; "
+             "'warm call': median over the calls at a shape seen before; peak RSS above the imports.")
+    for r in runs:
+        if r.stats:
+            text += f"\n{r.model} {r.engine} device counters: {json.dumps(r.stats)}"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""Dynamic input shapes on the CPU device: one compile, many shapes, each against REFERENCE;
+a new shape re-packs no weight and runs no optimizer; the plan cache and the arena stay bounded."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as ops
+from ember.devices.cpu import device as cpu_device
+from ember.devices.cpu.device import dynamic_stats
+from ember.graph.model import Model
+
+RNG = np.random.default_rng(2020)
+HIDDEN = 32
+
+
+def _f(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def encoder() -> Model:
+    """A small transformer block on ``[batch, seq, HIDDEN]`` with dynamic batch and seq: weight
+    GEMMs with bias and GELU, layer normalization, attention (scores over the sequence, softmax,
+    context), a Reshape whose target comes from ShapeOf (folded per shape), mean pooling."""
+    x = ops.parameter([-1, -1, HIDDEN], np.float32, name="x")
+    w = 1.0 / np.sqrt(HIDDEN)
+    q = ops.add(ops.matmul(x, _f(HIDDEN, HIDDEN, scale=w), False, False), _f(HIDDEN))
+    k = ops.add(ops.matmul(x, _f(HIDDEN, HIDDEN, scale=w), False, False), _f(HIDDEN))
+    v = ops.add(ops.matmul(x, _f(HIDDEN, HIDDEN, scale=w), False, False), _f(HIDDEN))
+    scores = ops.multiply(ops.matmul(q, k, False, True), np.float32(w))
+    ctx = ops.matmul(ops.softmax(scores, -1), v, False, False)
+    h = ops.add(x, ops.matmul(ctx, _f(HIDDEN, HIDDEN, scale=w), False, False))
+    h = ops.mvn(h, np.array([-1], np.int64), True, 1e-6, "inside_sqrt")
+    f = ops.gelu(ops.add(ops.matmul(h, _f(HIDDEN, 2 * HIDDEN, scale=w), False, False), _f(2 * HIDDEN)))
+    h = ops.add(h, ops.matmul(f, _f(2 * HIDDEN, HIDDEN, scale=w / 2), False, False))
+    # [batch, seq, H] -> [batch * seq, H] -> back, through the runtime shape (a ShapeOf chain)
+    flat = ops.reshape(h, np.array([-1, HIDDEN], np.int64), False)
+    h = ops.reshape(flat, ops.shape_of(x), False)
+    pooled = ops.reduce_mean(h, np.array([1], np.int64), False)
+    out = ops.matmul(pooled, _f(HIDDEN, 8, scale=w), False, False)
+    return Model([out], [x], "encoder")
+
+
+def detector() -> Model:
+    """Convolutions on ``[1, 3, H, W]`` with dynamic H and W (stride 2, residual, upsampling)."""
+    x = ops.parameter([1, 3, -1, -1], np.float32, name="image")
+    a = ops.relu(ops.add(ops.convolution(x, _f(8, 3, 3, 3, scale=0.3), [2, 2], [1, 1], [1, 1], [1, 1]),
+                         _f(1, 8, 1, 1)))
+    b = ops.convolution(a, _f(8, 8, 3, 3, scale=0.1), [1, 1], [1, 1], [1, 1], [1, 1])
+    c = ops.relu(ops.add(a, b))
+    d = ops.group_convolution(c, _f(8, 1, 1, 3, 3, scale=0.3), [1, 1], [1, 1], [1, 1], [1, 1])
+    y = ops.sigmoid(ops.convolution(d, _f(1, 8, 1, 1, scale=0.3), [1, 1], [0, 0], [0, 0], [1, 1]))
+    return Model([y], [x], "detector")
+
+
+CASES = {
+    "encoder": (encoder, lambda n: [_f(1 + n % 2, 3 + 5 * n, HIDDEN)]),
+    "detector": (detector, lambda n: [_f(1, 3, 16 + 8 * (n % 3), 24 + 8 * n)]),
+}
+
+
+def _reference(model: Model, inputs: list[np.ndarray]) -> np.ndarray:
+    return ember.Core().compile_model(model, "REFERENCE")(inputs)[0]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_many_shapes_match_reference(case: str) -> None:
+    build, make = CASES[case]
+    model = build()
+    compiled = ember.Core().compile_model(model, "CPU")
+    order = [0, 3, 1, 5, 2, 4, 3, 0, 6]  # new shapes, then shapes seen before (and a larger one last)
+    for n in order:
+        inputs = make(n)
+        got = compiled(inputs)[0]
+        np.testing.assert_allclose(got, _reference(model, inputs), rtol=2e-5, atol=2e-5,
+                                   err_msg=f"{case} at {[list(a.shape) for a in inputs]}")
+    stats = dynamic_stats(compiled)
+    assert stats["specializations"] == len(set(order))
+    assert stats["plans_cached"] == len(set(order))
+    assert stats["arena_growths"] >= 1  # a larger shape came after smaller ones: the one arena grew
+
+
+def _count(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    calls = [0]
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_new_shape_does_not_repack_weights_or_rerun_the_optimizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ember.devices.cpu.kernels.gemm as gemm
+    import ember.passes as passes
+
+    packs = _count(monkeypatch, gemm, "pack_b")
+    optimizer = _count(monkeypatch, passes, "optimize")
+    model = encoder()
+    compiled = ember.Core().compile_model(model, "CPU")
+    assert optimizer[0] == 1  # once, at compile time, on the dynamic model
+    compiled(CASES["encoder"][1](0))
+    first_packs = packs[0]
+    assert first_packs == 7  # the seven weight GEMMs, at the first shape
+    for n in range(1, 6):
+        inputs = CASES["encoder"][1](n)
+        np.testing.assert_allclose(compiled(inputs)[0], _reference(model, inputs), rtol=2e-5, atol=2e-5)
+    assert packs[0] == first_packs and optimizer[0] == 1
+    stats = dynamic_stats(compiled)
+    assert stats["specializations"] == 6 and stats["optimizer_runs"] == 0
+    assert stats["weights_packed"] == 7 and stats["weights_reused"] == 5 * 7
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_specialization_plans_like_the_full_pipeline(case: str) -> None:
+    """The shape-only passes give the same plan as the whole optimizer run again would."""
+    from ember.devices.cpu.llvm.isa import host_isa
+    from ember.devices.cpu.lowering.driver import Lowering
+    from ember.devices.cpu.lowering.passes import device_passes
+
+    build, make = CASES[case]
+    compiled = ember.Core().compile_model(build(), "CPU")
+    inputs = make(2)
+    compiled(inputs)
+    exe = compiled._executable
+    cheap = exe.program
+    full_model = exe.model.clone()
+    full_model.reshape({i: list(a.shape) for i, a in enumerate(inputs)})
+    full = Lowering(device_passes(full_model), exe.threads, host_isa()).run()
+    assert [op.type_name for op in cheap.ops] == [op.type_name for op in full.ops]
+    assert cheap.stats["fallbacks"] == full.stats["fallbacks"]
+
+
+def test_plan_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_device, "MAX_SHAPE_PLANS", 3)
+    model = encoder()
+    compiled = ember.Core().compile_model(model, "CPU")
+    make = CASES["encoder"][1]
+    for n in [0, 1, 2, 3, 4, 0, 1]:  # 0 and 1 were evicted: lowered again, still right
+        inputs = make(n)
+        np.testing.assert_allclose(compiled(inputs)[0], _reference(model, inputs), rtol=2e-5, atol=2e-5)
+    stats = dynamic_stats(compiled)
+    assert stats["plans_cached"] == 3 and len(compiled._executable._instances) <= 3
+    assert stats["specializations"] == 7 and stats["evictions"] == 4
+    assert stats["weights_packed"] == 7  # evicted plans do not take the packed weights with them
+
+
+def test_plan_cache_respects_its_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled = ember.Core().compile_model(detector(), "CPU")
+    make = CASES["detector"][1]
+    compiled(make(0))
+    one = dynamic_stats(compiled)["plans_owned_bytes"]
+    assert one > 0
+    monkeypatch.setattr(cpu_device, "MAX_SHAPE_PLAN_BYTES", int(2.5 * one))
+    for n in range(1, 6):
+        compiled(make(n))
+        assert dynamic_stats(compiled)["plans_owned_bytes"] <= max(int(2.5 * one), one * 1.5)
+    assert dynamic_stats(compiled)["evictions"] >= 2
+
+
+def test_streams_share_plans_and_weights_with_arenas_of_their_own() -> None:
+    model = encoder()
+    compiled = ember.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2})
+    make = CASES["encoder"][1]
+    inputs = [make(n % 4) for n in range(12)]
+    want = [_reference(model, x) for x in inputs]
+    results: dict[int, np.ndarray] = {}
+    lock = threading.Lock()
+
+    def done(request: ember.InferRequest, i: int) -> None:
+        with lock:
+            results[i] = request.get_output_tensor(0).data.copy()
+
+    queue = ember.AsyncInferQueue(compiled, 4)
+    queue.set_callback(done)
+    for i, x in enumerate(inputs):
+        queue.start_async(x, userdata=i)
+    queue.wait_all()
+    for i, w in enumerate(want):
+        np.testing.assert_allclose(results[i], w, rtol=2e-5, atol=2e-5)
+    stats = dynamic_stats(compiled)
+    assert stats["specializations"] == 4 and stats["weights_packed"] == 7  # lowered once per shape for both streams
+
+
+@pytest.mark.slow
+def test_minilm_at_many_lengths_matches_reference() -> None:
+    """The zoo's MiniLM (dynamic [batch, seq]) through one compiled model at several lengths."""
+    from ember.zoo import load
+
+    model = load("all-minilm-l6-v2")
+    compiled = ember.Core().compile_model(model, "CPU")
+    reference = ember.Core().compile_model(model, "REFERENCE")
+    rng = np.random.default_rng(20)
+    for n in (5, 17, 64, 9, 17, 128):
+        ids = rng.integers(1000, 30000, (1, n)).astype(np.int64)
+        feeds = [ids, np.ones((1, n), np.int64), np.zeros((1, n), np.int64)]
+        np.testing.assert_allclose(compiled(feeds)[0], reference(feeds)[0], rtol=1e-4, atol=1e-5,
+                                   err_msg=f"length {n}")
+    stats = dynamic_stats(compiled)
+    assert stats["specializations"] == 5 and stats["optimizer_runs"] == 0
+    assert stats["weights_packed"] == 36 and stats["weights_reused"] == 4 * 36
