@@ -336,3 +336,30 @@ def test_length_zero_rows_match_openvino(kind: str) -> None:
     model, feeds = build(case, rng)
     core = ember.Core()
     _close(core.compile_model(model, "CPU")(feeds).to_tuple(), core.compile_model(model, "REFERENCE")(feeds).to_tuple())
+
+
+@pytest.mark.slow
+def test_pytorch_lstm_gru_stack_matches_torch() -> None:
+    """nn.LSTM (2 layers, bidirectional) and nn.GRU through the PyTorch frontend (one sequence op
+    per layer) run natively and match PyTorch."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Stack(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(16, 33, 2, batch_first=True, bidirectional=True)
+            self.gru = nn.GRU(66, 20, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y, _ = self.lstm(x)
+            return self.gru(y)
+
+    torch.manual_seed(0)
+    module = Stack().eval()
+    x = torch.randn(3, 11, 16)
+    cm = ember.Core().compile_model(ember.convert_model(module, example_input=(x,)), "CPU")
+    with torch.no_grad():
+        want = [t.numpy() for t in module(x)]
+    _close(cm([x.numpy()]).to_tuple(), want, tol=1e-5)
+    assert cm._executable.program.stats["fallbacks"] == {}
