@@ -47,7 +47,12 @@ class Case:
     native: str | None = None  # op type that must run natively (default: the builder's op)
 
 
-def _run_cpu(case: Case) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+OP_TYPES = {"scatter_elements_update": "ScatterElementsUpdate", "scatter_nd_update": "ScatterNDUpdate",
+            "scatter_update": "ScatterUpdate", "gather_nd": "GatherND", "gather_elements": "GatherElements",
+            "topk": "TopK", "cumsum": "CumSum"}
+
+
+def _run_cpu(case: Case) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
     model, feeds = _build(eo, Model, case.builder, case.inputs, case.args, case.kwargs, None)
     n = len(model.get_results())
     ref = ember.Core().compile_model(model, "REFERENCE")(feeds)
@@ -58,12 +63,15 @@ def _run_cpu(case: Case) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     res = cm(feeds)  # a second run (scratch buffers, fills) gives the same
     for i, g in enumerate(got):
         np.testing.assert_array_equal(np.asarray(res[i]), g)
-    return got, want, cm._executable.program.stats
+    return got, want, cm._executable.program
 
 
 def _check(case: Case, rtol: float = 1e-5, atol: float = 1e-5) -> None:
-    got, want, stats = _run_cpu(case)
-    assert not stats["fallbacks"], stats["fallbacks"]
+    got, want, program = _run_cpu(case)
+    assert not program.stats["fallbacks"], program.stats["fallbacks"]
+    native = case.native or OP_TYPES[case.builder]
+    assert any(op.type_name == native and op.native for op in program.ops) or not any(g.size for g in got), \
+        [op.type_name for op in program.ops]
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, w.shape, g.dtype, w.dtype)
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
@@ -192,3 +200,57 @@ GATHERS: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(GATHERS))
 def test_gather(name: str) -> None:
     _check(GATHERS[name])
+
+
+# -- an index made by a Broadcast (PyTorch's index.unsqueeze(1).expand(-1, F)) is read in place ----------
+
+def _broadcast_index_model(op: str, n: int, e: int, f: int, red: str = "sum", idx_dtype: Any = np.int64,
+                           other_reader: bool = False) -> tuple[Model, list[np.ndarray]]:
+    idx = eo.parameter([e, 1], idx_dtype, name="idx")
+    wide = eo.broadcast(idx, np.array([e, f], np.int64))
+    x = eo.parameter([n, f], np.float32, name="x")
+    if op == "scatter":
+        u = eo.parameter([e, f], np.float32, name="u")
+        y = eo.scatter_elements_update(eo.constant(np.zeros((n, f), np.float32)), wide, u, np.array(0), red, True)
+        outs, params = [eo.add(y, x)], [idx, x, u]
+    else:
+        y = eo.gather_elements(x, wide, 0)
+        outs, params = [y], [idx, x]
+    if other_reader:  # the broadcast index is a model output too: it must still be computed
+        outs.append(wide)
+    feeds = [_i(-n, n, e, 1, dtype=idx_dtype), _f(n, f)] + ([_f(e, f)] if op == "scatter" else [])
+    return Model(outs, params, op), feeds
+
+
+@pytest.mark.parametrize("op,red,f,idx_dtype,other", [
+    ("scatter", "sum", 64, np.int64, False), ("scatter", "max", 37, np.int32, False),
+    ("scatter", "none", 3, np.int64, False), ("scatter", "prod", 16, np.int64, True),
+    ("scatter", "mean", 20, np.int64, False),
+    ("gather", None, 64, np.int64, False), ("gather", None, 5, np.int32, True)])
+def test_broadcast_index_read_in_place(op: str, red: str | None, f: int, idx_dtype: Any, other: bool) -> None:
+    model, feeds = _broadcast_index_model(op, 23, 57, f, red or "sum", idx_dtype, other)
+    n = len(model.get_results())
+    ref = ember.Core().compile_model(model, "REFERENCE")(feeds)
+    cm = ember.Core().compile_model(model, "CPU")
+    got = cm(feeds)
+    for i in range(n):
+        np.testing.assert_allclose(np.asarray(got[i]), np.asarray(ref[i]), rtol=1e-5, atol=1e-5)
+    ops_ = [op_.type_name for op_ in cm._executable.program.ops]
+    assert ("Broadcast" in ops_) == other, ops_  # dropped from the plan unless something else reads it
+
+
+# -- Broadcast / Tile of 8-byte items (int64 indices expanded by PyTorch exports) ------------------------
+
+EIGHT_BYTE_COPIES = {
+    "broadcast-int64-rows": Case("broadcast", [_i(-9, 9, 57, 1), Const(np.array([57, 33]))], native="Broadcast"),
+    "broadcast-int64-middle": Case("broadcast", [_i(-9, 9, 3, 1, 5), Const(np.array([2, 3, 4, 5]))],
+                                   native="Broadcast"),
+    "broadcast-float64-bidirectional": Case("broadcast", [RNG.standard_normal((3, 1)), Const(np.array([1, 4]))],
+                                            kwargs={"broadcast_spec": "BIDIRECTIONAL"}, native="Broadcast"),
+    "tile-int64": Case("tile", [_i(-9, 9, 2, 3), Const(np.array([2, 1, 3]))], native="Tile"),
+}
+
+
+@pytest.mark.parametrize("name", list(EIGHT_BYTE_COPIES))
+def test_eight_byte_broadcast_tile(name: str) -> None:
+    _check(EIGHT_BYTE_COPIES[name], rtol=0, atol=0)

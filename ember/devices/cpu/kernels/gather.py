@@ -31,8 +31,8 @@ GATHER_ND_CONTEXT = ContextLayout(
     pointers=("data", "idx", "out", "dims", "astr"))
 GATHER_EL_CONTEXT = ContextLayout(
     "gather_elements",
-    ("data", "idx", "out", "K", "n", "inner", "ostride", "rpt", "rows"),
-    pointers=("data", "idx", "out"))
+    ("data", "idx", "out", "tab_io", "tab_ic", "K", "n", "inner", "ostride", "is_j", "row_index", "rpt", "rows"),
+    pointers=("data", "idx", "out", "tab_io", "tab_ic"))
 
 
 def _load_index(e: ContextEmitter, idx: ir.Value, pos: ir.Value, idx64: bool) -> ir.Value:
@@ -86,25 +86,50 @@ def _emit_nd(m: ir.Module, prefix: str, lanes: int, idx64: bool) -> None:
     b.ret_void()
 
 
-def _emit_elements(m: ir.Module, prefix: str, idx64: bool, wide: bool) -> None:
+def _emit_elements(m: ir.Module, prefix: str, lanes: int, idx64: bool, wide: bool) -> None:
     fn = ContextEmitter.function(m, f"{prefix}_el_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, GATHER_EL_CONTEXT)
     b = e.b
     task = fn.args[1]
     t = I64 if wide else I32
     data, idx, out = e.arg("data", PTR), e.arg("idx", PTR), e.arg("out", PTR)
+    tab_io, tab_ic = e.arg("tab_io", PTR), e.arg("tab_ic", PTR)
     K, n, inner = e.arg("K"), e.arg("n"), e.arg("inner")
     r0 = b.mul(task, e.arg("rpt"))
     r1 = e.min(e.arg("rows"), b.add(r0, e.arg("rpt")))
+    units = b.mul(inner, c64(2 if wide else 1))  # a row in 4-byte units
+    vt = vec(I32, lanes)
+    nmain = b.mul(b.sdiv(units, c64(lanes)), c64(lanes))
+    tail = lane_mask(e, b.sub(units, nmain), lanes)
+    zero = ir.Constant(vt, None)
     with e.loop(r0, r1, name="r") as r:
-        base = e.gep(t, data, b.mul(b.sdiv(r, K), e.arg("ostride")))
+        o = b.sdiv(r, K)
+        base = e.gep(t, data, b.mul(o, e.arg("ostride")))
         row = b.mul(r, inner)
-        with e.loop(c64(0), inner, name="c") as c:
-            el = b.add(row, c)
-            v, good = _norm(e, _load_index(e, idx, el, idx64), n)
-            v = b.select(good, v, c64(0))
-            x = e.load(t, e.gep(t, base, b.add(b.mul(v, inner), c)))
-            b.store(b.select(good, x, ir.Constant(t, 0)), e.gep(t, out, el))
+        irow = b.add(e.load(I64, e.gep(I64, tab_io, o), align=8), b.mul(b.srem(r, K), e.arg("is_j")))
+        with b.if_else(b.icmp_signed("!=", e.arg("row_index"), c64(0))) as (one, many):
+            with one:  # one index for the whole row: a vector copy of a data row
+                v, good = _norm(e, _load_index(e, idx, irow, idx64), n)
+                src = e.gep(t, base, b.mul(b.select(good, v, c64(0)), inner))
+                dst = e.gep(t, out, row)
+                with b.if_else(good) as (copy, clear):
+                    with copy:
+                        with e.loop(c64(0), nmain, lanes, name="c") as c:
+                            b.store(e.load(vt, e.gep(I32, src, c), align=4), e.gep(I32, dst, c), align=4)
+                        with b.if_then(b.icmp_signed("<", nmain, units)):
+                            x = e.call(f"llvm.masked.load.v{lanes}i32.p0", vt, [e.gep(I32, src, nmain), c32(4), tail, zero])
+                            e.call(f"llvm.masked.store.v{lanes}i32.p0", VOID, [x, e.gep(I32, dst, nmain), c32(4), tail])
+                    with clear:
+                        with e.loop(c64(0), units, name="z") as c:
+                            b.store(c32(0), e.gep(I32, dst, c), align=4)
+            with many:
+                with e.loop(c64(0), inner, name="c") as c:
+                    el = b.add(row, c)
+                    pos = b.add(irow, e.load(I64, e.gep(I64, tab_ic, c), align=8))
+                    v, good = _norm(e, _load_index(e, idx, pos, idx64), n)
+                    v = b.select(good, v, c64(0))
+                    x = e.load(t, e.gep(t, base, b.add(b.mul(v, inner), c)))
+                    b.store(b.select(good, x, ir.Constant(t, 0)), e.gep(t, out, el))
     b.ret_void()
 
 
@@ -114,8 +139,8 @@ def _library(isa: Isa, idx64: bool) -> jit.Library:
         m = ir.Module(name=prefix)
         m.triple = isa.triple
         _emit_nd(m, prefix, isa.f32_lanes, idx64)
-        _emit_elements(m, prefix + "_w", idx64, True)
-        _emit_elements(m, prefix, idx64, False)
+        _emit_elements(m, prefix + "_w", isa.f32_lanes, idx64, True)
+        _emit_elements(m, prefix, isa.f32_lanes, idx64, False)
         return m
     return jit.load(f"gather_nd|{isa.level}|i{64 if idx64 else 32}", isa, build)
 
@@ -145,15 +170,22 @@ def gather_nd(data: np.ndarray, idx: np.ndarray, out: np.ndarray, *, rows: int, 
 
 
 def gather_elements(data: np.ndarray, idx: np.ndarray, out: np.ndarray, *, outer: int, K: int, n: int, inner: int,
-                    threads: int, isa: Isa | None = None) -> BoundKernel:
+                    tab_io: np.ndarray, is_j: int, tab_ic: np.ndarray, threads: int,
+                    isa: Isa | None = None) -> BoundKernel:
     """A bound GatherElements of contiguous ``data`` (``[outer, n, inner]``, 4- or 8-byte items)
-    into ``out`` (``[outer, K, inner]``) by ``idx`` (same shape as ``out``, int32/int64)."""
+    into ``out`` (``[outer, K, inner]``) by ``idx`` (int32/int64): the index of output element
+    ``(o, j, c)`` is at ``tab_io[o] + j * is_j + tab_ic[c]`` (a broadcast index has zeros there;
+    all-zero ``tab_ic`` makes each output row one vector copy)."""
     isa = isa or host_isa()
     lib = _library(isa, idx.dtype.itemsize == 8)
     name = "el_task" if data.dtype.itemsize == 4 else "w_el_task"
     rows = outer * K
     rpt = _rows_per_task(rows, inner, threads)
-    ctx = GATHER_EL_CONTEXT.new(data=data.ctypes.data, idx=idx.ctypes.data, out=out.ctypes.data, K=max(K, 1), n=n,
-                                inner=inner, ostride=n * inner, rpt=rpt, rows=rows)
+    tab_io = np.ascontiguousarray(tab_io if tab_io.size else np.zeros(1), np.int64)
+    tab_ic = np.ascontiguousarray(tab_ic if tab_ic.size else np.zeros(1), np.int64)
+    ctx = GATHER_EL_CONTEXT.new(data=data.ctypes.data, idx=idx.ctypes.data, out=out.ctypes.data,
+                                tab_io=tab_io.ctypes.data, tab_ic=tab_ic.ctypes.data, K=max(K, 1), n=n, inner=inner,
+                                ostride=n * inner, is_j=is_j, row_index=int(not tab_ic.any()), rpt=rpt, rows=rows)
     n_tasks = -(-rows // rpt) if rows and inner else 0
-    return BoundKernel(lib.address(name), ctx, n_tasks, threads, (data, idx, out), layout=GATHER_EL_CONTEXT)
+    return BoundKernel(lib.address(name), ctx, n_tasks, threads, (data, idx, out, tab_io, tab_ic),
+                       layout=GATHER_EL_CONTEXT)

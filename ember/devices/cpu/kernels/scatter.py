@@ -43,9 +43,9 @@ MAX_INDEX_DIMS = 8
 
 SCATTER_CONTEXT = ContextLayout(
     "scatter",
-    ("out", "upd", "idx", "tab_outer", "tab_inner", "count", "dims", "astr",
-     "outer", "K", "inner", "k", "is_o", "is_j", "cpt", "columns"),
-    pointers=("out", "upd", "idx", "tab_outer", "tab_inner", "count", "dims", "astr"))
+    ("out", "upd", "idx", "tab_outer", "tab_inner", "tab_io", "tab_ic", "count", "dims", "astr",
+     "outer", "K", "inner", "k", "is_o", "is_j", "cpt", "columns", "row_index"),
+    pointers=("out", "upd", "idx", "tab_outer", "tab_inner", "tab_io", "tab_ic", "count", "dims", "astr"))
 
 INIT_CONTEXT = ContextLayout("scatter_init", ("src", "dst", "n", "fill", "value", "upt"), pointers=("src", "dst"))
 
@@ -125,6 +125,30 @@ def _emit_scatter(m: ir.Module, prefix: str, lanes32: int, mode: str, dtype: str
             ce = e.min(b.sub(col1, base), inner)
             body(o, cs, ce)
 
+    def vector_run(dst: ir.Value, src: ir.Value, cs: ir.Value, ce: ir.Value) -> None:
+        """dst[c] = dst[c] (op) src[c] for c in [cs, ce), in vectors."""
+        n = b.sub(ce, cs)
+        nmain = b.add(cs, b.mul(b.sdiv(n, c64(lanes)), c64(lanes)))
+        align = t.width // 8 if t != F32 else 4
+
+        def move(c: ir.Value, mask: ir.Value | None) -> None:
+            pd, ps = e.gep(t, dst, c), e.gep(t, src, c)
+            if mask is None:
+                x = e.load(vt, ps, align=align)
+                acc = e.load(vt, pd, align=align) if red != "none" else None
+                b.store(_reduce(e, t, red, acc, x), pd, align=align)
+            else:
+                undef = ir.Constant(vt, None)
+                x = e.call(f"llvm.masked.load.v{lanes}{tn}.p0", vt, [ps, c32(align), mask, undef])
+                acc = e.call(f"llvm.masked.load.v{lanes}{tn}.p0", vt, [pd, c32(align), mask, undef]) \
+                    if red != "none" else None
+                e.call(f"llvm.masked.store.v{lanes}{tn}.p0", VOID, [_reduce(e, t, red, acc, x), pd, c32(align), mask])
+
+        with e.loop(cs, nmain, lanes, name="c") as c:
+            move(c, None)
+        with b.if_then(b.icmp_signed("<", nmain, ce)):
+            move(nmain, lane_mask(e, b.sub(ce, nmain), lanes))
+
     if mode == "row":
         def row_body(o: ir.Value, cs: ir.Value, ce: ir.Value) -> None:
             toff = e.load(I64, e.gep(I64, tab_outer, o), align=8)
@@ -138,30 +162,8 @@ def _emit_scatter(m: ir.Module, prefix: str, lanes32: int, mode: str, dtype: str
                     b.store(b.add(e.load(I64, off), b.mul(v, e.load(I64, e.gep(I64, astr, mm), align=8))), off)
                     b.store(b.and_(e.load(ir.IntType(1), ok), good), ok)
                 with b.if_then(e.load(ir.IntType(1), ok)):
-                    dst = e.gep(t, out, e.load(I64, off))
-                    src = e.gep(t, upd, b.mul(b.add(b.mul(o, K), j), inner))
-                    n = b.sub(ce, cs)
-                    nmain = b.add(cs, b.mul(b.sdiv(n, c64(lanes)), c64(lanes)))
-
-                    def move(c: ir.Value, mask: ir.Value | None) -> None:
-                        align = t.width // 8 if t != F32 else 4
-                        pd, ps = e.gep(t, dst, c), e.gep(t, src, c)
-                        if mask is None:
-                            x = e.load(vt, ps, align=align)
-                            acc = e.load(vt, pd, align=align) if red != "none" else None
-                            b.store(_reduce(e, t, red, acc, x), pd, align=align)
-                        else:
-                            undef = ir.Constant(vt, None)
-                            x = e.call(f"llvm.masked.load.v{lanes}{tn}.p0", vt, [ps, c32(align), mask, undef])
-                            acc = e.call(f"llvm.masked.load.v{lanes}{tn}.p0", vt, [pd, c32(align), mask, undef]) \
-                                if red != "none" else None
-                            e.call(f"llvm.masked.store.v{lanes}{tn}.p0", VOID,
-                                   [_reduce(e, t, red, acc, x), pd, c32(align), mask])
-
-                    with e.loop(cs, nmain, lanes, name="c") as c:
-                        move(c, None)
-                    with b.if_then(b.icmp_signed("<", nmain, ce)):
-                        move(nmain, lane_mask(e, b.sub(ce, nmain), lanes))
+                    vector_run(e.gep(t, out, e.load(I64, off)), e.gep(t, upd, b.mul(b.add(b.mul(o, K), j), inner)),
+                               cs, ce)
 
         columns(row_body)
         b.ret_void()
@@ -171,15 +173,18 @@ def _emit_scatter(m: ir.Module, prefix: str, lanes32: int, mode: str, dtype: str
     count = e.arg("count", PTR)
     n0 = e.load(I64, dims, align=8)
     a0 = e.load(I64, astr, align=8)
+    tab_io, tab_ic = e.arg("tab_io", PTR), e.arg("tab_ic", PTR)
 
     def each(body) -> None:  # noqa: ANN001 - body(target, element) for every valid update of the task
         def col_body(o: ir.Value, cs: ir.Value, ce: ir.Value) -> None:
             toff = e.load(I64, e.gep(I64, tab_outer, o), align=8)
+            ioff = e.load(I64, e.gep(I64, tab_io, o), align=8)
             with e.loop(zero, K, name="j") as j:
                 row = b.mul(b.add(b.mul(o, K), j), inner)
+                irow = b.add(ioff, b.mul(j, e.arg("is_j")))
                 with e.loop(cs, ce, name="c") as c:
                     el = b.add(row, c)
-                    v, good = norm(load_index(el), n0)
+                    v, good = norm(load_index(b.add(irow, e.load(I64, e.gep(I64, tab_ic, c), align=8))), n0)
                     with b.if_then(good):
                         tgt = b.add(b.add(toff, b.mul(v, a0)), e.load(I64, e.gep(I64, tab_inner, c), align=8))
                         body(tgt, el)
@@ -200,7 +205,25 @@ def _emit_scatter(m: ir.Module, prefix: str, lanes32: int, mode: str, dtype: str
         if red == "mean":
             pc = e.gep(I32, count, tgt)
             b.store(b.add(e.load(I32, pc), c32(1)), pc)
-    each(apply)
+
+    if red == "mean":
+        each(apply)
+    else:
+        # one index per row of the task's columns (a broadcast index) with a contiguous target run:
+        # each update row is a vector reduction of a run, as in row mode
+        with b.if_else(b.icmp_signed("!=", e.arg("row_index"), zero)) as (rows_, elems):
+            with rows_:
+                def row_body(o: ir.Value, cs: ir.Value, ce: ir.Value) -> None:
+                    toff = b.add(e.load(I64, e.gep(I64, tab_outer, o), align=8), e.load(I64, tab_inner, align=8))
+                    ioff = e.load(I64, e.gep(I64, tab_io, o), align=8)
+                    with e.loop(zero, K, name="j") as j:
+                        v, good = norm(load_index(b.add(ioff, b.mul(j, e.arg("is_j")))), n0)
+                        with b.if_then(good):
+                            vector_run(e.gep(t, out, b.add(toff, b.mul(v, a0))),
+                                       e.gep(t, upd, b.mul(b.add(b.mul(o, K), j), inner)), cs, ce)
+                columns(row_body)
+            with elems:
+                each(apply)
 
     if red == "mean":
         def divide(tgt: ir.Value, el: ir.Value) -> None:
@@ -294,31 +317,42 @@ def fill_bits(value: int | float, dtype: np.dtype) -> int:
 
 def scatter(out: np.ndarray, upd: np.ndarray, idx: np.ndarray, *, mode: str, reduction: str, use_init: bool,
             outer: int, K: int, inner: int, tab_outer: np.ndarray, tab_inner: np.ndarray | None,
-            dims: np.ndarray, astr: np.ndarray, is_o: int = 0, is_j: int = 1, threads: int = 1,
-            isa: Isa | None = None) -> BoundKernel:
+            dims: np.ndarray, astr: np.ndarray, is_o: int = 0, is_j: int = 1, tab_io: np.ndarray | None = None,
+            tab_ic: np.ndarray | None = None, threads: int = 1, isa: Isa | None = None) -> BoundKernel:
     """A bound scatter into ``out`` (already holding the data; contiguous) of ``upd`` (contiguous,
-    ``[outer, K, inner]``) at ``idx`` (contiguous int32/int64). See the module docstring for the
-    two modes and the tables (int64 element offsets)."""
+    ``[outer, K, inner]``) at ``idx`` (int32/int64). See the module docstring for the two modes;
+    the tables are int64 element offsets: ``tab_outer``/``tab_inner`` into the data,
+    ``tab_io``/``tab_ic`` (elem mode) into ``idx`` with ``is_j`` between index rows (a
+    broadcast index has zeros there)."""
     if reduction not in REDUCTIONS or out.dtype.name not in DTYPES:
         raise ValueError(f"ember: internal: scatter of {out.dtype} with reduction {reduction}")
     isa = isa or host_isa()
     lib = _library(isa, mode, out.dtype.name, reduction, idx.dtype.itemsize == 8, use_init)
     columns = outer * inner
-    # a task: a run of columns; row mode wants runs long enough for vector moves
-    least = 4 * isa.f32_lanes if mode == "row" else 1
-    cpt = max(least, -(-columns // (4 * threads))) if columns else 1
+
+    def arr(x: np.ndarray | None) -> np.ndarray:
+        return np.ascontiguousarray(x if x is not None and x.size else np.zeros(1), np.int64)
+
+    tab_outer, tab_inner, tab_io, tab_ic = arr(tab_outer), arr(tab_inner), arr(tab_io), arr(tab_ic)
+    row_index = mode == "elem" and not tab_ic.any() and np.array_equal(
+        tab_inner[:inner], tab_inner[0] + np.arange(inner, dtype=np.int64))
+    # a task is a run of columns; runs of whole cache lines, so no two tasks read the same line
+    per = -(-columns // (4 * max(threads, 1))) if columns else 1
+    if inner >= 16:
+        per = -(-per // 16) * 16
+    cpt = max(per, 1)
     count = np.zeros(out.size if reduction == "mean" else 1, np.int32)
-    tab_outer = np.ascontiguousarray(tab_outer, np.int64)
-    tab_inner = np.ascontiguousarray(tab_inner if tab_inner is not None else np.zeros(1), np.int64)
     dims = np.ascontiguousarray(dims, np.int64)
     astr = np.ascontiguousarray(astr, np.int64)
     ctx = SCATTER_CONTEXT.new(
         out=out.ctypes.data, upd=upd.ctypes.data, idx=idx.ctypes.data, tab_outer=tab_outer.ctypes.data,
-        tab_inner=tab_inner.ctypes.data, count=count.ctypes.data, dims=dims.ctypes.data, astr=astr.ctypes.data,
-        outer=outer, K=K, inner=inner, k=dims.size, is_o=is_o, is_j=is_j, cpt=cpt, columns=columns)
+        tab_inner=tab_inner.ctypes.data, tab_io=tab_io.ctypes.data, tab_ic=tab_ic.ctypes.data,
+        count=count.ctypes.data, dims=dims.ctypes.data, astr=astr.ctypes.data, outer=outer, K=K, inner=inner,
+        k=dims.size, is_o=is_o, is_j=is_j, cpt=cpt, columns=columns, row_index=int(row_index))
     n_tasks = -(-columns // cpt) if columns and K and upd.size else 0
     return BoundKernel(lib.address("scatter_task"), ctx, n_tasks, threads,
-                       (out, upd, idx, tab_outer, tab_inner, count, dims, astr), layout=SCATTER_CONTEXT)
+                       (out, upd, idx, tab_outer, tab_inner, tab_io, tab_ic, count, dims, astr),
+                       layout=SCATTER_CONTEXT)
 
 
 def init_library(isa: Isa | None = None) -> jit.Library:

@@ -53,11 +53,36 @@ def _axis(node: Node, i: int, rank: int) -> int:
     return a % rank
 
 
+def _index_source(lowering: Lowering, port: Output) -> tuple[Tensor, list[int]]:
+    """The tensor to read an index input from and its element strides over the index's shape.
+    An index made by a Broadcast (PyTorch's ``index.unsqueeze(1).expand(-1, F)``) is read from the
+    Broadcast's input with zero strides, so the broadcast index is never written out (and the
+    Broadcast is dropped from the plan when nothing else reads it)."""
+    from ember.devices.cpu.lowering.broadcast import zero_offset_strides
+
+    shape = static_shape(port)
+    node = port.node
+    if node.type_name == "Broadcast" and port.element_type.dtype in _INDEX_TYPES:
+        src_p = node.input_values()[0]
+        consts = [const_of(p) for p in node.input_values()[1:]]
+        if lowering.has(src_p) and src_p.partial_shape.is_static and all(c is not None for c in consts):
+            in_shape = static_shape(src_p)
+            size = math.prod(in_shape)
+            if 0 < size <= _MAX_TABLE and 0 < math.prod(shape) <= _MAX_TABLE:
+                probe = np.arange(size, dtype=np.int64).reshape(in_shape)
+                index_map = np.asarray(node.evaluate([probe, *consts])[0])
+                strides = zero_offset_strides(index_map) if index_map.shape == shape else None
+                if strides is not None:
+                    return _input(lowering, src_p), list(strides)
+    return _input(lowering, port), _elem_strides(shape)
+
+
 # -- scatters ------------------------------------------------------------------------------------
 
 def _scatter_op(lowering: Lowering, node: Node, *, mode: str, reduction: str, use_init: bool, outer: int, K: int,
                 inner: int, tab_outer: np.ndarray, tab_inner: np.ndarray | None, dims: list[int],
-                astr: list[int], is_o: int = 0, is_j: int = 1) -> bool:
+                astr: list[int], is_o: int = 0, is_j: int = 1, idx: Tensor | None = None,
+                tab_io: np.ndarray | None = None, tab_ic: np.ndarray | None = None) -> bool:
     from ember.devices.cpu.kernels.scatter import fill_bits, init_output, scatter, supported
 
     data_p, idx_p, upd_p = node.input_values()[:3]
@@ -74,7 +99,7 @@ def _scatter_op(lowering: Lowering, node: Node, *, mode: str, reduction: str, us
         flat = data.data.reshape(-1)
         if flat.size and np.all(flat == flat[0]) and not (dtype.kind == "f" and np.isnan(flat[0])):
             fill = fill_bits(flat[0].item(), dtype)
-    ins = [_input(lowering, idx_p), _input(lowering, upd_p)]
+    ins = [idx if idx is not None else _input(lowering, idx_p), _input(lowering, upd_p)]
     if fill is None:
         ins.append(_input(lowering, data_p))
     y = lowering.value(shape, PLAIN, dtype, name=node.friendly_name)
@@ -86,7 +111,7 @@ def _scatter_op(lowering: Lowering, node: Node, *, mode: str, reduction: str, us
         return [init, scatter(out, arrs[1], arrs[0], mode=mode, reduction=reduction, use_init=use_init,
                               outer=outer, K=K, inner=inner, tab_outer=tab_outer, tab_inner=tab_inner,
                               dims=np.array(dims, np.int64), astr=np.array(astr, np.int64), is_o=is_o, is_j=is_j,
-                              threads=threads, isa=isa)]
+                              tab_io=tab_io, tab_ic=tab_ic, threads=threads, isa=isa)]
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
     lowering.finish(node, y, [])
@@ -103,9 +128,12 @@ def lower_scatter_elements(lowering: Lowering, node: Node) -> bool:
     red = str(node.attrs.get("reduction", "none")).lower()
     ds = _elem_strides(dshape)
     outer, K, inner = math.prod(ishape[:axis]), ishape[axis], math.prod(ishape[axis + 1:])
+    idx, ist = _index_source(lowering, node.input_values()[1])
     return _scatter_op(lowering, node, mode="elem", reduction=red, use_init=bool(node.attrs.get("use_init_val", True)),
                        outer=outer, K=K, inner=inner, tab_outer=_offsets(ishape[:axis], ds[:axis]),
-                       tab_inner=_offsets(ishape[axis + 1:], ds[axis + 1:]), dims=[dshape[axis]], astr=[ds[axis]])
+                       tab_inner=_offsets(ishape[axis + 1:], ds[axis + 1:]), dims=[dshape[axis]], astr=[ds[axis]],
+                       idx=idx, is_j=ist[axis], tab_io=_offsets(ishape[:axis], ist[:axis]),
+                       tab_ic=_offsets(ishape[axis + 1:], ist[axis + 1:]))
 
 
 @lowers("ScatterNDUpdate")
@@ -140,12 +168,13 @@ def lower_scatter_update(lowering: Lowering, node: Node) -> bool:
 
 # -- gathers -------------------------------------------------------------------------------------
 
-def _gather_inputs(lowering: Lowering, node: Node) -> tuple[Tensor, Tensor, np.dtype] | None:
+def _gather_inputs(lowering: Lowering, node: Node) -> tuple[Tensor, np.dtype] | None:
+    """The data tensor and its dtype, when the kernels take this data and index type."""
     data_p, idx_p = node.input_values()[:2]
     dtype = data_p.element_type.dtype
     if dtype.itemsize not in (4, 8) or dtype.kind not in "fiu" or idx_p.element_type.dtype not in _INDEX_TYPES:
         return None
-    return _input(lowering, data_p), _input(lowering, idx_p), dtype
+    return _input(lowering, data_p), dtype
 
 
 @lowers("GatherND")
@@ -160,7 +189,8 @@ def lower_gather_nd(lowering: Lowering, node: Node) -> bool:
     got = _gather_inputs(lowering, node)
     if got is None:
         return False
-    data, idx, dtype = got
+    data, dtype = got
+    idx = _input(lowering, node.input_values()[1])
     unit = dtype.itemsize // 4
     inner = math.prod(dshape[bd + k:]) * unit
     rows = math.prod(ishape[:-1])
@@ -196,16 +226,18 @@ def lower_gather_elements(lowering: Lowering, node: Node) -> bool:
     got = _gather_inputs(lowering, node)
     if got is None:
         return False
-    data, idx, dtype = got
+    data, dtype = got
+    idx, ist = _index_source(lowering, node.input_values()[1])
     outer, K, inner, n = math.prod(ishape[:axis]), ishape[axis], math.prod(ishape[axis + 1:]), dshape[axis]
     if n == 0 and outer * K * inner:
         return False
+    tab_io, is_j, tab_ic = _offsets(ishape[:axis], ist[:axis]), ist[axis], _offsets(ishape[axis + 1:], ist[axis + 1:])
     y = lowering.value(ishape, PLAIN, dtype, name=node.friendly_name)
     threads, isa = lowering.threads, lowering.isa
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [gather_elements(arrs[0], arrs[1], outs[0], outer=outer, K=K, n=n, inner=inner, threads=threads,
-                                isa=isa)]
+        return [gather_elements(arrs[0], arrs[1], outs[0], outer=outer, K=K, n=n, inner=inner, tab_io=tab_io,
+                                is_j=is_j, tab_ic=tab_ic, threads=threads, isa=isa)]
 
     lowering.program.add(Op(node.friendly_name, "GatherElements", [data, idx], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
