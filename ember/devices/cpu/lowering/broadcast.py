@@ -40,7 +40,7 @@ def lower_broadcast(lowering: Lowering, node: Node) -> bool:
     data_p = node.input_values()[0]
     dtype = data_p.element_type.dtype
     consts = [const_of(p) for p in node.input_values()[1:]]
-    if dtype.itemsize != 4 or any(c is None for c in consts):
+    if dtype.itemsize not in (4, 8) or any(c is None for c in consts):
         return False
     in_shape, out_shape = static_shape(data_p), static_shape(node.output(0))
     size, out_size = int(np.prod(in_shape)), int(np.prod(out_shape))
@@ -60,10 +60,14 @@ def lower_broadcast(lowering: Lowering, node: Node) -> bool:
         return False
     src = lowering.native_input(lowering.tensor(data_p), PLAIN)
 
+    unit = dtype.itemsize // 4  # an 8-byte item moves as two 4-byte words (a last axis of 2)
+    words = split + (unit,) if unit > 1 else split
+
     def views(a: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         flat = a.reshape(-1).view(np.float32)
-        return (np.lib.stride_tricks.as_strided(flat, split, tuple(4 * s for s in strides), writeable=False),
-                out.view(np.float32).reshape(split))
+        st = tuple(4 * unit * s for s in strides) + ((4,) if unit > 1 else ())
+        return (np.lib.stride_tricks.as_strided(flat, words, st, writeable=False),
+                out.reshape(-1).view(np.float32).reshape(words))
 
     if strided_copy(*views(np.empty(in_shape, dtype), np.empty(out_shape, dtype)), 1, lowering.isa) is None:
         return False
