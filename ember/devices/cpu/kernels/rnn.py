@@ -47,8 +47,17 @@ RNN_CONTEXT = ContextLayout(
      "batch", "seq", "hidden", "hp", "dirs", "reverse", "bpt", "nbt", "clip", "flags"),
     pointers=("xw", "h0", "c0", "lens", "r", "rb", "y", "ho", "co", "scratch"))
 F_C0, F_LENS, F_LENS64, F_Y, F_CO = 1, 2, 4, 8, 16
-#: batch rows sharing one pass over the recurrent weights
-MB = 4
+
+
+def _registers(lanes: int) -> int:
+    """Vector registers of the ISA level (AVX-512: 32, else 16)."""
+    return 32 if lanes >= 16 else 16
+
+
+def tile_rows(lanes: int, gates: int) -> int:
+    """Batch rows sharing one pass over the recurrent weights: as many as keep their
+    accumulators, the weight vectors and a broadcast in registers (at most 4)."""
+    return max(1, min(4, (_registers(lanes) - gates - 1) // gates))
 
 #: cell kind -> (gates in W and XW, gates per pass over R)
 CELLS = {"lstm": (4, (4,)), "gru": (3, (2, 1)), "gru_lbr": (3, (3,)), "rnn": (1, (1,))}
@@ -210,7 +219,7 @@ def _emit_task(m: ir.Module, prefix: str, lanes: int, cell: str, acts: tuple[Act
     def gemv(rows: list[ir.Value], packed: ir.Value, gp: int) -> list[list[ir.Value]]:
         """acc[m][g] = sum_k rows[m][k] * packed[k][g][:] over k < hidden."""
         mb = len(rows)
-        unroll = 2 if mb * gp <= 8 else 1
+        unroll = 2 if 2 * mb * gp + gp + 1 <= _registers(lanes) else 1
         accs = [[[e.var(vt, zero_v) for _ in range(gp)] for _ in range(mb)] for _ in range(unroll)]
 
         def kstep(k: ir.Value, u: int) -> None:
@@ -316,11 +325,12 @@ def _emit_task(m: ir.Module, prefix: str, lanes: int, cell: str, acts: tuple[Act
 
     with e.loop(0, seq, name="s") as s:
         cur = b.and_(s, c64(1))
-        with e.loop(r0, r1, MB, name="bt") as b0:
-            mb = e.min(b.sub(r1, b0), c64(MB))
+        rows_max = tile_rows(lanes, max(passes))
+        with e.loop(r0, r1, rows_max, name="bt") as b0:
+            mb = e.min(b.sub(r1, b0), c64(rows_max))
             sw = b.switch(mb, fn.append_basic_block("mb.none"))
             after = fn.append_basic_block("mb.after")
-            for k in range(1, MB + 1):
+            for k in range(1, rows_max + 1):
                 blk = fn.append_basic_block(f"mb.{k}")
                 sw.add_case(c64(k), blk)
                 b.position_at_end(blk)
