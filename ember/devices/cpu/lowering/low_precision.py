@@ -116,7 +116,7 @@ def _int_weights(port: Output, out_axes: tuple[int, ...]) -> tuple[np.ndarray, n
         reshape = tuple(target.shape)
         node = node.input_values()[0].node
     if node.type_name != "Multiply":
-        return None
+        return _integer_weights(port, out_axes)
     a, b = node.input_values()
     for q_port, s_port in ((a, b), (b, a)):
         src = q_port.node
@@ -143,15 +143,47 @@ def _int_weights(port: Output, out_axes: tuple[int, ...]) -> tuple[np.ndarray, n
     return None
 
 
+def _integer_weights(port: Output, out_axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Weights that are integers in [-128, 127] without a scale (ONNX ConvInteger/MatMulInteger,
+    whose ``Convert(int Const) - zero point`` the frontend folds): scale 1, exact."""
+    v = _value(port)
+    if v is None or v.size == 0 or v.dtype.kind not in "fiu" or not np.all(np.isfinite(v)):
+        return None
+    if np.any(v != np.rint(v)) or v.min() < -128 or v.max() > 127:
+        return None
+    return v.astype(np.int8), np.ones(int(np.prod([v.shape[i] for i in out_axes])))
+
+
 # ops that only move or select values: a FakeQuantize grid survives them, so the values after
 # them quantize back to the same steps (OpenVINO's precision-preserving ops)
 _PRESERVING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
 
-def _activation_fq(port: Output, axis: int | None = None) -> tuple[Any, Node, Output, list[Output]] | None:
-    """``(params, FakeQuantize, data to quantize, range ports)`` when ``port`` is a FakeQuantize's output,
-    or that output moved only by precision-preserving ops (then the ranges are the output
-    grid's: the values are on it already). Ranges scalar, or along ``axis`` when given."""
+@dataclass
+class _Activation:
+    """Where an int8 layer's u8 input comes from: ``data`` (f32) quantized with FakeQuantize
+    ranges ``ranges`` (four f32 ports) into ``levels`` steps; ``params`` are those ranges."""
+
+    params: Any
+    data: Output | None  # None: ``t`` converted to f32 (made only once the layer is rewritten)
+    ranges: list[Output]
+    levels: int
+    name: str
+    t: Output | None = None
+    moves: list[Node] = field(default_factory=list)  # precision-preserving ops to redo on ``data``
+
+
+def _activation(port: Output, axis: int | None = None) -> _Activation | None:
+    """The quantized activation ``port`` carries: a FakeQuantize (NNCF, OpenVINO, ONNX Q/DQ
+    pairs) or a dequantized integer tensor (ONNX QLinear*/ConvInteger/MatMulInteger, a lone
+    DequantizeLinear); None when ``port`` is neither."""
+    return _activation_fq(port, axis) or _activation_dq(port, axis)
+
+
+def _activation_fq(port: Output, axis: int | None = None) -> _Activation | None:
+    """A FakeQuantize's output, or that output moved only by precision-preserving ops (then
+    the ranges are the output grid's: the values are on it already). Ranges scalar, or along
+    ``axis`` when given."""
     walked, data = False, port
     while port.node.type_name in _PRESERVING and port.index == 0 \
             and (port.node.get_output_size() == 1 or port.node.type_name == "MaxPool"):
@@ -166,20 +198,146 @@ def _activation_fq(port: Output, axis: int | None = None) -> tuple[Any, Node, Ou
     if params is None or (axis is None and params.per_channel):
         return None
     ins = fq.input_values()
+    levels, name = int(fq.attrs["levels"]), fq.friendly_name
     if walked:
         from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
 
         params = QuantizeParams(params.ol, params.oh, params.ol, params.oh, params.levels)
-        return params, fq, data, [ins[3], ins[4], ins[3], ins[4]]
-    return params, fq, ins[0], list(ins[1:])
+        return _Activation(params, data, [ins[3], ins[4], ins[3], ins[4]], levels, name)
+    return _Activation(params, ins[0], list(ins[1:]), levels, name)
 
 
-def _quantize_node(data: Output, fq: Node, ranges: list[Output], memo: dict[tuple[int, int, str], Node],
-                   kind: str) -> Node:
-    key = (id(data.node), data.index, kind)
+_INT8 = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
+def _activation_dq(port: Output, axis: int | None) -> _Activation | None:
+    """``scale * (t - zero_point)`` of an 8-bit integer tensor ``t``, as the ONNX frontend
+    writes DequantizeLinear and the QLinear*/Integer ops: ``[Multiply(scale)] <- [Convert]
+    <- [Subtract(zero point)] <- [Convert to i32] <- Convert(t)``. The u8 steps are ``t - lo``
+    (lo = 0 for u8, -128 for i8). They are taken, by preference, from before ``t`` was made:
+    from the input of the FakeQuantize (integer output grid) that ``t`` converts, or of the
+    QuantizeLinear arithmetic (``Clamp(Round(x / s) + z)``), so the previous int8 layer writes
+    them in its epilogue; else from ``t`` converted to f32 (exact integers)."""
+    from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
+
+    out = port
+    scale: np.ndarray = np.float64(1.0)
+    node = port.node
+    if node.type_name == "Multiply":
+        a, b = node.input_values()
+        sa, sb = _value(a), _value(b)
+        if sb is not None and sb.dtype.kind == "f":
+            scale, port = sb.astype(np.float64), a
+        elif sa is not None and sa.dtype.kind == "f":
+            scale, port = sa.astype(np.float64), b
+        else:
+            return None
+    zp: np.ndarray = np.float64(0.0)
+    subtracted = False
+    while True:
+        node = port.node
+        src = node.input_values()[0] if node.input_values() else None
+        if node.type_name == "Convert" and src is not None and src.element_type.dtype in _INT8 \
+                and not isinstance(src.node, Constant):
+            t = src
+            break
+        if node.type_name == "Convert" and src is not None and src.element_type.dtype == np.int32 \
+                and node.output(0).element_type.dtype in (F32, np.int32):
+            port = src
+            continue
+        if node.type_name == "Subtract" and not subtracted:
+            z = _value(node.input_values()[1])
+            if z is None or np.any(z != np.rint(z)):
+                return None
+            zp, port, subtracted = z.astype(np.float64), src, True
+            continue
+        return None
+    lo, hi = _INT8[t.element_type.dtype]
+    moves, base = [], t  # Reshape/Transpose/MaxPool... on the integer tensor: redone on the f32 data
+    while base.node.type_name in _PRESERVING and base.index == 0 \
+            and (base.node.get_output_size() == 1 or base.node.type_name == "MaxPool"):
+        moves.append(base.node)
+        base = base.node.input_values()[0]
+    rank = len(out.partial_shape) if out.partial_shape.rank.is_static else 0
+    vec: list[np.ndarray] = []
+    for v in (scale, zp):
+        if v.size == 1:
+            vec.append(np.float64(v.reshape(-1)[0]))
+            continue
+        full = (1,) * (rank - v.ndim) + v.shape
+        if axis is None or v.ndim > rank or any(d != 1 for i, d in enumerate(full) if i != axis % rank) \
+                or not out.partial_shape[axis % rank].is_static or full[axis % rank] != out.partial_shape[axis % rank].get_length():
+            return None
+        vec.append(v.reshape(-1))
+    s, z = vec
+    if np.any(np.asarray(s) <= 0) or np.any(np.asarray(z) < lo) or np.any(np.asarray(z) > hi):
+        return None
+    ol, oh = (lo - z) * s, (hi - z) * s
+    name = t.node.friendly_name
+    data, il, ih = _steps_source(base, lo, hi)
+    if data is None:
+        moves = []
+    params = QuantizeParams(il, ih, np.float32(ol) if np.ndim(ol) == 0 else ol.astype(np.float32),
+                            np.float32(oh) if np.ndim(oh) == 0 else oh.astype(np.float32), 256)
+    if not params.valid():
+        return None
+    ranges = [_range_const(v, rank, axis) for v in (il, ih, params.ol, params.oh)]
+    return _Activation(params, data, ranges, 256, name, t, moves)
+
+
+def _scalar(port: Output) -> float | None:
+    v = _value(port)
+    return float(v.reshape(-1)[0]) if v is not None and v.size == 1 and v.dtype.kind in "fiu" else None
+
+
+def _steps_source(t: Output, lo: int, hi: int) -> tuple[Output | None, float, float]:
+    """``(f32 data, il, ih)`` whose FakeQuantize steps are ``t - lo`` (see :func:`_activation_dq`);
+    data None: ``t`` itself, converted to f32."""
+    conv = t.node
+    src = conv.input_values()[0] if conv.type_name == "Convert" else None
+    if src is not None and src.element_type.dtype == F32:
+        fq = src.node
+        if fq.type_name == "FakeQuantize" and fq.attrs["levels"] == hi - lo + 1:
+            il, ih, ol, oh = (_scalar(p) for p in fq.input_values()[1:])
+            if ol == lo and oh == hi and il is not None and ih is not None and il < ih:
+                return fq.input_values()[0], il, ih
+        clamp = fq
+        if clamp.type_name == "Clamp" and clamp.attrs["min"] == lo and clamp.attrs["max"] == hi \
+                and clamp.input_values()[0].node.type_name == "Add":
+            add = clamp.input_values()[0].node
+            rnd, z = add.input_values()[0], _scalar(add.input_values()[1])
+            if rnd.node.type_name == "Round" and rnd.node.attrs.get("mode") == "half_to_even" and z is not None \
+                    and rnd.node.input_values()[0].node.type_name == "Divide":
+                div = rnd.node.input_values()[0].node
+                x, s = div.input_values()[0], _scalar(div.input_values()[1])
+                if s is not None and s > 0 and x.element_type.dtype == F32:
+                    return x, (lo - z) * s, (hi - z) * s
+    return None, float(lo), float(hi)
+
+
+def _range_const(v: Any, rank: int, axis: int | None) -> Output:
+    a = np.asarray(v, np.float32)
+    if a.ndim and axis is not None:
+        shape = [1] * rank
+        shape[axis % rank] = a.size
+        a = a.reshape(shape)
+    return Constant.from_array(np.ascontiguousarray(a), Type.f32).output(0)
+
+
+def _quantize_node(act: _Activation, memo: dict[Any, Node], kind: str) -> Node:
+    import ember.opset as ops
+
+    src = act.data if act.data is not None else act.t
+    assert src is not None
+    vals = tuple(np.asarray(_value(r), np.float32).tobytes() for r in act.ranges)
+    key = (id(src.node), src.index, act.data is None, tuple(id(n) for n in act.moves), kind, act.levels, vals)
     q = memo.get(key)
     if q is None:
-        q = Int8Quantize([data, *ranges], dict(levels=fq.attrs["levels"], layout=kind), fq.friendly_name + "/u8")
+        data = act.data if act.data is not None else ops.convert(src, "f32").output(0)
+        for move in reversed(act.moves):  # FakeQuantize is monotone and elementwise: it commutes with them
+            data = move.clone_with_inputs([data, *move.input_values()[1:]]).output(0)
+            data.set_names(())
+        q = Int8Quantize([data, *act.ranges], dict(levels=act.levels, layout=kind), act.name + "/u8")
         memo[key] = q
     return q
 
@@ -190,7 +348,7 @@ def _zero_point(params: Any) -> tuple[int, float]:
     return zp, float(params.ol) + zp * float(params.scale)
 
 
-def _rewrite_conv(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
+def _rewrite_conv(node: Node, memo: dict[Any, Node]) -> bool:
     xport, wport = node.input_values()
     if not xport.partial_shape.is_static or len(xport.partial_shape) != 4:
         return False
@@ -208,10 +366,10 @@ def _rewrite_conv(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     if wq.ndim != 4 or (groups > 1 and wq.shape[1] % 4 and not depthwise):
         return False  # grouped convolutions with an odd number of channels per group stay f32
     # a depthwise convolution takes per-channel activation ranges (each channel is on its own)
-    found = _activation_fq(xport, 1 if depthwise else None)
+    found = _activation(xport, 1 if depthwise else None)
     if found is None:
         return False
-    params, fq, data, ranges = found
+    params = found.params
     xs = tuple(int(d) for d in xport.partial_shape.to_shape())
     pb, pe = node.resolved_pads(xs, wq.shape[2:])
     if min(pb + pe) < 0:
@@ -229,7 +387,7 @@ def _rewrite_conv(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     else:
         scale = s_a[0] * s_w
         shift = np.zeros(wq.shape[0]) if exact else offset[0] * s_w * wq.astype(np.int64).sum(axis=(1, 2, 3))
-    q = _quantize_node(data, fq, ranges, memo, "nhwc")
+    q = _quantize_node(found, memo, "nhwc")
     attrs = dict(strides=list(node.attrs["strides"]), pads_begin=list(pb), pads_end=list(pe),
                  dilations=list(node.attrs["dilations"]) or [1, 1], groups=groups, zero_point=int(zps[0]))
     ins = [q.output(0), Constant.from_array(wq, Type.i8), _f32_const(scale), _f32_const(shift)]
@@ -240,9 +398,9 @@ def _rewrite_conv(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     return True
 
 
-def _rewrite_matmul(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
+def _rewrite_matmul(node: Node, memo: dict[Any, Node]) -> bool:
     xport, wport = node.input_values()
-    found = _activation_fq(xport)
+    found = _activation(xport)
     if found is None or node.attrs["transpose_a"] or not xport.partial_shape.rank.is_static \
             or len(xport.partial_shape) < 2:
         return False
@@ -250,7 +408,7 @@ def _rewrite_matmul(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     if not wshape.is_static or len(wshape) < 2 or any(int(d) != 1 for d in wshape.to_shape()[:-2]) \
             or len(wshape) > len(xport.partial_shape):
         return False
-    params, fq, data, ranges = found
+    params = found.params
     tb = bool(node.attrs["transpose_b"])
     rank = len(wshape)
     got = _int_weights(wport, (rank - 2,) if tb else (rank - 1,))
@@ -267,9 +425,13 @@ def _rewrite_matmul(node: Node, memo: dict[tuple[int, int, str], Node]) -> bool:
     zp, offset = _zero_point(params)
     scale = np.float64(params.scale) * s_w
     shift = offset * s_w * w2.astype(np.int64).sum(axis=0)
-    q = _quantize_node(data, fq, ranges, memo, "rows")
+    q = _quantize_node(found, memo, "rows")
     new = Int8MatMul([q.output(0), Constant.from_array(w2, Type.i8), _f32_const(scale), _f32_const(shift)],
                      dict(zero_point=zp), node.friendly_name)
+    if node.output(0).element_type != Type.f32:  # MatMulInteger: i32 out (exact while |sum| < 2**24)
+        import ember.opset as ops
+
+        new = ops.convert(new.output(0), node.output(0).element_type, name=node.friendly_name + "/out")
     _replace(node, new)
     return True
 
@@ -288,7 +450,7 @@ def _replace(old: Node, new: Node) -> None:
 def lower_precision(model: Model) -> int:
     """Rewrite the quantized convolutions and MatMuls of ``model`` into int8 ops (in place);
     returns how many were rewritten."""
-    memo: dict[tuple[int, int, str], Node] = {}
+    memo: dict[Any, Node] = {}
     done = 0
     for node in model.get_ordered_ops():
         if node.type_name in ("Convolution", "GroupConvolution"):
@@ -405,6 +567,8 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str,
             if other.node is last:
                 break
             c = const_of(other)
+            if c is None and not lowering.has(other):
+                c = _value(other)  # a constant subgraph (an ONNX bias: Convert(i32) * scale, reshaped)
             if c is not None and tail.bias is None and tail.residual is None and tail.quantize is None \
                     and c.dtype == F32 and c.ndim <= rank:
                 full = (1,) * (rank - c.ndim) + c.shape
