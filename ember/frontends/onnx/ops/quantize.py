@@ -166,6 +166,8 @@ def dequantize_linear(ctx: NodeContext) -> Output:
 def _dequantized(x: Output, scale: Output, zp: Output | None, axis: int | None = None) -> Output:
     """``(x - zp) * scale`` in f32; a 1-D scale/zp applies along ``axis``."""
     y = convert(x, Type.f32)
+    if x.node.type_name == "Const" and y.node.type_name == "Convert":  # integer weights stay integer
+        y.node.rt_info["decompression"] = {"version": "0"}
     r = rank_of(x)
     if zp is not None and not _all_zero(zp):
         z = convert(zp, Type.f32)
