@@ -15,7 +15,7 @@ from ember.graph.node import Node, Output
 from ember.passes.matcher import Any_, Const, Match, Pattern, Rule, rewrite, rule, scalar_close
 from ember.passes.pipeline import note_fired, register_pass
 
-_CONVS = ("Convolution", "GroupConvolution")
+_CONVS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
 
 
 def float_value(port: Output) -> np.ndarray | None:
@@ -42,6 +42,10 @@ def _scaled_weights(conv: Node, scale: np.ndarray) -> np.ndarray:
     w = float_value(conv.input_values()[1]).astype(np.float64)  # type: ignore[union-attr]
     if conv.type_name == "GroupConvolution":  # [G, C_out/G, C_in/G, k...]
         s = scale.reshape((w.shape[0], w.shape[1]) + (1,) * (w.ndim - 2))
+    elif conv.type_name == "ConvolutionBackpropData":  # [C_in, C_out, k...]
+        s = scale.reshape((1, w.shape[1]) + (1,) * (w.ndim - 2))
+    elif conv.type_name == "GroupConvolutionBackpropData":  # [G, C_in/G, C_out/G, k...]
+        s = scale.reshape((w.shape[0], 1, w.shape[2]) + (1,) * (w.ndim - 3))
     else:  # [C_out, C_in, k...]
         s = scale.reshape((w.shape[0],) + (1,) * (w.ndim - 1))
     return (w * s).astype(conv.input_values()[1].element_type.dtype)
@@ -49,7 +53,7 @@ def _scaled_weights(conv: Node, scale: np.ndarray) -> np.ndarray:
 
 def _rebuild_conv(conv: Node, weights: np.ndarray) -> Node:
     w = ops.constant(weights, name=conv.input_values()[1].node.friendly_name + "/fused")
-    return conv.clone_with_inputs([conv.input_values()[0], w.output(0)])
+    return conv.clone_with_inputs([conv.input_values()[0], w.output(0), *conv.input_values()[2:]])
 
 
 def _bn_inputs(bn: Node) -> tuple[Output, list[Node]]:
@@ -276,7 +280,8 @@ def recognize_mish(model: Model) -> Model:
 # description of fusion: this pass marks the groups (``fused_group``), ``ember graph`` draws
 # them and the CPU device fuses what they mark (taking the prefix its kernels support).
 
-EPILOGUE_PRODUCERS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
+EPILOGUE_PRODUCERS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
+                      "GroupConvolutionBackpropData")
 EPILOGUE_ACTIVATIONS = ("ReLU", "Clamp")
 FUSED_GROUP = "fused_group"
 

@@ -213,18 +213,26 @@ def test_conv_transpose_against_onnxruntime(case: tuple) -> None:
 
     shape, oc, k, s, pads, out_pad, dil, group = case
     w = _w(shape[1], oc // group, *k)
-    b = _f(oc)
-    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], kernel_shape=list(k), strides=list(s),
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["t"], kernel_shape=list(k), strides=list(s),
                             pads=list(pads), output_padding=list(out_pad), dilations=list(dil), group=group)
-    graph = helper.make_graph([node], "deconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+    # BatchNormalization + ReLU after it: folded into the weights (a bias) and fused as an epilogue
+    bn = helper.make_node("BatchNormalization", ["t", "g", "beta", "mean", "var"], ["n"])
+    relu = helper.make_node("Relu", ["n"], ["y"])
+    stats = [numpy_helper.from_array((RNG.random(oc) + 0.5).astype(np.float32), name) for name in ("g", "var")]
+    stats += [numpy_helper.from_array(_f(oc), name) for name in ("beta", "mean")]
+    graph = helper.make_graph([node, bn, relu], "deconv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+                              [numpy_helper.from_array(w, "w"), *stats])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = _f(*shape)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     want = sess.run(None, {"x": x})[0]
     model = ember.convert_model(onnx.load_from_string(proto.SerializeToString()))
     cm = ember.Core().compile_model(model, "CPU")
-    assert not cm._executable.program.stats["fallbacks"]
+    program = cm._executable.program
+    assert not program.stats["fallbacks"]
+    assert [op.type_name for op in program.ops if op.native and "Convolution" in op.type_name]
+    assert not [op.type_name for op in program.ops if op.type_name.startswith("Eltwise")]  # all fused
     got = cm([x])[cm.output(0)]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
