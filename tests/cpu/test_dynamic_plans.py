@@ -25,7 +25,8 @@ def _f(*shape: int, scale: float = 1.0) -> np.ndarray:
 def encoder() -> Model:
     """A small transformer block on ``[batch, seq, HIDDEN]`` with dynamic batch and seq: weight
     GEMMs with bias and GELU, layer normalization, attention (scores over the sequence, softmax,
-    context), a Reshape whose target comes from ShapeOf (folded per shape), mean pooling."""
+    context), a Reshape and a Broadcast whose shapes come from ShapeOf (folded per shape), mean
+    pooling."""
     x = ops.parameter([-1, -1, HIDDEN], np.float32, name="x")
     w = 1.0 / np.sqrt(HIDDEN)
     q = ops.add(ops.matmul(x, _f(HIDDEN, HIDDEN, scale=w), False, False), _f(HIDDEN))
@@ -40,6 +41,7 @@ def encoder() -> Model:
     # [batch, seq, H] -> [batch * seq, H] -> back, through the runtime shape (a ShapeOf chain)
     flat = ops.reshape(h, np.array([-1, HIDDEN], np.int64), False)
     h = ops.reshape(flat, ops.shape_of(x), False)
+    h = ops.add(h, ops.broadcast(_f(HIDDEN, scale=0.1), ops.shape_of(h)))  # a constant once the shape is known
     pooled = ops.reduce_mean(h, np.array([1], np.int64), False)
     out = ops.matmul(pooled, _f(HIDDEN, 8, scale=w), False, False)
     return Model([out], [x], "encoder")
@@ -115,19 +117,24 @@ def test_new_shape_does_not_repack_weights_or_rerun_the_optimizer(monkeypatch: p
     stats = dynamic_stats(compiled)
     assert stats["specializations"] == 6 and stats["optimizer_runs"] == 0
     assert stats["weights_packed"] == 7 and stats["weights_reused"] == 5 * 7
+    assert stats["folded"] == 2 * 6  # the Reshape target and the broadcast constant, at each shape
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_specialization_plans_like_the_full_pipeline(case: str) -> None:
-    """The shape-only passes give the same plan as the whole optimizer run again would."""
-    from ember.devices.cpu.llvm.isa import host_isa
-    from ember.devices.cpu.lowering.driver import Lowering
-    from ember.devices.cpu.lowering.passes import device_passes
-
+    """The shape-only folding gives the same plan as the whole optimizer run again would."""
     build, make = CASES[case]
     compiled = ember.Core().compile_model(build(), "CPU")
     inputs = make(2)
     compiled(inputs)
+    _assert_plans_like_the_full_pipeline(compiled, inputs)
+
+
+def _assert_plans_like_the_full_pipeline(compiled: ember.CompiledModel, inputs: list[np.ndarray]) -> None:
+    from ember.devices.cpu.llvm.isa import host_isa
+    from ember.devices.cpu.lowering.driver import Lowering
+    from ember.devices.cpu.lowering.passes import device_passes
+
     exe = compiled._executable
     cheap = exe.program
     full_model = exe.model.clone()
@@ -205,3 +212,4 @@ def test_minilm_at_many_lengths_matches_reference() -> None:
     stats = dynamic_stats(compiled)
     assert stats["specializations"] == 5 and stats["optimizer_runs"] == 0
     assert stats["weights_packed"] == 36 and stats["weights_reused"] == 4 * 36
+    _assert_plans_like_the_full_pipeline(compiled, feeds)

@@ -28,6 +28,7 @@ or for f16, the model runs in f32 with a warning. The compiled model's
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -56,6 +57,8 @@ MAX_SHAPE_PLAN_BYTES = 64 << 20
 #: what static shapes make foldable (ShapeOf chains, Reshape targets), and the cleanup after it
 SPECIALIZE_PASSES = ("fold_shapes", "fold_constants", "fold_shape_chains", "eliminate_noops", "merge_reshapes",
                      "merge_transposes", "fold_constants", "eliminate_dead_code")
+#: op types whose value static input shapes can fold (without them, a specialization folds nothing)
+_SHAPE_READERS = frozenset({"ShapeOf"})
 #: op types that make a specialization run the full device passes again (int8 needs static shapes)
 _FULL_PASSES_FOR = frozenset({"FakeQuantize"})
 #: a shared arena grows to at least this multiple of its old size (few re-bindings)
@@ -191,6 +194,7 @@ class _Programs:
         self.weights = SharedWeights()
         ops = model.get_ordered_ops()
         self._full_passes = any(n.type_name in _FULL_PASSES_FOR for n in ops)
+        self._shape_reads = any(n.type_name in _SHAPE_READERS for n in ops)
         self._model_arrays = {id(n.data) for n in ops if isinstance(n, Constant)}
         self._shared_ids: set[int] | None = None
         self._shared_count = -1
@@ -198,7 +202,7 @@ class _Programs:
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._owned: dict[tuple, int] = {}
         #: what specializations cost: counters and seconds per phase (``dynamic_stats``)
-        self.stats: dict[str, Any] = {"specializations": 0, "optimizer_runs": 0, "evictions": 0,
+        self.stats: dict[str, Any] = {"specializations": 0, "optimizer_runs": 0, "evictions": 0, "folded": 0,
                                       "seconds": {"clone": 0.0, "passes": 0.0, "lowering": 0.0, "memory": 0.0}}
 
     def get(self, key: tuple) -> Any:
@@ -265,16 +269,18 @@ class _Programs:
         seconds = self.stats["seconds"]
         t0 = time.perf_counter()
         try:
-            model = self.model.clone()
-            model.reshape({i: list(s) for i, s in enumerate(key)})
+            model = _clone_with_shapes(self.model, key)
             t1 = time.perf_counter()
             seconds["clone"] += t1 - t0
             if self._full_passes:
                 self.stats["optimizer_runs"] += 1
                 model = device_passes(model)
-            else:
-                for name in SPECIALIZE_PASSES:
-                    model = get_pass(name).fn(model)
+            elif self._shape_reads:  # without ShapeOf, static shapes make nothing foldable
+                folded = _fold_shape_reads(model)
+                if folded < 0:  # the one-walk fold declined: the passes do it
+                    for name in SPECIALIZE_PASSES:
+                        model = get_pass(name).fn(model)
+                self.stats["folded"] += max(folded, 0)
             seconds["passes"] += time.perf_counter() - t1
         except EmberError as e:  # e.g. an If branch that is invalid for these shapes
             log.info("CPU: cannot specialize '%s' to input shapes %s (%s); running it with dynamic shapes",
@@ -285,6 +291,95 @@ class _Programs:
     def _compile_body(self, body: Model) -> CPUExecutable:
         """An executable for a control-flow body (an If branch) with this model's settings."""
         return CPUExecutable(body, self.threads, Type.bf16 if self.precision == "bf16" else Type.f32)
+
+
+def _clone_with_shapes(model: Model, shapes: tuple) -> Model:
+    """A copy of ``model`` whose inputs have the static ``shapes`` (types inferred once, as the
+    copy is made; constant data shared)."""
+    import copy
+
+    from ember.graph.node import Output
+
+    params = model.get_parameters()
+    index = {id(p): i for i, p in enumerate(params)}
+    mapping: dict[int, Any] = {}
+    for node in model.get_ordered_ops():
+        i = index.get(id(node))
+        if i is not None:
+            new = node.clone_with_inputs([])
+            new.set_partial_shape(list(shapes[i]))
+        else:
+            new = node.clone_with_inputs([Output(mapping[id(o.node)], o.index) for o in node.input_values()])
+        mapping[id(node)] = new
+    out = Model([mapping[id(r)] for r in model.get_results()], [mapping[id(p)] for p in params],
+                model.friendly_name, validate=False)
+    out.name = model.name
+    out.rt_info = copy.deepcopy(model.rt_info)
+    return out
+
+
+_FOLD_ELEMENTS = 1 << 16
+
+
+def _fold_shape_reads(model: Model) -> int:
+    """Fold what static input shapes make constant: each ShapeOf of a static tensor, and the
+    nodes downstream of it whose inputs are all constant (``Reshape`` targets, ``Broadcast``
+    shapes, ``Range`` limits...), in one walk of the graph; values of more than
+    ``_FOLD_ELEMENTS`` elements stay computed. Returns how many ports became constants. The
+    transformed model has every other constant subgraph folded already, so this gives what
+    ``SPECIALIZE_PASSES`` give, cheaply; it returns -1 (changing nothing) on a graph it does not
+    expect (a node whose reference kernel fails), and the passes run instead."""
+    from ember.graph.core_ops import Parameter
+    from ember.passes.matcher import prune_dead_consumers, replace_output
+
+    values: dict[tuple[int, int], np.ndarray] = {}
+    folded: list[Any] = []
+    for node in model.get_ordered_ops():
+        ins = node.input_values()
+        if node.type_name == "ShapeOf":
+            ps = ins[0].partial_shape
+            if ps.is_static:
+                values[(id(node), 0)] = np.asarray([int(d) for d in ps.to_shape()], node.output(0).element_type.dtype)
+                folded.append(node)
+            continue
+        if not ins or isinstance(node, Parameter) or not node.foldable or node.bodies() \
+                or not any((id(o.node), o.index) in values for o in ins):
+            continue
+        if not all(o.partial_shape.is_static and math.prod(int(d) for d in o.partial_shape.to_shape()) <= _FOLD_ELEMENTS
+                   for o in node.outputs()):
+            continue
+        args = []
+        for o in ins:
+            v = values.get((id(o.node), o.index))
+            if v is None and isinstance(o.node, Constant):
+                v = o.node.data
+            if v is None:
+                break
+            args.append(v)
+        else:
+            try:
+                outs = node.evaluate(args)
+            except Exception:  # noqa: BLE001 - let the passes decide
+                return -1
+            for i, v in enumerate(outs):
+                values[(id(node), i)] = np.asarray(v)
+            folded.append(node)
+    done = {id(n) for n in folded}
+    count = 0
+    for node in folded:
+        for port in node.outputs():
+            users = port.targets
+            if not users or all(id(u.node) in done for u in users):
+                continue
+            et = port.element_type
+            v = values[(id(node), port.index)]
+            if et.name not in ("string", "sequence") and v.dtype != et.dtype:
+                v = v.astype(et.dtype)
+            replace_output(port, Constant.from_array(v, et, node.friendly_name).output(0))
+            count += 1
+    if count:
+        prune_dead_consumers(model)
+    return count
 
 
 def _arrays_in(obj: Any, depth: int, out: dict[int, np.ndarray]) -> None:
