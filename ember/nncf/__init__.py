@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from ember.quantize import (
     AdvancedAccuracyRestorerParameters,
+    AdvancedAWQParameters,
+    AdvancedCompressionParameters,
     AdvancedQuantizationParameters,
+    AdvancedScaleEstimationParameters,
     CompareReport,
     CompressWeightsMode,
     Dataset,
@@ -20,6 +23,7 @@ from ember.quantize import (
     QuantizationError,
     QuantizationMode,
     QuantizationPreset,
+    SensitivityMetric,
     SmoothQuantParameters,
     Subgraph,
     TargetDevice,
@@ -29,7 +33,8 @@ from ember.quantize import (
     quantize_with_accuracy_control,
 )
 
-__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedQuantizationParameters", "CompareReport", "CompressWeightsMode", "Dataset",
+__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedAWQParameters", "AdvancedCompressionParameters",
+           "AdvancedScaleEstimationParameters", "SensitivityMetric", "AdvancedQuantizationParameters", "CompareReport", "CompressWeightsMode", "Dataset",
            "DropType", "IgnoredScope", "ModelType", "OverflowFix", "QuantizationError", "QuantizationMode",
            "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compare", "compress_weights", "quantize",
            "quantize_with_accuracy_control"]

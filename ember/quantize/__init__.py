@@ -10,7 +10,10 @@ from ember.quantize.compare import CompareReport, LayerError, compare
 from ember.quantize.dataset import Dataset
 from ember.quantize.parameters import (
     AdvancedAccuracyRestorerParameters,
+    AdvancedAWQParameters,
+    AdvancedCompressionParameters,
     AdvancedQuantizationParameters,
+    AdvancedScaleEstimationParameters,
     CompressWeightsMode,
     DropType,
     IgnoredScope,
@@ -19,13 +22,15 @@ from ember.quantize.parameters import (
     QuantizationError,
     QuantizationMode,
     QuantizationPreset,
+    SensitivityMetric,
     SmoothQuantParameters,
     Subgraph,
     TargetDevice,
 )
 from ember.quantize.weights import compress_weights  # noqa: I001 - after parameters
 
-__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedQuantizationParameters", "CompareReport", "LayerError", "CompressWeightsMode", "Dataset",
+__all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedAWQParameters", "AdvancedCompressionParameters",
+           "AdvancedScaleEstimationParameters", "SensitivityMetric", "AdvancedQuantizationParameters", "CompareReport", "LayerError", "CompressWeightsMode", "Dataset",
            "DropType", "IgnoredScope", "ModelType", "OverflowFix", "QuantizationError", "QuantizationMode",
            "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compare", "compress_weights", "quantize",
            "quantize_with_accuracy_control"]

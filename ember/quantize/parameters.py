@@ -138,3 +138,49 @@ class AdvancedAccuracyRestorerParameters:
     ranking_subset_size: int | None = None
     num_ranking_workers: int | None = None
     restore_mode: str = "activations_and_weights"
+
+
+class SensitivityMetric(Enum):
+    """How ``compress_weights`` ranks layers when ``ratio`` < 1 (the least sensitive go to INT4
+    first). Without a dataset only WEIGHT_QUANTIZATION_ERROR applies; with one the default is
+    MAX_ACTIVATION_VARIANCE (NNCF's)."""
+
+    WEIGHT_QUANTIZATION_ERROR = "weight_quantization_error"
+    HESSIAN_INPUT_ACTIVATION = "hessian_input_activation"
+    MEAN_ACTIVATION_VARIANCE = "mean_activation_variance"
+    MAX_ACTIVATION_VARIANCE = "max_activation_variance"
+    MEAN_ACTIVATION_MAGNITUDE = "mean_activation_magnitude"
+
+
+@dataclass(frozen=True)
+class AdvancedAWQParameters:
+    """AWQ's search: the ``percent_to_apply`` largest input channels (at least one) have their
+    groups rescaled by ``s ** alpha``, alpha over ``steps`` values in [alpha_min, alpha_max);
+    statistics of the first ``subset_size`` samples."""
+
+    subset_size: int = 32
+    percent_to_apply: float = 0.002
+    alpha_min: float = 0.0
+    alpha_max: float = 1.0
+    steps: int = 100
+    prefer_data_aware_scaling: bool = True
+
+
+@dataclass(frozen=True)
+class AdvancedScaleEstimationParameters:
+    """Scale estimation: ``initial_steps`` rounds of importance-weighted scale fitting, then
+    ``scale_steps`` restarts from the min/max scale times 1, 0.95, 0.9, ..."""
+
+    subset_size: int = 64
+    initial_steps: int = 5
+    scale_steps: int = 5
+    weight_penalty: float = -1.0
+
+
+@dataclass(frozen=True)
+class AdvancedCompressionParameters:
+    """The knobs of NNCF's ``AdvancedCompressionParameters`` that ember implements."""
+
+    awq_params: AdvancedAWQParameters = field(default_factory=AdvancedAWQParameters)
+    scale_estimation_params: AdvancedScaleEstimationParameters = field(
+        default_factory=AdvancedScaleEstimationParameters)
