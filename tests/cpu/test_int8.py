@@ -422,6 +422,28 @@ def test_quantized_graph_matches_reference(kind):
                if n.type_name in ("Int8Convolution", "Int8MatMul"))
 
 
+@pytest.mark.parametrize("kind", ["asymmetric", "grouped", "maxpool-per-channel"])
+def test_dynamic_batch_runs_int8(kind):
+    """A quantized graph with a dynamic batch: each batch size is lowered with the int8 kernels
+    (the rewrite needs only the channels), equal to REFERENCE on that batch."""
+    import ember as ov
+
+    rng = np.random.default_rng(len(kind))
+    model, _, n_int8 = _graph(kind, rng)
+    model.reshape({0: ov.PartialShape([-1, 8, 11, 13])})
+    assert not model.inputs[0].partial_shape.is_static
+    core = ov.Core()
+    cm = core.compile_model(model, "CPU")
+    ref = core.compile_model(model, "REFERENCE")
+    for batch in (1, 3):
+        xin = (rng.standard_normal((batch, 8, 11, 13)) * 1.5).astype(np.float32)
+        got, want = cm(xin), ref(xin)
+        for g, w in zip(got.values(), want.values()):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()))
+        stats = cm._executable.program.stats
+        assert stats.get("int8_ops", 0) == n_int8 and not stats["fallbacks"]
+
+
 def test_int8_model_loads_from_cache_dir(tmp_path):
     """CACHE_DIR with an int8-compiled model: a fresh process reads the cached runtime model
     (its Int8* ops are registered CPU ops), skips the passes, runs the same int8 kernels and

@@ -350,7 +350,10 @@ def _zero_point(params: Any) -> tuple[int, float]:
 
 def _rewrite_conv(node: Node, memo: dict[Any, Node]) -> bool:
     xport, wport = node.input_values()
-    if not xport.partial_shape.is_static or len(xport.partial_shape) != 4:
+    ps = xport.partial_shape
+    if not ps.rank.is_static or len(ps) != 4 or not ps[1].is_static:
+        return False  # a dynamic batch (and size, with explicit pads) is fine: each shape is lowered on its own
+    if not all(d.is_static for d in list(ps)[2:]) and str(node.attrs.get("auto_pad", "explicit")).startswith("same"):
         return False
     channels = int(xport.partial_shape[1].get_length())
     grouped = node.type_name == "GroupConvolution"
@@ -370,7 +373,7 @@ def _rewrite_conv(node: Node, memo: dict[Any, Node]) -> bool:
     if found is None:
         return False
     params = found.params
-    xs = tuple(int(d) for d in xport.partial_shape.to_shape())
+    xs = tuple(d.get_length() if d.is_static else 1 for d in ps)
     pb, pe = node.resolved_pads(xs, wq.shape[2:])
     if min(pb + pe) < 0:
         return False
