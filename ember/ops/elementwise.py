@@ -74,10 +74,9 @@ def _int_div(a: np.ndarray, b: np.ndarray, python: bool) -> np.ndarray:
     safe_b = np.where(b == 0, 1, b)
     if python:
         q = np.floor_divide(a, safe_b)
-    else:
-        q = np.trunc(np.true_divide(a, safe_b)).astype(a.dtype)
-        q = np.where((a % safe_b != 0) & ((a < 0) != (b < 0)), np.floor_divide(a, safe_b) + 1, q) \
-            if a.dtype.kind == "i" else q
+    else:  # C's truncating division, exact (a float quotient rounds above 2**53)
+        q = np.floor_divide(a, safe_b)
+        q = np.where((a % safe_b != 0) & ((a < 0) != (b < 0)), q + 1, q) if a.dtype.kind == "i" else q
     return np.where(b == 0, 0, q)
 
 
