@@ -157,6 +157,10 @@ INTEGERS.update({
                                 _f((40,), np.float64)),
     "f64-floor-ceil-round": _case(lambda a: [ops.floor(a), ops.ceiling(a), ops.round(a, mode="half_to_even")],
                                   _f((40,), np.float64)),
+    "int64-div-mod-beyond-2^52": _case(
+        lambda a, b: [ops.divide(a, b), ops.floor_mod(a, b), ops.mod(a, b), _trunc_div(a, b)],
+        np.array([2**62, -2**62 + 1, 2**53 + 1, 9, I64.max, I64.min, -(2**60) - 3, 17], np.int64),
+        np.array([3, -7, 2, 4, -3, 5, 2**40 + 1, -(2**55)], np.int64)),
     "empty-int": _case(ops.add, _i((0, 4), np.int64), _i((4,), np.int64)),
 })
 
@@ -167,6 +171,12 @@ CONVERTS: dict[str, Case] = {
     **{f"convert-i64-{d}": _case(lambda a, d=d: ops.convert(a, d), _i((3, 41), np.int64))
        for d in ("i32", "f32", "f64", "boolean", "u8")},
     **{f"convert-i32-{d}": _case(lambda a, d=d: ops.convert(a, d), _i((3, 41), np.int32)) for d in ("i64", "f32")},
+    "convert-saturating-edges": _case(
+        lambda a: [ops.convert(a, "i64"), ops.convert(a, "i32"), ops.convert(a, "u8")],
+        np.array([1e19, -1e19, 9.2233715e18, -9.2233715e18, 2147483520.0, 2147483648.0, -2147483648.0, 255.9,
+                  256.0, -0.9, -1.0, np.nan, np.inf, -np.inf], np.float32)),
+    "convert-f64-i32-edges": _case(lambda a: ops.convert(a, "i32"),
+                                   np.array([2147483647.9, 2147483648.0, -2147483648.9, -2147483649.0, np.nan], np.float64)),
     "convert-bool-i64": _case(lambda a: ops.convert(a, "i64"), _b((2, 19))),
     "convert-f64-f32": _case(lambda a: ops.convert(a, "f32"), _f((40,), np.float64)),
     "convert-in-int-chain": _case(lambda a, b: ops.add(ops.convert(a, "i64"), b), _i((30,), np.int32),
@@ -186,3 +196,46 @@ TABLES = {**LOGIC, **ACTIVATIONS, **INTEGERS, **CONVERTS}
 def test_eltwise_matches_reference(name: str) -> None:
     fn, inputs = TABLES[name]
     _check(fn, inputs)
+
+
+# -- reductions -------------------------------------------------------------------------------
+def _red(op: str, shape: tuple[int, ...], axes: list[int], keep: bool = False, edge: bool = False,
+         positive: bool = False) -> Case:
+    x = _f(shape, edge=edge)
+    if positive:
+        x = np.abs(x) * np.float32(0.3) + np.float32(0.8)
+    return _case(lambda a: getattr(ops, op)(a, np.array(axes, np.int64), keep), x)
+
+
+REDUCTIONS: dict[str, Case] = {
+    "max-inner-3": _red("reduce_max", (64, 100, 3), [-1]),
+    "max-inner-3-nan-inf": _red("reduce_max", (7, 11, 3), [2], edge=True),
+    "min-inner-3-keep": _red("reduce_min", (5, 33, 3), [-1], keep=True, edge=True),
+    "sum-inner-2": _red("reduce_sum", (37, 2), [1]),
+    "mean-inner-5-odd-rows": _red("reduce_mean", (3, 23, 5), [2]),
+    "max-inner-16": _red("reduce_max", (9, 16), [1]),
+    "max-inner-17": _red("reduce_max", (9, 17), [1], edge=True),
+    "sum-inner-1000": _red("reduce_sum", (4, 1000), [1]),
+    "prod-inner-4": _red("reduce_prod", (6, 7, 4), [-1], positive=True),
+    "prod-middle": _red("reduce_prod", (3, 5, 9), [1], positive=True),
+    "l1-inner-3": _red("reduce_l1", (8, 9, 3), [2]),
+    "l2-inner-3": _red("reduce_l2", (8, 9, 3), [2]),
+    "l2-all": _red("reduce_l2", (4, 5, 6), [0, 1, 2], keep=True),
+    "l1-middle-keep": _red("reduce_l1", (4, 5, 6), [1], keep=True),
+    "mean-axes-0-2": _red("reduce_mean", (4, 5, 6), [0, 2]),
+    "sum-axes-1-3": _red("reduce_sum", (2, 3, 4, 5), [1, 3], keep=True),
+    "l2-axes-0-2": _red("reduce_l2", (3, 4, 5), [0, -1]),
+    "max-axes-0-2-nan": _red("reduce_max", (3, 4, 5), [0, 2], edge=True),
+    "min-axes-0-2-4": _red("reduce_min", (2, 3, 2, 3, 4), [0, 2, 4]),
+    "mean-axis-0": _red("reduce_mean", (7, 3, 5), [0]),
+    "sum-rank1": _red("reduce_sum", (29,), [0]),
+    "mean-empty-axis": _red("reduce_mean", (3, 0, 4), [1]),
+    "prod-empty-axis": _red("reduce_prod", (3, 0), [1], keep=True),
+    "sum-empty-outer": _red("reduce_sum", (0, 3), [1]),
+}
+
+
+@pytest.mark.parametrize("name", list(REDUCTIONS))
+def test_reduction_matches_reference(name: str) -> None:
+    fn, inputs = REDUCTIONS[name]
+    _check(fn, inputs, rtol=2e-5)

@@ -19,7 +19,7 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I1, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import VectorMath, fmuladd, lane_mask
@@ -258,8 +258,22 @@ def _int_division(r: _Regs, x: ir.Value, y: ir.Value, name: str) -> ir.Value:
     zero, one, minus = r.c(0), r.c(1), r.c(-1)
     is0, ism1 = b.icmp_signed("==", y, zero), b.icmp_signed("==", y, minus)
     safe = r.sel(b.or_(is0, ism1), one, y)
-    q = b.sdiv(x, safe)
-    rem = b.srem(x, safe)
+    # x86 has no vector integer division: below 2^52 a double division truncated is exact
+    e = r.e
+    lim = r.c(1 << 52)
+    small = b.and_(b.and_(b.icmp_signed("<", x, lim), b.icmp_signed("<", r.neg(lim), x)),
+                   b.and_(b.icmp_signed("<", safe, lim), b.icmp_signed("<", r.neg(lim), safe)))
+    all_small = e.call(f"llvm.vector.reduce.and.v{r.lanes}i1", I1, [small])
+    slot = e.var(r.vt)
+    with b.if_else(all_small) as (fast, slow):
+        with fast:
+            dvt = vec(F64, r.lanes)
+            qf = e.call(f"llvm.trunc.v{r.lanes}f64", dvt, [b.fdiv(b.sitofp(x, dvt), b.sitofp(safe, dvt))])
+            b.store(b.fptosi(qf, r.vt), slot)
+        with slow:
+            b.store(b.sdiv(x, safe), slot)
+    q = e.load(r.vt, slot)
+    rem = b.sub(x, b.mul(q, safe))
     off = b.and_(b.icmp_signed("!=", rem, zero), b.xor(b.icmp_signed("<", rem, zero), b.icmp_signed("<", y, zero)))
     if name in ("div", "pydiv"):
         if name == "pydiv":
@@ -318,9 +332,15 @@ def _convert(e: Emitter, v: ir.Value, src: str, dst: str, lanes: int) -> ir.Valu
         return b.zext(m, dvt)
     if sfloat and dfloat:
         return b.fpext(v, dvt) if dst == "f64" else b.fptrunc(v, dvt)
-    if sfloat:  # truncate toward zero, saturate, NaN -> 0 (ember's Convert)
-        kind = "fptoui" if dst == "u8" else "fptosi"
-        return e.call(f"llvm.{kind}.sat.v{lanes}i{dt.width}.v{lanes}{src}", dvt, [v])
+    if sfloat:  # truncate toward zero, saturate, NaN -> 0 (ember's Convert; llvm's fpto*i.sat is slow)
+        lo, hi = (0, 255) if dst == "u8" else (-(1 << (dt.width - 1)), (1 << (dt.width - 1)) - 1)
+        below = float(np.nextafter(np.array(hi + 1, np.float32 if src == "f32" else np.float64), 0))
+        c = (lambda x: ir.Constant(svt, [x] * lanes))  # noqa: E731
+        clamped = b.select(b.fcmp_ordered("<", v, c(float(lo))), c(float(lo)), v)
+        clamped = b.select(b.fcmp_ordered(">", clamped, c(min(below, float(hi)))), c(min(below, float(hi))), clamped)
+        clamped = b.select(b.fcmp_unordered("uno", v, v), c(0.0), clamped)
+        r = b.fptoui(clamped, dvt) if dst == "u8" else b.fptosi(clamped, dvt)
+        return b.select(b.fcmp_ordered(">=", v, c(float(hi + 1))), ir.Constant(dvt, [hi] * lanes), r)
     unsigned = src in ("u8", "bool")
     if dfloat:
         return b.uitofp(v, dvt) if unsigned else b.sitofp(v, dvt)

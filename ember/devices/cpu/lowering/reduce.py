@@ -1,4 +1,10 @@
-"""Lowering rules for reductions (ReduceMean/Sum/Max/Min)."""
+"""Lowering rules for f32 reductions (ReduceMean/Sum/Max/Min/Prod/L1/L2) over any axis set.
+
+Adjacent reduced axes are one pass of :func:`~ember.devices.cpu.kernels.reduce.reduce_kernel`
+over an ``[outer, R, inner]`` view; axes that are not adjacent take one pass per run of
+adjacent axes, innermost first (ReduceL1/L2's abs or square on the first pass, the mean's
+scale or L2's root on the last). Global pooling of an NHWC tensor reads it in place.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -12,15 +18,29 @@ from ember.devices.cpu.lowering.driver import (
     lowers,
     static_shape,
 )
-from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op
+from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.graph.node import Node
 
-_REDUCE_OPS = {"ReduceMean": "sum", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min"}
+#: op type -> (kernel op, first-pass pre-op)
+_REDUCE_OPS = {"ReduceMean": ("sum", "none"), "ReduceSum": ("sum", "none"), "ReduceMax": ("max", "none"),
+               "ReduceMin": ("min", "none"), "ReduceProd": ("prod", "none"), "ReduceL1": ("sum", "abs"),
+               "ReduceL2": ("sum", "square")}
+
+
+def _runs(axes: list[int]) -> list[list[int]]:
+    """Sorted axes grouped into runs of adjacent axes."""
+    runs: list[list[int]] = []
+    for a in axes:
+        if runs and runs[-1][-1] == a - 1:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
+    return runs
 
 
 @lowers(*_REDUCE_OPS)
 def lower_reduce(lowering: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.kernels.pool import reduce_middle
+    from ember.devices.cpu.kernels.reduce import reduce_kernel
 
     xport = node.input_values()[0]
     axes_v = const_of(node.input_values()[1])
@@ -33,35 +53,50 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
     axes = sorted({int(a) % rank for a in np.asarray(axes_v).reshape(-1)})
     if not axes:
         return False
+    op, pre = _REDUCE_OPS[node.type_name]
+    total = int(np.prod([shape[a] for a in axes]))
+    if total == 0 and op in ("max", "min"):  # the identity is the type's finite end: REFERENCE's
+        return False
     keep = bool(node.attrs["keep_dims"])
     out_shape = static_shape(node.output(0))
     src = lowering.tensor(xport)
-    op = _REDUCE_OPS[node.type_name]
-    if src.layout == NHWC and axes == [2, 3]:
-        n, h, w, c = src.shape
-        outer, r, inner = n, h * w, c
-        layout = NHWC if keep else PLAIN
-        phys_out = (n, 1, 1, c) if keep else out_shape
-        src = lowering.native_input(src, NHWC, contiguous=True)
-    else:
-        if axes != list(range(axes[0], axes[-1] + 1)):
-            return False
-        src = lowering.native_input(src, PLAIN)
-        outer = int(np.prod(shape[:axes[0]]))
-        r = int(np.prod([shape[a] for a in axes]))
-        inner = int(np.prod(shape[axes[-1] + 1:]))
-        layout, phys_out = PLAIN, out_shape
-    if r == 0 and op != "sum":
-        return False
     # the mean of nothing is 0, as REFERENCE and OpenVINO give (a sum of nothing, scaled by 0)
-    scale = (1.0 / r if r else 0.0) if node.type_name == "ReduceMean" else 1.0
-    y = lowering.value(phys_out, layout, name=node.friendly_name)
+    scale = (1.0 / total if total else 0.0) if node.type_name == "ReduceMean" else 1.0
+    sqrt = node.type_name == "ReduceL2"
     threads = lowering.threads
+    isa = lowering.isa
+    if src.layout == NHWC and axes == [2, 3]:  # global pooling: reduce H*W of [N, H*W, C] in place
+        n, h, w, c = src.shape
+        src = lowering.native_input(src, NHWC, contiguous=True)
+        y = lowering.value((n, 1, 1, c) if keep else out_shape, NHWC if keep else PLAIN, name=node.friendly_name)
 
-    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        x3 = ins[0].reshape(outer, r, inner)
-        return [reduce_middle(x3, outs[0].reshape(outer, inner), op, scale, threads, lowering.isa)]
+        def bind_nhwc(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+            return [reduce_kernel(ins[0].reshape(n, h * w, c), outs[0].reshape(n, c), op, threads, pre, scale,
+                                  sqrt, isa)]
 
-    lowering.program.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind))
-    lowering.finish(node, y, [])
+        lowering.program.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind_nhwc))
+        lowering.finish(node, y, [])
+        return True
+    cur: Tensor = lowering.native_input(src, PLAIN)
+    cur_shape = list(shape)
+    runs = _runs(axes)[::-1]
+    for k, run in enumerate(runs):
+        first, last = k == 0, k == len(runs) - 1
+        a, b = run[0], run[-1]
+        outer = int(np.prod(cur_shape[:a]))
+        r = int(np.prod(cur_shape[a:b + 1]))
+        inner = int(np.prod(cur_shape[b + 1:]))
+        cur_shape = cur_shape[:a] + [1] * len(run) + cur_shape[b + 1:]
+        name = node.friendly_name if last else f"{node.friendly_name}/pass{k}"
+        y = lowering.value(out_shape if last else tuple(cur_shape), PLAIN, name=name)
+
+        def bind(ins: list[np.ndarray], outs: list[np.ndarray], outer: int = outer, r: int = r, inner: int = inner,
+                 pre: str = pre if first else "none", scale: float = scale if last else 1.0,
+                 sqrt: bool = sqrt and last) -> list[Any]:
+            return [reduce_kernel(ins[0].reshape(outer, r, inner), outs[0].reshape(outer, inner), op, threads, pre,
+                                  scale, sqrt, isa)]
+
+        lowering.program.add(Op(name, node.type_name, [cur], [y], native=True, bind=bind))
+        cur = y
+    lowering.finish(node, cur, [])
     return True

@@ -1,0 +1,253 @@
+"""Reductions of f32 tensors viewed as ``[outer, R, inner]``: ``y[o, i] = post(op_r pre(x[o, r, i]))``.
+
+Three task shapes, chosen by the host function :func:`reduce_kernel`:
+
+- ``short``: ``inner == 1`` and a short contiguous row (``R <= SHORT_MAX``, R compiled in):
+  ``lanes`` rows at a time are read as R contiguous vectors and split into R columns with
+  shuffles, so a ReduceMax over an innermost axis of 3 runs at memory speed;
+- ``rows``: ``inner == 1``, any R: a vector accumulator along the row, then across its lanes;
+- ``mid``: ``inner > 1``: vectors across the contiguous inner axis, accumulated over R.
+
+``op`` is sum, max, min or prod; ``pre`` is nothing, ``abs`` (ReduceL1) or ``square``
+(ReduceL2); the result is multiplied by ``scale`` (ReduceMean) or square-rooted (ReduceL2).
+Several passes make a reduction over axes that are not adjacent (``pre`` on the first,
+the scale or root on the last). max/min propagate NaN, as numpy and REFERENCE do.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+
+SHORT_MAX = 16
+OPS = ("sum", "max", "min", "prod")
+PRES = ("none", "abs", "square")
+REDUCE_CONTEXT = ContextLayout(
+    "reduce_any",
+    ("x", "y", "outer", "r", "inner", "xs_o", "xs_r", "ys_o", "rpt", "ib", "nib", "sqrt", "scale"),
+    pointers=("x", "y"))
+_IDENTITY = {"sum": 0.0, "max": -math.inf, "min": math.inf, "prod": 1.0}
+
+
+class _Red:
+    """The arithmetic of one (op, pre) pair on vectors or scalars."""
+
+    def __init__(self, e: Emitter, op: str, pre: str) -> None:
+        self.e, self.b, self.op, self.pre = e, e.b, op, pre
+
+    def const(self, t: ir.Type, x: float) -> ir.Constant:
+        return ir.Constant(t, [x] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, x)
+
+    def identity(self, t: ir.Type) -> ir.Constant:
+        return self.const(t, _IDENTITY[self.op])
+
+    def prep(self, v: ir.Value) -> ir.Value:
+        if self.pre == "abs":
+            suffix = f"v{v.type.count}f32" if isinstance(v.type, ir.VectorType) else "f32"
+            return self.e.call(f"llvm.fabs.{suffix}", v.type, [v])
+        if self.pre == "square":
+            return self.b.fmul(v, v)
+        return v
+
+    def combine(self, acc: ir.Value, v: ir.Value) -> ir.Value:
+        b = self.b
+        if self.op == "sum":
+            return b.fadd(acc, v)
+        if self.op == "prod":
+            return b.fmul(acc, v)
+        better = b.fcmp_ordered(">" if self.op == "max" else "<", v, acc)
+        picked = b.select(better, v, acc)
+        return b.select(b.fcmp_unordered("uno", acc, v), b.fadd(acc, v), picked)  # NaN sticks
+
+    def finish(self, acc: ir.Value, sqrt: ir.Value, scale: ir.Value) -> ir.Value:
+        b = self.b
+        vector = isinstance(acc.type, ir.VectorType)
+        suffix = f"v{acc.type.count}f32" if vector else "f32"
+        root = self.e.call(f"llvm.sqrt.{suffix}", acc.type, [acc])
+        s = self.e.splat(scale, acc.type.count) if vector else scale
+        return b.select(b.icmp_signed("!=", sqrt, c64(0)), root, b.fmul(acc, s))
+
+    def horizontal(self, v: ir.Value, lanes: int) -> ir.Value:
+        b = self.b
+        s = b.extract_element(v, ir.Constant(I32, 0))
+        for k in range(1, lanes):
+            s = self.combine(s, b.extract_element(v, ir.Constant(I32, k)))
+        return s
+
+
+def _concat(b: ir.IRBuilder, vs: list[ir.Value]) -> ir.Value:
+    """One vector holding ``vs`` (equal widths) one after another."""
+    width = 1
+    while width < len(vs):
+        width *= 2
+    vs = vs + [ir.Constant(vs[0].type, ir.Undefined)] * (width - len(vs))
+    while len(vs) > 1:
+        w = vs[0].type.count
+        idx = ir.Constant(vec(I32, 2 * w), list(range(2 * w)))
+        vs = [b.shuffle_vector(vs[k], vs[k + 1], idx) for k in range(0, len(vs), 2)]
+    return vs[0]
+
+
+def _emit_short(m: ir.Module, prefix: str, lanes: int, r: int, op: str, pre: str) -> None:
+    """short_task(ctx, task): rows [task * rpt, ...) of a contiguous [outer, r] tensor."""
+    fn = Emitter.function(m, f"{prefix}_short_task", VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, REDUCE_CONTEXT)
+    b = e.b
+    red = _Red(e, op, pre)
+    vt = vec(F32, lanes)
+    task = fn.args[1]
+    outer, rpt = e.arg("outer"), e.arg("rpt")
+    r0 = b.mul(task, rpt)
+    r1 = e.min(outer, b.add(r0, rpt))
+    x, y = e.arg("x", PTR), e.arg("y", PTR)
+    sqrt, scale = e.arg("sqrt"), e.arg("scale", F32)
+    nfull = b.add(r0, b.mul(b.sdiv(b.sub(r1, r0), c64(lanes)), c64(lanes)))
+    with e.loop(r0, nfull, lanes, name="o") as o:
+        base = e.gep(F32, x, b.mul(o, c64(r)))
+        vs = [e.load(vt, e.gep(F32, base, c64(k * lanes)), align=4) for k in range(r)]
+        big = _concat(b, vs) if r > 1 else vs[0]
+        acc = None
+        for j in range(r):
+            col = b.shuffle_vector(big, ir.Constant(big.type, ir.Undefined),
+                                   ir.Constant(vec(I32, lanes), [i * r + j for i in range(lanes)])) if r > 1 else big
+            col = red.prep(col)
+            acc = col if acc is None else red.combine(acc, col)
+        assert acc is not None
+        b.store(red.finish(acc, sqrt, scale), e.gep(F32, y, o), align=4)
+    with e.loop(nfull, r1, name="t") as o:
+        base = e.gep(F32, x, b.mul(o, c64(r)))
+        acc = None
+        for j in range(r):
+            v = red.prep(e.load(F32, e.gep(F32, base, c64(j))))
+            acc = v if acc is None else red.combine(acc, v)
+        assert acc is not None
+        b.store(red.finish(acc, sqrt, scale), e.gep(F32, y, o))
+    b.ret_void()
+
+
+def _emit_rows(m: ir.Module, prefix: str, lanes: int, op: str, pre: str) -> None:
+    """rows_task(ctx, task): rows of R elements (any R, contiguous), a block of rows per task."""
+    fn = Emitter.function(m, f"{prefix}_rows_task", VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, REDUCE_CONTEXT)
+    b = e.b
+    red = _Red(e, op, pre)
+    vt = vec(F32, lanes)
+    task = fn.args[1]
+    outer, rpt, R = e.arg("outer"), e.arg("rpt"), e.arg("r")
+    r0 = b.mul(task, rpt)
+    r1 = e.min(outer, b.add(r0, rpt))
+    x, y = e.arg("x", PTR), e.arg("y", PTR)
+    xs_o, ys_o = e.arg("xs_o"), e.arg("ys_o")
+    sqrt, scale = e.arg("sqrt"), e.arg("scale", F32)
+    rmain = b.mul(b.sdiv(R, c64(lanes)), c64(lanes))
+    with e.loop(r0, r1, name="o") as o:
+        row = e.gep(F32, x, b.mul(o, xs_o))
+        acc = e.var(vt, red.identity(vt))
+        with e.loop(0, rmain, lanes, name="r") as k:
+            b.store(red.combine(e.load(vt, acc), red.prep(e.load(vt, e.gep(F32, row, k), align=4))), acc)
+        with b.if_then(b.icmp_signed("<", rmain, R)):
+            mask = lane_mask(e, b.sub(R, rmain), lanes)
+            v = b.select(mask, red.prep(masked_load(e, vt, e.gep(F32, row, rmain), mask)), red.identity(vt))
+            b.store(red.combine(e.load(vt, acc), v), acc)
+        s = red.horizontal(e.load(vt, acc), lanes)
+        b.store(red.finish(s, sqrt, scale), e.gep(F32, y, b.mul(o, ys_o)))
+    b.ret_void()
+
+
+def _emit_mid(m: ir.Module, prefix: str, lanes: int, op: str, pre: str) -> None:
+    """mid_task(ctx, task): task -> (outer index, inner block); vectors over the inner axis."""
+    fn = Emitter.function(m, f"{prefix}_mid_task", VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, REDUCE_CONTEXT)
+    b = e.b
+    red = _Red(e, op, pre)
+    vt = vec(F32, lanes)
+    task = fn.args[1]
+    nib, ib, inner, R = e.arg("nib"), e.arg("ib"), e.arg("inner"), e.arg("r")
+    o = b.sdiv(task, nib)
+    i0 = b.mul(b.srem(task, nib), ib)
+    i1 = e.min(inner, b.add(i0, ib))
+    x = e.gep(F32, e.arg("x", PTR), b.mul(o, e.arg("xs_o")))
+    y = e.gep(F32, e.arg("y", PTR), b.mul(o, e.arg("ys_o")))
+    xs_r = e.arg("xs_r")
+    sqrt, scale = e.arg("sqrt"), e.arg("scale", F32)
+
+    def block(i: ir.Value, mask: ir.Value | None) -> None:
+        acc = e.var(vt, red.identity(vt))
+        with e.loop(0, R, name="r") as r:
+            v = red.prep(masked_load(e, vt, e.gep(F32, x, b.add(b.mul(r, xs_r), i)), mask))
+            b.store(red.combine(e.load(vt, acc), v), acc)
+        masked_store(e, red.finish(e.load(vt, acc), sqrt, scale), e.gep(F32, y, i), mask)
+
+    nfull = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), c64(lanes)), c64(lanes)))
+    with e.loop(i0, nfull, lanes, name="iv") as i:
+        block(i, None)
+    with b.if_then(b.icmp_signed("<", nfull, i1)):
+        block(nfull, lane_mask(e, b.sub(i1, nfull), lanes))
+    b.ret_void()
+
+
+@functools.cache
+def _library(isa: Isa, op: str, pre: str, short: int) -> jit.Library:
+    """``short`` > 0: the short-row kernel for that R; 0: the rows and mid kernels."""
+    def build(prefix: str) -> ir.Module:
+        m = ir.Module(name=prefix)
+        m.triple = isa.triple
+        if short:
+            _emit_short(m, prefix, isa.f32_lanes, short, op, pre)
+        else:
+            _emit_rows(m, prefix, isa.f32_lanes, op, pre)
+            _emit_mid(m, prefix, isa.f32_lanes, op, pre)
+        return m
+    return jit.load(f"reduce|{isa.level}|{op}|{pre}|s{short}", isa, build)
+
+
+def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str = "none", scale: float = 1.0,
+                  sqrt: bool = False, isa: Isa | None = None) -> BoundKernel:
+    """``y[o, i] = op_r pre(x[o, r, i])``, then times ``scale`` or square-rooted (``sqrt``).
+
+    ``x`` is an f32 ``[outer, R, inner]`` view with a contiguous inner axis (any outer and R
+    strides), ``y`` an f32 ``[outer, inner]`` view with a contiguous inner axis."""
+    if op not in OPS or pre not in PRES:
+        raise ValueError(f"ember: internal: reduction {op}/{pre}")
+    outer, r, inner = x.shape
+    isa = isa or host_isa()
+    lanes = isa.f32_lanes
+    ctx = REDUCE_CONTEXT.new()
+    items = outer * r * max(inner, 1)
+    xs_o, xs_r, ys_o = x.strides[0] // 4, x.strides[1] // 4, y.strides[0] // 4
+    if inner == 1:
+        # rows per task: about 16K elements, at least 4 tasks per thread when there is work
+        rpt = max(1, (1 << 14) // max(r, 1))
+        if -(-outer // rpt) < 4 * threads and items > 4096:
+            rpt = max(1, -(-outer // (4 * threads)))
+        short = 1 < r <= SHORT_MAX and (outer <= 1 or xs_o == r) and (r < 2 or xs_r == 1) and ys_o == 1
+        if short:
+            rpt = max(lanes, -(-rpt // lanes) * lanes)
+        n_tasks = -(-outer // rpt)
+        ctx[:] = REDUCE_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, outer=outer, r=r, inner=1, xs_o=xs_o,
+                                    xs_r=1, ys_o=ys_o, rpt=rpt, sqrt=int(sqrt), scale=f32_bits(scale))
+        if r > 1 and xs_r != 1 and not short:  # rows must be contiguous: read them as [outer*?]
+            raise ValueError("ember: internal: reduce rows need a contiguous reduced axis")
+        lib = _library(isa, op, pre, r if short else 0)
+        task = lib.address("short_task" if short else "rows_task")
+    else:
+        ib = max(lanes, min(inner, 256))
+        ib = -(-ib // lanes) * lanes
+        nib = -(-inner // ib)
+        n_tasks = outer * nib
+        ctx[:] = REDUCE_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, outer=outer, r=r, inner=inner, xs_o=xs_o,
+                                    xs_r=xs_r, ys_o=ys_o, ib=ib, nib=nib, sqrt=int(sqrt), scale=f32_bits(scale))
+        task = _library(isa, op, pre, 0).address("mid_task")
+    if y.size == 0:
+        n_tasks = 0
+    return BoundKernel(task, ctx, n_tasks, threads, (x, y), layout=REDUCE_CONTEXT)
