@@ -254,3 +254,67 @@ EIGHT_BYTE_COPIES = {
 @pytest.mark.parametrize("name", list(EIGHT_BYTE_COPIES))
 def test_eight_byte_broadcast_tile(name: str) -> None:
     _check(EIGHT_BYTE_COPIES[name], rtol=0, atol=0)
+
+
+# -- TopK --------------------------------------------------------------------------------------------
+
+def _ties(*shape: int) -> np.ndarray:
+    """Floats with many equal values (the stable order decides) and a -0.0 among the zeros."""
+    x = RNG.integers(-3, 4, shape).astype(np.float32)
+    x.reshape(-1)[:1] = -0.0
+    return x
+
+
+TOPK: dict[str, Case] = {}
+for mode in ("max", "min"):
+    for sort in ("value", "index"):
+        for k in (1, 7, 40):  # small k (one pass) and large k (radix sort)
+            TOPK[f"{mode}-{sort}-k{k}-middle-axis-ties"] = Case(
+                "topk", [_ties(3, 41, 5), Const(np.array(k))], (1, mode, sort, "i32"), {"stable": True},
+                openvino=sort == "value")  # OpenVINO's sort=index picks other equal elements than stable
+        TOPK[f"{mode}-{sort}-long-axis-small-k"] = Case(
+            "topk", [_f(2, 3000), Const(np.array(5))], (-1, mode, sort, "i64"), {"stable": True}, openvino=True)
+        TOPK[f"{mode}-{sort}-k-equals-axis"] = Case(
+            "topk", [_f(4, 300), Const(np.array(300))], (1, mode, sort, "i32"), {"stable": True}, openvino=True)
+        TOPK[f"{mode}-{sort}-nan-inf"] = Case(  # NaN is the largest value, as the reference and PyTorch
+            "topk", [np.array([[1, np.nan, 3, -np.inf, np.nan, 3, 0, np.inf, -0.0]] * 2, np.float32),
+                     Const(np.array(6))], (1, mode, sort, "i32"), {"stable": True})
+        TOPK[f"{mode}-{sort}-int32-data"] = Case(
+            "topk", [_i(-5, 5, 6, 70, dtype=np.int32), Const(np.array(33))], (1, mode, sort, "i64"),
+            {"stable": True}, openvino=sort == "value")
+TOPK.update({
+    "max-none-axis0": Case("topk", [_f(17, 6), Const(np.array(4))], (0, "max", "none", "i32")),
+    "min-value-k0": Case("topk", [_f(3, 5), Const(np.array(0))], (1, "min", "value", "i32")),
+    "max-value-empty-rows": Case("topk", [_f(0, 5), Const(np.array(2))], (1, "max", "value", "i32")),
+    "max-value-k-int32-const": Case("topk", [_f(2, 9, 2), Const(np.array(9, np.int32))], (1, "max", "value", "i32")),
+})
+
+
+@pytest.mark.parametrize("name", list(TOPK))
+def test_topk(name: str) -> None:
+    _check(TOPK[name], rtol=0, atol=0)
+
+
+# -- CumSum ------------------------------------------------------------------------------------------
+
+CUMSUM: dict[str, Case] = {}
+for ex in (False, True):
+    for rev in (False, True):
+        tag = f"x{int(ex)}-r{int(rev)}"
+        CUMSUM[f"{tag}-innermost"] = Case("cumsum", [_f(7, 19), Const(np.array(-1))], (ex, rev), openvino=True)
+        CUMSUM[f"{tag}-middle-wide"] = Case("cumsum", [_f(3, 11, 37), Const(np.array(1))], (ex, rev), openvino=True)
+        CUMSUM[f"{tag}-axis0-long"] = Case("cumsum", [_f(300, 9), Const(np.array(0))], (ex, rev))
+        CUMSUM[f"{tag}-int64"] = Case("cumsum", [_i(-99, 99, 4, 6, 5), Const(np.array(2))], (ex, rev), openvino=True)
+        CUMSUM[f"{tag}-int32-axis0"] = Case("cumsum", [_i(-99, 99, 6, 40, dtype=np.int32), Const(np.array(0))],
+                                            (ex, rev))
+CUMSUM.update({
+    "nan-inf": Case("cumsum", [np.array([[1, np.nan, 2], [np.inf, -np.inf, 1]], np.float32), Const(np.array(1))],
+                    (False, False)),
+    "empty": Case("cumsum", [_f(0, 4), Const(np.array(1))], (True, False)),
+    "axis-int32-1d": Case("cumsum", [_f(1000), Const(np.array(0, np.int32))], (False, True)),
+})
+
+
+@pytest.mark.parametrize("name", list(CUMSUM))
+def test_cumsum(name: str) -> None:
+    _check(CUMSUM[name], rtol=1e-4, atol=1e-4)

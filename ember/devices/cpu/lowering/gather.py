@@ -242,3 +242,77 @@ def lower_gather_elements(lowering: Lowering, node: Node) -> bool:
     lowering.program.add(Op(node.friendly_name, "GatherElements", [data, idx], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
     return True
+
+
+# -- TopK and CumSum -------------------------------------------------------------------------------
+
+_MAX_TOPK_AXIS = 1 << 22
+
+
+@lowers("TopK")
+def lower_topk(lowering: Lowering, node: Node) -> bool:
+    """TopK with a static output shape: ``k`` is the output's axis length (a constant or a runtime
+    ``k`` input whose value shape inference already knows)."""
+    from ember.devices.cpu.kernels.topk import supported, topk
+
+    data_p = node.input_values()[0]
+    dtype = data_p.element_type.dtype
+    if not supported(dtype) or len(node.outputs()) != 2:
+        return False
+    dshape = static_shape(data_p)
+    rank = len(dshape)
+    if rank == 0:
+        return False
+    axis = int(node.attrs["axis"]) % rank
+    out_shape = static_shape(node.output(0))
+    n, k = dshape[axis], out_shape[axis]
+    kc = const_of(node.input_values()[1])
+    if k > n or n > _MAX_TOPK_AXIS or (kc is not None and int(np.asarray(kc).reshape(-1)[0]) != k):
+        return False
+    index_dtype = node.output(1).element_type.dtype
+    if index_dtype not in _INDEX_TYPES:
+        return False
+    outer, inner = math.prod(dshape[:axis]), math.prod(dshape[axis + 1:])
+    largest = str(node.attrs["mode"]).lower() == "max"
+    by_index = str(node.attrs["sort"]).lower() == "index"
+    data = _input(lowering, data_p)
+    values = lowering.value(out_shape, PLAIN, dtype, name=node.friendly_name)
+    indices = lowering.value(out_shape, PLAIN, index_dtype, name=node.friendly_name + "/indices")
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [topk(arrs[0], outs[0], outs[1], outer=outer, n=n, inner=inner, k=k, largest=largest,
+                     by_index=by_index, threads=threads, isa=isa)]
+
+    lowering.program.add(Op(node.friendly_name, "TopK", [data], [values, indices], native=True, bind=bind))
+    lowering.bind_port(node.output(1), indices)
+    lowering.finish(node, values, [])
+    return True
+
+
+@lowers("CumSum")
+def lower_cumsum(lowering: Lowering, node: Node) -> bool:
+    from ember.devices.cpu.kernels.cumsum import cumsum, supported
+
+    data_p = node.input_values()[0]
+    dtype = data_p.element_type.dtype
+    if not supported(dtype):
+        return False
+    shape = static_shape(data_p)
+    rank = len(shape)
+    if rank == 0:
+        return False
+    axis = _axis(node, 1, rank) if len(node.input_values()) > 1 else 0
+    outer, n, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+    exclusive, reverse = bool(node.attrs["exclusive"]), bool(node.attrs["reverse"])
+    src = _input(lowering, data_p)
+    y = lowering.value(shape, PLAIN, dtype, name=node.friendly_name)
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [cumsum(arrs[0], outs[0], outer=outer, n=n, inner=inner, exclusive=exclusive, reverse=reverse,
+                       threads=threads, isa=isa)]
+
+    lowering.program.add(Op(node.friendly_name, "CumSum", [src], [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
+    return True
