@@ -161,7 +161,7 @@ def test_plan_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_plan_cache_respects_its_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     compiled = ember.Core().compile_model(detector(), "CPU")
     make = CASES["detector"][1]
-    compiled(make(0))
+    compiled(make(11))  # the largest shape first: the arena does not grow (bindings stay)
     one = dynamic_stats(compiled)["plans_owned_bytes"]
     assert one > 0
     monkeypatch.setattr(cpu_device, "MAX_SHAPE_PLAN_BYTES", int(2.5 * one))
@@ -169,6 +169,8 @@ def test_plan_cache_respects_its_byte_budget(monkeypatch: pytest.MonkeyPatch) ->
         compiled(make(n))
         assert dynamic_stats(compiled)["plans_owned_bytes"] <= max(int(2.5 * one), one * 1.5)
     assert dynamic_stats(compiled)["evictions"] >= 2
+    exe = compiled._executable
+    assert set(exe._instances) <= set(exe._programs._cache)  # no binding keeps an evicted plan alive
 
 
 def test_streams_share_plans_and_weights_with_arenas_of_their_own() -> None:

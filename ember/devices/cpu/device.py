@@ -157,9 +157,15 @@ class CPUExecutable:
             return inst
         key = tuple(tuple(x.shape) for x in inputs)
         inst = self._instances.get(key)
+        if inst is not None and not self._programs.touch(key):  # its plan left the shared cache
+            del self._instances[key]
+            inst = None
         if inst is None:
             inst = self._bind(self._programs.get(key))
             self._instances[key] = inst
+            cached = self._programs.keys()
+            for old in [k for k in self._instances if k not in cached]:  # plans the budget evicted
+                del self._instances[old]
             while len(self._instances) > MAX_SHAPE_PLANS:
                 self._instances.popitem(last=False)
         else:
@@ -216,6 +222,19 @@ class _Programs:
             else:
                 self._cache.move_to_end(key)
             return prog
+
+    def keys(self) -> set[tuple]:
+        with self._lock:
+            return set(self._cache)
+
+    def touch(self, key: tuple) -> bool:
+        """Mark the plan for ``key`` used (LRU order); False if it is no longer cached (an
+        executable then drops its binding too, so that the budget holds)."""
+        with self._lock:
+            if key not in self._cache:
+                return False
+            self._cache.move_to_end(key)
+            return True
 
     def _evict(self) -> None:
         while len(self._cache) > 1 and (len(self._cache) > MAX_SHAPE_PLANS
