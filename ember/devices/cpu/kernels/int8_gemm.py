@@ -83,10 +83,10 @@ INT8_CONTEXT = ContextLayout(
     pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq", "q"))
 FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8, FLAG_RES_FQ, FLAG_ALSO_U8 = 1, 2, 4, 8, 16, 32
 #: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh,
-#: (oh - ol) / steps (the steps are exact, as the reference's; the f32 value is within an ulp of it);
-#: a kernel's parameter block holds three: the output's, the residual's (FLAG_RES_FQ), the second
-#: u8 output's (FLAG_ALSO_U8)
-FQ_WORDS = 7
+#: (oh - ol) / steps (the steps are exact, as the reference's; the f32 value is within an ulp of it),
+#: 1 / (ih - il) rounded to f32 (for :func:`divide`); a kernel's parameter block holds three: the
+#: output's, the residual's (FLAG_RES_FQ), the second u8 output's (FLAG_ALSO_U8)
+FQ_WORDS = 8
 FQ_ROWS = 3 * FQ_WORDS
 
 QUANT_CONTEXT = ContextLayout(
@@ -118,6 +118,21 @@ def _dot4(e: Emitter, isa: Isa, acc: ir.Value, a: ir.Value, w: ir.Value) -> ir.V
     return acc
 
 
+def divide(e: Emitter, a: ir.Value, d: ir.Value, inv: ir.Value) -> ir.Value:
+    """``a / d`` rounded to nearest as ``fdiv`` gives it, from ``inv`` = 1 / d rounded to f32,
+    with two FMAs and a multiply instead of a division (a vector ``vdivps`` costs 10-16 cycles,
+    as much as an AMX tile product). Markstein's correction: ``q0 = a * inv``, the remainder
+    ``r = a - d * q0`` is exact, ``q0 + r * inv`` rounds to the correctly rounded quotient
+    (``d`` and ``inv`` normal and finite; a tiny ``a`` may differ by an ulp of a value far
+    below a quantization step)."""
+    b = e.b
+    t = a.type
+    fma = f"llvm.fma.v{t.count}f32"
+    q0 = b.fmul(a, inv)
+    r = e.call(fma, t, [b.fneg(q0), d, a])
+    return e.call(fma, t, [r, inv, q0])
+
+
 def _fixed(value: ir.Value) -> Callable[[int], ir.Value]:
     """A row function that gives ``value`` for every row (a one-row tile)."""
     def row(r: int) -> ir.Value:
@@ -144,12 +159,13 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
 
     def steps_of(x: ir.Value, v: int, base: int = 0) -> ir.Value:
         il, ih, rng, steps = (fq[base + i][v] for i in range(4))
-        q = e.call(f"llvm.roundeven.v{L}f32", vf, [b.fmul(b.fdiv(b.fsub(x, il), rng), steps)])
+        t = b.fmul(divide(e, b.fsub(x, il), rng, fq[base + 7][v]), steps)
+        q = e.call(f"llvm.roundeven.v{L}f32", vf, [t])
         return b.select(b.fcmp_ordered("<=", x, il), ir.Constant(vf, None),
                         b.select(b.fcmp_ordered(">", x, ih), steps, q))
 
     def fq_value(x: ir.Value, v: int, base: int = 0) -> ir.Value:
-        il, ih, _, steps, ol, oh, ostep = (fq[base + i][v] for i in range(FQ_WORDS))
+        il, ih, _, steps, ol, oh, ostep = (fq[base + i][v] for i in range(7))
         deq = b.fadd(b.fmul(steps_of(x, v, base), ostep), ol)  # q * step: within an ulp of q / steps * (oh - ol)
         return b.select(b.fcmp_ordered("<=", x, il), ol, b.select(b.fcmp_ordered(">", x, ih), oh, deq))
 
@@ -413,10 +429,10 @@ def _emit_quantize(m: ir.Module, name: str, lanes: int) -> None:
         src = e.gep(F32, x, b.mul(r, ldx))
         with e.loop(0, c, L, name="c") as j:
             mask = lane_mask(e, b.sub(c, j), L)
-            il, ih, rng, ol, oh, orng = (masked_load(e, vf, e.gep(F32, ranges, b.add(b.mul(c64(i), rstride), j)), mask)
-                                         for i in range(6))
+            il, ih, rng, ol, oh, orng, inv = (
+                masked_load(e, vf, e.gep(F32, ranges, b.add(b.mul(c64(i), rstride), j)), mask) for i in range(7))
             xv = masked_load(e, vf, e.gep(F32, src, j), mask)
-            t = b.fmul(b.fdiv(b.fsub(xv, il), rng), steps)
+            t = b.fmul(divide(e, b.fsub(xv, il), rng, inv), steps)
             q = e.call(f"llvm.roundeven.v{L}f32", vf, [t])
             low = b.fcmp_ordered("<=", xv, il)
             high = b.fcmp_ordered(">", xv, ih)
@@ -680,7 +696,8 @@ def fq_block(n: int, output: QuantizeParams | None, residual: QuantizeParams | N
         if p is not None:
             v = p.vectors(n)  # il, ih, ih - il, ol, oh, oh - ol
             steps = np.full(n, p.steps, np.float32)
-            out[base:base + FQ_WORDS, :n] = np.stack([v[0], v[1], v[2], steps, v[3], v[4], v[5] / steps])
+            out[base:base + FQ_WORDS, :n] = np.stack([v[0], v[1], v[2], steps, v[3], v[4], v[5] / steps,
+                                                      p.reciprocal(n)])
     return out
 
 
@@ -1059,16 +1076,27 @@ class QuantizeParams:
         return np.where(sc != 0, -np.asarray(self.ol, np.float64) / np.where(sc != 0, sc, 1.0), 0.0)
 
     def valid(self) -> bool:
-        """Whether the kernel takes these ranges (il < ih, ol < oh, finite, 2..256 levels)."""
+        """Whether the kernel takes these ranges (il < ih, ol < oh, finite, 2..256 levels, the
+        f32 width ih - il a normal number with a finite reciprocal)."""
         il, ih, ol, oh = (np.asarray(v, np.float64) for v in (self.il, self.ih, self.ol, self.oh))
-        return bool(1 < self.levels <= 256 and np.all(il < ih) and np.all(ol < oh)
-                    and all(np.all(np.isfinite(v)) for v in (il, ih, ol, oh)))
+        if not (1 < self.levels <= 256 and np.all(il < ih) and np.all(ol < oh)
+                and all(np.all(np.isfinite(v)) for v in (il, ih, ol, oh))):
+            return False
+        f = np.float32
+        width = np.asarray(np.asarray(self.ih, f) - np.asarray(self.il, f), f)
+        with np.errstate(all="ignore"):
+            return bool(np.all(width >= np.finfo(f).tiny) and np.all(np.isfinite(f(1) / width)))
 
     def vectors(self, c: int) -> np.ndarray:
         """``[6, c]`` float32 rows il, ih, ih - il, ol, oh, oh - ol (each difference in f32)."""
         f = np.float32
         il, ih, ol, oh = (np.broadcast_to(np.asarray(v, f).reshape(-1), (c,)) for v in (self.il, self.ih, self.ol, self.oh))
         return np.stack([il, ih, ih - il, ol, oh, oh - ol]).astype(f)
+
+    def reciprocal(self, c: int) -> np.ndarray:
+        """``1 / (ih - il)`` per channel, the f32 difference's reciprocal rounded to f32."""
+        with np.errstate(all="ignore"):
+            return (np.float32(1) / self.vectors(c)[2]).astype(np.float32)
 
     def quantize(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
         """The numpy twin of the u8 kernel (the reference's f32 arithmetic); vector ranges lie
@@ -1102,9 +1130,10 @@ class Quantize:
         per_task = max(1, -(-rows // (8 * self.threads)), 4096 // max(c, 1))
         self.per_task = per_task
         stride = -(-max(c, 1) // 16) * 16 + 16
-        self.ranges = aligned_empty((6, stride))
+        self.ranges = aligned_empty((7, stride))
         self.ranges[:] = 0
-        self.ranges[:, :c] = params.vectors(c)
+        self.ranges[:6, :c] = params.vectors(c)
+        self.ranges[6, :c] = params.reciprocal(c)
         self.ctx = QUANT_CONTEXT.new(rows=rows, c=c, per_task=per_task, ranges=self.ranges.ctypes.data,
                                      rstride=stride, steps=f32_bits(params.steps), fill=fill, mode=mode)
 
