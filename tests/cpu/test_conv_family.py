@@ -89,6 +89,19 @@ def pool(shape: tuple[int, ...], kind: str, k: tuple[int, ...], s: tuple[int, ..
     return build
 
 
+def unet1d() -> Model:
+    """A small 1-D U-Net: channel-last tensors passed along a chain with a skip Concat, and a
+    plain consumer (Exp) of a tensor in the chain."""
+    x = ops.parameter([1, 5, 16], np.float32, name="x")
+    skip = ops.relu(ops.add(ops.convolution(x, _w(8, 5, 3), [1], [1], [1], [1]), _f(1, 8, 1)))
+    down = ops.max_pool(skip, [2], [1], [0], [0], [2]).output(0)
+    mid = ops.relu(ops.convolution(down, _w(16, 8, 3), [1], [1], [1], [1]))
+    up = ops.convolution_backprop_data(mid, _w(16, 6, 4, fan=64), [2], pads_begin=[1], pads_end=[1])
+    cat = ops.concat([up, skip, ops.exp(skip)], 1)
+    y = ops.sigmoid(ops.convolution(cat, _w(3, 22, 1), [1], [0], [0], [1]))
+    return Model([y], [x], "unet1d")
+
+
 def _edges(shape: tuple[int, ...]) -> np.ndarray:
     x = _f(*shape)
     flat = x.reshape(-1)
@@ -131,6 +144,7 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
     "deconv3d-k2s2": (deconv((1, 6, 3, 4, 3), 5, (2, 2, 2), (2, 2, 2)), (1, 6, 3, 4, 3), None),
     "deconv3d-k3s2p1": (deconv((1, 4, 3, 3, 4), 3, (3, 3, 3), (2, 1, 2), (1, 1, 1), (1, 0, 1), out_pad=(1, 0, 0)),
                         (1, 4, 3, 3, 4), None),
+    "unet1d-chain": (unet1d, (1, 5, 16), None),
     # forward 1-D and 3-D convolutions
     "conv1d-dilated-strided": (conv((2, 9, 20), 7, (3,), (2,), (2,), (1,), dil=(2,)), (2, 9, 20), None),
     "conv1d-depthwise": (conv((1, 12, 15), 12, (5,), (1,), (2,), (2,), groups=12), (1, 12, 15), None),

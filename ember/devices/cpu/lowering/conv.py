@@ -3,6 +3,7 @@ and pooling."""
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import numpy as np
@@ -18,12 +19,23 @@ from ember.devices.cpu.lowering.driver import (
     static_shape,
 )
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
+from ember.errors import EmberError
 from ember.graph.node import Node, Output
 
 # -- channel-last tensors ---------------------------------------------------------------------
 # Kernels read and write channel-last data: a 4-D tensor is NHWC (the plan's layout), a 1-D
 # one an NHWC tensor of height 1 (a view of its plain [N, C, W] form is made after), a 3-D
 # one a plain [N, D, H, W, C] array, transposed from and to NCDHW around the op.
+#
+# 1-D chains (convolution -> pooling -> convolution, and channel Concats between them, as in
+# a 1-D U-Net) pass the height-1 NHWC tensor along: each lowering remembers which plain 1-D
+# tensor is a view of which channel-last one, and the plain forms nobody reads are pruned.
+_CHANNELS_LAST_1D: weakref.WeakKeyDictionary[Lowering, dict[int, Tensor]] = weakref.WeakKeyDictionary()
+
+
+def _known_1d(lowering: Lowering) -> dict[int, Tensor]:
+    return _CHANNELS_LAST_1D.setdefault(lowering, {})
+
 
 def _channels_last_input(lowering: Lowering, port: Output) -> Tensor:
     rank = len(port.partial_shape)
@@ -31,7 +43,14 @@ def _channels_last_input(lowering: Lowering, port: Output) -> Tensor:
     if rank == 4:
         return lowering.native_input(src, NHWC, contiguous=False)
     if rank == 3:
-        n, c, w = src.shape if src.layout != NHWC else src.logical_shape
+        known = _known_1d(lowering)
+        if src.id in known:
+            return known[src.id]
+        joined = _channels_last_concat(lowering, port)
+        if joined is not None:
+            known[src.id] = joined
+            return joined
+        n, c, w = src.shape
         src = lowering.native_input(src, PLAIN)
         src = lowering.program.view(src, (n, c, 1, w), reshaper((n, c, 1, w)), contiguous=src.contiguous)
         return lowering.native_input(src, NHWC, contiguous=False)
@@ -40,6 +59,40 @@ def _channels_last_input(lowering: Lowering, port: Output) -> Tensor:
     out = lowering.value((n, d, h, w, c), PLAIN, name=src.name + "/ndhwc")
     lowering.program.add(copy_op(src.name + "/to_ndhwc", src, out, (0, 2, 3, 4, 1), lowering.threads))
     return out
+
+
+def _channels_last_concat(lowering: Lowering, port: Output) -> Tensor | None:
+    """A channel Concat of 1-D tensors some of which are channel-last already, redone on the
+    channel-last forms (the plain Concat is pruned when nothing else reads it)."""
+    from ember.devices.cpu.kernels.movement import strided_copy
+
+    node = port.node
+    if node.type_name != "Concat" or int(node.attrs["axis"]) % 3 != 1 or port.element_type.dtype != F32:
+        return None
+    known = _known_1d(lowering)
+    ins = node.input_values()
+    if not any(lowering.tensor(p).id in known for p in ins) or not all(
+            p.element_type.dtype == F32 and len(p.partial_shape) == 3 for p in ins):
+        return None
+    srcs = [_channels_last_input(lowering, p) for p in ins]
+    n, c, w = static_shape(port)
+    y = lowering.value((n, 1, w, c), NHWC, name=node.friendly_name + "/nwc")
+    sizes = [t.shape[3] for t in srcs]
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        calls, start = [], 0
+        for a, size in zip(arrs, sizes):
+            if a.size:
+                k = strided_copy(a, outs[0][..., start:start + size], threads, isa)
+                if k is None:
+                    raise EmberError(f"ember: internal: Concat '{node.friendly_name}' input does not fit the copy kernel")
+                calls.append(k)
+            start += size
+        return calls
+
+    lowering.program.add(Op(node.friendly_name + "/nwc", "Concat", srcs, [y], native=True, bind=bind))
+    return y
 
 
 def _channels_last_value(lowering: Lowering, logical: tuple[int, ...], name: str) -> Tensor:
@@ -54,7 +107,9 @@ def _from_channels_last(lowering: Lowering, y: Tensor, logical: tuple[int, ...],
     if len(logical) == 4:
         return y
     if len(logical) == 3:
-        return lowering.program.view(lowering.plain(y), logical, reshaper(logical), name=name)
+        view = lowering.program.view(lowering.plain(y), logical, reshaper(logical), name=name)
+        _known_1d(lowering)[view.id] = y
+        return view
     out = lowering.value(logical, PLAIN, name=name)
     lowering.program.add(copy_op(name + "/to_ncdhw", y, out, (0, 4, 1, 2, 3), lowering.threads))
     return out
