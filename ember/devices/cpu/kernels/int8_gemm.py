@@ -765,9 +765,10 @@ class Int8Call:
         self.flags = ((0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
                       | (FLAG_ALSO_U8 if also_quantize else 0))
         kq, nck, ktap = amx_split(packed.k4) if packed.amx else (0, 0, packed.k4)
-        self.ctx = INT8_CONTEXT.new(kq=kq, nck=nck, ktap=ktap, direct=int(ktap == packed.k4),
+        # gathered rows (a stem) are padded to whole tile steps (B is zero there), so AMX reads them in place
+        self.ctx = INT8_CONTEXT.new(kq=kq, nck=nck, ktap=ktap, direct=int(ktap == packed.k4 or merged_cin > 0),
                                     fq=self.fq.ctypes.data, fqs=fq_stride(total), merge=int(merged_cin > 0),
-                                    cin=merged_cin, kpad=4 * packed.k4,
+                                    cin=merged_cin, kpad=4 * ktap,
             **geo, ldx=ldx, ldy=ldy, ldr=ldy if ldr is None else ldr, k4=packed.k4,
             xg=packed.cin if xg is None else xg, yg=packed.cout, cout=packed.cout, m=m,
             bp=packed.data.ctypes.data, bg=packed.group_stride, comp=self.comp.ctypes.data,
