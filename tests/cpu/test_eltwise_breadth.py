@@ -52,7 +52,9 @@ def _case(fn: Callable[..., object], *inputs: np.ndarray) -> Case:
     return fn, list(inputs)
 
 
-def _check(fn: Callable[..., object], inputs: list[np.ndarray], rtol: float = 2e-6) -> None:
+def _check(fn: Callable[..., object], inputs: list[np.ndarray], rtol: float = 2e-6, strict: bool = False) -> None:
+    """CPU against REFERENCE, with no op on a reference kernel (``strict``: no python step at
+    all but the copies of model inputs)."""
     params = [ops.parameter(list(a.shape), a.dtype, name=f"x{i}") for i, a in enumerate(inputs)]
     out = fn(*params)
     outs = out if isinstance(out, list) else [out]
@@ -62,6 +64,9 @@ def _check(fn: Callable[..., object], inputs: list[np.ndarray], rtol: float = 2e
     cm = core.compile_model(model, "CPU")
     prog = cm._executable.program
     assert not prog.stats["fallbacks"], f"ran on reference kernels: {prog.stats['fallbacks']}"
+    if strict:
+        python = [op.type_name for op in prog.ops if not op.native and op.type_name != "InputCopy"]
+        assert not python, f"python steps: {python}"
     got = cm(inputs)
     for k in range(len(outs)):
         g, w = got[k], want[k]
@@ -239,3 +244,54 @@ REDUCTIONS: dict[str, Case] = {
 def test_reduction_matches_reference(name: str) -> None:
     fn, inputs = REDUCTIONS[name]
     _check(fn, inputs, rtol=2e-5)
+
+
+# -- movement: transposes of any rank, slices, splits, concat of 8-byte items ------------------
+def _relu_then(fn: Callable[..., object]) -> Callable[..., object]:
+    return lambda a: ops.relu(fn(ops.relu(a)))
+
+
+def _i64_then(fn: Callable[..., object]) -> Callable[..., object]:
+    return lambda a: ops.multiply(fn(ops.add(a, np.int64(1))), np.int64(3))
+
+
+def _slice(start: list[int], stop: list[int], step: list[int], axes: list[int]) -> Callable[..., object]:
+    return lambda a: ops.slice(a, np.array(start, np.int64), np.array(stop, np.int64), np.array(step, np.int64),
+                               np.array(axes, np.int64))
+
+
+MOVEMENT: dict[str, Case] = {
+    "transpose-7d": _case(_relu_then(lambda a: ops.transpose(a, np.array([6, 5, 4, 3, 2, 1, 0]))),
+                          _f((2, 3, 2, 3, 2, 3, 2))),
+    "transpose-8d-odd": _case(_relu_then(lambda a: ops.transpose(a, np.array([1, 3, 5, 7, 0, 2, 4, 6]))),
+                              _f((2, 1, 3, 2, 2, 3, 1, 2))),
+    "transpose-5d": _case(_relu_then(lambda a: ops.transpose(a, np.array([0, 3, 1, 4, 2]))), _f((2, 3, 5, 4, 3))),
+    "transpose-int64": _case(_i64_then(lambda a: ops.transpose(a, np.array([2, 0, 1]))),
+                             _i((3, 4, 5), np.int64)),
+    "transpose-f64": _case(lambda a: ops.sqrt(ops.absolute(ops.transpose(ops.negative(a), np.array([1, 0])))),
+                           _f((7, 9), np.float64)),
+    "slice-negative-step": _case(_relu_then(_slice([-1], [-100], [-2], [1])), _f((3, 9))),
+    "slice-negative-steps-2-axes": _case(_relu_then(_slice([-1, 7], [-100, 0], [-1, -3], [0, 2])), _f((4, 3, 9))),
+    "slice-int64-step": _case(_i64_then(_slice([1], [9], [3], [0])), _i((10, 2), np.int64)),
+    "slice-model-input": _case(lambda a: ops.relu(_slice([1], [3], [1], [0])(a)), _f((4, 5))),
+    "strided-slice-masks": _case(_relu_then(lambda a: ops.strided_slice(
+        a, np.array([0, 1, 0], np.int64), np.array([0, 4, 0], np.int64), np.array([1, 2, 1], np.int64),
+        [1, 0, 1], [1, 0, 1], [0, 1, 0], [0, 0, 0], [0, 0, 0])), _f((2, 5, 3))),
+    "strided-slice-shrink-ellipsis": _case(_relu_then(lambda a: ops.strided_slice(
+        a, np.array([0, 2], np.int64), np.array([0, 3], np.int64), np.array([1, 1], np.int64),
+        [0, 0], [0, 0], [0, 0], [0, 1], [1, 0])), _f((2, 3, 4, 5))),
+    "split-int64-middle": _case(lambda a: [ops.multiply(o, np.int64(2)) for o in
+                                           ops.split(ops.add(a, np.int64(1)), np.int64(1), 2).outputs()],
+                                _i((3, 4, 5), np.int64)),
+    "variadic-split-negative-axis": _case(lambda a: [ops.relu(o) for o in ops.variadic_split(
+        ops.relu(a), np.int64(-1), np.array([1, 4, -1], np.int64)).outputs()], _f((3, 2, 9))),
+    "concat-int64": _case(lambda a, b: ops.multiply(ops.concat([ops.add(a, np.int64(1)), b, np.zeros((2, 1), np.int64)],
+                                                               1), np.int64(2)),
+                          _i((2, 3), np.int64), _i((2, 4), np.int64)),
+}
+
+
+@pytest.mark.parametrize("name", list(MOVEMENT))
+def test_movement_matches_reference(name: str) -> None:
+    fn, inputs = MOVEMENT[name]
+    _check(fn, inputs, strict=True)

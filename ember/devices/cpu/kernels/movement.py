@@ -1,8 +1,8 @@
 """Memory movement kernels: strided copies, gathers, tiled transposes and the NCHW -> NHWC
 channel interleave.
 
-``copy_task(ctx, task)`` copies a tensor of up to 6 dimensions with arbitrary element
-strides on both sides (4-byte elements). The innermost loop is chosen where it is cheapest:
+``copy_task(ctx, task)`` copies a tensor of up to 8 dimensions with arbitrary element
+strides on both sides (4-byte elements; 8-byte ones as pairs). The innermost loop is chosen where it is cheapest:
 contiguous on both sides (vector copy), contiguous on one side (vector load + scatter, or
 gather + vector store), else scalar. A task is a block of rows of the outer dimensions.
 ``gather_task`` gathers rows by index (Gather, nearest-neighbour Resize); ``tr_task``
@@ -23,7 +23,7 @@ from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store, vector_addresses
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
-MAX_DIMS = 6
+MAX_DIMS = 8
 COPY_CONTEXT = ContextLayout(
     "copy",
     ("src", "dst", "rpt", "rows", *(f"d{i}" for i in range(MAX_DIMS)), *(f"s{i}" for i in range(MAX_DIMS)),
@@ -43,13 +43,13 @@ def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
     rpt, rows = arg["rpt"], arg["rows"]
     r0 = b.mul(task, rpt)
     r1 = e.min(rows, b.add(r0, rpt))
-    n = arg["d5"]
-    s5, t5 = arg["s5"], arg["t5"]
+    n = arg[f"d{MAX_DIMS - 1}"]
+    s_in, t_in = arg[f"s{MAX_DIMS - 1}"], arg[f"t{MAX_DIMS - 1}"]
     lane_idx = ir.Constant(vi, list(range(lanes)))
     nmain = b.mul(b.sdiv(n, c64(lanes)), c64(lanes))
-    both = b.and_(b.icmp_signed("==", s5, c64(1)), b.icmp_signed("==", t5, c64(1)))
-    src_c = b.icmp_signed("==", s5, c64(1))
-    dst_c = b.icmp_signed("==", t5, c64(1))
+    both = b.and_(b.icmp_signed("==", s_in, c64(1)), b.icmp_signed("==", t_in, c64(1)))
+    src_c = b.icmp_signed("==", s_in, c64(1))
+    dst_c = b.icmp_signed("==", t_in, c64(1))
     with e.loop(r0, r1, name="r") as r:
         # row r -> (i0..i4), offsets into src and dst
         rem = e.var(I64, r)
@@ -76,12 +76,12 @@ def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
 
         def scatter(i: ir.Value, mask: ir.Value | None) -> None:
             v = masked_load(e, vt, e.gep(F32, sp, i), mask)
-            ptrs = vector_addresses(e, dp, b.mul(b.add(e.splat(i, lanes), lane_idx), e.splat(t5, lanes)), lanes)
+            ptrs = vector_addresses(e, dp, b.mul(b.add(e.splat(i, lanes), lane_idx), e.splat(t_in, lanes)), lanes)
             m_ = mask if mask is not None else ir.Constant(vec(ir.IntType(1), lanes), [1] * lanes)
             e.call(f"llvm.masked.scatter.v{lanes}f32.v{lanes}p0", VOID, [v, ptrs, c32(4), m_])
 
         def gather(i: ir.Value, mask: ir.Value | None) -> None:
-            ptrs = vector_addresses(e, sp, b.mul(b.add(e.splat(i, lanes), lane_idx), e.splat(s5, lanes)), lanes)
+            ptrs = vector_addresses(e, sp, b.mul(b.add(e.splat(i, lanes), lane_idx), e.splat(s_in, lanes)), lanes)
             m_ = mask if mask is not None else ir.Constant(vec(ir.IntType(1), lanes), [1] * lanes)
             v = e.call(f"llvm.masked.gather.v{lanes}f32.v{lanes}p0", vt, [ptrs, c32(4), m_, ir.Constant(vt, None)])
             masked_store(e, v, e.gep(F32, dp, i), mask)
@@ -99,8 +99,8 @@ def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
                                 vector_loop(gather)
                             with d_no:
                                 with e.loop(0, n, name="k") as k:
-                                    x = e.load(I32, e.gep(I32, sp, b.mul(k, s5)))
-                                    b.store(x, e.gep(I32, dp, b.mul(k, t5)))
+                                    x = e.load(I32, e.gep(I32, sp, b.mul(k, s_in)))
+                                    b.store(x, e.gep(I32, dp, b.mul(k, t_in)))
     b.ret_void()
 
 
@@ -199,13 +199,17 @@ def _collapse(shape: list[int], ss: list[int], ts: list[int]) -> tuple[list[int]
 
 
 def strided_copy(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None = None) -> BoundKernel | None:
-    """A bound kernel that copies ``src`` into ``dst`` (same shape, 4-byte items, any strides);
-    None when the copy does not fit the kernel (more than 6 collapsed dims, odd strides)."""
-    if src.shape != dst.shape or src.dtype.itemsize != 4 or dst.dtype.itemsize != 4:
+    """A bound kernel that copies ``src`` into ``dst`` (same shape, 4- or 8-byte items, any
+    strides); None when the copy does not fit the kernel (more than 8 collapsed dims, odd strides)."""
+    item = src.dtype.itemsize
+    if src.shape != dst.shape or item not in (4, 8) or dst.dtype.itemsize != item:
         return None
     if any(s % 4 for s in src.strides + dst.strides):
         return None
-    dims, ss, ts = _collapse(list(src.shape), [s // 4 for s in src.strides], [s // 4 for s in dst.strides])
+    shape, ss, ts = list(src.shape), [s // 4 for s in src.strides], [s // 4 for s in dst.strides]
+    if item == 8:  # an 8-byte item is two 4-byte words next to each other
+        shape, ss, ts = shape + [2], ss + [1], ts + [1]
+    dims, ss, ts = _collapse(shape, ss, ts)
     if len(dims) > MAX_DIMS:
         return None
     pad = MAX_DIMS - len(dims)

@@ -66,8 +66,30 @@ def lower_transpose(lowering: Lowering, node: Node) -> bool:
     else:
         contiguous = src.contiguous and _is_identity(perm, src.shape)
         t = lowering.program.view(src, shape, transposer(tuple(perm)), contiguous=contiguous, name=node.friendly_name)
-    lowering.finish(node, t, [])
+    lowering.finish(node, _materialized(lowering, t, node.friendly_name), [])
     return True
+
+
+def _materialized(lowering: Lowering, view: Tensor, name: str) -> Tensor:
+    """A strided view of 8-byte items as a contiguous value, copied by the native copy kernel
+    (the driver's reorders copy only 4-byte items natively); other views are kept."""
+    from ember.devices.cpu.kernels.movement import strided_copy
+
+    if view.contiguous or view.dtype.itemsize != 8:
+        return view
+    if strided_copy(probe_array(view), np.empty(view.shape, view.dtype), 1, lowering.isa) is None:
+        return view
+    out = lowering.value(view.shape, PLAIN, view.dtype, name + "/copy")
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        k = strided_copy(ins[0], outs[0], threads, isa)
+        if k is None:
+            raise EmberError(f"ember: internal: no copy kernel fits '{name}'")
+        return [k]
+
+    lowering.program.add(Op(name + "/copy", "Reorder", [view], [out], native=True, bind=bind))
+    return out
 
 
 # -- memory movement: Gather, Concat, slices as views -----------------------------------------
@@ -114,7 +136,7 @@ def lower_concat(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.movement import strided_copy
 
     dtype = node.output(0).element_type.dtype
-    if dtype.itemsize != 4 or any(s.element_type.dtype != dtype for s in node.input_values()):
+    if dtype.itemsize not in (4, 8) or any(s.element_type.dtype != dtype for s in node.input_values()):
         return False
     out_shape = static_shape(node.output(0))
     rank = len(out_shape)
@@ -188,6 +210,8 @@ def lower_slice_view(lowering: Lowering, node: Node) -> bool:
     if len(consts) != len(maybe):
         return False
     src = lowering.tensor(node.input_values()[0])
+    if src.kind == "input" and src.shape is not None:  # a model input: its arena copy (read in place)
+        src = lowering.native_input(src, PLAIN)
     if src.kind not in ("value", "view"):
         return False
     shape = static_shape(node.input_values()[0])
@@ -211,7 +235,8 @@ def lower_slice_view(lowering: Lowering, node: Node) -> bool:
             return np.lib.stride_tricks.as_strided(flat[off:] if flat.size else flat, shp,
                                                    tuple(s * item for s in st), writeable=False)
 
-        lowering.bind_port(port, lowering.program.view(src, shp, make, contiguous=contiguous, name=node.friendly_name))
+        view = lowering.program.view(src, shp, make, contiguous=contiguous, name=node.friendly_name)
+        lowering.bind_port(port, _materialized(lowering, view, node.friendly_name))
     return True
 
 
