@@ -318,3 +318,55 @@ CUMSUM.update({
 @pytest.mark.parametrize("name", list(CUMSUM))
 def test_cumsum(name: str) -> None:
     _check(CUMSUM[name], rtol=1e-4, atol=1e-4)
+
+
+# -- the kernels on every ISA level the host has ------------------------------------------------------
+
+def _levels() -> list[str]:
+    from ember.devices.cpu.llvm.isa import supported_levels
+
+    return [lv for lv in supported_levels() if lv != "amx"]
+
+
+@pytest.mark.parametrize("level", _levels())
+def test_kernels_on_every_isa_level(level: str) -> None:
+    from ember.devices.cpu.kernels import cumsum, gather, scatter, topk
+    from ember.devices.cpu.llvm.isa import host_isa
+
+    isa = host_isa(level)
+    # ScatterElementsUpdate (sum, axis 0) with per-element and broadcast (one per row) indices
+    data, upd = _f(5, 37), _f(9, 37)
+    for idx in (_i(-5, 5, 9, 37), np.repeat(_i(0, 5, 9, 1), 37, axis=1)):
+        out = np.empty_like(data)
+        broadcast = bool((idx == idx[:, :1]).all())
+        src_idx = np.ascontiguousarray(idx[:, :1]) if broadcast else idx
+        scatter.init_output(data, out, 0, 2, isa).run()
+        scatter.scatter(out, upd, src_idx, mode="elem", reduction="sum", use_init=True, outer=1, K=9, inner=37,
+                        tab_outer=np.zeros(1, np.int64), tab_inner=np.arange(37), dims=np.array([5]),
+                        astr=np.array([37]), is_j=1 if broadcast else 37, tab_io=np.zeros(1, np.int64),
+                        tab_ic=np.zeros(37, np.int64) if broadcast else np.arange(37), threads=2, isa=isa).run()
+        want = data.copy()
+        np.add.at(want, (idx % 5, np.arange(37)[None, :].repeat(9, 0)), upd)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    # GatherND rows, GatherElements
+    d = _f(6, 35)
+    rows = _i(-6, 6, 11, 1)
+    got = np.empty((11, 35), np.float32)
+    gather.gather_nd(d, rows, got, rows=11, M=11, bstride=0, dims=[6], astr=[35], inner=35, threads=2, isa=isa).run()
+    np.testing.assert_array_equal(got, d[rows[:, 0]])
+    el = _i(0, 6, 4, 35)
+    gather.gather_elements(d, el, got[:4], outer=1, K=4, n=6, inner=35, tab_io=np.zeros(1, np.int64), is_j=35,
+                           tab_ic=np.arange(35), threads=2, isa=isa).run()
+    np.testing.assert_array_equal(got[:4], np.take_along_axis(d, el, 0))
+    # TopK, small k and radix
+    x = _f(3, 200)
+    for k in (3, 150):
+        vals, inds = np.empty((3, k), np.float32), np.empty((3, k), np.int64)
+        topk.topk(x, vals, inds, outer=3, n=200, inner=1, k=k, largest=True, by_index=False, threads=2, isa=isa).run()
+        np.testing.assert_array_equal(inds, np.argsort(-x, axis=1, kind="stable")[:, :k])
+    # CumSum, vector and scalar paths
+    for shape in ((4, 30, 37), (4, 30, 1)):
+        x = _f(*shape)
+        y = np.empty_like(x)
+        cumsum.cumsum(x, y, outer=4, n=30, inner=shape[2], exclusive=False, reverse=False, threads=2, isa=isa).run()
+        np.testing.assert_allclose(y, np.cumsum(x, axis=1), rtol=1e-4, atol=1e-4)
