@@ -154,6 +154,8 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
                                (2, 3, 7, 6, 5), None),
     "conv3d-depthwise": (conv((1, 8, 4, 4, 4), 8, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), groups=8),
                          (1, 8, 4, 4, 4), None),
+    "conv3d-empty-batch": (conv((0, 3, 3, 4, 4), 2, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)), (0, 3, 3, 4, 4), None),
+    "conv1d-empty-batch": (conv((0, 3, 9), 4, (3,), (2,), (1,), (1,)), (0, 3, 9), None),
     "conv3d-nan-inf": (conv((1, 3, 3, 4, 4), 2, (2, 2, 2), (1, 1, 1), (0, 0, 0), (0, 0, 0), tail="bias"),
                        (1, 3, 3, 4, 4), _edges),
     # pooling 1-D and 3-D
@@ -182,8 +184,10 @@ def test_conv_family_matches_reference(name: str) -> None:
     x = make(shape) if make is not None else _f(*shape)
     want, _ = _run(model, "REFERENCE", x)
     got, cm = _run(model, "CPU", x)
-    fallbacks = cm._executable.program.stats["fallbacks"]
-    assert not fallbacks, f"ran on reference kernels: {fallbacks}"
+    program = cm._executable.program
+    assert not program.stats["fallbacks"], f"ran on reference kernels: {program.stats['fallbacks']}"
+    if name != "unet1d-chain":  # bias, ReLU and clamp tails are fused into the kernels
+        assert not [op.type_name for op in program.ops if op.type_name.startswith("Eltwise")]
     assert got.shape == want.shape and got.dtype == want.dtype
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     finite = np.isfinite(want)
@@ -206,6 +210,23 @@ def test_conv_transpose_kernel_channel_slices_and_residual() -> None:
     y = ConvTranspose(geo, w, Epilogue.relu(), num_threads=2)(x, None, bias, res)
     want = np.moveaxis(conv_backprop(np.moveaxis(x, -1, 1), w, (2, 2), (1, 1), (1, 1), (10, 8)), 1, -1)
     np.testing.assert_allclose(y, np.maximum(want + bias + res, 0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["deconv-k4s2p1", "deconv1d-k4s2p1", "deconv-grouped", "deconv3d-k3s2p1"])
+def test_conv_transpose_bf16(name: str) -> None:
+    """bf16 when asked (and supported): the GEMM runs in bf16, within bf16's tolerance."""
+    from ember.devices.cpu.kernels.gemm import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("no AVX512_BF16 on this CPU")
+    build, shape, _ = CASES[name]
+    model = build()
+    x = _f(*shape)
+    want, _ = _run(model, "REFERENCE", x)
+    cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    assert cm._executable.program.stats["bf16_ops"] >= 1
+    got = cm([x])[cm.output(0)]
+    np.testing.assert_allclose(got, want, rtol=3e-2, atol=3e-2 * max(1.0, float(np.abs(want).max())))
 
 
 # -- against ONNX Runtime through the ONNX frontend --------------------------------------------
