@@ -125,9 +125,10 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
         else:
             from ember.quantize.bias_correction import bias_correction
 
-            # NNCF's BiasCorrection threshold is 1000 (2 for the fast one)
-            bias_correction(qmodel, biases, collector.stats, dataset, subset_size,
-                            max(adv.bias_correction_threshold, 1000.0), adv.show_progress)
+            # NNCF's BiasCorrection: threshold 1000 (2 for the fast one), a fifth of subset_size
+            float_weights = {(id(w.node), w.port): originals[id(w.node)] for w in placement.weights}
+            bias_correction(qmodel, biases, dataset, max(int(subset_size * 0.2), 1),
+                            max(adv.bias_correction_threshold, 1000.0), float_weights, adv.show_progress)
 
     qmodel.validate_nodes_and_infer_types()
     _summary(qmodel, placement)

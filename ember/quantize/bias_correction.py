@@ -6,8 +6,9 @@ shift the bias by the difference between the float output's per-channel mean and
 out (this corrects the mean error the weight rounding adds). A shift larger than ``threshold`` times the bias
 (or any zero bias) is skipped, as in NNCF.
 
-BiasCorrection (``fast_bias_correction=False``): run the quantized model on the calibration data
-and shift each bias by the per-channel mean error of its output against the float model.
+BiasCorrection (``fast_bias_correction=False``, NNCF's algorithm): the int8-weight model with float
+activations runs layer by layer on a fifth of the calibration items, and each bias is corrected
+before the layers after it are measured (see ``bias_correction``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import numpy as np
 
 from ember.graph.core_ops import Constant
 from ember.graph.model import Model
+from ember.graph.node import Node
 from ember.quantize.graph_utils import Constants
+from ember.quantize.parameters import QuantizationError
 from ember.quantize.progress import track
 from ember.quantize.statistics import TensorStats
 
@@ -65,16 +68,19 @@ def _mean_of_channel_constant_input(b: Any, shape: tuple[int, ...], means: np.nd
     return _channel_mean(layer.evaluate(args)[0], b.out_axis)
 
 
-def _apply_shift(b: Any, shift: np.ndarray, threshold: float, consts: Constants) -> bool:
+def _apply_shift(b: Any, shift: np.ndarray, threshold: float, consts: Constants, eps: bool = False) -> bool:
+    """Move ``b``'s bias by ``shift`` unless max |shift / bias| reaches ``threshold``. A zero bias
+    is never moved by FastBiasCorrection; BiasCorrection (``eps``) divides by bias + eps, as NNCF."""
     bias_out = b.add.input(b.bias_port).source
     bias = consts.value(bias_out).astype(np.float32)
     view = [1] * bias.ndim
     if bias.ndim:
         view[int(np.argmax(bias.shape))] = -1
     new_bias = bias + shift.reshape(view) if bias.ndim else bias + shift
-    if np.count_nonzero(bias == 0) or not np.all(np.isfinite(new_bias)):
+    if (not eps and np.count_nonzero(bias == 0)) or not np.all(np.isfinite(new_bias)):
         return False
-    magnitude = float(np.max(np.abs((new_bias - bias) / bias)))
+    denominator = bias + np.finfo(np.float32).eps if eps else bias
+    magnitude = float(np.max(np.abs((new_bias - bias) / denominator)))
     if magnitude >= threshold:
         log.debug("ember: bias of '%s' not corrected (shift magnitude %.3g)", b.layer.friendly_name, magnitude)
         return False
@@ -99,21 +105,108 @@ def fast_bias_correction(biases: Sequence[Any], stats: dict[Any, TensorStats], t
     return done
 
 
-def bias_correction(model: Model, biases: Sequence[Any], float_stats: dict[Any, TensorStats], dataset: Any,
-                    subset_size: int, threshold: float, show_progress: bool = True) -> int:
-    """Shift each bias by the mean error of its output measured on the quantized model."""
+def bias_correction(model: Model, biases: Sequence[Any], dataset: Any, subset_size: int, threshold: float,
+                    float_weights: dict[tuple[int, int], np.ndarray], show_progress: bool = True) -> int:
+    """NNCF's BiasCorrection: the model with int8 weights and float activations (every
+    FakeQuantize bypassed) runs layer by layer on the first ``subset_size`` items; when a biased
+    layer is reached, its bias moves by the per-channel mean of (float output - output here), so
+    every later layer is measured on inputs its corrected predecessors produced. The float
+    reference is the same graph with ``float_weights`` ({(id(layer), port): weight}) in place of
+    the int8 ones. Returns how many biases changed."""
     from ember.quantize.dataset import samples
-    from ember.quantize.statistics import Collector
 
-    collector = Collector(model)
-    for b in biases:
-        collector.observe(b.add.output(0), b.out_axis)
-    collector.run(samples(dataset, subset_size), None, show_progress)
+    items = [_feeds(model, item) for item in samples(dataset, subset_size)]
+    by_layer = {id(b.layer): b for b in biases}
+    reference: dict[int, np.ndarray] = {}
+
+    def record(node: Node, outs: list[np.ndarray]) -> None:
+        b = by_layer.get(id(node))
+        if b is not None:
+            reference[id(node)] = np.mean([_channel_mean(o, b.out_axis) for o in outs], axis=0)
+
+    _evaluate(model, items, float_weights, record)
     consts = Constants()
     done = 0
-    for b in biases:
-        ref = float_stats.get(b.add.output(0))
-        if ref is None or ref.ch_sum_mean is None:
-            continue
-        done += _apply_shift(b, ref.channel_mean - collector.stats[b.add.output(0)].channel_mean, threshold, consts)
+    progress = iter(track(range(len(biases)), "Applying Bias correction", len(biases), show_progress))
+
+    def correct(node: Node, outs: list[np.ndarray]) -> None:
+        nonlocal done
+        b = by_layer.get(id(node))
+        if b is None:
+            return
+        next(progress, None)
+        shift = reference[id(node)] - np.mean([_channel_mean(o, b.out_axis) for o in outs], axis=0)
+        done += _apply_shift(b, shift, threshold, consts, eps=True)
+
+    _evaluate(model, items, {}, correct)
+    for _ in progress:
+        pass
     return done
+
+
+def _feeds(model: Model, item: Any) -> list[np.ndarray]:
+    """A calibration item as one array per model input, in parameter order."""
+    params = model.get_parameters()
+    if isinstance(item, dict):
+        out = []
+        for p in params:
+            keys = set(p.output(0).names) | {p.friendly_name}
+            hit = [item[k] for k in keys if k in item]
+            if not hit:
+                raise QuantizationError(f"ember: a calibration item has no value for input '{p.friendly_name}'")
+            out.append(np.asarray(hit[0]))
+        return out
+    if isinstance(item, (list, tuple)):
+        return [np.asarray(x) for x in item]
+    return [np.asarray(item)]
+
+
+def _evaluate(model: Model, items: list[list[np.ndarray]], weights: dict[tuple[int, int], np.ndarray],
+              visit: Any) -> None:
+    """Run ``model`` node by node on every item at once with the reference kernels, every
+    FakeQuantize bypassed and the inputs in ``weights`` replaced; ``visit(node, outputs)`` sees
+    each node's first output for all items before anything downstream runs (and may change
+    constants downstream)."""
+    order = model.get_ordered_ops()
+    params = {id(p): i for i, p in enumerate(model.get_parameters())}
+    last: dict[tuple[int, int], int] = {}
+    for i, n in enumerate(order):
+        for src in n.input_values():
+            last[(id(src.node), src.index)] = i
+    values: dict[tuple[int, int], list[np.ndarray]] = {}
+    constant: set[tuple[int, int]] = set()  # values equal for every item (weights, their decompression)
+    for i, node in enumerate(order):
+        if node.type_name in ("Result", "Const"):
+            continue
+        if id(node) in params:
+            values[(id(node), 0)] = [item[params[id(node)]] for item in items]
+            continue
+        srcs = node.input_values()
+        args = []
+        fixed = True
+        for k, s in enumerate(srcs):
+            w = weights.get((id(node), k))
+            if w is not None:
+                args.append([w] * len(items))
+            elif s.node.type_name == "Const":
+                args.append([s.node.data] * len(items))
+            else:
+                args.append(values[(id(s.node), s.index)])
+                fixed = fixed and (id(s.node), s.index) in constant
+        if fixed and items:
+            res = node.evaluate([a[0] for a in args])
+            outs = [[r] * len(items) for r in res]
+            constant.update((id(node), k) for k in range(len(res)))
+        elif node.type_name == "FakeQuantize":
+            outs = [args[0]]
+        else:
+            per_item = [node.evaluate([a[j] for a in args]) for j in range(len(items))]
+            outs = [[r[k] for r in per_item] for k in range(len(per_item[0]))] if per_item else []
+        for k, o in enumerate(outs):
+            values[(id(node), k)] = o
+        if outs:
+            visit(node, outs[0])
+        for s in srcs:
+            key = (id(s.node), s.index)
+            if last.get(key) == i:
+                values.pop(key, None)

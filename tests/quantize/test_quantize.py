@@ -190,8 +190,8 @@ def test_user_errors_are_clear() -> None:
 
 def test_bias_correction_modes_reduce_the_mean_output_error() -> None:
     """BiasCorrection brings the quantized output's per-channel mean closer to the float model's
-    than no correction does (FastBiasCorrection only corrects the mean error of the weight
-    rounding on a mean input, as NNCF's; it is checked against NNCF above)."""
+    than no correction does (both bias corrections correct the mean error of the weight rounding
+    only, as NNCF's; they are checked against NNCF in test_bias_correction.py and above)."""
     model = _named(g_pool_reshape_fc())
     data = _data(model, 6, seed=4)
     ref = np.stack([ember.compile_model(model, "REFERENCE")(d)[0] for d in data])
@@ -203,7 +203,7 @@ def test_bias_correction_modes_reduce_the_mean_output_error() -> None:
     none = nncf.quantize(model, nncf.Dataset(data), advanced_parameters=nncf.AdvancedQuantizationParameters(
         disable_bias_correction=True))
     full = nncf.quantize(model, nncf.Dataset(data), fast_bias_correction=False)
-    assert mean_error(full) < 0.5 * mean_error(none)
+    assert mean_error(full) < 0.9 * mean_error(none)
 
 
 def test_ignored_scope_types_and_subgraphs() -> None:
