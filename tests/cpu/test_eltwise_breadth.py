@@ -295,3 +295,31 @@ MOVEMENT: dict[str, Case] = {
 def test_movement_matches_reference(name: str) -> None:
     fn, inputs = MOVEMENT[name]
     _check(fn, inputs, strict=True)
+
+
+# -- LRN --------------------------------------------------------------------------------------
+def _lrn(shape: tuple[int, ...], axes: list[int], alpha: float, beta: float, bias: float, size: int,
+         after_conv: bool = False) -> Case:
+    def fn(a):  # noqa: ANN001, ANN202
+        if after_conv:  # an NHWC tensor, as a convolution leaves it
+            w = (RNG.standard_normal((shape[1], shape[1], 1, 1)) * 0.5).astype(np.float32)
+            a = ops.convolution(a, w, [1, 1], [0, 0], [0, 0], [1, 1])
+        return ops.lrn(a, np.array(axes, np.int64), alpha, beta, bias, size)
+    return fn, [_f(shape, edge=False)]
+
+
+LRNS: dict[str, Case] = {
+    "lrn-channels-alexnet": _lrn((2, 19, 5, 6), [1], 1e-4, 0.75, 1.0, 5),
+    "lrn-channels-nhwc": _lrn((1, 21, 4, 5), [1], 2e-3, 0.75, 2.0, 5, after_conv=True),
+    "lrn-channels-size-1": _lrn((1, 7, 3, 3), [1], 0.5, 0.5, 1.0, 1),
+    "lrn-channels-even-size": _lrn((1, 9, 2, 17), [1], 0.1, 0.6, 1.5, 4),
+    "lrn-last-axis": _lrn((3, 4, 23), [2], 0.3, 0.75, 1.0, 3),
+    "lrn-rank2-wide-window": _lrn((5, 40), [1], 1.0, 1.2, 0.5, 11),
+    "lrn-empty": _lrn((0, 5, 3, 3), [1], 1e-4, 0.75, 1.0, 5),
+}
+
+
+@pytest.mark.parametrize("name", list(LRNS))
+def test_lrn_matches_reference(name: str) -> None:
+    fn, inputs = LRNS[name]
+    _check(fn, inputs, rtol=2e-5)
