@@ -215,3 +215,33 @@ def test_minilm_at_many_lengths_matches_reference() -> None:
     assert stats["specializations"] == 5 and stats["optimizer_runs"] == 0
     assert stats["weights_packed"] == 36 and stats["weights_reused"] == 4 * 36
     _assert_plans_like_the_full_pipeline(compiled, feeds)
+
+
+def test_benchmark_tool_shapes_check_and_table(tmp_path) -> None:  # noqa: ANN001
+    """benchmarks/dynamic_shapes.py's pieces (no engine run: that is the benchmark's job)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "dynamic_shapes.py"
+    spec = importlib.util.spec_from_file_location("ember_benchmarks_dynamic_shapes", path)
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # dataclasses look their module up
+    spec.loader.exec_module(tool)
+    shapes = tool.shapes_for("minilm", 200, 0)
+    assert shapes == tool.shapes_for("minilm", 200, 0) and len(shapes) == 200  # seeded
+    lengths = {s[0][1] for s in shapes}
+    assert min(lengths) >= 5 and max(lengths) <= 128 and len(lengths) > 60
+    feeds = tool.inputs_for("minilm", shapes[0], 0)
+    assert [f.shape for f in feeds] == [tuple(s) for s in shapes[0]] and feeds[0].dtype == np.int64
+    assert {tuple(s[0][2:]) for s in tool.shapes_for("ppocr-det", 40, 0)} <= set(tool.DETECTOR_SIZES)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(a, call0=np.array([1.0, 2.0]))
+    np.savez(b, call0=np.array([1.0, 2.002]))
+    diffs = tool.check({"ember": a, "openvino": b})
+    assert diffs["ember"] == 0.0 and diffs["openvino"] == pytest.approx(1e-3)
+    runs = [tool.Run("ember", "minilm", calls=3, new_shapes=2, total_s=0.2, first_ms=[50.0, 60.0], warm_ms=[5.0]),
+            tool.Run("openvino", "minilm", calls=3, new_shapes=2, total_s=0.1, first_ms=[9.0], warm_ms=[8.0])]
+    text = tool.table(runs, {("minilm", "openvino"): 1e-3})
+    assert "| minilm | ember |" in text and "| 2.00 |" in text and "55.0 ms" in text
