@@ -363,3 +363,35 @@ def test_pytorch_lstm_gru_stack_matches_torch() -> None:
         want = [t.numpy() for t in module(x)]
     _close(cm([x.numpy()]).to_tuple(), want, tol=1e-5)
     assert cm._executable.program.stats["fallbacks"] == {}
+
+
+@pytest.mark.parametrize("cell,hidden,threads,serial", [("lstm", 256, 2, False), ("lstm", 200, 8, True),
+                                                         ("gru", 256, 4, False), ("gru", 256, 4, True),
+                                                         ("rnn", 512, 3, True)])
+def test_time_loop_split_over_tasks(cell: str, hidden: int, threads: int, serial: bool) -> None:
+    """A group's time loop split over several tasks that claim hidden blocks step by step: the
+    same result on the pool and with every task run one after the other on one thread (a task
+    never waits for one that has not started)."""
+    from ember.devices.cpu.kernels.rnn import Activation, Recurrent
+
+    case = Case(cell, batch=1, seq=7, input=5, hidden=hidden, direction="forward")
+    model, feeds = build(case, np.random.default_rng(3))
+    node = next(n for n in model.get_ordered_ops() if n.type_name.endswith("Sequence"))
+    w, r, b = (n.node.data for n in node.input_values()[-3:])
+    acts = {"lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh"), "rnn": ("tanh",)}[cell]
+    rec = Recurrent(cell, w, r, b, hidden, [False], 1, case.seq, tuple(Activation(a) for a in acts), 0.0, threads)
+    assert rec.ns > 1
+    x, h0 = feeds[0], feeds[1]
+    c0 = feeds[2] if cell == "lstm" else None
+    y = np.full((1, 1, case.seq, hidden), np.nan, np.float32)
+    ho = np.full_like(h0, np.nan)
+    co = np.full_like(h0, np.nan) if cell == "lstm" else None
+    scratch = np.full(rec.scratch_floats, np.nan, np.float32)
+    kernels = rec.bind(x, h0, c0, None, y, ho, co, scratch)
+    for _ in range(2):  # a second run starts from reset step counters
+        for k in kernels:
+            if serial:
+                k.num_threads = 1
+            k.run()
+    want = node.evaluate([x, h0] + ([c0] if c0 is not None else []) + [np.array([case.seq], np.int32), w, r, b])
+    _close([y, ho] + ([co] if co is not None else []), want)

@@ -1,24 +1,32 @@
 """Recurrent sequences and cells: LSTM, GRU (both reset orders) and RNN, the whole time loop in
-one native call.
+native code.
 
-A sequence op runs as two kernel calls. First the input projection of every time step at
+A sequence op runs as three kernel calls. First the input projection of every time step at
 once, ``XW[batch * seq, dirs * gates * H] = X @ W^T + bias``, as one call of the f32 GEMM
-(:mod:`~ember.devices.cpu.kernels.gemm`). Then ``rnn_task(ctx, task)``: one task per
-(direction, block of batch rows) runs the time loop for its rows; directions and batch rows
-are independent, so tasks never wait for each other (the native pool may run them all on one
-thread). A step computes, per block of ``lanes`` hidden units, the recurrent product
-``H_prev @ R^T`` for every gate of the block at once from weights packed gate-interleaved
-(``[block][k][gate][lanes]``, one contiguous stream per step), for up to four batch rows per
-pass over the weights, then the gates and the cell update in registers.
+(:mod:`~ember.devices.cpu.kernels.gemm`). Then ``rnn_init(ctx, d)`` copies direction ``d``'s
+initial states into scratch rows and zeroes its step counters, and ``rnn_task(ctx, task)``
+runs the time loop. Its tasks form groups, one per (direction, block of batch rows):
+directions and batch rows are independent, so groups never wait for each other.
+
+A step computes, per block of ``lanes`` hidden units, the recurrent product ``H_prev @ R^T``
+for every gate of the block at once from weights packed gate-interleaved
+(``[block][k][gate][lanes]``, one contiguous stream), for up to four batch rows per pass over
+the weights, then the gates and the cell update in registers. When threads are left over and
+a step is long, a group has several tasks that share its hidden blocks: at each step a task
+claims blocks (its own share first, so each core keeps its part of ``R`` in cache, then any
+block still unclaimed) with a compare-and-swap on a per-block step stamp, then waits until
+the step's blocks are all done. A task only ever waits for blocks another task has claimed
+and is computing, so tasks run one after the other on one thread (a busy pool) still finish.
 
 GRU without ``linear_before_reset`` needs ``r`` of every hidden unit before ``(r * h) @ Rh^T``:
-the step runs two passes (z and r, then h with its own packed weights). States ping-pong
-between two scratch rows per batch item; the cell state updates in place.
+its step is two passes (z and r, then h with its own packed weights), each a round of claims.
+States ping-pong between two scratch rows per batch item; the cell state updates in place.
 
 Sequence lengths: a row is active at step ``s`` while ``s < len``; the forward direction reads
 position ``s``, the reverse one ``len - 1 - s``. An inactive row keeps its states and writes
-zeros to ``Y`` at position ``s``, so every position at or past its length reads zero; a row
-of length 0 ends with zero states (OpenVINO's and ONNX Runtime's result, not its initial ones).
+zeros to ``Y`` at position ``s``, so every position at or past its length reads zero; a block
+whose rows are all inactive skips its products. A row of length 0 ends with zero states
+(OpenVINO's and ONNX Runtime's result, not its initial ones).
 """
 
 from __future__ import annotations
@@ -43,10 +51,14 @@ from ember.errors import EmberError
 
 RNN_CONTEXT = ContextLayout(
     "rnn",
-    ("xw", "ldxw", "h0", "c0", "lens", "r", "rdir", "rph", "rb", "y", "ho", "co", "scratch", "sdir",
-     "batch", "seq", "hidden", "hp", "dirs", "reverse", "bpt", "nbt", "clip", "flags"),
+    ("xw", "ldxw", "h0", "c0", "lens", "r", "rdir", "rph", "rb", "y", "ho", "co", "scratch", "sdir", "ssync",
+     "batch", "seq", "hidden", "hp", "dirs", "reverse", "bpt", "nbt", "ns", "clip", "flags"),
     pointers=("xw", "h0", "c0", "lens", "r", "rb", "y", "ho", "co", "scratch"))
 F_C0, F_LENS, F_LENS64, F_Y, F_CO = 1, 2, 4, 8, 16
+#: i64 words per step counter (one cache line each: tasks of a group claim blocks concurrently)
+SYNC_WORDS = 8
+#: multiply-adds per step below which a group's time loop is not split over threads
+SPLIT_MIN_MACS = 1 << 17
 
 
 def _registers(lanes: int) -> int:
@@ -135,8 +147,44 @@ def _activate(m: VectorMath, act: Activation, x: ir.Value) -> ir.Value:
 
 
 # --------------------------------------------------------------------------- code generation
-def _emit_task(m: ir.Module, prefix: str, lanes: int, cell: str, acts: tuple[Activation, ...],
-               clip: bool) -> None:
+def _emit_init(m: ir.Module, prefix: str, lanes: int, cell: str) -> None:
+    """``rnn_init(ctx, d)``: direction ``d``'s initial states into its scratch rows, and its
+    step counters zeroed."""
+    fn = Emitter.function(m, f"{prefix}_rnn_init", VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, RNN_CONTEXT)
+    b = e.b
+    d = fn.args[1]
+    vt = vec(F32, lanes)
+    hidden, hp, dirs = e.arg("hidden"), e.arg("hp"), e.arg("dirs")
+    scratch = e.gep(F32, e.arg("scratch", PTR), b.mul(d, e.arg("sdir")))
+    bh = b.mul(e.arg("batch"), hp)
+    cbuf = e.gep(F32, scratch, b.mul(bh, c64(2)))
+    has_c0 = b.icmp_unsigned("!=", b.and_(e.arg("flags"), c64(F_C0)), c64(0))
+    nblocks = b.sdiv(hp, c64(lanes))
+    with e.loop(0, e.arg("batch"), name="row") as row:
+        src = b.mul(b.add(b.mul(row, dirs), d), hidden)
+        h0 = e.gep(F32, e.arg("h0", PTR), src)
+        c0 = e.gep(F32, e.arg("c0", PTR), src)
+        sh = e.gep(F32, scratch, b.mul(row, hp))
+        sc = e.gep(F32, cbuf, b.mul(row, hp))
+        with e.loop(0, nblocks, name="jb") as jb:
+            j0 = b.mul(jb, c64(lanes))
+            mask = lane_mask(e, b.sub(hidden, j0), lanes)
+            masked_store(e, masked_load(e, vt, e.gep(F32, h0, j0), mask), e.gep(F32, sh, j0), None)
+            if cell == "lstm":
+                cv = e.var(vt, ir.Constant(vt, None))
+                with b.if_then(has_c0):
+                    b.store(masked_load(e, vt, e.gep(F32, c0, j0), mask), cv)
+                masked_store(e, e.load(vt, cv), e.gep(F32, sc, j0), None)
+    sync = e.gep(F32, scratch, e.arg("ssync"))
+    with e.loop(0, b.mul(e.arg("nbt"), b.mul(b.add(nblocks, c64(1)), c64(SYNC_WORDS))), name="z") as i:
+        b.store(c64(0), e.gep(I64, sync, i))
+    b.ret_void()
+
+
+def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool) -> None:
+    lanes = isa.f32_lanes
+    x86 = isa.triple.startswith(("x86_64", "i386", "i686"))
     fn = Emitter.function(m, f"{prefix}_rnn_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, RNN_CONTEXT)
     b = e.b
@@ -144,6 +192,7 @@ def _emit_task(m: ir.Module, prefix: str, lanes: int, cell: str, acts: tuple[Act
     vt = vec(F32, lanes)
     mth = VectorMath(e, lanes)
     gx, passes = CELLS[cell]
+    npass = len(passes)
 
     flags = e.arg("flags")
 
@@ -151,9 +200,12 @@ def _emit_task(m: ir.Module, prefix: str, lanes: int, cell: str, acts: tuple[Act
         return b.icmp_unsigned("!=", b.and_(flags, c64(bit)), c64(0))
 
     hidden, hp, seq, dirs = e.arg("hidden"), e.arg("hp"), e.arg("seq"), e.arg("dirs")
-    nbt, bpt = e.arg("nbt"), e.arg("bpt")
-    d = b.sdiv(task, nbt)
-    r0 = b.mul(b.srem(task, nbt), bpt)
+    nbt, bpt, ns = e.arg("nbt"), e.arg("bpt"), e.arg("ns")
+    group = b.sdiv(task, ns)
+    part = b.srem(task, ns)
+    d = b.sdiv(group, nbt)
+    bt = b.srem(group, nbt)
+    r0 = b.mul(bt, bpt)
     r1 = e.min(e.arg("batch"), b.add(r0, bpt))
     rev = b.icmp_unsigned("!=", b.and_(b.lshr(e.arg("reverse"), d), c64(1)), c64(0))
     f32p = lambda base, off: e.gep(F32, base, off)  # noqa: E731
@@ -163,6 +215,10 @@ def _emit_task(m: ir.Module, prefix: str, lanes: int, cell: str, acts: tuple[Act
     cbuf = f32p(scratch, b.mul(bh, c64(2)))
     zbuf = f32p(scratch, b.mul(bh, c64(3)))
     rhbuf = f32p(scratch, b.mul(bh, c64(4)))
+    nblocks = b.sdiv(hp, c64(lanes))
+    # step counters of this group: a done count, then one claim word per block (a line each)
+    sync = e.gep(I64, f32p(scratch, e.arg("ssync")), b.mul(bt, b.mul(b.add(nblocks, c64(1)), c64(SYNC_WORDS))))
+    done = sync
     rbase = f32p(e.arg("r", PTR), b.mul(d, e.arg("rdir")))
     rph2 = f32p(rbase, e.arg("rph"))
     rb = f32p(e.arg("rb", PTR), b.mul(d, hp))
@@ -172,33 +228,10 @@ def _emit_task(m: ir.Module, prefix: str, lanes: int, cell: str, acts: tuple[Act
     lens_p = e.arg("lens", PTR)
     clipv = e.splat(e.arg("clip", F32), lanes)
     nclipv = b.fneg(clipv)
-    nblocks = b.sdiv(hp, c64(lanes))
     zero_v = ir.Constant(vt, None)
-    has_c = cell == "lstm"
 
     def state_row(base: ir.Value, row: ir.Value) -> ir.Value:  # [batch, dirs, H]
         return f32p(base, b.mul(b.add(b.mul(row, dirs), d), hidden))
-
-    def over_hidden(body) -> None:  # noqa: ANN001 - body(j0, mask)
-        with e.loop(0, nblocks, name="jb") as jb:
-            j0 = b.mul(jb, c64(lanes))
-            body(j0, lane_mask(e, b.sub(hidden, j0), lanes))
-
-    # initial states into the scratch rows
-    with e.loop(r0, r1, name="init") as row:
-        h0 = state_row(e.arg("h0", PTR), row)
-        c0 = state_row(e.arg("c0", PTR), row)
-        sh = f32p(hbuf[0], b.mul(row, hp))
-        sc = f32p(cbuf, b.mul(row, hp))
-
-        def init(j0: ir.Value, mask: ir.Value) -> None:
-            masked_store(e, masked_load(e, vt, f32p(h0, j0), mask), f32p(sh, j0), None)
-            if has_c:
-                cv = e.var(vt, zero_v)
-                with b.if_then(flag(F_C0)):
-                    b.store(masked_load(e, vt, f32p(c0, j0), mask), cv)
-                masked_store(e, e.load(vt, cv), f32p(sc, j0), None)
-        over_hidden(init)
 
     def row_length(row: ir.Value) -> ir.Value:
         ln = e.var(I64, seq)
@@ -249,121 +282,146 @@ def _emit_task(m: ir.Module, prefix: str, lanes: int, cell: str, acts: tuple[Act
             out.append(vals)
         return out
 
-    def tile(s: ir.Value, cur: ir.Value, b0: ir.Value, mb: int) -> None:
-        nxt = b.xor(cur, c64(1))
+    def block(s: ir.Value, last: ir.Value, p: int, b0: ir.Value, mb: int, jb: ir.Value) -> None:
+        """Pass ``p`` of step ``s`` over hidden block ``jb`` for rows ``b0 .. b0 + mb``."""
+        cur = b.and_(s, c64(1))
         hprev_buf = b.select(b.icmp_signed("==", cur, c64(0)), hbuf[0], hbuf[1])
-        hnext_buf = b.select(b.icmp_signed("==", nxt, c64(0)), hbuf[0], hbuf[1])
+        hnext_buf = b.select(b.icmp_signed("==", cur, c64(0)), hbuf[1], hbuf[0])
+        j0 = b.mul(jb, c64(lanes))
+        mask = lane_mask(e, b.sub(hidden, j0), lanes)
         rows = []
+        any_active = ir.Constant(ir.IntType(1), 0)
         for mi in range(mb):
             row = b.add(b0, c64(mi))
             length = row_length(row)
             active = b.icmp_signed("<", s, length)
+            any_active = b.or_(any_active, active)
             pos = b.select(b.and_(rev, active), b.sub(b.sub(length, c64(1)), s), s)
             off = b.mul(row, hp)
             rows.append(dict(
-                active=e.splat(active, lanes), active1=active,
+                active=e.splat(active, lanes), ran=e.splat(b.icmp_signed(">", length, c64(0)), lanes),
                 xw=f32p(xw0, b.mul(b.add(b.mul(row, seq), pos), ldxw)),
                 hprev=f32p(hprev_buf, off), hnext=f32p(hnext_buf, off), c=f32p(cbuf, off),
                 z=f32p(zbuf, off), rh=f32p(rhbuf, off),
+                ho=state_row(e.arg("ho", PTR), row), co=state_row(e.arg("co", PTR), row),
                 y=f32p(y, b.mul(b.add(b.mul(b.add(b.mul(row, dirs), d), seq), pos), hidden))))
 
-        def xw(rw: dict, g: int, j0: ir.Value, mask: ir.Value) -> ir.Value:
+        def xw(rw: dict, g: int) -> ir.Value:
             return masked_load(e, vt, f32p(rw["xw"], b.add(b.mul(c64(g), hidden), j0)), mask)
 
-        def finish(rw: dict, j0: ir.Value, mask: ir.Value, h_new: ir.Value, h_old: ir.Value) -> None:
-            masked_store(e, mth.sel(rw["active"], h_new, h_old), f32p(rw["hnext"], j0), None)
+        def final(rw: dict, out: ir.Value, value: ir.Value) -> None:
+            """At the last step: a final state (zeros for a row of length 0)."""
+            with b.if_then(last):
+                masked_store(e, mth.sel(rw["ran"], value, zero_v), f32p(out, j0), mask)
+
+        def finish(rw: dict, h_new: ir.Value, h_old: ir.Value) -> None:
+            h = mth.sel(rw["active"], h_new, h_old)
+            b.store(h, f32p(rw["hnext"], j0))
             with b.if_then(flag(F_Y)):
                 masked_store(e, mth.sel(rw["active"], h_new, zero_v), f32p(rw["y"], j0), mask)
+            final(rw, rw["ho"], h)
 
-        npacked0 = b.mul(hidden, c64(passes[0] * lanes))
+        def lstm_c_final(rw: dict, c: ir.Value) -> None:
+            with b.if_then(flag(F_CO)):
+                final(rw, rw["co"], c)
 
-        def one_pass(j0: ir.Value, mask: ir.Value) -> None:
-            blk = f32p(rbase, b.mul(b.sdiv(j0, c64(lanes)), npacked0))
-            acc = gemv([rw["hprev"] for rw in rows], blk, passes[0])
-            for mi, rw in enumerate(rows):
-                h_old = e.load(vt, f32p(rw["hprev"], j0))
-                if cell == "lstm":
-                    f_act, g_act, h_act = acts
-                    gf, gi, gc, go = (clipped(b.fadd(acc[mi][g], xw(rw, g, j0, mask))) for g in range(4))
-                    cp = f32p(rw["c"], j0)
-                    c_old = e.load(vt, cp)
-                    c_new = fmuladd(e, _activate(mth, f_act, gf), c_old,
-                                    b.fmul(_activate(mth, f_act, gi), _activate(mth, g_act, gc)))
-                    b.store(mth.sel(rw["active"], c_new, c_old), cp)
-                    h_new = b.fmul(_activate(mth, f_act, go), _activate(mth, h_act, c_new))
-                elif cell == "rnn":
-                    h_new = _activate(mth, acts[0], clipped(b.fadd(acc[mi][0], xw(rw, 0, j0, mask))))
-                elif cell == "gru_lbr":
-                    f_act, g_act = acts
-                    z = _activate(mth, f_act, clipped(b.fadd(acc[mi][0], xw(rw, 0, j0, mask))))
-                    r = _activate(mth, f_act, clipped(b.fadd(acc[mi][1], xw(rw, 1, j0, mask))))
-                    rh = b.fmul(r, b.fadd(acc[mi][2], e.load(vt, f32p(rb, j0))))
-                    hh = _activate(mth, g_act, clipped(b.fadd(xw(rw, 2, j0, mask), rh)))
-                    h_new = fmuladd(e, z, b.fsub(h_old, hh), hh)  # (1 - z) * hh + z * h
-                else:  # gru, first pass: z and r * h
-                    f_act = acts[0]
-                    z = _activate(mth, f_act, clipped(b.fadd(acc[mi][0], xw(rw, 0, j0, mask))))
-                    r = _activate(mth, f_act, clipped(b.fadd(acc[mi][1], xw(rw, 1, j0, mask))))
-                    b.store(z, f32p(rw["z"], j0))
-                    b.store(b.fmul(r, h_old), f32p(rw["rh"], j0))
-                    continue
-                finish(rw, j0, mask, h_new, h_old)
-
-        over_hidden(one_pass)
-        if cell == "gru":
-            npacked1 = b.mul(hidden, c64(lanes))
-
-            def second_pass(j0: ir.Value, mask: ir.Value) -> None:
-                blk = f32p(rph2, b.mul(b.sdiv(j0, c64(lanes)), npacked1))
-                acc = gemv([rw["rh"] for rw in rows], blk, 1)
+        with b.if_else(any_active) as (busy, idle):
+            with busy:
+                if p == 0:
+                    blk = f32p(rbase, b.mul(jb, b.mul(hidden, c64(passes[0] * lanes))))
+                    acc = gemv([rw["hprev"] for rw in rows], blk, passes[0])
+                else:
+                    blk = f32p(rph2, b.mul(jb, b.mul(hidden, c64(lanes))))
+                    acc = gemv([rw["rh"] for rw in rows], blk, 1)
                 for mi, rw in enumerate(rows):
                     h_old = e.load(vt, f32p(rw["hprev"], j0))
-                    z = e.load(vt, f32p(rw["z"], j0))
-                    hh = _activate(mth, acts[1], clipped(b.fadd(acc[mi][0], xw(rw, 2, j0, mask))))
-                    finish(rw, j0, mask, fmuladd(e, z, b.fsub(h_old, hh), hh), h_old)
-            over_hidden(second_pass)
+                    if cell == "lstm":
+                        f_act, g_act, h_act = acts
+                        gf, gi, gc, go = (clipped(b.fadd(acc[mi][g], xw(rw, g))) for g in range(4))
+                        cp = f32p(rw["c"], j0)
+                        c_old = e.load(vt, cp)
+                        c_new = fmuladd(e, _activate(mth, f_act, gf), c_old,
+                                        b.fmul(_activate(mth, f_act, gi), _activate(mth, g_act, gc)))
+                        c_keep = mth.sel(rw["active"], c_new, c_old)
+                        b.store(c_keep, cp)
+                        lstm_c_final(rw, c_keep)
+                        h_new = b.fmul(_activate(mth, f_act, go), _activate(mth, h_act, c_new))
+                    elif cell == "rnn":
+                        h_new = _activate(mth, acts[0], clipped(b.fadd(acc[mi][0], xw(rw, 0))))
+                    elif cell == "gru_lbr":
+                        f_act, g_act = acts
+                        z = _activate(mth, f_act, clipped(b.fadd(acc[mi][0], xw(rw, 0))))
+                        r = _activate(mth, f_act, clipped(b.fadd(acc[mi][1], xw(rw, 1))))
+                        rh = b.fmul(r, b.fadd(acc[mi][2], e.load(vt, f32p(rb, j0))))
+                        hh = _activate(mth, g_act, clipped(b.fadd(xw(rw, 2), rh)))
+                        h_new = fmuladd(e, z, b.fsub(h_old, hh), hh)  # (1 - z) * hh + z * h
+                    elif p == 0:  # gru, first pass: z and r * h
+                        z = _activate(mth, acts[0], clipped(b.fadd(acc[mi][0], xw(rw, 0))))
+                        r = _activate(mth, acts[0], clipped(b.fadd(acc[mi][1], xw(rw, 1))))
+                        b.store(z, f32p(rw["z"], j0))
+                        b.store(b.fmul(r, h_old), f32p(rw["rh"], j0))
+                        continue
+                    else:  # gru, second pass: h
+                        z = e.load(vt, f32p(rw["z"], j0))
+                        hh = _activate(mth, acts[1], clipped(b.fadd(acc[mi][0], xw(rw, 2))))
+                        h_new = fmuladd(e, z, b.fsub(h_old, hh), hh)
+                    finish(rw, h_new, h_old)
+            with idle:  # no row of the tile runs this step: states stay, Y reads zero
+                if p == npass - 1:
+                    for rw in rows:
+                        h_old = e.load(vt, f32p(rw["hprev"], j0))
+                        finish(rw, h_old, h_old)
+                        if cell == "lstm":
+                            lstm_c_final(rw, e.load(vt, f32p(rw["c"], j0)))
 
+    rows_max = tile_rows(lanes, max(passes))
+    start = b.sdiv(b.mul(part, nblocks), ns)  # this task's own blocks come first (they stay in its cache)
     with e.loop(0, seq, name="s") as s:
-        cur = b.and_(s, c64(1))
-        rows_max = tile_rows(lanes, max(passes))
-        with e.loop(r0, r1, rows_max, name="bt") as b0:
-            mb = e.min(b.sub(r1, b0), c64(rows_max))
-            sw = b.switch(mb, fn.append_basic_block("mb.none"))
-            after = fn.append_basic_block("mb.after")
-            for k in range(1, rows_max + 1):
-                blk = fn.append_basic_block(f"mb.{k}")
-                sw.add_case(c64(k), blk)
-                b.position_at_end(blk)
-                tile(s, cur, b0, k)
-                b.branch(after)
-            b.position_at_end(sw.default)
-            b.branch(after)
-            b.position_at_end(after)
-
-    # final states
-    last = b.and_(seq, c64(1))
-    hfin = b.select(b.icmp_signed("==", last, c64(0)), hbuf[0], hbuf[1])
-    with e.loop(r0, r1, name="fin") as row:
-        ho = state_row(e.arg("ho", PTR), row)
-        co = state_row(e.arg("co", PTR), row)
-        sh = f32p(hfin, b.mul(row, hp))
-        sc = f32p(cbuf, b.mul(row, hp))
-        # a row of length 0 runs no step and ends with zero states (as OpenVINO and ONNX Runtime)
-        ran = e.splat(b.icmp_signed(">", row_length(row), c64(0)), lanes)
-
-        def fin(j0: ir.Value, mask: ir.Value) -> None:
-            masked_store(e, mth.sel(ran, e.load(vt, f32p(sh, j0)), zero_v), f32p(ho, j0), mask)
-            if has_c:
-                with b.if_then(flag(F_CO)):
-                    masked_store(e, mth.sel(ran, e.load(vt, f32p(sc, j0)), zero_v), f32p(co, j0), mask)
-        over_hidden(fin)
+        last = b.icmp_signed("==", s, b.sub(seq, c64(1)))
+        for p in range(npass):
+            idx = b.add(b.mul(s, c64(npass)), c64(p))
+            with e.loop(0, nblocks, name="q") as q:
+                jb = b.add(start, q)
+                jb = b.select(b.icmp_signed(">=", jb, nblocks), b.sub(jb, nblocks), jb)
+                claim = e.gep(I64, sync, b.mul(b.add(jb, c64(1)), c64(SYNC_WORDS)))
+                got = b.cmpxchg(claim, idx, b.add(idx, c64(1)), "acq_rel", "monotonic")
+                with b.if_then(b.extract_value(got, 1)):
+                    with e.loop(r0, r1, rows_max, name="bt") as b0:
+                        mb = e.min(b.sub(r1, b0), c64(rows_max))
+                        sw = b.switch(mb, fn.append_basic_block("mb.none"))
+                        after = fn.append_basic_block("mb.after")
+                        for k in range(1, rows_max + 1):
+                            blk = fn.append_basic_block(f"mb.{k}")
+                            sw.add_case(c64(k), blk)
+                            b.position_at_end(blk)
+                            block(s, last, p, b0, k, jb)
+                            b.branch(after)
+                        b.position_at_end(sw.default)
+                        b.branch(after)
+                        b.position_at_end(after)
+                    b.atomic_rmw("add", done, c64(1), "seq_cst")
+            # every block of this pass must be done before the next reads its states
+            target = b.mul(b.add(idx, c64(1)), nblocks)
+            wait = fn.append_basic_block("wait")
+            spin = fn.append_basic_block("wait.spin")
+            ready = fn.append_basic_block("wait.done")
+            b.branch(wait)
+            b.position_at_end(wait)
+            now = b.load_atomic(done, "acquire", 8, typ=I64)
+            b.cbranch(b.icmp_signed(">=", now, target), ready, spin)
+            b.position_at_end(spin)
+            if x86:
+                e.call("llvm.x86.sse2.pause", VOID, [])
+            b.branch(wait)
+            b.position_at_end(ready)
     b.ret_void()
 
 
 def _build(prefix: str, isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
-    _emit_task(m, prefix, isa.f32_lanes, cell, acts, clip)
+    _emit_init(m, prefix, isa.f32_lanes, cell)
+    _emit_task(m, prefix, isa, cell, acts, clip)
     return m
 
 
@@ -434,11 +492,21 @@ class Recurrent:
         if cell == "gru_lbr":
             rbh[:, :hidden] = bias[:, 3 * hidden:4 * hidden]
         self.rbh = rbh
-        # tasks: one per direction and block of batch rows
+        # task groups: one per direction and block of batch rows (independent); a group's time
+        # loop is split over `ns` tasks sharing its hidden blocks when threads are left over
+        # and a step is long enough to pay for the per-step wait
         per_dir_threads = max(1, self.threads // self.dirs)
         self.bpt = max(1, -(-batch // per_dir_threads))
         self.nbt = -(-batch // self.bpt)
-        self.sdir = 5 * batch * self.hp
+        nblocks = self.hp // lanes
+        groups = self.dirs * self.nbt
+        step_macs = self.gx * hidden * hidden * self.bpt
+        self.ns = 1
+        if self.threads > groups and step_macs >= SPLIT_MIN_MACS:
+            self.ns = max(1, min(self.threads // groups, nblocks // 2))
+        states = -(-5 * batch * self.hp // 16) * 16
+        self.ssync = states
+        self.sdir = states + self.nbt * (nblocks + 1) * SYNC_WORDS * 2
         self._library = _library(self.isa, cell, acts, self.clip > 0)
 
     @property
@@ -474,10 +542,13 @@ class Recurrent:
             xw=xw.ctypes.data, ldxw=self.ldxw, h0=h0.ctypes.data, c0=0 if c0 is None else c0.ctypes.data,
             lens=0 if lens is None else lens.ctypes.data, r=self.packed_r.ctypes.data, rdir=self.rdir,
             rph=self.rph, rb=self.rbh.ctypes.data, y=0 if y is None else y.ctypes.data, ho=ho.ctypes.data,
-            co=0 if co is None else co.ctypes.data, scratch=states.ctypes.data, sdir=self.sdir,
+            co=0 if co is None else co.ctypes.data, scratch=states.ctypes.data, sdir=self.sdir, ssync=self.ssync,
             batch=self.batch, seq=self.seq, hidden=self.hidden, hp=self.hp, dirs=self.dirs,
-            reverse=sum(1 << d for d, rv in enumerate(self.reverse) if rv), bpt=self.bpt, nbt=self.nbt,
+            reverse=sum(1 << d for d, rv in enumerate(self.reverse) if rv), bpt=self.bpt, nbt=self.nbt, ns=self.ns,
             clip=f32_bits(self.clip if self.clip > 0 else math.inf), flags=flags)
-        loop = BoundKernel(self._library.address("rnn_task"), ctx, self.dirs * self.nbt, self.threads,
-                           (self.packed_r, self.rbh, x, h0, c0, lens, y, ho, co, scratch), layout=RNN_CONTEXT)
-        return [proj, loop]
+        keep = (self.packed_r, self.rbh, x, h0, c0, lens, y, ho, co, scratch)
+        init = BoundKernel(self._library.address("rnn_init"), ctx.copy(), self.dirs, self.threads, keep,
+                           layout=RNN_CONTEXT)
+        loop = BoundKernel(self._library.address("rnn_task"), ctx, self.dirs * self.nbt * self.ns, self.threads,
+                           keep, layout=RNN_CONTEXT)
+        return [proj, init, loop]
