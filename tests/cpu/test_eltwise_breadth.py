@@ -237,6 +237,15 @@ REDUCTIONS: dict[str, Case] = {
     "mean-empty-axis": _red("reduce_mean", (3, 0, 4), [1]),
     "prod-empty-axis": _red("reduce_prod", (3, 0), [1], keep=True),
     "sum-empty-outer": _red("reduce_sum", (0, 3), [1]),
+    "logical-and-inner": _case(lambda a: ops.reduce_logical_and(a, np.array([-1], np.int64), False), _b((9, 3))),
+    "logical-or-axes-0-2-keep": _case(lambda a: ops.reduce_logical_or(a, np.array([0, 2], np.int64), True),
+                                      _b((3, 4, 5))),
+    "logical-and-all-true": _case(lambda a: ops.reduce_logical_and(a, np.array([1], np.int64), False),
+                                  np.ones((4, 7), np.bool_)),
+    "logical-or-empty-axis": _case(lambda a: ops.reduce_logical_or(a, np.array([1], np.int64), False),
+                                   np.zeros((3, 0), np.bool_)),
+    "logical-and-empty-axis": _case(lambda a: ops.reduce_logical_and(a, np.array([1], np.int64), False),
+                                    np.zeros((3, 0), np.bool_)),
 }
 
 

@@ -77,7 +77,17 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
         lowering.program.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind_nhwc))
         lowering.finish(node, y, [])
         return True
-    cur: Tensor = lowering.native_input(src, PLAIN)
+    y = _passes(lowering, node, lowering.native_input(src, PLAIN), shape, axes, op, pre, scale, sqrt, out_shape)
+    lowering.finish(node, y, [])
+    return True
+
+
+def _passes(lowering: Lowering, node: Node, cur: Tensor, shape: tuple[int, ...], axes: list[int], op: str, pre: str,
+            scale: float, sqrt: bool, out_shape: tuple[int, ...]) -> Tensor:
+    """The reduction of plain f32 ``cur`` as one pass per run of adjacent axes; the result."""
+    from ember.devices.cpu.kernels.reduce import reduce_kernel
+
+    threads, isa = lowering.threads, lowering.isa
     cur_shape = list(shape)
     runs = _runs(axes)[::-1]
     for k, run in enumerate(runs):
@@ -98,5 +108,42 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
 
         lowering.program.add(Op(name, node.type_name, [cur], [y], native=True, bind=bind))
         cur = y
-    lowering.finish(node, cur, [])
+    return cur
+
+
+@lowers("ReduceLogicalAnd", "ReduceLogicalOr")
+def lower_reduce_logical(lowering: Lowering, node: Node) -> bool:
+    """Booleans as 0/1 floats: And is a product (1 over nothing), Or a sum (0 over nothing),
+    then back to booleans; the conversions are elementwise programs."""
+    from ember.devices.cpu.kernels.eltwise import eltwise_kernel
+
+    xport = node.input_values()[0]
+    axes_v = const_of(node.input_values()[1])
+    if xport.element_type.dtype != np.dtype(np.bool_) or axes_v is None:
+        return False
+    shape = static_shape(xport)
+    rank = len(shape)
+    axes = sorted({int(a) % max(rank, 1) for a in np.asarray(axes_v).reshape(-1)})
+    if rank == 0 or not axes:
+        return False
+    out_shape = static_shape(node.output(0))
+    threads, isa = lowering.threads, lowering.isa
+    src = lowering.native_input(lowering.tensor(xport), PLAIN)
+    as_f32 = lowering.value(shape, PLAIN, name=node.friendly_name + "/f32")
+
+    def to_f32(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [eltwise_kernel(outs[0], [ins[0]], [("load_u8", 0, 0, 0, 0.0, 0.0), ("store", 0, 0, 0, 0.0, 0.0)],
+                               threads, isa)]
+
+    lowering.program.add(Op(node.friendly_name + "/f32", "Convert", [src], [as_f32], native=True, bind=to_f32))
+    op = "prod" if node.type_name == "ReduceLogicalAnd" else "sum"
+    red = _passes(lowering, node, as_f32, shape, axes, op, "none", 1.0, False, out_shape)
+    y = lowering.value(out_shape, PLAIN, np.dtype(np.bool_), name=node.friendly_name)
+
+    def to_bool(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        return [eltwise_kernel(outs[0], [ins[0]], [("load", 0, 0, 0, 0.0, 0.0), ("store_bool", 0, 0, 0, 0.0, 0.0)],
+                               threads, isa)]
+
+    lowering.program.add(Op(node.friendly_name + "/bool", "Convert", [red], [y], native=True, bind=to_bool))
+    lowering.finish(node, y, [])
     return True
