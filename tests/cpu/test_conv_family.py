@@ -271,3 +271,27 @@ def test_conv_transpose_against_onnxruntime(case: tuple) -> None:
     assert not [op.type_name for op in program.ops if op.type_name.startswith("Eltwise")]  # all fused
     got = cm([x])[cm.output(0)]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["unet1d", "dcgan"])
+def test_benchmark_networks_native_and_right(name: str) -> None:
+    """benchmarks/conv_family.py's networks (PyTorch exports): no op on a reference kernel, and
+    the output of ONNX Runtime."""
+    import sys
+    from pathlib import Path
+
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    bench = str(Path(__file__).resolve().parents[2] / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import conv_family
+
+    path = conv_family.export(name)
+    cm = ember.Core().compile_model(ember.convert_model(str(path)), "CPU")
+    assert not cm._executable.program.stats["fallbacks"]
+    shape = {"unet1d": (1, 8, 4096), "dcgan": (1, 100, 1, 1)}[name]
+    x = _f(*shape)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(cm([x])[cm.output(0)], want, rtol=1e-4, atol=1e-4)
