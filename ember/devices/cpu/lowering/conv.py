@@ -27,14 +27,15 @@ from ember.graph.node import Node, Output
 # one an NHWC tensor of height 1 (a view of its plain [N, C, W] form is made after), a 3-D
 # one a plain [N, D, H, W, C] array, transposed from and to NCDHW around the op.
 #
-# 1-D chains (convolution -> pooling -> convolution, and channel Concats between them, as in
-# a 1-D U-Net) pass the height-1 NHWC tensor along: each lowering remembers which plain 1-D
-# tensor is a view of which channel-last one, and the plain forms nobody reads are pruned.
-_CHANNELS_LAST_1D: weakref.WeakKeyDictionary[Lowering, dict[int, Tensor]] = weakref.WeakKeyDictionary()
+# 1-D and 3-D chains (convolution -> pooling -> convolution, and for 1-D channel Concats
+# between them, as in a 1-D U-Net) pass the channel-last tensor along: each lowering remembers
+# which plain tensor is a copy or view of which channel-last one, and the plain forms nobody
+# reads are pruned.
+_CHANNELS_LAST: weakref.WeakKeyDictionary[Lowering, dict[int, Tensor]] = weakref.WeakKeyDictionary()
 
 
-def _known_1d(lowering: Lowering) -> dict[int, Tensor]:
-    return _CHANNELS_LAST_1D.setdefault(lowering, {})
+def _known_channels_last(lowering: Lowering) -> dict[int, Tensor]:
+    return _CHANNELS_LAST.setdefault(lowering, {})
 
 
 def _channels_last_input(lowering: Lowering, port: Output) -> Tensor:
@@ -43,7 +44,7 @@ def _channels_last_input(lowering: Lowering, port: Output) -> Tensor:
     if rank == 4:
         return lowering.native_input(src, NHWC, contiguous=False)
     if rank == 3:
-        known = _known_1d(lowering)
+        known = _known_channels_last(lowering)
         if src.id in known:
             return known[src.id]
         joined = _channels_last_concat(lowering, port)
@@ -54,6 +55,9 @@ def _channels_last_input(lowering: Lowering, port: Output) -> Tensor:
         src = lowering.native_input(src, PLAIN)
         src = lowering.program.view(src, (n, c, 1, w), reshaper((n, c, 1, w)), contiguous=src.contiguous)
         return lowering.native_input(src, NHWC, contiguous=False)
+    known = _known_channels_last(lowering)
+    if src.id in known:
+        return known[src.id]
     src = lowering.native_input(src, PLAIN, contiguous=False)
     n, c, d, h, w = src.shape
     out = lowering.value((n, d, h, w, c), PLAIN, name=src.name + "/ndhwc")
@@ -69,7 +73,7 @@ def _channels_last_concat(lowering: Lowering, port: Output) -> Tensor | None:
     node = port.node
     if node.type_name != "Concat" or int(node.attrs["axis"]) % 3 != 1 or port.element_type.dtype != F32:
         return None
-    known = _known_1d(lowering)
+    known = _known_channels_last(lowering)
     ins = node.input_values()
     if not any(lowering.tensor(p).id in known for p in ins) or not all(
             p.element_type.dtype == F32 and len(p.partial_shape) == 3 for p in ins):
@@ -108,10 +112,11 @@ def _from_channels_last(lowering: Lowering, y: Tensor, logical: tuple[int, ...],
         return y
     if len(logical) == 3:
         view = lowering.program.view(lowering.plain(y), logical, reshaper(logical), name=name)
-        _known_1d(lowering)[view.id] = y
+        _known_channels_last(lowering)[view.id] = y
         return view
     out = lowering.value(logical, PLAIN, name=name)
     lowering.program.add(copy_op(name + "/to_ncdhw", y, out, (0, 4, 1, 2, 3), lowering.threads))
+    _known_channels_last(lowering)[out.id] = y
     return out
 
 
