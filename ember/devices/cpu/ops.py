@@ -158,4 +158,54 @@ class Int8MatMul(Node):
         return [(acc.astype(np.float32) * scale + shift).astype(np.float32)]
 
 
-__all__ = ["Int8Convolution", "Int8MatMul", "Int8Quantize"]
+_CODES = {Type.u8: 8, Type.i8: 8, Type.u4: 4, Type.i4: 4}
+
+
+@register_op
+class CompressedMatMul(Node):
+    """``x @ W.T`` with weight-compressed ``W[n, k] = (codes[n, k] - zero_point[n, g]) * scale[n, g]``
+    (``g = k // (K / G)``): ``x[..., K]`` f32, ``codes`` a constant ``[N, K]`` of u8/i8/u4/i4,
+    ``scale`` and ``zero_point`` constant f32 ``[N, G]``; f32 out ``[..., N]``. What
+    ``compress_weights`` writes (INT8 per channel, INT4 per group) in one op of the CPU device,
+    whose kernel keeps the codes 8 or 4 bits wide."""
+
+    type_name = "CompressedMatMul"
+    version = "ember_opset1"
+    num_inputs = (4, 4)
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        xs = self.input_shape(0)
+        codes, scale, zp = (self.input_value(i) for i in (1, 2, 3))
+        if self.input_type(1) not in _CODES or codes is None or codes.ndim != 2:
+            raise self.fail("codes must be a constant [N, K] of u8, i8, u4 or i4")
+        n, k = codes.shape
+        for v, what in ((scale, "scale"), (zp, "zero point")):
+            if v is None or v.dtype != np.float32 or v.ndim != 2 or v.shape[0] != n or v.shape[1] < 1 \
+                    or k % v.shape[1]:
+                raise self.fail(f"{what} must be a constant f32 [N, G] with G dividing K={k}")
+        if scale.shape != zp.shape:
+            raise self.fail("scale and zero point differ in shape")
+        if self.input_type(0) != Type.f32 or not xs.rank.is_static or xs.rank.get_length() < 1:
+            raise self.fail("data must be f32 of static rank")
+        last = xs[xs.rank.get_length() - 1]
+        if last.is_static and last.get_length() != k:
+            raise self.fail(f"data rows have {last} values, the weights {k}")
+        return [(Type.f32, PartialShape([*list(xs)[:-1], Dimension(n)]))]
+
+    @property
+    def bits(self) -> int:
+        return _CODES[self.input_type(1)]
+
+    def weights(self, codes: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> np.ndarray:
+        """The decompressed ``W`` [N, K] in f32."""
+        n, k = codes.shape
+        groups = scale.shape[1]
+        q = codes.astype(np.float32).reshape(n, groups, k // groups)
+        return ((q - zp[:, :, None]) * scale[:, :, None]).reshape(n, k)
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x, codes, scale, zp = inputs
+        return [np.matmul(np.asarray(x, np.float32), self.weights(codes, scale, zp).T).astype(np.float32)]
+
+
+__all__ = ["CompressedMatMul", "Int8Convolution", "Int8MatMul", "Int8Quantize"]

@@ -451,21 +451,136 @@ def _replace(old: Node, new: Node) -> None:
 
 
 def lower_precision(model: Model) -> int:
-    """Rewrite the quantized convolutions and MatMuls of ``model`` into int8 ops (in place);
-    returns how many were rewritten."""
+    """Rewrite the quantized convolutions and MatMuls of ``model`` into int8 ops, and MatMuls
+    with compressed weights into ``CompressedMatMul`` (in place); returns how many int8 ops."""
     memo: dict[Any, Node] = {}
-    done = 0
+    done = compressed = 0
     for node in model.get_ordered_ops():
         if node.type_name in ("Convolution", "GroupConvolution"):
             done += _rewrite_conv(node, memo)
         elif node.type_name == "MatMul":
-            done += _rewrite_matmul(node, memo)
-    if done:
+            if _rewrite_matmul(node, memo):
+                done += 1
+            else:
+                compressed += _rewrite_compressed_matmul(node)
+    if done or compressed:
         from ember.passes.matcher import prune_dead_consumers
 
         prune_dead_consumers(model)
-        log.info("CPU: %d convolutions/MatMuls run in int8", done)
+        log.info("CPU: %d convolutions/MatMuls run in int8, %d MatMuls on compressed weights", done, compressed)
     return done
+
+
+# --------------------------------------------------------------------------- weight-compressed MatMul
+_CODE_TYPES = (Type.u8, Type.i8, Type.u4, Type.i4)
+
+
+def _compressed_weights(port: Output, transpose_b: bool) -> tuple[np.ndarray, Type, np.ndarray, np.ndarray] | None:
+    """``(codes [N, K], code type, scale [N, G], zero point [N, G])`` of a MatMul weight written
+    as ``Convert(u8/i8/u4/i4 Const) [- zero point] * scale [-> Reshape] [-> Convert]`` (what
+    compress_weights writes: INT8 per channel, INT4 per group), else None."""
+    final = port.partial_shape
+    if not final.is_static or len(final) < 2 or any(int(d) != 1 for d in final.to_shape()[:-2]):
+        return None
+    node = port.node
+    while node.type_name in ("Convert", "Reshape") and node.output(0).element_type.is_real:
+        if node.type_name == "Convert" and not node.input_values()[0].element_type.is_real:
+            break
+        node = node.input_values()[0].node
+    if node.type_name != "Multiply":
+        return None
+    for q_port, s_port in (tuple(node.input_values()), tuple(node.input_values())[::-1]):
+        zp_port = None
+        src = q_port.node
+        if src.type_name == "Subtract":
+            zp_port = src.input_values()[1]
+            src = src.input_values()[0].node
+        if src.type_name != "Convert" or not isinstance(src.input_values()[0].node, Constant) \
+                or src.input_values()[0].element_type not in _CODE_TYPES:
+            continue
+        codes_t = src.input_values()[0].element_type
+        codes = src.input_values()[0].node.data
+        scale = _value(s_port)
+        zp = np.zeros(1) if zp_port is None else _value(zp_port)
+        if scale is None or zp is None or scale.dtype.kind != "f" or zp.dtype.kind not in "fiu":
+            return None
+        shape = tuple(int(d) for d in final.to_shape()[-2:])
+        try:
+            s_full = np.broadcast_to(scale.astype(np.float32), codes.shape).reshape(shape)
+            z_full = np.broadcast_to(zp.astype(np.float32), codes.shape).reshape(shape)
+            q = codes.reshape(shape)
+        except ValueError:
+            return None
+        if not transpose_b:
+            q, s_full, z_full = q.T, s_full.T, z_full.T
+        n, k = q.shape
+        # per channel, or groups of the [N, G, gs] / [G, gs, N] codes compress_weights writes
+        sizes = {int(d) for d in codes.shape[1:] if codes.ndim == 3 and 0 < int(d) < k and k % int(d) == 0}
+        for gs in sorted(sizes | {k}, reverse=True):
+            s_g = s_full.reshape(n, k // gs, gs)
+            z_g = z_full.reshape(n, k // gs, gs)
+            if np.all(s_g == s_g[:, :, :1]) and np.all(z_g == z_g[:, :, :1]) and np.all(np.isfinite(s_g)):
+                if _CODE_TYPES.index(codes_t) >= 2 and gs % 2:
+                    return None  # INT4 pairs of k share a byte
+                return (np.ascontiguousarray(q), codes_t, np.ascontiguousarray(s_g[:, :, 0]),
+                        np.ascontiguousarray(z_g[:, :, 0]))
+        return None
+    return None
+
+
+def _rewrite_compressed_matmul(node: Node) -> bool:
+    from ember.devices.cpu.ops import CompressedMatMul
+
+    xport, wport = node.input_values()
+    if node.attrs["transpose_a"] or xport.element_type != Type.f32 or not xport.partial_shape.rank.is_static \
+            or len(xport.partial_shape) < 2 or node.output(0).element_type != Type.f32:
+        return False
+    got = _compressed_weights(wport, bool(node.attrs["transpose_b"]))
+    if got is None:
+        return False
+    codes, codes_t, scale, zp = got
+    xs = xport.partial_shape
+    if not xs[len(xs) - 1].compatible(Dimension(codes.shape[1])) \
+            or not PartialShape([*list(xs)[:-1], Dimension(codes.shape[0])]).compatible(node.output(0).partial_shape):
+        return False
+    new = CompressedMatMul([xport, Constant.from_array(codes, codes_t), Constant.from_array(scale, Type.f32),
+                            Constant.from_array(zp, Type.f32)], {}, node.friendly_name)
+    _replace(node, new)
+    return True
+
+
+@lowers("CompressedMatMul")
+def lower_compressed_matmul(lowering: Lowering, node: Node) -> bool:
+    """The weight-compressed MatMul kernel (``kernels/wc_gemm.py``): codes packed once, 8 or 4
+    bits wide; f32 arithmetic."""
+    from ember.devices.cpu.kernels import wc_gemm
+
+    x = lowering.tensor(node.input_values()[0])
+    codes, scale, zp = (const_of(node.input_values()[i]) for i in (1, 2, 3))
+    if x.dtype != F32 or codes is None or scale is None or zp is None:
+        return False
+    x = lowering.native_input(x, PLAIN)
+    out_shape = static_shape(node.output(0))
+    n, k = codes.shape
+    m = int(np.prod(out_shape[:-1]))
+    bits = node.bits
+    packed = lowering.packed(codes, ("wc_gemm", bits, scale.tobytes(), zp.tobytes()),
+                             lambda: wc_gemm.pack(codes, scale, zp, bits, lowering.isa))
+    y = lowering.value(out_shape, PLAIN, name=node.friendly_name)
+    threads, isa = lowering.threads, lowering.isa
+    lowering.program.add(Op(node.friendly_name, "CompressedMatMul", [x], [y], native=True,
+                            bind=lambda a, o: [wc_gemm.bind(packed, a[0].reshape(m, k), o[0].reshape(m, n), threads,
+                                                            isa)]))
+    exec_type = wc_gemm.exec_type(isa, bits)
+    lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
+    lowering.program.stats["compressed_ops"] = lowering.program.stats.get("compressed_ops", 0) + 1
+    lowering.program.stats["compressed_weight_bytes"] = \
+        lowering.program.stats.get("compressed_weight_bytes", 0) + packed.nbytes
+    node.rt_info["execType"] = exec_type
+    node.rt_info["runtimePrecision"] = "FP32"  # the arithmetic; the weights stay u8/u4 (weightsPrecision)
+    node.rt_info["weightsPrecision"] = str(node.input_values()[1].element_type)
+    lowering.finish(node, y, [])
+    return True
 
 
 # --------------------------------------------------------------------------- lowering rules
