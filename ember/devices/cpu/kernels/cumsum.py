@@ -1,9 +1,9 @@
 """CumSum along an axis of f32, i32 or i64 data (``exclusive``, ``reverse``).
 
 The data is ``[outer, n, inner]``; a task is a block of ``(outer, inner-run)`` columns. With
-``inner`` of a vector or more, the running sums of a run of columns are one vector, stepped along
-the axis (contiguous loads and stores); a short ``inner`` (an innermost axis) runs one scalar
-sum per column. f32 sums accumulate in f32 (the reference kernel in f64).
+``inner`` of a vector or more, the running sums of a run of up to :data:`MAX_WIDTH` columns stay
+in a buffer while the rows are walked in order (contiguous vector loads and stores); a short
+``inner`` (an innermost axis) runs one scalar sum per column. f32 sums accumulate in f32 (the reference kernel in f64).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from ember.devices.cpu.llvm.vector import lane_mask
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 DTYPES = {"float32": F32, "int32": I32, "int64": I64}
+#: the widest run of columns one task sums (its running sums stay in a stack buffer)
+MAX_WIDTH = 512
 
 CUMSUM_CONTEXT = ContextLayout(
     "cumsum", ("src", "dst", "n", "inner", "blocks", "width", "cpt", "columns"), pointers=("src", "dst"))
@@ -43,6 +45,7 @@ def _emit(m: ir.Module, prefix: str, lanes32: int, dtype: str, exclusive: bool, 
     c0 = b.mul(task, e.arg("cpt"))
     c1 = e.min(e.arg("columns"), b.add(c0, e.arg("cpt")))
     zero = c64(0)
+    acc_buf = b.inttoptr(b.ptrtoint(e.var(t, count=MAX_WIDTH + lanes), I64), PTR)  # an opaque pointer
 
     def add(a: ir.Value, x: ir.Value) -> ir.Value:
         return b.fadd(a, x) if fl else b.add(a, x)
@@ -56,19 +59,22 @@ def _emit(m: ir.Module, prefix: str, lanes32: int, dtype: str, exclusive: bool, 
         cnt = e.min(width, b.sub(inner, start))
         base = b.add(b.mul(b.mul(o, n), inner), start)
         with b.if_else(b.icmp_signed(">=", inner, c64(lanes))) as (vector, scalar):
-            with vector:
-                with e.loop(zero, cnt, lanes, name="v") as v:
-                    mask = lane_mask(e, b.sub(cnt, v), lanes)
-                    acc = e.var(vt, ir.Constant(vt, None))
-                    with e.loop(zero, n, name="s") as s:
-                        at = b.add(b.add(base, b.mul(step_index(s), inner)), v)
+            with vector:  # the running sums of the run live in a buffer; rows are walked in order
+                with e.loop(zero, cnt, lanes, name="z") as v:
+                    b.store(ir.Constant(vt, None), e.gep(t, acc_buf, v), align=size)
+                with e.loop(zero, n, name="s") as s:
+                    row = b.add(base, b.mul(step_index(s), inner))
+                    with e.loop(zero, cnt, lanes, name="v") as v:
+                        mask = lane_mask(e, b.sub(cnt, v), lanes)
+                        at = b.add(row, v)
                         x = e.call(f"llvm.masked.load.v{lanes}{tn}.p0", vt,
                                    [e.gep(t, src, at), c32(size), mask, ir.Constant(vt, None)])
-                        a = e.load(vt, acc)
+                        pa = e.gep(t, acc_buf, v)
+                        a = e.load(vt, pa, align=size)
                         nxt = add(a, x)
                         e.call(f"llvm.masked.store.v{lanes}{tn}.p0", VOID,
                                [a if exclusive else nxt, e.gep(t, dst, at), c32(size), mask])
-                        b.store(nxt, acc)
+                        b.store(nxt, pa, align=size)
             with scalar:
                 with e.loop(zero, cnt, name="c") as c:
                     acc = e.var(t, ir.Constant(t, None))
@@ -103,7 +109,7 @@ def cumsum(src: np.ndarray, dst: np.ndarray, *, outer: int, n: int, inner: int, 
     lanes = isa.f32_lanes * 4 // src.dtype.itemsize
     # columns: runs of the inner axis (whole vectors), so tasks can split wide rows too
     width = inner if inner < lanes else max(lanes, -(-inner // max(1, -(-4 * threads // max(outer, 1)))))
-    width = -(-width // lanes) * lanes if inner >= lanes else width
+    width = min(-(-width // lanes) * lanes, MAX_WIDTH) if inner >= lanes else width
     blocks = -(-inner // width) if inner else 1
     columns = outer * blocks
     cpt = max(1, -(-columns // (4 * threads)))
