@@ -5,7 +5,9 @@ engine, median latency of one inference.
     python benchmarks/eltwise_breadth.py                  # every case, ~0.3 s per engine and case
     python benchmarks/eltwise_breadth.py --time 1 --threads 2 --cases reducemax-inner3
 
-Engines alternate case by case, each warmed up first; the column "ember before" is ember with
+Engines run case by case, each warmed up first. "ember" is a whole ``InferRequest.infer``
+(input binding, the plan, output copies); "ember kernels" the plan's native steps alone
+(``PERF_COUNT``), i.e. what the kernels cost. The column "ember before" is ember with
 the case's ops on their numpy reference kernels inside the CPU plan (what happened before
 these ops ran natively), shown when ``--before`` is given.
 """
@@ -124,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         arrs = [feeds[p.get_any_name()] for p in cm.inputs]
         t_ember = _time(lambda: req.infer(arrs), args.time)
         got = req.get_output_tensor(0).data
+        # the native steps alone (PERF_COUNT): what the kernels cost without the request's copies
+        pcm = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": args.threads, "PERF_COUNT": True})
+        preq = pcm.create_infer_request()
+        kernel_ts = []
+        for _ in range(max(20, int(args.time * 200))):
+            preq.infer(arrs)
+            kernel_ts.append(sum(p.real_time.total_seconds() for p in preq.get_profiling_info()
+                                 if not p.node_name.endswith("/input")))
+        t_kernels = statistics.median(kernel_ts) * 1e6
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.threads
         sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
@@ -148,15 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 driver.RULES.clear()
                 driver.RULES.update(saved)
-        rows.append((name, t_ember, t_ort, t_ov, t_before, ok, fallbacks))
-    head = "| case | ember | ONNX Runtime | OpenVINO | ember / ORT |" + (" ember before |" if args.before else "") \
+        rows.append((name, t_ember, t_kernels, t_ort, t_ov, t_before, ok, fallbacks))
+    head = "| case | ember | ember kernels | ONNX Runtime | OpenVINO | ember / ORT |" + (" ember before |" if args.before else "") \
         + " same result | ops on reference kernels |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for name, te, to, tv, tb, ok, fb in rows:
+    for name, te, tk, to, tv, tb, ok, fb in rows:
         ov_s = f"{tv:.0f} us" if tv is not None else "-"
         before = f" {tb:.0f} us |" if args.before and tb is not None else (" - |" if args.before else "")
-        print(f"| {name} | {te:.0f} us | {to:.0f} us | {ov_s} | {te / to:.2f}x |{before} {'yes' if ok else 'NO'} |"
+        print(f"| {name} | {te:.0f} us | {tk:.0f} us | {to:.0f} us | {ov_s} | {te / to:.2f}x |{before} {'yes' if ok else 'NO'} |"
               f" {', '.join(fb) or 'none'} |")
     return 0
 
