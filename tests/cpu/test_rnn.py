@@ -395,3 +395,21 @@ def test_time_loop_split_over_tasks(cell: str, hidden: int, threads: int, serial
             k.run()
     want = node.evaluate([x, h0] + ([c0] if c0 is not None else []) + [np.array([case.seq], np.int32), w, r, b])
     _close([y, ho] + ([co] if co is not None else []), want)
+
+
+def test_bf16_precision_projects_inputs_in_bf16() -> None:
+    """With ``INFERENCE_PRECISION_HINT=bf16`` the input projection runs the bf16 GEMM (the
+    recurrence stays f32): close to REFERENCE at bf16 accuracy, counted as a bf16 op."""
+    from ember.devices.cpu.kernels.gemm import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("no AVX512_BF16 on this host")
+    case = Case("lstm", batch=2, seq=20, input=64, hidden=33, direction="bidirectional", lens=(20, 7))
+    model, feeds = build(case, np.random.default_rng(8))
+    core = ember.Core()
+    cm = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    got = cm(feeds).to_tuple()
+    want = core.compile_model(model, "REFERENCE")(feeds).to_tuple()
+    _close(got, want, tol=3e-2)
+    assert cm._executable.program.stats["bf16_ops"] == 1
+    assert cm._executable.program.stats["fallbacks"] == {}

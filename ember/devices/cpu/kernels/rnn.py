@@ -446,13 +446,14 @@ class Recurrent:
 
     ``w[dirs, gates * H, I]``, ``r[dirs, gates * H, H]``, ``bias[dirs, gates * H]`` (GRU with
     ``linear_before_reset``: ``4 * H``) as OpenVINO orders them; ``reverse[d]`` says whether
-    direction ``d`` runs backwards. :meth:`bind` gives the two kernel calls (input projection,
-    time loop) for one set of buffers.
+    direction ``d`` runs backwards. ``precision`` (``"f32"`` or ``"bf16"``) is the arithmetic of
+    the input projection. :meth:`bind` gives the kernel calls (input projection, initial
+    states, time loop) for one set of buffers.
     """
 
     def __init__(self, cell: str, w: np.ndarray, r: np.ndarray, bias: np.ndarray, hidden: int,
                  reverse: Sequence[bool], batch: int, seq: int, acts: tuple[Activation, ...], clip: float,
-                 threads: int, isa: Isa | None = None) -> None:
+                 threads: int, isa: Isa | None = None, precision: str = "f32") -> None:
         self.isa = isa or host_isa()
         self.cell, self.hidden, self.batch, self.seq = cell, hidden, batch, seq
         self.dirs = len(reverse)
@@ -472,7 +473,8 @@ class Recurrent:
         n = self.dirs * gx * hidden
         self.ldxw = n
         self.bias = np.ascontiguousarray(bias[:, :gx * hidden].reshape(-1))
-        self.gemm = Gemm(pack_b(np.ascontiguousarray(w.reshape(n, self.input_size).T), self.isa),
+        # the projection follows the compile precision (bf16 when asked for); the recurrence stays f32
+        self.gemm = Gemm(pack_b(np.ascontiguousarray(w.reshape(n, self.input_size).T), self.isa, precision=precision),
                          batch * seq, Epilogue(), num_threads=self.threads)
         # recurrent weights, gate-interleaved per pass
         if cell == "gru":

@@ -75,7 +75,8 @@ def lower_recurrent(lowering: Lowering, node: Node) -> bool:
                 return False
             lens_t = lowering.native_input(lowering.tensor(lens_port), PLAIN)
     rec = Recurrent(cell, w, r, bias, hidden, reverse, batch, seq, acts, float(node.attrs["clip"]),
-                    lowering.threads, lowering.isa)
+                    lowering.threads, lowering.isa, lowering.precision)
+    lowering.bf16_ops += lowering.precision == "bf16"
     x = lowering.native_input(lowering.tensor(x_port), PLAIN)
     h0 = lowering.native_input(lowering.tensor(h_port), PLAIN)
     ins = [x, h0]
