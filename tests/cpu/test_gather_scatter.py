@@ -370,3 +370,24 @@ def test_kernels_on_every_isa_level(level: str) -> None:
         y = np.empty_like(x)
         cumsum.cumsum(x, y, outer=4, n=30, inner=shape[2], exclusive=False, reverse=False, threads=2, isa=isa).run()
         np.testing.assert_allclose(y, np.cumsum(x, axis=1), rtol=1e-4, atol=1e-4)
+
+
+# -- benchmarks/gather_scatter.py end to end on a tiny graph (structure only, never speed) ---------------
+
+@pytest.mark.slow
+def test_gather_scatter_benchmark_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ember_bench_gather_scatter",
+                                                  Path(__file__).resolve().parents[2] / "benchmarks" / "gather_scatter.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "CACHE", tmp_path)
+    assert bench.main(["--nodes", "40", "--edges", "150", "--features", "8", "--rounds", "1", "--runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "ember CPU plan: no reference kernels" in out
+    assert "ember CPU" in out and "OpenVINO" in out and "ONNX Runtime" in out
