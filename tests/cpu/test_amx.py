@@ -164,3 +164,105 @@ def test_amx_weights_pad_a_tap_only_when_needed():
     odd = pack_int8_weights(np.ones((1, 1, 268, 8), np.int8), isa)  # k4 = 67: no divisor >= 8
     assert odd.k4 == 67 and odd.ktap == 80
     assert pack_int8_weights(w, isa_mod.host_isa("avx512")).ktap == 16
+
+
+# ---------------------------------------------------------------------------- bf16
+def _bf16(x):
+    from ember.devices.cpu.kernels.gemm import round_to_bf16
+
+    return round_to_bf16(np.ascontiguousarray(x, np.float32)).astype(np.float64)
+
+
+# (M, K, N, epilogue, bias, residual)
+BF16_GEMM_CASES = [
+    (1, 1, 1, "none", False, False),
+    (1, 768, 1000, "none", True, False),    # a classifier row
+    (17, 45, 70, "relu", True, True),       # odd K: a zero pair, 23 pairs padded to 32
+    (32, 64, 32, "clamp", False, False),    # one whole block
+    (100, 257, 65, "relu", False, True),    # 129 pairs (prime-ish): padded steps
+    (77, 96, 16, "none", True, False),      # one B tile
+    (130, 1000, 300, "none", True, True),   # 500 pairs: steps of 10 (no padding), several panels
+]
+
+
+@needs_amx
+@pytest.mark.parametrize("case", BF16_GEMM_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-{c[3]}")
+def test_amx_bf16_gemm_matches_numpy(case):
+    """bf16 GEMM on tiles = the exact product of the bf16-rounded operands, f32 accumulation."""
+    from ember.devices.cpu.kernels.gemm import Gemm, pack_b
+
+    m, k, n, epi_name, has_bias, has_res = case
+    rng = np.random.default_rng(m + 3 * k + 7 * n)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if has_bias else None
+    res = rng.standard_normal((m, n)).astype(np.float32) if has_res else None
+    epi = EPILOGUES[epi_name]
+    want = epi.apply(_bf16(a) @ _bf16(w) + (0 if bias is None else bias) + (0 if res is None else res))
+    got = {}
+    for level in ("amx", "avx512"):
+        packed = pack_b(w, isa_mod.host_isa(level), precision="bf16")
+        assert packed.amx == (level == "amx")
+        c = np.full((m, n), np.nan, np.float32)
+        Gemm(packed, m, epi, num_threads=2)(a, c, bias, res)
+        got[level] = c
+    tol = 2e-6 * np.sqrt(k) * max(1.0, np.abs(want).max())
+    np.testing.assert_allclose(got["amx"], want, rtol=1e-5, atol=tol)
+    np.testing.assert_allclose(got["amx"], got["avx512"], rtol=1e-5, atol=tol)
+
+
+# (batch, h, w, cin, cout, kh, kw, strides, dilations, pads_begin, pads_end, groups)
+BF16_CONV_CASES = [
+    (1, 7, 9, 3, 17, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1),       # a stem: taps gathered
+    (2, 9, 11, 8, 40, 3, 3, (2, 1), (1, 2), (1, 2), (1, 0), 2),      # strided, dilated, grouped
+    (2, 12, 10, 64, 64, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1),
+    (1, 9, 8, 35, 20, 1, 1, (1, 1), (1, 1), (0, 0), (0, 0), 1),      # odd channels
+]
+
+
+@needs_amx
+@pytest.mark.parametrize("case", BF16_CONV_CASES, ids=lambda c: f"{c[3]}to{c[4]}-k{c[5]}x{c[6]}-g{c[11]}")
+def test_amx_bf16_conv_matches_avx512(case):
+    """Convolution through the bf16 tiles against the AVX512_BF16 kernel (a residual too)."""
+    from ember.devices.cpu.kernels.conv import Conv2d
+
+    n, h, wd, cin, cout, kh, kw, s, d, pb, pe, groups = case
+    geo = ConvGeometry(n, h, wd, cin, cout, kh, kw, s, d, pb, pe, groups)
+    rng = np.random.default_rng(cin + cout)
+    x = rng.standard_normal((n, h, wd, cin)).astype(np.float32)
+    w = rng.standard_normal((cout, cin // groups, kh, kw)).astype(np.float32)
+    res = rng.standard_normal(geo.output_shape).astype(np.float32)
+    got = {}
+    for level in ("amx", "avx512"):
+        conv = Conv2d(geo, w, Epilogue.relu(), 2, isa_mod.host_isa(level), "bf16")
+        assert conv.packed.amx == (level == "amx")
+        got[level] = conv(x, None, None, res)
+    tol = 2e-5 * np.sqrt(cin // groups * kh * kw) + 1e-5
+    np.testing.assert_allclose(got["amx"], got["avx512"], rtol=tol, atol=tol)
+
+
+@needs_amx
+def test_fake_quantize_steps_at_ties():
+    """The quantize kernel's division (a reciprocal and an FMA correction) rounds like numpy's
+    f32 division at the values where the step changes (k + 1/2 steps, a few ulps either side)."""
+    from ember.devices.cpu.kernels.int8_gemm import Quantize
+
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        il = np.float32(rng.standard_normal() * 10 ** rng.uniform(-4, 2))
+        ih = np.float32(il + abs(rng.standard_normal()) * 10 ** rng.uniform(-5, 3) + 1e-30)
+        levels = int(rng.choice([256, 255, 16, 2]))
+        p = QuantizeParams(il, ih, il, ih, levels)
+        if not p.valid():
+            continue
+        x0 = (il + (rng.integers(0, levels - 1, 2048) + 0.5) * ((np.float64(ih) - il) / (levels - 1))).astype(np.float32)
+        xs = [x0]
+        for direction in (np.inf, -np.inf):
+            x = x0
+            for _ in range(3):
+                x = np.nextafter(x, np.float32(direction))
+                xs.append(x)
+        x = np.concatenate(xs).reshape(-1, 1)
+        y = np.zeros((x.shape[0], 4), np.uint8)
+        Quantize(p, x.shape[0], 1, isa=isa_mod.host_isa("amx"))(x, y)
+        np.testing.assert_array_equal(y[:, :1], p.quantize(x))

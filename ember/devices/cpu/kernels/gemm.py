@@ -37,15 +37,31 @@ from __future__ import annotations
 import functools
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 from llvmlite import ir
 
+from ember.devices.cpu.kernels.amx import (
+    A_TILES,
+    B_TILES,
+    BLOCK,
+    C_TILES,
+    TILE_ROWS,
+    amx_split,
+    emit_tile_config,
+    tile_dot,
+    tile_load,
+    tile_release,
+    tile_store,
+    tile_zero,
+    two_by_two,
+)
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import BF16, F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
-from ember.devices.cpu.llvm.context import ContextLayout
+from ember.devices.cpu.llvm.codegen import BF16, F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import aligned_alloca, fmuladd, lane_mask, masked_load, masked_store
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
@@ -69,12 +85,14 @@ class Tile:
 
 
 TILES = {"avx512": Tile(14, 2, 16, 1), "avx2": Tile(6, 2, 8, 4), "generic": Tile(6, 2, 4, 1)}
+#: the AMX kernels' block (bf16 here, int8 in int8_gemm): 2 x 2 tiles, the AVX-512 panel width
+AMX_TILE = Tile(BLOCK, 2, 16, 1)
 
 IGEMM_CONTEXT = ContextLayout(
     "igemm",
     ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "cin", "xg", "y",
      "ldy", "yg", "cout", "bp", "bg", "bias", "res", "ldr", "zero", "m", "cb", "tm", "tn", "gm", "gn", "flags",
-     "lo", "hi", "merge"),
+     "lo", "hi", "merge", "kq", "nck", "ktap"),
     pointers=("x", "y", "bias", "res", "bp", "zero"))
 FLAG_BIAS, FLAG_RES = 1, 2
 # micro-kernel mode bits
@@ -333,20 +351,16 @@ def task_block(e: Emitter, task: ir.Value, gm: ir.Value, gn: ir.Value, tm: ir.Va
     return TaskBlock(outer, m0, m1, j0, j1, e.cdiv(b.sub(m1, m0), tile.mr))
 
 
-def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
-                     bf16: bool = False) -> None:
-    fn = Emitter.function(m, name, VOID, [PTR, I64])
-    ctx, task = fn.args
-    e = Emitter(m, fn)
+def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: Tile
+                  ) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """The row pointer table of a task's f32 pixels, ``rows[(tile * ntaps + tap) * MR + r]``
+    (padding taps point at a row of zeros), or with ``merge`` each pixel's taps gathered into
+    one row first. ``f(name, type)`` reads an IGEMM_CONTEXT field. Returns (rows, taps per
+    row, K per row): (table, 1, taps x cin) when merged."""
     b = e.b
-    MR, NR, L = tile.mr, tile.nr, tile.lanes
-
-    def f(name: str, typ: ir.Type = I64) -> ir.Value:
-        return e.field(ctx, IGEMM_CONTEXT[name], typ)
-
-    M, N, cin, cb = f("m"), f("cout"), f("cin"), f("cb")
-    blk = task_block(e, task, f("gm"), f("gn"), f("tm"), f("tn"), M, N, tile)
-    g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
+    MR, L = tile.mr, tile.lanes
+    g, m0, m1, ntiles = blk.outer, blk.m0, blk.m1, blk.ntiles
+    cin = f("cin")
     kh, kw = f("kh"), f("kw")
     ntaps = b.mul(kh, kw)
     rows = b.alloca(PTR, size=b.mul(b.mul(ntiles, ntaps), c64(MR)))
@@ -452,6 +466,24 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 b.store(e.gep(F32, gbuf, b.mul(q, kpad)), e.gep(PTR, rows, q))
     ntaps = b.select(merge, c64(1), ntaps)
     cin = b.select(merge, kmerged, cin)
+    return rows, ntaps, cin
+
+
+def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
+                     bf16: bool = False) -> None:
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    MR, NR, L = tile.mr, tile.nr, tile.lanes
+
+    def f(name: str, typ: ir.Type = I64) -> ir.Value:
+        return e.field(ctx, IGEMM_CONTEXT[name], typ)
+
+    M, N, cb = f("m"), f("cout"), f("cb")
+    blk = task_block(e, task, f("gm"), f("gn"), f("tm"), f("tn"), M, N, tile)
+    g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
+    rows, ntaps, cin = emit_f32_rows(e, f, blk, tile)
     if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
         apack = aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
@@ -570,6 +602,150 @@ def igemm_kernels(isa: Isa | None = None, precision: Precision | str = Precision
     return _kernels_for(isa or host_isa(), as_precision(precision))
 
 
+# --------------------------------------------------------------------------- AMX tiles
+def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
+    """epi(cbuf, mr, ncols, y, ldy, bias, res, ldr, lo, hi, flags): the f32 GEMM epilogue
+    (+ bias, + residual, clamp) for ``mr`` rows of a 32 x 32 f32 block in ``cbuf``."""
+
+    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, PTR, I64, PTR, PTR, I64, F32, F32, I64],
+                          internal=True, noinline=True)
+    cbuf, mr, ncols, yp, ldy, biasp, resp, ldr, lo, hi, flags = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    L, nv = AMX_TILE.lanes, AMX_TILE.nv
+    vf = vec(F32, L)
+    masks = [lane_mask(e, b.sub(ncols, c64(v * L)), L) for v in range(nv)]
+    bias = [e.var(vf, ir.Constant(vf, None)) for _ in range(nv)]
+    with b.if_then(b.icmp_unsigned("!=", b.and_(flags, c64(FLAG_BIAS)), c64(0))):
+        for v in range(nv):
+            b.store(masked_load(e, vf, e.gep(F32, biasp, v * L), masks[v]), bias[v])
+    bv = [e.load(vf, x) for x in bias]
+    has_res = b.icmp_unsigned("!=", b.and_(flags, c64(FLAG_RES)), c64(0))
+    bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
+                    b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
+    vlo, vhi = e.splat(lo, L), e.splat(hi, L)
+    out = [e.var(vf) for _ in range(nv)]
+    with e.loop(0, mr, name="er") as r:
+        crow = e.gep(F32, cbuf, b.mul(r, c64(AMX_TILE.nr)))
+        for v in range(nv):
+            b.store(b.fadd(e.load(vf, e.gep(F32, crow, v * L), align=64), bv[v]), out[v])
+        with b.if_then(has_res):
+            rrow = e.gep(F32, resp, b.mul(r, ldr))
+            for v in range(nv):
+                b.store(b.fadd(e.load(vf, out[v]), masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])), out[v])
+        with b.if_then(bounded):  # NaN passes the clamp unchanged
+            for v in range(nv):
+                x = e.load(vf, out[v])
+                x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
+                b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[v])
+        yrow = e.gep(F32, yp, b.mul(r, ldy))
+        for v in range(nv):
+            masked_store(e, e.load(vf, out[v]), e.gep(F32, yrow, v * L), masks[v])
+    b.ret_void()
+    return fn
+
+
+def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function) -> None:
+
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, IGEMM_CONTEXT)
+    b = e.b
+    a = e.arg
+    MR, NR, H, L = AMX_TILE.mr, AMX_TILE.nr, TILE_ROWS, AMX_TILE.lanes
+    M, N = a("m"), a("cout")
+    blk = task_block(e, fn.args[1], a("gm"), a("gn"), a("tm"), a("tn"), M, N, AMX_TILE)
+    g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
+    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE)
+    kq, nck, ktap = a("kq"), a("nck"), a("ktap")
+    qbytes = b.mul(kq, c64(4))
+    rsb = b.mul(e.cdiv(b.mul(ktap, c64(4)), 64), c64(64))  # bytes of a converted row: ktap bf16 pairs
+    apack = aligned_alloca(e, I8, b.mul(b.mul(ntaps, c64(MR)), rsb))
+    cbuf = aligned_alloca(e, F32, c64(MR * NR))
+    emit_tile_config(e, qbytes, kq)
+
+    y, ldy, yg = a("y", PTR), a("ldy"), a("yg")
+    ldr = a("ldr")
+    ygroup = e.gep(F32, y, b.mul(g, yg))
+    bias_g = e.gep(F32, a("bias", PTR), b.mul(g, yg))
+    res_g = e.gep(F32, a("res", PTR), b.mul(g, yg))
+    bgroup = e.gep(I32, a("bp", PTR), b.mul(g, a("bg")))
+    tap_bytes = b.mul(ktap, c64(4 * NR))
+    panel_bytes = b.mul(ntaps, tap_bytes)
+    lo, hi, flags = a("lo", F32), a("hi", F32), a("flags")
+    b_stride = c64(4 * NR)
+    step_bytes = b.mul(kq, c64(4 * NR))
+
+    with e.loop(0, ntiles, name="tile") as it:
+        p0 = b.add(m0, b.mul(it, c64(MR)))
+        mr = e.min(c64(MR), b.sub(m1, p0))
+        # A rows to bf16 pairs, [tap][row][rsb bytes], zero padded; rows past mr stay unread
+        # garbage (their C rows are not stored)
+        with e.loop(0, ntaps, name="atap") as tap:
+            with e.loop(0, mr, name="ar") as r:
+                src = e.load(PTR, e.gep(PTR, rows, b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)))
+                emit_to_bf16(e, src, e.gep(I8, apack, b.mul(b.add(b.mul(tap, c64(MR)), r), rsb)), cin, L)
+
+        def block(two_m: bool, two_n: bool, jp: ir.Value) -> None:
+            for t in C_TILES:
+                tile_zero(e, t)
+            bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
+            with e.loop(0, ntaps, name="ctap") as tap:
+                pa = [e.gep(I8, apack, b.mul(b.add(b.mul(tap, c64(MR)), c64(h * H)), rsb)) for h in range(2)]
+                bt = e.gep(I8, bpan, b.mul(tap, tap_bytes))
+                with e.loop(0, nck, name="kc") as c:
+                    aoff = b.mul(c, qbytes)
+                    bc = e.gep(I8, bt, b.mul(c, step_bytes))
+                    tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), rsb)
+                    if two_m:
+                        tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), rsb)
+                    tile_load(e, B_TILES[0], bc, b_stride)
+                    if two_n:
+                        tile_load(e, B_TILES[1], e.gep(I8, bc, 64), b_stride)
+                    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                        if (i and not two_m) or (j and not two_n):
+                            continue
+                        tile_dot(e, "tdpbf16ps", C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
+            ldc = c64(4 * NR)
+            for i in range(2):
+                for j in range(2):
+                    tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * H * NR + j * 16) * 4), ldc)
+
+        with e.loop(j0, j1, name="jp") as jp:
+            col = b.mul(jp, c64(NR))
+            ncols = e.min(c64(NR), b.sub(N, col))
+            two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
+                        lambda tm_, tn_: block(tm_, tn_, jp))
+            b.call(epi, [cbuf, mr, ncols, e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col)), ldy,
+                         e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags])
+    tile_release(e)
+    b.ret_void()
+
+
+def _build_bf16(prefix: str, isa: Isa) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    epi = _emit_f32_epilogue(m, f"{prefix}_epi")
+    _emit_bf16_task(m, f"{prefix}_bf16_task", epi)
+    return m
+
+
+class AmxBf16Kernels:
+    """The compiled AMX bf16 module (``bf16_task`` over ``IGEMM_CONTEXT``, f32 epilogue)."""
+
+    def __init__(self, isa: Isa):
+        if not isa.amx_bf16:
+            raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
+        self.isa = isa
+        self.lib = jit.load("amx-bf16|mr32|nr32", isa, lambda p: _build_bf16(p, isa))
+        self.task_address = self.lib.address("bf16_task")
+
+
+@functools.cache
+def amx_bf16_kernels(isa: Isa) -> AmxBf16Kernels:
+    """The AMX bf16 kernels for ``isa`` (which must have ``amx_bf16``)."""
+    return AmxBf16Kernels(isa)
+
+
 # --------------------------------------------------------------------------- weights
 def default_chunk(ntaps: int, cin: int, precision: Precision | str = Precision.F32) -> int:
     """Channels per K chunk: keeps one packed micro-panel (taps x chunk x NR) near 64 KB.
@@ -608,6 +784,9 @@ class PackedWeights:
     With ``merged_taps > 1`` the taps are folded into K (``taps == 1``, ``cin`` = taps x
     channels, tap-major): the kernel gathers each output pixel's taps into one row first,
     which suits convolutions with few input channels (a network's stem).
+    bf16 for AMX tiles (``amx``, when the ISA has ``amx_bf16``): one chunk of all of K, its
+    pairs zero padded to ``ktap`` per tap (whole tile steps, see
+    :func:`~ember.devices.cpu.kernels.amx.amx_split`).
     """
 
     data: np.ndarray
@@ -620,6 +799,8 @@ class PackedWeights:
     isa: Isa
     precision: Precision = Precision.F32
     merged_taps: int = 1
+    amx: bool = False
+    ktap: int = 0
 
     @property
     def taps_per_row(self) -> int:
@@ -654,9 +835,13 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
     groups, taps, cin, cout = w.shape
     nr = tile.nr
     npan = -(-cout // nr)
+    amx = bf16 and isa.amx_bf16 and cin > 0
+    ktap = amx_split(-(-cin // 2))[2] if amx else 0
     cb = chunk or default_chunk(taps, cin, prec)
     if bf16 and cb < cin and cb % 2:
         raise EmberError(f"ember: a bf16 K chunk must be even, got {cb}")
+    if amx:  # the tiles run all of K in one chunk
+        cb = cin
     wp = np.zeros((groups, taps, cin, npan * nr), np.float32)
     wp[..., :cout] = w
     # [g, tap, c, panel, nr] -> [g, panel, (chunk, tap, c_in_chunk), nr]
@@ -666,7 +851,8 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
         part = wp[:, :, :, c0:c0 + cb, :]
         if bf16:  # [.., kc, nr] -> [.., kc / 2, nr, 2] with an odd kc padded by a zero channel
             kc = part.shape[3]
-            part = np.concatenate([part, np.zeros_like(part[:, :, :, :kc % 2])], axis=3)
+            pad = 2 * ktap - kc if amx else kc % 2
+            part = np.concatenate([part, np.zeros((*part.shape[:3], pad, part.shape[4]), np.float32)], axis=3)
             part = part.reshape(groups, npan, taps, -1, 2, nr).transpose(0, 1, 2, 3, 5, 4)
             part = to_bf16_bits(part)
         parts.append(part.reshape(groups, npan, -1))
@@ -675,7 +861,7 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
     data = aligned_empty(max(flat.size, 2), dtype)
     data[:] = 0
     data[:flat.size] = flat.reshape(-1)
-    return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa, prec, merged)
+    return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa, prec, merged, amx, ktap)
 
 
 def pack_b(B: np.ndarray, isa: Isa | None = None, chunk: int | None = None,
@@ -749,7 +935,7 @@ class IGemmCall:
                  num_threads: int | None = None):
         self.packed = packed
         self.kernels = igemm_kernels(packed.isa, packed.precision)
-        self.tile = self.kernels.tile
+        self.tile = AMX_TILE if packed.amx else self.kernels.tile
         if packed.nr != self.tile.nr:
             raise EmberError("ember: weights were packed for another ISA level")
         self.threads = num_threads or default_pool().num_threads
@@ -767,6 +953,9 @@ class IGemmCall:
         ctx[IGEMM_CONTEXT["cin"]] = packed.cin // packed.merged_taps  # channels per tap
         ctx[IGEMM_CONTEXT["xg"]] = packed.cin // packed.merged_taps
         ctx[IGEMM_CONTEXT["merge"]] = int(packed.merged_taps > 1)
+        if packed.amx:
+            ctx[IGEMM_CONTEXT["kq"]], ctx[IGEMM_CONTEXT["nck"]], _ = amx_split(-(-packed.cin // 2))
+            ctx[IGEMM_CONTEXT["ktap"]] = packed.ktap
         ctx[IGEMM_CONTEXT["cout"]] = packed.cout
         ctx[IGEMM_CONTEXT["yg"]] = packed.cout
         ctx[IGEMM_CONTEXT["m"]] = m
@@ -783,7 +972,8 @@ class IGemmCall:
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["lo"]], ctx[IGEMM_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
-        self.task_address = self.kernels.task_address
+        self.task_address = (amx_bf16_kernels(packed.isa).task_address if packed.amx
+                             else self.kernels.task_address)
 
     def bind(self, x: int, y: int, bias: int = 0, residual: int = 0, keep: tuple = ()) -> BoundKernel:
         """The call for these buffer addresses (0 = no bias / no residual).

@@ -51,9 +51,24 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu.kernels.amx import AMX_TILE, amx_int8_kernels, amx_split
+from ember.devices.cpu.kernels.amx import (
+    A_TILES,
+    B_TILES,
+    C_TILES,
+    TILE_ROWS,
+    amx_split,
+    copy_rows,
+    emit_tile_config,
+    tile_dot,
+    tile_load,
+    tile_release,
+    tile_store,
+    tile_zero,
+    two_by_two,
+)
 from ember.devices.cpu.kernels.conv import MERGE_BELOW_CHANNELS, ConvGeometry
 from ember.devices.cpu.kernels.gemm import (
+    AMX_TILE,
     NO_EPILOGUE,
     Epilogue,
     TaskBlock,
@@ -623,6 +638,166 @@ def _kernels_for(isa: Isa) -> Int8Kernels:
 def int8_kernels(isa: Isa | None = None) -> Int8Kernels:
     """The int8 kernels for ``isa`` (default: the host's best)."""
     return _kernels_for(isa or host_isa())
+
+
+# --------------------------------------------------------------------------- AMX tiles
+def _emit_int8_epilogue(m: ir.Module, name: str) -> ir.Function:
+    """epi(cbuf, mr, ncols, c, ldc, comp, scale, shift, res, ldr, lo, hi, flags, fq, fqs, q, ldq):
+    the int8 epilogue of the VNNI micro-kernel for ``mr`` rows of a 32 x 32 i32 block in
+    ``cbuf`` (row stride 32), ``ncols`` valid columns, row by row."""
+
+    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, PTR, I64, PTR, PTR, PTR, PTR, I64, F32, F32, I32,
+                                          PTR, I64, PTR, I64], internal=True, noinline=True)
+    cbuf, mr, ncols, cp, ldc, compp, scalep, shiftp, resp, ldr, lo, hi, flags, fqp, fqs, qp, ldq = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    L, nv = AMX_TILE.lanes, AMX_TILE.nv
+    vi, vf = vec(I32, L), vec(F32, L)
+    masks = [lane_mask(e, b.sub(ncols, c64(v * L)), L) for v in range(nv)]
+    comp = [b.bitcast(masked_load(e, vf, e.gep(I32, compp, v * L), masks[v]), vi) for v in range(nv)]
+    scale = [masked_load(e, vf, e.gep(F32, scalep, v * L), masks[v]) for v in range(nv)]
+    shift = [masked_load(e, vf, e.gep(F32, shiftp, v * L), masks[v]) for v in range(nv)]
+    fq = [[masked_load(e, vf, e.gep(F32, fqp, b.add(b.mul(c64(i), fqs), c64(v * L))), masks[v])
+           for v in range(nv)] for i in range(FQ_ROWS)]
+    out = [[e.var(vf) for _ in range(nv)]]
+    with e.loop(0, mr, name="er") as r:
+        crow = e.gep(I32, cbuf, b.mul(r, c64(AMX_TILE.nr)))
+        for v in range(nv):
+            acc = e.load(vi, e.gep(I32, crow, v * L), align=64)
+            x = b.sitofp(b.add(acc, comp[v]), vf)
+            b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[0][v])
+        finish_tile(e, out, masks, flags, lo, hi, fq, lambda _: e.gep(F32, resp, b.mul(ldr, r)),
+                    lambda _: b.mul(ldc, r), cp, (qp, lambda _: b.mul(ldq, r)))
+    b.ret_void()
+    return fn
+
+
+def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
+
+    fn = Emitter.function(m, name, VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, INT8_CONTEXT)
+    b = e.b
+    a = e.arg
+    MR, NR, H = AMX_TILE.mr, AMX_TILE.nr, TILE_ROWS
+    M, N = a("m"), a("cout")
+    blk = task_block(e, fn.args[1], a("gm"), a("gn"), a("tm"), a("tn"), M, N, AMX_TILE)
+    g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
+    rows, ntaps = emit_row_table(e, blk, MR, fill_tail=True)
+    k4, kq, nck, ktap = a("k4"), a("kq"), a("nck"), a("ktap")
+    direct = b.icmp_signed("!=", a("direct"), c64(0))
+    kbytes, qbytes = b.mul(k4, c64(4)), b.mul(kq, c64(4))
+    kp = b.mul(e.cdiv(b.mul(b.mul(nck, qbytes), c64(1)), 64), c64(64))  # a copied row, zero padded
+    abuf = aligned_alloca(e, I8, b.mul(b.mul(ntaps, c64(MR)), kp))
+    desc_ptr = b.alloca(PTR, size=b.mul(ntaps, c64(2)))
+    desc_ld = b.alloca(I64, size=b.mul(ntaps, c64(2)))
+    cbuf = aligned_alloca(e, I32, c64(MR * NR))
+    emit_tile_config(e, qbytes, kq)
+
+    ldy, yg, ldr, ldq = a("ldy"), a("yg"), a("ldr"), a("ldq")
+    esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
+    ygroup = e.gep(I8, a("y", PTR), b.mul(b.mul(g, yg), esz))
+    res_g = e.gep(F32, a("res", PTR), b.mul(g, yg))
+    comp_g = e.gep(I32, a("comp", PTR), b.mul(g, yg))
+    scale_g = e.gep(F32, a("scale", PTR), b.mul(g, yg))
+    shift_g = e.gep(F32, a("shift", PTR), b.mul(g, yg))
+    fq_g = e.gep(F32, a("fq", PTR), b.mul(g, yg))
+    q_g = e.gep(I8, a("q", PTR), b.mul(g, yg))
+    bgroup = e.gep(I8, a("bp", PTR), b.mul(g, a("bg")))
+    tap_bytes = b.mul(ktap, c64(4 * NR))
+    panel_bytes = b.mul(ntaps, tap_bytes)
+    flags = b.trunc(a("flags"), I32)
+    lo, hi = a("lo", F32), a("hi", F32)
+    b_stride = c64(4 * NR)
+    step_bytes = b.mul(kq, c64(4 * NR))
+
+    with e.loop(0, ntiles, name="tile") as it:
+        p0 = b.add(m0, b.mul(it, c64(MR)))
+        mr = e.min(c64(MR), b.sub(m1, p0))
+        # A of this tile: per tap and half, a base and a row stride (straight from the
+        # activations when the half's 16 rows are uniformly strided, else a zero-padded copy)
+        with e.loop(0, ntaps, name="atap") as tap:
+            for h in range(2):
+                slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), c64(h * H))
+                src = [e.load(PTR, e.gep(PTR, rows, b.add(slot, c64(r)))) for r in range(H)]
+                addr = [b.ptrtoint(p, I64) for p in src]
+                step = b.sub(addr[1], addr[0])
+                ok = direct
+                for r in range(2, H):
+                    ok = b.and_(ok, b.icmp_unsigned("==", addr[r], b.add(addr[0], b.mul(step, c64(r)))))
+                d = b.add(b.mul(tap, c64(2)), c64(h))
+                with b.if_else(ok) as (uniform, gather):
+                    with uniform:
+                        b.store(src[0], e.gep(PTR, desc_ptr, d))
+                        b.store(step, e.gep(I64, desc_ld, d))
+                    with gather:
+                        dst = e.gep(I8, abuf, b.mul(b.mul(d, c64(H)), kp))
+                        copy_rows(e, src, dst, kp, kbytes, kp)
+                        b.store(dst, e.gep(PTR, desc_ptr, d))
+                        b.store(kp, e.gep(I64, desc_ld, d))
+
+        def block(two_m: bool, two_n: bool, jp: ir.Value) -> None:
+            for t in C_TILES:
+                tile_zero(e, t)
+            bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
+            with e.loop(0, ntaps, name="ctap") as tap:
+                d0 = b.mul(tap, c64(2))
+                pa = [e.load(PTR, e.gep(PTR, desc_ptr, b.add(d0, c64(h)))) for h in range(2)]
+                lda = [e.load(I64, e.gep(I64, desc_ld, b.add(d0, c64(h)))) for h in range(2)]
+                bt = e.gep(I8, bpan, b.mul(tap, tap_bytes))
+                with e.loop(0, nck, name="kc") as c:
+                    aoff = b.mul(c, qbytes)
+                    bc = e.gep(I8, bt, b.mul(c, step_bytes))
+                    tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), lda[0])
+                    if two_m:
+                        tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), lda[1])
+                    tile_load(e, B_TILES[0], bc, b_stride)
+                    if two_n:
+                        tile_load(e, B_TILES[1], e.gep(I8, bc, 64), b_stride)
+                    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                        if (i and not two_m) or (j and not two_n):
+                            continue
+                        tile_dot(e, "tdpbusd", C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
+            ldc = c64(4 * NR)
+            for i in range(2):
+                for j in range(2):
+                    tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * H * NR + j * 16) * 4), ldc)
+
+        with e.loop(j0, j1, name="jp") as jp:
+            col = b.mul(jp, c64(NR))
+            ncols = e.min(c64(NR), b.sub(N, col))
+            two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
+                        lambda tm_, tn_: block(tm_, tn_, jp))
+            b.call(epi, [cbuf, mr, ncols, e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy,
+                         e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
+                         e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags, e.gep(F32, fq_g, col),
+                         a("fqs"), e.gep(I8, q_g, b.add(b.mul(p0, ldq), col)), ldq])
+    tile_release(e)
+    b.ret_void()
+
+
+def _build_int8(prefix: str, isa: Isa) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    epi = _emit_int8_epilogue(m, f"{prefix}_epi")
+    _emit_int8_task(m, f"{prefix}_int8_task", epi)
+    return m
+
+
+class AmxInt8Kernels:
+    """The compiled AMX int8 module (``int8_task`` over ``INT8_CONTEXT``)."""
+
+    def __init__(self, isa: Isa):
+        if not isa.amx_int8:
+            raise EmberError(f"ember: the AMX int8 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
+        self.isa = isa
+        self.lib = jit.load("amx-int8|mr32|nr32", isa, lambda p: _build_int8(p, isa))
+        self.task_address = self.lib.address("int8_task")
+
+
+@functools.cache
+def amx_int8_kernels(isa: Isa) -> AmxInt8Kernels:
+    """The AMX int8 kernels for ``isa`` (which must have ``amx_int8``)."""
+    return AmxInt8Kernels(isa)
 
 
 # --------------------------------------------------------------------------- weights
