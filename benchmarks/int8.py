@@ -3,6 +3,7 @@
     python benchmarks/int8.py                                  # resnet50 and mobilenet_v2
     python benchmarks/int8.py --models resnet50 --time 3 --rounds 3
     python benchmarks/int8.py --out benchmarks/results/int8.md
+    python benchmarks/int8.py --wc 4096                         # weight-compressed MatMul, batch 1
 
 For each network (torchvision's ResNet-50 / MobileNetV2 architectures from tests/models, seeded
 weights, exported to ONNX): ember converts the ONNX and saves the float IR; real NNCF quantizes
@@ -163,6 +164,87 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- weight-compressed MatMul
+def compressed_irs(size: int) -> dict[str, Path]:
+    """IRs of one ``[1, size] x [size, size]`` MatMul (seeded f32 weights): f32, INT8_ASYM (per
+    channel) and INT4_ASYM (groups of 128) written by ember.nncf.compress_weights; cached."""
+    import ember
+    import ember.opset as ops
+    from ember import nncf
+    from ember.graph.types import Type
+
+    folder = CACHE / f"wc-{size}"
+    paths = {k: folder / f"{k}.xml" for k in ("f32", "INT8", "INT4")}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def model() -> Any:
+        x = ops.parameter([1, size], Type.f32, name="x")
+        w = ops.constant((rng.standard_normal((size, size)) * 0.02).astype(np.float32))
+        return ember.Model([ops.matmul(x, w, False, True)], [x], "matmul")
+
+    made = {"f32": model()}
+    made["INT8"] = nncf.compress_weights(made["f32"], mode=nncf.CompressWeightsMode.INT8_ASYM)
+    made["INT4"] = nncf.compress_weights(made["f32"], mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=128,
+                                         ratio=1.0, all_layers=True)
+    for k, m in made.items():
+        ember.save_model(m, paths[k], compress_to_fp16=False)
+    return paths
+
+
+def weight_compression(size: int, seconds: float, rounds: int, threads: int | None) -> list[dict[str, Any]]:
+    """Batch-1 latency of the MatMul in f32, INT8 and INT4 on ember and OpenVINO (same IRs,
+    alternating rounds), the weight bytes each inference reads, and the error against REFERENCE."""
+    import openvino as ov
+
+    import ember
+
+    paths = compressed_irs(size)
+    x = np.random.default_rng(1).standard_normal([1, size]).astype(np.float32)
+    cfg: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = threads
+    core, ov_core = ember.Core(), ov.Core()
+    rows, fns = [], {}
+    for kind, path in paths.items():
+        e = core.compile_model(str(path), "CPU", cfg)
+        o = ov_core.compile_model(str(path), "CPU", cfg)
+        stats = e._executable.program.stats
+        got = e(x)[0]
+        ref = core.compile_model(str(path), "REFERENCE")(x)[0]
+        mag = float(np.abs(ref).max())
+        read = stats.get("compressed_weight_bytes") or size * size * 4
+        rows.append({"kind": kind, "bytes": read, "ir_bytes": path.with_suffix(".bin").stat().st_size,
+                     "exec": next(iter(stats.get("exec_types", {}).values()), "jit f32 GEMM"),
+                     "err": float(np.abs(got - ref).max()) / mag,
+                     "err_ov": float(np.abs(o(x)[0] - ref).max()) / mag})
+        re, ro = e.create_infer_request(), o.create_infer_request()
+        fns[f"ember {kind}"] = lambda r=re: r.infer({0: x})
+        fns[f"OpenVINO {kind}"] = lambda r=ro: r.infer({0: x})
+    times = _time_rounds(fns, seconds, rounds)
+    for r in rows:
+        for engine in ("ember", "OpenVINO"):
+            t = times[f"{engine} {r['kind']}"]
+            r[engine] = (statistics.median(t) * 1e3, min(t) * 1e3)
+    return rows
+
+
+def wc_table(rows: list[dict[str, Any]], size: int) -> str:
+    f32 = next(r for r in rows if r["kind"] == "f32")
+    lines = [f"| {size}x{size} MatMul, batch 1 | ember kernel | weight bytes read / inference | IR weights "
+             "| ember ms (median / best) | OpenVINO ms (median / best) | ember f32 / this | ember / OpenVINO "
+             "| err vs REFERENCE ember / OpenVINO |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['kind']} | {r['exec']} | {r['bytes'] / 1e6:.1f} MB | {r['ir_bytes'] / 1e6:.1f} MB "
+                     f"| {r['ember'][0]:.3f} / {r['ember'][1]:.3f} | {r['OpenVINO'][0]:.3f} / {r['OpenVINO'][1]:.3f} "
+                     f"| {f32['ember'][0] / r['ember'][0]:.2f} | {r['ember'][0] / r['OpenVINO'][0]:.2f} "
+                     f"| {r['err']:.1e} / {r['err_ov']:.1e} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="resnet50,mobilenet_v2")
@@ -170,7 +252,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="INFERENCE_NUM_THREADS for both engines")
     p.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    p.add_argument("--wc", type=int, default=0, metavar="SIZE",
+                   help="instead of the networks: a SIZE x SIZE MatMul at batch 1 in f32, INT8 and INT4 "
+                        "(compress_weights) on ember and OpenVINO (the issue's figure: 4096)")
     args = p.parse_args(argv)
+    if args.wc:
+        text = wc_table(weight_compression(args.wc, args.time, args.rounds, args.threads), args.wc)
+        print(text)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text + "\n")
+        return
     results = []
     for name in args.models.split(","):
         results.append(run(name.strip(), args.time, args.rounds, args.threads))

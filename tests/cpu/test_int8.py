@@ -444,6 +444,42 @@ def test_dynamic_batch_runs_int8(kind):
         assert stats.get("int8_ops", 0) == n_int8 and not stats["fallbacks"]
 
 
+@pytest.mark.parametrize("declined", [None, "Int8MatMul", "Int8Convolution"])
+def test_reported_precision_is_what_ran(declined, monkeypatch):
+    """Profiling and the runtime model report int8 exactly for the ops the int8 kernels ran:
+    a quantized convolution the rewrite leaves in float (0.0 not a step, padded) reports a
+    float kernel, and an int8 op whose native rule declines (forced here) reports the
+    reference kernel, with no I8 claim left in its rt_info, while the answer stays right."""
+    import ember as ov
+    from ember.devices.cpu.lowering import driver
+
+    driver.load_rules()
+    if declined:
+        monkeypatch.setitem(driver.RULES, declined, lambda lowering, node: False)
+    model, xin, n_int8 = _graph("fractional-zero-point", np.random.default_rng(11))
+    core = ov.Core()
+    cm = core.compile_model(model, "CPU", {"PERF_COUNT": True})
+    request = cm.create_infer_request()
+    got = request.infer({0: xin})
+    want = core.compile_model(model, "REFERENCE")(xin)
+    for g, w in zip(got.values(), want.values()):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()))
+    nodes = {n.friendly_name: n for n in cm.get_runtime_model().get_ordered_ops()}
+    exec_types = {p.node_name: p.exec_type for p in request.get_profiling_info()}
+    claimed = {k for k, n in nodes.items() if n.rt_info.get("runtimePrecision") == "I8"}
+    ran_int8 = {k for k, v in exec_types.items() if v.endswith("_I8")}
+    int8_types = {k for k, n in nodes.items() if n.type_name in ("Int8Convolution", "Int8MatMul")}
+    assert len(int8_types) == n_int8 and "Convolution" in {n.type_name for n in nodes.values()}
+    expected = {k for k in int8_types if nodes[k].type_name != declined}
+    assert claimed == ran_int8 == expected
+    stats = cm._executable.program.stats
+    assert stats.get("int8_ops", 0) == len(expected)
+    for k in int8_types - expected:
+        assert exec_types[k] == "ref_any" and stats["fallbacks"][declined] == 1
+    f32_conv = [k for k, n in nodes.items() if n.type_name == "Convolution"]
+    assert all(not exec_types.get(k, "").endswith("_I8") for k in f32_conv)
+
+
 def test_int8_model_loads_from_cache_dir(tmp_path):
     """CACHE_DIR with an int8-compiled model: a fresh process reads the cached runtime model
     (its Int8* ops are registered CPU ops), skips the passes, runs the same int8 kernels and

@@ -555,6 +555,7 @@ def lower_compressed_matmul(lowering: Lowering, node: Node) -> bool:
     bits wide; f32 arithmetic."""
     from ember.devices.cpu.kernels import wc_gemm
 
+    _unclaim(node)
     x = lowering.tensor(node.input_values()[0])
     codes, scale, zp = (const_of(node.input_values()[i]) for i in (1, 2, 3))
     if x.dtype != F32 or codes is None or scale is None or zp is None:
@@ -594,6 +595,13 @@ def _exec_type(lowering: Lowering, node: Node) -> None:
     lowering.program.stats["int8_ops"] = lowering.program.stats.get("int8_ops", 0) + 1
     node.rt_info["execType"] = exec_type
     node.rt_info["runtimePrecision"] = "I8"
+
+
+def _unclaim(node: Node) -> None:
+    """Forget what an earlier lowering (a cached runtime model, another input shape) recorded:
+    only a rule that really lowers the node says which kernel and precision run it."""
+    for key in ("execType", "runtimePrecision", "weightsPrecision"):
+        node.rt_info.pop(key, None)
 
 
 @lowers("Int8Quantize")
@@ -768,6 +776,7 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.gemm import Epilogue
     from ember.devices.cpu.kernels.int8_gemm import Int8Conv2d, Int8Depthwise, padded_channels
 
+    _unclaim(node)
     x = lowering.tensor(node.input_values()[0])
     w = const_of(node.input_values()[1])
     if x.dtype != np.uint8 or x.layout != NHWC or w is None \
@@ -829,6 +838,7 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.gemm import Epilogue
     from ember.devices.cpu.kernels.int8_gemm import Int8Gemm, padded_channels
 
+    _unclaim(node)
     x = lowering.tensor(node.input_values()[0])
     w = const_of(node.input_values()[1])
     if x.dtype != np.uint8 or x.layout != PLAIN or w is None or x.shape[-1] < padded_channels(w.shape[0]):
