@@ -11,6 +11,9 @@ Models, built in PyTorch with seeded weights and exported to ONNX once (cached i
 - ``gru-encoder``: a 1-layer GRU (80 features, hidden 256) over a padded batch of 4 sequences of
   100 frames with lengths 100, 80, 50, 20 (``pack_padded_sequence``, so the ONNX GRU gets
   ``sequence_lens``).
+- ``crnn``: a CRNN text recognizer: five conv + BatchNorm + ReLU blocks with pooling over a
+  32 x 256 grayscale line, a 2-layer bidirectional LSTM (hidden 256) over the 64 columns, a
+  linear CTC head of 37 classes with log-softmax.
 
 Each engine runs its default threads in f32 (OpenVINO with ``INFERENCE_PRECISION_HINT=f32``:
 it picks bf16 on CPUs that have it), latency hint, one request. Engines alternate round by
@@ -76,14 +79,48 @@ def _export_encoder(path: Path) -> None:
                       dynamo=False, opset_version=17, input_names=["x", "lens"], output_names=["y", "h"])
 
 
+def _export_crnn(path: Path) -> None:
+    import torch
+    from torch import nn
+
+    class CRNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+
+            def block(cin: int, cout: int, pool: tuple[int, int] | None) -> list[nn.Module]:
+                layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+                return layers + ([nn.MaxPool2d(pool)] if pool else [])
+
+            self.cnn = nn.Sequential(*block(1, 64, (2, 2)), *block(64, 128, (2, 2)), *block(128, 256, None),
+                                     *block(256, 256, (2, 1)), *block(256, 256, (4, 1)))
+            self.rnn = nn.LSTM(256, 256, 2, batch_first=True, bidirectional=True)
+            self.head = nn.Linear(512, 37)
+
+        def forward(self, img: torch.Tensor) -> torch.Tensor:
+            f = self.cnn(img).squeeze(2).transpose(1, 2)  # [batch, width / 4, channels]
+            return self.head(self.rnn(f)[0]).log_softmax(-1)
+
+    torch.manual_seed(0)
+    model = CRNN().eval()
+    for m in model.modules():  # seeded, non-trivial running statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.onnx.export(model, (torch.randn(1, 1, 32, 256),), str(path), dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["logits"])
+
+
 def _feeds(name: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     if name == "lstm-tagger":
         return {"ids": rng.integers(0, 1000, (1, 100)).astype(np.int64)}
+    if name == "crnn":
+        return {"image": rng.random((1, 1, 32, 256), dtype=np.float32)}
     return {"x": rng.standard_normal((4, 100, 80)).astype(np.float32), "lens": np.array([100, 80, 50, 20], np.int64)}
 
 
-MODELS: dict[str, Callable[[Path], None]] = {"lstm-tagger": _export_tagger, "gru-encoder": _export_encoder}
+MODELS: dict[str, Callable[[Path], None]] = {"lstm-tagger": _export_tagger, "gru-encoder": _export_encoder,
+                                             "crnn": _export_crnn}
 
 
 def model_path(name: str) -> Path:
