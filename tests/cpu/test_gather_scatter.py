@@ -391,3 +391,24 @@ def test_gather_scatter_benchmark_smoke(capsys: pytest.CaptureFixture[str], tmp_
     out = capsys.readouterr().out
     assert "ember CPU plan: no reference kernels" in out
     assert "ember CPU" in out and "OpenVINO" in out and "ONNX Runtime" in out
+
+
+def test_topk_k_from_the_input_shape_is_native_after_specialization() -> None:
+    """k = min(axis length, 5) computed from ShapeOf at run time: a dynamic model, specialized to
+    the first input's shape, where k folds and TopK runs natively."""
+    from ember.graph.shape import Dimension, PartialShape
+
+    x = eo.parameter(PartialShape([Dimension(), Dimension()]), np.float32, name="x")
+    k = eo.minimum(eo.gather(eo.shape_of(x, "i64"), np.array(1), np.array(0)), np.array(5, np.int64))
+    t = eo.topk(x, k, 1, "max", "value", "i64")
+    model = Model([t.output(0), t.output(1)], [x], "shape-k")
+    cm = ember.Core().compile_model(model, "CPU")
+    ref = ember.Core().compile_model(model, "REFERENCE")
+    for shape in ((3, 40), (2, 4)):
+        a = _f(*shape)
+        got, want = cm([a]), ref([a])
+        for i in range(2):
+            np.testing.assert_array_equal(np.asarray(got[i]), np.asarray(want[i]))
+    for inst in cm._executable._instances.values():
+        assert not inst.program.stats["fallbacks"]
+        assert any(op.type_name == "TopK" and op.native for op in inst.program.ops)
