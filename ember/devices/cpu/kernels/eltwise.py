@@ -56,24 +56,26 @@ RTYPES = ("f32", "f64", "i64")
 UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "tanh", "erf", "gelu_erf",
              "gelu_tanh", "swish", "hswish", "hsigmoid", "elu", "floor", "ceil", "softplus", "mish", "square",
              "mulc", "addc", "rsubc", "rdivc", "powc", "sign", "softsign", "selu", "hardsigmoid", "round_even",
-             "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "wrap32")
+             "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "wrap32",
+             "sin", "cos")
 BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu", "mod", "floormod", "pydiv",
-              "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor")
+              "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "pow")
 #: the ops each register type implements (f64 has no transcendental functions; i64 no float ones)
 _F64_UNARY = ("neg", "abs", "relu", "clamp", "floor", "ceil", "sqrt", "square", "sign", "round_even",
               "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool")
 _I64_UNARY = ("neg", "abs", "relu", "clamp", "square", "sign", "not", "tobool", "wrap32")
 SUPPORTED = {
     "f32": frozenset(UNARY_OPS) - {"wrap32"} | frozenset(BINARY_OPS) - {"pydiv"},
-    "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pydiv"},
-    "i64": frozenset(_I64_UNARY) | frozenset(BINARY_OPS) - {"prelu"},
+    "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pydiv", "pow"},
+    "i64": frozenset(_I64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pow"},
 }
 #: op types that run as one opcode of the program (the elementwise lowering rule reads these
 #: tables: a new native unary op is a row here, a name in UNARY_OPS and its IR in ``_unary``)
 NATIVE_UNARY = {"Negative": "neg", "Abs": "abs", "ReLU": "relu", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
                 "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "HSwish": "hswish", "HSigmoid": "hsigmoid",
                 "Floor": "floor", "Ceiling": "ceil", "SoftPlus": "softplus", "Mish": "mish", "Sign": "sign",
-                "SoftSign": "softsign", "IsNaN": "isnan", "IsFinite": "isfinite", "LogicalNot": "not"}
+                "SoftSign": "softsign", "IsNaN": "isnan", "IsFinite": "isfinite", "LogicalNot": "not", "Sin": "sin",
+                "Cos": "cos"}
 NATIVE_BINARY = {"Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Maximum": "max",
                  "Minimum": "min", "SquaredDifference": "sqdiff", "PRelu": "prelu", "Mod": "mod",
                  "FloorMod": "floormod", "Equal": "eq", "NotEqual": "ne", "Less": "lt", "LessEqual": "le",
@@ -247,9 +249,60 @@ def _unary(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> 
         return b.fsub(imm0, x)
     if name == "rdivc":
         return b.fdiv(imm0, x)
-    if name == "powc":  # x ** imm0 for x > 0 (other cases are lowered differently)
+    if name == "powc":  # x ** imm0 for a non-integer imm0 (NaN below 0, as numpy)
         return mth.exp(b.fmul(imm0, mth.log(x)))
+    if name in ("sin", "cos"):
+        return _sincos(r, x, name == "cos")
     raise AssertionError(name)
+
+
+def _sincos(r: _Regs, x: ir.Value, cosine: bool) -> ir.Value:
+    """sin or cos of f32 x: k = round(x * 2/pi) and x - k pi/2 in f64 with pi/2 in three parts
+    (fused multiply-adds, so accurate far beyond any f32 a model feeds), then cephes'
+    sinf/cosf polynomials on [-pi/4, pi/4] in f32."""
+    b, c, e = r.b, r.c, r.e
+    lanes = r.lanes
+    dvt = vec(F64, lanes)
+
+    def d(v: float) -> ir.Constant:
+        return ir.Constant(dvt, [v] * lanes)
+
+    xd = b.fpext(x, dvt)
+    k = e.call(f"llvm.roundeven.v{lanes}f64", dvt, [b.fmul(xd, d(2 / math.pi))])
+    red = xd
+    for part in (1.5707963267948966, 6.123233995736766e-17, -1.4973849048591698e-33):
+        red = e.call(f"llvm.fma.v{lanes}f64", dvt, [b.fneg(k), d(part), red])
+    red = b.fptrunc(red, r.vt)
+    red = r.sel(b.fcmp_ordered("<", red, c(-1.0)), c(-1.0), red)  # bounded even where k overflows
+    red = r.sel(b.fcmp_ordered(">", red, c(1.0)), c(1.0), red)
+    z = b.fmul(red, red)
+    sin_r = fmuladd(e, b.fmul(z, red), r.mth.poly(z, [-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1]), red)
+    cos_r = fmuladd(e, b.fmul(z, z), r.mth.poly(z, [2.443315711809948e-5, -1.388731625493765e-3,
+                                                    4.166664568298827e-2]), fmuladd(e, z, c(-0.5), c(1.0)))
+    vi = vec(I64, lanes)
+    kd = b.select(b.fcmp_ordered("<", e.call(f"llvm.fabs.v{lanes}f64", dvt, [k]), d(2.0 ** 60)), k, d(0.0))
+    q = b.fptosi(kd, vi)
+    if cosine:
+        q = b.add(q, ir.Constant(vi, [1] * lanes))
+    q = b.and_(q, ir.Constant(vi, [3] * lanes))
+    odd = b.icmp_signed("!=", b.and_(q, ir.Constant(vi, [1] * lanes)), ir.Constant(vi, None))
+    neg = b.icmp_signed("!=", b.and_(q, ir.Constant(vi, [2] * lanes)), ir.Constant(vi, None))
+    v = r.sel(odd, cos_r, sin_r)
+    v = r.sel(neg, b.fneg(v), v)
+    return r.sel(b.fcmp_ordered("==", r.abs(x), c(math.inf)), c(math.nan), v)
+
+
+def _pow(r: _Regs, x: ir.Value, y: ir.Value) -> ir.Value:
+    """numpy's float power: |x| ** y as exp(y log|x|), the sign of x for odd integer y, NaN for
+    x < 0 and a non-integer y, 1 for y == 0 or x == 1."""
+    b, c, mth = r.b, r.c, r.mth
+    mag = mth.exp(b.fmul(y, mth.log(r.abs(x))))
+    integer = b.fcmp_ordered("==", r.intr("floor", y), y)
+    half = b.fmul(y, c(0.5))
+    odd = b.and_(integer, b.fcmp_ordered("!=", r.intr("floor", half), half))
+    out = r.sel(odd, mth.copysign(mag, x), mag)
+    out = r.sel(b.and_(b.fcmp_ordered("<", x, c(0.0)), b.not_(integer)), c(math.nan), out)
+    return r.sel(b.or_(b.fcmp_ordered("==", y, c(0.0)), b.fcmp_ordered("==", x, c(1.0))), c(1.0), out)
 
 
 def _int_division(r: _Regs, x: ir.Value, y: ir.Value, name: str) -> ir.Value:
@@ -316,6 +369,8 @@ def _binary(r: _Regs, name: str, x: ir.Value, y: ir.Value) -> ir.Value:
         return b.fsub(x, b.fmul(r.intr("floor", b.fdiv(x, y)), y))
     if name == "prelu":
         return r.sel(r.cmp("<", x, r.c(0)), b.fmul(x, y), x)
+    if name == "pow":
+        return _pow(r, x, y)
     raise AssertionError(name)
 
 

@@ -152,6 +152,9 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
         return None
     u = _unary_op(node, KIND[dt])
     if u is None:
+        if t == "Power" and dt == F32 and ins[1].element_type.dtype == F32 and str(
+                node.attrs.get("auto_broadcast", "numpy")).lower() in ("numpy", "none"):
+            return _Spec("pow", (0, 1), "f32")
         return None
     return _Spec(u[0], (0,), KIND[dt], (u[1], u[2]))
 
