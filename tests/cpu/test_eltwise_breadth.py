@@ -307,6 +307,17 @@ MOVEMENT: dict[str, Case] = {
                                 _i((3, 4, 5), np.int64)),
     "variadic-split-negative-axis": _case(lambda a: [ops.relu(o) for o in ops.variadic_split(
         ops.relu(a), np.int64(-1), np.array([1, 4, -1], np.int64)).outputs()], _f((3, 2, 9))),
+    "transpose-u8-image-then-convert": _case(
+        lambda a: ops.multiply(ops.convert(ops.transpose(a, np.array([0, 3, 1, 2])), "f32"), np.float32(1 / 255)),
+        RNG.integers(0, 256, (1, 7, 9, 3)).astype(np.uint8)),
+    "transpose-bool-then-select": _case(
+        lambda c, a: ops.select(ops.transpose(ops.logical_not(c), np.array([1, 0])), a, np.float32(0.0)),
+        _b((5, 33)), _f((33, 5))),
+    "slice-bool-negative-step": _case(lambda c: ops.logical_not(_slice([-1], [-100], [-2], [0])(ops.logical_not(c))),
+                                      _b((9, 4))),
+    "concat-bool-u8": _case(lambda a, b, u: [ops.logical_not(ops.concat([ops.logical_not(a), b], 1)),
+                                             ops.concat([ops.transpose(u, np.array([1, 0])), u], 0)],
+                            _b((3, 2)), _b((3, 5)), RNG.integers(0, 256, (4, 4)).astype(np.uint8)),
     "concat-int64": _case(lambda a, b: ops.multiply(ops.concat([ops.add(a, np.int64(1)), b, np.zeros((2, 1), np.int64)],
                                                                1), np.int64(2)),
                           _i((2, 3), np.int64), _i((2, 4), np.int64)),

@@ -20,7 +20,7 @@ from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
-from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store, vector_addresses
+from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 MAX_DIMS = 8
@@ -31,12 +31,30 @@ COPY_CONTEXT = ContextLayout(
     pointers=("src", "dst"))
 
 
-def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
+def _emit_copy(m: ir.Module, prefix: str, lanes: int, et: ir.Type = F32) -> None:
+    """copy_task for items of type ``et`` (f32 moves every 4-byte item; i8/i16 the small ones)."""
     fn = Emitter.function(m, f"{prefix}_copy_task", VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
     b = e.b
-    vt = vec(F32, lanes)
+    vt = vec(et, lanes)
+    tname = "f32" if et == F32 else f"i{et.width}"
+    size = 4 if et == F32 else et.width // 8
+
+    def mload(ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
+        if mask is None:
+            return e.load(vt, ptr, align=size)
+        return e.call(f"llvm.masked.load.v{lanes}{tname}.p0", vt, [ptr, c32(size), mask, ir.Constant(vt, None)])
+
+    def mstore(v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+        if mask is None:
+            b.store(v, ptr, align=size)
+        else:
+            e.call(f"llvm.masked.store.v{lanes}{tname}.p0", VOID, [v, ptr, c32(size), mask])
+
+    def addresses(base: ir.Value, index: ir.Value) -> ir.Value:
+        return b.inttoptr(b.add(e.splat(b.ptrtoint(base, I64), lanes), b.mul(index, e.splat(c64(size), lanes))),
+                          vec(PTR, lanes))
     vi = vec(I64, lanes)
     arg = {k: e.field(ctx, i) for k, i in COPY_CONTEXT.index.items()}
     src, dst = b.inttoptr(arg["src"], PTR), b.inttoptr(arg["dst"], PTR)
@@ -62,8 +80,8 @@ def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
             b.store(b.sdiv(cur, dim), rem)
             b.store(b.add(e.load(I64, so), b.mul(idx, arg[f"s{d}"])), so)
             b.store(b.add(e.load(I64, do), b.mul(idx, arg[f"t{d}"])), do)
-        sp = e.gep(F32, src, e.load(I64, so))
-        dp = e.gep(F32, dst, e.load(I64, do))
+        sp = e.gep(et, src, e.load(I64, so))
+        dp = e.gep(et, dst, e.load(I64, do))
 
         def vector_loop(body) -> None:  # noqa: ANN001
             with e.loop(0, nmain, lanes, name="v") as i:
@@ -72,19 +90,19 @@ def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
                 body(nmain, lane_mask(e, b.sub(n, nmain), lanes))
 
         def contiguous(i: ir.Value, mask: ir.Value | None) -> None:
-            masked_store(e, masked_load(e, vt, e.gep(F32, sp, i), mask), e.gep(F32, dp, i), mask)
+            mstore(mload(e.gep(et, sp, i), mask), e.gep(et, dp, i), mask)
 
         def scatter(i: ir.Value, mask: ir.Value | None) -> None:
-            v = masked_load(e, vt, e.gep(F32, sp, i), mask)
-            ptrs = vector_addresses(e, dp, b.mul(b.add(e.splat(i, lanes), lane_idx), e.splat(t_in, lanes)), lanes)
+            v = mload(e.gep(et, sp, i), mask)
+            ptrs = addresses(dp, b.mul(b.add(e.splat(i, lanes), lane_idx), e.splat(t_in, lanes)))
             m_ = mask if mask is not None else ir.Constant(vec(ir.IntType(1), lanes), [1] * lanes)
-            e.call(f"llvm.masked.scatter.v{lanes}f32.v{lanes}p0", VOID, [v, ptrs, c32(4), m_])
+            e.call(f"llvm.masked.scatter.v{lanes}{tname}.v{lanes}p0", VOID, [v, ptrs, c32(size), m_])
 
         def gather(i: ir.Value, mask: ir.Value | None) -> None:
-            ptrs = vector_addresses(e, sp, b.mul(b.add(e.splat(i, lanes), lane_idx), e.splat(s_in, lanes)), lanes)
+            ptrs = addresses(sp, b.mul(b.add(e.splat(i, lanes), lane_idx), e.splat(s_in, lanes)))
             m_ = mask if mask is not None else ir.Constant(vec(ir.IntType(1), lanes), [1] * lanes)
-            v = e.call(f"llvm.masked.gather.v{lanes}f32.v{lanes}p0", vt, [ptrs, c32(4), m_, ir.Constant(vt, None)])
-            masked_store(e, v, e.gep(F32, dp, i), mask)
+            v = e.call(f"llvm.masked.gather.v{lanes}{tname}.v{lanes}p0", vt, [ptrs, c32(size), m_, ir.Constant(vt, None)])
+            mstore(v, e.gep(et, dp, i), mask)
 
         with b.if_else(both) as (yes, no):
             with yes:
@@ -99,8 +117,9 @@ def _emit_copy(m: ir.Module, prefix: str, lanes: int) -> None:
                                 vector_loop(gather)
                             with d_no:
                                 with e.loop(0, n, name="k") as k:
-                                    x = e.load(I32, e.gep(I32, sp, b.mul(k, s_in)))
-                                    b.store(x, e.gep(I32, dp, b.mul(k, t_in)))
+                                    it = I32 if et == F32 else et
+                                    x = e.load(it, e.gep(it, sp, b.mul(k, s_in)))
+                                    b.store(x, e.gep(it, dp, b.mul(k, t_in)))
     b.ret_void()
 
 
@@ -175,6 +194,17 @@ def _library(isa: Isa) -> jit.Library:
     return jit.load(f"movement|{isa.level}|gather", isa, lambda p: _build(p, isa))
 
 
+@functools.cache
+def _small_library(isa: Isa, bits: int) -> jit.Library:
+    """The copy kernel for 1- or 2-byte items."""
+    def build(prefix: str) -> ir.Module:
+        m = ir.Module(name=prefix)
+        m.triple = isa.triple
+        _emit_copy(m, prefix, isa.f32_lanes, ir.IntType(bits))
+        return m
+    return jit.load(f"movement|{isa.level}|copy{bits}", isa, build)
+
+
 def _collapse(shape: list[int], ss: list[int], ts: list[int]) -> tuple[list[int], list[int], list[int]]:
     """Drop size-1 dims, merge dims contiguous on both sides, pick the cheapest inner dim."""
     dims = [(d, s, t) for d, s, t in zip(shape, ss, ts) if d != 1]
@@ -199,14 +229,15 @@ def _collapse(shape: list[int], ss: list[int], ts: list[int]) -> tuple[list[int]
 
 
 def strided_copy(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None = None) -> BoundKernel | None:
-    """A bound kernel that copies ``src`` into ``dst`` (same shape, 4- or 8-byte items, any
-    strides); None when the copy does not fit the kernel (more than 8 collapsed dims, odd strides)."""
+    """A bound kernel that copies ``src`` into ``dst`` (same shape, 1-, 2-, 4- or 8-byte items,
+    any strides); None when the copy does not fit the kernel (more than 8 collapsed dims)."""
     item = src.dtype.itemsize
-    if src.shape != dst.shape or item not in (4, 8) or dst.dtype.itemsize != item:
+    if src.shape != dst.shape or item not in (1, 2, 4, 8) or dst.dtype.itemsize != item:
         return None
-    if any(s % 4 for s in src.strides + dst.strides):
+    unit = min(item, 4)
+    if any(s % unit for s in src.strides + dst.strides):
         return None
-    shape, ss, ts = list(src.shape), [s // 4 for s in src.strides], [s // 4 for s in dst.strides]
+    shape, ss, ts = list(src.shape), [s // unit for s in src.strides], [s // unit for s in dst.strides]
     if item == 8:  # an 8-byte item is two 4-byte words next to each other
         shape, ss, ts = shape + [2], ss + [1], ts + [1]
     dims, ss, ts = _collapse(shape, ss, ts)
@@ -215,7 +246,7 @@ def strided_copy(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None
     pad = MAX_DIMS - len(dims)
     dims, ss, ts = [1] * pad + dims, [0] * pad + ss, [0] * pad + ts
     isa = isa or host_isa()
-    lib = _library(isa)
+    lib = _library(isa) if unit == 4 else _small_library(isa, 8 * unit)
     ctx = COPY_CONTEXT.new()
     ctx[COPY_CONTEXT["src"]], ctx[COPY_CONTEXT["dst"]] = src.ctypes.data, dst.ctypes.data
     rows = int(np.prod(dims[:-1]))

@@ -71,11 +71,11 @@ def lower_transpose(lowering: Lowering, node: Node) -> bool:
 
 
 def _materialized(lowering: Lowering, view: Tensor, name: str) -> Tensor:
-    """A strided view of 8-byte items as a contiguous value, copied by the native copy kernel
-    (the driver's reorders copy only 4-byte items natively); other views are kept."""
+    """A strided view of 1-, 2- or 8-byte items as a contiguous value, copied by the native copy
+    kernel (the driver's reorders copy only 4-byte items natively); other views are kept."""
     from ember.devices.cpu.kernels.movement import strided_copy
 
-    if view.contiguous or view.dtype.itemsize != 8:
+    if view.contiguous or view.dtype.itemsize not in (1, 2, 8):
         return view
     if strided_copy(probe_array(view), np.empty(view.shape, view.dtype), 1, lowering.isa) is None:
         return view
@@ -136,7 +136,7 @@ def lower_concat(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.movement import strided_copy
 
     dtype = node.output(0).element_type.dtype
-    if dtype.itemsize not in (4, 8) or any(s.element_type.dtype != dtype for s in node.input_values()):
+    if dtype.itemsize not in (1, 2, 4, 8) or any(s.element_type.dtype != dtype for s in node.input_values()):
         return False
     out_shape = static_shape(node.output(0))
     rank = len(out_shape)
