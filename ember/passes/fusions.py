@@ -64,21 +64,41 @@ def _bn_inputs(bn: Node) -> tuple[Output, list[Node]]:
     return ins[0], [ins[1].node, ins[2].node, ins[3].node, ins[4].node]
 
 
+def _conv_and_bias(data: Output) -> tuple[Node, np.ndarray] | None:
+    """(convolution, per-channel bias) behind a BatchNorm's data input: the convolution itself
+    (bias 0), or a constant bias Add after it (an ONNX Conv/ConvTranspose with a bias input)."""
+    node = data.node
+    if node.type_name in _CONVS:
+        return node, np.zeros(1)
+    if node.type_name != "Add" or not data.partial_shape.rank_is_static:
+        return None
+    a, b = node.input_values()
+    for conv, other in ((a, b), (b, a)):
+        c = float_value(other)
+        if conv.node.type_name in _CONVS and len(conv.targets) == 1 and c is not None and _per_channel(c) \
+                and c.ndim == data.partial_shape.rank.get_length() and conv.partial_shape == data.partial_shape:
+            return conv.node, c.astype(np.float64).reshape(-1)
+    return None
+
+
 def _bn_is_foldable(bn: Node) -> bool:
     data, params = _bn_inputs(bn)
-    return data.node.type_name in _CONVS and all(float_value(p.output(0)) is not None for p in params) \
-        and _const_weights(data.node) and len(data.targets) == 1
+    found = _conv_and_bias(data)
+    return found is not None and all(float_value(p.output(0)) is not None for p in params) \
+        and _const_weights(found[0]) and len(data.targets) == 1
 
 
 @rule(Pattern("BatchNormInference", name="bn", pred=_bn_is_foldable))
 def conv_batchnorm(m: Match) -> Output | None:
     bn = m["bn"]
     data, (gamma, beta, mean, var) = _bn_inputs(bn)
-    conv = data.node
+    found = _conv_and_bias(data)
+    assert found is not None  # checked by the pattern's predicate
+    conv, conv_bias = found
     g, b, mu, v = (float_value(p.output(0)).astype(np.float64).reshape(-1)  # type: ignore[union-attr]
                    for p in (gamma, beta, mean, var))
     scale = g / np.sqrt(v + bn.attrs["epsilon"])
-    shift = b - mu * scale
+    shift = b + (conv_bias - mu) * scale
     new_conv = _rebuild_conv(conv, _scaled_weights(conv, scale))
     rank = conv.output(0).partial_shape.rank.get_length()
     bias = ops.constant(shift.astype(conv.output(0).element_type.dtype).reshape((1, -1) + (1,) * (rank - 2)),

@@ -260,9 +260,9 @@ def test_conv_transpose_against_onnxruntime(case: tuple) -> None:
 
     shape, oc, k, s, pads, out_pad, dil, group = case
     w = _w(shape[1], oc // group, *k)
-    node = helper.make_node("ConvTranspose", ["x", "w"], ["t"], kernel_shape=list(k), strides=list(s),
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["t"], kernel_shape=list(k), strides=list(s),
                             pads=list(pads), output_padding=list(out_pad), dilations=list(dil), group=group)
-    # BatchNormalization + ReLU after it: folded into the weights (a bias) and fused as an epilogue
+    # BatchNormalization + ReLU after it (and its bias): folded into the weights and a bias, fused
     bn = helper.make_node("BatchNormalization", ["t", "g", "beta", "mean", "var"], ["n"])
     relu = helper.make_node("Relu", ["n"], ["y"])
     stats = [numpy_helper.from_array((RNG.random(oc) + 0.5).astype(np.float32), name) for name in ("g", "var")]
@@ -270,7 +270,7 @@ def test_conv_transpose_against_onnxruntime(case: tuple) -> None:
     graph = helper.make_graph([node, bn, relu], "deconv",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, "w"), *stats])
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(_f(oc), "b"), *stats])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = _f(*shape)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,10 @@ def _from_channels_last(lowering: Lowering, y: Tensor, logical: tuple[int, ...],
     return out
 
 
+def _pair(v: Sequence[int]) -> tuple[int, int]:
+    return int(v[0]), int(v[1])
+
+
 def _kernel_view(a: np.ndarray, rank: int) -> np.ndarray:
     """A channel-last physical array as a kernel takes it: ``[N, W, C]`` for 1-D (the NHWC
     buffer has height 1), else as it is."""
@@ -155,8 +160,8 @@ def lower_conv(lowering: Lowering, node: Node) -> bool:
     if rank == 3:
         w = w[:, :, None]
         pb, pe, dil, strides = [0, *pb], [0, *pe], [1, *dil], [1, *strides]
-    geo = ConvGeometry(n, h, wd, c, w.shape[0], w.shape[2], w.shape[3], tuple(strides), tuple(dil), tuple(pb),
-                       tuple(pe), groups)
+    geo = ConvGeometry(n, h, wd, c, w.shape[0], w.shape[2], w.shape[3], _pair(strides), _pair(dil), _pair(pb),
+                       _pair(pe), groups)
     return _emit_conv2d(lowering, node, geo, w)
 
 
@@ -221,8 +226,8 @@ def _lower_conv3d(lowering: Lowering, node: Node, w: np.ndarray, groups: int, st
             first, final = i == 0, i == len(taps) - 1
             key = (b - a, t, final)
             if key not in geo2:
-                g = ConvGeometry(b - a, h, wd, c, w.shape[0], w.shape[3], w.shape[4], tuple(strides[1:]),
-                                 tuple(dil[1:]), tuple(pb[1:]), tuple(pe[1:]), groups)
+                g = ConvGeometry(b - a, h, wd, c, w.shape[0], w.shape[3], w.shape[4], _pair(strides[1:]),
+                                 _pair(dil[1:]), _pair(pb[1:]), _pair(pe[1:]), groups)
                 epi = Epilogue(lo, hi) if final else Epilogue()
                 geo2[key] = Conv2d(g, np.ascontiguousarray(w[:, :, t]), epi, num_threads=lowering.threads,
                                    isa=lowering.isa, precision=lowering.precision)
@@ -361,11 +366,11 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
         if rank != 5:
-            return [pool2d(a[0], o[0], tuple(kernel), tuple(strides), tuple(dil), tuple(pb), tuple(pe), mode,
+            return [pool2d(a[0], o[0], _pair(kernel), _pair(strides), _pair(dil), _pair(pb), _pair(pe), mode,
                            exclude, threads, isa, padded=padded)]
         xa, ya, ma = a[0], o[0], o[1]
-        hw = pool2d(xa.reshape(n * d, *xa.shape[2:]), ma.reshape(n * d, oh, ow, c), tuple(kernel[1:]),
-                    tuple(strides[1:]), tuple(dil[1:]), tuple(pb[1:]), tuple(pe[1:]), mode, exclude, threads, isa,
+        hw = pool2d(xa.reshape(n * d, *xa.shape[2:]), ma.reshape(n * d, oh, ow, c), _pair(kernel[1:]),
+                    _pair(strides[1:]), _pair(dil[1:]), _pair(pb[1:]), _pair(pe[1:]), mode, exclude, threads, isa,
                     padded=padded)
         depth = pool2d(ma.reshape(n, d, oh * ow, c), ya.reshape(n, od, oh * ow, c), (kernel[0], 1),
                        (strides[0], 1), (dil[0], 1), (pb[0], 0), (pe[0], 0), mode, exclude, threads, isa,
