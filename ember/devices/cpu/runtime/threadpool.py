@@ -5,6 +5,15 @@ Workers are native threads (``pthread_create`` from libc) that never touch Pytho
 ``task`` in ``range(n_tasks)``; tasks are handed out one at a time from an atomic counter, so
 a thread that was descheduled simply takes fewer of them. The calling thread takes part.
 
+A worker *joins* a job before it takes tasks (one atomic step on the job's state word, which
+holds the job number, a closed flag and the count of workers inside); when the caller has run
+out of tasks it *closes* the job and waits only for the workers that joined and are still in a
+task. A worker whose core is busy elsewhere and that wakes after the caller did all the work
+finds the job closed and goes back to sleep: on a busy machine the caller never waits for a
+worker to be scheduled, only for one that was descheduled in the middle of a task (and when
+that keeps happening, the pool runs jobs on the caller alone for a while, longer each time it
+happens again right after).
+
 Waiting, both for work (workers) and for stragglers (the caller), spins on ``pause`` for a
 short while (``spin_us``, default 100 microseconds) and then sleeps on a Linux futex, so an
 idle pool costs no CPU time. Each worker has its own futex word: a job wakes only the
@@ -45,7 +54,7 @@ from ember.errors import EmberError
 _GEN = 0          # unused by workers; keeps line 0 cold
 _FN, _CTX, _NTASKS = 8, 9, 10
 _NEXT = 16        # atomic task counter
-_PENDING = 24     # i32 futex: workers still running the current job
+_STATE = 24       # job state: job number << 32 | CLOSED | workers inside (low half: the caller's futex)
 _CALLER_WAITS = 25
 _BUSY = 32        # i64 lock word taken by the caller for a job
 _SHUTDOWN = 33
@@ -56,6 +65,11 @@ _SERIAL_UNTIL = 37  # cycle-counter deadline: until then jobs run on the caller 
 _BACKOFF = 38     # ticks to stay serial after repeated straggling
 _MIN_WAIT = 39    # waits shorter than this many ticks never count as straggling
 _FALLBACKS = 40   # times the pool went serial (for tests and profiling)
+_BACKOFF_MAX = 41  # the longest serial spell, in ticks
+_BACKOFF_CUR = 42  # the next serial spell (doubles when straggling resumes right after one)
+_CALM = 43        # parallel jobs in a row without straggling (resets the spell length)
+_CLOSED = 1 << 31
+_COUNT_MASK = _CLOSED - 1
 _W0 = 64          # per worker: [gen (i32 futex) | sleeping | pool ptr | id | thread handle]
 _WSTRIDE = 8
 _W_GEN, _W_SLEEPING, _W_POOL, _W_ID, _W_THREAD = 0, 1, 2, 3, 4
@@ -76,7 +90,7 @@ def _futex_number() -> int:
     return nr
 
 
-def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
+def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = triple
     x86 = triple.startswith(("x86_64", "i386", "i686"))
@@ -126,6 +140,10 @@ def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
         b.position_at_end(done)
         return cur
 
+    def state_low(e: Emitter, pool: ir.Value) -> ir.Value:
+        """The 32-bit half of the state word holding the closed flag and the count (a futex)."""
+        return e.gep(I32, pool, _STATE * 2 + (0 if little_endian else 1))
+
     def ticks(e: Emitter) -> ir.Value:
         return e.call("llvm.readcyclecounter", I64, [])
 
@@ -161,15 +179,32 @@ def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
     work = fn.append_basic_block("work")
     b.cbranch(b.icmp_signed("!=", stop, c64(0)), quit_, work)
     b.position_at_end(work)
+    # join the open job (if any): state + 1 while it is open and still the same job
+    state = word(e, pool, _STATE)
+    seen = e.var(I64, b.load_atomic(state, "acquire", 8, typ=I64))
+    join_hdr = fn.append_basic_block("join.hdr")
+    join_try = fn.append_basic_block("join.try")
+    joined = fn.append_basic_block("joined")
+    b.branch(join_hdr)
+    b.position_at_end(join_hdr)
+    st = e.load(I64, seen)
+    is_closed = b.icmp_unsigned("!=", b.and_(st, c64(_CLOSED)), c64(0))
+    b.cbranch(is_closed, top, join_try)
+    b.position_at_end(join_try)
+    res = b.cmpxchg(state, st, b.add(st, c64(1)), "acq_rel", "acquire")
+    b.store(b.extract_value(res, 0), seen)
+    b.cbranch(b.extract_value(res, 1), joined, join_hdr)
+    b.position_at_end(joined)
     fnp = e.load(task_ptr, word(e, pool, _FN))
     ctx = e.load(PTR, word(e, pool, _CTX))
     n = e.load(I64, word(e, pool, _NTASKS))
     run_tasks(e, pool, fnp, ctx, n)
-    left = b.atomic_rmw("sub", word(e, pool, _PENDING), c32(1), "seq_cst")
-    with b.if_then(b.icmp_signed("==", left, c32(1))):
+    old = b.atomic_rmw("sub", state, c64(1), "seq_cst")
+    low = b.and_(b.sub(old, c64(1)), c64(0xFFFFFFFF))
+    with b.if_then(b.icmp_unsigned("==", low, c64(_CLOSED))):  # closed, and the last one out
         waits = b.load_atomic(word(e, pool, _CALLER_WAITS), "seq_cst", 8, typ=I64)
         with b.if_then(b.icmp_signed("!=", waits, c64(0))):
-            futex(e, word(e, pool, _PENDING), _FUTEX_WAKE_PRIVATE, c32(1))
+            futex(e, state_low(e, pool), _FUTEX_WAKE_PRIVATE, c32(1))
     b.branch(top)
     b.position_at_end(quit_)
     b.ret(ir.Constant(PTR, None))
@@ -209,42 +244,59 @@ def _build(prefix: str, triple: str, sys_futex: int) -> ir.Module:
     b.store(ctx, word(e, pool, _CTX))
     b.store(n, word(e, pool, _NTASKS))
     e.store_atomic(c64(0), word(e, pool, _NEXT), "release")
-    e.store_atomic(b.trunc(nw, I32), word(e, pool, _PENDING), "seq_cst")
+    # open job k+1 (the previous one is closed and empty: its caller waited for that)
+    state = word(e, pool, _STATE)
+    prev = b.load_atomic(state, "acquire", 8, typ=I64)
+    job = b.add(b.and_(prev, c64(~0xFFFFFFFF)), c64(1 << 32))
+    e.store_atomic(job, state, "seq_cst")
     with e.loop(0, nw, name="w") as i:
         wake_worker(e, pool, i)
     run_tasks(e, pool, fnp, ctx, n)
     t_own = ticks(e)
-    pend = word(e, pool, _PENDING)
-    cur = b.load_atomic(pend, "acquire", 4, typ=I32)
-    with b.if_then(b.icmp_signed("!=", cur, c32(0))):
-        hdr = fn.append_basic_block("join.hdr")
+    # close it; wait only for the workers that joined and are still inside
+    old = b.atomic_rmw("or", state, c64(_CLOSED), "seq_cst")
+    with b.if_then(b.icmp_unsigned("!=", b.and_(old, c64(_COUNT_MASK)), c64(0))):
+        low_addr = state_low(e, pool)
+        hdr = fn.append_basic_block("close.hdr")
         b.branch(hdr)
         b.position_at_end(hdr)
-        now = b.load_atomic(pend, "acquire", 4, typ=I32)
-        body = fn.append_basic_block("join.body")
-        joined = fn.append_basic_block("join.done")
-        b.cbranch(b.icmp_signed("==", now, c32(0)), joined, body)
+        now = b.load_atomic(low_addr, "acquire", 4, typ=I32)
+        body = fn.append_basic_block("close.body")
+        emptied = fn.append_basic_block("close.done")
+        b.cbranch(b.icmp_unsigned("==", b.and_(now, c32(_COUNT_MASK)), c32(0)), emptied, body)
         b.position_at_end(body)
-        wait_change(e, pool, pend, now, word(e, pool, _CALLER_WAITS))
+        wait_change(e, pool, low_addr, now, word(e, pool, _CALLER_WAITS))
         b.branch(hdr)
-        b.position_at_end(joined)
+        b.position_at_end(emptied)
     # Busy cores: a worker that was descheduled holds its task while the caller waits.
     # After a few such jobs in a row, run jobs on the caller alone for a while.
     t_end = ticks(e)
     waited = b.sub(t_end, t_own)
     limit = e.max(b.sub(t_own, t_start), e.load(I64, word(e, pool, _MIN_WAIT)))
+    # A leaky score: +4 a straggling job, -1 a fine one; at 12 the pool goes serial for a
+    # spell that doubles (up to _BACKOFF_MAX) while straggling resumes right after each
+    # spell, and is back to _BACKOFF after 4096 fine jobs in a row.
     straggle = word(e, pool, _STRAGGLE)
+    calm = word(e, pool, _CALM)
+    cur_spell = word(e, pool, _BACKOFF_CUR)
     with b.if_else(b.icmp_unsigned(">", waited, limit)) as (slow, fine):
         with slow:
-            count = b.add(e.load(I64, straggle), c64(1))
+            b.store(c64(0), calm)
+            count = b.add(e.load(I64, straggle), c64(4))
             b.store(count, straggle)
-            with b.if_then(b.icmp_signed(">=", count, c64(3))):
-                b.store(b.add(t_end, e.load(I64, word(e, pool, _BACKOFF))), word(e, pool, _SERIAL_UNTIL))
+            with b.if_then(b.icmp_signed(">=", count, c64(12))):
+                spell = e.max(e.load(I64, cur_spell), e.load(I64, word(e, pool, _BACKOFF)))
+                b.store(b.add(t_end, spell), word(e, pool, _SERIAL_UNTIL))
+                b.store(e.min(b.mul(spell, c64(2)), e.load(I64, word(e, pool, _BACKOFF_MAX))), cur_spell)
                 b.store(c64(0), straggle)
                 fallbacks = word(e, pool, _FALLBACKS)
                 b.store(b.add(e.load(I64, fallbacks), c64(1)), fallbacks)
         with fine:
-            b.store(c64(0), straggle)
+            b.store(e.max(b.sub(e.load(I64, straggle), c64(1)), c64(0)), straggle)
+            quiet = b.add(e.load(I64, calm), c64(1))
+            b.store(quiet, calm)
+            with b.if_then(b.icmp_signed(">=", quiet, c64(4096))):
+                b.store(e.load(I64, word(e, pool, _BACKOFF)), cur_spell)
     e.store_atomic(c64(0), word(e, pool, _BUSY), "release")
     b.ret_void()
 
@@ -300,7 +352,8 @@ _lib_lock = threading.Lock()
 def _library() -> jit.Library:
     isa = host_isa("generic")
     nr = _futex_number()
-    return jit.load(f"threadpool|futex{nr}", isa, lambda p: _build(p, isa.triple, nr))
+    little = sys.byteorder == "little"
+    return jit.load(f"threadpool|futex{nr}|{sys.byteorder}", isa, lambda p: _build(p, isa.triple, nr, little))
 
 
 _spin_ns: float | None = None
@@ -396,7 +449,9 @@ class ThreadPool:
     ``spin_us`` is how long a waiting thread spins before it sleeps on a futex. When the
     caller of a job keeps waiting for a worker much longer than it worked itself (the
     worker's core is busy with another process), the pool runs jobs on the caller alone
-    for ``backoff_ms`` before it tries its workers again (:attr:`serial_fallbacks` counts).
+    for ``backoff_ms`` before it tries its workers again (:attr:`serial_fallbacks` counts);
+    if they straggle again right away, the next spell is twice as long, up to
+    ``max_backoff_ms``.
 
     ``pin`` binds each worker to one CPU of the process's affinity set (the first CPU is
     left to the caller, which is not pinned); by default workers are pinned when the pool
@@ -405,7 +460,7 @@ class ThreadPool:
     """
 
     def __init__(self, num_threads: int | None = None, spin_us: float = 100.0, backoff_ms: float = 50.0,
-                 pin: bool | None = None):
+                 pin: bool | None = None, max_backoff_ms: float = 1000.0):
         if num_threads is None:
             num_threads = available_cores()
         if num_threads < 1:
@@ -419,7 +474,9 @@ class ThreadPool:
         self._state[_NWORKERS] = workers
         self._state[_SPIN] = max(1, int(spin_us * 1000 / _pause_ns(self._lib)))
         hz = _ticks_per_second(self._lib)
-        self._state[_BACKOFF] = int(hz * backoff_ms / 1000)
+        self._state[_BACKOFF] = self._state[_BACKOFF_CUR] = int(hz * backoff_ms / 1000)
+        self._state[_BACKOFF_MAX] = int(hz * max(backoff_ms, max_backoff_ms) / 1000)
+        self._state[_STATE] = _CLOSED  # no job yet
         self._state[_MIN_WAIT] = int(hz * 20e-6) if hz else 2**62  # 20 us
         self.num_threads = num_threads
         self.handle = self._state.ctypes.data
@@ -479,6 +536,7 @@ def _after_fork_in_child() -> None:
     for pool in list(_pools):
         pool._state[_NWORKERS] = 0  # so stop() joins nothing and parallel_for runs on the caller
         pool._state[_BUSY] = 0
+        pool._state[_STATE] = _CLOSED
         pool.pinned_cpus = []
     _pinned.clear()
     _default = None
