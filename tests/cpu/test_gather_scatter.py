@@ -274,6 +274,12 @@ for mode in ("max", "min"):
                 openvino=sort == "value")  # OpenVINO's sort=index picks other equal elements than stable
         TOPK[f"{mode}-{sort}-long-axis-small-k"] = Case(
             "topk", [_f(2, 3000), Const(np.array(5))], (-1, mode, sort, "i64"), {"stable": True}, openvino=True)
+        TOPK[f"{mode}-{sort}-heap-ties"] = Case(  # 32 < k <= n / 8: the heap path, many equal values
+            "topk", [_ties(2, 900), Const(np.array(50))], (1, mode, sort, "i32"), {"stable": True},
+            openvino=sort == "value")
+        TOPK[f"{mode}-{sort}-heap-sorted-input"] = Case(  # every element enters the heap
+            "topk", [np.sort(_f(2, 700), axis=1) * (1 if mode == "max" else -1), Const(np.array(60))],
+            (1, mode, sort, "i64"), {"stable": True}, openvino=True)
         TOPK[f"{mode}-{sort}-k-equals-axis"] = Case(
             "topk", [_f(4, 300), Const(np.array(300))], (1, mode, sort, "i32"), {"stable": True}, openvino=True)
         TOPK[f"{mode}-{sort}-nan-inf"] = Case(  # NaN is the largest value, as the reference and PyTorch
@@ -358,11 +364,11 @@ def test_kernels_on_every_isa_level(level: str) -> None:
     gather.gather_elements(d, el, got[:4], outer=1, K=4, n=6, inner=35, tab_io=np.zeros(1, np.int64), is_j=35,
                            tab_ic=np.arange(35), threads=2, isa=isa).run()
     np.testing.assert_array_equal(got[:4], np.take_along_axis(d, el, 0))
-    # TopK, small k and radix
-    x = _f(3, 200)
-    for k in (3, 150):
+    # TopK: insertion (k <= 32), heap (k <= n / 8), radix
+    x = _f(3, 400)
+    for k in (3, 45, 150):
         vals, inds = np.empty((3, k), np.float32), np.empty((3, k), np.int64)
-        topk.topk(x, vals, inds, outer=3, n=200, inner=1, k=k, largest=True, by_index=False, threads=2, isa=isa).run()
+        topk.topk(x, vals, inds, outer=3, n=400, inner=1, k=k, largest=True, by_index=False, threads=2, isa=isa).run()
         np.testing.assert_array_equal(inds, np.argsort(-x, axis=1, kind="stable")[:, :k])
     # CumSum, vector and scalar paths
     for shape in ((4, 30, 37), (4, 30, 1)):

@@ -61,8 +61,15 @@ def _emit_nd(m: ir.Module, prefix: str, lanes: int, idx64: bool) -> None:
     nmain = b.mul(b.sdiv(inner, c64(lanes)), c64(lanes))
     tail = lane_mask(e, b.sub(inner, nmain), lanes)
     zero = ir.Constant(vt, None)
+    M = e.arg("M")
+    batch = e.var(I64, b.sdiv(r0, M))  # the batch of row r and r's place in it, kept without divisions
+    in_batch = e.var(I64, b.srem(r0, M))
     with e.loop(r0, r1, name="r") as r:
-        off = e.var(I64, b.mul(b.sdiv(r, e.arg("M")), e.arg("bstride")))
+        off = e.var(I64, b.mul(e.load(I64, batch), e.arg("bstride")))
+        nxt = b.add(e.load(I64, in_batch), c64(1))
+        wrap = b.icmp_signed("==", nxt, M)
+        b.store(b.select(wrap, c64(0), nxt), in_batch)
+        b.store(b.add(e.load(I64, batch), b.zext(wrap, I64)), batch)
         ok = e.var(I1, ir.Constant(I1, 1))
         with e.loop(c64(0), k, name="m") as mm:
             v, good = _norm(e, _load_index(e, idx, b.add(b.mul(r, k), mm), idx64),
@@ -102,11 +109,17 @@ def _emit_elements(m: ir.Module, prefix: str, lanes: int, idx64: bool, wide: boo
     nmain = b.mul(b.sdiv(units, c64(lanes)), c64(lanes))
     tail = lane_mask(e, b.sub(units, nmain), lanes)
     zero = ir.Constant(vt, None)
+    o_var = e.var(I64, b.sdiv(r0, K))  # row r is (o, j): kept without divisions
+    j_var = e.var(I64, b.srem(r0, K))
     with e.loop(r0, r1, name="r") as r:
-        o = b.sdiv(r, K)
+        o, j = e.load(I64, o_var), e.load(I64, j_var)
+        nxt = b.add(j, c64(1))
+        wrap = b.icmp_signed("==", nxt, K)
+        b.store(b.select(wrap, c64(0), nxt), j_var)
+        b.store(b.add(o, b.zext(wrap, I64)), o_var)
         base = e.gep(t, data, b.mul(o, e.arg("ostride")))
         row = b.mul(r, inner)
-        irow = b.add(e.load(I64, e.gep(I64, tab_io, o), align=8), b.mul(b.srem(r, K), e.arg("is_j")))
+        irow = b.add(e.load(I64, e.gep(I64, tab_io, o), align=8), b.mul(j, e.arg("is_j")))
         with b.if_else(b.icmp_signed("!=", e.arg("row_index"), c64(0))) as (one, many):
             with one:  # one index for the whole row: a vector copy of a data row
                 v, good = _norm(e, _load_index(e, idx, irow, idx64), n)

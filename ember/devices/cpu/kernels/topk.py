@@ -7,6 +7,8 @@ mode inverts the key). Equal keys keep their input order, so the result is the s
 
 - small ``k`` (at most :data:`SMALL_K`): one pass over the axis keeping the best ``k`` in a sorted
   buffer (an element that does not beat the current k-th costs one compare);
+- ``k`` up to an eighth of the axis: a heap of the best ``k`` (its root the worst of them, of equal
+  keys the later index), one compare for an element that does not beat the root, then heapsort;
 - otherwise (``k`` up to the axis length): a stable LSD radix sort of the keys (4 passes of 8
   bits, a pass whose digit is the same everywhere is skipped), then the first ``k``.
 
@@ -28,6 +30,8 @@ from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 SMALL_K = 32
+#: a k at most the axis length / HEAP_RATIO selects with a heap (else the radix sort)
+HEAP_RATIO = 8
 RADIX = 256
 
 TOPK_CONTEXT = ContextLayout(
@@ -36,7 +40,54 @@ TOPK_CONTEXT = ContextLayout(
     pointers=("data", "values", "indices", "scratch"))
 
 
+def _emit_sift_down(m: ir.Module, name: str) -> ir.Function:
+    """sift(keys, idx, p, size): restore the heap below ``p``; the root of the heap is the *worst*
+    entry (the larger key; of equal keys, the larger index)."""
+    fn = ContextEmitter.function(m, name, VOID, [PTR, PTR, I64, I64], internal=True)
+    keys, idx, p0, size = fn.args
+    from ember.devices.cpu.llvm.codegen import Emitter
+
+    e = Emitter(m, fn)
+    b = e.b
+    p = e.var(I64, p0)
+    hdr, body, done = (fn.append_basic_block(x) for x in ("s.hdr", "s.body", "s.done"))
+    b.branch(hdr)
+    b.position_at_end(hdr)
+    pv = e.load(I64, p)
+    left = b.add(b.mul(pv, c64(2)), c64(1))
+    b.cbranch(b.icmp_signed("<", left, size), body, done)
+    b.position_at_end(body)
+
+    def ld(ptr: ir.Value, i: ir.Value) -> ir.Value:
+        return e.load(I32, e.gep(I32, ptr, i), align=4)
+
+    def worse(i: ir.Value, j: ir.Value) -> ir.Value:
+        ki, kj = ld(keys, i), ld(keys, j)
+        return b.or_(b.icmp_unsigned(">", ki, kj),
+                     b.and_(b.icmp_unsigned("==", ki, kj), b.icmp_signed(">", ld(idx, i), ld(idx, j))))
+
+    right = b.add(left, c64(1))
+    has_right = b.icmp_signed("<", right, size)
+    pick_right = e.var(ir.IntType(1), ir.Constant(ir.IntType(1), 0))
+    with b.if_then(has_right):
+        b.store(worse(right, left), pick_right)
+    c = b.select(e.load(ir.IntType(1), pick_right), right, left)
+    swap = fn.append_basic_block("s.swap")
+    b.cbranch(worse(c, pv), swap, done)
+    b.position_at_end(swap)
+    for ptr in (keys, idx):
+        a, z = ld(ptr, pv), ld(ptr, c)
+        b.store(z, e.gep(I32, ptr, pv), align=4)
+        b.store(a, e.gep(I32, ptr, c), align=4)
+    b.store(c, p)
+    b.branch(hdr)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
 def _emit(m: ir.Module, prefix: str, dtype: str, largest: bool, by_index: bool, idx64: bool) -> None:
+    sift = _emit_sift_down(m, f"{prefix}_sift")
     fn = ContextEmitter.function(m, f"{prefix}_topk_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, TOPK_CONTEXT)
     b = e.b
@@ -109,45 +160,69 @@ def _emit(m: ir.Module, prefix: str, dtype: str, largest: bool, by_index: bool, 
                         b.store(b.select(full, c, b.add(c, c64(1))), cnt)
                 with e.loop(zero, k, name="cp") as s:
                     st(ld(i1, s), i0, s)
-            with srt:  # stable LSD radix sort of all n keys into k0/i0
-                with e.loop(zero, n, name="a") as a:
-                    st(key(e.load(t, e.gep(t, base, b.mul(a, inner)))), k0, a)
-                    st(b.trunc(a, I32), i0, a)
-                src_k, src_i = e.var(PTR, k0), e.var(PTR, i0)
-                dst_k, dst_i = e.var(PTR, k1), e.var(PTR, i1)
-                for shift in (0, 8, 16, 24):
-                    sk, si, dk, di = (e.load(PTR, v) for v in (src_k, src_i, dst_k, dst_i))
-                    with e.loop(zero, c64(RADIX), name="h0") as d:
-                        st(c32(0), hist, d)
+            with srt:
+                use_heap = b.icmp_signed("<=", b.mul(k, c64(HEAP_RATIO)), n)
+                with b.if_else(use_heap) as (heap, radix):
+                    with heap:  # a heap of the best k (its root the worst of them), then heapsort
+                        with e.loop(zero, k, name="hf") as a:
+                            st(key(e.load(t, e.gep(t, base, b.mul(a, inner)))), k1, a)
+                            st(b.trunc(a, I32), i1, a)
+                        with e.loop(zero, b.add(b.sdiv(k, c64(2)), c64(1)), name="hh") as q:
+                            b.call(sift, [k1, i1, b.sub(b.sdiv(k, c64(2)), q), k])
+                        with e.loop(k, n, name="hs") as a:
+                            kv = key(e.load(t, e.gep(t, base, b.mul(a, inner))))
+                            with b.if_then(b.icmp_unsigned("<", kv, ld(k1, zero))):
+                                st(kv, k1, zero)
+                                st(b.trunc(a, I32), i1, zero)
+                                b.call(sift, [k1, i1, zero, k])
+                        with e.loop(c64(1), k, name="hx") as q:
+                            end = b.sub(k, q)
+                            for ptr in (k1, i1):
+                                top, last = ld(ptr, zero), ld(ptr, end)
+                                st(last, ptr, zero)
+                                st(top, ptr, end)
+                            b.call(sift, [k1, i1, zero, end])
+                        with e.loop(zero, k, name="hc") as q:
+                            st(ld(i1, q), i0, q)
+                    with radix:  # stable LSD radix sort of all n keys into k0/i0
+                        with e.loop(zero, n, name="a") as a:
+                            st(key(e.load(t, e.gep(t, base, b.mul(a, inner)))), k0, a)
+                            st(b.trunc(a, I32), i0, a)
+                        src_k, src_i = e.var(PTR, k0), e.var(PTR, i0)
+                        dst_k, dst_i = e.var(PTR, k1), e.var(PTR, i1)
+                        for shift in (0, 8, 16, 24):
+                            sk, si, dk, di = (e.load(PTR, v) for v in (src_k, src_i, dst_k, dst_i))
+                            with e.loop(zero, c64(RADIX), name="h0") as d:
+                                st(c32(0), hist, d)
 
-                    def digit(v: ir.Value, shift: int = shift) -> ir.Value:
-                        return b.zext(b.and_(b.lshr(v, c32(shift)), c32(RADIX - 1)), I64)
+                            def digit(v: ir.Value, shift: int = shift) -> ir.Value:
+                                return b.zext(b.and_(b.lshr(v, c32(shift)), c32(RADIX - 1)), I64)
 
-                    with e.loop(zero, n, name="h1") as a:
-                        d = digit(ld(sk, a))
-                        st(b.add(ld(hist, d), c32(1)), hist, d)
-                    first = digit(ld(sk, zero))
-                    with b.if_then(b.icmp_signed("!=", b.sext(ld(hist, first), I64), n)):  # else: nothing moves
-                        acc = e.var(I32, c32(0))
-                        with e.loop(zero, c64(RADIX), name="h2") as d:
-                            h = ld(hist, d)
-                            st(e.load(I32, acc), hist, d)
-                            b.store(b.add(e.load(I32, acc), h), acc)
-                        with e.loop(zero, n, name="h3") as a:
-                            kv = ld(sk, a)
-                            d = digit(kv)
-                            pos = b.sext(ld(hist, d), I64)
-                            st(b.add(ld(hist, d), c32(1)), hist, d)
-                            st(kv, dk, pos)
-                            st(ld(si, a), di, pos)
-                        b.store(dk, src_k)
-                        b.store(di, src_i)
-                        b.store(sk, dst_k)
-                        b.store(si, dst_i)
-                res_i = e.load(PTR, src_i)
-                with b.if_then(b.icmp_unsigned("!=", b.ptrtoint(res_i, I64), b.ptrtoint(i0, I64))):
-                    with e.loop(zero, k, name="cp2") as s:
-                        st(ld(res_i, s), i0, s)
+                            with e.loop(zero, n, name="h1") as a:
+                                d = digit(ld(sk, a))
+                                st(b.add(ld(hist, d), c32(1)), hist, d)
+                            first = digit(ld(sk, zero))
+                            with b.if_then(b.icmp_signed("!=", b.sext(ld(hist, first), I64), n)):  # else: nothing moves
+                                acc = e.var(I32, c32(0))
+                                with e.loop(zero, c64(RADIX), name="h2") as d:
+                                    h = ld(hist, d)
+                                    st(e.load(I32, acc), hist, d)
+                                    b.store(b.add(e.load(I32, acc), h), acc)
+                                with e.loop(zero, n, name="h3") as a:
+                                    kv = ld(sk, a)
+                                    d = digit(kv)
+                                    pos = b.sext(ld(hist, d), I64)
+                                    st(b.add(ld(hist, d), c32(1)), hist, d)
+                                    st(kv, dk, pos)
+                                    st(ld(si, a), di, pos)
+                                b.store(dk, src_k)
+                                b.store(di, src_i)
+                                b.store(sk, dst_k)
+                                b.store(si, dst_i)
+                        res_i = e.load(PTR, src_i)
+                        with b.if_then(b.icmp_unsigned("!=", b.ptrtoint(res_i, I64), b.ptrtoint(i0, I64))):
+                            with e.loop(zero, k, name="cp2") as s:
+                                st(ld(res_i, s), i0, s)
         if by_index:  # the chosen indices in ascending order
             with e.loop(zero, k, name="mk") as s:
                 b.store(ir.Constant(I8, 1), e.gep(I8, marks, b.sext(ld(i0, s), I64)))
