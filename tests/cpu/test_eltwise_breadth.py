@@ -135,6 +135,15 @@ ACTIVATIONS: dict[str, Case] = {
                         np.array([3.0, 3.0, 0.5, -1.0, -1.0, 3.0, 0.0, np.nan, 0.0, -1.0, 3.0, 2.0, 2.5, -1.5,
                                   1.0, 1.0 / 3.0], np.float32)),
     "pow-base-broadcast": _case(lambda e: ops.power(np.float32(10000.0), e), np.linspace(-1, 0, 64).astype(np.float32)),
+    "short-rows-const-vectors": _case(lambda a: ops.add(ops.multiply(a, _f((4,), edge=False)), _f((4,), edge=False)),
+                                      _f((600, 4))),
+    "short-rows-const-2d-and-scalar": _case(lambda a: ops.maximum(ops.multiply(a, _f((3, 2), edge=False)),
+                                                                  np.float32(0.1)), _f((50, 3, 2))),
+    "short-rows-prime-count": _case(lambda a: ops.multiply(a, _f((4,), edge=False)), _f((997, 4))),
+    "short-rows-runtime-vector": _case(ops.multiply, _f((600, 4)), _f((4,))),
+    "short-rows-int64-bool-consts": _case(
+        lambda a: ops.select(np.array([True, False, True], np.bool_), ops.add(a, np.array([1, 2, 3], np.int64)), a),
+        _i((400, 3), np.int64)),
     "chain-many": _case(lambda a, b: ops.sign(ops.floor_mod(ops.softsign(ops.maximum(a, b)), np.float32(0.3))),
                         _f((4, 33)), _f((4, 33))),
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -610,8 +611,49 @@ def _imm_word(op: str, v: float, rtype: str) -> int:
     return int(v)
 
 
+def _widen_rows(dims: list[int], st: list[list[int]], views: list[np.ndarray],
+                constant: Sequence[bool]) -> tuple[list[int], list[list[int]], list[np.ndarray]]:
+    """Short rows (``[..., rows, inner]`` with a small inner extent) as fewer, longer rows of k
+    rows each, so a program runs over whole vectors: inputs contiguous across rows stay as they
+    are; a constant row vector broadcast over the rows is tiled k times (once, at bind time)."""
+    if len(dims) < 2 or dims[-1] >= 64 or dims[-2] < 4:
+        return dims, st, views
+    inner, rows = dims[-1], dims[-2]
+    fits = []
+    for i, s in enumerate(st):
+        if s[-2] == inner and s[-1] == 1 or s[-2] == 0 and s[-1] == 0:
+            fits.append(None)
+        elif s[-2] == 0 and s[-1] == 1 and i > 0 and constant[i - 1]:
+            fits.append("tile")
+        else:
+            return dims, st, views
+    best = 1
+    for k in range(2, min(rows, 2048 // inner) + 1):
+        if rows % k == 0:
+            best = k
+    if best < 4:
+        return dims, st, views
+    dims = dims[:-2] + [rows // best, inner * best]
+    out_st, out_views = [], list(views)
+    for i, (s, how) in enumerate(zip(st, fits)):
+        if how == "tile":
+            out_views[i - 1] = np.tile(_first_row(views[i - 1], inner), best)
+            out_st.append(s[:-2] + [0, 1])
+        elif s[-1] == 0:
+            out_st.append(s[:-2] + [0, 0])
+        else:
+            out_st.append(s[:-2] + [s[-2] * best, 1])
+    return dims, out_st, out_views
+
+
+def _first_row(view: np.ndarray, inner: int) -> np.ndarray:
+    """The ``inner`` elements a row-broadcast input holds (its last axis, where it varies)."""
+    flat = np.lib.stride_tricks.as_strided(view, (inner,), (view.itemsize,), writeable=False)
+    return np.array(flat)
+
+
 def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple], threads: int,
-                   isa: Isa | None = None, rtype: str = "f32") -> BoundKernel | None:
+                   isa: Isa | None = None, rtype: str = "f32", constant: Sequence[bool] = ()) -> BoundKernel | None:
     """A bound elementwise program writing ``y`` (contiguous innermost axis; f32, f64, i32,
     i64, u8 or bool).
 
@@ -637,6 +679,8 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
         dims, st = [1], [[1] for _ in strides]
     if len(dims) > 4 or st[0][-1] != 1 or any(s[-1] not in (0, 1) for s in st[1:]):
         return None
+    if any(constant):
+        dims, st, views = _widen_rows(dims, st, views, constant)
     pad = 4 - len(dims)
     dims = [1] * pad + dims
     st = [[0] * pad + s for s in st]
@@ -670,4 +714,4 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
         ctx[base:base + EW_INSTR_WORDS] = [OPCODES[op], dst, a, b_, _imm_word(op, imm0, rtype),
                                            _imm_word(op, imm1, rtype)]
     n_tasks = -(-nrows // rpt) * ncb if y.size else 0
-    return BoundKernel(lib.address("eltwise_task"), ctx, n_tasks, threads, (y, *inputs), layout=ELTWISE_CONTEXT)
+    return BoundKernel(lib.address("eltwise_task"), ctx, n_tasks, threads, (y, *inputs, *views), layout=ELTWISE_CONTEXT)

@@ -320,9 +320,11 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
         y = lowering.value(phys, layout, out_dtype, name=last.friendly_name)
     threads = lowering.threads
     rtype = state["kind"]
+    constant = [t.kind == "const" for t in ins]
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        k = eltwise_kernel(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa, rtype)
+        k = eltwise_kernel(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa, rtype,
+                           constant)
         if k is None:
             raise EmberError(f"ember: internal: elementwise chain at '{node.friendly_name}' does not fit the kernel")
         return [k]
