@@ -111,6 +111,17 @@ def chain3d() -> Model:
     return Model([y], [x], "chain3d")
 
 
+def pool_indices(shape: tuple[int, ...], k: tuple[int, ...], s: tuple[int, ...], pb: tuple[int, ...],
+                 pe: tuple[int, ...], axis: int, index_type: str = "i64", rounding: str = "floor") -> Callable[[], Model]:
+    """MaxPool-14 with both outputs used (values and flat indices)."""
+    def build() -> Model:
+        x = ops.parameter(list(shape), np.float32, name="x")
+        p = ops.max_pool(x, list(s), [1] * len(k), list(pb), list(pe), list(k), rounding,
+                         index_element_type=index_type, axis=axis)
+        return Model([p.output(1), p.output(0)], [x], "pool_indices")
+    return build
+
+
 def _edges(shape: tuple[int, ...]) -> np.ndarray:
     x = _f(*shape)
     flat = x.reshape(-1)
@@ -177,14 +188,21 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
                           (1, 3, 4, 5, 5), None),
     "avgpool3d-include-ceil": (pool((2, 4, 5, 4, 6), "avg", (2, 2, 3), (2, 2, 2), (1, 0, 1), (0, 0, 1),
                                     rounding="ceil", exclude_pad=False), (2, 4, 5, 4, 6), None),
+    "maxpool-indices-axis0": (pool_indices((2, 5, 7, 8), (3, 3), (2, 2), (1, 1), (1, 1), 0), (2, 5, 7, 8), _edges),
+    "maxpool-indices-axis1-i32": (pool_indices((2, 19, 6, 5), (2, 2), (2, 1), (0, 0), (1, 1), 1, "i32", "ceil"),
+                                  (2, 19, 6, 5), None),
+    "maxpool-indices-axis3": (pool_indices((1, 4, 5, 6), (3, 2), (1, 2), (1, 0), (1, 1), -1), (1, 4, 5, 6), None),
+    "maxpool1d-indices-axis2": (pool_indices((2, 3, 11), (3,), (2,), (1,), (1,), 2), (2, 3, 11), _edges),
+    "maxpool1d-indices-axis1": (pool_indices((1, 17, 9), (2,), (2,), (0,), (0,), 1), (1, 17, 9), None),
     "maxpool3d-dilated": (pool((1, 3, 6, 6, 6), "max", (2, 2, 2), (1, 2, 1), (0, 0, 0), (0, 0, 0), dil=(2, 1, 2)),
                           (1, 3, 6, 6, 6), None),
 }
 
 
-def _run(model: Model, device: str, x: np.ndarray) -> tuple[np.ndarray, Any]:
+def _run(model: Model, device: str, x: np.ndarray) -> tuple[list[np.ndarray], Any]:
     cm = ember.Core().compile_model(model, device)
-    return cm([x])[cm.output(0)], cm
+    res = cm([x])
+    return [res[cm.output(i)] for i in range(len(cm.outputs))], cm
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -192,20 +210,24 @@ def test_conv_family_matches_reference(name: str) -> None:
     build, shape, make = CASES[name]
     model = build()
     x = make(shape) if make is not None else _f(*shape)
-    want, _ = _run(model, "REFERENCE", x)
-    got, cm = _run(model, "CPU", x)
+    wants, _ = _run(model, "REFERENCE", x)
+    gots, cm = _run(model, "CPU", x)
     program = cm._executable.program
     assert not program.stats["fallbacks"], f"ran on reference kernels: {program.stats['fallbacks']}"
     if name != "unet1d-chain":  # bias, ReLU and clamp tails are fused into the kernels
         assert not [op.type_name for op in program.ops if op.type_name.startswith("Eltwise")]
     if name.endswith("chain"):  # layouts change on the way in and out (and for unet1d's Exp)
         assert len([op for op in program.ops if op.type_name == "Reorder"]) == (4 if "unet" in name else 2)
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    finite = np.isfinite(want)
-    np.testing.assert_array_equal(got[~finite], want[~finite])
-    scale = max(1.0, float(np.abs(want[finite]).max())) if finite.any() else 1.0
-    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-5, atol=1e-5 * scale)
+    for got, want in zip(gots, wants):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        if want.dtype.kind in "iu":  # MaxPool indices
+            np.testing.assert_array_equal(got, want)
+            continue
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal(got[~finite], want[~finite])
+        scale = max(1.0, float(np.abs(want[finite]).max())) if finite.any() else 1.0
+        np.testing.assert_allclose(got[finite], want[finite], rtol=2e-5, atol=1e-5 * scale)
 
 
 def test_conv_transpose_kernel_channel_slices_and_residual() -> None:
@@ -234,7 +256,7 @@ def test_conv_transpose_bf16(name: str) -> None:
     build, shape, _ = CASES[name]
     model = build()
     x = _f(*shape)
-    want, _ = _run(model, "REFERENCE", x)
+    want = _run(model, "REFERENCE", x)[0][0]
     cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     assert cm._executable.program.stats["bf16_ops"] >= 1
     got = cm([x])[cm.output(0)]

@@ -17,20 +17,21 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store, vmax, vmin
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 from ember.devices.cpu.runtime.memory import aligned_empty
+from ember.errors import EmberError
 
 LOWEST = -3.4028234663852886e38
 
 POOL_CONTEXT = ContextLayout(
     "pool",
     ("x", "y", "h", "w", "c", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "ldx", "xn", "ldy",
-     "yn", "avg", "invh", "invw", "cb", "ncb"),
-    pointers=("x", "y", "invh", "invw"))
+     "yn", "avg", "invh", "invw", "cb", "ncb", "idx", "idx64", "mn", "mc", "my"),
+    pointers=("x", "y", "invh", "invw", "idx"))
 REDUCE_CONTEXT = ContextLayout(
     "reduce",
     ("x", "y", "r", "inner", "xs_o", "xs_r", "ys_o", "op", "scale", "ib", "nib"),
@@ -38,9 +39,11 @@ REDUCE_CONTEXT = ContextLayout(
 RED_OPS = {"sum": 0, "max": 1, "min": 2}
 
 
-def _emit_pool(m: ir.Module, prefix: str, lanes: int) -> None:
-    """pool_task(ctx, task): task -> (image, output row, channel block)."""
-    fn = Emitter.function(m, f"{prefix}_pool_task", VOID, [PTR, I64])
+def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False) -> None:
+    """pool_task(ctx, task): task -> (image, output row, channel block). With ``indices``
+    (max pooling only, ``pool_idx_task``) it also writes the flat input index of each maximum
+    into ``idx`` (plain NCHW order, i32 or i64): ``img * mn + c * mc + iy * my + ix``."""
+    fn = Emitter.function(m, f"{prefix}_pool_{'idx_' if indices else ''}task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, POOL_CONTEXT)
     b = e.b
     task = fn.args[1]
@@ -68,6 +71,12 @@ def _emit_pool(m: ir.Module, prefix: str, lanes: int) -> None:
         def channels(ch: ir.Value, mask: ir.Value | None) -> None:
             acc = e.var(vt)
             b.store(b.select(avg, zero, lowest), acc)
+            if indices:  # the index of a window without a winner: its channel's first element
+                iv = vec(I64, lanes)
+                lane = ir.Constant(iv, list(range(lanes)))
+                chan = b.add(b.mul(b.add(e.splat(ch, lanes), lane), e.splat(e.arg("mc"), lanes)),
+                             e.splat(b.mul(img, e.arg("mn")), lanes))
+                best = e.var(iv, chan)
             with e.loop(0, kh, name="ky") as ky:
                 iy = b.add(iy0, b.mul(ky, e.arg("dh")))
                 with b.if_then(b.icmp_unsigned("<", iy, H)):
@@ -77,10 +86,35 @@ def _emit_pool(m: ir.Module, prefix: str, lanes: int) -> None:
                         with b.if_then(b.icmp_unsigned("<", ix, W)):
                             v = masked_load(e, vt, e.gep(F32, xrow, b.add(b.mul(ix, ldx), ch)), mask)
                             a = e.load(vt, acc)
-                            b.store(b.select(avg, b.fadd(a, v), vmax(b, a, v)), acc)
+                            if indices:
+                                take = b.fcmp_ordered(">", v, a)
+                                b.store(b.select(take, v, a), acc)
+                                pos = e.splat(b.add(b.mul(iy, e.arg("my")), ix), lanes)
+                                b.store(b.select(take, b.add(chan, pos), e.load(iv, best)), best)
+                            else:
+                                b.store(b.select(avg, b.fadd(a, v), vmax(b, a, v)), acc)
             a = e.load(vt, acc)
             out = b.select(avg, b.fmul(a, factor), a)
             masked_store(e, out, e.gep(F32, yrow, ch), mask)
+            if indices:  # plain NCHW order: lanes (channels) are oh * ow apart
+                ohw = b.mul(oh, e.arg("ow"))
+                first = b.add(b.mul(b.add(b.mul(img, c), ch), ohw), b.add(b.mul(oy, e.arg("ow")), ox))
+                vals = e.load(iv, best)
+                wide = b.icmp_signed("!=", e.arg("idx64"), c64(0))
+                for k in range(lanes):
+                    def put(k: int = k) -> None:
+                        val = b.extract_element(vals, c32(k))
+                        at = b.add(first, b.mul(c64(k), ohw))
+                        with b.if_else(wide) as (i64, i32):
+                            with i64:
+                                b.store(val, e.gep(I64, e.arg("idx", PTR), at))
+                            with i32:
+                                b.store(b.trunc(val, I32), e.gep(I32, e.arg("idx", PTR), at))
+                    if mask is None:
+                        put()
+                    else:
+                        with b.if_then(b.icmp_signed("<", b.add(ch, c64(k)), c1)):
+                            put()
 
         nfull = b.add(c0, b.mul(b.sdiv(b.sub(c1, c0), c64(lanes)), c64(lanes)))
         with e.loop(c0, nfull, lanes, name="cv") as ch:
@@ -160,6 +194,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     _emit_pool(m, prefix, isa.f32_lanes)
+    _emit_pool(m, prefix, isa.f32_lanes, indices=True)
     _emit_reduce(m, prefix, isa.f32_lanes)
     return m
 
@@ -180,14 +215,19 @@ def _avg_factors(n_in: int, n_out: int, k: int, s: int, d: int, pb: int, full: b
 
 def pool2d(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
            dilations: tuple[int, int], pads_begin: tuple[int, int], pads_end: tuple[int, int], mode: str,
-           exclude_pad: bool, threads: int, isa: Isa | None = None, padded: bool | None = None) -> BoundKernel:
+           exclude_pad: bool, threads: int, isa: Isa | None = None, padded: bool | None = None,
+           indices: np.ndarray | None = None, axis: int = 0) -> BoundKernel:
     """A bound NHWC pooling kernel (``mode`` ``max`` or ``avg``) from ``x`` into ``y``.
 
     Average pooling divides like OpenVINO: by the kernel size when there is padding and
     ``exclude_pad`` is off, else by the number of real elements (0 when a window holds none
     and there is padding, NaN when there is none). ``padded`` says whether the pooling this
     call is part of has padding (default: whether this call's pads do; a 3-D pooling runs as
-    two calls that must divide alike)."""
+    two calls that must divide alike).
+
+    ``indices`` (max pooling): an int32 or int64 array ``[N, C, OH, OW]`` (plain order) that
+    receives the flat index of each maximum in the NCHW input, flattened from ``axis`` on
+    (MaxPool-8's second output)."""
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
     isa = isa or host_isa()
@@ -210,10 +250,20 @@ def pool2d(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: tuple
                 pl=pads_begin[1], ldx=x.strides[2] // 4, xn=x.strides[0] // 4, ldy=y.strides[2] // 4,
                 yn=y.strides[0] // 4, avg=int(mode == "avg"), invh=invh.ctypes.data, invw=invw.ctypes.data, cb=cb,
                 ncb=ncb)
+    task = "pool_task"
+    if indices is not None:
+        if mode != "max" or indices.shape != (n, c, oh, ow) or indices.dtype not in (np.int32, np.int64) \
+                or not indices.flags.c_contiguous:
+            raise EmberError(f"ember: max pooling indices must be a contiguous int32/int64 array of {(n, c, oh, ow)}")
+        # the NCHW flat index, reduced modulo the size of the axes from ``axis`` on
+        vals.update(idx=indices.ctypes.data, idx64=int(indices.dtype == np.int64), mn=c * h * w if axis == 0 else 0,
+                    mc=h * w if axis <= 1 else 0, my=w if axis <= 2 else 0)
+        task = "pool_idx_task"
     for k, v in vals.items():
         ctx[POOL_CONTEXT[k]] = v
     n_tasks = n * oh * ncb if y.size else 0
-    return BoundKernel(_library(isa).address("pool_task"), ctx, n_tasks, threads, (x, y, invh, invw), layout=POOL_CONTEXT)
+    return BoundKernel(_library(isa).address(task), ctx, n_tasks, threads, (x, y, invh, invw, indices),
+                       layout=POOL_CONTEXT)
 
 
 def reduce_middle(x: np.ndarray, y: np.ndarray, op: str, scale: float, threads: int,

@@ -339,8 +339,9 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
     rank = len(xport.partial_shape)
     if xport.element_type.dtype != F32 or rank not in (3, 4, 5):
         return False
-    if any(o.targets for o in node.outputs()[1:]) or any(lowering.is_result(o) for o in node.outputs()[1:]):
-        return False  # MaxPool-8 indices are used
+    want_indices = any(o.targets for o in node.outputs()[1:]) or any(lowering.is_result(o) for o in node.outputs()[1:])
+    if want_indices and rank == 5:
+        return False  # the separable 3-D pooling does not track indices
     pb, pe, _ = node.plan(xport.partial_shape)
     kernel = [int(k) for k in node.attrs["kernel"]]
     if min(*pb, *pe) < 0:
@@ -357,6 +358,11 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
     if rank == 3:
         kernel, strides, dil, pb, pe = [1, *kernel], [1, *strides], [1, *dil], [0, *pb], [0, *pe]
     ins, outs = [x], [y]
+    axis = int(node.attrs.get("axis", 0))
+    if want_indices:
+        index_port = node.output(1)
+        outs.append(lowering.value(static_shape(index_port), PLAIN, index_port.element_type.dtype,
+                                   name=node.friendly_name + "/indices"))
     if rank == 5:
         n, c = out_logical[:2]
         d, od = x.shape[1], out_logical[2]
@@ -366,8 +372,9 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
         if rank != 5:
+            index = o[1].reshape(o[0].shape[0], o[0].shape[3], *o[0].shape[1:3]) if want_indices else None
             return [pool2d(a[0], o[0], _pair(kernel), _pair(strides), _pair(dil), _pair(pb), _pair(pe), mode,
-                           exclude, threads, isa, padded=padded)]
+                           exclude, threads, isa, padded=padded, indices=index, axis=axis)]
         xa, ya, ma = a[0], o[0], o[1]
         hw = pool2d(xa.reshape(n * d, *xa.shape[2:]), ma.reshape(n * d, oh, ow, c), _pair(kernel[1:]),
                     _pair(strides[1:]), _pair(dil[1:]), _pair(pb[1:]), _pair(pe[1:]), mode, exclude, threads, isa,
@@ -378,7 +385,7 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
         return [hw, depth]
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, outs, native=True, bind=bind))
-    for o in node.outputs()[1:]:  # unused indices: never computed
-        lowering.bind_port(o, lowering.value(static_shape(o), PLAIN, o.element_type.dtype))
+    for o in node.outputs()[1:]:  # indices: computed when used
+        lowering.bind_port(o, outs[1] if want_indices else lowering.value(static_shape(o), PLAIN, o.element_type.dtype))
     lowering.finish(node, _from_channels_last(lowering, y, out_logical, node.friendly_name), [])
     return True
