@@ -365,35 +365,37 @@ def test_pytorch_lstm_gru_stack_matches_torch() -> None:
     assert cm._executable.program.stats["fallbacks"] == {}
 
 
-@pytest.mark.parametrize("cell,hidden,threads,serial", [("lstm", 256, 2, False), ("lstm", 200, 8, True),
-                                                         ("gru", 256, 4, False), ("gru", 256, 4, True),
-                                                         ("rnn", 512, 3, True)])
-def test_time_loop_split_over_tasks(cell: str, hidden: int, threads: int, serial: bool) -> None:
-    """A group's time loop split over several tasks that claim hidden blocks step by step: the
-    same result on the pool and with every task run one after the other on one thread (a task
-    never waits for one that has not started)."""
+@pytest.mark.parametrize("cell,hidden,threads,serial,batch", [
+    ("lstm", 256, 2, False, 1), ("lstm", 200, 8, True, 1), ("gru", 256, 4, False, 1), ("gru", 256, 4, True, 1),
+    ("rnn", 512, 3, True, 1), ("lstm", 128, 8, False, 9), ("gru", 160, 8, True, 9)])
+def test_time_loop_split_over_tasks(cell: str, hidden: int, threads: int, serial: bool, batch: int) -> None:
+    """A group's time loop split over several tasks that claim hidden blocks step by step (with
+    batch 9, also several groups of batch rows): the same result on the pool and with every task
+    run one after the other on one thread (a task never waits for one that has not started)."""
     from ember.devices.cpu.kernels.rnn import Activation, Recurrent
 
-    case = Case(cell, batch=1, seq=7, input=5, hidden=hidden, direction="forward")
+    lens = None if batch == 1 else tuple(int(v) for v in np.random.default_rng(batch).integers(0, 8, batch))
+    case = Case(cell, batch=batch, seq=7, input=5, hidden=hidden, direction="forward", lens=lens)
     model, feeds = build(case, np.random.default_rng(3))
     node = next(n for n in model.get_ordered_ops() if n.type_name.endswith("Sequence"))
     w, r, b = (n.node.data for n in node.input_values()[-3:])
     acts = {"lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh"), "rnn": ("tanh",)}[cell]
-    rec = Recurrent(cell, w, r, b, hidden, [False], 1, case.seq, tuple(Activation(a) for a in acts), 0.0, threads)
-    assert rec.ns > 1
+    rec = Recurrent(cell, w, r, b, hidden, [False], batch, case.seq, tuple(Activation(a) for a in acts), 0.0, threads)
+    assert rec.ns > 1 if batch == 1 else rec.nbt > 1  # (AVX-512: both, with batch 9)
     x, h0 = feeds[0], feeds[1]
     c0 = feeds[2] if cell == "lstm" else None
-    y = np.full((1, 1, case.seq, hidden), np.nan, np.float32)
+    y = np.full((batch, 1, case.seq, hidden), np.nan, np.float32)
     ho = np.full_like(h0, np.nan)
     co = np.full_like(h0, np.nan) if cell == "lstm" else None
     scratch = np.full(rec.scratch_floats, np.nan, np.float32)
-    kernels = rec.bind(x, h0, c0, None, y, ho, co, scratch)
+    lens_v = np.array(lens if lens is not None else [case.seq] * batch, np.int32)
+    kernels = rec.bind(x, h0, c0, lens_v, y, ho, co, scratch)
     for _ in range(2):  # a second run starts from reset step counters
         for k in kernels:
             if serial:
                 k.num_threads = 1
             k.run()
-    want = node.evaluate([x, h0] + ([c0] if c0 is not None else []) + [np.array([case.seq], np.int32), w, r, b])
+    want = node.evaluate([x, h0] + ([c0] if c0 is not None else []) + [lens_v, w, r, b])
     _close([y, ho] + ([co] if co is not None else []), want)
 
 

@@ -52,13 +52,16 @@ from ember.errors import EmberError
 RNN_CONTEXT = ContextLayout(
     "rnn",
     ("xw", "ldxw", "h0", "c0", "lens", "r", "rdir", "rph", "rb", "y", "ho", "co", "scratch", "sdir", "ssync",
-     "batch", "seq", "hidden", "hp", "dirs", "reverse", "bpt", "nbt", "ns", "clip", "flags"),
-    pointers=("xw", "h0", "c0", "lens", "r", "rb", "y", "ho", "co", "scratch"))
+     "batch", "seq", "hidden", "hp", "dirs", "reverse", "bpt", "nbt", "ns", "clip", "flags", "adapt"),
+    pointers=("xw", "h0", "c0", "lens", "r", "rb", "y", "ho", "co", "scratch", "adapt"))
 F_C0, F_LENS, F_LENS64, F_Y, F_CO = 1, 2, 4, 8, 16
 #: i64 words per step counter (one cache line each: tasks of a group claim blocks concurrently)
 SYNC_WORDS = 8
 #: multiply-adds per step below which a group's time loop is not split over threads
 SPLIT_MIN_MACS = 1 << 17
+#: cycle-counter ticks a split time loop runs on one task per group after a run whose tasks
+#: waited longer than they worked (a partner core busy with other work: about 50 ms)
+SOLO_TICKS = 1 << 27
 
 
 def _registers(lanes: int) -> int:
@@ -376,6 +379,16 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
 
     rows_max = tile_rows(lanes, max(passes))
     start = b.sdiv(b.mul(part, nblocks), ns)  # this task's own blocks come first (they stay in its cache)
+    # a busy partner core makes every step wait for it: after a run that waited longer than it
+    # worked, the group's other tasks sit out for a while (any mix of modes is correct: blocks
+    # are claimed, never assigned)
+    adapt = e.arg("adapt", PTR)
+    t_begin = e.call("llvm.readcyclecounter", I64, [])
+    solo_until = b.load_atomic(adapt, "monotonic", 8, typ=I64)
+    with b.if_then(b.and_(b.icmp_signed(">", part, c64(0)), b.icmp_unsigned("<", t_begin, solo_until))):
+        b.ret_void()
+    waited = e.var(I64, c64(0))
+    worked = e.var(I64, c64(0))
     with e.loop(0, seq, name="s") as s:
         last = b.icmp_signed("==", s, b.sub(seq, c64(1)))
         for p in range(npass):
@@ -386,6 +399,7 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
                 claim = e.gep(I64, sync, b.mul(b.add(jb, c64(1)), c64(SYNC_WORDS)))
                 got = b.cmpxchg(claim, idx, b.add(idx, c64(1)), "acq_rel", "monotonic")
                 with b.if_then(b.extract_value(got, 1)):
+                    t0 = e.call("llvm.readcyclecounter", I64, [])
                     with e.loop(r0, r1, rows_max, name="bt") as b0:
                         mb = e.min(b.sub(r1, b0), c64(rows_max))
                         sw = b.switch(mb, fn.append_basic_block("mb.none"))
@@ -400,8 +414,11 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
                         b.branch(after)
                         b.position_at_end(after)
                     b.atomic_rmw("add", done, c64(1), "seq_cst")
+                    t1 = e.call("llvm.readcyclecounter", I64, [])
+                    b.store(b.add(e.load(I64, worked), b.sub(t1, t0)), worked)
             # every block of this pass must be done before the next reads its states
             target = b.mul(b.add(idx, c64(1)), nblocks)
+            t_wait = e.call("llvm.readcyclecounter", I64, [])
             wait = fn.append_basic_block("wait")
             spin = fn.append_basic_block("wait.spin")
             ready = fn.append_basic_block("wait.done")
@@ -414,6 +431,11 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
                 e.call("llvm.x86.sse2.pause", VOID, [])
             b.branch(wait)
             b.position_at_end(ready)
+            t_ready = e.call("llvm.readcyclecounter", I64, [])
+            b.store(b.add(e.load(I64, waited), b.sub(t_ready, t_wait)), waited)
+    with b.if_then(b.and_(b.icmp_signed(">", ns, c64(1)),
+                          b.icmp_signed(">", e.load(I64, waited), e.load(I64, worked)))):
+        e.store_atomic(b.add(e.call("llvm.readcyclecounter", I64, []), c64(SOLO_TICKS)), adapt, "monotonic")
     b.ret_void()
 
 
@@ -497,15 +519,20 @@ class Recurrent:
         # task groups: one per direction and block of batch rows (independent); a group's time
         # loop is split over `ns` tasks sharing its hidden blocks when threads are left over
         # and a step is long enough to pay for the per-step wait
+        # and a step is long enough to pay for the per-step wait. Rows of one tile share a pass
+        # over R, so batch rows split over threads by whole tiles only (a step streams R from
+        # cache: splitting a tile's rows would stream it twice); hidden blocks split without that cost
         per_dir_threads = max(1, self.threads // self.dirs)
-        self.bpt = max(1, -(-batch // per_dir_threads))
+        rows = tile_rows(lanes, max(passes))
+        tiles = -(-batch // rows)
+        self.nbt = min(per_dir_threads, tiles)
+        self.bpt = rows * -(-tiles // self.nbt)
         self.nbt = -(-batch // self.bpt)
         nblocks = self.hp // lanes
-        groups = self.dirs * self.nbt
-        step_macs = self.gx * hidden * hidden * self.bpt
+        step_macs = self.gx * hidden * hidden * min(self.bpt, batch)
         self.ns = 1
-        if self.threads > groups and step_macs >= SPLIT_MIN_MACS:
-            self.ns = max(1, min(self.threads // groups, nblocks // 2))
+        if per_dir_threads > self.nbt and step_macs >= SPLIT_MIN_MACS:
+            self.ns = max(1, min(per_dir_threads // self.nbt, nblocks // 2))
         states = -(-5 * batch * self.hp // 16) * 16
         self.ssync = states
         self.sdir = states + self.nbt * (nblocks + 1) * SYNC_WORDS * 2
@@ -540,7 +567,9 @@ class Recurrent:
         flags = (F_C0 if c0 is not None else 0) | (F_Y if y is not None else 0) | (F_CO if co is not None else 0)
         if lens is not None:
             flags |= F_LENS | (F_LENS64 if lens.dtype.itemsize == 8 else 0)
-        ctx = RNN_CONTEXT.new(
+        adapt = aligned_empty(8, np.int64)  # this binding's own: [0] = solo until (cycle counter)
+        adapt[:] = 0
+        ctx = RNN_CONTEXT.new(adapt=adapt.ctypes.data,
             xw=xw.ctypes.data, ldxw=self.ldxw, h0=h0.ctypes.data, c0=0 if c0 is None else c0.ctypes.data,
             lens=0 if lens is None else lens.ctypes.data, r=self.packed_r.ctypes.data, rdir=self.rdir,
             rph=self.rph, rb=self.rbh.ctypes.data, y=0 if y is None else y.ctypes.data, ho=ho.ctypes.data,
@@ -548,7 +577,7 @@ class Recurrent:
             batch=self.batch, seq=self.seq, hidden=self.hidden, hp=self.hp, dirs=self.dirs,
             reverse=sum(1 << d for d, rv in enumerate(self.reverse) if rv), bpt=self.bpt, nbt=self.nbt, ns=self.ns,
             clip=f32_bits(self.clip if self.clip > 0 else math.inf), flags=flags)
-        keep = (self.packed_r, self.rbh, x, h0, c0, lens, y, ho, co, scratch)
+        keep = (self.packed_r, self.rbh, x, h0, c0, lens, y, ho, co, scratch, adapt)
         init = BoundKernel(self._library.address("rnn_init"), ctx.copy(), self.dirs, self.threads, keep,
                            layout=RNN_CONTEXT)
         loop = BoundKernel(self._library.address("rnn_task"), ctx, self.dirs * self.nbt * self.ns, self.threads,
