@@ -390,10 +390,12 @@ def test_time_loop_split_over_tasks(cell: str, hidden: int, threads: int, serial
     scratch = np.full(rec.scratch_floats, np.nan, np.float32)
     lens_v = np.array(lens if lens is not None else [case.seq] * batch, np.int32)
     kernels = rec.bind(x, h0, c0, lens_v, y, ho, co, scratch)
-    for _ in range(2):  # a second run starts from reset step counters
+    for run in range(3):  # a second run starts from reset step counters; the third runs solo
         for k in kernels:
             if serial:
                 k.num_threads = 1
+            if run == 2 and k.layout.kernel == "rnn":  # as after a run that waited longer than it worked
+                k.keep[-1][0] = np.iinfo(np.int64).max
             k.run()
     want = node.evaluate([x, h0] + ([c0] if c0 is not None else []) + [lens_v, w, r, b])
     _close([y, ho] + ([co] if co is not None else []), want)
