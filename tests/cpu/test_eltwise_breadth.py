@@ -365,3 +365,14 @@ LRNS: dict[str, Case] = {
 def test_lrn_matches_reference(name: str) -> None:
     fn, inputs = LRNS[name]
     _check(fn, inputs, rtol=2e-5)
+
+
+def test_sub_byte_converts_keep_their_ranges() -> None:
+    """u4 values live unpacked in u8 arrays: Convert to u4 must clip to 0..15, which the u8
+    store would not; such converts stay on their reference kernels and agree with REFERENCE."""
+    x = ops.parameter([8], np.float32, name="x")
+    model = Model([ops.add(ops.convert(ops.convert(x, "u4"), "f32"), np.float32(1.0))], [x], "u4")
+    a = np.array([-3, 0, 3.7, 15, 16, 100, np.nan, 7], np.float32)
+    cm = ember.Core().compile_model(model, "CPU")
+    assert cm._executable.program.stats["fallbacks"].get("Convert")
+    np.testing.assert_array_equal(cm([a])[0], ember.Core().compile_model(model, "REFERENCE")([a])[0])

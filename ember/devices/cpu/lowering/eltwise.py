@@ -29,6 +29,7 @@ from ember.devices.cpu.lowering.driver import (
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
+from ember.graph.types import Type
 
 LOADABLE = set(LOAD_FOR)
 BOOL = np.dtype(np.bool_)
@@ -101,9 +102,17 @@ def _unary_op(node: Node, kind: str | None) -> tuple[str, float, float] | None:
     return None
 
 
+#: element types whose numpy dtype is what they mean (sub-byte and nf4 unpack into u8/i8 codes)
+_PLAIN_TYPES = frozenset({Type.f32, Type.f64, Type.i32, Type.i64, Type.u8, Type.boolean})
+
+
+def _plain(port: Output) -> bool:
+    return port.element_type in _PLAIN_TYPES
+
+
 def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
     """How ``node`` runs in a chain of register type ``kind`` (None: it starts the chain)."""
-    if len(node.outputs()) != 1 or node.output(0).element_type.dtype not in STORE_FOR:
+    if len(node.outputs()) != 1 or not all(_plain(p) for p in (*node.input_values(), node.output(0))):
         return None
     t = node.type_name
     ins = node.input_values()
