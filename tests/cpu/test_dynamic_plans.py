@@ -245,3 +245,31 @@ def test_benchmark_tool_shapes_check_and_table(tmp_path) -> None:  # noqa: ANN00
             tool.Run("openvino", "minilm", calls=3, new_shapes=2, total_s=0.1, first_ms=[9.0], warm_ms=[8.0])]
     text = tool.table(runs, {("minilm", "openvino"): 1e-3})
     assert "| minilm | ember |" in text and "| 2.00 |" in text and "55.0 ms" in text
+
+
+def test_memory_stays_bounded_as_new_shapes_keep_coming(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traced memory over many new shapes grows by about the plan budget, not by a plan per shape."""
+    import gc
+    import tracemalloc
+
+    model = encoder()
+    compiled = ember.Core().compile_model(model, "CPU")
+    x = np.zeros((1, 64, HIDDEN), np.float32)
+    compiled([x])  # the largest shape first: the arena never grows below
+    per_plan = dynamic_stats(compiled)["plans_owned_bytes"]
+    monkeypatch.setattr(cpu_device, "MAX_SHAPE_PLAN_BYTES", 3 * per_plan)
+    for n in range(2, 6):
+        compiled([x[:, :n]])
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(6, 36):  # 30 new shapes
+            compiled([x[:, :n]])
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    stats = dynamic_stats(compiled)
+    assert stats["plans_cached"] <= 3 and stats["evictions"] >= 30
+    assert grown < 4 * per_plan, (grown, per_plan)  # without eviction: about 30 plans

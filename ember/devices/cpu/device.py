@@ -52,7 +52,7 @@ _TRANSFORMED = "ember_cpu_passes"
 #: at most this many input shapes keep a plan (per compiled model, and per executable)
 MAX_SHAPE_PLANS = 256
 #: ... and the memory those plans own (packed weights and the arena are shared, not counted)
-MAX_SHAPE_PLAN_BYTES = 64 << 20
+MAX_SHAPE_PLAN_BYTES = 128 << 20
 #: the passes a specialization to static input shapes runs (the optimizer ran at compile time):
 #: what static shapes make foldable (ShapeOf chains, Reshape targets), and the cleanup after it
 SPECIALIZE_PASSES = ("fold_shapes", "fold_constants", "fold_shape_chains", "eliminate_noops", "merge_reshapes",
@@ -215,9 +215,9 @@ class _Programs:
         with self._lock:
             prog = self._cache.get(key)
             if prog is None:
-                prog = self._lower(key)
+                prog, nodes = self._lower(key)
                 self._cache[key] = prog
-                self._owned[key] = _owned_bytes(prog, self._shared_arrays())
+                self._owned[key] = _owned_bytes(prog, self._shared_arrays(), nodes if key else 0)
                 self._evict()
             else:
                 self._cache.move_to_end(key)
@@ -256,7 +256,9 @@ class _Programs:
         """Memory the cached plans own (beyond the shared weights and arenas)."""
         return sum(self._owned.values())
 
-    def _lower(self, key: tuple) -> Any:
+    def _lower(self, key: tuple) -> tuple[Any, int]:
+        """The plan for input shapes ``key`` (``()``: the model as it is), and the node count of
+        the graph it was lowered from (a plan's kernel binders may keep that graph alive)."""
         import time
 
         from ember.devices.cpu.llvm.isa import host_isa
@@ -276,7 +278,7 @@ class _Programs:
         seconds["lowering"] += t1 - t0
         seconds["memory"] += time.perf_counter() - t1
         self.stats["weights_packed"], self.stats["weights_reused"] = self.weights.packed, self.weights.reused
-        return prog
+        return prog, len(model.get_ordered_ops()) if model is not self.model else 0
 
     def _specialize(self, key: tuple) -> Model:
         """The transformed model with static input shapes ``key``, folded for them."""
@@ -413,11 +415,17 @@ def _arrays_in(obj: Any, depth: int, out: dict[int, np.ndarray]) -> None:
             _arrays_in(v, depth - 1, out)
 
 
-def _owned_bytes(program: Any, shared: set[int]) -> int:
+#: bytes a cached plan costs beyond its arrays, per graph node it was lowered from (kept alive by
+#: kernel binders that name their node), per tensor and per op (with its bound kernel contexts;
+#: measured with tracemalloc on MiniLM: ~0.95 MB a plan)
+_NODE_BYTES, _TENSOR_BYTES, _OP_BYTES = 1300, 600, 4500
+
+
+def _owned_bytes(program: Any, shared: set[int], nodes: int = 0) -> int:
     """A plan's own memory: arrays its ops hold (e.g. weights a kernel packed for this shape)
     and constants made for it, except ``shared`` ones (the model's constants, the packed
-    weights every plan shares), plus an allowance per tensor and op for Python objects and
-    kernel contexts."""
+    weights every plan shares), plus an allowance for the specialized graph (``nodes``), the
+    Python objects and the kernel contexts."""
     found: dict[int, np.ndarray] = {}
     for t in program.tensors:
         if t.kind == "const" and t.data is not None:
@@ -430,7 +438,7 @@ def _owned_bytes(program: Any, shared: set[int]) -> int:
                 except ValueError:  # an empty cell
                     continue
     own = sum(a.nbytes for i, a in found.items() if i not in shared and a.base is None)
-    return own + 600 * len(program.tensors) + 2000 * len(program.ops)
+    return own + _NODE_BYTES * nodes + _TENSOR_BYTES * len(program.tensors) + _OP_BYTES * len(program.ops)
 
 
 def dynamic_stats(compiled: Any) -> dict[str, Any]:

@@ -273,7 +273,14 @@ class Lowering:
         self.program.stats["fallbacks"] = dict(self.fallbacks)
         self.program.stats["native_nodes"] = self.native_nodes
         self.program.stats["bf16_ops"] = self.bf16_ops
-        return self.program
+        program = self.program
+        self.release()
+        return program
+
+    def release(self) -> None:
+        """Forget the graph and the port map once the program is built: kernel binders keep
+        this object (for ``isa`` and ``threads``), and a cached plan need not keep a graph."""
+        self.ports, self._converted, self.done, self.results = {}, {}, set(), set()
 
     def reference(self, node: Node) -> None:
         """Run ``node`` through its numpy reference kernel inside the plan."""
