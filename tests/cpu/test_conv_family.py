@@ -14,6 +14,7 @@ import pytest
 
 import ember
 import ember.opset as ops
+from ember.devices.cpu.llvm.isa import supported_levels
 from ember.graph.model import Model
 
 RNG = np.random.default_rng(2026)
@@ -228,6 +229,36 @@ def test_conv_family_matches_reference(name: str) -> None:
         np.testing.assert_array_equal(got[~finite], want[~finite])
         scale = max(1.0, float(np.abs(want[finite]).max())) if finite.any() else 1.0
         np.testing.assert_allclose(got[finite], want[finite], rtol=2e-5, atol=1e-5 * scale)
+
+
+KERNEL_CASES = [
+    # (batch, spatial, out spatial, cin, cout, kernel, strides, dilations, pads_begin, groups)
+    (1, (4, 5), (8, 10), 8, 5, (4, 4), (2, 2), (1, 1), (1, 1), 1),
+    (2, (3, 4), (9, 7), 6, 9, (3, 2), (3, 2), (2, 1), (0, -1), 3),
+    (1, (5, 5), (10, 10), 37, 37, (4, 4), (2, 2), (1, 1), (1, 1), 37),   # depthwise, channel tail
+    (1, (7,), (16,), 70, 33, (4,), (2,), (1,), (1,), 1),                  # 1-D, block + tail channels
+    (1, (2, 3, 3), (4, 5, 6), 5, 4, (2, 3, 2), (2, 2, 2), (1, 1, 1), (0, 1, 0), 1),
+]
+
+
+@pytest.mark.parametrize("level", supported_levels())
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: f"{len(c[1])}d-g{c[9]}-c{c[3]}")
+def test_conv_transpose_kernel_every_isa(level: str, case: tuple) -> None:
+    """The GEMM + gather (and depthwise gather) kernels on every ISA level the host has, against
+    the numpy transposed convolution, with bias and ReLU."""
+    from ember.devices.cpu.kernels.deconv import ConvTranspose, DeconvGeometry
+    from ember.devices.cpu.kernels.gemm import Epilogue
+    from ember.devices.cpu.llvm.isa import host_isa
+    from ember.ops.conv import conv_backprop
+
+    n, sp, out, cin, cout, k, s, d, pb, g = case
+    geo = DeconvGeometry(n, sp, out, cin, cout, k, s, d, pb, g)
+    w = _w(g, cin // g, cout // g, *k)
+    x, bias = _f(n, *sp, cin), _f(cout)
+    for threads in (1, 2):
+        y = ConvTranspose(geo, w, Epilogue.relu(), num_threads=threads, isa=host_isa(level))(x, None, bias)
+        want = np.moveaxis(conv_backprop(np.moveaxis(x, -1, 1), w, s, d, pb, out), 1, -1) + bias
+        np.testing.assert_allclose(y, np.maximum(want, 0), rtol=2e-5, atol=2e-5)
 
 
 def test_conv_transpose_kernel_channel_slices_and_residual() -> None:
