@@ -194,6 +194,15 @@ GATHERS: dict[str, Case] = {
     "el-int64-data": Case("gather_elements", [_i(-99, 99, 6, 4), _i(0, 6, 3, 4)], (0,)),
     "el-int32-data-1d": Case("gather_elements", [_i(-99, 99, 13, dtype=np.int32), _i(-13, 13, 40)], (0,)),
     "el-empty": Case("gather_elements", [_f(4, 0), np.zeros((2, 0), np.int64)], (0,)),
+    # 1- and 2-byte items (masks, f16 tensors)
+    "nd-bool-rows": Case("gather_nd", [RNG.random((5, 7)) > 0.5, _i(-5, 5, 3, 1)]),
+    "nd-uint8-elements": Case("gather_nd", [_i(0, 255, 4, 5, dtype=np.uint8), _i(0, 4, 6, 2)], openvino=True),
+    "nd-float16-batch": Case("gather_nd", [_f(2, 5, 3).astype(np.float16), _i(0, 5, 2, 4, 1)], (1,)),
+    "el-bool-axis0-broadcast-rows": Case("gather_elements", [RNG.random((6, 37)) > 0.5,
+                                                             np.repeat(_i(0, 6, 9, 1), 37, axis=1)], (0,)),
+    "el-int8-last-axis": Case("gather_elements", [_i(-99, 99, 3, 11, dtype=np.int8), _i(-11, 11, 3, 4)], (-1,),
+                              openvino=True),
+    "el-float16-middle": Case("gather_elements", [_f(2, 5, 3).astype(np.float16), _i(0, 5, 2, 7, 3)], (1,)),
 }
 
 
@@ -358,7 +367,8 @@ def test_kernels_on_every_isa_level(level: str) -> None:
     d = _f(6, 35)
     rows = _i(-6, 6, 11, 1)
     got = np.empty((11, 35), np.float32)
-    gather.gather_nd(d, rows, got, rows=11, M=11, bstride=0, dims=[6], astr=[35], inner=35, threads=2, isa=isa).run()
+    gather.gather_nd(d, rows, got, rows=11, M=11, bstride=0, dims=[6], astr=[35 * 4], inner=35 * 4, threads=2,
+                     isa=isa).run()  # sizes in bytes
     np.testing.assert_array_equal(got, d[rows[:, 0]])
     el = _i(0, 6, 4, 35)
     gather.gather_elements(d, el, got[:4], outer=1, K=4, n=6, inner=35, tab_io=np.zeros(1, np.int64), is_j=35,

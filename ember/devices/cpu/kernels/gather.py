@@ -1,6 +1,6 @@
 """Index gathers: GatherND (rows addressed by index tuples, batch dims) and GatherElements.
 
-``nd_task``: output row ``r`` (``inner`` 4-byte units) is the data row at
+``nd_task``: output row ``r`` (``inner`` bytes) is the data row at
 ``(r / M) * bstride + sum_m norm(idx[r * k + m], dims[m]) * astr[m]``, copied with vector moves.
 ``el_task``: output element ``e = (o * K + j) * inner + c`` is
 ``data[o * ostride + norm(idx[e], n) * inner + c]`` (GatherElements along an axis: ``outer`` and
@@ -17,7 +17,7 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import I1, I32, I64, PTR, VOID, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import I1, I8, I16, I32, I64, PTR, VOID, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask
@@ -47,12 +47,13 @@ def _norm(e: ContextEmitter, v: ir.Value, n: ir.Value) -> tuple[ir.Value, ir.Val
     return v, b.icmp_unsigned("<", v, n)
 
 
-def _emit_nd(m: ir.Module, prefix: str, lanes: int, idx64: bool) -> None:
+def _emit_nd(m: ir.Module, prefix: str, lanes32: int, idx64: bool) -> None:
     fn = ContextEmitter.function(m, f"{prefix}_nd_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, GATHER_ND_CONTEXT)
     b = e.b
     task = fn.args[1]
-    vt = vec(I32, lanes)
+    lanes = 4 * lanes32  # rows move as bytes
+    vt = vec(I8, lanes)
     data, idx, out = e.arg("data", PTR), e.arg("idx", PTR), e.arg("out", PTR)
     dims, astr = e.arg("dims", PTR), e.arg("astr", PTR)
     k, inner = e.arg("k"), e.arg("inner")
@@ -76,36 +77,38 @@ def _emit_nd(m: ir.Module, prefix: str, lanes: int, idx64: bool) -> None:
                             e.load(I64, e.gep(I64, dims, mm), align=8))
             b.store(b.add(e.load(I64, off), b.mul(v, e.load(I64, e.gep(I64, astr, mm), align=8))), off)
             b.store(b.and_(e.load(I1, ok), good), ok)
-        dst = e.gep(I32, out, b.mul(r, inner))
-        src = e.gep(I32, data, e.load(I64, off))
+        dst = e.gep(I8, out, b.mul(r, inner))
+        src = e.gep(I8, data, e.load(I64, off))
         with b.if_else(e.load(I1, ok)) as (good_row, bad_row):
             with good_row:
                 with e.loop(c64(0), nmain, lanes, name="c") as c:
-                    b.store(e.load(vt, e.gep(I32, src, c), align=4), e.gep(I32, dst, c), align=4)
+                    b.store(e.load(vt, e.gep(I8, src, c), align=1), e.gep(I8, dst, c), align=1)
                 with b.if_then(b.icmp_signed("<", nmain, inner)):
-                    v = e.call(f"llvm.masked.load.v{lanes}i32.p0", vt, [e.gep(I32, src, nmain), c32(4), tail, zero])
-                    e.call(f"llvm.masked.store.v{lanes}i32.p0", VOID, [v, e.gep(I32, dst, nmain), c32(4), tail])
+                    v = e.call(f"llvm.masked.load.v{lanes}i8.p0", vt, [e.gep(I8, src, nmain), c32(1), tail, zero])
+                    e.call(f"llvm.masked.store.v{lanes}i8.p0", VOID, [v, e.gep(I8, dst, nmain), c32(1), tail])
             with bad_row:
                 with e.loop(c64(0), nmain, lanes, name="z") as c:
-                    b.store(zero, e.gep(I32, dst, c), align=4)
+                    b.store(zero, e.gep(I8, dst, c), align=1)
                 with b.if_then(b.icmp_signed("<", nmain, inner)):
-                    e.call(f"llvm.masked.store.v{lanes}i32.p0", VOID, [zero, e.gep(I32, dst, nmain), c32(4), tail])
+                    e.call(f"llvm.masked.store.v{lanes}i8.p0", VOID, [zero, e.gep(I8, dst, nmain), c32(1), tail])
     b.ret_void()
 
 
-def _emit_elements(m: ir.Module, prefix: str, lanes: int, idx64: bool, wide: bool) -> None:
+def _emit_elements(m: ir.Module, prefix: str, lanes32: int, idx64: bool, t: ir.IntType) -> None:
     fn = ContextEmitter.function(m, f"{prefix}_el_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, GATHER_EL_CONTEXT)
     b = e.b
     task = fn.args[1]
-    t = I64 if wide else I32
     data, idx, out = e.arg("data", PTR), e.arg("idx", PTR), e.arg("out", PTR)
     tab_io, tab_ic = e.arg("tab_io", PTR), e.arg("tab_ic", PTR)
     K, n, inner = e.arg("K"), e.arg("n"), e.arg("inner")
     r0 = b.mul(task, e.arg("rpt"))
     r1 = e.min(e.arg("rows"), b.add(r0, e.arg("rpt")))
-    units = b.mul(inner, c64(2 if wide else 1))  # a row in 4-byte units
-    vt = vec(I32, lanes)
+    size = t.width // 8
+    lanes = lanes32 * 4 // size
+    units = inner  # a row of items
+    vt = vec(t, lanes)
+    tn = f"i{t.width}"
     nmain = b.mul(b.sdiv(units, c64(lanes)), c64(lanes))
     tail = lane_mask(e, b.sub(units, nmain), lanes)
     zero = ir.Constant(vt, None)
@@ -128,13 +131,14 @@ def _emit_elements(m: ir.Module, prefix: str, lanes: int, idx64: bool, wide: boo
                 with b.if_else(good) as (copy, clear):
                     with copy:
                         with e.loop(c64(0), nmain, lanes, name="c") as c:
-                            b.store(e.load(vt, e.gep(I32, src, c), align=4), e.gep(I32, dst, c), align=4)
+                            b.store(e.load(vt, e.gep(t, src, c), align=size), e.gep(t, dst, c), align=size)
                         with b.if_then(b.icmp_signed("<", nmain, units)):
-                            x = e.call(f"llvm.masked.load.v{lanes}i32.p0", vt, [e.gep(I32, src, nmain), c32(4), tail, zero])
-                            e.call(f"llvm.masked.store.v{lanes}i32.p0", VOID, [x, e.gep(I32, dst, nmain), c32(4), tail])
+                            x = e.call(f"llvm.masked.load.v{lanes}{tn}.p0", vt,
+                                       [e.gep(t, src, nmain), c32(size), tail, zero])
+                            e.call(f"llvm.masked.store.v{lanes}{tn}.p0", VOID, [x, e.gep(t, dst, nmain), c32(size), tail])
                     with clear:
                         with e.loop(c64(0), units, name="z") as c:
-                            b.store(c32(0), e.gep(I32, dst, c), align=4)
+                            b.store(ir.Constant(t, 0), e.gep(t, dst, c), align=size)
             with many:
                 with e.loop(c64(0), inner, name="c") as c:
                     el = b.add(row, c)
@@ -152,8 +156,8 @@ def _library(isa: Isa, idx64: bool) -> jit.Library:
         m = ir.Module(name=prefix)
         m.triple = isa.triple
         _emit_nd(m, prefix, isa.f32_lanes, idx64)
-        _emit_elements(m, prefix + "_w", isa.f32_lanes, idx64, True)
-        _emit_elements(m, prefix, isa.f32_lanes, idx64, False)
+        for t in (I8, I16, I32, I64):
+            _emit_elements(m, f"{prefix}_{t.width}", isa.f32_lanes, idx64, t)
         return m
     return jit.load(f"gather_nd|{isa.level}|i{64 if idx64 else 32}", isa, build)
 
@@ -167,9 +171,9 @@ def _rows_per_task(rows: int, unit_cost: int, threads: int) -> int:
 
 def gather_nd(data: np.ndarray, idx: np.ndarray, out: np.ndarray, *, rows: int, M: int, bstride: int,
               dims: list[int], astr: list[int], inner: int, threads: int, isa: Isa | None = None) -> BoundKernel:
-    """A bound GatherND: ``rows`` output rows of ``inner`` 4-byte units (``M`` per batch, batches
-    ``bstride`` units apart in ``data``); ``dims``/``astr`` the addressed dims and their strides in
-    units. Arrays contiguous; ``idx`` int32 or int64."""
+    """A bound GatherND: ``rows`` output rows of ``inner`` bytes (``M`` per batch, batches
+    ``bstride`` bytes apart in ``data``); ``dims``/``astr`` the addressed dims and their strides in
+    bytes. Arrays contiguous; ``idx`` int32 or int64."""
     isa = isa or host_isa()
     d = np.array(dims or [1], np.int64)
     s = np.array(astr or [0], np.int64)
@@ -185,13 +189,13 @@ def gather_nd(data: np.ndarray, idx: np.ndarray, out: np.ndarray, *, rows: int, 
 def gather_elements(data: np.ndarray, idx: np.ndarray, out: np.ndarray, *, outer: int, K: int, n: int, inner: int,
                     tab_io: np.ndarray, is_j: int, tab_ic: np.ndarray, threads: int,
                     isa: Isa | None = None) -> BoundKernel:
-    """A bound GatherElements of contiguous ``data`` (``[outer, n, inner]``, 4- or 8-byte items)
+    """A bound GatherElements of contiguous ``data`` (``[outer, n, inner]``, 1-, 2-, 4- or 8-byte items)
     into ``out`` (``[outer, K, inner]``) by ``idx`` (int32/int64): the index of output element
     ``(o, j, c)`` is at ``tab_io[o] + j * is_j + tab_ic[c]`` (a broadcast index has zeros there;
     all-zero ``tab_ic`` makes each output row one vector copy)."""
     isa = isa or host_isa()
     lib = _library(isa, idx.dtype.itemsize == 8)
-    name = "el_task" if data.dtype.itemsize == 4 else "w_el_task"
+    name = f"{8 * data.dtype.itemsize}_el_task"
     rows = outer * K
     rpt = _rows_per_task(rows, inner, threads)
     tab_io = np.ascontiguousarray(tab_io if tab_io.size else np.zeros(1), np.int64)

@@ -172,7 +172,7 @@ def _gather_inputs(lowering: Lowering, node: Node) -> tuple[Tensor, np.dtype] | 
     """The data tensor and its dtype, when the kernels take this data and index type."""
     data_p, idx_p = node.input_values()[:2]
     dtype = data_p.element_type.dtype
-    if dtype.itemsize not in (4, 8) or dtype.kind not in "fiu" or idx_p.element_type.dtype not in _INDEX_TYPES:
+    if dtype.itemsize not in (1, 2, 4, 8) or dtype.kind not in "fiub" or idx_p.element_type.dtype not in _INDEX_TYPES:
         return None
     return _input(lowering, data_p), dtype
 
@@ -191,7 +191,7 @@ def lower_gather_nd(lowering: Lowering, node: Node) -> bool:
         return False
     data, dtype = got
     idx = _input(lowering, node.input_values()[1])
-    unit = dtype.itemsize // 4
+    unit = dtype.itemsize  # the kernel moves bytes
     inner = math.prod(dshape[bd + k:]) * unit
     rows = math.prod(ishape[:-1])
     M = math.prod(ishape[bd:-1])
