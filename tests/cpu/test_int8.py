@@ -308,6 +308,35 @@ def test_quantize_per_channel(isa):
     np.testing.assert_array_equal(out, want)
 
 
+# (N, H, W, C padded, kernel, strides, dilations, pads begin, pads end)
+POOL_CASES = [
+    (1, 7, 9, 4, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)),
+    (2, 5, 5, 68, (2, 2), (2, 2), (1, 1), (0, 0), (1, 1)),
+    (1, 8, 6, 132, (3, 2), (1, 2), (2, 1), (2, 0), (2, 1)),
+    (1, 1, 1, 64, (1, 1), (1, 1), (1, 1), (0, 0), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("isa", [p for p in ISAS if "novnni" not in p.id])
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_max_pool_u8_matches_reference(isa, case):
+    """The u8 NHWC max pooling kernel against Int8MaxPool's numpy kernel (padding never wins)."""
+    import ember.opset as ops
+    from ember.devices.cpu.kernels.int8_misc import max_pool_u8
+    from ember.devices.cpu.ops import Int8MaxPool
+    from ember.graph.types import Type
+
+    n, h, w, c, kernel, strides, dil, pb, pe = case
+    x = np.random.default_rng(c + h).integers(0, 256, (n, h, w, c)).astype(np.uint8)
+    node = Int8MaxPool([ops.parameter([n, c, h, w], Type.u8)], dict(kernel=list(kernel), strides=list(strides),
+                                                                     dilations=list(dil), pads_begin=list(pb),
+                                                                     pads_end=list(pe)))
+    want = node.evaluate([x.transpose(0, 3, 1, 2)])[0].transpose(0, 2, 3, 1)
+    y = np.full(want.shape, 7, np.uint8)
+    max_pool_u8(x, y, kernel, strides, dil, pb, 2, isa).run()
+    np.testing.assert_array_equal(y, want)
+
+
 def test_exec_type_names_the_instruction_set():
     k = int8_kernels()
     assert k.exec_type.endswith("_I8") and k.exec_type.startswith("jit_")
@@ -388,6 +417,32 @@ def _graph(kind, rng):
         out = ops.group_convolution(pc, _weights(wd, rng.random((8, 1, 1, 1, 1)) * 0.05), [1, 1], [1, 1], [1, 1],
                                     [1, 1])
         n_int8 = 2
+    elif kind == "pool-u8":  # conv -> ReLU -> FQ -> MaxPool (3x3 s2, padded, ceil) -> conv: the first conv
+        # writes u8 steps, the pooling runs on them; the f32 pooled tensor is also an output
+        a = _fq(x, -2.0, 2.0 * 127 / 128)
+        w1 = rng.integers(-127, 128, (12, 8, 3, 3)).astype(np.int8)
+        c = ops.relu(ops.convolution(a, _weights(w1, rng.random((12, 1, 1, 1)) * 0.02), [1, 1], [1, 1], [1, 1],
+                                     [1, 1]))
+        p = ops.max_pool(_fq(c, 0.0, 3.0), [2, 2], [1, 1], [1, 1], [1, 1], [3, 3], "ceil", "explicit")
+        w2 = rng.integers(-127, 128, (16, 12, 1, 1)).astype(np.int8)
+        c2 = ops.convolution(p.output(0), _weights(w2, rng.random((16, 1, 1, 1)) * 0.05), [1, 1], [0, 0], [0, 0],
+                             [1, 1])
+        out, n_int8 = [c2, p.output(0)], 2
+    elif kind == "moves":  # FQ -> ReLU -> Pad(0) -> Slice, Concat with a same-grid FQ -> conv: int8;
+        # a Concat of two grids -> conv stays f32
+        hi = np.float32(1.5 * 127 / 128)
+        a = ops.relu(_fq(x, -1.5, hi))  # zero point 128: 0.0 is a step
+        a = ops.pad(a, [0, 0, 1, 1], [0, 0, 1, 0], "constant")
+        a = ops.slice(a, np.array([1], np.int64), np.array([12], np.int64), np.array([1], np.int64),
+                      np.array([2], np.int64))
+        b = _fq(ops.multiply(x, ops.constant(np.float32(-0.7))), -1.5, hi)
+        b = ops.pad(b, [0, 0, 0, 1], [0, 0, 0, 0], "edge")
+        cat = ops.concat([a, b], 1)
+        w = rng.integers(-127, 128, (6, 16, 3, 3)).astype(np.int8)
+        c = ops.convolution(cat, _weights(w, rng.random((6, 1, 1, 1)) * 0.05), [1, 1], [1, 1], [1, 1], [1, 1])
+        mixed = ops.concat([a, ops.pad(_fq(x, -1.0, 1.0), [0, 0, 0, 1], [0, 0, 0, 0], "constant")], 1)
+        c2 = ops.convolution(mixed, _weights(w, rng.random((6, 1, 1, 1)) * 0.05), [1, 1], [1, 1], [1, 1], [1, 1])
+        out, n_int8 = [c, c2], 1
     else:
         raise AssertionError(kind)
     outs = out if isinstance(out, list) else [out]
@@ -395,7 +450,7 @@ def _graph(kind, rng):
 
 
 @pytest.mark.parametrize("kind", ["conv-chain", "asymmetric", "grouped", "fractional-zero-point",
-                                  "maxpool-per-channel"])
+                                  "maxpool-per-channel", "moves", "pool-u8"])
 def test_quantized_graph_matches_reference(kind):
     """The int8 lowering against REFERENCE running the FakeQuantize graph in float: the same
     rounding, so equal within f32 summation error; the runtime model says which ops are int8."""

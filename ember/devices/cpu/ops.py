@@ -158,6 +158,54 @@ class Int8MatMul(Node):
         return [(acc.astype(np.float32) * scale + shift).astype(np.float32)]
 
 
+@register_op
+class Int8MaxPool(Node):
+    """Max pooling of u8 steps ``[N, C, H, W]`` (what ``Int8Quantize`` makes), explicit pads that
+    never win (windows take real pixels only), output size by the floor formula; u8 out."""
+
+    type_name = "Int8MaxPool"
+    version = "ember_opset1"
+    num_inputs = (1, 1)
+    attributes = (Attr("kernel", "ints"), Attr("strides", "ints"), Attr("dilations", "ints"),
+                  Attr("pads_begin", "ints"), Attr("pads_end", "ints"))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        xs = self.input_shape(0)
+        a = self.attrs
+        if self.input_type(0) != Type.u8 or not xs.rank.is_static or xs.rank.get_length() != 4:
+            raise self.fail("needs 4-D u8 data")
+        if any(len(a[k]) != 2 for k in ("kernel", "strides", "dilations", "pads_begin", "pads_end")) \
+                or min(a["kernel"] + a["strides"] + a["dilations"]) < 1 or min(a["pads_begin"] + a["pads_end"]) < 0 \
+                or any(p >= a["dilations"][i] * (a["kernel"][i] - 1) + 1 for i, p in enumerate(a["pads_begin"])):
+            raise self.fail("kernel, strides, dilations (>= 1) and pads (>= 0, begin inside the window) need two "
+                            "values each")
+        dims = [xs[0], xs[1]]
+        for i in range(2):
+            d = xs[2 + i]
+            span = a["dilations"][i] * (a["kernel"][i] - 1) + 1
+            if d.is_static:
+                size = (d.get_length() + a["pads_begin"][i] + a["pads_end"][i] - span) // a["strides"][i] + 1
+                if size < 1:
+                    raise self.fail("the window is larger than the padded data")
+                dims.append(Dimension(size))
+            else:
+                dims.append(Dimension.dynamic())
+        return [(Type.u8, PartialShape(dims))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0], np.uint8)
+        a = self.attrs
+        (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["strides"], a["dilations"]
+        xp = np.pad(x, ((0, 0), (0, 0), (a["pads_begin"][0], a["pads_end"][0]), (a["pads_begin"][1], a["pads_end"][1])))
+        oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        out = np.zeros((x.shape[0], x.shape[1], oh, ow), np.uint8)  # 0 is the lowest step: padding never wins
+        for ky in range(kh):
+            for kx in range(kw):
+                out = np.maximum(out, xp[:, :, ky * dh: ky * dh + sh * (oh - 1) + 1: sh, kx * dw: kx * dw + sw * (ow - 1) + 1: sw])
+        return [out]
+
+
 _CODES = {Type.u8: 8, Type.i8: 8, Type.u4: 4, Type.i4: 4}
 
 
@@ -208,4 +256,4 @@ class CompressedMatMul(Node):
         return [np.matmul(np.asarray(x, np.float32), self.weights(codes, scale, zp).T).astype(np.float32)]
 
 
-__all__ = ["CompressedMatMul", "Int8Convolution", "Int8MatMul", "Int8Quantize"]
+__all__ = ["CompressedMatMul", "Int8Convolution", "Int8MatMul", "Int8MaxPool", "Int8Quantize"]

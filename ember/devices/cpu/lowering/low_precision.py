@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, static_shape
-from ember.devices.cpu.ops import Int8Convolution, Int8MatMul, Int8Quantize
+from ember.devices.cpu.ops import Int8Convolution, Int8MatMul, Int8MaxPool, Int8Quantize
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.graph.core_ops import Constant
 from ember.graph.model import Model
@@ -154,9 +154,6 @@ def _integer_weights(port: Output, out_axes: tuple[int, ...]) -> tuple[np.ndarra
     return v.astype(np.int8), np.ones(int(np.prod([v.shape[i] for i in out_axes])))
 
 
-# ops that only move or select values: a FakeQuantize grid survives them, so the values after
-# them quantize back to the same steps (OpenVINO's precision-preserving ops)
-_PRESERVING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
 
 @dataclass
@@ -171,40 +168,122 @@ class _Activation:
     name: str
     t: Output | None = None
     moves: list[Node] = field(default_factory=list)  # precision-preserving ops to redo on ``data``
+    pool: Node | None = None  # a MaxPool between the FakeQuantize and the layer: run on the u8 steps
 
 
-def _activation(port: Output, axis: int | None = None) -> _Activation | None:
+def _activation(port: Output, axis: int | None = None, pixels: bool = False) -> _Activation | None:
     """The quantized activation ``port`` carries: a FakeQuantize (NNCF, OpenVINO, ONNX Q/DQ
     pairs) or a dequantized integer tensor (ONNX QLinear*/ConvInteger/MatMulInteger, a lone
-    DequantizeLinear); None when ``port`` is neither."""
+    DequantizeLinear); None when ``port`` is neither. ``pixels``: the reader takes u8 NHWC
+    pixels, so a MaxPool right after the FakeQuantize runs on the u8 steps."""
+    if pixels and axis is None:
+        pooled = _pooled_fq(port)
+        if pooled is not None:
+            return pooled
     return _activation_fq(port, axis) or _activation_dq(port, axis)
 
 
-def _activation_fq(port: Output, axis: int | None = None) -> _Activation | None:
-    """A FakeQuantize's output, or that output moved only by precision-preserving ops (then
-    the ranges are the output grid's: the values are on it already). Ranges scalar, or along
-    ``axis`` when given."""
-    walked, data = False, port
-    while port.node.type_name in _PRESERVING and port.index == 0 \
-            and (port.node.get_output_size() == 1 or port.node.type_name == "MaxPool"):
-        port = port.node.input_values()[0]
-        walked = True
-    fq = port.node
-    if fq.type_name != "FakeQuantize" or fq.input_values()[0].element_type.dtype != F32:
+def _pooled_fq(port: Output) -> _Activation | None:
+    """``FakeQuantize -> MaxPool`` (2-D, static height and width, indices unused): quantize the
+    FakeQuantize's input and pool the steps (``Int8MaxPool``), so the int8 layer before it
+    writes u8 and the pooled tensor never exists in f32."""
+    pool = port.node
+    if pool.type_name != "MaxPool" or port.index != 0 or any(o.targets for o in pool.outputs()[1:]):
         return None
-    if walked and axis is not None:
+    src = pool.input_values()[0]
+    ps = src.partial_shape
+    if src.node.type_name != "FakeQuantize" or not ps.rank.is_static or len(ps) != 4 \
+            or not all(d.is_static for d in list(ps)[1:]) or len(pool.attrs["kernel"]) != 2:
+        return None
+    act = _activation_fq(src)
+    if act is None:
+        return None
+    act.pool = pool
+    return act
+
+
+def _activation_fq(port: Output, axis: int | None = None) -> _Activation | None:
+    """A FakeQuantize's output (ranges scalar, or along ``axis`` when given), or values still on
+    one FakeQuantize's output grid after precision-preserving ops (:func:`_grid_of`): then the
+    moved values are quantized with the grid's ranges (they are on it already)."""
+    fq = port.node
+    direct = fq.type_name == "FakeQuantize"
+    if not direct:
+        if axis is not None:
+            return None
+        fq = _grid_of(port)
+        if fq is None:
+            return None
+    if fq.input_values()[0].element_type.dtype != F32:
         return None
     params = ranges_along(fq, 1 if axis is None else axis)
     if params is None or (axis is None and params.per_channel):
         return None
     ins = fq.input_values()
     levels, name = int(fq.attrs["levels"]), fq.friendly_name
-    if walked:
+    if not direct:
         from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
 
         params = QuantizeParams(params.ol, params.oh, params.ol, params.oh, params.levels)
-        return _Activation(params, data, [ins[3], ins[4], ins[3], ins[4]], levels, name)
+        return _Activation(params, port, [ins[3], ins[4], ins[3], ins[4]], levels, name)
     return _Activation(params, ins[0], list(ins[1:]), levels, name)
+
+
+# ops whose output values are input values (moved, selected, repeated): a FakeQuantize grid
+# survives them (OpenVINO's precision-preserving ops)
+_MOVES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth", "Slice", "StridedSlice",
+          "Broadcast", "Tile", "Split", "VariadicSplit", "MaxPool")
+
+
+def _grid_of(port: Output, depth: int = 0) -> Node | None:
+    """The FakeQuantize (scalar ranges) whose output grid ``port``'s values lie on, through
+    moves (:data:`_MOVES`), ReLU, Pad and Concat (every input on the same grid), else None.
+    ReLU needs 0.0 on the grid (or no negative step); Pad a pad value on the grid."""
+    node = port.node
+    t = node.type_name
+    if t == "FakeQuantize":
+        grid = _grid_values(node)
+        return node if grid is not None else None
+    if depth > 32 or node.output(port.index).element_type.dtype != F32:
+        return None
+    if t in _MOVES and (port.index == 0 or t in ("Split", "VariadicSplit")):
+        return _grid_of(node.input_values()[0], depth + 1)
+    if t in ("ReLU", "Pad"):
+        fq = _grid_of(node.input_values()[0], depth + 1)
+        if fq is None:
+            return None
+        ol, oh, steps = _grid_values(fq)  # type: ignore[misc]
+        if t == "ReLU":
+            value = 0.0 if ol < 0 else None
+        else:
+            value = None
+            if node.attrs.get("pad_mode", "constant") == "constant":
+                v = _value(node.input_values()[3]) if len(node.input_values()) > 3 else np.zeros(1)
+                if v is None or v.size != 1:
+                    return None
+                value = float(v.reshape(-1)[0])
+        if value is not None:
+            step = (value - ol) / (oh - ol) * steps
+            if not (0 <= step <= steps and abs(step - round(step)) <= _ZP_TOLERANCE):
+                return None
+        return fq
+    if t == "Concat":
+        grids = [_grid_of(s, depth + 1) for s in node.input_values()]
+        if any(g is None for g in grids):
+            return None
+        first = _grid_values(grids[0])  # type: ignore[arg-type]
+        return grids[0] if all(_grid_values(g) == first for g in grids) else None  # type: ignore[arg-type]
+    return None
+
+
+def _grid_values(fq: Node) -> tuple[float, float, int] | None:
+    """``(ol, oh, steps)`` of a FakeQuantize with scalar output ranges on f32 data."""
+    if fq.input_values()[0].element_type.dtype != F32:
+        return None
+    ol, oh = _scalar(fq.input_values()[3]), _scalar(fq.input_values()[4])
+    if ol is None or oh is None or not ol < oh:
+        return None
+    return ol, oh, int(fq.attrs["levels"]) - 1
 
 
 _INT8 = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
@@ -254,7 +333,7 @@ def _activation_dq(port: Output, axis: int | None) -> _Activation | None:
         return None
     lo, hi = _INT8[t.element_type.dtype]
     moves, base = [], t  # Reshape/Transpose/MaxPool... on the integer tensor: redone on the f32 data
-    while base.node.type_name in _PRESERVING and base.index == 0 \
+    while base.node.type_name in _MOVES and base.index == 0 \
             and (base.node.get_output_size() == 1 or base.node.type_name == "MaxPool"):
         moves.append(base.node)
         base = base.node.input_values()[0]
@@ -339,7 +418,22 @@ def _quantize_node(act: _Activation, memo: dict[Any, Node], kind: str) -> Node:
             data.set_names(())
         q = Int8Quantize([data, *act.ranges], dict(levels=act.levels, layout=kind), act.name + "/u8")
         memo[key] = q
-    return q
+    if act.pool is None:
+        return q
+    pooled = memo.get(("pool", id(q), id(act.pool)))
+    if pooled is None:
+        pool = act.pool
+        pb, pe, out = pool.plan(pool.input_values()[0].partial_shape)
+        kernel, strides = [int(k) for k in pool.attrs["kernel"]], [int(s) for s in pool.attrs["strides"]]
+        dil = [int(d) for d in pool._dilations(2)]
+        h = [int(d.get_length()) for d in list(pool.input_values()[0].partial_shape)[2:]]
+        # pads_end that make the floor formula give the pooling's own output size (ceil rounding)
+        pe = [max(pe[i], (int(out[2 + i].get_length()) - 1) * strides[i] + dil[i] * (kernel[i] - 1) + 1 - h[i] - pb[i])
+              for i in range(2)]
+        pooled = Int8MaxPool([q.output(0)], dict(kernel=kernel, strides=strides, dilations=dil, pads_begin=list(pb),
+                                                pads_end=pe), pool.friendly_name + "/u8")
+        memo[("pool", id(q), id(act.pool))] = pooled
+    return pooled
 
 
 def _zero_point(params: Any) -> tuple[int, float]:
@@ -369,7 +463,7 @@ def _rewrite_conv(node: Node, memo: dict[Any, Node]) -> bool:
     if wq.ndim != 4 or (groups > 1 and wq.shape[1] % 4 and not depthwise):
         return False  # grouped convolutions with an odd number of channels per group stay f32
     # a depthwise convolution takes per-channel activation ranges (each channel is on its own)
-    found = _activation(xport, 1 if depthwise else None)
+    found = _activation(xport, 1 if depthwise else None, pixels=True)
     if found is None:
         return False
     params = found.params
@@ -604,6 +698,31 @@ def _unclaim(node: Node) -> None:
         node.rt_info.pop(key, None)
 
 
+@lowers("Int8MaxPool")
+def lower_int8_max_pool(lowering: Lowering, node: Node) -> bool:
+    """Max pooling of the u8 NHWC steps (``kernels/int8_misc.py``): the padded channel rows too."""
+    from ember.devices.cpu.kernels.int8_misc import max_pool_u8
+
+    _unclaim(node)
+    x = lowering.tensor(node.input_values()[0])
+    if x.dtype != np.uint8 or x.layout != NHWC or lowering.is_result(node.output(0)):
+        return False
+    a = node.attrs
+    n, _, oh, ow = static_shape(node.output(0))
+    cp = x.shape[3]
+    y = lowering.value((n, oh, ow, cp), NHWC, np.uint8, node.friendly_name)
+    threads, isa = lowering.threads, lowering.isa
+    kernel, strides, dil, pb = (tuple(a[k]) for k in ("kernel", "strides", "dilations", "pads_begin"))
+    lowering.program.add(Op(node.friendly_name, "Int8MaxPool", [x], [y], native=True,
+                            bind=lambda i, o: [max_pool_u8(i[0], o[0], kernel, strides, dil, pb, threads, isa)]))
+    exec_type = f"jit_{isa.level}_I8"
+    lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
+    node.rt_info["execType"] = exec_type
+    node.rt_info["runtimePrecision"] = "I8"
+    lowering.bind_port(node.output(0), y)
+    return True
+
+
 @lowers("Int8Quantize")
 def lower_quantize(lowering: Lowering, node: Node) -> bool:
     """u8 steps, rows padded to a multiple of 4 bytes (filled with the zero point): NHWC for
@@ -612,7 +731,8 @@ def lower_quantize(lowering: Lowering, node: Node) -> bool:
 
     users = {t.node.type_name for t in node.output(0).targets}
     want = "Int8Convolution" if node.attrs["layout"] == "nhwc" else "Int8MatMul"
-    if users != {want} or lowering.is_result(node.output(0)):
+    readers = {want, "Int8MaxPool"} if want == "Int8Convolution" else {want}
+    if not users or not users <= readers or lowering.is_result(node.output(0)):
         return False
     shape = static_shape(node.output(0))
     params = ranges_along(node, 1 if want == "Int8Convolution" else -1)

@@ -1,0 +1,98 @@
+"""int8 data movement that stays in int8: max pooling of u8 NHWC steps.
+
+The input is what ``Int8Quantize`` (or an int8 epilogue writing u8) leaves for the int8
+convolutions: u8 NHWC pixels whose channel rows are padded to a multiple of 4 bytes (the pad
+bytes hold the zero point). Max pooling of FakeQuantize steps equals the steps of the max
+pooling in float (FakeQuantize is monotone), so a MaxPool between two int8 layers runs on the
+u8 bytes, a quarter of the f32 traffic. A window starts from 0 (the lowest step) and takes
+only real pixels, so padding never wins, as OpenVINO's MaxPool; the pad channels stay the
+zero point. Vectorized over the channel bytes (64 per AVX-512 register); task = (image,
+output row).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import I8, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+
+POOL_U8_CONTEXT = ContextLayout(
+    "pool_u8",
+    ("x", "y", "h", "w", "c", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "xn", "yn"),
+    pointers=("x", "y"))
+
+
+def _emit_max_pool(m: ir.Module, prefix: str, lanes: int) -> None:
+    fn = Emitter.function(m, f"{prefix}_max_pool_u8_task", VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, POOL_U8_CONTEXT)
+    b = e.b
+    task = fn.args[1]
+    vt = vec(I8, lanes)
+    oh, c = e.arg("oh"), e.arg("c")
+    oy, img = b.srem(task, oh), b.sdiv(task, oh)
+    H, W, kh, kw = e.arg("h"), e.arg("w"), e.arg("kh"), e.arg("kw")
+    x = e.gep(I8, e.arg("x", PTR), b.mul(img, e.arg("xn")))
+    y = e.gep(I8, e.arg("y", PTR), b.add(b.mul(img, e.arg("yn")), b.mul(b.mul(oy, e.arg("ow")), c)))
+    iy0 = b.sub(b.mul(oy, e.arg("sh")), e.arg("pt"))
+
+    def window(ox: ir.Value, ch: ir.Value, typ: ir.Type) -> ir.Value:
+        acc = e.var(typ, ir.Constant(typ, None))
+        ix0 = b.sub(b.mul(ox, e.arg("sw")), e.arg("pl"))
+        with e.loop(0, kh, name="ky") as ky:
+            iy = b.add(iy0, b.mul(ky, e.arg("dh")))
+            with b.if_then(b.icmp_unsigned("<", iy, H)):
+                with e.loop(0, kw, name="kx") as kx:
+                    ix = b.add(ix0, b.mul(kx, e.arg("dw")))
+                    with b.if_then(b.icmp_unsigned("<", ix, W)):
+                        v = e.load(typ, e.gep(I8, x, b.add(b.mul(b.add(b.mul(iy, W), ix), c), ch)), align=1)
+                        a = e.load(typ, acc)
+                        b.store(b.select(b.icmp_unsigned(">", v, a), v, a), acc)
+        return e.load(typ, acc)
+
+    with e.loop(0, e.arg("ow"), name="ox") as ox:
+        yrow = e.gep(I8, y, b.mul(ox, c))
+        nfull = b.mul(b.sdiv(c, c64(lanes)), c64(lanes))
+        with e.loop(0, nfull, lanes, name="cv") as ch:
+            b.store(window(ox, ch, vt), e.gep(I8, yrow, ch), align=1)
+        with e.loop(nfull, c, 1, name="cs") as ch:
+            b.store(window(ox, ch, I8), e.gep(I8, yrow, ch))
+    b.ret_void()
+
+
+def _build(prefix: str, isa: Isa) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    _emit_max_pool(m, prefix, isa.vector_bits // 8)
+    return m
+
+
+@functools.cache
+def _library(isa: Isa) -> jit.Library:
+    return jit.load(f"int8_misc|{isa.level}", isa, lambda p: _build(p, isa))
+
+
+def max_pool_u8(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
+                dilations: tuple[int, int], pads_begin: tuple[int, int], threads: int,
+                isa: Isa | None = None) -> BoundKernel:
+    """A bound max pooling of u8 NHWC ``x`` [N, H, W, C] into ``y`` [N, OH, OW, C] (both
+    contiguous, the same C: the padded channel rows are pooled too)."""
+    n, h, w, c = x.shape
+    _, oh, ow, cy = y.shape
+    if cy != c or x.dtype != np.uint8 or y.dtype != np.uint8 or not (x.flags.c_contiguous and y.flags.c_contiguous):
+        raise ValueError("ember: internal: max_pool_u8 needs contiguous u8 NHWC arrays with the same channels")
+    isa = isa or host_isa()
+    ctx = POOL_U8_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, h=h, w=w, c=c, oh=oh, ow=ow, kh=kernel[0],
+                              kw=kernel[1], sh=strides[0], sw=strides[1], dh=dilations[0], dw=dilations[1],
+                              pt=pads_begin[0], pl=pads_begin[1], xn=h * w * c, yn=oh * ow * c)
+    return BoundKernel(_library(isa).address("max_pool_u8_task"), ctx, n * oh if y.size else 0, threads, (x, y),
+                       layout=POOL_U8_CONTEXT)
+
+
+__all__ = ["max_pool_u8"]
