@@ -417,3 +417,28 @@ def test_bf16_precision_projects_inputs_in_bf16() -> None:
     _close(got, want, tol=3e-2)
     assert cm._executable.program.stats["bf16_ops"] == 1
     assert cm._executable.program.stats["fallbacks"] == {}
+
+
+@pytest.mark.parametrize("batch,seq", [(0, 4), (2, 0)])
+def test_empty_batch_or_sequence_runs_the_reference_kernel(batch: int, seq: int) -> None:
+    """An empty batch or sequence keeps the op on its reference kernel, with the same result."""
+    case = Case("lstm", batch=batch, seq=seq, hidden=5, direction="bidirectional")
+    model, feeds = build(case, np.random.default_rng(6))
+    core = ember.Core()
+    cm = core.compile_model(model, "CPU")
+    _close(cm(feeds).to_tuple(), core.compile_model(model, "REFERENCE")(feeds).to_tuple())
+
+
+def test_infinite_inputs_saturate_like_the_reference() -> None:
+    """+-inf in the inputs saturates the gates (sigmoid 0/1, tanh +-1) as the reference does."""
+    case = Case("lstm", batch=2, seq=4, input=1, hidden=17, direction="bidirectional")  # one input: no inf - inf
+    model, feeds = build(case, np.random.default_rng(12))
+    feeds[0][0, 1, :] = np.inf
+    feeds[0][1, 2, :] = -np.inf
+    core = ember.Core()
+    got = [np.asarray(a) for a in core.compile_model(model, "CPU")(feeds).to_tuple()]
+    want = [np.asarray(a) for a in core.compile_model(model, "REFERENCE")(feeds).to_tuple()]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        np.testing.assert_allclose(np.nan_to_num(g), np.nan_to_num(w), rtol=2e-5, atol=2e-5)
+    assert not any(np.isnan(g).any() for g in got)  # saturated, not NaN
