@@ -153,6 +153,22 @@ SCATTER_ND.update({
     "sum-int32-data": Case("scatter_nd_update", [_i(-9, 9, 8, 3, dtype=np.int32), _i(0, 8, 20, 1),
                                                  _i(-9, 9, 20, 3, dtype=np.int32)], ("sum",), openvino=True),
 })
+SCATTER_ND.update({  # 1-, 2- and 8-byte items are moved (reduction none); odd byte counts
+    "none-bool-mask-const-data": Case("scatter_nd_update", [Const(np.zeros((5, 7), bool)), _i(-5, 5, 3, 1),
+                                                            RNG.random((3, 7)) > 0.5], ("none",)),
+    "none-float16-rows-dup": Case("scatter_nd_update", [_f(3, 5).astype(np.float16), np.array([[0], [2], [1], [2]]),
+                                                        _f(4, 5).astype(np.float16)], ("none",)),
+    "none-float64-rows": Case("scatter_nd_update", [RNG.standard_normal((6, 3)), np.array([[5], [0]]),
+                                                    RNG.standard_normal((2, 3))], ("none",)),
+})
+SCATTER_ELEMENTS.update({
+    "none-bool-odd-bytes": Case("scatter_elements_update", [RNG.random((5, 7)) > 0.5, _i(0, 5, 2, 7),
+                                                            RNG.random((2, 7)) > 0.5, Const(np.array(0))],
+                                ("none", True)),
+    "none-uint8-const-fill": Case("scatter_elements_update", [Const(np.full((3, 9), 7, np.uint8)), _i(0, 9, 3, 4),
+                                                              _i(0, 255, 3, 4, dtype=np.uint8), Const(np.array(1))],
+                                  ("none", True)),
+})
 SCATTER_UPDATE = {
     "axis1-2d-indices": Case("scatter_update", [_f(6, 7, 3), np.array([[0, 2], [4, 5]]), _f(6, 2, 2, 3),
                                                 Const(np.array(1))], openvino=True),
@@ -161,6 +177,8 @@ SCATTER_UPDATE = {
     "axis-last-scalar-index": Case("scatter_update", [_f(3, 5), np.array(3), _f(3), Const(np.array(-1))]),
     "int64-data": Case("scatter_update", [_i(0, 9, 4, 6), np.array([1, 1, 3]), _i(0, 9, 3, 6),
                                           Const(np.array(0))]),
+    "int8-data-odd": Case("scatter_update", [_i(-9, 9, 3, 5, dtype=np.int8), np.array([4, 0]),
+                                             _i(-9, 9, 3, 2, dtype=np.int8), Const(np.array(1))]),
 }
 
 

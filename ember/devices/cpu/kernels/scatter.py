@@ -30,14 +30,17 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I8, I16, I32, I64, PTR, VOID, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 #: data types the kernels scatter (numpy dtype name -> IR type)
-DTYPES = {"float32": F32, "int32": I32, "int64": I64}
+DTYPES = {"float32": F32, "int32": I32, "int64": I64, "bool": I8, "int8": I8, "uint8": I8, "float16": I16,
+          "int16": I16, "uint16": I16, "uint32": I32, "float64": I64, "uint64": I64}
+#: the types whose values the reductions compute with (the others are moved, reduction "none")
+ARITHMETIC = ("float32", "int32", "int64")
 REDUCTIONS = ("none", "sum", "sub", "prod", "min", "max", "mean")
 MAX_INDEX_DIMS = 8
 
@@ -47,7 +50,8 @@ SCATTER_CONTEXT = ContextLayout(
      "outer", "K", "inner", "k", "is_o", "is_j", "cpt", "columns", "row_index"),
     pointers=("out", "upd", "idx", "tab_outer", "tab_inner", "tab_io", "tab_ic", "count", "dims", "astr"))
 
-INIT_CONTEXT = ContextLayout("scatter_init", ("src", "dst", "n", "fill", "value", "upt"), pointers=("src", "dst"))
+INIT_CONTEXT = ContextLayout("scatter_init", ("src", "dst", "n", "nbytes", "fill", "value", "upt"),
+                             pointers=("src", "dst"))
 
 
 def _ir_type_name(t: ir.Type) -> str:
@@ -271,6 +275,12 @@ def _emit_init(m: ir.Module, prefix: str, lanes: int) -> None:
                 b.store(e.load(vt, e.gep(I32, src, i), align=4), e.gep(I32, dst, i), align=4)
             with e.loop(nmain, u1, name="t") as i:
                 b.store(e.load(I32, e.gep(I32, src, i), align=4), e.gep(I32, dst, i), align=4)
+    # the last task writes the bytes after the last whole 4-byte unit (1- and 2-byte items)
+    with b.if_then(b.icmp_signed("==", u1, n)):
+        with e.loop(b.mul(n, c64(4)), e.arg("nbytes"), name="bt") as i:
+            byte = b.select(fill, b.trunc(b.lshr(w, b.mul(b.and_(i, c64(7)), c64(8))), I8),
+                            e.load(I8, e.gep(I8, src, b.select(fill, c64(0), i))))
+            b.store(byte, e.gep(I8, dst, i))
     b.ret_void()
 
 
@@ -286,9 +296,10 @@ def _library(isa: Isa, mode: str, dtype: str, red: str, idx64: bool, use_init: b
     return jit.load(sig, isa, build)
 
 
-def supported(dtype: np.dtype, idx_dtype: np.dtype) -> bool:
-    """Whether the kernels take data of ``dtype`` with indices of ``idx_dtype``."""
-    return dtype.name in DTYPES and idx_dtype.name in ("int32", "int64")
+def supported(dtype: np.dtype, idx_dtype: np.dtype, reduction: str = "none") -> bool:
+    """Whether the kernels take data of ``dtype`` with indices of ``idx_dtype`` and ``reduction``."""
+    return dtype.name in DTYPES and idx_dtype.name in ("int32", "int64") and (
+        reduction == "none" or dtype.name in ARITHMETIC)
 
 
 def init_output(data: np.ndarray | None, out: np.ndarray, fill_bits: int, threads: int,
@@ -300,18 +311,17 @@ def init_output(data: np.ndarray | None, out: np.ndarray, fill_bits: int, thread
     units = out.nbytes // 4
     upt = max(1 << 14, -(-units // (4 * threads)))
     upt = -(-upt // 16) * 16
-    ctx = INIT_CONTEXT.new(src=0 if data is None else data.ctypes.data, dst=out.ctypes.data, n=units,
-                           fill=int(data is None), value=np.int64(np.uint64(fill_bits).view(np.int64)), upt=upt)
+    ctx = INIT_CONTEXT.new(src=out.ctypes.data if data is None else data.ctypes.data, dst=out.ctypes.data, n=units,
+                           nbytes=out.nbytes, fill=int(data is None), value=np.int64(np.uint64(fill_bits).view(np.int64)), upt=upt)
     keep = (out,) if data is None else (data, out)
-    return BoundKernel(lib.address("init_task"), ctx, -(-units // upt) if units else 0, threads, keep,
+    return BoundKernel(lib.address("init_task"), ctx, max(-(-units // upt), 1) if out.nbytes else 0, threads, keep,
                        layout=INIT_CONTEXT)
 
 
 def fill_bits(value: int | float, dtype: np.dtype) -> int:
     """The 8-byte pattern :func:`init_output` repeats to fill an array of ``dtype`` with ``value``."""
     raw = np.array(value, dtype).tobytes()
-    if len(raw) == 4:
-        raw = raw * 2
+    raw = raw * (8 // len(raw))
     return int(np.frombuffer(raw, np.uint64)[0])
 
 

@@ -87,7 +87,7 @@ def _scatter_op(lowering: Lowering, node: Node, *, mode: str, reduction: str, us
 
     data_p, idx_p, upd_p = node.input_values()[:3]
     dtype = data_p.element_type.dtype
-    if not supported(dtype, idx_p.element_type.dtype) or upd_p.element_type.dtype != dtype:
+    if not supported(dtype, idx_p.element_type.dtype, reduction) or upd_p.element_type.dtype != dtype:
         return False
     if tab_outer.size > _MAX_TABLE or (tab_inner is not None and tab_inner.size > _MAX_TABLE):
         return False
