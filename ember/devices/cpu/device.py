@@ -204,6 +204,7 @@ class _Programs:
         self._model_arrays = {id(n.data) for n in ops if isinstance(n, Constant)}
         self._shared_ids: set[int] | None = None
         self._shared_count = -1
+        self._nodes = len(ops)  # a specialization's node count, about
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._owned: dict[tuple, int] = {}
@@ -278,7 +279,7 @@ class _Programs:
         seconds["lowering"] += t1 - t0
         seconds["memory"] += time.perf_counter() - t1
         self.stats["weights_packed"], self.stats["weights_reused"] = self.weights.packed, self.weights.reused
-        return prog, len(model.get_ordered_ops()) if model is not self.model else 0
+        return prog, self._nodes if model is not self.model else 0
 
     def _specialize(self, key: tuple) -> Model:
         """The transformed model with static input shapes ``key``, folded for them."""
@@ -351,7 +352,7 @@ def _fold_shape_reads(model: Model) -> int:
     ``SPECIALIZE_PASSES`` give, cheaply; it returns -1 (changing nothing) on a graph it does not
     expect (a node whose reference kernel fails), and the passes run instead."""
     from ember.graph.core_ops import Parameter
-    from ember.passes.matcher import prune_dead_consumers, replace_output
+    from ember.passes.matcher import replace_output
 
     values: dict[tuple[int, int], np.ndarray] = {}
     folded: list[Any] = []
@@ -398,21 +399,31 @@ def _fold_shape_reads(model: Model) -> int:
                 v = v.astype(et.dtype)
             replace_output(port, Constant.from_array(v, et, node.friendly_name).output(0))
             count += 1
-    if count:
-        prune_dead_consumers(model)
+    for node in folded:  # every folded node is dead now: unlink it from the producers that stay
+        for i, src in enumerate(node.input_values()):
+            if id(src.node) not in done:
+                src.remove_target_input(node.input(i))
     return count
 
 
-def _arrays_in(obj: Any, depth: int, out: dict[int, np.ndarray]) -> None:
-    """The numpy arrays ``obj`` holds (itself, its attributes, ``depth`` levels deep)."""
+def _arrays_in(obj: Any, depth: int, out: dict[int, np.ndarray], seen: set[int] | None = None) -> None:
+    """The numpy arrays ``obj`` holds (itself, its attributes, ``depth`` levels deep; an object
+    met twice is looked at once)."""
     if isinstance(obj, np.ndarray):
         out[id(obj)] = obj
-    elif depth > 0 and isinstance(obj, (list, tuple)):
+        return
+    if depth <= 0 or isinstance(obj, (int, float, str, bytes, type)) or obj is None:
+        return
+    if seen is not None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+    if isinstance(obj, (list, tuple)):
         for v in obj:
-            _arrays_in(v, depth - 1, out)
-    elif depth > 0 and hasattr(obj, "__dict__") and not isinstance(obj, type):
+            _arrays_in(v, depth - 1, out, seen)
+    elif hasattr(obj, "__dict__"):
         for v in vars(obj).values():
-            _arrays_in(v, depth - 1, out)
+            _arrays_in(v, depth - 1, out, seen)
 
 
 #: bytes a cached plan costs beyond its arrays, per graph node it was lowered from (kept alive by
@@ -430,11 +441,12 @@ def _owned_bytes(program: Any, shared: set[int], nodes: int = 0) -> int:
     for t in program.tensors:
         if t.kind == "const" and t.data is not None:
             found[id(t.data)] = t.data
+    seen: set[int] = set()
     for op in program.ops:
         for fn in (op.bind, op.fn):
             for cell in getattr(fn, "__closure__", None) or ():
                 try:
-                    _arrays_in(cell.cell_contents, 2, found)
+                    _arrays_in(cell.cell_contents, 2, found, seen)
                 except ValueError:  # an empty cell
                     continue
     own = sum(a.nbytes for i, a in found.items() if i not in shared and a.base is None)
