@@ -1,7 +1,7 @@
 """Quantized model forms end to end on the CPU device's int8 kernels: ONNX Runtime's
 quantize_static (QOperator: QLinearConv/QLinearMatMul; QDQ), per tensor and per channel, u8 and
 s8 (asymmetric) activations; ConvInteger and MatMulInteger built with onnx.helper; an FQ graph
-with TFLite-style asymmetric activations. Each runs its convolutions/MatMuls on int8 kernels
+with TFLite-style asymmetric activations and TensorFlow's full-integer TFLite models (slow). Each runs its convolutions/MatMuls on int8 kernels
 (the plan's exec types say so) and matches REFERENCE (the same graph in float) and ONNX Runtime
 within int8 rounding."""
 
@@ -165,3 +165,43 @@ def test_tflite_style_asymmetric_activations():
     assert cm._executable.program.stats.get("int8_ops") == 2
     want = core.compile_model(model, "REFERENCE")(xin)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.slow  # importing TensorFlow (for its converter's cache key) takes 15-20 s
+@pytest.mark.parametrize("name, int8_ops", [("small_cnn", 5), ("mobilenet_v2", 53)])
+def test_tflite_full_integer_model_runs_int8(name, int8_ops):
+    """A full-integer TFLite model (TensorFlow's converter, u8/s8 asymmetric activations with
+    per-tensor zero points, per-channel s8 weights): every convolution/FullyConnected runs on
+    the int8 kernels, within 2 output quantization steps of LiteRT and of REFERENCE."""
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("tensorflow", reason="tensorflow-cpu is a test extra")
+    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is a test extra")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontends"))
+    from tflite_makers import photos, tflite_file
+
+    from ember.frontends.tflite import convert
+    from ember.frontends.tflite.schema import read_model
+
+    path = tflite_file(name, "full_int8")
+    sg = read_model(path.read_bytes()).subgraphs[0]
+    step = next(float(sg.tensors[op.inputs[0]].quant.scale.max()) for op in sg.operators
+                if sg.outputs[0] in op.outputs and op.op == "DEQUANTIZE")
+    model = convert(path)
+    shape = tuple(d.get_length() if d.is_static else 1 for d in model.inputs[0].partial_shape)
+    core = ember.Core()
+    cm = core.compile_model(model, "CPU")
+    ref = core.compile_model(model, "REFERENCE")
+    for x in photos(shape[1:3], 2, seed=7):
+        got = cm(x)[0]
+        stats = cm._executable.program.stats
+        assert stats.get("int8_ops") == int8_ops
+        assert sum(t.endswith("_I8") for t in stats["exec_types"].values()) >= int8_ops
+        it = litert.Interpreter(model_path=str(path))
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        want = it.get_tensor(it.get_output_details()[0]["index"])
+        assert float(np.abs(got - want).max()) <= 2 * step + 1e-7
+        assert float(np.abs(got - ref(x)[0]).max()) <= 2 * step + 1e-7
