@@ -123,6 +123,27 @@ def pool_indices(shape: tuple[int, ...], k: tuple[int, ...], s: tuple[int, ...],
     return build
 
 
+def residual(kind: str) -> Callable[[], Model]:
+    """A convolution or transposed convolution + bias + residual Add + ReLU (fused whole), 1-D or 3-D."""
+    def build() -> Model:
+        if kind == "conv1d":
+            x = ops.parameter([2, 6, 11], np.float32, name="x")
+            y = ops.add(ops.add(ops.convolution(x, _w(6, 6, 3), [1], [1], [1], [1]), _f(1, 6, 1)), x)
+        elif kind == "conv3d":
+            x = ops.parameter([1, 5, 4, 5, 3], np.float32, name="x")
+            y = ops.add(x, ops.convolution(x, _w(5, 5, 3, 3, 3), [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]))
+        else:
+            shape = [1, 6, 9] if kind == "deconv1d" else [1, 6, 3, 4, 3]
+            n = len(shape) - 2
+            x = ops.parameter(shape, np.float32, name="x")
+            r = ops.relu(ops.convolution_backprop_data(x, _w(6, 4, *[4] * n, fan=24), [2] * n,
+                                                       pads_begin=[1] * n, pads_end=[1] * n))
+            y = ops.add(r, ops.convolution_backprop_data(x, _w(6, 4, *[4] * n, fan=24), [2] * n,
+                                                         pads_begin=[1] * n, pads_end=[1] * n))
+        return Model([ops.relu(y)], [x], "residual")
+    return build
+
+
 def _edges(shape: tuple[int, ...]) -> np.ndarray:
     x = _f(*shape)
     flat = x.reshape(-1)
@@ -167,6 +188,10 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
                         (1, 4, 3, 3, 4), None),
     "unet1d-chain": (unet1d, (1, 5, 16), None),
     "conv3d-chain": (chain3d, (1, 4, 6, 6, 6), None),
+    "residual-conv1d": (residual("conv1d"), (2, 6, 11), None),
+    "residual-conv3d": (residual("conv3d"), (1, 5, 4, 5, 3), None),
+    "residual-deconv1d": (residual("deconv1d"), (1, 6, 9), None),
+    "residual-deconv3d": (residual("deconv3d"), (1, 6, 3, 4, 3), None),
     # forward 1-D and 3-D convolutions
     "conv1d-dilated-strided": (conv((2, 9, 20), 7, (3,), (2,), (2,), (1,), dil=(2,)), (2, 9, 20), None),
     "conv1d-depthwise": (conv((1, 12, 15), 12, (5,), (1,), (2,), (2,), groups=12), (1, 12, 15), None),

@@ -22,6 +22,7 @@ from ember.devices.cpu.lowering.driver import (
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
+from ember.passes.fusions import same_fused_group
 
 # -- channel-last tensors ---------------------------------------------------------------------
 # Kernels read and write channel-last data: a 4-D tensor is NHWC (the plan's layout), a 1-D
@@ -121,6 +122,35 @@ def _from_channels_last(lowering: Lowering, y: Tensor, logical: tuple[int, ...],
     return out
 
 
+def _epilogue(lowering: Lowering, node: Node, channels: int) -> tuple[np.ndarray | None, Tensor | None,
+                                                                      tuple[float, float], Node, list[Node]]:
+    """The marked epilogue group after ``node`` (bias, residual, clamp), as ``epilogue_chain``
+    gives it; for 1-D and 3-D outputs the residual Add is taken here too, its other operand
+    made channel-last like the output."""
+    rank = len(node.output(0).partial_shape)
+    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, channels, NHWC,
+                                                           allow_residual=rank == 4)
+    if rank == 4 or (lo, hi) != (-math.inf, math.inf):
+        return bias, residual, (lo, hi), last, fused
+    nxt = lowering.sole_consumer(last)
+    if nxt is None or nxt.type_name != "Add" or not same_fused_group(last, nxt) \
+            or nxt.output(0).partial_shape != node.output(0).partial_shape:
+        return bias, residual, (lo, hi), last, fused
+    a, b = nxt.input_values()
+    other = b if a.node is last else a
+    if other.node is last or const_of(other) is not None or not lowering.has(other) \
+            or other.element_type.dtype != F32 or other.partial_shape != node.output(0).partial_shape:
+        return bias, residual, (lo, hi), last, fused
+    residual, last = _channels_last_input(lowering, other), nxt
+    fused = [*fused, nxt]
+    after = lowering.sole_consumer(last)
+    if after is not None and same_fused_group(last, after) and after.type_name in ("ReLU", "Clamp") \
+            and after.output(0).partial_shape == node.output(0).partial_shape:
+        lo, hi = (0.0, math.inf) if after.type_name == "ReLU" else (float(after.attrs["min"]), float(after.attrs["max"]))
+        last, fused = after, [*fused, after]
+    return bias, residual, (lo, hi), last, fused
+
+
 def _pair(v: Sequence[int]) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
@@ -172,10 +202,8 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     from ember.devices.cpu.kernels.gemm import Epilogue
 
     xport = node.input_values()[0]
-    rank = len(xport.partial_shape)
     out_logical = static_shape(node.output(0))
-    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, geo.cout, NHWC,
-                                                           allow_residual=rank == 4)
+    bias, residual, (lo, hi), last, fused = _epilogue(lowering, node, geo.cout)
     kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
                     precision=lowering.precision)
     lowering.bf16_ops += kernel.precision.value == "bf16"
@@ -218,7 +246,7 @@ def _lower_conv3d(lowering: Lowering, node: Node, w: np.ndarray, groups: int, st
         if not taps:
             return False  # a depth with no tap: bias only (not worth a kernel)
         segments.append((a, b, taps))
-    bias, _, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, w.shape[0], NHWC, allow_residual=False)
+    bias, residual, (lo, hi), last, fused = _epilogue(lowering, node, w.shape[0])
     geo2 = {}
     plans = []  # (image, a, b, tap, first, final, Conv2d)
     for a, b, taps in segments:
@@ -244,10 +272,15 @@ def _lower_conv3d(lowering: Lowering, node: Node, w: np.ndarray, groups: int, st
                 start = a * strides[0] + t * dil[0] - pb[0]
                 xv = xa[img, start:start + (b - a - 1) * strides[0] + 1:strides[0]]
                 yv = ya[img, a:b]
-                calls.append(conv.bind(xv, yv, bias if first else None, None if first else yv))
+                if first:  # the first tap of these depths writes, with the bias and the residual
+                    res = ins[1][img, a:b] if residual is not None else None
+                    calls.append(conv.bind(xv, yv, bias, res))
+                else:
+                    calls.append(conv.bind(xv, yv, None, yv))
         return calls
 
-    lowering.program.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
+    ins = [x] + ([residual] if residual is not None else [])
+    lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
     return True
 
@@ -279,8 +312,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
                          tuple(int(d) for d in (attrs["dilations"] or [1] * n_sp)), pb, groups)
     if rank != 5 and _as_convolution(lowering, node, geo, wg):
         return True
-    bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, 1, geo.cout, NHWC,
-                                                           allow_residual=rank == 4)
+    bias, residual, (lo, hi), last, fused = _epilogue(lowering, node, geo.cout)
     kernel = ConvTranspose(geo, wg, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
                            precision=lowering.precision)
     lowering.bf16_ops += kernel.precision.value == "bf16"
@@ -292,7 +324,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
         outs.append(lowering.value(geo.cols_shape, PLAIN, name=node.friendly_name + "/cols"))
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
-        res = a[1] if residual is not None else None
+        res = _kernel_view(a[1], rank) if residual is not None else None
         return kernel.bind(_kernel_view(a[0], rank), _kernel_view(o[0], rank), o[1] if len(o) > 1 else None,
                            bias, res)
 
