@@ -142,3 +142,24 @@ def test_compressed_model_from_cache_dir(tmp_path):
     again = ember.Core().compile_model(compressed, "CPU", {"CACHE_DIR": str(tmp_path)})
     assert again._loaded_from_cache and again._executable.program.stats.get("compressed_ops") == 2
     np.testing.assert_array_equal(again(xin)[0], first(xin)[0])
+
+
+def test_many_rows_use_decompressed_weights():
+    """A dynamic number of rows: few rows run the compressed kernel, many rows (a prefill) the
+    f32 GEMM on weights decompressed once per compiled model; both equal to REFERENCE."""
+    from ember import nncf
+
+    rng = np.random.default_rng(4)
+    model = _matmul_model(rng, shape=(1, 4))
+    model.reshape({0: ember.PartialShape([1, -1, 96])})
+    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=32, ratio=1.0,
+                                       all_layers=True)
+    core = ember.Core()
+    cm = core.compile_model(compressed, "CPU")
+    ref = core.compile_model(compressed, "REFERENCE")
+    for rows, path in ((3, "compressed_ops"), (40, "decompressed_ops"), (2, "compressed_ops")):
+        xin = rng.standard_normal((1, rows, 96)).astype(np.float32)
+        got, want = cm(xin)[0], ref(xin)[0]
+        stats = cm._executable.program.stats
+        assert stats.get(path) == 2 and not stats["fallbacks"]
+        assert float(np.abs(got - want).max()) <= 2e-3 * float(np.abs(want).max())
