@@ -3,6 +3,7 @@
     python benchmarks/dynamic_shapes.py                        # MiniLM, 200 sentences, both engines
     python benchmarks/dynamic_shapes.py --models minilm,ppocr-det --calls 200 --rounds 3
     python benchmarks/dynamic_shapes.py --engines ember --profile   # where ember's new-shape time goes
+    python benchmarks/dynamic_shapes.py --baseline /tmp/old-checkout  # before/after, in alternating rounds
 
 Each engine runs in a process of its own (so that its peak resident memory is its own): it
 reads the zoo model's IR (dynamic dimensions kept: MiniLM ``[batch, seq]``, the PP-OCRv4
@@ -32,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+# EMBER_BENCH_ROOT: run another checkout's ember (``--baseline``), with this script
+ROOT = Path(os.environ.get("EMBER_BENCH_ROOT") or Path(__file__).resolve().parents[1])
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -160,12 +162,19 @@ def _ember_stats(compiled: Any) -> dict[str, Any]:
         return {}
 
 
-def run_engine(engine: str, model: str, calls: int, seed: int, outputs: Path) -> Run:
-    """``worker`` in a fresh process (its own peak memory)."""
-    cmd = [sys.executable, __file__, "--worker", engine, "--models", model, "--calls", str(calls),
+def run_engine(engine: str, model: str, calls: int, seed: int, outputs: Path, baseline: str | None = None) -> Run:
+    """``worker`` in a fresh process (its own peak memory); ``engine`` "baseline" is ember
+    imported from the checkout ``baseline``."""
+    env = dict(os.environ)
+    worker_engine = engine
+    if engine == "baseline":
+        env["EMBER_BENCH_ROOT"], worker_engine = str(Path(baseline or ".").resolve()), "ember"
+    cmd = [sys.executable, __file__, "--worker", worker_engine, "--models", model, "--calls", str(calls),
            "--seed", str(seed), "--outputs", str(outputs)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
     data = json.loads(out.stdout.strip().splitlines()[-1])
+    if engine == "baseline":
+        data["engine"] = "ember (baseline)"
     return Run(**data)
 
 
@@ -218,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=1, help="runs per engine, alternating; the median total is kept")
     ap.add_argument("--out", help="also write the table (markdown) here")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run the ember of another checkout (e.g. `git worktree` of an older commit), in turn")
     ap.add_argument("--profile", action="store_true", help="cProfile the first calls at new shapes (in-process)")
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--outputs", help=argparse.SUPPRESS)
@@ -232,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asdict(run)))
         return 0
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.baseline:
+        engines.append("baseline")
     if args.profile:
         for model in models:
             for engine in engines:
@@ -247,12 +260,12 @@ def main(argv: list[str] | None = None) -> int:
                 for engine in engines:
                     path = Path(tmp) / f"{model}-{engine}.npz"
                     print(f"{model}: {engine} (round {r + 1} of {args.rounds}) ...", file=sys.stderr, flush=True)
-                    tries[engine].append(run_engine(engine, model, args.calls, args.seed, path))
+                    tries[engine].append(run_engine(engine, model, args.calls, args.seed, path, args.baseline))
                     outputs[engine] = path
             for engine in engines:  # the round with the median total
                 runs.append(sorted(tries[engine], key=lambda x: x.total_s)[(len(tries[engine]) - 1) // 2])
             for engine, d in check(outputs).items():
-                diffs[(model, engine)] = d
+                diffs[(model, "ember (baseline)" if engine == "baseline" else engine)] = d
                 if d > TOLERANCE:
                     print(f"{model}: {engine}'s outputs differ from {engines[0]}'s by {d:.1e} (relative)",
                           file=sys.stderr)

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -106,6 +107,7 @@ class CPUExecutable:
         #: one arena for every plan of this executable (it runs one inference at a time)
         self._arena: np.ndarray | None = None
         self.arena_growths = 0
+        self.bind_seconds = 0.0
         if self._static:
             self._instances[()] = self._bind(self._programs.get(()))
 
@@ -125,7 +127,10 @@ class CPUExecutable:
                 self.arena_growths += 1
             self._arena = None  # freed before the larger one is taken
             self._arena = aligned_empty(need, np.uint8)
-        return instantiate(program, self.pool, self._arena)
+        t0 = time.perf_counter()
+        inst = instantiate(program, self.pool, self._arena)
+        self.bind_seconds += time.perf_counter() - t0
+        return inst
 
     @property
     def inference_precision(self) -> Type:
@@ -260,8 +265,6 @@ class _Programs:
     def _lower(self, key: tuple) -> tuple[Any, int]:
         """The plan for input shapes ``key`` (``()``: the model as it is), and the node count of
         the graph it was lowered from (a plan's kernel binders may keep that graph alive)."""
-        import time
-
         from ember.devices.cpu.llvm.isa import host_isa
         from ember.devices.cpu.lowering.driver import Lowering
         from ember.devices.cpu.runtime.memory import plan_memory
@@ -283,8 +286,6 @@ class _Programs:
 
     def _specialize(self, key: tuple) -> Model:
         """The transformed model with static input shapes ``key``, folded for them."""
-        import time
-
         from ember.devices.cpu.lowering.passes import device_passes
         from ember.passes import get_pass
 
@@ -456,7 +457,8 @@ def _owned_bytes(program: Any, shared: set[int], nodes: int = 0) -> int:
 def dynamic_stats(compiled: Any) -> dict[str, Any]:
     """Counters of a compiled model's shape specializations on the CPU device: how many
     shapes were lowered, optimizer runs after compile, weights packed and reused, plans
-    cached and evicted, the bytes they own, arena size and growths, and seconds per phase."""
+    cached and evicted, the bytes they own, arena size and growths, and seconds per phase
+    (clone, passes, lowering, memory: per compiled model; binding: this executable's)."""
     exe = getattr(compiled, "_executable", compiled)
     programs: _Programs = exe._programs
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in programs.stats.items()}
@@ -465,6 +467,7 @@ def dynamic_stats(compiled: Any) -> dict[str, Any]:
     out["plans_owned_bytes"] = programs.owned_bytes
     out["arena_bytes"] = exe._arena.nbytes if exe._arena is not None else 0
     out["arena_growths"] = exe.arena_growths
+    out["seconds"]["binding"] = exe.bind_seconds
     return out
 
 
