@@ -41,29 +41,30 @@ def _known_channels_last(lowering: Lowering) -> dict[int, Tensor]:
 
 
 def _channels_last_input(lowering: Lowering, port: Output) -> Tensor:
+    """``port``'s value as kernels read it (see above); converted once per tensor."""
     rank = len(port.partial_shape)
     src = lowering.tensor(port)
     if rank == 4:
         return lowering.native_input(src, NHWC, contiguous=False)
-    if rank == 3:
-        known = _known_channels_last(lowering)
-        if src.id in known:
-            return known[src.id]
+    known = _known_channels_last(lowering)
+    if src.id not in known:
+        known[src.id] = _to_channels_last(lowering, port, src)
+    return known[src.id]
+
+
+def _to_channels_last(lowering: Lowering, port: Output, src: Tensor) -> Tensor:
+    if len(src.shape) == 3:
         joined = _channels_last_concat(lowering, port)
         if joined is not None:
-            known[src.id] = joined
             return joined
         n, c, w = src.shape
-        src = lowering.native_input(src, PLAIN)
-        src = lowering.program.view(src, (n, c, 1, w), reshaper((n, c, 1, w)), contiguous=src.contiguous)
-        return lowering.native_input(src, NHWC, contiguous=False)
-    known = _known_channels_last(lowering)
-    if src.id in known:
-        return known[src.id]
-    src = lowering.native_input(src, PLAIN, contiguous=False)
-    n, c, d, h, w = src.shape
-    out = lowering.value((n, d, h, w, c), PLAIN, name=src.name + "/ndhwc")
-    lowering.program.add(copy_op(src.name + "/to_ndhwc", src, out, (0, 2, 3, 4, 1), lowering.threads))
+        plain = lowering.native_input(src, PLAIN)
+        plain = lowering.program.view(plain, (n, c, 1, w), reshaper((n, c, 1, w)), contiguous=plain.contiguous)
+        return lowering.native_input(plain, NHWC, contiguous=False)
+    plain = lowering.native_input(src, PLAIN, contiguous=False)
+    n, c, d, h, w = plain.shape
+    out = lowering.value((n, d, h, w, c), PLAIN, name=plain.name + "/ndhwc")
+    lowering.program.add(copy_op(plain.name + "/to_ndhwc", plain, out, (0, 2, 3, 4, 1), lowering.threads))
     return out
 
 
