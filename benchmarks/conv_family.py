@@ -14,8 +14,9 @@ Two networks built in PyTorch with seeded weights and exported to ONNX once (cac
 
 Each engine's output is checked against ONNX Runtime first; then warm-up and alternating rounds
 (A B C A B C) of synchronous inferences (``benchmarks/compare.py``'s machinery). The table gives
-each engine's median, best, p90 and p99 latency and ember's ratio of medians to each peer (above
-1: ember is slower), and says which ops ember ran on reference kernels (none is the goal). On a
+each engine's median, best, p90 and p99 latency, the spread between its rounds (the slowest
+round's median over the fastest's) and ember's ratio of medians to each peer (above 1: ember is
+slower), and says which ops ember ran on reference kernels (none is the goal). On a
 machine shared with other work the medians move a lot between runs (the best times much less).
 """
 
@@ -132,6 +133,7 @@ def run(name: str, time_s: float, rounds: int) -> dict[str, Any]:
         e.prepare(spec)
     feeds = spec.make_inputs(0)
     samples: list[list[float]] = []
+    spreads: list[float] = []  # slowest round's median / fastest round's, per engine
     with compare._CompiledSet(engines, "LATENCY") as compiled:
         if not compare.check_outputs(compiled, engines, rows, feeds):
             diffs = ", ".join(f"{r.engine}: {r.max_rel_diff:.2e}" for r in rows)
@@ -141,7 +143,9 @@ def run(name: str, time_s: float, rounds: int) -> dict[str, Any]:
         jobs = [lambda c=c: compare.latency_slice(lambda: c.infer(feeds), time_s / rounds) for c in compiled]
         for slices in compare.alternate(jobs, rounds, config.pause_s):
             samples.append([s for sl in slices for s in sl])
-    return {"name": name, "rows": rows, "samples": samples, "fallbacks": fallbacks(path)}
+            medians = [float(np.median(sl)) for sl in slices]
+            spreads.append(max(medians) / min(medians))
+    return {"name": name, "rows": rows, "samples": samples, "spreads": spreads, "fallbacks": fallbacks(path)}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -149,11 +153,11 @@ def table(result: dict[str, Any]) -> str:
     med = [float(np.median(s)) * 1e3 for s in samples]
     lines = [f"{result['name']}: ember fallbacks: {result['fallbacks'] or 'none'}",
              f"  {'engine':34} {'median ms':>10} {'best ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'runs':>6} "
-             f"{'max rel diff':>13}"]
-    for r, s, m in zip(rows, samples, med):
+             f"{'rounds max/min':>15} {'max rel diff':>13}"]
+    for r, s, m, spread in zip(rows, samples, med, result["spreads"]):
         ms = np.asarray(s) * 1e3
         lines.append(f"  {r.engine:34} {m:10.3f} {ms.min():8.3f} {np.percentile(ms, 90):8.3f} {np.percentile(ms, 99):8.3f} "
-                     f"{len(ms):6d} {r.max_rel_diff:13.2e}")
+                     f"{len(ms):6d} {spread:15.2f} {r.max_rel_diff:13.2e}")
     ember_i = next(i for i, r in enumerate(rows) if r.kind == "ember")
     for i, r in enumerate(rows):
         if i != ember_i:
