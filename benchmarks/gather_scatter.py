@@ -2,6 +2,7 @@
 
     python benchmarks/gather_scatter.py                      # 2,000 nodes, 10,000 edges, 3 layers
     python benchmarks/gather_scatter.py --rounds 8 --runs 100 --features 128
+    python benchmarks/gather_scatter.py --threads 1            # every engine on one thread
 
 The network is a 3-layer message-passing GNN built in PyTorch (seeded weights and graph):
 node degrees by ``scatter_add_``; layer 1 gathers messages with ``index_select`` (Gather), layers
@@ -21,6 +22,7 @@ The CPU plan must run no op on a reference kernel: the script says so when one d
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -83,21 +85,26 @@ def make_inputs(nodes: int, edges: int, features: int, seed: int) -> list[np.nda
             rng.integers(0, nodes, edges).astype(np.int64), rng.integers(0, nodes, edges).astype(np.int64)]
 
 
-def engines(path: Path, feeds: list[np.ndarray]) -> dict[str, Callable[[], Any]]:
+def engines(path: Path, feeds: list[np.ndarray], threads: int = 0) -> dict[str, Callable[[], Any]]:
     import onnxruntime as ort
     import openvino
 
     import ember
 
     names = ["x", "src", "dst"]
-    compiled = ember.Core().compile_model(ember.convert_model(str(path)), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    pinned = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    compiled = ember.Core().compile_model(ember.convert_model(str(path)), "CPU",
+                                          {"PERFORMANCE_HINT": "LATENCY", **pinned})
     fallbacks = compiled._executable.program.stats.get("fallbacks", {})
     print(f"ember CPU plan: {'no reference kernels' if not fallbacks else f'REFERENCE KERNELS: {fallbacks}'}")
     request = compiled.create_infer_request()
     ov_compiled = openvino.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                                    "INFERENCE_PRECISION_HINT": "f32"})
+                                                                    "INFERENCE_PRECISION_HINT": "f32", **pinned})
     ov_request = ov_compiled.create_infer_request()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     by_name = dict(zip(names, feeds))
     return {
         "ember CPU": lambda: request.infer(feeds)[0],
@@ -115,11 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--runs", type=int, default=60, help="inferences per engine and round")
+    ap.add_argument("--threads", type=int, default=0, help="threads for every engine (0: each engine's default)")
     args = ap.parse_args(argv)
 
     path = export_gnn(args.nodes, args.edges, args.features, args.layers, args.seed)
     feeds = make_inputs(args.nodes, args.edges, args.features, args.seed + 1)
-    runs = engines(path, feeds)
+    runs = engines(path, feeds, args.threads)
     names = list(runs)
     reference = np.asarray(runs[names[-1]]())  # ONNX Runtime
     scale = float(np.abs(reference).max()) or 1.0
@@ -145,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds[name].append(float(np.median(ts)))
     med = {n: float(np.median(times[n])) * 1e3 for n in names}
     print(f"\nGNN {args.layers} layers, {args.nodes} nodes, {args.edges} edges, {args.features} features; "
-          f"{args.rounds} rounds x {args.runs} runs; {platform.processor() or platform.machine()}")
+          f"{args.rounds} rounds x {args.runs} runs; threads {args.threads or 'default'}; "
+          f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}")
     print(f"{'engine':<22} {'median ms':>10} {'p99 ms':>9} {'p99/med':>8} {'round spread':>13} {'ember/this':>11}")
     for n in names:
         p99 = float(np.percentile(times[n], 99)) * 1e3
