@@ -32,6 +32,8 @@ from ember.devices.cpu.runtime.kernel_call import BoundKernel
 SMALL_K = 32
 #: a k at most the axis length / HEAP_RATIO selects with a heap (else the radix sort)
 HEAP_RATIO = 8
+#: the scratch (keys, indices, histogram, marks per task) a bound TopK may hold
+MAX_SCRATCH = 64 << 20
 RADIX = 256
 
 TOPK_CONTEXT = ContextLayout(
@@ -267,10 +269,11 @@ def topk(data: np.ndarray, values: np.ndarray, indices: np.ndarray, *, outer: in
     into ``values`` and ``indices`` (``[outer, k, inner]``, indices int32 or int64)."""
     isa = isa or host_isa()
     rows = outer * inner
-    n_tasks = min(rows, 4 * threads) if rows and k else 0
+    slot_words = 4 * n + RADIX + -(-n // 4) + 16
+    # one scratch slot per task: fewer tasks rather than more than MAX_SCRATCH bytes of slots
+    n_tasks = min(rows, 4 * threads, max(1, MAX_SCRATCH // (4 * slot_words))) if rows and k else 0
     rpt = -(-rows // n_tasks) if n_tasks else 1
     n_tasks = -(-rows // rpt) if n_tasks else 0
-    slot_words = 4 * n + RADIX + -(-n // 4) + 16
     scratch = np.zeros(max(n_tasks, 1) * slot_words, np.int32)
     lib = _library(isa, data.dtype.name, largest, by_index, indices.dtype.itemsize == 8)
     ctx = TOPK_CONTEXT.new(data=data.ctypes.data, values=values.ctypes.data, indices=indices.ctypes.data,
