@@ -259,6 +259,13 @@ REDUCTIONS: dict[str, Case] = {
     "mean-empty-axis": _red("reduce_mean", (3, 0, 4), [1]),
     "prod-empty-axis": _red("reduce_prod", (3, 0), [1], keep=True),
     "sum-empty-outer": _red("reduce_sum", (0, 3), [1]),
+    **{f"{op}-int{bits}-{name}": _case(lambda a, op=op, axes=axes: getattr(ops, op)(a, np.array(axes, np.int64), False),
+                                      _i(shape, np.int32 if bits == 32 else np.int64, -9, 9, edge=op != "reduce_prod"))
+       for op in ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_l1") for bits in (32, 64)
+       for name, shape, axes in (("inner3", (11, 3), [1]), ("axes02", (3, 4, 5), [0, 2]), ("rows", (4, 37), [1]))},
+    "int32-sum-wraps": _case(lambda a: ops.reduce_sum(a, np.array([0], np.int64), False),
+                             np.array([I32.max, 5, I32.max, -3], np.int32)),
+    "int64-max-empty-axis": _case(lambda a: ops.reduce_max(a, np.array([1], np.int64), False), _i((3, 0), np.int64)),
     "logical-and-inner": _case(lambda a: ops.reduce_logical_and(a, np.array([-1], np.int64), False), _b((9, 3))),
     "logical-or-axes-0-2-keep": _case(lambda a: ops.reduce_logical_or(a, np.array([0, 2], np.int64), True),
                                       _b((3, 4, 5))),

@@ -23,7 +23,7 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store
@@ -40,27 +40,41 @@ _IDENTITY = {"sum": 0.0, "max": -math.inf, "min": math.inf, "prod": 1.0}
 
 
 class _Red:
-    """The arithmetic of one (op, pre) pair on vectors or scalars."""
+    """The arithmetic of one (op, pre) pair on vectors or scalars of f32, i32 or i64."""
 
-    def __init__(self, e: Emitter, op: str, pre: str) -> None:
-        self.e, self.b, self.op, self.pre = e, e.b, op, pre
+    def __init__(self, e: Emitter, op: str, pre: str, et: ir.Type = F32) -> None:
+        self.e, self.b, self.op, self.pre, self.et = e, e.b, op, pre, et
+        self.is_float = et == F32
 
     def const(self, t: ir.Type, x: float) -> ir.Constant:
-        return ir.Constant(t, [x] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, x)
+        v = x if self.is_float else int(x)
+        return ir.Constant(t, [v] * t.count) if isinstance(t, ir.VectorType) else ir.Constant(t, v)
 
     def identity(self, t: ir.Type) -> ir.Constant:
-        return self.const(t, _IDENTITY[self.op])
+        if self.is_float or self.op in ("sum", "prod"):
+            return self.const(t, _IDENTITY[self.op] if self.is_float else int(self.op == "prod"))
+        top = (1 << (self.et.width - 1))
+        return self.const(t, -top if self.op == "max" else top - 1)
 
     def prep(self, v: ir.Value) -> ir.Value:
+        b = self.b
         if self.pre == "abs":
+            if not self.is_float:
+                return b.select(b.icmp_signed("<", v, self.const(v.type, 0)), b.sub(self.const(v.type, 0), v), v)
             suffix = f"v{v.type.count}f32" if isinstance(v.type, ir.VectorType) else "f32"
             return self.e.call(f"llvm.fabs.{suffix}", v.type, [v])
         if self.pre == "square":
-            return self.b.fmul(v, v)
+            return b.fmul(v, v) if self.is_float else b.mul(v, v)
         return v
 
     def combine(self, acc: ir.Value, v: ir.Value) -> ir.Value:
         b = self.b
+        if not self.is_float:  # integers wrap in their own type, as REFERENCE's
+            if self.op == "sum":
+                return b.add(acc, v)
+            if self.op == "prod":
+                return b.mul(acc, v)
+            return b.select(b.icmp_signed(">" if self.op == "max" else "<", v, acc), v, acc)
         if self.op == "sum":
             return b.fadd(acc, v)
         if self.op == "prod":
@@ -70,6 +84,8 @@ class _Red:
         return b.select(b.fcmp_unordered("uno", acc, v), b.fadd(acc, v), picked)  # NaN sticks
 
     def finish(self, acc: ir.Value, sqrt: ir.Value, scale: ir.Value) -> ir.Value:
+        if not self.is_float:
+            return acc
         b = self.b
         vector = isinstance(acc.type, ir.VectorType)
         suffix = f"v{acc.type.count}f32" if vector else "f32"
@@ -83,6 +99,22 @@ class _Red:
         for k in range(1, lanes):
             s = self.combine(s, b.extract_element(v, ir.Constant(I32, k)))
         return s
+
+    def load(self, vt: ir.VectorType, ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
+        if self.is_float:
+            return masked_load(self.e, vt, ptr, mask)
+        if mask is None:
+            return self.e.load(vt, ptr, align=1)
+        name = f"llvm.masked.load.v{vt.count}i{self.et.width}.p0"
+        return self.e.call(name, vt, [ptr, c32(1), mask, ir.Constant(vt, None)])
+
+    def store(self, v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+        if self.is_float:
+            masked_store(self.e, v, ptr, mask)
+        elif mask is None:
+            self.b.store(v, ptr, align=1)
+        else:
+            self.e.call(f"llvm.masked.store.v{v.type.count}i{self.et.width}.p0", VOID, [v, ptr, c32(1), mask])
 
 
 def _concat(b: ir.IRBuilder, vs: list[ir.Value]) -> ir.Value:
@@ -98,13 +130,13 @@ def _concat(b: ir.IRBuilder, vs: list[ir.Value]) -> ir.Value:
     return vs[0]
 
 
-def _emit_short(m: ir.Module, prefix: str, lanes: int, r: int, op: str, pre: str) -> None:
+def _emit_short(m: ir.Module, prefix: str, lanes: int, r: int, op: str, pre: str, et: ir.Type = F32) -> None:
     """short_task(ctx, task): rows [task * rpt, ...) of a contiguous [outer, r] tensor."""
     fn = Emitter.function(m, f"{prefix}_short_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, REDUCE_CONTEXT)
     b = e.b
-    red = _Red(e, op, pre)
-    vt = vec(F32, lanes)
+    red = _Red(e, op, pre, et)
+    vt = vec(et, lanes)
     task = fn.args[1]
     outer, rpt = e.arg("outer"), e.arg("rpt")
     r0 = b.mul(task, rpt)
@@ -113,8 +145,8 @@ def _emit_short(m: ir.Module, prefix: str, lanes: int, r: int, op: str, pre: str
     sqrt, scale = e.arg("sqrt"), e.arg("scale", F32)
     nfull = b.add(r0, b.mul(b.sdiv(b.sub(r1, r0), c64(lanes)), c64(lanes)))
     with e.loop(r0, nfull, lanes, name="o") as o:
-        base = e.gep(F32, x, b.mul(o, c64(r)))
-        vs = [e.load(vt, e.gep(F32, base, c64(k * lanes)), align=4) for k in range(r)]
+        base = e.gep(et, x, b.mul(o, c64(r)))
+        vs = [e.load(vt, e.gep(et, base, c64(k * lanes)), align=1) for k in range(r)]
         big = _concat(b, vs) if r > 1 else vs[0]
         acc = None
         for j in range(r):
@@ -123,25 +155,25 @@ def _emit_short(m: ir.Module, prefix: str, lanes: int, r: int, op: str, pre: str
             col = red.prep(col)
             acc = col if acc is None else red.combine(acc, col)
         assert acc is not None
-        b.store(red.finish(acc, sqrt, scale), e.gep(F32, y, o), align=4)
+        b.store(red.finish(acc, sqrt, scale), e.gep(et, y, o), align=1)
     with e.loop(nfull, r1, name="t") as o:
-        base = e.gep(F32, x, b.mul(o, c64(r)))
+        base = e.gep(et, x, b.mul(o, c64(r)))
         acc = None
         for j in range(r):
-            v = red.prep(e.load(F32, e.gep(F32, base, c64(j))))
+            v = red.prep(e.load(et, e.gep(et, base, c64(j))))
             acc = v if acc is None else red.combine(acc, v)
         assert acc is not None
-        b.store(red.finish(acc, sqrt, scale), e.gep(F32, y, o))
+        b.store(red.finish(acc, sqrt, scale), e.gep(et, y, o))
     b.ret_void()
 
 
-def _emit_rows(m: ir.Module, prefix: str, lanes: int, op: str, pre: str) -> None:
+def _emit_rows(m: ir.Module, prefix: str, lanes: int, op: str, pre: str, et: ir.Type = F32) -> None:
     """rows_task(ctx, task): rows of R elements (any R, contiguous), a block of rows per task."""
     fn = Emitter.function(m, f"{prefix}_rows_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, REDUCE_CONTEXT)
     b = e.b
-    red = _Red(e, op, pre)
-    vt = vec(F32, lanes)
+    red = _Red(e, op, pre, et)
+    vt = vec(et, lanes)
     task = fn.args[1]
     outer, rpt, R = e.arg("outer"), e.arg("rpt"), e.arg("r")
     r0 = b.mul(task, rpt)
@@ -151,42 +183,42 @@ def _emit_rows(m: ir.Module, prefix: str, lanes: int, op: str, pre: str) -> None
     sqrt, scale = e.arg("sqrt"), e.arg("scale", F32)
     rmain = b.mul(b.sdiv(R, c64(lanes)), c64(lanes))
     with e.loop(r0, r1, name="o") as o:
-        row = e.gep(F32, x, b.mul(o, xs_o))
+        row = e.gep(et, x, b.mul(o, xs_o))
         acc = e.var(vt, red.identity(vt))
         with e.loop(0, rmain, lanes, name="r") as k:
-            b.store(red.combine(e.load(vt, acc), red.prep(e.load(vt, e.gep(F32, row, k), align=4))), acc)
+            b.store(red.combine(e.load(vt, acc), red.prep(e.load(vt, e.gep(et, row, k), align=1))), acc)
         with b.if_then(b.icmp_signed("<", rmain, R)):
             mask = lane_mask(e, b.sub(R, rmain), lanes)
-            v = b.select(mask, red.prep(masked_load(e, vt, e.gep(F32, row, rmain), mask)), red.identity(vt))
+            v = b.select(mask, red.prep(red.load(vt, e.gep(et, row, rmain), mask)), red.identity(vt))
             b.store(red.combine(e.load(vt, acc), v), acc)
         s = red.horizontal(e.load(vt, acc), lanes)
-        b.store(red.finish(s, sqrt, scale), e.gep(F32, y, b.mul(o, ys_o)))
+        b.store(red.finish(s, sqrt, scale), e.gep(et, y, b.mul(o, ys_o)))
     b.ret_void()
 
 
-def _emit_mid(m: ir.Module, prefix: str, lanes: int, op: str, pre: str) -> None:
+def _emit_mid(m: ir.Module, prefix: str, lanes: int, op: str, pre: str, et: ir.Type = F32) -> None:
     """mid_task(ctx, task): task -> (outer index, inner block); vectors over the inner axis."""
     fn = Emitter.function(m, f"{prefix}_mid_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, REDUCE_CONTEXT)
     b = e.b
-    red = _Red(e, op, pre)
-    vt = vec(F32, lanes)
+    red = _Red(e, op, pre, et)
+    vt = vec(et, lanes)
     task = fn.args[1]
     nib, ib, inner, R = e.arg("nib"), e.arg("ib"), e.arg("inner"), e.arg("r")
     o = b.sdiv(task, nib)
     i0 = b.mul(b.srem(task, nib), ib)
     i1 = e.min(inner, b.add(i0, ib))
-    x = e.gep(F32, e.arg("x", PTR), b.mul(o, e.arg("xs_o")))
-    y = e.gep(F32, e.arg("y", PTR), b.mul(o, e.arg("ys_o")))
+    x = e.gep(et, e.arg("x", PTR), b.mul(o, e.arg("xs_o")))
+    y = e.gep(et, e.arg("y", PTR), b.mul(o, e.arg("ys_o")))
     xs_r = e.arg("xs_r")
     sqrt, scale = e.arg("sqrt"), e.arg("scale", F32)
 
     def block(i: ir.Value, mask: ir.Value | None) -> None:
         acc = e.var(vt, red.identity(vt))
         with e.loop(0, R, name="r") as r:
-            v = red.prep(masked_load(e, vt, e.gep(F32, x, b.add(b.mul(r, xs_r), i)), mask))
+            v = red.prep(red.load(vt, e.gep(et, x, b.add(b.mul(r, xs_r), i)), mask))
             b.store(red.combine(e.load(vt, acc), v), acc)
-        masked_store(e, red.finish(e.load(vt, acc), sqrt, scale), e.gep(F32, y, i), mask)
+        red.store(red.finish(e.load(vt, acc), sqrt, scale), e.gep(et, y, i), mask)
 
     nfull = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), c64(lanes)), c64(lanes)))
     with e.loop(i0, nfull, lanes, name="iv") as i:
@@ -196,35 +228,42 @@ def _emit_mid(m: ir.Module, prefix: str, lanes: int, op: str, pre: str) -> None:
     b.ret_void()
 
 
+_ELEMENT = {np.dtype(np.float32): F32, np.dtype(np.int32): I32, np.dtype(np.int64): I64}
+
+
 @functools.cache
-def _library(isa: Isa, op: str, pre: str, short: int) -> jit.Library:
+def _library(isa: Isa, op: str, pre: str, short: int, dtype: str = "float32") -> jit.Library:
     """``short`` > 0: the short-row kernel for that R; 0: the rows and mid kernels."""
+    et = _ELEMENT[np.dtype(dtype)]
+
     def build(prefix: str) -> ir.Module:
         m = ir.Module(name=prefix)
         m.triple = isa.triple
         if short:
-            _emit_short(m, prefix, isa.f32_lanes, short, op, pre)
+            _emit_short(m, prefix, isa.f32_lanes, short, op, pre, et)
         else:
-            _emit_rows(m, prefix, isa.f32_lanes, op, pre)
-            _emit_mid(m, prefix, isa.f32_lanes, op, pre)
+            _emit_rows(m, prefix, isa.f32_lanes, op, pre, et)
+            _emit_mid(m, prefix, isa.f32_lanes, op, pre, et)
         return m
-    return jit.load(f"reduce|{isa.level}|{op}|{pre}|s{short}", isa, build)
+    return jit.load(f"reduce|{isa.level}|{op}|{pre}|s{short}|{dtype}", isa, build)
 
 
 def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str = "none", scale: float = 1.0,
                   sqrt: bool = False, isa: Isa | None = None) -> BoundKernel:
     """``y[o, i] = op_r pre(x[o, r, i])``, then times ``scale`` or square-rooted (``sqrt``).
 
-    ``x`` is an f32 ``[outer, R, inner]`` view with a contiguous inner axis (any outer and R
-    strides), ``y`` an f32 ``[outer, inner]`` view with a contiguous inner axis."""
-    if op not in OPS or pre not in PRES:
-        raise ValueError(f"ember: internal: reduction {op}/{pre}")
+    ``x`` is an ``[outer, R, inner]`` view with a contiguous inner axis (any outer and R
+    strides), ``y`` an ``[outer, inner]`` view with a contiguous inner axis; f32, or int32/int64
+    (sums and products wrap; no scale or root)."""
+    if op not in OPS or pre not in PRES or x.dtype not in _ELEMENT or y.dtype != x.dtype:
+        raise ValueError(f"ember: internal: reduction {op}/{pre} of {x.dtype}")
+    item = x.itemsize
     outer, r, inner = x.shape
     isa = isa or host_isa()
     lanes = isa.f32_lanes
     ctx = REDUCE_CONTEXT.new()
     items = outer * r * max(inner, 1)
-    xs_o, xs_r, ys_o = x.strides[0] // 4, x.strides[1] // 4, y.strides[0] // 4
+    xs_o, xs_r, ys_o = x.strides[0] // item, x.strides[1] // item, y.strides[0] // item
     if inner == 1:
         # rows per task: about 16K elements, at least 4 tasks per thread when there is work
         rpt = max(1, (1 << 14) // max(r, 1))
@@ -238,7 +277,7 @@ def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str 
                                     xs_r=1, ys_o=ys_o, rpt=rpt, sqrt=int(sqrt), scale=f32_bits(scale))
         if r > 1 and xs_r != 1 and not short:  # rows must be contiguous: read them as [outer*?]
             raise ValueError("ember: internal: reduce rows need a contiguous reduced axis")
-        lib = _library(isa, op, pre, r if short else 0)
+        lib = _library(isa, op, pre, r if short else 0, x.dtype.name)
         task = lib.address("short_task" if short else "rows_task")
     else:
         ib = max(lanes, min(inner, 256))
@@ -247,7 +286,7 @@ def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str 
         n_tasks = outer * nib
         ctx[:] = REDUCE_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, outer=outer, r=r, inner=inner, xs_o=xs_o,
                                     xs_r=xs_r, ys_o=ys_o, ib=ib, nib=nib, sqrt=int(sqrt), scale=f32_bits(scale))
-        task = _library(isa, op, pre, 0).address("mid_task")
+        task = _library(isa, op, pre, 0, x.dtype.name).address("mid_task")
     if y.size == 0:
         n_tasks = 0
     return BoundKernel(task, ctx, n_tasks, threads, (x, y), layout=REDUCE_CONTEXT)

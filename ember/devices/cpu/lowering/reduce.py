@@ -1,4 +1,5 @@
-"""Lowering rules for f32 reductions (ReduceMean/Sum/Max/Min/Prod/L1/L2) over any axis set.
+"""Lowering rules for reductions (ReduceMean/Sum/Max/Min/Prod/L1/L2 of f32; Sum/Max/Min/Prod/L1
+of int32/int64, wrapping as REFERENCE; ReduceLogicalAnd/Or) over any axis set.
 
 Adjacent reduced axes are one pass of :func:`~ember.devices.cpu.kernels.reduce.reduce_kernel`
 over an ``[outer, R, inner]`` view; axes that are not adjacent take one pass per run of
@@ -20,6 +21,7 @@ from ember.devices.cpu.lowering.driver import (
 )
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.graph.node import Node
+from ember.graph.types import Type
 
 #: op type -> (kernel op, first-pass pre-op)
 _REDUCE_OPS = {"ReduceMean": ("sum", "none"), "ReduceSum": ("sum", "none"), "ReduceMax": ("max", "none"),
@@ -44,7 +46,11 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
 
     xport = node.input_values()[0]
     axes_v = const_of(node.input_values()[1])
-    if xport.element_type.dtype != F32 or axes_v is None:
+    dtype = xport.element_type.dtype
+    integer = xport.element_type in (Type.i32, Type.i64)
+    if not (dtype == F32 or integer) or axes_v is None:
+        return False
+    if integer and node.type_name in ("ReduceMean", "ReduceL2"):  # truncations of float results
         return False
     shape = static_shape(xport)
     rank = len(shape)
@@ -55,7 +61,7 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
         return False
     op, pre = _REDUCE_OPS[node.type_name]
     total = int(np.prod([shape[a] for a in axes]))
-    if total == 0 and op in ("max", "min"):  # the identity is the type's finite end: REFERENCE's
+    if total == 0 and op in ("max", "min") and not integer:  # REFERENCE gives the finite ends
         return False
     keep = bool(node.attrs["keep_dims"])
     out_shape = static_shape(node.output(0))
@@ -68,7 +74,7 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
     if src.layout == NHWC and axes == [2, 3]:  # global pooling: reduce H*W of [N, H*W, C] in place
         n, h, w, c = src.shape
         src = lowering.native_input(src, NHWC, contiguous=True)
-        y = lowering.value((n, 1, 1, c) if keep else out_shape, NHWC if keep else PLAIN, name=node.friendly_name)
+        y = lowering.value((n, 1, 1, c) if keep else out_shape, NHWC if keep else PLAIN, dtype, name=node.friendly_name)
 
         def bind_nhwc(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
             return [reduce_kernel(ins[0].reshape(n, h * w, c), outs[0].reshape(n, c), op, threads, pre, scale,
@@ -77,14 +83,15 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
         lowering.program.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind_nhwc))
         lowering.finish(node, y, [])
         return True
-    y = _passes(lowering, node, lowering.native_input(src, PLAIN), shape, axes, op, pre, scale, sqrt, out_shape)
+    y = _passes(lowering, node, lowering.native_input(src, PLAIN), shape, axes, op, pre, scale, sqrt, out_shape,
+                dtype)
     lowering.finish(node, y, [])
     return True
 
 
 def _passes(lowering: Lowering, node: Node, cur: Tensor, shape: tuple[int, ...], axes: list[int], op: str, pre: str,
-            scale: float, sqrt: bool, out_shape: tuple[int, ...]) -> Tensor:
-    """The reduction of plain f32 ``cur`` as one pass per run of adjacent axes; the result."""
+            scale: float, sqrt: bool, out_shape: tuple[int, ...], dtype: np.dtype = F32) -> Tensor:
+    """The reduction of plain ``cur`` as one pass per run of adjacent axes; the result."""
     from ember.devices.cpu.kernels.reduce import reduce_kernel
 
     threads, isa = lowering.threads, lowering.isa
@@ -98,7 +105,7 @@ def _passes(lowering: Lowering, node: Node, cur: Tensor, shape: tuple[int, ...],
         inner = int(np.prod(cur_shape[b + 1:]))
         cur_shape = cur_shape[:a] + [1] * len(run) + cur_shape[b + 1:]
         name = node.friendly_name if last else f"{node.friendly_name}/pass{k}"
-        y = lowering.value(out_shape if last else tuple(cur_shape), PLAIN, name=name)
+        y = lowering.value(out_shape if last else tuple(cur_shape), PLAIN, dtype, name=name)
 
         def bind(ins: list[np.ndarray], outs: list[np.ndarray], outer: int = outer, r: int = r, inner: int = inner,
                  pre: str = pre if first else "none", scale: float = scale if last else 1.0,
