@@ -295,7 +295,7 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
         rows = []
         any_active = ir.Constant(ir.IntType(1), 0)
         for mi in range(mb):
-            row = b.add(b0, c64(mi))
+            row = e.load(I64, e.gep(I64, order, b.add(b.sub(b0, r0), c64(mi))))
             length = row_length(row)
             active = b.icmp_signed("<", s, length)
             any_active = b.or_(any_active, active)
@@ -389,8 +389,22 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
         b.ret_void()
     waited = e.var(I64, c64(0))
     worked = e.var(I64, c64(0))
+    # the group's rows in step order: rows still running first, then the rest (their tiles are idle)
+    with b.goto_block(e.entry):  # (before the entry block's branch: llvmlite's goto_block)
+        order = b.alloca(I64, size=e.max(bpt, c64(1)))
     with e.loop(0, seq, name="s") as s:
         last = b.icmp_signed("==", s, b.sub(seq, c64(1)))
+        count = e.var(I64, c64(0))
+        n_running = e.var(I64, c64(0))
+        for want_active in (True, False):
+            with e.loop(r0, r1, name="ord") as row:
+                running = b.icmp_signed("<", s, row_length(row))
+                with b.if_then(running if want_active else b.not_(running)):
+                    n = e.load(I64, count)
+                    b.store(row, e.gep(I64, order, n))
+                    b.store(b.add(n, c64(1)), count)
+            if want_active:
+                b.store(e.load(I64, count), n_running)
         for p in range(npass):
             idx = b.add(b.mul(s, c64(npass)), c64(p))
             with e.loop(0, nblocks, name="q") as q:
@@ -400,19 +414,33 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
                 got = b.cmpxchg(claim, idx, b.add(idx, c64(1)), "acq_rel", "monotonic")
                 with b.if_then(b.extract_value(got, 1)):
                     t0 = e.call("llvm.readcyclecounter", I64, [])
-                    with e.loop(r0, r1, rows_max, name="bt") as b0:
-                        mb = e.min(b.sub(r1, b0), c64(rows_max))
-                        sw = b.switch(mb, fn.append_basic_block("mb.none"))
-                        after = fn.append_basic_block("mb.after")
-                        for k in range(1, rows_max + 1):
-                            blk = fn.append_basic_block(f"mb.{k}")
-                            sw.add_case(c64(k), blk)
-                            b.position_at_end(blk)
-                            block(s, last, p, b0, k, jb)
-                            b.branch(after)
-                        b.position_at_end(sw.default)
+                    # tiles of running rows, then tiles of idle ones (never mixed)
+                    split = b.add(r0, e.load(I64, n_running))
+                    cursor = e.var(I64, r0)
+                    hdr = fn.append_basic_block("bt.hdr")
+                    body = fn.append_basic_block("bt.body")
+                    out = fn.append_basic_block("bt.done")
+                    b.branch(hdr)
+                    b.position_at_end(hdr)
+                    b0 = e.load(I64, cursor)
+                    b.cbranch(b.icmp_signed("<", b0, r1), body, out)
+                    b.position_at_end(body)
+                    lim = b.select(b.icmp_signed("<", b0, split), split, r1)
+                    mb = e.min(b.sub(lim, b0), c64(rows_max))
+                    sw = b.switch(mb, fn.append_basic_block("mb.none"))
+                    after = fn.append_basic_block("mb.after")
+                    for k in range(1, rows_max + 1):
+                        blk = fn.append_basic_block(f"mb.{k}")
+                        sw.add_case(c64(k), blk)
+                        b.position_at_end(blk)
+                        block(s, last, p, b0, k, jb)
                         b.branch(after)
-                        b.position_at_end(after)
+                    b.position_at_end(sw.default)
+                    b.branch(after)
+                    b.position_at_end(after)
+                    b.store(b.add(b0, mb), cursor)
+                    b.branch(hdr)
+                    b.position_at_end(out)
                     b.atomic_rmw("add", done, c64(1), "seq_cst")
                     t1 = e.call("llvm.readcyclecounter", I64, [])
                     b.store(b.add(e.load(I64, worked), b.sub(t1, t0)), worked)
