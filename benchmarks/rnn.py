@@ -140,17 +140,22 @@ def model_path(name: str) -> Path:
     return path
 
 
-def engines(path: Path) -> dict[str, Callable[[dict[str, np.ndarray]], list[np.ndarray]]]:
-    """name -> run(feeds) for ember CPU, ONNX Runtime and OpenVINO (f32, latency hint)."""
+def engines(path: Path, threads: int = 0) -> dict[str, Callable[[dict[str, np.ndarray]], list[np.ndarray]]]:
+    """name -> run(feeds) for ember CPU, ONNX Runtime and OpenVINO (f32, latency hint;
+    ``threads`` > 0: that many threads each, else each engine's default)."""
     import onnxruntime as ort
     import openvino as ov
 
     import ember
 
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    options = ort.SessionOptions()
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+        options.intra_op_num_threads = threads
     em = ember.Core().compile_model(ember.convert_model(str(path)), "CPU", config)
     em_names = [p.friendly_name for p in em.model.get_parameters()] if hasattr(em, "model") else None
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     ovc = ov.Core().compile_model(ov.Core().read_model(str(path)), "CPU", config)
 
     def run_ember(f: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -177,10 +182,10 @@ def fallbacks(path: Path) -> dict[str, int]:
     return dict(program.stats.get("fallbacks", {})) if program is not None else {}
 
 
-def measure(name: str, rounds: int, seconds: float) -> list[dict[str, Any]]:
+def measure(name: str, rounds: int, seconds: float, threads: int = 0) -> list[dict[str, Any]]:
     path = model_path(name)
     feeds = _feeds(name)
-    runs = engines(path)
+    runs = engines(path, threads)
     ref = next(v for k, v in runs.items() if k.startswith("ONNX Runtime"))(feeds)
     rows: list[dict[str, Any]] = []
     for label, fn in runs.items():
@@ -212,9 +217,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=1.0, help="seconds per engine per round")
+    ap.add_argument("--threads", type=int, default=0, help="threads per engine (default: each engine's own)")
     args = ap.parse_args(argv)
     for name in args.models.split(","):
-        rows = measure(name, args.rounds, args.seconds)
+        rows = measure(name, args.rounds, args.seconds, args.threads)
         ort_ms = next(r["median"] for r in rows if r["engine"].startswith("ONNX Runtime"))
         ov_ms = next(r["median"] for r in rows if r["engine"].startswith("OpenVINO"))
         print(f"\n{name}  (reference kernels in ember's plan: {fallbacks(model_path(name)) or 'none'})")
