@@ -27,7 +27,11 @@ multiplies them with a vector of ``lanes`` columns x 4 k of W:
 - AVX512-VNNI: ``vpdpbusd`` on zmm (14 x 32 tile), AVX-VNNI: ``vpdpbusd`` on ymm (6 x 16);
 - without VNNI (and on non-x86 targets): the same dot product written as widening multiplies
   and adds, which LLVM turns into ``pmaddwd``-style code. It is exact (no ``vpmaddubsw``
-  saturation, so no 7-bit rule is needed), and slower.
+  saturation, so no 7-bit rule is needed), and slower;
+- with AMX (``isa.amx_int8``): ``amx_int8_task`` instead, 32 x 32 blocks of ``tdpbusd`` on
+  tiles (:mod:`ember.devices.cpu.kernels.amx`), A read in place where rows are uniformly
+  strided, the same weights' layout (a tap's K zero padded to whole tile steps when no step
+  size divides it), the same epilogue, run row by row from the stored C tiles.
 
 Weights ``W[groups, taps, cin, cout]`` are packed once as ``[group][panel][tap][k4][NR][4]``
 (``k4 = ceil(cin / 4)``, zero padded). A row must be readable for ``4 * k4`` bytes past its
