@@ -428,6 +428,18 @@ def _graph(kind, rng):
         c2 = ops.convolution(p.output(0), _weights(w2, rng.random((16, 1, 1, 1)) * 0.05), [1, 1], [0, 0], [0, 0],
                              [1, 1])
         out, n_int8 = [c2, p.output(0)], 2
+    elif kind == "concat-u8":  # two int8 convs (6 and 10 channels) -> ReLU -> FQ on one grid -> Concat -> conv:
+        # the convs write u8 steps into the concatenation, which the last conv reads
+        a = _fq(x, -2.0, 2.0 * 127 / 128)
+        branches = []
+        for oc in (6, 10):
+            w = rng.integers(-127, 128, (oc, 8, 3, 3)).astype(np.int8)
+            c = ops.convolution(a, _weights(w, rng.random((oc, 1, 1, 1)) * 0.02), [1, 1], [1, 1], [1, 1], [1, 1])
+            branches.append(_fq(ops.relu(c), 0.0, 2.5))
+        w3 = rng.integers(-127, 128, (8, 16, 3, 3)).astype(np.int8)
+        out = ops.convolution(ops.concat(branches, 1), _weights(w3, rng.random((8, 1, 1, 1)) * 0.03), [2, 2],
+                              [1, 1], [1, 1], [1, 1])
+        n_int8 = 3
     elif kind == "moves":  # FQ -> ReLU -> Pad(0) -> Slice, Concat with a same-grid FQ -> conv: int8;
         # a Concat of two grids -> conv stays f32
         hi = np.float32(1.5 * 127 / 128)
@@ -450,7 +462,7 @@ def _graph(kind, rng):
 
 
 @pytest.mark.parametrize("kind", ["conv-chain", "asymmetric", "grouped", "fractional-zero-point",
-                                  "maxpool-per-channel", "moves", "pool-u8"])
+                                  "maxpool-per-channel", "moves", "pool-u8", "concat-u8"])
 def test_quantized_graph_matches_reference(kind):
     """The int8 lowering against REFERENCE running the FakeQuantize graph in float: the same
     rounding, so equal within f32 summation error; the runtime model says which ops are int8."""

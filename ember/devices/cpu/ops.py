@@ -206,6 +206,40 @@ class Int8MaxPool(Node):
         return [out]
 
 
+@register_op
+class Int8Concat(Node):
+    """Concatenation of u8 steps ``[N, C_i, H, W]`` on one FakeQuantize grid along the channels;
+    u8 out. ``zero_point`` is the grid's step for 0.0 (what a reader's padding holds)."""
+
+    type_name = "Int8Concat"
+    version = "ember_opset1"
+    num_inputs = (1, None)
+    attributes = (Attr("zero_point", "int", 0),)
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        shapes = [self.input_shape(i) for i in range(len(self.input_values()))]
+        if any(self.input_type(i) != Type.u8 for i in range(len(shapes))) \
+                or any(not s.rank.is_static or s.rank.get_length() != 4 for s in shapes):
+            raise self.fail("needs 4-D u8 inputs")
+        if not 0 <= self.attrs["zero_point"] <= 255:
+            raise self.fail("the zero point must be a u8 value")
+        channels = 0
+        for s in shapes:
+            if not s[1].is_static:
+                raise self.fail("needs static channel counts")
+            channels += s[1].get_length()
+        dims = list(shapes[0])
+        for s in shapes[1:]:
+            for i in (0, 2, 3):
+                if not dims[i].compatible(s[i]):
+                    raise self.fail(f"inputs differ in dimension {i}")
+        dims[1] = Dimension(channels)
+        return [(Type.u8, PartialShape(dims))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [np.concatenate([np.asarray(x, np.uint8) for x in inputs], axis=1)]
+
+
 _CODES = {Type.u8: 8, Type.i8: 8, Type.u4: 4, Type.i4: 4}
 
 
@@ -256,4 +290,4 @@ class CompressedMatMul(Node):
         return [np.matmul(np.asarray(x, np.float32), self.weights(codes, scale, zp).T).astype(np.float32)]
 
 
-__all__ = ["CompressedMatMul", "Int8Convolution", "Int8MatMul", "Int8MaxPool", "Int8Quantize"]
+__all__ = ["CompressedMatMul", "Int8Concat", "Int8Convolution", "Int8MatMul", "Int8MaxPool", "Int8Quantize"]

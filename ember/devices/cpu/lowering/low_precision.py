@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 
 from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, static_shape
-from ember.devices.cpu.ops import Int8Convolution, Int8MatMul, Int8MaxPool, Int8Quantize
+from ember.devices.cpu.ops import Int8Concat, Int8Convolution, Int8MatMul, Int8MaxPool, Int8Quantize
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
+from ember.errors import EmberError
 from ember.graph.core_ops import Constant
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
@@ -169,6 +170,7 @@ class _Activation:
     t: Output | None = None
     moves: list[Node] = field(default_factory=list)  # precision-preserving ops to redo on ``data``
     pool: Node | None = None  # a MaxPool between the FakeQuantize and the layer: run on the u8 steps
+    parts: list[_Activation] = field(default_factory=list)  # a Concat of these (one grid): on the u8 steps
 
 
 def _activation(port: Output, axis: int | None = None, pixels: bool = False) -> _Activation | None:
@@ -177,10 +179,30 @@ def _activation(port: Output, axis: int | None = None, pixels: bool = False) -> 
     DequantizeLinear); None when ``port`` is neither. ``pixels``: the reader takes u8 NHWC
     pixels, so a MaxPool right after the FakeQuantize runs on the u8 steps."""
     if pixels and axis is None:
-        pooled = _pooled_fq(port)
+        pooled = _pooled_fq(port) or _concat_fq(port)
         if pooled is not None:
             return pooled
     return _activation_fq(port, axis) or _activation_dq(port, axis)
+
+
+def _concat_fq(port: Output) -> _Activation | None:
+    """``Concat(FakeQuantize, ...)`` along the channels of 4-D data, every FakeQuantize on the
+    same output grid: quantize each input and concatenate the steps (``Int8Concat``), so the
+    layers before write u8 and the concatenated tensor never exists in f32."""
+    cat = port.node
+    ps = port.partial_shape
+    if cat.type_name != "Concat" or not ps.rank.is_static or len(ps) != 4 or cat.attrs["axis"] % 4 != 1:
+        return None
+    parts = []
+    for src in cat.input_values():
+        if src.node.type_name != "FakeQuantize" or not src.partial_shape[1].is_static:
+            return None
+        act = _activation_fq(src)
+        if act is None or _grid_values(src.node) != _grid_values(cat.input_values()[0].node):
+            return None
+        parts.append(act)
+    first = parts[0]
+    return _Activation(first.params, first.data, first.ranges, first.levels, cat.friendly_name, parts=parts)
 
 
 def _pooled_fq(port: Output) -> _Activation | None:
@@ -405,6 +427,15 @@ def _range_const(v: Any, rank: int, axis: int | None) -> Output:
 
 def _quantize_node(act: _Activation, memo: dict[Any, Node], kind: str) -> Node:
     import ember.opset as ops
+
+    if act.parts:
+        qs = [_quantize_node(p, memo, kind) for p in act.parts]
+        key = ("concat", *(id(q) for q in qs))
+        cat = memo.get(key)
+        if cat is None:
+            cat = Int8Concat([q.output(0) for q in qs], dict(zero_point=_zero_point(act.params)[0]), act.name + "/u8")
+            memo[key] = cat
+        return cat
 
     src = act.data if act.data is not None else act.t
     assert src is not None
@@ -753,6 +784,44 @@ def lower_int8_max_pool(lowering: Lowering, node: Node) -> bool:
     return True
 
 
+@lowers("Int8Concat")
+def lower_int8_concat(lowering: Lowering, node: Node) -> bool:
+    """u8 NHWC steps copied side by side along the channels (byte strided copies); the padded
+    channel bytes of the result hold the zero point."""
+    from ember.devices.cpu.kernels.int8_gemm import padded_channels
+    from ember.devices.cpu.kernels.movement import strided_copy
+
+    _unclaim(node)
+    xs = [lowering.tensor(p) for p in node.input_values()]
+    if any(x.dtype != np.uint8 or x.layout != NHWC for x in xs) or lowering.is_result(node.output(0)):
+        return False
+    n, c, h, w = static_shape(node.output(0))
+    channels = [int(p.partial_shape[1].get_length()) for p in node.input_values()]
+    cp = padded_channels(c)
+    y = lowering.value((n, h, w, cp), NHWC, np.uint8, node.friendly_name)
+    threads, isa = lowering.threads, lowering.isa
+    fill = np.full((1, 1, 1, max(cp - c, 1)), node.attrs["zero_point"], np.uint8)
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        out, kernels, at = outs[0], [], 0
+        for x, ci in zip(ins, channels):
+            kernels.append(strided_copy(x[..., :ci], out[..., at:at + ci], threads, isa))
+            at += ci
+        if cp > c:
+            kernels.append(strided_copy(np.broadcast_to(fill, (n, h, w, cp - c)), out[..., c:], threads, isa))
+        if any(k is None for k in kernels):
+            raise EmberError("ember: internal: an Int8Concat copy does not fit the copy kernel")
+        return kernels
+
+    lowering.program.add(Op(node.friendly_name, "Int8Concat", xs, [y], native=True, bind=bind))
+    exec_type = f"jit_{isa.level}_I8"
+    lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
+    node.rt_info["execType"] = exec_type
+    node.rt_info["runtimePrecision"] = "I8"
+    lowering.bind_port(node.output(0), y)
+    return True
+
+
 @lowers("Int8Quantize")
 def lower_quantize(lowering: Lowering, node: Node) -> bool:
     """u8 steps, rows padded to a multiple of 4 bytes (filled with the zero point): NHWC for
@@ -761,7 +830,7 @@ def lower_quantize(lowering: Lowering, node: Node) -> bool:
 
     users = {t.node.type_name for t in node.output(0).targets}
     want = "Int8Convolution" if node.attrs["layout"] == "nhwc" else "Int8MatMul"
-    readers = {want, "Int8MaxPool"} if want == "Int8Convolution" else {want}
+    readers = {want, "Int8MaxPool", "Int8Concat"} if want == "Int8Convolution" else {want}
     if not users or not users <= readers or lowering.is_result(node.output(0)):
         return False
     shape = static_shape(node.output(0))
