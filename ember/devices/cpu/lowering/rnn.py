@@ -1,8 +1,9 @@
 """Lowering rules for the recurrent ops: LSTMSequence, GRUSequence, RNNSequence and their
 cells (LSTMCell, GRUCell, RNNCell).
 
-Each becomes one op of two kernel calls (``kernels/rnn.py``): the input projection of every
-time step as one GEMM, then the whole time loop in one native call. Weights, recurrent
+Each becomes one op of three kernel calls (``kernels/rnn.py``): the input projection of every
+time step as one GEMM, the initial states into scratch rows, then the whole time loop in one
+native call. Weights, recurrent
 weights and biases must be constants (they are packed once); sequence lengths may be a
 constant or a runtime int32/int64 tensor. Activations the kernel lacks, non-f32 data, dynamic
 shapes or empty dimensions keep the node on its reference kernel.
