@@ -385,3 +385,18 @@ def test_benchmark_networks_native_and_right(name: str) -> None:
     x = _f(*shape)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(cm([x])[cm.output(0)], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["deconv-k4s2p1", "deconv-grouped", "conv1d-grouped", "residual-deconv1d"])
+def test_compressed_ir_runs_native(name: str, tmp_path: Any) -> None:
+    """An IR saved with f16-compressed weights and biases (``save_model``'s default) reads back
+    and runs with no op on a reference kernel (the Converts are folded), as REFERENCE runs it."""
+    model = CASES[name][0]()
+    ember.save_model(model, str(tmp_path / "m.xml"))
+    read = ember.Core().read_model(str(tmp_path / "m.xml"))
+    assert any(n.type_name == "Convert" for n in read.get_ordered_ops())
+    x = _f(*CASES[name][1])
+    want = _run(read, "REFERENCE", x)[0][0]
+    got, cm = _run(read, "CPU", x)
+    assert not cm._executable.program.stats["fallbacks"]
+    np.testing.assert_allclose(got[0], want, rtol=2e-5, atol=2e-5)

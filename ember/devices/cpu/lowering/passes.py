@@ -14,7 +14,8 @@ from ember.graph.types import Type
 log = logging.getLogger("ember.cpu")
 
 # op types whose input 1 is a weight the CPU kernels want as one f32 constant
-_WEIGHT_USERS = ("Convolution", "GroupConvolution", "MatMul", "Gather")
+_WEIGHT_USERS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul",
+                 "Gather")
 _MAX_FOLD_BYTES = 1 << 31
 
 
@@ -66,6 +67,23 @@ def fold_weight_decompression(model: Model) -> int:
     return folded
 
 
+def fold_constant_converts(model: Model) -> int:
+    """A float Constant behind a Convert to another float type (an IR's f16-compressed biases
+    and scales) -> one Constant of the converted type, so bias Adds see a constant. Returns
+    how many were folded."""
+    folded = 0
+    for node in model.get_ordered_ops():
+        if node.type_name != "Convert" or not isinstance(node.input_values()[0].node, Constant):
+            continue
+        src, out = node.input_values()[0].node.data, node.output(0)
+        if src.dtype.kind != "f" or out.element_type.dtype.kind != "f" or src.nbytes > _MAX_FOLD_BYTES:
+            continue
+        c = Constant.from_array(src.astype(out.element_type.dtype), out.element_type, name=node.friendly_name)
+        out.replace(c.output(0))
+        folded += 1
+    return folded
+
+
 def decompose_batchnorm(model: Model) -> int:
     """BatchNormInference with constant parameters (one the optimizer could not fold into a
     convolution) -> ``x * scale + shift`` per channel, which the elementwise kernel runs."""
@@ -102,10 +120,11 @@ def device_passes(model: Model) -> Model:
 
     lower_precision(model)  # quantized patterns -> int8 ops, before their weights are folded to f32
     fold_weight_decompression(model)
+    fold_constant_converts(model)
     model = optimize(model, 2, copy=False)
     if fold_weight_decompression(model) + decompose_batchnorm(model):
         prune_dead_consumers(model)  # the replaced nodes must not count as consumers when lowering
     return model
 
 
-__all__ = ["decompose_batchnorm", "device_passes", "fold_weight_decompression"]
+__all__ = ["decompose_batchnorm", "device_passes", "fold_constant_converts", "fold_weight_decompression"]
