@@ -446,3 +446,51 @@ def test_topk_k_from_the_input_shape_is_native_after_specialization() -> None:
     for inst in cm._executable._instances.values():
         assert not inst.program.stats["fallbacks"]
         assert any(op.type_name == "TopK" and op.native for op in inst.program.ops)
+
+
+# -- seeded random cases: shapes, axes, index shapes smaller than data, every attribute ---------------------
+
+def _random_case(seed: int) -> Case:
+    r = np.random.default_rng(seed)
+    rank = int(r.integers(1, 5))
+    shape = tuple(int(d) for d in r.integers(1, 6, rank))
+    dtype = (np.float32, np.int32, np.int64)[seed % 3]
+
+    def data(*s: int) -> np.ndarray:
+        return (r.standard_normal(s) * 10).astype(dtype)
+
+    axis = int(r.integers(-rank, rank))
+    a = axis % rank
+    kind = seed % 6
+    if kind == 0:  # ScatterElementsUpdate, indices no larger than data along every axis
+        ishape = tuple(int(r.integers(1, d + 1)) if i != a else int(r.integers(0, 7)) for i, d in enumerate(shape))
+        red = ("none", "sum", "prod", "min", "max", "mean")[int(r.integers(0, 6))]
+        return Case("scatter_elements_update", [data(*shape), r.integers(-shape[a], shape[a], ishape), data(*ishape),
+                                                Const(np.array(axis))], (red, bool(r.integers(0, 2))))
+    if kind == 1:  # GatherElements
+        ishape = tuple(d if i != a else int(r.integers(1, 7)) for i, d in enumerate(shape))
+        return Case("gather_elements", [data(*shape), r.integers(-shape[a], shape[a], ishape).astype(np.int32)],
+                    (axis,))
+    if kind == 2:  # GatherND with batch dims
+        bd = int(r.integers(0, rank))
+        k = int(r.integers(1, rank - bd + 1))
+        mid = tuple(int(d) for d in r.integers(1, 4, int(r.integers(0, 3))))
+        idx = np.stack([r.integers(0, shape[bd + m], shape[:bd] + mid) for m in range(k)], -1)
+        return Case("gather_nd", [data(*shape), idx], (bd,))
+    if kind == 3:  # ScatterNDUpdate
+        k = int(r.integers(1, rank + 1))
+        lead = tuple(int(d) for d in r.integers(1, 5, int(r.integers(1, 3))))
+        idx = np.stack([r.integers(-shape[m], shape[m], lead) for m in range(k)], -1)
+        red = ("none", "sum", "sub", "prod", "min", "max")[int(r.integers(0, 6))]
+        return Case("scatter_nd_update", [data(*shape), idx, data(*(lead + shape[k:]))], (red,))
+    if kind == 4:  # CumSum
+        return Case("cumsum", [data(*shape), Const(np.array(axis))], (bool(r.integers(0, 2)), bool(r.integers(0, 2))))
+    x = np.round(data(*shape)) if dtype == np.float32 else data(*shape)  # ties
+    k = int(r.integers(0, shape[a] + 1))
+    return Case("topk", [x.astype(np.float32 if dtype == np.int64 else dtype), Const(np.array(k))],
+                (axis, ("max", "min")[seed % 2], ("value", "index", "none")[int(r.integers(0, 3))], "i32"))
+
+
+@pytest.mark.parametrize("seed", range(36))
+def test_random_cases_match_reference(seed: int) -> None:
+    _check(_random_case(seed), rtol=1e-4, atol=1e-3)
