@@ -141,6 +141,12 @@ ACTIVATIONS: dict[str, Case] = {
                                                                   np.float32(0.1)), _f((50, 3, 2))),
     "short-rows-prime-count": _case(lambda a: ops.multiply(a, _f((4,), edge=False)), _f((997, 4))),
     "short-rows-runtime-vector": _case(ops.multiply, _f((600, 4)), _f((4,))),
+    "short-rows-per-row-scalar": _case(lambda a, b: ops.divide(ops.exp(a), b), _f((600, 4)), _f((600, 1))),
+    "short-rows-per-row-scalar-3d-int64": _case(lambda a, b: ops.subtract(a, b), _i((40, 10, 3), np.int64),
+                                                _i((40, 10, 1), np.int64)),
+    "short-rows-scalar-and-const-vector": _case(
+        lambda a, b: ops.select(ops.greater(a, b), ops.multiply(a, _f((2,), edge=False)), b), _f((300, 2)),
+        _f((300, 1))),
     "short-rows-int64-bool-consts": _case(
         lambda a: ops.select(np.array([True, False, True], np.bool_), ops.add(a, np.array([1, 2, 3], np.int64)), a),
         _i((400, 3), np.int64)),

@@ -39,7 +39,7 @@ MAX_INPUTS = 8
 MAX_INSTR = 24
 REGS = 4
 EW_HEAD = ("y", "d0", "d1", "d2", "inner", "ys0", "ys1", "ys2", "rpt", "nrows", "cb", "ncb", "ninstr")
-EW_IN0, EW_IN_WORDS = 16, 5       # per input: ptr, s0, s1, s2, inner stride (0 or 1)
+EW_IN0, EW_IN_WORDS = 16, 5       # per input: ptr, s0, s1, s2, inner stride (0, 1, or -r: item j // r)
 EW_PROG0, EW_INSTR_WORDS = EW_IN0 + MAX_INPUTS * EW_IN_WORDS, 6  # op, dst, a, b, imm0, imm1
 #: the head, then the inputs and the program (indexed by register and instruction number in IR)
 ELTWISE_CONTEXT = ContextLayout(
@@ -487,14 +487,39 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str) -> None:
                                 with e.loop(0, nv, name="lv") as k:
                                     b.store(v, reg(dst, k))
                             with contig:
-                                p = e.gep(et, src, col)
-                                last = b.sub(nv, c64(1))
-                                with e.loop(0, last, name="lc") as k:
-                                    v = vload(kind, e.gep(et, p, b.mul(k, c64(lanes))), None)
-                                    b.store(_convert(e, v, kind, rtype, lanes), reg(dst, k))
-                                v = vload(kind, e.gep(et, p, b.mul(last, c64(lanes))), tail_mask)
-                                b.store(_convert(e, v, kind, rtype, lanes), reg(dst, last))
+                                with b.if_else(b.icmp_signed("==", si, c64(1))) as (unit, repeat):
+                                    with unit:
+                                        p = e.gep(et, src, col)
+                                        last = b.sub(nv, c64(1))
+                                        with e.loop(0, last, name="lc") as k:
+                                            v = vload(kind, e.gep(et, p, b.mul(k, c64(lanes))), None)
+                                            b.store(_convert(e, v, kind, rtype, lanes), reg(dst, k))
+                                        v = vload(kind, e.gep(et, p, b.mul(last, c64(lanes))), tail_mask)
+                                        b.store(_convert(e, v, kind, rtype, lanes), reg(dst, last))
+                                    with repeat:  # element j reads item j // r (per-row scalars of short rows)
+                                        gather_repeat(kind, src, b.sub(c64(0), si))
                     return body
+
+                def gather_repeat(kind: str, src: ir.Value, rep: ir.Value) -> None:
+                    et = _ELEM[kind]
+                    ivt = vec(et, lanes)
+                    name = "f32" if kind == "f32" else "f64" if kind == "f64" else f"i{et.width}"
+                    fvt = vec(F32, lanes)
+                    inv = e.splat(b.fdiv(ir.Constant(F32, 1.0), b.sitofp(rep, F32)), lanes)
+                    ids = ir.Constant(vec(I64, lanes), list(range(lanes)))
+                    size = et.width // 8 if isinstance(et, ir.IntType) else (4 if et == F32 else 8)
+                    base = e.splat(b.ptrtoint(src, I64), lanes)
+                    last = b.sub(nv, c64(1))
+                    with e.loop(0, nv, name="lg") as k:
+                        j = b.add(e.splat(b.add(col, b.mul(k, c64(lanes))), lanes), ids)
+                        q = b.fmul(b.fadd(b.sitofp(j, fvt), ir.Constant(fvt, [0.5] * lanes)), inv)
+                        idx = b.fptosi(e.call(f"llvm.floor.v{lanes}f32", fvt, [q]), vec(I64, lanes))
+                        ptrs = b.inttoptr(b.add(base, b.mul(idx, e.splat(c64(size), lanes))), vec(PTR, lanes))
+                        full = ir.Constant(vec(ir.IntType(1), lanes), [1] * lanes)
+                        m_ = b.select(b.icmp_signed("==", k, last), tail_mask, full)
+                        v = e.call(f"llvm.masked.gather.v{lanes}{name}.v{lanes}p0", ivt,
+                                   [ptrs, c32(1), m_, ir.Constant(ivt, None)])
+                        b.store(_convert(e, v, kind, rtype, lanes), reg(dst, k))
 
                 def store(kind: str) -> Any:
                     et = _ELEM[kind]
@@ -615,16 +640,20 @@ def _widen_rows(dims: list[int], st: list[list[int]], views: list[np.ndarray],
                 constant: Sequence[bool]) -> tuple[list[int], list[list[int]], list[np.ndarray]]:
     """Short rows (``[..., rows, inner]`` with a small inner extent) as fewer, longer rows of k
     rows each, so a program runs over whole vectors: inputs contiguous across rows stay as they
-    are; a constant row vector broadcast over the rows is tiled k times (once, at bind time)."""
+    are; a constant row vector broadcast over the rows is tiled k times (once, at bind time);
+    per-row scalars are gathered (element j of a long row reads item j // inner: an inner
+    stride word of -inner)."""
     if len(dims) < 2 or dims[-1] >= 64 or dims[-2] < 4:
         return dims, st, views
     inner, rows = dims[-1], dims[-2]
-    fits = []
+    fits: list[str | None] = []
     for i, s in enumerate(st):
         if s[-2] == inner and s[-1] == 1 or s[-2] == 0 and s[-1] == 0:
             fits.append(None)
         elif s[-2] == 0 and s[-1] == 1 and i > 0 and constant[i - 1]:
             fits.append("tile")
+        elif s[-2] == 1 and s[-1] == 0 and i > 0:
+            fits.append("repeat")
         else:
             return dims, st, views
     best = 1
@@ -639,6 +668,8 @@ def _widen_rows(dims: list[int], st: list[list[int]], views: list[np.ndarray],
         if how == "tile":
             out_views[i - 1] = np.tile(_first_row(views[i - 1], inner), best)
             out_st.append(s[:-2] + [0, 1])
+        elif how == "repeat":  # one item per short row: element j of a long row reads item j // inner
+            out_st.append(s[:-2] + [best, -inner])
         elif s[-1] == 0:
             out_st.append(s[:-2] + [0, 0])
         else:
@@ -679,8 +710,7 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
         dims, st = [1], [[1] for _ in strides]
     if len(dims) > 4 or st[0][-1] != 1 or any(s[-1] not in (0, 1) for s in st[1:]):
         return None
-    if any(constant):
-        dims, st, views = _widen_rows(dims, st, views, constant)
+    dims, st, views = _widen_rows(dims, st, views, constant or [False] * len(views))
     pad = 4 - len(dims)
     dims = [1] * pad + dims
     st = [[0] * pad + s for s in st]
