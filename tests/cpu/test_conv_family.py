@@ -400,3 +400,34 @@ def test_compressed_ir_runs_native(name: str, tmp_path: Any) -> None:
     got, cm = _run(read, "CPU", x)
     assert not cm._executable.program.stats["fallbacks"]
     np.testing.assert_allclose(got[0], want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["plain", "grouped", "output-shape", "bias-add"])
+def test_batchnorm_and_scale_fold_into_transposed_convolutions(kind: str) -> None:
+    """fold_conv_batchnorm and fold_conv_scale on (Group)ConvolutionBackpropData (BatchNorm also
+    through a bias Add): nothing left of them, the same values (both graphs on REFERENCE)."""
+    from collections import Counter
+
+    from ember.devices.reference.executor import run_model
+    from ember.passes import get_pass
+
+    def transposed(x: Any) -> Any:
+        shape = np.array([8, 10], np.int64) if kind == "output-shape" else None
+        if kind == "grouped":
+            return ops.group_convolution_backprop_data(x, _w(3, 2, 3, 4, 4), [2, 2], shape, [1, 1], [1, 1])
+        y = ops.convolution_backprop_data(x, _w(6, 9, 4, 4), [2, 2], shape, [1, 1], [1, 1])
+        return ops.add(y, _f(1, 9, 1, 1)) if kind == "bias-add" else y
+
+    feeds = [_f(1, 6, 4, 5)]
+    x = ops.parameter([1, 6, 4, 5], np.float32, name="x")
+    g, b, mu = (_f(9) for _ in range(3))
+    bn = ops.batch_norm_inference(transposed(x), g, b, mu, (RNG.random(9) + 0.5).astype(np.float32), 1e-5)
+    scaled = ops.multiply(transposed(x), _f(1, 9, 1, 1))
+    for model, pass_name, gone in ((Model([ops.relu(bn)], [x], "bn"), "fold_conv_batchnorm", "BatchNormInference"),
+                                   (Model([scaled], [x], "scale"), "fold_conv_scale", "Multiply")):
+        if pass_name == "fold_conv_scale" and kind == "bias-add":
+            continue  # a scale after the bias Add is not a convolution's scale
+        before = run_model(model, feeds)[0]
+        folded = get_pass(pass_name).fn(model.clone())
+        assert Counter(n.type_name for n in folded.get_ordered_ops())[gone] == 0
+        np.testing.assert_allclose(run_model(folded, feeds)[0], before, rtol=1e-4, atol=1e-5)
