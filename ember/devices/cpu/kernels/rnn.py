@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -117,7 +118,7 @@ def bind_activations(names: Sequence[str], alphas: Sequence[float], betas: Seque
     return tuple(out)
 
 
-def _activate(m: VectorMath, act: Activation, x: ir.Value) -> ir.Value:
+def _activation_body(m: VectorMath, act: Activation, x: ir.Value) -> ir.Value:
     b = m.b
     zero, one = m.c(0.0), m.c(1.0)
     name, a, bb = act.name, act.alpha, act.beta
@@ -147,6 +148,20 @@ def _activate(m: VectorMath, act: Activation, x: ir.Value) -> ir.Value:
     if name == "softplus":
         return m.softplus(x)
     raise EmberError(f"ember: internal: no native RNN activation {name}")
+
+
+def _activate(m: VectorMath, act: Activation, x: ir.Value) -> ir.Value:
+    """``act(x)`` through one internal function per activation and module (the cell math calls
+    each activation many times over: emitted once, the module builds and compiles faster)."""
+    module, vt = m.e.module, m.vt
+    name = f"act_{act.name}_{zlib.crc32(act.key.encode()):08x}_{m.lanes}"  # stable: the IR is a cache key
+    try:
+        fn = module.get_global(name)
+    except KeyError:
+        fn = Emitter.function(module, name, vt, [vt], internal=True)
+        inner = Emitter(module, fn)
+        inner.b.ret(_activation_body(VectorMath(inner, m.lanes), act, fn.args[0]))
+    return m.b.call(fn, [x])
 
 
 # --------------------------------------------------------------------------- code generation
