@@ -76,6 +76,15 @@ def cases() -> dict[str, tuple[bytes, dict[str, np.ndarray]]]:
          h.make_node("Mul", ["q", "three"], ["y"])], [("x", ids)], [("y", T.INT64, list(ids.shape))],
         [("one", np.array(1, np.int64)), ("two", np.array(2, np.int64)), ("three", np.array(3, np.int64))]),
         {"x": ids})
+    boxes = rng.standard_normal((64000, 4)).astype(np.float32)
+    out["boxes*[4]+[4] [64000,4]"] = (_graph(
+        [h.make_node("Mul", ["b", "s"], ["m"]), h.make_node("Add", ["m", "o"], ["y"])], [("b", boxes)],
+        [("y", T.FLOAT, [64000, 4])], [("s", rng.standard_normal(4).astype(np.float32)),
+                                       ("o", rng.standard_normal(4).astype(np.float32))]), {"b": boxes})
+    out["x/sum(x,-1) [64000,4]"] = (_graph(
+        [h.make_node("ReduceSum", ["b", "ax"], ["s"], keepdims=1), h.make_node("Div", ["b", "s"], ["y"])],
+        [("b", boxes)], [("y", T.FLOAT, [64000, 4])], [("ax", np.array([-1], np.int64))]),
+        {"b": np.abs(boxes) + np.float32(0.1)})  # positive: a sum near 0 would make the check about rounding
     out["cast f32->int32 [256,1024]"] = (_graph(
         [h.make_node("Cast", ["a"], ["y"], to=T.INT32)], [("a", big)], [("y", T.INT32, list(big.shape))]), {"a": big})
     return out
