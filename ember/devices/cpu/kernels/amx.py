@@ -97,6 +97,16 @@ def byte_mask(e: Emitter, count: ir.Value) -> ir.Value:
     return b.icmp_unsigned("<", idx, e.splat(n, 64))
 
 
+def copy_bytes(e: Emitter, src: ir.Value, dst: ir.Value, nbytes: ir.Value) -> None:
+    """Copy ``nbytes`` from src to dst with masked 64-byte vectors (no byte past either end)."""
+    b = e.b
+    v64 = vec(I8, 64)
+    with e.loop(0, nbytes, 64, name="cpy") as j:
+        mask = byte_mask(e, b.sub(nbytes, j))
+        v = e.call("llvm.masked.load.v64i8.p0", v64, [e.gep(I8, src, j), c32(1), mask, ir.Constant(v64, None)])
+        e.call("llvm.masked.store.v64i8.p0", VOID, [v, e.gep(I8, dst, j), c32(1), mask])
+
+
 def copy_rows(e: Emitter, src_rows: list[ir.Value], dst: ir.Value, ld: ir.Value, nbytes: ir.Value,
               width: ir.Value) -> None:
     """Copy ``nbytes`` of each source row into rows of ``dst`` (stride ``ld``), zero filled to
@@ -131,5 +141,5 @@ def tile_release(e: Emitter) -> None:
     e.call("llvm.x86.tilerelease", VOID, [])
 
 
-__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "TILE_BYTES", "TILE_ROWS", "amx_split", "byte_mask", "copy_rows",
+__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "TILE_BYTES", "TILE_ROWS", "amx_split", "byte_mask", "copy_bytes", "copy_rows",
            "emit_tile_config", "tile_dot", "tile_load", "tile_release", "tile_store", "tile_zero", "two_by_two"]

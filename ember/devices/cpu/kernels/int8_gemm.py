@@ -61,6 +61,7 @@ from ember.devices.cpu.kernels.amx import (
     C_TILES,
     TILE_ROWS,
     amx_split,
+    copy_bytes,
     copy_rows,
     emit_tile_config,
     tile_dot,
@@ -297,11 +298,13 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
     return fn
 
 
-def emit_row_table(e: ContextEmitter, blk: TaskBlock, MR: int, fill_tail: bool = False) -> tuple[ir.Value, ir.Value]:
+def emit_row_table(e: ContextEmitter, blk: TaskBlock, MR: int, fill_tail: bool = False,
+                   wide_copy: bool = False) -> tuple[ir.Value, ir.Value]:
     """The row pointer table of a task's pixels: ``rows[(tile * ntaps + tap) * MR + r]`` (a
     padding tap points at the zero-point row); with few channels per tap the taps are gathered
     into one row per pixel first (``merge``). Returns (rows, taps per row: 1 when merged).
-    ``fill_tail`` points the rows of the last tile past the task's pixels at the zero-point row."""
+    ``fill_tail`` points the rows of the last tile past the task's pixels at the zero-point row;
+    ``wide_copy`` gathers a kernel row with masked 64-byte vectors (AVX-512) instead of words."""
     b = e.b
     a = e.arg
     g, m0, m1, ntiles = blk.outer, blk.m0, blk.m1, blk.ntiles
@@ -371,8 +374,11 @@ def emit_row_table(e: ContextEmitter, blk: TaskBlock, MR: int, fill_tail: bool =
                     with b.if_else(b.and_(yok, inside_x)) as (whole, taps):
                         with whole:  # the kernel row lies inside a dense image: one contiguous copy
                             src = e.gep(I8, xrow, b.mul(ix0, ldx))
-                            with e.loop(0, row_words, name="gr") as j:
-                                b.store(e.load(I32, e.gep(I32, src, j), align=4), e.gep(I32, drow, j), align=4)
+                            if wide_copy:  # masked 64-byte vectors (AVX-512BW)
+                                copy_bytes(e, src, drow, b.mul(row_words, c64(4)))
+                            else:
+                                with e.loop(0, row_words, name="gr") as j:
+                                    b.store(e.load(I32, e.gep(I32, src, j), align=4), e.gep(I32, drow, j), align=4)
                         with taps:
                             with e.loop(0, kw, name="gkx") as kx:
                                 ix = b.add(ix0, b.mul(kx, dw))
@@ -395,7 +401,7 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     M, N = a("m"), a("cout")
     blk = task_block(e, task, a("gm"), a("gn"), a("tm"), a("tn"), M, N, tile)
     g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
-    rows, ntaps = emit_row_table(e, blk, MR)
+    rows, ntaps = emit_row_table(e, blk, MR, wide_copy=tile.lanes == 16)
     k4 = a("k4")
     ldy, yg, ldr = a("ldy"), a("yg"), a("ldr")
     esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
@@ -686,7 +692,7 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     M, N = a("m"), a("cout")
     blk = task_block(e, fn.args[1], a("gm"), a("gn"), a("tm"), a("tn"), M, N, AMX_TILE)
     g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
-    rows, ntaps = emit_row_table(e, blk, MR, fill_tail=True)
+    rows, ntaps = emit_row_table(e, blk, MR, fill_tail=True, wide_copy=True)
     k4, kq, nck, ktap = a("k4"), a("kq"), a("nck"), a("ktap")
     direct = b.icmp_signed("!=", a("direct"), c64(0))
     kbytes, qbytes = b.mul(k4, c64(4)), b.mul(kq, c64(4))
