@@ -77,6 +77,32 @@ def _index_source(lowering: Lowering, port: Output) -> tuple[Tensor, list[int]]:
     return _input(lowering, port), _elem_strides(shape)
 
 
+def _writable_in_place(lowering: Lowering, data_p: Output, shape: tuple[int, ...]) -> bool:
+    """Whether a scatter may write into its data's buffer: a contiguous plain value that a native
+    op computed (or an earlier in-place scatter's view of one), read by this scatter only: no
+    other node still to run reads that memory through any port, and it is no model output."""
+    t = lowering.tensor(data_p)
+    root = t.root()
+    if root.kind != "value" or root.external or t.layout != PLAIN or not t.contiguous or tuple(t.shape) != shape \
+            or tuple(root.shape) != shape or root.producer is None or not root.producer.native:
+        return False
+    if len(data_p.targets) != 1 or lowering.is_result(data_p):
+        return False
+    key = (id(data_p.node), data_p.index)
+    others = [k for k, other in lowering.ports.items() if k != key and other.root() is root]
+    if not others:
+        return True
+    nodes = {id(n): n for n in lowering.model.get_ordered_ops()}
+    for node_id, index in others:  # an earlier holder of the memory must be dead: all its readers ran
+        node = nodes.get(node_id)
+        if node is None:
+            return False
+        port = node.output(index)
+        if lowering.is_result(port) or any(id(target.node) not in lowering.done for target in port.targets):
+            return False
+    return True
+
+
 # -- scatters ------------------------------------------------------------------------------------
 
 def _scatter_op(lowering: Lowering, node: Node, *, mode: str, reduction: str, use_init: bool, outer: int, K: int,
@@ -100,15 +126,19 @@ def _scatter_op(lowering: Lowering, node: Node, *, mode: str, reduction: str, us
         if flat.size and np.all(flat == flat[0]) and not (dtype.kind == "f" and np.isnan(flat[0])):
             fill = fill_bits(flat[0].item(), dtype)
     ins = [idx if idx is not None else _input(lowering, idx_p), _input(lowering, upd_p)]
-    if fill is None:
-        ins.append(_input(lowering, data_p))
-    y = lowering.value(shape, PLAIN, dtype, name=node.friendly_name)
+    in_place = fill is None and _writable_in_place(lowering, data_p, shape)
+    if in_place:  # the scatter writes into the data's own buffer: no copy
+        y = lowering.program.view(data, shape, lambda a: a, name=node.friendly_name)
+    else:
+        if fill is None:
+            ins.append(_input(lowering, data_p))
+        y = lowering.value(shape, PLAIN, dtype, name=node.friendly_name)
     threads, isa = lowering.threads, lowering.isa
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         out = outs[0]
-        init = init_output(arrs[2] if fill is None else None, out, fill or 0, threads, isa)
-        return [init, scatter(out, arrs[1], arrs[0], mode=mode, reduction=reduction, use_init=use_init,
+        init = [] if in_place else [init_output(arrs[2] if fill is None else None, out, fill or 0, threads, isa)]
+        return [*init, scatter(out, arrs[1], arrs[0], mode=mode, reduction=reduction, use_init=use_init,
                               outer=outer, K=K, inner=inner, tab_outer=tab_outer, tab_inner=tab_inner,
                               dims=np.array(dims, np.int64), astr=np.array(astr, np.int64), is_o=is_o, is_j=is_j,
                               tab_io=tab_io, tab_ic=tab_ic, threads=threads, isa=isa)]
