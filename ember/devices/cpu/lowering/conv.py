@@ -1,5 +1,5 @@
-"""Lowering rules for convolutions (Convolution, GroupConvolution, ConvolutionBackpropData)
-and pooling."""
+"""Lowering rules for the convolution family, 1-D to 3-D: Convolution, GroupConvolution,
+ConvolutionBackpropData, GroupConvolutionBackpropData, MaxPool and AvgPool."""
 from __future__ import annotations
 
 import math
@@ -79,7 +79,8 @@ def _channels_last_concat(lowering: Lowering, port: Output) -> Tensor | None:
     known = _known_channels_last(lowering)
     ins = node.input_values()
     if not any(lowering.tensor(p).id in known for p in ins) or not all(
-            p.element_type.dtype == F32 and len(p.partial_shape) == 3 for p in ins):
+            p.element_type.dtype == F32 and len(p.partial_shape) == 3 and lowering.tensor(p).kind != "const"
+            for p in ins):
         return None
     srcs = [_channels_last_input(lowering, p) for p in ins]
     n, c, w = static_shape(port)
@@ -249,7 +250,7 @@ def _lower_conv3d(lowering: Lowering, node: Node, w: np.ndarray, groups: int, st
         segments.append((a, b, taps))
     bias, residual, (lo, hi), last, fused = _epilogue(lowering, node, w.shape[0])
     geo2 = {}
-    plans = []  # (image, a, b, tap, first, final, Conv2d)
+    plans = []  # (first output depth, end, depth tap, first tap of those depths, Conv2d)
     for a, b, taps in segments:
         for i, t in enumerate(taps):
             first, final = i == 0, i == len(taps) - 1
