@@ -530,3 +530,17 @@ def test_scatter_in_place_only_when_nothing_else_reads_the_data(shared: str) -> 
         for i in range(n):
             np.testing.assert_allclose(np.asarray(got[i]), np.asarray(want[i]), rtol=1e-6, atol=1e-6)
         feeds = [_f(6, 5), _f(3, 5)]
+
+
+def test_explicit_broadcast_index_read_in_place() -> None:
+    """An EXPLICIT-mode Broadcast (axes mapping) of the index: strides from the op's own probe."""
+    idx = eo.parameter([57], np.int64, name="idx")
+    wide = eo.broadcast(idx, np.array([57, 19], np.int64), np.array([0], np.int64), "EXPLICIT")
+    u = eo.parameter([57, 19], np.float32, name="u")
+    y = eo.scatter_elements_update(eo.constant(np.zeros((23, 19), np.float32)), wide, u, np.array(0), "sum", True)
+    model = Model([eo.gather_elements(y, wide, 0)], [idx, u], "explicit")
+    feeds = [_i(-23, 23, 57), _f(57, 19)]
+    cm = ember.Core().compile_model(model, "CPU")
+    np.testing.assert_allclose(np.asarray(cm(feeds)[0]), np.asarray(ember.Core().compile_model(model, "REFERENCE")(feeds)[0]),
+                               rtol=1e-5, atol=1e-5)
+    assert "Broadcast" not in [op.type_name for op in cm._executable.program.ops]

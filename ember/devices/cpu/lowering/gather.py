@@ -68,6 +68,12 @@ def _index_source(lowering: Lowering, port: Output) -> tuple[Tensor, list[int]]:
         if lowering.has(src_p) and src_p.partial_shape.is_static and all(c is not None for c in consts):
             in_shape = static_shape(src_p)
             size = math.prod(in_shape)
+            mode = str(node.attrs.get("mode", "numpy")).lower()
+            full = (1,) * (len(shape) - len(in_shape)) + in_shape
+            if mode in ("numpy", "bidirectional") and len(in_shape) <= len(shape) and size > 0 \
+                    and all(d in (1, o) for d, o in zip(full, shape)):  # numpy broadcasting: no probe needed
+                st = _elem_strides(full)
+                return _input(lowering, src_p), [0 if d == 1 else s for d, s, o in zip(full, st, shape)]
             if 0 < size <= _MAX_TABLE and 0 < math.prod(shape) <= _MAX_TABLE:
                 probe = np.arange(size, dtype=np.int64).reshape(in_shape)
                 index_map = np.asarray(node.evaluate([probe, *consts])[0])
