@@ -337,6 +337,32 @@ def test_max_pool_u8_matches_reference(isa, case):
     np.testing.assert_array_equal(y, want)
 
 
+@pytest.mark.parametrize("isa", [p for p in ISAS if "novnni" not in p.id])
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_avg_pool_u8_matches_reference(isa, case):
+    """The u8 -> f32 average pooling kernel against Int8AvgPool's numpy kernel (integer sums
+    of step - zero point over real pixels, times a per-pixel factor); fewer channels out."""
+    import ember.opset as ops
+    from ember.devices.cpu.kernels.int8_misc import avg_pool_u8
+    from ember.devices.cpu.ops import Int8AvgPool
+    from ember.graph.types import Type
+
+    n, h, w, cx, kernel, strides, dil, pb, pe = case
+    rng = np.random.default_rng(cx + w)
+    x = rng.integers(0, 256, (n, h, w, cx)).astype(np.uint8)
+    oh = (h + pb[0] + pe[0] - dil[0] * (kernel[0] - 1) - 1) // strides[0] + 1
+    ow = (w + pb[1] + pe[1] - dil[1] * (kernel[1] - 1) - 1) // strides[1] + 1
+    factors = (rng.random((oh, ow)) * 0.01).astype(np.float32)
+    c = cx - 3 if cx > 4 else cx
+    node = Int8AvgPool([ops.parameter([n, cx, h, w], Type.u8), ops.constant(factors)],
+                       dict(kernel=list(kernel), strides=list(strides), dilations=list(dil), pads_begin=list(pb),
+                            zero_point=77))
+    want = node.evaluate([x.transpose(0, 3, 1, 2), factors])[0].transpose(0, 2, 3, 1)[..., :c]
+    y = np.full(want.shape, 7.0, np.float32)
+    avg_pool_u8(x, y, factors, kernel, strides, dil, pb, 77, 2, isa).run()
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+
+
 def test_exec_type_names_the_instruction_set():
     k = int8_kernels()
     assert k.exec_type.endswith("_I8") and k.exec_type.startswith("jit_")
@@ -440,6 +466,19 @@ def _graph(kind, rng):
         out = ops.convolution(ops.concat(branches, 1), _weights(w3, rng.random((8, 1, 1, 1)) * 0.03), [2, 2],
                               [1, 1], [1, 1], [1, 1])
         n_int8 = 3
+    elif kind == "avgpool-u8":  # conv -> ReLU -> FQ -> AvgPool (padding counted) -> FQ -> conv; and an AvgPool
+        # (exclude-pad, stride 2, ceil) of the same steps as an output: both pool the u8 steps (the second
+        # FakeQuantize's range is not commensurate with the first's: averages of steps would sit on its ties)
+        a = _fq(x, -2.0, 2.0 * 127 / 128)
+        w1 = rng.integers(-127, 128, (12, 8, 3, 3)).astype(np.int8)
+        c = _fq(ops.relu(ops.convolution(a, _weights(w1, rng.random((12, 1, 1, 1)) * 0.02), [1, 1], [1, 1], [1, 1],
+                                         [1, 1])), 0.0, 3.0)
+        p = ops.avg_pool(c, [1, 1], [1, 1], [1, 1], [3, 3], False, "floor", "explicit")
+        w2 = rng.integers(-127, 128, (16, 12, 1, 1)).astype(np.int8)
+        c2 = ops.convolution(_fq(p, 0.0, 2.13), _weights(w2, rng.random((16, 1, 1, 1)) * 0.05), [1, 1], [0, 0],
+                             [0, 0], [1, 1])
+        p2 = ops.avg_pool(c, [2, 2], [1, 0], [1, 1], [3, 2], True, "ceil", "explicit")
+        out, n_int8 = [c2, p2], 2
     elif kind == "moves":  # FQ -> ReLU -> Pad(0) -> Slice, Concat with a same-grid FQ -> conv: int8;
         # a Concat of two grids -> conv stays f32
         hi = np.float32(1.5 * 127 / 128)
@@ -462,7 +501,8 @@ def _graph(kind, rng):
 
 
 @pytest.mark.parametrize("kind", ["conv-chain", "asymmetric", "grouped", "fractional-zero-point",
-                                  "maxpool-per-channel", "moves", "pool-u8", "concat-u8"])
+                                  "maxpool-per-channel", "moves", "pool-u8", "concat-u8",
+                                  "avgpool-u8"])
 def test_quantized_graph_matches_reference(kind):
     """The int8 lowering against REFERENCE running the FakeQuantize graph in float: the same
     rounding, so equal within f32 summation error; the runtime model says which ops are int8."""

@@ -207,6 +207,48 @@ class Int8MaxPool(Node):
 
 
 @register_op
+class Int8AvgPool(Node):
+    """Average pooling of u8 steps ``[N, C, H, W]`` into f32: ``factor[oy, ox] * sum(q -
+    zero_point)`` over each window's real pixels (input 1: the constant f32 ``[OH, OW]`` factors,
+    the activation scale over the window's divisor); explicit pads."""
+
+    type_name = "Int8AvgPool"
+    version = "ember_opset1"
+    num_inputs = (2, 2)
+    attributes = (Attr("kernel", "ints"), Attr("strides", "ints"), Attr("dilations", "ints"),
+                  Attr("pads_begin", "ints"), Attr("zero_point", "int", 0))
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        xs = self.input_shape(0)
+        f = self.input_value(1)
+        a = self.attrs
+        if self.input_type(0) != Type.u8 or not xs.rank.is_static or xs.rank.get_length() != 4:
+            raise self.fail("needs 4-D u8 data")
+        if f is None or f.dtype != np.float32 or f.ndim != 2 or 0 in f.shape:
+            raise self.fail("factors must be a constant f32 [OH, OW]")
+        if any(len(a[k]) != 2 for k in ("kernel", "strides", "dilations", "pads_begin")) \
+                or min(a["kernel"] + a["strides"] + a["dilations"]) < 1 or min(a["pads_begin"]) < 0 \
+                or not 0 <= a["zero_point"] <= 255:
+            raise self.fail("kernel, strides, dilations (>= 1), pads (>= 0) need two values each; the zero "
+                            "point is a u8 value")
+        return [(Type.f32, PartialShape([xs[0], xs[1], Dimension(f.shape[0]), Dimension(f.shape[1])]))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0]).astype(np.int64) - self.attrs["zero_point"]
+        f = np.asarray(inputs[1], np.float32)
+        a = self.attrs
+        (kh, kw), (sh, sw), (dh, dw), (pt, pl) = a["kernel"], a["strides"], a["dilations"], a["pads_begin"]
+        oh, ow = f.shape
+        need_h, need_w = (oh - 1) * sh + dh * (kh - 1) + 1, (ow - 1) * sw + dw * (kw - 1) + 1
+        xp = np.pad(x, ((0, 0), (0, 0), (pt, max(need_h - pt - x.shape[2], 0)), (pl, max(need_w - pl - x.shape[3], 0))))
+        acc = np.zeros((x.shape[0], x.shape[1], oh, ow), np.int64)
+        for ky in range(kh):
+            for kx in range(kw):
+                acc += xp[:, :, ky * dh: ky * dh + sh * (oh - 1) + 1: sh, kx * dw: kx * dw + sw * (ow - 1) + 1: sw]
+        return [(acc.astype(np.float32) * f).astype(np.float32)]
+
+
+@register_op
 class Int8Concat(Node):
     """Concatenation of u8 steps ``[N, C_i, H, W]`` on one FakeQuantize grid along the channels;
     u8 out. ``zero_point`` is the grid's step for 0.0 (what a reader's padding holds)."""
@@ -290,4 +332,4 @@ class CompressedMatMul(Node):
         return [np.matmul(np.asarray(x, np.float32), self.weights(codes, scale, zp).T).astype(np.float32)]
 
 
-__all__ = ["CompressedMatMul", "Int8Concat", "Int8Convolution", "Int8MatMul", "Int8MaxPool", "Int8Quantize"]
+__all__ = ["CompressedMatMul", "Int8AvgPool", "Int8Concat", "Int8Convolution", "Int8MatMul", "Int8MaxPool", "Int8Quantize"]

@@ -1,4 +1,4 @@
-"""int8 data movement that stays in int8: max pooling of u8 NHWC steps.
+"""int8 pooling on u8 NHWC steps: max pooling (u8 out) and average pooling (f32 out).
 
 The input is what ``Int8Quantize`` (or an int8 epilogue writing u8) leaves for the int8
 convolutions: u8 NHWC pixels whose channel rows are padded to a multiple of 4 bytes (the pad
@@ -8,6 +8,11 @@ u8 bytes, a quarter of the f32 traffic. A window starts from 0 (the lowest step)
 only real pixels, so padding never wins, as OpenVINO's MaxPool; the pad channels stay the
 zero point. Vectorized over the channel bytes (64 per AVX-512 register); task = (image,
 output row).
+
+Average pooling sums ``step - zero point`` over a window's real pixels in i32 (exact) and
+multiplies by a per-output-pixel factor (the activation scale over the window's divisor, from
+the pooling's own semantics, so padding counts as 0.0 exactly when OpenVINO's AvgPool counts
+it): the f32 average of the FakeQuantize values, read from a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import I8, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I8, I32, I64, PTR, VOID, Emitter, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
@@ -27,6 +32,12 @@ POOL_U8_CONTEXT = ContextLayout(
     "pool_u8",
     ("x", "y", "h", "w", "c", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "xn", "yn"),
     pointers=("x", "y"))
+
+
+AVG_U8_CONTEXT = ContextLayout(
+    "avg_pool_u8",
+    ("x", "y", "f", "h", "w", "cx", "c", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "xn", "yn", "zp"),
+    pointers=("x", "y", "f"))
 
 
 def _emit_max_pool(m: ir.Module, prefix: str, lanes: int) -> None:
@@ -66,10 +77,54 @@ def _emit_max_pool(m: ir.Module, prefix: str, lanes: int) -> None:
     b.ret_void()
 
 
+def _emit_avg_pool(m: ir.Module, prefix: str, lanes: int) -> None:
+    """y[f32] = factor[oy, ox] * sum over the window's real pixels of (x[u8] - zero point)."""
+    fn = Emitter.function(m, f"{prefix}_avg_pool_u8_task", VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, AVG_U8_CONTEXT)
+    b = e.b
+    task = fn.args[1]
+    i32v, f32v = vec(I32, lanes), vec(F32, lanes)
+    oh, ow, cx, c = e.arg("oh"), e.arg("ow"), e.arg("cx"), e.arg("c")
+    oy, img = b.srem(task, oh), b.sdiv(task, oh)
+    H, W, kh, kw = e.arg("h"), e.arg("w"), e.arg("kh"), e.arg("kw")
+    zp = b.trunc(e.arg("zp"), I32)
+    x = e.gep(I8, e.arg("x", PTR), b.mul(img, e.arg("xn")))
+    y = e.gep(F32, e.arg("y", PTR), b.add(b.mul(img, e.arg("yn")), b.mul(b.mul(oy, ow), c)))
+    factors = e.gep(F32, e.arg("f", PTR), b.mul(oy, ow))
+    iy0 = b.sub(b.mul(oy, e.arg("sh")), e.arg("pt"))
+
+    def window(ox: ir.Value, ch: ir.Value, n: int) -> ir.Value:
+        it = i32v if n > 1 else I32
+        acc = e.var(it, ir.Constant(it, None))
+        zv = e.splat(zp, n) if n > 1 else zp
+        ix0 = b.sub(b.mul(ox, e.arg("sw")), e.arg("pl"))
+        with e.loop(0, kh, name="ky") as ky:
+            iy = b.add(iy0, b.mul(ky, e.arg("dh")))
+            with b.if_then(b.icmp_unsigned("<", iy, H)):
+                with e.loop(0, kw, name="kx") as kx:
+                    ix = b.add(ix0, b.mul(kx, e.arg("dw")))
+                    with b.if_then(b.icmp_unsigned("<", ix, W)):
+                        ptr = e.gep(I8, x, b.add(b.mul(b.add(b.mul(iy, W), ix), cx), ch))
+                        v = b.zext(e.load(vec(I8, n) if n > 1 else I8, ptr, align=1), it)
+                        b.store(b.add(e.load(it, acc), b.sub(v, zv)), acc)
+        return b.sitofp(e.load(it, acc), f32v if n > 1 else F32)
+
+    with e.loop(0, ow, name="ox") as ox:
+        f = e.load(F32, e.gep(F32, factors, ox))
+        yrow = e.gep(F32, y, b.mul(ox, c))
+        nfull = b.mul(b.sdiv(c, c64(lanes)), c64(lanes))
+        with e.loop(0, nfull, lanes, name="cv") as ch:
+            b.store(b.fmul(window(ox, ch, lanes), e.splat(f, lanes)), e.gep(F32, yrow, ch), align=4)
+        with e.loop(nfull, c, 1, name="cs") as ch:
+            b.store(b.fmul(window(ox, ch, 1), f), e.gep(F32, yrow, ch))
+    b.ret_void()
+
+
 def _build(prefix: str, isa: Isa) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     _emit_max_pool(m, prefix, isa.vector_bits // 8)
+    _emit_avg_pool(m, prefix, isa.f32_lanes)
     return m
 
 
@@ -95,4 +150,25 @@ def max_pool_u8(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: 
                        layout=POOL_U8_CONTEXT)
 
 
-__all__ = ["max_pool_u8"]
+def avg_pool_u8(x: np.ndarray, y: np.ndarray, factors: np.ndarray, kernel: tuple[int, int],
+                strides: tuple[int, int], dilations: tuple[int, int], pads_begin: tuple[int, int], zero_point: int,
+                threads: int, isa: Isa | None = None) -> BoundKernel:
+    """A bound average pooling of u8 NHWC steps ``x`` [N, H, W, Cx] into f32 NHWC ``y``
+    [N, OH, OW, C] (C <= Cx): ``factors[oy, ox] * sum(x - zero_point)`` over each window's real
+    pixels (``factors`` holds the scale over the divisor, so padding counts as 0.0 or not)."""
+    n, h, w, cx = x.shape
+    _, oh, ow, c = y.shape
+    if c > cx or x.dtype != np.uint8 or y.dtype != np.float32 or factors.shape != (oh, ow) \
+            or factors.dtype != np.float32 or not (x.flags.c_contiguous and y.flags.c_contiguous
+                                                     and factors.flags.c_contiguous):
+        raise ValueError("ember: internal: avg_pool_u8 needs contiguous u8 NHWC in, f32 NHWC out, [OH, OW] factors")
+    isa = isa or host_isa()
+    ctx = AVG_U8_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, f=factors.ctypes.data, h=h, w=w, cx=cx, c=c, oh=oh,
+                             ow=ow, kh=kernel[0], kw=kernel[1], sh=strides[0], sw=strides[1], dh=dilations[0],
+                             dw=dilations[1], pt=pads_begin[0], pl=pads_begin[1], xn=h * w * cx, yn=oh * ow * c,
+                             zp=zero_point)
+    return BoundKernel(_library(isa).address("avg_pool_u8_task"), ctx, n * oh if y.size else 0, threads,
+                       (x, y, factors), layout=AVG_U8_CONTEXT)
+
+
+__all__ = ["avg_pool_u8", "max_pool_u8"]

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, static_shape
-from ember.devices.cpu.ops import Int8Concat, Int8Convolution, Int8MatMul, Int8MaxPool, Int8Quantize
+from ember.devices.cpu.ops import Int8AvgPool, Int8Concat, Int8Convolution, Int8MatMul, Int8MaxPool, Int8Quantize
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.core_ops import Constant
@@ -579,21 +579,63 @@ def lower_precision(model: Model) -> int:
     """Rewrite the quantized convolutions and MatMuls of ``model`` into int8 ops, and MatMuls
     with compressed weights into ``CompressedMatMul`` (in place); returns how many int8 ops."""
     memo: dict[Any, Node] = {}
-    done = compressed = 0
+    done = compressed = pooled = 0
     for node in model.get_ordered_ops():
         if node.type_name in ("Convolution", "GroupConvolution"):
             done += _rewrite_conv(node, memo)
+        elif node.type_name == "AvgPool":
+            pooled += _rewrite_avg_pool(node, memo)
         elif node.type_name == "MatMul":
             if _rewrite_matmul(node, memo):
                 done += 1
             else:
                 compressed += _rewrite_compressed_matmul(node)
-    if done or compressed:
+    if done or compressed or pooled:
         from ember.passes.matcher import prune_dead_consumers
 
         prune_dead_consumers(model)
         log.info("CPU: %d convolutions/MatMuls run in int8, %d MatMuls on compressed weights", done, compressed)
     return done
+
+
+def _rewrite_avg_pool(node: Node, memo: dict[Any, Node]) -> bool:
+    """``AvgPool(FakeQuantize(x))`` (2-D, per-tensor ranges, 0.0 a step, static height and width)
+    -> ``Int8AvgPool(Int8Quantize(x))``: the layer before writes u8 steps and the pooling reads
+    them; its f32 output is the average of the FakeQuantize values (the next FakeQuantize, if
+    any, quantizes it as before)."""
+    xport = node.input_values()[0]
+    ps = xport.partial_shape
+    if xport.node.type_name != "FakeQuantize" or not ps.rank.is_static or len(ps) != 4 \
+            or not all(d.is_static for d in list(ps)[1:]) or len(node.attrs["kernel"]) != 2:
+        return False
+    act = _activation_fq(xport)
+    if act is None:
+        return False
+    zp, offset = _zero_point(act.params)
+    scale = float(act.params.scale)
+    if abs(offset) > _ZP_TOLERANCE * scale:
+        return False  # 0.0 is not a step: padding would not be exact
+    h, w = (int(d.get_length()) for d in list(ps)[2:])
+    pb, _, out = node.plan(ps)
+    if not all(d.is_static for d in list(out)[2:]):
+        return False
+    oh, ow = (int(d.get_length()) for d in list(out)[2:])
+    kernel, strides = [int(k) for k in node.attrs["kernel"]], [int(s) for s in node.attrs["strides"]]
+    dil = [int(d) for d in node._dilations(2)]
+    # the divisor of each window, from the pooling's own reference on ones: mean = real / divisor
+    ones = node.evaluate([np.ones((1, 1, h, w), np.float32)])[0].reshape(oh, ow).astype(np.float64)
+    real = [np.array([sum(0 <= o * strides[i] - pb[i] + t * dil[i] < (h, w)[i] for t in range(kernel[i]))
+                      for o in range((oh, ow)[i])], np.float64) for i in range(2)]
+    count = np.outer(real[0], real[1])
+    factors = np.where(count > 0, ones / np.where(count > 0, count, 1.0), 0.0) * scale
+    if not np.all(np.isfinite(factors)):
+        return False
+    q = _quantize_node(act, memo, "nhwc")
+    new = Int8AvgPool([q.output(0), Constant.from_array(factors.astype(np.float32), Type.f32)],
+                      dict(kernel=kernel, strides=strides, dilations=dil, pads_begin=[int(p) for p in pb],
+                           zero_point=zp), node.friendly_name)
+    _replace(node, new)
+    return True
 
 
 # --------------------------------------------------------------------------- weight-compressed MatMul
@@ -784,6 +826,34 @@ def lower_int8_max_pool(lowering: Lowering, node: Node) -> bool:
     return True
 
 
+@lowers("Int8AvgPool")
+def lower_int8_avg_pool(lowering: Lowering, node: Node) -> bool:
+    """Average pooling of the u8 NHWC steps into f32 NHWC (``kernels/int8_misc.py``)."""
+    from ember.devices.cpu.kernels.int8_misc import avg_pool_u8
+
+    _unclaim(node)
+    x = lowering.tensor(node.input_values()[0])
+    factors = const_of(node.input_values()[1])
+    if x.dtype != np.uint8 or x.layout != NHWC or factors is None:
+        return False
+    a = node.attrs
+    n, c, oh, ow = static_shape(node.output(0))
+    y = lowering.value((n, oh, ow, c), NHWC, name=node.friendly_name)
+    threads, isa = lowering.threads, lowering.isa
+    f = np.ascontiguousarray(factors, np.float32)
+    kernel, strides, dil, pb = (tuple(a[k]) for k in ("kernel", "strides", "dilations", "pads_begin"))
+    zp = int(a["zero_point"])
+    lowering.program.add(Op(node.friendly_name, "Int8AvgPool", [x], [y], native=True,
+                            bind=lambda i, o: [avg_pool_u8(i[0], o[0], f, kernel, strides, dil, pb, zp, threads,
+                                                           isa)]))
+    exec_type = f"jit_{isa.level}_I8"
+    lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
+    node.rt_info["execType"] = exec_type
+    node.rt_info["runtimePrecision"] = "I8"
+    lowering.bind_port(node.output(0), y)
+    return True
+
+
 @lowers("Int8Concat")
 def lower_int8_concat(lowering: Lowering, node: Node) -> bool:
     """u8 NHWC steps copied side by side along the channels (byte strided copies); the padded
@@ -830,7 +900,7 @@ def lower_quantize(lowering: Lowering, node: Node) -> bool:
 
     users = {t.node.type_name for t in node.output(0).targets}
     want = "Int8Convolution" if node.attrs["layout"] == "nhwc" else "Int8MatMul"
-    readers = {want, "Int8MaxPool", "Int8Concat"} if want == "Int8Convolution" else {want}
+    readers = {want, "Int8MaxPool", "Int8Concat", "Int8AvgPool"} if want == "Int8Convolution" else {want}
     if not users or not users <= readers or lowering.is_result(node.output(0)):
         return False
     shape = static_shape(node.output(0))
