@@ -163,3 +163,23 @@ def test_many_rows_use_decompressed_weights():
         stats = cm._executable.program.stats
         assert stats.get(path) == 2 and not stats["fallbacks"]
         assert float(np.abs(got - want).max()) <= 2e-3 * float(np.abs(want).max())
+
+
+@pytest.mark.slow
+def test_zoo_minilm_int4():
+    """all-MiniLM-L6-v2 from the zoo, INT4_ASYM groups of 32 by ember.nncf.compress_weights: its
+    36 Linear layers run the compressed kernel at a 12-token input, within 1e-3 of REFERENCE."""
+    from ember import nncf, zoo
+
+    core = ember.Core()
+    model = core.read_model(zoo.fetch("all-minilm-l6-v2").xml)
+    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=32, ratio=1.0)
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(1000, 20000, (1, 12)).astype(np.int64),
+             "attention_mask": np.ones((1, 12), np.int64), "token_type_ids": np.zeros((1, 12), np.int64)}
+    cm = core.compile_model(compressed, "CPU")
+    got = cm(feeds)[0]
+    stats = cm._executable.program.stats
+    assert stats.get("compressed_ops") == 36 and not stats.get("decompressed_ops")
+    want = core.compile_model(compressed, "REFERENCE")(feeds)[0]
+    assert float(np.abs(got - want).max()) <= 1e-3 * float(np.abs(want).max())
