@@ -266,3 +266,25 @@ def test_fake_quantize_steps_at_ties():
         y = np.zeros((x.shape[0], 4), np.uint8)
         Quantize(p, x.shape[0], 1, isa=isa_mod.host_isa("amx"))(x, y)
         np.testing.assert_array_equal(y[:, :1], p.quantize(x))
+
+
+@pytest.mark.parametrize("level", ["avx512", "avx2", "generic"])
+@pytest.mark.parametrize("c, cpad, per_channel", [(3, 4, False), (3, 4, True), (1, 4, False), (4, 4, True),
+                                                  (2, 8, False), (5, 8, True)])
+def test_quantize_packs_pixels_of_few_channels(level, c, cpad, per_channel):
+    """An image's few channels, dense rows, u8 out: whole pixels per vector (lane j = channel
+    j % cpad), the padding bytes the fill; equal to numpy's steps, any number of rows."""
+    from ember.devices.cpu.kernels.int8_gemm import Quantize
+
+    if level not in isa_mod.supported_levels():
+        pytest.skip(f"no {level} here")
+    rng = np.random.default_rng(c * 10 + cpad)
+    lo = (-rng.random(c) if per_channel else np.float32(-0.8)).astype(np.float32)
+    hi = (rng.random(c) + 0.2 if per_channel else np.float32(1.1)).astype(np.float32)
+    p = QuantizeParams(lo, hi, lo, hi, 256)
+    for rows in (1, 5, 37, 4099):
+        x = (rng.standard_normal((rows, c)) * 1.2).astype(np.float32)
+        y = np.zeros((rows, cpad), np.uint8)
+        Quantize(p, rows, c, fill=77, num_threads=2, isa=isa_mod.host_isa(level))(x, y)
+        np.testing.assert_array_equal(y[:, :c], p.quantize(x))
+        assert (y[:, c:] == 77).all()

@@ -111,8 +111,9 @@ FQ_ROWS = 3 * FQ_WORDS
 
 QUANT_CONTEXT = ContextLayout(
     "quantize",
-    ("x", "ldx", "y", "ldy", "rows", "c", "cpad", "per_task", "ranges", "rstride", "steps", "fill", "mode"),
-    pointers=("x", "y", "ranges"))
+    ("x", "ldx", "y", "ldy", "rows", "c", "cpad", "per_task", "ranges", "rstride", "steps", "fill", "mode", "pix",
+     "tiled"),
+    pointers=("x", "y", "ranges", "tiled"))
 QUANT_U8, QUANT_F32 = 0, 1
 
 
@@ -450,6 +451,28 @@ def _emit_quantize(m: ir.Module, name: str, lanes: int) -> None:
     r0 = b.mul(fn.args[1], a("per_task"))
     r1 = e.min(a("rows"), b.add(r0, a("per_task")))
     zero = ir.Constant(vf, None)
+    pix = a("pix")
+    packed = b.icmp_signed("!=", pix, c64(0))
+    with b.if_then(packed):
+        # few channels (an image's 3), dense rows, u8 out: ``pix`` pixels per vector, lane
+        # j is channel j % cpad of its pixel (channels past c take the fill); the ranges
+        # come tiled the same way
+        lane = ir.Constant(vec(I64, L), list(range(L)))
+        chan = b.urem(lane, e.splat(cpad, L))
+        real = b.icmp_unsigned("<", chan, e.splat(c, L))
+        tiled = a("tiled", PTR)
+        il, ih, rng, inv = (e.load(vf, e.gep(F32, tiled, i * L), align=4) for i in (0, 1, 2, 6))
+        fills = e.splat(fill, L)
+        with e.loop(r0, r1, pix, name="prow") as r:
+            used = b.mul(e.min(pix, b.sub(r1, r)), cpad)
+            lmask = b.icmp_signed("<", lane, e.splat(used, L))
+            xv = e.call(f"llvm.masked.expandload.v{L}f32", vf,
+                        [e.gep(F32, x, b.mul(r, ldx)), b.and_(lmask, real), zero])
+            q = e.call(f"llvm.roundeven.v{L}f32", vf, [b.fmul(divide(e, b.fsub(xv, il), rng, inv), steps)])
+            qc = b.select(b.fcmp_ordered("<=", xv, il), zero, b.select(b.fcmp_ordered(">", xv, ih), steps, q))
+            qb = b.select(real, b.fptoui(qc, vec(I8, L)), fills)
+            e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, e.gep(I8, y, b.mul(r, ldy)), c32(1), lmask])
+    r1 = b.select(packed, r0, r1)  # the row loop below runs when not packed
     with e.loop(r0, r1, name="row") as r:
         src = e.gep(F32, x, b.mul(r, ldx))
         with e.loop(0, c, L, name="c") as j:
@@ -1320,6 +1343,7 @@ class Quantize:
         self.ranges[:] = 0
         self.ranges[:6, :c] = params.vectors(c)
         self.ranges[6, :c] = params.reciprocal(c)
+        self.lanes = self.kernels.isa.f32_lanes
         self.ctx = QUANT_CONTEXT.new(rows=rows, c=c, per_task=per_task, ranges=self.ranges.ctypes.data,
                                      rstride=stride, steps=f32_bits(params.steps), fill=fill, mode=mode)
 
@@ -1329,10 +1353,18 @@ class Quantize:
         if y.dtype != want or y.ndim != 2 or y.shape[0] != self.rows or y.shape[1] < self.c or y.strides[-1] != y.itemsize:
             raise EmberError(f"ember: quantize output must be {np.dtype(want)} rows of at least {self.c}")
         ctx = self.ctx.copy()
-        QUANT_CONTEXT.fill(ctx, x=x.ctypes.data, ldx=ldx, y=y.ctypes.data, ldy=y.strides[0] // y.itemsize,
-                           cpad=y.shape[1] if self.mode == QUANT_U8 else self.c)
+        ldy, cpad = y.strides[0] // y.itemsize, y.shape[1] if self.mode == QUANT_U8 else self.c
+        pix = 0
+        L = self.lanes
+        tiled = aligned_empty((7, L))  # lane j: channel j % cpad of whole pixels (dense rows only)
+        if self.mode == QUANT_U8 and ldx == self.c and ldy == cpad and cpad <= L and L % cpad == 0:
+            pix = L // cpad
+            chan = np.arange(L) % cpad
+            tiled[:] = self.ranges[:, np.where(chan < self.c, chan, 0)]  # padding lanes: any finite ranges
+        QUANT_CONTEXT.fill(ctx, x=x.ctypes.data, ldx=ldx, y=y.ctypes.data, ldy=ldy, cpad=cpad, pix=pix,
+                           tiled=tiled.ctypes.data)
         n_tasks = -(-self.rows // self.per_task) if self.c else 0
-        return BoundKernel(self.kernels.quantize_address, ctx, n_tasks, self.threads, (self.ranges,),
+        return BoundKernel(self.kernels.quantize_address, ctx, n_tasks, self.threads, (self.ranges, tiled),
                            layout=QUANT_CONTEXT)
 
     def __call__(self, x: np.ndarray, y: np.ndarray, pool: ThreadPool | None = None) -> np.ndarray:
