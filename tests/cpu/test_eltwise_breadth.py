@@ -389,3 +389,20 @@ def test_sub_byte_converts_keep_their_ranges() -> None:
     cm = ember.Core().compile_model(model, "CPU")
     assert cm._executable.program.stats["fallbacks"].get("Convert")
     np.testing.assert_array_equal(cm([a])[0], ember.Core().compile_model(model, "REFERENCE")([a])[0])
+
+
+def test_constant_only_elementwise_nodes_become_plan_constants() -> None:
+    """A Convert of an f16 constant the optimizer keeps (decompression) is computed once at
+    lowering: no step runs for it, and its value is the converted constant."""
+    from ember.devices.cpu.llvm.isa import host_isa
+    from ember.devices.cpu.lowering.driver import Lowering
+
+    w = RNG.standard_normal(8).astype(np.float16)
+    x = ops.parameter([2, 8], np.float32, name="x")
+    cv = ops.convert(w, "f32")
+    cv.rt_info["decompression"] = ""
+    program = Lowering(Model([ops.multiply(x, cv)], [x], "fold"), 1, host_isa()).run()
+    assert not program.stats["fallbacks"]
+    assert not any(op.type_name.startswith("Convert") or "Convert" in op.type_name for op in program.ops)
+    consts = [t.data for t in program.tensors if t.kind == "const" and t.data is not None and t.data.dtype == np.float32]
+    assert any(c.size == 8 and np.array_equal(c.reshape(-1), w.astype(np.float32)) for c in consts)

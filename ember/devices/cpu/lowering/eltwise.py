@@ -185,6 +185,8 @@ _TYPES = (*NATIVE_UNARY, *NATIVE_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power
 def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernel
 
+    if _fold_constant(lowering, node):
+        return True
     out_port = node.output(0)
     out_shape = static_shape(out_port)
     rank = len(out_shape)
@@ -341,6 +343,24 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     lowering.program.add(Op(node.friendly_name, "Eltwise:" + "+".join(n.type_name for n in [node, *fused]), ins,
                             [y], native=True, bind=bind))
     lowering.finish(last, y, fused)
+    return True
+
+
+_FOLD_MAX = 1 << 24
+
+
+def _fold_constant(lowering: Lowering, node: Node) -> bool:
+    """An elementwise node of constants only (an FP16-compressed weight's Convert the
+    optimizer kept, say) is computed once here: its value becomes a constant of the plan."""
+    values = [const_of(p) for p in node.input_values()]
+    if not values or any(v is None for v in values) or len(node.outputs()) != 1:
+        return False
+    if not node.output(0).partial_shape.is_static or node.output(0).element_type.name in ("string", "sequence"):
+        return False
+    if int(np.prod(static_shape(node.output(0)))) > _FOLD_MAX:
+        return False
+    out = np.asarray(node.evaluate(values)[0])
+    lowering.bind_port(node.output(0), lowering.program.const(np.ascontiguousarray(out), node.friendly_name))
     return True
 
 
