@@ -402,8 +402,9 @@ def test_time_loop_split_over_tasks(cell: str, hidden: int, threads: int, serial
 
 
 def test_bf16_precision_projects_inputs_in_bf16() -> None:
-    """With ``INFERENCE_PRECISION_HINT=bf16`` the input projection runs the bf16 GEMM (the
-    recurrence stays f32): close to REFERENCE at bf16 accuracy, counted as a bf16 op."""
+    """With ``INFERENCE_PRECISION_HINT=bf16`` the input projection runs the bf16 GEMM (with 2
+    batch rows and a small R the recurrence stays f32): close to REFERENCE at bf16 accuracy,
+    counted as a bf16 op."""
     from ember.devices.cpu.kernels.gemm import bf16_supported
 
     if not bf16_supported():
@@ -442,3 +443,40 @@ def test_infinite_inputs_saturate_like_the_reference() -> None:
         np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
         np.testing.assert_allclose(np.nan_to_num(g), np.nan_to_num(w), rtol=2e-5, atol=2e-5)
     assert not any(np.isnan(g).any() for g in got)  # saturated, not NaN
+
+
+@pytest.mark.parametrize("cell,hidden,lbr,batch,threads", [("lstm", 17, False, 1, 2), ("gru", 33, False, 1, 1),
+                                                          ("gru", 64, True, 1, 1), ("rnn", 256, False, 1, 2),
+                                                          ("lstm", 256, False, 1, 4), ("lstm", 512, False, 3, 1)])
+def test_bf16_recurrent_products(cell: str, hidden: int, lbr: bool, batch: int, threads: int) -> None:
+    """bf16 recurrent products (``vdpbf16ps`` on bf16 copies of the states, weights packed as
+    bf16 pairs; odd hidden sizes pad a zero pair) within bf16 accuracy of the op's reference,
+    bidirectional with mixed lengths, one thread or the hidden split."""
+    from ember.devices.cpu.kernels.gemm import bf16_supported
+    from ember.devices.cpu.kernels.rnn import Activation, Recurrent
+
+    if not bf16_supported():
+        pytest.skip("no AVX512_BF16 on this host")
+    lens = (12,) if batch == 1 else (12, 5, 0)
+    case = Case(cell, batch=batch, seq=12, input=8, hidden=hidden, direction="bidirectional", lens=lens, lbr=lbr)
+    model, feeds = build(case, np.random.default_rng(13))
+    node = next(n for n in model.get_ordered_ops() if n.type_name.endswith("Sequence"))
+    w, r, b = (n.node.data for n in node.input_values()[-3:])
+    acts = {"lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh"), "rnn": ("tanh",)}[cell]
+    rec = Recurrent("gru_lbr" if lbr else cell, w, r, b, hidden, [False, True], batch, case.seq,
+                    tuple(Activation(a) for a in acts), 0.0, threads, precision="bf16")
+    assert rec.bf16 and (threads < 4 or rec.ns > 1)
+    x, h0 = feeds[0], feeds[1]
+    c0 = feeds[2] if cell == "lstm" else None
+    lens_v = np.array(lens, np.int32)
+    y = np.full((batch, 2, case.seq, hidden), np.nan, np.float32)
+    ho = np.full_like(h0, np.nan)
+    co = np.full_like(h0, np.nan) if cell == "lstm" else None
+    scratch = np.full(rec.scratch_floats, np.nan, np.float32)
+    for k in rec.bind(x, h0, c0, lens_v, y, ho, co, scratch):
+        k.run()
+    want = node.evaluate([x, h0] + ([c0] if c0 is not None else []) + [lens_v, w, r, b])
+    got = [y, ho] + ([co] if co is not None else [])
+    for g, wv in zip(got, want):
+        assert np.abs(g - wv).max() < 3e-2
+    assert not np.allclose(got[0], want[0], rtol=1e-5, atol=1e-5)  # really bf16 arithmetic

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
+from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, bf16_supported, pack_b, to_bf16_bits
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c64, vec
+from ember.devices.cpu.llvm.codegen import BF16, F32, I32, I64, PTR, VOID, Emitter, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import VectorMath, fmuladd, lane_mask, masked_load, masked_store
@@ -60,6 +60,8 @@ F_C0, F_LENS, F_LENS64, F_Y, F_CO = 1, 2, 4, 8, 16
 SYNC_WORDS = 8
 #: multiply-adds per step below which a group's time loop is not split over threads
 SPLIT_MIN_MACS = 1 << 17
+#: f32 bytes of R per direction beyond which bf16 products pay off at any batch (about L2's share)
+BF16_MIN_R_BYTES = 1 << 20
 #: cycle-counter ticks a split time loop runs on one task per group after a run whose tasks
 #: waited longer than they worked (a partner core busy with other work: about 50 ms)
 SOLO_TICKS = 1 << 27
@@ -164,8 +166,23 @@ def _activate(m: VectorMath, act: Activation, x: ir.Value) -> ir.Value:
     return m.b.call(fn, [x])
 
 
+def _dpbf16(e: Emitter, acc: ir.Value, a: ir.Value, w: ir.Value) -> ir.Value:
+    """``acc + a[2i] * w[2i] + a[2i + 1] * w[2i + 1]`` per lane (``vdpbf16ps``; a, w: i32 pairs)."""
+    lanes = acc.type.count
+    bt = vec(BF16, 2 * lanes)
+    return e.call(f"llvm.x86.avx512bf16.dpbf16ps.{32 * lanes}", acc.type,
+                  [acc, e.b.bitcast(a, bt), e.b.bitcast(w, bt)])
+
+
+def _store_bf16(e: Emitter, v: ir.Value, ptr: ir.Value, j0: ir.Value, mask: ir.Value) -> None:
+    """Lanes of ``v`` (zero past ``mask``) as bf16 at ``ptr[j0:]`` (the rows the bf16 products read)."""
+    b = e.b
+    v = b.select(mask, v, ir.Constant(v.type, None))
+    b.store(b.fptrunc(v, vec(BF16, v.type.count)), e.gep(BF16, ptr, j0), align=2 * v.type.count)
+
+
 # --------------------------------------------------------------------------- code generation
-def _emit_init(m: ir.Module, prefix: str, lanes: int, cell: str) -> None:
+def _emit_init(m: ir.Module, prefix: str, lanes: int, cell: str, bf16: bool) -> None:
     """``rnn_init(ctx, d)``: direction ``d``'s initial states into its scratch rows, and its
     step counters zeroed."""
     fn = Emitter.function(m, f"{prefix}_rnn_init", VOID, [PTR, I64])
@@ -188,7 +205,10 @@ def _emit_init(m: ir.Module, prefix: str, lanes: int, cell: str) -> None:
         with e.loop(0, nblocks, name="jb") as jb:
             j0 = b.mul(jb, c64(lanes))
             mask = lane_mask(e, b.sub(hidden, j0), lanes)
-            masked_store(e, masked_load(e, vt, e.gep(F32, h0, j0), mask), e.gep(F32, sh, j0), None)
+            hv = masked_load(e, vt, e.gep(F32, h0, j0), mask)
+            masked_store(e, hv, e.gep(F32, sh, j0), None)
+            if bf16:  # the bf16 copy the products read: [h16 rows] after the five f32 areas
+                _store_bf16(e, hv, e.gep(BF16, e.gep(F32, scratch, b.mul(bh, c64(5))), b.mul(row, hp)), j0, mask)
             if cell == "lstm":
                 cv = e.var(vt, ir.Constant(vt, None))
                 with b.if_then(has_c0):
@@ -200,7 +220,8 @@ def _emit_init(m: ir.Module, prefix: str, lanes: int, cell: str) -> None:
     b.ret_void()
 
 
-def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool) -> None:
+def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool,
+               bf16: bool) -> None:
     lanes = isa.f32_lanes
     x86 = isa.triple.startswith(("x86_64", "i386", "i686"))
     fn = Emitter.function(m, f"{prefix}_rnn_task", VOID, [PTR, I64])
@@ -233,6 +254,11 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
     cbuf = f32p(scratch, b.mul(bh, c64(2)))
     zbuf = f32p(scratch, b.mul(bh, c64(3)))
     rhbuf = f32p(scratch, b.mul(bh, c64(4)))
+    # bf16 copies of the rows the recurrent products read (h ping-pong, r * h), [batch][hp] each
+    h16 = [f32p(scratch, b.mul(bh, c64(5))), e.gep(BF16, f32p(scratch, b.mul(bh, c64(5))), bh)]
+    rh16 = f32p(scratch, b.mul(bh, c64(6)))
+    kpairs = b.sdiv(b.add(hidden, c64(1)), c64(2))
+    kdepth = kpairs if bf16 else hidden  # packed rows of R per block: k pairs (bf16) or k
     nblocks = b.sdiv(hp, c64(lanes))
     # step counters of this group: a done count, then one claim word per block (a line each)
     sync = e.gep(I64, f32p(scratch, e.arg("ssync")), b.mul(bt, b.mul(b.add(nblocks, c64(1)), c64(SYNC_WORDS))))
@@ -273,8 +299,18 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
         unroll = 2 if 2 * mb * gp + gp + 1 <= _registers(lanes) else 1
         accs = [[[e.var(vt, zero_v) for _ in range(gp)] for _ in range(mb)] for _ in range(unroll)]
 
+        vi = vec(I32, lanes)
+
         def kstep(k: ir.Value, u: int) -> None:
             wp = f32p(packed, b.mul(k, c64(gp * lanes)))
+            if bf16:  # k is a pair of rows of R: bf16 pairs, two products per lane
+                ws = [e.load(vi, f32p(wp, g * lanes), align=64) for g in range(gp)]
+                for mi, rowp in enumerate(rows):
+                    hk = e.splat(e.load(I32, e.gep(I32, rowp, k)), lanes)
+                    for g in range(gp):
+                        slot = accs[u][mi][g]
+                        b.store(_dpbf16(e, e.load(vt, slot), hk, ws[g]), slot)
+                return
             ws = [e.load(vt, f32p(wp, g * lanes), align=64) for g in range(gp)]
             for mi, rowp in enumerate(rows):
                 hk = e.splat(e.load(F32, f32p(rowp, k)), lanes)
@@ -282,12 +318,12 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
                     slot = accs[u][mi][g]
                     b.store(fmuladd(e, hk, ws[g], e.load(vt, slot)), slot)
 
-        kmain = b.mul(b.sdiv(hidden, c64(unroll)), c64(unroll))
+        kmain = b.mul(b.sdiv(kdepth, c64(unroll)), c64(unroll))
         with e.loop(0, kmain, unroll, name="k") as k:
             for u in range(unroll):
                 kstep(b.add(k, c64(u)) if u else k, u)
         if unroll > 1:
-            with b.if_then(b.icmp_signed("<", kmain, hidden)):
+            with b.if_then(b.icmp_signed("<", kmain, kdepth)):
                 kstep(kmain, 0)
         out = []
         for mi in range(mb):
@@ -305,6 +341,8 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
         cur = b.and_(s, c64(1))
         hprev_buf = b.select(b.icmp_signed("==", cur, c64(0)), hbuf[0], hbuf[1])
         hnext_buf = b.select(b.icmp_signed("==", cur, c64(0)), hbuf[1], hbuf[0])
+        hprev16 = b.select(b.icmp_signed("==", cur, c64(0)), h16[0], h16[1])
+        hnext16 = b.select(b.icmp_signed("==", cur, c64(0)), h16[1], h16[0])
         j0 = b.mul(jb, c64(lanes))
         mask = lane_mask(e, b.sub(hidden, j0), lanes)
         rows = []
@@ -321,6 +359,7 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
                 xw=f32p(xw0, b.mul(b.add(b.mul(row, seq), pos), ldxw)),
                 hprev=f32p(hprev_buf, off), hnext=f32p(hnext_buf, off), c=f32p(cbuf, off),
                 z=f32p(zbuf, off), rh=f32p(rhbuf, off),
+                hprev16=e.gep(BF16, hprev16, off), hnext16=e.gep(BF16, hnext16, off), rh16=e.gep(BF16, rh16, off),
                 ho=state_row(e.arg("ho", PTR), row), co=state_row(e.arg("co", PTR), row),
                 y=f32p(y, b.mul(b.add(b.mul(b.add(b.mul(row, dirs), d), seq), pos), hidden))))
 
@@ -335,6 +374,8 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
         def finish(rw: dict, h_new: ir.Value, h_old: ir.Value) -> None:
             h = mth.sel(rw["active"], h_new, h_old)
             b.store(h, f32p(rw["hnext"], j0))
+            if bf16:
+                _store_bf16(e, h, rw["hnext16"], j0, mask)
             with b.if_then(flag(F_Y)):
                 masked_store(e, mth.sel(rw["active"], h_new, zero_v), f32p(rw["y"], j0), mask)
             final(rw, rw["ho"], h)
@@ -346,11 +387,11 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
         with b.if_else(any_active) as (busy, idle):
             with busy:
                 if p == 0:
-                    blk = f32p(rbase, b.mul(jb, b.mul(hidden, c64(passes[0] * lanes))))
-                    acc = gemv([rw["hprev"] for rw in rows], blk, passes[0])
+                    blk = f32p(rbase, b.mul(jb, b.mul(kdepth, c64(passes[0] * lanes))))
+                    acc = gemv([rw["hprev16" if bf16 else "hprev"] for rw in rows], blk, passes[0])
                 else:
-                    blk = f32p(rph2, b.mul(jb, b.mul(hidden, c64(lanes))))
-                    acc = gemv([rw["rh"] for rw in rows], blk, 1)
+                    blk = f32p(rph2, b.mul(jb, b.mul(kdepth, c64(lanes))))
+                    acc = gemv([rw["rh16" if bf16 else "rh"] for rw in rows], blk, 1)
                 for mi, rw in enumerate(rows):
                     h_old = e.load(vt, f32p(rw["hprev"], j0))
                     if cell == "lstm":
@@ -377,7 +418,10 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
                         z = _activate(mth, acts[0], clipped(b.fadd(acc[mi][0], xw(rw, 0))))
                         r = _activate(mth, acts[0], clipped(b.fadd(acc[mi][1], xw(rw, 1))))
                         b.store(z, f32p(rw["z"], j0))
-                        b.store(b.fmul(r, h_old), f32p(rw["rh"], j0))
+                        rh_v = b.fmul(r, h_old)
+                        b.store(rh_v, f32p(rw["rh"], j0))
+                        if bf16:
+                            _store_bf16(e, rh_v, rw["rh16"], j0, mask)
                         continue
                     else:  # gru, second pass: h
                         z = e.load(vt, f32p(rw["z"], j0))
@@ -482,28 +526,36 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
     b.ret_void()
 
 
-def _build(prefix: str, isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool) -> ir.Module:
+def _build(prefix: str, isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool, bf16: bool) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
-    _emit_init(m, prefix, isa.f32_lanes, cell)
-    _emit_task(m, prefix, isa, cell, acts, clip)
+    _emit_init(m, prefix, isa.f32_lanes, cell, bf16)
+    _emit_task(m, prefix, isa, cell, acts, clip, bf16)
     return m
 
 
 @functools.cache
-def _library(isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool) -> jit.Library:
-    sig = f"rnn|{cell}|{','.join(a.key for a in acts)}|{int(clip)}|{isa.level}"
-    return jit.load(sig, isa, lambda p: _build(p, isa, cell, acts, clip))
+def _library(isa: Isa, cell: str, acts: tuple[Activation, ...], clip: bool, bf16: bool = False) -> jit.Library:
+    sig = f"rnn|{cell}|{','.join(a.key for a in acts)}|{int(clip)}|{int(bf16)}|{isa.level}"
+    return jit.load(sig, isa, lambda p: _build(p, isa, cell, acts, clip, bf16))
 
 
 # --------------------------------------------------------------------------- host side
-def _pack_recurrent(r: np.ndarray, gates: Sequence[int], hidden: int, lanes: int) -> np.ndarray:
-    """``r[G * H, H]`` -> ``[block][k][gate][lanes]`` for the gates of one pass (zero padded)."""
+def _pack_recurrent(r: np.ndarray, gates: Sequence[int], hidden: int, lanes: int, bf16: bool = False) -> np.ndarray:
+    """``r[G * H, H]`` -> ``[block][k][gate][lanes]`` floats for the gates of one pass (zero
+    padded); bf16: ``[block][k / 2][gate][lanes][2]`` bf16 pairs, as uint32 words."""
     nb = -(-hidden // lanes)
+    gp = len(gates)
     rg = r.reshape(-1, hidden, hidden)[list(gates)]  # [gp, out, in]
-    pad = np.zeros((len(gates), nb * lanes, hidden), np.float32)
-    pad[:, :hidden] = rg
-    return pad.reshape(len(gates), nb, lanes, hidden).transpose(1, 3, 0, 2).reshape(-1)
+    if not bf16:
+        pad = np.zeros((gp, nb * lanes, hidden), np.float32)
+        pad[:, :hidden] = rg
+        return pad.reshape(gp, nb, lanes, hidden).transpose(1, 3, 0, 2).reshape(-1)
+    kp = -(-hidden // 2)
+    pad = np.zeros((gp, nb * lanes, 2 * kp), np.float32)
+    pad[:, :hidden, :hidden] = rg
+    pairs = pad.reshape(gp, nb, lanes, kp, 2).transpose(1, 3, 0, 2, 4)  # [nb, kp, gp, lanes, 2]
+    return np.ascontiguousarray(to_bf16_bits(pairs)).view(np.uint32).reshape(-1)
 
 
 class Recurrent:
@@ -512,7 +564,7 @@ class Recurrent:
     ``w[dirs, gates * H, I]``, ``r[dirs, gates * H, H]``, ``bias[dirs, gates * H]`` (GRU with
     ``linear_before_reset``: ``4 * H``) as OpenVINO orders them; ``reverse[d]`` says whether
     direction ``d`` runs backwards. ``precision`` (``"f32"`` or ``"bf16"``) is the arithmetic of
-    the input projection. :meth:`bind` gives the kernel calls (input projection, initial
+    the input projection, and of the recurrent products where they stream their weights. :meth:`bind` gives the kernel calls (input projection, initial
     states, time loop) for one set of buffers.
     """
 
@@ -520,6 +572,12 @@ class Recurrent:
                  reverse: Sequence[bool], batch: int, seq: int, acts: tuple[Activation, ...], clip: float,
                  threads: int, isa: Isa | None = None, precision: str = "f32") -> None:
         self.isa = isa or host_isa()
+        #: bf16 recurrent products (``precision="bf16"`` on a CPU with AVX512_BF16) where a step
+        #: streams its weights (batch 1, or R beyond 1 MB): half the bytes. With several rows per
+        #: weight pass a step is bound by arithmetic, where vdpbf16ps gains nothing over FMA.
+        #: The states and the cell math stay f32.
+        self.bf16 = precision == "bf16" and bf16_supported(self.isa) and (
+            batch == 1 or CELLS[cell][0] * hidden * hidden * 4 > BF16_MIN_R_BYTES)
         self.cell, self.hidden, self.batch, self.seq = cell, hidden, batch, seq
         self.dirs = len(reverse)
         self.reverse = tuple(bool(x) for x in reverse)
@@ -548,10 +606,10 @@ class Recurrent:
             groups = [tuple(range(gx))]
         per_dir = []
         for d in range(self.dirs):
-            per_dir.append([_pack_recurrent(r[d], gs, hidden, lanes) for gs in groups])
+            per_dir.append([_pack_recurrent(r[d], gs, hidden, lanes, self.bf16) for gs in groups])
         self.rph = per_dir[0][0].size
         self.rdir = sum(p.size for p in per_dir[0])
-        rp = aligned_empty(max(self.rdir * self.dirs, 1))
+        rp = aligned_empty(max(self.rdir * self.dirs, 1), np.uint32 if self.bf16 else np.float32)
         for d, parts in enumerate(per_dir):
             rp[d * self.rdir:(d + 1) * self.rdir] = np.concatenate(parts) if parts else []
         self.packed_r = rp
@@ -576,10 +634,10 @@ class Recurrent:
         self.ns = 1
         if per_dir_threads > self.nbt and step_macs >= SPLIT_MIN_MACS:
             self.ns = max(1, min(per_dir_threads // self.nbt, nblocks // 2))
-        states = -(-5 * batch * self.hp // 16) * 16
+        states = -(-7 * batch * self.hp // 16) * 16  # five f32 areas, then the bf16 rows
         self.ssync = states
         self.sdir = states + self.nbt * (nblocks + 1) * SYNC_WORDS * 2
-        self._library = _library(self.isa, cell, acts, self.clip > 0)
+        self._library = _library(self.isa, cell, acts, self.clip > 0, self.bf16)
 
     @property
     def xw_floats(self) -> int:
