@@ -693,16 +693,40 @@ def _emit_int8_epilogue(m: ir.Module, name: str) -> ir.Function:
     fq = [[masked_load(e, vf, e.gep(F32, fqp, b.add(b.mul(c64(i), fqs), c64(v * L))), masks[v])
            for v in range(nv)] for i in range(FQ_ROWS)]
     out = [[e.var(vf) for _ in range(nv)]]
-    with e.loop(0, mr, name="er") as r:
-        crow = e.gep(I32, cbuf, b.mul(r, c64(AMX_TILE.nr)))
-        for v in range(nv):
-            acc = e.load(vi, e.gep(I32, crow, v * L), align=64)
-            x = b.sitofp(b.add(acc, comp[v]), vf)
-            b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[0][v])
-        finish_tile(e, out, masks, flags, lo, hi, fq, lambda _: e.gep(F32, resp, b.mul(ldr, r)),
-                    lambda _: b.mul(ldc, r), cp, (qp, lambda _: b.mul(ldq, r)))
+
+    def rows(fl: ir.Value) -> None:
+        with e.loop(0, mr, name="er") as r:
+            crow = e.gep(I32, cbuf, b.mul(r, c64(AMX_TILE.nr)))
+            for v in range(nv):
+                acc = e.load(vi, e.gep(I32, crow, v * L), align=64)
+                x = b.sitofp(b.add(acc, comp[v]), vf)
+                b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[0][v])
+            finish_tile(e, out, masks, fl, lo, hi, fq, lambda _: e.gep(F32, resp, b.mul(ldr, r)),
+                        lambda _: b.mul(ldc, r), cp, (qp, lambda _: b.mul(ldq, r)))
+
+    # the common flag sets get a row loop of their own (the flags constant: no tests per row,
+    # and only the FakeQuantize rows they use stay live); any other set runs the general loop
+    done = fn.append_basic_block("epi.done")
+    general = fn.append_basic_block("epi.general")
+    switch = b.switch(flags, general)
+    for combo in EPILOGUE_VARIANTS:
+        blk = fn.append_basic_block(f"epi.{combo}")
+        switch.add_case(c32(combo), blk)
+        b.position_at_end(blk)
+        rows(c32(combo))
+        b.branch(done)
+    b.position_at_end(general)
+    rows(flags)
+    b.branch(done)
+    b.position_at_end(done)
     b.ret_void()
     return fn
+
+
+#: flag sets with a specialised AMX epilogue loop: no residual, a residual, a residual through its
+#: FakeQuantize; each with f32 out, u8 steps out, or f32 and a second u8 output
+EPILOGUE_VARIANTS = tuple(res | out for res in (0, FLAG_RES, FLAG_RES | FLAG_RES_FQ)
+                          for out in (0, FLAG_FQ_END | FLAG_U8, FLAG_ALSO_U8))
 
 
 def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
