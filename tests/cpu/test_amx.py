@@ -288,3 +288,33 @@ def test_quantize_packs_pixels_of_few_channels(level, c, cpad, per_channel):
         Quantize(p, rows, c, fill=77, num_threads=2, isa=isa_mod.host_isa(level))(x, y)
         np.testing.assert_array_equal(y[:, :c], p.quantize(x))
         assert (y[:, c:] == 77).all()
+
+
+@needs_amx
+@pytest.mark.parametrize("residual", [None, "plain", "quantized"])
+@pytest.mark.parametrize("out", ["f32", "mid", "end", "u8", "also"])
+def test_amx_int8_epilogue_flag_sets(residual, out):
+    """Every epilogue flag set (the specialised row loops and the general one) against VNNI,
+    bit for bit: residual none / plain / through its FakeQuantize x f32, FakeQuantize before the
+    residual or last, u8 steps, f32 and a second u8 output."""
+    m, k, n = 45, 100, 40
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 256, (m, padded_channels(k))).astype(np.uint8)
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    scale = np.full(n, 2.0 / (k * 128 * 60), np.float32)
+    shift = (rng.standard_normal(n) * 0.3).astype(np.float32)
+    res = (rng.standard_normal((m, n)) * 0.4).astype(np.float32) if residual else None
+    res_q = QuantizeParams(-0.5, 0.6, -0.5, 0.6, 256) if residual == "quantized" else None
+    quantize = {"mid": FusedQuantize(FUSED, "mid"), "end": FusedQuantize(FUSED, "end"),
+                "u8": FusedQuantize(FUSED, "end", True)}.get(out)
+    also = FUSED if out == "also" else None
+    got = {}
+    for level in ("amx", "avx512"):
+        gemm = Int8Gemm(w, m, scale, shift, 9, Epilogue.relu(), 2, isa_mod.host_isa(level), quantize, res_q, also)
+        y = np.zeros((m, padded_channels(n)) if out == "u8" else (m, n), np.uint8 if out == "u8" else np.float32)
+        q = np.zeros((m, padded_channels(n)), np.uint8) if also else None
+        gemm.bind(a, y, res, q).run()
+        got[level] = (y, q)
+    np.testing.assert_array_equal(got["amx"][0], got["avx512"][0])
+    if also:
+        np.testing.assert_array_equal(got["amx"][1], got["avx512"][1])
