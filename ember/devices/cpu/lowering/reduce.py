@@ -8,6 +8,7 @@ scale or L2's root on the last). Global pooling of an NHWC tensor reads it in pl
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from ember.devices.cpu.lowering.driver import (
     static_shape,
 )
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
+from ember.errors import EmberError
 from ember.graph.node import Node
 from ember.graph.types import Type
 
@@ -152,5 +154,46 @@ def lower_reduce_logical(lowering: Lowering, node: Node) -> bool:
                                threads, isa)]
 
     lowering.program.add(Op(node.friendly_name + "/bool", "Convert", [red], [y], native=True, bind=to_bool))
+    lowering.finish(node, y, [])
+    return True
+
+
+@lowers("NormalizeL2")
+def lower_normalize_l2(lowering: Lowering, node: Node) -> bool:
+    """x / sqrt(eps-guarded sum of squares): a reduction of squares over the axes (keeping
+    them), then one elementwise program (guard, root, divide) with the sums broadcast back."""
+    from ember.devices.cpu.kernels.eltwise import eltwise_kernel
+
+    xport = node.input_values()[0]
+    axes_v = const_of(node.input_values()[1])
+    if xport.element_type.dtype != F32 or axes_v is None:
+        return False
+    shape = static_shape(xport)
+    rank = len(shape)
+    axes = sorted({int(a) % max(rank, 1) for a in np.asarray(axes_v).reshape(-1)})
+    if rank == 0 or not axes:
+        return False
+    eps = float(np.float32(node.attrs["eps"]))
+    add = str(node.attrs["eps_mode"]).lower() == "add"
+    kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    src = lowering.native_input(lowering.tensor(xport), PLAIN)
+    sums = _passes(lowering, node, src, shape, axes, "sum", "square", 1.0, False, kept)
+    guard = ("addc", 1, 1, 0, eps, 0.0) if add else ("clamp", 1, 1, 0, eps, math.inf)
+    program = [("load", 0, 0, 0, 0.0, 0.0), ("load", 1, 1, 0, 0.0, 0.0), guard, ("sqrt", 1, 1, 0, 0.0, 0.0),
+               ("div", 0, 0, 1, 0.0, 0.0), ("store", 0, 0, 0, 0.0, 0.0)]
+    y = lowering.value(shape, PLAIN, name=node.friendly_name)
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        k = eltwise_kernel(outs[0], [ins[0], ins[1]], program, threads, isa)
+        if k is None:
+            raise EmberError(f"ember: internal: NormalizeL2 '{node.friendly_name}' does not fit the kernel")
+        return [k]
+
+    from ember.devices.cpu.kernels.eltwise import eltwise_fits
+
+    if not eltwise_fits(shape, [shape, kept]):
+        return False
+    lowering.program.add(Op(node.friendly_name + "/scale", "NormalizeL2", [src, sums], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
     return True
