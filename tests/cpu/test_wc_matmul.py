@@ -168,7 +168,8 @@ def test_many_rows_use_decompressed_weights():
 @pytest.mark.slow
 def test_zoo_minilm_int4():
     """all-MiniLM-L6-v2 from the zoo, INT4_ASYM groups of 32 by ember.nncf.compress_weights: its
-    36 Linear layers run the compressed kernel at a 12-token input, within 1e-3 of REFERENCE."""
+    36 Linear layers and its INT8 embedding tables run the compressed kernels at a 12-token
+    input, within 1e-3 of REFERENCE."""
     from ember import nncf, zoo
 
     core = ember.Core()
@@ -180,6 +181,62 @@ def test_zoo_minilm_int4():
     cm = core.compile_model(compressed, "CPU")
     got = cm(feeds)[0]
     stats = cm._executable.program.stats
-    assert stats.get("compressed_ops") == 36 and not stats.get("decompressed_ops")
+    # 36 Linear layers and 2 embedding tables (CompressedGather)
+    assert stats.get("compressed_ops") == 38 and not stats.get("decompressed_ops")
     want = core.compile_model(compressed, "REFERENCE")(feeds)[0]
     assert float(np.abs(got - want).max()) <= 1e-3 * float(np.abs(want).max())
+
+
+# (V, H, bits, signed codes, group size, index type, Gather-8 negative indices)
+GATHER_CASES = [
+    (50, 64, 8, False, 64, np.int64, True),
+    (30, 96, 4, True, 32, np.int32, True),
+    (20, 10, 8, True, 5, np.int64, False),
+    (9, 6, 4, False, 2, np.int32, True),
+]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", GATHER_CASES, ids=lambda c: f"{c[0]}x{c[1]}-w{c[2]}-g{c[4]}-{np.dtype(c[5]).name}")
+def test_gather_kernel_matches_numpy(level, case):
+    """Rows of a compressed table, with negative and out-of-range indices (zeros)."""
+    v, h, bits, signed, gs, idt, negative = case
+    isa = host_isa(level)
+    rng = np.random.default_rng(v + h)
+    q, scale, zp = _codes(rng, v, h, bits, signed, h // gs, True)
+    w = ((q.astype(np.float64).reshape(v, h // gs, gs) - zp[:, :, None]) * scale[:, :, None]).reshape(v, h)
+    idx = rng.integers(-v - 2, v + 2, 37).astype(idt)
+    y = np.full((37, h), np.float32(9.0))
+    wc_gemm.bind_gather(wc_gemm.pack_table(q, scale, zp, bits), idx, y, negative, 2, isa).run()
+    real = np.where((idx < 0) & negative, idx + v, idx)
+    ok = (real >= 0) & (real < v)
+    want = np.where(ok[:, None], w[np.where(ok, real, 0)], 0.0)
+    # q * s - zp * s in one fma: the rounding of zp * s, relative to the table's magnitude
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6 * float(np.abs(w).max()))
+
+
+@pytest.mark.parametrize("mode, options", [("INT8_ASYM", {}), ("INT4_SYM", {"group_size": 16, "all_layers": True})])
+def test_compressed_embedding(mode, options):
+    """An embedding Gather on compress_weights' table: CompressedGather (the table stays 8/4
+    bits wide), equal to REFERENCE, with negative (Gather-8) and out-of-range indices."""
+    import ember.opset as ops
+    from ember import nncf
+    from ember.graph.types import Type
+
+    rng = np.random.default_rng(5)
+    ids = ops.parameter([2, 7], Type.i64, name="ids")
+    table = ops.constant((rng.standard_normal((300, 48)) * 0.1).astype(np.float32))
+    emb = ops.gather(table, ids, np.int64(0))
+    model = ember.Model([emb], [ids], "embedding")
+    compressed = nncf.compress_weights(model, mode=getattr(nncf.CompressWeightsMode, mode), ratio=1.0, **options)
+    idx = np.array([[0, 5, 299, -1, -300, 300, 17], [1, 2, 3, 4, -5, 6, 7]], np.int64)
+    core = ember.Core()
+    cm = core.compile_model(compressed, "CPU")
+    got = cm(idx)[0]
+    stats = cm._executable.program.stats
+    assert stats.get("compressed_ops") == 1 and not stats["fallbacks"]
+    nodes = [n for n in cm.get_runtime_model().get_ordered_ops() if n.type_name == "CompressedGather"]
+    assert len(nodes) == 1 and nodes[0].rt_info["runtimePrecision"] == "FP32"
+    want = core.compile_model(compressed, "REFERENCE")(idx)[0]
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * float(np.abs(want).max()))
+    assert not np.any(got[0, 5])  # index 300 is out of range: zeros, as Gather

@@ -332,4 +332,52 @@ class CompressedMatMul(Node):
         return [np.matmul(np.asarray(x, np.float32), self.weights(codes, scale, zp).T).astype(np.float32)]
 
 
-__all__ = ["CompressedMatMul", "Int8AvgPool", "Int8Concat", "Int8Convolution", "Int8MatMul", "Int8MaxPool", "Int8Quantize"]
+@register_op
+class CompressedGather(Node):
+    """Rows of a weight-compressed table (an embedding): ``W[indices]`` along axis 0 with
+    ``W[v, k] = (codes[v, k] - zero_point[v, g]) * scale[v, g]`` (``codes`` constant ``[V, H]`` of
+    u8/i8/u4/i4, ``scale``/``zero_point`` constant f32 ``[V, G]``); ``indices`` i32/i64 of any
+    shape, negative ones counting from the end when ``negative_indices`` (Gather-8), out of range
+    ones giving zeros; f32 out ``[*indices.shape, H]``."""
+
+    type_name = "CompressedGather"
+    version = "ember_opset1"
+    num_inputs = (4, 4)
+    attributes = (Attr("negative_indices", "bool", True),)
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        codes, scale, zp = (self.input_value(i) for i in (0, 1, 2))
+        if self.input_type(0) not in _CODES or codes is None or codes.ndim != 2:
+            raise self.fail("codes must be a constant [V, H] of u8, i8, u4 or i4")
+        v, h = codes.shape
+        for arr, what in ((scale, "scale"), (zp, "zero point")):
+            if arr is None or arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != v or arr.shape[1] < 1 \
+                    or h % arr.shape[1]:
+                raise self.fail(f"{what} must be a constant f32 [V, G] with G dividing H={h}")
+        if scale.shape != zp.shape or self.input_type(3) not in (Type.i32, Type.i64):
+            raise self.fail("scale and zero point differ in shape, or the indices are not i32/i64")
+        idx = self.input_shape(3)
+        if not idx.rank.is_static:
+            raise self.fail("needs indices of static rank")
+        return [(Type.f32, PartialShape([*list(idx), Dimension(h)]))]
+
+    @property
+    def bits(self) -> int:
+        return _CODES[self.input_type(0)]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        codes, scale, zp, idx = inputs
+        v, h = codes.shape
+        idx = np.asarray(idx, np.int64)
+        if self.attrs["negative_indices"]:
+            idx = np.where(idx < 0, idx + v, idx)
+        ok = (idx >= 0) & (idx < v)
+        safe = np.where(ok, idx, 0).reshape(-1)
+        groups = scale.shape[1]
+        q = codes[safe].astype(np.float32).reshape(-1, groups, h // groups)
+        rows = ((q - zp[safe][:, :, None]) * scale[safe][:, :, None]).reshape(-1, h)
+        rows = np.where(ok.reshape(-1, 1), rows, np.float32(0))
+        return [rows.reshape(*idx.shape, h).astype(np.float32)]
+
+
+__all__ = ["CompressedGather", "CompressedMatMul", "Int8AvgPool", "Int8Concat", "Int8Convolution", "Int8MatMul", "Int8MaxPool", "Int8Quantize"]

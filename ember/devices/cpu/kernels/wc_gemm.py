@@ -246,4 +246,133 @@ def bind(weights: CompressedWeights, x: np.ndarray, y: np.ndarray, threads: int,
                        layout=WC_CONTEXT)
 
 
-__all__ = ["CompressedWeights", "bind", "exec_type", "pack"]
+# --------------------------------------------------------------------------- compressed Gather
+GATHER_CONTEXT = ContextLayout(
+    "wc_gather",
+    ("w", "s", "zs", "idx", "y", "rows", "vocab", "h", "groups", "gsize", "rpt", "neg", "idx64"),
+    pointers=("w", "s", "zs", "idx", "y"))
+
+
+def _emit_gather(m: ir.Module, prefix: str, lanes: int, bits: int) -> None:
+    """gather{bits}_task(ctx, task): rows ``[task * rpt, ...)`` of ``y[r, :] = W[idx[r], :]``,
+    ``W[v, k] = q[v, k] * s[v, g] + zs[v, g]``; an index out of range gives a row of zeros."""
+    fn = Emitter.function(m, f"{prefix}_gather{bits}_task", VOID, [PTR, I64])
+    e = ContextEmitter(m, fn, GATHER_CONTEXT)
+    b = e.b
+    task = fn.args[1]
+    vt, i32v = vec(F32, lanes), vec(I32, lanes)
+    rpt, rows, V, H = e.arg("rpt"), e.arg("rows"), e.arg("vocab"), e.arg("h")
+    G, gs = e.arg("groups"), e.arg("gsize")
+    r0 = b.mul(task, rpt)
+    r1 = e.min(rows, b.add(r0, rpt))
+    rowbytes = H if bits == 8 else b.sdiv(H, c64(2))
+    vector = b.icmp_signed("==", b.srem(gs, c64(lanes)), c64(0))
+    with e.loop(r0, r1, name="r") as r:
+        i64v = e.load(I64, e.gep(I64, e.arg("idx", PTR), r), align=8)
+        i32i = b.sext(e.load(I32, e.gep(I32, e.arg("idx", PTR), r), align=4), I64)
+        i = b.select(b.icmp_signed("!=", e.arg("idx64"), c64(0)), i64v, i32i)
+        i = b.select(b.and_(b.icmp_signed("!=", e.arg("neg"), c64(0)), b.icmp_signed("<", i, c64(0))), b.add(i, V), i)
+        ok = b.and_(b.icmp_signed(">=", i, c64(0)), b.icmp_signed("<", i, V))
+        yrow = e.gep(F32, e.arg("y", PTR), b.mul(r, H))
+        with b.if_else(ok) as (inside, outside):
+            with inside:
+                wrow = e.gep(I8, e.arg("w", PTR), b.mul(i, rowbytes))
+                srow = e.gep(F32, e.arg("s", PTR), b.mul(i, G))
+                zrow = e.gep(F32, e.arg("zs", PTR), b.mul(i, G))
+                with b.if_else(vector) as (fast, slow):
+                    with fast:
+                        with e.loop(0, H, lanes, name="kv") as k:
+                            g = b.sdiv(k, gs)
+                            sv = e.splat(e.load(F32, e.gep(F32, srow, g)), lanes)
+                            zv = e.splat(e.load(F32, e.gep(F32, zrow, g)), lanes)
+                            if bits == 8:
+                                q = b.zext(e.load(vec(I8, lanes), e.gep(I8, wrow, k), align=1), i32v)
+                            else:
+                                half = lanes // 2
+                                raw = b.zext(e.load(vec(I8, half), e.gep(I8, wrow, b.sdiv(k, c64(2))), align=1),
+                                             vec(I32, half))
+                                lo = b.and_(raw, ir.Constant(vec(I32, half), [15] * half))
+                                hi = b.lshr(raw, ir.Constant(vec(I32, half), [4] * half))
+                                order = [j // 2 + (half if j % 2 else 0) for j in range(lanes)]
+                                q = b.shuffle_vector(lo, hi, ir.Constant(vec(I32, lanes), order))
+                            b.store(fmuladd(e, b.sitofp(q, vt), sv, zv), e.gep(F32, yrow, k), align=4)
+                    with slow:
+                        with e.loop(0, H, name="ks") as k:
+                            g = b.sdiv(k, gs)
+                            if bits == 8:
+                                q = b.zext(e.load(I8, e.gep(I8, wrow, k)), I32)
+                            else:
+                                byte = b.zext(e.load(I8, e.gep(I8, wrow, b.sdiv(k, c64(2)))), I32)
+                                shift = b.trunc(b.mul(b.srem(k, c64(2)), c64(4)), I32)
+                                q = b.and_(b.lshr(byte, shift), ir.Constant(I32, 15))
+                            w = b.fadd(b.fmul(b.sitofp(q, F32), e.load(F32, e.gep(F32, srow, g))),
+                                       e.load(F32, e.gep(F32, zrow, g)))
+                            b.store(w, e.gep(F32, yrow, k))
+            with outside:
+                with e.loop(0, H, name="kz") as k:
+                    b.store(ir.Constant(F32, 0.0), e.gep(F32, yrow, k))
+    b.ret_void()
+
+
+def _gather_build(prefix: str, isa: Isa) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    _emit_gather(m, prefix, isa.f32_lanes, 8)
+    _emit_gather(m, prefix, isa.f32_lanes, 4)
+    return m
+
+
+@functools.cache
+def _gather_library(isa: Isa) -> jit.Library:
+    return jit.load(f"wc_gather|{isa.level}", isa, lambda p: _gather_build(p, isa))
+
+
+@dataclass
+class CompressedTable:
+    """Row-compressed table ``W[v, k] = q[v, k] * s[v, g] + zs[v, g]`` (unsigned codes, INT4 two
+    per byte along k); ``nbytes`` is what it keeps in memory."""
+
+    bits: int
+    vocab: int
+    h: int
+    codes: np.ndarray
+    scale: np.ndarray
+    zero_scale: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + self.scale.nbytes + self.zero_scale.nbytes)
+
+
+def pack_table(codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, bits: int) -> CompressedTable:
+    """Pack an embedding table ``W[v, k] = (codes[v, k] - zero_point[v, g]) * scale[v, g]``."""
+    v, h = codes.shape
+    if bits not in (4, 8) or h % scale.shape[1] or zero_point.shape != scale.shape or (bits == 4 and h % 2):
+        raise ValueError(f"ember: internal: bad compressed table {codes.shape} / {scale.shape} ({bits} bits)")
+    lo = -(1 << (bits - 1)) if codes.dtype.kind == "i" else 0
+    q = (codes.astype(np.int32) - lo).astype(np.uint8)
+    if bits == 4:
+        q = q[:, 0::2] | (q[:, 1::2] << 4)
+    packed = aligned_empty(q.shape, np.uint8)
+    packed[...] = q
+    zs = -((zero_point.astype(np.float64) - lo) * scale.astype(np.float64))
+    return CompressedTable(bits, v, h, packed, np.ascontiguousarray(scale, np.float32),
+                           np.ascontiguousarray(zs, np.float32))
+
+
+def bind_gather(table: CompressedTable, indices: np.ndarray, y: np.ndarray, negative: bool, threads: int,
+                isa: Isa | None = None) -> BoundKernel:
+    """``y[r, :] = W[indices[r], :]`` (``indices`` i32 or i64, contiguous; ``y`` [rows, H] f32)."""
+    isa = isa or host_isa()
+    rows = int(indices.size)
+    rpt = max(1, min(64, -(-rows // max(4 * threads, 1))))
+    ctx = GATHER_CONTEXT.new(w=table.codes.ctypes.data, s=table.scale.ctypes.data, zs=table.zero_scale.ctypes.data,
+                             idx=indices.ctypes.data, y=y.ctypes.data, rows=rows, vocab=table.vocab, h=table.h,
+                             groups=table.scale.shape[1], gsize=table.h // table.scale.shape[1], rpt=rpt,
+                             neg=int(negative), idx64=int(indices.dtype.itemsize == 8))
+    task = _gather_library(isa).address(f"gather{table.bits}_task")
+    return BoundKernel(task, ctx, -(-rows // rpt) if rows else 0, threads,
+                       (table.codes, table.scale, table.zero_scale, indices, y), layout=GATHER_CONTEXT)
+
+
+__all__ = ["CompressedTable", "CompressedWeights", "bind", "bind_gather", "exec_type", "pack", "pack_table"]

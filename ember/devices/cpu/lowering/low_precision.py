@@ -583,6 +583,8 @@ def lower_precision(model: Model) -> int:
     for node in model.get_ordered_ops():
         if node.type_name in ("Convolution", "GroupConvolution"):
             done += _rewrite_conv(node, memo)
+        elif node.type_name == "Gather":
+            compressed += _rewrite_compressed_gather(node)
         elif node.type_name == "AvgPool":
             pooled += _rewrite_avg_pool(node, memo)
         elif node.type_name == "MatMul":
@@ -740,6 +742,65 @@ def _lower_decompressed(lowering: Lowering, node: Node, x: Tensor, m: int, out_s
     lowering.program.stats["decompressed_ops"] = lowering.program.stats.get("decompressed_ops", 0) + 1
     node.rt_info["runtimePrecision"] = "FP32"
     node.rt_info["weightsPrecision"] = "f32"  # decompressed for this input shape
+    lowering.finish(node, y, [])
+    return True
+
+
+def _rewrite_compressed_gather(node: Node) -> bool:
+    """``Gather(decompressed [V, H] table, indices, axis 0)`` (an embedding compress_weights
+    wrote) -> ``CompressedGather``: the table stays 8/4 bits wide, each gathered row is
+    decompressed by the kernel."""
+    from ember.devices.cpu.ops import CompressedGather
+
+    data, idx, axis = node.input_values()
+    ax = _value(axis)
+    if ax is None or ax.size != 1 or int(ax.reshape(-1)[0]) not in (0, -2) or node.attrs.get("batch_dims", 0) \
+            or idx.element_type not in (Type.i32, Type.i64) or node.output(0).element_type != Type.f32 \
+            or not idx.partial_shape.rank.is_static:
+        return False
+    got = _compressed_weights(data, True)
+    if got is None or len(data.partial_shape) != 2:
+        return False
+    codes, codes_t, scale, zp = got
+    if _CODE_TYPES.index(codes_t) >= 2 and codes.shape[1] % 2:
+        return False
+    new = CompressedGather([Constant.from_array(codes, codes_t), Constant.from_array(scale, Type.f32),
+                            Constant.from_array(zp, Type.f32), idx],
+                           dict(negative_indices=bool(getattr(type(node), "negative_indices", False))),
+                           node.friendly_name)
+    _replace(node, new)
+    return True
+
+
+@lowers("CompressedGather")
+def lower_compressed_gather(lowering: Lowering, node: Node) -> bool:
+    """Rows of the compressed table decompressed by ``wc_gemm.bind_gather``."""
+    from ember.devices.cpu.kernels import wc_gemm
+
+    _unclaim(node)
+    codes, scale, zp = (const_of(node.input_values()[i]) for i in (0, 1, 2))
+    idx = lowering.tensor(node.input_values()[3])
+    if codes is None or scale is None or zp is None or idx.dtype not in (np.int32, np.int64):
+        return False
+    idx = lowering.native_input(idx, PLAIN)
+    out_shape = static_shape(node.output(0))
+    rows, h = int(np.prod(out_shape[:-1])), out_shape[-1]
+    bits = node.bits
+    table = lowering.packed(codes, ("wc_table", bits, scale.tobytes(), zp.tobytes()),
+                            lambda: wc_gemm.pack_table(codes, scale, zp, bits))
+    y = lowering.value(out_shape, PLAIN, name=node.friendly_name)
+    threads, isa, negative = lowering.threads, lowering.isa, bool(node.attrs["negative_indices"])
+    lowering.program.add(Op(node.friendly_name, "CompressedGather", [idx], [y], native=True,
+                            bind=lambda a, o: [wc_gemm.bind_gather(table, a[0].reshape(-1), o[0].reshape(rows, h),
+                                                                   negative, threads, isa)]))
+    exec_type = wc_gemm.exec_type(isa, bits)
+    lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
+    lowering.program.stats["compressed_ops"] = lowering.program.stats.get("compressed_ops", 0) + 1
+    lowering.program.stats["compressed_weight_bytes"] = \
+        lowering.program.stats.get("compressed_weight_bytes", 0) + table.nbytes
+    node.rt_info["execType"] = exec_type
+    node.rt_info["runtimePrecision"] = "FP32"
+    node.rt_info["weightsPrecision"] = str(node.input_values()[0].element_type)
     lowering.finish(node, y, [])
     return True
 
