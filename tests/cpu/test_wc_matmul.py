@@ -240,3 +240,21 @@ def test_compressed_embedding(mode, options):
     want = core.compile_model(compressed, "REFERENCE")(idx)[0]
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * float(np.abs(want).max()))
     assert not np.any(got[0, 5])  # index 300 is out of range: zeros, as Gather
+
+
+def test_benchmark_smoke(monkeypatch, tmp_path):
+    """benchmarks/int8.py --wc on a tiny MatMul: the table has the three rows and the
+    compressed ones read fewer bytes."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "int8.py"
+    spec = importlib.util.spec_from_file_location("int8_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "CACHE", tmp_path)
+    rows = bench.weight_compression(256, 0.01, 1, 1)
+    assert [r["kind"] for r in rows] == ["f32", "INT8", "INT4"]
+    assert rows[0]["bytes"] > rows[1]["bytes"] > rows[2]["bytes"]
+    assert all(r["err"] < 1e-2 for r in rows)
+    assert "INT4" in bench.wc_table(rows, 256)
