@@ -1,17 +1,23 @@
-"""Low-precision lowering: quantized patterns -> int8 kernels (what OpenVINO's low-precision
-transformations do for its CPU plugin).
+"""Low-precision lowering: quantized patterns -> int8 kernels, compressed weights -> kernels
+that keep them compressed (what OpenVINO's low-precision transformations and its compressed
+FullyConnected do for its CPU plugin).
 
 :func:`lower_precision` (the first of the CPU's device passes, before weights are folded to
 f32) finds
 
-    FakeQuantize(x, levels <= 256) [-> MaxPool/Reshape/Transpose/Squeeze/Unsqueeze]
+    activation: FakeQuantize(x, levels <= 256), or its output grid moved by precision-
+                preserving ops (moves, ReLU, Pad, Concat of one grid: :func:`_grid_of`), or
+                a dequantized 8-bit tensor ``Convert(u8/i8) [- zp] * scale`` (ONNX QLinear*,
+                ConvInteger/MatMulInteger, DequantizeLinear: :func:`_activation_dq`)
         -> Convolution / GroupConvolution / MatMul
     weights: integer Const -> Convert [-> Subtract(zero point)] -> Multiply(per-channel scale)
-             [-> Reshape]
+             [-> Reshape], or integer-valued constants (ConvInteger's)
 
-and rewrites each into two ops of this device: ``Int8Quantize`` (x -> u8 steps of the
-FakeQuantize, laid out for its consumers: NHWC pixels or GEMM rows) and ``Int8Convolution`` /
+and rewrites each into ops of this device (``ember/devices/cpu/ops.py``): ``Int8Quantize``
+(x -> u8 steps of the FakeQuantize, laid out for its consumers: NHWC pixels or GEMM rows),
+optionally ``Int8MaxPool``/``Int8Concat`` on those steps, and ``Int8Convolution`` /
 ``Int8MatMul`` (u8 x s8 with integer accumulation, then ``scale[n] * acc + shift[n]`` in f32).
+``AvgPool(FakeQuantize)`` becomes ``Int8AvgPool`` (u8 steps in, f32 average out).
 The arithmetic is the FakeQuantize graph's own: ``x_fq = s_a * (q - zp)`` and
 ``w = s_w[n] * wq``, so ``conv(x_fq, w) = s_a * s_w[n] * conv(q - zp, wq)``; padding reads
 ``zp`` (the step that stands for 0.0). When 0.0 is not exactly a step (a non-integer zero
@@ -19,6 +25,10 @@ point) only convolutions without padding and MatMuls are rewritten, the offset g
 ``shift``. Activation ranges are per tensor, or per channel for depthwise convolutions (whose
 channels are independent). Grouped convolutions with an odd channel count per group, weights
 whose zero point leaves [-128, 127], and everything else stay f32.
+
+A MatMul (or an embedding Gather) on weights that compress_weights wrote (u8/i8/u4/i4 codes,
+per-channel or grouped scales) becomes ``CompressedMatMul`` / ``CompressedGather``, whose
+kernels (``kernels/wc_gemm.py``) keep the codes 8/4 bits wide and compute in f32.
 
 The new ops carry a numpy reference kernel (integer math in int64), so a node the native rule
 cannot take still computes in int8 arithmetic. The lowering rules fuse the elementwise tail
@@ -28,9 +38,11 @@ ReLU/Clamp; the output is f32, or the u8 steps of the next int8 op's Int8Quantiz
 (when a float op reads the value too). FakeQuantize nodes left in the graph run on the
 native quantize kernel in f32 mode.
 
-The compiled model reports what runs: the runtime model has the ``Int8*`` ops (with
-``rt_info`` ``execType`` and ``runtimePrecision``), the plan's ``stats["exec_types"]`` names
-the int8 kernel per op (``jit_avx512_vnni_I8`` ...) and profiling info shows it.
+The compiled model reports what runs: the runtime model has the device's ops (with
+``rt_info`` ``execType`` and ``runtimePrecision``, I8 or FP32, and ``weightsPrecision``), the
+plan's ``stats["exec_types"]`` names the kernel per op (``jit_avx512_vnni_I8``,
+``jit_avx512_FP32_W4`` ...) and profiling info shows it; a rule that declines clears any
+earlier claim, so a fallback never reports int8.
 """
 
 from __future__ import annotations
