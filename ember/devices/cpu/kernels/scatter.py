@@ -43,6 +43,9 @@ DTYPES = {"float32": F32, "int32": I32, "int64": I64, "bool": I8, "int8": I8, "u
 ARITHMETIC = ("float32", "int32", "int64")
 REDUCTIONS = ("none", "sum", "sub", "prod", "min", "max", "mean")
 MAX_INDEX_DIMS = 8
+#: column tasks per thread, and the fewest bytes of a row one task takes
+TASKS_PER_THREAD = 4
+TASK_BYTES = 256
 
 SCATTER_CONTEXT = ContextLayout(
     "scatter",
@@ -346,11 +349,12 @@ def scatter(out: np.ndarray, upd: np.ndarray, idx: np.ndarray, *, mode: str, red
     tab_outer, tab_inner, tab_io, tab_ic = arr(tab_outer), arr(tab_inner), arr(tab_io), arr(tab_ic)
     row_index = mode == "elem" and not tab_ic.any() and np.array_equal(
         tab_inner[:inner], tab_inner[0] + np.arange(inner, dtype=np.int64))
-    # a task is a run of columns; runs of whole cache lines, so no two tasks read the same line
-    per = -(-columns // (4 * max(threads, 1))) if columns else 1
-    if inner >= 16:
-        per = -(-per // 16) * 16
-    cpt = max(per, 1)
+    # a task is a run of columns: at least TASK_BYTES of each row (a task re-reads every index and
+    # walks every update row, so narrow runs cost more than they parallelize), whole rows when
+    # rows are shorter
+    chunk = max(1, TASK_BYTES // out.dtype.itemsize)
+    per = -(-columns // (TASKS_PER_THREAD * max(threads, 1))) if columns else 1
+    cpt = max(chunk, -(-per // chunk) * chunk) if inner >= chunk else max(per, inner, 1)
     count = np.zeros(out.size if reduction == "mean" else 1, np.int32)
     dims = np.ascontiguousarray(dims, np.int64)
     astr = np.ascontiguousarray(astr, np.int64)
