@@ -318,3 +318,38 @@ def test_amx_int8_epilogue_flag_sets(residual, out):
     np.testing.assert_array_equal(got["amx"][0], got["avx512"][0])
     if also:
         np.testing.assert_array_equal(got["amx"][1], got["avx512"][1])
+
+
+# (h, w, c, kh, kw, strides, dilations, pads_begin, pads_end)
+DW_CASES = [
+    (6, 23, 37, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1)),   # unit stride: blocks of 4 pixels, tails, channel tail
+    (9, 30, 16, 3, 3, (2, 2), (1, 1), (0, 1), (1, 0)),   # strided: one pixel at a time inside
+    (7, 19, 24, 5, 5, (1, 1), (1, 1), (2, 2), (2, 2)),
+    (8, 14, 20, 3, 3, (1, 1), (2, 2), (2, 2), (2, 2)),   # dilated: inside one pixel at a time
+    (3, 3, 8, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1)),     # no pixel inside
+]
+
+
+@pytest.mark.parametrize("level", ["amx", "avx512", "avx2"])
+@pytest.mark.parametrize("case", DW_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-k{c[3]}-s{c[5][0]}-d{c[6][0]}")
+def test_int8_depthwise_inside_and_border(level, case):
+    """The unrolled depthwise kernel: taps inside the image summed without selects (4 pixels
+    sharing columns at unit stride), border pixels with them; equal to numpy's integer sums."""
+    from ember.devices.cpu.kernels.int8_gemm import Int8Depthwise
+
+    if level == "amx" and not AMX or level != "amx" and level not in isa_mod.supported_levels():
+        pytest.skip(f"no {level} here")
+    h, w, c, kh, kw, s, d, pb, pe = case
+    geo = ConvGeometry(2, h, w, c, c, kh, kw, s, d, pb, pe, c)
+    rng = np.random.default_rng(h * w + c)
+    x = rng.integers(0, 256, (2, h, w, padded_channels(c))).astype(np.uint8)
+    wt = rng.integers(-128, 128, (c, 1, kh, kw)).astype(np.int8)
+    zp = rng.integers(0, 256, c)
+    scale, shift = _scales(rng, c)
+    want = np.zeros(geo.output_shape)
+    for ch in range(c):
+        g1 = ConvGeometry(2, h, w, 1, 1, kh, kw, s, d, pb, pe, 1)
+        want[..., ch:ch + 1] = conv_reference(x[..., ch:ch + 1], wt[ch:ch + 1], g1, zp[ch])
+    want = want * scale.astype(np.float64) + shift
+    got = Int8Depthwise(geo, wt, scale, shift, zp, Epilogue(), 2, isa_mod.host_isa(level))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5 * np.abs(want).max())
