@@ -34,7 +34,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 CONFORMANCE = ROOT / "tests" / "conformance" / "results.json"
 
 _NAMES = {"resnet50": "ResNet-50", "mobilenet_v2": "MobileNetV2", "bert_like": "BERT-like (seq 128)",
-          "efficientnet_lite0": "EfficientNet-Lite0", "minilm": "MiniLM (seq 128)"}
+          "efficientnet_lite0": "EfficientNet-Lite0", "efficientnet-lite0": "EfficientNet-Lite0",
+          "minilm": "all-MiniLM-L6-v2 (seq 128)", "ppocr-det": "PP-OCRv4 det (480x640)",
+          "ppocr-rec": "PP-OCRv4 rec (48x320)"}
 
 
 def newest_compare() -> Path:
@@ -63,6 +65,8 @@ def compare_block(data: dict[str, Any] | None = None, source: str | None = None)
     head.append("ember / ORT f32")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     thr: list[str] = []
+    load: list[str] = []
+    rss: list[str] = []
     for m in data["models"]:
         engines = {(e["kind"], e.get("precision")): e for e in m.get("engines", [])}
         row = [_NAMES.get(m["model"], m["model"])]
@@ -73,6 +77,10 @@ def compare_block(data: dict[str, Any] | None = None, source: str | None = None)
             row += [_ms(lat(ours)), _ms(lat(ov)), f"{ratio:.2f}" if ratio else "-"]
             if ours and ov and ours.get("throughput_ips") and ov.get("throughput_ips"):
                 thr.append(f"{row[0]} {p} {ov['throughput_ips'] / ours['throughput_ips']:.2f}")
+            if ov and ov.get("load_ratio"):
+                load.append(f"{row[0]} {p} {ov['load_ratio']:.2f}")
+            if ov and ov.get("rss_ratio") and ours and ours.get("peak_rss_mb"):
+                rss.append(f"{row[0]} {p} {ours['peak_rss_mb']:.0f} / {ov['peak_rss_mb']:.0f} MB")
         ours, ort = engines.get(("ember", "f32")), engines.get(("onnxruntime", "f32"))
         if ours and ort and ours.get("latency") and ort.get("latency"):
             row.append(f"{ours['latency']['median_ms'] / ort['latency']['median_ms']:.2f}")
@@ -85,6 +93,11 @@ def compare_block(data: dict[str, Any] | None = None, source: str | None = None)
               "Ratios above 1: ember slower."]
     if thr:
         lines.append(f"Throughput (THROUGHPUT hint), ember / OpenVINO time per inference: {', '.join(thr)}.")
+    if load:
+        lines.append("Latency while another process spins on one of the cores, ember / OpenVINO: "
+                     f"{', '.join(load)}.")
+    if rss:
+        lines.append(f"Peak resident memory of read + compile + 10 inferences, ember / OpenVINO: {', '.join(rss)}.")
     return "\n".join(lines)
 
 
