@@ -88,10 +88,11 @@ BOOL_RESULT = frozenset({"isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite",
 assert set(NATIVE_UNARY.values()) <= set(UNARY_OPS) and set(NATIVE_BINARY.values()) <= set(BINARY_OPS)
 
 #: element types a program loads and stores (bool is stored as 0/1 bytes)
-_ELEM = {"f32": F32, "f64": F64, "i32": I32, "i64": I64, "u8": I8, "bool": I8}
-LOAD_OPS = {"load": "f32", "load_f64": "f64", "load_i32": "i32", "load_i64": "i64", "load_u8": "u8"}
+_ELEM = {"f32": F32, "f64": F64, "i32": I32, "i64": I64, "u8": I8, "bool": I8, "i8": I8, "i16": ir.IntType(16)}
+LOAD_OPS = {"load": "f32", "load_f64": "f64", "load_i32": "i32", "load_i64": "i64", "load_u8": "u8", "load_i8": "i8",
+            "load_i16": "i16"}
 STORE_OPS = {"store": "f32", "store_f64": "f64", "store_i32": "i32", "store_i64": "i64", "store_u8": "u8",
-             "store_bool": "bool"}
+             "store_bool": "bool", "store_i8": "i8", "store_i16": "i16"}
 OPCODES: dict[str, int] = {}
 for _i, _n in enumerate((*LOAD_OPS, *STORE_OPS)):
     OPCODES[_n] = _i
@@ -103,10 +104,12 @@ for _i, _n in enumerate(BINARY_OPS):
 OPCODES["select"] = 200
 #: the LOAD opcode for an input's numpy dtype (converted to the register type as it is read)
 LOAD_FOR = {np.dtype(np.float32): "load", np.dtype(np.float64): "load_f64", np.dtype(np.int32): "load_i32",
-            np.dtype(np.int64): "load_i64", np.dtype(np.uint8): "load_u8", np.dtype(np.bool_): "load_u8"}
+            np.dtype(np.int64): "load_i64", np.dtype(np.uint8): "load_u8", np.dtype(np.bool_): "load_u8",
+            np.dtype(np.int8): "load_i8", np.dtype(np.int16): "load_i16"}
 #: the STORE opcode for an output's numpy dtype
 STORE_FOR = {np.dtype(np.float32): "store", np.dtype(np.float64): "store_f64", np.dtype(np.int32): "store_i32",
-             np.dtype(np.int64): "store_i64", np.dtype(np.uint8): "store_u8", np.dtype(np.bool_): "store_bool"}
+             np.dtype(np.int64): "store_i64", np.dtype(np.uint8): "store_u8", np.dtype(np.bool_): "store_bool",
+             np.dtype(np.int8): "store_i8", np.dtype(np.int16): "store_i16"}
 
 
 class _Regs:

@@ -129,15 +129,16 @@ GATHER_CONTEXT = ContextLayout(
     pointers=("data", "idx", "out"))
 
 
-def _emit_gather(m: ir.Module, prefix: str, lanes: int) -> None:
+def _emit_gather(m: ir.Module, prefix: str, lanes: int, et: ir.Type = I32) -> None:
     """gather_task(ctx, task): out[o, j, :] = data[o, idx[j], :] for a block of (o, j) rows
-    (4-byte units; an index out of [0, n) gives zeros; negative ones count from the end
-    when ``neg``)."""
+    (units of ``et``: 4 bytes, or 1/2 for small items; an index out of [0, n) gives zeros;
+    negative ones count from the end when ``neg``)."""
     fn = Emitter.function(m, f"{prefix}_gather_task", VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
     b = e.b
-    vt = vec(I32, lanes)
+    vt = vec(et, lanes)
+    size = et.width // 8
     arg = {k: e.field(ctx, i) for k, i in GATHER_CONTEXT.index.items()}
     data, idxp, out = (b.inttoptr(arg[k], PTR) for k in ("data", "idx", "out"))
     n, inner, k = arg["n"], arg["inner"], arg["k"]
@@ -153,31 +154,31 @@ def _emit_gather(m: ir.Module, prefix: str, lanes: int) -> None:
         i = b.select(b.icmp_signed("!=", arg["idx64"], c64(0)), i64v, i32v)
         i = b.select(b.and_(b.icmp_signed("!=", arg["neg"], c64(0)), b.icmp_signed("<", i, c64(0))), b.add(i, n), i)
         ok = b.icmp_unsigned("<", i, n)
-        dst = e.gep(I32, out, b.mul(row, inner))
-        src = e.gep(I32, data, b.mul(b.add(b.mul(o, n), i), inner))
+        dst = e.gep(et, out, b.mul(row, inner))
+        src = e.gep(et, data, b.mul(b.add(b.mul(o, n), i), inner))
 
         def masked(ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
             if mask is None:
-                return e.load(vt, ptr, align=4)
-            return e.call(f"llvm.masked.load.v{lanes}i32.p0", vt, [ptr, c32(4), mask, zero])
+                return e.load(vt, ptr, align=size)
+            return e.call(f"llvm.masked.load.v{lanes}i{et.width}.p0", vt, [ptr, c32(size), mask, zero])
 
         def put(v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
             if mask is None:
-                b.store(v, ptr, align=4)
+                b.store(v, ptr, align=size)
             else:
-                e.call(f"llvm.masked.store.v{lanes}i32.p0", VOID, [v, ptr, c32(4), mask])
+                e.call(f"llvm.masked.store.v{lanes}i{et.width}.p0", VOID, [v, ptr, c32(size), mask])
 
         with b.if_else(ok) as (good, bad):
             with good:
                 with e.loop(0, nmain, lanes, name="c") as c:
-                    put(masked(e.gep(I32, src, c), None), e.gep(I32, dst, c), None)
+                    put(masked(e.gep(et, src, c), None), e.gep(et, dst, c), None)
                 with b.if_then(b.icmp_signed("<", nmain, inner)):
-                    put(masked(e.gep(I32, src, nmain), tail), e.gep(I32, dst, nmain), tail)
+                    put(masked(e.gep(et, src, nmain), tail), e.gep(et, dst, nmain), tail)
             with bad:
                 with e.loop(0, nmain, lanes, name="z") as c:
-                    put(zero, e.gep(I32, dst, c), None)
+                    put(zero, e.gep(et, dst, c), None)
                 with b.if_then(b.icmp_signed("<", nmain, inner)):
-                    put(zero, e.gep(I32, dst, nmain), tail)
+                    put(zero, e.gep(et, dst, nmain), tail)
     b.ret_void()
 
 
@@ -196,11 +197,12 @@ def _library(isa: Isa) -> jit.Library:
 
 @functools.cache
 def _small_library(isa: Isa, bits: int) -> jit.Library:
-    """The copy kernel for 1- or 2-byte items."""
+    """The copy and gather kernels for 1- or 2-byte items."""
     def build(prefix: str) -> ir.Module:
         m = ir.Module(name=prefix)
         m.triple = isa.triple
         _emit_copy(m, prefix, isa.f32_lanes, ir.IntType(bits))
+        _emit_gather(m, prefix, isa.f32_lanes, ir.IntType(bits))
         return m
     return jit.load(f"movement|{isa.level}|copy{bits}", isa, build)
 
@@ -267,12 +269,13 @@ def strided_copy(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None
 def gather_rows(data: np.ndarray, idx: np.ndarray, out: np.ndarray, axis: int, negative: bool, threads: int,
                 isa: Isa | None = None) -> BoundKernel:
     """A bound Gather (batch_dims 0): ``out = take(data, idx, axis)`` with zeros for indices out
-    of range. ``data`` and ``out`` contiguous with items of a multiple of 4 bytes; ``idx``
-    contiguous int32 or int64."""
-    unit = data.dtype.itemsize // 4
+    of range. ``data`` and ``out`` contiguous (any item size: rows of a multiple of 4 bytes move
+    in 4-byte units, others in their own items); ``idx`` contiguous int32 or int64."""
     outer = int(np.prod(data.shape[:axis]))
     n = data.shape[axis]
-    inner = int(np.prod(data.shape[axis + 1:])) * unit
+    row_bytes = int(np.prod(data.shape[axis + 1:])) * data.dtype.itemsize
+    word = 4 if row_bytes % 4 == 0 else min(data.dtype.itemsize, 2) if row_bytes % 2 == 0 else 1
+    inner = row_bytes // word
     k = idx.size
     rows = outer * k
     rpt = max(1, (1 << 13) // max(inner, 1))
@@ -285,7 +288,8 @@ def gather_rows(data: np.ndarray, idx: np.ndarray, out: np.ndarray, axis: int, n
     for key, v in vals.items():
         ctx[GATHER_CONTEXT[key]] = v
     n_tasks = -(-rows // rpt) if rows and inner else 0
-    return BoundKernel(_library(isa).address("gather_task"), ctx, n_tasks, threads, (data, idx, out), layout=GATHER_CONTEXT)
+    lib = _library(isa) if word == 4 else _small_library(isa, 8 * word)
+    return BoundKernel(lib.address("gather_task"), ctx, n_tasks, threads, (data, idx, out), layout=GATHER_CONTEXT)
 
 
 # --------------------------------------------------------------------------- batched 2-D transposes

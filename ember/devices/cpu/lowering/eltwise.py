@@ -103,7 +103,7 @@ def _unary_op(node: Node, kind: str | None) -> tuple[str, float, float] | None:
 
 
 #: element types whose numpy dtype is what they mean (sub-byte and nf4 unpack into u8/i8 codes)
-_PLAIN_TYPES = frozenset({Type.f32, Type.f64, Type.i32, Type.i64, Type.u8, Type.boolean})
+_PLAIN_TYPES = frozenset({Type.f32, Type.f64, Type.i32, Type.i64, Type.u8, Type.i8, Type.i16, Type.boolean})
 
 
 def _plain(port: Output) -> bool:
@@ -124,8 +124,11 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
         ks, kd = KIND.get(src), KIND.get(out)
         to_bool = out == BOOL
         if chain is None:
-            if ks in ("f32", "f64") and out in (I32, np.dtype(np.uint8)):
-                return _Spec("", (0,), ks, last=True)  # f32 -> i32/u8: the store saturates
+            floats = ks in ("f32", "f64")
+            if floats and out == I32:
+                return _Spec("", (0,), ks, last=True)  # f32 -> i32: the store saturates
+            if out not in KIND and not to_bool:  # to u8/i8/i16: floats saturate, integers wrap, at the store
+                return _Spec("", (0,), ks if floats else "i64", last=True)
             k = kd or ks or "f32"
             return _Spec("tobool" if to_bool else "wrap32" if out == I32 and k == "i64" else "", (0,), k)
         if to_bool:

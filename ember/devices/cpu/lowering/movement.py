@@ -100,7 +100,7 @@ def lower_gather(lowering: Lowering, node: Node) -> bool:
 
     data_p, idx_p, ax_p = node.input_values()
     ax = const_of(ax_p)
-    if ax is None or data_p.element_type.dtype.itemsize % 4 or idx_p.element_type.dtype not in (
+    if ax is None or data_p.element_type.name in ("string", "sequence") or idx_p.element_type.dtype not in (
             np.dtype(np.int32), np.dtype(np.int64)):
         return False
     dshape, ishape = static_shape(data_p), static_shape(idx_p)
