@@ -62,7 +62,8 @@ def _matmul_model(rng, k=96, n=64, shape=(2, 3)):
 
     x = ops.parameter([*shape, k], Type.f32, name="x")
     w1 = ops.constant((rng.standard_normal((n, k)) * 0.2).astype(np.float32))
-    h = ops.relu(ops.matmul(x, w1, False, True))
+    bias = ops.constant((rng.standard_normal(n) * 0.1).astype(np.float32), name="bias")
+    h = ops.relu(ops.add(ops.matmul(x, w1, False, True), bias))  # the bias Add runs in the kernel's store
     w2 = ops.constant((rng.standard_normal((n, 40)) * 0.2).astype(np.float32))
     y = ops.matmul(h, w2, False, False)  # [K, N] weights: the other orientation
     return ember.Model([y], [x], "mlp")
@@ -90,6 +91,7 @@ def test_compress_weights_runs_compressed(mode, group_size, bits):
     got = request.infer({0: xin})[0]
     stats = cm._executable.program.stats
     assert stats.get("compressed_ops") == 2 and not stats["fallbacks"]
+    assert not any("Add" in op.type_name for op in cm._executable.program.ops)  # the bias is in the kernel
     exec_types = {p.node_name: p.exec_type for p in request.get_profiling_info()}
     assert sorted(v for v in exec_types.values() if "_W" in v) == [wc_gemm.exec_type(host_isa(), bits)] * 2
     assert not any(v.endswith("_I8") for v in exec_types.values())  # f32 arithmetic: never reported as int8
@@ -101,7 +103,8 @@ def test_compress_weights_runs_compressed(mode, group_size, bits):
     mag = float(np.abs(want).max())
     assert float(np.abs(got - want).max()) <= 2e-3 * mag
     # numpy twin: the same codes decompressed in f32
-    h = xin @ nodes[0].weights(*(n.data for n in (i.node for i in nodes[0].input_values()[1:]))).T
+    bias = next(n for n in compressed.get_ordered_ops() if n.friendly_name == "bias").data
+    h = xin @ nodes[0].weights(*(n.data for n in (i.node for i in nodes[0].input_values()[1:]))).T + bias
     twin = np.maximum(h, 0) @ nodes[1].weights(*(n.data for n in (i.node for i in nodes[1].input_values()[1:]))).T
     np.testing.assert_allclose(got, twin, rtol=1e-4, atol=1e-5 * mag)
 
@@ -162,6 +165,7 @@ def test_many_rows_use_decompressed_weights():
         got, want = cm(xin)[0], ref(xin)[0]
         stats = cm._executable.program.stats
         assert stats.get(path) == 2 and not stats["fallbacks"]
+        assert not any("Add" in op.type_name for op in cm._executable.program.ops)
         assert float(np.abs(got - want).max()) <= 2e-3 * float(np.abs(want).max())
 
 

@@ -31,8 +31,8 @@ from ember.devices.cpu.runtime.memory import aligned_empty
 
 WC_CONTEXT = ContextLayout(
     "wc_gemm",
-    ("x", "y", "w", "s", "zs", "m", "n", "k", "groups", "gsize", "ldx", "ldy", "mb", "nmb"),
-    pointers=("x", "y", "w", "s", "zs"))
+    ("x", "y", "w", "s", "zs", "bias", "m", "n", "k", "groups", "gsize", "ldx", "ldy", "mb", "nmb"),
+    pointers=("x", "y", "w", "s", "zs", "bias"))
 
 _NV = 4  # vectors per panel
 
@@ -137,15 +137,18 @@ def _emit(m: ir.Module, prefix: str, isa: Isa, bits: int) -> None:
     def raw_shift(code: ir.Value, sub: int) -> ir.Value:
         return code if sub == 0 else b.lshr(code, ir.Constant(i32v, [4] * lanes))
 
+    bias = e.gep(F32, e.arg("bias", PTR), col0)  # padded to whole panels (zeros: no bias)
+
     def store(accs: list[ir.Value], r: ir.Value) -> None:
         yrow = e.gep(F32, y_base, b.add(b.mul(r, ldy), col0))
+        outs = [b.fadd(e.load(vt, accs[v]), e.load(vt, e.gep(F32, bias, c64(v * lanes)), align=4)) for v in range(_NV)]
         with b.if_else(full) as (whole, part):
             with whole:
                 for v in range(_NV):
-                    masked_store(e, e.load(vt, accs[v]), e.gep(F32, yrow, c64(v * lanes)), None)
+                    masked_store(e, outs[v], e.gep(F32, yrow, c64(v * lanes)), None)
             with part:
                 for v in range(_NV):
-                    masked_store(e, e.load(vt, accs[v]), e.gep(F32, yrow, c64(v * lanes)), masks[v])
+                    masked_store(e, outs[v], e.gep(F32, yrow, c64(v * lanes)), masks[v])
 
     mr = _rows(isa)
     nmain = b.add(m0, b.mul(b.sdiv(b.sub(m1, m0), c64(mr)), c64(mr)))
@@ -228,22 +231,27 @@ def pack(codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, bits: int
     return CompressedWeights(bits, n, k, gsize, packed, sp, zsp, nr)
 
 
-def bind(weights: CompressedWeights, x: np.ndarray, y: np.ndarray, threads: int, isa: Isa | None = None
-         ) -> BoundKernel:
-    """``y[M, N] = x[M, K] @ W.T`` (rows of x and y may be strided; elements contiguous)."""
+def bind(weights: CompressedWeights, x: np.ndarray, y: np.ndarray, threads: int, isa: Isa | None = None,
+         bias: np.ndarray | None = None) -> BoundKernel:
+    """``y[M, N] = x[M, K] @ W.T (+ bias[N])`` (rows of x and y may be strided; elements contiguous)."""
     isa = isa or host_isa()
+    padded_bias = aligned_empty(weights.packed.shape[0] * weights.nr)
+    padded_bias[...] = 0
+    if bias is not None:
+        padded_bias[:weights.n] = bias
     m = x.shape[0]
     panels = weights.packed.shape[0]
     mb = m if m <= 64 or panels >= 4 * max(threads, 1) else 32  # split M only when N gives too few tasks
     mb = max(mb, 1)
     nmb = -(-m // mb) if m else 0
     ctx = WC_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, w=weights.packed.ctypes.data, s=weights.scale.ctypes.data,
-                         zs=weights.zero_scale.ctypes.data, m=m, n=weights.n, k=weights.k,
+                         zs=weights.zero_scale.ctypes.data, bias=padded_bias.ctypes.data, m=m, n=weights.n,
+                         k=weights.k,
                          groups=weights.scale.shape[1], gsize=weights.group_size, ldx=x.strides[0] // 4,
                          ldy=y.strides[0] // 4, mb=mb, nmb=nmb)
     task = _library(isa).address(f"wc{weights.bits}_task")
-    return BoundKernel(task, ctx, panels * nmb, threads, (x, y, weights.packed, weights.scale, weights.zero_scale),
-                       layout=WC_CONTEXT)
+    return BoundKernel(task, ctx, panels * nmb, threads,
+                       (x, y, weights.packed, weights.scale, weights.zero_scale, padded_bias), layout=WC_CONTEXT)
 
 
 # --------------------------------------------------------------------------- compressed Gather

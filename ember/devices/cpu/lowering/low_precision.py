@@ -736,7 +736,8 @@ def _rewrite_compressed_matmul(node: Node) -> bool:
 _DECOMPRESS_ROWS = 16
 
 
-def _lower_decompressed(lowering: Lowering, node: Node, x: Tensor, m: int, out_shape: tuple[int, ...]) -> bool:
+def _lower_decompressed(lowering: Lowering, node: Node, x: Tensor, m: int, out_shape: tuple[int, ...],
+                        bias: np.ndarray | None, last: Node) -> bool:
     """A CompressedMatMul with many rows (a prefill): the f32 GEMM kernel on its weights
     decompressed in f32 and packed once per compiled model (shared by every input shape)."""
     from ember.devices.cpu.kernels.gemm import Gemm, pack_b
@@ -748,13 +749,13 @@ def _lower_decompressed(lowering: Lowering, node: Node, x: Tensor, m: int, out_s
                              lambda: pack_b(np.ascontiguousarray(node.weights(codes, scale, zp).T), lowering.isa,
                                             precision=lowering.precision))
     gemm = Gemm(packed, m, num_threads=lowering.threads)
-    y = lowering.value(out_shape, PLAIN, name=node.friendly_name)
+    y = lowering.value(out_shape, PLAIN, name=last.friendly_name)
     lowering.program.add(Op(node.friendly_name, "CompressedMatMul", [x], [y], native=True,
-                            bind=lambda a, o: [gemm.bind(a[0].reshape(m, k), o[0].reshape(m, n))]))
+                            bind=lambda a, o: [gemm.bind(a[0].reshape(m, k), o[0].reshape(m, n), bias)]))
     lowering.program.stats["decompressed_ops"] = lowering.program.stats.get("decompressed_ops", 0) + 1
     node.rt_info["runtimePrecision"] = "FP32"
     node.rt_info["weightsPrecision"] = "f32"  # decompressed for this input shape
-    lowering.finish(node, y, [])
+    lowering.finish(last, y, [last] if last is not node else [])
     return True
 
 
@@ -833,15 +834,16 @@ def lower_compressed_matmul(lowering: Lowering, node: Node) -> bool:
     n, k = codes.shape
     m = int(np.prod(out_shape[:-1]))
     bits = node.bits
+    bias, last = _column_bias(lowering, node, n)
     if m >= _DECOMPRESS_ROWS:
-        return _lower_decompressed(lowering, node, x, m, out_shape)
+        return _lower_decompressed(lowering, node, x, m, out_shape, bias, last)
     packed = lowering.packed(codes, ("wc_gemm", bits, scale.tobytes(), zp.tobytes()),
                              lambda: wc_gemm.pack(codes, scale, zp, bits, lowering.isa))
-    y = lowering.value(out_shape, PLAIN, name=node.friendly_name)
+    y = lowering.value(out_shape, PLAIN, name=last.friendly_name)
     threads, isa = lowering.threads, lowering.isa
     lowering.program.add(Op(node.friendly_name, "CompressedMatMul", [x], [y], native=True,
                             bind=lambda a, o: [wc_gemm.bind(packed, a[0].reshape(m, k), o[0].reshape(m, n), threads,
-                                                            isa)]))
+                                                            isa, bias)]))
     exec_type = wc_gemm.exec_type(isa, bits)
     lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
     lowering.program.stats["compressed_ops"] = lowering.program.stats.get("compressed_ops", 0) + 1
@@ -850,8 +852,26 @@ def lower_compressed_matmul(lowering: Lowering, node: Node) -> bool:
     node.rt_info["execType"] = exec_type
     node.rt_info["runtimePrecision"] = "FP32"  # the arithmetic; the weights stay u8/u4 (weightsPrecision)
     node.rt_info["weightsPrecision"] = str(node.input_values()[1].element_type)
-    lowering.finish(node, y, [])
+    lowering.finish(last, y, [last] if last is not node else [])
     return True
+
+
+def _column_bias(lowering: Lowering, node: Node, n: int) -> tuple[np.ndarray | None, Node]:
+    """``(bias [N], the Add)`` when the only reader of ``node`` adds a constant per output
+    column (a Linear layer's bias), else ``(None, node)``."""
+    add = lowering.sole_consumer(node)
+    if add is None or add.type_name != "Add" or len(add.input_values()) != 2 \
+            or add.output(0).partial_shape != node.output(0).partial_shape or add.output(0).element_type != Type.f32:
+        return None, node
+    others = [p for p in add.input_values() if p.node is not node]
+    if len(others) != 1:
+        return None, node
+    c = const_of(others[0])
+    if c is None and not lowering.has(others[0]):
+        c = _value(others[0])  # a constant subgraph (a decompression Convert the optimizer keeps)
+    if c is None or c.dtype != F32 or c.size != n or c.shape[-1] != n:
+        return None, node
+    return np.ascontiguousarray(c.reshape(-1), np.float32), add
 
 
 # --------------------------------------------------------------------------- lowering rules
