@@ -148,27 +148,27 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
         op = NATIVE_BINARY[t]
         if str(node.attrs.get("auto_broadcast", "numpy")).lower() not in ("numpy", "none"):
             return None
-        dt = ins[0].element_type.dtype
-        if dt == BOOL:
+        bdt = ins[0].element_type.dtype
+        if bdt == BOOL:
             return _Spec(op, (0, 1), None) if op in _BOOL_OK else None
-        if dt not in KIND or ins[1].element_type.dtype != dt:
+        if bdt not in KIND or ins[1].element_type.dtype != bdt:
             return None
-        k = KIND[dt]
+        k = KIND[bdt]
         if op == "div" and k == "i64" and node.attrs.get("m_pythondiv", True):
             op = "pydiv"
         return _Spec(op, (0, 1), k)
-    dt = ins[0].element_type.dtype if ins else None
-    if dt == BOOL and t == "LogicalNot":
+    udt = ins[0].element_type.dtype if ins else None
+    if udt == BOOL and t == "LogicalNot":
         return _Spec("not", (0,), None)
-    if dt not in KIND:
+    if udt not in KIND:
         return None
-    u = _unary_op(node, KIND[dt])
+    u = _unary_op(node, KIND[udt])
     if u is None:
-        if t == "Power" and dt == F32 and ins[1].element_type.dtype == F32 and str(
+        if t == "Power" and udt == F32 and ins[1].element_type.dtype == F32 and str(
                 node.attrs.get("auto_broadcast", "numpy")).lower() in ("numpy", "none"):
             return _Spec("pow", (0, 1), "f32")
         return None
-    return _Spec(u[0], (0,), KIND[dt], (u[1], u[2]))
+    return _Spec(u[0], (0,), KIND[udt], (u[1], u[2]))
 
 
 def _prelu_slope(node: Node, slope_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -355,8 +355,9 @@ _FOLD_MAX = 1 << 24
 def _fold_constant(lowering: Lowering, node: Node) -> bool:
     """An elementwise node of constants only (an FP16-compressed weight's Convert the
     optimizer kept, say) is computed once here: its value becomes a constant of the plan."""
-    values = [const_of(p) for p in node.input_values()]
-    if not values or any(v is None for v in values) or len(node.outputs()) != 1:
+    maybe = [const_of(p) for p in node.input_values()]
+    values = [v for v in maybe if v is not None]
+    if not values or len(values) != len(maybe) or len(node.outputs()) != 1:
         return False
     if not node.output(0).partial_shape.is_static or node.output(0).element_type.name in ("string", "sequence"):
         return False
