@@ -289,6 +289,11 @@ REDUCTIONS: dict[str, Case] = {
     "normalize-l2-axes-1-3-zeros": _case(lambda a: ops.normalize_l2(a, np.array([1, 3], np.int64), 1e-6, "max"),
                                          np.concatenate([np.zeros((1, 3, 2, 4), np.float32),
                                                          _f((1, 3, 2, 4), edge=False)])),
+    "mean-max-over-nhwc-channels": _case(lambda a: (lambda y: [
+        ops.reduce_mean(y, np.array([1], np.int64), True), ops.reduce_max(y, np.array([-3], np.int64), False),
+        ops.reduce_l2(y, np.array([1], np.int64), True)])(ops.convolution(
+            a, (RNG.standard_normal((19, 3, 3, 3)) * 0.3).astype(np.float32), [1, 1], [1, 1], [1, 1], [1, 1])),
+        _f((2, 3, 5, 6), edge=False)),
     "logical-and-inner": _case(lambda a: ops.reduce_logical_and(a, np.array([-1], np.int64), False), _b((9, 3))),
     "logical-or-axes-0-2-keep": _case(lambda a: ops.reduce_logical_or(a, np.array([0, 2], np.int64), True),
                                       _b((3, 4, 5))),

@@ -85,6 +85,18 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
         lowering.program.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind_nhwc))
         lowering.finish(node, y, [])
         return True
+    if src.layout == NHWC and axes == [1]:  # over the channels of an NHWC tensor: its contiguous rows
+        n, h, w, c = src.shape
+        src = lowering.native_input(src, NHWC, contiguous=True)
+        y = lowering.value(out_shape, PLAIN, dtype, name=node.friendly_name)  # [N, (1,) H, W]: same memory
+
+        def bind_channels(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+            return [reduce_kernel(ins[0].reshape(n * h * w, c, 1), outs[0].reshape(n * h * w, 1), op, threads, pre,
+                                  scale, sqrt, isa)]
+
+        lowering.program.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind_channels))
+        lowering.finish(node, y, [])
+        return True
     y = _passes(lowering, node, lowering.native_input(src, PLAIN), shape, axes, op, pre, scale, sqrt, out_shape,
                 dtype)
     lowering.finish(node, y, [])
