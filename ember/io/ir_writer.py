@@ -227,9 +227,13 @@ def compress_model_to_fp16(model: Model) -> Model:
     them); when f16 would change what it means: a finite value would overflow, or a non-zero
     value would underflow to zero; when it feeds a precision-sensitive input
     (``_KEEP_F32_INPUTS``: scales, ranges, exponents); or when its rt_info carries
-    ``disable_fp16_compression``. Bodies of If/Loop/TensorIterator are compressed too.
+    ``disable_fp16_compression``. Bodies of If/Loop/TensorIterator are compressed too. A model
+    holding FakeQuantize (an INT8-quantized model) is not compressed at all, as OpenVINO does:
+    its biases and dequantization scales keep their f32 precision.
     """
     m = model.clone()
+    if any(n.type_name == "FakeQuantize" for n in m.get_ordered_ops()):
+        return m
     _compress_in_place(m)
     return m
 
