@@ -241,3 +241,16 @@ def test_fused_activations_and_mixed_forks_match_nncf(build: Callable[[], Model]
     data = _data(model, 3)
     compare_placement(nncf.quantize(model, nncf.Dataset(data), subset_size=3), nncf_quantize(model, data, tmp_path),
                       model)
+
+
+def test_quantized_model_saves_without_fp16_compression(tmp_path: Path) -> None:
+    """As OpenVINO: ``save_model`` leaves a model with FakeQuantize in f32 (biases and
+    dequantization scales keep their precision); a float model is still compressed."""
+    model = _named(g_pool_reshape_fc())
+    q = nncf.quantize(model, nncf.Dataset(_data(model, 2)), subset_size=2)
+    ember.save_model(q, tmp_path / "q.xml")
+    ov.save_model(ov.Core().read_model(tmp_path / "q.xml"), tmp_path / "q_ov.xml")
+    for name in ("q.xml", "q_ov.xml"):
+        assert (tmp_path / name).read_text().count('element_type="f16"') == 0, name
+    ember.save_model(model, tmp_path / "f.xml")
+    assert (tmp_path / "f.xml").read_text().count('element_type="f16"') > 0
