@@ -1,20 +1,43 @@
-"""Lowering rule for If: each branch is a model of its own, compiled for the CPU device (native
-plans, lowered again per input shape when its shapes are dynamic) by the ``compile_body``
-callback the device gives the lowering (so rules never import the device); the plan step
-evaluates the condition and runs the chosen branch."""
+"""Lowering rule for If.
+
+An If whose condition is known when the plan is lowered (a constant, or a value the device's
+passes folded, e.g. a test on a static shape) is *inlined*: the taken body, passed through the
+device's graph passes, is lowered into the enclosing plan as if its nodes were the outer
+graph's, so it costs nothing per call (nested Ifs of the body are inlined the same way).
+
+Otherwise each branch is a model of its own, compiled for the CPU device (native plans, lowered
+again per input shape when its shapes are dynamic) by the ``compile_body`` callback the device
+gives the lowering (so rules never import the device); the plan step evaluates the condition
+and runs the chosen branch. A condition that is a comparison of a scalar with a constant
+(``sr == 16000``) is evaluated by that step itself, so the comparison needs no op of its own.
+"""
 
 from __future__ import annotations
 
 import queue
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.lowering.driver import BodyCompiler, Lowering, lowers, shape_or_none
+from ember.devices.cpu.lowering.driver import (
+    DYNAMIC_OK,
+    RULES,
+    BodyCompiler,
+    Lowering,
+    NotHere,
+    log,
+    lowers,
+    shape_or_none,
+)
 from ember.devices.cpu.runtime.plan import PLAIN, Op
+from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.model import Model
-from ember.graph.node import Node
+from ember.graph.node import Node, Output
+
+#: bodies inlined into a lowering, kept alive while it runs (its ``done`` set holds node ids)
+_INLINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Branch:
@@ -46,11 +69,102 @@ class Branch:
             self._free.put(exe)
 
 
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "Equal": np.equal, "NotEqual": np.not_equal, "Less": np.less, "LessEqual": np.less_equal,
+    "Greater": np.greater, "GreaterEqual": np.greater_equal}
+
+
+def _lower_node(lowering: Lowering, node: Node) -> None:
+    """``node`` (of an inlined body) lowered into ``lowering`` as its driver lowers outer nodes."""
+    if id(node) in lowering.done or isinstance(node, (Parameter, Result)):
+        return
+    lowering.done.add(id(node))
+    if isinstance(node, Constant):
+        lowering.bind_port(node.output(0), lowering.program.const(node.data, node.friendly_name))
+        return
+    rule = RULES.get(node.type_name)
+    ports = list(node.input_values()) + list(node.outputs())
+    ok = False
+    if rule is not None and not any(p.element_type.name in ("string", "sequence") for p in ports) \
+            and (node.type_name in DYNAMIC_OK or all(lowering.tensor(s).shape is not None for s in node.input_values())):
+        try:
+            ok = rule(lowering, node)
+        except NotHere:
+            ok = False
+    if ok:
+        lowering.native_nodes += 1
+        log.debug("CPU: %s '%s' (inlined If body) -> native", node.type_name, node.friendly_name)
+    else:
+        lowering.reference(node)
+
+
+def _inline(lowering: Lowering, node: Node, b: int) -> bool:
+    """Lower body ``b`` of ``node`` into the enclosing plan; False (nothing done) when a body
+    parameter is not fed, an output is missing or an input's shape is known at run time only."""
+    from ember.devices.cpu.lowering.passes import device_passes
+
+    ins = node.input_values()
+    fed = {d.body_parameter_index: d.input_index for d in node.get_input_descriptions(b)}
+    outs = {d.output_index: d.body_value_index for d in node.get_output_descriptions(b)}
+    if set(outs) != set(range(node.get_output_size())):
+        return False
+    if any(lowering.tensor(ins[i]).shape is None for i in fed.values()):
+        return False
+    model = device_passes(node.bodies()[b].clone())
+    params = model.get_parameters()
+    if set(fed) != set(range(len(params))):
+        return False
+    _INLINED.setdefault(lowering, []).append(model)
+    for k, p in enumerate(params):
+        lowering.done.add(id(p))
+        lowering.bind_port(p.output(0), lowering.tensor(ins[fed[k]]))
+    results = model.get_results()
+    for r in results:  # a body output may leave the body: nothing fuses into it
+        src = r.input_values()[0]
+        lowering.results.add((id(src.node), src.index))
+    for n in model.get_ordered_ops():
+        _lower_node(lowering, n)
+    for o, v in outs.items():
+        lowering.bind_port(node.output(o), lowering.tensor(results[v].input_values()[0]))
+    return True
+
+
+def _scalar_test(lowering: Lowering, cond: Output) -> tuple[Output, Callable[[Any, Any], Any], Any] | None:
+    """``(x, compare, c)`` when ``cond`` is ``compare(x, c)`` of a one-element value ``x`` and a
+    one-element constant ``c``, read by the If alone: the If step evaluates it itself."""
+    node = cond.node
+    fn = _COMPARE.get(node.type_name)
+    if fn is None or len(cond.targets) != 1 or lowering.is_result(cond):
+        return None
+    a, c = node.input_values()
+    cv = node.input_value(1)
+    if cv is None or np.asarray(cv).size != 1:
+        return None
+    shape = lowering.tensor(a).shape
+    if shape is None or int(np.prod(shape)) != 1:
+        return None
+    return a, fn, np.asarray(cv).reshape(()).astype(a.element_type.dtype)
+
+
+def _drop_reference_op(lowering: Lowering, node: Node) -> None:
+    """Forget that ``node`` ran on its reference kernel (its op is dead: pruned with the plan)."""
+    n = lowering.fallbacks.get(node.type_name, 0) - 1
+    if n > 0:
+        lowering.fallbacks[node.type_name] = n
+    else:
+        lowering.fallbacks.pop(node.type_name, None)
+    lowering.program.stats.get("exec_types", {}).pop(node.friendly_name, None)
+
+
 @lowers("If", dynamic=True)
 def lower_if(lowering: Lowering, node: Node) -> bool:
     bodies = node.bodies()
     if len(bodies) != 2 or any(b is None for b in bodies):
         return False
+    cond = node.input_value(0)
+    if cond is not None and np.asarray(cond).size >= 1 \
+            and _inline(lowering, node, 0 if bool(np.asarray(cond).reshape(-1)[0]) else 1):
+        return True
     if lowering.compile_body is None:
         return False
     branches = [Branch(b, lowering.compile_body) for b in bodies]
@@ -59,12 +173,25 @@ def lower_if(lowering: Lowering, node: Node) -> bool:
     n_params = [len(b.get_parameters()) for b in bodies]
     dtypes = [o.element_type.dtype for o in node.outputs()]
     name = node.friendly_name
+    in_ports = list(node.input_values())
+    test = _scalar_test(lowering, in_ports[0])
+    if test is not None:
+        cond_node, cond_t = in_ports[0].node, lowering.tensor(in_ports[0])
+        in_ports[0], compare, constant = test
+        if any(op.outputs and op.outputs[0] is cond_t and not op.native for op in lowering.program.ops):
+            _drop_reference_op(lowering, cond_node)
+
+        def taken(c: np.ndarray) -> int:
+            return 0 if compare(c.reshape(-1)[0], constant) else 1
+    else:
+        def taken(c: np.ndarray) -> int:
+            return 0 if bool(np.asarray(c).reshape(-1)[0]) else 1
 
     def run(args: list[np.ndarray]) -> list[np.ndarray]:
-        b = 0 if bool(np.asarray(args[0]).reshape(-1)[0]) else 1
+        b = taken(args[0])
         feed: list[Any] = [None] * n_params[b]
         for i, p in in_descs[b]:
-            feed[p] = np.asarray(args[i])
+            feed[p] = args[i]
         values = branches[b].run(feed)
         outs: list[Any] = [None] * len(dtypes)
         for v, o in out_descs[b]:
@@ -75,7 +202,7 @@ def lower_if(lowering: Lowering, node: Node) -> bool:
             raise InferenceError(f"ember: If '{name}': its {('then', 'else')[b]} branch does not produce every output")
         return outs
 
-    ins = [lowering.tensor(s) for s in node.input_values()]
+    ins = [lowering.tensor(s) for s in in_ports]
     outs = []
     for o in node.outputs():
         t = lowering.value(shape_or_none(o), PLAIN, o.element_type.dtype, node.friendly_name)
