@@ -334,15 +334,23 @@ class NotHere(Exception):
 
 def static_shape(port: Output) -> tuple[int, ...]:
     """The static shape of ``port``; a native rule meeting a dynamic one gives up (NotHere)."""
-    ps = port.partial_shape
-    if not ps.is_static:
+    shape = shape_or_none(port)
+    if shape is None:
         raise NotHere
-    return tuple(int(d) for d in ps.to_shape())
+    return shape
 
 
 def shape_or_none(port: Output) -> tuple[int, ...] | None:
+    """The static shape of ``port``, or None (rules ask this often: one pass over the dims)."""
     ps = port.partial_shape
-    return tuple(int(d) for d in ps.to_shape()) if ps.is_static else None
+    if not ps.rank_is_static:
+        return None
+    out = []
+    for d in ps.dims:
+        if not d.is_static:
+            return None
+        out.append(int(d.get_length()))
+    return tuple(out)
 
 
 def probe_array(t: Tensor) -> np.ndarray:
