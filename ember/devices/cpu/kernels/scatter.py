@@ -315,7 +315,7 @@ def init_output(data: np.ndarray | None, out: np.ndarray, fill_bits: int, thread
     upt = max(1 << 14, -(-units // (4 * threads)))
     upt = -(-upt // 16) * 16
     ctx = INIT_CONTEXT.new(src=out.ctypes.data if data is None else data.ctypes.data, dst=out.ctypes.data, n=units,
-                           nbytes=out.nbytes, fill=int(data is None), value=np.int64(np.uint64(fill_bits).view(np.int64)), upt=upt)
+                           nbytes=out.nbytes, fill=int(data is None), value=int(np.uint64(fill_bits).view(np.int64)), upt=upt)
     keep = (out,) if data is None else (data, out)
     return BoundKernel(lib.address("init_task"), ctx, max(-(-units // upt), 1) if out.nbytes else 0, threads, keep,
                        layout=INIT_CONTEXT)

@@ -73,10 +73,10 @@ def _index_source(lowering: Lowering, port: Output) -> tuple[Tensor, list[int]]:
             if mode in ("numpy", "bidirectional") and len(in_shape) <= len(shape) and size > 0 \
                     and all(d in (1, o) for d, o in zip(full, shape)):  # numpy broadcasting: no probe needed
                 st = _elem_strides(full)
-                return _input(lowering, src_p), [0 if d == 1 else s for d, s, o in zip(full, st, shape)]
+                return _input(lowering, src_p), [0 if d == 1 else s for d, s in zip(full, st)]
             if 0 < size <= _MAX_TABLE and 0 < math.prod(shape) <= _MAX_TABLE:
                 probe = np.arange(size, dtype=np.int64).reshape(in_shape)
-                index_map = np.asarray(node.evaluate([probe, *consts])[0])
+                index_map = np.asarray(node.evaluate([probe, *[c for c in consts if c is not None]])[0])
                 strides = zero_offset_strides(index_map) if index_map.shape == shape else None
                 if strides is not None:
                     return _input(lowering, src_p), list(strides)
