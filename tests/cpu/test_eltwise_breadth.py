@@ -368,6 +368,10 @@ MOVEMENT: dict[str, Case] = {
                             RNG.integers(0, 256, (9, 3)).astype(np.uint8), np.array([8, 0, -2, 4], np.int32)),
     "gather-int16-odd": _case(lambda a, i: ops.convert(ops.gather(ops.convert(a, "i16"), i, np.int64(1)), "f32"),
                               _f((2, 5, 3), edge=False) * 100, np.array([4, 1, 1], np.int64)),
+    "slice-large-input-negative-step": _case(
+        _relu_then(_slice([-1, 2], [-10**9, 300], [-2, 3], [1, 2])), _f((2, 40, 300, 180), edge=False)),
+    "split-large-input": _case(lambda a: [ops.relu(o) for o in ops.split(ops.relu(a), np.int64(1), 2).outputs()],
+                               _f((1, 64, 260, 260), edge=False)),
     "concat-int64": _case(lambda a, b: ops.multiply(ops.concat([ops.add(a, np.int64(1)), b, np.zeros((2, 1), np.int64)],
                                                                1), np.int64(2)),
                           _i((2, 3), np.int64), _i((2, 4), np.int64)),

@@ -216,16 +216,20 @@ def lower_slice_view(lowering: Lowering, node: Node) -> bool:
         return False
     shape = static_shape(node.input_values()[0])
     size = int(np.prod(shape))
-    if size > _MAX_INDEX_MAP:
-        return False
-    src = lowering.native_input(src, PLAIN, contiguous=True)
-    maps = node.evaluate([np.arange(size, dtype=np.int64).reshape(shape), *consts])
     views = []
-    for port, imap in zip(node.outputs(), maps):
-        aff = _affine(np.asarray(imap))
-        if aff is None or tuple(imap.shape) != static_shape(port):
+    if size <= _MAX_INDEX_MAP:
+        maps = node.evaluate([np.arange(size, dtype=np.int64).reshape(shape), *consts])
+        for port, imap in zip(node.outputs(), maps):
+            aff = _affine(np.asarray(imap))
+            if aff is None or tuple(imap.shape) != static_shape(port):
+                return False
+            views.append((port, tuple(imap.shape), aff))
+    else:
+        found = _affine_by_axes(node, shape, consts)
+        if found is None:
             return False
-        views.append((port, tuple(imap.shape), aff))
+        views = [(port, shp, aff) for port, (shp, aff) in zip(node.outputs(), found)]
+    src = lowering.native_input(src, PLAIN, contiguous=True)
     item = src.dtype.itemsize
     for port, shp, (off, st) in views:
         contiguous = all(s == e for s, e, d in zip(st, _c_strides(shp), shp) if d > 1)
@@ -238,6 +242,44 @@ def lower_slice_view(lowering: Lowering, node: Node) -> bool:
         view = lowering.program.view(src, shp, make, contiguous=contiguous, name=node.friendly_name)
         lowering.bind_port(port, _materialized(lowering, view, node.friendly_name))
     return True
+
+
+def _affine_by_axes(node: Node, shape: tuple[int, ...], consts: list[np.ndarray]
+                    ) -> list[tuple[tuple[int, ...], tuple[int, tuple[int, ...]]]] | None:
+    """(shape, (offset, strides)) of each output of a slice of a large input: the op's reference
+    kernel runs once per input axis on that axis' coordinates (small integers, broadcast), the
+    flat source index is their sum times the input's strides; checked at sampled positions."""
+    rank = len(shape)
+    cs = _c_strides(shape)
+    per_axis = []
+    for a in range(rank):
+        dt = np.int16 if shape[a] < 1 << 15 else np.int32 if shape[a] < 1 << 31 else np.int64
+        coords = np.arange(shape[a], dtype=dt).reshape([-1 if i == a else 1 for i in range(rank)])
+        per_axis.append(node.evaluate([np.broadcast_to(coords, shape), *consts]))
+    rng = np.random.default_rng(0)
+    out = []
+    for k, port in enumerate(node.outputs()):
+        maps = [np.asarray(p[k]) for p in per_axis]
+        oshape = tuple(maps[0].shape)
+        if any(m.shape != oshape for m in maps) or oshape != static_shape(port):
+            return None
+        if 0 in oshape:
+            out.append((oshape, (0, (0,) * len(oshape))))
+            continue
+
+        def flat(pos: tuple[int, ...], maps: list[np.ndarray] = maps) -> int:
+            return sum(int(m[pos]) * c for m, c in zip(maps, cs))
+
+        zero = (0,) * len(oshape)
+        off = flat(zero)
+        strides = tuple(flat(tuple(1 if i == j else 0 for i in range(len(oshape)))) - off if d > 1 else 0
+                        for j, d in enumerate(oshape))
+        for _ in range(64):
+            pos = tuple(int(rng.integers(0, d)) for d in oshape)
+            if flat(pos) != off + sum(p * st for p, st in zip(pos, strides)):
+                return None
+        out.append((oshape, (off, strides)))
+    return out
 
 
 def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
