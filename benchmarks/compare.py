@@ -263,7 +263,10 @@ def int8_models(spec: ModelSpec) -> tuple[Path, Path | None]:
                 def get_next(self) -> Feeds | None:
                     return next(self.items, None)
 
-            quantization.quant_pre_process(str(spec.path), str(tmp / "pre.onnx"))  # BatchNorm folded first
+            try:  # BatchNorm folded first
+                quantization.quant_pre_process(str(spec.path), str(tmp / "pre.onnx"))
+            except Exception:  # noqa: BLE001 - dynamic dims its symbolic shape inference cannot follow
+                quantization.quant_pre_process(str(spec.path), str(tmp / "pre.onnx"), skip_symbolic_shape=True)
             quantization.quantize_static(str(tmp / "pre.onnx"), str(tmp / "qdq.onnx"), Reader(),
                                          quant_format=quantization.QuantFormat.QDQ, per_channel=True,
                                          weight_type=quantization.QuantType.QInt8,
