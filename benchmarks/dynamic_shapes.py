@@ -60,6 +60,10 @@ class Run:
     first_ms: list[float] = field(default_factory=list)  # first call at each new shape
     warm_ms: list[float] = field(default_factory=list)   # calls at a shape seen before
     peak_mb: float = 0.0
+    cpu_total_s: float = 0.0  # process CPU time of all calls (every thread): steadier than wall time on a busy machine
+    cpu_first_ms: list[float] = field(default_factory=list)
+    cpu_warm_ms: list[float] = field(default_factory=list)
+    threads: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -69,6 +73,13 @@ class Run:
     @property
     def warm_median(self) -> float:
         return statistics.median(self.warm_ms) if self.warm_ms else float("nan")
+
+    @property
+    def cpu_ratio(self) -> float:
+        """CPU time of a first call at a new shape over a warm call's (medians)."""
+        if not self.cpu_first_ms or not self.cpu_warm_ms:
+            return float("nan")
+        return statistics.median(self.cpu_first_ms) / max(statistics.median(self.cpu_warm_ms), 1e-9)
 
 
 def shapes_for(model: str, calls: int, seed: int) -> list[list[list[int]]]:
@@ -97,7 +108,8 @@ def _status_kb(name: str) -> int:
     return 0
 
 
-def worker(engine: str, model: str, calls: int, seed: int, outputs: Path | None, profile: bool) -> Run:
+def worker(engine: str, model: str, calls: int, seed: int, outputs: Path | None, profile: bool,
+           threads: int = 0) -> Run:
     """One engine on one model, in this process."""
     from ember.zoo import fetch
 
@@ -108,10 +120,12 @@ def worker(engine: str, model: str, calls: int, seed: int, outputs: Path | None,
         import openvino as ov  # type: ignore[no-redef]
     base = _status_kb("VmRSS")
     core = ov.Core()
-    run = Run(engine, model, version=getattr(ov, "__version__", ""))
+    run = Run(engine, model, version=getattr(ov, "__version__", ""), threads=threads)
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
     t0 = time.perf_counter()
-    compiled = core.compile_model(core.read_model(xml), "CPU",
-                                  {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(core.read_model(xml), "CPU", config)
     run.compile_s = time.perf_counter() - t0
     request = compiled.create_infer_request()
     seen: set[str] = set()
@@ -121,23 +135,24 @@ def worker(engine: str, model: str, calls: int, seed: int, outputs: Path | None,
         import cProfile
 
         profiler = cProfile.Profile()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i, shapes in enumerate(shapes_for(model, calls, seed)):
         feeds = inputs_for(model, shapes, seed + i)
         key = repr(shapes)
         new = key not in seen
         if profiler is not None and new:
             profiler.enable()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         request.infer(feeds)
-        dt = (time.perf_counter() - t0) * 1e3
+        dt, dc = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
         if profiler is not None and new:
             profiler.disable()
         (run.first_ms if new else run.warm_ms).append(dt)
+        (run.cpu_first_ms if new else run.cpu_warm_ms).append(dc)
         seen.add(key)
         if i < CHECKED_CALLS:
             kept[f"call{i}"] = np.array(request.get_output_tensor(0).data, copy=True)
-    run.total_s = time.perf_counter() - start
+    run.total_s, run.cpu_total_s = time.perf_counter() - start, time.process_time() - cpu_start
     run.calls, run.new_shapes = calls, len(seen)
     run.peak_mb = (_status_kb("VmHWM") - base) / 1024
     if engine == "ember":
@@ -162,7 +177,8 @@ def _ember_stats(compiled: Any) -> dict[str, Any]:
         return {}
 
 
-def run_engine(engine: str, model: str, calls: int, seed: int, outputs: Path, baseline: str | None = None) -> Run:
+def run_engine(engine: str, model: str, calls: int, seed: int, outputs: Path, baseline: str | None = None,
+               threads: int = 0) -> Run:
     """``worker`` in a fresh process (its own peak memory); ``engine`` "baseline" is ember
     imported from the checkout ``baseline``."""
     env = dict(os.environ)
@@ -170,7 +186,7 @@ def run_engine(engine: str, model: str, calls: int, seed: int, outputs: Path, ba
     if engine == "baseline":
         env["EMBER_BENCH_ROOT"], worker_engine = str(Path(baseline or ".").resolve()), "ember"
     cmd = [sys.executable, __file__, "--worker", worker_engine, "--models", model, "--calls", str(calls),
-           "--seed", str(seed), "--outputs", str(outputs)]
+           "--seed", str(seed), "--outputs", str(outputs), "--threads", str(threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
     data = json.loads(out.stdout.strip().splitlines()[-1])
     if engine == "baseline":
@@ -196,14 +212,18 @@ def check(outputs: dict[str, Path]) -> dict[str, float]:
 
 def table(runs: list[Run], diffs: dict[tuple[str, str], float]) -> str:
     lines = ["| model | engine | compile | calls (new shapes) | total | first call at a new shape | warm call "
-             "| first / warm | total / OpenVINO | peak RSS | max rel. diff |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| first / warm | total / OpenVINO | CPU time total (/ OpenVINO) | first / warm CPU time | peak RSS "
+             "| max rel. diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         peer = next((p for p in runs if p.model == r.model and p.engine == "openvino"), None)
         ratio = f"{r.total_s / peer.total_s:.2f}" if peer is not None else "-"
+        cpu = f"{r.cpu_total_s:.2f} s" + (f" ({r.cpu_total_s / peer.cpu_total_s:.2f})"
+                                          if peer is not None and peer.cpu_total_s > 0 else "")
         lines.append(f"| {r.model} | {r.engine} | {r.compile_s:.2f} s | {r.calls} ({r.new_shapes}) | {r.total_s:.2f} s "
                      f"| {r.first_median:.1f} ms | {r.warm_median:.2f} ms | {r.first_median / r.warm_median:.1f} "
-                     f"| {ratio} | {r.peak_mb:.0f} MB | {diffs.get((r.model, r.engine), 0.0):.1e} |")
+                     f"| {ratio} | {cpu} | {r.cpu_ratio:.1f} | {r.peak_mb:.0f} MB "
+                     f"| {diffs.get((r.model, r.engine), 0.0):.1e} |")
     return "\n".join(lines)
 
 
@@ -230,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="DIR",
                     help="also run the ember of another checkout (e.g. `git worktree` of an older commit), in turn")
     ap.add_argument("--profile", action="store_true", help="cProfile the first calls at new shapes (in-process)")
+    ap.add_argument("--threads", type=int, default=0, help="INFERENCE_NUM_THREADS (0: the engines' default)")
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--outputs", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -239,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown model(s) {', '.join(bad)}; known: {', '.join(MODELS)}")
     if args.worker:
         run = worker(args.worker, models[0], args.calls, args.seed, Path(args.outputs) if args.outputs else None,
-                     args.profile)
+                     args.profile, args.threads)
         print(json.dumps(asdict(run)))
         return 0
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -248,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         for model in models:
             for engine in engines:
-                worker(engine, model, args.calls, args.seed, None, True)
+                worker(engine, model, args.calls, args.seed, None, True, args.threads)
         return 0
     runs: list[Run] = []
     diffs: dict[tuple[str, str], float] = {}
@@ -260,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                 for engine in engines:
                     path = Path(tmp) / f"{model}-{engine}.npz"
                     print(f"{model}: {engine} (round {r + 1} of {args.rounds}) ...", file=sys.stderr, flush=True)
-                    tries[engine].append(run_engine(engine, model, args.calls, args.seed, path, args.baseline))
+                    tries[engine].append(run_engine(engine, model, args.calls, args.seed, path, args.baseline,
+                                                    args.threads))
                     outputs[engine] = path
             for engine in engines:  # the round with the median total
                 runs.append(sorted(tries[engine], key=lambda x: x.total_s)[(len(tries[engine]) - 1) // 2])
@@ -272,9 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     text = table(runs, diffs)
     versions = ", ".join(sorted({f"{r.engine} {r.version}" for r in runs}))
     text += (f"\n\n{args.calls} calls per model, one compile, seed {args.seed}, {args.rounds} alternating round(s) "
-             f"(the median total kept), batch 1, LATENCY hint, f32; "
+             f"(the median total kept), batch 1, LATENCY hint, f32, "
+             f"{f'{args.threads} thread(s)' if args.threads else 'default threads'}; "
              f"{machine()}; {versions}. 'first call': median over the calls at a shape not seen before; "
-             "'warm call': median over the calls at a shape seen before; peak RSS above the imports.")
+             "'warm call': median over the calls at a shape seen before; CPU time: the process's, every thread; "
+             "peak RSS above the imports.")
     for r in runs:
         if r.stats:
             text += f"\n{r.model} {r.engine} device counters: {json.dumps(r.stats)}"
