@@ -103,6 +103,19 @@ def unet1d() -> Model:
     return Model([y], [x], "unet1d")
 
 
+def concat1d_mixed() -> Model:
+    """1-D channel Concats whose inputs are written in place or copied: one input twice, one from
+    a pooling, one from an elementwise op; the Concat also read by a plain op and a model output."""
+    x = ops.parameter([2, 4, 12], np.float32, name="x")
+    a = ops.relu(ops.convolution(x, _w(5, 4, 3), [1], [1], [1], [1]))
+    b = ops.convolution(x, _w(3, 4, 1), [1], [0], [0], [1])
+    p = ops.max_pool(ops.convolution(x, _w(6, 4, 3), [1], [1], [1], [1]), [1], [1], [1], [1], [3]).output(0)
+    cat = ops.concat([a, b, a, p, ops.exp(b)], 1)
+    y = ops.convolution(cat, _w(7, 22, 3), [2], [1], [1], [1])
+    other = ops.concat([ops.convolution(x, _w(2, 4, 1), [1], [0], [0], [1]), x], 1)
+    return Model([y, ops.sigmoid(cat), ops.convolution(other, _w(3, 6, 1), [1], [0], [0], [1])], [x], "concat1d")
+
+
 def chain3d() -> Model:
     """3-D convolution -> pooling -> transposed convolution, channel-last all along."""
     x = ops.parameter([1, 4, 6, 6, 6], np.float32, name="x")
@@ -190,6 +203,7 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
     "deconv3d-k3s2p1": (deconv((1, 4, 3, 3, 4), 3, (3, 3, 3), (2, 1, 2), (1, 1, 1), (1, 0, 1), out_pad=(1, 0, 0)),
                         (1, 4, 3, 3, 4), None),
     "unet1d-chain": (unet1d, (1, 5, 16), None),
+    "concat1d-mixed": (concat1d_mixed, (2, 4, 12), None),
     "conv3d-chain": (chain3d, (1, 4, 6, 6, 6), None),
     "residual-conv1d": (residual("conv1d"), (2, 6, 11), None),
     "residual-conv3d": (residual("conv3d"), (1, 5, 4, 5, 3), None),
@@ -243,7 +257,7 @@ def test_conv_family_matches_reference(name: str) -> None:
     gots, cm = _run(model, "CPU", x)
     program = cm._executable.program
     assert not program.stats["fallbacks"], f"ran on reference kernels: {program.stats['fallbacks']}"
-    if name != "unet1d-chain":  # bias, ReLU and clamp tails are fused into the kernels
+    if name not in ("unet1d-chain", "concat1d-mixed"):  # bias, ReLU and clamp tails are fused into the kernels
         assert not [op.type_name for op in program.ops if op.type_name.startswith("Eltwise")]
     if name.endswith("chain"):  # layouts change on the way in and out (and for unet1d's Exp)
         assert len([op for op in program.ops if op.type_name == "Reorder"]) == (4 if "unet" in name else 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,11 @@ from ember.passes.fusions import same_fused_group
 # which plain tensor is a copy or view of which channel-last one, and the plain forms nobody
 # reads are pruned.
 _CHANNELS_LAST: weakref.WeakKeyDictionary[Lowering, dict[int, Tensor]] = weakref.WeakKeyDictionary()
+
+
+#: per lowering, the channel-last buffer of each 1-D channel Concat (by node id) whose inputs are
+#: written in place
+_CONCAT_BUFFERS: weakref.WeakKeyDictionary[Lowering, dict[int, Tensor]] = weakref.WeakKeyDictionary()
 
 
 def _known_channels_last(lowering: Lowering) -> dict[int, Tensor]:
@@ -70,9 +75,8 @@ def _to_channels_last(lowering: Lowering, port: Output, src: Tensor) -> Tensor:
 
 def _channels_last_concat(lowering: Lowering, port: Output) -> Tensor | None:
     """A channel Concat of 1-D tensors some of which are channel-last already, redone on the
-    channel-last forms (the plain Concat is pruned when nothing else reads it)."""
-    from ember.devices.cpu.kernels.movement import strided_copy
-
+    channel-last forms (the plain Concat is pruned when nothing else reads it): inputs that our
+    rules wrote into its buffer in place are not copied."""
     node = port.node
     if node.type_name != "Concat" or int(node.attrs["axis"]) % 3 != 1 or port.element_type.dtype != F32:
         return None
@@ -82,33 +86,76 @@ def _channels_last_concat(lowering: Lowering, port: Output) -> Tensor | None:
             p.element_type.dtype == F32 and len(p.partial_shape) == 3 and lowering.tensor(p).kind != "const"
             for p in ins):
         return None
-    srcs = [_channels_last_input(lowering, p) for p in ins]
     n, c, w = static_shape(port)
-    y = lowering.value((n, 1, w, c), NHWC, name=node.friendly_name + "/nwc")
-    sizes = [t.shape[3] for t in srcs]
-    threads, isa = lowering.threads, lowering.isa
-
-    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        calls, start = [], 0
-        for a, size in zip(arrs, sizes):
-            if a.size:
-                k = strided_copy(a, outs[0][..., start:start + size], threads, isa)
-                if k is None:
-                    raise EmberError(f"ember: internal: Concat '{node.friendly_name}' input does not fit the copy kernel")
-                calls.append(k)
-            start += size
-        return calls
-
-    lowering.program.add(Op(node.friendly_name + "/nwc", "Concat", srcs, [y], native=True, bind=bind))
+    y = _CONCAT_BUFFERS.setdefault(lowering, {}).get(id(node))
+    if y is None:
+        y = lowering.value((n, 1, w, c), NHWC, name=node.friendly_name + "/nwc")
+    start = 0
+    for p in ins:
+        size = static_shape(p)[1]
+        src = _channels_last_input(lowering, p)
+        if src.base is not y or src.shape != (n, 1, w, size):  # not written in place: copy it
+            part = lowering.program.view(y, (n, 1, w, size), _channel_slice(start, size), NHWC, contiguous=False)
+            lowering.program.add(Op(node.friendly_name + "/nwc", "Concat", [src], [part], native=True,
+                                    bind=_copy_binder(node.friendly_name, lowering.threads, lowering.isa)))
+        start += size
     return y
 
 
-def _channels_last_value(lowering: Lowering, logical: tuple[int, ...], name: str) -> Tensor:
+def _copy_binder(name: str, threads: int, isa: Any) -> Callable[[list[np.ndarray], list[np.ndarray]], list[Any]]:
+    from ember.devices.cpu.kernels.movement import strided_copy
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        if not arrs[0].size:
+            return []
+        k = strided_copy(arrs[0], outs[0], threads, isa)
+        if k is None:
+            raise EmberError(f"ember: internal: Concat '{name}' input does not fit the copy kernel")
+        return [k]
+
+    return bind
+
+
+def _channels_last_value(lowering: Lowering, logical: tuple[int, ...], name: str, last: Node | None = None) -> Tensor:
+    """A tensor for an output of ``logical`` shape, channel-last; a 1-D output (of node
+    ``last``) that a channel Concat reads is written straight into its part of the Concat."""
     n, c, *sp = logical
+    if len(sp) == 1 and last is not None:
+        slot = _concat_slot(lowering, last)
+        if slot is not None:
+            return slot
     if len(sp) == 3:
         return lowering.value((n, *sp, c), PLAIN, name=name + "/ndhwc")
     h, w = ([1] + sp) if len(sp) == 1 else sp
     return lowering.value((n, h, w, c), NHWC, name=name)
+
+
+def _concat_slot(lowering: Lowering, last: Node) -> Tensor | None:
+    """The channel slice of a 1-D channel Concat's channel-last buffer that ``last``'s output
+    fills (the buffer made by the first of its inputs lowered), or None."""
+    port = last.output(0)
+    cats = [t.node for t in port.targets if t.node.type_name == "Concat"]
+    if len(cats) != 1 or lowering.is_result(port) or port.element_type.dtype != F32:
+        return None
+    cat = cats[0]
+    ins = cat.input_values()
+    if int(cat.attrs["axis"]) % 3 != 1 or cat.output(0).element_type.dtype != F32 \
+            or not cat.output(0).partial_shape.is_static or any(len(p.partial_shape) != 3 for p in ins) \
+            or [p.node is last and p.index == 0 for p in ins].count(True) != 1:
+        return None
+    buffers = _CONCAT_BUFFERS.setdefault(lowering, {})
+    n, c, w = static_shape(cat.output(0))
+    if id(cat) not in buffers:
+        buffers[id(cat)] = lowering.value((n, 1, w, c), NHWC, name=cat.friendly_name + "/nwc")
+    at = next(i for i, p in enumerate(ins) if p.node is last)
+    start = sum(static_shape(p)[1] for p in ins[:at])
+    size = static_shape(ins[at])[1]
+    return lowering.program.view(buffers[id(cat)], (n, 1, w, size), _channel_slice(start, size), NHWC,
+                                 contiguous=False, name=last.friendly_name)
+
+
+def _channel_slice(start: int, size: int) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda a: a[..., start:start + size]
 
 
 def _from_channels_last(lowering: Lowering, y: Tensor, logical: tuple[int, ...], name: str) -> Tensor:
@@ -210,7 +257,7 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
                     precision=lowering.precision)
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)
-    y = _channels_last_value(lowering, out_logical, last.friendly_name)
+    y = _channels_last_value(lowering, out_logical, last.friendly_name, last)
     ins = [x] + ([residual] if residual is not None else [])
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
@@ -264,7 +311,7 @@ def _lower_conv3d(lowering: Lowering, node: Node, w: np.ndarray, groups: int, st
             plans.append((a, b, t, first, geo2[key]))
     lowering.bf16_ops += lowering.precision == "bf16"
     x = _channels_last_input(lowering, xport)
-    y = _channels_last_value(lowering, out_logical, last.friendly_name)
+    y = _channels_last_value(lowering, out_logical, last.friendly_name, last)
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         xa, ya = ins[0], outs[0]
@@ -319,7 +366,7 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
                            precision=lowering.precision)
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)
-    y = _channels_last_value(lowering, ys, last.friendly_name)
+    y = _channels_last_value(lowering, ys, last.friendly_name, last)
     ins = [x] + ([residual] if residual is not None else [])
     outs = [y]
     if not geo.depthwise:
@@ -388,7 +435,7 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
     padded = any(pb) or any(pe)
     threads, isa = lowering.threads, lowering.isa
     x = _channels_last_input(lowering, xport)
-    y = _channels_last_value(lowering, out_logical, node.friendly_name)
+    y = _channels_last_value(lowering, out_logical, node.friendly_name, node)
     if rank == 3:
         kernel, strides, dil, pb, pe = [1, *kernel], [1, *strides], [1, *dil], [0, *pb], [0, *pe]
     ins, outs = [x], [y]
