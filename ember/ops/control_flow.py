@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ember.errors import EmberError, InferenceError, IRFormatError
+from ember.errors import EmberError, InferenceError, IRFormatError, ShapeInferenceError
 from ember.graph.core_ops import Parameter, Result
 from ember.graph.model import Model
 from ember.graph.node import _FOLD_LIMIT, Node, Output, as_output, constant_value
@@ -694,21 +694,34 @@ class If(_SubGraphOp):
             raise self.fail(f"the condition must be boolean, got {ct}")
         if cs.rank_is_static and len(cs) > 1:
             raise self.fail(f"the condition must be a scalar or a 1-element 1D tensor, got shape {cs}")
+        cond = self.input_value(0)
+        chosen = None if cond is None else (0 if bool(_first_value(cond)) else 1)
+        # As OpenVINO: a known condition validates the taken body only. With an unknown one, a
+        # body that is invalid for these inputs can never run without failing, so the outputs
+        # are the other body's (a dead 8 kHz branch given a 16 kHz chunk): running it raises.
+        self._invalid: list[ShapeInferenceError | None] = [None, None]
         for b in (0, 1):
-            if self._bodies[b] is not None:
+            if self._bodies[b] is not None and chosen in (None, b):
                 self._feed_parameters(b)
-                self._infer_body(b)
+                try:
+                    self._infer_body(b)
+                except ShapeInferenceError as e:
+                    if chosen is not None or self._bodies[1 - b] is None:
+                        raise
+                    self._invalid[b] = e
+        if self._invalid[0] is not None and self._invalid[1] is not None:
+            raise self._invalid[0]
+        if chosen is None and any(e is not None for e in self._invalid):
+            chosen = 0 if self._invalid[0] is None else 1
         n_out = max((d.output_index + 1 for ds in self._out_descs for d in ds), default=0)
         if n_out == 0:
             return []
         if self._bodies[0] is None or self._bodies[1] is None:
             raise self.fail("has outputs but lacks a then or an else body")
         per_body: list[dict[int, Output]] = [{}, {}]
-        for b in (0, 1):
+        for b in (0, 1) if chosen is None else (chosen,):
             for d in self._out_descs[b]:
                 per_body[b][d.output_index] = self._body_value(b, d.body_value_index)
-        cond = self.input_value(0)
-        chosen = None if cond is None else (0 if bool(_first_value(cond)) else 1)
         outs = []
         for k in range(n_out):
             then_v, else_v = per_body[0].get(k), per_body[1].get(k)
@@ -742,8 +755,14 @@ class If(_SubGraphOp):
         except EmberError:
             return None
 
+    def invalid_body_error(self, b: int) -> ShapeInferenceError | None:
+        """Why body ``b`` cannot run with this node's input shapes (None: it can)."""
+        return getattr(self, "_invalid", (None, None))[b]
+
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         b = 0 if bool(_first_value(inputs[0])) else 1
+        if self.invalid_body_error(b) is not None:
+            raise InferenceError(str(self.invalid_body_error(b)))
         feed: list[np.ndarray | None] = [None] * len(self.get_function(b).get_parameters())
         for d in self._in_descs[b]:
             feed[d.body_parameter_index] = np.asarray(inputs[d.input_index])

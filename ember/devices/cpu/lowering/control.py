@@ -44,15 +44,23 @@ class Branch:
     """One body of an If on the CPU device. Executables are not thread safe, so concurrent
     callers (streams) each take one from a free list, made on first need."""
 
-    def __init__(self, body: Model, compile_body: BodyCompiler) -> None:
-        from ember.devices.cpu.lowering.passes import device_passes
-
-        self.model = device_passes(body.clone())
+    def __init__(self, body: Model, compile_body: BodyCompiler, invalid: Exception | None = None) -> None:
         self.compile_body = compile_body
+        #: why this body cannot run with the If's input shapes (it is compiled when first taken)
+        self.invalid = invalid
+        self.model: Model | None = None
+        if invalid is None:
+            from ember.devices.cpu.lowering.passes import device_passes
+
+            self.model = device_passes(body.clone())
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         self._first: Any = None
 
     def _make(self) -> Any:
+        if self.model is None:
+            from ember.errors import InferenceError
+
+            raise InferenceError(str(self.invalid))
         if self._first is None:
             self._first = self.compile_body(self.model)
             return self._first
@@ -167,7 +175,8 @@ def lower_if(lowering: Lowering, node: Node) -> bool:
         return True
     if lowering.compile_body is None:
         return False
-    branches = [Branch(b, lowering.compile_body) for b in bodies]
+    invalid = getattr(node, "invalid_body_error", lambda b: None)
+    branches = [Branch(body, lowering.compile_body, invalid(b)) for b, body in enumerate(bodies)]
     in_descs = [[(d.input_index, d.body_parameter_index) for d in node.get_input_descriptions(b)] for b in (0, 1)]
     out_descs = [[(d.body_value_index, d.output_index) for d in node.get_output_descriptions(b)] for b in (0, 1)]
     n_params = [len(b.get_parameters()) for b in bodies]
@@ -202,6 +211,7 @@ def lower_if(lowering: Lowering, node: Node) -> bool:
             raise InferenceError(f"ember: If '{name}': its {('then', 'else')[b]} branch does not produce every output")
         return outs
 
+    run.branches = branches  # type: ignore[attr-defined]  # read by plan_fallbacks
     ins = [lowering.tensor(s) for s in in_ports]
     outs = []
     for o in node.outputs():
@@ -210,3 +220,18 @@ def lower_if(lowering: Lowering, node: Node) -> bool:
         lowering.bind_port(o, t)
     lowering.program.add(Op(node.friendly_name, "If", ins, outs, native=False, fn=run))
     return True
+
+
+def plan_fallbacks(program: Any) -> dict[str, int]:
+    """Reference-kernel ops of ``program`` and of the If branch plans compiled so far (op type ->
+    count): ``program.stats["fallbacks"]`` counts the enclosing plan only."""
+    found = dict(program.stats.get("fallbacks", {}))
+    for op in program.ops:
+        for branch in getattr(op.fn, "branches", ()):
+            exe = branch._first
+            for inst_prog in ([] if exe is None else [exe.program]):
+                if inst_prog is None:
+                    continue
+                for k, v in plan_fallbacks(inst_prog).items():
+                    found[k] = found.get(k, 0) + v
+    return found

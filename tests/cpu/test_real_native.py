@@ -1,0 +1,206 @@
+"""Control flow and real models run natively on the CPU device (issue 13), against REFERENCE.
+
+- If whose condition is known when the plan is lowered (a constant, a test on a static shape)
+  is inlined: no If step, no reference kernel, nested Ifs too;
+- If on a scalar compared with a constant (``sr == 16000``) evaluates the comparison itself;
+- an If body that is invalid for the given input shapes (the dead 8 kHz branch of Silero VAD)
+  no longer stops specialization: the If takes the other body's shapes, and taking the invalid
+  body raises;
+- real models (slow): Silero VAD over 20 chunks with the state carried, against REFERENCE and
+  ONNX Runtime, with no reference kernel in any plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as ops
+from ember.devices.cpu.lowering.control import plan_fallbacks
+from ember.errors import EmberError
+from ember.graph.model import Model
+
+RNG = np.random.default_rng(13)
+
+
+def _f(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _run(model: Model, device: str, feeds: list[np.ndarray]) -> list[np.ndarray]:
+    cm = ember.Core().compile_model(model, device)
+    return [np.asarray(x) for x in cm(feeds).to_tuple()]
+
+
+def _if(cond: object, then: Callable, other: Callable, inputs: list) -> object:
+    """An If on ``cond`` over ``inputs``: ``then``/``other`` build each body's value from its parameters."""
+    node = ops.if_op(cond)
+    results = []
+    params = []
+    for body, setter in ((then, node.set_then_body), (other, node.set_else_body)):
+        ps = [ops.parameter(x.get_partial_shape(), x.get_element_type()) for x in inputs]
+        r = ops.result(body(ps))
+        setter(Model([r], ps, "body"))
+        results.append(r)
+        params.append(ps)
+    for x, tp, ep in zip(inputs, *params):
+        node.set_input(x.output(0) if hasattr(x, "output") else x, tp, ep)
+    return node.set_output(*results)
+
+
+def _shape_test_model(dynamic: bool) -> Model:
+    """An If whose condition tests the input's last dimension (6 or not)."""
+    x = ops.parameter([1, 3, -1] if dynamic else [1, 3, 6], np.float32, name="x")
+    last = ops.gather(ops.shape_of(x), np.int64(2), np.int64(0))
+    is6 = ops.equal(last, np.int64(6))
+
+    def then_body(ps: list) -> object:
+        return ops.multiply(ops.relu(ps[0]), np.float32(2.0))
+
+    def else_body(ps: list) -> object:
+        return ops.add(ops.tanh(ps[0]), np.float32(1.0))
+
+    y = _if(is6, then_body, else_body, [x])
+    return Model([ops.result(ops.add(y, np.float32(0.5)))], [x], "shape_if")
+
+
+def _nested_model() -> Model:
+    """An If in an If, both conditions tests on static shapes: everything inlines."""
+    x = ops.parameter([2, 4], np.float32, name="x")
+    rows = ops.gather(ops.shape_of(x), np.int64(0), np.int64(0))
+
+    def then_body(ps: list) -> object:
+        q = ps[0]
+        cols = ops.gather(ops.shape_of(q), np.int64(1), np.int64(0))
+        return _if(ops.greater(cols, np.int64(3)), lambda r: ops.exp(r[0]), lambda r: ops.negative(r[0]), [q])
+
+    return Model([ops.result(_if(ops.equal(rows, np.int64(2)), then_body,
+                                 lambda ps: ops.absolute(ps[0]), [x]))], [x], "nested")
+
+
+def test_if_on_static_shape_is_inlined() -> None:
+    model = _shape_test_model(dynamic=False)
+    cm = ember.Core().compile_model(model, "CPU")
+    prog = cm._executable.program
+    assert not any(op.type_name == "If" for op in prog.ops) and prog.stats["fallbacks"] == {}
+    x = _f(1, 3, 6)
+    np.testing.assert_allclose(np.asarray(cm([x]).to_tuple()[0]), _run(model, "REFERENCE", [x])[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("size", [6, 5, 0])
+def test_if_on_dynamic_shape_inlined_per_shape(size: int) -> None:
+    model = _shape_test_model(dynamic=True)
+    cm = ember.Core().compile_model(model, "CPU")
+    x = _f(1, 3, size)
+    np.testing.assert_allclose(np.asarray(cm([x]).to_tuple()[0]), _run(model, "REFERENCE", [x])[0], rtol=1e-6)
+    assert not any(op.type_name == "If" for op in cm._executable.program.ops)
+
+
+def test_nested_ifs_are_inlined() -> None:
+    model = _nested_model()
+    cm = ember.Core().compile_model(model, "CPU")
+    prog = cm._executable.program
+    assert not any(op.type_name == "If" for op in prog.ops) and prog.stats["fallbacks"] == {}
+    x = _f(2, 4)
+    np.testing.assert_allclose(np.asarray(cm([x]).to_tuple()[0]), np.exp(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("compare,dtype,shape,values", [
+    ("equal", np.int64, [], [16000, 8000]),
+    ("not_equal", np.int32, [1], [3, 4]),
+    ("less", np.float32, [], [-1.5, 2.0, np.nan]),
+    ("greater_equal", np.int64, [1, 1], [4, 3]),
+])
+def test_if_on_scalar_comparison(compare: str, dtype: type, shape: list, values: list) -> None:
+    s = ops.parameter(shape, dtype, name="s")
+    x = ops.parameter([2, 3], np.float32, name="x")
+    constant = np.array({"equal": 16000, "not_equal": 4, "less": 0.5, "greater_equal": 4}[compare], dtype)
+    cond = getattr(ops, compare)(s, constant)
+    if shape:
+        cond = ops.reshape(cond, np.zeros(0, np.int64), False)
+    y = _if(cond, lambda ps: ops.relu(ps[0]), lambda ps: ops.multiply(ps[0], np.float32(-3.0)), [x])
+    model = Model([ops.result(y)], [s, x], "scalar_if")
+    cm = ember.Core().compile_model(model, "CPU")
+    prog = cm._executable.program
+    assert prog.stats["fallbacks"] == {}
+    python_steps = [op.type_name for op in prog.ops if not op.native and op.type_name != "InputCopy"]
+    assert python_steps == ["If"]  # the comparison: in the If step, or native (after a Reshape)
+    for v in values:
+        feeds = [np.full(shape, v, dtype), _f(2, 3)]
+        np.testing.assert_array_equal(np.asarray(cm(feeds).to_tuple()[0]), _run(model, "REFERENCE", feeds)[0])
+
+
+def _invalid_branch_model() -> Model:
+    """then: Reshape to [-1, 4] (valid for 8 elements), else: Reshape to [3, -1] (invalid for 8)."""
+    c = ops.parameter([], np.bool_, name="c")
+    x = ops.parameter([-1], np.float32, name="x")
+    y = _if(c, lambda ps: ops.reshape(ps[0], np.array([-1, 4], np.int64), False),
+            lambda ps: ops.reshape(ps[0], np.array([3, -1], np.int64), False), [x])
+    return Model([ops.result(y)], [c, x], "invalid_branch")
+
+
+def test_invalid_untaken_body_does_not_stop_specialization() -> None:
+    model = _invalid_branch_model()
+    cm = ember.Core().compile_model(model, "CPU")
+    x = _f(8)
+    got = np.asarray(cm([np.bool_(True), x]).to_tuple()[0])
+    np.testing.assert_array_equal(got, x.reshape(2, 4))
+    assert cm._executable._programs.stats["specializations"] == 1
+    assert cm._executable.program.ops and all(t.shape is not None for t in cm._executable.program.outputs)
+    with pytest.raises(EmberError):
+        cm([np.bool_(False), x])
+    with pytest.raises(EmberError):
+        _run(model, "REFERENCE", [np.bool_(False), x])
+    x9 = _f(9)  # both bodies valid for 9 elements? then [-1, 4] is not: else runs
+    np.testing.assert_array_equal(np.asarray(cm([np.bool_(False), x9]).to_tuple()[0]), x9.reshape(3, 3))
+
+
+def test_if_both_bodies_invalid_still_raises() -> None:
+    model = _invalid_branch_model()
+    with pytest.raises(EmberError, match="then_body"):
+        model.reshape({"x": [7]})
+
+
+# -- real models (slow) ------------------------------------------------------------------------
+
+
+def _zoo(name: str) -> tuple[Model, object]:
+    from ember import zoo
+
+    try:
+        return zoo.load(name), zoo.fetch(name)
+    except zoo.RegistryUnreachableError as e:
+        pytest.skip(f"zoo model {name} cannot be fetched: {e}")
+
+
+@pytest.mark.slow
+def test_silero_vad_20_chunks_native() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    model, prepared = _zoo("silero-vad")
+    core = ember.Core()
+    cpu, ref = core.compile_model(model, "CPU"), core.compile_model(model, "REFERENCE")
+    sess = ort.InferenceSession(str(next(iter(prepared.files.values()))), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    t = np.arange(512 * 20) / 16000.0
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) +
+             0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    sr = np.array(16000, np.int64)
+    sc = sr_ = so = np.zeros((2, 1, 128), np.float32)
+    for k in range(20):
+        chunk = audio[None, k * 512:(k + 1) * 512]
+        out_c, sc = cpu([chunk, sc, sr]).to_tuple()
+        out_r, sr_ = ref([chunk, sr_, sr]).to_tuple()
+        out_o, so = sess.run(None, {"input": chunk, "state": so, "sr": sr})
+        np.testing.assert_allclose(out_c, out_r, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(sc, sr_, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out_c, out_o, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(sc, so, rtol=1e-4, atol=1e-4)
+    exe = cpu._executable
+    # the dead 8 kHz branch no longer stops specialization: the plan has static shapes
+    assert all(t.shape is not None for t in exe.program.outputs)
+    assert plan_fallbacks(exe.program) == {}
+    # the 16 kHz branch is one plan: its shape-test Ifs were inlined
+    assert [op.type_name for op in exe.program.ops if not op.native] == ["If"]
