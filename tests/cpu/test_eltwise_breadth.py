@@ -178,6 +178,15 @@ for _dt in (np.int32, np.int64):
         f"{_n}-broadcast-rank0": _case(lambda a, b: ops.add(a, b), _i((2, 3), _dt), _i((), _dt)),
     })
 INTEGERS.update({
+    "uint8-arith-compare-wrap": _case(
+        lambda a, b: [ops.add(a, b), ops.subtract(a, b), ops.multiply(a, b), ops.divide(a, b), ops.equal(a, b),
+                      ops.greater(a, np.uint8(200)), ops.maximum(a, b)],
+        RNG.integers(0, 256, (3, 33)).astype(np.uint8), RNG.integers(0, 256, (33,)).astype(np.uint8)),
+    "int8-arith-wrap-select": _case(
+        lambda a, b, c: ops.select(c, ops.multiply(ops.add(a, b), np.int8(3)), ops.negative(a)),
+        RNG.integers(-128, 128, (40,)).astype(np.int8), RNG.integers(-128, 128, (40,)).astype(np.int8), _b((40,))),
+    "int8-to-uint8-chain": _case(lambda a: ops.add(ops.convert(a, "u8"), np.uint8(10)),
+                                 RNG.integers(-128, 128, (50,)).astype(np.int8)),
     "int32-min-div-minus-one": _case(ops.divide, np.array([I32.min, I32.max, 7], np.int32), np.full(3, -1, np.int32)),
     "int64-min-div-minus-one": _case(ops.divide, np.array([I64.min, 5, -5], np.int64), np.full(3, -1, np.int64)),
     "int-div-by-zero": _case(lambda a, b: [ops.divide(a, b), ops.mod(a, b), ops.floor_mod(a, b)],

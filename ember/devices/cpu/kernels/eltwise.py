@@ -2,8 +2,8 @@
 unary, binary and select ops with broadcasting) over blocks of the output; see
 :func:`eltwise_kernel`.
 
-A program runs in one register type (``f32``, ``f64`` or ``i64``; int32 values live in i64
-registers and wrap to 32 bits after each arithmetic op, ``wrap32``). Booleans are 0/1 in
+A program runs in one register type (``f32``, ``f64`` or ``i64``; int32/int16/int8/uint8 values
+live in i64 registers and wrap to their width after each arithmetic op, ``wrap32``...). Booleans are 0/1 in
 registers of any type. Loads convert inputs of any supported element type into the register
 type, stores convert back (floats to integers truncate and saturate, NaN to 0, as ember's
 Convert; integers to narrower integers wrap).
@@ -58,15 +58,16 @@ UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "ta
              "gelu_tanh", "swish", "hswish", "hsigmoid", "elu", "floor", "ceil", "softplus", "mish", "square",
              "mulc", "addc", "rsubc", "rdivc", "powc", "sign", "softsign", "selu", "hardsigmoid", "round_even",
              "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "wrap32",
+             "wrap16", "wrap8", "wrapu8",
              "sin", "cos")
 BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu", "mod", "floormod", "pydiv",
               "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "pow")
 #: the ops each register type implements (f64 has no transcendental functions; i64 no float ones)
 _F64_UNARY = ("neg", "abs", "relu", "clamp", "floor", "ceil", "sqrt", "square", "sign", "round_even",
               "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool")
-_I64_UNARY = ("neg", "abs", "relu", "clamp", "square", "sign", "not", "tobool", "wrap32")
+_I64_UNARY = ("neg", "abs", "relu", "clamp", "square", "sign", "not", "tobool", "wrap32", "wrap16", "wrap8", "wrapu8")
 SUPPORTED = {
-    "f32": frozenset(UNARY_OPS) - {"wrap32"} | frozenset(BINARY_OPS) - {"pydiv"},
+    "f32": frozenset(UNARY_OPS) - {"wrap32", "wrap16", "wrap8", "wrapu8"} | frozenset(BINARY_OPS) - {"pydiv"},
     "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pydiv", "pow"},
     "i64": frozenset(_I64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pow"},
 }
@@ -185,8 +186,9 @@ def _unary(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> 
         return r.from_mask(b.not_(r.truth(x)))
     if name == "tobool":
         return r.from_mask(r.truth(x))
-    if name == "wrap32":
-        return b.sext(b.trunc(x, vec(I32, r.lanes)), r.vt)
+    if name in ("wrap32", "wrap16", "wrap8", "wrapu8"):  # integers of a narrower type wrap in it
+        narrow = vec(ir.IntType({"wrap32": 32, "wrap16": 16}.get(name, 8)), r.lanes)
+        return b.zext(b.trunc(x, narrow), r.vt) if name == "wrapu8" else b.sext(b.trunc(x, narrow), r.vt)
     # -- floats
     if name == "floor":
         return r.intr("floor", x)

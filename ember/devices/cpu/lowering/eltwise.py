@@ -35,7 +35,10 @@ LOADABLE = set(LOAD_FOR)
 BOOL = np.dtype(np.bool_)
 I32 = np.dtype(np.int32)
 #: the register type a value of each dtype computes in (bool fits any; u8 only loads and stores)
-KIND = {F32: "f32", np.dtype(np.float64): "f64", I32: "i64", np.dtype(np.int64): "i64"}
+KIND = {F32: "f32", np.dtype(np.float64): "f64", I32: "i64", np.dtype(np.int64): "i64", np.dtype(np.int16): "i64",
+        np.dtype(np.int8): "i64", np.dtype(np.uint8): "i64"}
+#: the op that wraps an i64 register to a narrower integer type
+WRAP = {I32: "wrap32", np.dtype(np.int16): "wrap16", np.dtype(np.int8): "wrap8", np.dtype(np.uint8): "wrapu8"}
 #: ops after which an int32 result held in i64 registers wraps to 32 bits
 _WRAPS = frozenset({"add", "sub", "mul", "div", "pydiv", "neg", "abs", "sqdiff", "square"})
 #: ops that take boolean operands as they are (0/1 in any register type)
@@ -124,17 +127,14 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
         ks, kd = KIND.get(src), KIND.get(out)
         to_bool = out == BOOL
         if chain is None:
-            floats = ks in ("f32", "f64")
-            if floats and out == I32:
-                return _Spec("", (0,), ks, last=True)  # f32 -> i32: the store saturates
-            if out not in KIND and not to_bool:  # to u8/i8/i16: floats saturate, integers wrap, at the store
-                return _Spec("", (0,), ks if floats else "i64", last=True)
+            if ks in ("f32", "f64") and out in WRAP:
+                return _Spec("", (0,), ks, last=True)  # f32 -> i32/i16/i8/u8: the store saturates
             k = kd or ks or "f32"
-            return _Spec("tobool" if to_bool else "wrap32" if out == I32 and k == "i64" else "", (0,), k)
+            return _Spec("tobool" if to_bool else WRAP.get(out, "") if k == "i64" else "", (0,), k)
         if to_bool:
             return _Spec("tobool", (0,), kind)
-        if kd == kind:
-            return _Spec("wrap32" if out == I32 else "", (0,), kind)
+        if kd == kind and not (kind == "i64" and src.kind == "f"):
+            return _Spec(WRAP.get(out, "") if kind == "i64" else "", (0,), kind)
         return _Spec("", (0,), kind, last=True)
     if t == "Select":
         if ins[0].element_type.dtype != BOOL or str(node.attrs.get("auto_broadcast", "numpy")).lower() not in (
@@ -264,8 +264,9 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
         return _after(n, op, kind)
 
     def _after(n: Node, op: str, kind: str) -> bool:
-        if kind == "i64" and n.output(0).element_type.dtype == I32 and op in _WRAPS:
-            prog.append(("wrap32", 0, 0, 0, 0.0, 0.0))
+        wrap = WRAP.get(n.output(0).element_type.dtype)
+        if kind == "i64" and wrap is not None and op in _WRAPS:
+            prog.append((wrap, 0, 0, 0, 0.0, 0.0))
         return True
 
     if not emit(node, None):
