@@ -218,7 +218,9 @@ def lower_if(lowering: Lowering, node: Node) -> bool:
         t = lowering.value(shape_or_none(o), PLAIN, o.element_type.dtype, node.friendly_name)
         outs.append(t)
         lowering.bind_port(o, t)
-    lowering.program.add(Op(node.friendly_name, "If", ins, outs, native=False, fn=run))
+    # not a reference kernel: its branches guard numpy's BLAS themselves when they need to
+    physical = all(t.layout == PLAIN for t in ins)
+    lowering.program.add(Op(node.friendly_name, "If", ins, outs, native=False, physical=physical, fn=run))
     return True
 
 
