@@ -204,3 +204,37 @@ def test_silero_vad_20_chunks_native() -> None:
     assert plan_fallbacks(exe.program) == {}
     # the 16 kHz branch is one plan: its shape-test Ifs were inlined
     assert [op.type_name for op in exe.program.ops if not op.native] == ["If"]
+
+
+_SHAPES = {"ppocr-rec": (1, 3, 48, 320), "ppocr-det": (1, 3, 480, 640), "ppocr-cls": (1, 3, 48, 192)}
+
+
+def _feeds(name: str, model: Model) -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    feeds = []
+    for p in model.get_parameters():
+        shape = _SHAPES.get(name) or [d.get_length() if d.is_static else (1 if i == 0 else 24)
+                                      for i, d in enumerate(p.get_partial_shape())]
+        dt = p.get_element_type().dtype
+        if dt.kind in "iu":
+            feeds.append(np.ones(shape, dt) if "mask" in p.friendly_name else rng.integers(0, 1000, shape).astype(dt))
+        else:
+            feeds.append((rng.random(shape, dtype=np.float32) * 2 - 1).astype(dt))
+    return feeds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ppocr-rec", "ppocr-det", "ppocr-cls", "efficientnet-lite0", "all-minilm-l6-v2",
+                                  "mediapipe-hand-landmark", "mediapipe-palm-detection", "mediapipe-face-landmark"])
+def test_zoo_model_has_no_reference_kernel(name: str) -> None:
+    model, _ = _zoo(name)
+    feeds = _feeds(name, model)
+    core = ember.Core()
+    cm = core.compile_model(model, "CPU")
+    got = [np.asarray(x) for x in cm(feeds).to_tuple()]
+    assert plan_fallbacks(cm._executable.program) == {}
+    want = [np.asarray(x) for x in core.compile_model(model, "REFERENCE")(feeds).to_tuple()]
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        err = float(np.abs(g.astype(np.float64) - w).max() / max(float(np.abs(w).max()), 1e-6))
+        assert err < 1e-4, f"relative error {err:.2e}"
