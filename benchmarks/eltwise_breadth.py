@@ -6,7 +6,8 @@ engine, median latency of one inference.
     python benchmarks/eltwise_breadth.py --time 1 --threads 2 --cases reducemax-inner3
 
 Engines run case by case, each warmed up first. "ember" is a whole ``InferRequest.infer``
-(input binding, the plan, output copies); "ember kernels" the plan's native steps alone
+(inputs copied in, the plan, outputs copied out, OpenVINO's defaults); "ember shared" the same
+with ``share_inputs=True, share_outputs=True`` (no copies, as ONNX Runtime's ``run``); "ember kernels" the plan's native steps alone
 (``PERF_COUNT``), i.e. what the kernels cost. The column "ember before" is ember with
 the case's ops on their numpy reference kernels inside the CPU plan (what happened before
 these ops ran natively), shown when ``--before`` is given.
@@ -134,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         req = cm.create_infer_request()
         arrs = [feeds[p.get_any_name()] for p in cm.inputs]
         t_ember = _time(lambda: req.infer(arrs), args.time)
+        t_shared = _time(lambda: req.infer(arrs, share_inputs=True, share_outputs=True), args.time)
         got = req.get_output_tensor(0).data
         # the native steps alone (PERF_COUNT): what the kernels cost without the request's copies
         pcm = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": args.threads, "PERF_COUNT": True})
@@ -168,15 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 driver.RULES.clear()
                 driver.RULES.update(saved)
-        rows.append((name, t_ember, t_kernels, t_ort, t_ov, t_before, ok, fallbacks))
-    head = "| case | ember | ember kernels | ONNX Runtime | OpenVINO | ember / ORT |" + (" ember before |" if args.before else "") \
+        rows.append((name, t_ember, t_shared, t_kernels, t_ort, t_ov, t_before, ok, fallbacks))
+    head = "| case | ember | ember shared | ember kernels | ONNX Runtime | OpenVINO | shared / ORT |" + (" ember before |" if args.before else "") \
         + " same result | ops on reference kernels |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for name, te, tk, to, tv, tb, ok, fb in rows:
+    for name, te, ts, tk, to, tv, tb, ok, fb in rows:
         ov_s = f"{tv:.0f} us" if tv is not None else "-"
         before = f" {tb:.0f} us |" if args.before and tb is not None else (" - |" if args.before else "")
-        print(f"| {name} | {te:.0f} us | {tk:.0f} us | {to:.0f} us | {ov_s} | {te / to:.2f}x |{before} {'yes' if ok else 'NO'} |"
+        print(f"| {name} | {te:.0f} us | {ts:.0f} us | {tk:.0f} us | {to:.0f} us | {ov_s} | {ts / to:.2f}x |{before}"
+              f" {'yes' if ok else 'NO'} |"
               f" {', '.join(fb) or 'none'} |")
     return 0
 
