@@ -604,6 +604,9 @@ def test_model_cache_round_trip(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_weight_decompression_is_folded() -> None:
+    """int8 weights with a zero point and a scale run natively (the compressed MatMul kernel
+    sums in the code domain and scales after, so its rounding differs from f32 weights': the
+    tolerance is relative to the output's range)."""
     x = _param((1, 16))
     w = (RNG.integers(-8, 8, (16, 8))).astype(np.int8)
     wf = ops.multiply(ops.subtract(ops.convert(w, "f32"), np.float32(1.0)), np.float32(0.05))
@@ -611,7 +614,8 @@ def test_weight_decompression_is_folded() -> None:
     cm = ember.Core().compile_model(model, "CPU")
     assert not cm._executable.program.stats["fallbacks"]
     a = _f(1, 16)
-    np.testing.assert_allclose(_run_compiled(cm, [a])[0], _run(model, "REFERENCE", [a])[0], rtol=1e-5, atol=1e-6)
+    want = _run(model, "REFERENCE", [a])[0]
+    np.testing.assert_allclose(_run_compiled(cm, [a])[0], want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 
 def _if_model(dynamic: bool) -> Model:
