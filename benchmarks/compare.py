@@ -263,16 +263,32 @@ def int8_models(spec: ModelSpec) -> tuple[Path, Path | None]:
                 def get_next(self) -> Feeds | None:
                     return next(self.items, None)
 
+            source = _onnx_at_least_opset13(spec.path, tmp)  # per-channel DequantizeLinear needs opset 13
             try:  # BatchNorm folded first
-                quantization.quant_pre_process(str(spec.path), str(tmp / "pre.onnx"))
+                quantization.quant_pre_process(str(source), str(tmp / "pre.onnx"))
             except Exception:  # noqa: BLE001 - dynamic dims its symbolic shape inference cannot follow
-                quantization.quant_pre_process(str(spec.path), str(tmp / "pre.onnx"), skip_symbolic_shape=True)
+                quantization.quant_pre_process(str(source), str(tmp / "pre.onnx"), skip_symbolic_shape=True)
             quantization.quantize_static(str(tmp / "pre.onnx"), str(tmp / "qdq.onnx"), Reader(),
                                          quant_format=quantization.QuantFormat.QDQ, per_channel=True,
                                          weight_type=quantization.QuantType.QInt8,
                                          activation_type=quantization.QuantType.QUInt8)
             (tmp / "qdq.onnx").replace(qdq)
     return ir, (qdq if spec.is_onnx else None)
+
+
+def _onnx_at_least_opset13(path: Path, tmp: Path) -> Path:
+    """``path``, or a copy converted to opset 13 when it is older (ONNX Runtime's quantizer
+    writes per-axis DequantizeLinear, which opsets before 13 do not have)."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
+    if opset >= 13:
+        return path
+    out = tmp / "opset13.onnx"
+    onnx.save(version_converter.convert_version(model, 13), str(out))
+    return out
 
 
 def _static_shapes(spec: ModelSpec) -> dict[str, list[int]]:
