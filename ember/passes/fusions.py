@@ -129,10 +129,63 @@ def conv_scale(m: Match) -> Output | None:
     return _rebuild_conv(conv, _scaled_weights(conv, scale)).output(0)
 
 
+def _channel_values(c: np.ndarray, port: Output) -> np.ndarray | None:
+    """``c`` as float64 values per channel of ``port`` (axis 1) when it broadcasts along that
+    axis only: a scalar (any rank up to the port's), or shaped ``[(1,) C, 1, ...]``."""
+    shape = port.partial_shape
+    if c.dtype.kind != "f" or not shape.rank_is_static or c.ndim > shape.rank.get_length() \
+            or shape.rank.get_length() < 2 or not shape[1].is_static or not np.all(np.isfinite(c)):
+        return None
+    channels = shape[1].get_length()
+    if c.size == 1:
+        return np.full(channels, float(c.reshape(-1)[0]))
+    full = (1,) * (shape.rank.get_length() - c.ndim) + c.shape
+    if full[1] != channels or any(d != 1 for i, d in enumerate(full) if i != 1):
+        return None
+    return c.astype(np.float64).reshape(-1)
+
+
+def _biased_conv() -> Pattern:
+    return Pattern("Add", Pattern(_CONVS, name="conv", consumers=1, pred=_const_weights), Const(name="bias"),
+                   name="add", consumers=1, commutative=True)
+
+
+def _same_shape(m: Match, root: str) -> bool:
+    return m[root].output(0).partial_shape == m.port("conv").partial_shape == m.port("add").partial_shape
+
+
+@rule(Pattern("Multiply", _biased_conv(), Const(name="s"), name="mul", commutative=True))
+def conv_bias_scale(m: Match) -> Output | None:
+    """``(conv + bias) * s`` (s per channel or scalar) -> ``conv' + bias * s`` with ``s`` in the
+    weights (PP-LCNet/MobileOne's learnable scale after a folded BatchNorm)."""
+    conv, add = m["conv"], m.port("add")
+    s, bias = _channel_values(m.const("s"), add), _channel_values(m.const("bias"), add)
+    if s is None or bias is None or not _same_shape(m, "mul"):
+        return None
+    rank = add.partial_shape.rank.get_length()
+    shift = ops.constant((bias * s).astype(add.element_type.dtype).reshape((1, -1) + (1,) * (rank - 2)),
+                         name=m["mul"].friendly_name + "/bias")
+    return ops.add(_rebuild_conv(conv, _scaled_weights(conv, s)), shift, name=m["mul"].friendly_name).output(0)
+
+
+@rule(Pattern("Add", _biased_conv(), Const(name="c"), name="outer", commutative=True))
+def conv_bias_shift(m: Match) -> Output | None:
+    """``(conv + b1) + b2`` (both per channel or scalar) -> ``conv + (b1 + b2)``, one bias."""
+    add = m.port("add")
+    b1, b2 = _channel_values(m.const("bias"), add), _channel_values(m.const("c"), add)
+    if b1 is None or b2 is None or not _same_shape(m, "outer"):
+        return None
+    rank = add.partial_shape.rank.get_length()
+    bias = ops.constant((b1 + b2).astype(add.element_type.dtype).reshape((1, -1) + (1,) * (rank - 2)),
+                        name=m["outer"].friendly_name + "/bias")
+    return ops.add(m.port("conv"), bias, name=m["outer"].friendly_name).output(0)
+
+
 @register_pass("fold_conv_scale", level=2)
 def fold_conv_scale(model: Model) -> Model:
-    """Fold a per-channel constant Multiply after a convolution into its weights."""
-    note_fired(sum(rewrite(model, [conv_scale]).values()))
+    """Fold a per-channel (or scalar) constant Multiply after a convolution, or after its bias
+    Add, into its weights, and a constant Add after the bias Add into the bias."""
+    note_fired(sum(rewrite(model, [conv_scale, conv_bias_scale, conv_bias_shift]).values()))
     return model
 
 
