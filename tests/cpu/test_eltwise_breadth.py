@@ -447,3 +447,18 @@ def test_constant_only_elementwise_nodes_become_plan_constants() -> None:
     assert not any(op.type_name.startswith("Convert") or "Convert" in op.type_name for op in program.ops)
     consts = [t.data for t in program.tensors if t.kind == "const" and t.data is not None and t.data.dtype == np.float32]
     assert any(c.size == 8 and np.array_equal(c.reshape(-1), w.astype(np.float32)) for c in consts)
+
+
+def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/eltwise_breadth.py runs one case end to end and ember agrees with ONNX Runtime."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "eltwise_breadth.py"
+    spec = importlib.util.spec_from_file_location("eltwise_breadth", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--time", "0.01", "--cases", "reducemax"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| reducemax")]
+    assert row and "| yes |" in row[0] and row[0].endswith("| none |")
