@@ -224,7 +224,7 @@ def test_float_division_by_zero_is_ieee() -> None:
 
 UNARY_FLOAT = ["relu", "sigmoid", "tanh", "exp", "log", "sqrt", "absolute", "negative", "erf", "floor", "ceiling",
                "sign", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
-               "softplus", "softsign", "hswish", "hsigmoid", "mish", "is_nan"]
+               "softplus", "softsign", "hswish", "hsigmoid", "mish", "is_nan", "is_inf", "is_finite"]
 UNARY_INT = ["relu", "absolute", "negative", "sign", "floor", "ceiling"]
 # ops whose CPU kernels use approximations a little looser than 1e-5
 _LOOSE = {"erf": 1e-4, "mish": 1e-4, "softplus": 1e-4, "tan": 1e-4, "sinh": 1e-4, "cosh": 1e-4, "exp": 1e-4}
