@@ -238,3 +238,48 @@ def test_zoo_model_has_no_reference_kernel(name: str) -> None:
         assert g.shape == w.shape
         err = float(np.abs(g.astype(np.float64) - w).max() / max(float(np.abs(w).max()), 1e-6))
         assert err < 1e-4, f"relative error {err:.2e}"
+
+
+# -- ONNX LSTM with peepholes / input_forget (ember's LSTMONNX) --------------------------------
+
+_LSTM_ONNX_CASES = [
+    # (seq, batch, input, hidden, direction, peepholes, input_forget, clip, lens, states)
+    (5, 1, 8, 16, "forward", True, False, 0.0, None, True),
+    (4, 3, 5, 17, "forward", True, True, 0.0, None, True),
+    (6, 2, 7, 9, "reverse", False, True, 0.0, [6, 3], False),
+    (3, 4, 6, 20, "bidirectional", True, False, 1.5, [3, 1, 2, 3], True),
+    (1, 1, 3, 5, "bidirectional", True, True, 0.0, None, False),
+]
+
+
+@pytest.mark.parametrize("case", _LSTM_ONNX_CASES, ids=lambda c: f"{c[4]}-p{int(c[5])}-f{int(c[6])}-b{c[1]}")
+def test_lstm_onnx_native(case: tuple) -> None:
+    seq, batch, isz, hidden, direction, peep, coupled, clip, lens, states = case
+    dirs = 2 if direction == "bidirectional" else 1
+    rng = np.random.default_rng(seq * 100 + hidden)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.4).astype(np.float32)
+
+    x = ops.parameter([seq, batch, isz], np.float32, name="x")
+    params = [x]
+    if states:
+        h0 = ops.parameter([dirs, batch, hidden], np.float32, name="h0")
+        c0 = ops.parameter([dirs, batch, hidden], np.float32, name="c0")
+        params += [h0, c0]
+    empty = ops.constant(np.zeros(0, np.float32))
+    node = ops.lstm_onnx(x, ops.constant(w(dirs, 4 * hidden, isz)), ops.constant(w(dirs, 4 * hidden, hidden)),
+                         ops.constant(w(dirs, 8 * hidden)),
+                         ops.constant(np.array(lens if lens else [], np.int32)),
+                         h0 if states else empty, c0 if states else empty,
+                         ops.constant(w(dirs, 3 * hidden)) if peep else empty,
+                         hidden_size=hidden, direction=direction, activations=["sigmoid", "tanh", "tanh"] * dirs,
+                         clip=clip, input_forget=coupled)
+    model = Model([ops.result(o) for o in node.outputs()], params, "lstm_onnx")
+    cm = ember.Core().compile_model(model, "CPU")
+    assert cm._executable.program.stats["fallbacks"] == {}
+    feeds = [(rng.standard_normal(p.get_partial_shape().to_shape()) * 0.8).astype(np.float32) for p in params]
+    got = [np.asarray(v) for v in cm(feeds).to_tuple()]
+    want = _run(model, "REFERENCE", feeds)
+    for g, wv in zip(got, want):
+        np.testing.assert_allclose(g, wv, rtol=1e-4, atol=2e-5)

@@ -78,7 +78,9 @@ def tile_rows(lanes: int, gates: int) -> int:
     return max(1, min(4, (_registers(lanes) - gates - 1) // gates))
 
 #: cell kind -> (gates in W and XW, gates per pass over R)
-CELLS = {"lstm": (4, (4,)), "gru": (3, (2, 1)), "gru_lbr": (3, (3,)), "rnn": (1, (1,))}
+CELLS = {"lstm": (4, (4,)), "gru": (3, (2, 1)), "gru_lbr": (3, (3,)), "rnn": (1, (1,)),
+         # ONNX LSTM: with peepholes (p), with input and forget gates coupled (f = 1 - i), both
+         "lstm_p": (4, (4,)), "lstm_f": (4, (4,)), "lstm_pf": (4, (4,))}
 
 #: activations the kernel computes natively, with default (alpha, beta) as OpenVINO's spec gives
 NATIVE_ACTIVATIONS = {
@@ -209,7 +211,7 @@ def _emit_init(m: ir.Module, prefix: str, lanes: int, cell: str, bf16: bool) -> 
             masked_store(e, hv, e.gep(F32, sh, j0), None)
             if bf16:  # the bf16 copy the products read: [h16 rows] after the five f32 areas
                 _store_bf16(e, hv, e.gep(BF16, e.gep(F32, scratch, b.mul(bh, c64(5))), b.mul(row, hp)), j0, mask)
-            if cell == "lstm":
+            if cell.startswith("lstm"):
                 cv = e.var(vt, ir.Constant(vt, None))
                 with b.if_then(has_c0):
                     b.store(masked_load(e, vt, e.gep(F32, c0, j0), mask), cv)
@@ -266,6 +268,9 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
     rbase = f32p(e.arg("r", PTR), b.mul(d, e.arg("rdir")))
     rph2 = f32p(rbase, e.arg("rph"))
     rb = f32p(e.arg("rb", PTR), b.mul(d, hp))
+    # ONNX LSTM: peephole weights i, f, o of this direction, hp floats each (in the rb words)
+    peep, coupled = cell in ("lstm_p", "lstm_pf"), cell in ("lstm_f", "lstm_pf")
+    peeps = f32p(e.arg("rb", PTR), b.mul(d, b.mul(hp, c64(3))))
     xw0 = f32p(e.arg("xw", PTR), b.mul(d, b.mul(c64(gx), hidden)))
     ldxw = e.arg("ldxw")
     y = e.arg("y", PTR)
@@ -394,17 +399,24 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
                     acc = gemv([rw["rh16" if bf16 else "rh"] for rw in rows], blk, 1)
                 for mi, rw in enumerate(rows):
                     h_old = e.load(vt, f32p(rw["hprev"], j0))
-                    if cell == "lstm":
+                    if cell.startswith("lstm"):
                         f_act, g_act, h_act = acts
-                        gf, gi, gc, go = (clipped(b.fadd(acc[mi][g], xw(rw, g))) for g in range(4))
+                        gf, gi, gc, go = (b.fadd(acc[mi][g], xw(rw, g)) for g in range(4))
                         cp = f32p(rw["c"], j0)
                         c_old = e.load(vt, cp)
-                        c_new = fmuladd(e, _activate(mth, f_act, gf), c_old,
-                                        b.fmul(_activate(mth, f_act, gi), _activate(mth, g_act, gc)))
+                        if peep:  # i and f see the old cell state, o the new one
+                            gi = fmuladd(e, e.load(vt, f32p(peeps, j0)), c_old, gi)
+                            gf = fmuladd(e, e.load(vt, f32p(peeps, b.add(hp, j0))), c_old, gf)
+                        i_gate = _activate(mth, f_act, clipped(gi))
+                        f_gate = b.fsub(e.splat(ir.Constant(F32, 1.0), lanes), i_gate) if coupled \
+                            else _activate(mth, f_act, clipped(gf))
+                        c_new = fmuladd(e, f_gate, c_old, b.fmul(i_gate, _activate(mth, g_act, clipped(gc))))
                         c_keep = mth.sel(rw["active"], c_new, c_old)
                         b.store(c_keep, cp)
                         lstm_c_final(rw, c_keep)
-                        h_new = b.fmul(_activate(mth, f_act, go), _activate(mth, h_act, c_new))
+                        if peep:
+                            go = fmuladd(e, e.load(vt, f32p(peeps, b.add(b.mul(hp, c64(2)), j0))), c_new, go)
+                        h_new = b.fmul(_activate(mth, f_act, clipped(go)), _activate(mth, h_act, c_new))
                     elif cell == "rnn":
                         h_new = _activate(mth, acts[0], clipped(b.fadd(acc[mi][0], xw(rw, 0))))
                     elif cell == "gru_lbr":
@@ -433,7 +445,7 @@ def _emit_task(m: ir.Module, prefix: str, isa: Isa, cell: str, acts: tuple[Activ
                     for rw in rows:
                         h_old = e.load(vt, f32p(rw["hprev"], j0))
                         finish(rw, h_old, h_old)
-                        if cell == "lstm":
+                        if cell.startswith("lstm"):
                             lstm_c_final(rw, e.load(vt, f32p(rw["c"], j0)))
 
     rows_max = tile_rows(lanes, max(passes))
@@ -562,7 +574,9 @@ class Recurrent:
     """A recurrent sequence (or cell, ``seq == 1``) with its weights packed once.
 
     ``w[dirs, gates * H, I]``, ``r[dirs, gates * H, H]``, ``bias[dirs, gates * H]`` (GRU with
-    ``linear_before_reset``: ``4 * H``) as OpenVINO orders them; ``reverse[d]`` says whether
+    ``linear_before_reset``: ``4 * H``) as OpenVINO orders them (gates f, i, c, o for LSTM;
+    cells ``lstm_p``/``lstm_pf`` take ``peepholes[dirs, 3 * H]`` ordered i, f, o, and
+    ``lstm_f``/``lstm_pf`` couple the gates, f = 1 - i, as ONNX LSTM does); ``reverse[d]`` says whether
     direction ``d`` runs backwards. ``precision`` (``"f32"`` or ``"bf16"``) is the arithmetic of
     the input projection, and of the recurrent products where they stream their weights. :meth:`bind` gives the kernel calls (input projection, initial
     states, time loop) for one set of buffers.
@@ -570,7 +584,8 @@ class Recurrent:
 
     def __init__(self, cell: str, w: np.ndarray, r: np.ndarray, bias: np.ndarray, hidden: int,
                  reverse: Sequence[bool], batch: int, seq: int, acts: tuple[Activation, ...], clip: float,
-                 threads: int, isa: Isa | None = None, precision: str = "f32") -> None:
+                 threads: int, isa: Isa | None = None, precision: str = "f32",
+                 peepholes: np.ndarray | None = None) -> None:
         self.isa = isa or host_isa()
         #: bf16 recurrent products (``precision="bf16"`` on a CPU with AVX512_BF16) where a step
         #: streams its weights (batch 1, or R beyond 1 MB): half the bytes. With several rows per
@@ -616,6 +631,12 @@ class Recurrent:
         rbh = np.zeros((self.dirs, self.hp), np.float32)
         if cell == "gru_lbr":
             rbh[:, :hidden] = bias[:, 3 * hidden:4 * hidden]
+        if cell in ("lstm_p", "lstm_pf"):  # peepholes [dirs, 3 * H] (i, f, o), one padded row each
+            if peepholes is None:
+                raise EmberError("ember: internal: an LSTM with peepholes needs their weights")
+            rbh = np.zeros((self.dirs, 3, self.hp), np.float32)
+            rbh[:, :, :hidden] = np.asarray(peepholes, np.float32).reshape(self.dirs, 3, hidden)
+            rbh = rbh.reshape(self.dirs, 3 * self.hp)
         self.rbh = rbh
         # task groups: one per direction and block of batch rows (independent); a group's time
         # loop is split over `ns` tasks sharing its hidden blocks when threads are left over
