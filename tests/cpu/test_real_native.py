@@ -283,3 +283,32 @@ def test_lstm_onnx_native(case: tuple) -> None:
     want = _run(model, "REFERENCE", feeds)
     for g, wv in zip(got, want):
         np.testing.assert_allclose(g, wv, rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("input_forget", [0, 1])
+def test_onnx_lstm_peepholes_against_onnxruntime(input_forget: int, tmp_path: object) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    ort = pytest.importorskip("onnxruntime")
+    seq, batch, isz, hidden, dirs = 7, 3, 6, 12, 2
+    rng = np.random.default_rng(31 + input_forget)
+    inits = {"W": rng.standard_normal((dirs, 4 * hidden, isz)), "R": rng.standard_normal((dirs, 4 * hidden, hidden)),
+             "B": rng.standard_normal((dirs, 8 * hidden)), "P": rng.standard_normal((dirs, 3 * hidden))}
+    inits = {k: (v * 0.3).astype(np.float32) for k, v in inits.items()}
+    lens = numpy_helper.from_array(np.array([7, 4, 2], np.int32), "L")
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "L", "", "", "P"], ["Y", "Yh", "Yc"], hidden_size=hidden,
+                            direction="bidirectional", input_forget=input_forget)
+    graph = helper.make_graph(
+        [node], "lstm", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [seq, batch, isz])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Yh", "Yc")],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()] + [lens])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    path = str(tmp_path) + "/lstm.onnx"  # type: ignore[operator]
+    onnx.save(proto, path)
+    x = rng.standard_normal((seq, batch, isz)).astype(np.float32)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"X": x})
+    cm = ember.Core().compile_model(path, "CPU")
+    assert cm._executable.program.stats["fallbacks"] == {}
+    for g, wv in zip(cm([x]).to_tuple(), want):
+        np.testing.assert_allclose(np.asarray(g), wv, rtol=1e-4, atol=2e-5)
