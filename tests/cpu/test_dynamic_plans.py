@@ -273,3 +273,20 @@ def test_memory_stays_bounded_as_new_shapes_keep_coming(monkeypatch: pytest.Monk
     stats = dynamic_stats(compiled)
     assert stats["plans_cached"] <= 3 and stats["evictions"] >= 30
     assert grown < 4 * per_plan, (grown, per_plan)  # without eviction: about 30 plans
+
+
+def test_bf16_plans_share_their_packed_weights_too() -> None:
+    core = ember.Core()
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no AVX512_BF16")  # the precision then falls back to f32 (tested elsewhere)
+    model = encoder()
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    make = CASES["encoder"][1]
+    for n in (1, 4, 2):
+        inputs = make(n)
+        want = _reference(model, inputs)
+        got = compiled(inputs)[0]
+        assert np.max(np.abs(got - want)) <= 3e-2 * max(float(np.max(np.abs(want))), 1.0)
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == ember.Type.bf16
+    stats = dynamic_stats(compiled)
+    assert stats["weights_packed"] == 7 and stats["weights_reused"] == 2 * 7
