@@ -223,7 +223,7 @@ class _Programs:
             if prog is None:
                 prog, nodes = self._lower(key)
                 self._cache[key] = prog
-                self._owned[key] = _owned_bytes(prog, self._shared_arrays(), nodes if key else 0)
+                self._owned[key] = _owned_bytes(prog, self._shared_arrays(), nodes) if key else 0
                 self._evict()
             else:
                 self._cache.move_to_end(key)
