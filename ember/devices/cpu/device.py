@@ -6,9 +6,11 @@ it to an arena and a native thread pool.
 
 Dynamic input shapes: the optimizer and the device's passes run once, at compile time, on the
 dynamic model. A new input shape costs a *specialization*: the transformed model cloned with
-static inputs, shape-only folding (``SPECIALIZE_PASSES``), lowering with the weights packed
-by the first lowering (:class:`~ember.devices.cpu.lowering.driver.SharedWeights`), a memory
-plan and binding; kernels are shared by signature in the process. Plans are kept in an LRU of
+static inputs, what those shapes make constant folded (``_fold_shape_reads``, one walk; the
+``SPECIALIZE_PASSES`` if it declines; the whole device passes only for models with
+``FakeQuantize``, as int8 needs static shapes), lowering with the weights packed by the first
+lowering (:class:`~ember.devices.cpu.lowering.driver.SharedWeights`), a memory plan and
+binding; kernels are shared by signature in the process. Plans are kept in an LRU of
 at most ``MAX_SHAPE_PLANS`` shapes and ``MAX_SHAPE_PLAN_BYTES`` of memory they own; all plans
 of one executable run in one arena (an executable runs one inference at a time), grown when a
 larger shape comes. ``dynamic_stats(compiled)`` reports the counters (docs/cpu-dynamic-shapes.md).
