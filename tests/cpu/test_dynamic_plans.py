@@ -290,3 +290,26 @@ def test_bf16_plans_share_their_packed_weights_too() -> None:
     assert compiled.get_property("INFERENCE_PRECISION_HINT") == ember.Type.bf16
     stats = dynamic_stats(compiled)
     assert stats["weights_packed"] == 7 and stats["weights_reused"] == 2 * 7
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_new_shape_compiles_no_new_kernel(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels take their sizes from their contexts: the signatures a new shape asks for were
+    all asked for by the first shape (the in-process and on-disk caches serve them)."""
+    from ember.devices.cpu.llvm import jit
+
+    asked: list[str] = []
+    real = jit.load
+
+    def load(signature: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        asked.append(signature)
+        return real(signature, *args, **kwargs)
+
+    monkeypatch.setattr(jit, "load", load)
+    build, make = CASES[case]
+    compiled = ember.Core().compile_model(build(), "CPU")
+    compiled(make(1))
+    first = set(asked)
+    for n in (2, 4, 7):
+        compiled(make(n))
+    assert first and set(asked) == first
