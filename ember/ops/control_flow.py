@@ -388,6 +388,11 @@ class _SubGraphOp(Node):
         return outs
 
     # -- evaluation helpers --------------------------------------------------------------
+    def use_body_runner(self, b: int, runner: Any) -> None:
+        """Run body ``b`` in :meth:`evaluate` with ``runner.run(feed) -> outputs`` (a device's
+        compiled body) instead of the reference executor, until the next shape inference."""
+        self._executors[b] = runner
+
     def _executor(self, b: int) -> ReferenceExecutor:
         ex = self._executors[b]
         if ex is None:

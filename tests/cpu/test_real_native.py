@@ -312,3 +312,28 @@ def test_onnx_lstm_peepholes_against_onnxruntime(input_forget: int, tmp_path: ob
     assert cm._executable.program.stats["fallbacks"] == {}
     for g, wv in zip(cm([x]).to_tuple(), want):
         np.testing.assert_allclose(np.asarray(g), wv, rtol=1e-4, atol=2e-5)
+
+
+# -- Loop and TensorIterator: bodies as CPU plans -----------------------------------------------
+
+
+def _control_flow_cases() -> list:
+    from tests.ops.test_control_flow import CASES
+
+    return CASES
+
+
+@pytest.mark.parametrize("case", _control_flow_cases(), ids=lambda c: c.__name__)
+def test_control_flow_cases_on_cpu(case: Callable) -> None:
+    """The control-flow op tests' table (If, Loop, TensorIterator), CPU against REFERENCE."""
+    model, feed_sets = case(ops, Model)
+    cm = ember.Core().compile_model(model, "CPU")
+    ref = ember.Core().compile_model(model, "REFERENCE")
+    for feeds in feed_sets:
+        got = [np.asarray(v) for v in cm(feeds).to_tuple()]
+        want = [np.asarray(v) for v in ref(feeds).to_tuple()]
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and g.dtype == w.dtype
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    fallbacks = plan_fallbacks(cm._executable.program)
+    assert not set(fallbacks) & {"If", "Loop", "TensorIterator"}, fallbacks

@@ -146,7 +146,7 @@ def _scalar_test(lowering: Lowering, cond: Output) -> tuple[Output, Callable[[An
         return None
     a, c = node.input_values()
     cv = node.input_value(1)
-    if cv is None or np.asarray(cv).size != 1:
+    if cv is None or np.asarray(cv).size != 1 or not lowering.has(a):  # (a fused into the comparison)
         return None
     shape = lowering.tensor(a).shape
     if shape is None or int(np.prod(shape)) != 1:
@@ -221,6 +221,34 @@ def lower_if(lowering: Lowering, node: Node) -> bool:
     # not a reference kernel: its branches guard numpy's BLAS themselves when they need to
     physical = all(t.layout == PLAIN for t in ins)
     lowering.program.add(Op(node.friendly_name, "If", ins, outs, native=False, physical=physical, fn=run))
+    return True
+
+
+@lowers("Loop", "TensorIterator", dynamic=True)
+def lower_loop(lowering: Lowering, node: Node) -> bool:
+    """Loop and TensorIterator: the body compiled as a CPU plan (lowered again per input shape
+    when its shapes change), driven iteration by iteration by the op's own evaluation (trip
+    count, condition, slicing, concatenation and back edges as the reference does)."""
+    bodies = node.bodies()
+    if len(bodies) != 1 or bodies[0] is None or lowering.compile_body is None:
+        return False
+    branch = Branch(bodies[0], lowering.compile_body)
+    evaluate = node.evaluate
+    use = node.use_body_runner  # type: ignore[attr-defined]
+
+    def run(args: list[np.ndarray]) -> list[np.ndarray]:
+        use(0, branch)
+        return evaluate(args)
+
+    run.branches = [branch]  # type: ignore[attr-defined]  # read by plan_fallbacks
+    ins = [lowering.tensor(s) for s in node.input_values()]
+    outs = []
+    for o in node.outputs():
+        t = lowering.value(shape_or_none(o), PLAIN, o.element_type.dtype, node.friendly_name)
+        outs.append(t)
+        lowering.bind_port(o, t)
+    physical = all(t.layout == PLAIN for t in ins)
+    lowering.program.add(Op(node.friendly_name, node.type_name, ins, outs, native=False, physical=physical, fn=run))
     return True
 
 
