@@ -19,12 +19,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ember.devices.cpu.kernels import depthwise as _dw
 from ember.devices.cpu.kernels.depthwise import (
     DEPTHWISE_CONTEXT,
     DW_FLAG_BIAS,
     DW_FLAG_RES,
+    DW_SPEC_CONTEXT,
+    DwSpec,
     depthwise_task_address,
+    dw_spec_task_address,
     interior_range,
+    spec_tasks,
 )
 from ember.devices.cpu.kernels.gemm import (
     NO_EPILOGUE,
@@ -159,7 +164,8 @@ class Conv2d:
         if w.shape != (g.cout, g.cin // g.groups, g.kh, g.kw):
             raise EmberError(f"ember: convolution weights have shape {w.shape}, expected "
                              f"{(g.cout, g.cin // g.groups, g.kh, g.kw)}")
-        self._calls: dict[tuple[int, ...], IGemmCall | np.ndarray] = {}  # a GEMM call, or a depthwise context
+        # a GEMM call, a depthwise context, or a specialized depthwise call (context, task, zero row)
+        self._calls: dict[tuple[int, ...], IGemmCall | np.ndarray | tuple[np.ndarray, int, np.ndarray]] = {}
         if g.depthwise:
             lanes = self.isa.f32_lanes
             cp = -(-g.cin // lanes) * lanes
@@ -189,6 +195,22 @@ class Conv2d:
         ctx[DEPTHWISE_CONTEXT["lo"]], ctx[DEPTHWISE_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
         return ctx
 
+    def _dw_spec_call(self, ldx: int, xn: int, ldy: int, ldr: int,
+                      residual: bool) -> tuple[np.ndarray, int, np.ndarray]:
+        g = self.geometry
+        (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
+        zr = aligned_empty(g.w * ldx + self._cp)
+        zr[:] = 0
+        band, gv, nb, ng = spec_tasks(g.batch, g.oh, g.ow, g.cin, g.kh * g.kw, self.isa.f32_lanes, self.num_threads)
+        ox_lo, ox_hi = interior_range(g.ow, g.w, g.kw, sw, dw, pl)
+        ctx = DW_SPEC_CONTEXT.new(xn=xn, h=g.h, w=g.w, oh=g.oh, ow=g.ow, sh=sh, dh=dh, pt=pt, pl=pl, c=g.cin,
+                                  ldy=ldy, wp=self._dw_weights.ctypes.data, cp=self._cp, ldr=ldr, ox_lo=ox_lo,
+                                  ox_hi=ox_hi, zr=zr.ctypes.data, band=band, gv=gv, nb=nb, ng=ng)
+        lohi = np.array([self.epilogue.lo, self.epilogue.hi], np.float32).view(np.uint32)
+        ctx[DW_SPEC_CONTEXT["lo"]], ctx[DW_SPEC_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
+        task = dw_spec_task_address(DwSpec(g.kh, g.kw, sw, dw, ldx, residual), self.isa)
+        return ctx, task, zr
+
     def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int) -> IGemmCall:
         g = self.geometry
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
@@ -212,15 +234,28 @@ class Conv2d:
             if rn != g.oh * g.ow * ldr:
                 raise EmberError("ember: the residual's images must be contiguous")
         check_bias(bias, g.cout)
-        key = (ldx, xn, ldy, ldr)
+        spec = g.depthwise and g.kh * g.kw <= _dw.DW_SPEC_MAX_TAPS
+        key = (ldx, xn, ldy, ldr, residual is not None) if spec else (ldx, xn, ldy, ldr)
         call = self._calls.get(key)
         if call is None:
-            call = self._dw_ctx(*key) if g.depthwise else self._gemm_call(*key)
+            if spec:
+                call = self._dw_spec_call(ldx, xn, ldy, ldr, residual is not None)
+            else:
+                call = self._dw_ctx(ldx, xn, ldy, ldr) if g.depthwise else self._gemm_call(ldx, xn, ldy, ldr)
             self._calls[key] = call
         bias_p = 0 if bias is None else bias.ctypes.data
         res_p = 0 if residual is None else residual.ctypes.data
         if isinstance(call, IGemmCall):
             return call.bind(x.ctypes.data, y.ctypes.data, bias_p, res_p, keep=(bias,))
+        if isinstance(call, tuple):
+            ctx, task, zr = call
+            ctx = ctx.copy()
+            if bias is None:
+                bias = zr  # zeros, at least C long
+            DW_SPEC_CONTEXT.fill(ctx, x=x.ctypes.data, y=y.ctypes.data, bias=bias.ctypes.data, res=res_p)
+            band, gv, nb, ng = (int(ctx[DW_SPEC_CONTEXT[k]]) for k in ("band", "gv", "nb", "ng"))
+            return BoundKernel(task, ctx, g.batch * nb * ng, self.num_threads, (self._dw_weights, bias, zr),
+                               layout=DW_SPEC_CONTEXT)
         ctx = call.copy()
         DEPTHWISE_CONTEXT.fill(ctx, x=x.ctypes.data, y=y.ctypes.data, bias=bias_p, res=res_p,
                                flags=(DW_FLAG_BIAS if bias_p else 0) | (DW_FLAG_RES if res_p else 0))

@@ -7,6 +7,7 @@ by. :class:`~ember.devices.cpu.kernels.conv.Conv2d` binds it.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 from llvmlite import ir
 
@@ -220,3 +221,160 @@ def interior_range(n_out: int, n_in: int, k: int, stride: int, dilation: int, pa
     last = n_in - 1 - (k - 1) * dilation + pad  # position * stride <= last
     hi = min(n_out, last // stride + 1) if last >= 0 else 0
     return lo, max(lo, hi)
+
+
+# --------------------------------------------------------------------------- specialized kernel
+# Kernels up to 5x5 (DW_SPEC_MAX_TAPS) get a module per (kernel, column stride and dilation,
+# pixel stride, residual): the column offsets of the taps are then constants, so the inner loop
+# addresses every tap from one pointer per kernel row with an immediate displacement (with
+# runtime strides, loop-strength reduction made one pointer per tap and spilled them on 7x7 and
+# 14x14 maps). A task is (image, band of output rows, group of channel vectors): the weights
+# of a channel vector stay in registers over the whole band (a 7x7 map reloads them once, not
+# once per row), and small maps with many channels still split into enough tasks. Kernel rows
+# outside the image read a zero buffer (no row tests); border columns pick the zero buffer per
+# tap by a select.
+DW_SPEC_CONTEXT = ContextLayout(
+    "depthwise_spec",
+    ("x", "xn", "h", "w", "oh", "ow", "sh", "dh", "pt", "pl", "c", "y", "ldy", "wp", "cp", "bias", "res", "ldr",
+     "lo", "hi", "ox_lo", "ox_hi", "zr", "band", "gv", "nb", "ng"),
+    pointers=("x", "y", "wp", "bias", "res", "zr"))
+DW_SPEC_MAX_TAPS = 25
+
+
+@dataclass(frozen=True)
+class DwSpec:
+    """What a specialized depthwise module is compiled for."""
+
+    kh: int
+    kw: int
+    sw: int
+    dw: int
+    ldx: int
+    residual: bool
+
+
+def spec_blocking(isa: Isa, kh: int, kw: int) -> tuple[int, int]:
+    """(pixels in registers at once, accumulators per pixel) that keep the weights, the bias,
+    the clamp bounds and the accumulators in the vector registers of ``isa``."""
+    regs = 32 if isa.f32_lanes >= 16 else 16
+    budget = regs - 2 - (kh * kw + 3)
+    if budget < 2:
+        return 1, 2 if kh > 1 else 1
+    parts = max(1, min(kh, 3, budget))
+    return max(1, min(4, budget // parts)), parts
+
+
+def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    L = isa.f32_lanes
+    px, parts = spec_blocking(isa, s.kh, s.kw)
+    fn = Emitter.function(m, f"{prefix}_dw_task", VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = ContextEmitter(m, fn, DW_SPEC_CONTEXT)
+    ctx.add_attribute("noalias")
+    b, vt = e.b, vec(F32, L)
+    nb, ng = e.arg("nb"), e.arg("ng")
+    per_img = b.mul(nb, ng)
+    img, r = b.sdiv(task, per_img), b.srem(task, per_img)
+    band, grp = b.sdiv(r, ng), b.srem(r, ng)
+    oh, ow, H, W, c = e.arg("oh"), e.arg("ow"), e.arg("h"), e.arg("w"), e.arg("c")
+    oy0 = b.mul(band, e.arg("band"))
+    oy1 = e.min(oh, b.add(oy0, e.arg("band")))
+    v0 = b.mul(grp, e.arg("gv"))
+    nvec = e.cdiv(c, L)
+    v1 = e.min(nvec, b.add(v0, e.arg("gv")))
+    nfull = b.sdiv(c, c64(L))
+    ximg = e.gep(F32, e.arg("x", PTR), b.mul(img, e.arg("xn")))
+    rowstride = b.mul(W, c64(s.ldx))
+    zr, wp, cp = e.arg("zr", PTR), e.arg("wp", PTR), e.arg("cp")
+    ox_lo, ox_hi, pl = e.arg("ox_lo"), e.arg("ox_hi"), e.arg("pl")
+    ldy, ldr = e.arg("ldy"), e.arg("ldr")
+    vlo, vhi = e.splat(e.arg("lo", F32), L), e.splat(e.arg("hi", F32), L)
+
+    def channel_vector(ch: ir.Value, mask: ir.Value | None) -> None:
+        wv = [e.load(vt, e.gep(F32, wp, b.add(b.mul(c64(t), cp), ch)), align=4) for t in range(s.kh * s.kw)]
+        bv = masked_load(e, vt, e.gep(F32, e.arg("bias", PTR), ch), mask)
+        zcol = e.gep(F32, zr, ch)
+        with e.loop(oy0, oy1, name="oy") as oy:
+            iy0 = b.sub(b.mul(oy, e.arg("sh")), e.arg("pt"))
+            rows = []
+            for ky in range(s.kh):
+                iy = b.add(iy0, b.mul(c64(ky), e.arg("dh")))
+                base = b.select(b.icmp_unsigned("<", iy, H), e.gep(F32, ximg, b.mul(iy, rowstride)), zr)
+                rows.append(e.gep(F32, base, ch))
+            pixrow = b.mul(b.add(b.mul(img, oh), oy), ow)
+
+            def pixels(ox: ir.Value, n: int, checked: bool) -> None:
+                acc = [[bv if part == 0 else ir.Constant(vt, None) for part in range(parts)] for _ in range(n)]
+                for p in range(n):
+                    ix = b.sub(b.mul(b.add(ox, c64(p)), c64(s.sw)), pl)
+                    for ky in range(s.kh):
+                        col = e.gep(F32, rows[ky], b.mul(ix, c64(s.ldx)))
+                        for kx in range(s.kw):
+                            ptr = e.gep(F32, col, c64(kx * s.dw * s.ldx))
+                            if checked:
+                                ok = b.icmp_unsigned("<", b.add(ix, c64(kx * s.dw)), W)
+                                ptr = b.select(ok, ptr, zcol)
+                            xv = masked_load(e, vt, ptr, mask)
+                            part = ky % parts
+                            acc[p][part] = fmuladd(e, xv, wv[ky * s.kw + kx], acc[p][part])
+                for p in range(n):
+                    total = acc[p][0]
+                    for extra in acc[p][1:]:
+                        total = b.fadd(total, extra)
+                    pix = b.add(pixrow, b.add(ox, c64(p)))
+                    if s.residual:
+                        rp = e.gep(F32, e.arg("res", PTR), b.add(b.mul(pix, ldr), ch))
+                        total = b.fadd(total, masked_load(e, vt, rp, mask))
+                    total = b.select(b.fcmp_ordered("<", total, vlo), vlo, total)
+                    total = b.select(b.fcmp_ordered(">", total, vhi), vhi, total)
+                    masked_store(e, total, e.gep(F32, e.arg("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
+
+            with e.loop(0, ox_lo, name="oxl") as ox:
+                pixels(ox, 1, True)
+            main_end = b.add(ox_lo, b.mul(b.sdiv(b.sub(ox_hi, ox_lo), c64(px)), c64(px)))
+            with e.loop(ox_lo, main_end, px, name="ox") as ox:
+                pixels(ox, px, False)
+            if px > 1:
+                with e.loop(main_end, ox_hi, name="oxr") as ox:
+                    pixels(ox, 1, False)
+            with e.loop(ox_hi, ow, name="oxe") as ox:
+                pixels(ox, 1, True)
+
+    with e.loop(v0, e.min(v1, nfull), name="cv") as cv:
+        channel_vector(b.mul(cv, c64(L)), None)
+    with b.if_then(b.icmp_signed(">", v1, nfull)):
+        ch = b.mul(nfull, c64(L))
+        channel_vector(ch, lane_mask(e, b.sub(c, ch), L))
+    b.ret_void()
+    return m
+
+
+@functools.cache
+def _dw_spec_library(isa: Isa, spec: DwSpec) -> jit.Library:
+    s = spec
+    return jit.load(f"depthwise_spec|{isa.level}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}|r{int(s.residual)}",
+                    isa, lambda p: _build_dw_spec(p, isa, spec))
+
+
+def dw_spec_task_address(spec: DwSpec, isa: Isa | None = None) -> int:
+    """Address of the specialized depthwise task for ``spec``."""
+    return _dw_spec_library(isa or host_isa(), spec).address("dw_task")
+
+
+def spec_tasks(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: int,
+               threads: int) -> tuple[int, int, int, int]:
+    """(rows per band, channel vectors per group, bands, groups) of the specialized kernel:
+    bands of about 64 output pixels; all channels when there are at least 8 bands per thread,
+    else groups of about 2048 multiply-adds per task, and at least 8 tasks per thread when
+    the layer has that many channel vectors."""
+    nvec = -(-channels // lanes)
+    band = max(1, min(oh, -(-64 // ow)))
+    nb = -(-oh // band)
+    gv = max(1, min(nvec, -(-2048 // (band * ow * taps))))
+    if batch * nb >= 8 * threads:  # enough bands: a task reads whole pixels (streams better)
+        gv = nvec
+    while gv > 1 and batch * nb * -(-nvec // gv) < 8 * threads:
+        gv = -(-gv // 2)
+    return band, gv, nb, -(-nvec // gv)
