@@ -30,7 +30,7 @@ BINARY_QUANTIZABLE = {"Add", "Subtract", "Multiply", "Divide", "Maximum", "Minim
                       "LogicalOr", "LogicalXor", "SquaredDifference"}
 #: quantized on their data input
 UNARY_QUANTIZABLE = {"AvgPool", "AdaptiveAvgPool", "ReduceMean", "MVN", "NormalizeL2", "Interpolate", "LogicalNot",
-                     "GroupNormalization", "ReduceL2", "ReduceSum", "BatchNormInference", "Power"}
+                     "GroupNormalization", "ReduceL2", "ReduceSum", "BatchNormInference", "Power", "Sqrt"}
 SEQUENCES = {"LSTMSequence": (0, 1, 2), "GRUSequence": (0, 1)}
 #: precision-preserving ops a quantizer moves up through: {type: data input port}
 AGNOSTIC = {t: 0 for t in ("MaxPool", "AdaptiveMaxPool", "ReduceMax", "Reshape", "Squeeze", "Unsqueeze", "Split",

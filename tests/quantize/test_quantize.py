@@ -95,9 +95,21 @@ def g_depthwise() -> Model:
     return Model([ops.add(_conv(dw, 6, 4, "c2"), _w(1, 4, 1, 1), name="c2/bias")], [x])
 
 
+def g_layernorm_spelled() -> Model:
+    """LayerNorm as ReduceMean/Subtract/Power/Sqrt/Divide (PP-OCR's SVTR neck): NNCF quantizes
+    the Sqrt input like Power's."""
+    x = ops.parameter([1, 6, 16], np.float32, name="x")
+    h = ops.relu(ops.matmul(x, _w(16, 16), False, True, name="fc0"), name="r0")
+    mean = ops.reduce_mean(h, np.array([-1]), True, name="mean")
+    d = ops.subtract(h, mean, name="sub")
+    var = ops.reduce_mean(ops.power(d, np.float32(2.0), name="pow"), np.array([-1]), True, name="var")
+    norm = ops.divide(d, ops.sqrt(ops.add(var, np.float32(1e-5), name="eps"), name="sqrt"), name="div")
+    return Model([ops.matmul(norm, _w(8, 16), False, True, name="fc1")], [x])
+
+
 GRAPHS: list[Callable[[], Model]] = [g_scale_shift_input, g_sigmoid_then_const_multiply, g_concat,
                                      g_two_activation_matmul, g_fork_to_result, g_residual_add_of_input,
-                                     g_maxpool_fork, g_pool_reshape_fc, g_depthwise]
+                                     g_maxpool_fork, g_pool_reshape_fc, g_depthwise, g_layernorm_spelled]
 
 
 def _data(model: Model, n: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
