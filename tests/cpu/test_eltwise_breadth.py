@@ -187,6 +187,12 @@ INTEGERS.update({
         RNG.integers(-128, 128, (40,)).astype(np.int8), RNG.integers(-128, 128, (40,)).astype(np.int8), _b((40,))),
     "int8-to-uint8-chain": _case(lambda a: ops.add(ops.convert(a, "u8"), np.uint8(10)),
                                  RNG.integers(-128, 128, (50,)).astype(np.int8)),
+    "bitwise-int-and-bool": _case(
+        lambda a, b, c, d: [ops.bitwise_xor(ops.bitwise_and(a, b), ops.bitwise_or(a, ops.bitwise_not(b))),
+                            ops.bitwise_not(ops.bitwise_and(c, d)), ops.bitwise_or(ops.bitwise_not(c), d)],
+        _i((3, 17), np.int32), _i((17,), np.int32), _b((2, 9)), _b((2, 9))),
+    "bitwise-u8-i64": _case(lambda a, b: [ops.bitwise_not(a), ops.bitwise_xor(ops.convert(a, "i64"), b)],
+                            RNG.integers(0, 256, (40,)).astype(np.uint8), _i((40,), np.int64)),
     "int32-min-div-minus-one": _case(ops.divide, np.array([I32.min, I32.max, 7], np.int32), np.full(3, -1, np.int32)),
     "int64-min-div-minus-one": _case(ops.divide, np.array([I64.min, 5, -5], np.int64), np.full(3, -1, np.int64)),
     "int-div-by-zero": _case(lambda a, b: [ops.divide(a, b), ops.mod(a, b), ops.floor_mod(a, b)],

@@ -58,17 +58,19 @@ UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "ta
              "gelu_tanh", "swish", "hswish", "hsigmoid", "elu", "floor", "ceil", "softplus", "mish", "square",
              "mulc", "addc", "rsubc", "rdivc", "powc", "sign", "softsign", "selu", "hardsigmoid", "round_even",
              "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "wrap32",
-             "wrap16", "wrap8", "wrapu8",
+             "wrap16", "wrap8", "wrapu8", "bnot",
              "sin", "cos")
 BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu", "mod", "floormod", "pydiv",
-              "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "pow")
+              "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "pow", "band", "bor", "bxor")
 #: the ops each register type implements (f64 has no transcendental functions; i64 no float ones)
 _F64_UNARY = ("neg", "abs", "relu", "clamp", "floor", "ceil", "sqrt", "square", "sign", "round_even",
               "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool")
-_I64_UNARY = ("neg", "abs", "relu", "clamp", "square", "sign", "not", "tobool", "wrap32", "wrap16", "wrap8", "wrapu8")
+_I64_UNARY = ("neg", "abs", "relu", "clamp", "square", "sign", "not", "tobool", "wrap32", "wrap16", "wrap8", "wrapu8",
+              "bnot")
 SUPPORTED = {
-    "f32": frozenset(UNARY_OPS) - {"wrap32", "wrap16", "wrap8", "wrapu8"} | frozenset(BINARY_OPS) - {"pydiv"},
-    "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pydiv", "pow"},
+    "f32": frozenset(UNARY_OPS) - {"wrap32", "wrap16", "wrap8", "wrapu8", "bnot"}
+    | frozenset(BINARY_OPS) - {"pydiv", "band", "bor", "bxor"},
+    "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pydiv", "pow", "band", "bor", "bxor"},
     "i64": frozenset(_I64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pow"},
 }
 #: op types that run as one opcode of the program (the elementwise lowering rule reads these
@@ -77,8 +79,8 @@ NATIVE_UNARY = {"Negative": "neg", "Abs": "abs", "ReLU": "relu", "Exp": "exp", "
                 "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "HSwish": "hswish", "HSigmoid": "hsigmoid",
                 "Floor": "floor", "Ceiling": "ceil", "SoftPlus": "softplus", "Mish": "mish", "Sign": "sign",
                 "SoftSign": "softsign", "IsNaN": "isnan", "IsFinite": "isfinite", "LogicalNot": "not", "Sin": "sin",
-                "Cos": "cos"}
-NATIVE_BINARY = {"Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Maximum": "max",
+                "Cos": "cos", "BitwiseNot": "bnot"}
+NATIVE_BINARY = {"BitwiseAnd": "band", "BitwiseOr": "bor", "BitwiseXor": "bxor", "Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Maximum": "max",
                  "Minimum": "min", "SquaredDifference": "sqdiff", "PRelu": "prelu", "Mod": "mod",
                  "FloorMod": "floormod", "Equal": "eq", "NotEqual": "ne", "Less": "lt", "LessEqual": "le",
                  "Greater": "gt", "GreaterEqual": "ge", "LogicalAnd": "and", "LogicalOr": "or",
@@ -186,6 +188,8 @@ def _unary(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> 
         return r.from_mask(b.not_(r.truth(x)))
     if name == "tobool":
         return r.from_mask(r.truth(x))
+    if name == "bnot":
+        return b.xor(x, r.c(-1))
     if name in ("wrap32", "wrap16", "wrap8", "wrapu8"):  # integers of a narrower type wrap in it
         narrow = vec(ir.IntType({"wrap32": 32, "wrap16": 16}.get(name, 8)), r.lanes)
         return b.zext(b.trunc(x, narrow), r.vt) if name == "wrapu8" else b.sext(b.trunc(x, narrow), r.vt)
@@ -349,6 +353,8 @@ def _binary(r: _Regs, name: str, x: ir.Value, y: ir.Value) -> ir.Value:
     cmps = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
     if name in cmps:
         return r.from_mask(r.cmp(cmps[name], x, y))
+    if name in ("band", "bor", "bxor"):
+        return {"band": b.and_, "bor": b.or_, "bxor": b.xor}[name](x, y)
     if name in ("and", "or", "xor"):
         tx, ty = r.truth(x), r.truth(y)
         return r.from_mask({"and": b.and_, "or": b.or_, "xor": b.xor}[name](tx, ty))

@@ -40,7 +40,9 @@ KIND = {F32: "f32", np.dtype(np.float64): "f64", I32: "i64", np.dtype(np.int64):
 #: the op that wraps an i64 register to a narrower integer type
 WRAP = {I32: "wrap32", np.dtype(np.int16): "wrap16", np.dtype(np.int8): "wrap8", np.dtype(np.uint8): "wrapu8"}
 #: ops after which an int32 result held in i64 registers wraps to 32 bits
-_WRAPS = frozenset({"add", "sub", "mul", "div", "pydiv", "neg", "abs", "sqdiff", "square"})
+_WRAPS = frozenset({"add", "sub", "mul", "div", "pydiv", "neg", "abs", "sqdiff", "square", "bnot"})
+#: bitwise ops on booleans are the logical ones
+_BITWISE_BOOL = {"band": "and", "bor": "or", "bxor": "xor", "bnot": "not"}
 #: ops that take boolean operands as they are (0/1 in any register type)
 _BOOL_OK = frozenset({"eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "not", "select"})
 _MAX_PROGRAM = 20
@@ -150,6 +152,7 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
             return None
         bdt = ins[0].element_type.dtype
         if bdt == BOOL:
+            op = _BITWISE_BOOL.get(op, op)
             return _Spec(op, (0, 1), None) if op in _BOOL_OK else None
         if bdt not in KIND or ins[1].element_type.dtype != bdt:
             return None
@@ -158,7 +161,7 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
             op = "pydiv"
         return _Spec(op, (0, 1), k)
     udt = ins[0].element_type.dtype if ins else None
-    if udt == BOOL and t == "LogicalNot":
+    if udt == BOOL and t in ("LogicalNot", "BitwiseNot"):
         return _Spec("not", (0,), None)
     if udt not in KIND:
         return None
