@@ -313,3 +313,24 @@ def test_a_new_shape_compiles_no_new_kernel(case: str, monkeypatch: pytest.Monke
     for n in (2, 4, 7):
         compiled(make(n))
     assert first and set(asked) == first
+
+
+def test_if_bodies_share_the_packed_weights_across_outer_shapes() -> None:
+    c = ops.parameter([], np.bool_, name="c")
+    x = ops.parameter([-1, 16], np.float32, name="x")
+    tp = ops.parameter([-1, 16], np.float32, name="tp")
+    ep = ops.parameter([-1, 16], np.float32, name="ep")
+    then = ops.result(ops.relu(ops.matmul(tp, _f(16, 8, scale=0.25), False, False)))
+    other = ops.result(ops.reduce_sum(ops.multiply(ep, np.float32(2.0)), np.array([1], np.int64), True))
+    node = ops.if_op(c)
+    node.set_then_body(Model([then], [tp], "then"))
+    node.set_else_body(Model([other], [ep], "else"))
+    node.set_input(x.output(0), tp, ep)
+    model = Model([ops.add(node.set_output(then, other), np.float32(1.0))], [c, x], "if")
+    compiled = ember.Core().compile_model(model, "CPU")
+    for rows in (3, 7, 5):
+        for cond in (True, False):
+            feeds = [np.bool_(cond), _f(rows, 16)]
+            np.testing.assert_allclose(compiled(feeds)[0], _reference(model, feeds), rtol=2e-5, atol=2e-5)
+    stats = dynamic_stats(compiled)
+    assert stats["specializations"] == 3 and stats["weights_packed"] == 1

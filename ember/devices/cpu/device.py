@@ -94,14 +94,15 @@ class CPUExecutable:
     thread_safe = False
     execution_devices = ["CPU"]
 
-    def __init__(self, model: Model, threads: int, precision: Type, programs: _Programs | None = None) -> None:
+    def __init__(self, model: Model, threads: int, precision: Type, programs: _Programs | None = None,
+                 weights: Any = None) -> None:
         from ember.devices.cpu.runtime.threadpool import ThreadPool
 
         self.model = model
         self.threads = threads
         self.precision = precision
         self.exec_type = "cpu"
-        self._programs = programs or _Programs(model, threads, "bf16" if precision is Type.bf16 else "f32")
+        self._programs = programs or _Programs(model, threads, "bf16" if precision is Type.bf16 else "f32", weights)
         self.pool = ThreadPool(threads)
         self._instances: OrderedDict[tuple, Any] = OrderedDict()
         self._params = model.get_parameters()
@@ -197,14 +198,15 @@ class _Programs:
     shape for a dynamic model (an LRU bounded in count and owned bytes), with the packed weights
     shared by all of them."""
 
-    def __init__(self, model: Model, threads: int, precision: str = "f32") -> None:
+    def __init__(self, model: Model, threads: int, precision: str = "f32", weights: Any = None) -> None:
         from ember.devices.cpu.lowering.driver import SharedWeights
 
         self.model = model
         self.threads = threads
         self.precision = precision
         self.static = all(p.get_partial_shape().is_static for p in model.get_parameters())
-        self.weights = SharedWeights()
+        #: packed weights, shared with control-flow bodies (``weights``: the outer model's)
+        self.weights = weights if weights is not None else SharedWeights()
         ops = model.get_ordered_ops()
         self._full_passes = any(n.type_name in _FULL_PASSES_FOR for n in ops)
         self._shape_reads = any(n.type_name in _SHAPE_READERS for n in ops)
@@ -314,8 +316,10 @@ class _Programs:
         return model
 
     def _compile_body(self, body: Model) -> CPUExecutable:
-        """An executable for a control-flow body (an If branch) with this model's settings."""
-        return CPUExecutable(body, self.threads, Type.bf16 if self.precision == "bf16" else Type.f32)
+        """An executable for a control-flow body (an If branch) with this model's settings and
+        packed weights (a body compiled again for another outer shape reuses them)."""
+        return CPUExecutable(body, self.threads, Type.bf16 if self.precision == "bf16" else Type.f32,
+                             weights=self.weights)
 
 
 def _clone_with_shapes(model: Model, shapes: tuple) -> Model:

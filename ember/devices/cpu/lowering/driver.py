@@ -23,6 +23,7 @@ import importlib
 import logging
 import math
 import pkgutil
+import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -93,26 +94,29 @@ class SharedWeights:
 
     def __init__(self) -> None:
         self._items: dict[tuple[int, Hashable], tuple[np.ndarray, Any]] = {}
+        self._lock = threading.RLock()  # control-flow bodies may be lowered on another stream's thread
         self.packed = 0
         self.reused = 0
 
     def get(self, source: np.ndarray, tag: Hashable, make: Callable[[], _T]) -> _T:
         key = (id(source), tag)
-        hit = self._items.get(key)
-        if hit is not None and hit[0] is source:
-            self.reused += 1
-            return hit[1]
-        value = make()
-        self._items[key] = (source, value)
-        self.packed += 1
-        return value
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] is source:
+                self.reused += 1
+                return hit[1]
+            value = make()
+            self._items[key] = (source, value)
+            self.packed += 1
+            return value
 
     def __len__(self) -> int:
         return len(self._items)
 
     def values(self) -> list[Any]:
         """Everything packed so far."""
-        return [v for _, v in self._items.values()]
+        with self._lock:
+            return [v for _, v in self._items.values()]
 
 
 #: the profiling exec type of a node that runs its numpy reference kernel inside a plan
