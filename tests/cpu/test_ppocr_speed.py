@@ -93,3 +93,30 @@ def test_what_must_not_fold() -> None:
     _unfoldable(lambda x, y: ops.multiply(y, _f(1, 4, 5, 1)))  # per position, not per channel
     _unfoldable(lambda x, y: ops.multiply(y, np.array([np.inf], np.float32)))
     _unfoldable(lambda x, y: ops.multiply(y, x))
+
+
+@pytest.mark.parametrize("neck", ["fpn", "se-fpn", "residual"])
+def test_elementwise_chain_runs_through_a_late_operand(neck: str) -> None:
+    """``order_chain_operands``: an elementwise chain whose next op adds an operand computed by
+    another branch (an FPN's upsampled map) takes that op into the same program, whichever input
+    order the model has; an epilogue residual keeps its fusion. Same values as REFERENCE."""
+    c = 8
+    x = ops.parameter([1, c, 8, 10], np.float32, name="x")
+    h = ops.add(ops.convolution(x, _f(c, c, 1, 1) / 3, [1, 1], [0, 0], [0, 0], [1, 1]), _f(1, c, 1, 1))
+    small = ops.max_pool(x, [2, 2], [1, 1], [0, 0], [0, 0], [2, 2]).output(0)
+    up = ops.interpolate(small, np.array([1, 1, 2, 2], np.float32), "nearest", "scales")
+    if neck == "fpn":  # hswish(conv) + up: two programs without the reorder
+        y, programs = ops.add(ops.hswish(h), up), 1
+    elif neck == "se-fpn":  # PP-OCR's RSE neck: h * se + h + up
+        se = ops.sigmoid(ops.reduce_mean(h, np.array([2, 3], np.int64), True))
+        y, programs = ops.add(ops.add(h, ops.multiply(h, se)), up), 2  # se's sigmoid is a program of its own
+    else:  # a convolution with the chain as its residual: the epilogue takes the Add, no program for it
+        chain = ops.hswish(ops.multiply(ops.relu(x), _f(1)))
+        y, programs = ops.add(chain, ops.convolution(up, _f(c, c, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1])), 1
+    model = Model([y], [x], neck)
+    feeds = [_f(1, c, 8, 10)]
+    ref = ember.Core().compile_model(model, "REFERENCE")(feeds)[0]
+    cm = ember.Core().compile_model(model, "CPU")
+    np.testing.assert_allclose(cm(feeds)[0], ref, rtol=1e-5, atol=1e-5)
+    eltwise = [op.type_name for op in cm._executable.program.ops if op.type_name.startswith("Eltwise")]
+    assert len(eltwise) == programs, eltwise

@@ -8,7 +8,7 @@ import numpy as np
 
 from ember.graph.core_ops import Constant, Parameter
 from ember.graph.model import Model
-from ember.graph.node import Output
+from ember.graph.node import Node, Output
 from ember.graph.types import Type
 
 log = logging.getLogger("ember.cpu")
@@ -109,6 +109,60 @@ def decompose_batchnorm(model: Model) -> int:
     return done
 
 
+# elementwise ops the CPU device runs as (part of) one fused program (``lowering/eltwise.py``)
+_CHAINABLE = frozenset({
+    "Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum", "SquaredDifference", "Power", "PRelu",
+    "ReLU", "Clamp", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Abs", "Negative", "Elu", "Erf", "Gelu",
+    "HSwish", "HSigmoid", "Swish", "Mish", "SoftPlus", "Floor", "Ceiling", "Convert"})
+_COMMUTATIVE = ("Add", "Multiply", "Maximum", "Minimum")
+
+
+def _chains_into(port: Output, node: Node) -> bool:
+    """Whether the elementwise program computing ``port`` can run on into ``node``: an
+    elementwise op read by ``node`` only, of ``node``'s shape."""
+    src = port.node
+    return src.type_name in _CHAINABLE and src.get_output_size() == 1 and len(port.targets) == 1 \
+        and port.partial_shape.is_static and port.partial_shape == node.output(0).partial_shape
+
+
+def order_chain_operands(model: Model) -> int:
+    """Put first the computed operand of a commutative binary elementwise op (Add, Multiply,
+    Maximum, Minimum) that no elementwise program leads into, when its other operand is such a
+    program: lowering visits inputs in order, so that operand (an FPN's upsampled map, a
+    residual) is computed before the program starts, and the program runs on through this op
+    instead of storing a full-size intermediate for it (PP-OCR's neck: ``x * se + x + up`` is
+    one pass). Epilogue groups are marked again for the new order; if that would lose any, the
+    order is left as it was. Returns how many ops were reordered."""
+    from ember.passes.fusions import FUSED_GROUP, mark_epilogue_groups
+
+    def groups() -> int:
+        return sum(1 for n in model.get_ordered_ops() if isinstance(n.rt_info.get(FUSED_GROUP), dict))
+
+    before = groups()
+    swapped: list[Node] = []
+    for node in model.get_ordered_ops():
+        if node.type_name not in _COMMUTATIVE or len(node.input_values()) != 2 or FUSED_GROUP in node.rt_info:
+            continue
+        a, b = node.input_values()
+        if isinstance(b.node, (Constant, Parameter)) or not _chains_into(a, node) or _chains_into(b, node):
+            continue
+        node.input(0).replace_source_output(b)
+        node.input(1).replace_source_output(a)
+        swapped.append(node)
+    if not swapped:
+        return 0
+    mark_epilogue_groups(model)
+    if groups() < before:  # an epilogue's residual would come after its producer: undo
+        for node in swapped:
+            b, a = node.input_values()
+            node.input(0).replace_source_output(a)
+            node.input(1).replace_source_output(b)
+        mark_epilogue_groups(model)
+        return 0
+    log.debug("CPU: %d elementwise operands reordered to extend fused chains", len(swapped))
+    return len(swapped)
+
+
 def device_passes(model: Model) -> Model:
     """Everything the CPU device does to a model before lowering, with one optimizer run:
     quantized convolutions and MatMuls made int8 ops first (``low_precision``), weight
@@ -124,7 +178,9 @@ def device_passes(model: Model) -> Model:
     model = optimize(model, 2, copy=False)
     if fold_weight_decompression(model) + decompose_batchnorm(model):
         prune_dead_consumers(model)  # the replaced nodes must not count as consumers when lowering
+    order_chain_operands(model)
     return model
 
 
-__all__ = ["decompose_batchnorm", "device_passes", "fold_constant_converts", "fold_weight_decompression"]
+__all__ = ["decompose_batchnorm", "device_passes", "fold_constant_converts", "fold_weight_decompression",
+           "order_chain_operands"]
