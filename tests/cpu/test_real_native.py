@@ -337,3 +337,22 @@ def test_control_flow_cases_on_cpu(case: Callable) -> None:
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
     fallbacks = plan_fallbacks(cm._executable.program)
     assert not set(fallbacks) & {"If", "Loop", "TensorIterator"}, fallbacks
+
+
+@pytest.mark.slow
+def test_keras_lstm_loop_body_native() -> None:
+    """Keras' LSTM converts to a Loop over the time steps (TensorFlow frontend): its body runs as
+    a CPU plan, and the model matches Keras. (With ``return_sequences=True`` the stacked output's
+    length is known only when the loop ends, so the ops after it see a dynamic shape.)"""
+    tf = pytest.importorskip("tensorflow")
+    tf.keras.utils.set_random_seed(0)
+    layers = tf.keras.layers
+    i = tf.keras.Input((12,), dtype="int32")
+    km = tf.keras.Model(i, layers.Dense(5)(layers.LSTM(24)(layers.Embedding(100, 16)(i))))
+    model = ember.convert_model(km)
+    assert sum(n.type_name == "Loop" for n in model.get_ordered_ops()) == 1
+    cm = ember.Core().compile_model(model, "CPU")
+    ids = np.random.default_rng(8).integers(0, 100, (2, 12)).astype(np.int32)
+    got = np.asarray(cm([ids]).to_tuple()[0])
+    assert plan_fallbacks(cm._executable.program) == {}
+    np.testing.assert_allclose(got, km(ids).numpy(), rtol=1e-4, atol=1e-5)
