@@ -58,6 +58,17 @@ def amx_split(k4: int) -> tuple[int, int, int]:
     return 16, least, 16 * least
 
 
+#: the most stack a tile task may take for its A rows (copied or converted: taps x 32 rows x
+#: the row's bytes); larger K runs on the AVX-512 kernels (threads have 8 MB stacks by default)
+STACK_LIMIT = 2 << 20
+
+
+def fits_stack(taps: int, row_bytes: int) -> bool:
+    """Whether a tile task's A buffer (``taps`` x 32 rows of ``row_bytes``, 64-byte rounded) fits
+    :data:`STACK_LIMIT`."""
+    return taps * BLOCK * -(-row_bytes // 64) * 64 <= STACK_LIMIT
+
+
 def _i8(v: int) -> ir.Constant:
     return ir.Constant(I8, v)
 
@@ -141,5 +152,5 @@ def tile_release(e: Emitter) -> None:
     e.call("llvm.x86.tilerelease", VOID, [])
 
 
-__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "TILE_BYTES", "TILE_ROWS", "amx_split", "byte_mask", "copy_bytes", "copy_rows",
+__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "STACK_LIMIT", "fits_stack", "TILE_BYTES", "TILE_ROWS", "amx_split", "byte_mask", "copy_bytes", "copy_rows",
            "emit_tile_config", "tile_dot", "tile_load", "tile_release", "tile_store", "tile_zero", "two_by_two"]

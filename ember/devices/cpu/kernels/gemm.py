@@ -55,6 +55,7 @@ from ember.devices.cpu.kernels.amx import (
     TILE_ROWS,
     amx_split,
     emit_tile_config,
+    fits_stack,
     tile_dot,
     tile_load,
     tile_release,
@@ -838,7 +839,7 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
     groups, taps, cin, cout = w.shape
     nr = tile.nr
     npan = -(-cout // nr)
-    amx = bf16 and isa.amx_bf16 and cin > 0
+    amx = bf16 and isa.amx_bf16 and cin > 0 and fits_stack(taps, 4 * amx_split(-(-cin // 2))[2])
     ktap = amx_split(-(-cin // 2))[2] if amx else 0
     cb = chunk or default_chunk(taps, cin, prec)
     if bf16 and cb < cin and cb % 2:

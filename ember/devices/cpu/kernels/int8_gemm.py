@@ -65,6 +65,7 @@ from ember.devices.cpu.kernels.amx import (
     copy_bytes,
     copy_rows,
     emit_tile_config,
+    fits_stack,
     tile_dot,
     tile_load,
     tile_release,
@@ -970,7 +971,7 @@ def pack_int8_weights(w: np.ndarray, isa: Isa | None = None) -> Int8Weights:
     nr = INT8_TILES[isa.level].nr
     groups, taps, cin, cout = w.shape
     k4, npan = -(-cin // 4), -(-cout // nr)
-    amx = isa.amx_int8 and k4 > 0
+    amx = isa.amx_int8 and k4 > 0 and fits_stack(taps, 4 * amx_split(k4)[2])
     ktap = amx_split(k4)[2] if amx else k4
     wp = np.zeros((groups, taps, ktap * 4, npan * nr), np.int8)
     wp[:, :, :cin, :cout] = w
