@@ -1,4 +1,4 @@
-"""Lowering rule for If.
+"""Lowering rules for If, Loop and TensorIterator (docs/cpu-control-flow.md).
 
 An If whose condition is known when the plan is lowered (a constant, or a value the device's
 passes folded, e.g. a test on a static shape) is *inlined*: the taken body, passed through the
@@ -10,6 +10,9 @@ again per input shape when its shapes are dynamic) by the ``compile_body`` callb
 gives the lowering (so rules never import the device); the plan step evaluates the condition
 and runs the chosen branch. A condition that is a comparison of a scalar with a constant
 (``sr == 16000``) is evaluated by that step itself, so the comparison needs no op of its own.
+
+Loop and TensorIterator compile their body the same way; the op's own evaluation drives the
+iterations and runs that plan once per iteration.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Lowering rules for the recurrent ops: LSTMSequence, GRUSequence, RNNSequence and their
-cells (LSTMCell, GRUCell, RNNCell).
+cells (LSTMCell, GRUCell, RNNCell), and ember's LSTMONNX (ONNX LSTM with peepholes or
+``input_forget``, time-first).
 
 Each becomes one op of three kernel calls (``kernels/rnn.py``): the input projection of every
 time step as one GEMM, the initial states into scratch rows, then the whole time loop in one
