@@ -353,3 +353,20 @@ def test_int8_depthwise_inside_and_border(level, case):
     want = want * scale.astype(np.float64) + shift
     got = Int8Depthwise(geo, wt, scale, shift, zp, Epilogue(), 2, isa_mod.host_isa(level))(x)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5 * np.abs(want).max())
+
+
+@needs_amx
+def test_amx_only_where_the_a_buffer_fits_the_stack():
+    """A tile task keeps a tile's A rows on its stack: K beyond STACK_LIMIT packs for AVX-512."""
+    from ember.devices.cpu.kernels.amx import STACK_LIMIT, fits_stack
+    from ember.devices.cpu.kernels.gemm import pack_b
+
+    isa = isa_mod.host_isa("amx")
+    assert fits_stack(9, 2048) and not fits_stack(1, STACK_LIMIT)
+    big = STACK_LIMIT // 32 + 64  # bytes of K per row: just past the limit
+    assert not pack_int8_weights(np.ones((1, 1, big, 4), np.int8), isa).amx
+    assert pack_int8_weights(np.ones((1, 1, 4096, 4), np.int8), isa).amx
+    assert not pack_b(np.ones((big // 2 + 64, 4), np.float32), isa, precision="bf16").amx
+    a = np.ones((3, big), np.uint8)
+    y = Int8Gemm(np.ones((big, 4), np.int8), 3, np.ones(4, np.float32), isa=isa)(a)
+    np.testing.assert_array_equal(y, np.full((3, 4), big, np.float32))
