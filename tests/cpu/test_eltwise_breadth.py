@@ -125,6 +125,9 @@ ACTIVATIONS: dict[str, Case] = {
     "sin-cos": _case(lambda a: [ops.sin(a), ops.cos(a)], _f((4, 50))),
     "sin-cos-large-args": _case(lambda a: [ops.sin(a), ops.cos(a)],
                                 np.linspace(-3000, 3000, 999).astype(np.float32)),
+    "tan-atan-sinh-cosh": _case(lambda a: [ops.tan(a), ops.atan(a), ops.sinh(a), ops.cosh(a)], _f((4, 50))),
+    "atan-wide-range": _case(ops.atan, np.concatenate([np.linspace(-50, 50, 301), [1e30, -1e30, 0.4142, 2.4142]])
+                             .astype(np.float32)),
     "rope-like-cos-sin": _case(lambda p: ops.multiply(ops.cos(ops.multiply(p, np.float32(0.01))), ops.sin(p)),
                                np.arange(256, dtype=np.float32).reshape(1, 256)),
     "pow-cube-const": _case(lambda a: ops.power(a, np.float32(3.0)), _f((3, 41))),

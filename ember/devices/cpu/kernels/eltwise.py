@@ -58,7 +58,7 @@ UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "ta
              "gelu_tanh", "swish", "hswish", "hsigmoid", "elu", "floor", "ceil", "softplus", "mish", "square",
              "mulc", "addc", "rsubc", "rdivc", "powc", "sign", "softsign", "selu", "hardsigmoid", "round_even",
              "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "wrap32",
-             "wrap16", "wrap8", "wrapu8", "bnot",
+             "wrap16", "wrap8", "wrapu8", "bnot", "tan", "atan", "sinh", "cosh",
              "sin", "cos")
 BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu", "mod", "floormod", "pydiv",
               "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "pow", "band", "bor", "bxor")
@@ -79,7 +79,7 @@ NATIVE_UNARY = {"Negative": "neg", "Abs": "abs", "ReLU": "relu", "Exp": "exp", "
                 "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "HSwish": "hswish", "HSigmoid": "hsigmoid",
                 "Floor": "floor", "Ceiling": "ceil", "SoftPlus": "softplus", "Mish": "mish", "Sign": "sign",
                 "SoftSign": "softsign", "IsNaN": "isnan", "IsFinite": "isfinite", "LogicalNot": "not", "Sin": "sin",
-                "Cos": "cos", "BitwiseNot": "bnot"}
+                "Cos": "cos", "BitwiseNot": "bnot", "Tan": "tan", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh"}
 NATIVE_BINARY = {"BitwiseAnd": "band", "BitwiseOr": "bor", "BitwiseXor": "bxor", "Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Maximum": "max",
                  "Minimum": "min", "SquaredDifference": "sqdiff", "PRelu": "prelu", "Mod": "mod",
                  "FloorMod": "floormod", "Equal": "eq", "NotEqual": "ne", "Less": "lt", "LessEqual": "le",
@@ -261,12 +261,16 @@ def _unary(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> 
         return b.fdiv(imm0, x)
     if name == "powc":  # x ** imm0 for a non-integer imm0 (NaN below 0, as numpy)
         return mth.exp(b.fmul(imm0, mth.log(x)))
-    if name in ("sin", "cos"):
-        return _sincos(r, x, name == "cos")
+    if name in ("sin", "cos", "tan"):
+        return _sincos(r, x, name == "cos", name == "tan")
+    if name == "atan":
+        return _atan(r, x)
+    if name in ("sinh", "cosh"):
+        return _sinh_cosh(r, x, name == "cosh")
     raise AssertionError(name)
 
 
-def _sincos(r: _Regs, x: ir.Value, cosine: bool) -> ir.Value:
+def _sincos(r: _Regs, x: ir.Value, cosine: bool, tangent: bool = False) -> ir.Value:
     """sin or cos of f32 x: k = round(x * 2/pi) and x - k pi/2 in f64 with pi/2 in three parts
     (fused multiply-adds, so accurate far beyond any f32 a model feeds), then cephes'
     sinf/cosf polynomials on [-pi/4, pi/4] in f32."""
@@ -297,9 +301,36 @@ def _sincos(r: _Regs, x: ir.Value, cosine: bool) -> ir.Value:
     q = b.and_(q, ir.Constant(vi, [3] * lanes))
     odd = b.icmp_signed("!=", b.and_(q, ir.Constant(vi, [1] * lanes)), ir.Constant(vi, None))
     neg = b.icmp_signed("!=", b.and_(q, ir.Constant(vi, [2] * lanes)), ir.Constant(vi, None))
-    v = r.sel(odd, cos_r, sin_r)
-    v = r.sel(neg, b.fneg(v), v)
+    if tangent:  # tan = sin / cos of the reduced argument, the quadrant's sign and swap
+        v = r.sel(odd, b.fneg(b.fdiv(cos_r, sin_r)), b.fdiv(sin_r, cos_r))
+    else:
+        v = r.sel(odd, cos_r, sin_r)
+        v = r.sel(neg, b.fneg(v), v)
     return r.sel(b.fcmp_ordered("==", r.abs(x), c(math.inf)), c(math.nan), v)
+
+
+def _atan(r: _Regs, x: ir.Value) -> ir.Value:
+    """cephes' atanf: |x| reduced to [0, tan(pi/8)] around 0, pi/4 or pi/2, then a polynomial."""
+    b, c = r.b, r.c
+    a = r.abs(x)
+    big, mid = b.fcmp_ordered(">", a, c(2.414213562373095)), b.fcmp_ordered(">", a, c(0.4142135623730950))
+    t = r.sel(big, b.fdiv(c(-1.0), a), r.sel(mid, b.fdiv(b.fsub(a, c(1.0)), b.fadd(a, c(1.0))), a))
+    y0 = r.sel(big, c(math.pi / 2), r.sel(mid, c(math.pi / 4), c(0.0)))
+    z = b.fmul(t, t)
+    p = r.mth.poly(z, [8.05374449538e-2, -1.38776856032e-1, 1.99777106478e-1, -3.33329491539e-1])
+    y = b.fadd(y0, fmuladd(r.e, b.fmul(p, z), t, t))
+    return r.mth.copysign(y, x)
+
+
+def _sinh_cosh(r: _Regs, x: ir.Value, cosh: bool) -> ir.Value:
+    """(e^x +- e^-x) / 2; sinh below |x| = 1 from its odd Taylor series (no cancellation)."""
+    b, c, mth = r.b, r.c, r.mth
+    ep, en = mth.exp(x), mth.exp(b.fneg(x))
+    if cosh:
+        return b.fmul(c(0.5), b.fadd(ep, en))
+    z = b.fmul(x, x)
+    small = fmuladd(r.e, b.fmul(z, x), mth.poly(z, [1 / 362880, 1 / 5040, 1 / 120, 1 / 6]), x)
+    return r.sel(b.fcmp_ordered("<", r.abs(x), c(1.0)), small, b.fmul(c(0.5), b.fsub(ep, en)))
 
 
 def _pow(r: _Regs, x: ir.Value, y: ir.Value) -> ir.Value:
