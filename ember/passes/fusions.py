@@ -347,7 +347,7 @@ def recognize_mish(model: Model) -> Model:
 
 # -- epilogue groups ------------------------------------------------------------------------------
 # A GEMM-like producer and the elementwise tail its kernel can finish in its epilogue:
-# producer [-> scalar scale (MatMul)] [-> Add] [-> Add] [-> ReLU | Clamp], each link the only
+# producer [-> scalar scale (MatMul)] [-> Add] [-> Add] [-> ReLU | Clamp | HSwish], each link the only
 # consumer of the one before, every member of the producer's shape, the Adds taking one
 # constant (bias) and one computed tensor (residual) at most. These rules are the one
 # description of fusion: this pass marks the groups (``fused_group``), ``ember graph`` draws
@@ -355,7 +355,7 @@ def recognize_mish(model: Model) -> Model:
 
 EPILOGUE_PRODUCERS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
                       "GroupConvolutionBackpropData")
-EPILOGUE_ACTIVATIONS = ("ReLU", "Clamp")
+EPILOGUE_ACTIVATIONS = ("ReLU", "Clamp", "HSwish")  # HSwish: depthwise kernels only, the others stop before it
 FUSED_GROUP = "fused_group"
 
 
