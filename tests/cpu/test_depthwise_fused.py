@@ -15,6 +15,7 @@ from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
 from ember.devices.cpu.kernels.gemm import Epilogue
 from ember.devices.cpu.llvm.isa import host_isa, supported_levels
 from ember.devices.cpu.runtime.memory import aligned_empty
+from ember.errors import EmberError
 from ember.graph.model import Model
 
 LEVELS = supported_levels()
@@ -51,11 +52,18 @@ CASES = [
     (1, 56, 56, 16, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), True, True, False),     # many bands, 1 vector
 ]
 
-EPILOGUES = [Epilogue(), Epilogue.relu(), Epilogue.clamp(0.0, 6.0)]
+# the epilogue of each case: clamp bounds, then the fused activation
+EPILOGUES = {"none": (Epilogue(), ""), "relu": (Epilogue.relu(), ""), "relu6": (Epilogue.clamp(0.0, 6.0), ""),
+             "hswish": (Epilogue(), "hswish")}
+CASE_EPILOGUES = ["relu6", "hswish", "none", "hswish", "relu6", "none", "hswish", "relu", "hswish", "relu6", "hswish"]
+
+
+def hswish(x: np.ndarray) -> np.ndarray:
+    return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
 
 
 def _id(c: tuple) -> str:
-    return f"n{c[0]}-{c[1]}x{c[2]}x{c[3]}-k{c[4]}x{c[5]}-s{c[6][0]}{c[6][1]}-d{c[7][0]}" + \
+    return CASE_EPILOGUES[CASES.index(c)] + f"-n{c[0]}-{c[1]}x{c[2]}x{c[3]}-k{c[4]}x{c[5]}-s{c[6][0]}{c[6][1]}-d{c[7][0]}" + \
         ("-b" if c[10] else "") + ("-r" if c[11] else "") + ("-slice" if c[12] else "")
 
 
@@ -71,15 +79,24 @@ def test_depthwise_matches_reference(level: str, case: tuple) -> None:
     bias = rng.standard_normal(c).astype(np.float32) if with_bias else None
     geo = ConvGeometry(n, h, w, c, c, kh, kw, s, d, pb, pe, c)
     res = rng.standard_normal(geo.output_shape, np.float32) if with_res else None
-    epi = EPILOGUES[(h + c) % 3]
-    want = reference(x, wt, bias, s, d, pb, pe) + (0.0 if res is None else res)
-    want = epi.apply(want)
+    epi, act = EPILOGUES[CASE_EPILOGUES[CASES.index(case)]]
+    want = epi.apply(reference(x, wt, bias, s, d, pb, pe) + (0.0 if res is None else res))
+    if act:
+        want = hswish(want)
     for threads in (1, 2):
-        conv = Conv2d(geo, wt, epi, num_threads=threads, isa=host_isa(level))
+        conv = Conv2d(geo, wt, epi, num_threads=threads, isa=host_isa(level), activation=act)
         y = aligned_empty(geo.output_shape)
         y[:] = np.nan
         conv.bind(x, y, bias, res).run()
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.sqrt(kh * kw))
+
+
+def test_activation_needs_the_specialized_kernel() -> None:
+    with pytest.raises(EmberError):
+        Conv2d(ConvGeometry(1, 9, 9, 8, 8, 7, 7, (1, 1), (1, 1), (3, 3), (3, 3), 8), np.ones((8, 1, 7, 7), np.float32),
+               activation="hswish")
+    with pytest.raises(EmberError):
+        Conv2d(ConvGeometry(1, 9, 9, 8, 16, 1, 1), np.ones((16, 8, 1, 1), np.float32), activation="hswish")
 
 
 def test_depthwise_nan_and_inf() -> None:
@@ -133,5 +150,9 @@ def test_blocks_match_reference(name: str) -> None:
         cm = ember.Core().compile_model(model, device)
         outs[device] = cm([x])[cm.output(0)]
         if device == "CPU":
-            assert not cm._executable.program.stats["fallbacks"]
+            program = cm._executable.program
+            assert not program.stats["fallbacks"]
+            if BLOCKS[name][-2] == "hswish":  # the depthwise layer's HSwish is in its kernel
+                assert sum(op.type_name == "GroupConvolution" for op in program.ops) == 1
+                assert sum("HSwish" in op.name for op in program.ops) == 1, [op.name for op in program.ops]
     np.testing.assert_allclose(outs["CPU"], outs["REFERENCE"], rtol=1e-4, atol=1e-4)

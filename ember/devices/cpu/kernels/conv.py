@@ -102,6 +102,11 @@ class ConvGeometry:
         return 2 * self.batch * self.oh * self.ow * self.cout * (self.cin // self.groups) * self.kh * self.kw
 
 
+def depthwise_activation_ok(g: ConvGeometry, activation: str) -> bool:
+    """Whether the depthwise kernel fuses ``activation`` (``"hswish"``) for ``g``."""
+    return activation == "hswish" and g.depthwise and g.kh * g.kw <= _dw.DW_SPEC_MAX_TAPS
+
+
 def merge_taps_for(cin_per_group: int, taps: int) -> bool:
     """Whether a convolution runs with its taps folded into K (few channels per tap, as in a
     network's stem): each task gathers its pixels' taps into contiguous rows first."""
@@ -145,6 +150,9 @@ class Conv2d:
     Calling it writes into ``y`` (allocated when omitted) and returns it; ``bias`` is a
     float32 vector of OC, ``residual`` an NHWC tensor of the output's shape.
 
+    ``activation="hswish"`` applies HSwish after the clamp (depthwise convolutions with at most
+    ``DW_SPEC_MAX_TAPS`` taps: :func:`depthwise_activation_ok`).
+
     ``precision="bf16"`` runs the implicit GEMM in bf16 (weights rounded once, activations
     converted as they are read, f32 accumulation and epilogue; activations stay f32 in
     memory). It raises :class:`~ember.errors.EmberError` without AVX512_BF16 (see
@@ -154,9 +162,13 @@ class Conv2d:
 
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, epilogue: Epilogue = NO_EPILOGUE,
                  num_threads: int | None = None, isa: Isa | None = None,
-                 precision: Precision | str = Precision.F32):
+                 precision: Precision | str = Precision.F32, activation: str = ""):
         g = geometry
         self.geometry, self.epilogue = g, epilogue
+        if activation and not depthwise_activation_ok(g, activation):
+            raise EmberError(f"ember: activation {activation!r} is fused into depthwise convolutions up to "
+                             f"{_dw.DW_SPEC_MAX_TAPS} taps only")
+        self.activation = activation
         self.isa = isa or host_isa()
         self.precision = as_precision(precision)
         self.num_threads = num_threads or default_pool().num_threads
@@ -208,7 +220,7 @@ class Conv2d:
                                   ox_hi=ox_hi, zr=zr.ctypes.data, band=band, gv=gv, nb=nb, ng=ng)
         lohi = np.array([self.epilogue.lo, self.epilogue.hi], np.float32).view(np.uint32)
         ctx[DW_SPEC_CONTEXT["lo"]], ctx[DW_SPEC_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
-        task = dw_spec_task_address(DwSpec(g.kh, g.kw, sw, dw, ldx, residual), self.isa)
+        task = dw_spec_task_address(DwSpec(g.kh, g.kw, sw, dw, ldx, residual, self.activation), self.isa)
         return ctx, task, zr
 
     def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int) -> IGemmCall:

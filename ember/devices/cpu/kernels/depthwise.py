@@ -232,7 +232,8 @@ def interior_range(n_out: int, n_in: int, k: int, stride: int, dilation: int, pa
 # of a channel vector stay in registers over the whole band (a 7x7 map reloads them once, not
 # once per row), and small maps with many channels still split into enough tasks. Kernel rows
 # outside the image read a zero buffer (no row tests); border columns pick the zero buffer per
-# tap by a select.
+# tap by a select. The epilogue is bias, residual, clamp, then optionally HSwish (PP-LCNet's
+# depthwise layers end in one).
 DW_SPEC_CONTEXT = ContextLayout(
     "depthwise_spec",
     ("x", "xn", "h", "w", "oh", "ow", "sh", "dh", "pt", "pl", "c", "y", "ldy", "wp", "cp", "bias", "res", "ldr",
@@ -251,6 +252,7 @@ class DwSpec:
     dw: int
     ldx: int
     residual: bool
+    activation: str = ""  # "" (the clamp only) or "hswish" (after the clamp)
 
 
 def spec_blocking(isa: Isa, kh: int, kw: int) -> tuple[int, int]:
@@ -291,6 +293,9 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
     ox_lo, ox_hi, pl = e.arg("ox_lo"), e.arg("ox_hi"), e.arg("pl")
     ldy, ldr = e.arg("ldy"), e.arg("ldr")
     vlo, vhi = e.splat(e.arg("lo", F32), L), e.splat(e.arg("hi", F32), L)
+    three, zero, six, sixth = (ir.Constant(vt, [ir.Constant(F32, v)] * L) for v in (3.0, 0.0, 6.0, 1.0 / 6.0))
+    if s.activation not in ("", "hswish"):
+        raise ValueError(f"depthwise activation {s.activation!r}")
 
     def channel_vector(ch: ir.Value, mask: ir.Value | None) -> None:
         wv = [e.load(vt, e.gep(F32, wp, b.add(b.mul(c64(t), cp), ch)), align=4) for t in range(s.kh * s.kw)]
@@ -329,6 +334,11 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
                         total = b.fadd(total, masked_load(e, vt, rp, mask))
                     total = b.select(b.fcmp_ordered("<", total, vlo), vlo, total)
                     total = b.select(b.fcmp_ordered(">", total, vhi), vhi, total)
+                    if s.activation == "hswish":  # x * clamp(x + 3, 0, 6) / 6
+                        t = b.fadd(total, three)
+                        t = b.select(b.fcmp_ordered("<", t, zero), zero, t)
+                        t = b.select(b.fcmp_ordered(">", t, six), six, t)
+                        total = b.fmul(b.fmul(total, t), sixth)
                     masked_store(e, total, e.gep(F32, e.arg("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
 
             with e.loop(0, ox_lo, name="oxl") as ox:
@@ -354,7 +364,8 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
 @functools.cache
 def _dw_spec_library(isa: Isa, spec: DwSpec) -> jit.Library:
     s = spec
-    return jit.load(f"depthwise_spec|{isa.level}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}|r{int(s.residual)}",
+    return jit.load(f"depthwise_spec|{isa.level}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}|r{int(s.residual)}"
+                    f"|a{s.activation or 'clamp'}",
                     isa, lambda p: _build_dw_spec(p, isa, spec))
 
 

@@ -247,14 +247,21 @@ def lower_conv(lowering: Lowering, node: Node) -> bool:
 def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> bool:
     """``node`` (data input 0, rank 3 or 4) as one Conv2d of ``geo`` with weights ``w``
     ``[OC, IC / groups, KH, KW]``, its epilogue group fused."""
-    from ember.devices.cpu.kernels.conv import Conv2d
+    from ember.devices.cpu.kernels.conv import Conv2d, depthwise_activation_ok
     from ember.devices.cpu.kernels.gemm import Epilogue
 
     xport = node.input_values()[0]
     out_logical = static_shape(node.output(0))
     bias, residual, (lo, hi), last, fused = _epilogue(lowering, node, geo.cout)
+    activation = ""
+    after = lowering.sole_consumer(last)
+    if after is not None and after.type_name == "HSwish" and same_fused_group(last, after) \
+            and len(out_logical) == 4 and depthwise_activation_ok(geo, "hswish") \
+            and after.output(0).partial_shape == node.output(0).partial_shape \
+            and after.output(0).element_type.dtype == F32:
+        activation, last, fused = "hswish", after, [*fused, after]
     kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
-                    precision=lowering.precision)
+                    precision=lowering.precision, activation=activation)
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)
     y = _channels_last_value(lowering, out_logical, last.friendly_name, last)
