@@ -128,6 +128,12 @@ ACTIVATIONS: dict[str, Case] = {
     "tan-atan-sinh-cosh": _case(lambda a: [ops.tan(a), ops.atan(a), ops.sinh(a), ops.cosh(a)], _f((4, 50))),
     "atan-wide-range": _case(ops.atan, np.concatenate([np.linspace(-50, 50, 301), [1e30, -1e30, 0.4142, 2.4142]])
                              .astype(np.float32)),
+    "asin-acos-atanh": _case(lambda a: [ops.asin(a), ops.acos(a), ops.atanh(a)],
+                             np.concatenate([np.linspace(-1, 1, 201), [1e-6, -3e-5, 0.2499, 0.2501, 0.4999, 0.5001,
+                                                                       1.5, -2.0, np.nan]]).astype(np.float32)),
+    "asinh-acosh": _case(lambda a: [ops.asinh(a), ops.acosh(ops.add(ops.absolute(a), np.float32(1.0)))],
+                         np.concatenate([np.linspace(-30, 30, 301), [1e-7, 0.2499, 0.2501, 3e12, -3e12, np.inf]])
+                         .astype(np.float32)),
     "rope-like-cos-sin": _case(lambda p: ops.multiply(ops.cos(ops.multiply(p, np.float32(0.01))), ops.sin(p)),
                                np.arange(256, dtype=np.float32).reshape(1, 256)),
     "pow-cube-const": _case(lambda a: ops.power(a, np.float32(3.0)), _f((3, 41))),

@@ -58,7 +58,8 @@ UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "ta
              "gelu_tanh", "swish", "hswish", "hsigmoid", "elu", "floor", "ceil", "softplus", "mish", "square",
              "mulc", "addc", "rsubc", "rdivc", "powc", "sign", "softsign", "selu", "hardsigmoid", "round_even",
              "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "wrap32",
-             "wrap16", "wrap8", "wrapu8", "bnot", "tan", "atan", "sinh", "cosh",
+             "wrap16", "wrap8", "wrapu8", "bnot", "tan", "atan", "sinh", "cosh", "asin", "acos", "asinh",
+             "acosh", "atanh",
              "sin", "cos")
 BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu", "mod", "floormod", "pydiv",
               "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "pow", "band", "bor", "bxor")
@@ -79,7 +80,8 @@ NATIVE_UNARY = {"Negative": "neg", "Abs": "abs", "ReLU": "relu", "Exp": "exp", "
                 "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "HSwish": "hswish", "HSigmoid": "hsigmoid",
                 "Floor": "floor", "Ceiling": "ceil", "SoftPlus": "softplus", "Mish": "mish", "Sign": "sign",
                 "SoftSign": "softsign", "IsNaN": "isnan", "IsFinite": "isfinite", "LogicalNot": "not", "Sin": "sin",
-                "Cos": "cos", "BitwiseNot": "bnot", "Tan": "tan", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh"}
+                "Cos": "cos", "BitwiseNot": "bnot", "Tan": "tan", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh",
+                "Asin": "asin", "Acos": "acos", "Asinh": "asinh", "Acosh": "acosh", "Atanh": "atanh"}
 NATIVE_BINARY = {"BitwiseAnd": "band", "BitwiseOr": "bor", "BitwiseXor": "bxor", "Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Maximum": "max",
                  "Minimum": "min", "SquaredDifference": "sqdiff", "PRelu": "prelu", "Mod": "mod",
                  "FloorMod": "floormod", "Equal": "eq", "NotEqual": "ne", "Less": "lt", "LessEqual": "le",
@@ -267,6 +269,8 @@ def _unary(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> 
         return _atan(r, x)
     if name in ("sinh", "cosh"):
         return _sinh_cosh(r, x, name == "cosh")
+    if name in ("asin", "acos", "asinh", "acosh", "atanh"):
+        return _inverse(r, name, x)
     raise AssertionError(name)
 
 
@@ -320,6 +324,49 @@ def _atan(r: _Regs, x: ir.Value) -> ir.Value:
     p = r.mth.poly(z, [8.05374449538e-2, -1.38776856032e-1, 1.99777106478e-1, -3.33329491539e-1])
     y = b.fadd(y0, fmuladd(r.e, b.fmul(p, z), t, t))
     return r.mth.copysign(y, x)
+
+
+def _asin_core(r: _Regs, a: ir.Value) -> ir.Value:
+    """cephes' asinf for 0 <= a <= 1 (NaN above 1)."""
+    b, c = r.b, r.c
+    upper = b.fcmp_ordered(">", a, c(0.5))
+    z = r.sel(upper, b.fmul(c(0.5), b.fsub(c(1.0), a)), b.fmul(a, a))
+    s = r.sel(upper, r.intr("sqrt", z), a)
+    p = r.mth.poly(z, [4.2163199048e-2, 2.4181311049e-2, 4.5470025998e-2, 7.4953002686e-2, 1.6666752422e-1])
+    y = fmuladd(r.e, b.fmul(p, z), s, s)
+    y = r.sel(upper, b.fsub(c(math.pi / 2), b.fadd(y, y)), y)
+    return r.sel(b.fcmp_ordered(">", a, c(1.0)), c(math.nan), y)
+
+
+def _inverse(r: _Regs, name: str, x: ir.Value) -> ir.Value:
+    """asin, acos, asinh, acosh, atanh of f32 x."""
+    b, c, mth = r.b, r.c, r.mth
+    a = r.abs(x)
+    if name == "asin":
+        return mth.copysign(_asin_core(r, a), x)
+    if name == "acos":  # pi/2 - asin(x) in the middle, 2 asin(sqrt((1 -+ x) / 2)) near +-1
+        half = r.intr("sqrt", b.fmul(c(0.5), b.fsub(c(1.0), a)))
+        edge = b.fadd(_asin_core(r, half), _asin_core(r, half))
+        edge = r.sel(b.fcmp_ordered("<", x, c(0.0)), b.fsub(c(math.pi), edge), edge)
+        mid = b.fsub(c(math.pi / 2), mth.copysign(_asin_core(r, a), x))
+        out = r.sel(b.fcmp_ordered(">", a, c(0.5)), edge, mid)
+        return r.sel(b.fcmp_ordered(">", a, c(1.0)), c(math.nan), out)
+    z = b.fmul(x, x)
+    if name == "asinh":
+        big = b.fcmp_ordered(">", a, c(1e10))
+        root = r.intr("sqrt", b.fadd(b.fmul(a, a), c(1.0)))
+        y = r.sel(big, b.fadd(mth.log(a), c(math.log(2))), mth.log(b.fadd(a, root)))
+        series = fmuladd(r.e, b.fmul(z, x), mth.poly(z, [105 / 3456, -15 / 336, 3 / 40, -1 / 6]), x)
+        return r.sel(b.fcmp_ordered("<", a, c(0.25)), series, mth.copysign(y, x))
+    if name == "acosh":  # NaN below 1 (the root of a negative number)
+        big = b.fcmp_ordered(">", x, c(1e10))
+        y = mth.log(b.fadd(x, r.intr("sqrt", b.fsub(b.fmul(x, x), c(1.0)))))
+        return r.sel(big, b.fadd(mth.log(x), c(math.log(2))), y)
+    if name == "atanh":
+        y = b.fmul(c(0.5), mth.log(b.fdiv(b.fadd(c(1.0), x), b.fsub(c(1.0), x))))
+        series = fmuladd(r.e, b.fmul(z, x), mth.poly(z, [1 / 11, 1 / 9, 1 / 7, 1 / 5, 1 / 3]), x)
+        return r.sel(b.fcmp_ordered("<", a, c(0.25)), series, y)
+    raise AssertionError(name)
 
 
 def _sinh_cosh(r: _Regs, x: ir.Value, cosh: bool) -> ir.Value:
