@@ -202,6 +202,8 @@ INTEGERS.update({
         _i((3, 17), np.int32), _i((17,), np.int32), _b((2, 9)), _b((2, 9))),
     "bitwise-u8-i64": _case(lambda a, b: [ops.bitwise_not(a), ops.bitwise_xor(ops.convert(a, "i64"), b)],
                             RNG.integers(0, 256, (40,)).astype(np.uint8), _i((40,), np.int64)),
+    "int-floor-ceil-round-identity": _case(lambda a: [ops.floor(a), ops.ceiling(a), ops.round(a, mode="half_to_even")],
+                                           _i((3, 7), np.int32)),
     "int32-min-div-minus-one": _case(ops.divide, np.array([I32.min, I32.max, 7], np.int32), np.full(3, -1, np.int32)),
     "int64-min-div-minus-one": _case(ops.divide, np.array([I64.min, 5, -5], np.int64), np.full(3, -1, np.int64)),
     "int-div-by-zero": _case(lambda a, b: [ops.divide(a, b), ops.mod(a, b), ops.floor_mod(a, b)],

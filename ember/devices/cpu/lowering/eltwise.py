@@ -165,6 +165,8 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
         return _Spec("not", (0,), None)
     if udt not in KIND:
         return None
+    if KIND[udt] == "i64" and t in ("Floor", "Ceiling", "Round"):  # integers are already whole
+        return _Spec("", (0,), "i64")
     u = _unary_op(node, KIND[udt])
     if u is None:
         if t == "Power" and udt == F32 and ins[1].element_type.dtype == F32 and str(
