@@ -36,10 +36,18 @@ _TYPES: dict[int, Type] = {
     TensorProto.INT2: Type.i2,
 }
 _ONNX_OF: dict[Type, int] = {t: k for k, t in _TYPES.items()}
+#: element types whose raw bytes are the little-endian numpy array as it is
+_PLAIN_DTYPES: dict[int, np.dtype] = {k: np.dtype(v).newbyteorder("<") for k, v in {
+    TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16,
+    TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8, TensorProto.INT16: np.int16,
+    TensorProto.UINT16: np.uint16, TensorProto.INT32: np.int32, TensorProto.UINT32: np.uint32,
+    TensorProto.INT64: np.int64, TensorProto.UINT64: np.uint64}.items()}
 #: how deeply subgraphs (If/Loop/Scan bodies) may nest
 MAX_GRAPH_DEPTH = 64
 #: the largest dense array a sparse initializer may expand to
 MAX_SPARSE_DENSE_BYTES = 1 << 32
+#: ONNX files at least this large are read without their weights first (``skeleton.py``)
+SKELETON_MIN_BYTES = 1 << 20
 
 
 def element_type(onnx_type: int, where: str = "") -> Type:
@@ -75,11 +83,28 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelPr
     if not path.is_file():
         raise ConversionError(f"ember: ONNX model file '{path}' does not exist or is not a regular file")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = _load_skeleton(path)
+        if proto is None:
+            proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001
         raise ConversionError(f"ember: '{path}' is not a readable ONNX model: {e}") from None
     check_structure(proto, str(path))
     return proto, path.resolve().parent
+
+
+def _load_skeleton(path: Path) -> onnx.ModelProto | None:
+    """A large file's proto with its big initializers left in the file (``skeleton.py``), so
+    that each weight is read once, straight into its array; None for a small or unusual file."""
+    from ember.frontends.onnx.skeleton import read_skeleton
+    from ember.io.files import open_regular
+
+    real = path.resolve()
+    f, size = open_regular(real, "ONNX model file", ConversionError)
+    with f:
+        if size < SKELETON_MIN_BYTES:
+            return None
+        skeleton = read_skeleton(f, size, real)
+    return None if skeleton is None else onnx.load_from_string(skeleton)
 
 
 def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
@@ -169,6 +194,40 @@ def check_structure(proto: onnx.ModelProto, source: str = "the model") -> None:
 
 
 def _external_bytes(t: TensorProto, base_dir: Path | None) -> bytes:
+    f, offset, n, location = _external_range(t, base_dir)
+    with f:
+        f.seek(offset)
+        data = f.read(n)
+    if len(data) != n:
+        raise ConversionError(f"ember: tensor '{t.name}': '{location}' changed while it was read")
+    return data
+
+
+def _external_array(t: TensorProto, base_dir: Path | None) -> np.ndarray | None:
+    """External data of a plain numeric type read straight into its array (no bytes copy in
+    between); None when the type or the length needs the general path."""
+    dtype = _PLAIN_DTYPES.get(t.data_type)
+    if dtype is None or any(d < 0 for d in t.dims):
+        return None
+    shape = tuple(int(d) for d in t.dims)
+    f, offset, n, location = _external_range(t, base_dir)
+    with f:
+        if n != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            return None
+        arr = np.empty(shape, dtype)
+        view = memoryview(arr.reshape(-1)).cast("B")
+        f.seek(offset)
+        got = 0
+        while got < n:
+            k = f.readinto(view[got:])
+            if not k:
+                raise ConversionError(f"ember: tensor '{t.name}': '{location}' changed while it was read")
+            got += k
+    return arr
+
+
+def _external_range(t: TensorProto, base_dir: Path | None) -> tuple[Any, int, int, str]:
+    """The opened external data file of ``t``, the offset and length of its bytes, its location."""
     info = {e.key: e.value for e in t.external_data}
     location = info.get("location", "")
     if base_dir is None:
@@ -207,18 +266,16 @@ def _external_bytes(t: TensorProto, base_dir: Path | None) -> bytes:
         f.close()
         raise ConversionError(f"ember: tensor '{t.name}': external data range {offset}+{n} is beyond the "
                               f"end of '{location}' ({size} bytes)")
-    with f:
-        f.seek(offset)
-        data = f.read(n)
-    if len(data) != n:
-        raise ConversionError(f"ember: tensor '{t.name}': '{location}' changed while it was read")
-    return data
+    return f, offset, n, location
 
 
 def tensor_value(t: TensorProto, base_dir: Path | None = None) -> tuple[np.ndarray, Type]:
     """A TensorProto's data as an ndarray in ember's in-memory form, and its element type."""
     et = element_type(t.data_type, f" (tensor '{t.name}')")
     if t.data_location == TensorProto.EXTERNAL:
+        arr = _external_array(t, base_dir)
+        if arr is not None:
+            return to_ember_array(arr, et), et
         proto = TensorProto()
         proto.CopyFrom(t)
         del proto.external_data[:]
