@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,9 @@ def convert_model(input_model: Any, *, input: Any = None, output: Any = None, ex
         from ember.passes import optimize
 
         model = optimize(model, opt_level, report=report, copy=False)
+        # graph nodes form reference cycles: the weights the passes replaced (e.g. convolution
+        # weights with a BatchNorm folded in) are freed now, not in the middle of compiling
+        gc.collect()
     return model
 
 
