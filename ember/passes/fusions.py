@@ -347,7 +347,9 @@ def recognize_mish(model: Model) -> Model:
 
 # -- epilogue groups ------------------------------------------------------------------------------
 # A GEMM-like producer and the elementwise tail its kernel can finish in its epilogue:
-# producer [-> scalar scale (MatMul)] [-> Add] [-> Add] [-> ReLU | Clamp | HSwish], each link the only
+# producer [-> scalar scale (MatMul)] [-> Add] [-> Add] [-> ReLU | Clamp | HSwish
+# [-> scalar Multiply [-> scalar Add]]] (the last two: PP-LCNet's learnable affine after the
+# activation; the CPU depthwise kernel takes them, other kernels stop before), each link the only
 # consumer of the one before, every member of the producer's shape, the Adds taking one
 # constant (bias) and one computed tensor (residual) at most. These rules are the one
 # description of fusion: this pass marks the groups (``fused_group``), ``ember graph`` draws
@@ -377,12 +379,22 @@ def _epilogue_patterns() -> list[Pattern]:
     heads = [Pattern(EPILOGUE_PRODUCERS, name="producer", consumers=1), scale(1)]
     inner = [*heads, *adds(1, heads, 1), *adds(2, adds(1, heads, 1), 1)]
     roots = [scale(None), *adds(1, heads, None), *adds(2, adds(1, heads, 1), None)]  # a producer alone is no group
-    return roots + [Pattern(EPILOGUE_ACTIVATIONS, b, name="activation") for b in inner]
+    acts = [Pattern(EPILOGUE_ACTIVATIONS, b, name="activation") for b in inner]
+
+    def post_scale(consumers: int | None) -> list[Pattern]:
+        return [Pattern("Multiply", Pattern(EPILOGUE_ACTIVATIONS, b, name="activation", consumers=1),
+                        Pattern("Const", name="post_scale_value", pred=_scalar_const), name="post_scale",
+                        consumers=consumers, commutative=True) for b in inner]
+
+    post_shift = [Pattern("Add", p, Pattern("Const", name="post_shift_value", pred=_scalar_const), name="post_shift",
+                          commutative=True) for p in post_scale(1)]
+    return roots + acts + post_scale(None) + post_shift
 
 
 def _epilogue_members(m: Match, order: dict[int, int]) -> list[Node] | None:
     """The group's nodes in chain order, or None when the match breaks a group rule."""
-    members = [m[name] for name in ("producer", "scale", "add1", "add2", "activation") if name in m]
+    members = [m[name] for name in ("producer", "scale", "add1", "add2", "activation", "post_scale", "post_shift")
+               if name in m]
     shape = m.port("producer").partial_shape
     if any(n.output(0).partial_shape != shape for n in members):
         return None
