@@ -53,9 +53,11 @@ CASES = [
 ]
 
 # the epilogue of each case: clamp bounds, then the fused activation
-EPILOGUES = {"none": (Epilogue(), ""), "relu": (Epilogue.relu(), ""), "relu6": (Epilogue.clamp(0.0, 6.0), ""),
-             "hswish": (Epilogue(), "hswish")}
-CASE_EPILOGUES = ["relu6", "hswish", "none", "hswish", "relu6", "none", "hswish", "relu", "hswish", "relu6", "hswish"]
+EPILOGUES = {"none": (Epilogue(), "", None), "relu": (Epilogue.relu(), "", None),
+             "relu6": (Epilogue.clamp(0.0, 6.0), "", None), "hswish": (Epilogue(), "hswish", None),
+             "hswish-affine": (Epilogue(), "hswish", (0.75, -0.25)), "relu6-affine": (Epilogue.clamp(0.0, 6.0), "", (-1.5, 2.0))}
+CASE_EPILOGUES = ["relu6", "hswish-affine", "none", "hswish", "relu6-affine", "none", "hswish", "relu", "hswish-affine",
+                  "relu6", "hswish"]
 
 
 def hswish(x: np.ndarray) -> np.ndarray:
@@ -79,12 +81,14 @@ def test_depthwise_matches_reference(level: str, case: tuple) -> None:
     bias = rng.standard_normal(c).astype(np.float32) if with_bias else None
     geo = ConvGeometry(n, h, w, c, c, kh, kw, s, d, pb, pe, c)
     res = rng.standard_normal(geo.output_shape, np.float32) if with_res else None
-    epi, act = EPILOGUES[CASE_EPILOGUES[CASES.index(case)]]
+    epi, act, affine = EPILOGUES[CASE_EPILOGUES[CASES.index(case)]]
     want = epi.apply(reference(x, wt, bias, s, d, pb, pe) + (0.0 if res is None else res))
     if act:
         want = hswish(want)
+    if affine:
+        want = want * affine[0] + affine[1]
     for threads in (1, 2):
-        conv = Conv2d(geo, wt, epi, num_threads=threads, isa=host_isa(level), activation=act)
+        conv = Conv2d(geo, wt, epi, num_threads=threads, isa=host_isa(level), activation=act, affine=affine)
         y = aligned_empty(geo.output_shape)
         y[:] = np.nan
         conv.bind(x, y, bias, res).run()
@@ -117,14 +121,17 @@ def _act(y, kind: str):
     return ops.clamp(y, 0.0, 6.0) if kind == "relu6" else ops.hswish(y)
 
 
-def block(c: int, hw: int, expand: int, k: int, stride: int, act: str, residual: bool) -> Model:
-    """expand 1x1 + act -> depthwise kxk + act -> project 1x1 (+ input when ``residual``)."""
+def block(c: int, hw: int, expand: int, k: int, stride: int, act: str, residual: bool, affine: bool = False) -> Model:
+    """expand 1x1 + act -> depthwise kxk + act [* scale + shift when ``affine``, as PP-LCNetV3's
+    learnable affine] -> project 1x1 (+ input when ``residual``)."""
     x = ops.parameter([1, c, hw, hw], np.float32, name="x")
     e = c * expand
     y = _act(ops.add(ops.convolution(x, _w(e, c, 1, 1, fan=c), [1, 1], [0, 0], [0, 0], [1, 1]),
                      _w(1, e, 1, 1, fan=4)), act)
     y = ops.group_convolution(y, _w(e, 1, 1, k, k, fan=k * k), [stride] * 2, [k // 2] * 2, [k // 2] * 2, [1, 1])
     y = _act(ops.add(y, _w(1, e, 1, 1, fan=4)), act)
+    if affine:
+        y = ops.add(ops.multiply(np.float32(1.25), y), np.array(-0.5, np.float32))
     y = ops.add(ops.convolution(y, _w(c, e, 1, 1, fan=e), [1, 1], [0, 0], [0, 0], [1, 1]), _w(1, c, 1, 1, fan=4))
     if residual:
         y = ops.add(y, x)
@@ -137,13 +144,16 @@ BLOCKS = {
     "lite0-5x5-relu6-res": (40, 14, 6, 5, 1, "relu6", True),
     "lcnet-5x5-hswish": (33, 12, 2, 5, 2, "hswish", False),
     "lcnet-3x3-hswish-res": (17, 9, 3, 3, 1, "hswish", True),
+    "lcnetv3-3x3-hswish-affine": (24, 10, 2, 3, 1, "hswish", False, True),
+    "lcnetv3-5x5-relu6-affine-res": (21, 11, 2, 5, 1, "relu6", True, True),
+    "lcnetv3-5x5-hswish-affine-s2": (21, 11, 2, 5, 2, "hswish", False, True),
 }
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_blocks_match_reference(name: str) -> None:
     model = block(*BLOCKS[name])
-    c, hw = BLOCKS[name][:2]
+    c, hw = BLOCKS[name][:2]  # (channels, size, expansion, kernel, stride, activation, residual[, affine])
     x = np.random.default_rng(hw).standard_normal((1, c, hw, hw)).astype(np.float32)
     outs = {}
     for device in ("REFERENCE", "CPU"):
@@ -152,7 +162,9 @@ def test_blocks_match_reference(name: str) -> None:
         if device == "CPU":
             program = cm._executable.program
             assert not program.stats["fallbacks"]
-            if BLOCKS[name][-2] == "hswish":  # the depthwise layer's HSwish is in its kernel
-                assert sum(op.type_name == "GroupConvolution" for op in program.ops) == 1
-                assert sum("HSwish" in op.name for op in program.ops) == 1, [op.name for op in program.ops]
+            # the depthwise layer's tail (bias, clamp or HSwish, scalar affine) is in its kernel: only the
+            # expand convolution's activation runs as an elementwise op
+            kinds = [op.type_name for op in program.ops]
+            assert kinds.count("GroupConvolution") == 1
+            assert sum(k.startswith("Eltwise") for k in kinds) == (BLOCKS[name][5] == "hswish"), kinds
     np.testing.assert_allclose(outs["CPU"], outs["REFERENCE"], rtol=1e-4, atol=1e-4)

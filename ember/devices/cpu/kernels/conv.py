@@ -103,8 +103,9 @@ class ConvGeometry:
 
 
 def depthwise_activation_ok(g: ConvGeometry, activation: str) -> bool:
-    """Whether the depthwise kernel fuses ``activation`` (``"hswish"``) for ``g``."""
-    return activation == "hswish" and g.depthwise and g.kh * g.kw <= _dw.DW_SPEC_MAX_TAPS
+    """Whether the depthwise kernel fuses ``activation`` (``"hswish"``, or ``"affine"``: a scalar
+    multiply-add after the activation) for ``g``."""
+    return activation in ("hswish", "affine") and g.depthwise and g.kh * g.kw <= _dw.DW_SPEC_MAX_TAPS
 
 
 def merge_taps_for(cin_per_group: int, taps: int) -> bool:
@@ -150,8 +151,9 @@ class Conv2d:
     Calling it writes into ``y`` (allocated when omitted) and returns it; ``bias`` is a
     float32 vector of OC, ``residual`` an NHWC tensor of the output's shape.
 
-    ``activation="hswish"`` applies HSwish after the clamp (depthwise convolutions with at most
-    ``DW_SPEC_MAX_TAPS`` taps: :func:`depthwise_activation_ok`).
+    ``activation="hswish"`` applies HSwish after the clamp, then ``affine=(s, t)`` computes
+    ``y * s + t`` (depthwise convolutions with at most ``DW_SPEC_MAX_TAPS`` taps:
+    :func:`depthwise_activation_ok`).
 
     ``precision="bf16"`` runs the implicit GEMM in bf16 (weights rounded once, activations
     converted as they are read, f32 accumulation and epilogue; activations stay f32 in
@@ -162,13 +164,17 @@ class Conv2d:
 
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, epilogue: Epilogue = NO_EPILOGUE,
                  num_threads: int | None = None, isa: Isa | None = None,
-                 precision: Precision | str = Precision.F32, activation: str = ""):
+                 precision: Precision | str = Precision.F32, activation: str = "",
+                 affine: tuple[float, float] | None = None):
         g = geometry
         self.geometry, self.epilogue = g, epilogue
         if activation and not depthwise_activation_ok(g, activation):
             raise EmberError(f"ember: activation {activation!r} is fused into depthwise convolutions up to "
                              f"{_dw.DW_SPEC_MAX_TAPS} taps only")
-        self.activation = activation
+        if affine is not None and not depthwise_activation_ok(g, "affine"):
+            raise EmberError(f"ember: a scalar affine is fused into depthwise convolutions up to "
+                             f"{_dw.DW_SPEC_MAX_TAPS} taps only")
+        self.activation, self.affine = activation, affine
         self.isa = isa or host_isa()
         self.precision = as_precision(precision)
         self.num_threads = num_threads or default_pool().num_threads
@@ -220,7 +226,11 @@ class Conv2d:
                                   ox_hi=ox_hi, zr=zr.ctypes.data, band=band, gv=gv, nb=nb, ng=ng)
         lohi = np.array([self.epilogue.lo, self.epilogue.hi], np.float32).view(np.uint32)
         ctx[DW_SPEC_CONTEXT["lo"]], ctx[DW_SPEC_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
-        task = dw_spec_task_address(DwSpec(g.kh, g.kw, sw, dw, ldx, residual, self.activation), self.isa)
+        if self.affine is not None:
+            pm = np.array(self.affine, np.float32).view(np.uint32)
+            ctx[DW_SPEC_CONTEXT["pmul"]], ctx[DW_SPEC_CONTEXT["padd"]] = int(pm[0]), int(pm[1])
+        task = dw_spec_task_address(DwSpec(g.kh, g.kw, sw, dw, ldx, residual, self.activation,
+                                           self.affine is not None), self.isa)
         return ctx, task, zr
 
     def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int) -> IGemmCall:

@@ -232,12 +232,12 @@ def interior_range(n_out: int, n_in: int, k: int, stride: int, dilation: int, pa
 # of a channel vector stay in registers over the whole band (a 7x7 map reloads them once, not
 # once per row), and small maps with many channels still split into enough tasks. Kernel rows
 # outside the image read a zero buffer (no row tests); border columns pick the zero buffer per
-# tap by a select. The epilogue is bias, residual, clamp, then optionally HSwish (PP-LCNet's
-# depthwise layers end in one).
+# tap by a select. The epilogue is bias, residual, clamp, then optionally HSwish and a scalar
+# multiply-add (PP-LCNet's depthwise layers end in HSwish and a learnable affine).
 DW_SPEC_CONTEXT = ContextLayout(
     "depthwise_spec",
     ("x", "xn", "h", "w", "oh", "ow", "sh", "dh", "pt", "pl", "c", "y", "ldy", "wp", "cp", "bias", "res", "ldr",
-     "lo", "hi", "ox_lo", "ox_hi", "zr", "band", "gv", "nb", "ng"),
+     "lo", "hi", "ox_lo", "ox_hi", "zr", "band", "gv", "nb", "ng", "pmul", "padd"),
     pointers=("x", "y", "wp", "bias", "res", "zr"))
 DW_SPEC_MAX_TAPS = 25
 
@@ -253,6 +253,7 @@ class DwSpec:
     ldx: int
     residual: bool
     activation: str = ""  # "" (the clamp only) or "hswish" (after the clamp)
+    affine: bool = False  # y * pmul + padd after the activation (scalars)
 
 
 def spec_blocking(isa: Isa, kh: int, kw: int) -> tuple[int, int]:
@@ -293,6 +294,7 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
     ox_lo, ox_hi, pl = e.arg("ox_lo"), e.arg("ox_hi"), e.arg("pl")
     ldy, ldr = e.arg("ldy"), e.arg("ldr")
     vlo, vhi = e.splat(e.arg("lo", F32), L), e.splat(e.arg("hi", F32), L)
+    vmul, vadd = e.splat(e.arg("pmul", F32), L), e.splat(e.arg("padd", F32), L)
     three, zero, six, sixth = (ir.Constant(vt, [ir.Constant(F32, v)] * L) for v in (3.0, 0.0, 6.0, 1.0 / 6.0))
     if s.activation not in ("", "hswish"):
         raise ValueError(f"depthwise activation {s.activation!r}")
@@ -339,6 +341,8 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
                         t = b.select(b.fcmp_ordered("<", t, zero), zero, t)
                         t = b.select(b.fcmp_ordered(">", t, six), six, t)
                         total = b.fmul(b.fmul(total, t), sixth)
+                    if s.affine:
+                        total = fmuladd(e, total, vmul, vadd)
                     masked_store(e, total, e.gep(F32, e.arg("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
 
             with e.loop(0, ox_lo, name="oxl") as ox:
@@ -365,7 +369,7 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
 def _dw_spec_library(isa: Isa, spec: DwSpec) -> jit.Library:
     s = spec
     return jit.load(f"depthwise_spec|{isa.level}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}|r{int(s.residual)}"
-                    f"|a{s.activation or 'clamp'}",
+                    f"|a{s.activation or 'clamp'}|f{int(s.affine)}",
                     isa, lambda p: _build_dw_spec(p, isa, spec))
 
 

@@ -260,8 +260,11 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
             and after.output(0).partial_shape == node.output(0).partial_shape \
             and after.output(0).element_type.dtype == F32:
         activation, last, fused = "hswish", after, [*fused, after]
+    affine = None
+    if len(out_logical) == 4 and depthwise_activation_ok(geo, "affine"):
+        affine, last, fused = _post_affine(lowering, node, last, fused)
     kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
-                    precision=lowering.precision, activation=activation)
+                    precision=lowering.precision, activation=activation, affine=affine)
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)
     y = _channels_last_value(lowering, out_logical, last.friendly_name, last)
@@ -273,6 +276,27 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
     return True
+
+
+def _post_affine(lowering: Lowering, node: Node, last: Node,
+                 fused: list[Node]) -> tuple[tuple[float, float] | None, Node, list[Node]]:
+    """A marked scalar Multiply (and scalar Add) after the activation: ``(scale, shift)``."""
+    scale_shift, took = [1.0, 0.0], 0
+    for i, kind in enumerate(("Multiply", "Add")):
+        after = lowering.sole_consumer(last)
+        if after is None or after.type_name != kind or not same_fused_group(last, after) \
+                or after.output(0).partial_shape != node.output(0).partial_shape \
+                or after.output(0).element_type.dtype != F32:
+            break
+        a, b = after.input_values()
+        c = const_of(b if a.node is last else a)
+        if c is None or c.size != 1 or (a.node is last) == (b.node is last):
+            break
+        scale_shift[i] = float(np.asarray(c, np.float32).reshape(()))
+        last, fused, took = after, [*fused, after], took + 1
+    if not took:
+        return None, last, fused
+    return (scale_shift[0], scale_shift[1]), last, fused
 
 
 def _lower_conv3d(lowering: Lowering, node: Node, w: np.ndarray, groups: int, strides: list[int],
