@@ -340,19 +340,22 @@ def test_control_flow_cases_on_cpu(case: Callable) -> None:
 
 
 @pytest.mark.slow
-def test_keras_lstm_loop_body_native() -> None:
-    """Keras' LSTM converts to a Loop over the time steps (TensorFlow frontend): its body runs as
-    a CPU plan, and the model matches Keras. (With ``return_sequences=True`` the stacked output's
-    length is known only when the loop ends, so the ops after it see a dynamic shape.)"""
+@pytest.mark.parametrize("units,batch", [(24, 3), (17, 1)])
+def test_keras_lstm_loop_native(units: int, batch: int) -> None:
+    """Keras' LSTM converts to a Loop over the time steps (TensorFlow frontend): recognised as an
+    LSTM layer, it runs on the recurrent kernel (one plan step), and the model matches Keras."""
     tf = pytest.importorskip("tensorflow")
     tf.keras.utils.set_random_seed(0)
     layers = tf.keras.layers
     i = tf.keras.Input((12,), dtype="int32")
-    km = tf.keras.Model(i, layers.Dense(5)(layers.LSTM(24)(layers.Embedding(100, 16)(i))))
+    lstm = layers.LSTM(units)
+    km = tf.keras.Model(i, layers.Dense(5)(lstm(layers.Embedding(100, 16)(i))))
     model = ember.convert_model(km)
     assert sum(n.type_name == "Loop" for n in model.get_ordered_ops()) == 1
     cm = ember.Core().compile_model(model, "CPU")
-    ids = np.random.default_rng(8).integers(0, 100, (2, 12)).astype(np.int32)
+    ids = np.random.default_rng(8).integers(0, 100, (batch, 12)).astype(np.int32)
     got = np.asarray(cm([ids]).to_tuple()[0])
-    assert plan_fallbacks(cm._executable.program) == {}
+    prog = cm._executable.program
+    assert plan_fallbacks(prog) == {}
+    assert [op.type_name for op in prog.ops].count("LSTMSequence") == 1
     np.testing.assert_allclose(got, km(ids).numpy(), rtol=1e-4, atol=1e-5)

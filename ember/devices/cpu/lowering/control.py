@@ -232,8 +232,14 @@ def lower_loop(lowering: Lowering, node: Node) -> bool:
     """Loop and TensorIterator: the body compiled as a CPU plan (lowered again per input shape
     when its shapes change), driven iteration by iteration by the op's own evaluation (trip
     count, condition, slicing, concatenation and back edges as the reference does)."""
+    from ember.devices.cpu.lowering.loop_lstm import lower_loop_lstm
+
     bodies = node.bodies()
-    if len(bodies) != 1 or bodies[0] is None or lowering.compile_body is None:
+    if len(bodies) != 1 or bodies[0] is None:
+        return False
+    if node.type_name == "Loop" and lower_loop_lstm(lowering, node):  # an LSTM layer: one kernel
+        return True
+    if lowering.compile_body is None:
         return False
     branch = Branch(bodies[0], lowering.compile_body)
     evaluate = node.evaluate
