@@ -359,3 +359,46 @@ def test_keras_lstm_loop_native(units: int, batch: int) -> None:
     assert plan_fallbacks(prog) == {}
     assert [op.type_name for op in prog.ops].count("LSTMSequence") == 1
     np.testing.assert_allclose(got, km(ids).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _loop_lstm(trip: int, seq: int = 8, batch: int = 2, isz: int = 5, hidden: int = 6) -> Model:
+    """An LSTM written as a Loop over the current-iteration port (Keras' cell, gates i, f, c, o)."""
+    rng = np.random.default_rng(trip)
+    x = ops.parameter([seq, batch, isz], np.float32, name="x")
+    h0 = ops.parameter([batch, hidden], np.float32, name="h0")
+    it = ops.parameter([], np.int64, name="it")
+    bx = ops.parameter([seq, batch, isz], np.float32, name="bx")
+    bh = ops.parameter([batch, hidden], np.float32, name="bh")
+    bc = ops.parameter([batch, hidden], np.float32, name="bc")
+    w = (rng.standard_normal((isz, 4 * hidden)) * 0.5).astype(np.float32)
+    r = (rng.standard_normal((hidden, 4 * hidden)) * 0.5).astype(np.float32)
+    bias = (rng.standard_normal(4 * hidden) * 0.5).astype(np.float32)
+    xt = ops.gather(bx, it, np.int64(0))
+    g = ops.add(ops.add(ops.matmul(xt, w, False, False), ops.matmul(bh, r, False, False)), bias)
+    i, f, cc, o = ops.split(g, np.int64(1), 4).outputs()
+    c_new = ops.add(ops.multiply(ops.sigmoid(f), bc), ops.multiply(ops.sigmoid(i), ops.tanh(cc)))
+    h_new = ops.multiply(ops.sigmoid(o), ops.tanh(c_new))
+    rc, rh, rcc = ops.result(ops.constant(True)), ops.result(h_new), ops.result(c_new)
+    node = ops.loop(ops.constant(np.int64(trip)), ops.constant(True))
+    node.set_function(Model([rc, rh, rcc], [it, bx, bh, bc], "cell"))
+    node.set_special_body_ports([0, 0])
+    node.set_invariant_input(bx, x.output(0))
+    node.set_merged_input(bh, h0.output(0), rh.output(0))
+    node.set_merged_input(bc, ops.constant(np.zeros((batch, hidden), np.float32)).output(0), rcc.output(0))
+    outs = [node.get_iter_value(rh.output(0), -1), node.get_iter_value(rcc.output(0), -1)]
+    return Model([ops.result(v) for v in outs], [x, h0], "loop_lstm")
+
+
+@pytest.mark.parametrize("trip,native", [(8, True), (5, False)])
+def test_loop_lstm_recognised_only_when_it_is_one(trip: int, native: bool) -> None:
+    """A Loop over all 8 steps of its sequence is one LSTM kernel; over 5 it keeps the
+    body-plan path. Both match REFERENCE."""
+    model = _loop_lstm(trip)
+    cm = ember.Core().compile_model(model, "CPU")
+    feeds = [_f(8, 2, 5), _f(2, 6)]
+    got = [np.asarray(v) for v in cm(feeds).to_tuple()]
+    want = _run(model, "REFERENCE", feeds)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    types = [op.type_name for op in cm._executable.program.ops]
+    assert ("LSTMSequence" in types) == native and ("Loop" in types) == (not native)
