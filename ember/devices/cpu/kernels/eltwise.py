@@ -494,7 +494,14 @@ def _convert(e: Emitter, v: ir.Value, src: str, dst: str, lanes: int) -> ir.Valu
     return b.trunc(v, dvt) if dt.width < st.width else v
 
 
-def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str) -> None:
+#: ops only the "full" library of a register type holds: rarely used and large in IR, so the
+#: library most models load (and compile once per machine) stays small
+EXTENDED = frozenset({"sin", "cos", "tan", "atan", "sinh", "cosh", "asin", "acos", "asinh", "acosh", "atanh", "pow",
+                      "selu", "hardsigmoid", "softsign", "round_away", "mod", "floormod", "load_i8", "load_i16",
+                      "store_i8", "store_i16", "load_f64", "store_f64"})
+
+
+def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool = True) -> None:
     fn = Emitter.function(m, f"{prefix}_eltwise_task", VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
@@ -511,7 +518,7 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str) -> None:
     c1 = e.min(h["inner"], b.add(c0, h["cb"]))
     ninstr = h["ninstr"]
     y = b.inttoptr(h["y"], PTR)
-    supported = SUPPORTED[rtype]
+    supported = SUPPORTED[rtype] if full else SUPPORTED[rtype] - EXTENDED
 
     def reg(rg: ir.Value, v: int | ir.Value) -> ir.Value:
         return e.gep(vt, regs, b.add(b.mul(rg, c64(nvec)), v if isinstance(v, ir.Value) else c64(v)))
@@ -645,9 +652,11 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str) -> None:
                         b.store(b.select(cond, e.load(vt, reg(rb_, k)), e.load(vt, reg(w4, k))), reg(dst, k))
 
                 for name, kind in LOAD_OPS.items():
-                    case(OPCODES[name], load_input(kind))
+                    if full or name not in EXTENDED:
+                        case(OPCODES[name], load_input(kind))
                 for name, kind in STORE_OPS.items():
-                    case(OPCODES[name], store(kind))
+                    if full or name not in EXTENDED:
+                        case(OPCODES[name], store(kind))
                 for name in UNARY_OPS:
                     if name in supported:
                         case(OPCODES[name], unary(name))
@@ -659,16 +668,18 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str) -> None:
     b.ret_void()
 
 
-def _build_eltwise(prefix: str, isa: Isa, rtype: str) -> ir.Module:
+def _build_eltwise(prefix: str, isa: Isa, rtype: str, full: bool) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
-    _emit_eltwise(m, prefix, isa.f32_lanes, rtype)
+    _emit_eltwise(m, prefix, isa.f32_lanes, rtype, full)
     return m
 
 
 @functools.cache
-def _eltwise_library(isa: Isa, rtype: str = "f32") -> jit.Library:
-    return jit.load(f"eltwise|{isa.level}|{rtype}|b{BLOCK}|r{REGS}", isa, lambda p: _build_eltwise(p, isa, rtype))
+def _eltwise_library(isa: Isa, rtype: str = "f32", full: bool = False) -> jit.Library:
+    tier = "full" if full else "core"
+    return jit.load(f"eltwise|{isa.level}|{rtype}|{tier}|b{BLOCK}|r{REGS}", isa,
+                    lambda p: _build_eltwise(p, isa, rtype, full))
 
 
 def _collapse_operands(shape: tuple[int, ...], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
@@ -786,7 +797,7 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
     if len(inputs) > MAX_INPUTS or len(program) > MAX_INSTR:
         return None
     isa = isa or host_isa()
-    lib = _eltwise_library(isa, rtype)
+    lib = _eltwise_library(isa, rtype, any(op[0] in EXTENDED for op in program))
     if y.size == 0:  # nothing to compute (numpy gives empty arrays arbitrary strides)
         return BoundKernel(lib.address("eltwise_task"), ELTWISE_CONTEXT.new(), 0,
                            threads, (y, *inputs), layout=ELTWISE_CONTEXT)
