@@ -155,7 +155,7 @@ def _pair(node: Node, type_name: str) -> tuple[Output, Output] | None:
 def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
     """The Loop as one LSTM sequence on the recurrent kernel, if it is one (see the module doc)."""
     from ember.devices.cpu.kernels.rnn import Recurrent, bind_activations
-    from ember.devices.cpu.lowering.rnn import _same_memory
+    from ember.devices.cpu.lowering.rnn import same_memory
 
     counters = _Counters(node)
     if not counters.ok:
@@ -318,7 +318,7 @@ def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
     lowering.bf16_ops += lowering.precision == "bf16"
     name = node.friendly_name
     x = lowering.native_input(lowering.tensor(x_port), PLAIN)
-    if not _same_memory((seq, batch, isz), (1, 0, 2)):
+    if not same_memory((seq, batch, isz), (1, 0, 2)):
         xt = lowering.value((batch, seq, isz), PLAIN, name=name + "/to_batch_first")
         lowering.program.add(copy_op(xt.name, x, xt, (1, 0, 2), lowering.threads))
         x = xt

@@ -110,7 +110,7 @@ def lower_recurrent(lowering: Lowering, node: Node) -> bool:
     return True
 
 
-def _same_memory(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool:
+def same_memory(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool:
     """Whether ``transpose(a, perm)`` of a C-contiguous ``a`` of ``shape`` has ``a``'s bytes in order."""
     moved = [p for p in perm if shape[p] != 1]
     return moved == sorted(moved)
@@ -180,7 +180,7 @@ def lower_lstm_onnx(lowering: Lowering, node: Node) -> bool:
     def kernel_input(port: Any, shape: tuple[int, ...], perm: tuple[int, ...]) -> Tensor:
         """``port`` (ONNX layout ``shape``) as the kernel reads it: ``transpose(., perm)``."""
         t = lowering.native_input(lowering.tensor(port), PLAIN)
-        if _same_memory(shape, perm):
+        if same_memory(shape, perm):
             return t
         out = lowering.value(tuple(shape[p] for p in perm), PLAIN, name=name + "/to_batch_first")
         lowering.program.add(copy_op(out.name, t, out, perm, lowering.threads))
@@ -204,7 +204,7 @@ def lower_lstm_onnx(lowering: Lowering, node: Node) -> bool:
     for shape, perm, kshape in zip(onnx_shapes, kernel_perm, kernel_shapes):
         t = lowering.value(shape, PLAIN, name=name)
         outs.append(t)
-        if _same_memory(kshape, perm):
+        if same_memory(kshape, perm):
             written.append(t)
         else:
             k = lowering.value(kshape, PLAIN, name=name + "/batch_first")
