@@ -306,18 +306,21 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
     out = static_shape(node.output(0))
     if n * c * h * w > _MAX_INDEX_MAP or 0 in out or out[:2] != (n, c):
         return False
-    index = np.arange(n * c * h * w, dtype=np.float64).reshape(n, c, h, w)
+    # f32 holds every index exactly (at most 2**22); the map is checked channel by channel, so
+    # that no temporary is larger than one map (an upsampled map is tens of MB in f64 and int64)
+    index = np.arange(n * c * h * w, dtype=np.float32).reshape(n, c, h, w)
     imap = np.asarray(node.evaluate([index, *consts])[0])
-    if imap.shape != out or not np.array_equal(imap, np.floor(imap)):
+    if imap.shape != out:
         return False
-    imap = imap.astype(np.int64)
-    img, rest = np.divmod(imap, c * h * w)
-    chan, pix = np.divmod(rest, h * w)
-    if not (np.array_equal(img, np.broadcast_to(np.arange(n).reshape(n, 1, 1, 1), out))
-            and np.array_equal(chan, np.broadcast_to(np.arange(c).reshape(1, c, 1, 1), out))
-            and np.array_equal(pix, np.broadcast_to(pix[:, :1], out))):
+    first = imap[:, :1]
+    pix = first - (np.arange(n, dtype=np.float32) * (c * h * w)).reshape(n, 1, 1, 1)
+    if not (np.array_equal(pix, np.floor(pix)) and pix.min() >= 0 and pix.max() < h * w):
         return False  # not a gather of whole pixels
-    table = lowering.program.const(np.ascontiguousarray((pix[:, 0] + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1)))
+    for ci in range(1, c):
+        if not np.array_equal(imap[:, ci:ci + 1], first + np.float32(ci * h * w)):
+            return False
+    table = lowering.program.const(np.ascontiguousarray(
+        (pix[:, 0].astype(np.int64) + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1)))
     src = lowering.native_input(lowering.tensor(node.input_values()[0]), NHWC)
     oh, ow = out[2], out[3]
     y = lowering.value((n, oh, ow, c), NHWC, src.dtype, name=node.friendly_name)
