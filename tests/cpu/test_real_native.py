@@ -204,6 +204,18 @@ def test_silero_vad_20_chunks_native() -> None:
     assert plan_fallbacks(exe.program) == {}
     # the 16 kHz branch is one plan: its shape-test Ifs were inlined
     assert [op.type_name for op in exe.program.ops if not op.native] == ["If"]
+    # 8 kHz: 256-sample chunks take the other branch (its own specialization); a 512-sample
+    # chunk at 8 kHz is invalid for that branch and raises, as on REFERENCE
+    s8c = s8r = np.zeros((2, 1, 128), np.float32)
+    sr8 = np.array(8000, np.int64)
+    for k in range(3):
+        chunk = audio[None, k * 256:(k + 1) * 256]
+        out_c, s8c = cpu([chunk, s8c, sr8]).to_tuple()
+        out_r, s8r = ref([chunk, s8r, sr8]).to_tuple()
+        np.testing.assert_allclose(out_c, out_r, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(s8c, s8r, rtol=1e-4, atol=1e-4)
+    with pytest.raises(EmberError, match="else_body"):
+        cpu([audio[None, :512], s8c, sr8])
 
 
 _SHAPES = {"ppocr-rec": (1, 3, 48, 320), "ppocr-det": (1, 3, 480, 640), "ppocr-cls": (1, 3, 48, 192)}
