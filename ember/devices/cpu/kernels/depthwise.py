@@ -261,8 +261,8 @@ def spec_blocking(isa: Isa, kh: int, kw: int) -> tuple[int, int]:
     the clamp bounds and the accumulators in the vector registers of ``isa``."""
     regs = 32 if isa.f32_lanes >= 16 else 16
     budget = regs - 2 - (kh * kw + 3)
-    if budget < 2:
-        return 1, 2 if kh > 1 else 1
+    if budget < 2:  # some weights are reloaded anyway: two pixels share each load (measured best)
+        return 2, 2 if kh > 1 else 1
     parts = max(1, min(kh, 3, budget))
     return max(1, min(4, budget // parts)), parts
 
@@ -368,8 +368,9 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
 @functools.cache
 def _dw_spec_library(isa: Isa, spec: DwSpec) -> jit.Library:
     s = spec
+    px, parts = spec_blocking(isa, s.kh, s.kw)
     return jit.load(f"depthwise_spec|{isa.level}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}|r{int(s.residual)}"
-                    f"|a{s.activation or 'clamp'}|f{int(s.affine)}",
+                    f"|a{s.activation or 'clamp'}|f{int(s.affine)}|p{px}x{parts}",
                     isa, lambda p: _build_dw_spec(p, isa, spec))
 
 
@@ -382,12 +383,12 @@ def spec_tasks(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: in
                threads: int) -> tuple[int, int, int, int]:
     """(rows per band, channel vectors per group, bands, groups) of the specialized kernel:
     bands of about 64 output pixels; all channels when there are at least 8 bands per thread,
-    else groups of about 2048 multiply-adds per task, and at least 8 tasks per thread when
-    the layer has that many channel vectors."""
+    else groups of 64 channels, halved until there are 8 tasks per thread (when the layer has
+    that many channel vectors)."""
     nvec = -(-channels // lanes)
     band = max(1, min(oh, -(-64 // ow)))
     nb = -(-oh // band)
-    gv = max(1, min(nvec, -(-2048 // (band * ow * taps))))
+    gv = max(1, min(nvec, 64 // lanes))  # 256 bytes of each pixel
     if batch * nb >= 8 * threads:  # enough bands: a task reads whole pixels (streams better)
         gv = nvec
     while gv > 1 and batch * nb * -(-nvec // gv) < 8 * threads:
