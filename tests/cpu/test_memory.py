@@ -142,3 +142,32 @@ def test_convert_holds_the_weights_once(tmp_path: Path) -> None:
     want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     got = ember.Core().compile_model(model, "REFERENCE")({"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_released_llvm_pages_fault_back_and_kernels_still_run() -> None:
+    """release_library_pages drops only clean read-only pages of LLVM's library: compiling
+    and running a kernel afterwards works and gives the right answer."""
+    import ctypes
+    import sys
+
+    from llvmlite import ir
+
+    from ember.devices.cpu.llvm import jit
+    from ember.devices.cpu.llvm.isa import host_isa
+
+    released = jit.release_library_pages()
+    assert released >= 0
+    if sys.platform.startswith("linux"):
+        assert jit._RELEASED["calls"] >= 1
+
+    def build(prefix: str) -> ir.Module:
+        mod = ir.Module(prefix)
+        i64 = ir.IntType(64)
+        fn = ir.Function(mod, ir.FunctionType(i64, [i64]), f"{prefix}_triple")
+        b = ir.IRBuilder(fn.append_basic_block())
+        b.ret(b.mul(fn.args[0], ir.Constant(i64, 3)))
+        return mod
+
+    lib = jit.Jit(cache_dir=None).load(f"test_memory_triple|{RNG.integers(1 << 30)}", host_isa(), build)
+    jit.release_library_pages()
+    assert lib.cfunc("triple", ctypes.c_int64, ctypes.c_int64)(14) == 42

@@ -432,6 +432,7 @@ class Jit:
         """``cache_dir``: True for :func:`default_cache_dir`, a path, or None/False for no cache."""
         llvm_init()
         _register_libc()
+        release_library_pages()  # LLVM's static constructors touched pages a kernel load never needs
         self._lock = threading.RLock()
         self._machines: dict[str, llvm.TargetMachine] = {}
         self._engine: llvm.ExecutionEngine | None = None
@@ -525,6 +526,7 @@ class Jit:
             if self.cache is not None and self.cache.usable() and (self.cache.folder / f"{key}.o").exists():
                 self.stats["cache_refused"] += 1
             obj = self._compile(text, isa, prefix)
+            release_library_pages()  # the code generator's pages, until the next compile
             if self.cache is not None:
                 record = CacheRecord(**{**asdict(expect), "object_size": len(obj),
                                         "object_sha256": hashlib.sha256(obj).hexdigest()})
@@ -551,6 +553,53 @@ class Jit:
             Path(dump, prefix + ".ll").write_text(text)
             Path(dump, prefix + ".s").write_text(tm.emit_assembly(mod))
         return tm.emit_object(mod)
+
+
+_MADV_DONTNEED = 4
+_RELEASED: dict[str, int] = {"calls": 0, "kb": 0}
+
+
+def release_library_pages() -> int:
+    """Drop this process's resident pages of LLVM's shared library that are clean copies of
+    the file (read-only mappings with no private copy-on-write pages): they fault back from
+    the page cache when LLVM runs again. LLVM's static constructors and the code generator
+    touch tens of MB of it that loading a cached kernel never needs. Linux only; returns the
+    kB that were resident (0 when nothing was done)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        text = Path("/proc/self/smaps").read_text()
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    except (OSError, AttributeError):
+        return 0
+    released = 0
+    span: tuple[int, int, int] | None = None  # start, end, resident kB of a candidate mapping
+
+    def flush(anonymous_kb: int) -> None:
+        nonlocal released
+        if span is not None and anonymous_kb == 0 and madvise(span[0], span[1] - span[0], _MADV_DONTNEED) == 0:
+            released += span[2]
+
+    rss = 0
+    for line in text.splitlines():
+        head = line.split(None, 6)
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
+            span = None
+            path = head[5] if len(head) > 5 else ""
+            if os.path.basename(path).startswith("libllvmlite") and "w" not in head[1]:
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                span = (start, end, 0)
+        elif span is not None and head and head[0] == "Rss:":
+            rss = int(head[1])
+            span = (span[0], span[1], rss)
+        elif span is not None and head and head[0] == "Anonymous:":
+            flush(int(head[1]))
+            span = None
+    _RELEASED["calls"] += 1
+    _RELEASED["kb"] += released
+    return released
 
 
 def _register_libc() -> None:
