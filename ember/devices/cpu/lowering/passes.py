@@ -122,7 +122,7 @@ def _chains_into(port: Output, node: Node) -> bool:
     elementwise op read by ``node`` only, of ``node``'s shape."""
     src = port.node
     return src.type_name in _CHAINABLE and src.get_output_size() == 1 and len(port.targets) == 1 \
-        and port.partial_shape.is_static and port.partial_shape == node.output(0).partial_shape
+        and port.partial_shape.rank_is_static and port.partial_shape == node.output(0).partial_shape
 
 
 def order_chain_operands(model: Model) -> int:
