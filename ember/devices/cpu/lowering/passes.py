@@ -119,10 +119,11 @@ _COMMUTATIVE = ("Add", "Multiply", "Maximum", "Minimum")
 
 def _chains_into(port: Output, node: Node) -> bool:
     """Whether the elementwise program computing ``port`` can run on into ``node``: an
-    elementwise op read by ``node`` only, of ``node``'s shape."""
+    elementwise op read by ``node`` only, of ``node``'s shape (as far as known: lowering checks
+    the static shapes; the reorder itself is exact whatever they are)."""
     src = port.node
     return src.type_name in _CHAINABLE and src.get_output_size() == 1 and len(port.targets) == 1 \
-        and port.partial_shape.rank_is_static and port.partial_shape == node.output(0).partial_shape
+        and port.partial_shape.rank_is_static and port.partial_shape.compatible(node.output(0).partial_shape)
 
 
 def order_chain_operands(model: Model) -> int:
