@@ -1,0 +1,106 @@
+"""ember against OpenVINO op by op: both engines' per-layer counters (``PERF_COUNT``), in one
+process, in alternating rounds, so that a busy machine's noise hits both alike.
+
+    python benchmarks/layers.py --models ppocr-det                 # zoo key, as compare.py
+    python benchmarks/layers.py --models ppocr-rec,efficientnet-lite0 --rounds 40 --top 15
+    python benchmarks/layers.py --models model.onnx --precision bf16
+
+For each network: the median wall time of each engine, the time per op type (ember's exec
+graph types against OpenVINO's, which names fused groups ``Subgraph`` and its fully connected
+layers ``FullyConnected``) and each engine's most expensive ops. Times are means over the
+rounds of each op's counter; shares of the total are steadier than absolute figures under load.
+OpenVINO names a convolution with fused post-ops after the last op it took in (``Multiply_…``):
+an elementwise op that ember lists and OpenVINO does not is one OpenVINO fused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import model_spec  # noqa: E402 - the sibling benchmark's model table
+
+
+def _compile(core: Any, path: Path, shapes: dict[str, list[int]], precision: str) -> Any:
+    model = core.read_model(str(path))
+    if shapes:
+        model.reshape(shapes)
+    config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    return core.compile_model(model, "CPU", config).create_infer_request()
+
+
+def _us(t: Any) -> float:
+    return t.total_seconds() * 1e6 if hasattr(t, "total_seconds") else float(t)
+
+
+def profile(name: str, rounds: int, precision: str, seed: int) -> dict[str, Any]:
+    """Per-op and per-type mean times (us) and median wall times (ms) of ember and OpenVINO."""
+    import openvino as ov
+
+    import ember
+
+    spec = model_spec(name)
+    feeds = spec.make_inputs(seed)
+    shapes = {k: list(v.shape) for k, v in feeds.items()}
+    reqs = {"ember": _compile(ember.Core(), spec.path, shapes, precision),
+            "OpenVINO": _compile(ov.Core(), spec.path, shapes, precision)}
+    ops: dict[str, collections.Counter] = {k: collections.Counter() for k in reqs}
+    types: dict[str, collections.Counter] = {k: collections.Counter() for k in reqs}
+    wall: dict[str, list[float]] = {k: [] for k in reqs}
+    for req in reqs.values():
+        for _ in range(3):
+            req.infer(feeds)
+    for _ in range(rounds):
+        for k, req in reqs.items():
+            t0 = time.perf_counter()
+            req.infer(feeds)
+            wall[k].append(time.perf_counter() - t0)
+            for p in req.get_profiling_info():
+                us = _us(p.real_time) / rounds
+                ops[k][(p.node_name, p.node_type or "-", p.exec_type)] += us
+                types[k][p.node_type or "-"] += us
+    return {"name": spec.name, "ops": ops, "types": types,
+            "wall": {k: float(np.median(v)) * 1e3 for k, v in wall.items()}}
+
+
+def report(r: dict[str, Any], top: int) -> str:
+    e, o = r["types"]["ember"], r["types"]["OpenVINO"]
+    te, to = sum(e.values()) or 1.0, sum(o.values()) or 1.0
+    lines = [f"== {r['name']}: median wall ember {r['wall']['ember']:.2f} ms, OpenVINO {r['wall']['OpenVINO']:.2f} ms "
+             f"(ember / OpenVINO {r['wall']['ember'] / r['wall']['OpenVINO']:.2f})",
+             f"{'op type':28s} {'ember ms':>9s} {'share':>6s}   {'OpenVINO ms':>11s} {'share':>6s}"]
+    for t in sorted(set(e) | set(o), key=lambda t: -max(e.get(t, 0.0), o.get(t, 0.0))):
+        if max(e.get(t, 0.0), o.get(t, 0.0)) < 0.005 * max(te, to):
+            continue
+        lines.append(f"{t:28s} {e.get(t, 0) / 1e3:9.2f} {e.get(t, 0) / te:6.1%}   {o.get(t, 0) / 1e3:11.2f} "
+                     f"{o.get(t, 0) / to:6.1%}")
+    for k in ("ember", "OpenVINO"):
+        total = sum(r["ops"][k].values()) or 1.0
+        lines.append(f"-- {k}: top {top} ops")
+        for (node, typ, exe), us in r["ops"][k].most_common(top):
+            lines.append(f"   {us / 1e3:7.2f} ms {us / total:6.1%}  {typ:24s} {exe:26s} {node}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="ppocr-det,ppocr-rec", help="comma-separated zoo keys (as compare.py) or .onnx paths")
+    ap.add_argument("--rounds", type=int, default=30, help="alternating inferences per engine")
+    ap.add_argument("--precision", default="f32", help="INFERENCE_PRECISION_HINT of both engines")
+    ap.add_argument("--top", type=int, default=20, help="most expensive ops listed per engine")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    for name in args.models.split(","):
+        print(report(profile(name.strip(), args.rounds, args.precision, args.seed), args.top), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
