@@ -171,3 +171,25 @@ def test_released_llvm_pages_fault_back_and_kernels_still_run() -> None:
     lib = jit.Jit(cache_dir=None).load(f"test_memory_triple|{RNG.integers(1 << 30)}", host_isa(), build)
     jit.release_library_pages()
     assert lib.cfunc("triple", ctypes.c_int64, ctypes.c_int64)(14) == 42
+
+
+def test_compile_releases_and_runtime_model_and_export_still_work(tmp_path: Path) -> None:
+    """CPUDevice.compile ends with release_after_compile: the compiled model still runs right
+    (against ONNX Runtime), its runtime model still reads, and a CACHE_DIR round
+    trip gives the same outputs."""
+    import onnxruntime as ort
+
+    from ember.devices.cpu.runtime import release
+
+    path, _ = _conv_bn_model(tmp_path / "cbn.onnx")
+    x = RNG.standard_normal((1, 256, 8, 8)).astype(np.float32)
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    release.release_after_compile()  # idempotent, callable any time
+    compiled = ember.Core().compile_model(ember.convert_model(str(path)), "CPU")
+    np.testing.assert_allclose(compiled({"x": x})[0], want, rtol=1e-3, atol=1e-3)
+    assert len(compiled.get_runtime_model().get_ordered_ops()) >= 3
+    core = ember.Core()
+    core.set_property({"CACHE_DIR": str(tmp_path / "cache")})
+    for _ in range(2):  # write the entry, then read it back
+        again = core.compile_model(str(path), "CPU")
+        np.testing.assert_allclose(again({"x": x})[0], want, rtol=1e-3, atol=1e-3)

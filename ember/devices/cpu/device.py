@@ -515,7 +515,11 @@ class CPUDevice(Device):
         if model.rt_info.get(_TRANSFORMED) != "1":
             model = self.transform(model.clone(), config)
         threads = config.inference_num_threads or _cores()
-        return CPUExecutable(model, threads, self._precision(config))
+        executable = CPUExecutable(model, threads, self._precision(config))
+        from ember.devices.cpu.runtime.release import release_after_compile
+
+        release_after_compile()  # before the first inference touches the arena (docs/cpu-memory.md)
+        return executable
 
     def _precision(self, config: CompileConfig) -> Type:
         from ember.devices.cpu.kernels.gemm import bf16_supported
