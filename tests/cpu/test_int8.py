@@ -129,6 +129,66 @@ def test_residual_fake_quantize(isa, depthwise):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+# (residual FakeQuantize, output: "f32" / "u8" / "also", conv or gemm, M/pixels, channels)
+RES_U8_CASES = [
+    (QuantizeParams(0.0, 2.5, 0.0, 2.5, 256), "f32", "conv", 6, 24),       # a ResNet block output after ReLU
+    (QuantizeParams(0.0, 2.5, 0.0, 2.5, 256), "u8", "conv", 7, 70),        # odd channels: padded rows
+    (QuantizeParams(-0.5, 0.6, -0.5, 0.6, 256), "also", "gemm", 29, 33),
+    (QuantizeParams(-0.5, 0.6, -0.4, 0.7, 255), "u8", "gemm", 100, 64),    # output ranges differ from input's
+]
+
+
+@pytest.mark.parametrize("isa", [p for p in ISAS if "novnni" not in p.id])
+@pytest.mark.parametrize("case", RES_U8_CASES, ids=lambda c: f"{c[2]}-{c[1]}-{c[4]}")
+def test_residual_read_as_u8_steps(isa, case):
+    """A residual given as the u8 steps of its FakeQuantize (what the producer wrote for the
+    next int8 layer) gives what the f32 residual through that FakeQuantize gives (REFERENCE's
+    FakeQuantize values, within an ulp of the step's value)."""
+    res_q, out, kind, m, c = case
+    rng = np.random.default_rng(11)
+    quantize = FusedQuantize(FUSED, "end", u8=out == "u8")
+    also = FUSED if out == "also" else None
+    scale = np.full(c, 2e-4, np.float32)
+    if kind == "conv":
+        geo = ConvGeometry(1, m, 5, 32, c, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1)
+        x = rng.integers(0, 256, (1, m, 5, 32)).astype(np.uint8)
+        w = rng.integers(-128, 128, (c, 32, 3, 3)).astype(np.int8)
+        shape = geo.output_shape
+
+        def make(**kw):
+            return Int8Conv2d(geo, w, scale, None, 3, Epilogue.relu(), 2, isa, quantize, res_q, also, **kw)
+    else:
+        x = rng.integers(0, 256, (m, 64)).astype(np.uint8)
+        w = rng.integers(-128, 128, (64, c)).astype(np.int8)
+        shape = (m, c)
+
+        def make(**kw):
+            return Int8Gemm(w, m, scale, None, 3, Epilogue.relu(), 2, isa, quantize, res_q, also, **kw)
+    res = (rng.standard_normal(shape) * 1.2).astype(np.float32)
+    rows = int(np.prod(shape[:-1]))
+    steps = np.zeros((*shape[:-1], padded_channels(c)), np.uint8)
+    Quantize(res_q, rows, c, isa=isa)(res.reshape(rows, c), steps.reshape(rows, -1))
+
+    def run(kernel, r):
+        y = (np.zeros((*shape[:-1], padded_channels(c)), np.uint8) if out == "u8"
+             else np.zeros(shape, np.float32))
+        q = np.zeros((*shape[:-1], padded_channels(c)), np.uint8) if also else None
+        kernel.bind(x, y, r, q).run()
+        return y, q
+
+    want, want_q = run(make(), res)
+    got, got_q = run(make(residual_u8=True), steps)
+    if out == "u8":
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+        assert np.mean(got != want) < 0.01
+    else:
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    if also:
+        assert np.abs(got_q.astype(int) - want_q.astype(int)).max() <= 1
+    with pytest.raises(EmberError, match="residual"):
+        run(make(residual_u8=True), res)  # f32 given where u8 steps are expected
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-zp{c[3]}-{c[4]}")
 @pytest.mark.parametrize("threads", [1, 2])
@@ -494,6 +554,31 @@ def _graph(kind, rng):
         mixed = ops.concat([a, ops.pad(_fq(x, -1.0, 1.0), [0, 0, 0, 1], [0, 0, 0, 0], "constant")], 1)
         c2 = ops.convolution(mixed, _weights(w, rng.random((6, 1, 1, 1)) * 0.05), [1, 1], [1, 1], [1, 1], [1, 1])
         out, n_int8 = [c, c2], 1
+    elif kind in ("resnet-blocks", "residual-fallback"):  # NNCF's ResNet: one FakeQuantize of a block's output
+        # feeds the next block's convolution and its residual Add (read as the u8 steps the producer wrote);
+        # "residual-fallback": that residual is added to a float tensor no int8 kernel makes
+        a = _fq(x, -2.0, 2.0 * 127 / 128)
+        w = rng.integers(-127, 128, (12, 8, 3, 3)).astype(np.int8)
+        c = ops.convolution(a, _weights(w, rng.random((12, 1, 1, 1)) * 0.02), [1, 1], [1, 1], [1, 1], [1, 1])
+        block = _fq(ops.relu(ops.add(c, ops.constant(rng.standard_normal((1, 12, 1, 1)).astype(np.float32)))),
+                    0.0, 3.0)
+        n_int8 = 1
+        for i in range(2 if kind == "resnet-blocks" else 0):
+            wb = rng.integers(-127, 128, (12, 12, 3 - 2 * i, 3 - 2 * i)).astype(np.int8)
+            c = ops.convolution(block, _weights(wb, rng.random((12, 1, 1, 1)) * 0.01), [1, 1], [1 - i, 1 - i],
+                                [1 - i, 1 - i], [1, 1])
+            c = _fq(ops.add(c, ops.constant(rng.standard_normal((1, 12, 1, 1)).astype(np.float32))), -2.5, 2.5)
+            block = _fq(ops.relu(ops.add(c, block)), 0.0, 3.5 + i, out=(0.0, 3.5 + i))
+            n_int8 += 1
+        if kind == "resnet-blocks":  # a last 1x1 conv reads the final block's steps: that FakeQuantize is fused
+            w3 = rng.integers(-127, 128, (5, 12, 1, 1)).astype(np.int8)
+            out = ops.convolution(block, _weights(w3, rng.random((5, 1, 1, 1)) * 0.05), [1, 1], [0, 0], [0, 0], [1, 1])
+            n_int8 += 1
+        else:
+            w3 = rng.integers(-127, 128, (12, 12, 1, 1)).astype(np.int8)
+            c3 = ops.convolution(block, _weights(w3, rng.random((12, 1, 1, 1)) * 0.05), [1, 1], [0, 0], [0, 0], [1, 1])
+            out = [ops.add(block, ops.sigmoid(ops.multiply(c3, c3))), c3]
+            n_int8 += 1
     else:
         raise AssertionError(kind)
     outs = out if isinstance(out, list) else [out]
@@ -502,7 +587,7 @@ def _graph(kind, rng):
 
 @pytest.mark.parametrize("kind", ["conv-chain", "asymmetric", "grouped", "fractional-zero-point",
                                   "maxpool-per-channel", "moves", "pool-u8", "concat-u8",
-                                  "avgpool-u8"])
+                                  "avgpool-u8", "resnet-blocks"])
 def test_quantized_graph_matches_reference(kind):
     """The int8 lowering against REFERENCE running the FakeQuantize graph in float: the same
     rounding, so equal within f32 summation error; the runtime model says which ops are int8."""
@@ -527,6 +612,37 @@ def test_quantized_graph_matches_reference(kind):
     assert sorted(k for k, v in exec_types.items() if v.endswith("_I8")) == sorted(stats["exec_types"])
     assert all(n.rt_info.get("runtimePrecision") == "I8" for n in cm.get_runtime_model().get_ordered_ops()
                if n.type_name in ("Int8Convolution", "Int8MatMul"))
+
+
+def test_residual_steps_read_by_the_epilogue():
+    """NNCF's ResNet blocks: each block's output FakeQuantize becomes Int8Dequantize of the
+    steps the next convolution reads, fused into the epilogue that adds it; no block output
+    exists in f32 (only u8 steps), and the result is REFERENCE's."""
+    import ember as ov
+
+    model, xin, _ = _graph("resnet-blocks", np.random.default_rng(3))
+    cm = ov.Core().compile_model(model, "CPU")
+    program = cm._executable.program
+    assert [op.type_name for op in program.ops].count("Int8Convolution") == 4
+    # every convolution but the last writes u8 steps only (the first block's input too)
+    kinds = [(op.outputs[0].dtype, len(op.outputs), len(op.inputs)) for op in program.ops
+             if op.type_name == "Int8Convolution"]
+    assert kinds[:3] == [(np.uint8, 1, 1), (np.uint8, 1, 2), (np.uint8, 1, 2)], kinds
+    assert [n.type_name for n in cm.get_runtime_model().get_ordered_ops()].count("Int8Dequantize") == 2
+    want = ov.Core().compile_model(model, "REFERENCE")(xin)[0]
+    np.testing.assert_allclose(cm(xin)[0], want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_dequantized_residual_without_int8_consumer():
+    """An Int8Dequantize that no int8 epilogue takes (added to a float tensor) still gives the
+    FakeQuantize's values."""
+    import ember as ov
+
+    model, xin, _ = _graph("residual-fallback", np.random.default_rng(4))
+    want = ov.Core().compile_model(model, "REFERENCE")(xin)
+    got = ov.Core().compile_model(model, "CPU")(xin)
+    for g, w in zip(got.values(), want.values()):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(np.abs(w).max()))
 
 
 @pytest.mark.parametrize("kind", ["asymmetric", "grouped", "maxpool-per-channel"])

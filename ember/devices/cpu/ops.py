@@ -56,6 +56,35 @@ class Int8Quantize(Node):
 
 
 @register_op
+class Int8Dequantize(Node):
+    """The values of a FakeQuantize read back from its u8 steps (inputs: steps, il, ih, ol, oh,
+    as FakeQuantize's; il and ih are those that made the steps): ``q / (levels - 1) * (oh - ol)
+    + ol``, ``ol`` at step 0 and ``oh`` at the last. A residual branch's FakeQuantize of a tensor
+    whose steps an int8 layer already reads: the int8 epilogue that adds it reads the steps. A
+    CPU device op."""
+
+    type_name = "Int8Dequantize"
+    version = "ember_opset1"
+    num_inputs = (5, 5)
+    attributes = (Attr("levels", "int"),)
+
+    def infer(self) -> list[tuple[Type, PartialShape]]:
+        if not 2 <= self.attrs["levels"] <= 256:
+            raise self.fail(f"levels {self.attrs['levels']} is not in 2..256")
+        if self.input_type(0) != Type.u8 or any(self.input_type(i) != Type.f32 for i in range(1, 5)):
+            raise self.fail("steps must be u8 and ranges f32")
+        return [(Type.f32, self.input_shape(0))]
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        f = np.float32
+        q = np.asarray(inputs[0]).astype(f)
+        ol, oh = (np.asarray(v, f) for v in inputs[3:5])
+        steps = f(self.attrs["levels"] - 1)
+        out = np.where(q <= 0, ol, np.where(q >= steps, oh, q / steps * (oh - ol) + ol))
+        return [np.broadcast_to(out, q.shape).astype(f)]
+
+
+@register_op
 class Int8Convolution(Node):
     """``scale[n] * conv(x - zero_point, w)[n] + shift[n]``: u8 NCHW ``x``, integer weights
     ``[OC, IC / groups, KH, KW]``, explicit pads (padding reads ``zero_point``); f32 out. An

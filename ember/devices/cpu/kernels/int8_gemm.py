@@ -104,6 +104,9 @@ INT8_CONTEXT = ContextLayout(
      "flags", "lo", "hi", "fq", "fqs", "merge", "cin", "kpad", "q", "ldq", "kq", "nck", "ktap", "direct"),
     pointers=("x", "y", "bp", "comp", "scale", "shift", "res", "zero", "fq", "q"))
 FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8, FLAG_RES_FQ, FLAG_ALSO_U8 = 1, 2, 4, 8, 16, 32
+#: the residual is the u8 steps of its FakeQuantize (rows of ``ldr`` bytes), dequantized in the
+#: epilogue with the residual's FakeQuantize rows (``q * (oh - ol) / steps + ol``); with FLAG_RES_FQ
+FLAG_RES_U8 = 64
 #: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh,
 #: (oh - ol) / steps (the steps are exact, as the reference's; the f32 value is within an ulp of it),
 #: 1 / (ih - il) rounded to f32 (for :func:`divide`); a kernel's parameter block holds three: the
@@ -199,14 +202,33 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
 
     with b.if_then(flag(FLAG_FQ_MID)):
         fake_quantize()
-    with b.if_then(flag(FLAG_RES)):
-        res_fq = flag(FLAG_RES_FQ)
+    def from_f32(rrow: ir.Value, v: int) -> ir.Value:
+        rv = masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])
+        return b.select(res_fq, fq_value(rv, v, FQ_WORDS), rv)
+
+    def dequantized(rrow: ir.Value, v: int) -> ir.Value:
+        bt = vec(I8, L)
+        ptr = e.gep(I8, rrow, v * L)
+        if masks[v] is None:
+            qb = e.load(bt, ptr, align=1)
+        else:
+            qb = e.call(f"llvm.masked.load.v{L}i8.p0", bt, [ptr, c32(1), masks[v], ir.Constant(bt, None)])
+        ol, ostep = fq[FQ_WORDS + 4][v], fq[FQ_WORDS + 6][v]
+        return b.fadd(b.fmul(b.uitofp(qb, vf), ostep), ol)
+
+    def add_residual(value: Callable[[ir.Value, int], ir.Value]) -> None:
         for r in range(mr):
             rrow = res_row(r)
             for v in range(nv):
-                rv = masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])
-                rv = b.select(res_fq, fq_value(rv, v, FQ_WORDS), rv)
-                b.store(b.fadd(e.load(vf, out[r][v]), rv), out[r][v])
+                b.store(b.fadd(e.load(vf, out[r][v]), value(rrow, v)), out[r][v])
+
+    with b.if_then(flag(FLAG_RES)):
+        res_fq = flag(FLAG_RES_FQ)
+        with b.if_else(flag(FLAG_RES_U8)) as (res_u8, res_f32):
+            with res_u8:
+                add_residual(dequantized)
+            with res_f32:
+                add_residual(from_f32)
     bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
                     b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
     with b.if_then(bounded):
@@ -217,13 +239,20 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
                 x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
                 b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[r][v])
     with b.if_else(flag(FLAG_U8)) as (as_u8, as_f32):
-        with as_u8:
+        def store_steps(base: int) -> None:
             for r in range(mr):
                 crow = e.gep(I8, cp, out_offset(r))
                 for v in range(nv):
-                    qb = b.fptoui(steps_of(e.load(vf, out[r][v]), v), vec(I8, L))
+                    qb = b.fptoui(steps_of(e.load(vf, out[r][v]), v, base), vec(I8, L))
                     mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
                     e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, e.gep(I8, crow, v * L), c32(1), mask])
+
+        with as_u8:  # FLAG_U8 with FLAG_ALSO_U8: the steps of the second FakeQuantize only (after a mid one)
+            with b.if_else(flag(FLAG_ALSO_U8)) as (second, first):
+                with second:
+                    store_steps(2 * FQ_WORDS)
+                with first:
+                    store_steps(0)
         with as_f32:
             with b.if_then(flag(FLAG_FQ_END)):
                 fake_quantize()
@@ -289,7 +318,8 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
                 b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[r][v])
         fq = [[masked_load(e, vf, e.gep(F32, fqp, b.add(b.mul(c64(i), fqs), c64(v * L))), masks[v])
                for v in range(nv)] for i in range(FQ_ROWS)]
-        finish_tile(e, out, masks, flags, lo, hi, fq, lambda r: e.gep(F32, resp, b.mul(ldr, c64(r))),
+        resz = b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES_U8)), c32(0)), c64(1), c64(4))
+        finish_tile(e, out, masks, flags, lo, hi, fq, lambda r: e.gep(I8, resp, b.mul(b.mul(ldr, c64(r)), resz)),
                     lambda r: b.mul(ldc, c64(r)), cp, (qp, lambda r: b.mul(ldq, c64(r))))
 
     with b.if_else(b.icmp_signed(">=", ncols, c64(NR))) as (full, part):
@@ -423,7 +453,8 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
     ldy, yg, ldr = a("ldy"), a("yg"), a("ldr")
     esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
     ygroup = e.gep(I8, a("y", PTR), b.mul(b.mul(g, yg), esz))
-    res_g = e.gep(F32, a("res", PTR), b.mul(g, yg))
+    resz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_RES_U8)), c64(0)), c64(1), c64(4))
+    res_g = e.gep(I8, a("res", PTR), b.mul(b.mul(g, yg), resz))
     comp_g = e.gep(I32, a("comp", PTR), b.mul(g, yg))
     scale_g = e.gep(F32, a("scale", PTR), b.mul(g, yg))
     shift_g = e.gep(F32, a("shift", PTR), b.mul(g, yg))
@@ -444,7 +475,7 @@ def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], 
             args = [e.gep(PTR, rows, b.mul(b.mul(it, ntaps), c64(MR))), ntaps, k4, bpan,
                     e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy, ncols,
                     e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
-                    e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags, e.gep(F32, fq_g, col),
+                    e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), resz)), ldr, lo, hi, flags, e.gep(F32, fq_g, col),
                     a("fqs"), e.gep(I8, q_g, b.add(b.mul(p0, a("ldq")), col)), a("ldq")]
             call_microkernel(e, ukrs, MR, mr, nvec, args)
     b.ret_void()
@@ -773,7 +804,8 @@ def _emit_int8_epilogue(m: ir.Module, name: str) -> ir.Function:
                 acc = e.load(vi, e.gep(I32, crow, v * L), align=64)
                 x = b.sitofp(b.add(acc, comp[v]), vf)
                 b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[0][v])
-            finish_tile(e, out, masks, fl, lo, hi, fq, lambda _: e.gep(F32, resp, b.mul(ldr, r)),
+            resz = b.select(b.icmp_unsigned("!=", b.and_(fl, c32(FLAG_RES_U8)), c32(0)), c64(1), c64(4))
+            finish_tile(e, out, masks, fl, lo, hi, fq, lambda _: e.gep(I8, resp, b.mul(b.mul(ldr, r), resz)),
                         lambda _: b.mul(ldc, r), cp, (qp, lambda _: b.mul(ldq, r)))
 
     # the common flag sets get a row loop of their own (the flags constant: no tests per row,
@@ -796,9 +828,12 @@ def _emit_int8_epilogue(m: ir.Module, name: str) -> ir.Function:
 
 
 #: flag sets with a specialised AMX epilogue loop: no residual, a residual, a residual through its
-#: FakeQuantize; each with f32 out, u8 steps out, or f32 and a second u8 output
-EPILOGUE_VARIANTS = tuple(res | out for res in (0, FLAG_RES, FLAG_RES | FLAG_RES_FQ)
-                          for out in (0, FLAG_FQ_END | FLAG_U8, FLAG_ALSO_U8))
+#: FakeQuantize, the u8 steps of a residual's FakeQuantize; each with f32 out, u8 steps out, or f32 and a second u8 output;
+#: and a ResNet block's end (FakeQuantize, residual through its own, ReLU, the next block's u8 steps only)
+EPILOGUE_VARIANTS = tuple(res | out for res in (0, FLAG_RES, FLAG_RES | FLAG_RES_FQ,
+                                                FLAG_RES | FLAG_RES_FQ | FLAG_RES_U8)
+                          for out in (0, FLAG_FQ_END | FLAG_U8, FLAG_ALSO_U8)) + tuple(
+    FLAG_RES | FLAG_RES_FQ | res | FLAG_FQ_MID | FLAG_U8 | FLAG_ALSO_U8 for res in (0, FLAG_RES_U8))
 
 
 def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
@@ -825,7 +860,8 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     ldy, yg, ldr, ldq = a("ldy"), a("yg"), a("ldr"), a("ldq")
     esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
     ygroup = e.gep(I8, a("y", PTR), b.mul(b.mul(g, yg), esz))
-    res_g = e.gep(F32, a("res", PTR), b.mul(g, yg))
+    resz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_RES_U8)), c64(0)), c64(1), c64(4))
+    res_g = e.gep(I8, a("res", PTR), b.mul(b.mul(g, yg), resz))
     comp_g = e.gep(I32, a("comp", PTR), b.mul(g, yg))
     scale_g = e.gep(F32, a("scale", PTR), b.mul(g, yg))
     shift_g = e.gep(F32, a("shift", PTR), b.mul(g, yg))
@@ -898,7 +934,7 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
                         lambda tm_, tn_: block(tm_, tn_, jp))
             b.call(epi, [cbuf, mr, ncols, e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy,
                          e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
-                         e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags, e.gep(F32, fq_g, col),
+                         e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), resz)), ldr, lo, hi, flags, e.gep(F32, fq_g, col),
                          a("fqs"), e.gep(I8, q_g, b.add(b.mul(p0, ldq), col)), ldq])
     tile_release(e)
     b.ret_void()
@@ -1041,8 +1077,13 @@ class Int8Call:
                  scale: np.ndarray, shift: np.ndarray, zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE,
                  ldr: int | None = None, xg: int | None = None, num_threads: int | None = None,
                  quantize: FusedQuantize | None = None, merged_cin: int = 0,
-                 residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None):
+                 residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None,
+                 residual_u8: bool = False, steps_only: bool = False):
         self.packed = packed
+        if steps_only and (also_quantize is None or (quantize is not None and quantize.u8)):
+            raise EmberError("ember: steps_only stores the u8 steps of also_quantize in place of the f32 output")
+        if residual_u8 and residual_quantize is None:
+            raise EmberError("ember: an u8 residual needs its FakeQuantize's ranges (residual_quantize)")
         self.kernels = int8_kernels(packed.isa)
         self.tile = AMX_TILE if packed.amx else self.kernels.tile
         self.task_address = amx_int8_kernels(packed.isa).task_address if packed.amx else self.kernels.task_address
@@ -1063,11 +1104,13 @@ class Int8Call:
         self._zero[:] = zero_point
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
         lo, hi = epilogue.lo, epilogue.hi
-        if also_quantize is not None and quantize is not None and quantize.u8:
+        if also_quantize is not None and quantize is not None and quantize.u8 and not steps_only:
             raise EmberError("ember: a second u8 output needs the f32 output")
         self.fq = fq_block(total, None if quantize is None else quantize.params, residual_quantize, also_quantize)
         self.flags = ((0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
-                      | (FLAG_ALSO_U8 if also_quantize else 0))
+                      | (FLAG_ALSO_U8 if also_quantize else 0) | (FLAG_RES_U8 if residual_u8 else 0)
+                      | (FLAG_U8 if steps_only else 0))
+        self.steps_only = steps_only
         kq, nck, ktap = amx_split(packed.k4) if packed.amx else (0, 0, packed.k4)
         # gathered rows (a stem) are padded to whole tile steps (B is zero there), so AMX reads them in place
         self.ctx = INT8_CONTEXT.new(kq=kq, nck=nck, ktap=ktap, direct=int(ktap == packed.k4 or merged_cin > 0),
@@ -1084,7 +1127,7 @@ class Int8Call:
         """The call for these buffer addresses (residual 0: none; q: the u8 steps of
         ``also_quantize``, rows of ``ldq`` bytes); each bound call has its own
         context, so streams can run the same operation on their own buffers at once."""
-        if bool(self.flags & FLAG_ALSO_U8) != bool(q):
+        if bool(self.flags & FLAG_ALSO_U8) != bool(q) and not self.steps_only:
             raise EmberError("ember: a second u8 output goes with also_quantize, and only then")
         ctx = self.ctx.copy()
         INT8_CONTEXT.fill(ctx, x=x, y=y, res=residual, flags=self.flags | (FLAG_RES if residual else 0), q=q, ldq=ldq)
@@ -1120,9 +1163,10 @@ def _f32_rows(name: str, a: np.ndarray, shape: tuple[int, ...]) -> int:
     return a.strides[-2] // 4 if a.ndim > 1 else shape[-1]
 
 
-def _out_rows(name: str, a: np.ndarray, shape: tuple[int, ...], quantize: FusedQuantize | None) -> int:
+def _out_rows(name: str, a: np.ndarray, shape: tuple[int, ...], quantize: FusedQuantize | None,
+              steps_only: bool = False) -> int:
     """Row stride (elements) of an output: f32 of ``shape``, or u8 rows at least as long for u8 steps."""
-    if quantize is None or not quantize.u8:
+    if (quantize is None or not quantize.u8) and not steps_only:
         return _f32_rows(name, a, shape)
     if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape[:-1] != shape[:-1] or a.shape[-1] < shape[-1] \
             or a.strides[-1] != 1:
@@ -1146,7 +1190,9 @@ class Int8Gemm:
     def __init__(self, w: np.ndarray, m: int, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
                  isa: Isa | None = None, quantize: FusedQuantize | None = None,
-                 residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None):
+                 residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None,
+                 residual_u8: bool = False, steps_only: bool = False):
+        self.residual_u8, self.steps_only = residual_u8, steps_only
         w = np.asarray(w)
         self.quantize, self.residual_quantize, self.also_quantize = quantize, residual_quantize, also_quantize
         if w.ndim != 2:
@@ -1163,15 +1209,21 @@ class Int8Gemm:
         if a.ndim != 2 or a.shape[0] != self.m or a.shape[1] < self.k:
             raise EmberError(f"ember: Int8Gemm of {self.m}x{self.k} got A{a.shape}")
         lda = _u8_rows("A", a, 4 * self.packed.k4)
-        ldc = _out_rows("C", c, (self.m, self.n), self.quantize)
-        ldr = _f32_rows("residual", residual, (self.m, self.n)) if residual is not None else ldc
+        ldc = _out_rows("C", c, (self.m, self.n), self.quantize, self.steps_only)
+        if residual is None:
+            ldr = ldc
+        elif self.residual_u8:
+            ldr = _u8_out("residual", residual, (self.m, self.n))
+        else:
+            ldr = _f32_rows("residual", residual, (self.m, self.n))
         key = (lda, ldc, ldr)
         call = self._calls.get(key)
         if call is None:
             call = Int8Call(self.packed, m=self.m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr, scale=self.scale,
                             shift=self.shift, zero_point=self.zero_point, epilogue=self.epilogue,
                             num_threads=self.num_threads, quantize=self.quantize,
-                            residual_quantize=self.residual_quantize, also_quantize=self.also_quantize)
+                            residual_quantize=self.residual_quantize, also_quantize=self.also_quantize,
+                            residual_u8=self.residual_u8, steps_only=self.steps_only)
             self._calls[key] = call
         ldq = _u8_out("q", q, (self.m, self.n)) if q is not None else 0
         return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data,
@@ -1180,7 +1232,7 @@ class Int8Gemm:
     def __call__(self, a: np.ndarray, c: np.ndarray | None = None, residual: np.ndarray | None = None,
                  pool: ThreadPool | None = None) -> np.ndarray:
         if c is None:
-            u8 = self.quantize is not None and self.quantize.u8
+            u8 = (self.quantize is not None and self.quantize.u8) or self.steps_only
             c = aligned_empty((self.m, padded_channels(self.n) if u8 else self.n), np.uint8 if u8 else np.float32)
         self.bind(a, c, residual).run(pool)
         return c
@@ -1197,7 +1249,9 @@ class Int8Conv2d:
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
                  isa: Isa | None = None, quantize: FusedQuantize | None = None,
-                 residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None):
+                 residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None,
+                 residual_u8: bool = False, steps_only: bool = False):
+        self.residual_u8, self.steps_only = residual_u8, steps_only
         g = geometry
         self.quantize, self.residual_quantize, self.also_quantize = quantize, residual_quantize, also_quantize
         self.geometry = g
@@ -1234,13 +1288,14 @@ class Int8Conv2d:
         ldx = _u8_rows("x", x, readable + (g.groups - 1) * (g.cin // g.groups))
         if x.strides[1] != g.w * ldx:
             raise EmberError("ember: int8 convolution input pixels must be uniformly strided")
-        ldy = _out_rows("y", y, g.output_shape, self.quantize)
+        ldy = _out_rows("y", y, g.output_shape, self.quantize, self.steps_only)
         if y.strides[0] != g.oh * g.ow * ldy * y.itemsize or y.strides[1] != g.ow * ldy * y.itemsize:
             raise EmberError("ember: int8 convolution output images must be contiguous")
         ldr = ldy
         if residual is not None:
-            ldr = _f32_rows("residual", residual, g.output_shape)
-            if residual.strides[0] != g.oh * g.ow * ldr * 4 or residual.strides[1] != g.ow * ldr * 4:
+            ldr = (_u8_out if self.residual_u8 else _f32_rows)("residual", residual, g.output_shape)
+            if residual.strides[0] != g.oh * g.ow * ldr * residual.itemsize \
+                    or residual.strides[1] != g.ow * ldr * residual.itemsize:
                 raise EmberError("ember: the residual's images must be contiguous")
         key = (ldx, x.strides[0], ldy, ldr)
         call = self._calls.get(key)
@@ -1252,7 +1307,8 @@ class Int8Conv2d:
                             xg=g.cin // g.groups, scale=self.scale, shift=self.shift, zero_point=self.zero_point,
                             epilogue=self.epilogue, num_threads=self.num_threads, quantize=self.quantize,
                             merged_cin=self.merged_cin, residual_quantize=self.residual_quantize,
-                            also_quantize=self.also_quantize)
+                            also_quantize=self.also_quantize, residual_u8=self.residual_u8,
+                            steps_only=self.steps_only)
             self._calls[key] = call
         ldq = 0
         if q is not None:
@@ -1266,7 +1322,7 @@ class Int8Conv2d:
                  pool: ThreadPool | None = None) -> np.ndarray:
         if y is None:
             shape = self.geometry.output_shape
-            if self.quantize is not None and self.quantize.u8:
+            if (self.quantize is not None and self.quantize.u8) or self.steps_only:
                 y = aligned_empty((*shape[:3], padded_channels(shape[3])), np.uint8)
             else:
                 y = aligned_empty(shape)

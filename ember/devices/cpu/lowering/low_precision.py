@@ -55,7 +55,15 @@ from typing import Any
 import numpy as np
 
 from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, static_shape
-from ember.devices.cpu.ops import Int8AvgPool, Int8Concat, Int8Convolution, Int8MatMul, Int8MaxPool, Int8Quantize
+from ember.devices.cpu.ops import (
+    Int8AvgPool,
+    Int8Concat,
+    Int8Convolution,
+    Int8Dequantize,
+    Int8MatMul,
+    Int8MaxPool,
+    Int8Quantize,
+)
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.core_ops import Constant
@@ -608,8 +616,45 @@ def lower_precision(model: Model) -> int:
         from ember.passes.matcher import prune_dead_consumers
 
         prune_dead_consumers(model)
-        log.info("CPU: %d convolutions/MatMuls run in int8, %d MatMuls on compressed weights", done, compressed)
+        residuals = _dequantize_residuals(memo)
+        if residuals:
+            prune_dead_consumers(model)  # the replaced FakeQuantizes still read the tensors
+        log.info("CPU: %d convolutions/MatMuls run in int8, %d MatMuls on compressed weights, %d residuals read "
+                 "as u8 steps", done, compressed, residuals)
     return done
+
+
+def _dequantize_residuals(memo: dict[Any, Node]) -> int:
+    """A FakeQuantize that reads the same tensor as an ``Int8Quantize`` on the same input grid
+    (NNCF's ResNet block output: one FakeQuantize for the next block's first convolution and
+    for its residual ``Add``) becomes ``Int8Dequantize`` of those steps. The producer then
+    writes only the u8 steps and the epilogue that adds the residual reads them (a quarter of
+    the bytes of the f32 tensor, written once instead of twice)."""
+    count = 0
+    for q in list(memo.values()):
+        if q.type_name != "Int8Quantize":
+            continue
+        data = q.input_values()[0]
+        il, ih = (_value(p) for p in q.input_values()[1:3])
+        if il is None or ih is None or il.size != 1 or ih.size != 1:
+            continue
+        for target in list(data.targets):
+            fq = target.node
+            if fq is q or fq.type_name != "FakeQuantize" or target.index != 0 \
+                    or fq.attrs["levels"] != q.attrs["levels"] or fq.output(0).partial_shape != data.partial_shape \
+                    or str(fq.attrs.get("auto_broadcast", "numpy")).lower() != "numpy" \
+                    or not all(t.node.type_name == "Add" for t in fq.output(0).targets):
+                continue
+            vals = [_value(p) for p in fq.input_values()[1:]]
+            if any(v is None or v.size != 1 or v.dtype != F32 for v in vals) \
+                    or float(vals[0].reshape(-1)[0]) != float(il.reshape(-1)[0]) \
+                    or float(vals[1].reshape(-1)[0]) != float(ih.reshape(-1)[0]):
+                continue
+            deq = Int8Dequantize([q.output(0), *(_f32_const(v).output(0) for v in vals)],
+                                 dict(levels=int(fq.attrs["levels"])), fq.friendly_name)
+            _replace(fq, deq)
+            count += 1
+    return count
 
 
 def _rewrite_avg_pool(node: Node, memo: dict[Any, Node]) -> bool:
@@ -1035,12 +1080,15 @@ class _Tail:
     hi: float = math.inf
     quantize: Any = None  # FusedQuantize
     residual_quantize: Any = None  # QuantizeParams of the residual's own FakeQuantize
+    residual_u8: bool = False  # the residual is the u8 steps of residual_quantize (an Int8Dequantize's input)
+    steps_only: bool = False  # the output is the u8 steps of also_quantize (requantized), no f32 values
     requantized: Node | None = None  # the Int8Quantize whose u8 steps the kernel writes
     also: Node | None = None  # an Int8Quantize of the f32 output whose steps the kernel writes beside it
     also_quantize: Any = None  # its QuantizeParams
 
 
-def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str, allow_also: bool = True) -> _Tail:
+def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str, allow_also: bool = True,
+          u8_residual: bool = True) -> _Tail:
     """[Add(per-channel const)] [FakeQuantize] [Add(tensor)] [ReLU | Clamp], then a last
     FakeQuantize, or the Int8Quantize of the next int8 op (the kernel then writes u8 steps)."""
     from ember.devices.cpu.kernels.int8_gemm import FusedQuantize
@@ -1060,6 +1108,13 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str,
             if params is not None:
                 tail.quantize = FusedQuantize(params, "end", u8=True)
                 tail.requantized = users[0]
+            break
+        if len(users) == 1 and users[0].type_name == "Int8Quantize" and tail.quantize is not None \
+                and tail.quantize.at == "mid" and allow_also and users[0].attrs["layout"] == layout \
+                and not lowering.is_result(users[0].output(0)):
+            params = ranges_along(users[0], axis)
+            if params is not None:  # after a FakeQuantize mid-way: only the next op's u8 steps are stored
+                tail.also_quantize, tail.requantized, tail.steps_only = params, users[0], True
             break
         quants = [u for u in users if u.type_name == "Int8Quantize" and u.attrs["layout"] == layout]
         if len(users) > 1 and len(quants) == 1 and allow_also and not lowering.is_result(quants[0].output(0)):
@@ -1083,6 +1138,9 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str,
                 if any(d != 1 for i, d in enumerate(full) if i != axis) or c.size not in (1, channels):
                     break
                 tail.bias = np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
+            elif c is None and tail.residual is None and u8_residual and other.partial_shape == shape \
+                    and _dequantized_residual(lowering, other, axis, layout, tail):
+                pass  # the residual's u8 steps, dequantized in the epilogue
             elif c is None and tail.residual is None and other.partial_shape == shape and other.element_type.dtype == F32 \
                     and _residual_fake_quantize(lowering, other, axis, tail):
                 pass  # the residual's FakeQuantize runs in the epilogue (fused holds it)
@@ -1128,6 +1186,27 @@ def _residual_fake_quantize(lowering: Lowering, port: Output, axis: int, tail: _
     return True
 
 
+def _dequantized_residual(lowering: Lowering, port: Output, axis: int, layout: str, tail: _Tail) -> bool:
+    """A residual that is ``Int8Dequantize`` (read only here) of u8 steps that exist, in the
+    layout this kernel reads: the epilogue reads the steps and dequantizes them."""
+    deq = port.node
+    if deq.type_name != "Int8Dequantize" or id(deq) in lowering.done or lowering.is_result(port) \
+            or len(port.targets) != 1:
+        return False
+    src = deq.input_values()[0]
+    if not lowering.has(src) or src.node.type_name != "Int8Quantize" or src.node.attrs["layout"] != layout:
+        return False
+    t = lowering.tensor(src)
+    if t.dtype != np.uint8 or t.layout != (NHWC if layout == "nhwc" else PLAIN):
+        return False
+    params = ranges_along(deq, axis)
+    if params is None:
+        return False
+    tail.residual, tail.residual_quantize, tail.residual_u8 = src, params, True
+    tail.fused.append(deq)
+    return True
+
+
 def _available(lowering: Lowering, port: Output) -> bool:
     """Whether ``port`` has a tensor now; a FakeQuantize of a tensor that has one (a residual
     branch NNCF quantized, ordered after this node) is lowered here, ahead of its turn."""
@@ -1170,7 +1249,7 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     geo = ConvGeometry(n, h, wd, cin, w.shape[0], w.shape[2], w.shape[3], tuple(a["strides"]), tuple(a["dilations"]),
                        tuple(a["pads_begin"]), tuple(a["pads_end"]), a["groups"])
     depthwise = geo.depthwise and w.shape[1] == 1
-    tail = _tail(lowering, node, w.shape[0], 1, "nhwc", allow_also=not depthwise)
+    tail = _tail(lowering, node, w.shape[0], 1, "nhwc", allow_also=not depthwise, u8_residual=not depthwise)
     scale, shift = _scale_shift(node, tail.bias)
     kernel: Any
     if depthwise:
@@ -1179,9 +1258,12 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
                                lowering.isa, tail.quantize, tail.residual_quantize)
     else:
         kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
-                            lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize)
+                            lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
+                            residual_u8=tail.residual_u8, steps_only=tail.steps_only)
     ins: list[Tensor] = [x]
-    if tail.residual is not None:
+    if tail.residual_u8:
+        ins.append(lowering.tensor(tail.residual))
+    elif tail.residual is not None:
         ins.append(lowering.native_input(lowering.tensor(tail.residual), NHWC))
     if tail.requantized is not None:
         n_, oh, ow, oc = geo.output_shape
@@ -1231,9 +1313,12 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     tail = _tail(lowering, node, nn, len(out_shape) - 1, "rows")
     scale, shift = _scale_shift(node, tail.bias)
     kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
-                      lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize)
+                      lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
+                      residual_u8=tail.residual_u8, steps_only=tail.steps_only)
     ins: list[Tensor] = [x]
-    if tail.residual is not None:
+    if tail.residual_u8:
+        ins.append(lowering.tensor(tail.residual))
+    elif tail.residual is not None:
         ins.append(lowering.native_input(lowering.tensor(tail.residual), PLAIN))
     kp = x.shape[-1]
     if tail.requantized is not None:
@@ -1248,7 +1333,7 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
         outs.append(lowering.value((*out_shape[:-1], ldq), PLAIN, np.uint8, tail.also.friendly_name))
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        r = arrs[1].reshape(m, nn) if len(arrs) > 1 else None
+        r = arrs[1].reshape(m, -1 if tail.residual_u8 else nn) if len(arrs) > 1 else None
         q = outs[1].reshape(m, ldq) if len(outs) > 1 else None
         return [kernel.bind(arrs[0].reshape(m, kp), outs[0].reshape(m, ldy), r, q)]
 
