@@ -128,8 +128,9 @@ class VectorMath:
         return b.bitcast(bits, self.vt)
 
     def exp(self, x: ir.Value) -> ir.Value:
+        """e**x in f32, subnormal results included (as numpy gives them)."""
         b = self.b
-        xc = self.sel(self.lt(x, self.c(-87.33654)), self.c(-87.33654), x)
+        xc = self.sel(self.lt(x, self.c(-103.972084)), self.c(-103.972084), x)
         xc = self.sel(self.gt(xc, self.c(88.72283)), self.c(88.72283), xc)
         k = self.floor(fmuladd(self.e, xc, self.c(1.4426950408889634), self.c(0.5)))
         r = fmuladd(self.e, k, self.c(-0.693359375), xc)
@@ -138,16 +139,23 @@ class VectorMath:
                           1.6666665459e-1, 5.0000001201e-1])
         p = fmuladd(self.e, p, b.fmul(r, r), b.fadd(r, self.c(1.0)))
         ki = b.fptosi(k, self.vi)
-        scale = b.bitcast(b.shl(b.add(ki, self.ci(127)), self.ci(23)), self.vt)
-        y = b.fmul(p, scale)
+        # 2**k as two normal factors, so that k below -126 (subnormal results) still scales
+        k1 = b.ashr(ki, self.ci(1))
+        k2 = b.sub(ki, k1)
+        scale1 = b.bitcast(b.shl(b.add(k1, self.ci(127)), self.ci(23)), self.vt)
+        scale2 = b.bitcast(b.shl(b.add(k2, self.ci(127)), self.ci(23)), self.vt)
+        y = b.fmul(b.fmul(p, scale1), scale2)
         y = self.sel(self.gt(x, self.c(88.72283)), self.c(math.inf), y)
-        y = self.sel(self.lt(x, self.c(-87.33654)), self.c(0.0), y)
+        y = self.sel(self.lt(x, self.c(-103.972084)), self.c(0.0), y)
         return self.sel(self.isnan(x), x, y)
 
     def log(self, x: ir.Value) -> ir.Value:
+        """The natural logarithm in f32, subnormal inputs included."""
         b = self.b
-        bits = b.bitcast(x, self.vi)
-        e_ = b.sub(b.and_(b.lshr(bits, self.ci(23)), self.ci(0xFF)), self.ci(126))
+        tiny = b.fcmp_ordered("<", self.abs(x), self.c(1.1754943508222875e-38))  # subnormal: scale by 2**25 first
+        xs = self.sel(tiny, b.fmul(x, self.c(33554432.0)), x)
+        bits = b.bitcast(xs, self.vi)
+        e_ = b.sub(b.and_(b.lshr(bits, self.ci(23)), self.ci(0xFF)), self.sel(tiny, self.ci(151), self.ci(126)))
         m = b.bitcast(b.or_(b.and_(bits, self.ci(0x007FFFFF)), self.ci(0x3F000000)), self.vt)
         ef = b.sitofp(e_, self.vt)
         small = self.lt(m, self.c(0.707106781186547524))
