@@ -516,9 +516,11 @@ class Jit:
         module = build(prefix)
         module.triple = isa.triple
         text = str(module)
+        symbols = tuple(exported_symbols(module))
+        del module  # a GEMM module's Python IR objects are tens of MB: not alive while LLVM compiles
         key = cache_key(text, isa)
         expect = CacheRecord(key, signature, hashlib.sha256(text.encode()).hexdigest(),
-                             tuple(exported_symbols(module)), isa.triple, isa.cpu, isa.features,
+                             symbols, isa.triple, isa.cpu, isa.features,
                              tuple(versions().items()), 0, "")
         obj = self.cache.read(key, expect) if self.cache is not None else None
         from_cache = obj is not None
@@ -526,7 +528,10 @@ class Jit:
             if self.cache is not None and self.cache.usable() and (self.cache.folder / f"{key}.o").exists():
                 self.stats["cache_refused"] += 1
             obj = self._compile(text, isa, prefix)
+            from ember.devices.cpu.runtime.release import malloc_trim
+
             release_library_pages()  # the code generator's pages, until the next compile
+            malloc_trim()  # and the heap it freed, so that compiles do not pile up fragments
             if self.cache is not None:
                 record = CacheRecord(**{**asdict(expect), "object_size": len(obj),
                                         "object_sha256": hashlib.sha256(obj).hexdigest()})

@@ -17,7 +17,7 @@ import sys
 _MALLOC_TRIM: object | None = None
 
 
-def _malloc_trim() -> None:
+def malloc_trim() -> None:
     """glibc's ``malloc_trim(0)``: return free heap pages (also inside the heap) to the
     system. Nothing on other C libraries."""
     global _MALLOC_TRIM
@@ -41,4 +41,4 @@ def release_after_compile() -> None:
     jit = sys.modules.get("ember.devices.cpu.llvm.jit")
     if jit is not None:
         jit.release_library_pages()
-    _malloc_trim()
+    malloc_trim()
