@@ -338,3 +338,59 @@ def test_if_bodies_share_the_packed_weights_across_outer_shapes() -> None:
             np.testing.assert_allclose(compiled(feeds)[0], _reference(model, feeds), rtol=2e-5, atol=2e-5)
     stats = dynamic_stats(compiled)
     assert stats["specializations"] == 3 and stats["weights_packed"] == 1
+
+
+def _if_model() -> Model:
+    c = ops.parameter([], np.bool_, name="c")
+    x = ops.parameter([-1, 16], np.float32, name="x")
+    tp = ops.parameter([-1, 16], np.float32, name="tp")
+    ep = ops.parameter([-1, 16], np.float32, name="ep")
+    mm = ops.matmul(tp, _f(16, 8, scale=0.25), False, False)
+    mm.set_friendly_name("then_matmul")
+    then = ops.result(ops.relu(mm))
+    red = ops.reduce_sum(ops.multiply(ep, np.float32(2.0)), np.array([1], np.int64), True)
+    red.set_friendly_name("else_sum")
+    other = ops.result(red)
+    node = ops.if_op(c)
+    node.set_friendly_name("branch")
+    node.set_then_body(Model([then], [tp], "then"))
+    node.set_else_body(Model([other], [ep], "else"))
+    node.set_input(x.output(0), tp, ep)
+    return Model([ops.add(node.set_output(then, other), np.float32(1.0))], [c, x], "if")
+
+
+def _loop_model() -> Model:
+    x = ops.parameter([-1, 8], np.float32, name="x")
+    it = ops.parameter([], np.int64, name="it")
+    acc = ops.parameter([-1, 8], np.float32, name="acc")
+    step = ops.tanh(ops.add(ops.matmul(acc, _f(8, 8, scale=0.3), False, False), np.float32(0.5)))
+    step.set_friendly_name("cell")
+    rc, racc = ops.result(ops.constant(True)), ops.result(step)
+    node = ops.loop(ops.constant(np.int64(3)), ops.constant(True))
+    node.set_friendly_name("steps")
+    node.set_function(Model([rc, racc], [it, acc], "body"))
+    node.set_special_body_ports([0, 0])
+    node.set_merged_input(acc, x.output(0), racc.output(0))
+    return Model([ops.result(node.get_iter_value(racc.output(0), -1))], [x], "loop")
+
+
+@pytest.mark.parametrize("case", ["if-then", "if-else", "loop"])
+def test_profiling_shows_the_ops_inside_control_flow_bodies(case: str) -> None:
+    """PERF_COUNT (``ember benchmark -pc``) lists the ops of the body plans an If or Loop runs,
+    named ``<If/Loop>/<body op>``, each no longer than the step that ran it; results as REFERENCE."""
+    model = _loop_model() if case == "loop" else _if_model()
+    feeds = [_f(5, 8)] if case == "loop" else [np.bool_(case == "if-then"), _f(5, 16)]
+    compiled = ember.Core().compile_model(model, "CPU", {"PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    for _ in range(2):  # the second run: the body's plan is bound already, the times are replaced
+        request.infer(feeds)
+        np.testing.assert_allclose(request.get_output_tensor(0).data, _reference(model, feeds), rtol=2e-5, atol=2e-5)
+        times = {p.node_name: p.real_time.total_seconds() for p in request.get_profiling_info()}
+        outer = "steps" if case == "loop" else "branch"
+        inner = {"loop": "cell", "if-then": "then_matmul", "if-else": "else_sum"}[case]
+        assert outer in times, sorted(times)
+        names = [n for n in times if n.startswith(f"{outer}/")]
+        assert any(n.split("/", 1)[1].startswith(inner) for n in names), sorted(times)
+        assert sum(times[n] for n in names) <= times[outer] * 1.001 + 1e-6
+    if case == "if-then":  # the other body's ops are not listed for a run that did not take it
+        assert not any("else_sum" in n for n in times)

@@ -11,6 +11,7 @@ recorded once here). An instance is used by one thread at a time.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,11 @@ from ember.devices.cpu.runtime.threadpool import ThreadPool
 from ember.errors import EmberError, InferenceError
 
 log = logging.getLogger("ember.cpu")
+
+#: where a control-flow body's plan adds its per-op times while the If/Loop step that runs it is
+#: being profiled (a body's executable is called by the step, which has no profile argument)
+_BODY_PROFILE: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("body_profile",
+                                                                                         default=None)
 
 
 @dataclass
@@ -203,6 +209,16 @@ class Instance:
         self._runner(self.pool.handle, self.pool.parallel_for_address, self.table.ctypes.data, first, count)
 
     def run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None = None) -> list[np.ndarray]:
+        body_profile = _BODY_PROFILE.get()
+        if body_profile is not None:  # a control-flow body run by a profiled If/Loop step
+            token = _BODY_PROFILE.set(None)  # (its own If/Loop steps set their own)
+            try:
+                return self._run(inputs, body_profile if profile is None else profile)
+            finally:
+                _BODY_PROFILE.reset(token)
+        return self._run(inputs, profile)
+
+    def _run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None) -> list[np.ndarray]:
         slots: dict[int, np.ndarray] = dict(zip(self._input_ids, inputs))
         held = []
         for binding in self.bindings:
@@ -248,13 +264,26 @@ class Instance:
                   len(self._reference_ops), ref * 1e3, 100 * ref / total, total * 1e3)
 
     def _run_profiled(self, slots: dict[int, np.ndarray], profile: dict[str, float]) -> None:
+        """Each op's time added to ``profile`` (by op name); the ops of the body plans an If or
+        Loop step runs are added too, named ``<If/Loop name>/<body op name>`` (summed over a
+        Loop's iterations), after the step's own entry (which includes them)."""
         for op, span in self.op_spans:
+            body = getattr(op.fn, "branches", None) is not None
+            inner: dict[str, float] = {}
+            token = _BODY_PROFILE.set(inner) if body else None
             t0 = time.perf_counter()
-            if isinstance(span, tuple):
-                self._native(*span)
-            else:
-                span(slots)
+            try:
+                if isinstance(span, tuple):
+                    self._native(*span)
+                else:
+                    span(slots)
+            finally:
+                if token is not None:
+                    _BODY_PROFILE.reset(token)
             profile[op.name] = profile.get(op.name, 0.0) + time.perf_counter() - t0
+            for name, secs in inner.items():
+                key = f"{op.name}/{name}"
+                profile[key] = profile.get(key, 0.0) + secs
 
     def _fetch(self, t: Tensor, slots: dict[int, np.ndarray]) -> np.ndarray:
         arr = self.arrays.get(t.id)
