@@ -891,12 +891,15 @@ def _makespan(costs: list[float], threads: int) -> float:
     return max(heap)
 
 
+@functools.lru_cache(maxsize=8192)
 def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Tile, threads: int,
                 max_tm: int = 8) -> tuple[int, int, int, int]:
     """Choose tiles per M block (tm), panels per N block (tn) and the block counts (gm, gn).
 
     Minimizes a simple makespan model of dynamic scheduling over ``threads`` threads:
-    FMA time + per-task overhead + the bytes of A and B each task streams."""
+    FMA time + per-task overhead + the bytes of A and B each task streams. A pure function of
+    integers, memoized: a model lowered again at a new input shape (a new sentence length)
+    plans each distinct GEMM geometry once per process, not once per GEMM and shape."""
     ntm = max(1, -(-m // tile.mr))
     ntn = max(1, -(-n // tile.nr))
     max_tm = max(1, min(max_tm, ntm, 4096 // max(taps, 1)))
@@ -927,6 +930,22 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
 
 
 # --------------------------------------------------------------------------- binding
+_ZERO_ROWS: dict[int, np.ndarray] = {}
+
+
+def zero_row(n: int) -> np.ndarray:
+    """A read-only, 64-byte aligned row of at least ``n`` f32 zeros (the padding taps' source),
+    shared by every call: one per size class (powers of two), not one per bound GEMM."""
+    size = 1 << max(n - 1, 15).bit_length()
+    row = _ZERO_ROWS.get(size)
+    if row is None:
+        row = aligned_empty(size)
+        row[:] = 0
+        row.flags.writeable = False
+        row = _ZERO_ROWS.setdefault(size, row)
+    return row
+
+
 class IGemmCall:
     """An implicit-GEMM operation bound to its geometry, weights and schedule.
 
@@ -967,8 +986,7 @@ class IGemmCall:
         ctx[IGEMM_CONTEXT["bp"]] = packed.data.ctypes.data
         # in 4-byte units: floats, or bf16 pairs
         ctx[IGEMM_CONTEXT["bg"]] = packed.group_stride // (2 if packed.precision is Precision.BF16 else 1)
-        self._zero = aligned_empty(max(packed.cin, 1) + 16)
-        self._zero[:] = 0
+        self._zero = zero_row(max(packed.cin, 1) + 16)
         ctx[IGEMM_CONTEXT["zero"]] = self._zero.ctypes.data
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile,
                                      self.threads)
