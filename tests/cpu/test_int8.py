@@ -33,6 +33,19 @@ def _isas():
 
 
 ISAS = _isas()
+
+
+def _vnni_and_amx():
+    """The VNNI levels, and AMX tiles where the host has them (the epilogue is emitted for both)."""
+    from ember.devices.cpu.llvm import isa as isa_mod
+
+    out = [p for p in ISAS if "novnni" not in p.id]
+    if isa_mod.amx_supported():
+        out.append(pytest.param(isa_mod.host_isa("amx"), id="amx"))
+    return out
+
+
+EPILOGUE_ISAS = _vnni_and_amx()
 EPILOGUES = {"none": Epilogue(), "relu": Epilogue.relu(), "clamp": Epilogue.clamp(-0.5, 0.75)}
 
 # (M, K, N, zero point, epilogue, residual)
@@ -129,6 +142,59 @@ def test_residual_fake_quantize(isa, depthwise):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("isa", EPILOGUE_ISAS)
+@pytest.mark.parametrize("at", ["mid", "end", "u8", "also", "residual"])
+def test_fast_fake_quantize_within_one_step(isa, at):
+    """The fast epilogue (``fast=True``: ``rint(x * a + b)`` clamped, one FMA per dequantized
+    value) against the exact one (REFERENCE's FakeQuantize arithmetic, tested above): at most
+    one step apart, and only at rounding ties (accumulators scaled so that many outputs sit
+    exactly on ``k + 1/2`` steps)."""
+    rng = np.random.default_rng(21)
+    m, k, n = 67, 36, 45
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    params = QuantizeParams(-0.7, 0.8, -0.7, 0.8, 256)
+    step = np.float32(1.5 / 255)
+    scale = np.full(n, step / 64, np.float32)  # accumulators in 64ths of a step: ties are common
+    shift = np.full(n, -0.7 + step * 0.5, np.float32)
+    res_q = QuantizeParams(-0.5, 0.6, -0.5, 0.6, 256)
+    res = (rng.standard_normal((m, n)) * 0.4).astype(np.float32)
+    quantize = None if at == "also" else FusedQuantize(params, "end" if at in ("end", "u8") else "mid",
+                                                       u8=at == "u8")
+    also = params if at == "also" else None
+    outs = []
+    for fast in (False, True):
+        kernel = Int8Gemm(w, m, scale, shift, 5, Epilogue(), 1, isa, quantize,
+                          res_q if at == "residual" else None, also, fast=fast)
+        c = np.zeros((m, padded_channels(n)), np.uint8) if at == "u8" else np.zeros((m, n), np.float32)
+        q = np.zeros((m, padded_channels(n)), np.uint8) if also else None
+        kernel.bind(a, c, res if at == "residual" else None, q).run()
+        outs.append(q if also else c)
+    exact, fast = outs
+    if exact.dtype == np.uint8:
+        diff = np.abs(exact[:, :n].astype(int) - fast[:, :n].astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.05, (diff.max(), diff.mean())
+    else:
+        tol = step * (1.0 if at != "residual" else 2.0) + 1e-6
+        assert np.abs(exact - fast).max() <= tol
+        assert np.mean(np.abs(exact - fast) > step / 2) < 0.05  # else an ulp (one FMA instead of two roundings)
+
+
+def test_exact_int8_arithmetic_on_request(monkeypatch):
+    """``EMBER_INT8_EXACT=1``: the graph's int8 epilogues use REFERENCE's FakeQuantize arithmetic
+    (equal to REFERENCE within f32 summation); by default the fast one, within int8 rounding."""
+    import ember as ov
+
+    model, xin, _ = _graph("resnet-blocks", np.random.default_rng(3))
+    want = ov.Core().compile_model(model, "REFERENCE")(xin)[0]
+    monkeypatch.setenv("EMBER_INT8_EXACT", "1")
+    exact = ov.Core().compile_model(model, "CPU")(xin)[0]
+    np.testing.assert_allclose(exact, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    monkeypatch.delenv("EMBER_INT8_EXACT")
+    fast = ov.Core().compile_model(model, "CPU")(xin)[0]
+    assert float(np.abs(fast - want).max()) <= 0.02 * float(np.abs(want).max())
+
+
 # (residual FakeQuantize, output: "f32" / "u8" / "also", conv or gemm, M/pixels, channels)
 RES_U8_CASES = [
     (QuantizeParams(0.0, 2.5, 0.0, 2.5, 256), "f32", "conv", 6, 24),       # a ResNet block output after ReLU
@@ -138,7 +204,7 @@ RES_U8_CASES = [
 ]
 
 
-@pytest.mark.parametrize("isa", [p for p in ISAS if "novnni" not in p.id])
+@pytest.mark.parametrize("isa", EPILOGUE_ISAS)
 @pytest.mark.parametrize("case", RES_U8_CASES, ids=lambda c: f"{c[2]}-{c[1]}-{c[4]}")
 def test_residual_read_as_u8_steps(isa, case):
     """A residual given as the u8 steps of its FakeQuantize (what the producer wrote for the

@@ -107,6 +107,10 @@ FLAG_RES, FLAG_FQ_MID, FLAG_FQ_END, FLAG_U8, FLAG_RES_FQ, FLAG_ALSO_U8 = 1, 2, 4
 #: the residual is the u8 steps of its FakeQuantize (rows of ``ldr`` bytes), dequantized in the
 #: epilogue with the residual's FakeQuantize rows (``q * (oh - ol) / steps + ol``); with FLAG_RES_FQ
 FLAG_RES_U8 = 64
+#: the fast FakeQuantize arithmetic (as OpenVINO's CPU plugin folds it): ``q = clamp(rint(x * a + b),
+#: 0, steps)`` with ``a = steps / (ih - il)``, ``b = -il * a``, and ``q * (oh - ol) / steps + ol`` without
+#: selects; a value within a few ulps of a rounding tie may land one step away from REFERENCE's
+FLAG_FAST = 128
 #: the f32 rows of a fused FakeQuantize, one value per output channel: il, ih, ih - il, steps, ol, oh,
 #: (oh - ol) / steps (the steps are exact, as the reference's; the f32 value is within an ulp of it),
 #: 1 / (ih - il) rounded to f32 (for :func:`divide`); a kernel's parameter block holds three: the
@@ -170,6 +174,19 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
                 lo: ir.Value, hi: ir.Value, fq: list[list[ir.Value]], res_row: Callable[[int], ir.Value],
                 out_offset: Callable[[int], ir.Value], cp: ir.Value,
                 also: tuple[ir.Value, Callable[[int], ir.Value]] | None = None) -> None:
+    """:func:`_finish_tile` with the exact FakeQuantize arithmetic, or the fast one (FLAG_FAST)."""
+    b = e.b
+    with b.if_else(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_FAST)), c32(0))) as (fast, exact):
+        with fast:
+            _finish_tile(e, out, masks, flags, lo, hi, fq, res_row, out_offset, cp, also, True)
+        with exact:
+            _finish_tile(e, out, masks, flags, lo, hi, fq, res_row, out_offset, cp, also, False)
+
+
+def _finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | None], flags: ir.Value,
+                 lo: ir.Value, hi: ir.Value, fq: list[list[ir.Value]], res_row: Callable[[int], ir.Value],
+                 out_offset: Callable[[int], ir.Value], cp: ir.Value,
+                 also: tuple[ir.Value, Callable[[int], ir.Value]] | None, fast: bool) -> None:
     """The f32 end of an int8 epilogue, for ``out[r][v]`` (variables of <L x f32>, scale and
     shift applied): [FakeQuantize (FLAG_FQ_MID)] -> + residual row ``res_row(r)`` (FLAG_RES)
     -> clamp(lo, hi) -> [FakeQuantize (FLAG_FQ_END)] -> stored at ``cp`` + ``out_offset(r)``
@@ -183,8 +200,16 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
     def flag(bit: int) -> ir.Value:
         return b.icmp_unsigned("!=", b.and_(flags, c32(bit)), c32(0))
 
+    fma = f"llvm.fma.v{L}f32"
+
     def steps_of(x: ir.Value, v: int, base: int = 0) -> ir.Value:
         il, ih, rng, steps = (fq[base + i][v] for i in range(4))
+        if fast:  # a and b are loop invariants (hoisted out of the row loops)
+            a = b.fdiv(steps, rng)
+            t = e.call(fma, vf, [x, a, b.fneg(b.fmul(il, a))])
+            q = e.call(f"llvm.roundeven.v{L}f32", vf, [t])
+            q = e.call(f"llvm.maxnum.v{L}f32", vf, [q, ir.Constant(vf, None)])
+            return e.call(f"llvm.minnum.v{L}f32", vf, [q, steps])
         t = b.fmul(divide(e, b.fsub(x, il), rng, fq[base + 7][v]), steps)
         q = e.call(f"llvm.roundeven.v{L}f32", vf, [t])
         return b.select(b.fcmp_ordered("<=", x, il), ir.Constant(vf, None),
@@ -192,6 +217,8 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
 
     def fq_value(x: ir.Value, v: int, base: int = 0) -> ir.Value:
         il, ih, _, steps, ol, oh, ostep = (fq[base + i][v] for i in range(7))
+        if fast:  # step 0 gives ol exactly, the last step oh within an ulp
+            return e.call(fma, vf, [steps_of(x, v, base), ostep, ol])
         deq = b.fadd(b.fmul(steps_of(x, v, base), ostep), ol)  # q * step: within an ulp of q / steps * (oh - ol)
         return b.select(b.fcmp_ordered("<=", x, il), ol, b.select(b.fcmp_ordered(">", x, ih), oh, deq))
 
@@ -214,6 +241,8 @@ def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | No
         else:
             qb = e.call(f"llvm.masked.load.v{L}i8.p0", bt, [ptr, c32(1), masks[v], ir.Constant(bt, None)])
         ol, ostep = fq[FQ_WORDS + 4][v], fq[FQ_WORDS + 6][v]
+        if fast:
+            return e.call(fma, vf, [b.uitofp(qb, vf), ostep, ol])
         return b.fadd(b.fmul(b.uitofp(qb, vf), ostep), ol)
 
     def add_residual(value: Callable[[ir.Value, int], ir.Value]) -> None:
@@ -834,6 +863,9 @@ EPILOGUE_VARIANTS = tuple(res | out for res in (0, FLAG_RES, FLAG_RES | FLAG_RES
                                                 FLAG_RES | FLAG_RES_FQ | FLAG_RES_U8)
                           for out in (0, FLAG_FQ_END | FLAG_U8, FLAG_ALSO_U8)) + tuple(
     FLAG_RES | FLAG_RES_FQ | res | FLAG_FQ_MID | FLAG_U8 | FLAG_ALSO_U8 for res in (0, FLAG_RES_U8))
+#: the graph's int8 ops run the fast FakeQuantize arithmetic: those flag sets are specialised (the
+#: exact ones run the general loop on AMX)
+EPILOGUE_VARIANTS = tuple(FLAG_FAST | v for v in EPILOGUE_VARIANTS)
 
 
 def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
@@ -1078,7 +1110,7 @@ class Int8Call:
                  ldr: int | None = None, xg: int | None = None, num_threads: int | None = None,
                  quantize: FusedQuantize | None = None, merged_cin: int = 0,
                  residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None,
-                 residual_u8: bool = False, steps_only: bool = False):
+                 residual_u8: bool = False, steps_only: bool = False, fast: bool = False):
         self.packed = packed
         if steps_only and (also_quantize is None or (quantize is not None and quantize.u8)):
             raise EmberError("ember: steps_only stores the u8 steps of also_quantize in place of the f32 output")
@@ -1109,7 +1141,7 @@ class Int8Call:
         self.fq = fq_block(total, None if quantize is None else quantize.params, residual_quantize, also_quantize)
         self.flags = ((0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
                       | (FLAG_ALSO_U8 if also_quantize else 0) | (FLAG_RES_U8 if residual_u8 else 0)
-                      | (FLAG_U8 if steps_only else 0))
+                      | (FLAG_U8 if steps_only else 0) | (FLAG_FAST if fast else 0))
         self.steps_only = steps_only
         kq, nck, ktap = amx_split(packed.k4) if packed.amx else (0, 0, packed.k4)
         # gathered rows (a stem) are padded to whole tile steps (B is zero there), so AMX reads them in place
@@ -1191,8 +1223,8 @@ class Int8Gemm:
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
                  isa: Isa | None = None, quantize: FusedQuantize | None = None,
                  residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None,
-                 residual_u8: bool = False, steps_only: bool = False):
-        self.residual_u8, self.steps_only = residual_u8, steps_only
+                 residual_u8: bool = False, steps_only: bool = False, fast: bool = False):
+        self.residual_u8, self.steps_only, self.fast = residual_u8, steps_only, fast
         w = np.asarray(w)
         self.quantize, self.residual_quantize, self.also_quantize = quantize, residual_quantize, also_quantize
         if w.ndim != 2:
@@ -1223,7 +1255,7 @@ class Int8Gemm:
                             shift=self.shift, zero_point=self.zero_point, epilogue=self.epilogue,
                             num_threads=self.num_threads, quantize=self.quantize,
                             residual_quantize=self.residual_quantize, also_quantize=self.also_quantize,
-                            residual_u8=self.residual_u8, steps_only=self.steps_only)
+                            residual_u8=self.residual_u8, steps_only=self.steps_only, fast=self.fast)
             self._calls[key] = call
         ldq = _u8_out("q", q, (self.m, self.n)) if q is not None else 0
         return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data,
@@ -1250,8 +1282,8 @@ class Int8Conv2d:
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
                  isa: Isa | None = None, quantize: FusedQuantize | None = None,
                  residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None,
-                 residual_u8: bool = False, steps_only: bool = False):
-        self.residual_u8, self.steps_only = residual_u8, steps_only
+                 residual_u8: bool = False, steps_only: bool = False, fast: bool = False):
+        self.residual_u8, self.steps_only, self.fast = residual_u8, steps_only, fast
         g = geometry
         self.quantize, self.residual_quantize, self.also_quantize = quantize, residual_quantize, also_quantize
         self.geometry = g
@@ -1308,7 +1340,7 @@ class Int8Conv2d:
                             epilogue=self.epilogue, num_threads=self.num_threads, quantize=self.quantize,
                             merged_cin=self.merged_cin, residual_quantize=self.residual_quantize,
                             also_quantize=self.also_quantize, residual_u8=self.residual_u8,
-                            steps_only=self.steps_only)
+                            steps_only=self.steps_only, fast=self.fast)
             self._calls[key] = call
         ldq = 0
         if q is not None:

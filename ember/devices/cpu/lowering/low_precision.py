@@ -1068,6 +1068,15 @@ def lower_quantize(lowering: Lowering, node: Node) -> bool:
     return True
 
 
+def fast_requantize() -> bool:
+    """Whether int8 epilogues use the fast FakeQuantize arithmetic (``FLAG_FAST``: one FMA,
+    round, clamp; within one step of REFERENCE at rounding ties, as OpenVINO's CPU plugin):
+    the default; ``EMBER_INT8_EXACT=1`` asks for REFERENCE's arithmetic bit for bit."""
+    import os
+
+    return os.environ.get("EMBER_INT8_EXACT", "").strip().lower() not in ("1", "true", "yes", "on")
+
+
 @dataclass
 class _Tail:
     """The elementwise tail an int8 epilogue takes (see :func:`_tail`)."""
@@ -1259,7 +1268,7 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     else:
         kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
                             lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
-                            residual_u8=tail.residual_u8, steps_only=tail.steps_only)
+                            residual_u8=tail.residual_u8, steps_only=tail.steps_only, fast=fast_requantize())
     ins: list[Tensor] = [x]
     if tail.residual_u8:
         ins.append(lowering.tensor(tail.residual))
@@ -1314,7 +1323,7 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     scale, shift = _scale_shift(node, tail.bias)
     kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
                       lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
-                      residual_u8=tail.residual_u8, steps_only=tail.steps_only)
+                      residual_u8=tail.residual_u8, steps_only=tail.steps_only, fast=fast_requantize())
     ins: list[Tensor] = [x]
     if tail.residual_u8:
         ins.append(lowering.tensor(tail.residual))
