@@ -50,6 +50,8 @@ CASES = [
     (1, 40, 33, 3, 3, 1, (1, 1), (1, 1), (1, 0), (1, 0), True, False, False),     # 3x1, 3 channels
     (1, 20, 20, 64, 1, 1, (2, 2), (1, 1), (0, 0), (0, 0), True, False, False),    # 1x1 depthwise
     (1, 56, 56, 16, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), True, True, False),     # many bands, 1 vector
+    (1, 3, 80, 50, 5, 5, (1, 1), (1, 1), (2, 2), (2, 2), True, True, False),      # rows cut into segments
+    (1, 6, 81, 24, 3, 3, (2, 2), (1, 1), (1, 1), (0, 0), True, False, True),      # segments, stride 2
 ]
 
 # the epilogue of each case: clamp bounds, then the fused activation
@@ -57,7 +59,7 @@ EPILOGUES = {"none": (Epilogue(), "", None), "relu": (Epilogue.relu(), "", None)
              "relu6": (Epilogue.clamp(0.0, 6.0), "", None), "hswish": (Epilogue(), "hswish", None),
              "hswish-affine": (Epilogue(), "hswish", (0.75, -0.25)), "relu6-affine": (Epilogue.clamp(0.0, 6.0), "", (-1.5, 2.0))}
 CASE_EPILOGUES = ["relu6", "hswish-affine", "none", "hswish", "relu6-affine", "none", "hswish", "relu", "hswish-affine",
-                  "relu6", "hswish"]
+                  "relu6", "hswish", "hswish-affine", "relu6"]
 
 
 def hswish(x: np.ndarray) -> np.ndarray:

@@ -219,11 +219,13 @@ class Conv2d:
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
         zr = aligned_empty(g.w * ldx + self._cp)
         zr[:] = 0
-        band, gv, nb, ng = spec_tasks(g.batch, g.oh, g.ow, g.cin, g.kh * g.kw, self.isa.f32_lanes, self.num_threads)
+        band, gv, nb, ng, seg, ns = spec_tasks(g.batch, g.oh, g.ow, g.cin, g.kh * g.kw, self.isa.f32_lanes,
+                                               self.num_threads)
         ox_lo, ox_hi = interior_range(g.ow, g.w, g.kw, sw, dw, pl)
         ctx = DW_SPEC_CONTEXT.new(xn=xn, h=g.h, w=g.w, oh=g.oh, ow=g.ow, sh=sh, dh=dh, pt=pt, pl=pl, c=g.cin,
                                   ldy=ldy, wp=self._dw_weights.ctypes.data, cp=self._cp, ldr=ldr, ox_lo=ox_lo,
-                                  ox_hi=ox_hi, zr=zr.ctypes.data, band=band, gv=gv, nb=nb, ng=ng)
+                                  ox_hi=ox_hi, zr=zr.ctypes.data, band=band, gv=gv, nb=nb, ng=ng, seg=seg,
+                                  ns=ns)
         lohi = np.array([self.epilogue.lo, self.epilogue.hi], np.float32).view(np.uint32)
         ctx[DW_SPEC_CONTEXT["lo"]], ctx[DW_SPEC_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
         if self.affine is not None:
@@ -275,8 +277,8 @@ class Conv2d:
             if bias is None:
                 bias = zr  # zeros, at least C long
             DW_SPEC_CONTEXT.fill(ctx, x=x.ctypes.data, y=y.ctypes.data, bias=bias.ctypes.data, res=res_p)
-            band, gv, nb, ng = (int(ctx[DW_SPEC_CONTEXT[k]]) for k in ("band", "gv", "nb", "ng"))
-            return BoundKernel(task, ctx, g.batch * nb * ng, self.num_threads, (self._dw_weights, bias, zr),
+            nb, ng, ns = (int(ctx[DW_SPEC_CONTEXT[k]]) for k in ("nb", "ng", "ns"))
+            return BoundKernel(task, ctx, g.batch * nb * ng * ns, self.num_threads, (self._dw_weights, bias, zr),
                                layout=DW_SPEC_CONTEXT)
         ctx = call.copy()
         DEPTHWISE_CONTEXT.fill(ctx, x=x.ctypes.data, y=y.ctypes.data, bias=bias_p, res=res_p,

@@ -237,7 +237,7 @@ def interior_range(n_out: int, n_in: int, k: int, stride: int, dilation: int, pa
 DW_SPEC_CONTEXT = ContextLayout(
     "depthwise_spec",
     ("x", "xn", "h", "w", "oh", "ow", "sh", "dh", "pt", "pl", "c", "y", "ldy", "wp", "cp", "bias", "res", "ldr",
-     "lo", "hi", "ox_lo", "ox_hi", "zr", "band", "gv", "nb", "ng", "pmul", "padd"),
+     "lo", "hi", "ox_lo", "ox_hi", "zr", "band", "gv", "nb", "ng", "pmul", "padd", "seg", "ns"),
     pointers=("x", "y", "wp", "bias", "res", "zr"))
 DW_SPEC_MAX_TAPS = 25
 
@@ -277,10 +277,12 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
     e = ContextEmitter(m, fn, DW_SPEC_CONTEXT)
     ctx.add_attribute("noalias")
     b, vt = e.b, vec(F32, L)
-    nb, ng = e.arg("nb"), e.arg("ng")
-    per_img = b.mul(nb, ng)
+    nb, ng, ns = e.arg("nb"), e.arg("ng"), e.arg("ns")
+    per_band = b.mul(ng, ns)
+    per_img = b.mul(nb, per_band)
     img, r = b.sdiv(task, per_img), b.srem(task, per_img)
-    band, grp = b.sdiv(r, ng), b.srem(r, ng)
+    band, r = b.sdiv(r, per_band), b.srem(r, per_band)
+    grp, sg = b.sdiv(r, ns), b.srem(r, ns)
     oh, ow, H, W, c = e.arg("oh"), e.arg("ow"), e.arg("h"), e.arg("w"), e.arg("c")
     oy0 = b.mul(band, e.arg("band"))
     oy1 = e.min(oh, b.add(oy0, e.arg("band")))
@@ -345,15 +347,20 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
                         total = fmuladd(e, total, vmul, vadd)
                     masked_store(e, total, e.gep(F32, e.arg("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
 
-            with e.loop(0, ox_lo, name="oxl") as ox:
+            # this task's columns [sx0, sx1): the border and interior parts of them
+            sx0 = b.mul(sg, e.arg("seg"))
+            sx1 = e.min(ow, b.add(sx0, e.arg("seg")))
+            l1 = e.max(sx0, e.min(ox_lo, sx1))
+            i0, i1 = l1, e.max(l1, e.min(ox_hi, sx1))
+            with e.loop(sx0, l1, name="oxl") as ox:
                 pixels(ox, 1, True)
-            main_end = b.add(ox_lo, b.mul(b.sdiv(b.sub(ox_hi, ox_lo), c64(px)), c64(px)))
-            with e.loop(ox_lo, main_end, px, name="ox") as ox:
+            main_end = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), c64(px)), c64(px)))
+            with e.loop(i0, main_end, px, name="ox") as ox:
                 pixels(ox, px, False)
             if px > 1:
-                with e.loop(main_end, ox_hi, name="oxr") as ox:
+                with e.loop(main_end, i1, name="oxr") as ox:
                     pixels(ox, 1, False)
-            with e.loop(ox_hi, ow, name="oxe") as ox:
+            with e.loop(i1, sx1, name="oxe") as ox:
                 pixels(ox, 1, True)
 
     with e.loop(v0, e.min(v1, nfull), name="cv") as cv:
@@ -380,17 +387,22 @@ def dw_spec_task_address(spec: DwSpec, isa: Isa | None = None) -> int:
 
 
 def spec_tasks(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: int,
-               threads: int) -> tuple[int, int, int, int]:
-    """(rows per band, channel vectors per group, bands, groups) of the specialized kernel:
-    bands of about 64 output pixels; all channels when there are at least 8 bands per thread,
-    else groups of 64 channels, halved until there are 8 tasks per thread (when the layer has
-    that many channel vectors)."""
+               threads: int) -> tuple[int, int, int, int, int, int]:
+    """(rows per band, channel vectors per group, bands, groups, columns per segment, segments)
+    of the specialized kernel: bands of about 64 output pixels, each task all channels of its
+    pixels (they were written together by the layer before); when that gives fewer than 8
+    tasks per thread, rows are cut into segments of at least 4 columns, and if there are still
+    too few, the channels into groups of 256 bytes, halved until there are enough."""
     nvec = -(-channels // lanes)
     band = max(1, min(oh, -(-64 // ow)))
     nb = -(-oh // band)
-    gv = max(1, min(nvec, 64 // lanes))  # 256 bytes of each pixel
-    if batch * nb >= 8 * threads:  # enough bands: a task reads whole pixels (streams better)
-        gv = nvec
-    while gv > 1 and batch * nb * -(-nvec // gv) < 8 * threads:
-        gv = -(-gv // 2)
-    return band, gv, nb, -(-nvec // gv)
+    want = 8 * threads
+    ns = max(1, min(-(-want // (batch * nb)), ow // 4))
+    seg = -(-ow // ns)
+    ns = -(-ow // seg)
+    gv = nvec
+    if batch * nb * ns < want:
+        gv = max(1, min(nvec, 64 // lanes))
+        while gv > 1 and batch * nb * ns * -(-nvec // gv) < want:
+            gv = -(-gv // 2)
+    return band, gv, nb, -(-nvec // gv), seg, ns
