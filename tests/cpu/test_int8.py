@@ -180,6 +180,27 @@ def test_fast_fake_quantize_within_one_step(isa, at):
         assert np.mean(np.abs(exact - fast) > step / 2) < 0.05  # else an ulp (one FMA instead of two roundings)
 
 
+@pytest.mark.parametrize("isa", [p for p in ISAS if "novnni" not in p.id])
+@pytest.mark.parametrize("u8", [False, True])
+def test_fast_depthwise_within_one_step(isa, u8):
+    """The depthwise kernel's fast epilogue (MobileNetV2's 3x3 layers, ReLU6, u8 steps out)
+    against its exact one: at most one step apart, on exact ties."""
+    from ember.devices.cpu.kernels.int8_gemm import Int8Depthwise
+
+    rng = np.random.default_rng(8)
+    geo = ConvGeometry(1, 9, 10, 40, 40, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 40)
+    x = rng.integers(0, 256, (1, 9, 10, 40)).astype(np.uint8)
+    w = rng.integers(-128, 128, (40, 1, 3, 3)).astype(np.int8)
+    params = QuantizeParams(0.0, 6.0, 0.0, 6.0, 256)
+    step = np.float32(6.0 / 255)
+    scale = np.full(40, step / 32, np.float32)
+    outs = [Int8Depthwise(geo, w, scale, np.full(40, 3.0, np.float32), 7, Epilogue.clamp(0.0, 6.0), 1, isa,
+                          FusedQuantize(params, "end", u8=u8), fast=fast)(x) for fast in (False, True)]
+    diff = np.abs(outs[0][..., :40].astype(np.float64) - outs[1][..., :40].astype(np.float64))
+    assert diff.max() <= (1 if u8 else step + 1e-6)
+    assert np.mean(diff > (0.5 if u8 else step / 2)) < 0.05
+
+
 def test_exact_int8_arithmetic_on_request(monkeypatch):
     """``EMBER_INT8_EXACT=1``: the graph's int8 epilogues use REFERENCE's FakeQuantize arithmetic
     (equal to REFERENCE within f32 summation); by default the fast one, within int8 rounding."""

@@ -1371,7 +1371,7 @@ class Int8Depthwise:
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None,
                  zero_point: Any = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
                  isa: Isa | None = None, quantize: FusedQuantize | None = None,
-                 residual_quantize: QuantizeParams | None = None):
+                 residual_quantize: QuantizeParams | None = None, fast: bool = False):
         g = geometry
         if not (g.groups == g.cin == g.cout) or np.shape(weights) != (g.cout, 1, g.kh, g.kw):
             raise EmberError(f"ember: an int8 depthwise convolution wants weights [C, 1, KH, KW], got {np.shape(weights)}")
@@ -1398,7 +1398,8 @@ class Int8Depthwise:
                                    scale=self.scale.ctypes.data, shift=self.shift.ctypes.data,
                                    lo=f32_bits(epilogue.lo), hi=f32_bits(epilogue.hi), fq=self.fq.ctypes.data,
                                    fqs=fq_stride(c))
-        self.flags = (0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
+        self.flags = ((0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
+                      | (FLAG_FAST if fast else 0))
 
     def bind(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None = None) -> BoundKernel:
         g = self.geometry

@@ -1264,7 +1264,7 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     if depthwise:
         zps = const_of(node.input_values()[4]) if len(node.input_values()) > 4 else a["zero_point"]
         kernel = Int8Depthwise(geo, w, scale, shift, zps, Epilogue(tail.lo, tail.hi), lowering.threads,
-                               lowering.isa, tail.quantize, tail.residual_quantize)
+                               lowering.isa, tail.quantize, tail.residual_quantize, fast=fast_requantize())
     else:
         kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
                             lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
