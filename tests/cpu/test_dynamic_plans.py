@@ -394,3 +394,39 @@ def test_profiling_shows_the_ops_inside_control_flow_bodies(case: str) -> None:
         assert sum(times[n] for n in names) <= times[outer] * 1.001 + 1e-6
     if case == "if-then":  # the other body's ops are not listed for a run that did not take it
         assert not any("else_sum" in n for n in times)
+
+
+def _upsampler(mode: str, coord: str, nearest: str, axes4: bool) -> Model:
+    """Convolution (an NHWC tensor), nearest upsampling to a size read from the input's shape
+    (a ShapeOf chain folded per shape: the PP-OCR neck), added to a 2x one."""
+    x = ops.parameter([1, 4, -1, -1], np.float32, name="x")
+    y = ops.relu(ops.convolution(x, _f(6, 4, 1, 1, scale=0.5), [1, 1], [0, 0], [0, 0], [1, 1]))
+    hw = ops.gather(ops.shape_of(x), np.array([2, 3], np.int64), np.int64(0))
+    small = ops.avg_pool(y, [2, 2], [0, 0], [0, 0], [2, 2], True)
+    attrs = dict(mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
+    if axes4:  # sizes and scales naming every axis (the channel axis too)
+        sizes = ops.concat([np.array([1, 6], np.int64), hw], 0)
+        up = ops.interpolate(small, sizes, shape_calculation_mode="sizes", **attrs)
+        up2 = ops.interpolate(y, np.array([1, 1, 2, 2], np.float32), shape_calculation_mode="scales", **attrs)
+    else:
+        up = ops.interpolate(small, hw, shape_calculation_mode="sizes", axes=np.array([2, 3], np.int64), **attrs)
+        up2 = ops.interpolate(y, np.array([2, 2], np.float32), shape_calculation_mode="scales",
+                              axes=np.array([2, 3], np.int64), **attrs)
+    out = ops.add(ops.add(up, y), ops.reduce_mean(up2, np.array([2, 3], np.int64), True))
+    return Model([out], [x], "upsampler")
+
+
+@pytest.mark.parametrize("coord,nearest,axes4", [
+    ("asymmetric", "floor", False), ("half_pixel", "round_prefer_floor", False),
+    ("align_corners", "round_prefer_ceil", True), ("tf_half_pixel_for_nn", "ceil", False)])
+def test_nearest_resize_tables_at_many_sizes(coord: str, nearest: str, axes4: bool) -> None:
+    """A nearest Interpolate's gather table (built from one channel's index map) at odd and even
+    sizes, against REFERENCE; the resizes run natively."""
+    model = _upsampler("nearest", coord, nearest, axes4)
+    compiled = ember.Core().compile_model(model, "CPU")
+    for h, w in ((8, 8), (9, 13), (16, 6), (7, 21)):
+        feeds = [_f(1, 4, h, w)]
+        np.testing.assert_allclose(compiled(feeds)[0], _reference(model, feeds), rtol=2e-5, atol=2e-5,
+                                   err_msg=f"{coord}/{nearest} at {h}x{w}")
+        ops_run = [op.type_name for op in compiled._executable._instance(feeds).program.ops]
+        assert ops_run.count("Interpolate") == 2 and not compiled._executable.program.stats["fallbacks"]

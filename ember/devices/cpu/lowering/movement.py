@@ -290,6 +290,38 @@ def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
+def _pixel_map(node: Node, consts: list[np.ndarray], n: int, c: int, h: int, w: int,
+               out: tuple[int, ...]) -> np.ndarray | None:
+    """The source pixel (``y * w + x``) of each output pixel of a nearest resize, ``[n, 1, oh,
+    ow]`` in f32, or None when the resize is not a gather of whole pixels.
+
+    The reference kernel runs on an index map of one channel (``[n, 1, h, w]``): the table
+    depends on the spatial sizes only, so its cost does not grow with the channels (a detector
+    at a new image size lowers its upsamplings in well under a millisecond each). A resize whose
+    output for one channel is not one channel (``sizes`` naming the channel axis) is checked on
+    the whole map instead, channel by channel."""
+    one = np.arange(n * h * w, dtype=np.float32).reshape(n, 1, h, w)
+    imap = np.asarray(node.evaluate([one, *consts])[0])
+    if imap.shape == (n, 1, *out[2:]):
+        pix = imap - (np.arange(n, dtype=np.float32) * (h * w)).reshape(n, 1, 1, 1)
+        ok = np.array_equal(pix, np.floor(pix)) and pix.min() >= 0 and pix.max() < h * w
+        return pix if ok else None
+    # f32 holds every index exactly (at most 2**22); the map is checked channel by channel, so
+    # that no temporary is larger than one map (an upsampled map is tens of MB in f64 and int64)
+    index = np.arange(n * c * h * w, dtype=np.float32).reshape(n, c, h, w)
+    imap = np.asarray(node.evaluate([index, *consts])[0])
+    if imap.shape != out:
+        return None
+    first = imap[:, :1]
+    pix = first - (np.arange(n, dtype=np.float32) * (c * h * w)).reshape(n, 1, 1, 1)
+    if not (np.array_equal(pix, np.floor(pix)) and pix.min() >= 0 and pix.max() < h * w):
+        return None  # not a gather of whole pixels
+    for ci in range(1, c):
+        if not np.array_equal(imap[:, ci:ci + 1], first + np.float32(ci * h * w)):
+            return None
+    return pix
+
+
 def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
     """Nearest-neighbour resizes of NHWC tensors: a gather of whole pixels, with the source
     pixel of each output pixel found once from the reference kernel (an index map). Called by
@@ -306,19 +338,9 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
     out = static_shape(node.output(0))
     if n * c * h * w > _MAX_INDEX_MAP or 0 in out or out[:2] != (n, c):
         return False
-    # f32 holds every index exactly (at most 2**22); the map is checked channel by channel, so
-    # that no temporary is larger than one map (an upsampled map is tens of MB in f64 and int64)
-    index = np.arange(n * c * h * w, dtype=np.float32).reshape(n, c, h, w)
-    imap = np.asarray(node.evaluate([index, *consts])[0])
-    if imap.shape != out:
+    pix = _pixel_map(node, consts, n, c, h, w, out)
+    if pix is None:
         return False
-    first = imap[:, :1]
-    pix = first - (np.arange(n, dtype=np.float32) * (c * h * w)).reshape(n, 1, 1, 1)
-    if not (np.array_equal(pix, np.floor(pix)) and pix.min() >= 0 and pix.max() < h * w):
-        return False  # not a gather of whole pixels
-    for ci in range(1, c):
-        if not np.array_equal(imap[:, ci:ci + 1], first + np.float32(ci * h * w)):
-            return False
     table = lowering.program.const(np.ascontiguousarray(
         (pix[:, 0].astype(np.int64) + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1)))
     src = lowering.native_input(lowering.tensor(node.input_values()[0]), NHWC)
