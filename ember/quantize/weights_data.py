@@ -56,16 +56,27 @@ def activation_port(t: _Target) -> tuple[Output, int]:
 def collect(model: Model, targets: list[_Target], dataset: Any, subset_size: int,
             metric: SensitivityMetric | None, show_progress: bool = True) -> dict[int, ActivationStats]:
     """Run the float model on the first ``subset_size`` items and reduce each MatMul input per
-    sample (``metric``: also the mixed-precision statistic). Keyed by ``id(matmul node)``."""
+    sample (``metric``: also the mixed-precision statistic). Keyed by ``id(matmul node)``.
+
+    As NNCF's in-place statistics, the reductions are added to the graph (a per-channel mean,
+    the shape, the statistic), so each sample returns a few numbers per MatMul input instead of
+    whole activations; an input of unknown rank comes back whole and is reduced in numpy."""
     ports: dict[Output, int] = {}
     for t in targets:
         port, axis = activation_port(t)
-        if len(port.partial_shape) < 2 and metric not in (None, SensitivityMetric.WEIGHT_QUANTIZATION_ERROR):
+        if port.partial_shape.rank.is_static and len(port.partial_shape) < 2 and \
+                metric not in (None, SensitivityMetric.WEIGHT_QUANTIZATION_ERROR):
             raise QuantizationError(f"ember: data-aware mixed precision needs MatMul inputs of rank 2 or more; "
                                     f"'{t.node.friendly_name}' reads a {port.partial_shape} input")
         ports.setdefault(port, axis)
     order = list(ports)
-    extra = [Result([p]) for p in order]
+    layout: list[tuple[Output, int, int]] = []  # port, first extra output, how many (0: the raw tensor)
+    extra_ports: list[Output] = []
+    for p in order:
+        red = _reductions(p, ports[p], metric)
+        layout.append((p, len(extra_ports), 0 if red is None else len(red)))
+        extra_ports += red if red is not None else [p]
+    extra = [Result([p]) for p in extra_ports]
     model.add_results(extra)
     try:
         compiled = compile_for_statistics(model)
@@ -80,12 +91,50 @@ def collect(model: Model, targets: list[_Target], dataset: Any, subset_size: int
     total = subset_size if length is None else min(subset_size, length)
     for item in track(samples(dataset, subset_size), "Statistics collection", total, show_progress):
         outputs = infer(request, item, model)
-        for i, p in enumerate(order):
-            _update(stats[p], np.asarray(outputs[base + i], np.float32), metric)
+        for p, first, count in layout:
+            if count == 0:
+                _update(stats[p], np.asarray(outputs[base + first], np.float32), metric)
+                continue
+            mean, shape = outputs[base + first], outputs[base + first + 1]
+            st = stats[p]
+            st.means.append(np.asarray(mean, np.float32).reshape(-1))
+            shape = [int(d) for d in np.asarray(shape).reshape(-1)]
+            st.sizes.append(int(np.prod(shape)) // max(shape[st.channel_axis], 1))
+            if count > 2:
+                st.sensitivity.append(float(np.asarray(outputs[base + first + 2])))
     return {id(t.node): stats[activation_port(t)[0]].copy() for t in targets}
 
 
+def _reductions(port: Output, channel_axis: int, metric: SensitivityMetric | None) -> list[Output] | None:
+    """[per-channel mean, shape (, the mixed-precision statistic)] computed in the graph, or
+    None when the rank is unknown (the tensor is then reduced in numpy, ``_update``)."""
+    shape = port.partial_shape
+    if not shape.rank.is_static or len(shape) < 1 or not port.element_type.is_real:
+        return None
+    rank = len(shape)
+    axis = channel_axis % rank
+    other = np.array([a for a in range(rank) if a != axis], np.int64)
+    everything = np.arange(rank, dtype=np.int64)
+    mean = ops.reduce_mean(port, other, False) if len(other) else port
+    outs = [mean.output(0) if isinstance(mean, Node) else mean, ops.shape_of(port).output(0)]
+    if metric in (None, SensitivityMetric.WEIGHT_QUANTIZATION_ERROR):
+        return outs
+    seq = np.array([rank - 2], np.int64)
+    if metric == SensitivityMetric.HESSIAN_INPUT_ACTIVATION:  # sum(x * x) / size
+        stat = ops.reduce_mean(ops.multiply(port, port), everything, False)
+    elif metric == SensitivityMetric.MEAN_ACTIVATION_MAGNITUDE:
+        stat = ops.reduce_mean(ops.reduce_max(ops.absolute(port), seq, True), everything, False)
+    else:
+        var = ops.reduce_mean(ops.squared_difference(port, ops.reduce_mean(port, seq, True)), seq, True)
+        reduce = ops.reduce_mean if metric == SensitivityMetric.MEAN_ACTIVATION_VARIANCE else ops.reduce_max
+        stat = reduce(var, everything, False)
+    return outs + [stat.output(0)]
+
+
 def _update(st: ActivationStats, x: np.ndarray, metric: SensitivityMetric | None) -> None:
+    if x.ndim < 2 and metric not in (None, SensitivityMetric.WEIGHT_QUANTIZATION_ERROR):
+        raise QuantizationError(f"ember: data-aware mixed precision needs MatMul inputs of rank 2 or more, "
+                                f"got one of shape {list(x.shape)}")
     axis = st.channel_axis % x.ndim
     other = tuple(a for a in range(x.ndim) if a != axis)
     st.means.append(x.mean(axis=other))
