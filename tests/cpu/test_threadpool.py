@@ -189,3 +189,37 @@ def test_pinning_follows_the_environment(monkeypatch):
     pool = ThreadPool(2)
     assert pool.pinned_cpus == []
     pool.close()
+
+
+def test_a_late_last_task_shorter_than_the_callers_work_counts_as_straggling():
+    """The caller works 10 ms; the worker's one task ends 3 ms after the caller is done. The
+    job took longer than the caller alone would have (its pace times every task), so it
+    straggled, though the caller waited less than it worked (the old test missed this: a
+    worker at half speed on a shared core)."""
+    pool = ThreadPool(2, backoff_ms=10_000)
+    main = threading.get_native_id()
+    n = 50
+    done_by_main = [0]
+
+    @TASK_FN
+    def task(ctx, t):
+        if threading.get_native_id() == main:
+            if done_by_main[0] == 0:
+                time.sleep(0.01)  # let the worker wake up and take a task
+            done_by_main[0] += 1
+        else:
+            deadline = time.monotonic() + 1.0
+            while done_by_main[0] < n - 1 and time.monotonic() < deadline:
+                time.sleep(0.0002)
+            time.sleep(0.003)
+
+    try:
+        addr = ctypes.cast(task, ctypes.c_void_p).value
+        for _ in range(40):
+            done_by_main[0] = 0
+            pool.parallel_for(addr, 0, n)
+            if pool.serial_fallbacks:
+                break
+        assert pool.serial_fallbacks == 1
+    finally:
+        pool.close()

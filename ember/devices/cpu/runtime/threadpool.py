@@ -147,7 +147,9 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     def ticks(e: Emitter) -> ir.Value:
         return e.call("llvm.readcyclecounter", I64, [])
 
-    def run_tasks(e: Emitter, pool: ir.Value, fnp: ir.Value, ctx: ir.Value, n: ir.Value) -> None:
+    def run_tasks(e: Emitter, pool: ir.Value, fnp: ir.Value, ctx: ir.Value, n: ir.Value,
+                  count: ir.Value | None = None) -> None:
+        """Take tasks until none is left; ``count`` (an i64 variable) counts the ones taken."""
         b = e.b
         hdr = e.fn.append_basic_block("tasks.hdr")
         body = e.fn.append_basic_block("tasks.body")
@@ -158,6 +160,8 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
         b.cbranch(b.icmp_signed("<", t, n), body, done)
         b.position_at_end(body)
         b.call(fnp, [ctx, t])
+        if count is not None:
+            b.store(b.add(e.load(I64, count), c64(1)), count)
         b.branch(hdr)
         b.position_at_end(done)
 
@@ -251,7 +255,8 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     e.store_atomic(job, state, "seq_cst")
     with e.loop(0, nw, name="w") as i:
         wake_worker(e, pool, i)
-    run_tasks(e, pool, fnp, ctx, n)
+    own_tasks = e.var(I64, c64(0))
+    run_tasks(e, pool, fnp, ctx, n, own_tasks)
     t_own = ticks(e)
     # close it; wait only for the workers that joined and are still inside
     old = b.atomic_rmw("or", state, c64(_CLOSED), "seq_cst")
@@ -270,16 +275,22 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
         b.position_at_end(emptied)
     # Busy cores: a worker that was descheduled holds its task while the caller waits.
     # After a few such jobs in a row, run jobs on the caller alone for a while.
+    # A job straggled when it took longer than the caller alone would have: the caller's
+    # pace (its time over the k tasks it ran) times all n tasks, plus _MIN_WAIT. Waiting
+    # longer than its own time, the old test, missed a worker running at half speed on a
+    # shared core for the job's last task (a third slower than serial, never flagged).
     t_end = ticks(e)
-    waited = b.sub(t_end, t_own)
-    limit = e.max(b.sub(t_own, t_start), e.load(I64, word(e, pool, _MIN_WAIT)))
+    k = e.max(e.load(I64, own_tasks), c64(1))  # none taken: the workers did it all, no straggler
+    total = b.sub(t_end, t_start)
+    serial_est = b.add(b.udiv(b.mul(b.sub(t_own, t_start), n), k), e.load(I64, word(e, pool, _MIN_WAIT)))
+    serial_est = b.select(b.icmp_signed("==", e.load(I64, own_tasks), c64(0)), c64(2**62), serial_est)
     # A leaky score: +4 a straggling job, -1 a fine one; at 12 the pool goes serial for a
     # spell that doubles (up to _BACKOFF_MAX) while straggling resumes right after each
     # spell, and is back to _BACKOFF after 4096 fine jobs in a row.
     straggle = word(e, pool, _STRAGGLE)
     calm = word(e, pool, _CALM)
     cur_spell = word(e, pool, _BACKOFF_CUR)
-    with b.if_else(b.icmp_unsigned(">", waited, limit)) as (slow, fine):
+    with b.if_else(b.icmp_unsigned(">", total, serial_est)) as (slow, fine):
         with slow:
             b.store(c64(0), calm)
             count = b.add(e.load(I64, straggle), c64(4))
