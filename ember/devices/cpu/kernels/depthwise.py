@@ -240,6 +240,7 @@ DW_SPEC_CONTEXT = ContextLayout(
      "lo", "hi", "ox_lo", "ox_hi", "zr", "band", "gv", "nb", "ng", "pmul", "padd", "seg", "ns"),
     pointers=("x", "y", "wp", "bias", "res", "zr"))
 DW_SPEC_MAX_TAPS = 25
+DW_SPEC_COLUMNS = 32  # output columns per block inside a task
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
     if s.activation not in ("", "hswish"):
         raise ValueError(f"depthwise activation {s.activation!r}")
 
-    def channel_vector(ch: ir.Value, mask: ir.Value | None) -> None:
+    def channel_vector(ch: ir.Value, mask: ir.Value | None, sx0: ir.Value, sx1: ir.Value) -> None:
         wv = [e.load(vt, e.gep(F32, wp, b.add(b.mul(c64(t), cp), ch)), align=4) for t in range(s.kh * s.kw)]
         bv = masked_load(e, vt, e.gep(F32, e.arg("bias", PTR), ch), mask)
         zcol = e.gep(F32, zr, ch)
@@ -347,9 +348,7 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
                         total = fmuladd(e, total, vmul, vadd)
                     masked_store(e, total, e.gep(F32, e.arg("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
 
-            # this task's columns [sx0, sx1): the border and interior parts of them
-            sx0 = b.mul(sg, e.arg("seg"))
-            sx1 = e.min(ow, b.add(sx0, e.arg("seg")))
+            # the block's columns [sx0, sx1): the border and interior parts of them
             l1 = e.max(sx0, e.min(ox_lo, sx1))
             i0, i1 = l1, e.max(l1, e.min(ox_hi, sx1))
             with e.loop(sx0, l1, name="oxl") as ox:
@@ -363,11 +362,17 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
             with e.loop(i1, sx1, name="oxe") as ox:
                 pixels(ox, 1, True)
 
-    with e.loop(v0, e.min(v1, nfull), name="cv") as cv:
-        channel_vector(b.mul(cv, c64(L)), None)
-    with b.if_then(b.icmp_signed(">", v1, nfull)):
-        ch = b.mul(nfull, c64(L))
-        channel_vector(ch, lane_mask(e, b.sub(c, ch), L))
+    # this task's columns, in blocks of DW_SPEC_COLUMNS: the lines of a block's pixels that
+    # one channel vector reads stay in L1 for the next vectors (adjacent-line prefetch)
+    seg0 = b.mul(sg, e.arg("seg"))
+    seg1 = e.min(ow, b.add(seg0, e.arg("seg")))
+    with e.loop(seg0, seg1, DW_SPEC_COLUMNS, name="blk") as bx0:
+        bx1 = e.min(seg1, b.add(bx0, c64(DW_SPEC_COLUMNS)))
+        with e.loop(v0, e.min(v1, nfull), name="cv") as cv:
+            channel_vector(b.mul(cv, c64(L)), None, bx0, bx1)
+        with b.if_then(b.icmp_signed(">", v1, nfull)):
+            ch = b.mul(nfull, c64(L))
+            channel_vector(ch, lane_mask(e, b.sub(c, ch), L), bx0, bx1)
     b.ret_void()
     return m
 
@@ -377,7 +382,7 @@ def _dw_spec_library(isa: Isa, spec: DwSpec) -> jit.Library:
     s = spec
     px, parts = spec_blocking(isa, s.kh, s.kw)
     return jit.load(f"depthwise_spec|{isa.level}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}|r{int(s.residual)}"
-                    f"|a{s.activation or 'clamp'}|f{int(s.affine)}|p{px}x{parts}",
+                    f"|a{s.activation or 'clamp'}|f{int(s.affine)}|p{px}x{parts}|c{DW_SPEC_COLUMNS}",
                     isa, lambda p: _build_dw_spec(p, isa, spec))
 
 
@@ -390,13 +395,13 @@ def spec_tasks(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: in
                threads: int) -> tuple[int, int, int, int, int, int]:
     """(rows per band, channel vectors per group, bands, groups, columns per segment, segments)
     of the specialized kernel: bands of about 64 output pixels, each task all channels of its
-    pixels (they were written together by the layer before); when that gives fewer than 8
+    pixels (they were written together by the layer before); when that gives fewer than 4
     tasks per thread, rows are cut into segments of at least 4 columns, and if there are still
     too few, the channels into groups of 256 bytes, halved until there are enough."""
     nvec = -(-channels // lanes)
     band = max(1, min(oh, -(-64 // ow)))
     nb = -(-oh // band)
-    want = 8 * threads
+    want = 4 * threads
     ns = max(1, min(-(-want // (batch * nb)), ow // 4))
     seg = -(-ow // ns)
     ns = -(-ow // seg)
