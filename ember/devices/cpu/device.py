@@ -214,6 +214,7 @@ class _Programs:
         self._shared_ids: set[int] | None = None
         self._shared_count = -1
         self._nodes = len(ops)  # a specialization's node count, about
+        self._isa: Any = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._owned: dict[tuple, int] = {}
@@ -279,7 +280,9 @@ class _Programs:
             self.stats["specializations"] += 1
             model = self._specialize(key)
         t0 = time.perf_counter()
-        prog = Lowering(model, self.threads, host_isa(), self.precision, compile_body=self._compile_body,
+        if self._isa is None:  # once per compiled model (it asks LLVM for the host's features)
+            self._isa = host_isa()
+        prog = Lowering(model, self.threads, self._isa, self.precision, compile_body=self._compile_body,
                         weights=self.weights).run()
         t1 = time.perf_counter()
         plan_memory(prog)

@@ -346,15 +346,14 @@ def static_shape(port: Output) -> tuple[int, ...]:
 
 def shape_or_none(port: Output) -> tuple[int, ...] | None:
     """The static shape of ``port``, or None (rules ask this often: one pass over the dims)."""
-    ps = port.partial_shape
-    if not ps.rank_is_static:
+    dims = port.partial_shape._dims  # (read directly: rules ask this thousands of times per lowering)
+    if dims is None:
         return None
-    out = []
-    for d in ps.dims:
-        if not d.is_static:
+    out = tuple([d._min for d in dims])
+    for d, lo in zip(dims, out):
+        if d._max != lo:
             return None
-        out.append(int(d.get_length()))
-    return tuple(out)
+    return out
 
 
 def probe_array(t: Tensor) -> np.ndarray:
