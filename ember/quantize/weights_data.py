@@ -4,6 +4,7 @@ estimation. Weights are numpy arrays in and out; ``weights.py`` writes the graph
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from ember.quantize.statistics import compile_for_statistics, infer
 if TYPE_CHECKING:
     from ember.quantize.weights import _Target
 
+log = logging.getLogger("ember.quantize")
 EPS = float(np.finfo(np.float32).eps)
 FP16_LIMIT = 0.25 * 65504.0  # AWQ keeps a merged MatMul's outputs this far inside f16
 #: elementwise activations AWQ can put its inverse scale after (NNCF's "atomic activations")
@@ -70,6 +72,7 @@ def collect(model: Model, targets: list[_Target], dataset: Any, subset_size: int
                                     f"'{t.node.friendly_name}' reads a {port.partial_shape} input")
         ports.setdefault(port, axis)
     order = list(ports)
+    readers = {p: {id(t) for t in p.targets} for p in order}
     layout: list[tuple[Output, int, int]] = []  # port, first extra output, how many (0: the raw tensor)
     extra_ports: list[Output] = []
     for p in order:
@@ -84,6 +87,10 @@ def collect(model: Model, targets: list[_Target], dataset: Any, subset_size: int
         for r in extra:
             model.remove_result(r)
             r.input(0).source.remove_target_input(r.input(0))
+        for p in order:  # detach the reductions: the model is left as it came
+            for t in list(p.targets):
+                if id(t) not in readers[p]:
+                    p.remove_target_input(t)
     base = len(compiled.outputs) - len(extra)
     request = compiled.create_infer_request()
     stats = {p: ActivationStats(ports[p]) for p in order}
@@ -226,11 +233,16 @@ class AWQMatch:
     target: _Target
     merge: Node  # the node the inverse scale goes after (or into, when it is a weighted MatMul)
     merge_target: _Target | None  # set when the scale merges into that MatMul's weight
+    reader: Node  # the node on the path that reads ``merge``: the Multiply goes on that edge only
 
 
 def awq_matches(targets: list[_Target], modes: dict[int, CompressWeightsMode]) -> list[AWQMatch]:
     """NNCF's AWQ patterns ending at an INT4 MatMul, first match wins in NNCF's order:
-    MatMul -> Multiply -> MatMul, activation -> Multiply -> MatMul, activation -> MatMul."""
+    MatMul -> Multiply -> MatMul, activation -> Multiply -> MatMul, activation -> MatMul.
+
+    Unlike NNCF, which multiplies the pattern's first output for all its consumers, the inverse
+    scale goes on the pattern's own edge, a Multiply feeding other layers too is skipped, and a
+    MatMul output read elsewhere is not merged into: forks keep their other branches exact."""
     by_node = {id(t.node): t for t in targets}
     found: list[AWQMatch] = []
     for t in targets:
@@ -238,17 +250,23 @@ def awq_matches(targets: list[_Target], modes: dict[int, CompressWeightsMode]) -
             continue
         producer = t.node.input(0).source.node
         merge = None
+        reader = t.node
         if producer.type_name == "Multiply":
             feeds = [o.node for o in producer.input_values()]
             merge = next((n for n in feeds if n.type_name == "MatMul"), None) or \
                 next((n for n in feeds if n.type_name in ACTIVATIONS), None)
+            reader = producer
+            if merge is not None and len(producer.output(0).targets) > 1:
+                log.info("ember: AWQ skips '%s': its input Multiply feeds other layers too", t.node.friendly_name)
+                continue
         elif producer.type_name in ACTIVATIONS:
             merge = producer
         if merge is None:
             continue
         prev = by_node.get(id(merge))
-        mergeable = prev is not None and len(prev.source.partial_shape) == len(t.source.partial_shape)
-        found.append(AWQMatch(t, merge, prev if mergeable else None))
+        mergeable = prev is not None and len(prev.source.partial_shape) == len(t.source.partial_shape) and \
+            len(merge.output(0).targets) == 1
+        found.append(AWQMatch(t, merge, prev if mergeable else None, reader))
     return found
 
 
@@ -302,6 +320,7 @@ def apply_awq(model: Model, matches: list[AWQMatch], values: dict[Output, np.nda
     """Scale each matched weight's input channels (``values`` holds the new weights, as laid out
     in the graph) and put the inverse on the activations: into the previous MatMul's weight
     when the pattern starts with one, else as a Multiply after the pattern's first node."""
+    names: set[str] = set()
     for m in track(matches, "Applying AWQ", len(matches), show_progress):
         t = m.target
         w = layout.to_out_in(values[t.source], t)
@@ -322,10 +341,13 @@ def apply_awq(model: Model, matches: list[AWQMatch], values: dict[Output, np.nda
             shape = [1] * rank
             shape[axis % rank] = inv.shape[0]
             out = m.merge.output(0)
-            consumers = list(out.targets)
-            mul = ops.multiply(out, Constant(inv.reshape(shape), name=f"{m.merge.friendly_name}/awq_mul/scale"),
-                               name=f"{m.merge.friendly_name}/awq_mul")
-            for c in consumers:
+            edges = [c for c in out.targets if c.node is m.reader]
+            name = f"{m.merge.friendly_name}/awq_mul"
+            if name in names:  # a second branch of the same fork
+                name = f"{name}_{t.node.friendly_name}"
+            names.add(name)
+            mul = ops.multiply(out, Constant(inv.reshape(shape), name=f"{name}/scale"), name=name)
+            for c in edges:
                 c.node.set_argument(c.index, mul.output(0))
         if st is not None:
             for mean in st.means:

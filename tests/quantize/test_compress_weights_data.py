@@ -86,7 +86,7 @@ def _weights(model: Model) -> dict[str, tuple[str, np.ndarray]]:
 
 def _awq_scales(model: Model) -> dict[str, np.ndarray]:
     return {n.friendly_name: np.ravel(n.input_value(1)) for n in model.get_ordered_ops()
-            if n.type_name == "Multiply" and n.friendly_name.endswith("/awq_mul")}
+            if n.type_name == "Multiply" and "/awq_mul" in n.friendly_name}
 
 
 def _error(model: Model, compressed: Model, items: list[Any]) -> float:
@@ -214,3 +214,28 @@ def test_real_models_data_aware_match_nncf(which: str, kwargs: dict, tmp_path: P
     theirs = _nncf_compress(model, tmp_path, data, monkeypatch, **kwargs)
     ours = _ember_compress(model, data, **kwargs)
     _check(model, ours, theirs, evaluation)
+
+
+def test_awq_on_a_fork_keeps_every_branch_exact() -> None:
+    """A ReLU read by two INT4 MatMuls: each gets its own inverse scale on its own edge (NNCF
+    would scale the ReLU output for both consumers), so every branch stays equal to the float
+    model up to the INT4 rounding."""
+    rng = np.random.default_rng(9)
+    x = ops.parameter([1, 10, 64], np.float32, name="x")
+    act = ops.relu(x, name="relu")
+    outs = [ops.matmul(act, (rng.standard_normal((32, 64)) * 0.1).astype(np.float32), False, True, name=f"fc{i}")
+            for i in range(2)]
+    model = Model([ops.add(outs[0], outs[1], name="sum"), ops.matmul(act, np.eye(64, dtype=np.float32), False,
+                                                                     False, name="tail")], [x])
+    data = [(rng.standard_normal((1, 10, 64)) * np.where(np.arange(64) == 3, 30, 1)).astype(np.float32)
+            for _ in range(8)]
+    kwargs = {"mode": nncf.CompressWeightsMode.INT4_SYM, "group_size": 32, "all_layers": True,
+              "ignored_scope": nncf.IgnoredScope(["tail"])}
+    plain = nncf.compress_weights(model, dataset=nncf.Dataset(data), **kwargs)
+    awq = nncf.compress_weights(model, dataset=nncf.Dataset(data), awq=True, **kwargs)
+    assert len(_awq_scales(awq)) == 2
+    ref, p, a = (ember.compile_model(m, "REFERENCE") for m in (model, plain, awq))
+    for item in data[:3]:
+        np.testing.assert_allclose(a(item)[1], ref(item)[1], rtol=1e-6, atol=1e-6)  # the float branch untouched
+        err_awq = np.linalg.norm(a(item)[0] - ref(item)[0])
+        assert err_awq <= 1.5 * np.linalg.norm(p(item)[0] - ref(item)[0]) + 1e-6
