@@ -666,6 +666,19 @@ def _graph(kind, rng):
             c3 = ops.convolution(block, _weights(w3, rng.random((12, 1, 1, 1)) * 0.05), [1, 1], [0, 0], [0, 0], [1, 1])
             out = [ops.add(block, ops.sigmoid(ops.multiply(c3, c3))), c3]
             n_int8 += 1
+    elif kind == "downsample-block":  # ResNet's first block of a stage: Add(FQ(conv + bias), FQ(conv + bias))
+        a = _fq(x, -2.0, 2.0 * 127 / 128)
+        branches = []
+        for k, lo in ((3, -2.37), (1, -1.93)):  # grids not commensurate: sums rarely sit on the next one's ties
+            w = rng.integers(-127, 128, (12, 8, k, k)).astype(np.int8)
+            c = ops.convolution(a, _weights(w, rng.random((12, 1, 1, 1)) * 0.02), [1, 1], [k // 2] * 2, [k // 2] * 2,
+                                [1, 1])
+            c = ops.add(c, ops.constant(rng.standard_normal((1, 12, 1, 1)).astype(np.float32)))
+            branches.append(_fq(c, lo, -lo))
+        block = _fq(ops.relu(ops.add(*branches)), 0.0, 3.13)
+        w3 = rng.integers(-127, 128, (5, 12, 1, 1)).astype(np.int8)
+        out = ops.convolution(block, _weights(w3, rng.random((5, 1, 1, 1)) * 0.05), [1, 1], [0, 0], [0, 0], [1, 1])
+        n_int8 = 3
     else:
         raise AssertionError(kind)
     outs = out if isinstance(out, list) else [out]
@@ -716,6 +729,24 @@ def test_residual_steps_read_by_the_epilogue():
              if op.type_name == "Int8Convolution"]
     assert kinds[:3] == [(np.uint8, 1, 1), (np.uint8, 1, 2), (np.uint8, 1, 2)], kinds
     assert [n.type_name for n in cm.get_runtime_model().get_ordered_ops()].count("Int8Dequantize") == 2
+    want = ov.Core().compile_model(model, "REFERENCE")(xin)[0]
+    np.testing.assert_allclose(cm(xin)[0], want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_downsample_residual_read_as_steps(monkeypatch):
+    """Add(FakeQuantize(conv + bias), FakeQuantize(downsample + bias)): the first convolution
+    writes its FakeQuantize's u8 steps, the second one's epilogue adds them; REFERENCE's values
+    (exact arithmetic asked for, so within f32 summation)."""
+    import ember as ov
+
+    monkeypatch.setenv("EMBER_INT8_EXACT", "1")
+    model, xin, _ = _graph("downsample-block", np.random.default_rng(6))
+    cm = ov.Core().compile_model(model, "CPU")
+    program = cm._executable.program
+    convs = [op for op in program.ops if op.type_name == "Int8Convolution"]
+    assert [(op.outputs[0].dtype, len(op.inputs)) for op in convs] == [(np.uint8, 1), (np.uint8, 2), (np.float32, 1)]
+    assert not program.stats["fallbacks"]
+    assert [n.type_name for n in cm.get_runtime_model().get_ordered_ops()].count("Int8Dequantize") == 1
     want = ov.Core().compile_model(model, "REFERENCE")(xin)[0]
     np.testing.assert_allclose(cm(xin)[0], want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 

@@ -616,7 +616,7 @@ def lower_precision(model: Model) -> int:
         from ember.passes.matcher import prune_dead_consumers
 
         prune_dead_consumers(model)
-        residuals = _dequantize_residuals(memo)
+        residuals = _dequantize_residuals(memo) + _quantize_residual_pairs(model)
         if residuals:
             prune_dead_consumers(model)  # the replaced FakeQuantizes still read the tensors
         log.info("CPU: %d convolutions/MatMuls run in int8, %d MatMuls on compressed weights, %d residuals read "
@@ -654,6 +654,47 @@ def _dequantize_residuals(memo: dict[Any, Node]) -> int:
                                  dict(levels=int(fq.attrs["levels"])), fq.friendly_name)
             _replace(fq, deq)
             count += 1
+    return count
+
+
+def _int8_conv_output(port: Output) -> bool:
+    """``port`` is an int8 convolution's output, or that plus a constant (its bias)."""
+    node = port.node
+    if node.type_name == "Add" and len(node.input_values()) == 2:
+        a, b = node.input_values()
+        node = a.node if const_of(b) is not None else b.node if const_of(a) is not None else node
+    return node.type_name == "Int8Convolution"
+
+
+def _quantize_residual_pairs(model: Model) -> int:
+    """ResNet's first block of a stage: ``Add(FakeQuantize(conv3 + bias), FakeQuantize(downsample
+    + bias))``. The convolution that runs first writes its FakeQuantize's u8 steps
+    (``Int8Quantize``, requantized in its epilogue); the other one's epilogue adds them
+    (``Int8Dequantize`` of those steps, read as u8) instead of reading an f32 tensor."""
+    order = {id(n): i for i, n in enumerate(model.get_ordered_ops())}
+    count = 0
+    for add in list(model.get_ordered_ops()):
+        if add.type_name != "Add" or len(add.input_values()) != 2:
+            continue
+        fqs = [p.node for p in add.input_values()]
+        if any(f.type_name != "FakeQuantize" or len(f.output(0).targets) != 1 or not f.input_values()[0].targets
+               for f in fqs) or fqs[0] is fqs[1]:
+            continue
+        shape = add.output(0).partial_shape
+        if not shape.rank.is_static or len(shape) != 4 or any(f.output(0).partial_shape != shape for f in fqs) \
+                or not all(_int8_conv_output(f.input_values()[0]) for f in fqs) \
+                or any(str(f.attrs.get("auto_broadcast", "numpy")).lower() != "numpy" for f in fqs):
+            continue
+        first = min(fqs, key=lambda f: order.get(id(f.input_values()[0].node), 0))
+        vals = [_value(p) for p in first.input_values()[1:]]
+        if any(v is None or v.size != 1 or v.dtype != F32 for v in vals):
+            continue
+        ranges = [_f32_const(v).output(0) for v in vals]
+        q = Int8Quantize([first.input_values()[0], *ranges], dict(levels=int(first.attrs["levels"]), layout="nhwc"),
+                         first.friendly_name + "/u8")
+        deq = Int8Dequantize([q.output(0), *ranges], dict(levels=int(first.attrs["levels"])), first.friendly_name)
+        _replace(first, deq)
+        count += 1
     return count
 
 
@@ -1199,8 +1240,10 @@ def _dequantized_residual(lowering: Lowering, port: Output, axis: int, layout: s
     """A residual that is ``Int8Dequantize`` (read only here) of u8 steps that exist, in the
     layout this kernel reads: the epilogue reads the steps and dequantizes them."""
     deq = port.node
-    if deq.type_name != "Int8Dequantize" or id(deq) in lowering.done or lowering.is_result(port) \
-            or len(port.targets) != 1:
+    if deq.type_name != "Int8Dequantize" or lowering.is_result(port) or len(port.targets) != 1:
+        return False
+    earlier = id(deq) in lowering.done  # its turn came first (a downsample block): a reference op, unread now
+    if earlier and not lowering.has(port):
         return False
     src = deq.input_values()[0]
     if not lowering.has(src) or src.node.type_name != "Int8Quantize" or src.node.attrs["layout"] != layout:
@@ -1213,6 +1256,13 @@ def _dequantized_residual(lowering: Lowering, port: Output, axis: int, layout: s
         return False
     tail.residual, tail.residual_quantize, tail.residual_u8 = src, params, True
     tail.fused.append(deq)
+    if earlier:  # nothing reads that op's output any more: the program drops it, so it is no fallback
+        left = lowering.fallbacks.get(deq.type_name, 0) - 1
+        if left > 0:
+            lowering.fallbacks[deq.type_name] = left
+        else:
+            lowering.fallbacks.pop(deq.type_name, None)
+        lowering.program.stats.get("exec_types", {}).pop(deq.friendly_name, None)
     return True
 
 
