@@ -176,10 +176,14 @@ def test_shape_chain_folds(name: str, build: Callable[[Path], Model], small: lis
     for shapes in (small, large):
         feeds = [RNG.standard_normal(s).astype(np.float32) for s in shapes]
         want = run_model(model, feeds)
-        for got in (run_model(after, feeds), run_model(optimized, feeds), run_model(raw, feeds)):
+        for got, exact in ((run_model(after, feeds), True), (run_model(optimized, feeds), False),
+                           (run_model(raw, feeds), True)):
             assert [g.shape for g in got] == [w.shape for w in want]
             for g, w in zip(got, want):
-                np.testing.assert_array_equal(g, w)
+                if exact:
+                    np.testing.assert_array_equal(g, w)
+                else:  # the other level-2 passes fold scales and biases into weights: rounding moves
+                    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
     counts = _counts(after)
     if folds:
         assert after_n < before_n
