@@ -166,6 +166,7 @@ class Collector:
     def run(self, data: Iterable[Any], total: int | None, show_progress: bool = True) -> int:
         """Run the model on every item of ``data``; returns the number of items."""
         ports = list(self.stats)
+        readers = {p: {id(t) for t in p.targets} for p in ports}
         layout: list[tuple[Output, int, int]] = []  # port, first extra output, how many (0: raw)
         extra_ports: list[Output] = []
         for p in ports:
@@ -180,6 +181,10 @@ class Collector:
             for r in extra:
                 self.model.remove_result(r)
                 r.input(0).source.remove_target_input(r.input(0))
+            for p in ports:  # detach the reductions: later passes see the model's own consumers only
+                for t in list(p.targets):
+                    if id(t) not in readers[p]:
+                        p.remove_target_input(t)
         base = len(compiled.outputs) - len(extra)
         request = compiled.create_infer_request()
         n = 0
