@@ -29,13 +29,15 @@ or for f16, the model runs in f32 with a warning. The compiled model's
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -226,7 +228,8 @@ class _Programs:
         with self._lock:
             prog = self._cache.get(key)
             if prog is None:
-                prog, nodes = self._lower(key)
+                with _collector_paused():
+                    prog, nodes = self._lower(key)
                 self._cache[key] = prog
                 self._owned[key] = _owned_bytes(prog, self._shared_arrays(), nodes) if key else 0
                 self._evict()
@@ -323,6 +326,23 @@ class _Programs:
         packed weights (a body compiled again for another outer shape reuses them)."""
         return CPUExecutable(body, self.threads, Type.bf16 if self.precision == "bf16" else Type.f32,
                              weights=self.weights)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a plan is made (restored after, as it was).
+
+    A specialization allocates tens of thousands of objects (the graph copy, the plan), which
+    trigger collections of every generation meanwhile, each walking every object the process
+    holds, the plans cached before included. Paused, the new objects are looked at by the next
+    collection once, as they are at the end."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _clone_with_shapes(model: Model, shapes: tuple) -> Model:
