@@ -430,3 +430,21 @@ def test_nearest_resize_tables_at_many_sizes(coord: str, nearest: str, axes4: bo
                                    err_msg=f"{coord}/{nearest} at {h}x{w}")
         ops_run = [op.type_name for op in compiled._executable._instance(feeds).program.ops]
         assert ops_run.count("Interpolate") == 2 and not compiled._executable.program.stats["fallbacks"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_new_shape_leaves_the_garbage_collector_as_it_was(enabled: bool) -> None:
+    """The collector is paused while a plan is made, then restored as the caller had it."""
+    import gc
+
+    model = encoder()
+    compiled = ember.Core().compile_model(model, "CPU")
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        for n in (0, 1, 0):
+            inputs = CASES["encoder"][1](n)
+            np.testing.assert_allclose(compiled(inputs)[0], _reference(model, inputs), rtol=2e-5, atol=2e-5)
+            assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -171,7 +171,8 @@ class CPUExecutable:
             del self._instances[key]
             inst = None
         if inst is None:
-            inst = self._bind(self._programs.get(key))
+            with _collector_paused():
+                inst = self._bind(self._programs.get(key))
             self._instances[key] = inst
             cached = self._programs.keys()
             for old in [k for k in self._instances if k not in cached]:  # plans the budget evicted
