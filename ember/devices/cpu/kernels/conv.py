@@ -232,7 +232,7 @@ class Conv2d:
             pm = np.array(self.affine, np.float32).view(np.uint32)
             ctx[DW_SPEC_CONTEXT["pmul"]], ctx[DW_SPEC_CONTEXT["padd"]] = int(pm[0]), int(pm[1])
         task = dw_spec_task_address(DwSpec(g.kh, g.kw, sw, dw, ldx, residual, self.activation,
-                                           self.affine is not None), self.isa)
+                                           self.affine is not None, g.cin % self.isa.f32_lanes != 0), self.isa)
         return ctx, task, zr
 
     def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int) -> IGemmCall:

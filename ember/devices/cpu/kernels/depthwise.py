@@ -255,6 +255,7 @@ class DwSpec:
     residual: bool
     activation: str = ""  # "" (the clamp only) or "hswish" (after the clamp)
     affine: bool = False  # y * pmul + padd after the activation (scalars)
+    tail: bool = True  # the channel count is not a multiple of the vector width (a masked part)
 
 
 def spec_blocking(isa: Isa, kh: int, kw: int) -> tuple[int, int]:
@@ -370,9 +371,10 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
         bx1 = e.min(seg1, b.add(bx0, c64(DW_SPEC_COLUMNS)))
         with e.loop(v0, e.min(v1, nfull), name="cv") as cv:
             channel_vector(b.mul(cv, c64(L)), None, bx0, bx1)
-        with b.if_then(b.icmp_signed(">", v1, nfull)):
-            ch = b.mul(nfull, c64(L))
-            channel_vector(ch, lane_mask(e, b.sub(c, ch), L), bx0, bx1)
+        if s.tail:
+            with b.if_then(b.icmp_signed(">", v1, nfull)):
+                ch = b.mul(nfull, c64(L))
+                channel_vector(ch, lane_mask(e, b.sub(c, ch), L), bx0, bx1)
     b.ret_void()
     return m
 
@@ -382,7 +384,7 @@ def _dw_spec_library(isa: Isa, spec: DwSpec) -> jit.Library:
     s = spec
     px, parts = spec_blocking(isa, s.kh, s.kw)
     return jit.load(f"depthwise_spec|{isa.level}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}|r{int(s.residual)}"
-                    f"|a{s.activation or 'clamp'}|f{int(s.affine)}|p{px}x{parts}|c{DW_SPEC_COLUMNS}",
+                    f"|a{s.activation or 'clamp'}|f{int(s.affine)}|t{int(s.tail)}|p{px}x{parts}|c{DW_SPEC_COLUMNS}",
                     isa, lambda p: _build_dw_spec(p, isa, spec))
 
 
