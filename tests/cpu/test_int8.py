@@ -872,9 +872,9 @@ print(json.dumps(dict(cached=cm._loaded_from_cache, int8=cm._executable.program.
         np.testing.assert_array_equal(g, w)
 
 
-@pytest.mark.parametrize("kind", ["pool-u8", "concat-u8", "avgpool-u8"])
+@pytest.mark.parametrize("kind", ["pool-u8", "concat-u8", "avgpool-u8", "downsample-block"])
 def test_int8_movement_ops_from_cache_dir(kind, tmp_path):
-    """Int8MaxPool / Int8Concat / Int8AvgPool survive the model cache's IR round trip."""
+    """Int8MaxPool / Int8Concat / Int8AvgPool / Int8Dequantize survive the model cache's IR round trip."""
     import ember as ov
 
     model, xin, n_int8 = _graph(kind, np.random.default_rng(len(kind)))
@@ -882,7 +882,8 @@ def test_int8_movement_ops_from_cache_dir(kind, tmp_path):
     again = ov.Core().compile_model(model, "CPU", {"CACHE_DIR": str(tmp_path)})
     assert again._loaded_from_cache and again._executable.program.stats.get("int8_ops") == n_int8
     types = {n.type_name for n in again.get_runtime_model().get_ordered_ops()}
-    assert types & {"Int8MaxPool", "Int8Concat", "Int8AvgPool"}
+    assert types & {"Int8MaxPool", "Int8Concat", "Int8AvgPool", "Int8Dequantize"}
+    assert not again._executable.program.stats["fallbacks"]
     for g, w in zip(again(xin).values(), first(xin).values()):
         np.testing.assert_array_equal(g, w)
 
