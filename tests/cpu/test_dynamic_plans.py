@@ -4,6 +4,7 @@ a new shape re-packs no weight and runs no optimizer; the plan cache and the are
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -377,13 +378,16 @@ def _loop_model() -> Model:
 @pytest.mark.parametrize("case", ["if-then", "if-else", "loop"])
 def test_profiling_shows_the_ops_inside_control_flow_bodies(case: str) -> None:
     """PERF_COUNT (``ember benchmark -pc``) lists the ops of the body plans an If or Loop runs,
-    named ``<If/Loop>/<body op>``, each no longer than the step that ran it; results as REFERENCE."""
+    named ``<If/Loop>/<body op>``; the If/Loop entry keeps its own time only (the entries add up
+    to no more than the inference); results as REFERENCE."""
     model = _loop_model() if case == "loop" else _if_model()
     feeds = [_f(5, 8)] if case == "loop" else [np.bool_(case == "if-then"), _f(5, 16)]
     compiled = ember.Core().compile_model(model, "CPU", {"PERF_COUNT": True})
     request = compiled.create_infer_request()
     for _ in range(2):  # the second run: the body's plan is bound already, the times are replaced
+        t0 = time.perf_counter()
         request.infer(feeds)
+        elapsed = time.perf_counter() - t0
         np.testing.assert_allclose(request.get_output_tensor(0).data, _reference(model, feeds), rtol=2e-5, atol=2e-5)
         times = {p.node_name: p.real_time.total_seconds() for p in request.get_profiling_info()}
         outer = "steps" if case == "loop" else "branch"
@@ -391,7 +395,7 @@ def test_profiling_shows_the_ops_inside_control_flow_bodies(case: str) -> None:
         assert outer in times, sorted(times)
         names = [n for n in times if n.startswith(f"{outer}/")]
         assert any(n.split("/", 1)[1].startswith(inner) for n in names), sorted(times)
-        assert sum(times[n] for n in names) <= times[outer] * 1.001 + 1e-6
+        assert times[outer] >= 0 and sum(times.values()) <= elapsed
     if case == "if-then":  # the other body's ops are not listed for a run that did not take it
         assert not any("else_sum" in n for n in times)
 

@@ -266,7 +266,9 @@ class Instance:
     def _run_profiled(self, slots: dict[int, np.ndarray], profile: dict[str, float]) -> None:
         """Each op's time added to ``profile`` (by op name); the ops of the body plans an If or
         Loop step runs are added too, named ``<If/Loop name>/<body op name>`` (summed over a
-        Loop's iterations), after the step's own entry (which includes them)."""
+        Loop's iterations), after the step's own entry, which keeps the step's own time only
+        (choosing the branch, feeding it, the Loop's slicing and concatenation), so that the
+        entries add up to the inference."""
         for op, span in self.op_spans:
             body = getattr(op.fn, "branches", None) is not None
             inner: dict[str, float] = {}
@@ -280,7 +282,7 @@ class Instance:
             finally:
                 if token is not None:
                     _BODY_PROFILE.reset(token)
-            profile[op.name] = profile.get(op.name, 0.0) + time.perf_counter() - t0
+            profile[op.name] = profile.get(op.name, 0.0) + max(time.perf_counter() - t0 - sum(inner.values()), 0.0)
             for name, secs in inner.items():
                 key = f"{op.name}/{name}"
                 profile[key] = profile.get(key, 0.0) + secs
