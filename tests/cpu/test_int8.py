@@ -752,15 +752,26 @@ def test_downsample_residual_read_as_steps(monkeypatch):
 
 
 def test_dequantized_residual_without_int8_consumer():
-    """An Int8Dequantize that no int8 epilogue takes (added to a float tensor) still gives the
-    FakeQuantize's values."""
+    """A block output's FakeQuantize added to a float tensor (no int8 epilogue could take its
+    steps) stays a FakeQuantize on its native kernel (no numpy dequantize); REFERENCE's values.
+    Int8Dequantize's own numpy kernel is FakeQuantize's value of the steps (within an ulp)."""
     import ember as ov
+    from ember.devices.cpu.ops import Int8Dequantize, Int8Quantize
 
     model, xin, _ = _graph("residual-fallback", np.random.default_rng(4))
     want = ov.Core().compile_model(model, "REFERENCE")(xin)
-    got = ov.Core().compile_model(model, "CPU")(xin)
-    for g, w in zip(got.values(), want.values()):
+    cm = ov.Core().compile_model(model, "CPU")
+    assert "Int8Dequantize" not in {n.type_name for n in cm.get_runtime_model().get_ordered_ops()}
+    assert not cm._executable.program.stats["fallbacks"]
+    for g, w in zip(cm(xin).values(), want.values()):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(np.abs(w).max()))
+    x = np.concatenate([np.linspace(-3, 3, 2001, dtype=np.float32), [-np.inf, np.inf]]).astype(np.float32)
+    r = [np.float32(v) for v in (-1.3, 2.1, -0.4, 0.9)]
+    ranges = [ov.opset.constant(v).output(0) for v in r]
+    steps = Int8Quantize([ov.opset.constant(x).output(0), *ranges], dict(levels=200)).evaluate([x, *r])[0]
+    deq = Int8Dequantize([ov.opset.constant(steps).output(0), *ranges], dict(levels=200))
+    np.testing.assert_allclose(deq.evaluate([steps, *r])[0], _fake_quantize(x, QuantizeParams(*r, 200)),
+                               rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["asymmetric", "grouped", "maxpool-per-channel"])

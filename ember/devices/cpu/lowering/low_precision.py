@@ -643,7 +643,7 @@ def _dequantize_residuals(memo: dict[Any, Node]) -> int:
             if fq is q or fq.type_name != "FakeQuantize" or target.index != 0 \
                     or fq.attrs["levels"] != q.attrs["levels"] or fq.output(0).partial_shape != data.partial_shape \
                     or str(fq.attrs.get("auto_broadcast", "numpy")).lower() != "numpy" \
-                    or not all(t.node.type_name == "Add" for t in fq.output(0).targets):
+                    or not all(t.node.type_name == "Add" and _adds_in_epilogue(t.node, fq) for t in fq.output(0).targets):
                 continue
             vals = [_value(p) for p in fq.input_values()[1:]]
             if any(v is None or v.size != 1 or v.dtype != F32 for v in vals) \
@@ -657,13 +657,33 @@ def _dequantize_residuals(memo: dict[Any, Node]) -> int:
     return count
 
 
-def _int8_conv_output(port: Output) -> bool:
-    """``port`` is an int8 convolution's output, or that plus a constant (its bias)."""
+def _int8_conv_output(port: Output) -> Node | None:
+    """The int8 convolution whose output ``port`` is (or that plus a constant: its bias)."""
     node = port.node
     if node.type_name == "Add" and len(node.input_values()) == 2:
         a, b = node.input_values()
         node = a.node if const_of(b) is not None else b.node if const_of(a) is not None else node
-    return node.type_name == "Int8Convolution"
+    return node if node.type_name == "Int8Convolution" else None
+
+
+def _adds_in_epilogue(add: Node, fq: Node) -> bool:
+    """Whether ``add``'s other input is an int8 layer's (non-depthwise) output, after its bias and
+    FakeQuantize: an epilogue that can take the residual's steps (else they would be dequantized
+    by numpy)."""
+    ports = [p for p in add.input_values() if p.node is not fq]
+    if len(ports) != 1:
+        return False
+    port = ports[0]
+    if port.node.type_name == "FakeQuantize":
+        port = port.node.input_values()[0]
+    conv = _int8_conv_output(port)
+    if conv is not None:
+        return conv.attrs["groups"] == 1
+    node = port.node
+    if node.type_name == "Add" and len(node.input_values()) == 2:
+        a, b = node.input_values()
+        node = a.node if const_of(b) is not None else b.node if const_of(a) is not None else node
+    return node.type_name == "Int8MatMul"
 
 
 def _quantize_residual_pairs(model: Model) -> int:
@@ -686,6 +706,9 @@ def _quantize_residual_pairs(model: Model) -> int:
                 or any(str(f.attrs.get("auto_broadcast", "numpy")).lower() != "numpy" for f in fqs):
             continue
         first = min(fqs, key=lambda f: order.get(id(f.input_values()[0].node), 0))
+        other = _int8_conv_output((fqs[1] if first is fqs[0] else fqs[0]).input_values()[0])
+        if other is None or other.attrs["groups"] != 1:
+            continue  # the epilogue that adds the steps: an int8 convolution's, not a depthwise one's
         vals = [_value(p) for p in first.input_values()[1:]]
         if any(v is None or v.size != 1 or v.dtype != F32 for v in vals):
             continue
