@@ -262,7 +262,7 @@ def _unary(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> 
     if name == "rdivc":
         return b.fdiv(imm0, x)
     if name == "powc":  # x ** imm0 for a non-integer imm0 (NaN below 0, as numpy)
-        return mth.exp(b.fmul(imm0, mth.log(x)))
+        return mth.exp(b.fmul(imm0, mth.log(x)), subnormal=True)
     if name in ("sin", "cos", "tan"):
         return _sincos(r, x, name == "cos", name == "tan")
     if name == "atan":
@@ -384,7 +384,7 @@ def _pow(r: _Regs, x: ir.Value, y: ir.Value) -> ir.Value:
     """numpy's float power: |x| ** y as exp(y log|x|), the sign of x for odd integer y, NaN for
     x < 0 and a non-integer y, 1 for y == 0 or x == 1."""
     b, c, mth = r.b, r.c, r.mth
-    mag = mth.exp(b.fmul(y, mth.log(r.abs(x))))
+    mag = mth.exp(b.fmul(y, mth.log(r.abs(x))), subnormal=True)
     integer = b.fcmp_ordered("==", r.intr("floor", y), y)
     half = b.fmul(y, c(0.5))
     odd = b.and_(integer, b.fcmp_ordered("!=", r.intr("floor", half), half))

@@ -127,10 +127,13 @@ class VectorMath:
                      b.and_(b.bitcast(sign, self.vi), self.ci(-0x80000000)))
         return b.bitcast(bits, self.vt)
 
-    def exp(self, x: ir.Value) -> ir.Value:
-        """e**x in f32, subnormal results included (as numpy gives them)."""
+    def exp(self, x: ir.Value, subnormal: bool = False) -> ir.Value:
+        """e**x in f32. Results below the smallest normal float are 0 unless ``subnormal``
+        (numpy's subnormal results, for Power; off in the hot paths: arithmetic on subnormals
+        takes a microcode assist, and softmax/GELU/sigmoid tails would produce them)."""
         b = self.b
-        xc = self.sel(self.lt(x, self.c(-103.972084)), self.c(-103.972084), x)
+        low = -103.972084 if subnormal else -87.33654
+        xc = self.sel(self.lt(x, self.c(low)), self.c(low), x)
         xc = self.sel(self.gt(xc, self.c(88.72283)), self.c(88.72283), xc)
         k = self.floor(fmuladd(self.e, xc, self.c(1.4426950408889634), self.c(0.5)))
         r = fmuladd(self.e, k, self.c(-0.693359375), xc)
@@ -139,14 +142,16 @@ class VectorMath:
                           1.6666665459e-1, 5.0000001201e-1])
         p = fmuladd(self.e, p, b.fmul(r, r), b.fadd(r, self.c(1.0)))
         ki = b.fptosi(k, self.vi)
-        # 2**k as two normal factors, so that k below -126 (subnormal results) still scales
-        k1 = b.ashr(ki, self.ci(1))
-        k2 = b.sub(ki, k1)
-        scale1 = b.bitcast(b.shl(b.add(k1, self.ci(127)), self.ci(23)), self.vt)
-        scale2 = b.bitcast(b.shl(b.add(k2, self.ci(127)), self.ci(23)), self.vt)
-        y = b.fmul(b.fmul(p, scale1), scale2)
+        if subnormal:  # 2**k as two normal factors, so that k below -126 still scales
+            k1 = b.ashr(ki, self.ci(1))
+            k2 = b.sub(ki, k1)
+            scale1 = b.bitcast(b.shl(b.add(k1, self.ci(127)), self.ci(23)), self.vt)
+            scale2 = b.bitcast(b.shl(b.add(k2, self.ci(127)), self.ci(23)), self.vt)
+            y = b.fmul(b.fmul(p, scale1), scale2)
+        else:
+            y = b.fmul(p, b.bitcast(b.shl(b.add(ki, self.ci(127)), self.ci(23)), self.vt))
         y = self.sel(self.gt(x, self.c(88.72283)), self.c(math.inf), y)
-        y = self.sel(self.lt(x, self.c(-103.972084)), self.c(0.0), y)
+        y = self.sel(self.lt(x, self.c(low)), self.c(0.0), y)
         return self.sel(self.isnan(x), x, y)
 
     def log(self, x: ir.Value) -> ir.Value:
