@@ -24,8 +24,9 @@ For each network, in this order:
   1. compile time: ``compile_model`` without a model cache (cold) and again from a filled
      ``CACHE_DIR`` (cached); ONNX Runtime's session creation as its cold compile;
   2. outputs: every engine runs the same seeded inputs; the largest difference to ONNX Runtime,
-     relative to the output's magnitude, must stay under 1e-3 (f32) or 3e-2 (bf16), else the
-     network is not timed (a benchmark of wrong results is worthless);
+     relative to the output's magnitude, must stay under 1e-3 (f32) or 0.1 (bf16, int8), else the
+     network is not timed (a benchmark of wrong results is worthless); a peer beyond it (OpenVINO's
+     own bf16 gives NaN on MiniLM) is left out of the timing and named in the notes;
   3. batch-1 synchronous latency (hint LATENCY): warm-up runs, then ``--rounds`` rounds that
      each give every engine an equal time slice in turn (A B C A B C, so machine noise hits all
      alike); median, mean and p90 per engine;
@@ -75,7 +76,7 @@ ALIASES = {"resnet": "resnet50", "resnet-50": "resnet50", "mobilenetv2": "mobile
            "bert": "bert_like", "bert-like": "bert_like", "all-minilm-l6-v2": "minilm",
            "efficientnet": "efficientnet-lite0"}
 PRECISIONS = ("f32", "bf16", "int8")
-TOLERANCE = {"f32": 1e-3, "bf16": 3e-2, "int8": 0.1}  # int8 against f32: the quantization error
+TOLERANCE = {"f32": 1e-3, "bf16": 0.1, "int8": 0.1}  # bf16 and int8 against f32: their rounding through deep nets
 INT8_CACHE = Path.home() / ".cache" / "ember" / "int8" / "compare"
 INT8_CALIBRATION = 10
 Feeds = dict[str, np.ndarray]
@@ -822,17 +823,26 @@ def compare_model(spec: ModelSpec, engines: Sequence[Engine], config: CompareCon
             ref = reference_index(engines)
             log(f"{spec.name}: max |diff| / max |{rows[ref].engine}| " + ", ".join(
                 f"{r.engine} {r.max_rel_diff:.1e}" for i, r in enumerate(rows) if i != ref))
-            if not result.check_passed:
+            bad = [i for i, (e, r) in enumerate(zip(engines, rows)) if r.max_rel_diff > TOLERANCE[e.precision]]
+            if any(engines[i].kind == "ember" for i in bad):
+                result.check_passed = False
                 result.error = f"outputs disagree with {rows[ref].engine} beyond the tolerance; not timed"
                 log(f"{spec.name}: MISMATCH: {result.error}")
                 return result
-            measure_latency(compiled, rows, feeds, config)
+            if bad:  # a peer's own precision error (OpenVINO's bf16 on some networks): time the others
+                result.check_passed = True
+                result.error = (", ".join(rows[i].engine for i in bad) + f" disagreed with {rows[ref].engine} "
+                                "beyond the tolerance and was not timed")
+                log(f"{spec.name}: {result.error}")
+            timed = [i for i in range(len(engines)) if i not in bad]
+            engines_t, rows_t = [engines[i] for i in timed], [rows[i] for i in timed]
+            measure_latency([compiled[i] for i in timed], rows_t, feeds, config)
             if config.load:
                 with BackgroundLoad():
-                    measure_latency(compiled, rows, feeds, config, under_load=True)
+                    measure_latency([compiled[i] for i in timed], rows_t, feeds, config, under_load=True)
         if config.throughput:
-            with _CompiledSet(engines, "THROUGHPUT") as compiled:
-                measure_throughput(compiled, rows, feeds, config)
+            with _CompiledSet(engines_t, "THROUGHPUT") as compiled:
+                measure_throughput(compiled, rows_t, feeds, config)
         if config.rss:
             for e, r in zip(engines, rows):
                 r.peak_rss_mb = measure_rss(spec, e, config)
