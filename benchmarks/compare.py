@@ -951,7 +951,8 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                    _f(r["prepare_s"] if r["kind"] != "onnxruntime" else None, ".2f"), _f(r["compile_cold_s"], ".2f"),
                    _f(r["compile_cached_s"], ".2f"), _f(r["max_rel_diff"], ".0e")]
             if m["error"] and r["latency"] is None:
-                row[2] = "MISMATCH" if m["error"].startswith("outputs disagree") else "FAILED"
+                disagree = m["error"].startswith("outputs disagree") or r["engine"] in m["error"].split(" disagreed")[0]
+                row[2] = "MISMATCH" if disagree else "FAILED"
             rows.append(row)
     return rows
 
