@@ -336,6 +336,7 @@ class CompressedMatMul(Node):
             if v is None or v.dtype != np.float32 or v.ndim != 2 or v.shape[0] != n or v.shape[1] < 1 \
                     or k % v.shape[1]:
                 raise self.fail(f"{what} must be a constant f32 [N, G] with G dividing K={k}")
+        assert scale is not None and zp is not None  # checked just above
         if scale.shape != zp.shape:
             raise self.fail("scale and zero point differ in shape")
         if self.input_type(0) != Type.f32 or not xs.rank.is_static or xs.rank.get_length() < 1:
@@ -383,6 +384,7 @@ class CompressedGather(Node):
             if arr is None or arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != v or arr.shape[1] < 1 \
                     or h % arr.shape[1]:
                 raise self.fail(f"{what} must be a constant f32 [V, G] with G dividing H={h}")
+        assert scale is not None and zp is not None  # checked just above
         if scale.shape != zp.shape or self.input_type(3) not in (Type.i32, Type.i64):
             raise self.fail("scale and zero point differ in shape, or the indices are not i32/i64")
         idx = self.input_shape(3)

@@ -360,7 +360,7 @@ def pack_table(codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, bit
     lo = -(1 << (bits - 1)) if codes.dtype.kind == "i" else 0
     q = (codes.astype(np.int32) - lo).astype(np.uint8)
     if bits == 4:
-        q = q[:, 0::2] | (q[:, 1::2] << 4)
+        q = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
     packed = aligned_empty(q.shape, np.uint8)
     packed[...] = q
     zs = -((zero_point.astype(np.float64) - lo) * scale.astype(np.float64))

@@ -243,7 +243,7 @@ def lower_loop(lowering: Lowering, node: Node) -> bool:
         return False
     branch = Branch(bodies[0], lowering.compile_body)
     evaluate = node.evaluate
-    use = node.use_body_runner  # type: ignore[attr-defined]
+    use = node.use_body_runner
 
     def run(args: list[np.ndarray]) -> list[np.ndarray]:
         use(0, branch)

@@ -191,7 +191,7 @@ def lower_lstm_onnx(lowering: Lowering, node: Node) -> bool:
     for i in (5, 6):
         if ports[i].partial_shape.is_static and static_shape(ports[i]) == (dirs, batch, hidden):
             states.append(kernel_input(ports[i], (dirs, batch, hidden), (1, 0, 2)))
-        elif const_of(ports[i]) is not None and const_of(ports[i]).size == 0:
+        elif (cv := const_of(ports[i])) is not None and cv.size == 0:
             states.append(lowering.program.const(np.zeros((batch, dirs, hidden), np.float32)))
         else:
             return False
