@@ -38,6 +38,10 @@ def server_config(args: argparse.Namespace) -> Any:
             max_queue_size=args.max_queue_size)]
     if not args.rest_port and not args.port:
         raise EmberError("ember serve: --rest_port and --port are both 0: nothing would listen")
+    if args.model_path and not models[0].base_path.is_dir():
+        # OVMS exits when its single model's path is missing; a config file's models may appear later
+        raise EmberError(f"ember serve: --model_path {args.model_path} is not a folder "
+                         "(expected <model_path>/<version>/model.xml or model.onnx)")
     return ServerConfig(models=tuple(models), host=args.host, rest_port=args.rest_port or None,
                         grpc_port=args.port or None, poll_wait_seconds=args.file_system_poll_wait_seconds,
                         max_request_bytes=args.max_request_bytes, grpc_workers=args.grpc_workers,

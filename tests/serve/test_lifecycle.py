@@ -255,7 +255,8 @@ def test_command_line_flags_parse_into_typed_config(tmp_path):
                         (["serve", "--model_path", "x"], "needs --model_name"),
                         (["serve", "--model_path", "x", "--model_name", "m", "--rest_port", "0", "--port", "0"],
                          "nothing would listen"),
-                        (["serve", "--model_path", "x", "--model_name", "m", "--plugin_config", "{bad"], "not JSON")):
+                        (["serve", "--model_path", "x", "--model_name", "m", "--plugin_config", "{bad"], "not JSON"),
+                        (["serve", "--model_path", str(tmp_path / "missing"), "--model_name", "m"], "is not a folder")):
         with pytest.raises(EmberError, match=words):
             server_config(parse(argv))
 
