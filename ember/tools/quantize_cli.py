@@ -1,5 +1,6 @@
-"""``ember quantize MODEL --data DIR``: INT8 post-training quantization (or weight compression)
-from the command line, calibrated on a folder of images or ``.npy``/``.npz`` files.
+"""``ember quantize MODEL --data DIR``: INT8 post-training quantization, and ``ember compress MODEL
+--mode int4_asym [--data DIR --awq --scale-estimation]``: weight compression, from the command
+line, calibrated on a folder of images or ``.npy``/``.npz`` files.
 
 Each step is a function over library objects: ``find_samples`` lists the files,
 ``sample_reader`` turns one file into model inputs, ``build_dataset`` wraps them lazily in an
@@ -20,6 +21,7 @@ from ember.quantize.parameters import QuantizationError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
+MODES = ("int8_asym", "int8_sym", "int4_sym", "int4_asym")
 
 
 def find_samples(paths: Sequence[str]) -> list[Path]:
@@ -93,7 +95,7 @@ def quantize_options(args: argparse.Namespace) -> dict[str, Any]:
 
     scope = IgnoredScope(names=args.ignore or (), patterns=args.ignore_pattern or (), types=args.ignore_type or ())
     return {
-        "subset_size": args.subset_size,
+        "subset_size": 300 if args.subset_size is None else args.subset_size,
         "preset": None if args.preset is None else QuantizationPreset[args.preset.upper()],
         "model_type": ModelType.TRANSFORMER if args.model_type == "transformer" else None,
         "fast_bias_correction": args.bias_correction != "full",
@@ -115,6 +117,25 @@ def summarize(model: Any) -> str:
     return f"{fq} activation quantizers (FakeQuantize), {weights} int8/int4 weights; compute ops left float: {rest}"
 
 
+def compress_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``compress_weights`` keyword arguments the flags ask for (without the dataset)."""
+    from ember.quantize import CompressWeightsMode, IgnoredScope, SensitivityMetric
+
+    scope = IgnoredScope(names=args.ignore or (), patterns=args.ignore_pattern or (), types=args.ignore_type or ())
+    opts: dict[str, Any] = {"mode": CompressWeightsMode[args.compress_weights.upper()], "ratio": args.ratio,
+                            "group_size": args.group_size, "all_layers": args.all_layers or None,
+                            "ignored_scope": scope if scope else None}
+    if args.sensitivity_metric:
+        opts["sensitivity_metric"] = SensitivityMetric[args.sensitivity_metric.upper()]
+    if args.awq:
+        opts["awq"] = True
+    if args.scale_estimation:
+        opts["scale_estimation"] = True
+    if args.subset_size is not None:
+        opts["subset_size"] = args.subset_size
+    return opts
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from ember.io import write_ir
     from ember.quantize.graph_utils import load_model
@@ -124,43 +145,53 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         from ember.tools.benchmark import parse_shapes
 
         model.reshape(parse_shapes(args.shape))
-    if args.compress_weights:
-        from ember.quantize import CompressWeightsMode, compress_weights
-
-        out = compress_weights(model, mode=CompressWeightsMode[args.compress_weights.upper()], ratio=args.ratio,
-                               group_size=args.group_size, all_layers=args.all_layers or None)
-    else:
-        if not args.data:
-            raise QuantizationError("ember: quantize needs calibration data: --data DIR (images or .npy files)")
-        from ember.quantize import quantize
-
+    dataset = None
+    files: list[Path] = []
+    if args.data:
         files = find_samples(args.data)
         dataset = build_dataset(files, sample_reader(model, args.mean_values, args.scale_values, args.layout,
                                                      args.reverse_input_channels))
+    if args.compress_weights:
+        from ember.quantize import compress_weights
+
+        # data-aware compression (mixed precision by activations, AWQ, scale estimation) when --data is given
+        out = compress_weights(model, dataset=dataset, **compress_options(args))
+        suffix = "_" + args.compress_weights.lower()
+    else:
+        if dataset is None:
+            raise QuantizationError("ember: quantize needs calibration data: --data DIR (images or .npy files)")
+        from ember.quantize import quantize
+
+        if args.awq or args.scale_estimation or args.sensitivity_metric:
+            raise QuantizationError("ember: --awq, --scale-estimation and --sensitivity-metric apply to weight "
+                                    "compression (--compress-weights MODE, or ember compress)")
         out = quantize(model, dataset, **quantize_options(args))
+        suffix = "_int8"
         if args.report:
             from ember.quantize import compare
 
             print(compare(model, out, dataset, subset_size=min(args.report_samples, len(files))))
-    output = Path(args.output or Path(args.model).with_suffix("").as_posix() + "_int8.xml")
+    output = Path(args.output or Path(args.model).with_suffix("").as_posix() + suffix + ".xml")
     write_ir(out, output, compress_to_fp16=False)
     print(f"ember: {summarize(out)}")
     print(f"ember: wrote {output}")
     return 0
 
 
-def add_parser(subparsers: Any) -> None:
-    """Register ``ember quantize``."""
-    p = subparsers.add_parser("quantize", help="INT8 post-training quantization (NNCF's algorithm) or weight compression")
+def cmd_compress(args: argparse.Namespace) -> int:
+    """``ember compress MODEL --mode int4_asym ...``: ``ember quantize --compress-weights MODE``."""
+    args.compress_weights = args.mode
+    return cmd_quantize(args)
+
+
+def _add_common(p: Any) -> None:
+    """Flags both subcommands take: the model, the data, the output, ignored layers."""
     p.add_argument("model", help="IR .xml or .onnx file")
     p.add_argument("--data", action="append", metavar="PATH",
                    help="calibration images or .npy/.npz files, or folders of them (repeatable)")
-    p.add_argument("-o", "--output", help="output IR .xml (default MODEL_int8.xml)")
-    p.add_argument("--subset-size", type=int, default=300, help="calibration samples to use (default 300)")
-    p.add_argument("--preset", choices=("performance", "mixed"), help="symmetric (performance) or asymmetric "
-                   "(mixed) activations; default performance, mixed for transformers")
-    p.add_argument("--model-type", choices=("transformer",), help="transformer rules and SmoothQuant")
-    p.add_argument("--bias-correction", choices=("fast", "full", "none"), default="fast")
+    p.add_argument("-o", "--output", help="output IR .xml (default MODEL_int8.xml, MODEL_<mode>.xml)")
+    p.add_argument("--subset-size", type=int, default=None,
+                   help="calibration samples to use (default 300 for quantize, 128 for weight compression)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="keep this layer float (repeatable)")
     p.add_argument("--ignore-pattern", action="append", metavar="REGEX", help="keep matching layers float")
     p.add_argument("--ignore-type", action="append", metavar="TYPE", help="keep ops of this type float, e.g. MatMul")
@@ -169,11 +200,40 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--scale-values", help="images: divide per channel, e.g. 128,128,128")
     p.add_argument("--reverse-input-channels", action="store_true", help="images: feed BGR instead of RGB")
     p.add_argument("--layout", default="NCHW", choices=("NCHW", "NHWC"), help="images: the input layout")
-    p.add_argument("--report", action="store_true", help="print the per-layer error report after quantizing")
-    p.add_argument("--report-samples", type=int, default=4, help="samples for --report (default 4)")
-    p.add_argument("--compress-weights", choices=("int8_asym", "int8_sym", "int4_sym", "int4_asym"),
-                   help="weight-only compression instead of quantization (no data needed)")
+
+
+def _add_compression(p: Any) -> None:
+    """Weight-compression flags; with --data the INT4 modes are data-aware as in NNCF."""
+    from ember.quantize.parameters import SensitivityMetric
+
     p.add_argument("--ratio", type=float, help="INT4: share of weights in INT4 (default 1)")
     p.add_argument("--group-size", type=int, help="INT4: group size (default 128)")
     p.add_argument("--all-layers", action="store_true", help="INT4: embeddings and the last layer too")
+    p.add_argument("--sensitivity-metric", choices=[m.name.lower() for m in SensitivityMetric],
+                   help="INT4 with --ratio: how layers are ranked (default max_activation_variance with --data)")
+    p.add_argument("--awq", action="store_true", help="INT4 with --data: activation-aware weight scaling (AWQ)")
+    p.add_argument("--scale-estimation", action="store_true",
+                   help="INT4 with --data: fit each group's scale to the calibration outputs")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``ember quantize`` and ``ember compress``."""
+    p = subparsers.add_parser("quantize", help="INT8 post-training quantization (NNCF's algorithm) or weight compression")
+    _add_common(p)
+    p.add_argument("--preset", choices=("performance", "mixed"), help="symmetric (performance) or asymmetric "
+                   "(mixed) activations; default performance, mixed for transformers")
+    p.add_argument("--model-type", choices=("transformer",), help="transformer rules and SmoothQuant")
+    p.add_argument("--bias-correction", choices=("fast", "full", "none"), default="fast")
+    p.add_argument("--report", action="store_true", help="print the per-layer error report after quantizing")
+    p.add_argument("--report-samples", type=int, default=4, help="samples for --report (default 4)")
+    p.add_argument("--compress-weights", choices=MODES,
+                   help="weight-only compression instead of quantization (data-aware with --data for INT4)")
+    _add_compression(p)
     p.set_defaults(func=cmd_quantize)
+
+    c = subparsers.add_parser("compress", help="weight-only compression (NNCF's compress_weights): INT8, INT4, "
+                              "data-aware with --data")
+    _add_common(c)
+    c.add_argument("--mode", choices=MODES, default="int8_asym", help="weight format (default int8_asym)")
+    _add_compression(c)
+    c.set_defaults(func=cmd_compress, report=False)

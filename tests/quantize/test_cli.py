@@ -75,3 +75,53 @@ def test_quantize_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     np.save(tmp_path / "one.npy", np.zeros((1, 3, 16, 16), np.float32))
     assert main(["quantize", str(model), "--data", str(tmp_path / "one.npy"), "--ignore", "nope"]) == 2
     assert "name 'nope'" in capsys.readouterr().err
+
+
+def test_compress_with_data_matches_nncf(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ember compress --data`` (mixed precision by activations, AWQ, scale estimation) gives the
+    weights real NNCF gives on the same calibration files; ``quantize --compress-weights`` too."""
+    pytest.importorskip("nncf")
+    from tests.quantize.test_compress_weights_data import _check, _glu_lm, _nncf_compress
+
+    model = _glu_lm()
+    path = tmp_path / "lm.xml"
+    ember.save_model(model, path, compress_to_fp16=False)
+    rng = np.random.default_rng(1)
+    data = [rng.integers(0, 200, (1, 12)).astype(np.int64) for _ in range(12)]
+    (tmp_path / "ids").mkdir()
+    for i, x in enumerate(data):
+        np.save(tmp_path / "ids" / f"{i:02d}.npy", x)
+    out = tmp_path / "int4.xml"
+    assert main(["compress", str(path), "--mode", "int4_asym", "--group-size", "32", "--ratio", "0.6", "--awq",
+                 "--scale-estimation", "--data", str(tmp_path / "ids"), "-o", str(out)]) == 0
+    assert "int8/int4 weights" in capsys.readouterr().out
+    theirs = _nncf_compress(model, tmp_path, data, monkeypatch, mode="INT4_ASYM", group_size=32, ratio=0.6,
+                            awq=True, scale_estimation=True)
+    evaluation = [rng.integers(0, 200, (1, 12)).astype(np.int64) for _ in range(4)]
+    _check(model, read_ir(out), theirs, evaluation)
+    assert ov.Core().compile_model(str(out), "CPU")(evaluation[0])[0].shape == (1, 12, 200)
+
+    # the same through `quantize --compress-weights`, with a metric: as the library call on those files
+    out2 = tmp_path / "int4_sym.xml"
+    assert main(["quantize", str(path), "--compress-weights", "int4_sym", "--group-size", "32", "--ratio", "0.5",
+                 "--sensitivity-metric", "mean_activation_magnitude", "--subset-size", "8",
+                 "--data", str(tmp_path / "ids"), "-o", str(out2)]) == 0
+    import ember.nncf as nncf
+
+    lib = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=32, ratio=0.5,
+                                sensitivity_metric=nncf.SensitivityMetric.MEAN_ACTIVATION_MAGNITUDE, subset_size=8,
+                                dataset=nncf.Dataset(data))
+    ref, got = ember.compile_model(lib, "REFERENCE"), ember.compile_model(read_ir(out2), "REFERENCE")
+    np.testing.assert_array_equal(got(evaluation[1])[0], ref(evaluation[1])[0])
+
+
+def test_compress_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = _model(tmp_path)
+    np.save(tmp_path / "one.npy", np.zeros((1, 3, 16, 16), np.float32))
+    assert main(["quantize", str(model), "--data", str(tmp_path / "one.npy"), "--awq"]) == 2
+    assert "apply to weight compression" in capsys.readouterr().err
+    assert main(["compress", str(model), "--mode", "int8_sym", "--data", str(tmp_path / "one.npy")]) == 2
+    assert "INT4 modes only" in capsys.readouterr().err
+    assert main(["compress", str(model), "--mode", "int8_sym", "-o", str(tmp_path / "w.xml")]) == 0
+    assert (tmp_path / "w.xml").exists()
