@@ -722,7 +722,45 @@ def eltwise_fits(out_shape: tuple[int, ...], input_shapes: list[tuple[int, ...]]
         full_strides = contiguous(full)
         strides.append([0 if d == 1 else s for d, s in zip(full, full_strides)])
     dims, st = _collapse_operands(out_shape, strides)
-    return len(dims) <= 4 and (not dims or all(s[-1] in (0, 1) for s in st))
+    return _splits(dims) <= MAX_SPLITS and (not dims or all(s[-1] in (0, 1) for s in st))
+
+
+#: at most this many kernel calls for a broadcast that does not collapse to 4 dims
+MAX_SPLITS = 4096
+
+
+def _splits(dims: Sequence[int]) -> int:
+    """How many 4-D kernel calls cover collapsed ``dims`` (one per index of the leading dims)."""
+    return int(np.prod(dims[:-4], dtype=np.int64)) if len(dims) > 4 else 1
+
+
+def eltwise_kernels(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple], threads: int,
+                    isa: Isa | None = None, rtype: str = "f32", constant: Sequence[bool] = ()) -> list[BoundKernel] | None:
+    """:func:`eltwise_kernel`, also for broadcasts that collapse to more than 4 dims (rank 5-8
+    with alternating broadcast axes): then one call per index of the leading dims, each over
+    4-D views (at most :data:`MAX_SPLITS` calls). None when the shapes do not fit."""
+    k = eltwise_kernel(y, inputs, program, threads, isa, rtype, constant)
+    if k is not None:
+        return [k]
+    if y.size == 0 or len(inputs) > MAX_INPUTS or len(program) > MAX_INSTR:
+        return None
+    views = [np.broadcast_to(a, y.shape) for a in inputs]
+    if any(s % v.itemsize for v in (y, *views) for s in v.strides):
+        return None
+    strides = [[s // y.itemsize for s in y.strides]] + [[s // v.itemsize for s in v.strides] for v in views]
+    dims, st = _collapse_operands(y.shape, strides)
+    if len(dims) <= 4 or _splits(dims) > MAX_SPLITS or st[0][-1] != 1 or any(s[-1] not in (0, 1) for s in st[1:]):
+        return None
+    as_strided = np.lib.stride_tricks.as_strided
+    yc = as_strided(y, dims, [s * y.itemsize for s in st[0]])
+    vcs = [as_strided(v, dims, [s * v.itemsize for s in sv], writeable=False) for v, sv in zip(views, st[1:])]
+    out: list[BoundKernel] = []
+    for idx in np.ndindex(*dims[:-4]):
+        sub = eltwise_kernel(yc[idx], [v[idx] for v in vcs], program, threads, isa, rtype, constant)
+        if sub is None:
+            return None
+        out.append(sub)
+    return out
 
 
 def _imm_word(op: str, v: float, rtype: str) -> int:

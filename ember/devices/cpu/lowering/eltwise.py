@@ -191,7 +191,7 @@ _TYPES = (*NATIVE_UNARY, *NATIVE_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power
 
 @lowers(*_TYPES)
 def lower_eltwise(lowering: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernel
+    from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernels
 
     if _fold_constant(lowering, node):
         return True
@@ -343,11 +343,11 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     constant = [t.kind == "const" for t in ins]
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        k = eltwise_kernel(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa, rtype,
-                           constant)
-        if k is None:
+        ks = eltwise_kernels(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa, rtype,
+                             constant)
+        if ks is None:
             raise EmberError(f"ember: internal: elementwise chain at '{node.friendly_name}' does not fit the kernel")
-        return [k]
+        return ks
 
     lowering.program.add(Op(node.friendly_name, "Eltwise:" + "+".join(n.type_name for n in [node, *fused]), ins,
                             [y], native=True, bind=bind))
