@@ -186,8 +186,7 @@ CASES = {
         lambda a: ops.multiply(ops.subtract(np.float32(1.0), a), np.float32(-10000.0)), [(1, 1, 1, 128)]),
     "convert-int-inputs": (lambda: _convert_model(), lambda: [_ids((1, 37), -3, 3), _ids((3, 1), 0, 2, np.int32),
                                                              _ids((37,), 0, 2, np.bool_)], {"Eltwise"}),
-    "odd-5d-broadcast-falls-back": eltwise_case(lambda a, b: ops.add(a, b), [(2, 3, 1, 5, 2), (1, 3, 4, 1, 2)],
-                                                native=frozenset()),
+    "convert-u4-falls-back": eltwise_case(lambda a: ops.convert(a, "u4"), [(2, 3, 4, 5)], native=frozenset()),
     # products of two runtime tensors
     "batched-matmul": eltwise_case(lambda a, b: ops.matmul(a, b, False, False), [(2, 3, 17, 9), (2, 3, 9, 5)],
                                    native=frozenset({"MatMul"})),
@@ -288,7 +287,7 @@ CASES = {
 
 
 #: cases whose op must run on its reference kernel inside the plan (no native kernel fits)
-FALLBACKS = {"odd-5d-broadcast-falls-back": "Add", "softmax-middle-axis-falls-back": "SoftMax"}
+FALLBACKS = {"convert-u4-falls-back": "Convert", "softmax-middle-axis-falls-back": "SoftMax"}
 assert set(FALLBACKS) == {k for k in CASES if k.endswith("falls-back")}
 
 
