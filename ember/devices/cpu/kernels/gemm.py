@@ -67,7 +67,7 @@ from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import BF16, F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
-from ember.devices.cpu.llvm.vector import aligned_alloca, fmuladd, lane_mask, masked_load, masked_store
+from ember.devices.cpu.llvm.vector import VectorMath, aligned_alloca, fmuladd, lane_mask, masked_load, masked_store
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
@@ -103,16 +103,37 @@ FLAG_BIAS, FLAG_RES = 1, 2
 MODE_ACC, MODE_FINAL, MODE_BIAS, MODE_RES, MODE_SCALE = 1, 2, 4, 8, 16
 
 
+#: activations an epilogue can end with (after the clamp), numbered by their place here (0: none);
+#: the formulas are the elementwise kernel's, so a fused activation gives the same bits
+EPILOGUE_ACTIVATIONS = ("", "hswish", "hsigmoid", "swish", "gelu_erf", "gelu_tanh", "sigmoid")
+ACT_SHIFT = 8  # the activation's code sits in the context's flags from this bit on
+
+
 @dataclass(frozen=True)
 class Epilogue:
-    """Elementwise tail fused into a kernel: ``y = min(max(acc + bias + residual, lo), hi)``.
+    """Elementwise tail fused into a kernel:
+    ``y = activation(min(max(acc + bias + residual, lo), hi))``.
 
     Bias and residual buffers are given when the kernel is bound; ``lo``/``hi`` make ReLU
     (``lo=0``), ReLU6 (``0, 6``) or any clamp. NaN passes through the clamp unchanged.
+    ``activation`` is one of :data:`EPILOGUE_ACTIVATIONS` (HSwish, HSigmoid, Swish with beta 1,
+    GELU in its erf and tanh forms, Sigmoid): the implicit-GEMM kernels (f32, bf16, AMX) run it
+    on each output tile while it is still in cache.
     """
 
     lo: float = -math.inf
     hi: float = math.inf
+    activation: str = ""
+
+    def __post_init__(self) -> None:
+        if self.activation not in EPILOGUE_ACTIVATIONS:
+            raise EmberError(f"ember: unknown epilogue activation {self.activation!r}; known: "
+                             f"{', '.join(a for a in EPILOGUE_ACTIVATIONS if a)}")
+
+    @property
+    def activation_code(self) -> int:
+        """The activation's number in :data:`EPILOGUE_ACTIVATIONS` (0: none)."""
+        return EPILOGUE_ACTIVATIONS.index(self.activation)
 
     @staticmethod
     def relu() -> Epilogue:
@@ -128,7 +149,27 @@ class Epilogue:
             y = np.where(y < self.lo, np.float32(self.lo), y)
         if self.hi != math.inf:
             y = np.where(y > self.hi, np.float32(self.hi), y)
-        return y
+        return activation_reference(self.activation, np.asarray(y, np.float32))
+
+
+def activation_reference(name: str, x: np.ndarray) -> np.ndarray:
+    """numpy twin of an epilogue activation (float32 in, float32 out)."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if name == "hswish":
+            return (x * np.clip(x + 3, 0, 6) / 6).astype(np.float32)
+        if name == "hsigmoid":
+            return (np.clip(x + 3, 0, 6) / 6).astype(np.float32)
+        if name == "sigmoid":
+            return (1 / (1 + np.exp(-x))).astype(np.float32)
+        if name == "swish":
+            return (x / (1 + np.exp(-x))).astype(np.float32)
+        if name == "gelu_erf":
+            from math import erf
+            return (0.5 * x * (1 + np.vectorize(erf, otypes=[np.float64])(x / math.sqrt(2)))).astype(np.float32)
+        if name == "gelu_tanh":
+            return (0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))).astype(np.float32)
+    return x
 
 
 NO_EPILOGUE = Epilogue()
@@ -325,6 +366,56 @@ def emit_to_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lane
         block(full, True)
 
 
+def emit_activation(e: Emitter, name: str, x: ir.Value, lanes: int) -> ir.Value:
+    """An epilogue activation of the vector ``x`` (the elementwise kernel's formulas)."""
+    mth = VectorMath(e, lanes)
+    b, c = e.b, mth.c
+    if name in ("hswish", "hsigmoid"):
+        h = b.fadd(x, c(3.0))
+        h = mth.sel(mth.lt(h, c(0.0)), c(0.0), h)
+        h = mth.sel(mth.gt(h, c(6.0)), c(6.0), h)
+        return b.fdiv(b.fmul(x, h), c(6.0)) if name == "hswish" else b.fdiv(h, c(6.0))
+    if name == "swish":
+        return b.fmul(x, mth.sigmoid(x))
+    if name == "sigmoid":
+        return mth.sigmoid(x)
+    if name == "gelu_erf":
+        return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), mth.erf(b.fmul(x, c(1 / math.sqrt(2))))))
+    if name == "gelu_tanh":
+        inner = b.fmul(c(math.sqrt(2 / math.pi)), fmuladd(e, b.fmul(b.fmul(x, x), x), c(0.044715), x))
+        return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), mth.tanh(inner)))
+    raise EmberError(f"ember: no epilogue activation {name!r}")
+
+
+def emit_activation_rows(m: ir.Module, name: str, lanes: int) -> ir.Function:
+    """act(c, ldc, rows, ncols, code): activation number ``code`` (:data:`EPILOGUE_ACTIVATIONS`)
+    applied in place to ``rows x ncols`` floats at ``c`` (row stride ``ldc``): run on an output
+    tile right after the epilogue stored it, while it is in L1."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, I64], internal=True, noinline=True)
+    cp, ldc, rows, ncols, code = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    vt = vec(F32, lanes)
+    done = fn.append_basic_block("act.done")
+    sw_ = b.switch(code, done)
+    for k, act in enumerate(EPILOGUE_ACTIVATIONS):
+        if not act:
+            continue
+        blk = fn.append_basic_block(f"act.{act}")
+        sw_.add_case(c64(k), blk)
+        b.position_at_end(blk)
+        with e.loop(0, rows, name="ar") as r:
+            row = e.gep(F32, cp, b.mul(r, ldc))
+            with e.loop(0, ncols, lanes, name="ac") as j:
+                mask = lane_mask(e, b.sub(ncols, j), lanes)
+                ptr = e.gep(F32, row, j)
+                masked_store(e, emit_activation(e, act, masked_load(e, vt, ptr, mask), lanes), ptr, mask)
+        b.branch(done)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
 @dataclass(frozen=True)
 class TaskBlock:
     """The output block one task of a blocked GEMM computes: tasks are numbered over
@@ -474,7 +565,7 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
 
 
 def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
-                     bf16: bool = False) -> None:
+                     act: ir.Function, bf16: bool = False) -> None:
     fn = Emitter.function(m, name, VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
@@ -500,6 +591,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     bias_g = e.gep(F32, bias, b.mul(g, yg))
     res_g = e.gep(F32, res, b.mul(g, yg))
     flags = b.trunc(f("flags"), I32)
+    act_code = b.and_(b.lshr(f("flags"), c64(ACT_SHIFT)), c64(0xFF))
     lo, hi = f("lo", F32), f("hi", F32)
     epi_bits = b.or_(b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0)), c32(MODE_BIAS), c32(0)),
                      b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0)), c32(MODE_RES), c32(0)))
@@ -533,10 +625,13 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                     a_args = [e.gep(I32, apack, b.mul(tile_slot, rs)), ntaps, rs, e.cdiv(kc, 2)]
                 else:
                     a_args = [e.gep(PTR, rows, tile_slot), ntaps, c0, kc]
-                args = [*a_args, bpan, e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col)), ldy, ncols, mode,
+                cptr = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
+                args = [*a_args, bpan, cptr, ldy, ncols, mode,
                         e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi,
                         c64(1), ir.Constant(F32, 1.0)]
                 call_microkernel(e, ukrs, MR, mr, nvec, args)
+                with b.if_then(b.and_(last, b.icmp_unsigned("!=", act_code, c64(0)))):
+                    b.call(act, [cptr, ldy, mr, ncols, act_code])
     b.ret_void()
 
 
@@ -547,7 +642,8 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False) -> ir.M
     kind = UkrKind("bf16" if bf16 else "rows")
     ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
-    _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, bf16)
+    act = emit_activation_rows(m, f"{prefix}_act", tile.lanes)
+    _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, act, bf16)
     return m
 
 
@@ -591,7 +687,7 @@ class IGemmKernels:
         if bf16:
             check_bf16(isa)
         name = "igemm-bf16" if bf16 else "igemm"
-        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}"
+        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
         self.task_address = self.lib.address("igemm_task")
 
@@ -649,7 +745,7 @@ def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
     return fn
 
 
-def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function) -> None:
+def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function) -> None:
 
     fn = Emitter.function(m, name, VOID, [PTR, I64])
     e = ContextEmitter(m, fn, IGEMM_CONTEXT)
@@ -676,6 +772,7 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     tap_bytes = b.mul(ktap, c64(4 * NR))
     panel_bytes = b.mul(ntaps, tap_bytes)
     lo, hi, flags = a("lo", F32), a("hi", F32), a("flags")
+    act_code = b.and_(b.lshr(flags, c64(ACT_SHIFT)), c64(0xFF))
     b_stride = c64(4 * NR)
     step_bytes = b.mul(kq, c64(4 * NR))
 
@@ -719,8 +816,11 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function) -> None:
             ncols = e.min(c64(NR), b.sub(N, col))
             two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
                         lambda tm_, tn_: block(tm_, tn_, jp))
-            b.call(epi, [cbuf, mr, ncols, e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col)), ldy,
+            yblk = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
+            b.call(epi, [cbuf, mr, ncols, yblk, ldy,
                          e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags])
+            with b.if_then(b.icmp_unsigned("!=", act_code, c64(0))):
+                b.call(act, [yblk, ldy, mr, ncols, act_code])
     tile_release(e)
     b.ret_void()
 
@@ -729,7 +829,7 @@ def _build_bf16(prefix: str, isa: Isa) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     epi = _emit_f32_epilogue(m, f"{prefix}_epi")
-    _emit_bf16_task(m, f"{prefix}_bf16_task", epi)
+    _emit_bf16_task(m, f"{prefix}_bf16_task", epi, emit_activation_rows(m, f"{prefix}_act", AMX_TILE.lanes))
     return m
 
 
@@ -740,7 +840,7 @@ class AmxBf16Kernels:
         if not isa.amx_bf16:
             raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
         self.isa = isa
-        self.lib = jit.load("amx-bf16|mr32|nr32", isa, lambda p: _build_bf16(p, isa))
+        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}", isa, lambda p: _build_bf16(p, isa))
         self.task_address = self.lib.address("bf16_task")
 
 
@@ -994,6 +1094,7 @@ class IGemmCall:
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["lo"]], ctx[IGEMM_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
+        self.act_flags = epilogue.activation_code << ACT_SHIFT
         self.task_address = (amx_bf16_kernels(packed.isa).task_address if packed.amx
                              else self.kernels.task_address)
 
@@ -1005,7 +1106,7 @@ class IGemmCall:
         ctx = self.ctx.copy()
         ctx[IGEMM_CONTEXT["x"]], ctx[IGEMM_CONTEXT["y"]] = x, y
         ctx[IGEMM_CONTEXT["bias"]], ctx[IGEMM_CONTEXT["res"]] = bias, residual
-        ctx[IGEMM_CONTEXT["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0)
+        ctx[IGEMM_CONTEXT["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0) | self.act_flags
         return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads, (self.packed, self._zero, *keep), layout=IGEMM_CONTEXT)
 
 

@@ -19,6 +19,7 @@ from ember.devices.cpu.lowering.driver import (
     reshaper,
     static_shape,
 )
+from ember.devices.cpu.lowering.passes import take_epilogue_activation
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
@@ -263,7 +264,10 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     affine = None
     if len(out_logical) == 4 and depthwise_activation_ok(geo, "affine"):
         affine, last, fused = _post_affine(lowering, node, last, fused)
-    kernel = Conv2d(geo, w, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
+    act = ""
+    if not geo.depthwise:  # the implicit GEMM's epilogue: HSwish, GELU, Swish, ...
+        act, last, fused = take_epilogue_activation(lowering, node, last, fused, (lo, hi))
+    kernel = Conv2d(geo, w, Epilogue(lo, hi, act), num_threads=lowering.threads, isa=lowering.isa,
                     precision=lowering.precision, activation=activation, affine=affine)
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)

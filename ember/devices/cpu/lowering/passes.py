@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,6 +12,9 @@ from ember.graph.core_ops import Constant, Parameter
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
 from ember.graph.types import Type
+
+if TYPE_CHECKING:
+    from ember.devices.cpu.lowering.driver import Lowering
 
 log = logging.getLogger("ember.cpu")
 
@@ -164,6 +169,45 @@ def order_chain_operands(model: Model) -> int:
     return len(swapped)
 
 
+def epilogue_activation(node: Node) -> str | None:
+    """The GEMM/convolution epilogue activation (a name in
+    :data:`~ember.devices.cpu.kernels.gemm.EPILOGUE_ACTIVATIONS`) that ``node`` computes from its
+    first input, or None: HSwish, HSigmoid, Sigmoid, Swish with beta 1, Gelu (erf or tanh)."""
+    t, ins = node.type_name, node.input_values()
+    if node.get_output_size() != 1 or not ins or ins[0].element_type.dtype != np.float32:
+        return None
+    if t in ("HSwish", "HSigmoid", "Sigmoid") and len(ins) == 1:
+        return t.lower()
+    if t == "Gelu":
+        return "gelu_tanh" if str(node.attrs.get("approximation_mode", "ERF")).upper() == "TANH" else "gelu_erf"
+    if t == "Swish":
+        if len(ins) == 1:
+            return "swish"
+        beta = ins[1].node.data if isinstance(ins[1].node, Constant) else None
+        return "swish" if beta is not None and beta.size == 1 and float(beta.reshape(-1)[0]) == 1.0 else None
+    return None
+
+
+def take_epilogue_activation(lowering: Lowering, producer: Node, last: Node, fused: list[Node],
+                             lohi: tuple[float, float]) -> tuple[str, Node, list[Node]]:
+    """The activation after an epilogue chain ending at ``last`` (``lohi``: its clamp), when
+    ``last``'s only consumer is one (:func:`epilogue_activation`) of the producer's shape:
+    ``(activation, new last, new fused)``, else ``("", last, fused)``. A clamp and an
+    activation are not combined (no network has both)."""
+    none = "", last, fused
+    if lohi != (-math.inf, math.inf):
+        return none
+    after = lowering.sole_consumer(last)
+    if after is None or after.input_values()[0].node is not last:
+        return none
+    act = epilogue_activation(after)
+    if act is None or after.output(0).partial_shape != producer.output(0).partial_shape \
+            or after.output(0).element_type.dtype != np.float32:
+        return none
+    log.debug("CPU: %s fused into the epilogue of %s", after.friendly_name, producer.friendly_name)
+    return act, after, [*fused, after]
+
+
 def device_passes(model: Model) -> Model:
     """Everything the CPU device does to a model before lowering, with one optimizer run:
     quantized convolutions and MatMuls made int8 ops first (``low_precision``), weight
@@ -183,5 +227,5 @@ def device_passes(model: Model) -> Model:
     return model
 
 
-__all__ = ["decompose_batchnorm", "device_passes", "fold_constant_converts", "fold_weight_decompression",
-           "order_chain_operands"]
+__all__ = ["decompose_batchnorm", "device_passes", "epilogue_activation", "fold_constant_converts",
+           "fold_weight_decompression", "order_chain_operands", "take_epilogue_activation"]
