@@ -26,6 +26,7 @@ from ember.graph.node import Node, Output
 @lowers("MatMul")
 def lower_matmul(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
+    from ember.devices.cpu.lowering.passes import take_epilogue_activation
 
     a_port, b_port = node.input_values()
     w = const_of(b_port)
@@ -45,9 +46,10 @@ def lower_matmul(lowering: Lowering, node: Node) -> bool:
     out_shape = static_shape(node.output(0))
     m = int(np.prod(a_shape[:-1]))
     bias, residual, (lo, hi), last, fused = epilogue_chain(lowering, node, len(out_shape) - 1, nn, PLAIN)
+    act, last, fused = take_epilogue_activation(lowering, node, last, fused, (lo, hi))  # GELU after an FFN
     packed = lowering.packed(w, ("gemm", bool(node.attrs["transpose_b"])),  # once per model, not per input shape
                              lambda: pack_b(np.ascontiguousarray(w2), lowering.isa, precision=lowering.precision))
-    gemm = Gemm(packed, m, Epilogue(lo, hi), num_threads=lowering.threads)
+    gemm = Gemm(packed, m, Epilogue(lo, hi, act), num_threads=lowering.threads)
     lowering.bf16_ops += lowering.precision == "bf16"
     a = lowering.native_input(lowering.tensor(a_port), PLAIN, contiguous=False)
     try:  # rows of A may be strided (a column slice): the GEMM takes any row stride
