@@ -84,6 +84,20 @@ def test_activation_edge_values() -> None:
                 np.testing.assert_allclose(y[row], want[row], err_msg=act)
 
 
+@pytest.mark.parametrize("level", supported_levels())
+def test_gemm_affine_after_the_activation(level: str) -> None:
+    """PP-LCNetV3's learnable affine: ``act(y) * s + t``, also after a clamp alone."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((29, 40)).astype(np.float32)
+    b = (rng.standard_normal((40, 45)) / 6).astype(np.float32)
+    for epi, act in ((Epilogue(activation="hswish", affine=(1.25, -0.5)), "hswish"),
+                     (Epilogue(0.0, 6.0, affine=(-0.75, 2.0)), "")):
+        y = gemm(a, b, epilogue=epi, isa=host_isa(level))
+        z = a.astype(np.float64) @ b
+        z = twin(act, z) if act else np.clip(z, 0, 6)
+        np.testing.assert_allclose(y, z * epi.affine[0] + epi.affine[1], rtol=2e-5, atol=2e-5)
+
+
 def test_unknown_activation_is_refused() -> None:
     with pytest.raises(EmberError, match="gelu_erf"):
         Epilogue(activation="mish")
@@ -103,14 +117,17 @@ def _activate(y, act: str):
     return {"hswish": ops.hswish, "hsigmoid": ops.hsigmoid, "sigmoid": ops.sigmoid}[act](y)
 
 
-def conv_model(act: str, k: int, residual: bool) -> Model:
-    """conv kxk + bias [+ input] -> act (the PP-OCR / EfficientNet shape of things)."""
+def conv_model(act: str, k: int, residual: bool, affine: bool = False) -> Model:
+    """conv kxk + bias [+ input] -> act [* s + t] (the PP-OCR / EfficientNet shape of things)."""
     x = ops.parameter([1, 24, 9, 11], np.float32, name="x")
     y = ops.add(ops.convolution(x, _w(24, 24, k, k, fan=24 * k * k), [1, 1], [k // 2] * 2, [k // 2] * 2, [1, 1]),
                 _w(1, 24, 1, 1, fan=4))
     if residual:
         y = ops.add(y, x)
-    return Model([_activate(y, act)], [x], "conv_act")
+    y = _activate(y, act)
+    if affine:  # PP-LCNetV3's learnable affine after the activation
+        y = ops.add(ops.multiply(np.float32(1.25), y), np.array(-0.5, np.float32))
+    return Model([y], [x], "conv_act")
 
 
 def ffn_model(act: str) -> Model:
@@ -134,7 +151,8 @@ def _run(model: Model, x: np.ndarray, config: dict | None = None) -> dict[str, n
 
 
 MODELS = {**{f"conv1x1-{a}": (a, 1, False) for a in ACTS}, "conv3x3-residual-hswish": ("hswish", 3, True),
-          "conv3x3-gelu_erf": ("gelu_erf", 3, False), "conv1x1-residual-swish": ("swish", 1, True)}
+          "conv3x3-gelu_erf": ("gelu_erf", 3, False), "conv1x1-residual-swish": ("swish", 1, True),
+          "conv1x1-hswish-affine": ("hswish", 1, False, True), "conv3x3-residual-hswish-affine": ("hswish", 3, True, True)}
 
 
 @pytest.mark.parametrize("name", list(MODELS))

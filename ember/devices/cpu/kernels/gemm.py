@@ -96,7 +96,7 @@ IGEMM_CONTEXT = ContextLayout(
     "igemm",
     ("x", "ldx", "xn", "h", "w", "oh", "ow", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "cin", "xg", "y",
      "ldy", "yg", "cout", "bp", "bg", "bias", "res", "ldr", "zero", "m", "cb", "tm", "tn", "gm", "gn", "flags",
-     "lo", "hi", "merge", "kq", "nck", "ktap"),
+     "lo", "hi", "merge", "kq", "nck", "ktap", "pmul", "padd"),
     pointers=("x", "y", "bias", "res", "bp", "zero"))
 FLAG_BIAS, FLAG_RES = 1, 2
 # micro-kernel mode bits
@@ -107,6 +107,7 @@ MODE_ACC, MODE_FINAL, MODE_BIAS, MODE_RES, MODE_SCALE = 1, 2, 4, 8, 16
 #: the formulas are the elementwise kernel's, so a fused activation gives the same bits
 EPILOGUE_ACTIVATIONS = ("", "hswish", "hsigmoid", "swish", "gelu_erf", "gelu_tanh", "sigmoid")
 ACT_SHIFT = 8  # the activation's code sits in the context's flags from this bit on
+FLAG_AFFINE = 1 << 12  # then y * pmul + padd (scalars)
 
 
 @dataclass(frozen=True)
@@ -117,13 +118,15 @@ class Epilogue:
     Bias and residual buffers are given when the kernel is bound; ``lo``/``hi`` make ReLU
     (``lo=0``), ReLU6 (``0, 6``) or any clamp. NaN passes through the clamp unchanged.
     ``activation`` is one of :data:`EPILOGUE_ACTIVATIONS` (HSwish, HSigmoid, Swish with beta 1,
-    GELU in its erf and tanh forms, Sigmoid): the implicit-GEMM kernels (f32, bf16, AMX) run it
-    on each output tile while it is still in cache.
+    GELU in its erf and tanh forms, Sigmoid), then ``affine=(s, t)`` computes ``y * s + t``
+    (PP-LCNetV3's learnable affine): the implicit-GEMM kernels (f32, bf16, AMX) run both on
+    each output tile while it is still in cache.
     """
 
     lo: float = -math.inf
     hi: float = math.inf
     activation: str = ""
+    affine: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.activation not in EPILOGUE_ACTIVATIONS:
@@ -149,7 +152,15 @@ class Epilogue:
             y = np.where(y < self.lo, np.float32(self.lo), y)
         if self.hi != math.inf:
             y = np.where(y > self.hi, np.float32(self.hi), y)
-        return activation_reference(self.activation, np.asarray(y, np.float32))
+        y = activation_reference(self.activation, np.asarray(y, np.float32))
+        if self.affine is not None:
+            y = (y * np.float32(self.affine[0]) + np.float32(self.affine[1])).astype(np.float32)
+        return y
+
+    @property
+    def tail_flags(self) -> int:
+        """The context flag bits of the activation and affine (0: neither)."""
+        return (self.activation_code << ACT_SHIFT) | (FLAG_AFFINE if self.affine is not None else 0)
 
 
 def activation_reference(name: str, x: np.ndarray) -> np.ndarray:
@@ -388,29 +399,37 @@ def emit_activation(e: Emitter, name: str, x: ir.Value, lanes: int) -> ir.Value:
 
 
 def emit_activation_rows(m: ir.Module, name: str, lanes: int) -> ir.Function:
-    """act(c, ldc, rows, ncols, code): activation number ``code`` (:data:`EPILOGUE_ACTIVATIONS`)
-    applied in place to ``rows x ncols`` floats at ``c`` (row stride ``ldc``): run on an output
-    tile right after the epilogue stored it, while it is in L1."""
-    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, I64], internal=True, noinline=True)
-    cp, ldc, rows, ncols, code = fn.args
+    """act(c, ldc, rows, ncols, tail, pmul, padd): the activation and affine of the flag bits
+    ``tail`` (:attr:`Epilogue.tail_flags`) applied in place to ``rows x ncols`` floats at ``c``
+    (row stride ``ldc``): run on an output tile right after the epilogue stored it, while it is
+    in L1."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, I64, F32, F32], internal=True, noinline=True)
+    cp, ldc, rows, ncols, tail, pmul, padd = fn.args
     e = Emitter(m, fn)
     b = e.b
     vt = vec(F32, lanes)
+    vmul, vadd = e.splat(pmul, lanes), e.splat(padd, lanes)
     done = fn.append_basic_block("act.done")
-    sw_ = b.switch(code, done)
+    sw_ = b.switch(b.and_(tail, c64((0xF << ACT_SHIFT) | FLAG_AFFINE)), done)
     for k, act in enumerate(EPILOGUE_ACTIVATIONS):
-        if not act:
-            continue
-        blk = fn.append_basic_block(f"act.{act}")
-        sw_.add_case(c64(k), blk)
-        b.position_at_end(blk)
-        with e.loop(0, rows, name="ar") as r:
-            row = e.gep(F32, cp, b.mul(r, ldc))
-            with e.loop(0, ncols, lanes, name="ac") as j:
-                mask = lane_mask(e, b.sub(ncols, j), lanes)
-                ptr = e.gep(F32, row, j)
-                masked_store(e, emit_activation(e, act, masked_load(e, vt, ptr, mask), lanes), ptr, mask)
-        b.branch(done)
+        for affine in (False, True):
+            if not act and not affine:
+                continue
+            blk = fn.append_basic_block(f"act.{act}.{int(affine)}")
+            sw_.add_case(c64((k << ACT_SHIFT) | (FLAG_AFFINE if affine else 0)), blk)
+            b.position_at_end(blk)
+            with e.loop(0, rows, name="ar") as r:
+                row = e.gep(F32, cp, b.mul(r, ldc))
+                with e.loop(0, ncols, lanes, name="ac") as j:
+                    mask = lane_mask(e, b.sub(ncols, j), lanes)
+                    ptr = e.gep(F32, row, j)
+                    y = masked_load(e, vt, ptr, mask)
+                    if act:
+                        y = emit_activation(e, act, y, lanes)
+                    if affine:
+                        y = fmuladd(e, y, vmul, vadd)
+                    masked_store(e, y, ptr, mask)
+            b.branch(done)
     b.position_at_end(done)
     b.ret_void()
     return fn
@@ -591,7 +610,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     bias_g = e.gep(F32, bias, b.mul(g, yg))
     res_g = e.gep(F32, res, b.mul(g, yg))
     flags = b.trunc(f("flags"), I32)
-    act_code = b.and_(b.lshr(f("flags"), c64(ACT_SHIFT)), c64(0xFF))
+    tail = b.and_(f("flags"), c64((0xF << ACT_SHIFT) | FLAG_AFFINE))
+    pmul, padd = f("pmul", F32), f("padd", F32)
     lo, hi = f("lo", F32), f("hi", F32)
     epi_bits = b.or_(b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0)), c32(MODE_BIAS), c32(0)),
                      b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0)), c32(MODE_RES), c32(0)))
@@ -630,8 +650,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                         e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi,
                         c64(1), ir.Constant(F32, 1.0)]
                 call_microkernel(e, ukrs, MR, mr, nvec, args)
-                with b.if_then(b.and_(last, b.icmp_unsigned("!=", act_code, c64(0)))):
-                    b.call(act, [cptr, ldy, mr, ncols, act_code])
+                with b.if_then(b.and_(last, b.icmp_unsigned("!=", tail, c64(0)))):
+                    b.call(act, [cptr, ldy, mr, ncols, tail, pmul, padd])
     b.ret_void()
 
 
@@ -687,7 +707,7 @@ class IGemmKernels:
         if bf16:
             check_bf16(isa)
         name = "igemm-bf16" if bf16 else "igemm"
-        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}"
+        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
         self.task_address = self.lib.address("igemm_task")
 
@@ -772,7 +792,8 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     tap_bytes = b.mul(ktap, c64(4 * NR))
     panel_bytes = b.mul(ntaps, tap_bytes)
     lo, hi, flags = a("lo", F32), a("hi", F32), a("flags")
-    act_code = b.and_(b.lshr(flags, c64(ACT_SHIFT)), c64(0xFF))
+    tail = b.and_(flags, c64((0xF << ACT_SHIFT) | FLAG_AFFINE))
+    pmul, padd = a("pmul", F32), a("padd", F32)
     b_stride = c64(4 * NR)
     step_bytes = b.mul(kq, c64(4 * NR))
 
@@ -819,8 +840,8 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
             yblk = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
             b.call(epi, [cbuf, mr, ncols, yblk, ldy,
                          e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags])
-            with b.if_then(b.icmp_unsigned("!=", act_code, c64(0))):
-                b.call(act, [yblk, ldy, mr, ncols, act_code])
+            with b.if_then(b.icmp_unsigned("!=", tail, c64(0))):
+                b.call(act, [yblk, ldy, mr, ncols, tail, pmul, padd])
     tile_release(e)
     b.ret_void()
 
@@ -840,7 +861,7 @@ class AmxBf16Kernels:
         if not isa.amx_bf16:
             raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
         self.isa = isa
-        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}", isa, lambda p: _build_bf16(p, isa))
+        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a", isa, lambda p: _build_bf16(p, isa))
         self.task_address = self.lib.address("bf16_task")
 
 
@@ -1094,7 +1115,9 @@ class IGemmCall:
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["lo"]], ctx[IGEMM_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
-        self.act_flags = epilogue.activation_code << ACT_SHIFT
+        self.act_flags = epilogue.tail_flags
+        pm = np.array(epilogue.affine or (1.0, 0.0), np.float32).view(np.uint32)
+        ctx[IGEMM_CONTEXT["pmul"]], ctx[IGEMM_CONTEXT["padd"]] = int(pm[0]), int(pm[1])
         self.task_address = (amx_bf16_kernels(packed.isa).task_address if packed.amx
                              else self.kernels.task_address)
 

@@ -264,10 +264,11 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     affine = None
     if len(out_logical) == 4 and depthwise_activation_ok(geo, "affine"):
         affine, last, fused = _post_affine(lowering, node, last, fused)
-    act = ""
-    if not geo.depthwise:  # the implicit GEMM's epilogue: HSwish, GELU, Swish, ...
+    act, gemm_affine = "", None
+    if not geo.depthwise:  # the implicit GEMM's epilogue: HSwish, GELU, Swish, ..., then a scalar affine
         act, last, fused = take_epilogue_activation(lowering, node, last, fused, (lo, hi))
-    kernel = Conv2d(geo, w, Epilogue(lo, hi, act), num_threads=lowering.threads, isa=lowering.isa,
+        gemm_affine, last, fused = _post_affine(lowering, node, last, fused)
+    kernel = Conv2d(geo, w, Epilogue(lo, hi, act, gemm_affine), num_threads=lowering.threads, isa=lowering.isa,
                     precision=lowering.precision, activation=activation, affine=affine)
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)
@@ -373,9 +374,11 @@ def _lower_conv3d(lowering: Lowering, node: Node, w: np.ndarray, groups: int, st
 def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
     """Transposed convolutions, 1-D to 3-D, any strides, dilations, pads, output padding,
     output shape and groups. Stride 1 without much padding: an ordinary convolution with the
-    kernel flipped. Otherwise a GEMM into per-pixel columns and a gather that sums them
+    kernel flipped. 1-D with strides: one convolution per output phase, each writing every
+    ``stride``-th output pixel (:class:`~ember.devices.cpu.kernels.deconv.PhaseConvTranspose1d`).
+    Otherwise a GEMM into per-pixel columns and a gather that sums them
     (:mod:`~ember.devices.cpu.kernels.deconv`); depthwise ones gather from the input itself."""
-    from ember.devices.cpu.kernels.deconv import ConvTranspose, DeconvGeometry
+    from ember.devices.cpu.kernels.deconv import ConvTranspose, DeconvGeometry, PhaseConvTranspose1d, phase_plans
     from ember.devices.cpu.kernels.gemm import Epilogue
 
     w = const_of(node.input_values()[1])
@@ -396,19 +399,30 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
                          tuple(int(d) for d in (attrs["dilations"] or [1] * n_sp)), pb, groups)
     if rank != 5 and _as_convolution(lowering, node, geo, wg):
         return True
+    # 1-D with strides: one ordinary convolution per output phase (no columns, no gather)
+    phases = rank == 3 and not geo.depthwise and geo.strides[0] > 1 and phase_plans(
+        geo.spatial[0], geo.out_spatial[0], geo.kernel[0], geo.strides[0], geo.dilations[0],
+        geo.pads_begin[0]) is not None
     bias, residual, (lo, hi), last, fused = _epilogue(lowering, node, geo.cout)
-    kernel = ConvTranspose(geo, wg, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
-                           precision=lowering.precision)
+    kernel: ConvTranspose | PhaseConvTranspose1d
+    if phases:
+        kernel = PhaseConvTranspose1d(geo, wg, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
+                                      precision=lowering.precision)
+    else:
+        kernel = ConvTranspose(geo, wg, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
+                               precision=lowering.precision)
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)
     y = _channels_last_value(lowering, ys, last.friendly_name, last)
     ins = [x] + ([residual] if residual is not None else [])
     outs = [y]
-    if not geo.depthwise:
+    if not geo.depthwise and not phases:
         outs.append(lowering.value(geo.cols_shape, PLAIN, name=node.friendly_name + "/cols"))
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
         res = _kernel_view(a[1], rank) if residual is not None else None
+        if isinstance(kernel, PhaseConvTranspose1d):
+            return kernel.bind(_kernel_view(a[0], rank), _kernel_view(o[0], rank), bias, res)
         return kernel.bind(_kernel_view(a[0], rank), _kernel_view(o[0], rank), o[1] if len(o) > 1 else None,
                            bias, res)
 
