@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -94,3 +95,76 @@ BROADCASTS: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(BROADCASTS))
 def test_broadcast_rank_5_to_8(name: str) -> None:
     _check(*BROADCASTS[name])
+
+
+# -- f64 transcendental functions (the C library's, lane by lane) -----------------------------
+def _f64(shape: tuple[int, ...], scale: float = 3.0) -> np.ndarray:
+    return _f(shape, np.float64, scale=scale)
+
+
+def _unit64(shape: tuple[int, ...]) -> np.ndarray:
+    """Values in (-1, 1) and around it, for the inverse functions."""
+    a = RNG.uniform(-1.2, 1.2, shape)
+    a.reshape(-1)[:4] = [1.0, -1.0, np.nan, 0.0]
+    return a
+
+
+F64: dict[str, Case] = {
+    **{f"f64-{name}": _case(getattr(ops, name), _f64((3, 37)), rtol=1e-13)
+       for name in ("exp", "log", "tanh", "sigmoid", "erf", "softplus", "sin", "cos", "tan", "atan", "sinh", "cosh",
+                    "asinh", "mish", "softsign", "hswish", "hsigmoid")},
+    **{f"f64-{name}": _case(getattr(ops, name), _unit64((2, 29)), rtol=1e-13) for name in ("asin", "acos", "atanh")},
+    "f64-acosh": _case(ops.acosh, np.abs(_f64((2, 29))) + 0.5, rtol=1e-13),
+    "f64-gelu-erf-tanh": _case(lambda a: [ops.gelu(a), ops.gelu(a, "tanh")], _f64((4, 21)), rtol=1e-13),
+    "f64-swish-elu-selu": _case(lambda a: [ops.swish(a, np.array(1.5, np.float64)), ops.elu(a, 0.7),
+                                           ops.selu(a, np.array([1.67], np.float64), np.array([1.05], np.float64))],
+                                _f64((2, 33)), rtol=1e-13),
+    "f64-power-runtime": _case(ops.power, np.abs(_f64((3, 17))), _f64((1, 17)), rtol=1e-13),
+    "f64-power-scalar": _case(lambda a: ops.power(a, np.array([1.7], np.float64)), np.abs(_f64((40,))), rtol=1e-13),
+    "f64-chain-exp-log-mul": _case(lambda a, b: ops.log(ops.add(ops.exp(ops.multiply(a, b)), np.array([1.0], np.float64))),
+                                   _f64((5, 13)), _f64((13,)), rtol=1e-13),
+    "f64-exp-extremes": _case(ops.exp, np.array([700.0, 710.0, -745.0, -750.0, 1e-300, -0.0, np.inf, -np.inf, np.nan]),
+                              rtol=1e-13),
+    "f64-empty": _case(ops.tanh, np.zeros((0, 4), np.float64)),
+    "f64-sigmoid-r5-broadcast": _case(lambda a, b: ops.sigmoid(ops.add(a, b)), _f64(_alternating(5)[0]),
+                                      _f64(_alternating(5)[1]), rtol=1e-13),
+}
+
+
+@pytest.mark.parametrize("name", list(F64))
+def test_f64_math(name: str) -> None:
+    _check(*F64[name])
+
+
+# -- f16 and bf16 tensors (computed in f32, rounded after each op as numpy does) --------------
+BF = np.dtype(ml_dtypes.bfloat16)
+
+
+def _h(shape: tuple[int, ...], dtype=np.float16, scale: float = 3.0) -> np.ndarray:  # noqa: ANN001
+    return _f(shape, np.float32, scale=scale).astype(dtype)
+
+
+HALVES: dict[str, Case] = {
+    **{f"f16-{name}": _case(getattr(ops, name), _h((3, 37)), rtol=2e-3)
+       for name in ("exp", "log", "tanh", "sigmoid", "erf", "sqrt", "relu", "negative", "floor", "softplus", "gelu")},
+    **{f"bf16-{name}": _case(getattr(ops, name), _h((3, 37), BF), rtol=1.6e-2)
+       for name in ("exp", "tanh", "sigmoid", "relu", "gelu")},
+    **{f"{t}-{name}": _case(getattr(ops, name), _h((2, 3, 19), dt), _h((3, 1), dt), rtol=2e-3 if t == "f16" else 1.6e-2)
+       for t, dt in (("f16", np.float16), ("bf16", BF))
+       for name in ("add", "subtract", "multiply", "divide", "maximum", "minimum", "squared_difference")},
+    "f16-compare-select": _case(lambda a, b: ops.select(ops.less(a, b), a, b), _h((4, 33)), _h((33,))),
+    "f16-chain-scalar": _case(lambda a: ops.tanh(ops.add(ops.multiply(a, np.array([0.5], np.float16)), np.array([1.0], np.float16))),
+                              _h((5, 40)), rtol=2e-3),
+    "f16-overflow": _case(lambda a: ops.multiply(a, np.array([1000.0], np.float16)), _h((64,), scale=100.0)),
+    "f16-to-f32-and-back": _case(lambda a: ops.convert(ops.exp(ops.convert(a, "f32")), "f16"), _h((3, 21)), rtol=2e-3),
+    "f32-to-f16-to-i32": _case(lambda a: ops.convert(ops.convert(a, "f16"), "i32"), _f((50,), scale=100.0)),
+    "f32-to-bf16-exp": _case(lambda a: ops.exp(ops.convert(a, "bf16")), _f((3, 30)), rtol=1.6e-2),
+    "bf16-to-f32": _case(lambda a: ops.convert(a, "f32"), _h((7, 9), BF)),
+    "f16-empty": _case(ops.sigmoid, np.zeros((2, 0), np.float16)),
+    "f16-power": _case(lambda a: ops.power(ops.absolute(a), np.array([1.5], np.float16)), _h((40,)), rtol=2e-3),
+}
+
+
+@pytest.mark.parametrize("name", list(HALVES))
+def test_f16_bf16_elementwise(name: str) -> None:
+    _check(*HALVES[name])

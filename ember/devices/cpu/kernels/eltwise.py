@@ -16,7 +16,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import ml_dtypes
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
@@ -27,6 +29,8 @@ from ember.devices.cpu.llvm.vector import VectorMath, fmuladd, lane_mask
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 F64 = ir.DoubleType()
+I16 = ir.IntType(16)
+BF16 = np.dtype(ml_dtypes.bfloat16)
 
 # =========================================================================== elementwise programs
 # A fused elementwise chain runs as a small program over blocks of BLOCK elements: each
@@ -60,18 +64,26 @@ UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "ta
              "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "wrap32",
              "wrap16", "wrap8", "wrapu8", "bnot", "tan", "atan", "sinh", "cosh", "asin", "acos", "asinh",
              "acosh", "atanh",
-             "sin", "cos")
+             "sin", "cos", "round_f16", "round_bf16")
 BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu", "mod", "floormod", "pydiv",
               "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "pow", "band", "bor", "bxor")
-#: the ops each register type implements (f64 has no transcendental functions; i64 no float ones)
+#: f64 functions computed by the C library's scalar functions, lane by lane (exact as numpy's
+#: float64 math, which uses the same library or matches it within an ulp or two)
+F64_LIBM = ("exp", "log", "tanh", "erf", "sin", "cos", "tan", "atan", "sinh", "cosh", "asin", "acos", "asinh",
+            "acosh", "atanh", "expm1", "log1p", "pow")
+#: f64 ops built from those and arithmetic
+_F64_MATH = ("exp", "log", "sigmoid", "tanh", "erf", "gelu_erf", "gelu_tanh", "swish", "hswish", "hsigmoid", "elu",
+             "softplus", "mish", "mulc", "addc", "rsubc", "rdivc", "powc", "softsign", "selu", "hardsigmoid", "tan",
+             "atan", "sinh", "cosh", "asin", "acos", "asinh", "acosh", "atanh", "sin", "cos")
+#: the ops each register type implements (i64 has no float ones)
 _F64_UNARY = ("neg", "abs", "relu", "clamp", "floor", "ceil", "sqrt", "square", "sign", "round_even",
-              "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool")
+              "round_away", "isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", *_F64_MATH)
 _I64_UNARY = ("neg", "abs", "relu", "clamp", "square", "sign", "not", "tobool", "wrap32", "wrap16", "wrap8", "wrapu8",
               "bnot")
 SUPPORTED = {
     "f32": frozenset(UNARY_OPS) - {"wrap32", "wrap16", "wrap8", "wrapu8", "bnot"}
     | frozenset(BINARY_OPS) - {"pydiv", "band", "bor", "bxor"},
-    "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pydiv", "pow", "band", "bor", "bxor"},
+    "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"pydiv", "band", "bor", "bxor"},
     "i64": frozenset(_I64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pow"},
 }
 #: op types that run as one opcode of the program (the elementwise lowering rule reads these
@@ -87,17 +99,23 @@ NATIVE_BINARY = {"BitwiseAnd": "band", "BitwiseOr": "bor", "BitwiseXor": "bxor",
                  "FloorMod": "floormod", "Equal": "eq", "NotEqual": "ne", "Less": "lt", "LessEqual": "le",
                  "Greater": "gt", "GreaterEqual": "ge", "LogicalAnd": "and", "LogicalOr": "or",
                  "LogicalXor": "xor"}
+#: f32 ops that round a value to f16 or bf16 (a chain on f16/bf16 tensors rounds after each op, as
+#: numpy and REFERENCE do: each op computes in f32 and rounds its result)
+ROUND_FOR = {np.dtype(np.float16): "round_f16", BF16: "round_bf16"}
 #: ops whose result is a boolean (0/1 in the register type)
 BOOL_RESULT = frozenset({"isnan", "isinf", "isinf_pos", "isinf_neg", "isfinite", "not", "tobool", "eq", "ne",
                          "lt", "le", "gt", "ge", "and", "or", "xor"})
 assert set(NATIVE_UNARY.values()) <= set(UNARY_OPS) and set(NATIVE_BINARY.values()) <= set(BINARY_OPS)
 
 #: element types a program loads and stores (bool is stored as 0/1 bytes)
-_ELEM = {"f32": F32, "f64": F64, "i32": I32, "i64": I64, "u8": I8, "bool": I8, "i8": I8, "i16": ir.IntType(16)}
+#: (f16 and bf16 travel as their 16 bits, converted to and from f32 in registers)
+_ELEM = {"f32": F32, "f64": F64, "i32": I32, "i64": I64, "u8": I8, "bool": I8, "i8": I8, "i16": ir.IntType(16),
+         "f16": ir.IntType(16), "bf16": ir.IntType(16)}
 LOAD_OPS = {"load": "f32", "load_f64": "f64", "load_i32": "i32", "load_i64": "i64", "load_u8": "u8", "load_i8": "i8",
-            "load_i16": "i16"}
+            "load_i16": "i16", "load_f16": "f16", "load_bf16": "bf16"}
 STORE_OPS = {"store": "f32", "store_f64": "f64", "store_i32": "i32", "store_i64": "i64", "store_u8": "u8",
-             "store_bool": "bool", "store_i8": "i8", "store_i16": "i16"}
+             "store_bool": "bool", "store_i8": "i8", "store_i16": "i16", "store_f16": "f16", "store_bf16": "bf16"}
+assert len(LOAD_OPS) + len(STORE_OPS) <= 20
 OPCODES: dict[str, int] = {}
 for _i, _n in enumerate((*LOAD_OPS, *STORE_OPS)):
     OPCODES[_n] = _i
@@ -110,11 +128,13 @@ OPCODES["select"] = 200
 #: the LOAD opcode for an input's numpy dtype (converted to the register type as it is read)
 LOAD_FOR = {np.dtype(np.float32): "load", np.dtype(np.float64): "load_f64", np.dtype(np.int32): "load_i32",
             np.dtype(np.int64): "load_i64", np.dtype(np.uint8): "load_u8", np.dtype(np.bool_): "load_u8",
-            np.dtype(np.int8): "load_i8", np.dtype(np.int16): "load_i16"}
+            np.dtype(np.int8): "load_i8", np.dtype(np.int16): "load_i16", np.dtype(np.float16): "load_f16",
+            BF16: "load_bf16"}
 #: the STORE opcode for an output's numpy dtype
 STORE_FOR = {np.dtype(np.float32): "store", np.dtype(np.float64): "store_f64", np.dtype(np.int32): "store_i32",
              np.dtype(np.int64): "store_i64", np.dtype(np.uint8): "store_u8", np.dtype(np.bool_): "store_bool",
-             np.dtype(np.int8): "store_i8", np.dtype(np.int16): "store_i16"}
+             np.dtype(np.int8): "store_i8", np.dtype(np.int16): "store_i16", np.dtype(np.float16): "store_f16",
+             BF16: "store_bf16"}
 
 
 class _Regs:
@@ -216,6 +236,12 @@ def _unary(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> 
         return r.from_mask(b.fcmp_ordered("==", x, c(-math.inf)))
     if name == "isfinite":
         return r.from_mask(b.fcmp_ordered("<", r.abs(x), c(math.inf)))
+    if name == "round_f16":  # f32 -> f16 -> f32 (rounds to nearest even, overflows to inf)
+        return b.fpext(b.fptrunc(x, vec(ir.HalfType(), r.lanes)), r.vt)
+    if name == "round_bf16":
+        return _bf16_to_f32(r.e, _f32_to_bf16(r.e, x, r.lanes), r.lanes)
+    if r.rtype == "f64":
+        return _unary_f64(r, name, x, imm0, imm1)
     # -- f32 only
     if name == "exp":
         return mth.exp(x)
@@ -272,6 +298,107 @@ def _unary(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> 
     if name in ("asin", "acos", "asinh", "acosh", "atanh"):
         return _inverse(r, name, x)
     raise AssertionError(name)
+
+
+def libm_symbols() -> dict[str, int]:
+    """The C library's f64 functions the f64 programs call, registered with LLVM under
+    ``ember_libm_<name>`` (once per process; the kernels resolve them when loaded)."""
+    return _libm_symbols()
+
+
+@functools.cache
+def _libm_symbols() -> dict[str, int]:
+    import ctypes
+    import ctypes.util
+
+    libm = ctypes.CDLL(ctypes.util.find_library("m") or None)
+    out = {}
+    for name in F64_LIBM:
+        addr = ctypes.cast(getattr(libm, name), ctypes.c_void_p).value
+        assert addr is not None
+        llvm.add_symbol(f"ember_libm_{name}", addr)
+        out[name] = addr
+    return out
+
+
+def _libm(r: _Regs, name: str, *xs: ir.Value) -> ir.Value:
+    """The C library's f64 ``name`` of each lane (one scalar call per lane)."""
+    b = r.b
+    fn = r.e.declare(f"ember_libm_{name}", F64, [F64] * len(xs))
+    out: ir.Value = ir.Constant(r.vt, None)
+    for i in range(r.lanes):
+        out = b.insert_element(out, b.call(fn, [b.extract_element(x, c32(i)) for x in xs]), c32(i))
+    return out
+
+
+def _unary_f64(r: _Regs, name: str, x: ir.Value, imm0: ir.Value, imm1: ir.Value) -> ir.Value:
+    """f64 functions, with REFERENCE's formulas (numpy in float64)."""
+    b, c = r.b, r.c
+    if name in F64_LIBM:
+        return _libm(r, name, x)
+    if name == "sigmoid":  # 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below
+        t = _libm(r, "exp", b.fneg(r.abs(x)))
+        return r.sel(b.fcmp_ordered(">=", x, c(0.0)), b.fdiv(c(1.0), b.fadd(c(1.0), t)), b.fdiv(t, b.fadd(c(1.0), t)))
+    if name == "softplus":  # numpy's logaddexp(0, x): max(x, 0) + log1p(e^-|x|)
+        y = b.fadd(r.sel(b.fcmp_ordered(">", x, c(0.0)), x, c(0.0)), _libm(r, "log1p", _libm(r, "exp", b.fneg(r.abs(x)))))
+        return r.sel(b.fcmp_unordered("uno", x, x), x, y)
+    if name == "gelu_erf":
+        return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), _libm(r, "erf", b.fdiv(x, c(math.sqrt(2))))))
+    if name == "gelu_tanh":
+        inner = b.fmul(c(math.sqrt(2 / math.pi)), b.fadd(x, b.fmul(c(0.044715), b.fmul(b.fmul(x, x), x))))
+        return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), _libm(r, "tanh", inner)))
+    if name == "swish":
+        return b.fmul(x, _unary_f64(r, "sigmoid", b.fmul(x, imm0), imm0, imm1))
+    if name in ("hswish", "hsigmoid"):
+        h = b.fadd(x, c(3.0))
+        h = r.sel(b.fcmp_ordered("<", h, c(0.0)), c(0.0), h)
+        h = r.sel(b.fcmp_ordered(">", h, c(6.0)), c(6.0), h)
+        return b.fdiv(b.fmul(x, h), c(6.0)) if name == "hswish" else b.fdiv(h, c(6.0))
+    if name == "elu":
+        return r.sel(b.fcmp_ordered(">", x, c(0.0)), x, b.fmul(imm0, b.fsub(_libm(r, "exp", x), c(1.0))))
+    if name == "selu":
+        return b.fmul(imm1, r.sel(b.fcmp_ordered(">", x, c(0.0)), x, b.fmul(imm0, b.fsub(_libm(r, "exp", x), c(1.0)))))
+    if name == "hardsigmoid":
+        h = b.fadd(b.fmul(imm0, x), imm1)
+        h = r.sel(b.fcmp_ordered("<", h, c(0.0)), c(0.0), h)
+        return r.sel(b.fcmp_ordered(">", h, c(1.0)), c(1.0), h)
+    if name == "softsign":
+        return b.fdiv(x, b.fadd(c(1.0), r.abs(x)))
+    if name == "mish":
+        return b.fmul(x, _libm(r, "tanh", _unary_f64(r, "softplus", x, imm0, imm1)))
+    if name == "mulc":
+        return b.fmul(x, imm0)
+    if name == "addc":
+        return b.fadd(x, imm0)
+    if name == "rsubc":
+        return b.fsub(imm0, x)
+    if name == "rdivc":
+        return b.fdiv(imm0, x)
+    if name == "powc":
+        return _libm(r, "pow", x, imm0)
+    raise AssertionError(name)
+
+
+def _f32_to_bf16(e: Emitter, x: ir.Value, lanes: int) -> ir.Value:
+    """f32 lanes as bf16 bits: rounded to nearest even, NaN kept quiet (as ml_dtypes)."""
+    b = e.b
+    vi = vec(I32, lanes)
+    bits = b.bitcast(x, vi)
+
+    def k(v: int) -> ir.Constant:
+        return ir.Constant(vi, [v] * lanes)
+
+    odd = b.and_(b.lshr(bits, k(16)), k(1))
+    rounded = b.lshr(b.add(bits, b.add(k(0x7FFF), odd)), k(16))
+    nan = b.or_(b.lshr(bits, k(16)), k(0x40))
+    out = b.select(b.fcmp_unordered("uno", x, x), nan, rounded)
+    return b.trunc(out, vec(I16, lanes))
+
+
+def _bf16_to_f32(e: Emitter, v: ir.Value, lanes: int) -> ir.Value:
+    b = e.b
+    vi = vec(I32, lanes)
+    return b.bitcast(b.shl(b.zext(v, vi), ir.Constant(vi, [16] * lanes)), vec(F32, lanes))
 
 
 def _sincos(r: _Regs, x: ir.Value, cosine: bool, tangent: bool = False) -> ir.Value:
@@ -460,7 +587,7 @@ def _binary(r: _Regs, name: str, x: ir.Value, y: ir.Value) -> ir.Value:
     if name == "prelu":
         return r.sel(r.cmp("<", x, r.c(0)), b.fmul(x, y), x)
     if name == "pow":
-        return _pow(r, x, y)
+        return _libm(r, "pow", x, y) if r.rtype == "f64" else _pow(r, x, y)
     raise AssertionError(name)
 
 
@@ -469,6 +596,15 @@ def _convert(e: Emitter, v: ir.Value, src: str, dst: str, lanes: int) -> ir.Valu
     b = e.b
     if src == dst or (src, dst) == ("bool", "u8"):
         return v
+    if src in ("f16", "bf16"):  # through f32
+        f = b.fpext(b.bitcast(v, vec(ir.HalfType(), lanes)), vec(F32, lanes)) if src == "f16" else \
+            _bf16_to_f32(e, v, lanes)
+        return _convert(e, f, "f32", dst, lanes)
+    if dst in ("f16", "bf16"):
+        f = _convert(e, v, src, "f32", lanes)
+        if dst == "bf16":
+            return _f32_to_bf16(e, f, lanes)
+        return b.bitcast(b.fptrunc(f, vec(ir.HalfType(), lanes)), vec(I16, lanes))
     st, dt = _ELEM[src], _ELEM[dst]
     svt, dvt = vec(st, lanes), vec(dt, lanes)
     sfloat, dfloat = src in ("f32", "f64"), dst in ("f32", "f64")
@@ -498,7 +634,10 @@ def _convert(e: Emitter, v: ir.Value, src: str, dst: str, lanes: int) -> ir.Valu
 #: library most models load (and compile once per machine) stays small
 EXTENDED = frozenset({"sin", "cos", "tan", "atan", "sinh", "cosh", "asin", "acos", "asinh", "acosh", "atanh", "pow",
                       "selu", "hardsigmoid", "softsign", "round_away", "mod", "floormod", "load_i8", "load_i16",
-                      "store_i8", "store_i16", "load_f64", "store_f64"})
+                      "store_i8", "store_i16", "load_f64", "store_f64", "load_f16", "store_f16", "load_bf16",
+                      "store_bf16", "round_f16", "round_bf16"})
+#: besides EXTENDED, the ops of each register type's full library (f64: the C library's functions)
+_EXTENDED_FOR = {"f32": EXTENDED, "f64": EXTENDED | frozenset(_F64_MATH), "i64": EXTENDED}
 
 
 def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool = True) -> None:
@@ -518,7 +657,7 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool 
     c1 = e.min(h["inner"], b.add(c0, h["cb"]))
     ninstr = h["ninstr"]
     y = b.inttoptr(h["y"], PTR)
-    supported = SUPPORTED[rtype] if full else SUPPORTED[rtype] - EXTENDED
+    supported = SUPPORTED[rtype] if full else SUPPORTED[rtype] - _EXTENDED_FOR[rtype]
 
     def reg(rg: ir.Value, v: int | ir.Value) -> ir.Value:
         return e.gep(vt, regs, b.add(b.mul(rg, c64(nvec)), v if isinstance(v, ir.Value) else c64(v)))
@@ -678,6 +817,8 @@ def _build_eltwise(prefix: str, isa: Isa, rtype: str, full: bool) -> ir.Module:
 @functools.cache
 def _eltwise_library(isa: Isa, rtype: str = "f32", full: bool = False) -> jit.Library:
     tier = "full" if full else "core"
+    if rtype == "f64" and full:
+        libm_symbols()
     return jit.load(f"eltwise|{isa.level}|{rtype}|{tier}|b{BLOCK}|r{REGS}", isa,
                     lambda p: _build_eltwise(p, isa, rtype, full))
 
@@ -835,7 +976,7 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
     if len(inputs) > MAX_INPUTS or len(program) > MAX_INSTR:
         return None
     isa = isa or host_isa()
-    lib = _eltwise_library(isa, rtype, any(op[0] in EXTENDED for op in program))
+    lib = _eltwise_library(isa, rtype, any(op[0] in _EXTENDED_FOR[rtype] for op in program))
     if y.size == 0:  # nothing to compute (numpy gives empty arrays arbitrary strides)
         return BoundKernel(lib.address("eltwise_task"), ELTWISE_CONTEXT.new(), 0,
                            threads, (y, *inputs), layout=ELTWISE_CONTEXT)

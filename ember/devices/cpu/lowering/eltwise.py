@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.kernels.eltwise import LOAD_FOR, NATIVE_BINARY, NATIVE_UNARY, STORE_FOR, SUPPORTED
+from ember.devices.cpu.kernels.eltwise import (
+    BF16,
+    LOAD_FOR,
+    NATIVE_BINARY,
+    NATIVE_UNARY,
+    ROUND_FOR,
+    STORE_FOR,
+    SUPPORTED,
+)
 from ember.devices.cpu.lowering.driver import (
     F32,
     Lowering,
@@ -36,7 +44,7 @@ BOOL = np.dtype(np.bool_)
 I32 = np.dtype(np.int32)
 #: the register type a value of each dtype computes in (bool fits any; u8 only loads and stores)
 KIND = {F32: "f32", np.dtype(np.float64): "f64", I32: "i64", np.dtype(np.int64): "i64", np.dtype(np.int16): "i64",
-        np.dtype(np.int8): "i64", np.dtype(np.uint8): "i64"}
+        np.dtype(np.int8): "i64", np.dtype(np.uint8): "i64", np.dtype(np.float16): "f32", BF16: "f32"}
 #: the op that wraps an i64 register to a narrower integer type
 WRAP = {I32: "wrap32", np.dtype(np.int16): "wrap16", np.dtype(np.int8): "wrap8", np.dtype(np.uint8): "wrapu8"}
 #: ops after which an int32 result held in i64 registers wraps to 32 bits
@@ -45,6 +53,9 @@ _WRAPS = frozenset({"add", "sub", "mul", "div", "pydiv", "neg", "abs", "sqdiff",
 _BITWISE_BOOL = {"band": "and", "bor": "or", "bxor": "xor", "bnot": "not"}
 #: ops that take boolean operands as they are (0/1 in any register type)
 _BOOL_OK = frozenset({"eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "not", "select"})
+#: ops whose f32 result needs no rounding to f16/bf16 when their operands are f16/bf16 values
+_EXACT = frozenset({"", "neg", "abs", "relu", "max", "min", "select", "sign", "floor", "ceil", "round_even",
+                    "round_away", "round_f16", "round_bf16"})
 _MAX_PROGRAM = 20
 
 
@@ -108,7 +119,8 @@ def _unary_op(node: Node, kind: str | None) -> tuple[str, float, float] | None:
 
 
 #: element types whose numpy dtype is what they mean (sub-byte and nf4 unpack into u8/i8 codes)
-_PLAIN_TYPES = frozenset({Type.f32, Type.f64, Type.i32, Type.i64, Type.u8, Type.i8, Type.i16, Type.boolean})
+_PLAIN_TYPES = frozenset({Type.f32, Type.f64, Type.i32, Type.i64, Type.u8, Type.i8, Type.i16, Type.boolean, Type.f16,
+                          Type.bf16})
 
 
 def _plain(port: Output) -> bool:
@@ -132,11 +144,12 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
             if ks in ("f32", "f64") and out in WRAP:
                 return _Spec("", (0,), ks, last=True)  # f32 -> i32/i16/i8/u8: the store saturates
             k = kd or ks or "f32"
-            return _Spec("tobool" if to_bool else WRAP.get(out, "") if k == "i64" else "", (0,), k)
+            return _Spec("tobool" if to_bool else WRAP.get(out, "") if k == "i64" else ROUND_FOR.get(out, ""),
+                         (0,), k)
         if to_bool:
             return _Spec("tobool", (0,), kind)
         if kd == kind and not (kind == "i64" and src.kind == "f"):
-            return _Spec(WRAP.get(out, "") if kind == "i64" else "", (0,), kind)
+            return _Spec(WRAP.get(out, "") if kind == "i64" else ROUND_FOR.get(out, ""), (0,), kind)
         return _Spec("", (0,), kind, last=True)
     if t == "Select":
         if ins[0].element_type.dtype != BOOL or str(node.attrs.get("auto_broadcast", "numpy")).lower() not in (
@@ -169,9 +182,9 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
         return _Spec("", (0,), "i64")
     u = _unary_op(node, KIND[udt])
     if u is None:
-        if t == "Power" and udt == F32 and ins[1].element_type.dtype == F32 and str(
+        if t == "Power" and KIND[udt] in ("f32", "f64") and ins[1].element_type.dtype == udt and str(
                 node.attrs.get("auto_broadcast", "numpy")).lower() in ("numpy", "none"):
-            return _Spec("pow", (0, 1), "f32")
+            return _Spec("pow", (0, 1), KIND[udt])
         return None
     return _Spec(u[0], (0,), KIND[udt], (u[1], u[2]))
 
@@ -216,7 +229,7 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
 
     def emit(n: Node, chain: Output | None) -> bool:
         spec = _spec(n, chain, state["kind"])
-        if spec is None:
+        if spec is None or not _halves_ok(lowering, n):
             return False
         kind = state["kind"] if chain is not None else (spec.kind or "f32")
         if spec.kind is not None and spec.kind != kind:
@@ -238,10 +251,10 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
             s = scalar_of(other) if other != chain else None
             if s is not None and (op in ("add", "mul") or (op == "sub" and first)):
                 prog.append(("mulc" if op == "mul" else "addc", 0, 0, 0, -s if op == "sub" else s, 0.0))
-                return True
+                return _after(n, op, kind)
             if s is not None and not first:
                 prog.append(("rsubc" if op == "sub" else "rdivc", 0, 0, 0, s, 0.0))
-                return True
+                return _after(n, op, kind)
         regs: dict[Any, int] = {}
         if chain is not None:
             regs[chain] = 0
@@ -269,9 +282,12 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
         return _after(n, op, kind)
 
     def _after(n: Node, op: str, kind: str) -> bool:
-        wrap = WRAP.get(n.output(0).element_type.dtype)
+        out = n.output(0).element_type.dtype
+        wrap = WRAP.get(out)
         if kind == "i64" and wrap is not None and op in _WRAPS:
             prog.append((wrap, 0, 0, 0, 0.0, 0.0))
+        if kind == "f32" and out in ROUND_FOR and op not in _EXACT:  # f16/bf16 round after each op, as numpy
+            prog.append((ROUND_FOR[out], 0, 0, 0, 0.0, 0.0))
         return True
 
     if not emit(node, None):
@@ -356,6 +372,14 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
 
 
 _FOLD_MAX = 1 << 24
+_F16 = np.dtype(np.float16)
+
+
+def _halves_ok(lowering: Lowering, node: Node) -> bool:
+    """f16 tensors convert with F16C on x86 (without it LLVM would call a runtime helper)."""
+    if lowering.isa.triple.startswith("x86_64") and "+f16c" not in lowering.isa.features:
+        return all(p.element_type.dtype != _F16 for p in (*node.input_values(), *node.outputs()))
+    return True
 
 
 def _fold_constant(lowering: Lowering, node: Node) -> bool:
