@@ -1317,7 +1317,8 @@ def _scale_shift(node: Node, bias: np.ndarray | None) -> tuple[np.ndarray, np.nd
 def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.conv import ConvGeometry
     from ember.devices.cpu.kernels.gemm import Epilogue
-    from ember.devices.cpu.kernels.int8_gemm import Int8Conv2d, Int8Depthwise, padded_channels
+    from ember.devices.cpu.kernels.int8_depthwise import int8_depthwise
+    from ember.devices.cpu.kernels.int8_gemm import Int8Conv2d, padded_channels
 
     _unclaim(node)
     x = lowering.tensor(node.input_values()[0])
@@ -1336,8 +1337,8 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
     kernel: Any
     if depthwise:
         zps = const_of(node.input_values()[4]) if len(node.input_values()) > 4 else a["zero_point"]
-        kernel = Int8Depthwise(geo, w, scale, shift, zps, Epilogue(tail.lo, tail.hi), lowering.threads,
-                               lowering.isa, tail.quantize, tail.residual_quantize, fast=fast_requantize())
+        kernel = int8_depthwise(geo, w, scale, shift, zps, Epilogue(tail.lo, tail.hi), lowering.threads,
+                                lowering.isa, tail.quantize, tail.residual_quantize, fast=fast_requantize())
     else:
         kernel = Int8Conv2d(geo, w, scale, shift, a["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
                             lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
