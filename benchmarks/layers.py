@@ -4,6 +4,7 @@ process, in alternating rounds, so that a busy machine's noise hits both alike.
     python benchmarks/layers.py --models ppocr-det                 # zoo key, as compare.py
     python benchmarks/layers.py --models ppocr-rec,efficientnet-lite0 --rounds 40 --top 15
     python benchmarks/layers.py --models model.onnx --precision bf16
+    python benchmarks/layers.py --models mobilenet_v2 --precision int8 --threads 1
 
 For each network: the median wall time of each engine, the time per op type (ember's exec
 graph types against OpenVINO's, which names fused groups ``Subgraph`` and its fully connected
@@ -28,11 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import model_spec  # noqa: E402 - the sibling benchmark's model table
 
 
-def _compile(core: Any, path: Path, shapes: dict[str, list[int]], precision: str) -> Any:
+def _compile(core: Any, path: Path, shapes: dict[str, list[int]], precision: str, threads: int = 0) -> Any:
     model = core.read_model(str(path))
     if shapes:
         model.reshape(shapes)
-    config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    config: dict[str, Any] = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY",
+                              "INFERENCE_PRECISION_HINT": "f32" if precision == "int8" else precision}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
     return core.compile_model(model, "CPU", config).create_infer_request()
 
 
@@ -40,7 +44,7 @@ def _us(t: Any) -> float:
     return t.total_seconds() * 1e6 if hasattr(t, "total_seconds") else float(t)
 
 
-def profile(name: str, rounds: int, precision: str, seed: int) -> dict[str, Any]:
+def profile(name: str, rounds: int, precision: str, seed: int, threads: int = 0) -> dict[str, Any]:
     """Per-op and per-type mean times (us) and median wall times (ms) of ember and OpenVINO."""
     import openvino as ov
 
@@ -49,8 +53,13 @@ def profile(name: str, rounds: int, precision: str, seed: int) -> dict[str, Any]
     spec = model_spec(name)
     feeds = spec.make_inputs(seed)
     shapes = {k: list(v.shape) for k, v in feeds.items()}
-    reqs = {"ember": _compile(ember.Core(), spec.path, shapes, precision),
-            "OpenVINO": _compile(ov.Core(), spec.path, shapes, precision)}
+    path = spec.path
+    if precision == "int8":  # the NNCF IR compare.py --precision int8 makes (cached), run by both engines
+        from compare import int8_models
+
+        path = int8_models(spec)[0]
+    reqs = {"ember": _compile(ember.Core(), path, shapes, precision, threads),
+            "OpenVINO": _compile(ov.Core(), path, shapes, precision, threads)}
     ops: dict[str, collections.Counter] = {k: collections.Counter() for k in reqs}
     types: dict[str, collections.Counter] = {k: collections.Counter() for k in reqs}
     wall: dict[str, list[float]] = {k: [] for k in reqs}
@@ -93,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="ppocr-det,ppocr-rec", help="comma-separated zoo keys (as compare.py) or .onnx paths")
     ap.add_argument("--rounds", type=int, default=30, help="alternating inferences per engine")
-    ap.add_argument("--precision", default="f32", help="INFERENCE_PRECISION_HINT of both engines")
+    ap.add_argument("--precision", default="f32",
+                    help="INFERENCE_PRECISION_HINT of both engines, or int8: compare.py's NNCF IR (f32 remainder)")
+    ap.add_argument("--threads", type=int, default=0, help="INFERENCE_NUM_THREADS of both engines (0: default)")
     ap.add_argument("--top", type=int, default=20, help="most expensive ops listed per engine")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     for name in args.models.split(","):
-        print(report(profile(name.strip(), args.rounds, args.precision, args.seed), args.top), flush=True)
+        print(report(profile(name.strip(), args.rounds, args.precision, args.seed, args.threads), args.top), flush=True)
     return 0
 
 
