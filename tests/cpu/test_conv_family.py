@@ -319,6 +319,60 @@ def test_conv_transpose_kernel_channel_slices_and_residual() -> None:
     np.testing.assert_allclose(y, np.maximum(want + bias + res, 0), rtol=1e-5, atol=1e-5)
 
 
+PHASE_CASES = [
+    # (batch, width, out width, cin, cout, kernel, stride, dilation, pad_begin, groups, residual, slices)
+    (1, 512 // 16, 64, 32, 16, 4, 2, 1, 1, 1, False, False),   # the U-Net's ConvTranspose1d(k4, s2, p1)
+    (3, 7, 14, 10, 6, 4, 2, 1, 1, 1, True, True),              # whole batch in one call per phase
+    (2, 7, 15, 10, 6, 4, 2, 1, 1, 1, True, False),             # odd output: one call per image and phase
+    (1, 6, 19, 4, 9, 5, 3, 1, -1, 1, False, True),             # negative pad, phases of 2 and 1 taps
+    (2, 5, 17, 6, 4, 3, 3, 2, 2, 2, True, True),               # dilated, grouped
+    (1, 9, 20, 5, 3, 4, 2, 3, 0, 1, False, False),             # dilation 3: phases of offsets 3 apart
+    (1, 1, 4, 8, 5, 4, 4, 1, 0, 1, False, False),              # one input pixel, one tap per phase
+]
+
+
+@pytest.mark.parametrize("case", PHASE_CASES, ids=lambda c: f"n{c[0]}-w{c[1]}-k{c[5]}s{c[6]}d{c[7]}p{c[8]}g{c[9]}")
+def test_phase_conv_transpose_1d_kernel(case: tuple) -> None:
+    """Strided 1-D transposed convolutions as one convolution per output phase, against the
+    numpy transposed convolution: bias, residual, ReLU, channel slices of wider buffers (the
+    channels around the output untouched), batches in one call or per image."""
+    from ember.devices.cpu.kernels.deconv import DeconvGeometry, PhaseConvTranspose1d, phase_plans
+    from ember.devices.cpu.kernels.gemm import Epilogue
+    from ember.ops.conv import conv_backprop
+
+    n, w_in, w_out, cin, cout, k, s, d, pb, g, with_res, slices = case
+    assert phase_plans(w_in, w_out, k, s, d, pb) is not None
+    geo = DeconvGeometry(n, (w_in,), (w_out,), cin, cout, (k,), (s,), (d,), (pb,), g)
+    w = _w(g, cin // g, cout // g, k)
+    wide_x = _f(n, w_in, cin + (5 if slices else 0))
+    x = wide_x[..., 2:2 + cin] if slices else wide_x
+    wide_y = np.full((n, w_out, cout + (7 if slices else 0)), 3.5, np.float32)
+    y = wide_y[..., 4:4 + cout] if slices else wide_y
+    bias = _f(cout)
+    res = _f(n, w_out, cout) if with_res else None
+    PhaseConvTranspose1d(geo, w, Epilogue.relu(), num_threads=2)(x, y, bias, res)
+    want = np.moveaxis(conv_backprop(np.moveaxis(x, -1, 1), w, (s,), (d,), (pb,), (w_out,)), 1, -1) + bias
+    want = np.maximum(want + (res if res is not None else 0), 0)
+    np.testing.assert_allclose(y, want, rtol=2e-5, atol=2e-5)
+    if slices:
+        assert (wide_y[..., :4] == 3.5).all() and (wide_y[..., 4 + cout:] == 3.5).all()
+
+
+def test_phase_plans_and_lowering() -> None:
+    """A phase with no tap (kernel 2, stride 3) keeps the GEMM + gather path; a strided 1-D
+    transposed convolution lowers to phase convolutions, with no column buffer."""
+    from ember.devices.cpu.kernels.deconv import phase_plans
+
+    assert phase_plans(5, 15, 2, 3, 1, 0) is None
+    plans = phase_plans(512, 1024, 4, 2, 1, 1)
+    assert plans is not None and [p.taps for p in plans] == [(3, 1), (2, 0)]
+    for build, shape in ((deconv((1, 10, 9), 6, (4,), (2,), (1,), (1,)), (1, 10, 9)),
+                         (deconv((1, 5, 4), 3, (2,), (3,)), (1, 5, 4))):
+        _, cm = _run(build(), "CPU", _f(*shape))
+        names = [t.name for op in cm._executable.program.ops for t in op.outputs]
+        assert any(name.endswith("/cols") for name in names) == (shape[1] == 5)
+
+
 @pytest.mark.parametrize("name", ["deconv-k4s2p1", "deconv1d-k4s2p1", "deconv-grouped", "deconv3d-k3s2p1"])
 def test_conv_transpose_bf16(name: str) -> None:
     """bf16 when asked (and supported): the GEMM runs in bf16, within bf16's tolerance."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -363,4 +364,130 @@ class ConvTranspose:
         return y
 
 
-__all__ = ["COL2IM_CONTEXT", "ConvTranspose", "DeconvGeometry", "axis_table"]
+# --------------------------------------------------------------------------- 1-D by output phase
+@dataclass(frozen=True)
+class PhasePlan:
+    """One output phase of a strided 1-D transposed convolution as an ordinary convolution.
+
+    Outputs ``phase, phase + stride, ...`` (``count`` of them) take input pixel
+    ``j + offset`` through kernel tap ``t`` for every tap with ``phase + pad - t * dilation ==
+    offset * stride``: a convolution of the input pixels ``lo .. lo + width`` with those taps
+    (ascending offset, so descending ``t``), ``dilation`` apart, padded ``pad_begin`` /
+    ``pad_end`` pixels."""
+
+    phase: int
+    count: int
+    lo: int
+    width: int
+    taps: tuple[int, ...]
+    dilation: int
+    pad_begin: int
+    pad_end: int
+
+
+def phase_plans(n_in: int, n_out: int, k: int, s: int, d: int, pad: int) -> list[PhasePlan] | None:
+    """The output phases of a 1-D transposed convolution (see :class:`PhasePlan`), or None when
+    some phase has no tap reaching the input (its outputs would be the bias alone)."""
+    plans = []
+    for r in range(min(s, n_out)):
+        count = -(-(n_out - r) // s)
+        offsets = {t: (r + pad - t * d) // s for t in range(k) if (r + pad - t * d) % s == 0}
+        taps = sorted((t for t, e in offsets.items() if -(count - 1) <= e <= n_in - 1), key=lambda t: offsets[t])
+        if not taps:
+            return None
+        es = [offsets[t] for t in taps]
+        step = es[1] - es[0] if len(es) > 1 else 1
+        lo = max(0, es[0])
+        hi = min(n_in, count + es[-1])
+        span = step * (len(es) - 1) + 1
+        pb = lo - es[0]
+        plans.append(PhasePlan(r, count, lo, hi - lo, tuple(taps), step, pb, count - 1 + span - (hi - lo) - pb))
+    return plans
+
+
+def _nhwc_view(a: np.ndarray, images: int, pixels: int, image_stride: int, pixel_stride: int) -> np.ndarray:
+    """A ``[images, 1, pixels, C]`` view of ``a``'s memory (strides in floats) as the
+    convolution kernel reads it (its one row spans its pixels)."""
+    row = pixels * pixel_stride
+    return np.lib.stride_tricks.as_strided(a, (images, 1, pixels, a.shape[-1]),
+                                           (image_stride * 4, row * 4, pixel_stride * 4, 4))
+
+
+class PhaseConvTranspose1d:
+    """A strided 1-D transposed convolution as ``stride`` ordinary convolutions, one per output
+    phase (:func:`phase_plans`), each writing its outputs (every ``stride``-th pixel) in place
+    with the epilogue fused: no column buffer, no gather pass.
+
+    Same weights and buffers as :class:`ConvTranspose` (``x [N, W, C]``, ``y [N, OW, CO]``,
+    channel slices allowed); raises :class:`~ember.errors.EmberError` when a phase has no tap
+    (check :func:`phase_plans` first)."""
+
+    def __init__(self, geometry: DeconvGeometry, weights: np.ndarray, epilogue: Epilogue = NO_EPILOGUE,
+                 num_threads: int | None = None, isa: Isa | None = None,
+                 precision: Precision | str = Precision.F32):
+        g = geometry
+        if len(g.spatial) != 1:
+            raise EmberError("ember: PhaseConvTranspose1d is for 1-D transposed convolutions")
+        plans = phase_plans(g.spatial[0], g.out_spatial[0], g.kernel[0], g.strides[0], g.dilations[0],
+                            g.pads_begin[0])
+        if plans is None:
+            raise EmberError("ember: a phase of this transposed convolution has no tap")
+        self.geometry, self.plans = g, plans
+        cg, og = g.cin // g.groups, g.cout // g.groups
+        w = np.asarray(weights, np.float32)
+        if w.shape != (g.groups, cg, og, *g.kernel):
+            raise EmberError(f"ember: transposed convolution weights have shape {w.shape}, expected "
+                             f"{(g.groups, cg, og, *g.kernel)}")
+        self._weights = [np.ascontiguousarray(w[..., list(p.taps)].transpose(0, 2, 1, 3).reshape(
+            g.cout, cg, 1, len(p.taps))) for p in plans]
+        self._args = (epilogue, num_threads, isa, precision)
+        self._convs: dict[int, list[Any]] = {}
+        self.precision = self._phase_convs(g.batch if g.batch > 0 else 1)[0].precision
+
+    def _phase_convs(self, images: int) -> list[Any]:
+        """One Conv2d per phase over ``images`` images (built once per count)."""
+        from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
+
+        convs = self._convs.get(images)
+        if convs is None:
+            g = self.geometry
+            convs = [Conv2d(ConvGeometry(images, 1, p.width, g.cin, g.cout, 1, len(p.taps), dilations=(1, p.dilation),
+                                         pads_begin=(0, p.pad_begin), pads_end=(0, p.pad_end), groups=g.groups),
+                            w, *self._args) for p, w in zip(self.plans, self._weights)]
+            self._convs[images] = convs
+        return convs
+
+    def bind(self, x: np.ndarray, y: np.ndarray, bias: np.ndarray | None = None,
+             residual: np.ndarray | None = None) -> list[BoundKernel]:
+        """The calls of one run over these buffers (arrays or views of a plan's arena)."""
+        g = self.geometry
+        ldx, xn = _strides("x", x, g.input_shape)
+        ldy, yn = _strides("y", y, g.output_shape)
+        ldr, rn = (ldy, yn) if residual is None else _strides("residual", residual, g.output_shape)
+        s, n_out = g.strides[0], g.out_spatial[0]
+        # one call per phase over the whole batch when each phase's outputs are evenly spaced
+        # across images (as the kernel wants), else one per image and phase
+        whole = g.batch > 1 and n_out % s == 0 and yn == n_out * ldy and rn == n_out * ldr
+        images = g.batch if whole else 1
+        calls = []
+        for img in range(0, g.batch, images):
+            for p, conv in zip(self.plans, self._phase_convs(images)):
+                out_stride = p.count * s  # pixels between images, as the kernel reads them
+                xv = _nhwc_view(x[img:, p.lo:], images, p.width, xn, ldx)
+                yv = _nhwc_view(y[img:, p.phase:], images, p.count, out_stride * ldy, s * ldy)
+                rv = None if residual is None else _nhwc_view(residual[img:, p.phase:], images, p.count,
+                                                               out_stride * ldr, s * ldr)
+                calls.append(conv.bind(xv, yv, bias, rv))
+        return calls
+
+    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, bias: np.ndarray | None = None,
+                 residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:
+        """Compute into ``y`` (allocated when None) and return it."""
+        if y is None:
+            y = aligned_empty(self.geometry.output_shape)
+        for k in self.bind(x, y, bias, residual):
+            k.run(pool)
+        return y
+
+
+__all__ = ["COL2IM_CONTEXT", "ConvTranspose", "DeconvGeometry", "PhaseConvTranspose1d", "axis_table", "phase_plans"]
