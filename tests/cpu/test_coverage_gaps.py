@@ -168,3 +168,39 @@ HALVES: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(HALVES))
 def test_f16_bf16_elementwise(name: str) -> None:
     _check(*HALVES[name])
+
+
+# -- reductions on f64, f16, bf16, u8, i8, i16, and integer means ------------------------------
+def _red(name: str, axes: list[int], keep: bool = False) -> Callable[..., object]:
+    return lambda a: getattr(ops, name)(a, np.array(axes, np.int64), keep)
+
+
+_REDUCERS = ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_l1", "reduce_l2")
+REDUCTIONS: dict[str, Case] = {
+    **{f"f64-{n}-{ax}": _case(_red(n, list(ax)), _f((3, 5, 17), np.float64, scale=1.0), rtol=1e-12)
+       for n in _REDUCERS for ax in ((2,), (0, 2))},
+    "f64-max-short-rows": _case(_red("reduce_max", [-1]), _f((100, 3), np.float64)),
+    "f64-mean-keep-odd": _case(_red("reduce_mean", [1], True), _f((7, 33, 5), np.float64, edge=False), rtol=1e-13),
+    "f64-sum-empty": _case(_red("reduce_sum", [1]), np.zeros((3, 0, 2), np.float64)),
+    **{f"f16-{n}": _case(_red(n, [1]), _h((4, 9, 6), scale=1.0), rtol=4e-3) for n in _REDUCERS},
+    "f16-mean-last-short": _case(_red("reduce_mean", [-1]), _h((50, 3)), rtol=4e-3),
+    **{f"bf16-{n}": _case(_red(n, [2]), _h((4, 9, 6), BF, scale=1.0), rtol=2e-2)
+       for n in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_l2")},
+    **{f"u8-{n}": _case(_red(n, [1]), _i((5, 7, 3), np.uint8, 0, 255))
+       for n in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_l1")},
+    **{f"i8-{n}": _case(_red(n, [0, 2]), _i((5, 7, 3), np.int8, -128, 127))
+       for n in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_l1")},
+    "i16-sum-mean": _case(lambda a: [_red("reduce_sum", [1])(a), _red("reduce_mean", [1])(a)],
+                          _i((4, 300), np.int16, -30000, 30000)),
+    "u8-max-empty": _case(_red("reduce_max", [1]), np.zeros((2, 0), np.uint8)),
+    "u8-min-empty": _case(_red("reduce_min", [1]), np.zeros((2, 0), np.uint8)),
+    **{f"{t}-mean": _case(_red("reduce_mean", [1]), _i((6, 7, 5), dt, -1000, 1000))
+       for t, dt in (("i32", np.int32), ("i64", np.int64))},
+    "i32-mean-wraps": _case(_red("reduce_mean", [0]), np.full((4, 3), 2**30, np.int32)),
+    "i64-mean-keep-axes-0-2": _case(_red("reduce_mean", [0, 2], True), _i((3, 4, 5), np.int64, -50, 50)),
+}
+
+
+@pytest.mark.parametrize("name", list(REDUCTIONS))
+def test_reductions_other_types(name: str) -> None:
+    _check(*REDUCTIONS[name])

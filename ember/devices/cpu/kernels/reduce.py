@@ -37,6 +37,12 @@ REDUCE_CONTEXT = ContextLayout(
     ("x", "y", "outer", "r", "inner", "xs_o", "xs_r", "ys_o", "rpt", "ib", "nib", "sqrt", "scale"),
     pointers=("x", "y"))
 _IDENTITY = {"sum": 0.0, "max": -math.inf, "min": math.inf, "prod": 1.0}
+F64 = ir.DoubleType()
+
+
+def _scale(e: ContextEmitter, et: ir.Type) -> ir.Value:
+    """The context's scale word: f64 bits for f64 reductions, else f32 bits."""
+    return e.b.bitcast(e.arg("scale"), F64) if et == F64 else e.arg("scale", F32)
 
 
 class _Red:
@@ -44,7 +50,8 @@ class _Red:
 
     def __init__(self, e: Emitter, op: str, pre: str, et: ir.Type = F32) -> None:
         self.e, self.b, self.op, self.pre, self.et = e, e.b, op, pre, et
-        self.is_float = et == F32
+        self.is_float = et in (F32, F64)
+        self.fsfx = "f64" if et == F64 else "f32"
 
     def const(self, t: ir.Type, x: float) -> ir.Constant:
         v = x if self.is_float else int(x)
@@ -61,7 +68,7 @@ class _Red:
         if self.pre == "abs":
             if not self.is_float:
                 return b.select(b.icmp_signed("<", v, self.const(v.type, 0)), b.sub(self.const(v.type, 0), v), v)
-            suffix = f"v{v.type.count}f32" if isinstance(v.type, ir.VectorType) else "f32"
+            suffix = f"v{v.type.count}{self.fsfx}" if isinstance(v.type, ir.VectorType) else self.fsfx
             return self.e.call(f"llvm.fabs.{suffix}", v.type, [v])
         if self.pre == "square":
             return b.fmul(v, v) if self.is_float else b.mul(v, v)
@@ -88,7 +95,7 @@ class _Red:
             return acc
         b = self.b
         vector = isinstance(acc.type, ir.VectorType)
-        suffix = f"v{acc.type.count}f32" if vector else "f32"
+        suffix = f"v{acc.type.count}{self.fsfx}" if vector else self.fsfx
         root = self.e.call(f"llvm.sqrt.{suffix}", acc.type, [acc])
         s = self.e.splat(scale, acc.type.count) if vector else scale
         return b.select(b.icmp_signed("!=", sqrt, c64(0)), root, b.fmul(acc, s))
@@ -101,20 +108,24 @@ class _Red:
         return s
 
     def load(self, vt: ir.VectorType, ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
-        if self.is_float:
+        if self.et == F32:
             return masked_load(self.e, vt, ptr, mask)
         if mask is None:
             return self.e.load(vt, ptr, align=1)
-        name = f"llvm.masked.load.v{vt.count}i{self.et.width}.p0"
+        name = f"llvm.masked.load.v{vt.count}{self._name}.p0"
         return self.e.call(name, vt, [ptr, c32(1), mask, ir.Constant(vt, None)])
 
+    @property
+    def _name(self) -> str:
+        return "f64" if self.et == F64 else f"i{self.et.width}"
+
     def store(self, v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
-        if self.is_float:
+        if self.et == F32:
             masked_store(self.e, v, ptr, mask)
         elif mask is None:
             self.b.store(v, ptr, align=1)
         else:
-            self.e.call(f"llvm.masked.store.v{v.type.count}i{self.et.width}.p0", VOID, [v, ptr, c32(1), mask])
+            self.e.call(f"llvm.masked.store.v{v.type.count}{self._name}.p0", VOID, [v, ptr, c32(1), mask])
 
 
 def _concat(b: ir.IRBuilder, vs: list[ir.Value]) -> ir.Value:
@@ -142,7 +153,7 @@ def _emit_short(m: ir.Module, prefix: str, lanes: int, r: int, op: str, pre: str
     r0 = b.mul(task, rpt)
     r1 = e.min(outer, b.add(r0, rpt))
     x, y = e.arg("x", PTR), e.arg("y", PTR)
-    sqrt, scale = e.arg("sqrt"), e.arg("scale", F32)
+    sqrt, scale = e.arg("sqrt"), _scale(e, et)
     nfull = b.add(r0, b.mul(b.sdiv(b.sub(r1, r0), c64(lanes)), c64(lanes)))
     with e.loop(r0, nfull, lanes, name="o") as o:
         base = e.gep(et, x, b.mul(o, c64(r)))
@@ -180,7 +191,7 @@ def _emit_rows(m: ir.Module, prefix: str, lanes: int, op: str, pre: str, et: ir.
     r1 = e.min(outer, b.add(r0, rpt))
     x, y = e.arg("x", PTR), e.arg("y", PTR)
     xs_o, ys_o = e.arg("xs_o"), e.arg("ys_o")
-    sqrt, scale = e.arg("sqrt"), e.arg("scale", F32)
+    sqrt, scale = e.arg("sqrt"), _scale(e, et)
     rmain = b.mul(b.sdiv(R, c64(lanes)), c64(lanes))
     with e.loop(r0, r1, name="o") as o:
         row = e.gep(et, x, b.mul(o, xs_o))
@@ -211,7 +222,7 @@ def _emit_mid(m: ir.Module, prefix: str, lanes: int, op: str, pre: str, et: ir.T
     x = e.gep(et, e.arg("x", PTR), b.mul(o, e.arg("xs_o")))
     y = e.gep(et, e.arg("y", PTR), b.mul(o, e.arg("ys_o")))
     xs_r = e.arg("xs_r")
-    sqrt, scale = e.arg("sqrt"), e.arg("scale", F32)
+    sqrt, scale = e.arg("sqrt"), _scale(e, et)
 
     def block(i: ir.Value, mask: ir.Value | None) -> None:
         acc = e.var(vt, red.identity(vt))
@@ -228,7 +239,7 @@ def _emit_mid(m: ir.Module, prefix: str, lanes: int, op: str, pre: str, et: ir.T
     b.ret_void()
 
 
-_ELEMENT = {np.dtype(np.float32): F32, np.dtype(np.int32): I32, np.dtype(np.int64): I64}
+_ELEMENT = {np.dtype(np.float32): F32, np.dtype(np.int32): I32, np.dtype(np.int64): I64, np.dtype(np.float64): F64}
 
 
 @functools.cache
@@ -253,7 +264,7 @@ def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str 
     """``y[o, i] = op_r pre(x[o, r, i])``, then times ``scale`` or square-rooted (``sqrt``).
 
     ``x`` is an ``[outer, R, inner]`` view with a contiguous inner axis (any outer and R
-    strides), ``y`` an ``[outer, inner]`` view with a contiguous inner axis; f32, or int32/int64
+    strides), ``y`` an ``[outer, inner]`` view with a contiguous inner axis; f32, f64, or int32/int64
     (sums and products wrap; no scale or root)."""
     if op not in OPS or pre not in PRES or x.dtype not in _ELEMENT or y.dtype != x.dtype:
         raise ValueError(f"ember: internal: reduction {op}/{pre} of {x.dtype}")
@@ -262,6 +273,7 @@ def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str 
     isa = isa or host_isa()
     lanes = isa.f32_lanes
     ctx = REDUCE_CONTEXT.new()
+    scale_word = int(np.array([scale], np.float64).view(np.int64)[0]) if x.dtype == np.float64 else f32_bits(scale)
     items = outer * r * max(inner, 1)
     xs_o, xs_r, ys_o = x.strides[0] // item, x.strides[1] // item, y.strides[0] // item
     if inner == 1:
@@ -274,7 +286,7 @@ def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str 
             rpt = max(lanes, -(-rpt // lanes) * lanes)
         n_tasks = -(-outer // rpt)
         ctx[:] = REDUCE_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, outer=outer, r=r, inner=1, xs_o=xs_o,
-                                    xs_r=1, ys_o=ys_o, rpt=rpt, sqrt=int(sqrt), scale=f32_bits(scale))
+                                    xs_r=1, ys_o=ys_o, rpt=rpt, sqrt=int(sqrt), scale=scale_word)
         if r > 1 and xs_r != 1 and not short:  # rows must be contiguous: read them as [outer*?]
             raise ValueError("ember: internal: reduce rows need a contiguous reduced axis")
         lib = _library(isa, op, pre, r if short else 0, x.dtype.name)
@@ -285,7 +297,7 @@ def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str 
         nib = -(-inner // ib)
         n_tasks = outer * nib
         ctx[:] = REDUCE_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, outer=outer, r=r, inner=inner, xs_o=xs_o,
-                                    xs_r=xs_r, ys_o=ys_o, ib=ib, nib=nib, sqrt=int(sqrt), scale=f32_bits(scale))
+                                    xs_r=xs_r, ys_o=ys_o, ib=ib, nib=nib, sqrt=int(sqrt), scale=scale_word)
         task = _library(isa, op, pre, 0, x.dtype.name).address("mid_task")
     if y.size == 0:
         n_tasks = 0

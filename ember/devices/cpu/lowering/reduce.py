@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from ember.devices.cpu.lowering.driver import (
@@ -25,6 +26,15 @@ from ember.errors import EmberError
 from ember.graph.node import Node
 from ember.graph.types import Type
 
+F64 = np.dtype(np.float64)
+I32 = np.dtype(np.int32)
+I64 = np.dtype(np.int64)
+#: element types reduced in a wider one: converted on the way in and back on the way out (f16
+#: and bf16 in f32; u8/i8/i16 in int32, whose sums and products wrap to the same low bits)
+_VIA = {np.dtype(np.float16): F32, np.dtype(ml_dtypes.bfloat16): F32, np.dtype(np.uint8): I32,
+        np.dtype(np.int8): I32, np.dtype(np.int16): I32}
+#: the i64-register op that wraps an int32 sum back to the narrow type, for integer means
+_WRAP = {np.dtype(np.uint8): "wrapu8", np.dtype(np.int8): "wrap8", np.dtype(np.int16): "wrap16"}
 #: op type -> (kernel op, first-pass pre-op)
 _REDUCE_OPS = {"ReduceMean": ("sum", "none"), "ReduceSum": ("sum", "none"), "ReduceMax": ("max", "none"),
                "ReduceMin": ("min", "none"), "ReduceProd": ("prod", "none"), "ReduceL1": ("sum", "abs"),
@@ -49,10 +59,13 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
     xport = node.input_values()[0]
     axes_v = const_of(node.input_values()[1])
     dtype = xport.element_type.dtype
-    integer = xport.element_type in (Type.i32, Type.i64)
-    if not (dtype == F32 or integer) or axes_v is None:
+    if xport.element_type not in (Type.f32, Type.f64, Type.i32, Type.i64, Type.f16, Type.bf16, Type.u8, Type.i8,
+                                  Type.i16) or axes_v is None:
         return False
-    if integer and node.type_name in ("ReduceMean", "ReduceL2"):  # truncations of float results
+    via = _VIA.get(dtype)
+    work = via or dtype
+    integer = work in (I32, I64)
+    if integer and node.type_name == "ReduceL2":  # the root of a float sum, truncated
         return False
     shape = static_shape(xport)
     rank = len(shape)
@@ -63,8 +76,8 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
         return False
     op, pre = _REDUCE_OPS[node.type_name]
     total = int(np.prod([shape[a] for a in axes]))
-    if total == 0 and op in ("max", "min") and not integer:  # REFERENCE gives the finite ends
-        return False
+    if total == 0 and op in ("max", "min") and (not integer or dtype.itemsize < 4 and dtype.kind == "i"):
+        return False  # REFERENCE gives the type's finite ends
     keep = bool(node.attrs["keep_dims"])
     out_shape = static_shape(node.output(0))
     src = lowering.tensor(xport)
@@ -73,6 +86,11 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
     sqrt = node.type_name == "ReduceL2"
     threads = lowering.threads
     isa = lowering.isa
+    if via is not None or (integer and node.type_name == "ReduceMean"):
+        y = _widened(lowering, node, lowering.native_input(src, PLAIN), shape, axes, op, pre, scale, sqrt, out_shape,
+                     dtype, work)
+        lowering.finish(node, y, [])
+        return True
     if src.layout == NHWC and axes == [2, 3]:  # global pooling: reduce H*W of [N, H*W, C] in place
         n, h, w, c = src.shape
         src = lowering.native_input(src, NHWC, contiguous=True)
@@ -101,6 +119,52 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
                 dtype)
     lowering.finish(node, y, [])
     return True
+
+
+def _convert_op(lowering: Lowering, name: str, src: list[Tensor], y: Tensor, program: list[tuple],
+                rtype: str) -> None:
+    """An elementwise program from ``src`` into ``y`` (loads and stores convert)."""
+    from ember.devices.cpu.kernels.eltwise import eltwise_kernel
+
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        k = eltwise_kernel(outs[0], ins, program, threads, isa, rtype)
+        if k is None:
+            raise EmberError(f"ember: internal: conversion '{name}' does not fit the kernel")
+        return [k]
+
+    lowering.program.add(Op(name, "Convert", src, [y], native=True, bind=bind))
+
+
+def _widened(lowering: Lowering, node: Node, src: Tensor, shape: tuple[int, ...], axes: list[int], op: str, pre: str,
+             scale: float, sqrt: bool, out_shape: tuple[int, ...], dtype: np.dtype, work: np.dtype) -> Tensor:
+    """A reduction computed in ``work`` (f32 for f16/bf16, int32 for narrow integers), and an
+    integer mean: the input converted, the passes, then the result converted back (an integer
+    mean divides the wrapped sum, truncating toward zero, as REFERENCE does)."""
+    from ember.devices.cpu.kernels.eltwise import LOAD_FOR, STORE_FOR
+
+    name = node.friendly_name
+    rtype = "f32" if work == F32 else "i64"
+    cur = src
+    if work != dtype:
+        cur = lowering.value(shape, PLAIN, work, name=name + "/in")
+        _convert_op(lowering, name + "/in", [src], cur, [(LOAD_FOR[dtype], 0, 0, 0, 0.0, 0.0),
+                                                         (STORE_FOR[work], 0, 0, 0, 0.0, 0.0)], rtype)
+    mean = node.type_name == "ReduceMean" and rtype == "i64"
+    red = _passes(lowering, node, cur, shape, axes, op, pre, 1.0 if mean else scale, sqrt, out_shape, work)
+    y = lowering.value(out_shape, PLAIN, dtype, name=name + "/out")
+    program: list[tuple] = [(LOAD_FOR[work], 0, 0, 0, 0.0, 0.0)]
+    ins = [red]
+    if mean:
+        if dtype in _WRAP:
+            program.append((_WRAP[dtype], 0, 0, 0, 0.0, 0.0))
+        total = int(np.prod([shape[a] for a in axes]))
+        ins.append(lowering.program.const(np.array(total, np.int64)))
+        program += [("load_i64", 1, 1, 0, 0.0, 0.0), ("div", 0, 0, 1, 0.0, 0.0)]
+    program.append((STORE_FOR[dtype], 0, 0, 0, 0.0, 0.0))
+    _convert_op(lowering, name + "/out", ins, y, program, rtype)
+    return y
 
 
 def _passes(lowering: Lowering, node: Node, cur: Tensor, shape: tuple[int, ...], axes: list[int], op: str, pre: str,
