@@ -204,3 +204,36 @@ REDUCTIONS: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(REDUCTIONS))
 def test_reductions_other_types(name: str) -> None:
     _check(*REDUCTIONS[name])
+
+
+# -- Broadcast and Tile of 1- and 2-byte items, and of rank 5-8 -------------------------------
+def _bcast(target: tuple[int, ...]) -> Callable[..., object]:
+    return lambda a: ops.broadcast(a, np.array(target, np.int64))
+
+
+def _tile(repeats: tuple[int, ...]) -> Callable[..., object]:
+    return lambda a: ops.tile(a, np.array(repeats, np.int64))
+
+
+MOVES: dict[str, Case] = {
+    **{f"broadcast-{t}": _case(_bcast((2, 3, 4, 5)), a) for t, a in (
+        ("u8", _i((1, 3, 1, 5), np.uint8, 0, 255)), ("i8", _i((3, 1, 5), np.int8, -128, 127)),
+        ("bool", _b((1, 3, 1, 5))), ("f16", _h((1, 3, 1, 5))), ("bf16", _h((3, 1, 1), BF)),
+        ("i16", _i((1, 1, 4, 1), np.int16, -999, 999)))},
+    **{f"tile-{t}": _case(_tile((2, 1, 3)), a) for t, a in (
+        ("u8", _i((3, 4, 5), np.uint8, 0, 255)), ("bool", _b((2, 3, 7))), ("f16", _h((3, 1, 5))),
+        ("i8-odd", _i((1, 7, 3), np.int8, -128, 127)))},
+    "tile-f16-new-axes": _case(_tile((2, 2, 1, 3)), _h((3, 5))),
+    "broadcast-bidirectional-u8": _case(lambda a: ops.broadcast(a, np.array([3, 1, 4], np.int64),
+                                                                broadcast_spec="BIDIRECTIONAL"),
+                                        _i((2, 1), np.uint8, 0, 255)),
+    "broadcast-explicit-bool": _case(lambda a: ops.broadcast(a, np.array([2, 3, 4], np.int64), np.array([1], np.int64),
+                                                             "EXPLICIT"), _b((3,))),
+    **{f"broadcast-f32-r{r}": _case(_bcast((2, 3, 4, 5, 3, 2, 3, 2)[:r]), _f(_alternating(r)[0])) for r in (5, 8)},
+    "tile-i64-r6": _case(_tile((1, 2, 1, 2, 1, 2)), _i((2, 3, 2, 1, 2, 3), np.int64)),
+}
+
+
+@pytest.mark.parametrize("name", list(MOVES))
+def test_broadcast_tile_items(name: str) -> None:
+    _check(*MOVES[name])

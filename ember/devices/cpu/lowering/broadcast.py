@@ -1,4 +1,4 @@
-"""Lowering rule for Broadcast and Tile of tensors with 4-byte items: one strided copy from a
+"""Lowering rule for Broadcast and Tile of tensors with 1-, 2-, 4- or 8-byte items: one strided copy from a
 view of the input with zero strides on the repeated axes. The op's own reference kernel, run
 once on an index probe, says where each output element comes from; the rule checks that this is
 such a view (for Tile, over the output split into (repeat, dimension) pairs)."""
@@ -40,7 +40,7 @@ def lower_broadcast(lowering: Lowering, node: Node) -> bool:
     data_p = node.input_values()[0]
     dtype = data_p.element_type.dtype
     consts = [const_of(p) for p in node.input_values()[1:]]
-    if dtype.itemsize not in (4, 8) or any(c is None for c in consts):
+    if dtype.itemsize not in (1, 2, 4, 8) or any(c is None for c in consts):
         return False
     in_shape, out_shape = static_shape(data_p), static_shape(node.output(0))
     size, out_size = int(np.prod(in_shape)), int(np.prod(out_shape))
@@ -60,14 +60,16 @@ def lower_broadcast(lowering: Lowering, node: Node) -> bool:
         return False
     src = lowering.native_input(lowering.tensor(data_p), PLAIN)
 
-    unit = dtype.itemsize // 4  # an 8-byte item moves as two 4-byte words (a last axis of 2)
+    # an 8-byte item moves as two 4-byte words (a last axis of 2); 1- and 2-byte items as they are
+    word = np.dtype({1: np.uint8, 2: np.uint16}.get(dtype.itemsize, np.float32))
+    unit = max(1, dtype.itemsize // 4)
     words = split + (unit,) if unit > 1 else split
 
     def views(a: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        flat = a.reshape(-1).view(np.float32)
-        st = tuple(4 * unit * s for s in strides) + ((4,) if unit > 1 else ())
+        flat = a.reshape(-1).view(word)
+        st = tuple(word.itemsize * unit * s for s in strides) + ((4,) if unit > 1 else ())
         return (np.lib.stride_tricks.as_strided(flat, words, st, writeable=False),
-                out.reshape(-1).view(np.float32).reshape(words))
+                out.reshape(-1).view(word).reshape(words))
 
     if strided_copy(*views(np.empty(in_shape, dtype), np.empty(out_shape, dtype)), 1, lowering.isa) is None:
         return False
