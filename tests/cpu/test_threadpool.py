@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ember.devices.cpu.kernels.gemm import Gemm, pack_b
+from ember.devices.cpu.runtime import threadpool as tp
 from ember.devices.cpu.runtime.threadpool import TASK_FN, ThreadPool
 from ember.errors import EmberError
 
@@ -223,3 +224,71 @@ def test_a_late_last_task_shorter_than_the_callers_work_counts_as_straggling():
         assert pool.serial_fallbacks == 1
     finally:
         pool.close()
+
+
+def _wait_until(cond, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return cond()
+
+
+def test_stats_count_parallel_serial_and_held_back_jobs():
+    """jobs counts parallel jobs only; a job run inline because the pool is busy (a nested call
+    from a task) is a serial job; every task still runs once."""
+    pool = ThreadPool(2)
+    counts = np.zeros(64, np.int64)
+    inner = _counter_task(counts, set())
+    inner_addr = ctypes.cast(inner, ctypes.c_void_p).value
+
+    @TASK_FN
+    def outer(ctx, t):
+        if t == 0:
+            pool.parallel_for(inner_addr, 0, 64)  # nested: the pool is held by this job
+
+    try:
+        before = pool.stats()
+        pool.parallel_for(inner_addr, 0, 64)
+        pool.parallel_for(inner_addr, 0, 64, num_threads=1)  # capped to the caller: not a pool job
+        pool.parallel_for(inner_addr, 0, 1)  # one task: never a pool job
+        d = pool.stats() - before
+        assert (d.jobs, d.serial_jobs) == (1, 0)
+        assert counts[0] == 3 and (counts[1:] == 2).all()
+        counts[:] = 0
+        pool.parallel_for(ctypes.cast(outer, ctypes.c_void_p).value, 0, 4)
+        d = pool.stats() - before
+        assert (d.jobs, d.serial_jobs) == (2, 1)
+        assert (counts == 1).all()
+        assert d.wait_us >= 0.0 and d.serial_fallbacks == 0
+    finally:
+        pool.close()
+
+
+def test_a_sleeping_worker_is_counted_and_wake_readies_it():
+    """With no spin budget, an idle worker sleeps on its futex and the next job must wake it
+    (counted). wake() without a job rouses it: it runs nothing, and once it is up and spinning
+    (a long budget now), a job needs no futex wake-up."""
+    pool = ThreadPool(2, spin_us=0.0)
+    counts = np.zeros(16, np.int64)
+    addr = ctypes.cast(_counter_task(counts, set()), ctypes.c_void_p).value
+    sleeping = tp._W0 + tp._W_SLEEPING
+    try:
+        assert _wait_until(lambda: pool._state[sleeping] == 1)
+        before = pool.stats()
+        pool.parallel_for(addr, 0, 16)
+        assert (pool.stats() - before).wakes == 1
+        assert (counts == 1).all()
+        assert _wait_until(lambda: pool._state[sleeping] == 1)
+        pool._state[tp._SPIN] = 1 << 40  # from now on a woken worker spins (a long while)
+        pool.wake()
+        assert _wait_until(lambda: pool._state[sleeping] == 0)
+        assert (counts == 1).all()  # woken without a job: nothing ran
+        before = pool.stats()
+        pool.parallel_for(addr, 0, 16)
+        assert (pool.stats() - before).wakes == 0
+        assert (counts == 2).all()
+    finally:
+        pool._state[tp._SPIN] = 1
+        pool.wake()
+        pool.close()
+    pool.wake()  # closed: nothing to wake, no error

@@ -122,6 +122,8 @@ class Instance:
         self.segments = [tuple(s) if isinstance(s, list) else s for s in segments]
         self._runner = run_steps_function()
         self._input_ids = [t.id for t in program.inputs]
+        #: threads of the widest native step: the workers woken as a run starts (pool.wake)
+        self._wake_threads = max((int(r[3]) for r in rows if r[2] > 1), default=1)
         # reference kernels run with numpy's BLAS on this thread only (see runtime/blas.py)
         self._reference_ops = [op for op in program.ops if not op.native and not op.physical]
         self._blas_guard: Any = BlasGuard() if self._reference_ops else contextlib.nullcontext()
@@ -219,6 +221,8 @@ class Instance:
         return self._run(inputs, profile)
 
     def _run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None) -> list[np.ndarray]:
+        if self._wake_threads > 1:  # the workers wake up while the inputs are bound, not in the first job
+            self.pool.wake(self._wake_threads)
         slots: dict[int, np.ndarray] = dict(zip(self._input_ids, inputs))
         held = []
         for binding in self.bindings:

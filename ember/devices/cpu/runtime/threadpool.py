@@ -19,6 +19,11 @@ short while (``spin_us``, default 100 microseconds) and then sleeps on a Linux f
 idle pool costs no CPU time. Each worker has its own futex word: a job wakes only the
 workers it uses. If the pool is busy (another Python thread's job, or a nested call from a
 task), ``parallel_for`` runs the tasks on the calling thread instead of waiting.
+:meth:`ThreadPool.wake` wakes the workers without a job: a plan calls it as an inference
+starts, so the futex wake-up (tens of microseconds on an idle core) overlaps the Python work
+before the first kernel instead of delaying the first job's workers.
+:meth:`ThreadPool.stats` counts jobs, futex wake-ups and the time callers waited for workers
+(``benchmarks/op_coverage.py --diagnose`` reports them per inference).
 
 Workers are pinned, each to its own CPU (``EMBER_PIN_THREADS=0`` turns it off): a worker
 woken after a long idle spell otherwise tends to land on its waker's CPU, and the next
@@ -40,6 +45,7 @@ import sys
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
@@ -68,6 +74,10 @@ _FALLBACKS = 40   # times the pool went serial (for tests and profiling)
 _BACKOFF_MAX = 41  # the longest serial spell, in ticks
 _BACKOFF_CUR = 42  # the next serial spell (doubles when straggling resumes right after one)
 _CALM = 43        # parallel jobs in a row without straggling (resets the spell length)
+# counters (read by PoolStats): parallel jobs; worker wake-ups that needed a futex wake (the
+# worker was asleep); cycle-counter ticks callers spent waiting for workers after their own
+# tasks; jobs run on the caller alone because of a serial spell or a busy pool
+_JOBS, _WAKES, _WAIT_TICKS, _SERIAL_JOBS = 44, 45, 46, 47
 _CLOSED = 1 << 31
 _COUNT_MASK = _CLOSED - 1
 _W0 = 64          # per worker: [gen (i32 futex) | sleeping | pool ptr | id | thread handle]
@@ -213,13 +223,15 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     b.position_at_end(quit_)
     b.ret(ir.Constant(PTR, None))
 
-    def wake_worker(e: Emitter, pool: ir.Value, i: ir.Value) -> None:
+    def wake_worker(e: Emitter, pool: ir.Value, i: ir.Value, count: bool = False) -> None:
         b = e.b
         line = word(e, pool, b.add(c64(_W0), b.mul(i, c64(_WSTRIDE))))
         b.atomic_rmw("add", word(e, line, _W_GEN), c32(1), "seq_cst")
         sleeping = b.load_atomic(word(e, line, _W_SLEEPING), "seq_cst", 8, typ=I64)
         with b.if_then(b.icmp_signed("!=", sleeping, c64(0))):
             futex(e, word(e, line, _W_GEN), _FUTEX_WAKE_PRIVATE, c32(1))
+            if count:
+                b.atomic_rmw("add", word(e, pool, _WAKES), c64(1), "monotonic")
 
     # ---- void parallel_for(pool, fn, ctx, n_tasks, n_threads)
     fn = Emitter.function(m, f"{prefix}_parallel_for", VOID, [PTR, task_ptr, PTR, I64, I64])
@@ -235,10 +247,14 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     b.position_at_end(check_clock)
     t_start = ticks(e)
     backing_off = b.icmp_unsigned("<", t_start, e.load(I64, word(e, pool, _SERIAL_UNTIL)))
-    b.cbranch(backing_off, serial, try_lock)
+    held_back = fn.append_basic_block("held_back")
+    b.cbranch(backing_off, held_back, try_lock)
     b.position_at_end(try_lock)
     got = b.cmpxchg(word(e, pool, _BUSY), c64(0), c64(1), "acquire", "monotonic")
-    b.cbranch(b.extract_value(got, 1), par, serial)
+    b.cbranch(b.extract_value(got, 1), par, held_back)
+    b.position_at_end(held_back)
+    b.atomic_rmw("add", word(e, pool, _SERIAL_JOBS), c64(1), "monotonic")
+    b.branch(serial)
     b.position_at_end(serial)
     with e.loop(0, n, name="t") as t:
         b.call(fnp, [ctx, t])
@@ -254,7 +270,7 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     job = b.add(b.and_(prev, c64(~0xFFFFFFFF)), c64(1 << 32))
     e.store_atomic(job, state, "seq_cst")
     with e.loop(0, nw, name="w") as i:
-        wake_worker(e, pool, i)
+        wake_worker(e, pool, i, count=True)
     own_tasks = e.var(I64, c64(0))
     run_tasks(e, pool, fnp, ctx, n, own_tasks)
     t_own = ticks(e)
@@ -280,6 +296,8 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     # longer than its own time, the old test, missed a worker running at half speed on a
     # shared core for the job's last task (a third slower than serial, never flagged).
     t_end = ticks(e)
+    for idx, add in ((_JOBS, c64(1)), (_WAIT_TICKS, b.sub(t_end, t_own))):  # under the busy lock
+        b.store(b.add(e.load(I64, word(e, pool, idx)), add), word(e, pool, idx))
     k = e.max(e.load(I64, own_tasks), c64(1))  # none taken: the workers did it all, no straggler
     total = b.sub(t_end, t_start)
     serial_est = b.add(b.udiv(b.mul(b.sub(t_own, t_start), n), k), e.load(I64, word(e, pool, _MIN_WAIT)))
@@ -343,6 +361,15 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
         b.call(join, [e.load(I64, word(e, line, _W_THREAD)), ir.Constant(PTR, None)])
     b.ret_void()
 
+    # ---- void wake(pool, n): wake up to n workers without a job (they spin, ready for the next)
+    fn = Emitter.function(m, f"{prefix}_wake", VOID, [PTR, I64])
+    e = Emitter(m, fn)
+    b = e.b
+    pool, n = fn.args
+    with e.loop(0, e.min(n, e.load(I64, word(e, pool, _NWORKERS))), name="w") as i:
+        wake_worker(e, pool, i)
+    b.ret_void()
+
     # ---- i64 ticks(): the cycle counter (0 where the target has none)
     fn = Emitter.function(m, f"{prefix}_ticks", I64, [])
     e = Emitter(m, fn)
@@ -376,10 +403,12 @@ def _pause_ns(lib: jit.Library) -> float:
     if _spin_ns is None:
         spin = lib.cfunc("spin", None, ctypes.c_int64)
         spin(1000)
-        n = 20000
-        t0 = time.perf_counter_ns()
-        spin(n)
-        _spin_ns = max((time.perf_counter_ns() - t0) / n, 0.5)
+        n, best = 4000, float("inf")
+        for _ in range(5):  # the fastest of several: a descheduled measurement reads too slow
+            t0 = time.perf_counter_ns()
+            spin(n)
+            best = min(best, (time.perf_counter_ns() - t0) / n)
+        _spin_ns = max(best, 0.5)
     return _spin_ns
 
 
@@ -454,6 +483,28 @@ def _unpin(cpus: list[int]) -> None:
             _pinned[cpu] = max(0, _pinned.get(cpu, 0) - 1)
 
 
+@dataclass(frozen=True)
+class PoolStats:
+    """Counters of a pool since it started (subtract two snapshots for an interval).
+
+    ``jobs``: jobs run in parallel; ``wakes``: times such a job found a worker asleep on its
+    futex and had to wake it (the worker joins late, tens of microseconds or, on a busy core,
+    a scheduler slice later); ``wait_us``: time callers spent waiting for workers after their
+    own share of the tasks; ``serial_jobs``: jobs run on the caller alone because of a serial
+    spell (``serial_fallbacks``) or because another thread's job held the pool.
+    """
+
+    jobs: int = 0
+    wakes: int = 0
+    wait_us: float = 0.0
+    serial_jobs: int = 0
+    serial_fallbacks: int = 0
+
+    def __sub__(self, other: PoolStats) -> PoolStats:
+        return PoolStats(self.jobs - other.jobs, self.wakes - other.wakes, self.wait_us - other.wait_us,
+                         self.serial_jobs - other.serial_jobs, self.serial_fallbacks - other.serial_fallbacks)
+
+
 class ThreadPool:
     """A pool of ``num_threads - 1`` native workers plus the calling thread.
 
@@ -495,6 +546,8 @@ class ThreadPool:
         self._pfor = self._lib.cfunc("parallel_for", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                      ctypes.c_int64, ctypes.c_int64)
         self._stop = self._lib.cfunc("stop", None, ctypes.c_void_p)
+        self._wake = self._lib.cfunc("wake", None, ctypes.c_void_p, ctypes.c_int64)
+        self._us_per_tick = 1e6 / hz if hz else 0.0
         failed = self._lib.cfunc("start", ctypes.c_int64, ctypes.c_void_p)(self.handle)
         self._closed = False
         self.pinned_cpus: list[int] = []
@@ -516,6 +569,19 @@ class ThreadPool:
         if self._closed:
             raise EmberError("ember: the thread pool is closed")
         self._pfor(self.handle, fn, ctx, n_tasks, self.num_threads if num_threads is None else num_threads)
+
+    def wake(self, num_threads: int | None = None) -> None:
+        """Wake the workers a job of ``num_threads`` threads (default: the pool's) would use,
+        without giving them work: they spin for ``spin_us``, so a job started within that time
+        finds them awake instead of paying their futex wake-up. Cheap when they are awake."""
+        if not self._closed:
+            self._wake(self.handle, (self.num_threads if num_threads is None else num_threads) - 1)
+
+    def stats(self) -> PoolStats:
+        """The pool's counters so far (see :class:`PoolStats`)."""
+        st = self._state
+        return PoolStats(int(st[_JOBS]), int(st[_WAKES]), float(st[_WAIT_TICKS]) * self._us_per_tick,
+                         int(st[_SERIAL_JOBS]), int(st[_FALLBACKS]))
 
     @property
     def serial_fallbacks(self) -> int:
