@@ -69,9 +69,10 @@ DW8_MAX_TAPS = 25
 DW8_COLUMNS = 32  # output columns per block inside a task
 #: rows of the parameter table (each ``ps`` floats, channels in the kernel's order): comp (i32
 #: bits), scale, shift, then the output's and the residual's FakeQuantize (il, ih, ih - il,
-#: steps, ol, oh, (oh - ol) / steps, 1 / (ih - il))
-P_COMP, P_SCALE, P_SHIFT, P_FQ, P_RES_FQ = 0, 1, 2, 3, 11
-P_ROWS = 19
+#: steps, ol, oh, (oh - ol) / steps, 1 / (ih - il)), then the folded steps' ``a``, ``b``, lowest
+#: and highest ``t`` (the step is ``rint(clamp(acc * a + b, lowest, highest))``)
+P_COMP, P_SCALE, P_SHIFT, P_FQ, P_RES_FQ, P_FOLD = 0, 1, 2, 3, 11, 19
+P_ROWS = 23
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,11 @@ class Dw8Spec:
     dw: int
     ldx: int
     flags: int
-    tail: bool
+    tail_lanes: int  # 0: no partial block; else the i32 lanes of the last block (4 * lanes channels)
+    tail_mask: bool  # the last block has fewer channels than that
     bounded: bool
+    folded: bool = False  # fast u8 steps out, nothing between: one FMA from the accumulator to the step
+    folded_clamp: bool = True  # the folded steps need their clamp (else the packs' saturation is it)
 
 
 def block_order(lanes: int) -> np.ndarray:
@@ -116,12 +120,11 @@ def _pack(e: Emitter, isa: Isa, a: ir.Value, b_: ir.Value, to: ir.IntType) -> ir
     """In-lane saturating pack of two vectors (dwords -> words, words -> bytes), exact for
     values in [0, 255]."""
     n = a.type.count
-    if isa.level in ("avx512", "avx2"):
-        bits = 512 if isa.level == "avx512" else 256
-        pre = "avx512" if bits == 512 else "avx2"
-        name = f"llvm.x86.{pre}.packusdw" + (".512" if bits == 512 else "") if to == I16 else \
-            f"llvm.x86.{pre}.packuswb" + (".512" if bits == 512 else "")
-        return e.call(name, vec(to, 2 * n), [a, b_])
+    bits = n * a.type.element.width
+    if isa.level in ("avx512", "avx2") and (bits < 512 or isa.level == "avx512"):
+        name = {(512, I16): "avx512.packusdw.512", (512, I8): "avx512.packuswb.512", (256, I16): "avx2.packusdw",
+                (256, I8): "avx2.packuswb", (128, I16): "sse41.packusdw", (128, I8): "sse2.packuswb.128"}[bits, to]
+        return e.call(f"llvm.x86.{name}", vec(to, 2 * n), [a, b_])
     per = 16 // (a.type.element.width // 8)  # elements per 128-bit lane
     mask = []
     for lane in range(0, n, per):
@@ -133,7 +136,7 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     L = isa.f32_lanes
-    nbytes = 4 * L  # channels of a block
+    nbytes = 4 * L  # channels of a full block
     taps = s.kh * s.kw
     groups = -(-taps // 4)
     fn = Emitter.function(m, f"{prefix}_dw8_task", VOID, [PTR, I64])
@@ -141,7 +144,6 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
     ctx.add_attribute("noalias")
     e = ContextEmitter(m, fn, DW8_SPEC_CONTEXT)
     b = e.b
-    vi, vf, vb = vec(I32, L), vec(F32, L), vec(I8, nbytes)
     nb, ng, ns = e.arg("nb"), e.arg("ng"), e.arg("ns")
     per_band = b.mul(ng, ns)
     per_img = b.mul(nb, per_band)
@@ -164,21 +166,24 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
     rimg = b.mul(img, b.mul(e.arg("oh"), e.arg("ow")))
     u8 = bool(s.flags & FLAG_U8)
     fast = bool(s.flags & FLAG_FAST)
-    fma = f"llvm.fma.v{L}f32"
-    zero_f = ir.Constant(vf, None)
-    order = [int(v) for v in block_order(L)]
-    inverse = [int(v) for v in np.argsort(block_order(L))]
     # the interior column range: every tap of these output columns is inside the image
     first = e.min(ow, e.cdiv(pl, s.sw))
     span = b.sub(b.add(b.sub(W, c64(1)), pl), c64((s.kw - 1) * s.dw))
     last = b.select(b.icmp_signed("<", span, c64(0)), c64(0), b.add(b.sdiv(span, c64(s.sw)), c64(1)))
     ox_lo, ox_hi = first, e.max(first, e.min(ow, last))
-    vlo, vhi = e.splat(e.arg("lo", F32), L), e.splat(e.arg("hi", F32), L)
 
-    def block(blk: ir.Value, mask: ir.Value | None, sx0: ir.Value, sx1: ir.Value) -> None:
+    def block(blk: ir.Value, mask: ir.Value | None, sx0: ir.Value, sx1: ir.Value, L: int) -> None:
+        """Block ``blk`` of ``4 * L`` channels (blocks before it are full ones) for columns [sx0, sx1)."""
+        nbytes_ = 4 * L
+        vi, vf, vb = vec(I32, L), vec(F32, L), vec(I8, nbytes_)
+        fma = f"llvm.fma.v{L}f32"
+        zero_f = ir.Constant(vf, None)
+        order = [int(v) for v in block_order(L)]
+        inverse = [int(v) for v in np.argsort(block_order(L))]
+        vlo, vhi = e.splat(e.arg("lo", F32), L), e.splat(e.arg("hi", F32), L)
         ch = b.mul(blk, c64(nbytes))
         wblk = e.gep(I8, wp, b.mul(blk, c64(groups * 4 * nbytes)))
-        wv = [[b.bitcast(e.load(vb, e.gep(I8, wblk, (g * 4 + k) * nbytes), align=nbytes), vi) for k in range(4)]
+        wv = [[b.bitcast(e.load(vb, e.gep(I8, wblk, (g * 4 + k) * nbytes_), align=nbytes_), vi) for k in range(4)]
               for g in range(groups)]
 
         def row(i: int) -> list[ir.Value]:
@@ -189,6 +194,7 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
         scale, shift = row(P_SCALE), row(P_SHIFT)
         fq = [row(P_FQ + i) for i in range(8)] if s.flags & (FLAG_FQ_MID | FLAG_FQ_END | FLAG_U8) else []
         rfq = [row(P_RES_FQ + i) for i in range(8)] if s.flags & FLAG_RES_FQ else []
+        fold = [row(P_FOLD + i) for i in range(4)] if s.folded else []
         zcol = e.gep(I8, zr, ch)
 
         def steps_of(x: ir.Value, p: list[list[ir.Value]], k: int) -> ir.Value:
@@ -223,7 +229,26 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
             whole = _shuffle(e, lo_, hi_, list(range(4 * L)))
             return [_shuffle(e, whole, whole, perm[q * L:(q + 1) * L]) for q in range(4)]
 
+        def store_steps(q32: list[ir.Value], pix: ir.Value) -> None:
+            words = [_pack(e, isa, q32[0], q32[1], I16), _pack(e, isa, q32[2], q32[3], I16)]
+            qb = _pack(e, isa, words[0], words[1], I8)
+            dst = e.gep(I8, e.arg("y", PTR), b.add(b.add(yimg, b.mul(pix, ldy)), ch))
+            if mask is None:
+                b.store(qb, dst, align=1)
+            else:
+                e.call(f"llvm.masked.store.v{nbytes_}i8.p0", VOID, [qb, dst, c32(1), mask])
+
         def epilogue(acc: list[ir.Value], pix: ir.Value) -> None:
+            if s.folded:  # t = acc * a + b, one rounding (the fast arithmetic's one-step contract)
+                q32 = []
+                for k in range(4):
+                    t = e.call(fma, vf, [b.sitofp(acc[k], vf), fold[0][k], fold[1][k]])
+                    if s.folded_clamp:
+                        t = e.call(f"llvm.minnum.v{L}f32", vf, [e.call(f"llvm.maxnum.v{L}f32", vf, [t, fold[2][k]]),
+                                                                 fold[3][k]])
+                    q32.append(b.fptosi(e.call(f"llvm.roundeven.v{L}f32", vf, [t]), vi))
+                store_steps(q32, pix)  # the packs saturate to [0, 255]
+                return
             out = [b.fadd(b.fmul(b.sitofp(acc[k], vf), scale[k]), shift[k]) for k in range(4)]
             if s.flags & FLAG_FQ_MID:
                 out = [fq_value(out[k], fq, k) for k in range(4)]
@@ -246,14 +271,7 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
                     x = b.select(b.fcmp_ordered("<", out[k], vlo), vlo, out[k])
                     out[k] = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
             if u8:
-                q32 = [b.fptosi(steps_of(out[k], fq, k), vi) for k in range(4)]
-                words = [_pack(e, isa, q32[0], q32[1], I16), _pack(e, isa, q32[2], q32[3], I16)]
-                qb = _pack(e, isa, words[0], words[1], I8)
-                dst = e.gep(I8, e.arg("y", PTR), b.add(b.add(yimg, b.mul(pix, ldy)), ch))
-                if mask is None:
-                    b.store(qb, dst, align=1)
-                else:
-                    e.call(f"llvm.masked.store.v{nbytes}i8.p0", VOID, [qb, dst, c32(1), mask])
+                store_steps([b.fptosi(steps_of(out[k], fq, k), vi) for k in range(4)], pix)
                 return
             if s.flags & FLAG_FQ_END:
                 out = [fq_value(out[k], fq, k) for k in range(4)]
@@ -270,7 +288,7 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
         def load_tap(ptr: ir.Value) -> ir.Value:
             if mask is None:
                 return e.load(vb, ptr, align=1)
-            return e.call(f"llvm.masked.load.v{nbytes}i8.p0", vb, [ptr, c32(1), mask, ir.Constant(vb, None)])
+            return e.call(f"llvm.masked.load.v{nbytes_}i8.p0", vb, [ptr, c32(1), mask, ir.Constant(vb, None)])
 
         with e.loop(oy0, oy1, name="oy") as oy:
             iy0 = b.sub(b.mul(oy, e.arg("sh")), e.arg("pt"))
@@ -295,7 +313,7 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
                 while len(xs) % 4:
                     xs.append(xs[-1])  # a zero weight multiplies it
                 acc = list(comp)
-                n = nbytes
+                n = nbytes_
                 for g in range(groups):
                     t0, t1, t2, t3 = xs[4 * g:4 * g + 4]
                     ab = [_shuffle(e, t0, t1, _unpack(n, 1, hi)) for hi in (False, True)]
@@ -319,10 +337,12 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
     with e.loop(seg0, seg1, DW8_COLUMNS, name="blk") as bx0:
         bx1 = e.min(seg1, b.add(bx0, c64(DW8_COLUMNS)))
         with e.loop(v0, e.min(v1, nfull), name="cv") as cv:
-            block(cv, None, bx0, bx1)
-        if s.tail:
+            block(cv, None, bx0, bx1, L)
+        if s.tail_lanes:
+            lt = s.tail_lanes
             with b.if_then(b.icmp_signed(">", v1, nfull)):
-                block(nfull, lane_mask(e, b.sub(c, b.mul(nfull, c64(nbytes))), nbytes), bx0, bx1)
+                mask = lane_mask(e, b.sub(c, b.mul(nfull, c64(nbytes))), 4 * lt) if s.tail_mask else None
+                block(nfull, mask, bx0, bx1, lt)
     b.ret_void()
     return m
 
@@ -331,7 +351,8 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
 def _library(isa: Isa, spec: Dw8Spec) -> jit.Library:
     s = spec
     return jit.load(f"int8_depthwise|{isa.level}|vnni{int(isa.vnni)}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}"
-                    f"|f{s.flags}|t{int(s.tail)}|b{int(s.bounded)}|c{DW8_COLUMNS}", isa, lambda p: _build(p, isa, spec))
+                    f"|f{s.flags}|t{s.tail_lanes}{'m' if s.tail_mask else ''}|b{int(s.bounded)}"
+                    f"|x{int(s.folded)}{int(s.folded_clamp)}|c{DW8_COLUMNS}", isa, lambda p: _build(p, isa, spec))
 
 
 def supported(geometry: ConvGeometry) -> bool:
@@ -361,8 +382,11 @@ class Int8DepthwiseConv:
         c, taps = g.cin, g.kh * g.kw
         L = self.isa.f32_lanes
         nbytes = 4 * L
-        nblk = -(-c // nbytes)
-        cpad = nblk * nbytes
+        nfull, rem = divmod(c, nbytes)
+        # the last, partial block: the narrowest vectors that hold it (a quarter or half of the full ones)
+        self.tail_lanes = 0 if not rem else min(t for t in (4, 8, 16) if t >= L or 4 * t >= rem)
+        lanes = [L] * nfull + ([self.tail_lanes] if rem else [])
+        cpad = nfull * nbytes + 4 * self.tail_lanes
         w = np.asarray(weights).reshape(c, taps).astype(np.int64)
         if w.size and (w.min() < -128 or w.max() > 127):
             raise EmberError("ember: int8 weights must lie in [-128, 127]")
@@ -372,17 +396,16 @@ class Int8DepthwiseConv:
             raise EmberError("ember: u8 zero points must lie in [0, 255]")
         self.zero_points = zp[:c]
         groups = -(-taps // 4)
-        order = block_order(L)
-        # weights: [block][group][k][lane j][4 taps], lane j of k = channel order[k * L + j]
+        # weights: [block][group][k][lane j][4 taps], lane j of k = channel order[k * lanes + j]
         wfull = np.zeros((cpad, groups * 4), np.int64)
         wfull[:c, :taps] = w
-        chan = (np.arange(nblk)[:, None] * nbytes + order[None, :]).reshape(nblk, 4, L)
-        packed = wfull[chan].reshape(nblk, 4, L, groups, 4).transpose(0, 3, 1, 2, 4)
+        perm = np.concatenate([i * nbytes + block_order(n) for i, n in enumerate(lanes)])
+        packed = np.concatenate([wfull[perm[i * nbytes:i * nbytes + 4 * n]].reshape(4, n, groups, 4)
+                                 .transpose(2, 0, 1, 3).reshape(-1) for i, n in enumerate(lanes)])
         self.wp = aligned_empty(max(packed.size, 64), np.int8)
         self.wp[:] = 0
-        self.wp[:packed.size] = packed.reshape(-1).astype(np.int8)
+        self.wp[:packed.size] = packed.astype(np.int8)
         # parameters in the same order, one row each
-        perm = chan.reshape(-1)
         self.ps = cpad + 16
         self.prm = aligned_empty((P_ROWS, self.ps))
         self.prm[:] = 1
@@ -404,6 +427,26 @@ class Int8DepthwiseConv:
                 full = np.ones((8, cpad), np.float32)
                 full[:, :c] = rows
                 self.prm[base:base + 8, :cpad] = full[:, perm]
+        # fast u8 steps straight from the accumulator: t = acc * (scale * a) + (shift * a + b), clamped
+        self.foldable = bool(fast and quantize is not None and quantize.u8 and residual_quantize is None)
+        self.fold_clamp = True
+        if self.foldable:
+            assert quantize is not None
+            p = quantize.params
+            v = p.vectors(c)
+            f = np.float32
+            a = (f(p.steps) / v[2]).astype(f)  # as the fast epilogue: steps / (ih - il), - il * a
+            bb = (-(v[0] * a)).astype(f)
+            with np.errstate(over="ignore", invalid="ignore"):
+                tlo = np.maximum(np.float64(epilogue.lo) * a + bb, 0.0)
+                thi = np.minimum(np.float64(epilogue.hi) * a + bb, float(p.steps))
+            big = np.abs(w).sum(axis=1) * 255 * np.abs(scale_v[:c] * a) + np.abs(shift_v[:c] * a + bb)
+            self.fold_clamp = bool(np.any(tlo > 0) or np.any(thi < 255) or np.any(~(big < 2.0 ** 30)))
+            for i, row in enumerate((scale_v[:c].astype(np.float64) * a, shift_v[:c].astype(np.float64) * a + bb,
+                                     tlo, thi)):
+                full_row = np.zeros(cpad, np.float32)
+                full_row[:c] = row
+                self.prm[P_FOLD + i, :cpad] = full_row[perm]
         # a row of zero-point pixels: padding taps read it
         self._zr_cache: dict[int, np.ndarray] = {}
         self.flags = ((0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
@@ -419,8 +462,10 @@ class Int8DepthwiseConv:
     def spec(self, ldx: int, residual: bool) -> Dw8Spec:
         g = self.geometry
         e = self.epilogue
+        rem = g.cin % (4 * self.isa.f32_lanes)
         return Dw8Spec(g.kh, g.kw, g.strides[1], g.dilations[1], ldx, self.flags | (FLAG_RES if residual else 0),
-                       g.cin % (4 * self.isa.f32_lanes) != 0, bool(e.lo != -np.inf or e.hi != np.inf))
+                       self.tail_lanes, bool(rem) and rem < 4 * self.tail_lanes,
+                       bool(e.lo != -np.inf or e.hi != np.inf), self.foldable and not residual, self.fold_clamp)
 
     def _zero_row(self, ldx: int) -> np.ndarray:
         zr = self._zr_cache.get(ldx)
