@@ -40,6 +40,7 @@ from ember.devices.cpu.kernels.gemm import (
     as_precision,
     check_bias,
     pack_weights,
+    y_bf16_ok,
 )
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
@@ -131,14 +132,17 @@ def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None,
 
 
 # --------------------------------------------------------------------------- Python-facing ops
-def _pixel_stride(name: str, a: np.ndarray, shape: tuple[int, int, int, int]) -> tuple[int, int]:
-    """(pixel stride, image stride) in floats of an NHWC array, which may be a channel slice."""
-    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != 4:
-        raise EmberError(f"ember: {name} must be a 4-D float32 NHWC array")
+def _pixel_stride(name: str, a: np.ndarray, shape: tuple[int, int, int, int],
+                  bf16: bool = False) -> tuple[int, int]:
+    """(pixel stride, image stride) in elements of an NHWC array, which may be a channel slice:
+    float32, or with ``bf16`` also uint16 (bf16 bit patterns)."""
+    if not isinstance(a, np.ndarray) or a.ndim != 4 or a.dtype not in ((np.float32, np.uint16) if bf16 else (np.float32,)):
+        raise EmberError(f"ember: {name} must be a 4-D float32 NHWC array" + (" (or uint16: bf16)" if bf16 else ""))
     if a.shape != shape:
         raise EmberError(f"ember: {name} has shape {a.shape}, expected {shape}")
-    s = [x // 4 for x in a.strides]
-    if a.strides[3] != 4 or s[1] != shape[2] * s[2] or any(x % 4 for x in a.strides):
+    size = a.itemsize
+    s = [x // size for x in a.strides]
+    if a.strides[3] != size or s[1] != shape[2] * s[2] or any(x % size for x in a.strides):
         raise EmberError(f"ember: {name} must be NHWC with contiguous channels and uniformly strided pixels")
     return s[2], s[0]
 
@@ -235,21 +239,37 @@ class Conv2d:
                                            self.affine is not None, g.cin % self.isa.f32_lanes != 0), self.isa)
         return ctx, task, zr
 
-    def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int) -> IGemmCall:
+    @property
+    def bf16_io(self) -> bool:
+        """Whether :meth:`bind` takes bf16 activations (uint16 arrays of bf16 bits) for X and Y:
+        the bf16 implicit GEMM; Y only when :meth:`y_bf16_ok`."""
+        return self.packed is not None and self.packed.precision is Precision.BF16
+
+    def y_bf16_ok(self) -> bool:
+        """Whether the output may be stored bf16 (see :func:`~ember.devices.cpu.kernels.gemm.y_bf16_ok`)."""
+        return self.packed is not None and y_bf16_ok(self.packed)
+
+    def x_bf16_ok(self) -> bool:
+        """Whether the input may be bf16 (the bf16 implicit GEMM, taps not merged)."""
+        return self.bf16_io and self.packed is not None and self.packed.merged_taps == 1
+
+    def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int, x_bf16: bool = False,
+                   y_bf16: bool = False) -> IGemmCall:
         g = self.geometry
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
         geo = dict(h=g.h, w=g.w, oh=g.oh, ow=g.ow, kh=g.kh, kw=g.kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl,
                    xn=xn)
         assert self.packed is not None  # not a depthwise convolution
         return IGemmCall(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
-                         epilogue=self.epilogue, num_threads=self.num_threads)
+                         epilogue=self.epilogue, num_threads=self.num_threads, x_bf16=x_bf16, y_bf16=y_bf16)
 
     def bind(self, x: np.ndarray, y: np.ndarray, bias: np.ndarray | None = None,
              residual: np.ndarray | None = None) -> BoundKernel:
         """Fix the buffers (arrays, or views of a plan's arena) of a call; checks shapes once."""
         g = self.geometry
-        ldx, xn = _pixel_stride("x", x, (g.batch, g.h, g.w, g.cin))
-        ldy, yn = _pixel_stride("y", y, g.output_shape)
+        ldx, xn = _pixel_stride("x", x, (g.batch, g.h, g.w, g.cin), self.bf16_io)
+        ldy, yn = _pixel_stride("y", y, g.output_shape, self.bf16_io)
+        x16, y16 = x.dtype == np.uint16, y.dtype == np.uint16
         if yn != g.oh * g.ow * ldy:
             raise EmberError("ember: the output's images must be contiguous")
         ldr = ldy
@@ -259,13 +279,13 @@ class Conv2d:
                 raise EmberError("ember: the residual's images must be contiguous")
         check_bias(bias, g.cout)
         spec = g.depthwise and g.kh * g.kw <= _dw.DW_SPEC_MAX_TAPS
-        key = (ldx, xn, ldy, ldr, residual is not None) if spec else (ldx, xn, ldy, ldr)
+        key = (ldx, xn, ldy, ldr, residual is not None) if spec else (ldx, xn, ldy, ldr, x16, y16)
         call = self._calls.get(key)
         if call is None:
             if spec:
                 call = self._dw_spec_call(ldx, xn, ldy, ldr, residual is not None)
             else:
-                call = self._dw_ctx(ldx, xn, ldy, ldr) if g.depthwise else self._gemm_call(ldx, xn, ldy, ldr)
+                call = self._dw_ctx(ldx, xn, ldy, ldr) if g.depthwise else self._gemm_call(ldx, xn, ldy, ldr, x16, y16)
             self._calls[key] = call
         bias_p = 0 if bias is None else bias.ctypes.data
         res_p = 0 if residual is None else residual.ctypes.data

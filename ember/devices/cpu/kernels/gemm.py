@@ -64,7 +64,7 @@ from ember.devices.cpu.kernels.amx import (
     two_by_two,
 )
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import BF16, F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import BF16, F32, I8, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import VectorMath, aligned_alloca, fmuladd, lane_mask, masked_load, masked_store
@@ -108,6 +108,9 @@ MODE_ACC, MODE_FINAL, MODE_BIAS, MODE_RES, MODE_SCALE = 1, 2, 4, 8, 16
 EPILOGUE_ACTIVATIONS = ("", "hswish", "hsigmoid", "swish", "gelu_erf", "gelu_tanh", "sigmoid")
 ACT_SHIFT = 8  # the activation's code sits in the context's flags from this bit on
 FLAG_AFFINE = 1 << 12  # then y * pmul + padd (scalars)
+FLAG_XBF16 = 1 << 13  # bf16 kernels: the activations X are bf16 in memory (no conversion when packing A)
+FLAG_YBF16 = 1 << 14  # bf16 kernels: Y is stored bf16 (rounded to nearest even after the whole epilogue)
+_TAIL_BITS = (0xF << ACT_SHIFT) | FLAG_AFFINE | FLAG_YBF16
 
 
 @dataclass(frozen=True)
@@ -398,38 +401,68 @@ def emit_activation(e: Emitter, name: str, x: ir.Value, lanes: int) -> ir.Value:
     raise EmberError(f"ember: no epilogue activation {name!r}")
 
 
-def emit_activation_rows(m: ir.Module, name: str, lanes: int) -> ir.Function:
-    """act(c, ldc, rows, ncols, tail, pmul, padd): the activation and affine of the flag bits
-    ``tail`` (:attr:`Epilogue.tail_flags`) applied in place to ``rows x ncols`` floats at ``c``
-    (row stride ``ldc``): run on an output tile right after the epilogue stored it, while it is
-    in L1."""
-    fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, I64, F32, F32], internal=True, noinline=True)
-    cp, ldc, rows, ncols, tail, pmul, padd = fn.args
+def emit_copy_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lanes: int) -> None:
+    """Copy ``count`` bf16 values from src to dst (64-byte aligned) in whole blocks of
+    ``2 * lanes`` values, the tail of the last block zero (as :func:`emit_to_bf16` leaves it)."""
+    b = e.b
+    n = 2 * lanes
+    vt = vec(I16, n)
+    full = b.mul(b.sdiv(count, c64(n)), c64(n))
+    with e.loop(0, full, n, name="cpb") as j:
+        b.store(e.load(vt, e.gep(I16, src, j), align=2), e.gep(I16, dst, j), align=64)
+    with b.if_then(b.icmp_signed("<", full, count)):
+        mask = lane_mask(e, b.sub(count, full), n)
+        v = e.call(f"llvm.masked.load.v{n}i16.p0", vt, [e.gep(I16, src, full), c32(2), mask, ir.Constant(vt, None)])
+        b.store(v, e.gep(I16, dst, full), align=64)
+
+
+def store_bf16(e: Emitter, v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+    """Store the f32 vector ``v`` as bf16 (round to nearest even) at ``ptr``."""
+    lanes = v.type.count
+    h = e.b.bitcast(e.b.fptrunc(v, vec(BF16, lanes)), vec(I16, lanes))
+    if mask is None:
+        e.b.store(h, ptr, align=2)
+    else:
+        e.call(f"llvm.masked.store.v{lanes}i16.p0", VOID, [h, ptr, c32(2), mask])
+
+
+def emit_activation_rows(m: ir.Module, name: str, lanes: int, bf16_out: bool = False) -> ir.Function:
+    """fin(src, lds, dst, ldd, rows, ncols, tail, pmul, padd): the activation and affine of the
+    flag bits ``tail`` (:attr:`Epilogue.tail_flags`) applied to ``rows x ncols`` floats at
+    ``src`` (row stride ``lds``), written to ``dst`` (row stride ``ldd``): in place (``src ==
+    dst``) for f32, or as bf16 when ``tail`` has FLAG_YBF16 (``bf16_out`` modules). Run on an
+    output tile right after the epilogue stored it, while it is in L1."""
+    fn = Emitter.function(m, name, VOID, [PTR, I64, PTR, I64, I64, I64, I64, F32, F32], internal=True, noinline=True)
+    sp, lds, dp, ldd, rows, ncols, tail, pmul, padd = fn.args
     e = Emitter(m, fn)
     b = e.b
     vt = vec(F32, lanes)
     vmul, vadd = e.splat(pmul, lanes), e.splat(padd, lanes)
     done = fn.append_basic_block("act.done")
-    sw_ = b.switch(b.and_(tail, c64((0xF << ACT_SHIFT) | FLAG_AFFINE)), done)
-    for k, act in enumerate(EPILOGUE_ACTIVATIONS):
-        for affine in (False, True):
-            if not act and not affine:
-                continue
-            blk = fn.append_basic_block(f"act.{act}.{int(affine)}")
-            sw_.add_case(c64((k << ACT_SHIFT) | (FLAG_AFFINE if affine else 0)), blk)
-            b.position_at_end(blk)
-            with e.loop(0, rows, name="ar") as r:
-                row = e.gep(F32, cp, b.mul(r, ldc))
-                with e.loop(0, ncols, lanes, name="ac") as j:
-                    mask = lane_mask(e, b.sub(ncols, j), lanes)
-                    ptr = e.gep(F32, row, j)
-                    y = masked_load(e, vt, ptr, mask)
-                    if act:
-                        y = emit_activation(e, act, y, lanes)
-                    if affine:
-                        y = fmuladd(e, y, vmul, vadd)
-                    masked_store(e, y, ptr, mask)
-            b.branch(done)
+    sw_ = b.switch(b.and_(tail, c64(_TAIL_BITS)), done)
+    for out16 in (False, True) if bf16_out else (False,):
+        for k, act in enumerate(EPILOGUE_ACTIVATIONS):
+            for affine in (False, True):
+                if not act and not affine and not out16:
+                    continue
+                blk = fn.append_basic_block(f"act.{act}.{int(affine)}.{int(out16)}")
+                sw_.add_case(c64((k << ACT_SHIFT) | (FLAG_AFFINE if affine else 0) | (FLAG_YBF16 if out16 else 0)), blk)
+                b.position_at_end(blk)
+                with e.loop(0, rows, name="ar") as r:
+                    srow = e.gep(F32, sp, b.mul(r, lds))
+                    drow = e.gep(I16 if out16 else F32, dp, b.mul(r, ldd))
+                    with e.loop(0, ncols, lanes, name="ac") as j:
+                        mask = lane_mask(e, b.sub(ncols, j), lanes)
+                        y = masked_load(e, vt, e.gep(F32, srow, j), mask)
+                        if act:
+                            y = emit_activation(e, act, y, lanes)
+                        if affine:
+                            y = fmuladd(e, y, vmul, vadd)
+                        if out16:
+                            store_bf16(e, y, e.gep(I16, drow, j), mask)
+                        else:
+                            masked_store(e, y, e.gep(F32, drow, j), mask)
+                b.branch(done)
     b.position_at_end(done)
     b.ret_void()
     return fn
@@ -465,12 +498,13 @@ def task_block(e: Emitter, task: ir.Value, gm: ir.Value, gn: ir.Value, tm: ir.Va
     return TaskBlock(outer, m0, m1, j0, j1, e.cdiv(b.sub(m1, m0), tile.mr))
 
 
-def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: Tile
-                  ) -> tuple[ir.Value, ir.Value, ir.Value]:
+def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: Tile,
+                  xbytes: ir.Value | None = None) -> tuple[ir.Value, ir.Value, ir.Value]:
     """The row pointer table of a task's f32 pixels, ``rows[(tile * ntaps + tap) * MR + r]``
     (padding taps point at a row of zeros), or with ``merge`` each pixel's taps gathered into
     one row first. ``f(name, type)`` reads an IGEMM_CONTEXT field. Returns (rows, taps per
-    row, K per row): (table, 1, taps x cin) when merged."""
+    row, K per row): (table, 1, taps x cin) when merged. ``xbytes`` (a runtime 2 or 4, bf16
+    kernels) is the size of an element of X in the row table (merging needs f32)."""
     b = e.b
     MR, L = tile.mr, tile.lanes
     g, m0, m1, ntiles = blk.outer, blk.m0, blk.m1, blk.ntiles
@@ -484,7 +518,11 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
     OH, OW = f("oh"), f("ow")
     sh, sw, dh, dw, pt, pl = f("sh"), f("sw"), f("dh"), f("dw"), f("pt"), f("pl")
     zero_row = f("zero", PTR)
-    xgroup = e.gep(F32, x, b.mul(g, f("xg")))
+
+    def xgep(p: ir.Value, idx: ir.Value) -> ir.Value:
+        return e.gep(F32, p, idx) if xbytes is None else e.gep(I8, p, b.mul(idx, xbytes))
+
+    xgroup = xgep(x, b.mul(g, f("xg")))
 
     def pixels(body) -> None:
         """body(p, img, oy, ox) for the task's pixels; coordinates advance incrementally
@@ -513,16 +551,16 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
         slot0 = b.add(b.mul(b.mul(b.sdiv(q, c64(MR)), ntaps), c64(MR)), b.srem(q, c64(MR)))
         iy0 = b.sub(b.mul(oy, sh), pt)
         ix0 = b.sub(b.mul(ox, sw), pl)
-        ximg = e.gep(F32, xgroup, b.mul(img, xn))
+        ximg = xgep(xgroup, b.mul(img, xn))
         with e.loop(0, kh, name="ky") as ky:
             iy = b.add(iy0, b.mul(ky, dh))
             yok = b.icmp_unsigned("<", iy, H)
-            xrow = e.gep(F32, ximg, b.mul(b.mul(iy, W), ldx))
+            xrow = xgep(ximg, b.mul(b.mul(iy, W), ldx))
             trow = b.mul(b.mul(ky, kw), tap_stride)
             with e.loop(0, kw, name="kx") as kx:
                 ix = b.add(ix0, b.mul(kx, dw))
                 ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
-                ptr = b.select(ok, e.gep(F32, xrow, b.mul(ix, ldx)), zero_row)
+                ptr = b.select(ok, xgep(xrow, b.mul(ix, ldx)), zero_row)
                 b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, tap_stride))))
 
     # ---- merged taps (few channels per tap): gather each pixel's taps into one contiguous
@@ -597,20 +635,23 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     M, N, cb = f("m"), f("cout"), f("cb")
     blk = task_block(e, task, f("gm"), f("gn"), f("tm"), f("tn"), M, N, tile)
     g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
-    rows, ntaps, cin = emit_f32_rows(e, f, blk, tile)
+    x_bf16 = b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_XBF16)), c64(0))
+    y_bf16 = b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_YBF16)), c64(0))
+    rows, ntaps, cin = emit_f32_rows(e, f, blk, tile, b.select(x_bf16, c64(2), c64(4)) if bf16 else None)
     if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
         apack = aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
+        ctile = aligned_alloca(e, F32, c64(MR * NR))  # a bf16 Y's f32 tile (one K chunk only)
 
     # ---- compute: chunk -> panel -> tile
     y, ldy, yg = f("y", PTR), f("ldy"), f("yg")
     bias, res, ldr = f("bias", PTR), f("res", PTR), f("ldr")
     bgroup = e.gep(F32, f("bp", PTR), b.mul(g, f("bg")))
-    ygroup = e.gep(F32, y, b.mul(g, yg))
+    ygroup = e.gep(I8, y, b.mul(b.mul(g, yg), b.select(y_bf16, c64(2), c64(4)) if bf16 else c64(4)))
     bias_g = e.gep(F32, bias, b.mul(g, yg))
     res_g = e.gep(F32, res, b.mul(g, yg))
     flags = b.trunc(f("flags"), I32)
-    tail = b.and_(f("flags"), c64((0xF << ACT_SHIFT) | FLAG_AFFINE))
+    tail = b.and_(f("flags"), c64(_TAIL_BITS))
     pmul, padd = f("pmul", F32), f("padd", F32)
     lo, hi = f("lo", F32), f("hi", F32)
     epi_bits = b.or_(b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0)), c32(MODE_BIAS), c32(0)),
@@ -630,8 +671,13 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 with e.loop(0, ntaps, name="ptap") as tap:
                     with e.loop(0, mr, name="pr") as r:
                         slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)
-                        src = e.gep(F32, e.load(PTR, e.gep(PTR, rows, slot)), c0)
-                        emit_to_bf16(e, src, e.gep(I32, apack, b.mul(slot, rs)), kc, L)
+                        row = e.load(PTR, e.gep(PTR, rows, slot))
+                        dst = e.gep(I32, apack, b.mul(slot, rs))
+                        with b.if_else(x_bf16) as (as_is, convert):
+                            with as_is:
+                                emit_copy_bf16(e, e.gep(I16, row, c0), dst, kc, L)
+                            with convert:
+                                emit_to_bf16(e, e.gep(F32, row, c0), dst, kc, L)
         with e.loop(j0, j1, name="jp") as jp:
             ncols = e.min(c64(NR), b.sub(N, b.mul(jp, c64(NR))))
             bpan = e.gep(F32, bgroup, b.add(b.mul(jp, panel_stride), koff_b))
@@ -646,12 +692,17 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 else:
                     a_args = [e.gep(PTR, rows, tile_slot), ntaps, c0, kc]
                 cptr = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
-                args = [*a_args, bpan, cptr, ldy, ncols, mode,
+                ctarget, ldc = cptr, ldy
+                if bf16:  # a bf16 Y: the tile in f32 on the stack first, then the tail writes Y
+                    ctarget, ldc = b.select(y_bf16, ctile, cptr), b.select(y_bf16, c64(NR), ldy)
+                args = [*a_args, bpan, ctarget, ldc, ncols, mode,
                         e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi,
                         c64(1), ir.Constant(F32, 1.0)]
                 call_microkernel(e, ukrs, MR, mr, nvec, args)
+                ydst = e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)) if bf16 else cptr
+                ydst = b.select(y_bf16, ydst, cptr) if bf16 else cptr
                 with b.if_then(b.and_(last, b.icmp_unsigned("!=", tail, c64(0)))):
-                    b.call(act, [cptr, ldy, mr, ncols, tail, pmul, padd])
+                    b.call(act, [ctarget, ldc, ydst, ldy, mr, ncols, tail, pmul, padd])
     b.ret_void()
 
 
@@ -662,7 +713,7 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False) -> ir.M
     kind = UkrKind("bf16" if bf16 else "rows")
     ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
-    act = emit_activation_rows(m, f"{prefix}_act", tile.lanes)
+    act = emit_activation_rows(m, f"{prefix}_act", tile.lanes, bf16_out=bf16)
     _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, act, bf16)
     return m
 
@@ -707,7 +758,7 @@ class IGemmKernels:
         if bf16:
             check_bf16(isa)
         name = "igemm-bf16" if bf16 else "igemm"
-        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a"
+        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
         self.task_address = self.lib.address("igemm_task")
 
@@ -775,7 +826,9 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     M, N = a("m"), a("cout")
     blk = task_block(e, fn.args[1], a("gm"), a("gn"), a("tm"), a("tn"), M, N, AMX_TILE)
     g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
-    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE)
+    x_bf16 = b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_XBF16)), c64(0))
+    y_bf16 = b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_YBF16)), c64(0))
+    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE, b.select(x_bf16, c64(2), c64(4)))
     kq, nck, ktap = a("kq"), a("nck"), a("ktap")
     qbytes = b.mul(kq, c64(4))
     rsb = b.mul(e.cdiv(b.mul(ktap, c64(4)), 64), c64(64))  # bytes of a converted row: ktap bf16 pairs
@@ -785,14 +838,14 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
 
     y, ldy, yg = a("y", PTR), a("ldy"), a("yg")
     ldr = a("ldr")
-    ygroup = e.gep(F32, y, b.mul(g, yg))
+    ygroup = e.gep(I8, y, b.mul(b.mul(g, yg), b.select(y_bf16, c64(2), c64(4))))
     bias_g = e.gep(F32, a("bias", PTR), b.mul(g, yg))
     res_g = e.gep(F32, a("res", PTR), b.mul(g, yg))
     bgroup = e.gep(I32, a("bp", PTR), b.mul(g, a("bg")))
     tap_bytes = b.mul(ktap, c64(4 * NR))
     panel_bytes = b.mul(ntaps, tap_bytes)
     lo, hi, flags = a("lo", F32), a("hi", F32), a("flags")
-    tail = b.and_(flags, c64((0xF << ACT_SHIFT) | FLAG_AFFINE))
+    tail = b.and_(flags, c64(_TAIL_BITS))
     pmul, padd = a("pmul", F32), a("padd", F32)
     b_stride = c64(4 * NR)
     step_bytes = b.mul(kq, c64(4 * NR))
@@ -805,7 +858,12 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
         with e.loop(0, ntaps, name="atap") as tap:
             with e.loop(0, mr, name="ar") as r:
                 src = e.load(PTR, e.gep(PTR, rows, b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)))
-                emit_to_bf16(e, src, e.gep(I8, apack, b.mul(b.add(b.mul(tap, c64(MR)), r), rsb)), cin, L)
+                dst = e.gep(I8, apack, b.mul(b.add(b.mul(tap, c64(MR)), r), rsb))
+                with b.if_else(x_bf16) as (as_is, convert):
+                    with as_is:
+                        emit_copy_bf16(e, src, dst, cin, L)
+                    with convert:
+                        emit_to_bf16(e, src, dst, cin, L)
 
         def block(two_m: bool, two_n: bool, jp: ir.Value) -> None:
             for t in C_TILES:
@@ -838,10 +896,13 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
             two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
                         lambda tm_, tn_: block(tm_, tn_, jp))
             yblk = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
-            b.call(epi, [cbuf, mr, ncols, yblk, ldy,
+            # a bf16 Y: the epilogue runs in place in the f32 block, then the tail writes Y
+            etarget, lde = b.select(y_bf16, cbuf, yblk), b.select(y_bf16, c64(NR), ldy)
+            b.call(epi, [cbuf, mr, ncols, etarget, lde,
                          e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags])
+            ydst = b.select(y_bf16, e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)), yblk)
             with b.if_then(b.icmp_unsigned("!=", tail, c64(0))):
-                b.call(act, [yblk, ldy, mr, ncols, tail, pmul, padd])
+                b.call(act, [etarget, lde, ydst, ldy, mr, ncols, tail, pmul, padd])
     tile_release(e)
     b.ret_void()
 
@@ -850,7 +911,7 @@ def _build_bf16(prefix: str, isa: Isa) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     epi = _emit_f32_epilogue(m, f"{prefix}_epi")
-    _emit_bf16_task(m, f"{prefix}_bf16_task", epi, emit_activation_rows(m, f"{prefix}_act", AMX_TILE.lanes))
+    _emit_bf16_task(m, f"{prefix}_bf16_task", epi, emit_activation_rows(m, f"{prefix}_act", AMX_TILE.lanes, True))
     return m
 
 
@@ -861,7 +922,7 @@ class AmxBf16Kernels:
         if not isa.amx_bf16:
             raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
         self.isa = isa
-        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a", isa, lambda p: _build_bf16(p, isa))
+        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16", isa, lambda p: _build_bf16(p, isa))
         self.task_address = self.lib.address("bf16_task")
 
 
@@ -1076,7 +1137,13 @@ class IGemmCall:
 
     def __init__(self, packed: PackedWeights, *, m: int, x_geometry: dict[str, int],
                  ldx: int, ldy: int, epilogue: Epilogue = NO_EPILOGUE, ldr: int | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, x_bf16: bool = False, y_bf16: bool = False):
+        if (x_bf16 or y_bf16) and packed.precision is not Precision.BF16:
+            raise EmberError("ember: bf16 activations in memory need weights packed for bf16")
+        if x_bf16 and packed.merged_taps > 1:
+            raise EmberError("ember: a convolution with merged taps reads f32 activations only")
+        if y_bf16 and not packed.amx and packed.chunk < packed.cin:
+            raise EmberError("ember: a bf16 output needs all of K in one chunk (see y_bf16_ok)")
         self.packed = packed
         self.kernels = igemm_kernels(packed.isa, packed.precision)
         self.tile = AMX_TILE if packed.amx else self.kernels.tile
@@ -1115,7 +1182,7 @@ class IGemmCall:
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["lo"]], ctx[IGEMM_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
-        self.act_flags = epilogue.tail_flags
+        self.act_flags = epilogue.tail_flags | (FLAG_XBF16 if x_bf16 else 0) | (FLAG_YBF16 if y_bf16 else 0)
         pm = np.array(epilogue.affine or (1.0, 0.0), np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["pmul"]], ctx[IGEMM_CONTEXT["padd"]] = int(pm[0]), int(pm[1])
         self.task_address = (amx_bf16_kernels(packed.isa).task_address if packed.amx
@@ -1131,6 +1198,12 @@ class IGemmCall:
         ctx[IGEMM_CONTEXT["bias"]], ctx[IGEMM_CONTEXT["res"]] = bias, residual
         ctx[IGEMM_CONTEXT["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0) | self.act_flags
         return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads, (self.packed, self._zero, *keep), layout=IGEMM_CONTEXT)
+
+
+def y_bf16_ok(packed: PackedWeights) -> bool:
+    """Whether a GEMM with these weights can store its output as bf16 (bf16 weights, and all of
+    K in one chunk or AMX tiles: the f32 tile is finished before it is rounded)."""
+    return packed.precision is Precision.BF16 and (packed.amx or packed.chunk >= packed.cin)
 
 
 def _check_f32(name: str, a: np.ndarray, ndim: int) -> None:
