@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import ember
+import ember.errors
 import ember.opset as ops
 from ember.graph.model import Model
 
@@ -237,3 +238,44 @@ MOVES: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(MOVES))
 def test_broadcast_tile_items(name: str) -> None:
     _check(*MOVES[name])
+
+
+# -- TopK with k fed at run time (the output's shape is only known when k is) ------------------
+def _topk_model(shape: tuple[int, ...], axis: int, mode: str, sort: str, index: str = "i32",
+                dtype=np.float32) -> Model:  # noqa: ANN001
+    x = ops.parameter(list(shape), dtype, name="x")
+    k = ops.parameter([], np.int64, name="k")
+    t = ops.topk(x, k, axis, mode, sort, index)
+    return Model([t.output(0), t.output(1)], [x, k], "topk")
+
+
+TOPK: dict[str, tuple[Model, np.ndarray, list[int]]] = {
+    "max-value-last": (_topk_model((5, 37), 1, "max", "value"), _f((5, 37)), [3, 0, 37, 1]),
+    "min-index-middle-i64": (_topk_model((3, 41, 4), 1, "min", "index", "i64"), _f((3, 41, 4), edge=False), [5, 41]),
+    "max-i32-axis0": (_topk_model((19, 3), 0, "max", "value", dtype=np.int32), _i((19, 3), np.int32), [7, 19]),
+    "max-none-axis0-odd": (_topk_model((1000,), 0, "max", "none"), _f((1000,), edge=False), [10, 999]),
+}
+
+
+@pytest.mark.parametrize("name", list(TOPK))
+def test_topk_runtime_k(name: str) -> None:
+    model, x, ks = TOPK[name]
+    core = ember.Core()
+    ref, cm = core.compile_model(model, "REFERENCE"), core.compile_model(model, "CPU")
+    assert not cm._executable.program.stats["fallbacks"], cm._executable.program.stats["fallbacks"]
+    for k in ks:  # one compiled model, k changing between runs
+        feeds = [x, np.array(k, np.int64)]
+        got, want = cm(feeds), ref(feeds)
+        for g, w in zip(got.to_tuple(), want.to_tuple()):
+            assert g.shape == w.shape and g.dtype == w.dtype
+            if "none" not in name:
+                np.testing.assert_array_equal(g, w)
+        if "none" in name:  # unsorted: the same set of values
+            np.testing.assert_array_equal(np.sort(got[0]), np.sort(want[0]))
+
+
+def test_topk_runtime_k_beyond_axis_raises() -> None:
+    model, x, _ = TOPK["max-value-last"]
+    cm = ember.Core().compile_model(model, "CPU")
+    with pytest.raises(ember.errors.EmberError, match="exceeds"):
+        cm([x, np.array(38, np.int64)])

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.devices.cpu.lowering.driver import Lowering, NotHere, const_of, lowers, static_shape
+from ember.devices.cpu.lowering.driver import Lowering, NotHere, const_of, lowers, shape_or_none, static_shape
 from ember.devices.cpu.runtime.plan import PLAIN, Op, Tensor
 from ember.graph.node import Node, Output
 
@@ -300,9 +300,11 @@ def lower_topk(lowering: Lowering, node: Node) -> bool:
     if rank == 0:
         return False
     axis = int(node.attrs["axis"]) % rank
+    kc = const_of(node.input_values()[1])
+    if kc is None and shape_or_none(node.output(0)) is None:
+        return _topk_runtime_k(lowering, node, dshape, axis)
     out_shape = static_shape(node.output(0))
     n, k = dshape[axis], out_shape[axis]
-    kc = const_of(node.input_values()[1])
     if k > n or n > _MAX_TOPK_AXIS or (kc is not None and int(np.asarray(kc).reshape(-1)[0]) != k):
         return False
     index_dtype = node.output(1).element_type.dtype
@@ -323,6 +325,52 @@ def lower_topk(lowering: Lowering, node: Node) -> bool:
     lowering.program.add(Op(node.friendly_name, "TopK", [data], [values, indices], native=True, bind=bind))
     lowering.bind_port(node.output(1), indices)
     lowering.finish(node, values, [])
+    return True
+
+
+def _topk_runtime_k(lowering: Lowering, node: Node, dshape: tuple[int, ...], axis: int) -> bool:
+    """TopK whose ``k`` is only known at run time (its output shape depends on a value): a step
+    that reads k, makes the outputs and runs the native kernel on them (one thread, called
+    directly: a python step has no pool); a k outside ``[0, n]`` takes the reference kernel's
+    path (its error or its empty result)."""
+    import ctypes
+
+    from ember.devices.cpu.kernels.topk import topk
+
+    data_p, k_p = node.input_values()[:2]
+    index_dtype = node.output(1).element_type.dtype
+    n = dshape[axis]
+    if index_dtype not in _INDEX_TYPES or n > _MAX_TOPK_AXIS or k_p.element_type.dtype.kind not in "iu" \
+            or lowering.tensor(k_p).shape is None:
+        return False
+    dtype = data_p.element_type.dtype
+    outer, inner = math.prod(dshape[:axis]), math.prod(dshape[axis + 1:])
+    largest = str(node.attrs["mode"]).lower() == "max"
+    by_index = str(node.attrs["sort"]).lower() == "index"
+    isa = lowering.isa
+    call = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+    evaluate = node.evaluate
+
+    def run(arrs: list[np.ndarray]) -> list[np.ndarray]:
+        data, kv = arrs
+        k = int(np.asarray(kv).reshape(-1)[0]) if np.asarray(kv).size == 1 else -1
+        if not 0 <= k <= n:
+            return list(evaluate(arrs))
+        shape = dshape[:axis] + (k,) + dshape[axis + 1:]
+        values, indices = np.empty(shape, dtype), np.empty(shape, index_dtype)
+        bound = topk(np.ascontiguousarray(data), values, indices, outer=outer, n=n, inner=inner, k=k,
+                     largest=largest, by_index=by_index, threads=1, isa=isa)
+        fn = call(bound.task)
+        for t in range(bound.n_tasks):
+            fn(bound.ctx.ctypes.data, t)
+        return [values, indices]
+
+    ins = [_input(lowering, data_p), lowering.tensor(k_p)]
+    outs = [lowering.value(None, PLAIN, dtype, name=node.friendly_name),
+            lowering.value(None, PLAIN, index_dtype, name=node.friendly_name + "/indices")]
+    lowering.program.add(Op(node.friendly_name, "TopK", ins, outs, native=False, fn=run))
+    lowering.bind_port(node.output(1), outs[1])
+    lowering.finish(node, outs[0], [])
     return True
 
 
