@@ -13,11 +13,29 @@ agree with ONNX Runtime within 1e-3 of their magnitude, else the network is not 
 median over all runs, and the spread of the rounds (slowest round's median / fastest round's
 median: a whole round 10x slower than the others shows here); for ember, every op that ran on a
 reference kernel instead of a native one.
+
+Fairness between engines: after each engine's round the process *settles* (it sleeps until a
+10 ms window in which its own threads used under 5% of a core, at most 1 s) before the next
+engine's round starts. ONNX Runtime's intra-op threads keep spinning after a run (its default
+``session.intra_op.allow_spinning``, left as it is): measured 10-30% of a core for 100-150 ms
+after a round on this machine, where OpenVINO's and ember's threads are quiet within 10 ms. A
+fixed 50 ms pause let that spinning fall on the first runs of the next engine's round. The
+settle time each engine leaves behind is reported (``settle ms``).
+
+    python benchmarks/op_coverage.py --diagnose               # why ember's slow runs were slow
+    python benchmarks/op_coverage.py --alone --diagnose       # ember only, no peer loaded
+
+``--diagnose`` records, for each of ember's runs, the garbage collections that ran inside it
+(``gc.get_stats``), and its thread pool's counters (``ThreadPool.stats``): parallel jobs,
+futex wake-ups of sleeping workers, and the time the caller waited for workers after its own
+tasks; it prints them for the slowest 1% of runs against all runs. ``--alone`` runs ember
+without creating the peers' sessions (their threads cannot disturb it; no output check).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -45,8 +63,23 @@ def fallback_ops(compiled: compare.Compiled) -> dict[str, int]:
     return dict(stats.get("fallbacks", {})) if isinstance(stats, dict) else {}
 
 
-def measure(jobs: Sequence[Callable[[], Any]], runs: int, rounds: int) -> list[list[list[float]]]:
-    """``runs`` calls of each job split into ``rounds`` alternating rounds: [job][round][seconds]."""
+def settle(window_s: float = 0.01, idle_share: float = 0.05, max_s: float = 1.0) -> float:
+    """Sleep until this process's threads used under ``idle_share`` of a core over one
+    ``window_s`` window (peers' spinning threads gone quiet), at most ``max_s``; the seconds
+    slept (at least one window)."""
+    start = time.perf_counter()
+    while True:
+        c0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(window_s)
+        t1 = time.perf_counter()
+        if (time.process_time() - c0) <= idle_share * (t1 - t0) or t1 - start >= max_s:
+            return t1 - start
+
+
+def measure(jobs: Sequence[Callable[[], Any]], runs: int, rounds: int,
+            settled: list[list[float]] | None = None) -> list[list[list[float]]]:
+    """``runs`` calls of each job split into ``rounds`` alternating rounds: [job][round][seconds].
+    Each round is followed by :func:`settle`; ``settled[job]`` gets the seconds it took."""
     per_round = max(1, runs // rounds)
     out: list[list[list[float]]] = [[] for _ in jobs]
     for _ in range(rounds):
@@ -57,8 +90,49 @@ def measure(jobs: Sequence[Callable[[], Any]], runs: int, rounds: int) -> list[l
                 job()
                 times.append(time.perf_counter() - t0)
             out[i].append(times)
-            time.sleep(0.05)
+            waited = settle()
+            if settled is not None:
+                settled[i].append(waited)
     return out
+
+
+class Diagnosis:
+    """Per-run causes for one ember compiled model: garbage collections inside the run and its
+    pool's counters (jobs, futex wake-ups, caller wait), with the run's latency."""
+
+    def __init__(self, compiled: compare.Compiled) -> None:
+        executable = getattr(getattr(compiled, "compiled", None), "_executable", None)
+        self.pool = getattr(executable, "pool", None)
+        self.rows: list[tuple[float, ...]] = []  # seconds, gc gen0/1/2, jobs, wakes, wait_us
+
+    def wrap(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        """``job`` recording its causes (a few microseconds more per run, the same for every run)."""
+        def run() -> Any:
+            g0 = [s["collections"] for s in gc.get_stats()]
+            p0 = self.pool.stats() if self.pool is not None else None
+            t0 = time.perf_counter()
+            out = job()
+            dt = time.perf_counter() - t0
+            g1 = [s["collections"] for s in gc.get_stats()]
+            d = (self.pool.stats() - p0) if p0 is not None else None
+            self.rows.append((dt, *(b - a for a, b in zip(g0, g1)), d.jobs if d else 0, d.wakes if d else 0,
+                              d.wait_us if d else 0.0))
+            return out
+        return run
+
+    def summary(self) -> dict[str, Any]:
+        """Means over all runs and over the slowest 1% (at least one run)."""
+        if not self.rows:
+            return {}
+        a = np.asarray(self.rows)
+        slow = a[np.argsort(a[:, 0])[-max(1, len(a) // 100):]]
+
+        def means(x: np.ndarray) -> dict[str, float]:
+            return {"ms": float(x[:, 0].mean() * 1e3), "gc_runs": float((x[:, 1:4].sum(1) > 0).mean()),
+                    "gc_gen2_runs": float((x[:, 3] > 0).mean()), "jobs": float(x[:, 4].mean()),
+                    "wakes": float(x[:, 5].mean()), "wait_us": float(x[:, 6].mean())}
+
+        return {"all": means(a), "slowest_1pct": means(slow), "runs": len(a)}
 
 
 def summarize(rounds: list[list[float]]) -> dict[str, float]:
@@ -70,12 +144,14 @@ def summarize(rounds: list[list[float]]) -> dict[str, float]:
             "round_spread": max(medians) / min(medians)}
 
 
-def run_network(name: str, runs: int, rounds: int, device: str, log: Callable[[str], None]) -> dict[str, Any]:
+def run_network(name: str, runs: int, rounds: int, device: str, log: Callable[[str], None],
+                diagnose: bool = False, alone: bool = False) -> dict[str, Any]:
     from models.op_models import example_inputs, export
 
     spec = compare.ModelSpec(name, export(name), inputs=lambda path, seed, n=name: example_inputs(n, seed))
-    engines: list[compare.Engine] = [compare.EmberEngine(device, "f32"), compare.OrtEngine(1),
-                                     compare.OpenVINOEngine("f32")]
+    engines: list[compare.Engine] = [compare.EmberEngine(device, "f32")]
+    if not alone:
+        engines += [compare.OrtEngine(1), compare.OpenVINOEngine("f32")]
     feeds = spec.make_inputs(0)
     result: dict[str, Any] = {"model": name, "engines": [], "error": "", "fallbacks": {}}
     compiled: list[compare.Compiled] = []
@@ -84,19 +160,27 @@ def run_network(name: str, runs: int, rounds: int, device: str, log: Callable[[s
             e.prepare(spec)
             compiled.append(e.compile("LATENCY"))
         outputs = [c.infer(feeds) for c in compiled]
-        diffs = [compare.max_rel_diff(o, outputs[1]) for o in outputs]
+        diffs = [compare.max_rel_diff(o, outputs[1]) for o in outputs] if not alone else [None]
         result["fallbacks"] = fallback_ops(compiled[0])
         for e, d in zip(engines, diffs):
             result["engines"].append({"engine": e.label, "max_rel_diff": d})
-        if max(diffs) > TOLERANCE:
+        if not alone and max(d for d in diffs if d is not None) > TOLERANCE:
             result["error"] = "outputs disagree with ONNX Runtime beyond 1e-3; not timed"
             log(f"{name}: MISMATCH {diffs}")
             return result
         for c in compiled:
             compare.warm_up(lambda c=c: c.infer(feeds), 10, 3.0)
-        timings = measure([lambda c=c: c.infer(feeds) for c in compiled], runs, rounds)
-        for row, t in zip(result["engines"], timings):
+        jobs = [lambda c=c: c.infer(feeds) for c in compiled]
+        diagnosis = Diagnosis(compiled[0]) if diagnose else None
+        if diagnosis is not None:
+            jobs[0] = diagnosis.wrap(jobs[0])
+        settled: list[list[float]] = [[] for _ in jobs]
+        timings = measure(jobs, runs, rounds, settled)
+        for row, t, waits in zip(result["engines"], timings, settled):
             row.update(summarize(t))
+            row["settle_ms"] = float(np.mean(waits)) * 1e3
+        if diagnosis is not None:
+            result["diagnosis"] = diagnosis.summary()
         ember = result["engines"][0]["median_ms"]
         for row in result["engines"][1:]:
             row["ember_over"] = ember / row["median_ms"]
@@ -110,7 +194,8 @@ def run_network(name: str, runs: int, rounds: int, device: str, log: Callable[[s
     return result
 
 
-COLUMNS = ("model", "engine", "median ms", "p99 ms", "p99/median", "round spread", "ember/x", "max diff")
+COLUMNS = ("model", "engine", "median ms", "p99 ms", "p99/median", "round spread", "ember/x", "max diff",
+           "settle ms")
 
 
 def table(results: list[dict[str, Any]]) -> list[list[str]]:
@@ -120,7 +205,7 @@ def table(results: list[dict[str, Any]]) -> list[list[str]]:
             f = lambda key, fmt: "-" if r.get(key) is None else format(r[key], fmt)  # noqa: E731
             rows.append([m["model"], r["engine"], f("median_ms", ".2f"), f("p99_ms", ".2f"),
                          f("p99_over_median", ".2f"), f("round_spread", ".2f"), f("ember_over", ".2f"),
-                         f("max_rel_diff", ".0e")])
+                         f("max_rel_diff", ".0e"), f("settle_ms", ".0f")])
     return rows
 
 
@@ -137,6 +222,15 @@ def format_text(results: list[dict[str, Any]]) -> str:
             lines.append(f"{m['model']}: every op native on ember")
         if m["error"]:
             lines.append(f"{m['model']}: {m['error']}")
+    for m in results:
+        d = m.get("diagnosis")
+        if d:
+            for key, label in (("all", "all runs"), ("slowest_1pct", "slowest 1%")):
+                x = d[key]
+                lines.append(f"{m['model']}: ember {label:10s} {x['ms']:7.2f} ms; runs with a gc "
+                             f"{100 * x['gc_runs']:4.1f}% (gen 2: {100 * x['gc_gen2_runs']:.1f}%); per run "
+                             f"{x['jobs']:.1f} parallel jobs, {x['wakes']:.1f} futex wake-ups, "
+                             f"{x['wait_us']:.0f} us waiting for workers")
     return "\n".join(lines)
 
 
@@ -159,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds the runs are split into")
     p.add_argument("--device", default="CPU", help="ember's device (default CPU)")
     p.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    p.add_argument("--diagnose", action="store_true",
+                   help="record gc collections and pool counters per ember run; compare the slowest 1%%")
+    p.add_argument("--alone", action="store_true", help="ember only: the peers' sessions are not created")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in NAMES]
@@ -168,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     env = compare.environment(compare.CompareConfig(models=(compare.ModelSpec("-", Path("-")),), device=args.device))
     log = lambda line: print(line, flush=True)  # noqa: E731
-    results = [run_network(n, args.runs, args.rounds, args.device, log) for n in names]
+    results = [run_network(n, args.runs, args.rounds, args.device, log, args.diagnose, args.alone) for n in names]
     print()
     print(format_text(results))
     if args.out:
