@@ -8,11 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import ember
+import ember.opset as ops
 from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
 from ember.devices.cpu.kernels.gemm import Epilogue, IGemmCall, bf16_supported, pack_b, round_to_bf16, to_bf16_bits
 from ember.devices.cpu.llvm.isa import host_isa
 from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.errors import EmberError
+from ember.graph.model import Model
 
 pytestmark = pytest.mark.skipif(not bf16_supported(), reason="no AVX512_BF16 here")
 
@@ -58,3 +61,47 @@ def test_bf16_output_needs_one_chunk_and_bf16_weights() -> None:
         IGemmCall(many, m=4, x_geometry={}, ldx=2048, ldy=32, y_bf16=True)
     with pytest.raises(EmberError, match="bf16"):
         IGemmCall(pack_b(np.ones((8, 32), np.float32)), m=4, x_geometry={}, ldx=8, ldy=32, x_bf16=True)
+
+
+# -- lowering: bf16 tensors between convolutions ---------------------------------------------
+
+def _w(*shape: int) -> np.ndarray:
+    fan = int(np.prod(shape[1:]))
+    return (np.random.default_rng(sum(shape)).standard_normal(shape) / np.sqrt(fan)).astype(np.float32)
+
+
+def _conv(x, cout: int, cin: int, k: int, stride: int = 1):
+    y = ops.convolution(x, _w(cout, cin, k, k), [stride] * 2, [k // 2] * 2, [k // 2] * 2, [1, 1])
+    return ops.add(y, _w(1, cout, 1, 1) * 0.1)
+
+
+def bottleneck(c: int = 64, mid: int = 32, hw: int = 14) -> Model:
+    """ResNet-50's block: 1x1 -> ReLU -> 3x3 -> ReLU -> 1x1 + input -> ReLU, then a HSwish 1x1
+    whose output two convolutions read, and a max pool (an f32 reader) at the end."""
+    x = ops.parameter([1, c, hw, hw], np.float32, name="x")
+    y = ops.relu(_conv(x, mid, c, 1))
+    y = ops.relu(_conv(y, mid, mid, 3))
+    y = ops.relu(ops.add(_conv(y, c, mid, 1), x))
+    z = ops.hswish(_conv(y, mid, c, 1))
+    z = ops.add(_conv(z, c, mid, 3, 2), _conv(z, c, mid, 1, 2))
+    return Model([ops.max_pool(z, [1, 1], [1, 1], [0, 0], [0, 0], [2, 2]).output(0)], [x], "bottleneck")
+
+
+def _u16_tensors(cm) -> int:
+    return sum(t.dtype == np.uint16 for t in cm._executable.program.tensors)
+
+
+def test_bottleneck_bf16_storage_matches_reference() -> None:
+    model = bottleneck()
+    x = np.random.default_rng(0).standard_normal((1, 64, 14, 14)).astype(np.float32)
+    ref = ember.Core().compile_model(model, "REFERENCE")([x])[0]
+    cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    # conv1 -> conv2, conv2 -> conv3, the block's output -> the HSwish 1x1, that one -> both strided
+    # convolutions: bf16 in memory; the strided pair (a residual Add) and the pool stay f32
+    assert _u16_tensors(cm) == 4
+    assert not cm._executable.program.stats["fallbacks"]
+    got = cm([x])[0]
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+    f32 = ember.Core().compile_model(model, "CPU")
+    assert _u16_tensors(f32) == 0
+    np.testing.assert_allclose(f32([x])[0], ref, rtol=1e-4, atol=1e-4)

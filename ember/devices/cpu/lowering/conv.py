@@ -117,9 +117,14 @@ def _copy_binder(name: str, threads: int, isa: Any) -> Callable[[list[np.ndarray
     return bind
 
 
-def _channels_last_value(lowering: Lowering, logical: tuple[int, ...], name: str, last: Node | None = None) -> Tensor:
+def _channels_last_value(lowering: Lowering, logical: tuple[int, ...], name: str, last: Node | None = None,
+                         bf16: bool = False) -> Tensor:
     """A tensor for an output of ``logical`` shape, channel-last; a 1-D output (of node
-    ``last``) that a channel Concat reads is written straight into its part of the Concat."""
+    ``last``) that a channel Concat reads is written straight into its part of the Concat.
+    ``bf16``: a 4-D output kept as bf16 bits (uint16) for bf16 readers (:func:`_bf16_readers_only`)."""
+    if bf16:
+        n, c, h, w = logical
+        return lowering.value((n, h, w, c), NHWC, dtype=np.uint16, name=name)
     n, c, *sp = logical
     if len(sp) == 1 and last is not None:
         slot = _concat_slot(lowering, last)
@@ -272,7 +277,10 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
                     precision=lowering.precision, activation=activation, affine=affine)
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)
-    y = _channels_last_value(lowering, out_logical, last.friendly_name, last)
+    if x.dtype == np.uint16 and not kernel.x_bf16_ok():  # _bf16_readers_only promised otherwise
+        raise EmberError(f"ember: internal: {node.friendly_name} got a bf16 input it cannot read")
+    y16 = len(out_logical) == 4 and kernel.y_bf16_ok() and _bf16_readers_only(lowering, last)
+    y = _channels_last_value(lowering, out_logical, last.friendly_name, last, bf16=y16)
     ins = [x] + ([residual] if residual is not None else [])
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
@@ -280,6 +288,31 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
+    return True
+
+
+def _bf16_readers_only(lowering: Lowering, last: Node) -> bool:
+    """Whether ``last``'s output (bf16 precision) may be stored as bf16: it is no model output and
+    every reader is a plain 2-D convolution reading it as its data input that the bf16 implicit GEMM
+    runs with unmerged taps (so it reads bf16 straight into its packed rows). Any other reader
+    (depthwise, pooling, a residual Add, elementwise ops) keeps f32."""
+    from ember.devices.cpu.kernels.conv import merge_taps_for
+
+    port = last.output(0)
+    if lowering.precision != "bf16" or lowering.is_result(port) or not port.targets \
+            or port.element_type.dtype != F32:
+        return False
+    for t in port.targets:
+        reader = t.node
+        if reader.type_name != "Convolution" or t.index != 0 or len(reader.input_values()) != 2:
+            return False
+        w = const_of(reader.input_values()[1])
+        if w is None or w.dtype != F32 or w.ndim != 4 or len(reader.output(0).partial_shape) != 4:
+            return False
+        xs = static_shape(port)
+        pb, pe = reader.resolved_pads(xs, w.shape[2:])
+        if min(*pb, *pe) < 0 or merge_taps_for(w.shape[1], w.shape[2] * w.shape[3]):
+            return False
     return True
 
 
