@@ -181,3 +181,34 @@ def test_dispatch_and_errors():
     kernel = Int8DepthwiseConv(small, np.ones((16, 1, 3, 3), np.int8), ones)
     with pytest.raises(EmberError, match="u8"):
         kernel(np.zeros((1, 8, 8, 16), np.float32))
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_depthwise_layers(tmp_path, monkeypatch):
+    """NNCF-quantized MobileNetV2: its 17 depthwise layers run the per-shape kernel, and the
+    logits are within int8 rounding of REFERENCE (the FakeQuantize graph in float) and of the
+    generic depthwise kernel's run."""
+    import ember
+    import ember.devices.cpu.kernels.int8_depthwise as dw_module
+    from cpu.test_int8 import _nncf_ir
+
+    q = _nncf_ir("mobilenet_v2", tmp_path)
+    x = np.random.default_rng(11).standard_normal([1, 3, 224, 224]).astype(np.float32)
+    core = ember.Core()
+    built = []
+
+    class Counted(Int8DepthwiseConv):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self.geometry)
+
+    monkeypatch.setattr(dw_module, "Int8DepthwiseConv", Counted)
+    got = core.compile_model(core.read_model(q), "CPU")(x)[0]
+    assert len(built) == 17
+    monkeypatch.setattr(dw_module, "supported", lambda geometry: False)
+    generic = core.compile_model(core.read_model(q), "CPU")(x)[0]
+    ref = core.compile_model(core.read_model(q), "REFERENCE")(x)[0]
+    mag = float(np.abs(ref).max())
+    assert float(np.abs(got - ref).max()) <= 0.02 * mag
+    assert float(np.abs(got - generic).max()) <= 0.02 * mag
+    assert int(np.argmax(got)) == int(np.argmax(ref))
