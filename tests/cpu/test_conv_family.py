@@ -239,6 +239,12 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
     "maxpool1d-indices-axis1": (pool_indices((1, 17, 9), (2,), (2,), (0,), (0,), 1), (1, 17, 9), None),
     "maxpool3d-dilated": (pool((1, 3, 6, 6, 6), "max", (2, 2, 2), (1, 2, 1), (0, 0, 0), (0, 0, 0), dil=(2, 1, 2)),
                           (1, 3, 6, 6, 6), None),
+    # 2-D pooling over wide channels: blocks of 4 channel vectors, single vectors, a masked tail
+    "maxpool2d-wide-crnn": (pool((1, 84, 6, 9), "max", (2, 1), (2, 1), (0, 0), (0, 0)), (1, 84, 6, 9), _edges),
+    "maxpool2d-wide-padded": (pool((2, 150, 5, 7), "max", (3, 3), (2, 2), (1, 1), (1, 1)), (2, 150, 5, 7), _edges),
+    "avgpool2d-wide": (pool((1, 128, 4, 6), "avg", (2, 2), (2, 2), (0, 1), (1, 0), exclude_pad=False),
+                       (1, 128, 4, 6), None),
+    "maxpool1d-wide": (pool((1, 70, 13), "max", (2,), (2,), (0,), (0,)), (1, 70, 13), None),
 }
 
 

@@ -26,6 +26,7 @@ from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.errors import EmberError
 
 LOWEST = -3.4028234663852886e38
+BLOCK_VECTORS = 4  # channel vectors pooled at once (independent max/add chains, one window walk)
 
 POOL_CONTEXT = ContextLayout(
     "pool",
@@ -67,6 +68,25 @@ def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False) -> 
         ix0 = b.sub(b.mul(ox, e.arg("sw")), e.arg("pl"))
         factor = e.splat(b.fmul(fh, e.load(F32, e.gep(F32, e.arg("invw", PTR), ox))), lanes)
         yrow = e.gep(F32, y, b.mul(ox, ldy))
+
+        def block(ch: ir.Value, count: int) -> None:
+            """``count`` whole channel vectors from ``ch``: independent chains, one window walk."""
+            accs = [e.var(vt, b.select(avg, zero, lowest)) for _ in range(count)]
+            with e.loop(0, kh, name="by") as ky:
+                iy = b.add(iy0, b.mul(ky, e.arg("dh")))
+                with b.if_then(b.icmp_unsigned("<", iy, H)):
+                    xrow = e.gep(F32, x, b.mul(b.mul(iy, W), ldx))
+                    with e.loop(0, kw, name="bx") as kx:
+                        ix = b.add(ix0, b.mul(kx, e.arg("dw")))
+                        with b.if_then(b.icmp_unsigned("<", ix, W)):
+                            src = e.gep(F32, xrow, b.add(b.mul(ix, ldx), ch))
+                            for i, acc in enumerate(accs):
+                                v = e.load(vt, e.gep(F32, src, i * lanes), align=4)
+                                a = e.load(vt, acc)
+                                b.store(b.select(avg, b.fadd(a, v), vmax(b, a, v)), acc)
+            for i, acc in enumerate(accs):
+                a = e.load(vt, acc)
+                b.store(b.select(avg, b.fmul(a, factor), a), e.gep(F32, yrow, b.add(ch, c64(i * lanes))), align=4)
 
         def channels(ch: ir.Value, mask: ir.Value | None) -> None:
             acc = e.var(vt)
@@ -117,7 +137,13 @@ def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False) -> 
                             put()
 
         nfull = b.add(c0, b.mul(b.sdiv(b.sub(c1, c0), c64(lanes)), c64(lanes)))
-        with e.loop(c0, nfull, lanes, name="cv") as ch:
+        start = c0
+        if not indices:  # blocks of BLOCK_VECTORS channel vectors, then single ones
+            step = BLOCK_VECTORS * lanes
+            start = b.add(c0, b.mul(b.sdiv(b.sub(nfull, c0), c64(step)), c64(step)))
+            with e.loop(c0, start, step, name="cb") as ch:
+                block(ch, BLOCK_VECTORS)
+        with e.loop(start, nfull, lanes, name="cv") as ch:
             channels(ch, None)
         with b.if_then(b.icmp_signed("<", nfull, c1)):
             channels(nfull, lane_mask(e, b.sub(c1, nfull), lanes))
@@ -201,7 +227,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"pool|{isa.level}", isa, lambda p: _build(p, isa))
+    return jit.load(f"pool|{isa.level}|b{BLOCK_VECTORS}", isa, lambda p: _build(p, isa))
 
 
 def _avg_factors(n_in: int, n_out: int, k: int, s: int, d: int, pb: int, full: bool) -> np.ndarray:
