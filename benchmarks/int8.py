@@ -4,6 +4,12 @@
     python benchmarks/int8.py --models resnet50 --time 3 --rounds 3
     python benchmarks/int8.py --out benchmarks/results/int8.md
     python benchmarks/int8.py --wc 4096                         # weight-compressed MatMul, batch 1
+    taskset -c 1 python benchmarks/int8.py --cpu-time resnet50,bert_like   # 1 thread, CPU time
+
+``--cpu-time`` takes compare.py's networks (its cached NNCF IRs, ``compare.int8_models``) and
+measures ember int8, OpenVINO int8 and ember f32 on one thread each in alternating rounds, as
+the median ``time.process_time`` per inference: on a loaded machine the CPU time a thread spends
+is far steadier than wall time (run it pinned to one core with ``taskset``).
 
 For each network (torchvision's ResNet-50 / MobileNetV2 architectures from tests/models, seeded
 weights, exported to ONNX): ember converts the ONNX and saves the float IR; real NNCF quantizes
@@ -251,6 +257,47 @@ def wc_table(rows: list[dict[str, Any]], size: int) -> str:
     return "\n".join(lines)
 
 
+def cpu_time(names: list[str], runs: int, rounds: int) -> list[dict[str, Any]]:
+    """Median CPU time (ms) per inference of ember int8, OpenVINO int8 and ember f32 on one
+    thread, on compare.py's networks and NNCF IRs, in ``rounds`` alternating rounds of ``runs``."""
+    import openvino as ov
+
+    import ember
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from compare import int8_models, model_spec
+
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    out = []
+    for name in names:
+        spec = model_spec(name)
+        feeds = spec.make_inputs(0)
+        shapes = {k: list(v.shape) for k, v in feeds.items()}
+        q = int8_models(spec)[0]
+        reqs = {}
+        for label, core, path in (("ember int8", ember.Core(), q), ("OpenVINO int8", ov.Core(), q),
+                                  ("ember f32", ember.Core(), spec.path)):
+            model = core.read_model(str(path))
+            model.reshape(shapes)
+            reqs[label] = core.compile_model(model, "CPU", dict(cfg)).create_infer_request()
+        times: dict[str, list[float]] = {k: [] for k in reqs}
+        for r in reqs.values():
+            r.infer(feeds)
+        for _ in range(rounds):
+            for label, r in reqs.items():
+                for _ in range(runs):
+                    t0 = time.process_time()
+                    r.infer(feeds)
+                    times[label].append(time.process_time() - t0)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        row = {"name": name, **med}
+        print(f"{name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items())
+              + f"; ember/OpenVINO int8 {med['ember int8'] / med['OpenVINO int8']:.2f}"
+              + f", ember f32/int8 {med['ember f32'] / med['ember int8']:.2f}", flush=True)
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="resnet50,mobilenet_v2")
@@ -261,7 +308,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--wc", type=int, default=0, metavar="SIZE",
                    help="instead of the networks: a SIZE x SIZE MatMul at batch 1 in f32, INT8 and INT4 "
                         "(compress_weights) on ember and OpenVINO (the issue's figure: 4096)")
+    p.add_argument("--cpu-time", default="", metavar="MODELS",
+                   help="instead: compare.py's networks (comma-separated) on one thread, median CPU time")
+    p.add_argument("--runs", type=int, default=20, help="runs per engine per round of --cpu-time")
     args = p.parse_args(argv)
+    if args.cpu_time:
+        cpu_time([n.strip() for n in args.cpu_time.split(",")], args.runs, args.rounds)
+        return
     if args.wc:
         text = wc_table(weight_compression(args.wc, args.time, args.rounds, args.threads), args.wc)
         print(text)

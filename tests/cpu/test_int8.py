@@ -322,10 +322,16 @@ CONV_CASES = [
     (1, 3, 3, 64, 64, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 4, 3, "relu", True),
     (3, 4, 5, 5, 7, 1, 3, (1, 2), (1, 1), (0, 1), (0, 1), 1, 200, "none", False),
     (1, 23, 21, 3, 64, 7, 7, (2, 2), (1, 1), (3, 3), (3, 3), 1, 128, "relu", False),  # ResNet's stem: taps gathered
+    # packed taps (1-3 channels side by side in the gathered row): whole kernel rows and border taps,
+    # 2 images, a dilated one (per tap only), one channel, the last tap's word in the row's slack
+    (2, 13, 17, 1, 24, 5, 5, (1, 1), (1, 1), (2, 2), (2, 2), 1, 9, "none", True),
+    (1, 11, 12, 2, 40, 3, 3, (1, 2), (2, 2), (2, 1), (1, 2), 1, 250, "clamp", False),
+    (2, 30, 29, 3, 33, 7, 7, (2, 2), (1, 1), (3, 3), (3, 2), 1, 0, "none", False),
+    (1, 8, 8, 3, 8, 2, 2, (1, 1), (1, 1), (0, 0), (0, 0), 1, 77, "none", False),  # K = 12: a multiple of 4
 ]
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISAS + [p for p in EPILOGUE_ISAS if p.id == "amx"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[3]}to{c[4]}-k{c[5]}x{c[6]}-s{c[7][0]}-g{c[11]}")
 def test_int8_conv_matches_numpy(isa, case):
     n, h, wd, cin, cout, kh, kw, s, d, pb, pe, groups, zp, epi_name, has_res = case
@@ -342,6 +348,26 @@ def test_int8_conv_matches_numpy(isa, case):
         Int8Conv2d(geo, w, scale, shift, zp, epi, num_threads=threads, isa=isa)(x, y, res)
         np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-5 * np.abs(want).max() + 1e-6)
 
+
+
+def test_amx_tile_groups_share_each_panel():
+    """AMX: a task runs the weights' panels outside a group of tiles (each panel read once per
+    group); the A copies of a group are bounded by STACK_LIMIT, so a 3x3 convolution of 1024
+    channels over 10 tiles runs as tasks of 8 and 2 tiles, the first in two groups (7 + 1),
+    border tiles copied, the last one partial."""
+    from ember.devices.cpu.llvm import isa as isa_mod
+
+    if not isa_mod.amx_supported():
+        pytest.skip("no AMX tiles on this CPU")
+    geo = ConvGeometry(1, 17, 17, 1024, 16, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1))
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (1, 17, 17, 1024)).astype(np.uint8)
+    w = rng.integers(-128, 128, (16, 1024, 3, 3)).astype(np.int8)
+    scale, shift = _scales(rng, 16)
+    want = conv_reference(x, w, geo, 11) * scale.astype(np.float64) + shift
+    y = np.full(geo.output_shape, np.nan, np.float32)
+    Int8Conv2d(geo, w, scale, shift, 11, num_threads=1, isa=isa_mod.host_isa("amx"))(x, y)
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-5 * np.abs(want).max() + 1e-6)
 
 # (batch, h, w, c, kh, kw, strides, dilations, pads_begin, pads_end, epilogue, residual, fused)
 DW_CASES = [

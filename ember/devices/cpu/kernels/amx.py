@@ -58,6 +58,17 @@ def amx_split(k4: int) -> tuple[int, int, int]:
     return 16, least, 16 * least
 
 
+def amx_split_tight(k4: int) -> tuple[int, int, int]:
+    """As :func:`amx_split`, for rows that are copied anyway (a stem's gathered rows): the fewest
+    steps of ``kq <= 16`` groups and the fewest zero groups, ``kq`` need not divide ``k4`` (a
+    7x7x3 stem's 37 groups: 3 steps of 13, 39 groups, where :func:`amx_split` pads to 48)."""
+    if k4 <= 0:
+        raise EmberError("ember: an AMX GEMM needs at least one input channel")
+    nck = -(-k4 // 16)
+    kq = -(-k4 // nck)
+    return kq, nck, kq * nck
+
+
 #: the most stack a tile task may take for its A rows (copied or converted: taps x 32 rows x
 #: the row's bytes); larger K runs on the AVX-512 kernels (threads have 8 MB stacks by default)
 STACK_LIMIT = 2 << 20
@@ -152,5 +163,5 @@ def tile_release(e: Emitter) -> None:
     e.call("llvm.x86.tilerelease", VOID, [])
 
 
-__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "STACK_LIMIT", "fits_stack", "TILE_BYTES", "TILE_ROWS", "amx_split", "byte_mask", "copy_bytes", "copy_rows",
+__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "STACK_LIMIT", "fits_stack", "TILE_BYTES", "TILE_ROWS", "amx_split", "amx_split_tight", "byte_mask", "copy_bytes", "copy_rows",
            "emit_tile_config", "tile_dot", "tile_load", "tile_release", "tile_store", "tile_zero", "two_by_two"]

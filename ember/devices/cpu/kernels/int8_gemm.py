@@ -60,8 +60,11 @@ from ember.devices.cpu.kernels.amx import (
     A_TILES,
     B_TILES,
     C_TILES,
+    STACK_LIMIT,
     TILE_ROWS,
     amx_split,
+    amx_split_tight,
+    byte_mask,
     copy_bytes,
     copy_rows,
     emit_tile_config,
@@ -124,6 +127,16 @@ QUANT_CONTEXT = ContextLayout(
      "tiled"),
     pointers=("x", "y", "ranges", "tiled"))
 QUANT_U8, QUANT_F32 = 0, 1
+#: ``merge`` of INT8_CONTEXT: each tap's channels padded to 4 bytes in the gathered row, or packed
+MERGE_PADDED, MERGE_PACKED = 1, 2
+
+
+def packed_taps_disabled() -> bool:
+    """``EMBER_INT8_PADDED_TAPS=1``: a 1-3 channel stem gathers its taps padded to 4 bytes each
+    (as before packed taps; for A/B measurements)."""
+    import os
+
+    return os.environ.get("EMBER_INT8_PADDED_TAPS", "") not in ("", "0")
 
 
 def padded_channels(c: int) -> int:
@@ -426,45 +439,128 @@ def emit_row_table(e: ContextEmitter, blk: TaskBlock, MR: int, fill_tail: bool =
                         ptr = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
                         b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, c64(MR)))))
         with merged:
-            # few channels per tap (a stem): gather each pixel's taps into one row of kpad bytes
-            # (tap-major, cin bytes each: the pixel stride padded to 4), a kernel row at once
-            # where it lies inside a dense image; then run as one tap of kpad / 4 k-groups
-            kpad, cin = a("kpad"), a("cin")
-            words = b.sdiv(cin, c64(4))
-            row_words = b.mul(words, kw)
-            dense = b.and_(b.icmp_signed("==", ldx, cin), b.icmp_signed("==", dw, c64(1)))
+            kpad = a("kpad")
             gbuf = aligned_alloca(e, I8, b.mul(b.mul(ntiles, c64(MR)), kpad))
-            with _pixels(e, m0, m1, OH, OW, "gp") as (p, img, oy, ox):
-                dst = e.gep(I8, gbuf, b.mul(b.sub(p, m0), kpad))
-                b.store(dst, e.gep(PTR, rows, b.sub(p, m0)))
-                iy0 = b.sub(b.mul(oy, sh), pt)
-                ix0 = b.sub(b.mul(ox, sw), pl)
-                ximg = e.gep(I8, xgroup, b.mul(img, xn))
-                inside_x = b.and_(b.and_(b.icmp_signed(">=", ix0, c64(0)),
-                                         b.icmp_signed("<", b.add(ix0, b.mul(b.sub(kw, c64(1)), dw)), W)), dense)
-                with e.loop(0, kh, name="gky") as ky:
-                    iy = b.add(iy0, b.mul(ky, dh))
-                    yok = b.icmp_unsigned("<", iy, H)
-                    xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
-                    drow = e.gep(I8, dst, b.mul(b.mul(ky, kw), cin))
-                    with b.if_else(b.and_(yok, inside_x)) as (whole, taps):
-                        with whole:  # the kernel row lies inside a dense image: one contiguous copy
-                            src = e.gep(I8, xrow, b.mul(ix0, ldx))
-                            if wide_copy:  # masked 64-byte vectors (AVX-512BW)
-                                copy_bytes(e, src, drow, b.mul(row_words, c64(4)))
-                            else:
-                                with e.loop(0, row_words, name="gr") as j:
-                                    b.store(e.load(I32, e.gep(I32, src, j), align=4), e.gep(I32, drow, j), align=4)
-                        with taps:
-                            with e.loop(0, kw, name="gkx") as kx:
-                                ix = b.add(ix0, b.mul(kx, dw))
-                                ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
-                                src = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
-                                tdst = e.gep(I8, drow, b.mul(kx, cin))
-                                with e.loop(0, words, name="gw") as j:
-                                    v = e.load(I32, e.gep(I32, src, j), align=4)
-                                    b.store(v, e.gep(I32, tdst, j), align=4)
+            with b.if_else(b.icmp_signed("==", a("merge"), c64(MERGE_PACKED))) as (packed_taps, padded_taps):
+                with packed_taps:
+                    _gather_packed_taps(e, blk, rows, gbuf, xgroup, zero_row, wide_copy)
+                with padded_taps:
+                    _gather_padded_taps(e, blk, rows, gbuf, xgroup, zero_row, wide_copy)
     return rows, b.select(merge, c64(1), ntaps)
+
+
+def _gather_padded_taps(e: ContextEmitter, blk: TaskBlock, rows: ir.Value, gbuf: ir.Value, xgroup: ir.Value,
+                        zero_row: ir.Value, wide_copy: bool) -> None:
+    """Few channels per tap (a stem): gather each pixel's taps into one row of kpad bytes
+    (tap-major, cin bytes each: the pixel stride padded to 4), a kernel row at once where it
+    lies inside a dense image; then run as one tap of kpad / 4 k-groups."""
+    b = e.b
+    a = e.arg
+    m0, m1 = blk.m0, blk.m1
+    H, W, OH, OW, kh, kw = a("h"), a("w"), a("oh"), a("ow"), a("kh"), a("kw")
+    ldx, xn = a("ldx"), a("xn")
+    sh, sw, dh, dw, pt, pl = a("sh"), a("sw"), a("dh"), a("dw"), a("pt"), a("pl")
+    kpad, cin = a("kpad"), a("cin")
+    words = b.sdiv(cin, c64(4))
+    row_words = b.mul(words, kw)
+    dense = b.and_(b.icmp_signed("==", ldx, cin), b.icmp_signed("==", dw, c64(1)))
+    with _pixels(e, m0, m1, OH, OW, "gp") as (p, img, oy, ox):
+        dst = e.gep(I8, gbuf, b.mul(b.sub(p, m0), kpad))
+        b.store(dst, e.gep(PTR, rows, b.sub(p, m0)))
+        iy0 = b.sub(b.mul(oy, sh), pt)
+        ix0 = b.sub(b.mul(ox, sw), pl)
+        ximg = e.gep(I8, xgroup, b.mul(img, xn))
+        inside_x = b.and_(b.and_(b.icmp_signed(">=", ix0, c64(0)),
+                                 b.icmp_signed("<", b.add(ix0, b.mul(b.sub(kw, c64(1)), dw)), W)), dense)
+        with e.loop(0, kh, name="gky") as ky:
+            iy = b.add(iy0, b.mul(ky, dh))
+            yok = b.icmp_unsigned("<", iy, H)
+            xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
+            drow = e.gep(I8, dst, b.mul(b.mul(ky, kw), cin))
+            with b.if_else(b.and_(yok, inside_x)) as (whole, taps):
+                with whole:  # the kernel row lies inside a dense image: one contiguous copy
+                    src = e.gep(I8, xrow, b.mul(ix0, ldx))
+                    if wide_copy:  # masked 64-byte vectors (AVX-512BW)
+                        copy_bytes(e, src, drow, b.mul(row_words, c64(4)))
+                    else:
+                        with e.loop(0, row_words, name="gr") as j:
+                            b.store(e.load(I32, e.gep(I32, src, j), align=4), e.gep(I32, drow, j), align=4)
+                with taps:
+                    with e.loop(0, kw, name="gkx") as kx:
+                        ix = b.add(ix0, b.mul(kx, dw))
+                        ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
+                        src = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
+                        tdst = e.gep(I8, drow, b.mul(kx, cin))
+                        with e.loop(0, words, name="gw") as j:
+                            v = e.load(I32, e.gep(I32, src, j), align=4)
+                            b.store(v, e.gep(I32, tdst, j), align=4)
+
+
+def _gather_packed_taps(e: ContextEmitter, blk: TaskBlock, rows: ir.Value, gbuf: ir.Value, xgroup: ir.Value,
+                        zero_row: ir.Value, wide_copy: bool) -> None:
+    """1-3 channels per tap (an RGB stem): gather each pixel's taps into one row with no padding
+    between taps (``kh * kw * cin`` bytes, (ky, kx, c) order: K = 147 for a 7x7x3 stem, not 196),
+    so the tiles multiply no padding bytes. A tap is copied as a 4-byte word at ``tap * cin``
+    (its last byte overwritten by the next tap, the last one's landing in the row's slack: the
+    weights are zero there); a kernel row inside an image of 4-byte pixels at once, its bytes
+    compacted with one shuffle (AVX-512BW masked stores)."""
+    b = e.b
+    a = e.arg
+    m0, m1 = blk.m0, blk.m1
+    H, W, OH, OW, kh, kw = a("h"), a("w"), a("oh"), a("ow"), a("kh"), a("kw")
+    ldx, xn = a("ldx"), a("xn")
+    sh, sw, dh, dw, pt, pl = a("sh"), a("sw"), a("dh"), a("dw"), a("pt"), a("pl")
+    kpad, cin = a("kpad"), a("cin")
+    v64 = vec(I8, 64)
+    whole_ok = b.and_(b.and_(b.icmp_signed("==", ldx, c64(4)), b.icmp_signed("==", dw, c64(1))),
+                      b.icmp_signed("<=", kw, c64(16)))
+    with _pixels(e, m0, m1, OH, OW, "kp") as (p, img, oy, ox):
+        dst = e.gep(I8, gbuf, b.mul(b.sub(p, m0), kpad))
+        b.store(dst, e.gep(PTR, rows, b.sub(p, m0)))
+        iy0 = b.sub(b.mul(oy, sh), pt)
+        ix0 = b.sub(b.mul(ox, sw), pl)
+        ximg = e.gep(I8, xgroup, b.mul(img, xn))
+        inside_x = b.and_(b.and_(b.icmp_signed(">=", ix0, c64(0)),
+                                 b.icmp_signed("<", b.add(ix0, b.mul(b.sub(kw, c64(1)), dw)), W)), whole_ok)
+        with e.loop(0, kh, name="kky") as ky:
+            iy = b.add(iy0, b.mul(ky, dh))
+            yok = b.icmp_unsigned("<", iy, H)
+            xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
+            drow = e.gep(I8, dst, b.mul(b.mul(ky, kw), cin))
+
+            def taps() -> None:
+                with e.loop(0, kw, name="kkx") as kx:
+                    ix = b.add(ix0, b.mul(kx, dw))
+                    ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
+                    src = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
+                    b.store(e.load(I32, src, align=1), e.gep(I8, drow, b.mul(kx, cin)), align=1)
+
+            if not wide_copy:
+                taps()
+            else:
+                with b.if_else(b.and_(yok, inside_x)) as (whole, per_tap):
+                    with whole:  # 4-byte pixels side by side: one masked load, one shuffle, one masked store
+                        src = e.gep(I8, xrow, b.mul(ix0, c64(4)))
+                        row = e.call("llvm.masked.load.v64i8.p0", v64,
+                                     [src, c32(1), byte_mask(e, b.mul(kw, c64(4))), ir.Constant(v64, None)])
+                        out = byte_mask(e, b.mul(kw, cin))
+
+                        def store_packed(c: int) -> None:
+                            pick = [4 * (j // c) + j % c if j < 16 * c else 0 for j in range(64)]
+                            packed = b.shuffle_vector(row, ir.Constant(v64, None), ir.Constant(vec(I32, 64), pick))
+                            e.call("llvm.masked.store.v64i8.p0", VOID, [packed, drow, c32(1), out])
+
+                        with b.if_else(b.icmp_signed("==", cin, c64(3))) as (c3, fewer):
+                            with c3:
+                                store_packed(3)
+                            with fewer:
+                                with b.if_else(b.icmp_signed("==", cin, c64(2))) as (c2, c1):
+                                    with c2:
+                                        store_packed(2)
+                                    with c1:
+                                        store_packed(1)
+                    with per_tap:
+                        taps()
 
 
 def _emit_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function]) -> None:
@@ -883,9 +979,14 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     direct = b.icmp_signed("!=", a("direct"), c64(0))
     kbytes, qbytes = b.mul(k4, c64(4)), b.mul(kq, c64(4))
     kp = b.mul(e.cdiv(b.mul(b.mul(nck, qbytes), c64(1)), 64), c64(64))  # a copied row, zero padded
-    abuf = aligned_alloca(e, I8, b.mul(b.mul(ntaps, c64(MR)), kp))
-    desc_ptr = b.alloca(PTR, size=b.mul(ntaps, c64(2)))
-    desc_ld = b.alloca(I64, size=b.mul(ntaps, c64(2)))
+    # A descriptors of a group of tiles at once (as many as STACK_LIMIT holds copies of), so that the
+    # panels run outside the tiles: each panel of weights is read once per group, not once per tile
+    # (batch 1: a 7x7 map is 2 tiles, a 14x14 one 7: the weights of the last stages streamed once)
+    tile_bytes = b.mul(b.mul(ntaps, c64(MR)), kp)
+    tg = e.max(c64(1), e.min(ntiles, b.sdiv(c64(STACK_LIMIT), tile_bytes)))
+    abuf = aligned_alloca(e, I8, b.mul(tg, tile_bytes))
+    desc_ptr = b.alloca(PTR, size=b.mul(b.mul(tg, ntaps), c64(2)))
+    desc_ld = b.alloca(I64, size=b.mul(b.mul(tg, ntaps), c64(2)))
     cbuf = aligned_alloca(e, I32, c64(MR * NR))
     emit_tile_config(e, qbytes, kq)
 
@@ -907,67 +1008,73 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     b_stride = c64(4 * NR)
     step_bytes = b.mul(kq, c64(4 * NR))
 
-    with e.loop(0, ntiles, name="tile") as it:
-        p0 = b.add(m0, b.mul(it, c64(MR)))
-        mr = e.min(c64(MR), b.sub(m1, p0))
-        # A of this tile: per tap and half, a base and a row stride (straight from the
-        # activations when the half's 16 rows are uniformly strided, else a zero-padded copy)
-        with e.loop(0, ntaps, name="atap") as tap:
-            for h in range(2):
-                slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), c64(h * H))
-                src = [e.load(PTR, e.gep(PTR, rows, b.add(slot, c64(r)))) for r in range(H)]
-                addr = [b.ptrtoint(p, I64) for p in src]
-                step = b.sub(addr[1], addr[0])
-                ok = direct
-                for r in range(2, H):
-                    ok = b.and_(ok, b.icmp_unsigned("==", addr[r], b.add(addr[0], b.mul(step, c64(r)))))
-                d = b.add(b.mul(tap, c64(2)), c64(h))
-                with b.if_else(ok) as (uniform, gather):
-                    with uniform:
-                        b.store(src[0], e.gep(PTR, desc_ptr, d))
-                        b.store(step, e.gep(I64, desc_ld, d))
-                    with gather:
-                        dst = e.gep(I8, abuf, b.mul(b.mul(d, c64(H)), kp))
-                        copy_rows(e, src, dst, kp, kbytes, kp)
-                        b.store(dst, e.gep(PTR, desc_ptr, d))
-                        b.store(kp, e.gep(I64, desc_ld, d))
+    def block(two_m: bool, two_n: bool, jp: ir.Value, lt: ir.Value) -> None:
+        for t in C_TILES:
+            tile_zero(e, t)
+        bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
+        with e.loop(0, ntaps, name="ctap") as tap:
+            d0 = b.mul(b.add(b.mul(lt, ntaps), tap), c64(2))
+            pa = [e.load(PTR, e.gep(PTR, desc_ptr, b.add(d0, c64(h)))) for h in range(2)]
+            lda = [e.load(I64, e.gep(I64, desc_ld, b.add(d0, c64(h)))) for h in range(2)]
+            bt = e.gep(I8, bpan, b.mul(tap, tap_bytes))
+            with e.loop(0, nck, name="kc") as c:
+                aoff = b.mul(c, qbytes)
+                bc = e.gep(I8, bt, b.mul(c, step_bytes))
+                tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), lda[0])
+                if two_m:
+                    tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), lda[1])
+                tile_load(e, B_TILES[0], bc, b_stride)
+                if two_n:
+                    tile_load(e, B_TILES[1], e.gep(I8, bc, 64), b_stride)
+                for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                    if (i and not two_m) or (j and not two_n):
+                        continue
+                    tile_dot(e, "tdpbusd", C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
+        ldc = c64(4 * NR)
+        for i in range(2):
+            for j in range(2):
+                tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * H * NR + j * 16) * 4), ldc)
 
-        def block(two_m: bool, two_n: bool, jp: ir.Value) -> None:
-            for t in C_TILES:
-                tile_zero(e, t)
-            bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
-            with e.loop(0, ntaps, name="ctap") as tap:
-                d0 = b.mul(tap, c64(2))
-                pa = [e.load(PTR, e.gep(PTR, desc_ptr, b.add(d0, c64(h)))) for h in range(2)]
-                lda = [e.load(I64, e.gep(I64, desc_ld, b.add(d0, c64(h)))) for h in range(2)]
-                bt = e.gep(I8, bpan, b.mul(tap, tap_bytes))
-                with e.loop(0, nck, name="kc") as c:
-                    aoff = b.mul(c, qbytes)
-                    bc = e.gep(I8, bt, b.mul(c, step_bytes))
-                    tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), lda[0])
-                    if two_m:
-                        tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), lda[1])
-                    tile_load(e, B_TILES[0], bc, b_stride)
-                    if two_n:
-                        tile_load(e, B_TILES[1], e.gep(I8, bc, 64), b_stride)
-                    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
-                        if (i and not two_m) or (j and not two_n):
-                            continue
-                        tile_dot(e, "tdpbusd", C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
-            ldc = c64(4 * NR)
-            for i in range(2):
-                for j in range(2):
-                    tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * H * NR + j * 16) * 4), ldc)
+    with e.loop(0, e.cdiv(ntiles, tg), name="tgrp") as grp:
+        t0 = b.mul(grp, tg)
+        t1 = e.min(ntiles, b.add(t0, tg))
+        with e.loop(t0, t1, name="tile") as it:
+            lt = b.sub(it, t0)
+            # A of this tile: per tap and half, a base and a row stride (straight from the
+            # activations when the half's 16 rows are uniformly strided, else a zero-padded copy)
+            with e.loop(0, ntaps, name="atap") as tap:
+                for h in range(2):
+                    slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), c64(h * H))
+                    src = [e.load(PTR, e.gep(PTR, rows, b.add(slot, c64(r)))) for r in range(H)]
+                    addr = [b.ptrtoint(p, I64) for p in src]
+                    step = b.sub(addr[1], addr[0])
+                    ok = direct
+                    for r in range(2, H):
+                        ok = b.and_(ok, b.icmp_unsigned("==", addr[r], b.add(addr[0], b.mul(step, c64(r)))))
+                    d = b.add(b.mul(b.add(b.mul(lt, ntaps), tap), c64(2)), c64(h))
+                    with b.if_else(ok) as (uniform, gather):
+                        with uniform:
+                            b.store(src[0], e.gep(PTR, desc_ptr, d))
+                            b.store(step, e.gep(I64, desc_ld, d))
+                        with gather:
+                            dst = e.gep(I8, abuf, b.mul(b.mul(d, c64(H)), kp))
+                            copy_rows(e, src, dst, kp, kbytes, kp)
+                            b.store(dst, e.gep(PTR, desc_ptr, d))
+                            b.store(kp, e.gep(I64, desc_ld, d))
 
         with e.loop(j0, j1, name="jp") as jp:
             col = b.mul(jp, c64(NR))
             ncols = e.min(c64(NR), b.sub(N, col))
-            two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
-                        lambda tm_, tn_: block(tm_, tn_, jp))
-            b.call(epi, [cbuf, mr, ncols, e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy,
-                         e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
-                         e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), resz)), ldr, lo, hi, flags, e.gep(F32, fq_g, col),
-                         a("fqs"), e.gep(I8, q_g, b.add(b.mul(p0, ldq), col)), ldq])
+            with e.loop(t0, t1, name="btile") as it:
+                lt = b.sub(it, t0)
+                p0 = b.add(m0, b.mul(it, c64(MR)))
+                mr = e.min(c64(MR), b.sub(m1, p0))
+                two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
+                           lambda tm_, tn_: block(tm_, tn_, jp, lt))
+                b.call(epi, [cbuf, mr, ncols, e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy,
+                             e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
+                             e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), resz)), ldr, lo, hi, flags,
+                             e.gep(F32, fq_g, col), a("fqs"), e.gep(I8, q_g, b.add(b.mul(p0, ldq), col)), ldq])
     tile_release(e)
     b.ret_void()
 
@@ -1018,6 +1125,8 @@ class Int8Weights:
     amx: bool = False
     ktap: int = 0
     group_bytes: int = 0
+    kq: int = 0
+    nck: int = 0
 
     @property
     def k4(self) -> int:
@@ -1028,8 +1137,10 @@ class Int8Weights:
         return self.group_bytes or self.data.size // self.groups
 
 
-def pack_int8_weights(w: np.ndarray, isa: Isa | None = None) -> Int8Weights:
-    """Pack ``w[groups, taps, cin, cout]`` (integers in [-128, 127]) for ``isa``."""
+def pack_int8_weights(w: np.ndarray, isa: Isa | None = None, tight: bool = False) -> Int8Weights:
+    """Pack ``w[groups, taps, cin, cout]`` (integers in [-128, 127]) for ``isa``. ``tight``: the
+    A rows are copied anyway (a stem's gathered rows), so AMX tile steps need not divide ``k4``:
+    the fewest zero groups (:func:`~ember.devices.cpu.kernels.amx.amx_split_tight`)."""
     isa = isa or host_isa()
     w = np.asarray(w)
     if w.ndim != 4 or w.dtype.kind not in "iu":
@@ -1039,8 +1150,9 @@ def pack_int8_weights(w: np.ndarray, isa: Isa | None = None) -> Int8Weights:
     nr = INT8_TILES[isa.level].nr
     groups, taps, cin, cout = w.shape
     k4, npan = -(-cin // 4), -(-cout // nr)
-    amx = isa.amx_int8 and k4 > 0 and fits_stack(taps, 4 * amx_split(k4)[2])
-    ktap = amx_split(k4)[2] if amx else k4
+    split = amx_split_tight if tight else amx_split
+    amx = isa.amx_int8 and k4 > 0 and fits_stack(taps, 4 * split(k4)[2])
+    kq, nck, ktap = split(k4) if amx else (0, 0, k4)
     wp = np.zeros((groups, taps, ktap * 4, npan * nr), np.int8)
     wp[:, :, :cin, :cout] = w
     wp = wp.reshape(groups, taps, ktap, 4, npan, nr).transpose(0, 4, 1, 2, 5, 3)
@@ -1048,7 +1160,7 @@ def pack_int8_weights(w: np.ndarray, isa: Isa | None = None) -> Int8Weights:
     data[:] = 0
     data[:wp.size] = wp.reshape(-1)
     sums = w.astype(np.int64).sum(axis=(1, 2))
-    return Int8Weights(data, sums, groups, taps, cin, cout, nr, isa, amx, ktap, wp.size // max(groups, 1))
+    return Int8Weights(data, sums, groups, taps, cin, cout, nr, isa, amx, ktap, wp.size // max(groups, 1), kq, nck)
 
 
 # --------------------------------------------------------------------------- binding
@@ -1143,11 +1255,14 @@ class Int8Call:
                       | (FLAG_ALSO_U8 if also_quantize else 0) | (FLAG_RES_U8 if residual_u8 else 0)
                       | (FLAG_U8 if steps_only else 0) | (FLAG_FAST if fast else 0))
         self.steps_only = steps_only
-        kq, nck, ktap = amx_split(packed.k4) if packed.amx else (0, 0, packed.k4)
-        # gathered rows (a stem) are padded to whole tile steps (B is zero there), so AMX reads them in place
+        kq, nck, ktap = (packed.kq, packed.nck, packed.ktap) if packed.amx else (0, 0, packed.k4)
+        # gathered rows (a stem) are padded to whole tile steps (B is zero there), so AMX reads them in
+        # place; packed taps (merged_cin < 4) write a 4-byte word per tap: 4 bytes of slack per row
+        packed_taps = 0 < merged_cin < 4
         self.ctx = INT8_CONTEXT.new(kq=kq, nck=nck, ktap=ktap, direct=int(ktap == packed.k4 or merged_cin > 0),
-                                    fq=self.fq.ctypes.data, fqs=fq_stride(total), merge=int(merged_cin > 0),
-                                    cin=merged_cin, kpad=4 * ktap,
+                                    fq=self.fq.ctypes.data, fqs=fq_stride(total),
+                                    merge=0 if not merged_cin else MERGE_PACKED if packed_taps else MERGE_PADDED,
+                                    cin=merged_cin, kpad=4 * ktap + (4 if packed_taps else 0),
             **geo, ldx=ldx, ldy=ldy, ldr=ldy if ldr is None else ldr, k4=packed.k4,
             xg=packed.cin if xg is None else xg, yg=packed.cout, cout=packed.cout, m=m,
             bp=packed.data.ctypes.data, bg=packed.group_stride, comp=self.comp.ctypes.data,
@@ -1299,13 +1414,16 @@ class Int8Conv2d:
         taps = g.kh * g.kw
         #: bytes per tap when the taps are gathered into one row (a stem), else 0
         self.merged_cin = cg if groups == 1 and taps > 1 and cg < MERGE_BELOW_CHANNELS and taps * cg <= 1024 else 0
-        if self.merged_cin:  # the gathered row holds each tap's channels padded to 4 bytes
+        if self.merged_cin and (cg % 4 == 0 or cg > 3 or packed_taps_disabled()):
+            # the gathered row holds each tap's channels padded to 4 bytes
             ctap = padded_channels(cg)
             wm = np.zeros((1, taps, ctap, g.cout), np.int8)
             wm[:, :, :cg] = wg
             wg = wm.reshape(1, 1, taps * ctap, g.cout)
             self.merged_cin = ctap
-        self.packed = pack_int8_weights(wg, isa)
+        elif self.merged_cin:  # 1-3 channels: the taps side by side, (ky, kx, c), no padding between
+            wg = wg.reshape(1, 1, taps * cg, g.cout)
+        self.packed = pack_int8_weights(wg, isa, tight=bool(self.merged_cin))
         self.scale, self.zero_point, self.epilogue = scale, zero_point, epilogue
         self.shift = np.zeros(g.cout, np.float32) if shift is None else shift
         self.num_threads = num_threads
