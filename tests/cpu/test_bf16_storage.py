@@ -105,3 +105,50 @@ def test_bottleneck_bf16_storage_matches_reference() -> None:
     f32 = ember.Core().compile_model(model, "CPU")
     assert _u16_tensors(f32) == 0
     np.testing.assert_allclose(f32([x])[0], ref, rtol=1e-4, atol=1e-4)
+
+
+def inverted_residual(c: int = 24, expand: int = 4, hw: int = 12, k: int = 3) -> Model:
+    """MobileNetV2's block twice: 1x1 expand -> ReLU6 -> depthwise kxk -> ReLU6 -> 1x1 project
+    (+ input in the second)."""
+    x = ops.parameter([1, c, hw, hw], np.float32, name="x")
+    e = c * expand
+    y = x
+    for i in range(2):
+        z = ops.clamp(_conv(y, e, c, 1), 0.0, 6.0)
+        z = ops.group_convolution(z, _w(e, 1, 1, k, k), [1, 1], [k // 2] * 2, [k // 2] * 2, [1, 1])
+        z = ops.clamp(ops.add(z, _w(1, e, 1, 1) * 0.1), 0.0, 6.0)
+        z = _conv(z, c, e, 1)
+        y = ops.add(z, y) if i else z
+    return Model([y], [x], "inverted_residual")
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_inverted_residual_bf16_storage_matches_reference(k: int) -> None:
+    model = inverted_residual(k=k)
+    x = np.random.default_rng(k).standard_normal((1, 24, 12, 12)).astype(np.float32)
+    ref = ember.Core().compile_model(model, "REFERENCE")([x])[0]
+    cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    # per block the expanded tensor and the depthwise output; the first projection is read by
+    # the second expansion and by the residual Add (f32)
+    assert _u16_tensors(cm) == 4
+    got = cm([x])[0]
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("level", LEVELS[:1])
+def test_depthwise_bf16_in_and_out(level: str) -> None:
+    rng = np.random.default_rng(11)
+    for h, w, c, k, st in [(14, 14, 96, 3, 1), (15, 15, 40, 5, 2), (7, 7, 37, 3, 1)]:
+        geo = ConvGeometry(1, h, w, c, c, k, k, (st, st), (1, 1), (k // 2, k // 2), (k // 2, k // 2), c)
+        wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+        x = rng.standard_normal((1, h, w, c)).astype(np.float32)
+        bias = rng.standard_normal(c).astype(np.float32)
+        x16 = aligned_empty(x.shape, np.uint16)
+        x16[:] = to_bf16_bits(x)
+        for act in ("", "hswish"):
+            conv = Conv2d(geo, wt, Epilogue() if act else Epilogue(0.0, 6.0), isa=host_isa(level), precision="bf16",
+                          activation=act)
+            want = conv(round_to_bf16(x), None, bias)
+            got = aligned_empty(geo.output_shape, np.uint16)
+            conv.bind(x16, got, bias).run()
+            np.testing.assert_array_equal(got, to_bf16_bits(want))

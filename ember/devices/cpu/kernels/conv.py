@@ -181,6 +181,9 @@ class Conv2d:
         self.activation, self.affine = activation, affine
         self.isa = isa or host_isa()
         self.precision = as_precision(precision)
+        # depthwise kernels compute in f32, but the specialized one reads and writes bf16 under bf16
+        self._dw_bf16_io = (g.depthwise and g.kh * g.kw <= _dw.DW_SPEC_MAX_TAPS
+                            and self.precision is Precision.BF16)
         self.num_threads = num_threads or default_pool().num_threads
         w = np.asarray(weights, np.float32)
         if w.shape != (g.cout, g.cin // g.groups, g.kh, g.kw):
@@ -217,8 +220,8 @@ class Conv2d:
         ctx[DEPTHWISE_CONTEXT["lo"]], ctx[DEPTHWISE_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
         return ctx
 
-    def _dw_spec_call(self, ldx: int, xn: int, ldy: int, ldr: int,
-                      residual: bool) -> tuple[np.ndarray, int, np.ndarray]:
+    def _dw_spec_call(self, ldx: int, xn: int, ldy: int, ldr: int, residual: bool, x_bf16: bool = False,
+                      y_bf16: bool = False) -> tuple[np.ndarray, int, np.ndarray]:
         g = self.geometry
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
         zr = aligned_empty(g.w * ldx + self._cp)
@@ -236,22 +239,25 @@ class Conv2d:
             pm = np.array(self.affine, np.float32).view(np.uint32)
             ctx[DW_SPEC_CONTEXT["pmul"]], ctx[DW_SPEC_CONTEXT["padd"]] = int(pm[0]), int(pm[1])
         task = dw_spec_task_address(DwSpec(g.kh, g.kw, sw, dw, ldx, residual, self.activation,
-                                           self.affine is not None, g.cin % self.isa.f32_lanes != 0), self.isa)
+                                           self.affine is not None, g.cin % self.isa.f32_lanes != 0, x_bf16, y_bf16),
+                                    self.isa)
         return ctx, task, zr
 
     @property
     def bf16_io(self) -> bool:
         """Whether :meth:`bind` takes bf16 activations (uint16 arrays of bf16 bits) for X and Y:
-        the bf16 implicit GEMM; Y only when :meth:`y_bf16_ok`."""
-        return self.packed is not None and self.packed.precision is Precision.BF16
+        the bf16 implicit GEMM (Y only when :meth:`y_bf16_ok`), or a specialized depthwise
+        kernel built with ``precision="bf16"`` (its arithmetic stays f32)."""
+        return self._dw_bf16_io or (self.packed is not None and self.packed.precision is Precision.BF16)
 
     def y_bf16_ok(self) -> bool:
         """Whether the output may be stored bf16 (see :func:`~ember.devices.cpu.kernels.gemm.y_bf16_ok`)."""
-        return self.packed is not None and y_bf16_ok(self.packed)
+        return self._dw_bf16_io or (self.packed is not None and y_bf16_ok(self.packed))
 
     def x_bf16_ok(self) -> bool:
-        """Whether the input may be bf16 (the bf16 implicit GEMM, taps not merged)."""
-        return self.bf16_io and self.packed is not None and self.packed.merged_taps == 1
+        """Whether the input may be bf16 (the bf16 implicit GEMM with taps not merged, or the
+        specialized depthwise kernel)."""
+        return self._dw_bf16_io or (self.bf16_io and self.packed is not None and self.packed.merged_taps == 1)
 
     def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int, x_bf16: bool = False,
                    y_bf16: bool = False) -> IGemmCall:
@@ -279,11 +285,11 @@ class Conv2d:
                 raise EmberError("ember: the residual's images must be contiguous")
         check_bias(bias, g.cout)
         spec = g.depthwise and g.kh * g.kw <= _dw.DW_SPEC_MAX_TAPS
-        key = (ldx, xn, ldy, ldr, residual is not None) if spec else (ldx, xn, ldy, ldr, x16, y16)
+        key = (ldx, xn, ldy, ldr, residual is not None, x16, y16) if spec else (ldx, xn, ldy, ldr, x16, y16)
         call = self._calls.get(key)
         if call is None:
             if spec:
-                call = self._dw_spec_call(ldx, xn, ldy, ldr, residual is not None)
+                call = self._dw_spec_call(ldx, xn, ldy, ldr, residual is not None, x16, y16)
             else:
                 call = self._dw_ctx(ldx, xn, ldy, ldr) if g.depthwise else self._gemm_call(ldx, xn, ldy, ldr, x16, y16)
             self._calls[key] = call

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from ember.devices.cpu.kernels.gemm import store_bf16
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import fmuladd, lane_mask, masked_load, masked_store
@@ -256,6 +257,8 @@ class DwSpec:
     activation: str = ""  # "" (the clamp only) or "hswish" (after the clamp)
     affine: bool = False  # y * pmul + padd after the activation (scalars)
     tail: bool = True  # the channel count is not a multiple of the vector width (a masked part)
+    x_bf16: bool = False  # X is bf16 in memory (bf16 hint), widened to f32 as it is read
+    y_bf16: bool = False  # Y is stored bf16 (rounded to nearest even after the epilogue)
 
 
 def spec_blocking(isa: Isa, kh: int, kw: int) -> tuple[int, int]:
@@ -292,8 +295,20 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
     nvec = e.cdiv(c, L)
     v1 = e.min(nvec, b.add(v0, e.arg("gv")))
     nfull = b.sdiv(c, c64(L))
-    ximg = e.gep(F32, e.arg("x", PTR), b.mul(img, e.arg("xn")))
+    XT = I16 if s.x_bf16 else F32
+    ximg = e.gep(XT, e.arg("x", PTR), b.mul(img, e.arg("xn")))
     rowstride = b.mul(W, c64(s.ldx))
+    vi16, vi32 = vec(I16, L), vec(I32, L)
+
+    def load_x(ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
+        if not s.x_bf16:
+            return masked_load(e, vt, ptr, mask)
+        if mask is None:
+            h = e.load(vi16, ptr, align=2)
+        else:
+            h = e.call(f"llvm.masked.load.v{L}i16.p0", vi16, [ptr, c32(2), mask, ir.Constant(vi16, None)])
+        return b.bitcast(b.shl(b.zext(h, vi32), ir.Constant(vi32, [16] * L)), vt)
+
     zr, wp, cp = e.arg("zr", PTR), e.arg("wp", PTR), e.arg("cp")
     ox_lo, ox_hi, pl = e.arg("ox_lo"), e.arg("ox_hi"), e.arg("pl")
     ldy, ldr = e.arg("ldy"), e.arg("ldr")
@@ -306,14 +321,14 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
     def channel_vector(ch: ir.Value, mask: ir.Value | None, sx0: ir.Value, sx1: ir.Value) -> None:
         wv = [e.load(vt, e.gep(F32, wp, b.add(b.mul(c64(t), cp), ch)), align=4) for t in range(s.kh * s.kw)]
         bv = masked_load(e, vt, e.gep(F32, e.arg("bias", PTR), ch), mask)
-        zcol = e.gep(F32, zr, ch)
+        zcol = e.gep(XT, zr, ch)
         with e.loop(oy0, oy1, name="oy") as oy:
             iy0 = b.sub(b.mul(oy, e.arg("sh")), e.arg("pt"))
             rows = []
             for ky in range(s.kh):
                 iy = b.add(iy0, b.mul(c64(ky), e.arg("dh")))
-                base = b.select(b.icmp_unsigned("<", iy, H), e.gep(F32, ximg, b.mul(iy, rowstride)), zr)
-                rows.append(e.gep(F32, base, ch))
+                base = b.select(b.icmp_unsigned("<", iy, H), e.gep(XT, ximg, b.mul(iy, rowstride)), zr)
+                rows.append(e.gep(XT, base, ch))
             pixrow = b.mul(b.add(b.mul(img, oh), oy), ow)
 
             def pixels(ox: ir.Value, n: int, checked: bool) -> None:
@@ -321,13 +336,13 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
                 for p in range(n):
                     ix = b.sub(b.mul(b.add(ox, c64(p)), c64(s.sw)), pl)
                     for ky in range(s.kh):
-                        col = e.gep(F32, rows[ky], b.mul(ix, c64(s.ldx)))
+                        col = e.gep(XT, rows[ky], b.mul(ix, c64(s.ldx)))
                         for kx in range(s.kw):
-                            ptr = e.gep(F32, col, c64(kx * s.dw * s.ldx))
+                            ptr = e.gep(XT, col, c64(kx * s.dw * s.ldx))
                             if checked:
                                 ok = b.icmp_unsigned("<", b.add(ix, c64(kx * s.dw)), W)
                                 ptr = b.select(ok, ptr, zcol)
-                            xv = masked_load(e, vt, ptr, mask)
+                            xv = load_x(ptr, mask)
                             part = ky % parts
                             acc[p][part] = fmuladd(e, xv, wv[ky * s.kw + kx], acc[p][part])
                 for p in range(n):
@@ -347,7 +362,10 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
                         total = b.fmul(b.fmul(total, t), sixth)
                     if s.affine:
                         total = fmuladd(e, total, vmul, vadd)
-                    masked_store(e, total, e.gep(F32, e.arg("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
+                    if s.y_bf16:
+                        store_bf16(e, total, e.gep(I16, e.arg("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
+                    else:
+                        masked_store(e, total, e.gep(F32, e.arg("y", PTR), b.add(b.mul(pix, ldy), ch)), mask)
 
             # the block's columns [sx0, sx1): the border and interior parts of them
             l1 = e.max(sx0, e.min(ox_lo, sx1))
@@ -384,7 +402,8 @@ def _dw_spec_library(isa: Isa, spec: DwSpec) -> jit.Library:
     s = spec
     px, parts = spec_blocking(isa, s.kh, s.kw)
     return jit.load(f"depthwise_spec|{isa.level}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}|r{int(s.residual)}"
-                    f"|a{s.activation or 'clamp'}|f{int(s.affine)}|t{int(s.tail)}|p{px}x{parts}|c{DW_SPEC_COLUMNS}",
+                    f"|a{s.activation or 'clamp'}|f{int(s.affine)}|t{int(s.tail)}|p{px}x{parts}|c{DW_SPEC_COLUMNS}"
+                    + (f"|x16{int(s.x_bf16)}|y16{int(s.y_bf16)}" if s.x_bf16 or s.y_bf16 else ""),
                     isa, lambda p: _build_dw_spec(p, isa, spec))
 
 

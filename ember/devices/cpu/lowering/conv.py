@@ -293,25 +293,34 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
 
 def _bf16_readers_only(lowering: Lowering, last: Node) -> bool:
     """Whether ``last``'s output (bf16 precision) may be stored as bf16: it is no model output and
-    every reader is a plain 2-D convolution reading it as its data input that the bf16 implicit GEMM
-    runs with unmerged taps (so it reads bf16 straight into its packed rows). Any other reader
-    (depthwise, pooling, a residual Add, elementwise ops) keeps f32."""
+    every reader is a 2-D convolution reading it as its data input that the bf16 implicit GEMM
+    runs with unmerged taps (it reads bf16 straight into its packed rows), or a depthwise one of
+    at most ``DW_SPEC_MAX_TAPS`` taps (the specialized kernel widens bf16 as it loads). Any other
+    reader (pooling, a residual Add, elementwise ops) keeps f32."""
     from ember.devices.cpu.kernels.conv import merge_taps_for
+    from ember.devices.cpu.kernels.depthwise import DW_SPEC_MAX_TAPS
 
     port = last.output(0)
     if lowering.precision != "bf16" or lowering.is_result(port) or not port.targets \
             or port.element_type.dtype != F32:
         return False
+    xs = static_shape(port)
     for t in port.targets:
         reader = t.node
-        if reader.type_name != "Convolution" or t.index != 0 or len(reader.input_values()) != 2:
+        if reader.type_name not in ("Convolution", "GroupConvolution") or t.index != 0 \
+                or len(reader.input_values()) != 2 or len(reader.output(0).partial_shape) != 4:
             return False
         w = const_of(reader.input_values()[1])
-        if w is None or w.dtype != F32 or w.ndim != 4 or len(reader.output(0).partial_shape) != 4:
+        if w is None or w.dtype != F32 or w.ndim != (4 if reader.type_name == "Convolution" else 5):
             return False
-        xs = static_shape(port)
-        pb, pe = reader.resolved_pads(xs, w.shape[2:])
-        if min(*pb, *pe) < 0 or merge_taps_for(w.shape[1], w.shape[2] * w.shape[3]):
+        pb, pe = reader.resolved_pads(xs, w.shape[-2:])
+        taps = w.shape[-2] * w.shape[-1]
+        if min(*pb, *pe) < 0:
+            return False
+        if reader.type_name == "GroupConvolution":  # depthwise only: [C, 1, 1, KH, KW] over C channels
+            if w.shape[1] != 1 or w.shape[2] != 1 or w.shape[0] != xs[1] or taps > DW_SPEC_MAX_TAPS:
+                return False
+        elif merge_taps_for(w.shape[1], taps):
             return False
     return True
 
