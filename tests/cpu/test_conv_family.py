@@ -222,6 +222,9 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
     "conv1d-empty-batch": (conv((0, 3, 9), 4, (3,), (2,), (1,), (1,)), (0, 3, 9), None),
     "conv3d-nan-inf": (conv((1, 3, 3, 4, 4), 2, (2, 2, 2), (1, 1, 1), (0, 0, 0), (0, 0, 0), tail="bias"),
                        (1, 3, 3, 4, 4), _edges),
+    # 2-D with K = taps x channels packed as one chunk (up to 2304) or in chunks (beyond)
+    "conv2d-3x3-one-chunk": (conv((1, 130, 6, 7), 37, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 130, 6, 7), None),
+    "conv2d-3x3-chunked": (conv((1, 300, 5, 4), 33, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 300, 5, 4), None),
     # pooling 1-D and 3-D
     "maxpool1d": (pool((2, 5, 17), "max", (3,), (2,), (1,), (1,)), (2, 5, 17), _edges),
     "avgpool1d-ceil": (pool((1, 7, 10), "avg", (3,), (2,), (0,), (0,), rounding="ceil"), (1, 7, 10), None),

@@ -50,6 +50,7 @@ from ember.errors import EmberError
 
 MERGE_BELOW_CHANNELS = 16  # input channels per group under which taps are folded into K
 MERGE_MAX_K = 1024  # the gathered rows of a task (tiles x 14 x K floats) stay under ~0.5 MB of stack
+ONE_CHUNK_MAX_K = 2304  # f32 K (taps x channels per group) packed as one chunk: a panel <= 288 KB
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,11 @@ def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None,
     wg = w.reshape(groups, oc // groups, cg, kh, kw).transpose(0, 3, 4, 2, 1)
     if merge_taps is None:
         merge_taps = merge_taps_for(cg, kh * kw)
+    # f32 with K up to ONE_CHUNK_MAX_K: one K chunk (each tile's C written once, no short last
+    # chunk); measured 3-10% faster on CRNN's 3x3 convolutions of 128 and 256 channels
+    one_chunk = as_precision(precision) is Precision.F32 and not merge_taps and 0 < cg * kh * kw <= ONE_CHUNK_MAX_K
     return pack_weights(wg.reshape(groups, kh * kw, cg, oc // groups), isa, precision=precision,
-                        merge_taps=merge_taps)
+                        merge_taps=merge_taps, chunk=cg if one_chunk else None)
 
 
 # --------------------------------------------------------------------------- Python-facing ops
@@ -260,14 +264,15 @@ class Conv2d:
         return self._dw_bf16_io or (self.bf16_io and self.packed is not None and self.packed.merged_taps == 1)
 
     def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int, x_bf16: bool = False,
-                   y_bf16: bool = False) -> IGemmCall:
+                   y_bf16: bool = False, res_bf16: bool = False) -> IGemmCall:
         g = self.geometry
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
         geo = dict(h=g.h, w=g.w, oh=g.oh, ow=g.ow, kh=g.kh, kw=g.kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl,
                    xn=xn)
         assert self.packed is not None  # not a depthwise convolution
         return IGemmCall(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
-                         epilogue=self.epilogue, num_threads=self.num_threads, x_bf16=x_bf16, y_bf16=y_bf16)
+                         epilogue=self.epilogue, num_threads=self.num_threads, x_bf16=x_bf16, y_bf16=y_bf16,
+                         res_bf16=res_bf16)
 
     def bind(self, x: np.ndarray, y: np.ndarray, bias: np.ndarray | None = None,
              residual: np.ndarray | None = None) -> BoundKernel:
@@ -276,22 +281,24 @@ class Conv2d:
         ldx, xn = _pixel_stride("x", x, (g.batch, g.h, g.w, g.cin), self.bf16_io)
         ldy, yn = _pixel_stride("y", y, g.output_shape, self.bf16_io)
         x16, y16 = x.dtype == np.uint16, y.dtype == np.uint16
+        r16 = residual is not None and residual.dtype == np.uint16
         if yn != g.oh * g.ow * ldy:
             raise EmberError("ember: the output's images must be contiguous")
         ldr = ldy
-        if residual is not None:
-            ldr, rn = _pixel_stride("residual", residual, g.output_shape)
+        if residual is not None:  # bf16 residuals: the bf16 implicit GEMM's epilogue only
+            ldr, rn = _pixel_stride("residual", residual, g.output_shape, self.packed is not None and self.bf16_io)
             if rn != g.oh * g.ow * ldr:
                 raise EmberError("ember: the residual's images must be contiguous")
         check_bias(bias, g.cout)
         spec = g.depthwise and g.kh * g.kw <= _dw.DW_SPEC_MAX_TAPS
-        key = (ldx, xn, ldy, ldr, residual is not None, x16, y16) if spec else (ldx, xn, ldy, ldr, x16, y16)
+        key = (ldx, xn, ldy, ldr, residual is not None, x16, y16) if spec else (ldx, xn, ldy, ldr, x16, y16, r16)
         call = self._calls.get(key)
         if call is None:
             if spec:
                 call = self._dw_spec_call(ldx, xn, ldy, ldr, residual is not None, x16, y16)
             else:
-                call = self._dw_ctx(ldx, xn, ldy, ldr) if g.depthwise else self._gemm_call(ldx, xn, ldy, ldr, x16, y16)
+                call = (self._dw_ctx(ldx, xn, ldy, ldr) if g.depthwise
+                        else self._gemm_call(ldx, xn, ldy, ldr, x16, y16, r16))
             self._calls[key] = call
         bias_p = 0 if bias is None else bias.ctypes.data
         res_p = 0 if residual is None else residual.ctypes.data
