@@ -292,3 +292,51 @@ def test_a_sleeping_worker_is_counted_and_wake_readies_it():
         pool.wake()
         pool.close()
     pool.wake()  # closed: nothing to wake, no error
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and two CPUs")
+def test_pinning_adapts_to_a_busy_machine(monkeypatch):
+    """Workers are let go (any allowed CPU) when the process is preempted often per CPU-second
+    it uses, and pinned again after a longer quiet window; the counters are faked."""
+    monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
+    usage = [0.0, 0]
+    monkeypatch.setattr(tp, "_usage", lambda: (usage[0], usage[1]))
+    allowed = sorted(os.sched_getaffinity(0))
+    pool, tids = _new_threads(lambda: ThreadPool(2))
+    counts = np.zeros(8, np.int64)
+    addr = ctypes.cast(_counter_task(counts, set()), ctypes.c_void_p).value
+    try:
+        assert pool.adaptive_pinning and len(pool.pinned_cpus) == 1
+        usage[:] = [0.1, 1000]  # a busy rate, but the window is too short to judge
+        pool.adapt()
+        assert len(pool.pinned_cpus) == 1
+        usage[:] = [tp.BUSY_WINDOW_S, 1000]  # 4,000 switches per CPU-second
+        pool.adapt()
+        assert pool.pinned_cpus == [] and pool.unpinned_for_load == 1
+        assert sorted(os.sched_getaffinity(tids[0])) == allowed
+        pool.parallel_for(addr, 0, 8)
+        assert (counts == 1).all()
+        usage[:] = [tp.BUSY_WINDOW_S + 1.0, 1000]  # quiet so far, but not for a whole quiet window
+        pool.adapt()
+        assert pool.pinned_cpus == []
+        usage[:] = [tp.BUSY_WINDOW_S + tp.QUIET_WINDOW_S, 1010]  # 5 per CPU-second: quiet
+        pool.adapt()
+        assert len(pool.pinned_cpus) == 1 and sorted(os.sched_getaffinity(tids[0])) == pool.pinned_cpus
+        pool.parallel_for(addr, 0, 8)
+        assert (counts == 2).all()
+    finally:
+        pool.close()
+
+
+def test_fixed_pinning_does_not_adapt(monkeypatch):
+    usage = [0.0, 0]
+    monkeypatch.setattr(tp, "_usage", lambda: (usage[0], usage[1]))
+    for pool in (ThreadPool(2, pin=True), ThreadPool(2, pin=False), ThreadPool(1)):
+        try:
+            before = list(pool.pinned_cpus)
+            usage[:] = [usage[0] + 10.0, usage[1] + 100_000]
+            pool.adapt()
+            assert not pool.adaptive_pinning and pool.pinned_cpus == before and pool.unpinned_for_load == 0
+        finally:
+            pool.close()

@@ -223,6 +223,7 @@ class Instance:
     def _run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None) -> list[np.ndarray]:
         if self._wake_threads > 1:  # the workers wake up while the inputs are bound, not in the first job
             self.pool.wake(self._wake_threads)
+            self.pool.adapt()
         slots: dict[int, np.ndarray] = dict(zip(self._input_ids, inputs))
         held = []
         for binding in self.bindings:

@@ -25,10 +25,17 @@ before the first kernel instead of delaying the first job's workers.
 :meth:`ThreadPool.stats` counts jobs, futex wake-ups and the time callers waited for workers
 (``benchmarks/op_coverage.py --diagnose`` reports them per inference).
 
-Workers are pinned, each to its own CPU (``EMBER_PIN_THREADS=0`` turns it off): a worker
-woken after a long idle spell otherwise tends to land on its waker's CPU, and the next
-milliseconds of jobs run at single-thread speed (measured: a BERT layer stack after 100 ms
-idle took 10-12 ms unpinned, 6 ms pinned, 5.6 ms back to back).
+Workers are pinned, each to its own CPU, while the machine is quiet: a worker woken after a
+long idle spell otherwise tends to land on its waker's CPU, and the next milliseconds of jobs
+run at single-thread speed (measured: a BERT layer stack after 100 ms idle took 10-12 ms
+unpinned, 6 ms pinned, 5.6 ms back to back). On a busy machine pinning is harmful: a pinned
+worker waits in its own CPU's run queue behind other processes (the caller with it, at the
+end of each job) and cannot be moved to a CPU that frees up; an op-coverage network ran 1.4x
+slower than on one thread. So :meth:`ThreadPool.adapt` (called by a plan at each run)
+watches this process's involuntary context switches per CPU-second it uses: above
+``BUSY_PREEMPTIONS`` the workers are let run on any allowed CPU, below ``QUIET_PREEMPTIONS``
+over a longer window they are pinned again. ``EMBER_PIN_THREADS=0``/``1`` (or ``pin=``)
+fixes the choice.
 
 Calling :meth:`ThreadPool.parallel_for` from Python is one ctypes call that releases the GIL.
 Native code (a plan runner) can call the ``parallel_for`` function at
@@ -41,6 +48,7 @@ import atexit
 import ctypes
 import os
 import platform
+import resource
 import sys
 import threading
 import time
@@ -447,6 +455,19 @@ def _pin_default(num_threads: int) -> bool:
     return num_threads <= available_cores()
 
 
+def _set_affinity(handle: int, cpus: list[int]) -> bool:
+    """Let thread ``handle`` (a pthread_t) run on ``cpus`` only; False when the platform cannot."""
+    try:
+        setaff = ctypes.CDLL(None).pthread_setaffinity_np
+    except (AttributeError, OSError):
+        return False
+    setaff.argtypes = [ctypes.c_ulong, ctypes.c_size_t, ctypes.c_void_p]
+    mask = (ctypes.c_ulong * (max(cpus) // 64 + 1))()
+    for cpu in cpus:
+        mask[cpu // 64] |= 1 << (cpu % 64)
+    return bool(setaff(ctypes.c_ulong(handle), ctypes.sizeof(mask), ctypes.byref(mask)) == 0)
+
+
 def _pin_workers(handles: list[int]) -> list[int]:
     """Bind each worker thread to its own allowed CPU, the least used by other live pools,
     leaving the first CPU for the caller as long as others are free.
@@ -457,24 +478,32 @@ def _pin_workers(handles: list[int]) -> list[int]:
     platform cannot pin)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
-        libc = ctypes.CDLL(None)
-        setaff = libc.pthread_setaffinity_np
-    except (AttributeError, OSError):
+    except AttributeError:
         return []
-    setaff.argtypes = [ctypes.c_ulong, ctypes.c_size_t, ctypes.c_void_p]
     order = cpus[1:] + cpus[:1]
     used: list[int] = []
     with _pin_lock:
         for handle in handles:
             cpu = min(order, key=lambda c: (_pinned.get(c, 0) + used.count(c), order.index(c)))
-            mask = (ctypes.c_ulong * (max(cpus) // 64 + 1))()
-            mask[cpu // 64] |= 1 << (cpu % 64)
-            if setaff(ctypes.c_ulong(handle), ctypes.sizeof(mask), ctypes.byref(mask)) != 0:
+            if not _set_affinity(handle, [cpu]):
                 break
             used.append(cpu)
         for cpu in used:
             _pinned[cpu] = _pinned.get(cpu, 0) + 1
     return used
+
+
+def _usage() -> tuple[float, int]:
+    """(CPU seconds, involuntary context switches) of this process so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime, ru.ru_nivcsw
+
+
+#: involuntary context switches per CPU-second of this process above which the machine counts as
+#: busy (pinned workers are let go), and below which it counts as quiet again (they are pinned)
+BUSY_PREEMPTIONS, QUIET_PREEMPTIONS = 100.0, 20.0
+#: CPU-seconds a measuring window spans: short to notice a busy machine, long to trust a quiet one
+BUSY_WINDOW_S, QUIET_WINDOW_S = 0.25, 2.0
 
 
 def _unpin(cpus: list[int]) -> None:
@@ -517,8 +546,9 @@ class ThreadPool:
 
     ``pin`` binds each worker to one CPU of the process's affinity set (the first CPU is
     left to the caller, which is not pinned); by default workers are pinned when the pool
-    has no more threads than available cores, and ``EMBER_PIN_THREADS=0``/``1`` overrides.
-    :attr:`pinned_cpus` lists the CPUs used.
+    has no more threads than available cores, and let go while the machine is busy
+    (:meth:`adapt`, :attr:`unpinned_for_load` counts); ``EMBER_PIN_THREADS=0``/``1`` or
+    ``pin`` fixes the choice. :attr:`pinned_cpus` lists the CPUs used (empty: not pinned).
     """
 
     def __init__(self, num_threads: int | None = None, spin_us: float = 100.0, backoff_ms: float = 50.0,
@@ -556,9 +586,41 @@ class ThreadPool:
             self._stop(self.handle)
             self._closed = True
             raise EmberError(f"ember: could not start {failed} of {workers} worker threads")
+        #: the pinning follows the machine's load (pin and the environment left unset)
+        self.adaptive_pinning = bool(workers and pin is None and not os.environ.get(PIN_ENV, "").strip()
+                                     and _pin_default(num_threads))
+        #: times the workers were let go because the machine was busy (adaptive pinning)
+        self.unpinned_for_load = 0
+        self._window = _usage()
         if workers and (_pin_default(num_threads) if pin is None else pin):
-            handles = [int(self._state[_W0 + _WSTRIDE * i + _W_THREAD]) for i in range(workers)]
-            self.pinned_cpus = _pin_workers(handles)
+            self.pinned_cpus = _pin_workers(self._worker_handles())
+
+    def _worker_handles(self) -> list[int]:
+        n = int(self._state[_NWORKERS])
+        return [int(self._state[_W0 + _WSTRIDE * i + _W_THREAD]) for i in range(n)]
+
+    def adapt(self) -> None:
+        """Pin or free the workers by how busy the machine is (see the module docstring): a
+        plan calls this as each run starts; it reads the process's counters once per window."""
+        if not self.adaptive_pinning or self._closed:
+            return
+        cpu, switches = _usage()
+        spent = cpu - self._window[0]
+        if spent < (BUSY_WINDOW_S if self.pinned_cpus else QUIET_WINDOW_S):
+            return
+        rate = (switches - self._window[1]) / spent
+        self._window = (cpu, switches)
+        if self.pinned_cpus and rate > BUSY_PREEMPTIONS:
+            try:
+                allowed = sorted(os.sched_getaffinity(0))
+            except AttributeError:
+                return
+            if all(_set_affinity(h, allowed) for h in self._worker_handles()):
+                _unpin(self.pinned_cpus)
+                self.pinned_cpus = []
+                self.unpinned_for_load += 1
+        elif not self.pinned_cpus and rate < QUIET_PREEMPTIONS:
+            self.pinned_cpus = _pin_workers(self._worker_handles())
 
     def parallel_for(self, fn: int, ctx: int, n_tasks: int, num_threads: int | None = None) -> None:
         """Run native ``fn(ctx, task)`` for every task in ``range(n_tasks)``; returns when all ran.
@@ -615,6 +677,7 @@ def _after_fork_in_child() -> None:
         pool._state[_BUSY] = 0
         pool._state[_STATE] = _CLOSED
         pool.pinned_cpus = []
+        pool.adaptive_pinning = False
     _pinned.clear()
     _default = None
 
