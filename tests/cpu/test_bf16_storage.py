@@ -97,8 +97,8 @@ def test_bottleneck_bf16_storage_matches_reference() -> None:
     ref = ember.Core().compile_model(model, "REFERENCE")([x])[0]
     cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     # conv1 -> conv2, conv2 -> conv3, the block's output -> the HSwish 1x1, that one -> both strided
-    # convolutions: bf16 in memory; the strided pair (a residual Add) and the pool stay f32
-    assert _u16_tensors(cm) == 4
+    # convolutions, and one of those as the other's residual: bf16 in memory; the pool reads f32
+    assert _u16_tensors(cm) == 5
     assert not cm._executable.program.stats["fallbacks"]
     got = cm([x])[0]
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
@@ -128,11 +128,28 @@ def test_inverted_residual_bf16_storage_matches_reference(k: int) -> None:
     x = np.random.default_rng(k).standard_normal((1, 24, 12, 12)).astype(np.float32)
     ref = ember.Core().compile_model(model, "REFERENCE")([x])[0]
     cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
-    # per block the expanded tensor and the depthwise output; the first projection is read by
-    # the second expansion and by the residual Add (f32)
-    assert _u16_tensors(cm) == 4
+    # per block the expanded tensor and the depthwise output, and the first projection (read by
+    # the second expansion and as the second projection's residual)
+    assert _u16_tensors(cm) == 5
     got = cm([x])[0]
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_conv_bf16_residual(level: str) -> None:
+    rng = np.random.default_rng(12)
+    for h, w, ci, co, k in [(9, 11, 24, 40, 3), (7, 7, 64, 33, 1), (5, 6, 300, 70, 3)]:
+        geo = ConvGeometry(1, h, w, ci, co, k, k, (1, 1), (1, 1), (k // 2, k // 2), (k // 2, k // 2), 1)
+        wt = (rng.standard_normal((co, ci, k, k)) / np.sqrt(ci * k * k)).astype(np.float32)
+        x = rng.standard_normal((1, h, w, ci)).astype(np.float32)
+        res = rng.standard_normal(geo.output_shape).astype(np.float32)
+        r16 = aligned_empty(geo.output_shape, np.uint16)
+        r16[:] = to_bf16_bits(res)
+        conv = Conv2d(geo, wt, Epilogue.relu(), isa=host_isa(level), precision="bf16")
+        want = conv(x, None, None, round_to_bf16(res))
+        got = aligned_empty(geo.output_shape)
+        conv.bind(x, got, None, r16).run()
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("level", LEVELS[:1])

@@ -264,14 +264,15 @@ class Conv2d:
         return self._dw_bf16_io or (self.bf16_io and self.packed is not None and self.packed.merged_taps == 1)
 
     def _gemm_call(self, ldx: int, xn: int, ldy: int, ldr: int, x_bf16: bool = False,
-                   y_bf16: bool = False) -> IGemmCall:
+                   y_bf16: bool = False, res_bf16: bool = False) -> IGemmCall:
         g = self.geometry
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
         geo = dict(h=g.h, w=g.w, oh=g.oh, ow=g.ow, kh=g.kh, kw=g.kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl,
                    xn=xn)
         assert self.packed is not None  # not a depthwise convolution
         return IGemmCall(self.packed, m=g.batch * g.oh * g.ow, x_geometry=geo, ldx=ldx, ldy=ldy, ldr=ldr,
-                         epilogue=self.epilogue, num_threads=self.num_threads, x_bf16=x_bf16, y_bf16=y_bf16)
+                         epilogue=self.epilogue, num_threads=self.num_threads, x_bf16=x_bf16, y_bf16=y_bf16,
+                         res_bf16=res_bf16)
 
     def bind(self, x: np.ndarray, y: np.ndarray, bias: np.ndarray | None = None,
              residual: np.ndarray | None = None) -> BoundKernel:
@@ -280,22 +281,24 @@ class Conv2d:
         ldx, xn = _pixel_stride("x", x, (g.batch, g.h, g.w, g.cin), self.bf16_io)
         ldy, yn = _pixel_stride("y", y, g.output_shape, self.bf16_io)
         x16, y16 = x.dtype == np.uint16, y.dtype == np.uint16
+        r16 = residual is not None and residual.dtype == np.uint16
         if yn != g.oh * g.ow * ldy:
             raise EmberError("ember: the output's images must be contiguous")
         ldr = ldy
-        if residual is not None:
-            ldr, rn = _pixel_stride("residual", residual, g.output_shape)
+        if residual is not None:  # bf16 residuals: the bf16 implicit GEMM's epilogue only
+            ldr, rn = _pixel_stride("residual", residual, g.output_shape, self.packed is not None and self.bf16_io)
             if rn != g.oh * g.ow * ldr:
                 raise EmberError("ember: the residual's images must be contiguous")
         check_bias(bias, g.cout)
         spec = g.depthwise and g.kh * g.kw <= _dw.DW_SPEC_MAX_TAPS
-        key = (ldx, xn, ldy, ldr, residual is not None, x16, y16) if spec else (ldx, xn, ldy, ldr, x16, y16)
+        key = (ldx, xn, ldy, ldr, residual is not None, x16, y16) if spec else (ldx, xn, ldy, ldr, x16, y16, r16)
         call = self._calls.get(key)
         if call is None:
             if spec:
                 call = self._dw_spec_call(ldx, xn, ldy, ldr, residual is not None, x16, y16)
             else:
-                call = self._dw_ctx(ldx, xn, ldy, ldr) if g.depthwise else self._gemm_call(ldx, xn, ldy, ldr, x16, y16)
+                call = (self._dw_ctx(ldx, xn, ldy, ldr) if g.depthwise
+                        else self._gemm_call(ldx, xn, ldy, ldr, x16, y16, r16))
             self._calls[key] = call
         bias_p = 0 if bias is None else bias.ctypes.data
         res_p = 0 if residual is None else residual.ctypes.data

@@ -101,6 +101,7 @@ IGEMM_CONTEXT = ContextLayout(
 FLAG_BIAS, FLAG_RES = 1, 2
 # micro-kernel mode bits
 MODE_ACC, MODE_FINAL, MODE_BIAS, MODE_RES, MODE_SCALE = 1, 2, 4, 8, 16
+MODE_RES16 = 32  # bf16 micro-kernels: the residual is bf16 in memory
 
 
 #: activations an epilogue can end with (after the clamp), numbered by their place here (0: none);
@@ -110,6 +111,7 @@ ACT_SHIFT = 8  # the activation's code sits in the context's flags from this bit
 FLAG_AFFINE = 1 << 12  # then y * pmul + padd (scalars)
 FLAG_XBF16 = 1 << 13  # bf16 kernels: the activations X are bf16 in memory (no conversion when packing A)
 FLAG_YBF16 = 1 << 14  # bf16 kernels: Y is stored bf16 (rounded to nearest even after the whole epilogue)
+FLAG_RES16 = 1 << 15  # bf16 kernels: the residual is bf16 in memory
 _TAIL_BITS = (0xF << ACT_SHIFT) | FLAG_AFFINE | FLAG_YBF16
 
 
@@ -309,12 +311,25 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
                     bv = masked_load(e, vt, e.gep(F32, biasp, v * L), masks[v])
                     for r in range(mr):
                         b.store(b.fadd(e.load(vt, acc[r][v]), bv), acc[r][v])
-            with b.if_then(flag(MODE_RES)):
+            def add_residual(half: bool) -> None:
                 for r in range(mr):
-                    rrow = e.gep(F32, resp, b.mul(ldr, c64(r)))
+                    rrow = e.gep(I16 if half else F32, resp, b.mul(ldr, c64(r)))
                     for v in range(nv):
-                        rv = masked_load(e, vt, e.gep(F32, rrow, v * L), masks[v])
+                        if half:
+                            rv = load_bf16(e, e.gep(I16, rrow, v * L), masks[v], L)
+                        else:
+                            rv = masked_load(e, vt, e.gep(F32, rrow, v * L), masks[v])
                         b.store(b.fadd(e.load(vt, acc[r][v]), rv), acc[r][v])
+
+            with b.if_then(flag(MODE_RES)):
+                if kind.bf16:
+                    with b.if_else(flag(MODE_RES16)) as (half, full):
+                        with half:
+                            add_residual(True)
+                        with full:
+                            add_residual(False)
+                else:
+                    add_residual(False)
             bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
                             b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
             with b.if_then(bounded):  # no clamp: skip 2 compares and selects per vector
@@ -414,6 +429,17 @@ def emit_copy_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, la
         mask = lane_mask(e, b.sub(count, full), n)
         v = e.call(f"llvm.masked.load.v{n}i16.p0", vt, [e.gep(I16, src, full), c32(2), mask, ir.Constant(vt, None)])
         b.store(v, e.gep(I16, dst, full), align=64)
+
+
+def load_bf16(e: Emitter, ptr: ir.Value, mask: ir.Value | None, lanes: int) -> ir.Value:
+    """``lanes`` bf16 values at ``ptr`` widened to an f32 vector (exactly)."""
+    b = e.b
+    vi16, vi32 = vec(I16, lanes), vec(I32, lanes)
+    if mask is None:
+        h = e.load(vi16, ptr, align=2)
+    else:
+        h = e.call(f"llvm.masked.load.v{lanes}i16.p0", vi16, [ptr, c32(2), mask, ir.Constant(vi16, None)])
+    return b.bitcast(b.shl(b.zext(h, vi32), ir.Constant(vi32, [16] * lanes)), vec(F32, lanes))
 
 
 def store_bf16(e: Emitter, v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
@@ -649,13 +675,17 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     bgroup = e.gep(F32, f("bp", PTR), b.mul(g, f("bg")))
     ygroup = e.gep(I8, y, b.mul(b.mul(g, yg), b.select(y_bf16, c64(2), c64(4)) if bf16 else c64(4)))
     bias_g = e.gep(F32, bias, b.mul(g, yg))
-    res_g = e.gep(F32, res, b.mul(g, yg))
+    res16 = b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_RES16)), c64(0))
+    rbytes = b.select(res16, c64(2), c64(4)) if bf16 else c64(4)
+    res_g = e.gep(I8, res, b.mul(b.mul(g, yg), rbytes))
     flags = b.trunc(f("flags"), I32)
     tail = b.and_(f("flags"), c64(_TAIL_BITS))
     pmul, padd = f("pmul", F32), f("padd", F32)
     lo, hi = f("lo", F32), f("hi", F32)
     epi_bits = b.or_(b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0)), c32(MODE_BIAS), c32(0)),
                      b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0)), c32(MODE_RES), c32(0)))
+    if bf16:
+        epi_bits = b.or_(epi_bits, b.select(res16, c32(MODE_RES16), c32(0)))
     kdepth = e.cdiv(cin, 2) if bf16 else cin  # B rows per tap, in 4-byte units
     panel_stride = b.mul(b.mul(ntaps, kdepth), c64(NR))
     kend = e.max(cin, c64(1))  # cin == 0 still runs one (empty) chunk to write the epilogue
@@ -696,8 +726,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 if bf16:  # a bf16 Y: the tile in f32 on the stack first, then the tail writes Y
                     ctarget, ldc = b.select(y_bf16, ctile, cptr), b.select(y_bf16, c64(NR), ldy)
                 args = [*a_args, bpan, ctarget, ldc, ncols, mode,
-                        e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi,
-                        c64(1), ir.Constant(F32, 1.0)]
+                        e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr,
+                        lo, hi, c64(1), ir.Constant(F32, 1.0)]
                 call_microkernel(e, ukrs, MR, mr, nvec, args)
                 ydst = e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)) if bf16 else cptr
                 ydst = b.select(y_bf16, ydst, cptr) if bf16 else cptr
@@ -758,7 +788,7 @@ class IGemmKernels:
         if bf16:
             check_bf16(isa)
         name = "igemm-bf16" if bf16 else "igemm"
-        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16"
+        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
         self.task_address = self.lib.address("igemm_task")
 
@@ -792,6 +822,7 @@ def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
             b.store(masked_load(e, vf, e.gep(F32, biasp, v * L), masks[v]), bias[v])
     bv = [e.load(vf, x) for x in bias]
     has_res = b.icmp_unsigned("!=", b.and_(flags, c64(FLAG_RES)), c64(0))
+    res16 = b.icmp_unsigned("!=", b.and_(flags, c64(FLAG_RES16)), c64(0))
     bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
                     b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
     vlo, vhi = e.splat(lo, L), e.splat(hi, L)
@@ -801,9 +832,16 @@ def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
         for v in range(nv):
             b.store(b.fadd(e.load(vf, e.gep(F32, crow, v * L), align=64), bv[v]), out[v])
         with b.if_then(has_res):
-            rrow = e.gep(F32, resp, b.mul(r, ldr))
-            for v in range(nv):
-                b.store(b.fadd(e.load(vf, out[v]), masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])), out[v])
+            with b.if_else(res16) as (half, full):
+                with half:
+                    rrow = e.gep(I16, resp, b.mul(r, ldr))
+                    for v in range(nv):
+                        b.store(b.fadd(e.load(vf, out[v]), load_bf16(e, e.gep(I16, rrow, v * L), masks[v], L)), out[v])
+                with full:
+                    rrow = e.gep(F32, resp, b.mul(r, ldr))
+                    for v in range(nv):
+                        b.store(b.fadd(e.load(vf, out[v]), masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])),
+                                out[v])
         with b.if_then(bounded):  # NaN passes the clamp unchanged
             for v in range(nv):
                 x = e.load(vf, out[v])
@@ -840,7 +878,8 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     ldr = a("ldr")
     ygroup = e.gep(I8, y, b.mul(b.mul(g, yg), b.select(y_bf16, c64(2), c64(4))))
     bias_g = e.gep(F32, a("bias", PTR), b.mul(g, yg))
-    res_g = e.gep(F32, a("res", PTR), b.mul(g, yg))
+    rbytes = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_RES16)), c64(0)), c64(2), c64(4))
+    res_g = e.gep(I8, a("res", PTR), b.mul(b.mul(g, yg), rbytes))
     bgroup = e.gep(I32, a("bp", PTR), b.mul(g, a("bg")))
     tap_bytes = b.mul(ktap, c64(4 * NR))
     panel_bytes = b.mul(ntaps, tap_bytes)
@@ -899,7 +938,8 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
             # a bf16 Y: the epilogue runs in place in the f32 block, then the tail writes Y
             etarget, lde = b.select(y_bf16, cbuf, yblk), b.select(y_bf16, c64(NR), ldy)
             b.call(epi, [cbuf, mr, ncols, etarget, lde,
-                         e.gep(F32, bias_g, col), e.gep(F32, res_g, b.add(b.mul(p0, ldr), col)), ldr, lo, hi, flags])
+                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr, lo,
+                         hi, flags])
             ydst = b.select(y_bf16, e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)), yblk)
             with b.if_then(b.icmp_unsigned("!=", tail, c64(0))):
                 b.call(act, [etarget, lde, ydst, ldy, mr, ncols, tail, pmul, padd])
@@ -922,7 +962,7 @@ class AmxBf16Kernels:
         if not isa.amx_bf16:
             raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
         self.isa = isa
-        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16", isa, lambda p: _build_bf16(p, isa))
+        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r", isa, lambda p: _build_bf16(p, isa))
         self.task_address = self.lib.address("bf16_task")
 
 
@@ -1137,8 +1177,9 @@ class IGemmCall:
 
     def __init__(self, packed: PackedWeights, *, m: int, x_geometry: dict[str, int],
                  ldx: int, ldy: int, epilogue: Epilogue = NO_EPILOGUE, ldr: int | None = None,
-                 num_threads: int | None = None, x_bf16: bool = False, y_bf16: bool = False):
-        if (x_bf16 or y_bf16) and packed.precision is not Precision.BF16:
+                 num_threads: int | None = None, x_bf16: bool = False, y_bf16: bool = False,
+                 res_bf16: bool = False):
+        if (x_bf16 or y_bf16 or res_bf16) and packed.precision is not Precision.BF16:
             raise EmberError("ember: bf16 activations in memory need weights packed for bf16")
         if x_bf16 and packed.merged_taps > 1:
             raise EmberError("ember: a convolution with merged taps reads f32 activations only")
@@ -1182,7 +1223,8 @@ class IGemmCall:
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["lo"]], ctx[IGEMM_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
-        self.act_flags = epilogue.tail_flags | (FLAG_XBF16 if x_bf16 else 0) | (FLAG_YBF16 if y_bf16 else 0)
+        self.act_flags = (epilogue.tail_flags | (FLAG_XBF16 if x_bf16 else 0) | (FLAG_YBF16 if y_bf16 else 0)
+                          | (FLAG_RES16 if res_bf16 else 0))
         pm = np.array(epilogue.affine or (1.0, 0.0), np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["pmul"]], ctx[IGEMM_CONTEXT["padd"]] = int(pm[0]), int(pm[1])
         self.task_address = (amx_bf16_kernels(packed.isa).task_address if packed.amx

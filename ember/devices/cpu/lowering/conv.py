@@ -295,8 +295,9 @@ def _bf16_readers_only(lowering: Lowering, last: Node) -> bool:
     """Whether ``last``'s output (bf16 precision) may be stored as bf16: it is no model output and
     every reader is a 2-D convolution reading it as its data input that the bf16 implicit GEMM
     runs with unmerged taps (it reads bf16 straight into its packed rows), or a depthwise one of
-    at most ``DW_SPEC_MAX_TAPS`` taps (the specialized kernel widens bf16 as it loads). Any other
-    reader (pooling, a residual Add, elementwise ops) keeps f32."""
+    at most ``DW_SPEC_MAX_TAPS`` taps (the specialized kernel widens bf16 as it loads), or a
+    residual Add that such a convolution's epilogue takes (:func:`_bf16_residual_reader`). Any
+    other reader (pooling, elementwise ops) keeps f32."""
     from ember.devices.cpu.kernels.conv import merge_taps_for
     from ember.devices.cpu.kernels.depthwise import DW_SPEC_MAX_TAPS
 
@@ -307,6 +308,8 @@ def _bf16_readers_only(lowering: Lowering, last: Node) -> bool:
     xs = static_shape(port)
     for t in port.targets:
         reader = t.node
+        if reader.type_name == "Add" and _bf16_residual_reader(reader, port):
+            continue
         if reader.type_name not in ("Convolution", "GroupConvolution") or t.index != 0 \
                 or len(reader.input_values()) != 2 or len(reader.output(0).partial_shape) != 4:
             return False
@@ -323,6 +326,41 @@ def _bf16_readers_only(lowering: Lowering, last: Node) -> bool:
         elif merge_taps_for(w.shape[1], taps):
             return False
     return True
+
+
+def _bf16_residual_reader(add: Node, port: Output) -> bool:
+    """Whether ``add`` is the residual Add of an epilogue group (``mark_epilogue_groups``) led by
+    a plain 2-D convolution, with ``port`` its residual of the same shape: that convolution's
+    bf16 epilogue reads the residual as bf16."""
+    from ember.passes.fusions import FUSED_GROUP
+
+    group = add.rt_info.get(FUSED_GROUP)
+    ins = add.input_values()
+    if not isinstance(group, dict) or len(ins) != 2 or add.output(0).partial_shape != port.partial_shape:
+        return False
+    mine = [p.node is port.node and p.index == port.index for p in ins]
+    if all(mine) or not any(mine):
+        return False
+
+    def member(n: Node) -> dict | None:
+        g = n.rt_info.get(FUSED_GROUP)
+        return g if isinstance(g, dict) and g.get("value") == group.get("value") else None
+
+    node = ins[1].node if mine[0] else ins[0].node
+    for _ in range(4):  # back through the bias Add to the group's producer
+        g = member(node)
+        if g is None:
+            return False
+        if str(g.get("position")) == "0":
+            break
+        links = [p.node for p in node.input_values() if member(p.node) is not None]
+        if len(links) != 1:
+            return False
+        node = links[0]
+    else:
+        return False
+    w = const_of(node.input_values()[1]) if node.type_name == "Convolution" else None
+    return w is not None and w.dtype == F32 and w.ndim == 4 and node.output(0).partial_shape == port.partial_shape
 
 
 def _post_affine(lowering: Lowering, node: Node, last: Node,
