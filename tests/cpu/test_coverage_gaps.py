@@ -279,3 +279,27 @@ def test_topk_runtime_k_beyond_axis_raises() -> None:
     cm = ember.Core().compile_model(model, "CPU")
     with pytest.raises(ember.errors.EmberError, match="exceeds"):
         cm([x, np.array(38, np.int64)])
+
+
+# -- Keras LSTM with return_sequences (TensorFlow frontend: a Loop with a stacked output) -------
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 3])
+def test_keras_return_sequences_lstm_native(batch: int) -> None:
+    """Two stacked ``LSTM(return_sequences=True)`` layers and a Dense head: each Loop is
+    recognised as an LSTM layer writing the whole sequence, the shapes after it become static,
+    and nothing runs on a reference kernel; the model matches Keras."""
+    tf = pytest.importorskip("tensorflow")
+    from ember.devices.cpu.lowering.control import plan_fallbacks
+
+    tf.keras.utils.set_random_seed(1)
+    layers = tf.keras.layers
+    i = tf.keras.Input((9, 5))
+    y = layers.LSTM(4, return_sequences=True)(layers.LSTM(7, return_sequences=True)(i))
+    km = tf.keras.Model(i, layers.Dense(3)(y))
+    cm = ember.Core().compile_model(ember.convert_model(km), "CPU")
+    x = np.random.default_rng(batch).standard_normal((batch, 9, 5)).astype(np.float32)
+    got = np.asarray(cm([x])[0])
+    prog = cm._executable.program
+    assert plan_fallbacks(prog) == {}
+    assert [op.type_name for op in prog.ops].count("LSTMSequence") == 2
+    np.testing.assert_allclose(got, km(x).numpy(), rtol=1e-4, atol=1e-5)

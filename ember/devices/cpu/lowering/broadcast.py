@@ -12,7 +12,7 @@ import numpy as np
 from ember.devices.cpu.lowering.driver import Lowering, const_of, lowers, static_shape
 from ember.devices.cpu.runtime.plan import PLAIN, Op
 from ember.errors import EmberError
-from ember.graph.node import Node
+from ember.graph.node import Node, Output
 
 _MAX_PROBE = 1 << 22
 
@@ -33,13 +33,22 @@ def zero_offset_strides(index_map: np.ndarray) -> tuple[int, ...] | None:
     return tuple(strides) if np.array_equal(grid, index_map) else None
 
 
+def _plan_const(lowering: Lowering, port: Output) -> np.ndarray | None:
+    """The value of ``port`` if it is a constant of the graph or of the plan (folded while lowering)."""
+    c = const_of(port)
+    if c is not None:
+        return c
+    t = lowering.tensor(port)
+    return t.data if t.kind == "const" else None
+
+
 @lowers("Broadcast", "Tile")
 def lower_broadcast(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.movement import strided_copy
 
     data_p = node.input_values()[0]
     dtype = data_p.element_type.dtype
-    consts = [const_of(p) for p in node.input_values()[1:]]
+    consts = [_plan_const(lowering, p) for p in node.input_values()[1:]]
     if dtype.itemsize not in (1, 2, 4, 8) or any(c is None for c in consts):
         return False
     in_shape, out_shape = static_shape(data_p), static_shape(node.output(0))

@@ -385,7 +385,9 @@ def _halves_ok(lowering: Lowering, node: Node) -> bool:
 def _fold_constant(lowering: Lowering, node: Node) -> bool:
     """An elementwise node of constants only (an FP16-compressed weight's Convert the
     optimizer kept, say) is computed once here: its value becomes a constant of the plan."""
-    maybe = [const_of(p) for p in node.input_values()]
+    tensors = [lowering.tensor(p) if lowering.has(p) else None for p in node.input_values()]
+    maybe = [t.data if t is not None and t.kind == "const" else const_of(p)
+             for t, p in zip(tensors, node.input_values())]
     values = [v for v in maybe if v is not None]
     if not values or len(values) != len(maybe) or len(node.outputs()) != 1:
         return False

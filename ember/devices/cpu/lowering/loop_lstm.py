@@ -14,8 +14,9 @@ The loop is recognised, not assumed:
   ``x_t @ W + h @ R (+ b)`` split in four along the last axis in Keras' order (i, f, c, o),
   ``c' = sigmoid(f) * c + sigmoid(i) * tanh(g)``, ``h' = sigmoid(o) * tanh(c')``, with ``h`` and
   ``c`` merged inputs whose back edges are ``h'`` and ``c'``;
-- the Loop's **outputs** are the final ``h``/``c`` or counters (a stacked output keeps the
-  generic path).
+- the Loop's **outputs** are the final ``h``/``c``, counters, or the sequence of ``h`` stacked
+  along a new first axis (Keras' ``return_sequences=True``: a concatenated output of
+  ``Unsqueeze(h', 0)``), which the kernel writes as it goes.
 
 Anything else returns False and the Loop runs its body as a CPU plan per iteration.
 """
@@ -29,8 +30,10 @@ import numpy as np
 from ember.devices.cpu.lowering.driver import F32, Lowering, copy_op, static_shape
 from ember.devices.cpu.runtime.plan import PLAIN, Tensor
 from ember.devices.cpu.runtime.plan import Op as PlanOp
+from ember.errors import EmberError
 from ember.graph.core_ops import Constant, Parameter, Result
 from ember.graph.node import Node, Output
+from ember.graph.shape import PartialShape
 
 #: the most iterations the compile-time counter walk tries
 MAX_STEPS = 1 << 16
@@ -150,6 +153,18 @@ def _pair(node: Node, type_name: str) -> tuple[Output, Output] | None:
         return None
     a, b = node.input_values()
     return a, b
+
+
+def _stacks_h(d: Any, src: Output, h_new: Output) -> bool:
+    """Whether concatenated output ``d`` stacks ``h'`` of every iteration, in order, along a new
+    first axis (``Unsqueeze(h', 0)`` parts of one step each)."""
+    if (int(d.axis), int(d.start), int(d.stride), int(d.part_size), int(d.end)) != (0, 0, 1, 1, -1):
+        return False
+    n = src.node
+    if n.type_name != "Unsqueeze" or n.input_values()[0] != h_new:
+        return False
+    axes = n.input_value(1)
+    return axes is not None and [int(a) for a in np.asarray(axes).reshape(-1)] == [0]
 
 
 def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
@@ -288,9 +303,14 @@ def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
     # outputs: final h / c, or counters (their final values are constants)
     out_of: dict[int, Any] = {}
     for d in node.get_output_descriptions(0):
+        src = results[d.body_value_index].input_values()[0]
+        if type(d).__name__ == "ConcatOutputDescription":
+            if not _stacks_h(d, src, h_new):
+                return False
+            out_of[d.output_index] = "seq"
+            continue
         if type(d).__name__ != "BodyOutputDescription" or d.iteration != -1:
             return False
-        src = results[d.body_value_index].input_values()[0]
         if src == h_new:
             out_of[d.output_index] = "h"
         elif src == c_new:
@@ -327,17 +347,55 @@ def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
     ho = lowering.value((batch, hidden), PLAIN, name=name + "/h")
     co = lowering.value((batch, hidden), PLAIN, name=name + "/c")
     scratch = lowering.value((rec.scratch_floats,), PLAIN, name=name + "/scratch")
+    stacked = "seq" in [w for w in out_of.values() if isinstance(w, str)]
+    outs = [ho, co, scratch]
+    if stacked:  # the kernel's y[batch, 1, seq, H]; the Loop stacks h time-major: [seq, batch, H]
+        outs.append(lowering.value((batch, 1, seq, hidden), PLAIN, name=name + "/y"))
 
     def bind(arrs: list[np.ndarray], out_arrs: list[np.ndarray]) -> list[Any]:
-        return rec.bind(arrs[0], arrs[1], arrs[2], None, None, out_arrs[0], out_arrs[1], out_arrs[2])
+        y = out_arrs[3] if stacked else None
+        return rec.bind(arrs[0], arrs[1], arrs[2], None, y, out_arrs[0], out_arrs[1], out_arrs[2])
 
-    lowering.program.add(PlanOp(name, "LSTMSequence", [x, h0, c0], [ho, co, scratch], native=True, bind=bind))
+    lowering.program.add(PlanOp(name, "LSTMSequence", [x, h0, c0], outs, native=True, bind=bind))
+    seq_t: Tensor | None = None
+    if stacked:
+        y = outs[3]
+        if batch == 1:
+            seq_t = lowering.program.view(y, (seq, 1, hidden), lambda a: a.reshape(seq, 1, hidden), name=name + "/seq")
+        else:
+            by_batch = lowering.program.view(y, (batch, seq, hidden), lambda a: a.reshape(batch, seq, hidden))
+            seq_t = lowering.value((seq, batch, hidden), PLAIN, name=name + "/seq")
+            lowering.program.add(copy_op(seq_t.name, by_batch, seq_t, (1, 0, 2), lowering.threads))
     for i, o in enumerate(node.outputs()):
         what = out_of[i]
         t: Tensor
-        if isinstance(what, str):
+        if isinstance(what, str) and what == "seq":
+            assert seq_t is not None
+            t = seq_t
+        elif isinstance(what, str):
             t = ho if what == "h" else co
         else:
             t = lowering.program.const(np.ascontiguousarray(what, o.element_type.dtype).reshape(static_shape(o)))
         lowering.bind_port(o, t)
+    if stacked:
+        _settle(lowering.model, node, {i: (seq, batch, hidden) for i, w in out_of.items()
+                                       if isinstance(w, str) and w == "seq"})
     return True
+
+
+def _settle(model: Any, node: Node, shapes: dict[int, tuple[int, ...]]) -> None:
+    """Give the stacked outputs the static shape the walk found (a Loop's inference cannot know
+    its iteration count) and infer the nodes after them again, so that the layers after a
+    ``return_sequences`` LSTM (the next LSTM, the Dense head) see static shapes and lower natively.
+    The plan's model is the device's own copy for these input shapes."""
+    for i, shape in shapes.items():
+        node._out_shapes[i] = PartialShape(list(shape))
+    reach = {id(node)}
+    for n in model.get_ordered_ops():
+        if id(n) in reach or not any(id(v.node) in reach for v in n.input_values()):
+            continue
+        reach.add(id(n))
+        try:
+            n.validate_and_infer_types()
+        except EmberError:  # leave the rest as it was: those nodes keep their dynamic shapes
+            return

@@ -12,6 +12,7 @@ from ember.devices.cpu.lowering.driver import (
     const_of,
     lowers,
     probe_array,
+    shape_or_none,
     static_shape,
     transposer,
 )
@@ -19,10 +20,50 @@ from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node
 
+# -- shape glue on constants -----------------------------------------------------------------
+
+_FOLD_MAX = 1 << 16
+
+
+def fold_small(lowering: Lowering, node: Node) -> bool:
+    """A node whose inputs are all constants of the plan (a shape computation the optimizer
+    could not fold because a shape became static only while lowering, after a Loop whose length
+    the lowering found): computed once here, its value a constant of the plan."""
+    ins = [lowering.tensor(p) for p in node.input_values()]
+    if not ins or any(t.kind != "const" for t in ins) or len(node.outputs()) != 1:
+        return False
+    shape = static_shape(node.output(0))
+    if int(np.prod(shape)) > _FOLD_MAX or node.output(0).element_type.name in ("string", "sequence"):
+        return False
+    values = []
+    for t, p in zip(ins, node.input_values()):
+        assert t.data is not None
+        want = shape_or_none(p)
+        if t.layout != PLAIN or want is None or t.data.size != int(np.prod(want)):
+            return False
+        values.append(t.data.reshape(want))
+    out = np.asarray(node.evaluate(values)[0])
+    if out.shape != shape:
+        return False
+    lowering.bind_port(node.output(0), lowering.program.const(np.ascontiguousarray(out), node.friendly_name))
+    return True
+
+
+@lowers("ShapeOf")
+def lower_shape_of(lowering: Lowering, node: Node) -> bool:
+    """The shape of a tensor whose shape is static is a constant."""
+    shape = static_shape(node.input_values()[0])
+    dtype = node.output(0).element_type.dtype
+    lowering.bind_port(node.output(0), lowering.program.const(np.array(shape, dtype).reshape(-1), node.friendly_name))
+    return True
+
+
 # -- views ------------------------------------------------------------------------------------
 
 @lowers("Reshape", "Squeeze", "Unsqueeze")
 def lower_reshape(lowering: Lowering, node: Node) -> bool:
+    if fold_small(lowering, node):
+        return True
     src = lowering.tensor(node.input_values()[0])
     if src.kind == "input" and src.shape is not None:
         src = lowering.native_input(src, PLAIN)
@@ -50,6 +91,8 @@ def _is_identity(perm: list[int], shape: tuple[int, ...]) -> bool:
 
 @lowers("Transpose")
 def lower_transpose(lowering: Lowering, node: Node) -> bool:
+    if fold_small(lowering, node):
+        return True
     src = lowering.tensor(node.input_values()[0])
     perm_v = const_of(node.input_values()[1])
     if src.kind == "input" and src.shape is not None:  # a model input (an NHWC image, say): its arena copy
@@ -98,6 +141,8 @@ def _materialized(lowering: Lowering, view: Tensor, name: str) -> Tensor:
 def lower_gather(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.movement import gather_rows
 
+    if fold_small(lowering, node):
+        return True
     data_p, idx_p, ax_p = node.input_values()
     ax = const_of(ax_p)
     if ax is None or data_p.element_type.name in ("string", "sequence") or idx_p.element_type.dtype not in (
@@ -135,6 +180,8 @@ def lower_gather(lowering: Lowering, node: Node) -> bool:
 def lower_concat(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.movement import strided_copy
 
+    if fold_small(lowering, node):
+        return True
     dtype = node.output(0).element_type.dtype
     if dtype.itemsize not in (1, 2, 4, 8) or any(s.element_type.dtype != dtype for s in node.input_values()):
         return False
@@ -205,6 +252,8 @@ def _affine(index_map: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
 def lower_slice_view(lowering: Lowering, node: Node) -> bool:
     """Slices and splits with constant parameters: views of their input (an index map
     computed once with the op's reference kernel says where each element comes from)."""
+    if fold_small(lowering, node):
+        return True
     maybe = [const_of(p) for p in node.input_values()[1:]]
     consts = [c for c in maybe if c is not None]
     if len(consts) != len(maybe):
