@@ -408,10 +408,12 @@ def emit_row_table(e: ContextEmitter, blk: TaskBlock, MR: int, fill_tail: bool =
     ntaps = b.mul(kh, kw)
     rows = b.alloca(PTR, size=b.mul(b.mul(ntiles, ntaps), c64(MR)))
     if fill_tail:
-        # from the last tile's first slot of either layout (merged: one tap) to the end; the
-        # real rows are written over it below
-        last = b.mul(b.sub(ntiles, c64(1)), c64(MR))
-        with e.loop(last, b.mul(b.mul(ntiles, ntaps), c64(MR)), name="zt") as q:
+        # the last tile's slots of either layout (merged: one tap, slots [last, last + MR); else
+        # ntaps taps of MR from the last tile's first slot); the real rows are written over it below
+        last_tile = b.sub(ntiles, c64(1))
+        merged_taps = b.select(b.icmp_signed("!=", a("merge"), c64(0)), c64(1), ntaps)
+        first = b.mul(b.mul(last_tile, merged_taps), c64(MR))
+        with e.loop(first, b.mul(b.mul(ntiles, merged_taps), c64(MR)), name="zt") as q:
             b.store(a("zero", PTR), e.gep(PTR, rows, q))
     H, W, OH, OW = a("h"), a("w"), a("oh"), a("ow")
     ldx, xn = a("ldx"), a("xn")
