@@ -11,7 +11,16 @@ import pytest
 import ember
 import ember.opset as ops
 from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
-from ember.devices.cpu.kernels.gemm import Epilogue, IGemmCall, bf16_supported, pack_b, round_to_bf16, to_bf16_bits
+from ember.devices.cpu.kernels.gemm import (
+    Epilogue,
+    Gemm,
+    IGemmCall,
+    bf16_supported,
+    pack_b,
+    round_to_bf16,
+    to_bf16_bits,
+    y_bf16_ok,
+)
 from ember.devices.cpu.llvm.isa import host_isa
 from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.errors import EmberError
@@ -169,3 +178,46 @@ def test_depthwise_bf16_in_and_out(level: str) -> None:
             got = aligned_empty(geo.output_shape, np.uint16)
             conv.bind(x16, got, bias).run()
             np.testing.assert_array_equal(got, to_bf16_bits(want))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_gemm_bf16_a_c_and_residual(level: str) -> None:
+    rng = np.random.default_rng(13)
+    for m, k, n in [(37, 64, 70), (128, 384, 96), (5, 1536, 40)]:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+        res = rng.standard_normal((m, n)).astype(np.float32)
+        gemm_ = Gemm(pack_b(b, host_isa(level), precision="bf16"), m, Epilogue(activation="gelu_tanh"))
+        want = gemm_(round_to_bf16(a), aligned_empty((m, n)), None, round_to_bf16(res))
+        a16, r16 = aligned_empty((m, k), np.uint16), aligned_empty((m, n), np.uint16)
+        a16[:], r16[:] = to_bf16_bits(a), to_bf16_bits(res)
+        got = aligned_empty((m, n), np.uint16)
+        if not y_bf16_ok(gemm_.packed):
+            got = aligned_empty((m, n))
+            gemm_.bind(a16, got, None, r16).run()
+            np.testing.assert_array_equal(got, want)
+            continue
+        gemm_.bind(a16, got, None, r16).run()
+        np.testing.assert_array_equal(got, to_bf16_bits(want))
+
+
+def ffn(d: int = 48, hidden: int = 192, tokens: int = 9) -> Model:
+    """A transformer's feed-forward block twice: the up-projection's GELU output is read by the
+    down-projection only (bf16); the down-projection's output by a residual Add (f32)."""
+    x = ops.parameter([1, tokens, d], np.float32, name="x")
+    y = x
+    for _ in range(2):  # the down-projection's weights transposed, as PyTorch's Linear exports them
+        h = ops.gelu(ops.add(ops.matmul(y, _w(d, hidden), False, False), _w(hidden) * 0.1))
+        y = ops.add(ops.add(ops.matmul(h, _w(d, hidden), False, True), _w(d) * 0.1), y)
+    return Model([y], [x], "ffn")
+
+
+def test_ffn_bf16_storage_matches_reference() -> None:
+    model = ffn()
+    x = np.random.default_rng(5).standard_normal((1, 9, 48)).astype(np.float32)
+    ref = ember.Core().compile_model(model, "REFERENCE")([x])[0]
+    cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    assert _u16_tensors(cm) == 2
+    got = cm([x])[0]
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+    assert _u16_tensors(ember.Core().compile_model(model, "CPU")) == 0

@@ -1248,10 +1248,12 @@ def y_bf16_ok(packed: PackedWeights) -> bool:
     return packed.precision is Precision.BF16 and (packed.amx or packed.chunk >= packed.cin)
 
 
-def _check_f32(name: str, a: np.ndarray, ndim: int) -> None:
-    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != ndim:
-        raise EmberError(f"ember: {name} must be a {ndim}-D float32 array")
-    if a.size and ((a.shape[-1] > 1 and a.strides[-1] != 4) or a.strides[0] % 4):
+def _check_f32(name: str, a: np.ndarray, ndim: int, bf16: bool = False) -> None:
+    """``a`` is float32 (or with ``bf16`` also uint16: bf16 bits) with contiguous rows."""
+    if not isinstance(a, np.ndarray) or a.ndim != ndim or a.dtype not in ((np.float32, np.uint16) if bf16 else (np.float32,)):
+        raise EmberError(f"ember: {name} must be a {ndim}-D float32 array" + (" (or uint16: bf16)" if bf16 else ""))
+    size = a.itemsize
+    if a.size and ((a.shape[-1] > 1 and a.strides[-1] != size) or a.strides[0] % size):
         raise EmberError(f"ember: {name} must have contiguous rows")
 
 
@@ -1261,7 +1263,8 @@ class Gemm:
     ``A`` and ``C`` (and ``R``) may have any row stride (``lda``, ``ldc``), rows contiguous.
     The arithmetic is the packed weights' precision: B packed with ``precision="bf16"``
     gives the bf16 kernel (A converted to bf16 as it is read, f32 accumulation, the same
-    epilogue in f32).
+    epilogue in f32). The bf16 kernel also takes A, C and R as uint16 arrays of bf16 bits
+    (activations kept bf16 in memory; C only when :func:`y_bf16_ok`).
     """
 
     def __init__(self, packed: PackedWeights, m: int, epilogue: Epilogue = NO_EPILOGUE,
@@ -1269,14 +1272,16 @@ class Gemm:
         if packed.groups != 1 or packed.taps != 1:
             raise EmberError("ember: Gemm needs weights packed with pack_b")
         self.packed, self.m, self.epilogue, self.num_threads = packed, m, epilogue, num_threads
-        self._calls: dict[tuple[int, int, int], IGemmCall] = {}
+        self._calls: dict[tuple[int, ...], IGemmCall] = {}
 
-    def _call(self, lda: int, ldc: int, ldr: int) -> IGemmCall:
-        key = (lda, ldc, ldr)
+    def _call(self, lda: int, ldc: int, ldr: int, a16: bool = False, c16: bool = False,
+              r16: bool = False) -> IGemmCall:
+        key = (lda, ldc, ldr, a16, c16, r16)
         call = self._calls.get(key)
         if call is None:
             call = IGemmCall(self.packed, m=self.m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr,
-                             epilogue=self.epilogue, num_threads=self.num_threads)
+                             epilogue=self.epilogue, num_threads=self.num_threads, x_bf16=a16, y_bf16=c16,
+                             res_bf16=r16)
             self._calls[key] = call
         return call
 
@@ -1284,17 +1289,19 @@ class Gemm:
              residual: np.ndarray | None = None) -> BoundKernel:
         """Fix the buffers (arrays, or views of a plan's arena) of a call; checks shapes once."""
         m, k, n = self.m, self.packed.cin, self.packed.cout
-        _check_f32("A", a, 2)
-        _check_f32("C", c, 2)
+        bf16 = self.packed.precision is Precision.BF16
+        _check_f32("A", a, 2, bf16)
+        _check_f32("C", c, 2, bf16)
         if a.shape != (m, k) or c.shape != (m, n):
             raise EmberError(f"ember: Gemm of {m}x{k}x{n} got A{a.shape}, C{c.shape}")
         check_bias(bias, n)
         if residual is not None:
-            _check_f32("residual", residual, 2)
+            _check_f32("residual", residual, 2, bf16)
             if residual.shape != (m, n):
                 raise EmberError(f"ember: residual must be {m}x{n}")
-        ldr = residual.strides[0] // 4 if residual is not None else c.strides[0] // 4
-        call = self._call(a.strides[0] // 4, c.strides[0] // 4, ldr)
+        ldr = residual.strides[0] // residual.itemsize if residual is not None else c.strides[0] // c.itemsize
+        call = self._call(a.strides[0] // a.itemsize, c.strides[0] // c.itemsize, ldr, a.dtype == np.uint16,
+                          c.dtype == np.uint16, residual is not None and residual.dtype == np.uint16)
         return call.bind(a.ctypes.data, c.ctypes.data, 0 if bias is None else bias.ctypes.data,
                          0 if residual is None else residual.ctypes.data, keep=(bias,))
 

@@ -208,6 +208,25 @@ def take_epilogue_activation(lowering: Lowering, producer: Node, last: Node, fus
     return act, after, [*fused, after]
 
 
+def bf16_gemm_readers_only(lowering: Lowering, last: Node) -> bool:
+    """Whether ``last``'s output may be kept bf16 under the bf16 hint because every reader is a
+    MatMul with constant f32 weights reading it as A (the bf16 GEMM then reads it straight into
+    its packed rows): a transformer's FFN up-projection (GELU fused) read by the down-projection."""
+    port = last.output(0)
+    if lowering.precision != "bf16" or lowering.is_result(port) or not port.targets \
+            or port.element_type.dtype != np.float32:
+        return False
+    for t in port.targets:
+        reader = t.node
+        if reader.type_name != "MatMul" or t.index != 0 or reader.attrs["transpose_a"]:
+            return False
+        w = reader.input_values()[1].node
+        if not isinstance(w, Constant) or w.data.dtype != np.float32 or w.data.ndim < 2 \
+                or any(d != 1 for d in w.data.shape[:-2]):
+            return False
+    return True
+
+
 def device_passes(model: Model) -> Model:
     """Everything the CPU device does to a model before lowering, with one optimizer run:
     quantized convolutions and MatMuls made int8 ops first (``low_precision``), weight
@@ -227,5 +246,5 @@ def device_passes(model: Model) -> Model:
     return model
 
 
-__all__ = ["decompose_batchnorm", "device_passes", "epilogue_activation", "fold_constant_converts",
+__all__ = ["bf16_gemm_readers_only", "decompose_batchnorm", "device_passes", "epilogue_activation", "fold_constant_converts",
            "fold_weight_decompression", "order_chain_operands", "take_epilogue_activation"]
