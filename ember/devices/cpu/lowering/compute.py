@@ -25,8 +25,8 @@ from ember.graph.node import Node, Output
 
 @lowers("MatMul")
 def lower_matmul(lowering: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b
-    from ember.devices.cpu.lowering.passes import take_epilogue_activation
+    from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b, y_bf16_ok
+    from ember.devices.cpu.lowering.passes import bf16_gemm_readers_only, take_epilogue_activation
 
     a_port, b_port = node.input_values()
     w = const_of(b_port)
@@ -58,7 +58,8 @@ def lower_matmul(lowering: Lowering, node: Node) -> bool:
             raise ValueError
     except ValueError:
         a = lowering.native_input(a, PLAIN, contiguous=True)
-    y = lowering.value(out_shape, PLAIN, name=last.friendly_name)
+    y16 = y_bf16_ok(packed) and bf16_gemm_readers_only(lowering, last)  # bf16 hint: kept bf16 for bf16 GEMMs
+    y = lowering.value(out_shape, PLAIN, dtype=np.uint16 if y16 else F32, name=last.friendly_name)
     ins = [a] + ([residual] if residual is not None else [])
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
