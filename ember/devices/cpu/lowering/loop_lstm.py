@@ -98,7 +98,7 @@ class _Counters:
                         continue
                     d = merged.get(k)
                     init = None if d is None else node.input_value(d.input_index)
-                    if init is None:
+                    if d is None or init is None:
                         return
                     needed[k] = d.body_value_index
                     self.values[k] = np.asarray(init)
@@ -205,9 +205,11 @@ def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
     o_port = _act(a, "Sigmoid")
     # c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
     terms = list(c_new.node.input_values())
-    f_port = i_port = g_port = None
-    for t in terms:
-        pair = _pair(t.node, "Multiply")
+    f_port: Output | None = None
+    i_port: Output | None = None
+    g_port: Output | None = None
+    for term in terms:
+        pair = _pair(term.node, "Multiply")
         if pair is None:
             return False
         x, y = pair
@@ -218,7 +220,7 @@ def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
             if _act(x, "Tanh") is not None:
                 x, y = y, x
             i_port, g_port = _act(x, "Sigmoid"), _act(y, "Tanh")
-    if f_port is None or i_port is None or g_port is None:
+    if f_port is None or i_port is None or g_port is None or o_port is None:
         return False
     split = o_port.node
     if split.type_name != "Split" or any(p.node is not split for p in (f_port, i_port, g_port)) \
@@ -234,7 +236,8 @@ def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
     batch, four_h = static_shape(gates_port)
     hidden = four_h // 4
     # gates = sum of MatMul(x_t, W), MatMul(h, R) and an optional constant bias
-    stack, leaves = [gates_port], []
+    stack: list[Output] = [gates_port]
+    leaves: list[Output] = []
     while stack:
         p = stack.pop()
         if p.node.type_name == "Add" and len(leaves) + len(stack) < 4:
@@ -328,6 +331,7 @@ def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
         if p.element_type.dtype != F32 or not p.partial_shape.is_static or static_shape(p) != (batch, hidden):
             return False
     acts = bind_activations(["sigmoid", "tanh", "tanh"], [], [])
+    assert acts is not None
     order = [1, 0, 2, 3]  # Keras i, f, c, o -> the kernel's f, i, c, o
 
     def gates(a: np.ndarray) -> np.ndarray:
@@ -337,11 +341,11 @@ def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
                     [reverse], batch, seq, acts, 0.0, lowering.threads, lowering.isa, lowering.precision)
     lowering.bf16_ops += lowering.precision == "bf16"
     name = node.friendly_name
-    x = lowering.native_input(lowering.tensor(x_port), PLAIN)
+    xin = lowering.native_input(lowering.tensor(x_port), PLAIN)
     if not same_memory((seq, batch, isz), (1, 0, 2)):
         xt = lowering.value((batch, seq, isz), PLAIN, name=name + "/to_batch_first")
-        lowering.program.add(copy_op(xt.name, x, xt, (1, 0, 2), lowering.threads))
-        x = xt
+        lowering.program.add(copy_op(xt.name, xin, xt, (1, 0, 2), lowering.threads))
+        xin = xt
     h0 = lowering.native_input(lowering.tensor(h0_port), PLAIN)
     c0 = lowering.native_input(lowering.tensor(c0_port), PLAIN)
     ho = lowering.value((batch, hidden), PLAIN, name=name + "/h")
@@ -356,14 +360,14 @@ def lower_loop_lstm(lowering: Lowering, node: Node) -> bool:
         y = out_arrs[3] if stacked else None
         return rec.bind(arrs[0], arrs[1], arrs[2], None, y, out_arrs[0], out_arrs[1], out_arrs[2])
 
-    lowering.program.add(PlanOp(name, "LSTMSequence", [x, h0, c0], outs, native=True, bind=bind))
+    lowering.program.add(PlanOp(name, "LSTMSequence", [xin, h0, c0], outs, native=True, bind=bind))
     seq_t: Tensor | None = None
     if stacked:
-        y = outs[3]
+        ys = outs[3]
         if batch == 1:
-            seq_t = lowering.program.view(y, (seq, 1, hidden), lambda a: a.reshape(seq, 1, hidden), name=name + "/seq")
+            seq_t = lowering.program.view(ys, (seq, 1, hidden), lambda a: a.reshape(seq, 1, hidden), name=name + "/seq")
         else:
-            by_batch = lowering.program.view(y, (batch, seq, hidden), lambda a: a.reshape(batch, seq, hidden))
+            by_batch = lowering.program.view(ys, (batch, seq, hidden), lambda a: a.reshape(batch, seq, hidden))
             seq_t = lowering.value((seq, batch, hidden), PLAIN, name=name + "/seq")
             lowering.program.add(copy_op(seq_t.name, by_batch, seq_t, (1, 0, 2), lowering.threads))
     for i, o in enumerate(node.outputs()):
