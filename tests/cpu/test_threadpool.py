@@ -300,6 +300,7 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
     """Workers are let go (any allowed CPU) when the process is preempted often per CPU-second
     it uses, and pinned again after a longer quiet window; the counters are faked."""
     monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
+    monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
     usage = [0.0, 0]
     monkeypatch.setattr(tp, "_usage", lambda: (usage[0], usage[1]))
     allowed = sorted(os.sched_getaffinity(0))
@@ -330,6 +331,7 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
 
 
 def test_fixed_pinning_does_not_adapt(monkeypatch):
+    monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
     usage = [0.0, 0]
     monkeypatch.setattr(tp, "_usage", lambda: (usage[0], usage[1]))
     for pool in (ThreadPool(2, pin=True), ThreadPool(2, pin=False), ThreadPool(1)):

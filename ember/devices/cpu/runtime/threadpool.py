@@ -504,6 +504,8 @@ def _usage() -> tuple[float, int]:
 BUSY_PREEMPTIONS, QUIET_PREEMPTIONS = 100.0, 20.0
 #: CPU-seconds a measuring window spans: short to notice a busy machine, long to trust a quiet one
 BUSY_WINDOW_S, QUIET_WINDOW_S = 0.25, 2.0
+#: wall seconds between two reads of the counters (a read is a system call, about 2 us)
+CHECK_EVERY_S = 0.05
 
 
 def _unpin(cpus: list[int]) -> None:
@@ -592,6 +594,7 @@ class ThreadPool:
         #: times the workers were let go because the machine was busy (adaptive pinning)
         self.unpinned_for_load = 0
         self._window = _usage()
+        self._next_check = 0.0
         if workers and (_pin_default(num_threads) if pin is None else pin):
             self.pinned_cpus = _pin_workers(self._worker_handles())
 
@@ -604,6 +607,10 @@ class ThreadPool:
         plan calls this as each run starts; it reads the process's counters once per window."""
         if not self.adaptive_pinning or self._closed:
             return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + CHECK_EVERY_S
         cpu, switches = _usage()
         spent = cpu - self._window[0]
         if spent < (BUSY_WINDOW_S if self.pinned_cpus else QUIET_WINDOW_S):
