@@ -138,7 +138,9 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
     L = isa.f32_lanes
     nbytes = 4 * L  # channels of a full block
     taps = s.kh * s.kw
-    groups = -(-taps // 4)
+    by_columns = s.kh <= 4  # a group is a kernel column (its taps padded to 4), else 4 taps in row order
+    groups = s.kw if by_columns else -(-taps // 4)
+    reuse = by_columns and s.sw == 1 and s.dw == 1
     fn = Emitter.function(m, f"{prefix}_dw8_task", VOID, [PTR, I64])
     ctx, task = fn.args
     ctx.add_attribute("noalias")
@@ -299,36 +301,65 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
                 rows.append(e.gep(I8, base, ch))
             pixrow = b.mul(oy, ow)  # pixels within the image (yimg and rimg add the image)
 
+            def quads_of(xs: list[ir.Value]) -> list[ir.Value]:
+                """4 tap vectors -> 4 vectors of channel quads (i32 lanes, the block's order)."""
+                n = nbytes_
+                t0, t1, t2, t3 = xs
+                ab = [_shuffle(e, t0, t1, _unpack(n, 1, hi)) for hi in (False, True)]
+                cd = [_shuffle(e, t2, t3, _unpack(n, 1, hi)) for hi in (False, True)]
+                return [b.bitcast(_shuffle(e, ab[k // 2], cd[k // 2], _unpack(n, 2, bool(k % 2))), vi)
+                        for k in range(4)]
+
+            def tap_ptr(ix: ir.Value, ky: int, kx: int, checked: bool) -> ir.Value:
+                ptr = e.gep(I8, rows[ky], b.mul(b.add(ix, c64(kx * s.dw)), c64(s.ldx)))
+                if checked:
+                    ptr = b.select(b.icmp_unsigned("<", b.add(ix, c64(kx * s.dw)), W), ptr, zcol)
+                return ptr
+
+            def column(ix: ir.Value, kx: int, checked: bool) -> list[ir.Value]:
+                """The quads of kernel column ``kx`` (rows 0..kh-1, repeated up to 4: zero weights)."""
+                xs = [load_tap(tap_ptr(ix, ky, kx, checked)) for ky in range(s.kh)]
+                return quads_of(xs + [xs[-1]] * (4 - s.kh))
+
+            def accumulate(quads: list[list[ir.Value]]) -> list[ir.Value]:
+                acc = list(comp)
+                for g, q in enumerate(quads):
+                    for k in range(4):
+                        acc[k] = _dot4(e, isa, acc[k], q[k], wv[g][k])
+                return acc
+
             def pixel(ox: ir.Value, checked: bool) -> None:
                 ix = b.sub(b.mul(ox, c64(s.sw)), pl)
-                xs = []
-                for ky in range(s.kh):
-                    col = e.gep(I8, rows[ky], b.mul(ix, c64(s.ldx)))
-                    for kx in range(s.kw):
-                        ptr = e.gep(I8, col, c64(kx * s.dw * s.ldx))
-                        if checked:
-                            ok = b.icmp_unsigned("<", b.add(ix, c64(kx * s.dw)), W)
-                            ptr = b.select(ok, ptr, zcol)
-                        xs.append(load_tap(ptr))
-                while len(xs) % 4:
-                    xs.append(xs[-1])  # a zero weight multiplies it
-                acc = list(comp)
-                n = nbytes_
-                for g in range(groups):
-                    t0, t1, t2, t3 = xs[4 * g:4 * g + 4]
-                    ab = [_shuffle(e, t0, t1, _unpack(n, 1, hi)) for hi in (False, True)]
-                    cd = [_shuffle(e, t2, t3, _unpack(n, 1, hi)) for hi in (False, True)]
-                    quads = [_shuffle(e, ab[k // 2], cd[k // 2], _unpack(n, 2, bool(k % 2))) for k in range(4)]
-                    for k in range(4):
-                        acc[k] = _dot4(e, isa, acc[k], b.bitcast(quads[k], vi), wv[g][k])
-                epilogue(acc, b.add(pixrow, ox))
+                if by_columns:
+                    quads = [column(ix, kx, checked) for kx in range(s.kw)]
+                else:
+                    xs = [load_tap(tap_ptr(ix, ky, kx, checked)) for ky in range(s.kh) for kx in range(s.kw)]
+                    while len(xs) % 4:
+                        xs.append(xs[-1])  # a zero weight multiplies it
+                    quads = [quads_of(xs[4 * g:4 * g + 4]) for g in range(groups)]
+                epilogue(accumulate(quads), b.add(pixrow, ox))
 
             l1 = e.max(sx0, e.min(ox_lo, sx1))
             i1 = e.max(l1, e.min(ox_hi, sx1))
             with e.loop(sx0, l1, name="oxl") as ox:
                 pixel(ox, True)
-            with e.loop(l1, i1, name="ox") as ox:
-                pixel(ox, False)
+            if reuse:  # unit stride: each input column's quads serve kw output pixels
+                window = [[e.var(vi) for _ in range(4)] for _ in range(s.kw - 1)]
+                with b.if_then(b.icmp_signed("<", l1, i1)):
+                    ix0 = b.sub(l1, pl)
+                    for j in range(s.kw - 1):
+                        for k, q in enumerate(column(ix0, j, False)):
+                            b.store(q, window[j][k])
+                    with e.loop(l1, i1, name="oxr") as ox:
+                        ix = b.sub(ox, pl)
+                        cols = [[e.load(vi, v) for v in w_] for w_ in window] + [column(ix, s.kw - 1, False)]
+                        epilogue(accumulate(cols), b.add(pixrow, ox))
+                        for j in range(s.kw - 1):
+                            for k in range(4):
+                                b.store(cols[j + 1][k], window[j][k])
+            else:
+                with e.loop(l1, i1, name="ox") as ox:
+                    pixel(ox, False)
             with e.loop(i1, sx1, name="oxe") as ox:
                 pixel(ox, True)
 
@@ -395,10 +426,14 @@ class Int8DepthwiseConv:
         if zp.min() < 0 or zp.max() > 255:
             raise EmberError("ember: u8 zero points must lie in [0, 255]")
         self.zero_points = zp[:c]
-        groups = -(-taps // 4)
+        by_columns = g.kh <= 4  # as the kernel groups its taps (see _build)
+        groups = g.kw if by_columns else -(-taps // 4)
         # weights: [block][group][k][lane j][4 taps], lane j of k = channel order[k * lanes + j]
         wfull = np.zeros((cpad, groups * 4), np.int64)
-        wfull[:c, :taps] = w
+        if by_columns:  # group kx, byte t: tap (t, kx)
+            wfull[:c].reshape(c, groups, 4)[:, :, :g.kh] = w.reshape(c, g.kh, g.kw).transpose(0, 2, 1)
+        else:
+            wfull[:c, :taps] = w
         perm = np.concatenate([i * nbytes + block_order(n) for i, n in enumerate(lanes)])
         packed = np.concatenate([wfull[perm[i * nbytes:i * nbytes + 4 * n]].reshape(4, n, groups, 4)
                                  .transpose(2, 0, 1, 3).reshape(-1) for i, n in enumerate(lanes)])
