@@ -137,10 +137,10 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
     m.triple = isa.triple
     L = isa.f32_lanes
     nbytes = 4 * L  # channels of a full block
-    taps = s.kh * s.kw
-    by_columns = s.kh <= 4  # a group is a kernel column (its taps padded to 4), else 4 taps in row order
-    groups = s.kw if by_columns else -(-taps // 4)
-    reuse = by_columns and s.sw == 1 and s.dw == 1
+    top = min(s.kh, 4)  # kernel rows grouped by column (a group: a column's taps, padded to 4)
+    rest = [(ky, kx) for ky in range(4, s.kh) for kx in range(s.kw)]  # the rows below: 4 taps a group
+    groups = s.kw + -(-len(rest) // 4)
+    reuse = s.sw == 1 and s.dw == 1
     fn = Emitter.function(m, f"{prefix}_dw8_task", VOID, [PTR, I64])
     ctx, task = fn.args
     ctx.add_attribute("noalias")
@@ -317,9 +317,15 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
                 return ptr
 
             def column(ix: ir.Value, kx: int, checked: bool) -> list[ir.Value]:
-                """The quads of kernel column ``kx`` (rows 0..kh-1, repeated up to 4: zero weights)."""
-                xs = [load_tap(tap_ptr(ix, ky, kx, checked)) for ky in range(s.kh)]
-                return quads_of(xs + [xs[-1]] * (4 - s.kh))
+                """The quads of kernel column ``kx`` (its top rows, the last repeated up to 4: zero weights)."""
+                xs = [load_tap(tap_ptr(ix, ky, kx, checked)) for ky in range(top)]
+                return quads_of(xs + [xs[-1]] * (4 - top))
+
+            def rest_quads(ix: ir.Value, checked: bool) -> list[list[ir.Value]]:
+                xs = [load_tap(tap_ptr(ix, ky, kx, checked)) for ky, kx in rest]
+                while len(xs) % 4:
+                    xs.append(xs[-1])  # a zero weight multiplies it
+                return [quads_of(xs[4 * g:4 * g + 4]) for g in range(len(xs) // 4)]
 
             def accumulate(quads: list[list[ir.Value]]) -> list[ir.Value]:
                 acc = list(comp)
@@ -330,13 +336,7 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
 
             def pixel(ox: ir.Value, checked: bool) -> None:
                 ix = b.sub(b.mul(ox, c64(s.sw)), pl)
-                if by_columns:
-                    quads = [column(ix, kx, checked) for kx in range(s.kw)]
-                else:
-                    xs = [load_tap(tap_ptr(ix, ky, kx, checked)) for ky in range(s.kh) for kx in range(s.kw)]
-                    while len(xs) % 4:
-                        xs.append(xs[-1])  # a zero weight multiplies it
-                    quads = [quads_of(xs[4 * g:4 * g + 4]) for g in range(groups)]
+                quads = [column(ix, kx, checked) for kx in range(s.kw)] + rest_quads(ix, checked)
                 epilogue(accumulate(quads), b.add(pixrow, ox))
 
             l1 = e.max(sx0, e.min(ox_lo, sx1))
@@ -353,7 +353,7 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
                     with e.loop(l1, i1, name="oxr") as ox:
                         ix = b.sub(ox, pl)
                         cols = [[e.load(vi, v) for v in w_] for w_ in window] + [column(ix, s.kw - 1, False)]
-                        epilogue(accumulate(cols), b.add(pixrow, ox))
+                        epilogue(accumulate(cols + rest_quads(ix, False)), b.add(pixrow, ox))
                         for j in range(s.kw - 1):
                             for k in range(4):
                                 b.store(cols[j + 1][k], window[j][k])
@@ -426,14 +426,14 @@ class Int8DepthwiseConv:
         if zp.min() < 0 or zp.max() > 255:
             raise EmberError("ember: u8 zero points must lie in [0, 255]")
         self.zero_points = zp[:c]
-        by_columns = g.kh <= 4  # as the kernel groups its taps (see _build)
-        groups = g.kw if by_columns else -(-taps // 4)
+        top = min(g.kh, 4)  # as the kernel groups its taps (see _build)
+        rest = [ky * g.kw + kx for ky in range(4, g.kh) for kx in range(g.kw)]
+        groups = g.kw + -(-len(rest) // 4)
         # weights: [block][group][k][lane j][4 taps], lane j of k = channel order[k * lanes + j]
         wfull = np.zeros((cpad, groups * 4), np.int64)
-        if by_columns:  # group kx, byte t: tap (t, kx)
-            wfull[:c].reshape(c, groups, 4)[:, :, :g.kh] = w.reshape(c, g.kh, g.kw).transpose(0, 2, 1)
-        else:
-            wfull[:c, :taps] = w
+        # group kx < kw, byte t: tap (t, kx) of the top rows; then the taps of the rows below, 4 a group
+        wfull[:c, :4 * g.kw].reshape(c, g.kw, 4)[:, :, :top] = w.reshape(c, g.kh, g.kw)[:, :top].transpose(0, 2, 1)
+        wfull[:c, 4 * g.kw:4 * g.kw + len(rest)] = w[:, rest]
         perm = np.concatenate([i * nbytes + block_order(n) for i, n in enumerate(lanes)])
         packed = np.concatenate([wfull[perm[i * nbytes:i * nbytes + 4 * n]].reshape(4, n, groups, 4)
                                  .transpose(2, 0, 1, 3).reshape(-1) for i, n in enumerate(lanes)])
