@@ -2,6 +2,11 @@
 
     python benchmarks/native_coverage.py            # every case, one line each
     python benchmarks/native_coverage.py --missing  # only the cases that fall back
+    taskset -c 1 python benchmarks/native_coverage.py --time f64-erf,f16-gelu   # CPU time ratios
+
+``--time NAMES`` times the named timing cases (``TIMED``, larger tensors) on one CPU thread:
+the CPU device's plan against the same op's numpy reference kernel (what a fallback ran), as
+process CPU time per run in alternating rounds, and prints the ratio.
 
 Each case is a one-op model (parameters in, so nothing folds) compiled for CPU; a case is
 ``native`` when no op of its plan runs on a numpy reference kernel
@@ -22,6 +27,7 @@ import numpy as np
 import ember
 import ember.opset as ops
 from ember.graph.model import Model
+from ember.graph.types import Type
 
 Build = Callable[[list[Any]], Any]
 #: (label, input shapes and dtypes, builder over the parameters)
@@ -118,6 +124,45 @@ def cases() -> list[Case]:
     return out
 
 
+#: timing cases: (input shapes and dtypes, builder)
+TIMED: dict[str, tuple[list[tuple[tuple[int, ...], Any]], Build]] = {
+    "f64-exp": ([((256, 1024), np.float64)], lambda p: ops.exp(p[0])),
+    "f64-erf": ([((256, 1024), np.float64)], lambda p: ops.erf(p[0])),
+    "f64-tanh": ([((256, 1024), np.float64)], lambda p: ops.tanh(p[0])),
+    "f16-gelu": ([((256, 1024), np.float16)], lambda p: ops.gelu(p[0])),
+    "f16-add-mul": ([((256, 1024), np.float16), ((1024,), np.float16)], lambda p: ops.multiply(ops.add(p[0], p[1]), p[1])),
+    "bf16-sigmoid": ([((256, 1024), Type.bf16.dtype)], lambda p: ops.sigmoid(p[0])),
+    "f64-reduce-sum-rows": ([((1024, 256), np.float64)], lambda p: ops.reduce_sum(p[0], np.array([1], np.int64))),
+    "u8-reduce-max": ([((1024, 256), np.uint8)], lambda p: ops.reduce_max(p[0], np.array([0], np.int64))),
+    "f16-reduce-mean": ([((1024, 256), np.float16)], lambda p: ops.reduce_mean(p[0], np.array([1], np.int64))),
+    "add-r6-alternating": ([(_bshape(6)[0], F), (_bshape(6)[1], F)], lambda p: ops.add(p[0], p[1])),
+    "broadcast-u8": ([((1, 3, 1, 512), np.uint8)], lambda p: ops.broadcast(p[0], np.array([8, 3, 64, 512], np.int64))),
+}
+
+
+def time_case(name: str, rounds: int = 5, runs: int = 20) -> tuple[float, float]:
+    """(CPU plan, reference kernel) median process CPU time per run, in ms."""
+    import time
+
+    inputs, build = TIMED[name]
+    params = [ops.parameter(list(s), np.dtype(d), name=f"x{i}") for i, (s, d) in enumerate(inputs)]
+    model = Model([build(params)], params, name)
+    core = ember.Core()
+    cpu = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1})
+    assert not cpu._executable.program.stats["fallbacks"], cpu._executable.program.stats["fallbacks"]
+    ref = core.compile_model(model, "REFERENCE")
+    feeds = [_feed(s, d) for s, d in inputs]
+    got: dict[str, list[float]] = {"cpu": [], "ref": []}
+    for _ in range(rounds):
+        for key, cm in (("cpu", cpu), ("ref", ref)):
+            cm(feeds)
+            t0 = time.process_time()
+            for _ in range(runs):
+                cm(feeds)
+            got[key].append((time.process_time() - t0) / runs * 1e3)
+    return float(np.median(got["cpu"])), float(np.median(got["ref"]))
+
+
 def _feed(shape: tuple[int, ...], dt: Any) -> np.ndarray:
     rng = np.random.default_rng(0)
     if np.dtype(dt) == np.bool_:
@@ -146,8 +191,16 @@ def check(case: Case) -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--missing", action="store_true", help="only list the cases that fall back")
+    ap.add_argument("--time", default="", help=f"comma-separated timing cases, or 'all': {', '.join(TIMED)}")
     args = ap.parse_args(argv)
     logging.getLogger("ember").setLevel(logging.ERROR)
+    if args.time:
+        names = list(TIMED) if args.time == "all" else args.time.split(",")
+        print(f"{'case':<22} {'CPU plan':>10} {'reference':>10} {'ratio':>7}")
+        for name in names:
+            cpu, ref = time_case(name)
+            print(f"{name:<22} {cpu:>8.3f}ms {ref:>8.3f}ms {ref / cpu:>6.1f}x")
+        return 0
     rows = [(c[0], *check(c)) for c in cases()]
     width = max(len(r[0]) for r in rows)
     for label, native, why in rows:

@@ -140,8 +140,10 @@ STORE_FOR = {np.dtype(np.float32): "store", np.dtype(np.float64): "store_f64", n
 class _Regs:
     """Typed vector helpers for one register type (f32 math comes from VectorMath)."""
 
-    def __init__(self, e: Emitter, lanes: int, rtype: str) -> None:
+    def __init__(self, e: Emitter, lanes: int, rtype: str, mvec: int = 0) -> None:
         self.e, self.b, self.lanes, self.rtype = e, e.b, lanes, rtype
+        #: lanes of the C library's vector f64 functions (glibc's libmvec) to call; 0: scalar calls
+        self.mvec = mvec if mvec and lanes % mvec == 0 else 0
         self.et = {"f32": F32, "f64": F64, "i64": I64}[rtype]
         self.vt = vec(self.et, lanes)
         self.is_float = rtype != "i64"
@@ -321,9 +323,55 @@ def _libm_symbols() -> dict[str, int]:
     return out
 
 
+@functools.cache
+def _libmvec(width: int) -> bool:
+    """Whether glibc's vector math library has every f64 function for ``width`` lanes
+    (AVX-512: 8, AVX2: 4); registers them with LLVM as ``ember_mvec<width>_<name>``."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libmvec.so.1")
+    except OSError:
+        return False
+    tag = "e" if width == 8 else "d"
+    found = {}
+    for name in F64_LIBM:
+        try:
+            fn = getattr(lib, f"_ZGV{tag}N{width}{'vv' if name == 'pow' else 'v'}_{name}")
+        except AttributeError:
+            return False
+        found[name] = ctypes.cast(fn, ctypes.c_void_p).value
+    for name, addr in found.items():
+        llvm.add_symbol(f"ember_mvec{width}_{name}", addr)
+    return True
+
+
+def mvec_width(isa: Isa) -> int:
+    """Lanes of the vector f64 functions the f64 programs of ``isa`` call (0: scalar calls)."""
+    if not isa.triple.startswith("x86_64"):
+        return 0
+    width = 8 if isa.level in ("avx512", "amx") else 4 if isa.level == "avx2" else 0
+    return width if width and _libmvec(width) else 0
+
+
 def _libm(r: _Regs, name: str, *xs: ir.Value) -> ir.Value:
-    """The C library's f64 ``name`` of each lane (one scalar call per lane)."""
+    """The C library's f64 ``name`` of each lane: glibc's vector functions (at most 4 ulp from
+    the scalar ones) when there, else one scalar call per lane."""
     b = r.b
+    if r.mvec:
+        w = r.mvec
+        wt = vec(F64, w)
+        vfn = r.e.declare(f"ember_mvec{w}_{name}", wt, [wt] * len(xs))
+        undef = ir.Constant(r.vt, ir.Undefined)
+        parts = []
+        for k in range(0, r.lanes, w):
+            idx = ir.Constant(vec(I32, w), list(range(k, k + w)))
+            parts.append(b.call(vfn, [b.shuffle_vector(x, undef, idx) for x in xs]))
+        while len(parts) > 1:
+            n = parts[0].type.count
+            idx = ir.Constant(vec(I32, 2 * n), list(range(2 * n)))
+            parts = [b.shuffle_vector(parts[i], parts[i + 1], idx) for i in range(0, len(parts), 2)]
+        return parts[0]
     fn = r.e.declare(f"ember_libm_{name}", F64, [F64] * len(xs))
     out: ir.Value = ir.Constant(r.vt, None)
     for i in range(r.lanes):
@@ -640,12 +688,12 @@ EXTENDED = frozenset({"sin", "cos", "tan", "atan", "sinh", "cosh", "asin", "acos
 _EXTENDED_FOR = {"f32": EXTENDED, "f64": EXTENDED | frozenset(_F64_MATH), "i64": EXTENDED}
 
 
-def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool = True) -> None:
+def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool = True, mvec: int = 0) -> None:
     fn = Emitter.function(m, f"{prefix}_eltwise_task", VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
     b = e.b
-    regs_t = _Regs(e, lanes, rtype)
+    regs_t = _Regs(e, lanes, rtype, mvec)
     vt = regs_t.vt
     nvec = BLOCK // lanes
     h = {k: e.field(ctx, ELTWISE_CONTEXT[k]) for k in EW_HEAD}
@@ -807,20 +855,22 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool 
     b.ret_void()
 
 
-def _build_eltwise(prefix: str, isa: Isa, rtype: str, full: bool) -> ir.Module:
+def _build_eltwise(prefix: str, isa: Isa, rtype: str, full: bool, mvec: int = 0) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
-    _emit_eltwise(m, prefix, isa.f32_lanes, rtype, full)
+    _emit_eltwise(m, prefix, isa.f32_lanes, rtype, full, mvec)
     return m
 
 
 @functools.cache
 def _eltwise_library(isa: Isa, rtype: str = "f32", full: bool = False) -> jit.Library:
     tier = "full" if full else "core"
+    mvec = 0
     if rtype == "f64" and full:
         libm_symbols()
-    return jit.load(f"eltwise|{isa.level}|{rtype}|{tier}|b{BLOCK}|r{REGS}", isa,
-                    lambda p: _build_eltwise(p, isa, rtype, full))
+        mvec = mvec_width(isa)
+    return jit.load(f"eltwise|{isa.level}|{rtype}|{tier}|b{BLOCK}|r{REGS}|mvec{mvec}", isa,
+                    lambda p: _build_eltwise(p, isa, rtype, full, mvec))
 
 
 def _collapse_operands(shape: tuple[int, ...], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
