@@ -303,3 +303,40 @@ def test_keras_return_sequences_lstm_native(batch: int) -> None:
     assert plan_fallbacks(prog) == {}
     assert [op.type_name for op in prog.ops].count("LSTMSequence") == 2
     np.testing.assert_allclose(got, km(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+# -- convolutions with runtime weights or negative pads (columns and a batched GEMM) ----------
+def _conv(strides: list[int], pb: list[int], pe: list[int], dil: list[int], grouped: bool = False,
+          const_w: np.ndarray | None = None) -> Callable[..., object]:
+    build = ops.group_convolution if grouped else ops.convolution
+    if const_w is not None:
+        return lambda x: build(x, const_w, strides, pb, pe, dil)
+    return lambda x, w: build(x, w, strides, pb, pe, dil)
+
+
+CONVS: dict[str, Case] = {
+    "runtime-w-3x3-pad1": _case(_conv([1, 1], [1, 1], [1, 1], [1, 1]), _f((2, 3, 9, 11), edge=False),
+                                _f((5, 3, 3, 3), edge=False), rtol=1e-4),
+    "runtime-w-stride2-dil2-odd": _case(_conv([2, 3], [2, 1], [0, 3], [2, 2]), _f((1, 4, 13, 10), edge=False),
+                                        _f((6, 4, 3, 2), edge=False), rtol=1e-4),
+    "runtime-w-grouped": _case(_conv([1, 1], [1, 1], [1, 1], [1, 1], grouped=True), _f((1, 6, 7, 7), edge=False),
+                               _f((3, 4, 2, 3, 3), edge=False), rtol=1e-4),
+    "runtime-w-depthwise-1d": _case(_conv([2], [2], [1], [1], grouped=True), _f((2, 5, 17), edge=False),
+                                    _f((5, 1, 1, 4), edge=False), rtol=1e-4),
+    "runtime-w-1x1": _case(_conv([1, 1], [0, 0], [0, 0], [1, 1]), _f((1, 8, 5, 6), edge=False),
+                           _f((4, 8, 1, 1), edge=False), rtol=1e-4),
+    "runtime-w-nan": _case(_conv([1, 1], [0, 0], [0, 0], [1, 1]), _f((1, 2, 4, 4)), _f((3, 2, 2, 2), edge=False),
+                           rtol=1e-4),
+    "negative-pads-const-w": _case(_conv([1, 1], [-1, 0], [0, -2], [1, 1], const_w=_f((4, 3, 3, 3), edge=False)),
+                                   _f((1, 3, 10, 10), edge=False), rtol=1e-4),
+    "negative-and-positive-pads-strided": _case(
+        _conv([2, 2], [-2, 1], [1, -1], [1, 1], const_w=_f((2, 3, 3, 2), edge=False)), _f((2, 3, 11, 9), edge=False),
+        rtol=1e-4),
+    "negative-pads-1d-grouped": _case(_conv([1], [-3], [-1], [1], grouped=True, const_w=_f((2, 3, 2, 3), edge=False)),
+                                      _f((1, 4, 20), edge=False), rtol=1e-4),
+}
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+def test_conv_runtime_weights_negative_pads(name: str) -> None:
+    _check(*CONVS[name])
