@@ -223,12 +223,13 @@ def lower_conv(lowering: Lowering, node: Node) -> bool:
     """Convolutions on channel-last tensors: 2-D ones on NHWC, 1-D ones as 2-D with a height
     of 1, 3-D ones as 2-D convolutions over depth slices summed in place."""
     from ember.devices.cpu.kernels.conv import ConvGeometry
+    from ember.devices.cpu.lowering.conv_im2col import im2col_conv
 
     w = const_of(node.input_values()[1])
     xport = node.input_values()[0]
     rank = len(xport.partial_shape)
     if w is None or w.dtype != F32 or xport.element_type.dtype != F32 or rank not in (3, 4, 5):
-        return False
+        return im2col_conv(lowering, node)  # runtime weights: columns and a batched GEMM
     xs = static_shape(xport)
     groups = 1
     if node.type_name == "GroupConvolution":
@@ -236,7 +237,7 @@ def lower_conv(lowering: Lowering, node: Node) -> bool:
         w = w.reshape(w.shape[0] * w.shape[1], *w.shape[2:])
     pb, pe = node.resolved_pads(xs, w.shape[2:])
     if min(*pb, *pe) < 0:
-        return False
+        return im2col_conv(lowering, node)  # negative pads crop: columns and a batched GEMM
     dil = [int(d) for d in (node.attrs["dilations"] or [1] * (rank - 2))]
     strides = [int(s) for s in node.attrs["strides"]]
     if rank == 5:
