@@ -989,7 +989,8 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     abuf = aligned_alloca(e, I8, b.mul(tg, tile_bytes))
     desc_ptr = b.alloca(PTR, size=b.mul(b.mul(tg, ntaps), c64(2)))
     desc_ld = b.alloca(I64, size=b.mul(b.mul(tg, ntaps), c64(2)))
-    cbuf = aligned_alloca(e, I32, c64(MR * NR))
+    # two C buffers: a tile's C goes to one while the epilogue reads the previous tile's from the other
+    cbuf2 = aligned_alloca(e, I32, c64(2 * MR * NR))
     emit_tile_config(e, qbytes, kq)
 
     ldy, yg, ldr, ldq = a("ldy"), a("yg"), a("ldr"), a("ldq")
@@ -1032,10 +1033,6 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
                     if (i and not two_m) or (j and not two_n):
                         continue
                     tile_dot(e, "tdpbusd", C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
-        ldc = c64(4 * NR)
-        for i in range(2):
-            for j in range(2):
-                tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * H * NR + j * 16) * 4), ldc)
 
     with e.loop(0, e.cdiv(ntiles, tg), name="tgrp") as grp:
         t0 = b.mul(grp, tg)
@@ -1067,16 +1064,34 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
         with e.loop(j0, j1, name="jp") as jp:
             col = b.mul(jp, c64(NR))
             ncols = e.min(c64(NR), b.sub(N, col))
+            def cbuf_of(t: ir.Value) -> ir.Value:
+                return e.gep(I32, cbuf2, b.mul(b.and_(b.sub(t, t0), c64(1)), c64(MR * NR)))
+
+            def epilogue(t: ir.Value) -> None:
+                p0 = b.add(m0, b.mul(t, c64(MR)))
+                mr = e.min(c64(MR), b.sub(m1, p0))
+                b.call(epi, [cbuf_of(t), mr, ncols, e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy,
+                             e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
+                             e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), resz)), ldr, lo, hi, flags,
+                             e.gep(F32, fq_g, col), a("fqs"), e.gep(I8, q_g, b.add(b.mul(p0, ldq), col)), ldq])
+
+            # software pipelined: a tile's products are issued, then the previous tile's epilogue
+            # runs on the vector units while the tile unit multiplies, then the C tiles are stored
+            # (tile registers are not touched by the epilogue)
             with e.loop(t0, t1, name="btile") as it:
                 lt = b.sub(it, t0)
                 p0 = b.add(m0, b.mul(it, c64(MR)))
                 mr = e.min(c64(MR), b.sub(m1, p0))
                 two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
                            lambda tm_, tn_: block(tm_, tn_, jp, lt))
-                b.call(epi, [cbuf, mr, ncols, e.gep(I8, ygroup, b.mul(b.add(b.mul(p0, ldy), col), esz)), ldy,
-                             e.gep(I32, comp_g, col), e.gep(F32, scale_g, col), e.gep(F32, shift_g, col),
-                             e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), resz)), ldr, lo, hi, flags,
-                             e.gep(F32, fq_g, col), a("fqs"), e.gep(I8, q_g, b.add(b.mul(p0, ldq), col)), ldq])
+                with b.if_then(b.icmp_signed(">", it, t0)):
+                    epilogue(b.sub(it, c64(1)))
+                ldc = c64(4 * NR)
+                cb = cbuf_of(it)
+                for i in range(2):
+                    for j in range(2):
+                        tile_store(e, C_TILES[2 * i + j], e.gep(I8, cb, (i * H * NR + j * 16) * 4), ldc)
+            epilogue(b.sub(t1, c64(1)))
     tile_release(e)
     b.ret_void()
 
