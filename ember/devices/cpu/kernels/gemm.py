@@ -474,11 +474,13 @@ def emit_activation_rows(m: ir.Module, name: str, lanes: int, bf16_out: bool = F
                 blk = fn.append_basic_block(f"act.{act}.{int(affine)}.{int(out16)}")
                 sw_.add_case(c64((k << ACT_SHIFT) | (FLAG_AFFINE if affine else 0) | (FLAG_YBF16 if out16 else 0)), blk)
                 b.position_at_end(blk)
+                full = b.mul(b.sdiv(ncols, c64(lanes)), c64(lanes))
                 with e.loop(0, rows, name="ar") as r:
                     srow = e.gep(F32, sp, b.mul(r, lds))
                     drow = e.gep(I16 if out16 else F32, dp, b.mul(r, ldd))
-                    with e.loop(0, ncols, lanes, name="ac") as j:
-                        mask = lane_mask(e, b.sub(ncols, j), lanes)
+
+                    def vector(j: ir.Value, mask: ir.Value | None, act: str = act, affine: bool = affine,
+                               out16: bool = out16, srow: ir.Value = srow, drow: ir.Value = drow) -> None:
                         y = masked_load(e, vt, e.gep(F32, srow, j), mask)
                         if act:
                             y = emit_activation(e, act, y, lanes)
@@ -488,6 +490,11 @@ def emit_activation_rows(m: ir.Module, name: str, lanes: int, bf16_out: bool = F
                             store_bf16(e, y, e.gep(I16, drow, j), mask)
                         else:
                             masked_store(e, y, e.gep(F32, drow, j), mask)
+
+                    with e.loop(0, full, lanes, name="ac") as j:
+                        vector(j, None)
+                    with b.if_then(b.icmp_signed("<", full, ncols)):
+                        vector(full, lane_mask(e, b.sub(ncols, full), lanes))
                 b.branch(done)
     b.position_at_end(done)
     b.ret_void()
@@ -788,7 +795,7 @@ class IGemmKernels:
         if bf16:
             check_bf16(isa)
         name = "igemm-bf16" if bf16 else "igemm"
-        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r"
+        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
         self.task_address = self.lib.address("igemm_task")
 
@@ -962,7 +969,7 @@ class AmxBf16Kernels:
         if not isa.amx_bf16:
             raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
         self.isa = isa
-        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r", isa, lambda p: _build_bf16(p, isa))
+        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2", isa, lambda p: _build_bf16(p, isa))
         self.task_address = self.lib.address("bf16_task")
 
 

@@ -255,7 +255,8 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     """``node`` (data input 0, rank 3 or 4) as one Conv2d of ``geo`` with weights ``w``
     ``[OC, IC / groups, KH, KW]``, its epilogue group fused."""
     from ember.devices.cpu.kernels.conv import Conv2d, depthwise_activation_ok
-    from ember.devices.cpu.kernels.gemm import Epilogue
+    from ember.devices.cpu.kernels.gemm import Epilogue, Precision, as_precision
+    from ember.devices.cpu.kernels.winograd import winograd_ok
 
     xport = node.input_values()[0]
     out_logical = static_shape(node.output(0))
@@ -274,6 +275,10 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     if not geo.depthwise:  # the implicit GEMM's epilogue: HSwish, GELU, Swish, ..., then a scalar affine
         act, last, fused = take_epilogue_activation(lowering, node, last, fused, (lo, hi))
         gemm_affine, last, fused = _post_affine(lowering, node, last, fused)
+    if len(out_logical) == 4 and not (activation or act) and affine is None and gemm_affine is None \
+            and as_precision(lowering.precision) is Precision.F32 \
+            and winograd_ok(geo.kh, geo.kw, geo.strides, geo.dilations, geo.groups, geo.cin, geo.cout):
+        return _emit_winograd(lowering, node, geo, w, bias, residual, Epilogue(lo, hi), last, fused)
     kernel = Conv2d(geo, w, Epilogue(lo, hi, act, gemm_affine), num_threads=lowering.threads, isa=lowering.isa,
                     precision=lowering.precision, activation=activation, affine=affine)
     lowering.bf16_ops += kernel.precision.value == "bf16"
@@ -292,15 +297,45 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     return True
 
 
+def _emit_winograd(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias: np.ndarray | None,
+                   residual: Tensor | None, epilogue: Any, last: Node, fused: list[Node]) -> bool:
+    """A 3x3 stride-1 2-D convolution as Winograd F(2x2, 3x3)
+    (:class:`~ember.devices.cpu.kernels.winograd.WinogradConv3x3`): input transform, 16 GEMMs,
+    output transform with the bias, residual and clamp; its two scratch buffers live in the arena."""
+    from ember.devices.cpu.kernels.winograd import WinogradConv3x3
+
+    out_logical = static_shape(node.output(0))
+    kernel = WinogradConv3x3(geo.batch, geo.h, geo.w, geo.cin, geo.cout, (*geo.pads_begin, *geo.pads_end), w,
+                             epilogue, num_threads=lowering.threads, isa=lowering.isa)
+    x = _channels_last_input(lowering, node.input_values()[0])
+    y = _channels_last_value(lowering, out_logical, last.friendly_name, last)
+    nv, nm = kernel.scratch_sizes
+    v = lowering.value((max(nv, 1),), PLAIN, name=node.friendly_name + "/winograd_v")
+    m = lowering.value((max(nm, 1),), PLAIN, name=node.friendly_name + "/winograd_m")
+    ins = [x] + ([residual] if residual is not None else [])
+
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        return kernel.bind(a[0], o[0], o[1], o[2], bias, a[1] if residual is not None else None)
+
+    lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y, v, m], native=True, bind=bind))
+    lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
+    return True
+
+
+#: depthwise kernels up to this many taps read a bf16 input: each tap's load is widened, and
+#: from 5x5 on that costs more than the halved bytes save (one thread, bf16: MobileNetV2's
+#: 3x3 0.95x, EfficientNet-Lite0's 5x5 1.03x, PP-OCRv4 rec 1.09x the time of f32 inputs)
+DW_BF16_MAX_TAPS = 9
+
+
 def _bf16_readers_only(lowering: Lowering, last: Node) -> bool:
     """Whether ``last``'s output (bf16 precision) may be stored as bf16: it is no model output and
     every reader is a 2-D convolution reading it as its data input that the bf16 implicit GEMM
     runs with unmerged taps (it reads bf16 straight into its packed rows), or a depthwise one of
-    at most ``DW_SPEC_MAX_TAPS`` taps (the specialized kernel widens bf16 as it loads), or a
+    at most ``DW_BF16_MAX_TAPS`` taps (the specialized kernel widens bf16 at every tap's load), or a
     residual Add that such a convolution's epilogue takes (:func:`_bf16_residual_reader`). Any
     other reader (pooling, elementwise ops) keeps f32."""
     from ember.devices.cpu.kernels.conv import merge_taps_for
-    from ember.devices.cpu.kernels.depthwise import DW_SPEC_MAX_TAPS
 
     port = last.output(0)
     if lowering.precision != "bf16" or lowering.is_result(port) or not port.targets \
@@ -322,7 +357,7 @@ def _bf16_readers_only(lowering: Lowering, last: Node) -> bool:
         if min(*pb, *pe) < 0:
             return False
         if reader.type_name == "GroupConvolution":  # depthwise only: [C, 1, 1, KH, KW] over C channels
-            if w.shape[1] != 1 or w.shape[2] != 1 or w.shape[0] != xs[1] or taps > DW_SPEC_MAX_TAPS:
+            if w.shape[1] != 1 or w.shape[2] != 1 or w.shape[0] != xs[1] or taps > DW_BF16_MAX_TAPS:
                 return False
         elif merge_taps_for(w.shape[1], taps):
             return False
