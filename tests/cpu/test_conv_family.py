@@ -142,6 +142,10 @@ def residual(kind: str) -> Callable[[], Model]:
         if kind == "conv1d":
             x = ops.parameter([2, 6, 11], np.float32, name="x")
             y = ops.add(ops.add(ops.convolution(x, _w(6, 6, 3), [1], [1], [1], [1]), _f(1, 6, 1)), x)
+        elif kind == "conv2d":
+            x = ops.parameter([1, 64, 6, 5], np.float32, name="x")
+            y = ops.add(ops.add(ops.convolution(x, _w(64, 64, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1]),
+                                _f(1, 64, 1, 1)), x)
         elif kind == "conv3d":
             x = ops.parameter([1, 5, 4, 5, 3], np.float32, name="x")
             y = ops.add(x, ops.convolution(x, _w(5, 5, 3, 3, 3), [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]))
@@ -225,6 +229,11 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
     # 2-D with K = taps x channels packed as one chunk (up to 2304) or in chunks (beyond)
     "conv2d-3x3-one-chunk": (conv((1, 130, 6, 7), 37, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 130, 6, 7), None),
     "conv2d-3x3-chunked": (conv((1, 300, 5, 4), 33, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 300, 5, 4), None),
+    # 3x3 stride 1 with >= 64 channels: Winograd F(2x2, 3x3); odd sizes, asymmetric pads, residual
+    "conv2d-winograd": (conv((1, 64, 7, 9), 70, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 7, 9), None),
+    "conv2d-winograd-asym-clamp": (conv((2, 80, 5, 6), 64, (3, 3), (1, 1), (0, 1), (2, 0), tail="bias,clamp"),
+                                   (2, 80, 5, 6), None),
+    "residual-winograd": (residual("conv2d"), (1, 64, 6, 5), None),
     # pooling 1-D and 3-D
     "maxpool1d": (pool((2, 5, 17), "max", (3,), (2,), (1,), (1,)), (2, 5, 17), _edges),
     "avgpool1d-ceil": (pool((1, 7, 10), "avg", (3,), (2,), (0,), (0,), rounding="ceil"), (1, 7, 10), None),
@@ -326,6 +335,69 @@ def test_conv_transpose_kernel_channel_slices_and_residual() -> None:
     y = ConvTranspose(geo, w, Epilogue.relu(), num_threads=2)(x, None, bias, res)
     want = np.moveaxis(conv_backprop(np.moveaxis(x, -1, 1), w, (2, 2), (1, 1), (1, 1), (10, 8)), 1, -1)
     np.testing.assert_allclose(y, np.maximum(want + bias + res, 0), rtol=1e-5, atol=1e-5)
+
+
+WINOGRAD_CASES = [
+    # (batch, h, w, cin, cout, pads (top, left, bottom, right), residual, channel slices)
+    (1, 16, 12, 64, 128, (1, 1, 1, 1), False, False),  # CRNN-like
+    (2, 7, 9, 67, 73, (1, 0, 2, 1), True, True),  # odd sizes: masked channel tails, partial tiles
+    (1, 1, 1, 64, 64, (1, 1, 1, 1), True, False),  # one pixel: one tile, mostly padding
+    (1, 5, 5, 96, 64, (0, 0, 0, 0), False, True),  # no padding, odd output (3x3)
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: f"n{c[0]}-{c[1]}x{c[2]}-{c[3]}to{c[4]}")
+def test_winograd_kernel(case: tuple) -> None:
+    """F(2x2, 3x3) against the direct implicit-GEMM convolution: bias, residual, ReLU, channel
+    slices of wider buffers (the channels around the output untouched), one and two threads."""
+    from ember.devices.cpu.kernels.conv import conv2d
+    from ember.devices.cpu.kernels.gemm import Epilogue
+    from ember.devices.cpu.kernels.winograd import WinogradConv3x3, winograd_ok
+
+    n, h, w, cin, cout, pads, with_res, slices = case
+    assert winograd_ok(3, 3, (1, 1), (1, 1), 1, cin, cout) and not winograd_ok(3, 3, (2, 2), (1, 1), 1, cin, cout)
+    wide_x = _f(n, h, w, cin + (3 if slices else 0))
+    x = wide_x[..., 1:1 + cin] if slices else wide_x
+    wt, bias = _w(cout, cin, 3, 3), _f(cout)
+    for threads in (1, 2):
+        k = WinogradConv3x3(n, h, w, cin, cout, pads, wt, Epilogue(0.0), num_threads=threads)
+        res = _f(*k.output_shape) if with_res else None
+        wide_y = np.full((*k.output_shape[:3], cout + (5 if slices else 0)), 2.5, np.float32)
+        y = wide_y[..., 2:2 + cout] if slices else wide_y
+        k(x, y, bias, res)
+        want = conv2d(np.ascontiguousarray(x), wt, bias, pads_begin=pads[:2], pads_end=pads[2:],
+                      epilogue=Epilogue(0.0), residual=res)
+        np.testing.assert_allclose(y, want, rtol=2e-5, atol=2e-5)
+        if slices:
+            assert (wide_y[..., :2] == 2.5).all() and (wide_y[..., 2 + cout:] == 2.5).all()
+
+
+def test_winograd_non_finite_inputs() -> None:
+    """NaN and inf make exactly the outputs whose window holds them non-finite, as in the direct
+    convolution (in F(2x2, 3x3) an input reaches only the transformed terms of the outputs whose
+    windows hold it); an infinity may come out as NaN where the direct sum gives +-inf (the
+    transforms subtract it from itself)."""
+    x = _f(1, 64, 8, 8)
+    x[0, 3, 1, 2], x[0, 10, 5, 6], x[0, 7, 6, 1], x[0, 5, 0, 0] = np.nan, np.inf, -np.inf, np.inf
+    model = conv((1, 64, 8, 8), 64, (3, 3), (1, 1), (1, 1), (1, 1), tail="bias")()
+    (want,), _ = _run(model, "REFERENCE", x)
+    (got,), cm = _run(model, "CPU", x)
+    assert any(t.name.endswith("/winograd_v") for op in cm._executable.program.ops for t in op.outputs)
+    finite = np.isfinite(want)
+    assert not finite.all()
+    np.testing.assert_array_equal(np.isfinite(got), finite)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-5, atol=2e-5)
+
+
+def test_winograd_lowered_for_3x3_only() -> None:
+    """The CPU plan runs a 3x3 stride-1 convolution of 64+ channels as Winograd (its scratch
+    buffers in the plan), a strided or narrow one as the direct implicit GEMM."""
+    for build, shape, want in ((conv((1, 64, 6, 6), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 6, 6), True),
+                               (conv((1, 64, 6, 6), 64, (3, 3), (2, 2), (1, 1), (1, 1)), (1, 64, 6, 6), False),
+                               (conv((1, 32, 6, 6), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 32, 6, 6), False)):
+        _, cm = _run(build(), "CPU", _f(*shape))
+        names = [t.name for op in cm._executable.program.ops for t in op.outputs]
+        assert any(name.endswith("/winograd_v") for name in names) == want
 
 
 PHASE_CASES = [
