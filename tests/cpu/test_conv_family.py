@@ -143,7 +143,7 @@ def residual(kind: str) -> Callable[[], Model]:
             x = ops.parameter([2, 6, 11], np.float32, name="x")
             y = ops.add(ops.add(ops.convolution(x, _w(6, 6, 3), [1], [1], [1], [1]), _f(1, 6, 1)), x)
         elif kind == "conv2d":
-            x = ops.parameter([1, 64, 6, 5], np.float32, name="x")
+            x = ops.parameter([1, 64, 12, 11], np.float32, name="x")
             y = ops.add(ops.add(ops.convolution(x, _w(64, 64, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1]),
                                 _f(1, 64, 1, 1)), x)
         elif kind == "conv3d":
@@ -230,10 +230,10 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
     "conv2d-3x3-one-chunk": (conv((1, 130, 6, 7), 37, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 130, 6, 7), None),
     "conv2d-3x3-chunked": (conv((1, 300, 5, 4), 33, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 300, 5, 4), None),
     # 3x3 stride 1 with >= 64 channels: Winograd F(2x2, 3x3); odd sizes, asymmetric pads, residual
-    "conv2d-winograd": (conv((1, 64, 7, 9), 70, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 7, 9), None),
-    "conv2d-winograd-asym-clamp": (conv((2, 80, 5, 6), 64, (3, 3), (1, 1), (0, 1), (2, 0), tail="bias,clamp"),
-                                   (2, 80, 5, 6), None),
-    "residual-winograd": (residual("conv2d"), (1, 64, 6, 5), None),
+    "conv2d-winograd": (conv((1, 64, 11, 13), 70, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 11, 13), None),
+    "conv2d-winograd-asym-clamp": (conv((2, 80, 9, 8), 64, (3, 3), (1, 1), (0, 1), (2, 0), tail="bias,clamp"),
+                                   (2, 80, 9, 8), None),
+    "residual-winograd": (residual("conv2d"), (1, 64, 12, 11), None),
     # pooling 1-D and 3-D
     "maxpool1d": (pool((2, 5, 17), "max", (3,), (2,), (1,), (1,)), (2, 5, 17), _edges),
     "avgpool1d-ceil": (pool((1, 7, 10), "avg", (3,), (2,), (0,), (0,), rounding="ceil"), (1, 7, 10), None),
@@ -377,9 +377,9 @@ def test_winograd_non_finite_inputs() -> None:
     convolution (in F(2x2, 3x3) an input reaches only the transformed terms of the outputs whose
     windows hold it); an infinity may come out as NaN where the direct sum gives +-inf (the
     transforms subtract it from itself)."""
-    x = _f(1, 64, 8, 8)
+    x = _f(1, 64, 12, 12)
     x[0, 3, 1, 2], x[0, 10, 5, 6], x[0, 7, 6, 1], x[0, 5, 0, 0] = np.nan, np.inf, -np.inf, np.inf
-    model = conv((1, 64, 8, 8), 64, (3, 3), (1, 1), (1, 1), (1, 1), tail="bias")()
+    model = conv((1, 64, 12, 12), 64, (3, 3), (1, 1), (1, 1), (1, 1), tail="bias")()
     (want,), _ = _run(model, "REFERENCE", x)
     (got,), cm = _run(model, "CPU", x)
     assert any(t.name.endswith("/winograd_v") for op in cm._executable.program.ops for t in op.outputs)
@@ -390,11 +390,13 @@ def test_winograd_non_finite_inputs() -> None:
 
 
 def test_winograd_lowered_for_3x3_only() -> None:
-    """The CPU plan runs a 3x3 stride-1 convolution of 64+ channels as Winograd (its scratch
-    buffers in the plan), a strided or narrow one as the direct implicit GEMM."""
-    for build, shape, want in ((conv((1, 64, 6, 6), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 6, 6), True),
-                               (conv((1, 64, 6, 6), 64, (3, 3), (2, 2), (1, 1), (1, 1)), (1, 64, 6, 6), False),
-                               (conv((1, 32, 6, 6), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 32, 6, 6), False)):
+    """The CPU plan runs a 3x3 stride-1 convolution of 64+ channels and 32+ output tiles as
+    Winograd (its scratch buffers in the plan), a strided, narrow or small one as the direct
+    implicit GEMM."""
+    for build, shape, want in ((conv((1, 64, 12, 12), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 12, 12), True),
+                               (conv((1, 64, 12, 12), 64, (3, 3), (2, 2), (1, 1), (1, 1)), (1, 64, 12, 12), False),
+                               (conv((1, 32, 12, 12), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 32, 12, 12), False),
+                               (conv((1, 64, 7, 7), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 7, 7), False)):
         _, cm = _run(build(), "CPU", _f(*shape))
         names = [t.name for op in cm._executable.program.ops for t in op.outputs]
         assert any(name.endswith("/winograd_v") for name in names) == want

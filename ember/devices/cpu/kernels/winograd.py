@@ -49,16 +49,17 @@ WINO_OUT = ContextLayout("wino_out", ("m", "y", "bias", "res", "oh", "ow", "c", 
 FLAG_BIAS, FLAG_RES = 1, 2
 TILES_PER_TASK = 8  # tiles along a row per task of the transforms
 MIN_CHANNELS = 64  # input and output channels from which the GEMMs' savings beat the transforms' traffic
+MIN_TILES = 32  # fewer output tiles (7x7 maps) leave the 16 GEMMs too few rows to gain (measured: 512 channels at 7x7 even)
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 
 
 def winograd_ok(kh: int, kw: int, strides: tuple[int, int], dilations: tuple[int, int], groups: int, cin: int,
-                cout: int) -> bool:
-    """Whether a convolution runs as F(2x2, 3x3): 3x3, stride 1, no dilation, one group, and at
-    least :data:`MIN_CHANNELS` input and output channels."""
+                cout: int, tiles: int | None = None) -> bool:
+    """Whether a convolution runs as F(2x2, 3x3): 3x3, stride 1, no dilation, one group, at least
+    :data:`MIN_CHANNELS` input and output channels and (when given) :data:`MIN_TILES` output tiles."""
     return (kh, kw) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1) and groups == 1 \
-        and cin >= MIN_CHANNELS and cout >= MIN_CHANNELS
+        and cin >= MIN_CHANNELS and cout >= MIN_CHANNELS and (tiles is None or tiles >= MIN_TILES)
 
 
 def transform_weights(w: np.ndarray) -> np.ndarray:
