@@ -164,10 +164,12 @@ class Conv2d:
     :func:`depthwise_activation_ok`).
 
     ``precision="bf16"`` runs the implicit GEMM in bf16 (weights rounded once, activations
-    converted as they are read, f32 accumulation and epilogue; activations stay f32 in
-    memory). It raises :class:`~ember.errors.EmberError` without AVX512_BF16 (see
+    converted as they are read, f32 accumulation and epilogue). It raises
+    :class:`~ember.errors.EmberError` without AVX512_BF16 (see
     :func:`~ember.devices.cpu.kernels.gemm.bf16_supported`). Depthwise convolutions are memory
-    bound and always run in f32 (``self.precision`` says which was used).
+    bound and always compute in f32 (``self.precision`` says which was used). Under bf16,
+    :meth:`bind` also takes X, Y (and a GEMM's residual) as uint16 arrays of bf16 bits
+    (:attr:`bf16_io`, :meth:`x_bf16_ok`, :meth:`y_bf16_ok`): activations kept bf16 in memory.
     """
 
     def __init__(self, geometry: ConvGeometry, weights: np.ndarray, epilogue: Epilogue = NO_EPILOGUE,

@@ -25,10 +25,18 @@ bf16 (``precision="bf16"``, AVX512_BF16): weights are packed once as bf16 channe
 ``[..][chunk / 2][NR][2]``; each task converts its A rows per K chunk into a bf16 buffer
 ``[tile][tap][MR][pairs]`` (round to nearest even, as ``vcvtneps2bf16``) and the
 micro-kernel runs ``vdpbf16ps`` (two products per lane, f32 accumulation) with the same f32
-epilogue. Activations stay f32 in memory. With AMX (``isa.amx_bf16``) the weights are one
-chunk of all of K (its pairs zero padded to whole tile steps) and ``amx_bf16_task`` runs
-instead: per 32-row tile, A rows converted to bf16 once, 32 x 32 blocks of ``tdpbf16ps``
-(:mod:`ember.devices.cpu.kernels.amx`), the f32 epilogue row by row.
+epilogue. With AMX (``isa.amx_bf16``) the weights are one chunk of all of K (its pairs zero
+padded to whole tile steps) and ``amx_bf16_task`` runs instead: per 32-row tile, A rows
+converted to bf16 once, 32 x 32 blocks of ``tdpbf16ps`` (:mod:`ember.devices.cpu.kernels.amx`),
+the f32 epilogue row by row. Both bf16 kernels may also read X (``FLAG_XBF16``: copied, not
+converted) and the residual (``FLAG_RES16``) as bf16 and store Y as bf16 (``FLAG_YBF16``,
+rounded after the whole f32 epilogue; all of K in one chunk or AMX): the lowering keeps
+activations bf16 between such kernels under the bf16 hint.
+
+The epilogue may end in an activation (:data:`EPILOGUE_ACTIVATIONS`: HSwish, HSigmoid,
+Swish, GELU, Sigmoid) and a scalar affine: one function per module
+(:func:`emit_activation_rows`) runs them on each finished output tile while it is in L1,
+with the elementwise kernel's formulas (fused and unfused give the same bits).
 
 Parameters of a call live in a *context*, an int64 array (field names in
 :data:`IGEMM_CONTEXT`), built once when the operation is bound to its buffers; a lowered plan
