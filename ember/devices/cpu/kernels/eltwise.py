@@ -688,7 +688,8 @@ EXTENDED = frozenset({"sin", "cos", "tan", "atan", "sinh", "cosh", "asin", "acos
 _EXTENDED_FOR = {"f32": EXTENDED, "f64": EXTENDED | frozenset(_F64_MATH), "i64": EXTENDED}
 
 
-def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool = True, mvec: int = 0) -> None:
+def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool = True, mvec: int = 0,
+                  halves: bool = True) -> None:
     fn = Emitter.function(m, f"{prefix}_eltwise_task", VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
@@ -706,6 +707,7 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool 
     ninstr = h["ninstr"]
     y = b.inttoptr(h["y"], PTR)
     supported = SUPPORTED[rtype] if full else SUPPORTED[rtype] - _EXTENDED_FOR[rtype]
+    skip = frozenset() if halves else _HALF_OPS
 
     def reg(rg: ir.Value, v: int | ir.Value) -> ir.Value:
         return e.gep(vt, regs, b.add(b.mul(rg, c64(nvec)), v if isinstance(v, ir.Value) else c64(v)))
@@ -839,13 +841,13 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool 
                         b.store(b.select(cond, e.load(vt, reg(rb_, k)), e.load(vt, reg(w4, k))), reg(dst, k))
 
                 for name, kind in LOAD_OPS.items():
-                    if full or name not in EXTENDED:
+                    if (full or name not in EXTENDED) and name not in skip:
                         case(OPCODES[name], load_input(kind))
                 for name, kind in STORE_OPS.items():
-                    if full or name not in EXTENDED:
+                    if (full or name not in EXTENDED) and name not in skip:
                         case(OPCODES[name], store(kind))
                 for name in UNARY_OPS:
-                    if name in supported:
+                    if name in supported and name not in skip:
                         case(OPCODES[name], unary(name))
                 for name in BINARY_OPS:
                     if name in supported:
@@ -855,10 +857,20 @@ def _emit_eltwise(m: ir.Module, prefix: str, lanes: int, rtype: str, full: bool 
     b.ret_void()
 
 
+def halves_ok(isa: Isa) -> bool:
+    """Whether ``isa`` converts f16 in registers (x86 needs F16C; without it LLVM would call a
+    runtime helper the JIT does not have)."""
+    return not isa.triple.startswith("x86_64") or "+f16c" in isa.features
+
+
+#: the ops that convert f16 (left out of the libraries of an ISA without F16C)
+_HALF_OPS = frozenset({"load_f16", "store_f16", "round_f16"})
+
+
 def _build_eltwise(prefix: str, isa: Isa, rtype: str, full: bool, mvec: int = 0) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
-    _emit_eltwise(m, prefix, isa.f32_lanes, rtype, full, mvec)
+    _emit_eltwise(m, prefix, isa.f32_lanes, rtype, full, mvec, halves_ok(isa))
     return m
 
 
@@ -869,7 +881,7 @@ def _eltwise_library(isa: Isa, rtype: str = "f32", full: bool = False) -> jit.Li
     if rtype == "f64" and full:
         libm_symbols()
         mvec = mvec_width(isa)
-    return jit.load(f"eltwise|{isa.level}|{rtype}|{tier}|b{BLOCK}|r{REGS}|mvec{mvec}", isa,
+    return jit.load(f"eltwise|{isa.level}|{rtype}|{tier}|b{BLOCK}|r{REGS}|mvec{mvec}|h{int(halves_ok(isa))}", isa,
                     lambda p: _build_eltwise(p, isa, rtype, full, mvec))
 
 

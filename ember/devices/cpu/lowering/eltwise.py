@@ -377,7 +377,9 @@ _F16 = np.dtype(np.float16)
 
 def _halves_ok(lowering: Lowering, node: Node) -> bool:
     """f16 tensors convert with F16C on x86 (without it LLVM would call a runtime helper)."""
-    if lowering.isa.triple.startswith("x86_64") and "+f16c" not in lowering.isa.features:
+    from ember.devices.cpu.kernels.eltwise import halves_ok
+
+    if not halves_ok(lowering.isa):
         return all(p.element_type.dtype != _F16 for p in (*node.input_values(), *node.outputs()))
     return True
 

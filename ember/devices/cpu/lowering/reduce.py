@@ -64,6 +64,11 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
         return False
     via = _VIA.get(dtype)
     work = via or dtype
+    if dtype == np.dtype(np.float16):
+        from ember.devices.cpu.kernels.eltwise import halves_ok
+
+        if not halves_ok(lowering.isa):
+            return False
     integer = work in (I32, I64)
     if integer and node.type_name == "ReduceL2":  # the root of a float sum, truncated
         return False
