@@ -345,3 +345,29 @@ CONVS: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(CONVS))
 def test_conv_runtime_weights_negative_pads(name: str) -> None:
     _check(*CONVS[name])
+
+
+# -- 3-D MaxPool with its indices output used ---------------------------------------------------
+def _pool3d(kernel: list[int], strides: list[int], dil: list[int], pb: list[int], pe: list[int],
+            rounding: str = "floor", index: str = "i64", axis: int = 0) -> Callable[..., object]:
+    def build(x: object) -> list:
+        p = ops.max_pool(x, strides, dil, pb, pe, kernel, rounding, index_element_type=index, axis=axis)
+        return [p.output(0), p.output(1)]
+    return build
+
+
+POOLS3D: dict[str, Case] = {
+    "2x2x2-s2": _case(_pool3d([2, 2, 2], [2, 2, 2], [1, 1, 1], [0, 0, 0], [0, 0, 0]), _f((2, 3, 6, 6, 6))),
+    "3x3x3-s1-pad1-i32": _case(_pool3d([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1], index="i32"),
+                               _f((1, 2, 5, 7, 6))),
+    "odd-ceil-dilated": _case(_pool3d([2, 3, 2], [2, 1, 3], [2, 1, 1], [0, 1, 0], [1, 0, 1], "ceil"),
+                              _f((1, 4, 7, 5, 9))),
+    "axis-2": _case(_pool3d([2, 2, 2], [1, 2, 2], [1, 1, 1], [0, 0, 0], [0, 0, 0], axis=2), _f((2, 2, 4, 5, 5))),
+    "all-nan-window": _case(_pool3d([2, 2, 2], [2, 2, 2], [1, 1, 1], [0, 0, 0], [0, 0, 0]),
+                            np.full((1, 1, 2, 2, 2), np.nan, np.float32)),
+}
+
+
+@pytest.mark.parametrize("name", list(POOLS3D))
+def test_maxpool3d_indices(name: str) -> None:
+    _check(*POOLS3D[name])
