@@ -587,8 +587,10 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
     if xport.element_type.dtype != F32 or rank not in (3, 4, 5):
         return False
     want_indices = any(o.targets for o in node.outputs()[1:]) or any(lowering.is_result(o) for o in node.outputs()[1:])
-    if want_indices and rank == 5:
-        return False  # the separable 3-D pooling does not track indices
+    if want_indices and rank == 5:  # the separable 3-D pooling does not track indices
+        from ember.devices.cpu.lowering.pool3d import maxpool3d_with_indices
+
+        return maxpool3d_with_indices(lowering, node)
     pb, pe, _ = node.plan(xport.partial_shape)
     kernel = [int(k) for k in node.attrs["kernel"]]
     if min(*pb, *pe) < 0:
