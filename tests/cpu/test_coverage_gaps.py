@@ -371,3 +371,24 @@ POOLS3D: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(POOLS3D))
 def test_maxpool3d_indices(name: str) -> None:
     _check(*POOLS3D[name])
+
+
+# -- LRN over several axes ----------------------------------------------------------------------
+def _lrn(axes: list[int], size: int, alpha: float = 1e-2, beta: float = 0.75, bias: float = 1.0) -> Callable[..., object]:
+    return lambda x: ops.lrn(x, np.array(axes, np.int64), alpha, beta, bias, size)
+
+
+LRNS: dict[str, Case] = {
+    "within-channel-2-3": _case(_lrn([2, 3], 3), _f((2, 5, 7, 9), edge=False), rtol=1e-5),
+    "all-three-size5": _case(_lrn([1, 2, 3], 5, beta=0.5, bias=2.0), _f((1, 6, 5, 8), edge=False), rtol=1e-5),
+    "axes-0-2-even-size": _case(_lrn([0, 2], 4, alpha=0.1), _f((3, 4, 11), edge=False), rtol=1e-5),
+    # (no NaN/inf here: REFERENCE's window sums are prefix-sum differences, along which an inf or
+    # NaN spreads to every later window; the native sums keep it inside its own windows)
+    "last-axes-3d": _case(_lrn([1, 2], 3), _f((2, 9, 17), edge=False), rtol=1e-5),
+    "size-bigger-than-axes": _case(_lrn([2, 3], 9), _f((1, 2, 3, 4), edge=False), rtol=1e-5),
+}
+
+
+@pytest.mark.parametrize("name", list(LRNS))
+def test_lrn_several_axes(name: str) -> None:
+    _check(*LRNS[name])

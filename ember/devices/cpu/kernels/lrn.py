@@ -28,7 +28,12 @@ LRN_CONTEXT = ContextLayout(
     pointers=("x", "y"))
 
 
-def _emit(m: ir.Module, prefix: str, lanes: int) -> None:
+#: what a task stores: the normalized x (LRN over one axis), or the window sums of x squared or
+#: of x itself (the passes of an LRN over several axes, see :func:`window_sum`)
+MODES = ("normalize", "squares", "sum")
+
+
+def _emit(m: ir.Module, prefix: str, lanes: int, mode: str = "normalize") -> None:
     fn = Emitter.function(m, f"{prefix}_lrn_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, LRN_CONTEXT)
     b = e.b
@@ -43,8 +48,13 @@ def _emit(m: ir.Module, prefix: str, lanes: int) -> None:
     zero = ir.Constant(vt, None)
 
     def normalize(v: ir.Value, s: ir.Value) -> ir.Value:
+        if mode != "normalize":
+            return s
         base = b.fadd(bias, b.fmul(scale, s))
         return b.fmul(v, mth.exp(b.fmul(nbeta, mth.log(base))))
+
+    def tap(v: ir.Value) -> ir.Value:
+        return v if mode == "sum" else b.fmul(v, v)
 
     with b.if_else(b.icmp_signed("==", inner, c64(1))) as (rows, cols):
         with rows:  # channels innermost: vectors along C, taps as shifted masked loads
@@ -62,7 +72,7 @@ def _emit(m: ir.Module, prefix: str, lanes: int) -> None:
                         ok = b.and_(b.icmp_signed(">=", pos, e.splat(c64(0), lanes)),
                                     b.icmp_signed("<", pos, e.splat(C, lanes)))
                         v = masked_load(e, vt, e.gep(F32, xr, b.add(c0, k)), ok)
-                        b.store(b.fadd(e.load(vt, acc), b.fmul(v, v)), acc)
+                        b.store(b.fadd(e.load(vt, acc), tap(v)), acc)
                     v = masked_load(e, vt, e.gep(F32, xr, c0), here)
                     masked_store(e, normalize(v, e.load(vt, acc)), e.gep(F32, yr, c0), here)
         with cols:  # vectors along the inner axis, the window along C
@@ -81,7 +91,7 @@ def _emit(m: ir.Module, prefix: str, lanes: int) -> None:
                 acc = e.var(vt, zero)
                 with e.loop(lo, hi, name="k") as k:
                     v = masked_load(e, vt, e.gep(F32, xo, b.add(b.mul(k, inner), i)), mask)
-                    b.store(b.fadd(e.load(vt, acc), b.fmul(v, v)), acc)
+                    b.store(b.fadd(e.load(vt, acc), tap(v)), acc)
                 off = b.add(b.mul(o, plane), b.add(b.mul(c, inner), i))
                 v = masked_load(e, vt, e.gep(F32, x, off), mask)
                 masked_store(e, normalize(v, e.load(vt, acc)), e.gep(F32, y, off), mask)
@@ -95,19 +105,28 @@ def _emit(m: ir.Module, prefix: str, lanes: int) -> None:
 
 
 @functools.cache
-def _library(isa: Isa) -> jit.Library:
+def _library(isa: Isa, mode: str = "normalize") -> jit.Library:
     def build(prefix: str) -> ir.Module:
         m = ir.Module(name=prefix)
         m.triple = isa.triple
-        _emit(m, prefix, isa.f32_lanes)
+        _emit(m, prefix, isa.f32_lanes, mode)
         return m
-    return jit.load(f"lrn|{isa.level}", isa, build)
+    return jit.load(f"lrn|{isa.level}" if mode == "normalize" else f"lrn|{isa.level}|{mode}", isa, build)
+
+
+def window_sum(x: np.ndarray, y: np.ndarray, half: int, squares: bool, threads: int,
+               isa: Isa | None = None) -> BoundKernel:
+    """A bound sum over the window of ``half`` elements either side along axis 1 of contiguous
+    f32 ``[outer, C, inner]`` arrays (of ``x`` squared with ``squares``): one pass of an LRN
+    over several axes (a window sum along each axis in turn is the sum over the box)."""
+    return lrn_kernel(x, y, half, 0.0, 1.0, 0.0, threads, isa, "squares" if squares else "sum")
 
 
 def lrn_kernel(x: np.ndarray, y: np.ndarray, half: int, bias: float, scale: float, beta: float, threads: int,
-               isa: Isa | None = None) -> BoundKernel:
+               isa: Isa | None = None, mode: str = "normalize") -> BoundKernel:
     """A bound LRN over axis 1 of contiguous f32 ``[outer, C, inner]`` arrays ``x`` and ``y``
-    (the window spans ``half`` elements either side; ``scale`` is alpha / size ** len(axes))."""
+    (the window spans ``half`` elements either side; ``scale`` is alpha / size ** len(axes));
+    ``mode`` other than ``normalize``: the window sums (:data:`MODES`)."""
     outer, c, inner = x.shape
     isa = isa or host_isa()
     lanes = isa.f32_lanes
@@ -126,4 +145,4 @@ def lrn_kernel(x: np.ndarray, y: np.ndarray, half: int, bias: float, scale: floa
         n_tasks = outer * c * nib
     if y.size == 0:
         n_tasks = 0
-    return BoundKernel(_library(isa).address("lrn_task"), ctx, n_tasks, threads, (x, y), layout=LRN_CONTEXT)
+    return BoundKernel(_library(isa, mode).address("lrn_task"), ctx, n_tasks, threads, (x, y), layout=LRN_CONTEXT)
