@@ -137,6 +137,14 @@ TIMED: dict[str, tuple[list[tuple[tuple[int, ...], Any]], Build]] = {
     "f16-reduce-mean": ([((1024, 256), np.float16)], lambda p: ops.reduce_mean(p[0], np.array([1], np.int64))),
     "add-r6-alternating": ([(_bshape(6)[0], F), (_bshape(6)[1], F)], lambda p: ops.add(p[0], p[1])),
     "broadcast-u8": ([((1, 3, 1, 512), np.uint8)], lambda p: ops.broadcast(p[0], np.array([8, 3, 64, 512], np.int64))),
+    "conv-runtime-weights": ([((1, 16, 56, 56), F), ((32, 16, 3, 3), F)],
+                             lambda p: ops.convolution(p[0], p[1], [1, 1], [1, 1], [1, 1], [1, 1])),
+    "conv-negative-pads": ([((1, 16, 56, 56), F)], lambda p: ops.convolution(
+        p[0], np.full((32, 16, 3, 3), 0.01, np.float32), [1, 1], [-1, -1], [0, 0], [1, 1])),
+    "topk-runtime-k": ([((64, 1000), F), ((), np.int64)], lambda p: ops.topk(p[0], p[1], 1, "max", "value").output(0)),
+    "maxpool3d-indices": ([((1, 8, 16, 32, 32), F)], lambda p: ops.max_pool(
+        p[0], [2, 2, 2], [1, 1, 1], [0, 0, 0], [0, 0, 0], [2, 2, 2]).output(1)),
+    "lrn-axes-2-3": ([((1, 32, 56, 56), F)], lambda p: ops.lrn(p[0], np.array([2, 3], np.int64), 1e-4, 0.75, 1.0, 5)),
 }
 
 
@@ -151,7 +159,7 @@ def time_case(name: str, rounds: int = 5, runs: int = 20) -> tuple[float, float]
     cpu = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1})
     assert not cpu._executable.program.stats["fallbacks"], cpu._executable.program.stats["fallbacks"]
     ref = core.compile_model(model, "REFERENCE")
-    feeds = [_feed(s, d) for s, d in inputs]
+    feeds = [_feed(s, d) if s else np.array(10, d) for s, d in inputs]
     got: dict[str, list[float]] = {"cpu": [], "ref": []}
     for _ in range(rounds):
         for key, cm in (("cpu", cpu), ("ref", ref)):
