@@ -342,3 +342,26 @@ def test_fixed_pinning_does_not_adapt(monkeypatch):
             assert not pool.adaptive_pinning and pool.pinned_cpus == before and pool.unpinned_for_load == 0
         finally:
             pool.close()
+
+
+def test_a_plan_run_wakes_its_workers_and_adapts(monkeypatch):
+    """Each run of a plan with parallel steps wakes the pool's workers (as many as its widest
+    step uses) and lets the pool adapt its pinning, before any kernel; a one-thread plan
+    does neither. Results match numpy either way."""
+    import ember
+    import ember.opset as ops
+
+    calls = []
+    monkeypatch.setattr(ThreadPool, "wake", lambda self, n=None: calls.append(("wake", n)))
+    monkeypatch.setattr(ThreadPool, "adapt", lambda self: calls.append(("adapt", None)))
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((256, 256)).astype(np.float32)
+    x = ops.parameter([64, 256], np.float32, name="x")
+    model = ember.Model([ops.relu(ops.matmul(x, ops.constant(w), False, False))], [x], "mm")
+    a = rng.standard_normal((64, 256)).astype(np.float32)
+    for threads, want in ((2, [("wake", 2), ("adapt", None)]), (1, [])):
+        compiled = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads})
+        calls.clear()
+        out = compiled([a])[0]
+        np.testing.assert_allclose(out, np.maximum(a @ w, 0), rtol=1e-4, atol=1e-3)
+        assert calls == want, threads

@@ -501,7 +501,7 @@ def _usage() -> tuple[float, int]:
 
 #: involuntary context switches per CPU-second of this process above which the machine counts as
 #: busy (pinned workers are let go), and below which it counts as quiet again (they are pinned)
-BUSY_PREEMPTIONS, QUIET_PREEMPTIONS = 100.0, 20.0
+BUSY_PREEMPTIONS, QUIET_PREEMPTIONS = 50.0, 10.0
 #: CPU-seconds a measuring window spans: short to notice a busy machine, long to trust a quiet one
 BUSY_WINDOW_S, QUIET_WINDOW_S = 0.25, 2.0
 #: wall seconds between two reads of the counters (a read is a system call, about 2 us)
