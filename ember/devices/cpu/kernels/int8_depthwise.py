@@ -140,7 +140,7 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
     top = min(s.kh, 4)  # kernel rows grouped by column (a group: a column's taps, padded to 4)
     rest = [(ky, kx) for ky in range(4, s.kh) for kx in range(s.kw)]  # the rows below: 4 taps a group
     groups = s.kw + -(-len(rest) // 4)
-    reuse = s.sw == 1 and s.dw == 1
+    kept = s.kw - s.sw if s.dw == 1 else 0  # columns of a pixel that the next pixel uses again
     fn = Emitter.function(m, f"{prefix}_dw8_task", VOID, [PTR, I64])
     ctx, task = fn.args
     ctx.add_attribute("noalias")
@@ -343,20 +343,21 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
             i1 = e.max(l1, e.min(ox_hi, sx1))
             with e.loop(sx0, l1, name="oxl") as ox:
                 pixel(ox, True)
-            if reuse:  # unit stride: each input column's quads serve kw output pixels
-                window = [[e.var(vi) for _ in range(4)] for _ in range(s.kw - 1)]
+            if kept > 0:  # pixel x + 1's first columns are pixel x's last ones: unpacked once
+                window = [[e.var(vi) for _ in range(4)] for _ in range(kept)]
                 with b.if_then(b.icmp_signed("<", l1, i1)):
-                    ix0 = b.sub(l1, pl)
-                    for j in range(s.kw - 1):
+                    ix0 = b.sub(b.mul(l1, c64(s.sw)), pl)
+                    for j in range(kept):
                         for k, q in enumerate(column(ix0, j, False)):
                             b.store(q, window[j][k])
                     with e.loop(l1, i1, name="oxr") as ox:
-                        ix = b.sub(ox, pl)
-                        cols = [[e.load(vi, v) for v in w_] for w_ in window] + [column(ix, s.kw - 1, False)]
+                        ix = b.sub(b.mul(ox, c64(s.sw)), pl)
+                        cols = [[e.load(vi, v) for v in w_] for w_ in window]
+                        cols += [column(ix, kx, False) for kx in range(kept, s.kw)]
                         epilogue(accumulate(cols + rest_quads(ix, False)), b.add(pixrow, ox))
-                        for j in range(s.kw - 1):
+                        for j in range(kept):
                             for k in range(4):
-                                b.store(cols[j + 1][k], window[j][k])
+                                b.store(cols[j + s.sw][k], window[j][k])
             else:
                 with e.loop(l1, i1, name="ox") as ox:
                     pixel(ox, False)
