@@ -234,6 +234,7 @@ CASES: dict[str, tuple[Callable[[], Model], tuple[int, ...], Callable[..., np.nd
     "conv2d-winograd-asym-clamp": (conv((2, 80, 9, 8), 64, (3, 3), (1, 1), (0, 1), (2, 0), tail="bias,clamp"),
                                    (2, 80, 9, 8), None),
     "residual-winograd": (residual("conv2d"), (1, 64, 12, 11), None),
+    "conv1d-winograd": (conv((2, 256, 71), 67, (3,), (1,), (1,), (0,), tail="bias,clamp"), (2, 256, 71), None),
     # pooling 1-D and 3-D
     "maxpool1d": (pool((2, 5, 17), "max", (3,), (2,), (1,), (1,)), (2, 5, 17), _edges),
     "avgpool1d-ceil": (pool((1, 7, 10), "avg", (3,), (2,), (0,), (0,), rounding="ceil"), (1, 7, 10), None),
@@ -346,19 +347,24 @@ WINOGRAD_CASES = [
 ]
 
 
+@pytest.mark.parametrize("one_d", [False, True], ids=["2d", "1d"])
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: f"n{c[0]}-{c[1]}x{c[2]}-{c[3]}to{c[4]}")
-def test_winograd_kernel(case: tuple) -> None:
-    """F(2x2, 3x3) against the direct implicit-GEMM convolution: bias, residual, ReLU, channel
-    slices of wider buffers (the channels around the output untouched), one and two threads."""
+def test_winograd_kernel(case: tuple, one_d: bool) -> None:
+    """F(2x2, 3x3) and (over one row, three taps) F(2, 3) against the direct implicit-GEMM
+    convolution: bias, residual, ReLU, channel slices of wider buffers (the channels around the
+    output untouched), one and two threads."""
     from ember.devices.cpu.kernels.conv import conv2d
     from ember.devices.cpu.kernels.gemm import Epilogue
     from ember.devices.cpu.kernels.winograd import WinogradConv3x3, winograd_ok
 
     n, h, w, cin, cout, pads, with_res, slices = case
     assert winograd_ok(3, 3, (1, 1), (1, 1), 1, cin, cout) and not winograd_ok(3, 3, (2, 2), (1, 1), 1, cin, cout)
+    assert winograd_ok(1, 3, (1, 1), (1, 1), 1, 256, cout, h=1) and not winograd_ok(1, 3, (1, 1), (1, 1), 1, 128, cout, h=1)
+    if one_d:
+        h, pads = 1, (0, pads[1], 0, pads[3])
     wide_x = _f(n, h, w, cin + (3 if slices else 0))
     x = wide_x[..., 1:1 + cin] if slices else wide_x
-    wt, bias = _w(cout, cin, 3, 3), _f(cout)
+    wt, bias = _w(cout, cin, 1 if one_d else 3, 3), _f(cout)
     for threads in (1, 2):
         k = WinogradConv3x3(n, h, w, cin, cout, pads, wt, Epilogue(0.0), num_threads=threads)
         res = _f(*k.output_shape) if with_res else None
@@ -396,7 +402,9 @@ def test_winograd_lowered_for_3x3_only() -> None:
     for build, shape, want in ((conv((1, 64, 12, 12), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 12, 12), True),
                                (conv((1, 64, 12, 12), 64, (3, 3), (2, 2), (1, 1), (1, 1)), (1, 64, 12, 12), False),
                                (conv((1, 32, 12, 12), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 32, 12, 12), False),
-                               (conv((1, 64, 7, 7), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 7, 7), False)):
+                               (conv((1, 64, 7, 7), 64, (3, 3), (1, 1), (1, 1), (1, 1)), (1, 64, 7, 7), False),
+                               (conv((1, 256, 80), 64, (3,), (1,), (1,), (1,)), (1, 256, 80), True),
+                               (conv((1, 128, 80), 64, (3,), (1,), (1,), (1,)), (1, 128, 80), False)):
         _, cm = _run(build(), "CPU", _f(*shape))
         names = [t.name for op in cm._executable.program.ops for t in op.outputs]
         assert any(name.endswith("/winograd_v") for name in names) == want

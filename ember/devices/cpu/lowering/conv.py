@@ -275,10 +275,10 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     if not geo.depthwise:  # the implicit GEMM's epilogue: HSwish, GELU, Swish, ..., then a scalar affine
         act, last, fused = take_epilogue_activation(lowering, node, last, fused, (lo, hi))
         gemm_affine, last, fused = _post_affine(lowering, node, last, fused)
-    if len(out_logical) == 4 and not (activation or act) and affine is None and gemm_affine is None \
+    if len(out_logical) in (3, 4) and not (activation or act) and affine is None and gemm_affine is None \
             and as_precision(lowering.precision) is Precision.F32 \
             and winograd_ok(geo.kh, geo.kw, geo.strides, geo.dilations, geo.groups, geo.cin, geo.cout,
-                            geo.batch * -(-geo.oh // 2) * -(-geo.ow // 2)):
+                            geo.batch * -(-geo.oh // (2 if geo.kh == 3 else 1)) * -(-geo.ow // 2), geo.h):
         return _emit_winograd(lowering, node, geo, w, bias, residual, Epilogue(lo, hi), last, fused)
     kernel = Conv2d(geo, w, Epilogue(lo, hi, act, gemm_affine), num_threads=lowering.threads, isa=lowering.isa,
                     precision=lowering.precision, activation=activation, affine=affine)
