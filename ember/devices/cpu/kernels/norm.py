@@ -56,17 +56,30 @@ def _emit_rows(m: ir.Module, prefix: str, lanes: int) -> None:
         with b.if_then(has_tail):
             body(nmain, tail)
 
+    n4 = b.mul(b.sdiv(n, c64(4 * lanes)), c64(4 * lanes))
+
     def reduce(load_fn, combine, init: ir.Value, hreduce) -> ir.Value:  # noqa: ANN001
-        acc = e.var(vt, e.splat(init, lanes))
+        """Four independent accumulators over blocks of 4 vectors (an add's latency is 4
+        cycles: one chain would wait on it), then the rest vector by vector."""
+        accs = [e.var(vt, e.splat(init, lanes)) for _ in range(4)]
+        with e.loop(0, n4, 4 * lanes, name="c4") as i:
+            for k in range(4):
+                v = load_fn(b.add(i, c64(k * lanes)), None)
+                b.store(combine(e.load(vt, accs[k]), v), accs[k])
 
         def body(i: ir.Value, mask: ir.Value | None) -> None:
             v = load_fn(i, mask)
             if mask is not None:
                 v = b.select(mask, v, e.splat(init, lanes))
-            b.store(combine(e.load(vt, acc), v), acc)
+            b.store(combine(e.load(vt, accs[0]), v), accs[0])
 
-        over_row(body)
-        return hreduce(e, e.load(vt, acc), lanes)
+        with e.loop(n4, nmain, lanes, name="c") as i:
+            body(i, None)
+        with b.if_then(has_tail):
+            body(nmain, tail)
+        a01 = combine(e.load(vt, accs[0]), e.load(vt, accs[1]))
+        a23 = combine(e.load(vt, accs[2]), e.load(vt, accs[3]))
+        return hreduce(e, combine(a01, a23), lanes)
 
     with e.loop(r0, r1, name="row") as r:
         x = e.gep(F32, e.arg("x", PTR), b.mul(r, e.arg("ldx")))
@@ -123,16 +136,25 @@ def _emit_rows(m: ir.Module, prefix: str, lanes: int) -> None:
                 scale, shift = e.arg("scale", PTR), e.arg("shift", PTR)
                 has_scale, has_shift = flag(F_SCALE), flag(F_SHIFT)
 
-                def normalize(i: ir.Value, mask: ir.Value | None) -> None:
-                    v = b.fmul(b.fsub(xload(i, mask), vmean), vr)
-                    out = e.var(vt, v)
-                    with b.if_then(has_scale):
-                        b.store(b.fmul(e.load(vt, out), masked_load(e, vt, e.gep(F32, scale, i), mask)), out)
-                    with b.if_then(has_shift):
-                        b.store(b.fadd(e.load(vt, out), masked_load(e, vt, e.gep(F32, shift, i), mask)), out)
-                    masked_store(e, e.load(vt, out), e.gep(F32, y, i), mask)
+                def normalizer(with_scale: bool, with_shift: bool):  # noqa: ANN202
+                    def normalize(i: ir.Value, mask: ir.Value | None) -> None:
+                        v = b.fmul(b.fsub(xload(i, mask), vmean), vr)
+                        if with_scale:
+                            v = b.fmul(v, masked_load(e, vt, e.gep(F32, scale, i), mask))
+                        if with_shift:
+                            v = b.fadd(v, masked_load(e, vt, e.gep(F32, shift, i), mask))
+                        masked_store(e, v, e.gep(F32, y, i), mask)
+                    return normalize
 
-                over_row(normalize)
+                # the affine's flags decided once per row, not per vector
+                with b.if_else(has_scale) as (scaled, plain):
+                    for block, with_scale in ((scaled, True), (plain, False)):
+                        with block:
+                            with b.if_else(has_shift) as (shifted, unshifted):
+                                with shifted:
+                                    over_row(normalizer(with_scale, True))
+                                with unshifted:
+                                    over_row(normalizer(with_scale, False))
     b.ret_void()
 
 
@@ -145,7 +167,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"rows|{isa.level}", isa, lambda p: _build(p, isa))
+    return jit.load(f"rows|{isa.level}|acc4", isa, lambda p: _build(p, isa))
 
 
 def row_kernel(x: np.ndarray, y: np.ndarray, kind: str, threads: int, *, eps: float = 0.0,
