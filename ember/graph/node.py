@@ -440,6 +440,12 @@ class Node:
     def get_output_shape(self, i: int) -> Shape:
         return self._out_shapes[i].to_shape()
 
+    def set_output_type(self, i: int, element_type: Type, shape: Any) -> None:
+        """Set output ``i``'s element type and shape (as OpenVINO's ``Node.set_output_type``);
+        the next ``validate_and_infer_types`` recomputes them."""
+        self._out_types[i] = element_type
+        self._out_shapes[i] = as_partial_shape(shape)
+
     def get_element_type(self) -> Type:
         return self._out_types[0]
 
