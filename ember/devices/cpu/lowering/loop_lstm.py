@@ -393,7 +393,7 @@ def _settle(model: Any, node: Node, shapes: dict[int, tuple[int, ...]]) -> None:
     ``return_sequences`` LSTM (the next LSTM, the Dense head) see static shapes and lower natively.
     The plan's model is the device's own copy for these input shapes."""
     for i, shape in shapes.items():
-        node._out_shapes[i] = PartialShape(list(shape))
+        node.set_output_type(i, node.get_output_element_type(i), PartialShape(list(shape)))
     reach = {id(node)}
     for n in model.get_ordered_ops():
         if id(n) in reach or not any(id(v.node) in reach for v in n.input_values()):
