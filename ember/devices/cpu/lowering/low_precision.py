@@ -253,9 +253,10 @@ def _activation_fq(port: Output, axis: int | None = None) -> _Activation | None:
     if not direct:
         if axis is not None:
             return None
-        fq = _grid_of(port)
-        if fq is None:
+        grid = _grid_of(port)
+        if grid is None:
             return None
+        fq = grid
     if fq.input_values()[0].element_type.dtype != F32:
         return None
     params = ranges_along(fq, 1 if axis is None else axis)
@@ -342,7 +343,7 @@ def _activation_dq(port: Output, axis: int | None) -> _Activation | None:
     from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
 
     out = port
-    scale: np.ndarray = np.float64(1.0)
+    scale: Any = np.float64(1.0)
     node = port.node
     if node.type_name == "Multiply":
         a, b = node.input_values()
@@ -353,7 +354,7 @@ def _activation_dq(port: Output, axis: int | None) -> _Activation | None:
             scale, port = sa.astype(np.float64), b
         else:
             return None
-    zp: np.ndarray = np.float64(0.0)
+    zp: Any = np.float64(0.0)
     subtracted = False
     while True:
         node = port.node
@@ -366,7 +367,7 @@ def _activation_dq(port: Output, axis: int | None) -> _Activation | None:
                 and node.output(0).element_type.dtype in (F32, np.int32):
             port = src
             continue
-        if node.type_name == "Subtract" and not subtracted:
+        if node.type_name == "Subtract" and not subtracted and src is not None:
             z = _value(node.input_values()[1])
             if z is None or np.any(z != np.rint(z)):
                 return None
@@ -380,7 +381,7 @@ def _activation_dq(port: Output, axis: int | None) -> _Activation | None:
         moves.append(base.node)
         base = base.node.input_values()[0]
     rank = len(out.partial_shape) if out.partial_shape.rank.is_static else 0
-    vec: list[np.ndarray] = []
+    vec: list[Any] = []
     for v in (scale, zp):
         if v.size == 1:
             vec.append(np.float64(v.reshape(-1)[0]))
@@ -645,9 +646,9 @@ def _dequantize_residuals(memo: dict[Any, Node]) -> int:
                     or str(fq.attrs.get("auto_broadcast", "numpy")).lower() != "numpy" \
                     or not all(t.node.type_name == "Add" and _adds_in_epilogue(t.node, fq) for t in fq.output(0).targets):
                 continue
-            vals = [_value(p) for p in fq.input_values()[1:]]
-            if any(v is None or v.size != 1 or v.dtype != F32 for v in vals) \
-                    or float(vals[0].reshape(-1)[0]) != float(il.reshape(-1)[0]) \
+            found = [_value(p) for p in fq.input_values()[1:]]
+            vals = [v for v in found if v is not None and v.size == 1 and v.dtype == F32]
+            if len(vals) != len(found) or float(vals[0].reshape(-1)[0]) != float(il.reshape(-1)[0]) \
                     or float(vals[1].reshape(-1)[0]) != float(ih.reshape(-1)[0]):
                 continue
             deq = Int8Dequantize([q.output(0), *(_f32_const(v).output(0) for v in vals)],
@@ -709,8 +710,9 @@ def _quantize_residual_pairs(model: Model) -> int:
         other = _int8_conv_output((fqs[1] if first is fqs[0] else fqs[0]).input_values()[0])
         if other is None or other.attrs["groups"] != 1:
             continue  # the epilogue that adds the steps: an int8 convolution's, not a depthwise one's
-        vals = [_value(p) for p in first.input_values()[1:]]
-        if any(v is None or v.size != 1 or v.dtype != F32 for v in vals):
+        found = [_value(p) for p in first.input_values()[1:]]
+        vals = [v for v in found if v is not None and v.size == 1 and v.dtype == F32]
+        if len(vals) != len(found):
             continue
         ranges = [_f32_const(v).output(0) for v in vals]
         q = Int8Quantize([first.input_values()[0], *ranges], dict(levels=int(first.attrs["levels"]), layout="nhwc"),
@@ -1344,7 +1346,7 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
                             lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
                             residual_u8=tail.residual_u8, steps_only=tail.steps_only, fast=fast_requantize())
     ins: list[Tensor] = [x]
-    if tail.residual_u8:
+    if tail.residual_u8 and tail.residual is not None:
         ins.append(lowering.tensor(tail.residual))
     elif tail.residual is not None:
         ins.append(lowering.native_input(lowering.tensor(tail.residual), NHWC))
@@ -1399,7 +1401,7 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
                       lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
                       residual_u8=tail.residual_u8, steps_only=tail.steps_only, fast=fast_requantize())
     ins: list[Tensor] = [x]
-    if tail.residual_u8:
+    if tail.residual_u8 and tail.residual is not None:
         ins.append(lowering.tensor(tail.residual))
     elif tail.residual is not None:
         ins.append(lowering.native_input(lowering.tensor(tail.residual), PLAIN))
