@@ -216,13 +216,16 @@ def bf16_gemm_readers_only(lowering: Lowering, last: Node) -> bool:
     if lowering.precision != "bf16" or lowering.is_result(port) or not port.targets \
             or port.element_type.dtype != np.float32:
         return False
-    for t in port.targets:
+    rank = port.partial_shape.rank
+    if not port.partial_shape.is_static or rank.get_length() < 2:
+        return False
+    for t in port.targets:  # the MatMul rule's own conditions (it must not fall back to REFERENCE)
         reader = t.node
         if reader.type_name != "MatMul" or t.index != 0 or reader.attrs["transpose_a"]:
             return False
         w = reader.input_values()[1].node
         if not isinstance(w, Constant) or w.data.dtype != np.float32 or w.data.ndim < 2 \
-                or any(d != 1 for d in w.data.shape[:-2]):
+                or w.data.ndim > rank.get_length() or any(d != 1 for d in w.data.shape[:-2]):
             return False
     return True
 
