@@ -23,6 +23,8 @@ from ember.quantize import (
     QuantizationError,
     QuantizationMode,
     QuantizationPreset,
+    RangeEstimatorParameters,
+    RangeEstimatorParametersSet,
     SensitivityMetric,
     SmoothQuantParameters,
     Subgraph,
@@ -36,5 +38,5 @@ from ember.quantize import (
 __all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedAWQParameters", "AdvancedCompressionParameters",
            "AdvancedScaleEstimationParameters", "SensitivityMetric", "AdvancedQuantizationParameters", "CompareReport", "CompressWeightsMode", "Dataset",
            "DropType", "IgnoredScope", "ModelType", "OverflowFix", "QuantizationError", "QuantizationMode",
-           "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compare", "compress_weights", "quantize",
+           "QuantizationPreset", "RangeEstimatorParameters", "RangeEstimatorParametersSet", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compare", "compress_weights", "quantize",
            "quantize_with_accuracy_control"]

@@ -22,6 +22,8 @@ from ember.quantize.parameters import (
     QuantizationError,
     QuantizationMode,
     QuantizationPreset,
+    RangeEstimatorParameters,
+    RangeEstimatorParametersSet,
     SensitivityMetric,
     SmoothQuantParameters,
     Subgraph,
@@ -32,5 +34,5 @@ from ember.quantize.weights import compress_weights  # noqa: I001 - after parame
 __all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedAWQParameters", "AdvancedCompressionParameters",
            "AdvancedScaleEstimationParameters", "SensitivityMetric", "AdvancedQuantizationParameters", "CompareReport", "LayerError", "CompressWeightsMode", "Dataset",
            "DropType", "IgnoredScope", "ModelType", "OverflowFix", "QuantizationError", "QuantizationMode",
-           "QuantizationPreset", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compare", "compress_weights", "quantize",
+           "QuantizationPreset", "RangeEstimatorParameters", "RangeEstimatorParametersSet", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compare", "compress_weights", "quantize",
            "quantize_with_accuracy_control"]

@@ -25,6 +25,8 @@ from ember.quantize.parameters import (
     QuantizationError,
     QuantizationMode,
     QuantizationPreset,
+    RangeEstimatorParameters,
+    RangeEstimatorParametersSet,
     TargetDevice,
 )
 from ember.quantize.placement import ActivationQuantizer, Placement, ignored_nodes, place
@@ -98,9 +100,13 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
     batchwise = adv.batchwise_statistics
     if batchwise is None:
         batchwise = (dataset.get_batch_size() or 1) > 1 if hasattr(dataset, "get_batch_size") else False
+    if adv.weights_range_estimator_params not in (None, RangeEstimatorParametersSet.MINMAX):
+        raise QuantizationError("ember: weights_range_estimator_params: only MINMAX (NNCF's default) is supported")
+    estimator = ranges.estimator(adv.activations_range_estimator_params)
+    quantile = ranges.needs_quantiles(estimator)
     collector = Collector(qmodel, batchwise)
     for q in placement.activations:
-        collector.observe(q.output, q.config.axis)
+        collector.observe(q.output, q.config.axis, quantile if q.config.axis is None else None)
     for b in biases:
         collector.observe(b.source, b.in_axis)
         collector.observe(b.layer.output(0), b.out_axis)
@@ -108,7 +114,7 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
     total = min(subset_size, dataset.get_length() or subset_size)
     collector.run(samples(dataset, subset_size), total, adv.show_progress)
 
-    _insert_activation_quantizers(placement, collector.stats, symmetric)
+    _insert_activation_quantizers(placement, collector.stats, symmetric, estimator)
     consts = Constants()
     originals = {}
     for w in placement.weights:
@@ -135,27 +141,32 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
     return qmodel
 
 
-def _insert_activation_quantizers(placement: Placement, stats: dict[Output, TensorStats], symmetric: bool
+def _insert_activation_quantizers(placement: Placement, stats: dict[Output, TensorStats], symmetric: bool,
+                                  estimator: RangeEstimatorParameters = RangeEstimatorParametersSet.MEAN_MINMAX
                                   ) -> dict[Input, Node]:
     """Write every activation FakeQuantize; returns which FakeQuantize feeds each quantized input."""
+    per_tensor = {q.output: ranges.range_statistics(stats[q.output], estimator)
+                  for q in placement.activations if q.config.axis is None}
     group_range: dict[int, tuple[float, float, float]] = {}
     for q in placement.activations:
         if q.config.group is not None:
-            st = stats[q.output]
-            lo, hi, ab = group_range.get(q.config.group, (np.inf, -np.inf, 0.0))
-            group_range[q.config.group] = (min(lo, st.mean_min), max(hi, st.mean_max), max(ab, st.mean_absmax))
+            mn, mx, ab = per_tensor[q.output]
+            lo, hi, gab = group_range.get(q.config.group, (np.inf, -np.inf, 0.0))
+            group_range[q.config.group] = (min(lo, mn), max(hi, mx), max(gab, ab))
     fed: dict[Input, Node] = {}
     for q in placement.activations:
-        low, high = _activation_range(q, stats[q.output], symmetric or q.symmetric, group_range)
+        low, high = _activation_range(q, stats[q.output], per_tensor.get(q.output), symmetric or q.symmetric,
+                                      group_range)
         fq = insert_fake_quantize(q.output, list(q.consumers), low, high, ACTIVATION_LEVELS, q.name)
         for c in fq.output(0).targets:
             fed[c] = fq
     return fed
 
 
-def _activation_range(q: ActivationQuantizer, st: TensorStats, symmetric: bool,
-                      group_range: dict[int, tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    if q.config.axis is not None:
+def _activation_range(q: ActivationQuantizer, st: TensorStats, estimated: tuple[float, float, float] | None,
+                      symmetric: bool, group_range: dict[int, tuple[float, float, float]]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    if q.config.axis is not None:  # per channel: global min/max (NNCF's MINMAX)
         assert st.ch_min is not None and st.ch_max is not None and st.ch_absmax is not None
         rank = len(st.shape)
         shape = [1] * rank
@@ -165,12 +176,13 @@ def _activation_range(q: ActivationQuantizer, st: TensorStats, symmetric: bool,
         else:
             low, high = ranges.asymmetric(st.ch_min, st.ch_max)
         return low.reshape(shape), high.reshape(shape)
-    mn, mx, ab = st.mean_min, st.mean_max, st.mean_absmax
+    assert estimated is not None
+    mn, mx, ab = estimated
     if q.config.group is not None:
         mn, mx, ab = group_range[q.config.group]
     if symmetric:
-        return ranges.symmetric(np.float32(mn), np.float32(ab), ACTIVATION_LEVELS, narrow=False)
-    return ranges.asymmetric(np.float32(mn), np.float32(mx))
+        return ranges.symmetric(np.asarray(mn, np.float32), np.asarray(ab, np.float32), ACTIVATION_LEVELS, narrow=False)
+    return ranges.asymmetric(np.asarray(mn, np.float32), np.asarray(mx, np.float32))
 
 
 def _biased_layers(model: Model, placement: Placement) -> list[_Bias]:

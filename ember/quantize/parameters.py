@@ -114,6 +114,67 @@ class SmoothQuantParameters:
     convolution: float = -1.0
 
 
+class StatisticsType(Enum):
+    """What is measured on each calibration sample (NNCF's names)."""
+
+    MIN = "min"
+    MAX = "max"
+    ABS_MAX = "abs_max"
+    QUANTILE = "quantile"
+    ABS_QUANTILE = "abs_quantile"
+
+
+class AggregatorType(Enum):
+    """How the per-sample measurements become one number: MEAN, MEDIAN, MIN, MAX, or the mean /
+    median of the samples inside the [q, 1 - q] quantiles (NO_OUTLIERS, q = quantile_outlier_prob)."""
+
+    MEAN = "mean"
+    MEDIAN = "median"
+    MIN = "min"
+    MAX = "max"
+    MEAN_NO_OUTLIERS = "mean_no_outliers"
+    MEDIAN_NO_OUTLIERS = "median_no_outliers"
+
+
+@dataclass(frozen=True)
+class StatisticsCollectorParameters:
+    """One end of a range: the per-sample ``statistics_type`` and its ``aggregator_type`` over
+    samples; ``quantile_outlier_prob`` is the q of QUANTILE statistics and NO_OUTLIERS aggregators.
+    None keeps NNCF's default for the quantizer (MIN/MAX with MEAN per tensor)."""
+
+    statistics_type: StatisticsType | None = None
+    aggregator_type: AggregatorType | None = None
+    clipping_value: float | None = None
+    quantile_outlier_prob: float = 1e-4
+
+
+@dataclass(frozen=True)
+class RangeEstimatorParameters:
+    """How the low (``min``) and high (``max``) ends of a quantizer's range are estimated."""
+
+    min: StatisticsCollectorParameters = field(default_factory=StatisticsCollectorParameters)
+    max: StatisticsCollectorParameters = field(default_factory=StatisticsCollectorParameters)
+
+
+class RangeEstimatorParametersSet:
+    """NNCF's named range estimators. MEAN_MINMAX is the default for per-tensor activations;
+    MEAN_QUANTILE averages each sample's 0.01% / 99.99% quantiles, which ignores the few extreme
+    values that set a sample's min or max."""
+
+    MINMAX = RangeEstimatorParameters(StatisticsCollectorParameters(StatisticsType.MIN, AggregatorType.MIN),
+                                      StatisticsCollectorParameters(StatisticsType.MAX, AggregatorType.MAX))
+    MEAN_MINMAX = RangeEstimatorParameters(StatisticsCollectorParameters(StatisticsType.MIN, AggregatorType.MEAN),
+                                           StatisticsCollectorParameters(StatisticsType.MAX, AggregatorType.MEAN))
+    MEDIAN_MINMAX = RangeEstimatorParameters(StatisticsCollectorParameters(StatisticsType.MIN, AggregatorType.MEDIAN),
+                                             StatisticsCollectorParameters(StatisticsType.MAX, AggregatorType.MEDIAN))
+    MEAN_NO_OUTLIERS_MINMAX = RangeEstimatorParameters(
+        StatisticsCollectorParameters(StatisticsType.MIN, AggregatorType.MEAN_NO_OUTLIERS),
+        StatisticsCollectorParameters(StatisticsType.MAX, AggregatorType.MEAN_NO_OUTLIERS))
+    MEAN_QUANTILE = RangeEstimatorParameters(
+        StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN),
+        StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN))
+
+
 @dataclass(frozen=True)
 class AdvancedQuantizationParameters:
     """The knobs of NNCF's ``AdvancedQuantizationParameters`` that ember implements."""
@@ -124,6 +185,10 @@ class AdvancedQuantizationParameters:
     batchwise_statistics: bool | None = None
     smooth_quant_alphas: SmoothQuantParameters = field(default_factory=SmoothQuantParameters)
     smooth_quant_alpha: float | None = None
+    #: per-tensor activation ranges (default MEAN_MINMAX); per-channel ones stay MINMAX
+    activations_range_estimator_params: RangeEstimatorParameters | None = None
+    #: weights: MINMAX only (NNCF's default), other estimators are refused
+    weights_range_estimator_params: RangeEstimatorParameters | None = None
     #: FastBiasCorrection applies a shift only when max |shift / bias| stays under this
     bias_correction_threshold: float = 2.0
     #: show a progress bar (tqdm when installed, else log lines)

@@ -4,7 +4,79 @@ asymmetric ranges widened to hold zero and tuned so that zero is exactly represe
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+from ember.quantize.parameters import (
+    AggregatorType,
+    QuantizationError,
+    RangeEstimatorParameters,
+    RangeEstimatorParametersSet,
+    StatisticsType,
+)
+
+if TYPE_CHECKING:
+    from ember.quantize.statistics import TensorStats
+
+#: columns of ``TensorStats.per_sample``
+_COLUMNS = {StatisticsType.MIN: 0, StatisticsType.MAX: 1, StatisticsType.ABS_MAX: 2}
+
+
+def estimator(params: RangeEstimatorParameters | None) -> RangeEstimatorParameters:
+    """``params`` over NNCF's per-tensor default (MEAN_MINMAX): unset fields keep the default."""
+    base = RangeEstimatorParametersSet.MEAN_MINMAX
+    if params is None:
+        return base
+    ends = []
+    for user, default in ((params.min, base.min), (params.max, base.max)):
+        if user.clipping_value is not None:
+            raise QuantizationError("ember: clipping_value in range estimators is not supported")
+        ends.append(type(default)(user.statistics_type or default.statistics_type,
+                                  user.aggregator_type or default.aggregator_type, None, user.quantile_outlier_prob))
+    return RangeEstimatorParameters(ends[0], ends[1])
+
+
+def needs_quantiles(params: RangeEstimatorParameters) -> float | None:
+    """The q whose per-sample quantiles ``params`` reads, if any."""
+    for end in (params.min, params.max):
+        if end.statistics_type in (StatisticsType.QUANTILE, StatisticsType.ABS_QUANTILE):
+            return end.quantile_outlier_prob
+    return None
+
+
+def aggregate(values: np.ndarray, how: AggregatorType, q: float) -> float:
+    """One number from the per-sample ``values``, as NNCF's aggregators."""
+    if how in (AggregatorType.MEAN_NO_OUTLIERS, AggregatorType.MEDIAN_NO_OUTLIERS):
+        lo, hi = np.quantile(values, [q, 1.0 - q])
+        values = values[(values >= lo) & (values <= hi)]
+        how = AggregatorType.MEAN if how == AggregatorType.MEAN_NO_OUTLIERS else AggregatorType.MEDIAN
+    if how == AggregatorType.MEDIAN:
+        return float(np.median(values))
+    if how == AggregatorType.MIN:
+        return float(np.min(values))
+    if how == AggregatorType.MAX:
+        return float(np.max(values))
+    return float(np.mean(values))
+
+
+def range_statistics(st: TensorStats, params: RangeEstimatorParameters) -> tuple[float, float, float]:
+    """(low, high, abs-high) of a per-tensor quantizer: the estimator's min end, its max end, and its
+    max end as a symmetric quantizer measures it (MAX read as ABS_MAX, as NNCF does)."""
+    def column(stat: StatisticsType, upper: bool) -> int:
+        if stat == StatisticsType.QUANTILE:
+            return 4 if upper else 3
+        if stat == StatisticsType.ABS_QUANTILE:
+            return 6 if upper else 5
+        return _COLUMNS[stat]
+
+    lo, hi = params.min, params.max
+    assert lo.statistics_type and lo.aggregator_type and hi.statistics_type and hi.aggregator_type
+    low = aggregate(st.sample_values(column(lo.statistics_type, False)), lo.aggregator_type, lo.quantile_outlier_prob)
+    high = aggregate(st.sample_values(column(hi.statistics_type, True)), hi.aggregator_type, hi.quantile_outlier_prob)
+    abs_stat = StatisticsType.ABS_MAX if hi.statistics_type == StatisticsType.MAX else hi.statistics_type
+    abs_high = aggregate(st.sample_values(column(abs_stat, True)), hi.aggregator_type, hi.quantile_outlier_prob)
+    return low, high, abs_high
 
 
 def fix_zero_symmetric(high: np.ndarray, eps: float = 0.01) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,15 @@ class TensorStats:
     shape: tuple[int, ...] = ()
     #: each batch item is a sample (NNCF's batchwise_statistics); else each dataset item is
     batchwise: bool = False
+    #: q of the per-sample [q, 1 - q] quantiles to measure too (QUANTILE range estimators)
+    quantile: float | None = None
+    #: per sample: min, max, abs-max, then (with ``quantile``) the q and 1 - q quantiles and the
+    #: q and 1 - q quantiles of the absolute values, for the range estimators' aggregators
+    per_sample: list[np.ndarray] = field(default_factory=list)
+
+    def sample_values(self, column: int) -> np.ndarray:
+        """One per-sample measurement (a column of ``per_sample``) over all samples seen."""
+        return np.concatenate([v[:, column] for v in self.per_sample]) if self.per_sample else np.zeros(0)
 
     @property
     def mean_min(self) -> float:
@@ -69,6 +78,7 @@ class TensorStats:
         self.sum_min += float(mn.sum())
         self.sum_max += float(mx.sum())
         self.sum_absmax += float(np.maximum(-mn, mx).sum())
+        self.per_sample.append(np.stack([mn, mx, np.maximum(-mn, mx)], axis=1).astype(np.float64))
         if cmin is None or self.axis is None:
             return
         assert cmax is not None and cmean is not None and shape is not None
@@ -102,6 +112,11 @@ class TensorStats:
         self.sum_min += float(mn.sum())
         self.sum_max += float(mx.sum())
         self.sum_absmax += float(np.maximum(-mn, mx).sum())
+        rows = [mn, mx, np.maximum(-mn, mx)]
+        if self.quantile is not None:
+            q = [self.quantile, 1.0 - self.quantile]
+            rows += list(np.quantile(items, q, axis=1)) + list(np.quantile(np.abs(items), q, axis=1))
+        self.per_sample.append(np.stack(rows, axis=1).astype(np.float64))
         if self.axis is not None:
             axis = self.axis % x.ndim
             other = tuple(a for a in range(x.ndim) if a != axis)
@@ -135,12 +150,15 @@ class Collector:
         self.batchwise = batchwise
         self.stats: dict[Output, TensorStats] = {}
 
-    def observe(self, out: Output, axis: int | None = None) -> TensorStats:
+    def observe(self, out: Output, axis: int | None = None, quantile: float | None = None) -> TensorStats:
+        """Measure ``out`` (per channel along ``axis``; per-sample quantiles when ``quantile``)."""
         st = self.stats.get(out)
         if st is None:
             st = self.stats[out] = TensorStats(axis=axis, batchwise=self.batchwise)
         if axis is not None and st.axis is None:
             st.axis = axis
+        if quantile is not None:
+            st.quantile = quantile
         return st
 
     def _reductions(self, port: Output, st: TensorStats) -> list[Output] | None:
@@ -148,8 +166,8 @@ class Collector:
         import ember.opset as ops
 
         shape = port.partial_shape
-        if not shape.rank.is_static or len(shape) == 0 or not port.element_type.is_real:
-            return None
+        if not shape.rank.is_static or len(shape) == 0 or not port.element_type.is_real or st.quantile is not None:
+            return None  # returned whole (quantiles are computed in numpy)
         rank = len(shape)
         keep = [0] if self.batchwise and rank > 1 else []
         axes = np.array([a for a in range(rank) if a not in keep], np.int64)

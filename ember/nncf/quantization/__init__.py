@@ -1,0 +1,1 @@
+"""``nncf.quantization``'s module paths, for code that imports NNCF's names from there."""
