@@ -314,7 +314,7 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
         assert len(pool.pinned_cpus) == 1
         usage[:] = [tp.BUSY_WINDOW_S, 1000]  # 4,000 switches per CPU-second
         pool.adapt()
-        assert pool.pinned_cpus == [] and pool.unpinned_for_load == 1
+        assert pool.pinned_cpus == [] and pool.unpinned_for_load == 1 and pool.busy
         assert sorted(os.sched_getaffinity(tids[0])) == allowed
         pool.parallel_for(addr, 0, 8)
         assert (counts == 1).all()
@@ -324,6 +324,7 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
         usage[:] = [tp.BUSY_WINDOW_S + tp.QUIET_WINDOW_S, 1010]  # 5 per CPU-second: quiet
         pool.adapt()
         assert len(pool.pinned_cpus) == 1 and sorted(os.sched_getaffinity(tids[0])) == pool.pinned_cpus
+        assert not pool.busy
         pool.parallel_for(addr, 0, 8)
         assert (counts == 2).all()
     finally:
@@ -346,8 +347,8 @@ def test_fixed_pinning_does_not_adapt(monkeypatch):
 
 def test_a_plan_run_wakes_its_workers_and_adapts(monkeypatch):
     """Each run of a plan with parallel steps wakes the pool's workers (as many as its widest
-    step uses) and lets the pool adapt its pinning, before any kernel; a one-thread plan
-    does neither. Results match numpy either way."""
+    step uses) and lets the pool judge the load, before any kernel; a one-thread plan does
+    neither. Results match numpy either way."""
     import ember
     import ember.opset as ops
 
@@ -365,3 +366,23 @@ def test_a_plan_run_wakes_its_workers_and_adapts(monkeypatch):
         out = compiled([a])[0]
         np.testing.assert_allclose(out, np.maximum(a @ w, 0), rtol=1e-4, atol=1e-3)
         assert calls == want, threads
+
+
+def test_serial_pool_runs_every_job_on_the_caller():
+    pool = ThreadPool(2)
+    main = threading.get_native_id()
+    counts = np.zeros(200, np.int64)
+    ids = set()
+    addr = ctypes.cast(_counter_task(counts, ids), ctypes.c_void_p).value
+    try:
+        pool.serial = True
+        before = pool.stats()
+        pool.parallel_for(addr, 0, 200)
+        d = pool.stats() - before
+        assert pool.serial and ids == {main} and (counts == 1).all()
+        assert (d.jobs, d.serial_jobs) == (0, 1)
+        pool.serial = False
+        pool.parallel_for(addr, 0, 200)
+        assert (counts == 2).all() and (pool.stats() - before).jobs == 1
+    finally:
+        pool.close()

@@ -86,6 +86,7 @@ _CALM = 43        # parallel jobs in a row without straggling (resets the spell 
 # worker was asleep); cycle-counter ticks callers spent waiting for workers after their own
 # tasks; jobs run on the caller alone because of a serial spell or a busy pool
 _JOBS, _WAKES, _WAIT_TICKS, _SERIAL_JOBS = 44, 45, 46, 47
+_FORCED_SERIAL = 48  # nonzero: every job runs on the caller alone (ThreadPool.serial)
 _CLOSED = 1 << 31
 _COUNT_MASK = _CLOSED - 1
 _W0 = 64          # per worker: [gen (i32 futex) | sleeping | pool ptr | id | thread handle]
@@ -254,7 +255,8 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     b.cbranch(b.icmp_signed("<=", nw, c64(0)), serial, check_clock)
     b.position_at_end(check_clock)
     t_start = ticks(e)
-    backing_off = b.icmp_unsigned("<", t_start, e.load(I64, word(e, pool, _SERIAL_UNTIL)))
+    backing_off = b.or_(b.icmp_unsigned("<", t_start, e.load(I64, word(e, pool, _SERIAL_UNTIL))),
+                        b.icmp_signed("!=", e.load(I64, word(e, pool, _FORCED_SERIAL)), c64(0)))
     held_back = fn.append_basic_block("held_back")
     b.cbranch(backing_off, held_back, try_lock)
     b.position_at_end(try_lock)
@@ -595,6 +597,8 @@ class ThreadPool:
         self.unpinned_for_load = 0
         self._window = _usage()
         self._next_check = 0.0
+        #: the machine looked busy in the last window of :meth:`adapt` (see BUSY_PREEMPTIONS)
+        self.busy = False
         if workers and (_pin_default(num_threads) if pin is None else pin):
             self.pinned_cpus = _pin_workers(self._worker_handles())
 
@@ -603,9 +607,10 @@ class ThreadPool:
         return [int(self._state[_W0 + _WSTRIDE * i + _W_THREAD]) for i in range(n)]
 
     def adapt(self) -> None:
-        """Pin or free the workers by how busy the machine is (see the module docstring): a
-        plan calls this as each run starts; it reads the process's counters once per window."""
-        if not self.adaptive_pinning or self._closed:
+        """Judge whether the machine is busy (:attr:`busy`) and pin or free the workers
+        accordingly (see the module docstring): a plan calls this as each run starts; it reads
+        the process's counters once per window."""
+        if not self._state[_NWORKERS] or self._closed:
             return
         now = time.monotonic()
         if now < self._next_check:
@@ -613,21 +618,36 @@ class ThreadPool:
         self._next_check = now + CHECK_EVERY_S
         cpu, switches = _usage()
         spent = cpu - self._window[0]
-        if spent < (BUSY_WINDOW_S if self.pinned_cpus else QUIET_WINDOW_S):
+        if spent < (QUIET_WINDOW_S if self.busy else BUSY_WINDOW_S):
             return
         rate = (switches - self._window[1]) / spent
         self._window = (cpu, switches)
-        if self.pinned_cpus and rate > BUSY_PREEMPTIONS:
-            try:
-                allowed = sorted(os.sched_getaffinity(0))
-            except AttributeError:
-                return
-            if all(_set_affinity(h, allowed) for h in self._worker_handles()):
-                _unpin(self.pinned_cpus)
-                self.pinned_cpus = []
-                self.unpinned_for_load += 1
-        elif not self.pinned_cpus and rate < QUIET_PREEMPTIONS:
-            self.pinned_cpus = _pin_workers(self._worker_handles())
+        if not self.busy and rate > BUSY_PREEMPTIONS:
+            self.busy = True
+            if self.adaptive_pinning and self.pinned_cpus:
+                try:
+                    allowed = sorted(os.sched_getaffinity(0))
+                except AttributeError:
+                    return
+                if all(_set_affinity(h, allowed) for h in self._worker_handles()):
+                    _unpin(self.pinned_cpus)
+                    self.pinned_cpus = []
+                    self.unpinned_for_load += 1
+        elif self.busy and rate < QUIET_PREEMPTIONS:
+            self.busy = False
+            if self.adaptive_pinning and not self.pinned_cpus:
+                self.pinned_cpus = _pin_workers(self._worker_handles())
+
+    @property
+    def serial(self) -> bool:
+        """When True, every job runs on the calling thread alone and the workers stay asleep
+        (counted as ``serial_jobs``): for measuring a plan's one-thread time on the same plan
+        and arena, or for a caller that knows the other cores are taken."""
+        return bool(self._state[_FORCED_SERIAL])
+
+    @serial.setter
+    def serial(self, on: bool) -> None:
+        self._state[_FORCED_SERIAL] = int(bool(on))
 
     def parallel_for(self, fn: int, ctx: int, n_tasks: int, num_threads: int | None = None) -> None:
         """Run native ``fn(ctx, task)`` for every task in ``range(n_tasks)``; returns when all ran.
