@@ -211,6 +211,8 @@ class _Programs:
         #: packed weights, shared with control-flow bodies (``weights``: the outer model's)
         self.weights = weights if weights is not None else SharedWeights()
         ops = model.get_ordered_ops()
+        #: the model's nodes in order, walked once (every specialization clones them in this order)
+        self._order = ops
         self._full_passes = any(n.type_name in _FULL_PASSES_FOR for n in ops)
         self._shape_reads = any(n.type_name in _SHAPE_READERS for n in ops)
         self._model_arrays = {id(n.data) for n in ops if isinstance(n, Constant)}
@@ -303,14 +305,14 @@ class _Programs:
         seconds = self.stats["seconds"]
         t0 = time.perf_counter()
         try:
-            model = _clone_with_shapes(self.model, key)
+            model, nodes = _clone_with_shapes(self.model, key, self._order)
             t1 = time.perf_counter()
             seconds["clone"] += t1 - t0
             if self._full_passes:
                 self.stats["optimizer_runs"] += 1
                 model = device_passes(model)
             elif self._shape_reads:  # without ShapeOf, static shapes make nothing foldable
-                folded = _fold_shape_reads(model)
+                folded = _fold_shape_reads(model, nodes)
                 if folded < 0:  # the one-walk fold declined: the passes do it
                     for name in SPECIALIZE_PASSES:
                         model = get_pass(name).fn(model)
@@ -346,9 +348,10 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _clone_with_shapes(model: Model, shapes: tuple) -> Model:
+def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = None) -> tuple[Model, list[Any]]:
     """A copy of ``model`` whose inputs have the static ``shapes`` (types inferred once, as the
-    copy is made; constant data shared)."""
+    copy is made; constant data shared), and its nodes in topological order. ``order``: the
+    model's own ``get_ordered_ops()``, if known (the model is not walked again)."""
     import copy
 
     from ember.graph.node import Output
@@ -356,7 +359,8 @@ def _clone_with_shapes(model: Model, shapes: tuple) -> Model:
     params = model.get_parameters()
     index = {id(p): i for i, p in enumerate(params)}
     mapping: dict[int, Any] = {}
-    for node in model.get_ordered_ops():
+    nodes: list[Any] = []
+    for node in (order if order is not None else model.get_ordered_ops()):
         i = index.get(id(node))
         if i is not None:
             new = node.clone_with_inputs([])
@@ -364,30 +368,32 @@ def _clone_with_shapes(model: Model, shapes: tuple) -> Model:
         else:
             new = node.clone_with_inputs([Output(mapping[id(o.node)], o.index) for o in node.input_values()])
         mapping[id(node)] = new
+        nodes.append(new)
     out = Model([mapping[id(r)] for r in model.get_results()], [mapping[id(p)] for p in params],
                 model.friendly_name, validate=False)
     out.name = model.name
     out.rt_info = copy.deepcopy(model.rt_info)
-    return out
+    return out, nodes
 
 
 _FOLD_ELEMENTS = 1 << 16
 
 
-def _fold_shape_reads(model: Model) -> int:
+def _fold_shape_reads(model: Model, order: list[Any] | None = None) -> int:
     """Fold what static input shapes make constant: each ShapeOf of a static tensor, and the
     nodes downstream of it whose inputs are all constant (``Reshape`` targets, ``Broadcast``
     shapes, ``Range`` limits...), in one walk of the graph; values of more than
     ``_FOLD_ELEMENTS`` elements stay computed. Returns how many ports became constants. The
     transformed model has every other constant subgraph folded already, so this gives what
     ``SPECIALIZE_PASSES`` give, cheaply; it returns -1 (changing nothing) on a graph it does not
-    expect (a node whose reference kernel fails), and the passes run instead."""
+    expect (a node whose reference kernel fails), and the passes run instead. ``order``: the
+    model's nodes in topological order, if known (the clone gives them: no walk of the graph)."""
     from ember.graph.core_ops import Parameter
     from ember.passes.matcher import replace_output
 
     values: dict[tuple[int, int], np.ndarray] = {}
     folded: list[Any] = []
-    for node in model.get_ordered_ops():
+    for node in (order if order is not None else model.get_ordered_ops()):
         ins = node.input_values()
         if node.type_name == "ShapeOf":
             ps = ins[0].partial_shape
