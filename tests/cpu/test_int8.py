@@ -350,6 +350,35 @@ def test_int8_conv_matches_numpy(isa, case):
 
 
 
+def test_amx_split_tight_pads_least():
+    from ember.devices.cpu.kernels.amx import amx_split, amx_split_tight
+
+    for k4 in range(1, 200):
+        kq, nck, ktap = amx_split_tight(k4)
+        assert kq <= 16 and kq * nck == ktap >= k4 and nck == -(-k4 // 16) and ktap - k4 < nck
+        assert nck <= amx_split(k4)[1]  # the fewest steps, then the fewest zero groups
+    assert amx_split_tight(37) == (13, 3, 39)  # a 7x7x3 stem's taps packed: 148 bytes
+
+
+@pytest.mark.parametrize("isa", EPILOGUE_ISAS)
+def test_stem_taps_packed_or_padded(isa, monkeypatch):
+    """A 3-channel 7x7/2 stem gathers its taps packed (K = 147) or, with EMBER_INT8_PADDED_TAPS=1,
+    each padded to 4 bytes (K = 196): the same integers, both equal to numpy's."""
+    geo = ConvGeometry(1, 40, 37, 3, 48, 7, 7, (2, 2), (1, 1), (3, 3), (3, 3))
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (1, 40, 37, 4)).astype(np.uint8)
+    w = rng.integers(-128, 128, (48, 3, 7, 7)).astype(np.int8)
+    scale, shift = _scales(rng, 48)
+    want = conv_reference(x, w, geo, 5) * scale.astype(np.float64) + shift
+    got = []
+    for padded in ("0", "1"):
+        monkeypatch.setenv("EMBER_INT8_PADDED_TAPS", padded)
+        conv = Int8Conv2d(geo, w, scale, shift, 5, num_threads=2, isa=isa)
+        assert conv.merged_cin == (4 if padded == "1" else 3)
+        got.append(conv(x))
+    np.testing.assert_array_equal(got[0], got[1])
+    np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-5 * np.abs(want).max() + 1e-6)
+
 def test_amx_tile_groups_share_each_panel():
     """AMX: a task runs the weights' panels outside a group of tiles (each panel read once per
     group); the A copies of a group are bounded by STACK_LIMIT, so a 3x3 convolution of 1024
