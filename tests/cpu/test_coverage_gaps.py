@@ -392,3 +392,29 @@ LRNS: dict[str, Case] = {
 @pytest.mark.parametrize("name", list(LRNS))
 def test_lrn_several_axes(name: str) -> None:
     _check(*LRNS[name])
+
+
+def test_profiling_reports_these_ops_native() -> None:
+    """The per-op profile (what ``ember benchmark -pc`` prints) names no reference kernel for a
+    model mixing the paths above: f16 and f64 chains, an f64 reduction, a rank-6 broadcast, a
+    u8 Broadcast and a TopK whose k is fed at run time."""
+    h = ops.parameter([4, 33], np.float16, name="h")
+    d = ops.parameter([4, 33], np.float64, name="d")
+    a, b = (ops.parameter(list(s), np.float32, name=f"b{i}") for i, s in enumerate(_alternating(6)))
+    u = ops.parameter([1, 3, 1], np.uint8, name="u")
+    k = ops.parameter([], np.int64, name="k")
+    outs = [ops.gelu(ops.multiply(h, h)), ops.reduce_sum(ops.erf(d), np.array([1], np.int64)), ops.add(a, b),
+            ops.broadcast(u, np.array([2, 3, 4], np.int64)),
+            ops.topk(ops.convert(h, "f32"), k, 1, "max", "value").output(0)]
+    model = Model(outs, [h, d, a, b, u, k], "mixed")
+    cm = ember.Core().compile_model(model, "CPU", {"PERF_COUNT": True})
+    req = cm.create_infer_request()
+    feeds = [_h((4, 33)), _f((4, 33), np.float64), _f(_alternating(6)[0]), _f(_alternating(6)[1]),
+             _i((1, 3, 1), np.uint8, 0, 255), np.array(7, np.int64)]
+    req.infer(feeds)
+    kinds = {p.node_name: p.exec_type for p in req.get_profiling_info()}
+    assert kinds and "ref_any" not in kinds.values(), kinds
+    want = ember.Core().compile_model(model, "REFERENCE")(feeds)
+    for i in range(len(outs)):
+        np.testing.assert_allclose(np.asarray(req.get_output_tensor(i).data, np.float64),
+                                   np.asarray(want[i], np.float64), rtol=2e-3, atol=1e-5)

@@ -32,6 +32,7 @@ from ember.devices.cpu.lowering.driver import (
     lowers,
     reshaper,
     scalar_of,
+    shape_or_none,
     static_shape,
 )
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
@@ -295,7 +296,7 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     last, fused = node, []
     while len(prog) < _MAX_PROGRAM and not state["last"]:
         nxt = lowering.sole_consumer(last)
-        if nxt is None or static_shape(nxt.output(0)) != out_shape:
+        if nxt is None or nxt.get_output_size() != 1 or shape_or_none(nxt.output(0)) != out_shape:
             break
         mark = (len(prog), len(operands), dict(state))
         if not emit(nxt, last.output(0)) or len(prog) > _MAX_PROGRAM:
