@@ -30,7 +30,7 @@ long idle spell otherwise tends to land on its waker's CPU, and the next millise
 run at single-thread speed (measured: a BERT layer stack after 100 ms idle took 10-12 ms
 unpinned, 6 ms pinned, 5.6 ms back to back). On a busy machine pinning is harmful: a pinned
 worker waits in its own CPU's run queue behind other processes (the caller with it, at the
-end of each job) and cannot be moved to a CPU that frees up; an op-coverage network ran 1.4x
+end of each job) and cannot be moved to a CPU that frees up; op-coverage networks ran 1.2-1.7x
 slower than on one thread. So :meth:`ThreadPool.adapt` (called by a plan at each run)
 watches this process's involuntary context switches per CPU-second it uses: above
 ``BUSY_PREEMPTIONS`` the workers are let run on any allowed CPU, below ``QUIET_PREEMPTIONS``
