@@ -337,6 +337,9 @@ class Node:
         except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError) as e:
             raise ShapeInferenceError(
                 f"ember: {self.type_name} '{self.friendly_name}': shape inference failed: {e}") from e
+        self._set_outputs(outs)
+
+    def _set_outputs(self, outs: Sequence[tuple[Type, Any]]) -> None:
         n = len(outs)
         self._out_types = [t for t, _ in outs]
         self._out_shapes = [as_partial_shape(s) for _, s in outs]
@@ -486,13 +489,18 @@ class Node:
     def bodies(self) -> list[Any]:
         return []
 
-    def clone_with_inputs(self, inputs: Sequence[Output]) -> Node:
-        """A new node of the same op and attributes on other inputs."""
+    def clone_with_inputs(self, inputs: Sequence[Output], types: Sequence[tuple[Type, Any]] | None = None) -> Node:
+        """A new node of the same op and attributes on other inputs. ``types``: its outputs'
+        (element type, shape) when the caller knows them (a node of the same op, attributes and
+        input types inferred before): inference is not run again."""
         new = type(self).__new__(type(self))
         Node.__init__(new, inputs, self.attrs, self.friendly_name, validate=False)
         new._copy_extra_from(self)
         new.rt_info = _copy_rt(self.rt_info)
-        new.validate_and_infer_types()
+        if types is None:
+            new.validate_and_infer_types()
+        else:
+            new._set_outputs(types)
         for i, d in enumerate(self._outputs_desc[: len(new._outputs_desc)]):
             new._outputs_desc[i].names = set(d.names)
             new._outputs_desc[i].rt_info = _copy_rt(d.rt_info)
