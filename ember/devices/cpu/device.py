@@ -213,6 +213,7 @@ class _Programs:
         ops = model.get_ordered_ops()
         #: the model's nodes in order, walked once (every specialization clones them in this order)
         self._order = ops
+        self._signatures: dict[int, Any] = {}  # per node of the model, for the copies' inference
         self._full_passes = any(n.type_name in _FULL_PASSES_FOR for n in ops)
         self._shape_reads = any(n.type_name in _SHAPE_READERS for n in ops)
         self._model_arrays = {id(n.data) for n in ops if isinstance(n, Constant)}
@@ -305,7 +306,7 @@ class _Programs:
         seconds = self.stats["seconds"]
         t0 = time.perf_counter()
         try:
-            model, nodes = _clone_with_shapes(self.model, key, self._order)
+            model, nodes = _clone_with_shapes(self.model, key, self._order, self._signatures)
             t1 = time.perf_counter()
             seconds["clone"] += t1 - t0
             if self._full_passes:
@@ -348,10 +349,16 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = None) -> tuple[Model, list[Any]]:
-    """A copy of ``model`` whose inputs have the static ``shapes`` (types inferred once, as the
-    copy is made; constant data shared), and its nodes in topological order. ``order``: the
-    model's own ``get_ordered_ops()``, if known (the model is not walked again)."""
+def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = None,
+                       signatures: dict[int, Any] | None = None) -> tuple[Model, list[Any]]:
+    """A copy of ``model`` whose inputs have the static ``shapes`` (constant data shared), and
+    its nodes in topological order. ``order``: the model's own ``get_ordered_ops()``, if known
+    (the model is not walked again); ``signatures``: a dict this function fills, kept by the
+    caller from one copy to the next (each node's op, attributes and rt_info, made hashable once).
+
+    Types are inferred as the copy is made, once per distinct node *signature*: a node of the same
+    op, attributes and input types and shapes as one inferred before in this copy (the same
+    sublayer of the next transformer layer) takes that node's output types (``_infer_key``)."""
     import copy
 
     from ember.graph.node import Output
@@ -360,13 +367,32 @@ def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = No
     index = {id(p): i for i, p in enumerate(params)}
     mapping: dict[int, Any] = {}
     nodes: list[Any] = []
+    if signatures is None:
+        signatures = {}
+    inferred: dict[Any, list[tuple[Type, Any]]] = {}
+    shape_valued: set[int] = set()  # copied nodes whose value static shapes may make known
     for node in (order if order is not None else model.get_ordered_ops()):
         i = index.get(id(node))
         if i is not None:
             new = node.clone_with_inputs([])
             new.set_partial_shape(list(shapes[i]))
         else:
-            new = node.clone_with_inputs([Output(mapping[id(o.node)], o.index) for o in node.input_values()])
+            inputs = [Output(mapping[id(o.node)], o.index) for o in node.input_values()]
+            sig = signatures.get(id(node), False)
+            if sig is False:
+                sig = signatures[id(node)] = _node_signature(node)
+            key = _infer_key(sig, inputs, shape_valued) if sig is not None else None
+            outs = inferred.get(key) if key is not None else None
+            if outs is not None:
+                new = node.clone_with_inputs(inputs, outs)
+            else:
+                new = node.clone_with_inputs(inputs)
+                if key is not None:
+                    inferred[key] = [(o.element_type, o.partial_shape) for o in new.outputs()]
+            if new.type_name == "ShapeOf" or (inputs and all(id(o.node) in shape_valued for o in inputs)):
+                shape_valued.add(id(new))
+        if isinstance(new, Constant):
+            shape_valued.add(id(new))
         mapping[id(node)] = new
         nodes.append(new)
     out = Model([mapping[id(r)] for r in model.get_results()], [mapping[id(p)] for p in params],
@@ -374,6 +400,73 @@ def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = No
     out.name = model.name
     out.rt_info = copy.deepcopy(model.rt_info)
     return out, nodes
+
+
+#: ops whose output types never depend on the values of a large constant input (only on its
+#: type and shape): their weights are keyed by shape, so that the layers of a model share them
+_VALUE_BLIND = frozenset({"MatMul", "Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum", "Power",
+                          "SquaredDifference", "Convolution", "GroupConvolution", "ConvolutionBackpropData",
+                          "Gather", "Select", "PRelu", "FakeQuantize", "Convert"})
+#: constants of at most this many elements are keyed by value (shape-like inputs: axes, targets)
+_KEYED_ELEMENTS = 64
+
+
+def _frozen(v: Any) -> Any:
+    """``v`` made hashable (arrays by value); raises TypeError for what cannot be."""
+    if isinstance(v, np.ndarray):
+        if v.dtype == object:
+            raise TypeError("object array")
+        return ("array", v.dtype.str, v.shape, v.tobytes())
+    if isinstance(v, (list, tuple)):
+        return tuple(_frozen(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((str(k), _frozen(x)) for k, x in v.items()))
+    hash(v)
+    return v
+
+
+def _node_signature(node: Any) -> Any:
+    """What a node's inferred types depend on besides its inputs (op class, attributes),
+    hashable; None for nodes whose inference is always run: constants (their types are their
+    data's), nodes without inputs, results (rt_info can name what they hold), nodes with bodies
+    or cloning themselves their own way. Inference reads no rt_info elsewhere (rt_info such as
+    ``fused_group`` differs from layer to layer: it is not in the key)."""
+    from ember.graph.core_ops import Result
+    from ember.graph.node import Node
+
+    if isinstance(node, (Constant, Result)) or not node.input_values() or node.bodies() or type(node).clone_with_inputs is not Node.clone_with_inputs:
+        return None
+    try:
+        return (type(node), _frozen(node.get_attributes()))
+    except TypeError:
+        return None
+
+
+def _infer_key(sig: Any, inputs: list[Any], shape_valued: set[int]) -> Any:
+    """The key under which a node's inferred output types are shared in one copy: its signature
+    and, per input, type and shape, and the value of a small constant (a large one by identity,
+    or by shape for the ``_VALUE_BLIND`` ops). None (infer it) when an input's value may come
+    from the static shapes (a ShapeOf chain: its value is not in the key), or holds strings or
+    sequences."""
+    parts: list[Any] = [sig]
+    blind = sig[0].type_name in _VALUE_BLIND
+    for o in inputs:
+        src = o.node
+        value: Any = None
+        if isinstance(src, Constant):
+            data = src.data
+            if data.dtype == object:
+                return None
+            if data.size <= _KEYED_ELEMENTS:
+                value = (data.dtype.str, data.tobytes())
+            elif not blind:
+                value = id(data)
+        elif id(src) in shape_valued:
+            return None
+        if o.element_type.name in ("string", "sequence"):
+            return None
+        parts.append((o.element_type, o.partial_shape, value))
+    return tuple(parts)
 
 
 _FOLD_ELEMENTS = 1 << 16
