@@ -137,6 +137,16 @@ F64: dict[str, Case] = {
 }
 
 
+F64.update({
+    "i32-power": _case(ops.power, _i((3, 17), np.int32, -6, 7), _i((17,), np.int32, -2, 9)),
+    "i64-power-overflow-and-zero-neg": _case(
+        ops.power, np.array([2, 3, 0, -2, 10, 7, -1, 2**31, 5], np.int64),
+        np.array([62, 40, -1, 63, 19, 0, -3, 2, 30], np.int64)),
+    "i32-power-range": _case(ops.power, np.array([2, -2, 46341, 0, 9], np.int32), np.array([31, 31, 2, -2, 3], np.int32)),
+    "u8-power-wraps": _case(ops.power, _i((20,), np.uint8, 0, 20), _i((20,), np.uint8, 0, 4)),
+})
+
+
 @pytest.mark.parametrize("name", list(F64))
 def test_f64_math(name: str) -> None:
     _check(*F64[name])

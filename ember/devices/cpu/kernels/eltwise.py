@@ -66,7 +66,7 @@ UNARY_OPS = ("neg", "abs", "relu", "clamp", "exp", "log", "sqrt", "sigmoid", "ta
              "acosh", "atanh",
              "sin", "cos", "round_f16", "round_bf16")
 BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "sqdiff", "prelu", "mod", "floormod", "pydiv",
-              "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "pow", "band", "bor", "bxor")
+              "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "xor", "pow", "band", "bor", "bxor", "ipow32", "ipow64")
 #: f64 functions computed by the C library's scalar functions, lane by lane (exact as numpy's
 #: float64 math, which uses the same library or matches it within an ulp or two)
 F64_LIBM = ("exp", "log", "tanh", "erf", "sin", "cos", "tan", "atan", "sinh", "cosh", "asin", "acos", "asinh",
@@ -82,8 +82,8 @@ _I64_UNARY = ("neg", "abs", "relu", "clamp", "square", "sign", "not", "tobool", 
               "bnot")
 SUPPORTED = {
     "f32": frozenset(UNARY_OPS) - {"wrap32", "wrap16", "wrap8", "wrapu8", "bnot"}
-    | frozenset(BINARY_OPS) - {"pydiv", "band", "bor", "bxor"},
-    "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"pydiv", "band", "bor", "bxor"},
+    | frozenset(BINARY_OPS) - {"pydiv", "band", "bor", "bxor", "ipow32", "ipow64"},
+    "f64": frozenset(_F64_UNARY) | frozenset(BINARY_OPS) - {"pydiv", "band", "bor", "bxor", "ipow32", "ipow64"},
     "i64": frozenset(_I64_UNARY) | frozenset(BINARY_OPS) - {"prelu", "pow"},
 }
 #: op types that run as one opcode of the program (the elementwise lowering rule reads these
@@ -355,14 +355,15 @@ def mvec_width(isa: Isa) -> int:
 
 
 def _libm(r: _Regs, name: str, *xs: ir.Value) -> ir.Value:
-    """The C library's f64 ``name`` of each lane: glibc's vector functions (at most 4 ulp from
-    the scalar ones) when there, else one scalar call per lane."""
+    """The C library's f64 ``name`` of each lane of f64 vectors ``xs``: glibc's vector functions
+    (at most 4 ulp from the scalar ones) when there, else one scalar call per lane."""
     b = r.b
+    dvt = vec(F64, r.lanes)
     if r.mvec:
         w = r.mvec
         wt = vec(F64, w)
         vfn = r.e.declare(f"ember_mvec{w}_{name}", wt, [wt] * len(xs))
-        undef = ir.Constant(r.vt, ir.Undefined)
+        undef = ir.Constant(dvt, ir.Undefined)
         parts = []
         for k in range(0, r.lanes, w):
             idx = ir.Constant(vec(I32, w), list(range(k, k + w)))
@@ -373,7 +374,7 @@ def _libm(r: _Regs, name: str, *xs: ir.Value) -> ir.Value:
             parts = [b.shuffle_vector(parts[i], parts[i + 1], idx) for i in range(0, len(parts), 2)]
         return parts[0]
     fn = r.e.declare(f"ember_libm_{name}", F64, [F64] * len(xs))
-    out: ir.Value = ir.Constant(r.vt, None)
+    out: ir.Value = ir.Constant(dvt, None)
     for i in range(r.lanes):
         out = b.insert_element(out, b.call(fn, [b.extract_element(x, c32(i)) for x in xs]), c32(i))
     return out
@@ -601,6 +602,20 @@ def _int_division(r: _Regs, x: ir.Value, y: ir.Value, name: str) -> ir.Value:
     return r.sel(b.or_(is0, ism1), zero, rem)
 
 
+def _int_power(r: _Regs, x: ir.Value, y: ir.Value, wide: bool) -> ir.Value:
+    """OpenVINO's integer Power (REFERENCE's rule): ``trunc(pow(double(x), double(y)))``; a
+    value outside int32 (int64 with ``wide``) or not finite gives that type's minimum."""
+    b = r.b
+    dvt = vec(F64, r.lanes)
+    f = _libm(r, "pow", b.sitofp(x, dvt), b.sitofp(y, dvt))
+    f = r.e.call(f"llvm.trunc.v{r.lanes}f64", dvt, [f])
+    lo, hi = (-(2.0 ** 63), 2.0 ** 63) if wide else (-(2.0 ** 31), 2.0 ** 31)
+    ok = b.and_(b.fcmp_ordered(">=", f, ir.Constant(dvt, [lo] * r.lanes)),
+                b.fcmp_ordered("<", f, ir.Constant(dvt, [hi] * r.lanes)))
+    safe = b.select(ok, f, ir.Constant(dvt, [0.0] * r.lanes))
+    return r.sel(ok, b.fptosi(safe, r.vt), r.c(int(lo)))
+
+
 def _binary(r: _Regs, name: str, x: ir.Value, y: ir.Value) -> ir.Value:
     b = r.b
     cmps = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -624,6 +639,8 @@ def _binary(r: _Regs, name: str, x: ir.Value, y: ir.Value) -> ir.Value:
     if name == "sqdiff":
         d = r.sub(x, y)
         return r.mul(d, d)
+    if name in ("ipow32", "ipow64"):
+        return _int_power(r, x, y, name == "ipow64")
     if not r.is_float:
         return _int_division(r, x, y, name)
     if name == "div":
@@ -683,7 +700,7 @@ def _convert(e: Emitter, v: ir.Value, src: str, dst: str, lanes: int) -> ir.Valu
 EXTENDED = frozenset({"sin", "cos", "tan", "atan", "sinh", "cosh", "asin", "acos", "asinh", "acosh", "atanh", "pow",
                       "selu", "hardsigmoid", "softsign", "round_away", "mod", "floormod", "load_i8", "load_i16",
                       "store_i8", "store_i16", "load_f64", "store_f64", "load_f16", "store_f16", "load_bf16",
-                      "store_bf16", "round_f16", "round_bf16"})
+                      "store_bf16", "round_f16", "round_bf16", "ipow32", "ipow64"})
 #: besides EXTENDED, the ops of each register type's full library (f64: the C library's functions)
 _EXTENDED_FOR = {"f32": EXTENDED, "f64": EXTENDED | frozenset(_F64_MATH), "i64": EXTENDED}
 
@@ -878,7 +895,7 @@ def _build_eltwise(prefix: str, isa: Isa, rtype: str, full: bool, mvec: int = 0)
 def _eltwise_library(isa: Isa, rtype: str = "f32", full: bool = False) -> jit.Library:
     tier = "full" if full else "core"
     mvec = 0
-    if rtype == "f64" and full:
+    if rtype in ("f64", "i64") and full:  # f64 math; integer Power
         libm_symbols()
         mvec = mvec_width(isa)
     return jit.load(f"eltwise|{isa.level}|{rtype}|{tier}|b{BLOCK}|r{REGS}|mvec{mvec}|h{int(halves_ok(isa))}", isa,

@@ -49,7 +49,7 @@ KIND = {F32: "f32", np.dtype(np.float64): "f64", I32: "i64", np.dtype(np.int64):
 #: the op that wraps an i64 register to a narrower integer type
 WRAP = {I32: "wrap32", np.dtype(np.int16): "wrap16", np.dtype(np.int8): "wrap8", np.dtype(np.uint8): "wrapu8"}
 #: ops after which an int32 result held in i64 registers wraps to 32 bits
-_WRAPS = frozenset({"add", "sub", "mul", "div", "pydiv", "neg", "abs", "sqdiff", "square", "bnot"})
+_WRAPS = frozenset({"add", "sub", "mul", "div", "pydiv", "neg", "abs", "sqdiff", "square", "bnot", "ipow32"})
 #: bitwise ops on booleans are the logical ones
 _BITWISE_BOOL = {"band": "and", "bor": "or", "bxor": "xor", "bnot": "not"}
 #: ops that take boolean operands as they are (0/1 in any register type)
@@ -183,8 +183,10 @@ def _spec(node: Node, chain: Output | None, kind: str | None) -> _Spec | None:
         return _Spec("", (0,), "i64")
     u = _unary_op(node, KIND[udt])
     if u is None:
-        if t == "Power" and KIND[udt] in ("f32", "f64") and ins[1].element_type.dtype == udt and str(
+        if t == "Power" and ins[1].element_type.dtype == udt and str(
                 node.attrs.get("auto_broadcast", "numpy")).lower() in ("numpy", "none"):
+            if KIND[udt] == "i64":  # in f64, truncated, the type's minimum when out of range
+                return _Spec("ipow32" if udt.itemsize <= 4 else "ipow64", (0, 1), "i64")
             return _Spec("pow", (0, 1), KIND[udt])
         return None
     return _Spec(u[0], (0,), KIND[udt], (u[1], u[2]))
