@@ -357,7 +357,10 @@ def recognize_mish(model: Model) -> Model:
 
 EPILOGUE_PRODUCERS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
                       "GroupConvolutionBackpropData")
-EPILOGUE_ACTIVATIONS = ("ReLU", "Clamp", "HSwish")  # HSwish: depthwise kernels only, the others stop before it
+# HSwish: the group mark reaches it for depthwise kernels and the int8 lowering; the CPU device's
+# GEMM/conv kernels also take HSwish, HSigmoid, Swish, GELU and Sigmoid outside the group
+# (lowering/passes.py take_epilogue_activation)
+EPILOGUE_ACTIVATIONS = ("ReLU", "Clamp", "HSwish")
 FUSED_GROUP = "fused_group"
 
 
