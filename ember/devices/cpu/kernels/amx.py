@@ -163,5 +163,43 @@ def tile_release(e: Emitter) -> None:
     e.call("llvm.x86.tilerelease", VOID, [])
 
 
-__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "STACK_LIMIT", "fits_stack", "TILE_BYTES", "TILE_ROWS", "amx_split", "amx_split_tight", "byte_mask", "copy_bytes", "copy_rows",
+def emit_tile_block(e: Emitter, op: str, two_m: bool, two_n: bool, ntaps: ir.Value, nck: ir.Value,
+                    a_of_tap: Callable[[ir.Value], tuple[list[ir.Value], list[ir.Value]]],
+                    b_of_tap: Callable[[ir.Value], ir.Value], qbytes: ir.Value, step_bytes: ir.Value) -> None:
+    """One output block of 1-2 x 1-2 tiles (``two_m``/``two_n``): the C tiles zeroed, then over
+    the taps and their ``nck`` steps of K, A and B tiles loaded and multiplied with ``op``.
+    ``a_of_tap(tap)`` gives the two A halves' base pointers and row strides, ``b_of_tap(tap)`` the
+    tap's B panel (steps of ``step_bytes``, the second 16 columns 64 bytes on); ``qbytes``: the
+    bytes of K one step takes from an A row. The C tiles stay in registers (:func:`store_c_tiles`)."""
+    b = e.b
+    for t in C_TILES:
+        tile_zero(e, t)
+    b_stride = c64(4 * BLOCK)
+    with e.loop(0, ntaps, name="ctap") as tap:
+        pa, lda = a_of_tap(tap)
+        bt = b_of_tap(tap)
+        with e.loop(0, nck, name="kc") as c:
+            aoff = b.mul(c, qbytes)
+            bc = e.gep(I8, bt, b.mul(c, step_bytes))
+            tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), lda[0])
+            if two_m:
+                tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), lda[1])
+            tile_load(e, B_TILES[0], bc, b_stride)
+            if two_n:
+                tile_load(e, B_TILES[1], e.gep(I8, bc, 64), b_stride)
+            for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                if (i and not two_m) or (j and not two_n):
+                    continue
+                tile_dot(e, op, C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
+
+
+def store_c_tiles(e: Emitter, cbuf: ir.Value) -> None:
+    """The four C tiles to a 32 x 32 block of 4-byte values at ``cbuf`` (row stride 128 bytes)."""
+    ldc = c64(4 * BLOCK)
+    for i in range(2):
+        for j in range(2):
+            tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * TILE_ROWS * BLOCK + j * 16) * 4), ldc)
+
+
+__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "STACK_LIMIT", "fits_stack", "TILE_BYTES", "TILE_ROWS", "amx_split", "amx_split_tight", "byte_mask", "copy_bytes", "copy_rows", "emit_tile_block", "store_c_tiles",
            "emit_tile_config", "tile_dot", "tile_load", "tile_release", "tile_store", "tile_zero", "two_by_two"]

@@ -57,9 +57,6 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.kernels.amx import (
-    A_TILES,
-    B_TILES,
-    C_TILES,
     STACK_LIMIT,
     TILE_ROWS,
     amx_split,
@@ -67,13 +64,11 @@ from ember.devices.cpu.kernels.amx import (
     byte_mask,
     copy_bytes,
     copy_rows,
+    emit_tile_block,
     emit_tile_config,
     fits_stack,
-    tile_dot,
-    tile_load,
+    store_c_tiles,
     tile_release,
-    tile_store,
-    tile_zero,
     two_by_two,
 )
 from ember.devices.cpu.kernels.conv import MERGE_BELOW_CHANNELS, ConvGeometry
@@ -1008,31 +1003,18 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     panel_bytes = b.mul(ntaps, tap_bytes)
     flags = b.trunc(a("flags"), I32)
     lo, hi = a("lo", F32), a("hi", F32)
-    b_stride = c64(4 * NR)
     step_bytes = b.mul(kq, c64(4 * NR))
 
     def block(two_m: bool, two_n: bool, jp: ir.Value, lt: ir.Value) -> None:
-        for t in C_TILES:
-            tile_zero(e, t)
         bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
-        with e.loop(0, ntaps, name="ctap") as tap:
+
+        def a_of_tap(tap: ir.Value) -> tuple[list[ir.Value], list[ir.Value]]:
             d0 = b.mul(b.add(b.mul(lt, ntaps), tap), c64(2))
-            pa = [e.load(PTR, e.gep(PTR, desc_ptr, b.add(d0, c64(h)))) for h in range(2)]
-            lda = [e.load(I64, e.gep(I64, desc_ld, b.add(d0, c64(h)))) for h in range(2)]
-            bt = e.gep(I8, bpan, b.mul(tap, tap_bytes))
-            with e.loop(0, nck, name="kc") as c:
-                aoff = b.mul(c, qbytes)
-                bc = e.gep(I8, bt, b.mul(c, step_bytes))
-                tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), lda[0])
-                if two_m:
-                    tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), lda[1])
-                tile_load(e, B_TILES[0], bc, b_stride)
-                if two_n:
-                    tile_load(e, B_TILES[1], e.gep(I8, bc, 64), b_stride)
-                for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
-                    if (i and not two_m) or (j and not two_n):
-                        continue
-                    tile_dot(e, "tdpbusd", C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
+            return ([e.load(PTR, e.gep(PTR, desc_ptr, b.add(d0, c64(h)))) for h in range(2)],
+                    [e.load(I64, e.gep(I64, desc_ld, b.add(d0, c64(h)))) for h in range(2)])
+
+        emit_tile_block(e, "tdpbusd", two_m, two_n, ntaps, nck, a_of_tap,
+                        lambda tap: e.gep(I8, bpan, b.mul(tap, tap_bytes)), qbytes, step_bytes)
 
     with e.loop(0, e.cdiv(ntiles, tg), name="tgrp") as grp:
         t0 = b.mul(grp, tg)
@@ -1086,11 +1068,7 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
                            lambda tm_, tn_: block(tm_, tn_, jp, lt))
                 with b.if_then(b.icmp_signed(">", it, t0)):
                     epilogue(b.sub(it, c64(1)))
-                ldc = c64(4 * NR)
-                cb = cbuf_of(it)
-                for i in range(2):
-                    for j in range(2):
-                        tile_store(e, C_TILES[2 * i + j], e.gep(I8, cb, (i * H * NR + j * 16) * 4), ldc)
+                store_c_tiles(e, cbuf_of(it))
             epilogue(b.sub(t1, c64(1)))
     tile_release(e)
     b.ret_void()
