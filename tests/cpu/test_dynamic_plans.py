@@ -452,3 +452,71 @@ def test_a_new_shape_leaves_the_garbage_collector_as_it_was(enabled: bool) -> No
             assert gc.isenabled() == enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def layered() -> Model:
+    """Three identical layers on ``[batch, seq, HIDDEN]`` (their nodes share inference
+    signatures), plus look-alikes that must not share it: two Reshapes of one input with
+    different constant targets, two MatMuls with weights of other shapes, a Reshape whose target
+    comes from the runtime shape (ShapeOf chains: two of them, of one input, to ``[b, s, H]`` and
+    ``[s, b, H]``), a Convert to another type."""
+    x = ops.parameter([-1, -1, HIDDEN], np.float32, name="x")
+    h = x
+    w = 1.0 / np.sqrt(HIDDEN)
+    for _ in range(3):
+        a = ops.add(ops.matmul(h, _f(HIDDEN, HIDDEN, scale=w), False, False), _f(HIDDEN))
+        a = ops.transpose(ops.reshape(a, np.array([0, 0, 4, HIDDEN // 4], np.int64), True),
+                          np.array([0, 2, 1, 3], np.int64))
+        s = ops.softmax(ops.matmul(a, a, False, True), -1)
+        c = ops.reshape(ops.transpose(ops.matmul(s, a, False, False), np.array([0, 2, 1, 3], np.int64)),
+                        np.array([0, 0, HIDDEN], np.int64), True)
+        h = ops.mvn(ops.add(h, c), np.array([-1], np.int64), True, 1e-6, "inside_sqrt")
+    r1 = ops.reshape(h, np.array([0, -1, 2, HIDDEN // 2], np.int64), True)  # same op and input as r2...
+    r2 = ops.reshape(h, np.array([0, -1, HIDDEN // 2, 2], np.int64), True)  # ...another target
+    m1 = ops.reduce_sum(ops.matmul(r1, _f(HIDDEN // 2, 3), False, False), np.array([2, 3], np.int64), False)
+    m2 = ops.reduce_sum(ops.matmul(r2, _f(2, 5), False, False), np.array([2, 3], np.int64), False)
+    flat = ops.reshape(h, np.array([-1, HIDDEN], np.int64), False)
+    back = ops.reshape(flat, ops.shape_of(h), False)  # [b, s, H] and, from the same input and...
+    swapped = ops.reshape(flat, ops.shape_of(ops.transpose(h, np.array([1, 0, 2], np.int64))), False)  # [s, b, H]
+    back = ops.add(back, ops.transpose(swapped, np.array([1, 0, 2], np.int64)))
+    pooled = ops.add(ops.add(m1, m2), ops.convert(ops.convert(ops.reduce_mean(back, np.array([2], np.int64),
+                                                                               False), "f16"), "f32"))
+    return Model([pooled], [x], "layered")
+
+
+def _types(nodes: list) -> list:  # noqa: ANN001
+    return [(n.type_name, [(str(o.element_type), str(o.partial_shape)) for o in n.outputs()]) for n in nodes]
+
+
+@pytest.mark.parametrize("case", ["layered", *CASES])
+def test_shared_inference_gives_the_types_inference_gives(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A specialization infers each distinct node signature once; every node's types are those
+    a full inference gives (compared node by node), the layers do share, and the results match
+    REFERENCE at many shapes."""
+    from ember.graph.node import Node
+
+    build, make = (layered, lambda n: [_f(1 + n % 2, 2 + 3 * n, HIDDEN)]) if case == "layered" else CASES[case]
+    model = build()
+    compiled = ember.Core().compile_model(model, "CPU")
+    programs = compiled._executable._programs
+    shared = [0]
+    real = Node.clone_with_inputs
+
+    def counted(self, inputs, types=None):  # noqa: ANN001, ANN202
+        shared[0] += types is not None
+        return real(self, inputs, types)
+
+    monkeypatch.setattr(Node, "clone_with_inputs", counted)
+    for n in range(5):
+        inputs = make(n)
+        key = tuple(tuple(a.shape) for a in inputs)
+        _, fast = cpu_device._clone_with_shapes(programs.model, key, programs._order, {})
+        before = shared[0]
+        _, slow = cpu_device._clone_with_shapes(programs.model, key, programs._order,
+                                                {id(node): None for node in programs._order})
+        assert shared[0] == before  # no signature: everything inferred
+        assert _types(fast) == _types(slow)
+        np.testing.assert_allclose(compiled(inputs)[0], _reference(model, inputs), rtol=2e-5, atol=2e-5,
+                                   err_msg=f"{case} at {[list(a.shape) for a in inputs]}")
+    if case in ("layered", "detector"):
+        assert shared[0] > 0  # repeated layers (and the detector's repeated activations) did share
