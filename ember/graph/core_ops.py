@@ -57,7 +57,7 @@ class Parameter(Node):
     def layout(self) -> Any:
         return self.get_layout()
 
-    def clone_with_inputs(self, inputs: Sequence[Any]) -> Node:
+    def clone_with_inputs(self, inputs: Sequence[Any], types: Sequence[tuple[Any, Any]] | None = None) -> Node:
         new = Parameter(self.element_type, self.partial_shape, self.friendly_name)
         new.rt_info = dict(self.rt_info)
         new.output(0).set_names(self.output(0).names)
