@@ -156,8 +156,8 @@ def test_f64_math(name: str) -> None:
 BF = np.dtype(ml_dtypes.bfloat16)
 
 
-def _h(shape: tuple[int, ...], dtype=np.float16, scale: float = 3.0) -> np.ndarray:  # noqa: ANN001
-    return _f(shape, np.float32, scale=scale).astype(dtype)
+def _h(shape: tuple[int, ...], dtype=np.float16, scale: float = 3.0, edge: bool = True) -> np.ndarray:  # noqa: ANN001
+    return _f(shape, np.float32, edge, scale).astype(dtype)
 
 
 HALVES: dict[str, Case] = {
@@ -428,3 +428,47 @@ def test_profiling_reports_these_ops_native() -> None:
     for i in range(len(outs)):
         np.testing.assert_allclose(np.asarray(req.get_output_tensor(i).data, np.float64),
                                    np.asarray(want[i], np.float64), rtol=2e-3, atol=1e-5)
+
+
+# -- f16/bf16 tensors through f32-only kernels (computed in f32, Converts around) ----------------
+def _w16(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) * 0.3).astype(np.float16)
+
+
+HALF_OPS: dict[str, Case] = {
+    "f16-softmax": _case(lambda a: ops.softmax(a, 1), _h((3, 37), scale=1.0), rtol=2e-3),
+    "bf16-log-softmax": _case(lambda a: ops.log_softmax(a, -1), _h((3, 37), BF, scale=1.0), rtol=1.6e-2),
+    "f16-mvn": _case(lambda a: ops.mvn(a, np.array([2], np.int64), True, 1e-5, "inside_sqrt"), _h((2, 3, 40)),
+                     rtol=4e-3),
+    "f16-matmul-runtime": _case(lambda a, b: ops.matmul(a, b, False, False), _h((3, 19), scale=1.0),
+                                _h((19, 7), scale=1.0), rtol=1e-2),
+    "f16-matmul-const-weights": _case(lambda a: ops.matmul(a, _w16(24, 5), False, False), _h((4, 24), scale=1.0),
+                                      rtol=1e-2),
+    "f16-conv-f16-weights": _case(lambda a: ops.convolution(a, _w16(4, 3, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1]),
+                                  _h((1, 3, 8, 9), scale=1.0), rtol=1e-2),
+    "f16-avgpool": _case(lambda a: ops.avg_pool(a, [2, 2], [0, 0], [0, 0], [2, 2], True), _h((1, 2, 6, 6)),
+                         rtol=2e-3),
+    "f16-interpolate": _case(lambda a: ops.interpolate(a, np.array([1, 1, 2, 2], np.float32), "linear", "scales"),
+                             _h((1, 2, 5, 5), edge=False), rtol=2e-3),  # (REFERENCE spreads a NaN: cpu-fallbacks.md)
+    "f16-topk": _case(lambda a: [ops.topk(a, np.int64(4), 1, "max", "value").output(i) for i in (0, 1)],
+                      _h((3, 30), scale=1.0)),
+    "f16-cumsum": _case(lambda a: ops.cumsum(a, np.int64(1)), _h((3, 12), scale=1.0), rtol=4e-3),
+    "f16-pad-value": _case(lambda a: ops.pad(a, np.array([1, 0], np.int64), np.array([0, 2], np.int64), "constant",
+                                             np.array(1.5, np.float16)), _h((4, 5))),
+    "f16-softmax-is-model-output-name": _case(lambda a: ops.softmax(ops.exp(a), 1), _h((2, 9), scale=1.0), rtol=2e-3),
+}
+
+
+@pytest.mark.parametrize("name", list(HALF_OPS))
+def test_f16_bf16_through_f32_kernels(name: str) -> None:
+    _check(*HALF_OPS[name])
+
+
+def test_f16_output_keeps_its_name() -> None:
+    x = ops.parameter([2, 9], np.float16, name="x")
+    sm = ops.softmax(x, 1, name="probs")
+    sm.output(0).set_names({"probs"})
+    cm = ember.Core().compile_model(Model([sm], [x], "named"), "CPU")
+    assert "probs" in cm.output(0).get_names()
+    got = cm([_h((2, 9), scale=1.0)])["probs"]
+    assert got.dtype == np.float16
