@@ -235,6 +235,7 @@ def device_passes(model: Model) -> Model:
     quantized convolutions and MatMuls made int8 ops first (``low_precision``), weight
     decompression folded next (so the optimizer's fusions see plain f32 weights),
     the level-2 pipeline, then what it exposed folded and leftover BatchNorms decomposed."""
+    from ember.devices.cpu.lowering.halves import compute_halves_in_f32
     from ember.devices.cpu.lowering.low_precision import lower_precision
     from ember.passes import optimize
     from ember.passes.matcher import prune_dead_consumers
@@ -242,6 +243,7 @@ def device_passes(model: Model) -> Model:
     lower_precision(model)  # quantized patterns -> int8 ops, before their weights are folded to f32
     fold_weight_decompression(model)
     fold_constant_converts(model)
+    compute_halves_in_f32(model)  # f16/bf16 through f32-only kernels: Converts around them
     model = optimize(model, 2, copy=False)
     if fold_weight_decompression(model) + decompose_batchnorm(model):
         prune_dead_consumers(model)  # the replaced nodes must not count as consumers when lowering
