@@ -282,15 +282,15 @@ class _Programs:
         from ember.devices.cpu.runtime.memory import plan_memory
 
         seconds = self.stats["seconds"]
-        model = self.model
+        model, order = self.model, None
         if key:
             self.stats["specializations"] += 1
-            model = self._specialize(key)
+            model, order = self._specialize(key)
         t0 = time.perf_counter()
         if self._isa is None:  # once per compiled model (it asks LLVM for the host's features)
             self._isa = host_isa()
         prog = Lowering(model, self.threads, self._isa, self.precision, compile_body=self._compile_body,
-                        weights=self.weights).run()
+                        weights=self.weights, order=order).run()
         t1 = time.perf_counter()
         plan_memory(prog)
         seconds["lowering"] += t1 - t0
@@ -298,8 +298,9 @@ class _Programs:
         self.stats["weights_packed"], self.stats["weights_reused"] = self.weights.packed, self.weights.reused
         return prog, self._nodes if model is not self.model else 0
 
-    def _specialize(self, key: tuple) -> Model:
-        """The transformed model with static input shapes ``key``, folded for them."""
+    def _specialize(self, key: tuple) -> tuple[Model, list[Any] | None]:
+        """The transformed model with static input shapes ``key``, folded for them, and its
+        nodes in topological order when known without walking it (None: not known)."""
         from ember.devices.cpu.lowering.passes import device_passes
         from ember.passes import get_pass
 
@@ -307,14 +308,17 @@ class _Programs:
         t0 = time.perf_counter()
         try:
             model, nodes = _clone_with_shapes(self.model, key, self._order, self._signatures)
+            order: list[Any] | None = nodes
             t1 = time.perf_counter()
             seconds["clone"] += t1 - t0
             if self._full_passes:
                 self.stats["optimizer_runs"] += 1
-                model = device_passes(model)
+                model, order = device_passes(model), None
             elif self._shape_reads:  # without ShapeOf, static shapes make nothing foldable
-                folded = _fold_shape_reads(model, nodes)
+                order = []
+                folded = _fold_shape_reads(model, nodes, order)
                 if folded < 0:  # the one-walk fold declined: the passes do it
+                    order = None
                     for name in SPECIALIZE_PASSES:
                         model = get_pass(name).fn(model)
                 self.stats["folded"] += max(folded, 0)
@@ -322,8 +326,8 @@ class _Programs:
         except EmberError as e:  # e.g. an If branch that is invalid for these shapes
             log.info("CPU: cannot specialize '%s' to input shapes %s (%s); running it with dynamic shapes",
                      self.model.friendly_name, list(key), e)
-            return self.model
-        return model
+            return self.model, None
+        return model, order
 
     def _compile_body(self, body: Model) -> CPUExecutable:
         """An executable for a control-flow body (an If branch) with this model's settings and
@@ -472,7 +476,7 @@ def _infer_key(sig: Any, inputs: list[Any], shape_valued: set[int]) -> Any:
 _FOLD_ELEMENTS = 1 << 16
 
 
-def _fold_shape_reads(model: Model, order: list[Any] | None = None) -> int:
+def _fold_shape_reads(model: Model, order: list[Any] | None = None, after: list[Any] | None = None) -> int:
     """Fold what static input shapes make constant: each ShapeOf of a static tensor, and the
     nodes downstream of it whose inputs are all constant (``Reshape`` targets, ``Broadcast``
     shapes, ``Range`` limits...), in one walk of the graph; values of more than
@@ -480,13 +484,18 @@ def _fold_shape_reads(model: Model, order: list[Any] | None = None) -> int:
     transformed model has every other constant subgraph folded already, so this gives what
     ``SPECIALIZE_PASSES`` give, cheaply; it returns -1 (changing nothing) on a graph it does not
     expect (a node whose reference kernel fails), and the passes run instead. ``order``: the
-    model's nodes in topological order, if known (the clone gives them: no walk of the graph)."""
+    model's nodes in topological order, if known (the clone gives them: no walk of the graph);
+    ``after``, if given, receives the nodes in topological order after the fold (the constants
+    made first, the folded nodes left out; nodes that only they read stay, as lowering prunes
+    what no output needs)."""
     from ember.graph.core_ops import Parameter
     from ember.passes.matcher import replace_output
 
     values: dict[tuple[int, int], np.ndarray] = {}
     folded: list[Any] = []
-    for node in (order if order is not None else model.get_ordered_ops()):
+    if order is None:
+        order = model.get_ordered_ops()
+    for node in order:
         ins = node.input_values()
         if node.type_name == "ShapeOf":
             ps = ins[0].partial_shape
@@ -518,6 +527,7 @@ def _fold_shape_reads(model: Model, order: list[Any] | None = None) -> int:
             folded.append(node)
     done = {id(n) for n in folded}
     count = 0
+    made: list[Any] = []
     for node in folded:
         for port in node.outputs():
             users = port.targets
@@ -527,12 +537,17 @@ def _fold_shape_reads(model: Model, order: list[Any] | None = None) -> int:
             v = values[(id(node), port.index)]
             if et.name not in ("string", "sequence") and v.dtype != et.dtype:
                 v = v.astype(et.dtype)
-            replace_output(port, Constant.from_array(v, et, node.friendly_name).output(0))
+            const = Constant.from_array(v, et, node.friendly_name)
+            replace_output(port, const.output(0))
+            made.append(const)
             count += 1
     for node in folded:  # every folded node is dead now: unlink it from the producers that stay
         for i, src in enumerate(node.input_values()):
             if id(src.node) not in done:
                 src.remove_target_input(node.input(i))
+    if after is not None:
+        after.extend(made)
+        after.extend(n for n in order if id(n) not in done)
     return count
 
 

@@ -119,6 +119,8 @@ class SharedWeights:
             return [v for _, v in self._items.values()]
 
 
+#: element types whose values are Python objects (they stay on reference kernels)
+_OBJECT_TYPES = frozenset({"string", "sequence"})
 #: the profiling exec type of a node that runs its numpy reference kernel inside a plan
 REFERENCE_EXEC_TYPE = "ref_any"
 
@@ -127,9 +129,13 @@ class Lowering:
     """State of one lowering: the program being built and the tensor of every graph port."""
 
     def __init__(self, model: Model, threads: int, isa: Isa, precision: str = "f32",
-                 compile_body: BodyCompiler | None = None, weights: SharedWeights | None = None) -> None:
+                 compile_body: BodyCompiler | None = None, weights: SharedWeights | None = None,
+                 order: list[Node] | None = None) -> None:
         load_rules()
         self.model = model
+        #: the model's nodes in topological order, if the caller has them (else the graph is walked);
+        #: nodes no output needs may be in it (their ops are pruned)
+        self.order = order
         self.threads = threads
         self.isa = isa
         #: "f32" or "bf16": the arithmetic of the weight GEMMs and convolutions
@@ -235,7 +241,7 @@ class Lowering:
     # -- driving ----------------------------------------------------------------------------
     def run(self) -> Program:
         params = {id(p): i for i, p in enumerate(self.model.get_parameters())}
-        for node in self.model.get_ordered_ops():
+        for node in (self.order if self.order is not None else self.model.get_ordered_ops()):
             if id(node) in self.done:
                 continue
             self.done.add(id(node))
@@ -254,8 +260,8 @@ class Lowering:
                 ok = False
                 # a dynamic-shaped input (a Python value) keeps a node on its reference kernel, and so
                 # do strings and sequences: object arrays hold Python references native code must not copy
-                objects = any(p.element_type.name in ("string", "sequence")
-                              for p in list(node.input_values()) + list(node.outputs()))
+                objects = any(p.element_type.name in _OBJECT_TYPES for p in node.input_values()) \
+                    or any(p.element_type.name in _OBJECT_TYPES for p in node.outputs())
                 if rule is not None and not objects and (node.type_name in DYNAMIC_OK or
                                                          all(self.tensor(s).shape is not None
                                                              for s in node.input_values())):
@@ -284,7 +290,7 @@ class Lowering:
     def release(self) -> None:
         """Forget the graph and the port map once the program is built: kernel binders keep
         this object (for ``isa`` and ``threads``), and a cached plan need not keep a graph."""
-        self.ports, self._converted, self.done, self.results = {}, {}, set(), set()
+        self.ports, self._converted, self.done, self.results, self.order = {}, {}, set(), set(), None
 
     def reference(self, node: Node) -> None:
         """Run ``node`` through its numpy reference kernel inside the plan."""
