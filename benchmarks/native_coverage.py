@@ -121,6 +121,38 @@ def cases() -> list[Case]:
                     lambda p: ops.transpose(p[0], np.array([2, 0, 1], np.int64))))
         out.append((f"concat {np.dtype(dt).name} r3", [((4, 6, 8), dt), ((4, 2, 8), dt)],
                     lambda p: ops.concat([p[0], p[1]], 1)))
+    out += _other_types()
+    return out
+
+
+def _other_types() -> list[Case]:
+    """The ops with f32-only kernels, and copies, on the other element types."""
+    out: list[Case] = []
+    kinds = {"f64": np.float64, "f16": np.float16, "bf16": Type.bf16.dtype, "i64": np.int64, "u8": np.uint8}
+    for name, dt in kinds.items():
+        floating = np.dtype(dt).kind in "fV"
+        out.append((f"pad {name}", [((5, 6), dt)], lambda p: ops.pad(p[0], np.array([1, 0], np.int64),
+                                                                   np.array([0, 2], np.int64), "constant")))
+        out.append((f"cumsum {name}", [((5, 6), dt)], lambda p: ops.cumsum(p[0], np.int64(1))))
+        out.append((f"roll {name}", [((5, 6), dt)], lambda p: ops.roll(p[0], np.array([2], np.int64),
+                                                                     np.array([1], np.int64))))
+        out.append((f"depth_to_space {name}", [((1, 8, 3, 3), dt)],
+                    lambda p: ops.depth_to_space(p[0], "blocks_first", 2)))
+        out.append((f"gather_elements {name}", [((5, 6), dt)],
+                    lambda p: ops.gather_elements(p[0], np.zeros((5, 3), np.int64), 1)))
+        if not floating:
+            continue
+        out.append((f"softmax {name}", [((3, 17), dt)], lambda p: ops.softmax(p[0], 1)))
+        out.append((f"mvn {name}", [((3, 17), dt)],
+                    lambda p: ops.mvn(p[0], np.array([1], np.int64), True, 1e-5, "inside_sqrt")))
+        out.append((f"matmul runtime {name}", [((3, 17), dt), ((17, 5), dt)],
+                    lambda p: ops.matmul(p[0], p[1], False, False)))
+        out.append((f"interpolate {name}", [((1, 2, 5, 5), dt)],
+                    lambda p: ops.interpolate(p[0], np.array([1, 1, 2, 2], np.float32), "linear", "scales")))
+        out.append((f"avgpool {name}", [((1, 2, 6, 6), dt)],
+                    lambda p: ops.avg_pool(p[0], [2, 2], [0, 0], [0, 0], [2, 2], True)))
+        out.append((f"topk {name}", [((3, 17), dt)],
+                    lambda p: ops.topk(p[0], np.int64(3), 1, "max", "value").output(0)))
     return out
 
 
