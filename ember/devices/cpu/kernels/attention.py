@@ -57,6 +57,8 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
     zero = ir.Constant(vt, None)
     neg_inf = ir.Constant(vt, [-math.inf] * lanes)
     lane_idx = ir.Constant(vec(I64, lanes), list(range(lanes)))
+    I32 = ir.IntType(32)
+    lane_i32 = ir.Constant(vec(I32, lanes), list(range(lanes)))  # column compares on 32-bit lanes
     nlb, H, L, S, E, Ev = e.arg("nlb"), e.arg("H"), e.arg("L"), e.arg("S"), e.arg("E"), e.arg("Ev")
     lb = b.srem(task, nlb)
     bh = b.sdiv(task, nlb)
@@ -74,6 +76,7 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
     scale = e.splat(e.arg("scale", F32), lanes)
     causal = b.icmp_signed("!=", e.arg("causal"), c64(0))
     hasmask = b.icmp_signed("!=", e.arg("hasmask"), c64(0))
+    s32 = e.splat(b.trunc(S, I32), lanes)
     kt_slot = b.alloca(F32, size=b.mul(E, spad))
     kt_slot.align = 64
     st_slot = b.alloca(F32, size=b.mul(c64(MR), spad))
@@ -96,7 +99,16 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
 
     ncv = b.sdiv(spad, c64(lanes))
 
-    def qk_block(mr: int, nv: int, r0: ir.Value, cv: ir.Value) -> None:
+    def hreduce(v: ir.Value, op: str) -> ir.Value:
+        """Lane 0 of a halving tree over ``v``: the maximum (ordered ``>``) or the sum."""
+        w = lanes // 2
+        while w >= 1:
+            hi = b.shuffle_vector(v, v, ir.Constant(vec(ir.IntType(32), lanes), [(i + w) % lanes for i in range(lanes)]))
+            v = b.select(b.fcmp_ordered(">", hi, v), hi, v) if op == "max" else b.fadd(v, hi)
+            w //= 2
+        return b.extract_element(v, c32(0))
+
+    def qk_block(mr: int, nv: int, r0: ir.Value, cv: ir.Value, mode: str, rmax: list[ir.Value]) -> None:
         accs = [[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)]
         qrows = [e.gep(F32, q, b.mul(b.add(r0, c64(r)), ql)) for r in range(mr)]
         with e.loop(0, E, name="qe") as ee:
@@ -111,53 +123,36 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
             mrow = e.gep(F32, mk, b.mul(row, ml))
             for j in range(nv):
                 col = b.mul(b.add(cv, c64(j)), c64(lanes))
-                cidx = b.add(e.splat(col, lanes), lane_idx)
-                sc = e.var(vt, b.fmul(e.load(vt, accs[r][j]), scale))
-                with b.if_then(hasmask):
-                    inside = b.icmp_signed("<", cidx, e.splat(S, lanes))
-                    with b.if_else(b.icmp_signed("==", ms, c64(0))) as (scalar, row_vec):
-                        with scalar:
-                            mv = e.splat(e.load(F32, mrow), lanes)
-                            b.store(b.fadd(e.load(vt, sc), mv), sc)
-                        with row_vec:
-                            mv = masked_load(e, vt, e.gep(F32, mrow, col), inside)
-                            b.store(b.fadd(e.load(vt, sc), mv), sc)
-                x = e.load(vt, sc)
-                future = b.and_(b.icmp_signed(">", cidx, e.splat(row, lanes)), e.splat(causal, lanes))
-                x = b.select(future, neg_inf, x)
-                x = b.select(b.icmp_signed("<", cidx, e.splat(S, lanes)), x, neg_inf)
+                cidx = b.add(e.splat(b.trunc(col, I32), lanes), lane_i32)
+                x = b.fmul(e.load(vt, accs[r][j]), scale)
+                inside = b.icmp_signed("<", cidx, s32)
+                if mode == "scalar":
+                    x = b.fadd(x, e.splat(e.load(F32, mrow), lanes))
+                elif mode == "row":
+                    x = b.fadd(x, masked_load(e, vt, e.gep(F32, mrow, col), inside))
+                if mode == "causal":
+                    x = b.select(b.icmp_signed(">", cidx, e.splat(b.trunc(row, I32), lanes)), neg_inf, x)
+                x = b.select(inside, x, neg_inf)
                 b.store(x, e.gep(F32, st, b.add(b.mul(c64(r), spad), col)), align=4)
+                cur = e.load(vt, rmax[r])  # the row maximum, kept while the scores are made
+                b.store(b.select(b.fcmp_ordered(">", x, cur), x, cur), rmax[r])
 
-    def softmax_rows(mr: int) -> None:
+    def softmax_rows(mr: int, rmax: list[ir.Value]) -> None:
         for r in range(mr):
             srow = e.gep(F32, st, b.mul(c64(r), spad))
-            mx = e.var(vt, neg_inf)
-            with e.loop(0, spad, lanes, name="sm") as c:
-                x = e.load(vt, e.gep(F32, srow, c), align=4)
-                cur = e.load(vt, mx)
-                b.store(b.select(b.fcmp_ordered(">", x, cur), x, cur), mx)
-            mv = e.load(vt, mx)
-            hm = b.extract_element(mv, c32(0))
-            for i in range(1, lanes):
-                xi = b.extract_element(mv, c32(i))
-                hm = b.select(b.fcmp_ordered(">", xi, hm), xi, hm)
             # a fully masked row (max -inf) gives NaN, as the reference does
-            vmax = e.splat(hm, lanes)
+            vmax = e.splat(hreduce(e.load(vt, rmax[r]), "max"), lanes)
             tot = e.var(vt, zero)
             with e.loop(0, spad, lanes, name="se") as c:
                 p = e.gep(F32, srow, c)
                 ex = mth.exp(b.fsub(e.load(vt, p, align=4), vmax))
                 b.store(ex, p, align=4)
                 b.store(b.fadd(e.load(vt, tot), ex), tot)
-            tv = e.load(vt, tot)
-            s_ = b.extract_element(tv, c32(0))
-            for i in range(1, lanes):
-                s_ = b.fadd(s_, b.extract_element(tv, c32(i)))
-            b.store(s_, e.gep(F32, rowsum, c64(r)))
+            b.store(hreduce(e.load(vt, tot), "sum"), e.gep(F32, rowsum, c64(r)))
 
-    def pv_block(mr: int, nv: int, r0: ir.Value, ev0: ir.Value) -> None:
+    def pv_block(mr: int, nv: int, r0: ir.Value, ev0: ir.Value, full: bool) -> None:
         accs = [[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)]
-        masks = [lane_mask(e, b.sub(Ev, b.add(ev0, c64(j * lanes))), lanes) for j in range(nv)]
+        masks = [None if full else lane_mask(e, b.sub(Ev, b.add(ev0, c64(j * lanes))), lanes) for j in range(nv)]
         with e.loop(0, S, name="pv") as s:
             vrow = e.gep(F32, v, b.add(b.mul(s, vs), ev0))
             vv = [masked_load(e, vt, e.gep(F32, vrow, j * lanes), masks[j]) for j in range(nv)]
@@ -171,30 +166,50 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
             for j in range(nv):
                 masked_store(e, b.fmul(e.load(vt, accs[r][j]), inv), e.gep(F32, orow, j * lanes), masks[j])
 
-    def tile(mr: int, r0: ir.Value) -> None:
+    rmaxes = [e.var(vt) for _ in range(MR)]
+
+    def tile(mr: int, r0: ir.Value, mode: str) -> None:
+        for r in range(mr):
+            b.store(neg_inf, rmaxes[r])
         cmain = b.mul(b.sdiv(ncv, c64(NV)), c64(NV))
         with e.loop(0, cmain, NV, name="cv") as cv:
-            qk_block(mr, NV, r0, cv)
+            qk_block(mr, NV, r0, cv, mode, rmaxes)
         with e.loop(cmain, ncv, name="cr") as cv:
-            qk_block(mr, 1, r0, cv)
-        softmax_rows(mr)
+            qk_block(mr, 1, r0, cv, mode, rmaxes)
+        softmax_rows(mr, rmaxes)
         with e.loop(0, Ev, NV * lanes, name="ev") as ev0:
             left = e.cdiv(b.sub(Ev, ev0), lanes)
+            nvs = e.min(left, c64(NV))
+            # case nv: nv whole vectors of V columns (no lane masks); NV + nv: the last one partial
+            partial = b.icmp_signed("<", b.sub(Ev, ev0), b.mul(nvs, c64(lanes)))
             done = fn.append_basic_block("pv.done")
-            sw = b.switch(e.min(left, c64(NV)), done)
+            sw = b.switch(b.add(nvs, b.select(partial, c64(NV), c64(0))), done)
             for nv in range(1, NV + 1):
-                blk = fn.append_basic_block(f"pv.{mr}x{nv}")
-                sw.add_case(c64(nv), blk)
-                b.position_at_end(blk)
-                pv_block(mr, nv, r0, ev0)
-                b.branch(done)
+                for full in (True, False):
+                    blk = fn.append_basic_block(f"pv.{mr}x{nv}{'' if full else 'm'}")
+                    sw.add_case(c64(nv if full else NV + nv), blk)
+                    b.position_at_end(blk)
+                    pv_block(mr, nv, r0, ev0, full)
+                    b.branch(done)
             b.position_at_end(done)
 
     rmain = b.add(l0, b.mul(b.sdiv(b.sub(l1, l0), c64(MR)), c64(MR)))
-    with e.loop(l0, rmain, MR, name="rt") as r0:
-        tile(MR, r0)
-    with e.loop(rmain, l1, name="rr") as r0:
-        tile(1, r0)
+    # one copy of the row loops per score kind (no mask, a scalar mask, a row of S mask values,
+    # causal; the lowering never passes a mask with causal): no branch among the unrolled
+    # score vectors
+    done = fn.append_basic_block("masks.done")
+    kind = b.select(hasmask, b.select(b.icmp_signed("==", ms, c64(0)), c64(1), c64(2)), c64(0))
+    sw = b.switch(b.select(causal, c64(3), kind), done)
+    for code, mode in enumerate(("none", "scalar", "row", "causal")):
+        blk = fn.append_basic_block(f"mask.{mode}")
+        sw.add_case(c64(code), blk)
+        b.position_at_end(blk)
+        with e.loop(l0, rmain, MR, name="rt") as r0:
+            tile(MR, r0, mode)
+        with e.loop(rmain, l1, name="rr") as r0:
+            tile(1, r0, mode)
+        b.branch(done)
+    b.position_at_end(done)
     b.ret_void()
 
 
@@ -208,7 +223,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
     mr, nv = tiles(isa)
-    return jit.load(f"attention|{isa.level}|mr{mr}|nv{nv}", isa, lambda p: _build(p, isa))
+    return jit.load(f"attention|{isa.level}|mr{mr}|nv{nv}|m4", isa, lambda p: _build(p, isa))
 
 
 def fits(s: int, e: int, isa: Isa | None = None) -> bool:
@@ -236,6 +251,10 @@ def attention_kernel(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarr
     spad = -(-max(S, 1) // lanes) * lanes
     ctx = ATTENTION_CONTEXT.new()
     qs, ks_, vs_, os_ = _strides4(q), _strides4(k), _strides4(v), _strides4(out)
+    if mask is not None and causal:  # the kernel has no causal-and-mask variant: fold the two
+        future = np.triu(np.ones((L, S), bool), 1)
+        mask = np.where(future, np.float32(-np.inf), np.broadcast_to(mask, (B, H, L, S))).astype(np.float32)
+        causal = False
     if mask is not None:
         mask = np.broadcast_to(mask, (B, H, L, S))
         ms_ = _strides4(mask)
