@@ -104,9 +104,11 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
         raise QuantizationError("ember: weights_range_estimator_params: only MINMAX (NNCF's default) is supported")
     estimator = ranges.estimator(adv.activations_range_estimator_params)
     quantile = ranges.needs_quantiles(estimator)
+    histogram = ranges.uses_histogram(estimator)
     collector = Collector(qmodel, batchwise)
     for q in placement.activations:
-        collector.observe(q.output, q.config.axis, quantile if q.config.axis is None else None)
+        per_tensor = q.config.axis is None  # per-channel quantizers keep MINMAX, as NNCF's fall back to
+        collector.observe(q.output, q.config.axis, quantile if per_tensor else None, histogram and per_tensor)
     for b in biases:
         collector.observe(b.source, b.in_axis)
         collector.observe(b.layer.output(0), b.out_axis)

@@ -122,6 +122,7 @@ class StatisticsType(Enum):
     ABS_MAX = "abs_max"
     QUANTILE = "quantile"
     ABS_QUANTILE = "abs_quantile"
+    RAW = "raw"  # the whole tensor (HISTOGRAM)
 
 
 class AggregatorType(Enum):
@@ -134,6 +135,7 @@ class AggregatorType(Enum):
     MAX = "max"
     MEAN_NO_OUTLIERS = "mean_no_outliers"
     MEDIAN_NO_OUTLIERS = "median_no_outliers"
+    HISTOGRAM = "histogram"  # every value in one histogram, then the least-error range
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,8 @@ class RangeEstimatorParameters:
 class RangeEstimatorParametersSet:
     """NNCF's named range estimators. MEAN_MINMAX is the default for per-tensor activations;
     MEAN_QUANTILE averages each sample's 0.01% / 99.99% quantiles, which ignores the few extreme
-    values that set a sample's min or max."""
+    values that set a sample's min or max; HISTOGRAM takes the range with the least 8-bit
+    quantization error of all values seen (per-tensor quantizers only)."""
 
     MINMAX = RangeEstimatorParameters(StatisticsCollectorParameters(StatisticsType.MIN, AggregatorType.MIN),
                                       StatisticsCollectorParameters(StatisticsType.MAX, AggregatorType.MAX))
@@ -173,6 +176,8 @@ class RangeEstimatorParametersSet:
     MEAN_QUANTILE = RangeEstimatorParameters(
         StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN),
         StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN))
+    HISTOGRAM = RangeEstimatorParameters(StatisticsCollectorParameters(StatisticsType.RAW, AggregatorType.HISTOGRAM),
+                                         StatisticsCollectorParameters(StatisticsType.RAW, AggregatorType.HISTOGRAM))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,15 @@ def estimator(params: RangeEstimatorParameters | None) -> RangeEstimatorParamete
     return RangeEstimatorParameters(ends[0], ends[1])
 
 
+def uses_histogram(params: RangeEstimatorParameters) -> bool:
+    """HISTOGRAM (only as NNCF's whole set: both ends, nothing else changed)."""
+    if AggregatorType.HISTOGRAM not in (params.min.aggregator_type, params.max.aggregator_type):
+        return False
+    if params != RangeEstimatorParametersSet.HISTOGRAM:
+        raise QuantizationError("ember: the HISTOGRAM aggregator works only as RangeEstimatorParametersSet.HISTOGRAM")
+    return True
+
+
 def needs_quantiles(params: RangeEstimatorParameters) -> float | None:
     """The q whose per-sample quantiles ``params`` reads, if any."""
     for end in (params.min, params.max):
@@ -71,6 +80,10 @@ def range_statistics(st: TensorStats, params: RangeEstimatorParameters) -> tuple
         return _COLUMNS[stat]
 
     lo, hi = params.min, params.max
+    if lo.aggregator_type == AggregatorType.HISTOGRAM:
+        assert st.histogram is not None
+        low, high = st.histogram.best_range()
+        return low, high, high
     assert lo.statistics_type and lo.aggregator_type and hi.statistics_type and hi.aggregator_type
     low = aggregate(st.sample_values(column(lo.statistics_type, False)), lo.aggregator_type, lo.quantile_outlier_prob)
     high = aggregate(st.sample_values(column(hi.statistics_type, True)), hi.aggregator_type, hi.quantile_outlier_prob)

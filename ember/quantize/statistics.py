@@ -18,6 +18,7 @@ from ember.errors import EmberError
 from ember.graph.core_ops import Result
 from ember.graph.model import Model
 from ember.graph.node import Output
+from ember.quantize.histogram import Histogram
 from ember.quantize.parameters import QuantizationError
 from ember.quantize.progress import track
 
@@ -46,6 +47,8 @@ class TensorStats:
     #: per sample: min, max, abs-max, then (with ``quantile``) the q and 1 - q quantiles and the
     #: q and 1 - q quantiles of the absolute values, for the range estimators' aggregators
     per_sample: list[np.ndarray] = field(default_factory=list)
+    #: every value seen, for the HISTOGRAM range estimator
+    histogram: Histogram | None = None
 
     def sample_values(self, column: int) -> np.ndarray:
         """One per-sample measurement (a column of ``per_sample``) over all samples seen."""
@@ -106,6 +109,8 @@ class TensorStats:
         if x.size == 0:
             return
         self.shape = x.shape
+        if self.histogram is not None:
+            self.histogram.add(x)
         items = x.reshape(x.shape[0], -1) if x.ndim > 1 and self.batchwise else x.reshape(1, -1)
         self.count += items.shape[0]
         mn, mx = items.min(axis=1), items.max(axis=1)
@@ -150,8 +155,10 @@ class Collector:
         self.batchwise = batchwise
         self.stats: dict[Output, TensorStats] = {}
 
-    def observe(self, out: Output, axis: int | None = None, quantile: float | None = None) -> TensorStats:
-        """Measure ``out`` (per channel along ``axis``; per-sample quantiles when ``quantile``)."""
+    def observe(self, out: Output, axis: int | None = None, quantile: float | None = None,
+                histogram: bool = False) -> TensorStats:
+        """Measure ``out`` (per channel along ``axis``; per-sample quantiles when ``quantile``; a
+        histogram of all values when ``histogram``)."""
         st = self.stats.get(out)
         if st is None:
             st = self.stats[out] = TensorStats(axis=axis, batchwise=self.batchwise)
@@ -159,6 +166,8 @@ class Collector:
             st.axis = axis
         if quantile is not None:
             st.quantile = quantile
+        if histogram and st.histogram is None:
+            st.histogram = Histogram()
         return st
 
     def _reductions(self, port: Output, st: TensorStats) -> list[Output] | None:
@@ -166,7 +175,8 @@ class Collector:
         import ember.opset as ops
 
         shape = port.partial_shape
-        if not shape.rank.is_static or len(shape) == 0 or not port.element_type.is_real or st.quantile is not None:
+        if not shape.rank.is_static or len(shape) == 0 or not port.element_type.is_real or st.quantile is not None \
+                or st.histogram is not None:
             return None  # returned whole (quantiles are computed in numpy)
         rank = len(shape)
         keep = [0] if self.batchwise and rank > 1 else []

@@ -28,3 +28,12 @@ def test_benchmark_helpers(tmp_path: Path) -> None:
     items = b._calib_items(tmp_path / "d.npz")
     assert [int(d["ids"][0]) for d in items] == [0, 1, 2] and set(items[0]) == {"ids", "mask"}
     assert len(b.sentences(5, 0)) == 5
+
+
+def test_benchmark_intervals_and_rendered_lines() -> None:
+    b = _bench()
+    half = 1.96 * np.std([1.0, 0.0, 1.0, 0.0], ddof=1) / 2
+    assert b._with_ci(np.array([1.0, 0.0, 1.0, 0.0])) == f"0.5000 ± {half:.4f}"
+    assert b._with_ci(np.array([0.5, 0.5]), signed=True) == "+0.5000 ± 0.0000"
+    lines = b.rendered_lines(["the quick brown fox jumps over the lazy dog"] * 2, seed=0)
+    assert all(x.ndim == 3 and x.shape[2] == 3 and x.dtype == np.uint8 and x.shape[1] > 2 * x.shape[0] for x in lines)

@@ -30,7 +30,8 @@ pytest.importorskip("nncf")
 #: LayerNorm with signed and unsigned tensors
 CASES = [("MINMAX", None, g_concat), ("MEDIAN_MINMAX", "MIXED", g_layernorm_spelled),
          ("MEAN_NO_OUTLIERS_MINMAX", None, g_layernorm_spelled), ("MEAN_QUANTILE", None, g_concat),
-         ("MEAN_QUANTILE", "MIXED", g_layernorm_spelled)]
+         ("MEAN_QUANTILE", "MIXED", g_layernorm_spelled), ("HISTOGRAM", None, g_layernorm_spelled),
+         ("HISTOGRAM", "MIXED", g_concat)]
 
 
 def _theirs(name: str) -> object:
@@ -72,6 +73,9 @@ def test_range_estimators_change_the_range_and_refuse_what_is_missing() -> None:
     default, minmax = high(None), high(nncf.RangeEstimatorParametersSet.MINMAX)
     median = high(RangeEstimatorParameters(max=StatisticsCollectorParameters(aggregator_type=AggregatorType.MEDIAN)))
     assert minmax > default > median  # the outlier sample sets MINMAX, moves the mean, not the median
+    assert high(nncf.RangeEstimatorParametersSet.HISTOGRAM) not in (default, minmax, median)
+    with pytest.raises(QuantizationError, match="HISTOGRAM"):
+        high(RangeEstimatorParameters(max=StatisticsCollectorParameters(StatisticsType.RAW, AggregatorType.HISTOGRAM)))
     with pytest.raises(QuantizationError, match="weights_range_estimator_params"):
         nncf.quantize(model, nncf.Dataset(data), subset_size=5, advanced_parameters=nncf.AdvancedQuantizationParameters(
             weights_range_estimator_params=RangeEstimatorParametersSet.MEAN_QUANTILE))
