@@ -18,6 +18,7 @@ import math
 import numpy as np
 from llvmlite import ir
 
+from ember.devices.cpu.kernels.batched_gemm import _transpose as transpose_block
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
@@ -28,7 +29,6 @@ from ember.devices.cpu.llvm.vector import (
     lane_mask,
     masked_load,
     masked_store,
-    vector_addresses,
 )
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
@@ -56,7 +56,6 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
     mth = VectorMath(e, lanes)
     zero = ir.Constant(vt, None)
     neg_inf = ir.Constant(vt, [-math.inf] * lanes)
-    lane_idx = ir.Constant(vec(I64, lanes), list(range(lanes)))
     I32 = ir.IntType(32)
     lane_i32 = ir.Constant(vec(I32, lanes), list(range(lanes)))  # column compares on 32-bit lanes
     nlb, H, L, S, E, Ev = e.arg("nlb"), e.arg("H"), e.arg("L"), e.arg("S"), e.arg("E"), e.arg("Ev")
@@ -88,14 +87,20 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
     kt, st = opaque(kt_slot), opaque(st_slot)
     rowsum = opaque(b.alloca(F32, size=c64(MR)))
 
-    # ---- K^T: kt[e * spad + s] = K[s, e] (zero for s >= S)
-    with e.loop(0, E, name="pe") as ee:
-        with e.loop(0, spad, lanes, name="ps") as s0:
-            sidx = b.add(e.splat(s0, lanes), lane_idx)
-            valid = b.icmp_signed("<", sidx, e.splat(S, lanes))
-            ptrs = vector_addresses(e, k, b.add(b.mul(sidx, e.splat(ks, lanes)), e.splat(ee, lanes)), lanes)
-            g = e.call(f"llvm.masked.gather.v{lanes}f32.v{lanes}p0", vt, [ptrs, c32(4), valid, zero])
-            b.store(g, e.gep(F32, kt, b.add(b.mul(ee, spad), s0)), align=4)
+    # ---- K^T: kt[e * spad + s] = K[s, e] (zero for s >= S), lanes x lanes blocks transposed
+    # in registers (a gather per vector cost 3x as much)
+    with e.loop(0, spad, lanes, name="ps") as s0:
+        with e.loop(0, E, lanes, name="pe") as e0:
+            emask = lane_mask(e, b.sub(E, e0), lanes)
+            rows = []
+            for i in range(lanes):
+                si = b.add(s0, c64(i))
+                live = b.and_(emask, e.splat(b.icmp_signed("<", si, S), lanes))
+                rows.append(masked_load(e, vt, e.gep(F32, k, b.add(b.mul(si, ks), e0)), live))
+            cols = transpose_block(e, rows)
+            for j in range(lanes):
+                with b.if_then(b.icmp_signed("<", b.add(e0, c64(j)), E)):
+                    b.store(cols[j], e.gep(F32, kt, b.add(b.mul(b.add(e0, c64(j)), spad), s0)), align=4)
 
     ncv = b.sdiv(spad, c64(lanes))
 
@@ -223,7 +228,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
     mr, nv = tiles(isa)
-    return jit.load(f"attention|{isa.level}|mr{mr}|nv{nv}|m4", isa, lambda p: _build(p, isa))
+    return jit.load(f"attention|{isa.level}|mr{mr}|nv{nv}|m5", isa, lambda p: _build(p, isa))
 
 
 def fits(s: int, e: int, isa: Isa | None = None) -> bool:
