@@ -365,8 +365,9 @@ def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = No
     sublayer of the next transformer layer) takes that node's output types (``_infer_key``)."""
     import copy
 
-    from ember.graph.node import Output
+    from ember.graph.node import Node, Output
 
+    base_clone = Node.clone_with_inputs
     params = model.get_parameters()
     index = {id(p): i for i, p in enumerate(params)}
     mapping: dict[int, Any] = {}
@@ -380,6 +381,8 @@ def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = No
         if i is not None:
             new = node.clone_with_inputs([])
             new.set_partial_shape(list(shapes[i]))
+        elif isinstance(node, Constant) and type(node).clone_with_inputs is base_clone:  # its data's types
+            new = node.clone_with_inputs([], [(o.element_type, o.partial_shape) for o in node.outputs()])
         else:
             inputs = [Output(mapping[id(o.node)], o.index) for o in node.input_values()]
             sig = signatures.get(id(node), False)

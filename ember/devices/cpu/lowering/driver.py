@@ -168,9 +168,10 @@ class Lowering:
 
     def sole_consumer(self, node: Node) -> Node | None:
         """The only node reading ``node``'s single output, if its value is not a model output."""
-        if node.get_output_size() != 1 or len(node.output(0).targets) != 1 or self.is_result(node.output(0)):
+        if node.get_output_size() != 1 or (id(node), 0) in self.results:
             return None
-        return node.output(0).targets[0].node
+        targets = node.output(0).targets
+        return targets[0].node if len(targets) == 1 else None
 
     def value(self, shape: Any, layout: str = PLAIN, dtype: Any = F32, name: str = "") -> Tensor:
         return self.program.tensor(shape, dtype, layout, "value", name)
