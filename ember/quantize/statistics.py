@@ -99,6 +99,7 @@ class TensorStats:
         if self.ch_min is None:
             self.ch_min, self.ch_max, self.ch_absmax, self.ch_sum_mean = cmin, cmax, cabs, cmean_sum
         else:
+            assert self.ch_max is not None and self.ch_absmax is not None and self.ch_sum_mean is not None
             self.ch_min = np.minimum(self.ch_min, cmin)
             self.ch_max = np.maximum(self.ch_max, cmax)
             self.ch_absmax = np.maximum(self.ch_absmax, cabs)
@@ -135,6 +136,7 @@ class TensorStats:
             if self.ch_min is None:
                 self.ch_min, self.ch_max, self.ch_absmax, self.ch_sum_mean = cmin, cmax, cabs, cmean
             else:
+                assert self.ch_max is not None and self.ch_absmax is not None and self.ch_sum_mean is not None
                 self.ch_min = np.minimum(self.ch_min, cmin)
                 self.ch_max = np.maximum(self.ch_max, cmax)
                 self.ch_absmax = np.maximum(self.ch_absmax, cabs)
