@@ -472,3 +472,23 @@ def test_f16_output_keeps_its_name() -> None:
     assert "probs" in cm.output(0).get_names()
     got = cm([_h((2, 9), scale=1.0)])["probs"]
     assert got.dtype == np.float16
+
+
+# -- Roll (Swin Transformer's shifted windows) --------------------------------------------------
+def _roll(shift: list[int], axes: list[int]) -> Callable[..., object]:
+    return lambda x: ops.roll(x, np.array(shift, np.int64), np.array(axes, np.int64))
+
+
+ROLLS: dict[str, Case] = {
+    "swin-two-axes-f32": _case(_roll([-3, -3], [1, 2]), _f((2, 14, 14, 8))),
+    "one-axis-negative-i64": _case(_roll([2], [-1]), _i((5, 6), np.int64)),
+    "scalar-shift-many-axes-u8": _case(_roll([4], [0, 1]), _i((3, 7), np.uint8, 0, 255)),
+    "repeated-axis-f16": _case(_roll([1, 5], [0, 0]), _h((6, 3))),
+    "full-turn-bool": _case(_roll([4], [1]), _b((3, 4))),
+    "bigger-than-axis-f64": _case(_roll([13, -7], [0, 2]), _f((5, 2, 3), np.float64)),
+}
+
+
+@pytest.mark.parametrize("name", list(ROLLS))
+def test_roll(name: str) -> None:
+    _check(*ROLLS[name])

@@ -404,3 +404,64 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
     lowering.program.add(Op(node.friendly_name, "Interpolate", [src, table], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
     return True
+
+
+# -- Roll ---------------------------------------------------------------------------------------
+
+@lowers("Roll")
+def lower_roll(lowering: Lowering, node: Node) -> bool:
+    """Roll with constant shifts: per rolled axis the output is the input's two parts swapped,
+    so ``2 ** axes`` strided copies (any item size of 1, 2, 4 or 8 bytes)."""
+    import itertools
+
+    from ember.devices.cpu.kernels.movement import strided_copy
+
+    if fold_small(lowering, node):
+        return True
+    data_p = node.input_values()[0]
+    sv, av = const_of(node.input_values()[1]), const_of(node.input_values()[2])
+    dtype = data_p.element_type.dtype
+    if sv is None or av is None or dtype.itemsize not in (1, 2, 4, 8) or data_p.element_type.name in (
+            "string", "sequence"):
+        return False
+    shape = static_shape(data_p)
+    rank = len(shape)
+    shifts = [int(s) for s in np.asarray(sv).reshape(-1)]
+    axes = [int(a) % rank for a in np.asarray(av).reshape(-1)] if rank else []
+    if len(shifts) == 1 and len(axes) > 1:
+        shifts = shifts * len(axes)
+    if not axes or len(shifts) != len(axes) or 0 in shape:
+        return False
+    total = dict.fromkeys(axes, 0)
+    for s, a in zip(shifts, axes):
+        total[a] += s
+    moved = {a: s % shape[a] for a, s in total.items() if s % shape[a]}
+    src = lowering.native_input(lowering.tensor(data_p), PLAIN)
+    y = lowering.value(shape, PLAIN, dtype, name=node.friendly_name)
+    # per rolled axis two parts: output [s:] <- input [:n-s], output [:s] <- input [n-s:]
+    parts = [[(slice(s, None), slice(None, shape[a] - s)), (slice(None, s), slice(shape[a] - s, None))]
+             for a, s in moved.items()]
+    blocks = []
+    for combo in itertools.product(*parts) if parts else [()]:
+        dst_ix: list[slice] = [slice(None)] * rank
+        src_ix: list[slice] = [slice(None)] * rank
+        for a, (d, s_) in zip(moved, combo):
+            dst_ix[a], src_ix[a] = d, s_
+        blocks.append((tuple(src_ix), tuple(dst_ix)))
+    threads, isa = lowering.threads, lowering.isa
+
+    def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        kernels = []
+        for s_ix, d_ix in blocks:
+            k = strided_copy(arrs[0][s_ix], outs[0][d_ix], threads, isa)
+            if k is None:
+                raise EmberError(f"ember: internal: Roll '{node.friendly_name}' does not fit the copy kernel")
+            kernels.append(k)
+        return kernels
+
+    probe = np.empty(shape, dtype)
+    if any(strided_copy(probe[s_ix], probe[d_ix], 1, isa) is None for s_ix, d_ix in blocks):
+        return False
+    lowering.program.add(Op(node.friendly_name, "Roll", [src], [y], native=True, bind=bind))
+    lowering.finish(node, y, [])
+    return True
