@@ -662,6 +662,19 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
     return rows, ntaps, cin
 
 
+def emit_prefetch_slice(e: Emitter, base: ir.Value, nbytes: ir.Value, part: ir.Value, parts: ir.Value) -> None:
+    """Prefetch (into L2, ``prefetcht1``) slice ``part`` of ``parts`` of the ``nbytes`` at
+    ``base``, a 64-byte line at a time: spread over the row tiles of one B panel, the next
+    panel streams in while this one is computed (a layer's weights are read once per
+    inference, from memory: without it the first tile of each panel waited on them)."""
+    b = e.b
+    lines = e.cdiv(nbytes, 64)
+    per = e.cdiv(lines, e.max(parts, c64(1)))
+    l0 = b.mul(part, per)
+    with e.loop(l0, e.min(lines, b.add(l0, per)), name="pf") as ln:
+        e.call("llvm.prefetch.p0", VOID, [e.gep(I8, base, b.mul(ln, c64(64))), c32(0), c32(2), c32(1)])
+
+
 def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
                      act: ir.Function, bf16: bool = False) -> None:
     fn = Emitter.function(m, name, VOID, [PTR, I64])
@@ -710,6 +723,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         last = b.icmp_signed(">=", b.add(c0, cb), cin)
         mode = b.or_(b.select(first, c32(0), c32(MODE_ACC)), b.select(last, b.or_(epi_bits, c32(MODE_FINAL)), c32(0)))
         koff_b = b.mul(b.mul(ntaps, b.sdiv(c0, c64(2)) if bf16 else c0), c64(NR))
+        kdepth_c = e.cdiv(kc, 2) if bf16 else kc  # this chunk's B rows per tap, 4-byte units
         if bf16:
             with e.loop(0, ntiles, name="pt") as it:
                 mr = e.min(c64(MR), b.sub(m1, b.add(m0, b.mul(it, c64(MR)))))
@@ -744,6 +758,16 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr,
                         lo, hi, c64(1), ir.Constant(F32, 1.0)]
                 call_microkernel(e, ukrs, MR, mr, nvec, args)
+                # the next panel of this chunk, or after the last one the next chunk's first
+                has_next = b.icmp_signed("<", b.add(jp, c64(1)), j1)
+                nxt_chunk = b.icmp_signed("<", b.add(c0, cb), cin)
+                kc_next = b.select(has_next, kc, e.max(e.min(cb, b.sub(cin, b.add(c0, cb))), c64(0)))
+                nbytes = b.mul(b.mul(b.mul(ntaps, e.cdiv(kc_next, 2) if bf16 else kc_next), c64(NR)), c64(4))
+                target = b.select(has_next, e.gep(F32, bpan, panel_stride),
+                                  e.gep(F32, bgroup, b.add(b.mul(j0, panel_stride),
+                                                           b.add(koff_b, b.mul(b.mul(ntaps, kdepth_c), c64(NR))))))
+                with b.if_then(b.or_(has_next, nxt_chunk)):
+                    emit_prefetch_slice(e, target, nbytes, it, ntiles)
                 ydst = e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)) if bf16 else cptr
                 ydst = b.select(y_bf16, ydst, cptr) if bf16 else cptr
                 with b.if_then(b.and_(last, b.icmp_unsigned("!=", tail, c64(0)))):
