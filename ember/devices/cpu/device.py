@@ -6,7 +6,8 @@ it to an arena and a native thread pool.
 
 Dynamic input shapes: the optimizer and the device's passes run once, at compile time, on the
 dynamic model. A new input shape costs a *specialization*: the transformed model cloned with
-static inputs, what those shapes make constant folded (``_fold_shape_reads``, one walk; the
+static inputs (types inferred once per distinct node signature: the layers of a transformer
+share them), what those shapes make constant folded (``_fold_shape_reads``, one walk; the
 ``SPECIALIZE_PASSES`` if it declines; the whole device passes only for models with
 ``FakeQuantize``, as int8 needs static shapes), lowering with the weights packed by the first
 lowering (:class:`~ember.devices.cpu.lowering.driver.SharedWeights`), a memory plan and
