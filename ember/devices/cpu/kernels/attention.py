@@ -18,7 +18,7 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu.kernels.batched_gemm import _transpose as transpose_block
+from ember.devices.cpu.kernels.batched_gemm import transpose_block
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout

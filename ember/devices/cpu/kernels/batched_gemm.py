@@ -70,7 +70,7 @@ MAX_CHUNK = 512  # K values per packed B panel (a 64 KB stack buffer at most)
 
 
 # --------------------------------------------------------------------------- code generation
-def _transpose(e: Emitter, rows: list[ir.Value]) -> list[ir.Value]:
+def transpose_block(e: Emitter, rows: list[ir.Value]) -> list[ir.Value]:
     """Transpose an L x L block held as L vectors (log2(L) rounds of interleaving)."""
     n = len(rows)
     half = n // 2
@@ -113,7 +113,7 @@ def _emit_pack_b(e: Emitter, tile: Tile, dst: ir.Value, src: ir.Value, b_ks: ir.
                             n_i = c64(v * L + i)
                             mask = b.select(b.icmp_signed("<", n_i, ncols), kmask, none)
                             vals.append(masked_load(e, vt, e.gep(F32, src, b.add(b.mul(n_i, b_ns), kb)), mask))
-                        for j, x in enumerate(_transpose(e, vals)):
+                        for j, x in enumerate(transpose_block(e, vals)):
                             b.store(x, e.gep(F32, dst, b.add(b.mul(b.add(kb, c64(j)), c64(NR)), c64(v * L))),
                                     align=64)
 
