@@ -403,6 +403,54 @@ def emit_to_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lane
         block(full, True)
 
 
+def _reciprocal(e: Emitter, mth: VectorMath, x: ir.Value, lanes: int) -> ir.Value:
+    """1 / x for finite x >= 1: the hardware estimate (``vrcp14ps``, 14 bits; ``vrcpps``, 12
+    bits) and one Newton step (a few ulps), instead of a ``vdivps`` (10-16 cycles per 16
+    lanes, most of a GELU's time). Other vector widths divide."""
+    b = e.b
+    if lanes == 16:
+        r = e.call("llvm.x86.avx512.rcp14.ps.512", x.type, [x, ir.Constant(x.type, None), ir.Constant(ir.IntType(16), -1)])
+    elif lanes == 8:
+        r = e.call("llvm.x86.avx.rcp.ps.256", x.type, [x])
+    else:
+        return b.fdiv(mth.c(1.0), x)
+    return fmuladd(e, r, fmuladd(e, b.fneg(x), r, mth.c(1.0)), r)
+
+
+def _exp_nonpositive(e: Emitter, mth: VectorMath, x: ir.Value) -> ir.Value:
+    """e**x for x <= 0 (or NaN, which propagates): ``VectorMath.exp`` without its overflow
+    and NaN selects, results below the smallest normal 0."""
+    b = e.b
+    low = -87.33654
+    xc = mth.sel(mth.lt(x, mth.c(low)), mth.c(low), x)
+    k = mth.floor(fmuladd(e, xc, mth.c(1.4426950408889634), mth.c(0.5)))
+    r = fmuladd(e, k, mth.c(-0.693359375), xc)
+    r = fmuladd(e, k, mth.c(2.12194440e-4), r)
+    p = mth.poly(r, [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                     1.6666665459e-1, 5.0000001201e-1])
+    p = fmuladd(e, p, b.fmul(r, r), b.fadd(r, mth.c(1.0)))
+    y = b.fmul(p, b.bitcast(b.shl(b.add(b.fptosi(k, mth.vi), mth.ci(127)), mth.ci(23)), mth.vt))
+    return mth.sel(mth.lt(x, mth.c(low)), mth.c(0.0), y)
+
+
+def _gelu_erf(e: Emitter, mth: VectorMath, x: ir.Value, lanes: int) -> ir.Value:
+    """``0.5 x (1 + erf(x / sqrt 2))`` with Abramowitz-Stegun 7.1.26 (|error| of erf below
+    1.5e-7): ``q = t P(t) exp(-z^2)`` is ``1 - erf(|z|)``, so ``1 + erf(z)`` is ``q`` for
+    z < 0 (no cancellation) and ``2 - q`` above; ``t = 1 / (1 + 0.3275911 |z|)`` by
+    :func:`_reciprocal` (|z| clamped to 10, where q is 0 in f32, so that the estimate never
+    sees an infinity). About half the instructions of the erf of the elementwise kernels
+    (no series branch, no overflow selects), the same results within a few ulps."""
+    b = e.b
+    z = b.fmul(x, mth.c(1 / math.sqrt(2)))
+    a = mth.abs(z)
+    ac = mth.sel(mth.gt(a, mth.c(10.0)), mth.c(10.0), a)
+    t = _reciprocal(e, mth, fmuladd(e, ac, mth.c(0.3275911), mth.c(1.0)), lanes)
+    p = b.fmul(t, mth.poly(t, [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592]))
+    q = b.fmul(p, _exp_nonpositive(e, mth, b.fneg(b.fmul(a, a))))
+    one_plus = mth.sel(mth.lt(x, mth.c(0.0)), q, b.fsub(mth.c(2.0), q))
+    return b.fmul(b.fmul(mth.c(0.5), x), one_plus)
+
+
 def emit_activation(e: Emitter, name: str, x: ir.Value, lanes: int) -> ir.Value:
     """An epilogue activation of the vector ``x`` (the elementwise kernel's formulas)."""
     mth = VectorMath(e, lanes)
@@ -417,7 +465,7 @@ def emit_activation(e: Emitter, name: str, x: ir.Value, lanes: int) -> ir.Value:
     if name == "sigmoid":
         return mth.sigmoid(x)
     if name == "gelu_erf":
-        return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), mth.erf(b.fmul(x, c(1 / math.sqrt(2))))))
+        return _gelu_erf(e, mth, x, lanes)
     if name == "gelu_tanh":
         inner = b.fmul(c(math.sqrt(2 / math.pi)), fmuladd(e, b.fmul(b.fmul(x, x), x), c(0.044715), x))
         return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), mth.tanh(inner)))
