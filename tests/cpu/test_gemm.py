@@ -12,6 +12,7 @@ from ember.devices.cpu.kernels.gemm import (
     Epilogue,
     Gemm,
     Precision,
+    activation_reference,
     bf16_supported,
     gemm,
     pack_b,
@@ -233,3 +234,20 @@ def test_kernel_call_releases_gil():
     t.join()
     inside = [x for x in ticks if t0 < x < t1]
     assert len(inside) >= 0.3 * (t1 - t0) / 0.0012, (len(inside), t1 - t0)
+
+
+@pytest.mark.parametrize("level", supported_levels())
+def test_gelu_erf_epilogue_extremes(level: str) -> None:
+    """The epilogue's own GELU (erf) against math.erf on [-12, 12], infinities, NaN, signed
+    zeros and tiny values (fed through the residual so that no product mixes them)."""
+    x = np.concatenate([np.linspace(-12, 12, 4001, dtype=np.float32),
+                        np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-30, -1e-30, 3e-5, -3e-5, 88, -88, 1e30, -1e30],
+                                 np.float32)])
+    n = 32
+    x = np.resize(x, -(-x.size // n) * n).reshape(-1, n)
+    isa = host_isa(level)
+    y = gemm(np.zeros_like(x), pack_b(np.eye(n, dtype=np.float32), isa), residual=x,
+             epilogue=Epilogue(activation="gelu_erf"), isa=isa, num_threads=1)
+    want = activation_reference("gelu_erf", x)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
