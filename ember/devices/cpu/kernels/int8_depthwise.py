@@ -45,8 +45,8 @@ from ember.devices.cpu.kernels.int8_gemm import (
     FusedQuantize,
     Int8Depthwise,
     QuantizeParams,
-    _dot4,
     divide,
+    dot4,
     padded_channels,
 )
 from ember.devices.cpu.llvm import jit
@@ -331,7 +331,7 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
                 acc = list(comp)
                 for g, q in enumerate(quads):
                     for k in range(4):
-                        acc[k] = _dot4(e, isa, acc[k], q[k], wv[g][k])
+                        acc[k] = dot4(e, isa, acc[k], q[k], wv[g][k])
                 return acc
 
             def pixel(ox: ir.Value, checked: bool) -> None:

@@ -140,7 +140,7 @@ def padded_channels(c: int) -> int:
 
 
 # --------------------------------------------------------------------------- code generation
-def _dot4(e: Emitter, isa: Isa, acc: ir.Value, a: ir.Value, w: ir.Value) -> ir.Value:
+def dot4(e: Emitter, isa: Isa, acc: ir.Value, a: ir.Value, w: ir.Value) -> ir.Value:
     """acc[l] += sum_j u8(a[l] byte j) * s8(w[l] byte j), lane by lane (<L x i32> each)."""
     lanes = acc.type.count
     if isa.vnni and isa.level in ("avx512", "avx2"):
@@ -337,7 +337,7 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
             for r in range(mr):
                 a = e.splat(e.load(I32, e.gep(I32, arow[r], k), align=1), L)
                 for v in range(nv):
-                    vals[r][v] = _dot4(e, isa, vals[r][v], a, wv[v])
+                    vals[r][v] = dot4(e, isa, vals[r][v], a, wv[v])
             for r in range(mr):
                 for v in range(nv):
                     b.store(vals[r][v], acc[r][v])
