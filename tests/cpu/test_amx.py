@@ -46,6 +46,7 @@ def test_isa_levels_name_amx():
         isa = isa_mod.host_isa("amx")
         assert isa.level == "avx512" and isa.amx_int8 and isa.amx_bf16 and isa == isa_mod.host_isa()
         assert int8_kernels(isa).exec_type == "jit_avx512_amx_I8"
+        assert int8_kernels(isa).vector_exec_type == "jit_avx512_vnni_I8"  # depthwise: no tiles
         assert isa_mod.amx_permitted()
     else:
         with pytest.raises(EmberError, match="AMX"):

@@ -884,6 +884,12 @@ class Int8Kernels:
         ``jit_avx2_I8`` ...)."""
         if self.isa.amx_int8:
             return "jit_avx512_amx_I8"
+        return self.vector_exec_type
+
+    @property
+    def vector_exec_type(self) -> str:
+        """The exec type of kernels that use the vector units only (depthwise, pooling), also on
+        an AMX machine (``jit_avx512_vnni_I8`` ...)."""
         vnni = "_vnni" if self.isa.vnni and self.isa.level != "generic" else ""
         return f"jit_{self.isa.level}{vnni}_I8"
 

@@ -986,12 +986,14 @@ def _column_bias(lowering: Lowering, node: Node, n: int) -> tuple[np.ndarray | N
 
 
 # --------------------------------------------------------------------------- lowering rules
-def _exec_type(lowering: Lowering, node: Node) -> None:
+def _exec_type(lowering: Lowering, node: Node, tiles: bool = True) -> None:
     """Record that ``node`` runs on the int8 kernels: the plan's stats (profiling's exec type)
-    and the runtime model's rt_info (``execType``, ``runtimePrecision`` as OpenVINO writes them)."""
+    and the runtime model's rt_info (``execType``, ``runtimePrecision`` as OpenVINO writes them).
+    ``tiles=False``: a kernel on the vector units only (depthwise), never named AMX."""
     from ember.devices.cpu.kernels.int8_gemm import int8_kernels
 
-    exec_type = int8_kernels(lowering.isa).exec_type
+    kernels = int8_kernels(lowering.isa)
+    exec_type = kernels.exec_type if tiles else kernels.vector_exec_type
     lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
     lowering.program.stats["int8_ops"] = lowering.program.stats.get("int8_ops", 0) + 1
     node.rt_info["execType"] = exec_type
@@ -1367,7 +1369,7 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
         return [kernel.bind(arrs[0], outs[0], residual)]
 
     lowering.program.add(Op(node.friendly_name, "Int8Convolution", ins, outs, native=True, bind=bind))
-    _exec_type(lowering, node)
+    _exec_type(lowering, node, tiles=not depthwise)
     _finish(lowering, tail, y, outs[1] if len(outs) > 1 else None)
     return True
 
