@@ -271,8 +271,20 @@ def worker(tool: str, name: str, work: str, model_type: str | None, preset: str 
                           preset=nncf.QuantizationPreset[preset] if preset else None)
         seconds = time.perf_counter() - start
         ov.save_model(q, work_dir / f"{name}_nncf.xml")
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_mb()
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
+
+
+def _peak_mb() -> float:
+    """This process's own peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    fork and exec, so a worker would report at least the parent's (benchmark) memory."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_tool(tool: str, name: str, work: Path, model_type: str | None, preset: str | None = None) -> dict[str, float]:
