@@ -22,6 +22,7 @@ from ember.quantize.parameters import QuantizationError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
 MODES = ("int8_asym", "int8_sym", "int4_sym", "int4_asym")
+RANGE_ESTIMATORS = ("mean_minmax", "minmax", "median_minmax", "mean_no_outliers_minmax", "mean_quantile", "histogram")
 
 
 def find_samples(paths: Sequence[str]) -> list[Path]:
@@ -91,7 +92,13 @@ def build_dataset(files: list[Path], reader: Callable[[Path], Any]) -> Any:
 
 def quantize_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``quantize`` keyword arguments the flags ask for."""
-    from ember.quantize import AdvancedQuantizationParameters, IgnoredScope, ModelType, QuantizationPreset
+    from ember.quantize import (
+        AdvancedQuantizationParameters,
+        IgnoredScope,
+        ModelType,
+        QuantizationPreset,
+        RangeEstimatorParametersSet,
+    )
 
     scope = IgnoredScope(names=args.ignore or (), patterns=args.ignore_pattern or (), types=args.ignore_type or ())
     return {
@@ -100,7 +107,9 @@ def quantize_options(args: argparse.Namespace) -> dict[str, Any]:
         "model_type": ModelType.TRANSFORMER if args.model_type == "transformer" else None,
         "fast_bias_correction": args.bias_correction != "full",
         "ignored_scope": scope if scope else None,
-        "advanced_parameters": AdvancedQuantizationParameters(disable_bias_correction=args.bias_correction == "none"),
+        "advanced_parameters": AdvancedQuantizationParameters(
+            disable_bias_correction=args.bias_correction == "none",
+            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, args.range_estimator.upper())),
     }
 
 
@@ -224,6 +233,9 @@ def add_parser(subparsers: Any) -> None:
                    "(mixed) activations; default performance, mixed for transformers")
     p.add_argument("--model-type", choices=("transformer",), help="transformer rules and SmoothQuant")
     p.add_argument("--bias-correction", choices=("fast", "full", "none"), default="fast")
+    p.add_argument("--range-estimator", default="mean_minmax", choices=RANGE_ESTIMATORS,
+                   help="activation ranges (NNCF's RangeEstimatorParametersSet; default mean_minmax; "
+                   "histogram: least-error ranges, for activations whose min/max are set by rare values)")
     p.add_argument("--report", action="store_true", help="print the per-layer error report after quantizing")
     p.add_argument("--report-samples", type=int, default=4, help="samples for --report (default 4)")
     p.add_argument("--compress-weights", choices=MODES,

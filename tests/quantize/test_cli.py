@@ -125,3 +125,26 @@ def test_compress_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "INT4 modes only" in capsys.readouterr().err
     assert main(["compress", str(model), "--mode", "int8_sym", "-o", str(tmp_path / "w.xml")]) == 0
     assert (tmp_path / "w.xml").exists()
+
+
+def test_quantize_range_estimator_flag(tmp_path: Path) -> None:
+    """``--range-estimator histogram`` gives the model ``quantize`` gives with that estimator."""
+    import ember.nncf as nncf
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "arrays").mkdir()
+    data = [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(3)]
+    for i, x in enumerate(data):
+        np.save(tmp_path / "arrays" / f"{i}.npy", x)
+    model = _model(tmp_path)
+    out = tmp_path / "h.xml"
+    assert main(["quantize", str(model), "--data", str(tmp_path / "arrays"), "--range-estimator", "histogram",
+                 "-o", str(out)]) == 0
+    lib = nncf.quantize(read_ir(model), nncf.Dataset(data), advanced_parameters=nncf.AdvancedQuantizationParameters(
+        activations_range_estimator_params=nncf.RangeEstimatorParametersSet.HISTOGRAM))
+    default = nncf.quantize(read_ir(model), nncf.Dataset(data))
+
+    def highs(m: Model) -> list[float]:
+        return [float(n.input_value(2).max()) for n in m.get_ordered_ops() if n.type_name == "FakeQuantize"]
+
+    assert highs(read_ir(out)) == pytest.approx(highs(lib)) and highs(lib) != pytest.approx(highs(default))
