@@ -588,14 +588,18 @@ def task_block(e: Emitter, task: ir.Value, gm: ir.Value, gn: ir.Value, tm: ir.Va
 
 
 def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: Tile,
-                  xbytes: ir.Value | None = None) -> tuple[ir.Value, ir.Value, ir.Value]:
+                  xbytes: ir.Value | None = None, per: ir.Value | None = None
+                  ) -> tuple[ir.Value, ir.Value, ir.Value]:
     """The row pointer table of a task's f32 pixels, ``rows[(tile * ntaps + tap) * MR + r]``
     (padding taps point at a row of zeros), or with ``merge`` each pixel's taps gathered into
     one row first. ``f(name, type)`` reads an IGEMM_CONTEXT field. Returns (rows, taps per
     row, K per row): (table, 1, taps x cin) when merged. ``xbytes`` (a runtime 2 or 4, bf16
-    kernels) is the size of an element of X in the row table (merging needs f32)."""
+    kernels) is the size of an element of X in the row table (merging needs f32). ``per``
+    (at most MR, default MR): rows per tile, tile ``i`` holding the block's rows
+    ``i * per ..`` (balanced tiles)."""
     b = e.b
     MR, L = tile.mr, tile.lanes
+    per = c64(MR) if per is None else per
     g, m0, m1, ntiles = blk.outer, blk.m0, blk.m1, blk.ntiles
     cin = f("cin")
     kh, kw = f("kh"), f("kw")
@@ -637,7 +641,7 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
 
     def table_row(p: ir.Value, img: ir.Value, oy: ir.Value, ox: ir.Value) -> None:
         q = b.sub(p, m0)
-        slot0 = b.add(b.mul(b.mul(b.sdiv(q, c64(MR)), ntaps), c64(MR)), b.srem(q, c64(MR)))
+        slot0 = b.add(b.mul(b.mul(b.sdiv(q, per), ntaps), c64(MR)), b.srem(q, per))
         iy0 = b.sub(b.mul(oy, sh), pt)
         ix0 = b.sub(b.mul(ox, sw), pl)
         ximg = xgep(xgroup, b.mul(img, xn))
@@ -703,8 +707,9 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
                                 copy(e.gep(F32, drow, b.mul(kx, cin)), src, cin, small_tap)
 
             pixels(gather_row)
-            with e.loop(0, b.mul(ntiles, c64(MR)), name="gp") as q:
-                b.store(e.gep(F32, gbuf, b.mul(q, kpad)), e.gep(PTR, rows, q))
+            with e.loop(0, b.mul(ntiles, c64(MR)), name="gp") as q:  # slot (tile, r): row tile * per + r
+                grow = e.min(b.add(b.mul(b.sdiv(q, c64(MR)), per), b.srem(q, c64(MR))), b.sub(b.mul(ntiles, c64(MR)), c64(1)))
+                b.store(e.gep(F32, gbuf, b.mul(grow, kpad)), e.gep(PTR, rows, q))
     ntaps = b.select(merge, c64(1), ntaps)
     cin = b.select(merge, kmerged, cin)
     return rows, ntaps, cin
@@ -739,7 +744,10 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
     x_bf16 = b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_XBF16)), c64(0))
     y_bf16 = b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_YBF16)), c64(0))
-    rows, ntaps, cin = emit_f32_rows(e, f, blk, tile, b.select(x_bf16, c64(2), c64(4)) if bf16 else None)
+    # balanced row tiles: 128 rows are 8 x 14 + 2 x 8, not 9 x 14 + 2 (a 2-row tile runs its
+    # few accumulators at FMA latency)
+    per = e.max(e.cdiv(b.sub(m1, m0), e.max(e.cdiv(b.sub(m1, m0), MR), c64(1))), c64(1))
+    rows, ntaps, cin = emit_f32_rows(e, f, blk, tile, b.select(x_bf16, c64(2), c64(4)) if bf16 else None, per)
     if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
         apack = aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
@@ -774,7 +782,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         kdepth_c = e.cdiv(kc, 2) if bf16 else kc  # this chunk's B rows per tap, 4-byte units
         if bf16:
             with e.loop(0, ntiles, name="pt") as it:
-                mr = e.min(c64(MR), b.sub(m1, b.add(m0, b.mul(it, c64(MR)))))
+                mr = e.min(per, b.sub(m1, b.add(m0, b.mul(it, per))))
                 with e.loop(0, ntaps, name="ptap") as tap:
                     with e.loop(0, mr, name="pr") as r:
                         slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)
@@ -791,8 +799,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
             col = b.mul(jp, c64(NR))
             nvec = e.cdiv(ncols, L)
             with e.loop(0, ntiles, name="tile") as it:
-                p0 = b.add(m0, b.mul(it, c64(MR)))
-                mr = e.min(c64(MR), b.sub(m1, p0))
+                p0 = b.add(m0, b.mul(it, per))
+                mr = e.min(per, b.sub(m1, p0))
                 tile_slot = b.mul(b.mul(it, ntaps), c64(MR))
                 if bf16:
                     a_args = [e.gep(I32, apack, b.mul(tile_slot, rs)), ntaps, rs, e.cdiv(kc, 2)]
