@@ -19,6 +19,7 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.kernels.batched_gemm import transpose_block
+from ember.devices.cpu.kernels.gemm import exp_nonpositive
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
@@ -150,7 +151,7 @@ def _emit(m: ir.Module, prefix: str, isa: Isa) -> None:
             tot = e.var(vt, zero)
             with e.loop(0, spad, lanes, name="se") as c:
                 p = e.gep(F32, srow, c)
-                ex = mth.exp(b.fsub(e.load(vt, p, align=4), vmax))
+                ex = exp_nonpositive(e, mth, b.fsub(e.load(vt, p, align=4), vmax))  # x - max <= 0, or NaN
                 b.store(ex, p, align=4)
                 b.store(b.fadd(e.load(vt, tot), ex), tot)
             b.store(hreduce(e.load(vt, tot), "sum"), e.gep(F32, rowsum, c64(r)))
@@ -228,7 +229,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
     mr, nv = tiles(isa)
-    return jit.load(f"attention|{isa.level}|mr{mr}|nv{nv}|m5", isa, lambda p: _build(p, isa))
+    return jit.load(f"attention|{isa.level}|mr{mr}|nv{nv}|m6", isa, lambda p: _build(p, isa))
 
 
 def fits(s: int, e: int, isa: Isa | None = None) -> bool:

@@ -417,7 +417,7 @@ def _reciprocal(e: Emitter, mth: VectorMath, x: ir.Value, lanes: int) -> ir.Valu
     return fmuladd(e, r, fmuladd(e, b.fneg(x), r, mth.c(1.0)), r)
 
 
-def _exp_nonpositive(e: Emitter, mth: VectorMath, x: ir.Value) -> ir.Value:
+def exp_nonpositive(e: Emitter, mth: VectorMath, x: ir.Value) -> ir.Value:
     """e**x for x <= 0 (or NaN, which propagates): ``VectorMath.exp`` without its overflow
     and NaN selects, results below the smallest normal 0."""
     b = e.b
@@ -446,7 +446,7 @@ def _gelu_erf(e: Emitter, mth: VectorMath, x: ir.Value, lanes: int) -> ir.Value:
     ac = mth.sel(mth.gt(a, mth.c(10.0)), mth.c(10.0), a)
     t = _reciprocal(e, mth, fmuladd(e, ac, mth.c(0.3275911), mth.c(1.0)), lanes)
     p = b.fmul(t, mth.poly(t, [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592]))
-    q = b.fmul(p, _exp_nonpositive(e, mth, b.fneg(b.fmul(a, a))))
+    q = b.fmul(p, exp_nonpositive(e, mth, b.fneg(b.fmul(a, a))))
     one_plus = mth.sel(mth.lt(x, mth.c(0.0)), q, b.fsub(mth.c(2.0), q))
     return b.fmul(b.fmul(mth.c(0.5), x), one_plus)
 
