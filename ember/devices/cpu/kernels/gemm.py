@@ -949,6 +949,9 @@ def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
     return fn
 
 
+AMX_PREFETCH = 4  # B panels (24 KB each at K = 384) prefetched ahead of the first row tile
+
+
 def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function) -> None:
 
     fn = Emitter.function(m, name, VOID, [PTR, I64])
@@ -984,6 +987,10 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     b_stride = c64(4 * NR)
     step_bytes = b.mul(kq, c64(4 * NR))
 
+    # the first row tile reads each B panel from memory (a layer's weights, once per inference):
+    # keep AMX_PREFETCH panels in flight ahead of it (into L2, where the later tiles find them)
+    emit_prefetch_slice(e, e.gep(I8, bgroup, b.mul(j0, panel_bytes)),
+                        b.mul(b.sub(e.min(j1, b.add(j0, c64(AMX_PREFETCH))), j0), panel_bytes), c64(0), c64(1))
     with e.loop(0, ntiles, name="tile") as it:
         p0 = b.add(m0, b.mul(it, c64(MR)))
         mr = e.min(c64(MR), b.sub(m1, p0))
@@ -1027,6 +1034,9 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
         with e.loop(j0, j1, name="jp") as jp:
             col = b.mul(jp, c64(NR))
             ncols = e.min(c64(NR), b.sub(N, col))
+            ahead = b.add(jp, c64(AMX_PREFETCH))
+            with b.if_then(b.and_(b.icmp_signed("==", it, c64(0)), b.icmp_signed("<", ahead, j1))):
+                emit_prefetch_slice(e, e.gep(I8, bgroup, b.mul(ahead, panel_bytes)), panel_bytes, c64(0), c64(1))
             two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
                         lambda tm_, tn_: block(tm_, tn_, jp))
             yblk = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
