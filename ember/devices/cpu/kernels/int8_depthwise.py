@@ -42,12 +42,12 @@ from ember.devices.cpu.kernels.int8_gemm import (
     FLAG_RES,
     FLAG_RES_FQ,
     FLAG_U8,
+    DepthwiseCall,
     FusedQuantize,
     Int8Depthwise,
     QuantizeParams,
     divide,
     dot4,
-    padded_channels,
 )
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I8, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
@@ -56,7 +56,7 @@ from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 from ember.devices.cpu.runtime.memory import aligned_empty
-from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
+from ember.devices.cpu.runtime.threadpool import default_pool
 from ember.errors import EmberError
 
 DW8_SPEC_CONTEXT = ContextLayout(
@@ -393,7 +393,7 @@ def supported(geometry: ConvGeometry) -> bool:
     return g.groups == g.cin == g.cout and g.kh * g.kw <= DW8_MAX_TAPS
 
 
-class Int8DepthwiseConv:
+class Int8DepthwiseConv(DepthwiseCall):
     """A depthwise int8 convolution compiled for its shape (groups == channels, one filter
     each) on NHWC u8 pixels: ``y[c] = scale[c] * sum_taps (x[c] - zero_point[c]) * w[c, tap] +
     shift[c]``, then the int8 epilogue (residual, clamp, fused FakeQuantize or u8 steps), as
@@ -549,17 +549,6 @@ class Int8DepthwiseConv:
                               res=0 if residual is None else residual.ctypes.data, ldr=ldr, zr=zr.ctypes.data)
         return BoundKernel(lib.address("dw8_task"), ctx, self.n_tasks, self.threads, (self.wp, self.prm, zr),
                            layout=DW8_SPEC_CONTEXT)
-
-    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, residual: np.ndarray | None = None,
-                 pool: ThreadPool | None = None) -> np.ndarray:
-        if y is None:
-            shape = self.geometry.output_shape
-            if self.quantize is not None and self.quantize.u8:
-                y = aligned_empty((*shape[:3], padded_channels(shape[3])), np.uint8)
-            else:
-                y = aligned_empty(shape)
-        self.bind(x, y, residual).run(pool)
-        return y
 
 
 def int8_depthwise(geometry: ConvGeometry, weights: np.ndarray, scale: np.ndarray, shift: np.ndarray | None = None,

@@ -1481,7 +1481,30 @@ class Int8Conv2d:
         return y
 
 
-class Int8Depthwise:
+class DepthwiseCall:
+    """``kernel(x)``/``kernel(x, y, residual)`` for the int8 depthwise kernels (generic and per
+    shape): the output allocated as the epilogue writes it (u8 steps padded, or f32), then one
+    bound run. Needs ``geometry``, ``quantize`` and ``bind(x, y, residual)``."""
+
+    geometry: ConvGeometry
+    quantize: FusedQuantize | None
+
+    def bind(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None = None) -> BoundKernel:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, residual: np.ndarray | None = None,
+                 pool: ThreadPool | None = None) -> np.ndarray:
+        if y is None:
+            shape = self.geometry.output_shape
+            if self.quantize is not None and self.quantize.u8:
+                y = aligned_empty((*shape[:3], padded_channels(shape[3])), np.uint8)
+            else:
+                y = aligned_empty(shape)
+        self.bind(x, y, residual).run(pool)
+        return y
+
+
+class Int8Depthwise(DepthwiseCall):
     """A depthwise int8 convolution (groups == channels, one filter each) on NHWC u8 pixels:
     ``y[c] = scale[c] * sum_taps (x[c] - zero_point[c]) * w[c, tap] + shift[c]``, then the int8
     epilogue (residual, clamp, fused FakeQuantize or u8 steps). Zero points and scales may be
@@ -1543,16 +1566,6 @@ class Int8Depthwise:
         return BoundKernel(task, ctx, g.batch * g.oh, self.threads,
                            (self.wp, self.zp, self.scale, self.shift, self.fq), layout=DW8_CONTEXT)
 
-    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, residual: np.ndarray | None = None,
-                 pool: ThreadPool | None = None) -> np.ndarray:
-        if y is None:
-            shape = self.geometry.output_shape
-            if self.quantize is not None and self.quantize.u8:
-                y = aligned_empty((*shape[:3], padded_channels(shape[3])), np.uint8)
-            else:
-                y = aligned_empty(shape)
-        self.bind(x, y, residual).run(pool)
-        return y
 
 
 # --------------------------------------------------------------------------- quantize
