@@ -282,19 +282,8 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
     e = ContextEmitter(m, fn, DW_SPEC_CONTEXT)
     ctx.add_attribute("noalias")
     b, vt = e.b, vec(F32, L)
-    nb, ng, ns = e.arg("nb"), e.arg("ng"), e.arg("ns")
-    per_band = b.mul(ng, ns)
-    per_img = b.mul(nb, per_band)
-    img, r = b.sdiv(task, per_img), b.srem(task, per_img)
-    band, r = b.sdiv(r, per_band), b.srem(r, per_band)
-    grp, sg = b.sdiv(r, ns), b.srem(r, ns)
+    img, sg, oy0, oy1, v0, v1, nfull = emit_spec_task(e, task, L)
     oh, ow, H, W, c = e.arg("oh"), e.arg("ow"), e.arg("h"), e.arg("w"), e.arg("c")
-    oy0 = b.mul(band, e.arg("band"))
-    oy1 = e.min(oh, b.add(oy0, e.arg("band")))
-    v0 = b.mul(grp, e.arg("gv"))
-    nvec = e.cdiv(c, L)
-    v1 = e.min(nvec, b.add(v0, e.arg("gv")))
-    nfull = b.sdiv(c, c64(L))
     XT = I16 if s.x_bf16 else F32
     ximg = e.gep(XT, e.arg("x", PTR), b.mul(img, e.arg("xn")))
     rowstride = b.mul(W, c64(s.ldx))
@@ -410,6 +399,26 @@ def _dw_spec_library(isa: Isa, spec: DwSpec) -> jit.Library:
 def dw_spec_task_address(spec: DwSpec, isa: Isa | None = None) -> int:
     """Address of the specialized depthwise task for ``spec``."""
     return _dw_spec_library(isa or host_isa(), spec).address("dw_task")
+
+
+def emit_spec_task(e: ContextEmitter, task: ir.Value, width: int) -> tuple[ir.Value, ...]:
+    """The emitted side of :func:`spec_tasks`: ``task`` -> (image, column segment, first and end
+    output row of its band, first and end channel block of its group, full blocks of ``width``
+    channels), from the context words ``nb ng ns band gv oh c``."""
+    b = e.b
+    nb, ng, ns = e.arg("nb"), e.arg("ng"), e.arg("ns")
+    per_band = b.mul(ng, ns)
+    per_img = b.mul(nb, per_band)
+    img, r = b.sdiv(task, per_img), b.srem(task, per_img)
+    band, r = b.sdiv(r, per_band), b.srem(r, per_band)
+    grp, sg = b.sdiv(r, ns), b.srem(r, ns)
+    c = e.arg("c")
+    oy0 = b.mul(band, e.arg("band"))
+    oy1 = e.min(e.arg("oh"), b.add(oy0, e.arg("band")))
+    v0 = b.mul(grp, e.arg("gv"))
+    v1 = e.min(e.cdiv(c, width), b.add(v0, e.arg("gv")))
+    nfull = b.sdiv(c, c64(width))
+    return img, sg, oy0, oy1, v0, v1, nfull
 
 
 def spec_tasks(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: int,

@@ -33,7 +33,7 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.kernels.conv import ConvGeometry
-from ember.devices.cpu.kernels.depthwise import spec_tasks
+from ember.devices.cpu.kernels.depthwise import emit_spec_task, spec_tasks
 from ember.devices.cpu.kernels.gemm import NO_EPILOGUE, Epilogue
 from ember.devices.cpu.kernels.int8_gemm import (
     FLAG_FAST,
@@ -146,19 +146,8 @@ def _build(prefix: str, isa: Isa, s: Dw8Spec) -> ir.Module:
     ctx.add_attribute("noalias")
     e = ContextEmitter(m, fn, DW8_SPEC_CONTEXT)
     b = e.b
-    nb, ng, ns = e.arg("nb"), e.arg("ng"), e.arg("ns")
-    per_band = b.mul(ng, ns)
-    per_img = b.mul(nb, per_band)
-    img, r = b.sdiv(task, per_img), b.srem(task, per_img)
-    band, r = b.sdiv(r, per_band), b.srem(r, per_band)
-    grp, sg = b.sdiv(r, ns), b.srem(r, ns)
-    oh, ow, H, W, c = e.arg("oh"), e.arg("ow"), e.arg("h"), e.arg("w"), e.arg("c")
-    oy0 = b.mul(band, e.arg("band"))
-    oy1 = e.min(oh, b.add(oy0, e.arg("band")))
-    v0 = b.mul(grp, e.arg("gv"))
-    nblk = e.cdiv(c, nbytes)
-    v1 = e.min(nblk, b.add(v0, e.arg("gv")))
-    nfull = b.sdiv(c, c64(nbytes))
+    img, sg, oy0, oy1, v0, v1, nfull = emit_spec_task(e, task, nbytes)
+    ow, H, W, c = e.arg("ow"), e.arg("h"), e.arg("w"), e.arg("c")
     ximg = e.gep(I8, e.arg("x", PTR), b.mul(img, e.arg("xn")))
     rowstride = b.mul(W, c64(s.ldx))
     zr, wp, prm, ps = e.arg("zr", PTR), e.arg("wp", PTR), e.arg("prm", PTR), e.arg("ps")
