@@ -4,30 +4,17 @@ padding (symmetric, TF-style asymmetric, none), channel counts that are not mult
 vector blocks, zero points 0 / 128 (i8 activations as u8 steps) / per channel, every epilogue
 the lowering gives it; then whole networks against REFERENCE."""
 
-import dataclasses
 
 import numpy as np
 import pytest
 
+from cpu.test_int8 import ISAS  # the ISA levels of the int8 kernels (VNNI, and AVX2 without it)
 from ember.devices.cpu.kernels.conv import ConvGeometry
 from ember.devices.cpu.kernels.gemm import Epilogue
 from ember.devices.cpu.kernels.int8_depthwise import Int8DepthwiseConv, block_order, int8_depthwise, supported
 from ember.devices.cpu.kernels.int8_gemm import FusedQuantize, QuantizeParams, padded_channels
-from ember.devices.cpu.llvm.isa import host_isa, supported_levels
 from ember.errors import EmberError
 
-
-def _isas():
-    out = []
-    for level in supported_levels():
-        isa = host_isa(level)
-        out.append(pytest.param(isa, id=f"{level}-vnni" if isa.vnni else level))
-        if isa.vnni and level == "avx2":  # the portable dot product, as on an AVX2 CPU without VNNI
-            out.append(pytest.param(dataclasses.replace(isa, vnni=False), id=f"{level}-novnni"))
-    return out
-
-
-ISAS = _isas()
 BEST = ISAS[0]
 OUT_Q = QuantizeParams(0.0, 6.0, 0.0, 6.0, 256)  # ReLU6's range, as NNCF puts after a depthwise layer
 MID_Q = QuantizeParams(-1.5, 2.5, -1.5, 2.5, 256)
