@@ -1,8 +1,8 @@
 """GFLOP/s of ember's native CPU kernels next to numpy (OpenBLAS), at 1 and 2 threads.
 
-    python benchmarks/kernels.py            # every shape
-    python benchmarks/kernels.py --quick    # a few shapes, fewer rounds
-    python benchmarks/kernels.py --isa avx2 --threads 1
+    python benchmarks/kernel_gflops.py            # every shape
+    python benchmarks/kernel_gflops.py --quick    # a few shapes, fewer rounds
+    python benchmarks/kernel_gflops.py --isa avx2 --threads 1
 
 GEMM shapes are the matrix products of ResNet-50, MobileNetV2 and a BERT-like encoder
 (hidden 384, sequence 128), including the batched attention products of two activations
