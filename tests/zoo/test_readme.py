@@ -31,10 +31,13 @@ def _code_blocks(text: str) -> list[str]:
 def test_two_commands_come_first_and_ci_runs_the_test_command() -> None:
     blocks = _code_blocks(README)
     assert blocks[0].strip() == 'pip install -e ".[demo]" && ember demo'
-    test_command = 'pip install -e ".[test]" && python -m pytest -q -n 2'
-    assert blocks[1].strip() == test_command
+    install = 'pip install -e ".[test]" -c .ci/constraints.txt'
+    assert blocks[1].strip() == f"{install} && python -m pytest -q -n 2"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install -e ".[test]"' in ci and "python -m pytest -q -n 2" in ci
+    assert install in ci and "python -m pytest -q -n 2" in ci
+    pins = [line.split("==")[0].lower() for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert {"numpy", "onnx", "llvmlite", "torch", "openvino"} <= set(pins)
     assert "venv" in ci  # a fresh virtual environment per run
 
 
