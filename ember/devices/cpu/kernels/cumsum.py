@@ -1,9 +1,11 @@
-"""CumSum along an axis of f32, i32 or i64 data (``exclusive``, ``reverse``).
+"""CumSum along an axis of f32, f64 or integer data of any width (``exclusive``, ``reverse``;
+integers wrap around as numpy's do in their own type).
 
 The data is ``[outer, n, inner]``; a task is a block of ``(outer, inner-run)`` columns. With
 ``inner`` of a vector or more, the running sums of a run of up to :data:`MAX_WIDTH` columns stay
 in a buffer while the rows are walked in order (contiguous vector loads and stores); a short
-``inner`` (an innermost axis) runs one scalar sum per column. f32 sums accumulate in f32 (the reference kernel in f64).
+``inner`` (an innermost axis) runs one scalar sum per column. f32 sums accumulate in f32 (the
+reference kernel in f64), f64 sums in f64.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
-DTYPES = {"float32": F32, "int32": I32, "int64": I64}
+F64 = ir.DoubleType()
+DTYPES = {"float32": F32, "float64": F64, "int32": I32, "int64": I64, "uint32": I32, "uint64": I64,
+          "int8": ir.IntType(8), "uint8": ir.IntType(8), "int16": ir.IntType(16), "uint16": ir.IntType(16)}
 #: the widest run of columns one task sums (its running sums stay in a stack buffer)
 MAX_WIDTH = 512
 
@@ -34,11 +38,11 @@ def _emit(m: ir.Module, prefix: str, lanes32: int, dtype: str, exclusive: bool, 
     b = e.b
     task = fn.args[1]
     t = DTYPES[dtype]
-    fl = t == F32
-    size = 4 if fl else t.width // 8
+    fl = t in (F32, F64)
+    size = {F32: 4, F64: 8}[t] if fl else t.width // 8
     lanes = lanes32 * 4 // size
     vt = vec(t, lanes)
-    tn = "f32" if fl else f"i{t.width}"
+    tn = {F32: "f32", F64: "f64"}[t] if fl else f"i{t.width}"
     src, dst = e.arg("src", PTR), e.arg("dst", PTR)
     n, inner, width = e.arg("n"), e.arg("inner"), e.arg("width")
     blocks = e.arg("blocks")

@@ -1,5 +1,5 @@
-"""Lowering rule for DepthToSpace / SpaceToDepth of 4-D tensors (4-byte items, NHWC or plain):
-one strided copy between two 6-D views of the same elements, ``(n, H, i, W, j, c)`` in NHWC or
+"""Lowering rule for DepthToSpace / SpaceToDepth of 4-D tensors (1-, 2-, 4- or 8-byte items: pure
+data movement, the element type only sets the item width; NHWC or plain): one strided copy between two 6-D views of the same elements, ``(n, H, i, W, j, c)`` in NHWC or
 ``(n, c, H, i, W, j)`` in plain layout, where the channel axis of the deep tensor splits into
 ``(i, j, c)`` (blocks_first) or ``(c, i, j)`` (depth_first)."""
 
@@ -43,11 +43,10 @@ def lower_depth_space(lowering: Lowering, node: Node) -> bool:
 
     data_p = node.input_values()[0]
     dtype = data_p.element_type.dtype
-    if dtype.itemsize != 4 or len(data_p.partial_shape) != 4:
+    if dtype.itemsize not in (1, 2, 4, 8) or len(data_p.partial_shape) != 4:
         return False
-    in_shape, out_shape = static_shape(data_p), static_shape(node.output(0))
-    if 0 in in_shape:
-        return False
+    static_shape(data_p)  # a dynamic input gives up
+    out_shape = static_shape(node.output(0))
     bs, mode = int(node.attrs["block_size"]), str(node.attrs["mode"]).lower()
     to_space = node.type_name == "DepthToSpace"
     t = lowering.tensor(data_p)
@@ -62,14 +61,15 @@ def lower_depth_space(lowering: Lowering, node: Node) -> bool:
             return dv, sv
         return block_views(a, out, bs, mode, nhwc)
 
-    probe_src, probe_dst = views(np.empty(src.shape, np.float32), np.empty(phys, np.float32))
+    item = np.dtype(f"u{dtype.itemsize}")  # the bits of one item, whatever its type
+    probe_src, probe_dst = views(np.empty(src.shape, item), np.empty(phys, item))
     if strided_copy(probe_src, probe_dst, 1, lowering.isa) is None:
         return False
     y = lowering.value(phys, NHWC if nhwc else PLAIN, dtype, name=node.friendly_name)
     threads = lowering.threads
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        s, d = views(arrs[0].view(np.float32), outs[0].view(np.float32))
+        s, d = views(arrs[0].view(item), outs[0].view(item))
         k = strided_copy(s, d, threads, lowering.isa)
         if k is None:
             raise EmberError(f"ember: internal: {node.type_name} '{node.friendly_name}' does not fit the copy kernel")

@@ -20,7 +20,7 @@ log = logging.getLogger("ember.cpu")
 F32_ONLY = frozenset({
     "SoftMax", "LogSoftmax", "MVN", "NormalizeL2", "MatMul", "Convolution", "GroupConvolution",
     "ConvolutionBackpropData", "GroupConvolutionBackpropData", "AvgPool", "MaxPool", "Interpolate", "TopK",
-    "CumSum", "Pad", "LRN", "DepthToSpace", "SpaceToDepth", "ScaledDotProductAttention", "GatherElements",
+    "CumSum", "LRN", "ScaledDotProductAttention", "GatherElements",
     "LSTMSequence", "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell"})
 _HALVES = (Type.f16, Type.bf16)
 

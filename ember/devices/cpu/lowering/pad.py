@@ -1,5 +1,5 @@
 """Lowering rule for Pad (opset 1 and 12; constant, edge, reflect, symmetric, negative pads) of
-tensors up to 4-D with 4-byte items, in the layout its input has (NHWC or plain): the op's own
+tensors up to 4-D with 1-, 2-, 4- or 8-byte items (any element type: a pad moves bits), in the layout its input has (NHWC or plain): the op's own
 reference kernel, run once on an index probe, gives the source of every output element; the
 rule checks that this map is separable per axis and hands the per-axis maps to ``kernels/pad.py``."""
 
@@ -43,7 +43,7 @@ def lower_pad(lowering: Lowering, node: Node) -> bool:
     data_p = node.input_values()[0]
     dtype = data_p.element_type.dtype
     maybe = [const_of(p) for p in node.input_values()[1:]]
-    if dtype.itemsize != 4 or dtype.kind not in "fiu" or any(c is None for c in maybe):
+    if dtype.itemsize not in (1, 2, 4, 8) or any(c is None for c in maybe):
         return False
     in_shape, out_shape = static_shape(data_p), static_shape(node.output(0))
     rank = len(in_shape)
@@ -71,13 +71,15 @@ def lower_pad(lowering: Lowering, node: Node) -> bool:
         maps = [np.zeros(1, np.int64)] * pad + maps
         phys = (1,) * pad + out_shape
     y = lowering.value(phys if nhwc else out_shape, NHWC if nhwc else PLAIN, dtype, name=node.friendly_name)
-    bits = int(np.asarray(value, dtype).reshape(1).view(np.uint32)[0])
+    size = dtype.itemsize
+    item = np.dtype(f"i{size}")  # the bits of one item, whatever its type
+    bits = int(np.asarray(value, dtype).reshape(1).view(item)[0])
     in4 = (1,) * (4 - rank) + tuple(src.shape) if not nhwc else tuple(src.shape)
     threads = lowering.threads
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        x = arrs[0].reshape(in4).view(np.float32)
-        return [pad_4d(x, outs[0].view(np.float32).reshape(phys), maps, bits, threads, lowering.isa)]
+        x = arrs[0].reshape(in4).view(item)
+        return [pad_4d(x, outs[0].view(item).reshape(phys), maps, bits, threads, lowering.isa)]
 
     lowering.program.add(Op(node.friendly_name, "Pad", [src], [y], native=True, bind=bind))
     lowering.finish(node, y, [])

@@ -1,0 +1,131 @@
+"""The last reference-kernel gaps of issue 13's one-op probes (``benchmarks/native_coverage.py``),
+closed natively: Pad and DepthToSpace/SpaceToDepth of 1-, 2- and 8-byte items (the movers are
+byte-width generic), CumSum of f64 and of 1-/2-byte integers (wrapping as numpy does), TopK of
+f64 and i64 (64-bit keys), and the f64 compute kernels. Each case runs on CPU against REFERENCE
+from one table (odd sizes, NaN/inf, -0, ties, empty tensors) and must have no op on a reference
+kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as ops
+from ember.graph.model import Model
+
+RNG = np.random.default_rng(1316)
+BF16 = np.dtype(ml_dtypes.bfloat16)
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, 1.0, -1.0, 1e300, -1e-300], np.float64)
+
+
+def _data(shape: tuple[int, ...], dtype: np.dtype | type, special: bool = True) -> np.ndarray:
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return RNG.integers(0, 2, shape).astype(bool)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        lo, hi = max(int(info.min), -1000), min(int(info.max), 1000)
+        return RNG.integers(lo, hi + 1, shape).astype(dt)
+    a = (RNG.standard_normal(shape) * 3).astype(dt)
+    if special and a.size:
+        flat = a.reshape(-1)
+        k = min(flat.size, SPECIAL.size)
+        with np.errstate(over="ignore"):  # 1e300 is inf in f16/bf16
+            flat[RNG.permutation(flat.size)[:k]] = SPECIAL[:k].astype(dt)
+    return a
+
+
+def _check(fn: Callable[..., object], inputs: list[np.ndarray], rtol: float = 0.0) -> None:
+    """CPU against REFERENCE (exact unless ``rtol``), with no op on a reference kernel."""
+    params = [ops.parameter(list(a.shape), a.dtype, name=f"x{i}") for i, a in enumerate(inputs)]
+    out = fn(*params)
+    outs = out if isinstance(out, list) else [out]
+    model = Model(outs, params, "case")
+    core = ember.Core()
+    want = core.compile_model(model, "REFERENCE")(inputs)
+    cm = core.compile_model(model, "CPU")
+    fallbacks = cm._executable.program.stats["fallbacks"]
+    assert not fallbacks, f"ran on reference kernels: {fallbacks}"
+    got = cm(inputs)
+    for k in range(len(outs)):
+        g, w = np.asarray(got[k]), np.asarray(want[k])
+        assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, g.dtype, w.shape, w.dtype)
+        if rtol and w.dtype.kind == "f":
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol)
+        else:
+            np.testing.assert_array_equal(g.view(f"u{g.dtype.itemsize}") if g.dtype == BF16 else g,
+                                          w.view(f"u{w.dtype.itemsize}") if w.dtype == BF16 else w)
+
+
+def _i64(*v: int) -> np.ndarray:
+    return np.array(v, np.int64)
+
+
+WIDTHS = [np.float64, np.int64, np.uint8, np.int8, np.bool_, np.float16, BF16, np.int16]
+
+PAD = [  # (shape, begin, end, mode, value)
+    ((5, 6), (1, 0), (0, 2), "constant", 7),
+    ((3, 4, 5), (0, 2, 1), (1, 0, 3), "reflect", None),
+    ((2, 3, 4, 7), (1, 1, 2, 3), (0, 2, 1, 5), "edge", None),
+    ((2, 3, 4, 7), (0, 1, 3, 2), (1, 0, 2, 4), "symmetric", None),
+    ((4, 9), (-1, 2), (1, -3), "constant", 1),
+    ((33,), (5,), (17,), "constant", None),
+    ((0, 5), (1, 2), (1, 0), "constant", 3),
+]
+
+
+@pytest.mark.parametrize("dtype", WIDTHS, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", PAD, ids=lambda c: f"{c[3]}-{len(c[0])}d" + ("-empty" if 0 in c[0] else ""))
+def test_pad_any_width(case: tuple, dtype: type) -> None:
+    shape, begin, end, mode, value = case
+    val = None if value is None else np.array(value).astype(dtype)
+    _check(lambda x: ops.pad(x, _i64(*begin), _i64(*end), mode, val), [_data(shape, dtype)])
+
+
+DEPTH = [((1, 8, 3, 3), "blocks_first", 2), ((2, 18, 2, 5), "depth_first", 3), ((0, 4, 2, 2), "blocks_first", 2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.uint8, np.bool_, np.float16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", DEPTH, ids=lambda c: f"{c[1]}-{c[2]}" + ("-empty" if 0 in c[0] else ""))
+def test_depth_space_any_width(case: tuple, dtype: type) -> None:
+    shape, mode, bs = case
+    _check(lambda x: ops.depth_to_space(x, mode, bs), [_data(shape, dtype)])
+    n, c, h, w = shape
+    _check(lambda x: ops.space_to_depth(x, mode, bs), [_data((n, c // (bs * bs), h * bs, w * bs), dtype)])
+
+
+CUMSUM = [  # (shape, axis, exclusive, reverse)
+    ((5, 6), 1, False, False), ((7, 33), 1, True, False), ((3, 40, 17), 1, False, True), ((37,), 0, True, True),
+    ((4, 3, 50), -1, False, False), ((2, 0, 3), 1, False, False)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.uint64],
+                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CUMSUM, ids=lambda c: f"{c[0]}-a{c[1]}-x{int(c[2])}r{int(c[3])}")
+def test_cumsum_f64_and_small_integers(case: tuple, dtype: type) -> None:
+    shape, axis, exclusive, reverse = case
+    x = _data(shape, dtype)  # integers wrap as numpy's do; f64 has NaN/inf
+    _check(lambda p: ops.cumsum(p, np.int64(axis), exclusive, reverse), [x], rtol=1e-13)
+
+
+TOPK = [  # (shape, axis, k, mode, sort) -- small k, heap, radix sort
+    ((4, 50), 1, 5, "max", "value"), ((3, 17), 1, 3, "min", "index"), ((6, 300, 3), 1, 33, "max", "value"),
+    ((2, 90), 1, 60, "min", "value"), ((2, 90), -1, 90, "max", "index"), ((33,), 0, 1, "min", "value"),
+    ((0, 9), 1, 2, "max", "value")]
+
+
+@pytest.mark.parametrize("index_type", ["i32", "i64"])
+@pytest.mark.parametrize("dtype", [np.float64, np.int64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", TOPK, ids=lambda c: f"{c[0]}-k{c[2]}-{c[3]}-{c[4]}")
+def test_topk_64_bit(case: tuple, dtype: type, index_type: str) -> None:
+    shape, axis, k, mode, sort = case
+    x = _data(shape, dtype)
+    if x.size and np.dtype(dtype).kind == "f":
+        x.reshape(-1)[::7] = 2.5  # ties: the stable order decides
+    elif x.size:
+        x.reshape(-1)[::5] = np.iinfo(np.int64).min if mode == "min" else np.iinfo(np.int64).max
+    _check(lambda p: list(ops.topk(p, np.int64(k), axis, mode, sort, index_type).outputs()), [x])
