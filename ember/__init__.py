@@ -9,12 +9,17 @@ import sys
 from typing import Any
 
 import ember.ops  # noqa: F401 - registers the op modules' loader with ember.graph.registry (first)
-from ember import layout_helpers, opset, preprocess, properties  # noqa: F401 - `ov.properties.hint...`, `ov.preprocess`
+from ember import layout_helpers, opset, preprocess, properties, utils  # noqa: F401 - `ov.properties.hint...`, `ov.preprocess`
 from ember.errors import EmberError
 from ember.graph import Dimension, Layout, Model, PartialShape, Shape, Type
 from ember.runtime import AsyncInferQueue, CompiledModel, Core, InferRequest, ProfilingInfo, Tensor, read_model
 
 __version__ = "0.1.0"
+
+
+def get_version() -> str:
+    """ember's version string (``openvino.get_version()``'s counterpart)."""
+    return __version__
 
 # `import ember.opset8 as ops` works like `import openvino.opset8 as ops`.
 for _n in range(1, 17):
@@ -52,7 +57,7 @@ def compile_model(model: Any, device_name: str | None = None, config: Any = None
 
 __all__ = ["AsyncInferQueue", "CompiledModel", "Core", "Dimension", "EmberError", "InferRequest", "Layout", "Model",
            "PartialShape", "ProfilingInfo", "Shape", "Tensor", "Type", "compile_model", "convert_model", "opset", "read_model", "save_model",
-           "serialize", "Dataset", "compress_weights", "quantize"]
+           "serialize", "Dataset", "compress_weights", "quantize", "get_version", "utils"]
 
 # NNCF's functions at the top level. Imported eagerly (the package is light) so that the name
 # `ember.quantize` is the function, not the package `ember/quantize` it lives in.

@@ -328,6 +328,9 @@ class InferRequest:
         self._compiled = compiled
         n_in, n_out = len(compiled.inputs), len(compiled.outputs)
         self._inputs: list[np.ndarray | None] = [None] * n_in
+        # The Tensor objects get_tensor handed out for inputs: the user may fill them in place or
+        # give them a new shape (which allocates new storage); the next inference reads them.
+        self._input_views: list[Tensor | None] = [None] * n_in
         self._outputs: list[np.ndarray] | None = None
         self._output_tensors: list[Tensor | None] = [None] * n_out
         self._profile: dict[str, float] | None = None
@@ -374,6 +377,7 @@ class InferRequest:
             return
         i = self._compiled._input_index(key)
         self._inputs[i] = convert_input(tensor, self._compiled._params[i], self._compiled._input_label(i), copy=False)
+        self._input_views[i] = tensor if isinstance(tensor, Tensor) else None
 
     def set_tensors(self, tensors: Mapping[Any, Any]) -> None:
         """Set several tensors at once: ``{index, name or port: Tensor or array}``."""
@@ -404,15 +408,33 @@ class InferRequest:
             self.set_output_tensor(k, v)
 
     def get_tensor(self, key: Any) -> Tensor:
-        """The tensor of input or output ``key`` (name or port); it shares the request's memory."""
+        """The tensor of input or output ``key`` (name or port); it shares the request's memory.
+
+        An input that was given no value yet gets one as in OpenVINO: zeros of the input's shape
+        and element type (a dynamic dimension is 0 until the tensor's ``shape`` is set). Filling
+        the tensor (``tensor.data[:] = ...``) or reshaping it feeds the next inference.
+        """
         o = self._output_key(key)
         if o is not None:
             return self.get_output_tensor(o)
         i = self._compiled._input_index(key)
+        view = self._input_views[i]
+        if view is not None:
+            return view
         value = self._inputs[i]
         if value is None:
-            raise EmberError(f"ember: input '{self._compiled._input_label(i)}' has no tensor yet")
-        return Tensor(value, shared_memory=True)
+            param = self._compiled._params[i]
+            if param.element_type is Type.sequence or param.partial_shape.rank.is_dynamic:
+                raise EmberError(f"ember: input '{self._compiled._input_label(i)}' (of dynamic rank or a "
+                                 "sequence) has no tensor yet; set one with set_tensor")
+            dims = [d.get_length() if d.is_static else 0 for d in param.partial_shape]
+            view = Tensor(param.element_type, dims)
+            if param.partial_shape.is_static:
+                self._inputs[i] = view.data
+        else:
+            view = Tensor(value, shared_memory=True)
+        self._input_views[i] = view
+        return view
 
     def get_input_tensor(self, index: int = 0) -> Tensor:
         """The tensor of input ``index``; it shares the request's memory (see ``get_tensor``)."""
@@ -460,8 +482,13 @@ class InferRequest:
                 k = k.source
             i = c._input_index(k)
             self._inputs[i] = convert_input(v, c._params[i], c._input_label(i), copy=not share)
+            self._input_views[i] = None
 
     def _ready_inputs(self) -> list[np.ndarray]:
+        c = self._compiled
+        for i, view in enumerate(self._input_views):  # a handed-out tensor given a new shape
+            if view is not None and view.data is not self._inputs[i]:
+                self._inputs[i] = convert_input(view, c._params[i], c._input_label(i), copy=False)
         missing = [self._compiled._input_label(i) for i, v in enumerate(self._inputs) if v is None]
         if missing:
             raise InferenceError(f"ember: no value for input(s) {', '.join(missing)}")

@@ -392,3 +392,35 @@ def test_wrong_inputs_are_named():
         req.infer([np.ones((2, 2), np.float32)])
     with pytest.raises(InferenceError, match="element type f32"):
         req.infer({"a": np.array([["x", "y"], ["z", "w"]]), "b": np.ones((2, 2))})
+
+
+def test_unset_input_tensor_is_preallocated_and_feeds_the_request(compiled):
+    """OpenVINO's samples fill ``ireq.get_tensor(input).data[:]`` before the first inference."""
+    queue = AsyncInferQueue(compiled, 2)
+    xs = _inputs(len(queue))
+    for req, x in zip(queue, xs):
+        t = req.get_tensor(compiled.inputs[0])
+        assert list(t.shape) == [2, 3] and t.get_size() == 6 and not t.data.any()
+        t.data[:] = x
+        assert req.get_tensor("x") is t  # the same tensor object, as OpenVINO's request keeps it
+    for _ in range(len(queue)):
+        queue.start_async()
+    queue.wait_all()
+    for req, x in zip(queue, xs):
+        np.testing.assert_allclose(req.get_output_tensor().data, small_expected(x), rtol=1e-6)
+
+
+def test_unset_dynamic_input_tensor_is_empty_until_reshaped():
+    cm = Core().compile_model(small_model(shape=(-1, 3)), "REFERENCE")
+    req = cm.create_infer_request()
+    t = req.get_input_tensor()
+    assert list(t.shape) == [0, 3] and t.get_size() == 0
+    t.shape = [4, 3]  # new storage: the request must read it, not the old empty array
+    x = _inputs(1, (4, 3))[0]
+    t.data[:] = x
+    np.testing.assert_allclose(req.infer()["y"], small_expected(x), rtol=1e-6)
+    y = _inputs(1, (2, 3))[0]  # a value passed to infer replaces the handed-out tensor
+    np.testing.assert_allclose(req.infer({"x": y})["y"], small_expected(y), rtol=1e-6)
+    assert req.get_input_tensor() is not t
+    with pytest.raises(InferenceError):
+        cm.create_infer_request().infer()  # nothing given and nothing handed out: an error
