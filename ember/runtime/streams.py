@@ -20,8 +20,9 @@ NUM_STREAMS = AUTO          as THROUGHPUT                    streams            
 NUM_STREAMS = NUMA          NUMA nodes (1 here)              streams               threads / streams
 ==========================  ===============================  ====================  =================
 
-``threads`` is ``INFERENCE_NUM_THREADS`` (0 = all cores); every count is at least 1 and a
-device may cap streams with ``Device.max_streams``.
+``threads`` is ``INFERENCE_NUM_THREADS`` (0 = all cores; set, it also caps the streams, as
+OpenVINO's CPU plugin does); every count is at least 1 and a device may cap streams with
+``Device.max_streams``.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def plan_streams(config: CompileConfig, cores: int | None = None, max_streams: i
         streams = numa_nodes()
     else:
         streams = n
+    if config.inference_num_threads:  # as OpenVINO's CPU plugin: never more streams than threads
+        streams = min(streams, config.inference_num_threads)
     streams = max(1, streams)
     if max_streams:
         streams = min(streams, max_streams)

@@ -31,6 +31,10 @@ from ember.graph.model import Model
 from ember.graph.shape import PartialShape
 
 DEFAULT_SECONDS = 60.0
+# benchmark_app's precision names for -ip/-op/-iop, to ember's element type names
+_PRECISIONS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "u8": "u8", "i8": "i8", "i32": "i32", "i64": "i64",
+               "u16": "u16", "i16": "i16", "boolean": "boolean", "bool": "boolean", "f32": "f32", "f16": "f16",
+               "f64": "f64", "fp64": "f64", "u32": "u32", "u64": "u64"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,15 @@ class BenchmarkConfig:
     histogram: str | None = None  # PNG path
     progress: bool = True
     seed: int = 0
+    num_threads: int | None = None  # -nthreads: INFERENCE_NUM_THREADS
+    latency_percentile: int = 50  # -latency_percentile: the percentile reported as "latency"
+    input_precision: str | None = None  # -ip: element type of every input tensor (u8, f32, ...)
+    output_precision: str | None = None  # -op: element type of every output tensor
+    io_precision: str | None = None  # -iop: "data:u8,out:f32", per input/output name
+    layout: str | None = None  # -layout: "[NCHW]" or "data[NCHW],mask[NC]"
+    exec_graph_path: str | None = None  # -exec_graph_path: the runtime (executed) graph as IR
+    load_config: str | None = None  # -load_config: JSON {"DEVICE": {"PROPERTY": value}}
+    dump_config: str | None = None  # -dump_config: the compiled model's properties as that JSON
 
     def __post_init__(self) -> None:
         if self.api not in ("sync", "async"):
@@ -74,6 +87,10 @@ class BenchmarkConfig:
             raise EmberError(f"ember: -t must be > 0 seconds, got {self.duration_s}")
         if self.batch is not None and not 1 <= self.batch <= 1 << 16:
             raise EmberError(f"ember: -b must be between 1 and 65536, got {self.batch}")
+        if self.num_threads is not None and not 1 <= self.num_threads <= 4096:
+            raise EmberError(f"ember: -nthreads must be between 1 and 4096, got {self.num_threads}")
+        if not 1 <= self.latency_percentile <= 100:
+            raise EmberError(f"ember: -latency_percentile must be between 1 and 100, got {self.latency_percentile}")
         if self.report_type not in (None, "no_counters", "average_counters", "detailed_counters"):
             raise EmberError(f"ember: -report_type must be no_counters, average_counters or detailed_counters, "
                              f"got {self.report_type!r}")
@@ -92,13 +109,16 @@ class LatencyStats:
     min: float
     max: float
     p90: float
+    percentile: int = 50  # -latency_percentile
+    at_percentile: float = 0.0  # the latency at that percentile
 
     @classmethod
-    def of(cls, latencies_ms: Sequence[float]) -> LatencyStats:
+    def of(cls, latencies_ms: Sequence[float], percentile: int = 50) -> LatencyStats:
         if not latencies_ms:
             raise EmberError("ember: no inference was measured; raise -t or -niter")
         a = np.asarray(latencies_ms, dtype=np.float64)
-        return cls(float(np.median(a)), float(a.mean()), float(a.min()), float(a.max()), float(np.percentile(a, 90)))
+        return cls(float(np.median(a)), float(a.mean()), float(a.min()), float(a.max()), float(np.percentile(a, 90)),
+                   percentile, float(np.percentile(a, percentile)))
 
 
 @dataclass
@@ -390,7 +410,101 @@ class Benchmark:
             props["INFERENCE_PRECISION_HINT"] = c.inference_precision
         if c.cache_dir:
             props["CACHE_DIR"] = c.cache_dir
+        if c.num_threads:
+            props["INFERENCE_NUM_THREADS"] = c.num_threads
+        if c.load_config:
+            props = {**self.loaded_config(), **props}  # flags given on the command line win
         return props
+
+    def loaded_config(self) -> dict[str, Any]:
+        """``-load_config``: benchmark_app's JSON, ``{"CPU": {"NUM_STREAMS": "2", ...}}``; the
+        entry of this device (``-d``; for ``AUTO:CPU`` or ``HETERO:...`` the whole name, else
+        its first part)."""
+        path = Path(str(self.config.load_config))
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise EmberError(f"ember: cannot read -load_config {path}: {e}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise EmberError(f'ember: -load_config {path} must hold {{"DEVICE": {{"PROPERTY": value}}}}')
+        device = self.config.device
+        entry = data.get(device, data.get(device.split(":")[0].split(".")[0], {}))
+        return {str(k): v for k, v in entry.items()}
+
+    def dump_config_file(self, compiled: Any, path: str | Path) -> Path:
+        """``-dump_config``: the compiled model's properties in ``-load_config``'s format."""
+        values: dict[str, Any] = {}
+        for name in compiled.get_property("SUPPORTED_PROPERTIES"):
+            if name in ("SUPPORTED_PROPERTIES", "EXECUTION_DEVICES", "NETWORK_NAME", "LOADED_FROM_CACHE",
+                        "OPTIMAL_NUMBER_OF_INFER_REQUESTS"):
+                continue
+            v = compiled.get_property(name)
+            values[name] = getattr(v, "value", v) if not isinstance(v, (bool, int, float)) else v
+            if not isinstance(values[name], (bool, int, float, str)):
+                values[name] = str(v)
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({self.config.device: values}, indent=2))
+        return out
+
+    def preprocess(self, model: Model) -> Model:
+        """``-ip``/``-op``/``-iop``: the element types the caller's tensors have, put into the
+        model as conversions (OpenVINO's PrePostProcessor, as benchmark_app does)."""
+        c = self.config
+        if not (c.input_precision or c.output_precision or c.io_precision):
+            return model
+        from ember.graph.types import as_type
+        from ember.preprocess import PrePostProcessor
+
+        def kind(text: str, flag: str) -> Any:
+            try:
+                return as_type(_PRECISIONS.get(text.strip().lower(), text.strip()))
+            except (EmberError, KeyError, ValueError):
+                raise EmberError(f"ember: {flag}: unknown element type {text!r}") from None
+
+        ins = {i: kind(c.input_precision, "-ip") for i in range(len(model.inputs))} if c.input_precision else {}
+        outs = {i: kind(c.output_precision, "-op") for i in range(len(model.outputs))} if c.output_precision else {}
+        for item in filter(None, (c.io_precision or "").split(",")):
+            name, sep, prec = item.rpartition(":")
+            if not sep or not name:
+                raise EmberError(f"ember: -iop takes name:precision pairs, got {item!r}")
+            matched = False
+            for group, ports in ((ins, model.inputs), (outs, model.outputs)):
+                for i, port in enumerate(ports):
+                    if name in port.names:
+                        group[i] = kind(prec, "-iop")
+                        matched = True
+            if not matched:
+                raise EmberError(f"ember: -iop: the model has no input or output named {name!r}")
+        ppp = PrePostProcessor(model)
+        for i, t in ins.items():
+            ppp.input(i).tensor().set_element_type(t)
+        for i, t in outs.items():
+            ppp.output(i).tensor().set_element_type(t)
+        return ppp.build()
+
+    def apply_layout(self, model: Model) -> Model:
+        """``-layout``: "[NCHW]" for every input or "data[NCHW],mask[NC]" per input (used by
+        ``-b`` to find the batch axis and by ``-i`` images)."""
+        from ember.graph.layout import Layout
+
+        text = self.config.layout
+        if not text:
+            return model
+        items = re.findall(r"([^,\[\]]*)\[([^\]]*)\]", text)
+        if not items:
+            raise EmberError(f"ember: -layout takes [NCHW] or name[NCHW],..., got {text!r}")
+        for name, layout in items:
+            name = name.strip()
+            targets = [p for p in model.inputs if not name or name in p.names]
+            if not targets:
+                raise EmberError(f"ember: -layout: the model has no input named {name!r}")
+            for port in targets:
+                try:
+                    port.node.set_layout(Layout(layout))
+                except EmberError as e:
+                    raise EmberError(f"ember: -layout {layout!r} for {port.any_name if port.names else name}: {e}") from None
+        return model
 
     def compile(self, model: Model) -> tuple[Any, float]:
         t0 = time.perf_counter()
@@ -486,7 +600,7 @@ class Benchmark:
     def summarize(self, compiled: Any, latencies: list[float], total_ms: float, first_ms: float, read_ms: float,
                   compile_ms: float, per_op: list[OpCounter]) -> BenchmarkResult:
         c = self.config
-        stats = LatencyStats.of(latencies)
+        stats = LatencyStats.of(latencies, c.latency_percentile)
         batch = self.batch_size(compiled)
         fps = batch * 1000.0 / stats.median if c.api == "sync" else batch * len(latencies) * 1000.0 / total_ms
         return BenchmarkResult(
@@ -513,6 +627,7 @@ class Benchmark:
                  f"   Min:           {s.min:.2f} ms",
                  f"   Max:           {s.max:.2f} ms",
                  f"   90 percentile: {s.p90:.2f} ms",
+                 *([f"   {s.percentile} percentile: {s.at_percentile:.2f} ms"] if s.percentile not in (50, 90) else []),
                  f"Throughput:   {result.throughput_fps:.2f} FPS"]
         if result.per_op:
             total = sum(o.real_time_ms for o in result.per_op) or 1.0
@@ -607,8 +722,15 @@ class Benchmark:
         if c.histogram:
             self.check_histogram_support()  # fail before a long run, not after
         model, read_ms = self.read_model()
-        model = self.reshape(model)
+        model = self.preprocess(self.reshape(self.apply_layout(model)))
         compiled, compile_ms = self.compile(model)
+        if c.exec_graph_path:
+            from ember.io import write_ir
+
+            write_ir(compiled.get_runtime_model(), c.exec_graph_path, compress_to_fp16=False)
+            self.log(f"Executed graph: {c.exec_graph_path}")
+        if c.dump_config:
+            self.log(f"Config: {self.dump_config_file(compiled, c.dump_config)}")
         try:
             nreq = self.num_requests(compiled)
             inputs = self.make_inputs(compiled, nreq)
@@ -664,6 +786,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-report_folder", "--report_folder", default=None, help="write benchmark_report.json here")
     p.add_argument("-histogram", "--histogram", nargs="?", const="latency_histogram.png", default=None,
                    metavar="PNG", help="save a latency histogram (needs matplotlib)")
+    p.add_argument("-nthreads", "--nthreads", dest="num_threads", type=int, default=None,
+                   help="number of threads (INFERENCE_NUM_THREADS)")
+    p.add_argument("-latency_percentile", "--latency_percentile", type=int, default=50,
+                   help="the latency percentile to report (1-100, default 50: the median)")
+    p.add_argument("-ip", "--input_precision", default=None, help="element type of every input tensor (u8, f16, f32...)")
+    p.add_argument("-op", "--output_precision", default=None, help="element type of every output tensor")
+    p.add_argument("-iop", "--input_output_precision", dest="io_precision", default=None,
+                   help="per input/output: name:precision,... (wins over -ip/-op)")
+    p.add_argument("-layout", "--layout", default=None, help="input layouts: [NCHW] or data[NCHW],mask[NC]")
+    p.add_argument("-exec_graph_path", "--exec_graph_path", default=None,
+                   help="save the executed (runtime) graph as IR .xml")
+    p.add_argument("-load_config", "--load_config", default=None,
+                   help='JSON of device properties: {"CPU": {"NUM_STREAMS": "2"}} (flags win)')
+    p.add_argument("-dump_config", "--dump_config", default=None, help="write the compiled model's properties as JSON")
+    p.add_argument("-inference_only", "--inference_only", action="store_true",
+                   help="accepted for benchmark_app scripts: ember always measures inference only")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
 
@@ -683,7 +821,11 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
                            inference_precision=args.infer_precision,
                            cache_dir=args.cache_dir, report_folder=args.report_folder or (
                                "." if args.report_type else None), histogram=args.histogram,
-                           progress=args.progress, seed=args.seed)
+                           progress=args.progress, seed=args.seed, num_threads=args.num_threads,
+                           latency_percentile=args.latency_percentile, input_precision=args.input_precision,
+                           output_precision=args.output_precision, io_precision=args.io_precision,
+                           layout=args.layout, exec_graph_path=args.exec_graph_path,
+                           load_config=args.load_config, dump_config=args.dump_config)
 
 
 def _run(args: argparse.Namespace) -> int:

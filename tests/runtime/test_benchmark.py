@@ -169,3 +169,43 @@ def test_ember_cli_subcommand(model_path, capsys):
     code = cli.main(["benchmark", str(model_path), "-d", "AUTO", "-niter", "4", "-shape", "[1,3]", "--no-progress",
                      "-hint", "latency"])
     assert code == 0 and "hint LATENCY" in capsys.readouterr().out
+
+
+def test_benchmark_app_flags(model_path, tmp_path, capsys):
+    """-nthreads, -latency_percentile, -ip/-op/-iop, -layout with -b, -exec_graph_path,
+    -load_config/-dump_config, as benchmark_app takes them."""
+    from ember.tools.benchmark import main
+
+    cfg = tmp_path / "in.json"
+    cfg.write_text(json.dumps({"CPU": {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2"}}))
+    graph, dump = tmp_path / "exec" / "g.xml", tmp_path / "out.json"
+    code = main([str(model_path), "-d", "CPU", "-niter", "20", "-nthreads", "1", "-latency_percentile", "99",
+                 "-ip", "u8", "-iop", "y:f16", "-layout", "x[NC]", "-b", "5", "-exec_graph_path", str(graph),
+                 "-load_config", str(cfg), "-dump_config", str(dump), "-report_folder", str(tmp_path),
+                 "--no-progress", "-inference_only"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "99 percentile:" in out and "1 stream(s)" in out  # -nthreads 1 caps the config's 2 streams
+    dumped = json.loads(dump.read_text())["CPU"]
+    assert dumped["INFERENCE_NUM_THREADS"] == 1 and dumped["PERFORMANCE_HINT"] == "THROUGHPUT"
+    runtime = ember.Core().read_model(graph)
+    assert runtime.inputs[0].element_type.name == "u8" and list(runtime.inputs[0].partial_shape) == [5, 3]
+    assert runtime.outputs[0].element_type.name == "f16"
+    report = json.loads((tmp_path / "benchmark_report.json").read_text())["result"]
+    lat = report["latency_ms"]
+    assert lat["percentile"] == 99 and lat["min"] <= lat["at_percentile"] <= lat["max"]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["-ip", "q7"], "unknown element type"),
+    (["-iop", "nosuch:u8"], "no input or output named"),
+    (["-layout", "NCHW"], "-layout takes"),
+    (["-latency_percentile", "0"], "between 1 and 100"),
+    (["-nthreads", "0"], "between 1 and 4096"),
+    (["-load_config", "/nonexistent/cfg.json"], "cannot read -load_config"),
+])
+def test_benchmark_app_flag_errors(model_path, capsys, flags, words):
+    from ember.tools.benchmark import main
+
+    assert main([str(model_path), "-d", "REFERENCE", "-niter", "2", "--no-progress", "-shape", "[1,3]", *flags]) == 2
+    assert words in capsys.readouterr().err

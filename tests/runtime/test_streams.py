@@ -30,6 +30,7 @@ TABLE = [
     (8, {"NUM_STREAMS": 3, "PERFORMANCE_HINT": "THROUGHPUT"}, 3, 3, 2),
     (8, {"NUM_STREAMS": "AUTO"}, 8, 8, 1),
     (1, {"NUM_STREAMS": 4}, 4, 4, 1),
+    (8, {"NUM_STREAMS": 2, "INFERENCE_NUM_THREADS": 1}, 1, 1, 1),  # OpenVINO: 1 thread, 1 stream
     (1, {"PERFORMANCE_HINT": "THROUGHPUT"}, 1, 1, 1),
 ]
 
