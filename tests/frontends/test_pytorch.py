@@ -237,6 +237,27 @@ def test_dynamic_shapes_by_input_name() -> None:
         assert relative_difference(got, torch_outputs(module, (ids, mask))[0]) <= RTOL
 
 
+def test_input_shapes_alone_trace_the_module() -> None:
+    """OpenVINO converts a module from ``input=`` shapes without an example (zeros are traced)."""
+
+    class TwoArgs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).mean((2, 3)) + y
+
+    module = TwoArgs().eval()
+    x, y = _x(3, 3, 10, 10, seed=1), _x(1, 4, seed=2)
+    for spec in ([[1, 3, 10, 10], [1, 4]], [("y", [1, 4]), ("x", [-1, 3, 10, 10])]):
+        model = ember.convert_model(module, input=spec)
+        assert [p.get_any_name() for p in model.inputs] == ["x", "y"]
+        batch = 3 if model.inputs[0].partial_shape[0].is_dynamic else 1
+        got = run(model, [x[:batch].numpy(), y.numpy()])[0]
+        assert relative_difference(got, torch_outputs(module, (x[:batch], y))[0]) <= RTOL
+
+
 def test_exported_program_keeps_its_dynamic_shapes() -> None:
     module = nn.Sequential(nn.Linear(8, 4), nn.ReLU()).eval()
     batch = torch.export.Dim("batch", min=1, max=32)

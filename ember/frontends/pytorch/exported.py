@@ -44,7 +44,8 @@ _PY_OPS = {operator.add: "add", operator.sub: "sub", operator.mul: "mul", operat
 def export(model: torch.nn.Module, example_input: Any, specs: Sequence[Any]) -> torch.export.ExportedProgram:
     """torch.export of ``model`` on ``example_input`` with dynamic dims from the input specs."""
     args, kwargs = _example_args(example_input)
-    names = _forward_names(model, len(args), kwargs)
+    # input= alone (no example): as OpenVINO, one example of zeros per forward() argument it shapes
+    names = _forward_names(model, len(args) if args or kwargs else len(specs), kwargs)
     specs_by_name = _specs_by_name(specs, names)
     args, kwargs, dynamic = _dynamic_shapes(args, kwargs, names, specs_by_name)
     try:
