@@ -521,3 +521,24 @@ def test_shared_inference_gives_the_types_inference_gives(case: str, monkeypatch
                                    err_msg=f"{case} at {[list(a.shape) for a in inputs]}")
     if case in ("layered", "detector"):
         assert shared[0] > 0  # repeated layers (and the detector's repeated activations) did share
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_specializations_share_one_copy_of_each_constant(case: str) -> None:
+    """Each constant of the model is copied once, for the first shape; later shapes' graphs read
+    the same copies (results still equal REFERENCE), and no copy keeps a reader once its shape
+    is lowered (a specialized graph does not keep the next one alive)."""
+    from ember.graph.core_ops import Constant
+
+    build, make = CASES[case]
+    model = build()
+    compiled = ember.Core().compile_model(model, "CPU")
+    programs = compiled._executable._programs
+    constants = sum(isinstance(n, Constant) for n in programs._order)
+    for n in range(5):
+        inputs = make(n)
+        np.testing.assert_allclose(compiled(inputs)[0], _reference(model, inputs), rtol=2e-5, atol=2e-5,
+                                   err_msg=f"{case} at {[list(a.shape) for a in inputs]}")
+        assert dynamic_stats(compiled)["constant_copies"] == constants  # not one more per shape
+        assert all(not port.targets for c in programs._consts.values() for port in c.outputs())
+    assert dynamic_stats(compiled)["specializations"] == 5

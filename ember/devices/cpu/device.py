@@ -215,6 +215,9 @@ class _Programs:
         #: the model's nodes in order, walked once (every specialization clones them in this order)
         self._order = ops
         self._signatures: dict[int, Any] = {}  # per node of the model, for the copies' inference
+        #: one copy of each constant of the model, shared by every specialization's graph (made once;
+        #: its readers are disconnected after each lowering, so no graph keeps another alive)
+        self._consts: dict[int, Constant] = {}
         self._full_passes = any(n.type_name in _FULL_PASSES_FOR for n in ops)
         self._shape_reads = any(n.type_name in _SHAPE_READERS for n in ops)
         self._model_arrays = {id(n.data) for n in ops if isinstance(n, Constant)}
@@ -265,8 +268,10 @@ class _Programs:
     def _shared_arrays(self) -> set[int]:
         if self._shared_ids is None or self._shared_count != len(self.weights):
             found: dict[int, np.ndarray] = {}
-            _arrays_in(list(self.weights.values()), 3, found)
-            self._shared_ids = self._model_arrays | set(found)
+            packed = list(self.weights.values())
+            _arrays_in(packed, 3, found)
+            # the packed objects too: a plan's walk stops at them (their arrays are shared)
+            self._shared_ids = self._model_arrays | set(found) | {id(v) for v in packed}
             self._shared_count = len(self.weights)
         return self._shared_ids
 
@@ -284,14 +289,18 @@ class _Programs:
 
         seconds = self.stats["seconds"]
         model, order = self.model, None
-        if key:
-            self.stats["specializations"] += 1
-            model, order = self._specialize(key)
         t0 = time.perf_counter()
-        if self._isa is None:  # once per compiled model (it asks LLVM for the host's features)
-            self._isa = host_isa()
-        prog = Lowering(model, self.threads, self._isa, self.precision, compile_body=self._compile_body,
-                        weights=self.weights, order=order).run()
+        try:
+            if key:
+                self.stats["specializations"] += 1
+                model, order = self._specialize(key)
+            t0 = time.perf_counter()
+            if self._isa is None:  # once per compiled model (it asks LLVM for the host's features)
+                self._isa = host_isa()
+            prog = Lowering(model, self.threads, self._isa, self.precision, compile_body=self._compile_body,
+                            weights=self.weights, order=order).run()
+        finally:
+            _disconnect(self._consts.values())
         t1 = time.perf_counter()
         plan_memory(prog)
         seconds["lowering"] += t1 - t0
@@ -308,7 +317,9 @@ class _Programs:
         seconds = self.stats["seconds"]
         t0 = time.perf_counter()
         try:
-            model, nodes = _clone_with_shapes(self.model, key, self._order, self._signatures)
+            # the passes may change constants in place: their graph gets constants of its own
+            consts = None if self._full_passes else self._consts
+            model, nodes = _clone_with_shapes(self.model, key, self._order, self._signatures, consts)
             order: list[Any] | None = nodes
             t1 = time.perf_counter()
             seconds["clone"] += t1 - t0
@@ -318,7 +329,9 @@ class _Programs:
             elif self._shape_reads:  # without ShapeOf, static shapes make nothing foldable
                 order = []
                 folded = _fold_shape_reads(model, nodes, order)
-                if folded < 0:  # the one-walk fold declined: the passes do it
+                if folded < 0:  # the one-walk fold declined: the passes do it, on a graph of its own
+                    _disconnect(self._consts.values())
+                    model, _ = _clone_with_shapes(self.model, key, self._order, self._signatures)
                     order = None
                     for name in SPECIALIZE_PASSES:
                         model = get_pass(name).fn(model)
@@ -355,11 +368,15 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = None,
-                       signatures: dict[int, Any] | None = None) -> tuple[Model, list[Any]]:
+                       signatures: dict[int, Any] | None = None,
+                       consts: dict[int, Constant] | None = None) -> tuple[Model, list[Any]]:
     """A copy of ``model`` whose inputs have the static ``shapes`` (constant data shared), and
     its nodes in topological order. ``order``: the model's own ``get_ordered_ops()``, if known
     (the model is not walked again); ``signatures``: a dict this function fills, kept by the
-    caller from one copy to the next (each node's op, attributes and rt_info, made hashable once).
+    caller from one copy to the next (each node's op, attributes and rt_info, made hashable once);
+    ``consts``: copies of the model's constants kept by the caller from one copy to the next
+    (filled here), used instead of new ones: the caller disconnects their readers
+    (:func:`_disconnect`) once it is done with the copy.
 
     Types are inferred as the copy is made, once per distinct node *signature*: a node of the same
     op, attributes and input types and shapes as one inferred before in this copy (the same
@@ -383,7 +400,12 @@ def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = No
             new = node.clone_with_inputs([])
             new.set_partial_shape(list(shapes[i]))
         elif isinstance(node, Constant) and type(node).clone_with_inputs is base_clone:  # its data's types
-            new = node.clone_with_inputs([], [(o.element_type, o.partial_shape) for o in node.outputs()])
+            twin: Any = consts.get(id(node)) if consts is not None else None
+            if twin is None:
+                twin = node.clone_with_inputs([], [(o.element_type, o.partial_shape) for o in node.outputs()])
+                if consts is not None:
+                    consts[id(node)] = twin
+            new = twin
         else:
             inputs = [Output(mapping[id(o.node)], o.index) for o in node.input_values()]
             sig = signatures.get(id(node), False)
@@ -408,6 +430,15 @@ def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = No
     out.name = model.name
     out.rt_info = copy.deepcopy(model.rt_info)
     return out, nodes
+
+
+def _disconnect(nodes: Any) -> None:
+    """Forget every reader of ``nodes``' outputs (shared constant copies: the graph that read
+    them is done with; its nodes keep their own input links)."""
+    for node in nodes:
+        for port in node.outputs():
+            for target in port.targets:
+                port.remove_target_input(target)
 
 
 #: ops whose output types never depend on the values of a large constant input (only on its
@@ -555,13 +586,14 @@ def _fold_shape_reads(model: Model, order: list[Any] | None = None, after: list[
     return count
 
 
-def _arrays_in(obj: Any, depth: int, out: dict[int, np.ndarray], seen: set[int] | None = None) -> None:
+def _arrays_in(obj: Any, depth: int, out: dict[int, np.ndarray], seen: set[int] | None = None,
+               skip: frozenset[int] | set[int] = frozenset()) -> None:
     """The numpy arrays ``obj`` holds (itself, its attributes, ``depth`` levels deep; an object
-    met twice is looked at once)."""
+    met twice is looked at once, objects whose id is in ``skip`` not at all)."""
     if isinstance(obj, np.ndarray):
         out[id(obj)] = obj
         return
-    if depth <= 0 or isinstance(obj, (int, float, str, bytes, type)) or obj is None:
+    if depth <= 0 or isinstance(obj, (int, float, str, bytes, type)) or obj is None or id(obj) in skip:
         return
     if seen is not None:
         if id(obj) in seen:
@@ -569,10 +601,10 @@ def _arrays_in(obj: Any, depth: int, out: dict[int, np.ndarray], seen: set[int] 
         seen.add(id(obj))
     if isinstance(obj, (list, tuple)):
         for v in obj:
-            _arrays_in(v, depth - 1, out, seen)
+            _arrays_in(v, depth - 1, out, seen, skip)
     elif hasattr(obj, "__dict__"):
         for v in vars(obj).values():
-            _arrays_in(v, depth - 1, out, seen)
+            _arrays_in(v, depth - 1, out, seen, skip)
 
 
 #: bytes a cached plan costs beyond its arrays, per graph node it was lowered from (kept alive by
@@ -590,14 +622,22 @@ def _owned_bytes(program: Any, shared: set[int], nodes: int = 0) -> int:
     for t in program.tensors:
         if t.kind == "const" and t.data is not None:
             found[id(t.data)] = t.data
+    from ember.devices.cpu.lowering.driver import Lowering
+    from ember.devices.cpu.runtime.plan import Tensor
+    from ember.graph.node import Node
+
     seen: set[int] = set()
     for op in program.ops:
         for fn in (op.bind, op.fn):
             for cell in getattr(fn, "__closure__", None) or ():
                 try:
-                    _arrays_in(cell.cell_contents, 2, found, seen)
+                    held = cell.cell_contents
                 except ValueError:  # an empty cell
                     continue
+                # a plan's tensors are counted above; the lowering a binder keeps holds only this plan;
+                # graph nodes are in the allowance per node
+                if not isinstance(held, (Tensor, Lowering, Node, int, float, str)):
+                    _arrays_in(held, 2, found, seen, shared)
     own = sum(a.nbytes for i, a in found.items() if i not in shared and a.base is None)
     return own + _NODE_BYTES * nodes + _TENSOR_BYTES * len(program.tensors) + _OP_BYTES * len(program.ops)
 
@@ -605,13 +645,15 @@ def _owned_bytes(program: Any, shared: set[int], nodes: int = 0) -> int:
 def dynamic_stats(compiled: Any) -> dict[str, Any]:
     """Counters of a compiled model's shape specializations on the CPU device: how many
     shapes were lowered, optimizer runs after compile, weights packed and reused, plans
-    cached and evicted, the bytes they own, arena size and growths, and seconds per phase
+    cached and evicted, the bytes they own, constants copied (once per model: the
+    specializations share the copies), arena size and growths, and seconds per phase
     (clone, passes, lowering, memory: per compiled model; binding: this executable's)."""
     exe = getattr(compiled, "_executable", compiled)
     programs: _Programs = exe._programs
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in programs.stats.items()}
     out["weights_packed"], out["weights_reused"] = programs.weights.packed, programs.weights.reused
     out["plans_cached"] = len(programs._cache)
+    out["constant_copies"] = len(programs._consts)
     out["plans_owned_bytes"] = programs.owned_bytes
     out["arena_bytes"] = exe._arena.nbytes if exe._arena is not None else 0
     out["arena_growths"] = exe.arena_growths

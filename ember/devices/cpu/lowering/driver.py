@@ -261,11 +261,16 @@ class Lowering:
                 ok = False
                 # a dynamic-shaped input (a Python value) keeps a node on its reference kernel, and so
                 # do strings and sequences: object arrays hold Python references native code must not copy
-                objects = any(p.element_type.name in _OBJECT_TYPES for p in node.input_values()) \
-                    or any(p.element_type.name in _OBJECT_TYPES for p in node.outputs())
-                if rule is not None and not objects and (node.type_name in DYNAMIC_OK or
-                                                         all(self.tensor(s).shape is not None
-                                                             for s in node.input_values())):
+                usable = rule is not None
+                dynamic_ok = node.type_name in DYNAMIC_OK
+                if usable:
+                    for s in node.input_values():  # (one loop: this runs for every node of every shape)
+                        if s.element_type.name in _OBJECT_TYPES or not (dynamic_ok or self.tensor(s).shape is not None):
+                            usable = False
+                            break
+                if usable:
+                    usable = not any(p.element_type.name in _OBJECT_TYPES for p in node.outputs())
+                if usable and rule is not None:
                     try:
                         ok = rule(self, node)
                     except NotHere:
