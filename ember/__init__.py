@@ -9,12 +9,25 @@ import sys
 from typing import Any
 
 import ember.ops  # noqa: F401 - registers the op modules' loader with ember.graph.registry (first)
-from ember import layout_helpers, opset, preprocess, properties, utils  # noqa: F401 - `ov.properties.hint...`, `ov.preprocess`
+from ember import layout_helpers, op, opset, preprocess, properties, utils  # noqa: F401 - `ov.properties.hint...`, `ov.op`
 from ember.errors import EmberError
 from ember.graph import Dimension, Layout, Model, PartialShape, Shape, Type
+from ember.graph.batch import get_batch, set_batch
+from ember.graph.node import Input, Node, Output
 from ember.runtime import AsyncInferQueue, CompiledModel, Core, InferRequest, ProfilingInfo, Tensor, read_model
 
 __version__ = "0.1.0"
+
+
+def tensor_from_file(path: Any) -> Tensor:
+    """A u8 Tensor holding the bytes of the file at ``path`` (OpenVINO's ``tensor_from_file``)."""
+    import numpy as np
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise EmberError(f"ember: cannot read {path}: {e.strerror or e}") from None
+    return Tensor(data, shared_memory=True)
 
 
 def get_version() -> str:
@@ -22,7 +35,9 @@ def get_version() -> str:
     return __version__
 
 # `import ember.opset8 as ops` works like `import openvino.opset8 as ops`.
-for _n in range(1, 17):
+ConstOutput = Output  # the ports of a compiled model (OpenVINO's ConstOutput)
+
+for _n in range(1, 18):
     sys.modules[f"{__name__}.opset{_n}"] = opset
     globals()[f"opset{_n}"] = opset
 
@@ -57,7 +72,8 @@ def compile_model(model: Any, device_name: str | None = None, config: Any = None
 
 __all__ = ["AsyncInferQueue", "CompiledModel", "Core", "Dimension", "EmberError", "InferRequest", "Layout", "Model",
            "PartialShape", "ProfilingInfo", "Shape", "Tensor", "Type", "compile_model", "convert_model", "opset", "read_model", "save_model",
-           "serialize", "Dataset", "compress_weights", "quantize", "get_version", "utils"]
+           "serialize", "Dataset", "compress_weights", "quantize", "get_version", "utils",
+           "get_batch", "set_batch", "op", "Node", "Output", "Input", "ConstOutput", "tensor_from_file"]
 
 # NNCF's functions at the top level. Imported eagerly (the package is light) so that the name
 # `ember.quantize` is the function, not the package `ember/quantize` it lives in.

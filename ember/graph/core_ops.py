@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ember.errors import EmberError
-from ember.graph.node import Node, TensorDesc
+from ember.graph.node import Node, Output, TensorDesc
 from ember.graph.registry import builder, register_op
 from ember.graph.shape import PartialShape, as_partial_shape
 from ember.graph.types import Type, as_type, cast_array
@@ -149,6 +149,12 @@ class Result(Node):
     type_name = "Result"
     num_inputs = (1, 1)
     foldable = False
+
+    def __init__(self, inputs: Any = (), attrs: Mapping[str, Any] | None = None, name: str | None = None,
+                 **kwargs: Any) -> None:
+        if isinstance(inputs, (Output, Node)):  # OpenVINO's op.Result(output)
+            inputs = [inputs]
+        super().__init__(inputs, attrs, name, **kwargs)
 
     def infer(self) -> list[tuple[Type, PartialShape]]:
         return [(self.input_type(0), self.input_shape(0))]

@@ -178,11 +178,59 @@ class Model:
                 return i
         return -1
 
-    @property
     def is_dynamic(self) -> bool:
-        """Whether any input or output shape has a dynamic dimension or rank."""
+        """Whether any input or output shape has a dynamic dimension or rank (a method, as
+        OpenVINO's ``Model.is_dynamic()``; the property is ``dynamic``)."""
         return any(p.partial_shape.is_dynamic for p in self._parameters) or \
             any(r.output(0).partial_shape.is_dynamic for r in self._results)
+
+    @property
+    def dynamic(self) -> bool:
+        """``is_dynamic()`` as a property (OpenVINO's ``Model.dynamic``)."""
+        return self.is_dynamic()
+
+    def get_output_element_type(self, index: int) -> Any:
+        """The element type of output ``index``."""
+        return self.output(index).element_type
+
+    def get_output_partial_shape(self, index: int) -> Any:
+        """The (possibly dynamic) shape of output ``index``."""
+        return self.output(index).partial_shape
+
+    def get_output_shape(self, index: int) -> Any:
+        """The static shape of output ``index`` (an error when it is dynamic)."""
+        return self.output(index).shape
+
+    def get_result(self) -> Result:
+        """The only Result of a one-output model."""
+        if len(self._results) != 1:
+            raise EmberError(f"ember: get_result() needs a model with one output; this one has {len(self._results)}")
+        return self._results[0]
+
+    @property
+    def result(self) -> Result:
+        """``get_result()`` as a property."""
+        return self.get_result()
+
+    def get_sinks(self) -> list[Node]:
+        """The model's sinks (Assign nodes of stateful models): ember has no stateful ops, so
+        always empty."""
+        return []
+
+    @property
+    def sinks(self) -> list[Node]:
+        """``get_sinks()`` as a property."""
+        return self.get_sinks()
+
+    def get_variables(self) -> list[Any]:
+        """The model's state variables (ReadValue/Assign): ember has no stateful ops, so always
+        empty."""
+        return []
+
+    @property
+    def variables(self) -> list[Any]:
+        """``get_variables()`` as a property."""
+        return self.get_variables()
 
     def get_friendly_name(self) -> str:
         """The model's readable name (``friendly_name``)."""

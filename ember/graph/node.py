@@ -103,6 +103,29 @@ class TensorDesc:
         self.names: set[str] = set()
         self.rt_info: dict[str, Any] = {}
 
+    def get_names(self) -> set[str]:
+        """The tensor's names."""
+        return set(self.names)
+
+    def set_names(self, names: Iterable[str]) -> None:
+        """Replace the tensor's names."""
+        self.names = set(names)
+
+    def add_names(self, names: Iterable[str]) -> None:
+        """Add names to the tensor."""
+        self.names |= set(names)
+
+    def get_any_name(self) -> str:
+        """One of the tensor's names (the first in sorted order)."""
+        if not self.names:
+            raise EmberError("ember: the tensor has no name")
+        return sorted(self.names)[0]
+
+    @property
+    def any_name(self) -> str:
+        """``get_any_name()`` as a property."""
+        return self.get_any_name()
+
 
 class Output:
     """An output port: ``(node, index)``. Equal ports compare equal and hash alike."""
@@ -146,6 +169,10 @@ class Output:
     def tensor(self) -> TensorDesc:
         return self.node._tensor(self.index)
 
+    def get_tensor(self) -> TensorDesc:
+        """The port's tensor descriptor (names and rt_info), as OpenVINO's ``Output.get_tensor()``."""
+        return self.tensor
+
     @property
     def names(self) -> set[str]:
         return self.tensor.names
@@ -182,6 +209,11 @@ class Output:
 
     def get_target_inputs(self) -> set[Input]:
         return set(self.targets)
+
+    @property
+    def target_inputs(self) -> set[Input]:
+        """``get_target_inputs()`` as a property."""
+        return self.get_target_inputs()
 
     def remove_target_input(self, target: Input) -> None:
         """Forget consumer ``target`` of this port (as OpenVINO's ``Output.remove_target_input``):

@@ -211,6 +211,23 @@ class PartialShape:
             raise EmberError("ember: the shape has a dynamic rank")
         return self._dims
 
+    def get_dimension(self, index: int) -> Dimension:
+        """Dimension ``index`` (``shape[index]``)."""
+        return self[index]
+
+    @property
+    def all_non_negative(self) -> bool:
+        """Whether no static dimension is negative (always true for a valid shape)."""
+        return not self.rank_is_static or all(d.is_dynamic or d.get_length() >= 0 for d in self)
+
+    def same_scheme(self, other: ShapeLike) -> bool:
+        """Whether both have the same rank (or both a dynamic rank) and every dimension is the
+        same: equal when static, dynamic in both places otherwise."""
+        o = other if isinstance(other, PartialShape) else PartialShape(other)
+        if not self.rank_is_static or not o.rank_is_static:
+            return not self.rank_is_static and not o.rank_is_static
+        return len(self) == len(o) and all((a.is_dynamic and b.is_dynamic) or a == b for a, b in zip(self, o))
+
     def to_shape(self) -> Shape:
         if not self.is_static:
             raise EmberError(f"ember: shape {self} is not static")

@@ -128,6 +128,40 @@ class Type:
     def is_static(self) -> bool:
         return not self.is_dynamic
 
+    # OpenVINO's property spellings of the is_* checks, and to_dtype()
+    @property
+    def real(self) -> bool:
+        """Whether this is a floating-point type (``is_real``)."""
+        return self.is_real
+
+    @property
+    def integral(self) -> bool:
+        """Whether this is an integral type, boolean included (``is_integral``)."""
+        return self.is_integral
+
+    @property
+    def integral_number(self) -> bool:
+        """Whether this is an integral number type, boolean excluded (``is_integral_number``)."""
+        return self.is_integral_number
+
+    @property
+    def signed(self) -> bool:
+        """Whether values can be negative (``is_signed``)."""
+        return self.is_signed
+
+    @property
+    def type_name(self) -> str:
+        """The short name (``get_type_name()``)."""
+        return self.name
+
+    def to_dtype(self) -> np.dtype:
+        """The numpy dtype that holds this type's elements (OpenVINO's ``Type.to_dtype()``)."""
+        if self.is_dynamic:
+            from ember.errors import EmberError
+
+            raise EmberError(f"ember: element type {self.name} has no numpy dtype")
+        return np.dtype(object) if self.name == "string" else self.dtype
+
     @property
     def is_sub_byte(self) -> bool:
         return self._info.bitwidth < 8

@@ -448,8 +448,14 @@ class InferRequest:
         preset = self._output_tensors[index]
         if preset is not None:
             return preset
-        if self._outputs is None:
-            raise EmberError("ember: no inference has run yet, so there are no output tensors")
+        if self._outputs is None:  # as OpenVINO: a tensor of the output's shape, filled by inference
+            port = self._compiled.outputs[index]
+            if port.element_type is Type.sequence or port.partial_shape.rank.is_dynamic:
+                raise EmberError("ember: no inference has run yet, so this output (of dynamic rank or a "
+                                 "sequence) has no tensor")
+            preset = Tensor(port.element_type, [d.get_length() if d.is_static else 0 for d in port.partial_shape])
+            self._output_tensors[index] = preset
+            return preset
         return Tensor(self._outputs[index], shared_memory=True)
 
     @property

@@ -107,6 +107,27 @@ class Tensor:
         other._data = np.array(self._data, copy=True)
         other._type = self._type
 
+    def copy_from(self, source: Any) -> None:
+        """Copy ``source`` (a Tensor or an array) into this tensor; a different shape gives this
+        tensor new storage of that shape (the element type stays this tensor's)."""
+        data = source.data if isinstance(source, Tensor) else np.asarray(source)
+        if data.shape != self._data.shape:
+            self._data = np.empty(data.shape, dtype=self._data.dtype)
+        np.copyto(self._data, data, casting="unsafe")
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Byte strides of the storage, per axis."""
+        return tuple(int(x) for x in self._data.strides)
+
+    def get_strides(self) -> tuple[int, ...]:
+        """Byte strides of the storage (see ``strides``)."""
+        return self.strides
+
+    def is_continuous(self) -> bool:
+        """Whether the elements are stored densely in row-major order."""
+        return bool(self._data.flags.c_contiguous)
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         return self._data if dtype is None else self._data.astype(dtype)
 
