@@ -950,6 +950,12 @@ def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
 
 
 AMX_PREFETCH = 4  # B panels (24 KB each at K = 384) prefetched ahead of the first row tile
+#: the most bytes of converted A rows a task holds at once: a group of row tiles that each B panel
+#: serves in turn (M = 128 at K = 384: all four tiles, 96 KB), kept inside L2 (2 MB)
+AMX_GROUP_BYTES = 1 << 20
+#: B panels up to this size stay in L1 (48 KB) next to one tile's A; a task's panels beyond
+#: AMX_L2_WEIGHTS bytes would come from L3 or memory once per tile
+AMX_L1_PANEL, AMX_L2_WEIGHTS = 32 << 10, 1 << 20
 
 
 def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function) -> None:
@@ -968,7 +974,16 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     kq, nck, ktap = a("kq"), a("nck"), a("ktap")
     qbytes = b.mul(kq, c64(4))
     rsb = b.mul(e.cdiv(b.mul(ktap, c64(4)), 64), c64(64))  # bytes of a converted row: ktap bf16 pairs
-    apack = aligned_alloca(e, I8, b.mul(b.mul(ntaps, c64(MR)), rsb))
+    # a group of row tiles converted at once (as many as AMX_GROUP_BYTES of A rows hold, at least
+    # one), so that the B panels run outside the group's tiles: when a panel fits L1 next to a
+    # tile's A (AMX_L1_PANEL), or the task's panels do not fit L2 (AMX_L2_WEIGHTS); otherwise a
+    # tile's A stays in L1 over the panels (one tile per group)
+    panel_b = b.mul(b.mul(ntaps, ktap), c64(4 * NR))
+    grouped = b.or_(b.icmp_signed("<=", panel_b, c64(AMX_L1_PANEL)),
+                    b.icmp_signed(">", b.mul(b.sub(j1, j0), panel_b), c64(AMX_L2_WEIGHTS)))
+    tg = e.max(c64(1), e.min(b.select(grouped, ntiles, c64(1)),
+                             b.sdiv(c64(AMX_GROUP_BYTES), b.mul(b.mul(ntaps, c64(MR)), rsb))))
+    apack = aligned_alloca(e, I8, b.mul(tg, b.mul(b.mul(ntaps, c64(MR)), rsb)))
     cbuf = aligned_alloca(e, F32, c64(MR * NR))
     emit_tile_config(e, qbytes, kq)
 
@@ -987,67 +1002,79 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     b_stride = c64(4 * NR)
     step_bytes = b.mul(kq, c64(4 * NR))
 
-    # the first row tile reads each B panel from memory (a layer's weights, once per inference):
-    # keep AMX_PREFETCH panels in flight ahead of it (into L2, where the later tiles find them)
+    # the first group of row tiles reads each B panel from memory (a layer's weights, once per
+    # inference): keep AMX_PREFETCH panels in flight ahead of it (into L2)
     emit_prefetch_slice(e, e.gep(I8, bgroup, b.mul(j0, panel_bytes)),
                         b.mul(b.sub(e.min(j1, b.add(j0, c64(AMX_PREFETCH))), j0), panel_bytes), c64(0), c64(1))
-    with e.loop(0, ntiles, name="tile") as it:
-        p0 = b.add(m0, b.mul(it, c64(MR)))
-        mr = e.min(c64(MR), b.sub(m1, p0))
-        # A rows to bf16 pairs, [tap][row][rsb bytes], zero padded; rows past mr stay unread
-        # garbage (their C rows are not stored)
-        with e.loop(0, ntaps, name="atap") as tap:
-            with e.loop(0, mr, name="ar") as r:
-                src = e.load(PTR, e.gep(PTR, rows, b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)))
-                dst = e.gep(I8, apack, b.mul(b.add(b.mul(tap, c64(MR)), r), rsb))
-                with b.if_else(x_bf16) as (as_is, convert):
-                    with as_is:
-                        emit_copy_bf16(e, src, dst, cin, L)
-                    with convert:
-                        emit_to_bf16(e, src, dst, cin, L)
+    row_tiles = b.mul(b.mul(ntaps, c64(MR)), rsb)  # bytes of one tile's converted A rows
 
-        def block(two_m: bool, two_n: bool, jp: ir.Value) -> None:
-            for t in C_TILES:
-                tile_zero(e, t)
-            bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
-            with e.loop(0, ntaps, name="ctap") as tap:
-                pa = [e.gep(I8, apack, b.mul(b.add(b.mul(tap, c64(MR)), c64(h * H)), rsb)) for h in range(2)]
-                bt = e.gep(I8, bpan, b.mul(tap, tap_bytes))
-                with e.loop(0, nck, name="kc") as c:
-                    aoff = b.mul(c, qbytes)
-                    bc = e.gep(I8, bt, b.mul(c, step_bytes))
-                    tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), rsb)
-                    if two_m:
-                        tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), rsb)
-                    tile_load(e, B_TILES[0], bc, b_stride)
-                    if two_n:
-                        tile_load(e, B_TILES[1], e.gep(I8, bc, 64), b_stride)
-                    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
-                        if (i and not two_m) or (j and not two_n):
-                            continue
-                        tile_dot(e, "tdpbf16ps", C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
-            ldc = c64(4 * NR)
-            for i in range(2):
-                for j in range(2):
-                    tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * H * NR + j * 16) * 4), ldc)
+    def block(two_m: bool, two_n: bool, jp: ir.Value, lt: ir.Value) -> None:
+        for t in C_TILES:
+            tile_zero(e, t)
+        bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
+        abase = e.gep(I8, apack, b.mul(lt, row_tiles))
+        with e.loop(0, ntaps, name="ctap") as tap:
+            pa = [e.gep(I8, abase, b.mul(b.add(b.mul(tap, c64(MR)), c64(h * H)), rsb)) for h in range(2)]
+            bt = e.gep(I8, bpan, b.mul(tap, tap_bytes))
+            with e.loop(0, nck, name="kc") as c:
+                aoff = b.mul(c, qbytes)
+                bc = e.gep(I8, bt, b.mul(c, step_bytes))
+                tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), rsb)
+                if two_m:
+                    tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), rsb)
+                tile_load(e, B_TILES[0], bc, b_stride)
+                if two_n:
+                    tile_load(e, B_TILES[1], e.gep(I8, bc, 64), b_stride)
+                for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                    if (i and not two_m) or (j and not two_n):
+                        continue
+                    tile_dot(e, "tdpbf16ps", C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
+        ldc = c64(4 * NR)
+        for i in range(2):
+            for j in range(2):
+                tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * H * NR + j * 16) * 4), ldc)
 
+    with e.loop(0, e.cdiv(ntiles, tg), name="tgrp") as grp:
+        t0 = b.mul(grp, tg)
+        t1 = e.min(ntiles, b.add(t0, tg))
+        # the group's A rows to bf16 pairs, [tile][tap][row][rsb bytes], zero padded; rows past
+        # a tile's mr stay unread garbage (their C rows are not stored)
+        with e.loop(t0, t1, name="atile") as it:
+            mr = e.min(c64(MR), b.sub(m1, b.add(m0, b.mul(it, c64(MR)))))
+            abase = e.gep(I8, apack, b.mul(b.sub(it, t0), row_tiles))
+            with e.loop(0, ntaps, name="atap") as tap:
+                with e.loop(0, mr, name="ar") as r:
+                    src = e.load(PTR, e.gep(PTR, rows, b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)))
+                    dst = e.gep(I8, abase, b.mul(b.add(b.mul(tap, c64(MR)), r), rsb))
+                    with b.if_else(x_bf16) as (as_is, convert):
+                        with as_is:
+                            emit_copy_bf16(e, src, dst, cin, L)
+                        with convert:
+                            emit_to_bf16(e, src, dst, cin, L)
+
+        # panels outside the group's tiles: each panel is read from L2 (or memory) once per
+        # group and stays in L1 for the group's other tiles
         with e.loop(j0, j1, name="jp") as jp:
             col = b.mul(jp, c64(NR))
             ncols = e.min(c64(NR), b.sub(N, col))
             ahead = b.add(jp, c64(AMX_PREFETCH))
-            with b.if_then(b.and_(b.icmp_signed("==", it, c64(0)), b.icmp_signed("<", ahead, j1))):
+            with b.if_then(b.icmp_signed("<", ahead, j1)):
                 emit_prefetch_slice(e, e.gep(I8, bgroup, b.mul(ahead, panel_bytes)), panel_bytes, c64(0), c64(1))
-            two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
-                        lambda tm_, tn_: block(tm_, tn_, jp))
-            yblk = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
-            # a bf16 Y: the epilogue runs in place in the f32 block, then the tail writes Y
-            etarget, lde = b.select(y_bf16, cbuf, yblk), b.select(y_bf16, c64(NR), ldy)
-            b.call(epi, [cbuf, mr, ncols, etarget, lde,
-                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr, lo,
-                         hi, flags])
-            ydst = b.select(y_bf16, e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)), yblk)
-            with b.if_then(b.icmp_unsigned("!=", tail, c64(0))):
-                b.call(act, [etarget, lde, ydst, ldy, mr, ncols, tail, pmul, padd])
+            with e.loop(t0, t1, name="tile") as it:
+                p0 = b.add(m0, b.mul(it, c64(MR)))
+                mr = e.min(c64(MR), b.sub(m1, p0))
+                lt = b.sub(it, t0)
+                two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
+                           lambda tm_, tn_: block(tm_, tn_, jp, lt))
+                yblk = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
+                # a bf16 Y: the epilogue runs in place in the f32 block, then the tail writes Y
+                etarget, lde = b.select(y_bf16, cbuf, yblk), b.select(y_bf16, c64(NR), ldy)
+                b.call(epi, [cbuf, mr, ncols, etarget, lde,
+                             e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)),
+                             ldr, lo, hi, flags])
+                ydst = b.select(y_bf16, e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)), yblk)
+                with b.if_then(b.icmp_unsigned("!=", tail, c64(0))):
+                    b.call(act, [etarget, lde, ydst, ldy, mr, ncols, tail, pmul, padd])
     tile_release(e)
     b.ret_void()
 
@@ -1067,7 +1094,7 @@ class AmxBf16Kernels:
         if not isa.amx_bf16:
             raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
         self.isa = isa
-        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2", isa, lambda p: _build_bf16(p, isa))
+        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2|g{AMX_GROUP_BYTES}-{AMX_L1_PANEL}-{AMX_L2_WEIGHTS}", isa, lambda p: _build_bf16(p, isa))
         self.task_address = self.lib.address("bf16_task")
 
 
