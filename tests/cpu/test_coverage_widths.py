@@ -129,3 +129,21 @@ def test_topk_64_bit(case: tuple, dtype: type, index_type: str) -> None:
     elif x.size:
         x.reshape(-1)[::5] = np.iinfo(np.int64).min if mode == "min" else np.iinfo(np.int64).max
     _check(lambda p: list(ops.topk(p, np.int64(k), axis, mode, sort, index_type).outputs()), [x])
+
+
+RESIZE = [  # (shape, sizes of the last axes, mode, coordinate mode)
+    ((1, 2, 5, 5), (10, 10), "linear", "half_pixel"), ((2, 3, 7, 4), (3, 9), "linear_onnx", "align_corners"),
+    ((1, 5, 6, 6), (13, 5), "cubic", "asymmetric"), ((1, 2, 5, 7), (9, 3), "nearest", "tf_half_pixel_for_nn"),
+    ((2, 9, 11), (23,), "linear_onnx", "pytorch_half_pixel"), ((1, 9, 4, 4), (8, 8), "cubic", "half_pixel")]
+
+
+@pytest.mark.parametrize("case", RESIZE, ids=lambda c: f"{c[2]}-{c[3]}-{len(c[0])}d")
+def test_interpolate_f64(case: tuple) -> None:
+    shape, sizes, mode, coord = case
+    rank = len(shape)
+    axes = _i64(*range(rank - len(sizes), rank))
+    # NaN/inf only through nearest: the reference's linear/cubic weight matrices spread a NaN over
+    # whole rows (0 * NaN), OpenVINO's kernels (and ember's f32 and f64 ones) over its taps only
+    x = _data(shape, np.float64, special=mode == "nearest")
+    _check(lambda p: ops.interpolate(p, _i64(*sizes), mode, "sizes", coordinate_transformation_mode=coord, axes=axes),
+           [x], rtol=1e-12)

@@ -4,7 +4,8 @@ Interpolate): ``out[n, oy, ox, :] = sum_ky sum_kx wy[oy, ky] * wx[ox, kx] * src[
 The tables (source row/column and weight of each tap) are computed once at compile time from
 the op's own weight matrices; the kernel vectorizes over channels. A task is a block of output
 rows (``n * OH`` rows in all); ``KY`` and ``KX`` (taps per output row / column) are constants of
-the compiled kernel.
+the compiled kernel. f32 data has f32 weights; f64 data has f64 weights and sums in f64 (the
+reference kernel's precision).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I64, PTR, VOID, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
-from ember.devices.cpu.llvm.vector import fmuladd, lane_mask, masked_load, masked_store
+from ember.devices.cpu.llvm.vector import lane_mask
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 RESIZE_CONTEXT = ContextLayout(
@@ -29,12 +30,32 @@ RESIZE_CONTEXT = ContextLayout(
 MAX_TAPS = 4
 
 
-def _emit(m: ir.Module, prefix: str, lanes: int, ky: int, kx: int) -> None:
+F64 = ir.DoubleType()
+
+
+def _emit(m: ir.Module, prefix: str, lanes32: int, ky: int, kx: int, f64: bool = False) -> None:
     fn = ContextEmitter.function(m, f"{prefix}_resize_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, RESIZE_CONTEXT)
     b = e.b
     task = fn.args[1]
-    vt = vec(F32, lanes)
+    et, size, tn = (F64, 8, "f64") if f64 else (F32, 4, "f32")
+    lanes = lanes32 // 2 if f64 else lanes32
+    vt = vec(et, lanes)
+
+    def masked_load(ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
+        if mask is None:
+            return e.load(vt, ptr, align=size)
+        return e.call(f"llvm.masked.load.v{lanes}{tn}.p0", vt, [ptr, c32(size), mask, ir.Constant(vt, None)])
+
+    def masked_store(v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+        if mask is None:
+            b.store(v, ptr, align=size)
+        else:
+            e.call(f"llvm.masked.store.v{lanes}{tn}.p0", VOID, [v, ptr, c32(size), mask])
+
+    def fmuladd(x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+        return e.call(f"llvm.fmuladd.v{lanes}{tn}", vt, [x, y, z])
+
     src, dst = e.arg("src", PTR), e.arg("dst", PTR)
     ytab, ywt, xtab, xwt = e.arg("ytab", PTR), e.arg("ywt", PTR), e.arg("xtab", PTR), e.arg("xwt", PTR)
     h, w, c, oh, ow = e.arg("h"), e.arg("w"), e.arg("c"), e.arg("oh"), e.arg("ow")
@@ -49,24 +70,24 @@ def _emit(m: ir.Module, prefix: str, lanes: int, ky: int, kx: int) -> None:
         for k in range(ky):
             t = b.add(b.mul(oy, c64(ky)), c64(k))
             iy = e.load(I64, e.gep(I64, ytab, t), align=8)
-            rows.append(e.gep(F32, src, b.mul(b.mul(b.add(b.mul(n, h), iy), w), c)))
-            wys.append(e.load(F32, e.gep(F32, ywt, t), align=4))
-        out_row = e.gep(F32, dst, b.mul(b.mul(r, ow), c))
+            rows.append(e.gep(et, src, b.mul(b.mul(b.add(b.mul(n, h), iy), w), c)))
+            wys.append(e.load(et, e.gep(et, ywt, t), align=size))
+        out_row = e.gep(et, dst, b.mul(b.mul(r, ow), c))
         with e.loop(0, ow, name="x") as ox:
             taps = []
             for k in range(kx):
                 t = b.add(b.mul(ox, c64(kx)), c64(k))
                 off = b.mul(e.load(I64, e.gep(I64, xtab, t), align=8), c)
-                wx = e.load(F32, e.gep(F32, xwt, t), align=4)
+                wx = e.load(et, e.gep(et, xwt, t), align=size)
                 for row, wy in zip(rows, wys):
-                    taps.append((e.gep(F32, row, off), e.splat(b.fmul(wy, wx), lanes)))
-            dp = e.gep(F32, out_row, b.mul(ox, c))
+                    taps.append((e.gep(et, row, off), e.splat(b.fmul(wy, wx), lanes)))
+            dp = e.gep(et, out_row, b.mul(ox, c))
 
             def chunk(ch: ir.Value, mask: ir.Value | None) -> None:
                 acc = ir.Constant(vt, None)
                 for ptr, wv in taps:
-                    acc = fmuladd(e, wv, masked_load(e, vt, e.gep(F32, ptr, ch), mask), acc)
-                masked_store(e, acc, e.gep(F32, dp, ch), mask)
+                    acc = fmuladd(wv, masked_load(e.gep(et, ptr, ch), mask), acc)
+                masked_store(acc, e.gep(et, dp, ch), mask)
 
             with e.loop(0, cmain, lanes, name="c") as ch:
                 chunk(ch, None)
@@ -76,20 +97,21 @@ def _emit(m: ir.Module, prefix: str, lanes: int, ky: int, kx: int) -> None:
 
 
 @functools.cache
-def _library(isa: Isa, ky: int, kx: int) -> jit.Library:
+def _library(isa: Isa, ky: int, kx: int, f64: bool = False) -> jit.Library:
     def build(prefix: str) -> ir.Module:
         m = ir.Module(name=prefix)
         m.triple = isa.triple
-        _emit(m, prefix, isa.f32_lanes, ky, kx)
+        _emit(m, prefix, isa.f32_lanes, ky, kx, f64)
         return m
-    return jit.load(f"resize|{isa.level}|{ky}x{kx}", isa, build)
+    return jit.load(f"resize|{isa.level}|{ky}x{kx}" + ("|f64" if f64 else ""), isa, build)
 
 
-def tap_table(weights: np.ndarray, required: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def tap_table(weights: np.ndarray, required: np.ndarray | None = None,
+              dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray] | None:
     """An (out, in) weight matrix as (source index, weight) tables of shape (out, K), K the most
     nonzero weights of a row (rows with fewer repeat a tap with weight 0); None above MAX_TAPS.
     ``required`` (out, k) columns are taps even where their weight is 0 (a NaN there still
-    reaches the output, as in OpenVINO's kernels)."""
+    reaches the output, as in OpenVINO's kernels). The weights are of ``dtype`` (the data's)."""
     nz = weights != 0
     if required is not None:
         nz = nz.copy()
@@ -99,7 +121,7 @@ def tap_table(weights: np.ndarray, required: np.ndarray | None = None) -> tuple[
         return None
     out = weights.shape[0]
     idx = np.zeros((out, k), np.int64)
-    wt = np.zeros((out, k), np.float32)
+    wt = np.zeros((out, k), dtype)
     for o in range(out):
         cols = np.nonzero(nz[o])[0]
         idx[o, :cols.size] = cols
@@ -110,7 +132,7 @@ def tap_table(weights: np.ndarray, required: np.ndarray | None = None) -> tuple[
 
 def resize_nhwc(src: np.ndarray, dst: np.ndarray, ytaps: tuple[np.ndarray, np.ndarray],
                 xtaps: tuple[np.ndarray, np.ndarray], threads: int, isa: Isa | None = None) -> BoundKernel:
-    """A bound resize of contiguous f32 NHWC ``src`` (n, h, w, c) into ``dst`` (n, oh, ow, c)
+    """A bound resize of contiguous f32 or f64 NHWC ``src`` (n, h, w, c) into ``dst`` (n, oh, ow, c)
     with the tap tables of :func:`tap_table` for the rows (``ytaps``) and columns (``xtaps``)."""
     n, h, w, c = src.shape
     _, oh, ow, _ = dst.shape
@@ -124,6 +146,6 @@ def resize_nhwc(src: np.ndarray, dst: np.ndarray, ytaps: tuple[np.ndarray, np.nd
     ctx = RESIZE_CONTEXT.new(src=src.ctypes.data, dst=dst.ctypes.data, ytab=yi.ctypes.data, ywt=yw.ctypes.data,
                              xtab=xi.ctypes.data, xwt=xw.ctypes.data, h=h, w=w, c=c, oh=oh, ow=ow, rpt=rpt, rows=rows)
     n_tasks = -(-rows // rpt) if dst.size and src.size else 0
-    lib = _library(isa, yi.shape[1], xi.shape[1])
+    lib = _library(isa, yi.shape[1], xi.shape[1], src.dtype == np.float64)
     return BoundKernel(lib.address("resize_task"), ctx, n_tasks, threads, (src, dst, yi, yw, xi, xw),
                        layout=RESIZE_CONTEXT)

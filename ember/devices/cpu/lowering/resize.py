@@ -1,5 +1,5 @@
 """Lowering rule for Interpolate (opset 1, 4, 11): nearest resizes are a gather of pixels (``movement``);
-linear, linear_onnx and cubic resizes of 4-D f32 tensors over H and W (and of 3-D ones over
+linear, linear_onnx and cubic resizes of 4-D f32 or f64 tensors over H and W (and of 3-D ones over
 their last axis) run the separable tap kernel (``kernels/resize.py``), with tap tables computed
 once here from the op's own per-axis weight matrices (so every coordinate_transformation_mode
 the op has is covered): on NHWC data, vectors over channels; with few channels in plain layout,
@@ -64,7 +64,8 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
 
     data_p = node.input_values()[0]
     rank = len(data_p.partial_shape)
-    if data_p.element_type.dtype != F32 or rank not in (3, 4):
+    dtype = data_p.element_type.dtype
+    if dtype not in (F32, np.dtype(np.float64)) or rank not in (3, 4):
         return False
     if any(node.attrs["pads_begin"]) or any(node.attrs["pads_end"]):
         return False
@@ -97,7 +98,7 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
         required = None
         if ax in per_axis and str(attrs["mode"]).lower() != "cubic" and size != out and size and out:
             required = linear_taps(mat)
-        table = tap_table(mat, required)
+        table = tap_table(mat, required, dtype.type)
         if table is None:
             return False
         taps.append(table)
@@ -108,7 +109,7 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
     t = lowering.tensor(data_p)
     tables = [lowering.program.const(np.ascontiguousarray(a)) for pair in taps for a in pair]
     threads = lowering.threads
-    if rank == 4 and (t.layout == NHWC or c >= lowering.isa.f32_lanes):  # vectors over channels
+    if rank == 4 and dtype == F32 and (t.layout == NHWC or c >= lowering.isa.f32_lanes):  # vectors over channels
         src = lowering.native_input(t, NHWC)
         y = lowering.value((n, oh, ow, c), NHWC, src.dtype, name=node.friendly_name)
         planes = None
