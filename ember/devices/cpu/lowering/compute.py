@@ -29,6 +29,10 @@ def lower_matmul(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.lowering.passes import bf16_gemm_readers_only, take_epilogue_activation
 
     a_port, b_port = node.input_values()
+    if a_port.element_type.dtype == np.float64:  # f64: its own kernel
+        from ember.devices.cpu.lowering.f64 import lower_matmul_f64
+
+        return lower_matmul_f64(lowering, node)
     w = const_of(b_port)
     if w is None or const_of(a_port) is not None:
         return _lower_batched_matmul(lowering, node)
@@ -225,6 +229,10 @@ def lower_softmax(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.norm import row_kernel
 
     port = node.input_values()[0]
+    if port.element_type.dtype == np.float64:  # f64: its own kernel
+        from ember.devices.cpu.lowering.f64 import lower_rows_f64
+
+        return lower_rows_f64(lowering, node)
     if port.element_type.dtype != F32 or len(port.partial_shape) == 0:
         return False
     rank = len(port.partial_shape)
@@ -252,6 +260,10 @@ def lower_mvn(lowering: Lowering, node: Node) -> bool:
     from ember.ops.reduce import reduction_axes
 
     port = node.input_values()[0]
+    if port.element_type.dtype == np.float64:  # f64: its own kernel
+        from ember.devices.cpu.lowering.f64 import lower_rows_f64
+
+        return lower_rows_f64(lowering, node)
     axes_v = const_of(node.input_values()[1])
     if port.element_type.dtype != F32 or node.version != "opset6" or axes_v is None:
         return False

@@ -587,6 +587,10 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
 
     xport = node.input_values()[0]
     rank = len(xport.partial_shape)
+    if xport.element_type.dtype == np.float64 and node.type_name == "AvgPool":  # f64: its own kernel
+        from ember.devices.cpu.lowering.f64 import lower_avgpool_f64
+
+        return lower_avgpool_f64(lowering, node)
     if xport.element_type.dtype != F32 or rank not in (3, 4, 5):
         return False
     want_indices = any(o.targets for o in node.outputs()[1:]) or any(lowering.is_result(o) for o in node.outputs()[1:])
