@@ -147,3 +147,63 @@ def test_interpolate_f64(case: tuple) -> None:
     x = _data(shape, np.float64, special=mode == "nearest")
     _check(lambda p: ops.interpolate(p, _i64(*sizes), mode, "sizes", coordinate_transformation_mode=coord, axes=axes),
            [x], rtol=1e-12)
+
+
+# -- f64 compute: SoftMax, LogSoftmax, MVN, AvgPool, MatMul on their f64 kernels -------------------
+
+ROWS = [  # (builder name, shape, axis or axes)
+    ("softmax", (3, 17), 1), ("softmax", (4, 5, 6), 1), ("softmax", (2, 3, 33), -1), ("softmax", (7,), 0),
+    ("log_softmax", (3, 17), 1), ("log_softmax", (2, 9, 5), 0), ("softmax", (0, 5), 1),
+    ("mvn", (3, 17), (1,)), ("mvn", (2, 3, 4, 5), (2, 3)), ("mvn", (2, 3, 4, 5), (1, 2)), ("mvn", (4, 1), (1,))]
+
+
+@pytest.mark.parametrize("special", [False, True], ids=["finite", "nan-inf"])
+@pytest.mark.parametrize("case", ROWS, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
+def test_rows_f64(case: tuple, special: bool) -> None:
+    name, shape, axis = case
+    x = _data(shape, np.float64, special=special)
+    if name == "mvn":
+        for variance, mode in ((True, "inside_sqrt"), (True, "outside_sqrt"), (False, "inside_sqrt")):
+            _check(lambda p: ops.mvn(p, _i64(*axis), variance, 1e-5, mode), [x], rtol=1e-12)
+    else:
+        _check(lambda p: getattr(ops, name)(p, axis), [x], rtol=1e-12)
+
+
+POOLS = [  # (shape, kernel, strides, pads begin, pads end, exclude pad, rounding, dilations)
+    ((1, 2, 6, 6), [2, 2], [2, 2], [0, 0], [0, 0], True, "floor", None),
+    ((2, 3, 7, 9), [3, 3], [1, 2], [1, 1], [1, 1], False, "floor", None),
+    ((2, 3, 7, 9), [3, 3], [2, 2], [1, 0], [1, 2], True, "ceil", None),
+    ((1, 4, 11), [4], [3], [2], [0], False, "ceil", None),
+    ((1, 2, 5, 6, 7), [2, 3, 2], [2, 1, 2], [0, 1, 1], [1, 1, 0], True, "floor", None),
+    ((1, 2, 9, 9), [3, 3], [2, 2], [0, 0], [0, 0], True, "floor", [2, 2]),
+    ((1, 1, 4, 4), [3, 3], [3, 3], [0, 0], [0, 0], True, "ceil", None)]
+
+
+@pytest.mark.parametrize("case", POOLS, ids=lambda c: f"{len(c[1])}d-k{c[1][0]}-s{c[2][0]}-x{int(c[5])}-{c[6]}")
+def test_avgpool_f64(case: tuple) -> None:
+    shape, kernel, strides, pb, pe, exclude, rounding, dil = case
+    x = _data(shape, np.float64)
+    _check(lambda p: ops.avg_pool(p, strides, pb, pe, kernel, exclude, rounding, dilations=dil), [x], rtol=1e-13)
+
+
+MATMULS = [  # (a shape, b shape, transpose a, transpose b)
+    ((3, 17), (17, 5), False, False), ((2, 8, 16), (2, 16, 12), False, False), ((5, 7), (9, 7), False, True),
+    ((7, 5), (7, 9), True, False), ((3, 1, 6, 4), (5, 4, 33), False, False), ((17,), (17, 3), False, False),
+    ((2, 4, 6), (6,), False, False), ((6, 4), (3, 5, 6), True, True), ((0, 3), (3, 4), False, False),
+    ((4, 0), (0, 5), False, False)]
+
+
+@pytest.mark.parametrize("const_b", [False, True], ids=["runtime", "constant-b"])
+@pytest.mark.parametrize("case", MATMULS, ids=lambda c: f"{c[0]}x{c[1]}-t{int(c[2])}{int(c[3])}")
+def test_matmul_f64(case: tuple, const_b: bool) -> None:
+    sa, sb, ta, tb = case
+    a, b = _data(sa, np.float64, special=False), _data(sb, np.float64, special=False)
+    if const_b:
+        _check(lambda p: ops.matmul(p, b, ta, tb), [a], rtol=1e-12)
+    else:
+        _check(lambda p, q: ops.matmul(p, q, ta, tb), [a, b], rtol=1e-12)
+
+
+def test_matmul_f64_nan_inf() -> None:
+    a, b = _data((4, 9), np.float64), _data((9, 21), np.float64)
+    _check(lambda p, q: ops.matmul(p, q, False, False), [a, b], rtol=1e-12)
