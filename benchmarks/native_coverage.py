@@ -177,6 +177,17 @@ TIMED: dict[str, tuple[list[tuple[tuple[int, ...], Any]], Build]] = {
     "maxpool3d-indices": ([((1, 8, 16, 32, 32), F)], lambda p: ops.max_pool(
         p[0], [2, 2, 2], [1, 1, 1], [0, 0, 0], [0, 0, 0], [2, 2, 2]).output(1)),
     "lrn-axes-2-3": ([((1, 32, 56, 56), F)], lambda p: ops.lrn(p[0], np.array([2, 3], np.int64), 1e-4, 0.75, 1.0, 5)),
+    "f64-softmax": ([((256, 1000), np.float64)], lambda p: ops.softmax(p[0], 1)),
+    "f64-mvn": ([((256, 1024), np.float64)], lambda p: ops.mvn(p[0], np.array([1], np.int64), True, 1e-5, "inside_sqrt")),
+    "f64-matmul": ([((256, 256), np.float64), ((256, 256), np.float64)], lambda p: ops.matmul(p[0], p[1], False, False)),
+    "f64-avgpool": ([((1, 32, 56, 56), np.float64)], lambda p: ops.avg_pool(p[0], [2, 2], [1, 1], [1, 1], [3, 3], True)),
+    "f64-interpolate": ([((1, 16, 56, 56), np.float64)], lambda p: ops.interpolate(
+        p[0], np.array([1, 1, 2, 2], np.float32), "linear", "scales")),
+    "f64-topk": ([((64, 1000), np.float64)], lambda p: ops.topk(p[0], np.int64(10), 1, "max", "value").output(0)),
+    "f64-cumsum": ([((256, 1024), np.float64)], lambda p: ops.cumsum(p[0], np.int64(1))),
+    "u8-pad-reflect": ([((1, 3, 224, 224), np.uint8)], lambda p: ops.pad(
+        p[0], np.array([0, 0, 3, 3], np.int64), np.array([0, 0, 3, 3], np.int64), "reflect")),
+    "i64-depth-to-space": ([((1, 64, 56, 56), np.int64)], lambda p: ops.depth_to_space(p[0], "blocks_first", 2)),
 }
 
 
