@@ -121,7 +121,7 @@ def tap_table(weights: np.ndarray, required: np.ndarray | None = None,
         return None
     out = weights.shape[0]
     idx = np.zeros((out, k), np.int64)
-    wt = np.zeros((out, k), dtype)
+    wt: np.ndarray = np.zeros((out, k), dtype)
     for o in range(out):
         cols = np.nonzero(nz[o])[0]
         idx[o, :cols.size] = cols
