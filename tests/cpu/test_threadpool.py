@@ -297,31 +297,31 @@ def test_a_sleeping_worker_is_counted_and_wake_readies_it():
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs CPU affinity and two CPUs")
 def test_pinning_adapts_to_a_busy_machine(monkeypatch):
-    """Workers are let go (any allowed CPU) when the process is preempted often per CPU-second
-    it uses, and pinned again after a longer quiet window; the counters are faked."""
+    """Workers are let go (any allowed CPU) when they are preempted often per CPU-second they
+    use, and pinned again after a longer quiet window; the counters are faked."""
     monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
     monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
     usage = [0.0, 0]
-    monkeypatch.setattr(tp, "_usage", lambda: (usage[0], usage[1]))
+    monkeypatch.setattr(tp, "_usage", lambda tids: (usage[0], usage[1]))
     allowed = sorted(os.sched_getaffinity(0))
     pool, tids = _new_threads(lambda: ThreadPool(2))
     counts = np.zeros(8, np.int64)
     addr = ctypes.cast(_counter_task(counts, set()), ctypes.c_void_p).value
     try:
         assert pool.adaptive_pinning and len(pool.pinned_cpus) == 1
-        usage[:] = [0.1, 1000]  # a busy rate, but the window is too short to judge
+        usage[:] = [tp.BUSY_WINDOW_S / 2, 1000]  # a busy rate, but the window is too short to judge
         pool.adapt()
         assert len(pool.pinned_cpus) == 1
-        usage[:] = [tp.BUSY_WINDOW_S, 1000]  # 4,000 switches per CPU-second
+        usage[:] = [tp.BUSY_WINDOW_S, 1000]  # 10,000 switches per CPU-second
         pool.adapt()
         assert pool.pinned_cpus == [] and pool.unpinned_for_load == 1 and pool.busy
         assert sorted(os.sched_getaffinity(tids[0])) == allowed
         pool.parallel_for(addr, 0, 8)
         assert (counts == 1).all()
-        usage[:] = [tp.BUSY_WINDOW_S + 1.0, 1000]  # quiet so far, but not for a whole quiet window
+        usage[:] = [tp.BUSY_WINDOW_S + tp.QUIET_WINDOW_S / 2, 1000]  # quiet so far, not for a whole window
         pool.adapt()
         assert pool.pinned_cpus == []
-        usage[:] = [tp.BUSY_WINDOW_S + tp.QUIET_WINDOW_S, 1010]  # 5 per CPU-second: quiet
+        usage[:] = [tp.BUSY_WINDOW_S + tp.QUIET_WINDOW_S, 1005]  # 5 per CPU-second: quiet
         pool.adapt()
         assert len(pool.pinned_cpus) == 1 and sorted(os.sched_getaffinity(tids[0])) == pool.pinned_cpus
         assert not pool.busy
@@ -334,7 +334,7 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
 def test_fixed_pinning_does_not_adapt(monkeypatch):
     monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
     usage = [0.0, 0]
-    monkeypatch.setattr(tp, "_usage", lambda: (usage[0], usage[1]))
+    monkeypatch.setattr(tp, "_usage", lambda tids: (usage[0], usage[1]))
     for pool in (ThreadPool(2, pin=True), ThreadPool(2, pin=False), ThreadPool(1)):
         try:
             before = list(pool.pinned_cpus)
@@ -384,5 +384,104 @@ def test_serial_pool_runs_every_job_on_the_caller():
         pool.serial = False
         pool.parallel_for(addr, 0, 200)
         assert (counts == 2).all() and (pool.stats() - before).jobs == 1
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("gaps, busy, want", [
+    ([], False, 100.0),                      # too few gaps known: the base budget
+    ([50.0, 60.0], False, 100.0),
+    ([10.0, 20.0, 30.0], False, 100.0),      # short gaps: never below the base
+    ([200.0, 300.0, 250.0], False, 500.0),   # back to back: twice the median gap
+    ([400.0, 450.0, 900.0, 420.0], False, 900.0),
+    ([600.0, 700.0, 650.0], False, 1000.0),  # capped
+    ([2000.0, 3000.0, 2500.0], False, 100.0),  # longer gaps than the cap: sleep, wake() rouses
+    ([200.0, 300.0, 250.0], True, 100.0),    # a busy machine: no long spinning
+    ([200.0, 5000.0, 250.0, 6000.0, 7000.0], False, 100.0),  # the median decides
+])
+def test_spin_budget_follows_the_gap_between_runs(gaps, busy, want):
+    assert tp.spin_budget_us(gaps, 100.0, 1000.0, busy) == want
+
+
+def test_a_pool_spins_longer_while_runs_come_back_to_back():
+    """finished() then adapt() measures the gap between runs; after three short ones the
+    workers' spin budget is longer than the base, after long ones it is the base again."""
+    pool = ThreadPool(2, spin_us=50.0, max_spin_us=20_000.0)
+    base = int(pool._state[tp._SPIN])
+    try:
+        for _ in range(3):
+            pool.finished()
+            time.sleep(0.002)
+            pool.adapt()
+        assert pool._state[tp._SPIN] > 2 * base  # gaps of 2+ ms: about 4 ms of spinning
+        assert pool._state[tp._CALLER_SPIN] == base  # the caller's wait for stragglers is not stretched
+        for _ in range(8):
+            pool.finished()
+            time.sleep(0.025)  # longer than max_spin_us
+            pool.adapt()
+        assert pool._state[tp._SPIN] == base
+    finally:
+        pool.close()
+
+
+def test_busy_judgement_reads_the_workers_own_counters():
+    """The pool knows its workers' kernel thread ids, and _usage sums their own CPU time and
+    preemptions (/proc/self/task/<tid>), not the whole process's: CPU time burnt by the
+    calling thread does not show, the workers' spinning does."""
+    pool = ThreadPool(3)
+    try:
+        tasks = {int(t) for t in os.listdir("/proc/self/task")}
+        assert len(pool._tids) == 2 and set(pool._tids) <= tasks
+        assert threading.get_native_id() not in pool._tids
+        cpu0, _ = tp._usage(pool._tids)
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.2:  # the caller alone burns 0.2 s
+            pass
+        cpu1, _ = tp._usage(pool._tids)
+        assert cpu1 - cpu0 < 0.1
+        pool._state[tp._SPIN] = pool._pauses(30_000.0)  # woken, the workers spin 30 ms
+        pool.wake()
+        time.sleep(0.2)
+        cpu2, _ = tp._usage(pool._tids)
+        assert cpu2 - cpu1 > 0.005
+    finally:
+        pool.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and two CPUs")
+@pytest.mark.parametrize("rescue_ms", [2.0, 0.0])
+def test_a_worker_the_caller_waits_for_is_moved_to_its_cpu_and_back(rescue_ms):
+    """A worker still inside a job RESCUE_MS after the caller ran out of tasks (here: it
+    sleeps, as if descheduled behind another process on its pinned CPU) is moved to the
+    caller's CPU, and returns to its own CPU when it leaves the job; rescue_ms=0 never moves it."""
+    pool = ThreadPool(2, pin=True, rescue_ms=rescue_ms, backoff_ms=0.0)
+    main = threading.get_native_id()
+    seen: list[set[int]] = []
+
+    @TASK_FN
+    def task(ctx, t):
+        if threading.get_native_id() != main:
+            time.sleep(0.03)
+            seen.append(set(os.sched_getaffinity(0)))
+        elif t == 0:
+            time.sleep(0.005)  # let the worker wake up and take a task
+
+    try:
+        home = list(pool.pinned_cpus)
+        assert len(home) == 1
+        tid = pool._tids[0]
+        for _ in range(20):
+            pool.parallel_for(ctypes.cast(task, ctypes.c_void_p).value, 0, 2)
+            if seen:
+                break
+        assert len(seen) == 1
+        if rescue_ms:
+            assert pool.rescues == 1 and len(seen[0]) == 1
+        else:
+            assert pool.rescues == 0 and seen[0] == set(home)
+        assert _wait_until(lambda: sorted(os.sched_getaffinity(tid)) == home)
+        pool.adapt()  # notices the rescue: re-applies the homes (no change here)
+        assert sorted(os.sched_getaffinity(tid)) == home
     finally:
         pool.close()

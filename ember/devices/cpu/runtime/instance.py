@@ -218,7 +218,11 @@ class Instance:
                 return self._run(inputs, body_profile if profile is None else profile)
             finally:
                 _BODY_PROFILE.reset(token)
-        return self._run(inputs, profile)
+        try:
+            return self._run(inputs, profile)
+        finally:
+            if self._wake_threads > 1:  # the gap to the next run sets the workers' spin budget
+                self.pool.finished()
 
     def _run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None) -> list[np.ndarray]:
         if self._wake_threads > 1:  # the workers wake up while the inputs are bound, not in the first job

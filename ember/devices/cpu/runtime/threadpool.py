@@ -16,7 +16,17 @@ happens again right after).
 
 Waiting, both for work (workers) and for stragglers (the caller), spins on ``pause`` for a
 short while (``spin_us``, default 100 microseconds) and then sleeps on a Linux futex, so an
-idle pool costs no CPU time. Each worker has its own futex word: a job wakes only the
+idle pool costs no CPU time. While inferences come back to back, the workers' budget follows
+the gap between one run's end (:meth:`ThreadPool.finished`) and the next one's start
+(:meth:`ThreadPool.adapt`): twice the median recent gap, up to ``MAX_SPIN_US``
+(:func:`spin_budget_us`), so a run's first jobs find them awake; never on a busy machine.
+
+A worker still inside a job ``RESCUE_MS`` after the caller ran out of tasks is, on a loaded
+machine, usually descheduled behind another process on its own CPU, where a pinned worker
+must wait out that process's time slice (tens of milliseconds were seen). The caller then
+moves it to its own CPU (``pthread_setaffinity_np``) before it sleeps, so the worker resumes
+there at once; the worker moves back to its own CPUs (its *home* mask) as it leaves the job
+(:attr:`ThreadPool.rescues` counts). Each worker has its own futex word: a job wakes only the
 workers it uses. If the pool is busy (another Python thread's job, or a nested call from a
 task), ``parallel_for`` runs the tasks on the calling thread instead of waiting.
 :meth:`ThreadPool.wake` wakes the workers without a job: a plan calls it as an inference
@@ -32,7 +42,9 @@ unpinned, 6 ms pinned, 5.6 ms back to back). On a busy machine pinning is harmfu
 worker waits in its own CPU's run queue behind other processes (the caller with it, at the
 end of each job) and cannot be moved to a CPU that frees up; op-coverage networks ran 1.2-1.7x
 slower than on one thread. So :meth:`ThreadPool.adapt` (called by a plan at each run)
-watches this process's involuntary context switches per CPU-second it uses: above
+watches the workers' own involuntary context switches per CPU-second they use
+(``/proc/self/task/<tid>``: other threads of the process, such as another engine's spinning
+workers, do not count; the whole process's counters where /proc cannot tell): above
 ``BUSY_PREEMPTIONS`` the workers are let run on any allowed CPU, below ``QUIET_PREEMPTIONS``
 over a longer window they are pinned again. ``EMBER_PIN_THREADS=0``/``1`` (or ``pin=``)
 fixes the choice.
@@ -53,6 +65,8 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,11 +101,17 @@ _CALM = 43        # parallel jobs in a row without straggling (resets the spell 
 # tasks; jobs run on the caller alone because of a serial spell or a busy pool
 _JOBS, _WAKES, _WAIT_TICKS, _SERIAL_JOBS = 44, 45, 46, 47
 _FORCED_SERIAL = 48  # nonzero: every job runs on the caller alone (ThreadPool.serial)
+_CALLER_SPIN = 49  # pause iterations the caller spins for stragglers before it sleeps (_SPIN: workers)
+_RESCUE_NS = 50   # nanoseconds a caller waits for stragglers before it moves them to its own CPU (0: never)
+_RESCUES = 51     # workers moved so (counter)
+_RESCUE_TICKS = 52  # _RESCUE_NS in cycle-counter ticks
 _CLOSED = 1 << 31
 _COUNT_MASK = _CLOSED - 1
-_W0 = 64          # per worker: [gen (i32 futex) | sleeping | pool ptr | id | thread handle]
-_WSTRIDE = 8
-_W_GEN, _W_SLEEPING, _W_POOL, _W_ID, _W_THREAD = 0, 1, 2, 3, 4
+_W0 = 64          # per worker: [gen (i32 futex) | sleeping | pool ptr | id | thread handle | rescued |
+_WSTRIDE = 16     #   inside a job | home affinity mask (pointer, 0: none)], then on a second line: [tid]
+_W_GEN, _W_SLEEPING, _W_POOL, _W_ID, _W_THREAD, _W_RESCUED, _W_INSIDE, _W_HOME, _W_TID = range(9)
+#: bytes of a CPU mask as the affinity calls take it (glibc's cpu_set_t: 1024 CPUs)
+MASK_BYTES = 128
 
 _FUTEX_WAIT_PRIVATE, _FUTEX_WAKE_PRIVATE = 128, 129
 _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98, "ppc64le": 221,
@@ -122,15 +142,21 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
         if x86:
             e.call("llvm.x86.sse2.pause", VOID, [])
 
-    def futex(e: Emitter, addr: ir.Value, op: int, val: ir.Value) -> None:
+    def futex(e: Emitter, addr: ir.Value, op: int, val: ir.Value, timeout: ir.Value | None = None) -> None:
         fn = e.declare("syscall", I64, [I64], var_arg=True)
-        e.b.call(fn, [c64(sys_futex), addr, c32(op), val, ir.Constant(PTR, None), ir.Constant(PTR, None), c32(0)])
+        e.b.call(fn, [c64(sys_futex), addr, c32(op), val, timeout or ir.Constant(PTR, None), ir.Constant(PTR, None),
+                      c32(0)])
+
+    def set_affinity(e: Emitter, thread: ir.Value, mask: ir.Value) -> None:
+        fn = e.declare("pthread_setaffinity_np", I32, [I64, I64, PTR])
+        e.b.call(fn, [thread, c64(MASK_BYTES), mask])
 
     def wait_change(e: Emitter, pool: ir.Value, addr: ir.Value, old: ir.Value, flag: ir.Value) -> ir.Value:
-        """Spin, then futex-sleep, until the i32 at addr differs from old; returns the new value.
-        flag (an i64 word) is 1 while sleeping so wakers know to call futex_wake."""
+        """Spin (``_SPIN`` pauses), then futex-sleep, until the i32 at addr differs from old;
+        returns the new value. flag (an i64 word) is 1 while sleeping so wakers know to call
+        futex_wake."""
         b = e.b
-        spin_limit = e.load(I64, word(e, pool, _SPIN))
+        spin_limit = b.load_atomic(word(e, pool, _SPIN), "monotonic", 8, typ=I64)  # Python adapts it
         spins = e.var(I64, c64(0))
         hdr = e.fn.append_basic_block("wait.hdr")
         spin = e.fn.append_basic_block("wait.spin")
@@ -192,10 +218,18 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     pool = e.load(PTR, word(e, wl, _W_POOL))
     gen_addr = word(e, wl, _W_GEN)
     local = e.var(I32, c32(0))  # the state starts zeroed; a wake may come before we run
+    e.store_atomic(b.sext(e.call("gettid", I32, []), I64), word(e, wl, _W_TID), "release")
     top = fn.append_basic_block("top")
     quit_ = fn.append_basic_block("quit")
     b.branch(top)
     b.position_at_end(top)
+    # moved to a caller's CPU while it waited for this worker (a rescue): back to its own CPUs
+    rescued = b.load_atomic(word(e, wl, _W_RESCUED), "acquire", 8, typ=I64)
+    with b.if_then(b.icmp_signed("!=", rescued, c64(0))):
+        e.store_atomic(c64(0), word(e, wl, _W_RESCUED), "seq_cst")
+        home = e.load(PTR, word(e, wl, _W_HOME))
+        with b.if_then(b.icmp_unsigned("!=", b.ptrtoint(home, I64), c64(0))):
+            set_affinity(e, e.call("pthread_self", I64, []), home)
     cur = wait_change(e, pool, gen_addr, e.load(I32, local), word(e, wl, _W_SLEEPING))
     b.store(cur, local)
     stop = b.load_atomic(word(e, pool, _SHUTDOWN), "acquire", 8, typ=I64)
@@ -218,10 +252,12 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     b.store(b.extract_value(res, 0), seen)
     b.cbranch(b.extract_value(res, 1), joined, join_hdr)
     b.position_at_end(joined)
+    e.store_atomic(c64(1), word(e, wl, _W_INSIDE), "seq_cst")
     fnp = e.load(task_ptr, word(e, pool, _FN))
     ctx = e.load(PTR, word(e, pool, _CTX))
     n = e.load(I64, word(e, pool, _NTASKS))
     run_tasks(e, pool, fnp, ctx, n)
+    e.store_atomic(c64(0), word(e, wl, _W_INSIDE), "seq_cst")
     old = b.atomic_rmw("sub", state, c64(1), "seq_cst")
     low = b.and_(b.sub(old, c64(1)), c64(0xFFFFFFFF))
     with b.if_then(b.icmp_unsigned("==", low, c64(_CLOSED))):  # closed, and the last one out
@@ -289,14 +325,58 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     with b.if_then(b.icmp_unsigned("!=", b.and_(old, c64(_COUNT_MASK)), c64(0))):
         low_addr = state_low(e, pool)
         hdr = fn.append_basic_block("close.hdr")
+        # spin (_CALLER_SPIN), then sleep until the last worker leaves; but a worker still
+        # inside after _RESCUE_NS is likely descheduled behind another process on its own CPU:
+        # it is moved to this one (where this thread is about to sleep) and moves back to its
+        # own CPUs when it leaves (see the worker's top)
+        tries = e.var(I64, c64(0))
+        rescued = e.var(I64, c64(0))
+        rescue_ns = e.load(I64, word(e, pool, _RESCUE_NS))
+        ts = e.var(I64, count=2)
         b.branch(hdr)
         b.position_at_end(hdr)
         now = b.load_atomic(low_addr, "acquire", 4, typ=I32)
         body = fn.append_basic_block("close.body")
+        spin = fn.append_basic_block("close.spin")
+        sleep = fn.append_basic_block("close.sleep")
         emptied = fn.append_basic_block("close.done")
         b.cbranch(b.icmp_unsigned("==", b.and_(now, c32(_COUNT_MASK)), c32(0)), emptied, body)
         b.position_at_end(body)
-        wait_change(e, pool, low_addr, now, word(e, pool, _CALLER_WAITS))
+        n_try = e.load(I64, tries)
+        b.store(b.add(n_try, c64(1)), tries)
+        b.cbranch(b.icmp_signed("<", n_try, e.load(I64, word(e, pool, _CALLER_SPIN))), spin, sleep)
+        b.position_at_end(spin)
+        pause(e)
+        b.branch(hdr)
+        b.position_at_end(sleep)
+        # sleep bounded by the rescue delay until the rescue is done (when rescues are on)
+        timed = b.and_(b.icmp_signed("==", e.load(I64, rescued), c64(0)), b.icmp_signed(">", rescue_ns, c64(0)))
+        b.store(b.sdiv(rescue_ns, c64(1_000_000_000)), e.gep(I64, ts, 0))
+        b.store(b.srem(rescue_ns, c64(1_000_000_000)), e.gep(I64, ts, 1))
+        flag = word(e, pool, _CALLER_WAITS)
+        e.store_atomic(c64(1), flag, "seq_cst")
+        again = b.load_atomic(low_addr, "seq_cst", 4, typ=I32)
+        with b.if_then(b.icmp_unsigned("==", again, now)):
+            futex(e, low_addr, _FUTEX_WAIT_PRIVATE, now, b.select(timed, ts, ir.Constant(PTR, None)))
+        e.store_atomic(c64(0), flag, "seq_cst")
+        late = b.load_atomic(low_addr, "acquire", 4, typ=I32)
+        overdue = b.icmp_unsigned(">=", b.sub(ticks(e), t_own), e.load(I64, word(e, pool, _RESCUE_TICKS)))
+        with b.if_then(b.and_(b.and_(timed, overdue), b.icmp_unsigned("!=", b.and_(late, c32(_COUNT_MASK)), c32(0)))):
+            b.store(c64(1), rescued)
+            cpu = b.sext(e.call("sched_getcpu", I32, []), I64)
+            with b.if_then(b.icmp_signed(">=", cpu, c64(0))):
+                mask = e.var(I64, count=MASK_BYTES // 8)
+                with e.loop(0, MASK_BYTES // 8, name="m") as mi:
+                    b.store(c64(0), e.gep(I64, mask, mi))
+                b.store(b.shl(c64(1), b.srem(cpu, c64(64))), e.gep(I64, mask, b.sdiv(cpu, c64(64))))
+                with e.loop(0, nw, name="r") as ri:
+                    line = word(e, pool, b.add(c64(_W0), b.mul(ri, c64(_WSTRIDE))))
+                    inside = b.load_atomic(word(e, line, _W_INSIDE), "acquire", 8, typ=I64)
+                    home = e.load(I64, word(e, line, _W_HOME))
+                    with b.if_then(b.and_(b.icmp_signed("!=", inside, c64(0)), b.icmp_signed("!=", home, c64(0)))):
+                        set_affinity(e, e.load(I64, word(e, line, _W_THREAD)), mask)
+                        e.store_atomic(c64(1), word(e, line, _W_RESCUED), "seq_cst")
+                        b.atomic_rmw("add", word(e, pool, _RESCUES), c64(1), "monotonic")
         b.branch(hdr)
         b.position_at_end(emptied)
     # Busy cores: a worker that was descheduled holds its task while the caller waits.
@@ -495,17 +575,69 @@ def _pin_workers(handles: list[int]) -> list[int]:
     return used
 
 
-def _usage() -> tuple[float, int]:
-    """(CPU seconds, involuntary context switches) of this process so far."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime, ru.ru_nivcsw
+def _thread_usage(tid: int) -> tuple[float, int] | None:
+    """(CPU seconds, involuntary context switches) of thread ``tid`` of this process so far,
+    from /proc (None where it cannot be read)."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            cpu = int(f.read().split()[0]) * 1e-9
+        with open(f"/proc/self/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    return cpu, int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
-#: involuntary context switches per CPU-second of this process above which the machine counts as
+def _usage(tids: list[int]) -> tuple[float, int]:
+    """(CPU seconds, involuntary context switches) of the worker threads ``tids`` so far: their
+    own counters, so the preemptions of other threads of the process (the Python thread, another
+    engine's spinning workers) do not count. Where /proc cannot tell, the whole process's."""
+    cpu, switches = 0.0, 0
+    for tid in tids:
+        got = _thread_usage(tid) if tid > 0 else None
+        if got is None:
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            return ru.ru_utime + ru.ru_stime, ru.ru_nivcsw
+        cpu, switches = cpu + got[0], switches + got[1]
+    return cpu, switches
+
+
+#: involuntary context switches per CPU-second of the workers above which the machine counts as
 #: busy (pinned workers are let go), and below which it counts as quiet again (they are pinned)
 BUSY_PREEMPTIONS, QUIET_PREEMPTIONS = 50.0, 10.0
-#: CPU-seconds a measuring window spans: short to notice a busy machine, long to trust a quiet one
-BUSY_WINDOW_S, QUIET_WINDOW_S = 0.25, 2.0
+#: workers' CPU-seconds a measuring window spans: short to notice a busy machine, long to trust
+#: a quiet one
+BUSY_WINDOW_S, QUIET_WINDOW_S = 0.1, 1.0
+#: the longest a worker spins for the next job (adaptive spin, :func:`spin_budget_us`)
+MAX_SPIN_US = 1000.0
+#: a caller that waited this long for a worker still inside a job moves it to its own CPU
+RESCUE_MS = 1.0
+
+
+def spin_budget_us(gaps_us: Sequence[float], base_us: float, max_us: float, busy: bool) -> float:
+    """How long an idle worker spins before it sleeps, from the recent gaps between one
+    inference's end and the next one's start: long enough to bridge the usual gap (twice the
+    median, at most ``max_us``) while inferences come back to back, so the first jobs of a run
+    find the workers awake; ``base_us`` when the gaps are longer than ``max_us`` (the workers
+    sleep and :meth:`ThreadPool.wake` rouses them), when fewer than three gaps are known, or
+    on a busy machine (a spinning worker takes CPU time another process was waiting for)."""
+    if busy or len(gaps_us) < 3:
+        return base_us
+    g = sorted(gaps_us)[len(gaps_us) // 2]
+    if g > max_us:
+        return base_us
+    return min(max_us, max(base_us, 2.0 * g))
+
+
+def _mask(cpus: Sequence[int]) -> np.ndarray:
+    """A CPU mask of ``cpus`` as the affinity calls take it (MASK_BYTES)."""
+    words = np.zeros(MASK_BYTES // 8, np.uint64)
+    for cpu in cpus:
+        if cpu < MASK_BYTES * 8:
+            words[cpu // 64] |= np.uint64(1 << (cpu % 64))
+    return words
 #: wall seconds between two reads of the counters (a read is a system call, about 2 us)
 CHECK_EVERY_S = 0.05
 
@@ -556,7 +688,8 @@ class ThreadPool:
     """
 
     def __init__(self, num_threads: int | None = None, spin_us: float = 100.0, backoff_ms: float = 50.0,
-                 pin: bool | None = None, max_backoff_ms: float = 1000.0):
+                 pin: bool | None = None, max_backoff_ms: float = 1000.0, max_spin_us: float | None = None,
+                 rescue_ms: float | None = None):
         if num_threads is None:
             num_threads = available_cores()
         if num_threads < 1:
@@ -568,7 +701,13 @@ class ThreadPool:
         off = (-raw.ctypes.data % 64) // 8
         self._state = raw[off:off + words]
         self._state[_NWORKERS] = workers
-        self._state[_SPIN] = max(1, int(spin_us * 1000 / _pause_ns(self._lib)))
+        self._state[_SPIN] = self._state[_CALLER_SPIN] = self._pauses(spin_us)
+        #: the spin budget while the machine is quiet and runs are not back to back (microseconds)
+        self.spin_us = spin_us
+        #: the longest adaptive spin budget (microseconds; see :func:`spin_budget_us`)
+        self.max_spin_us = max(spin_us, MAX_SPIN_US if max_spin_us is None else max_spin_us)
+        self._gaps: deque[float] = deque(maxlen=8)
+        self._last_end: float | None = None
         hz = _ticks_per_second(self._lib)
         self._state[_BACKOFF] = self._state[_BACKOFF_CUR] = int(hz * backoff_ms / 1000)
         self._state[_BACKOFF_MAX] = int(hz * max(backoff_ms, max_backoff_ms) / 1000)
@@ -595,16 +734,71 @@ class ThreadPool:
                                      and _pin_default(num_threads))
         #: times the workers were let go because the machine was busy (adaptive pinning)
         self.unpinned_for_load = 0
-        self._window = _usage()
+        self._tids = self._worker_tids()
+        self._window = _usage(self._tids)
         self._next_check = 0.0
         #: the machine looked busy in the last window of :meth:`adapt` (see BUSY_PREEMPTIONS)
         self.busy = False
+        # each worker's own CPUs, where it returns after a caller moved it (a rescue)
+        self._homes = np.zeros((max(workers, 1), MASK_BYTES // 8), np.uint64)
+        self._rescues_seen = 0
         if workers and (_pin_default(num_threads) if pin is None else pin):
             self.pinned_cpus = _pin_workers(self._worker_handles())
+        self._set_homes(apply=False)
+        self.rescue_ms = RESCUE_MS if rescue_ms is None else rescue_ms
+
+    def _pauses(self, us: float) -> int:
+        return max(1, int(us * 1000 / _pause_ns(self._lib)))
 
     def _worker_handles(self) -> list[int]:
         n = int(self._state[_NWORKERS])
         return [int(self._state[_W0 + _WSTRIDE * i + _W_THREAD]) for i in range(n)]
+
+    def _worker_tids(self) -> list[int]:
+        """The workers' kernel thread ids (each stores its own as it starts; 0 if not yet)."""
+        n = int(self._state[_NWORKERS])
+        slots = [_W0 + _WSTRIDE * i + _W_TID for i in range(n)]
+        deadline = time.monotonic() + 1.0
+        while any(self._state[w] == 0 for w in slots) and time.monotonic() < deadline:
+            time.sleep(0.0001)
+        return [int(self._state[w]) for w in slots]
+
+    def _set_homes(self, apply: bool) -> None:
+        """Record each worker's CPUs (its pinned CPU, or all allowed ones) as its home, where it
+        returns after a rescue; ``apply``: also set them now."""
+        try:
+            allowed = sorted(os.sched_getaffinity(0))
+        except AttributeError:
+            return
+        for i, handle in enumerate(self._worker_handles()):
+            cpus = [self.pinned_cpus[i]] if i < len(self.pinned_cpus) else allowed
+            self._homes[i] = _mask(cpus)
+            self._state[_W0 + _WSTRIDE * i + _W_HOME] = self._homes[i].ctypes.data
+            if apply:
+                _set_affinity(handle, cpus)
+
+    @property
+    def rescue_ms(self) -> float:
+        """How long a caller waits for a worker still inside a job before it moves the worker to
+        its own CPU (0: never; see the module docstring)."""
+        return float(self._state[_RESCUE_NS]) / 1e6
+
+    @rescue_ms.setter
+    def rescue_ms(self, ms: float) -> None:
+        hz = _ticks_per_second(self._lib)
+        on = ms > 0 and hz and hasattr(os, "sched_getaffinity")
+        self._state[_RESCUE_TICKS] = int(hz * ms / 1000) if on else 0
+        self._state[_RESCUE_NS] = int(ms * 1e6) if on else 0
+
+    @property
+    def rescues(self) -> int:
+        """Times a caller moved a worker it had waited for (``RESCUE_MS``) to its own CPU."""
+        return int(self._state[_RESCUES])
+
+    def finished(self) -> None:
+        """A plan calls this as each run ends: the gap to the next run's :meth:`adapt` sets the
+        workers' spin budget (:func:`spin_budget_us`)."""
+        self._last_end = time.perf_counter()
 
     def adapt(self) -> None:
         """Judge whether the machine is busy (:attr:`busy`) and pin or free the workers
@@ -612,11 +806,21 @@ class ThreadPool:
         the process's counters once per window."""
         if not self._state[_NWORKERS] or self._closed:
             return
+        if self._last_end is not None:
+            self._gaps.append((time.perf_counter() - self._last_end) * 1e6)
+            self._last_end = None
+            spin = self._pauses(spin_budget_us(self._gaps, self.spin_us, self.max_spin_us, self.busy))
+            if spin != self._state[_SPIN]:
+                self._state[_SPIN] = spin
+        rescues = int(self._state[_RESCUES])
+        if rescues != self._rescues_seen:  # a rescued worker moves back by itself; this makes sure
+            self._rescues_seen = rescues
+            self._set_homes(apply=True)
         now = time.monotonic()
         if now < self._next_check:
             return
         self._next_check = now + CHECK_EVERY_S
-        cpu, switches = _usage()
+        cpu, switches = _usage(self._tids)
         spent = cpu - self._window[0]
         if spent < (QUIET_WINDOW_S if self.busy else BUSY_WINDOW_S):
             return
@@ -633,10 +837,12 @@ class ThreadPool:
                     _unpin(self.pinned_cpus)
                     self.pinned_cpus = []
                     self.unpinned_for_load += 1
+                    self._set_homes(apply=False)
         elif self.busy and rate < QUIET_PREEMPTIONS:
             self.busy = False
             if self.adaptive_pinning and not self.pinned_cpus:
                 self.pinned_cpus = _pin_workers(self._worker_handles())
+                self._set_homes(apply=False)
 
     @property
     def serial(self) -> bool:
