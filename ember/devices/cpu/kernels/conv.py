@@ -131,8 +131,10 @@ def pack_conv_weights(w: np.ndarray, groups: int = 1, isa: Isa | None = None,
     # f32 with K up to ONE_CHUNK_MAX_K: one K chunk (each tile's C written once, no short last
     # chunk); measured 3-10% faster on CRNN's 3x3 convolutions of 128 and 256 channels
     one_chunk = as_precision(precision) is Precision.F32 and not merge_taps and 0 < cg * kh * kw <= ONE_CHUNK_MAX_K
+    # f32: a last vector of at most 8 output channels (24 channels: PP-OCR's detection neck and
+    # head) k-paired, 3/4 of the FMAs of two full vectors
     return pack_weights(wg.reshape(groups, kh * kw, cg, oc // groups), isa, precision=precision,
-                        merge_taps=merge_taps, chunk=cg if one_chunk else None)
+                        merge_taps=merge_taps, chunk=cg if one_chunk else None, pair_tail=True)
 
 
 # --------------------------------------------------------------------------- Python-facing ops

@@ -120,6 +120,8 @@ FLAG_AFFINE = 1 << 12  # then y * pmul + padd (scalars)
 FLAG_XBF16 = 1 << 13  # bf16 kernels: the activations X are bf16 in memory (no conversion when packing A)
 FLAG_YBF16 = 1 << 14  # bf16 kernels: Y is stored bf16 (rounded to nearest even after the whole epilogue)
 FLAG_RES16 = 1 << 15  # bf16 kernels: the residual is bf16 in memory
+FLAG_PAIRS = 1 << 16  # f32 weights packed with a k-paired last vector (PackedWeights.pair_tail)
+PAIR_MR = 13  # rows of the k-paired micro-kernels (row tiles of a task whose weights have pair_tail)
 _TAIL_BITS = (0xF << ACT_SHIFT) | FLAG_AFFINE | FLAG_YBF16
 
 
@@ -223,8 +225,15 @@ def _dpbf16(e: Emitter, acc: ir.Value, a: ir.Value, b: ir.Value) -> ir.Value:
     return e.call(f"llvm.x86.avx512bf16.dpbf16ps.{bits}", acc.type, [acc, e.b.bitcast(a, bt), e.b.bitcast(b, bt)])
 
 
+def _memory_barrier(e: Emitter, ptr: ir.Value) -> None:
+    """An empty inline asm that may read and write ``ptr`` (and any memory): loads after it
+    cannot take values stored before it."""
+    asm = ir.InlineAsm(ir.FunctionType(VOID, [PTR]), "", "r,~{memory}", side_effect=True)
+    e.b.call(asm, [ptr])
+
+
 def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask: bool,
-              kind: UkrKind = UkrKind()) -> ir.Function:
+              kind: UkrKind = UkrKind(), pairs: bool = False) -> ir.Function:
     """ukr(a, ntaps, koff, kc, bp, c, ldc, ncols, mode, bias, res, ldr, lo, hi, ks, alpha).
 
     rows: ``a`` holds ntaps groups of tile.mr row pointers (first mr used), row r of tap t
@@ -233,7 +242,13 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
     the packed tile, row r of tap t at ``a + (t * MR + r) * koff`` (i32 units), kc counts
     k pairs. The B micro-panel at bp is [tap][kc][NR] (4-byte units: floats or bf16 pairs).
     The C tile is at c with row stride ldc; ncols <= NR valid columns; alpha scales the
-    product when mode has MODE_SCALE."""
+    product when mode has MODE_SCALE.
+
+    ``pairs`` (f32 rows, a last vector of at most lanes / 2 valid columns): the last vector
+    of B row k (k even) holds columns and k pairs interleaved, ``(b[k][j], b[k + 1][j])``
+    (row k + 1's slot unused; an odd kc's last row pairs with zero), multiplied by A's
+    ``(a[k], a[k + 1])`` broadcast as one 64-bit value: half the FMAs of a masked vector.
+    Adjacent lanes are summed before the epilogue."""
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, PTR, PTR, I64, I64, I32, PTR, PTR, I64, F32, F32,
                                           I64, F32], internal=True, noinline=True)
     ap, ntaps, koff, kc, bp, cp, ldc, ncols, mode, biasp, resp, ldr, lo, hi, ks, alpha = fn.args
@@ -248,9 +263,18 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
     # several accumulator sets that take turns over k, summed before the epilogue.
     copies = max(1, min(4, 8 // (mr * nv)))
     U = max(tile.unroll, copies)
+    if pairs:  # whole k pairs per step, one accumulator set per pair
+        U = 2 * copies
     sets = [[[e.var(vt, zero) for _ in range(nv)] for _ in range(mr)] for _ in range(copies)]
     acc = sets[0]
     bcur = e.var(PTR, bp)
+    if pairs:
+        # 13 x 2 accumulators, 3 B vectors and an A pair fill the 32 vector registers: keep the
+        # epilogue's scalars in memory over the k loops (else LLVM spills accumulators instead)
+        stash = b.alloca(F32, size=c64(3))
+        for i, val in enumerate((lo, hi, alpha)):
+            b.store(val, e.gep(F32, stash, i))
+        _memory_barrier(e, stash)
     bvt = vec(I32, L) if kind.bf16 else vt
 
     def a_value(arow: ir.Value, kk: ir.Value) -> ir.Value:
@@ -258,20 +282,38 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
             return e.splat(e.load(I32, e.gep(I32, arow, kk), align=4), L)
         return e.splat(e.load(F32, e.gep(F32, arow, kk), align=4), L)
 
-    def ksteps(arow: list[ir.Value], bpt: ir.Value, k: ir.Value, count: int) -> None:
+    pv = nv - 1 if pairs else -1  # the k-paired vector
+
+    def a_pair(arow: ir.Value, kk: ir.Value, single: bool) -> ir.Value:
+        """(a[k], a[k + 1]) (or (a[k], 0)) in every lane pair."""
+        v2 = vec(F32, 2)
+        if single:
+            two = b.insert_element(ir.Constant(v2, None), e.load(F32, e.gep(F32, arow, kk), align=4), c32(0))
+        else:
+            two = e.load(v2, e.gep(F32, arow, kk), align=4)
+        return b.shuffle_vector(two, two, ir.Constant(vec(I32, L), [j % 2 for j in range(L)]))
+
+    def ksteps(arow: list[ir.Value], bpt: ir.Value, k: ir.Value, count: int, single: bool = False) -> None:
         vals = [[[e.load(vt, s[r][v]) for v in range(nv)] for r in range(mr)] for s in sets]
         for u in range(count):
             kk = b.add(k, c64(u)) if u else k
-            cur = vals[u % copies]
+            cur = vals[(u // 2 if pairs else u) % copies]
             bvec = [e.load(bvt, e.gep(F32, bpt, b.add(b.mul(kk, c64(NR)), c64(v * L))), align=64)
-                    for v in range(nv)]
+                    for v in range(nv - (1 if pairs else 0))]
             if kind.a == "cols":
                 acol = e.gep(F32, arow[0], b.mul(kk, ks))
-            for r in range(mr):
+            for r in range(mr if bvec else 0):
                 a = e.splat(e.load(F32, e.gep(F32, acol, r), align=4), L) if kind.a == "cols" else a_value(arow[r], kk)
-                for v in range(nv):
+                for v in range(len(bvec)):
                     cur[r][v] = (_dpbf16(e, cur[r][v], bvec[v], a) if kind.bf16
                                  else fmuladd(e, a, bvec[v], cur[r][v]))
+            if pairs and (u % 2 == 1 or count == 1):
+                # the paired vector: rows k and k + 1 at once, after both rows' single loads of A (so
+                # that LLVM does not take those from the 64-bit load through a general register)
+                k0 = b.sub(kk, c64(1)) if u % 2 else kk
+                bp_ = e.load(vt, e.gep(F32, bpt, b.add(b.mul(k0, c64(NR)), c64(pv * L))), align=64)
+                for r in range(mr):
+                    cur[r][pv] = fmuladd(e, a_pair(arow[r], k0, single), bp_, cur[r][pv])
         for s_, vs in zip(sets, vals):
             for r in range(mr):
                 for v in range(nv):
@@ -289,13 +331,33 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
         kmain = b.mul(b.sdiv(kc, c64(U)), c64(U))
         with e.loop(0, kmain, U, name="k") as k:
             ksteps(arow, bpt, k, U)
-        with e.loop(kmain, kc, name="kr") as k:
-            ksteps(arow, bpt, k, 1)
+        if pairs:  # the remaining whole pairs, then an odd last k (paired with zero)
+            keven = b.mul(b.sdiv(kc, c64(2)), c64(2))
+            with e.loop(kmain, keven, 2, name="kr") as k:
+                ksteps(arow, bpt, k, 2)
+            with b.if_then(b.icmp_signed("<", keven, kc)):
+                ksteps(arow, bpt, keven, 1, single=True)
+        else:
+            with e.loop(kmain, kc, name="kr") as k:
+                ksteps(arow, bpt, k, 1)
         b.store(e.gep(F32, bpt, b.mul(kc, c64(NR))), bcur)
+    if pairs:  # the scalars back from memory (see above)
+        _memory_barrier(e, stash)
+        lo, hi, alpha = (e.load(F32, e.gep(F32, stash, i)) for i in range(3))
     for extra in sets[1:]:
         for r in range(mr):
             for v in range(nv):
                 b.store(b.fadd(e.load(vt, acc[r][v]), e.load(vt, extra[r][v])), acc[r][v])
+    if pairs:
+        # lane pairs summed: the paired vector's L / 2 columns in its low lanes (the high lanes,
+        # copies, are never stored). Full-width shuffles only: a narrower value would tie the
+        # accumulators to the VEX registers 0-15 and spill them.
+        swap = ir.Constant(vec(I32, L), [j ^ 1 for j in range(L)])
+        evens = ir.Constant(vec(I32, L), [(2 * j) % L for j in range(L)])
+        for r in range(mr):
+            x = e.load(vt, acc[r][pv])
+            s_ = b.fadd(x, b.shuffle_vector(x, x, swap))
+            b.store(b.shuffle_vector(s_, s_, evens), acc[r][pv])
 
     def flag(bit: int) -> ir.Value:
         return b.icmp_unsigned("!=", b.and_(mode, c32(bit)), c32(0))
@@ -729,7 +791,8 @@ def emit_prefetch_slice(e: Emitter, base: ir.Value, nbytes: ir.Value, part: ir.V
 
 
 def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
-                     act: ir.Function, bf16: bool = False) -> None:
+                     act: ir.Function, bf16: bool = False,
+                     pair_ukrs: dict[tuple[int, int], ir.Function] | None = None) -> None:
     fn = Emitter.function(m, name, VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
@@ -746,7 +809,11 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     y_bf16 = b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_YBF16)), c64(0))
     # balanced row tiles: 128 rows are 8 x 14 + 2 x 8, not 9 x 14 + 2 (a 2-row tile runs its
     # few accumulators at FMA latency)
-    per = e.max(e.cdiv(b.sub(m1, m0), e.max(e.cdiv(b.sub(m1, m0), MR), c64(1))), c64(1))
+    if pair_ukrs is not None:  # k-paired kernels hold PAIR_MR rows: more, shorter tiles
+        cap = b.select(b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_PAIRS)), c64(0)), c64(PAIR_MR), c64(MR))
+        ntiles = e.cdiv(b.sub(m1, m0), cap)
+        blk = TaskBlock(g, m0, m1, j0, j1, ntiles)
+    per = e.max(e.cdiv(b.sub(m1, m0), e.max(ntiles, c64(1))), c64(1))
     rows, ntaps, cin = emit_f32_rows(e, f, blk, tile, b.select(x_bf16, c64(2), c64(4)) if bf16 else None, per)
     if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
@@ -813,7 +880,17 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 args = [*a_args, bpan, ctarget, ldc, ncols, mode,
                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr,
                         lo, hi, c64(1), ir.Constant(F32, 1.0)]
-                call_microkernel(e, ukrs, MR, mr, nvec, args)
+                if pair_ukrs is None:
+                    call_microkernel(e, ukrs, MR, mr, nvec, args)
+                else:  # weights packed with a k-paired last vector (the last panel's, when narrow)
+                    paired = b.and_(b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_PAIRS)), c64(0)),
+                                    b.icmp_signed("<=", b.sub(ncols, b.mul(b.sub(nvec, c64(1)), c64(L))),
+                                                  c64(L // 2)))
+                    with b.if_else(paired) as (two_k, one_k):
+                        with two_k:
+                            call_microkernel(e, pair_ukrs, MR, mr, nvec, args)
+                        with one_k:
+                            call_microkernel(e, ukrs, MR, mr, nvec, args)
                 # the next panel of this chunk, or after the last one the next chunk's first
                 has_next = b.icmp_signed("<", b.add(jp, c64(1)), j1)
                 nxt_chunk = b.icmp_signed("<", b.add(c0, cb), cin)
@@ -838,8 +915,12 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False) -> ir.M
     kind = UkrKind("bf16" if bf16 else "rows")
     ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
+    pair_ukrs = None
+    if pairs_supported(isa) and not bf16:
+        pair_ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}p", tile, r, v, always_mask, kind, pairs=True)
+                     for v in range(1, tile.nv + 1) for r in range(1, PAIR_MR + 1)}
     act = emit_activation_rows(m, f"{prefix}_act", tile.lanes, bf16_out=bf16)
-    _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, act, bf16)
+    _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, act, bf16, pair_ukrs)
     return m
 
 
@@ -883,7 +964,7 @@ class IGemmKernels:
         if bf16:
             check_bf16(isa)
         name = "igemm-bf16" if bf16 else "igemm"
-        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2"
+        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2|p1"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
         self.task_address = self.lib.address("igemm_task")
 
@@ -891,6 +972,12 @@ class IGemmKernels:
 @functools.cache
 def _kernels_for(isa: Isa, precision: Precision) -> IGemmKernels:
     return IGemmKernels(isa, precision)
+
+
+def pairs_supported(isa: Isa) -> bool:
+    """Whether the f32 implicit GEMM has k-paired micro-kernels on ``isa`` (AVX-512): see
+    :class:`PackedWeights` ``pair_tail``."""
+    return isa.level == "avx512"
 
 
 def igemm_kernels(isa: Isa | None = None, precision: Precision | str = Precision.F32) -> IGemmKernels:
@@ -1145,6 +1232,9 @@ class PackedWeights:
     bf16 for AMX tiles (``amx``, when the ISA has ``amx_bf16``): one chunk of all of K, its
     pairs zero padded to ``ktap`` per tap (whole tile steps, see
     :func:`~ember.devices.cpu.kernels.amx.amx_split`).
+    ``pair_tail`` (f32): the last panel's last vector holds at most lanes / 2 columns, stored
+    k-paired (see :func:`emit_microkernel`'s ``pairs``): a 24-channel output runs 3/4 of the
+    FMAs of two full vectors.
     """
 
     data: np.ndarray
@@ -1159,6 +1249,7 @@ class PackedWeights:
     merged_taps: int = 1
     amx: bool = False
     ktap: int = 0
+    pair_tail: bool = False
 
     @property
     def taps_per_row(self) -> int:
@@ -1171,12 +1262,15 @@ class PackedWeights:
 
 
 def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None,
-                 precision: Precision | str = Precision.F32, merge_taps: bool = False) -> PackedWeights:
+                 precision: Precision | str = Precision.F32, merge_taps: bool = False,
+                 pair_tail: bool = False) -> PackedWeights:
     """Pack ``w[groups, taps, cin, cout]`` (float32) for the micro-kernel of ``isa``.
 
     ``precision="bf16"`` rounds the weights to bf16 (nearest even) and packs channel pairs;
     it raises :class:`~ember.errors.EmberError` when ``isa`` lacks AVX512_BF16.
-    ``merge_taps`` folds the taps into K (see :class:`PackedWeights`)."""
+    ``merge_taps`` folds the taps into K (see :class:`PackedWeights`). ``pair_tail`` packs a
+    narrow last vector k-paired (f32 on AVX-512 only, when the last vector has at most half
+    its lanes; otherwise ignored: see ``PackedWeights.pair_tail``)."""
     isa = isa or host_isa()
     prec = as_precision(precision)
     bf16 = prec is Precision.BF16
@@ -1204,9 +1298,23 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
     wp[..., :cout] = w
     # [g, tap, c, panel, nr] -> [g, panel, (chunk, tap, c_in_chunk), nr]
     wp = wp.reshape(groups, taps, cin, npan, nr).transpose(0, 3, 1, 2, 4)
+    lanes = tile.lanes
+    last = cout - (npan - 1) * nr - 1  # the last panel's last column
+    pv = last // lanes  # its vector
+    pair_tail = (pair_tail and not bf16 and pairs_supported(isa) and cout > 0 and cin > 0
+                 and last - pv * lanes < lanes // 2)
     parts = []
     for c0 in range(0, cin, cb):
         part = wp[:, :, :, c0:c0 + cb, :]
+        if pair_tail:  # the last vector's rows k, k + 1 (k even) interleaved into row k
+            part = part.copy()
+            seg = part[:, npan - 1, :, :, pv * lanes:(pv + 1) * lanes]  # [g, tap, kc, lanes]
+            kc = seg.shape[2]
+            src = np.zeros((groups, taps, kc + kc % 2, lanes // 2), np.float32)
+            src[:, :, :kc] = seg[..., :lanes // 2]
+            pairs = src.reshape(groups, taps, -1, 2, lanes // 2).transpose(0, 1, 2, 4, 3)
+            seg[...] = 0
+            seg[:, :, 0::2] = pairs.reshape(groups, taps, -1, lanes)
         if bf16:  # [.., kc, nr] -> [.., kc / 2, nr, 2] with an odd kc padded by a zero channel
             kc = part.shape[3]
             pad = 2 * ktap - kc if amx else kc % 2
@@ -1219,7 +1327,7 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
     data = aligned_empty(max(flat.size, 2), dtype)
     data[:] = 0
     data[:flat.size] = flat.reshape(-1)
-    return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa, prec, merged, amx, ktap)
+    return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa, prec, merged, amx, ktap, pair_tail)
 
 
 def pack_b(B: np.ndarray, isa: Isa | None = None, chunk: int | None = None,
@@ -1356,7 +1464,7 @@ class IGemmCall:
         lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["lo"]], ctx[IGEMM_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
         self.act_flags = (epilogue.tail_flags | (FLAG_XBF16 if x_bf16 else 0) | (FLAG_YBF16 if y_bf16 else 0)
-                          | (FLAG_RES16 if res_bf16 else 0))
+                          | (FLAG_RES16 if res_bf16 else 0) | (FLAG_PAIRS if packed.pair_tail else 0))
         pm = np.array(epilogue.affine or (1.0, 0.0), np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["pmul"]], ctx[IGEMM_CONTEXT["padd"]] = int(pm[0]), int(pm[1])
         self.task_address = (amx_bf16_kernels(packed.isa).task_address if packed.amx
