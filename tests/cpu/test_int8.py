@@ -17,6 +17,7 @@ from ember.devices.cpu.kernels.int8_gemm import (
     QuantizeParams,
     int8_kernels,
     padded_channels,
+    row_pack_fits,
 )
 from ember.devices.cpu.llvm.isa import host_isa, supported_levels
 from ember.errors import EmberError
@@ -347,6 +348,45 @@ def test_int8_conv_matches_numpy(isa, case):
         y = np.full(geo.output_shape, np.nan, np.float32)
         Int8Conv2d(geo, w, scale, shift, zp, epi, num_threads=threads, isa=isa)(x, y, res)
         np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-5 * np.abs(want).max() + 1e-6)
+    if row_pack_fits(geo):  # a stem: also the taps gathered per task (the row packing is the default)
+        y = np.full(geo.output_shape, np.nan, np.float32)
+        Int8Conv2d(geo, w, scale, shift, zp, epi, num_threads=2, isa=isa, row_pack=False)(x, y, res)
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-5 * np.abs(want).max() + 1e-6)
+
+
+# (batch, h, w, cin, cout, kh, kw, strides, dilation_w, pads_begin, pads_end): stems packed by rows
+ROW_PACK_CASES = [
+    (1, 224, 224, 3, 64, 7, 7, (2, 2), 1, (3, 3), (3, 3)),   # ResNet-50's stem (a packed pixel: 44 bytes)
+    (2, 19, 23, 3, 40, 7, 7, (2, 2), 1, (3, 3), (2, 1)),    # 2 images, uneven padding, a partial panel
+    (1, 17, 15, 1, 24, 5, 5, (1, 1), 1, (2, 2), (2, 2)),    # one channel, stride 1: 5 taps of 8 bytes
+    (1, 16, 18, 2, 32, 3, 3, (3, 2), 2, (1, 2), (0, 1)),    # stride 3 over rows, dilated columns
+    (1, 12, 12, 3, 16, 3, 3, (2, 2), 1, (1, 1), (1, 1)),    # MobileNet's stem: 2 taps of 20 bytes
+]
+
+
+@pytest.mark.parametrize("isa", EPILOGUE_ISAS)
+@pytest.mark.parametrize("case", ROW_PACK_CASES, ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-k{c[5]}-s{c[7][0]}")
+def test_row_packed_stem_matches_numpy(isa, case):
+    """A stem run over its input packed by rows (pack_rows_u8, then a ceil(KH/SH) x 1 convolution)
+    gives the integers of numpy's convolution, u8 steps out as in a network, 1 and 2 threads."""
+    n, h, wd, cin, cout, kh, kw, s, dw, pb, pe = case
+    geo = ConvGeometry(n, h, wd, cin, cout, kh, kw, s, (1, dw), pb, pe)
+    assert row_pack_fits(geo)
+    rng = np.random.default_rng(h * 7 + cout)
+    x = rng.integers(0, 256, (n, h, wd, 4)).astype(np.uint8)
+    w = rng.integers(-128, 128, (cout, cin, kh, kw)).astype(np.int8)
+    zp = int(rng.integers(0, 256))
+    acc = conv_reference(x, w, geo, zp)
+    scale = np.full(cout, 1.0 / max(1, np.abs(acc).max()), np.float32)
+    quantize = FusedQuantize(QuantizeParams(0.0, 1.0, 0.0, 1.0, 256), "end", u8=True)
+    want = Int8Conv2d(geo, w, scale, None, zp, Epilogue.relu(), 2, isa, quantize, row_pack=False)(x)
+    for threads in (1, 2):
+        conv = Int8Conv2d(geo, w, scale, None, zp, Epilogue.relu(), threads, isa, quantize)
+        assert conv.row_packed is not None
+        np.testing.assert_array_equal(conv(x), want)
+    y = np.full(geo.output_shape, np.nan, np.float32)
+    Int8Conv2d(geo, w, np.ones(cout, np.float32), None, zp, num_threads=2, isa=isa)(x, y)
+    np.testing.assert_array_equal(y, acc.astype(np.float32))
 
 
 
@@ -373,7 +413,7 @@ def test_stem_taps_packed_or_padded(isa, monkeypatch):
     got = []
     for padded in ("0", "1"):
         monkeypatch.setenv("EMBER_INT8_PADDED_TAPS", padded)
-        conv = Int8Conv2d(geo, w, scale, shift, 5, num_threads=2, isa=isa)
+        conv = Int8Conv2d(geo, w, scale, shift, 5, num_threads=2, isa=isa, row_pack=False)
         assert conv.merged_cin == (4 if padded == "1" else 3)
         got.append(conv(x))
     np.testing.assert_array_equal(got[0], got[1])

@@ -275,14 +275,28 @@ def _finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | N
                 x = e.load(vf, out[r][v])
                 x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
                 b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[r][v])
+    def store_row_steps(row: ir.Value, r: int, base: int) -> None:
+        # a row's steps as one vector of nv * L bytes, one (masked) store: narrowing masked stores
+        # (vpmovdb to memory) per vector were the bottleneck of small-K layers
+        qb = [b.trunc(b.fptosi(steps_of(e.load(vf, out[r][v]), v, base), vec(I32, L)), vec(I8, L))
+              for v in range(nv)]
+        if nv & (nv - 1):  # not a power of two: a store per vector
+            for v in range(nv):
+                mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
+                e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb[v], e.gep(I8, row, v * L), c32(1), mask])
+            return
+        whole = concat_vectors(b, qb)
+        if all(mk is None for mk in masks):
+            b.store(whole, row, align=1)
+            return
+        full = ir.Constant(vec(I1, L), [1] * L)
+        mask = concat_vectors(b, [mk if mk is not None else full for mk in masks])
+        e.call(f"llvm.masked.store.v{nv * L}i8.p0", VOID, [whole, row, c32(1), mask])
+
     with b.if_else(flag(FLAG_U8)) as (as_u8, as_f32):
         def store_steps(base: int) -> None:
             for r in range(mr):
-                crow = e.gep(I8, cp, out_offset(r))
-                for v in range(nv):
-                    qb = b.fptoui(steps_of(e.load(vf, out[r][v]), v, base), vec(I8, L))
-                    mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
-                    e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, e.gep(I8, crow, v * L), c32(1), mask])
+                store_row_steps(e.gep(I8, cp, out_offset(r)), r, base)
 
         with as_u8:  # FLAG_U8 with FLAG_ALSO_U8: the steps of the second FakeQuantize only (after a mid one)
             with b.if_else(flag(FLAG_ALSO_U8)) as (second, first):
@@ -301,11 +315,16 @@ def _finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | N
                 qp, q_offset = also
                 with b.if_then(flag(FLAG_ALSO_U8)):
                     for r in range(mr):
-                        qrow = e.gep(I8, qp, q_offset(r))
-                        for v in range(nv):
-                            qb = b.fptoui(steps_of(e.load(vf, out[r][v]), v, 2 * FQ_WORDS), vec(I8, L))
-                            mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
-                            e.call(f"llvm.masked.store.v{L}i8.p0", VOID, [qb, e.gep(I8, qrow, v * L), c32(1), mask])
+                        store_row_steps(e.gep(I8, qp, q_offset(r)), r, 2 * FQ_WORDS)
+
+
+def concat_vectors(b: ir.IRBuilder, parts: list[ir.Value]) -> ir.Value:
+    """The vectors ``parts`` (equal types, a power of two of them) side by side as one vector."""
+    while len(parts) > 1:
+        n = parts[0].type.count
+        parts = [b.shuffle_vector(parts[i], parts[i + 1], ir.Constant(vec(I32, 2 * n), list(range(2 * n))))
+                 for i in range(0, len(parts), 2)]
+    return parts[0]
 
 
 def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa: Isa) -> ir.Function:
@@ -1398,7 +1417,7 @@ class Int8Conv2d:
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
                  isa: Isa | None = None, quantize: FusedQuantize | None = None,
                  residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None,
-                 residual_u8: bool = False, steps_only: bool = False, fast: bool = False):
+                 residual_u8: bool = False, steps_only: bool = False, fast: bool = False, row_pack: bool = True):
         self.residual_u8, self.steps_only, self.fast = residual_u8, steps_only, fast
         g = geometry
         self.quantize, self.residual_quantize, self.also_quantize = quantize, residual_quantize, also_quantize
@@ -1413,6 +1432,21 @@ class Int8Conv2d:
         groups = g.groups
         wg = w.reshape(groups, g.cout // groups, cg, g.kh * g.kw).transpose(0, 3, 2, 1)
         taps = g.kh * g.kw
+        self.scale, self.zero_point, self.epilogue = scale, zero_point, epilogue
+        self.shift = np.zeros(g.cout, np.float32) if shift is None else shift
+        self.num_threads = num_threads
+        self._calls: dict[tuple[int, ...], Int8Call] = {}
+        #: a stem run as a (ceil(KH / SH) x 1) convolution over its input packed by rows
+        #: (:func:`~ember.devices.cpu.kernels.int8_misc.pack_rows_u8`), or None
+        self.row_packed: Int8Conv2d | None = None
+        if row_pack and row_pack_fits(g):
+            self.row_packed = Int8Conv2d(row_packed_geometry(g), row_packed_weights(w, g.strides[0]), scale,
+                                         shift, zero_point, epilogue, num_threads, isa, quantize, residual_quantize,
+                                         also_quantize, residual_u8, steps_only, fast)
+            self.packed, self.merged_cin = self.row_packed.packed, 0
+            self._zero = aligned_empty(64, np.uint8)
+            self._zero[:] = zero_point
+            return
         #: bytes per tap when the taps are gathered into one row (a stem), else 0
         self.merged_cin = cg if groups == 1 and taps > 1 and cg < MERGE_BELOW_CHANNELS and taps * cg <= 1024 else 0
         if self.merged_cin and (cg % 4 == 0 or cg > 3 or packed_taps_disabled()):
@@ -1425,14 +1459,31 @@ class Int8Conv2d:
         elif self.merged_cin:  # 1-3 channels: the taps side by side, (ky, kx, c), no padding between
             wg = wg.reshape(1, 1, taps * cg, g.cout)
         self.packed = pack_int8_weights(wg, isa, tight=bool(self.merged_cin))
-        self.scale, self.zero_point, self.epilogue = scale, zero_point, epilogue
-        self.shift = np.zeros(g.cout, np.float32) if shift is None else shift
-        self.num_threads = num_threads
-        self._calls: dict[tuple[int, ...], Int8Call] = {}
+
+    def bind_steps(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None = None,
+                   q: np.ndarray | None = None) -> list[BoundKernel]:
+        """The calls to run in order for these buffers: a row-packed stem packs its input into a
+        buffer of this binding's own (zero filled once), then convolves it; else :meth:`bind`."""
+        if self.row_packed is None:
+            return [self.bind(x, y, residual, q)]
+        from ember.devices.cpu.kernels.int8_misc import pack_rows_u8
+
+        g, inner = self.geometry, self.row_packed.geometry
+        if x.ndim != 4 or x.shape != (g.batch, g.h, g.w, 4) or not x.flags.c_contiguous:
+            raise EmberError(f"ember: int8 convolution input has shape {x.shape}, expected "
+                             f"{(g.batch, g.h, g.w, g.cin)} padded to 4 channels")
+        rows = aligned_empty((inner.batch, inner.h, inner.w, inner.cin), np.uint8)
+        rows[:] = 0
+        pack = pack_rows_u8(x, rows, self._zero, g.cin, g.kw, g.strides, g.dilations[1], g.pads_begin,
+                            self.num_threads or default_pool().num_threads, self.packed.isa)
+        return [pack, self.row_packed.bind(rows, y, residual, q)]
 
     def bind(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None = None,
              q: np.ndarray | None = None) -> BoundKernel:
+        """The one call for these buffers (a row-packed stem has two: :meth:`bind_steps`)."""
         g = self.geometry
+        if self.row_packed is not None:
+            raise EmberError("ember: internal: a row-packed stem runs as two calls (bind_steps)")
         if x.ndim != 4 or x.shape[:3] != (g.batch, g.h, g.w) or x.shape[3] < g.cin:
             raise EmberError(f"ember: int8 convolution input has shape {x.shape}, expected {(g.batch, g.h, g.w, g.cin)}")
         readable = padded_channels(g.cin) if self.merged_cin else 4 * self.packed.k4
@@ -1477,8 +1528,43 @@ class Int8Conv2d:
                 y = aligned_empty((*shape[:3], padded_channels(shape[3])), np.uint8)
             else:
                 y = aligned_empty(shape)
-        self.bind(x, y, residual).run(pool)
+        for call in self.bind_steps(x, y, residual):
+            call.run(pool)
         return y
+
+
+def row_pack_fits(g: ConvGeometry) -> bool:
+    """Whether a convolution runs as a row-packed stem: 1-3 input channels, one group, no
+    dilation along the height, more than one kernel row, a packed pixel of at most 64 bytes
+    (one AMX step, one masked vector)."""
+    from ember.devices.cpu.kernels.int8_misc import packed_row_bytes
+
+    return (g.groups == 1 and 1 <= g.cin <= 3 and g.kh > 1 and g.dilations[0] == 1
+            and packed_row_bytes(g.cin, g.kw, g.strides[0]) <= 64 and g.kw <= 16 and not packed_taps_disabled())
+
+
+def row_packed_geometry(g: ConvGeometry) -> ConvGeometry:
+    """The convolution over the packed rows: ceil(KH / SH) x 1 taps of stride 1, no padding."""
+    from ember.devices.cpu.kernels.int8_misc import packed_row_bytes
+
+    taps = -(-g.kh // g.strides[0])
+    return ConvGeometry(g.batch, g.oh + taps - 1, g.ow, packed_row_bytes(g.cin, g.kw, g.strides[0]), g.cout,
+                        taps, 1)
+
+
+def row_packed_weights(w: np.ndarray, sh: int) -> np.ndarray:
+    """``w[OC, C, KH, KW]`` as the packed rows' weights ``[OC, CK, ceil(KH / SH), 1]``: packed
+    tap ``j`` byte ``(dy * KW + kx) * C + c`` is ``w[:, c, j * SH + dy, kx]`` (zero past KH and in
+    the slack)."""
+    from ember.devices.cpu.kernels.int8_misc import packed_row_bytes
+
+    oc, c, kh, kw = w.shape
+    taps = -(-kh // sh)
+    wt = np.zeros((oc, taps * sh, kw, c), np.int8)
+    wt[:, :kh] = np.asarray(w).transpose(0, 2, 3, 1)
+    out = np.zeros((oc, taps, packed_row_bytes(c, kw, sh)), np.int8)
+    out[:, :, :sh * kw * c] = wt.reshape(oc, taps, sh * kw * c)
+    return np.ascontiguousarray(out.transpose(0, 2, 1)[..., None])
 
 
 class DepthwiseCall:
@@ -1690,4 +1776,5 @@ class Quantize:
 
 
 __all__ = ["INT8_TILES", "FusedQuantize", "Int8Call", "Int8Conv2d", "Int8Depthwise", "Int8Gemm", "Int8Kernels", "Int8Weights", "Quantize",
-           "QuantizeParams", "int8_kernels", "pack_int8_weights", "padded_channels"]
+           "QuantizeParams", "int8_kernels", "pack_int8_weights", "padded_channels", "row_pack_fits",
+           "row_packed_geometry", "row_packed_weights"]

@@ -1364,9 +1364,9 @@ def lower_int8_conv(lowering: Lowering, node: Node) -> bool:
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         residual = arrs[1] if len(arrs) > 1 else None
-        if len(outs) > 1:
-            return [kernel.bind(arrs[0], outs[0], residual, outs[1])]
-        return [kernel.bind(arrs[0], outs[0], residual)]
+        if depthwise:
+            return [kernel.bind(arrs[0], outs[0], residual)]
+        return kernel.bind_steps(arrs[0], outs[0], residual, outs[1] if len(outs) > 1 else None)
 
     lowering.program.add(Op(node.friendly_name, "Int8Convolution", ins, outs, native=True, bind=bind))
     _exec_type(lowering, node, tiles=not depthwise)
