@@ -223,6 +223,15 @@ def _finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | N
         return b.select(b.fcmp_ordered("<=", x, il), ir.Constant(vf, None),
                         b.select(b.fcmp_ordered(">", x, ih), steps, q))
 
+    def fast_steps(x: ir.Value, v: int, base: int) -> ir.Value:
+        """The fast steps as i32, rounded by the conversion (to nearest even) from at most
+        ``steps``; below 0 (and NaN) saturate to step 0 in :func:`packed_steps`."""
+        il, _, rng, steps = (fq[base + i][v] for i in range(4))
+        a = b.fdiv(steps, rng)
+        t = e.call(fma, vf, [x, a, b.fneg(b.fmul(il, a))])
+        t = b.select(b.fcmp_ordered(">", t, steps), steps, t)
+        return round_to_i32(e, t)
+
     def fq_value(x: ir.Value, v: int, base: int = 0) -> ir.Value:
         il, ih, _, steps, ol, oh, ostep = (fq[base + i][v] for i in range(7))
         if fast:  # step 0 gives ol exactly, the last step oh within an ulp
@@ -276,10 +285,21 @@ def _finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | N
                 x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
                 b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[r][v])
     def store_row_steps(row: ir.Value, r: int, base: int) -> None:
-        # a row's steps as one vector of nv * L bytes, one (masked) store: narrowing masked stores
-        # (vpmovdb to memory) per vector were the bottleneck of small-K layers
-        qb = [b.trunc(b.fptosi(steps_of(e.load(vf, out[r][v]), v, base), vec(I32, L)), vec(I8, L))
-              for v in range(nv)]
+        # a row's steps as one vector of nv * L bytes, one (masked) store
+        if fast and L in (8, 16) and nv in (1, 2):
+            qb = [packed_steps(e, [fast_steps(e.load(vf, out[r][v]), v, base) for v in range(nv)])]
+        else:
+            qb = [b.trunc(b.fptosi(steps_of(e.load(vf, out[r][v]), v, base), vec(I32, L)), vec(I8, L))
+                  for v in range(nv)]
+        if len(qb) == 1 and nv > 1:
+            whole = qb[0]
+            full = ir.Constant(vec(I1, L), [1] * L)
+            if all(mk is None for mk in masks):
+                b.store(whole, row, align=1)
+            else:
+                mask = concat_vectors(b, [mk if mk is not None else full for mk in masks])
+                e.call(f"llvm.masked.store.v{nv * L}i8.p0", VOID, [whole, row, c32(1), mask])
+            return
         if nv & (nv - 1):  # not a power of two: a store per vector
             for v in range(nv):
                 mask = masks[v] if masks[v] is not None else ir.Constant(vec(I1, L), [1] * L)
@@ -316,6 +336,35 @@ def _finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | N
                 with b.if_then(flag(FLAG_ALSO_U8)):
                     for r in range(mr):
                         store_row_steps(e.gep(I8, qp, q_offset(r)), r, 2 * FQ_WORDS)
+
+
+def round_to_i32(e: Emitter, x: ir.Value) -> ir.Value:
+    """<L x f32> to <L x i32> rounded to nearest even by the conversion itself (``vcvtps2dq``;
+    out of range and NaN: INT_MIN), L = 8 (AVX2) or 16 (AVX-512)."""
+    n = x.type.count
+    if n == 16:
+        return e.call("llvm.x86.avx512.mask.cvtps2dq.512", vec(I32, 16),
+                      [x, ir.Constant(vec(I32, 16), None), ir.Constant(ir.IntType(16), -1), c32(4)])
+    return e.call("llvm.x86.avx.cvt.ps2dq.256", vec(I32, 8), [x])
+
+
+def packed_steps(e: Emitter, parts: list[ir.Value]) -> ir.Value:
+    """One or two <L x i32> vectors as L or 2L bytes saturated to [0, 255] (``packssdw`` then
+    ``packuswb``, then one permutation back to column order: the packs work per 128-bit lane)."""
+    b = e.b
+    n = parts[0].type.count
+    lo, hi = parts[0], parts[-1]
+    if n == 16:
+        words = e.call("llvm.x86.avx512.packssdw.512", vec(ir.IntType(16), 32), [lo, hi])
+        bytes_ = e.call("llvm.x86.avx512.packuswb.512", vec(I8, 64), [words, words])
+    else:
+        words = e.call("llvm.x86.avx2.packssdw", vec(ir.IntType(16), 16), [lo, hi])
+        bytes_ = e.call("llvm.x86.avx2.packuswb", vec(I8, 32), [words, words])
+    # lane k (16 bytes) holds lo[4k:4k+4], hi[4k:4k+4], then the same again
+    pick = [16 * (j // 4) + j % 4 for j in range(n)]
+    if len(parts) == 2:
+        pick += [16 * (j // 4) + 4 + j % 4 for j in range(n)]
+    return b.shuffle_vector(bytes_, ir.Constant(bytes_.type, None), ir.Constant(vec(I32, len(pick)), pick))
 
 
 def concat_vectors(b: ir.IRBuilder, parts: list[ir.Value]) -> ir.Value:
@@ -1268,6 +1317,11 @@ class Int8Call:
         self._zero[:] = zero_point
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
         lo, hi = epilogue.lo, epilogue.hi
+        if quantize is not None and quantize.at == "end" and also_quantize is None and hi == math.inf \
+                and lo <= float(np.min(quantize.params.il)):
+            # the last FakeQuantize gives every value under its il (so under lo) step 0: the clamp
+            # (a ReLU's) changes nothing, in the exact arithmetic and in the fast one (monotone)
+            lo = -math.inf
         if also_quantize is not None and quantize is not None and quantize.u8 and not steps_only:
             raise EmberError("ember: a second u8 output needs the f32 output")
         self.fq = fq_block(total, None if quantize is None else quantize.params, residual_quantize, also_quantize)
