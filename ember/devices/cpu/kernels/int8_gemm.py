@@ -1497,7 +1497,8 @@ class Int8Conv2d:
             self.row_packed = Int8Conv2d(row_packed_geometry(g), row_packed_weights(w, g.strides[0]), scale,
                                          shift, zero_point, epilogue, num_threads, isa, quantize, residual_quantize,
                                          also_quantize, residual_u8, steps_only, fast)
-            self.packed, self.merged_cin = self.row_packed.packed, 0
+            self.packed: Int8Weights = self.row_packed.packed
+            self.merged_cin = 0
             self._zero = aligned_empty(64, np.uint8)
             self._zero[:] = zero_point
             return
