@@ -7,6 +7,7 @@ num_requests = Property("PERFORMANCE_HINT_NUM_REQUESTS")
 inference_precision = Property("INFERENCE_PRECISION_HINT")
 execution_mode = Property("EXECUTION_MODE_HINT")
 model_priority = Property("MODEL_PRIORITY")
+enable_cpu_pinning = Property("ENABLE_CPU_PINNING")  # the CPU device's (OpenVINO's hint.enable_cpu_pinning)
 
-__all__ = ["ExecutionMode", "PerformanceMode", "Priority", "execution_mode", "inference_precision",
+__all__ = ["ExecutionMode", "PerformanceMode", "Priority", "enable_cpu_pinning", "execution_mode", "inference_precision",
            "model_priority", "num_requests", "performance_mode"]

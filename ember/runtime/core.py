@@ -296,7 +296,14 @@ class Core:
 
     @staticmethod
     def _extra_specs(dev: Device) -> dict[str, PropertySpec]:
-        return {k: PropertySpec(k, lambda v: v, default) for k, default in dict(dev.extra_properties).items()}
+        specs = {}
+        for k, default in dict(dev.extra_properties).items():
+            try:  # a key ember knows keeps its parser (and its validation)
+                parse = P.spec_of(k).parse
+            except PropertyError:
+                parse = _identity
+            specs[k] = PropertySpec(k, parse, default)
+        return specs
 
     # -- properties ---------------------------------------------------------------------
     def set_property(self, device_name: Any = None, properties: Any = None) -> None:
@@ -526,3 +533,7 @@ def _model_files(source: Path) -> list[Path]:
         return [source, source.with_suffix(".bin")]
     files = [source]
     return files
+
+
+def _identity(value: Any) -> Any:
+    return value

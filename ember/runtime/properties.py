@@ -275,6 +275,8 @@ _spec("INFERENCE_TIMEOUT", _int_parser(0), 0,
       doc="milliseconds an inference may run before it is stopped with InferenceCancelled (0: no limit)")
 _spec("ALLOW_FALLBACK", _parse_bool, True,
       doc="True or False (False: AUTO/HETERO raise instead of falling back to another device)")
+_spec("ENABLE_CPU_PINNING", _parse_bool, None,
+      doc="True or False (the CPU device's; unset, workers are pinned while the machine is quiet)")
 # Read-only properties ("RO").
 _spec("SUPPORTED_PROPERTIES", _read_only, mutability="RO")
 _spec("AVAILABLE_DEVICES", _read_only, mutability="RO")

@@ -662,3 +662,24 @@ def test_inputs_read_in_place_each_run_and_left_untouched() -> None:
         got = _run_compiled(cm, [x])[0]
         np.testing.assert_array_equal(x, before)
         np.testing.assert_allclose(got, _run(model, "REFERENCE", [x.astype(np.float32)])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_enable_cpu_pinning_fixes_the_pool_choice() -> None:
+    """OpenVINO's ENABLE_CPU_PINNING: True pins the workers, False never does; unset, the pool
+    adapts to the machine's load. Results stay equal to REFERENCE either way."""
+    import os
+
+    import ember.properties.hint as hints
+
+    model = _small_conv_model()
+    x = _f(1, 8, 6, 6)
+    want = _run(model, "REFERENCE", [x])[0]
+    two_cores = len(os.sched_getaffinity(0)) >= 2
+    for value, pinned in ((True, two_cores), ("NO", False)):
+        cm = ember.Core().compile_model(model, "CPU", {hints.enable_cpu_pinning: value, "INFERENCE_NUM_THREADS": 2})
+        pool = cm._executable.pool
+        assert not pool.adaptive_pinning and bool(pool.pinned_cpus) == pinned
+        assert cm.get_property("ENABLE_CPU_PINNING") is (value is True)
+        np.testing.assert_allclose(_run_compiled(cm, [x])[0], want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ember.EmberError, match="ENABLE_CPU_PINNING"):
+        ember.Core().compile_model(model, "CPU", {"ENABLE_CPU_PINNING": "sometimes"})

@@ -98,7 +98,7 @@ class CPUExecutable:
     execution_devices = ["CPU"]
 
     def __init__(self, model: Model, threads: int, precision: Type, programs: _Programs | None = None,
-                 weights: Any = None) -> None:
+                 weights: Any = None, pin: bool | None = None) -> None:
         from ember.devices.cpu.runtime.threadpool import ThreadPool
 
         self.model = model
@@ -106,7 +106,8 @@ class CPUExecutable:
         self.precision = precision
         self.exec_type = "cpu"
         self._programs = programs or _Programs(model, threads, "bf16" if precision is Type.bf16 else "f32", weights)
-        self.pool = ThreadPool(threads)
+        self.pin = pin
+        self.pool = ThreadPool(threads, pin=pin)
         self._instances: OrderedDict[tuple, Any] = OrderedDict()
         self._params = model.get_parameters()
         self._static = self._programs.static
@@ -191,7 +192,7 @@ class CPUExecutable:
 
     def clone(self) -> CPUExecutable:
         """Another executor of the same plans (shared packed weights, own arena and pool)."""
-        return CPUExecutable(self.model, self.threads, self.precision, self._programs)
+        return CPUExecutable(self.model, self.threads, self.precision, self._programs, pin=self.pin)
 
     def close(self) -> None:
         self.pool.close()
@@ -667,6 +668,8 @@ class CPUDevice(Device):
     name = "CPU"
     thread_safe_executables = False
     auto_rank = 20  # before REFERENCE (100); after devices that declare themselves faster
+    #: OpenVINO's CPU property; unset (None), workers are pinned while the machine is quiet
+    extra_properties = {"ENABLE_CPU_PINNING": None}
 
     def __init__(self) -> None:
         from ember.devices.cpu.llvm.isa import host_isa
@@ -699,7 +702,8 @@ class CPUDevice(Device):
         if model.rt_info.get(_TRANSFORMED) != "1":
             model = self.transform(model.clone(), config)
         threads = config.inference_num_threads or _cores()
-        executable = CPUExecutable(model, threads, self._precision(config))
+        executable = CPUExecutable(model, threads, self._precision(config),
+                                   pin=dict(config.extra).get("ENABLE_CPU_PINNING"))
         from ember.devices.cpu.runtime.release import release_after_compile
 
         release_after_compile()  # before the first inference touches the arena (docs/cpu-memory.md)
