@@ -404,21 +404,29 @@ def test_spin_budget_follows_the_gap_between_runs(gaps, busy, want):
 
 
 def test_a_pool_spins_longer_while_runs_come_back_to_back():
-    """finished() then adapt() measures the gap between runs; after three short ones the
-    workers' spin budget is longer than the base, after long ones it is the base again."""
+    """During a run (adapt() to finished()) the workers spin up to max_spin_us; after it, after
+    three short gaps between runs, longer than the base, after long gaps the base again."""
     pool = ThreadPool(2, spin_us=50.0, max_spin_us=20_000.0)
     base = int(pool._state[tp._SPIN])
+    longest = pool._pauses(20_000.0)
     try:
+        pool.adapt()  # a run starts: the longest budget while it lasts
+        assert pool._state[tp._SPIN] == longest
+        pool.finished()  # no gaps known yet: the base after it
+        assert pool._state[tp._SPIN] == base
         for _ in range(3):
-            pool.finished()
             time.sleep(0.002)
             pool.adapt()
-        assert pool._state[tp._SPIN] > 2 * base  # gaps of 2+ ms: about 4 ms of spinning
+            pool.finished()
+        assert 2 * base < pool._state[tp._SPIN] < longest  # gaps of 2+ ms: about 4 ms of spinning
         assert pool._state[tp._CALLER_SPIN] == base  # the caller's wait for stragglers is not stretched
         for _ in range(8):
-            pool.finished()
             time.sleep(0.025)  # longer than max_spin_us
             pool.adapt()
+            pool.finished()
+        assert pool._state[tp._SPIN] == base
+        pool.busy = True  # a busy machine: the base budget during runs too
+        pool.adapt()
         assert pool._state[tp._SPIN] == base
     finally:
         pool.close()

@@ -16,10 +16,11 @@ happens again right after).
 
 Waiting, both for work (workers) and for stragglers (the caller), spins on ``pause`` for a
 short while (``spin_us``, default 100 microseconds) and then sleeps on a Linux futex, so an
-idle pool costs no CPU time. While inferences come back to back, the workers' budget follows
-the gap between one run's end (:meth:`ThreadPool.finished`) and the next one's start
-(:meth:`ThreadPool.adapt`): twice the median recent gap, up to ``MAX_SPIN_US``
-(:func:`spin_budget_us`), so a run's first jobs find them awake; never on a busy machine.
+idle pool costs no CPU time. A plan's run tells the pool when it starts (:meth:`ThreadPool.adapt`)
+and ends (:meth:`ThreadPool.finished`): during a run the workers spin up to ``MAX_SPIN_US``
+(1 ms) between jobs, and after it as long as the recent gaps between runs suggest (twice the
+median gap, at most ``MAX_SPIN_US``; :func:`spin_budget_us`), so while inferences come back to
+back a run's first jobs find them awake. A busy machine (see below) keeps ``spin_us``.
 
 A worker still inside a job ``RESCUE_MS`` after the caller ran out of tasks is, on a loaded
 machine, usually descheduled behind another process on its own CPU, where a pinned worker
@@ -796,9 +797,16 @@ class ThreadPool:
         return int(self._state[_RESCUES])
 
     def finished(self) -> None:
-        """A plan calls this as each run ends: the gap to the next run's :meth:`adapt` sets the
-        workers' spin budget (:func:`spin_budget_us`)."""
+        """A plan calls this as each run ends: the workers' spin budget until the next run
+        follows the recent gaps between runs (:func:`spin_budget_us`); the gap to the next
+        run's :meth:`adapt` is recorded."""
+        self._set_spin(spin_budget_us(self._gaps, self.spin_us, self.max_spin_us, self.busy))
         self._last_end = time.perf_counter()
+
+    def _set_spin(self, us: float) -> None:
+        spin = self._pauses(us)
+        if spin != self._state[_SPIN]:
+            self._state[_SPIN] = spin
 
     def adapt(self) -> None:
         """Judge whether the machine is busy (:attr:`busy`) and pin or free the workers
@@ -809,9 +817,8 @@ class ThreadPool:
         if self._last_end is not None:
             self._gaps.append((time.perf_counter() - self._last_end) * 1e6)
             self._last_end = None
-            spin = self._pauses(spin_budget_us(self._gaps, self.spin_us, self.max_spin_us, self.busy))
-            if spin != self._state[_SPIN]:
-                self._state[_SPIN] = spin
+        # during a run the next job is never far: the longest budget (unless the machine is busy)
+        self._set_spin(self.spin_us if self.busy else self.max_spin_us)
         rescues = int(self._state[_RESCUES])
         if rescues != self._rescues_seen:  # a rescued worker moves back by itself; this makes sure
             self._rescues_seen = rescues
