@@ -1207,9 +1207,15 @@ def to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """The bf16 bit patterns (uint16) of float32 ``x``, rounded to nearest even (as the
     hardware converts); NaN stays NaN (quieted), values beyond bf16's range become inf."""
     bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
-    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+    # in place where possible: weights are packed through here a block at a time
+    rounded = bits >> np.uint32(16)
+    rounded &= np.uint32(1)
+    rounded += np.uint32(0x7FFF)
+    rounded += bits
+    rounded >>= np.uint32(16)
     nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
-    rounded = np.where(nan, (bits >> np.uint32(16)) | np.uint32(0x40), rounded)
+    if nan.any():
+        rounded[nan] = (bits[nan] >> np.uint32(16)) | np.uint32(0x40)
     return rounded.astype(np.uint16)
 
 
@@ -1261,6 +1267,10 @@ class PackedWeights:
         return self.data.size // self.groups
 
 
+#: f32 bytes of weights packed at once (the temporaries are a few times this)
+PACK_BLOCK = 256 << 10
+
+
 def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None,
                  precision: Precision | str = Precision.F32, merge_taps: bool = False,
                  pair_tail: bool = False) -> PackedWeights:
@@ -1294,39 +1304,51 @@ def pack_weights(w: np.ndarray, isa: Isa | None = None, chunk: int | None = None
         raise EmberError(f"ember: a bf16 K chunk must be even, got {cb}")
     if amx:  # the tiles run all of K in one chunk
         cb = cin
-    wp = np.zeros((groups, taps, cin, npan * nr), np.float32)
-    wp[..., :cout] = w
-    # [g, tap, c, panel, nr] -> [g, panel, (chunk, tap, c_in_chunk), nr]
-    wp = wp.reshape(groups, taps, cin, npan, nr).transpose(0, 3, 1, 2, 4)
     lanes = tile.lanes
     last = cout - (npan - 1) * nr - 1  # the last panel's last column
     pv = last // lanes  # its vector
     pair_tail = (pair_tail and not bf16 and pairs_supported(isa) and cout > 0 and cin > 0
                  and last - pv * lanes < lanes // 2)
-    parts = []
-    for c0 in range(0, cin, cb):
-        part = wp[:, :, :, c0:c0 + cb, :]
-        if pair_tail:  # the last vector's rows k, k + 1 (k even) interleaved into row k
-            part = part.copy()
-            seg = part[:, npan - 1, :, :, pv * lanes:(pv + 1) * lanes]  # [g, tap, kc, lanes]
-            kc = seg.shape[2]
-            src = np.zeros((groups, taps, kc + kc % 2, lanes // 2), np.float32)
-            src[:, :, :kc] = seg[..., :lanes // 2]
-            pairs = src.reshape(groups, taps, -1, 2, lanes // 2).transpose(0, 1, 2, 4, 3)
-            seg[...] = 0
-            seg[:, :, 0::2] = pairs.reshape(groups, taps, -1, lanes)
-        if bf16:  # [.., kc, nr] -> [.., kc / 2, nr, 2] with an odd kc padded by a zero channel
-            kc = part.shape[3]
-            pad = 2 * ktap - kc if amx else kc % 2
-            part = np.concatenate([part, np.zeros((*part.shape[:3], pad, part.shape[4]), np.float32)], axis=3)
-            part = part.reshape(groups, npan, taps, -1, 2, nr).transpose(0, 1, 2, 3, 5, 4)
-            part = to_bf16_bits(part)
-        parts.append(part.reshape(groups, npan, -1))
     dtype = np.uint16 if bf16 else np.float32
-    flat = np.concatenate(parts, axis=2) if parts else np.zeros((groups, npan, 0), dtype)
-    data = aligned_empty(max(flat.size, 2), dtype)
-    data[:] = 0
-    data[:flat.size] = flat.reshape(-1)
+    # K rows per chunk in the packed panel (bf16: whole pairs, AMX: all of K padded to ktap pairs)
+    kpad = [2 * ktap if amx else (kc + kc % 2 if bf16 else kc)
+            for kc in (min(cb, cin - c0) for c0 in range(0, cin, cb))]
+    per_panel = taps * nr * sum(kpad)
+    data = aligned_empty(max(groups * npan * per_panel, 2), dtype)
+    data[groups * npan * per_panel:] = 0
+    out = data[:groups * npan * per_panel].reshape(groups, npan, per_panel)
+    # a few panels at a time (PACK_BLOCK bytes of f32), written straight into ``data``: no f32 copy
+    # of the whole weight (a 1280 x 1000 classifier's temporaries were 36 MB, the compile's peak)
+    step = max(1, PACK_BLOCK // max(1, groups * taps * cin * nr * 4))
+    for p0 in range(0, npan, step):
+        p1 = min(npan, p0 + step)
+        c1 = min(cout, p1 * nr)
+        wp = np.zeros((groups, taps, cin, (p1 - p0) * nr), np.float32)
+        wp[..., :c1 - p0 * nr] = w[..., p0 * nr:c1]
+        # [g, tap, c, panel, nr] -> [g, panel, (chunk, tap, c_in_chunk), nr]
+        wp5 = wp.reshape(groups, taps, cin, p1 - p0, nr).transpose(0, 3, 1, 2, 4)
+        at = 0
+        for c0, kp in zip(range(0, cin, cb), kpad):
+            part = wp5[:, :, :, c0:c0 + cb, :]
+            size = taps * kp * nr
+            dst = out[:, p0:p1, at:at + size]
+            if pair_tail and p1 == npan:  # the last vector's rows k, k + 1 (k even) interleaved into row k
+                part = part.copy()
+                seg = part[:, p1 - 1 - p0, :, :, pv * lanes:(pv + 1) * lanes]  # [g, tap, kc, lanes]
+                kc = seg.shape[2]
+                src = np.zeros((groups, taps, kc + kc % 2, lanes // 2), np.float32)
+                src[:, :, :kc] = seg[..., :lanes // 2]
+                pairs = src.reshape(groups, taps, -1, 2, lanes // 2).transpose(0, 1, 2, 4, 3)
+                seg[...] = 0
+                seg[:, :, 0::2] = pairs.reshape(groups, taps, -1, lanes)
+            if bf16:  # [.., kc, nr] -> [.., kc / 2, nr, 2] with an odd kc padded by a zero channel
+                padded = np.zeros((groups, p1 - p0, taps, kp, nr), np.float32)
+                padded[:, :, :, :part.shape[3]] = part
+                pairs = padded.reshape(groups, p1 - p0, taps, kp // 2, 2, nr).transpose(0, 1, 2, 3, 5, 4)
+                dst[...] = to_bf16_bits(pairs).reshape(groups, p1 - p0, size)
+            else:
+                dst[...] = part.reshape(groups, p1 - p0, size)
+            at += size
     return PackedWeights(data, groups, taps, cin, cout, cb, nr, isa, prec, merged, amx, ktap, pair_tail)
 
 
