@@ -657,7 +657,8 @@ class PoolStats:
     futex and had to wake it (the worker joins late, tens of microseconds or, on a busy core,
     a scheduler slice later); ``wait_us``: time callers spent waiting for workers after their
     own share of the tasks; ``serial_jobs``: jobs run on the caller alone because of a serial
-    spell (``serial_fallbacks``) or because another thread's job held the pool.
+    spell (``serial_fallbacks``) or because another thread's job held the pool; ``rescues``:
+    workers a waiting caller moved to its own CPU (``RESCUE_MS``).
     """
 
     jobs: int = 0
@@ -665,10 +666,12 @@ class PoolStats:
     wait_us: float = 0.0
     serial_jobs: int = 0
     serial_fallbacks: int = 0
+    rescues: int = 0
 
     def __sub__(self, other: PoolStats) -> PoolStats:
         return PoolStats(self.jobs - other.jobs, self.wakes - other.wakes, self.wait_us - other.wait_us,
-                         self.serial_jobs - other.serial_jobs, self.serial_fallbacks - other.serial_fallbacks)
+                         self.serial_jobs - other.serial_jobs, self.serial_fallbacks - other.serial_fallbacks,
+                         self.rescues - other.rescues)
 
 
 class ThreadPool:
@@ -883,7 +886,7 @@ class ThreadPool:
         """The pool's counters so far (see :class:`PoolStats`)."""
         st = self._state
         return PoolStats(int(st[_JOBS]), int(st[_WAKES]), float(st[_WAIT_TICKS]) * self._us_per_tick,
-                         int(st[_SERIAL_JOBS]), int(st[_FALLBACKS]))
+                         int(st[_SERIAL_JOBS]), int(st[_FALLBACKS]), int(st[_RESCUES]))
 
     @property
     def serial_fallbacks(self) -> int:
