@@ -38,7 +38,7 @@ POOL64_CONTEXT = ContextLayout(
     "pool64", ("x", "y", "tab", "div", "taps", "in_plane", "out_plane", "rpt", "rows"),
     pointers=("x", "y", "tab", "div"))
 MATMUL64_CONTEXT = ContextLayout(
-    "matmul64", ("a", "b", "c", "aoff", "boff", "m", "n", "k", "a_m", "a_k", "b_k", "b_n", "rpt", "rows"),
+    "matmul64", ("a", "b", "c", "aoff", "boff", "m", "mb", "n", "k", "a_m", "a_k", "b_k", "b_n", "rpt", "rows"),
     pointers=("a", "b", "c", "aoff", "boff"))
 
 
@@ -52,7 +52,8 @@ def _rows_of(e: ContextEmitter, task: ir.Value) -> tuple[ir.Value, ir.Value]:
     return r0, e.min(e.arg("rows"), b.add(r0, e.arg("rpt")))
 
 
-def _emit_rows(m: ir.Module, prefix: str, kind: str, variance: bool, inside: bool) -> None:
+def _emit_rows(m: ir.Module, prefix: str, kind: str, variance: bool, inside: bool, mvec: int = 0) -> None:
+    """``mvec``: lanes of glibc's vector ``exp`` for contiguous rows (``inner`` = 1), 0: scalar calls."""
     fn = ContextEmitter.function(m, f"{prefix}_rows64_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, ROWS64_CONTEXT)
     b = e.b
@@ -68,20 +69,59 @@ def _emit_rows(m: ir.Module, prefix: str, kind: str, variance: bool, inside: boo
         acc = e.var(F64)
         if kind in ("softmax", "logsoftmax"):
             top = e.var(F64, _d(-math.inf))
-            with e.loop(0, n, name="mx") as k:
-                v, cur = e.load(F64, at(x, k)), e.load(F64, top)
+            first = c64(0)
+
+            def bigger(v: ir.Value, cur: ir.Value) -> ir.Value:
                 take = b.or_(b.fcmp_unordered("uno", v, v), b.fcmp_ordered(">", v, cur))  # NaN wins, as np.max
-                b.store(b.select(take, v, cur), top)
+                return b.select(take, v, cur)
+
+            if mvec:
+                vt = vec(F64, mvec)
+                vtop = e.var(vt)
+                b.store(ir.Constant(vt, [-math.inf] * mvec), vtop)
+                main = b.mul(b.sdiv(n, c64(mvec)), c64(mvec))
+                with e.loop(0, main, mvec, name="vm") as k:
+                    b.store(bigger(e.load(vt, at(x, k), align=8), e.load(vt, vtop)), vtop)
+                vs = e.load(vt, vtop)
+                for lane in range(mvec):
+                    b.store(bigger(b.extract_element(vs, c32(lane)), e.load(F64, top)), top)
+                first = main
+            with e.loop(first, n, name="mx") as k:
+                b.store(bigger(e.load(F64, at(x, k)), e.load(F64, top)), top)
             mx = e.load(F64, top)
             b.store(_d(0.0), acc)
-            with e.loop(0, n, name="ex") as k:
+            start = c64(0)
+            if mvec:  # contiguous rows: w lanes at a time through the vector exp
+                vt = vec(F64, mvec)
+                vacc = e.var(vt)
+                b.store(ir.Constant(vt, [0.0] * mvec), vacc)
+                main = b.mul(b.sdiv(n, c64(mvec)), c64(mvec))
+                with e.loop(0, main, mvec, name="vx") as k:
+                    ev = e.call(f"ember_mvec{mvec}_exp", vt, [b.fsub(e.load(vt, at(x, k), align=8), e.splat(mx, mvec))])
+                    if kind == "softmax":
+                        b.store(ev, at(y, k), align=8)
+                    b.store(b.fadd(e.load(vt, vacc), ev), vacc)
+                vs = e.load(vt, vacc)
+                part = b.extract_element(vs, c32(0))
+                for lane in range(1, mvec):
+                    part = b.fadd(part, b.extract_element(vs, c32(lane)))
+                b.store(part, acc)
+                start = main
+            with e.loop(start, n, name="ex") as k:
                 ev = e.call("ember_libm_exp", F64, [b.fsub(e.load(F64, at(x, k)), mx)])
                 if kind == "softmax":
                     b.store(ev, at(y, k))
                 b.store(b.fadd(e.load(F64, acc), ev), acc)
             total = e.load(F64, acc)
             if kind == "softmax":
-                with e.loop(0, n, name="dv") as k:
+                first = c64(0)
+                if mvec:
+                    vt = vec(F64, mvec)
+                    main = b.mul(b.sdiv(n, c64(mvec)), c64(mvec))
+                    with e.loop(0, main, mvec, name="vd") as k:
+                        b.store(b.fdiv(e.load(vt, at(y, k), align=8), e.splat(total, mvec)), at(y, k), align=8)
+                    first = main
+                with e.loop(first, n, name="dv") as k:
                     b.store(b.fdiv(e.load(F64, at(y, k)), total), at(y, k))
             else:
                 ls = e.call("ember_libm_log", F64, [total])
@@ -132,47 +172,77 @@ def _emit_pool(m: ir.Module, prefix: str) -> None:
     b.ret_void()
 
 
+#: rows of C one step of the vector MatMul computes (their A values splat, each B vector loaded once)
+MM_ROWS = 4
+
+
 def _emit_matmul(m: ir.Module, prefix: str, lanes: int, unit_n: bool) -> None:
     fn = ContextEmitter.function(m, f"{prefix}_matmul64_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, MATMUL64_CONTEXT)
     b = e.b
     pa, pb, pc = e.arg("a", PTR), e.arg("b", PTR), e.arg("c", PTR)
-    mm, nn, kk = e.arg("m"), e.arg("n"), e.arg("k")
+    mm, nn, kk, mb = e.arg("m"), e.arg("n"), e.arg("k"), e.arg("mb")
     a_m, a_k, b_k, b_n = e.arg("a_m"), e.arg("a_k"), e.arg("b_k"), e.arg("b_n")
     r0, r1 = _rows_of(e, fn.args[1])
-    unroll = 4
+    rows_per = MM_ROWS if unit_n else 1
+    unroll = 4 if lanes >= 8 else 2
     vt = vec(F64, lanes)
-    with e.loop(r0, r1, name="r") as r:
-        bt, i = b.sdiv(r, mm), b.srem(r, mm)
+    zero = ir.Constant(vt, [0.0] * lanes)
+    with e.loop(r0, r1, name="r") as r:  # r: a block of rows_per rows of one matrix
+        bt = b.sdiv(r, mb)
+        i0 = b.mul(b.srem(r, mb), c64(rows_per))
         a_at = e.load(I64, e.gep(I64, e.arg("aoff", PTR), bt), align=8)
-        arow = e.gep(F64, pa, b.add(a_at, b.mul(i, a_m)))
         bmat = e.gep(F64, pb, e.load(I64, e.gep(I64, e.arg("boff", PTR), bt), align=8))
-        crow = e.gep(F64, pc, b.mul(r, nn))
-        if unit_n:  # C[i, j:j+U*L] = sum_k A[i, k] * B[k, j:j+U*L], U vectors of L lanes
-            with e.loop(0, nn, lanes * unroll, name="j") as j:
-                masks = [lane_mask(e, b.sub(nn, b.add(j, c64(u * lanes))), lanes) for u in range(unroll)]
-                accs = [e.var(vt) for _ in range(unroll)]
-                for a_ in accs:
-                    b.store(ir.Constant(vt, [0.0] * lanes), a_)
+        # the last block's missing rows repeat row m-1 (same values written twice)
+        rows_i = [e.min(b.add(i0, c64(q)), b.sub(mm, c64(1))) for q in range(rows_per)]
+        arows = [e.gep(F64, pa, b.add(a_at, b.mul(i, a_m))) for i in rows_i]
+        crows = [e.gep(F64, pc, b.mul(b.add(b.mul(bt, mm), i), nn)) for i in rows_i]
+        if unit_n:  # C[i, j:j+U*L] = sum_k A[i, k] * B[k, j:j+U*L] for MM_ROWS rows i, U vectors of L lanes
+            accs = [[e.var(vt) for _ in range(unroll)] for _ in range(rows_per)]
+            width = lanes * unroll
+
+            def block(j: ir.Value, masked: bool) -> None:
+                masks = [lane_mask(e, b.sub(nn, b.add(j, c64(u * lanes))), lanes) if masked else None
+                         for u in range(unroll)]
+                for row in accs:
+                    for a_ in row:
+                        b.store(zero, a_)
                 with e.loop(0, kk, name="k") as k:
-                    av = e.splat(e.load(F64, e.gep(F64, arow, b.mul(k, a_k))), lanes)
                     brow = e.gep(F64, bmat, b.add(b.mul(k, b_k), j))
+                    bvs = []
                     for u in range(unroll):
-                        bv = e.call(f"llvm.masked.load.v{lanes}f64.p0", vt,
-                                    [e.gep(F64, brow, c64(u * lanes)), c32(8), masks[u], ir.Constant(vt, None)])
-                        b.store(e.call(f"llvm.fmuladd.v{lanes}f64", vt, [av, bv, e.load(vt, accs[u])]), accs[u])
-                for u in range(unroll):
-                    e.call(f"llvm.masked.store.v{lanes}f64.p0", VOID,
-                           [e.load(vt, accs[u]), e.gep(F64, crow, b.add(j, c64(u * lanes))), c32(8), masks[u]])
+                        ptr = e.gep(F64, brow, c64(u * lanes))
+                        bvs.append(e.load(vt, ptr, align=8) if not masked else e.call(
+                            f"llvm.masked.load.v{lanes}f64.p0", vt, [ptr, c32(8), masks[u], ir.Constant(vt, None)]))
+                    for q in range(rows_per):
+                        av = e.splat(e.load(F64, e.gep(F64, arows[q], b.mul(k, a_k))), lanes)
+                        for u in range(unroll):
+                            acc = accs[q][u]
+                            b.store(e.call(f"llvm.fmuladd.v{lanes}f64", vt, [av, bvs[u], e.load(vt, acc)]), acc)
+                for q in range(rows_per):
+                    for u in range(unroll):
+                        ptr = e.gep(F64, crows[q], b.add(j, c64(u * lanes)))
+                        if masked:
+                            e.call(f"llvm.masked.store.v{lanes}f64.p0", VOID, [e.load(vt, accs[q][u]), ptr, c32(8),
+                                                                              masks[u]])
+                        else:
+                            b.store(e.load(vt, accs[q][u]), ptr, align=8)
+
+            main = b.mul(b.sdiv(nn, c64(width)), c64(width))
+            with e.loop(0, main, width, name="j") as j:
+                block(j, False)
+            with b.if_then(b.icmp_signed("<", main, nn)):
+                block(main, True)
         else:  # one dot product per element
             acc = e.var(F64)
             with e.loop(0, nn, name="j") as j:
                 bcol = e.gep(F64, bmat, b.mul(j, b_n))
                 b.store(_d(0.0), acc)
                 with e.loop(0, kk, name="k") as k:
-                    p = b.fmul(e.load(F64, e.gep(F64, arow, b.mul(k, a_k))), e.load(F64, e.gep(F64, bcol, b.mul(k, b_k))))
+                    p = b.fmul(e.load(F64, e.gep(F64, arows[0], b.mul(k, a_k))),
+                               e.load(F64, e.gep(F64, bcol, b.mul(k, b_k))))
                     b.store(b.fadd(e.load(F64, acc), p), acc)
-                b.store(e.load(F64, acc), e.gep(F64, crow, j))
+                b.store(e.load(F64, acc), e.gep(F64, crows[0], j))
     b.ret_void()
 
 
@@ -187,7 +257,7 @@ def _library(isa: Isa, what: str) -> jit.Library:
         m.triple = isa.triple
         head, *rest = what.split("|")
         if head == "rows":
-            _emit_rows(m, prefix, rest[0], rest[1] == "1", rest[2] == "1")
+            _emit_rows(m, prefix, rest[0], rest[1] == "1", rest[2] == "1", int(rest[3]))
         elif head == "pool":
             _emit_pool(m, prefix)
         else:
@@ -214,8 +284,12 @@ def rows64(x: np.ndarray, y: np.ndarray, *, outer: int, n: int, inner: int, kind
     rpt, tasks = _blocks(rows, threads, 3 * n)
     ctx = ROWS64_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, n=n, inner=max(inner, 1),
                              eps=int(np.array(eps, np.float64).view(np.int64)), rpt=rpt, rows=rows)
-    what = f"rows|{kind}|{int(normalize_variance)}|{int(eps_inside)}"
-    return BoundKernel(_library(isa or host_isa(), what).address("rows64_task"), ctx, tasks if n else 0, threads,
+    from ember.devices.cpu.kernels.eltwise import mvec_width
+
+    isa = isa or host_isa()
+    mvec = mvec_width(isa) if inner == 1 and kind != "mvn" else 0
+    what = f"rows|{kind}|{int(normalize_variance)}|{int(eps_inside)}|{mvec}"
+    return BoundKernel(_library(isa, what).address("rows64_task"), ctx, tasks if n else 0, threads,
                        (x, y), layout=ROWS64_CONTEXT)
 
 
@@ -270,11 +344,13 @@ def matmul64(a: np.ndarray, b: np.ndarray, c: np.ndarray, *, m: int, n: int, k: 
     per batch) where each batch's matrix starts, ``a_strides`` = (m, k) and ``b_strides`` = (k, n)
     in elements; ``c`` contiguous ``[batch, m, n]``."""
     batch = a_offsets.size
-    rows = batch * m
-    rpt, tasks = _blocks(rows, threads, n * k)
     unit_n = b_strides[1] == 1 or n == 1
+    per = MM_ROWS if unit_n else 1
+    mb = -(-m // per)
+    rows = batch * mb
+    rpt, tasks = _blocks(rows, threads, per * n * k)
     ctx = MATMUL64_CONTEXT.new(a=a.ctypes.data, b=b.ctypes.data, c=c.ctypes.data, aoff=a_offsets.ctypes.data,
-                               boff=b_offsets.ctypes.data, m=max(m, 1), n=n, k=k, a_m=a_strides[0], a_k=a_strides[1],
+                               boff=b_offsets.ctypes.data, m=max(m, 1), mb=max(mb, 1), n=n, k=k, a_m=a_strides[0], a_k=a_strides[1],
                                b_k=b_strides[0], b_n=b_strides[1], rpt=rpt, rows=rows)
     lib = _library(isa or host_isa(), f"matmul|{int(unit_n)}")
     return BoundKernel(lib.address("matmul64_task"), ctx, tasks if n else 0, threads, (a, b, c, a_offsets, b_offsets),
