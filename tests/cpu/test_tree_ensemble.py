@@ -1,0 +1,131 @@
+"""TreeEnsemble (scikit-learn's trees through skl2onnx) on the CPU device's tree-walk kernel,
+against REFERENCE (bit for bit: the kernel computes in f64 as the reference does) and against
+scikit-learn itself, with no op of the tree on a reference kernel; NaN features (the
+missing-value branch), f64 inputs, every aggregate and post-transform the kernel takes, and
+ensembles it refuses (they stay on the reference kernel and still match)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as ops
+from ember.graph.model import Model
+
+pytest.importorskip("skl2onnx")
+RNG = np.random.default_rng(1317)
+
+
+def _data(rows: int = 120, features: int = 7, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(rows, features, n_informative=4, n_classes=classes, random_state=3)
+    return x.astype(np.float32), y
+
+
+def _estimators() -> dict[str, Callable[[], object]]:
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.tree import DecisionTreeClassifier
+
+    return {
+        "random-forest-regressor": lambda: RandomForestRegressor(7, max_depth=5, random_state=0),
+        "gradient-boosting-3-classes": lambda: GradientBoostingClassifier(n_estimators=6, max_depth=3, random_state=0),
+        "gradient-boosting-binary": lambda: GradientBoostingClassifier(n_estimators=5, random_state=0),
+        "gradient-boosting-regressor": lambda: GradientBoostingRegressor(n_estimators=8, random_state=0),
+        "extra-trees": lambda: ExtraTreesClassifier(5, max_depth=6, random_state=0),
+        "decision-tree": lambda: DecisionTreeClassifier(max_depth=7, random_state=0),
+        "random-forest-nan": lambda: RandomForestClassifier(4, max_depth=5, random_state=0),
+    }
+
+
+def _compare(model: Model, feeds: list[np.ndarray], exact: bool = True) -> list[np.ndarray]:
+    """CPU against REFERENCE (the ops after the trees, e.g. a binary classifier's probabilities,
+    may differ by an ulp: ``exact=False``)."""
+    core = ember.Core()
+    cm = core.compile_model(model, "CPU")
+    got = [np.asarray(v) for v in cm(feeds).to_tuple()]
+    want = [np.asarray(v) for v in core.compile_model(model, "REFERENCE")(feeds).to_tuple()]
+    assert "TreeEnsemble" not in cm._executable.program.stats["fallbacks"], cm._executable.program.stats["fallbacks"]
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if exact or g.dtype.kind not in "f":
+            np.testing.assert_array_equal(g, w)
+        else:
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+    return got
+
+
+@pytest.mark.parametrize("double", [False, True], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", list(_estimators()))
+def test_sklearn_trees_native(name: str, double: bool) -> None:
+    from skl2onnx import to_onnx
+
+    binary = name.endswith("binary")
+    x, y = _data(classes=2 if binary else 3)
+    if name.endswith("nan"):
+        x[::9, 2] = np.nan  # learned missing-value branches
+    est = _estimators()[name]().fit(x, y)
+    xx = x.astype(np.float64) if double else x
+    options = {"zipmap": False} if hasattr(est, "predict_proba") else None
+    model = ember.convert_model(to_onnx(est, xx[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3}))
+    test = np.concatenate([xx[:40], RNG.standard_normal((9, x.shape[1])).astype(xx.dtype)])
+    test[3, 1] = np.nan  # a NaN feature takes the missing-value branch
+    params = model.get_parameters()
+    got = _compare(model, [test.reshape([d.get_length() if d.is_static else test.shape[0]
+                                         for d in params[0].get_partial_shape()])], exact=False)
+    scores = got[-1] if hasattr(est, "predict_proba") else got[0]
+    ok = np.isfinite(test).all(axis=1)  # against scikit-learn: the rows without NaN
+    want = est.predict_proba(test[ok]) if hasattr(est, "predict_proba") else est.predict(test[ok]).reshape(-1, 1)
+    np.testing.assert_allclose(scores.reshape(-1, want.shape[1])[ok], want, rtol=1e-5, atol=1e-5)
+
+
+def _hand_ensemble(**over: object) -> dict[str, object]:
+    """Two trees over 3 features, 2 targets; tree 0 a node then leaves, tree 1 a leaf root."""
+    attrs: dict[str, object] = dict(
+        nodes_featureids=[0, 2], nodes_modes=[0, 3], nodes_splits=[0.25, -1.0],
+        nodes_truenodeids=[1, 1], nodes_falsenodeids=[0, 2], nodes_trueleafs=[0, 1], nodes_falseleafs=[1, 1],
+        nodes_missing_value_tracks_true=[1, 0], tree_roots=[0, 3], roots_are_leaves=[0, 1],
+        leaf_ids=[0, 1, 1, 2, 3], leaf_targetids=[0, 0, 1, 1, 0], leaf_weights=[1.5, -2.0, 0.5, 3.0, 0.25],
+        n_targets=2, aggregate_function="SUM", base_values=[0.1, -0.2], post_transform="NONE")
+    attrs.update(over)
+    return attrs
+
+
+HAND = [
+    {}, {"aggregate_function": "AVERAGE"}, {"aggregate_function": "MIN"}, {"aggregate_function": "MAX"},
+    {"post_transform": "LOGISTIC"}, {"post_transform": "SOFTMAX"}, {"nodes_modes": [1, 2]}, {"nodes_modes": [4, 5]},
+    {"base_values": []}, {"leaf_weights": [np.nan, -2.0, 0.5, np.inf, 0.25], "aggregate_function": "MAX"},
+]
+
+
+@pytest.mark.parametrize("over", HAND, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "sum")
+def test_hand_ensembles_native(over: dict) -> None:
+    x = RNG.standard_normal((11, 3)).astype(np.float32)
+    x[:, 0] = [0.25, 0.2, 0.3, np.nan, -1, 2, 0.25, np.inf, -np.inf, 0, 1]
+    x[:, 2] = [-1, -1.5, -0.5, 0, np.nan, 3, -1, -1, 2, np.inf, -np.inf]
+    p = ops.parameter([11, 3], np.float32, name="x")
+    _compare(Model([ops.tree_ensemble(p, **_hand_ensemble(**over))], [p], "trees"), [x])
+
+
+@pytest.mark.parametrize("over", [{"nodes_modes": [6, 3], "membership_values": [1.0, 2.0, np.nan]},
+                                  {"post_transform": "PROBIT"}, {"nodes_falsenodeids": [0, 0], "nodes_falseleafs": [0, 0]}],
+                         ids=["member", "probit", "cycle"])
+def test_refused_ensembles_stay_on_reference(over: dict) -> None:
+    p = ops.parameter([4, 3], np.float32, name="x")
+    model = Model([ops.tree_ensemble(p, **_hand_ensemble(**over))], [p], "trees")
+    cm = ember.Core().compile_model(model, "CPU")
+    assert cm._executable.program.stats["fallbacks"] == {"TreeEnsemble": 1}
+    x = np.abs(RNG.standard_normal((4, 3))).astype(np.float32) + 2  # every test false: no walk reaches a cycle
+    x[:, 2] = -5
+    if "nodes_falsenodeids" in over:
+        return  # a cycle: the reference raises when a row walks into it; the CPU plan does the same (its reference)
+    np.testing.assert_array_equal(cm([x])[0], ember.Core().compile_model(model, "REFERENCE")([x])[0])
