@@ -221,6 +221,8 @@ class _Programs:
         self._consts: dict[int, Constant] = {}
         self._full_passes = any(n.type_name in _FULL_PASSES_FOR for n in ops)
         self._shape_reads = any(n.type_name in _SHAPE_READERS for n in ops)
+        #: positions in ``_order`` of the nodes a shape can fold (a ShapeOf, or a node reading one of them)
+        self._foldable = _downstream_of_shape_reads(ops) if self._shape_reads else []
         self._model_arrays = {id(n.data) for n in ops if isinstance(n, Constant)}
         self._shared_ids: set[int] | None = None
         self._shared_count = -1
@@ -329,7 +331,7 @@ class _Programs:
                 model, order = device_passes(model), None
             elif self._shape_reads:  # without ShapeOf, static shapes make nothing foldable
                 order = []
-                folded = _fold_shape_reads(model, nodes, order)
+                folded = _fold_shape_reads(model, nodes, order, [nodes[i] for i in self._foldable])
                 if folded < 0:  # the one-walk fold declined: the passes do it, on a graph of its own
                     _disconnect(self._consts.values())
                     model, _ = _clone_with_shapes(self.model, key, self._order, self._signatures)
@@ -512,7 +514,20 @@ def _infer_key(sig: Any, inputs: list[Any], shape_valued: set[int]) -> Any:
 _FOLD_ELEMENTS = 1 << 16
 
 
-def _fold_shape_reads(model: Model, order: list[Any] | None = None, after: list[Any] | None = None) -> int:
+def _downstream_of_shape_reads(order: list[Any]) -> list[int]:
+    """Positions in ``order`` (topological) of the ShapeOf nodes and of the nodes that read one of
+    them directly or through others: the only nodes :func:`_fold_shape_reads` can fold."""
+    reached: set[int] = set()
+    out = []
+    for i, node in enumerate(order):
+        if node.type_name in _SHAPE_READERS or any(id(o.node) in reached for o in node.input_values()):
+            reached.add(id(node))
+            out.append(i)
+    return out
+
+
+def _fold_shape_reads(model: Model, order: list[Any] | None = None, after: list[Any] | None = None,
+                      candidates: list[Any] | None = None) -> int:
     """Fold what static input shapes make constant: each ShapeOf of a static tensor, and the
     nodes downstream of it whose inputs are all constant (``Reshape`` targets, ``Broadcast``
     shapes, ``Range`` limits...), in one walk of the graph; values of more than
@@ -523,7 +538,8 @@ def _fold_shape_reads(model: Model, order: list[Any] | None = None, after: list[
     model's nodes in topological order, if known (the clone gives them: no walk of the graph);
     ``after``, if given, receives the nodes in topological order after the fold (the constants
     made first, the folded nodes left out; nodes that only they read stay, as lowering prunes
-    what no output needs)."""
+    what no output needs); ``candidates``: the nodes of ``order`` that read a ShapeOf, directly or
+    not, in order (:func:`_downstream_of_shape_reads`; no other node can fold), if known."""
     from ember.graph.core_ops import Parameter
     from ember.passes.matcher import replace_output
 
@@ -531,7 +547,7 @@ def _fold_shape_reads(model: Model, order: list[Any] | None = None, after: list[
     folded: list[Any] = []
     if order is None:
         order = model.get_ordered_ops()
-    for node in order:
+    for node in (order if candidates is None else candidates):
         ins = node.input_values()
         if node.type_name == "ShapeOf":
             ps = ins[0].partial_shape

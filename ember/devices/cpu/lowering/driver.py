@@ -155,10 +155,14 @@ class Lowering:
 
     # -- ports and tensors ----------------------------------------------------------------
     def tensor(self, port: Output) -> Tensor:
-        return self.ports[(id(port.node), port.index)]
+        key = (id(port.node), port.index)
+        t = self.ports.get(key)
+        if t is None and isinstance(port.node, Constant):  # made when first asked for (most never are)
+            t = self.ports[key] = self.program.const(port.node.data, port.node.friendly_name)
+        return self.ports[key] if t is None else t
 
     def has(self, port: Output) -> bool:
-        return (id(port.node), port.index) in self.ports
+        return (id(port.node), port.index) in self.ports or isinstance(port.node, Constant)
 
     def bind_port(self, port: Output, t: Tensor) -> None:
         self.ports[(id(port.node), port.index)] = t
@@ -252,8 +256,8 @@ class Lowering:
                 t.index = params[id(node)]
                 self.program.inputs.append(t)
                 self.bind_port(node.output(0), t)
-            elif isinstance(node, Constant):
-                self.bind_port(node.output(0), self.program.const(node.data, node.friendly_name))
+            elif isinstance(node, Constant):  # its tensor is made when a rule asks for it (``tensor``)
+                continue
             elif isinstance(node, Result):
                 continue
             else:
