@@ -1037,6 +1037,9 @@ def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
 
 
 AMX_PREFETCH = 4  # B panels (24 KB each at K = 384) prefetched ahead of the first row tile
+#: bytes of weights the first tile of a group prefetches ahead of the step it multiplies (0: whole
+#: panels, AMX_PREFETCH ahead, at the start of each)
+AMX_PF_DIST = 128 << 10
 #: the most bytes of converted A rows a task holds at once: a group of row tiles that each B panel
 #: serves in turn (M = 128 at K = 384: all four tiles, 96 KB), kept inside L2 (2 MB)
 AMX_GROUP_BYTES = 1 << 20
@@ -1091,11 +1094,17 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
 
     # the first group of row tiles reads each B panel from memory (a layer's weights, once per
     # inference): keep AMX_PREFETCH panels in flight ahead of it (into L2)
-    emit_prefetch_slice(e, e.gep(I8, bgroup, b.mul(j0, panel_bytes)),
-                        b.mul(b.sub(e.min(j1, b.add(j0, c64(AMX_PREFETCH))), j0), panel_bytes), c64(0), c64(1))
+    b_start = e.gep(I8, bgroup, b.mul(j0, panel_bytes))
+    b_end = e.gep(I8, bgroup, b.mul(j1, panel_bytes))
+    task_b = b.mul(b.sub(j1, j0), panel_bytes)
+    if AMX_PF_DIST:
+        emit_prefetch_slice(e, b_start, e.min(task_b, c64(AMX_PF_DIST)), c64(0), c64(1))
+    else:
+        emit_prefetch_slice(e, b_start, b.mul(b.sub(e.min(j1, b.add(j0, c64(AMX_PREFETCH))), j0), panel_bytes),
+                            c64(0), c64(1))
     row_tiles = b.mul(b.mul(ntaps, c64(MR)), rsb)  # bytes of one tile's converted A rows
 
-    def block(two_m: bool, two_n: bool, jp: ir.Value, lt: ir.Value) -> None:
+    def block(two_m: bool, two_n: bool, jp: ir.Value, lt: ir.Value, pf: ir.Value) -> None:
         for t in C_TILES:
             tile_zero(e, t)
         bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
@@ -1106,6 +1115,11 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
             with e.loop(0, nck, name="kc") as c:
                 aoff = b.mul(c, qbytes)
                 bc = e.gep(I8, bt, b.mul(c, step_bytes))
+                if AMX_PF_DIST:  # the first tile of a group streams the weights AMX_PF_DIST ahead
+                    ahead = e.gep(I8, bc, c64(AMX_PF_DIST))
+                    with b.if_then(b.and_(pf, b.icmp_unsigned("<", b.ptrtoint(ahead, I64), b.ptrtoint(b_end, I64)))):
+                        with e.loop(0, step_bytes, 64, name="pfk") as ln:
+                            e.call("llvm.prefetch.p0", VOID, [e.gep(I8, ahead, ln), c32(0), c32(2), c32(1)])
                 tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), rsb)
                 if two_m:
                     tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), rsb)
@@ -1144,15 +1158,20 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
         with e.loop(j0, j1, name="jp") as jp:
             col = b.mul(jp, c64(NR))
             ncols = e.min(c64(NR), b.sub(N, col))
-            ahead = b.add(jp, c64(AMX_PREFETCH))
-            with b.if_then(b.icmp_signed("<", ahead, j1)):
-                emit_prefetch_slice(e, e.gep(I8, bgroup, b.mul(ahead, panel_bytes)), panel_bytes, c64(0), c64(1))
+            if not AMX_PF_DIST:
+                ahead = b.add(jp, c64(AMX_PREFETCH))
+                with b.if_then(b.icmp_signed("<", ahead, j1)):
+                    emit_prefetch_slice(e, e.gep(I8, bgroup, b.mul(ahead, panel_bytes)), panel_bytes, c64(0), c64(1))
             with e.loop(t0, t1, name="tile") as it:
                 p0 = b.add(m0, b.mul(it, c64(MR)))
                 mr = e.min(c64(MR), b.sub(m1, p0))
                 lt = b.sub(it, t0)
+                # prefetching: the group's first tile, in the first group or when the task's
+                # weights do not stay in L2 between groups
+                pf = b.and_(b.icmp_signed("==", lt, c64(0)),
+                            b.or_(b.icmp_signed("==", grp, c64(0)), b.icmp_signed(">", task_b, c64(AMX_L2_WEIGHTS))))
                 two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
-                           lambda tm_, tn_: block(tm_, tn_, jp, lt))
+                           lambda tm_, tn_: block(tm_, tn_, jp, lt, pf))
                 yblk = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
                 # a bf16 Y: the epilogue runs in place in the f32 block, then the tail writes Y
                 etarget, lde = b.select(y_bf16, cbuf, yblk), b.select(y_bf16, c64(NR), ldy)
@@ -1181,7 +1200,7 @@ class AmxBf16Kernels:
         if not isa.amx_bf16:
             raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
         self.isa = isa
-        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2|g{AMX_GROUP_BYTES}-{AMX_L1_PANEL}-{AMX_L2_WEIGHTS}", isa, lambda p: _build_bf16(p, isa))
+        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2|g{AMX_GROUP_BYTES}-{AMX_L1_PANEL}-{AMX_L2_WEIGHTS}|pf{AMX_PF_DIST}", isa, lambda p: _build_bf16(p, isa))
         self.task_address = self.lib.address("bf16_task")
 
 
