@@ -1066,11 +1066,14 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     rsb = b.mul(e.cdiv(b.mul(ktap, c64(4)), 64), c64(64))  # bytes of a converted row: ktap bf16 pairs
     # a group of row tiles converted at once (as many as AMX_GROUP_BYTES of A rows hold, at least
     # one), so that the B panels run outside the group's tiles: when a panel fits L1 next to a
-    # tile's A (AMX_L1_PANEL), or the task's panels do not fit L2 (AMX_L2_WEIGHTS); otherwise a
-    # tile's A stays in L1 over the panels (one tile per group)
+    # tile's A (AMX_L1_PANEL) but the task's panels do not, or the task's panels do not fit L2
+    # (AMX_L2_WEIGHTS); otherwise a tile's A stays in L1 over the panels (one tile per group:
+    # a stem's or a 1x1's few small panels, 1.05-1.07x grouped)
     panel_b = b.mul(b.mul(ntaps, ktap), c64(4 * NR))
-    grouped = b.or_(b.icmp_signed("<=", panel_b, c64(AMX_L1_PANEL)),
-                    b.icmp_signed(">", b.mul(b.sub(j1, j0), panel_b), c64(AMX_L2_WEIGHTS)))
+    task_w = b.mul(b.sub(j1, j0), panel_b)
+    grouped = b.or_(b.and_(b.icmp_signed("<=", panel_b, c64(AMX_L1_PANEL)),
+                           b.icmp_signed(">", task_w, c64(2 * AMX_L1_PANEL))),
+                    b.icmp_signed(">", task_w, c64(AMX_L2_WEIGHTS)))
     tg = e.max(c64(1), e.min(b.select(grouped, ntiles, c64(1)),
                              b.sdiv(c64(AMX_GROUP_BYTES), b.mul(b.mul(ntaps, c64(MR)), rsb))))
     apack = aligned_alloca(e, I8, b.mul(tg, b.mul(b.mul(ntaps, c64(MR)), rsb)))
@@ -1200,7 +1203,7 @@ class AmxBf16Kernels:
         if not isa.amx_bf16:
             raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
         self.isa = isa
-        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2|g{AMX_GROUP_BYTES}-{AMX_L1_PANEL}-{AMX_L2_WEIGHTS}|pf{AMX_PF_DIST}", isa, lambda p: _build_bf16(p, isa))
+        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2|g{AMX_GROUP_BYTES}-{AMX_L1_PANEL}x2-{AMX_L2_WEIGHTS}|pf{AMX_PF_DIST}", isa, lambda p: _build_bf16(p, isa))
         self.task_address = self.lib.address("bf16_task")
 
 
