@@ -184,6 +184,7 @@ BF16_GEMM_CASES = [
     (77, 96, 16, "none", True, False),      # one B tile
     (130, 1000, 300, "none", True, True),   # 500 pairs: steps of 10 (no padding), several panels
     (200, 6000, 200, "relu", True, True),   # 1.9 MB of panels: groups of 2 row tiles, the last one short
+    (100, 96, 1000, "clamp", True, True),   # 6 KB panels, 190 KB of them: the 4 row tiles in one group
 ]
 
 
