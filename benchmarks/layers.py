@@ -5,6 +5,7 @@ process, in alternating rounds, so that a busy machine's noise hits both alike.
     python benchmarks/layers.py --models ppocr-rec,efficientnet-lite0 --rounds 40 --top 15
     python benchmarks/layers.py --models model.onnx --precision bf16
     python benchmarks/layers.py --models mobilenet_v2 --precision int8 --threads 1
+    taskset -c 1 python benchmarks/layers.py --models mobilenet_v2 --threads 1 --convs
 
 For each network: the median wall time of each engine, the time per op type (ember's exec
 graph types against OpenVINO's, which names fused groups ``Subgraph`` and its fully connected
@@ -12,6 +13,13 @@ layers ``FullyConnected``) and each engine's most expensive ops. Times are means
 rounds of each op's counter; shares of the total are steadier than absolute figures under load.
 OpenVINO names a convolution with fused post-ops after the last op it took in (``Multiply_…``):
 an elementwise op that ember lists and OpenVINO does not is one OpenVINO fused.
+
+``--convs`` adds a table of the convolutions (``Convolution``, ``GroupConvolution``) paired by
+execution order (both engines keep the model's order; the pairing is checked by op type):
+each layer's median time in both engines and their ratio, the way to see which layers of a
+depthwise network (1x1, depthwise, 3x3) make its gap. With ``--threads 1`` and ``taskset -c 1``
+the per-layer times are single-thread times. OpenVINO's counters of a few layers are
+occasionally inflated by preemption on a busy machine: read medians over enough rounds.
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ def profile(name: str, rounds: int, precision: str, seed: int, threads: int = 0)
         path = int8_models(spec)[0]
     reqs = {"ember": _compile(ember.Core(), path, shapes, precision, threads),
             "OpenVINO": _compile(ov.Core(), path, shapes, precision, threads)}
+    convs: dict[str, dict[str, list[float]]] = {k: collections.defaultdict(list) for k in reqs}
+    order: dict[str, list[tuple[str, str, str]]] = {k: [] for k in reqs}
     ops: dict[str, collections.Counter] = {k: collections.Counter() for k in reqs}
     types: dict[str, collections.Counter] = {k: collections.Counter() for k in reqs}
     wall: dict[str, list[float]] = {k: [] for k in reqs}
@@ -71,12 +81,40 @@ def profile(name: str, rounds: int, precision: str, seed: int, threads: int = 0)
             t0 = time.perf_counter()
             req.infer(feeds)
             wall[k].append(time.perf_counter() - t0)
-            for p in req.get_profiling_info():
+            info = req.get_profiling_info()
+            for p in info:
                 us = _us(p.real_time) / rounds
                 ops[k][(p.node_name, p.node_type or "-", p.exec_type)] += us
                 types[k][p.node_type or "-"] += us
-    return {"name": spec.name, "ops": ops, "types": types,
+            layers = [p for p in info if p.node_type in CONV_TYPES and _us(p.real_time) > 0]
+            if not order[k]:
+                order[k] = [(p.node_name, p.node_type, p.exec_type) for p in layers]
+            for p in layers:
+                convs[k][p.node_name].append(_us(p.real_time))
+    return {"name": spec.name, "ops": ops, "types": types, "convs": convs, "order": order,
             "wall": {k: float(np.median(v)) * 1e3 for k, v in wall.items()}}
+
+
+CONV_TYPES = ("Convolution", "GroupConvolution")
+
+
+def conv_table(r: dict[str, Any]) -> str:
+    """The convolutions of both engines paired by execution order: median us and ratio."""
+    e_ord, o_ord = r["order"]["ember"], r["order"]["OpenVINO"]
+    lines = [f"-- convolutions in execution order (ember {len(e_ord)}, OpenVINO {len(o_ord)}): median us",
+             f"{'#':>3s} {'type':5s} {'OpenVINO kernel':24s} {'ember':>8s} {'OpenVINO':>9s} {'ratio':>6s}  ember node"]
+    te = to = 0.0
+    for i, (e, o) in enumerate(zip(e_ord, o_ord)):
+        if e[1] != o[1]:
+            lines.append(f"   (pairing stops at #{i}: ember {e[1]}, OpenVINO {o[1]})")
+            break
+        ue = float(np.median(r["convs"]["ember"][e[0]]))
+        uo = float(np.median(r["convs"]["OpenVINO"][o[0]]))
+        te, to = te + ue, to + uo
+        lines.append(f"{i:3d} {e[1][:5]:5s} {o[2][:24]:24s} {ue:8.1f} {uo:9.1f} {ue / max(uo, 1e-9):6.2f}  {e[0][-48:]}")
+    lines.append(f"    sum of the paired layers: ember {te / 1e3:.2f} ms, OpenVINO {to / 1e3:.2f} ms "
+                 f"(ratio {te / max(to, 1e-9):.2f})")
+    return "\n".join(lines)
 
 
 def report(r: dict[str, Any], top: int) -> str:
@@ -107,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="INFERENCE_NUM_THREADS of both engines (0: default)")
     ap.add_argument("--top", type=int, default=20, help="most expensive ops listed per engine")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--convs", action="store_true", help="also pair the convolutions by execution order, layer by layer")
     args = ap.parse_args(argv)
     for name in args.models.split(","):
-        print(report(profile(name.strip(), args.rounds, args.precision, args.seed, args.threads), args.top), flush=True)
+        r = profile(name.strip(), args.rounds, args.precision, args.seed, args.threads)
+        print(report(r, args.top), flush=True)
+        if args.convs:
+            print(conv_table(r), flush=True)
     return 0
 
 
