@@ -809,11 +809,12 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     y_bf16 = b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_YBF16)), c64(0))
     # balanced row tiles: 128 rows are 8 x 14 + 2 x 8, not 9 x 14 + 2 (a 2-row tile runs its
     # few accumulators at FMA latency)
+    cap: int | ir.Value = MR
     if pair_ukrs is not None:  # k-paired kernels hold PAIR_MR rows: more, shorter tiles
         cap = b.select(b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_PAIRS)), c64(0)), c64(PAIR_MR), c64(MR))
         ntiles = e.cdiv(b.sub(m1, m0), cap)
         blk = TaskBlock(g, m0, m1, j0, j1, ntiles)
-    per = e.max(e.cdiv(b.sub(m1, m0), e.max(ntiles, c64(1))), c64(1))
+    per = e.max(e.cdiv(b.sub(m1, m0), e.max(e.cdiv(b.sub(m1, m0), cap), c64(1))), c64(1))
     rows, ntaps, cin = emit_f32_rows(e, f, blk, tile, b.select(x_bf16, c64(2), c64(4)) if bf16 else None, per)
     if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
@@ -908,7 +909,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     b.ret_void()
 
 
-def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False) -> ir.Module:
+def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False, pairs: bool = False) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     always_mask = isa.level == "avx512"
@@ -916,7 +917,7 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False) -> ir.M
     ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
     pair_ukrs = None
-    if pairs_supported(isa) and not bf16:
+    if pairs:
         pair_ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}p", tile, r, v, always_mask, kind, pairs=True)
                      for v in range(1, tile.nv + 1) for r in range(1, PAIR_MR + 1)}
     act = emit_activation_rows(m, f"{prefix}_act", tile.lanes, bf16_out=bf16)
@@ -953,9 +954,11 @@ def check_bf16(isa: Isa) -> None:
 
 
 class IGemmKernels:
-    """The compiled implicit-GEMM module for one ISA level and precision."""
+    """The compiled implicit-GEMM module for one ISA level and precision; with ``pairs`` (f32
+    on AVX-512) the module that also has the k-paired micro-kernels (for weights packed with
+    ``pair_tail``), compiled only when such weights are first used."""
 
-    def __init__(self, isa: Isa, precision: Precision | str = Precision.F32):
+    def __init__(self, isa: Isa, precision: Precision | str = Precision.F32, pairs: bool = False):
         self.isa = isa
         self.precision = as_precision(precision)
         self.tile = TILES[isa.level]
@@ -963,15 +966,19 @@ class IGemmKernels:
         bf16 = self.precision is Precision.BF16
         if bf16:
             check_bf16(isa)
-        name = "igemm-bf16" if bf16 else "igemm"
-        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2|p1"
-        self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16))
+        if pairs and (bf16 or not pairs_supported(isa)):
+            raise EmberError("ember: k-paired micro-kernels are f32 on AVX-512 only")
+        name = "igemm-bf16" if bf16 else "igemm-pairs" if pairs else "igemm"
+        sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2"
+        if pairs:
+            sig += f"|pmr{PAIR_MR}"
+        self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16, pairs))
         self.task_address = self.lib.address("igemm_task")
 
 
 @functools.cache
-def _kernels_for(isa: Isa, precision: Precision) -> IGemmKernels:
-    return IGemmKernels(isa, precision)
+def _kernels_for(isa: Isa, precision: Precision, pairs: bool = False) -> IGemmKernels:
+    return IGemmKernels(isa, precision, pairs)
 
 
 def pairs_supported(isa: Isa) -> bool:
@@ -980,9 +987,11 @@ def pairs_supported(isa: Isa) -> bool:
     return isa.level == "avx512"
 
 
-def igemm_kernels(isa: Isa | None = None, precision: Precision | str = Precision.F32) -> IGemmKernels:
-    """The implicit-GEMM kernels for ``isa`` (default: the host's best, see ``EMBER_CPU_ISA``)."""
-    return _kernels_for(isa or host_isa(), as_precision(precision))
+def igemm_kernels(isa: Isa | None = None, precision: Precision | str = Precision.F32,
+                  pairs: bool = False) -> IGemmKernels:
+    """The implicit-GEMM kernels for ``isa`` (default: the host's best, see ``EMBER_CPU_ISA``);
+    ``pairs``: the module with the k-paired micro-kernels too (see :class:`IGemmKernels`)."""
+    return _kernels_for(isa or host_isa(), as_precision(precision), pairs)
 
 
 # --------------------------------------------------------------------------- AMX tiles
@@ -1470,7 +1479,7 @@ class IGemmCall:
         if y_bf16 and not packed.amx and packed.chunk < packed.cin:
             raise EmberError("ember: a bf16 output needs all of K in one chunk (see y_bf16_ok)")
         self.packed = packed
-        self.kernels = igemm_kernels(packed.isa, packed.precision)
+        self.kernels = igemm_kernels(packed.isa, packed.precision, packed.pair_tail)
         self.tile = AMX_TILE if packed.amx else self.kernels.tile
         if packed.nr != self.tile.nr:
             raise EmberError("ember: weights were packed for another ISA level")
