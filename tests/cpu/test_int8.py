@@ -277,6 +277,33 @@ def test_residual_read_as_u8_steps(isa, case):
         run(make(residual_u8=True), res)  # f32 given where u8 steps are expected
 
 
+@pytest.mark.parametrize("isa", [p for p in EPILOGUE_ISAS if p.id == "amx"])
+@pytest.mark.parametrize("act", ["gelu_erf", "gelu_tanh", "swish"])
+@pytest.mark.parametrize("out", ["f32", "u8"])
+def test_int8_gemm_epilogue_activation(isa, act, out):
+    """An activation after the bias in the AMX epilogue (a transformer's FFN GELU), f32 out or
+    the next op's u8 steps: numpy's activation of the integer product, the steps within one."""
+    m, k, n, zp = 45, 100, 70, 9
+    rng = np.random.default_rng(len(act) * 13 + len(out))
+    a = np.zeros((m, padded_channels(k)), np.uint8)
+    a[:, :k] = rng.integers(0, 256, (m, k))
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    scale = np.full(n, 4e-5, np.float32) * rng.uniform(0.5, 1.5, n).astype(np.float32)
+    shift = rng.uniform(-0.5, 0.5, n).astype(np.float32)
+    acc = (a[:, :k].astype(np.int64) - zp) @ w.astype(np.int64)
+    want = Epilogue(activation=act).apply((acc * scale.astype(np.float64) + shift).astype(np.float32))
+    quantize = FusedQuantize(QuantizeParams(-0.2, 1.5, -0.2, 1.5, 256), "end", u8=True) if out == "u8" else None
+    kernel = Int8Gemm(w, m, scale, shift, zp, Epilogue(activation=act), 2, isa, quantize, fast=True)
+    if out == "u8":
+        got = kernel(a, np.zeros((m, padded_channels(n)), np.uint8))[:, :n]
+        assert np.abs(got.astype(int) - quantize.params.quantize(want).astype(int)).max() <= 1
+    else:
+        got = kernel(a, np.full((m, n), np.nan, np.float32))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    with pytest.raises(EmberError, match="AMX"):  # the vector kernels' epilogue has no activation
+        Int8Gemm(w, m, scale, shift, zp, Epilogue(activation=act), 2, host_isa("avx512"))(a)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-zp{c[3]}-{c[4]}")
 @pytest.mark.parametrize("threads", [1, 2])

@@ -73,12 +73,15 @@ from ember.devices.cpu.kernels.amx import (
 )
 from ember.devices.cpu.kernels.conv import MERGE_BELOW_CHANNELS, ConvGeometry
 from ember.devices.cpu.kernels.gemm import (
+    ACT_SHIFT,
     AMX_TILE,
+    EPILOGUE_ACTIVATIONS,
     NO_EPILOGUE,
     Epilogue,
     TaskBlock,
     Tile,
     call_microkernel,
+    emit_activation,
     plan_blocks,
     task_block,
 )
@@ -181,20 +184,22 @@ def _fixed(value: ir.Value) -> Callable[[int], ir.Value]:
 def finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | None], flags: ir.Value,
                 lo: ir.Value, hi: ir.Value, fq: list[list[ir.Value]], res_row: Callable[[int], ir.Value],
                 out_offset: Callable[[int], ir.Value], cp: ir.Value,
-                also: tuple[ir.Value, Callable[[int], ir.Value]] | None = None) -> None:
-    """:func:`_finish_tile` with the exact FakeQuantize arithmetic, or the fast one (FLAG_FAST)."""
+                also: tuple[ir.Value, Callable[[int], ir.Value]] | None = None, activations: bool = False) -> None:
+    """:func:`_finish_tile` with the exact FakeQuantize arithmetic, or the fast one (FLAG_FAST);
+    ``activations``: the activation coded in the flags (from ACT_SHIFT) after the clamp (the AMX
+    epilogue, one row at a time)."""
     b = e.b
     with b.if_else(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_FAST)), c32(0))) as (fast, exact):
         with fast:
-            _finish_tile(e, out, masks, flags, lo, hi, fq, res_row, out_offset, cp, also, True)
+            _finish_tile(e, out, masks, flags, lo, hi, fq, res_row, out_offset, cp, also, True, activations)
         with exact:
-            _finish_tile(e, out, masks, flags, lo, hi, fq, res_row, out_offset, cp, also, False)
+            _finish_tile(e, out, masks, flags, lo, hi, fq, res_row, out_offset, cp, also, False, activations)
 
 
 def _finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | None], flags: ir.Value,
                  lo: ir.Value, hi: ir.Value, fq: list[list[ir.Value]], res_row: Callable[[int], ir.Value],
                  out_offset: Callable[[int], ir.Value], cp: ir.Value,
-                 also: tuple[ir.Value, Callable[[int], ir.Value]] | None, fast: bool) -> None:
+                 also: tuple[ir.Value, Callable[[int], ir.Value]] | None, fast: bool, activations: bool) -> None:
     """The f32 end of an int8 epilogue, for ``out[r][v]`` (variables of <L x f32>, scale and
     shift applied): [FakeQuantize (FLAG_FQ_MID)] -> + residual row ``res_row(r)`` (FLAG_RES)
     -> clamp(lo, hi) -> [FakeQuantize (FLAG_FQ_END)] -> stored at ``cp`` + ``out_offset(r)``
@@ -284,6 +289,14 @@ def _finish_tile(e: Emitter, out: list[list[ir.Value]], masks: list[ir.Value | N
                 x = e.load(vf, out[r][v])
                 x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
                 b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[r][v])
+    if activations:
+        code = b.and_(b.lshr(flags, c32(ACT_SHIFT)), c32(0xF))
+        for k, name in enumerate(EPILOGUE_ACTIVATIONS):
+            if name:
+                with b.if_then(b.icmp_unsigned("==", code, c32(k))):
+                    for r in range(mr):
+                        for v in range(nv):
+                            b.store(emit_activation(e, name, e.load(vf, out[r][v]), L), out[r][v])
     def store_row_steps(row: ir.Value, r: int, base: int) -> None:
         # a row's steps as one vector of nv * L bytes, one (masked) store
         if fast and L in (8, 16) and nv in (1, 2):
@@ -1002,7 +1015,7 @@ def _emit_int8_epilogue(m: ir.Module, name: str) -> ir.Function:
                 b.store(b.fadd(b.fmul(x, scale[v]), shift[v]), out[0][v])
             resz = b.select(b.icmp_unsigned("!=", b.and_(fl, c32(FLAG_RES_U8)), c32(0)), c64(1), c64(4))
             finish_tile(e, out, masks, fl, lo, hi, fq, lambda _: e.gep(I8, resp, b.mul(b.mul(ldr, r), resz)),
-                        lambda _: b.mul(ldc, r), cp, (qp, lambda _: b.mul(ldq, r)))
+                        lambda _: b.mul(ldc, r), cp, (qp, lambda _: b.mul(ldq, r)), activations=True)
 
     # the common flag sets get a row loop of their own (the flags constant: no tests per row,
     # and only the FakeQuantize rows they use stay live); any other set runs the general loop
@@ -1030,6 +1043,9 @@ EPILOGUE_VARIANTS = tuple(res | out for res in (0, FLAG_RES, FLAG_RES | FLAG_RES
                                                 FLAG_RES | FLAG_RES_FQ | FLAG_RES_U8)
                           for out in (0, FLAG_FQ_END | FLAG_U8, FLAG_ALSO_U8)) + tuple(
     FLAG_RES | FLAG_RES_FQ | res | FLAG_FQ_MID | FLAG_U8 | FLAG_ALSO_U8 for res in (0, FLAG_RES_U8))
+#: an activation after the bias (a transformer's FFN: GELU), f32 out or the next op's u8 steps
+EPILOGUE_VARIANTS += tuple((EPILOGUE_ACTIVATIONS.index(act) << ACT_SHIFT) | out
+                           for act in ("gelu_erf", "gelu_tanh", "swish") for out in (0, FLAG_FQ_END | FLAG_U8))
 #: the graph's int8 ops run the fast FakeQuantize arithmetic: those flag sets are specialised (the
 #: exact ones run the general loop on AMX)
 EPILOGUE_VARIANTS = tuple(FLAG_FAST | v for v in EPILOGUE_VARIANTS)
@@ -1316,9 +1332,14 @@ class Int8Call:
         self._zero = aligned_empty(max(4 * packed.k4, 1) + 64, np.uint8)
         self._zero[:] = zero_point
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
+        if gn == 1 and packed.groups == 1:
+            tm = balanced_row_blocks(-(-m // self.tile.mr), tm, self.threads)
+            gm = -(-m // (tm * self.tile.mr))
         lo, hi = epilogue.lo, epilogue.hi
+        if epilogue.activation and not packed.amx:
+            raise EmberError("ember: an int8 epilogue activation runs on AMX tiles only (int8_activation_fits)")
         if quantize is not None and quantize.at == "end" and also_quantize is None and hi == math.inf \
-                and lo <= float(np.min(quantize.params.il)):
+                and not epilogue.activation and lo <= float(np.min(quantize.params.il)):
             # the last FakeQuantize gives every value under its il (so under lo) step 0: the clamp
             # (a ReLU's) changes nothing, in the exact arithmetic and in the fast one (monotone)
             lo = -math.inf
@@ -1327,7 +1348,8 @@ class Int8Call:
         self.fq = fq_block(total, None if quantize is None else quantize.params, residual_quantize, also_quantize)
         self.flags = ((0 if quantize is None else quantize.flags) | (FLAG_RES_FQ if residual_quantize else 0)
                       | (FLAG_ALSO_U8 if also_quantize else 0) | (FLAG_RES_U8 if residual_u8 else 0)
-                      | (FLAG_U8 if steps_only else 0) | (FLAG_FAST if fast else 0))
+                      | (FLAG_U8 if steps_only else 0) | (FLAG_FAST if fast else 0)
+                      | (epilogue.activation_code << ACT_SHIFT))
         self.steps_only = steps_only
         kq, nck, ktap = (packed.kq, packed.nck, packed.ktap) if packed.amx else (0, 0, packed.k4)
         # gathered rows (a stem) are padded to whole tile steps (B is zero there), so AMX reads them in
@@ -1355,6 +1377,28 @@ class Int8Call:
         return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads,
                            (self.packed, self._zero, self.comp, self.scale, self.shift, self.fq, *keep),
                            layout=INT8_CONTEXT)
+
+
+def int8_activation_fits(isa: Isa, k: int, taps: int = 1) -> bool:
+    """Whether an int8 GEMM/convolution of ``k`` input channels per tap and ``taps`` taps can
+    take an epilogue activation (:data:`EPILOGUE_ACTIVATIONS`): its weights pack for AMX tiles
+    (the vector kernels' epilogue has none)."""
+    k4 = -(-k // 4)
+    return isa.amx_int8 and k4 > 0 and fits_stack(taps, 4 * amx_split(k4)[2])
+
+
+def balanced_row_blocks(ntiles: int, tm: int, threads: int) -> int:
+    """Tiles per row block, at most ``tm`` and at least half of it, whose blocks end together on
+    ``threads`` threads (a 56 x 56 map: 98 tiles of 32 rows in blocks of 7, not 13 blocks of 8
+    that leave one thread a block more: 49 tiles of time, not 56)."""
+    if threads <= 1:
+        return tm
+
+    def span(t: int) -> int:
+        blocks = -(-ntiles // t)
+        return -(-blocks // threads) * t
+
+    return min(range(tm, max(1, tm // 2) - 1, -1), key=span)
 
 
 def _f32_vector(name: str, v: np.ndarray, n: int) -> np.ndarray:
@@ -1831,5 +1875,5 @@ class Quantize:
 
 
 __all__ = ["INT8_TILES", "FusedQuantize", "Int8Call", "Int8Conv2d", "Int8Depthwise", "Int8Gemm", "Int8Kernels", "Int8Weights", "Quantize",
-           "QuantizeParams", "int8_kernels", "pack_int8_weights", "padded_channels", "row_pack_fits",
+           "QuantizeParams", "int8_activation_fits", "int8_kernels", "pack_int8_weights", "padded_channels", "row_pack_fits",
            "row_packed_geometry", "row_packed_weights"]

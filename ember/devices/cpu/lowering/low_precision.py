@@ -1162,13 +1162,17 @@ class _Tail:
     requantized: Node | None = None  # the Int8Quantize whose u8 steps the kernel writes
     also: Node | None = None  # an Int8Quantize of the f32 output whose steps the kernel writes beside it
     also_quantize: Any = None  # its QuantizeParams
+    activation: str = ""  # an epilogue activation after the bias (EPILOGUE_ACTIVATIONS): AMX kernels only
 
 
 def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str, allow_also: bool = True,
-          u8_residual: bool = True) -> _Tail:
+          u8_residual: bool = True, allow_activation: bool = False) -> _Tail:
     """[Add(per-channel const)] [FakeQuantize] [Add(tensor)] [ReLU | Clamp], then a last
-    FakeQuantize, or the Int8Quantize of the next int8 op (the kernel then writes u8 steps)."""
+    FakeQuantize, or the Int8Quantize of the next int8 op (the kernel then writes u8 steps);
+    ``allow_activation``: [Add(per-channel const)] then an activation (a transformer's GELU), then
+    the same end."""
     from ember.devices.cpu.kernels.int8_gemm import FusedQuantize
+    from ember.devices.cpu.lowering.passes import epilogue_activation
 
     tail = _Tail(node)
     shape = node.output(0).partial_shape
@@ -1226,6 +1230,10 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str,
                 tail.residual = other
             else:
                 break
+        elif allow_activation and not clamped and not tail.activation and tail.quantize is None \
+                and tail.residual is None and epilogue_activation(nxt):
+            tail.activation = epilogue_activation(nxt) or ""
+            clamped = True  # no clamp after it (the epilogue clamps first), no residual
         elif nxt.type_name in ("ReLU", "Clamp") and not clamped:
             tail.lo, tail.hi = (0.0, math.inf) if nxt.type_name == "ReLU" else (float(nxt.attrs["min"]),
                                                                                 float(nxt.attrs["max"]))
@@ -1234,7 +1242,7 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str,
             params = ranges_along(nxt, axis)
             if params is None:
                 break
-            late = clamped or tail.residual is not None
+            late = clamped or tail.residual is not None or bool(tail.activation)
             tail.quantize = FusedQuantize(params, "end" if late else "mid")
             tail.last = nxt
             tail.fused.append(nxt)
@@ -1387,7 +1395,7 @@ def _finish(lowering: Lowering, tail: _Tail, y: Tensor, steps: Tensor | None = N
 @lowers("Int8MatMul")
 def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.gemm import Epilogue
-    from ember.devices.cpu.kernels.int8_gemm import Int8Gemm, padded_channels
+    from ember.devices.cpu.kernels.int8_gemm import Int8Gemm, int8_activation_fits, padded_channels
 
     _unclaim(node)
     x = lowering.tensor(node.input_values()[0])
@@ -1397,9 +1405,11 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     out_shape = static_shape(node.output(0))
     k, nn = w.shape
     m = int(np.prod(out_shape[:-1]))
-    tail = _tail(lowering, node, nn, len(out_shape) - 1, "rows")
+    tail = _tail(lowering, node, nn, len(out_shape) - 1, "rows",
+                 allow_activation=int8_activation_fits(lowering.isa, k))
     scale, shift = _scale_shift(node, tail.bias)
-    kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(tail.lo, tail.hi), lowering.threads,
+    kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(tail.lo, tail.hi, tail.activation),
+                      lowering.threads,
                       lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
                       residual_u8=tail.residual_u8, steps_only=tail.steps_only, fast=fast_requantize())
     ins: list[Tensor] = [x]
