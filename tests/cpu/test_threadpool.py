@@ -360,7 +360,7 @@ def test_a_plan_run_wakes_its_workers_and_adapts(monkeypatch):
     x = ops.parameter([64, 256], np.float32, name="x")
     model = ember.Model([ops.relu(ops.matmul(x, ops.constant(w), False, False))], [x], "mm")
     a = rng.standard_normal((64, 256)).astype(np.float32)
-    for threads, want in ((2, [("wake", 2), ("adapt", None)]), (1, [])):
+    for threads, want in ((2, [("adapt", None), ("wake", 2)]), (1, [])):
         compiled = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads})
         calls.clear()
         out = compiled([a])[0]
@@ -491,5 +491,66 @@ def test_a_worker_the_caller_waits_for_is_moved_to_its_cpu_and_back(rescue_ms):
         assert _wait_until(lambda: sorted(os.sched_getaffinity(tid)) == home)
         pool.adapt()  # notices the rescue: re-applies the homes (no change here)
         assert sorted(os.sched_getaffinity(tid)) == home
+    finally:
+        pool.close()
+
+
+def test_mode_chooser_keeps_the_faster_mode_and_measures_again():
+    """Fake run times: serial runs take 1.0, parallel 2.0 (every thread waiting for a core).
+    The chooser alternates for 2 * pairs runs, then runs serially for `exploit` runs, then
+    measures again; when parallel becomes faster it goes back to parallel at the next verdict."""
+    ch = tp.ModeChooser(pairs=3, exploit=10)
+    modes = []
+    for _ in range(32):
+        serial = ch.choose()
+        modes.append(serial)
+        ch.record(serial, 1.0 if serial else 2.0)
+    assert modes[:6] == [False, True] * 3 and modes[6:16] == [True] * 10
+    assert modes[16:22] == [False, True] * 3 and modes[22:32] == [True] * 10
+    for _ in range(16):  # the machine frees up: parallel runs take 0.6 (verdict at the next cycle)
+        serial = ch.choose()
+        ch.record(serial, 1.0 if serial else 0.6)
+    assert ch.choose() is False and ch.winner is False
+    ch.reset()
+    assert ch.choose() is False and ch.step == 1
+
+
+def test_a_busy_pool_runs_serially_when_that_is_faster(monkeypatch):
+    """adapt() on a busy machine asks the chooser and sets the run's mode (serial_run), finished()
+    tells it the run's time; the user's serial setting wins; a quiet machine runs parallel."""
+    pool = ThreadPool(2, pin=False)
+    monkeypatch.setattr(pool, "_judge", lambda: None)
+    main = threading.get_native_id()
+    ran_on = []
+
+    @TASK_FN
+    def task(ctx, t):
+        ran_on.append(threading.get_native_id())
+        if threading.get_native_id() != main:
+            time.sleep(0.01)  # the worker is slow (shares its core): parallel runs lose
+        elif t == 0:
+            time.sleep(0.002)
+
+    addr = ctypes.cast(task, ctypes.c_void_p).value
+    try:
+        pool.busy = True
+        modes = []
+        for _ in range(12):
+            pool.adapt()
+            modes.append(pool.serial_run)
+            pool.parallel_for(addr, 0, 4)
+            pool.finished()
+        assert not pool.serial
+        assert modes[8:12] == [True] * 4  # serial won the measuring spell (4 pairs)
+        pool.serial = True  # the user's setting: serial whatever the chooser says
+        pool.adapt()
+        assert pool.serial_run and pool.serial
+        pool.serial = False
+        pool.busy = False
+        pool.adapt()
+        assert not pool.serial_run
+        ran_on.clear()
+        pool.parallel_for(addr, 0, 4)
+        assert len(ran_on) == 4
     finally:
         pool.close()

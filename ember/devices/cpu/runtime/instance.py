@@ -225,9 +225,10 @@ class Instance:
                 self.pool.finished()
 
     def _run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None) -> list[np.ndarray]:
-        if self._wake_threads > 1:  # the workers wake up while the inputs are bound, not in the first job
-            self.pool.wake(self._wake_threads)
-            self.pool.adapt()
+        if self._wake_threads > 1:
+            self.pool.adapt()  # the load, the spin budget, on a busy machine this run's mode
+            if not self.pool.serial_run:  # the workers wake up while the inputs are bound, not in the first job
+                self.pool.wake(self._wake_threads)
         slots: dict[int, np.ndarray] = dict(zip(self._input_ids, inputs))
         held = []
         for binding in self.bindings:

@@ -626,7 +626,7 @@ def spin_budget_us(gaps_us: Sequence[float], base_us: float, max_us: float, busy
     on a busy machine (a spinning worker takes CPU time another process was waiting for)."""
     if busy or len(gaps_us) < 3:
         return base_us
-    g = sorted(gaps_us)[len(gaps_us) // 2]
+    g = _median(gaps_us)
     if g > max_us:
         return base_us
     return min(max_us, max(base_us, 2.0 * g))
@@ -647,6 +647,51 @@ def _unpin(cpus: list[int]) -> None:
     with _pin_lock:
         for cpu in cpus:
             _pinned[cpu] = max(0, _pinned.get(cpu, 0) - 1)
+
+
+class ModeChooser:
+    """While the machine is busy, whether a plan's next run goes parallel or on the caller alone
+    (serial). It measures in short spells, ``pairs`` runs of each mode alternating (so a change
+    of the machine's load falls on both alike), then runs ``exploit`` runs in the mode whose
+    median was lower, then measures again. On a machine where every thread waits for a core,
+    two threads can lose to one (each job waits for the later of two threads to get a slice);
+    this keeps a plan at the faster of the two at the cost of the measuring runs. A pure
+    function of the times it is told (deterministic tests)."""
+
+    def __init__(self, pairs: int = 4, exploit: int = 56) -> None:
+        self.pairs, self.exploit = pairs, exploit
+        self.times: dict[bool, list[float]] = {False: [], True: []}
+        self.step = 0  # runs into the current cycle: 2 * pairs measuring, then exploit
+        self.winner = False
+
+    def choose(self) -> bool:
+        """True: run the next run serially."""
+        cycle = 2 * self.pairs + self.exploit
+        k = self.step % cycle
+        self.step += 1
+        if k < 2 * self.pairs:
+            return k % 2 == 1
+        if k == 2 * self.pairs:  # the spell is over: its verdict
+            ser, par = self.times[True], self.times[False]
+            if ser and par:
+                self.winner = _median(ser) < _median(par)
+            ser.clear()
+            par.clear()
+        return self.winner
+
+    def record(self, serial: bool, seconds: float) -> None:
+        """The time of the run :meth:`choose` was last asked for (kept while measuring)."""
+        if (self.step - 1) % (2 * self.pairs + self.exploit) < 2 * self.pairs:
+            self.times[serial].append(seconds)
+
+    def reset(self) -> None:
+        self.times = {False: [], True: []}
+        self.step = 0
+        self.winner = False
+
+
+def _median(xs: Sequence[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
 
 
 @dataclass(frozen=True)
@@ -712,6 +757,12 @@ class ThreadPool:
         self.max_spin_us = max(spin_us, MAX_SPIN_US if max_spin_us is None else max_spin_us)
         self._gaps: deque[float] = deque(maxlen=8)
         self._last_end: float | None = None
+        #: on a busy machine, runs go parallel or serial by what recent runs of each took (None:
+        #: always parallel)
+        self.chooser: ModeChooser | None = ModeChooser()
+        self._run_start: float | None = None
+        self._run_serial = False  # the mode the chooser gave the current run
+        self._user_serial = False  # ThreadPool.serial as the user set it
         hz = _ticks_per_second(self._lib)
         self._state[_BACKOFF] = self._state[_BACKOFF_CUR] = int(hz * backoff_ms / 1000)
         self._state[_BACKOFF_MAX] = int(hz * max(backoff_ms, max_backoff_ms) / 1000)
@@ -805,6 +856,9 @@ class ThreadPool:
         run's :meth:`adapt` is recorded."""
         self._set_spin(spin_budget_us(self._gaps, self.spin_us, self.max_spin_us, self.busy))
         self._last_end = time.perf_counter()
+        if self._run_start is not None and self.chooser is not None:
+            self.chooser.record(self._run_serial, self._last_end - self._run_start)
+            self._run_start = None
 
     def _set_spin(self, us: float) -> None:
         spin = self._pauses(us)
@@ -813,19 +867,33 @@ class ThreadPool:
 
     def adapt(self) -> None:
         """Judge whether the machine is busy (:attr:`busy`) and pin or free the workers
-        accordingly (see the module docstring): a plan calls this as each run starts; it reads
-        the process's counters once per window."""
+        accordingly (see the module docstring), set the workers' spin budget for the run, and on
+        a busy machine choose whether this run goes parallel or serial (:class:`ModeChooser`):
+        a plan calls this as each run starts, and :meth:`finished` as it ends. The counters are
+        read once per window."""
         if not self._state[_NWORKERS] or self._closed:
             return
+        now_pc = time.perf_counter()
         if self._last_end is not None:
-            self._gaps.append((time.perf_counter() - self._last_end) * 1e6)
+            self._gaps.append((now_pc - self._last_end) * 1e6)
             self._last_end = None
-        # during a run the next job is never far: the longest budget (unless the machine is busy)
-        self._set_spin(self.spin_us if self.busy else self.max_spin_us)
         rescues = int(self._state[_RESCUES])
         if rescues != self._rescues_seen:  # a rescued worker moves back by itself; this makes sure
             self._rescues_seen = rescues
             self._set_homes(apply=True)
+        self._judge()
+        # during a run the next job is never far: the longest budget (unless the machine is busy)
+        self._set_spin(self.spin_us if self.busy else self.max_spin_us)
+        if self.busy and not self._user_serial and self.chooser is not None:
+            self._run_serial = self.chooser.choose()
+            self._state[_FORCED_SERIAL] = int(self._run_serial)
+            self._run_start = now_pc
+        else:
+            self._run_start = None
+            self._state[_FORCED_SERIAL] = int(self._user_serial)
+
+    def _judge(self) -> None:
+        """Update :attr:`busy` (and the pinning) from the workers' counters, once per window."""
         now = time.monotonic()
         if now < self._next_check:
             return
@@ -850,6 +918,8 @@ class ThreadPool:
                     self._set_homes(apply=False)
         elif self.busy and rate < QUIET_PREEMPTIONS:
             self.busy = False
+            if self.chooser is not None:
+                self.chooser.reset()
             if self.adaptive_pinning and not self.pinned_cpus:
                 self.pinned_cpus = _pin_workers(self._worker_handles())
                 self._set_homes(apply=False)
@@ -858,12 +928,21 @@ class ThreadPool:
     def serial(self) -> bool:
         """When True, every job runs on the calling thread alone and the workers stay asleep
         (counted as ``serial_jobs``): for measuring a plan's one-thread time on the same plan
-        and arena, or for a caller that knows the other cores are taken."""
-        return bool(self._state[_FORCED_SERIAL])
+        and arena, or for a caller that knows the other cores are taken. (On a busy machine
+        :meth:`adapt` may also run single runs serially: :attr:`serial_run`.)"""
+        return self._user_serial
 
     @serial.setter
     def serial(self, on: bool) -> None:
+        self._user_serial = bool(on)
+        self._run_start = None  # a run measured across the change would mislead the chooser
         self._state[_FORCED_SERIAL] = int(bool(on))
+
+    @property
+    def serial_run(self) -> bool:
+        """Jobs run on the caller alone now: :attr:`serial`, or the :class:`ModeChooser`'s
+        choice for the current run on a busy machine."""
+        return bool(self._state[_FORCED_SERIAL])
 
     def parallel_for(self, fn: int, ctx: int, n_tasks: int, num_threads: int | None = None) -> None:
         """Run native ``fn(ctx, task)`` for every task in ``range(n_tasks)``; returns when all ran.
