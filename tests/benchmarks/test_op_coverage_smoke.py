@@ -78,11 +78,13 @@ def test_diagnosis_counts_collections_and_pool_jobs_per_run():
         for _ in range(5):
             run()
         rows = np.asarray(diagnosis.rows)
-        assert rows.shape == (5, 7) and (rows[:, 4] == 1).all()  # one parallel job per run
+        assert rows.shape == (5, 8) and (rows[:, 4] == 1).all()  # one parallel job per run
+        assert (rows[:, 7] == 0).all()  # no worker rescued (none was late)
         assert rows[2, 3] >= 1
         summary = diagnosis.summary()
         assert summary["runs"] == 5 and summary["all"]["gc_gen2_runs"] >= 0.2
-        assert set(summary["slowest_1pct"]) == {"ms", "gc_runs", "gc_gen2_runs", "jobs", "wakes", "wait_us"}
+        assert set(summary["slowest_1pct"]) == {"ms", "gc_runs", "gc_gen2_runs", "jobs", "wakes", "wait_us",
+                                                  "rescues"}
         result = {"model": "toy", "error": "", "fallbacks": {}, "diagnosis": summary,
                   "engines": [{"engine": "ember", "median_ms": 1.0, "p99_ms": 1.5, "p99_over_median": 1.5,
                                "round_spread": 1.0, "max_rel_diff": 0.0, "settle_ms": 10.0}]}
