@@ -182,7 +182,7 @@ def _skl(kind: str) -> Loader:
     return load
 
 
-def _transformer() -> tuple[Model, list[Feeds]]:
+def _tiny_transformer() -> Any:
     import torch
 
     torch.manual_seed(0)
@@ -198,10 +198,31 @@ def _transformer() -> tuple[Model, list[Feeds]]:
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             return self.head(self.enc(self.emb(ids)))
 
-    ids = torch.randint(0, 100, (2, 17))
-    exported = torch.export.export(Tiny().eval(), (ids,))
+    return Tiny().eval()
+
+
+def _transformer() -> tuple[Model, list[Feeds]]:
+    import torch
+
+    ids = torch.randint(0, 100, (2, 17), generator=torch.Generator().manual_seed(1))
+    exported = torch.export.export(_tiny_transformer(), (ids,))
     model = ember.convert_model(exported)
     return model, [[ids.numpy()]]
+
+
+def _transformer_onnx(opset: int) -> Loader:
+    def load() -> tuple[Model, list[Feeds]]:
+        import torch
+
+        ids = torch.randint(0, 100, (2, 17), generator=torch.Generator().manual_seed(1))
+        buf = io.BytesIO()
+        torch.onnx.export(_tiny_transformer(), (ids,), buf, opset_version=opset, dynamo=False, input_names=["ids"],
+                          dynamic_axes={"ids": {0: "batch", 1: "seq"}})
+        model = ember.convert_model(_onnx_proto(buf))
+        # the legacy exporter bakes the traced sequence length into the attention's Reshapes (ONNX
+        # Runtime refuses another length too): other ids, same shape
+        return model, [[ids.numpy()], [(ids.numpy() * 7 + 3) % 100]]
+    return load
 
 
 def _opset(opset: int) -> Loader:
@@ -251,6 +272,8 @@ def models() -> dict[str, Loader]:
     for kind in ("scaler+pca+logreg", "minmax+svc", "knn", "random-forest-reg", "gradient-boosting"):
         out[f"skl2onnx {kind}"] = _skl(kind)
     out["torch.export transformer"] = _transformer
+    for opset in (14, 17):
+        out[f"transformer onnx opset {opset}"] = _transformer_onnx(opset)
     for opset in (9, 11, 13, 17, 20):
         out[f"cnn opset {opset}"] = _opset(opset)
     return out
