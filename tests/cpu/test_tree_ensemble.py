@@ -1,6 +1,6 @@
-"""TreeEnsemble (scikit-learn's trees through skl2onnx) on the CPU device's tree-walk kernel,
-against REFERENCE (bit for bit: the kernel computes in f64 as the reference does) and against
-scikit-learn itself, with no op of the tree on a reference kernel; NaN features (the
+"""TreeEnsemble (scikit-learn's trees through skl2onnx) on the CPU device's tree-walk kernel and
+LabelEncoder of numbers on its lookup kernel, against REFERENCE (bit for bit: the kernels compute
+as the reference does) and against scikit-learn itself, with no op on a reference kernel; NaN features (the
 missing-value branch), f64 inputs, every aggregate and post-transform the kernel takes, and
 ensembles it refuses (they stay on the reference kernel and still match)."""
 
@@ -54,7 +54,7 @@ def _compare(model: Model, feeds: list[np.ndarray], exact: bool = True) -> list[
     cm = core.compile_model(model, "CPU")
     got = [np.asarray(v) for v in cm(feeds).to_tuple()]
     want = [np.asarray(v) for v in core.compile_model(model, "REFERENCE")(feeds).to_tuple()]
-    assert "TreeEnsemble" not in cm._executable.program.stats["fallbacks"], cm._executable.program.stats["fallbacks"]
+    assert not cm._executable.program.stats["fallbacks"], cm._executable.program.stats["fallbacks"]
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype
         if exact or g.dtype.kind not in "f":
@@ -129,3 +129,43 @@ def test_refused_ensembles_stay_on_reference(over: dict) -> None:
     if "nodes_falsenodeids" in over:
         return  # a cycle: the reference raises when a row walks into it; the CPU plan does the same (its reference)
     np.testing.assert_array_equal(cm([x])[0], ember.Core().compile_model(model, "REFERENCE")([x])[0])
+
+
+# -- LabelEncoder of numbers ---------------------------------------------------------------------
+
+LABELS = [  # (input, keys, values, default)
+    (np.array([[4, 6, 5], [11, -3, 4]], np.int64), np.array([4, 6, 7, 4, -3], np.int64),
+     np.array([0.5, 1.5, 2.5, 9.0, -1.0], np.float32), np.array([7.0], np.float32)),  # a later duplicate key wins
+    (np.array([0.0, -0.0, np.nan, 1.5, 2.0, np.inf, 3.0], np.float32), np.array([-0.0, 0.0, np.nan, 2.0, np.inf]),
+     np.array([1, 2, 3, 4, 5], np.int64), np.array([-1], np.int64)),  # -0.0 and 0.0 one key; a NaN key
+    (np.array([1, 2, 3, 200], np.uint8), np.array([2, 200, 9], np.uint8), np.array([True, False, True]),
+     np.array([False])),
+    (np.array([2.0, 2.5, -7.0], np.float64), np.array([-7, 2], np.float32), np.array([10, 20], np.int16),
+     np.array([0], np.int16)),
+    (np.arange(-5, 40, dtype=np.int32).reshape(5, 9), np.arange(0, 60, 3, dtype=np.int32),
+     np.arange(20, dtype=np.float64) / 3, np.array([np.nan])),
+    (np.array([1.0, np.nan], np.float32), np.array([], np.float32), np.array([], np.float32), np.array([4.0], np.float32)),
+]
+
+
+@pytest.mark.parametrize("case", LABELS, ids=lambda c: f"{c[0].dtype}-{c[1].dtype}-{c[2].dtype}-{c[1].size}")
+def test_label_encoder_native(case: tuple) -> None:
+    x, keys, values, default = case
+    p = ops.parameter(list(x.shape), x.dtype, name="x")
+    _compare(Model([ops.label_encoder(p, keys, values, default)], [p], "labels"), [x])
+
+
+def test_isolation_forest_native() -> None:
+    """IsolationForest: trees, then per-leaf path lengths through LabelEncoders."""
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import IsolationForest
+
+    x, _ = _data()
+    est = IsolationForest(n_estimators=4, random_state=0).fit(x)
+    model = ember.convert_model(to_onnx(est, x[:1], target_opset={"": 17, "ai.onnx.ml": 3}))
+    cm = ember.Core().compile_model(model, "CPU")
+    got = [np.asarray(v) for v in cm([x[:50]]).to_tuple()]
+    fallbacks = cm._executable.program.stats["fallbacks"]
+    assert "LabelEncoder" not in fallbacks and "TreeEnsemble" not in fallbacks, fallbacks
+    np.testing.assert_array_equal(got[0].reshape(-1), est.predict(x[:50]))
+    np.testing.assert_allclose(got[1].reshape(-1), est.decision_function(x[:50]), rtol=1e-5, atol=1e-5)
