@@ -611,6 +611,8 @@ BUSY_PREEMPTIONS, QUIET_PREEMPTIONS = 50.0, 10.0
 #: workers' CPU-seconds a measuring window spans: short to notice a busy machine, long to trust
 #: a quiet one
 BUSY_WINDOW_S, QUIET_WINDOW_S = 0.1, 1.0
+#: wall seconds after which a window shorter in CPU time (but at least MIN_WINDOW_S) is judged
+WINDOW_WALL_S, MIN_WINDOW_S = 5.0, 0.01
 #: the longest a worker spins for the next job (adaptive spin, :func:`spin_budget_us`)
 MAX_SPIN_US = 1000.0
 #: a caller that waited this long for a worker still inside a job moves it to its own CPU
@@ -791,6 +793,7 @@ class ThreadPool:
         self.unpinned_for_load = 0
         self._tids = self._worker_tids()
         self._window = _usage(self._tids)
+        self._window_start = time.monotonic()
         self._next_check = 0.0
         #: the machine looked busy in the last window of :meth:`adapt` (see BUSY_PREEMPTIONS)
         self.busy = False
@@ -900,10 +903,14 @@ class ThreadPool:
         self._next_check = now + CHECK_EVERY_S
         cpu, switches = _usage(self._tids)
         spent = cpu - self._window[0]
-        if spent < (QUIET_WINDOW_S if self.busy else BUSY_WINDOW_S):
+        # a window is the workers' CPU time, or, when they hardly run (a busy machine's runs
+        # gone serial), WINDOW_WALL_S of wall time with at least a little of it
+        if spent < (QUIET_WINDOW_S if self.busy else BUSY_WINDOW_S) and not (
+                now - self._window_start >= WINDOW_WALL_S and spent >= MIN_WINDOW_S):
             return
         rate = (switches - self._window[1]) / spent
         self._window = (cpu, switches)
+        self._window_start = now
         if not self.busy and rate > BUSY_PREEMPTIONS:
             self.busy = True
             if self.adaptive_pinning and self.pinned_cpus:
