@@ -289,7 +289,9 @@ class ConvTranspose:
             self._cp = 0
             self._weights = aligned_empty(16)
             cols = w.transpose(0, 1, 3, 2).reshape(g.groups, 1, cg, g.taps * og)
-            self.packed = pack_weights(cols, self.isa, precision=self.precision)
+            # N = taps x cout/groups columns: PP-OCR det's 24 -> 1 head at k 2x2 has 4, its
+            # last vector k-paired (see gemm.PackedWeights.pair_tail)
+            self.packed = pack_weights(cols, self.isa, precision=self.precision, pair_tail=True)
         self._lib = _library(self.isa)
 
     def _axis_tables(self, src_pixel: int, tap_unit: int) -> tuple[np.ndarray, ...]:

@@ -1,0 +1,47 @@
+"""Transposed convolutions whose GEMM has a narrow last vector (``taps x cout / groups`` columns
+with at most 8 in the last 16-lane vector: PP-OCR det's 24 -> 1 head at k 2x2 has 4) pack it
+k-paired (``PackedWeights.pair_tail``); vs a float64 numpy transposed convolution, with bias,
+ReLU and a residual, odd K, K chunks, groups, 1 and 2 threads, every ISA level (the pairs exist
+on AVX-512; elsewhere the same cases run the plain kernel)."""
+
+import numpy as np
+import pytest
+
+from ember.devices.cpu.kernels.deconv import ConvTranspose, DeconvGeometry
+from ember.devices.cpu.kernels.gemm import Epilogue, pairs_supported
+from ember.devices.cpu.llvm.isa import host_isa, supported_levels
+from ember.ops.conv import conv_backprop
+
+# (batch, spatial, out spatial, cin, cout, kernel, strides, pads_begin, groups, paired)
+CASES = [
+    (1, (12, 16), (24, 32), 24, 1, (2, 2), (2, 2), (0, 0), 1, True),    # PP-OCR det's head: N = 4
+    (1, (5, 6), (10, 12), 24, 24, (2, 2), (2, 2), (0, 0), 1, False),    # its 24 -> 24: N = 96, no tail
+    (2, (13,), (28,), 70, 2, (4,), (2,), (1,), 1, True),                # 1-D, N = 8: one paired vector
+    (1, (4, 5), (8, 10), 10, 4, (2, 2), (2, 2), (0, 0), 2, True),       # two groups of N = 8
+    (1, (7, 3), (14, 6), 7, 1, (2, 2), (2, 2), (0, 0), 1, True),        # K = 7: a last single k
+    (1, (3, 4), (6, 8), 301, 1, (2, 2), (2, 2), (0, 0), 1, True),       # K in chunks, the last odd
+    (1, (6, 5), (13, 11), 9, 5, (3, 3), (2, 2), (1, 1), 1, False),      # N = 45: 13 in the last vector
+]
+
+
+@pytest.mark.parametrize("level", supported_levels())
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{len(c[1])}d-{c[3]}to{c[4]}-g{c[8]}")
+def test_conv_transpose_paired_tail_matches_numpy(level: str, case: tuple) -> None:
+    n, sp, out, cin, cout, k, s, pb, g, paired = case
+    isa = host_isa(level)
+    rng = np.random.default_rng(cin * 100 + cout)
+    x = rng.standard_normal((n, *sp, cin)).astype(np.float32)
+    w = (rng.standard_normal((g, cin // g, cout // g, *k)) / np.sqrt(cin // g)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    res = rng.standard_normal((n, *out, cout)).astype(np.float32)
+    d = (1,) * len(sp)
+    geo = DeconvGeometry(n, sp, out, cin, cout, k, s, d, pb, g)
+    want = np.moveaxis(conv_backprop(np.moveaxis(x.astype(np.float64), -1, 1), w.astype(np.float64), s, d, pb, out),
+                       1, -1)
+    want = np.maximum(want + bias + res, 0)
+    for threads in (1, 2):
+        conv = ConvTranspose(geo, w, Epilogue.relu(), num_threads=threads, isa=isa)
+        assert conv.packed is not None
+        assert conv.packed.pair_tail == (paired and pairs_supported(isa))
+        y = conv(x, None, bias, res)
+        np.testing.assert_allclose(y, want, rtol=2e-5, atol=2e-5)
