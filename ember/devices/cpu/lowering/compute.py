@@ -183,11 +183,12 @@ def lower_attention(lowering: Lowering, node: Node) -> bool:
     z = lowering.value(static_shape(merged.output(0)) if merged is not None else out_shape, PLAIN, name=node.friendly_name)
     mask_shape = None if mask_t is None else four(tuple(mask_t.logical_shape))
     threads = lowering.threads
+    heads_merged = merged is not None  # (the binder keeps no graph node)
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         q, k, v = (_contig_last(a.reshape(four(a.shape)) if a.ndim < 4 else a) for a in arrs[:3])
         m = arrs[3].reshape(mask_shape) if mask_t is not None else None
-        o = outs[0].transpose(0, 2, 1, 3) if merged is not None else outs[0].reshape(o4)
+        o = outs[0].transpose(0, 2, 1, 3) if heads_merged else outs[0].reshape(o4)
         bshape = o4[:2]
         q, k, v = (np.broadcast_to(x, bshape + x.shape[2:]) for x in (q, k, v))
         return [attention_kernel(q, k, v, m, o, scale, causal, threads, lowering.isa)]

@@ -132,7 +132,7 @@ class Lowering:
                  compile_body: BodyCompiler | None = None, weights: SharedWeights | None = None,
                  order: list[Node] | None = None) -> None:
         load_rules()
-        self.model = model
+        self._model: Model | None = model
         #: the model's nodes in topological order, if the caller has them (else the graph is walked);
         #: nodes no output needs may be in it (their ops are pruned)
         self.order = order
@@ -152,6 +152,13 @@ class Lowering:
         self._converted: dict[tuple[int, str], Tensor] = {}
         self.fallbacks: dict[str, int] = {}
         self.native_nodes = 0
+
+    @property
+    def model(self) -> Model:
+        """The model being lowered (released with the graph once the program is built)."""
+        if self._model is None:
+            raise EmberError("ember: internal: this lowering is done; its graph was released")
+        return self._model
 
     # -- ports and tensors ----------------------------------------------------------------
     def tensor(self, port: Output) -> Tensor:
@@ -301,6 +308,7 @@ class Lowering:
         """Forget the graph and the port map once the program is built: kernel binders keep
         this object (for ``isa`` and ``threads``), and a cached plan need not keep a graph."""
         self.ports, self._converted, self.done, self.results, self.order = {}, {}, set(), set(), None
+        self._model = None
 
     def reference(self, node: Node) -> None:
         """Run ``node`` through its numpy reference kernel inside the plan."""

@@ -360,12 +360,13 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     threads = lowering.threads
     rtype = state["kind"]
     constant = [t.kind == "const" for t in ins]
+    name = node.friendly_name  # (the binder keeps no graph node: a cached plan does not keep its graph alive)
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         ks = eltwise_kernels(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa, rtype,
                              constant)
         if ks is None:
-            raise EmberError(f"ember: internal: elementwise chain at '{node.friendly_name}' does not fit the kernel")
+            raise EmberError(f"ember: internal: elementwise chain at '{name}' does not fit the kernel")
         return ks
 
     lowering.program.add(Op(node.friendly_name, "Eltwise:" + "+".join(n.type_name for n in [node, *fused]), ins,

@@ -264,11 +264,12 @@ def lower_normalize_l2(lowering: Lowering, node: Node) -> bool:
                ("div", 0, 0, 1, 0.0, 0.0), ("store", 0, 0, 0, 0.0, 0.0)]
     y = lowering.value(shape, PLAIN, name=node.friendly_name)
     threads, isa = lowering.threads, lowering.isa
+    name = node.friendly_name  # (the binder keeps no graph node)
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         k = eltwise_kernel(outs[0], [ins[0], ins[1]], program, threads, isa)
         if k is None:
-            raise EmberError(f"ember: internal: NormalizeL2 '{node.friendly_name}' does not fit the kernel")
+            raise EmberError(f"ember: internal: NormalizeL2 '{name}' does not fit the kernel")
         return [k]
 
     from ember.devices.cpu.kernels.eltwise import eltwise_fits
