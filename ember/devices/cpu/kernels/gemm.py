@@ -1047,8 +1047,11 @@ def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
 
 AMX_PREFETCH = 4  # B panels (24 KB each at K = 384) prefetched ahead of the first row tile
 #: bytes of weights the first tile of a group prefetches ahead of the step it multiplies (0: whole
-#: panels, AMX_PREFETCH ahead, at the start of each)
-AMX_PF_DIST = 128 << 10
+#: panels, AMX_PREFETCH ahead, at the start of each), and for a task of one row tile (a batch-1
+#: classifier: nothing but weight streaming, so further ahead). One thread, weights cold, 16 KB
+#: against 128 KB: 0.90-1.0 at 49-196 rows (ResNet-50's layers 3-4), 0.92-0.99 at 128 rows; one
+#: row: 128 KB (16 KB was 1.04-1.12)
+AMX_PF_DIST, AMX_PF_DIST_ONE_TILE = 16 << 10, 128 << 10
 #: the most bytes of converted A rows a task holds at once: a group of row tiles that each B panel
 #: serves in turn (M = 128 at K = 384: all four tiles, 96 KB), kept inside L2 (2 MB)
 AMX_GROUP_BYTES = 1 << 20
@@ -1109,8 +1112,9 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     b_start = e.gep(I8, bgroup, b.mul(j0, panel_bytes))
     b_end = e.gep(I8, bgroup, b.mul(j1, panel_bytes))
     task_b = b.mul(b.sub(j1, j0), panel_bytes)
+    pf_dist = b.select(b.icmp_signed("<=", ntiles, c64(1)), c64(AMX_PF_DIST_ONE_TILE), c64(AMX_PF_DIST))
     if AMX_PF_DIST:
-        emit_prefetch_slice(e, b_start, e.min(task_b, c64(AMX_PF_DIST)), c64(0), c64(1))
+        emit_prefetch_slice(e, b_start, e.min(task_b, pf_dist), c64(0), c64(1))
     else:
         emit_prefetch_slice(e, b_start, b.mul(b.sub(e.min(j1, b.add(j0, c64(AMX_PREFETCH))), j0), panel_bytes),
                             c64(0), c64(1))
@@ -1127,8 +1131,8 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
             with e.loop(0, nck, name="kc") as c:
                 aoff = b.mul(c, qbytes)
                 bc = e.gep(I8, bt, b.mul(c, step_bytes))
-                if AMX_PF_DIST:  # the first tile of a group streams the weights AMX_PF_DIST ahead
-                    ahead = e.gep(I8, bc, c64(AMX_PF_DIST))
+                if AMX_PF_DIST:  # the first tile of a group streams the weights pf_dist ahead
+                    ahead = e.gep(I8, bc, pf_dist)
                     with b.if_then(b.and_(pf, b.icmp_unsigned("<", b.ptrtoint(ahead, I64), b.ptrtoint(b_end, I64)))):
                         with e.loop(0, step_bytes, 64, name="pfk") as ln:
                             e.call("llvm.prefetch.p0", VOID, [e.gep(I8, ahead, ln), c32(0), c32(2), c32(1)])
@@ -1212,7 +1216,7 @@ class AmxBf16Kernels:
         if not isa.amx_bf16:
             raise EmberError(f"ember: the AMX bf16 kernels need AMX tiles, which ISA {isa.level!r} here lacks")
         self.isa = isa
-        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2|g{AMX_GROUP_BYTES}-{AMX_L1_PANEL}x2-{AMX_L2_WEIGHTS}|pf{AMX_PF_DIST}", isa, lambda p: _build_bf16(p, isa))
+        self.lib = jit.load(f"amx-bf16|mr32|nr32|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2|g{AMX_GROUP_BYTES}-{AMX_L1_PANEL}x2-{AMX_L2_WEIGHTS}|pf{AMX_PF_DIST}-{AMX_PF_DIST_ONE_TILE}", isa, lambda p: _build_bf16(p, isa))
         self.task_address = self.lib.address("bf16_task")
 
 
