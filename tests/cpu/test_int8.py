@@ -836,6 +836,45 @@ def test_quantized_graph_matches_reference(kind):
                if n.type_name in ("Int8Convolution", "Int8MatMul"))
 
 
+@pytest.mark.skipif(not __import__("ember.devices.cpu.llvm.isa", fromlist=["x"]).amx_supported(),
+                    reason="epilogue activations run on AMX tiles")
+@pytest.mark.parametrize("exact", [False, True])
+def test_ffn_gelu_and_smooth_quant_in_the_epilogue(exact, monkeypatch):
+    """A transformer FFN as NNCF writes it: int8 MatMul + bias -> GELU -> smooth-quant Multiply
+    (per channel) -> FakeQuantize -> int8 MatMul. The GELU runs in the first MatMul's epilogue;
+    with the fast requantize the Multiply folds into the FakeQuantize's ranges and the epilogue
+    writes the second MatMul's u8 steps (EMBER_INT8_EXACT=1 keeps the Multiply). Against
+    REFERENCE within one hidden step per value."""
+    import ember as ov
+    import ember.opset as ops
+    from ember.graph.types import Type
+
+    monkeypatch.setenv("EMBER_INT8_EXACT", "1" if exact else "0")
+    rng = np.random.default_rng(5)
+    x = ops.parameter([1, 16, 40], Type.f32, name="x")
+    w1 = rng.integers(-127, 128, (40, 96)).astype(np.int8)
+    s1 = (rng.random(96) * 0.02 + 0.005).astype(np.float32)
+    h = ops.matmul(_fq(x, -2.0, 2.0 * 127 / 128), _weights(w1, s1), False, False)
+    h = ops.gelu(ops.add(h, ops.constant(rng.standard_normal(96).astype(np.float32) * 0.3)), "erf")
+    smooth = (rng.random((1, 1, 96)) + 0.5).astype(np.float32)
+    lo, hi = -0.3, 2.5
+    h = _fq(ops.multiply(h, ops.constant(smooth)), lo, hi)
+    w2 = rng.integers(-127, 128, (96, 24)).astype(np.int8)
+    s2 = (rng.random(24) * 0.01 + 0.002).astype(np.float32)
+    model = ov.Model([ops.matmul(h, _weights(w2, s2), False, False)], [x])
+    xin = (rng.standard_normal((1, 16, 40)) * 1.2).astype(np.float32)
+    core = ov.Core()
+    want = core.compile_model(model, "REFERENCE")(xin)[0]
+    request = core.compile_model(model, "CPU", {"PERF_COUNT": True}).create_infer_request()
+    got = request.infer({0: xin})[0]
+    step = (hi - lo) / 255
+    bound = step * float(np.max(np.abs(w2.astype(np.float64) * s2).sum(axis=0))) + 1e-4
+    assert np.abs(got - want).max() <= bound
+    ran = [p.node_type for p in request.get_profiling_info()]  # the kernels that ran, fused ops not listed
+    assert ran.count("Int8MatMul") == 2 and "Gelu" not in ran and "Add" not in ran
+    assert ("Multiply" in ran) == exact
+
+
 def test_residual_steps_read_by_the_epilogue():
     """NNCF's ResNet blocks: each block's output FakeQuantize becomes Int8Dequantize of the
     steps the next convolution reads, fused into the epilogue that adds it; no block output

@@ -1234,6 +1234,12 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str,
                 and tail.residual is None and epilogue_activation(nxt):
             tail.activation = epilogue_activation(nxt) or ""
             clamped = True  # no clamp after it (the epilogue clamps first), no residual
+        elif nxt.type_name == "Multiply" and tail.quantize is None and tail.residual is None:
+            folded = _scaled_requantize(lowering, nxt, last, axis, layout, channels)
+            if folded is not None:
+                tail.quantize, tail.requantized = folded
+                tail.fused.append(nxt)
+            break
         elif nxt.type_name in ("ReLU", "Clamp") and not clamped:
             tail.lo, tail.hi = (0.0, math.inf) if nxt.type_name == "ReLU" else (float(nxt.attrs["min"]),
                                                                                 float(nxt.attrs["max"]))
@@ -1254,6 +1260,42 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str,
         tail.last = nxt
         tail.fused.append(nxt)
     return tail
+
+
+def _scaled_requantize(lowering: Lowering, mul: Node, last: Node, axis: int, layout: str,
+                       channels: int) -> tuple[Any, Node] | None:
+    """``last * s`` (s > 0 per channel: NNCF's smooth-quant scale) read only by the next int8
+    op's Int8Quantize: that FakeQuantize with its input ranges divided by ``s`` (the fast
+    requantize only: within a step of REFERENCE at rounding ties, as OpenVINO folds it), so the
+    epilogue writes the u8 steps at once. None when it does not apply."""
+    from ember.devices.cpu.kernels.int8_gemm import FusedQuantize, QuantizeParams
+
+    if not fast_requantize() or lowering.is_result(mul.output(0)):
+        return None
+    ins = mul.input_values()
+    other = ins[1] if ins[0].node is last else ins[0]
+    c = const_of(other)
+    users = [t.node for t in mul.output(0).targets]
+    if c is None or other.node is last or c.dtype != F32 or len(users) != 1 \
+            or users[0].type_name != "Int8Quantize" or users[0].attrs["layout"] != layout \
+            or lowering.is_result(users[0].output(0)):
+        return None
+    rank = len(mul.output(0).partial_shape)
+    full = (1,) * (rank - c.ndim) + c.shape if c.ndim <= rank else None
+    if full is None or any(d != 1 for i, d in enumerate(full) if i != axis % rank) or c.size not in (1, channels) \
+            or not np.all(np.isfinite(c)) or not np.all(c > 0):
+        return None
+    params = ranges_along(users[0], axis)
+    if params is None:
+        return None
+    s = np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
+    with np.errstate(all="ignore"):
+        il = (np.broadcast_to(np.asarray(params.il, np.float32), (channels,)) / s).astype(np.float32)
+        ih = (np.broadcast_to(np.asarray(params.ih, np.float32), (channels,)) / s).astype(np.float32)
+    scaled = QuantizeParams(il, ih, params.ol, params.oh, params.levels)
+    if not scaled.valid():
+        return None
+    return FusedQuantize(scaled, "end", u8=True), users[0]
 
 
 def _residual_fake_quantize(lowering: Lowering, port: Output, axis: int, tail: _Tail) -> bool:
