@@ -500,19 +500,22 @@ def test_a_worker_the_caller_waits_for_is_moved_to_its_cpu_and_back(rescue_ms):
 def test_mode_chooser_keeps_the_faster_mode_and_measures_again():
     """Fake run times: serial runs take 1.0, parallel 2.0 (every thread waiting for a core).
     The chooser alternates for 2 * pairs runs, then runs serially for `exploit` runs, then
-    measures again; when parallel becomes faster it goes back to parallel at the next verdict."""
-    ch = tp.ModeChooser(pairs=3, exploit=10)
+    measures again; the same verdict again doubles the runs until the next spell; when
+    parallel becomes faster it goes back to parallel at the next verdict."""
+    ch = tp.ModeChooser(pairs=3, exploit=10, max_exploit=40)
     modes = []
-    for _ in range(32):
+    for _ in range(6 + 10 + 6 + 20 + 6 + 40 + 6 + 40):
         serial = ch.choose()
         modes.append(serial)
         ch.record(serial, 1.0 if serial else 2.0)
     assert modes[:6] == [False, True] * 3 and modes[6:16] == [True] * 10
-    assert modes[16:22] == [False, True] * 3 and modes[22:32] == [True] * 10
-    for _ in range(16):  # the machine frees up: parallel runs take 0.6 (verdict at the next cycle)
+    assert modes[16:22] == [False, True] * 3 and modes[22:42] == [True] * 20  # doubled
+    assert modes[42:48] == [False, True] * 3 and modes[48:88] == [True] * 40  # doubled, capped next
+    assert modes[88:94] == [False, True] * 3 and modes[94:134] == [True] * 40
+    for _ in range(6):  # the machine frees up: parallel runs take 0.6
         serial = ch.choose()
         ch.record(serial, 1.0 if serial else 0.6)
-    assert ch.choose() is False and ch.winner is False
+    assert [ch.choose() for _ in range(10)] == [False] * 10 and ch.run_for == 10  # a new verdict: 10 again
     ch.reset()
     assert ch.choose() is False and ch.step == 1
 

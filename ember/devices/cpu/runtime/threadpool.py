@@ -655,41 +655,48 @@ class ModeChooser:
     """While the machine is busy, whether a plan's next run goes parallel or on the caller alone
     (serial). It measures in short spells, ``pairs`` runs of each mode alternating (so a change
     of the machine's load falls on both alike), then runs ``exploit`` runs in the mode whose
-    median was lower, then measures again. On a machine where every thread waits for a core,
-    two threads can lose to one (each job waits for the later of two threads to get a slice);
-    this keeps a plan at the faster of the two at the cost of the measuring runs. A pure
+    median was lower, then measures again; each verdict that repeats the last one doubles the
+    runs until the next spell (up to ``max_exploit``), so a mode that keeps winning is rarely
+    left (a measuring run of the slower mode is a slow run in the tail). On a machine where
+    every thread waits for a core, two threads can lose to one (each job waits for the later
+    of two threads to get a slice); this keeps a plan at the faster of the two. A pure
     function of the times it is told (deterministic tests)."""
 
-    def __init__(self, pairs: int = 4, exploit: int = 56) -> None:
-        self.pairs, self.exploit = pairs, exploit
+    def __init__(self, pairs: int = 4, exploit: int = 56, max_exploit: int = 1024) -> None:
+        self.pairs, self.exploit, self.max_exploit = pairs, exploit, max_exploit
+        self.reset()
+
+    def reset(self) -> None:
         self.times: dict[bool, list[float]] = {False: [], True: []}
-        self.step = 0  # runs into the current cycle: 2 * pairs measuring, then exploit
+        self.step = 0  # runs into the current cycle: 2 * pairs measuring, then `run_for` in the winner's mode
+        self.run_for = self.exploit
         self.winner = False
+        self.verdicts = 0
 
     def choose(self) -> bool:
         """True: run the next run serially."""
-        cycle = 2 * self.pairs + self.exploit
-        k = self.step % cycle
+        if self.step >= 2 * self.pairs + self.run_for:
+            self.step = 0
+        k = self.step
         self.step += 1
         if k < 2 * self.pairs:
             return k % 2 == 1
         if k == 2 * self.pairs:  # the spell is over: its verdict
             ser, par = self.times[True], self.times[False]
             if ser and par:
-                self.winner = _median(ser) < _median(par)
+                winner = _median(ser) < _median(par)
+                same = self.verdicts > 0 and winner == self.winner
+                self.run_for = min(2 * self.run_for, self.max_exploit) if same else self.exploit
+                self.winner = winner
+                self.verdicts += 1
             ser.clear()
             par.clear()
         return self.winner
 
     def record(self, serial: bool, seconds: float) -> None:
         """The time of the run :meth:`choose` was last asked for (kept while measuring)."""
-        if (self.step - 1) % (2 * self.pairs + self.exploit) < 2 * self.pairs:
+        if 0 < self.step <= 2 * self.pairs:
             self.times[serial].append(seconds)
-
-    def reset(self) -> None:
-        self.times = {False: [], True: []}
-        self.step = 0
-        self.winner = False
 
 
 def _median(xs: Sequence[float]) -> float:
