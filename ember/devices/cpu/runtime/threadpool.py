@@ -121,6 +121,11 @@ _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "riscv64"
 TASK_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 
 
+#: gettid's system call number (glibc's gettid() wrapper only exists since 2.30)
+_SYS_GETTID = {"x86_64": 186, "amd64": 186, "aarch64": 178, "arm64": 178, "riscv64": 178, "ppc64le": 207,
+               "s390x": 236}
+
+
 def _futex_number() -> int:
     if sys.platform != "linux":
         raise EmberError(f"ember: the native thread pool needs Linux futexes; this is {sys.platform}")
@@ -130,7 +135,7 @@ def _futex_number() -> int:
     return nr
 
 
-def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True) -> ir.Module:
+def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True, sys_gettid: int = 0) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = triple
     x86 = triple.startswith(("x86_64", "i386", "i686"))
@@ -219,7 +224,9 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True)
     pool = e.load(PTR, word(e, wl, _W_POOL))
     gen_addr = word(e, wl, _W_GEN)
     local = e.var(I32, c32(0))  # the state starts zeroed; a wake may come before we run
-    e.store_atomic(b.sext(e.call("gettid", I32, []), I64), word(e, wl, _W_TID), "release")
+    if sys_gettid > 0:
+        sc = e.declare("syscall", I64, [I64], var_arg=True)
+        e.store_atomic(b.call(sc, [c64(sys_gettid)]), word(e, wl, _W_TID), "release")
     top = fn.append_basic_block("top")
     quit_ = fn.append_basic_block("quit")
     b.branch(top)
@@ -482,7 +489,9 @@ def _library() -> jit.Library:
     isa = host_isa("generic")
     nr = _futex_number()
     little = sys.byteorder == "little"
-    return jit.load(f"threadpool|futex{nr}|{sys.byteorder}", isa, lambda p: _build(p, isa.triple, nr, little))
+    tid = _SYS_GETTID.get(platform.machine().lower(), 0)
+    return jit.load(f"threadpool|futex{nr}|gettid{tid}|{sys.byteorder}", isa,
+                    lambda p: _build(p, isa.triple, nr, little, tid))
 
 
 _spin_ns: float | None = None
@@ -823,6 +832,8 @@ class ThreadPool:
         """The workers' kernel thread ids (each stores its own as it starts; 0 if not yet)."""
         n = int(self._state[_NWORKERS])
         slots = [_W0 + _WSTRIDE * i + _W_TID for i in range(n)]
+        if platform.machine().lower() not in _SYS_GETTID:
+            return [0] * n  # unknown: the busy judgement reads the process's counters
         deadline = time.monotonic() + 1.0
         while any(self._state[w] == 0 for w in slots) and time.monotonic() < deadline:
             time.sleep(0.0001)
