@@ -216,3 +216,4 @@ def test_matmul_f64(case: tuple) -> None:
 def test_matmul_f64_nan_inf() -> None:
     a, b = _data((4, 9), np.float64), _data((9, 21), np.float64)
     _check(lambda p, q: ops.matmul(p, q, False, False), [a, b], rtol=1e-12)
+

@@ -156,16 +156,18 @@ def test_label_encoder_native(case: tuple) -> None:
 
 
 def test_isolation_forest_native() -> None:
-    """IsolationForest: trees, then per-leaf path lengths through LabelEncoders."""
+    """IsolationForest: trees, then per-leaf path lengths through LabelEncoders, averaged by a
+    chain of Adds over the ten trees' values (an elementwise chain past the kernel's 8 operands:
+    the rule used to give up on it, leaving its head on reference kernels)."""
     from skl2onnx import to_onnx
     from sklearn.ensemble import IsolationForest
 
     x, _ = _data()
-    est = IsolationForest(n_estimators=4, random_state=0).fit(x)
+    est = IsolationForest(n_estimators=10, random_state=0).fit(x)  # 10 trees: a 10-operand average
     model = ember.convert_model(to_onnx(est, x[:1], target_opset={"": 17, "ai.onnx.ml": 3}))
     cm = ember.Core().compile_model(model, "CPU")
     got = [np.asarray(v) for v in cm([x[:50]]).to_tuple()]
     fallbacks = cm._executable.program.stats["fallbacks"]
-    assert "LabelEncoder" not in fallbacks and "TreeEnsemble" not in fallbacks, fallbacks
+    assert not fallbacks, fallbacks
     np.testing.assert_array_equal(got[0].reshape(-1), est.predict(x[:50]))
     np.testing.assert_allclose(got[1].reshape(-1), est.decision_function(x[:50]), rtol=1e-5, atol=1e-5)

@@ -301,7 +301,8 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
         if nxt is None or nxt.get_output_size() != 1 or shape_or_none(nxt.output(0)) != out_shape:
             break
         mark = (len(prog), len(operands), dict(state))
-        if not emit(nxt, last.output(0)) or len(prog) > _MAX_PROGRAM:
+        # (an operand past the kernel's 8 ends the chain here: past it, the whole rule gave up)
+        if not emit(nxt, last.output(0)) or len(prog) > _MAX_PROGRAM or len(operands) > 8:
             del prog[mark[0]:]
             del operands[mark[1]:]
             state.clear()
