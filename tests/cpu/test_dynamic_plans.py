@@ -568,3 +568,21 @@ def test_a_cached_plan_keeps_no_node_of_its_specialized_graph(case: str) -> None
         np.testing.assert_allclose(compiled(inputs)[0], _reference(model, inputs), rtol=2e-5, atol=2e-5)
     assert dynamic_stats(compiled)["plans_cached"] == 5
     assert live_nodes() == after_one
+
+
+def test_plan_bytes_count_the_graph_only_when_the_plan_keeps_it() -> None:
+    """The per-node allowance of a plan's owned bytes is counted when one of its ops holds a graph
+    node (a reference kernel's ``evaluate``), not for a plan of native kernels only."""
+    from ember.devices.cpu.runtime.plan import Op, Program
+
+    compiled = ember.Core().compile_model(encoder(), "CPU")
+    compiled(CASES["encoder"][1](0))
+    programs = compiled._executable._programs
+    native = compiled._executable.program
+    shared = programs._shared_arrays()
+    assert cpu_device._owned_bytes(native, shared, 1000) == cpu_device._owned_bytes(native, shared, 0)
+    node = programs._order[-2]  # a node of the (dynamic) graph
+    with_ref = Program(tensors=native.tensors, ops=[*native.ops, Op("ref", node.type_name, [], [], False,
+                                                                     fn=node.evaluate)])
+    assert cpu_device._owned_bytes(with_ref, shared, 1000) == \
+        cpu_device._owned_bytes(with_ref, shared, 0) + 1000 * cpu_device._NODE_BYTES

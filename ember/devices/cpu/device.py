@@ -624,8 +624,8 @@ def _arrays_in(obj: Any, depth: int, out: dict[int, np.ndarray], seen: set[int] 
             _arrays_in(v, depth - 1, out, seen, skip)
 
 
-#: bytes a cached plan costs beyond its arrays, per graph node it was lowered from (kept alive by
-#: kernel binders that name their node), per tensor and per op (with its bound kernel contexts;
+#: bytes a cached plan costs beyond its arrays, per graph node it was lowered from (when an op keeps
+#: a node, and with it the graph, alive: a reference kernel's ``evaluate``), per tensor and per op (with its bound kernel contexts;
 #: measured with tracemalloc on MiniLM: ~0.95 MB a plan)
 _NODE_BYTES, _TENSOR_BYTES, _OP_BYTES = 1300, 600, 4500
 
@@ -633,30 +633,35 @@ _NODE_BYTES, _TENSOR_BYTES, _OP_BYTES = 1300, 600, 4500
 def _owned_bytes(program: Any, shared: set[int], nodes: int = 0) -> int:
     """A plan's own memory: arrays its ops hold (e.g. weights a kernel packed for this shape)
     and constants made for it, except ``shared`` ones (the model's constants, the packed
-    weights every plan shares), plus an allowance for the specialized graph (``nodes``), the
-    Python objects and the kernel contexts."""
+    weights every plan shares), plus an allowance for the specialized graph (``nodes``) when
+    the plan keeps it alive (an op holds a graph node: a reference kernel's ``evaluate``, a
+    binder that captured its node), the Python objects and the kernel contexts."""
     found: dict[int, np.ndarray] = {}
     for t in program.tensors:
         if t.kind == "const" and t.data is not None:
             found[id(t.data)] = t.data
     from ember.devices.cpu.lowering.driver import Lowering
     from ember.devices.cpu.runtime.plan import Tensor
-    from ember.graph.node import Node
+    from ember.graph.node import Node, Output
 
     seen: set[int] = set()
+    keeps_graph = False
     for op in program.ops:
         for fn in (op.bind, op.fn):
+            keeps_graph = keeps_graph or isinstance(getattr(fn, "__self__", None), Node)
             for cell in getattr(fn, "__closure__", None) or ():
                 try:
                     held = cell.cell_contents
                 except ValueError:  # an empty cell
                     continue
-                # a plan's tensors are counted above; the lowering a binder keeps holds only this plan;
-                # graph nodes are in the allowance per node
-                if not isinstance(held, (Tensor, Lowering, Node, int, float, str)):
+                if isinstance(held, (Node, Output)):  # in the allowance per node
+                    keeps_graph = True
+                # a plan's tensors are counted above; the lowering a binder keeps holds only this plan
+                elif not isinstance(held, (Tensor, Lowering, int, float, str)):
                     _arrays_in(held, 2, found, seen, shared)
     own = sum(a.nbytes for i, a in found.items() if i not in shared and a.base is None)
-    return own + _NODE_BYTES * nodes + _TENSOR_BYTES * len(program.tensors) + _OP_BYTES * len(program.ops)
+    return own + (_NODE_BYTES * nodes if keeps_graph else 0) + _TENSOR_BYTES * len(program.tensors) \
+        + _OP_BYTES * len(program.ops)
 
 
 def dynamic_stats(compiled: Any) -> dict[str, Any]:
