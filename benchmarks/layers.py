@@ -20,6 +20,17 @@ each layer's median time in both engines and their ratio, the way to see which l
 depthwise network (1x1, depthwise, 3x3) make its gap. With ``--threads 1`` and ``taskset -c 1``
 the per-layer times are single-thread times. OpenVINO's counters of a few layers are
 occasionally inflated by preemption on a busy machine: read medians over enough rounds.
+
+``--steps`` (ember alone) times each native step of ember's plan (one ``parallel_for``: a
+kernel call, a convolution, a fused group) at one thread and at two, alternating per step in
+the same plan and arena, and prints its tasks, both times, the speed-up and the bound that
+its task count sets with equal tasks on two threads (``ceil(n / 2) / (n / 2)``), with the
+thread pool's counters per inference (jobs, futex wake-ups of sleeping workers, the caller's
+wait for workers) and the plan's Python steps. The two-thread column is only meaningful on a
+quiet machine (with another process on the second core the worker runs late and the step
+goes serial):
+
+    python benchmarks/layers.py --models mobilenet_v2 --steps --rounds 40
 """
 
 from __future__ import annotations
@@ -117,6 +128,64 @@ def conv_table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def steps_table(name: str, rounds: int, seed: int, threads: int = 2) -> str:
+    """Each native step of ember's plan at one thread and at ``threads``, alternating per step."""
+    import ember
+
+    spec = model_spec(name)
+    feeds = spec.make_inputs(seed)
+    core = ember.Core()
+    model = core.read_model(str(spec.path))
+    model.reshape({k: list(v.shape) for k, v in feeds.items()})
+    cm = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+    req = cm.create_infer_request()
+    for _ in range(3):
+        req.infer(feeds)
+    inst = next(reversed(cm._executable._instances.values()))  # the bound plan (a benchmark may look inside)
+    pool, table = inst.pool, inst.table
+    before = pool.stats()
+    for _ in range(rounds):
+        req.infer(feeds)
+    per = pool.stats() - before
+    python_steps = sum(not isinstance(s, tuple) for s in inst.segments)
+    names: list[tuple[str, str]] = [("-", "-")] * len(table)
+    for op, span in inst.op_spans:
+        if isinstance(span, tuple):
+            for i in range(span[0], span[0] + span[1]):
+                names[i] = (op.type_name, op.name)
+    pool.chooser, pool.serial = None, False  # every two-thread step really goes parallel
+    wide = table[:, 3].copy()
+    times: list[tuple[list[float], list[float]]] = [([], []) for _ in range(len(table))]
+    try:
+        for r in range(rounds):
+            for i in range(len(table)):
+                for mode in ((0, 1) if r % 2 == 0 else (1, 0)):
+                    table[i, 3] = 1 if mode == 0 else wide[i]
+                    inst._native(i, 1)
+                    t0 = time.perf_counter()
+                    for _ in range(3):
+                        inst._native(i, 1)
+                    times[i][mode].append((time.perf_counter() - t0) / 3 * 1e6)
+    finally:
+        table[:, 3] = wide
+    lines = [f"== {spec.name}: {len(table)} native steps, {python_steps} Python steps; per inference at "
+             f"{threads} threads: {per.jobs / rounds:.0f} parallel jobs, {per.wakes / rounds:.1f} worker wake-ups, "
+             f"{per.wait_us / rounds:.0f} us waiting for workers",
+             f"{'#':>4s} {'type':18s} {'tasks':>6s} {'1t us':>8s} {f'{threads}t us':>8s} {'speed-up':>8s} "
+             f"{'tasks bound':>11s}  node"]
+    t1 = t2 = 0.0
+    for i, (a, b) in enumerate(times):
+        u1, u2 = float(np.median(a)), float(np.median(b))
+        t1, t2 = t1 + u1, t2 + u2
+        n, th = int(table[i, 2]), max(1, min(int(wide[i]), int(table[i, 2])))
+        bound = n / (-(-n // th)) if n else 1.0
+        lines.append(f"{i:4d} {names[i][0][:18]:18s} {n:6d} {u1:8.1f} {u2:8.1f} {u1 / max(u2, 1e-9):8.2f} "
+                     f"{bound:11.2f}  {names[i][1][-48:]}")
+    lines.append(f"     sum of the steps: {t1 / 1e3:.2f} ms at one thread, {t2 / 1e3:.2f} ms at {threads} "
+                 f"(speed-up {t1 / max(t2, 1e-9):.2f})")
+    return "\n".join(lines)
+
+
 def report(r: dict[str, Any], top: int) -> str:
     e, o = r["types"]["ember"], r["types"]["OpenVINO"]
     te, to = sum(e.values()) or 1.0, sum(o.values()) or 1.0
@@ -146,8 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=20, help="most expensive ops listed per engine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--convs", action="store_true", help="also pair the convolutions by execution order, layer by layer")
+    ap.add_argument("--steps", action="store_true",
+                    help="ember alone: each native step of the plan at one thread and at --threads (default 2)")
     args = ap.parse_args(argv)
     for name in args.models.split(","):
+        if args.steps:
+            print(steps_table(name.strip(), args.rounds, args.seed, args.threads or 2), flush=True)
+            continue
         r = profile(name.strip(), args.rounds, args.precision, args.seed, args.threads)
         print(report(r, args.top), flush=True)
         if args.convs:
