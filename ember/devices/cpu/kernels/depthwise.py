@@ -7,6 +7,7 @@ by. :class:`~ember.devices.cpu.kernels.conv.Conv2d` binds it.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -440,4 +441,61 @@ def spec_tasks(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: in
         gv = max(1, min(nvec, 64 // lanes))
         while gv > 1 and batch * nb * ns * -(-nvec // gv) < want:
             gv = -(-gv // 2)
+    if threads > 1 and batch * nb * ns * -(-nvec // gv) < BALANCE_BELOW * threads:
+        band, ns, gv = _balance(batch, oh, ow, nvec, band, taps, threads, ns, gv)
+        nb, seg = -(-oh // band), -(-ow // ns)
     return band, gv, nb, -(-nvec // gv), seg, ns
+
+
+BALANCE_BELOW = 16  # tasks per thread under which the segments and channel groups are rebalanced
+TASK_COST = 400  # fixed cost of a task in the units of task_costs (about a pixel-vector-tap each)
+
+
+def task_costs(batch: int, oh: int, ow: int, nvec: int, band: int, taps: int, ns: int, gv: int) -> list[int]:
+    """The tasks' costs in :func:`emit_spec_task`'s order (the order a pool hands them out):
+    its pixel-vectors' taps, the halo rows and columns it loads again (one thread, CPU time,
+    3x3: bands of one row cost 15% more work than bands of two at 30x40x192, rows cut in two
+    segments 3-7% more at 28x28 and 30x40) and a fixed cost."""
+    seg = -(-ow // ns)
+    halo = math.isqrt(taps) - 1
+    rows = [min(band, oh - y) for y in range(0, oh, band)]
+    cols = [min(seg, ow - x) for x in range(0, ow, seg)]
+    vecs = [min(gv, nvec - v) for v in range(0, nvec, gv)]
+    one = [v * (r * c * (taps + 4) + (2 * c + 8 * r) * halo) + TASK_COST for r in rows for v in vecs for c in cols]
+    return one * batch
+
+
+def task_makespan(costs: list[int], threads: int) -> int:
+    """Finish time of ``costs`` handed out in order to whichever of ``threads`` is free first."""
+    free = [0] * threads
+    for c in costs:
+        i = free.index(min(free))
+        free[i] += c
+    return max(free)
+
+
+def _balance(batch: int, oh: int, ow: int, nvec: int, band: int, taps: int, threads: int, ns: int,
+             gv: int) -> tuple[int, int, int]:
+    """(rows per band, segments, channel vectors per group) whose tasks finish first on
+    ``threads`` threads (a few tasks per thread leave one thread idle at the end: 9 equal tasks
+    on two threads finish after 5): the given ones unless another choice is over 2% faster by
+    :func:`task_makespan`; no fewer tasks than given or 4 per thread, bands of half to all the
+    given rows, segments at least 4 columns wide, channel groups (when the channels were split
+    at all) at most twice the given ones."""
+    def tasks(bd: int, n_seg: int, g: int) -> int:
+        return batch * -(-oh // bd) * n_seg * -(-nvec // g)
+
+    best = (task_makespan(task_costs(batch, oh, ow, nvec, band, taps, ns, gv), threads), band, ns, gv)
+    limit = best[0] * 0.98
+    fewest = min(tasks(band, ns, gv), 4 * threads)  # slack for a thread that starts late
+    groups = [gv] if gv == nvec else list(range(1, min(nvec, 2 * gv) + 1))
+    segments = sorted({-(-ow // -(-ow // n)) for n in range(1, max(1, ow // 4) + 1)})  # counts widths really give
+    for bd in range(max(1, band // 2), band + 1):
+        for n_seg in segments:
+            for g in groups:
+                if not fewest <= tasks(bd, n_seg, g) <= BALANCE_BELOW * threads:
+                    continue
+                span = task_makespan(task_costs(batch, oh, ow, nvec, bd, taps, n_seg, g), threads)
+                if span < limit and span < best[0]:
+                    best = (span, bd, n_seg, g)
+    return best[1], best[2], best[3]
