@@ -85,6 +85,8 @@ PAD = [  # (shape, begin, end, mode, value)
     ((4, 9), (-1, 2), (1, -3), "constant", 1),
     ((33,), (5,), (17,), "constant", None),
     ((0, 5), (1, 2), (1, 0), "constant", 3),
+    ((2, 3, 4, 3, 5), (0, 1, 2, 0, 1), (1, 0, 1, 2, 3), "reflect", None),  # 5-D: outer axes merged
+    ((2, 1, 3, 2, 2, 3), (1, 0, 1, 0, 1, 1), (0, 1, 1, 1, 0, 2), "edge", None),
 ]
 
 

@@ -1,7 +1,8 @@
 """Lowering rule for Pad (opset 1 and 12; constant, edge, reflect, symmetric, negative pads) of
-tensors up to 4-D with 1-, 2-, 4- or 8-byte items (any element type: a pad moves bits), in the layout its input has (NHWC or plain): the op's own
+tensors of any rank with 1-, 2-, 4- or 8-byte items (any element type: a pad moves bits), in the layout its input has (NHWC or plain): the op's own
 reference kernel, run once on an index probe, gives the source of every output element; the
-rule checks that this map is separable per axis and hands the per-axis maps to ``kernels/pad.py``."""
+rule checks that this map is separable per axis and hands the per-axis maps to ``kernels/pad.py``
+(above 4-D, the outer axes merge pairwise: a merged axis's map is one more table)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def lower_pad(lowering: Lowering, node: Node) -> bool:
         return False
     in_shape, out_shape = static_shape(data_p), static_shape(node.output(0))
     rank = len(in_shape)
-    if not 1 <= rank <= 4 or max(int(np.prod(in_shape)), int(np.prod(out_shape))) > _MAX_PROBE:
+    if rank < 1 or max(int(np.prod(in_shape)), int(np.prod(out_shape))) > _MAX_PROBE:
         return False
     value = np.asarray(maybe[2]).astype(dtype) if len(maybe) == 3 else np.zeros((), dtype)
     consts: list[Any] = [maybe[0], maybe[1], np.array(-1, np.int64)]  # the probe pads with -1
@@ -59,6 +60,11 @@ def lower_pad(lowering: Lowering, node: Node) -> bool:
     maps = separable_maps(index_map, in_shape) if index_map.shape == out_shape else None
     if maps is None:
         return False
+    k_in, k_out = list(in_shape), list(out_shape)
+    while len(maps) > 4:  # merge the two outer axes: source m0 * in1 + m1, or -1
+        m0, m1 = maps[0][:, None], maps[1][None, :]
+        maps = [np.where((m0 >= 0) & (m1 >= 0), m0 * k_in[1] + m1, -1).reshape(-1), *maps[2:]]
+        k_in, k_out = [k_in[0] * k_in[1], *k_in[2:]], [k_out[0] * k_out[1], *k_out[2:]]
     t = lowering.tensor(data_p)
     nhwc = rank == 4 and t.layout == NHWC
     if nhwc:
@@ -67,14 +73,14 @@ def lower_pad(lowering: Lowering, node: Node) -> bool:
         phys: tuple[int, ...] = (out_shape[0], out_shape[2], out_shape[3], out_shape[1])
     else:
         src = lowering.native_input(t, PLAIN)
-        pad = 4 - rank
+        pad = 4 - len(maps)
         maps = [np.zeros(1, np.int64)] * pad + maps
-        phys = (1,) * pad + out_shape
+        phys = (1,) * pad + tuple(k_out)
     y = lowering.value(phys if nhwc else out_shape, NHWC if nhwc else PLAIN, dtype, name=node.friendly_name)
     size = dtype.itemsize
     item = np.dtype(f"i{size}")  # the bits of one item, whatever its type
     bits = int(np.asarray(value, dtype).reshape(1).view(item)[0])
-    in4 = (1,) * (4 - rank) + tuple(src.shape) if not nhwc else tuple(src.shape)
+    in4 = (1,) * (4 - len(k_in)) + tuple(k_in) if not nhwc else tuple(src.shape)
     threads = lowering.threads
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
