@@ -229,7 +229,10 @@ def test_depth_space_matches_reference(name: str) -> None:
     assert not cm._executable.program.stats["fallbacks"], cm._executable.program.stats["fallbacks"]
     got = cm([x])[0]
     assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_array_equal(got, want)
+    if name.endswith("nhwc"):  # after a convolution: its f32 sums need not be REFERENCE's bit for bit
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("mode, coord", [("linear", "half_pixel"), ("linear_onnx", "align_corners"),
