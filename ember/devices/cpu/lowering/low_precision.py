@@ -1172,7 +1172,7 @@ def _tail(lowering: Lowering, node: Node, channels: int, axis: int, layout: str,
     ``allow_activation``: [Add(per-channel const)] then an activation (a transformer's GELU), then
     the same end."""
     from ember.devices.cpu.kernels.int8_gemm import FusedQuantize
-    from ember.devices.cpu.lowering.passes import epilogue_activation
+    from ember.devices.cpu.lowering.activations import epilogue_activation
 
     tail = _Tail(node)
     shape = node.output(0).partial_shape

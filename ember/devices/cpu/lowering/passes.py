@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ember.devices.cpu.lowering.activations import epilogue_activation
 from ember.graph.core_ops import Constant, Parameter
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
@@ -167,25 +168,6 @@ def order_chain_operands(model: Model) -> int:
         return 0
     log.debug("CPU: %d elementwise operands reordered to extend fused chains", len(swapped))
     return len(swapped)
-
-
-def epilogue_activation(node: Node) -> str | None:
-    """The GEMM/convolution epilogue activation (a name in
-    :data:`~ember.devices.cpu.kernels.gemm.EPILOGUE_ACTIVATIONS`) that ``node`` computes from its
-    first input, or None: HSwish, HSigmoid, Sigmoid, Swish with beta 1, Gelu (erf or tanh)."""
-    t, ins = node.type_name, node.input_values()
-    if node.get_output_size() != 1 or not ins or ins[0].element_type.dtype != np.float32:
-        return None
-    if t in ("HSwish", "HSigmoid", "Sigmoid") and len(ins) == 1:
-        return t.lower()
-    if t == "Gelu":
-        return "gelu_tanh" if str(node.attrs.get("approximation_mode", "ERF")).upper() == "TANH" else "gelu_erf"
-    if t == "Swish":
-        if len(ins) == 1:
-            return "swish"
-        beta = ins[1].node.data if isinstance(ins[1].node, Constant) else None
-        return "swish" if beta is not None and beta.size == 1 and float(beta.reshape(-1)[0]) == 1.0 else None
-    return None
 
 
 def take_epilogue_activation(lowering: Lowering, producer: Node, last: Node, fused: list[Node],
