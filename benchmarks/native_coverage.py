@@ -151,6 +151,10 @@ def _other_types() -> list[Case]:
                     lambda p: ops.interpolate(p[0], np.array([1, 1, 2, 2], np.float32), "linear", "scales")))
         out.append((f"avgpool {name}", [((1, 2, 6, 6), dt)],
                     lambda p: ops.avg_pool(p[0], [2, 2], [0, 0], [0, 0], [2, 2], True)))
+        out.append((f"maxpool {name}", [((1, 2, 7, 7), dt)],
+                    lambda p: ops.max_pool(p[0], [2, 2], [1, 1], [1, 1], [0, 0], [3, 3]).output(0)))
+        out.append((f"pad 5-D {name}", [((1, 2, 3, 4, 5), dt)], lambda p: ops.pad(
+            p[0], np.array([0, 0, 1, 1, 1], np.int64), np.array([0, 0, 1, 1, 1], np.int64), "reflect")))
         out.append((f"topk {name}", [((3, 17), dt)],
                     lambda p: ops.topk(p[0], np.int64(3), 1, "max", "value").output(0)))
     return out

@@ -191,10 +191,13 @@ POOLS = [  # (shape, kernel, strides, pads begin, pads end, exclude pad, roundin
 
 
 @pytest.mark.parametrize("case", POOLS, ids=lambda c: f"{len(c[1])}d-k{c[1][0]}-s{c[2][0]}-x{int(c[5])}-{c[6]}")
-def test_avgpool_f64(case: tuple) -> None:
+def test_pool_f64(case: tuple) -> None:
     shape, kernel, strides, pb, pe, exclude, rounding, dil = case
     x = _data(shape, np.float64)
     _check(lambda p: ops.avg_pool(p, strides, pb, pe, kernel, exclude, rounding, dilations=dil), [x], rtol=1e-13)
+    # MaxPool values over the same windows (NaN and -inf never win; padding-only windows give the lowest finite)
+    x.reshape(-1)[::5] = -np.inf
+    _check(lambda p: ops.max_pool(p, strides, dil or [1] * len(kernel), pb, pe, kernel, rounding).output(0), [x])
 
 
 MATMULS = [  # (a shape, b shape, transpose a, transpose b)

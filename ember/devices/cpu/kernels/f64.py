@@ -4,9 +4,10 @@ kernels compute them (no narrowing to f32):
 - ``rows64``: SoftMax / LogSoftmax / MVN along one axis of ``[outer, n, inner]`` data (any
   ``inner``: a row's elements are ``inner`` apart): the reference's formulas, ``x - max``, the C
   library's ``exp`` and ``log``, sums in order; MVN's mean, then the mean square of ``x - mean``;
-- ``avgpool64``: average pooling from a tap table (the flat source of every tap of every output
-  position, -1 in the padding) and a divisor per output position, both computed at compile time;
-  taps are added in kernel order from +0, as the reference does;
+- ``avgpool64``: average (or max) pooling from a tap table (the flat source of every tap of every
+  output position, -1 in the padding) and a divisor per output position, both computed at compile
+  time; taps are added in kernel order from +0, as the reference does (max: from the lowest finite
+  value, a real element taken when greater, so NaN and -inf never win, as the reference);
 - ``matmul64``: batched ``C = A @ B`` with any strides: ``B`` contiguous along ``N`` runs a
   vector row update (``C[i, :] += A[i, k] * B[k, :]``, fused multiply-adds), otherwise one dot
   product per element.
@@ -151,7 +152,7 @@ def _emit_rows(m: ir.Module, prefix: str, kind: str, variance: bool, inside: boo
     b.ret_void()
 
 
-def _emit_pool(m: ir.Module, prefix: str) -> None:
+def _emit_pool(m: ir.Module, prefix: str, is_max: bool = False) -> None:
     fn = ContextEmitter.function(m, f"{prefix}_pool64_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, POOL64_CONTEXT)
     b = e.b
@@ -163,12 +164,14 @@ def _emit_pool(m: ir.Module, prefix: str) -> None:
         plane = e.gep(F64, x, b.mul(b.sdiv(r, out_plane), in_plane))
         o = b.srem(r, out_plane)
         row = e.gep(I64, tab, b.mul(o, taps))
-        b.store(_d(0.0), acc)
+        b.store(_d(-np.finfo(np.float64).max if is_max else 0.0), acc)
         with e.loop(0, taps, name="t") as t:
             s = e.load(I64, e.gep(I64, row, t), align=8)
             with b.if_then(b.icmp_signed(">=", s, c64(0))):
-                b.store(b.fadd(e.load(F64, acc), e.load(F64, e.gep(F64, plane, s))), acc)
-        b.store(b.fdiv(e.load(F64, acc), e.load(F64, e.gep(F64, div, o))), e.gep(F64, y, r))
+                v, cur = e.load(F64, e.gep(F64, plane, s)), e.load(F64, acc)
+                b.store(b.select(b.fcmp_ordered(">", v, cur), v, cur) if is_max else b.fadd(cur, v), acc)
+        res = e.load(F64, acc)
+        b.store(res if is_max else b.fdiv(res, e.load(F64, e.gep(F64, div, o))), e.gep(F64, y, r))
     b.ret_void()
 
 
@@ -259,7 +262,7 @@ def _library(isa: Isa, what: str) -> jit.Library:
         if head == "rows":
             _emit_rows(m, prefix, rest[0], rest[1] == "1", rest[2] == "1", int(rest[3]))
         elif head == "pool":
-            _emit_pool(m, prefix)
+            _emit_pool(m, prefix, rest == ["max"])
         else:
             _emit_matmul(m, prefix, max(1, isa.f32_lanes // 2), rest[0] == "1")
         return m
@@ -324,16 +327,17 @@ def pool_tables(in_spatial: tuple[int, ...], kernel: list[int], strides: list[in
 
 
 def avgpool64(x: np.ndarray, y: np.ndarray, tab: np.ndarray, div: np.ndarray, threads: int,
-              isa: Isa | None = None) -> BoundKernel:
-    """A bound average pooling of contiguous f64 ``x`` (``[planes, in_plane]``) into ``y``
-    (``[planes, out_plane]``) with the tables of :func:`pool_tables`."""
+              isa: Isa | None = None, is_max: bool = False) -> BoundKernel:
+    """A bound average (``is_max``: max) pooling of contiguous f64 ``x`` (``[planes, in_plane]``)
+    into ``y`` (``[planes, out_plane]``) with the tables of :func:`pool_tables`."""
     planes, in_plane = x.shape
     out_plane, taps = tab.shape
     rows = planes * out_plane
     rpt, tasks = _blocks(rows, threads, taps)
     ctx = POOL64_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, tab=tab.ctypes.data, div=div.ctypes.data, taps=taps,
                              in_plane=in_plane, out_plane=max(out_plane, 1), rpt=rpt, rows=rows)
-    return BoundKernel(_library(isa or host_isa(), "pool").address("pool64_task"), ctx, tasks, threads,
+    return BoundKernel(_library(isa or host_isa(), "pool|max" if is_max else "pool").address("pool64_task"), ctx,
+                       tasks, threads,
                        (x, y, tab, div), layout=POOL64_CONTEXT)
 
 

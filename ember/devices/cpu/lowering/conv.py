@@ -587,7 +587,7 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
 
     xport = node.input_values()[0]
     rank = len(xport.partial_shape)
-    if xport.element_type.dtype == np.float64 and node.type_name == "AvgPool":  # f64: its own kernel
+    if xport.element_type.dtype == np.float64:  # f64: its own kernel
         from ember.devices.cpu.lowering.f64 import lower_avgpool_f64
 
         return lower_avgpool_f64(lowering, node)

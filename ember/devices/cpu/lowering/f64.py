@@ -63,11 +63,15 @@ def lower_rows_f64(lowering: Lowering, node: Node) -> bool:
 
 
 def lower_avgpool_f64(lowering: Lowering, node: Node) -> bool:
-    """AvgPool (1-, 2- and 3-D, every padding and rounding mode) of f64 from a tap table."""
+    """AvgPool and MaxPool (values; 1-, 2- and 3-D, every padding and rounding mode) of f64 from
+    a tap table; a MaxPool whose indices are used stays on the reference kernel."""
     from ember.devices.cpu.kernels.f64 import avgpool64, pool_tables
 
     port = node.input_values()[0]
-    if node.type_name != "AvgPool" or port.element_type.dtype != F64:
+    is_max = node.type_name == "MaxPool"
+    if node.type_name not in ("AvgPool", "MaxPool") or port.element_type.dtype != F64:
+        return False
+    if any(o.targets or lowering.is_result(o) for o in node.outputs()[1:]):
         return False
     shape = static_shape(port)
     out_shape = static_shape(node.output(0))
@@ -82,8 +86,8 @@ def lower_avgpool_f64(lowering: Lowering, node: Node) -> bool:
     if math.prod(out) * math.prod(kernel) > _MAX_POOL_TABLE or min(*pb, *pe, 0) < 0:
         return False
     padded = any(pb) or any(pe)
-    tab, div = pool_tables(tuple(shape[2:]), kernel, strides, dil, list(pb), out, bool(node.attrs["exclude-pad"]),
-                           padded)
+    tab, div = pool_tables(tuple(shape[2:]), kernel, strides, dil, list(pb), out,
+                           bool(node.attrs.get("exclude-pad", False)), padded)
     planes, in_plane, out_plane = shape[0] * shape[1], math.prod(shape[2:]), math.prod(out)
     x = _plain(lowering, node)
     consts = [lowering.program.const(tab), lowering.program.const(div)]
@@ -92,9 +96,11 @@ def lower_avgpool_f64(lowering: Lowering, node: Node) -> bool:
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         return [avgpool64(ins[0].reshape(planes, in_plane), outs[0].reshape(planes, out_plane), ins[1], ins[2],
-                          threads, isa)]
+                          threads, isa, is_max)]
 
-    lowering.program.add(Op(node.friendly_name, "AvgPool", [x, *consts], [y], native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, node.type_name, [x, *consts], [y], native=True, bind=bind))
+    for o in node.outputs()[1:]:  # MaxPool's indices: not used (else the reference kernel computes them)
+        lowering.bind_port(o, lowering.value(static_shape(o), PLAIN, o.element_type.dtype))
     lowering.finish(node, y, [])
     return True
 
