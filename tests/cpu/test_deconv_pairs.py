@@ -21,6 +21,9 @@ CASES = [
     (1, (7, 3), (14, 6), 7, 1, (2, 2), (2, 2), (0, 0), 1, True),        # K = 7: a last single k
     (1, (3, 4), (6, 8), 301, 1, (2, 2), (2, 2), (0, 0), 1, True),       # K in chunks, the last odd
     (1, (6, 5), (13, 11), 9, 5, (3, 3), (2, 2), (1, 1), 1, False),      # N = 45: 13 in the last vector
+    (1, (5, 6), (11, 12), 8, 4, (3, 3), (2, 2), (1, 1), 4, False),      # one channel per group, taps overlap
+    (1, (2, 3, 3), (4, 6, 7), 4, 1, (2, 2, 2), (2, 2, 2), (0, 0, 0), 1, True),  # 3-D, output padding
+    (1, (3, 37), (6, 74), 5, 1, (2, 2), (2, 2), (0, 0), 1, True),       # rows of 74: a partial column block
 ]
 
 
@@ -45,3 +48,21 @@ def test_conv_transpose_paired_tail_matches_numpy(level: str, case: tuple) -> No
         assert conv.packed.pair_tail == (paired and pairs_supported(isa))
         y = conv(x, None, bias, res)
         np.testing.assert_allclose(y, want, rtol=2e-5, atol=2e-5)
+
+
+def test_one_channel_gather_into_a_channel_slice() -> None:
+    """The one-channel gather (columns vectorized) writes into a channel slice of a wider
+    buffer and reads a residual slice: pixel strides other than 1."""
+    geo = DeconvGeometry(1, (4, 9), (8, 18), 6, 2, (2, 2), (2, 2), (1, 1), (0, 0), 2)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 4, 9, 6)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 1, 2, 2)).astype(np.float32)
+    bias = rng.standard_normal(2).astype(np.float32)
+    wide, rwide = np.full((1, 8, 18, 7), np.nan, np.float32), rng.standard_normal((1, 8, 18, 5)).astype(np.float32)
+    y, res = wide[..., 3:5], rwide[..., 1:3]
+    for k in ConvTranspose(geo, w, num_threads=2).bind(x, y, np.empty(geo.cols_shape, np.float32), bias, res):
+        k.run()
+    want = np.moveaxis(conv_backprop(np.moveaxis(x.astype(np.float64), -1, 1), w.astype(np.float64), (2, 2), (1, 1),
+                                     (0, 0), (8, 18)), 1, -1) + bias + res
+    np.testing.assert_allclose(y, want, rtol=2e-5, atol=2e-5)
+    assert np.isnan(wide[..., :3]).all() and np.isnan(wide[..., 5:]).all()

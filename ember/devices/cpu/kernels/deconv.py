@@ -89,56 +89,112 @@ def _emit_col2im(m: ir.Module, name: str, lanes: int, weighted: bool) -> None:
         k = b.add(b.mul(j, c64(2)), c64(1))
         return e.load(I64, e.gep(I64, tab, k)), e.load(I64, e.gep(I64, tab, b.add(k, c64(1))))
 
-    with e.loop(0, OW, name="ox") as ox:
-        xtab = entry("xt", "jx", ox)
-        nx = e.load(I64, xtab)
-        drow = e.gep(F32, dst, b.mul(ox, ldy))
-        rrow = e.gep(F32, res, b.mul(ox, ldr))
+    def per_pixel() -> None:
+        """Each output pixel, its channels in vectors."""
+        with e.loop(0, OW, name="ox") as ox:
+            xtab = entry("xt", "jx", ox)
+            nx = e.load(I64, xtab)
+            drow = e.gep(F32, dst, b.mul(ox, ldy))
+            rrow = e.gep(F32, res, b.mul(ox, ldr))
 
-        def block(g: ir.Value, co: ir.Value, count: int, mask: ir.Value | None) -> None:
-            ch = b.add(b.mul(g, cg), co)  # output channel of the first lane
-            soff = b.add(b.mul(g, gs), co)
-            accs = []
-            for v in range(count):
-                a = e.var(vt, zero)
-                with b.if_then(has_bias):
-                    b.store(masked_load(e, vt, e.gep(F32, e.arg("bias", PTR), b.add(ch, c64(v * L))), mask), a)
-                accs.append(a)
-            with e.loop(0, nz, name="jz") as jz:
-                zs, zw = pair(ztab, jz)
-                with e.loop(0, ny, name="jy") as jy:
-                    ys, yw = pair(ytab, jy)
-                    szy, wzy = b.add(zs, ys), b.add(zw, yw)
-                    with e.loop(0, nx, name="jx") as jx:
-                        xs, xw = pair(xtab, jx)
-                        sp = e.gep(F32, src, b.add(b.add(szy, xs), soff))
-                        wp = e.gep(F32, wts, b.add(b.add(wzy, xw), ch)) if weighted else None
-                        for v, a in enumerate(accs):
-                            val = masked_load(e, vt, e.gep(F32, sp, v * L), mask)
-                            if weighted:
-                                wv = masked_load(e, vt, e.gep(F32, wp, v * L), mask)
-                                b.store(fmuladd(e, val, wv, e.load(vt, a)), a)
-                            else:
-                                b.store(b.fadd(e.load(vt, a), val), a)
-            for v, a in enumerate(accs):
-                with b.if_then(has_res):
-                    rv = masked_load(e, vt, e.gep(F32, rrow, b.add(ch, c64(v * L))), mask)
-                    b.store(b.fadd(e.load(vt, a), rv), a)
-                x = e.load(vt, a)
-                x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
-                x = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
-                masked_store(e, x, e.gep(F32, drow, b.add(ch, c64(v * L))), mask)
+            def block(g: ir.Value, co: ir.Value, count: int, mask: ir.Value | None) -> None:
+                ch = b.add(b.mul(g, cg), co)  # output channel of the first lane
+                soff = b.add(b.mul(g, gs), co)
+                accs = []
+                for v in range(count):
+                    a = e.var(vt, zero)
+                    with b.if_then(has_bias):
+                        b.store(masked_load(e, vt, e.gep(F32, e.arg("bias", PTR), b.add(ch, c64(v * L))), mask), a)
+                    accs.append(a)
+                with e.loop(0, nz, name="jz") as jz:
+                    zs, zw = pair(ztab, jz)
+                    with e.loop(0, ny, name="jy") as jy:
+                        ys, yw = pair(ytab, jy)
+                        szy, wzy = b.add(zs, ys), b.add(zw, yw)
+                        with e.loop(0, nx, name="jx") as jx:
+                            xs, xw = pair(xtab, jx)
+                            sp = e.gep(F32, src, b.add(b.add(szy, xs), soff))
+                            wp = e.gep(F32, wts, b.add(b.add(wzy, xw), ch)) if weighted else None
+                            for v, a in enumerate(accs):
+                                val = masked_load(e, vt, e.gep(F32, sp, v * L), mask)
+                                if weighted:
+                                    wv = masked_load(e, vt, e.gep(F32, wp, v * L), mask)
+                                    b.store(fmuladd(e, val, wv, e.load(vt, a)), a)
+                                else:
+                                    b.store(b.fadd(e.load(vt, a), val), a)
+                for v, a in enumerate(accs):
+                    with b.if_then(has_res):
+                        rv = masked_load(e, vt, e.gep(F32, rrow, b.add(ch, c64(v * L))), mask)
+                        b.store(b.fadd(e.load(vt, a), rv), a)
+                    x = e.load(vt, a)
+                    x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
+                    x = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
+                    masked_store(e, x, e.gep(F32, drow, b.add(ch, c64(v * L))), mask)
+
+            with e.loop(0, e.arg("groups"), name="g") as g:
+                wide = BLOCK_VECTORS * L
+                nblk = b.mul(b.sdiv(cg, c64(wide)), c64(wide))
+                with e.loop(0, nblk, wide, name="cb") as co:
+                    block(g, co, BLOCK_VECTORS, None)
+                nvec = b.mul(b.sdiv(cg, c64(L)), c64(L))
+                with e.loop(nblk, nvec, L, name="cv") as co:
+                    block(g, co, 1, None)
+                with b.if_then(b.icmp_signed("<", nvec, cg)):
+                    block(g, nvec, 1, lane_mask(e, b.sub(cg, nvec), L))
+
+    def one_channel() -> None:
+        """One channel per group: L output columns at once, their (tap, input) pairs gathered."""
+        iota = ir.Constant(vec(I64, L), list(range(L)))
+        xt, jxw = e.arg("xt", PTR), b.add(b.mul(e.arg("jx"), c64(2)), c64(1))
+        vjxw = e.splat(jxw, L)
+
+        def addresses(base: ir.Value, index: ir.Value, size: int) -> ir.Value:
+            addr = b.add(e.splat(b.ptrtoint(base, I64), L), b.mul(index, e.splat(c64(size), L)))
+            return b.inttoptr(addr, vec(PTR, L))
+
+        def gather(base: ir.Value, typ: ir.Type, index: ir.Value, mask: ir.Value) -> ir.Value:
+            size = 8 if typ is I64 else 4
+            return e.call(f"llvm.masked.gather.v{L}{'i64' if typ is I64 else 'f32'}.v{L}p0", vec(typ, L),
+                          [addresses(base, index, size), c32(size), mask, ir.Constant(vec(typ, L), None)])
 
         with e.loop(0, e.arg("groups"), name="g") as g:
-            wide = BLOCK_VECTORS * L
-            nblk = b.mul(b.sdiv(cg, c64(wide)), c64(wide))
-            with e.loop(0, nblk, wide, name="cb") as co:
-                block(g, co, BLOCK_VECTORS, None)
-            nvec = b.mul(b.sdiv(cg, c64(L)), c64(L))
-            with e.loop(nblk, nvec, L, name="cv") as co:
-                block(g, co, 1, None)
-            with b.if_then(b.icmp_signed("<", nvec, cg)):
-                block(g, nvec, 1, lane_mask(e, b.sub(cg, nvec), L))
+            soff = b.mul(g, gs)
+            with e.loop(0, OW, L, name="ox") as ox0:
+                oxv = b.add(e.splat(ox0, L), iota)
+                live = b.icmp_signed("<", oxv, e.splat(OW, L))
+                acc = e.var(vt, zero)
+                with b.if_then(has_bias):
+                    b.store(e.splat(e.load(F32, e.gep(F32, e.arg("bias", PTR), g)), L), acc)
+                row = b.mul(oxv, vjxw)
+                nxv = gather(xt, I64, row, live)
+                with e.loop(0, nz, name="jz") as jz:
+                    zs, _ = pair(ztab, jz)
+                    with e.loop(0, ny, name="jy") as jy:
+                        ys, _ = pair(ytab, jy)
+                        szy = e.splat(b.add(b.add(zs, ys), soff), L)
+                        with e.loop(0, e.arg("jx"), name="jx") as jx:
+                            m_ = b.and_(live, b.icmp_signed("<", e.splat(jx, L), nxv))
+                            xs = gather(xt, I64, b.add(row, e.splat(b.add(b.mul(jx, c64(2)), c64(1)), L)), m_)
+                            val = gather(src, F32, b.add(szy, xs), m_)
+                            b.store(b.fadd(e.load(vt, acc), val), acc)
+                x = e.load(vt, acc)
+                with b.if_then(has_res):
+                    rv = gather(res, F32, b.add(b.mul(oxv, e.splat(ldr, L)), e.splat(g, L)), live)
+                    b.store(b.fadd(x, rv), acc)
+                x = e.load(vt, acc)
+                x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
+                x = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
+                ptrs = addresses(dst, b.add(b.mul(oxv, e.splat(ldy, L)), e.splat(g, L)), 4)
+                e.call(f"llvm.masked.scatter.v{L}f32.v{L}p0", VOID, [x, ptrs, c32(4), live])
+
+    if weighted:
+        per_pixel()
+    else:
+        with b.if_else(b.icmp_signed("==", cg, c64(1))) as (one, many):
+            with one:
+                one_channel()
+            with many:
+                per_pixel()
     b.ret_void()
 
 
@@ -152,7 +208,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"deconv|{isa.level}|v{BLOCK_VECTORS}", isa, lambda p: _build(p, isa))
+    return jit.load(f"deconv|{isa.level}|v{BLOCK_VECTORS}|g1", isa, lambda p: _build(p, isa))
 
 
 # --------------------------------------------------------------------------- geometry
