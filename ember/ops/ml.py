@@ -188,7 +188,7 @@ class TreeEnsemble(Node):
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         a = self.attrs
         x = np.asarray(inputs[0])
-        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # 0 rows too
         x = x.astype(np.float64)
         weights, has = self._leaf_table()
         agg = a["aggregate_function"]

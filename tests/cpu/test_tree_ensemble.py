@@ -171,3 +171,12 @@ def test_isolation_forest_native() -> None:
     assert not fallbacks, fallbacks
     np.testing.assert_array_equal(got[0].reshape(-1), est.predict(x[:50]))
     np.testing.assert_allclose(got[1].reshape(-1), est.decision_function(x[:50]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 300])
+def test_tree_ensemble_row_counts(rows: int) -> None:
+    """No rows (an empty batch: [0, targets], where both devices used to raise a raw ValueError),
+    one row, more rows than one task takes."""
+    x = RNG.standard_normal((rows, 3)).astype(np.float32)
+    p = ops.parameter([-1, 3], np.float32, name="x")
+    _compare(Model([ops.tree_ensemble(p, **_hand_ensemble(post_transform="SOFTMAX"))], [p], "trees"), [x])

@@ -109,9 +109,10 @@ def lower_tree_ensemble(lowering: Lowering, node: Node) -> bool:
     consts = [lowering.program.const(t) for t in tables]
     y = lowering.value(out_shape, PLAIN, out_dt, name=node.friendly_name)
     threads, isa = lowering.threads, lowering.isa
+    targets = int(a["n_targets"])
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [tree_ensemble(ins[0].reshape(rows, features), outs[0].reshape(rows, -1), ins[1:], agg=agg,
+        return [tree_ensemble(ins[0].reshape(rows, features), outs[0].reshape(rows, targets), ins[1:], agg=agg,
                               transform=transform, threads=threads, isa=isa)]
 
     lowering.program.add(Op(node.friendly_name, "TreeEnsemble", [x, *consts], [y], native=True, bind=bind))
