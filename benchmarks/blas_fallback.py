@@ -4,8 +4,8 @@ BLAS guard (``ember/devices/cpu/runtime/blas.py``: one BLAS thread while such a 
     python benchmarks/blas_fallback.py                 # 6 rounds x 150 runs per setting
     python benchmarks/blas_fallback.py --rounds 10 --runs 100 --threads 2
 
-The model alternates native f32 MatMuls (ember's pool) with f64 MatMuls, which the CPU device
-runs on their numpy reference kernels (OpenBLAS dgemm). Settings alternate round by round so
+The model alternates native f32 MatMuls (ember's pool) with f64 1x1 convolutions, which the CPU
+device runs on their numpy reference kernels (OpenBLAS dgemm). Settings alternate round by round so
 that machine noise hits both alike; the table gives the median, the 99th percentile, their ratio
 and the spread of the round medians.
 """
@@ -35,8 +35,13 @@ def build(size: int, layers: int):  # noqa: ANN201
     y = x
     for _ in range(layers):
         y = ops.relu(ops.matmul(y, (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32), False, False))
-        y = ops.convert(ops.matmul(ops.convert(y, "f64"), rng.standard_normal((size, size)) / np.sqrt(size), False, False),
-                        "f32")
+        # an f64 1x1 convolution (f64 MatMul is native since session 5; f64 convolutions still run
+        # their reference kernel, one numpy matmul (OpenBLAS dgemm) of size x size by size x size)
+        w64 = (rng.standard_normal((size, size, 1, 1)) / np.sqrt(size))
+        img = ops.reshape(ops.convert(y, "f64"), np.array([1, size, size, 1], np.int64), False)
+        conv = ops.convolution(ops.transpose(img, np.array([0, 2, 1, 3], np.int64)), w64, [1, 1], [0, 0], [0, 0], [1, 1])
+        y = ops.convert(ops.reshape(ops.transpose(conv, np.array([0, 2, 1, 3], np.int64)), np.array([size, size], np.int64),
+                                    False), "f32")
     return Model([y], [x], "blas-fallback")
 
 
