@@ -277,6 +277,20 @@ def test_residual_read_as_u8_steps(isa, case):
         run(make(residual_u8=True), res)  # f32 given where u8 steps are expected
 
 
+def test_row_packed_stem_reads_strided_images():
+    """Images that are not back to back (every other one of a batch): the stem gathers its taps
+    per task instead of packing rows, with the same integers."""
+    geo = ConvGeometry(2, 21, 19, 3, 16, 7, 7, (2, 2), (1, 1), (3, 3), (3, 3))
+    rng = np.random.default_rng(3)
+    whole = rng.integers(0, 256, (4, 21, 19, 4)).astype(np.uint8)
+    x = whole[::2]
+    assert not x.flags.c_contiguous
+    w = rng.integers(-128, 128, (16, 3, 7, 7)).astype(np.int8)
+    conv = Int8Conv2d(geo, w, np.ones(16, np.float32), None, 40, num_threads=2)
+    assert conv.row_packed is not None
+    np.testing.assert_array_equal(conv(x), conv_reference(x, w, geo, 40).astype(np.float32))
+
+
 @pytest.mark.parametrize("isa", [p for p in EPILOGUE_ISAS if p.id == "amx"])
 @pytest.mark.parametrize("act", ["gelu_erf", "gelu_tanh", "swish"])
 @pytest.mark.parametrize("out", ["f32", "u8"])

@@ -1543,6 +1543,10 @@ class Int8Conv2d:
                                          also_quantize, residual_u8, steps_only, fast)
             self.packed: Int8Weights = self.row_packed.packed
             self.merged_cin = 0
+            # for an input that is not contiguous 4-byte pixels: the taps gathered per task
+            self._gathered: Callable[[], Int8Conv2d] = functools.cache(lambda: Int8Conv2d(
+                geometry, weights, scale, shift, zero_point, epilogue, num_threads, isa, quantize,
+                residual_quantize, also_quantize, residual_u8, steps_only, fast, row_pack=False))
             self._zero = aligned_empty(64, np.uint8)
             self._zero[:] = zero_point
             return
@@ -1569,8 +1573,7 @@ class Int8Conv2d:
 
         g, inner = self.geometry, self.row_packed.geometry
         if x.ndim != 4 or x.shape != (g.batch, g.h, g.w, 4) or not x.flags.c_contiguous:
-            raise EmberError(f"ember: int8 convolution input has shape {x.shape}, expected "
-                             f"{(g.batch, g.h, g.w, g.cin)} padded to 4 channels")
+            return [self._gathered().bind(x, y, residual, q)]
         rows = aligned_empty((inner.batch, inner.h, inner.w, inner.cin), np.uint8)
         rows[:] = 0
         pack = pack_rows_u8(x, rows, self._zero, g.cin, g.kw, g.strides, g.dilations[1], g.pads_begin,
