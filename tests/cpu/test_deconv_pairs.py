@@ -24,6 +24,8 @@ CASES = [
     (1, (5, 6), (11, 12), 8, 4, (3, 3), (2, 2), (1, 1), 4, False),      # one channel per group, taps overlap
     (1, (2, 3, 3), (4, 6, 7), 4, 1, (2, 2, 2), (2, 2, 2), (0, 0, 0), 1, True),  # 3-D, output padding
     (1, (3, 37), (6, 74), 5, 1, (2, 2), (2, 2), (0, 0), 1, True),       # rows of 74: a partial column block
+    (1, (4, 5), (9, 11), 6, 60, (3, 3), (2, 2), (1, 1), 1, False),      # gather: 3 full vectors + 12 lanes
+    (1, (3, 4), (6, 8), 7, 72, (2, 2), (2, 2), (0, 0), 1, False),       # gather: a block of 4 vectors + 8 lanes
 ]
 
 

@@ -97,11 +97,13 @@ def _emit_col2im(m: ir.Module, name: str, lanes: int, weighted: bool) -> None:
             drow = e.gep(F32, dst, b.mul(ox, ldy))
             rrow = e.gep(F32, res, b.mul(ox, ldr))
 
-            def block(g: ir.Value, co: ir.Value, count: int, mask: ir.Value | None) -> None:
+            def block(g: ir.Value, co: ir.Value, count: int, tail: ir.Value | None) -> None:
+                """``count`` channel vectors from ``co``; ``tail`` masks the last one."""
                 ch = b.add(b.mul(g, cg), co)  # output channel of the first lane
                 soff = b.add(b.mul(g, gs), co)
                 accs = []
                 for v in range(count):
+                    mask = tail if v == count - 1 else None
                     a = e.var(vt, zero)
                     with b.if_then(has_bias):
                         b.store(masked_load(e, vt, e.gep(F32, e.arg("bias", PTR), b.add(ch, c64(v * L))), mask), a)
@@ -116,6 +118,7 @@ def _emit_col2im(m: ir.Module, name: str, lanes: int, weighted: bool) -> None:
                             sp = e.gep(F32, src, b.add(b.add(szy, xs), soff))
                             wp = e.gep(F32, wts, b.add(b.add(wzy, xw), ch)) if weighted else None
                             for v, a in enumerate(accs):
+                                mask = tail if v == count - 1 else None
                                 val = masked_load(e, vt, e.gep(F32, sp, v * L), mask)
                                 if weighted:
                                     wv = masked_load(e, vt, e.gep(F32, wp, v * L), mask)
@@ -123,6 +126,7 @@ def _emit_col2im(m: ir.Module, name: str, lanes: int, weighted: bool) -> None:
                                 else:
                                     b.store(b.fadd(e.load(vt, a), val), a)
                 for v, a in enumerate(accs):
+                    mask = tail if v == count - 1 else None
                     with b.if_then(has_res):
                         rv = masked_load(e, vt, e.gep(F32, rrow, b.add(ch, c64(v * L))), mask)
                         b.store(b.fadd(e.load(vt, a), rv), a)
@@ -136,11 +140,13 @@ def _emit_col2im(m: ir.Module, name: str, lanes: int, weighted: bool) -> None:
                 nblk = b.mul(b.sdiv(cg, c64(wide)), c64(wide))
                 with e.loop(0, nblk, wide, name="cb") as co:
                     block(g, co, BLOCK_VECTORS, None)
-                nvec = b.mul(b.sdiv(cg, c64(L)), c64(L))
-                with e.loop(nblk, nvec, L, name="cv") as co:
-                    block(g, co, 1, None)
-                with b.if_then(b.icmp_signed("<", nvec, cg)):
-                    block(g, nvec, 1, lane_mask(e, b.sub(cg, nvec), L))
+                # the rest (under BLOCK_VECTORS vectors) in one walk of the tables, the last vector masked
+                rest = b.sub(cg, nblk)
+                nv = e.cdiv(rest, L)
+                tail = lane_mask(e, b.sub(rest, b.mul(b.sub(nv, c64(1)), c64(L))), L)
+                for count in range(1, BLOCK_VECTORS + 1):
+                    with b.if_then(b.icmp_signed("==", nv, c64(count))):
+                        block(g, nblk, count, tail)
 
     def one_channel() -> None:
         """One channel per group: L output columns at once, their (tap, input) pairs gathered."""
@@ -208,7 +214,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"deconv|{isa.level}|v{BLOCK_VECTORS}|g1", isa, lambda p: _build(p, isa))
+    return jit.load(f"deconv|{isa.level}|v{BLOCK_VECTORS}|g1|t", isa, lambda p: _build(p, isa))
 
 
 # --------------------------------------------------------------------------- geometry
