@@ -108,11 +108,13 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
     collector = Collector(qmodel, batchwise)
     for q in placement.activations:
         per_tensor = q.config.axis is None  # per-channel quantizers keep MINMAX, as NNCF's fall back to
-        collector.observe(q.output, q.config.axis, quantile if per_tensor else None, histogram and per_tensor)
+        collector.observe(q.output, q.config.axis, quantile if per_tensor else None, histogram and per_tensor,
+                          means=False)
     for b in biases:
-        collector.observe(b.source, b.in_axis)
-        collector.observe(b.layer.output(0), b.out_axis)
-        collector.observe(b.add.output(0), b.out_axis)
+        collector.observe(b.source, b.in_axis, ranges=False)
+        # the layer's own output mean is the biased output's minus the bias: observing the layer's
+        # output itself would keep the device from fusing the bias into the layer
+        collector.observe(b.add.output(0), b.out_axis, ranges=False)
     total = min(subset_size, dataset.get_length() or subset_size)
     collector.run(samples(dataset, subset_size), total, adv.show_progress)
 

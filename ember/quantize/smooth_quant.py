@@ -57,7 +57,7 @@ def smooth_quant(model: Model, dataset: Any, subset_size: int, alpha: float, ign
         return 0
     collector = Collector(model)
     for src, axis in groups:
-        collector.observe(src, axis)
+        collector.observe(src, axis, means=False)
     collector.run(samples(dataset, subset_size), None, show_progress)
 
     done = 0

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ember.errors import EmberError
-from ember.graph.core_ops import Result
+from ember.graph.core_ops import Constant, Result
 from ember.graph.model import Model
 from ember.graph.node import Output
 from ember.quantize.histogram import Histogram
@@ -49,6 +49,9 @@ class TensorStats:
     per_sample: list[np.ndarray] = field(default_factory=list)
     #: every value seen, for the HISTOGRAM range estimator
     histogram: Histogram | None = None
+    #: what to measure: min/max (per sample, and per channel along ``axis``), per-channel means
+    ranges: bool = True
+    means: bool = True
 
     def sample_values(self, column: int) -> np.ndarray:
         """One per-sample measurement (a column of ``per_sample``) over all samples seen."""
@@ -71,39 +74,73 @@ class TensorStats:
         assert self.ch_sum_mean is not None
         return self.ch_sum_mean / self.count
 
-    def update_reduced(self, mn: np.ndarray, mx: np.ndarray, cmin: np.ndarray | None = None,
-                       cmax: np.ndarray | None = None, cmean: np.ndarray | None = None,
-                       shape: np.ndarray | None = None) -> None:
-        """Fold in one sample's reductions computed in the graph (see ``Collector``)."""
-        mn = np.asarray(mn, np.float32).reshape(-1)
-        mx = np.asarray(mx, np.float32).reshape(-1)
-        self.count += mn.shape[0]
-        self.sum_min += float(mn.sum())
-        self.sum_max += float(mx.sum())
-        self.sum_absmax += float(np.maximum(-mn, mx).sum())
-        self.per_sample.append(np.stack([mn, mx, np.maximum(-mn, mx)], axis=1).astype(np.float64))
-        if cmin is None or self.axis is None:
+    def update_partial(self, pmin: np.ndarray | None = None, pmax: np.ndarray | None = None,
+                       cmean: np.ndarray | None = None, shape: np.ndarray | None = None) -> None:
+        """Fold in one dataset item's min/max/mean over every axis but the batch axis and
+        ``Collector.kept_axis`` (dims kept), as ``Collector`` computes them in the graph."""
+        ref = pmin if pmin is not None else cmean
+        if ref is None:
+            self.update_reduced(shape=shape)
             return
-        assert cmax is not None and cmean is not None and shape is not None
-        self.shape = tuple(int(d) for d in shape)
+        rank = np.ndim(ref)
+        kept = Collector.kept_axis(rank, self.axis)
+        mn = mx = cmin = cmax = None
+        if pmin is not None and pmax is not None:
+            pmin = np.asarray(pmin, np.float32)
+            pmax = np.asarray(pmax, np.float32)
+            if self.batchwise and rank > 1:
+                mn, mx = pmin.reshape(pmin.shape[0], -1).min(axis=1), pmax.reshape(pmax.shape[0], -1).max(axis=1)
+            else:
+                mn, mx = pmin.min().reshape(1), pmax.max().reshape(1)
+            if self.axis is not None:
+                other = tuple(a for a in range(rank) if a != kept)
+                cmin, cmax = pmin.min(axis=other), pmax.max(axis=other)
+        self.update_reduced(mn, mx, cmin, cmax, cmean, shape)
+
+    def update_reduced(self, mn: np.ndarray | None = None, mx: np.ndarray | None = None,
+                       cmin: np.ndarray | None = None, cmax: np.ndarray | None = None,
+                       cmean: np.ndarray | None = None, shape: np.ndarray | None = None) -> None:
+        """Fold in one dataset item's reductions computed in the graph (see ``Collector``): per-sample
+        min/max, per-channel min/max/mean and the item's shape, each only when it was measured.
+        Without per-sample min/max, an item's are its channels' (one sample per item)."""
+        if shape is not None:
+            self.shape = tuple(int(d) for d in shape)
+        if mn is None and cmin is not None and cmax is not None:
+            mn, mx = np.min(cmin).reshape(1), np.max(cmax).reshape(1)
+        if mn is not None:
+            assert mx is not None
+            mn = np.asarray(mn, np.float32).reshape(-1)
+            mx = np.asarray(mx, np.float32).reshape(-1)
+            samples = mn.shape[0]
+            self.sum_min += float(mn.sum())
+            self.sum_max += float(mx.sum())
+            self.sum_absmax += float(np.maximum(-mn, mx).sum())
+            self.per_sample.append(np.stack([mn, mx, np.maximum(-mn, mx)], axis=1).astype(np.float64))
+        else:
+            samples = self.shape[0] if self.batchwise and len(self.shape) > 1 else 1
+        self.count += samples
+        if self.axis is None or not self.shape:
+            return
         axis = self.axis % len(self.shape)
-        cmin = np.asarray(cmin, np.float32).reshape(-1)
-        cmax = np.asarray(cmax, np.float32).reshape(-1)
-        cm = np.asarray(cmean, np.float32)
-        if axis == 0:
-            cmean_sum = cm.reshape(-1) * mn.shape[0]
-        else:
-            per_item = np.moveaxis(cm, axis, -1).reshape(cm.shape[0], -1)  # [batch, channels]
-            cmean_sum = per_item.sum(axis=0) if self.batchwise else per_item.mean(axis=0)
-        cabs = np.maximum(-cmin, cmax)
-        if self.ch_min is None:
-            self.ch_min, self.ch_max, self.ch_absmax, self.ch_sum_mean = cmin, cmax, cabs, cmean_sum
-        else:
-            assert self.ch_max is not None and self.ch_absmax is not None and self.ch_sum_mean is not None
-            self.ch_min = np.minimum(self.ch_min, cmin)
-            self.ch_max = np.maximum(self.ch_max, cmax)
-            self.ch_absmax = np.maximum(self.ch_absmax, cabs)
-            self.ch_sum_mean = self.ch_sum_mean + cmean_sum
+        if cmin is not None and cmax is not None:
+            cmin = np.asarray(cmin, np.float32).reshape(-1)
+            cmax = np.asarray(cmax, np.float32).reshape(-1)
+            cabs = np.maximum(-cmin, cmax)
+            if self.ch_min is None:
+                self.ch_min, self.ch_max, self.ch_absmax = cmin, cmax, cabs
+            else:
+                assert self.ch_max is not None and self.ch_absmax is not None
+                self.ch_min = np.minimum(self.ch_min, cmin)
+                self.ch_max = np.maximum(self.ch_max, cmax)
+                self.ch_absmax = np.maximum(self.ch_absmax, cabs)
+        if cmean is not None:
+            cm = np.asarray(cmean, np.float32)
+            if axis == 0:
+                cmean_sum = cm.reshape(-1) * samples
+            else:
+                per_item = np.moveaxis(cm, axis, -1).reshape(cm.shape[0], -1)  # [batch, channels]
+                cmean_sum = per_item.sum(axis=0) if self.batchwise else per_item.mean(axis=0)
+            self.ch_sum_mean = cmean_sum if self.ch_sum_mean is None else self.ch_sum_mean + cmean_sum
 
     def update(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float32)
@@ -156,14 +193,19 @@ class Collector:
         self.model = model
         self.batchwise = batchwise
         self.stats: dict[Output, TensorStats] = {}
+        self._axes: dict[tuple[int, ...], Output] = {}
 
     def observe(self, out: Output, axis: int | None = None, quantile: float | None = None,
-                histogram: bool = False) -> TensorStats:
-        """Measure ``out`` (per channel along ``axis``; per-sample quantiles when ``quantile``; a
-        histogram of all values when ``histogram``)."""
+                histogram: bool = False, ranges: bool = True, means: bool = True) -> TensorStats:
+        """Measure ``out``: its min/max (``ranges``: per sample, and per channel along ``axis``),
+        its per-channel means along ``axis`` (``means``), per-sample quantiles when ``quantile``,
+        a histogram of all values when ``histogram``. Observing a port again adds to what is
+        measured there."""
         st = self.stats.get(out)
         if st is None:
-            st = self.stats[out] = TensorStats(axis=axis, batchwise=self.batchwise)
+            st = self.stats[out] = TensorStats(axis=axis, batchwise=self.batchwise, ranges=ranges, means=means)
+        else:
+            st.ranges, st.means = st.ranges or ranges, st.means or means
         if axis is not None and st.axis is None:
             st.axis = axis
         if quantile is not None:
@@ -172,8 +214,21 @@ class Collector:
             st.histogram = Histogram()
         return st
 
-    def _reductions(self, port: Output, st: TensorStats) -> list[Output] | None:
-        """[min, max] (per sample) + [ch_min, ch_max, ch_mean, shape] when per channel."""
+    @staticmethod
+    def kept_axis(rank: int, axis: int | None) -> int:
+        """The axis besides the batch axis that the in-graph reductions keep: the channel axis
+        (``axis``), else 1 for 4-D and larger tensors and the last for smaller ones."""
+        if axis is not None:
+            return axis % rank
+        return 1 if rank >= 4 else rank - 1
+
+    def _reductions(self, port: Output, st: TensorStats) -> dict[str, Output] | None:
+        """The reductions measuring ``port``, by ``update_partial`` argument: min/max (``ranges``)
+        and mean (``means``, per channel) over every axis but the batch and the kept axis
+        (``kept_axis``), with their dims kept, and the port's ``shape`` when per channel; numpy
+        finishes them (a few numbers per batch item and channel). On an NCHW activation these are
+        reductions over H and W, which the CPU device runs in place on its NHWC layout. None when
+        the port is returned whole."""
         import ember.opset as ops
 
         shape = port.partial_shape
@@ -181,51 +236,59 @@ class Collector:
                 or st.histogram is not None:
             return None  # returned whole (quantiles are computed in numpy)
         rank = len(shape)
-        keep = [0] if self.batchwise and rank > 1 else []
-        axes = np.array([a for a in range(rank) if a not in keep], np.int64)
-        outs = [ops.reduce_min(port, axes, False).output(0), ops.reduce_max(port, axes, False).output(0)]
+        kept = self.kept_axis(rank, st.axis)
+        reduced = tuple(a for a in range(rank) if a not in (0, kept))
+        if not reduced:
+            return None  # nothing to reduce in the graph
+        if reduced not in self._axes:  # one axes constant for every reduction over them (fewer nodes)
+            self._axes[reduced] = Constant(np.array(reduced, np.int64)).output(0)
+        axes = self._axes[reduced]
+        outs: dict[str, Output] = {}
+        if st.ranges:
+            outs["pmin"] = ops.reduce_min(port, axes, True).output(0)
+            outs["pmax"] = ops.reduce_max(port, axes, True).output(0)
         if st.axis is not None:
-            axis = st.axis % rank
-            other = np.array([a for a in range(rank) if a != axis], np.int64)
-            outs += [ops.reduce_min(port, other, False).output(0), ops.reduce_max(port, other, False).output(0)]
-            mean_axes = np.array([a for a in range(rank) if a not in (0, axis)], np.int64)
-            mean = ops.reduce_mean(port, mean_axes, True).output(0) if len(mean_axes) else port
-            outs += [mean, ops.shape_of(port).output(0)]
+            if st.means:
+                outs["cmean"] = ops.reduce_mean(port, axes, True).output(0)
+            outs["shape"] = ops.shape_of(port).output(0)
         return outs
 
     def run(self, data: Iterable[Any], total: int | None, show_progress: bool = True) -> int:
         """Run the model on every item of ``data``; returns the number of items."""
-        ports = list(self.stats)
+        position = {id(n): i for i, n in enumerate(self.model.get_ordered_ops())}
+        # ports in graph order, and the model's own results last: the device schedules each port's
+        # reductions right after the port (a depth-first walk from the results in their order), so
+        # an observed activation is not kept alive to the end of the run
+        ports = sorted(self.stats, key=lambda p: (position.get(id(p.node), -1), p.index))
         readers = {p: {id(t) for t in p.targets} for p in ports}
-        layout: list[tuple[Output, int, int]] = []  # port, first extra output, how many (0: raw)
+        layout: list[tuple[Output, int, list[str] | None]] = []  # port, first extra output, parts (None: raw)
         extra_ports: list[Output] = []
         for p in ports:
             red = self._reductions(p, self.stats[p])
-            layout.append((p, len(extra_ports), 0 if red is None else len(red)))
-            extra_ports += red if red is not None else [p]
+            layout.append((p, len(extra_ports), None if red is None else list(red)))
+            extra_ports += list(red.values()) if red is not None else [p]
         extra = [Result([p]) for p in extra_ports]
-        self.model.add_results(extra)
+        observed = Model(extra + self.model.get_results(), self.model.get_parameters(), self.model.friendly_name,
+                         validate=False)
         try:
-            compiled = compile_for_statistics(self.model)
+            compiled = compile_for_statistics(observed)
         finally:
             for r in extra:
-                self.model.remove_result(r)
                 r.input(0).source.remove_target_input(r.input(0))
             for p in ports:  # detach the reductions: later passes see the model's own consumers only
                 for t in list(p.targets):
                     if id(t) not in readers[p]:
                         p.remove_target_input(t)
-        base = len(compiled.outputs) - len(extra)
+            self._axes.clear()
         request = compiled.create_infer_request()
         n = 0
         for item in track(data, "Statistics collection", total, show_progress):
             outputs = infer(request, item, self.model)
-            for p, first, count in layout:
-                vals = outputs[base + first:base + first + max(count, 1)]
-                if count == 0:
-                    self.stats[p].update(vals[0])
+            for p, first, parts in layout:
+                if parts is None:
+                    self.stats[p].update(outputs[first])
                 else:
-                    self.stats[p].update_reduced(*vals)
+                    self.stats[p].update_partial(**dict(zip(parts, outputs[first:first + len(parts)])))
             n += 1
         if n == 0:
             raise QuantizationError("ember: the calibration dataset is empty: it yielded no items")
