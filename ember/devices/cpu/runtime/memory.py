@@ -42,18 +42,26 @@ def plan_memory(program: Program) -> None:
         t.root().last = n
     roots = [t for t in program.tensors if t.kind == "value" and t.arena and t.last >= 0 and not t.external]
     roots.sort(key=lambda t: (-t.nbytes, t.first))
-    placed: list[tuple[int, int, int, int]] = []  # offset, end, first, last
+    # the values placed so far (offset, end, first and last step), as arrays: finding the ones
+    # alive with the next value is one vectorized test, not a Python walk over all of them
+    count = len(roots)
+    offsets, ends = np.zeros(count, np.int64), np.zeros(count, np.int64)
+    firsts, lasts = np.zeros(count, np.int64), np.zeros(count, np.int64)
     top = 0
-    for t in roots:
+    for k, t in enumerate(roots):
         size = -(-max(t.nbytes, 1) // ALIGN) * ALIGN
-        busy = sorted((o, e) for o, e, f, la in placed if not (la < t.first or t.last < f))
+        alive = np.flatnonzero((lasts[:k] >= t.first) & (firsts[:k] <= t.last))
         off = 0
-        for o, e in busy:
-            if off + size <= o:
-                break
-            off = max(off, e)
+        if len(alive):
+            order = np.lexsort((ends[alive], offsets[alive]))  # by offset, then end
+            starts = offsets[alive][order]
+            # first fit: before the i-th busy block (by offset) the candidate is the furthest end of
+            # the blocks before it; take the first gap that holds ``size``, else after them all
+            reach = np.maximum.accumulate(np.concatenate(([0], ends[alive][order])))
+            fits = np.flatnonzero(reach[:-1] + size <= starts)
+            off = int(reach[fits[0]] if len(fits) else reach[-1])
         t.offset = off
-        placed.append((off, off + size, t.first, t.last))
+        offsets[k], ends[k], firsts[k], lasts[k] = off, off + size, t.first, t.last
         top = max(top, off + size)
     program.arena_bytes = top
     program.stats["arena_bytes"] = top
