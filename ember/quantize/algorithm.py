@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+import ember.opset as ops
+from ember.graph.core_ops import Constant
 from ember.graph.model import Model
 from ember.graph.node import Input, Node, Output
 from ember.quantize import ranges
@@ -28,6 +30,8 @@ from ember.quantize.parameters import (
     RangeEstimatorParameters,
     RangeEstimatorParametersSet,
     TargetDevice,
+    as_enum,
+    check_count,
 )
 from ember.quantize.placement import ActivationQuantizer, Placement, ignored_nodes, place
 from ember.quantize.statistics import Collector, TensorStats
@@ -49,6 +53,7 @@ class _Bias:
     out_axis: int
     in_axis: int
     source: Output  # the float tensor the layer reads (before a FakeQuantize goes in between)
+    output: Output | None = None  # the layer's float output as the statistics pass measures it
 
 
 def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None = None,
@@ -70,8 +75,10 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
         raise QuantizationError(f"ember: quantization mode {mode} is not supported; ember quantizes to INT8 "
                                 "(leave mode=None)")
     adv = advanced_parameters or AdvancedQuantizationParameters()
-    if subset_size < 1:
-        raise QuantizationError(f"ember: subset_size must be at least 1, got {subset_size}")
+    subset_size = check_count(subset_size, "subset_size")
+    preset = as_enum(preset, QuantizationPreset, "preset") if preset is not None else None
+    model_type = as_enum(model_type, ModelType, "model_type") if model_type is not None else None
+    target_device = as_enum(target_device, TargetDevice, "target_device")
     if preset is None:
         preset = QuantizationPreset.MIXED if model_type == ModelType.TRANSFORMER else QuantizationPreset.PERFORMANCE
     dataset = as_dataset(calibration_dataset)
@@ -112,11 +119,19 @@ def quantize(model: Any, calibration_dataset: Any, mode: QuantizationMode | None
                           means=False)
     for b in biases:
         collector.observe(b.source, b.in_axis, ranges=False)
-        # the layer's own output mean is the biased output's minus the bias: observing the layer's
-        # output itself would keep the device from fusing the bias into the layer
-        collector.observe(b.add.output(0), b.out_axis, ranges=False)
+        # the layer's own output, measured as the biased output minus the bias (subtracted before
+        # the mean, which stays as exact as the layer's own): observing the layer's output itself
+        # would keep the device from fusing the bias into the layer
+        b.output = ops.subtract(b.add.output(0), Constant(Constants().value(b.add.input(b.bias_port).source))
+                                ).output(0)
+        collector.observe(b.output, b.out_axis, ranges=False)
     total = min(subset_size, dataset.get_length() or subset_size)
-    collector.run(samples(dataset, subset_size), total, adv.show_progress)
+    try:
+        collector.run(samples(dataset, subset_size), total, adv.show_progress)
+    finally:
+        for b in biases:  # the subtractions leave the graph
+            if b.output is not None:
+                b.add.output(0).remove_target_input(b.output.node.input(0))
 
     _insert_activation_quantizers(placement, collector.stats, symmetric, estimator)
     consts = Constants()

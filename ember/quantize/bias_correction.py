@@ -96,13 +96,12 @@ def fast_bias_correction(biases: Sequence[Any], stats: dict[Any, TensorStats], t
     done = 0
     for b in track(biases, "Applying Fast Bias correction", len(biases), show_progress):
         in_stats = stats.get(b.source)
-        out_stats = stats.get(b.add.output(0))
+        out_stats = stats.get(b.output)
         if in_stats is None or out_stats is None or in_stats.ch_sum_mean is None or not in_stats.shape \
                 or out_stats.ch_sum_mean is None:
             continue
         q_mean = _mean_of_channel_constant_input(b, in_stats.shape, in_stats.channel_mean, consts)
-        bias = consts.value(b.add.input(b.bias_port).source).astype(np.float32).reshape(-1)
-        shift = out_stats.channel_mean - bias - q_mean  # the layer's float output mean minus the int8 one
+        shift = out_stats.channel_mean - q_mean
         done += _apply_shift(b, shift, threshold, consts)
     return done
 

@@ -58,9 +58,18 @@ def as_dataset(data: Any) -> Dataset:
 
 def samples(dataset: Dataset, limit: int | None) -> Iterator[Any]:
     """Up to ``limit`` transformed items; an empty dataset is an error."""
-    it = iter(dataset.get_inference_data())
+    it = itertools.islice(iter(dataset.get_inference_data()), limit)
     n = 0
-    for item in itertools.islice(it, limit):
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            break
+        except QuantizationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's data source or transform_fn failed: say where
+            raise QuantizationError(f"ember: reading calibration item {n} failed in the data source or "
+                                    f"transform_fn: {type(e).__name__}: {e}") from e
         n += 1
         yield item
     if n == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, TypeVar
 
 from ember.errors import EmberError
 
@@ -12,6 +13,33 @@ from ember.errors import EmberError
 class QuantizationError(EmberError):
     """Quantization could not run: an empty dataset, inputs that do not fit the model, an
     ignored scope that matches nothing, a model with nothing to quantize."""
+
+
+_E = TypeVar("_E", bound=Enum)
+
+
+def as_enum(value: Any, kind: type[_E], what: str) -> _E:
+    """``value`` as a member of ``kind``: the member itself, its name or value as a string (any
+    case), or the same-named member of NNCF's own enum; anything else is a QuantizationError
+    that lists the choices."""
+    if isinstance(value, kind):
+        return value
+    key = getattr(value, "name", value)
+    if isinstance(key, str):
+        for member in kind:
+            if key.lower() in (member.name.lower(), str(member.value).lower()):
+                return member
+    choices = ", ".join(f"{kind.__name__}.{m.name}" for m in kind)
+    raise QuantizationError(f"ember: {what} must be one of {choices}; got {value!r}")
+
+
+def check_count(value: Any, what: str) -> int:
+    """``value`` as a positive int (a QuantizationError for 0, negatives, floats, bools)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise QuantizationError(f"ember: {what} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 class QuantizationPreset(Enum):

@@ -27,6 +27,8 @@ from ember.quantize.parameters import (
     IgnoredScope,
     QuantizationError,
     SensitivityMetric,
+    as_enum,
+    check_count,
 )
 from ember.quantize.placement import ignored_nodes
 
@@ -71,6 +73,9 @@ def compress_weights(model: Any, mode: CompressWeightsMode = CompressWeightsMode
                                 "(ember implements the data-free path, mixed precision, AWQ and scale estimation)")
     if backup_mode not in (None, "int8_asym") and getattr(backup_mode, "name", None) != "INT8_ASYM":
         raise QuantizationError(f"ember: backup_mode {backup_mode} is not supported (only INT8_ASYM)")
+    mode = as_enum(mode, CompressWeightsMode, "mode")
+    if sensitivity_metric is not None:
+        sensitivity_metric = as_enum(sensitivity_metric, SensitivityMetric, "sensitivity_metric")
     if mode == CompressWeightsMode.INT8:
         mode = CompressWeightsMode.INT8_ASYM
     int4 = mode in (CompressWeightsMode.INT4_SYM, CompressWeightsMode.INT4_ASYM)
@@ -88,8 +93,7 @@ def compress_weights(model: Any, mode: CompressWeightsMode = CompressWeightsMode
         raise QuantizationError(f"ember: ratio must be in [0, 1], got {ratio}")
     if int4 and group_size not in (-1,) and group_size <= 0:
         raise QuantizationError(f"ember: group_size must be positive or -1, got {group_size}")
-    if subset_size <= 0:
-        raise QuantizationError(f"ember: subset_size must be positive, got {subset_size}")
+    subset_size = check_count(subset_size, "subset_size")
     if scale_estimation and dataset is None:
         raise QuantizationError("ember: scale_estimation needs a dataset (compress_weights(..., dataset=...))")
     metric = sensitivity_metric or (SensitivityMetric.WEIGHT_QUANTIZATION_ERROR if dataset is None
