@@ -259,7 +259,7 @@ class Collector:
         # ports in graph order, and the model's own results last: the device schedules each port's
         # reductions right after the port (a depth-first walk from the results in their order), so
         # an observed activation is not kept alive to the end of the run
-        ports = sorted(self.stats, key=lambda p: (position.get(id(p.node), -1), p.index))
+        ports = sorted(self.stats, key=lambda p: _place(p, position))
         readers = {p: {id(t) for t in p.targets} for p in ports}
         layout: list[tuple[Output, int, list[str] | None]] = []  # port, first extra output, parts (None: raw)
         extra_ports: list[Output] = []
@@ -293,6 +293,15 @@ class Collector:
         if n == 0:
             raise QuantizationError("ember: the calibration dataset is empty: it yielded no items")
         return n
+
+
+def _place(port: Output, position: dict[int, int]) -> tuple[int, int]:
+    """Where ``port`` comes in the model's order; a port of a node outside the model (a
+    subtraction added to measure something) right after its inputs."""
+    at = position.get(id(port.node))
+    if at is not None:
+        return at, port.index
+    return max((position.get(id(v.node), -1) for v in port.node.input_values()), default=-1), 1 + port.index
 
 
 def compile_for_statistics(model: Model) -> Any:
