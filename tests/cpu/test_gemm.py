@@ -225,15 +225,18 @@ def test_kernel_call_releases_gil():
             time.sleep(0.001)
 
     t = threading.Thread(target=ticker)
-    t0 = time.perf_counter()
     t.start()
+    calls = []
     for _ in range(5):
+        t0 = time.perf_counter()
         g(a, c)
-    t1 = time.perf_counter()
+        calls.append((t0, time.perf_counter()))
     stop.set()
     t.join()
-    inside = [x for x in ticks if t0 < x < t1]
-    assert len(inside) >= 0.3 * (t1 - t0) / 0.0012, (len(inside), t1 - t0)
+    # ticks strictly inside one call: none can happen if the call holds the GIL; a busy machine
+    # only thins them out (no rate is assumed, so load cannot fail the test)
+    inside = [x for x in ticks if any(s < x < e for s, e in calls)]
+    assert len(inside) >= 2, (len(ticks), calls)
 
 
 @pytest.mark.parametrize("level", supported_levels())
