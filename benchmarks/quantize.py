@@ -287,8 +287,11 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_tool(tool: str, name: str, work: Path, model_type: str | None, preset: str | None = None) -> dict[str, float]:
+def run_tool(tool: str, name: str, work: Path, model_type: str | None, preset: str | None = None,
+             pin: int | None = None) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--worker", tool, name, str(work), model_type or "", preset or ""]
+    if pin is not None:  # one core: the tools' CPU seconds compare on a loaded machine
+        cmd = ["taskset", "-c", str(pin), *cmd]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -424,27 +427,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", type=int, default=None,
                     help="evaluation samples (default: 1000 photo crops for efficientnet, 200 sentences for minilm)")
     ap.add_argument("--out", help="also write the table to this markdown file")
+    ap.add_argument("--pin", type=int, default=None,
+                    help="run each tool's quantization on this one core (taskset): its CPU seconds then compare "
+                         "on a shared machine")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(args.worker[0], args.worker[1], args.worker[2], args.worker[3] or None, args.worker[4] or None)
         return 0
-    rows = ["| case | tool | quality vs f32 | quantize wall time | peak memory |", "|---|---|---|---|---|"]
+    rows = ["| case | tool | quality vs f32 | quantize wall time | quantize CPU time | peak memory |",
+            "|---|---|---|---|---|---|"]
     for case in args.cases.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             spec = prepare(case, work, args.calib, args.eval or EVAL_DEFAULT.get(case, 200))
-            cost: dict[str, dict[str, float]] = {"ember": {"seconds": 0.0, "peak_mb": 0.0},
-                                                 "nncf": {"seconds": 0.0, "peak_mb": 0.0}}
+            cost: dict[str, dict[str, float]] = {t: {"seconds": 0.0, "cpu_seconds": 0.0, "peak_mb": 0.0}
+                                                 for t in ("ember", "nncf")}
             for name, opts in spec["models"].items():
                 for tool in ("ember", "nncf"):
-                    r = run_tool(tool, name, work, opts["model_type"], opts.get("preset"))
+                    r = run_tool(tool, name, work, opts["model_type"], opts.get("preset"), args.pin)
+                    print(f"  {name} {tool}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU, "
+                          f"{r['peak_mb']:.0f} MB", flush=True)
                     cost[tool]["seconds"] += r["seconds"]
+                    cost[tool]["cpu_seconds"] += r["cpu_seconds"]
                     cost[tool]["peak_mb"] = max(cost[tool]["peak_mb"], r["peak_mb"])
             quality = evaluate(spec, work)
             for tool in ("ember", "nncf"):
                 q = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in quality[tool].items())
-                rows.append(f"| {case} | {tool} | {q} | {cost[tool]['seconds']:.1f} s | "
+                rows.append(f"| {case} | {tool} | {q} | {cost[tool]['seconds']:.1f} s | {cost[tool]['cpu_seconds']:.1f} s | "
                             f"{cost[tool]['peak_mb']:.0f} MB |")
             print("\n".join(rows[-2:]), flush=True)
     table = "\n".join(rows)
