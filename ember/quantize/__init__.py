@@ -14,6 +14,7 @@ from ember.quantize.parameters import (
     AdvancedCompressionParameters,
     AdvancedQuantizationParameters,
     AdvancedScaleEstimationParameters,
+    BackupMode,
     CompressWeightsMode,
     DropType,
     IgnoredScope,
@@ -32,7 +33,7 @@ from ember.quantize.parameters import (
 from ember.quantize.weights import compress_weights  # noqa: I001 - after parameters
 
 __all__ = ["AdvancedAccuracyRestorerParameters", "AdvancedAWQParameters", "AdvancedCompressionParameters",
-           "AdvancedScaleEstimationParameters", "SensitivityMetric", "AdvancedQuantizationParameters", "CompareReport", "LayerError", "CompressWeightsMode", "Dataset",
+           "AdvancedScaleEstimationParameters", "BackupMode", "SensitivityMetric", "AdvancedQuantizationParameters", "CompareReport", "LayerError", "CompressWeightsMode", "Dataset",
            "DropType", "IgnoredScope", "ModelType", "OverflowFix", "QuantizationError", "QuantizationMode",
            "QuantizationPreset", "RangeEstimatorParameters", "RangeEstimatorParametersSet", "SmoothQuantParameters", "Subgraph", "TargetDevice", "compare", "compress_weights", "quantize",
            "quantize_with_accuracy_control"]

@@ -42,6 +42,15 @@ def check_count(value: Any, what: str) -> int:
     return int(value)
 
 
+class BackupMode(Enum):
+    """The format of the weights ``compress_weights`` keeps out of INT4 (``ratio < 1``, and the
+    layers INT4 skips). ember implements NNCF's default, INT8_ASYM; the others are refused."""
+
+    NONE = "none"
+    INT8_SYM = "int8_sym"
+    INT8_ASYM = "int8_asym"
+
+
 class QuantizationPreset(Enum):
     """PERFORMANCE: symmetric activations; MIXED: asymmetric activations (weights symmetric)."""
 

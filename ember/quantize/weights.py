@@ -23,6 +23,7 @@ from ember.graph.types import Type
 from ember.quantize.graph_utils import Constants, load_model
 from ember.quantize.parameters import (
     AdvancedCompressionParameters,
+    BackupMode,
     CompressWeightsMode,
     IgnoredScope,
     QuantizationError,
@@ -71,8 +72,9 @@ def compress_weights(model: Any, mode: CompressWeightsMode = CompressWeightsMode
     if bad:
         raise QuantizationError(f"ember: compress_weights option(s) not supported: {', '.join(sorted(bad))} "
                                 "(ember implements the data-free path, mixed precision, AWQ and scale estimation)")
-    if backup_mode not in (None, "int8_asym") and getattr(backup_mode, "name", None) != "INT8_ASYM":
-        raise QuantizationError(f"ember: backup_mode {backup_mode} is not supported (only INT8_ASYM)")
+    if backup_mode is not None and as_enum(backup_mode, BackupMode, "backup_mode") != BackupMode.INT8_ASYM:
+        raise QuantizationError(f"ember: backup_mode {backup_mode} is not supported (only BackupMode.INT8_ASYM, "
+                                "NNCF's default)")
     mode = as_enum(mode, CompressWeightsMode, "mode")
     if sensitivity_metric is not None:
         sensitivity_metric = as_enum(sensitivity_metric, SensitivityMetric, "sensitivity_metric")

@@ -88,3 +88,25 @@ def test_enum_options_take_their_names_and_values() -> None:
     for x, y in zip(fq[0], fq[1]):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(fq[0][0], fq[2][0])  # PERFORMANCE: symmetric, another input_low
+
+
+def test_nncf_names_code_calls() -> None:
+    """Names NNCF sample code uses beyond quantize/compress_weights, with NNCF's values."""
+    real = pytest.importorskip("nncf")
+    from ember.nncf.parameters import BackupMode, CompressWeightsMode
+
+    assert {m.value for m in BackupMode} <= {m.value for m in real.BackupMode}
+    # INT8: older NNCF's alias of INT8_ASYM, kept for old scripts
+    assert {m.value for m in CompressWeightsMode} - {"int8"} <= {m.value for m in real.CompressWeightsMode}
+    a = nncf.compress_weights(_matmul_model(), mode=INT4, group_size=32, ratio=0.5)
+    b = nncf.compress_weights(_matmul_model(), mode=INT4, group_size=32, ratio=0.5,
+                              backup_mode=nncf.BackupMode.INT8_ASYM)
+    assert [n.type_name for n in a.get_ordered_ops()] == [n.type_name for n in b.get_ordered_ops()]
+    with pytest.raises(nncf.ValidationError, match="backup_mode"):
+        nncf.compress_weights(_matmul_model(), mode=INT4, group_size=32, ratio=0.5, backup_mode=real.BackupMode.NONE)
+    q = nncf.quantize(_conv_model(), nncf.Dataset(ITEMS), advanced_parameters=QUIET)
+    stripped = nncf.strip(q)
+    assert stripped is not q and len(stripped.get_ordered_ops()) == len(q.get_ordered_ops())
+    assert nncf.strip(q, do_copy=False) is q
+    nncf.set_log_level(30)
+    assert nncf.AdvancedSmoothQuantParameters().matmul == real.AdvancedSmoothQuantParameters().matmul
