@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
-from ember.devices.cpu.llvm.codegen import I8, I16, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import I8, I16, I32, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.vector import aligned_alloca
 from ember.errors import EmberError
 
@@ -117,6 +117,28 @@ def byte_mask(e: Emitter, count: ir.Value) -> ir.Value:
     n = b.trunc(e.min(e.max(count, c64(0)), c64(64)), I8)
     idx = ir.Constant(vec(I8, 64), list(range(64)))
     return b.icmp_unsigned("<", idx, e.splat(n, 64))
+
+
+def store_pixel_channels(e: Emitter, row: ir.Value, dst: ir.Value, mask: ir.Value, channels: ir.Value) -> None:
+    """Store the 16 four-byte pixels of ``row`` (<64 x i8>) at ``dst`` as ``channels``-byte
+    pixels (1, 2 or 3 at run time: each pixel's first bytes, side by side), under ``mask``."""
+    b = e.b
+    v64 = vec(I8, 64)
+
+    def store(c: int) -> None:
+        pick = [4 * (j // c) + j % c if j < 16 * c else 0 for j in range(64)]
+        packed = b.shuffle_vector(row, ir.Constant(v64, None), ir.Constant(vec(I32, 64), pick))
+        e.call("llvm.masked.store.v64i8.p0", VOID, [packed, dst, c32(1), mask])
+
+    with b.if_else(b.icmp_signed("==", channels, c64(3))) as (c3, fewer):
+        with c3:
+            store(3)
+        with fewer:
+            with b.if_else(b.icmp_signed("==", channels, c64(2))) as (c2, c1):
+                with c2:
+                    store(2)
+                with c1:
+                    store(1)
 
 
 def copy_bytes(e: Emitter, src: ir.Value, dst: ir.Value, nbytes: ir.Value) -> None:

@@ -68,6 +68,7 @@ from ember.devices.cpu.kernels.amx import (
     emit_tile_config,
     fits_stack,
     store_c_tiles,
+    store_pixel_channels,
     tile_release,
     two_by_two,
 )
@@ -621,22 +622,7 @@ def _gather_packed_taps(e: ContextEmitter, blk: TaskBlock, rows: ir.Value, gbuf:
                         src = e.gep(I8, xrow, b.mul(ix0, c64(4)))
                         row = e.call("llvm.masked.load.v64i8.p0", v64,
                                      [src, c32(1), byte_mask(e, b.mul(kw, c64(4))), ir.Constant(v64, None)])
-                        out = byte_mask(e, b.mul(kw, cin))
-
-                        def store_packed(c: int) -> None:
-                            pick = [4 * (j // c) + j % c if j < 16 * c else 0 for j in range(64)]
-                            packed = b.shuffle_vector(row, ir.Constant(v64, None), ir.Constant(vec(I32, 64), pick))
-                            e.call("llvm.masked.store.v64i8.p0", VOID, [packed, drow, c32(1), out])
-
-                        with b.if_else(b.icmp_signed("==", cin, c64(3))) as (c3, fewer):
-                            with c3:
-                                store_packed(3)
-                            with fewer:
-                                with b.if_else(b.icmp_signed("==", cin, c64(2))) as (c2, c1):
-                                    with c2:
-                                        store_packed(2)
-                                    with c1:
-                                        store_packed(1)
+                        store_pixel_channels(e, row, drow, byte_mask(e, b.mul(kw, cin)), cin)
                     with per_tap:
                         taps()
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 from llvmlite import ir
 
-from ember.devices.cpu.kernels.amx import byte_mask
+from ember.devices.cpu.kernels.amx import byte_mask, store_pixel_channels
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
@@ -189,22 +189,7 @@ def _whole_windows(e: ContextEmitter, yok: ir.Value, whole_ok: ir.Value, ix0: ir
         with whole:
             row = e.call("llvm.masked.load.v64i8.p0", v64, [e.gep(I8, xr, b.mul(ix0, c64(4))), c32(1),
                                                             byte_mask(e, b.mul(kw, c64(4))), ir.Constant(v64, None)])
-            out = byte_mask(e, span)
-
-            def store_packed(n: int) -> None:
-                pick = [4 * (j // n) + j % n if j < 16 * n else 0 for j in range(64)]
-                packed = b.shuffle_vector(row, ir.Constant(v64, None), ir.Constant(vec(I32, 64), pick))
-                e.call("llvm.masked.store.v64i8.p0", VOID, [packed, dst, c32(1), out])
-
-            with b.if_else(b.icmp_signed("==", c, c64(3))) as (c3, fewer):
-                with c3:
-                    store_packed(3)
-                with fewer:
-                    with b.if_else(b.icmp_signed("==", c, c64(2))) as (c2, c1):
-                        with c2:
-                            store_packed(2)
-                        with c1:
-                            store_packed(1)
+            store_pixel_channels(e, row, dst, byte_mask(e, span), c)
         with per_tap:
             taps()
 
