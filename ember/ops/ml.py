@@ -51,13 +51,7 @@ class LabelEncoder(Node):
     def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x, keys, values, default = (np.asarray(a) for a in inputs)
         default = default.reshape(-1)[0]
-        table: dict[Any, Any] = {}
-        nan_value = None
-        for k, v in zip(keys.reshape(-1), values.reshape(-1)):
-            if isinstance(k, float | np.floating) and np.isnan(k):
-                nan_value = v
-            else:
-                table[k.item() if isinstance(k, np.generic) else k] = v
+        table, nan_value = label_table(keys, values)
         flat = []
         for e in x.reshape(-1):
             key = e.item() if isinstance(e, np.generic) else e
@@ -68,6 +62,19 @@ class LabelEncoder(Node):
         out = np.empty(len(flat), dtype=values.dtype)
         out[:] = flat
         return [out.reshape(x.shape)]
+
+
+def label_table(keys: np.ndarray, values: np.ndarray) -> tuple[dict[Any, Any], Any]:
+    """LabelEncoder's lookup as a dict (a later duplicate key wins; -0.0 and 0.0 are one key)
+    and the value of a NaN key (None without one)."""
+    table: dict[Any, Any] = {}
+    nan_value = None
+    for k, v in zip(keys.reshape(-1), values.reshape(-1)):
+        if isinstance(k, float | np.floating) and np.isnan(k):
+            nan_value = v
+        else:
+            table[k.item() if isinstance(k, np.generic) else k] = v
+    return table, nan_value
 
 
 @register_op

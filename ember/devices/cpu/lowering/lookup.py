@@ -12,17 +12,12 @@ import numpy as np
 from ember.devices.cpu.lowering.driver import Lowering, const_of, lowers, static_shape
 from ember.devices.cpu.runtime.plan import PLAIN, Op
 from ember.graph.node import Node
+from ember.ops.ml import label_table
 
 
 def lookup_table(keys: np.ndarray, values: np.ndarray, floating: bool) -> tuple[np.ndarray, np.ndarray, Any] | None:
     """(sorted keys as f64 or i64, their values, the NaN key's value or None), or None."""
-    table: dict[Any, Any] = {}
-    nan_value = None
-    for k, v in zip(keys.reshape(-1), values.reshape(-1)):
-        if isinstance(k, float | np.floating) and np.isnan(k):
-            nan_value = v
-        else:
-            table[k.item() if isinstance(k, np.generic) else k] = v
+    table, nan_value = label_table(keys, values)
     ks = list(table)
     if keys.dtype.kind == "f" and not floating:
         return None  # an integer element equal to a float key: leave it to the reference
