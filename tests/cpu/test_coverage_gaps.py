@@ -12,6 +12,7 @@ from collections.abc import Callable
 import ml_dtypes
 import numpy as np
 import pytest
+from native_case import native_case  # noqa: E402
 
 import ember
 import ember.errors
@@ -59,13 +60,8 @@ def _alternating(rank: int, dims: tuple[int, ...] = (2, 3, 4, 5, 3, 2, 3, 2)) ->
 
 def _check(fn: Callable[..., object], inputs: list[np.ndarray], rtol: float) -> None:
     """CPU against REFERENCE, with no op on a reference kernel."""
-    params = [ops.parameter(list(a.shape), a.dtype, name=f"x{i}") for i, a in enumerate(inputs)]
-    out = fn(*params)
-    outs = out if isinstance(out, list) else [out]
-    model = Model(outs, params, "case")
-    core = ember.Core()
-    want = core.compile_model(model, "REFERENCE")(inputs)
-    cm = core.compile_model(model, "CPU")
+    model, want, cm = native_case(fn, inputs)
+    outs = model.outputs
     prog = cm._executable.program
     halves = any(o.element_type == Type.f16 for n in model.get_ordered_ops() for o in n.outputs())
     if not halves or halves_ok(host_isa()):  # f16 needs F16C on x86 (EMBER_CPU_ISA=generic lacks it)

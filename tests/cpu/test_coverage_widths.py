@@ -12,10 +12,9 @@ from collections.abc import Callable
 import ml_dtypes
 import numpy as np
 import pytest
+from native_case import native_case  # noqa: E402
 
-import ember
 import ember.opset as ops
-from ember.graph.model import Model
 
 RNG = np.random.default_rng(1316)
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -41,13 +40,8 @@ def _data(shape: tuple[int, ...], dtype: np.dtype | type, special: bool = True) 
 
 def _check(fn: Callable[..., object], inputs: list[np.ndarray], rtol: float = 0.0) -> None:
     """CPU against REFERENCE (exact unless ``rtol``), with no op on a reference kernel."""
-    params = [ops.parameter(list(a.shape), a.dtype, name=f"x{i}") for i, a in enumerate(inputs)]
-    out = fn(*params)
-    outs = out if isinstance(out, list) else [out]
-    model = Model(outs, params, "case")
-    core = ember.Core()
-    want = core.compile_model(model, "REFERENCE")(inputs)
-    cm = core.compile_model(model, "CPU")
+    model, want, cm = native_case(fn, inputs)
+    outs = model.outputs
     fallbacks = cm._executable.program.stats["fallbacks"]
     assert not fallbacks, f"ran on reference kernels: {fallbacks}"
     got = cm(inputs)

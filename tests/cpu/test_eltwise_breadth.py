@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from native_case import native_case  # noqa: E402
 
 import ember
 import ember.opset as ops
@@ -55,13 +56,8 @@ def _case(fn: Callable[..., object], *inputs: np.ndarray) -> Case:
 def _check(fn: Callable[..., object], inputs: list[np.ndarray], rtol: float = 2e-6, strict: bool = False) -> None:
     """CPU against REFERENCE, with no op on a reference kernel (``strict``: no python step at
     all but the copies of model inputs)."""
-    params = [ops.parameter(list(a.shape), a.dtype, name=f"x{i}") for i, a in enumerate(inputs)]
-    out = fn(*params)
-    outs = out if isinstance(out, list) else [out]
-    model = Model(outs, params, "case")
-    core = ember.Core()
-    want = core.compile_model(model, "REFERENCE")(inputs)
-    cm = core.compile_model(model, "CPU")
+    model, want, cm = native_case(fn, inputs)
+    outs = model.outputs
     prog = cm._executable.program
     assert not prog.stats["fallbacks"], f"ran on reference kernels: {prog.stats['fallbacks']}"
     if strict:
