@@ -79,7 +79,9 @@ def test_diagnosis_counts_collections_and_pool_jobs_per_run():
             run()
         rows = np.asarray(diagnosis.rows)
         assert rows.shape == (5, 8) and (rows[:, 4] == 1).all()  # one parallel job per run
-        assert (rows[:, 7] == 0).all()  # no worker rescued (none was late)
+        # rescues per run add up to the pool's own count (a worker is late, and rescued, only
+        # when the machine is busy: CI's load can make that happen, so no fixed figure here)
+        assert (rows[:, 7] >= 0).all() and rows[:, 7].sum() == pool.stats().rescues
         assert rows[2, 3] >= 1
         summary = diagnosis.summary()
         assert summary["runs"] == 5 and summary["all"]["gc_gen2_runs"] >= 0.2
