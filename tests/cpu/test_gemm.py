@@ -208,6 +208,56 @@ def test_schedule_covers_work():
         assert gn * tn >= npan and (gn - 1) * tn < npan
 
 
+def _plan_blocks_by_brute_force(m, n, k_per_tap, taps, groups, tile, threads, max_tm=8):
+    """The schedule model of ``plan_blocks`` spelled out block by block, with a heap."""
+    import heapq
+
+    from ember.devices.cpu.kernels import gemm as g
+
+    ntm, ntn = max(1, -(-m // tile.mr)), max(1, -(-n // tile.nr))
+    max_tm = max(1, min(max_tm, ntm, 4096 // max(taps, 1)))
+    kdepth = k_per_tap * taps
+    if threads <= 1 or -(-ntm // max_tm) >= 4 * threads:
+        return max_tm, ntn, -(-ntm // max_tm), 1
+    best = None
+    for tm in range(1, max_tm + 1):
+        gm = -(-ntm // tm)
+        for gn in range(1, min(ntn, 8 * threads) + 1):
+            tn = -(-ntn // gn)
+            if -(-ntn // tn) != gn:
+                continue
+            costs = []
+            for im in range(gm):
+                rows = min(m, (im + 1) * tm * tile.mr) - im * tm * tile.mr
+                for jn in range(gn):
+                    cols = min(ntn, (jn + 1) * tn) - jn * tn
+                    flops = 2.0 * rows * cols * tile.nr * kdepth
+                    mem = 4.0 * (cols * tile.nr * kdepth + rows * kdepth)
+                    costs.append(flops / g.PEAK_FLOPS_PER_THREAD + g.TASK_OVERHEAD_S + mem / g.MEM_BYTES_PER_S)
+            heap = [0.0] * threads
+            for c in costs * groups:
+                heapq.heappush(heap, heapq.heappop(heap) + c)
+            key = (round(max(heap) * 1e8), gm * gn)
+            if best is None or key < best[0]:
+                best = (key, (tm, tn, gm, gn))
+    return best[1]
+
+
+def test_schedule_equals_the_block_by_block_model():
+    """The planner's shortcuts (two block sizes per axis, no heap at two threads) choose what the
+    model computed block by block chooses, over GEMM geometries of every kind."""
+    rng = np.random.default_rng(7)
+    for tile in {TILES["avx512"], TILES["avx2"]}:
+        for _ in range(150):
+            m = int(rng.choice([1, 5, 13, 14, 29, 64, 97, 128, 200, 784]))
+            n = int(rng.choice([1, 3, 16, 64, 100, 384, 1000, 1536]))
+            k = int(rng.choice([1, 3, 32, 64, 384, 1152]))
+            taps, groups = int(rng.choice([1, 9])), int(rng.choice([1, 2, 12]))
+            threads = int(rng.choice([2, 3, 4]))
+            args = (m, n, k, taps, groups, tile, threads)
+            assert plan_blocks.__wrapped__(*args) == _plan_blocks_by_brute_force(*args), args
+
+
 def test_kernel_call_releases_gil():
     """While a long GEMM runs in one Python thread, another Python thread keeps running."""
     rng = np.random.default_rng(0)

@@ -1403,6 +1403,15 @@ MEM_BYTES_PER_S = 40e9
 
 
 def _makespan(costs: list[float], threads: int) -> float:
+    """Finish time of ``costs`` taken in order, each by the least-loaded of ``threads``."""
+    if threads == 2:  # the common case, without a heap (ties are symmetric: same result)
+        a = b = 0.0
+        for c in costs:
+            if a <= b:
+                a += c
+            else:
+                b += c
+        return max(a, b)
     heap = [0.0] * threads
     for c in costs:
         t = heapq.heappop(heap)
@@ -1425,6 +1434,12 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
     kdepth = k_per_tap * taps
     if threads <= 1 or -(-ntm // max_tm) >= 4 * threads:  # one thread, or plenty of row blocks
         return max_tm, ntn, -(-ntm // max_tm), 1
+
+    def cost(rows: int, cols: int) -> float:
+        flops = 2.0 * rows * cols * tile.nr * kdepth
+        mem = 4.0 * (cols * tile.nr * kdepth + rows * kdepth)
+        return flops / PEAK_FLOPS_PER_THREAD + TASK_OVERHEAD_S + mem / MEM_BYTES_PER_S
+
     best: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
     for tm in range(1, max_tm + 1):
         gm = -(-ntm // tm)
@@ -1432,14 +1447,14 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
             tn = -(-ntn // gn)
             if -(-ntn // tn) != gn:
                 continue
+            # every block but the last row / column block has the full size: two row sizes and
+            # two column sizes, so each row of blocks is one of two lists
+            full_rows, last_rows = tm * tile.mr, m - (gm - 1) * tm * tile.mr
+            last_cols = ntn - (gn - 1) * tn
             costs = []
-            for im in range(gm):
-                rows = min(m, (im + 1) * tm * tile.mr) - im * tm * tile.mr
-                for jn in range(gn):
-                    cols = min(ntn, (jn + 1) * tn) - jn * tn
-                    flops = 2.0 * rows * cols * tile.nr * kdepth
-                    mem = 4.0 * (cols * tile.nr * kdepth + rows * kdepth)
-                    costs.append(flops / PEAK_FLOPS_PER_THREAD + TASK_OVERHEAD_S + mem / MEM_BYTES_PER_S)
+            for im, rows in ((gm - 1, full_rows), (1, last_rows)):
+                row = [cost(rows, tn)] * (gn - 1) + [cost(rows, last_cols)]
+                costs += row * im
             span = _makespan(costs * groups, threads)
             key = (round(span * 1e8), gm * gn)
             if best is None or key < best[0]:
