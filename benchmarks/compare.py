@@ -125,7 +125,7 @@ class CompareConfig:
     seed: int = 0
     load: bool = False  # latency again while another process spins on one core
     rss: bool = False  # peak resident memory of each engine, each in a process of its own
-    pause_s: float = 0.05  # between slices, so that a pool that spins after its work sleeps first
+    pause_s: float = 0.05  # between slices, at least, and until the process is idle (settle)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -628,14 +628,38 @@ def latency_slice(fn: Callable[[], Any], seconds: float) -> list[float]:
     return out
 
 
+def settle(window_s: float = 0.01, idle_share: float = 0.05, max_s: float = 1.0, quiet_windows: int = 3) -> float:
+    """Sleep until this process's threads used under ``idle_share`` of a core over
+    ``quiet_windows`` consecutive ``window_s`` windows (an engine's spinning threads gone quiet:
+    ONNX Runtime's intra-op threads spin 10-30% of a core for 100-150 ms after a run, and in
+    bursts, so one quiet 10 ms window is not enough), at most ``max_s``; the seconds slept (at
+    least ``quiet_windows`` windows)."""
+    start = time.perf_counter()
+    quiet = 0
+    while True:
+        c0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(window_s)
+        t1 = time.perf_counter()
+        quiet = quiet + 1 if time.process_time() - c0 <= idle_share * (t1 - t0) else 0
+        if quiet >= quiet_windows or t1 - start >= max_s:
+            return t1 - start
+
+
 def alternate(jobs: Sequence[Callable[[], Any]], rounds: int, pause_s: float = 0.0) -> list[list[Any]]:
-    """Run ``jobs`` A B C A B C ... for ``rounds`` rounds; each job's results in order."""
+    """Run ``jobs`` A B C A B C ... for ``rounds`` rounds; each job's results in order. With
+    ``pause_s`` > 0, each job is followed by a pause of at least ``pause_s`` that lasts until
+    the process is idle (:func:`settle`, at most 1 s), so one engine's spinning threads do not
+    fall on the next engine's first runs."""
     results: list[list[Any]] = [[] for _ in jobs]
     for _ in range(rounds):
         for i, job in enumerate(jobs):
             results[i].append(job())
             if pause_s:
-                time.sleep(pause_s)
+                t0 = time.perf_counter()
+                settle()
+                rest = pause_s - (time.perf_counter() - t0)
+                if rest > 0:
+                    time.sleep(rest)
     return results
 
 

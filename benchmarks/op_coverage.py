@@ -14,8 +14,9 @@ median over all runs, and the spread of the rounds (slowest round's median / fas
 median: a whole round 10x slower than the others shows here); for ember, every op that ran on a
 reference kernel instead of a native one.
 
-Fairness between engines: after each engine's round the process *settles* (it sleeps until a
-10 ms window in which its own threads used under 5% of a core, at most 1 s) before the next
+Fairness between engines: after each engine's round the process *settles* (it sleeps until
+three consecutive 10 ms windows in which its own threads used under 5% of a core, at most 1 s;
+``compare.settle``, which compare.py's rounds use too) before the next
 engine's round starts. ONNX Runtime's intra-op threads keep spinning after a run (its default
 ``session.intra_op.allow_spinning``, left as it is): measured 10-30% of a core for 100-150 ms
 after a round on this machine, where OpenVINO's and ember's threads are quiet within 10 ms. A
@@ -63,17 +64,7 @@ def fallback_ops(compiled: compare.Compiled) -> dict[str, int]:
     return dict(stats.get("fallbacks", {})) if isinstance(stats, dict) else {}
 
 
-def settle(window_s: float = 0.01, idle_share: float = 0.05, max_s: float = 1.0) -> float:
-    """Sleep until this process's threads used under ``idle_share`` of a core over one
-    ``window_s`` window (peers' spinning threads gone quiet), at most ``max_s``; the seconds
-    slept (at least one window)."""
-    start = time.perf_counter()
-    while True:
-        c0, t0 = time.process_time(), time.perf_counter()
-        time.sleep(window_s)
-        t1 = time.perf_counter()
-        if (time.process_time() - c0) <= idle_share * (t1 - t0) or t1 - start >= max_s:
-            return t1 - start
+settle = compare.settle  # sleep until the process's threads are idle (three quiet 10 ms windows, at most 1 s)
 
 
 def measure(jobs: Sequence[Callable[[], Any]], runs: int, rounds: int,
