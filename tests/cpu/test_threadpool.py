@@ -297,10 +297,12 @@ def test_a_sleeping_worker_is_counted_and_wake_readies_it():
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs CPU affinity and two CPUs")
 def test_pinning_adapts_to_a_busy_machine(monkeypatch):
-    """Workers are let go (any allowed CPU) when they are preempted often per CPU-second they
-    use, and pinned again after a longer quiet window; the counters are faked."""
+    """Where the machine's counters cannot be read: workers are let go (any allowed CPU) when
+    they are preempted often per CPU-second they use, and pinned again after a longer quiet
+    window; the counters are faked."""
     monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
     monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(tp, "load_counters", lambda cpus: None)
     usage = [0.0, 0]
     monkeypatch.setattr(tp, "_usage", lambda tids: (usage[0], usage[1]))
     allowed = sorted(os.sched_getaffinity(0))
@@ -334,6 +336,7 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
 
 def test_fixed_pinning_does_not_adapt(monkeypatch):
     monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(tp, "load_counters", lambda cpus: None)
     usage = [0.0, 0]
     monkeypatch.setattr(tp, "_usage", lambda tids: (usage[0], usage[1]))
     for pool in (ThreadPool(2, pin=True), ThreadPool(2, pin=False), ThreadPool(1)):
@@ -557,5 +560,123 @@ def test_a_busy_pool_runs_serially_when_that_is_faster(monkeypatch):
         ran_on.clear()
         pool.parallel_for(addr, 0, 4)
         assert len(ran_on) == 4
+    finally:
+        pool.close()
+
+
+def test_load_judge_follows_the_load_both_ways():
+    """Fed synthetic counters (others' CPU time growing at a chosen rate), the judge calls the
+    machine busy within a window of another process taking a core, quiet within a window of it
+    leaving, and keeps its verdict in the band between the two thresholds."""
+    judge = tp.LoadJudge(threads=2, cpus=2, window_s=0.1, min_window_s=0.05)
+    t, others, own = 0.0, 0.0, 0.0
+
+    def run(rate: float, seconds: float, own_rate: float = 2.0) -> list[bool]:
+        nonlocal t, others, own
+        verdicts = []
+        for _ in range(round(seconds / 0.025)):
+            t += 0.025
+            others += rate * 0.025
+            own += own_rate * 0.025  # ember's own threads: never load
+            verdicts.append(judge.feed(t, others + own, own))
+        return verdicts
+
+    assert judge.feed(t, 0.0, 0.0) is False and judge.load is None  # one sample: nothing judged
+    assert not any(run(0.0, 0.5))
+    assert judge.load == pytest.approx(0.0, abs=1e-9)
+    busy = run(1.0, 0.5)  # a spinner takes one of the two cores
+    assert busy[-1] and busy.index(True) <= 4 and judge.load == pytest.approx(1.0)
+    assert all(run(0.4, 0.5))  # between the thresholds: still busy
+    quiet = run(0.1, 0.5)
+    assert not quiet[-1] and quiet.index(False) <= 4
+    assert not any(run(0.4, 0.5))  # between the thresholds: still quiet
+    wide = tp.LoadJudge(threads=2, cpus=8)  # two threads on eight cores: a spinner leaves plenty
+    for i in range(20):
+        wide.feed(0.025 * i, 1.0 * 0.025 * i, 0.0)
+    assert not wide.busy and wide.load == pytest.approx(1.0)
+
+
+def _feed(ch, times, n, load=None):
+    modes = []
+    for _ in range(n):
+        serial = ch.choose(load)
+        modes.append(serial)
+        ch.record(serial, times[serial])
+    return modes
+
+
+def test_mode_chooser_probes_parallel_before_it_tries_serial():
+    """With quiet parallel times known, a measuring spell first runs `pairs` parallel runs: not
+    slower than gate x the quiet median, parallel wins with no serial run at all (the explored
+    serial runs were the p99); slower, serial and parallel alternate and the faster wins."""
+    ch = tp.ModeChooser(pairs=3, exploit=10, max_exploit=40, gate=1.5)
+    for _ in range(5):
+        ch.quiet(1.0)
+    modes = _feed(ch, {False: 1.2, True: 1.8}, 200)  # a busy machine that does not hurt parallel runs
+    assert not any(modes)
+    ch.reset()
+    modes = _feed(ch, {False: 3.0, True: 1.8}, 3 + 6 + 10)  # parallel hurt (bf16 under a spinner)
+    assert modes[:3] == [False] * 3 and modes[3:9] == [False, True] * 3 and modes[9:] == [True] * 10
+    assert len(ch.reference) == 5  # reset keeps the quiet reference
+
+
+def test_mode_chooser_measures_again_when_the_load_changes():
+    """Exploiting a verdict, a change of the load by `relevel` cores starts a new spell at once
+    (not after up to max_exploit runs); smaller changes do not."""
+    ch = tp.ModeChooser(pairs=2, exploit=100, relevel=0.5)
+    modes = _feed(ch, {False: 2.0, True: 1.0}, 20, load=1.0)
+    assert modes[:4] == [False, True] * 2 and modes[4:] == [True] * 16
+    assert _feed(ch, {False: 2.0, True: 1.0}, 10, load=1.3) == [True] * 10  # a small change: no spell
+    modes = _feed(ch, {False: 0.5, True: 1.0}, 10, load=0.2)  # the load dropped: measured at once
+    assert modes[:4] == [False, True] * 2 and modes[4:] == [False] * 6
+
+
+def test_pool_busy_follows_the_machine_counters(monkeypatch):
+    """The pool's busy judgement from (faked) machine counters: another process taking a core
+    makes it busy (workers unpinned, the chooser consulted) within a window's worth of runs, and
+    its leaving makes it quiet again as fast (workers pinned, runs parallel, native serial spells
+    back to their shortest); quiet runs' times become the chooser's reference. Counts of runs,
+    each at least 10 ms apart, never wall-time thresholds."""
+    monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
+    monkeypatch.setattr(tp, "SAMPLE_EVERY_S", 0.0)
+    state = {"rate": 0.0, "acc": 0.0, "last": time.monotonic()}
+
+    def counters(cpus):
+        now = time.monotonic()
+        state["acc"] += state["rate"] * (now - state["last"])
+        state["last"] = now
+        return state["acc"], 0.0
+
+    def set_rate(rate):
+        counters(None)
+        state["rate"] = rate
+
+    monkeypatch.setattr(tp, "load_counters", counters)
+    pool = ThreadPool(2)
+    try:
+        def runs_until(cond, limit=40):
+            for i in range(limit):
+                time.sleep(0.01)
+                pool.adapt()
+                pool.finished()
+                if cond():
+                    return i + 1
+            return limit + 1
+
+        assert runs_until(lambda: False, 12) == 13 and not pool.busy
+        assert len(pool.chooser.reference) >= 10  # quiet parallel runs: the probe's reference
+        set_rate(1.0)
+        assert runs_until(lambda: pool.busy) <= 12
+        if pool.adaptive_pinning:
+            assert pool.pinned_cpus == [] and pool.unpinned_for_load == 1
+        assert pool.chooser.step > 0  # consulted for the busy runs
+        pool._state[tp._BACKOFF_CUR] = 64 * pool._state[tp._BACKOFF]  # a long native spell is due
+        set_rate(0.0)
+        assert runs_until(lambda: not pool.busy) <= 12
+        pool.adapt()
+        assert not pool.serial_run and pool.chooser.step == 0
+        assert pool._state[tp._BACKOFF_CUR] == pool._state[tp._BACKOFF]
+        if pool.adaptive_pinning:
+            assert len(pool.pinned_cpus) == 1
     finally:
         pool.close()

@@ -43,12 +43,16 @@ unpinned, 6 ms pinned, 5.6 ms back to back). On a busy machine pinning is harmfu
 worker waits in its own CPU's run queue behind other processes (the caller with it, at the
 end of each job) and cannot be moved to a CPU that frees up; op-coverage networks ran 1.2-1.7x
 slower than on one thread. So :meth:`ThreadPool.adapt` (called by a plan at each run)
-watches the workers' own involuntary context switches per CPU-second they use
-(``/proc/self/task/<tid>``: other threads of the process, such as another engine's spinning
-workers, do not count; the whole process's counters where /proc cannot tell): above
-``BUSY_PREEMPTIONS`` the workers are let run on any allowed CPU, below ``QUIET_PREEMPTIONS``
-over a longer window they are pinned again. ``EMBER_PIN_THREADS=0``/``1`` (or ``pin=``)
-fixes the choice.
+judges the load every ``SAMPLE_EVERY_S`` (25 ms) from the last ~100 ms of the machine's
+counters (:class:`LoadJudge`: the cores other processes used, ``/proc/stat`` minus this
+process's CPU time; threads of this process, such as another engine's spinning workers, do not
+count): busy, the workers are let run on any allowed CPU and a :class:`ModeChooser` picks each
+run's mode (parallel, or serial on the caller alone); quiet again, they are pinned and runs go
+parallel at once. The counters do not need the workers to run, so a serial spell ends within
+about 100 ms of the other process leaving. Where /proc/stat cannot be read, the workers' own
+involuntary context switches per CPU-second they use decide (``BUSY_PREEMPTIONS``,
+``QUIET_PREEMPTIONS``, over longer windows). ``EMBER_PIN_THREADS=0``/``1`` (or ``pin=``)
+fixes the pinning.
 
 Calling :meth:`ThreadPool.parallel_for` from Python is one ctypes call that releases the GIL.
 Native code (a plan runner) can call the ``parallel_for`` function at
@@ -614,8 +618,91 @@ def _usage(tids: list[int]) -> tuple[float, int]:
     return cpu, switches
 
 
-#: involuntary context switches per CPU-second of the workers above which the machine counts as
-#: busy (pinned workers are let go), and below which it counts as quiet again (they are pinned)
+def load_counters(cpus: Sequence[int]) -> tuple[float, float] | None:
+    """(CPU-seconds the CPUs ``cpus`` were not idle, CPU-seconds of this process) so far: the
+    first from ``/proc/stat`` (user, nice, system, irq, softirq and steal time of each CPU's
+    line), the second from :func:`time.process_time`; None where /proc/stat cannot be read.
+    Their difference over a window is what *other processes* used of those CPUs (a read costs
+    about 20 microseconds)."""
+    try:
+        with open("/proc/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    want = {f"cpu{c}" for c in cpus}
+    busy, seen = 0, 0
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            break
+        parts = line.split()
+        if parts[0] in want and len(parts) >= 9:
+            try:
+                v = [int(x) for x in parts[1:9]]
+            except ValueError:
+                return None
+            busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+            seen += 1
+    if not seen:
+        return None
+    return busy / _CLOCK_TICKS, time.process_time()
+
+
+try:
+    _CLOCK_TICKS = float(os.sysconf("SC_CLK_TCK"))
+except (AttributeError, ValueError, OSError):
+    _CLOCK_TICKS = 100.0
+
+#: wall seconds of the machine's counters the load is judged from (:class:`LoadJudge`), and the
+#: shortest window judged at all (the first runs of a pool)
+LOAD_WINDOW_S, MIN_LOAD_WINDOW_S = 0.1, 0.05
+#: wall seconds between two samples of the machine's counters (a sample costs about 25 us)
+SAMPLE_EVERY_S = 0.025
+#: the machine is busy when fewer than ``threads - BUSY_SPARE`` cores are left by other
+#: processes, quiet again when ``threads - QUIET_SPARE`` are (2 cores, 2 threads: busy above
+#: 0.5 core used by others, quiet at 0.25 or less)
+BUSY_SPARE, QUIET_SPARE = 0.5, 0.25
+
+
+class LoadJudge:
+    """Whether other processes leave a pool of ``threads`` threads its cores, judged from the
+    last ``window_s`` (about 100 ms) of the machine's counters: the CPU time the allowed
+    ``cpus`` were busy minus this process's own (:func:`load_counters`), per wall second, is
+    :attr:`load`, the cores other processes used. Busy when ``cpus - load < threads -
+    BUSY_SPARE``, quiet again when ``cpus - load >= threads - QUIET_SPARE``. The counters do
+    not depend on the workers running (unlike their preemption counts), so a serial spell's end
+    is seen as quickly as its start. Threads of this process (another engine's spinning
+    workers) are not load: they are this process's own business, and a benchmark's peers. A
+    pure function of the samples it is fed (deterministic tests)."""
+
+    def __init__(self, threads: int, cpus: int, window_s: float = LOAD_WINDOW_S,
+                 min_window_s: float = MIN_LOAD_WINDOW_S) -> None:
+        self.threads, self.cpus = threads, cpus
+        self.window_s, self.min_window_s = window_s, min_window_s
+        self.samples: deque[tuple[float, float]] = deque()
+        #: other processes' cores over the last window (None until a window was judged)
+        self.load: float | None = None
+        self.busy = False
+
+    def feed(self, t: float, busy_cpu_s: float, own_cpu_s: float) -> bool:
+        """A sample at wall time ``t`` of the counters (cumulative seconds); returns :attr:`busy`."""
+        self.samples.append((t, busy_cpu_s - own_cpu_s))
+        while len(self.samples) > 2 and t - self.samples[1][0] >= self.window_s:
+            self.samples.popleft()
+        t0, others0 = self.samples[0]
+        if t - t0 < self.min_window_s:
+            return self.busy
+        self.load = max(0.0, (busy_cpu_s - own_cpu_s - others0) / (t - t0))
+        spare = self.cpus - self.load
+        if not self.busy and spare < self.threads - BUSY_SPARE:
+            self.busy = True
+        elif self.busy and spare >= self.threads - QUIET_SPARE:
+            self.busy = False
+        return self.busy
+
+
+#: where the machine's counters cannot be read (:func:`load_counters` gives None), the workers'
+#: own preemptions: involuntary context switches per CPU-second of the workers above which the
+#: machine counts as busy (pinned workers are let go), and below which it counts as quiet again
 BUSY_PREEMPTIONS, QUIET_PREEMPTIONS = 50.0, 10.0
 #: workers' CPU-seconds a measuring window spans: short to notice a busy machine, long to trust
 #: a quiet one
@@ -662,49 +749,85 @@ def _unpin(cpus: list[int]) -> None:
 
 class ModeChooser:
     """While the machine is busy, whether a plan's next run goes parallel or on the caller alone
-    (serial). It measures in short spells, ``pairs`` runs of each mode alternating (so a change
-    of the machine's load falls on both alike), then runs ``exploit`` runs in the mode whose
-    median was lower, then measures again; each verdict that repeats the last one doubles the
-    runs until the next spell (up to ``max_exploit``), so a mode that keeps winning is rarely
-    left (a measuring run of the slower mode is a slow run in the tail). On a machine where
-    every thread waits for a core, two threads can lose to one (each job waits for the later
-    of two threads to get a slice); this keeps a plan at the faster of the two. A pure
-    function of the times it is told (deterministic tests)."""
+    (serial). It measures in short spells, then runs ``exploit`` runs in the mode that was
+    faster, then measures again; each verdict that repeats the last one doubles the runs until
+    the next spell (up to ``max_exploit``), so a mode that keeps winning is rarely left (a
+    measuring run of the slower mode is a slow run in the tail).
 
-    def __init__(self, pairs: int = 4, exploit: int = 56, max_exploit: int = 1024) -> None:
+    A spell first *probes*: when the pool told it the times of parallel runs on a quiet machine
+    (:meth:`quiet`), ``pairs`` parallel runs; if their median is within ``gate`` times the quiet
+    median, parallel is not hurt by the load and wins without a serial run (on two threads,
+    serial is 1.5-2x slower than an unhurt parallel run). Otherwise (or with no quiet times
+    known) ``pairs`` runs of each mode alternating (so a change of the load falls on both
+    alike), and the lower median wins. A change of the load (:meth:`choose`'s ``load``, other
+    processes' cores) by ``relevel`` or more since the last verdict starts a new spell at once.
+    On a machine where every thread waits for a core, two threads can lose to one (each job
+    waits for the later of two threads to get a slice); this keeps a plan at the faster of the
+    two. A pure function of the times it is told (deterministic tests)."""
+
+    def __init__(self, pairs: int = 4, exploit: int = 56, max_exploit: int = 1024, gate: float = 1.5,
+                 relevel: float = 0.5, keep: int = 16) -> None:
         self.pairs, self.exploit, self.max_exploit = pairs, exploit, max_exploit
+        self.gate, self.relevel = gate, relevel
+        #: parallel run times on a quiet machine (the latest ``keep``)
+        self.reference: deque[float] = deque(maxlen=keep)
         self.reset()
 
     def reset(self) -> None:
+        """Forget the busy spell's measurements and verdicts (the machine is quiet again); the
+        quiet reference is kept."""
         self.times: dict[bool, list[float]] = {False: [], True: []}
-        self.step = 0  # runs into the current cycle: 2 * pairs measuring, then `run_for` in the winner's mode
+        self.step = 0  # runs into the current cycle: the spell's `plan`, then `run_for` in the winner's mode
         self.run_for = self.exploit
         self.winner = False
         self.verdicts = 0
+        self.level: float | None = None  # the load at the last verdict
+        self.plan = self._spell()
 
-    def choose(self) -> bool:
-        """True: run the next run serially."""
-        if self.step >= 2 * self.pairs + self.run_for:
+    def _spell(self, probe: bool = True) -> list[bool]:
+        if probe and len(self.reference) >= 3:
+            return [False] * self.pairs
+        return [False, True] * self.pairs
+
+    def quiet(self, seconds: float) -> None:
+        """The time of a parallel run on a quiet machine (the reference a probe compares with)."""
+        self.reference.append(seconds)
+
+    def choose(self, load: float | None = None) -> bool:
+        """True: run the next run serially. ``load``: other processes' cores now (see
+        :class:`LoadJudge`), None if unknown."""
+        if (load is not None and self.level is not None and self.step > len(self.plan)
+                and abs(load - self.level) >= self.relevel):
+            self.step, self.run_for, self.verdicts = 0, self.exploit, 0  # the load changed: measure now
+            self.level = None
+        if self.step >= len(self.plan) + self.run_for:
             self.step = 0
+        if self.step == 0:
+            self.plan = self._spell()
+            self.times[False].clear()
+            self.times[True].clear()
         k = self.step
         self.step += 1
-        if k < 2 * self.pairs:
-            return k % 2 == 1
-        if k == 2 * self.pairs:  # the spell is over: its verdict
+        if k < len(self.plan):
+            return self.plan[k]
+        if k == len(self.plan):  # the spell is over: its verdict
             ser, par = self.times[True], self.times[False]
-            if ser and par:
-                winner = _median(ser) < _median(par)
+            if not ser and par and len(self.reference) >= 3 and _median(par) > self.gate * _median(self.reference):
+                self.plan = self.plan + self._spell(probe=False)  # hurt: measure serial runs too, alternating
+                par.clear()
+                return self.plan[k]
+            if par:
+                winner = bool(ser) and _median(ser) < _median(par)
                 same = self.verdicts > 0 and winner == self.winner
                 self.run_for = min(2 * self.run_for, self.max_exploit) if same else self.exploit
                 self.winner = winner
                 self.verdicts += 1
-            ser.clear()
-            par.clear()
+                self.level = load
         return self.winner
 
     def record(self, serial: bool, seconds: float) -> None:
         """The time of the run :meth:`choose` was last asked for (kept while measuring)."""
-        if 0 < self.step <= 2 * self.pairs:
+        if 0 < self.step <= len(self.plan):
             self.times[serial].append(seconds)
 
 
@@ -811,8 +934,17 @@ class ThreadPool:
         self._window = _usage(self._tids)
         self._window_start = time.monotonic()
         self._next_check = 0.0
-        #: the machine looked busy in the last window of :meth:`adapt` (see BUSY_PREEMPTIONS)
+        #: the machine looked busy in the last window of :meth:`adapt` (see :class:`LoadJudge`)
         self.busy = False
+        try:
+            self._cpus = sorted(os.sched_getaffinity(0))
+        except AttributeError:
+            self._cpus = list(range(os.cpu_count() or 1))
+        #: judges the load from the machine's counters (:func:`load_counters`); where they cannot
+        #: be read, from the workers' own preemptions (BUSY_PREEMPTIONS)
+        self.judge = LoadJudge(num_threads, len(self._cpus))
+        self._machine_counters = True
+        self._run_quiet = False  # the current run started on a quiet machine (its time is the chooser's reference)
         # each worker's own CPUs, where it returns after a caller moved it (a rescue)
         self._homes = np.zeros((max(workers, 1), MASK_BYTES // 8), np.uint64)
         self._rescues_seen = 0
@@ -878,7 +1010,10 @@ class ThreadPool:
         self._set_spin(spin_budget_us(self._gaps, self.spin_us, self.max_spin_us, self.busy))
         self._last_end = time.perf_counter()
         if self._run_start is not None and self.chooser is not None:
-            self.chooser.record(self._run_serial, self._last_end - self._run_start)
+            if self._run_quiet:
+                self.chooser.quiet(self._last_end - self._run_start)
+            else:
+                self.chooser.record(self._run_serial, self._last_end - self._run_start)
             self._run_start = None
 
     def _set_spin(self, us: float) -> None:
@@ -906,43 +1041,70 @@ class ThreadPool:
         # during a run the next job is never far: the longest budget (unless the machine is busy)
         self._set_spin(self.spin_us if self.busy else self.max_spin_us)
         if self.busy and not self._user_serial and self.chooser is not None:
-            self._run_serial = self.chooser.choose()
+            self._run_serial = self.chooser.choose(self.judge.load)
             self._state[_FORCED_SERIAL] = int(self._run_serial)
-            self._run_start = now_pc
+            self._run_start, self._run_quiet = now_pc, False
         else:
-            self._run_start = None
+            self._run_serial = False
+            self._run_start = None if self._user_serial else now_pc
+            self._run_quiet = True
             self._state[_FORCED_SERIAL] = int(self._user_serial)
 
     def _judge(self) -> None:
-        """Update :attr:`busy` (and the pinning) from the workers' counters, once per window."""
+        """Update :attr:`busy` (and the pinning) from the machine's counters every
+        ``SAMPLE_EVERY_S`` (:class:`LoadJudge`), or where they cannot be read, from the workers'
+        preemptions once per window."""
         now = time.monotonic()
         if now < self._next_check:
             return
-        self._next_check = now + CHECK_EVERY_S
+        counters = load_counters(self._cpus) if self._machine_counters else None
+        if counters is None:
+            self._machine_counters = False
+            self._next_check = now + CHECK_EVERY_S
+            busy = self._judge_preemptions(now)
+            if busy is not None:
+                self._set_busy(busy)
+            return
+        self._next_check = now + SAMPLE_EVERY_S
+        self._set_busy(self.judge.feed(now, *counters))
+        if not self.busy and self.judge.load is not None:
+            # the cores are free: a serial spell of the native straggling check (run alone after
+            # workers kept straggling) stays at its shortest, not doubled up to max_backoff_ms
+            self._state[_BACKOFF_CUR] = self._state[_BACKOFF]
+
+    def _judge_preemptions(self, now: float) -> bool | None:
+        """Busy or not from the workers' involuntary context switches per CPU-second they used,
+        once a window is complete (None before)."""
         cpu, switches = _usage(self._tids)
         spent = cpu - self._window[0]
         # a window is the workers' CPU time, or, when they hardly run (a busy machine's runs
         # gone serial), WINDOW_WALL_S of wall time with at least a little of it
         if spent < (QUIET_WINDOW_S if self.busy else BUSY_WINDOW_S) and not (
                 now - self._window_start >= WINDOW_WALL_S and spent >= MIN_WINDOW_S):
-            return
+            return None
         rate = (switches - self._window[1]) / spent
         self._window = (cpu, switches)
         self._window_start = now
         if not self.busy and rate > BUSY_PREEMPTIONS:
-            self.busy = True
+            return True
+        if self.busy and rate < QUIET_PREEMPTIONS:
+            return False
+        return self.busy
+
+    def _set_busy(self, busy: bool) -> None:
+        """The machine turned busy (workers unpinned) or quiet (pinned again, the chooser's busy
+        spell forgotten: runs go parallel at once)."""
+        if busy == self.busy:
+            return
+        self.busy = busy
+        if busy:
             if self.adaptive_pinning and self.pinned_cpus:
-                try:
-                    allowed = sorted(os.sched_getaffinity(0))
-                except AttributeError:
-                    return
-                if all(_set_affinity(h, allowed) for h in self._worker_handles()):
+                if all(_set_affinity(h, self._cpus) for h in self._worker_handles()):
                     _unpin(self.pinned_cpus)
                     self.pinned_cpus = []
                     self.unpinned_for_load += 1
                     self._set_homes(apply=False)
-        elif self.busy and rate < QUIET_PREEMPTIONS:
-            self.busy = False
+        else:
             if self.chooser is not None:
                 self.chooser.reset()
             if self.adaptive_pinning and not self.pinned_cpus:
