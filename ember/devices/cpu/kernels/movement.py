@@ -22,6 +22,7 @@ from ember.devices.cpu.llvm.context import ContextLayout
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.errors import EmberError
 
 MAX_DIMS = 8
 COPY_CONTEXT = ContextLayout(
@@ -125,14 +126,14 @@ def _emit_copy(m: ir.Module, prefix: str, lanes: int, et: ir.Type = F32) -> None
 
 GATHER_CONTEXT = ContextLayout(
     "gather",
-    ("data", "idx", "out", "outer", "n", "inner", "k", "idx64", "neg", "rpt", "rows"),
+    ("data", "idx", "out", "outer", "n", "inner", "k", "idx64", "neg", "rpt", "rows", "ostride"),
     pointers=("data", "idx", "out"))
 
 
 def _emit_gather(m: ir.Module, prefix: str, lanes: int, et: ir.Type = I32) -> None:
     """gather_task(ctx, task): out[o, j, :] = data[o, idx[j], :] for a block of (o, j) rows
-    (units of ``et``: 4 bytes, or 1/2 for small items; an index out of [0, n) gives zeros;
-    negative ones count from the end when ``neg``)."""
+    (units of ``et``: 4 bytes, or 1/2 for small items; output rows ``ostride`` units apart; an
+    index out of [0, n) gives zeros; negative ones count from the end when ``neg``)."""
     fn = Emitter.function(m, f"{prefix}_gather_task", VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
@@ -154,7 +155,7 @@ def _emit_gather(m: ir.Module, prefix: str, lanes: int, et: ir.Type = I32) -> No
         i = b.select(b.icmp_signed("!=", arg["idx64"], c64(0)), i64v, i32v)
         i = b.select(b.and_(b.icmp_signed("!=", arg["neg"], c64(0)), b.icmp_signed("<", i, c64(0))), b.add(i, n), i)
         ok = b.icmp_unsigned("<", i, n)
-        dst = e.gep(et, out, b.mul(row, inner))
+        dst = e.gep(et, out, b.mul(row, arg["ostride"]))
         src = e.gep(et, data, b.mul(b.add(b.mul(o, n), i), inner))
 
         def masked(ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
@@ -267,8 +268,10 @@ def strided_copy(src: np.ndarray, dst: np.ndarray, threads: int, isa: Isa | None
 def gather_rows(data: np.ndarray, idx: np.ndarray, out: np.ndarray, axis: int, negative: bool, threads: int,
                 isa: Isa | None = None) -> BoundKernel:
     """A bound Gather (batch_dims 0): ``out = take(data, idx, axis)`` with zeros for indices out
-    of range. ``data`` and ``out`` contiguous (any item size: rows of a multiple of 4 bytes move
-    in 4-byte units, others in their own items); ``idx`` contiguous int32 or int64."""
+    of range. ``data`` contiguous, ``out`` contiguous or a 3-D ``(outer, k, row)`` array whose
+    rows are evenly spaced (a channel slice of an NHWC buffer: a Concat's part written in place;
+    any item size: rows of a multiple of 4 bytes move in 4-byte units, others in their own
+    items); ``idx`` contiguous int32 or int64."""
     outer = int(np.prod(data.shape[:axis]))
     n = data.shape[axis]
     row_bytes = int(np.prod(data.shape[axis + 1:])) * data.dtype.itemsize
@@ -276,13 +279,21 @@ def gather_rows(data: np.ndarray, idx: np.ndarray, out: np.ndarray, axis: int, n
     inner = row_bytes // word
     k = idx.size
     rows = outer * k
+    ostride = inner
+    if not out.flags.c_contiguous and out.size:
+        step = out.strides[1] if out.ndim == 3 else 0
+        if out.ndim != 3 or out.shape[2] * out.itemsize != row_bytes or out.strides[2] != out.itemsize \
+                or step % word or (out.shape[0] > 1 and out.strides[0] != step * k):
+            raise EmberError("ember: internal: a gather's output rows are not evenly spaced")
+        ostride = step // word
     rpt = max(1, (1 << 13) // max(inner, 1))
     if -(-rows // rpt) < 4 * threads:
         rpt = max(1, -(-rows // (4 * threads)))
     isa = isa or host_isa()
     ctx = GATHER_CONTEXT.new()
     vals = dict(data=data.ctypes.data, idx=idx.ctypes.data, out=out.ctypes.data, outer=outer, n=n, inner=inner,
-                k=k, idx64=int(idx.dtype.itemsize == 8), neg=int(negative), rpt=rpt, rows=rows)
+                k=k, idx64=int(idx.dtype.itemsize == 8), neg=int(negative), rpt=rpt, rows=rows,
+                ostride=ostride)
     for key, v in vals.items():
         ctx[GATHER_CONTEXT[key]] = v
     n_tasks = -(-rows // rpt) if rows and inner else 0

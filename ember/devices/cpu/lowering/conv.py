@@ -19,6 +19,7 @@ from ember.devices.cpu.lowering.driver import (
     reshaper,
     static_shape,
 )
+from ember.devices.cpu.lowering.movement import concat_slot
 from ember.devices.cpu.lowering.passes import take_epilogue_activation
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
@@ -132,6 +133,10 @@ def _channels_last_value(lowering: Lowering, logical: tuple[int, ...], name: str
             return slot
     if len(sp) == 3:
         return lowering.value((n, *sp, c), PLAIN, name=name + "/ndhwc")
+    if len(sp) == 2 and last is not None:
+        slot = concat_slot(lowering, last.output(0), F32)
+        if slot is not None:
+            return slot
     h, w = ([1] + sp) if len(sp) == 1 else sp
     return lowering.value((n, h, w, c), NHWC, name=name)
 

@@ -35,6 +35,7 @@ from ember.devices.cpu.lowering.driver import (
     shape_or_none,
     static_shape,
 )
+from ember.devices.cpu.lowering.movement import concat_slot
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
@@ -349,8 +350,10 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     layout = NHWC if nhwc else PLAIN
     if not eltwise_fits(phys, [mk(np.empty(t.shape, np.float32)).shape for mk, t in zip(makers, ins)]):
         return False
-    y: Tensor | None = None
+    y: Tensor | None = concat_slot(lowering, last.output(0), out_dtype) if nhwc else None
     for (kind, t, _), src in zip(operands, ins):  # in place over a dying full-size input
+        if y is not None:
+            break
         if kind == "tensor" and src is t and t.kind == "value" and t.producer is not None and t.producer.native \
                 and t.shape == phys and t.layout == layout and t.dtype == out_dtype and len(tensors) >= 1 \
                 and _dies_here(lowering, t, node):

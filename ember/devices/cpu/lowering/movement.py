@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from ember.devices.cpu.lowering.driver import (
 )
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
-from ember.graph.node import Node
+from ember.graph.node import Node, Output
 
 # -- shape glue on constants -----------------------------------------------------------------
 
@@ -176,8 +177,54 @@ def lower_gather(lowering: Lowering, node: Node) -> bool:
     return True
 
 
+#: per lowering, the NHWC buffer of each 4-D channel Concat (by node id) that some of its inputs'
+#: producers write in place (:func:`concat_slot`), and the first channel of each such part (by
+#: the id of the view the producer wrote)
+_CONCAT_BUFFERS: weakref.WeakKeyDictionary[Lowering, dict[int, Tensor]] = weakref.WeakKeyDictionary()
+_CONCAT_PARTS: weakref.WeakKeyDictionary[Lowering, dict[int, int]] = weakref.WeakKeyDictionary()
+
+
+def concat_slot(lowering: Lowering, port: Output, dtype: Any) -> Tensor | None:
+    """Where the producer of ``port`` (a 4-D value of ``dtype`` it writes NHWC) can put it so
+    that no copy is made: the channel slice of a 4-D channel Concat's NHWC buffer, when that
+    Concat is the only reader of ``port`` and reads it once. None otherwise (the producer makes
+    its own value). An FPN's upsampled maps and the last branch go straight into the Concat."""
+    targets = port.targets
+    if len(port.partial_shape) != 4 or not targets or lowering.is_result(port):
+        return None
+    cat = targets[0].node
+    if cat.type_name != "Concat" or any(t.node is not cat for t in targets) or len(targets) != 1:
+        return None
+    out = cat.output(0)
+    dtype = np.dtype(dtype)
+    if not out.partial_shape.is_static or lowering.is_result(out) or int(cat.attrs["axis"]) % 4 != 1 \
+            or out.element_type.dtype != dtype or dtype.itemsize not in (1, 2, 4, 8) \
+            or any(p.element_type.dtype != dtype or not p.partial_shape.is_static for p in cat.input_values()):
+        return None
+    ins = cat.input_values()
+    at = next((i for i, p in enumerate(ins) if p.node is port.node and p.index == port.index), None)
+    if at is None:
+        return None
+    n, c, h, w = static_shape(out)
+    buffers = _CONCAT_BUFFERS.setdefault(lowering, {})
+    if id(cat) not in buffers:
+        buffers[id(cat)] = lowering.value((n, h, w, c), NHWC, dtype, name=cat.friendly_name)
+    start = sum(static_shape(p)[1] for p in ins[:at])
+    size = static_shape(port)[1]
+    part = lowering.program.view(buffers[id(cat)], (n, h, w, size), _channels(start, size), NHWC,
+                                 contiguous=False, name=port.node.friendly_name)
+    _CONCAT_PARTS.setdefault(lowering, {})[part.id] = start
+    return part
+
+
+def _channels(start: int, size: int) -> Any:
+    return lambda a: a[..., start:start + size]
+
+
 @lowers("Concat")
 def lower_concat(lowering: Lowering, node: Node) -> bool:
+    """Copies of each input into its part of the output; a part whose producer wrote it in
+    place (:func:`concat_slot`) is not copied."""
     from ember.devices.cpu.kernels.movement import strided_copy
 
     if fold_small(lowering, node):
@@ -191,8 +238,9 @@ def lower_concat(lowering: Lowering, node: Node) -> bool:
         return False
     axis = int(node.attrs["axis"]) % rank
     tensors = [lowering.tensor(s) for s in node.input_values()]
-    nhwc = rank == 4 and axis == 1 and all(t.layout == NHWC for t in tensors if t.kind != "const") \
-        and any(t.layout == NHWC for t in tensors)
+    written = _CONCAT_BUFFERS.get(lowering, {}).get(id(node))
+    nhwc = written is not None or rank == 4 and axis == 1 and all(
+        t.layout == NHWC for t in tensors if t.kind != "const") and any(t.layout == NHWC for t in tensors)
     srcs: list[Tensor] = []
     for t in tensors:
         if t.kind == "const":
@@ -203,15 +251,21 @@ def lower_concat(lowering: Lowering, node: Node) -> bool:
             srcs.append(lowering.native_input(t, NHWC if nhwc else PLAIN, contiguous=False))
     phys_axis = 3 if nhwc else axis
     phys = (out_shape[0], out_shape[2], out_shape[3], out_shape[1]) if nhwc else out_shape
-    y = lowering.value(phys, NHWC if nhwc else PLAIN, dtype, name=node.friendly_name)
-    sizes = [t.shape[phys_axis] for t in srcs]
+    y = written if written is not None else lowering.value(phys, NHWC if nhwc else PLAIN, dtype,
+                                                           name=node.friendly_name)
+    parts, start = [], 0
+    for t in srcs:
+        size = t.shape[phys_axis]
+        if written is None or t.base is not written or _CONCAT_PARTS[lowering].get(t.id) != start:
+            parts.append((t, start, size))
+        start += size
     threads = lowering.threads
+    sizes = [(start, size) for _, start, size in parts]
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        kernels, start = [], 0
-        for a, size in zip(arrs, sizes):
-            dst = outs[0][(slice(None),) * phys_axis + (slice(start, start + size),)]
-            start += size
+        kernels = []
+        for a, (begin, size) in zip(arrs, sizes):
+            dst = outs[0][(slice(None),) * phys_axis + (slice(begin, begin + size),)]
             if a.size:
                 k = strided_copy(a, dst, threads, lowering.isa)
                 if k is None:
@@ -219,7 +273,8 @@ def lower_concat(lowering: Lowering, node: Node) -> bool:
                 kernels.append(k)
         return kernels
 
-    lowering.program.add(Op(node.friendly_name, "Concat", srcs, [y], native=True, bind=bind))
+    if parts or written is None:
+        lowering.program.add(Op(node.friendly_name, "Concat", [t for t, _, _ in parts], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
     return True
 
@@ -394,12 +449,14 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
         (pix[:, 0].astype(np.int64) + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1)))
     src = lowering.native_input(lowering.tensor(node.input_values()[0]), NHWC)
     oh, ow = out[2], out[3]
-    y = lowering.value((n, oh, ow, c), NHWC, src.dtype, name=node.friendly_name)
+    y = concat_slot(lowering, node.output(0), src.dtype) or lowering.value((n, oh, ow, c), NHWC, src.dtype,
+                                                                           name=node.friendly_name)
     threads = lowering.threads
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [gather_rows(arrs[0].reshape(1, n * h * w, c), arrs[1], outs[0].reshape(1, n * oh * ow, c), 1,
-                            False, threads, lowering.isa)]
+        o = outs[0]  # (n, oh, ow, c), pixels evenly spaced (a Concat's channel slice or contiguous)
+        rows = np.lib.stride_tricks.as_strided(o, (1, n * oh * ow, c), (0, o.strides[2], o.strides[3]))
+        return [gather_rows(arrs[0].reshape(1, n * h * w, c), arrs[1], rows, 1, False, threads, lowering.isa)]
 
     lowering.program.add(Op(node.friendly_name, "Interpolate", [src, table], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
