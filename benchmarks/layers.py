@@ -106,7 +106,9 @@ def profile(name: str, rounds: int, precision: str, seed: int, threads: int = 0)
             "wall": {k: float(np.median(v)) * 1e3 for k, v in wall.items()}}
 
 
-CONV_TYPES = ("Convolution", "GroupConvolution")
+CONV_TYPES = ("Convolution", "GroupConvolution", "Int8Convolution", "Int8DepthwiseConv")
+#: ember's int8 op types paired with OpenVINO's (which keeps the float op's type)
+_CONV_KIND = {"Int8Convolution": "Convolution", "Int8DepthwiseConv": "GroupConvolution"}
 
 
 def conv_table(r: dict[str, Any]) -> str:
@@ -116,13 +118,13 @@ def conv_table(r: dict[str, Any]) -> str:
              f"{'#':>3s} {'type':5s} {'OpenVINO kernel':24s} {'ember':>8s} {'OpenVINO':>9s} {'ratio':>6s}  ember node"]
     te = to = 0.0
     for i, (e, o) in enumerate(zip(e_ord, o_ord)):
-        if e[1] != o[1]:
+        if _CONV_KIND.get(e[1], e[1]) != o[1]:
             lines.append(f"   (pairing stops at #{i}: ember {e[1]}, OpenVINO {o[1]})")
             break
         ue = float(np.median(r["convs"]["ember"][e[0]]))
         uo = float(np.median(r["convs"]["OpenVINO"][o[0]]))
         te, to = te + ue, to + uo
-        lines.append(f"{i:3d} {e[1][:5]:5s} {o[2][:24]:24s} {ue:8.1f} {uo:9.1f} {ue / max(uo, 1e-9):6.2f}  {e[0][-48:]}")
+        lines.append(f"{i:3d} {o[1][:5]:5s} {o[2][:24]:24s} {ue:8.1f} {uo:9.1f} {ue / max(uo, 1e-9):6.2f}  {e[0][-48:]}")
     lines.append(f"    sum of the paired layers: ember {te / 1e3:.2f} ms, OpenVINO {to / 1e3:.2f} ms "
                  f"(ratio {te / max(to, 1e-9):.2f})")
     return "\n".join(lines)

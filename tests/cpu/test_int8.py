@@ -9,6 +9,8 @@ import pytest
 from ember.devices.cpu.kernels.conv import ConvGeometry
 from ember.devices.cpu.kernels.gemm import Epilogue
 from ember.devices.cpu.kernels.int8_gemm import (
+    FLAG_FOLDED,
+    INT8_CONTEXT,
     QUANT_F32,
     FusedQuantize,
     Int8Conv2d,
@@ -179,6 +181,92 @@ def test_fast_fake_quantize_within_one_step(isa, at):
         tol = step * (1.0 if at != "residual" else 2.0) + 1e-6
         assert np.abs(exact - fast).max() <= tol
         assert np.mean(np.abs(exact - fast) > step / 2) < 0.05  # else an ulp (one FMA instead of two roundings)
+
+
+@pytest.mark.parametrize("levels", [256, 16])
+def test_folded_epilogue_steps(levels):
+    """AMX's one-FMA u8 epilogue (FLAG_FOLDED: ``acc * A + B`` with scale, shift, the zero-point
+    compensation and the FakeQuantize folded at compile time; a ReLU under il dropped): taken for
+    a convolution + ReLU + FakeQuantize writing u8 steps and not with a residual; its steps against
+    numpy's (f64 arithmetic, per-channel ranges, fewer levels than 256 clamped at the top) at most
+    one step apart, and against the exact epilogue's."""
+    from ember.devices.cpu.llvm import isa as isa_mod
+
+    if not isa_mod.amx_supported():
+        pytest.skip("no AMX tiles here")
+    isa = isa_mod.host_isa("amx")
+    rng = np.random.default_rng(5)
+    geo = ConvGeometry(1, 11, 13, 36, 45, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1))
+    x = rng.integers(0, 256, (1, 11, 13, 36)).astype(np.uint8)
+    w = rng.integers(-128, 128, (45, 36, 3, 3)).astype(np.int8)
+    ih = (rng.random(45) * 2 + 0.5).astype(np.float32)
+    params = QuantizeParams(np.zeros(45, np.float32), ih, np.zeros(45, np.float32), ih, levels)
+    scale = (ih / 3e5).astype(np.float32)
+    shift = (rng.standard_normal(45) * ih / 4).astype(np.float32)
+    zp = 9
+    outs = []
+    for fast in (False, True):
+        conv = Int8Conv2d(geo, w, scale, shift, zp, Epilogue.relu(), 1, isa, FusedQuantize(params, "end", u8=True),
+                          fast=fast)
+        outs.append(conv(x)[..., :45].astype(np.int64))
+        call = next(iter(conv._calls.values()))
+        assert (call.folded is not None) == fast
+        flags = INT8_CONTEXT["flags"]
+        assert bool(call.bind(x.ctypes.data, 1).ctx[flags] & FLAG_FOLDED) == fast
+        assert not call.bind(x.ctypes.data, 1, 1).ctx[flags] & FLAG_FOLDED  # a residual: the general epilogue
+    xp = np.pad(x.astype(np.int64) - zp, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    acc = np.zeros((11, 13, 45), np.int64)
+    for ky in range(3):
+        for kx in range(3):
+            acc += xp[0, ky:ky + 11, kx:kx + 13] @ w[:, :, ky, kx].T.astype(np.int64)
+    val = np.maximum(acc * scale.astype(np.float64) + shift, 0.0)
+    want = np.clip(np.rint(val / ih * (levels - 1)), 0, levels - 1)
+    for got in outs:
+        diff = np.abs(got[0] - want)
+        assert diff.max() <= 1 and diff.mean() < 0.05, (diff.max(), diff.mean())
+    assert outs[1].max() == levels - 1 and (outs[1] == 0).any()  # both ends reached
+    assert np.abs(outs[0] - outs[1]).max() <= 1
+
+
+def test_folded_block_end_steps():
+    """AMX's folded ResNet block end (FOLDED_BLOCK_END): 1x1 convolution + bias -> FakeQuantize
+    -> + the u8 steps of the residual's FakeQuantize -> ReLU -> the next block's u8 steps only, in
+    three FMAs from the accumulator: taken with the residual, within one step of numpy's f64
+    arithmetic and of the exact epilogue."""
+    from ember.devices.cpu.llvm import isa as isa_mod
+
+    if not isa_mod.amx_supported():
+        pytest.skip("no AMX tiles here")
+    isa = isa_mod.host_isa("amx")
+    rng = np.random.default_rng(6)
+    h, w_, cin, n = 7, 9, 40, 70
+    geo = ConvGeometry(1, h, w_, cin, n, 1, 1)
+    x = rng.integers(0, 256, (1, h, w_, cin)).astype(np.uint8)
+    w = rng.integers(-128, 128, (n, cin, 1, 1)).astype(np.int8)
+    mid = QuantizeParams(-2.0, 2.5, -2.0, 2.5, 256)
+    res_q = QuantizeParams(0.0, 3.0, 0.0, 3.0, 256)
+    nxt = QuantizeParams(0.0, 4.0, 0.0, 4.0, 256)
+    scale = np.full(n, 4.0 / 3e5, np.float32)
+    shift = (rng.standard_normal(n) * 0.5).astype(np.float32)
+    res = rng.integers(0, 256, (1, h, w_, padded_channels(n))).astype(np.uint8)
+    outs = []
+    for fast in (False, True):
+        conv = Int8Conv2d(geo, w, scale, shift, 4, Epilogue.relu(), 1, isa, FusedQuantize(mid, "mid"), res_q,
+                          nxt, residual_u8=True, steps_only=True, fast=fast)
+        outs.append(conv(x, None, res)[..., :n].astype(np.int64))
+        call = next(iter(conv._calls.values()))
+        assert (call.folded_end is not None) == fast
+        assert bool(call.bind(x.ctypes.data, 1, 1).ctx[INT8_CONTEXT["flags"]] & FLAG_FOLDED) == fast
+    acc = (x.astype(np.int64) - 4) @ w[:, :, 0, 0].T.astype(np.int64)
+    v = acc * scale.astype(np.float64) + shift
+    q1 = np.clip(np.rint((v + 2.0) / 4.5 * 255), 0, 255)
+    y = np.maximum(q1 * 4.5 / 255 - 2.0 + res[..., :n] * 3.0 / 255, 0.0)
+    want = np.clip(np.rint(y / 4.0 * 255), 0, 255)
+    for got in outs:
+        diff = np.abs(got - want)
+        assert diff.max() <= 1 and diff.mean() < 0.05, (diff.max(), diff.mean())
+    assert outs[1].max() == 255 and (outs[1] == 0).any()
+    assert np.abs(outs[0] - outs[1]).max() <= 1
 
 
 @pytest.mark.parametrize("isa", [p for p in ISAS if "novnni" not in p.id])
