@@ -83,8 +83,9 @@ KERNEL_CASES = [(1, 14, 14, 96, 3), (1, 7, 7, 320, 3), (1, 30, 40, 48, 3), (2, 7
 
 
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_rebalanced_kernel_matches_reference(case: tuple) -> None:
+def test_rebalanced_kernel_matches_reference(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     n, h, w, c, k = case
+    monkeypatch.setattr(depthwise, "SERIAL_BELOW", 0)  # split even these small maps (spec_threads)
     rng = np.random.default_rng(h * 100 + c)
     x = rng.standard_normal((n, h, w, c)).astype(np.float32)
     wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
@@ -98,3 +99,35 @@ def test_rebalanced_kernel_matches_reference(case: tuple) -> None:
         y[:] = np.nan
         conv.bind(x, y, bias).run()
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=3e-5 * k)
+
+
+@pytest.mark.parametrize("shape,serial", [
+    ((1, 7, 7, 960, 9), True),      # MobileNetV2's last depthwise layers: no faster on two threads
+    ((1, 14, 14, 576, 9), True),
+    ((1, 7, 7, 1152, 25), True),    # EfficientNet-Lite0's
+    ((1, 56, 56, 144, 9), False),   # the large early maps keep the split
+    ((1, 14, 14, 672, 25), False),
+    ((2, 14, 14, 576, 9), False),   # a batch doubles the work
+])
+def test_small_layers_run_on_one_thread(shape: tuple, serial: bool) -> None:
+    batch, oh, ow, channels, taps = shape
+    assert depthwise.spec_threads(batch, oh, ow, channels, taps, 16, 2) == (1 if serial else 2)
+    assert depthwise.spec_threads(batch, oh, ow, channels, taps, 16, 1) == 1
+
+
+def test_a_serial_layer_binds_one_thread_and_matches_the_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    geo = ConvGeometry(1, 7, 7, 200, 200, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 200)
+    x = rng.standard_normal((1, 7, 7, 200), np.float32)
+    w = rng.standard_normal((200, 1, 3, 3), np.float32)
+    outs, threads = [], []
+    for below in (depthwise.SERIAL_BELOW, 0):
+        monkeypatch.setattr(depthwise, "SERIAL_BELOW", below)
+        y = aligned_empty(geo.output_shape)
+        bound = Conv2d(geo, w, num_threads=2).bind(x, y)
+        bound.run()
+        outs.append(y.copy())
+        threads.append((bound.num_threads, bound.n_tasks))
+    assert threads[0][0] == 1
+    assert threads[1][0] == 2 and threads[1][1] >= 4
+    np.testing.assert_array_equal(outs[0], outs[1])  # the same arithmetic per pixel either way

@@ -30,6 +30,7 @@ from ember.devices.cpu.kernels.depthwise import (
     dw_spec_task_address,
     interior_range,
     spec_tasks,
+    spec_threads,
 )
 from ember.devices.cpu.kernels.gemm import (
     NO_EPILOGUE,
@@ -198,7 +199,7 @@ class Conv2d:
             raise EmberError(f"ember: convolution weights have shape {w.shape}, expected "
                              f"{(g.cout, g.cin // g.groups, g.kh, g.kw)}")
         # a GEMM call, a depthwise context, or a specialized depthwise call (context, task, zero row)
-        self._calls: dict[tuple[int, ...], IGemmCall | np.ndarray | tuple[np.ndarray, int, np.ndarray]] = {}
+        self._calls: dict[tuple[int, ...], IGemmCall | np.ndarray | tuple[np.ndarray, int, np.ndarray, int]] = {}
         if g.depthwise:
             lanes = self.isa.f32_lanes
             cp = -(-g.cin // lanes) * lanes
@@ -229,13 +230,13 @@ class Conv2d:
         return ctx
 
     def _dw_spec_call(self, ldx: int, xn: int, ldy: int, ldr: int, residual: bool, x_bf16: bool = False,
-                      y_bf16: bool = False) -> tuple[np.ndarray, int, np.ndarray]:
+                      y_bf16: bool = False) -> tuple[np.ndarray, int, np.ndarray, int]:
         g = self.geometry
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
         zr = aligned_empty(g.w * ldx + self._cp)
         zr[:] = 0
-        band, gv, nb, ng, seg, ns = spec_tasks(g.batch, g.oh, g.ow, g.cin, g.kh * g.kw, self.isa.f32_lanes,
-                                               self.num_threads)
+        threads = spec_threads(g.batch, g.oh, g.ow, g.cin, g.kh * g.kw, self.isa.f32_lanes, self.num_threads)
+        band, gv, nb, ng, seg, ns = spec_tasks(g.batch, g.oh, g.ow, g.cin, g.kh * g.kw, self.isa.f32_lanes, threads)
         ox_lo, ox_hi = interior_range(g.ow, g.w, g.kw, sw, dw, pl)
         ctx = DW_SPEC_CONTEXT.new(xn=xn, h=g.h, w=g.w, oh=g.oh, ow=g.ow, sh=sh, dh=dh, pt=pt, pl=pl, c=g.cin,
                                   ldy=ldy, wp=self._dw_weights.ctypes.data, cp=self._cp, ldr=ldr, ox_lo=ox_lo,
@@ -249,7 +250,7 @@ class Conv2d:
         task = dw_spec_task_address(DwSpec(g.kh, g.kw, sw, dw, ldx, residual, self.activation,
                                            self.affine is not None, g.cin % self.isa.f32_lanes != 0, x_bf16, y_bf16),
                                     self.isa)
-        return ctx, task, zr
+        return ctx, task, zr, threads
 
     @property
     def bf16_io(self) -> bool:
@@ -309,13 +310,13 @@ class Conv2d:
         if isinstance(call, IGemmCall):
             return call.bind(x.ctypes.data, y.ctypes.data, bias_p, res_p, keep=(bias,))
         if isinstance(call, tuple):
-            ctx, task, zr = call
+            ctx, task, zr, threads = call
             ctx = ctx.copy()
             if bias is None:
                 bias = zr  # zeros, at least C long
             DW_SPEC_CONTEXT.fill(ctx, x=x.ctypes.data, y=y.ctypes.data, bias=bias.ctypes.data, res=res_p)
             nb, ng, ns = (int(ctx[DW_SPEC_CONTEXT[k]]) for k in ("nb", "ng", "ns"))
-            return BoundKernel(task, ctx, g.batch * nb * ng * ns, self.num_threads, (self._dw_weights, bias, zr),
+            return BoundKernel(task, ctx, g.batch * nb * ng * ns, threads, (self._dw_weights, bias, zr),
                                layout=DW_SPEC_CONTEXT)
         ctx = call.copy()
         DEPTHWISE_CONTEXT.fill(ctx, x=x.ctypes.data, y=y.ctypes.data, bias=bias_p, res=res_p,

@@ -447,6 +447,19 @@ def spec_tasks(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: in
     return band, gv, nb, -(-nvec // gv), seg, ns
 
 
+def spec_threads(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: int, threads: int) -> int:
+    """Threads for a specialized depthwise layer: one when its work (in :func:`task_costs`'
+    units) is below ``SERIAL_BELOW``, else ``threads``. MobileNetV2's 14x14 and 7x7 layers
+    (11-25 us on one thread) ran at 0.70-1.05x their one-thread time on two (quiet machine,
+    ``layers.py --steps``): the split saves less than the fork-join and the rows the other core
+    wrote cost."""
+    work = batch * oh * ow * -(-channels // lanes) * (taps + 4)
+    return 1 if work < SERIAL_BELOW else threads
+
+
+#: about 30 us of one thread's work (AVX-512: 7x7x1152 5x5 is 102,000 units, 24 us; 28x28x192
+#: 3x3, which scales, 122,000)
+SERIAL_BELOW = 110_000
 BALANCE_BELOW = 16  # tasks per thread under which the segments and channel groups are rebalanced
 TASK_COST = 400  # fixed cost of a task in the units of task_costs (about a pixel-vector-tap each)
 

@@ -3,7 +3,11 @@
 Workers are native threads (``pthread_create`` from libc) that never touch Python. A job is
 ``parallel_for(pool, fn, ctx, n_tasks, n_threads)``: ``fn(ctx, task)`` runs once for every
 ``task`` in ``range(n_tasks)``; tasks are handed out one at a time from an atomic counter, so
-a thread that was descheduled simply takes fewer of them. The calling thread takes part.
+a thread that was descheduled simply takes fewer of them. The calling thread takes part. The
+caller takes tasks from the front (0, 1, ...) and the workers from the back (n - 1, n - 2, ...)
+until they meet (:attr:`ThreadPool.tasks_from_ends`): on two threads each keeps the same end of
+every job, so consecutive layers split by rows read mostly rows their own core wrote (a shared
+counter handed them out alternately).
 
 A worker *joins* a job before it takes tasks (one atomic step on the job's state word, which
 holds the job number, a closed flag and the count of workers inside); when the caller has run
@@ -110,6 +114,7 @@ _CALLER_SPIN = 49  # pause iterations the caller spins for stragglers before it 
 _RESCUE_NS = 50   # nanoseconds a caller waits for stragglers before it moves them to its own CPU (0: never)
 _RESCUES = 51     # workers moved so (counter)
 _RESCUE_TICKS = 52  # _RESCUE_NS in cycle-counter ticks
+_FROM_BACK = 53   # nonzero: workers take tasks from the back (n-1, n-2, ...), the caller from the front
 _CLOSED = 1 << 31
 _COUNT_MASK = _CLOSED - 1
 _W0 = 64          # per worker: [gen (i32 futex) | sleeping | pool ptr | id | thread handle | rescued |
@@ -211,8 +216,17 @@ def _build(prefix: str, triple: str, sys_futex: int, little_endian: bool = True,
         done = e.fn.append_basic_block("tasks.done")
         b.branch(hdr)
         b.position_at_end(hdr)
-        t = b.atomic_rmw("add", word(e, pool, _NEXT), c64(1), "monotonic")
-        b.cbranch(b.icmp_signed("<", t, n), body, done)
+        # _NEXT counts the tasks taken from the front (low half) and from the back (high half);
+        # a claim is good while the two together are below n. The caller takes from the front,
+        # workers from the back when _FROM_BACK is set: on two threads each keeps the same end
+        # of every job (the same rows from layer to layer), the middle balanced dynamically.
+        back = c64(0) if count is not None else b.zext(
+            b.icmp_signed("!=", e.load(I64, word(e, pool, _FROM_BACK)), c64(0)), I64)
+        step = b.select(b.icmp_signed("!=", back, c64(0)), c64(1 << 32), c64(1))
+        old = b.atomic_rmw("add", word(e, pool, _NEXT), step, "monotonic")
+        lo, hi = b.and_(old, c64(0xFFFFFFFF)), b.lshr(old, c64(32))
+        t = b.select(b.icmp_signed("!=", back, c64(0)), b.sub(b.sub(n, c64(1)), hi), lo)
+        b.cbranch(b.icmp_signed("<", b.add(lo, hi), n), body, done)
         b.position_at_end(body)
         b.call(fnp, [ctx, t])
         if count is not None:
@@ -909,6 +923,7 @@ class ThreadPool:
         self._state[_BACKOFF_MAX] = int(hz * max(backoff_ms, max_backoff_ms) / 1000)
         self._state[_STATE] = _CLOSED  # no job yet
         self._state[_MIN_WAIT] = int(hz * 20e-6) if hz else 2**62  # 20 us
+        self._state[_FROM_BACK] = 1
         self.num_threads = num_threads
         self.handle = self._state.ctypes.data
         self.parallel_for_address = self._lib.address("parallel_for")
@@ -1124,6 +1139,16 @@ class ThreadPool:
         self._user_serial = bool(on)
         self._run_start = None  # a run measured across the change would mislead the chooser
         self._state[_FORCED_SERIAL] = int(bool(on))
+
+    @property
+    def tasks_from_ends(self) -> bool:
+        """True (the default): workers take a job's tasks from its back, the caller from its
+        front; False: all from the front, in the order threads ask (for measuring the two)."""
+        return bool(self._state[_FROM_BACK])
+
+    @tasks_from_ends.setter
+    def tasks_from_ends(self, on: bool) -> None:
+        self._state[_FROM_BACK] = int(bool(on))
 
     @property
     def serial_run(self) -> bool:
