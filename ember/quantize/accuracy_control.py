@@ -1,26 +1,49 @@
 """``quantize_with_accuracy_control``: quantize, then give layers back to float until the metric
-drop is within ``max_drop`` (NNCF's accuracy-aware quantization).
+drop is within ``max_drop`` (NNCF's accuracy-aware quantization, ``QuantizationAccuracyRestorer``).
 
-ember ranks the quantized layers by the error each one adds on the validation samples (see
-``compare``) instead of NNCF's per-group re-validation, which costs one validation per group;
-then, like NNCF, it reverts the worst layer (its input quantizers, its int8 weights and its
-corrected bias), validates again, and repeats.
+As NNCF 3.4 does it:
+
+- the float and the quantized model are validated once each (``validation_fn`` may return
+  ``(metric, per_item_values)``, as NNCF allows; the per-item values pick the ranking subset);
+- the quantized layers are **grouped** as NNCF's ``Ranker`` groups them: layers that share a
+  quantizer (a FakeQuantize feeding several layers, through precision-preserving ops) are
+  reverted together, one group per step;
+- the **ranking subset** is the ``ranking_subset_size`` validation items whose per-item values
+  differ most between the float and the quantized model (NNCF's ``select_subset``), the first
+  items when ``validation_fn`` returns a bare metric;
+- the greedy loop reverts the worst group, validates, stops when the drop is within ``max_drop``,
+  and **steps back** (undoes the revert) when the drop grew, unless the step before was a step
+  back; at most ``max_num_iterations`` steps; "tune hyperparameters" is off, as NNCF's default.
+
+Where ember differs: NNCF ranks each group by re-validating the model with that group reverted
+(one compile and a ranking-subset pass per group, and again after each step back); ember ranks the
+groups by the error each layer adds on the ranking subset (``compare``: one float and one
+quantized pass), and skips a stepped-back group instead of re-ranking. The revert loop then costs
+one validation per step. Each piece's time is logged and kept in
+``rt_info["ember_accuracy_control"]``.
+
+On dynamic-shape models every new input shape of a quantized model is a plan of its own (int8
+plans are static-shaped), and every step is a new model: give the validation items a few shapes
+(pad them to a few widths, as batched inference does) so that a step costs a few plans, not one
+per item (docs/quantization.md).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ember.graph.core_ops import Constant
 from ember.graph.model import Model
-from ember.graph.node import Input, Node
+from ember.graph.node import Node, Output
 from ember.quantize.algorithm import quantize
-from ember.quantize.compare import _input_fq, _is_compressed_weight, compare
-from ember.quantize.dataset import as_dataset
+from ember.quantize.compare import compare, input_quantizer, is_compressed_weight
+from ember.quantize.dataset import Dataset, as_dataset, samples
 from ember.quantize.graph_utils import Constants, load_model
 from ember.quantize.parameters import (
     AdvancedAccuracyRestorerParameters,
@@ -35,21 +58,58 @@ from ember.quantize.parameters import (
 
 log = logging.getLogger("ember.quantize")
 
+#: ranking subset when ``ranking_subset_size`` is not given (ember ranks by per-layer error, whose
+#: reference-kernel pass costs per item; NNCF's 300 re-validations per group would not be needed)
+DEFAULT_RANKING_SUBSET = 8
 
-def _validate(model: Model, validation_dataset: Any, validation_fn: Callable[..., Any]) -> float:
+
+@dataclass
+class _Validated:
+    metric: float
+    per_item: list[Any] | None
+    seconds: float
+
+
+def _validate(model: Model, validation_dataset: Any, validation_fn: Callable[..., Any]) -> _Validated:
     from ember.runtime import Core
 
+    start = time.perf_counter()
     compiled = Core().compile_model(model, "CPU")
     value = validation_fn(compiled, validation_dataset.get_data())
+    per_item = None
     if isinstance(value, tuple):  # NNCF allows (metric, per-sample values)
-        value = value[0]
-    return float(value)
+        value, per_item = value[0], list(value[1])
+    return _Validated(float(value), per_item, time.perf_counter() - start)
 
 
 def _drop(reference: float, value: float, drop_type: DropType) -> float:
     if drop_type == DropType.RELATIVE:
         return (reference - value) / max(abs(reference), 1e-12)
     return reference - value
+
+
+@dataclass
+class LayerGroup:
+    """Layers reverted together (they share a quantizer), ranked by their worst added error."""
+
+    layers: list[str]
+    score: float
+
+
+@dataclass
+class _Undo:
+    """How to put back what reverting a group changed: (node, port, previous source)."""
+
+    edits: list[tuple[Node, int, Output]] = field(default_factory=list)
+
+    def set(self, node: Node, port: int, new: Output) -> None:
+        self.edits.append((node, port, node.input(port).source))
+        node.set_argument(port, new)
+
+    def undo(self) -> None:
+        for node, port, old in reversed(self.edits):
+            node.set_argument(port, old)
+        self.edits.clear()
 
 
 def quantize_with_accuracy_control(model: Any, calibration_dataset: Any, validation_dataset: Any,
@@ -62,69 +122,163 @@ def quantize_with_accuracy_control(model: Any, calibration_dataset: Any, validat
                                    advanced_quantization_parameters: AdvancedQuantizationParameters | None = None,
                                    advanced_accuracy_restorer_parameters: AdvancedAccuracyRestorerParameters | None
                                    = None) -> Model:
-    """Quantize ``model`` and revert the layers that hurt most until
-    ``validation_fn(compiled_model, validation_items)`` (higher is better) drops by at most
-    ``max_drop`` (ABSOLUTE: metric points; RELATIVE: a fraction of the float metric) from the
-    float model's. Returns the quantized ember Model (possibly with some layers float)."""
+    """Quantize ``model`` and revert the layer groups that hurt most until
+    ``validation_fn(compiled_model, validation_items)`` (higher is better; a metric or
+    ``(metric, per_item_values)``) drops by at most ``max_drop`` (ABSOLUTE: metric points;
+    RELATIVE: a fraction of the float metric) from the float model's. Returns the quantized ember
+    Model (possibly with some layers float); ``rt_info["ember_reverted_layers"]`` names them."""
     restorer = advanced_accuracy_restorer_parameters or AdvancedAccuracyRestorerParameters()
+    seconds: dict[str, float] = {}
     fmodel = load_model(model)
     validation = as_dataset(validation_dataset)
+    start = time.perf_counter()
     q = quantize(fmodel, calibration_dataset, preset=preset, target_device=target_device, subset_size=subset_size,
                  fast_bias_correction=fast_bias_correction, model_type=model_type, ignored_scope=ignored_scope,
                  advanced_parameters=advanced_quantization_parameters)
-    reference = _validate(fmodel, validation, validation_fn)
-    value = _validate(q, validation, validation_fn)
-    drop = _drop(reference, value, drop_type)
-    log.info("ember: float metric %.5f, quantized %.5f, drop %.5f (max %.5f)", reference, value, drop, max_drop)
-    if drop <= max_drop:
-        return q
-    show = advanced_quantization_parameters.show_progress if advanced_quantization_parameters else True
-    report = compare(fmodel, q, validation, subset_size=restorer.ranking_subset_size or 8, show_progress=show)
-    ranking = [e.name for e in report.ranked]
-    by_name = {n.friendly_name: n for n in q.get_ordered_ops()}
-    f_by_name = {n.friendly_name: n for n in fmodel.get_ordered_ops()}
+    seconds["quantize"] = time.perf_counter() - start
+    ref = _validate(fmodel, validation, validation_fn)
+    first = _validate(q, validation, validation_fn)
+    seconds["validate float"], seconds["validate int8"] = ref.seconds, first.seconds
+    drop = _drop(ref.metric, first.metric, drop_type)
+    log.info("ember: float metric %.5f, quantized %.5f, drop %.5f (max %.5f)", ref.metric, first.metric, drop, max_drop)
     reverted: list[str] = []
-    for name in ranking[:restorer.max_num_iterations]:
-        if not revert_layer(by_name[name], f_by_name.get(name)):
-            continue
-        reverted.append(name)
-        q.validate_nodes_and_infer_types()
-        value = _validate(q, validation, validation_fn)
-        drop = _drop(reference, value, drop_type)
-        log.info("ember: reverted '%s' to float: metric %.5f, drop %.5f", name, value, drop)
-        if drop <= max_drop:
-            break
+    steps: list[float] = []
     if drop > max_drop:
-        log.warning("ember: the accuracy drop %.5f is still above %.5f after reverting %d layer(s)", drop, max_drop,
-                    len(reverted))
-    log.info("ember: accuracy control kept %d layer(s) float: %s", len(reverted), reverted)
+        show = advanced_quantization_parameters.show_progress if advanced_quantization_parameters else True
+        start = time.perf_counter()
+        groups = rank_groups(fmodel, q, validation, ref.per_item, first.per_item,
+                             restorer.ranking_subset_size or DEFAULT_RANKING_SUBSET, show)
+        seconds["ranking"] = time.perf_counter() - start
+        drop, reverted, steps = _restore(fmodel, q, groups, validation, validation_fn, ref.metric, drop, max_drop,
+                                         drop_type, restorer.max_num_iterations)
+        if drop > max_drop:
+            log.warning("ember: the accuracy drop %.5f is still above %.5f after reverting %d layer(s)", drop, max_drop,
+                        len(reverted))
+    seconds["revert steps"] = float(sum(steps))
+    log.info("ember: accuracy control kept %d layer(s) float: %s; seconds %s", len(reverted), reverted,
+             {k: round(v, 2) for k, v in seconds.items()})
     q.rt_info["ember_reverted_layers"] = list(reverted)
+    q.rt_info["ember_accuracy_control"] = {"drop": f"{drop:.6f}", "steps": str(len(steps)),
+                                           **{k.replace(" ", "_") + "_seconds": f"{v:.3f}" for k, v in seconds.items()}}
     return q
 
 
-def revert_layer(node: Node, float_node: Node | None) -> bool:
+def _restore(fmodel: Model, q: Model, groups: list[LayerGroup], validation: Any, validation_fn: Callable[..., Any],
+             reference: float, drop: float, max_drop: float, drop_type: DropType, max_iterations: int
+             ) -> tuple[float, list[str], list[float]]:
+    """NNCF's greedy loop with its step back; returns the final drop, the reverted layers and
+    each step's seconds."""
+    by_name = {n.friendly_name: n for n in q.get_ordered_ops()}
+    f_by_name = {n.friendly_name: n for n in fmodel.get_ordered_ops()}
+    reverted: list[str] = []
+    steps: list[float] = []
+    previous, step_back = drop, True
+    queue = list(groups)
+    while queue and len(steps) < max_iterations:
+        group = queue.pop(0)
+        start = time.perf_counter()
+        undo = _Undo()
+        changed = [name for name in group.layers if revert_layer(by_name[name], f_by_name.get(name), undo)]
+        if not changed:
+            continue
+        q.validate_nodes_and_infer_types()
+        value = _validate(q, validation, validation_fn).metric
+        drop = _drop(reference, value, drop_type)
+        steps.append(time.perf_counter() - start)
+        log.info("ember: reverted %s to float: metric %.5f, drop %.5f", changed, value, drop)
+        if drop <= max_drop:
+            reverted += changed
+            return drop, reverted, steps
+        if drop <= previous or step_back:
+            reverted += changed
+            previous, step_back = drop, False
+            continue
+        undo.undo()  # the drop grew: NNCF steps back (ember skips the group instead of re-ranking)
+        q.validate_nodes_and_infer_types()
+        log.info("ember: stepped back from %s (drop %.5f > %.5f)", changed, drop, previous)
+        drop, step_back = previous, True
+    return drop, reverted, steps
+
+
+def rank_groups(fmodel: Model, q: Model, validation: Any, reference_items: list[Any] | None,
+                quantized_items: list[Any] | None, subset_size: int, show_progress: bool = False) -> list[LayerGroup]:
+    """The quantized layers of ``q`` in groups sharing a quantizer, worst first, ranked by the
+    error each layer adds (``compare``) on the ranking subset of ``validation``."""
+    items = list(samples(validation, None))
+    if reference_items is not None and quantized_items is not None and len(reference_items) == len(items):
+        errors = [_item_error(a, b) for a, b in zip(reference_items, quantized_items)]
+        picked = sorted(np.argsort(errors, kind="stable")[::-1][:subset_size].tolist())
+    else:
+        picked = list(range(min(subset_size, len(items))))
+    report = compare(fmodel, q, Dataset([items[i] for i in picked]), subset_size=len(picked),
+                     show_progress=show_progress)
+    added = {e.name: (e.added if np.isfinite(e.added) else 0.0) for e in report.layers}
+    groups: list[LayerGroup] = []
+    for names in layer_groups(q, list(added)):
+        groups.append(LayerGroup(names, max(added[n] for n in names)))
+    return sorted(groups, key=lambda g: -g.score)
+
+
+def _item_error(a: Any, b: Any) -> float:
+    try:
+        return float(np.mean(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+    except (TypeError, ValueError):
+        return float(a != b)
+
+
+def layer_groups(q: Model, names: list[str]) -> list[list[str]]:
+    """``names`` partitioned into groups of layers that share an input quantizer (NNCF's
+    ``find_quantizer_nodes_to_cut``): reverting one of them means taking the shared quantizer
+    away from all of them."""
+    by_name = {n.friendly_name: n for n in q.get_ordered_ops()}
+    parent = {n: n for n in names}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    owner: dict[int, str] = {}
+    for name in names:
+        for src in by_name[name].input_values():
+            fq = input_quantizer(src)
+            if fq is None:
+                continue
+            if id(fq) in owner:
+                parent[root(name)] = root(owner[id(fq)])
+            else:
+                owner[id(fq)] = name
+    out: dict[str, list[str]] = {}
+    for name in names:
+        out.setdefault(root(name), []).append(name)
+    return list(out.values())
+
+
+def revert_layer(node: Node, float_node: Node | None, undo: _Undo | None = None) -> bool:
     """Give ``node`` its float inputs back (weights, bias) and bypass the FakeQuantize in front
-    of it when nothing else reads it. False if there was nothing to revert."""
+    of it (for every layer it feeds: they are one group). False if there was nothing to revert.
+    ``undo`` records the edits so that they can be taken back."""
     if float_node is None:
         raise QuantizationError(f"ember: the float model has no layer '{node.friendly_name}' to restore")
+    undo = undo or _Undo()
     consts = Constants()
     changed = False
     for port, src in enumerate(node.input_values()):
-        if _is_compressed_weight(src):
+        if is_compressed_weight(src):
             value = consts.value(float_node.input(port).source)
-            node.set_argument(port, Constant(value).output(0))
+            undo.set(node, port, Constant(value).output(0))
             changed = True
             continue
-        fq = _input_fq(src)
+        fq = input_quantizer(src)
         if fq is None:
             continue
         if src.node is fq:
-            Input(node, port).replace_source_output(fq.input(0).source)
-            changed = True
-        elif all(c.node is src.node or c.node is node for c in fq.output(0).targets) and \
-                len(fq.output(0).targets) == 1:
-            fq.output(0).replace(fq.input(0).source)  # only this layer reads it, through the agnostic op
-            changed = True
+            undo.set(node, port, fq.input(0).source)
+        else:  # through precision-preserving ops: every reader of the quantizer loses it
+            for target in list(fq.output(0).targets):
+                undo.set(target.node, target.index, fq.input(0).source)
+        changed = True
     targets = node.output(0).targets
     f_targets = float_node.output(0).targets
     if changed and len(targets) == 1 and targets[0].node.type_name == "Add" and len(f_targets) == 1:
@@ -132,5 +286,5 @@ def revert_layer(node: Node, float_node: Node | None) -> bool:
         for p in (0, 1):
             if consts.is_const(add.input(p).source) and consts.is_const(fadd.input(p).source):
                 original = np.asarray(consts.value(fadd.input(p).source))
-                add.set_argument(p, Constant(original).output(0))
+                undo.set(add, p, Constant(original).output(0))
     return changed

@@ -73,12 +73,12 @@ def quantized_layers(model: Model) -> list[Node]:
         if n.type_name in ("FakeQuantize", "Result", "Const", "Parameter", "Convert") or \
                 n.type_name in AGNOSTIC or "/fq_weights_" in n.friendly_name:
             continue
-        if any(_input_fq(o) is not None or _is_compressed_weight(o) for o in n.input_values()):
+        if any(input_quantizer(o) is not None or is_compressed_weight(o) for o in n.input_values()):
             out.append(n)
     return out
 
 
-def _input_fq(src: Output) -> Node | None:
+def input_quantizer(src: Output) -> Node | None:
     for _ in range(8):
         if src.node.type_name == "FakeQuantize":
             return src.node
@@ -88,7 +88,7 @@ def _input_fq(src: Output) -> Node | None:
     return None
 
 
-def _is_compressed_weight(src: Output) -> bool:
+def is_compressed_weight(src: Output) -> bool:
     n = src.node
     for _ in range(4):
         if "/fq_weights_" in n.friendly_name:
@@ -121,8 +121,8 @@ def compare(float_model: Any, quantized_model: Any, dataset: Any, subset_size: i
         f_ports[(f.friendly_name, 0)] = f.output(0)
         inputs = []
         for port, src in enumerate(q.input_values()):
-            fq = _input_fq(src)
-            if _is_compressed_weight(src) or (fq is None and Constants().is_const(src)):
+            fq = input_quantizer(src)
+            if is_compressed_weight(src) or (fq is None and Constants().is_const(src)):
                 inputs.append(("const", src))
                 continue
             fsrc = f.input(port).source

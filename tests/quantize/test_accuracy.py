@@ -10,6 +10,7 @@ import ember
 import ember.nncf as nncf
 import ember.opset as ops
 from ember.graph.model import Model
+from ember.quantize.accuracy_control import layer_groups
 
 RNG = np.random.default_rng(5)
 
@@ -66,3 +67,54 @@ def test_accuracy_control_reverts_the_layer_that_hurts() -> None:
     assert reverted and reverted[0] == "fc2"  # fc2 reads the outlier-stretched range
     fc2 = next(n for n in qa.get_ordered_ops() if n.friendly_name == "fc2")
     assert all(o.node.type_name not in ("FakeQuantize", "Multiply") for o in fc2._inputs)
+
+
+def _chain(n: int) -> Model:
+    x = ops.parameter([4, 8], np.float32, name="x")
+    h = x
+    for i in range(n):
+        h = ops.relu(ops.matmul(h, (RNG.standard_normal((8, 8)) * 0.4).astype(np.float32), False, True,
+                                name=f"fc{i}"))
+    return Model([h], [x], "chain")
+
+
+def _float_inputs(model: Model, name: str) -> bool:
+    node = next(n for n in model.get_ordered_ops() if n.friendly_name == name)
+    return all(o.node.type_name not in ("FakeQuantize", "Multiply") for o in node._inputs)
+
+
+def test_accuracy_control_steps_back_as_nncf() -> None:
+    """NNCF's greedy loop: a revert that makes the drop worse is kept once (the step after a
+    step back, or the first), undone the next time; the loop stops once the drop is within."""
+    model = _chain(3)
+    data = [RNG.standard_normal((4, 8)).astype(np.float32) for _ in range(3)]
+    metrics = iter([1.0, 0.5, 0.4, 0.3, 0.995])  # float, int8, then one value per step
+
+    def validate(compiled: object, items: object) -> float:
+        return next(metrics)
+
+    qa = nncf.quantize_with_accuracy_control(model, nncf.Dataset(data), nncf.Dataset(data), validate, max_drop=0.01)
+    reverted = qa.rt_info["ember_reverted_layers"]
+    assert len(reverted) == 2 and len(set(reverted)) == 2  # the second step was taken back
+    info = qa.rt_info["ember_accuracy_control"]
+    assert info["steps"] == "3" and float(info["drop"]) == pytest.approx(0.005)
+    names = {f"fc{i}" for i in range(3)}
+    (kept,) = names - set(reverted)
+    assert not _float_inputs(qa, kept) and all(_float_inputs(qa, n) for n in reverted)
+    # the model after the step back computes what a fresh quantize with those layers ignored does
+    ref = nncf.quantize(model, nncf.Dataset(data), subset_size=3, ignored_scope=nncf.IgnoredScope(names=reverted))
+    x = data[0]
+    np.testing.assert_allclose(ember.compile_model(qa, "CPU")(x)[0], ember.compile_model(ref, "CPU")(x)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_layers_sharing_a_quantizer_are_one_group() -> None:
+    x = ops.parameter([4, 8], np.float32, name="x")
+    a = ops.matmul(x, (RNG.standard_normal((8, 8))).astype(np.float32), False, True, name="a")
+    b = ops.matmul(x, (RNG.standard_normal((8, 8))).astype(np.float32), False, True, name="b")
+    c = ops.matmul(ops.relu(ops.add(a, b)), (RNG.standard_normal((8, 8))).astype(np.float32), False, True, name="c")
+    model = Model([c], [x], "fork")
+    data = [RNG.standard_normal((4, 8)).astype(np.float32) for _ in range(3)]
+    q = nncf.quantize(model, nncf.Dataset(data), subset_size=3)
+    groups = sorted(sorted(g) for g in layer_groups(q, ["a", "b", "c"]))
+    assert groups == [["a", "b"], ["c"]]  # a and b read the same FakeQuantize of x
