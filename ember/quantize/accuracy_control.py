@@ -42,7 +42,7 @@ from ember.graph.core_ops import Constant
 from ember.graph.model import Model
 from ember.graph.node import Node, Output
 from ember.quantize.algorithm import quantize
-from ember.quantize.compare import compare, input_quantizer, is_compressed_weight
+from ember.quantize.compare import compare, input_quantizer, is_compressed_weight, quantized_layers
 from ember.quantize.dataset import Dataset, as_dataset, samples
 from ember.quantize.graph_utils import Constants, load_model
 from ember.quantize.parameters import (
@@ -55,6 +55,8 @@ from ember.quantize.parameters import (
     QuantizationPreset,
     TargetDevice,
 )
+from ember.quantize.progress import track
+from ember.quantize.statistics import compile_for_statistics, infer
 
 log = logging.getLogger("ember.quantize")
 
@@ -128,6 +130,8 @@ def quantize_with_accuracy_control(model: Any, calibration_dataset: Any, validat
     RELATIVE: a fraction of the float metric) from the float model's. Returns the quantized ember
     Model (possibly with some layers float); ``rt_info["ember_reverted_layers"]`` names them."""
     restorer = advanced_accuracy_restorer_parameters or AdvancedAccuracyRestorerParameters()
+    if restorer.tune_hyperparams:
+        raise QuantizationError("ember: tune_hyperparams=True is not supported (NNCF's default, False, is)")
     seconds: dict[str, float] = {}
     fmodel = load_model(model)
     validation = as_dataset(validation_dataset)
@@ -147,7 +151,8 @@ def quantize_with_accuracy_control(model: Any, calibration_dataset: Any, validat
         show = advanced_quantization_parameters.show_progress if advanced_quantization_parameters else True
         start = time.perf_counter()
         groups = rank_groups(fmodel, q, validation, ref.per_item, first.per_item,
-                             restorer.ranking_subset_size or DEFAULT_RANKING_SUBSET, show)
+                             restorer.ranking_subset_size or DEFAULT_RANKING_SUBSET, show, validation_fn,
+                             restorer.ranking)
         seconds["ranking"] = time.perf_counter() - start
         drop, reverted, steps = _restore(fmodel, q, groups, validation, validation_fn, ref.metric, drop, max_drop,
                                          drop_type, restorer.max_num_iterations)
@@ -201,22 +206,73 @@ def _restore(fmodel: Model, q: Model, groups: list[LayerGroup], validation: Any,
 
 
 def rank_groups(fmodel: Model, q: Model, validation: Any, reference_items: list[Any] | None,
-                quantized_items: list[Any] | None, subset_size: int, show_progress: bool = False) -> list[LayerGroup]:
-    """The quantized layers of ``q`` in groups sharing a quantizer, worst first, ranked by the
-    error each layer adds (``compare``) on the ranking subset of ``validation``."""
+                quantized_items: list[Any] | None, subset_size: int, show_progress: bool = False,
+                validation_fn: Callable[..., Any] | None = None, ranking: str = "revert") -> list[LayerGroup]:
+    """The quantized layers of ``q`` in groups sharing a quantizer, worst first, scored on the
+    ranking subset of ``validation``. ``ranking="revert"`` (NNCF's): each group reverted alone
+    and the model run on the subset: the metric it then reaches (``validation_fn`` on the subset,
+    when it returns per-item values) or, otherwise, how much it lowers the outputs' normalized
+    MSE against the float model. ``"layer_error"``: the error each layer adds (``compare``),
+    one float and one quantized pass for all groups."""
     items = list(samples(validation, None))
-    if reference_items is not None and quantized_items is not None and len(reference_items) == len(items):
-        errors = [_item_error(a, b) for a, b in zip(reference_items, quantized_items)]
+    metric_mode = reference_items is not None and quantized_items is not None and len(reference_items) == len(items)
+    if metric_mode:
+        errors = [_item_error(a, b) for a, b in zip(reference_items or [], quantized_items or [])]
         picked = sorted(np.argsort(errors, kind="stable")[::-1][:subset_size].tolist())
     else:
         picked = list(range(min(subset_size, len(items))))
-    report = compare(fmodel, q, Dataset([items[i] for i in picked]), subset_size=len(picked),
-                     show_progress=show_progress)
-    added = {e.name: (e.added if np.isfinite(e.added) else 0.0) for e in report.layers}
-    groups: list[LayerGroup] = []
-    for names in layer_groups(q, list(added)):
-        groups.append(LayerGroup(names, max(added[n] for n in names)))
+    subset = [items[i] for i in picked]
+    if ranking == "layer_error":
+        report = compare(fmodel, q, Dataset(subset), subset_size=len(subset), show_progress=show_progress)
+        added = {e.name: (e.added if np.isfinite(e.added) else 0.0) for e in report.layers}
+        groups = [LayerGroup(names, max(added[n] for n in names)) for names in layer_groups(q, list(added))]
+        return sorted(groups, key=lambda g: -g.score)
+    if ranking != "revert":
+        raise QuantizationError(f"ember: unknown ranking '{ranking}' (revert or layer_error)")
+    names = [n.friendly_name for n in quantized_layers(q)]
+    f_names = {n.friendly_name for n in fmodel.get_ordered_ops()}
+    by_name = {n.friendly_name: n for n in q.get_ordered_ops()}
+    f_by_name = {n.friendly_name: n for n in fmodel.get_ordered_ops()}
+    reference = None if metric_mode else _outputs(fmodel, subset)
+    groups = []
+    for group in track(layer_groups(q, [n for n in names if n in f_names]), "Ranking groups", None, show_progress):
+        undo = _Undo()
+        if not any([revert_layer(by_name[n], f_by_name[n], undo) for n in group]):
+            continue
+        q.validate_nodes_and_infer_types()
+        try:
+            if metric_mode and validation_fn is not None:
+                score = _validate_items(q, subset, validation_fn)
+            else:
+                score = -_nmse(reference or [], _outputs(q, subset))
+        finally:
+            undo.undo()
+            q.validate_nodes_and_infer_types()
+        groups.append(LayerGroup(group, score))
     return sorted(groups, key=lambda g: -g.score)
+
+
+def _outputs(model: Model, items: list[Any]) -> list[list[np.ndarray]]:
+    compiled = compile_for_statistics(model)
+    request = compiled.create_infer_request()
+    return [[np.array(v, copy=True) for v in infer(request, item, model)] for item in items]
+
+
+def _validate_items(model: Model, items: list[Any], validation_fn: Callable[..., Any]) -> float:
+    from ember.runtime import Core
+
+    value = validation_fn(Core().compile_model(model, "CPU"), items)
+    return float(value[0] if isinstance(value, tuple) else value)
+
+
+def _nmse(reference: list[list[np.ndarray]], approx: list[list[np.ndarray]]) -> float:
+    """NNCF's normalized MSE: |ref - approx|^2 / |ref|^2 per output, averaged over items."""
+    out = []
+    for ref_item, approx_item in zip(reference, approx):
+        for r, a in zip(ref_item, approx_item):
+            r64, a64 = np.asarray(r, np.float64).ravel(), np.asarray(a, np.float64).ravel()
+            out.append(float(np.dot(r64 - a64, r64 - a64) / max(float(np.dot(r64, r64)), 1e-30)))
+    return float(np.mean(out)) if out else 0.0
 
 
 def _item_error(a: Any, b: Any) -> float:

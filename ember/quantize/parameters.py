@@ -242,9 +242,15 @@ class AdvancedAccuracyRestorerParameters:
     """Options of ``quantize_with_accuracy_control``."""
 
     max_num_iterations: int = 2**31 - 1
+    #: NNCF's default (off); ember has no hyperparameter tuning step
+    tune_hyperparams: bool = False
     ranking_subset_size: int | None = None
     num_ranking_workers: int | None = None
     restore_mode: str = "activations_and_weights"
+    intermediate_model_dir: str | None = None
+    #: ember: how groups are ranked: "revert" (NNCF's: each group reverted alone, the subset run
+    #: again) or "layer_error" (the error each layer adds, ``compare``: two passes in all)
+    ranking: str = "revert"
 
 
 class SensitivityMetric(Enum):

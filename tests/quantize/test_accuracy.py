@@ -49,7 +49,8 @@ def test_compare_added_error_is_the_layers_own_quantization_error() -> None:
     assert "fc1" in str(report) and "model output" in str(report)
 
 
-def test_accuracy_control_reverts_the_layer_that_hurts() -> None:
+@pytest.mark.parametrize("ranking", ["revert", "layer_error"])
+def test_accuracy_control_reverts_the_layer_that_hurts(ranking: str) -> None:
     model, _, _ = _two_layer(outlier=200.0)
     data = [RNG.standard_normal((4, 8)).astype(np.float32) for _ in range(4)]
     float_out = [ember.compile_model(model, "REFERENCE")(x)[0] for x in data]
@@ -61,7 +62,9 @@ def test_accuracy_control_reverts_the_layer_that_hurts() -> None:
 
     q = nncf.quantize(model, nncf.Dataset(data), subset_size=4)
     assert -validate(ember.compile_model(q, "CPU"), data) > 0.01
-    qa = nncf.quantize_with_accuracy_control(model, nncf.Dataset(data), nncf.Dataset(data), validate, max_drop=0.01)
+    qa = nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(data), nncf.Dataset(data), validate, max_drop=0.01,
+        advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(ranking=ranking))
     assert -validate(ember.compile_model(qa, "CPU"), data) <= 0.01
     reverted = qa.rt_info["ember_reverted_layers"]
     assert reverted and reverted[0] == "fc2"  # fc2 reads the outlier-stretched range
