@@ -40,6 +40,7 @@ from ember.devices.cpu.kernels.gemm import (
     Precision,
     as_precision,
     check_bias,
+    flush_subnormals,
     pack_weights,
     y_bf16_ok,
 )
@@ -206,6 +207,7 @@ class Conv2d:
             wp = aligned_empty(max(g.kh * g.kw * cp, 1))
             wp[:] = 0
             wp[:g.kh * g.kw * cp].reshape(g.kh * g.kw, cp)[:, :g.cin] = w.reshape(g.cin, -1).T
+            flush_subnormals(wp)
             self._dw_weights, self._cp = wp, cp
             self.packed = None
             self.task_address = depthwise_task_address(g.kh, g.kw, self.isa)
