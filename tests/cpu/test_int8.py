@@ -458,6 +458,14 @@ CONV_CASES = [
     (1, 11, 12, 2, 40, 3, 3, (1, 2), (2, 2), (2, 1), (1, 2), 1, 250, "clamp", False),
     (2, 30, 29, 3, 33, 7, 7, (2, 2), (1, 1), (3, 3), (3, 2), 1, 0, "none", False),
     (1, 8, 8, 3, 8, 2, 2, (1, 1), (1, 1), (0, 0), (0, 0), 1, 77, "none", False),  # K = 12: a multiple of 4
+    # rows of 16 pixels or more (AMX reads a half tile in place when its pixels share an output row and
+    # the tap stays inside: interior, border, row wrap, wholly padded rows, images side by side)
+    (2, 5, 37, 64, 48, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1, 3, "relu", True),
+    (1, 6, 70, 32, 40, 3, 3, (2, 2), (1, 1), (1, 1), (1, 1), 1, 5, "none", False),
+    (1, 7, 40, 16, 20, 3, 3, (1, 1), (2, 2), (2, 2), (2, 2), 1, 9, "none", False),
+    (1, 4, 33, 16, 16, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 2, 0, "none", False),
+    (3, 5, 20, 64, 36, 1, 1, (1, 1), (1, 1), (0, 0), (0, 0), 1, 11, "none", True),  # 1x1 over whole images
+    (2, 8, 40, 32, 32, 1, 1, (2, 2), (1, 1), (0, 0), (0, 0), 1, 0, "none", False),  # a downsample
 ]
 
 

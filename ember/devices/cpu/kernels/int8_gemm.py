@@ -485,12 +485,13 @@ def _pixels(e: Emitter, m0: ir.Value, m1: ir.Value, OH: ir.Value, OW: ir.Value,
 
 
 def emit_row_table(e: ContextEmitter, blk: TaskBlock, MR: int, fill_tail: bool = False,
-                   wide_copy: bool = False) -> tuple[ir.Value, ir.Value]:
+                   wide_copy: bool = False, per_tap: bool = True) -> tuple[ir.Value, ir.Value]:
     """The row pointer table of a task's pixels: ``rows[(tile * ntaps + tap) * MR + r]`` (a
     padding tap points at the zero-point row); with few channels per tap the taps are gathered
     into one row per pixel first (``merge``). Returns (rows, taps per row: 1 when merged).
     ``fill_tail`` points the rows of the last tile past the task's pixels at the zero-point row;
-    ``wide_copy`` gathers a kernel row with masked 64-byte vectors (AVX-512) instead of words."""
+    ``wide_copy`` gathers a kernel row with masked 64-byte vectors (AVX-512) instead of words;
+    ``per_tap=False``: only the merged rows (the caller finds the per-tap rows itself)."""
     b = e.b
     a = e.arg
     g, m0, m1, ntiles = blk.outer, blk.m0, blk.m1, blk.ntiles
@@ -512,24 +513,25 @@ def emit_row_table(e: ContextEmitter, blk: TaskBlock, MR: int, fill_tail: bool =
     xgroup = e.gep(I8, a("x", PTR), b.mul(g, a("xg")))
     # the row table: rows[(tile * ntaps + tap) * MR + r], a padding tap points at the zero-point row
     merge = b.icmp_signed("!=", a("merge"), c64(0))
-    with b.if_else(merge) as (merged, per_tap):
-        with per_tap:
-            with _pixels(e, m0, m1, OH, OW, "p") as (p, img, oy, ox):
-                rel = b.sub(p, m0)
-                slot0 = b.add(b.mul(b.mul(b.sdiv(rel, c64(MR)), ntaps), c64(MR)), b.srem(rel, c64(MR)))
-                iy0 = b.sub(b.mul(oy, sh), pt)
-                ix0 = b.sub(b.mul(ox, sw), pl)
-                ximg = e.gep(I8, xgroup, b.mul(img, xn))
-                with e.loop(0, kh, name="ky") as ky:
-                    iy = b.add(iy0, b.mul(ky, dh))
-                    yok = b.icmp_unsigned("<", iy, H)
-                    xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
-                    trow = b.mul(b.mul(ky, kw), c64(MR))
-                    with e.loop(0, kw, name="kx") as kx:
-                        ix = b.add(ix0, b.mul(kx, dw))
-                        ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
-                        ptr = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
-                        b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, c64(MR)))))
+    with b.if_else(merge) as (merged, tapwise):
+        with tapwise:
+            if per_tap:
+                with _pixels(e, m0, m1, OH, OW, "p") as (p, img, oy, ox):
+                    rel = b.sub(p, m0)
+                    slot0 = b.add(b.mul(b.mul(b.sdiv(rel, c64(MR)), ntaps), c64(MR)), b.srem(rel, c64(MR)))
+                    iy0 = b.sub(b.mul(oy, sh), pt)
+                    ix0 = b.sub(b.mul(ox, sw), pl)
+                    ximg = e.gep(I8, xgroup, b.mul(img, xn))
+                    with e.loop(0, kh, name="ky") as ky:
+                        iy = b.add(iy0, b.mul(ky, dh))
+                        yok = b.icmp_unsigned("<", iy, H)
+                        xrow = e.gep(I8, ximg, b.mul(b.mul(iy, W), ldx))
+                        trow = b.mul(b.mul(ky, kw), c64(MR))
+                        with e.loop(0, kw, name="kx") as kx:
+                            ix = b.add(ix0, b.mul(kx, dw))
+                            ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
+                            ptr = b.select(ok, e.gep(I8, xrow, b.mul(ix, ldx)), zero_row)
+                            b.store(ptr, e.gep(PTR, rows, b.add(b.add(slot0, trow), b.mul(kx, c64(MR)))))
         with merged:
             kpad = a("kpad")
             gbuf = aligned_alloca(e, I8, b.mul(b.mul(ntiles, c64(MR)), kpad))
@@ -1100,7 +1102,7 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     M, N = a("m"), a("cout")
     blk = task_block(e, fn.args[1], a("gm"), a("gn"), a("tm"), a("tn"), M, N, AMX_TILE)
     g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
-    rows, ntaps = emit_row_table(e, blk, MR, fill_tail=True, wide_copy=True)
+    rows, ntaps = emit_row_table(e, blk, MR, fill_tail=True, wide_copy=True, per_tap=False)
     k4, kq, nck, ktap = a("k4"), a("kq"), a("nck"), a("ktap")
     direct = b.icmp_signed("!=", a("direct"), c64(0))
     kbytes, qbytes = b.mul(k4, c64(4)), b.mul(kq, c64(4))
@@ -1116,6 +1118,13 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     # two C buffers: a tile's C goes to one while the epilogue reads the previous tile's from the other
     cbuf2 = aligned_alloca(e, I32, c64(2 * MR * NR))
     emit_tile_config(e, qbytes, kq)
+    merged = b.icmp_signed("!=", a("merge"), c64(0))
+    xgroup = e.gep(I8, a("x", PTR), b.mul(g, a("xg")))
+    # a 1x1 stride-1 convolution over whole contiguous images (or a GEMM): pixel p's row is x + p * ldx
+    contiguous = b.and_(b.icmp_signed("==", b.mul(a("kh"), a("kw")), c64(1)),
+                        b.icmp_signed("==", b.add(b.mul(a("sh"), a("sw")), b.add(a("pt"), a("pl"))), c64(1)))
+    contiguous = b.and_(contiguous, b.and_(b.icmp_signed("==", a("ow"), a("w")), b.icmp_signed("==", a("oh"), a("h"))))
+    contiguous = b.and_(contiguous, b.icmp_signed("==", a("xn"), b.mul(b.mul(a("h"), a("w")), a("ldx"))))
 
     ldy, yg, ldr, ldq = a("ldy"), a("yg"), a("ldr"), a("ldq")
     esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
@@ -1152,25 +1161,31 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
             lt = b.sub(it, t0)
             # A of this tile: per tap and half, a base and a row stride (straight from the
             # activations when the half's 16 rows are uniformly strided, else a zero-padded copy)
-            with e.loop(0, ntaps, name="atap") as tap:
-                for h in range(2):
-                    slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), c64(h * H))
-                    src = [e.load(PTR, e.gep(PTR, rows, b.add(slot, c64(r)))) for r in range(H)]
-                    addr = [b.ptrtoint(p, I64) for p in src]
-                    step = b.sub(addr[1], addr[0])
-                    ok = direct
-                    for r in range(2, H):
-                        ok = b.and_(ok, b.icmp_unsigned("==", addr[r], b.add(addr[0], b.mul(step, c64(r)))))
-                    d = b.add(b.mul(b.add(b.mul(lt, ntaps), tap), c64(2)), c64(h))
-                    with b.if_else(ok) as (uniform, gather):
-                        with uniform:
-                            b.store(src[0], e.gep(PTR, desc_ptr, d))
-                            b.store(step, e.gep(I64, desc_ld, d))
-                        with gather:
-                            dst = e.gep(I8, abuf, b.mul(b.mul(d, c64(H)), kp))
-                            copy_rows(e, src, dst, kp, kbytes, kp)
-                            b.store(dst, e.gep(PTR, desc_ptr, d))
-                            b.store(kp, e.gep(I64, desc_ld, d))
+            with b.if_else(merged) as (gathered, tapwise):
+                with gathered:  # a stem's gathered rows: one tap, from the row table
+                    with e.loop(0, ntaps, name="atap") as tap:
+                        for h in range(2):
+                            slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), c64(h * H))
+                            src = [e.load(PTR, e.gep(PTR, rows, b.add(slot, c64(r)))) for r in range(H)]
+                            addr = [b.ptrtoint(p, I64) for p in src]
+                            step = b.sub(addr[1], addr[0])
+                            ok = direct
+                            for r in range(2, H):
+                                ok = b.and_(ok, b.icmp_unsigned("==", addr[r], b.add(addr[0], b.mul(step, c64(r)))))
+                            d = b.add(b.mul(b.add(b.mul(lt, ntaps), tap), c64(2)), c64(h))
+                            with b.if_else(ok) as (uniform, gather):
+                                with uniform:
+                                    b.store(src[0], e.gep(PTR, desc_ptr, d))
+                                    b.store(step, e.gep(I64, desc_ld, d))
+                                with gather:
+                                    dst = e.gep(I8, abuf, b.mul(b.mul(d, c64(H)), kp))
+                                    copy_rows(e, src, dst, kp, kbytes, kp)
+                                    b.store(dst, e.gep(PTR, desc_ptr, d))
+                                    b.store(kp, e.gep(I64, desc_ld, d))
+                with tapwise:
+                    for h in range(2):
+                        _tap_descriptors(e, xgroup, b.add(m0, b.add(b.mul(it, c64(MR)), c64(h * H))), lt, h, ntaps, direct,
+                                         contiguous, desc_ptr, desc_ld, abuf, kp, kbytes)
 
         with e.loop(j0, j1, name="jp") as jp:
             col = b.mul(jp, c64(NR))
@@ -1201,6 +1216,73 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
             epilogue(b.sub(t1, c64(1)))
     tile_release(e)
     b.ret_void()
+
+
+def _tap_descriptors(e: ContextEmitter, xgroup: ir.Value, ps: ir.Value, lt: ir.Value, h: int, ntaps: ir.Value,
+                     direct: ir.Value, contiguous: ir.Value, desc_ptr: ir.Value, desc_ld: ir.Value, abuf: ir.Value, kp: ir.Value,
+                     kbytes: ir.Value) -> None:
+    """The A descriptors (base, row stride) of every tap of half ``h`` of tile ``lt`` (16 pixels from ``ps``),
+    found from the geometry without a row table: the half's rows are uniformly strided when its
+    pixels lie in one output row and the tap reads inside the image for all of them (stride
+    ``sw * ldx``), when the tap's input row lies wholly in the padding (the zero-point row, stride
+    0), or for any pixels of a 1x1 stride-1 convolution over contiguous images (``contiguous``:
+    stride ``ldx``); otherwise (a row wrap, a border, past the last pixel, zero-padded K) its 16
+    rows are copied into ``abuf`` with the zero-point row for padding."""
+    b = e.b
+    a = e.arg
+    H = TILE_ROWS
+    H_, W_, OH, OW = a("h"), a("w"), a("oh"), a("ow")
+    ldx, xn = a("ldx"), a("xn")
+    sh, sw, dh, dw, pt, pl = a("sh"), a("sw"), a("dh"), a("dw"), a("pt"), a("pl")
+    kw = a("kw")
+    zero_row = a("zero", PTR)
+    ohw = b.mul(OH, OW)
+    img = b.udiv(ps, ohw)
+    q = b.urem(ps, ohw)
+    oy, ox = b.udiv(q, OW), b.urem(q, OW)
+    inside = b.and_(direct, b.icmp_signed("<=", b.add(ps, c64(H)), a("m")))
+    one_row = b.and_(inside, b.icmp_signed("<", b.add(ox, c64(H - 1)), OW))
+    whole = b.and_(inside, contiguous)
+    ximg = e.gep(I8, xgroup, b.mul(img, xn))
+    with e.loop(0, ntaps, name="atap") as tap:
+        ky, kx = b.sdiv(tap, kw), b.srem(tap, kw)
+        iy = b.add(b.sub(b.mul(oy, sh), pt), b.mul(ky, dh))
+        ix0 = b.add(b.sub(b.mul(ox, sw), pl), b.mul(kx, dw))
+        ixl = b.add(ix0, b.mul(c64(H - 1), sw))
+        yok = b.icmp_unsigned("<", iy, H_)
+        xok = b.and_(b.icmp_signed(">=", ix0, c64(0)), b.icmp_signed("<", ixl, W_))
+        strided = b.and_(one_row, b.and_(yok, xok))
+        padded = b.and_(one_row, b.not_(yok))
+        d = b.add(b.mul(b.add(b.mul(lt, ntaps), tap), c64(2)), c64(h))
+        with b.if_else(b.or_(b.or_(strided, padded), whole)) as (uniform, gather):
+            with uniform:
+                base = b.select(strided, e.gep(I8, ximg, b.mul(b.add(b.mul(iy, W_), ix0), ldx)),
+                                b.select(padded, zero_row, e.gep(I8, xgroup, b.mul(ps, ldx))))
+                step = b.select(strided, b.mul(sw, ldx), b.select(padded, c64(0), ldx))
+                b.store(base, e.gep(PTR, desc_ptr, d))
+                b.store(step, e.gep(I64, desc_ld, d))
+            with gather:
+                src = []
+                pimg, py, px = img, oy, ox
+                for r in range(H):
+                    if r:  # the next pixel
+                        nx = b.add(px, c64(1))
+                        wrap_x = b.icmp_signed(">=", nx, OW)
+                        px = b.select(wrap_x, c64(0), nx)
+                        ny = b.select(wrap_x, b.add(py, c64(1)), py)
+                        wrap_y = b.icmp_signed(">=", ny, OH)
+                        py = b.select(wrap_y, c64(0), ny)
+                        pimg = b.select(wrap_y, b.add(pimg, c64(1)), pimg)
+                    ry = b.add(b.sub(b.mul(py, sh), pt), b.mul(ky, dh))
+                    rx = b.add(b.sub(b.mul(px, sw), pl), b.mul(kx, dw))
+                    ok = b.and_(b.icmp_unsigned("<", ry, H_), b.icmp_unsigned("<", rx, W_))
+                    ok = b.and_(ok, b.icmp_signed("<", b.add(ps, c64(r)), a("m")))
+                    addr = e.gep(I8, xgroup, b.add(b.mul(pimg, xn), b.mul(b.add(b.mul(ry, W_), rx), ldx)))
+                    src.append(b.select(ok, addr, zero_row))
+                dst = e.gep(I8, abuf, b.mul(b.mul(d, c64(H)), kp))
+                copy_rows(e, src, dst, kp, kbytes, kp)
+                b.store(dst, e.gep(PTR, desc_ptr, d))
+                b.store(kp, e.gep(I64, desc_ld, d))
 
 
 def _build_int8(prefix: str, isa: Isa) -> ir.Module:
