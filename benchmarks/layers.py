@@ -30,7 +30,15 @@ wait for workers) and the plan's Python steps. The two-thread column is only mea
 quiet machine (with another process on the second core the worker runs late and the step
 goes serial):
 
-    python benchmarks/layers.py --models mobilenet_v2 --steps --rounds 40
+    python benchmarks/layers.py --models mobilenet_v2 --steps --rounds 40 [--precision bf16]
+
+``--ab`` (ember alone) runs whole inferences at two threads in alternating rounds: the default
+against the pool's shared task counter (``ThreadPool.tasks_from_ends`` off), against small
+depthwise layers split over both threads (``depthwise.SERIAL_BELOW = 0``) and against one
+thread; it prints each variant's median and its ratio to the default, per round. A quiet
+machine is needed for the two-thread figures to mean anything:
+
+    python benchmarks/layers.py --models mobilenet_v2,efficientnet-lite0 --ab --rounds 40 [--precision bf16]
 """
 
 from __future__ import annotations
@@ -130,7 +138,7 @@ def conv_table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def steps_table(name: str, rounds: int, seed: int, threads: int = 2) -> str:
+def steps_table(name: str, rounds: int, seed: int, threads: int = 2, precision: str = "f32") -> str:
     """Each native step of ember's plan at one thread and at ``threads``, alternating per step."""
     import ember
 
@@ -139,7 +147,8 @@ def steps_table(name: str, rounds: int, seed: int, threads: int = 2) -> str:
     core = ember.Core()
     model = core.read_model(str(spec.path))
     model.reshape({k: list(v.shape) for k, v in feeds.items()})
-    cm = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+    cm = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                                           "INFERENCE_PRECISION_HINT": precision})
     req = cm.create_infer_request()
     for _ in range(3):
         req.infer(feeds)
@@ -188,6 +197,60 @@ def steps_table(name: str, rounds: int, seed: int, threads: int = 2) -> str:
     return "\n".join(lines)
 
 
+def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: int = 10) -> str:
+    """ember alone at two threads, whole inferences: the default against each of this session's
+    two-thread choices switched off (the pool's task order, the one-thread small depthwise
+    layers) and against one thread, in alternating rounds of ``runs`` inferences each."""
+    import ember
+    from ember.devices.cpu.kernels import depthwise
+    from ember.devices.cpu.runtime.threadpool import default_pool
+
+    spec = model_spec(name)
+    feeds = spec.make_inputs(seed)
+    core = ember.Core()
+
+    def compiled(threads: int) -> Any:
+        model = core.read_model(str(spec.path))
+        model.reshape({k: list(v.shape) for k, v in feeds.items()})
+        return core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                                                 "INFERENCE_PRECISION_HINT": precision}).create_infer_request()
+
+    pool = default_pool()
+    pool.chooser = None  # every two-thread run really goes parallel
+    below = depthwise.SERIAL_BELOW
+    reqs = {"default (2 threads)": compiled(2), "shared task counter": compiled(2)}
+    depthwise.SERIAL_BELOW = 0
+    try:
+        reqs["small depthwise split"] = compiled(2)
+    finally:
+        depthwise.SERIAL_BELOW = below
+    reqs["1 thread"] = compiled(1)
+    times: dict[str, list[float]] = {k: [] for k in reqs}
+    for req in reqs.values():
+        for _ in range(3):
+            req.infer(feeds)
+    try:
+        for r in range(rounds):
+            for k in (list(reqs) if r % 2 == 0 else list(reqs)[::-1]):
+                pool.tasks_from_ends = k != "shared task counter"
+                one = []
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    reqs[k].infer(feeds)
+                    one.append(time.perf_counter() - t0)
+                times[k].append(float(np.median(one)) * 1e3)
+    finally:
+        pool.tasks_from_ends = True
+    base = np.array(times["default (2 threads)"])
+    lines = [f"== {spec.name} {precision}: ember alone, {rounds} alternating rounds of {runs} inferences "
+             f"(median per round)", f"{'variant':24s} {'median ms':>10s} {'/ default':>10s} {'q25-q75 of the round ratios':>28s}"]
+    for k, v in times.items():
+        ratio = np.array(v) / base
+        lines.append(f"{k:24s} {np.median(v):10.3f} {np.median(ratio):10.3f} "
+                     f"{np.quantile(ratio, 0.25):13.3f}-{np.quantile(ratio, 0.75):.3f}")
+    return "\n".join(lines)
+
+
 def report(r: dict[str, Any], top: int) -> str:
     e, o = r["types"]["ember"], r["types"]["OpenVINO"]
     te, to = sum(e.values()) or 1.0, sum(o.values()) or 1.0
@@ -219,10 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--convs", action="store_true", help="also pair the convolutions by execution order, layer by layer")
     ap.add_argument("--steps", action="store_true",
                     help="ember alone: each native step of the plan at one thread and at --threads (default 2)")
+    ap.add_argument("--ab", action="store_true",
+                    help="ember alone, whole inferences at two threads: the default against the shared task "
+                         "counter, small depthwise layers split, and one thread, alternating")
     args = ap.parse_args(argv)
     for name in args.models.split(","):
+        if args.ab:
+            print(ab_table(name.strip(), args.rounds, args.seed, args.precision), flush=True)
+            continue
         if args.steps:
-            print(steps_table(name.strip(), args.rounds, args.seed, args.threads or 2), flush=True)
+            print(steps_table(name.strip(), args.rounds, args.seed, args.threads or 2, args.precision), flush=True)
             continue
         r = profile(name.strip(), args.rounds, args.precision, args.seed, args.threads)
         print(report(r, args.top), flush=True)
