@@ -6,8 +6,14 @@
 ONNX Runtime's) may still spin after their rounds and take the free core from ember's worker.
 This tool compiles ember alone at 2 threads and at 1 thread per precision, and times alternating
 rounds quiet and with ``compare.BackgroundLoad()`` (another process spinning on one core):
-median latency quiet and loaded, and their ratio. Figures are wall-time medians; on a shared
+median latency quiet and loaded, their ratio, and the share of runs the pool ran serially
+(no parallel job: the run-mode chooser's choice on a machine judged busy). Figures are wall-time medians; on a shared
 machine compare the ratios.
+
+``--s5`` also compiles each 2-thread configuration a second time with session 5's pool policy
+(busy judged from the workers' own preemptions over 0.1-5 s windows, the run-mode chooser
+without its parallel probe: :func:`session5_policy`), timed in the same rounds: the ratio
+``/s5`` of the two is the A/B of the policies under the same load.
 """
 
 from __future__ import annotations
@@ -27,27 +33,46 @@ for extra in (ROOT, ROOT / "benchmarks", ROOT / "tests"):
 import compare  # noqa: E402  (model specs, seeded inputs, the background spinner)
 
 
+def session5_policy(pool: object) -> None:
+    """Turn ``pool`` (a ThreadPool) back to session 5's run-mode policy: the busy judgement from
+    the workers' preemptions (as where /proc/stat is unreadable) and a chooser that alternates
+    serial and parallel runs from the start of every spell (no quiet reference to probe against)."""
+    from collections import deque
+
+    pool._machine_counters = False  # type: ignore[attr-defined]
+    chooser = getattr(pool, "chooser", None)
+    if chooser is not None:
+        chooser.reference = deque(maxlen=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet50")
     ap.add_argument("--precisions", default="f32,bf16")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds quiet and loaded")
     ap.add_argument("--runs", type=int, default=20, help="runs per configuration and round")
+    ap.add_argument("--s5", action="store_true", help="also time 2 threads under session 5's pool policy")
     args = ap.parse_args(argv)
     import ember
 
     core = ember.Core()
-    rows = ["| model | precision | threads | quiet ms | loaded ms | loaded / quiet |", "|---|---|---|---|---|---|"]
+    rows = ["| model | precision | threads | policy | quiet ms | loaded ms | loaded / quiet | quiet /s5 | loaded /s5 "
+            "| quiet serial % | loaded serial % |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.models.split(","):
         spec = compare.model_spec(name)
         feeds = compare.default_inputs(spec.path, 0, spec.shapes)
-        configs = {(p, t): core.compile_model(str(spec.path), "CPU", {"INFERENCE_PRECISION_HINT": p,
-                                                                    "INFERENCE_NUM_THREADS": t})
-                   for p in args.precisions.split(",") for t in (2, 1)}
+        variants = [(t, "now") for t in (2, 1)] + ([(2, "s5")] if args.s5 else [])
+        configs = {(p, t, pol): core.compile_model(str(spec.path), "CPU", {"INFERENCE_PRECISION_HINT": p,
+                                                                          "INFERENCE_NUM_THREADS": t})
+                   for p in args.precisions.split(",") for t, pol in variants}
+        for (_, _, pol), cm in configs.items():
+            if pol == "s5":
+                session5_policy(cm._executable.pool)
         for cm in configs.values():
             for _ in range(3):
                 cm(feeds)
-        times: dict[tuple[str, int, bool], list[float]] = {}
+        times: dict[tuple[str, int, str, bool], list[float]] = {}
+        serial: dict[tuple[str, int, str, bool], list[bool]] = {}  # runs with no parallel job
         for _ in range(args.rounds):
             for loaded in (False, True):
                 load = compare.BackgroundLoad() if loaded else None
@@ -55,17 +80,25 @@ def main(argv: list[str] | None = None) -> int:
                     load.__enter__()
                 try:
                     for key, cm in configs.items():
+                        pool = cm._executable.pool
                         for _ in range(args.runs):
+                            jobs = pool.stats().jobs
                             t0 = time.perf_counter()
                             cm(feeds)
                             times.setdefault((*key, loaded), []).append(time.perf_counter() - t0)
+                            serial.setdefault((*key, loaded), []).append(pool.stats().jobs == jobs)
                 finally:
                     if load is not None:
                         load.__exit__(None, None, None)
-        for p, t in configs:
-            q = float(np.median(times[(p, t, False)])) * 1e3
-            lo = float(np.median(times[(p, t, True)])) * 1e3
-            rows.append(f"| {name} | {p} | {t} | {q:.2f} | {lo:.2f} | {lo / q:.2f} |")
+        for p, t, pol in configs:
+            q = float(np.median(times[(p, t, pol, False)])) * 1e3
+            lo = float(np.median(times[(p, t, pol, True)])) * 1e3
+            ab = ""
+            if (p, t, "s5") in configs:
+                ab = " | ".join(f"{m / float(np.median(times[(p, t, 's5', x)])) / 1e3:.2f}"
+                                for m, x in ((q, False), (lo, True)))
+            ser = " | ".join(f"{100 * np.mean(serial[(p, t, pol, x)]):.0f}" if t > 1 else "" for x in (False, True))
+            rows.append(f"| {name} | {p} | {t} | {pol} | {q:.2f} | {lo:.2f} | {lo / q:.2f} | {ab or ' | '} | {ser} |")
         print("\n".join(rows[-len(configs):]), flush=True)
     print()
     print("\n".join(rows))

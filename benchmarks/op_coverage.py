@@ -29,7 +29,10 @@ settle time each engine leaves behind is reported (``settle ms``).
 ``--diagnose`` records, for each of ember's runs, the garbage collections that ran inside it
 (``gc.get_stats``), and its thread pool's counters (``ThreadPool.stats``): parallel jobs,
 futex wake-ups of sleeping workers, the time the caller waited for workers after its own
-tasks, and the workers it moved to its own CPU after waiting ``RESCUE_MS``; it prints them for the slowest 1% of runs against all runs. ``--alone`` runs ember
+tasks, the workers it moved to its own CPU after waiting ``RESCUE_MS``, the runs that ran
+every job on the caller alone (*serial runs*: the run-mode chooser's, on a machine the pool
+judged busy) and the runs after which the pool judged the machine busy; it prints them for the
+slowest 1% of runs against all runs. ``--alone`` runs ember
 without creating the peers' sessions (their threads cannot disturb it; no output check).
 """
 
@@ -89,12 +92,16 @@ def measure(jobs: Sequence[Callable[[], Any]], runs: int, rounds: int,
 
 class Diagnosis:
     """Per-run causes for one ember compiled model: garbage collections inside the run and its
-    pool's counters (jobs, futex wake-ups, caller wait, workers rescued), with the run's latency."""
+    pool's counters (jobs, futex wake-ups, caller wait, workers rescued, jobs run on the caller
+    alone) and whether the pool judged the machine busy, with the run's latency. A *serial run*
+    ran every job on the caller alone (the run-mode chooser's choice on a busy machine, or a
+    straggling spell)."""
 
     def __init__(self, compiled: compare.Compiled) -> None:
         executable = getattr(getattr(compiled, "compiled", None), "_executable", None)
         self.pool = getattr(executable, "pool", None)
-        self.rows: list[tuple[float, ...]] = []  # seconds, gc gen0/1/2, jobs, wakes, wait_us, rescues
+        # seconds, gc gen0/1/2, jobs, wakes, wait_us, rescues, serial jobs, busy after the run
+        self.rows: list[tuple[float, ...]] = []
 
     def wrap(self, job: Callable[[], Any]) -> Callable[[], Any]:
         """``job`` recording its causes (a few microseconds more per run, the same for every run)."""
@@ -107,7 +114,8 @@ class Diagnosis:
             g1 = [s["collections"] for s in gc.get_stats()]
             d = (self.pool.stats() - p0) if p0 is not None else None
             self.rows.append((dt, *(b - a for a, b in zip(g0, g1)), d.jobs if d else 0, d.wakes if d else 0,
-                              d.wait_us if d else 0.0, d.rescues if d else 0))
+                              d.wait_us if d else 0.0, d.rescues if d else 0, d.serial_jobs if d else 0,
+                              float(bool(getattr(self.pool, "busy", False)))))
             return out
         return run
 
@@ -122,7 +130,9 @@ class Diagnosis:
             return {"ms": float(x[:, 0].mean() * 1e3), "gc_runs": float((x[:, 1:4].sum(1) > 0).mean()),
                     "gc_gen2_runs": float((x[:, 3] > 0).mean()), "jobs": float(x[:, 4].mean()),
                     "wakes": float(x[:, 5].mean()), "wait_us": float(x[:, 6].mean()),
-                    "rescues": float(x[:, 7].mean())}
+                    "rescues": float(x[:, 7].mean()),
+                    "serial_runs": float(((x[:, 4] == 0) & (x[:, 8] > 0)).mean()),
+                    "busy_runs": float(x[:, 9].mean())}
 
         return {"all": means(a), "slowest_1pct": means(slow), "runs": len(a)}
 
@@ -222,7 +232,9 @@ def format_text(results: list[dict[str, Any]]) -> str:
                 lines.append(f"{m['model']}: ember {label:10s} {x['ms']:7.2f} ms; runs with a gc "
                              f"{100 * x['gc_runs']:4.1f}% (gen 2: {100 * x['gc_gen2_runs']:.1f}%); per run "
                              f"{x['jobs']:.1f} parallel jobs, {x['wakes']:.1f} futex wake-ups, "
-                             f"{x['wait_us']:.0f} us waiting for workers, {x.get('rescues', 0.0):.2f} rescues")
+                             f"{x['wait_us']:.0f} us waiting for workers, {x.get('rescues', 0.0):.2f} rescues; "
+                             f"serial runs {100 * x.get('serial_runs', 0.0):.1f}%, judged busy "
+                             f"{100 * x.get('busy_runs', 0.0):.1f}%")
     return "\n".join(lines)
 
 

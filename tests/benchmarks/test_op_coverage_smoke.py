@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from ember.devices.cpu.runtime.threadpool import TASK_FN, ThreadPool
 
@@ -78,7 +79,7 @@ def test_diagnosis_counts_collections_and_pool_jobs_per_run():
         for _ in range(5):
             run()
         rows = np.asarray(diagnosis.rows)
-        assert rows.shape == (5, 8) and (rows[:, 4] == 1).all()  # one parallel job per run
+        assert rows.shape == (5, 10) and (rows[:, 4] == 1).all() and (rows[:, 8] == 0).all()  # one parallel job per run
         # rescues per run add up to the pool's own count (a worker is late, and rescued, only
         # when the machine is busy: CI's load can make that happen, so no fixed figure here)
         assert (rows[:, 7] >= 0).all() and rows[:, 7].sum() == pool.stats().rescues
@@ -86,11 +87,18 @@ def test_diagnosis_counts_collections_and_pool_jobs_per_run():
         summary = diagnosis.summary()
         assert summary["runs"] == 5 and summary["all"]["gc_gen2_runs"] >= 0.2
         assert set(summary["slowest_1pct"]) == {"ms", "gc_runs", "gc_gen2_runs", "jobs", "wakes", "wait_us",
-                                                  "rescues"}
+                                                  "rescues", "serial_runs", "busy_runs"}
+        assert summary["all"]["serial_runs"] == 0.0  # every run had its parallel job
+        pool.serial = True
+        run()
+        assert diagnosis.rows[-1][4] == 0 and diagnosis.rows[-1][8] == 1  # a serial run: its job on the caller
+        assert diagnosis.summary()["all"]["serial_runs"] == pytest.approx(1 / 6)
+        pool.serial = False
         result = {"model": "toy", "error": "", "fallbacks": {}, "diagnosis": summary,
                   "engines": [{"engine": "ember", "median_ms": 1.0, "p99_ms": 1.5, "p99_over_median": 1.5,
                                "round_spread": 1.0, "max_rel_diff": 0.0, "settle_ms": 10.0}]}
         text = tool.format_text([result])
         assert "settle ms" in text and "toy: ember slowest 1%" in text and "futex wake-ups" in text
+        assert "serial runs" in text
     finally:
         pool.close()
