@@ -32,7 +32,9 @@ futex wake-ups of sleeping workers, the time the caller waited for workers after
 tasks, the workers it moved to its own CPU after waiting ``RESCUE_MS``, the runs that ran
 every job on the caller alone (*serial runs*: the run-mode chooser's, on a machine the pool
 judged busy) and the runs after which the pool judged the machine busy; it prints them for the
-slowest 1% of runs against all runs. ``--alone`` runs ember
+slowest 1% of runs against all runs. ``--s5`` adds ember a second time with its
+pool on session 5's run-mode policy (``load_alone.session5_policy``), in the same rounds.
+``--alone`` runs ember
 without creating the peers' sessions (their threads cannot disturb it; no output check).
 """
 
@@ -147,13 +149,16 @@ def summarize(rounds: list[list[float]]) -> dict[str, float]:
 
 
 def run_network(name: str, runs: int, rounds: int, device: str, log: Callable[[str], None],
-                diagnose: bool = False, alone: bool = False) -> dict[str, Any]:
+                diagnose: bool = False, alone: bool = False, s5: bool = False) -> dict[str, Any]:
     from models.op_models import example_inputs, export
 
     spec = compare.ModelSpec(name, export(name), inputs=lambda path, seed, n=name: example_inputs(n, seed))
     engines: list[compare.Engine] = [compare.EmberEngine(device, "f32")]
     if not alone:
         engines += [compare.OrtEngine(1), compare.OpenVINOEngine("f32")]
+    if s5:  # ember again, its pool on session 5's run-mode policy (load_alone.session5_policy)
+        engines.append(compare.EmberEngine(device, "f32"))
+        engines[-1].label += " s5 pool"
     feeds = spec.make_inputs(0)
     result: dict[str, Any] = {"model": name, "engines": [], "error": "", "fallbacks": {}}
     compiled: list[compare.Compiled] = []
@@ -161,8 +166,12 @@ def run_network(name: str, runs: int, rounds: int, device: str, log: Callable[[s
         for e in engines:
             e.prepare(spec)
             compiled.append(e.compile("LATENCY"))
+        if s5:
+            import load_alone
+
+            load_alone.session5_policy(Diagnosis(compiled[-1]).pool)
         outputs = [c.infer(feeds) for c in compiled]
-        diffs = [compare.max_rel_diff(o, outputs[1]) for o in outputs] if not alone else [None]
+        diffs = [compare.max_rel_diff(o, outputs[1]) if not alone else None for o in outputs]
         result["fallbacks"] = fallback_ops(compiled[0])
         for e, d in zip(engines, diffs):
             result["engines"].append({"engine": e.label, "max_rel_diff": d})
@@ -260,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--diagnose", action="store_true",
                    help="record gc collections and pool counters per ember run; compare the slowest 1%%")
     p.add_argument("--alone", action="store_true", help="ember only: the peers' sessions are not created")
+    p.add_argument("--s5", action="store_true",
+                   help="also time ember with its pool on session 5's run-mode policy (an A/B in the same rounds)")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in NAMES]
@@ -269,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     env = compare.environment(compare.CompareConfig(models=(compare.ModelSpec("-", Path("-")),), device=args.device))
     log = lambda line: print(line, flush=True)  # noqa: E731
-    results = [run_network(n, args.runs, args.rounds, args.device, log, args.diagnose, args.alone) for n in names]
+    results = [run_network(n, args.runs, args.rounds, args.device, log, args.diagnose, args.alone, args.s5)
+               for n in names]
     print()
     print(format_text(results))
     if args.out:
