@@ -770,8 +770,9 @@ class ModeChooser:
 
     A spell first *probes*: when the pool told it the times of parallel runs on a quiet machine
     (:meth:`quiet`), ``pairs`` parallel runs; if their median is within ``gate`` times the quiet
-    median, parallel is not hurt by the load and wins without a serial run (on two threads,
-    serial is 1.5-2x slower than an unhurt parallel run). Otherwise (or with no quiet times
+    median (``gate`` 1.25), parallel is hardly hurt by the load and wins without a serial run
+    (a plan whose two threads gain more than 25% on a quiet machine cannot run faster serially;
+    one that gains less has little to win either way). Otherwise (or with no quiet times
     known) ``pairs`` runs of each mode alternating (so a change of the load falls on both
     alike), and the lower median wins. A change of the load (:meth:`choose`'s ``load``, other
     processes' cores) by ``relevel`` or more since the last verdict starts a new spell at once.
@@ -779,7 +780,7 @@ class ModeChooser:
     waits for the later of two threads to get a slice); this keeps a plan at the faster of the
     two. A pure function of the times it is told (deterministic tests)."""
 
-    def __init__(self, pairs: int = 4, exploit: int = 56, max_exploit: int = 1024, gate: float = 1.5,
+    def __init__(self, pairs: int = 4, exploit: int = 56, max_exploit: int = 1024, gate: float = 1.25,
                  relevel: float = 0.5, keep: int = 16) -> None:
         self.pairs, self.exploit, self.max_exploit = pairs, exploit, max_exploit
         self.gate, self.relevel = gate, relevel
@@ -1061,8 +1062,11 @@ class ThreadPool:
             self._run_start, self._run_quiet = now_pc, False
         else:
             self._run_serial = False
-            self._run_start = None if self._user_serial else now_pc
-            self._run_quiet = True
+            # a quiet run's time is the chooser's reference only once the machine was judged
+            # quiet (the first runs of a pool come before any window; so do those of a pool
+            # judged from the workers' preemptions)
+            self._run_quiet = self.judge.load is not None and self._machine_counters
+            self._run_start = now_pc if self._run_quiet and not self._user_serial else None
             self._state[_FORCED_SERIAL] = int(self._user_serial)
 
     def _judge(self) -> None:
