@@ -1120,11 +1120,12 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     emit_tile_config(e, qbytes, kq)
     merged = b.icmp_signed("!=", a("merge"), c64(0))
     xgroup = e.gep(I8, a("x", PTR), b.mul(g, a("xg")))
-    # a 1x1 stride-1 convolution over whole contiguous images (or a GEMM): pixel p's row is x + p * ldx
+    # a 1x1 stride-1 convolution over one image or contiguous images (or a GEMM): pixel p's row is x + p * ldx
     contiguous = b.and_(b.icmp_signed("==", b.mul(a("kh"), a("kw")), c64(1)),
                         b.icmp_signed("==", b.add(b.mul(a("sh"), a("sw")), b.add(a("pt"), a("pl"))), c64(1)))
     contiguous = b.and_(contiguous, b.and_(b.icmp_signed("==", a("ow"), a("w")), b.icmp_signed("==", a("oh"), a("h"))))
-    contiguous = b.and_(contiguous, b.icmp_signed("==", a("xn"), b.mul(b.mul(a("h"), a("w")), a("ldx"))))
+    one_image = b.icmp_signed("<=", a("m"), b.mul(a("oh"), a("ow")))  # a GEMM's rows (xn 0) too
+    contiguous = b.and_(contiguous, b.or_(one_image, b.icmp_signed("==", a("xn"), b.mul(b.mul(a("h"), a("w")), a("ldx")))))
 
     ldy, yg, ldr, ldq = a("ldy"), a("yg"), a("ldr"), a("ldq")
     esz = b.select(b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_U8)), c64(0)), c64(1), c64(4))
