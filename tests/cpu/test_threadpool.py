@@ -506,7 +506,7 @@ def test_mode_chooser_keeps_the_faster_mode_and_measures_again():
     The chooser alternates for 2 * pairs runs, then runs serially for `exploit` runs, then
     measures again; the same verdict again doubles the runs until the next spell; when
     parallel becomes faster it goes back to parallel at the next verdict."""
-    ch = tp.ModeChooser(pairs=3, exploit=10, max_exploit=40)
+    ch = tp.ModeChooser(pairs=3, exploit=10, max_exploit=40, max_exploit_s=1e9)
     modes = []
     for _ in range(6 + 10 + 6 + 20 + 6 + 40 + 6 + 40):
         serial = ch.choose()
@@ -610,7 +610,7 @@ def test_mode_chooser_probes_parallel_before_it_tries_serial():
     """With quiet parallel times known, a measuring spell first runs `pairs` parallel runs: not
     slower than gate x the quiet median, parallel wins with no serial run at all (the explored
     serial runs were the p99); slower, serial and parallel alternate and the faster wins."""
-    ch = tp.ModeChooser(pairs=3, exploit=10, max_exploit=40, gate=1.5)
+    ch = tp.ModeChooser(pairs=3, exploit=10, max_exploit=40, gate=1.5, max_exploit_s=1e9)
     for _ in range(5):
         ch.quiet(1.0)
     modes = _feed(ch, {False: 1.2, True: 1.8}, 200)  # a busy machine that does not hurt parallel runs
@@ -622,14 +622,20 @@ def test_mode_chooser_probes_parallel_before_it_tries_serial():
 
 
 def test_mode_chooser_measures_again_when_the_load_changes():
-    """Exploiting a verdict, a change of the load by `relevel` cores starts a new spell at once
-    (not after up to max_exploit runs); smaller changes do not."""
-    ch = tp.ModeChooser(pairs=2, exploit=100, relevel=0.5)
-    modes = _feed(ch, {False: 2.0, True: 1.0}, 20, load=1.0)
-    assert modes[:4] == [False, True] * 2 and modes[4:] == [True] * 16
-    assert _feed(ch, {False: 2.0, True: 1.0}, 10, load=1.3) == [True] * 10  # a small change: no spell
-    modes = _feed(ch, {False: 0.5, True: 1.0}, 10, load=0.2)  # the load dropped: measured at once
-    assert modes[:4] == [False, True] * 2 and modes[4:] == [False] * 6
+    """Exploiting parallel runs, a rise of the load by `relevel` cores starts a new spell at once
+    (not after up to max_exploit runs); smaller changes do not, nor changes while serial runs
+    are exploited (the others' share rises as the pool leaves them a core); after
+    max_exploit_s seconds of runs a spell starts whatever the count."""
+    ch = tp.ModeChooser(pairs=2, exploit=100, relevel=0.5, max_exploit_s=1e9)
+    modes = _feed(ch, {False: 1.0, True: 2.0}, 20, load=0.6)
+    assert modes[:4] == [False, True] * 2 and modes[4:] == [False] * 16
+    assert _feed(ch, {False: 1.0, True: 2.0}, 10, load=0.9) == [False] * 10  # a small rise: no spell
+    modes = _feed(ch, {False: 3.0, True: 2.0}, 10, load=1.2)  # a spinner arrived: measured at once
+    assert modes[:4] == [False, True] * 2 and modes[4:] == [True] * 6
+    assert _feed(ch, {False: 3.0, True: 2.0}, 20, load=2.0) == [True] * 20  # serial: the load is no signal
+    timed = tp.ModeChooser(pairs=2, exploit=1000, max_exploit_s=1.0)
+    modes = _feed(timed, {False: 0.25, True: 0.5}, 4 + 4 + 4)
+    assert modes[4:8] == [False] * 4 and modes[8:12] == [False, True] * 2  # 1 s of runs: measured again
 
 
 def test_pool_busy_follows_the_machine_counters(monkeypatch):

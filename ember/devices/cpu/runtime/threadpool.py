@@ -774,15 +774,18 @@ class ModeChooser:
     (a plan whose two threads gain more than 25% on a quiet machine cannot run faster serially;
     one that gains less has little to win either way). Otherwise (or with no quiet times
     known) ``pairs`` runs of each mode alternating (so a change of the load falls on both
-    alike), and the lower median wins. A change of the load (:meth:`choose`'s ``load``, other
-    processes' cores) by ``relevel`` or more since the last verdict starts a new spell at once.
+    alike), and the lower median wins. While parallel runs are exploited, a rise of the load
+    (:meth:`choose`'s ``load``, other processes' cores) by ``relevel`` or more since the verdict
+    starts a new spell at once (a falling load is the judge's: quiet means parallel; and while
+    serial runs are exploited the others' share rises by itself, since the pool leaves them a
+    core). Whatever the runs' count, a new spell starts after ``max_exploit_s`` seconds of runs.
     On a machine where every thread waits for a core, two threads can lose to one (each job
     waits for the later of two threads to get a slice); this keeps a plan at the faster of the
     two. A pure function of the times it is told (deterministic tests)."""
 
     def __init__(self, pairs: int = 4, exploit: int = 56, max_exploit: int = 1024, gate: float = 1.25,
-                 relevel: float = 0.5, keep: int = 16) -> None:
-        self.pairs, self.exploit, self.max_exploit = pairs, exploit, max_exploit
+                 relevel: float = 0.5, keep: int = 16, max_exploit_s: float = 5.0) -> None:
+        self.pairs, self.exploit, self.max_exploit, self.max_exploit_s = pairs, exploit, max_exploit, max_exploit_s
         self.gate, self.relevel = gate, relevel
         #: parallel run times on a quiet machine (the latest ``keep``)
         self.reference: deque[float] = deque(maxlen=keep)
@@ -797,6 +800,7 @@ class ModeChooser:
         self.winner = False
         self.verdicts = 0
         self.level: float | None = None  # the load at the last verdict
+        self.spent = 0.0  # seconds of the runs since the last verdict
         self.plan = self._spell()
 
     def _spell(self, probe: bool = True) -> list[bool]:
@@ -811,10 +815,12 @@ class ModeChooser:
     def choose(self, load: float | None = None) -> bool:
         """True: run the next run serially. ``load``: other processes' cores now (see
         :class:`LoadJudge`), None if unknown."""
-        if (load is not None and self.level is not None and self.step > len(self.plan)
-                and abs(load - self.level) >= self.relevel):
-            self.step, self.run_for, self.verdicts = 0, self.exploit, 0  # the load changed: measure now
-            self.level = None
+        if self.step > len(self.plan):
+            if (not self.winner and load is not None and self.level is not None
+                    and load - self.level >= self.relevel):
+                self.step, self.run_for, self.verdicts = 0, self.exploit, 0  # the load rose: measure now
+            elif self.spent >= self.max_exploit_s:
+                self.step = 0
         if self.step >= len(self.plan) + self.run_for:
             self.step = 0
         if self.step == 0:
@@ -838,10 +844,12 @@ class ModeChooser:
                 self.winner = winner
                 self.verdicts += 1
                 self.level = load
+                self.spent = 0.0
         return self.winner
 
     def record(self, serial: bool, seconds: float) -> None:
         """The time of the run :meth:`choose` was last asked for (kept while measuring)."""
+        self.spent += seconds
         if 0 < self.step <= len(self.plan):
             self.times[serial].append(seconds)
 
