@@ -5,7 +5,8 @@
 ``compare.py --load`` measures every engine in one process; the peers' threads (OpenVINO's,
 ONNX Runtime's) may still spin after their rounds and take the free core from ember's worker.
 This tool compiles ember alone at 2 threads and at 1 thread per precision, and times alternating
-rounds quiet and with ``compare.BackgroundLoad()`` (another process spinning on one core):
+rounds quiet and with ``compare.BackgroundLoad()`` (another process spinning on one core; within
+a round the configurations take turns run by run):
 median latency quiet and loaded, their ratio, and the share of runs the pool ran serially
 (no parallel job: the run-mode chooser's choice on a machine judged busy). Figures are wall-time medians; on a shared
 machine compare the ratios.
@@ -79,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                 if load is not None:
                     load.__enter__()
                 try:
-                    for key, cm in configs.items():
-                        pool = cm._executable.pool
-                        for _ in range(args.runs):
+                    for _ in range(args.runs):  # configurations interleaved run by run (A/B under a moving load)
+                        for key, cm in configs.items():
+                            pool = cm._executable.pool
                             jobs = pool.stats().jobs
                             t0 = time.perf_counter()
                             cm(feeds)
