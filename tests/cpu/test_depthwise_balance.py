@@ -24,7 +24,7 @@ def _before(batch: int, oh: int, ow: int, channels: int, lanes: int, threads: in
     nvec = -(-channels // lanes)
     band = max(1, min(oh, -(-64 // ow)))
     nb = -(-oh // band)
-    want = 4 * threads
+    want = 4 * threads if threads > 1 else 1
     ns = max(1, min(-(-want // (batch * nb)), ow // 4))
     ns = -(-ow // -(-ow // ns))
     gv = nvec
@@ -53,6 +53,7 @@ def test_split_covers_every_pixel_once_and_balances(shape: tuple, threads: int) 
     old_band, old_ns, old_gv = _before(batch, oh, ow, channels, lanes, threads)
     if threads == 1:
         assert (band, ns, gv) == (old_band, old_ns, old_gv)
+        assert ns == 1 and gv == nvec  # bands of whole rows and all channels: nothing to balance
     span = depthwise.task_makespan(depthwise.task_costs(batch, oh, ow, nvec, band, taps, ns, gv), threads)
     old = depthwise.task_makespan(depthwise.task_costs(batch, oh, ow, nvec, old_band, taps, old_ns, old_gv), threads)
     assert span <= old
