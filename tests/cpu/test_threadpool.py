@@ -591,6 +591,12 @@ def test_load_judge_follows_the_load_both_ways():
     quiet = run(0.1, 0.5)
     assert not quiet[-1] and quiet.index(False) <= 4
     assert not any(run(0.4, 0.5))  # between the thresholds: still quiet
+    run(0.0, 0.1)
+    t += 0.025
+    own += 0.05
+    assert not judge.feed(t, others + own + 0.08, own)  # one read 80 ms high: a window's load over 0.5
+    assert judge.load > 0.5
+    assert not any(run(0.0, 0.1))  # the next reads are right: never judged busy
     wide = tp.LoadJudge(threads=2, cpus=8)  # two threads on eight cores: a spinner leaves plenty
     for i in range(20):
         wide.feed(0.025 * i, 1.0 * 0.025 * i, 0.0)
