@@ -125,3 +125,53 @@ def test_batch_of_two() -> None:
     model = Model([ops.convolution(cat, _f(3, 16, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1])], [x], "b2")
     _, program = _run(model, [_f(2, 4, 3, 5)], 2)
     assert _copies(program) == 0
+
+
+# -- an elementwise program reading a nearest upsampling's source ------------------------------
+
+def _fpn(small: tuple[int, int], factors: tuple[int, int], order: str, extra: str = "") -> Model:
+    """``x * se + x + up(s)`` (PP-OCR det's RSE neck; ``order``: where ``up`` enters) with
+    ``up`` a nearest upsampling of ``s`` by whole ``factors``."""
+    c, (h, w), (fy, fx) = 8, small, factors
+    x = ops.parameter([2, c, h * fy, w * fx], np.float32, name="x")
+    s = ops.parameter([2, c, h, w], np.float32, name="s")
+    xc = ops.convolution(x, _f(c, c, 1, 1) / 3, [1, 1], [0, 0], [0, 0], [1, 1])
+    sc = ops.convolution(s, _f(c, c, 1, 1) / 3, [1, 1], [0, 0], [0, 0], [1, 1])
+    up = ops.interpolate(sc, np.array([1, 1, fy, fx], np.float32), "nearest", "scales")
+    se = ops.sigmoid(ops.reduce_mean(xc, np.array([2, 3], np.int64), True))
+    if order == "last":
+        y = ops.add(ops.add(ops.multiply(xc, se), xc), up)
+    elif order == "first":  # (a pooled operand: a convolution's epilogue would take the Add)
+        y = ops.hswish(ops.add(up, ops.max_pool(xc, [1, 1], [1, 1], [1, 1], [1, 1], [3, 3]).output(0)))
+    else:  # twice, with a per-row constant
+        y = ops.multiply(ops.add(up, ops.multiply(up, xc)), _f(1, 1, h * fy, 1))
+    outs = [ops.convolution(y, _f(4, c, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1])]
+    if extra == "program":  # another program reads it too: from the source as well
+        outs.append(ops.relu(up))
+    elif extra == "convolution":  # a convolution reads it: the upsampled map is made
+        outs.append(ops.convolution(up, _f(4, c, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]))
+    return Model(outs, [x, s], "fpn")
+
+
+UPSAMPLINGS = [((15, 20), (2, 2), "last"), ((3, 5), (4, 4), "first"), ((4, 3), (2, 3), "twice"),
+               ((5, 7), (1, 2), "last"), ((6, 4), (3, 1), "first")]
+
+
+@pytest.mark.parametrize("small,factors,order", UPSAMPLINGS, ids=[f"{f[0]}x{f[1]}-{o}" for _, f, o in UPSAMPLINGS])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_elementwise_reads_the_upsampling_source(small: tuple[int, int], factors: tuple[int, int], order: str,
+                                                 threads: int) -> None:
+    """The program reads the small map (stride 0 over the repeated rows and columns) and the
+    upsampling's own op is pruned; same values as REFERENCE."""
+    model = _fpn(small, factors, order)
+    h, w = small
+    feeds = [_f(2, 8, h * factors[0], w * factors[1]), _f(2, 8, h, w)]
+    _, program = _run(model, feeds, threads)
+    assert not [op for op in program.ops if op.type_name == "Interpolate"]
+
+
+@pytest.mark.parametrize("extra,made", [("program", 0), ("convolution", 1)])
+def test_an_upsampling_with_other_readers(extra: str, made: int) -> None:
+    model = _fpn((4, 5), (2, 2), "last", extra)
+    _, program = _run(model, [_f(2, 8, 8, 10), _f(2, 8, 4, 5)])
+    assert len([op for op in program.ops if op.type_name == "Interpolate"]) == made

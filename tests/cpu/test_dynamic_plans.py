@@ -433,7 +433,9 @@ def test_nearest_resize_tables_at_many_sizes(coord: str, nearest: str, axes4: bo
         np.testing.assert_allclose(compiled(feeds)[0], _reference(model, feeds), rtol=2e-5, atol=2e-5,
                                    err_msg=f"{coord}/{nearest} at {h}x{w}")
         ops_run = [op.type_name for op in compiled._executable._instance(feeds).program.ops]
-        assert ops_run.count("Interpolate") == 2 and not compiled._executable.program.stats["fallbacks"]
+        # (an upsampling by whole factors that only the Add reads is read from its source by the
+        # elementwise program: no Interpolate op of its own)
+        assert ops_run.count("Interpolate") in (1, 2) and not compiled._executable.program.stats["fallbacks"]
 
 
 @pytest.mark.parametrize("enabled", [True, False])

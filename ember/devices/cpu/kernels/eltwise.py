@@ -949,6 +949,22 @@ def eltwise_fits(out_shape: tuple[int, ...], input_shapes: list[tuple[int, ...]]
 MAX_SPLITS = 4096
 
 
+def views_fit(y: np.ndarray, inputs: list[np.ndarray]) -> bool:
+    """Whether :func:`eltwise_kernels` takes these arrays (any strides: views made at bind time
+    from arrays of the same shapes and strides, e.g. unallocated ``np.empty`` stand-ins)."""
+    if len(inputs) > MAX_INPUTS:
+        return False
+    try:
+        views = [np.broadcast_to(a, y.shape) for a in inputs]
+    except ValueError:
+        return False
+    if any(s % v.itemsize for v in (y, *views) for s in v.strides):
+        return False
+    strides = [[s // y.itemsize for s in y.strides]] + [[s // v.itemsize for s in v.strides] for v in views]
+    dims, st = _collapse_operands(y.shape, strides)
+    return not dims or (_splits(dims) <= MAX_SPLITS and st[0][-1] == 1 and all(s[-1] in (0, 1) for s in st[1:]))
+
+
 def _splits(dims: Sequence[int]) -> int:
     """How many 4-D kernel calls cover collapsed ``dims`` (one per index of the leading dims)."""
     return int(np.prod(dims[:-4], dtype=np.int64)) if len(dims) > 4 else 1

@@ -35,7 +35,7 @@ from ember.devices.cpu.lowering.driver import (
     shape_or_none,
     static_shape,
 )
-from ember.devices.cpu.lowering.movement import concat_slot
+from ember.devices.cpu.lowering.movement import UPSAMPLED, concat_slot
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Tensor
 from ember.errors import EmberError
 from ember.graph.node import Node, Output
@@ -208,7 +208,7 @@ _TYPES = (*NATIVE_UNARY, *NATIVE_BINARY, "Clamp", "Elu", "Gelu", "Swish", "Power
 
 @lowers(*_TYPES)
 def lower_eltwise(lowering: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernels
+    from ember.devices.cpu.kernels.eltwise import eltwise_fits, eltwise_kernels, views_fit
 
     if _fold_constant(lowering, node):
         return True
@@ -323,8 +323,13 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
                              if kind == "tensor")
     ins: list[Tensor] = []
     makers: list[Callable[[np.ndarray], np.ndarray]] = []
-    for kind, t, shp in operands:
+    ups, factors = _upsampled_operands(lowering, operands, out_shape) if nhwc else ({}, (1, 1))
+    for i, (kind, t, shp) in enumerate(operands):
         full = (1,) * (rank - len(shp)) + tuple(shp)
+        if i in ups:  # a nearest upsampling's output: its source, each pixel read fy x fx times
+            ins.append(lowering.native_input(ups[i], NHWC))
+            makers.append(lambda a: a)
+            continue
         if kind == "const":
             arr = t.reshape(full)
             if nhwc:
@@ -348,7 +353,15 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
         ins.append(src)
     phys = (out_shape[0], out_shape[2], out_shape[3], out_shape[1]) if nhwc else out_shape
     layout = NHWC if nhwc else PLAIN
-    if not eltwise_fits(phys, [mk(np.empty(t.shape, np.float32)).shape for mk, t in zip(makers, ins)]):
+    out_view: Callable[[np.ndarray], np.ndarray] = lambda a: a  # noqa: E731
+    if ups:
+        fy, fx = factors
+        out_view = _split_pixels(fy, fx, False)
+        makers = [_then(mk, _split_pixels(fy, fx, i in ups)) for i, mk in enumerate(makers)]
+        if not views_fit(out_view(np.empty(phys, out_dtype)), [mk(np.empty(t.shape, t.dtype))
+                                                               for mk, t in zip(makers, ins)]):
+            return False
+    elif not eltwise_fits(phys, [mk(np.empty(t.shape, np.float32)).shape for mk, t in zip(makers, ins)]):
         return False
     y: Tensor | None = concat_slot(lowering, last.output(0), out_dtype) if nhwc else None
     for (kind, t, _), src in zip(operands, ins):  # in place over a dying full-size input
@@ -367,8 +380,8 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
     name = node.friendly_name  # (the binder keeps no graph node: a cached plan does not keep its graph alive)
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        ks = eltwise_kernels(outs[0], [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa, rtype,
-                             constant)
+        ks = eltwise_kernels(out_view(outs[0]), [mk(a) for mk, a in zip(makers, arrs)], prog, threads, lowering.isa,
+                             rtype, constant)
         if ks is None:
             raise EmberError(f"ember: internal: elementwise chain at '{name}' does not fit the kernel")
         return ks
@@ -381,6 +394,48 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
 
 _FOLD_MAX = 1 << 24
 _F16 = np.dtype(np.float16)
+
+
+def _upsampled_operands(lowering: Lowering, operands: list[tuple[str, Any, tuple[int, ...]]],
+                        out_shape: tuple[int, ...]) -> tuple[dict[int, Tensor], tuple[int, int]]:
+    """{operand index: source} of the full-size operands that are nearest upsamplings by the
+    same whole factors (``movement.UPSAMPLED``): the program reads their sources instead (an
+    FPN's ``x + up(y)`` without the upsampled map in memory), and the factors (fy, fx)."""
+    known = UPSAMPLED.get(lowering, {})
+    found: dict[int, Tensor] = {}
+    factors: tuple[int, int] | None = None
+    for i, (kind, t, shp) in enumerate(operands):
+        if kind != "tensor" or tuple(shp) != tuple(out_shape) or t.id not in known:
+            continue
+        src, fy, fx = known[t.id]
+        if factors in (None, (fy, fx)) and src.dtype == t.dtype:
+            factors = (fy, fx)
+            found[i] = src
+    return found, factors or (1, 1)
+
+
+def _then(first: Callable[[np.ndarray], np.ndarray],
+          second: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda a: second(first(a))
+
+
+def _split_pixels(fy: int, fx: int, source: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """An NHWC array (or one broadcast along H or W) as ``[fy, fx, n, h, w, c]`` (output row
+    ``y * fy + i``, column ``x * fx + j`` at ``[i, j, :, y, x]``); ``source``: the small map
+    of an upsampling, the same pixel for every ``i, j`` (stride 0). A view, never a copy."""
+    as_strided = np.lib.stride_tricks.as_strided
+
+    def split(a: np.ndarray) -> np.ndarray:
+        n, h, w, c = a.shape
+        s0, s1, s2, s3 = a.strides
+        if source:
+            v = as_strided(a, (n, h, 1, w, 1, c), (s0, s1, 0, s2, 0, s3))
+        else:
+            gy, gx = (fy if h > 1 else 1), (fx if w > 1 else 1)
+            v = as_strided(a, (n, h // gy, gy, w // gx, gx, c), (s0, s1 * gy, s1, s2 * gx, s2, s3))
+        return v.transpose(2, 4, 0, 1, 3, 5)
+
+    return split
 
 
 def _halves_ok(lowering: Lowering, node: Node) -> bool:

@@ -460,7 +460,18 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
 
     lowering.program.add(Op(node.friendly_name, "Interpolate", [src, table], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
+    fy, fx = oh // h, ow // w
+    replicated = (np.arange(oh) // max(fy, 1) * w).reshape(oh, 1) + np.arange(ow) // max(fx, 1)
+    if y.base is None and oh == fy * h and ow == fx * w and (fy > 1 or fx > 1) and np.array_equal(
+            pix[:, 0], np.broadcast_to(replicated, pix[:, 0].shape)):
+        UPSAMPLED.setdefault(lowering, {})[y.id] = (src, fy, fx)
     return True
+
+
+#: per lowering, the nearest upsamplings by whole factors (by output tensor id): the source and
+#: the factors, so an elementwise program reading the output can read the source instead (the
+#: upsampling's own op is then pruned when nothing else reads it)
+UPSAMPLED: weakref.WeakKeyDictionary[Lowering, dict[int, tuple[Tensor, int, int]]] = weakref.WeakKeyDictionary()
 
 
 # -- Roll ---------------------------------------------------------------------------------------
