@@ -79,7 +79,10 @@ def test_diagnosis_counts_collections_and_pool_jobs_per_run():
         for _ in range(5):
             run()
         rows = np.asarray(diagnosis.rows)
-        assert rows.shape == (5, 10) and (rows[:, 4] == 1).all() and (rows[:, 8] == 0).all()  # one parallel job per run
+        # one job per run: parallel, or on the caller alone when the pool's straggler check put it
+        # in a serial spell (only when workers are late, i.e. on a busy machine such as CI's)
+        assert rows.shape == (5, 10) and (rows[:, 4] + rows[:, 8] == 1).all()
+        serial = ((rows[:, 4] == 0) & (rows[:, 8] == 1)).sum()  # 0 on a quiet machine
         # rescues per run add up to the pool's own count (a worker is late, and rescued, only
         # when the machine is busy: CI's load can make that happen, so no fixed figure here)
         assert (rows[:, 7] >= 0).all() and rows[:, 7].sum() == pool.stats().rescues
@@ -88,11 +91,11 @@ def test_diagnosis_counts_collections_and_pool_jobs_per_run():
         assert summary["runs"] == 5 and summary["all"]["gc_gen2_runs"] >= 0.2
         assert set(summary["slowest_1pct"]) == {"ms", "gc_runs", "gc_gen2_runs", "jobs", "wakes", "wait_us",
                                                   "rescues", "serial_runs", "busy_runs"}
-        assert summary["all"]["serial_runs"] == 0.0  # every run had its parallel job
+        assert summary["all"]["serial_runs"] == pytest.approx(serial / 5)
         pool.serial = True
         run()
         assert diagnosis.rows[-1][4] == 0 and diagnosis.rows[-1][8] == 1  # a serial run: its job on the caller
-        assert diagnosis.summary()["all"]["serial_runs"] == pytest.approx(1 / 6)
+        assert diagnosis.summary()["all"]["serial_runs"] == pytest.approx((serial + 1) / 6)
         pool.serial = False
         result = {"model": "toy", "error": "", "fallbacks": {}, "diagnosis": summary,
                   "engines": [{"engine": "ember", "median_ms": 1.0, "p99_ms": 1.5, "p99_over_median": 1.5,
