@@ -187,12 +187,14 @@ def tile_release(e: Emitter) -> None:
 
 def emit_tile_block(e: Emitter, op: str, two_m: bool, two_n: bool, ntaps: ir.Value, nck: ir.Value,
                     a_of_tap: Callable[[ir.Value], tuple[list[ir.Value], list[ir.Value]]],
-                    b_of_tap: Callable[[ir.Value], ir.Value], qbytes: ir.Value, step_bytes: ir.Value) -> None:
+                    b_of_tap: Callable[[ir.Value], ir.Value], qbytes: ir.Value, step_bytes: ir.Value,
+                    prefetch: Callable[[ir.Value], None] | None = None) -> None:
     """One output block of 1-2 x 1-2 tiles (``two_m``/``two_n``): the C tiles zeroed, then over
     the taps and their ``nck`` steps of K, A and B tiles loaded and multiplied with ``op``.
     ``a_of_tap(tap)`` gives the two A halves' base pointers and row strides, ``b_of_tap(tap)`` the
     tap's B panel (steps of ``step_bytes``, the second 16 columns 64 bytes on); ``qbytes``: the
-    bytes of K one step takes from an A row. The C tiles stay in registers (:func:`store_c_tiles`)."""
+    bytes of K one step takes from an A row; ``prefetch(b_step)``, if given, runs before each step's
+    loads (weight streaming). The C tiles stay in registers (:func:`store_c_tiles`)."""
     b = e.b
     for t in C_TILES:
         tile_zero(e, t)
@@ -203,6 +205,8 @@ def emit_tile_block(e: Emitter, op: str, two_m: bool, two_n: bool, ntaps: ir.Val
         with e.loop(0, nck, name="kc") as c:
             aoff = b.mul(c, qbytes)
             bc = e.gep(I8, bt, b.mul(c, step_bytes))
+            if prefetch is not None:
+                prefetch(bc)
             tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), lda[0])
             if two_m:
                 tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), lda[1])

@@ -75,6 +75,9 @@ from ember.devices.cpu.kernels.amx import (
 from ember.devices.cpu.kernels.conv import MERGE_BELOW_CHANNELS, ConvGeometry
 from ember.devices.cpu.kernels.gemm import (
     ACT_SHIFT,
+    AMX_L2_WEIGHTS,
+    AMX_PF_DIST,
+    AMX_PF_DIST_ONE_TILE,
     AMX_TILE,
     EPILOGUE_ACTIVATIONS,
     NO_EPILOGUE,
@@ -83,6 +86,7 @@ from ember.devices.cpu.kernels.gemm import (
     Tile,
     call_microkernel,
     emit_activation,
+    emit_prefetch_slice,
     plan_blocks,
     task_block,
 )
@@ -1143,8 +1147,17 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
     flags = b.trunc(a("flags"), I32)
     lo, hi = a("lo", F32), a("hi", F32)
     step_bytes = b.mul(kq, c64(4 * NR))
+    # the first group of row tiles reads each B panel from memory (a layer's weights, once per
+    # inference): it streams them pf_dist ahead into L2, as the bf16 tile task does
+    b_start = e.gep(I8, bgroup, b.mul(j0, panel_bytes))
+    b_end = e.gep(I8, bgroup, b.mul(j1, panel_bytes))
+    task_b = b.mul(b.sub(j1, j0), panel_bytes)
+    pf_dist = b.select(b.icmp_signed("<=", ntiles, c64(1)), c64(AMX_PF_DIST_ONE_TILE), c64(AMX_PF_DIST))
+    emit_prefetch_slice(e, b_start, e.min(task_b, pf_dist), c64(0), c64(1))
+    grp_var = e.var(I64, c64(0))
 
     def block(two_m: bool, two_n: bool, jp: ir.Value, lt: ir.Value) -> None:
+        grp_v = e.load(I64, grp_var)
         bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
 
         def a_of_tap(tap: ir.Value) -> tuple[list[ir.Value], list[ir.Value]]:
@@ -1152,10 +1165,19 @@ def _emit_int8_task(m: ir.Module, name: str, epi: ir.Function) -> None:
             return ([e.load(PTR, e.gep(PTR, desc_ptr, b.add(d0, c64(h)))) for h in range(2)],
                     [e.load(I64, e.gep(I64, desc_ld, b.add(d0, c64(h)))) for h in range(2)])
 
+        def prefetch(bc: ir.Value) -> None:  # the first tile of a group streams the weights pf_dist ahead
+            ahead = e.gep(I8, bc, pf_dist)
+            with b.if_then(b.and_(pf, b.icmp_unsigned("<", b.ptrtoint(ahead, I64), b.ptrtoint(b_end, I64)))):
+                with e.loop(0, step_bytes, 64, name="pfk") as ln:
+                    e.call("llvm.prefetch.p0", VOID, [e.gep(I8, ahead, ln), c32(0), c32(2), c32(1)])
+
+        pf = b.and_(b.icmp_signed("==", lt, c64(0)),
+                    b.or_(b.icmp_signed("==", grp_v, c64(0)), b.icmp_signed(">", task_b, c64(AMX_L2_WEIGHTS))))
         emit_tile_block(e, "tdpbusd", two_m, two_n, ntaps, nck, a_of_tap,
-                        lambda tap: e.gep(I8, bpan, b.mul(tap, tap_bytes)), qbytes, step_bytes)
+                        lambda tap: e.gep(I8, bpan, b.mul(tap, tap_bytes)), qbytes, step_bytes, prefetch)
 
     with e.loop(0, e.cdiv(ntiles, tg), name="tgrp") as grp:
+        b.store(grp, grp_var)
         t0 = b.mul(grp, tg)
         t1 = e.min(ntiles, b.add(t0, tg))
         with e.loop(t0, t1, name="tile") as it:
