@@ -34,9 +34,10 @@ goes serial):
 
 ``--ab`` (ember alone) runs whole inferences at two threads in alternating rounds: the default
 against the pool's shared task counter (``ThreadPool.tasks_from_ends`` off), against small
-depthwise layers split over both threads (``depthwise.SERIAL_BELOW = 0``) and against one
-thread; it prints each variant's median and its ratio to the default, per round. A quiet
-machine is needed for the two-thread figures to mean anything:
+depthwise layers split over both threads (``depthwise.SERIAL_BELOW = 0``), against the model
+input's reorder split (``driver.INPUT_REORDER_SERIAL_BYTES = 0``) and against one thread; it
+prints each variant's median and its ratio to the default, per round. A quiet machine is needed
+for the two-thread figures to mean anything:
 
     python benchmarks/layers.py --models mobilenet_v2,efficientnet-lite0 --ab --rounds 40 [--precision bf16]
 """
@@ -200,9 +201,11 @@ def steps_table(name: str, rounds: int, seed: int, threads: int = 2, precision: 
 def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: int = 10) -> str:
     """ember alone at two threads, whole inferences: the default against each of this session's
     two-thread choices switched off (the pool's task order, the one-thread small depthwise
-    layers) and against one thread, in alternating rounds of ``runs`` inferences each."""
+    layers, the one-thread input reorder) and against one thread, in alternating rounds of
+    ``runs`` inferences each."""
     import ember
     from ember.devices.cpu.kernels import depthwise
+    from ember.devices.cpu.lowering import driver
     from ember.devices.cpu.runtime.threadpool import default_pool
 
     spec = model_spec(name)
@@ -217,13 +220,15 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
 
     pool = default_pool()
     pool.chooser = None  # every two-thread run really goes parallel
-    below = depthwise.SERIAL_BELOW
+    below, small_input = depthwise.SERIAL_BELOW, driver.INPUT_REORDER_SERIAL_BYTES
     reqs = {"default (2 threads)": compiled(2), "shared task counter": compiled(2)}
-    depthwise.SERIAL_BELOW = 0
     try:
+        depthwise.SERIAL_BELOW = 0
         reqs["small depthwise split"] = compiled(2)
+        depthwise.SERIAL_BELOW, driver.INPUT_REORDER_SERIAL_BYTES = below, 0
+        reqs["input reorder split"] = compiled(2)
     finally:
-        depthwise.SERIAL_BELOW = below
+        depthwise.SERIAL_BELOW, driver.INPUT_REORDER_SERIAL_BYTES = below, small_input
     reqs["1 thread"] = compiled(1)
     times: dict[str, list[float]] = {k: [] for k in reqs}
     for req in reqs.values():
