@@ -57,6 +57,7 @@ from typing import Any
 
 import llvmlite
 import llvmlite.binding as llvm
+import numpy as np
 from llvmlite import ir
 
 from ember.devices.cpu.llvm.isa import Isa, llvm_init
@@ -564,30 +565,11 @@ _MADV_DONTNEED = 4
 _RELEASED: dict[str, int] = {"calls": 0, "kb": 0}
 
 
-def release_library_pages() -> int:
-    """Drop this process's resident pages of LLVM's shared library that are clean copies of
-    the file (read-only mappings with no private copy-on-write pages): they fault back from
-    the page cache when LLVM runs again. LLVM's static constructors and the code generator
-    touch tens of MB of it that loading a cached kernel never needs. Linux only; returns the
-    kB that were resident (0 when nothing was done)."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    try:
-        text = Path("/proc/self/smaps").read_text()
-        libc = ctypes.CDLL(None, use_errno=True)
-        madvise = libc.madvise
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    except (OSError, AttributeError):
-        return 0
-    released = 0
+def _clean_llvm_mappings(text: str) -> list[tuple[int, int, int]]:
+    """(start, end, resident kB) of LLVM's library's read-only mappings with no private
+    copy-on-write pages, from the text of ``/proc/self/smaps``."""
+    spans: list[tuple[int, int, int]] = []
     span: tuple[int, int, int] | None = None  # start, end, resident kB of a candidate mapping
-
-    def flush(anonymous_kb: int) -> None:
-        nonlocal released
-        if span is not None and anonymous_kb == 0 and madvise(span[0], span[1] - span[0], _MADV_DONTNEED) == 0:
-            released += span[2]
-
-    rss = 0
     for line in text.splitlines():
         head = line.split(None, 6)
         if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
@@ -597,11 +579,51 @@ def release_library_pages() -> int:
                 start, end = (int(x, 16) for x in head[0].split("-"))
                 span = (start, end, 0)
         elif span is not None and head and head[0] == "Rss:":
-            rss = int(head[1])
-            span = (span[0], span[1], rss)
+            span = (span[0], span[1], int(head[1]))
         elif span is not None and head and head[0] == "Anonymous:":
-            flush(int(head[1]))
+            if int(head[1]) == 0:
+                spans.append(span)
             span = None
+    return spans
+
+
+#: LLVM's clean read-only mappings, found once: reading ``/proc/self/smaps`` walks every mapping
+#: of the process (~50 ms with torch and TensorFlow loaded), and a read-only mapping of a loaded
+#: library neither moves nor gains private pages
+_CLEAN_SPANS: list[tuple[int, int]] | None = None
+
+
+def _resident_kb(start: int, end: int) -> int:
+    """kB of ``[start, end)`` resident in this process (the present bit of
+    ``/proc/self/pagemap``, readable without privileges)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(start // page * 8)
+        words = np.frombuffer(f.read((end - start) // page * 8), np.uint64)
+    return int(np.count_nonzero(words >> np.uint64(63))) * page // 1024
+
+
+def release_library_pages() -> int:
+    """Drop this process's resident pages of LLVM's shared library that are clean copies of
+    the file (read-only mappings with no private copy-on-write pages): they fault back from
+    the page cache when LLVM runs again. LLVM's static constructors and the code generator
+    touch tens of MB of it that loading a cached kernel never needs. Linux only; returns the
+    kB that were resident (0 when nothing was done)."""
+    global _CLEAN_SPANS
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        if _CLEAN_SPANS is None:
+            spans = _clean_llvm_mappings(Path("/proc/self/smaps").read_text())
+            _CLEAN_SPANS = [(a, b) for a, b, _ in spans]
+        else:
+            spans = [(a, b, _resident_kb(a, b)) for a, b in _CLEAN_SPANS]
+    except (OSError, AttributeError):
+        return 0
+    released = sum(kb for start, end, kb in spans if madvise(start, end - start, _MADV_DONTNEED) == 0)
     _RELEASED["calls"] += 1
     _RELEASED["kb"] += released
     return released
