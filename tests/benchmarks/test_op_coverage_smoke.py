@@ -105,3 +105,20 @@ def test_diagnosis_counts_collections_and_pool_jobs_per_run():
         assert "serial runs" in text
     finally:
         pool.close()
+
+
+def test_compare_rounds_settle_between_engines(monkeypatch):
+    """compare.py's alternating rounds settle after every slice when pause_s > 0 (op_coverage's
+    settle is the same function), and not at all with pause_s = 0."""
+    calls = []
+    monkeypatch.setattr(tool.compare, "settle", lambda: calls.append(1) or 0.0)
+    out = tool.compare.alternate([lambda: "a", lambda: "b"], rounds=3, pause_s=0.001)
+    assert out == [["a"] * 3, ["b"] * 3] and len(calls) == 6
+    tool.compare.alternate([lambda: "a"], rounds=2, pause_s=0.0)
+    assert len(calls) == 6
+
+
+def test_settle_needs_consecutive_quiet_windows():
+    """One quiet window is not enough: settle returns after `quiet_windows` in a row."""
+    waited = tool.compare.settle(window_s=0.005, quiet_windows=4, max_s=1.0)
+    assert waited >= 4 * 0.005
