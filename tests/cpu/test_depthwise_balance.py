@@ -132,3 +132,13 @@ def test_a_serial_layer_binds_one_thread_and_matches_the_split(monkeypatch: pyte
     assert threads[0][0] == 1
     assert threads[1][0] == 2 and threads[1][1] >= 4
     np.testing.assert_array_equal(outs[0], outs[1])  # the same arithmetic per pixel either way
+
+
+@pytest.mark.parametrize("shape", [(1, 14, 14, 576, 9), (1, 14, 14, 672, 25), (1, 28, 28, 192, 9)])
+def test_small_even_maps_get_one_band_of_whole_rows_per_thread(shape: tuple) -> None:
+    batch, oh, ow, channels, taps = shape
+    band, gv, nb, ng, seg, ns = depthwise.spec_tasks(batch, oh, ow, channels, taps, 16, 2)
+    assert (band, nb, ng, ns, seg, gv) == (oh // 2, 2, 1, 1, ow, -(-channels // 16))
+    # odd rows, batches, larger or wider maps keep the general split
+    for other in [(1, 7, 7, 960, 9), (2, 14, 14, 576, 9), (1, 56, 56, 144, 9), (1, 24, 160, 64, 9)]:
+        assert depthwise.spec_tasks(*other, 16, 2)[0] != other[1] // 2

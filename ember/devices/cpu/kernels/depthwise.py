@@ -428,9 +428,17 @@ def spec_tasks(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: in
     of the specialized kernel: bands of about 64 output pixels, each task all channels of its
     pixels (they were written together by the layer before); on two or more threads, when that
     gives fewer than 4 tasks per thread, rows are cut into segments of at least 4 columns, and if
-    there are still too few, the channels into groups of 256 bytes, halved until there are enough."""
+    there are still too few, the channels into groups of 256 bytes, halved until there are enough.
+    Small maps (``WHOLE_ROWS_BELOW``, at most 32 columns) whose rows split evenly over the
+    threads get one band of whole rows per thread instead."""
     nvec = -(-channels // lanes)
     band = max(1, min(oh, -(-64 // ow)))
+    if (threads > 1 and batch == 1 and oh % threads == 0 and oh > threads and ow <= 32
+            and oh * ow * nvec * (taps + 4) < WHOLE_ROWS_BELOW):
+        # a small map whose rows split evenly: one band of whole rows per thread, no segments
+        # or channel groups (see WHOLE_ROWS_BELOW); the caller takes the top band, a worker the
+        # bottom one, as the 1x1 convolutions around it split their rows
+        return oh // threads, nvec, threads, 1, ow, 1
     nb = -(-oh // band)
     # one thread: bands only (14x14 maps cut into 7-column segments cost 17-19% more CPU time)
     want = 4 * threads if threads > 1 else 1
@@ -458,6 +466,11 @@ def spec_threads(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: 
     return 1 if work < SERIAL_BELOW else threads
 
 
+#: work under which a map at most 32 columns wide whose rows split evenly over the threads gets
+#: one band of whole rows per thread (wider maps, PP-OCR's, were not measured): the 4-task-per-thread split cuts 14x14 rows into 7-column segments, which cost
+#: (one thread, CPU time, all tasks) 8-10% more work on 14x14x480/672 5x5 and 23% on 14x14x576
+#: 3x3 than whole rows; 28x28x192 3x3 in 10 bands of 3 rows about 10% more
+WHOLE_ROWS_BELOW = 300_000
 #: about 30 us of one thread's work (AVX-512: 7x7x1152 5x5 is 102,000 units, 24 us; 28x28x192
 #: 3x3, which scales, 122,000)
 SERIAL_BELOW = 110_000
