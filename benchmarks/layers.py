@@ -34,7 +34,8 @@ goes serial):
 
 ``--ab`` (ember alone) runs whole inferences at two threads in alternating rounds: the default
 against the pool's shared task counter (``ThreadPool.tasks_from_ends`` off), against small
-depthwise layers split over both threads (``depthwise.SERIAL_BELOW = 0``), against the model
+depthwise layers split over both threads (``depthwise.SERIAL_BELOW = 0``), against small even
+maps split into 4 depthwise tasks per thread (``depthwise.WHOLE_ROWS_BELOW = 0``), against the model
 input's reorder split (``driver.INPUT_REORDER_SERIAL_BYTES = 0``) and against one thread; it
 prints each variant's median and its ratio to the default, per round. A quiet machine is needed
 for the two-thread figures to mean anything:
@@ -201,7 +202,7 @@ def steps_table(name: str, rounds: int, seed: int, threads: int = 2, precision: 
 def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: int = 10) -> str:
     """ember alone at two threads, whole inferences: the default against each of this session's
     two-thread choices switched off (the pool's task order, the one-thread small depthwise
-    layers, the one-thread input reorder) and against one thread, in alternating rounds of
+    layers, whole-row depthwise bands, the one-thread input reorder) and against one thread, in alternating rounds of
     ``runs`` inferences each."""
     import ember
     from ember.devices.cpu.kernels import depthwise
@@ -220,15 +221,18 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
 
     pool = default_pool()
     pool.chooser = None  # every two-thread run really goes parallel
-    below, small_input = depthwise.SERIAL_BELOW, driver.INPUT_REORDER_SERIAL_BYTES
+    below, rows, small_input = depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW, driver.INPUT_REORDER_SERIAL_BYTES
     reqs = {"default (2 threads)": compiled(2), "shared task counter": compiled(2)}
     try:
         depthwise.SERIAL_BELOW = 0
         reqs["small depthwise split"] = compiled(2)
-        depthwise.SERIAL_BELOW, driver.INPUT_REORDER_SERIAL_BYTES = below, 0
+        depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW = below, 0
+        reqs["dw 4 tasks per thread"] = compiled(2)
+        depthwise.WHOLE_ROWS_BELOW, driver.INPUT_REORDER_SERIAL_BYTES = rows, 0
         reqs["input reorder split"] = compiled(2)
     finally:
-        depthwise.SERIAL_BELOW, driver.INPUT_REORDER_SERIAL_BYTES = below, small_input
+        depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW = below, rows
+        driver.INPUT_REORDER_SERIAL_BYTES = small_input
     reqs["1 thread"] = compiled(1)
     times: dict[str, list[float]] = {k: [] for k in reqs}
     for req in reqs.values():
