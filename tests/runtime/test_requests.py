@@ -96,7 +96,7 @@ def test_queue_is_ready_false_while_all_busy():
             run = exe.run
 
             def slow_run(inputs, profile=None):
-                gate.wait(10)
+                gate.wait(60)  # the test opens it at once; 60 s only against a loaded machine
                 return run(inputs, profile)
             exe.run = slow_run
             return exe
@@ -157,7 +157,7 @@ def test_busy_request_refuses_a_second_start():
     try:
         cm = Core().compile_model(small_model(), "GATEFAKE")
         req = cm.create_infer_request()
-        req.set_callback(lambda _: gate.wait(10))
+        req.set_callback(lambda _: gate.wait(60))
         req.start_async(_inputs(1)[0])
         with pytest.raises(EmberError, match="running"):
             req.start_async(_inputs(1)[0])
@@ -180,7 +180,7 @@ def test_stress_many_threads_share_one_compiled_model():
 
     def work(t):
         try:
-            barrier.wait(10)
+            barrier.wait(60)  # generous: thread start-up is slow on a loaded machine
             own = cm.create_infer_request()
             q = AsyncInferQueue(cm, 2)
             got = {}
@@ -204,13 +204,12 @@ def test_stress_many_threads_share_one_compiled_model():
             failures.append(e)
 
     threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(n_threads)]
-    start = time.monotonic()
+    deadline = time.monotonic() + 180  # a deadlock, not a slow run: CI's load can stretch the run a lot
     for th in threads:
         th.start()
     for th in threads:
-        th.join(timeout=60)
+        th.join(timeout=max(0.0, deadline - time.monotonic()))
     assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish in time"
-    assert time.monotonic() - start < 60
     assert not failures, failures
     assert len(results) == n_threads * per_thread, "lost inferences"
     assert all(results.values()), "wrong results"

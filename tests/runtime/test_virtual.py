@@ -180,7 +180,7 @@ def test_hetero_profiling_and_async(devices):
 # -- MULTI -------------------------------------------------------------------------------------
 
 def test_multi_spreads_concurrent_requests(devices):
-    gate = threading.Barrier(2, timeout=10)
+    gate = threading.Barrier(2, timeout=60)  # generous: only a loaded machine makes the two runs meet late
     cm = Core().compile_model(small_model(), "MULTI:FULL,SLOW")
     assert cm.get_property(props.execution_devices) == ["FULL", "SLOW"]
     assert cm.get_property(props.num_streams) >= 2
