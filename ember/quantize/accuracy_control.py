@@ -220,7 +220,7 @@ def rank_groups(fmodel: Model, q: Model, validation: Any, reference_items: list[
         errors = [_item_error(a, b) for a, b in zip(reference_items or [], quantized_items or [])]
         picked = sorted(np.argsort(errors, kind="stable")[::-1][:subset_size].tolist())
     else:
-        picked = list(range(min(subset_size, len(items))))
+        picked = few_shapes_first(items, subset_size)
     subset = [items[i] for i in picked]
     if ranking == "layer_error":
         report = compare(fmodel, q, Dataset(subset), subset_size=len(subset), show_progress=show_progress)
@@ -250,6 +250,26 @@ def rank_groups(fmodel: Model, q: Model, validation: Any, reference_items: list[
             q.validate_nodes_and_infer_types()
         groups.append(LayerGroup(group, score))
     return sorted(groups, key=lambda g: -g.score)
+
+
+def few_shapes_first(items: list[Any], n: int) -> list[int]:
+    """Indices of ``n`` of ``items``, taken from the most common input shapes first (data order
+    within a shape): every group ranked is a new model, and each input shape of a new model is a
+    plan of its own, so a subset of few shapes costs few plans."""
+    keys = [_shape_key(x) for x in items]
+    count: dict[Any, int] = {}
+    for k in keys:
+        count[k] = count.get(k, 0) + 1
+    order = sorted(range(len(items)), key=lambda i: (-count[keys[i]], keys.index(keys[i]), i))
+    return sorted(order[:n])
+
+
+def _shape_key(item: Any) -> Any:
+    if isinstance(item, dict):
+        return tuple((k, np.shape(v)) for k, v in sorted(item.items()))
+    if isinstance(item, (list, tuple)):
+        return tuple(np.shape(v) for v in item)
+    return np.shape(item)
 
 
 def _outputs(model: Model, items: list[Any]) -> list[list[np.ndarray]]:

@@ -10,7 +10,7 @@ import ember
 import ember.nncf as nncf
 import ember.opset as ops
 from ember.graph.model import Model
-from ember.quantize.accuracy_control import layer_groups
+from ember.quantize.accuracy_control import few_shapes_first, layer_groups
 
 RNG = np.random.default_rng(5)
 
@@ -121,3 +121,10 @@ def test_layers_sharing_a_quantizer_are_one_group() -> None:
     q = nncf.quantize(model, nncf.Dataset(data), subset_size=3)
     groups = sorted(sorted(g) for g in layer_groups(q, ["a", "b", "c"]))
     assert groups == [["a", "b"], ["c"]]  # a and b read the same FakeQuantize of x
+
+
+def test_ranking_subset_takes_few_shapes() -> None:
+    items = [np.zeros((1, 3, 48, w), np.float32) for w in (320, 480, 320, 640, 480, 320)]
+    assert few_shapes_first(items, 3) == [0, 2, 5]  # the three 320-wide items
+    assert few_shapes_first(items, 5) == [0, 1, 2, 4, 5]
+    assert few_shapes_first([{"a": np.zeros(2)}, {"a": np.zeros(3)}, {"a": np.zeros(3)}], 2) == [1, 2]
