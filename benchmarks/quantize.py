@@ -43,6 +43,11 @@ sys.path.insert(0, str(ROOT))
 
 #: rendered text lines the recognizers are evaluated on (besides page.png's own lines)
 OCR_LINES = 300
+#: accuracy control's validation lines (rendered, other sentences) and their width step
+VAL_LINES = 120
+VAL_BUCKET = 160
+#: accuracy control's maximum drop of "validation lines read as the float model reads them"
+MAX_DROP = 0.02
 #: evaluation samples per case: 1000 crops make the top-5 interval about +-0.01 (+-0.004 paired)
 EVAL_DEFAULT = {"efficientnet": 1000, "minilm": 200}
 
@@ -122,10 +127,12 @@ def _fit(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def rec_input(line: np.ndarray) -> np.ndarray:
-    """One line as the recognizer reads it: height 48, width 48 x its aspect ratio (at least 320)."""
+def rec_input(line: np.ndarray, bucket: int = 1) -> np.ndarray:
+    """One line as the recognizer reads it: height 48, width 48 x its aspect ratio (at least 320),
+    padded right (zeros, as a batch pads its narrower lines) to a multiple of ``bucket``."""
     h = _ocr_helpers()
-    return h._norm_line(line, 48, int(48 * max(320 / 48, line.shape[1] / line.shape[0])))[None]
+    width = int(48 * max(320 / 48, line.shape[1] / line.shape[0]))
+    return h._norm_line(line, 48, -(-width // bucket) * bucket)[None]
 
 
 def page_variants(n: int) -> list[np.ndarray]:
@@ -225,8 +232,13 @@ def prepare(case: str, work: Path, n_calib: int, n_eval: int) -> dict[str, Any]:
         picked = [page_crops[i] for i in rng.permutation(len(page_crops))[:n_calib - n_calib // 2]]
         rec_calib = [rec_input(x) for x in picked + rendered_lines(sentences(n_calib // 2, 0), seed=10)]
         np.savez(work / "ppocr-rec_calib.npz", *[rec_calib[i] for i in rng.permutation(len(rec_calib))])
+        # accuracy control's validation lines: rendered lines of yet other sentences (neither the
+        # calibration's nor the evaluation's, never page.png's), padded right to a multiple of 160
+        # px as batched recognition pads them, so that a validation pass costs a few plans
+        np.savez(work / "ppocr-rec_val.npz", *[rec_input(x, bucket=VAL_BUCKET)
+                                               for x in rendered_lines(sentences(VAL_LINES, 400), seed=12)])
         spec["models"]["ppocr-det"] = {"model_type": None}
-        spec["models"]["ppocr-rec"] = {"model_type": None, "dynamic": True}
+        spec["models"]["ppocr-rec"] = {"model_type": None, "dynamic": True, "accuracy_control": True}
         spec["eval"] = page
         spec["eval_lines"] = rendered_lines(sentences(OCR_LINES, 800), seed=11)
     return spec
@@ -250,6 +262,8 @@ def worker(tool: str, name: str, work: str, model_type: str | None, preset: str 
     work_dir = Path(work)
     items = _calib_items(work_dir / f"{name}_calib.npz")
     start, cpu_start = time.perf_counter(), time.process_time()
+    if tool.endswith("-ac"):
+        return accuracy_control_worker(tool[:-3], name, work_dir, items, start, cpu_start)
     if tool == "ember":
         import ember
         import ember.nncf as nncf
@@ -273,6 +287,48 @@ def worker(tool: str, name: str, work: str, model_type: str | None, preset: str 
         ov.save_model(q, work_dir / f"{name}_nncf.xml")
     peak_mb = _peak_mb()
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb}))
+
+
+def accuracy_control_worker(tool: str, name: str, work_dir: Path, items: list[Any], start: float,
+                            cpu_start: float) -> None:
+    """``quantize_with_accuracy_control`` of the recognizer: the metric is the share of the
+    validation lines the model reads exactly as the float model does (``MAX_DROP`` allowed)."""
+    h = _ocr_helpers()
+    import ember.zoo
+
+    chars = _ocr_characters(ember.zoo)
+    val = _calib_items(work_dir / f"{name}_val.npz")
+    if tool == "ember":
+        import ember
+        import ember.nncf as nncf
+        from ember.io import read_ir
+
+        model: Any = read_ir(work_dir / f"{name}.xml")
+        float_compiled: Any = ember.Core().compile_model(model, "CPU")
+    else:
+        import nncf  # type: ignore[no-redef]
+        import openvino as ov
+
+        model = ov.Core().read_model(work_dir / f"{name}.xml")
+        float_compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    # the reference strings are the user's labels here: read before the clock starts
+    ref = [h.ctc_decode(float_compiled(x)[0], chars)[0] for x in val]
+
+    def validate(compiled: Any, data: Any) -> float:
+        return float(np.mean([h.ctc_decode(compiled(x)[0], chars)[0] == r for x, r in zip(data, ref)]))
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    q = nncf.quantize_with_accuracy_control(model, nncf.Dataset(items), nncf.Dataset(val), validate,
+                                            max_drop=MAX_DROP, subset_size=len(items))
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    if tool == "ember":
+        ember.save_model(q, work_dir / f"{name}_ember-ac.xml")
+        info = dict(q.rt_info.get("ember_accuracy_control", {}))
+        info["reverted"] = len(q.rt_info.get("ember_reverted_layers", []))
+    else:
+        ov.save_model(q, work_dir / f"{name}_nncf-ac.xml")
+        info = {}
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_mb": _peak_mb(), "info": info}))
 
 
 def _peak_mb() -> float:
@@ -343,8 +399,13 @@ def evaluate(spec: dict[str, Any], work: Path) -> dict[str, dict[str, float | st
         page = spec["eval"]
         strings = {}
         robust: list[str] = []  # float strings whose every CTC decision wins by >= 0.1 probability
+        tools = ["ember", "nncf"]
+        for v in ("ember-ac", "nncf-ac"):  # accuracy-controlled recognizers, with the tool's int8 detector
+            if (work / f"ppocr-rec_{v}.xml").exists():
+                variants[v] = f"_{v}"
+                tools.append(v)
         for v, s in variants.items():
-            det = core.compile_model(str(work / f"ppocr-det{s}.xml"), "CPU")
+            det = core.compile_model(str(work / f"ppocr-det{s.removesuffix('-ac')}.xml"), "CPU")
             rec = core.compile_model(str(work / f"ppocr-rec{s}.xml"), "CPU")
             lines = h.text_lines(page, det(h.det_input(page))[0][0, 0])
             texts = []
@@ -363,10 +424,10 @@ def evaluate(spec: dict[str, Any], work: Path) -> dict[str, dict[str, float | st
         for v, s in variants.items():
             rec = core.compile_model(str(work / f"ppocr-rec{s}.xml"), "CPU")
             read[v] = [h.ctc_decode(rec(x)[0], chars)[0] for x in line_inputs]
-        same_line = {v: np.array([a == b for a, b in zip(read[v], read["f32"])], np.float64) for v in ("ember", "nncf")}
+        same_line = {v: np.array([a == b for a, b in zip(read[v], read["f32"])], np.float64) for v in tools}
         line_cer = {v: float(np.mean([_edit(a, b) / max(len(b), 1) for a, b in zip(read[v], read["f32"])]))
-                    for v in ("ember", "nncf")}
-        for v in ("ember", "nncf"):
+                    for v in tools}
+        for v in tools:
             found = list(strings[v])
             same = 0
             for t in ref:  # each float string matched once, wherever the int8 pipeline put it
@@ -430,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin", type=int, default=None,
                     help="run each tool's quantization on this one core (taskset): its CPU seconds then compare "
                          "on a shared machine")
+    ap.add_argument("--accuracy-control", default="ember",
+                    help="tools whose quantize_with_accuracy_control also runs on the models that have validation "
+                         "data (the PP-OCR recognizer): 'ember', 'ember,nncf' or '' (default ember)")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -441,22 +505,31 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             spec = prepare(case, work, args.calib, args.eval or EVAL_DEFAULT.get(case, 200))
+            ac_tools = [f"{t}-ac" for t in args.accuracy_control.split(",") if t]
+            all_tools = ["ember", "nncf"] + ac_tools
             cost: dict[str, dict[str, float]] = {t: {"seconds": 0.0, "cpu_seconds": 0.0, "peak_mb": 0.0}
-                                                 for t in ("ember", "nncf")}
+                                                 for t in all_tools}
             for name, opts in spec["models"].items():
-                for tool in ("ember", "nncf"):
+                for tool in all_tools:
+                    if tool.endswith("-ac") and not opts.get("accuracy_control"):
+                        continue
                     r = run_tool(tool, name, work, opts["model_type"], opts.get("preset"), args.pin)
                     print(f"  {name} {tool}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU, "
-                          f"{r['peak_mb']:.0f} MB", flush=True)
-                    cost[tool]["seconds"] += r["seconds"]
-                    cost[tool]["cpu_seconds"] += r["cpu_seconds"]
-                    cost[tool]["peak_mb"] = max(cost[tool]["peak_mb"], r["peak_mb"])
+                          f"{r['peak_mb']:.0f} MB {r.get('info', '')}", flush=True)
+                    # an accuracy-controlled pipeline: the tool's int8 detector and its own recognizer
+                    for t in [tool] + ([f"{tool}-ac"] if f"{tool}-ac" in ac_tools and
+                                       not opts.get("accuracy_control") else []):
+                        cost[t]["seconds"] += r["seconds"]
+                        cost[t]["cpu_seconds"] += r["cpu_seconds"]
+                        cost[t]["peak_mb"] = max(cost[t]["peak_mb"], r["peak_mb"])
             quality = evaluate(spec, work)
-            for tool in ("ember", "nncf"):
+            for tool in all_tools:
+                if tool not in quality:
+                    continue
                 q = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in quality[tool].items())
                 rows.append(f"| {case} | {tool} | {q} | {cost[tool]['seconds']:.1f} s | {cost[tool]['cpu_seconds']:.1f} s | "
                             f"{cost[tool]['peak_mb']:.0f} MB |")
-            print("\n".join(rows[-2:]), flush=True)
+            print("\n".join(rows[-len(all_tools):]), flush=True)
     table = "\n".join(rows)
     print()
     print(f"calibration samples: {args.calib}, evaluation samples: {args.eval or EVAL_DEFAULT}; quality measured by OpenVINO "

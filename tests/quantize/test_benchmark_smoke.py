@@ -37,3 +37,17 @@ def test_benchmark_intervals_and_rendered_lines() -> None:
     assert b._with_ci(np.array([0.5, 0.5]), signed=True) == "+0.5000 ± 0.0000"
     lines = b.rendered_lines(["the quick brown fox jumps over the lazy dog"] * 2, seed=0)
     assert all(x.ndim == 3 and x.shape[2] == 3 and x.dtype == np.uint8 and x.shape[1] > 2 * x.shape[0] for x in lines)
+
+
+def test_accuracy_control_validation_lines_are_other_text() -> None:
+    """The recognizer's validation lines (accuracy control) are neither calibration nor evaluation
+    sentences, and padding them to a width bucket keeps the line's own columns."""
+    b = _bench()
+    val = b.sentences(b.VAL_LINES, 400)
+    assert len(val) == b.VAL_LINES
+    assert not set(val) & (set(b.sentences(50, 0)) | set(b.sentences(b.OCR_LINES, 800)))
+    line = b.rendered_lines(["accuracy control on other sentences"], seed=3)[0]
+    exact, padded = b.rec_input(line), b.rec_input(line, bucket=b.VAL_BUCKET)
+    assert padded.shape[-1] % b.VAL_BUCKET == 0 and padded.shape[-1] >= exact.shape[-1]
+    drawn = -(-48 * line.shape[1] // line.shape[0])  # the line's own columns, then zeros
+    assert padded[..., drawn - 1].any() and not padded[..., drawn:].any()
