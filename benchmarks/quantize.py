@@ -491,9 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin", type=int, default=None,
                     help="run each tool's quantization on this one core (taskset): its CPU seconds then compare "
                          "on a shared machine")
-    ap.add_argument("--accuracy-control", default="ember",
+    ap.add_argument("--accuracy-control", default="",
                     help="tools whose quantize_with_accuracy_control also runs on the models that have validation "
-                         "data (the PP-OCR recognizer): 'ember', 'ember,nncf' or '' (default ember)")
+                         "data (the PP-OCR recognizer): 'ember' or 'ember,nncf' (long: tens of minutes)")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
