@@ -4,6 +4,7 @@ import ctypes
 import os
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -413,6 +414,15 @@ def test_a_pool_spins_longer_while_runs_come_back_to_back(monkeypatch):
     three short gaps between runs, longer than the base, after long gaps the base again."""
     pool = ThreadPool(2, spin_us=50.0, max_spin_us=20_000.0)
     monkeypatch.setattr(pool, "_judge", lambda: None)  # busy only when the test says so
+    clock = [time.perf_counter()]  # the gaps between runs on a clock of the test's own (a loaded
+    # machine stretches a real 2 ms sleep past max_spin_us)
+    monkeypatch.setattr(tp, "time", SimpleNamespace(
+        perf_counter=lambda: clock[0], monotonic=time.monotonic, process_time=time.process_time,
+        perf_counter_ns=time.perf_counter_ns, sleep=time.sleep))
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
     base = int(pool._state[tp._SPIN])
     longest = pool._pauses(20_000.0)
     try:
@@ -421,13 +431,13 @@ def test_a_pool_spins_longer_while_runs_come_back_to_back(monkeypatch):
         pool.finished()  # no gaps known yet: the base after it
         assert pool._state[tp._SPIN] == base
         for _ in range(3):
-            time.sleep(0.002)
+            sleep(0.002)
             pool.adapt()
             pool.finished()
         assert 2 * base < pool._state[tp._SPIN] < longest  # gaps of 2+ ms: about 4 ms of spinning
         assert pool._state[tp._CALLER_SPIN] == base  # the caller's wait for stragglers is not stretched
         for _ in range(8):
-            time.sleep(0.025)  # longer than max_spin_us
+            sleep(0.025)  # longer than max_spin_us
             pool.adapt()
             pool.finished()
         assert pool._state[tp._SPIN] == base
