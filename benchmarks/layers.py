@@ -147,7 +147,12 @@ def steps_table(name: str, rounds: int, seed: int, threads: int = 2, precision: 
     spec = model_spec(name)
     feeds = spec.make_inputs(seed)
     core = ember.Core()
-    model = core.read_model(str(spec.path))
+    path = spec.path
+    if precision == "int8":  # compare.py's NNCF IR, the float remainder in f32
+        from compare import int8_models
+
+        path, precision = int8_models(spec)[0], "f32"
+    model = core.read_model(str(path))
     model.reshape({k: list(v.shape) for k, v in feeds.items()})
     cm = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
                                            "INFERENCE_PRECISION_HINT": precision})

@@ -491,6 +491,32 @@ def test_int8_conv_matches_numpy(isa, case):
         np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-5 * np.abs(want).max() + 1e-6)
 
 
+def test_row_blocks_split_over_panels_for_two_threads():
+    """A 28 x 28 map (25 tiles of 32 rows on AMX) on 2 threads: 5 row blocks alone would leave
+    a thread idle a third of the time, so the columns split in two as well (10 equal tasks);
+    a 56 x 56 map's 14 row blocks stay whole. Same numbers as one thread and numpy."""
+    from ember.devices.cpu.kernels.int8_gemm import split_panels
+
+    assert split_panels(25, 5, 5, 4, 2) == (2, 2)
+    assert split_panels(98, 7, 14, 2, 2) == (2, 1)
+    assert split_panels(25, 5, 5, 4, 1) == (4, 1) and split_panels(25, 5, 5, 1, 2) == (1, 1)
+    geo = ConvGeometry(1, 28, 28, 32, 128, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1))
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 256, (1, 28, 28, 32)).astype(np.uint8)
+    w = rng.integers(-128, 128, (128, 32, 3, 3)).astype(np.int8)
+    scale, shift = _scales(rng, 128)
+    want = conv_reference(x, w, geo, 6) * scale.astype(np.float64) + shift
+    outs = []
+    for threads in (1, 2):
+        conv = Int8Conv2d(geo, w, scale, shift, 6, Epilogue(), threads)
+        outs.append(conv(x))
+        call = next(iter(conv._calls.values()))
+        if threads == 2 and conv.packed.amx:
+            assert call.n_tasks == 10
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(outs[1], want, rtol=1e-6, atol=1e-5 * np.abs(want).max())
+
+
 # (batch, h, w, cin, cout, kh, kw, strides, dilation_w, pads_begin, pads_end): stems packed by rows
 ROW_PACK_CASES = [
     (1, 224, 224, 3, 64, 7, 7, (2, 2), 1, (3, 3), (3, 3)),   # ResNet-50's stem (a packed pixel: 44 bytes)
