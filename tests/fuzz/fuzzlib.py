@@ -496,9 +496,10 @@ class _Worker:
 
 
 def run_cases(kinds: tuple[str, ...] = KINDS, seconds: float = 20.0, start_seed: int = 0, max_cases: int | None = None,
-              case_timeout: float = 20.0, min_cases: int = 0) -> Report:
+              case_timeout: float = 60.0, min_cases: int = 0) -> Report:
     """Fuzz for about ``seconds`` once the worker is up (cases of ``kinds`` in turn, seeds
-    from ``start_seed``), and for at least ``min_cases`` cases."""
+    from ``start_seed``), and for at least ``min_cases`` cases. A case with no answer within
+    ``case_timeout`` seconds is a hang (generous: a loaded machine must not make one)."""
     report = Report()
     worker = _Worker()
     t0 = time.monotonic()
