@@ -102,6 +102,10 @@ def test_rebalanced_kernel_matches_reference(case: tuple, monkeypatch: pytest.Mo
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=3e-5 * k)
 
 
+#: the threshold measured in session 6 (default off since the whole-network A/B, see depthwise.py)
+SESSION6_SERIAL_BELOW = 110_000
+
+
 @pytest.mark.parametrize("shape,serial", [
     ((1, 7, 7, 960, 9), True),      # MobileNetV2's last depthwise layers: no faster on two threads
     ((1, 14, 14, 576, 9), True),
@@ -110,7 +114,8 @@ def test_rebalanced_kernel_matches_reference(case: tuple, monkeypatch: pytest.Mo
     ((1, 14, 14, 672, 25), False),
     ((2, 14, 14, 576, 9), False),   # a batch doubles the work
 ])
-def test_small_layers_run_on_one_thread(shape: tuple, serial: bool) -> None:
+def test_small_layers_run_on_one_thread(shape: tuple, serial: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(depthwise, "SERIAL_BELOW", SESSION6_SERIAL_BELOW)  # off by default: the mechanism
     batch, oh, ow, channels, taps = shape
     assert depthwise.spec_threads(batch, oh, ow, channels, taps, 16, 2) == (1 if serial else 2)
     assert depthwise.spec_threads(batch, oh, ow, channels, taps, 16, 1) == 1
@@ -122,7 +127,7 @@ def test_a_serial_layer_binds_one_thread_and_matches_the_split(monkeypatch: pyte
     x = rng.standard_normal((1, 7, 7, 200), np.float32)
     w = rng.standard_normal((200, 1, 3, 3), np.float32)
     outs, threads = [], []
-    for below in (depthwise.SERIAL_BELOW, 0):
+    for below in (SESSION6_SERIAL_BELOW, 0):
         monkeypatch.setattr(depthwise, "SERIAL_BELOW", below)
         y = aligned_empty(geo.output_shape)
         bound = Conv2d(geo, w, num_threads=2).bind(x, y)

@@ -37,7 +37,11 @@ def _step_threads(cm) -> dict[str, int]:
     (56, 144, True, False),      # 56x56x144: the split pays
     (300, 16, False, False),     # a 1x3x300x300 input (1.08 MB): reordered on both threads
 ])
-def test_small_steps_run_on_one_thread(hw: int, channels: int, serial_reorder: bool, serial_dw: bool) -> None:
+def test_small_steps_run_on_one_thread(hw: int, channels: int, serial_reorder: bool, serial_dw: bool,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from ember.devices.cpu.kernels import depthwise
+
+    monkeypatch.setattr(depthwise, "SERIAL_BELOW", 110_000)  # off by default (whole-network A/B): the mechanism
     model = _model(3, hw, channels)
     x = np.random.default_rng(1).standard_normal((1, 3, hw, hw)).astype(np.float32)
     core = ember.Core()

@@ -471,9 +471,13 @@ def spec_threads(batch: int, oh: int, ow: int, channels: int, taps: int, lanes: 
 #: (one thread, CPU time, all tasks) 8-10% more work on 14x14x480/672 5x5 and 23% on 14x14x576
 #: 3x3 than whole rows; 28x28x192 3x3 in 10 bands of 3 rows about 10% more
 WHOLE_ROWS_BELOW = 300_000
-#: about 30 us of one thread's work (AVX-512: 7x7x1152 5x5 is 102,000 units, 24 us; 28x28x192
-#: 3x3, which scales, 122,000)
-SERIAL_BELOW = 110_000
+#: work under which a depthwise layer runs on one thread: 0, off. Measured alone
+#: (``layers.py --steps``) MobileNetV2's 14x14/7x7 layers ran no faster on two threads, but
+#: in the whole network (``layers.py --ab``, quiet machine, 40 alternating rounds) splitting
+#: them was faster than running them on one thread at ~110,000 units (about 30 us: 7x7x1152
+#: 5x5 is 102,000): MobileNetV2 0.91x, EfficientNet-Lite0 0.95x the time (the rows stay on the
+#: thread that wrote them, ``ThreadPool.tasks_from_ends``; a serial layer idles the other core)
+SERIAL_BELOW = 0
 BALANCE_BELOW = 16  # tasks per thread under which the segments and channel groups are rebalanced
 TASK_COST = 400  # fixed cost of a task in the units of task_costs (about a pixel-vector-tap each)
 
