@@ -23,6 +23,12 @@ def aligned_empty(shape: tuple[int, ...] | int, dtype: np.dtype | type = np.floa
     return raw[off:off + n].view(dt).reshape(shape)
 
 
+#: up to this many arena values, :func:`place_values` walks the placed ones in Python (quadratic);
+#: above, it tests them in one vectorized step (~7 us of numpy calls a value): both place every
+#: value at the same offset (single thread: 64 values 0.11 ms against 0.46, 512 values 3.2 against 3.7)
+PYTHON_PLACEMENT_BELOW = 384
+
+
 def plan_memory(program: Program) -> None:
     """Give every arena value of ``program`` an offset; values alive at the same step never
     overlap (largest first, first fit)."""
@@ -30,27 +36,56 @@ def plan_memory(program: Program) -> None:
     for t in program.tensors:
         t.first, t.last, t.offset = 1 << 60, -1, -1
     for i, op in enumerate(program.ops):
-        for t in op.outputs:
-            r = t.root()
-            r.first = min(r.first, i)
-            r.last = max(r.last, i)
-        for t in op.inputs:
-            r = t.root()
-            r.first = min(r.first, i)
-            r.last = max(r.last, i)
+        for group in (op.outputs, op.inputs):
+            for t in group:
+                while t.kind == "view":  # t.root(), inlined: this runs for every port of every new shape
+                    t = t.base  # type: ignore[assignment]
+                if i < t.first:
+                    t.first = i
+                if i > t.last:
+                    t.last = i
     for t in program.outputs:
         t.root().last = n
     roots = [t for t in program.tensors if t.kind == "value" and t.arena and t.last >= 0 and not t.external]
     roots.sort(key=lambda t: (-t.nbytes, t.first))
+    sizes = [-(-max(t.nbytes, 1) // ALIGN) * ALIGN for t in roots]
+    offsets = place_values(sizes, [t.first for t in roots], [t.last for t in roots])
+    for t, off in zip(roots, offsets):
+        t.offset = off
+    top = max((o + s for o, s in zip(offsets, sizes)), default=0)
+    program.arena_bytes = top
+    program.stats["arena_bytes"] = top
+    program.stats["values_bytes"] = sum(sizes)
+
+
+def place_values(sizes: list[int], firsts: list[int], lasts: list[int],
+                 vectorized: bool | None = None) -> list[int]:
+    """Offsets of values of ``sizes`` bytes alive from step ``firsts[i]`` to ``lasts[i]``, placed
+    in this order, each at the lowest offset where it overlaps no value placed before it that is
+    alive at one of its steps (first fit). ``vectorized``: the numpy walk (None: by count)."""
+    count = len(sizes)
+    if vectorized is None:
+        vectorized = count > PYTHON_PLACEMENT_BELOW
+    out: list[int] = []
+    if not vectorized:
+        placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+        for size, first, last in zip(sizes, firsts, lasts):
+            busy = sorted((o, e) for o, e, f, la in placed if la >= first and f <= last)
+            at = 0
+            for o, e in busy:  # by offset, then end: the first gap before a block that holds ``size``
+                if at + size <= o:
+                    break
+                at = max(at, e)
+            placed.append((at, at + size, first, last))
+            out.append(at)
+        return out
     # the values placed so far (offset, end, first and last step), as arrays: finding the ones
     # alive with the next value is one vectorized test, not a Python walk over all of them
-    count = len(roots)
     offsets, ends = np.zeros(count, np.int64), np.zeros(count, np.int64)
-    firsts, lasts = np.zeros(count, np.int64), np.zeros(count, np.int64)
-    top = 0
-    for k, t in enumerate(roots):
-        size = -(-max(t.nbytes, 1) // ALIGN) * ALIGN
-        alive = np.flatnonzero((lasts[:k] >= t.first) & (firsts[:k] <= t.last))
+    firsts_a, lasts_a = np.zeros(count, np.int64), np.zeros(count, np.int64)
+    for k in range(count):
+        size, first, last = sizes[k], firsts[k], lasts[k]
+        alive = np.flatnonzero((lasts_a[:k] >= first) & (firsts_a[:k] <= last))
         off = 0
         if len(alive):
             order = np.lexsort((ends[alive], offsets[alive]))  # by offset, then end
@@ -60,9 +95,6 @@ def plan_memory(program: Program) -> None:
             reach = np.maximum.accumulate(np.concatenate(([0], ends[alive][order])))
             fits = np.flatnonzero(reach[:-1] + size <= starts)
             off = int(reach[fits[0]] if len(fits) else reach[-1])
-        t.offset = off
-        offsets[k], ends[k], firsts[k], lasts[k] = off, off + size, t.first, t.last
-        top = max(top, off + size)
-    program.arena_bytes = top
-    program.stats["arena_bytes"] = top
-    program.stats["values_bytes"] = sum(-(-max(t.nbytes, 1) // ALIGN) * ALIGN for t in roots)
+        offsets[k], ends[k], firsts_a[k], lasts_a[k] = off, off + size, first, last
+        out.append(off)
+    return out

@@ -1,0 +1,57 @@
+"""The shortcuts that make a new input shape cheaper (memory placement in Python for small
+plans, ...) give the same plan as the general paths they bypass, and a valid one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ember
+from ember.devices.cpu.runtime import memory
+from ember.devices.cpu.runtime.memory import place_values
+
+from .test_dynamic_plans import encoder
+
+
+def _no_overlap(offsets: list[int], sizes: list[int], firsts: list[int], lasts: list[int]) -> None:
+    """Oracle: two values alive at a common step never share a byte."""
+    n = len(sizes)
+    for i in range(n):
+        for j in range(i):
+            if firsts[i] <= lasts[j] and firsts[j] <= lasts[i]:
+                assert offsets[i] + sizes[i] <= offsets[j] or offsets[j] + sizes[j] <= offsets[i], (i, j)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_python_and_vectorized_placement_agree(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 120))
+    firsts = rng.integers(0, n, n).tolist()
+    lasts = [f + int(rng.integers(0, 8)) for f in firsts]
+    # equal sizes and equal lifetimes included: ties in the first-fit order must break alike
+    sizes = [int(x) * 64 for x in rng.choice([1, 2, 3, 16, 100], n)]
+    py = place_values(sizes, firsts, lasts, vectorized=False)
+    vec = place_values(sizes, firsts, lasts, vectorized=True)
+    assert py == vec
+    _no_overlap(py, sizes, firsts, lasts)
+
+
+def test_plan_memory_same_offsets_either_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real specialized plan (several shapes) gets the same arena layout from both paths."""
+    core = ember.Core()
+    compiled = core.compile_model(encoder(), "CPU")
+    exe = compiled._executable
+    for seq in (3, 7, 20):
+        prog = exe._programs.get(((2, seq, 32),))
+        memory.plan_memory(prog)
+        fast = {t.id: t.offset for t in prog.tensors}
+        fast_bytes = prog.arena_bytes
+        monkeypatch.setattr(memory, "PYTHON_PLACEMENT_BELOW", -1)
+        memory.plan_memory(prog)
+        monkeypatch.undo()
+        assert {t.id: t.offset for t in prog.tensors} == fast
+        assert prog.arena_bytes == fast_bytes
+        roots = [t for t in prog.tensors if t.kind == "value" and t.arena and t.offset >= 0]
+        assert roots
+        _no_overlap([t.offset for t in roots], [t.nbytes for t in roots], [t.first for t in roots],
+                    [t.last for t in roots])
