@@ -55,3 +55,29 @@ def test_plan_memory_same_offsets_either_way(monkeypatch: pytest.MonkeyPatch) ->
         assert roots
         _no_overlap([t.offset for t in roots], [t.nbytes for t in roots], [t.first for t in roots],
                     [t.last for t in roots])
+
+
+def _types(nodes: list) -> list:  # noqa: ANN001
+    return [(n.type_name, [(str(o.element_type), str(o.partial_shape)) for o in n.outputs()]) for n in nodes]
+
+
+def test_signature_entries_kept_across_shapes_give_inferred_types() -> None:
+    """The per-node entries (signature and constant inputs' key parts) are made for the first
+    shape and reused by the next ones, shared constant copies included: every node of every copy
+    has the types a full inference gives, at new batch sizes and lengths and back."""
+    from ember.devices.cpu import device as cpu_device
+
+    from .test_dynamic_plans import layered
+
+    for build in (layered, encoder):
+        compiled = ember.Core().compile_model(build(), "CPU")
+        programs = compiled._executable._programs
+        entries: dict = {}
+        consts: dict = {}
+        for key in [((1, 5, 32),), ((2, 9, 32),), ((1, 5, 32),), ((3, 1, 32),), ((2, 17, 32),)]:
+            _, kept = cpu_device._clone_with_shapes(programs.model, key, programs._order, entries, consts)
+            cpu_device._disconnect(consts.values())
+            _, inferred = cpu_device._clone_with_shapes(programs.model, key, programs._order,
+                                                        {id(node): None for node in programs._order})
+            assert _types(kept) == _types(inferred), key
+        assert any(e is not None and any(p is not None for p in e[1]) for e in entries.values())

@@ -376,7 +376,8 @@ def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = No
     """A copy of ``model`` whose inputs have the static ``shapes`` (constant data shared), and
     its nodes in topological order. ``order``: the model's own ``get_ordered_ops()``, if known
     (the model is not walked again); ``signatures``: a dict this function fills, kept by the
-    caller from one copy to the next (each node's op, attributes and rt_info, made hashable once);
+    caller from one copy to the next (per node, :func:`_node_entry`: its op and attributes made
+    hashable, and its constant inputs' part of the key, once; None: the node is always inferred);
     ``consts``: copies of the model's constants kept by the caller from one copy to the next
     (filled here), used instead of new ones: the caller disconnects their readers
     (:func:`_disconnect`) once it is done with the copy.
@@ -411,10 +412,10 @@ def _clone_with_shapes(model: Model, shapes: tuple, order: list[Any] | None = No
             new = twin
         else:
             inputs = [Output(mapping[id(o.node)], o.index) for o in node.input_values()]
-            sig = signatures.get(id(node), False)
-            if sig is False:
-                sig = signatures[id(node)] = _node_signature(node)
-            key = _infer_key(sig, inputs, shape_valued) if sig is not None else None
+            entry = signatures.get(id(node), False)
+            if entry is False:
+                entry = signatures[id(node)] = _node_entry(node)
+            key = _infer_key(entry, inputs, shape_valued) if entry is not None else None
             outs = inferred.get(key) if key is not None else None
             if outs is not None:
                 new = node.clone_with_inputs(inputs, outs)
@@ -484,30 +485,52 @@ def _node_signature(node: Any) -> Any:
         return None
 
 
-def _infer_key(sig: Any, inputs: list[Any], shape_valued: set[int]) -> Any:
+def _node_entry(node: Any) -> tuple[Any, tuple[Any, ...]] | None:
+    """What :func:`_infer_key` needs of a node of the model, made once per model: its signature
+    (:func:`_node_signature`) and, per input, the part of the key that only depends on the model
+    (a constant input: type, shape and value, the value of a small one, a large one by identity
+    or, for the ``_VALUE_BLIND`` ops, not at all) or None (an input computed in the copy: looked
+    at per copy). None: the node's types are always inferred (no signature; a constant of strings
+    or sequences)."""
+    sig = _node_signature(node)
+    if sig is None:
+        return None
+    blind = sig[0].type_name in _VALUE_BLIND
+    parts: list[Any] = []
+    for o in node.input_values():
+        src = o.node
+        if not isinstance(src, Constant):
+            parts.append(None)
+            continue
+        data = src.data
+        if data.dtype == object or o.element_type.name in ("string", "sequence"):
+            return None
+        value: Any = None
+        if data.size <= _KEYED_ELEMENTS:
+            value = (data.dtype.str, data.tobytes())
+        elif not blind:
+            value = id(data)  # the copies share one constant copy (or equal data) per constant of the model
+        parts.append((o.element_type, o.partial_shape, value))
+    return sig, tuple(parts)
+
+
+def _infer_key(entry: tuple[Any, tuple[Any, ...]], inputs: list[Any], shape_valued: set[int]) -> Any:
     """The key under which a node's inferred output types are shared in one copy: its signature
     and, per input, type and shape, and the value of a small constant (a large one by identity,
-    or by shape for the ``_VALUE_BLIND`` ops). None (infer it) when an input's value may come
-    from the static shapes (a ShapeOf chain: its value is not in the key), or holds strings or
-    sequences."""
+    or by shape for the ``_VALUE_BLIND`` ops): ``entry`` (:func:`_node_entry`) holds the parts of
+    the constant inputs. None (infer it) when an input's value may come from the static shapes
+    (a ShapeOf chain: its value is not in the key), or holds strings or sequences."""
+    sig, fixed = entry
     parts: list[Any] = [sig]
-    blind = sig[0].type_name in _VALUE_BLIND
-    for o in inputs:
-        src = o.node
-        value: Any = None
-        if isinstance(src, Constant):
-            data = src.data
-            if data.dtype == object:
+    for o, part in zip(inputs, fixed):
+        if part is None:
+            if id(o.node) in shape_valued:
                 return None
-            if data.size <= _KEYED_ELEMENTS:
-                value = (data.dtype.str, data.tobytes())
-            elif not blind:
-                value = id(data)
-        elif id(src) in shape_valued:
-            return None
-        if o.element_type.name in ("string", "sequence"):
-            return None
-        parts.append((o.element_type, o.partial_shape, value))
+            et = o.element_type
+            if et.name in ("string", "sequence"):
+                return None
+            part = (et, o.partial_shape, None)
+        parts.append(part)
     return tuple(parts)
 
 
