@@ -81,3 +81,38 @@ def test_signature_entries_kept_across_shapes_give_inferred_types() -> None:
                                                         {id(node): None for node in programs._order})
             assert _types(kept) == _types(inferred), key
         assert any(e is not None and any(p is not None for p in e[1]) for e in entries.values())
+
+
+def test_input_binding_slots_from_the_reader_index() -> None:
+    """A model input read in place twice by one kernel (GEMM operand and its residual) and
+    through a view: the binding slots found from the per-tensor reader index are those a scan
+    of every op finds, and each call reads its own input (results against numpy)."""
+    import ember.opset as ops
+    from ember.graph.model import Model
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((16, 16)).astype(np.float32)
+    x = ops.parameter([-1, 16], np.float32, name="x")
+    y = ops.add(ops.matmul(x, w, False, False), x)
+    z = ops.relu(ops.reshape(x, np.array([-1, 4, 4], np.int64), False))
+    compiled = ember.Core().compile_model(Model([y, z], [x], "twice"), "CPU")
+    exe = compiled._executable
+    for rows in (3, 5, 7):
+        inst = exe._instance([np.zeros((rows, 16), np.float32)])  # bound, not run: no pointer patched yet
+        prog = inst.program
+        assert inst.bindings
+        for b in inst.bindings:
+            copy = next(op.outputs[0] for op in prog.ops
+                        if op.type_name == "InputCopy" and op.inputs[0].index == b.index)
+            start = inst.arrays[copy.id].ctypes.data
+            end = start + max(copy.nbytes, 1)
+            # oracle: every bound kernel of the plan, each pointer word that points into the copy
+            scanned = [(id(k.ctx), word, int(k.ctx[word]) - start) for k in inst._keep for word in k.pointer_words
+                       if start <= int(k.ctx[word]) < end]
+            assert len(scanned) >= 2  # the GEMM's operand and residual at least
+            assert sorted((id(c), wd, off) for c, wd, off in b.slots) == sorted(scanned)
+        for _ in range(2):
+            a = rng.standard_normal((rows, 16)).astype(np.float32)
+            out = compiled([a])
+            np.testing.assert_allclose(out[0], a @ w + a, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(out[1], np.maximum(a.reshape(-1, 4, 4), 0))

@@ -91,7 +91,7 @@ class Instance:
         keep: list[Any] = []
         segments: list[Any] = []  # (first, count) native runs, or python callables
         self.op_spans: list[tuple[Op, Any]] = []
-        patchable = self._patchable_inputs(program)
+        patchable, readers = self._patchable_inputs(program)
         self.bindings: list[InputBinding] = []
         kernels_of: dict[int, list[BoundKernel]] = {}  # op index -> its bound kernels
         for op_index, op in enumerate(program.ops):
@@ -117,7 +117,7 @@ class Instance:
                 self.op_spans.append((op, step))
         self._keep = keep
         for tid, index in patchable.items():
-            self.bindings.append(self._input_binding(program, tid, index, kernels_of))
+            self.bindings.append(self._input_binding(program, tid, index, kernels_of, readers.get(tid, [])))
         self.table = np.array(rows if rows else [[0] * STEP_WORDS], np.int64).reshape(-1, STEP_WORDS)
         self.segments = [tuple(s) if isinstance(s, list) else s for s in segments]
         self._runner = run_steps_function()
@@ -130,16 +130,15 @@ class Instance:
         self._reference_logged = False
 
     def _input_binding(self, program: Program, tid: int, index: int,
-                       kernels_of: dict[int, list[BoundKernel]]) -> InputBinding:
+                       kernels_of: dict[int, list[BoundKernel]], readers: list[int]) -> InputBinding:
         """The binding slots of model input ``index`` (read in place through tensor ``tid``):
-        the declared pointer words of the kernels of its readers that point into its buffer."""
+        the declared pointer words of the kernels of its readers (``readers``: the indices of
+        the ops that read ``tid`` or a view of it, ascending) that point into its buffer."""
         t = program.tensors[tid]
         start = self.arrays[tid].ctypes.data
         end = start + max(t.nbytes, 1)
         slots: list[tuple[np.ndarray, int, int]] = []
-        for op_index, op in enumerate(program.ops):
-            if not any(s.root().id == tid for s in op.inputs):
-                continue
+        for op_index in readers:
             for k in kernels_of.get(op_index, ()):
                 for word in k.pointer_words:
                     addr = int(k.ctx[word])
@@ -148,13 +147,20 @@ class Instance:
         return InputBinding(index, t.dtype, t.shape, slots)
 
     @staticmethod
-    def _patchable_inputs(program: Program) -> dict[int, int]:
+    def _patchable_inputs(program: Program) -> tuple[dict[int, int], dict[int, list[int]]]:
         """{copy tensor id: input index} of model inputs that only native ops read (directly
-        or through views): their kernels can read the caller's array in place."""
+        or through views): their kernels can read the caller's array in place; and per tensor
+        (a root: not a view), the indices of the ops that read it or a view of it (each once,
+        ascending)."""
         readers: dict[int, list[Op]] = {}
-        for op in program.ops:
+        indices: dict[int, list[int]] = {}
+        for op_index, op in enumerate(program.ops):
             for t in op.inputs:
-                readers.setdefault(t.root().id, []).append(op)
+                rid = t.root().id
+                readers.setdefault(rid, []).append(op)
+                seen = indices.setdefault(rid, [])
+                if not seen or seen[-1] != op_index:
+                    seen.append(op_index)
         out = {}
         for op in program.ops:
             if op.type_name == "InputCopy":
@@ -163,7 +169,7 @@ class Instance:
                     continue
                 if t.arena and readers.get(t.id) and all(r.native for r in readers[t.id]):
                     out[t.id] = op.inputs[0].index
-        return out
+        return out, indices
 
     # -- python steps ---------------------------------------------------------------------
     def _getter(self, t: Tensor, physical: bool) -> Callable[[dict[int, np.ndarray]], np.ndarray]:
