@@ -186,6 +186,29 @@ def test_workers_pinned_to_their_own_cpu(pin):
         pool.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and two CPUs")
+def test_pools_of_the_whole_machine_pin_the_same_cpus():
+    """Two pools with a thread per CPU (two LATENCY models) pin their workers to the same CPUs,
+    never the caller's first CPU; a smaller pool (a stream's) takes the least used ones."""
+    n = len(os.sched_getaffinity(0))
+    first = min(os.sched_getaffinity(0))
+    a, b = ThreadPool(n, pin=True), ThreadPool(n, pin=True)
+    try:
+        assert a.pinned_cpus == b.pinned_cpus and len(a.pinned_cpus) == n - 1
+        assert first not in a.pinned_cpus
+        if n >= 3:
+            c, d = ThreadPool(2, pin=True), ThreadPool(2, pin=True)
+            try:
+                assert c.pinned_cpus != d.pinned_cpus  # streams spread
+            finally:
+                c.close()
+                d.close()
+    finally:
+        a.close()
+        b.close()
+
+
 def test_pinning_follows_the_environment(monkeypatch):
     monkeypatch.setenv("EMBER_PIN_THREADS", "0")
     pool = ThreadPool(2)

@@ -579,10 +579,18 @@ def _set_affinity(handle: int, cpus: list[int]) -> bool:
 
 
 def _pin_workers(handles: list[int]) -> list[int]:
-    """Bind each worker thread to its own allowed CPU, the least used by other live pools,
-    leaving the first CPU for the caller as long as others are free.
+    """Bind each worker thread to its own allowed CPU, leaving the first CPU for the caller as
+    long as others are free.
 
-    Without it, a worker woken after a long sleep is often queued on the caller's CPU (the
+    A pool with a thread for every allowed CPU (a LATENCY model's) pins its workers to the
+    same CPUs as every other such pool: such pools take turns (a pipeline's models, called one
+    after another by the same thread), and a second pool's worker pinned to the first CPU would
+    share it with the caller, who stays there after the first pool's run (PP-OCR rec right after
+    det ran 2.7x its own time that way: 35 futex wake-ups per run). A smaller pool (a stream's)
+    takes the CPUs least used by the other live pools, so that streams running at the same
+    time spread over the machine.
+
+    Without pinning, a worker woken after a long sleep is often queued on the caller's CPU (the
     scheduler places a wakee near its waker) and the job runs at single-thread speed until
     the load balancer moves it, milliseconds later. Returns the CPUs used (empty when the
     platform cannot pin)."""
@@ -591,10 +599,12 @@ def _pin_workers(handles: list[int]) -> list[int]:
     except AttributeError:
         return []
     order = cpus[1:] + cpus[:1]
+    whole_machine = len(handles) + 1 >= len(cpus)
     used: list[int] = []
     with _pin_lock:
         for handle in handles:
-            cpu = min(order, key=lambda c: (_pinned.get(c, 0) + used.count(c), order.index(c)))
+            cpu = min(order, key=lambda c: ((0 if whole_machine else _pinned.get(c, 0)) + used.count(c),
+                                            order.index(c)))
             if not _set_affinity(handle, [cpu]):
                 break
             used.append(cpu)
