@@ -209,7 +209,8 @@ def test_schedule_covers_work():
 
 
 def _plan_blocks_by_brute_force(m, n, k_per_tap, taps, groups, tile, threads, max_tm=8):
-    """The schedule model of ``plan_blocks`` spelled out block by block, with a heap."""
+    """The schedule model of ``plan_blocks`` spelled out block by block (each block's own
+    ``block_cost``), with a heap."""
     import heapq
 
     from ember.devices.cpu.kernels import gemm as g
@@ -231,9 +232,7 @@ def _plan_blocks_by_brute_force(m, n, k_per_tap, taps, groups, tile, threads, ma
                 rows = min(m, (im + 1) * tm * tile.mr) - im * tm * tile.mr
                 for jn in range(gn):
                     cols = min(ntn, (jn + 1) * tn) - jn * tn
-                    flops = 2.0 * rows * cols * tile.nr * kdepth
-                    mem = 4.0 * (cols * tile.nr * kdepth + rows * kdepth)
-                    costs.append(flops / g.PEAK_FLOPS_PER_THREAD + g.TASK_OVERHEAD_S + mem / g.MEM_BYTES_PER_S)
+                    costs.append(g.block_cost(rows, cols, tile.nr, kdepth))
             heap = [0.0] * threads
             for c in costs * groups:
                 heapq.heappush(heap, heapq.heappop(heap) + c)

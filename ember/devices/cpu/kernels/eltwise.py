@@ -958,11 +958,20 @@ def views_fit(y: np.ndarray, inputs: list[np.ndarray]) -> bool:
         views = [np.broadcast_to(a, y.shape) for a in inputs]
     except ValueError:
         return False
+    return _collapse_views(y, views) is not None
+
+
+def _collapse_views(y: np.ndarray, views: list[np.ndarray]) -> tuple[list[int], list[list[int]]] | None:
+    """The collapsed dims and element strides (output first) of ``y`` and its broadcast input
+    ``views``; None when a stride is not a whole number of items, the innermost dim is not unit
+    stride (output) or unit/zero stride (inputs), or it needs more than MAX_SPLITS 4-D calls."""
     if any(s % v.itemsize for v in (y, *views) for s in v.strides):
-        return False
+        return None
     strides = [[s // y.itemsize for s in y.strides]] + [[s // v.itemsize for s in v.strides] for v in views]
     dims, st = _collapse_operands(y.shape, strides)
-    return not dims or (_splits(dims) <= MAX_SPLITS and st[0][-1] == 1 and all(s[-1] in (0, 1) for s in st[1:]))
+    if dims and (_splits(dims) > MAX_SPLITS or st[0][-1] != 1 or any(s[-1] not in (0, 1) for s in st[1:])):
+        return None
+    return dims, st
 
 
 def _splits(dims: Sequence[int]) -> int:
@@ -981,12 +990,10 @@ def eltwise_kernels(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple
     if y.size == 0 or len(inputs) > MAX_INPUTS or len(program) > MAX_INSTR:
         return None
     views = [np.broadcast_to(a, y.shape) for a in inputs]
-    if any(s % v.itemsize for v in (y, *views) for s in v.strides):
+    collapsed = _collapse_views(y, views)
+    if collapsed is None or len(collapsed[0]) <= 4:
         return None
-    strides = [[s // y.itemsize for s in y.strides]] + [[s // v.itemsize for s in v.strides] for v in views]
-    dims, st = _collapse_operands(y.shape, strides)
-    if len(dims) <= 4 or _splits(dims) > MAX_SPLITS or st[0][-1] != 1 or any(s[-1] not in (0, 1) for s in st[1:]):
-        return None
+    dims, st = collapsed
     as_strided = np.lib.stride_tricks.as_strided
     yc = as_strided(y, dims, [s * y.itemsize for s in st[0]])
     vcs = [as_strided(v, dims, [s * v.itemsize for s in sv], writeable=False) for v, sv in zip(views, st[1:])]

@@ -1431,6 +1431,14 @@ def _makespan(costs: list[float], threads: int) -> float:
     return max(heap)
 
 
+def block_cost(rows: int, panels: int, nr: int, kdepth: int) -> float:
+    """Seconds the schedule model gives a task of ``rows`` rows by ``panels`` panels of ``nr``
+    columns over ``kdepth``: FMA time + per-task overhead + the bytes of A and B it streams."""
+    flops = 2.0 * rows * panels * nr * kdepth
+    mem = 4.0 * (panels * nr * kdepth + rows * kdepth)
+    return flops / PEAK_FLOPS_PER_THREAD + TASK_OVERHEAD_S + mem / MEM_BYTES_PER_S
+
+
 @functools.lru_cache(maxsize=8192)
 def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Tile, threads: int,
                 max_tm: int = 8) -> tuple[int, int, int, int]:
@@ -1448,9 +1456,7 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
         return max_tm, ntn, -(-ntm // max_tm), 1
 
     def cost(rows: int, cols: int) -> float:
-        flops = 2.0 * rows * cols * tile.nr * kdepth
-        mem = 4.0 * (cols * tile.nr * kdepth + rows * kdepth)
-        return flops / PEAK_FLOPS_PER_THREAD + TASK_OVERHEAD_S + mem / MEM_BYTES_PER_S
+        return block_cost(rows, cols, tile.nr, kdepth)
 
     best: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
     for tm in range(1, max_tm + 1):
