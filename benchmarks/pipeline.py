@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--runs", type=int, default=40)
     args = ap.parse_args(argv)
+    for key in (args.first, args.second):
+        if key not in compare.ZOO_MODELS:
+            ap.error(f"unknown model '{key}': one of {', '.join(compare.ZOO_MODELS)}")
+    if args.rounds < 1 or args.runs < 1:
+        ap.error("--rounds and --runs must be at least 1")
 
     import ember
 
