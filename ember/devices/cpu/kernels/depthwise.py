@@ -267,7 +267,11 @@ def spec_blocking(isa: Isa, kh: int, kw: int) -> tuple[int, int]:
     the clamp bounds and the accumulators in the vector registers of ``isa``."""
     regs = 32 if isa.f32_lanes >= 16 else 16
     budget = regs - 2 - (kh * kw + 3)
-    if budget < 2:  # some weights are reloaded anyway: two pixels share each load (measured best)
+    # some weights are reloaded anyway: two pixels share each load (measured best). At a budget
+    # of 2 (5x5 on AVX-512) one pixel left no register for the epilogue's constants and ran its
+    # 25 FMAs in two chains: two pixels were 15-20% faster (one thread, PP-OCR rec's 12x80 and
+    # 6x80 maps and 14x14 / 28x28 ones, with and without HSwish and the affine)
+    if budget < 2 or (budget == 2 and regs == 32):
         return 2, 2 if kh > 1 else 1
     parts = max(1, min(kh, 3, budget))
     return max(1, min(4, budget // parts)), parts
