@@ -1089,6 +1089,14 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     tg = e.max(c64(1), e.min(b.select(grouped, ntiles, c64(1)),
                              b.sdiv(c64(AMX_GROUP_BYTES), b.mul(b.mul(ntaps, c64(MR)), rsb))))
     apack = aligned_alloca(e, I8, b.mul(tg, b.mul(b.mul(ntaps, c64(MR)), rsb)))
+    # each (tile of the group, tap, half): where its A tile is loaded from, and the row stride
+    aptr = b.alloca(PTR, size=b.mul(tg, b.mul(ntaps, c64(2))))
+    alds = b.alloca(I64, size=b.mul(tg, b.mul(ntaps, c64(2))))
+    uniform = e.var(ir.IntType(1), ir.Constant(ir.IntType(1), 0))
+    in_place = b.and_(x_bf16, b.icmp_signed("==", cin, b.mul(a("ktap"), c64(2))))
+
+    def st_of(tab: ir.Value) -> ir.Value:
+        return b.sub(b.ptrtoint(e.load(PTR, e.gep(PTR, tab, c64(1))), I64), b.ptrtoint(e.load(PTR, tab), I64))
     cbuf = aligned_alloca(e, F32, c64(MR * NR))
     emit_tile_config(e, qbytes, kq)
 
@@ -1124,9 +1132,10 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
         for t in C_TILES:
             tile_zero(e, t)
         bpan = e.gep(I8, bgroup, b.mul(jp, panel_bytes))
-        abase = e.gep(I8, apack, b.mul(lt, row_tiles))
         with e.loop(0, ntaps, name="ctap") as tap:
-            pa = [e.gep(I8, abase, b.mul(b.add(b.mul(tap, c64(MR)), c64(h * H)), rsb)) for h in range(2)]
+            slot = b.mul(b.add(b.mul(lt, ntaps), tap), c64(2))
+            pa = [e.load(PTR, e.gep(PTR, aptr, b.add(slot, c64(h)))) for h in range(2)]
+            lda = [e.load(I64, e.gep(I64, alds, b.add(slot, c64(h)))) for h in range(2)]
             bt = e.gep(I8, bpan, b.mul(tap, tap_bytes))
             with e.loop(0, nck, name="kc") as c:
                 aoff = b.mul(c, qbytes)
@@ -1136,9 +1145,9 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                     with b.if_then(b.and_(pf, b.icmp_unsigned("<", b.ptrtoint(ahead, I64), b.ptrtoint(b_end, I64)))):
                         with e.loop(0, step_bytes, 64, name="pfk") as ln:
                             e.call("llvm.prefetch.p0", VOID, [e.gep(I8, ahead, ln), c32(0), c32(2), c32(1)])
-                tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), rsb)
+                tile_load(e, A_TILES[0], e.gep(I8, pa[0], aoff), lda[0])
                 if two_m:
-                    tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), rsb)
+                    tile_load(e, A_TILES[1], e.gep(I8, pa[1], aoff), lda[1])
                 tile_load(e, B_TILES[0], bc, b_stride)
                 if two_n:
                     tile_load(e, B_TILES[1], e.gep(I8, bc, 64), b_stride)
@@ -1154,20 +1163,48 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     with e.loop(0, e.cdiv(ntiles, tg), name="tgrp") as grp:
         t0 = b.mul(grp, tg)
         t1 = e.min(ntiles, b.add(t0, tg))
-        # the group's A rows to bf16 pairs, [tile][tap][row][rsb bytes], zero padded; rows past
-        # a tile's mr stay unread garbage (their C rows are not stored)
+        # the group's A: each half tile (16 rows of a tap) read in place where X is bf16, the
+        # tap's K fills whole tile steps and the half's 16 rows are uniformly strided (1x1
+        # convolutions and GEMM rows, a 3x3's pixels inside one output row): vector stores
+        # right before a tile load of the same lines stall it. Other halves are converted or
+        # copied to bf16 pairs in apack, [tile][tap][row][rsb bytes], zero padded; rows past a
+        # tile's mr stay unread garbage (their C rows are not stored)
         with e.loop(t0, t1, name="atile") as it:
             mr = e.min(c64(MR), b.sub(m1, b.add(m0, b.mul(it, c64(MR)))))
             abase = e.gep(I8, apack, b.mul(b.sub(it, t0), row_tiles))
             with e.loop(0, ntaps, name="atap") as tap:
-                with e.loop(0, mr, name="ar") as r:
-                    src = e.load(PTR, e.gep(PTR, rows, b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)))
-                    dst = e.gep(I8, abase, b.mul(b.add(b.mul(tap, c64(MR)), r), rsb))
-                    with b.if_else(x_bf16) as (as_is, convert):
-                        with as_is:
-                            emit_copy_bf16(e, src, dst, cin, L)
-                        with convert:
-                            emit_to_bf16(e, src, dst, cin, L)
+                for h in range(2):
+                    hrows = b.sub(mr, c64(h * H))
+                    slot = b.add(b.mul(b.add(b.mul(b.sub(it, t0), ntaps), tap), c64(2)), c64(h))
+                    tab = e.gep(PTR, rows, b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), c64(h * H)))
+                    with b.if_then(b.icmp_signed(">", hrows, c64(0))):
+                        with b.if_else(b.and_(in_place, b.icmp_signed(">=", hrows, c64(H)))) as (maybe, no):
+                            with maybe:
+                                r0 = b.ptrtoint(e.load(PTR, tab), I64)
+                                st = b.sub(b.ptrtoint(e.load(PTR, e.gep(PTR, tab, c64(1))), I64), r0)
+                                same = ir.Constant(ir.IntType(1), 1)
+                                for r in range(2, H):
+                                    pr = b.ptrtoint(e.load(PTR, e.gep(PTR, tab, c64(r))), I64)
+                                    same = b.and_(same, b.icmp_unsigned("==", pr, b.add(r0, b.mul(st, c64(r)))))
+                                b.store(same, uniform)
+                            with no:
+                                b.store(ir.Constant(ir.IntType(1), 0), uniform)
+                        with b.if_else(e.load(ir.IntType(1), uniform)) as (direct, copy):
+                            with direct:
+                                b.store(e.load(PTR, tab), e.gep(PTR, aptr, slot))
+                                b.store(st_of(tab), e.gep(I64, alds, slot))
+                            with copy:
+                                hbase = e.gep(I8, abase, b.mul(b.add(b.mul(tap, c64(MR)), c64(h * H)), rsb))
+                                b.store(hbase, e.gep(PTR, aptr, slot))
+                                b.store(rsb, e.gep(I64, alds, slot))
+                                with e.loop(0, e.min(hrows, c64(H)), name=f"ar{h}") as r:
+                                    src = e.load(PTR, e.gep(PTR, tab, r))
+                                    dst = e.gep(I8, hbase, b.mul(r, rsb))
+                                    with b.if_else(x_bf16) as (as_is, convert):
+                                        with as_is:
+                                            emit_copy_bf16(e, src, dst, cin, L)
+                                        with convert:
+                                            emit_to_bf16(e, src, dst, cin, L)
 
         # panels outside the group's tiles: each panel is read from L2 (or memory) once per
         # group and stays in L1 for the group's other tiles
