@@ -64,10 +64,10 @@ from ember.devices.cpu.kernels.amx import (
     amx_split,
     emit_tile_config,
     fits_stack,
+    store_c_tiles,
     tile_dot,
     tile_load,
     tile_release,
-    tile_store,
     tile_zero,
     two_by_two,
 )
@@ -997,7 +997,10 @@ def igemm_kernels(isa: Isa | None = None, precision: Precision | str = Precision
 # --------------------------------------------------------------------------- AMX tiles
 def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
     """epi(cbuf, mr, ncols, y, ldy, bias, res, ldr, lo, hi, flags): the f32 GEMM epilogue
-    (+ bias, + residual, clamp) for ``mr`` rows of a 32 x 32 f32 block in ``cbuf``."""
+    (+ bias, + residual, clamp) for ``mr`` rows of a 32 x 32 f32 block in ``cbuf``, written to
+    ``y`` as f32, or as bf16 (round to nearest even) when the tail bits of ``flags`` are
+    FLAG_YBF16 alone (no activation or affine to run after it). One row loop per residual kind,
+    bound and output type, so that no flag is tested per row."""
 
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, PTR, I64, PTR, PTR, I64, F32, F32, I64],
                           internal=True, noinline=True)
@@ -1014,33 +1017,45 @@ def _emit_f32_epilogue(m: ir.Module, name: str) -> ir.Function:
     bv = [e.load(vf, x) for x in bias]
     has_res = b.icmp_unsigned("!=", b.and_(flags, c64(FLAG_RES)), c64(0))
     res16 = b.icmp_unsigned("!=", b.and_(flags, c64(FLAG_RES16)), c64(0))
-    bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
-                    b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
+    res_kind = b.select(has_res, b.select(res16, c64(2), c64(1)), c64(0))
+    lo_b = b.zext(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)), I64)
+    hi_b = b.zext(b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)), I64)
+    out16 = b.zext(b.icmp_unsigned("==", b.and_(flags, c64(_TAIL_BITS)), c64(FLAG_YBF16)), I64)
+    key = b.or_(b.or_(res_kind, b.shl(lo_b, c64(2))), b.or_(b.shl(hi_b, c64(3)), b.shl(out16, c64(4))))
     vlo, vhi = e.splat(lo, L), e.splat(hi, L)
-    out = [e.var(vf) for _ in range(nv)]
-    with e.loop(0, mr, name="er") as r:
-        crow = e.gep(F32, cbuf, b.mul(r, c64(AMX_TILE.nr)))
-        for v in range(nv):
-            b.store(b.fadd(e.load(vf, e.gep(F32, crow, v * L), align=64), bv[v]), out[v])
-        with b.if_then(has_res):
-            with b.if_else(res16) as (half, full):
-                with half:
-                    rrow = e.gep(I16, resp, b.mul(r, ldr))
-                    for v in range(nv):
-                        b.store(b.fadd(e.load(vf, out[v]), load_bf16(e, e.gep(I16, rrow, v * L), masks[v], L)), out[v])
-                with full:
-                    rrow = e.gep(F32, resp, b.mul(r, ldr))
-                    for v in range(nv):
-                        b.store(b.fadd(e.load(vf, out[v]), masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v])),
-                                out[v])
-        with b.if_then(bounded):  # NaN passes the clamp unchanged
-            for v in range(nv):
-                x = e.load(vf, out[v])
-                x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
-                b.store(b.select(b.fcmp_ordered(">", x, vhi), vhi, x), out[v])
-        yrow = e.gep(F32, yp, b.mul(r, ldy))
-        for v in range(nv):
-            masked_store(e, e.load(vf, out[v]), e.gep(F32, yrow, v * L), masks[v])
+    done = fn.append_basic_block("epi.done")
+    sw_ = b.switch(key, done)
+    for kind in range(3):
+        for clo in (False, True):
+            for chi in (False, True):
+                for o16 in (False, True):
+                    blk = fn.append_basic_block(f"epi.{kind}{int(clo)}{int(chi)}{int(o16)}")
+                    sw_.add_case(c64(kind | clo << 2 | chi << 3 | o16 << 4), blk)
+                    b.position_at_end(blk)
+                    with e.loop(0, mr, name="er") as r:
+                        crow = e.gep(F32, cbuf, b.mul(r, c64(AMX_TILE.nr)))
+                        out = [b.fadd(e.load(vf, e.gep(F32, crow, v * L), align=64), bv[v]) for v in range(nv)]
+                        if kind == 2:
+                            rrow = e.gep(I16, resp, b.mul(r, ldr))
+                            out = [b.fadd(out[v], load_bf16(e, e.gep(I16, rrow, v * L), masks[v], L)) for v in range(nv)]
+                        elif kind == 1:
+                            rrow = e.gep(F32, resp, b.mul(r, ldr))
+                            out = [b.fadd(out[v], masked_load(e, vf, e.gep(F32, rrow, v * L), masks[v]))
+                                   for v in range(nv)]
+                        if clo:  # NaN passes the clamp unchanged
+                            out = [b.select(b.fcmp_ordered("<", x, vlo), vlo, x) for x in out]
+                        if chi:
+                            out = [b.select(b.fcmp_ordered(">", x, vhi), vhi, x) for x in out]
+                        if o16:
+                            yrow = e.gep(I16, yp, b.mul(r, ldy))
+                            for v in range(nv):
+                                store_bf16(e, out[v], e.gep(I16, yrow, v * L), masks[v])
+                        else:
+                            yrow = e.gep(F32, yp, b.mul(r, ldy))
+                            for v in range(nv):
+                                masked_store(e, out[v], e.gep(F32, yrow, v * L), masks[v])
+                    b.branch(done)
+    b.position_at_end(done)
     b.ret_void()
     return fn
 
@@ -1111,6 +1126,7 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     panel_bytes = b.mul(ntaps, tap_bytes)
     lo, hi, flags = a("lo", F32), a("hi", F32), a("flags")
     tail = b.and_(flags, c64(_TAIL_BITS))
+    direct16 = b.icmp_unsigned("==", tail, c64(FLAG_YBF16))  # the epilogue writes the bf16 Y itself
     pmul, padd = a("pmul", F32), a("padd", F32)
     b_stride = c64(4 * NR)
     step_bytes = b.mul(kq, c64(4 * NR))
@@ -1155,10 +1171,26 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                     if (i and not two_m) or (j and not two_n):
                         continue
                     tile_dot(e, "tdpbf16ps", C_TILES[2 * i + j], A_TILES[i], B_TILES[j])
-        ldc = c64(4 * NR)
-        for i in range(2):
-            for j in range(2):
-                tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * H * NR + j * 16) * 4), ldc)
+
+    pending = {k: e.var(I64, c64(-1 if k == "mr" else 0)) for k in ("mr", "ncols", "p0", "col")}
+
+    def finish_pending() -> None:
+        """The epilogue of the last stored block (if any), from ``cbuf``."""
+        mr = e.load(I64, pending["mr"])
+        with b.if_then(b.icmp_signed(">=", mr, c64(0))):
+            ncols, p0, col = (e.load(I64, pending[k]) for k in ("ncols", "p0", "col"))
+            yblk = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
+            ydst = b.select(y_bf16, e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)), yblk)
+            # a bf16 Y: the epilogue stores it (nothing after the clamp), or runs in place in
+            # the f32 block and the tail writes Y
+            etarget = b.select(direct16, ydst, b.select(y_bf16, cbuf, yblk))
+            lde = b.select(b.and_(y_bf16, b.not_(direct16)), c64(NR), ldy)
+            b.call(epi, [cbuf, mr, ncols, etarget, lde,
+                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)),
+                         ldr, lo, hi, flags])
+            with b.if_then(b.and_(b.icmp_unsigned("!=", tail, c64(0)), b.not_(direct16))):
+                b.call(act, [etarget, lde, ydst, ldy, mr, ncols, tail, pmul, padd])
+        b.store(c64(-1), pending["mr"])
 
     with e.loop(0, e.cdiv(ntiles, tg), name="tgrp") as grp:
         t0 = b.mul(grp, tg)
@@ -1225,15 +1257,14 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                             b.or_(b.icmp_signed("==", grp, c64(0)), b.icmp_signed(">", task_b, c64(AMX_L2_WEIGHTS))))
                 two_by_two(e, b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16)),
                            lambda tm_, tn_: block(tm_, tn_, jp, lt, pf))
-                yblk = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
-                # a bf16 Y: the epilogue runs in place in the f32 block, then the tail writes Y
-                etarget, lde = b.select(y_bf16, cbuf, yblk), b.select(y_bf16, c64(NR), ldy)
-                b.call(epi, [cbuf, mr, ncols, etarget, lde,
-                             e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)),
-                             ldr, lo, hi, flags])
-                ydst = b.select(y_bf16, e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)), yblk)
-                with b.if_then(b.icmp_unsigned("!=", tail, c64(0))):
-                    b.call(act, [etarget, lde, ydst, ldy, mr, ncols, tail, pmul, padd])
+                # the previous block's epilogue runs while this block's products are computed
+                # (its C tiles stay in their registers until then): a block's stored tiles are
+                # read a block later, not right after the tile store
+                finish_pending()
+                store_c_tiles(e, cbuf)
+                for key, val in (("mr", mr), ("ncols", ncols), ("p0", p0), ("col", col)):
+                    b.store(val, pending[key])
+    finish_pending()
     tile_release(e)
     b.ret_void()
 
