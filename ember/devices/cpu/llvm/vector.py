@@ -127,14 +127,17 @@ class VectorMath:
                      b.and_(b.bitcast(sign, self.vi), self.ci(-0x80000000)))
         return b.bitcast(bits, self.vt)
 
-    def exp(self, x: ir.Value, subnormal: bool = False) -> ir.Value:
+    def exp(self, x: ir.Value, subnormal: bool = False, nonpositive: bool = False) -> ir.Value:
         """e**x in f32. Results below the smallest normal float are 0 unless ``subnormal``
         (numpy's subnormal results, for Power; off in the hot paths: arithmetic on subnormals
-        takes a microcode assist, and softmax/GELU/sigmoid tails would produce them)."""
+        takes a microcode assist, and softmax/GELU/sigmoid tails would produce them).
+        ``nonpositive``: the caller knows ``x <= 0`` or NaN (softmax's ``x - max``), so the
+        overflow clamp and the infinity test are left out."""
         b = self.b
         low = -103.972084 if subnormal else -87.33654
         xc = self.sel(self.lt(x, self.c(low)), self.c(low), x)
-        xc = self.sel(self.gt(xc, self.c(88.72283)), self.c(88.72283), xc)
+        if not nonpositive:
+            xc = self.sel(self.gt(xc, self.c(88.72283)), self.c(88.72283), xc)
         k = self.floor(fmuladd(self.e, xc, self.c(1.4426950408889634), self.c(0.5)))
         r = fmuladd(self.e, k, self.c(-0.693359375), xc)
         r = fmuladd(self.e, k, self.c(2.12194440e-4), r)
@@ -150,7 +153,8 @@ class VectorMath:
             y = b.fmul(b.fmul(p, scale1), scale2)
         else:
             y = b.fmul(p, b.bitcast(b.shl(b.add(ki, self.ci(127)), self.ci(23)), self.vt))
-        y = self.sel(self.gt(x, self.c(88.72283)), self.c(math.inf), y)
+        if not nonpositive:
+            y = self.sel(self.gt(x, self.c(88.72283)), self.c(math.inf), y)
         y = self.sel(self.lt(x, self.c(low)), self.c(0.0), y)
         return self.sel(self.isnan(x), x, y)
 
