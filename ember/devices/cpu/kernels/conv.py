@@ -155,6 +155,11 @@ def _pixel_stride(name: str, a: np.ndarray, shape: tuple[int, int, int, int],
     return s[2], s[0]
 
 
+def nhwc_strides(name: str, a: np.ndarray, shape: tuple[int, int, int, int]) -> tuple[int, int]:
+    """(pixel stride, image stride) in elements of float32 NHWC ``a`` (a channel slice allowed)."""
+    return _pixel_stride(name, a, shape)
+
+
 class Conv2d:
     """A 2-D convolution with packed weights, ready to run on NHWC buffers.
 
@@ -253,6 +258,17 @@ class Conv2d:
                                            self.affine is not None, g.cin % self.isa.f32_lanes != 0, x_bf16, y_bf16),
                                     self.isa)
         return ctx, task, zr, threads
+
+    def spec_call(self, ldx: int, xn: int, ldy: int) -> tuple[np.ndarray, int, tuple]:
+        """The specialized depthwise kernel's (context, task address, arrays to keep alive) for
+        these strides, no residual, X and Y not yet set (another kernel's task calls it: see
+        :mod:`~ember.devices.cpu.kernels.dw_pointwise`)."""
+        if not (self.geometry.depthwise and self.geometry.kh * self.geometry.kw <= _dw.DW_SPEC_MAX_TAPS):
+            raise EmberError("ember: internal: spec_call on a convolution without the specialized depthwise kernel")
+        ctx, task, zr, _ = self._dw_spec_call(ldx, xn, ldy, ldy, False)
+        ctx = ctx.copy()
+        DW_SPEC_CONTEXT.fill(ctx, bias=zr.ctypes.data)
+        return ctx, task, (self._dw_weights, zr)
 
     @property
     def bf16_io(self) -> bool:
@@ -353,4 +369,4 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None, strides
     return Conv2d(geo, w, epilogue, num_threads, isa, precision)(x, None, bias, residual)
 
 
-__all__ = ["Conv2d", "ConvGeometry", "conv2d", "pack_conv_weights"]
+__all__ = ["Conv2d", "ConvGeometry", "conv2d", "nhwc_strides", "pack_conv_weights"]

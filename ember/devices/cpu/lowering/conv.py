@@ -285,6 +285,10 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
             and winograd_ok(geo.kh, geo.kw, geo.strides, geo.dilations, geo.groups, geo.cin, geo.cout,
                             geo.batch * -(-geo.oh // (2 if geo.kh == 3 else 1)) * -(-geo.ow // 2), geo.h):
         return _emit_winograd(lowering, node, geo, w, bias, residual, Epilogue(lo, hi), last, fused)
+    if geo.depthwise and residual is None and len(out_logical) == 4 \
+            and as_precision(lowering.precision) is Precision.F32 \
+            and _emit_dw_pointwise(lowering, node, geo, w, bias, Epilogue(lo, hi), activation, affine, last, fused):
+        return True
     kernel = Conv2d(geo, w, Epilogue(lo, hi, act, gemm_affine), num_threads=lowering.threads, isa=lowering.isa,
                     precision=lowering.precision, activation=activation, affine=affine)
     lowering.bf16_ops += kernel.precision.value == "bf16"
@@ -300,6 +304,56 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
+    return True
+
+
+def _emit_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias: np.ndarray | None,
+                       epilogue: Any, activation: str, affine: tuple[float, float] | None, last: Node,
+                       fused: list[Node]) -> bool:
+    """Depthwise ``node`` (its epilogue group up to ``last``) and the 1x1 convolution that alone
+    reads it, with that one's epilogue group, as one fused kernel
+    (:class:`~ember.devices.cpu.kernels.dw_pointwise.DwPointwise`, when ``worth_fusing``): the
+    depthwise output is never stored. False (nothing emitted) when the pair does not qualify."""
+    from ember.devices.cpu.kernels import dw_pointwise
+    from ember.devices.cpu.kernels.conv import ConvGeometry
+    from ember.devices.cpu.kernels.gemm import Epilogue
+
+    if not dw_pointwise.ENABLED:
+        return False
+    pw = lowering.sole_consumer(last)
+    if pw is None or pw.type_name != "Convolution" or pw.input_values()[0].node is not last \
+            or len(pw.output(0).partial_shape) != 4 or pw.output(0).element_type.dtype != F32:
+        return False
+    wp = const_of(pw.input_values()[1])
+    if wp is None or wp.dtype != F32 or wp.shape != (wp.shape[0], geo.cout, 1, 1):
+        return False
+    dil = [int(d) for d in (pw.attrs["dilations"] or [1, 1])]
+    pb, pe = pw.resolved_pads(static_shape(pw.input_values()[0]), (1, 1))
+    if [int(s) for s in pw.attrs["strides"]] != [1, 1] or dil != [1, 1] or any(pb) or any(pe):
+        return False
+    pgeo = ConvGeometry(geo.batch, geo.oh, geo.ow, geo.cout, wp.shape[0], 1, 1)
+    if not dw_pointwise.worth_fusing(geo, pgeo):
+        return False
+    pbias, residual, (lo, hi), plast, pfused = _epilogue(lowering, pw, pgeo.cout)
+    act, plast, pfused = take_epilogue_activation(lowering, pw, plast, pfused, (lo, hi))
+    paffine, plast, pfused = _post_affine(lowering, pw, plast, pfused)
+    kernel = dw_pointwise.DwPointwise(geo, w, wp, epilogue, Epilogue(lo, hi, act, paffine),
+                                      num_threads=lowering.threads, isa=lowering.isa, activation=activation,
+                                      affine=affine)
+    x = _channels_last_input(lowering, node.input_values()[0])
+    if x.dtype != F32:
+        raise EmberError(f"ember: internal: {node.friendly_name} got a bf16 input under f32")
+    out_logical = static_shape(pw.output(0))
+    y = _channels_last_value(lowering, out_logical, plast.friendly_name, plast)
+    ins = [x] + ([residual] if residual is not None else [])
+
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        return [kernel.bind(a[0], o[0], bias, pbias, a[1] if residual is not None else None)]
+
+    lowering.program.add(Op(f"{node.friendly_name}+{pw.friendly_name}", node.type_name, ins, [y], native=True,
+                            bind=bind))
+    lowering.finish(plast, _from_channels_last(lowering, y, out_logical, plast.friendly_name),
+                    [*fused, pw, *pfused])
     return True
 
 

@@ -1,0 +1,226 @@
+"""A depthwise convolution fused with the 1x1 (pointwise) convolution that reads it, as in the
+inverted residual blocks of MobileNetV2 and EfficientNet (depthwise 3x3/5x5 -> project 1x1):
+one task computes a band of the depthwise output's rows into a stack buffer (it stays in L1/L2),
+then the 1x1 GEMM of those rows straight into the output, epilogue as usual. The depthwise
+output never goes to memory and the block is one parallel job instead of two.
+
+The task reuses both kernels as they are: :mod:`depthwise`'s specialized task (its context copied
+with Y pointed at the stack buffer) and :mod:`gemm`'s implicit-GEMM task (its context copied with
+X the stack buffer and M the band's pixels, one block of all row tiles and panels).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+from llvmlite import ir
+
+from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry, pack_conv_weights
+from ember.devices.cpu.kernels.depthwise import DW_SPEC_CONTEXT
+from ember.devices.cpu.kernels.gemm import IGEMM_CONTEXT, NO_EPILOGUE, Epilogue, IGemmCall, check_bias
+from ember.devices.cpu.llvm import jit
+from ember.devices.cpu.llvm.codegen import I64, PTR, VOID, Emitter, c64
+from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
+from ember.devices.cpu.llvm.isa import Isa, host_isa
+from ember.devices.cpu.llvm.vector import aligned_alloca
+from ember.devices.cpu.runtime.kernel_call import BoundKernel
+from ember.devices.cpu.runtime.memory import aligned_empty
+from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
+from ember.errors import EmberError
+
+#: fuse a depthwise convolution with the 1x1 after it (``EMBER_DW_FUSE=0`` turns it off; the
+#: lowering reads this module constant, so a benchmark can flip it between compiles)
+ENABLED = os.environ.get("EMBER_DW_FUSE", "1") != "0"
+#: the stack buffer of a task's band (depthwise output rows x channels) stays under this many bytes
+SCRATCH_BYTES = 256 << 10
+#: fixed cost of a band, in output pixels (the task's start, the 1x1 weights streamed again)
+BAND_COST_PIXELS = 24
+#: a layer qualifies when its output pixels are at least this many times the 1x1's output
+#: channels: on 7x7 maps the unfused 1x1 splits its weights between the threads by output
+#: channels, while fused bands each stream all of them (a 960 -> 160 1x1 is 600 KB)
+MIN_PIXELS_PER_COUT = 1.0
+
+DW_PW_CONTEXT = ContextLayout(
+    "dw_pointwise",
+    ("x", "y", "res", "dwfn", "dwctx", "gfn", "gctx", "nb", "band", "oh", "ow", "cs", "ldy", "ldr"),
+    pointers=("x", "y", "res"))
+
+
+def _build(prefix: str, isa: Isa) -> ir.Module:
+    m = ir.Module(name=prefix)
+    m.triple = isa.triple
+    task_ptr = ir.PointerType(ir.FunctionType(VOID, [PTR, I64]))
+    fn = Emitter.function(m, f"{prefix}_task", VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = ContextEmitter(m, fn, DW_PW_CONTEXT)
+    b = e.b
+    nb, band, oh, ow, cs = (e.arg(k) for k in ("nb", "band", "oh", "ow", "cs"))
+    img, bi = b.sdiv(task, nb), b.srem(task, nb)
+    oy0 = b.mul(bi, band)
+    oy1 = e.min(oh, b.add(oy0, band))
+    npix = b.mul(b.sub(oy1, oy0), ow)
+    pix0 = b.mul(b.add(b.mul(img, oh), oy0), ow)
+    scratch = aligned_alloca(e, ir.FloatType(), b.mul(b.mul(band, ow), cs))
+
+    def copy_context(src: ir.Value, words: int) -> ir.Value:
+        dst = e.var(I64, count=words)
+        e.call("llvm.memcpy.p0.p0.i64", VOID, [dst, src, c64(8 * words), ir.Constant(ir.IntType(1), 0)])
+        return dst
+
+    def put(c: ir.Value, layout: ContextLayout, name: str, v: ir.Value) -> None:
+        if v.type != I64:
+            v = b.ptrtoint(v, I64)
+        b.store(v, e.gep(I64, c, layout[name]))
+
+    def shifted(base: ir.Value, pixels: ir.Value, stride: ir.Value) -> ir.Value:
+        """The address of pixel ``pixels`` of an f32 buffer of pixel stride ``stride`` (0 stays 0)."""
+        addr = b.add(base, b.mul(b.mul(pixels, stride), c64(4)))
+        return b.select(b.icmp_unsigned("==", base, c64(0)), c64(0), addr)
+
+    # the depthwise band into the stack buffer: its Y is placed so that the band's first pixel
+    # (pixel pix0 of the whole output) lands on the buffer's start
+    dwc = copy_context(e.arg("dwctx", PTR), DW_SPEC_CONTEXT.words)
+    put(dwc, DW_SPEC_CONTEXT, "x", e.arg("x"))
+    put(dwc, DW_SPEC_CONTEXT, "y", b.sub(b.ptrtoint(scratch, I64), b.mul(b.mul(pix0, cs), c64(4))))
+    b.call(b.inttoptr(e.arg("dwfn"), task_ptr), [dwc, task])
+    # the 1x1 GEMM of the band's pixels: one block of every row tile and panel
+    gc = copy_context(e.arg("gctx", PTR), IGEMM_CONTEXT.words)
+    put(gc, IGEMM_CONTEXT, "x", scratch)
+    put(gc, IGEMM_CONTEXT, "y", shifted(e.arg("y"), pix0, e.arg("ldy")))
+    put(gc, IGEMM_CONTEXT, "res", shifted(e.arg("res"), pix0, e.arg("ldr")))
+    for name in ("m", "w", "ow"):
+        put(gc, IGEMM_CONTEXT, name, npix)
+    b.call(b.inttoptr(e.arg("gfn"), task_ptr), [gc, c64(0)])
+    b.ret_void()
+    return m
+
+
+@functools.cache
+def _library(isa: Isa) -> jit.Library:
+    return jit.load(f"dw_pointwise|{isa.level}|v1", isa, lambda p: _build(p, isa))
+
+
+def band_rows(batch: int, oh: int, ow: int, channels: int, threads: int) -> int:
+    """Output rows per band (a task): bands whose buffer (rows x ``ow`` x ``channels`` floats)
+    fits ``SCRATCH_BYTES``, chosen to finish first when the tasks are shared by ``threads``
+    (each band costs its pixels plus ``BAND_COST_PIXELS``); 0 when not even one row fits."""
+    best: tuple[int, int] | None = None
+    for rows in range(1, oh + 1):
+        if rows * ow * channels * 4 > SCRATCH_BYTES:
+            break
+        tasks = batch * -(-oh // rows)
+        span = -(-tasks // threads) * (rows * ow + BAND_COST_PIXELS)
+        if best is None or span < best[0]:
+            best = (span, rows)
+    return 0 if best is None else best[1]
+
+
+def fusable(dw: ConvGeometry, pw: ConvGeometry, isa: Isa | None = None) -> bool:
+    """Whether depthwise ``dw`` followed by 1x1 ``pw`` can run as one fused kernel: a specialized
+    depthwise layer (at most 25 taps), a 1x1 stride-1 unpadded convolution on its output, and a
+    row of the depthwise output fits the stack buffer."""
+    from ember.devices.cpu.kernels.depthwise import DW_SPEC_MAX_TAPS
+
+    return (dw.depthwise and dw.kh * dw.kw <= DW_SPEC_MAX_TAPS and pw.groups == 1 and pw.kh == pw.kw == 1
+            and pw.strides == (1, 1) and pw.pads_begin == pw.pads_end == (0, 0)
+            and (pw.batch, pw.h, pw.w, pw.cin) == (dw.batch, dw.oh, dw.ow, dw.cout)
+            and band_rows(dw.batch, dw.oh, dw.ow, _padded(dw.cout, isa or host_isa()), 1) > 0)
+
+
+def worth_fusing(dw: ConvGeometry, pw: ConvGeometry) -> bool:
+    """The lowering's rule: fuse when :func:`fusable`, :data:`ENABLED`, and the map is large
+    enough for the 1x1's weights (``MIN_PIXELS_PER_COUT``)."""
+    return ENABLED and fusable(dw, pw) and dw.batch * dw.oh * dw.ow >= MIN_PIXELS_PER_COUT * pw.cout
+
+
+def _padded(channels: int, isa: Isa) -> int:
+    return -(-channels // isa.f32_lanes) * isa.f32_lanes
+
+
+class DwPointwise:
+    """Depthwise convolution ``dw`` (its epilogue: bias, clamp, HSwish, scalar affine) then the
+    1x1 convolution ``pw_weights`` ``[OC, C, 1, 1]`` with ``pw_epilogue`` (bias and a residual
+    given to :meth:`bind`, clamp, activation), f32, NHWC. Calling it writes the 1x1's output."""
+
+    def __init__(self, dw: ConvGeometry, dw_weights: np.ndarray, pw_weights: np.ndarray,
+                 dw_epilogue: Epilogue = NO_EPILOGUE, pw_epilogue: Epilogue = NO_EPILOGUE,
+                 num_threads: int | None = None, isa: Isa | None = None, activation: str = "",
+                 affine: tuple[float, float] | None = None):
+        self.isa = isa or host_isa()
+        self.num_threads = num_threads or default_pool().num_threads
+        w = np.asarray(pw_weights, np.float32)
+        if w.ndim != 4 or w.shape[1:] != (dw.cout, 1, 1):
+            raise EmberError(f"ember: 1x1 weights have shape {w.shape}, expected [OC, {dw.cout}, 1, 1]")
+        self.geometry = dw
+        self.pw = ConvGeometry(dw.batch, dw.oh, dw.ow, dw.cout, w.shape[0], 1, 1)
+        if not fusable(dw, self.pw, self.isa):
+            raise EmberError("ember: this depthwise + 1x1 pair does not fit the fused kernel (see fusable)")
+        self.cs = _padded(dw.cout, self.isa)
+        self.rows = band_rows(dw.batch, dw.oh, dw.ow, self.cs, self.num_threads)
+        self.nb = -(-dw.oh // self.rows)
+        self.depthwise = Conv2d(dw, dw_weights, dw_epilogue, num_threads=1, isa=self.isa, activation=activation,
+                                affine=affine)
+        self.pw_epilogue = pw_epilogue
+        self.packed = pack_conv_weights(w, 1, self.isa)
+        self._lib = _library(self.isa)
+        self._calls: dict[tuple[int, ...], tuple[IGemmCall, np.ndarray, int, tuple]] = {}
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return self.pw.output_shape
+
+    def bind(self, x: np.ndarray, y: np.ndarray, dw_bias: np.ndarray | None = None,
+             pw_bias: np.ndarray | None = None, residual: np.ndarray | None = None) -> BoundKernel:
+        """Fix the buffers of a call (``x`` the depthwise input, ``y`` the 1x1 output, NHWC
+        float32, channel slices allowed)."""
+        from ember.devices.cpu.kernels.conv import nhwc_strides
+
+        g = self.geometry
+        ldx, xn = nhwc_strides("x", x, (g.batch, g.h, g.w, g.cin))
+        ldy, yn = nhwc_strides("y", y, self.pw.output_shape)
+        if yn != g.oh * g.ow * ldy:
+            raise EmberError("ember: the output's images must be contiguous")
+        ldr = ldy
+        if residual is not None:
+            ldr, rn = nhwc_strides("residual", residual, self.pw.output_shape)
+            if rn != g.oh * g.ow * ldr:
+                raise EmberError("ember: the residual's images must be contiguous")
+        check_bias(dw_bias, g.cout)
+        check_bias(pw_bias, self.pw.cout)
+        key = (ldx, xn, ldy, ldr, residual is not None)
+        call = self._calls.get(key)
+        if call is None:
+            dwctx, dwfn, dwkeep = self.depthwise.spec_call(ldx, xn, self.cs)
+            DW_SPEC_CONTEXT.fill(dwctx, band=self.rows, nb=self.nb, ng=1, ns=1, seg=g.ow,
+                                 gv=-(-g.cin // self.isa.f32_lanes))
+            band_pixels = self.rows * g.ow
+            gemm = IGemmCall(self.packed, m=band_pixels, x_geometry=dict(h=1, w=band_pixels, oh=1, ow=band_pixels),
+                             ldx=self.cs, ldy=ldy, ldr=ldr, epilogue=self.pw_epilogue, num_threads=1)
+            call = (gemm, dwctx, dwfn, dwkeep)
+            self._calls[key] = call
+        gemm, dwctx, dwfn, dwkeep = call
+        dwctx = dwctx.copy()
+        if dw_bias is not None:
+            DW_SPEC_CONTEXT.fill(dwctx, bias=dw_bias.ctypes.data)
+        gk = gemm.bind(0, 0, 0 if pw_bias is None else pw_bias.ctypes.data, 1 if residual is not None else 0)
+        gctx = gk.ctx
+        IGEMM_CONTEXT.fill(gctx, h=1, oh=1, gm=1, gn=1, tm=1 << 30, tn=1 << 30)
+        ctx = DW_PW_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, res=0 if residual is None else residual.ctypes.data,
+                                dwfn=dwfn, dwctx=dwctx.ctypes.data, gfn=gk.task, gctx=gctx.ctypes.data, nb=self.nb,
+                                band=self.rows, oh=g.oh, ow=g.ow, cs=self.cs, ldy=ldy, ldr=ldr)
+        return BoundKernel(self._lib.address("task"), ctx, g.batch * self.nb, self.num_threads,
+                           (dwctx, gctx, dwkeep, gk.keep, dw_bias, pw_bias), layout=DW_PW_CONTEXT)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray | None = None, dw_bias: np.ndarray | None = None,
+                 pw_bias: np.ndarray | None = None, residual: np.ndarray | None = None,
+                 pool: ThreadPool | None = None) -> np.ndarray:
+        """Compute into ``y`` (allocated when None) and return it."""
+        if y is None:
+            y = aligned_empty(self.output_shape)
+        self.bind(x, y, dw_bias, pw_bias, residual).run(pool)
+        return y
+
+
+__all__ = ["DwPointwise", "band_rows", "fusable", "worth_fusing"]
