@@ -1,0 +1,156 @@
+"""The depthwise convolution fused with the 1x1 after it (kernels/dw_pointwise.py): the kernel
+against an independent float64 numpy reference (depthwise tap by tap, then the 1x1 as a
+matrix product) on a table of shapes, on 1 and 2 threads; the lowering rule on MobileNet-style
+blocks against REFERENCE, with the fusion on and off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ember
+from ember.devices.cpu.kernels import dw_pointwise
+from ember.devices.cpu.kernels.conv import ConvGeometry
+from ember.devices.cpu.kernels.dw_pointwise import DwPointwise, band_rows, fusable
+from ember.devices.cpu.kernels.gemm import Epilogue
+from ember.devices.cpu.llvm.isa import host_isa, supported_levels
+from ember.devices.cpu.runtime.memory import aligned_empty
+from ember.errors import EmberError
+from tests.cpu.test_depthwise_fused import BLOCKS, block
+
+
+def reference(x: np.ndarray, wd: np.ndarray, bd: np.ndarray | None, geo: ConvGeometry, dw_epi: Epilogue,
+              act: str, affine: tuple[float, float] | None, wp: np.ndarray, bp: np.ndarray | None,
+              res: np.ndarray | None, pw_epi: Epilogue) -> np.ndarray:
+    """float64: depthwise (+ bias, clamp, HSwish, affine), then the 1x1 (+ bias, + residual, clamp,
+    activation)."""
+    g = geo
+    xp = np.pad(x.astype(np.float64), ((0, 0), (g.pads_begin[0], g.pads_end[0]), (g.pads_begin[1], g.pads_end[1]),
+                                       (0, 0)))
+    (sh, sw), (dh, dw) = g.strides, g.dilations
+    d = np.zeros((g.batch, g.oh, g.ow, g.cin))
+    for ky in range(g.kh):
+        for kx in range(g.kw):
+            d += xp[:, ky * dh:ky * dh + sh * (g.oh - 1) + 1:sh, kx * dw:kx * dw + sw * (g.ow - 1) + 1:sw] \
+                * wd[:, 0, ky, kx].astype(np.float64)
+    d = np.clip(d + (0.0 if bd is None else bd), dw_epi.lo, dw_epi.hi)
+    if act == "hswish":
+        d = d * np.clip(d + 3.0, 0.0, 6.0) / 6.0
+    if affine is not None:
+        d = d * affine[0] + affine[1]
+    y = d @ wp[:, :, 0, 0].T.astype(np.float64) + (0.0 if bp is None else bp) + (0.0 if res is None else res)
+    y = np.clip(y, pw_epi.lo, pw_epi.hi)
+    if pw_epi.activation:
+        assert pw_epi.activation == "hswish"
+        y = y * np.clip(y + 3.0, 0.0, 6.0) / 6.0
+    if pw_epi.affine is not None:
+        y = y * pw_epi.affine[0] + pw_epi.affine[1]
+    return y
+
+
+RELU6 = Epilogue.clamp(0.0, 6.0)
+# (batch, h, w, channels, k, stride, pads_begin, pads_end, 1x1 outputs, depthwise epilogue
+#  (epilogue, activation, affine), 1x1 epilogue, biases, residual, x a channel slice, y a channel slice)
+CASES = [
+    (1, 14, 14, 37, 3, (1, 1), (1, 1), (1, 1), 19, (RELU6, "", None), Epilogue(), True, True, False, False),
+    (1, 15, 13, 96, 3, (2, 2), (1, 1), (1, 1), 24, (RELU6, "", None), Epilogue(), True, False, False, False),
+    (1, 14, 14, 96, 3, (2, 2), (0, 0), (1, 1), 24, (RELU6, "", None), Epilogue(), True, False, False, True),
+    (2, 7, 9, 33, 5, (1, 1), (2, 2), (2, 2), 16, (Epilogue(), "hswish", (0.75, -0.25)), RELU6, False, True, True, False),
+    (1, 28, 28, 144, 3, (1, 1), (1, 1), (1, 1), 24, (RELU6, "", None), Epilogue(), True, True, False, False),
+    (1, 56, 56, 96, 3, (2, 2), (0, 0), (1, 1), 24, (RELU6, "", None), Epilogue(), True, False, False, False),
+    (1, 7, 7, 160, 3, (1, 1), (1, 1), (1, 1), 160, (RELU6, "", None), Epilogue(), True, True, False, False),
+    (1, 14, 14, 672, 5, (1, 1), (2, 2), (2, 2), 112, (RELU6, "", None), Epilogue(), True, False, False, False),
+    (1, 1, 1, 20, 3, (1, 1), (1, 1), (1, 1), 5, (RELU6, "", None), Epilogue.relu(), True, True, False, False),
+    (1, 3, 3, 48, 3, (2, 2), (1, 1), (1, 1), 17, (Epilogue(), "hswish", None), Epilogue(activation="hswish"),
+     True, False, False, False),
+    (1, 4, 5, 24, 5, (1, 1), (2, 2), (2, 2), 40, (Epilogue.relu(), "", None), Epilogue(affine=(1.5, 0.5)),
+     False, True, False, False),
+    (1, 12, 80, 240, 5, (2, 1), (2, 2), (2, 2), 48, (Epilogue(), "hswish", (1.25, -0.5)), Epilogue(), True, False,
+     False, False),
+    (1, 6, 320, 64, 3, (1, 1), (1, 1), (1, 1), 32, (RELU6, "", None), Epilogue(), True, True, False, False),
+]
+
+
+def _id(c: tuple) -> str:
+    return f"n{c[0]}-{c[1]}x{c[2]}x{c[3]}-k{c[4]}-s{c[5][0]}{c[5][1]}-o{c[8]}" + ("-r" if c[12] else "") + \
+        ("-xs" if c[13] else "") + ("-ys" if c[14] else "")
+
+
+def _run_case(case: tuple, threads: int, level: str | None = None) -> None:
+    n, h, w, c, k, s, pb, pe, co, (dw_epi, act, affine), pw_epi, biases, with_res, xs, ys = case
+    rng = np.random.default_rng(h * 31 + c + co)
+    geo = ConvGeometry(n, h, w, c, c, k, k, s, (1, 1), pb, pe, c)
+    wide = rng.standard_normal((n, h, w, c + 3 if xs else c), np.float32)
+    x = wide[..., 1:1 + c] if xs else wide
+    wd = rng.standard_normal((c, 1, k, k), np.float32) / k
+    wp = (rng.standard_normal((co, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    bd = rng.standard_normal(c).astype(np.float32) if biases else None
+    bp = rng.standard_normal(co).astype(np.float32) if biases else None
+    out_shape = (n, geo.oh, geo.ow, co)
+    res = rng.standard_normal(out_shape, np.float32) if with_res else None
+    kernel = DwPointwise(geo, wd, wp, dw_epi, pw_epi, num_threads=threads, isa=host_isa(level) if level else None,
+                         activation=act, affine=affine)
+    ybuf = aligned_empty((n, geo.oh, geo.ow, co + 7 if ys else co))
+    ybuf[:] = np.nan
+    y = ybuf[..., 4:4 + co] if ys else ybuf
+    kernel.bind(x, y, bd, bp, res).run()
+    want = reference(x, wd, bd, geo, dw_epi, act, affine, wp, bp, res, pw_epi)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    if ys:  # the channels around the slice are not written
+        assert np.isnan(ybuf[..., :4]).all() and np.isnan(ybuf[..., 4 + co:]).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_fused_matches_numpy(case: tuple, threads: int) -> None:
+    _run_case(case, threads)
+
+
+@pytest.mark.parametrize("level", [lv for lv in supported_levels() if lv != host_isa().level])
+def test_fused_other_isa_levels(level: str) -> None:
+    for case in (CASES[0], CASES[3]):
+        _run_case(case, 2, level)
+
+
+def test_bands_fit_the_buffer_and_cover_the_rows() -> None:
+    for batch, oh, ow, c, threads in [(1, 112, 112, 32, 2), (1, 56, 56, 144, 2), (1, 14, 14, 576, 2),
+                                      (1, 7, 7, 960, 1), (2, 28, 28, 192, 3), (1, 6, 320, 64, 2)]:
+        rows = band_rows(batch, oh, ow, c, threads)
+        assert 1 <= rows <= oh
+        assert rows * ow * c * 4 <= dw_pointwise.SCRATCH_BYTES
+    # a row wider than the buffer: not fusable
+    assert band_rows(1, 4, 2000, 512, 2) == 0
+    dw = ConvGeometry(1, 4, 2000, 512, 512, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 512)
+    pw = ConvGeometry(1, 4, 2000, 512, 64, 1, 1)
+    assert not fusable(dw, pw)
+    with pytest.raises(EmberError):
+        DwPointwise(dw, np.zeros((512, 1, 3, 3), np.float32), np.zeros((64, 512, 1, 1), np.float32))
+
+
+def _fused_ops(cm: ember.CompiledModel) -> list[str]:
+    return [op.name for op in cm._executable.program.ops if "+" in op.name]
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_blocks_fused_match_reference(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every block fused (the size rule off) and not fused, on CPU against REFERENCE."""
+    monkeypatch.setattr(dw_pointwise, "MIN_PIXELS_PER_COUT", 0.0)
+    model = block(*BLOCKS[name])
+    c, hw = BLOCKS[name][:2]
+    x = np.random.default_rng(hw).standard_normal((1, c, hw, hw)).astype(np.float32)
+    ref = ember.Core().compile_model(model, "REFERENCE")
+    want = ref([x])[ref.output(0)]
+    for enabled in (True, False):
+        monkeypatch.setattr(dw_pointwise, "ENABLED", enabled)
+        cm = ember.Core().compile_model(model, "CPU")
+        assert len(_fused_ops(cm)) == int(enabled)
+        assert not cm._executable.program.stats["fallbacks"]
+        np.testing.assert_allclose(cm([x])[cm.output(0)], want, rtol=1e-4, atol=1e-4)
+
+
+def test_size_rule_keeps_small_maps_unfused() -> None:
+    """7x7 with 960 -> 160 (49 pixels < 160 output channels) stays two kernels by default."""
+    small = ember.Core().compile_model(block(160, 7, 6, 3, 1, "relu6", True), "CPU")
+    large = ember.Core().compile_model(block(24, 28, 6, 3, 1, "relu6", True), "CPU")
+    assert not _fused_ops(small)
+    assert len(_fused_ops(large)) == int(dw_pointwise.ENABLED)
