@@ -67,8 +67,11 @@ def lower_matmul(lowering: Lowering, node: Node) -> bool:
     ins = [a] + ([residual] if residual is not None else [])
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        r = arrs[1].reshape(m, nn) if residual is not None else None
-        return [gemm.bind(np.reshape(arrs[0], (m, k), copy=False), outs[0].reshape(m, nn), bias, r)]
+        # M from the arrays: a plan reused at another input shape (a shape-generic plan) binds here too
+        rows = math.prod(arrs[0].shape[:-1])
+        g = gemm if rows == m else Gemm(packed, rows, gemm.epilogue, num_threads=lowering.threads)
+        r = arrs[1].reshape(rows, nn) if residual is not None else None
+        return [g.bind(np.reshape(arrs[0], (rows, k), copy=False), outs[0].reshape(rows, nn), bias, r)]
 
     lowering.program.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind))
     lowering.finish(last, y, fused)
@@ -172,7 +175,6 @@ def lower_attention(lowering: Lowering, node: Node) -> bool:
         if probe.shape[-1] > 1 and probe.strides[-1] != probe.itemsize:
             t = lowering.native_input(t, PLAIN, contiguous=True)
         ins.append(t)
-    o4 = four(out_shape)
     # the usual consumer merges heads back: Transpose(0, 2, 1, 3); write into its layout directly
     nxt = lowering.sole_consumer(node)
     merged = None
@@ -181,15 +183,15 @@ def lower_attention(lowering: Lowering, node: Node) -> bool:
         if pv is not None and [int(x) for x in np.asarray(pv).reshape(-1)] == [0, 2, 1, 3]:
             merged = nxt
     z = lowering.value(static_shape(merged.output(0)) if merged is not None else out_shape, PLAIN, name=node.friendly_name)
-    mask_shape = None if mask_t is None else four(tuple(mask_t.logical_shape))
     threads = lowering.threads
     heads_merged = merged is not None  # (the binder keeps no graph node)
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
+        # sizes from the arrays (a shape-generic plan binds this at other input shapes)
         q, k, v = (_contig_last(a.reshape(four(a.shape)) if a.ndim < 4 else a) for a in arrs[:3])
-        m = arrs[3].reshape(mask_shape) if mask_t is not None else None
-        o = outs[0].transpose(0, 2, 1, 3) if heads_merged else outs[0].reshape(o4)
-        bshape = o4[:2]
+        m = arrs[3].reshape(four(arrs[3].shape)) if mask_t is not None else None
+        o = outs[0].transpose(0, 2, 1, 3) if heads_merged else outs[0].reshape(four(outs[0].shape))
+        bshape = o.shape[:2]
         q, k, v = (np.broadcast_to(x, bshape + x.shape[2:]) for x in (q, k, v))
         return [attention_kernel(q, k, v, m, o, scale, causal, threads, lowering.isa)]
 
@@ -248,7 +250,8 @@ def lower_softmax(lowering: Lowering, node: Node) -> bool:
     threads = lowering.threads
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [row_kernel(ins[0].reshape(rows, n), outs[0].reshape(rows, n), kind, threads, isa=lowering.isa)]
+        r = ins[0].size // n  # (from the array: a shape-generic plan binds this at other input shapes)
+        return [row_kernel(ins[0].reshape(r, n), outs[0].reshape(r, n), kind, threads, isa=lowering.isa)]
 
     lowering.program.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
@@ -309,7 +312,8 @@ def lower_mvn(lowering: Lowering, node: Node) -> bool:
     threads = lowering.threads
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [row_kernel(ins[0].reshape(rows, n), outs[0].reshape(rows, n), "mvn", threads, eps=eps,
+        r = ins[0].size // n  # (from the array: a shape-generic plan binds this at other input shapes)
+        return [row_kernel(ins[0].reshape(r, n), outs[0].reshape(r, n), "mvn", threads, eps=eps,
                            normalize_variance=variance, eps_inside=inside, scale=scale, shift=shift, isa=lowering.isa)]
 
     lowering.program.add(Op(node.friendly_name, "MVN", [x], [y], native=True, bind=bind))

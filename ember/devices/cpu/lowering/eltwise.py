@@ -349,7 +349,7 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
                 makers.append(lambda a: a)
         else:
             src = lowering.native_input(t, PLAIN)
-            makers.append(reshaper(full))
+            makers.append(_left_padded(rank))  # = reshaper(full), at any input shape (shape-generic plans)
         ins.append(src)
     phys = (out_shape[0], out_shape[2], out_shape[3], out_shape[1]) if nhwc else out_shape
     layout = NHWC if nhwc else PLAIN
@@ -390,6 +390,12 @@ def lower_eltwise(lowering: Lowering, node: Node) -> bool:
                             [y], native=True, bind=bind))
     lowering.finish(last, y, fused)
     return True
+
+
+def _left_padded(rank: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A view maker: the array with size-1 axes in front up to ``rank`` (numpy broadcasting),
+    sized by the array it is given (a shape-generic plan binds its ops at other input shapes)."""
+    return lambda a: a.reshape((1,) * (rank - a.ndim) + a.shape)
 
 
 _FOLD_MAX = 1 << 24

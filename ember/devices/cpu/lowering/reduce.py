@@ -183,18 +183,17 @@ def _passes(lowering: Lowering, node: Node, cur: Tensor, shape: tuple[int, ...],
     for k, run in enumerate(runs):
         first, last = k == 0, k == len(runs) - 1
         a, b = run[0], run[-1]
-        outer = int(np.prod(cur_shape[:a]))
-        r = int(np.prod(cur_shape[a:b + 1]))
-        inner = int(np.prod(cur_shape[b + 1:]))
         cur_shape = cur_shape[:a] + [1] * len(run) + cur_shape[b + 1:]
         name = node.friendly_name if last else f"{node.friendly_name}/pass{k}"
         y = lowering.value(out_shape if last else tuple(cur_shape), PLAIN, dtype, name=name)
 
-        def bind(ins: list[np.ndarray], outs: list[np.ndarray], outer: int = outer, r: int = r, inner: int = inner,
+        def bind(ins: list[np.ndarray], outs: list[np.ndarray], a: int = a, b: int = b,
                  pre: str = pre if first else "none", scale: float = scale if last else 1.0,
                  sqrt: bool = sqrt and last) -> list[Any]:
-            return [reduce_kernel(ins[0].reshape(outer, r, inner), outs[0].reshape(outer, inner), op, threads, pre,
-                                  scale, sqrt, isa)]
+            s = ins[0].shape  # sizes from the array (a shape-generic plan binds this at other input shapes)
+            outer, inner = math.prod(s[:a]), math.prod(s[b + 1:])
+            return [reduce_kernel(ins[0].reshape(outer, math.prod(s[a:b + 1]), inner), outs[0].reshape(outer, inner),
+                                  op, threads, pre, scale, sqrt, isa)]
 
         lowering.program.add(Op(name, node.type_name, [cur], [y], native=True, bind=bind))
         cur = y
