@@ -66,6 +66,13 @@ CASES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _per_shape_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the plans lowered per input shape: shape-generic plans (which skip
+    that lowering at later shapes) are tested in test_generic_plans.py."""
+    monkeypatch.setattr(cpu_device, "GENERIC_PLANS", False)
+
+
 def _reference(model: Model, inputs: list[np.ndarray]) -> np.ndarray:
     return ember.Core().compile_model(model, "REFERENCE")(inputs)[0]
 

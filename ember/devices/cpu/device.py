@@ -69,6 +69,10 @@ _SHAPE_READERS = frozenset({"ShapeOf"})
 _FULL_PASSES_FOR = frozenset({"FakeQuantize"})
 #: a shared arena grows to at least this multiple of its old size (few re-bindings)
 _ARENA_GROWTH = 1.5
+#: shape-generic plans (``runtime/generic.py``): a new input shape inside the range the first
+#: plans verified reuses a plan lowered for another shape (no clone, no lowering); off: every
+#: new shape is lowered (``EMBER_CPU_GENERIC_PLANS=0``, for A/B)
+GENERIC_PLANS = os.environ.get("EMBER_CPU_GENERIC_PLANS", "1") != "0"
 
 
 def _cpu_name() -> str:
@@ -231,9 +235,17 @@ class _Programs:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._owned: dict[tuple, int] = {}
+        #: plans made at new shapes from one lowered for another (None: every shape is lowered)
+        self.template: Any = None
+        if GENERIC_PLANS and not self.static and not self._full_passes:
+            from ember.devices.cpu.runtime.generic import PlanTemplate
+
+            self.template = PlanTemplate(None)
         #: what specializations cost: counters and seconds per phase (``dynamic_stats``)
         self.stats: dict[str, Any] = {"specializations": 0, "optimizer_runs": 0, "evictions": 0, "folded": 0,
-                                      "seconds": {"clone": 0.0, "passes": 0.0, "lowering": 0.0, "memory": 0.0}}
+                                      "generic": 0,
+                                      "seconds": {"clone": 0.0, "passes": 0.0, "lowering": 0.0, "memory": 0.0,
+                                                  "generic": 0.0, "generic_checks": 0.0}}
 
     def get(self, key: tuple) -> Any:
         with self._lock:
@@ -293,6 +305,13 @@ class _Programs:
         seconds = self.stats["seconds"]
         model, order = self.model, None
         t0 = time.perf_counter()
+        if key and self.template is not None:
+            made = self.template.program(key)
+            if made is not None:  # a shape-generic plan: the template's ops at these sizes
+                plan_memory(made)
+                self.stats["generic"] += 1
+                seconds["generic"] += time.perf_counter() - t0
+                return made, 0
         try:
             if key:
                 self.stats["specializations"] += 1
@@ -309,6 +328,10 @@ class _Programs:
         seconds["lowering"] += t1 - t0
         seconds["memory"] += time.perf_counter() - t1
         self.stats["weights_packed"], self.stats["weights_reused"] = self.weights.packed, self.weights.reused
+        if key and self.template is not None and model is not self.model:
+            t2 = time.perf_counter()
+            self.template.observe(key, prog)  # a sample: the template is fitted and checked against it
+            seconds["generic_checks"] += time.perf_counter() - t2
         return prog, self._nodes if model is not self.model else 0
 
     def _specialize(self, key: tuple) -> tuple[Model, list[Any] | None]:
@@ -703,6 +726,10 @@ def dynamic_stats(compiled: Any) -> dict[str, Any]:
     out["arena_bytes"] = exe._arena.nbytes if exe._arena is not None else 0
     out["arena_growths"] = exe.arena_growths
     out["seconds"]["binding"] = exe.bind_seconds
+    tpl = programs.template
+    out["generic_off"] = "disabled" if tpl is None else tpl.off
+    out["generic_checks"] = tpl.checks if tpl is not None else 0
+    out["generic_blockers"] = list(tpl.blockers) if tpl is not None else []
     return out
 
 

@@ -1,0 +1,389 @@
+"""Shape-generic plans: a plan lowered once, reused at new input shapes.
+
+A dynamic model's first plans are lowered per input shape (``device._Programs``). Each such plan
+is also a *sample* for a :class:`PlanTemplate`: when two plans of different shapes have the same
+structure (the same ops, kernels and tensors, in the same order), every tensor dimension is fitted
+as a formula of the model's *symbolic dimensions* (the input dimensions that changed between
+samples: a constant, ``a * v + b`` or ``a * v * w``); a constant whose shape changes with them (a
+position-embedding slice folded for the length) must be a prefix of the largest sample's. At a new
+shape inside the range the samples verified, the template makes the plan without lowering: the
+first plan's ops with tensors of the new sizes, reshape views re-made for them, memory planned
+again. The ops' binders read their sizes from the arrays they are given (GEMM M, rows of
+MVN/SoftMax, attention's lengths, elementwise and reduction sizes), so binding the template's plan
+gives the contexts a plan lowered for that shape gives.
+
+Nothing is taken on trust: each sample lowered per shape is also made from the template and both
+are bound and compared word by word (every kernel's task, task count and context, pointers
+compared by the tensor and offset they point at; every constant's data; every view's shape and
+strides). A shape whose sample did not match bounds the range the template is used in (a value
+of a symbolic dimension between two verified ones, with no failed one between them); a plan with
+a Python step other than an input copy is never made generic. ``GENERIC_PLANS`` (device.py)
+turns the mechanism off.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from typing import Any
+
+import numpy as np
+
+from ember.devices.cpu.runtime.plan import Op, Program, Tensor
+
+#: Python steps a template may reuse (they read and write whatever arrays they are given)
+GENERIC_PYTHON_OPS = frozenset({"InputCopy"})
+
+Formula = tuple  # ("c", value) | ("a", var, slope, offset) | ("p", var, var2, coefficient)
+
+
+def _fit(values: list[int], points: list[tuple[int, ...]], nvars: int) -> list[Formula]:
+    """Every formula (constant, affine in one variable, a multiple of a product of two) that gives
+    ``values`` at the variables ``points``, each fitted from two points and checked on all."""
+    out: list[Formula] = []
+    if all(v == values[0] for v in values):
+        out.append(("c", values[0]))
+    for i in range(nvars):
+        xs = [p[i] for p in points]
+        pairs = [(x, y) for x, y in zip(xs, values)]
+        distinct = {x for x, _ in pairs}
+        if len(distinct) < 2:
+            continue
+        (x0, y0), (x1, y1) = pairs[0], next(p for p in pairs if p[0] != pairs[0][0])
+        if (y1 - y0) % (x1 - x0):
+            continue
+        slope = (y1 - y0) // (x1 - x0)
+        off = y0 - slope * x0
+        if slope and all(slope * x + off == y for x, y in pairs):
+            out.append(("a", i, slope, off))
+    for i, j in itertools.combinations(range(nvars), 2):
+        prods = [p[i] * p[j] for p in points]
+        if len(set(prods)) < 2 or prods[0] == 0 or values[0] % prods[0]:
+            continue
+        coef = values[0] // prods[0]
+        if coef and all(coef * q == y for q, y in zip(prods, values)):
+            out.append(("p", i, j, coef))
+    return out
+
+
+def _eval(f: Formula, x: tuple[int, ...]) -> int:
+    if f[0] == "c":
+        return int(f[1])
+    if f[0] == "a":
+        return int(f[2] * x[f[1]] + f[3])
+    return int(f[3] * x[f[1]] * x[f[2]])
+
+
+def _signature(p: Program) -> list[Any]:
+    """What two plans must share to be one template's samples (the structure, not the sizes)."""
+    sig: list[Any] = [len(p.tensors), len(p.ops), [t.id for t in p.inputs], [t.id for t in p.outputs]]
+    for t in p.tensors:
+        sig.append((t.kind, t.dtype, t.layout, t.arena, t.external, t.index, len(t.shape or ()),
+                    t.base.id if t.base is not None else -1))
+    for op in p.ops:
+        sig.append((op.name, op.type_name, op.native, op.physical, [t.id for t in op.inputs], [t.id for t in op.outputs]))
+    return sig
+
+
+def _is_reshape(t: Tensor) -> bool:
+    """Whether view ``t``'s maker reshapes its base (tried on a probe of the base's shape)."""
+    assert t.base is not None and t.make_view is not None
+    shape = t.base.shape
+    probe = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    try:
+        v = t.make_view(probe)
+    except Exception:  # noqa: BLE001 - not a reshape, then
+        return False
+    return v.shape == t.shape and np.shares_memory(v, probe) and np.array_equal(v, probe.reshape(t.shape))
+
+
+def _reshaper(shape: tuple[int, ...]) -> Any:
+    return lambda a: np.reshape(a, shape, copy=False)
+
+
+class PlanTemplate:
+    """Plans of one dynamic model made at new input shapes from a plan lowered for another
+    (see the module's docstring). :meth:`observe` takes each plan lowered per shape;
+    :meth:`program` makes one for a new shape, or returns None (then lower it per shape)."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.base: Program | None = None
+        self.base_key: tuple | None = None
+        self._sig: list[Any] | None = None
+        self.samples: list[tuple[tuple, list[tuple[int, ...]], dict[int, np.ndarray]]] = []
+        self.positions: list[list[tuple[int, int]]] = []  # per variable: the input (index, axis) it sits at
+        self.dims: list[list[list[Formula]]] = []  # per tensor, per dim: the candidate formulas
+        self.largest: dict[int, np.ndarray] = {}  # per shape-changing constant: the largest sample's data
+        self.reshapes: set[int] = set()  # views re-made as reshapes at a new shape
+        self.verified: list[set[int]] = []  # per variable: the values at which a sample matched
+        self.failed: list[set[int]] = []
+        self.off: str | None = None  # why the template is not used (None: it is)
+        self.blockers: list[str] = []  # ops that did not match at a verified sample
+        self.made = 0
+        self.checks = 0
+
+    # -- samples ----------------------------------------------------------------------------
+    def observe(self, key: tuple, prog: Program) -> None:
+        """Take ``prog``, lowered per shape for input shapes ``key``: the first one is the base;
+        each later one refits the formulas and is checked against the template's plan."""
+        if self.off is not None or not key:
+            return
+        if self.base is None:
+            bad = [op for op in prog.ops if not op.native and op.type_name not in GENERIC_PYTHON_OPS]
+            if bad:
+                self.off = f"python step {bad[0].type_name} '{bad[0].name}'"
+                return
+            if any(t.shape is None for t in prog.tensors):
+                self.off = "a tensor of dynamic shape"
+                return
+            self.base, self.base_key, self._sig = prog, key, _signature(prog)
+            self.reshapes = {t.id for t in prog.tensors if t.kind == "view" and _is_reshape(t)}
+            self._add_sample(key, prog)
+            return
+        if len(key) != len(self.base_key or ()) or any(len(a) != len(b) for a, b in zip(key, self.base_key or ())):
+            self.off = "inputs of another rank"
+            return
+        if _signature(prog) != self._sig:
+            self._mark(key, False)
+            return
+        self._add_sample(key, prog)
+        if not self._refit():
+            return
+        made = self._make(key)
+        ok = made is not None and self._same(made, prog)
+        self.checks += 1
+        self._mark(key, ok)
+
+    def _add_sample(self, key: tuple, prog: Program) -> None:
+        consts = {t.id: t.data for t in prog.tensors if t.kind == "const" and t.data is not None}
+        self.samples.append((key, [tuple(t.shape) for t in prog.tensors], consts))
+
+    def _refit(self) -> bool:
+        """Variables from the samples' keys, formulas for every tensor dim; False (and the template
+        off) when a dim or a constant fits no formula."""
+        keys = [s[0] for s in self.samples]
+        flat = [(i, j) for i, shp in enumerate(keys[0]) for j in range(len(shp))]
+        varying = [p for p in flat if len({k[p[0]][p[1]] for k in keys}) > 1]
+        groups: list[list[tuple[int, int]]] = []
+        for p in varying:  # positions equal in every sample are one variable (ids, mask, types: one length)
+            for g in groups:
+                q = g[0]
+                if all(k[p[0]][p[1]] == k[q[0]][q[1]] for k in keys):
+                    g.append(p)
+                    break
+            else:
+                groups.append([p])
+        if not groups:
+            return False
+        if len(groups) != len(self.positions):
+            self.verified = [set() for _ in groups]
+            self.failed = [set() for _ in groups]
+        self.positions = groups
+        points = [self._vars(k) for k in keys]
+        ntensors = len(self.samples[0][1])
+        dims: list[list[list[Formula]]] = []
+        for tid in range(ntensors):
+            shapes = [s[1][tid] for s in self.samples]
+            per = []
+            for axis in range(len(shapes[0])):
+                fits = _fit([sh[axis] for sh in shapes], points, len(groups))
+                if not fits:
+                    self.off = f"tensor {tid} dim {axis}: sizes {[sh[axis] for sh in shapes]} fit no formula"
+                    return False
+                per.append(fits)
+            dims.append(per)
+        self.dims = dims
+        largest: dict[int, np.ndarray] = {}
+        for tid in self.samples[0][2]:
+            datas = [s[2][tid] for s in self.samples]
+            if all(d.shape == datas[0].shape for d in datas):
+                if not all(d is datas[0] or np.array_equal(d, datas[0]) for d in datas):
+                    self.off = f"constant {tid} changes with the input shape"
+                    return False
+                continue
+            big = max(datas, key=lambda d: d.size)
+            if any(d.ndim != big.ndim or any(a > b for a, b in zip(d.shape, big.shape))
+                   or not np.array_equal(d, big[tuple(slice(0, n) for n in d.shape)]) for d in datas):
+                self.off = f"constant {tid} of changing shape is not a prefix of the largest"
+                return False
+            largest[tid] = big
+        self.largest = largest
+        return True
+
+    def _vars(self, key: tuple) -> tuple[int, ...] | None:
+        """The symbolic dimensions' values for input shapes ``key`` (None: the other dims differ
+        from the samples', or positions of one variable differ)."""
+        base = self.samples[0][0]
+        group_of = {p: g for g, ps in enumerate(self.positions) for p in ps}
+        vals: list[int | None] = [None] * len(self.positions)
+        for i, shp in enumerate(key):
+            if len(shp) != len(base[i]):
+                return None
+            for j, d in enumerate(shp):
+                g = group_of.get((i, j))
+                if g is None:
+                    if d != base[i][j]:
+                        return None
+                elif vals[g] is None:
+                    vals[g] = d
+                elif vals[g] != d:
+                    return None
+        return tuple(int(v) for v in vals)  # type: ignore[arg-type]
+
+    def _mark(self, key: tuple, ok: bool) -> None:
+        x = self._vars(key) if self.positions else None
+        if x is None:
+            return
+        for g, v in enumerate(x):
+            (self.verified if ok else self.failed)[g].add(v)
+
+    def _covered(self, x: tuple[int, ...]) -> bool:
+        """Every variable between two verified values (or at one) with no failed value between."""
+        for v, ok, bad in zip(x, self.verified, self.failed):
+            lo = [u for u in ok if u <= v]
+            hi = [u for u in ok if u >= v]
+            if not lo or not hi:
+                return False
+            a, b = max(lo), min(hi)
+            if any(a <= u <= b for u in bad):
+                return False
+        return True
+
+    # -- new shapes -------------------------------------------------------------------------
+    def program(self, key: tuple) -> Program | None:
+        """The plan for input shapes ``key`` made from the template (memory not planned yet),
+        or None when the template does not cover them."""
+        if self.off is not None or self.base is None or not self.positions or self.checks == 0:
+            return None
+        x = self._vars(key)
+        if x is None or not self._covered(x):
+            return None
+        prog = self._make(key, x)
+        if prog is not None:
+            self.made += 1
+        return prog
+
+    def _make(self, key: tuple, x: tuple[int, ...] | None = None) -> Program | None:
+        base = self.base
+        assert base is not None
+        if x is None:
+            x = self._vars(key)
+            if x is None:
+                return None
+        shapes: list[tuple[int, ...]] = []
+        for per in self.dims:
+            shp = []
+            for fits in per:
+                vals = {_eval(f, x) for f in fits}
+                if len(vals) != 1:  # the samples do not tell which formula: lower this shape
+                    return None
+                v = vals.pop()
+                if v < 0:
+                    return None
+                shp.append(v)
+            shapes.append(tuple(shp))
+        q = Program(threads=base.threads, stats=dict(base.stats))
+        tensors: list[Tensor] = []
+        for t, shp in zip(base.tensors, shapes):
+            u = Tensor.__new__(Tensor)
+            for s in Tensor.__slots__:
+                setattr(u, s, getattr(t, s))
+            u.shape, u.producer = shp, None
+            if shp != t.shape:
+                if t.kind == "const":
+                    big = self.largest.get(t.id)
+                    if big is None or big.ndim != len(shp) or any(a > b for a, b in zip(shp, big.shape)):
+                        return None
+                    u.data = big[tuple(slice(0, n) for n in shp)].copy()  # (own strides: a slice keeps the big one's)
+                elif t.kind == "view" and t.id in self.reshapes:
+                    u.make_view = _reshaper(shp)
+            tensors.append(u)
+        for u in tensors:
+            if u.base is not None:
+                u.base = tensors[u.base.id]
+        q.tensors = tensors
+        for op in base.ops:
+            o = Op(op.name, op.type_name, [tensors[t.id] for t in op.inputs], [tensors[t.id] for t in op.outputs],
+                   op.native, op.bind, op.fn, op.physical)
+            for t in o.outputs:
+                if t.kind == "value":
+                    t.producer = o
+            q.ops.append(o)
+        q.inputs = [tensors[t.id] for t in base.inputs]
+        q.outputs = [tensors[t.id] for t in base.outputs]
+        return q
+
+    # -- checking ---------------------------------------------------------------------------
+    def _same(self, made: Program, real: Program) -> bool:
+        """Whether ``made`` binds to what ``real`` binds to (kernels, task counts, contexts with
+        pointers as tensor and offset, constants, views); the ops that differ go to ``blockers``."""
+        from ember.devices.cpu.runtime.instance import instantiate
+
+        try:
+            a = instantiate(made, self.pool)
+        except Exception as e:  # noqa: BLE001 - a binder that captured its sizes, say
+            self.blockers.append(f"binding failed: {type(e).__name__}: {e}")
+            return False
+        b = instantiate(real, self.pool)
+        for ta, tb in zip(made.tensors, real.tensors):
+            x, y = a.arrays.get(ta.id), b.arrays.get(tb.id)
+            if (x is None) != (y is None):
+                return False
+            if x is not None and y is not None:
+                if x.shape != y.shape or x.strides != y.strides:
+                    self.blockers.append(f"tensor {ta.id} ({ta.name}): {x.shape} {x.strides} vs {y.shape} {y.strides}")
+                    return False
+                if ta.kind == "const" and not np.array_equal(x, y):
+                    self.blockers.append(f"constant {ta.id} ({ta.name})")
+                    return False
+        where_a, where_b = _Locator(a), _Locator(b)
+        ok = True
+        for (op, sa), (_, sb) in zip(a.op_spans, b.op_spans):
+            if isinstance(sa, tuple) != isinstance(sb, tuple):
+                return False
+            if not isinstance(sa, tuple):
+                continue
+            ka, kb = a._keep[sa[0]:sa[0] + sa[1]], b._keep[sb[0]:sb[0] + sb[1]]
+            if not _kernels_match(ka, kb, where_a, where_b):
+                self.blockers.append(f"{op.type_name} '{op.name}'")
+                ok = False
+        return ok
+
+
+class _Locator:
+    """Where an address points: (tensor id, byte offset) inside an instance's arrays, else itself."""
+
+    def __init__(self, inst: Any) -> None:
+        spans = []
+        for t in inst.program.tensors:
+            arr = inst.arrays.get(t.id)
+            if arr is None or t.kind == "view":
+                continue
+            start = arr.__array_interface__["data"][0]
+            spans.append((start, start + max(arr.nbytes, 1), t.id))
+        spans.sort()
+        self.starts = [s[0] for s in spans]
+        self.spans = spans
+
+    def __call__(self, addr: int) -> tuple[str, int, int]:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i >= 0:
+            start, end, tid = self.spans[i]
+            if addr < end:
+                return ("t", tid, addr - start)
+        return ("a", 0, addr)
+
+
+def _kernels_match(ka: list[Any], kb: list[Any], where_a: _Locator, where_b: _Locator) -> bool:
+    if len(ka) != len(kb):
+        return False
+    for x, y in zip(ka, kb):
+        if x.task != y.task or x.n_tasks != y.n_tasks or x.num_threads != y.num_threads or len(x.ctx) != len(y.ctx):
+            return False
+        diff = np.nonzero(x.ctx != y.ctx)[0]
+        pointers = set(x.pointer_words)
+        for w in diff:
+            if int(w) not in pointers or where_a(int(x.ctx[w])) != where_b(int(y.ctx[w])):
+                return False
+    return True

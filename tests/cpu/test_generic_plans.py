@@ -1,0 +1,144 @@
+"""Shape-generic plans (runtime/generic.py): a plan lowered for one input shape, reused at new
+shapes, gives what a plan lowered for each shape gives (REFERENCE, and the per-shape plan)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ember
+import ember.opset as ops
+from ember.devices.cpu import device as cpu_device
+from ember.devices.cpu.device import dynamic_stats
+from ember.devices.cpu.runtime.generic import _fit
+from ember.graph.model import Model
+from tests.cpu.test_dynamic_plans import HIDDEN, detector, encoder
+
+RNG = np.random.default_rng(77)
+
+
+def _x(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _run(model: Model, feeds: list[list[np.ndarray]], generic: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list, dict]:
+    monkeypatch.setattr(cpu_device, "GENERIC_PLANS", generic)
+    compiled = ember.Core().compile_model(model, "CPU")
+    outs = [np.array(compiled(f)[0], copy=True) for f in feeds]
+    return outs, dynamic_stats(compiled)
+
+
+def _check(model: Model, feeds: list[list[np.ndarray]], monkeypatch: pytest.MonkeyPatch, tol: float = 2e-5) -> dict:
+    generic, stats = _run(model, feeds, True, monkeypatch)
+    per_shape, off = _run(model, feeds, False, monkeypatch)
+    reference = ember.Core().compile_model(model, "REFERENCE")
+    for f, g, p in zip(feeds, generic, per_shape):
+        shapes = [list(a.shape) for a in f]
+        np.testing.assert_array_equal(g, p, err_msg=f"generic vs per-shape plan at {shapes}")
+        np.testing.assert_allclose(g, reference(f)[0], rtol=tol, atol=tol, err_msg=f"vs REFERENCE at {shapes}")
+    assert off["generic"] == 0 and off["specializations"] == len({tuple(tuple(a.shape) for a in f) for f in feeds})
+    assert stats["specializations"] + stats["generic"] == off["specializations"]
+    return stats
+
+
+SHAPES_2D = [(1, 9), (2, 30), (1, 17), (2, 5), (1, 1), (2, 23), (1, 30), (2, 12), (1, 4), (2, 30), (1, 2),
+             (2, 2), (1, 25), (2, 1), (1, 29), (2, 17)]
+
+
+def _two_dims() -> Model:
+    """[batch, seq, H], both dynamic: GEMMs with bias and GELU, LayerNorm, attention scores and
+    softmax over the sequence, a residual, a sum over the sequence."""
+    x = ops.parameter([-1, -1, HIDDEN], np.float32, name="x")
+    q = ops.add(ops.matmul(x, _x(HIDDEN, HIDDEN), False, False), _x(HIDDEN))
+    scores = ops.multiply(ops.matmul(q, x, False, True), np.float32(0.1))
+    h = ops.add(x, ops.matmul(ops.softmax(scores, -1), x, False, False))
+    h = ops.mvn(h, np.array([-1], np.int64), True, 1e-6, "inside_sqrt")
+    h = ops.gelu(ops.add(ops.matmul(h, _x(HIDDEN, 2 * HIDDEN), False, False), _x(2 * HIDDEN)))
+    return Model([ops.reduce_sum(h, np.array([1], np.int64), False)], [x], "two_dims")
+
+
+def test_a_model_with_two_dynamic_dims(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch and sequence both change; length 1 and a batch of 1 and 2 included."""
+    stats = _check(_two_dims(), [[_x(b, s, HIDDEN)] for b, s in SHAPES_2D], monkeypatch)
+    assert stats["generic"] > 0, stats  # the later shapes inside the verified range reuse the plan
+    assert stats["generic_blockers"] == [], stats["generic_blockers"]
+
+
+def test_a_mean_over_the_sequence_keeps_per_shape_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder's ReduceMean divides by the length, a constant of one shape whose value changes
+    with it: the template says so and is off; every shape is lowered, results stay right."""
+    stats = _check(encoder(), [[_x(b, s, HIDDEN)] for b, s in SHAPES_2D[:8]], monkeypatch)
+    assert stats["generic"] == 0 and "changes with the input shape" in stats["generic_off"]
+
+
+def _embedder() -> Model:
+    """Token ids [1, seq] -> embeddings + positions (a Gather of a Range over the runtime length:
+    a constant per length once folded), LayerNorm, a GEMM, masked mean pooling: MiniLM in small."""
+    ids = ops.parameter([1, -1], np.int64, name="ids")
+    table = _x(50, HIDDEN)
+    pos_table = _x(64, HIDDEN)
+    emb = ops.gather(table, ids, np.array(0, np.int64))
+    length = ops.gather(ops.shape_of(ids), np.array([1], np.int64), np.array(0, np.int64))
+    positions = ops.range(np.array(0, np.int64), ops.squeeze(length, np.array([0], np.int64)), np.array(1, np.int64),
+                          np.int64)
+    h = ops.add(emb, ops.gather(pos_table, positions, np.array(0, np.int64)))
+    h = ops.mvn(h, np.array([-1], np.int64), True, 1e-6, "inside_sqrt")
+    h = ops.add(ops.matmul(h, _x(HIDDEN, HIDDEN), False, False), _x(HIDDEN))
+    pooled = ops.reduce_sum(h, np.array([1], np.int64), False)
+    return Model([pooled], [ids], "embedder")
+
+
+def test_embedder_lengths_1_to_64(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every length up to the position table's end, in a shuffled order (the shape-dependent
+    position constant is a prefix of the largest sample's)."""
+    lengths = list(range(1, 65))
+    np.random.default_rng(3).shuffle(lengths)
+    feeds = [[np.random.default_rng(n).integers(0, 50, (1, n)).astype(np.int64)] for n in lengths]
+    stats = _check(_embedder(), feeds, monkeypatch, tol=1e-4)
+    assert stats["generic"] > len(lengths) // 2, stats
+
+
+def test_convnet_images_of_varying_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Convolutions on [1, 3, H, W]: results right whether or not the template takes them."""
+    feeds = [[_x(1, 3, h, w)] for h, w in ((16, 24), (24, 32), (16, 40), (32, 24), (24, 24), (16, 32), (24, 40))]
+    _check(detector(), feeds, monkeypatch)
+
+
+def test_knob_off_lowers_every_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, stats = _run(encoder(), [[_x(1, n, HIDDEN)] for n in (3, 9, 5, 7)], False, monkeypatch)
+    assert stats["generic"] == 0 and stats["generic_off"] == "disabled"
+
+
+def test_a_constant_that_changes_with_the_shape_turns_the_template_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """x / seq (the length folded into a constant of the same shape at every length): no prefix,
+    no formula; every shape is lowered and results stay right."""
+    x = ops.parameter([1, -1], np.float32, name="x")
+    length = ops.convert(ops.shape_of(x), np.float32)
+    y = ops.divide(x, ops.reduce_max(length, np.array([0], np.int64), True))
+    feeds = [[_x(1, n)] for n in (3, 9, 5, 7, 6)]
+    stats = _check(Model([y], [x], "scaled"), feeds, monkeypatch)
+    assert stats["generic"] == 0
+
+
+@pytest.mark.parametrize("values, points, want", [
+    ([3, 3, 3], [(1,), (5,), (9,)], ("c", 3)),
+    ([5, 13, 21], [(1,), (5,), (9,)], ("a", 0, 2, 3)),
+    ([12, 40], [(1, 12), (2, 20)], ("p", 0, 1, 1)),
+])
+def test_fit_finds_the_formula(values: list[int], points: list[tuple[int, ...]], want: tuple) -> None:
+    fits = _fit(values, points, len(points[0]))
+    assert want in fits
+    assert _fit([1, 2, 4], [(1,), (2,), (3,)], 1) == []  # not affine: no formula
+
+
+@pytest.mark.slow
+def test_minilm_lengths_generic_equal_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ember.zoo import load
+
+    model = load("all-minilm-l6-v2")
+    rng = np.random.default_rng(20)
+    feeds = []
+    for n in (40, 100, 1, 128, 17, 16, 5, 77, 2, 64, 9, 120):
+        ids = rng.integers(1000, 30000, (1, n)).astype(np.int64)
+        feeds.append([ids, np.ones((1, n), np.int64), np.zeros((1, n), np.int64)])
+    stats = _check(model, feeds, monkeypatch, tol=1e-4)
+    assert stats["generic"] > 0 and stats["optimizer_runs"] == 0
