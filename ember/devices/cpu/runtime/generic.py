@@ -116,8 +116,8 @@ class PlanTemplate:
         self.dims: list[list[list[Formula]]] = []  # per tensor, per dim: the candidate formulas
         self.largest: dict[int, np.ndarray] = {}  # per shape-changing constant: the largest sample's data
         self.reshapes: set[int] = set()  # views re-made as reshapes at a new shape
-        self.verified: list[set[int]] = []  # per variable: the values at which a sample matched
-        self.failed: list[set[int]] = []
+        self.verified: list[tuple] = []  # input shapes at which the template's plan matched the lowered one
+        self.failed: list[tuple] = []  # ... and at which it did not (another structure, other contexts)
         self.off: str | None = None  # why the template is not used (None: it is)
         self.blockers: list[str] = []  # ops that did not match at a verified sample
         self.made = 0
@@ -140,12 +140,14 @@ class PlanTemplate:
             self.base, self.base_key, self._sig = prog, key, _signature(prog)
             self.reshapes = {t.id for t in prog.tensors if t.kind == "view" and _is_reshape(t)}
             self._add_sample(key, prog)
+            self.verified.append(key)  # the template at the base's shapes is the base plan
             return
         if len(key) != len(self.base_key or ()) or any(len(a) != len(b) for a, b in zip(key, self.base_key or ())):
             self.off = "inputs of another rank"
             return
         if _signature(prog) != self._sig:
-            self._mark(key, False)
+            self.failed.append(key)
+            self.blockers.append(f"another plan structure at input shapes {[list(k) for k in key]}")
             return
         self._add_sample(key, prog)
         if not self._refit():
@@ -153,7 +155,7 @@ class PlanTemplate:
         made = self._make(key)
         ok = made is not None and self._same(made, prog)
         self.checks += 1
-        self._mark(key, ok)
+        (self.verified if ok else self.failed).append(key)
 
     def _add_sample(self, key: tuple, prog: Program) -> None:
         consts = {t.id: t.data for t in prog.tensors if t.kind == "const" and t.data is not None}
@@ -176,11 +178,13 @@ class PlanTemplate:
                 groups.append([p])
         if not groups:
             return False
-        if len(groups) != len(self.positions):
-            self.verified = [set() for _ in groups]
-            self.failed = [set() for _ in groups]
         self.positions = groups
-        points = [self._vars(k) for k in keys]
+        points = []
+        for k in keys:
+            x = self._vars(k)
+            if x is None:  # (cannot be: the variables come from these keys)
+                return False
+            points.append(x)
         ntensors = len(self.samples[0][1])
         dims: list[list[list[Formula]]] = []
         for tid in range(ntensors):
@@ -231,16 +235,14 @@ class PlanTemplate:
                     return None
         return tuple(int(v) for v in vals)  # type: ignore[arg-type]
 
-    def _mark(self, key: tuple, ok: bool) -> None:
-        x = self._vars(key) if self.positions else None
-        if x is None:
-            return
-        for g, v in enumerate(x):
-            (self.verified if ok else self.failed)[g].add(v)
-
     def _covered(self, x: tuple[int, ...]) -> bool:
-        """Every variable between two verified values (or at one) with no failed value between."""
-        for v, ok, bad in zip(x, self.verified, self.failed):
+        """Every variable between two verified values (or at one) with no failed value between
+        (failed shapes whose other dims differ from the samples' are not near these)."""
+        good = [p for p in (self._vars(k) for k in self.verified) if p is not None]
+        bad_points = [p for p in (self._vars(k) for k in self.failed) if p is not None]
+        for g, v in enumerate(x):
+            ok = {p[g] for p in good}
+            bad = {p[g] for p in bad_points}
             lo = [u for u in ok if u <= v]
             hi = [u for u in ok if u >= v]
             if not lo or not hi:
@@ -273,7 +275,7 @@ class PlanTemplate:
                 return None
         shapes: list[tuple[int, ...]] = []
         for per in self.dims:
-            shp = []
+            sizes: list[int] = []
             for fits in per:
                 vals = {_eval(f, x) for f in fits}
                 if len(vals) != 1:  # the samples do not tell which formula: lower this shape
@@ -281,8 +283,8 @@ class PlanTemplate:
                 v = vals.pop()
                 if v < 0:
                     return None
-                shp.append(v)
-            shapes.append(tuple(shp))
+                sizes.append(v)
+            shapes.append(tuple(sizes))
         q = Program(threads=base.threads, stats=dict(base.stats))
         tensors: list[Tensor] = []
         for t, shp in zip(base.tensors, shapes):
