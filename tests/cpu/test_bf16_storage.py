@@ -165,6 +165,27 @@ def test_conv_bf16_residual(level: str) -> None:
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("level", LEVELS)
+def test_pointwise_bf16_batches_and_row_tails(level: str) -> None:
+    """1x1 convolutions whose bf16 rows AMX reads in place without a row table: batches (the
+    images' rows one after another), a last tile of a few rows (copied, not read past X), a
+    strided X (a channel slice of a wider tensor), against the f32-in kernel bit for bit."""
+    rng = np.random.default_rng(17)
+    for n, h, w, ci, co, ldx in [(2, 7, 9, 64, 40, 64), (3, 5, 5, 32, 16, 32), (1, 6, 7, 32, 48, 96)]:
+        geo = ConvGeometry(n, h, w, ci, co, 1, 1, (1, 1), (1, 1), (0, 0), (0, 0), 1)
+        wt = (rng.standard_normal((co, ci, 1, 1)) / np.sqrt(ci)).astype(np.float32)
+        wide = rng.standard_normal((n, h, w, ldx)).astype(np.float32)
+        x = np.ascontiguousarray(wide[..., :ci])
+        bias = rng.standard_normal(co).astype(np.float32)
+        conv = Conv2d(geo, wt, Epilogue.relu(), isa=host_isa(level), precision="bf16")
+        want = conv(round_to_bf16(x), None, bias)
+        x16 = aligned_empty(wide.shape, np.uint16)
+        x16[:] = to_bf16_bits(wide)
+        got = aligned_empty(geo.output_shape, np.uint16)
+        conv.bind(x16[..., :ci], got, bias).run()
+        np.testing.assert_array_equal(got, to_bf16_bits(want))
+
+
 @pytest.mark.parametrize("level", LEVELS[:1])
 def test_depthwise_bf16_in_and_out(level: str) -> None:
     rng = np.random.default_rng(11)

@@ -64,10 +64,10 @@ from ember.devices.cpu.kernels.amx import (
     amx_split,
     emit_tile_config,
     fits_stack,
-    store_c_tiles,
     tile_dot,
     tile_load,
     tile_release,
+    tile_store,
     tile_zero,
     two_by_two,
 )
@@ -650,15 +650,16 @@ def task_block(e: Emitter, task: ir.Value, gm: ir.Value, gn: ir.Value, tm: ir.Va
 
 
 def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: Tile,
-                  xbytes: ir.Value | None = None, per: ir.Value | None = None
-                  ) -> tuple[ir.Value, ir.Value, ir.Value]:
+                  xbytes: ir.Value | None = None, per: ir.Value | None = None,
+                  skip: ir.Value | None = None) -> tuple[ir.Value, ir.Value, ir.Value]:
     """The row pointer table of a task's f32 pixels, ``rows[(tile * ntaps + tap) * MR + r]``
     (padding taps point at a row of zeros), or with ``merge`` each pixel's taps gathered into
     one row first. ``f(name, type)`` reads an IGEMM_CONTEXT field. Returns (rows, taps per
     row, K per row): (table, 1, taps x cin) when merged. ``xbytes`` (a runtime 2 or 4, bf16
     kernels) is the size of an element of X in the row table (merging needs f32). ``per``
     (at most MR, default MR): rows per tile, tile ``i`` holding the block's rows
-    ``i * per ..`` (balanced tiles)."""
+    ``i * per ..`` (balanced tiles). ``skip`` (i1): leave the per-tap table unfilled (a caller
+    that finds its rows without it)."""
     b = e.b
     MR, L = tile.mr, tile.lanes
     per = c64(MR) if per is None else per
@@ -737,7 +738,11 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
 
     with b.if_else(merge) as (merged, per_tap):
         with per_tap:
-            pixels(table_row)
+            if skip is None:
+                pixels(table_row)
+            else:
+                with b.if_then(b.not_(skip)):
+                    pixels(table_row)
         with merged:
             kpad = b.mul(e.cdiv(kmerged, L), c64(L))
             gbuf = aligned_alloca(e, F32, b.mul(b.mul(ntiles, c64(MR)), kpad))
@@ -1087,7 +1092,21 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     g, m0, m1, j0, j1, ntiles = blk.outer, blk.m0, blk.m1, blk.j0, blk.j1, blk.ntiles
     x_bf16 = b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_XBF16)), c64(0))
     y_bf16 = b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_YBF16)), c64(0))
-    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE, b.select(x_bf16, c64(2), c64(4)))
+    # a 1x1 convolution at unit stride without padding, or GEMM rows: row p of X is at x + p ldx,
+    # so bf16 tiles are read in place without a row table
+    one = c64(1)
+    linear = b.and_(b.and_(b.icmp_signed("==", b.mul(a("kh"), a("kw")), one),
+                           b.icmp_signed("==", b.mul(a("sh"), a("sw")), one)),
+                    b.and_(b.icmp_signed("==", b.or_(a("pt"), a("pl")), c64(0)),
+                           b.icmp_signed("==", b.mul(a("h"), a("w")), b.mul(a("oh"), a("ow")))))
+    linear = b.and_(linear, b.icmp_signed("==", a("w"), a("ow")))
+    linear = b.and_(linear, b.or_(b.icmp_signed("==", a("xn"), b.mul(b.mul(a("h"), a("w")), a("ldx"))),
+                                  b.icmp_signed("<=", M, b.mul(a("oh"), a("ow")))))
+    linear = b.and_(b.and_(linear, x_bf16), b.and_(b.icmp_signed("==", a("merge"), c64(0)),
+                                                   b.icmp_signed("==", a("cin"), b.mul(a("ktap"), c64(2)))))
+    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE, b.select(x_bf16, c64(2), c64(4)), skip=linear)
+    ldx2 = b.mul(a("ldx"), c64(2))
+    xg16 = e.gep(I8, a("x", PTR), b.mul(b.mul(g, a("xg")), c64(2)))
     kq, nck, ktap = a("kq"), a("nck"), a("ktap")
     qbytes = b.mul(kq, c64(4))
     rsb = b.mul(e.cdiv(b.mul(ktap, c64(4)), 64), c64(64))  # bytes of a converted row: ktap bf16 pairs
@@ -1209,7 +1228,20 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                     hrows = b.sub(mr, c64(h * H))
                     slot = b.add(b.mul(b.add(b.mul(b.sub(it, t0), ntaps), tap), c64(2)), c64(h))
                     tab = e.gep(PTR, rows, b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), c64(h * H)))
-                    with b.if_then(b.icmp_signed(">", hrows, c64(0))):
+                    with b.if_then(b.and_(linear, b.icmp_signed(">", hrows, c64(0)))):
+                        xhalf = e.gep(I8, xg16, b.mul(b.add(b.add(m0, b.mul(it, c64(MR))), c64(h * H)), ldx2))
+                        with b.if_else(b.icmp_signed(">=", hrows, c64(H))) as (whole, part):
+                            with whole:
+                                b.store(xhalf, e.gep(PTR, aptr, slot))
+                                b.store(ldx2, e.gep(I64, alds, slot))
+                            with part:  # the last rows: a tile load must not read past X
+                                hbase = e.gep(I8, abase, b.mul(b.add(b.mul(tap, c64(MR)), c64(h * H)), rsb))
+                                b.store(hbase, e.gep(PTR, aptr, slot))
+                                b.store(rsb, e.gep(I64, alds, slot))
+                                with e.loop(0, hrows, name=f"lr{h}") as r:
+                                    emit_copy_bf16(e, e.gep(I8, xhalf, b.mul(r, ldx2)),
+                                                   e.gep(I8, hbase, b.mul(r, rsb)), cin, L)
+                    with b.if_then(b.and_(b.not_(linear), b.icmp_signed(">", hrows, c64(0)))):
                         with b.if_else(b.and_(in_place, b.icmp_signed(">=", hrows, c64(H)))) as (maybe, no):
                             with maybe:
                                 r0 = b.ptrtoint(e.load(PTR, tab), I64)
@@ -1261,7 +1293,12 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                 # (its C tiles stay in their registers until then): a block's stored tiles are
                 # read a block later, not right after the tile store
                 finish_pending()
-                store_c_tiles(e, cbuf)
+                two_m, two_n = b.icmp_signed(">", mr, c64(H)), b.icmp_signed(">", ncols, c64(16))
+                ldc = c64(4 * NR)
+                for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):  # only the tiles the block used
+                    cond = [two_m] * i + [two_n] * j
+                    with b.if_then(functools.reduce(b.and_, cond, ir.Constant(ir.IntType(1), 1))):
+                        tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * H * NR + j * 16) * 4), ldc)
                 for key, val in (("mr", mr), ("ncols", ncols), ("p0", p0), ("col", col)):
                     b.store(val, pending[key])
     finish_pending()
