@@ -26,6 +26,7 @@ from ember.devices.cpu.kernels.depthwise import (
     DW_FLAG_RES,
     DW_SPEC_CONTEXT,
     DwSpec,
+    border_row_sets,
     depthwise_task_address,
     dw_spec_task_address,
     interior_range,
@@ -214,6 +215,10 @@ class Conv2d:
             wp[:g.kh * g.kw * cp].reshape(g.kh * g.kw, cp)[:, :g.cin] = w.reshape(g.cin, -1).T
             flush_subnormals(wp)
             self._dw_weights, self._cp = wp, cp
+            # border rows skip the padding rows' taps, unless a weight is inf or NaN (0 * inf is
+            # NaN, as REFERENCE computes it over the zero padding)
+            (sh, _), (dh, _), (pt, _) = g.strides, g.dilations, g.pads_begin
+            self._row_sets = border_row_sets(g.oh, g.h, g.kh, sh, dh, pt) if np.isfinite(wp).all() else ()
             self.packed = None
             self.task_address = depthwise_task_address(g.kh, g.kw, self.isa)
             self.precision = Precision.F32
@@ -255,7 +260,8 @@ class Conv2d:
             pm = np.array(self.affine, np.float32).view(np.uint32)
             ctx[DW_SPEC_CONTEXT["pmul"]], ctx[DW_SPEC_CONTEXT["padd"]] = int(pm[0]), int(pm[1])
         task = dw_spec_task_address(DwSpec(g.kh, g.kw, sw, dw, ldx, residual, self.activation,
-                                           self.affine is not None, g.cin % self.isa.f32_lanes != 0, x_bf16, y_bf16),
+                                           self.affine is not None, g.cin % self.isa.f32_lanes != 0, x_bf16, y_bf16,
+                                           self._row_sets),
                                     self.isa)
         return ctx, task, zr, threads
 
