@@ -383,7 +383,7 @@ def test_a_plan_run_wakes_its_workers_and_adapts(monkeypatch):
 
     calls = []
     monkeypatch.setattr(ThreadPool, "wake", lambda self, n=None: calls.append(("wake", n)))
-    monkeypatch.setattr(ThreadPool, "adapt", lambda self: calls.append(("adapt", None)))
+    monkeypatch.setattr(ThreadPool, "adapt", lambda self, user=None: calls.append(("adapt", None)))
     rng = np.random.default_rng(0)
     w = rng.standard_normal((256, 256)).astype(np.float32)
     x = ops.parameter([64, 256], np.float32, name="x")

@@ -16,10 +16,13 @@ at most ``MAX_SHAPE_PLANS`` shapes and ``MAX_SHAPE_PLAN_BYTES`` of memory they o
 of one executable run in one arena (an executable runs one inference at a time), grown when a
 larger shape comes. ``dynamic_stats(compiled)`` reports the counters (docs/cpu-dynamic-shapes.md).
 
-Threads: each executable (one per stream) owns a native :class:`ThreadPool` with the
-stream's ``INFERENCE_NUM_THREADS``; its kernels run with the GIL released, so streams on
-separate Python threads run in parallel. Executables are not thread safe: the runtime gives
-each stream its own (``clone``, which shares the packed weights).
+Threads: each executable (one per stream) leases a share of the process's native
+:class:`ThreadPool` for the stream's ``INFERENCE_NUM_THREADS`` (``lease_pool``: compiled models
+with the same thread count and pinning share one set of workers, as OpenVINO's share one
+arena; stream k of a model takes pool slot k, so one model's streams never share); its kernels
+run with the GIL released, so streams on separate Python threads run in parallel. Executables
+are not thread safe: the runtime gives each stream its own (``clone``, which shares the packed
+weights).
 
 Precision: f32 by default. ``INFERENCE_PRECISION_HINT=bf16`` on a CPU with AVX512_BF16 runs
 the weight GEMMs and convolutions in bf16 (f32 accumulation; depthwise convolutions,
@@ -37,6 +40,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -102,8 +106,8 @@ class CPUExecutable:
     execution_devices = ["CPU"]
 
     def __init__(self, model: Model, threads: int, precision: Type, programs: _Programs | None = None,
-                 weights: Any = None, pin: bool | None = None) -> None:
-        from ember.devices.cpu.runtime.threadpool import ThreadPool
+                 weights: Any = None, pin: bool | None = None, slot: int = 0) -> None:
+        from ember.devices.cpu.runtime.threadpool import lease_pool
 
         self.model = model
         self.threads = threads
@@ -111,7 +115,9 @@ class CPUExecutable:
         self.exec_type = "cpu"
         self._programs = programs or _Programs(model, threads, "bf16" if precision is Type.bf16 else "f32", weights)
         self.pin = pin
-        self.pool = ThreadPool(threads, pin=pin)
+        #: this executable's share of the process's pool for its thread count (stream k: slot k)
+        self.pool = lease_pool(threads, pin=pin, slot=slot)
+        self._release_pool = weakref.finalize(self, self.pool.close)
         self._instances: OrderedDict[tuple, Any] = OrderedDict()
         self._params = model.get_parameters()
         self._static = self._programs.static
@@ -195,11 +201,13 @@ class CPUExecutable:
         return self._instance(inputs).run(inputs, profile)
 
     def clone(self) -> CPUExecutable:
-        """Another executor of the same plans (shared packed weights, own arena and pool)."""
-        return CPUExecutable(self.model, self.threads, self.precision, self._programs, pin=self.pin)
+        """Another executor of the same plans (shared packed weights, own arena; the next stream's
+        pool: streams of one model never share workers)."""
+        return CPUExecutable(self.model, self.threads, self.precision, self._programs, pin=self.pin,
+                             slot=self._programs.next_slot())
 
     def close(self) -> None:
-        self.pool.close()
+        self._release_pool()
 
 
 class _Programs:
@@ -233,6 +241,7 @@ class _Programs:
         self._nodes = len(ops)  # a specialization's node count, about
         self._isa: Any = None
         self._lock = threading.Lock()
+        self._slots = 0  # streams made by CPUExecutable.clone (each takes the next pool slot)
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._owned: dict[tuple, int] = {}
         #: plans made at new shapes from one lowered for another (None: every shape is lowered)
@@ -259,6 +268,12 @@ class _Programs:
             else:
                 self._cache.move_to_end(key)
             return prog
+
+    def next_slot(self) -> int:
+        """The pool slot of the next stream (1, 2, ...; the first executable has slot 0)."""
+        with self._lock:
+            self._slots += 1
+            return self._slots
 
     def keys(self) -> set[tuple]:
         with self._lock:

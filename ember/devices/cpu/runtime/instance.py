@@ -25,7 +25,7 @@ from ember.devices.cpu.runtime.kernel_call import BoundKernel
 from ember.devices.cpu.runtime.memory import ALIGN, aligned_empty, plan_memory
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op, Program, Tensor
 from ember.devices.cpu.runtime.runner import STEP_WORDS, run_steps_function
-from ember.devices.cpu.runtime.threadpool import ThreadPool
+from ember.devices.cpu.runtime.threadpool import PoolLease, ThreadPool
 from ember.errors import EmberError, InferenceError
 
 log = logging.getLogger("ember.cpu")
@@ -47,7 +47,7 @@ class InputBinding:
     slots: list[tuple[np.ndarray, int, int]] = field(default_factory=list)
 
 
-def instantiate(program: Program, pool: ThreadPool, arena: np.ndarray | None = None) -> Instance:
+def instantiate(program: Program, pool: ThreadPool | PoolLease, arena: np.ndarray | None = None) -> Instance:
     """Bind ``program`` to ``pool`` and an arena: ``arena`` (uint8, at least the plan's
     ``arena_bytes``, 64-byte aligned; shared by instances that never run at the same time) or a
     fresh one. Memory is planned first if needed."""
@@ -59,7 +59,7 @@ def instantiate(program: Program, pool: ThreadPool, arena: np.ndarray | None = N
 class Instance:
     """A program bound to its own arena: runs inferences, one at a time."""
 
-    def __init__(self, program: Program, pool: ThreadPool, arena: np.ndarray | None = None) -> None:
+    def __init__(self, program: Program, pool: ThreadPool | PoolLease, arena: np.ndarray | None = None) -> None:
         self.program = program
         self.pool = pool
         if arena is None:

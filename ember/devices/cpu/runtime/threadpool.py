@@ -77,6 +77,7 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -941,6 +942,11 @@ class ThreadPool:
         self._run_start: float | None = None
         self._run_serial = False  # the mode the chooser gave the current run
         self._user_serial = False  # ThreadPool.serial as the user set it
+        self._run_quiet = False  # the current run started on a quiet machine (its time is the chooser's reference)
+        #: the models sharing this pool (:func:`lease_pool`), each with its own run-mode chooser
+        self._leases: weakref.WeakSet[PoolLease] = weakref.WeakSet()
+        self._users = 0  # live leases (the pool closes when the last one is released)
+        self._adapt_lock = threading.Lock()  # adapt/finished of models called from several threads
         hz = _ticks_per_second(self._lib)
         self._state[_BACKOFF] = self._state[_BACKOFF_CUR] = int(hz * backoff_ms / 1000)
         self._state[_BACKOFF_MAX] = int(hz * max(backoff_ms, max_backoff_ms) / 1000)
@@ -982,7 +988,6 @@ class ThreadPool:
         #: be read, from the workers' own preemptions (BUSY_PREEMPTIONS)
         self.judge = LoadJudge(num_threads, len(self._cpus))
         self._machine_counters = True
-        self._run_quiet = False  # the current run started on a quiet machine (its time is the chooser's reference)
         # each worker's own CPUs, where it returns after a caller moved it (a rescue)
         self._homes = np.zeros((max(workers, 1), MASK_BYTES // 8), np.uint64)
         self._rescues_seen = 0
@@ -1041,55 +1046,61 @@ class ThreadPool:
         """Times a caller moved a worker it had waited for (``RESCUE_MS``) to its own CPU."""
         return int(self._state[_RESCUES])
 
-    def finished(self) -> None:
+    def finished(self, user: Any = None) -> None:
         """A plan calls this as each run ends: the workers' spin budget until the next run
         follows the recent gaps between runs (:func:`spin_budget_us`); the gap to the next
-        run's :meth:`adapt` is recorded."""
-        self._set_spin(spin_budget_us(self._gaps, self.spin_us, self.max_spin_us, self.busy))
-        self._last_end = time.perf_counter()
-        if self._run_start is not None and self.chooser is not None:
-            if self._run_quiet:
-                self.chooser.quiet(self._last_end - self._run_start)
-            else:
-                self.chooser.record(self._run_serial, self._last_end - self._run_start)
-            self._run_start = None
+        run's :meth:`adapt` is recorded. ``user``: whose run it was (a :class:`PoolLease`,
+        holding that model's :class:`ModeChooser`; default the pool's own)."""
+        u = self if user is None else user
+        with self._adapt_lock:
+            self._set_spin(spin_budget_us(self._gaps, self.spin_us, self.max_spin_us, self.busy))
+            self._last_end = time.perf_counter()
+            if u._run_start is not None and u.chooser is not None:
+                if u._run_quiet:
+                    u.chooser.quiet(self._last_end - u._run_start)
+                else:
+                    u.chooser.record(u._run_serial, self._last_end - u._run_start)
+            u._run_start = None
 
     def _set_spin(self, us: float) -> None:
         spin = self._pauses(us)
         if spin != self._state[_SPIN]:
             self._state[_SPIN] = spin
 
-    def adapt(self) -> None:
+    def adapt(self, user: Any = None) -> None:
         """Judge whether the machine is busy (:attr:`busy`) and pin or free the workers
         accordingly (see the module docstring), set the workers' spin budget for the run, and on
         a busy machine choose whether this run goes parallel or serial (:class:`ModeChooser`):
         a plan calls this as each run starts, and :meth:`finished` as it ends. The counters are
-        read once per window."""
+        read once per window. ``user``: whose run it is (a :class:`PoolLease`: the mode is chosen
+        by that model's chooser, from that model's times; default the pool's own)."""
         if not self._state[_NWORKERS] or self._closed:
             return
-        now_pc = time.perf_counter()
-        if self._last_end is not None:
-            self._gaps.append((now_pc - self._last_end) * 1e6)
-            self._last_end = None
-        rescues = int(self._state[_RESCUES])
-        if rescues != self._rescues_seen:  # a rescued worker moves back by itself; this makes sure
-            self._rescues_seen = rescues
-            self._set_homes(apply=True)
-        self._judge()
-        # during a run the next job is never far: the longest budget (unless the machine is busy)
-        self._set_spin(self.spin_us if self.busy else self.max_spin_us)
-        if self.busy and not self._user_serial and self.chooser is not None:
-            self._run_serial = self.chooser.choose(self.judge.load)
-            self._state[_FORCED_SERIAL] = int(self._run_serial)
-            self._run_start, self._run_quiet = now_pc, False
-        else:
-            self._run_serial = False
-            # a quiet run's time is the chooser's reference only once the machine was judged
-            # quiet (the first runs of a pool come before any window; so do those of a pool
-            # judged from the workers' preemptions)
-            self._run_quiet = self.judge.load is not None and self._machine_counters
-            self._run_start = now_pc if self._run_quiet and not self._user_serial else None
-            self._state[_FORCED_SERIAL] = int(self._user_serial)
+        u = self if user is None else user
+        with self._adapt_lock:
+            now_pc = time.perf_counter()
+            if self._last_end is not None:
+                self._gaps.append((now_pc - self._last_end) * 1e6)
+                self._last_end = None
+            rescues = int(self._state[_RESCUES])
+            if rescues != self._rescues_seen:  # a rescued worker moves back by itself; this makes sure
+                self._rescues_seen = rescues
+                self._set_homes(apply=True)
+            self._judge()
+            # during a run the next job is never far: the longest budget (unless the machine is busy)
+            self._set_spin(self.spin_us if self.busy else self.max_spin_us)
+            if self.busy and not u._user_serial and u.chooser is not None:
+                u._run_serial = u.chooser.choose(self.judge.load)
+                self._state[_FORCED_SERIAL] = int(u._run_serial)
+                u._run_start, u._run_quiet = now_pc, False
+            else:
+                u._run_serial = False
+                # a quiet run's time is the chooser's reference only once the machine was judged
+                # quiet (the first runs of a pool come before any window; so do those of a pool
+                # judged from the workers' preemptions)
+                u._run_quiet = self.judge.load is not None and self._machine_counters
+                u._run_start = now_pc if u._run_quiet and not u._user_serial else None
+                self._state[_FORCED_SERIAL] = int(u._user_serial)
 
     def _judge(self) -> None:
         """Update :attr:`busy` (and the pinning) from the machine's counters every
@@ -1146,8 +1157,9 @@ class ThreadPool:
                     self.unpinned_for_load += 1
                     self._set_homes(apply=False)
         else:
-            if self.chooser is not None:
-                self.chooser.reset()
+            for chooser in [self.chooser, *(le.chooser for le in self._leases)]:
+                if chooser is not None:
+                    chooser.reset()
             if self.adaptive_pinning and not self.pinned_cpus:
                 self.pinned_cpus = _pin_workers(self._worker_handles())
                 self._set_homes(apply=False)
@@ -1228,17 +1240,165 @@ class ThreadPool:
 _default: ThreadPool | None = None
 _pools: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
 
+#: compiled models with the same thread count and pinning share one pool (:func:`lease_pool`);
+#: ``EMBER_SHARE_POOLS=0`` gives each its own, as before session 7 (for A/B runs)
+SHARE_POOLS_ENV = "EMBER_SHARE_POOLS"
+_shared: dict[tuple[Any, ...], ThreadPool] = {}
+_shared_lock = threading.Lock()
+
+
+def share_pools() -> bool:
+    """Whether :func:`lease_pool` shares pools (``EMBER_SHARE_POOLS``, default on)."""
+    return os.environ.get(SHARE_POOLS_ENV, "1").strip().lower() not in ("0", "no", "off", "false")
+
+
+class PoolLease:
+    """One compiled model's (one stream's) share of a process-wide :class:`ThreadPool`.
+
+    Compiled models with the same thread count and pinning share one set of workers, as
+    OpenVINO's models share one TBB arena: a second compile starts no threads, and a model run
+    right after another finds the workers awake (the first model's spinning worker is its own).
+    A lease behaves as the pool (attributes it does not hold are the pool's: ``handle``,
+    ``stats()``, ``busy``, ``judge``, ``rescue_ms``...; the counters are the pool's, every
+    model's jobs together) but keeps what belongs to one model: its run-mode :attr:`chooser`
+    (whose quiet reference is that model's run time) and :attr:`serial`. The machine's load
+    (:class:`LoadJudge`), the pinning and the spin budget are the pool's.
+
+    Jobs of two models called at once from two Python threads are correct: a job that finds the
+    pool taken by another thread's job runs on its own caller (``serial_jobs`` counts them).
+    :meth:`close` releases the lease; the pool stops when its last lease is released (and at
+    exit)."""
+
+    _OWN = frozenset({"_pool", "_key", "chooser", "_run_start", "_run_serial", "_run_quiet", "_user_serial",
+                      "_released", "__weakref__"})
+
+    def __init__(self, pool: ThreadPool, key: tuple[Any, ...]) -> None:
+        object.__setattr__(self, "_pool", pool)
+        object.__setattr__(self, "_key", key)
+        #: this model's run-mode chooser on a busy machine (None: always parallel)
+        self.chooser: ModeChooser | None = ModeChooser()
+        self._run_start: float | None = None
+        self._run_serial = False
+        self._run_quiet = False
+        self._user_serial = False
+        self._released = False
+        pool._leases.add(self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_pool"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in PoolLease._OWN or isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._pool, name, value)
+
+    @property
+    def pool(self) -> ThreadPool:
+        """The shared pool."""
+        return self._pool
+
+    def adapt(self) -> None:
+        """:meth:`ThreadPool.adapt` for a run of this model."""
+        self._pool.adapt(self)
+
+    def finished(self) -> None:
+        """:meth:`ThreadPool.finished` for a run of this model."""
+        self._pool.finished(self)
+
+    @property
+    def serial(self) -> bool:
+        """This model's jobs run on the calling thread alone (see :attr:`ThreadPool.serial`)."""
+        return self._user_serial
+
+    @serial.setter
+    def serial(self, on: bool) -> None:
+        self._user_serial = bool(on)
+        self._run_start = None
+        self._pool._state[_FORCED_SERIAL] = int(bool(on))
+
+    @property
+    def serial_run(self) -> bool:
+        """This model's current run goes on the caller alone (its :attr:`serial`, or its chooser's
+        choice on a busy machine)."""
+        return self._user_serial or self._run_serial
+
+    def parallel_for(self, fn: int, ctx: int, n_tasks: int, num_threads: int | None = None) -> None:
+        """:meth:`ThreadPool.parallel_for` (an error once this lease is closed)."""
+        if self._released:
+            raise EmberError("ember: the thread pool is closed")
+        self._pool.parallel_for(fn, ctx, n_tasks, num_threads)
+
+    @property
+    def closed(self) -> bool:
+        return self._released
+
+    def close(self) -> None:
+        """Release this lease (idempotent); the pool stops when its last lease goes."""
+        if not self._released:
+            self._released = True
+            _release(self._pool, self._key)
+
+
+def lease_pool(num_threads: int | None = None, pin: bool | None = None, slot: int = 0) -> PoolLease:
+    """A share of the process's pool of ``num_threads`` threads and pinning ``pin`` (created on
+    first use; see :class:`PoolLease`). ``slot`` tells apart pools of the same size that must
+    run at the same time: stream ``k`` of a THROUGHPUT model takes slot ``k``, so the streams of
+    one model never share workers, while stream ``k`` of two models do. With
+    ``EMBER_SHARE_POOLS=0`` every lease gets a pool of its own."""
+    threads = available_cores() if num_threads is None else num_threads
+    key: tuple[Any, ...] = (threads, pin, os.environ.get(PIN_ENV, "").strip(), slot)
+    with _shared_lock:
+        pool = _shared.get(key) if share_pools() else None
+        if pool is None or pool._closed:
+            pool = ThreadPool(threads, pin=pin)
+            if share_pools():
+                _shared[key] = pool
+        pool._users += 1
+    return PoolLease(pool, key)
+
+
+def _release(pool: ThreadPool, key: tuple[Any, ...]) -> None:
+    with _shared_lock:
+        pool._users -= 1
+        if pool._users > 0:
+            return
+        if _shared.get(key) is pool:
+            del _shared[key]
+    pool.close()
+
+
+def shared_pools() -> list[ThreadPool]:
+    """The live shared pools (for tests and diagnostics)."""
+    with _shared_lock:
+        return list(_shared.values())
+
+
+def _close_shared() -> None:
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
+    for pool in pools:
+        pool.close()
+
+
+atexit.register(_close_shared)
+
 
 def _after_fork_in_child() -> None:
-    """A forked child has none of the parent's worker threads: its pools run jobs serially."""
-    global _default
+    """A forked child has none of the parent's worker threads: its pools run jobs serially
+    (and models compiled in the child get new pools)."""
+    global _default, _shared_lock
     for pool in list(_pools):
         pool._state[_NWORKERS] = 0  # so stop() joins nothing and parallel_for runs on the caller
         pool._state[_BUSY] = 0
         pool._state[_STATE] = _CLOSED
         pool.pinned_cpus = []
         pool.adaptive_pinning = False
+        pool._adapt_lock = threading.Lock()  # another thread may have held it at the fork
     _pinned.clear()
+    _shared.clear()
+    _shared_lock = threading.Lock()
     _default = None
 
 
@@ -1252,6 +1412,7 @@ def default_pool() -> ThreadPool:
     with _lib_lock:
         if _default is None:
             env = os.environ.get("EMBER_NUM_THREADS")
-            _default = ThreadPool(int(env) if env else None)
+            # the shared pool of that size (a LATENCY model's): its lease is never released
+            _default = lease_pool(int(env) if env else None).pool
             atexit.register(_default.close)
         return _default
