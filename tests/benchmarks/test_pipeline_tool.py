@@ -23,6 +23,7 @@ def _load_tool():
     (["--first", "nosuch"], "unknown model 'nosuch'"),
     (["--second", "resnet"], "unknown model 'resnet'"),
     (["--runs", "0"], "at least 1"),
+    (["--pools", "both"], "--pools takes shared or own"),
 ])
 def test_bad_arguments_are_usage_errors(argv, message, capsys):
     tool = _load_tool()
