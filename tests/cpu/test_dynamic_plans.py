@@ -324,7 +324,9 @@ def test_a_new_shape_compiles_no_new_kernel(case: str, monkeypatch: pytest.Monke
     first = set(asked)
     for n in (2, 4, 7):
         compiled(make(n))
-    assert first and set(asked) == first
+    # (first may be empty: kernels loaded by earlier tests come from the in-process cache, and
+    # since models share one thread pool a compile no longer loads the pool's library)
+    assert set(asked) == first
 
 
 def test_if_bodies_share_the_packed_weights_across_outer_shapes() -> None:
