@@ -36,7 +36,9 @@ goes serial):
 against the pool's shared task counter (``ThreadPool.tasks_from_ends`` off), against small
 depthwise layers split over both threads (``depthwise.SERIAL_BELOW = 0``), against small even
 maps split into 4 depthwise tasks per thread (``depthwise.WHOLE_ROWS_BELOW = 0``), against the model
-input's reorder split (``driver.INPUT_REORDER_SERIAL_BYTES = 0``) and against one thread; it
+input's reorder split (``driver.INPUT_REORDER_SERIAL_BYTES = 0``), against depthwise + 1x1 not
+fused (``dw_pointwise.ENABLED = False``) and fused on every map (``dw_pointwise.MIN_PIXELS_PER_COUT
+= 0``), and against one thread; it
 prints each variant's median and its ratio to the default, per round. A quiet machine is needed
 for the two-thread figures to mean anything:
 
@@ -210,7 +212,7 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
     layers, whole-row depthwise bands, the one-thread input reorder) and against one thread, in alternating rounds of
     ``runs`` inferences each."""
     import ember
-    from ember.devices.cpu.kernels import depthwise
+    from ember.devices.cpu.kernels import depthwise, dw_pointwise
     from ember.devices.cpu.lowering import driver
     from ember.devices.cpu.runtime.threadpool import default_pool
 
@@ -227,6 +229,7 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
     pool = default_pool()
     pool.chooser = None  # every two-thread run really goes parallel
     below, rows, small_input = depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW, driver.INPUT_REORDER_SERIAL_BYTES
+    fuse, min_pixels = dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT
     reqs = {"default (2 threads)": compiled(2), "shared task counter": compiled(2)}
     try:
         depthwise.SERIAL_BELOW = 0
@@ -235,9 +238,15 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
         reqs["dw 4 tasks per thread"] = compiled(2)
         depthwise.WHOLE_ROWS_BELOW, driver.INPUT_REORDER_SERIAL_BYTES = rows, 0
         reqs["input reorder split"] = compiled(2)
+        driver.INPUT_REORDER_SERIAL_BYTES = small_input
+        dw_pointwise.ENABLED = False
+        reqs["dw+1x1 not fused"] = compiled(2)
+        dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT = fuse, 0.0
+        reqs["dw+1x1 all fused"] = compiled(2)
     finally:
         depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW = below, rows
         driver.INPUT_REORDER_SERIAL_BYTES = small_input
+        dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT = fuse, min_pixels
     reqs["1 thread"] = compiled(1)
     times: dict[str, list[float]] = {k: [] for k in reqs}
     for req in reqs.values():
