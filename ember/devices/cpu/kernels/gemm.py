@@ -1665,6 +1665,23 @@ class IGemmCall:
         self.task_address = (amx_bf16_kernels(packed.isa).task_address if packed.amx
                              else self.kernels.task_address)
 
+    def with_rows(self, m: int) -> IGemmCall:
+        """This plain GEMM call (no convolution geometry) for ``m`` rows: the context's rows, block
+        plan and task count patched, nothing else built again (a plan bound at a new input shape)."""
+        ctx = self.ctx
+        if ctx[IGEMM_CONTEXT["w"]] != 1 or ctx[IGEMM_CONTEXT["ow"]] != 1 or ctx[IGEMM_CONTEXT["h"]] != ctx[IGEMM_CONTEXT["m"]] \
+                or ctx[IGEMM_CONTEXT["kh"]] * ctx[IGEMM_CONTEXT["kw"]] != 1:
+            raise EmberError("ember: internal: with_rows is for plain GEMM calls")
+        call = object.__new__(IGemmCall)
+        call.__dict__.update(self.__dict__)
+        call.ctx = ctx = ctx.copy()
+        ctx[IGEMM_CONTEXT["h"]] = ctx[IGEMM_CONTEXT["oh"]] = ctx[IGEMM_CONTEXT["m"]] = m
+        packed = self.packed
+        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile, self.threads)
+        ctx[IGEMM_CONTEXT["tm"]], ctx[IGEMM_CONTEXT["tn"]], ctx[IGEMM_CONTEXT["gm"]], ctx[IGEMM_CONTEXT["gn"]] = tm, tn, gm, gn
+        call.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
+        return call
+
     def bind(self, x: int, y: int, bias: int = 0, residual: int = 0, keep: tuple = ()) -> BoundKernel:
         """The call for these buffer addresses (0 = no bias / no residual).
 
@@ -1708,6 +1725,13 @@ class Gemm:
             raise EmberError("ember: Gemm needs weights packed with pack_b")
         self.packed, self.m, self.epilogue, self.num_threads = packed, m, epilogue, num_threads
         self._calls: dict[tuple[int, ...], IGemmCall] = {}
+
+    def with_rows(self, m: int) -> Gemm:
+        """This GEMM for ``m`` rows; the calls made so far are patched (:meth:`IGemmCall.with_rows`),
+        not built again."""
+        g = Gemm(self.packed, m, self.epilogue, self.num_threads)
+        g._calls = {key: call.with_rows(m) for key, call in self._calls.items()}
+        return g
 
     def _call(self, lda: int, ldc: int, ldr: int, a16: bool = False, c16: bool = False,
               r16: bool = False) -> IGemmCall:
