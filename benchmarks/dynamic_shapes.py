@@ -4,6 +4,7 @@
     python benchmarks/dynamic_shapes.py --models minilm,ppocr-det --calls 200 --rounds 3
     python benchmarks/dynamic_shapes.py --engines ember --profile   # where ember's new-shape time goes
     python benchmarks/dynamic_shapes.py --baseline /tmp/old-checkout  # before/after, in alternating rounds
+    python benchmarks/dynamic_shapes.py --engines ember,ember-per-shape,openvino  # shape-generic plans A/B
 
 Each engine runs in a process of its own (so that its peak resident memory is its own): it
 reads the zoo model's IR (dynamic dimensions kept: MiniLM ``[batch, seq]``, the PP-OCRv4
@@ -40,6 +41,8 @@ if str(ROOT) not in sys.path:
 
 MODELS = {"minilm": "all-minilm-l6-v2", "ppocr-det": "ppocr-det"}
 ENGINES = ("ember", "openvino")
+#: ember with shape-generic plans off (``EMBER_CPU_GENERIC_PLANS=0``): every new shape lowered, the A/B peer
+PER_SHAPE = "ember-per-shape"
 #: image sizes the detector is fed (height, width: multiples of 32, as PP-OCR resizes to)
 DETECTOR_SIZES = ((320, 320), (480, 640), (640, 480), (352, 608), (544, 544), (416, 736), (736, 416), (640, 640))
 CHECKED_CALLS = 4  # outputs of the first calls are compared between engines
@@ -185,12 +188,16 @@ def run_engine(engine: str, model: str, calls: int, seed: int, outputs: Path, ba
     worker_engine = engine
     if engine == "baseline":
         env["EMBER_BENCH_ROOT"], worker_engine = str(Path(baseline or ".").resolve()), "ember"
+    elif engine == PER_SHAPE:
+        env["EMBER_CPU_GENERIC_PLANS"], worker_engine = "0", "ember"
     cmd = [sys.executable, __file__, "--worker", worker_engine, "--models", model, "--calls", str(calls),
            "--seed", str(seed), "--outputs", str(outputs), "--threads", str(threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
     data = json.loads(out.stdout.strip().splitlines()[-1])
     if engine == "baseline":
         data["engine"] = "ember (baseline)"
+    elif engine == PER_SHAPE:
+        data["engine"] = "ember (per-shape plans)"
     return Run(**data)
 
 
@@ -264,11 +271,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asdict(run)))
         return 0
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = [e for e in engines if e not in (*ENGINES, PER_SHAPE)]
+    if unknown:
+        ap.error(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join((*ENGINES, PER_SHAPE))}")
     if args.baseline:
         engines.append("baseline")
     if args.profile:
         for model in models:
             for engine in engines:
+                if engine == PER_SHAPE:  # (in-process: set EMBER_CPU_GENERIC_PLANS=0 and profile "ember")
+                    continue
                 worker(engine, model, args.calls, args.seed, None, True, args.threads)
         return 0
     runs: list[Run] = []
@@ -287,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             for engine in engines:  # the round with the median total
                 runs.append(sorted(tries[engine], key=lambda x: x.total_s)[(len(tries[engine]) - 1) // 2])
             for engine, d in check(outputs).items():
-                diffs[(model, "ember (baseline)" if engine == "baseline" else engine)] = d
+                label = {"baseline": "ember (baseline)", PER_SHAPE: "ember (per-shape plans)"}.get(engine, engine)
+                diffs[(model, label)] = d
                 if d > TOLERANCE:
                     print(f"{model}: {engine}'s outputs differ from {engines[0]}'s by {d:.1e} (relative)",
                           file=sys.stderr)

@@ -142,3 +142,25 @@ def test_minilm_lengths_generic_equal_per_shape(monkeypatch: pytest.MonkeyPatch)
         feeds.append([ids, np.ones((1, n), np.int64), np.zeros((1, n), np.int64)])
     stats = _check(model, feeds, monkeypatch, tol=1e-4)
     assert stats["generic"] > 0 and stats["optimizer_runs"] == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("k, n", [(32, 48), (384, 1536), (5, 3)])
+def test_gemm_with_rows_is_the_call_built_for_those_rows(threads: int, k: int, n: int) -> None:
+    """A GEMM patched for new rows (a shape-generic plan's binding) has the context and task count
+    of one built for them, and computes A @ B."""
+    from ember.devices.cpu.kernels.gemm import Gemm, pack_b
+
+    w = _x(k, n)
+    packed = pack_b(w)
+    base = Gemm(packed, 20, num_threads=threads)
+    a20, c20 = _x(20, k), np.empty((20, n), np.float32)
+    base.bind(a20, c20)  # makes its call (row strides k and n)
+    for m in (1, 2, 7, 20, 64, 300, 1000):
+        patched, built = base.with_rows(m), Gemm(packed, m, num_threads=threads)
+        a, c = _x(m, k), np.empty((m, n), np.float32)
+        kp, kb = patched.bind(a, c), built.bind(a, c)
+        np.testing.assert_array_equal(kp.ctx, kb.ctx, err_msg=f"m={m}")
+        assert (kp.n_tasks, kp.task, kp.num_threads) == (kb.n_tasks, kb.task, kb.num_threads)
+        kp.run()
+        np.testing.assert_allclose(c, a @ w, rtol=1e-4, atol=1e-4)

@@ -263,7 +263,11 @@ class _Programs:
                 with _collector_paused():
                     prog, nodes = self._lower(key)
                 self._cache[key] = prog
-                self._owned[key] = _owned_bytes(prog, self._shared_arrays(), nodes) if key else 0
+                made = prog.stats.get("generic_made_bytes")
+                if made is not None:  # a shape-generic plan: its ops (and what they hold) are the base plan's
+                    self._owned[key] = made + _TENSOR_BYTES * len(prog.tensors) + _OP_BYTES * len(prog.ops)
+                else:
+                    self._owned[key] = _owned_bytes(prog, self._shared_arrays(), nodes) if key else 0
                 self._evict()
             else:
                 self._cache.move_to_end(key)

@@ -114,6 +114,7 @@ class PlanTemplate:
         self.samples: list[tuple[tuple, list[tuple[int, ...]], dict[int, np.ndarray]]] = []
         self.positions: list[list[tuple[int, int]]] = []  # per variable: the input (index, axis) it sits at
         self.dims: list[list[list[Formula]]] = []  # per tensor, per dim: the candidate formulas
+        self._varying: list[tuple[int, list[list[Formula]]]] = []  # the tensors whose dims are not all constant
         self.largest: dict[int, np.ndarray] = {}  # per shape-changing constant: the largest sample's data
         self.reshapes: set[int] = set()  # views re-made as reshapes at a new shape
         self.verified: list[tuple] = []  # input shapes at which the template's plan matched the lowered one
@@ -198,6 +199,7 @@ class PlanTemplate:
                 per.append(fits)
             dims.append(per)
         self.dims = dims
+        self._varying = [(tid, per) for tid, per in enumerate(dims) if any(f[0] != "c" for fits in per for f in fits)]
         largest: dict[int, np.ndarray] = {}
         for tid in self.samples[0][2]:
             datas = [s[2][tid] for s in self.samples]
@@ -273,34 +275,43 @@ class PlanTemplate:
             x = self._vars(key)
             if x is None:
                 return None
-        shapes: list[tuple[int, ...]] = []
-        for per in self.dims:
+        shapes: dict[int, tuple[int, ...]] = {}
+        for tid, per in self._varying:  # (the other tensors keep the base's shape)
             sizes: list[int] = []
             for fits in per:
-                vals = {_eval(f, x) for f in fits}
-                if len(vals) != 1:  # the samples do not tell which formula: lower this shape
-                    return None
-                v = vals.pop()
+                if len(fits) == 1:
+                    v = _eval(fits[0], x)
+                else:
+                    vals = {_eval(f, x) for f in fits}
+                    if len(vals) != 1:  # the samples do not tell which formula: lower this shape
+                        return None
+                    v = vals.pop()
                 if v < 0:
                     return None
                 sizes.append(v)
-            shapes.append(tuple(sizes))
+            shapes[tid] = tuple(sizes)
         q = Program(threads=base.threads, stats=dict(base.stats))
         tensors: list[Tensor] = []
-        for t, shp in zip(base.tensors, shapes):
+        slots = Tensor.__slots__
+        made_bytes = 0
+        for t in base.tensors:
             u = Tensor.__new__(Tensor)
-            for s in Tensor.__slots__:
-                setattr(u, s, getattr(t, s))
-            u.shape, u.producer = shp, None
-            if shp != t.shape:
+            for name in slots:
+                setattr(u, name, getattr(t, name))
+            u.producer = None
+            shp = shapes.get(t.id)
+            if shp is not None and shp != t.shape:
+                u.shape = shp
                 if t.kind == "const":
                     big = self.largest.get(t.id)
                     if big is None or big.ndim != len(shp) or any(a > b for a, b in zip(shp, big.shape)):
                         return None
                     u.data = big[tuple(slice(0, n) for n in shp)].copy()  # (own strides: a slice keeps the big one's)
+                    made_bytes += u.data.nbytes
                 elif t.kind == "view" and t.id in self.reshapes:
                     u.make_view = _reshaper(shp)
             tensors.append(u)
+        q.stats["generic_made_bytes"] = made_bytes  # constants made for this plan (the rest is the base's)
         for u in tensors:
             if u.base is not None:
                 u.base = tensors[u.base.id]
