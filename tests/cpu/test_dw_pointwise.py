@@ -10,9 +10,9 @@ import pytest
 
 import ember
 from ember.devices.cpu.kernels import dw_pointwise
-from ember.devices.cpu.kernels.conv import ConvGeometry
+from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry
 from ember.devices.cpu.kernels.dw_pointwise import DwPointwise, band_rows, fusable
-from ember.devices.cpu.kernels.gemm import Epilogue
+from ember.devices.cpu.kernels.gemm import Epilogue, bf16_supported, to_bf16_bits
 from ember.devices.cpu.llvm.isa import host_isa, supported_levels
 from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.errors import EmberError
@@ -154,3 +154,55 @@ def test_size_rule_keeps_small_maps_unfused() -> None:
     large = ember.Core().compile_model(block(24, 28, 6, 3, 1, "relu6", True), "CPU")
     assert not _fused_ops(small)
     assert len(_fused_ops(large)) == int(dw_pointwise.ENABLED)
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="no AVX512_BF16 on this host")
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], CASES[9], CASES[12]], ids=_id)
+@pytest.mark.parametrize("io16", [False, True])
+def test_bf16_equals_the_two_kernels(case: tuple, io16: bool) -> None:
+    """Under bf16 the fused kernel gives the bits of the depthwise kernel storing bf16 and then
+    the bf16 1x1 (with ``io16``: Y and the residual bf16 in memory too); both near float64."""
+    n, h, w, c, k, s, pb, pe, co, (dw_epi, act, affine), pw_epi, biases, with_res, xs, ys = case
+    rng = np.random.default_rng(h * 31 + c + co)
+    geo = ConvGeometry(n, h, w, c, c, k, k, s, (1, 1), pb, pe, c)
+    x = rng.standard_normal((n, h, w, c), np.float32)
+    wd = rng.standard_normal((c, 1, k, k), np.float32) / k
+    wp = (rng.standard_normal((co, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    bd = rng.standard_normal(c).astype(np.float32) if biases else None
+    bp = rng.standard_normal(co).astype(np.float32) if biases else None
+    out_shape = (n, geo.oh, geo.ow, co)
+    res = rng.standard_normal(out_shape, np.float32) if with_res else None
+    res_in = to_bf16_bits(res) if io16 and res is not None else res
+
+    def output() -> np.ndarray:
+        return aligned_empty(out_shape, np.uint16) if io16 else aligned_empty(out_shape)
+
+    fused = DwPointwise(geo, wd, wp, dw_epi, pw_epi, num_threads=2, activation=act, affine=affine, precision="bf16")
+    y = output()
+    fused.bind(x, y, bd, bp, res_in).run()
+    dw = Conv2d(geo, wd, dw_epi, num_threads=2, activation=act, affine=affine, precision="bf16")
+    mid = aligned_empty((n, geo.oh, geo.ow, c), np.uint16)
+    dw.bind(x, mid, bd).run()
+    pw = Conv2d(ConvGeometry(n, geo.oh, geo.ow, c, co, 1, 1), wp, pw_epi, num_threads=2, precision="bf16")
+    want = output()
+    pw.bind(mid, want, bp, res_in).run()
+    np.testing.assert_array_equal(y, want)
+    as_f32 = (y.astype(np.uint32) << 16).view(np.float32) if io16 else y
+    exact = reference(x, wd, bd, geo, dw_epi, act, affine, wp, bp, res, pw_epi)
+    np.testing.assert_allclose(as_f32, exact, rtol=0.05, atol=0.05 * max(1.0, float(np.abs(exact).max())))
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="no AVX512_BF16 on this host")
+@pytest.mark.parametrize("name", ["mbv2-14x14-s2-relu6", "lite0-5x5-relu6-res", "lcnetv3-5x5-hswish-affine-s2"])
+def test_bf16_blocks_fused_equal_unfused(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dw_pointwise, "MIN_PIXELS_PER_COUT", 0.0)
+    model = block(*BLOCKS[name])
+    c, hw = BLOCKS[name][:2]
+    x = np.random.default_rng(hw).standard_normal((1, c, hw, hw)).astype(np.float32)
+    outs = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(dw_pointwise, "ENABLED", enabled)
+        cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+        assert len(_fused_ops(cm)) == int(enabled)
+        outs[enabled] = cm([x])[cm.output(0)]
+    np.testing.assert_array_equal(outs[True], outs[False])

@@ -156,9 +156,10 @@ def _pixel_stride(name: str, a: np.ndarray, shape: tuple[int, int, int, int],
     return s[2], s[0]
 
 
-def nhwc_strides(name: str, a: np.ndarray, shape: tuple[int, int, int, int]) -> tuple[int, int]:
-    """(pixel stride, image stride) in elements of float32 NHWC ``a`` (a channel slice allowed)."""
-    return _pixel_stride(name, a, shape)
+def nhwc_strides(name: str, a: np.ndarray, shape: tuple[int, int, int, int], bf16: bool = False) -> tuple[int, int]:
+    """(pixel stride, image stride) in elements of float32 NHWC ``a`` (a channel slice allowed;
+    with ``bf16`` also uint16 arrays of bf16 bits)."""
+    return _pixel_stride(name, a, shape, bf16)
 
 
 class Conv2d:
@@ -265,13 +266,14 @@ class Conv2d:
                                     self.isa)
         return ctx, task, zr, threads
 
-    def spec_call(self, ldx: int, xn: int, ldy: int) -> tuple[np.ndarray, int, tuple]:
+    def spec_call(self, ldx: int, xn: int, ldy: int, x_bf16: bool = False,
+                  y_bf16: bool = False) -> tuple[np.ndarray, int, tuple]:
         """The specialized depthwise kernel's (context, task address, arrays to keep alive) for
         these strides, no residual, X and Y not yet set (another kernel's task calls it: see
-        :mod:`~ember.devices.cpu.kernels.dw_pointwise`)."""
+        :mod:`~ember.devices.cpu.kernels.dw_pointwise`); ``x_bf16``/``y_bf16``: X/Y bf16 in memory."""
         if not (self.geometry.depthwise and self.geometry.kh * self.geometry.kw <= _dw.DW_SPEC_MAX_TAPS):
             raise EmberError("ember: internal: spec_call on a convolution without the specialized depthwise kernel")
-        ctx, task, zr, _ = self._dw_spec_call(ldx, xn, ldy, ldy, False)
+        ctx, task, zr, _ = self._dw_spec_call(ldx, xn, ldy, ldy, False, x_bf16, y_bf16)
         ctx = ctx.copy()
         DW_SPEC_CONTEXT.fill(ctx, bias=zr.ctypes.data)
         return ctx, task, (self._dw_weights, zr)

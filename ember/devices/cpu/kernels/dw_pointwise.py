@@ -19,7 +19,16 @@ from llvmlite import ir
 
 from ember.devices.cpu.kernels.conv import Conv2d, ConvGeometry, pack_conv_weights
 from ember.devices.cpu.kernels.depthwise import DW_SPEC_CONTEXT
-from ember.devices.cpu.kernels.gemm import IGEMM_CONTEXT, NO_EPILOGUE, Epilogue, IGemmCall, check_bias
+from ember.devices.cpu.kernels.gemm import (
+    IGEMM_CONTEXT,
+    NO_EPILOGUE,
+    Epilogue,
+    IGemmCall,
+    Precision,
+    as_precision,
+    check_bias,
+    y_bf16_ok,
+)
 from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import I64, PTR, VOID, Emitter, c64
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout
@@ -44,7 +53,8 @@ MIN_PIXELS_PER_COUT = 1.0
 
 DW_PW_CONTEXT = ContextLayout(
     "dw_pointwise",
-    ("x", "y", "res", "dwfn", "dwctx", "gfn", "gctx", "nb", "band", "oh", "ow", "cs", "ldy", "ldr"),
+    ("x", "y", "res", "dwfn", "dwctx", "gfn", "gctx", "nb", "band", "oh", "ow", "cs", "ldy", "ldr", "sb", "yb",
+     "rb"),
     pointers=("x", "y", "res"))
 
 
@@ -57,6 +67,8 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
     e = ContextEmitter(m, fn, DW_PW_CONTEXT)
     b = e.b
     nb, band, oh, ow, cs = (e.arg(k) for k in ("nb", "band", "oh", "ow", "cs"))
+    # bytes of an element of the stack buffer, Y and the residual (4, or 2: bf16)
+    sb, yb, rb = e.arg("sb"), e.arg("yb"), e.arg("rb")
     img, bi = b.sdiv(task, nb), b.srem(task, nb)
     oy0 = b.mul(bi, band)
     oy1 = e.min(oh, b.add(oy0, band))
@@ -74,22 +86,23 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
             v = b.ptrtoint(v, I64)
         b.store(v, e.gep(I64, c, layout[name]))
 
-    def shifted(base: ir.Value, pixels: ir.Value, stride: ir.Value) -> ir.Value:
-        """The address of pixel ``pixels`` of an f32 buffer of pixel stride ``stride`` (0 stays 0)."""
-        addr = b.add(base, b.mul(b.mul(pixels, stride), c64(4)))
+    def shifted(base: ir.Value, pixels: ir.Value, stride: ir.Value, size: ir.Value) -> ir.Value:
+        """The address of pixel ``pixels`` of a buffer of pixel stride ``stride`` and ``size``-byte
+        elements (0 stays 0)."""
+        addr = b.add(base, b.mul(b.mul(pixels, stride), size))
         return b.select(b.icmp_unsigned("==", base, c64(0)), c64(0), addr)
 
     # the depthwise band into the stack buffer: its Y is placed so that the band's first pixel
     # (pixel pix0 of the whole output) lands on the buffer's start
     dwc = copy_context(e.arg("dwctx", PTR), DW_SPEC_CONTEXT.words)
     put(dwc, DW_SPEC_CONTEXT, "x", e.arg("x"))
-    put(dwc, DW_SPEC_CONTEXT, "y", b.sub(b.ptrtoint(scratch, I64), b.mul(b.mul(pix0, cs), c64(4))))
+    put(dwc, DW_SPEC_CONTEXT, "y", b.sub(b.ptrtoint(scratch, I64), b.mul(b.mul(pix0, cs), sb)))
     b.call(b.inttoptr(e.arg("dwfn"), task_ptr), [dwc, task])
     # the 1x1 GEMM of the band's pixels: one block of every row tile and panel
     gc = copy_context(e.arg("gctx", PTR), IGEMM_CONTEXT.words)
     put(gc, IGEMM_CONTEXT, "x", scratch)
-    put(gc, IGEMM_CONTEXT, "y", shifted(e.arg("y"), pix0, e.arg("ldy")))
-    put(gc, IGEMM_CONTEXT, "res", shifted(e.arg("res"), pix0, e.arg("ldr")))
+    put(gc, IGEMM_CONTEXT, "y", shifted(e.arg("y"), pix0, e.arg("ldy"), yb))
+    put(gc, IGEMM_CONTEXT, "res", shifted(e.arg("res"), pix0, e.arg("ldr"), rb))
     for name in ("m", "w", "ow"):
         put(gc, IGEMM_CONTEXT, name, npix)
     b.call(b.inttoptr(e.arg("gfn"), task_ptr), [gc, c64(0)])
@@ -99,7 +112,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"dw_pointwise|{isa.level}|v1", isa, lambda p: _build(p, isa))
+    return jit.load(f"dw_pointwise|{isa.level}|v2", isa, lambda p: _build(p, isa))
 
 
 def band_rows(batch: int, oh: int, ow: int, channels: int, threads: int) -> int:
@@ -142,14 +155,20 @@ def _padded(channels: int, isa: Isa) -> int:
 class DwPointwise:
     """Depthwise convolution ``dw`` (its epilogue: bias, clamp, HSwish, scalar affine) then the
     1x1 convolution ``pw_weights`` ``[OC, C, 1, 1]`` with ``pw_epilogue`` (bias and a residual
-    given to :meth:`bind`, clamp, activation), f32, NHWC. Calling it writes the 1x1's output."""
+    given to :meth:`bind`, clamp, activation), NHWC. Calling it writes the 1x1's output.
+
+    ``precision="bf16"`` runs the 1x1 in bf16 (as :class:`~ember.devices.cpu.kernels.conv.Conv2d`
+    does: the depthwise layer computes in f32 and its band is stored bf16 for the GEMM); then
+    :meth:`bind` also takes X, Y and the residual as uint16 arrays of bf16 bits (Y only when
+    :meth:`y_bf16_ok`)."""
 
     def __init__(self, dw: ConvGeometry, dw_weights: np.ndarray, pw_weights: np.ndarray,
                  dw_epilogue: Epilogue = NO_EPILOGUE, pw_epilogue: Epilogue = NO_EPILOGUE,
                  num_threads: int | None = None, isa: Isa | None = None, activation: str = "",
-                 affine: tuple[float, float] | None = None):
+                 affine: tuple[float, float] | None = None, precision: Precision | str = Precision.F32):
         self.isa = isa or host_isa()
         self.num_threads = num_threads or default_pool().num_threads
+        self.precision = as_precision(precision)
         w = np.asarray(pw_weights, np.float32)
         if w.ndim != 4 or w.shape[1:] != (dw.cout, 1, 1):
             raise EmberError(f"ember: 1x1 weights have shape {w.shape}, expected [OC, {dw.cout}, 1, 1]")
@@ -161,11 +180,19 @@ class DwPointwise:
         self.rows = band_rows(dw.batch, dw.oh, dw.ow, self.cs, self.num_threads)
         self.nb = -(-dw.oh // self.rows)
         self.depthwise = Conv2d(dw, dw_weights, dw_epilogue, num_threads=1, isa=self.isa, activation=activation,
-                                affine=affine)
+                                affine=affine, precision=self.precision)
         self.pw_epilogue = pw_epilogue
-        self.packed = pack_conv_weights(w, 1, self.isa)
+        self.packed = pack_conv_weights(w, 1, self.isa, self.precision)
         self._lib = _library(self.isa)
         self._calls: dict[tuple[int, ...], tuple[IGemmCall, np.ndarray, int, tuple]] = {}
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision is Precision.BF16
+
+    def y_bf16_ok(self) -> bool:
+        """Whether the output may be stored bf16 (see :func:`~ember.devices.cpu.kernels.gemm.y_bf16_ok`)."""
+        return y_bf16_ok(self.packed)
 
     @property
     def output_shape(self) -> tuple[int, int, int, int]:
@@ -174,30 +201,36 @@ class DwPointwise:
     def bind(self, x: np.ndarray, y: np.ndarray, dw_bias: np.ndarray | None = None,
              pw_bias: np.ndarray | None = None, residual: np.ndarray | None = None) -> BoundKernel:
         """Fix the buffers of a call (``x`` the depthwise input, ``y`` the 1x1 output, NHWC
-        float32, channel slices allowed)."""
+        float32 or under bf16 uint16, channel slices allowed)."""
         from ember.devices.cpu.kernels.conv import nhwc_strides
 
         g = self.geometry
-        ldx, xn = nhwc_strides("x", x, (g.batch, g.h, g.w, g.cin))
-        ldy, yn = nhwc_strides("y", y, self.pw.output_shape)
+        ldx, xn = nhwc_strides("x", x, (g.batch, g.h, g.w, g.cin), self.bf16)
+        ldy, yn = nhwc_strides("y", y, self.pw.output_shape, self.bf16)
         if yn != g.oh * g.ow * ldy:
             raise EmberError("ember: the output's images must be contiguous")
+        if y.dtype == np.uint16 and not self.y_bf16_ok():
+            raise EmberError("ember: this 1x1 cannot store a bf16 output (see y_bf16_ok)")
         ldr = ldy
         if residual is not None:
-            ldr, rn = nhwc_strides("residual", residual, self.pw.output_shape)
+            ldr, rn = nhwc_strides("residual", residual, self.pw.output_shape, self.bf16)
             if rn != g.oh * g.ow * ldr:
                 raise EmberError("ember: the residual's images must be contiguous")
         check_bias(dw_bias, g.cout)
         check_bias(pw_bias, self.pw.cout)
-        key = (ldx, xn, ldy, ldr, residual is not None)
+        x16, y16 = x.dtype == np.uint16, y.dtype == np.uint16
+        r16 = residual is not None and residual.dtype == np.uint16
+        key = (ldx, xn, ldy, ldr, residual is not None, x16, y16, r16)
         call = self._calls.get(key)
         if call is None:
-            dwctx, dwfn, dwkeep = self.depthwise.spec_call(ldx, xn, self.cs)
+            # under bf16 the band is stored bf16: the GEMM rounds its X to bf16 anyway
+            dwctx, dwfn, dwkeep = self.depthwise.spec_call(ldx, xn, self.cs, x16, self.bf16)
             DW_SPEC_CONTEXT.fill(dwctx, band=self.rows, nb=self.nb, ng=1, ns=1, seg=g.ow,
                                  gv=-(-g.cin // self.isa.f32_lanes))
             band_pixels = self.rows * g.ow
             gemm = IGemmCall(self.packed, m=band_pixels, x_geometry=dict(h=1, w=band_pixels, oh=1, ow=band_pixels),
-                             ldx=self.cs, ldy=ldy, ldr=ldr, epilogue=self.pw_epilogue, num_threads=1)
+                             ldx=self.cs, ldy=ldy, ldr=ldr, epilogue=self.pw_epilogue, num_threads=1,
+                             x_bf16=self.bf16, y_bf16=y16, res_bf16=r16)
             call = (gemm, dwctx, dwfn, dwkeep)
             self._calls[key] = call
         gemm, dwctx, dwfn, dwkeep = call
@@ -209,14 +242,15 @@ class DwPointwise:
         IGEMM_CONTEXT.fill(gctx, h=1, oh=1, gm=1, gn=1, tm=1 << 30, tn=1 << 30)
         ctx = DW_PW_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, res=0 if residual is None else residual.ctypes.data,
                                 dwfn=dwfn, dwctx=dwctx.ctypes.data, gfn=gk.task, gctx=gctx.ctypes.data, nb=self.nb,
-                                band=self.rows, oh=g.oh, ow=g.ow, cs=self.cs, ldy=ldy, ldr=ldr)
+                                band=self.rows, oh=g.oh, ow=g.ow, cs=self.cs, ldy=ldy, ldr=ldr,
+                                sb=2 if self.bf16 else 4, yb=2 if y16 else 4, rb=2 if r16 else 4)
         return BoundKernel(self._lib.address("task"), ctx, g.batch * self.nb, self.num_threads,
                            (dwctx, gctx, dwkeep, gk.keep, dw_bias, pw_bias), layout=DW_PW_CONTEXT)
 
     def __call__(self, x: np.ndarray, y: np.ndarray | None = None, dw_bias: np.ndarray | None = None,
                  pw_bias: np.ndarray | None = None, residual: np.ndarray | None = None,
                  pool: ThreadPool | None = None) -> np.ndarray:
-        """Compute into ``y`` (allocated when None) and return it."""
+        """Compute into ``y`` (allocated when None, f32) and return it."""
         if y is None:
             y = aligned_empty(self.output_shape)
         self.bind(x, y, dw_bias, pw_bias, residual).run(pool)

@@ -286,7 +286,6 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
                             geo.batch * -(-geo.oh // (2 if geo.kh == 3 else 1)) * -(-geo.ow // 2), geo.h):
         return _emit_winograd(lowering, node, geo, w, bias, residual, Epilogue(lo, hi), last, fused)
     if geo.depthwise and residual is None and len(out_logical) == 4 \
-            and as_precision(lowering.precision) is Precision.F32 \
             and _emit_dw_pointwise(lowering, node, geo, w, bias, Epilogue(lo, hi), activation, affine, last, fused):
         return True
     kernel = Conv2d(geo, w, Epilogue(lo, hi, act, gemm_affine), num_threads=lowering.threads, isa=lowering.isa,
@@ -339,12 +338,14 @@ def _emit_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, 
     paffine, plast, pfused = _post_affine(lowering, pw, plast, pfused)
     kernel = dw_pointwise.DwPointwise(geo, w, wp, epilogue, Epilogue(lo, hi, act, paffine),
                                       num_threads=lowering.threads, isa=lowering.isa, activation=activation,
-                                      affine=affine)
+                                      affine=affine, precision=lowering.precision)
+    lowering.bf16_ops += kernel.bf16
     x = _channels_last_input(lowering, node.input_values()[0])
-    if x.dtype != F32:
+    if x.dtype == np.uint16 and not kernel.bf16:
         raise EmberError(f"ember: internal: {node.friendly_name} got a bf16 input under f32")
     out_logical = static_shape(pw.output(0))
-    y = _channels_last_value(lowering, out_logical, plast.friendly_name, plast)
+    y16 = kernel.bf16 and kernel.y_bf16_ok() and _bf16_readers_only(lowering, plast)
+    y = _channels_last_value(lowering, out_logical, plast.friendly_name, plast, bf16=y16)
     ins = [x] + ([residual] if residual is not None else [])
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
