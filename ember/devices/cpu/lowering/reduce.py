@@ -121,7 +121,7 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
         lowering.finish(node, y, [])
         return True
     y = _passes(lowering, node, lowering.native_input(src, PLAIN), shape, axes, op, pre, scale, sqrt, out_shape,
-                dtype)
+                dtype, mean=node.type_name == "ReduceMean")
     lowering.finish(node, y, [])
     return True
 
@@ -173,13 +173,15 @@ def _widened(lowering: Lowering, node: Node, src: Tensor, shape: tuple[int, ...]
 
 
 def _passes(lowering: Lowering, node: Node, cur: Tensor, shape: tuple[int, ...], axes: list[int], op: str, pre: str,
-            scale: float, sqrt: bool, out_shape: tuple[int, ...], dtype: np.dtype = F32) -> Tensor:
-    """The reduction of plain ``cur`` as one pass per run of adjacent axes; the result."""
+            scale: float, sqrt: bool, out_shape: tuple[int, ...], dtype: np.dtype = F32, mean: bool = False) -> Tensor:
+    """The reduction of plain ``cur`` as one pass per run of adjacent axes; the result. ``mean``:
+    ``scale`` is 1 / the reduced count (a single run's binder takes it from its array's sizes)."""
     from ember.devices.cpu.kernels.reduce import reduce_kernel
 
     threads, isa = lowering.threads, lowering.isa
     cur_shape = list(shape)
     runs = _runs(axes)[::-1]
+    mean = mean and len(runs) == 1
     for k, run in enumerate(runs):
         first, last = k == 0, k == len(runs) - 1
         a, b = run[0], run[-1]
@@ -191,8 +193,10 @@ def _passes(lowering: Lowering, node: Node, cur: Tensor, shape: tuple[int, ...],
                  pre: str = pre if first else "none", scale: float = scale if last else 1.0,
                  sqrt: bool = sqrt and last) -> list[Any]:
             s = ins[0].shape  # sizes from the array (a shape-generic plan binds this at other input shapes)
-            outer, inner = math.prod(s[:a]), math.prod(s[b + 1:])
-            return [reduce_kernel(ins[0].reshape(outer, math.prod(s[a:b + 1]), inner), outs[0].reshape(outer, inner),
+            outer, r, inner = math.prod(s[:a]), math.prod(s[a:b + 1]), math.prod(s[b + 1:])
+            if mean:  # (the value the rule computes: 1 / the count, 0 for none)
+                scale = 1.0 / r if r else 0.0
+            return [reduce_kernel(ins[0].reshape(outer, r, inner), outs[0].reshape(outer, inner),
                                   op, threads, pre, scale, sqrt, isa)]
 
         lowering.program.add(Op(name, node.type_name, [cur], [y], native=True, bind=bind))
