@@ -30,7 +30,8 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
-from ember.devices.cpu.llvm.codegen import I8, I16, I32, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import I8, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.context import ContextEmitter
 from ember.devices.cpu.llvm.vector import aligned_alloca
 from ember.errors import EmberError
 
@@ -227,5 +228,73 @@ def store_c_tiles(e: Emitter, cbuf: ir.Value) -> None:
             tile_store(e, C_TILES[2 * i + j], e.gep(I8, cbuf, (i * TILE_ROWS * BLOCK + j * 16) * 4), ldc)
 
 
-__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "STACK_LIMIT", "fits_stack", "TILE_BYTES", "TILE_ROWS", "amx_split", "amx_split_tight", "byte_mask", "copy_bytes", "copy_rows", "emit_tile_block", "store_c_tiles",
+def tap_descriptors(e: ContextEmitter, xgroup: ir.Value, ps: ir.Value, lt: ir.Value, h: int, ntaps: ir.Value,
+                    direct: ir.Value, contiguous: ir.Value, desc_ptr: ir.Value, desc_ld: ir.Value, abuf: ir.Value, kp: ir.Value,
+                    kbytes: ir.Value, elem: int = 1) -> None:
+    """The A descriptors (base, row stride) of every tap of half ``h`` of tile ``lt`` (16 pixels from ``ps``),
+    found from the geometry without a row table: the half's rows are uniformly strided when its
+    pixels lie in one output row and the tap reads inside the image for all of them (stride
+    ``sw * ldx``), when the tap's input row lies wholly in the padding (the zero-point row, stride
+    0), or for any pixels of a 1x1 stride-1 convolution over contiguous images (``contiguous``:
+    stride ``ldx``); otherwise (a row wrap, a border, past the last pixel, zero-padded K) its 16
+    rows are copied into ``abuf`` with the zero-point row for padding. ``elem``: bytes of an
+    element of X (the context's ``ldx`` and ``xn`` count elements; int8 1, bf16 2)."""
+    b = e.b
+    a = e.arg
+    H = TILE_ROWS
+    H_, W_, OH, OW = a("h"), a("w"), a("oh"), a("ow")
+    ldx, xn = b.mul(a("ldx"), c64(elem)), b.mul(a("xn"), c64(elem))
+    sh, sw, dh, dw, pt, pl = a("sh"), a("sw"), a("dh"), a("dw"), a("pt"), a("pl")
+    kw = a("kw")
+    zero_row = a("zero", PTR)
+    ohw = b.mul(OH, OW)
+    img = b.udiv(ps, ohw)
+    q = b.urem(ps, ohw)
+    oy, ox = b.udiv(q, OW), b.urem(q, OW)
+    inside = b.and_(direct, b.icmp_signed("<=", b.add(ps, c64(H)), a("m")))
+    one_row = b.and_(inside, b.icmp_signed("<", b.add(ox, c64(H - 1)), OW))
+    whole = b.and_(inside, contiguous)
+    ximg = e.gep(I8, xgroup, b.mul(img, xn))
+    with e.loop(0, ntaps, name="atap") as tap:
+        ky, kx = b.sdiv(tap, kw), b.srem(tap, kw)
+        iy = b.add(b.sub(b.mul(oy, sh), pt), b.mul(ky, dh))
+        ix0 = b.add(b.sub(b.mul(ox, sw), pl), b.mul(kx, dw))
+        ixl = b.add(ix0, b.mul(c64(H - 1), sw))
+        yok = b.icmp_unsigned("<", iy, H_)
+        xok = b.and_(b.icmp_signed(">=", ix0, c64(0)), b.icmp_signed("<", ixl, W_))
+        strided = b.and_(one_row, b.and_(yok, xok))
+        padded = b.and_(one_row, b.not_(yok))
+        d = b.add(b.mul(b.add(b.mul(lt, ntaps), tap), c64(2)), c64(h))
+        with b.if_else(b.or_(b.or_(strided, padded), whole)) as (uniform, gather):
+            with uniform:
+                base = b.select(strided, e.gep(I8, ximg, b.mul(b.add(b.mul(iy, W_), ix0), ldx)),
+                                b.select(padded, zero_row, e.gep(I8, xgroup, b.mul(ps, ldx))))
+                step = b.select(strided, b.mul(sw, ldx), b.select(padded, c64(0), ldx))
+                b.store(base, e.gep(PTR, desc_ptr, d))
+                b.store(step, e.gep(I64, desc_ld, d))
+            with gather:
+                src = []
+                pimg, py, px = img, oy, ox
+                for r in range(H):
+                    if r:  # the next pixel
+                        nx = b.add(px, c64(1))
+                        wrap_x = b.icmp_signed(">=", nx, OW)
+                        px = b.select(wrap_x, c64(0), nx)
+                        ny = b.select(wrap_x, b.add(py, c64(1)), py)
+                        wrap_y = b.icmp_signed(">=", ny, OH)
+                        py = b.select(wrap_y, c64(0), ny)
+                        pimg = b.select(wrap_y, b.add(pimg, c64(1)), pimg)
+                    ry = b.add(b.sub(b.mul(py, sh), pt), b.mul(ky, dh))
+                    rx = b.add(b.sub(b.mul(px, sw), pl), b.mul(kx, dw))
+                    ok = b.and_(b.icmp_unsigned("<", ry, H_), b.icmp_unsigned("<", rx, W_))
+                    ok = b.and_(ok, b.icmp_signed("<", b.add(ps, c64(r)), a("m")))
+                    addr = e.gep(I8, xgroup, b.add(b.mul(pimg, xn), b.mul(b.add(b.mul(ry, W_), rx), ldx)))
+                    src.append(b.select(ok, addr, zero_row))
+                dst = e.gep(I8, abuf, b.mul(b.mul(d, c64(H)), kp))
+                copy_rows(e, src, dst, kp, kbytes, kp)
+                b.store(dst, e.gep(PTR, desc_ptr, d))
+                b.store(kp, e.gep(I64, desc_ld, d))
+
+
+__all__ = ["A_TILES", "BLOCK", "B_TILES", "C_TILES", "STACK_LIMIT", "fits_stack", "TILE_BYTES", "TILE_ROWS", "amx_split", "amx_split_tight", "byte_mask", "copy_bytes", "copy_rows", "emit_tile_block", "store_c_tiles", "tap_descriptors",
            "emit_tile_config", "tile_dot", "tile_load", "tile_release", "tile_store", "tile_zero", "two_by_two"]
