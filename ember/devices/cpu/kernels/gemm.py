@@ -64,6 +64,7 @@ from ember.devices.cpu.kernels.amx import (
     amx_split,
     emit_tile_config,
     fits_stack,
+    tap_descriptors,
     tile_dot,
     tile_load,
     tile_release,
@@ -1100,11 +1101,13 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                     b.and_(b.icmp_signed("==", b.or_(a("pt"), a("pl")), c64(0)),
                            b.icmp_signed("==", b.mul(a("h"), a("w")), b.mul(a("oh"), a("ow")))))
     linear = b.and_(linear, b.icmp_signed("==", a("w"), a("ow")))
+    TRUE, FALSE = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
     linear = b.and_(linear, b.or_(b.icmp_signed("==", a("xn"), b.mul(b.mul(a("h"), a("w")), a("ldx"))),
                                   b.icmp_signed("<=", M, b.mul(a("oh"), a("ow")))))
-    linear = b.and_(b.and_(linear, x_bf16), b.and_(b.icmp_signed("==", a("merge"), c64(0)),
-                                                   b.icmp_signed("==", a("cin"), b.mul(a("ktap"), c64(2)))))
-    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE, b.select(x_bf16, c64(2), c64(4)), skip=linear)
+    in_place = b.and_(x_bf16, b.and_(b.icmp_signed("==", a("merge"), c64(0)),
+                                     b.icmp_signed("==", a("cin"), b.mul(a("ktap"), c64(2)))))
+    linear = b.and_(linear, in_place)
+    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE, b.select(x_bf16, c64(2), c64(4)), skip=in_place)
     ldx2 = b.mul(a("ldx"), c64(2))
     xg16 = e.gep(I8, a("x", PTR), b.mul(b.mul(g, a("xg")), c64(2)))
     kq, nck, ktap = a("kq"), a("nck"), a("ktap")
@@ -1126,11 +1129,6 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     # each (tile of the group, tap, half): where its A tile is loaded from, and the row stride
     aptr = b.alloca(PTR, size=b.mul(tg, b.mul(ntaps, c64(2))))
     alds = b.alloca(I64, size=b.mul(tg, b.mul(ntaps, c64(2))))
-    uniform = e.var(ir.IntType(1), ir.Constant(ir.IntType(1), 0))
-    in_place = b.and_(x_bf16, b.icmp_signed("==", cin, b.mul(a("ktap"), c64(2))))
-
-    def st_of(tab: ir.Value) -> ir.Value:
-        return b.sub(b.ptrtoint(e.load(PTR, e.gep(PTR, tab, c64(1))), I64), b.ptrtoint(e.load(PTR, tab), I64))
     cbuf = aligned_alloca(e, F32, c64(MR * NR))
     emit_tile_config(e, qbytes, kq)
 
@@ -1214,15 +1212,21 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     with e.loop(0, e.cdiv(ntiles, tg), name="tgrp") as grp:
         t0 = b.mul(grp, tg)
         t1 = e.min(ntiles, b.add(t0, tg))
-        # the group's A: each half tile (16 rows of a tap) read in place where X is bf16, the
-        # tap's K fills whole tile steps and the half's 16 rows are uniformly strided (1x1
-        # convolutions and GEMM rows, a 3x3's pixels inside one output row): vector stores
-        # right before a tile load of the same lines stall it. Other halves are converted or
-        # copied to bf16 pairs in apack, [tile][tap][row][rsb bytes], zero padded; rows past a
-        # tile's mr stay unread garbage (their C rows are not stored)
+        # the group's A: where X is bf16 and a tap's K fills whole tile steps, each half tile
+        # (16 rows of a tap) is read in place when its rows are uniformly strided (1x1
+        # convolutions and GEMM rows; a 3x3's 16 pixels inside one output row and the image),
+        # found from the geometry with no row table; vector stores right before a tile load of
+        # the same lines stall it. Other halves (and f32 X) are copied (converted) to bf16 pairs
+        # in apack, [tile][tap][half][16 rows][rsb bytes], zero padded; rows past a tile's mr
+        # stay unread garbage (their C rows are not stored)
         with e.loop(t0, t1, name="atile") as it:
             mr = e.min(c64(MR), b.sub(m1, b.add(m0, b.mul(it, c64(MR)))))
             abase = e.gep(I8, apack, b.mul(b.sub(it, t0), row_tiles))
+            with b.if_then(b.and_(in_place, b.not_(linear))):  # the halves' taps from the geometry
+                for h in range(2):
+                    with b.if_then(b.icmp_signed(">", b.sub(mr, c64(h * H)), c64(0))):
+                        tap_descriptors(e, xg16, b.add(b.add(m0, b.mul(it, c64(MR))), c64(h * H)), b.sub(it, t0), h,
+                                        ntaps, TRUE, FALSE, aptr, alds, apack, rsb, b.mul(cin, c64(2)), elem=2)
             with e.loop(0, ntaps, name="atap") as tap:
                 for h in range(2):
                     hrows = b.sub(mr, c64(h * H))
@@ -1241,34 +1245,18 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                                 with e.loop(0, hrows, name=f"lr{h}") as r:
                                     emit_copy_bf16(e, e.gep(I8, xhalf, b.mul(r, ldx2)),
                                                    e.gep(I8, hbase, b.mul(r, rsb)), cin, L)
-                    with b.if_then(b.and_(b.not_(linear), b.icmp_signed(">", hrows, c64(0)))):
-                        with b.if_else(b.and_(in_place, b.icmp_signed(">=", hrows, c64(H)))) as (maybe, no):
-                            with maybe:
-                                r0 = b.ptrtoint(e.load(PTR, tab), I64)
-                                st = b.sub(b.ptrtoint(e.load(PTR, e.gep(PTR, tab, c64(1))), I64), r0)
-                                same = ir.Constant(ir.IntType(1), 1)
-                                for r in range(2, H):
-                                    pr = b.ptrtoint(e.load(PTR, e.gep(PTR, tab, c64(r))), I64)
-                                    same = b.and_(same, b.icmp_unsigned("==", pr, b.add(r0, b.mul(st, c64(r)))))
-                                b.store(same, uniform)
-                            with no:
-                                b.store(ir.Constant(ir.IntType(1), 0), uniform)
-                        with b.if_else(e.load(ir.IntType(1), uniform)) as (direct, copy):
-                            with direct:
-                                b.store(e.load(PTR, tab), e.gep(PTR, aptr, slot))
-                                b.store(st_of(tab), e.gep(I64, alds, slot))
-                            with copy:
-                                hbase = e.gep(I8, abase, b.mul(b.add(b.mul(tap, c64(MR)), c64(h * H)), rsb))
-                                b.store(hbase, e.gep(PTR, aptr, slot))
-                                b.store(rsb, e.gep(I64, alds, slot))
-                                with e.loop(0, e.min(hrows, c64(H)), name=f"ar{h}") as r:
-                                    src = e.load(PTR, e.gep(PTR, tab, r))
-                                    dst = e.gep(I8, hbase, b.mul(r, rsb))
-                                    with b.if_else(x_bf16) as (as_is, convert):
-                                        with as_is:
-                                            emit_copy_bf16(e, src, dst, cin, L)
-                                        with convert:
-                                            emit_to_bf16(e, src, dst, cin, L)
+                    with b.if_then(b.and_(b.not_(in_place), b.icmp_signed(">", hrows, c64(0)))):
+                        hbase = e.gep(I8, abase, b.mul(b.add(b.mul(tap, c64(MR)), c64(h * H)), rsb))
+                        b.store(hbase, e.gep(PTR, aptr, slot))
+                        b.store(rsb, e.gep(I64, alds, slot))
+                        with e.loop(0, e.min(hrows, c64(H)), name=f"ar{h}") as r:
+                            src = e.load(PTR, e.gep(PTR, tab, r))
+                            dst = e.gep(I8, hbase, b.mul(r, rsb))
+                            with b.if_else(x_bf16) as (as_is, convert):
+                                with as_is:
+                                    emit_copy_bf16(e, src, dst, cin, L)
+                                with convert:
+                                    emit_to_bf16(e, src, dst, cin, L)
 
         # panels outside the group's tiles: each panel is read from L2 (or memory) once per
         # group and stays in L1 for the group's other tiles
