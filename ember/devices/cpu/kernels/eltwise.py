@@ -25,7 +25,7 @@ from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I1, I8, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
-from ember.devices.cpu.llvm.vector import VectorMath, fmuladd, lane_mask
+from ember.devices.cpu.llvm.vector import VectorMath, fmuladd, lane_mask, masked_load, masked_store
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 F64 = ir.DoubleType()
@@ -902,6 +902,93 @@ def _eltwise_library(isa: Isa, rtype: str = "f32", full: bool = False) -> jit.Li
                     lambda p: _build_eltwise(p, isa, rtype, full, mvec))
 
 
+# --------------------------------------------------------------------------- compiled programs
+# The interpreter above pays a dispatch and a pass over the block per instruction per row:
+# about 100 cycles a row, most of the time on short rows (PP-OCR det's 24- and 96-channel
+# ``x * se + x (+ up)`` programs: 19,200 rows each at 120x160). A program over such rows, with
+# enough elements to pay for a compile, gets a module of its own instead: the same context and
+# tasks, the instructions emitted in order per vector with values in registers. Only f32
+# programs of f32 loads and stores, inputs contiguous or broadcast along the row.
+
+#: rows up to this long get a compiled program (longer ones amortize the interpreter's cost)
+COMPILE_BELOW = 1024
+#: and programs over at least this many elements (a compile costs about 30-60 ms, once per
+#: program on disk); ``None`` switches compiled programs off
+COMPILE_FROM: int | None = 1 << 16
+
+
+def _compiled_ops_ok(program: Sequence[tuple]) -> bool:
+    ok = (SUPPORTED["f32"] - EXTENDED - _HALF_OPS) | {"load", "store", "select"}
+    return all(op[0] in ok for op in program)
+
+
+def _emit_program(m: ir.Module, prefix: str, lanes: int, program: tuple[tuple[str, int, int, int, int], ...],
+                  kinds: tuple[int, ...]) -> None:
+    """``eltwise_task`` for one f32 ``program`` of ``(op, dst, a, b, select's third register)``
+    whose input ``i`` has inner stride ``kinds[i]`` (0 or 1); immediates come from the context."""
+    fn = Emitter.function(m, f"{prefix}_eltwise_task", VOID, [PTR, I64])
+    ctx, task = fn.args
+    e = Emitter(m, fn)
+    b = e.b
+    r = _Regs(e, lanes, "f32")
+    vt = r.vt
+    h = {k: e.field(ctx, ELTWISE_CONTEXT[k]) for k in EW_HEAD}
+    rb, cbk = b.sdiv(task, h["ncb"]), b.srem(task, h["ncb"])
+    r0 = b.mul(rb, h["rpt"])
+    r1 = e.min(h["nrows"], b.add(r0, h["rpt"]))
+    c0 = b.mul(cbk, h["cb"])
+    c1 = e.min(h["inner"], b.add(c0, h["cb"]))
+    y = b.inttoptr(h["y"], PTR)
+    imms = [(e.splat(e.field(ctx, EW_PROG0 + j * EW_INSTR_WORDS + 4, F32), lanes),
+             e.splat(e.field(ctx, EW_PROG0 + j * EW_INSTR_WORDS + 5, F32), lanes)) for j in range(len(program))]
+    ins = [[e.field(ctx, EW_IN0 + i * EW_IN_WORDS + w) for w in range(4)] for i in range(len(kinds))]
+    nmain = b.add(c0, b.mul(b.sdiv(b.sub(c1, c0), c64(lanes)), c64(lanes)))
+    with e.loop(r0, r1, name="row") as row:
+        i2 = b.srem(row, h["d2"])
+        t = b.sdiv(row, h["d2"])
+        i1, i0 = b.srem(t, h["d1"]), b.sdiv(t, h["d1"])
+        yrow = e.gep(F32, y, b.add(b.add(b.mul(i0, h["ys0"]), b.mul(i1, h["ys1"])), b.mul(i2, h["ys2"])))
+        rows, splats = [], []
+        for (ptr, s0, s1, s2), kind in zip(ins, kinds):
+            p = e.gep(F32, b.inttoptr(ptr, PTR), b.add(b.add(b.mul(i0, s0), b.mul(i1, s1)), b.mul(i2, s2)))
+            rows.append(p)
+            splats.append(e.splat(e.load(F32, p), lanes) if kind == 0 else None)
+
+        def vector(col: ir.Value, mask: ir.Value | None) -> None:
+            regs: dict[int, ir.Value] = {}
+            for j, (op, dst, a, b_, third) in enumerate(program):
+                if op == "load":
+                    regs[dst] = splats[a] if kinds[a] == 0 else masked_load(e, vt, e.gep(F32, rows[a], col), mask)
+                elif op == "store":
+                    masked_store(e, regs[a], e.gep(F32, yrow, col), mask)
+                elif op == "select":
+                    regs[dst] = b.select(r.truth(regs[a]), regs[b_], regs[third])
+                elif op in BINARY_OPS:
+                    regs[dst] = _binary(r, op, regs[a], regs[b_])
+                else:
+                    regs[dst] = _unary(r, op, regs[a], *imms[j])
+
+        with e.loop(c0, nmain, lanes, name="col") as col:
+            vector(col, None)
+        with b.if_then(b.icmp_signed("<", nmain, c1)):
+            vector(nmain, lane_mask(e, b.sub(c1, nmain), lanes))
+    b.ret_void()
+
+
+@functools.cache
+def _program_library(isa: Isa, program: tuple[tuple[str, int, int, int, int], ...], kinds: tuple[int, ...]) -> jit.Library:
+    text = ";".join(f"{op},{d},{a},{b_},{t}" for op, d, a, b_, t in program)
+    kinds_text = "".join(map(str, kinds))
+
+    def build(prefix: str) -> ir.Module:
+        m = ir.Module(name=prefix)
+        m.triple = isa.triple
+        _emit_program(m, prefix, isa.f32_lanes, program, kinds)
+        return m
+
+    return jit.load(f"eltwise_program|{isa.level}|{text}|k{kinds_text}", isa, build)
+
+
 def _collapse_operands(shape: tuple[int, ...], strides: list[list[int]]) -> tuple[list[int], list[list[int]]]:
     """Merge adjacent dims where every operand is contiguous across them; drop size-1 dims."""
     dims: list[int] = []
@@ -1125,4 +1212,10 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
         ctx[base:base + EW_INSTR_WORDS] = [OPCODES[op], dst, a, b_, _imm_word(op, imm0, rtype),
                                            _imm_word(op, imm1, rtype)]
     n_tasks = -(-nrows // rpt) * ncb if y.size else 0
-    return BoundKernel(lib.address("eltwise_task"), ctx, n_tasks, threads, (y, *inputs, *views), layout=ELTWISE_CONTEXT)
+    address = lib.address("eltwise_task")
+    if (rtype == "f32" and COMPILE_FROM is not None and inner < COMPILE_BELOW and y.size >= COMPILE_FROM
+            and y.dtype == np.float32 and all(v.dtype == np.float32 for v in views)
+            and all(s[3] in (0, 1) for s in st[1:]) and _compiled_ops_ok(program)):
+        compiled = tuple((op, dst, a, b_, int(imm0) if op == "select" else 0) for op, dst, a, b_, imm0, _ in program)
+        address = _program_library(isa, compiled, tuple(s[3] for s in st[1:])).address("eltwise_task")
+    return BoundKernel(address, ctx, n_tasks, threads, (y, *inputs, *views), layout=ELTWISE_CONTEXT)
