@@ -15,6 +15,9 @@ binding; kernels are shared by signature in the process. Plans are kept in an LR
 at most ``MAX_SHAPE_PLANS`` shapes and ``MAX_SHAPE_PLAN_BYTES`` of memory they own; all plans
 of one executable run in one arena (an executable runs one inference at a time), grown when a
 larger shape comes. ``dynamic_stats(compiled)`` reports the counters (docs/cpu-dynamic-shapes.md).
+Shape-generic plans (``runtime/generic.py``, ``GENERIC_PLANS``): once two plans lowered this way
+share one structure, a new shape inside the range they verified gets the first plan's ops with
+tensors of its sizes (no clone, no lowering), checked against every plan lowered per shape.
 
 Threads: each executable (one per stream) leases a share of the process's native
 :class:`ThreadPool` for the stream's ``INFERENCE_NUM_THREADS`` (``lease_pool``: compiled models
