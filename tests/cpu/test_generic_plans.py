@@ -20,16 +20,18 @@ def _x(*shape: int) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-def _run(model: Model, feeds: list[list[np.ndarray]], generic: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list, dict]:
+def _run(model: Model, feeds: list[list[np.ndarray]], generic: bool, monkeypatch: pytest.MonkeyPatch,
+         config: dict | None = None) -> tuple[list, dict]:
     monkeypatch.setattr(cpu_device, "GENERIC_PLANS", generic)
-    compiled = ember.Core().compile_model(model, "CPU")
+    compiled = ember.Core().compile_model(model, "CPU", config or {})
     outs = [np.array(compiled(f)[0], copy=True) for f in feeds]
     return outs, dynamic_stats(compiled)
 
 
-def _check(model: Model, feeds: list[list[np.ndarray]], monkeypatch: pytest.MonkeyPatch, tol: float = 2e-5) -> dict:
-    generic, stats = _run(model, feeds, True, monkeypatch)
-    per_shape, off = _run(model, feeds, False, monkeypatch)
+def _check(model: Model, feeds: list[list[np.ndarray]], monkeypatch: pytest.MonkeyPatch, tol: float = 2e-5,
+           config: dict | None = None) -> dict:
+    generic, stats = _run(model, feeds, True, monkeypatch, config)
+    per_shape, off = _run(model, feeds, False, monkeypatch, config)
     reference = ember.Core().compile_model(model, "REFERENCE")
     for f, g, p in zip(feeds, generic, per_shape):
         shapes = [list(a.shape) for a in f]
@@ -56,9 +58,16 @@ def _two_dims() -> Model:
     return Model([ops.reduce_sum(h, np.array([1], np.int64), False)], [x], "two_dims")
 
 
-def test_a_model_with_two_dynamic_dims(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batch and sequence both change; length 1 and a batch of 1 and 2 included."""
-    stats = _check(_two_dims(), [[_x(b, s, HIDDEN)] for b, s in SHAPES_2D], monkeypatch)
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_a_model_with_two_dynamic_dims(precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch and sequence both change; length 1 and a batch of 1 and 2 included; bf16 GEMMs too."""
+    if precision == "bf16":
+        from ember.devices.cpu.kernels.gemm import bf16_supported
+
+        if not bf16_supported():
+            pytest.skip("this CPU has no bf16 GEMMs")
+    stats = _check(_two_dims(), [[_x(b, s, HIDDEN)] for b, s in SHAPES_2D], monkeypatch,
+                   tol=2e-5 if precision == "f32" else 0.1, config={"INFERENCE_PRECISION_HINT": precision})
     assert stats["generic"] > 0, stats  # the later shapes inside the verified range reuse the plan
     assert stats["generic_blockers"] == [], stats["generic_blockers"]
 
