@@ -173,3 +173,27 @@ def test_gemm_with_rows_is_the_call_built_for_those_rows(threads: int, k: int, n
         assert (kp.n_tasks, kp.task, kp.num_threads) == (kb.n_tasks, kb.task, kb.num_threads)
         kp.run()
         np.testing.assert_allclose(c, a @ w, rtol=1e-4, atol=1e-4)
+
+
+def test_a_binder_that_keeps_its_lowered_sizes_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the GEMM binder handed its lowered rows at every shape (as binders were before), the
+    check fails at the first sample: no plan is made from the template, results stay right."""
+    from ember.devices.cpu.kernels.gemm import Gemm
+
+    monkeypatch.setattr(Gemm, "with_rows", lambda self, m: self)
+    model = _two_dims()
+    _, stats = _run(model, [[_x(b, s, HIDDEN)] for b, s in SHAPES_2D[:6]], True, monkeypatch)
+    assert stats["generic"] == 0 and stats["specializations"] == 6
+    assert any("binding failed" in b for b in stats["generic_blockers"]), stats["generic_blockers"]
+
+
+def test_the_template_is_used_only_between_verified_values() -> None:
+    from ember.devices.cpu.runtime.generic import PlanTemplate
+
+    tpl = PlanTemplate(None)
+    tpl.positions = [[(0, 1)]]
+    tpl.samples = [(((1, 40),), [], {})]
+    tpl.verified = [((1, 40),), ((1, 100),), ((1, 5),)]
+    tpl.failed = [((1, 16),)]
+    assert [n for n in (3, 5, 10, 16, 17, 40, 77, 100, 101) if tpl._covered((n,))] == [5, 40, 77, 100]  # (16 failed: not between 5 and 40)
+    assert tpl._vars(((2, 40),)) is None  # another batch: not this template's shapes
