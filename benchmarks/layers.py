@@ -220,14 +220,21 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
     feeds = spec.make_inputs(seed)
     core = ember.Core()
 
+    pools: list[Any] = []
+
     def compiled(threads: int) -> Any:
         model = core.read_model(str(spec.path))
         model.reshape({k: list(v.shape) for k, v in feeds.items()})
-        return core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-                                                 "INFERENCE_PRECISION_HINT": precision}).create_infer_request()
+        cm = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                                               "INFERENCE_PRECISION_HINT": precision})
+        lease = getattr(getattr(cm, "_executable", None), "pool", None)
+        if lease is not None:  # each model leases the shared pool with a run-mode chooser of its own
+            lease.chooser = None  # every two-thread run really goes parallel
+            pools.append(lease)
+        return cm.create_infer_request()
 
     pool = default_pool()
-    pool.chooser = None  # every two-thread run really goes parallel
+    pool.chooser = None
     below, rows, small_input = depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW, driver.INPUT_REORDER_SERIAL_BYTES
     fuse, min_pixels = dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT
     reqs = {"default (2 threads)": compiled(2), "shared task counter": compiled(2)}
@@ -255,7 +262,8 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
     try:
         for r in range(rounds):
             for k in (list(reqs) if r % 2 == 0 else list(reqs)[::-1]):
-                pool.tasks_from_ends = k != "shared task counter"
+                for p in [pool, *pools]:
+                    p.tasks_from_ends = k != "shared task counter"
                 one = []
                 for _ in range(runs):
                     t0 = time.perf_counter()
@@ -263,7 +271,8 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
                     one.append(time.perf_counter() - t0)
                 times[k].append(float(np.median(one)) * 1e3)
     finally:
-        pool.tasks_from_ends = True
+        for p in [pool, *pools]:
+            p.tasks_from_ends = True
     base = np.array(times["default (2 threads)"])
     lines = [f"== {spec.name} {precision}: ember alone, {rounds} alternating rounds of {runs} inferences "
              f"(median per round)", f"{'variant':24s} {'median ms':>10s} {'/ default':>10s} {'q25-q75 of the round ratios':>28s}"]
