@@ -6,7 +6,9 @@ Three task shapes, chosen by the host function :func:`reduce_kernel`:
   ``lanes`` rows at a time are read as R contiguous vectors and split into R columns with
   shuffles, so a ReduceMax over an innermost axis of 3 runs at memory speed;
 - ``rows``: ``inner == 1``, any R: a vector accumulator along the row, then across its lanes;
-- ``mid``: ``inner > 1``: vectors across the contiguous inner axis, accumulated over R.
+- ``mid``: ``inner > 1``: vectors across the contiguous inner axis, accumulated over R row
+  by row (a task's block of up to ``MID_BLOCK`` elements; narrower blocks when the outer
+  rows give the threads too few tasks).
 
 ``op`` is sum, max, min or prod; ``pre`` is nothing, ``abs`` (ReduceL1) or ``square``
 (ReduceL2); the result is multiplied by ``scale`` (ReduceMean) or square-rooted (ReduceL2).
@@ -30,6 +32,7 @@ from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 SHORT_MAX = 16
+MID_BLOCK = 256  # inner elements per ``mid`` task at most (its accumulators)
 OPS = ("sum", "max", "min", "prod")
 PRES = ("none", "abs", "square")
 REDUCE_CONTEXT = ContextLayout(
@@ -208,7 +211,11 @@ def _emit_rows(m: ir.Module, prefix: str, lanes: int, op: str, pre: str, et: ir.
 
 
 def _emit_mid(m: ir.Module, prefix: str, lanes: int, op: str, pre: str, et: ir.Type = F32) -> None:
-    """mid_task(ctx, task): task -> (outer index, inner block); vectors over the inner axis."""
+    """mid_task(ctx, task): task -> (outer index, inner block); vectors over the inner axis.
+    The block's vectors are accumulated row by row (one accumulator each, on the stack), so
+    a task reads its rows in memory order once: a squeeze-excitation's global mean over
+    120 x 160 pixels of 96 channels read them in six strided passes, one per vector (each
+    sum is still taken over R in order: the same results)."""
     fn = Emitter.function(m, f"{prefix}_mid_task", VOID, [PTR, I64])
     e = ContextEmitter(m, fn, REDUCE_CONTEXT)
     b = e.b
@@ -219,23 +226,32 @@ def _emit_mid(m: ir.Module, prefix: str, lanes: int, op: str, pre: str, et: ir.T
     o = b.sdiv(task, nib)
     i0 = b.mul(b.srem(task, nib), ib)
     i1 = e.min(inner, b.add(i0, ib))
-    x = e.gep(et, e.arg("x", PTR), b.mul(o, e.arg("xs_o")))
-    y = e.gep(et, e.arg("y", PTR), b.mul(o, e.arg("ys_o")))
+    x = e.gep(et, e.arg("x", PTR), b.add(b.mul(o, e.arg("xs_o")), i0))
+    y = e.gep(et, e.arg("y", PTR), b.add(b.mul(o, e.arg("ys_o")), i0))
     xs_r = e.arg("xs_r")
     sqrt, scale = e.arg("sqrt"), _scale(e, et)
-
-    def block(i: ir.Value, mask: ir.Value | None) -> None:
-        acc = e.var(vt, red.identity(vt))
-        with e.loop(0, R, name="r") as r:
-            v = red.prep(red.load(vt, e.gep(et, x, b.add(b.mul(r, xs_r), i)), mask))
-            b.store(red.combine(e.load(vt, acc), v), acc)
-        red.store(red.finish(e.load(vt, acc), sqrt, scale), e.gep(et, y, i), mask)
-
-    nfull = b.add(i0, b.mul(b.sdiv(b.sub(i1, i0), c64(lanes)), c64(lanes)))
-    with e.loop(i0, nfull, lanes, name="iv") as i:
-        block(i, None)
-    with b.if_then(b.icmp_signed("<", nfull, i1)):
-        block(nfull, lane_mask(e, b.sub(i1, nfull), lanes))
+    n = b.sub(i1, i0)
+    nfull = b.sdiv(n, c64(lanes))
+    tail = b.icmp_signed("<", b.mul(nfull, c64(lanes)), n)
+    mask = lane_mask(e, b.sub(n, b.mul(nfull, c64(lanes))), lanes)
+    acc = e.var(vt, count=MID_BLOCK // lanes)
+    with e.loop(0, b.add(nfull, b.zext(tail, I64)), name="a0") as j:
+        b.store(red.identity(vt), e.gep(vt, acc, j))
+    with e.loop(0, R, name="r") as r:
+        row = e.gep(et, x, b.mul(r, xs_r))
+        with e.loop(0, nfull, name="v") as j:
+            v = red.prep(red.load(vt, e.gep(et, row, b.mul(j, c64(lanes))), None))
+            slot = e.gep(vt, acc, j)
+            b.store(red.combine(e.load(vt, slot), v), slot)
+        with b.if_then(tail):
+            v = red.prep(red.load(vt, e.gep(et, row, b.mul(nfull, c64(lanes))), mask))
+            slot = e.gep(vt, acc, nfull)
+            b.store(red.combine(e.load(vt, slot), v), slot)
+    with e.loop(0, nfull, name="st") as j:
+        red.store(red.finish(e.load(vt, e.gep(vt, acc, j)), sqrt, scale), e.gep(et, y, b.mul(j, c64(lanes))), None)
+    with b.if_then(tail):
+        red.store(red.finish(e.load(vt, e.gep(vt, acc, nfull)), sqrt, scale),
+                  e.gep(et, y, b.mul(nfull, c64(lanes))), mask)
     b.ret_void()
 
 
@@ -292,9 +308,13 @@ def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str 
         lib = _library(isa, op, pre, r if short else 0, x.dtype.name)
         task = lib.address("short_task" if short else "rows_task")
     else:
-        ib = max(lanes, min(inner, 256))
+        ib = max(lanes, min(inner, MID_BLOCK))
         ib = -(-ib // lanes) * lanes
         nib = -(-inner // ib)
+        want = 4 * threads if threads > 1 else 1
+        if outer * nib < want and items > 4096:  # few outer rows: narrower blocks, one per task
+            ib = -(-max(lanes, -(-inner // -(-want // outer))) // lanes) * lanes
+            nib = -(-inner // ib)
         n_tasks = outer * nib
         ctx[:] = REDUCE_CONTEXT.new(x=x.ctypes.data, y=y.ctypes.data, outer=outer, r=r, inner=inner, xs_o=xs_o,
                                     xs_r=xs_r, ys_o=ys_o, ib=ib, nib=nib, sqrt=int(sqrt), scale=scale_word)
