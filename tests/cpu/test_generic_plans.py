@@ -9,6 +9,7 @@ import ember
 import ember.opset as ops
 from ember.devices.cpu import device as cpu_device
 from ember.devices.cpu.device import dynamic_stats
+from ember.devices.cpu.runtime import generic
 from ember.devices.cpu.runtime.generic import _fit
 from ember.graph.model import Model
 from tests.cpu.test_dynamic_plans import HIDDEN, detector, encoder
@@ -181,10 +182,12 @@ def test_a_binder_that_keeps_its_lowered_sizes_is_caught(monkeypatch: pytest.Mon
     from ember.devices.cpu.kernels.gemm import Gemm
 
     monkeypatch.setattr(Gemm, "with_rows", lambda self, m: self)
+    monkeypatch.setattr(generic, "GIVE_UP_AFTER", 3)
     model = _two_dims()
     _, stats = _run(model, [[_x(b, s, HIDDEN)] for b, s in SHAPES_2D[:6]], True, monkeypatch)
     assert stats["generic"] == 0 and stats["specializations"] == 6
     assert any("binding failed" in b for b in stats["generic_blockers"]), stats["generic_blockers"]
+    assert stats["generic_checks"] == 3 and "no sample matched" in stats["generic_off"]  # then it stops checking
 
 
 def test_the_template_is_used_only_between_verified_values() -> None:

@@ -31,6 +31,8 @@ import numpy as np
 
 from ember.devices.cpu.runtime.plan import Op, Program, Tensor
 
+#: checks that all fail (no sample but the base matched) before the template is given up for the model
+GIVE_UP_AFTER = 8
 #: Python steps a template may reuse (they read and write whatever arrays they are given)
 GENERIC_PYTHON_OPS = frozenset({"InputCopy"})
 
@@ -157,6 +159,8 @@ class PlanTemplate:
         ok = made is not None and self._same(made, prog)
         self.checks += 1
         (self.verified if ok else self.failed).append(key)
+        if not ok and self.checks >= GIVE_UP_AFTER and len(self.verified) == 1:  # only the base: stop paying for checks
+            self.off = f"no sample matched the template in {self.checks} checks (see generic_blockers)"
 
     def _add_sample(self, key: tuple, prog: Program) -> None:
         read = {t.id for op in prog.ops for t in op.inputs} | {t.id for t in prog.outputs}
@@ -311,7 +315,9 @@ class PlanTemplate:
                     if big is None or big.ndim != len(shp) or any(a > b for a, b in zip(shp, big.shape)):
                         return None
                     part = big[tuple(slice(0, n) for n in shp)]  # a view when it is contiguous (a prefix of rows)
-                    if not part.flags.c_contiguous:
+                    if part.flags.c_contiguous:  # with the strides an array of its own has (size-1 axes too)
+                        part = np.lib.stride_tricks.as_strided(part, shp, _c_strides(shp, part.itemsize), writeable=False)
+                    else:
                         part = part.copy()
                         made_bytes += part.nbytes
                     u.data = part
@@ -360,7 +366,7 @@ class PlanTemplate:
                 if ta.kind == "const" and not np.array_equal(x, y):
                     self.blockers.append(f"constant {ta.id} ({ta.name})")
                     return False
-        where_a, where_b = _Locator(a), _Locator(b)
+        where_a, where_b = _Locator(a, read), _Locator(b, read)
         ok = True
         for (op, sa), (_, sb) in zip(a.op_spans, b.op_spans):
             if isinstance(sa, tuple) != isinstance(sb, tuple):
@@ -374,6 +380,14 @@ class PlanTemplate:
         return ok
 
 
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    out, acc = [], itemsize
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= max(d, 1)
+    return tuple(out[::-1])
+
+
 def _strides(a: np.ndarray) -> tuple[int, ...]:
     """Strides of the axes longer than 1 (the others address nothing)."""
     return tuple(s for s, n in zip(a.strides, a.shape) if n > 1)
@@ -382,12 +396,12 @@ def _strides(a: np.ndarray) -> tuple[int, ...]:
 class _Locator:
     """Where an address points: (tensor id, byte offset) inside an instance's arrays, else itself."""
 
-    def __init__(self, inst: Any) -> None:
+    def __init__(self, inst: Any, read: Any) -> None:
         spans = []
         for t in inst.program.tensors:
             arr = inst.arrays.get(t.id)
-            if arr is None or t.kind == "view":
-                continue
+            if arr is None or t.kind == "view" or (t.kind == "const" and t.id not in read):
+                continue  # (a constant no step reads may share memory with one that is read)
             start = arr.__array_interface__["data"][0]
             spans.append((start, start + max(arr.nbytes, 1), t.id))
         spans.sort()
