@@ -217,6 +217,7 @@ def test_amx_bf16_gemm_matches_numpy(case):
 # (batch, h, w, cin, cout, kh, kw, strides, dilations, pads_begin, pads_end, groups)
 BF16_CONV_CASES = [
     (1, 7, 9, 3, 17, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1),       # a stem: taps gathered
+    (2, 30, 27, 3, 40, 7, 7, (2, 2), (1, 1), (3, 3), (3, 3), 1),     # a 7x7 stem: rows loaded before stored
     (2, 9, 11, 8, 40, 3, 3, (2, 1), (1, 2), (1, 2), (1, 0), 2),      # strided, dilated, grouped
     (2, 12, 10, 64, 64, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1),
     (1, 9, 8, 35, 20, 1, 1, (1, 1), (1, 1), (0, 0), (0, 0), 1),      # odd channels

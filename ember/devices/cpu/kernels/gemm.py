@@ -62,6 +62,7 @@ from ember.devices.cpu.kernels.amx import (
     C_TILES,
     TILE_ROWS,
     amx_split,
+    byte_mask,
     emit_tile_config,
     fits_stack,
     tap_descriptors,
@@ -652,7 +653,8 @@ def task_block(e: Emitter, task: ir.Value, gm: ir.Value, gn: ir.Value, tm: ir.Va
 
 def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: Tile,
                   xbytes: ir.Value | None = None, per: ir.Value | None = None,
-                  skip: ir.Value | None = None) -> tuple[ir.Value, ir.Value, ir.Value]:
+                  skip: ir.Value | None = None, gather16: ir.Value | None = None
+                  ) -> tuple[ir.Value, ir.Value, ir.Value]:
     """The row pointer table of a task's f32 pixels, ``rows[(tile * ntaps + tap) * MR + r]``
     (padding taps point at a row of zeros), or with ``merge`` each pixel's taps gathered into
     one row first. ``f(name, type)`` reads an IGEMM_CONTEXT field. Returns (rows, taps per
@@ -660,7 +662,9 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
     kernels) is the size of an element of X in the row table (merging needs f32). ``per``
     (at most MR, default MR): rows per tile, tile ``i`` holding the block's rows
     ``i * per ..`` (balanced tiles). ``skip`` (i1): leave the per-tap table unfilled (a caller
-    that finds its rows without it)."""
+    that finds its rows without it). ``gather16`` (bytes, a multiple of 64 holding the merged
+    K): merged rows are gathered as bf16 (rounded to nearest even) at that row stride, zero
+    padded to it, so that tiles read them as they are."""
     b = e.b
     MR, L = tile.mr, tile.lanes
     per = c64(MR) if per is None else per
@@ -746,41 +750,91 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
                     pixels(table_row)
         with merged:
             kpad = b.mul(e.cdiv(kmerged, L), c64(L))
-            gbuf = aligned_alloca(e, F32, b.mul(b.mul(ntiles, c64(MR)), kpad))
+            if gather16 is None:
+                gbuf = aligned_alloca(e, F32, b.mul(b.mul(ntiles, c64(MR)), kpad))
+            else:  # kpad in bytes of bf16 rows; copies convert
+                kpad = gather16
+                gbuf = aligned_alloca(e, I8, b.mul(b.mul(ntiles, c64(MR)), kpad))
+
+                def copy(dst: ir.Value, src: ir.Value, count: ir.Value, small: tuple[ir.Value, ir.Value]) -> None:
+                    fits, mask0 = small
+                    with b.if_else(fits) as (one, loop):
+                        with one:
+                            store_bf16(e, masked_load(e, vt, src, mask0), dst, mask0)
+                        with loop:
+                            with e.loop(0, count, L, name="cp16") as c:
+                                mask = lane_mask(e, b.sub(count, c), L)
+                                store_bf16(e, masked_load(e, vt, e.gep(F32, src, c), mask), e.gep(I16, dst, c), mask)
+
+            def dgep(p: ir.Value, idx: ir.Value) -> ir.Value:
+                return e.gep(F32, p, idx) if gather16 is None else e.gep(I16, p, idx)
             dense = b.and_(b.icmp_signed("==", ldx, cin), b.icmp_signed("==", dw, c64(1)))
             span = b.mul(b.sub(kw, c64(1)), dw)
             krow = b.mul(kw, cin)
             small_row = (b.icmp_signed("<=", krow, c64(L)), lane_mask(e, krow, L))
             small_tap = (b.icmp_signed("<=", cin, c64(L)), lane_mask(e, cin, L))
 
+            if gather16 is not None:
+                v32 = vec(F32, 2 * L)
+                fit32, mask32 = b.icmp_signed("<=", krow, c64(2 * L)), lane_mask(e, krow, 2 * L)
+
             def gather_row(p: ir.Value, img: ir.Value, oy: ir.Value, ox: ir.Value) -> None:
-                dst = e.gep(F32, gbuf, b.mul(b.sub(p, m0), kpad))
+                if gather16 is None:
+                    dst = e.gep(F32, gbuf, b.mul(b.sub(p, m0), kpad))
+                else:
+                    dst = e.gep(I8, gbuf, b.mul(b.sub(p, m0), kpad))
                 iy0 = b.sub(b.mul(oy, sh), pt)
                 ix0 = b.sub(b.mul(ox, sw), pl)
                 inside_x = b.and_(b.icmp_signed(">=", ix0, c64(0)), b.icmp_signed("<", b.add(ix0, span), W))
                 ximg = e.gep(F32, xgroup, b.mul(img, xn))
-                with e.loop(0, kh, name="gky") as ky:
-                    iy = b.add(iy0, b.mul(ky, dh))
-                    yok = b.icmp_unsigned("<", iy, H)
-                    xrow = e.gep(F32, ximg, b.mul(b.mul(iy, W), ldx))
-                    drow = e.gep(F32, dst, b.mul(ky, krow))
-                    with b.if_else(b.and_(b.and_(yok, inside_x), dense)) as (whole, taps):
-                        with whole:
-                            copy(drow, e.gep(F32, xrow, b.mul(ix0, ldx)), krow, small_row)
-                        with taps:
-                            with e.loop(0, kw, name="gkx") as kx:
-                                ix = b.add(ix0, b.mul(kx, dw))
-                                ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
-                                src = b.select(ok, e.gep(F32, xrow, b.mul(ix, ldx)), zero_row)
-                                copy(e.gep(F32, drow, b.mul(kx, cin)), src, cin, small_tap)
+                fast = ir.Constant(ir.IntType(1), 0)
+                if gather16 is not None:
+                    # a pixel whose GATHER_ROWS kernel rows (all of them) lie inside the image, each
+                    # one masked load of up to 2L values: every load before the stores (a load
+                    # behind the pixel's stores waits on them: the 7x7 stem's gather 1.4x faster)
+                    ylast = b.add(iy0, b.mul(b.sub(kh, c64(1)), dh))
+                    fast = b.and_(b.and_(b.and_(inside_x, dense), fit32),
+                                  b.and_(b.icmp_signed("==", kh, c64(GATHER_ROWS)),
+                                         b.and_(b.icmp_signed(">=", iy0, c64(0)), b.icmp_signed("<", ylast, H))))
+                    with b.if_then(fast):
+                        loaded = []
+                        for kyc in range(GATHER_ROWS):
+                            iy = b.add(iy0, b.mul(c64(kyc), dh))
+                            loaded.append(masked_load(e, v32, e.gep(F32, ximg, b.mul(b.add(b.mul(iy, W), ix0), ldx)), mask32))
+                        for kyc, v in enumerate(loaded):
+                            store_bf16(e, v, dgep(dst, b.mul(c64(kyc), krow)), mask32)
+                with b.if_then(b.not_(fast)):
+                    with e.loop(0, kh, name="gky") as ky:
+                        iy = b.add(iy0, b.mul(ky, dh))
+                        yok = b.icmp_unsigned("<", iy, H)
+                        xrow = e.gep(F32, ximg, b.mul(b.mul(iy, W), ldx))
+                        drow = dgep(dst, b.mul(ky, krow))
+                        with b.if_else(b.and_(b.and_(yok, inside_x), dense)) as (whole, taps):
+                            with whole:
+                                copy(drow, e.gep(F32, xrow, b.mul(ix0, ldx)), krow, small_row)
+                            with taps:
+                                with e.loop(0, kw, name="gkx") as kx:
+                                    ix = b.add(ix0, b.mul(kx, dw))
+                                    ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
+                                    src = b.select(ok, e.gep(F32, xrow, b.mul(ix, ldx)), zero_row)
+                                    copy(dgep(drow, b.mul(kx, cin)), src, cin, small_tap)
+                if gather16 is not None:  # then the padding after K zero
+                    k2 = b.mul(kmerged, c64(2))
+                    with e.loop(b.mul(b.sdiv(k2, c64(64)), c64(64)), kpad, 64, name="gz") as z:
+                        e.call("llvm.masked.store.v64i8.p0", VOID, [ir.Constant(vec(I8, 64), None), e.gep(I8, dst, z), c32(1),
+                                                                   b.not_(byte_mask(e, b.sub(k2, z)))])
 
             pixels(gather_row)
             with e.loop(0, b.mul(ntiles, c64(MR)), name="gp") as q:  # slot (tile, r): row tile * per + r
                 grow = e.min(b.add(b.mul(b.sdiv(q, c64(MR)), per), b.srem(q, c64(MR))), b.sub(b.mul(ntiles, c64(MR)), c64(1)))
-                b.store(e.gep(F32, gbuf, b.mul(grow, kpad)), e.gep(PTR, rows, q))
+                b.store(e.gep(F32 if gather16 is None else I8, gbuf, b.mul(grow, kpad)), e.gep(PTR, rows, q))
     ntaps = b.select(merge, c64(1), ntaps)
     cin = b.select(merge, kmerged, cin)
     return rows, ntaps, cin
+
+
+#: kernel rows of a stem gathered with all their loads first (bf16 AMX rows; 7: a 7x7 stem)
+GATHER_ROWS = 7
 
 
 def emit_prefetch_slice(e: Emitter, base: ir.Value, nbytes: ir.Value, part: ir.Value, parts: ir.Value) -> None:
@@ -1107,12 +1161,15 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     in_place = b.and_(x_bf16, b.and_(b.icmp_signed("==", a("merge"), c64(0)),
                                      b.icmp_signed("==", a("cin"), b.mul(a("ktap"), c64(2)))))
     linear = b.and_(linear, in_place)
-    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE, b.select(x_bf16, c64(2), c64(4)), skip=in_place)
+    rsb = b.mul(e.cdiv(b.mul(a("ktap"), c64(4)), 64), c64(64))  # bytes of a converted row: ktap bf16 pairs
+    # a stem's taps (merged into one row per pixel) are gathered as bf16 rows of rsb bytes
+    merged = b.icmp_signed("!=", a("merge"), c64(0))
+    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE, b.select(x_bf16, c64(2), c64(4)), skip=in_place,
+                                     gather16=rsb)
     ldx2 = b.mul(a("ldx"), c64(2))
     xg16 = e.gep(I8, a("x", PTR), b.mul(b.mul(g, a("xg")), c64(2)))
     kq, nck, ktap = a("kq"), a("nck"), a("ktap")
     qbytes = b.mul(kq, c64(4))
-    rsb = b.mul(e.cdiv(b.mul(ktap, c64(4)), 64), c64(64))  # bytes of a converted row: ktap bf16 pairs
     # a group of row tiles converted at once (as many as AMX_GROUP_BYTES of A rows hold, at least
     # one), so that the B panels run outside the group's tiles: when a panel fits L1 next to a
     # tile's A (AMX_L1_PANEL) but the task's panels do not, or the task's panels do not fit L2
@@ -1245,7 +1302,11 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                                 with e.loop(0, hrows, name=f"lr{h}") as r:
                                     emit_copy_bf16(e, e.gep(I8, xhalf, b.mul(r, ldx2)),
                                                    e.gep(I8, hbase, b.mul(r, rsb)), cin, L)
-                    with b.if_then(b.and_(b.not_(in_place), b.icmp_signed(">", hrows, c64(0)))):
+                    with b.if_then(b.and_(merged, b.icmp_signed(">", hrows, c64(0)))):
+                        # a stem's gathered bf16 rows, all of the tiles' rows on the stack
+                        b.store(e.load(PTR, tab), e.gep(PTR, aptr, slot))
+                        b.store(rsb, e.gep(I64, alds, slot))
+                    with b.if_then(b.and_(b.not_(b.or_(in_place, merged)), b.icmp_signed(">", hrows, c64(0)))):
                         hbase = e.gep(I8, abase, b.mul(b.add(b.mul(tap, c64(MR)), c64(h * H)), rsb))
                         b.store(hbase, e.gep(PTR, aptr, slot))
                         b.store(rsb, e.gep(I64, alds, slot))
