@@ -330,8 +330,9 @@ class PlanTemplate:
                 u.base = tensors[u.base.id]
         q.tensors = tensors
         for op in base.ops:
-            o = Op(op.name, op.type_name, [tensors[t.id] for t in op.inputs], [tensors[t.id] for t in op.outputs],
-                   op.native, op.bind, op.fn, op.physical)
+            o = Op.__new__(Op)  # every field of the base's op (its binder shared), new tensors
+            o.__dict__.update(op.__dict__)
+            o.inputs, o.outputs = [tensors[t.id] for t in op.inputs], [tensors[t.id] for t in op.outputs]
             for t in o.outputs:
                 if t.kind == "value":
                     t.producer = o
