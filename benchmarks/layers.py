@@ -38,7 +38,8 @@ depthwise layers split over both threads (``depthwise.SERIAL_BELOW = 0``), again
 maps split into 4 depthwise tasks per thread (``depthwise.WHOLE_ROWS_BELOW = 0``), against the model
 input's reorder split (``driver.INPUT_REORDER_SERIAL_BYTES = 0``), against depthwise + 1x1 not
 fused (``dw_pointwise.ENABLED = False``) and fused on every map (``dw_pointwise.MIN_PIXELS_PER_COUT
-= 0``), and against one thread; it
+= 0``), against reductions over rows in whole inner blocks (``reduce.MID_TASKS_PER_THREAD = 0``:
+PP-OCR det's SE means on one thread), and against one thread; it
 prints each variant's median and its ratio to the default, per round. A quiet machine is needed
 for the two-thread figures to mean anything:
 
@@ -212,7 +213,7 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
     layers, whole-row depthwise bands, the one-thread input reorder) and against one thread, in alternating rounds of
     ``runs`` inferences each."""
     import ember
-    from ember.devices.cpu.kernels import depthwise, dw_pointwise
+    from ember.devices.cpu.kernels import depthwise, dw_pointwise, reduce
     from ember.devices.cpu.lowering import driver
     from ember.devices.cpu.runtime.threadpool import default_pool
 
@@ -237,6 +238,7 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
     pool.chooser = None
     below, rows, small_input = depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW, driver.INPUT_REORDER_SERIAL_BYTES
     fuse, min_pixels = dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT
+    mid_tasks = reduce.MID_TASKS_PER_THREAD
     reqs = {"default (2 threads)": compiled(2), "shared task counter": compiled(2)}
     try:
         depthwise.SERIAL_BELOW = 0
@@ -250,7 +252,10 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
         reqs["dw+1x1 not fused"] = compiled(2)
         dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT = fuse, 0.0
         reqs["dw+1x1 all fused"] = compiled(2)
+        dw_pointwise.MIN_PIXELS_PER_COUT, reduce.MID_TASKS_PER_THREAD = min_pixels, 0
+        reqs["reduce blocks unsplit"] = compiled(2)
     finally:
+        reduce.MID_TASKS_PER_THREAD = mid_tasks
         depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW = below, rows
         driver.INPUT_REORDER_SERIAL_BYTES = small_input
         dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT = fuse, min_pixels

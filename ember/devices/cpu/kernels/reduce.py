@@ -33,6 +33,10 @@ from ember.devices.cpu.runtime.kernel_call import BoundKernel
 
 SHORT_MAX = 16
 MID_BLOCK = 256  # inner elements per ``mid`` task at most (its accumulators)
+#: ``mid`` tasks wanted per thread on two or more threads: fewer outer rows than that get
+#: narrower inner blocks (PP-OCR det's SE means, one outer row of 96 or 24 channels, were a
+#: single task); 0: blocks of ``MID_BLOCK`` whatever the threads (``layers.py --ab`` flips it)
+MID_TASKS_PER_THREAD = 4
 OPS = ("sum", "max", "min", "prod")
 PRES = ("none", "abs", "square")
 REDUCE_CONTEXT = ContextLayout(
@@ -311,7 +315,7 @@ def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str 
         ib = max(lanes, min(inner, MID_BLOCK))
         ib = -(-ib // lanes) * lanes
         nib = -(-inner // ib)
-        want = 4 * threads if threads > 1 else 1
+        want = MID_TASKS_PER_THREAD * threads if threads > 1 else 1
         if outer * nib < want and items > 4096:  # few outer rows: narrower blocks, one per task
             ib = -(-max(lanes, -(-inner // -(-want // outer))) // lanes) * lanes
             nib = -(-inner // ib)
