@@ -789,20 +789,22 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
                 ximg = e.gep(F32, xgroup, b.mul(img, xn))
                 fast = ir.Constant(ir.IntType(1), 0)
                 if gather16 is not None:
-                    # a pixel whose GATHER_ROWS kernel rows (all of them) lie inside the image, each
+                    # a pixel whose kernel rows (all of them, 3, 5 or 7) lie inside the image, each
                     # one masked load of up to 2L values: every load before the stores (a load
                     # behind the pixel's stores waits on them: the 7x7 stem's gather 1.4x faster)
                     ylast = b.add(iy0, b.mul(b.sub(kh, c64(1)), dh))
                     fast = b.and_(b.and_(b.and_(inside_x, dense), fit32),
-                                  b.and_(b.icmp_signed("==", kh, c64(GATHER_ROWS)),
-                                         b.and_(b.icmp_signed(">=", iy0, c64(0)), b.icmp_signed("<", ylast, H))))
-                    with b.if_then(fast):
-                        loaded = []
-                        for kyc in range(GATHER_ROWS):
-                            iy = b.add(iy0, b.mul(c64(kyc), dh))
-                            loaded.append(masked_load(e, v32, e.gep(F32, ximg, b.mul(b.add(b.mul(iy, W), ix0), ldx)), mask32))
-                        for kyc, v in enumerate(loaded):
-                            store_bf16(e, v, dgep(dst, b.mul(c64(kyc), krow)), mask32)
+                                  b.and_(b.icmp_signed(">=", iy0, c64(0)), b.icmp_signed("<", ylast, H)))
+                    fast = b.and_(fast, functools.reduce(b.or_, [b.icmp_signed("==", kh, c64(n)) for n in GATHER_ROWS]))
+                    for nrows in GATHER_ROWS:
+                        with b.if_then(b.and_(fast, b.icmp_signed("==", kh, c64(nrows)))):
+                            loaded = []
+                            for kyc in range(nrows):
+                                iy = b.add(iy0, b.mul(c64(kyc), dh))
+                                loaded.append(masked_load(e, v32, e.gep(F32, ximg, b.mul(b.add(b.mul(iy, W), ix0), ldx)),
+                                                          mask32))
+                            for kyc, v in enumerate(loaded):
+                                store_bf16(e, v, dgep(dst, b.mul(c64(kyc), krow)), mask32)
                 with b.if_then(b.not_(fast)):
                     with e.loop(0, kh, name="gky") as ky:
                         iy = b.add(iy0, b.mul(ky, dh))
@@ -833,8 +835,8 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
     return rows, ntaps, cin
 
 
-#: kernel rows of a stem gathered with all their loads first (bf16 AMX rows; 7: a 7x7 stem)
-GATHER_ROWS = 7
+#: kernel heights of a stem whose rows are gathered with all their loads first (bf16 AMX rows)
+GATHER_ROWS = (3, 5, 7)
 
 
 def emit_prefetch_slice(e: Emitter, base: ir.Value, nbytes: ir.Value, part: ir.Value, parts: ir.Value) -> None:
