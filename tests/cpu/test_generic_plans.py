@@ -200,3 +200,32 @@ def test_the_template_is_used_only_between_verified_values() -> None:
     tpl.failed = [((1, 16),)]
     assert [n for n in (3, 5, 10, 16, 17, 40, 77, 100, 101) if tpl._covered((n,))] == [5, 40, 77, 100]  # (16 failed: not between 5 and 40)
     assert tpl._vars(((2, 40),)) is None  # another batch: not this template's shapes
+
+
+def _fpn() -> Model:
+    """Two convolution branches concatenated on channels (written in place into the Concat: views
+    that are no reshape of their base), then a 1x1 convolution: PP-OCR's neck in small."""
+    x = ops.parameter([1, 3, -1, -1], np.float32, name="image")
+    a = ops.relu(ops.convolution(x, _x(8, 3, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1]))
+    b = ops.relu(ops.convolution(x, _x(8, 3, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]))
+    cat = ops.concat([a, b], 1)
+    return Model([ops.convolution(cat, _x(4, 16, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1])], [x], "fpn")
+
+
+def test_convnet_with_channel_concat_views(monkeypatch: pytest.MonkeyPatch) -> None:
+    feeds = [[_x(1, 3, h, w)] for h, w in ((16, 24), (24, 32), (16, 40), (32, 24), (24, 24), (16, 32))]
+    _check(_fpn(), feeds, monkeypatch, tol=1e-4)
+
+
+def test_an_internal_error_of_the_template_only_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: object, key: tuple, prog: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(generic.PlanTemplate, "observe", broken)
+    model = _two_dims()
+    feeds = [[_x(b, s, HIDDEN)] for b, s in SHAPES_2D[:4]]
+    outs, stats = _run(model, feeds, True, monkeypatch)
+    reference = ember.Core().compile_model(model, "REFERENCE")
+    for f, got in zip(feeds, outs):
+        np.testing.assert_allclose(got, reference(f)[0], rtol=2e-5, atol=2e-5)
+    assert stats["generic"] == 0 and "internal error: RuntimeError: boom" in stats["generic_off"]

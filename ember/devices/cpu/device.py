@@ -328,7 +328,11 @@ class _Programs:
         model, order = self.model, None
         t0 = time.perf_counter()
         if key and self.template is not None:
-            made = self.template.program(key)
+            try:
+                made = self.template.program(key)
+            except Exception as e:  # noqa: BLE001 - never worse than lowering the shape
+                self._template_failed(e)
+                made = None
             if made is not None:  # a shape-generic plan: the template's ops at these sizes
                 plan_memory(made)
                 self.stats["generic"] += 1
@@ -352,9 +356,19 @@ class _Programs:
         self.stats["weights_packed"], self.stats["weights_reused"] = self.weights.packed, self.weights.reused
         if key and self.template is not None and model is not self.model:
             t2 = time.perf_counter()
-            self.template.observe(key, prog)  # a sample: the template is fitted and checked against it
+            try:
+                self.template.observe(key, prog)  # a sample: the template is fitted and checked against it
+            except Exception as e:  # noqa: BLE001 - never worse than lowering every shape
+                self._template_failed(e)
             seconds["generic_checks"] += time.perf_counter() - t2
         return prog, self._nodes if model is not self.model else 0
+
+    def _template_failed(self, e: Exception) -> None:
+        """A shape-generic plan's internal error: logged, and the model's shapes lowered from now on."""
+        log.warning("CPU: shape-generic plans off for '%s' after an internal error (%s: %s); new input shapes "
+                    "are lowered", self.model.friendly_name, type(e).__name__, e)
+        self.template.off = f"internal error: {type(e).__name__}: {e}"
+        self.template.blockers.append(self.template.off)
 
     def _specialize(self, key: tuple) -> tuple[Model, list[Any] | None]:
         """The transformed model with static input shapes ``key``, folded for them, and its

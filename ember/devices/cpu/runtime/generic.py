@@ -96,7 +96,8 @@ def _is_reshape(t: Tensor) -> bool:
         v = t.make_view(probe)
     except Exception:  # noqa: BLE001 - not a reshape, then
         return False
-    return v.shape == t.shape and np.shares_memory(v, probe) and np.array_equal(v, probe.reshape(t.shape))
+    return v.shape == t.shape and v.size == probe.size and np.shares_memory(v, probe) \
+        and np.array_equal(v, probe.reshape(t.shape))
 
 
 def _reshaper(shape: tuple[int, ...]) -> Any:
