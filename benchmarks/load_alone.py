@@ -23,6 +23,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,28 @@ def session5_policy(pool: object) -> None:
         chooser.reference = deque(maxlen=0)
 
 
+def _compile(core: Any, spec: Any, precision: str, threads: int, own_pool: bool = False) -> Any:
+    """One configuration; ``own_pool``: on a pool of its own (``EMBER_SHARE_POOLS=0``), so that
+    a policy changed on its pool (:func:`session5_policy`) does not reach the models sharing
+    the process's pool."""
+    import os
+
+    from ember.devices.cpu.runtime import threadpool
+
+    old = os.environ.get(threadpool.SHARE_POOLS_ENV)
+    if own_pool:
+        os.environ[threadpool.SHARE_POOLS_ENV] = "0"
+    try:
+        return core.compile_model(str(spec.path), "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                         "INFERENCE_NUM_THREADS": threads})
+    finally:
+        if own_pool:
+            if old is None:
+                del os.environ[threadpool.SHARE_POOLS_ENV]
+            else:
+                os.environ[threadpool.SHARE_POOLS_ENV] = old
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet50")
@@ -63,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = compare.model_spec(name)
         feeds = compare.default_inputs(spec.path, 0, spec.shapes)
         variants = [(t, "now") for t in (2, 1)] + ([(2, "s5")] if args.s5 else [])
-        configs = {(p, t, pol): core.compile_model(str(spec.path), "CPU", {"INFERENCE_PRECISION_HINT": p,
-                                                                          "INFERENCE_NUM_THREADS": t})
+        configs = {(p, t, pol): _compile(core, spec, p, t, own_pool=pol == "s5")
                    for p in args.precisions.split(",") for t, pol in variants}
         for (_, _, pol), cm in configs.items():
             if pol == "s5":
