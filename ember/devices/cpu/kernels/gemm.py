@@ -1742,7 +1742,23 @@ class IGemmCall:
         ctx[IGEMM_CONTEXT["x"]], ctx[IGEMM_CONTEXT["y"]] = x, y
         ctx[IGEMM_CONTEXT["bias"]], ctx[IGEMM_CONTEXT["res"]] = bias, residual
         ctx[IGEMM_CONTEXT["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0) | self.act_flags
-        return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads, (self.packed, self._zero, *keep), layout=IGEMM_CONTEXT)
+        return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads, (self.packed, self._zero, *keep),
+                           layout=IGEMM_CONTEXT, finer=functools.partial(self.finer_split, ctx))
+
+    def finer_split(self, ctx: np.ndarray, threads: int) -> tuple[np.ndarray, int] | None:
+        """A copy of ``ctx`` (a context of this call) with the block plan made for ``threads``
+        threads, and its task count; None when that plan has no more tasks than this one. The
+        same work cut into smaller tasks (:attr:`BoundKernel.finer`: a plan runs it on a busy
+        machine, where a worker that loses its core holds a smaller part of the job)."""
+        packed = self.packed
+        m = int(ctx[IGEMM_CONTEXT["m"]])
+        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile, threads)
+        n = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
+        if n <= self.n_tasks:
+            return None
+        fine = ctx.copy()
+        fine[IGEMM_CONTEXT["tm"]], fine[IGEMM_CONTEXT["tn"]], fine[IGEMM_CONTEXT["gm"]], fine[IGEMM_CONTEXT["gn"]] = tm, tn, gm, gn
+        return fine, n
 
 
 def y_bf16_ok(packed: PackedWeights) -> bool:

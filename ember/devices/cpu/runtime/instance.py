@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,22 @@ from ember.devices.cpu.runtime.threadpool import PoolLease, ThreadPool
 from ember.errors import EmberError, InferenceError
 
 log = logging.getLogger("ember.cpu")
+
+#: on a machine the pool judges busy, a parallel run uses a second step table whose GEMMs and
+#: convolutions are cut for ``BUSY_SPLIT`` times the plan's threads (``BoundKernel.finer``): a
+#: worker that loses its core to another process then holds a smaller part of a job, and the
+#: caller takes the rest (bf16's AMX jobs are 2 tasks on 2 threads on a quiet plan). 0 or 1:
+#: off. ``EMBER_BUSY_SPLIT`` overrides (for A/B runs); a quiet machine is never affected.
+BUSY_SPLIT = 3
+
+
+def busy_split() -> int:
+    """:data:`BUSY_SPLIT`, or ``EMBER_BUSY_SPLIT`` when set."""
+    env = os.environ.get("EMBER_BUSY_SPLIT", "").strip()
+    try:
+        return int(env) if env else BUSY_SPLIT
+    except ValueError:
+        return BUSY_SPLIT
 
 #: where a control-flow body's plan adds its per-op times while the If/Loop step that runs it is
 #: being profiled (a body's executable is called by the step, which has no profile argument)
@@ -92,6 +109,8 @@ class Instance:
         segments: list[Any] = []  # (first, count) native runs, or python callables
         self.op_spans: list[tuple[Op, Any]] = []
         patchable, readers = self._patchable_inputs(program)
+        self._finer_rows: list[tuple[int, BoundKernel]] = []  # steps whose tasks can be cut finer
+        self._busy_table: np.ndarray | None = None
         self.bindings: list[InputBinding] = []
         kernels_of: dict[int, list[BoundKernel]] = {}  # op index -> its bound kernels
         for op_index, op in enumerate(program.ops):
@@ -105,6 +124,8 @@ class Instance:
                 for k in kernels:
                     rows.append([k.task, k.ctx.ctypes.data, k.n_tasks, k.num_threads])
                     keep.append(k)
+                    if k.finer is not None and k.num_threads > 1:
+                        self._finer_rows.append((len(rows) - 1, k))
                 span = (first, len(kernels))
                 if segments and isinstance(segments[-1], list):
                     segments[-1][1] += len(kernels)
@@ -119,6 +140,7 @@ class Instance:
         for tid, index in patchable.items():
             self.bindings.append(self._input_binding(program, tid, index, kernels_of, readers.get(tid, [])))
         self.table = np.array(rows if rows else [[0] * STEP_WORDS], np.int64).reshape(-1, STEP_WORDS)
+        self._table = self.table  # the table of the current run
         self.segments = [tuple(s) if isinstance(s, list) else s for s in segments]
         self._runner = run_steps_function()
         self._input_ids = [t.id for t in program.inputs]
@@ -145,6 +167,33 @@ class Instance:
                     if start <= addr < end:
                         slots.append((k.ctx, word, addr - start))
         return InputBinding(index, t.dtype, t.shape, slots)
+
+    @property
+    def busy_table(self) -> np.ndarray:
+        """The step table a parallel run uses on a machine the pool judges busy: the GEMM and
+        convolution steps cut for :data:`BUSY_SPLIT` times their threads (the same array as
+        :attr:`table` when no step has a finer split, or the split is off). Made at the first
+        busy run (a quiet machine never pays for it); the finer contexts join the input
+        bindings' slots."""
+        if self._busy_table is None:
+            split = busy_split()
+            table = self.table
+            fine_of: dict[int, np.ndarray] = {}
+            for row, k in self._finer_rows if split > 1 else ():
+                assert k.finer is not None
+                fine = k.finer(k.num_threads * split)
+                if fine is None:
+                    continue
+                if table is self.table:
+                    table = self.table.copy()
+                table[row, 1], table[row, 2] = fine[0].ctypes.data, fine[1]
+                fine_of[id(k.ctx)] = fine[0]
+            for binding in self.bindings:
+                binding.slots += [(fine_of[id(ctx)], word, delta) for ctx, word, delta in binding.slots
+                                  if id(ctx) in fine_of]
+            self._keep_finer = list(fine_of.values())
+            self._busy_table = table
+        return self._busy_table
 
     @staticmethod
     def _patchable_inputs(program: Program) -> tuple[dict[int, int], dict[int, list[int]]]:
@@ -214,7 +263,7 @@ class Instance:
 
     # -- running --------------------------------------------------------------------------
     def _native(self, first: int, count: int) -> None:
-        self._runner(self.pool.handle, self.pool.parallel_for_address, self.table.ctypes.data, first, count)
+        self._runner(self.pool.handle, self.pool.parallel_for_address, self._table.ctypes.data, first, count)
 
     def run(self, inputs: Sequence[np.ndarray], profile: dict[str, float] | None = None) -> list[np.ndarray]:
         body_profile = _BODY_PROFILE.get()
@@ -235,6 +284,8 @@ class Instance:
             self.pool.adapt()  # the load, the spin budget, on a busy machine this run's mode
             if not self.pool.serial_run:  # the workers wake up while the inputs are bound, not in the first job
                 self.pool.wake(self._wake_threads)
+            # finer tasks while other processes take cores (a serial run keeps the coarse ones)
+            self._table = self.busy_table if self.pool.busy and not self.pool.serial_run else self.table
         slots: dict[int, np.ndarray] = dict(zip(self._input_ids, inputs))
         held = []
         for binding in self.bindings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +19,10 @@ class BoundKernel:
     native plan runner uses ``task``, ``ctx.ctypes.data`` and ``n_tasks`` directly. ``keep``
     holds the arrays whose addresses are in ``ctx`` (weights, bias), so they stay alive.
     ``layout`` names the context's words; its pointer words are the binding slots a plan
-    re-points when a kernel reads a model input in place.
+    re-points when a kernel reads a model input in place. ``finer`` (kernels whose split is a
+    block plan in their context: the implicit GEMMs) gives, for a thread count, a copy of ``ctx``
+    with a block plan made for that many threads and its task count (None when that plan has
+    no more tasks): the same work in smaller tasks, which a plan runs on a busy machine.
     """
 
     task: int
@@ -27,6 +31,7 @@ class BoundKernel:
     num_threads: int
     keep: tuple = ()
     layout: ContextLayout = field(kw_only=True)
+    finer: Callable[[int], tuple[np.ndarray, int] | None] | None = field(default=None, kw_only=True)
 
     @property
     def pointer_words(self) -> tuple[int, ...]:
