@@ -1162,12 +1162,16 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                                   b.icmp_signed("<=", M, b.mul(a("oh"), a("ow")))))
     in_place = b.and_(x_bf16, b.and_(b.icmp_signed("==", a("merge"), c64(0)),
                                      b.icmp_signed("==", a("cin"), b.mul(a("ktap"), c64(2)))))
+    # linear rows that are copied (f32 X converted, or a padded K): no row table either
+    lin_copy = b.and_(b.and_(linear, b.icmp_signed("==", a("merge"), c64(0))), b.not_(in_place))
     linear = b.and_(linear, in_place)
     rsb = b.mul(e.cdiv(b.mul(a("ktap"), c64(4)), 64), c64(64))  # bytes of a converted row: ktap bf16 pairs
     # a stem's taps (merged into one row per pixel) are gathered as bf16 rows of rsb bytes
     merged = b.icmp_signed("!=", a("merge"), c64(0))
-    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE, b.select(x_bf16, c64(2), c64(4)), skip=in_place,
-                                     gather16=rsb)
+    rows, ntaps, cin = emit_f32_rows(e, a, blk, AMX_TILE, b.select(x_bf16, c64(2), c64(4)),
+                                     skip=b.or_(in_place, lin_copy), gather16=rsb)
+    xe = b.select(x_bf16, c64(2), c64(4))
+    xgx = e.gep(I8, a("x", PTR), b.mul(b.mul(g, a("xg")), xe))
     ldx2 = b.mul(a("ldx"), c64(2))
     xg16 = e.gep(I8, a("x", PTR), b.mul(b.mul(g, a("xg")), c64(2)))
     kq, nck, ktap = a("kq"), a("nck"), a("ktap")
@@ -1313,7 +1317,9 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
                         b.store(hbase, e.gep(PTR, aptr, slot))
                         b.store(rsb, e.gep(I64, alds, slot))
                         with e.loop(0, e.min(hrows, c64(H)), name=f"ar{h}") as r:
-                            src = e.load(PTR, e.gep(PTR, tab, r))
+                            xr = b.add(b.add(b.add(m0, b.mul(it, c64(MR))), c64(h * H)), r)
+                            src = b.select(lin_copy, e.gep(I8, xgx, b.mul(b.mul(xr, a("ldx")), xe)),
+                                           e.load(PTR, e.gep(PTR, tab, r)))
                             dst = e.gep(I8, hbase, b.mul(r, rsb))
                             with b.if_else(x_bf16) as (as_is, convert):
                                 with as_is:
