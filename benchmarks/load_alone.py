@@ -14,7 +14,9 @@ machine compare the ratios.
 ``--s5`` also compiles each 2-thread configuration a second time with session 5's pool policy
 (busy judged from the workers' own preemptions over 0.1-5 s windows, the run-mode chooser
 without its parallel probe: :func:`session5_policy`), timed in the same rounds: the ratio
-``/s5`` of the two is the A/B of the policies under the same load.
+``/s5`` of the two is the A/B of the policies under the same load. ``--coarse`` does the same
+with a configuration that keeps its plan's own tasks on a busy machine (no finer split:
+``Instance.busy_table``), on the same shared pool: ``/coarse`` is the A/B of the split.
 """
 
 from __future__ import annotations
@@ -76,21 +78,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds quiet and loaded")
     ap.add_argument("--runs", type=int, default=20, help="runs per configuration and round")
     ap.add_argument("--s5", action="store_true", help="also time 2 threads under session 5's pool policy")
+    ap.add_argument("--coarse", action="store_true",
+                    help="also time 2 threads without the busy machine's finer tasks (Instance.busy_table)")
     args = ap.parse_args(argv)
+    if args.s5 and args.coarse:
+        ap.error("--s5 and --coarse are two different A/B baselines: one at a time")
+    base = "s5" if args.s5 else "coarse" if args.coarse else "s5"
     import ember
 
     core = ember.Core()
-    rows = ["| model | precision | threads | policy | quiet ms | loaded ms | loaded / quiet | quiet /s5 | loaded /s5 "
+    rows = [f"| model | precision | threads | policy | quiet ms | loaded ms | loaded / quiet | quiet /{base} | loaded /{base} "
             "| quiet serial % | loaded serial % |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.models.split(","):
         spec = compare.model_spec(name)
         feeds = compare.default_inputs(spec.path, 0, spec.shapes)
-        variants = [(t, "now") for t in (2, 1)] + ([(2, "s5")] if args.s5 else [])
+        variants = [(t, "now") for t in (2, 1)] + ([(2, base)] if args.s5 or args.coarse else [])
         configs = {(p, t, pol): _compile(core, spec, p, t, own_pool=pol == "s5")
                    for p in args.precisions.split(",") for t, pol in variants}
         for (_, _, pol), cm in configs.items():
             if pol == "s5":
                 session5_policy(cm._executable.pool)
+            elif pol == "coarse":  # the plan's own tasks on a busy machine too
+                for inst in cm._executable._instances.values():
+                    inst.busy_table = inst.table
         for cm in configs.values():
             for _ in range(3):
                 cm(feeds)
@@ -117,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             q = float(np.median(times[(p, t, pol, False)])) * 1e3
             lo = float(np.median(times[(p, t, pol, True)])) * 1e3
             ab = ""
-            if (p, t, "s5") in configs:
-                ab = " | ".join(f"{m / float(np.median(times[(p, t, 's5', x)])) / 1e3:.2f}"
+            if (p, t, base) in configs:
+                ab = " | ".join(f"{m / float(np.median(times[(p, t, base, x)])) / 1e3:.2f}"
                                 for m, x in ((q, False), (lo, True)))
             ser = " | ".join(f"{100 * np.mean(serial[(p, t, pol, x)]):.0f}" if t > 1 else "" for x in (False, True))
             rows.append(f"| {name} | {p} | {t} | {pol} | {q:.2f} | {lo:.2f} | {lo / q:.2f} | {ab or ' | '} | {ser} |")

@@ -65,3 +65,12 @@ def test_busy_split_knob_turns_it_off(monkeypatch):
     model = _models()[0][0]
     inst = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 2})._executable._instances[()]
     assert inst.busy_table is inst.table
+
+
+def test_a_plan_can_keep_its_own_tasks_when_busy():
+    inst = ember.Core().compile_model(_models()[0][0], "CPU", {"INFERENCE_NUM_THREADS": 2})._executable._instances[()]
+    assert inst.busy_table is not inst.table
+    inst.busy_table = inst.table  # what load_alone.py --coarse does
+    assert inst.busy_table is inst.table
+    with pytest.raises(ember.EmberError):
+        inst.busy_table = inst.table.copy()

@@ -195,6 +195,13 @@ class Instance:
             self._busy_table = table
         return self._busy_table
 
+    @busy_table.setter
+    def busy_table(self, table: np.ndarray) -> None:
+        """Set to :attr:`table` to keep the plan's own tasks on a busy machine too (A/B runs)."""
+        if table is not self.table:
+            raise EmberError("ember: busy_table can only be set to the plan's own table")
+        self._busy_table = table
+
     @staticmethod
     def _patchable_inputs(program: Program) -> tuple[dict[int, int], dict[int, list[int]]]:
         """{copy tensor id: input index} of model inputs that only native ops read (directly
