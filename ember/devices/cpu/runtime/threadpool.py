@@ -58,6 +58,13 @@ involuntary context switches per CPU-second they use decide (``BUSY_PREEMPTIONS`
 ``QUIET_PREEMPTIONS``, over longer windows). ``EMBER_PIN_THREADS=0``/``1`` (or ``pin=``)
 fixes the pinning.
 
+Compiled models share pools: :func:`lease_pool` gives each model (each stream) a
+:class:`PoolLease` on the process's pool for its thread count and pinning (OpenVINO's models
+share one TBB arena the same way), so a second compile starts no thread and a model run right
+after another finds the workers awake. The lease keeps what is one model's (its
+:class:`ModeChooser`, its ``serial`` setting); the load judgement, pinning and spin are the
+pool's. ``EMBER_SHARE_POOLS=0`` gives every lease a pool of its own (A/B runs).
+
 Calling :meth:`ThreadPool.parallel_for` from Python is one ctypes call that releases the GIL.
 Native code (a plan runner) can call the ``parallel_for`` function at
 :attr:`ThreadPool.parallel_for_address` directly with :attr:`ThreadPool.handle`.
