@@ -20,8 +20,9 @@ int8 A tiles are loaded straight from the activations (``tileloadd`` with the ro
 a half tile's 16 row pointers are uniformly strided (GEMM rows, a 1x1 convolution, a 3x3
 convolution's 16 pixels inside one output row, a stem's gathered rows); other halves (image
 borders, a row wrap, the last partial tile, padded taps) are copied into a zero-padded stack
-buffer first. bf16 A rows are converted from f32 per tile. After a block's taps the C tiles go
-to a 4 KB stack buffer and the epilogue runs row by row.
+buffer first (:func:`tap_descriptors` finds them from the geometry). bf16 A rows are read
+in place the same way when X is bf16 in memory, else converted from f32 per tile. After a
+block's taps the C tiles go to a 4 KB stack buffer and the epilogue runs row by row.
 """
 
 from __future__ import annotations

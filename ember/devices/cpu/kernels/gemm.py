@@ -27,9 +27,11 @@ bf16 (``precision="bf16"``, AVX512_BF16): weights are packed once as bf16 channe
 micro-kernel runs ``vdpbf16ps`` (two products per lane, f32 accumulation) with the same f32
 epilogue. With AMX (``isa.amx_bf16``) the weights are one chunk of all of K (its pairs zero
 padded to whole tile steps) and ``amx_bf16_task`` runs instead: per 32-row tile, A rows
-converted to bf16 once, 32 x 32 blocks of ``tdpbf16ps`` (:mod:`ember.devices.cpu.kernels.amx`),
-the f32 epilogue row by row. Both bf16 kernels may also read X (``FLAG_XBF16``: copied, not
-converted) and the residual (``FLAG_RES16``) as bf16 and store Y as bf16 (``FLAG_YBF16``,
+converted to bf16 once (bf16 X: tiles read in place where a half tile's 16 rows are uniformly
+strided, found without a row table), 32 x 32 blocks of ``tdpbf16ps``
+(:mod:`ember.devices.cpu.kernels.amx`), the f32 epilogue row by row one block behind. Both bf16
+kernels may also read X (``FLAG_XBF16``: not converted) and the residual (``FLAG_RES16``) as
+bf16 and store Y as bf16 (``FLAG_YBF16``,
 rounded after the whole f32 epilogue; all of K in one chunk or AMX): the lowering keeps
 activations bf16 between such kernels under the bf16 hint.
 
