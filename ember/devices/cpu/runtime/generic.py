@@ -120,6 +120,7 @@ class PlanTemplate:
         self._varying: list[tuple[int, list[list[Formula]]]] = []  # the tensors whose dims are not all constant
         self.largest: dict[int, np.ndarray] = {}  # per shape-changing constant: the largest sample's data
         self.reshapes: set[int] = set()  # views re-made as reshapes at a new shape
+        self._probed: set[int] = set()
         self.verified: list[tuple] = []  # input shapes at which the template's plan matched the lowered one
         self.failed: list[tuple] = []  # ... and at which it did not (another structure, other contexts)
         self.off: str | None = None  # why the template is not used (None: it is)
@@ -142,7 +143,6 @@ class PlanTemplate:
                 self.off = "a tensor of dynamic shape"
                 return
             self.base, self.base_key, self._sig = prog, key, _signature(prog)
-            self.reshapes = {t.id for t in prog.tensors if t.kind == "view" and _is_reshape(t)}
             self._add_sample(key, prog)
             self.verified.append(key)  # the template at the base's shapes is the base plan
             return
@@ -208,6 +208,13 @@ class PlanTemplate:
             dims.append(per)
         self.dims = dims
         self._varying = [(tid, per) for tid, per in enumerate(dims) if any(f[0] != "c" for fits in per for f in fits)]
+        assert self.base is not None
+        for tid, _ in self._varying:  # (probed once, and only for the views whose sizes change)
+            t = self.base.tensors[tid]
+            if t.kind == "view" and tid not in self._probed:
+                self._probed.add(tid)
+                if _is_reshape(t):
+                    self.reshapes.add(tid)
         largest: dict[int, np.ndarray] = {}
         for tid in self.samples[0][2]:
             datas = [s[2][tid] for s in self.samples]
