@@ -912,7 +912,7 @@ def _eltwise_library(isa: Isa, rtype: str = "f32", full: bool = False) -> jit.Li
 
 #: rows up to this long get a compiled program (longer ones amortize the interpreter's cost)
 COMPILE_BELOW = 1024
-#: and programs over at least this many elements (a compile costs about 30-60 ms, once per
+#: and programs over at least this many elements (a compile costs about 70-90 ms, once per
 #: program on disk); ``None`` switches compiled programs off
 COMPILE_FROM: int | None = 1 << 16
 
