@@ -176,3 +176,23 @@ def test_a_model_compiled_before_a_fork_runs_in_the_child():
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+def test_a_lease_released_while_a_pool_is_being_made_does_not_deadlock(monkeypatch):
+    """A garbage collection inside ``lease_pool`` (it allocates) may run a dead model's finalizer,
+    which releases its lease: the registry's lock must let it (a hang here is the failure)."""
+    other = lease_pool(2, slot=95)
+    real_init = ThreadPool.__init__
+
+    def init(self, *args, **kwargs):
+        other.close()  # what a finalizer run by a collection at this point does
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadPool, "__init__", init)
+    made = []
+    t = threading.Thread(target=lambda: made.append(lease_pool(2, slot=94)), daemon=True)
+    t.start()
+    t.join(timeout=60)
+    assert not t.is_alive() and len(made) == 1
+    assert other.pool._closed and not made[0].pool._closed
+    made[0].close()

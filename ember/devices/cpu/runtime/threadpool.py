@@ -1251,7 +1251,7 @@ _pools: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
 #: ``EMBER_SHARE_POOLS=0`` gives each its own, as before session 7 (for A/B runs)
 SHARE_POOLS_ENV = "EMBER_SHARE_POOLS"
 _shared: dict[tuple[Any, ...], ThreadPool] = {}
-_shared_lock = threading.Lock()
+_shared_lock = threading.RLock()  # re-entrant: a collection inside lease_pool may release another lease
 
 
 def share_pools() -> bool:
@@ -1405,7 +1405,7 @@ def _after_fork_in_child() -> None:
         pool._adapt_lock = threading.Lock()  # another thread may have held it at the fork
     _pinned.clear()
     _shared.clear()
-    _shared_lock = threading.Lock()
+    _shared_lock = threading.RLock()
     _default = None
 
 
