@@ -206,3 +206,60 @@ def test_bf16_blocks_fused_equal_unfused(name: str, monkeypatch: pytest.MonkeyPa
         assert len(_fused_ops(cm)) == int(enabled)
         outs[enabled] = cm([x])[cm.output(0)]
     np.testing.assert_array_equal(outs[True], outs[False])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", [CASES[i] for i in (0, 1, 2, 3, 6, 8, 9, 10, 11)], ids=_id)
+def test_expand_fused_matches_numpy(case: tuple, threads: int) -> None:
+    """The expand 1x1 (+ bias, ReLU6) fused in front: each band's window of the expansion."""
+    n, h, w, c, k, s, pb, pe, co, (dw_epi, act, affine), pw_epi, biases, with_res, xs, _ = case
+    rng = np.random.default_rng(h * 17 + c + co)
+    cin = 5 + c % 13
+    geo = ConvGeometry(n, h, w, c, c, k, k, s, (1, 1), pb, pe, c)
+    wide = rng.standard_normal((n, h, w, cin + 3 if xs else cin), np.float32)
+    x = wide[..., 2:2 + cin] if xs else wide
+    we = (rng.standard_normal((c, cin, 1, 1)) / np.sqrt(cin)).astype(np.float32)
+    be = rng.standard_normal(c).astype(np.float32) if biases else None
+    wd = rng.standard_normal((c, 1, k, k), np.float32) / k
+    wp = (rng.standard_normal((co, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    bd = rng.standard_normal(c).astype(np.float32) if biases else None
+    bp = rng.standard_normal(co).astype(np.float32) if biases else None
+    res = rng.standard_normal((n, geo.oh, geo.ow, co), np.float32) if with_res else None
+    expanded = np.clip(x.astype(np.float64) @ we[:, :, 0, 0].T.astype(np.float64) + (0.0 if be is None else be),
+                       0.0, 6.0)
+    want = reference(expanded, wd, bd, geo, dw_epi, act, affine, wp, bp, res, pw_epi)
+    kernel = DwPointwise(geo, wd, wp, dw_epi, pw_epi, num_threads=threads, activation=act, affine=affine,
+                         expand=(we, RELU6))
+    assert kernel.nb * kernel.rows >= geo.oh
+    y = aligned_empty((n, geo.oh, geo.ow, co))
+    y[:] = np.nan
+    kernel.bind(x, y, bd, bp, res, be).run()
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_blocks_with_expand_fused_match_reference(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole blocks (expand, depthwise, project) as one kernel, on CPU against REFERENCE."""
+    monkeypatch.setattr(dw_pointwise, "MIN_PIXELS_PER_COUT", 0.0)
+    monkeypatch.setattr(dw_pointwise, "ENABLED", True)
+    monkeypatch.setattr(dw_pointwise, "EXPAND", True)
+    monkeypatch.setattr(dw_pointwise, "EXPAND_MIN_BYTES", 0)
+    model = block(*BLOCKS[name])
+    c, hw = BLOCKS[name][:2]
+    x = np.random.default_rng(hw).standard_normal((1, c, hw, hw)).astype(np.float32)
+    ref = ember.Core().compile_model(model, "REFERENCE")
+    cm = ember.Core().compile_model(model, "CPU")
+    assert [n.count("+") for n in _fused_ops(cm)] == [2]
+    np.testing.assert_allclose(cm([x])[cm.output(0)], ref([x])[ref.output(0)], rtol=1e-4, atol=1e-4)
+
+
+def test_expand_rule_keeps_small_expansions_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The expand 1x1 joins only when the expanded tensor has EXPAND_MIN_BYTES (56x56x144 does,
+    28x28x144 does not); depthwise + 1x1 are fused in both."""
+    monkeypatch.setattr(dw_pointwise, "ENABLED", True)
+    monkeypatch.setattr(dw_pointwise, "EXPAND", True)
+    assert 56 * 56 * 144 * 4 >= dw_pointwise.EXPAND_MIN_BYTES > 28 * 28 * 144 * 4
+    large = ember.Core().compile_model(block(24, 56, 6, 3, 1, "relu6", True), "CPU")
+    small = ember.Core().compile_model(block(24, 28, 6, 3, 1, "relu6", True), "CPU")
+    assert [n.count("+") for n in _fused_ops(large)] == [2]
+    assert [n.count("+") for n in _fused_ops(small)] == [1]

@@ -2,7 +2,9 @@
 inverted residual blocks of MobileNetV2 and EfficientNet (depthwise 3x3/5x5 -> project 1x1):
 one task computes a band of the depthwise output's rows into a stack buffer (it stays in L1/L2),
 then the 1x1 GEMM of those rows straight into the output, epilogue as usual. The depthwise
-output never goes to memory and the block is one parallel job instead of two.
+output never goes to memory and the block is one parallel job instead of two. With ``expand``
+the block's expand 1x1 runs first in the same task, on the window of input rows the band reads
+(a second stack buffer): the whole block is one job and the expanded tensor is never stored.
 
 The task reuses both kernels as they are: :mod:`depthwise`'s specialized task (its context copied
 with Y pointed at the stack buffer) and :mod:`gemm`'s implicit-GEMM task (its context copied with
@@ -24,6 +26,7 @@ from ember.devices.cpu.kernels.gemm import (
     NO_EPILOGUE,
     Epilogue,
     IGemmCall,
+    PackedWeights,
     Precision,
     as_precision,
     check_bias,
@@ -50,11 +53,22 @@ BAND_COST_PIXELS = 24
 #: channels: on 7x7 maps the unfused 1x1 splits its weights between the threads by output
 #: channels, while fused bands each stream all of them (a 960 -> 160 1x1 is 600 KB)
 MIN_PIXELS_PER_COUT = 1.0
+#: also fuse the expand 1x1 before the depthwise layer, f32 (its output, the expanded tensor,
+#: then never goes to memory either; ``EMBER_DW_FUSE_EXPAND=0`` turns it off): each band computes
+#: the rows of the expansion it reads, so the rows two bands share are computed twice
+EXPAND = os.environ.get("EMBER_DW_FUSE_EXPAND", "1") != "0"
+#: the stack buffer of a band's window of the expanded tensor stays under this many bytes
+EXPAND_SCRATCH_BYTES = 1 << 20
+#: the expand 1x1 is fused when the expanded tensor has at least this many bytes: one thread,
+#: per block, MobileNetV2's and EfficientNet-Lite0's 112x112x96 and 56x56x144 ones (1.8-4.8 MB)
+#: ran 0.72-0.91x the expand + fused depthwise and 1x1; the 28x28 and 14x14 ones (150-600 KB,
+#: in L2 anyway) 0.97-1.22x, the rows computed twice costing more than the traffic saved
+EXPAND_MIN_BYTES = 1 << 20
 
 DW_PW_CONTEXT = ContextLayout(
     "dw_pointwise",
     ("x", "y", "res", "dwfn", "dwctx", "gfn", "gctx", "nb", "band", "oh", "ow", "cs", "ldy", "ldr", "sb", "yb",
-     "rb"),
+     "rb", "efn", "ectx", "h", "w", "sh", "pt", "kspan", "es", "win", "eldx", "exn"),
     pointers=("x", "y", "res"))
 
 
@@ -96,6 +110,24 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
     # (pixel pix0 of the whole output) lands on the buffer's start
     dwc = copy_context(e.arg("dwctx", PTR), DW_SPEC_CONTEXT.words)
     put(dwc, DW_SPEC_CONTEXT, "x", e.arg("x"))
+    # with an expand 1x1 first (efn): the rows of its output the band reads (the window) into a
+    # second stack buffer, and the depthwise kernel reads them there (its X placed so that row
+    # iy of the image is row iy - iy_a of the window; its image stride is 0)
+    with b.if_then(b.icmp_unsigned("!=", e.arg("efn"), c64(0))):
+        H, W, es = e.arg("h"), e.arg("w"), e.arg("es")
+        iy_a = e.max(c64(0), b.sub(b.mul(oy0, e.arg("sh")), e.arg("pt")))
+        iy_b = e.min(H, b.add(b.sub(b.mul(b.sub(oy1, c64(1)), e.arg("sh")), e.arg("pt")), e.arg("kspan")))
+        nin = b.mul(e.max(c64(0), b.sub(iy_b, iy_a)), W)
+        window = aligned_alloca(e, ir.FloatType(), b.mul(b.mul(e.arg("win"), W), es))
+        ec = copy_context(e.arg("ectx", PTR), IGEMM_CONTEXT.words)
+        first = b.add(b.mul(img, e.arg("exn")), b.mul(b.mul(iy_a, W), e.arg("eldx")))
+        put(ec, IGEMM_CONTEXT, "x", b.add(e.arg("x"), b.mul(first, c64(4))))
+        put(ec, IGEMM_CONTEXT, "y", window)
+        for name in ("m", "w", "ow"):
+            put(ec, IGEMM_CONTEXT, name, nin)
+        with b.if_then(b.icmp_signed(">", nin, c64(0))):
+            b.call(b.inttoptr(e.arg("efn"), task_ptr), [ec, c64(0)])
+        put(dwc, DW_SPEC_CONTEXT, "x", b.sub(b.ptrtoint(window, I64), b.mul(b.mul(b.mul(iy_a, W), es), c64(4))))
     put(dwc, DW_SPEC_CONTEXT, "y", b.sub(b.ptrtoint(scratch, I64), b.mul(b.mul(pix0, cs), sb)))
     b.call(b.inttoptr(e.arg("dwfn"), task_ptr), [dwc, task])
     # the 1x1 GEMM of the band's pixels: one block of every row tile and panel
@@ -112,7 +144,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"dw_pointwise|{isa.level}|v2", isa, lambda p: _build(p, isa))
+    return jit.load(f"dw_pointwise|{isa.level}|v3", isa, lambda p: _build(p, isa))
 
 
 def band_rows(batch: int, oh: int, ow: int, channels: int, threads: int) -> int:
@@ -128,6 +160,37 @@ def band_rows(batch: int, oh: int, ow: int, channels: int, threads: int) -> int:
         if best is None or span < best[0]:
             best = (span, rows)
     return 0 if best is None else best[1]
+
+
+def window_rows(dw: ConvGeometry, rows: int) -> int:
+    """Input rows of the depthwise layer a band of ``rows`` output rows reads (at most)."""
+    return min(dw.h, (rows - 1) * dw.strides[0] + (dw.kh - 1) * dw.dilations[0] + 1)
+
+
+def expand_band_rows(dw: ConvGeometry, cin: int, cout: int, channels: int, threads: int) -> int:
+    """Output rows per band when an expand 1x1 of ``cin`` inputs runs first: its window of the
+    expanded tensor (``window_rows`` x width x ``channels`` floats) fits ``EXPAND_SCRATCH_BYTES``
+    and the depthwise band ``SCRATCH_BYTES``; the bands that finish first on ``threads``
+    threads, each costing its multiply-adds (the window's rows of the expansion are computed
+    again by the next band) plus ``BAND_COST_PIXELS`` output pixels; 0 when none fits."""
+    best: tuple[float, int] | None = None
+    per_out = dw.cin * (dw.kh * dw.kw + cout)
+    for rows in range(1, dw.oh + 1):
+        win = window_rows(dw, rows)
+        if rows * dw.ow * channels * 4 > SCRATCH_BYTES or win * dw.w * channels * 4 > EXPAND_SCRATCH_BYTES:
+            break
+        tasks = dw.batch * -(-dw.oh // rows)
+        cost = (rows * dw.ow + BAND_COST_PIXELS) * per_out + win * dw.w * cin * dw.cin
+        span = -(-tasks // threads) * cost
+        if best is None or span < best[0]:
+            best = (span, rows)
+    return 0 if best is None else best[1]
+
+
+def worth_fusing_expand(dw: ConvGeometry) -> bool:
+    """The lowering's rule for the expand 1x1: :data:`EXPAND`, and an expanded tensor (the
+    depthwise input) of at least ``EXPAND_MIN_BYTES``."""
+    return EXPAND and dw.batch * dw.h * dw.w * dw.cin * 4 >= EXPAND_MIN_BYTES
 
 
 def fusable(dw: ConvGeometry, pw: ConvGeometry, isa: Isa | None = None) -> bool:
@@ -165,7 +228,8 @@ class DwPointwise:
     def __init__(self, dw: ConvGeometry, dw_weights: np.ndarray, pw_weights: np.ndarray,
                  dw_epilogue: Epilogue = NO_EPILOGUE, pw_epilogue: Epilogue = NO_EPILOGUE,
                  num_threads: int | None = None, isa: Isa | None = None, activation: str = "",
-                 affine: tuple[float, float] | None = None, precision: Precision | str = Precision.F32):
+                 affine: tuple[float, float] | None = None, precision: Precision | str = Precision.F32,
+                 expand: tuple[np.ndarray, Epilogue] | None = None):
         self.isa = isa or host_isa()
         self.num_threads = num_threads or default_pool().num_threads
         self.precision = as_precision(precision)
@@ -178,6 +242,19 @@ class DwPointwise:
             raise EmberError("ember: this depthwise + 1x1 pair does not fit the fused kernel (see fusable)")
         self.cs = _padded(dw.cout, self.isa)
         self.rows = band_rows(dw.batch, dw.oh, dw.ow, self.cs, self.num_threads)
+        self.expand: PackedWeights | None = None
+        self.expand_epilogue = NO_EPILOGUE
+        self.cin = dw.cin  # channels of X
+        if expand is not None:
+            we = np.asarray(expand[0], np.float32)
+            if we.ndim != 4 or we.shape[0] != dw.cin or we.shape[2:] != (1, 1):
+                raise EmberError(f"ember: expand 1x1 weights have shape {we.shape}, expected [{dw.cin}, IC, 1, 1]")
+            if self.precision is not Precision.F32:
+                raise EmberError("ember: the expand 1x1 is fused in f32 only")
+            self.rows = expand_band_rows(dw, we.shape[1], w.shape[0], self.cs, self.num_threads)
+            if not self.rows:
+                raise EmberError("ember: the expanded rows of a band do not fit the fused kernel's buffer")
+            self.cin, self.expand, self.expand_epilogue = we.shape[1], pack_conv_weights(we, 1, self.isa), expand[1]
         self.nb = -(-dw.oh // self.rows)
         self.depthwise = Conv2d(dw, dw_weights, dw_epilogue, num_threads=1, isa=self.isa, activation=activation,
                                 affine=affine, precision=self.precision)
@@ -199,13 +276,14 @@ class DwPointwise:
         return self.pw.output_shape
 
     def bind(self, x: np.ndarray, y: np.ndarray, dw_bias: np.ndarray | None = None,
-             pw_bias: np.ndarray | None = None, residual: np.ndarray | None = None) -> BoundKernel:
-        """Fix the buffers of a call (``x`` the depthwise input, ``y`` the 1x1 output, NHWC
-        float32 or under bf16 uint16, channel slices allowed)."""
+             pw_bias: np.ndarray | None = None, residual: np.ndarray | None = None,
+             expand_bias: np.ndarray | None = None) -> BoundKernel:
+        """Fix the buffers of a call (``x`` the depthwise input, or the expand 1x1's when it is
+        fused, ``y`` the 1x1 output, NHWC float32 or under bf16 uint16, channel slices allowed)."""
         from ember.devices.cpu.kernels.conv import nhwc_strides
 
         g = self.geometry
-        ldx, xn = nhwc_strides("x", x, (g.batch, g.h, g.w, g.cin), self.bf16)
+        ldx, xn = nhwc_strides("x", x, (g.batch, g.h, g.w, self.cin), self.bf16)
         ldy, yn = nhwc_strides("y", y, self.pw.output_shape, self.bf16)
         if yn != g.oh * g.ow * ldy:
             raise EmberError("ember: the output's images must be contiguous")
@@ -224,16 +302,24 @@ class DwPointwise:
         call = self._calls.get(key)
         if call is None:
             # under bf16 the band is stored bf16: the GEMM rounds its X to bf16 anyway
-            dwctx, dwfn, dwkeep = self.depthwise.spec_call(ldx, xn, self.cs, x16, self.bf16)
+            if self.expand is None:
+                dwctx, dwfn, dwkeep = self.depthwise.spec_call(ldx, xn, self.cs, x16, self.bf16)
+            else:  # the depthwise layer reads the window of the expansion (image stride 0)
+                dwctx, dwfn, dwkeep = self.depthwise.spec_call(self.cs, 0, self.cs)
             DW_SPEC_CONTEXT.fill(dwctx, band=self.rows, nb=self.nb, ng=1, ns=1, seg=g.ow,
                                  gv=-(-g.cin // self.isa.f32_lanes))
             band_pixels = self.rows * g.ow
             gemm = IGemmCall(self.packed, m=band_pixels, x_geometry=dict(h=1, w=band_pixels, oh=1, ow=band_pixels),
                              ldx=self.cs, ldy=ldy, ldr=ldr, epilogue=self.pw_epilogue, num_threads=1,
                              x_bf16=self.bf16, y_bf16=y16, res_bf16=r16)
-            call = (gemm, dwctx, dwfn, dwkeep)
+            egemm = None
+            if self.expand is not None:
+                m = window_rows(g, self.rows) * g.w
+                egemm = IGemmCall(self.expand, m=m, x_geometry=dict(h=1, w=m, oh=1, ow=m), ldx=ldx, ldy=self.cs,
+                                  epilogue=self.expand_epilogue, num_threads=1)
+            call = (gemm, dwctx, dwfn, dwkeep, egemm)
             self._calls[key] = call
-        gemm, dwctx, dwfn, dwkeep = call
+        gemm, dwctx, dwfn, dwkeep, egemm = call
         dwctx = dwctx.copy()
         if dw_bias is not None:
             DW_SPEC_CONTEXT.fill(dwctx, bias=dw_bias.ctypes.data)
@@ -244,17 +330,27 @@ class DwPointwise:
                                 dwfn=dwfn, dwctx=dwctx.ctypes.data, gfn=gk.task, gctx=gctx.ctypes.data, nb=self.nb,
                                 band=self.rows, oh=g.oh, ow=g.ow, cs=self.cs, ldy=ldy, ldr=ldr,
                                 sb=2 if self.bf16 else 4, yb=2 if y16 else 4, rb=2 if r16 else 4)
+        keep: tuple = ()
+        if egemm is not None:
+            check_bias(expand_bias, g.cin)
+            ek = egemm.bind(0, 0, 0 if expand_bias is None else expand_bias.ctypes.data)
+            IGEMM_CONTEXT.fill(ek.ctx, h=1, oh=1, gm=1, gn=1, tm=1 << 30, tn=1 << 30)
+            (sh, _), (dh, _), (pt, _) = g.strides, g.dilations, g.pads_begin
+            DW_PW_CONTEXT.fill(ctx, efn=ek.task, ectx=ek.ctx.ctypes.data, h=g.h, w=g.w, sh=sh, pt=pt,
+                               kspan=(g.kh - 1) * dh + 1, es=self.cs, win=window_rows(g, self.rows), eldx=ldx, exn=xn)
+            keep = (ek.ctx, ek.keep, expand_bias)
         return BoundKernel(self._lib.address("task"), ctx, g.batch * self.nb, self.num_threads,
-                           (dwctx, gctx, dwkeep, gk.keep, dw_bias, pw_bias), layout=DW_PW_CONTEXT)
+                           (dwctx, gctx, dwkeep, gk.keep, dw_bias, pw_bias, *keep), layout=DW_PW_CONTEXT)
 
     def __call__(self, x: np.ndarray, y: np.ndarray | None = None, dw_bias: np.ndarray | None = None,
                  pw_bias: np.ndarray | None = None, residual: np.ndarray | None = None,
-                 pool: ThreadPool | None = None) -> np.ndarray:
+                 pool: ThreadPool | None = None, expand_bias: np.ndarray | None = None) -> np.ndarray:
         """Compute into ``y`` (allocated when None, f32) and return it."""
         if y is None:
             y = aligned_empty(self.output_shape)
-        self.bind(x, y, dw_bias, pw_bias, residual).run(pool)
+        self.bind(x, y, dw_bias, pw_bias, residual, expand_bias).run(pool)
         return y
 
 
-__all__ = ["DwPointwise", "band_rows", "fusable", "worth_fusing"]
+__all__ = ["DwPointwise", "band_rows", "expand_band_rows", "fusable", "window_rows", "worth_fusing",
+           "worth_fusing_expand"]

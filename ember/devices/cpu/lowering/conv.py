@@ -256,14 +256,11 @@ def lower_conv(lowering: Lowering, node: Node) -> bool:
     return _emit_conv2d(lowering, node, geo, w)
 
 
-def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> bool:
-    """``node`` (data input 0, rank 3 or 4) as one Conv2d of ``geo`` with weights ``w``
-    ``[OC, IC / groups, KH, KW]``, its epilogue group fused."""
-    from ember.devices.cpu.kernels.conv import Conv2d, depthwise_activation_ok
-    from ember.devices.cpu.kernels.gemm import Epilogue, Precision, as_precision
-    from ember.devices.cpu.kernels.winograd import winograd_ok
+def _conv_tail(lowering: Lowering, node: Node, geo: Any) -> tuple[Any, ...]:
+    """The epilogue group after convolution ``node`` its kernel takes: ``(bias, residual, (lo, hi),
+    depthwise activation, depthwise affine, GEMM activation, GEMM affine, last node, fused nodes)``."""
+    from ember.devices.cpu.kernels.conv import depthwise_activation_ok
 
-    xport = node.input_values()[0]
     out_logical = static_shape(node.output(0))
     bias, residual, (lo, hi), last, fused = _epilogue(lowering, node, geo.cout)
     activation = ""
@@ -280,6 +277,19 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     if not geo.depthwise:  # the implicit GEMM's epilogue: HSwish, GELU, Swish, ..., then a scalar affine
         act, last, fused = take_epilogue_activation(lowering, node, last, fused, (lo, hi))
         gemm_affine, last, fused = _post_affine(lowering, node, last, fused)
+    return bias, residual, (lo, hi), activation, affine, act, gemm_affine, last, fused
+
+
+def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> bool:
+    """``node`` (data input 0, rank 3 or 4) as one Conv2d of ``geo`` with weights ``w``
+    ``[OC, IC / groups, KH, KW]``, its epilogue group fused."""
+    from ember.devices.cpu.kernels.conv import Conv2d
+    from ember.devices.cpu.kernels.gemm import Epilogue, Precision, as_precision
+    from ember.devices.cpu.kernels.winograd import winograd_ok
+
+    xport = node.input_values()[0]
+    out_logical = static_shape(node.output(0))
+    bias, residual, (lo, hi), activation, affine, act, gemm_affine, last, fused = _conv_tail(lowering, node, geo)
     if len(out_logical) in (3, 4) and not (activation or act) and affine is None and gemm_affine is None \
             and as_precision(lowering.precision) is Precision.F32 \
             and winograd_ok(geo.kh, geo.kw, geo.strides, geo.dilations, geo.groups, geo.cin, geo.cout,
@@ -287,6 +297,10 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
         return _emit_winograd(lowering, node, geo, w, bias, residual, Epilogue(lo, hi), last, fused)
     if geo.depthwise and residual is None and len(out_logical) == 4 \
             and _emit_dw_pointwise(lowering, node, geo, w, bias, Epilogue(lo, hi), activation, affine, last, fused):
+        return True
+    if not geo.depthwise and residual is None and len(out_logical) == 4 \
+            and _emit_expand_dw_pointwise(lowering, node, geo, w, bias, Epilogue(lo, hi, act, gemm_affine), last,
+                                          fused):
         return True
     kernel = Conv2d(geo, w, Epilogue(lo, hi, act, gemm_affine), num_threads=lowering.threads, isa=lowering.isa,
                     precision=lowering.precision, activation=activation, affine=affine)
@@ -306,9 +320,46 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     return True
 
 
+def _emit_expand_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias: np.ndarray | None,
+                              epilogue: Any, last: Node, fused: list[Node]) -> bool:
+    """1x1 convolution ``node`` (an inverted residual block's expansion, its epilogue group up to
+    ``last``) fused with the depthwise layer that alone reads it and the 1x1 after that
+    (``dw_pointwise.EXPAND``): the expanded tensor is never stored either."""
+    from ember.devices.cpu.kernels import dw_pointwise
+    from ember.devices.cpu.kernels.conv import ConvGeometry
+    from ember.devices.cpu.kernels.gemm import Epilogue, Precision, as_precision
+
+    if not (dw_pointwise.ENABLED and dw_pointwise.EXPAND) or as_precision(lowering.precision) is not Precision.F32 \
+            or (geo.kh, geo.kw, geo.strides, geo.groups) != (1, 1, (1, 1), 1) or any(geo.pads_begin) \
+            or any(geo.pads_end):
+        return False
+    dwn = lowering.sole_consumer(last)
+    if dwn is None or dwn.type_name != "GroupConvolution" or dwn.input_values()[0].node is not last \
+            or len(dwn.output(0).partial_shape) != 4 or dwn.output(0).element_type.dtype != F32:
+        return False
+    wd = const_of(dwn.input_values()[1])
+    if wd is None or wd.dtype != F32 or wd.ndim != 5 or wd.shape[1:3] != (1, 1) or wd.shape[0] != geo.cout:
+        return False
+    pb, pe = dwn.resolved_pads(static_shape(dwn.input_values()[0]), wd.shape[3:])
+    if min(*pb, *pe) < 0:
+        return False
+    dil = [int(d) for d in (dwn.attrs["dilations"] or [1, 1])]
+    dgeo = ConvGeometry(geo.batch, geo.oh, geo.ow, geo.cout, geo.cout, wd.shape[3], wd.shape[4],
+                        _pair(dwn.attrs["strides"]), _pair(dil), _pair(pb), _pair(pe), geo.cout)
+    if not dw_pointwise.worth_fusing_expand(dgeo):
+        return False
+    dw_w = wd.reshape(geo.cout, 1, *wd.shape[3:])
+    dbias, dres, (dlo, dhi), activation, affine, _, _, dlast, dfused = _conv_tail(lowering, dwn, dgeo)
+    if dres is not None:
+        return False
+    return _emit_dw_pointwise(lowering, dwn, dgeo, dw_w, dbias, Epilogue(dlo, dhi), activation, affine, dlast,
+                              dfused, expand=(node, w, bias, epilogue, fused))
+
+
 def _emit_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias: np.ndarray | None,
                        epilogue: Any, activation: str, affine: tuple[float, float] | None, last: Node,
-                       fused: list[Node]) -> bool:
+                       fused: list[Node], expand: tuple[Node, np.ndarray, np.ndarray | None, Any, list[Node]] | None = None
+                       ) -> bool:
     """Depthwise ``node`` (its epilogue group up to ``last``) and the 1x1 convolution that alone
     reads it, with that one's epilogue group, as one fused kernel
     (:class:`~ember.devices.cpu.kernels.dw_pointwise.DwPointwise`, when ``worth_fusing``): the
@@ -333,14 +384,20 @@ def _emit_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, 
     pgeo = ConvGeometry(geo.batch, geo.oh, geo.ow, geo.cout, wp.shape[0], 1, 1)
     if not dw_pointwise.worth_fusing(geo, pgeo):
         return False
+    if expand is not None and not dw_pointwise.expand_band_rows(
+            geo, expand[1].shape[1], pgeo.cout, -(-geo.cin // lowering.isa.f32_lanes) * lowering.isa.f32_lanes,
+            lowering.threads):
+        return False
     pbias, residual, (lo, hi), plast, pfused = _epilogue(lowering, pw, pgeo.cout)
     act, plast, pfused = take_epilogue_activation(lowering, pw, plast, pfused, (lo, hi))
     paffine, plast, pfused = _post_affine(lowering, pw, plast, pfused)
     kernel = dw_pointwise.DwPointwise(geo, w, wp, epilogue, Epilogue(lo, hi, act, paffine),
                                       num_threads=lowering.threads, isa=lowering.isa, activation=activation,
-                                      affine=affine, precision=lowering.precision)
+                                      affine=affine, precision=lowering.precision,
+                                      expand=None if expand is None else (expand[1], expand[3]))
     lowering.bf16_ops += kernel.bf16
-    x = _channels_last_input(lowering, node.input_values()[0])
+    first = node if expand is None else expand[0]
+    x = _channels_last_input(lowering, first.input_values()[0])
     if x.dtype == np.uint16 and not kernel.bf16:
         raise EmberError(f"ember: internal: {node.friendly_name} got a bf16 input under f32")
     out_logical = static_shape(pw.output(0))
@@ -348,13 +405,18 @@ def _emit_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, 
     y = _channels_last_value(lowering, out_logical, plast.friendly_name, plast, bf16=y16)
     ins = [x] + ([residual] if residual is not None else [])
 
-    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
-        return [kernel.bind(a[0], o[0], bias, pbias, a[1] if residual is not None else None)]
+    ebias = None if expand is None else expand[2]
 
-    lowering.program.add(Op(f"{node.friendly_name}+{pw.friendly_name}", node.type_name, ins, [y], native=True,
-                            bind=bind))
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        return [kernel.bind(a[0], o[0], bias, pbias, a[1] if residual is not None else None, ebias)]
+
+    name = f"{node.friendly_name}+{pw.friendly_name}"
+    before: list[Node] = []
+    if expand is not None:
+        name, before = f"{expand[0].friendly_name}+{name}", [*expand[4], node]
+    lowering.program.add(Op(name, node.type_name, ins, [y], native=True, bind=bind))
     lowering.finish(plast, _from_channels_last(lowering, y, out_logical, plast.friendly_name),
-                    [*fused, pw, *pfused])
+                    [*before, *fused, pw, *pfused])
     return True
 
 
