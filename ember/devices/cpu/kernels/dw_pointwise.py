@@ -261,7 +261,7 @@ class DwPointwise:
         self.pw_epilogue = pw_epilogue
         self.packed = pack_conv_weights(w, 1, self.isa, self.precision)
         self._lib = _library(self.isa)
-        self._calls: dict[tuple[int, ...], tuple[IGemmCall, np.ndarray, int, tuple]] = {}
+        self._calls: dict[tuple[int, ...], tuple[IGemmCall, np.ndarray, int, tuple, IGemmCall | None]] = {}
 
     @property
     def bf16(self) -> bool:
