@@ -236,3 +236,28 @@ def test_an_internal_error_of_the_template_only_turns_it_off(monkeypatch: pytest
     for f, got in zip(feeds, outs):
         np.testing.assert_allclose(got, reference(f)[0], rtol=2e-5, atol=2e-5)
     assert stats["generic"] == 0 and "internal error: RuntimeError: boom" in stats["generic_off"]
+
+
+def test_a_generic_plan_that_does_not_bind_is_lowered_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A made plan whose binding fails (not seen by the checks) is replaced by the shape's own
+    lowering: the call still gives the right result, the template is off."""
+    model = _two_dims()
+    feeds = [[_x(b, s, HIDDEN)] for b, s in SHAPES_2D]
+    compiled = ember.Core().compile_model(model, "CPU")
+    for f in feeds[:8]:  # the template is established and checked
+        compiled(f)
+    assert dynamic_stats(compiled)["generic"] > 0
+    original = generic.PlanTemplate._make
+
+    def unbindable(self: generic.PlanTemplate, key: tuple, x: tuple | None = None) -> object:
+        prog = original(self, key, x)
+        if prog is not None and x is not None:  # (a new shape's plan, not a check's)
+            prog.ops[1].bind = lambda ins, outs: (_ for _ in ()).throw(RuntimeError("cannot bind"))
+        return prog
+
+    monkeypatch.setattr(generic.PlanTemplate, "_make", unbindable)
+    reference = ember.Core().compile_model(model, "REFERENCE")
+    f = [_x(2, 20, HIDDEN)]
+    np.testing.assert_allclose(compiled(f)[0], reference(f)[0], rtol=2e-5, atol=2e-5)
+    stats = dynamic_stats(compiled)
+    assert "cannot bind" in stats["generic_off"], stats["generic_off"]

@@ -187,7 +187,14 @@ class CPUExecutable:
             inst = None
         if inst is None:
             with _collector_paused():
-                inst = self._bind(self._programs.get(key))
+                prog = self._programs.get(key)
+                try:
+                    inst = self._bind(prog)
+                except Exception as e:
+                    if prog.stats.get("generic_made_bytes") is None:
+                        raise
+                    # a shape-generic plan that does not bind (never seen in the checks): lower the shape
+                    inst = self._bind(self._programs.lower_instead(key, e))
             self._instances[key] = inst
             cached = self._programs.keys()
             for old in [k for k in self._instances if k not in cached]:  # plans the budget evicted
@@ -362,6 +369,15 @@ class _Programs:
                 self._template_failed(e)
             seconds["generic_checks"] += time.perf_counter() - t2
         return prog, self._nodes if model is not self.model else 0
+
+    def lower_instead(self, key: tuple, e: Exception) -> Any:
+        """The plan for ``key`` lowered per shape, replacing the shape-generic one that failed to
+        bind with ``e`` (the template is turned off)."""
+        with self._lock:
+            self._template_failed(e)
+            self._cache.pop(key, None)
+            self._owned.pop(key, None)
+        return self.get(key)
 
     def _template_failed(self, e: Exception) -> None:
         """A shape-generic plan's internal error: logged, and the model's shapes lowered from now on."""
