@@ -36,8 +36,9 @@ goes serial):
 against the pool's shared task counter (``ThreadPool.tasks_from_ends`` off), against small
 depthwise layers split over both threads (``depthwise.SERIAL_BELOW = 0``), against small even
 maps split into 4 depthwise tasks per thread (``depthwise.WHOLE_ROWS_BELOW = 0``), against the model
-input's reorder split (``driver.INPUT_REORDER_SERIAL_BYTES = 0``), against depthwise + 1x1 not
-fused (``dw_pointwise.ENABLED = False``) and fused on every map (``dw_pointwise.MIN_PIXELS_PER_COUT
+input's reorder split (``driver.INPUT_REORDER_SERIAL_BYTES = 0``), against the expand 1x1 not
+fused into the block (``dw_pointwise.EXPAND = False``), against depthwise + 1x1 not
+fused either (``dw_pointwise.ENABLED = False``) and fused on every map (``dw_pointwise.MIN_PIXELS_PER_COUT
 = 0``), against reductions over rows in whole inner blocks (``reduce.MID_TASKS_PER_THREAD = 0``:
 PP-OCR det's SE means on one thread), and against one thread; it
 prints each variant's median and its ratio to the default, per round. A quiet machine is needed
@@ -237,7 +238,7 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
     pool = default_pool()
     pool.chooser = None
     below, rows, small_input = depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW, driver.INPUT_REORDER_SERIAL_BYTES
-    fuse, min_pixels = dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT
+    fuse, min_pixels, expand = dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT, dw_pointwise.EXPAND
     mid_tasks = reduce.MID_TASKS_PER_THREAD
     reqs = {"default (2 threads)": compiled(2), "shared task counter": compiled(2)}
     try:
@@ -248,9 +249,11 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
         depthwise.WHOLE_ROWS_BELOW, driver.INPUT_REORDER_SERIAL_BYTES = rows, 0
         reqs["input reorder split"] = compiled(2)
         driver.INPUT_REORDER_SERIAL_BYTES = small_input
+        dw_pointwise.EXPAND = False
+        reqs["expand 1x1 not fused"] = compiled(2)
         dw_pointwise.ENABLED = False
         reqs["dw+1x1 not fused"] = compiled(2)
-        dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT = fuse, 0.0
+        dw_pointwise.ENABLED, dw_pointwise.EXPAND, dw_pointwise.MIN_PIXELS_PER_COUT = fuse, expand, 0.0
         reqs["dw+1x1 all fused"] = compiled(2)
         dw_pointwise.MIN_PIXELS_PER_COUT, reduce.MID_TASKS_PER_THREAD = min_pixels, 0
         reqs["reduce blocks unsplit"] = compiled(2)
@@ -258,7 +261,7 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
         reduce.MID_TASKS_PER_THREAD = mid_tasks
         depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW = below, rows
         driver.INPUT_REORDER_SERIAL_BYTES = small_input
-        dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT = fuse, min_pixels
+        dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT, dw_pointwise.EXPAND = fuse, min_pixels, expand
     reqs["1 thread"] = compiled(1)
     times: dict[str, list[float]] = {k: [] for k in reqs}
     for req in reqs.values():
