@@ -261,3 +261,17 @@ def test_a_generic_plan_that_does_not_bind_is_lowered_instead(monkeypatch: pytes
     np.testing.assert_allclose(compiled(f)[0], reference(f)[0], rtol=2e-5, atol=2e-5)
     stats = dynamic_stats(compiled)
     assert "cannot bind" in stats["generic_off"], stats["generic_off"]
+
+
+def test_samples_stay_bounded_as_the_range_grows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ever longer inputs (each outside the verified range: lowered, a sample) keep at most
+    MAX_SAMPLES samples; the lengths between them then come from the template."""
+    evens, odds = list(range(2, 42, 2)), list(range(3, 41, 2))
+    feeds = [[np.random.default_rng(n).integers(0, 50, (1, n)).astype(np.int64)] for n in evens + odds]
+    stats = _check(_embedder(), feeds, monkeypatch, tol=1e-4)
+    assert stats["specializations"] == len(evens) and stats["generic"] == len(odds), stats
+    monkeypatch.setattr(cpu_device, "GENERIC_PLANS", True)
+    compiled = ember.Core().compile_model(_embedder(), "CPU")
+    for f in feeds[:len(evens)]:
+        compiled(f)
+    assert len(compiled._executable._programs.template.samples) <= generic.MAX_SAMPLES

@@ -33,6 +33,9 @@ from ember.devices.cpu.runtime.plan import Op, Program, Tensor
 
 #: checks that all fail (no sample but the base matched) before the template is given up for the model
 GIVE_UP_AFTER = 8
+#: plans lowered per shape kept as samples (the base, the largest constants, the newest, and others
+#: while they tell the variables apart)
+MAX_SAMPLES = 8
 #: Python steps a template may reuse (they read and write whatever arrays they are given)
 GENERIC_PYTHON_OPS = frozenset({"InputCopy"})
 
@@ -66,6 +69,23 @@ def _fit(values: list[int], points: list[tuple[int, ...]], nvars: int) -> list[F
         if coef and all(coef * q == y for q, y in zip(prods, values)):
             out.append(("p", i, j, coef))
     return out
+
+
+def _groups(keys: list[tuple]) -> list[list[tuple[int, int]]]:
+    """The variables of input shapes ``keys``: the (input, axis) positions whose size changes, those
+    equal in every key grouped as one (MiniLM's ids, mask and types: one length)."""
+    flat = [(i, j) for i, shp in enumerate(keys[0]) for j in range(len(shp))]
+    varying = [p for p in flat if len({k[p[0]][p[1]] for k in keys}) > 1]
+    groups: list[list[tuple[int, int]]] = []
+    for p in varying:
+        for g in groups:
+            q = g[0]
+            if all(k[p[0]][p[1]] == k[q[0]][q[1]] for k in keys):
+                g.append(p)
+                break
+        else:
+            groups.append([p])
+    return groups
 
 
 def _eval(f: Formula, x: tuple[int, ...]) -> int:
@@ -169,22 +189,20 @@ class PlanTemplate:
         # (a constant no step reads, such as a folded ShapeOf's value left in the tensor list, does not matter)
         consts = {t.id: t.data for t in prog.tensors if t.kind == "const" and t.data is not None and t.id in read}
         self.samples.append((key, [tuple(t.shape) for t in prog.tensors], consts))
+        if len(self.samples) > MAX_SAMPLES:  # drop an old one that tells nothing the others do not
+            groups = _groups([smp[0] for smp in self.samples])
+            big = max(range(len(self.samples)), key=lambda i: sum(d.size for d in self.samples[i][2].values()))
+            for i in range(1, len(self.samples) - 1):
+                rest = [smp[0] for j, smp in enumerate(self.samples) if j != i]
+                if i != big and _groups(rest) == groups:
+                    del self.samples[i]
+                    break
 
     def _refit(self) -> bool:
         """Variables from the samples' keys, formulas for every tensor dim; False (and the template
         off) when a dim or a constant fits no formula."""
         keys = [s[0] for s in self.samples]
-        flat = [(i, j) for i, shp in enumerate(keys[0]) for j in range(len(shp))]
-        varying = [p for p in flat if len({k[p[0]][p[1]] for k in keys}) > 1]
-        groups: list[list[tuple[int, int]]] = []
-        for p in varying:  # positions equal in every sample are one variable (ids, mask, types: one length)
-            for g in groups:
-                q = g[0]
-                if all(k[p[0]][p[1]] == k[q[0]][q[1]] for k in keys):
-                    g.append(p)
-                    break
-            else:
-                groups.append([p])
+        groups = _groups(keys)
         if not groups:
             return False
         self.positions = groups
