@@ -16,7 +16,8 @@ machine compare the ratios.
 without its parallel probe: :func:`session5_policy`), timed in the same rounds: the ratio
 ``/s5`` of the two is the A/B of the policies under the same load. ``--coarse`` does the same
 with a configuration that keeps its plan's own tasks on a busy machine (no finer split:
-``Instance.busy_table``), on the same shared pool: ``/coarse`` is the A/B of the split.
+``Instance.busy_table``), on the same shared pool: with ``EMBER_BUSY_SPLIT=3`` (the split is
+off by default) ``/coarse`` is the A/B of the split.
 """
 
 from __future__ import annotations

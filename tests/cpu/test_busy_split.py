@@ -1,5 +1,5 @@
-"""On a machine the pool judges busy, a parallel run uses a step table whose GEMMs and
-convolutions are cut into more, smaller tasks (``Instance.busy_table``, ``BUSY_SPLIT``): the
+"""On a machine the pool judges busy, a parallel run can use a step table whose GEMMs and
+convolutions are cut into more, smaller tasks (``Instance.busy_table``, ``EMBER_BUSY_SPLIT``): the
 results must be those of numpy / REFERENCE, model inputs read in place included, and a quiet or
 serial run keeps the plan's own table. The busy judgement is set by hand (no timing)."""
 
@@ -30,6 +30,7 @@ def _reference(model, a):
 
 @pytest.mark.parametrize("case", [0, 1], ids=["matmul", "conv"])
 def test_a_busy_machine_runs_finer_tasks_with_the_same_results(case, monkeypatch):
+    monkeypatch.setenv("EMBER_BUSY_SPLIT", "3")  # off by default (a knob for A/B runs)
     model, oracle, shape = _models()[case]
     cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 2})
     lease = cm._executable.pool
@@ -59,15 +60,20 @@ def test_a_busy_machine_runs_finer_tasks_with_the_same_results(case, monkeypatch
     assert inst._table is table
 
 
-def test_busy_split_knob_turns_it_off(monkeypatch):
-    monkeypatch.setenv("EMBER_BUSY_SPLIT", "0")
-    assert instance_module.busy_split() == 0
+@pytest.mark.parametrize("env,split", [(None, instance_module.BUSY_SPLIT), ("0", 0), ("1", 1), ("3", 3)])
+def test_busy_split_knob(env, split, monkeypatch):
+    if env is None:
+        monkeypatch.delenv("EMBER_BUSY_SPLIT", raising=False)
+    else:
+        monkeypatch.setenv("EMBER_BUSY_SPLIT", env)
+    assert instance_module.busy_split() == split
     model = _models()[0][0]
     inst = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 2})._executable._instances[()]
-    assert inst.busy_table is inst.table
+    assert (inst.busy_table is inst.table) == (split <= 1)
 
 
-def test_a_plan_can_keep_its_own_tasks_when_busy():
+def test_a_plan_can_keep_its_own_tasks_when_busy(monkeypatch):
+    monkeypatch.setenv("EMBER_BUSY_SPLIT", "3")
     inst = ember.Core().compile_model(_models()[0][0], "CPU", {"INFERENCE_NUM_THREADS": 2})._executable._instances[()]
     assert inst.busy_table is not inst.table
     inst.busy_table = inst.table  # what load_alone.py --coarse does

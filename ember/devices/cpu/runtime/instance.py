@@ -31,12 +31,14 @@ from ember.errors import EmberError, InferenceError
 
 log = logging.getLogger("ember.cpu")
 
-#: on a machine the pool judges busy, a parallel run uses a second step table whose GEMMs and
+#: on a machine the pool judges busy, a parallel run can use a second step table whose GEMMs and
 #: convolutions are cut for ``BUSY_SPLIT`` times the plan's threads (``BoundKernel.finer``): a
 #: worker that loses its core to another process then holds a smaller part of a job, and the
 #: caller takes the rest (bf16's AMX jobs are 2 tasks on 2 threads on a quiet plan). 0 or 1:
-#: off. ``EMBER_BUSY_SPLIT`` overrides (for A/B runs); a quiet machine is never affected.
-BUSY_SPLIT = 3
+#: off, the default: A/B runs on a loaded machine showed no gain (docs/cpu-performance.md,
+#: session 7); ``EMBER_BUSY_SPLIT=3`` turns it on for the quiet-machine A/B under a spinner. A
+#: quiet machine is never affected.
+BUSY_SPLIT = 0
 
 
 def busy_split() -> int:
