@@ -384,7 +384,7 @@ class _Programs:
         log.warning("CPU: shape-generic plans off for '%s' after an internal error (%s: %s); new input shapes "
                     "are lowered", self.model.friendly_name, type(e).__name__, e)
         self.template.off = f"internal error: {type(e).__name__}: {e}"
-        self.template.blockers.append(self.template.off)
+        self.template.block(self.template.off)
 
     def _specialize(self, key: tuple) -> tuple[Model, list[Any] | None]:
         """The transformed model with static input shapes ``key``, folded for them, and its

@@ -36,6 +36,8 @@ GIVE_UP_AFTER = 8
 #: plans lowered per shape kept as samples (the base, the largest constants, the newest, and others
 #: while they tell the variables apart)
 MAX_SAMPLES = 8
+#: reasons of failed checks kept
+MAX_BLOCKERS = 32
 #: Python steps a template may reuse (they read and write whatever arrays they are given)
 GENERIC_PYTHON_OPS = frozenset({"InputCopy"})
 
@@ -148,6 +150,11 @@ class PlanTemplate:
         self.made = 0
         self.checks = 0
 
+    def block(self, why: str) -> None:
+        """Note why a check failed (the first ``MAX_BLOCKERS``: ``dynamic_stats``' generic_blockers)."""
+        if len(self.blockers) < MAX_BLOCKERS:
+            self.blockers.append(why)
+
     # -- samples ----------------------------------------------------------------------------
     def observe(self, key: tuple, prog: Program) -> None:
         """Take ``prog``, lowered per shape for input shapes ``key``: the first one is the base;
@@ -171,7 +178,7 @@ class PlanTemplate:
             return
         if _signature(prog) != self._sig:
             self.failed.append(key)
-            self.blockers.append(f"another plan structure at input shapes {[list(k) for k in key]}")
+            self.block(f"another plan structure at input shapes {[list(k) for k in key]}")
             return
         self._add_sample(key, prog)
         if not self._refit():
@@ -376,7 +383,7 @@ class PlanTemplate:
         try:
             a = instantiate(made, self.pool)
         except Exception as e:  # noqa: BLE001 - a binder that captured its sizes, say
-            self.blockers.append(f"binding failed: {type(e).__name__}: {e}")
+            self.block(f"binding failed: {type(e).__name__}: {e}")
             return False
         b = instantiate(real, self.pool)
         read = self.samples[0][2]
@@ -388,10 +395,10 @@ class PlanTemplate:
                 return False
             if x is not None and y is not None:
                 if x.shape != y.shape or _strides(x) != _strides(y):
-                    self.blockers.append(f"tensor {ta.id} ({ta.name}): {x.shape} {x.strides} vs {y.shape} {y.strides}")
+                    self.block(f"tensor {ta.id} ({ta.name}): {x.shape} {x.strides} vs {y.shape} {y.strides}")
                     return False
                 if ta.kind == "const" and not np.array_equal(x, y):
-                    self.blockers.append(f"constant {ta.id} ({ta.name})")
+                    self.block(f"constant {ta.id} ({ta.name})")
                     return False
         where_a, where_b = _Locator(a, read), _Locator(b, read)
         ok = True
@@ -402,7 +409,7 @@ class PlanTemplate:
                 continue
             ka, kb = a._keep[sa[0]:sa[0] + sa[1]], b._keep[sb[0]:sb[0] + sb[1]]
             if not _kernels_match(ka, kb, where_a, where_b):
-                self.blockers.append(f"{op.type_name} '{op.name}'")
+                self.block(f"{op.type_name} '{op.name}'")
                 ok = False
         return ok
 
