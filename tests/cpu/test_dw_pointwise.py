@@ -195,17 +195,21 @@ def test_bf16_equals_the_two_kernels(case: tuple, io16: bool) -> None:
 @pytest.mark.skipif(not bf16_supported(), reason="no AVX512_BF16 on this host")
 @pytest.mark.parametrize("name", ["mbv2-14x14-s2-relu6", "lite0-5x5-relu6-res", "lcnetv3-5x5-hswish-affine-s2"])
 def test_bf16_blocks_fused_equal_unfused(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 blocks: depthwise + 1x1 fused, and with the expand 1x1 too, give the unfused bits."""
     monkeypatch.setattr(dw_pointwise, "MIN_PIXELS_PER_COUT", 0.0)
+    monkeypatch.setattr(dw_pointwise, "EXPAND_MIN_BYTES", 0)
     model = block(*BLOCKS[name])
     c, hw = BLOCKS[name][:2]
     x = np.random.default_rng(hw).standard_normal((1, c, hw, hw)).astype(np.float32)
     outs = {}
-    for enabled in (True, False):
+    for enabled, expand in ((True, True), (True, False), (False, False)):
         monkeypatch.setattr(dw_pointwise, "ENABLED", enabled)
+        monkeypatch.setattr(dw_pointwise, "EXPAND", expand)
         cm = ember.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
-        assert len(_fused_ops(cm)) == int(enabled)
-        outs[enabled] = cm([x])[cm.output(0)]
-    np.testing.assert_array_equal(outs[True], outs[False])
+        assert [n.count("+") for n in _fused_ops(cm)] == ([1 + expand] if enabled else [])
+        outs[(enabled, expand)] = cm([x])[cm.output(0)]
+    np.testing.assert_array_equal(outs[(True, True)], outs[(False, False)])
+    np.testing.assert_array_equal(outs[(True, False)], outs[(False, False)])
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -263,3 +267,45 @@ def test_expand_rule_keeps_small_expansions_apart(monkeypatch: pytest.MonkeyPatc
     small = ember.Core().compile_model(block(24, 28, 6, 3, 1, "relu6", True), "CPU")
     assert [n.count("+") for n in _fused_ops(large)] == [2]
     assert [n.count("+") for n in _fused_ops(small)] == [1]
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="no AVX512_BF16 on this host")
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5]], ids=_id)
+@pytest.mark.parametrize("io16", [False, True])
+def test_bf16_expand_equals_the_three_kernels(case: tuple, io16: bool) -> None:
+    """Under bf16 the whole block (expand 1x1, depthwise, 1x1) gives the bits of the three
+    kernels: the expansion in bf16 stored f32, the depthwise output stored bf16 (with ``io16``
+    X, Y and the residual bf16 in memory)."""
+    n, h, w, c, k, s, pb, pe, co, (dw_epi, act, affine), pw_epi, biases, with_res, _, _ = case
+    rng = np.random.default_rng(h * 7 + c + co)
+    cin = 16 + c % 5
+    geo = ConvGeometry(n, h, w, c, c, k, k, s, (1, 1), pb, pe, c)
+    x = rng.standard_normal((n, h, w, cin), np.float32)
+    x_in = to_bf16_bits(x) if io16 else x
+    we = (rng.standard_normal((c, cin, 1, 1)) / np.sqrt(cin)).astype(np.float32)
+    be = rng.standard_normal(c).astype(np.float32)
+    wd = rng.standard_normal((c, 1, k, k), np.float32) / k
+    wp = (rng.standard_normal((co, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    bd = rng.standard_normal(c).astype(np.float32) if biases else None
+    bp = rng.standard_normal(co).astype(np.float32) if biases else None
+    out_shape = (n, geo.oh, geo.ow, co)
+    res = rng.standard_normal(out_shape, np.float32) if with_res else None
+    res_in = to_bf16_bits(res) if io16 and res is not None else res
+
+    def output() -> np.ndarray:
+        return aligned_empty(out_shape, np.uint16) if io16 else aligned_empty(out_shape)
+
+    fused = DwPointwise(geo, wd, wp, dw_epi, pw_epi, num_threads=2, activation=act, affine=affine, precision="bf16",
+                        expand=(we, RELU6))
+    y = output()
+    fused.bind(x_in, y, bd, bp, res_in, be).run()
+    ex = Conv2d(ConvGeometry(n, h, w, cin, c, 1, 1), we, RELU6, num_threads=2, precision="bf16")
+    expanded = aligned_empty((n, h, w, c))
+    ex.bind(x_in, expanded, be).run()
+    dw = Conv2d(geo, wd, dw_epi, num_threads=2, activation=act, affine=affine, precision="bf16")
+    mid = aligned_empty((n, geo.oh, geo.ow, c), np.uint16)
+    dw.bind(expanded, mid, bd).run()
+    pw = Conv2d(ConvGeometry(n, geo.oh, geo.ow, c, co, 1, 1), wp, pw_epi, num_threads=2, precision="bf16")
+    want = output()
+    pw.bind(mid, want, bp, res_in).run()
+    np.testing.assert_array_equal(y, want)

@@ -53,10 +53,12 @@ BAND_COST_PIXELS = 24
 #: channels: on 7x7 maps the unfused 1x1 splits its weights between the threads by output
 #: channels, while fused bands each stream all of them (a 960 -> 160 1x1 is 600 KB)
 MIN_PIXELS_PER_COUT = 1.0
-#: also fuse the expand 1x1 before the depthwise layer, f32 (its output, the expanded tensor,
+#: also fuse the expand 1x1 before the depthwise layer (its output, the expanded tensor,
 #: then never goes to memory either; ``EMBER_DW_FUSE_EXPAND=0`` turns it off): each band computes
 #: the rows of the expansion it reads, so the rows two bands share are computed twice
 EXPAND = os.environ.get("EMBER_DW_FUSE_EXPAND", "1") != "0"
+#: the expand 1x1 is fused under bf16 too (the window stays f32: the depthwise kernel reads f32)
+EXPAND_BF16 = True
 #: the stack buffer of a band's window of the expanded tensor stays under this many bytes
 EXPAND_SCRATCH_BYTES = 1 << 20
 #: the expand 1x1 is fused when the expanded tensor has at least this many bytes: one thread,
@@ -68,7 +70,7 @@ EXPAND_MIN_BYTES = 1 << 20
 DW_PW_CONTEXT = ContextLayout(
     "dw_pointwise",
     ("x", "y", "res", "dwfn", "dwctx", "gfn", "gctx", "nb", "band", "oh", "ow", "cs", "ldy", "ldr", "sb", "yb",
-     "rb", "efn", "ectx", "h", "w", "sh", "pt", "kspan", "es", "win", "eldx", "exn"),
+     "rb", "efn", "ectx", "h", "w", "sh", "pt", "kspan", "es", "win", "eldx", "exn", "xb"),
     pointers=("x", "y", "res"))
 
 
@@ -121,7 +123,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
         window = aligned_alloca(e, ir.FloatType(), b.mul(b.mul(e.arg("win"), W), es))
         ec = copy_context(e.arg("ectx", PTR), IGEMM_CONTEXT.words)
         first = b.add(b.mul(img, e.arg("exn")), b.mul(b.mul(iy_a, W), e.arg("eldx")))
-        put(ec, IGEMM_CONTEXT, "x", b.add(e.arg("x"), b.mul(first, c64(4))))
+        put(ec, IGEMM_CONTEXT, "x", b.add(e.arg("x"), b.mul(first, e.arg("xb"))))
         put(ec, IGEMM_CONTEXT, "y", window)
         for name in ("m", "w", "ow"):
             put(ec, IGEMM_CONTEXT, name, nin)
@@ -144,7 +146,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"dw_pointwise|{isa.level}|v3", isa, lambda p: _build(p, isa))
+    return jit.load(f"dw_pointwise|{isa.level}|v4", isa, lambda p: _build(p, isa))
 
 
 def band_rows(batch: int, oh: int, ow: int, channels: int, threads: int) -> int:
@@ -223,7 +225,11 @@ class DwPointwise:
     ``precision="bf16"`` runs the 1x1 in bf16 (as :class:`~ember.devices.cpu.kernels.conv.Conv2d`
     does: the depthwise layer computes in f32 and its band is stored bf16 for the GEMM); then
     :meth:`bind` also takes X, Y and the residual as uint16 arrays of bf16 bits (Y only when
-    :meth:`y_bf16_ok`)."""
+    :meth:`y_bf16_ok`).
+
+    ``expand=(weights [C, IC, 1, 1], epilogue)`` runs the block's expand 1x1 first, in each band
+    on the rows it reads (X is then its input, of IC channels; its bias goes to :meth:`bind`);
+    under bf16 it computes in bf16 and keeps the window f32 (the depthwise kernel reads f32)."""
 
     def __init__(self, dw: ConvGeometry, dw_weights: np.ndarray, pw_weights: np.ndarray,
                  dw_epilogue: Epilogue = NO_EPILOGUE, pw_epilogue: Epilogue = NO_EPILOGUE,
@@ -249,12 +255,11 @@ class DwPointwise:
             we = np.asarray(expand[0], np.float32)
             if we.ndim != 4 or we.shape[0] != dw.cin or we.shape[2:] != (1, 1):
                 raise EmberError(f"ember: expand 1x1 weights have shape {we.shape}, expected [{dw.cin}, IC, 1, 1]")
-            if self.precision is not Precision.F32:
-                raise EmberError("ember: the expand 1x1 is fused in f32 only")
             self.rows = expand_band_rows(dw, we.shape[1], w.shape[0], self.cs, self.num_threads)
             if not self.rows:
                 raise EmberError("ember: the expanded rows of a band do not fit the fused kernel's buffer")
-            self.cin, self.expand, self.expand_epilogue = we.shape[1], pack_conv_weights(we, 1, self.isa), expand[1]
+            self.cin, self.expand_epilogue = we.shape[1], expand[1]
+            self.expand = pack_conv_weights(we, 1, self.isa, self.precision)
         self.nb = -(-dw.oh // self.rows)
         self.depthwise = Conv2d(dw, dw_weights, dw_epilogue, num_threads=1, isa=self.isa, activation=activation,
                                 affine=affine, precision=self.precision)
@@ -305,7 +310,7 @@ class DwPointwise:
             if self.expand is None:
                 dwctx, dwfn, dwkeep = self.depthwise.spec_call(ldx, xn, self.cs, x16, self.bf16)
             else:  # the depthwise layer reads the window of the expansion (image stride 0)
-                dwctx, dwfn, dwkeep = self.depthwise.spec_call(self.cs, 0, self.cs)
+                dwctx, dwfn, dwkeep = self.depthwise.spec_call(self.cs, 0, self.cs, False, self.bf16)
             DW_SPEC_CONTEXT.fill(dwctx, band=self.rows, nb=self.nb, ng=1, ns=1, seg=g.ow,
                                  gv=-(-g.cin // self.isa.f32_lanes))
             band_pixels = self.rows * g.ow
@@ -316,7 +321,7 @@ class DwPointwise:
             if self.expand is not None:
                 m = window_rows(g, self.rows) * g.w
                 egemm = IGemmCall(self.expand, m=m, x_geometry=dict(h=1, w=m, oh=1, ow=m), ldx=ldx, ldy=self.cs,
-                                  epilogue=self.expand_epilogue, num_threads=1)
+                                  epilogue=self.expand_epilogue, num_threads=1, x_bf16=x16)
             call = (gemm, dwctx, dwfn, dwkeep, egemm)
             self._calls[key] = call
         gemm, dwctx, dwfn, dwkeep, egemm = call
@@ -337,7 +342,8 @@ class DwPointwise:
             IGEMM_CONTEXT.fill(ek.ctx, h=1, oh=1, gm=1, gn=1, tm=1 << 30, tn=1 << 30)
             (sh, _), (dh, _), (pt, _) = g.strides, g.dilations, g.pads_begin
             DW_PW_CONTEXT.fill(ctx, efn=ek.task, ectx=ek.ctx.ctypes.data, h=g.h, w=g.w, sh=sh, pt=pt,
-                               kspan=(g.kh - 1) * dh + 1, es=self.cs, win=window_rows(g, self.rows), eldx=ldx, exn=xn)
+                               kspan=(g.kh - 1) * dh + 1, es=self.cs, win=window_rows(g, self.rows), eldx=ldx, exn=xn,
+                               xb=2 if x16 else 4)
             keep = (ek.ctx, ek.keep, expand_bias)
         return BoundKernel(self._lib.address("task"), ctx, g.batch * self.nb, self.num_threads,
                            (dwctx, gctx, dwkeep, gk.keep, dw_bias, pw_bias, *keep), layout=DW_PW_CONTEXT)

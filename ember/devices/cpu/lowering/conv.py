@@ -324,12 +324,13 @@ def _emit_expand_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.nd
                               epilogue: Any, last: Node, fused: list[Node]) -> bool:
     """1x1 convolution ``node`` (an inverted residual block's expansion, its epilogue group up to
     ``last``) fused with the depthwise layer that alone reads it and the 1x1 after that
-    (``dw_pointwise.EXPAND``): the expanded tensor is never stored either."""
+    (``dw_pointwise.EXPAND``; under bf16 ``EXPAND_BF16``): the expanded tensor is never stored either."""
     from ember.devices.cpu.kernels import dw_pointwise
     from ember.devices.cpu.kernels.conv import ConvGeometry
     from ember.devices.cpu.kernels.gemm import Epilogue, Precision, as_precision
 
-    if not (dw_pointwise.ENABLED and dw_pointwise.EXPAND) or as_precision(lowering.precision) is not Precision.F32 \
+    bf16 = as_precision(lowering.precision) is Precision.BF16
+    if not (dw_pointwise.ENABLED and dw_pointwise.EXPAND) or (bf16 and not dw_pointwise.EXPAND_BF16) \
             or (geo.kh, geo.kw, geo.strides, geo.groups) != (1, 1, (1, 1), 1) or any(geo.pads_begin) \
             or any(geo.pads_end):
         return False
