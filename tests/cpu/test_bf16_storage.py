@@ -248,3 +248,60 @@ def test_ffn_bf16_storage_matches_reference() -> None:
     got = cm([x])[0]
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
     assert _u16_tensors(ember.Core().compile_model(model, "CPU")) == 0
+
+
+# -- max pooling on bf16 (ResNet-50's pool after the stem) -------------------------------------
+
+# (n, h, w, c, kernel, stride, pads_begin, pads_end): channel tails, blocks of 4 vectors, a
+# window wholly in the padding (the lowest float, which rounds to -inf as a reader would round it)
+POOL_CASES = [(1, 20, 18, 64, 3, 2, 1, 1), (2, 9, 7, 37, 3, 2, 1, 0), (1, 6, 5, 3, 2, 1, 0, 1),
+              (1, 6, 6, 80, 2, 2, 2, 0)]
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_max_pool_is_the_f32_pool_rounded(case: tuple, threads: int) -> None:
+    from ember.devices.cpu.kernels.pool import pool2d
+
+    n, h, w, c, k, s, pb, pe = case
+    x = np.random.default_rng(c).standard_normal((n, h, w, c)).astype(np.float32)
+    x[0, 0, 0, :2] = [-0.0, np.nan]
+    x16 = aligned_empty((n, h, w, c), dtype=np.uint16)
+    x16[:] = to_bf16_bits(x)
+    oh, ow = (h + pb + pe - k) // s + 1, (w + pb + pe - k) // s + 1
+    y, y16 = aligned_empty((n, oh, ow, c)), aligned_empty((n, oh, ow, c), dtype=np.uint16)
+    args = ((k, k), (s, s), (1, 1), (pb, pb), (pe, pe), "max", False, threads)
+    pool2d(round_to_bf16(x), y, *args).run()
+    pool2d(x16, y16, *args).run()
+    np.testing.assert_array_equal(y16, to_bf16_bits(y))
+    with pytest.raises(EmberError, match="bf16"):
+        pool2d(x16, y16, (k, k), (s, s), (1, 1), (pb, pb), (pe, pe), "avg", False, threads)
+
+
+def stem_pool(hw: int = 30) -> Model:
+    """ResNet-50's entry: a 7x7/2 stem -> ReLU -> max pool 3x3/2 -> two 1x1 convolutions, one
+    the other's residual."""
+    x = ops.parameter([1, 3, hw, hw], np.float32, name="x")
+    y = ops.relu(_conv(x, 64, 3, 7, 2))
+    p = ops.max_pool(y, [2, 2], [1, 1], [1, 1], [1, 1], [3, 3])
+    z = ops.add(_conv(ops.relu(_conv(p.output(0), 32, 64, 1)), 64, 32, 1), _conv(p.output(0), 64, 64, 1))
+    return Model([ops.relu(z)], [x], "stem_pool")
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_stem_max_pool_bf16_storage(threads: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ember.devices.cpu.lowering import conv
+
+    model = stem_pool()
+    x = np.random.default_rng(1).standard_normal((1, 3, 30, 30)).astype(np.float32)
+    cfg = {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads}
+    cm = ember.Core().compile_model(model, "CPU", cfg)
+    monkeypatch.setattr(conv, "BF16_MAX_POOL", False)
+    f32_pool = ember.Core().compile_model(model, "CPU", cfg)
+    # the stem's and the pool's outputs too are bf16 now: the same bits reach the 1x1 layers
+    assert _u16_tensors(cm) == _u16_tensors(f32_pool) + 2
+    assert not cm._executable.program.stats["fallbacks"]
+    got = cm([x])[0]
+    np.testing.assert_array_equal(got, f32_pool([x])[0])
+    ref = ember.Core().compile_model(model, "REFERENCE")([x])[0]
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()

@@ -16,8 +16,9 @@ import math
 import numpy as np
 from llvmlite import ir
 
+from ember.devices.cpu.kernels.gemm import load_bf16, store_bf16
 from ember.devices.cpu.llvm import jit
-from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
+from ember.devices.cpu.llvm.codegen import F32, I16, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store, vmax, vmin
@@ -40,11 +41,27 @@ REDUCE_CONTEXT = ContextLayout(
 RED_OPS = {"sum": 0, "max": 1, "min": 2}
 
 
-def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False) -> None:
+def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False, bf16: bool = False) -> None:
     """pool_task(ctx, task): task -> (image, output row, channel block). With ``indices``
     (max pooling only, ``pool_idx_task``) it also writes the flat input index of each maximum
-    into ``idx`` (plain NCHW order, i32 or i64): ``img * mn + c * mc + iy * my + ix``."""
-    fn = Emitter.function(m, f"{prefix}_pool_{'idx_' if indices else ''}task", VOID, [PTR, I64])
+    into ``idx`` (plain NCHW order, i32 or i64): ``img * mn + c * mc + iy * my + ix``. With
+    ``bf16`` (max pooling only, ``pool_bf16_task``) X and Y are bf16 bits, widened exactly as
+    they are read and rounded to nearest even as they are stored (every maximum is an element
+    of X, so only a window without one, the lowest float, rounds: to -inf, as a reader that
+    rounds an f32 Y would)."""
+    name = "idx_" if indices else "bf16_" if bf16 else ""
+    fn = Emitter.function(m, f"{prefix}_pool_{name}task", VOID, [PTR, I64])
+    ET = I16 if bf16 else F32  # the element type of X and Y in memory
+
+    def vload(ptr: ir.Value, mask: ir.Value | None) -> ir.Value:
+        return load_bf16(e, ptr, mask, lanes) if bf16 else masked_load(e, vt, ptr, mask)
+
+    def vstore(v: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+        if bf16:
+            store_bf16(e, v, ptr, mask)
+        else:
+            masked_store(e, v, ptr, mask)
+
     e = ContextEmitter(m, fn, POOL_CONTEXT)
     b = e.b
     task = fn.args[1]
@@ -58,8 +75,8 @@ def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False) -> 
     avg = b.icmp_signed("!=", e.arg("avg"), c64(0))
     H, W, kh, kw = e.arg("h"), e.arg("w"), e.arg("kh"), e.arg("kw")
     ldx, ldy = e.arg("ldx"), e.arg("ldy")
-    x = e.gep(F32, e.arg("x", PTR), b.mul(img, e.arg("xn")))
-    y = e.gep(F32, e.arg("y", PTR), b.add(b.mul(img, e.arg("yn")), b.mul(b.mul(oy, e.arg("ow")), ldy)))
+    x = e.gep(ET, e.arg("x", PTR), b.mul(img, e.arg("xn")))
+    y = e.gep(ET, e.arg("y", PTR), b.add(b.mul(img, e.arg("yn")), b.mul(b.mul(oy, e.arg("ow")), ldy)))
     iy0 = b.sub(b.mul(oy, e.arg("sh")), e.arg("pt"))
     fh = e.load(F32, e.gep(F32, e.arg("invh", PTR), oy))
     lowest = ir.Constant(vt, [LOWEST] * lanes)
@@ -67,7 +84,7 @@ def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False) -> 
     with e.loop(0, e.arg("ow"), name="ox") as ox:
         ix0 = b.sub(b.mul(ox, e.arg("sw")), e.arg("pl"))
         factor = e.splat(b.fmul(fh, e.load(F32, e.gep(F32, e.arg("invw", PTR), ox))), lanes)
-        yrow = e.gep(F32, y, b.mul(ox, ldy))
+        yrow = e.gep(ET, y, b.mul(ox, ldy))
 
         def block(ch: ir.Value, count: int) -> None:
             """``count`` whole channel vectors from ``ch``: independent chains, one window walk."""
@@ -75,18 +92,18 @@ def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False) -> 
             with e.loop(0, kh, name="by") as ky:
                 iy = b.add(iy0, b.mul(ky, e.arg("dh")))
                 with b.if_then(b.icmp_unsigned("<", iy, H)):
-                    xrow = e.gep(F32, x, b.mul(b.mul(iy, W), ldx))
+                    xrow = e.gep(ET, x, b.mul(b.mul(iy, W), ldx))
                     with e.loop(0, kw, name="bx") as kx:
                         ix = b.add(ix0, b.mul(kx, e.arg("dw")))
                         with b.if_then(b.icmp_unsigned("<", ix, W)):
-                            src = e.gep(F32, xrow, b.add(b.mul(ix, ldx), ch))
+                            src = e.gep(ET, xrow, b.add(b.mul(ix, ldx), ch))
                             for i, acc in enumerate(accs):
-                                v = e.load(vt, e.gep(F32, src, i * lanes), align=4)
+                                v = vload(e.gep(ET, src, c64(i * lanes)), None)
                                 a = e.load(vt, acc)
                                 b.store(b.select(avg, b.fadd(a, v), vmax(b, a, v)), acc)
             for i, acc in enumerate(accs):
                 a = e.load(vt, acc)
-                b.store(b.select(avg, b.fmul(a, factor), a), e.gep(F32, yrow, b.add(ch, c64(i * lanes))), align=4)
+                vstore(b.select(avg, b.fmul(a, factor), a), e.gep(ET, yrow, b.add(ch, c64(i * lanes))), None)
 
         def channels(ch: ir.Value, mask: ir.Value | None) -> None:
             acc = e.var(vt)
@@ -100,11 +117,11 @@ def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False) -> 
             with e.loop(0, kh, name="ky") as ky:
                 iy = b.add(iy0, b.mul(ky, e.arg("dh")))
                 with b.if_then(b.icmp_unsigned("<", iy, H)):
-                    xrow = e.gep(F32, x, b.mul(b.mul(iy, W), ldx))
+                    xrow = e.gep(ET, x, b.mul(b.mul(iy, W), ldx))
                     with e.loop(0, kw, name="kx") as kx:
                         ix = b.add(ix0, b.mul(kx, e.arg("dw")))
                         with b.if_then(b.icmp_unsigned("<", ix, W)):
-                            v = masked_load(e, vt, e.gep(F32, xrow, b.add(b.mul(ix, ldx), ch)), mask)
+                            v = vload(e.gep(ET, xrow, b.add(b.mul(ix, ldx), ch)), mask)
                             a = e.load(vt, acc)
                             if indices:
                                 take = b.fcmp_ordered(">", v, a)
@@ -115,7 +132,7 @@ def _emit_pool(m: ir.Module, prefix: str, lanes: int, indices: bool = False) -> 
                                 b.store(b.select(avg, b.fadd(a, v), vmax(b, a, v)), acc)
             a = e.load(vt, acc)
             out = b.select(avg, b.fmul(a, factor), a)
-            masked_store(e, out, e.gep(F32, yrow, ch), mask)
+            vstore(out, e.gep(ET, yrow, ch), mask)
             if indices:  # plain NCHW order: lanes (channels) are oh * ow apart
                 ohw = b.mul(oh, e.arg("ow"))
                 first = b.add(b.mul(b.add(b.mul(img, c), ch), ohw), b.add(b.mul(oy, e.arg("ow")), ox))
@@ -221,6 +238,7 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
     m.triple = isa.triple
     _emit_pool(m, prefix, isa.f32_lanes)
     _emit_pool(m, prefix, isa.f32_lanes, indices=True)
+    _emit_pool(m, prefix, isa.f32_lanes, bf16=True)
     _emit_reduce(m, prefix, isa.f32_lanes)
     return m
 
@@ -253,7 +271,14 @@ def pool2d(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: tuple
 
     ``indices`` (max pooling): an int32 or int64 array ``[N, C, OH, OW]`` (plain order) that
     receives the flat index of each maximum in the NCHW input, flattened from ``axis`` on
-    (MaxPool-8's second output)."""
+    (MaxPool-8's second output).
+
+    ``x`` and ``y`` both uint16 (bf16 bits, max pooling without indices): the same maxima,
+    stored as bf16 (see :func:`_emit_pool`)."""
+    bf16 = x.dtype == np.uint16
+    if bf16 and (y.dtype != np.uint16 or mode != "max" or indices is not None):
+        raise EmberError("ember: bf16 pooling is max pooling from bf16 into bf16, without indices")
+    esz = x.itemsize
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
     isa = isa or host_isa()
@@ -273,10 +298,10 @@ def pool2d(x: np.ndarray, y: np.ndarray, kernel: tuple[int, int], strides: tuple
     invh[:oh], invw[:ow] = fh, fw
     vals = dict(x=x.ctypes.data, y=y.ctypes.data, h=h, w=w, c=c, oh=oh, ow=ow, kh=kernel[0], kw=kernel[1],
                 sh=strides[0], sw=strides[1], dh=dilations[0], dw=dilations[1], pt=pads_begin[0],
-                pl=pads_begin[1], ldx=x.strides[2] // 4, xn=x.strides[0] // 4, ldy=y.strides[2] // 4,
-                yn=y.strides[0] // 4, avg=int(mode == "avg"), invh=invh.ctypes.data, invw=invw.ctypes.data, cb=cb,
+                pl=pads_begin[1], ldx=x.strides[2] // esz, xn=x.strides[0] // esz, ldy=y.strides[2] // esz,
+                yn=y.strides[0] // esz, avg=int(mode == "avg"), invh=invh.ctypes.data, invw=invw.ctypes.data, cb=cb,
                 ncb=ncb)
-    task = "pool_task"
+    task = "pool_bf16_task" if bf16 else "pool_task"
     if indices is not None:
         if mode != "max" or indices.shape != (n, c, oh, ow) or indices.dtype not in (np.int32, np.int64) \
                 or not indices.flags.c_contiguous:

@@ -473,6 +473,8 @@ def _bf16_readers_only(lowering: Lowering, last: Node) -> bool:
         reader = t.node
         if reader.type_name == "Add" and _bf16_residual_reader(reader, port):
             continue
+        if reader.type_name == "MaxPool" and _bf16_max_pool(lowering, reader):
+            continue
         if reader.type_name not in ("Convolution", "GroupConvolution") or t.index != 0 \
                 or len(reader.input_values()) != 2 or len(reader.output(0).partial_shape) != 4:
             return False
@@ -489,6 +491,23 @@ def _bf16_readers_only(lowering: Lowering, last: Node) -> bool:
         elif merge_taps_for(w.shape[1], taps):
             return False
     return True
+
+
+#: a 2-D max pooling whose readers all read bf16 reads and stores bf16 itself (ResNet-50's
+#: pool after the stem): the maximum of rounded values is the rounded maximum, so its readers
+#: get the same bits as from an f32 pooling. Off: the pool stays f32, and so does its producer.
+BF16_MAX_POOL = True
+
+
+def _bf16_max_pool(lowering: Lowering, pool: Node) -> bool:
+    """Whether the max pooling ``pool`` (bf16 precision) pools bf16 into bf16: 2-D, its indices
+    unused, no negative padding, and its own output bf16 (:func:`_bf16_readers_only`)."""
+    if not BF16_MAX_POOL or len(pool.input_values()[0].partial_shape) != 4:
+        return False
+    if any(o.targets or lowering.is_result(o) for o in pool.outputs()[1:]):
+        return False
+    pb, pe, _ = pool.plan(pool.input_values()[0].partial_shape)
+    return min(*pb, *pe) >= 0 and _bf16_readers_only(lowering, pool)
 
 
 def _bf16_residual_reader(add: Node, port: Output) -> bool:
@@ -733,7 +752,9 @@ def lower_pool(lowering: Lowering, node: Node) -> bool:
     padded = any(pb) or any(pe)
     threads, isa = lowering.threads, lowering.isa
     x = _channels_last_input(lowering, xport)
-    y = _channels_last_value(lowering, out_logical, node.friendly_name, node)
+    if x.dtype == np.uint16 and (mode != "max" or rank != 4 or want_indices):  # _bf16_max_pool promised otherwise
+        raise EmberError(f"ember: internal: {node.friendly_name} got a bf16 input it cannot pool")
+    y = _channels_last_value(lowering, out_logical, node.friendly_name, node, bf16=x.dtype == np.uint16)
     if rank == 3:
         kernel, strides, dil, pb, pe = [1, *kernel], [1, *strides], [1, *dil], [0, *pb], [0, *pe]
     ins, outs = [x], [y]
