@@ -128,3 +128,57 @@ def test_ranking_subset_takes_few_shapes() -> None:
     assert few_shapes_first(items, 3) == [0, 2, 5]  # the three 320-wide items
     assert few_shapes_first(items, 5) == [0, 1, 2, 4, 5]
     assert few_shapes_first([{"a": np.zeros(2)}, {"a": np.zeros(3)}, {"a": np.zeros(3)}], 2) == [1, 2]
+
+
+def _ppocr_like() -> Model:
+    """The recognizer's quantizer kinds in one graph: a first convolution on the input, biases
+    (FastBiasCorrection moves them), a hswish spelled out feeding a fork, a Concat
+    sharing one range, a fork, a LayerNorm spelled out, a MatMul of two activations, a head MatMul."""
+    def w(*shape: int) -> np.ndarray:
+        return (RNG.standard_normal(shape) * 0.3).astype(np.float32)
+
+    x = ops.parameter([1, 3, 4, 8], np.float32, name="x")
+    c1 = ops.add(ops.convolution(x, w(6, 3, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1], name="c1"), w(1, 6, 1, 1),
+                 name="c1/bias")
+    hs = ops.multiply(c1, ops.clamp(ops.add(c1, np.float32(3.0), name="plus3"), 0.0, 6.0, name="clip"), name="hsw")
+    c2 = ops.convolution(hs, w(6, 6, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1], name="c2")
+    cat = ops.concat([ops.relu(c2, name="r2"), hs], 1, name="cat")
+    c3 = ops.add(ops.convolution(cat, w(8, 12, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1], name="c3"), w(1, 8, 1, 1),
+                 name="c3/bias")
+    seq = ops.transpose(ops.reshape(c3, [1, 8, 32], False, name="flat"), [0, 2, 1], name="seq")  # [1, 32, 8]
+    mean = ops.reduce_mean(seq, np.array([-1]), True, name="mean")
+    d = ops.subtract(seq, mean, name="sub")
+    var = ops.reduce_mean(ops.power(d, np.float32(2.0), name="pow"), np.array([-1]), True, name="var")
+    norm = ops.divide(d, ops.sqrt(ops.add(var, np.float32(1e-5), name="eps"), name="sqrt"), name="div")
+    q = ops.matmul(norm, w(8, 8), False, True, name="q")
+    k = ops.matmul(norm, w(8, 8), False, True, name="k")
+    att = ops.softmax(ops.matmul(q, k, False, True, name="qk"), -1, name="sm")
+    ctx = ops.matmul(att, norm, False, False, name="av")
+    head = ops.matmul(ops.add(ctx, norm, name="res"), w(5, 8), False, True, name="head")
+    return Model([ops.softmax(head, -1, name="probs")], [x], "ppocr_like")
+
+
+def test_reverting_every_group_gives_the_float_model_back() -> None:
+    """Accuracy control's bookkeeping (issue 12's "112 of 160 layers reverted, drop still 0.167"):
+    with every group reverted no FakeQuantize or int8 weight is left in use and the model computes
+    exactly what the float model does (biases moved by bias correction put back too)."""
+    from ember.quantize.accuracy_control import revert_layer
+    from ember.quantize.compare import quantized_layers
+
+    model = _ppocr_like()
+    data = [RNG.standard_normal((1, 3, 4, 8)).astype(np.float32) for _ in range(4)]
+    q = nncf.quantize(model, nncf.Dataset(data), subset_size=4)
+    f_by_name = {n.friendly_name: n for n in model.get_ordered_ops()}
+    q_by_name = {n.friendly_name: n for n in q.get_ordered_ops()}
+    names = [n.friendly_name for n in quantized_layers(q)]
+    assert {"c1", "cat", "sqrt", "qk", "av", "res", "head"} <= set(names)  # the kinds the docstring lists
+    x = data[0]
+    assert not np.array_equal(ember.compile_model(q, "CPU")(x)[0], ember.compile_model(model, "CPU")(x)[0])
+    for group in layer_groups(q, names):
+        for name in group:
+            revert_layer(q_by_name[name], f_by_name[name])
+    q.validate_nodes_and_infer_types()
+    assert not [n.friendly_name for n in q.get_ordered_ops() if n.type_name == "FakeQuantize" and n.output(0).targets]
+    assert not quantized_layers(q)
+    for item in data:
+        np.testing.assert_array_equal(ember.compile_model(q, "CPU")(item)[0], ember.compile_model(model, "CPU")(item)[0])
