@@ -479,6 +479,203 @@ def _ocr_characters(zoo: Any) -> list[str]:
     return meta["character"].splitlines()
 
 
+# -- the PP-OCR recognizer study (issue 12's page.png target) ------------------------------------
+
+#: quantization recipes the study compares on the validation lines (documented NNCF options only)
+STUDY_RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "HISTOGRAM ranges": {"range": "HISTOGRAM"},
+    "overflow_fix=DISABLE": {"overflow_fix": "DISABLE"},
+    "TRANSFORMER + PERFORMANCE (SmoothQuant)": {"model_type": "TRANSFORMER", "preset": "PERFORMANCE"},
+    "full BiasCorrection": {"fast_bias_correction": False},
+}
+
+
+def _study_quantize(model: Any, items: list[Any], recipe: dict[str, Any]) -> Any:
+    import ember.nncf as nncf
+
+    adv: dict[str, Any] = {"show_progress": False}
+    if "range" in recipe:
+        adv["activations_range_estimator_params"] = getattr(nncf.RangeEstimatorParametersSet, recipe["range"])
+    if "overflow_fix" in recipe:
+        adv["overflow_fix"] = nncf.OverflowFix[recipe["overflow_fix"]]
+    return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items),
+                         model_type=nncf.ModelType[recipe["model_type"]] if "model_type" in recipe else None,
+                         preset=nncf.QuantizationPreset[recipe["preset"]] if "preset" in recipe else None,
+                         fast_bias_correction=recipe.get("fast_bias_correction", True),
+                         advanced_parameters=nncf.AdvancedQuantizationParameters(**adv))
+
+
+def _layer_kind(node: Any, in_backbone: bool) -> str:
+    """A PP-OCRv4 recognizer layer's part: backbone (up to its AvgPool) convolutions, its
+    squeeze-and-excitation blocks, its hswish (and pool) ops, BatchNorm inputs; the SVTR neck's
+    LayerNorms, attention, linear MatMuls, residual Adds, swish/Concat, convolutions."""
+    from ember.quantize.compare import is_compressed_weight
+
+    t = node.type_name
+    # SE blocks: a global pool to [N, C, 1, 1], two 1x1 convolutions on it, a Multiply by the gate
+    acts = [node.output(0)] + ([s for s in node.input_values() if not is_compressed_weight(s)]
+                               if t == "Multiply" else [])
+    gate = any(str(s.partial_shape).replace(" ", "").endswith(",1,1]") for s in acts)
+    if t == "BatchNormInference":
+        return "BatchNorm inputs"
+    if in_backbone:
+        if t == "ReduceMean" or gate:
+            return "backbone SE blocks"
+        return "backbone convolutions" if t in ("Convolution", "GroupConvolution") else "backbone hswish ops"
+    if t in ("ReduceMean", "Subtract", "Power", "Sqrt", "Divide"):
+        return "neck LayerNorms"
+    if t == "MatMul":
+        weighted = any(is_compressed_weight(s) for s in node.input_values())
+        return "neck linear MatMuls" if weighted else "neck attention (two activations)"
+    return {"Add": "neck residual Adds", "Convolution": "neck convolutions"}.get(t, "neck swish, Concat, other")
+
+
+def ppocr_study(n_calib: int) -> list[str]:
+    """What int8 costs the PP-OCRv4 recognizer, measured on rendered validation lines (never on
+    page.png, which is evaluated once, for the default and for the recipe the validation picks)."""
+    import openvino as ov
+
+    import ember
+    import ember.zoo
+    from ember.io import read_ir
+    from ember.quantize.accuracy_control import revert_layer
+    from ember.quantize.compare import quantized_layers
+
+    h = _ocr_helpers()
+    chars = _ocr_characters(ember.zoo)
+    out: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        out.append(line)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        spec = prepare("ppocr", work, n_calib, 1)
+        fmodel = read_ir(work / "ppocr-rec.xml")
+        items = _calib_items(work / "ppocr-rec_calib.npz")
+        val = _calib_items(work / "ppocr-rec_val.npz")
+        page = spec["eval"]
+        det = ov.Core().compile_model(str(work / "ppocr-det.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        page_in = h.rec_batches(h.text_lines(page, det(h.det_input(page))[0][0, 0]))
+        xml = str(work / "ppocr-rec.xml")
+
+        def rows(compiled: Any, data: list[np.ndarray]) -> list[np.ndarray]:
+            return [r for x in data for r in np.asarray(compiled(x)[0]).copy()]
+
+        ref = {"val": rows(ember.Core().compile_model(fmodel, "CPU"), val),
+               "page": rows(ember.Core().compile_model(fmodel, "CPU"), page_in)}
+        ref_text = {k: [h.ctc_decode(r[None], chars)[0] for r in v] for k, v in ref.items()}
+
+        def score(compiled: Any, which: str) -> tuple[int, int, float, np.ndarray]:
+            got = rows(compiled, val if which == "val" else page_in)
+            same = sum(h.ctc_decode(g[None], chars)[0] == t for g, t in zip(got, ref_text[which]))
+            tv = float(np.mean([0.5 * np.abs(g - r).sum(-1).mean() for g, r in zip(got, ref[which])]))
+            margins = []
+            for g, r in zip(got, ref[which]):
+                top2 = np.sort(r, -1)[:, -2:]
+                margins += list((top2[:, 1] - top2[:, 0])[r.argmax(-1) != g.argmax(-1)])
+            return same, len(ref_text[which]), tv, np.asarray(margins)
+
+        def line(label: str, compiled: Any, with_page: bool = False) -> tuple[int, float]:
+            same, n, tv, m = score(compiled, "val")
+            text = (f"| {label} | {same}/{n} | {tv:.4f} | {len(m)} | "
+                    f"{np.median(m) if len(m) else 0:.2f}, {np.mean(m < 0.1) if len(m) else 0:.2f} |")
+            if with_page:
+                p_same, p_n, p_tv, _ = score(compiled, "page")
+                text += f" {p_same}/{p_n} (TV {p_tv:.4f}) |"
+            else:
+                text += " - |"
+            say(text)
+            return same, tv
+
+        say("| recognizer | validation lines read as f32 | mean TV distance per frame | frames flipped | "
+            "their f32 margin: median, share < 0.1 | page.png lines (float detector) |")
+        say("|---|---|---|---|---|---|")
+        line("ember f32 (CPU)", ember.Core().compile_model(fmodel, "CPU"), True)
+        line("OpenVINO f32", ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), True)
+        line("ember bf16", ember.Core().compile_model(fmodel, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"}), True)
+        line("OpenVINO bf16", ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"}), True)
+        f32 = ember.Core().compile_model(fmodel, "CPU")
+        for amp in (0.5, 1.0):
+            rng = np.random.default_rng(0)
+            noisy = [x + (x != 0) * rng.uniform(-amp, amp, x.shape).astype(np.float32) / 127.5 for x in val]
+            got = [t for x in noisy for t in h.ctc_decode(f32(x)[0], chars)]
+            p_noisy = [x + (x != 0) * rng.uniform(-amp, amp, x.shape).astype(np.float32) / 127.5 for x in page_in]
+            p_got = [t for x in p_noisy for t in h.ctc_decode(f32(x)[0], chars)]
+            say(f"| f32, input + uniform noise of +-{amp} grey level | "
+                f"{sum(a == b for a, b in zip(got, ref_text['val']))}/{len(got)} | | | | "
+                f"{sum(a == b for a, b in zip(p_got, ref_text['page']))}/{len(p_got)} |")
+        picked: tuple[tuple[int, float], str] | None = None
+        for name, recipe in STUDY_RECIPES.items():
+            q = _study_quantize(fmodel, items, recipe)
+            key = line(f"int8, {name}", ember.Core().compile_model(q, "CPU"), name == "default")
+            if picked is None or (key[0], -key[1]) > (picked[0][0], -picked[0][1]):
+                picked = (key, name)
+            if name != "default":
+                continue
+            # where the default's error comes from: each part int8 alone (the rest float)
+            by_name = {n.friendly_name: n for n in fmodel.get_ordered_ops()}
+            layers = quantized_layers(q)
+            names = [n.friendly_name for n in layers]
+            end = next((i for i, n in enumerate(layers) if n.type_name == "AvgPool"), len(layers))
+            kinds: dict[str, list[str]] = {}
+            for i, n in enumerate(layers):
+                kind = "CTC head MatMul" if i == len(layers) - 1 and n.type_name == "MatMul" else _layer_kind(n, i <= end)
+                kinds.setdefault(kind, []).append(n.friendly_name)
+            for kind, members in kinds.items():
+                qi = read_ir_copy(q)
+                qb = {n.friendly_name: n for n in qi.get_ordered_ops()}
+                for other in names:
+                    if other not in members:
+                        revert_layer(qb[other], by_name[other])
+                qi.validate_nodes_and_infer_types()
+                line(f"int8, only the {kind} ({len(members)} layers)", ember.Core().compile_model(qi, "CPU"))
+            for label, keep in (("weights", "weights"), ("activations", "activations")):
+                qi = read_ir_copy(q)
+                _keep_only(qi, fmodel, keep)
+                line(f"int8, {label} only", ember.Core().compile_model(qi, "CPU"))
+        assert picked is not None
+        if picked[1] != "default":
+            q = _study_quantize(fmodel, items, STUDY_RECIPES[picked[1]])
+            line(f"int8, {picked[1]} (picked on the validation lines)", ember.Core().compile_model(q, "CPU"), True)
+    return out
+
+
+def read_ir_copy(model: Any) -> Any:
+    """A separate copy of an ember model (saved and read back)."""
+    import ember
+    from ember.io import read_ir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ember.save_model(model, Path(tmp) / "m.xml", compress_to_fp16=False)
+        return read_ir(Path(tmp) / "m.xml")
+
+
+def _keep_only(q: Any, fmodel: Any, keep: str) -> None:
+    """``q`` with only its int8 weights (every FakeQuantize bypassed) or only its activation
+    quantizers (every weight float again)."""
+    from ember.graph.core_ops import Constant
+    from ember.quantize.compare import is_compressed_weight, quantized_layers
+    from ember.quantize.graph_utils import Constants
+
+    if keep == "weights":
+        for n in list(q.get_ordered_ops()):
+            if n.type_name == "FakeQuantize":
+                for t in list(n.output(0).targets):
+                    t.node.set_argument(t.index, n.input(0).source)
+    else:
+        by_name = {n.friendly_name: n for n in fmodel.get_ordered_ops()}
+        consts = Constants()
+        for n in quantized_layers(q):
+            for port, src in enumerate(n.input_values()):
+                if is_compressed_weight(src):
+                    value = consts.value(by_name[n.friendly_name].input(port).source)
+                    n.set_argument(port, Constant(value).output(0))
+    q.validate_nodes_and_infer_types()
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,8 +691,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accuracy-control", default="",
                     help="tools whose quantize_with_accuracy_control also runs on the models that have validation "
                          "data (the PP-OCR recognizer): 'ember' or 'ember,nncf' (long: tens of minutes)")
+    ap.add_argument("--ppocr-study", action="store_true",
+                    help="what int8 costs the PP-OCRv4 recognizer: f32/bf16/int8 and each part of the network "
+                         "int8 alone, on rendered validation lines (page.png evaluated once; ~15 min)")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.ppocr_study:
+        study = ppocr_study(args.calib)
+        if args.out:
+            Path(args.out).write_text("\n".join(study) + "\n", encoding="utf-8")
+        return 0
     if args.worker:
         worker(args.worker[0], args.worker[1], args.worker[2], args.worker[3] or None, args.worker[4] or None)
         return 0

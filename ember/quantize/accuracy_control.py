@@ -15,12 +15,11 @@ As NNCF 3.4 does it:
   and **steps back** (undoes the revert) when the drop grew, unless the step before was a step
   back; at most ``max_num_iterations`` steps; "tune hyperparameters" is off, as NNCF's default.
 
-Where ember differs: NNCF ranks each group by re-validating the model with that group reverted
-(one compile and a ranking-subset pass per group, and again after each step back); ember ranks the
-groups by the error each layer adds on the ranking subset (``compare``: one float and one
-quantized pass), and skips a stepped-back group instead of re-ranking. The revert loop then costs
-one validation per step. Each piece's time is logged and kept in
-``rt_info["ember_accuracy_control"]``.
+Where ember differs: the ranking subset is smaller by default (``DEFAULT_RANKING_SUBSET``), a
+stepped-back group is skipped instead of re-ranking every group, and ``ranking="layer_error"``
+ranks the groups by the error each layer adds on the subset (``compare``: one float and one
+quantized pass in all) instead of re-validating each group. Each piece's time is logged and kept
+in ``rt_info["ember_accuracy_control"]``.
 
 On dynamic-shape models every new input shape of a quantized model is a plan of its own (int8
 plans are static-shaped), and every step is a new model: give the validation items a few shapes

@@ -51,3 +51,41 @@ def test_accuracy_control_validation_lines_are_other_text() -> None:
     assert padded.shape[-1] % b.VAL_BUCKET == 0 and padded.shape[-1] >= exact.shape[-1]
     drawn = -(-48 * line.shape[1] // line.shape[0])  # the line's own columns, then zeros
     assert padded[..., drawn - 1].any() and not padded[..., drawn:].any()
+
+
+def test_ppocr_study_keeps_only_weights_or_only_activations() -> None:
+    """The study's "int8 weights only" / "activations only" models: one kind of quantization left,
+    and the other exactly float (checked against numpy fake quantization of the weights)."""
+    import ember
+    import ember.nncf as nncf
+    import ember.opset as ops
+    from ember.graph.model import Model
+    from ember.quantize.compare import is_compressed_weight, quantized_layers
+
+    b = _bench()
+    rng = np.random.default_rng(2)
+    w1, w2 = (rng.standard_normal((8, 6)) * 0.3).astype(np.float32), (rng.standard_normal((4, 8)) * 0.3).astype(np.float32)
+
+    def build() -> Model:
+        x = ops.parameter([2, 6], np.float32, name="x")
+        h = ops.relu(ops.matmul(x, w1, False, True, name="fc1"), name="r")
+        return Model([ops.matmul(h, w2, False, True, name="fc2")], [x])
+
+    data = [rng.standard_normal((2, 6)).astype(np.float32) for _ in range(3)]
+    fmodel = build()
+    q = nncf.quantize(fmodel, nncf.Dataset(data), subset_size=3,
+                      advanced_parameters=nncf.AdvancedQuantizationParameters(show_progress=False))
+    weights_only, acts_only = b.read_ir_copy(q), b.read_ir_copy(q)
+    b._keep_only(weights_only, fmodel, "weights")
+    b._keep_only(acts_only, fmodel, "activations")
+    assert not [n for n in weights_only.get_ordered_ops() if n.type_name == "FakeQuantize" and n.output(0).targets]
+    assert not any(is_compressed_weight(s) for n in quantized_layers(acts_only) for s in n.input_values())
+    assert any(n.type_name == "FakeQuantize" and n.output(0).targets for n in acts_only.get_ordered_ops())
+
+    def fq_weight(w: np.ndarray) -> np.ndarray:  # per output channel, symmetric, 255 levels
+        scale = np.abs(w).max(axis=1, keepdims=True) / 127
+        return (np.clip(np.rint(w / scale), -127, 127) * scale).astype(np.float32)
+
+    x = data[0]
+    expected = np.maximum(x @ fq_weight(w1).T, 0) @ fq_weight(w2).T  # no bias: nothing for bias correction
+    np.testing.assert_allclose(ember.compile_model(weights_only, "CPU")(x)[0], expected, rtol=1e-5, atol=1e-5)
