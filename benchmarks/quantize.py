@@ -488,6 +488,7 @@ STUDY_RECIPES: dict[str, dict[str, Any]] = {
     "overflow_fix=DISABLE": {"overflow_fix": "DISABLE"},
     "TRANSFORMER + PERFORMANCE (SmoothQuant)": {"model_type": "TRANSFORMER", "preset": "PERFORMANCE"},
     "full BiasCorrection": {"fast_bias_correction": False},
+    "no bias correction": {"disable_bias_correction": True},
 }
 
 
@@ -499,6 +500,8 @@ def _study_quantize(model: Any, items: list[Any], recipe: dict[str, Any]) -> Any
         adv["activations_range_estimator_params"] = getattr(nncf.RangeEstimatorParametersSet, recipe["range"])
     if "overflow_fix" in recipe:
         adv["overflow_fix"] = nncf.OverflowFix[recipe["overflow_fix"]]
+    if recipe.get("disable_bias_correction"):
+        adv["disable_bias_correction"] = True
     return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items),
                          model_type=nncf.ModelType[recipe["model_type"]] if "model_type" in recipe else None,
                          preset=nncf.QuantizationPreset[recipe["preset"]] if "preset" in recipe else None,
