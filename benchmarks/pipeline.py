@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="f32")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--no-chooser", action="store_true",
+                    help="every run parallel (the run-mode chooser off), so a busy machine still compares parallel runs")
     ap.add_argument("--pools", default="shared", help="shared, own, or both (shared,own): the pairs alternate")
     args = ap.parse_args(argv)
     pools = tuple(p.strip() for p in args.pools.split(",") if p.strip())
@@ -90,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     core = ember.Core()
     pairs = {p: _pair(core, args, p) for p in pools}
     inputs = {p: (_inputs(a, 0), _inputs(b, 1)) for p, (a, b) in pairs.items()}
+    if args.no_chooser:
+        for pair in pairs.values():
+            for compiled in pair:
+                lease = _pool(compiled)
+                if lease is not None:
+                    lease.chooser = None
     requests = {p: (a.create_infer_request(), b.create_infer_request()) for p, (a, b) in pairs.items()}
     for p, (r1, r2) in requests.items():
         x1, x2 = inputs[p]
@@ -114,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                         counters[p, mode].append(pool.stats() - before)
     print(f"{args.second} ({args.precision}) alone and right after {args.first}, one process, "
           f"{args.rounds} alternating rounds of {args.runs} runs")
-    print(f"{'':36} {'median ms':>10} {'wake-ups/run':>13} {'wait us/run':>12}")
+    print(f"{'':36} {'median ms':>10} {'wake-ups/run':>13} {'wait us/run':>12} {'serial runs':>12}")
     n = args.rounds * args.runs
     for p, mode in cells:
         label = f"{args.second} alone" if mode == "alone" else f"after {args.first}"
         wakes = sum(d.wakes for d in counters[p, mode]) / n if counters[p, mode] else float("nan")
         wait = sum(d.wait_us for d in counters[p, mode]) / n if counters[p, mode] else float("nan")
-        print(f"{label + f' ({p} pool)':36} {np.median(times[p, mode]) * 1e3:10.2f} {wakes:13.1f} {wait:12.0f}")
+        # runs with no parallel job: the run-mode chooser ran them on the caller (a busy machine)
+        ser = 100 * np.mean([d.jobs == 0 for d in counters[p, mode]]) if counters[p, mode] else float("nan")
+        print(f"{label + f' ({p} pool)':36} {np.median(times[p, mode]) * 1e3:10.2f} {wakes:13.1f} {wait:12.0f} "
+              f"{ser:11.0f}%")
     for p in pools:
         print(f"after / alone ({p} pool): {np.median(times[p, 'after']) / np.median(times[p, 'alone']):.2f}")
     if len(pools) == 2:
