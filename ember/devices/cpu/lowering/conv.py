@@ -302,6 +302,10 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
             and _emit_expand_dw_pointwise(lowering, node, geo, w, bias, Epilogue(lo, hi, act, gemm_affine), last,
                                           fused):
         return True
+    if not activation and affine is None and len(out_logical) == 4 \
+            and _emit_stem_rows(lowering, node, geo, w, bias, residual, Epilogue(lo, hi, act, gemm_affine), last,
+                                fused):
+        return True
     kernel = Conv2d(geo, w, Epilogue(lo, hi, act, gemm_affine), num_threads=lowering.threads, isa=lowering.isa,
                     precision=lowering.precision, activation=activation, affine=affine)
     lowering.bf16_ops += kernel.precision.value == "bf16"
@@ -316,6 +320,53 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
         return [kernel.bind(a[0], o[0], bias, a[1] if residual is not None else None)]
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
+    lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
+    return True
+
+
+def _emit_stem_rows(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias: np.ndarray | None,
+                    residual: Tensor | None, epilogue: Any, last: Node, fused: list[Node]) -> bool:
+    """A bf16 stem (few channels, taps that would be merged) on AMX as one tap per kernel row over
+    a padded bf16 copy of its f32 input (``kernels/stem_rows.py``; knob ``stem_rows.ENABLED``)."""
+    from ember.devices.cpu.kernels import stem_rows
+    from ember.devices.cpu.kernels.conv import merge_taps_for, pack_conv_weights
+    from ember.devices.cpu.kernels.gemm import Precision, as_precision
+
+    if as_precision(lowering.precision) is not Precision.BF16 or residual is not None \
+            or not stem_rows.row_taps_ok(geo.cin, geo.kw, geo.dilations, geo.groups) \
+            or not merge_taps_for(geo.cin, geo.kh * geo.kw):
+        return False
+    x = _channels_last_input(lowering, node.input_values()[0])
+    if x.dtype != F32:
+        return False
+    packed = pack_conv_weights(stem_rows.row_tap_weights(w), 1, lowering.isa, "bf16", merge_taps=False)
+    if not packed.amx or packed.cin != 2 * packed.ktap:
+        return False
+    out_logical = static_shape(node.output(0))
+    y16 = _bf16_readers_only(lowering, last)
+    y = _channels_last_value(lowering, out_logical, last.friendly_name, last, bf16=y16)
+    sw, (pt, pl) = geo.strides[1], geo.pads_begin
+    wp = stem_rows.padded_width(geo.w, geo.ow, geo.kw, sw, pl)
+    xp = lowering.value((geo.batch, geo.h, wp, stem_rows.PIXEL), PLAIN, dtype=np.uint16,
+                        name=node.friendly_name + "/rows")
+    lowering.bf16_ops += 1
+    threads, isa = lowering.threads, lowering.isa
+    calls: dict[int, Any] = {}
+
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        ya, xpa = o
+        ldy = ya.strides[2] // ya.itemsize
+        call = calls.get(ldy)
+        if call is None:
+            call = calls[ldy] = stem_rows.row_tap_call(packed, geo.batch, geo.h, geo.oh, geo.ow, wp, geo.kh,
+                                                       geo.strides, geo.dilations[0], pt, ldy, epilogue, threads,
+                                                       ya.dtype == np.uint16)
+        pad = stem_rows.to_padded_bf16(a[0], xpa, pl, threads, isa)
+        keep = (bias,) if bias is not None else ()
+        return [pad, call.bind(xpa.ctypes.data, ya.ctypes.data, 0 if bias is None else bias.ctypes.data,
+                               keep=keep)]
+
+    lowering.program.add(Op(node.friendly_name, node.type_name, [x], [y, xp], native=True, bind=bind))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
     return True
 
