@@ -114,6 +114,7 @@ FLAG_BIAS, FLAG_RES = 1, 2
 # micro-kernel mode bits
 MODE_ACC, MODE_FINAL, MODE_BIAS, MODE_RES, MODE_SCALE = 1, 2, 4, 8, 16
 MODE_RES16 = 32  # bf16 micro-kernels: the residual is bf16 in memory
+MODE_AFFINE = 1 << 12  # f32 micro-kernels: the activation (code from ACT_SHIFT on) and y * pmul + padd in registers
 
 
 #: activations an epilogue can end with (after the clamp), numbered by their place here (0: none);
@@ -125,8 +126,15 @@ FLAG_XBF16 = 1 << 13  # bf16 kernels: the activations X are bf16 in memory (no c
 FLAG_YBF16 = 1 << 14  # bf16 kernels: Y is stored bf16 (rounded to nearest even after the whole epilogue)
 FLAG_RES16 = 1 << 15  # bf16 kernels: the residual is bf16 in memory
 FLAG_PAIRS = 1 << 16  # f32 weights packed with a k-paired last vector (PackedWeights.pair_tail)
+FLAG_ACT_ROWS = 1 << 17  # f32: the activation and affine as a pass over the stored tile (ACT_IN_REGISTERS off)
 PAIR_MR = 13  # rows of the k-paired micro-kernels (row tiles of a task whose weights have pair_tail)
 _TAIL_BITS = (0xF << ACT_SHIFT) | FLAG_AFFINE | FLAG_YBF16
+#: activations the f32 micro-kernels apply to their accumulators before the single store (with the
+#: affine); the others run as a pass over the stored tile (:func:`emit_activation_rows`)
+REGISTER_ACTIVATIONS = ("hswish", "hsigmoid")
+#: the knob (read when an f32 call is built): False runs every activation and affine as a pass
+#: over the stored tile, as before session 7 (``layers.py --ab``: "activation rows pass")
+ACT_IN_REGISTERS = True
 
 
 @dataclass(frozen=True)
@@ -237,8 +245,8 @@ def _memory_barrier(e: Emitter, ptr: ir.Value) -> None:
 
 
 def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask: bool,
-              kind: UkrKind = UkrKind(), pairs: bool = False) -> ir.Function:
-    """ukr(a, ntaps, koff, kc, bp, c, ldc, ncols, mode, bias, res, ldr, lo, hi, ks, alpha).
+              kind: UkrKind = UkrKind(), pairs: bool = False, tail: bool = False) -> ir.Function:
+    """ukr(a, ntaps, koff, kc, bp, c, ldc, ncols, mode, bias, res, ldr, lo, hi, ks, alpha[, pmul, padd]).
 
     rows: ``a`` holds ntaps groups of tile.mr row pointers (first mr used), row r of tap t
     reads A at ``a[t][r] + koff + k``. cols: only ``a[t][0]`` is used, row r at
@@ -252,10 +260,17 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
     of B row k (k even) holds columns and k pairs interleaved, ``(b[k][j], b[k + 1][j])``
     (row k + 1's slot unused; an odd kc's last row pairs with zero), multiplied by A's
     ``(a[k], a[k + 1])`` broadcast as one 64-bit value: half the FMAs of a masked vector.
-    Adjacent lanes are summed before the epilogue."""
+    Adjacent lanes are summed before the epilogue.
+
+    ``tail`` (f32): two more arguments, and after the clamp the activation of ``mode``'s bits
+    from ACT_SHIFT on (one of :data:`REGISTER_ACTIVATIONS`) and, with MODE_AFFINE, ``y * pmul +
+    padd`` applied to the accumulators before the store (the formulas of
+    :func:`emit_activation_rows`, the same bits, except HSwish and HSigmoid's division by 6, a
+    product here: :func:`emit_hard_activation_tile`)."""
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, PTR, PTR, I64, I64, I32, PTR, PTR, I64, F32, F32,
-                                          I64, F32], internal=True, noinline=True)
-    ap, ntaps, koff, kc, bp, cp, ldc, ncols, mode, biasp, resp, ldr, lo, hi, ks, alpha = fn.args
+                                          I64, F32] + ([F32, F32] if tail else []), internal=True, noinline=True)
+    ap, ntaps, koff, kc, bp, cp, ldc, ncols, mode, biasp, resp, ldr, lo, hi, ks, alpha = fn.args[:16]
+    pmul, padd = fn.args[16:] if tail else (None, None)
     for a in (bp, cp):
         a.add_attribute("noalias")
     e = Emitter(m, fn)
@@ -275,8 +290,9 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
     if pairs:
         # 13 x 2 accumulators, 3 B vectors and an A pair fill the 32 vector registers: keep the
         # epilogue's scalars in memory over the k loops (else LLVM spills accumulators instead)
-        stash = b.alloca(F32, size=c64(3))
-        for i, val in enumerate((lo, hi, alpha)):
+        kept = (lo, hi, alpha, pmul, padd) if tail else (lo, hi, alpha)
+        stash = b.alloca(F32, size=c64(len(kept)))
+        for i, val in enumerate(kept):
             b.store(val, e.gep(F32, stash, i))
         _memory_barrier(e, stash)
     bvt = vec(I32, L) if kind.bf16 else vt
@@ -348,6 +364,8 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
     if pairs:  # the scalars back from memory (see above)
         _memory_barrier(e, stash)
         lo, hi, alpha = (e.load(F32, e.gep(F32, stash, i)) for i in range(3))
+        if tail:
+            pmul, padd = (e.load(F32, e.gep(F32, stash, i)) for i in (3, 4))
     for extra in sets[1:]:
         for r in range(mr):
             for v in range(nv):
@@ -414,6 +432,22 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
                         x = b.select(b.fcmp_ordered("<", x, vlo), vlo, x)
                         x = b.select(b.fcmp_ordered(">", x, vhi), vhi, x)
                         b.store(x, acc[r][v])
+            if tail:
+                assert pmul is not None and padd is not None
+                code = b.and_(b.lshr(mode, c32(ACT_SHIFT)), c32(0xF))
+                for act in REGISTER_ACTIVATIONS:
+                    with b.if_then(b.icmp_unsigned("==", code, c32(EPILOGUE_ACTIVATIONS.index(act)))):
+                        if act in ("hswish", "hsigmoid"):
+                            emit_hard_activation_tile(e, act, [acc[r][v] for r in range(mr) for v in range(nv)], L)
+                        else:
+                            for r in range(mr):
+                                for v in range(nv):
+                                    b.store(emit_activation(e, act, e.load(vt, acc[r][v]), L), acc[r][v])
+                with b.if_then(flag(MODE_AFFINE)):
+                    vmul, vadd = e.splat(pmul, L), e.splat(padd, L)
+                    for r in range(mr):
+                        for v in range(nv):
+                            b.store(fmuladd(e, e.load(vt, acc[r][v]), vmul, vadd), acc[r][v])
         for r in range(mr):
             for v in range(nv):
                 masked_store(e, e.load(vt, acc[r][v]), e.gep(F32, crow[r], v * L), masks[v])
@@ -536,6 +570,28 @@ def emit_activation(e: Emitter, name: str, x: ir.Value, lanes: int) -> ir.Value:
         inner = b.fmul(c(math.sqrt(2 / math.pi)), fmuladd(e, b.fmul(b.fmul(x, x), x), c(0.044715), x))
         return b.fmul(b.fmul(c(0.5), x), b.fadd(c(1.0), mth.tanh(inner)))
     raise EmberError(f"ember: no epilogue activation {name!r}")
+
+
+#: HSwish and HSigmoid in the f32 micro-kernels multiply by RN(1/6) (as OpenVINO's CPU plugin)
+SIXTH = float(np.float32(1 / 6))
+
+
+def emit_hard_activation_tile(e: Emitter, name: str, accs: list[ir.Value], lanes: int) -> None:
+    """HSwish or HSigmoid in place on the vectors held in ``accs`` (variables): the formula of
+    :func:`emit_activation` with its division by 6 (a ``vdivps``, which made the activation
+    most of a small-K 1x1 layer's epilogue) as a product by ``RN(1/6)``: within an ulp of the
+    quotient (about 1.2e-7 relative; 0 and the signs of zeros, infinities and NaN as the
+    division gives them)."""
+    b = e.b
+    mth = VectorMath(e, lanes)
+    c = mth.c
+    vt = vec(F32, lanes)
+    for var in accs:
+        x = e.load(vt, var)
+        h = b.fadd(x, c(3.0))
+        h = mth.sel(mth.lt(h, c(0.0)), c(0.0), h)
+        h = mth.sel(mth.gt(h, c(6.0)), c(6.0), h)
+        b.store(b.fmul(b.fmul(x, h) if name == "hswish" else h, c(SIXTH)), var)
 
 
 def emit_copy_bf16(e: Emitter, src: ir.Value, dst: ir.Value, count: ir.Value, lanes: int) -> None:
@@ -901,8 +957,18 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
     lo, hi = f("lo", F32), f("hi", F32)
     epi_bits = b.or_(b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_BIAS)), c32(0)), c32(MODE_BIAS), c32(0)),
                      b.select(b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0)), c32(MODE_RES), c32(0)))
+    rows_pass = b.icmp_unsigned("!=", tail, c64(0))  # the activation / affine as a pass over the stored tile
     if bf16:
         epi_bits = b.or_(epi_bits, b.select(res16, c32(MODE_RES16), c32(0)))
+    else:  # f32: the micro-kernel applies the activations it has and the affine in registers
+        code = b.and_(b.lshr(tail, c64(ACT_SHIFT)), c64(0xF))
+        known = b.icmp_unsigned("==", code, c64(0))
+        for a_ in REGISTER_ACTIVATIONS:
+            known = b.or_(known, b.icmp_unsigned("==", code, c64(EPILOGUE_ACTIVATIONS.index(a_))))
+        in_regs = b.and_(known, b.icmp_unsigned("==", b.and_(f("flags"), c64(FLAG_ACT_ROWS)), c64(0)))
+        epi_bits = b.or_(epi_bits, b.select(in_regs, b.trunc(b.and_(tail, c64((0xF << ACT_SHIFT) | FLAG_AFFINE)), I32),
+                                            c32(0)))
+        rows_pass = b.and_(rows_pass, b.not_(in_regs))
     kdepth = e.cdiv(cin, 2) if bf16 else cin  # B rows per tap, in 4-byte units
     panel_stride = b.mul(b.mul(ntaps, kdepth), c64(NR))
     kend = e.max(cin, c64(1))  # cin == 0 still runs one (empty) chunk to write the epilogue
@@ -945,7 +1011,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                     ctarget, ldc = b.select(y_bf16, ctile, cptr), b.select(y_bf16, c64(NR), ldy)
                 args = [*a_args, bpan, ctarget, ldc, ncols, mode,
                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr,
-                        lo, hi, c64(1), ir.Constant(F32, 1.0)]
+                        lo, hi, c64(1), ir.Constant(F32, 1.0)] + ([] if bf16 else [pmul, padd])
                 if pair_ukrs is None:
                     call_microkernel(e, ukrs, MR, mr, nvec, args)
                 else:  # weights packed with a k-paired last vector (the last panel's, when narrow)
@@ -969,7 +1035,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                     emit_prefetch_slice(e, target, nbytes, it, ntiles)
                 ydst = e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)) if bf16 else cptr
                 ydst = b.select(y_bf16, ydst, cptr) if bf16 else cptr
-                with b.if_then(b.and_(last, b.icmp_unsigned("!=", tail, c64(0)))):
+                with b.if_then(b.and_(last, rows_pass)):
                     b.call(act, [ctarget, ldc, ydst, ldy, mr, ncols, tail, pmul, padd])
     b.ret_void()
 
@@ -979,11 +1045,12 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False, pairs: 
     m.triple = isa.triple
     always_mask = isa.level == "avx512"
     kind = UkrKind("bf16" if bf16 else "rows")
-    ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind)
+    ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind, tail=not bf16)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
     pair_ukrs = None
     if pairs:
-        pair_ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}p", tile, r, v, always_mask, kind, pairs=True)
+        pair_ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}p", tile, r, v, always_mask, kind, pairs=True,
+                                              tail=True)
                      for v in range(1, tile.nv + 1) for r in range(1, PAIR_MR + 1)}
     act = emit_activation_rows(m, f"{prefix}_act", tile.lanes, bf16_out=bf16)
     _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, act, bf16, pair_ukrs)
@@ -1035,6 +1102,8 @@ class IGemmKernels:
             raise EmberError("ember: k-paired micro-kernels are f32 on AVX-512 only")
         name = "igemm-bf16" if bf16 else "igemm-pairs" if pairs else "igemm"
         sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2"
+        if not bf16:
+            sig += "|reg-" + "-".join(REGISTER_ACTIVATIONS)
         if pairs:
             sig += f"|pmr{PAIR_MR}"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16, pairs))
@@ -1719,7 +1788,8 @@ class IGemmCall:
         lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["lo"]], ctx[IGEMM_CONTEXT["hi"]] = int(lohi[0]), int(lohi[1])
         self.act_flags = (epilogue.tail_flags | (FLAG_XBF16 if x_bf16 else 0) | (FLAG_YBF16 if y_bf16 else 0)
-                          | (FLAG_RES16 if res_bf16 else 0) | (FLAG_PAIRS if packed.pair_tail else 0))
+                          | (FLAG_RES16 if res_bf16 else 0) | (FLAG_PAIRS if packed.pair_tail else 0)
+                          | (0 if ACT_IN_REGISTERS else FLAG_ACT_ROWS))
         pm = np.array(epilogue.affine or (1.0, 0.0), np.float32).view(np.uint32)
         ctx[IGEMM_CONTEXT["pmul"]], ctx[IGEMM_CONTEXT["padd"]] = int(pm[0]), int(pm[1])
         self.task_address = (amx_bf16_kernels(packed.isa).task_address if packed.amx
