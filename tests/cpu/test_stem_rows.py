@@ -50,6 +50,7 @@ def _numpy_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray, k: int, s: int, 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[3]}to{c[4]}-k{c[5]}s{c[6]}")
 def test_row_taps_match_numpy_and_the_merged_stem(case: tuple, threads: int) -> None:
+    """The padded copy from NHWC and from NCHW planes, then the row-tap convolution."""
     n, h, w, c, o, k, s, pb, pe = case
     isa = isa_mod.host_isa("amx")
     rng = np.random.default_rng(h * w + o)
@@ -61,10 +62,13 @@ def test_row_taps_match_numpy_and_the_merged_stem(case: tuple, threads: int) -> 
     wp = stem_rows.padded_width(w, g.ow, k, s, pb[1])
     xp = aligned_empty((n, h, wp, stem_rows.PIXEL), dtype=np.uint16)
     xp[:] = 12345  # every element written: zeros included
-    stem_rows.to_padded_bf16(x, xp, pb[1], threads, isa).run()
     want_xp = np.zeros_like(xp)
     want_xp[:, :, pb[1]:pb[1] + w, :c] = to_bf16_bits(x)
-    np.testing.assert_array_equal(xp, want_xp)
+    planes = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    for src, nchw in ((planes, True), (x, False)):
+        xp[:] = 12345
+        stem_rows.to_padded_bf16(src, xp, pb[1], threads, isa, nchw).run()
+        np.testing.assert_array_equal(xp, want_xp)
 
     packed = pack_conv_weights(stem_rows.row_tap_weights(wt), 1, isa, "bf16", merge_taps=False)
     epi = Epilogue.clamp(-1.0, 2.0)

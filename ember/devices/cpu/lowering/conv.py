@@ -336,7 +336,12 @@ def _emit_stem_rows(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bia
             or not stem_rows.row_taps_ok(geo.cin, geo.kw, geo.dilations, geo.groups) \
             or not merge_taps_for(geo.cin, geo.kh * geo.kw):
         return False
-    x = _channels_last_input(lowering, node.input_values()[0])
+    xport = node.input_values()[0]
+    if len(xport.partial_shape) != 4 or xport.element_type.dtype != F32:
+        return False
+    src = lowering.tensor(xport)
+    nchw = src.layout != NHWC  # the image's planes read as they are (no NHWC copy of it)
+    x = lowering.native_input(src, PLAIN) if nchw else _channels_last_input(lowering, xport)
     if x.dtype != F32:
         return False
     packed = pack_conv_weights(stem_rows.row_tap_weights(w), 1, lowering.isa, "bf16", merge_taps=False)
@@ -361,7 +366,7 @@ def _emit_stem_rows(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bia
             call = calls[ldy] = stem_rows.row_tap_call(packed, geo.batch, geo.h, geo.oh, geo.ow, wp, geo.kh,
                                                        geo.strides, geo.dilations[0], pt, ldy, epilogue, threads,
                                                        ya.dtype == np.uint16)
-        pad = stem_rows.to_padded_bf16(a[0], xpa, pl, threads, isa)
+        pad = stem_rows.to_padded_bf16(a[0], xpa, pl, threads, isa, nchw)
         keep = (bias,) if bias is not None else ()
         return [pad, call.bind(xpa.ctypes.data, ya.ctypes.data, 0 if bias is None else bias.ctypes.data,
                                keep=keep)]
