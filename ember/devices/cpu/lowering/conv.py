@@ -339,14 +339,14 @@ def _emit_stem_rows(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bia
     xport = node.input_values()[0]
     if len(xport.partial_shape) != 4 or xport.element_type.dtype != F32:
         return False
-    src = lowering.tensor(xport)
-    nchw = src.layout != NHWC  # the image's planes read as they are (no NHWC copy of it)
-    x = lowering.native_input(src, PLAIN) if nchw else _channels_last_input(lowering, xport)
-    if x.dtype != F32:
-        return False
     packed = pack_conv_weights(stem_rows.row_tap_weights(w), 1, lowering.isa, "bf16", merge_taps=False)
     if not packed.amx or packed.cin != 2 * packed.ktap:
         return False
+    src = lowering.tensor(xport)
+    if src.dtype != F32:
+        return False
+    nchw = src.layout != NHWC  # the image's planes read as they are (no NHWC copy of it)
+    x = lowering.native_input(src, PLAIN) if nchw else _channels_last_input(lowering, xport)
     out_logical = static_shape(node.output(0))
     y16 = _bf16_readers_only(lowering, last)
     y = _channels_last_value(lowering, out_logical, last.friendly_name, last, bf16=y16)
