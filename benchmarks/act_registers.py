@@ -3,9 +3,9 @@
 
 Whole inferences: CPU time of the process per inference (``time.process_time``; run it under
 ``taskset -c 1`` at one thread so that the figure is the kernel work, not the machine's load),
-median of the rounds and the median of the per-round ratios on / off. Per layer: the
-convolutions' profiling counters (a second pair of requests with ``PERF_COUNT``), median per
-layer, the layers whose time moved most first:
+median of the rounds and the median of the per-round ratios on / off. Per step: the
+profiling counters of every step (a second pair of requests with ``PERF_COUNT``), paired by
+execution order, median per step, the steps whose time moved most first:
 
     taskset -c 1 python benchmarks/act_registers.py --models ppocr-rec,ppocr-det,mobilenet_v2 --rounds 21
 """
@@ -23,8 +23,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import model_spec  # noqa: E402 - the sibling benchmark's model table
-
-CONV_TYPES = ("Convolution", "GroupConvolution")
 
 
 def _request(core: Any, path: Path, shapes: dict[str, list[int]], threads: int, profiled: bool,
@@ -59,7 +57,8 @@ def ab(name: str, rounds: int, runs: int, threads: int, top: int, seed: int = 0)
         for _ in range(2):
             req.infer(feeds)
     whole: dict[bool, list[float]] = {True: [], False: []}
-    layers: dict[bool, dict[str, list[float]]] = {on: collections.defaultdict(list) for on in (True, False)}
+    layers: dict[bool, dict[int, list[float]]] = {on: collections.defaultdict(list) for on in (True, False)}
+    names: dict[int, str] = {}
     for r in range(rounds):
         for on in ((True, False) if r % 2 == 0 else (False, True)):
             t0 = time.process_time()
@@ -67,24 +66,24 @@ def ab(name: str, rounds: int, runs: int, threads: int, top: int, seed: int = 0)
                 plain[on].infer(feeds)
             whole[on].append((time.process_time() - t0) / runs * 1e3)
             prof[on].infer(feeds)
-            convs = [p for p in prof[on].get_profiling_info() if p.node_type in CONV_TYPES]
-            for i, p in enumerate(convs):  # paired by execution order (generated names differ per compile)
+            for i, p in enumerate(prof[on].get_profiling_info()):  # paired by execution order
                 t = p.real_time
-                us = t.total_seconds() * 1e6 if hasattr(t, "total_seconds") else float(t)
-                layers[on][f"{i:3d} {p.node_name} {p.exec_type}"].append(us)
+                layers[on][i].append(t.total_seconds() * 1e6 if hasattr(t, "total_seconds") else float(t))
+                if on:
+                    names[i] = f"{p.node_type or 'fused'} {p.node_name}"
     ratio = np.array(whole[True]) / np.array(whole[False])
     lines = [f"== {spec.name} f32, {threads} thread(s): {rounds} alternating rounds of {runs} inferences, "
              f"CPU time per inference; outputs on vs off differ by at most {diff:.3g}",
              f"   registers {np.median(whole[True]):.3f} ms, rows pass {np.median(whole[False]):.3f} ms, "
              f"on / off {np.median(ratio):.3f} (q25-q75 {np.quantile(ratio, 0.25):.3f}-{np.quantile(ratio, 0.75):.3f})",
-             f"   {'convolution':48s} {'off us':>8s} {'on us':>8s} {'on/off':>7s}"]
+             f"   {'step (profiling counters, median us)':56s} {'off us':>8s} {'on us':>8s} {'on/off':>7s}"]
     med = {on: {k: float(np.median(v)) for k, v in layers[on].items()} for on in layers}
-    names = sorted(med[True], key=lambda k: med[True][k] - med[False].get(k, med[True][k]))
-    for k in names[:top]:
+    order = sorted(med[True], key=lambda k: med[True][k] - med[False].get(k, med[True][k]))
+    for k in order[:top]:
         off, on_ = med[False].get(k, float("nan")), med[True][k]
-        lines.append(f"   {k[-48:]:48s} {off:8.1f} {on_:8.1f} {on_ / off:7.3f}")
+        lines.append(f"   {names[k][-56:]:56s} {off:8.1f} {on_:8.1f} {on_ / max(off, 1e-9):7.3f}")
     tot_on, tot_off = sum(med[True].values()), sum(med[False].values())
-    lines.append(f"   all convolutions: off {tot_off / 1e3:.3f} ms, on {tot_on / 1e3:.3f} ms ({tot_on / tot_off:.3f})")
+    lines.append(f"   all steps: off {tot_off / 1e3:.3f} ms, on {tot_on / 1e3:.3f} ms ({tot_on / tot_off:.3f})")
     return "\n".join(lines)
 
 

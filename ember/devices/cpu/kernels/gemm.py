@@ -38,7 +38,11 @@ activations bf16 between such kernels under the bf16 hint.
 The epilogue may end in an activation (:data:`EPILOGUE_ACTIVATIONS`: HSwish, HSigmoid,
 Swish, GELU, Sigmoid) and a scalar affine: one function per module
 (:func:`emit_activation_rows`) runs them on each finished output tile while it is in L1,
-with the elementwise kernel's formulas (fused and unfused give the same bits).
+with the elementwise kernel's formulas (fused and unfused give the same bits). The f32
+micro-kernels apply the affine and the activations of :data:`REGISTER_ACTIVATIONS` (HSwish,
+HSigmoid) to their accumulators before the single store instead, dividing by 6 as a product by
+``RN(1/6)`` (within an ulp; :func:`emit_hard_activation_tile`); ``ACT_IN_REGISTERS = False``
+turns that off.
 
 Parameters of a call live in a *context*, an int64 array (field names in
 :data:`IGEMM_CONTEXT`), built once when the operation is bound to its buffers; a lowered plan
