@@ -122,7 +122,8 @@ MODE_AFFINE = 1 << 12  # f32 micro-kernels: the activation (code from ACT_SHIFT 
 
 
 #: activations an epilogue can end with (after the clamp), numbered by their place here (0: none);
-#: the formulas are the elementwise kernel's, so a fused activation gives the same bits
+#: the formulas are the elementwise kernel's, so a fused activation gives the same bits (except
+#: HSwish and HSigmoid in the f32 micro-kernels: a product by RN(1/6), see REGISTER_ACTIVATIONS)
 EPILOGUE_ACTIVATIONS = ("", "hswish", "hsigmoid", "swish", "gelu_erf", "gelu_tanh", "sigmoid")
 ACT_SHIFT = 8  # the activation's code sits in the context's flags from this bit on
 FLAG_AFFINE = 1 << 12  # then y * pmul + padd (scalars)
