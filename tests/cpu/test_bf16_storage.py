@@ -21,14 +21,14 @@ from ember.devices.cpu.kernels.gemm import (
     to_bf16_bits,
     y_bf16_ok,
 )
-from ember.devices.cpu.llvm.isa import host_isa
+from ember.devices.cpu.llvm.isa import amx_supported, host_isa
 from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.errors import EmberError
 from ember.graph.model import Model
 
 pytestmark = pytest.mark.skipif(not bf16_supported(), reason="no AVX512_BF16 here")
 
-LEVELS = ["avx512"] + (["amx"] if bf16_supported() and host_isa("amx").amx_bf16 else [])
+LEVELS = ["avx512"] + (["amx"] if bf16_supported() and amx_supported() and host_isa("amx").amx_bf16 else [])
 
 # (h, w, cin, cout, k, stride): tails of vectors and tiles, one-chunk and many-chunk K
 # AMX reads a half tile of bf16 X in place when its 16 rows are uniformly strided (1x1: 8x8 and
