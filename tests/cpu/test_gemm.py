@@ -220,6 +220,8 @@ def _plan_blocks_by_brute_force(m, n, k_per_tap, taps, groups, tile, threads, ma
     kdepth = k_per_tap * taps
     if threads <= 1 or -(-ntm // max_tm) >= 4 * threads:
         return max_tm, ntn, -(-ntm // max_tm), 1
+    if n * kdepth * 4 > g.B_REREAD_BYTES:  # large B: up to A_BLOCK_BYTES of rows per task
+        max_tm = max(max_tm, min(ntm, g.A_BLOCK_BYTES // (tile.mr * kdepth * 4), 4096 // taps))
     best = None
     for tm in range(1, max_tm + 1):
         gm = -(-ntm // tm)

@@ -54,6 +54,7 @@ from __future__ import annotations
 import functools
 import heapq
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -1649,6 +1650,14 @@ def pack_b(B: np.ndarray, isa: Isa | None = None, chunk: int | None = None,
 
 # --------------------------------------------------------------------------- scheduling
 PEAK_FLOPS_PER_THREAD = 250e9
+#: row tiles per task at most (the A block a task keeps in L2 while B panels stream by)
+MAX_ROW_TILES = 8
+#: when B is larger than ``B_REREAD_BYTES`` (it comes from memory, not L2, once per row block),
+#: a task may take up to ``A_BLOCK_BYTES`` of A rows (transformers' M = 128 tokens in one row
+#: block: each 2-thread half of the weights read once, not twice; MiniLM f32 1.13 -> 1.02x
+#: OpenVINO). ``EMBER_GEMM_A_BLOCK_BYTES=0`` restores the 8-tile cap.
+A_BLOCK_BYTES = int(os.environ.get("EMBER_GEMM_A_BLOCK_BYTES", str(1 << 20)))
+B_REREAD_BYTES = 512 << 10
 TASK_OVERHEAD_S = 1.5e-6
 MEM_BYTES_PER_S = 40e9
 
@@ -1678,9 +1687,17 @@ def block_cost(rows: int, panels: int, nr: int, kdepth: int) -> float:
     return flops / PEAK_FLOPS_PER_THREAD + TASK_OVERHEAD_S + mem / MEM_BYTES_PER_S
 
 
+def _row_tiles_cap(max_tm: int, ntm: int, n: int, kdepth: int, taps: int, tile: Tile) -> int:
+    """Row tiles a task may take when the row blocks are few: more than ``max_tm`` when B is
+    large enough to come from memory once per row block (see :data:`A_BLOCK_BYTES`)."""
+    if n * kdepth * 4 <= B_REREAD_BYTES:
+        return max_tm
+    return max(max_tm, min(ntm, A_BLOCK_BYTES // max(tile.mr * kdepth * 4, 1), 4096 // max(taps, 1)))
+
+
 @functools.lru_cache(maxsize=8192)
 def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Tile, threads: int,
-                max_tm: int = 8) -> tuple[int, int, int, int]:
+                max_tm: int | None = None) -> tuple[int, int, int, int]:
     """Choose tiles per M block (tm), panels per N block (tn) and the block counts (gm, gn).
 
     Minimizes a simple makespan model of dynamic scheduling over ``threads`` threads:
@@ -1689,10 +1706,13 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
     plans each distinct GEMM geometry once per process, not once per GEMM and shape."""
     ntm = max(1, -(-m // tile.mr))
     ntn = max(1, -(-n // tile.nr))
+    if max_tm is None:
+        max_tm = MAX_ROW_TILES
     max_tm = max(1, min(max_tm, ntm, 4096 // max(taps, 1)))
     kdepth = k_per_tap * taps
     if threads <= 1 or -(-ntm // max_tm) >= 4 * threads:  # one thread, or plenty of row blocks
         return max_tm, ntn, -(-ntm // max_tm), 1
+    max_tm = _row_tiles_cap(max_tm, ntm, n, kdepth, taps, tile)
 
     def cost(rows: int, cols: int) -> float:
         return block_cost(rows, cols, tile.nr, kdepth)
