@@ -928,6 +928,29 @@ def emit_prefetch_slice(e: Emitter, base: ir.Value, nbytes: ir.Value, part: ir.V
         e.call("llvm.prefetch.p0", VOID, [e.gep(I8, base, b.mul(ln, c64(64))), c32(0), c32(2), c32(1)])
 
 
+#: bf16 micro-kernels read X in place when it is bf16 with one tap at a uniform row stride
+#: (``EMBER_BF16_A_IN_PLACE=0``: always packed)
+A_IN_PLACE = os.environ.get("EMBER_BF16_A_IN_PLACE", "1") != "0"
+
+
+def emit_uniform_rows(e: Emitter, rows: ir.Value, slot0: ir.Value, mr: ir.Value, stride_var: ir.Value) -> ir.Value:
+    """Whether the ``mr`` row pointers from ``rows[slot0]`` are 4-byte aligned and equally spaced
+    by a positive multiple of 4 bytes (1 for one row); that spacing goes to ``stride_var``."""
+    b = e.b
+    p0 = b.ptrtoint(e.load(PTR, e.gep(PTR, rows, slot0)), I64)
+    one = b.icmp_signed("<=", mr, c64(1))
+    p1 = b.ptrtoint(e.load(PTR, e.gep(PTR, rows, b.add(slot0, b.select(one, c64(0), c64(1))))), I64)
+    d = b.select(one, c64(4), b.sub(p1, p0))
+    b.store(d, stride_var)
+    ok = e.var(ir.IntType(1), b.and_(b.icmp_signed(">", d, c64(0)),
+                          b.icmp_signed("==", b.and_(b.or_(d, p0), c64(3)), c64(0))))
+    with e.loop(2, mr, name="ur") as r:
+        pr = b.ptrtoint(e.load(PTR, e.gep(PTR, rows, b.add(slot0, r))), I64)
+        pq = b.ptrtoint(e.load(PTR, e.gep(PTR, rows, b.add(slot0, b.sub(r, c64(1))))), I64)
+        b.store(b.and_(e.load(ir.IntType(1), ok), b.icmp_signed("==", b.sub(pr, pq), d)), ok)
+    return e.load(ir.IntType(1), ok)
+
+
 def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
                      act: ir.Function, bf16: bool = False,
                      pair_ukrs: dict[tuple[int, int], ir.Function] | None = None) -> None:
@@ -958,6 +981,9 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
         apack = aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
         ctile = aligned_alloca(e, F32, c64(MR * NR))  # a bf16 Y's f32 tile (one K chunk only)
+        # each tile's A for the micro-kernel: its pairs packed, or X itself (i32 units per row)
+        a_ptrs, a_rs = b.alloca(PTR, size=ntiles), b.alloca(I64, size=ntiles)
+        a_stride = e.var(I64)
 
     # ---- compute: chunk -> panel -> tile
     y, ldy, yg = f("y", PTR), f("ldy"), f("yg")
@@ -997,18 +1023,34 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         koff_b = b.mul(b.mul(ntaps, b.sdiv(c0, c64(2)) if bf16 else c0), c64(NR))
         kdepth_c = e.cdiv(kc, 2) if bf16 else kc  # this chunk's B rows per tap, 4-byte units
         if bf16:
+            # whole pairs from a 4-byte boundary: an even chunk start and length, one tap, X bf16
+            in_place_chunk = b.and_(b.and_(x_bf16, b.icmp_signed("==", ntaps, c64(1))),
+                                    b.icmp_signed("==", b.and_(b.or_(c0, kc), c64(1)), c64(0)))
+            in_place_chunk = b.and_(in_place_chunk, ir.Constant(ir.IntType(1), int(A_IN_PLACE)))
             with e.loop(0, ntiles, name="pt") as it:
                 mr = e.min(per, b.sub(m1, b.add(m0, b.mul(it, per))))
-                with e.loop(0, ntaps, name="ptap") as tap:
-                    with e.loop(0, mr, name="pr") as r:
-                        slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)
-                        row = e.load(PTR, e.gep(PTR, rows, slot))
-                        dst = e.gep(I32, apack, b.mul(slot, rs))
-                        with b.if_else(x_bf16) as (as_is, convert):
-                            with as_is:
-                                emit_copy_bf16(e, e.gep(I16, row, c0), dst, kc, L)
-                            with convert:
-                                emit_to_bf16(e, e.gep(F32, row, c0), dst, kc, L)
+                slot0 = b.mul(b.mul(it, ntaps), c64(MR))
+                # bf16 X of one tap whose rows sit at one stride (a 1x1 convolution or a MatMul):
+                # the micro-kernel reads the pairs in place, nothing copied
+                in_place = b.and_(in_place_chunk, emit_uniform_rows(e, rows, slot0, mr, a_stride))
+                with b.if_else(in_place) as (direct, packed_):
+                    with direct:
+                        row0 = e.load(PTR, e.gep(PTR, rows, slot0))
+                        b.store(e.gep(I16, row0, c0), e.gep(PTR, a_ptrs, it))
+                        b.store(b.ashr(e.load(I64, a_stride), c64(2)), e.gep(I64, a_rs, it))
+                    with packed_:
+                        with e.loop(0, ntaps, name="ptap") as tap:
+                            with e.loop(0, mr, name="pr") as r:
+                                slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)
+                                row = e.load(PTR, e.gep(PTR, rows, slot))
+                                dst = e.gep(I32, apack, b.mul(slot, rs))
+                                with b.if_else(x_bf16) as (as_is, convert):
+                                    with as_is:
+                                        emit_copy_bf16(e, e.gep(I16, row, c0), dst, kc, L)
+                                    with convert:
+                                        emit_to_bf16(e, e.gep(F32, row, c0), dst, kc, L)
+                        b.store(e.gep(I32, apack, b.mul(slot0, rs)), e.gep(PTR, a_ptrs, it))
+                        b.store(rs, e.gep(I64, a_rs, it))
         with e.loop(j0, j1, name="jp") as jp:
             ncols = e.min(c64(NR), b.sub(N, b.mul(jp, c64(NR))))
             bpan = e.gep(F32, bgroup, b.add(b.mul(jp, panel_stride), koff_b))
@@ -1019,7 +1061,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 mr = e.min(per, b.sub(m1, p0))
                 tile_slot = b.mul(b.mul(it, ntaps), c64(MR))
                 if bf16:
-                    a_args = [e.gep(I32, apack, b.mul(tile_slot, rs)), ntaps, rs, e.cdiv(kc, 2)]
+                    a_args = [e.load(PTR, e.gep(PTR, a_ptrs, it)), ntaps, e.load(I64, e.gep(I64, a_rs, it)),
+                              e.cdiv(kc, 2)]
                 else:
                     a_args = [e.gep(PTR, rows, tile_slot), ntaps, c0, kc]
                 cptr = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
