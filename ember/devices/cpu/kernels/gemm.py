@@ -119,6 +119,7 @@ FLAG_BIAS, FLAG_RES = 1, 2
 # micro-kernel mode bits
 MODE_ACC, MODE_FINAL, MODE_BIAS, MODE_RES, MODE_SCALE = 1, 2, 4, 8, 16
 MODE_RES16 = 32  # bf16 micro-kernels: the residual is bf16 in memory
+MODE_Y16 = 64  # bf16 micro-kernels: C is bf16 (ldc in bf16 elements), rounded after the epilogue
 MODE_AFFINE = 1 << 12  # f32 micro-kernels: the activation (code from ACT_SHIFT on) and y * pmul + padd in registers
 
 
@@ -454,9 +455,23 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
                     for r in range(mr):
                         for v in range(nv):
                             b.store(fmuladd(e, e.load(vt, acc[r][v]), vmul, vadd), acc[r][v])
-        for r in range(mr):
-            for v in range(nv):
-                masked_store(e, e.load(vt, acc[r][v]), e.gep(F32, crow[r], v * L), masks[v])
+        def store(half: bool) -> None:
+            for r in range(mr):
+                for v in range(nv):
+                    if half:  # as the rows pass rounds it (store_bf16): the same bits
+                        store_bf16(e, e.load(vt, acc[r][v]), e.gep(I16, cp, b.add(b.mul(ldc, c64(r)), c64(v * L))),
+                                   masks[v])
+                    else:
+                        masked_store(e, e.load(vt, acc[r][v]), e.gep(F32, crow[r], v * L), masks[v])
+
+        if kind.bf16:
+            with b.if_else(flag(MODE_Y16)) as (half, full):
+                with half:
+                    store(True)
+                with full:
+                    store(False)
+        else:
+            store(False)
 
     if always_mask:
         epilogue(True)
@@ -928,6 +943,10 @@ def emit_prefetch_slice(e: Emitter, base: ir.Value, nbytes: ir.Value, part: ir.V
         e.call("llvm.prefetch.p0", VOID, [e.gep(I8, base, b.mul(ln, c64(64))), c32(0), c32(2), c32(1)])
 
 
+#: bf16 micro-kernels store a bf16 Y themselves when no activation or affine follows the
+#: epilogue (``EMBER_BF16_Y_IN_KERNEL=0``: through an f32 tile and the rows pass)
+Y16_IN_KERNEL = os.environ.get("EMBER_BF16_Y_IN_KERNEL", "1") != "0"
+
 #: bf16 micro-kernels read X in place when it is bf16 with one tap at a uniform row stride
 #: (``EMBER_BF16_A_IN_PLACE=0``: always packed)
 A_IN_PLACE = os.environ.get("EMBER_BF16_A_IN_PLACE", "1") != "0"
@@ -1012,6 +1031,11 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         epi_bits = b.or_(epi_bits, b.select(in_regs, b.trunc(b.and_(tail, c64((0xF << ACT_SHIFT) | FLAG_AFFINE)), I32),
                                             c32(0)))
         rows_pass = b.and_(rows_pass, b.not_(in_regs))
+    if bf16:  # a bf16 Y with nothing after the epilogue: the micro-kernel stores it (no f32 tile)
+        direct16 = b.and_(b.icmp_unsigned("==", tail, c64(FLAG_YBF16)),
+                          ir.Constant(ir.IntType(1), int(Y16_IN_KERNEL)))
+        epi_bits = b.or_(epi_bits, b.select(direct16, c32(MODE_Y16), c32(0)))
+        rows_pass = b.and_(rows_pass, b.not_(direct16))
     kdepth = e.cdiv(cin, 2) if bf16 else cin  # B rows per tap, in 4-byte units
     panel_stride = b.mul(b.mul(ntaps, kdepth), c64(NR))
     kend = e.max(cin, c64(1))  # cin == 0 still runs one (empty) chunk to write the epilogue
@@ -1068,7 +1092,9 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 cptr = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
                 ctarget, ldc = cptr, ldy
                 if bf16:  # a bf16 Y: the tile in f32 on the stack first, then the tail writes Y
-                    ctarget, ldc = b.select(y_bf16, ctile, cptr), b.select(y_bf16, c64(NR), ldy)
+                    y16p = e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col))
+                    ctarget = b.select(direct16, y16p, b.select(y_bf16, ctile, cptr))
+                    ldc = b.select(b.and_(y_bf16, b.not_(direct16)), c64(NR), ldy)
                 args = [*a_args, bpan, ctarget, ldc, ncols, mode,
                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr,
                         lo, hi, c64(1), ir.Constant(F32, 1.0)] + ([] if bf16 else [pmul, padd])
@@ -1166,6 +1192,8 @@ class IGemmKernels:
             sig += "|reg-" + "-".join(REGISTER_ACTIVATIONS)
         if pairs:
             sig += f"|pmr{PAIR_MR}"
+        if bf16:  # the knobs that change the bf16 task's IR (the kernel cache keys on it)
+            sig += f"|aip{int(A_IN_PLACE)}|y16k{int(Y16_IN_KERNEL)}"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16, pairs))
         self.task_address = self.lib.address("igemm_task")
 
