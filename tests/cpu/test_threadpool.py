@@ -727,3 +727,25 @@ def test_pool_busy_follows_the_machine_counters(monkeypatch):
             assert len(pool.pinned_cpus) == 1
     finally:
         pool.close()
+
+
+def test_loaded_windows_before_the_busy_verdict_are_not_quiet():
+    """A process started on a busy machine: the first windows under load come before two in a
+    row make the judge call it busy, and must not count as quiet (they would become the run-mode
+    chooser's quiet reference, every probe of parallel runs would pass against them, and the
+    model would stay parallel however slow)."""
+    judge = tp.LoadJudge(threads=2, cpus=2, window_s=0.1, min_window_s=0.05)
+    assert not judge.quiet_now  # nothing judged yet
+    t = 0.0
+    judge.feed(t, 0.0, 0.0)
+    verdicts, quiet = [], []
+    for _ in range(1, 8):  # another process spins on one core from the start
+        t += 0.025
+        verdicts.append(judge.feed(t, 1.0 * t, 0.0))
+        quiet.append(judge.quiet_now)
+    assert not verdicts[1] and verdicts[-1]  # not busy at once, busy after two windows
+    assert not any(quiet)  # but never quiet meanwhile
+    calm = tp.LoadJudge(threads=2, cpus=2, window_s=0.1, min_window_s=0.05)
+    for i in range(8):
+        calm.feed(0.025 * i, 0.05 * 0.025 * i, 0.0)
+    assert calm.quiet_now and not calm.busy

@@ -735,6 +735,13 @@ class LoadJudge:
             self.busy = False
         return self.busy
 
+    @property
+    def quiet_now(self) -> bool:
+        """Whether the last window left the pool its cores by the *quiet* threshold (not merely
+        "not judged busy yet": the first loaded windows, before two in a row make it busy, are
+        not quiet)."""
+        return self.load is not None and self.cpus - self.load >= self.threads - QUIET_SPARE
+
 
 #: where the machine's counters cannot be read (:func:`load_counters` gives None), the workers'
 #: own preemptions: involuntary context switches per CPU-second of the workers above which the
@@ -1105,7 +1112,10 @@ class ThreadPool:
                 # a quiet run's time is the chooser's reference only once the machine was judged
                 # quiet (the first runs of a pool come before any window; so do those of a pool
                 # judged from the workers' preemptions)
-                u._run_quiet = self.judge.load is not None and self._machine_counters
+                # (and only while the last window was really quiet: a process started on a busy
+                # machine must not take its loaded runs for the quiet reference, which would let
+                # every probe pass and keep its runs parallel however slow)
+                u._run_quiet = self._machine_counters and self.judge.quiet_now
                 u._run_start = now_pc if u._run_quiet and not u._user_serial else None
                 self._state[_FORCED_SERIAL] = int(u._user_serial)
 
