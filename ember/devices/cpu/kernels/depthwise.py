@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -288,6 +289,11 @@ def border_row_sets(oh: int, h: int, kh: int, sh: int, dh: int, pt: int) -> tupl
     return tuple(sorted(sets))
 
 
+#: stride-1 interior pixels of the specialized kernel share their input loads (``EMBER_DW_SHARED_LOADS=0``:
+#: each pixel loads its own taps)
+SHARED_LOADS = os.environ.get("EMBER_DW_SHARED_LOADS", "1") != "0"
+
+
 def spec_blocking(isa: Isa, kh: int, kw: int) -> tuple[int, int]:
     """(pixels in registers at once, accumulators per pixel) that keep the weights, the bias,
     the clamp bounds and the accumulators in the vector registers of ``isa``."""
@@ -354,7 +360,20 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
 
             def pixels(ox: ir.Value, n: int, checked: bool, kys: range) -> None:
                 acc = [[bv if part == 0 else ir.Constant(vt, None) for part in range(parts)] for _ in range(n)]
-                for p in range(n):
+                if n > 1 and not checked and s.sw == 1 and s.dw == 1 and SHARED_LOADS:
+                    # stride 1, interior: pixel p's tap kx is input column p + kx, so each of a
+                    # kernel row's kw + n - 1 columns is loaded (and widened) once for all n
+                    # pixels; each pixel's FMAs keep their order (ky, then kx): the same bits
+                    ix0 = b.sub(ox, pl)
+                    for ky in kys:
+                        for j in range(s.kw + n - 1):
+                            xv = load_x(e.gep(XT, rows[ky], b.mul(b.add(ix0, c64(j)), c64(s.ldx))), mask)
+                            for p in range(n):
+                                kx = j - p
+                                if 0 <= kx < s.kw:
+                                    part = ky % parts
+                                    acc[p][part] = fmuladd(e, xv, wv[ky * s.kw + kx], acc[p][part])
+                for p in range(n) if not (n > 1 and not checked and s.sw == 1 and s.dw == 1 and SHARED_LOADS) else ():
                     ix = b.sub(b.mul(b.add(ox, c64(p)), c64(s.sw)), pl)
                     for ky in kys:
                         col = e.gep(XT, rows[ky], b.mul(ix, c64(s.ldx)))
@@ -446,6 +465,7 @@ def _dw_spec_library(isa: Isa, spec: DwSpec) -> jit.Library:
     px, parts = spec_blocking(isa, s.kh, s.kw)
     return jit.load(f"depthwise_spec|{isa.level}|k{s.kh}x{s.kw}|s{s.sw}|d{s.dw}|ldx{s.ldx}|r{int(s.residual)}"
                     f"|a{s.activation or 'clamp'}|f{int(s.affine)}|t{int(s.tail)}|p{px}x{parts}|c{DW_SPEC_COLUMNS}"
+                    f"|sl{int(SHARED_LOADS)}"
                     + (f"|x16{int(s.x_bf16)}|y16{int(s.y_bf16)}" if s.x_bf16 or s.y_bf16 else "")
                     + (f"|rs{'.'.join(f'{a}{c}' for a, c in s.row_sets)}" if s.row_sets else ""),
                     isa, lambda p: _build_dw_spec(p, isa, spec))
