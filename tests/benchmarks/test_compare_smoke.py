@@ -254,3 +254,23 @@ def test_zoo_names_resolve() -> None:
     assert compare.ALIASES["all-minilm-l6-v2"] == "minilm"
     with pytest.raises(ValueError, match="known"):
         compare.model_spec("no_such_net")
+
+
+def test_int8_rows_are_judged_against_each_other() -> None:
+    """ember's int8 and OpenVINO's run the same quantized IR: a quantized model far from f32 (both
+    alike) is timed; an ember int8 output that leaves OpenVINO's is a mismatch."""
+    from types import SimpleNamespace as NS
+
+    def run(ember8: float, ov8: float) -> tuple[bool, list]:
+        engines = [NS(kind="ember", precision="f32"), NS(kind="ember", precision="int8"),
+                   NS(kind="openvino", precision="f32"), NS(kind="openvino", precision="int8")]
+        values = [1.0, ember8, 1.0, ov8]
+        compiled = [NS(infer=lambda feeds, v=v: [np.array([v, 2.0], np.float32)]) for v in values]
+        rows = [compare.EngineResult(engine=f"{e.kind} {e.precision}", kind=e.kind, precision=e.precision)
+                for e in engines]
+        return compare.check_outputs(compiled, engines, rows, {}), rows
+
+    ok, rows = run(0.0, 0.0)  # both int8 rows 0.5 off f32, equal to each other
+    assert ok and rows[1].max_rel_diff == pytest.approx(0.5) and rows[1].check_diff == 0.0
+    ok, rows = run(0.0, 1.0)  # ember's int8 leaves OpenVINO's
+    assert not ok and rows[1].check_diff == pytest.approx(0.5)
