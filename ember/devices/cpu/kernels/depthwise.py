@@ -360,7 +360,8 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
 
             def pixels(ox: ir.Value, n: int, checked: bool, kys: range) -> None:
                 acc = [[bv if part == 0 else ir.Constant(vt, None) for part in range(parts)] for _ in range(n)]
-                if n > 1 and not checked and s.sw == 1 and s.dw == 1 and SHARED_LOADS:
+                shared = n > 1 and not checked and s.sw == 1 and s.dw == 1 and SHARED_LOADS
+                if shared:
                     # stride 1, interior: pixel p's tap kx is input column p + kx, so each of a
                     # kernel row's kw + n - 1 columns is loaded (and widened) once for all n
                     # pixels; each pixel's FMAs keep their order (ky, then kx): the same bits
@@ -373,7 +374,7 @@ def _build_dw_spec(prefix: str, isa: Isa, s: DwSpec) -> ir.Module:
                                 if 0 <= kx < s.kw:
                                     part = ky % parts
                                     acc[p][part] = fmuladd(e, xv, wv[ky * s.kw + kx], acc[p][part])
-                for p in range(n) if not (n > 1 and not checked and s.sw == 1 and s.dw == 1 and SHARED_LOADS) else ():
+                for p in range(n) if not shared else ():
                     ix = b.sub(b.mul(b.add(ox, c64(p)), c64(s.sw)), pl)
                     for ky in kys:
                         col = e.gep(XT, rows[ky], b.mul(ix, c64(s.ldx)))

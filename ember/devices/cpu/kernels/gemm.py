@@ -391,6 +391,17 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
     def flag(bit: int) -> ir.Value:
         return b.icmp_unsigned("!=", b.and_(mode, c32(bit)), c32(0))
 
+    def by_half(bit: int, emit: Callable[[bool], None]) -> None:
+        """``emit(True)`` where bf16 kernels have mode ``bit`` (a bf16 operand), else ``emit(False)``."""
+        if not kind.bf16:
+            emit(False)
+            return
+        with b.if_else(flag(bit)) as (half, full):
+            with half:
+                emit(True)
+            with full:
+                emit(False)
+
     def epilogue(masked: bool) -> None:
         masks = [lane_mask(e, b.sub(ncols, c64(v * L)), L) if masked else None for v in range(nv)]
         crow = [e.gep(F32, cp, b.mul(ldc, c64(r))) for r in range(mr)]
@@ -421,14 +432,7 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
                         b.store(b.fadd(e.load(vt, acc[r][v]), rv), acc[r][v])
 
             with b.if_then(flag(MODE_RES)):
-                if kind.bf16:
-                    with b.if_else(flag(MODE_RES16)) as (half, full):
-                        with half:
-                            add_residual(True)
-                        with full:
-                            add_residual(False)
-                else:
-                    add_residual(False)
+                by_half(MODE_RES16, add_residual)
             bounded = b.or_(b.fcmp_ordered("!=", lo, ir.Constant(F32, -math.inf)),
                             b.fcmp_ordered("!=", hi, ir.Constant(F32, math.inf)))
             with b.if_then(bounded):  # no clamp: skip 2 compares and selects per vector
@@ -464,14 +468,7 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
                     else:
                         masked_store(e, e.load(vt, acc[r][v]), e.gep(F32, crow[r], v * L), masks[v])
 
-        if kind.bf16:
-            with b.if_else(flag(MODE_Y16)) as (half, full):
-                with half:
-                    store(True)
-                with full:
-                    store(False)
-        else:
-            store(False)
+        by_half(MODE_Y16, store)
 
     if always_mask:
         epilogue(True)
@@ -1002,7 +999,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         ctile = aligned_alloca(e, F32, c64(MR * NR))  # a bf16 Y's f32 tile (one K chunk only)
         # each tile's A for the micro-kernel: its pairs packed, or X itself (i32 units per row)
         a_ptrs, a_rs = b.alloca(PTR, size=ntiles), b.alloca(I64, size=ntiles)
-        a_stride = e.var(I64)
+        a_stride, in_place_var = e.var(I64), e.var(ir.IntType(1))
 
     # ---- compute: chunk -> panel -> tile
     y, ldy, yg = f("y", PTR), f("ldy"), f("yg")
@@ -1056,7 +1053,10 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 slot0 = b.mul(b.mul(it, ntaps), c64(MR))
                 # bf16 X of one tap whose rows sit at one stride (a 1x1 convolution or a MatMul):
                 # the micro-kernel reads the pairs in place, nothing copied
-                in_place = b.and_(in_place_chunk, emit_uniform_rows(e, rows, slot0, mr, a_stride))
+                b.store(ir.Constant(ir.IntType(1), 0), in_place_var)
+                with b.if_then(in_place_chunk):  # (the row check only where it can pay)
+                    b.store(emit_uniform_rows(e, rows, slot0, mr, a_stride), in_place_var)
+                in_place = e.load(ir.IntType(1), in_place_var)
                 with b.if_else(in_place) as (direct, packed_):
                     with direct:
                         row0 = e.load(PTR, e.gep(PTR, rows, slot0))
@@ -1091,8 +1091,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                     a_args = [e.gep(PTR, rows, tile_slot), ntaps, c0, kc]
                 cptr = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
                 ctarget, ldc = cptr, ldy
+                y16p = e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)) if bf16 else None
                 if bf16:  # a bf16 Y: the tile in f32 on the stack first, then the tail writes Y
-                    y16p = e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col))
                     ctarget = b.select(direct16, y16p, b.select(y_bf16, ctile, cptr))
                     ldc = b.select(b.and_(y_bf16, b.not_(direct16)), c64(NR), ldy)
                 args = [*a_args, bpan, ctarget, ldc, ncols, mode,
@@ -1119,8 +1119,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                                                            b.add(koff_b, b.mul(b.mul(ntaps, kdepth_c), c64(NR))))))
                 with b.if_then(b.or_(has_next, nxt_chunk)):
                     emit_prefetch_slice(e, target, nbytes, it, ntiles, PREFETCH_LINES_PER_TILE)
-                ydst = e.gep(I16, ygroup, b.add(b.mul(p0, ldy), col)) if bf16 else cptr
-                ydst = b.select(y_bf16, ydst, cptr) if bf16 else cptr
+                ydst = b.select(y_bf16, y16p, cptr) if bf16 else cptr
                 with b.if_then(b.and_(last, rows_pass)):
                     b.call(act, [ctarget, ldc, ydst, ldy, mr, ncols, tail, pmul, padd])
     b.ret_void()
