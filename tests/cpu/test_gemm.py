@@ -305,3 +305,13 @@ def test_gelu_erf_epilogue_extremes(level: str) -> None:
     want = activation_reference("gelu_erf", x)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("text, want", [("", 1 << 20), ("0", 0), ("65536", 65536), ("-5", 0), ("lots", 1 << 20)])
+def test_a_block_bytes_knob(text: str, want: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``EMBER_GEMM_A_BLOCK_BYTES``: a byte count (negative: 0); anything else keeps the default
+    instead of failing the import."""
+    from ember.devices.cpu.kernels import gemm as g
+
+    monkeypatch.setenv("EMBER_GEMM_A_BLOCK_BYTES", text)
+    assert g._a_block_bytes() == want

@@ -1737,7 +1737,16 @@ MAX_ROW_TILES = 8
 #: a task may take up to ``A_BLOCK_BYTES`` of A rows (transformers' M = 128 tokens in one row
 #: block: each 2-thread half of the weights read once, not twice; MiniLM f32 1.13 -> 1.02x
 #: OpenVINO). ``EMBER_GEMM_A_BLOCK_BYTES=0`` restores the 8-tile cap.
-A_BLOCK_BYTES = int(os.environ.get("EMBER_GEMM_A_BLOCK_BYTES", str(1 << 20)))
+def _a_block_bytes(default: int = 1 << 20) -> int:
+    """``EMBER_GEMM_A_BLOCK_BYTES`` when it is a whole number of bytes (at least 0), else the default."""
+    text = os.environ.get("EMBER_GEMM_A_BLOCK_BYTES", "").strip()
+    try:
+        return max(0, int(text)) if text else default
+    except ValueError:
+        return default
+
+
+A_BLOCK_BYTES = _a_block_bytes()
 B_REREAD_BYTES = 512 << 10
 TASK_OVERHEAD_S = 1.5e-6
 MEM_BYTES_PER_S = 40e9
