@@ -228,13 +228,15 @@ class UkrKind:
     ``"rows"``: A is a table of MR row pointers per tap, k contiguous, f32 FMA.
     ``"cols"``: A is stored transposed (m contiguous): one pointer per tap, a runtime k stride.
     ``"bf16"``: A is packed bf16 pairs ``[tap][MR][rs]`` (i32 units), B bf16 pairs, ``vdpbf16ps``.
+    ``"bf16tab"``: as ``"bf16"``, but A is a table of ``(address, row stride in i32 units)``
+    int64 pairs, one per tap: each tap's rows packed, or read in place from bf16 X.
     """
 
     a: str = "rows"
 
     @property
     def bf16(self) -> bool:
-        return self.a == "bf16"
+        return self.a in ("bf16", "bf16tab")
 
 
 def _dpbf16(e: Emitter, acc: ir.Value, a: ir.Value, b: ir.Value) -> ir.Value:
@@ -348,7 +350,12 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
 
     with e.loop(0, ntaps, name="tap") as t:
         base = b.mul(t, c64(tile.mr))
-        if kind.bf16:
+        if kind.a == "bf16tab":
+            ent = e.gep(I64, ap, b.mul(t, c64(2)))
+            abase = b.inttoptr(e.load(I64, ent), PTR)
+            astride = e.load(I64, e.gep(I64, ent, c64(1)))
+            arow = [e.gep(I32, abase, b.mul(c64(r), astride)) for r in range(mr)]
+        elif kind.bf16:
             arow = [e.gep(I32, ap, b.mul(b.add(base, c64(r)), koff)) for r in range(mr)]
         elif kind.a == "cols":
             arow = [e.gep(F32, e.load(PTR, e.gep(PTR, ap, base)), b.mul(koff, ks))]
@@ -782,10 +789,18 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
 
     # ---- row pointer table: rows[(tile * ntaps + tap) * MR + r]
     tap_stride = c64(MR)
+    # the pixel's (tile, r) slot advances with it: a division per pixel by the runtime rows per
+    # tile cost a 1x1 bf16 GEMM of K = 28 a fifth of its time
+    v_r, v_tile0 = e.var(I64), e.var(I64)
+    tile_slots = b.mul(ntaps, c64(MR))
 
     def table_row(p: ir.Value, img: ir.Value, oy: ir.Value, ox: ir.Value) -> None:
-        q = b.sub(p, m0)
-        slot0 = b.add(b.mul(b.mul(b.sdiv(q, per), ntaps), c64(MR)), b.srem(q, per))
+        r_, t0_ = e.load(I64, v_r), e.load(I64, v_tile0)
+        slot0 = b.add(t0_, r_)
+        nxt = b.add(r_, c64(1))
+        wrap = b.icmp_signed(">=", nxt, per)
+        b.store(b.select(wrap, c64(0), nxt), v_r)
+        b.store(b.select(wrap, b.add(t0_, tile_slots), t0_), v_tile0)
         iy0 = b.sub(b.mul(oy, sh), pt)
         ix0 = b.sub(b.mul(ox, sw), pl)
         ximg = xgep(xgroup, b.mul(img, xn))
@@ -819,11 +834,26 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
 
     with b.if_else(merge) as (merged, per_tap):
         with per_tap:
-            if skip is None:
-                pixels(table_row)
-            else:
-                with b.if_then(b.not_(skip)):
-                    pixels(table_row)
+            b.store(c64(0), v_r)
+            b.store(c64(0), v_tile0)
+            # a 1x1 convolution at unit stride without padding, or GEMM rows: pixel p is at
+            # x + p ldx (no coordinates, no tests: a K = 28 GEMM spent a third of its time here)
+            linear = b.and_(b.and_(b.icmp_signed("==", ntaps, c64(1)), b.icmp_signed("==", b.mul(sh, sw), c64(1))),
+                            b.and_(b.icmp_signed("==", b.or_(pt, pl), c64(0)),
+                                   b.and_(b.icmp_signed("==", W, OW), b.icmp_signed("==", H, OH))))
+            linear = b.and_(linear, b.or_(b.icmp_signed("==", xn, b.mul(b.mul(H, W), ldx)),
+                                          b.icmp_signed("<=", f("m"), b.mul(OH, OW))))
+            todo = ir.Constant(ir.IntType(1), 1) if skip is None else b.not_(skip)
+            with b.if_then(todo):
+                with b.if_else(linear) as (lin, general):
+                    with lin:
+                        with e.loop(0, ntiles, name="lt") as t_:
+                            p0 = b.add(m0, b.mul(t_, per))
+                            with e.loop(0, e.min(per, b.sub(m1, p0)), name="lr") as r_:
+                                b.store(xgep(xgroup, b.mul(b.add(p0, r_), ldx)),
+                                        e.gep(PTR, rows, b.add(b.mul(t_, c64(MR)), r_)))
+                    with general:
+                        pixels(table_row)
         with merged:
             kpad = b.mul(e.cdiv(kmerged, L), c64(L))
             if gather16 is None:
@@ -992,13 +1022,30 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         ntiles = e.cdiv(b.sub(m1, m0), cap)
         blk = TaskBlock(g, m0, m1, j0, j1, ntiles)
     per = e.max(e.cdiv(b.sub(m1, m0), e.max(e.cdiv(b.sub(m1, m0), cap), c64(1))), c64(1))
-    rows, ntaps, cin = emit_f32_rows(e, f, blk, tile, b.select(x_bf16, c64(2), c64(4)) if bf16 else None, per)
+    linear = None
+    if bf16:
+        # a 1x1 convolution at unit stride without padding, or GEMM rows: pixel p of X is at
+        # x + p ldx, so the bf16 tiles find their rows without a row table (building it cost a
+        # K = 28 GEMM a third of its time)
+        xbytes = b.select(x_bf16, c64(2), c64(4))
+        linear = b.and_(b.and_(b.icmp_signed("==", b.mul(f("kh"), f("kw")), c64(1)),
+                               b.icmp_signed("==", b.mul(f("sh"), f("sw")), c64(1))),
+                        b.and_(b.icmp_signed("==", b.or_(f("pt"), f("pl")), c64(0)),
+                               b.icmp_signed("==", f("merge"), c64(0))))
+        linear = b.and_(linear, b.and_(b.icmp_signed("==", f("w"), f("ow")), b.icmp_signed("==", f("h"), f("oh"))))
+        linear = b.and_(linear, b.or_(b.icmp_signed("==", f("xn"), b.mul(b.mul(f("h"), f("w")), f("ldx"))),
+                                      b.icmp_signed("<=", M, b.mul(f("oh"), f("ow")))))
+        ldxb = b.mul(f("ldx"), xbytes)
+        xgroup_b = e.gep(I8, f("x", PTR), b.mul(b.mul(g, f("xg")), xbytes))
+        v_row0, v_row0_r = e.var(PTR), e.var(PTR)
+    rows, ntaps, cin = emit_f32_rows(e, f, blk, tile, xbytes if bf16 else None, per, skip=linear)
     if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
         apack = aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
         ctile = aligned_alloca(e, F32, c64(MR * NR))  # a bf16 Y's f32 tile (one K chunk only)
-        # each tile's A for the micro-kernel: its pairs packed, or X itself (i32 units per row)
-        a_ptrs, a_rs = b.alloca(PTR, size=ntiles), b.alloca(I64, size=ntiles)
+        # each tile's A for the micro-kernel, per tap: (address, row stride in i32 units) of its
+        # pairs packed, or of X itself
+        a_tab = b.alloca(I64, size=b.mul(b.mul(ntiles, ntaps), c64(2)))
         a_stride, in_place_var = e.var(I64), e.var(ir.IntType(1))
 
     # ---- compute: chunk -> panel -> tile
@@ -1044,37 +1091,52 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         koff_b = b.mul(b.mul(ntaps, b.sdiv(c0, c64(2)) if bf16 else c0), c64(NR))
         kdepth_c = e.cdiv(kc, 2) if bf16 else kc  # this chunk's B rows per tap, 4-byte units
         if bf16:
-            # whole pairs from a 4-byte boundary: an even chunk start and length, one tap, X bf16
-            in_place_chunk = b.and_(b.and_(x_bf16, b.icmp_signed("==", ntaps, c64(1))),
-                                    b.icmp_signed("==", b.and_(b.or_(c0, kc), c64(1)), c64(0)))
+            # whole pairs from a 4-byte boundary: an even chunk start and length, X bf16
+            in_place_chunk = b.and_(x_bf16, b.icmp_signed("==", b.and_(b.or_(c0, kc), c64(1)), c64(0)))
             in_place_chunk = b.and_(in_place_chunk, ir.Constant(ir.IntType(1), int(A_IN_PLACE)))
             with e.loop(0, ntiles, name="pt") as it:
                 mr = e.min(per, b.sub(m1, b.add(m0, b.mul(it, per))))
-                slot0 = b.mul(b.mul(it, ntaps), c64(MR))
-                # bf16 X of one tap whose rows sit at one stride (a 1x1 convolution or a MatMul):
-                # the micro-kernel reads the pairs in place, nothing copied
-                b.store(ir.Constant(ir.IntType(1), 0), in_place_var)
-                with b.if_then(in_place_chunk):  # (the row check only where it can pay)
-                    b.store(emit_uniform_rows(e, rows, slot0, mr, a_stride), in_place_var)
-                in_place = e.load(ir.IntType(1), in_place_var)
-                with b.if_else(in_place) as (direct, packed_):
-                    with direct:
-                        row0 = e.load(PTR, e.gep(PTR, rows, slot0))
-                        b.store(e.gep(I16, row0, c0), e.gep(PTR, a_ptrs, it))
-                        b.store(b.ashr(e.load(I64, a_stride), c64(2)), e.gep(I64, a_rs, it))
-                    with packed_:
-                        with e.loop(0, ntaps, name="ptap") as tap:
+                with e.loop(0, ntaps, name="ptap") as tap:
+                    slot0 = b.mul(b.add(b.mul(it, ntaps), tap), c64(MR))
+                    ent = e.gep(I64, a_tab, b.mul(b.add(b.mul(it, ntaps), tap), c64(2)))
+                    # bf16 X whose rows of this tap sit at one stride (a 1x1 convolution, a MatMul,
+                    # a 3x3 tap of pixels inside one output row and the image): the micro-kernel
+                    # reads the pairs in place, nothing copied
+                    with b.if_else(linear) as (lin, table):
+                        with lin:  # (ntaps is 1)
+                            row0 = e.gep(I8, xgroup_b, b.mul(b.add(m0, b.mul(it, per)), ldxb))
+                            b.store(row0, v_row0)
+                            b.store(ldxb, a_stride)
+                            aligned = b.icmp_signed("==", b.and_(b.or_(b.ptrtoint(row0, I64), ldxb), c64(3)), c64(0))
+                            b.store(b.and_(in_place_chunk, aligned), in_place_var)
+                        with table:
+                            b.store(e.load(PTR, e.gep(PTR, rows, slot0)), v_row0)
+                            b.store(ir.Constant(ir.IntType(1), 0), in_place_var)
+                            with b.if_then(in_place_chunk):  # (the row check only where it can pay)
+                                b.store(emit_uniform_rows(e, rows, slot0, mr, a_stride), in_place_var)
+                    in_place = e.load(ir.IntType(1), in_place_var)
+                    with b.if_else(in_place) as (direct, packed_):
+                        with direct:
+                            row0 = e.load(PTR, v_row0)
+                            b.store(b.ptrtoint(e.gep(I16, row0, c0), I64), ent)
+                            b.store(b.ashr(e.load(I64, a_stride), c64(2)), e.gep(I64, ent, c64(1)))
+                        with packed_:
                             with e.loop(0, mr, name="pr") as r:
-                                slot = b.add(b.mul(b.add(b.mul(it, ntaps), tap), c64(MR)), r)
-                                row = e.load(PTR, e.gep(PTR, rows, slot))
+                                slot = b.add(slot0, r)
+                                with b.if_else(linear) as (lin, table):
+                                    with lin:
+                                        b.store(e.gep(I8, e.load(PTR, v_row0), b.mul(r, ldxb)), v_row0_r)
+                                    with table:
+                                        b.store(e.load(PTR, e.gep(PTR, rows, slot)), v_row0_r)
+                                row = e.load(PTR, v_row0_r)
                                 dst = e.gep(I32, apack, b.mul(slot, rs))
                                 with b.if_else(x_bf16) as (as_is, convert):
                                     with as_is:
                                         emit_copy_bf16(e, e.gep(I16, row, c0), dst, kc, L)
                                     with convert:
                                         emit_to_bf16(e, e.gep(F32, row, c0), dst, kc, L)
-                        b.store(e.gep(I32, apack, b.mul(slot0, rs)), e.gep(PTR, a_ptrs, it))
-                        b.store(rs, e.gep(I64, a_rs, it))
+                            b.store(b.ptrtoint(e.gep(I32, apack, b.mul(slot0, rs)), I64), ent)
+                            b.store(rs, e.gep(I64, ent, c64(1)))
         with e.loop(j0, j1, name="jp") as jp:
             ncols = e.min(c64(NR), b.sub(N, b.mul(jp, c64(NR))))
             bpan = e.gep(F32, bgroup, b.add(b.mul(jp, panel_stride), koff_b))
@@ -1085,8 +1147,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 mr = e.min(per, b.sub(m1, p0))
                 tile_slot = b.mul(b.mul(it, ntaps), c64(MR))
                 if bf16:
-                    a_args = [e.load(PTR, e.gep(PTR, a_ptrs, it)), ntaps, e.load(I64, e.gep(I64, a_rs, it)),
-                              e.cdiv(kc, 2)]
+                    a_args = [e.gep(I64, a_tab, b.mul(b.mul(it, ntaps), c64(2))), ntaps, c64(0), e.cdiv(kc, 2)]
                 else:
                     a_args = [e.gep(PTR, rows, tile_slot), ntaps, c0, kc]
                 cptr = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
@@ -1129,7 +1190,7 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False, pairs: 
     m = ir.Module(name=prefix)
     m.triple = isa.triple
     always_mask = isa.level == "avx512"
-    kind = UkrKind("bf16" if bf16 else "rows")
+    kind = UkrKind("bf16tab" if bf16 else "rows")
     ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, always_mask, kind, tail=not bf16)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
     pair_ukrs = None
@@ -1192,7 +1253,7 @@ class IGemmKernels:
         if pairs:
             sig += f"|pmr{PAIR_MR}"
         if bf16:  # the knobs that change the bf16 task's IR (the kernel cache keys on it)
-            sig += f"|aip{int(A_IN_PLACE)}|y16k{int(Y16_IN_KERNEL)}"
+            sig += f"|aip{int(A_IN_PLACE)}|y16k{int(Y16_IN_KERNEL)}|tab"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16, pairs))
         self.task_address = self.lib.address("igemm_task")
 
@@ -1614,6 +1675,11 @@ class PackedWeights:
     pair_tail: bool = False
 
     @property
+    def elem_bytes(self) -> int:
+        """Bytes an element of A and B takes in the kernel (2 for bf16, 4 for f32): the block plan's unit."""
+        return 2 if self.precision is Precision.BF16 else 4
+
+    @property
     def taps_per_row(self) -> int:
         """Kernel taps behind one packed row of K: ``taps``, or the merged count."""
         return self.taps * self.merged_taps
@@ -1769,29 +1835,31 @@ def _makespan(costs: list[float], threads: int) -> float:
     return max(heap)
 
 
-def block_cost(rows: int, panels: int, nr: int, kdepth: int) -> float:
+def block_cost(rows: int, panels: int, nr: int, kdepth: int, elem: int = 4) -> float:
     """Seconds the schedule model gives a task of ``rows`` rows by ``panels`` panels of ``nr``
-    columns over ``kdepth``: FMA time + per-task overhead + the bytes of A and B it streams."""
+    columns over ``kdepth``: FMA time + per-task overhead + the bytes of A and B it streams
+    (``elem`` bytes an element: 2 for bf16, whose products also run twice as fast)."""
     flops = 2.0 * rows * panels * nr * kdepth
-    mem = 4.0 * (panels * nr * kdepth + rows * kdepth)
-    return flops / PEAK_FLOPS_PER_THREAD + TASK_OVERHEAD_S + mem / MEM_BYTES_PER_S
+    mem = float(elem) * (panels * nr * kdepth + rows * kdepth)
+    return flops * elem / (4.0 * PEAK_FLOPS_PER_THREAD) + TASK_OVERHEAD_S + mem / MEM_BYTES_PER_S
 
 
-def _row_tiles_cap(max_tm: int, ntm: int, n: int, kdepth: int, taps: int, tile: Tile) -> int:
+def _row_tiles_cap(max_tm: int, ntm: int, n: int, kdepth: int, taps: int, tile: Tile, elem: int = 4) -> int:
     """Row tiles a task may take when the row blocks are few: more than ``max_tm`` when B is
     large enough to come from memory once per row block (see :data:`A_BLOCK_BYTES`)."""
-    if n * kdepth * 4 <= B_REREAD_BYTES:
+    if n * kdepth * elem <= B_REREAD_BYTES:
         return max_tm
-    return max(max_tm, min(ntm, A_BLOCK_BYTES // max(tile.mr * kdepth * 4, 1), 4096 // max(taps, 1)))
+    return max(max_tm, min(ntm, A_BLOCK_BYTES // max(tile.mr * kdepth * elem, 1), 4096 // max(taps, 1)))
 
 
 @functools.lru_cache(maxsize=8192)
 def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Tile, threads: int,
-                max_tm: int | None = None) -> tuple[int, int, int, int]:
+                max_tm: int | None = None, elem: int = 4) -> tuple[int, int, int, int]:
     """Choose tiles per M block (tm), panels per N block (tn) and the block counts (gm, gn).
 
     Minimizes a simple makespan model of dynamic scheduling over ``threads`` threads:
-    FMA time + per-task overhead + the bytes of A and B each task streams. A pure function of
+    FMA time + per-task overhead + the bytes of A and B each task streams (``elem`` bytes an
+    element: 4 for f32, 2 for bf16). A pure function of
     integers, memoized: a model lowered again at a new input shape (a new sentence length)
     plans each distinct GEMM geometry once per process, not once per GEMM and shape."""
     ntm = max(1, -(-m // tile.mr))
@@ -1802,10 +1870,10 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
     kdepth = k_per_tap * taps
     if threads <= 1 or -(-ntm // max_tm) >= 4 * threads:  # one thread, or plenty of row blocks
         return max_tm, ntn, -(-ntm // max_tm), 1
-    max_tm = _row_tiles_cap(max_tm, ntm, n, kdepth, taps, tile)
+    max_tm = _row_tiles_cap(max_tm, ntm, n, kdepth, taps, tile, elem)
 
     def cost(rows: int, cols: int) -> float:
-        return block_cost(rows, cols, tile.nr, kdepth)
+        return block_cost(rows, cols, tile.nr, kdepth, elem)
 
     best: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
     for tm in range(1, max_tm + 1):
@@ -1897,7 +1965,7 @@ class IGemmCall:
         self._zero = zero_row(max(packed.cin, 1) + 16)
         ctx[IGEMM_CONTEXT["zero"]] = self._zero.ctypes.data
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile,
-                                     self.threads)
+                                     self.threads, elem=packed.elem_bytes)
         ctx[IGEMM_CONTEXT["tm"]], ctx[IGEMM_CONTEXT["tn"]], ctx[IGEMM_CONTEXT["gm"]], ctx[IGEMM_CONTEXT["gn"]] = tm, tn, gm, gn
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         lohi = np.array([epilogue.lo, epilogue.hi], np.float32).view(np.uint32)
@@ -1922,7 +1990,8 @@ class IGemmCall:
         call.ctx = ctx = ctx.copy()
         ctx[IGEMM_CONTEXT["h"]] = ctx[IGEMM_CONTEXT["oh"]] = ctx[IGEMM_CONTEXT["m"]] = m
         packed = self.packed
-        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile, self.threads)
+        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile, self.threads,
+                                     elem=packed.elem_bytes)
         ctx[IGEMM_CONTEXT["tm"]], ctx[IGEMM_CONTEXT["tn"]], ctx[IGEMM_CONTEXT["gm"]], ctx[IGEMM_CONTEXT["gn"]] = tm, tn, gm, gn
         call.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         return call
@@ -1946,7 +2015,8 @@ class IGemmCall:
         machine, where a worker that loses its core holds a smaller part of the job)."""
         packed = self.packed
         m = int(ctx[IGEMM_CONTEXT["m"]])
-        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile, threads)
+        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile, threads,
+                                     elem=packed.elem_bytes)
         n = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         if n <= self.n_tasks:
             return None
