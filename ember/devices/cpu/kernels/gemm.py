@@ -1038,9 +1038,14 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         ldxb = b.mul(f("ldx"), xbytes)
         xgroup_b = e.gep(I8, f("x", PTR), b.mul(b.mul(g, f("xg")), xbytes))
         v_row0, v_row0_r = e.var(PTR), e.var(PTR)
-    rows, ntaps, cin = emit_f32_rows(e, f, blk, tile, xbytes if bf16 else None, per, skip=linear)
     if bf16:  # A converted per chunk: [tile][tap][MR][rs] bf16 pairs, rows 64-byte aligned
         rs = b.mul(e.cdiv(e.cdiv(cb, 2), L), c64(L))
+        # a stem's taps (merged into one row per pixel, all of K one chunk) are gathered as bf16
+        # rows of rs pairs and read in place: one copy, not a gather and then a conversion
+        merged = b.icmp_signed("!=", f("merge"), c64(0))
+    rows, ntaps, cin = emit_f32_rows(e, f, blk, tile, xbytes if bf16 else None, per, skip=linear,
+                                     gather16=b.mul(rs, c64(4)) if bf16 else None)
+    if bf16:
         apack = aligned_alloca(e, I32, b.mul(b.mul(b.mul(ntiles, ntaps), c64(MR)), rs))
         ctile = aligned_alloca(e, F32, c64(MR * NR))  # a bf16 Y's f32 tile (one K chunk only)
         # each tile's A for the micro-kernel, per tap: (address, row stride in i32 units) of its
@@ -1112,8 +1117,13 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                         with table:
                             b.store(e.load(PTR, e.gep(PTR, rows, slot0)), v_row0)
                             b.store(ir.Constant(ir.IntType(1), 0), in_place_var)
-                            with b.if_then(in_place_chunk):  # (the row check only where it can pay)
-                                b.store(emit_uniform_rows(e, rows, slot0, mr, a_stride), in_place_var)
+                            with b.if_else(merged) as (gathered, taps):
+                                with gathered:  # bf16 rows of rs pairs
+                                    b.store(b.mul(rs, c64(4)), a_stride)
+                                    b.store(ir.Constant(ir.IntType(1), 1), in_place_var)
+                                with taps:
+                                    with b.if_then(in_place_chunk):  # (the row check only where it can pay)
+                                        b.store(emit_uniform_rows(e, rows, slot0, mr, a_stride), in_place_var)
                     in_place = e.load(ir.IntType(1), in_place_var)
                     with b.if_else(in_place) as (direct, packed_):
                         with direct:
@@ -1932,6 +1942,8 @@ class IGemmCall:
             raise EmberError("ember: a convolution with merged taps reads f32 activations only")
         if y_bf16 and not packed.amx and packed.chunk < packed.cin:
             raise EmberError("ember: a bf16 output needs all of K in one chunk (see y_bf16_ok)")
+        if packed.merged_taps > 1 and packed.precision is Precision.BF16 and packed.chunk < packed.cin:
+            raise EmberError("ember: internal: bf16 weights with merged taps must be one K chunk")
         self.packed = packed
         self.kernels = igemm_kernels(packed.isa, packed.precision, packed.pair_tail)
         self.tile = AMX_TILE if packed.amx else self.kernels.tile
