@@ -882,6 +882,7 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
 
             v32 = vec(F32, 2 * L)
             fit32, mask32 = b.icmp_signed("<=", krow, c64(2 * L)), lane_mask(e, krow, 2 * L)
+            fit16, mask16 = b.icmp_signed("<=", krow, c64(L)), lane_mask(e, krow, L)
 
             def gather_row(p: ir.Value, img: ir.Value, oy: ir.Value, ox: ir.Value) -> None:
                 if gather16 is None:
@@ -900,18 +901,25 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
                 fast = b.and_(b.and_(b.and_(inside_x, dense), fit32),
                               b.and_(b.icmp_signed(">=", iy0, c64(0)), b.icmp_signed("<", ylast, H)))
                 fast = b.and_(fast, functools.reduce(b.or_, [b.icmp_signed("==", kh, c64(n)) for n in GATHER_ROWS]))
+                def gather_fast(nrows: int, vt_: ir.Type, mask_: ir.Value) -> None:
+                    loaded = []
+                    for kyc in range(nrows):
+                        iy = b.add(iy0, b.mul(c64(kyc), dh))
+                        loaded.append(masked_load(e, vt_, e.gep(F32, ximg, b.mul(b.add(b.mul(iy, W), ix0), ldx)), mask_))
+                    for kyc, v in enumerate(loaded):
+                        if gather16 is None:
+                            masked_store(e, v, dgep(dst, b.mul(c64(kyc), krow)), mask_)
+                        else:
+                            store_bf16(e, v, dgep(dst, b.mul(c64(kyc), krow)), mask_)
+
                 for nrows in GATHER_ROWS:
                     with b.if_then(b.and_(fast, b.icmp_signed("==", kh, c64(nrows)))):
-                        loaded = []
-                        for kyc in range(nrows):
-                            iy = b.add(iy0, b.mul(c64(kyc), dh))
-                            loaded.append(masked_load(e, v32, e.gep(F32, ximg, b.mul(b.add(b.mul(iy, W), ix0), ldx)),
-                                                      mask32))
-                        for kyc, v in enumerate(loaded):
-                            if gather16 is None:
-                                masked_store(e, v, dgep(dst, b.mul(c64(kyc), krow)), mask32)
-                            else:
-                                store_bf16(e, v, dgep(dst, b.mul(c64(kyc), krow)), mask32)
+                        # a kernel row of at most L values (a 3x3 RGB stem: 9) in one vector
+                        with b.if_else(fit16) as (one, two):
+                            with one:
+                                gather_fast(nrows, vt, mask16)
+                            with two:
+                                gather_fast(nrows, v32, mask32)
                 with b.if_then(b.not_(fast)):
                     with e.loop(0, kh, name="gky") as ky:
                         iy = b.add(iy0, b.mul(ky, dh))
