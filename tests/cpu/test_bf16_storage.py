@@ -190,6 +190,33 @@ def test_pointwise_bf16_batches_and_row_tails(level: str) -> None:
         np.testing.assert_array_equal(got, to_bf16_bits(want))
 
 
+# (n, h, w, cin, cout, kh, kw, stride, dilation, pads_begin, pads_end, groups, ldx): the bf16 kernel
+# finds each tile's taps from the geometry (batches, groups, dilations, asymmetric padding, a
+# channel slice of a wider tensor, tiles wrapping rows and images)
+GEOMETRIES = [(2, 9, 15, 32, 48, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 1, 32),
+              (2, 8, 20, 32, 32, 3, 3, (2, 1), (1, 2), (0, 2), (1, 1), 2, 48),
+              (1, 11, 30, 24, 16, 5, 3, (1, 2), (2, 1), (2, 0), (2, 1), 1, 40),
+              (3, 4, 5, 64, 24, 3, 3, (1, 1), (1, 1), (1, 1), (1, 1), 2, 80),
+              (1, 6, 33, 64, 32, 1, 3, (1, 1), (1, 1), (0, 1), (0, 1), 1, 64)]
+
+
+@pytest.mark.parametrize("case", GEOMETRIES, ids=lambda c: "x".join(map(str, c[:7])))
+def test_conv_bf16_taps_from_the_geometry(case: tuple) -> None:
+    n, h, w, ci, co, kh, kw, st, dil, pb, pe, groups, ldx = case
+    rng = np.random.default_rng(n * h + w)
+    geo = ConvGeometry(n, h, w, ci, co, kh, kw, st, dil, pb, pe, groups)
+    wt = (rng.standard_normal((co, ci // groups, kh, kw)) / np.sqrt(ci * kh * kw)).astype(np.float32)
+    wide = rng.standard_normal((n, h, w, ldx)).astype(np.float32)
+    bias = rng.standard_normal(co).astype(np.float32)
+    conv = Conv2d(geo, wt, Epilogue.relu(), isa=host_isa("avx512"), precision="bf16")
+    want = conv(np.ascontiguousarray(round_to_bf16(wide)[..., :ci]), None, bias)  # f32 X, packed rows
+    x16 = aligned_empty(wide.shape, np.uint16)
+    x16[:] = to_bf16_bits(wide)
+    got = aligned_empty(geo.output_shape)
+    conv.bind(x16[..., :ci], got, bias).run()
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("level", LEVELS[:1])
 def test_depthwise_bf16_in_and_out(level: str) -> None:
     rng = np.random.default_rng(11)
