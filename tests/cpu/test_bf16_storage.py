@@ -30,14 +30,15 @@ pytestmark = pytest.mark.skipif(not bf16_supported(), reason="no AVX512_BF16 her
 
 LEVELS = ["avx512"] + (["amx"] if bf16_supported() and amx_supported() and host_isa("amx").amx_bf16 else [])
 
-# (h, w, cin, cout, k, stride): tails of vectors and tiles, one-chunk and many-chunk K
+# (h, w, cin, cout, k, stride): tails of vectors and tiles, one-chunk and many-chunk K (bf16 convolutions
+# take K up to 4608 in one chunk: 600 x 9 is many)
 # AMX reads a half tile of bf16 X in place when its 16 rows are uniformly strided (1x1: 8x8 and
 # 13x13's rows; 3x3 at 36 wide: 16 pixels inside an output row, the border taps and row wraps copied);
 # the AVX-512 kernel reads a 3x3 tap of a 14-row tile in place when its rows are inside one output
 # row and the image (56 and 28 wide: tiles fit rows; 36: some do, some wrap)
 CASES = [(9, 11, 24, 40, 3, 1), (7, 7, 64, 33, 1, 1), (5, 6, 300, 70, 3, 1), (12, 10, 17, 16, 3, 2),
          (6, 6, 130, 96, 1, 2), (8, 8, 64, 48, 1, 1), (13, 13, 32, 40, 1, 1), (5, 36, 32, 32, 3, 1),
-         (9, 40, 64, 24, 3, 2), (4, 56, 64, 64, 3, 1), (6, 28, 48, 32, 3, 1)]
+         (9, 40, 64, 24, 3, 2), (4, 56, 64, 64, 3, 1), (6, 28, 48, 32, 3, 1), (4, 5, 600, 40, 3, 1)]
 EPILOGUES = [Epilogue(), Epilogue(0.0, 6.0), Epilogue(activation="hswish", affine=(1.5, -0.25)),
              Epilogue(activation="gelu_erf")]
 
