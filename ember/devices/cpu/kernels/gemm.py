@@ -261,7 +261,9 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
     reads A at ``a[t][r] + koff + k``. cols: only ``a[t][0]`` is used, row r at
     ``a[t][0] + r + (koff + k) * ks``. bf16: ``a`` is
     the packed tile, row r of tap t at ``a + (t * MR + r) * koff`` (i32 units), kc counts
-    k pairs. The B micro-panel at bp is [tap][kc][NR] (4-byte units: floats or bf16 pairs).
+    k pairs. bf16tab: ``a`` holds an (address, row stride) int64 pair per tap, and ``koff`` is
+    the address of ``ks`` lines of B to prefetch into L2, one per k step (two when they
+    outnumber the steps). The B micro-panel at bp is [tap][kc][NR] (4-byte units: floats or bf16 pairs).
     The C tile is at c with row stride ldc; ncols <= NR valid columns; alpha scales the
     product when mode has MODE_SCALE.
 
@@ -348,6 +350,18 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
                 for v in range(nv):
                     b.store(vs[r][v], s_[r][v])
 
+    if kind.a == "bf16tab":  # koff: the address of B lines to prefetch, ks: how many
+        pf_base, pf_n = b.inttoptr(koff, PTR), ks
+        pf_steps = b.mul(ntaps, kc)
+
+    def prefetch_step(step: ir.Value) -> None:
+        """bf16tab: the step-th line of the prefetch slice (and the one a whole k loop later when
+        the slice is longer than the k steps), into L2."""
+        for extra in (c64(0), pf_steps):
+            line = b.add(step, extra)
+            with b.if_then(b.icmp_signed("<", line, pf_n)):
+                e.call("llvm.prefetch.p0", VOID, [e.gep(I8, pf_base, b.mul(line, c64(64))), c32(0), c32(2), c32(1)])
+
     with e.loop(0, ntaps, name="tap") as t:
         base = b.mul(t, c64(tile.mr))
         if kind.a == "bf16tab":
@@ -364,6 +378,8 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
         bpt = e.load(PTR, bcur)
         kmain = b.mul(b.sdiv(kc, c64(U)), c64(U))
         with e.loop(0, kmain, U, name="k") as k:
+            if kind.a == "bf16tab":
+                prefetch_step(b.add(b.mul(t, kc), k))
             ksteps(arow, bpt, k, U)
         if pairs:  # the remaining whole pairs, then an odd last k (paired with zero)
             keven = b.mul(b.sdiv(kc, c64(2)), c64(2))
@@ -982,6 +998,10 @@ def emit_prefetch_slice(e: Emitter, base: ir.Value, nbytes: ir.Value, part: ir.V
 #: epilogue (``EMBER_BF16_Y_IN_KERNEL=0``: through an f32 tile and the rows pass)
 Y16_IN_KERNEL = os.environ.get("EMBER_BF16_Y_IN_KERNEL", "1") != "0"
 
+#: bf16 micro-kernels prefetch their tile's slice of the next B panel themselves, a line per k
+#: step (``EMBER_GEMM_PF_IN_KERNEL=0``: after the tile, at most PREFETCH_LINES_PER_TILE lines)
+PF_IN_KERNEL = os.environ.get("EMBER_GEMM_PF_IN_KERNEL", "1") != "0"
+
 #: bf16 micro-kernels read X in place when it is bf16 with one tap at a uniform row stride
 #: (``EMBER_BF16_A_IN_PLACE=0``: always packed)
 A_IN_PLACE = os.environ.get("EMBER_BF16_A_IN_PLACE", "1") != "0"
@@ -1209,8 +1229,23 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 p0 = b.add(m0, b.mul(it, per))
                 mr = e.min(per, b.sub(m1, p0))
                 tile_slot = b.mul(b.mul(it, ntaps), c64(MR))
+                # the next panel of this chunk, or after the last one the next chunk's first
+                has_next = b.icmp_signed("<", b.add(jp, c64(1)), j1)
+                nxt_chunk = b.icmp_signed("<", b.add(c0, cb), cin)
+                kc_next = b.select(has_next, kc, e.max(e.min(cb, b.sub(cin, b.add(c0, cb))), c64(0)))
+                nbytes = b.mul(b.mul(b.mul(ntaps, e.cdiv(kc_next, 2) if bf16 else kc_next), c64(NR)), c64(4))
+                target = b.select(has_next, e.gep(F32, bpan, panel_stride),
+                                  e.gep(F32, bgroup, b.add(b.mul(j0, panel_stride),
+                                                           b.add(koff_b, b.mul(b.mul(ntaps, kdepth_c), c64(NR))))))
                 if bf16:
-                    a_args = [e.gep(I64, a_tab, b.mul(b.mul(it, ntaps), c64(2))), ntaps, c64(0), e.cdiv(kc, 2)]
+                    pf_addr, pf_lines = c64(0), c64(0)
+                    if PF_IN_KERNEL:  # this tile's slice of the next panel, a line per k step or two
+                        lines = b.select(b.or_(has_next, nxt_chunk), e.cdiv(nbytes, 64), c64(0))
+                        per_t = e.cdiv(lines, e.max(ntiles, c64(1)))
+                        l0 = b.mul(it, per_t)
+                        pf_lines = e.max(b.sub(e.min(lines, b.add(l0, per_t)), l0), c64(0))
+                        pf_addr = b.ptrtoint(e.gep(I8, target, b.mul(l0, c64(64))), I64)
+                    a_args = [e.gep(I64, a_tab, b.mul(b.mul(it, ntaps), c64(2))), ntaps, pf_addr, e.cdiv(kc, 2)]
                 else:
                     a_args = [e.gep(PTR, rows, tile_slot), ntaps, c0, kc]
                 cptr = e.gep(F32, ygroup, b.add(b.mul(p0, ldy), col))
@@ -1221,7 +1256,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                     ldc = b.select(b.and_(y_bf16, b.not_(direct16)), c64(NR), ldy)
                 args = [*a_args, bpan, ctarget, ldc, ncols, mode,
                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr,
-                        lo, hi, c64(1), ir.Constant(F32, 1.0)] + ([] if bf16 else [pmul, padd])
+                        lo, hi, pf_lines if bf16 else c64(1), ir.Constant(F32, 1.0)] + ([] if bf16 else [pmul, padd])
                 if pair_ukrs is None:
                     call_microkernel(e, ukrs, MR, mr, nvec, args)
                 else:  # weights packed with a k-paired last vector (the last panel's, when narrow)
@@ -1233,16 +1268,9 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                             call_microkernel(e, pair_ukrs, MR, mr, nvec, args)
                         with one_k:
                             call_microkernel(e, ukrs, MR, mr, nvec, args)
-                # the next panel of this chunk, or after the last one the next chunk's first
-                has_next = b.icmp_signed("<", b.add(jp, c64(1)), j1)
-                nxt_chunk = b.icmp_signed("<", b.add(c0, cb), cin)
-                kc_next = b.select(has_next, kc, e.max(e.min(cb, b.sub(cin, b.add(c0, cb))), c64(0)))
-                nbytes = b.mul(b.mul(b.mul(ntaps, e.cdiv(kc_next, 2) if bf16 else kc_next), c64(NR)), c64(4))
-                target = b.select(has_next, e.gep(F32, bpan, panel_stride),
-                                  e.gep(F32, bgroup, b.add(b.mul(j0, panel_stride),
-                                                           b.add(koff_b, b.mul(b.mul(ntaps, kdepth_c), c64(NR))))))
-                with b.if_then(b.or_(has_next, nxt_chunk)):
-                    emit_prefetch_slice(e, target, nbytes, it, ntiles, PREFETCH_LINES_PER_TILE)
+                if not (bf16 and PF_IN_KERNEL):
+                    with b.if_then(b.or_(has_next, nxt_chunk)):
+                        emit_prefetch_slice(e, target, nbytes, it, ntiles, PREFETCH_LINES_PER_TILE)
                 ydst = b.select(y_bf16, y16p, cptr) if bf16 else cptr
                 with b.if_then(b.and_(last, rows_pass)):
                     b.call(act, [ctarget, ldc, ydst, ldy, mr, ncols, tail, pmul, padd])
@@ -1316,7 +1344,7 @@ class IGemmKernels:
         if pairs:
             sig += f"|pmr{PAIR_MR}"
         if bf16:  # the knobs that change the bf16 task's IR (the kernel cache keys on it)
-            sig += f"|aip{int(A_IN_PLACE)}|y16k{int(Y16_IN_KERNEL)}|tab"
+            sig += f"|aip{int(A_IN_PLACE)}|y16k{int(Y16_IN_KERNEL)}|tab|pfk{int(PF_IN_KERNEL)}"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16, pairs))
         self.task_address = self.lib.address("igemm_task")
 
