@@ -273,15 +273,17 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
     ``(a[k], a[k + 1])`` broadcast as one 64-bit value: half the FMAs of a masked vector.
     Adjacent lanes are summed before the epilogue.
 
-    ``tail`` (f32): two more arguments, and after the clamp the activation of ``mode``'s bits
+    ``tail`` (f32): four more arguments (pmul, padd, and the address and count of B lines to
+    prefetch into L2, one per k step, as bf16tab's koff and ks), and after the clamp the activation of ``mode``'s bits
     from ACT_SHIFT on (one of :data:`REGISTER_ACTIVATIONS`) and, with MODE_AFFINE, ``y * pmul +
     padd`` applied to the accumulators before the store (the formulas of
     :func:`emit_activation_rows`, the same bits, except HSwish and HSigmoid's division by 6, a
     product here: :func:`emit_hard_activation_tile`)."""
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, I64, PTR, PTR, I64, I64, I32, PTR, PTR, I64, F32, F32,
-                                          I64, F32] + ([F32, F32] if tail else []), internal=True, noinline=True)
+                                          I64, F32] + ([F32, F32, I64, I64] if tail else []), internal=True,
+                          noinline=True)
     ap, ntaps, koff, kc, bp, cp, ldc, ncols, mode, biasp, resp, ldr, lo, hi, ks, alpha = fn.args[:16]
-    pmul, padd = fn.args[16:] if tail else (None, None)
+    pmul, padd = fn.args[16:18] if tail else (None, None)
     for a in (bp, cp):
         a.add_attribute("noalias")
     e = Emitter(m, fn)
@@ -350,13 +352,17 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
                 for v in range(nv):
                     b.store(vs[r][v], s_[r][v])
 
+    prefetching = kind.a == "bf16tab" or tail
     if kind.a == "bf16tab":  # koff: the address of B lines to prefetch, ks: how many
         pf_base, pf_n = b.inttoptr(koff, PTR), ks
+    elif tail:  # the last two arguments
+        pf_base, pf_n = b.inttoptr(fn.args[18], PTR), fn.args[19]
+    if prefetching:
         pf_steps = b.mul(ntaps, kc)
 
     def prefetch_step(step: ir.Value) -> None:
-        """bf16tab: the step-th line of the prefetch slice (and the one a whole k loop later when
-        the slice is longer than the k steps), into L2."""
+        """bf16tab and tail: the step-th line of the prefetch slice (and the one a whole k loop
+        later when the slice is longer than the k steps), into L2."""
         for extra in (c64(0), pf_steps):
             line = b.add(step, extra)
             with b.if_then(b.icmp_signed("<", line, pf_n)):
@@ -378,7 +384,7 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
         bpt = e.load(PTR, bcur)
         kmain = b.mul(b.sdiv(kc, c64(U)), c64(U))
         with e.loop(0, kmain, U, name="k") as k:
-            if kind.a == "bf16tab":
+            if prefetching:
                 prefetch_step(b.add(b.mul(t, kc), k))
             ksteps(arow, bpt, k, U)
         if pairs:  # the remaining whole pairs, then an odd last k (paired with zero)
@@ -1237,14 +1243,14 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 target = b.select(has_next, e.gep(F32, bpan, panel_stride),
                                   e.gep(F32, bgroup, b.add(b.mul(j0, panel_stride),
                                                            b.add(koff_b, b.mul(b.mul(ntaps, kdepth_c), c64(NR))))))
+                pf_addr, pf_lines = c64(0), c64(0)
+                if PF_IN_KERNEL:  # this tile's slice of the next panel, a line per k step or two
+                    lines = b.select(b.or_(has_next, nxt_chunk), e.cdiv(nbytes, 64), c64(0))
+                    per_t = e.cdiv(lines, e.max(ntiles, c64(1)))
+                    l0 = b.mul(it, per_t)
+                    pf_lines = e.max(b.sub(e.min(lines, b.add(l0, per_t)), l0), c64(0))
+                    pf_addr = b.ptrtoint(e.gep(I8, target, b.mul(l0, c64(64))), I64)
                 if bf16:
-                    pf_addr, pf_lines = c64(0), c64(0)
-                    if PF_IN_KERNEL:  # this tile's slice of the next panel, a line per k step or two
-                        lines = b.select(b.or_(has_next, nxt_chunk), e.cdiv(nbytes, 64), c64(0))
-                        per_t = e.cdiv(lines, e.max(ntiles, c64(1)))
-                        l0 = b.mul(it, per_t)
-                        pf_lines = e.max(b.sub(e.min(lines, b.add(l0, per_t)), l0), c64(0))
-                        pf_addr = b.ptrtoint(e.gep(I8, target, b.mul(l0, c64(64))), I64)
                     a_args = [e.gep(I64, a_tab, b.mul(b.mul(it, ntaps), c64(2))), ntaps, pf_addr, e.cdiv(kc, 2)]
                 else:
                     a_args = [e.gep(PTR, rows, tile_slot), ntaps, c0, kc]
@@ -1256,7 +1262,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                     ldc = b.select(b.and_(y_bf16, b.not_(direct16)), c64(NR), ldy)
                 args = [*a_args, bpan, ctarget, ldc, ncols, mode,
                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr,
-                        lo, hi, pf_lines if bf16 else c64(1), ir.Constant(F32, 1.0)] + ([] if bf16 else [pmul, padd])
+                        lo, hi, pf_lines if bf16 else c64(1), ir.Constant(F32, 1.0)] + \
+                    ([] if bf16 else [pmul, padd, pf_addr, pf_lines])
                 if pair_ukrs is None:
                     call_microkernel(e, ukrs, MR, mr, nvec, args)
                 else:  # weights packed with a k-paired last vector (the last panel's, when narrow)
@@ -1268,7 +1275,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                             call_microkernel(e, pair_ukrs, MR, mr, nvec, args)
                         with one_k:
                             call_microkernel(e, ukrs, MR, mr, nvec, args)
-                if not (bf16 and PF_IN_KERNEL):
+                if not PF_IN_KERNEL:
                     with b.if_then(b.or_(has_next, nxt_chunk)):
                         emit_prefetch_slice(e, target, nbytes, it, ntiles, PREFETCH_LINES_PER_TILE)
                 ydst = b.select(y_bf16, y16p, cptr) if bf16 else cptr
@@ -1340,7 +1347,7 @@ class IGemmKernels:
         name = "igemm-bf16" if bf16 else "igemm-pairs" if pairs else "igemm"
         sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2"
         if not bf16:
-            sig += "|reg-" + "-".join(REGISTER_ACTIVATIONS)
+            sig += "|reg-" + "-".join(REGISTER_ACTIVATIONS) + f"|pfk{int(PF_IN_KERNEL)}"
         if pairs:
             sig += f"|pmr{PAIR_MR}"
         if bf16:  # the knobs that change the bf16 task's IR (the kernel cache keys on it)
