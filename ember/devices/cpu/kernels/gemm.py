@@ -254,7 +254,8 @@ def _memory_barrier(e: Emitter, ptr: ir.Value) -> None:
 
 
 def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, always_mask: bool,
-              kind: UkrKind = UkrKind(), pairs: bool = False, tail: bool = False) -> ir.Function:
+              kind: UkrKind = UkrKind(), pairs: bool = False, tail: bool = False,
+              prefetch: bool = False) -> ir.Function:
     """ukr(a, ntaps, koff, kc, bp, c, ldc, ncols, mode, bias, res, ldr, lo, hi, ks, alpha[, pmul, padd]).
 
     rows: ``a`` holds ntaps groups of tile.mr row pointers (first mr used), row r of tap t
@@ -274,7 +275,8 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
     Adjacent lanes are summed before the epilogue.
 
     ``tail`` (f32): four more arguments (pmul, padd, and the address and count of B lines to
-    prefetch into L2, one per k step, as bf16tab's koff and ks), and after the clamp the activation of ``mode``'s bits
+    prefetch into L2, one per k step, as bf16tab's koff and ks, used with ``prefetch``), and
+    after the clamp the activation of ``mode``'s bits
     from ACT_SHIFT on (one of :data:`REGISTER_ACTIVATIONS`) and, with MODE_AFFINE, ``y * pmul +
     padd`` applied to the accumulators before the store (the formulas of
     :func:`emit_activation_rows`, the same bits, except HSwish and HSigmoid's division by 6, a
@@ -352,13 +354,18 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
                 for v in range(nv):
                     b.store(vs[r][v], s_[r][v])
 
-    prefetching = kind.a == "bf16tab" or tail
+    # f32 (tail): only the kernels built with ``prefetch`` (the task's full tiles of many k steps;
+    # the prefetch code cost the others' register allocation: a 12 -> 96 1x1 17% slower), every
+    # KB-th k step, outside the inner k loop (a test per k step took the general registers the
+    # row pointers need: PP-OCRv4 det's 3x3 layers of 24 channels 1.7x slower)
+    prefetching = kind.a == "bf16tab" or (tail and prefetch and not pairs)
     if kind.a == "bf16tab":  # koff: the address of B lines to prefetch, ks: how many
         pf_base, pf_n = b.inttoptr(koff, PTR), ks
-    elif tail:  # the last two arguments
+    elif prefetching:  # the last two arguments
         pf_base, pf_n = b.inttoptr(fn.args[18], PTR), fn.args[19]
     if prefetching:
         pf_steps = b.mul(ntaps, kc)
+    KB = 8  # f32: k steps per prefetch block
 
     def prefetch_step(step: ir.Value) -> None:
         """bf16tab and tail: the step-th line of the prefetch slice (and the one a whole k loop
@@ -383,10 +390,36 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
             arow = [e.gep(F32, e.load(PTR, e.gep(PTR, ap, b.add(base, c64(r)))), koff) for r in range(mr)]
         bpt = e.load(PTR, bcur)
         kmain = b.mul(b.sdiv(kc, c64(U)), c64(U))
-        with e.loop(0, kmain, U, name="k") as k:
-            if prefetching:
+        if kind.a == "bf16tab":
+            with e.loop(0, kmain, U, name="k") as k:
                 prefetch_step(b.add(b.mul(t, kc), k))
-            ksteps(arow, bpt, k, U)
+                ksteps(arow, bpt, k, U)
+        elif prefetching:  # blocks of KB * U k steps, their lines prefetched first
+            def lines(first: ir.Value, count: ir.Value) -> None:
+                """Prefetch lines first .. first + count of the slice, those below pf_n (and the
+                ones a whole k loop later, when the slice is longer than the k steps)."""
+                for extra in (c64(0), pf_steps):
+                    lo_ = b.add(first, extra)
+                    with e.loop(lo_, e.min(b.add(lo_, count), pf_n), name="pfl") as ln:
+                        e.call("llvm.prefetch.p0", VOID, [e.gep(I8, pf_base, b.mul(ln, c64(64))), c32(0), c32(2),
+                                                         c32(1)])
+
+            with b.if_else(b.icmp_signed(">", pf_n, c64(0))) as (pf_on, pf_off):
+                with pf_on:
+                    kblk = b.mul(b.sdiv(kmain, c64(KB * U)), c64(KB * U))
+                    with e.loop(0, kblk, KB * U, name="kb") as kb:
+                        lines(b.add(b.mul(t, kc), kb), c64(KB * U))
+                        with e.loop(kb, b.add(kb, c64(KB * U)), U, name="k") as k:
+                            ksteps(arow, bpt, k, U)
+                    lines(b.add(b.mul(t, kc), kblk), b.sub(kmain, kblk))
+                    with e.loop(kblk, kmain, U, name="kt") as k:
+                        ksteps(arow, bpt, k, U)
+                with pf_off:  # nothing to prefetch (the last panel, one panel, small weights)
+                    with e.loop(0, kmain, U, name="k") as k:
+                        ksteps(arow, bpt, k, U)
+        else:
+            with e.loop(0, kmain, U, name="k") as k:
+                ksteps(arow, bpt, k, U)
         if pairs:  # the remaining whole pairs, then an odd last k (paired with zero)
             keven = b.mul(b.sdiv(kc, c64(2)), c64(2))
             with e.loop(kmain, keven, 2, name="kr") as k:
@@ -1007,6 +1040,8 @@ Y16_IN_KERNEL = os.environ.get("EMBER_BF16_Y_IN_KERNEL", "1") != "0"
 #: bf16 micro-kernels prefetch their tile's slice of the next B panel themselves, a line per k
 #: step (``EMBER_GEMM_PF_IN_KERNEL=0``: after the tile, at most PREFETCH_LINES_PER_TILE lines)
 PF_IN_KERNEL = os.environ.get("EMBER_GEMM_PF_IN_KERNEL", "1") != "0"
+#: k steps (taps x k per tap, in 4-byte units) a tile needs for the micro-kernel to prefetch
+PF_MIN_STEPS = 64
 
 #: bf16 micro-kernels read X in place when it is bf16 with one tap at a uniform row stride
 #: (``EMBER_BF16_A_IN_PLACE=0``: always packed)
@@ -1033,7 +1068,8 @@ def emit_uniform_rows(e: Emitter, rows: ir.Value, slot0: ir.Value, mr: ir.Value,
 
 def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, int], ir.Function],
                      act: ir.Function, bf16: bool = False,
-                     pair_ukrs: dict[tuple[int, int], ir.Function] | None = None) -> None:
+                     pair_ukrs: dict[tuple[int, int], ir.Function] | None = None,
+                     pf_ukrs: dict[tuple[int, int], ir.Function] | None = None) -> None:
     fn = Emitter.function(m, name, VOID, [PTR, I64])
     ctx, task = fn.args
     e = Emitter(m, fn)
@@ -1244,8 +1280,17 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                                   e.gep(F32, bgroup, b.add(b.mul(j0, panel_stride),
                                                            b.add(koff_b, b.mul(b.mul(ntaps, kdepth_c), c64(NR))))))
                 pf_addr, pf_lines = c64(0), c64(0)
+                # a tile of few k steps prefetches after it, as before (the micro-kernel's
+                # bookkeeping cost a 1x1 of 12 -> 96 channels 17%)
+                in_kernel = ir.Constant(ir.IntType(1), 0)
                 if PF_IN_KERNEL:  # this tile's slice of the next panel, a line per k step or two
-                    lines = b.select(b.or_(has_next, nxt_chunk), e.cdiv(nbytes, 64), c64(0))
+                    in_kernel = b.icmp_signed(">=", b.mul(ntaps, kdepth_c), c64(PF_MIN_STEPS))
+                    if not bf16:  # f32: not k-paired (pf_ukrs)
+                        if pair_ukrs is not None:
+                            in_kernel = b.and_(in_kernel, b.not_(b.and_(
+                                b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_PAIRS)), c64(0)),
+                                b.icmp_signed("<=", b.sub(ncols, b.mul(b.sub(nvec, c64(1)), c64(L))), c64(L // 2)))))
+                    lines = b.select(b.and_(in_kernel, b.or_(has_next, nxt_chunk)), e.cdiv(nbytes, 64), c64(0))
                     per_t = e.cdiv(lines, e.max(ntiles, c64(1)))
                     l0 = b.mul(it, per_t)
                     pf_lines = e.max(b.sub(e.min(lines, b.add(l0, per_t)), l0), c64(0))
@@ -1264,20 +1309,34 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr,
                         lo, hi, pf_lines if bf16 else c64(1), ir.Constant(F32, 1.0)] + \
                     ([] if bf16 else [pmul, padd, pf_addr, pf_lines])
-                if pair_ukrs is None:
-                    call_microkernel(e, ukrs, MR, mr, nvec, args)
-                else:  # weights packed with a k-paired last vector (the last panel's, when narrow)
+                paired = ir.Constant(ir.IntType(1), 0)
+                if pair_ukrs is not None:  # weights packed with a k-paired last vector (the last panel's, when narrow)
                     paired = b.and_(b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_PAIRS)), c64(0)),
                                     b.icmp_signed("<=", b.sub(ncols, b.mul(b.sub(nvec, c64(1)), c64(L))),
                                                   c64(L // 2)))
-                    with b.if_else(paired) as (two_k, one_k):
-                        with two_k:
-                            call_microkernel(e, pair_ukrs, MR, mr, nvec, args)
-                        with one_k:
-                            call_microkernel(e, ukrs, MR, mr, nvec, args)
-                if not PF_IN_KERNEL:
-                    with b.if_then(b.or_(has_next, nxt_chunk)):
-                        emit_prefetch_slice(e, target, nbytes, it, ntiles, PREFETCH_LINES_PER_TILE)
+
+                def plain_call() -> None:
+                    if pair_ukrs is None:
+                        call_microkernel(e, ukrs, MR, mr, nvec, args)
+                    else:
+                        with b.if_else(paired) as (two_k, one_k):
+                            with two_k:
+                                call_microkernel(e, pair_ukrs, MR, mr, nvec, args)
+                            with one_k:
+                                call_microkernel(e, ukrs, MR, mr, nvec, args)
+
+                if pf_ukrs is not None and PF_IN_KERNEL:  # f32: full tiles that prefetch
+                    with b.if_else(in_kernel) as (pf_call, other_call):
+                        with pf_call:
+                            call_microkernel(e, pf_ukrs, MR, mr, nvec, args)
+                        with other_call:
+                            plain_call()
+                else:
+                    plain_call()
+                # the k-paired kernels (or with the knob off): the slice after the tile
+                after = b.or_(paired, b.not_(in_kernel))
+                with b.if_then(b.and_(after, b.or_(has_next, nxt_chunk))):
+                    emit_prefetch_slice(e, target, nbytes, it, ntiles, PREFETCH_LINES_PER_TILE)
                 ydst = b.select(y_bf16, y16p, cptr) if bf16 else cptr
                 with b.if_then(b.and_(last, rows_pass)):
                     b.call(act, [ctarget, ldc, ydst, ldy, mr, ncols, tail, pmul, padd])
@@ -1296,8 +1355,13 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False, pairs: 
         pair_ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}p", tile, r, v, always_mask, kind, pairs=True,
                                               tail=True)
                      for v in range(1, tile.nv + 1) for r in range(1, PAIR_MR + 1)}
+    pf_ukrs = None
+    if not bf16:  # tiles of many k steps prefetch the next panel with these (bf16 micro-kernels all do)
+        pf_ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}pf", tile, r, v, always_mask, kind, tail=True,
+                                            prefetch=True)
+                   for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
     act = emit_activation_rows(m, f"{prefix}_act", tile.lanes, bf16_out=bf16)
-    _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, act, bf16, pair_ukrs)
+    _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, act, bf16, pair_ukrs, pf_ukrs)
     return m
 
 
@@ -1347,11 +1411,11 @@ class IGemmKernels:
         name = "igemm-bf16" if bf16 else "igemm-pairs" if pairs else "igemm"
         sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2"
         if not bf16:
-            sig += "|reg-" + "-".join(REGISTER_ACTIVATIONS) + f"|pfk{int(PF_IN_KERNEL)}"
+            sig += "|reg-" + "-".join(REGISTER_ACTIVATIONS) + f"|pfk{int(PF_IN_KERNEL)}-{PF_MIN_STEPS}"
         if pairs:
             sig += f"|pmr{PAIR_MR}"
         if bf16:  # the knobs that change the bf16 task's IR (the kernel cache keys on it)
-            sig += f"|aip{int(A_IN_PLACE)}|y16k{int(Y16_IN_KERNEL)}|tab|pfk{int(PF_IN_KERNEL)}"
+            sig += f"|aip{int(A_IN_PLACE)}|y16k{int(Y16_IN_KERNEL)}|tab|pfk{int(PF_IN_KERNEL)}-{PF_MIN_STEPS}"
         self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, bf16, pairs))
         self.task_address = self.lib.address("igemm_task")
 
