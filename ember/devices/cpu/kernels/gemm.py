@@ -1042,6 +1042,9 @@ Y16_IN_KERNEL = os.environ.get("EMBER_BF16_Y_IN_KERNEL", "1") != "0"
 PF_IN_KERNEL = os.environ.get("EMBER_GEMM_PF_IN_KERNEL", "1") != "0"
 #: k steps (taps x k per tap, in 4-byte units) a tile needs for the micro-kernel to prefetch
 PF_MIN_STEPS = 64
+#: f32: rows a tile needs to prefetch in the micro-kernel (balanced tiles of 128 rows have 13, of
+#: a 7x7 map 12-13); smaller tiles prefetch after the tile
+PF_MIN_ROWS = 10
 
 #: bf16 micro-kernels read X in place when it is bf16 with one tap at a uniform row stride
 #: (``EMBER_BF16_A_IN_PLACE=0``: always packed)
@@ -1285,7 +1288,8 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 in_kernel = ir.Constant(ir.IntType(1), 0)
                 if PF_IN_KERNEL:  # this tile's slice of the next panel, a line per k step or two
                     in_kernel = b.icmp_signed(">=", b.mul(ntaps, kdepth_c), c64(PF_MIN_STEPS))
-                    if not bf16:  # f32: not k-paired (pf_ukrs)
+                    if not bf16:  # f32: tiles of at least PF_MIN_ROWS rows, not k-paired (pf_ukrs)
+                        in_kernel = b.and_(in_kernel, b.icmp_signed(">=", mr, c64(min(PF_MIN_ROWS, MR))))
                         if pair_ukrs is not None:
                             in_kernel = b.and_(in_kernel, b.not_(b.and_(
                                 b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_PAIRS)), c64(0)),
@@ -1356,10 +1360,11 @@ def _build_module(prefix: str, isa: Isa, tile: Tile, bf16: bool = False, pairs: 
                                               tail=True)
                      for v in range(1, tile.nv + 1) for r in range(1, PAIR_MR + 1)}
     pf_ukrs = None
-    if not bf16:  # tiles of many k steps prefetch the next panel with these (bf16 micro-kernels all do)
+    if not bf16:  # tiles of many k steps prefetch the next panel with these (bf16 micro-kernels all do):
+        # the balanced tiles of PF_MIN_ROWS rows or more (a full set doubled the module's compile time)
         pf_ukrs = {(r, v): emit_microkernel(m, f"{prefix}_ukr_{r}x{v}pf", tile, r, v, always_mask, kind, tail=True,
                                             prefetch=True)
-                   for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
+                   for v in range(1, tile.nv + 1) for r in range(min(PF_MIN_ROWS, tile.mr), tile.mr + 1)}
     act = emit_activation_rows(m, f"{prefix}_act", tile.lanes, bf16_out=bf16)
     _emit_igemm_task(m, f"{prefix}_igemm_task", tile, ukrs, act, bf16, pair_ukrs, pf_ukrs)
     return m
@@ -1411,7 +1416,7 @@ class IGemmKernels:
         name = "igemm-bf16" if bf16 else "igemm-pairs" if pairs else "igemm"
         sig = f"{name}|{isa.level}|mr{t.mr}|nv{t.nv}|l{t.lanes}|u{t.unroll}|act{len(EPILOGUE_ACTIVATIONS)}a|io16r2"
         if not bf16:
-            sig += "|reg-" + "-".join(REGISTER_ACTIVATIONS) + f"|pfk{int(PF_IN_KERNEL)}-{PF_MIN_STEPS}"
+            sig += "|reg-" + "-".join(REGISTER_ACTIVATIONS) + f"|pfk{int(PF_IN_KERNEL)}-{PF_MIN_STEPS}-{PF_MIN_ROWS}"
         if pairs:
             sig += f"|pmr{PAIR_MR}"
         if bf16:  # the knobs that change the bf16 task's IR (the kernel cache keys on it)
