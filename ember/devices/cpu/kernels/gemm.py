@@ -373,7 +373,7 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
         for extra in (c64(0), pf_steps):
             line = b.add(step, extra)
             with b.if_then(b.icmp_signed("<", line, pf_n)):
-                e.call("llvm.prefetch.p0", VOID, [e.gep(I8, pf_base, b.mul(line, c64(64))), c32(0), c32(2), c32(1)])
+                emit_prefetch_line(e, pf_base, line)
 
     with e.loop(0, ntaps, name="tap") as t:
         base = b.mul(t, c64(tile.mr))
@@ -401,8 +401,7 @@ def emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, alwa
                 for extra in (c64(0), pf_steps):
                     lo_ = b.add(first, extra)
                     with e.loop(lo_, e.min(b.add(lo_, count), pf_n), name="pfl") as ln:
-                        e.call("llvm.prefetch.p0", VOID, [e.gep(I8, pf_base, b.mul(ln, c64(64))), c32(0), c32(2),
-                                                         c32(1)])
+                        emit_prefetch_line(e, pf_base, ln)
 
             with b.if_else(b.icmp_signed(">", pf_n, c64(0))) as (pf_on, pf_off):
                 with pf_on:
@@ -789,6 +788,35 @@ def task_block(e: Emitter, task: ir.Value, gm: ir.Value, gn: ir.Value, tm: ir.Va
     return TaskBlock(outer, m0, m1, j0, j1, e.cdiv(b.sub(m1, m0), tile.mr))
 
 
+def emit_next_pixel(e: Emitter, v_img: ir.Value, v_oy: ir.Value, v_ox: ir.Value, OH: ir.Value, OW: ir.Value) -> None:
+    """Advance the pixel held in the variables ``(v_img, v_oy, v_ox)`` to the next one in NHWC
+    order (the next column, wrapping to the next output row and image)."""
+    b = e.b
+    img, oy, ox = e.load(I64, v_img), e.load(I64, v_oy), e.load(I64, v_ox)
+    nx = b.add(ox, c64(1))
+    wrap_x = b.icmp_signed(">=", nx, OW)
+    b.store(b.select(wrap_x, c64(0), nx), v_ox)
+    ny = b.select(wrap_x, b.add(oy, c64(1)), oy)
+    wrap_y = b.icmp_signed(">=", ny, OH)
+    b.store(b.select(wrap_y, c64(0), ny), v_oy)
+    b.store(b.select(wrap_y, b.add(img, c64(1)), img), v_img)
+
+
+def emit_linear_rows(e: Emitter, f: Callable[..., ir.Value], m: ir.Value) -> ir.Value:
+    """Whether pixel p of X is at ``x + p * ldx`` for the ``m`` rows of an implicit GEMM whose
+    context field ``name`` is ``f(name)``: a 1x1 convolution at unit stride without padding or
+    merged taps (a MatMul's rows too), whose images follow each other (or one image)."""
+    b = e.b
+    one, zero = c64(1), c64(0)
+    linear = b.and_(b.and_(b.icmp_signed("==", b.mul(f("kh"), f("kw")), one),
+                           b.icmp_signed("==", b.mul(f("sh"), f("sw")), one)),
+                    b.and_(b.icmp_signed("==", b.or_(f("pt"), f("pl")), zero),
+                           b.icmp_signed("==", f("merge"), zero)))
+    linear = b.and_(linear, b.and_(b.icmp_signed("==", f("w"), f("ow")), b.icmp_signed("==", f("h"), f("oh"))))
+    return b.and_(linear, b.or_(b.icmp_signed("==", f("xn"), b.mul(b.mul(f("h"), f("w")), f("ldx"))),
+                                b.icmp_signed("<=", m, b.mul(f("oh"), f("ow")))))
+
+
 def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: Tile,
                   xbytes: ir.Value | None = None, per: ir.Value | None = None,
                   skip: ir.Value | None = None, gather16: ir.Value | None = None
@@ -832,15 +860,8 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
         v_oy = e.var(I64, b.udiv(q0, OW))
         v_ox = e.var(I64, b.urem(q0, OW))
         with e.loop(m0, m1, name="p") as p:
-            img, oy, ox = e.load(I64, v_img), e.load(I64, v_oy), e.load(I64, v_ox)
-            body(p, img, oy, ox)
-            nx = b.add(ox, c64(1))
-            wrap_x = b.icmp_signed(">=", nx, OW)
-            b.store(b.select(wrap_x, c64(0), nx), v_ox)
-            ny = b.select(wrap_x, b.add(oy, c64(1)), oy)
-            wrap_y = b.icmp_signed(">=", ny, OH)
-            b.store(b.select(wrap_y, c64(0), ny), v_oy)
-            b.store(b.select(wrap_y, b.add(img, c64(1)), img), v_img)
+            body(p, e.load(I64, v_img), e.load(I64, v_oy), e.load(I64, v_ox))
+            emit_next_pixel(e, v_img, v_oy, v_ox, OH, OW)
 
     # ---- row pointer table: rows[(tile * ntaps + tap) * MR + r]
     tap_stride = c64(MR)
@@ -893,11 +914,7 @@ def emit_f32_rows(e: Emitter, f: Callable[..., ir.Value], blk: TaskBlock, tile: 
             b.store(c64(0), v_tile0)
             # a 1x1 convolution at unit stride without padding, or GEMM rows: pixel p is at
             # x + p ldx (no coordinates, no tests: a K = 28 GEMM spent a third of its time here)
-            linear = b.and_(b.and_(b.icmp_signed("==", ntaps, c64(1)), b.icmp_signed("==", b.mul(sh, sw), c64(1))),
-                            b.and_(b.icmp_signed("==", b.or_(pt, pl), c64(0)),
-                                   b.and_(b.icmp_signed("==", W, OW), b.icmp_signed("==", H, OH))))
-            linear = b.and_(linear, b.or_(b.icmp_signed("==", xn, b.mul(b.mul(H, W), ldx)),
-                                          b.icmp_signed("<=", f("m"), b.mul(OH, OW))))
+            linear = emit_linear_rows(e, f, f("m"))
             todo = ir.Constant(ir.IntType(1), 1) if skip is None else b.not_(skip)
             with b.if_then(todo):
                 with b.if_else(linear) as (lin, general):
@@ -1016,6 +1033,11 @@ GATHER_ROWS = (3, 5, 7)
 PREFETCH_LINES_PER_TILE = 32
 
 
+def emit_prefetch_line(e: Emitter, base: ir.Value, line: ir.Value) -> None:
+    """Prefetch the 64-byte line ``line`` from ``base`` into L2 (``prefetcht1``)."""
+    e.call("llvm.prefetch.p0", VOID, [e.gep(I8, base, e.b.mul(line, c64(64))), c32(0), c32(2), c32(1)])
+
+
 def emit_prefetch_slice(e: Emitter, base: ir.Value, nbytes: ir.Value, part: ir.Value, parts: ir.Value,
                         max_lines: int | None = None) -> None:
     """Prefetch (into L2, ``prefetcht1``) slice ``part`` of ``parts`` of the ``nbytes`` at
@@ -1030,7 +1052,7 @@ def emit_prefetch_slice(e: Emitter, base: ir.Value, nbytes: ir.Value, part: ir.V
         per = e.min(per, c64(max_lines))
     l0 = b.mul(part, per)
     with e.loop(l0, e.min(lines, b.add(l0, per)), name="pf") as ln:
-        e.call("llvm.prefetch.p0", VOID, [e.gep(I8, base, b.mul(ln, c64(64))), c32(0), c32(2), c32(1)])
+        emit_prefetch_line(e, base, ln)
 
 
 #: bf16 micro-kernels store a bf16 Y themselves when no activation or affine follows the
@@ -1101,13 +1123,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
         # x + p ldx, so the bf16 tiles find their rows without a row table (building it cost a
         # K = 28 GEMM a third of its time)
         xbytes = b.select(x_bf16, c64(2), c64(4))
-        linear = b.and_(b.and_(b.icmp_signed("==", b.mul(f("kh"), f("kw")), c64(1)),
-                               b.icmp_signed("==", b.mul(f("sh"), f("sw")), c64(1))),
-                        b.and_(b.icmp_signed("==", b.or_(f("pt"), f("pl")), c64(0)),
-                               b.icmp_signed("==", f("merge"), c64(0))))
-        linear = b.and_(linear, b.and_(b.icmp_signed("==", f("w"), f("ow")), b.icmp_signed("==", f("h"), f("oh"))))
-        linear = b.and_(linear, b.or_(b.icmp_signed("==", f("xn"), b.mul(b.mul(f("h"), f("w")), f("ldx"))),
-                                      b.icmp_signed("<=", M, b.mul(f("oh"), f("ow")))))
+        linear = emit_linear_rows(e, f, M)
         ldxb = b.mul(f("ldx"), xbytes)
         xgroup_b = e.gep(I8, f("x", PTR), b.mul(b.mul(g, f("xg")), xbytes))
         v_row0, v_row0_r = e.var(PTR), e.var(PTR)
@@ -1249,13 +1265,7 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                                                                               b.mul(b.add(b.mul(iy, IW), ix), LDX)),
                                                                         xbytes))
                                         b.store(b.select(ok, src, f("zero", PTR)), v_row0_r)
-                                        nx = b.add(ox, c64(1))
-                                        wrap_x = b.icmp_signed(">=", nx, OW)
-                                        b.store(b.select(wrap_x, c64(0), nx), v_ox)
-                                        ny = b.select(wrap_x, b.add(oy, c64(1)), oy)
-                                        wrap_y = b.icmp_signed(">=", ny, OH)
-                                        b.store(b.select(wrap_y, c64(0), ny), v_oy)
-                                        b.store(b.select(wrap_y, b.add(img, c64(1)), img), v_img)
+                                        emit_next_pixel(e, v_img, v_oy, v_ox, OH, OW)
                                 row = e.load(PTR, v_row0_r)
                                 dst = e.gep(I32, apack, b.mul(slot, rs))
                                 with b.if_else(x_bf16) as (as_is, convert):
@@ -1285,15 +1295,17 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                 pf_addr, pf_lines = c64(0), c64(0)
                 # a tile of few k steps prefetches after it, as before (the micro-kernel's
                 # bookkeeping cost a 1x1 of 12 -> 96 channels 17%)
+                paired = ir.Constant(ir.IntType(1), 0)
+                if pair_ukrs is not None:  # weights packed with a k-paired last vector (the last panel's, when narrow)
+                    paired = b.and_(b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_PAIRS)), c64(0)),
+                                    b.icmp_signed("<=", b.sub(ncols, b.mul(b.sub(nvec, c64(1)), c64(L))),
+                                                  c64(L // 2)))
                 in_kernel = ir.Constant(ir.IntType(1), 0)
                 if PF_IN_KERNEL:  # this tile's slice of the next panel, a line per k step or two
                     in_kernel = b.icmp_signed(">=", b.mul(ntaps, kdepth_c), c64(PF_MIN_STEPS))
                     if not bf16:  # f32: tiles of at least PF_MIN_ROWS rows, not k-paired (pf_ukrs)
-                        in_kernel = b.and_(in_kernel, b.icmp_signed(">=", mr, c64(min(PF_MIN_ROWS, MR))))
-                        if pair_ukrs is not None:
-                            in_kernel = b.and_(in_kernel, b.not_(b.and_(
-                                b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_PAIRS)), c64(0)),
-                                b.icmp_signed("<=", b.sub(ncols, b.mul(b.sub(nvec, c64(1)), c64(L))), c64(L // 2)))))
+                        in_kernel = b.and_(b.and_(in_kernel, b.icmp_signed(">=", mr, c64(min(PF_MIN_ROWS, MR)))),
+                                           b.not_(paired))
                     lines = b.select(b.and_(in_kernel, b.or_(has_next, nxt_chunk)), e.cdiv(nbytes, 64), c64(0))
                     per_t = e.cdiv(lines, e.max(ntiles, c64(1)))
                     l0 = b.mul(it, per_t)
@@ -1313,11 +1325,6 @@ def _emit_igemm_task(m: ir.Module, name: str, tile: Tile, ukrs: dict[tuple[int, 
                         e.gep(F32, bias_g, col), e.gep(I8, res_g, b.mul(b.add(b.mul(p0, ldr), col), rbytes)), ldr,
                         lo, hi, pf_lines if bf16 else c64(1), ir.Constant(F32, 1.0)] + \
                     ([] if bf16 else [pmul, padd, pf_addr, pf_lines])
-                paired = ir.Constant(ir.IntType(1), 0)
-                if pair_ukrs is not None:  # weights packed with a k-paired last vector (the last panel's, when narrow)
-                    paired = b.and_(b.icmp_unsigned("!=", b.and_(f("flags"), c64(FLAG_PAIRS)), c64(0)),
-                                    b.icmp_signed("<=", b.sub(ncols, b.mul(b.sub(nvec, c64(1)), c64(L))),
-                                                  c64(L // 2)))
 
                 def plain_call() -> None:
                     if pair_ukrs is None:
@@ -1538,15 +1545,8 @@ def _emit_bf16_task(m: ir.Module, name: str, epi: ir.Function, act: ir.Function)
     y_bf16 = b.icmp_unsigned("!=", b.and_(a("flags"), c64(FLAG_YBF16)), c64(0))
     # a 1x1 convolution at unit stride without padding, or GEMM rows: row p of X is at x + p ldx,
     # so bf16 tiles are read in place without a row table
-    one = c64(1)
-    linear = b.and_(b.and_(b.icmp_signed("==", b.mul(a("kh"), a("kw")), one),
-                           b.icmp_signed("==", b.mul(a("sh"), a("sw")), one)),
-                    b.and_(b.icmp_signed("==", b.or_(a("pt"), a("pl")), c64(0)),
-                           b.icmp_signed("==", b.mul(a("h"), a("w")), b.mul(a("oh"), a("ow")))))
-    linear = b.and_(linear, b.icmp_signed("==", a("w"), a("ow")))
+    linear = emit_linear_rows(e, a, M)
     TRUE, FALSE = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
-    linear = b.and_(linear, b.or_(b.icmp_signed("==", a("xn"), b.mul(b.mul(a("h"), a("w")), a("ldx"))),
-                                  b.icmp_signed("<=", M, b.mul(a("oh"), a("ow")))))
     in_place = b.and_(x_bf16, b.and_(b.icmp_signed("==", a("merge"), c64(0)),
                                      b.icmp_signed("==", a("cin"), b.mul(a("ktap"), c64(2)))))
     # linear rows that are copied (f32 X converted, or a padded K): no row table either

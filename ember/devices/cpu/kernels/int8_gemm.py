@@ -87,6 +87,7 @@ from ember.devices.cpu.kernels.gemm import (
     Tile,
     call_microkernel,
     emit_activation,
+    emit_next_pixel,
     emit_prefetch_slice,
     plan_blocks,
     task_block,
@@ -478,15 +479,8 @@ def _pixels(e: Emitter, m0: ir.Value, m1: ir.Value, OH: ir.Value, OW: ir.Value,
     q0 = b.urem(m0, ohw)
     v_img, v_oy, v_ox = e.var(I64, b.udiv(m0, ohw)), e.var(I64, b.udiv(q0, OW)), e.var(I64, b.urem(q0, OW))
     with e.loop(m0, m1, name=name) as p:
-        img, oy, ox = e.load(I64, v_img), e.load(I64, v_oy), e.load(I64, v_ox)
-        yield p, img, oy, ox
-        nx = b.add(ox, c64(1))
-        wrap_x = b.icmp_signed(">=", nx, OW)
-        b.store(b.select(wrap_x, c64(0), nx), v_ox)
-        ny = b.select(wrap_x, b.add(oy, c64(1)), oy)
-        wrap_y = b.icmp_signed(">=", ny, OH)
-        b.store(b.select(wrap_y, c64(0), ny), v_oy)
-        b.store(b.select(wrap_y, b.add(img, c64(1)), img), v_img)
+        yield p, e.load(I64, v_img), e.load(I64, v_oy), e.load(I64, v_ox)
+        emit_next_pixel(e, v_img, v_oy, v_ox, OH, OW)
 
 
 def emit_row_table(e: ContextEmitter, blk: TaskBlock, MR: int, fill_tail: bool = False,
