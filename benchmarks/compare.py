@@ -35,7 +35,11 @@ For each network, in this order:
      from ``--ort-threads`` Python threads (default: one per core; 1 means sequential calls);
      inferences per second, in alternating rounds as above.
 Ratios are ember / peer: median latency ember / peer, and for throughput peer inf/s / ember
-inf/s, so that above 1 means ember is slower in both.
+inf/s, so that above 1 means ember is slower in both. Each ratio is the median of the rounds'
+ratios (ember's slice against the peer's slice of the same round, seconds apart): a shared
+machine's speed drifts by tens of percent over seconds (other tenants), which a ratio of the
+pooled medians takes for a difference between the engines; the pooled ratios are kept in the
+JSON (``*_ratio_pooled``).
 """
 
 from __future__ import annotations
@@ -548,11 +552,15 @@ class LatencyStats:
     p90_ms: float
     min_ms: float
     runs: int
+    round_medians_ms: list[float] = field(default_factory=list)  # each alternating round's median
 
     @classmethod
-    def of(cls, seconds: Sequence[float]) -> LatencyStats:
+    def of(cls, seconds: Sequence[float], rounds: Sequence[Sequence[float]] = ()) -> LatencyStats:
+        """Pooled statistics of ``seconds``, and the median of each of ``rounds`` (slices of them)."""
         ms = np.asarray(seconds, dtype=np.float64) * 1e3
-        return cls(float(np.median(ms)), float(ms.mean()), float(np.percentile(ms, 90)), float(ms.min()), len(ms))
+        per_round = [float(np.median(r)) * 1e3 for r in rounds if len(r)]
+        return cls(float(np.median(ms)), float(ms.mean()), float(np.percentile(ms, 90)), float(ms.min()), len(ms),
+                   per_round)
 
 
 @dataclass
@@ -573,10 +581,14 @@ class EngineResult:
     throughput_ips: float | None = None
     throughput_runs: int = 0
     throughput_setup: str = ""
-    latency_ratio: float | None = None  # ember median / this median
-    throughput_ratio: float | None = None  # this inf/s / ember inf/s
+    throughput_rounds: list[float] = field(default_factory=list)  # inf/s of each alternating round
+    latency_ratio: float | None = None  # median over rounds of ember's median / this median
+    throughput_ratio: float | None = None  # median over rounds of this inf/s / ember inf/s
     load_latency: LatencyStats | None = None  # batch-1 latency while one core is busy with another process
-    load_ratio: float | None = None  # ember median under load / this median under load
+    load_ratio: float | None = None  # median over rounds of ember / this, under load
+    latency_ratio_pooled: float | None = None  # ember's median / this median, all rounds pooled
+    throughput_ratio_pooled: float | None = None
+    load_ratio_pooled: float | None = None
     peak_rss_mb: float | None = None  # peak resident memory of read + compile + inferences, above the imports
     rss_ratio: float | None = None  # ember / this
     int8_ops: int | None = None  # ember int8: the convolutions/MatMuls its CPU device runs in int8
@@ -745,7 +757,7 @@ def measure_latency(compiled: Sequence[Compiled], rows: Sequence[EngineResult], 
         warm_up(lambda c=c: c.infer(feeds), config.warmup, config.warmup_s)
     jobs = [lambda c=c: latency_slice(lambda: c.infer(feeds), slice_s) for c in compiled]
     for r, slices in zip(rows, alternate(jobs, config.rounds, config.pause_s)):
-        stats = LatencyStats.of([s for sl in slices for s in sl])
+        stats = LatencyStats.of([s for sl in slices for s in sl], slices)
         if under_load:
             r.load_latency = stats
         else:
@@ -826,6 +838,7 @@ def measure_throughput(compiled: Sequence[Compiled], rows: Sequence[EngineResult
     for r, slices in zip(rows, alternate(jobs, config.rounds, config.pause_s)):
         r.throughput_runs = sum(n for n, _ in slices)
         r.throughput_ips = r.throughput_runs / sum(t for _, t in slices)
+        r.throughput_rounds = [n / t for n, t in slices if t > 0]
 
 
 def compare_model(spec: ModelSpec, engines: Sequence[Engine], config: CompareConfig,
@@ -900,6 +913,14 @@ def _int8_ops(compiled: Compiled) -> int | None:
     return int(stats.get("int8_ops", 0)) if isinstance(stats, dict) else None
 
 
+def paired_ratio(a: Sequence[float], b: Sequence[float], pooled: float) -> float:
+    """The median of ``a[i] / b[i]`` over the rounds both engines ran (round i of each is seconds
+    apart, so a drifting machine speed cancels); ``pooled`` when the rounds do not pair up."""
+    if not a or len(a) != len(b) or not all(x > 0 for x in b):
+        return pooled
+    return float(np.median(np.asarray(a, np.float64) / np.asarray(b, np.float64)))
+
+
 def add_ratios(engines: Sequence[Engine], rows: Sequence[EngineResult]) -> None:
     """Each peer row gets ember / peer, against the ember row of its precision (else the first)."""
     ember_rows = {e.precision: r for e, r in zip(engines, rows) if e.kind == "ember"}
@@ -911,11 +932,16 @@ def add_ratios(engines: Sequence[Engine], rows: Sequence[EngineResult]) -> None:
         if base is None:
             continue
         if base.latency and r.latency:
-            r.latency_ratio = base.latency.median_ms / r.latency.median_ms
+            r.latency_ratio_pooled = base.latency.median_ms / r.latency.median_ms
+            r.latency_ratio = paired_ratio(base.latency.round_medians_ms, r.latency.round_medians_ms,
+                                           r.latency_ratio_pooled)
         if base.throughput_ips and r.throughput_ips:
-            r.throughput_ratio = r.throughput_ips / base.throughput_ips
+            r.throughput_ratio_pooled = r.throughput_ips / base.throughput_ips
+            r.throughput_ratio = paired_ratio(r.throughput_rounds, base.throughput_rounds, r.throughput_ratio_pooled)
         if base.load_latency and r.load_latency:
-            r.load_ratio = base.load_latency.median_ms / r.load_latency.median_ms
+            r.load_ratio_pooled = base.load_latency.median_ms / r.load_latency.median_ms
+            r.load_ratio = paired_ratio(base.load_latency.round_medians_ms, r.load_latency.round_medians_ms,
+                                        r.load_ratio_pooled)
         if base.peak_rss_mb and r.peak_rss_mb:
             r.rss_ratio = base.peak_rss_mb / r.peak_rss_mb
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +275,23 @@ def test_int8_rows_are_judged_against_each_other() -> None:
     assert ok and rows[1].max_rel_diff == pytest.approx(0.5) and rows[1].check_diff == 0.0
     ok, rows = run(0.0, 1.0)  # ember's int8 leaves OpenVINO's
     assert not ok and rows[1].check_diff == pytest.approx(0.5)
+
+
+def test_ratios_pair_the_rounds() -> None:
+    """A machine that slows down between rounds: the ratio pairs each round's slices (1.0 here,
+    the engines equal in every round), where pooled medians would read the drift as a gap."""
+    ember = compare.EngineResult("ember CPU f32", "ember", "f32")
+    ov = compare.EngineResult("OpenVINO CPU f32", "openvino", "f32")
+    ember.latency = compare.LatencyStats.of([0.010] * 3 + [0.020] * 5, [[0.010] * 3, [0.020] * 5])
+    ov.latency = compare.LatencyStats.of([0.010] * 5 + [0.020] * 3, [[0.010] * 5, [0.020] * 3])
+    ember.throughput_ips, ember.throughput_rounds = 60.0, [100.0, 50.0]
+    ov.throughput_ips, ov.throughput_rounds = 90.0, [110.0, 55.0]
+    engines = [types.SimpleNamespace(kind="ember", precision="f32"), types.SimpleNamespace(kind="openvino", precision="f32")]
+    compare.add_ratios(engines, [ember, ov])
+    assert ember.latency.round_medians_ms == [10.0, 20.0]
+    assert ov.latency_ratio_pooled == pytest.approx(2.0) and ov.latency_ratio == pytest.approx(1.0)
+    assert ov.throughput_ratio == pytest.approx(1.1) and ov.throughput_ratio_pooled == pytest.approx(1.5)
+    # rounds that do not pair up (a peer that ran fewer): the pooled ratio
+    ov.latency = compare.LatencyStats.of([0.010] * 5, [[0.010] * 5])
+    compare.add_ratios(engines, [ember, ov])
+    assert ov.latency_ratio == ov.latency_ratio_pooled == pytest.approx(2.0)
