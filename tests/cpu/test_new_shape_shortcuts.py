@@ -116,3 +116,30 @@ def test_input_binding_slots_from_the_reader_index() -> None:
             out = compiled([a])
             np.testing.assert_allclose(out[0], a @ w + a, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(out[1], np.maximum(a.reshape(-1, 4, 4), 0))
+
+
+def test_short_rows_of_every_length_need_no_new_module() -> None:
+    """A sentence's mask summed over its length (one row of 2-16 values): the kernel that
+    compiles the row length in is for many rows only, so a new length loads no kernel module
+    (on a machine without a kernel cache each would be an LLVM compile, tens of ms)."""
+    import ember.opset as ops
+    from ember.devices.cpu.llvm import jit
+    from ember.graph.model import Model
+
+    def summed(shape: list[int]) -> Model:
+        x = ops.parameter(shape, np.float32, name="x")
+        return Model([ops.reduce_sum(x, ops.constant(np.array([1], np.int64)))], [x], "rows")
+
+    req = ember.Core().compile_model(summed([1, -1]), "CPU").create_infer_request()
+    rng = np.random.default_rng(0)
+    req.infer({"x": np.ones((1, 17), np.float32)})
+    before = len(jit.get_jit()._libraries)
+    for n in range(2, 17):
+        v = rng.standard_normal((1, n)).astype(np.float32)
+        out = req.infer({"x": v})[0]
+        np.testing.assert_allclose(out, v.sum(axis=1), rtol=1e-5, atol=1e-5)
+    assert len(jit.get_jit()._libraries) == before
+    # many short rows still take the row-length kernel, and sum right
+    many = rng.standard_normal((40, 5)).astype(np.float32)
+    out = ember.Core().compile_model(summed([40, 5]), "CPU").create_infer_request().infer({"x": many})[0]
+    np.testing.assert_allclose(out, many.sum(axis=1), rtol=1e-5, atol=1e-5)

@@ -2,7 +2,8 @@
 
 Three task shapes, chosen by the host function :func:`reduce_kernel`:
 
-- ``short``: ``inner == 1`` and a short contiguous row (``R <= SHORT_MAX``, R compiled in):
+- ``short``: ``inner == 1``, a short contiguous row (``R <= SHORT_MAX``, R compiled in) and at
+  least ``lanes`` rows:
   ``lanes`` rows at a time are read as R contiguous vectors and split into R columns with
   shuffles, so a ReduceMax over an innermost axis of 3 runs at memory speed;
 - ``rows``: ``inner == 1``, any R: a vector accumulator along the row, then across its lanes;
@@ -301,7 +302,9 @@ def reduce_kernel(x: np.ndarray, y: np.ndarray, op: str, threads: int, pre: str 
         rpt = max(1, (1 << 14) // max(r, 1))
         if -(-outer // rpt) < 4 * threads and items > 4096:
             rpt = max(1, -(-outer // (4 * threads)))
-        short = 1 < r <= SHORT_MAX and (outer <= 1 or xs_o == r) and (r < 2 or xs_r == 1) and ys_o == 1
+        # (R is compiled into the short kernel: only worth a module of its own when there are rows
+        # for its vectors; a dynamic model's few rows of every length would compile one per length)
+        short = 1 < r <= SHORT_MAX and outer >= lanes and xs_o == r and xs_r == 1 and ys_o == 1
         if short:
             rpt = max(lanes, -(-rpt // lanes) * lanes)
         n_tasks = -(-outer // rpt)
