@@ -40,10 +40,17 @@ _NAMES = {"resnet50": "ResNet-50", "mobilenet_v2": "MobileNetV2", "bert_like": "
 
 
 def newest_compare() -> Path:
-    files = sorted(RESULTS.glob("*-compare.json"))
+    files = list(RESULTS.glob("*-compare.json"))
     if not files:
         raise SystemExit(f"no *-compare.json in {RESULTS}; run benchmarks/compare.py --out results/DATE-compare")
-    return files[-1]
+
+    def measured(f: Path) -> tuple[str, str]:  # when the run started (names sort s10 before s9)
+        try:
+            return str(json.loads(f.read_text())["environment"]["date"]), f.name
+        except (ValueError, KeyError, TypeError):
+            return "", f.name
+
+    return max(files, key=measured)
 
 
 def _ms(v: float | None) -> str:
@@ -73,24 +80,28 @@ def compare_block(data: dict[str, Any] | None = None, source: str | None = None)
         for p in precisions:
             ours, ov = engines.get(("ember", p)), engines.get(("openvino", p))
             lat = lambda e: e["latency"]["median_ms"] if e and e.get("latency") else None  # noqa: E731
-            ratio = lat(ours) / lat(ov) if lat(ours) and lat(ov) else None
+            # compare.py's ratio (the median of the rounds' paired ratios), else the medians' ratio
+            ratio = (ov.get("latency_ratio") or lat(ours) / lat(ov)) if lat(ours) and lat(ov) else None
             row += [_ms(lat(ours)), _ms(lat(ov)), f"{ratio:.2f}" if ratio else "-"]
             if ours and ov and ours.get("throughput_ips") and ov.get("throughput_ips"):
-                thr.append(f"{row[0]} {p} {ov['throughput_ips'] / ours['throughput_ips']:.2f}")
+                tr = ov.get("throughput_ratio") or ov["throughput_ips"] / ours["throughput_ips"]
+                thr.append(f"{row[0]} {p} {tr:.2f}")
             if ov and ov.get("load_ratio"):
                 load.append(f"{row[0]} {p} {ov['load_ratio']:.2f}")
             if ov and ov.get("rss_ratio") and ours and ours.get("peak_rss_mb"):
                 rss.append(f"{row[0]} {p} {ours['peak_rss_mb']:.0f} / {ov['peak_rss_mb']:.0f} MB")
         ours, ort = engines.get(("ember", "f32")), engines.get(("onnxruntime", "f32"))
         if ours and ort and ours.get("latency") and ort.get("latency"):
-            row.append(f"{ours['latency']['median_ms'] / ort['latency']['median_ms']:.2f}")
+            row.append(f"{ort.get('latency_ratio') or ours['latency']['median_ms'] / ort['latency']['median_ms']:.2f}")
         else:
             row.append("-")
         lines.append("| " + " | ".join(row) + " |")
     versions = f"OpenVINO {env.get('openvino')}, ONNX Runtime {env.get('onnxruntime')}"
     lines += ["", f"Batch 1, LATENCY hint, medians of {data['config']['rounds']} alternating rounds "
               f"({env['date'][:10]}, {env['cores']} cores of {env['cpu']}; {versions}; `{source}`). "
-              "Ratios above 1: ember slower."]
+              + ("Each ratio is the median of the rounds' ratios (ember's slice against the peer's, seconds "
+                 "apart). " if any(e.get("latency_ratio_pooled") for m in data["models"] for e in m.get("engines", []))
+                 else "") + "Ratios above 1: ember slower."]
     if thr:
         lines.append(f"Throughput (THROUGHPUT hint), ember / OpenVINO time per inference: {', '.join(thr)}.")
     if load:

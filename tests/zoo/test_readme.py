@@ -103,3 +103,15 @@ def test_openvino_classic_script_on_the_zoo_ir(tmp_path: Path, effnet: object) -
         assert got[0] in classes, f"{image}: class {got[0]}"
         assert got[0] == got[1], f"{image}: ember says {got[0]}, OpenVINO {got[1]}"
     shutil.rmtree(tmp_path / "openvino_model")
+
+
+def test_newest_compare_is_the_latest_run_not_the_last_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Result files are named by session ("s9", "s10"), which sort the wrong way as text: the
+    README's table comes from the run that started last."""
+    for name, date in (("2026-12-04-s9-x-compare.json", "2026-12-04T16:29:32"),
+                       ("2026-12-04-s10-x-compare.json", "2026-12-04T18:55:00"),
+                       ("2026-12-03-s8-x-compare.json", "2026-12-03T10:00:00")):
+        (tmp_path / name).write_text(json.dumps({"environment": {"date": date}}))
+    (tmp_path / "2026-12-05-broken-compare.json").write_text("{not json")
+    monkeypatch.setattr(readme_tables, "RESULTS", tmp_path)
+    assert readme_tables.newest_compare().name == "2026-12-04-s10-x-compare.json"
