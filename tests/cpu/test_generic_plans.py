@@ -275,3 +275,51 @@ def test_samples_stay_bounded_as_the_range_grows(monkeypatch: pytest.MonkeyPatch
     for f in feeds[:len(evens)]:
         compiled(f)
     assert len(compiled._executable._programs.template.samples) <= generic.MAX_SAMPLES
+
+
+def _fused_qkv() -> Model:
+    """One projection to [batch, seq, 3H] split into q, k and v (GPT-2's c_attn): the splits are
+    strided views of the projection whose offset and strides follow the length."""
+    x = ops.parameter([1, -1, HIDDEN], np.float32, name="x")
+    qkv = ops.add(ops.matmul(x, _x(HIDDEN, 3 * HIDDEN), False, False), _x(3 * HIDDEN))
+    q, k, v = ops.split(ops.reshape(qkv, np.array([0, 0, 3, HIDDEN], np.int64), True), np.array(2, np.int64), 3).outputs()
+    q, k, v = (ops.reshape(t, np.array([0, 0, HIDDEN], np.int64), True) for t in (q, k, v))
+    scores = ops.multiply(ops.matmul(q, k, False, True), np.float32(0.1))
+    h = ops.add(x, ops.matmul(ops.softmax(scores, -1), v, False, False))
+    return Model([ops.reduce_sum(h, np.array([1], np.int64), False)], [x], "fused_qkv")
+
+
+def test_split_views_follow_the_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    lengths = [40, 9, 30, 17, 33, 5, 28, 12, 36, 21, 7, 25]
+    stats = _check(_fused_qkv(), [[_x(1, n, HIDDEN)] for n in lengths], monkeypatch, tol=1e-4)
+    assert stats["generic"] > 0 and stats["generic_blockers"] == [], stats
+
+
+@pytest.mark.parametrize("values, points, want", [
+    ([450, 217], [(900,), (433,)], ("d", 0, 1, 2, 1)),           # ceil(W / 2): a stride-2 window
+    ([24 * 113, 24 * 55, 24 * 61], [(900,), (433,), (481,)], ("d", 0, 7, 8, 24)),  # ceil(W / 8) x 24 channels
+])
+def test_fit_finds_a_strided_size(values: list[int], points: list[tuple[int, ...]], want: tuple) -> None:
+    fits = _fit(values, points, 1)
+    assert want in fits
+    x = (700,)
+    assert {generic._eval(f, x) for f in fits} == {want[4] * ((700 + want[2]) // want[3])}
+    assert _fit([10, 10, 10], [(20,), (21,), (22,)], 1) == [("c", 10)]  # a constant stays one
+
+
+def test_a_shape_output_follows_the_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ShapeOf the model returns (folded to a constant per shape: [1, n, 2n]) is made for each
+    new length from its elements' formulas, not a reason to lower every shape."""
+    x = ops.parameter([1, -1], np.float32, name="x")
+    y = ops.relu(ops.concat([ops.unsqueeze(x, np.array([2], np.int64))] * 2, 2))
+    wide = ops.reshape(y, np.array([1, -1, 4], np.int64), False)
+    model = Model([wide, ops.shape_of(ops.matmul(ops.reshape(y, np.array([1, -1, 1], np.int64), False),
+                                                 np.ones((1, 3), np.float32), False, False))], [x], "shapes")
+    monkeypatch.setattr(cpu_device, "GENERIC_PLANS", True)
+    compiled = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1})
+    for n in (40, 8, 30, 14, 36, 20, 24, 10, 32, 18):
+        out = compiled([_x(1, n)])
+        assert out[1].tolist() == [1, 2 * n, 3], n
+        assert out[0].shape == (1, n // 2, 4)
+    stats = dynamic_stats(compiled)
+    assert stats["generic"] > 0 and stats["generic_off"] is None, stats

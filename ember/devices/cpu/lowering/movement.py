@@ -303,6 +303,26 @@ def _affine(index_map: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
     return (off, tuple(strides)) if np.array_equal(grid, index_map) else None
 
 
+class StridedView:
+    """A view maker: elements ``off + sum(i_k * strides[k])`` of the flat base, of ``shape``
+    (strides in elements, ``item`` bytes each). Its numbers are attributes, so a shape-generic
+    plan can make the view again for other sizes (``runtime/generic.py``)."""
+
+    __slots__ = ("off", "strides", "shape", "item")
+
+    def __init__(self, off: int, strides: tuple[int, ...], shape: tuple[int, ...], item: int) -> None:
+        self.off, self.strides, self.shape, self.item = off, tuple(strides), tuple(shape), item
+
+    def with_numbers(self, off: int, strides: tuple[int, ...], shape: tuple[int, ...]) -> StridedView:
+        """The same kind of view with other numbers (another input shape's)."""
+        return StridedView(off, strides, shape, self.item)
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        flat = a.reshape(-1)
+        return np.lib.stride_tricks.as_strided(flat[self.off:] if flat.size else flat, self.shape,
+                                               tuple(s * self.item for s in self.strides), writeable=False)
+
+
 @lowers("Slice", "StridedSlice", "Split", "VariadicSplit")
 def lower_slice_view(lowering: Lowering, node: Node) -> bool:
     """Slices and splits with constant parameters: views of their input (an index map
@@ -337,13 +357,8 @@ def lower_slice_view(lowering: Lowering, node: Node) -> bool:
     item = src.dtype.itemsize
     for port, shp, (off, st) in views:
         contiguous = all(s == e for s, e, d in zip(st, _c_strides(shp), shp) if d > 1)
-
-        def make(a: np.ndarray, off: int = off, st: tuple[int, ...] = st, shp: tuple[int, ...] = shp) -> np.ndarray:
-            flat = a.reshape(-1)
-            return np.lib.stride_tricks.as_strided(flat[off:] if flat.size else flat, shp,
-                                                   tuple(s * item for s in st), writeable=False)
-
-        view = lowering.program.view(src, shp, make, contiguous=contiguous, name=node.friendly_name)
+        view = lowering.program.view(src, shp, StridedView(off, st, shp, item), contiguous=contiguous,
+                                     name=node.friendly_name)
         lowering.bind_port(port, _materialized(lowering, view, node.friendly_name))
     return True
 

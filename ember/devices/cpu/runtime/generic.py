@@ -4,13 +4,18 @@ A dynamic model's first plans are lowered per input shape (``device._Programs``)
 is also a *sample* for a :class:`PlanTemplate`: when two plans of different shapes have the same
 structure (the same ops, kernels and tensors, in the same order), every tensor dimension is fitted
 as a formula of the model's *symbolic dimensions* (the input dimensions that changed between
-samples: a constant, ``a * v + b`` or ``a * v * w``); a constant whose shape changes with them (a
-position-embedding slice folded for the length) must be a prefix of the largest sample's. At a new
+samples: a constant, ``a * v + b``, ``a * v * w``, or, when none of those fits, ``s * ((v + b) // d)``:
+a strided window over a dimension of any size); a constant whose shape changes with them (a
+position-embedding slice folded for the length) must be a prefix of the largest sample's, and a
+small integer constant whose values change (a ShapeOf folded per shape) gets a formula per element;
+a slice's view (an offset and strides into its base) gets formulas for its numbers. At a new
 shape inside the range the samples verified, the template makes the plan without lowering: the
-first plan's ops with tensors of the new sizes, reshape views re-made for them, memory planned
-again. The ops' binders read their sizes from the arrays they are given (GEMM M, rows of
+first plan's ops with tensors of the new sizes, reshape and slice views re-made for them, memory
+planned again. The ops' binders read their sizes from the arrays they are given (GEMM M, rows of
 MVN/SoftMax, attention's lengths, elementwise and reduction sizes), so binding the template's plan
-gives the contexts a plan lowered for that shape gives.
+gives the contexts a plan lowered for that shape gives. (Convolution binders keep the geometry
+they were lowered for: a network whose image size changes fails the checks and is lowered per
+shape.)
 
 Nothing is taken on trust: each sample lowered per shape is also made from the template and both
 are bound and compared word by word (every kernel's task, task count and context, pointers
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -41,7 +47,10 @@ MAX_BLOCKERS = 32
 #: Python steps a template may reuse (they read and write whatever arrays they are given)
 GENERIC_PYTHON_OPS = frozenset({"InputCopy"})
 
-Formula = tuple  # ("c", value) | ("a", var, slope, offset) | ("p", var, var2, coefficient)
+Formula = tuple  # ("c", value) | ("a", var, slope, offset) | ("p", var, var2, coefficient) | ("d", var, offset, divisor, scale)
+#: divisors tried for a size that is a floor division of a variable (strided convolutions and pools
+#: of an input of any size: ceil(W / 2) = (W + 1) // 2, two of them (W + 3) // 4, ...)
+DIVISORS = (2, 3, 4, 8, 16, 32, 64)
 
 
 def _fit(values: list[int], points: list[tuple[int, ...]], nvars: int) -> list[Formula]:
@@ -70,6 +79,50 @@ def _fit(values: list[int], points: list[tuple[int, ...]], nvars: int) -> list[F
         coef = values[0] // prods[0]
         if coef and all(coef * q == y for q, y in zip(prods, values)):
             out.append(("p", i, j, coef))
+    if not out:  # only then (a size that fits a simpler formula must not turn ambiguous)
+        out = _fit_division(values, points, nvars)
+    return out
+
+
+#: elements of a constant whose values may follow the input shape (a shape vector)
+MAX_VALUED_ELEMENTS = 16
+
+
+def _fit_values(datas: list[np.ndarray], points: list[tuple[int, ...]], nvars: int) -> list[list[Formula]] | None:
+    """Per element of a small integer constant that differs between samples (a ShapeOf folded for
+    each shape), its candidate formulas; None when it is not such a constant or an element fits none."""
+    first = datas[0]
+    if first.dtype.kind not in "iu" or first.size > MAX_VALUED_ELEMENTS or first.size == 0:
+        return None
+    flat = [d.reshape(-1) for d in datas]
+    fits = []
+    for k in range(first.size):
+        f = _fit([int(d[k]) for d in flat], points, nvars)
+        if not f:
+            return None
+        fits.append(f)
+    return fits
+
+
+def _fit_division(values: list[int], points: list[tuple[int, ...]], nvars: int) -> list[Formula]:
+    """Formulas ``scale * ((v + offset) // divisor)`` that give ``values``: a strided window over a
+    dimension of any size (times the channels, when flattened). The samples bound the offset to an
+    interval; both ends are candidates, so a new value on which they disagree is not guessed (the
+    template then lowers that shape, and the new sample narrows the interval)."""
+    scale = math.gcd(*values)
+    if scale <= 0:
+        return []
+    ys = [v // scale for v in values]
+    out: list[Formula] = []
+    for i in range(nvars):
+        xs = [p[i] for p in points]
+        if len(set(xs)) < 2:
+            continue
+        for d in DIVISORS:
+            lo = max(d * y - x for x, y in zip(xs, ys))
+            hi = min(d * y + d - 1 - x for x, y in zip(xs, ys))
+            if lo <= hi:
+                out += [("d", i, lo, d, scale)] + ([("d", i, hi, d, scale)] if hi != lo else [])
     return out
 
 
@@ -95,6 +148,8 @@ def _eval(f: Formula, x: tuple[int, ...]) -> int:
         return int(f[1])
     if f[0] == "a":
         return int(f[2] * x[f[1]] + f[3])
+    if f[0] == "d":
+        return int(f[4] * ((x[f[1]] + f[2]) // f[3]))
     return int(f[3] * x[f[1]] * x[f[2]])
 
 
@@ -136,11 +191,18 @@ class PlanTemplate:
         self.base: Program | None = None
         self.base_key: tuple | None = None
         self._sig: list[Any] | None = None
-        self.samples: list[tuple[tuple, list[tuple[int, ...]], dict[int, np.ndarray]]] = []
+        #: (input shapes, every tensor's shape, the constants steps read, the strided views' numbers)
+        self.samples: list[tuple[tuple, list[tuple[int, ...]], dict[int, np.ndarray], dict[int, tuple[int, ...]]]] = []
+        #: per strided view whose numbers change with the input shape: candidate formulas of its
+        #: offset and strides (elements)
+        self.strided: dict[int, list[list[Formula]]] = {}
         self.positions: list[list[tuple[int, int]]] = []  # per variable: the input (index, axis) it sits at
         self.dims: list[list[list[Formula]]] = []  # per tensor, per dim: the candidate formulas
         self._varying: list[tuple[int, list[list[Formula]]]] = []  # the tensors whose dims are not all constant
         self.largest: dict[int, np.ndarray] = {}  # per shape-changing constant: the largest sample's data
+        #: per small integer constant whose values change with the input shape (a folded ShapeOf):
+        #: its shape, dtype and each element's candidate formulas
+        self.valued: dict[int, tuple[tuple[int, ...], np.dtype, list[list[Formula]]]] = {}
         self.reshapes: set[int] = set()  # views re-made as reshapes at a new shape
         self._probed: set[int] = set()
         self.verified: list[tuple] = []  # input shapes at which the template's plan matched the lowered one
@@ -195,7 +257,9 @@ class PlanTemplate:
         read |= {t.base.id for t in prog.tensors if t.base is not None}
         # (a constant no step reads, such as a folded ShapeOf's value left in the tensor list, does not matter)
         consts = {t.id: t.data for t in prog.tensors if t.kind == "const" and t.data is not None and t.id in read}
-        self.samples.append((key, [tuple(t.shape) for t in prog.tensors], consts))
+        strided = {t.id: (t.make_view.off, *t.make_view.strides) for t in prog.tensors
+                   if t.kind == "view" and hasattr(t.make_view, "with_numbers")}
+        self.samples.append((key, [tuple(t.shape) for t in prog.tensors], consts, strided))
         if len(self.samples) > MAX_SAMPLES:  # drop an old one that tells nothing the others do not
             groups = _groups([smp[0] for smp in self.samples])
             big = max(range(len(self.samples)), key=lambda i: sum(d.size for d in self.samples[i][2].values()))
@@ -241,12 +305,16 @@ class PlanTemplate:
                 if _is_reshape(t):
                     self.reshapes.add(tid)
         largest: dict[int, np.ndarray] = {}
+        valued: dict[int, tuple[tuple[int, ...], np.dtype, list[list[Formula]]]] = {}
         for tid in self.samples[0][2]:
             datas = [s[2][tid] for s in self.samples]
             if all(d.shape == datas[0].shape for d in datas):
                 if not all(d is datas[0] or np.array_equal(d, datas[0]) for d in datas):
-                    self.off = f"constant {tid} changes with the input shape"
-                    return False
+                    fits = _fit_values(datas, points, len(groups))
+                    if fits is None:
+                        self.off = f"constant {tid} changes with the input shape"
+                        return False
+                    valued[tid] = (datas[0].shape, datas[0].dtype, fits)
                 continue
             big = max(datas, key=lambda d: d.size)
             if any(d.ndim != big.ndim or any(a > b for a, b in zip(d.shape, big.shape))
@@ -255,6 +323,21 @@ class PlanTemplate:
                 return False
             largest[tid] = big
         self.largest = largest
+        self.valued = valued
+        strided: dict[int, list[list[Formula]]] = {}
+        for tid in self.samples[0][3]:
+            numbers = [s[3].get(tid) for s in self.samples]
+            if any(n is None or len(n) != len(numbers[0]) for n in numbers):
+                self.off = f"view {tid} is made differently between samples"
+                return False
+            if all(n == numbers[0] for n in numbers):
+                continue
+            fits = [_fit([n[k] for n in numbers], points, len(groups)) for k in range(len(numbers[0]))]
+            if not all(fits):
+                self.off = f"view {tid}: offset or strides {numbers} fit no formula"
+                return False
+            strided[tid] = fits
+        self.strided = strided
         return True
 
     def _vars(self, key: tuple) -> tuple[int, ...] | None:
@@ -356,6 +439,28 @@ class PlanTemplate:
                     u.data = part
                 elif t.kind == "view" and t.id in self.reshapes:
                     u.make_view = _reshaper(shp)
+            if t.kind == "view" and hasattr(t.make_view, "with_numbers") and (t.id in self.strided
+                                                                            or u.shape != t.shape):
+                # a slice of a base whose sizes changed: its offset, strides and shape at these sizes
+                numbers = [t.make_view.off, *t.make_view.strides]
+                for k, cands in enumerate(self.strided.get(t.id, ())):
+                    got = {_eval(f, x) for f in cands}
+                    if len(got) != 1:
+                        return None
+                    numbers[k] = got.pop()
+                u.make_view = t.make_view.with_numbers(numbers[0], tuple(numbers[1:]), u.shape)
+            if t.id in self.valued:  # a shape vector folded for the base's sizes: its values at these
+                shape, dtype, fits = self.valued[t.id]
+                vals = []
+                for cands in fits:
+                    got = {_eval(f, x) for f in cands}
+                    if len(got) != 1:
+                        return None
+                    vals.append(got.pop())
+                data = np.array(vals, dtype=dtype).reshape(shape)
+                data.flags.writeable = False
+                u.data = data
+                made_bytes += data.nbytes
             tensors.append(u)
         q.stats["generic_made_bytes"] = made_bytes  # constants copied for this plan (its ops are the base's)
         for u in tensors:
