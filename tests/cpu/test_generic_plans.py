@@ -298,12 +298,13 @@ def test_split_views_follow_the_length(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("values, points, want", [
     ([450, 217], [(900,), (433,)], ("d", 0, 1, 2, 1)),           # ceil(W / 2): a stride-2 window
     ([24 * 113, 24 * 55, 24 * 61], [(900,), (433,), (481,)], ("d", 0, 7, 8, 24)),  # ceil(W / 8) x 24 channels
+    ([160, 100, 240], [(320,), (200,), (480,)], ("d", 0, 1, 2, 1)),  # W / 2 (the samples' gcd is 20, not a scale)
 ])
 def test_fit_finds_a_strided_size(values: list[int], points: list[tuple[int, ...]], want: tuple) -> None:
     fits = _fit(values, points, 1)
     assert want in fits
-    x = (700,)
-    assert {generic._eval(f, x) for f in fits} == {want[4] * ((700 + want[2]) // want[3])}
+    assert generic._eval(want, (700,)) == want[4] * ((700 + want[2]) // want[3])
+    assert all(generic._eval(f, p) == v for f in fits for p, v in zip(points, values))  # every candidate fits
     assert _fit([10, 10, 10], [(20,), (21,), (22,)], 1) == [("c", 10)]  # a constant stays one
 
 

@@ -101,8 +101,13 @@ def lower_reduce(lowering: Lowering, node: Node) -> bool:
         src = lowering.native_input(src, NHWC, contiguous=True)
         y = lowering.value((n, 1, 1, c) if keep else out_shape, NHWC if keep else PLAIN, dtype, name=node.friendly_name)
 
+        mean = node.type_name == "ReduceMean"
+
         def bind_nhwc(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-            return [reduce_kernel(ins[0].reshape(n, h * w, c), outs[0].reshape(n, c), op, threads, pre, scale,
+            # sizes from the array: a shape-generic plan binds this at other image sizes too
+            bn, bh, bw, bc = ins[0].shape
+            s = (1.0 / (bh * bw) if bh * bw else 0.0) if mean else scale
+            return [reduce_kernel(ins[0].reshape(bn, bh * bw, bc), outs[0].reshape(bn, bc), op, threads, pre, s,
                                   sqrt, isa)]
 
         lowering.program.add(Op(node.friendly_name, node.type_name, [src], [y], native=True, bind=bind_nhwc))

@@ -51,6 +51,8 @@ Formula = tuple  # ("c", value) | ("a", var, slope, offset) | ("p", var, var2, c
 #: divisors tried for a size that is a floor division of a variable (strided convolutions and pools
 #: of an input of any size: ceil(W / 2) = (W + 1) // 2, two of them (W + 3) // 4, ...)
 DIVISORS = (2, 3, 4, 8, 16, 32, 64)
+#: the largest multiple of such a size tried (channels flattened with it)
+MAX_SCALE = 4096
 
 
 def _fit(values: list[int], points: list[tuple[int, ...]], nvars: int) -> list[Formula]:
@@ -104,25 +106,40 @@ def _fit_values(datas: list[np.ndarray], points: list[tuple[int, ...]], nvars: i
     return fits
 
 
+def _divisors(n: int, most: int) -> list[int]:
+    """The divisors of ``n`` up to ``most``, ascending."""
+    small, large = [], []
+    k = 1
+    while k * k <= n:
+        if n % k == 0:
+            small.append(k)
+            if k != n // k:
+                large.append(n // k)
+        k += 1
+    return [d for d in small + large[::-1] if d <= most]
+
+
 def _fit_division(values: list[int], points: list[tuple[int, ...]], nvars: int) -> list[Formula]:
     """Formulas ``scale * ((v + offset) // divisor)`` that give ``values``: a strided window over a
     dimension of any size (times the channels, when flattened). The samples bound the offset to an
     interval; both ends are candidates, so a new value on which they disagree is not guessed (the
     template then lowers that shape, and the new sample narrows the interval)."""
-    scale = math.gcd(*values)
-    if scale <= 0:
+    g = math.gcd(*values)
+    if g <= 0:
         return []
-    ys = [v // scale for v in values]
     out: list[Formula] = []
-    for i in range(nvars):
-        xs = [p[i] for p in points]
-        if len(set(xs)) < 2:
-            continue
-        for d in DIVISORS:
-            lo = max(d * y - x for x, y in zip(xs, ys))
-            hi = min(d * y + d - 1 - x for x, y in zip(xs, ys))
-            if lo <= hi:
-                out += [("d", i, lo, d, scale)] + ([("d", i, hi, d, scale)] if hi != lo else [])
+    # the scale (channels of a flattened size) divides every value: each divisor of their gcd
+    for scale in _divisors(g, MAX_SCALE):
+        ys = [v // scale for v in values]
+        for i in range(nvars):
+            xs = [p[i] for p in points]
+            if len(set(xs)) < 2:
+                continue
+            for d in DIVISORS:
+                lo = max(d * y - x for x, y in zip(xs, ys))
+                hi = min(d * y + d - 1 - x for x, y in zip(xs, ys))
+                if lo <= hi:
+                    out += [("d", i, lo, d, scale)] + ([("d", i, hi, d, scale)] if hi != lo else [])
     return out
 
 
