@@ -114,10 +114,31 @@ def test_embedder_lengths_1_to_64(monkeypatch: pytest.MonkeyPatch) -> None:
     assert stats["generic"] > len(lengths) // 2, stats
 
 
-def test_convnet_images_of_varying_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Convolutions on [1, 3, H, W]: results right whether or not the template takes them."""
-    feeds = [[_x(1, 3, h, w)] for h, w in ((16, 24), (24, 32), (16, 40), (32, 24), (24, 24), (16, 32), (24, 40))]
-    _check(detector(), feeds, monkeypatch)
+@pytest.mark.parametrize("sizes", [
+    ((16, 24), (24, 32), (16, 40), (32, 24), (24, 24), (16, 32), (24, 40)),
+    # odd sizes: the strided layers' sizes are ceil divisions of H and W (fitted as (v + b) // d)
+    ((17, 23), (29, 41), (21, 33), (25, 37), (19, 27), (23, 35), (27, 39), (31, 29), (22, 30)),
+])
+def test_convnet_images_of_varying_size(sizes: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Convolutions on [1, 3, H, W] (the convolutions and their fused depthwise + 1x1 pairs are
+    planned for each image size from the arrays they are bound to): the sizes between verified
+    ones reuse the plan, bit for bit what a plan lowered for them gives."""
+    stats = _check(detector(), [[_x(1, 3, h, w)] for h, w in sizes], monkeypatch)
+    assert stats["generic"] > 0 and stats["generic_blockers"] == [], stats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ppocr_recognizer_widths_generic_equal_per_shape(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PP-OCRv4's recognizer fed text lines of every width (convolutions, depthwise + 1x1 pairs,
+    pooling, the SVTR neck's attention and LayerNorms over a length of width / 8)."""
+    from ember.zoo import load
+
+    model = load("ppocr-rec")
+    widths = (320, 200, 480, 260, 333, 401, 217, 288, 450, 377, 241, 301)
+    stats = _check(model, [[_x(1, 3, 48, w)] for w in widths], monkeypatch, tol=1e-3,
+                   config={"INFERENCE_NUM_THREADS": threads})
+    assert stats["generic"] >= 4, stats
 
 
 def test_knob_off_lowers_every_shape(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,7 +242,8 @@ def _fpn() -> Model:
 
 def test_convnet_with_channel_concat_views(monkeypatch: pytest.MonkeyPatch) -> None:
     feeds = [[_x(1, 3, h, w)] for h, w in ((16, 24), (24, 32), (16, 40), (32, 24), (24, 24), (16, 32))]
-    _check(_fpn(), feeds, monkeypatch, tol=1e-4)
+    stats = _check(_fpn(), feeds, monkeypatch, tol=1e-4)
+    assert stats["generic"] > 0, stats
 
 
 def test_an_internal_error_of_the_template_only_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,8 @@ are unrolled and a channel vector's weights stay in registers while the pixels s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from ember.devices.cpu.kernels.gemm import (
     flush_subnormals,
     pack_weights,
     y_bf16_ok,
+    zero_row,
 )
 from ember.devices.cpu.llvm.isa import Isa, host_isa
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
@@ -219,15 +221,29 @@ class Conv2d:
             wp[:g.kh * g.kw * cp].reshape(g.kh * g.kw, cp)[:, :g.cin] = w.reshape(g.cin, -1).T
             flush_subnormals(wp)
             self._dw_weights, self._cp = wp, cp
-            # border rows skip the padding rows' taps, unless a weight is inf or NaN (0 * inf is
-            # NaN, as REFERENCE computes it over the zero padding)
-            (sh, _), (dh, _), (pt, _) = g.strides, g.dilations, g.pads_begin
-            self._row_sets = border_row_sets(g.oh, g.h, g.kh, sh, dh, pt) if np.isfinite(wp).all() else ()
+            self._row_sets = self._border_rows(g)
             self.packed = None
             self.task_address = depthwise_task_address(g.kh, g.kw, self.isa)
             self.precision = Precision.F32
         else:
             self.packed = pack_conv_weights(w, g.groups, self.isa, self.precision)
+
+    def _border_rows(self, g: ConvGeometry) -> tuple:
+        """Border rows skip the padding rows' taps, unless a weight is inf or NaN (0 * inf is NaN,
+        as REFERENCE computes it over the zero padding)."""
+        (sh, _), (dh, _), (pt, _) = g.strides, g.dilations, g.pads_begin
+        return border_row_sets(g.oh, g.h, g.kh, sh, dh, pt) if np.isfinite(self._dw_weights).all() else ()
+
+    def with_input(self, batch: int, h: int, w: int) -> Conv2d:
+        """This convolution on inputs of ``batch`` images of ``h`` x ``w`` (a plan bound at another
+        input shape): the packed weights shared, what depends on the sizes made again, as a
+        convolution built for that geometry has it."""
+        k = copy.copy(self)
+        k.geometry = replace(self.geometry, batch=batch, h=h, w=w)
+        k._calls = {}
+        if k.geometry.depthwise:
+            k._row_sets = k._border_rows(k.geometry)
+        return k
 
     def _dw_ctx(self, ldx: int, xn: int, ldy: int, ldr: int) -> np.ndarray:
         g = self.geometry
@@ -249,8 +265,7 @@ class Conv2d:
                       y_bf16: bool = False) -> tuple[np.ndarray, int, np.ndarray, int]:
         g = self.geometry
         (sh, sw), (dh, dw), (pt, pl) = g.strides, g.dilations, g.pads_begin
-        zr = aligned_empty(g.w * ldx + self._cp)
-        zr[:] = 0
+        zr = zero_row(g.w * ldx + self._cp)  # read only: shared by every call of its size class
         threads = spec_threads(g.batch, g.oh, g.ow, g.cin, g.kh * g.kw, self.isa.f32_lanes, self.num_threads)
         band, gv, nb, ng, seg, ns = spec_tasks(g.batch, g.oh, g.ow, g.cin, g.kh * g.kw, self.isa.f32_lanes, threads)
         ox_lo, ox_hi = interior_range(g.ow, g.w, g.kw, sw, dw, pl)

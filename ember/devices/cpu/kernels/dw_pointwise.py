@@ -13,8 +13,10 @@ X the stack buffer and M the band's pixels, one block of all row tiles and panel
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
+from dataclasses import replace
 
 import numpy as np
 from llvmlite import ir
@@ -71,7 +73,7 @@ DW_PW_CONTEXT = ContextLayout(
     "dw_pointwise",
     ("x", "y", "res", "dwfn", "dwctx", "gfn", "gctx", "nb", "band", "oh", "ow", "cs", "ldy", "ldr", "sb", "yb",
      "rb", "efn", "ectx", "h", "w", "sh", "pt", "kspan", "es", "win", "eldx", "exn", "xb"),
-    pointers=("x", "y", "res"))
+    pointers=("x", "y", "res"), nested={"dwctx": DW_SPEC_CONTEXT, "gctx": IGEMM_CONTEXT, "ectx": IGEMM_CONTEXT})
 
 
 def _build(prefix: str, isa: Isa) -> ir.Module:
@@ -242,12 +244,7 @@ class DwPointwise:
         w = np.asarray(pw_weights, np.float32)
         if w.ndim != 4 or w.shape[1:] != (dw.cout, 1, 1):
             raise EmberError(f"ember: 1x1 weights have shape {w.shape}, expected [OC, {dw.cout}, 1, 1]")
-        self.geometry = dw
-        self.pw = ConvGeometry(dw.batch, dw.oh, dw.ow, dw.cout, w.shape[0], 1, 1)
-        if not fusable(dw, self.pw, self.isa):
-            raise EmberError("ember: this depthwise + 1x1 pair does not fit the fused kernel (see fusable)")
         self.cs = _padded(dw.cout, self.isa)
-        self.rows = band_rows(dw.batch, dw.oh, dw.ow, self.cs, self.num_threads)
         self.expand: PackedWeights | None = None
         self.expand_epilogue = NO_EPILOGUE
         self.cin = dw.cin  # channels of X
@@ -255,18 +252,39 @@ class DwPointwise:
             we = np.asarray(expand[0], np.float32)
             if we.ndim != 4 or we.shape[0] != dw.cin or we.shape[2:] != (1, 1):
                 raise EmberError(f"ember: expand 1x1 weights have shape {we.shape}, expected [{dw.cin}, IC, 1, 1]")
-            self.rows = expand_band_rows(dw, we.shape[1], w.shape[0], self.cs, self.num_threads)
-            if not self.rows:
-                raise EmberError("ember: the expanded rows of a band do not fit the fused kernel's buffer")
             self.cin, self.expand_epilogue = we.shape[1], expand[1]
+        self._plan(dw, w.shape[0], expand is not None)
+        if expand is not None:
             self.expand = pack_conv_weights(we, 1, self.isa, self.precision)
-        self.nb = -(-dw.oh // self.rows)
         self.depthwise = Conv2d(dw, dw_weights, dw_epilogue, num_threads=1, isa=self.isa, activation=activation,
                                 affine=affine, precision=self.precision)
         self.pw_epilogue = pw_epilogue
         self.packed = pack_conv_weights(w, 1, self.isa, self.precision)
         self._lib = _library(self.isa)
         self._calls: dict[tuple[int, ...], tuple[IGemmCall, np.ndarray, int, tuple, IGemmCall | None]] = {}
+
+    def _plan(self, dw: ConvGeometry, cout: int, expanding: bool) -> None:
+        """What depends on the sizes: the geometries, the band rows and their count."""
+        self.geometry = dw
+        self.pw = ConvGeometry(dw.batch, dw.oh, dw.ow, dw.cout, cout, 1, 1)
+        if not fusable(dw, self.pw, self.isa):
+            raise EmberError("ember: this depthwise + 1x1 pair does not fit the fused kernel (see fusable)")
+        if expanding:
+            self.rows = expand_band_rows(dw, self.cin, cout, self.cs, self.num_threads)
+            if not self.rows:
+                raise EmberError("ember: the expanded rows of a band do not fit the fused kernel's buffer")
+        else:
+            self.rows = band_rows(dw.batch, dw.oh, dw.ow, self.cs, self.num_threads)
+        self.nb = -(-dw.oh // self.rows)
+
+    def with_input(self, batch: int, h: int, w: int) -> DwPointwise:
+        """This pair on inputs of ``batch`` images of ``h`` x ``w`` (a plan bound at another input
+        shape): weights shared, the band plan made again as a pair built for that geometry has it."""
+        k = copy.copy(self)
+        k._plan(replace(self.geometry, batch=batch, h=h, w=w), self.pw.cout, self.expand is not None)
+        k.depthwise = self.depthwise.with_input(batch, h, w)
+        k._calls = {}
+        return k
 
     @property
     def bf16(self) -> bool:

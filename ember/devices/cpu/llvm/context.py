@@ -11,7 +11,7 @@ inputs read in place) without guessing which words are addresses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from llvmlite import ir
@@ -22,7 +22,8 @@ from ember.devices.cpu.llvm.codegen import I64, Emitter
 class ContextLayout:
     """The named words of one kernel's context; ``pointers`` are the fields holding addresses."""
 
-    def __init__(self, kernel: str, fields: Sequence[str], pointers: Sequence[str] = ()) -> None:
+    def __init__(self, kernel: str, fields: Sequence[str], pointers: Sequence[str] = (),
+                 nested: Mapping[str, ContextLayout] | None = None) -> None:
         self.kernel = kernel
         self.fields = tuple(fields)
         self.index = {name: i for i, name in enumerate(self.fields)}
@@ -33,6 +34,9 @@ class ContextLayout:
             raise ValueError(f"ember: internal: {kernel} context has no fields {missing}")
         #: indices of the words that hold buffer addresses
         self.pointer_words = tuple(sorted(self.index[p] for p in pointers))
+        #: words holding the address of another kernel's context (one of the bound kernel's kept
+        #: arrays), with that context's layout: a plan's checks compare them word by word too
+        self.nested_words = {self.index[k]: v for k, v in (nested or {}).items()}
 
     @property
     def words(self) -> int:

@@ -112,10 +112,16 @@ def _host_supports(level: str, feats: dict[str, bool], triple: str) -> bool:
 
 def supported_levels() -> list[str]:
     """The ISA levels this host can run, best first (always ends with ``generic``)."""
+    return list(_supported_levels())
+
+
+@functools.cache
+def _supported_levels() -> tuple[str, ...]:
+    # (asked once: LLVM's feature query costs ~0.15 ms, and every kernel bound without an ISA asks)
     llvm_init()
     feats = host_features()
     triple = llvm.get_process_triple()
-    return [lv for lv in LEVELS if _host_supports(lv, feats, triple)]
+    return tuple(lv for lv in LEVELS if _host_supports(lv, feats, triple))
 
 
 def _feature_string(feats: dict[str, bool], off_prefixes: tuple[str, ...]) -> str:

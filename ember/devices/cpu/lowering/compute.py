@@ -120,12 +120,17 @@ def _lower_batched_matmul(lowering: Lowering, node: Node) -> bool:
         rp = probe_array(residual)
         if rp.shape[-1] > 1 and rp.strides[-1] != rp.itemsize:
             residual = lowering.native_input(residual, PLAIN, contiguous=True)
-    kernel = BatchedGemm(sa, sb, ta, tb, num_threads=lowering.threads, epilogue=Epilogue(lo, hi), alpha=alpha, isa=lowering.isa)
+    threads, isa = lowering.threads, lowering.isa
+    kernel = BatchedGemm(sa, sb, ta, tb, num_threads=threads, epilogue=Epilogue(lo, hi), alpha=alpha, isa=isa)
     y = lowering.value(out_shape, PLAIN, name=last.friendly_name)
     all_ins = ins + ([residual] if residual is not None else [])
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        return [kernel.bind(arrs[0], arrs[1], outs[0], bias, arrs[2] if residual is not None else None)]
+        k = kernel
+        if arrs[0].shape != k.shape_a or arrs[1].shape != k.shape_b:  # a shape-generic plan at other sizes
+            k = BatchedGemm(arrs[0].shape, arrs[1].shape, ta, tb, num_threads=threads, epilogue=Epilogue(lo, hi),
+                            alpha=alpha, isa=isa)
+        return [k.bind(arrs[0], arrs[1], outs[0], bias, arrs[2] if residual is not None else None)]
 
     lowering.program.add(Op(node.friendly_name, "MatMul", all_ins, [y], native=True, bind=bind))
     lowering.finish(last, y, fused)
@@ -250,8 +255,10 @@ def lower_softmax(lowering: Lowering, node: Node) -> bool:
     threads = lowering.threads
 
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        r = ins[0].size // n  # (from the array: a shape-generic plan binds this at other input shapes)
-        return [row_kernel(ins[0].reshape(r, n), outs[0].reshape(r, n), kind, threads, isa=lowering.isa)]
+        # rows and their length from the array: a shape-generic plan binds this at other input shapes
+        k = ins[0].shape[-1] if ins[0].ndim else 1
+        r = ins[0].size // k if k else 0
+        return [row_kernel(ins[0].reshape(r, k), outs[0].reshape(r, k), kind, threads, isa=lowering.isa)]
 
     lowering.program.add(Op(node.friendly_name, node.type_name, [x], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
@@ -311,9 +318,15 @@ def lower_mvn(lowering: Lowering, node: Node) -> bool:
     inside = str(node.attrs["eps_mode"]).lower() == "inside_sqrt"
     threads = lowering.threads
 
+    naxes, name = len(axes), node.friendly_name  # (the binder keeps no graph node: a cached plan does not keep its graph alive)
+
     def bind(ins: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        r = ins[0].size // n  # (from the array: a shape-generic plan binds this at other input shapes)
-        return [row_kernel(ins[0].reshape(r, n), outs[0].reshape(r, n), "mvn", threads, eps=eps,
+        # rows and their length from the array: a shape-generic plan binds this at other input shapes
+        k = int(math.prod(ins[0].shape[ins[0].ndim - naxes:]))
+        r = ins[0].size // k if k else 0
+        if any(v is not None and v.size != k for v in (scale, shift)):
+            raise EmberError(f"ember: internal: MVN '{name}' rows of {k} with an affine of another length")
+        return [row_kernel(ins[0].reshape(r, k), outs[0].reshape(r, k), "mvn", threads, eps=eps,
                            normalize_variance=variance, eps_inside=inside, scale=scale, shift=shift, isa=lowering.isa)]
 
     lowering.program.add(Op(node.friendly_name, "MVN", [x], [y], native=True, bind=bind))

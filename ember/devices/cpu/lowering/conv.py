@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -306,8 +306,10 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
             and _emit_stem_rows(lowering, node, geo, w, bias, residual, Epilogue(lo, hi, act, gemm_affine), last,
                                 fused):
         return True
-    kernel = Conv2d(geo, w, Epilogue(lo, hi, act, gemm_affine), num_threads=lowering.threads, isa=lowering.isa,
-                    precision=lowering.precision, activation=activation, affine=affine)
+    epilogue = Epilogue(lo, hi, act, gemm_affine)
+    kernel = _shared(lowering, node, geo, ("conv2d", epilogue, activation, affine),
+                     lambda: Conv2d(geo, w, epilogue, num_threads=lowering.threads, isa=lowering.isa,
+                                    precision=lowering.precision, activation=activation, affine=affine))
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)
     if x.dtype == np.uint16 and not kernel.x_bf16_ok():  # _bf16_readers_only promised otherwise
@@ -317,11 +319,34 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     ins = [x] + ([residual] if residual is not None else [])
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
-        return [kernel.bind(a[0], o[0], bias, a[1] if residual is not None else None)]
+        return [_at_input(kernel, a[0]).bind(a[0], o[0], bias, a[1] if residual is not None else None)]
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
     return True
+
+
+def _shared(lowering: Lowering, node: Node, geo: Any, tag: Hashable, make: Callable[[], Any]) -> Any:
+    """The kernel object (a Conv2d or DwPointwise, its weights packed) for ``node``'s constant
+    weights and configuration ``tag``, made once per compiled model: every input shape's plan
+    shares it, planned for its own image sizes (``with_input``)."""
+    src = const_of(node.input_values()[1])
+    if src is None:
+        return make()
+    key = (tag, geo.cin, geo.cout, geo.kh, geo.kw, geo.strides, geo.dilations, geo.pads_begin, geo.pads_end,
+           geo.groups, lowering.threads)
+    return _at_size(lowering.packed(src, key, make), geo.batch, geo.h, geo.w)
+
+
+def _at_size(kernel: Any, n: int, h: int, w: int) -> Any:
+    g = kernel.geometry
+    return kernel if (n, h, w) == (g.batch, g.h, g.w) else kernel.with_input(n, h, w)
+
+
+def _at_input(kernel: Any, x: np.ndarray) -> Any:
+    """``kernel`` for the NHWC input ``x`` it is bound to: itself, or when a shape-generic plan
+    binds it at other image sizes, the same kernel planned for those."""
+    return _at_size(kernel, *x.shape[:3])
 
 
 def _emit_stem_rows(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias: np.ndarray | None,
@@ -448,10 +473,12 @@ def _emit_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, 
     pbias, residual, (lo, hi), plast, pfused = _epilogue(lowering, pw, pgeo.cout)
     act, plast, pfused = take_epilogue_activation(lowering, pw, plast, pfused, (lo, hi))
     paffine, plast, pfused = _post_affine(lowering, pw, plast, pfused)
-    kernel = dw_pointwise.DwPointwise(geo, w, wp, epilogue, Epilogue(lo, hi, act, paffine),
-                                      num_threads=lowering.threads, isa=lowering.isa, activation=activation,
-                                      affine=affine, precision=lowering.precision,
-                                      expand=None if expand is None else (expand[1], expand[3]))
+    pw_epilogue = Epilogue(lo, hi, act, paffine)
+    tag = ("dw_pointwise", epilogue, pw_epilogue, activation, affine, id(wp), wp.shape,
+           None if expand is None else (id(const_of(expand[0].input_values()[1])), expand[1].shape, expand[3]))
+    kernel = _shared(lowering, node, geo, tag, lambda: dw_pointwise.DwPointwise(
+        geo, w, wp, epilogue, pw_epilogue, num_threads=lowering.threads, isa=lowering.isa, activation=activation,
+        affine=affine, precision=lowering.precision, expand=None if expand is None else (expand[1], expand[3])))
     lowering.bf16_ops += kernel.bf16
     first = node if expand is None else expand[0]
     x = _channels_last_input(lowering, first.input_values()[0])
@@ -465,7 +492,7 @@ def _emit_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, 
     ebias = None if expand is None else expand[2]
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
-        return [kernel.bind(a[0], o[0], bias, pbias, a[1] if residual is not None else None, ebias)]
+        return [_at_input(kernel, a[0]).bind(a[0], o[0], bias, pbias, a[1] if residual is not None else None, ebias)]
 
     name = f"{node.friendly_name}+{pw.friendly_name}"
     before: list[Node] = []

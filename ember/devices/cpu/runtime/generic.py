@@ -565,12 +565,37 @@ class _Locator:
         self.spans = spans
 
     def __call__(self, addr: int) -> tuple[str, int, int]:
+        # the nearest tensor starting at or before addr that holds it (arena tensors of other
+        # lifetimes overlap: a smaller one may start between a tensor's start and addr)
         i = bisect.bisect_right(self.starts, addr) - 1
-        if i >= 0:
+        while i >= 0:
             start, end, tid = self.spans[i]
             if addr < end:
                 return ("t", tid, addr - start)
+            i -= 1
         return ("a", 0, addr)
+
+
+def _kept_arrays(keep: Any, out: list[np.ndarray], depth: int = 0) -> list[np.ndarray]:
+    """The numpy arrays a bound kernel keeps alive (nested tuples walked), in order."""
+    if isinstance(keep, np.ndarray):
+        out.append(keep)
+    elif isinstance(keep, (tuple, list)) and depth < 4:
+        for k in keep:
+            _kept_arrays(k, out, depth + 1)
+    return out
+
+
+def _same_kept(addr_x: int, addr_y: int, keep_x: Any, keep_y: Any) -> bool:
+    """Both addresses at the same place of the same-index kept arrays, whose data are equal (a
+    table of the kernel's own, such as a pooling's reciprocal counts)."""
+    kx, ky = _kept_arrays(keep_x, []), _kept_arrays(keep_y, [])
+    for u, v in zip(kx, ky):
+        su, sv = u.ctypes.data, v.ctypes.data
+        if su <= addr_x < su + max(u.nbytes, 1):
+            return (addr_x - su == addr_y - sv and sv <= addr_y < sv + max(v.nbytes, 1) and u.shape == v.shape
+                    and u.dtype == v.dtype and np.array_equal(u, v))
+    return False
 
 
 def _kernels_match(ka: list[Any], kb: list[Any], where_a: _Locator, where_b: _Locator) -> bool:
@@ -579,9 +604,34 @@ def _kernels_match(ka: list[Any], kb: list[Any], where_a: _Locator, where_b: _Lo
     for x, y in zip(ka, kb):
         if x.task != y.task or x.n_tasks != y.n_tasks or x.num_threads != y.num_threads or len(x.ctx) != len(y.ctx):
             return False
-        diff = np.nonzero(x.ctx != y.ctx)[0]
-        pointers = set(x.pointer_words)
-        for w in diff:
-            if int(w) not in pointers or where_a(int(x.ctx[w])) != where_b(int(y.ctx[w])):
+        if not _contexts_match(x.ctx, y.ctx, x.layout, x.keep, y.keep, where_a, where_b):
+            return False
+    return True
+
+
+def _contexts_match(cx: np.ndarray, cy: np.ndarray, layout: Any, keep_x: Any, keep_y: Any,
+                    where_a: _Locator, where_b: _Locator, depth: int = 0) -> bool:
+    """Word by word: equal, or pointers to the same tensor and offset, or (a nested context the
+    layout declares, one of the kernel's kept arrays) contexts that match in turn."""
+    if len(cx) != len(cy):
+        return False
+    diff = np.nonzero(cx != cy)[0]
+    if not len(diff):
+        return True
+    pointers = set(layout.pointer_words)
+    nested = getattr(layout, "nested_words", {})
+    for w in diff:
+        w = int(w)
+        if w in pointers:
+            pa, pb = where_a(int(cx[w])), where_b(int(cy[w]))
+            if pa != pb and not (pa[0] == pb[0] == "a" and _same_kept(pa[2], pb[2], keep_x, keep_y)):
                 return False
+            continue
+        inner = nested.get(w)
+        if inner is None or depth >= 3:
+            return False
+        ax = next((a for a in _kept_arrays(keep_x, []) if a.ctypes.data == int(cx[w]) and a.dtype == np.int64), None)
+        ay = next((a for a in _kept_arrays(keep_y, []) if a.ctypes.data == int(cy[w]) and a.dtype == np.int64), None)
+        if ax is None or ay is None or not _contexts_match(ax, ay, inner, keep_x, keep_y, where_a, where_b, depth + 1):
+            return False
     return True
