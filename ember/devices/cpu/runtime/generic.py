@@ -12,15 +12,16 @@ a slice's view (an offset and strides into its base) gets formulas for its numbe
 shape inside the range the samples verified, the template makes the plan without lowering: the
 first plan's ops with tensors of the new sizes, reshape and slice views re-made for them, memory
 planned again. The ops' binders read their sizes from the arrays they are given (GEMM M, rows of
-MVN/SoftMax, attention's lengths, elementwise and reduction sizes), so binding the template's plan
-gives the contexts a plan lowered for that shape gives. (Convolution binders keep the geometry
-they were lowered for: a network whose image size changes fails the checks and is lowered per
-shape.)
+MVN/SoftMax, attention's lengths, elementwise and reduction sizes, a convolution's image size:
+``Conv2d.with_input``), so binding the template's plan gives the contexts a plan lowered for that
+shape gives. (Kernels whose tables are made for one size, such as Resize's index maps, still
+fail the checks: such a model is lowered per shape.)
 
 Nothing is taken on trust: each sample lowered per shape is also made from the template and both
 are bound and compared word by word (every kernel's task, task count and context, pointers
 compared by the tensor and offset they point at; every constant's data; every view's shape and
-strides). A shape whose sample did not match bounds the range the template is used in (a value
+strides; a context that holds another kernel's context, compared word by word in turn; a
+kernel's own tables, by content). A shape whose sample did not match bounds the range the template is used in (a value
 of a symbolic dimension between two verified ones, with no failed one between them); a plan with
 a Python step other than an input copy is never made generic. ``GENERIC_PLANS`` (device.py)
 turns the mechanism off.
