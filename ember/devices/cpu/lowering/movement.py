@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -460,20 +461,27 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
     pix = _pixel_map(node, consts, n, c, h, w, out)
     if pix is None:
         return False
-    table = lowering.program.const(np.ascontiguousarray(
-        (pix[:, 0].astype(np.int64) + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1)))
+    table_of = _nearest_tables(node, consts, (n, c, h, w), out)
+    fixed = np.ascontiguousarray((pix[:, 0].astype(np.int64) + (np.arange(n) * h * w).reshape(n, 1, 1)).reshape(-1))
+    if table_of is not None and not np.array_equal(table_of(n, h, w, out[2], out[3]), fixed):
+        table_of = None  # (the reference kernel on the node decides)
     src = lowering.native_input(lowering.tensor(node.input_values()[0]), NHWC)
     oh, ow = out[2], out[3]
     y = concat_slot(lowering, node.output(0), src.dtype) or lowering.value((n, oh, ow, c), NHWC, src.dtype,
                                                                            name=node.friendly_name)
     threads = lowering.threads
+    ins = [src] if table_of is not None else [src, lowering.program.const(fixed)]
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         o = outs[0]  # (n, oh, ow, c), pixels evenly spaced (a Concat's channel slice or contiguous)
-        rows = np.lib.stride_tricks.as_strided(o, (1, n * oh * ow, c), (0, o.strides[2], o.strides[3]))
-        return [gather_rows(arrs[0].reshape(1, n * h * w, c), arrs[1], rows, 1, False, threads, lowering.isa)]
+        bn, bh, bw, bc = arrs[0].shape
+        on, oy, ox = o.shape[:3]
+        # the map from the arrays' sizes (a shape-generic plan binds this at other image sizes)
+        table = arrs[1] if table_of is None else table_of(bn, bh, bw, oy, ox)
+        rows = np.lib.stride_tricks.as_strided(o, (1, on * oy * ox, bc), (0, o.strides[2], o.strides[3]))
+        return [gather_rows(arrs[0].reshape(1, bn * bh * bw, bc), table, rows, 1, False, threads, lowering.isa)]
 
-    lowering.program.add(Op(node.friendly_name, "Interpolate", [src, table], [y], native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, "Interpolate", ins, [y], native=True, bind=bind))
     lowering.finish(node, y, [])
     fy, fx = oh // h, ow // w
     replicated = (np.arange(oh) // max(fy, 1) * w).reshape(oh, 1) + np.arange(ow) // max(fx, 1)
@@ -481,6 +489,35 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
             pix[:, 0], np.broadcast_to(replicated, pix[:, 0].shape)):
         UPSAMPLED.setdefault(lowering, {})[y.id] = (src, fy, fx)
     return True
+
+
+def _nearest_tables(node: Node, consts: list[np.ndarray], in_shape: tuple[int, ...], out: tuple[int, ...]
+                    ) -> Callable[[int, int, int, int, int], np.ndarray] | None:
+    """For a nearest resize of H and W only (no padding): a function of the sizes giving the
+    source pixel of every output pixel, from the reference kernel's arithmetic without the graph
+    node (a binder keeps no node), so a plan bound at other image sizes makes its own map;
+    None when the resize is of another form (its map then stays the lowered shape's constant)."""
+    from ember.devices.cpu.lowering.resize import _axes_and_scales
+    from ember.ops.misc import interpolate_kernel
+
+    if node.version == "opset1" or any(node.attrs.get("pads_begin") or ()) or any(node.attrs.get("pads_end") or ()):
+        return None
+    axes, scales = _axes_and_scales(node, consts, in_shape, out)
+    kept = [(a, sc) for a, sc in zip(axes, scales) if a in (2, 3) or sc != 1]  # (batch and channels at scale 1)
+    if not kept or any(a not in (2, 3) for a, _ in kept):
+        return None
+    axes, scales = [a for a, _ in kept], [sc for _, sc in kept]
+    by_scales = str(node.attrs["shape_calculation_mode"]).lower() == "scales"
+    attrs = {k: node.attrs[k] for k in ("mode", "coordinate_transformation_mode", "nearest_mode")}
+
+    def table(n: int, h: int, w: int, oh: int, ow: int) -> np.ndarray:
+        sizes = {2: (h, oh), 3: (w, ow)}
+        sc = scales if by_scales else [np.float32(sizes[a][1]) / np.float32(sizes[a][0]) for a in axes]
+        one = np.arange(n * h * w, dtype=np.float32).reshape(n, 1, h, w)
+        imap = interpolate_kernel(one, [n, 1, oh, ow], axes, sc, attrs)
+        return np.ascontiguousarray(np.asarray(imap).astype(np.int64).reshape(-1))
+
+    return table
 
 
 #: per lowering, the nearest upsamplings by whole factors (by output tensor id): the source and
