@@ -346,3 +346,22 @@ def test_a_shape_output_follows_the_input(monkeypatch: pytest.MonkeyPatch) -> No
         assert out[0].shape == (1, n // 2, 4)
     stats = dynamic_stats(compiled)
     assert stats["generic"] > 0 and stats["generic_off"] is None, stats
+
+
+@pytest.mark.slow
+def test_ppocr_detector_sizes_generic_equal_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PP-OCRv4's detector at page sizes (multiples of 32, as PP-OCR resizes to): its nearest
+    upsamplings make their maps and its transposed convolutions their tables for each size, and
+    the flattened GEMM rows of H / 4 x W / 4 pixels follow a product of strided sizes."""
+    from ember.zoo import load
+
+    sizes = ((320, 320), (480, 640), (416, 544), (352, 480), (448, 608), (384, 512), (416, 576), (352, 416))
+    stats = _check(load("ppocr-det"), [[_x(1, 3, h, w)] for h, w in sizes], monkeypatch, tol=1e-3)
+    assert stats["generic"] >= 3 and stats["generic_blockers"] == [], stats
+
+
+def test_fit_finds_a_product_of_strided_sizes() -> None:
+    fits = _fit([6400, 19200, 14144], [(320, 320), (480, 640), (416, 544)], 2)
+    assert ("q", 0, 1, 0, 0, 4, 1) in fits
+    assert {generic._eval(f, (352, 480)) for f in fits} == {88 * 120}
+    assert len({generic._eval(f, (350, 481)) for f in fits}) > 1  # the samples cannot tell: that shape is lowered

@@ -19,9 +19,10 @@ per-channel weight.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -355,6 +356,14 @@ class ConvTranspose:
             # last vector k-paired (see gemm.PackedWeights.pair_tail)
             self.packed = pack_weights(cols, self.isa, precision=self.precision, pair_tail=True)
         self._lib = _library(self.isa)
+
+    def with_input(self, batch: int, spatial: tuple[int, ...], out_spatial: tuple[int, ...]) -> ConvTranspose:
+        """This transposed convolution on ``batch`` inputs of ``spatial`` into ``out_spatial`` (a
+        plan bound at another input shape): weights shared, tables and GEMM calls made again."""
+        k = copy.copy(self)
+        k.geometry = replace(self.geometry, batch=batch, spatial=tuple(spatial), out_spatial=tuple(out_spatial))
+        k._tables, k._gemms = {}, {}
+        return k
 
     def _axis_tables(self, src_pixel: int, tap_unit: int) -> tuple[np.ndarray, ...]:
         """(z, y, x) tables for a source whose pixel stride is ``src_pixel`` floats and whose

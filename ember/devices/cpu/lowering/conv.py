@@ -753,9 +753,11 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
     if phases:
         kernel = PhaseConvTranspose1d(geo, wg, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
                                       precision=lowering.precision)
-    else:
-        kernel = ConvTranspose(geo, wg, Epilogue(lo, hi), num_threads=lowering.threads, isa=lowering.isa,
-                               precision=lowering.precision)
+    else:  # one object per weights and configuration for every input shape's plan (see _shared)
+        key = ("deconv", geo.cin, geo.cout, geo.kernel, geo.strides, geo.dilations, geo.pads_begin, geo.groups,
+               Epilogue(lo, hi), lowering.threads)
+        kernel = lowering.packed(w, key, lambda: ConvTranspose(geo, wg, Epilogue(lo, hi), num_threads=lowering.threads,
+                                                               isa=lowering.isa, precision=lowering.precision))
     lowering.bf16_ops += kernel.precision.value == "bf16"
     x = _channels_last_input(lowering, xport)
     y = _channels_last_value(lowering, ys, last.friendly_name, last)
@@ -766,10 +768,13 @@ def lower_conv_transpose(lowering: Lowering, node: Node) -> bool:
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
         res = _kernel_view(a[1], rank) if residual is not None else None
+        xv, yv = _kernel_view(a[0], rank), _kernel_view(o[0], rank)
         if isinstance(kernel, PhaseConvTranspose1d):
-            return kernel.bind(_kernel_view(a[0], rank), _kernel_view(o[0], rank), bias, res)
-        return kernel.bind(_kernel_view(a[0], rank), _kernel_view(o[0], rank), o[1] if len(o) > 1 else None,
-                           bias, res)
+            return kernel.bind(xv, yv, bias, res)
+        k = kernel
+        if xv.shape != k.geometry.input_shape or yv.shape != k.geometry.output_shape:  # another input shape's plan
+            k = kernel.with_input(xv.shape[0], xv.shape[1:-1], yv.shape[1:-1])
+        return k.bind(xv, yv, o[1] if len(o) > 1 else None, bias, res)
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, outs, native=True, bind=bind))
     lowering.finish(last, _from_channels_last(lowering, y, ys, last.friendly_name), fused)

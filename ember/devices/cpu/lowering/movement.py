@@ -491,18 +491,35 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
     return True
 
 
+def axes_and_scales(node: Node, consts: list[np.ndarray], in_shape: tuple[int, ...],
+                     out_shape: tuple[int, ...]) -> tuple[list[int], list[np.float32]]:
+    """The resized axes and their scales, as the op's evaluate computes them."""
+    rank = len(in_shape)
+    if node.version == "opset1":  # axes attribute, target sizes
+        axes = [int(a) for a in node.attrs["axes"]]
+        return axes, [np.float32(out_shape[a]) / np.float32(in_shape[a]) if in_shape[a] else np.float32(1)
+                      for a in axes]
+    inputs = [None, *consts]
+    axes = ([int(a) % rank for a in np.asarray(inputs[node.axes_port]).reshape(-1)]
+            if len(inputs) > node.axes_port else list(range(rank)))
+    if str(node.attrs["shape_calculation_mode"]).lower() == "scales":
+        scales = [np.float32(s) for s in np.asarray(inputs[node.scales_port]).reshape(-1)[: len(axes)]]
+    else:
+        scales = [np.float32(out_shape[a]) / np.float32(in_shape[a]) if in_shape[a] else np.float32(1) for a in axes]
+    return axes, scales
+
+
 def _nearest_tables(node: Node, consts: list[np.ndarray], in_shape: tuple[int, ...], out: tuple[int, ...]
                     ) -> Callable[[int, int, int, int, int], np.ndarray] | None:
     """For a nearest resize of H and W only (no padding): a function of the sizes giving the
     source pixel of every output pixel, from the reference kernel's arithmetic without the graph
     node (a binder keeps no node), so a plan bound at other image sizes makes its own map;
     None when the resize is of another form (its map then stays the lowered shape's constant)."""
-    from ember.devices.cpu.lowering.resize import _axes_and_scales
     from ember.ops.misc import interpolate_kernel
 
     if node.version == "opset1" or any(node.attrs.get("pads_begin") or ()) or any(node.attrs.get("pads_end") or ()):
         return None
-    axes, scales = _axes_and_scales(node, consts, in_shape, out)
+    axes, scales = axes_and_scales(node, consts, in_shape, out)
     kept = [(a, sc) for a, sc in zip(axes, scales) if a in (2, 3) or sc != 1]  # (batch and channels at scale 1)
     if not kept or any(a not in (2, 3) for a, _ in kept):
         return None

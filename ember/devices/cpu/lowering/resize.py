@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, static_shape
-from ember.devices.cpu.lowering.movement import lower_resize_nearest
+from ember.devices.cpu.lowering.movement import axes_and_scales, lower_resize_nearest
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op
 from ember.graph.node import Node
 from ember.ops.misc import interpolate_kernel
@@ -25,24 +25,6 @@ def lower_interpolate(lowering: Lowering, node: Node) -> bool:
     if str(node.attrs.get("mode", "")).lower() == "nearest":
         return lower_resize_nearest(lowering, node)
     return lower_resize_separable(lowering, node)
-
-
-def _axes_and_scales(node: Node, consts: list[np.ndarray], in_shape: tuple[int, ...],
-                     out_shape: tuple[int, ...]) -> tuple[list[int], list[np.float32]]:
-    """The resized axes and their scales, as the op's evaluate computes them."""
-    rank = len(in_shape)
-    if node.version == "opset1":  # axes attribute, target sizes
-        axes = [int(a) for a in node.attrs["axes"]]
-        return axes, [np.float32(out_shape[a]) / np.float32(in_shape[a]) if in_shape[a] else np.float32(1)
-                      for a in axes]
-    inputs = [None, *consts]
-    axes = ([int(a) % rank for a in np.asarray(inputs[node.axes_port]).reshape(-1)]
-            if len(inputs) > node.axes_port else list(range(rank)))
-    if str(node.attrs["shape_calculation_mode"]).lower() == "scales":
-        scales = [np.float32(s) for s in np.asarray(inputs[node.scales_port]).reshape(-1)[: len(axes)]]
-    else:
-        scales = [np.float32(out_shape[a]) / np.float32(in_shape[a]) if in_shape[a] else np.float32(1) for a in axes]
-    return axes, scales
 
 
 def axis_weights(attrs: dict[str, Any], in_len: int, out_len: int, scale: np.float32) -> np.ndarray:
@@ -80,7 +62,7 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
     in_shape, out_shape = static_shape(data_p), static_shape(node.output(0))
     if out_shape[:2] != in_shape[:2] or (0 in in_shape and 0 not in out_shape):
         return False
-    axes, scales = _axes_and_scales(node, consts, in_shape, out_shape)
+    axes, scales = axes_and_scales(node, consts, in_shape, out_shape)
     if bool(attrs["antialias"]) and any(s < 1 for s in scales):
         return False
     per_axis = dict(zip(axes, scales))

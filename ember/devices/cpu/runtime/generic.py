@@ -48,7 +48,8 @@ MAX_BLOCKERS = 32
 #: Python steps a template may reuse (they read and write whatever arrays they are given)
 GENERIC_PYTHON_OPS = frozenset({"InputCopy"})
 
-Formula = tuple  # ("c", value) | ("a", var, slope, offset) | ("p", var, var2, coefficient) | ("d", var, offset, divisor, scale)
+Formula = tuple  # ("c", value) | ("a", var, slope, offset) | ("p", var, var2, coefficient)
+#                  | ("d", var, offset, divisor, scale) | ("q", var, var2, offset, offset2, divisor, scale)
 #: divisors tried for a size that is a floor division of a variable (strided convolutions and pools
 #: of an input of any size: ceil(W / 2) = (W + 1) // 2, two of them (W + 3) // 4, ...)
 DIVISORS = (2, 3, 4, 8, 16, 32, 64)
@@ -83,7 +84,7 @@ def _fit(values: list[int], points: list[tuple[int, ...]], nvars: int) -> list[F
         if coef and all(coef * q == y for q, y in zip(prods, values)):
             out.append(("p", i, j, coef))
     if not out:  # only then (a size that fits a simpler formula must not turn ambiguous)
-        out = _fit_division(values, points, nvars)
+        out = _fit_division(values, points, nvars) or _fit_division_products(values, points, nvars)
     return out
 
 
@@ -161,6 +162,24 @@ def _groups(keys: list[tuple]) -> list[list[tuple[int, int]]]:
     return groups
 
 
+def _fit_division_products(values: list[int], points: list[tuple[int, ...]], nvars: int) -> list[Formula]:
+    """Formulas ``scale * ((v + bv) // d) * ((w + bw) // d)``: a flattened map of a strided
+    window over two dimensions (H / 4 x W / 4 pixels as GEMM rows), the offsets the floor or the
+    ceiling of the division; both kept when the samples do not tell."""
+    out: list[Formula] = []
+    for i, j in itertools.combinations(range(nvars), 2):
+        for d in DIVISORS:
+            for bi in (0, d - 1):
+                for bj in (0, d - 1):
+                    prods = [((p[i] + bi) // d) * ((p[j] + bj) // d) for p in points]
+                    if len(set(prods)) < 2 or prods[0] <= 0 or values[0] % prods[0]:
+                        continue
+                    scale = values[0] // prods[0]
+                    if scale and all(scale * q == v for q, v in zip(prods, values)):
+                        out.append(("q", i, j, bi, bj, d, scale))
+    return out
+
+
 def _eval(f: Formula, x: tuple[int, ...]) -> int:
     if f[0] == "c":
         return int(f[1])
@@ -168,6 +187,8 @@ def _eval(f: Formula, x: tuple[int, ...]) -> int:
         return int(f[2] * x[f[1]] + f[3])
     if f[0] == "d":
         return int(f[4] * ((x[f[1]] + f[2]) // f[3]))
+    if f[0] == "q":
+        return int(f[6] * ((x[f[1]] + f[3]) // f[5]) * ((x[f[2]] + f[4]) // f[5]))
     return int(f[3] * x[f[1]] * x[f[2]])
 
 
