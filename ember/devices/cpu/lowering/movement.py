@@ -529,7 +529,8 @@ def _nearest_tables(node: Node, consts: list[np.ndarray], in_shape: tuple[int, .
 
     def table(n: int, h: int, w: int, oh: int, ow: int) -> np.ndarray:
         sizes = {2: (h, oh), 3: (w, ow)}
-        sc = scales if by_scales else [np.float32(sizes[a][1]) / np.float32(sizes[a][0]) for a in axes]
+        sc = ([float(v) for v in scales] if by_scales
+              else [float(np.float32(sizes[a][1]) / np.float32(sizes[a][0])) for a in axes])
         one = np.arange(n * h * w, dtype=np.float32).reshape(n, 1, h, w)
         imap = interpolate_kernel(one, [n, 1, oh, ow], axes, sc, attrs)
         return np.ascontiguousarray(np.asarray(imap).astype(np.int64).reshape(-1))

@@ -296,8 +296,11 @@ class PlanTemplate:
         read |= {t.base.id for t in prog.tensors if t.base is not None}
         # (a constant no step reads, such as a folded ShapeOf's value left in the tensor list, does not matter)
         consts = {t.id: t.data for t in prog.tensors if t.kind == "const" and t.data is not None and t.id in read}
-        strided = {t.id: (t.make_view.off, *t.make_view.strides) for t in prog.tensors
-                   if t.kind == "view" and hasattr(t.make_view, "with_numbers")}
+        strided: dict[int, tuple[int, ...]] = {}
+        for t in prog.tensors:
+            maker: Any = t.make_view
+            if t.kind == "view" and hasattr(maker, "with_numbers"):  # a slice view: its offset and strides
+                strided[t.id] = (int(maker.off), *(int(v) for v in maker.strides))
         self.samples.append((key, [tuple(t.shape) for t in prog.tensors], consts, strided))
         if len(self.samples) > MAX_SAMPLES:  # drop an old one that tells nothing the others do not
             groups = _groups([smp[0] for smp in self.samples])
@@ -349,11 +352,11 @@ class PlanTemplate:
             datas = [s[2][tid] for s in self.samples]
             if all(d.shape == datas[0].shape for d in datas):
                 if not all(d is datas[0] or np.array_equal(d, datas[0]) for d in datas):
-                    fits = _fit_values(datas, points, len(groups))
-                    if fits is None:
+                    elements = _fit_values(datas, points, len(groups))
+                    if elements is None:
                         self.off = f"constant {tid} changes with the input shape"
                         return False
-                    valued[tid] = (datas[0].shape, datas[0].dtype, fits)
+                    valued[tid] = (tuple(datas[0].shape), datas[0].dtype, elements)
                 continue
             big = max(datas, key=lambda d: d.size)
             if any(d.ndim != big.ndim or any(a > b for a, b in zip(d.shape, big.shape))
@@ -364,18 +367,21 @@ class PlanTemplate:
         self.largest = largest
         self.valued = valued
         strided: dict[int, list[list[Formula]]] = {}
-        for tid in self.samples[0][3]:
-            numbers = [s[3].get(tid) for s in self.samples]
-            if any(n is None or len(n) != len(numbers[0]) for n in numbers):
-                self.off = f"view {tid} is made differently between samples"
-                return False
-            if all(n == numbers[0] for n in numbers):
+        for tid, first in self.samples[0][3].items():
+            numbers: list[tuple[int, ...]] = []
+            for smp in self.samples:
+                got = smp[3].get(tid)
+                if got is None or len(got) != len(first):
+                    self.off = f"view {tid} is made differently between samples"
+                    return False
+                numbers.append(got)
+            if all(n == first for n in numbers):
                 continue
-            fits = [_fit([n[k] for n in numbers], points, len(groups)) for k in range(len(numbers[0]))]
-            if not all(fits):
+            per_number = [_fit([n[k] for n in numbers], points, len(groups)) for k in range(len(first))]
+            if not all(per_number):
                 self.off = f"view {tid}: offset or strides {numbers} fit no formula"
                 return False
-            strided[tid] = fits
+            strided[tid] = per_number
         self.strided = strided
         return True
 
@@ -478,25 +484,26 @@ class PlanTemplate:
                     u.data = part
                 elif t.kind == "view" and t.id in self.reshapes:
                     u.make_view = _reshaper(shp)
-            if t.kind == "view" and hasattr(t.make_view, "with_numbers") and (t.id in self.strided
-                                                                            or u.shape != t.shape):
+            view_maker: Any = t.make_view
+            if t.kind == "view" and hasattr(view_maker, "with_numbers") and (t.id in self.strided
+                                                                           or u.shape != t.shape):
                 # a slice of a base whose sizes changed: its offset, strides and shape at these sizes
-                numbers = [t.make_view.off, *t.make_view.strides]
-                for k, cands in enumerate(self.strided.get(t.id, ())):
-                    got = {_eval(f, x) for f in cands}
-                    if len(got) != 1:
+                numbers = [int(view_maker.off), *(int(v) for v in view_maker.strides)]
+                for k, cands in enumerate(self.strided.get(t.id, [])):
+                    at = {_eval(f, x) for f in cands}
+                    if len(at) != 1:
                         return None
-                    numbers[k] = got.pop()
-                u.make_view = t.make_view.with_numbers(numbers[0], tuple(numbers[1:]), u.shape)
+                    numbers[k] = at.pop()
+                u.make_view = view_maker.with_numbers(numbers[0], tuple(numbers[1:]), u.shape)
             if t.id in self.valued:  # a shape vector folded for the base's sizes: its values at these
-                shape, dtype, fits = self.valued[t.id]
-                vals = []
-                for cands in fits:
-                    got = {_eval(f, x) for f in cands}
-                    if len(got) != 1:
+                shape, dtype, element_fits = self.valued[t.id]
+                elems: list[int] = []
+                for cands in element_fits:
+                    at = {_eval(f, x) for f in cands}
+                    if len(at) != 1:
                         return None
-                    vals.append(got.pop())
-                data = np.array(vals, dtype=dtype).reshape(shape)
+                    elems.append(at.pop())
+                data = np.array(elems, dtype=dtype).reshape(shape)
                 data.flags.writeable = False
                 u.data = data
                 made_bytes += data.nbytes
@@ -642,8 +649,8 @@ def _contexts_match(cx: np.ndarray, cy: np.ndarray, layout: Any, keep_x: Any, ke
         return True
     pointers = set(layout.pointer_words)
     nested = getattr(layout, "nested_words", {})
-    for w in diff:
-        w = int(w)
+    for word in diff:
+        w = int(word)
         if w in pointers:
             pa, pb = where_a(int(cx[w])), where_b(int(cy[w]))
             if pa != pb and not (pa[0] == pb[0] == "a" and _same_kept(pa[2], pb[2], keep_x, keep_y)):
