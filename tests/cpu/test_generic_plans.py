@@ -365,3 +365,19 @@ def test_fit_finds_a_product_of_strided_sizes() -> None:
     assert ("q", 0, 1, 0, 0, 4, 1) in fits
     assert {generic._eval(f, (352, 480)) for f in fits} == {88 * 120}
     assert len({generic._eval(f, (350, 481)) for f in fits}) > 1  # the samples cannot tell: that shape is lowered
+
+
+def _upsampler(mode: str) -> Model:
+    """A convolution, a 2x resize of H and W by scales (bilinear or cubic), a convolution: a
+    segmentation head in small; the resize's tap tables depend on the image size."""
+    x = ops.parameter([1, 3, -1, -1], np.float32, name="image")
+    a = ops.relu(ops.convolution(x, _x(8, 3, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1]))
+    up = ops.interpolate(a, np.array([2.0, 2.0], np.float32), mode, "scales", axes=np.array([2, 3], np.int64))
+    return Model([ops.convolution(up, _x(4, 8, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1])], [x], "upsampler")
+
+
+@pytest.mark.parametrize("mode", ["linear_onnx", "cubic"])
+def test_resize_taps_follow_the_image_size(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = ((16, 24), (24, 32), (16, 40), (32, 24), (24, 24), (16, 32), (20, 28), (28, 36))
+    stats = _check(_upsampler(mode), [[_x(1, 3, h, w)] for h, w in sizes], monkeypatch, tol=1e-4)
+    assert stats["generic"] > 0 and stats["generic_blockers"] == [], stats

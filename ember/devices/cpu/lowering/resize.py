@@ -14,6 +14,7 @@ import numpy as np
 from ember.devices.cpu.lowering.driver import F32, Lowering, const_of, lowers, static_shape
 from ember.devices.cpu.lowering.movement import axes_and_scales, lower_resize_nearest
 from ember.devices.cpu.runtime.plan import NHWC, PLAIN, Op
+from ember.errors import EmberError
 from ember.graph.node import Node
 from ember.ops.misc import interpolate_kernel
 
@@ -69,27 +70,40 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
     # 3-D (n, c, w) data is resized as (n, c, 1, w)
     n, c, h, w = in_shape if rank == 4 else (in_shape[0], in_shape[1], 1, in_shape[2])
     oh, ow = (out_shape[2], out_shape[3]) if rank == 4 else (1, out_shape[2])
-    taps = []
-    for ax, size, out in ((rank - 2, h, oh), (rank - 1, w, ow)):
-        if rank == 3 and ax == 1:
-            mat = np.eye(1)
-        elif ax in per_axis:
-            mat = axis_weights(attrs, size, out, per_axis[ax])
-        else:
-            mat = np.eye(size)
-        required = None
-        if ax in per_axis and str(attrs["mode"]).lower() != "cubic" and size != out and size and out:
-            required = linear_taps(mat)
-        table = tap_table(mat, required, dtype.type)
-        if table is None:
-            return False
-        taps.append(table)
     for ax in (0, 1):  # batch and channels must come through unchanged
         if ax in per_axis and not np.array_equal(axis_weights(attrs, in_shape[ax], out_shape[ax], per_axis[ax]),
                                                  np.eye(in_shape[ax])):
             return False
+    plain = dict(attrs)  # (the binder keeps no graph node, nor its attribute map)
+    by_scales = node.version != "opset1" and str(attrs["shape_calculation_mode"]).lower() == "scales"
+    cubic = str(attrs["mode"]).lower() == "cubic"
+
+    def tables_for(sizes: tuple[int, int, int, int]) -> list[np.ndarray] | None:
+        """The (index, weight) tap tables of H and W for input ``h, w`` into ``oh, ow``."""
+        th, tw, toh, tow = sizes
+        found = []
+        for ax, size, out in ((rank - 2, th, toh), (rank - 1, tw, tow)):
+            if rank == 3 and ax == 1:
+                mat = np.eye(1)
+            elif ax in per_axis:
+                sc = per_axis[ax] if by_scales else (np.float32(out) / np.float32(size) if size else np.float32(1))
+                if bool(plain["antialias"]) and sc < 1:
+                    return None
+                mat = axis_weights(plain, size, out, sc)
+            else:
+                mat = np.eye(size)
+            required = None
+            if ax in per_axis and not cubic and size != out and size and out:
+                required = linear_taps(mat)
+            table = tap_table(mat, required, dtype.type)
+            if table is None:
+                return None
+            found += [np.ascontiguousarray(a) for a in table]
+        return found
+
+    if tables_for((h, w, oh, ow)) is None:
+        return False
     t = lowering.tensor(data_p)
-    tables = [lowering.program.const(np.ascontiguousarray(a)) for pair in taps for a in pair]
     threads = lowering.threads
     if rank == 4 and dtype == F32 and (t.layout == NHWC or c >= lowering.isa.f32_lanes):  # vectors over channels
         src = lowering.native_input(t, NHWC)
@@ -101,12 +115,17 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
         planes = ((n * c, h, w, 1), (n * c, oh, ow, 1))
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        yi, yw, xi, xw = arrs[1:]
         x, out = arrs[0], outs[0]
-        if planes is not None:
-            x, out = x.reshape(planes[0]), out.reshape(planes[1])
+        if planes is not None:  # (n, c, [h,] w) planes of one channel each
+            x, out = x.reshape(x.shape[0] * x.shape[1], *((1,) * (4 - x.ndim)), *x.shape[2:], 1), \
+                out.reshape(out.shape[0] * out.shape[1], *((1,) * (4 - out.ndim)), *out.shape[2:], 1)
+        # the tap tables from the arrays' sizes (a shape-generic plan binds this at other sizes)
+        found = tables_for((x.shape[1], x.shape[2], out.shape[1], out.shape[2]))
+        if found is None:
+            raise EmberError("ember: internal: a resize's taps do not fit the kernel at these sizes")
+        yi, yw, xi, xw = found
         return [resize_nhwc(x, out, (yi, yw), (xi, xw), threads, lowering.isa)]
 
-    lowering.program.add(Op(node.friendly_name, "Interpolate", [src, *tables], [y], native=True, bind=bind))
+    lowering.program.add(Op(node.friendly_name, "Interpolate", [src], [y], native=True, bind=bind))
     lowering.finish(node, y, [])
     return True
