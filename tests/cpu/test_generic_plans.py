@@ -381,3 +381,29 @@ def test_resize_taps_follow_the_image_size(mode: str, monkeypatch: pytest.Monkey
     sizes = ((16, 24), (24, 32), (16, 40), (32, 24), (24, 24), (16, 32), (20, 28), (28, 36))
     stats = _check(_upsampler(mode), [[_x(1, 3, h, w)] for h, w in sizes], monkeypatch, tol=1e-4)
     assert stats["generic"] > 0 and stats["generic_blockers"] == [], stats
+
+
+def _residual_block() -> Model:
+    """A strided stem, then two 3x3 convolutions of 64 channels (Winograd F(2x2, 3x3): its tiles,
+    scratch buffers and GEMM rows follow the image size) and a residual Add: ResNet in small."""
+    rng = np.random.default_rng(5)
+
+    def w(*s: int) -> np.ndarray:
+        return (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+
+    x = ops.parameter([1, 3, -1, -1], np.float32, name="image")
+    a = ops.relu(ops.convolution(x, w(64, 3, 3, 3), [2, 2], [1, 1], [1, 1], [1, 1]))
+    b = ops.relu(ops.convolution(a, w(64, 64, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1]))
+    return Model([ops.relu(ops.add(a, ops.convolution(b, w(64, 64, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1])))],
+                 [x], "residual_block")
+
+
+def test_winograd_layers_follow_the_image_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = ((64, 96), (96, 128), (64, 160), (128, 96), (96, 96), (64, 128), (80, 112), (112, 144), (70, 90))
+    model = _residual_block()
+    compiled = ember.Core().compile_model(model, "CPU")
+    compiled([_x(1, 3, 64, 96)])
+    plan = next(iter(compiled._executable._programs._cache.values()))
+    assert sum(len(op.outputs) == 3 for op in plan.ops) == 2  # (the two 3x3 layers run as Winograd)
+    stats = _check(model, [[_x(1, 3, h, w)] for h, w in sizes], monkeypatch, tol=1e-3)
+    assert stats["generic"] > 0 and stats["generic_blockers"] == [], stats

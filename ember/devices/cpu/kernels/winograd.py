@@ -26,6 +26,7 @@ convolution's by rounding only (the transforms' coefficients are 1 and 1/2).
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -271,6 +272,22 @@ class WinogradConv3x3:
                               ldy=self.terms * cout, num_threads=self.num_threads)
         self._zero = zero_row(cin + 16)
         self._lib = _library(self.isa)
+
+    def with_input(self, batch: int, h: int, w: int) -> WinogradConv3x3:
+        """This convolution on ``batch`` images of ``h`` x ``w`` (a plan bound at another input
+        shape): the transformed weights shared, the tiles and the GEMM call made again for them."""
+        pt, pl, pb, pr = self.pads
+        if self.one_d and h != 1:
+            raise EmberError("ember: internal: a 1-D Winograd convolution over more than one row")
+        k = copy.copy(self)
+        k.batch, k.h, k.w = batch, h, w
+        k.oh, k.ow = (1 if self.one_d else h + pt + pb - 2), w + pl + pr - 2
+        if k.oh < 1 or k.ow < 1:
+            raise EmberError(f"ember: convolution output would be empty ({k.oh}x{k.ow})")
+        k.th, k.tw = (1 if self.one_d else -(-k.oh // 2)), -(-k.ow // 2)
+        k.tiles = batch * k.th * k.tw
+        k.gemm = self.gemm.with_rows(k.tiles)
+        return k
 
     @property
     def output_shape(self) -> tuple[int, int, int, int]:

@@ -512,8 +512,15 @@ def _emit_winograd(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias
     from ember.devices.cpu.kernels.winograd import WinogradConv3x3
 
     out_logical = static_shape(node.output(0))
-    kernel = WinogradConv3x3(geo.batch, geo.h, geo.w, geo.cin, geo.cout, (*geo.pads_begin, *geo.pads_end), w,
-                             epilogue, num_threads=lowering.threads, isa=lowering.isa)
+    pads = (*geo.pads_begin, *geo.pads_end)
+    src = const_of(node.input_values()[1])
+    make = lambda: WinogradConv3x3(geo.batch, geo.h, geo.w, geo.cin, geo.cout, pads, w,  # noqa: E731
+                                   epilogue, num_threads=lowering.threads, isa=lowering.isa)
+    # one object per weights and configuration for every input shape's plan (see _shared)
+    kernel = make() if src is None else lowering.packed(
+        src, ("winograd", geo.cin, geo.cout, w.shape, pads, epilogue, lowering.threads), make)
+    if (kernel.batch, kernel.h, kernel.w) != (geo.batch, geo.h, geo.w):
+        kernel = kernel.with_input(geo.batch, geo.h, geo.w)
     x = _channels_last_input(lowering, node.input_values()[0])
     y = _channels_last_value(lowering, out_logical, last.friendly_name, last)
     nv, nm = kernel.scratch_sizes
@@ -522,7 +529,11 @@ def _emit_winograd(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias
     ins = [x] + ([residual] if residual is not None else [])
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
-        return kernel.bind(a[0], o[0], o[1], o[2], bias, a[1] if residual is not None else None)
+        k = kernel
+        bn, bh, bw = a[0].shape[:3]
+        if (bn, bh, bw) != (k.batch, k.h, k.w):  # a shape-generic plan at another image size
+            k = kernel.with_input(bn, bh, bw)
+        return k.bind(a[0], o[0], o[1], o[2], bias, a[1] if residual is not None else None)
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y, v, m], native=True, bind=bind))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
