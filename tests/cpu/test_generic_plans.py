@@ -407,3 +407,20 @@ def test_winograd_layers_follow_the_image_size(monkeypatch: pytest.MonkeyPatch) 
     assert sum(len(op.outputs) == 3 for op in plan.ops) == 2  # (the two 3x3 layers run as Winograd)
     stats = _check(model, [[_x(1, 3, h, w)] for h, w in sizes], monkeypatch, tol=1e-3)
     assert stats["generic"] > 0 and stats["generic_blockers"] == [], stats
+
+
+def test_tied_weights_of_a_convolution_and_a_transposed_one() -> None:
+    """One constant read by a 3x3 convolution and by a stride-1 transposed convolution of the same
+    channel count (tied weights, an autoencoder): the transposed one runs as a convolution with the
+    kernel flipped, so the two must not share one packed kernel object."""
+    w = np.random.default_rng(9).standard_normal((64, 64, 3, 3)).astype(np.float32) / 24
+    x = ops.parameter([1, 64, -1, -1], np.float32, name="x")
+    shared = ops.constant(w)
+    enc = ops.convolution(x, shared, [1, 1], [1, 1], [1, 1], [1, 1])
+    dec = ops.convolution_backprop_data(enc, shared, [1, 1], pads_begin=[1, 1], pads_end=[1, 1], dilations=[1, 1])
+    model = Model([dec], [x], "tied")
+    compiled = ember.Core().compile_model(model, "CPU")
+    reference = ember.Core().compile_model(model, "REFERENCE")
+    for h, wd in ((12, 16), (16, 20)):
+        f = [_x(1, 64, h, wd)]
+        np.testing.assert_allclose(compiled(f)[0], reference(f)[0], rtol=1e-3, atol=1e-3)

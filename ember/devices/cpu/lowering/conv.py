@@ -333,8 +333,9 @@ def _shared(lowering: Lowering, node: Node, geo: Any, tag: Hashable, make: Calla
     src = const_of(node.input_values()[1])
     if src is None:
         return make()
-    key = (tag, geo.cin, geo.cout, geo.kh, geo.kw, geo.strides, geo.dilations, geo.pads_begin, geo.pads_end,
-           geo.groups, lowering.threads)
+    # (the node's type too: a transposed convolution lowered as a convolution packs its weights flipped)
+    key = (tag, node.type_name, geo.cin, geo.cout, geo.kh, geo.kw, geo.strides, geo.dilations, geo.pads_begin,
+           geo.pads_end, geo.groups, lowering.threads)
     return _at_size(lowering.packed(src, key, make), geo.batch, geo.h, geo.w)
 
 
@@ -518,7 +519,7 @@ def _emit_winograd(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias
                                    epilogue, num_threads=lowering.threads, isa=lowering.isa)
     # one object per weights and configuration for every input shape's plan (see _shared)
     kernel = make() if src is None else lowering.packed(
-        src, ("winograd", geo.cin, geo.cout, w.shape, pads, epilogue, lowering.threads), make)
+        src, ("winograd", node.type_name, geo.cin, geo.cout, w.shape, pads, epilogue, lowering.threads), make)
     if (kernel.batch, kernel.h, kernel.w) != (geo.batch, geo.h, geo.w):
         kernel = kernel.with_input(geo.batch, geo.h, geo.w)
     x = _channels_last_input(lowering, node.input_values()[0])
