@@ -234,6 +234,11 @@ class Conv2d:
         (sh, _), (dh, _), (pt, _) = g.strides, g.dilations, g.pads_begin
         return border_row_sets(g.oh, g.h, g.kh, sh, dh, pt) if np.isfinite(self._dw_weights).all() else ()
 
+    @property
+    def input_sizes(self) -> tuple[int, int, int]:
+        """(batch, height, width) of the input it is planned for."""
+        return self.geometry.batch, self.geometry.h, self.geometry.w
+
     def with_input(self, batch: int, h: int, w: int) -> Conv2d:
         """This convolution on inputs of ``batch`` images of ``h`` x ``w`` (a plan bound at another
         input shape): the packed weights shared, what depends on the sizes made again, as a

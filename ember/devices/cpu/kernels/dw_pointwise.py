@@ -277,6 +277,11 @@ class DwPointwise:
             self.rows = band_rows(dw.batch, dw.oh, dw.ow, self.cs, self.num_threads)
         self.nb = -(-dw.oh // self.rows)
 
+    @property
+    def input_sizes(self) -> tuple[int, int, int]:
+        """(batch, height, width) of the input it is planned for."""
+        return self.geometry.batch, self.geometry.h, self.geometry.w
+
     def with_input(self, batch: int, h: int, w: int) -> DwPointwise:
         """This pair on inputs of ``batch`` images of ``h`` x ``w`` (a plan bound at another input
         shape): weights shared, the band plan made again as a pair built for that geometry has it."""

@@ -273,6 +273,11 @@ class WinogradConv3x3:
         self._zero = zero_row(cin + 16)
         self._lib = _library(self.isa)
 
+    @property
+    def input_sizes(self) -> tuple[int, int, int]:
+        """(batch, height, width) of the input it is planned for."""
+        return self.batch, self.h, self.w
+
     def with_input(self, batch: int, h: int, w: int) -> WinogradConv3x3:
         """This convolution on ``batch`` images of ``h`` x ``w`` (a plan bound at another input
         shape): the transformed weights shared, the tiles and the GEMM call made again for them."""

@@ -327,7 +327,7 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
 
 
 def _shared(lowering: Lowering, node: Node, geo: Any, tag: Hashable, make: Callable[[], Any]) -> Any:
-    """The kernel object (a Conv2d or DwPointwise, its weights packed) for ``node``'s constant
+    """The kernel object (a Conv2d, DwPointwise or WinogradConv3x3, its weights packed) for ``node``'s constant
     weights and configuration ``tag``, made once per compiled model: every input shape's plan
     shares it, planned for its own image sizes (``with_input``)."""
     src = const_of(node.input_values()[1])
@@ -340,8 +340,7 @@ def _shared(lowering: Lowering, node: Node, geo: Any, tag: Hashable, make: Calla
 
 
 def _at_size(kernel: Any, n: int, h: int, w: int) -> Any:
-    g = kernel.geometry
-    return kernel if (n, h, w) == (g.batch, g.h, g.w) else kernel.with_input(n, h, w)
+    return kernel if (n, h, w) == kernel.input_sizes else kernel.with_input(n, h, w)
 
 
 def _at_input(kernel: Any, x: np.ndarray) -> Any:
@@ -513,15 +512,10 @@ def _emit_winograd(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias
     from ember.devices.cpu.kernels.winograd import WinogradConv3x3
 
     out_logical = static_shape(node.output(0))
-    pads = (*geo.pads_begin, *geo.pads_end)
-    src = const_of(node.input_values()[1])
-    make = lambda: WinogradConv3x3(geo.batch, geo.h, geo.w, geo.cin, geo.cout, pads, w,  # noqa: E731
-                                   epilogue, num_threads=lowering.threads, isa=lowering.isa)
-    # one object per weights and configuration for every input shape's plan (see _shared)
-    kernel = make() if src is None else lowering.packed(
-        src, ("winograd", node.type_name, geo.cin, geo.cout, w.shape, pads, epilogue, lowering.threads), make)
-    if (kernel.batch, kernel.h, kernel.w) != (geo.batch, geo.h, geo.w):
-        kernel = kernel.with_input(geo.batch, geo.h, geo.w)
+    kernel = _shared(lowering, node, geo, ("winograd", epilogue),
+                     lambda: WinogradConv3x3(geo.batch, geo.h, geo.w, geo.cin, geo.cout,
+                                             (*geo.pads_begin, *geo.pads_end), w, epilogue,
+                                             num_threads=lowering.threads, isa=lowering.isa))
     x = _channels_last_input(lowering, node.input_values()[0])
     y = _channels_last_value(lowering, out_logical, last.friendly_name, last)
     nv, nm = kernel.scratch_sizes
@@ -530,11 +524,7 @@ def _emit_winograd(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias
     ins = [x] + ([residual] if residual is not None else [])
 
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
-        k = kernel
-        bn, bh, bw = a[0].shape[:3]
-        if (bn, bh, bw) != (k.batch, k.h, k.w):  # a shape-generic plan at another image size
-            k = kernel.with_input(bn, bh, bw)
-        return k.bind(a[0], o[0], o[1], o[2], bias, a[1] if residual is not None else None)
+        return _at_input(kernel, a[0]).bind(a[0], o[0], o[1], o[2], bias, a[1] if residual is not None else None)
 
     lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y, v, m], native=True, bind=bind))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)

@@ -477,7 +477,8 @@ def lower_resize_nearest(lowering: Lowering, node: Node) -> bool:
         bn, bh, bw, bc = arrs[0].shape
         on, oy, ox = o.shape[:3]
         # the map from the arrays' sizes (a shape-generic plan binds this at other image sizes)
-        table = arrs[1] if table_of is None else table_of(bn, bh, bw, oy, ox)
+        table = arrs[1] if table_of is None else fixed if (bn, bh, bw, oy, ox) == (n, h, w, oh, ow) \
+            else table_of(bn, bh, bw, oy, ox)
         rows = np.lib.stride_tricks.as_strided(o, (1, on * oy * ox, bc), (0, o.strides[2], o.strides[3]))
         return [gather_rows(arrs[0].reshape(1, bn * bh * bw, bc), table, rows, 1, False, threads, lowering.isa)]
 

@@ -101,7 +101,8 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
             found += [np.ascontiguousarray(a) for a in table]
         return found
 
-    if tables_for((h, w, oh, ow)) is None:
+    lowered = tables_for((h, w, oh, ow))
+    if lowered is None:
         return False
     t = lowering.tensor(data_p)
     threads = lowering.threads
@@ -120,7 +121,8 @@ def lower_resize_separable(lowering: Lowering, node: Node) -> bool:
             x, out = x.reshape(x.shape[0] * x.shape[1], *((1,) * (4 - x.ndim)), *x.shape[2:], 1), \
                 out.reshape(out.shape[0] * out.shape[1], *((1,) * (4 - out.ndim)), *out.shape[2:], 1)
         # the tap tables from the arrays' sizes (a shape-generic plan binds this at other sizes)
-        found = tables_for((x.shape[1], x.shape[2], out.shape[1], out.shape[2]))
+        sizes = (x.shape[1], x.shape[2], out.shape[1], out.shape[2])
+        found = lowered if sizes == (h, w, oh, ow) else tables_for(sizes)
         if found is None:
             raise EmberError("ember: internal: a resize's taps do not fit the kernel at these sizes")
         yi, yw, xi, xw = found

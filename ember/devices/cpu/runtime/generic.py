@@ -14,16 +14,16 @@ first plan's ops with tensors of the new sizes, reshape and slice views re-made 
 planned again. The ops' binders read their sizes from the arrays they are given (GEMM M, rows of
 MVN/SoftMax, attention's lengths, elementwise and reduction sizes, a convolution's image size:
 ``Conv2d.with_input``), so binding the template's plan gives the contexts a plan lowered for that
-shape gives. (Kernels whose tables are made for one size, such as Resize's index maps, still
-fail the checks: such a model is lowered per shape.)
+shape gives. (Kernels still built for one size, such as the AMX stem's row taps, fail the checks:
+such a model is lowered per shape.)
 
 Nothing is taken on trust: each sample lowered per shape is also made from the template and both
 are bound and compared word by word (every kernel's task, task count and context, pointers
 compared by the tensor and offset they point at; every constant's data; every view's shape and
 strides; a context that holds another kernel's context, compared word by word in turn; a
-kernel's own tables, by content). A shape whose sample did not match bounds the range the template is used in (a value
-of a symbolic dimension between two verified ones, with no failed one between them); a plan with
-a Python step other than an input copy is never made generic. ``GENERIC_PLANS`` (device.py)
+kernel's own tables, by content). A shape whose sample did not match bounds the range the
+template is used in (a value of a symbolic dimension between two verified ones, with no failed
+one between them); a plan with a Python step other than an input copy is never made generic. ``GENERIC_PLANS`` (device.py)
 turns the mechanism off.
 """
 
@@ -178,6 +178,14 @@ def _fit_division_products(values: list[int], points: list[tuple[int, ...]], nva
                     if scale and all(scale * q == v for q, v in zip(prods, values)):
                         out.append(("q", i, j, bi, bj, d, scale))
     return out
+
+
+def _one_value(fits: list[Formula], x: tuple[int, ...]) -> int | None:
+    """The value every candidate formula gives at ``x``; None when they disagree."""
+    if len(fits) == 1:
+        return _eval(fits[0], x)
+    vals = {_eval(f, x) for f in fits}
+    return vals.pop() if len(vals) == 1 else None
 
 
 def _eval(f: Formula, x: tuple[int, ...]) -> int:
@@ -447,14 +455,8 @@ class PlanTemplate:
         for tid, per in self._varying:  # (the other tensors keep the base's shape)
             sizes: list[int] = []
             for fits in per:
-                if len(fits) == 1:
-                    v = _eval(fits[0], x)
-                else:
-                    vals = {_eval(f, x) for f in fits}
-                    if len(vals) != 1:  # the samples do not tell which formula: lower this shape
-                        return None
-                    v = vals.pop()
-                if v < 0:
+                v = _one_value(fits, x)
+                if v is None or v < 0:  # (None: the samples do not tell which formula: lower this shape)
                     return None
                 sizes.append(v)
             shapes[tid] = tuple(sizes)
@@ -488,21 +490,17 @@ class PlanTemplate:
             if t.kind == "view" and hasattr(view_maker, "with_numbers") and (t.id in self.strided
                                                                            or u.shape != t.shape):
                 # a slice of a base whose sizes changed: its offset, strides and shape at these sizes
-                numbers = [int(view_maker.off), *(int(v) for v in view_maker.strides)]
+                numbers: list[int | None] = [int(view_maker.off), *(int(v) for v in view_maker.strides)]
                 for k, cands in enumerate(self.strided.get(t.id, [])):
-                    at = {_eval(f, x) for f in cands}
-                    if len(at) != 1:
-                        return None
-                    numbers[k] = at.pop()
+                    numbers[k] = _one_value(cands, x)
+                if None in numbers:
+                    return None
                 u.make_view = view_maker.with_numbers(numbers[0], tuple(numbers[1:]), u.shape)
             if t.id in self.valued:  # a shape vector folded for the base's sizes: its values at these
                 shape, dtype, element_fits = self.valued[t.id]
-                elems: list[int] = []
-                for cands in element_fits:
-                    at = {_eval(f, x) for f in cands}
-                    if len(at) != 1:
-                        return None
-                    elems.append(at.pop())
+                elems = [_one_value(cands, x) for cands in element_fits]
+                if None in elems:
+                    return None
                 data = np.array(elems, dtype=dtype).reshape(shape)
                 data.flags.writeable = False
                 u.data = data
