@@ -2042,23 +2042,37 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
     def cost(rows: int, cols: int) -> float:
         return block_cost(rows, cols, tile.nr, kdepth, elem)
 
+    def blocks(tm: int, gn: int) -> tuple[int, int, list[float], list[float]]:
+        # every block but the last row / column block has the full size: two row sizes and two
+        # column sizes; per row size, the cost of a full-width block and of the last one
+        gm, tn = -(-ntm // tm), -(-ntn // gn)
+        full_rows, last_rows, last_cols = tm * tile.mr, m - (gm - 1) * tm * tile.mr, ntn - (gn - 1) * tn
+        return gm, tn, [cost(full_rows, tn), cost(full_rows, last_cols)], [cost(last_rows, tn), cost(last_rows, last_cols)]
+
+    def span(gm: int, gn: int, c_full: list[float], c_last: list[float]) -> int:
+        costs = []
+        for im, (c_cols, c_end) in ((gm - 1, c_full), (1, c_last)):
+            costs += ([c_cols] * (gn - 1) + [c_end]) * im
+        return round(_makespan(costs * groups, threads) * 1e8)
+
+    # a bound to skip candidates by: the span of whole row blocks split between the threads
+    seed_gn = -(-ntn // -(-ntn // min(ntn, threads)))  # (a column-block count the loop below tries)
+    gm0, _, f0, l0 = blocks(max_tm, seed_gn)
+    bound = span(gm0, seed_gn, f0, l0)
     best: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
     for tm in range(1, max_tm + 1):
-        gm = -(-ntm // tm)
         for gn in range(1, min(ntn, 8 * threads) + 1):
-            tn = -(-ntn // gn)
-            if -(-ntn // tn) != gn:
+            if -(-ntn // -(-ntn // gn)) != gn:
                 continue
-            # every block but the last row / column block has the full size: two row sizes and
-            # two column sizes, so each row of blocks is one of two lists
-            full_rows, last_rows = tm * tile.mr, m - (gm - 1) * tm * tile.mr
-            last_cols = ntn - (gn - 1) * tn
-            costs = []
-            for im, rows in ((gm - 1, full_rows), (1, last_rows)):
-                row = [cost(rows, tn)] * (gn - 1) + [cost(rows, last_cols)]
-                costs += row * im
-            span = _makespan(costs * groups, threads)
-            key = (round(span * 1e8), gm * gn)
+            gm, tn, c_full, c_last = blocks(tm, gn)
+            # no list schedule beats the work shared evenly, nor its largest task: a candidate
+            # whose bound is above a span already found cannot be chosen (the choice is unchanged)
+            work = ((gm - 1) * ((gn - 1) * c_full[0] + c_full[1]) + (gn - 1) * c_last[0] + c_last[1]) * groups
+            largest = max(c_last[1], c_last[0] if gn > 1 else 0.0,
+                          *((c_full[1], c_full[0] if gn > 1 else 0.0) if gm > 1 else ()))
+            if round(max(work / threads, largest) * (1 - 1e-9) * 1e8) > min(bound, best[0][0] if best else bound):
+                continue
+            key = (span(gm, gn, c_full, c_last), gm * gn)
             if best is None or key < best[0]:
                 best = (key, (tm, tn, gm, gn))
     assert best is not None  # tm = 1, gn = 1 always fits
