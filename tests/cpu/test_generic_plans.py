@@ -424,3 +424,15 @@ def test_tied_weights_of_a_convolution_and_a_transposed_one() -> None:
     for h, wd in ((12, 16), (16, 20)):
         f = [_x(1, 64, h, wd)]
         np.testing.assert_allclose(compiled(f)[0], reference(f)[0], rtol=1e-3, atol=1e-3)
+
+
+def test_tensor_copy_keeps_every_field() -> None:
+    """``Tensor.copy`` (written out for speed) copies every slot, so a field added later is not lost."""
+    from ember.devices.cpu.runtime.plan import Tensor
+
+    t = Tensor(7, (2, 3), np.float32, kind="view", name="x")
+    for k, name in enumerate(Tensor.__slots__):
+        setattr(t, name, (name, k))  # a distinct value per field
+    u = t.copy()
+    assert u is not t
+    assert all(getattr(u, name) == (name, k) for k, name in enumerate(Tensor.__slots__))

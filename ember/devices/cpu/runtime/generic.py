@@ -462,12 +462,9 @@ class PlanTemplate:
             shapes[tid] = tuple(sizes)
         q = Program(threads=base.threads, stats=dict(base.stats))
         tensors: list[Tensor] = []
-        slots = Tensor.__slots__
         made_bytes = 0
         for t in base.tensors:
-            u = Tensor.__new__(Tensor)
-            for name in slots:
-                setattr(u, name, getattr(t, name))
+            u = t.copy()
             u.producer = None
             shp = shapes.get(t.id)
             if shp is not None and shp != t.shape and (t.kind != "const" or t.id in self.samples[0][2]):

@@ -59,6 +59,16 @@ class Tensor:
         self.offset = -1
         self.name = name
 
+    def copy(self) -> Tensor:
+        """A tensor with every field of this one (a plan made at another shape from a template;
+        written out: this runs for every tensor of every new shape)."""
+        u = Tensor.__new__(Tensor)
+        u.id, u.shape, u.dtype, u.layout, u.kind, u.data = self.id, self.shape, self.dtype, self.layout, self.kind, self.data
+        u.index, u.producer, u.arena, u.base, u.make_view = self.index, self.producer, self.arena, self.base, self.make_view
+        u.contiguous, u.external, u.first, u.last = self.contiguous, self.external, self.first, self.last
+        u.offset, u.name = self.offset, self.name
+        return u
+
     @property
     def nbytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
