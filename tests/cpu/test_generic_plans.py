@@ -45,7 +45,8 @@ def _check(model: Model, feeds: list[list[np.ndarray]], monkeypatch: pytest.Monk
             np.testing.assert_allclose(g, p, rtol=1e-5, atol=1e-6, err_msg=f"generic vs per-shape plan at {shapes}")
         np.testing.assert_allclose(g, reference(f)[0], rtol=tol, atol=tol, err_msg=f"vs REFERENCE at {shapes}")
     assert off["generic"] == 0 and off["specializations"] == len({tuple(tuple(a.shape) for a in f) for f in feeds})
-    assert stats["specializations"] + stats["generic"] == off["specializations"]
+    # (every shape asked for was lowered or made; lowerings that only widened the range come on top)
+    assert stats["specializations"] - stats["generic_reach"] + stats["generic"] == off["specializations"]
     return stats
 
 
@@ -288,6 +289,7 @@ def test_a_generic_plan_that_does_not_bind_is_lowered_instead(monkeypatch: pytes
 def test_samples_stay_bounded_as_the_range_grows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ever longer inputs (each outside the verified range: lowered, a sample) keep at most
     MAX_SAMPLES samples; the lengths between them then come from the template."""
+    monkeypatch.setattr(generic, "REACH", False)  # (every longer input lowered: a sample each)
     evens, odds = list(range(2, 42, 2)), list(range(3, 41, 2))
     feeds = [[np.random.default_rng(n).integers(0, 50, (1, n)).astype(np.int64)] for n in evens + odds]
     stats = _check(_embedder(), feeds, monkeypatch, tol=1e-4)
@@ -436,3 +438,63 @@ def test_tensor_copy_keeps_every_field() -> None:
     u = t.copy()
     assert u is not t
     assert all(getattr(u, name) == (name, k) for k, name in enumerate(Tensor.__slots__))
+
+
+def _ids(*lengths: int) -> list[list[np.ndarray]]:
+    return [[np.random.default_rng(n).integers(0, 50, (1, n)).astype(np.int64)] for n in lengths]
+
+
+def _lowered_keys(monkeypatch: pytest.MonkeyPatch, fail_reach: bool = False) -> list[tuple]:
+    """The input shapes lowered per shape from now on (``fail_reach``: a reach's lowering raises,
+    as for shapes the model does not accept)."""
+    seen: list[tuple] = []
+    lower = cpu_device._Programs._lower_per_shape
+
+    def spy(self: cpu_device._Programs, key: tuple) -> tuple:
+        seen.append(key)
+        if fail_reach and key in self._reach_tried:
+            raise ember.EmberError("ember: not at these shapes")
+        return lower(self, key)
+
+    monkeypatch.setattr(cpu_device._Programs, "_lower_per_shape", spy)
+    return seen
+
+
+def test_a_length_outside_the_checked_range_reaches_farther(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A length below the verified range lowers the one as far below it as the range's top is
+    above (at least 1), a length above it one a quarter longer: each check then covers the
+    lengths between, which come from the template (equal to per-shape plans and REFERENCE)."""
+    seen = _lowered_keys(monkeypatch)
+    stats = _check(_embedder(), _ids(40, 30, 20, 10, 45, 50, 3, 25, 35, 48, 2), monkeypatch, tol=1e-4)
+    generic_lowered = [k[0][1] for k in seen[:stats["specializations"]]]
+    assert generic_lowered == [40, 30, 1, 56], generic_lowered  # 20 -> 2 * 20 - 40 (at least 1); 45 -> 45 + 11
+    assert stats["generic_reach"] == 2 and stats["generic"] == 9, stats
+
+
+def test_a_reach_stays_inside_the_declared_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No shape beyond the model's declared input bounds is lowered to widen the range: the
+    length asked for is lowered instead."""
+    model = _embedder()
+    model.reshape({"ids": ember.PartialShape([1, ember.Dimension(1, 48)])})
+    seen = _lowered_keys(monkeypatch)
+    compiled = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1})
+    reference = ember.Core().compile_model(model, "REFERENCE")
+    for f in _ids(40, 30, 44, 46, 47):
+        np.testing.assert_allclose(compiled(f)[0], reference(f)[0], rtol=1e-4, atol=1e-4)
+    assert max(k[0][1] for k in seen) <= 48, seen
+    assert dynamic_stats(compiled)["generic_reach"] == 0
+
+
+def test_a_reach_that_cannot_be_lowered_lowers_the_length_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reach whose lowering fails (the model does not take those shapes) is tried once: the
+    length asked for is lowered and runs; later lengths reach half way to the failed one."""
+    seen = _lowered_keys(monkeypatch, fail_reach=True)
+    model = _embedder()
+    compiled = ember.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1})
+    reference = ember.Core().compile_model(model, "REFERENCE")
+    for f in _ids(40, 30, 44, 45):
+        np.testing.assert_allclose(compiled(f)[0], reference(f)[0], rtol=1e-4, atol=1e-4)
+    lowered = [k[0][1] for k in seen]
+    # 44 reaches 55, which fails: 44 is lowered; 45 (outside [30, 44]) reaches half way to 55
+    assert lowered == [40, 30, 55, 44, 50, 45], lowered
+    assert len(set(map(tuple, seen))) == len(seen)

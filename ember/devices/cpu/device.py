@@ -254,6 +254,7 @@ class _Programs:
         self._slots = 0  # streams made by CPUExecutable.clone (each takes the next pool slot)
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._owned: dict[tuple, int] = {}
+        self._reach_tried: set[tuple] = set()  # shapes lowered only to widen the template's range
         #: plans made at new shapes from one lowered for another (None: every shape is lowered)
         self.template: Any = None
         if GENERIC_PLANS and not self.static and not self._full_passes:
@@ -262,7 +263,7 @@ class _Programs:
             self.template = PlanTemplate(None)
         #: what specializations cost: counters and seconds per phase (``dynamic_stats``)
         self.stats: dict[str, Any] = {"specializations": 0, "optimizer_runs": 0, "evictions": 0, "folded": 0,
-                                      "generic": 0,
+                                      "generic": 0, "generic_reach": 0,
                                       "seconds": {"clone": 0.0, "passes": 0.0, "lowering": 0.0, "memory": 0.0,
                                                   "generic": 0.0, "generic_checks": 0.0}}
 
@@ -327,12 +328,9 @@ class _Programs:
     def _lower(self, key: tuple) -> tuple[Any, int]:
         """The plan for input shapes ``key`` (``()``: the model as it is), and the node count of
         the graph it was lowered from (a plan's kernel binders may keep that graph alive)."""
-        from ember.devices.cpu.llvm.isa import host_isa
-        from ember.devices.cpu.lowering.driver import Lowering
         from ember.devices.cpu.runtime.memory import plan_memory
 
         seconds = self.stats["seconds"]
-        model, order = self.model, None
         t0 = time.perf_counter()
         if key and self.template is not None:
             try:
@@ -340,11 +338,52 @@ class _Programs:
             except Exception as e:  # noqa: BLE001 - never worse than lowering the shape
                 self._template_failed(e)
                 made = None
+            if made is None:
+                made = self._reach_and_make(key)
+                t0 = time.perf_counter()
             if made is not None:  # a shape-generic plan: the template's ops at these sizes
                 plan_memory(made)
                 self.stats["generic"] += 1
                 seconds["generic"] += time.perf_counter() - t0
                 return made, 0
+        return self._lower_per_shape(key)
+
+    def _reach_and_make(self, key: tuple) -> Any:
+        """At input shapes ``key`` just outside the template's verified range (a sentence longer
+        or shorter than any checked): lower and check the shapes the template proposes farther out
+        (:meth:`PlanTemplate.reach`) instead, so one check covers this shape and the ones between;
+        then the plan for ``key`` made from the template. None when there is no such shape, it is
+        outside the model's declared bounds, or its check did not pass (``key`` is lowered then)."""
+        template = self.template
+        try:
+            far = template.reach(key)
+        except Exception as e:  # noqa: BLE001 - never worse than lowering the shape
+            self._template_failed(e)
+            return None
+        if far is None or far in self._reach_tried or not _within_bounds(self.model, far):
+            return None
+        self._reach_tried.add(far)
+        self.stats["generic_reach"] += 1
+        try:
+            self._lower_per_shape(far)  # (observed as a sample; the plan itself is not kept)
+        except Exception as e:  # noqa: BLE001 - shapes nobody asked for: the model may not take them
+            log.info("CPU: shape-generic plans: input shapes %s not lowered (%s: %s)", list(far), type(e).__name__, e)
+            template.failed.append(far)
+            return None
+        try:
+            return template.program(key)
+        except Exception as e:  # noqa: BLE001 - never worse than lowering the shape
+            self._template_failed(e)
+            return None
+
+    def _lower_per_shape(self, key: tuple) -> tuple[Any, int]:
+        """The plan lowered for input shapes ``key``, observed by the template as a sample."""
+        from ember.devices.cpu.llvm.isa import host_isa
+        from ember.devices.cpu.lowering.driver import Lowering
+        from ember.devices.cpu.runtime.memory import plan_memory
+
+        seconds = self.stats["seconds"]
+        model, order = self.model, None
         try:
             if key:
                 self.stats["specializations"] += 1
@@ -426,6 +465,23 @@ class _Programs:
         packed weights (a body compiled again for another outer shape reuses them)."""
         return CPUExecutable(body, self.threads, Type.bf16 if self.precision == "bf16" else Type.f32,
                              weights=self.weights)
+
+
+def _within_bounds(model: Model, key: tuple) -> bool:
+    """Whether input shapes ``key`` fit the model's declared input shapes (ranks, static and
+    bounded dimensions)."""
+    params = model.get_parameters()
+    if len(params) != len(key):
+        return False
+    for p, shp in zip(params, key):
+        ps = p.get_partial_shape()
+        if ps.rank.is_dynamic:
+            continue
+        if len(ps) != len(shp):
+            return False
+        if not all(d.contains(n) for d, n in zip(ps, shp)):
+            return False
+    return True
 
 
 @contextlib.contextmanager

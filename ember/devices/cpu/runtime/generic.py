@@ -45,6 +45,8 @@ GIVE_UP_AFTER = 8
 MAX_SAMPLES = 8
 #: reasons of failed checks kept
 MAX_BLOCKERS = 32
+#: a shape just outside the verified range lowers a shape farther out instead (:meth:`PlanTemplate.reach`)
+REACH = True
 #: Python steps a template may reuse (they read and write whatever arrays they are given)
 GENERIC_PYTHON_OPS = frozenset({"InputCopy"})
 
@@ -443,6 +445,35 @@ class PlanTemplate:
         if prog is not None:
             self.made += 1
         return prog
+
+    def reach(self, key: tuple) -> tuple | None:
+        """Input shapes to lower and check instead of ``key`` when ``key`` is just outside the
+        verified range ``[a, b]`` of a one-variable template (sentence lengths), so that a passing
+        check covers ``key`` and the values between: below the range, as far below ``key`` as
+        ``b`` is above it (``2 v - b``, at least 1); above it, ``2 v - a`` but at most a quarter
+        beyond ``v`` (kernels change with size: a reach that fails costs a lowering, and the
+        check's memory stays bounded); half way to a failed value on the way (plans of another
+        structure beyond a size). None when the template is not in use, has more variables, or
+        covers ``key`` already."""
+        if not REACH or self.off is not None or self.base is None or self.checks == 0 or len(self.positions) != 1:
+            return None
+        x = self._vars(key)
+        if x is None:
+            return None
+        v = x[0]
+        good = sorted({p[0] for p in (self._vars(k) for k in self.verified) if p is not None})
+        if not good or good[0] <= v <= good[-1]:
+            return None
+        far = min(2 * v - good[0], v + max(1, v // 4)) if v > good[-1] else max(1, 2 * v - good[-1])
+        for p in (self._vars(k) for k in self.failed):  # a failed value on the way: half way to it
+            if p is not None and min(v, far) <= p[0] <= max(v, far):
+                far = (v + p[0]) // 2 if p[0] > v else -(-(v + p[0]) // 2)
+        if far == v:
+            return None
+        out = [list(s) for s in key]
+        for i, j in self.positions[0]:
+            out[i][j] = far
+        return tuple(tuple(s) for s in out)
 
     def _make(self, key: tuple, x: tuple[int, ...] | None = None) -> Program | None:
         base = self.base
