@@ -2179,16 +2179,30 @@ class IGemmCall:
         call.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
         return call
 
-    def bind(self, x: int, y: int, bias: int = 0, residual: int = 0, keep: tuple = ()) -> BoundKernel:
-        """The call for these buffer addresses (0 = no bias / no residual).
+    def bind(self, x: int, y: int, bias: int = 0, residual: int = 0, keep: tuple = (),
+             rows: int | None = None) -> BoundKernel:
+        """The call for these buffer addresses (0 = no bias / no residual); ``rows``: of a plain
+        GEMM call, bound for that many rows instead (its rows, block plan and task count patched
+        as :meth:`with_rows` does, in the bound context only).
 
         Each bound call has its own context, so several threads (streams) can run the same
         operation on their own buffers at once."""
         ctx = self.ctx.copy()
+        n_tasks = self.n_tasks
+        if rows is not None and rows != ctx[IGEMM_CONTEXT["m"]]:
+            if ctx[IGEMM_CONTEXT["w"]] != 1 or ctx[IGEMM_CONTEXT["ow"]] != 1 \
+                    or ctx[IGEMM_CONTEXT["h"]] != ctx[IGEMM_CONTEXT["m"]] or ctx[IGEMM_CONTEXT["kh"]] * ctx[IGEMM_CONTEXT["kw"]] != 1:
+                raise EmberError("ember: internal: rows are for plain GEMM calls")
+            packed = self.packed
+            ctx[IGEMM_CONTEXT["h"]] = ctx[IGEMM_CONTEXT["oh"]] = ctx[IGEMM_CONTEXT["m"]] = rows
+            tm, tn, gm, gn = plan_blocks(rows, packed.cout, packed.cin, packed.taps, packed.groups, self.tile,
+                                         self.threads, elem=packed.elem_bytes)
+            ctx[IGEMM_CONTEXT["tm"]], ctx[IGEMM_CONTEXT["tn"]], ctx[IGEMM_CONTEXT["gm"]], ctx[IGEMM_CONTEXT["gn"]] = tm, tn, gm, gn
+            n_tasks = packed.groups * gm * gn if rows > 0 and packed.cout > 0 else 0
         ctx[IGEMM_CONTEXT["x"]], ctx[IGEMM_CONTEXT["y"]] = x, y
         ctx[IGEMM_CONTEXT["bias"]], ctx[IGEMM_CONTEXT["res"]] = bias, residual
         ctx[IGEMM_CONTEXT["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0) | self.act_flags
-        return BoundKernel(self.task_address, ctx, self.n_tasks, self.threads, (self.packed, self._zero, *keep),
+        return BoundKernel(self.task_address, ctx, n_tasks, self.threads, (self.packed, self._zero, *keep),
                            layout=IGEMM_CONTEXT, finer=functools.partial(self.finer_split, ctx))
 
     def finer_split(self, ctx: np.ndarray, threads: int) -> tuple[np.ndarray, int] | None:
@@ -2201,7 +2215,7 @@ class IGemmCall:
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile, threads,
                                      elem=packed.elem_bytes)
         n = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
-        if n <= self.n_tasks:
+        if n <= packed.groups * int(ctx[IGEMM_CONTEXT["gm"]]) * int(ctx[IGEMM_CONTEXT["gn"]]):  # (this context's tasks)
             return None
         fine = ctx.copy()
         fine[IGEMM_CONTEXT["tm"]], fine[IGEMM_CONTEXT["tn"]], fine[IGEMM_CONTEXT["gm"]], fine[IGEMM_CONTEXT["gn"]] = tm, tn, gm, gn
@@ -2259,9 +2273,13 @@ class Gemm:
         return call
 
     def bind(self, a: np.ndarray, c: np.ndarray, bias: np.ndarray | None = None,
-             residual: np.ndarray | None = None) -> BoundKernel:
-        """Fix the buffers (arrays, or views of a plan's arena) of a call; checks shapes once."""
+             residual: np.ndarray | None = None, any_rows: bool = False) -> BoundKernel:
+        """Fix the buffers (arrays, or views of a plan's arena) of a call; checks shapes once.
+        ``any_rows``: A and C may have another row count than this GEMM's (a plan bound at another
+        input shape: the call's context patched for their rows, as :meth:`with_rows` would)."""
         m, k, n = self.m, self.packed.cin, self.packed.cout
+        if any_rows and isinstance(a, np.ndarray) and a.ndim == 2:
+            m = a.shape[0]
         bf16 = self.packed.precision is Precision.BF16
         _check_f32("A", a, 2, bf16)
         _check_f32("C", c, 2, bf16)
@@ -2276,7 +2294,8 @@ class Gemm:
         call = self._call(a.strides[0] // a.itemsize, c.strides[0] // c.itemsize, ldr, a.dtype == np.uint16,
                           c.dtype == np.uint16, residual is not None and residual.dtype == np.uint16)
         return call.bind(a.ctypes.data, c.ctypes.data, 0 if bias is None else bias.ctypes.data,
-                         0 if residual is None else residual.ctypes.data, keep=(bias,))
+                         0 if residual is None else residual.ctypes.data, keep=(bias,),
+                         rows=m if m != self.m else None)
 
     def __call__(self, a: np.ndarray, c: np.ndarray, bias: np.ndarray | None = None,
                  residual: np.ndarray | None = None, pool: ThreadPool | None = None) -> np.ndarray:

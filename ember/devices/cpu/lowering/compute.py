@@ -69,9 +69,9 @@ def lower_matmul(lowering: Lowering, node: Node) -> bool:
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
         # M from the arrays: a plan reused at another input shape (a shape-generic plan) binds here too
         rows = math.prod(arrs[0].shape[:-1])
-        g = gemm if rows == m else gemm.with_rows(rows)
         r = arrs[1].reshape(rows, nn) if residual is not None else None
-        return [g.bind(np.reshape(arrs[0], (rows, k), copy=False), outs[0].reshape(rows, nn), bias, r)]
+        return [gemm.bind(np.reshape(arrs[0], (rows, k), copy=False), outs[0].reshape(rows, nn), bias, r,
+                          any_rows=True)]
 
     lowering.program.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind))
     lowering.finish(last, y, fused)
