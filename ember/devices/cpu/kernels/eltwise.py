@@ -1104,6 +1104,18 @@ def _imm_word(op: str, v: float, rtype: str) -> int:
     return int(v)
 
 
+@functools.lru_cache(maxsize=4096)
+def _program_words(program: tuple, rtype: str) -> np.ndarray:
+    """The context words of an elementwise program (``EW_INSTR_WORDS`` per instruction): the same
+    for every shape it is bound at (a shape-generic plan binds its programs again per shape)."""
+    words = np.zeros(len(program) * EW_INSTR_WORDS, np.int64)
+    for j, (op, dst, a, b_, imm0, imm1) in enumerate(program):
+        words[j * EW_INSTR_WORDS:(j + 1) * EW_INSTR_WORDS] = [OPCODES[op], dst, a, b_, _imm_word(op, imm0, rtype),
+                                                              _imm_word(op, imm1, rtype)]
+    words.flags.writeable = False
+    return words
+
+
 def _widen_rows(dims: list[int], st: list[list[int]], views: list[np.ndarray],
                 constant: Sequence[bool]) -> tuple[list[int], list[list[int]], list[np.ndarray]]:
     """Short rows (``[..., rows, inner]`` with a small inner extent) as fewer, longer rows of k
@@ -1207,10 +1219,8 @@ def eltwise_kernel(y: np.ndarray, inputs: list[np.ndarray], program: list[tuple]
     for i, view in enumerate(views):
         base = EW_IN0 + i * EW_IN_WORDS
         ctx[base:base + EW_IN_WORDS] = [view.ctypes.data, st[i + 1][0], st[i + 1][1], st[i + 1][2], st[i + 1][3]]
-    for j, (op, dst, a, b_, imm0, imm1) in enumerate(program):
-        base = EW_PROG0 + j * EW_INSTR_WORDS
-        ctx[base:base + EW_INSTR_WORDS] = [OPCODES[op], dst, a, b_, _imm_word(op, imm0, rtype),
-                                           _imm_word(op, imm1, rtype)]
+    words = _program_words(tuple(program), rtype)
+    ctx[EW_PROG0:EW_PROG0 + len(words)] = words
     n_tasks = -(-nrows // rpt) * ncb if y.size else 0
     address = lib.address("eltwise_task")
     if (rtype == "f32" and COMPILE_FROM is not None and inner < COMPILE_BELOW and y.size >= COMPILE_FROM

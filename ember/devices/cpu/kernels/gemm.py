@@ -2039,15 +2039,11 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
         return max_tm, ntn, -(-ntm // max_tm), 1
     max_tm = _row_tiles_cap(max_tm, ntm, n, kdepth, taps, tile, elem)
 
-    def cost(rows: int, cols: int) -> float:
-        return block_cost(rows, cols, tile.nr, kdepth, elem)
+    nr, mr = tile.nr, tile.mr
 
-    def blocks(tm: int, gn: int) -> tuple[int, int, list[float], list[float]]:
-        # every block but the last row / column block has the full size: two row sizes and two
-        # column sizes; per row size, the cost of a full-width block and of the last one
-        gm, tn = -(-ntm // tm), -(-ntn // gn)
-        full_rows, last_rows, last_cols = tm * tile.mr, m - (gm - 1) * tm * tile.mr, ntn - (gn - 1) * tn
-        return gm, tn, [cost(full_rows, tn), cost(full_rows, last_cols)], [cost(last_rows, tn), cost(last_rows, last_cols)]
+    def cost(rows: int, panels: int) -> float:  # block_cost, inlined term for term (the same floats)
+        return (2.0 * rows * panels * nr * kdepth * elem / (4.0 * PEAK_FLOPS_PER_THREAD) + TASK_OVERHEAD_S
+                + float(elem) * (panels * nr * kdepth + rows * kdepth) / MEM_BYTES_PER_S)
 
     def span(gm: int, gn: int, c_full: list[float], c_last: list[float]) -> int:
         costs = []
@@ -2055,24 +2051,29 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
             costs += ([c_cols] * (gn - 1) + [c_end]) * im
         return round(_makespan(costs * groups, threads) * 1e8)
 
-    # a bound to skip candidates by: the span of whole row blocks split between the threads
-    seed_gn = -(-ntn // -(-ntn // min(ntn, threads)))  # (a column-block count the loop below tries)
-    gm0, _, f0, l0 = blocks(max_tm, seed_gn)
-    bound = span(gm0, seed_gn, f0, l0)
-    best: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
-    for tm in range(1, max_tm + 1):
-        for gn in range(1, min(ntn, 8 * threads) + 1):
-            if -(-ntn // -(-ntn // gn)) != gn:
-                continue
-            gm, tn, c_full, c_last = blocks(tm, gn)
-            # no list schedule beats the work shared evenly, nor its largest task: a candidate
-            # whose bound is above a span already found cannot be chosen (the choice is unchanged)
-            work = ((gm - 1) * ((gn - 1) * c_full[0] + c_full[1]) + (gn - 1) * c_last[0] + c_last[1]) * groups
-            largest = max(c_last[1], c_last[0] if gn > 1 else 0.0,
-                          *((c_full[1], c_full[0] if gn > 1 else 0.0) if gm > 1 else ()))
-            if round(max(work / threads, largest) * (1 - 1e-9) * 1e8) > min(bound, best[0][0] if best else bound):
-                continue
-            key = (span(gm, gn, c_full, c_last), gm * gn)
+    # the column-block counts that split the panels evenly
+    gns = [gn for gn in range(1, min(ntn, 8 * threads) + 1) if -(-ntn // -(-ntn // gn)) == gn]
+    # candidates from the largest row blocks down (the cheapest plans are usually among them, so
+    # the bound below skips more); the choice is the one the ascending order gives: ties on the
+    # span and the block count go to the smallest (tm, gn)
+    best: tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None = None
+    for tm in range(max_tm, 0, -1):
+        gm = -(-ntm // tm)
+        full_rows, last_rows = tm * mr, m - (gm - 1) * tm * mr
+        for gn in gns:
+            tn = -(-ntn // gn)
+            last_cols = ntn - (gn - 1) * tn
+            c_full = [cost(full_rows, tn), cost(full_rows, last_cols)]
+            c_last = [cost(last_rows, tn), cost(last_rows, last_cols)]
+            if best is not None:
+                # no list schedule beats the work shared evenly, nor its largest task: a candidate
+                # whose bound is above a span already found cannot be chosen
+                work = ((gm - 1) * ((gn - 1) * c_full[0] + c_full[1]) + (gn - 1) * c_last[0] + c_last[1]) * groups
+                largest = max(c_last[1], c_last[0] if gn > 1 else 0.0,
+                              *((c_full[1], c_full[0] if gn > 1 else 0.0) if gm > 1 else ()))
+                if round(max(work / threads, largest) * (1 - 1e-9) * 1e8) > best[0][0]:
+                    continue
+            key = (span(gm, gn, c_full, c_last), gm * gn, tm, gn)
             if best is None or key < best[0]:
                 best = (key, (tm, tn, gm, gn))
     assert best is not None  # tm = 1, gn = 1 always fits
