@@ -68,3 +68,38 @@ def test_one_channel_gather_into_a_channel_slice() -> None:
                                      (0, 0), (8, 18)), 1, -1) + bias + res
     np.testing.assert_allclose(y, want, rtol=2e-5, atol=2e-5)
     assert np.isnan(wide[..., :3]).all() and np.isnan(wide[..., 5:]).all()
+
+
+def _axis_table_by_loops(n_in: int, n_out: int, k: int, s: int, d: int, pad: int, pixel: int, tap: int,
+                         wtap: int) -> np.ndarray:
+    """The definition of ``axis_table``, position by position and tap by tap."""
+    pairs = []
+    for o in range(n_out):
+        here = []
+        for t in range(k):
+            q = o + pad - t * d
+            if q % s == 0 and 0 <= q // s < n_in:
+                here.append((q // s * pixel + t * tap, t * wtap))
+        pairs.append(here)
+    width = max([len(p) for p in pairs] + [1])
+    table = np.zeros((max(n_out, 1), 1 + 2 * width), np.int64)
+    for o, here in enumerate(pairs):
+        table[o, 0] = len(here)
+        for j, (so, wo) in enumerate(here):
+            table[o, 1 + 2 * j], table[o, 2 + 2 * j] = so, wo
+    return table
+
+
+def test_axis_table_is_its_definition() -> None:
+    """The vectorized (and memoized, read-only) tap tables equal the loops that define them:
+    strides, dilations, negative and large pads, empty axes."""
+    from ember.devices.cpu.kernels.deconv import axis_table
+
+    rng = np.random.default_rng(5)
+    for _ in range(1500):
+        args = (int(rng.integers(0, 40)), int(rng.integers(0, 90)), int(rng.integers(1, 8)), int(rng.integers(1, 5)),
+                int(rng.integers(1, 4)), int(rng.integers(-3, 7)), int(rng.integers(1, 500)), int(rng.integers(0, 300)),
+                int(rng.integers(0, 200)))
+        got = axis_table(*args)
+        np.testing.assert_array_equal(got, _axis_table_by_loops(*args), err_msg=str(args))
+        assert not got.flags.writeable

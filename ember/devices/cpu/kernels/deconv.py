@@ -219,24 +219,28 @@ def _library(isa: Isa) -> jit.Library:
 
 
 # --------------------------------------------------------------------------- geometry
+@functools.lru_cache(maxsize=512)
 def axis_table(n_in: int, n_out: int, k: int, s: int, d: int, pad: int, pixel: int, tap: int,
                wtap: int) -> np.ndarray:
     """For each output position ``o`` of one axis: the number of (tap, input) pairs landing on
-    it, then ``(i * pixel + t * tap, t * wtap)`` for each, padded to the widest position."""
-    pairs: list[list[tuple[int, int]]] = []
-    for o in range(n_out):
-        here = []
-        for t in range(k):
-            q = o + pad - t * d
-            if q % s == 0 and 0 <= q // s < n_in:
-                here.append((q // s * pixel + t * tap, t * wtap))
-        pairs.append(here)
-    width = max([len(p) for p in pairs] + [1])
+    it, then ``(i * pixel + t * tap, t * wtap)`` for each (taps in order), padded with zeros to
+    the widest position. Read-only and memoized: a plan bound at another input shape makes the
+    tables of its sizes again, and sizes repeat between shapes."""
+    o = np.arange(n_out, dtype=np.int64)[:, None]
+    t = np.arange(k, dtype=np.int64)[None, :]
+    q = o + pad - t * d
+    valid = (q >= 0) & (q % s == 0) & (q // s < n_in)
+    counts = valid.sum(axis=1)
+    width = max(int(counts.max(initial=0)), 1)
+    order = np.argsort(~valid, axis=1, kind="stable")[:, :width]  # the valid taps first, in order
+    taps = np.broadcast_to(t, valid.shape)
+    tt, qq, vv = (np.take_along_axis(a, order, axis=1) for a in (taps, q, valid))
     table = np.zeros((max(n_out, 1), 1 + 2 * width), np.int64)
-    for o, here in enumerate(pairs):
-        table[o, 0] = len(here)
-        for j, (so, wo) in enumerate(here):
-            table[o, 1 + 2 * j], table[o, 2 + 2 * j] = so, wo
+    if n_out:
+        table[:, 0] = counts
+        table[:, 1::2] = np.where(vv, qq // s * pixel + tt * tap, 0)[:, :width]
+        table[:, 2::2] = np.where(vv, tt * wtap, 0)[:, :width]
+    table.flags.writeable = False
     return table
 
 
