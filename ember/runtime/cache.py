@@ -155,9 +155,12 @@ def pack(key: str, device: str, model: Model, blob: bytes) -> bytes:
     return b"".join([MAGIC, struct.pack("<I", len(hb)), hb] + [b for _, b in sections])
 
 
-def unpack(data: bytes, expected_key: str | None = None, expected_device: str | None = None) -> CachedModel:
-    """Parse and check an entry; raises ``CacheEntryError`` saying what is wrong."""
-    if not data.startswith(MAGIC):
+def unpack(data: bytes | memoryview, expected_key: str | None = None, expected_device: str | None = None
+           ) -> CachedModel:
+    """Parse and check an entry; raises ``CacheEntryError`` saying what is wrong. The sections are
+    read in place (``data`` a memoryview: the weights are not copied again)."""
+    data = memoryview(data).cast("B")
+    if data[:len(MAGIC)] != MAGIC:
         raise CacheEntryError("not an ember blob (bad magic)")
     if len(data) < len(MAGIC) + 4:
         raise CacheEntryError("truncated header")
@@ -166,7 +169,7 @@ def unpack(data: bytes, expected_key: str | None = None, expected_device: str | 
     if n > _MAX_HEADER or start + n > len(data):
         raise CacheEntryError("truncated or oversized header")
     try:
-        header = json.loads(data[start:start + n].decode("utf-8"))
+        header = json.loads(bytes(data[start:start + n]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CacheEntryError(f"unreadable header ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -177,7 +180,7 @@ def unpack(data: bytes, expected_key: str | None = None, expected_device: str | 
         raise CacheEntryError("its key does not match (a foreign entry)")
     if expected_device is not None and header.get("device") != expected_device:
         raise CacheEntryError(f"compiled for {header.get('device')}, not {expected_device}")
-    secs: dict[str, bytes] = {}
+    secs: dict[str, memoryview] = {}
     pos = start + n
     sections = header.get("sections")
     if not isinstance(sections, list):
@@ -199,10 +202,10 @@ def unpack(data: bytes, expected_key: str | None = None, expected_device: str | 
     from ember.io import read_ir_bytes
 
     try:
-        model = read_ir_bytes(secs["model.xml"], secs["model.bin"], source="<cache entry>")
+        model = read_ir_bytes(bytes(secs["model.xml"]), secs["model.bin"], source="<cache entry>")
     except EmberError as e:
         raise CacheEntryError(f"its model does not load ({e})") from None
-    return CachedModel(str(header.get("device")), model, secs["device"], header)
+    return CachedModel(str(header.get("device")), model, bytes(secs["device"]), header)
 
 
 def untrusted_reason(path: Path) -> str | None:
@@ -252,7 +255,7 @@ class ModelCache:
         try:
             # Not a symbolic link, FIFO or device (they would read forever or block), bounded.
             data = read_regular(p, "model cache entry", CacheEntryError, MAX_ENTRY_BYTES, follow_symlinks=False)
-            entry = unpack(bytes(data), key, device)
+            entry = unpack(data, key, device)
         except (OSError, CacheEntryError) as e:
             log.warning("ember: ignoring model cache entry %s: %s", p, e)
             return None
