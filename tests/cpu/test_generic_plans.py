@@ -509,3 +509,20 @@ def test_a_reach_that_cannot_be_lowered_lowers_the_length_asked_for(monkeypatch:
     # 44 reaches 55, which fails: 44 is lowered; 45 (outside [30, 44]) reaches half way to 55
     assert lowered == [40, 30, 55, 44, 50, 45], lowered
     assert len(set(map(tuple, seen))) == len(seen)
+
+
+def test_two_dims_need_samples_that_span_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transposed convolution after a stride-2 one: its column buffer has H/2 x W/2 rows.
+    Samples at (80, 16) and (44, 88) fit that as -18 H + 1760 and as 9 W + 176 alike; at (56,
+    64), on their line, both give 752 rows, not 896: a plan made there would not bind. Points on
+    the samples' line are lowered (a new sample) until the verified points span both dimensions;
+    then sizes between are made (without that rule the plan made at (56, 64) failed to bind and
+    turned the template off)."""
+    x = ops.parameter([1, 4, -1, -1], np.float32, name="x")
+    h = ops.relu(ops.convolution(x, _x(4, 4, 1, 1), [2, 2], [0, 0], [0, 0], [1, 1]))
+    y = ops.sigmoid(ops.convolution_backprop_data(h, _x(4, 3, 2, 2), [2, 2]))
+    model = Model([y], [x], "upsampler")
+    feeds = [[_x(1, 4, h, w)] for h, w in [(80, 16), (44, 88), (56, 64), (60, 40), (52, 48), (68, 32)]]
+    stats = _check(model, feeds, monkeypatch, tol=1e-4)
+    assert stats["generic_off"] is None, stats["generic_off"]
+    assert stats["specializations"] <= 4 and stats["generic"] >= 2, stats

@@ -417,9 +417,15 @@ class PlanTemplate:
 
     def _covered(self, x: tuple[int, ...]) -> bool:
         """Every variable between two verified values (or at one) with no failed value between
-        (failed shapes whose other dims differ from the samples' are not near these)."""
+        (failed shapes whose other dims differ from the samples' are not near these); with several
+        variables, the verified points span them (not all on one line: two samples at (640, 128) and
+        (352, 704) fit a flattened H x W size as -36 H + 28160 and as 18 W + 2816 alike, and both give
+        a wrong size at (448, 512), a point on their line)."""
         good = [p for p in (self._vars(k) for k in self.verified) if p is not None]
         bad_points = [p for p in (self._vars(k) for k in self.failed) if p is not None]
+        if len(x) > 1 and (len(good) <= len(x)
+                           or np.linalg.matrix_rank(np.array(good[1:], np.float64) - np.array(good[0], np.float64)) < len(x)):
+            return False
         for g, v in enumerate(x):
             ok = {p[g] for p in good}
             bad = {p[g] for p in bad_points}
