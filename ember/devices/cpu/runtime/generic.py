@@ -456,12 +456,14 @@ class PlanTemplate:
         """Input shapes to lower and check instead of ``key`` when ``key`` is just outside the
         verified range ``[a, b]`` of a one-variable template (sentence lengths), so that a passing
         check covers ``key`` and the values between: below the range, as far below ``key`` as
-        ``b`` is above it (``2 v - b``, at least 1); above it, ``2 v - a`` but at most a quarter
-        beyond ``v`` (kernels change with size: a reach that fails costs a lowering, and the
-        check's memory stays bounded); half way to a failed value on the way (plans of another
-        structure beyond a size). None when the template is not in use, has more variables, or
-        covers ``key`` already."""
-        if not REACH or self.off is not None or self.base is None or self.checks == 0 or len(self.positions) != 1:
+        ``b`` is above it but at most half way down (``max(2 v - b, v // 2)``, at least 1); above
+        it, ``2 v - a`` but at most a quarter beyond ``v`` (the check's memory stays bounded).
+        None when the template is not in use, has more variables, covers ``key`` already, or
+        any check has failed: plans change structure at some sizes (MiniLM's between lengths 170
+        and 180, PP-OCR rec's below width ~80), and a reach into such sizes costs a lowering that
+        covers nothing."""
+        if not REACH or self.off is not None or self.base is None or self.checks == 0 or len(self.positions) != 1 \
+                or self.failed:
             return None
         x = self._vars(key)
         if x is None:
@@ -470,10 +472,7 @@ class PlanTemplate:
         good = sorted({p[0] for p in (self._vars(k) for k in self.verified) if p is not None})
         if not good or good[0] <= v <= good[-1]:
             return None
-        far = min(2 * v - good[0], v + max(1, v // 4)) if v > good[-1] else max(1, 2 * v - good[-1])
-        for p in (self._vars(k) for k in self.failed):  # a failed value on the way: half way to it
-            if p is not None and min(v, far) <= p[0] <= max(v, far):
-                far = (v + p[0]) // 2 if p[0] > v else -(-(v + p[0]) // 2)
+        far = min(2 * v - good[0], v + max(1, v // 4)) if v > good[-1] else max(1, 2 * v - good[-1], v // 2)
         if far == v:
             return None
         out = [list(s) for s in key]
