@@ -70,6 +70,24 @@ def test_common_subexpressions() -> None:
     _check(build, "eliminate_common_subexpressions", {"ReLU": 1, "Add": 2, "Const": 1})
 
 
+def test_common_constants_are_compared_whole() -> None:
+    """Large constants are keyed by a sample of their bytes, then compared byte for byte: two
+    that agree at every sampled byte but differ elsewhere stay apart; equal ones (NaNs
+    included, bit for bit) merge."""
+    base = np.arange(10000, dtype=np.float32)
+    base[5] = np.nan
+    other = base.copy()
+    other[1] += 0.5  # (not a sampled position: the sample is 64 evenly spaced bytes of 40000)
+
+    def build() -> Model:
+        x = _x([10000])
+        ys = [ops.add(x, ops.constant(c)) for c in (base, base.copy(), other)]
+        return Model([ops.add(ops.add(ys[0], ys[1]), ys[2])], [x])
+    out = get_pass("eliminate_common_subexpressions").fn(build())
+    consts = [n for n in out.get_ordered_ops() if n.type_name == "Const" and n.data.size == 10000]
+    assert len(consts) == 2
+
+
 def test_noops() -> None:
     def build() -> Model:
         x = _x([2, 3])
