@@ -325,6 +325,7 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
     they are preempted often per CPU-second they use, and pinned again after a longer quiet
     window; the counters are faked."""
     monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
+    monkeypatch.setattr(tp, "UNPIN_WHEN_BUSY", True)  # (the A/B rule: see test_busy_keeps_the_workers_pinned)
     monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
     monkeypatch.setattr(tp, "load_counters", lambda cpus: None)
     usage = [0.0, 0]
@@ -355,6 +356,30 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
         assert not pool.busy and len(pool.chooser.reference) == 0  # no reference without the machine's counters
         pool.parallel_for(addr, 0, 8)
         assert (counts == 2).all()
+    finally:
+        pool.close()
+
+
+def test_busy_keeps_the_workers_pinned(monkeypatch):
+    """By default a busy machine leaves the workers pinned (the chooser decides serial or
+    parallel runs); the workers still run jobs."""
+    monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
+    monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(tp, "load_counters", lambda cpus: None)
+    usage = [0.0, 0]
+    monkeypatch.setattr(tp, "_usage", lambda tids: (usage[0], usage[1]))
+    pool, tids = _new_threads(lambda: ThreadPool(2))
+    counts = np.zeros(8, np.int64)
+    addr = ctypes.cast(_counter_task(counts, set()), ctypes.c_void_p).value
+    try:
+        assert pool.adaptive_pinning and len(pool.pinned_cpus) == 1
+        pinned = list(pool.pinned_cpus)
+        usage[:] = [tp.BUSY_WINDOW_S, 1000]  # 10,000 switches per CPU-second: busy
+        pool.adapt()
+        assert pool.busy and pool.pinned_cpus == pinned and pool.unpinned_for_load == 0
+        assert sorted(os.sched_getaffinity(tids[0])) == pinned
+        pool.parallel_for(addr, 0, 8)
+        assert (counts == 1).all()
     finally:
         pool.close()
 
@@ -679,11 +704,13 @@ def test_mode_chooser_measures_again_when_the_load_changes():
 
 def test_pool_busy_follows_the_machine_counters(monkeypatch):
     """The pool's busy judgement from (faked) machine counters: another process taking a core
-    makes it busy (workers unpinned, the chooser consulted) within a window's worth of runs, and
-    its leaving makes it quiet again as fast (workers pinned, runs parallel, native serial spells
-    back to their shortest); quiet runs' times become the chooser's reference. Counts of runs,
-    each at least 10 ms apart, never wall-time thresholds."""
+    makes it busy (the chooser consulted; with the A/B rule ``UNPIN_WHEN_BUSY`` the workers
+    unpinned) within a window's worth of runs, and its leaving makes it quiet again as fast
+    (workers pinned, runs parallel, native serial spells back to their shortest); quiet runs'
+    times become the chooser's reference. Counts of runs, each at least 10 ms apart, never
+    wall-time thresholds."""
     monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
+    monkeypatch.setattr(tp, "UNPIN_WHEN_BUSY", True)
     monkeypatch.setattr(tp, "SAMPLE_EVERY_S", 0.0)
     state = {"rate": 0.0, "acc": 0.0, "last": time.monotonic()}
 

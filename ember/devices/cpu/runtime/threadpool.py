@@ -43,16 +43,16 @@ before the first kernel instead of delaying the first job's workers.
 Workers are pinned, each to its own CPU, while the machine is quiet: a worker woken after a
 long idle spell otherwise tends to land on its waker's CPU, and the next milliseconds of jobs
 run at single-thread speed (measured: a BERT layer stack after 100 ms idle took 10-12 ms
-unpinned, 6 ms pinned, 5.6 ms back to back). On a busy machine pinning is harmful: a pinned
-worker waits in its own CPU's run queue behind other processes (the caller with it, at the
-end of each job) and cannot be moved to a CPU that frees up; op-coverage networks ran 1.2-1.7x
-slower than on one thread. So :meth:`ThreadPool.adapt` (called by a plan at each run)
-judges the load every ``SAMPLE_EVERY_S`` (25 ms) from the last ~100 ms of the machine's
-counters (:class:`LoadJudge`: the cores other processes used, ``/proc/stat`` minus this
-process's CPU time; threads of this process, such as another engine's spinning workers, do not
-count): busy, the workers are let run on any allowed CPU and a :class:`ModeChooser` picks each
-run's mode (parallel, or serial on the caller alone); quiet again, they are pinned and runs go
-parallel at once. The counters do not need the workers to run, so a serial spell ends within
+unpinned, 6 ms pinned, 5.6 ms back to back). On a busy machine a pinned worker waits in its
+own CPU's run queue behind other processes (op-coverage networks once ran 1.2-1.7x slower than
+on one thread that way), so :meth:`ThreadPool.adapt` (called by a plan at each run) judges
+the load every ``SAMPLE_EVERY_S`` (25 ms) from the last ~100 ms of the machine's counters
+(:class:`LoadJudge`: the cores other processes used, ``/proc/stat`` minus this process's CPU
+time; threads of this process, such as another engine's spinning workers, do not count): busy,
+a :class:`ModeChooser` picks each run's mode (parallel, or serial on the caller alone); quiet
+again, runs go parallel at once. The workers stay pinned while busy (:data:`UNPIN_WHEN_BUSY`:
+since the chooser falls back to serial runs, letting them roam only lost the share of the busy
+CPU a pinned worker gets). The counters do not need the workers to run, so a serial spell ends within
 about 100 ms of the other process leaving. Where /proc/stat cannot be read, the workers' own
 involuntary context switches per CPU-second they use decide (``BUSY_PREEMPTIONS``,
 ``QUIET_PREEMPTIONS``, over longer windows). ``EMBER_PIN_THREADS=0``/``1`` (or ``pin=``)
@@ -756,6 +756,14 @@ WINDOW_WALL_S, MIN_WINDOW_S = 5.0, 0.01
 MAX_SPIN_US = 1000.0
 #: a caller that waited this long for a worker still inside a job moves it to its own CPU
 RESCUE_MS = 1.0
+#: let the workers run on any CPU while the machine is busy (the adaptive pinning's old rule).
+#: Off: they stay pinned, and the :class:`ModeChooser` runs a plan serially when its parallel
+#: runs are slower. Unpinned, a woken worker is queued on its waker's CPU and parallel runs lose
+#: to serial ones; pinned, it takes its share of the busy CPU (session 11, a process spinning on
+#: the worker's CPU: BERT-like f32 12.8 -> 10.0 ms, ResNet-50 31.5 -> 26.1, MobileNetV2 2.98 ->
+#: 2.39; OpenVINO 11.7, 31.5, 3.1; spinning on the caller's CPU 12.8 -> 12.4; on both 22.0 -> 16.7).
+#: ``EMBER_UNPIN_WHEN_BUSY=1`` restores it (A/B).
+UNPIN_WHEN_BUSY = os.environ.get("EMBER_UNPIN_WHEN_BUSY", "").strip().lower() in ("1", "yes", "on", "true")
 
 
 def spin_budget_us(gaps_us: Sequence[float], base_us: float, max_us: float, busy: bool) -> float:
@@ -1167,7 +1175,7 @@ class ThreadPool:
             return
         self.busy = busy
         if busy:
-            if self.adaptive_pinning and self.pinned_cpus:
+            if UNPIN_WHEN_BUSY and self.adaptive_pinning and self.pinned_cpus:
                 if all(_set_affinity(h, self._cpus) for h in self._worker_handles()):
                     _unpin(self.pinned_cpus)
                     self.pinned_cpus = []
