@@ -65,7 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import ember
 
-    path = model_path(args.model)
+    cpus = [c.strip() for c in args.spin.split(",") if c.strip()]
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    bad = [c for c in cpus if c != "any" and not (c.isdigit() and (not allowed or int(c) in allowed))]
+    if bad:
+        ap.error(f"--spin: {', '.join(bad)} is not 'any' or a CPU this process may use ({allowed})")
+    try:
+        path = model_path(args.model)
+    except ValueError as e:
+        ap.error(str(e))
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": args.precision}
     requests = {}
     for name, module, threads in (("ember", ember, 0), ("ember, 1 thread", ember, 1), ("OpenVINO", openvino, 0)):
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dict(config, **({"INFERENCE_NUM_THREADS": threads} if threads else {}))
         requests[name] = core.compile_model(core.read_model(path), "CPU", cfg).create_infer_request()
     feeds = feeds_for(openvino.Core().read_model(path), args.seq)
-    spinners = [subprocess.Popen([sys.executable, "-c", SPINNER, cpu.strip()]) for cpu in args.spin.split(",") if cpu.strip()]
+    spinners = [subprocess.Popen([sys.executable, "-c", SPINNER, cpu]) for cpu in cpus]
     try:
         time.sleep(0.3)
         for r in requests.values():

@@ -2041,9 +2041,8 @@ def plan_blocks(m: int, n: int, k_per_tap: int, taps: int, groups: int, tile: Ti
 
     nr, mr = tile.nr, tile.mr
 
-    def cost(rows: int, panels: int) -> float:  # block_cost, inlined term for term (the same floats)
-        return (2.0 * rows * panels * nr * kdepth * elem / (4.0 * PEAK_FLOPS_PER_THREAD) + TASK_OVERHEAD_S
-                + float(elem) * (panels * nr * kdepth + rows * kdepth) / MEM_BYTES_PER_S)
+    def cost(rows: int, panels: int) -> float:
+        return block_cost(rows, panels, nr, kdepth, elem)
 
     def span(gm: int, gn: int, c_full: list[float], c_last: list[float]) -> int:
         costs = []
@@ -2165,20 +2164,24 @@ class IGemmCall:
     def with_rows(self, m: int) -> IGemmCall:
         """This plain GEMM call (no convolution geometry) for ``m`` rows: the context's rows, block
         plan and task count patched, nothing else built again (a plan bound at a new input shape)."""
-        ctx = self.ctx
-        if ctx[IGEMM_CONTEXT["w"]] != 1 or ctx[IGEMM_CONTEXT["ow"]] != 1 or ctx[IGEMM_CONTEXT["h"]] != ctx[IGEMM_CONTEXT["m"]] \
-                or ctx[IGEMM_CONTEXT["kh"]] * ctx[IGEMM_CONTEXT["kw"]] != 1:
-            raise EmberError("ember: internal: with_rows is for plain GEMM calls")
         call = object.__new__(IGemmCall)
         call.__dict__.update(self.__dict__)
-        call.ctx = ctx = ctx.copy()
+        call.ctx = self.ctx.copy()
+        call.n_tasks = self._set_rows(call.ctx, m)
+        return call
+
+    def _set_rows(self, ctx: np.ndarray, m: int) -> int:
+        """Patch context ``ctx`` of this plain GEMM call for ``m`` rows (rows and block plan);
+        returns its task count."""
+        if ctx[IGEMM_CONTEXT["w"]] != 1 or ctx[IGEMM_CONTEXT["ow"]] != 1 or ctx[IGEMM_CONTEXT["h"]] != ctx[IGEMM_CONTEXT["m"]] \
+                or ctx[IGEMM_CONTEXT["kh"]] * ctx[IGEMM_CONTEXT["kw"]] != 1:
+            raise EmberError("ember: internal: new rows are for plain GEMM calls")
         ctx[IGEMM_CONTEXT["h"]] = ctx[IGEMM_CONTEXT["oh"]] = ctx[IGEMM_CONTEXT["m"]] = m
         packed = self.packed
         tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.cin, packed.taps, packed.groups, self.tile, self.threads,
                                      elem=packed.elem_bytes)
         ctx[IGEMM_CONTEXT["tm"]], ctx[IGEMM_CONTEXT["tn"]], ctx[IGEMM_CONTEXT["gm"]], ctx[IGEMM_CONTEXT["gn"]] = tm, tn, gm, gn
-        call.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
-        return call
+        return packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
 
     def bind(self, x: int, y: int, bias: int = 0, residual: int = 0, keep: tuple = (),
              rows: int | None = None) -> BoundKernel:
@@ -2191,15 +2194,7 @@ class IGemmCall:
         ctx = self.ctx.copy()
         n_tasks = self.n_tasks
         if rows is not None and rows != ctx[IGEMM_CONTEXT["m"]]:
-            if ctx[IGEMM_CONTEXT["w"]] != 1 or ctx[IGEMM_CONTEXT["ow"]] != 1 \
-                    or ctx[IGEMM_CONTEXT["h"]] != ctx[IGEMM_CONTEXT["m"]] or ctx[IGEMM_CONTEXT["kh"]] * ctx[IGEMM_CONTEXT["kw"]] != 1:
-                raise EmberError("ember: internal: rows are for plain GEMM calls")
-            packed = self.packed
-            ctx[IGEMM_CONTEXT["h"]] = ctx[IGEMM_CONTEXT["oh"]] = ctx[IGEMM_CONTEXT["m"]] = rows
-            tm, tn, gm, gn = plan_blocks(rows, packed.cout, packed.cin, packed.taps, packed.groups, self.tile,
-                                         self.threads, elem=packed.elem_bytes)
-            ctx[IGEMM_CONTEXT["tm"]], ctx[IGEMM_CONTEXT["tn"]], ctx[IGEMM_CONTEXT["gm"]], ctx[IGEMM_CONTEXT["gn"]] = tm, tn, gm, gn
-            n_tasks = packed.groups * gm * gn if rows > 0 and packed.cout > 0 else 0
+            n_tasks = self._set_rows(ctx, rows)
         ctx[IGEMM_CONTEXT["x"]], ctx[IGEMM_CONTEXT["y"]] = x, y
         ctx[IGEMM_CONTEXT["bias"]], ctx[IGEMM_CONTEXT["res"]] = bias, residual
         ctx[IGEMM_CONTEXT["flags"]] = (FLAG_BIAS if bias else 0) | (FLAG_RES if residual else 0) | self.act_flags
