@@ -344,20 +344,24 @@ WINOGRAD_CASES = [
     (2, 7, 9, 67, 73, (1, 0, 2, 1), True, True),  # odd sizes: masked channel tails, partial tiles
     (1, 1, 1, 64, 64, (1, 1, 1, 1), True, False),  # one pixel: one tile, mostly padding
     (1, 5, 5, 96, 64, (0, 0, 0, 0), False, True),  # no padding, odd output (3x3)
+    (1, 13, 18, 64, 80, (1, 2, 0, 1), True, False),  # F(4x4): partial tiles on both edges
 ]
 
 
-@pytest.mark.parametrize("one_d", [False, True], ids=["2d", "1d"])
+@pytest.mark.parametrize("kind", ["f2", "f4", "1d"])
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: f"n{c[0]}-{c[1]}x{c[2]}-{c[3]}to{c[4]}")
-def test_winograd_kernel(case: tuple, one_d: bool) -> None:
-    """F(2x2, 3x3) and (over one row, three taps) F(2, 3) against the direct implicit-GEMM
-    convolution: bias, residual, ReLU, channel slices of wider buffers (the channels around the
-    output untouched), one and two threads."""
+def test_winograd_kernel(case: tuple, kind: str) -> None:
+    """F(2x2, 3x3), F(4x4, 3x3) and (over one row, three taps) F(2, 3) against the direct
+    implicit-GEMM convolution: bias, residual, ReLU, channel slices of wider buffers (the
+    channels around the output untouched), one and two threads. F(4x4)'s transforms round more
+    (coefficients up to 8 and 1/24): its tolerance is 1e-4."""
     from ember.devices.cpu.kernels.conv import conv2d
     from ember.devices.cpu.kernels.gemm import Epilogue
     from ember.devices.cpu.kernels.winograd import WinogradConv3x3, winograd_ok
 
     n, h, w, cin, cout, pads, with_res, slices = case
+    one_d, tile = kind == "1d", 4 if kind == "f4" else 2
+    tol = 1e-4 if tile == 4 else 2e-5
     assert winograd_ok(3, 3, (1, 1), (1, 1), 1, cin, cout) and not winograd_ok(3, 3, (2, 2), (1, 1), 1, cin, cout)
     assert winograd_ok(1, 3, (1, 1), (1, 1), 1, 256, cout, h=1) and not winograd_ok(1, 3, (1, 1), (1, 1), 1, 128, cout, h=1)
     if one_d:
@@ -366,14 +370,15 @@ def test_winograd_kernel(case: tuple, one_d: bool) -> None:
     x = wide_x[..., 1:1 + cin] if slices else wide_x
     wt, bias = _w(cout, cin, 1 if one_d else 3, 3), _f(cout)
     for threads in (1, 2):
-        k = WinogradConv3x3(n, h, w, cin, cout, pads, wt, Epilogue(0.0), num_threads=threads)
+        k = WinogradConv3x3(n, h, w, cin, cout, pads, wt, Epilogue(0.0), num_threads=threads, tile=tile)
+        assert k.tile == tile
         res = _f(*k.output_shape) if with_res else None
         wide_y = np.full((*k.output_shape[:3], cout + (5 if slices else 0)), 2.5, np.float32)
         y = wide_y[..., 2:2 + cout] if slices else wide_y
         k(x, y, bias, res)
         want = conv2d(np.ascontiguousarray(x), wt, bias, pads_begin=pads[:2], pads_end=pads[2:],
                       epilogue=Epilogue(0.0), residual=res)
-        np.testing.assert_allclose(y, want, rtol=2e-5, atol=2e-5)
+        np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
         if slices:
             assert (wide_y[..., :2] == 2.5).all() and (wide_y[..., 2 + cout:] == 2.5).all()
 
@@ -393,6 +398,44 @@ def test_winograd_non_finite_inputs() -> None:
     assert not finite.all()
     np.testing.assert_array_equal(np.isfinite(got), finite)
     np.testing.assert_allclose(got[finite], want[finite], rtol=2e-5, atol=2e-5)
+
+
+def test_winograd_f4_non_finite_stays_in_its_tiles() -> None:
+    """F(4x4, 3x3) mixes an input into all 36 terms of the tiles that read it: an infinity makes
+    NaN or inf of outputs of those 4x4 tiles only (a superset of the direct convolution's window
+    outputs), and every other output matches the direct convolution."""
+    from ember.devices.cpu.kernels.conv import conv2d
+    from ember.devices.cpu.kernels.gemm import Epilogue
+    from ember.devices.cpu.kernels.winograd import WinogradConv3x3
+
+    x, wt = _f(1, 16, 16, 64), _w(64, 64, 3, 3)
+    x[0, 5, 6, 3] = np.inf
+    y = WinogradConv3x3(1, 16, 16, 64, 64, (1, 1, 1, 1), wt, Epilogue(), num_threads=2, tile=4)(x)
+    want = conv2d(x, wt, None, pads_begin=(1, 1), pads_end=(1, 1))
+    tiles = np.zeros((16, 16), bool)  # outputs of the tiles whose 6x6 input block holds (5, 6)
+    for ty in range(4):
+        for tx in range(4):
+            if 4 * ty - 1 <= 5 < 4 * ty + 5 and 4 * tx - 1 <= 6 < 4 * tx + 5:
+                tiles[4 * ty:4 * ty + 4, 4 * tx:4 * tx + 4] = True
+    bad = ~np.isfinite(y[0]).all(axis=-1)
+    assert (~np.isfinite(want[0]).all(axis=-1) <= bad).all() and (bad <= tiles).all()
+    np.testing.assert_allclose(y[0][~tiles], want[0][~tiles], rtol=1e-4, atol=1e-4)
+
+
+def test_winograd_tile_by_map_size() -> None:
+    """F(4x4, 3x3) from 32 tiles of 4x4 where it saves 30% of F(2x2)'s multiply-adds; the plan
+    runs it (its transformed input: 36 terms per 4x4 tile) within 1e-4 of REFERENCE."""
+    from ember.devices.cpu.kernels.winograd import winograd_tile
+
+    assert [winograd_tile(1, s, s) for s in (56, 28, 24, 14, 7)] == [4, 4, 4, 2, 2]
+    assert winograd_tile(1, 16, 16) == 2 and winograd_tile(4, 16, 16) == 4  # 16 tiles, then 64
+    x = _f(1, 64, 26, 22)
+    model = conv((1, 64, 26, 22), 64, (3, 3), (1, 1), (1, 1), (1, 1), tail="bias,relu")()
+    (want,), _ = _run(model, "REFERENCE", x)
+    (got,), cm = _run(model, "CPU", x)
+    v = [t for op in cm._executable.program.ops for t in op.outputs if t.name.endswith("/winograd_v")]
+    assert [t.shape for t in v] == [(7 * 6 * 36 * 64,)]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_winograd_lowered_for_3x3_only() -> None:

@@ -44,6 +44,7 @@ from ember.devices.cpu.kernels.gemm import (
     check_bias,
     flush_subnormals,
     pack_weights,
+    residual_in_place_ok,
     y_bf16_ok,
     zero_row,
 )
@@ -311,6 +312,11 @@ class Conv2d:
     def y_bf16_ok(self) -> bool:
         """Whether the output may be stored bf16 (see :func:`~ember.devices.cpu.kernels.gemm.y_bf16_ok`)."""
         return self._dw_bf16_io or (self.packed is not None and y_bf16_ok(self.packed))
+
+    def residual_in_place_ok(self) -> bool:
+        """Whether Y may be the residual's own buffer (see
+        :func:`~ember.devices.cpu.kernels.gemm.residual_in_place_ok`; implicit GEMMs only)."""
+        return self.packed is not None and residual_in_place_ok(self.packed)
 
     def x_bf16_ok(self) -> bool:
         """Whether the input may be bf16 (the bf16 implicit GEMM with taps not merged, or the

@@ -2300,6 +2300,14 @@ class Gemm:
         return c
 
 
+def residual_in_place_ok(packed: PackedWeights) -> bool:
+    """Whether a GEMM or convolution with these weights may write Y over its residual (the
+    same buffer): all of K in one chunk, so the micro-kernel's epilogue reads each residual
+    element before its single store of that element (with several chunks the first one stores
+    partial sums into Y). AMX kernels are left out (not measured)."""
+    return not packed.amx and packed.chunk >= packed.cin
+
+
 def check_bias(bias: np.ndarray | None, n: int) -> None:
     if bias is not None and (not isinstance(bias, np.ndarray) or bias.dtype != np.float32
                              or bias.shape != (n,) or not bias.flags.c_contiguous):

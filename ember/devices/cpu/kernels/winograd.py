@@ -22,6 +22,17 @@ The GEMMs do 16 / 36 of the direct convolution's multiply-adds; the transforms s
 (16 floats per tile and channel) through the cache. It pays when both channel counts are
 large enough for the GEMMs (:func:`winograd_ok`). The results differ from the direct
 convolution's by rounding only (the transforms' coefficients are 1 and 1/2).
+
+Larger maps run F(4x4, 3x3) (:func:`winograd_tile`): 6x6 input blocks, 4x4 output tiles, 36
+GEMMs doing 36 / 144 of the direct multiply-adds, V and M 36 floats per 16 outputs. Its
+transforms (Lavin and Gray's factoring of B^T and A^T, interpolation points 0, +-1, +-2 and
+infinity) have coefficients up to 8 and G's down to 1/24: the rounding error is about ten
+times F(2x2)'s, ~1e-6 of the output's scale. Measured on ResNet-50's shapes (two threads,
+alone): 56x56x64 322 -> 171 us, 28x28x128 255 -> 146 us; 14x14x256 237 -> 178 us alone but
+no gain in the model (16 tiles: its 4x larger transformed weights stream from memory at 16
+rows each), so F(4x4) needs :data:`F4_MIN_TILES` tiles. A non-finite input reaches every
+output of its tile in F(4x4) (the transforms mix it into all 36 terms, and inf - inf is NaN),
+not only those whose window holds it.
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ from ember.devices.cpu.llvm import jit
 from ember.devices.cpu.llvm.codegen import F32, I32, I64, PTR, VOID, Emitter, c32, c64, vec
 from ember.devices.cpu.llvm.context import ContextEmitter, ContextLayout, f32_bits
 from ember.devices.cpu.llvm.isa import Isa, host_isa
-from ember.devices.cpu.llvm.vector import lane_mask, masked_load, masked_store
+from ember.devices.cpu.llvm.vector import fmuladd, lane_mask, masked_load, masked_store
 from ember.devices.cpu.runtime.kernel_call import BoundKernel
 from ember.devices.cpu.runtime.memory import aligned_empty
 from ember.devices.cpu.runtime.threadpool import ThreadPool, default_pool
@@ -55,6 +66,14 @@ MIN_TILES = 32  # fewer output tiles (7x7 maps) leave the 16 GEMMs too few rows 
 MIN_CHANNELS_1D = 256  # F(2, 3) saves a third of the multiplies only: 1.1x at 256 -> 128, 0.9x at 128 -> 64
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+#: G of F(4x4, 3x3) (interpolation points 0, +-1, +-2, infinity)
+_G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+                [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
+#: F(4x4, 3x3) is used where its GEMMs' multiply-adds (36 per 4x4 tile) are at most this share of
+#: F(2x2, 3x3)'s (16 per 2x2 tile), counting the partial tiles at the edges
+F4_MAX_SHARE = 0.7
+#: and where it has at least this many tiles (fewer leave its 36 GEMMs too few rows)
+F4_MIN_TILES = 32
 
 
 def winograd_ok(kh: int, kw: int, strides: tuple[int, int], dilations: tuple[int, int], groups: int, cin: int,
@@ -69,21 +88,67 @@ def winograd_ok(kh: int, kw: int, strides: tuple[int, int], dilations: tuple[int
         and cin >= MIN_CHANNELS and cout >= MIN_CHANNELS and (tiles is None or tiles >= MIN_TILES)
 
 
-def transform_weights(w: np.ndarray) -> np.ndarray:
-    """``U[k, 0, cin, cout]`` (k = 4 * row + column of ``G g G^T``) of ``w[cout, cin, 3, 3]``;
+def winograd_tile(batch: int, oh: int, ow: int) -> int:
+    """Outputs per tile side for a 3x3 Winograd convolution of ``batch`` images of ``oh`` x ``ow``
+    outputs: 4 (F(4x4, 3x3)) where its GEMMs do at most :data:`F4_MAX_SHARE` of F(2x2, 3x3)'s
+    multiply-adds over at least :data:`F4_MIN_TILES` tiles, else 2. F(4x4) also streams 36
+    floats per 16 outputs through the transforms instead of 16 per 4; its rounding error is
+    about ten times F(2x2)'s (~1e-6 of the output's scale, against ~1e-7)."""
+    tiles4 = batch * -(-oh // 4) * -(-ow // 4)
+    tiles2 = batch * -(-oh // 2) * -(-ow // 2)
+    return 4 if tiles4 >= F4_MIN_TILES and 36 * tiles4 <= F4_MAX_SHARE * 16 * tiles2 else 2
+
+
+def transform_weights(w: np.ndarray, tile: int = 2) -> np.ndarray:
+    """``U[k, 0, cin, cout]`` (k = (tile + 2) * row + column of ``G g G^T``) of
+    ``w[cout, cin, 3, 3]`` (``tile`` 2: F(2x2, 3x3), 16 terms; 4: F(4x4, 3x3), 36 terms);
     of 1-D ``w[cout, cin, 1, 3]``, ``G g`` (k = 0..3)."""
     w = np.asarray(w, np.float64)
     if w.shape[2] == 1:
         u = np.einsum("ib,ocb->ico", _G, w[:, :, 0])  # [4, cin, cout]
         return u.reshape(4, 1, w.shape[1], w.shape[0]).astype(np.float32)
-    u = np.einsum("ia,ocab,jb->ijco", _G, w, _G)  # [4, 4, cin, cout]
-    return u.reshape(16, 1, w.shape[1], w.shape[0]).astype(np.float32)
+    g = _G4 if tile == 4 else _G
+    u = np.einsum("ia,ocab,jb->ijco", g, w, g)  # [R, R, cin, cout]
+    return u.reshape(len(g) ** 2, 1, w.shape[1], w.shape[0]).astype(np.float32)
 
 
-def _emit_input(m: ir.Module, name: str, lanes: int, two_d: bool = True) -> None:
-    """task -> (image, tile row, block of tiles): V[t][k][c] = (B^T d B)[k] for each channel
+def _bt4(e: Emitter, d: list[ir.Value]) -> list[ir.Value]:
+    """``B^T d`` of F(4, 3) for six vectors (Lavin and Gray's factoring: 12 operations)."""
+    b = e.b
+    L = d[0].type.count
+
+    def k(x: float) -> ir.Value:
+        return e.splat(ir.Constant(F32, x), L)
+
+    a = fmuladd(e, d[2], k(-4.0), d[4])
+    c_ = fmuladd(e, d[1], k(-4.0), d[3])
+    s = b.fsub(d[4], d[2])
+    t = b.fmul(b.fsub(d[3], d[1]), k(2.0))
+    return [fmuladd(e, d[0], k(4.0), fmuladd(e, d[2], k(-5.0), d[4])), b.fadd(a, c_), b.fsub(a, c_),
+            b.fadd(s, t), b.fsub(s, t), fmuladd(e, d[1], k(4.0), fmuladd(e, d[3], k(-5.0), d[5]))]
+
+
+def _at4(e: Emitter, m: list[ir.Value]) -> list[ir.Value]:
+    """``A^T m`` of F(4, 3) for six vectors: four outputs."""
+    b = e.b
+    L = m[0].type.count
+
+    def k(x: float) -> ir.Value:
+        return e.splat(ir.Constant(F32, x), L)
+
+    s, t = b.fadd(m[1], m[2]), b.fsub(m[1], m[2])
+    u, v = b.fadd(m[3], m[4]), b.fsub(m[3], m[4])
+    return [b.fadd(b.fadd(m[0], s), u), fmuladd(e, v, k(2.0), t), fmuladd(e, u, k(4.0), s),
+            b.fadd(fmuladd(e, v, k(8.0), t), m[5])]
+
+
+def _emit_input(m: ir.Module, name: str, lanes: int, two_d: bool = True, tile: int = 2) -> None:
+    """task -> (image, tile row, block of tiles): V[t][k][c] = (B^T d B)[k] for each channel,
+    ``tile`` x ``tile`` outputs a tile (2: F(2x2, 3x3), 16 terms; 4: F(4x4, 3x3), 36 terms)
     (1-D, ``two_d=False``: ``(B^T d)[k]``, four terms per tile)."""
-    R, K = (4, 16) if two_d else (1, 4)
+    R = tile + 2
+    R, K = (R, R * R) if two_d else (1, 4)
+    E = tile + 2  # input columns a tile reads
     fn = Emitter.function(m, name, VOID, [PTR, I64])
     e = ContextEmitter(m, fn, WINO_IN)
     b = e.b
@@ -97,7 +162,7 @@ def _emit_input(m: ir.Module, name: str, lanes: int, two_d: bool = True) -> None
     x = e.gep(F32, e.arg("x", PTR), b.mul(img, e.arg("xn")))
     zero = e.arg("zero", PTR)
     v0 = e.arg("v", PTR)
-    iy0 = b.sub(b.mul(ty, c64(2)), e.arg("pt"))
+    iy0 = b.sub(b.mul(ty, c64(tile)), e.arg("pt"))
     rows = []
     for i in range(R):
         iy = b.add(iy0, c64(i))
@@ -105,12 +170,12 @@ def _emit_input(m: ir.Module, name: str, lanes: int, two_d: bool = True) -> None
     tx0 = b.mul(xblk, XB)
     tx1 = e.min(TW, b.add(tx0, XB))
     with e.loop(tx0, tx1, name="tx") as tx:
-        ix0 = b.sub(b.mul(tx, c64(2)), e.arg("pl"))
+        ix0 = b.sub(b.mul(tx, c64(tile)), e.arg("pl"))
         ptrs = []
         for i in range(R):
             yok, xrow = rows[i]
             line = []
-            for j in range(4):
+            for j in range(E):
                 ix = b.add(ix0, c64(j))
                 ok = b.and_(yok, b.icmp_unsigned("<", ix, W))
                 line.append(b.select(ok, e.gep(F32, xrow, b.mul(ix, ldx)), zero))
@@ -119,7 +184,13 @@ def _emit_input(m: ir.Module, name: str, lanes: int, two_d: bool = True) -> None
         vt_base = e.gep(F32, v0, b.mul(t, b.mul(C, c64(K))))
 
         def channels(ch: ir.Value, mask: ir.Value | None) -> None:
-            d = [[masked_load(e, vt, e.gep(F32, ptrs[i][j], ch), mask) for j in range(4)] for i in range(R)]
+            d = [[masked_load(e, vt, e.gep(F32, ptrs[i][j], ch), mask) for j in range(E)] for i in range(R)]
+            if tile == 4:
+                cols = [_bt4(e, [d[i][j] for i in range(R)]) for j in range(R)]  # cols[j][i] = (B^T d)[i][j]
+                for i in range(R):
+                    for j, val in enumerate(_bt4(e, [cols[jj][i] for jj in range(R)])):
+                        masked_store(e, val, e.gep(F32, vt_base, b.add(b.mul(c64(R * i + j), C), ch)), mask)
+                return
             if not two_d:
                 row = d[0]
                 vals = [b.fsub(row[0], row[2]), b.fadd(row[1], row[2]), b.fsub(row[2], row[1]),
@@ -144,10 +215,11 @@ def _emit_input(m: ir.Module, name: str, lanes: int, two_d: bool = True) -> None
     b.ret_void()
 
 
-def _emit_output(m: ir.Module, name: str, lanes: int, two_d: bool = True) -> None:
-    """task -> (image, tile row, block of tiles): y = clamp(A^T m A + bias + residual)
-    (1-D: ``A^T m``, two outputs per tile)."""
-    K = 16 if two_d else 4
+def _emit_output(m: ir.Module, name: str, lanes: int, two_d: bool = True, tile: int = 2) -> None:
+    """task -> (image, tile row, block of tiles): y = clamp(A^T m A + bias + residual), ``tile``
+    x ``tile`` outputs a tile (1-D: ``A^T m``, two outputs per tile). Each residual pixel is
+    read right before the same pixel of y is written (y may be the residual's buffer)."""
+    K = (tile + 2) ** 2 if two_d else 4
     fn = Emitter.function(m, name, VOID, [PTR, I64])
     e = ContextEmitter(m, fn, WINO_OUT)
     b = e.b
@@ -166,16 +238,16 @@ def _emit_output(m: ir.Module, name: str, lanes: int, two_d: bool = True) -> Non
     has_res = b.icmp_unsigned("!=", b.and_(flags, c32(FLAG_RES)), c32(0))
     vlo, vhi = e.splat(e.arg("lo", F32), lanes), e.splat(e.arg("hi", F32), lanes)
     zero = ir.Constant(vt, None)
-    oy0 = b.mul(ty, c64(2))
+    oy0 = b.mul(ty, c64(tile))
     tx0 = b.mul(xblk, XB)
     tx1 = e.min(TW, b.add(tx0, XB))
     with e.loop(tx0, tx1, name="tx") as tx:
-        ox0 = b.mul(tx, c64(2))
+        ox0 = b.mul(tx, c64(tile))
         t = b.add(b.mul(row, TW), tx)
         mt = e.gep(F32, m0, b.mul(t, b.mul(C, c64(K))))
         spots = []
-        for i in range(2 if two_d else 1):
-            for j in range(2):
+        for i in range(tile if two_d else 1):
+            for j in range(tile):
                 oy, ox = b.add(oy0, c64(i)), b.add(ox0, c64(j))
                 ok = b.and_(b.icmp_signed("<", oy, OH), b.icmp_signed("<", ox, OW))
                 pix = b.add(b.mul(oy, OW), ox)
@@ -183,14 +255,18 @@ def _emit_output(m: ir.Module, name: str, lanes: int, two_d: bool = True) -> Non
 
         def channels(ch: ir.Value, mask: ir.Value | None) -> None:
             mv = [masked_load(e, vt, e.gep(F32, mt, b.add(b.mul(c64(k), C), ch)), mask) for k in range(K)]
-            if two_d:  # r[i][j] = (A^T m)[i][j]: over the rows of the 4x4 block
+            if tile == 4:  # (A^T m)[p][j] over the rows of the 6x6 block, then the columns
+                cols = [_at4(e, [mv[6 * i + j] for i in range(6)]) for j in range(6)]  # cols[j][p]
+                out = [v for p in range(4) for v in _at4(e, [cols[j][p] for j in range(6)])]
+            elif two_d:  # r[i][j] = (A^T m)[i][j]: over the rows of the 4x4 block
                 r = [[b.fadd(b.fadd(mv[j], mv[4 + j]), mv[8 + j]) for j in range(4)],
                      [b.fsub(b.fsub(mv[4 + j], mv[8 + j]), mv[12 + j]) for j in range(4)]]
             else:
                 r = [mv]
-            out = []
-            for ri in r:  # (0,0), (0,1), then (1,0), (1,1)
-                out += [b.fadd(b.fadd(ri[0], ri[1]), ri[2]), b.fsub(b.fsub(ri[1], ri[2]), ri[3])]
+            if tile != 4:
+                out = []
+                for ri in r:  # (0,0), (0,1), then (1,0), (1,1)
+                    out += [b.fadd(b.fadd(ri[0], ri[1]), ri[2]), b.fsub(b.fsub(ri[1], ri[2]), ri[3])]
             bias = b.select(has_bias, masked_load(e, vt, e.gep(F32, e.arg("bias", PTR), ch), mask), zero)
             for (ok, yp, rp), val in zip(spots, out):
                 with b.if_then(ok):
@@ -218,12 +294,14 @@ def _build(prefix: str, isa: Isa) -> ir.Module:
     _emit_output(m, f"{prefix}_wino_out", isa.f32_lanes)
     _emit_input(m, f"{prefix}_wino1_in", isa.f32_lanes, two_d=False)
     _emit_output(m, f"{prefix}_wino1_out", isa.f32_lanes, two_d=False)
+    _emit_input(m, f"{prefix}_wino4_in", isa.f32_lanes, tile=4)
+    _emit_output(m, f"{prefix}_wino4_out", isa.f32_lanes, tile=4)
     return m
 
 
 @functools.cache
 def _library(isa: Isa) -> jit.Library:
-    return jit.load(f"winograd|{isa.level}|1d", isa, lambda p: _build(p, isa))
+    return jit.load(f"winograd|{isa.level}|1d|f4", isa, lambda p: _build(p, isa))
 
 
 def _nhwc(name: str, a: np.ndarray, shape: tuple[int, int, int, int]) -> tuple[int, int]:
@@ -237,10 +315,10 @@ def _nhwc(name: str, a: np.ndarray, shape: tuple[int, int, int, int]) -> tuple[i
 
 
 class WinogradConv3x3:
-    """A 3x3 stride-1 convolution as F(2x2, 3x3) (see the module docstring), weights
-    ``[cout, cin, 3, 3]`` transformed and packed once; ``pads`` are (top, left, bottom, right).
-    Weights ``[cout, cin, 1, 3]`` with ``h == 1`` (a 1-D convolution) run as F(2, 3): four terms
-    per tile of two outputs, four GEMMs.
+    """A 3x3 stride-1 convolution as F(2x2, 3x3) or F(4x4, 3x3) (``tile`` 2 or 4; None: by
+    :func:`winograd_tile`; see the module docstring), weights ``[cout, cin, 3, 3]`` transformed
+    and packed once; ``pads`` are (top, left, bottom, right). Weights ``[cout, cin, 1, 3]`` with
+    ``h == 1`` (a 1-D convolution) run as F(2, 3): four terms per tile of two outputs, four GEMMs.
 
     :meth:`bind` takes NHWC ``x`` and ``y`` (channel slices allowed) and two scratch arrays
     of :attr:`scratch_sizes` floats (the transformed input and the GEMMs' output); calling the
@@ -248,7 +326,7 @@ class WinogradConv3x3:
 
     def __init__(self, batch: int, h: int, w: int, cin: int, cout: int, pads: tuple[int, int, int, int],
                  weights: np.ndarray, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
-                 isa: Isa | None = None):
+                 isa: Isa | None = None, tile: int | None = None):
         pt, pl, pb, pr = pads
         if min(pads) < 0:
             raise EmberError("ember: negative convolution padding")
@@ -261,13 +339,19 @@ class WinogradConv3x3:
         self.oh, self.ow = (1 if self.one_d else h + pt + pb - 2), w + pl + pr - 2
         if self.oh < 1 or self.ow < 1:
             raise EmberError(f"ember: convolution output would be empty ({self.oh}x{self.ow})")
-        self.terms = 4 if self.one_d else 16
+        if tile is None:
+            tile = 2 if self.one_d else winograd_tile(batch, self.oh, self.ow)
+        if tile not in (2, 4) or (self.one_d and tile != 2):
+            raise EmberError(f"ember: Winograd tiles of {tile} outputs are not built (2, or 4 in 2-D)")
+        #: outputs per tile side: 2 (F(2x2, 3x3), or F(2, 3) in 1-D) or 4 (F(4x4, 3x3))
+        self.tile = tile
+        self.terms = 4 if self.one_d else (tile + 2) ** 2
         self.epilogue = epilogue
         self.isa = isa or host_isa()
         self.num_threads = num_threads or default_pool().num_threads
-        self.th, self.tw = (1 if self.one_d else -(-self.oh // 2)), -(-self.ow // 2)
+        self.th, self.tw = (1 if self.one_d else -(-self.oh // tile)), -(-self.ow // tile)
         self.tiles = batch * self.th * self.tw
-        self.packed = pack_weights(transform_weights(wt), self.isa)
+        self.packed = pack_weights(transform_weights(wt, tile), self.isa)
         self.gemm = IGemmCall(self.packed, m=self.tiles, x_geometry={}, ldx=self.terms * cin,
                               ldy=self.terms * cout, num_threads=self.num_threads)
         self._zero = zero_row(cin + 16)
@@ -289,7 +373,7 @@ class WinogradConv3x3:
         k.oh, k.ow = (1 if self.one_d else h + pt + pb - 2), w + pl + pr - 2
         if k.oh < 1 or k.ow < 1:
             raise EmberError(f"ember: convolution output would be empty ({k.oh}x{k.ow})")
-        k.th, k.tw = (1 if self.one_d else -(-k.oh // 2)), -(-k.ow // 2)
+        k.th, k.tw = (1 if self.one_d else -(-k.oh // k.tile)), -(-k.ow // k.tile)
         k.tiles = batch * k.th * k.tw
         k.gemm = self.gemm.with_rows(k.tiles)
         return k
@@ -325,7 +409,7 @@ class WinogradConv3x3:
                                res=0 if residual is None else residual.ctypes.data, oh=self.oh, ow=self.ow,
                                c=self.cout, th=self.th, tw=self.tw, ldy=ldy, yn=yn, ldr=ldr, rn=rn, flags=flags,
                                lo=f32_bits(self.epilogue.lo), hi=f32_bits(self.epilogue.hi), xb=TILES_PER_TASK)
-        kind = "wino1" if self.one_d else "wino"
+        kind = "wino1" if self.one_d else ("wino4" if self.tile == 4 else "wino")
         return [BoundKernel(self._lib.address(f"{kind}_in"), cin_ctx, tasks, self.num_threads, (x, v, self._zero),
                             layout=WINO_IN),
                 self.gemm.bind(v.ctypes.data, m.ctypes.data, keep=(v, m)),
@@ -344,4 +428,4 @@ class WinogradConv3x3:
         return y
 
 
-__all__ = ["WinogradConv3x3", "transform_weights", "winograd_ok"]
+__all__ = ["WinogradConv3x3", "transform_weights", "winograd_ok", "winograd_tile"]

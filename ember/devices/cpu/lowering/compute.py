@@ -25,7 +25,7 @@ from ember.graph.node import Node, Output
 
 @lowers("MatMul")
 def lower_matmul(lowering: Lowering, node: Node) -> bool:
-    from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b, y_bf16_ok
+    from ember.devices.cpu.kernels.gemm import Epilogue, Gemm, pack_b, residual_in_place_ok, y_bf16_ok
     from ember.devices.cpu.lowering.passes import bf16_gemm_readers_only, take_epilogue_activation
 
     a_port, b_port = node.input_values()
@@ -73,7 +73,8 @@ def lower_matmul(lowering: Lowering, node: Node) -> bool:
         return [gemm.bind(np.reshape(arrs[0], (rows, k), copy=False), outs[0].reshape(rows, nn), bias, r,
                           any_rows=True)]
 
-    lowering.program.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind))
+    inplace = 1 if residual is not None and residual_in_place_ok(packed) else None
+    lowering.program.add(Op(node.friendly_name, "MatMul", ins, [y], native=True, bind=bind, inplace=inplace))
     lowering.finish(last, y, fused)
     return True
 

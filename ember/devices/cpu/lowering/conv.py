@@ -321,7 +321,8 @@ def _emit_conv2d(lowering: Lowering, node: Node, geo: Any, w: np.ndarray) -> boo
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
         return [_at_input(kernel, a[0]).bind(a[0], o[0], bias, a[1] if residual is not None else None)]
 
-    lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind))
+    inplace = 1 if residual is not None and kernel.residual_in_place_ok() else None
+    lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y], native=True, bind=bind, inplace=inplace))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
     return True
 
@@ -506,9 +507,10 @@ def _emit_dw_pointwise(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, 
 
 def _emit_winograd(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias: np.ndarray | None,
                    residual: Tensor | None, epilogue: Any, last: Node, fused: list[Node]) -> bool:
-    """A 3x3 stride-1 2-D convolution as Winograd F(2x2, 3x3)
-    (:class:`~ember.devices.cpu.kernels.winograd.WinogradConv3x3`): input transform, 16 GEMMs,
-    output transform with the bias, residual and clamp; its two scratch buffers live in the arena."""
+    """A 3x3 stride-1 2-D convolution as Winograd F(2x2, 3x3) or, on larger maps, F(4x4, 3x3)
+    (:class:`~ember.devices.cpu.kernels.winograd.WinogradConv3x3`): input transform, 16 or 36
+    GEMMs, output transform with the bias, residual and clamp; its two scratch buffers live in
+    the arena."""
     from ember.devices.cpu.kernels.winograd import WinogradConv3x3
 
     out_logical = static_shape(node.output(0))
@@ -526,7 +528,9 @@ def _emit_winograd(lowering: Lowering, node: Node, geo: Any, w: np.ndarray, bias
     def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
         return _at_input(kernel, a[0]).bind(a[0], o[0], o[1], o[2], bias, a[1] if residual is not None else None)
 
-    lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y, v, m], native=True, bind=bind))
+    # the output transform reads each residual pixel right before it writes that pixel
+    lowering.program.add(Op(node.friendly_name, node.type_name, ins, [y, v, m], native=True, bind=bind,
+                            inplace=1 if residual is not None else None))
     lowering.finish(last, _from_channels_last(lowering, y, out_logical, last.friendly_name), fused)
     return True
 

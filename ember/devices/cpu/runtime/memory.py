@@ -8,9 +8,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from ember.devices.cpu.runtime.plan import Program
+    from ember.devices.cpu.runtime.plan import Program, Tensor
 
 ALIGN = 64
+
+#: outputs may take over the memory of the residual their op reads last (``Op.inplace``); False
+#: plans every value apart (A/B runs)
+IN_PLACE = True
 
 
 def aligned_empty(shape: tuple[int, ...] | int, dtype: np.dtype | type = np.float32, align: int = 64) -> np.ndarray:
@@ -47,15 +51,54 @@ def plan_memory(program: Program) -> None:
     for t in program.outputs:
         t.root().last = n
     roots = [t for t in program.tensors if t.kind == "value" and t.arena and t.last >= 0 and not t.external]
-    roots.sort(key=lambda t: (-t.nbytes, t.first))
-    sizes = [-(-max(t.nbytes, 1) // ALIGN) * ALIGN for t in roots]
-    offsets = place_values(sizes, [t.first for t in roots], [t.last for t in roots])
-    for t, off in zip(roots, offsets):
-        t.offset = off
+    owner = _in_place_owners(program)  # {output id: the value whose bytes it takes over}
+    groups: dict[int, list[Tensor]] = {}
+    for t in roots:
+        groups.setdefault(_owner_of(t.id, owner), []).append(t)
+    spans = [(max(t.nbytes for t in g), min(t.first for t in g), max(t.last for t in g), g) for g in groups.values()]
+    spans.sort(key=lambda s: (-s[0], s[1]))
+    sizes = [-(-max(nbytes, 1) // ALIGN) * ALIGN for nbytes, _, _, _ in spans]
+    offsets = place_values(sizes, [s[1] for s in spans], [s[2] for s in spans])
+    for span, off in zip(spans, offsets):
+        for t in span[3]:
+            t.offset = off
+    program.stats["in_place_outputs"] = len(owner)
     top = max((o + s for o, s in zip(offsets, sizes)), default=0)
     program.arena_bytes = top
     program.stats["arena_bytes"] = top
     program.stats["values_bytes"] = sum(sizes)
+
+
+def _in_place_owners(program: Program) -> dict[int, int]:
+    """{id of an op's output 0: id of the input it overwrites} for the ops that allow it
+    (``Op.inplace``) where that is safe: both arena values of one dtype, layout and shape,
+    the input's last reader is this op and no other of its inputs shares the input's memory,
+    and the input is not a model input's copy (whose readers may be pointed at the caller's
+    array: the output would be written there)."""
+    owner: dict[int, int] = {}
+    if not IN_PLACE:
+        return owner
+    for i, op in enumerate(program.ops):
+        if op.inplace is None or not op.outputs or op.inplace >= len(op.inputs):
+            continue
+        r, y = op.inputs[op.inplace], op.outputs[0]
+        if r.kind != "value" or y.kind != "value" or not (r.arena and y.arena) or r.external or y.external:
+            continue
+        if r.last != i or y.first != i or r.dtype != y.dtype or r.layout != y.layout or r.shape != y.shape:
+            continue
+        if r.producer is None or r.producer.type_name == "InputCopy" or y.id in owner:
+            continue
+        if any(k != op.inplace and t.root() is r for k, t in enumerate(op.inputs)):
+            continue
+        owner[y.id] = r.id
+    return owner
+
+
+def _owner_of(tid: int, owner: dict[int, int]) -> int:
+    """The first value of a chain of in-place outputs ``tid`` belongs to."""
+    while tid in owner:
+        tid = owner[tid]
+    return tid
 
 
 def place_values(sizes: list[int], firsts: list[int], lasts: list[int],

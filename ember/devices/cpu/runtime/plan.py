@@ -110,6 +110,11 @@ class Op:
     fn: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None
     #: a python op that reads and writes physical arrays (layout conversions, copies)
     physical: bool = False
+    #: the index of an input whose memory output 0 may take over where this op is that input's
+    #: last reader (:func:`~ember.devices.cpu.runtime.memory.plan_memory`): a residual its kernel
+    #: reads element by element right before it writes the same element, so the output is
+    #: written into lines already in the cache instead of fetching another buffer's
+    inplace: int | None = None
 
 
 @dataclass
