@@ -209,13 +209,15 @@ def steps_table(name: str, rounds: int, seed: int, threads: int = 2, precision: 
 
 
 def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: int = 10) -> str:
-    """ember alone at two threads, whole inferences: the default against each of this session's
-    two-thread choices switched off (the pool's task order, the one-thread small depthwise
-    layers, whole-row depthwise bands, the one-thread input reorder) and against one thread, in alternating rounds of
-    ``runs`` inferences each."""
+    """ember alone at two threads, whole inferences: the default against each of these choices
+    switched off (the pool's task order, the one-thread small depthwise layers, whole-row
+    depthwise bands, the one-thread input reorder, the fused depthwise + 1x1 pairs, split
+    reductions, Winograd F(4x4, 3x3), outputs over their residual) and against one thread, in
+    alternating rounds of ``runs`` inferences each."""
     import ember
-    from ember.devices.cpu.kernels import depthwise, dw_pointwise, reduce
+    from ember.devices.cpu.kernels import depthwise, dw_pointwise, reduce, winograd
     from ember.devices.cpu.lowering import driver
+    from ember.devices.cpu.runtime import memory
     from ember.devices.cpu.runtime.threadpool import default_pool
 
     spec = model_spec(name)
@@ -240,6 +242,7 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
     below, rows, small_input = depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW, driver.INPUT_REORDER_SERIAL_BYTES
     fuse, min_pixels, expand = dw_pointwise.ENABLED, dw_pointwise.MIN_PIXELS_PER_COUT, dw_pointwise.EXPAND
     mid_tasks = reduce.MID_TASKS_PER_THREAD
+    f4_share, in_place = winograd.F4_MAX_SHARE, memory.IN_PLACE
     reqs = {"default (2 threads)": compiled(2), "shared task counter": compiled(2)}
     try:
         depthwise.SERIAL_BELOW = 0
@@ -257,7 +260,12 @@ def ab_table(name: str, rounds: int, seed: int, precision: str = "f32", runs: in
         reqs["dw+1x1 all fused"] = compiled(2)
         dw_pointwise.MIN_PIXELS_PER_COUT, reduce.MID_TASKS_PER_THREAD = min_pixels, 0
         reqs["reduce blocks unsplit"] = compiled(2)
+        reduce.MID_TASKS_PER_THREAD, winograd.F4_MAX_SHARE = mid_tasks, 0.0
+        reqs["Winograd F(2x2) only"] = compiled(2)
+        winograd.F4_MAX_SHARE, memory.IN_PLACE = f4_share, False
+        reqs["residuals apart"] = compiled(2)
     finally:
+        winograd.F4_MAX_SHARE, memory.IN_PLACE = f4_share, in_place
         reduce.MID_TASKS_PER_THREAD = mid_tasks
         depthwise.SERIAL_BELOW, depthwise.WHOLE_ROWS_BELOW = below, rows
         driver.INPUT_REORDER_SERIAL_BYTES = small_input
@@ -323,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", action="store_true",
                     help="ember alone: each native step of the plan at one thread and at --threads (default 2)")
     ap.add_argument("--ab", action="store_true",
-                    help="ember alone, whole inferences at two threads: the default against the shared task "
-                         "counter, small depthwise layers split, and one thread, alternating")
+                    help="ember alone, whole inferences at two threads: the default against each of its "
+                         "choices switched off (task order, depthwise splits, fusions, Winograd F(4x4), "
+                         "outputs over residuals) and one thread, alternating")
     args = ap.parse_args(argv)
     for name in args.models.split(","):
         if args.ab:
