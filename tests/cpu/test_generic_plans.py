@@ -528,3 +528,60 @@ def test_two_dims_need_samples_that_span_them(monkeypatch: pytest.MonkeyPatch) -
     stats = _check(model, feeds, monkeypatch, tol=1e-4)
     assert stats["generic_off"] is None, stats["generic_off"]
     assert stats["specializations"] <= 4 and stats["generic"] >= 2, stats
+
+
+def _quantized_block() -> Model:
+    """A transformer block as NNCF quantizes it (FakeQuantize on activations, int8 weights with a
+    scale), over a dynamic sequence length: two Int8MatMuls, a residual, a MVN; the first one's
+    output quantized before a head split (as NNCF quantizes a query), which the compile-time
+    passes keep (the model's specializations then run the int8 device passes)."""
+    from tests.cpu.test_int8 import _fq, _weights
+
+    rng = np.random.default_rng(5)
+    x = ops.parameter([1, -1, 32], np.float32, name="x")
+    w1 = rng.integers(-127, 128, (32, 64)).astype(np.int8)
+    h = ops.add(ops.matmul(_fq(x, -3.0, 3.0 * 127 / 128), _weights(w1, rng.random(64) * 0.02), False, False),
+                ops.constant(rng.standard_normal(64).astype(np.float32) * 0.1))
+    h = ops.reshape(_fq(h, -4.0, 4.0), ops.constant(np.array([0, 0, 4, 16], np.int64)), True)
+    h = ops.reshape(h, ops.constant(np.array([0, 0, 64], np.int64)), True)
+    w2 = rng.integers(-127, 128, (64, 32)).astype(np.int8)
+    y = ops.matmul(_fq(ops.relu(h), 0.0, 2.0), _weights(w2, rng.random(32) * 0.02), False, False)
+    out = ops.mvn(ops.add(y, x), ops.constant(np.array([-1], np.int64)), True, 1e-5, "inside_sqrt")
+    return Model([out], [x], "quantized_block")
+
+
+def test_int8_lengths_generic_equal_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quantized model (its specializations run the int8 device passes) gets shape-generic
+    plans too: its Int8MatMul and quantize binders take the rows of the arrays they are given."""
+    feeds = [[_x(1, n, 32)] for n in (40, 9, 23, 61, 1, 17, 40, 33, 5, 64)]
+    stats = _check(_quantized_block(), feeds, monkeypatch, tol=2e-2)
+    assert stats["generic"] > 0
+    compiled = ember.Core().compile_model(_quantized_block(), "CPU")
+    assert compiled._executable._programs._full_passes
+    compiled(feeds[0])
+    ops_ = [op.type_name for inst in compiled._executable._instances.values() for op in inst.program.ops]
+    assert ops_.count("Int8MatMul") == 2
+
+
+def test_int8_gemm_any_rows_is_the_gemm_built_for_those_rows() -> None:
+    """``Int8Gemm.bind(any_rows=True)`` and ``Quantize.bind(any_rows=True)`` at other row counts
+    compute what kernels made for those rows compute."""
+    from ember.devices.cpu.kernels.int8_gemm import Int8Gemm, Quantize, QuantizeParams
+
+    rng = np.random.default_rng(9)
+    w = rng.integers(-127, 128, (40, 24)).astype(np.int8)
+    scale, shift = (rng.random(24) * 0.01).astype(np.float32), rng.standard_normal(24).astype(np.float32)
+    params = QuantizeParams(-2.0, 2.0, -2.0, 2.0, 256)
+    made = Int8Gemm(w, 50, scale, shift, zero_point=3, num_threads=2)
+    q50 = Quantize(params, 50, 40, fill=3, num_threads=2)
+    for rows in (1, 7, 50, 130):
+        a = rng.integers(0, 256, (rows, 40)).astype(np.uint8)
+        got = np.zeros((rows, 24), np.float32)
+        made.bind(a, got, any_rows=True).run()
+        want = Int8Gemm(w, rows, scale, shift, zero_point=3, num_threads=2)(a)
+        np.testing.assert_array_equal(got, want)
+        x = (rng.standard_normal((rows, 40)) * 2).astype(np.float32)
+        qa, qb = np.zeros((rows, 40), np.uint8), np.zeros((rows, 40), np.uint8)
+        q50.bind(x, qa, any_rows=True).run()
+        Quantize(params, rows, 40, fill=3, num_threads=2)(x, qb)
+        np.testing.assert_array_equal(qa, qb)

@@ -80,6 +80,10 @@ _ARENA_GROWTH = 1.5
 #: plans verified reuses a plan lowered for another shape (no clone, no lowering); off: every
 #: new shape is lowered (``EMBER_CPU_GENERIC_PLANS=0``, for A/B)
 GENERIC_PLANS = os.environ.get("EMBER_CPU_GENERIC_PLANS", "1") != "0"
+#: models whose specializations run the full device passes (int8: FakeQuantize) get
+#: shape-generic plans too (their int8 GEMM and quantize binders take any row count); off:
+#: every new shape runs the passes and is lowered (A/B)
+GENERIC_INT8 = True
 
 
 def _cpu_name() -> str:
@@ -257,7 +261,7 @@ class _Programs:
         self._reach_tried: set[tuple] = set()  # shapes lowered only to widen the template's range
         #: plans made at new shapes from one lowered for another (None: every shape is lowered)
         self.template: Any = None
-        if GENERIC_PLANS and not self.static and not self._full_passes:
+        if GENERIC_PLANS and not self.static and (GENERIC_INT8 or not self._full_passes):
             from ember.devices.cpu.runtime.generic import PlanTemplate
 
             self.template = PlanTemplate(None)

@@ -1553,6 +1553,7 @@ def _f32_vector(name: str, v: np.ndarray, n: int) -> np.ndarray:
         raise EmberError(f"ember: int8 {name} must be a vector of {n}, got {v.shape}")
     out = aligned_empty(max(n, 1) + 16)  # masked loads never reach past it, but keep it padded
     out[:n] = v
+    out[n:] = 0  # (defined: two calls with equal parameters compare equal, see runtime/generic.py)
     return out
 
 
@@ -1600,41 +1601,48 @@ class Int8Gemm:
                  zero_point: int = 0, epilogue: Epilogue = NO_EPILOGUE, num_threads: int | None = None,
                  isa: Isa | None = None, quantize: FusedQuantize | None = None,
                  residual_quantize: QuantizeParams | None = None, also_quantize: QuantizeParams | None = None,
-                 residual_u8: bool = False, steps_only: bool = False, fast: bool = False):
+                 residual_u8: bool = False, steps_only: bool = False, fast: bool = False,
+                 packed: Int8Weights | None = None):
         self.residual_u8, self.steps_only, self.fast = residual_u8, steps_only, fast
         w = np.asarray(w)
         self.quantize, self.residual_quantize, self.also_quantize = quantize, residual_quantize, also_quantize
         if w.ndim != 2:
             raise EmberError(f"ember: Int8Gemm wants W[K, N], got shape {w.shape}")
-        self.packed = pack_int8_weights(w[None, None], isa)
+        #: ``packed``: ``pack_int8_weights(w[None, None], isa)`` made before (shared by the plans
+        #: of a model's input shapes)
+        self.packed = packed if packed is not None else pack_int8_weights(w[None, None], isa)
         self.m, self.k, self.n = m, w.shape[0], w.shape[1]
         self.scale, self.zero_point, self.epilogue = scale, zero_point, epilogue
         self.shift = np.zeros(self.n, np.float32) if shift is None else shift
         self.num_threads = num_threads
-        self._calls: dict[tuple[int, int, int], Int8Call] = {}
+        self._calls: dict[tuple[int, int, int, int], Int8Call] = {}
 
     def bind(self, a: np.ndarray, c: np.ndarray, residual: np.ndarray | None = None,
-             q: np.ndarray | None = None) -> BoundKernel:
-        if a.ndim != 2 or a.shape[0] != self.m or a.shape[1] < self.k:
-            raise EmberError(f"ember: Int8Gemm of {self.m}x{self.k} got A{a.shape}")
+             q: np.ndarray | None = None, any_rows: bool = False) -> BoundKernel:
+        """The call for these buffers; ``any_rows``: A (and C, R, Q) may have another row count
+        than this GEMM's (a plan bound at another input shape: the call scheduled for their
+        rows, once per row count)."""
+        m = a.shape[0] if any_rows and a.ndim == 2 else self.m
+        if a.ndim != 2 or a.shape[0] != m or a.shape[1] < self.k:
+            raise EmberError(f"ember: Int8Gemm of {m}x{self.k} got A{a.shape}")
         lda = _u8_rows("A", a, 4 * self.packed.k4)
-        ldc = _out_rows("C", c, (self.m, self.n), self.quantize, self.steps_only)
+        ldc = _out_rows("C", c, (m, self.n), self.quantize, self.steps_only)
         if residual is None:
             ldr = ldc
         elif self.residual_u8:
-            ldr = _u8_out("residual", residual, (self.m, self.n))
+            ldr = _u8_out("residual", residual, (m, self.n))
         else:
-            ldr = _f32_rows("residual", residual, (self.m, self.n))
-        key = (lda, ldc, ldr)
+            ldr = _f32_rows("residual", residual, (m, self.n))
+        key = (lda, ldc, ldr, m)
         call = self._calls.get(key)
         if call is None:
-            call = Int8Call(self.packed, m=self.m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr, scale=self.scale,
+            call = Int8Call(self.packed, m=m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr, scale=self.scale,
                             shift=self.shift, zero_point=self.zero_point, epilogue=self.epilogue,
                             num_threads=self.num_threads, quantize=self.quantize,
                             residual_quantize=self.residual_quantize, also_quantize=self.also_quantize,
                             residual_u8=self.residual_u8, steps_only=self.steps_only, fast=self.fast)
             self._calls[key] = call
-        ldq = _u8_out("q", q, (self.m, self.n)) if q is not None else 0
+        ldq = _u8_out("q", q, (m, self.n)) if q is not None else 0
         return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data,
                          q=0 if q is None else q.ctypes.data, ldq=ldq)
 
@@ -1985,7 +1993,7 @@ class Quantize:
         self.kernels = int8_kernels(isa)
         self.params, self.rows, self.c, self.mode, self.fill = params, rows, c, mode, fill
         self.threads = num_threads or default_pool().num_threads
-        per_task = max(1, -(-rows // (8 * self.threads)), 4096 // max(c, 1))
+        per_task = self._per_task(rows)
         self.per_task = per_task
         stride = -(-max(c, 1) // 16) * 16 + 16
         self.ranges = aligned_empty((7, stride))
@@ -1996,23 +2004,34 @@ class Quantize:
         self.ctx = QUANT_CONTEXT.new(rows=rows, c=c, per_task=per_task, ranges=self.ranges.ctypes.data,
                                      rstride=stride, steps=f32_bits(params.steps), fill=fill, mode=mode)
 
-    def bind(self, x: np.ndarray, y: np.ndarray) -> BoundKernel:
-        ldx = _f32_rows("x", x, (self.rows, self.c))
+    def _per_task(self, rows: int) -> int:
+        return max(1, -(-rows // (8 * self.threads)), 4096 // max(self.c, 1))
+
+    def bind(self, x: np.ndarray, y: np.ndarray, any_rows: bool = False) -> BoundKernel:
+        """The call over these rows; ``any_rows``: ``x`` and ``y`` may have another row count
+        than this kernel's (a plan bound at another input shape: tasks split for their rows)."""
+        rows = x.shape[0] if any_rows and x.ndim == 2 else self.rows
+        ldx = _f32_rows("x", x, (rows, self.c))
         want = np.uint8 if self.mode == QUANT_U8 else np.float32
-        if y.dtype != want or y.ndim != 2 or y.shape[0] != self.rows or y.shape[1] < self.c or y.strides[-1] != y.itemsize:
+        if y.dtype != want or y.ndim != 2 or y.shape[0] != rows or y.shape[1] < self.c or y.strides[-1] != y.itemsize:
             raise EmberError(f"ember: quantize output must be {np.dtype(want)} rows of at least {self.c}")
         ctx = self.ctx.copy()
+        per_task = self.per_task
+        if rows != self.rows:
+            per_task = self._per_task(rows)
+            QUANT_CONTEXT.fill(ctx, rows=rows, per_task=per_task)
         ldy, cpad = y.strides[0] // y.itemsize, y.shape[1] if self.mode == QUANT_U8 else self.c
         pix = 0
         L = self.lanes
         tiled = aligned_empty((7, L))  # lane j: channel j % cpad of whole pixels (dense rows only)
+        tiled[:] = 0  # (unused otherwise: zeros, so two bindings of one call compare equal)
         if self.mode == QUANT_U8 and ldx == self.c and ldy == cpad and cpad <= L and L % cpad == 0:
             pix = L // cpad
             chan = np.arange(L) % cpad
             tiled[:] = self.ranges[:, np.where(chan < self.c, chan, 0)]  # padding lanes: any finite ranges
         QUANT_CONTEXT.fill(ctx, x=x.ctypes.data, ldx=ldx, y=y.ctypes.data, ldy=ldy, cpad=cpad, pix=pix,
                            tiled=tiled.ctypes.data)
-        n_tasks = -(-self.rows // self.per_task) if self.c else 0
+        n_tasks = -(-rows // per_task) if self.c else 0
         return BoundKernel(self.kernels.quantize_address, ctx, n_tasks, self.threads, (self.ranges, tiled),
                            layout=QUANT_CONTEXT)
 

@@ -913,14 +913,14 @@ def lower_compressed_gather(lowering: Lowering, node: Node) -> bool:
         return False
     idx = lowering.native_input(idx, PLAIN)
     out_shape = static_shape(node.output(0))
-    rows, h = int(np.prod(out_shape[:-1])), out_shape[-1]
+    h = out_shape[-1]
     bits = node.bits
     table = lowering.packed(codes, ("wc_table", bits, scale.tobytes(), zp.tobytes()),
                             lambda: wc_gemm.pack_table(codes, scale, zp, bits))
     y = lowering.value(out_shape, PLAIN, name=node.friendly_name)
     threads, isa, negative = lowering.threads, lowering.isa, bool(node.attrs["negative_indices"])
     lowering.program.add(Op(node.friendly_name, "CompressedGather", [idx], [y], native=True,
-                            bind=lambda a, o: [wc_gemm.bind_gather(table, a[0].reshape(-1), o[0].reshape(rows, h),
+                            bind=lambda a, o: [wc_gemm.bind_gather(table, a[0].reshape(-1), o[0].reshape(-1, h),
                                                                    negative, threads, isa)]))
     exec_type = wc_gemm.exec_type(isa, bits)
     lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
@@ -958,7 +958,7 @@ def lower_compressed_matmul(lowering: Lowering, node: Node) -> bool:
     y = lowering.value(out_shape, PLAIN, name=last.friendly_name)
     threads, isa = lowering.threads, lowering.isa
     lowering.program.add(Op(node.friendly_name, "CompressedMatMul", [x], [y], native=True,
-                            bind=lambda a, o: [wc_gemm.bind(packed, a[0].reshape(m, k), o[0].reshape(m, n), threads,
+                            bind=lambda a, o: [wc_gemm.bind(packed, a[0].reshape(-1, k), o[0].reshape(-1, n), threads,
                                                             isa, bias)]))
     exec_type = wc_gemm.exec_type(isa, bits)
     lowering.program.stats.setdefault("exec_types", {})[node.friendly_name] = exec_type
@@ -1135,8 +1135,13 @@ def lower_quantize(lowering: Lowering, node: Node) -> bool:
     kernel = Quantize(params, rows, c, fill=zp, num_threads=lowering.threads, isa=lowering.isa)
     y = lowering.value(phys, layout, np.uint8, node.friendly_name)
     cp = phys[-1]
-    lowering.program.add(Op(node.friendly_name, "Int8Quantize", [x], [y], native=True,
-                            bind=lambda a, o: [kernel.bind(a[0].reshape(rows, c), o[0].reshape(rows, cp))]))
+
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        # rows from the arrays: a plan reused at another input shape (shape-generic) binds here too
+        n = a[0].size // c if c else rows
+        return [kernel.bind(a[0].reshape(n, c), o[0].reshape(n, cp), any_rows=True)]
+
+    lowering.program.add(Op(node.friendly_name, "Int8Quantize", [x], [y], native=True, bind=bind))
     lowering.bind_port(node.output(0), y)
     return True
 
@@ -1442,7 +1447,7 @@ def _finish(lowering: Lowering, tail: _Tail, y: Tensor, steps: Tensor | None = N
 @lowers("Int8MatMul")
 def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     from ember.devices.cpu.kernels.gemm import Epilogue
-    from ember.devices.cpu.kernels.int8_gemm import Int8Gemm, int8_activation_fits, padded_channels
+    from ember.devices.cpu.kernels.int8_gemm import Int8Gemm, int8_activation_fits, pack_int8_weights, padded_channels
 
     _unclaim(node)
     x = lowering.tensor(node.input_values()[0])
@@ -1455,10 +1460,11 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
     tail = _tail(lowering, node, nn, len(out_shape) - 1, "rows",
                  allow_activation=int8_activation_fits(lowering.isa, k))
     scale, shift = _scale_shift(node, tail.bias)
+    packed = lowering.packed(w, "int8_gemm", lambda: pack_int8_weights(w[None, None], lowering.isa))
     kernel = Int8Gemm(w, m, scale, shift, node.attrs["zero_point"], Epilogue(tail.lo, tail.hi, tail.activation),
                       lowering.threads,
                       lowering.isa, tail.quantize, tail.residual_quantize, tail.also_quantize,
-                      residual_u8=tail.residual_u8, steps_only=tail.steps_only, fast=fast_requantize())
+                      residual_u8=tail.residual_u8, steps_only=tail.steps_only, fast=fast_requantize(), packed=packed)
     ins: list[Tensor] = [x]
     if tail.residual_u8 and tail.residual is not None:
         ins.append(lowering.tensor(tail.residual))
@@ -1477,9 +1483,11 @@ def lower_int8_matmul(lowering: Lowering, node: Node) -> bool:
         outs.append(lowering.value((*out_shape[:-1], ldq), PLAIN, np.uint8, tail.also.friendly_name))
 
     def bind(arrs: list[np.ndarray], outs: list[np.ndarray]) -> list[Any]:
-        r = arrs[1].reshape(m, -1 if tail.residual_u8 else nn) if len(arrs) > 1 else None
-        q = outs[1].reshape(m, ldq) if len(outs) > 1 else None
-        return [kernel.bind(arrs[0].reshape(m, kp), outs[0].reshape(m, ldy), r, q)]
+        # M from the arrays: a plan reused at another input shape (shape-generic) binds here too
+        rows = arrs[0].size // kp if kp else m
+        r = arrs[1].reshape(rows, -1 if tail.residual_u8 else nn) if len(arrs) > 1 else None
+        q = outs[1].reshape(rows, ldq) if len(outs) > 1 else None
+        return [kernel.bind(arrs[0].reshape(rows, kp), outs[0].reshape(rows, ldy), r, q, any_rows=True)]
 
     lowering.program.add(Op(node.friendly_name, "Int8MatMul", ins, outs, native=True, bind=bind))
     _exec_type(lowering, node)
@@ -1506,8 +1514,12 @@ def lower_fake_quantize(lowering: Lowering, node: Node) -> bool:
     rows = int(np.prod(x.shape[:-1]))
     kernel = Quantize(params, rows, c, mode=QUANT_F32, num_threads=lowering.threads, isa=lowering.isa)
     y = lowering.value(x.shape, x.layout, name=node.friendly_name)
-    lowering.program.add(Op(node.friendly_name, "FakeQuantize", [x], [y], native=True,
-                            bind=lambda a, o: [kernel.bind(a[0].reshape(rows, c), o[0].reshape(rows, c))]))
+
+    def bind(a: list[np.ndarray], o: list[np.ndarray]) -> list[Any]:
+        n = a[0].size // c if c else rows  # (rows from the arrays, as Int8Quantize)
+        return [kernel.bind(a[0].reshape(n, c), o[0].reshape(n, c), any_rows=True)]
+
+    lowering.program.add(Op(node.friendly_name, "FakeQuantize", [x], [y], native=True, bind=bind))
     lowering.bind_port(node.output(0), y)
     return True
 
