@@ -156,11 +156,12 @@ def optimize(model: Model, level: int = 2, *, report: OptimizationReport | None 
     # a bar over the passes for big models (each pass walks the whole graph)
     steps = progress.bar(PIPELINE, len(PIPELINE), "optimizing", unit="pass",
                          min_total=0 if rep.nodes_before >= 2000 else len(PIPELINE) + 1)
+    after = rep.nodes_before  # (nothing changes the graph between passes: each starts at the last one's count)
     for name in steps:
         info = _PASSES[name]
         if info.level > level or name in skip:
             continue
-        before = _node_count(m)
+        before = after
         counter = [0]
         token = _fired.set(counter)
         t0 = time.perf_counter()
@@ -173,5 +174,5 @@ def optimize(model: Model, level: int = 2, *, report: OptimizationReport | None 
         rep.records.append(PassRecord(name, counter[0], before, after, dt))
         if counter[0]:
             log.debug("ember: pass %s fired %d times (%d -> %d nodes)", name, counter[0], before, after)
-    rep.nodes_after = _node_count(m)
+    rep.nodes_after = after
     return m

@@ -46,6 +46,7 @@ the zero point), or ``q / (levels - 1) * (oh - ol) + ol`` as f32 (a plain FakeQu
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable, Iterator
@@ -1403,11 +1404,8 @@ class Int8Call:
             raise EmberError("ember: packed int8 weights do not match the kernel size")
         self._zero = aligned_empty(max(4 * packed.k4, 1) + 64, np.uint8)
         self._zero[:] = zero_point
-        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
-        if gn == 1 and packed.groups == 1:
-            tm = balanced_row_blocks(-(-m // self.tile.mr), tm, self.threads)
-            gm = -(-m // (tm * self.tile.mr))
-            tn, gn = split_panels(-(-m // self.tile.mr), tm, gm, -(-packed.cout // self.tile.nr), self.threads)
+        self.m, self.plain = m, not x_geometry
+        tm, tn, gm, gn = self._blocks(m)
         lo, hi = epilogue.lo, epilogue.hi
         if epilogue.activation and not packed.amx:
             raise EmberError("ember: an int8 epilogue activation runs on AMX tiles only (int8_activation_fits)")
@@ -1451,6 +1449,30 @@ class Int8Call:
             scale=self.scale.ctypes.data, shift=self.shift.ctypes.data, zero=self._zero.ctypes.data,
             tm=tm, tn=tn, gm=gm, gn=gn, lo=f32_bits(lo), hi=f32_bits(hi))
         self.n_tasks = packed.groups * gm * gn if m > 0 and packed.cout > 0 else 0
+
+    def _blocks(self, m: int) -> tuple[int, int, int, int]:
+        """(tm, tn, gm, gn): the schedule of ``m`` output rows."""
+        packed = self.packed
+        tm, tn, gm, gn = plan_blocks(m, packed.cout, packed.k4, packed.taps, packed.groups, self.tile, self.threads)
+        if gn == 1 and packed.groups == 1:
+            tm = balanced_row_blocks(-(-m // self.tile.mr), tm, self.threads)
+            gm = -(-m // (tm * self.tile.mr))
+            tn, gn = split_panels(-(-m // self.tile.mr), tm, gm, -(-packed.cout // self.tile.nr), self.threads)
+        return tm, tn, gm, gn
+
+    def with_rows(self, m: int) -> Int8Call:
+        """This plain GEMM call (no convolution geometry) for ``m`` rows: the parameters shared,
+        the schedule made for ``m`` as a call built for it has it."""
+        if not self.plain:
+            raise EmberError("ember: internal: with_rows on an int8 convolution")
+        if m == self.m:
+            return self
+        c = copy.copy(self)
+        tm, tn, gm, gn = c._blocks(m)
+        c.m, c.ctx = m, self.ctx.copy()
+        INT8_CONTEXT.fill(c.ctx, h=m, oh=m, m=m, tm=tm, tn=tn, gm=gm, gn=gn)
+        c.n_tasks = self.packed.groups * gm * gn if m > 0 and self.packed.cout > 0 else 0
+        return c
 
     def bind(self, x: int, y: int, residual: int = 0, keep: tuple = (), q: int = 0, ldq: int = 0) -> BoundKernel:
         """The call for these buffer addresses (residual 0: none; q: the u8 steps of
@@ -1615,7 +1637,7 @@ class Int8Gemm:
         self.scale, self.zero_point, self.epilogue = scale, zero_point, epilogue
         self.shift = np.zeros(self.n, np.float32) if shift is None else shift
         self.num_threads = num_threads
-        self._calls: dict[tuple[int, int, int, int], Int8Call] = {}
+        self._calls: dict[tuple[int, int, int], Int8Call] = {}
 
     def bind(self, a: np.ndarray, c: np.ndarray, residual: np.ndarray | None = None,
              q: np.ndarray | None = None, any_rows: bool = False) -> BoundKernel:
@@ -1633,15 +1655,16 @@ class Int8Gemm:
             ldr = _u8_out("residual", residual, (m, self.n))
         else:
             ldr = _f32_rows("residual", residual, (m, self.n))
-        key = (lda, ldc, ldr, m)
+        key = (lda, ldc, ldr)
         call = self._calls.get(key)
         if call is None:
-            call = Int8Call(self.packed, m=m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr, scale=self.scale,
+            call = Int8Call(self.packed, m=self.m, x_geometry={}, ldx=lda, ldy=ldc, ldr=ldr, scale=self.scale,
                             shift=self.shift, zero_point=self.zero_point, epilogue=self.epilogue,
                             num_threads=self.num_threads, quantize=self.quantize,
                             residual_quantize=self.residual_quantize, also_quantize=self.also_quantize,
                             residual_u8=self.residual_u8, steps_only=self.steps_only, fast=self.fast)
             self._calls[key] = call
+        call = call.with_rows(m)
         ldq = _u8_out("q", q, (m, self.n)) if q is not None else 0
         return call.bind(a.ctypes.data, c.ctypes.data, 0 if residual is None else residual.ctypes.data,
                          q=0 if q is None else q.ctypes.data, ldq=ldq)
