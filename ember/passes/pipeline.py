@@ -157,6 +157,8 @@ def optimize(model: Model, level: int = 2, *, report: OptimizationReport | None 
     steps = progress.bar(PIPELINE, len(PIPELINE), "optimizing", unit="pass",
                          min_total=0 if rep.nodes_before >= 2000 else len(PIPELINE) + 1)
     after = rep.nodes_before  # (nothing changes the graph between passes: each starts at the last one's count)
+    # node counts per pass are a walk of the graph each: only for a report someone reads
+    counting = report is not None or log.isEnabledFor(logging.DEBUG)
     for name in steps:
         info = _PASSES[name]
         if info.level > level or name in skip:
@@ -170,9 +172,9 @@ def optimize(model: Model, level: int = 2, *, report: OptimizationReport | None 
         finally:
             _fired.reset(token)
         dt = time.perf_counter() - t0
-        after = _node_count(m)
+        after = _node_count(m) if counting else -1
         rep.records.append(PassRecord(name, counter[0], before, after, dt))
         if counter[0]:
             log.debug("ember: pass %s fired %d times (%d -> %d nodes)", name, counter[0], before, after)
-    rep.nodes_after = after
+    rep.nodes_after = after if counting else _node_count(m)
     return m
