@@ -972,17 +972,17 @@ def test_quantized_graph_matches_reference(kind):
                if n.type_name in ("Int8Convolution", "Int8MatMul"))
 
 
-@pytest.mark.skipif(not __import__("ember.devices.cpu.llvm.isa", fromlist=["x"]).amx_supported(),
-                    reason="epilogue activations run on AMX tiles")
 @pytest.mark.parametrize("exact", [False, True])
 def test_ffn_gelu_and_smooth_quant_in_the_epilogue(exact, monkeypatch):
     """A transformer FFN as NNCF writes it: int8 MatMul + bias -> GELU -> smooth-quant Multiply
-    (per channel) -> FakeQuantize -> int8 MatMul. The GELU runs in the first MatMul's epilogue;
-    with the fast requantize the Multiply folds into the FakeQuantize's ranges and the epilogue
-    writes the second MatMul's u8 steps (EMBER_INT8_EXACT=1 keeps the Multiply). Against
-    REFERENCE within one hidden step per value."""
+    (per channel) -> FakeQuantize -> int8 MatMul. With AMX the GELU runs in the first MatMul's
+    epilogue (elsewhere as its own elementwise op); with the fast requantize the Multiply folds
+    into the FakeQuantize's ranges (AMX: and the epilogue writes the second MatMul's u8 steps;
+    elsewhere the quantize step reads the GELU's output with per-channel ranges)
+    (EMBER_INT8_EXACT=1 keeps the Multiply). Against REFERENCE within one hidden step per value."""
     import ember as ov
     import ember.opset as ops
+    from ember.devices.cpu.llvm.isa import amx_supported
     from ember.graph.types import Type
 
     monkeypatch.setenv("EMBER_INT8_EXACT", "1" if exact else "0")
@@ -1007,8 +1007,12 @@ def test_ffn_gelu_and_smooth_quant_in_the_epilogue(exact, monkeypatch):
     bound = step * float(np.max(np.abs(w2.astype(np.float64) * s2).sum(axis=0))) + 1e-4
     assert np.abs(got - want).max() <= bound
     ran = [p.node_type for p in request.get_profiling_info()]  # the kernels that ran, fused ops not listed
-    assert ran.count("Int8MatMul") == 2 and "Gelu" not in ran and "Add" not in ran
-    assert ("Multiply" in ran) == exact
+    assert ran.count("Int8MatMul") == 2 and ("Gelu" not in ran) == amx_supported() and "Add" not in ran
+    if amx_supported():
+        assert ("Multiply" in ran) == exact
+    else:  # the Multiply, where it stays, joins the GELU's elementwise program
+        steps = [op.type_name for op in request._compiled._executable.program.ops]
+        assert ("Eltwise:Gelu+Multiply" in steps) == exact and ("Eltwise:Gelu" in steps) != exact
 
 
 def test_residual_steps_read_by_the_epilogue():
@@ -1388,3 +1392,44 @@ def test_nncf_zoo_model_int8(name, int8_ops, fallbacks):
     assert float(np.abs(got - theirs).max()) <= tol * mag
     cos = float(np.sum(got * ref) / np.linalg.norm(got) / np.linalg.norm(ref))
     assert cos >= 0.999
+
+
+@pytest.mark.parametrize("case", ["positive", "negative", "shared", "scalar"])
+def test_smooth_quant_scale_folds_into_the_fake_quantize(case):
+    """``FakeQuantize(x * c)`` before a quantized MatMul becomes ``FakeQuantize(x)`` with input
+    ranges divided by ``c`` (positive finite per-channel or scalar ``c``, the Multiply read only
+    there); a negative ``c`` or a Multiply another op reads stays. The results are REFERENCE's
+    within one step of the FakeQuantize per value (rounding at a step's edge)."""
+    import ember as ov
+    import ember.opset as ops
+    from ember.devices.cpu.lowering import low_precision
+    from ember.graph.types import Type
+
+    rng = np.random.default_rng(11)
+    x = ops.parameter([2, 7, 32], Type.f32, name="x")
+    c = (rng.random((1, 1, 32)) + 0.5).astype(np.float32)
+    if case == "negative":
+        c[0, 0, 3] = -0.7
+    if case == "scalar":
+        c = np.float32(1.7)
+    m = ops.multiply(x, ops.constant(c))
+    lo, hi = -1.5, 1.5 * 127 / 128
+    w = rng.integers(-127, 128, (32, 16)).astype(np.int8)
+    s = (rng.random(16) * 0.02 + 0.005).astype(np.float32)
+    outs = [ops.matmul(_fq(m, lo, hi), _weights(w, s), False, False)]
+    if case == "shared":
+        outs.append(ops.relu(m))
+    model = ov.Model(outs, [x])
+    xin = rng.standard_normal((2, 7, 32)).astype(np.float32)
+    folded = low_precision._fold_scales_into_fake_quantize(model.clone())
+    assert folded == (1 if case in ("positive", "scalar") else 0)
+    core = ov.Core()
+    want = core.compile_model(model, "REFERENCE")(xin)[0]
+    cm = core.compile_model(model, "CPU")
+    got = cm(xin)[0]
+    step = (hi - lo) / 255
+    bound = step * float(np.max(np.abs(w.astype(np.float64) * s).sum(axis=0))) + 1e-4
+    assert np.abs(got - want).max() <= bound
+    types = [op.type_name for op in cm._executable.program.ops]
+    assert types.count("Int8MatMul") == 1
+    assert any("Multiply" in t for t in types) == (case in ("negative", "shared"))

@@ -294,7 +294,8 @@ def test_a_sleeping_worker_is_counted_and_wake_readies_it():
     (a long budget now), a job needs no futex wake-up."""
     pool = ThreadPool(2, spin_us=0.0)
     counts = np.zeros(16, np.int64)
-    addr = ctypes.cast(_counter_task(counts, set()), ctypes.c_void_p).value
+    task = _counter_task(counts, set())  # (kept alive: the pool calls it)
+    addr = ctypes.cast(task, ctypes.c_void_p).value
     sleeping = tp._W0 + tp._W_SLEEPING
     try:
         assert _wait_until(lambda: pool._state[sleeping] == 1)
@@ -333,7 +334,8 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
     allowed = sorted(os.sched_getaffinity(0))
     pool, tids = _new_threads(lambda: ThreadPool(2))
     counts = np.zeros(8, np.int64)
-    addr = ctypes.cast(_counter_task(counts, set()), ctypes.c_void_p).value
+    task = _counter_task(counts, set())  # (kept alive: the pool calls it)
+    addr = ctypes.cast(task, ctypes.c_void_p).value
     try:
         assert pool.adaptive_pinning and len(pool.pinned_cpus) == 1
         usage[:] = [tp.BUSY_WINDOW_S / 2, 1000]  # a busy rate, but the window is too short to judge
@@ -370,7 +372,8 @@ def test_busy_keeps_the_workers_pinned(monkeypatch):
     monkeypatch.setattr(tp, "_usage", lambda tids: (usage[0], usage[1]))
     pool, tids = _new_threads(lambda: ThreadPool(2))
     counts = np.zeros(8, np.int64)
-    addr = ctypes.cast(_counter_task(counts, set()), ctypes.c_void_p).value
+    task = _counter_task(counts, set())  # (kept alive: the pool calls it)
+    addr = ctypes.cast(task, ctypes.c_void_p).value
     try:
         assert pool.adaptive_pinning and len(pool.pinned_cpus) == 1
         pinned = list(pool.pinned_cpus)
@@ -427,7 +430,8 @@ def test_serial_pool_runs_every_job_on_the_caller():
     main = threading.get_native_id()
     counts = np.zeros(200, np.int64)
     ids = set()
-    addr = ctypes.cast(_counter_task(counts, ids), ctypes.c_void_p).value
+    task = _counter_task(counts, ids)  # (kept alive: the pool calls it)
+    addr = ctypes.cast(task, ctypes.c_void_p).value
     try:
         pool.serial = True
         before = pool.stats()

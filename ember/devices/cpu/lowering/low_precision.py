@@ -198,7 +198,7 @@ class _Activation:
     parts: list[_Activation] = field(default_factory=list)  # a Concat of these (one grid): on the u8 steps
 
 
-def _activation(port: Output, axis: int | None = None, pixels: bool = False) -> _Activation | None:
+def _activation(port: Output, axis: int | None = None, pixels: bool = False, rows: bool = False) -> _Activation | None:
     """The quantized activation ``port`` carries: a FakeQuantize (NNCF, OpenVINO, ONNX Q/DQ
     pairs) or a dequantized integer tensor (ONNX QLinear*/ConvInteger/MatMulInteger, a lone
     DequantizeLinear); None when ``port`` is neither. ``pixels``: the reader takes u8 NHWC
@@ -207,7 +207,7 @@ def _activation(port: Output, axis: int | None = None, pixels: bool = False) -> 
         pooled = _pooled_fq(port) or _concat_fq(port)
         if pooled is not None:
             return pooled
-    return _activation_fq(port, axis) or _activation_dq(port, axis)
+    return _activation_fq(port, axis, rows) or _activation_dq(port, axis)
 
 
 def _concat_fq(port: Output) -> _Activation | None:
@@ -249,10 +249,12 @@ def _pooled_fq(port: Output) -> _Activation | None:
     return act
 
 
-def _activation_fq(port: Output, axis: int | None = None) -> _Activation | None:
+def _activation_fq(port: Output, axis: int | None = None, rows: bool = False) -> _Activation | None:
     """A FakeQuantize's output (ranges scalar, or along ``axis`` when given), or values still on
     one FakeQuantize's output grid after precision-preserving ops (:func:`_grid_of`): then the
-    moved values are quantized with the grid's ranges (they are on it already)."""
+    moved values are quantized with the grid's ranges (they are on it already). ``rows``: a
+    MatMul's activation, quantized along its last axis, where the input ranges may vary (a
+    folded SmoothQuant scale: :func:`_fold_scales_into_fake_quantize`)."""
     fq = port.node
     direct = fq.type_name == "FakeQuantize"
     if not direct:
@@ -264,8 +266,11 @@ def _activation_fq(port: Output, axis: int | None = None) -> _Activation | None:
         fq = grid
     if fq.input_values()[0].element_type.dtype != F32:
         return None
-    params = ranges_along(fq, 1 if axis is None else axis)
-    if params is None or (axis is None and params.per_channel):
+    # (the input ranges may vary per channel along the quantized axis, as a folded scale leaves
+    # them: only the output grid, the int8 ops' activation scale and zero point, must be one)
+    params = ranges_along(fq, (-1 if rows and direct else 1) if axis is None else axis)
+    if params is None or (axis is None and (np.ndim(params.ol) or np.ndim(params.oh)
+                                            or (params.per_channel and not (rows and direct)))):
         return None
     ins = fq.input_values()
     levels, name = int(fq.attrs["levels"]), fq.friendly_name
@@ -554,7 +559,7 @@ def _rewrite_conv(node: Node, memo: dict[Any, Node]) -> bool:
 
 def _rewrite_matmul(node: Node, memo: dict[Any, Node]) -> bool:
     xport, wport = node.input_values()
-    found = _activation(xport)
+    found = _activation(xport, rows=True)
     if found is None or node.attrs["transpose_a"] or not xport.partial_shape.rank.is_static \
             or len(xport.partial_shape) < 2:
         return False
@@ -601,10 +606,72 @@ def _replace(old: Node, new: Node) -> None:
     replace_output(old.output(0), new.output(0))
 
 
+#: a per-channel Multiply by positive constants right before a FakeQuantize (NNCF's SmoothQuant
+#: scale) is folded into the FakeQuantize's input ranges (OpenVINO's MultiplyFakeQuantizeFusion);
+#: off: the Multiply runs as its own elementwise op (A/B runs)
+FOLD_SCALES = True
+
+
+def _fold_scales_into_fake_quantize(model: Model) -> int:
+    """``FakeQuantize(x * c)`` -> ``FakeQuantize(x)`` with input ranges ``il / c``, ``ih / c``, where
+    ``c`` is a constant of positive finite values along the data's last axis (or a scalar), the
+    Multiply has no other reader and the FakeQuantize's ranges are scalars or vectors along that
+    axis. The output ranges stay: the values that come out are the same steps of the same grid
+    (up to the rounding of ``x * c`` against ``x`` at a step's edge). NNCF's SmoothQuant
+    Multiplies before a transformer's quantized MatMuls then cost nothing at run time."""
+    import ember.opset as ops
+    from ember.devices.cpu.kernels.int8_gemm import QuantizeParams
+
+    if not FOLD_SCALES or not fast_requantize():  # (EMBER_INT8_EXACT: REFERENCE's arithmetic)
+        return 0
+    folded = 0
+    for fq in model.get_ordered_ops():
+        if fq.type_name != "FakeQuantize":
+            continue
+        mul = fq.input_values()[0].node
+        data = fq.input_values()[0]
+        if mul.type_name != "Multiply" or len(data.targets) != 1 or data.element_type.dtype != F32:
+            continue
+        # (only for MatMuls' activations: their quantize runs along the last axis, as the ranges will)
+        if not fq.output(0).targets or any(t.node.type_name != "MatMul" or t.index != 0 for t in fq.output(0).targets):
+            continue
+        shape = data.partial_shape
+        if not shape.rank.is_static or len(shape) == 0 or not shape[len(shape) - 1].is_static \
+                or str(mul.attrs.get("auto_broadcast", "numpy")).lower() != "numpy":
+            continue
+        a, b_ = mul.input_values()
+        c, x = (const_of(b_), a) if const_of(a) is None else (const_of(a), b_)
+        if c is None or const_of(x) is None and x.partial_shape != shape:
+            continue
+        if const_of(x) is not None or c.dtype != F32 or not np.all(np.isfinite(c)) or not np.all(c > 0):
+            continue
+        rank, channels = len(shape), int(shape[len(shape) - 1].get_length())
+        full = (1,) * (rank - c.ndim) + c.shape if c.ndim <= rank else None
+        if full is None or any(d != 1 for d in full[:-1]) or full[-1] not in (1, channels):
+            continue
+        found = [const_of(p) for p in fq.input_values()[1:]]
+        ranges = [r for r in found if r is not None and r.dtype == F32 and r.size in (1, channels)
+                  and (r.size == 1 or all(d == 1 for d in r.shape[:-1]))]
+        if len(ranges) != 4:
+            continue
+        vec = np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float64)
+        il = (np.broadcast_to(ranges[0].reshape(-1), (channels,)) / vec).astype(np.float32)
+        ih = (np.broadcast_to(ranges[1].reshape(-1), (channels,)) / vec).astype(np.float32)
+        if not QuantizeParams(il, ih, ranges[2].reshape(-1), ranges[3].reshape(-1), int(fq.attrs["levels"])).valid():
+            continue
+        shaped = (1,) * (rank - 1) + (channels,)
+        fq.set_argument(0, x)
+        fq.set_argument(1, ops.constant(il.reshape(shaped)).output(0))
+        fq.set_argument(2, ops.constant(ih.reshape(shaped)).output(0))
+        folded += 1
+    return folded
+
+
 def lower_precision(model: Model) -> int:
     """Rewrite the quantized convolutions and MatMuls of ``model`` into int8 ops, and MatMuls
     with compressed weights into ``CompressedMatMul`` (in place); returns how many int8 ops."""
     memo: dict[Any, Node] = {}
+    _fold_scales_into_fake_quantize(model)
     done = compressed = pooled = 0
     for node in model.get_ordered_ops():
         if node.type_name in ("Convolution", "GroupConvolution"):
