@@ -975,14 +975,14 @@ def test_quantized_graph_matches_reference(kind):
 @pytest.mark.parametrize("exact", [False, True])
 def test_ffn_gelu_and_smooth_quant_in_the_epilogue(exact, monkeypatch):
     """A transformer FFN as NNCF writes it: int8 MatMul + bias -> GELU -> smooth-quant Multiply
-    (per channel) -> FakeQuantize -> int8 MatMul. With AMX the GELU runs in the first MatMul's
-    epilogue (elsewhere as its own elementwise op); with the fast requantize the Multiply folds
-    into the FakeQuantize's ranges (AMX: and the epilogue writes the second MatMul's u8 steps;
-    elsewhere the quantize step reads the GELU's output with per-channel ranges)
+    (per channel) -> FakeQuantize -> int8 MatMul. With AMX or AVX-512 the GELU runs in the first
+    MatMul's epilogue (elsewhere as its own elementwise op); with the fast requantize the Multiply
+    folds into the FakeQuantize's ranges and the epilogue writes the second MatMul's u8 steps
     (EMBER_INT8_EXACT=1 keeps the Multiply). Against REFERENCE within one hidden step per value."""
     import ember as ov
     import ember.opset as ops
-    from ember.devices.cpu.llvm.isa import amx_supported
+    from ember.devices.cpu.kernels.int8_gemm import int8_activation_fits
+    from ember.devices.cpu.llvm.isa import host_isa
     from ember.graph.types import Type
 
     monkeypatch.setenv("EMBER_INT8_EXACT", "1" if exact else "0")
@@ -1007,8 +1007,9 @@ def test_ffn_gelu_and_smooth_quant_in_the_epilogue(exact, monkeypatch):
     bound = step * float(np.max(np.abs(w2.astype(np.float64) * s2).sum(axis=0))) + 1e-4
     assert np.abs(got - want).max() <= bound
     ran = [p.node_type for p in request.get_profiling_info()]  # the kernels that ran, fused ops not listed
-    assert ran.count("Int8MatMul") == 2 and ("Gelu" not in ran) == amx_supported() and "Add" not in ran
-    if amx_supported():
+    fused = int8_activation_fits(host_isa(), 40)  # AMX, or AVX-512's vector kernels
+    assert ran.count("Int8MatMul") == 2 and ("Gelu" not in ran) == fused and "Add" not in ran
+    if fused:
         assert ("Multiply" in ran) == exact
     else:  # the Multiply, where it stays, joins the GELU's elementwise program
         steps = [op.type_name for op in request._compiled._executable.program.ops]
@@ -1433,3 +1434,35 @@ def test_smooth_quant_scale_folds_into_the_fake_quantize(case):
     types = [op.type_name for op in cm._executable.program.ops]
     assert types.count("Int8MatMul") == 1
     assert any("Multiply" in t for t in types) == (case in ("negative", "shared"))
+
+
+@pytest.mark.parametrize("approximation", ["erf", "tanh"])
+@pytest.mark.parametrize("rows", [5, 16, 131])
+def test_int8_matmul_gelu_epilogue_matches_reference(approximation, rows, monkeypatch):
+    """An int8 MatMul + bias + GELU with an f32 output: where the kernels take the activation
+    (AMX, or AVX-512's vector kernels finishing the tile row by row), no GELU step runs and the
+    values are REFERENCE's (the same FakeQuantize grid; f32 rounding only), and equal to the
+    plan that runs the GELU on its own."""
+    import ember as ov
+    import ember.opset as ops
+    from ember.devices.cpu.kernels import int8_gemm
+    from ember.graph.types import Type
+
+    rng = np.random.default_rng(rows)
+    x = ops.parameter([1, rows, 40], Type.f32, name="x")
+    w = rng.integers(-127, 128, (40, 72)).astype(np.int8)
+    s = (rng.random(72) * 0.02 + 0.005).astype(np.float32)
+    h = ops.matmul(_fq(x, -2.0, 2.0 * 127 / 128), _weights(w, s), False, False)
+    model = ov.Model([ops.gelu(ops.add(h, ops.constant(rng.standard_normal(72).astype(np.float32) * 0.3)),
+                               approximation)], [x])
+    xin = (rng.standard_normal((1, rows, 40)) * 1.2).astype(np.float32)
+    core = ov.Core()
+    want = core.compile_model(model, "REFERENCE")(xin)[0]
+    fused = core.compile_model(model, "CPU")
+    got = fused(xin)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    steps = [op.type_name for op in fused._executable.program.ops]
+    assert ("Eltwise:Gelu" in steps) != int8_gemm.int8_activation_fits(int8_gemm.host_isa(), 40)
+    monkeypatch.setattr(int8_gemm, "VNNI_ACTIVATIONS", False)
+    apart = core.compile_model(model, "CPU")(xin)[0]
+    np.testing.assert_allclose(got, apart, rtol=1e-5, atol=1e-6)

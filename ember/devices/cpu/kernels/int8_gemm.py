@@ -410,14 +410,18 @@ def concat_vectors(b: ir.IRBuilder, parts: list[ir.Value]) -> ir.Value:
     return parts[0]
 
 
-def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa: Isa) -> ir.Function:
+def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa: Isa,
+                      epi: ir.Function | None = None) -> ir.Function:
     """ukr(rows, ntaps, k4, bp, c, ldc, ncols, comp, scale, shift, res, ldr, lo, hi, flags, fq, fqs, q, ldq).
 
     ``rows`` holds ntaps groups of tile.mr row pointers (first mr used); the B micro-panel at
     bp is [tap][k4][NR][4] bytes; the C tile at c (f32, or u8 with FLAG_U8) has row stride
     ldc elements; ncols <= NR. ``fq`` points at the FQ_WORDS rows (stride fqs) of a fused FakeQuantize, applied
     before the residual (FLAG_FQ_MID) or last (FLAG_FQ_END; with FLAG_U8 its steps are stored); with
-    FLAG_ALSO_U8 the f32 tile is stored and its steps too, at q (row stride ldq bytes)."""
+    FLAG_ALSO_U8 the f32 tile is stored and its steps too, at q (row stride ldq bytes). ``epi``
+    (the row epilogue of :func:`_emit_int8_epilogue`, 32-column tiles): flags with an activation
+    store the i32 tile on the stack and finish it there, row by row (the activations' code lives
+    once in that function, not in every micro-kernel)."""
     fn = Emitter.function(m, name, VOID, [PTR, I64, I64, PTR, PTR, I64, I64, PTR, PTR, PTR, PTR, I64, F32, F32, I32,
                                           PTR, I64, PTR, I64], internal=True, noinline=True)
     rows, ntaps, k4, bp, cp, ldc, ncols, compp, scalep, shiftp, resp, ldr, lo, hi, flags, fqp, fqs, qp, ldq = fn.args
@@ -461,11 +465,27 @@ def _emit_microkernel(m: ir.Module, name: str, tile: Tile, mr: int, nv: int, isa
         finish_tile(e, out, masks, flags, lo, hi, fq, lambda r: e.gep(I8, resp, b.mul(b.mul(ldr, c64(r)), resz)),
                     lambda r: b.mul(ldc, c64(r)), cp, (qp, lambda r: b.mul(ldq, c64(r))))
 
-    with b.if_else(b.icmp_signed(">=", ncols, c64(NR))) as (full, part):
-        with full:
-            epilogue(False)
-        with part:
-            epilogue(True)
+    def tile_epilogue() -> None:
+        with b.if_else(b.icmp_signed(">=", ncols, c64(NR))) as (full, part):
+            with full:
+                epilogue(False)
+            with part:
+                epilogue(True)
+
+    if epi is None:
+        tile_epilogue()
+    else:
+        act = b.icmp_unsigned("!=", b.and_(b.lshr(flags, c32(ACT_SHIFT)), c32(0xF)), c32(0))
+        with b.if_else(act) as (rows_epi, in_regs):
+            with rows_epi:
+                cbuf = aligned_alloca(e, I32, c64(mr * NR), 64)
+                for r in range(mr):
+                    for v in range(nv):
+                        b.store(e.load(vi, acc[r][v]), e.gep(I32, cbuf, c64(r * NR + v * L)), align=64)
+                b.call(epi, [cbuf, c64(mr), ncols, cp, ldc, compp, scalep, shiftp, resp, ldr, lo, hi, flags, fqp,
+                             fqs, qp, ldq])
+            with in_regs:
+                tile_epilogue()
     b.ret_void()
     return fn
 
@@ -932,10 +952,11 @@ def _emit_depthwise_unrolled(m: ir.Module, name: str, lanes: int, KH: int, KW: i
     b.ret_void()
 
 
-def _build_module(prefix: str, isa: Isa, tile: Tile) -> ir.Module:
+def _build_module(prefix: str, isa: Isa, tile: Tile, activations: bool = False) -> ir.Module:
     m = ir.Module(name=prefix)
     m.triple = isa.triple
-    ukrs = {(r, v): _emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, isa)
+    epi = _emit_int8_epilogue(m, f"{prefix}_epi") if activations else None
+    ukrs = {(r, v): _emit_microkernel(m, f"{prefix}_ukr_{r}x{v}", tile, r, v, isa, epi)
             for v in range(1, tile.nv + 1) for r in range(1, tile.mr + 1)}
     _emit_task(m, f"{prefix}_int8_task", tile, ukrs)
     _emit_quantize(m, f"{prefix}_quantize_task", isa.f32_lanes)
@@ -948,12 +969,14 @@ def _build_module(prefix: str, isa: Isa, tile: Tile) -> ir.Module:
 class Int8Kernels:
     """The compiled int8 module for one ISA level (VNNI or not)."""
 
-    def __init__(self, isa: Isa):
+    def __init__(self, isa: Isa, activations: bool = False):
         self.isa = isa
         self.tile = INT8_TILES[isa.level]
+        #: whether the micro-kernels finish tiles with an activation (:func:`vnni_activations`)
+        self.activations = activations
         t = self.tile
-        sig = f"int8gemm|{isa.level}|vnni{int(isa.vnni)}|mr{t.mr}|nv{t.nv}|l{t.lanes}"
-        self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t))
+        sig = f"int8gemm|{isa.level}|vnni{int(isa.vnni)}|mr{t.mr}|nv{t.nv}|l{t.lanes}|act{int(activations)}"
+        self.lib = jit.load(sig, isa, lambda p: _build_module(p, isa, t, activations))
         self.task_address = self.lib.address("int8_task")
         self.quantize_address = self.lib.address("quantize_task")
         self.depthwise_address = self.lib.address("dw_task")
@@ -977,13 +1000,15 @@ class Int8Kernels:
 
 
 @functools.cache
-def _kernels_for(isa: Isa) -> Int8Kernels:
-    return Int8Kernels(isa)
+def _kernels_for(isa: Isa, activations: bool) -> Int8Kernels:
+    return Int8Kernels(isa, activations)
 
 
 def int8_kernels(isa: Isa | None = None) -> Int8Kernels:
-    """The int8 kernels for ``isa`` (default: the host's best)."""
-    return _kernels_for(isa or host_isa())
+    """The int8 kernels for ``isa`` (default: the host's best), with activation tiles where
+    :func:`vnni_activations` says so now."""
+    isa = isa or host_isa()
+    return _kernels_for(isa, vnni_activations(isa))
 
 
 # --------------------------------------------------------------------------- AMX tiles
@@ -1407,8 +1432,9 @@ class Int8Call:
         self.m, self.plain = m, not x_geometry
         tm, tn, gm, gn = self._blocks(m)
         lo, hi = epilogue.lo, epilogue.hi
-        if epilogue.activation and not packed.amx:
-            raise EmberError("ember: an int8 epilogue activation runs on AMX tiles only (int8_activation_fits)")
+        if epilogue.activation and not packed.amx and not self.kernels.activations:
+            raise EmberError("ember: an int8 epilogue activation runs on AMX tiles or AVX-512 only "
+                             "(int8_activation_fits)")
         if quantize is not None and quantize.at == "end" and also_quantize is None and hi == math.inf \
                 and not epilogue.activation and lo <= float(np.min(quantize.params.il)):
             # the last FakeQuantize gives every value under its il (so under lo) step 0: the clamp
@@ -1530,12 +1556,26 @@ def folded_epilogue(scale: np.ndarray, shift: np.ndarray, comp: np.ndarray,
     return fa, fb
 
 
+#: AVX-512 vector int8 kernels take an epilogue activation too (their tiles are 32 columns,
+#: finished by the AMX row epilogue when an activation is set); off: AMX only (A/B runs)
+VNNI_ACTIVATIONS = True
+
+
+def vnni_activations(isa: Isa) -> bool:
+    """Whether the vector int8 micro-kernels of ``isa`` finish activation tiles row by row."""
+    return VNNI_ACTIVATIONS and isa.level == "avx512" and INT8_TILES["avx512"].nr == AMX_TILE.nr
+
+
 def int8_activation_fits(isa: Isa, k: int, taps: int = 1) -> bool:
     """Whether an int8 GEMM/convolution of ``k`` input channels per tap and ``taps`` taps can
-    take an epilogue activation (:data:`EPILOGUE_ACTIVATIONS`): its weights pack for AMX tiles
-    (the vector kernels' epilogue has none)."""
+    take an epilogue activation (:data:`EPILOGUE_ACTIVATIONS`): its weights pack for AMX tiles,
+    or the AVX-512 vector kernels finish it (:func:`vnni_activations`)."""
     k4 = -(-k // 4)
-    return isa.amx_int8 and k4 > 0 and fits_stack(taps, 4 * amx_split(k4)[2])
+    if k4 <= 0:
+        return False
+    if isa.amx_int8:
+        return fits_stack(taps, 4 * amx_split(k4)[2])
+    return vnni_activations(isa)
 
 
 def balanced_row_blocks(ntiles: int, tm: int, threads: int) -> int:
