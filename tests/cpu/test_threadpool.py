@@ -165,6 +165,21 @@ def _new_threads(make):
     return obj, [int(t) for t in set(os.listdir("/proc/self/task")) - before]
 
 
+def _faked_load_pool(monkeypatch):
+    """A two-thread pool whose load judgement reads faked counters (``usage``: CPU-seconds and
+    context switches of its workers; the machine's counters unreadable), and a counter task for
+    it (kept alive: the pool calls it). Returns (pool, worker tids, usage, counts, task, address)."""
+    monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
+    monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(tp, "load_counters", lambda cpus: None)
+    usage = [0.0, 0]
+    monkeypatch.setattr(tp, "_usage", lambda tids: (usage[0], usage[1]))
+    pool, tids = _new_threads(lambda: ThreadPool(2))
+    counts = np.zeros(8, np.int64)
+    task = _counter_task(counts, set())
+    return pool, tids, usage, counts, task, ctypes.cast(task, ctypes.c_void_p).value
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
 @pytest.mark.parametrize("pin", [True, False])
 def test_workers_pinned_to_their_own_cpu(pin):
@@ -325,17 +340,9 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
     """Where the machine's counters cannot be read: workers are let go (any allowed CPU) when
     they are preempted often per CPU-second they use, and pinned again after a longer quiet
     window; the counters are faked."""
-    monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
     monkeypatch.setattr(tp, "UNPIN_WHEN_BUSY", True)  # (the A/B rule: see test_busy_keeps_the_workers_pinned)
-    monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
-    monkeypatch.setattr(tp, "load_counters", lambda cpus: None)
-    usage = [0.0, 0]
-    monkeypatch.setattr(tp, "_usage", lambda tids: (usage[0], usage[1]))
     allowed = sorted(os.sched_getaffinity(0))
-    pool, tids = _new_threads(lambda: ThreadPool(2))
-    counts = np.zeros(8, np.int64)
-    task = _counter_task(counts, set())  # (kept alive: the pool calls it)
-    addr = ctypes.cast(task, ctypes.c_void_p).value
+    pool, tids, usage, counts, task, addr = _faked_load_pool(monkeypatch)
     try:
         assert pool.adaptive_pinning and len(pool.pinned_cpus) == 1
         usage[:] = [tp.BUSY_WINDOW_S / 2, 1000]  # a busy rate, but the window is too short to judge
@@ -365,15 +372,7 @@ def test_pinning_adapts_to_a_busy_machine(monkeypatch):
 def test_busy_keeps_the_workers_pinned(monkeypatch):
     """By default a busy machine leaves the workers pinned (the chooser decides serial or
     parallel runs); the workers still run jobs."""
-    monkeypatch.delenv("EMBER_PIN_THREADS", raising=False)
-    monkeypatch.setattr(tp, "CHECK_EVERY_S", 0.0)
-    monkeypatch.setattr(tp, "load_counters", lambda cpus: None)
-    usage = [0.0, 0]
-    monkeypatch.setattr(tp, "_usage", lambda tids: (usage[0], usage[1]))
-    pool, tids = _new_threads(lambda: ThreadPool(2))
-    counts = np.zeros(8, np.int64)
-    task = _counter_task(counts, set())  # (kept alive: the pool calls it)
-    addr = ctypes.cast(task, ctypes.c_void_p).value
+    pool, tids, usage, counts, task, addr = _faked_load_pool(monkeypatch)
     try:
         assert pool.adaptive_pinning and len(pool.pinned_cpus) == 1
         pinned = list(pool.pinned_cpus)

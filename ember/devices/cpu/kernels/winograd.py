@@ -112,13 +112,17 @@ def transform_weights(w: np.ndarray, tile: int = 2) -> np.ndarray:
     return u.reshape(len(g) ** 2, 1, w.shape[1], w.shape[0]).astype(np.float32)
 
 
+def _splat(e: Emitter, x: float, like: ir.Value) -> ir.Value:
+    """The constant ``x`` in every lane of a vector of ``like``'s type."""
+    return e.splat(ir.Constant(F32, x), like.type.count)
+
+
 def _bt4(e: Emitter, d: list[ir.Value]) -> list[ir.Value]:
     """``B^T d`` of F(4, 3) for six vectors (Lavin and Gray's factoring: 12 operations)."""
     b = e.b
-    L = d[0].type.count
 
     def k(x: float) -> ir.Value:
-        return e.splat(ir.Constant(F32, x), L)
+        return _splat(e, x, d[0])
 
     a = fmuladd(e, d[2], k(-4.0), d[4])
     c_ = fmuladd(e, d[1], k(-4.0), d[3])
@@ -131,10 +135,9 @@ def _bt4(e: Emitter, d: list[ir.Value]) -> list[ir.Value]:
 def _at4(e: Emitter, m: list[ir.Value]) -> list[ir.Value]:
     """``A^T m`` of F(4, 3) for six vectors: four outputs."""
     b = e.b
-    L = m[0].type.count
 
     def k(x: float) -> ir.Value:
-        return e.splat(ir.Constant(F32, x), L)
+        return _splat(e, x, m[0])
 
     s, t = b.fadd(m[1], m[2]), b.fsub(m[1], m[2])
     u, v = b.fadd(m[3], m[4]), b.fsub(m[3], m[4])
@@ -146,9 +149,8 @@ def _emit_input(m: ir.Module, name: str, lanes: int, two_d: bool = True, tile: i
     """task -> (image, tile row, block of tiles): V[t][k][c] = (B^T d B)[k] for each channel,
     ``tile`` x ``tile`` outputs a tile (2: F(2x2, 3x3), 16 terms; 4: F(4x4, 3x3), 36 terms)
     (1-D, ``two_d=False``: ``(B^T d)[k]``, four terms per tile)."""
-    R = tile + 2
-    R, K = (R, R * R) if two_d else (1, 4)
-    E = tile + 2  # input columns a tile reads
+    E = tile + 2  # input columns a tile reads (and rows, in 2-D)
+    R, K = (E, E * E) if two_d else (1, 4)
     fn = Emitter.function(m, name, VOID, [PTR, I64])
     e = ContextEmitter(m, fn, WINO_IN)
     b = e.b

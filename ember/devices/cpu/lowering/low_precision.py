@@ -640,10 +640,11 @@ def _fold_scales_into_fake_quantize(model: Model) -> int:
                 or str(mul.attrs.get("auto_broadcast", "numpy")).lower() != "numpy":
             continue
         a, b_ = mul.input_values()
-        c, x = (const_of(b_), a) if const_of(a) is None else (const_of(a), b_)
-        if c is None or const_of(x) is None and x.partial_shape != shape:
+        ca, cb = const_of(a), const_of(b_)
+        if (ca is None) == (cb is None):  # one constant scale, one tensor
             continue
-        if const_of(x) is not None or c.dtype != F32 or not np.all(np.isfinite(c)) or not np.all(c > 0):
+        c, x = (cb, a) if cb is not None else (ca, b_)
+        if c is None or x.partial_shape != shape or c.dtype != F32 or not np.all(np.isfinite(c)) or not np.all(c > 0):
             continue
         rank, channels = len(shape), int(shape[len(shape) - 1].get_length())
         full = (1,) * (rank - c.ndim) + c.shape if c.ndim <= rank else None

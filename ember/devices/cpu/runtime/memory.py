@@ -52,10 +52,16 @@ def plan_memory(program: Program) -> None:
         t.root().last = n
     roots = [t for t in program.tensors if t.kind == "value" and t.arena and t.last >= 0 and not t.external]
     owner = _in_place_owners(program)  # {output id: the value whose bytes it takes over}
-    groups: dict[int, list[Tensor]] = {}
-    for t in roots:
-        groups.setdefault(_owner_of(t.id, owner), []).append(t)
-    spans = [(max(t.nbytes for t in g), min(t.first for t in g), max(t.last for t in g), g) for g in groups.values()]
+    # one span a chain of in-place outputs (largest size, first step to last step), one a value
+    spans: list[tuple[int, int, int, list[Tensor]]] = []
+    if owner:
+        groups: dict[int, list[Tensor]] = {}
+        for t in roots:
+            groups.setdefault(_owner_of(t.id, owner), []).append(t)
+        spans = [(max(t.nbytes for t in g), min(t.first for t in g), max(t.last for t in g), g)
+                 for g in groups.values()]
+    else:  # (the common case, at every new shape: no chains)
+        spans = [(t.nbytes, t.first, t.last, [t]) for t in roots]
     spans.sort(key=lambda s: (-s[0], s[1]))
     sizes = [-(-max(nbytes, 1) // ALIGN) * ALIGN for nbytes, _, _, _ in spans]
     offsets = place_values(sizes, [s[1] for s in spans], [s[2] for s in spans])
