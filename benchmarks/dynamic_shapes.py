@@ -101,8 +101,12 @@ def model_xml(model: str) -> str:
         return str(xml)
     import hashlib
 
-    import nncf
-    import openvino
+    try:
+        import nncf
+        import openvino
+    except ImportError as e:
+        raise SystemExit(f"dynamic_shapes.py: --models minilm-int8 quantizes with NNCF and OpenVINO "
+                         f"(pip install -e '.[test]'): {e}") from None
 
     h = hashlib.sha1(f"{INT8_CALIBRATION}-{nncf.__version__}-{openvino.__version__}".encode())
     h.update(Path(xml).read_bytes())
